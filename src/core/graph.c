@@ -1,0 +1,234 @@
+#include "core/graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "ops/op.h"
+
+void kn_graph_init(kn_graph *g) { memset(g, 0, sizeof *g); }
+
+void kn_graph_free(kn_graph *g) {
+    kn_arena_free(&g->arena);
+    free(g->values);
+    free(g->nodes);
+    memset(g, 0, sizeof *g);
+}
+
+static bool grow(void **items, int *cap, int need, size_t item_size) {
+    if (need <= *cap)
+        return true;
+    int cap2 = *cap ? *cap * 2 : 64;
+    while (cap2 < need)
+        cap2 *= 2;
+    void *p = realloc(*items, (size_t)cap2 * item_size);
+    if (!p)
+        return false;
+    *items = p;
+    *cap = cap2;
+    return true;
+}
+
+int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
+                       const kn_shape *shape) {
+    if (!grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(kn_value))) {
+        kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
+        return -1;
+    }
+    kn_value *v = &g->values[g->n_values];
+    memset(v, 0, sizeof *v);
+    v->name = kn_arena_strdup(&g->arena, name);
+    v->kind = kind;
+    v->dtype = dtype;
+    v->shape = *shape;
+    v->producer = -1;
+    if (!v->name) {
+        kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
+        return -1;
+    }
+    if (kind == KN_VALUE_PARAM || kind == KN_VALUE_STATE || kind == KN_VALUE_CONST) {
+        size_t bytes;
+        if (!kn_shape_bytes(shape, dtype, &bytes)) {
+            kn_fail(KILN_ERR_NOMEM, "value '%s': size overflows", name);
+            return -1;
+        }
+        v->data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
+        if (!v->data) {
+            kn_fail(KILN_ERR_NOMEM, "out of memory for the data of '%s' (%zu bytes)", name, bytes);
+            return -1;
+        }
+    }
+    return g->n_values++;
+}
+
+int kn_graph_find_value(const kn_graph *g, const char *name) {
+    for (int i = 0; i < g->n_values; i++)
+        if (strcmp(g->values[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+int kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
+                      const int *in, int n_out, const int *out) {
+    const kn_op *op = kn_op_find(op_name);
+    if (!op) {
+        kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", node_name, op_name);
+        return -1;
+    }
+    if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(kn_node))) {
+        kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
+        return -1;
+    }
+    kn_node *n = &g->nodes[g->n_nodes];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->name = kn_arena_strdup(&g->arena, node_name);
+    n->n_in = n_in;
+    n->n_out = n_out;
+    n->in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)(n_in ? n_in : 1));
+    n->out = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)(n_out ? n_out : 1));
+    if (!n->name || !n->in || !n->out) {
+        kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
+        return -1;
+    }
+    for (int i = 0; i < n_in; i++) {
+        if (in[i] < -1 || in[i] >= g->n_values) {
+            kn_fail(KILN_ERR_INTERNAL, "node '%s': input %d refers to no value", node_name, i);
+            return -1;
+        }
+        n->in[i] = in[i];
+    }
+    for (int i = 0; i < n_out; i++) {
+        if (out[i] < 0 || out[i] >= g->n_values) {
+            kn_fail(KILN_ERR_INTERNAL, "node '%s': output %d refers to no value", node_name, i);
+            return -1;
+        }
+        n->out[i] = out[i];
+        g->values[out[i]].producer = g->n_nodes;
+    }
+    return g->n_nodes++;
+}
+
+static kn_attr *attr_slot(kn_graph *g, int node, const char *name) {
+    kn_node *n = &g->nodes[node];
+    for (int i = 0; i < n->n_attrs; i++)
+        if (strcmp(n->attrs[i].name, name) == 0)
+            return &n->attrs[i];
+    kn_attr *attrs = kn_arena_alloc(&g->arena, sizeof(kn_attr) * (size_t)(n->n_attrs + 1));
+    if (!attrs)
+        return NULL;
+    if (n->n_attrs)
+        memcpy(attrs, n->attrs, sizeof(kn_attr) * (size_t)n->n_attrs);
+    n->attrs = attrs;
+    kn_attr *a = &attrs[n->n_attrs++];
+    a->name = kn_arena_strdup(&g->arena, name);
+    return a->name ? a : NULL;
+}
+
+kiln_status kn_node_set_int(kn_graph *g, int node, const char *name, int64_t v) {
+    kn_attr *a = attr_slot(g, node, name);
+    if (!a)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting attribute '%s'", name);
+    a->type = KN_ATTR_INT;
+    a->i = v;
+    return KILN_OK;
+}
+
+kiln_status kn_node_set_float(kn_graph *g, int node, const char *name, float v) {
+    kn_attr *a = attr_slot(g, node, name);
+    if (!a)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting attribute '%s'", name);
+    a->type = KN_ATTR_FLOAT;
+    a->f = v;
+    return KILN_OK;
+}
+
+kiln_status kn_node_set_ints(kn_graph *g, int node, const char *name, int n, const int64_t *v) {
+    if (n < 0 || n > KN_MAX_ATTR_INTS)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "attribute '%s' has %d ints; at most %d supported", name,
+                       n, KN_MAX_ATTR_INTS);
+    kn_attr *a = attr_slot(g, node, name);
+    if (!a)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting attribute '%s'", name);
+    a->type = KN_ATTR_INTS;
+    a->n_ints = n;
+    for (int i = 0; i < n; i++)
+        a->ints[i] = v[i];
+    return KILN_OK;
+}
+
+kiln_status kn_node_set_string(kn_graph *g, int node, const char *name, const char *v) {
+    kn_attr *a = attr_slot(g, node, name);
+    const char *copy = a ? kn_arena_strdup(&g->arena, v) : NULL;
+    if (!copy)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting attribute '%s'", name);
+    a->type = KN_ATTR_STRING;
+    a->s = copy;
+    return KILN_OK;
+}
+
+const kn_attr *kn_node_attr(const kn_node *n, const char *name) {
+    for (int i = 0; i < n->n_attrs; i++)
+        if (strcmp(n->attrs[i].name, name) == 0)
+            return &n->attrs[i];
+    return NULL;
+}
+
+int64_t kn_node_int(const kn_node *n, const char *name, int64_t fallback) {
+    const kn_attr *a = kn_node_attr(n, name);
+    if (!a)
+        return fallback;
+    return a->type == KN_ATTR_FLOAT ? (int64_t)a->f : a->i;
+}
+
+float kn_node_float(const kn_node *n, const char *name, float fallback) {
+    const kn_attr *a = kn_node_attr(n, name);
+    if (!a)
+        return fallback;
+    return a->type == KN_ATTR_INT ? (float)a->i : a->f;
+}
+
+int kn_node_ints(const kn_node *n, const char *name, int64_t *out, int max) {
+    const kn_attr *a = kn_node_attr(n, name);
+    if (!a || a->type != KN_ATTR_INTS)
+        return -1;
+    for (int i = 0; i < a->n_ints && i < max; i++)
+        out[i] = a->ints[i];
+    return a->n_ints;
+}
+
+const char *kn_node_string(const kn_node *n, const char *name, const char *fallback) {
+    const kn_attr *a = kn_node_attr(n, name);
+    return (a && a->type == KN_ATTR_STRING) ? a->s : fallback;
+}
+
+kiln_status kn_graph_infer_shapes(kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (n->n_in < n->op->min_inputs || n->n_in > n->op->max_inputs)
+            return kn_fail(KILN_ERR_INVALID_ARG, "node '%s' (%s): %d inputs, expected %d to %d",
+                           n->name, n->op->name, n->n_in, n->op->min_inputs, n->op->max_inputs);
+        for (int k = 0; k < n->n_in; k++) {
+            if (n->in[k] < 0)
+                continue;
+            const kn_value *v = &g->values[n->in[k]];
+            if (v->kind == KN_VALUE_ACT && v->producer < 0)
+                return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': input '%s' is never produced",
+                               n->name, v->name);
+        }
+        kiln_status st = n->op->infer(g, n);
+        if (st != KILN_OK) {
+            kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
+            return st;
+        }
+    }
+    return KILN_OK;
+}
+
+int64_t kn_graph_param_count(const kn_graph *g) {
+    int64_t n = 0;
+    for (int i = 0; i < g->n_values; i++)
+        if (g->values[i].kind == KN_VALUE_PARAM)
+            n += kn_shape_numel(&g->values[i].shape);
+    return n;
+}

@@ -1,0 +1,108 @@
+/* The graph IR shared by training, conversion, compression and inference.
+ *
+ * A graph is a list of values (tensors: inputs, parameters, constants, activations) and a list of
+ * nodes in topological order. Each node applies one op from the op table to input values and writes
+ * output values. Everything a graph holds (names, attributes, initializer data) lives in its arena,
+ * freed at once by kn_graph_free.
+ */
+#ifndef KN_GRAPH_H
+#define KN_GRAPH_H
+
+#include "core/arena.h"
+#include "core/tensor.h"
+
+typedef struct kn_op kn_op;
+
+typedef enum kn_value_kind {
+    KN_VALUE_INPUT,  /* fed by the caller */
+    KN_VALUE_PARAM,  /* trainable initializer */
+    KN_VALUE_STATE,  /* initializer updated by training but not by gradients (BatchNorm running stats) */
+    KN_VALUE_CONST,  /* constant data (a Reshape target, a scale) */
+    KN_VALUE_ACT     /* produced by a node */
+} kn_value_kind;
+
+typedef struct kn_value {
+    const char *name;
+    kn_value_kind kind;
+    kn_dtype dtype;
+    kn_shape shape;   /* for activations: set by shape inference for the current batch size */
+    void *data;       /* initializers: 64-byte aligned, owned by the graph arena; NULL otherwise */
+    int producer;     /* node index, -1 for inputs and initializers */
+} kn_value;
+
+typedef enum kn_attr_type { KN_ATTR_INT, KN_ATTR_FLOAT, KN_ATTR_INTS, KN_ATTR_STRING } kn_attr_type;
+
+#define KN_MAX_ATTR_INTS 16
+
+typedef struct kn_attr {
+    const char *name;
+    kn_attr_type type;
+    int n_ints;
+    int64_t i;
+    float f;
+    int64_t ints[KN_MAX_ATTR_INTS];
+    const char *s;
+} kn_attr;
+
+typedef struct kn_node {
+    const kn_op *op;
+    const char *name;
+    int n_in, n_out;
+    int *in;   /* value ids; -1 for an omitted optional input */
+    int *out;  /* value ids */
+    int n_attrs;
+    kn_attr *attrs;
+} kn_node;
+
+typedef struct kn_graph {
+    kn_arena arena;
+    kn_value *values;
+    int n_values, cap_values;
+    kn_node *nodes;
+    int n_nodes, cap_nodes;
+    int inputs[16], n_inputs;
+    int outputs[16], n_outputs;
+} kn_graph;
+
+void kn_graph_init(kn_graph *g);
+void kn_graph_free(kn_graph *g);
+
+/* Adds a value; returns its id, or -1 (with kiln_last_error set) when out of memory. For
+ * KN_VALUE_PARAM/STATE/CONST the data is allocated zeroed in the arena. */
+int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
+                       const kn_shape *shape);
+/* Looks a value up by name; -1 when absent. */
+int kn_graph_find_value(const kn_graph *g, const char *name);
+
+/* Adds a node applying the op named `op_name` (an ONNX name: "Conv", "Relu" ...); returns its index,
+ * or -1 with kiln_last_error set (unknown op, out of memory). Output values get the node as producer. */
+int kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
+                      const int *in, int n_out, const int *out);
+
+kiln_status kn_node_set_int(kn_graph *g, int node, const char *name, int64_t v);
+kiln_status kn_node_set_float(kn_graph *g, int node, const char *name, float v);
+kiln_status kn_node_set_ints(kn_graph *g, int node, const char *name, int n, const int64_t *v);
+kiln_status kn_node_set_string(kn_graph *g, int node, const char *name, const char *v);
+
+const kn_attr *kn_node_attr(const kn_node *n, const char *name);
+int64_t kn_node_int(const kn_node *n, const char *name, int64_t fallback);
+float kn_node_float(const kn_node *n, const char *name, float fallback);
+/* Copies up to `max` ints into out; returns how many the attribute has, or -1 when absent. */
+int kn_node_ints(const kn_node *n, const char *name, int64_t *out, int max);
+const char *kn_node_string(const kn_node *n, const char *name, const char *fallback);
+
+/* The shape of a node's i-th input / output value. */
+static inline kn_value *kn_node_input(const kn_graph *g, const kn_node *n, int i) {
+    return (i < n->n_in && n->in[i] >= 0) ? &g->values[n->in[i]] : NULL;
+}
+static inline kn_value *kn_node_output(const kn_graph *g, const kn_node *n, int i) {
+    return &g->values[n->out[i]];
+}
+
+/* Runs every node's shape inference in order; a failure names the node. */
+kiln_status kn_graph_infer_shapes(kn_graph *g);
+
+/* Number of scalar parameters in KN_VALUE_PARAM values. */
+int64_t kn_graph_param_count(const kn_graph *g);
+
+#endif

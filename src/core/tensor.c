@@ -1,0 +1,95 @@
+#include "core/tensor.h"
+
+#include <stdio.h>
+#include <string.h>
+
+size_t kn_dtype_size(kn_dtype dtype) {
+    switch (dtype) {
+    case KN_F32: return 4;
+    case KN_I64: return 8;
+    case KN_I32: return 4;
+    case KN_U8: return 1;
+    case KN_DTYPE_COUNT: break;
+    }
+    return 0;
+}
+
+const char *kn_dtype_name(kn_dtype dtype) {
+    switch (dtype) {
+    case KN_F32: return "f32";
+    case KN_I64: return "i64";
+    case KN_I32: return "i32";
+    case KN_U8: return "u8";
+    case KN_DTYPE_COUNT: break;
+    }
+    return "?";
+}
+
+kn_shape kn_shape_of(int ndim, const int64_t *dims) {
+    kn_shape s;
+    memset(&s, 0, sizeof s);
+    s.ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = dims[i];
+    return s;
+}
+
+int64_t kn_shape_numel(const kn_shape *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < shape->ndim; i++)
+        n *= shape->d[i];
+    return n;
+}
+
+int64_t kn_shape_span(const kn_shape *shape, int from, int to) {
+    int64_t n = 1;
+    for (int i = from; i < to; i++)
+        n *= shape->d[i];
+    return n;
+}
+
+bool kn_shape_equal(const kn_shape *a, const kn_shape *b) {
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] != b->d[i])
+            return false;
+    return true;
+}
+
+char *kn_shape_str(const kn_shape *shape, char *buf, size_t size) {
+    size_t used = 0;
+    int n = snprintf(buf, size, "(");
+    used = n > 0 ? (size_t)n : 0;
+    for (int i = 0; i < shape->ndim && used < size; i++) {
+        n = snprintf(buf + used, size - used, i ? ", %lld" : "%lld", (long long)shape->d[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, ")");
+    return buf;
+}
+
+bool kn_size_mul(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+bool kn_size_add(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+bool kn_shape_bytes(const kn_shape *shape, kn_dtype dtype, size_t *out) {
+    size_t n = kn_dtype_size(dtype);
+    for (int i = 0; i < shape->ndim; i++) {
+        if (shape->d[i] < 0 || !kn_size_mul(n, (size_t)shape->d[i], &n))
+            return false;
+    }
+    *out = n;
+    return true;
+}
+
+int kn_axis_normalize(int64_t axis, int ndim) {
+    if (axis < 0)
+        axis += ndim;
+    return (axis >= 0 && axis < ndim) ? (int)axis : -1;
+}

@@ -1,0 +1,56 @@
+/* Shapes, dtypes and tensor views. A kn_tensor never owns its data. */
+#ifndef KN_TENSOR_H
+#define KN_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/kiln.h"
+
+#define KN_MAX_DIMS 6
+
+typedef enum kn_dtype {
+    KN_F32 = 0,
+    KN_I64,
+    KN_I32,
+    KN_U8,
+    KN_DTYPE_COUNT
+} kn_dtype;
+
+typedef struct kn_shape {
+    int ndim;
+    int64_t d[KN_MAX_DIMS];
+} kn_shape;
+
+typedef struct kn_tensor {
+    kn_shape shape;
+    kn_dtype dtype;
+    void *data;
+} kn_tensor;
+
+size_t kn_dtype_size(kn_dtype dtype);
+const char *kn_dtype_name(kn_dtype dtype);
+
+/* kn_shape_of(3, (int64_t[]){N, C, HW}) */
+kn_shape kn_shape_of(int ndim, const int64_t *dims);
+int64_t kn_shape_numel(const kn_shape *shape);
+bool kn_shape_equal(const kn_shape *a, const kn_shape *b);
+/* Writes "(64, 1, 28, 28)" into buf; returns buf. */
+char *kn_shape_str(const kn_shape *shape, char *buf, size_t size);
+/* Product of dims [from, to). */
+int64_t kn_shape_span(const kn_shape *shape, int from, int to);
+
+/* Overflow-checked size arithmetic: false on overflow. */
+bool kn_size_mul(size_t a, size_t b, size_t *out);
+bool kn_size_add(size_t a, size_t b, size_t *out);
+/* numel * dtype size, false on overflow or negative dims. */
+bool kn_shape_bytes(const kn_shape *shape, kn_dtype dtype, size_t *out);
+
+static inline float *kn_f32(const kn_tensor *t) { return (float *)t->data; }
+static inline int64_t kn_numel(const kn_tensor *t) { return kn_shape_numel(&t->shape); }
+
+/* Normalises a possibly negative axis into [0, ndim); -1 when out of range. */
+int kn_axis_normalize(int64_t axis, int ndim);
+
+#endif

@@ -1,0 +1,10 @@
+/* Thread count for kiln's parallel loops (OpenMP). Results depend on the thread count only through
+ * float summation order; for one count they are bit-identical run to run. */
+#ifndef KN_THREADS_H
+#define KN_THREADS_H
+
+/* n <= 0 means "all cores". */
+void kn_threads_set(int n);
+int kn_threads_get(void);
+
+#endif

@@ -1,0 +1,56 @@
+/* The op table: one entry per op (kann/ggml style) with shape inference, the reference forward,
+ * the backward for trainable ops, and a FLOP count. The reference forward is plain C and is the oracle
+ * every fast kernel is tested against. Op names are ONNX's where ONNX has the op.
+ */
+#ifndef KN_OP_H
+#define KN_OP_H
+
+#include "core/graph.h"
+#include "core/status.h"
+
+/* What a running op may know about the run it is part of. */
+typedef struct kn_op_ctx {
+    bool training;         /* BatchNorm uses batch statistics, Dropout drops */
+    uint64_t seed;         /* run seed: Dropout masks derive from (seed, step, node, element) */
+    uint64_t step;         /* training step, advanced by the trainer */
+    int node_index;        /* index of the node being run, for per-node random streams */
+    void *scratch;         /* reusable workspace, grown by kn_op_scratch */
+    size_t scratch_bytes;
+} kn_op_ctx;
+
+/* One call of an op. Tensors are views onto buffers owned by the caller.
+ * forward:  reads in[0..n_in), writes out[0..n_out). in[i] is NULL for an omitted optional input.
+ *           Stateful ops (BatchNormalization in training) update their state inputs in place.
+ * backward: reads in, out and dout (gradients of the outputs; NULL where none flows) and ADDS the
+ *           gradient of each input into din[i]; din[i] is NULL where no gradient is wanted. */
+typedef struct kn_op_call {
+    const kn_node *node;
+    kn_tensor *const *in;
+    kn_tensor *const *out;
+    const kn_tensor *const *dout;
+    kn_tensor *const *din;
+    kn_op_ctx *ctx;
+} kn_op_call;
+
+struct kn_op {
+    const char *name;
+    int min_inputs, max_inputs;
+    /* Checks input shapes and attributes; sets the node's output shapes and dtypes. Re-run whenever
+     * input shapes change (a new batch size). Errors through kn_fail; the caller adds the node name. */
+    kiln_status (*infer)(kn_graph *g, const kn_node *node);
+    kiln_status (*forward)(const kn_op_call *call);
+    kiln_status (*backward)(const kn_op_call *call); /* NULL: not differentiable */
+    int64_t (*flops)(const kn_graph *g, const kn_node *node); /* NULL: counted as 0 */
+};
+
+/* The op table entry named `name`, or NULL. */
+const kn_op *kn_op_find(const char *name);
+/* Iterates the table: returns entry i, NULL past the end. */
+const kn_op *kn_op_at(int i);
+
+/* A workspace of at least `bytes` for the running op, reused between calls; NULL when out of memory.
+ * Valid until the next kn_op_scratch call on the same context. */
+void *kn_op_scratch(kn_op_ctx *ctx, size_t bytes);
+void kn_op_ctx_release(kn_op_ctx *ctx);
+
+#endif

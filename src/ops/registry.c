@@ -1,0 +1,35 @@
+#include <string.h>
+
+#include "ops/op.h"
+
+/* Every op kiln has. Weak while the op files land one by one; kn_op_at skips absent entries. */
+#define KN_OPS(X)                                                                                 \
+    X(gemm) X(matmul) X(conv) X(maxpool) X(averagepool) X(globalaveragepool) X(globalmaxpool)     \
+    X(relu) X(sigmoid) X(tanh) X(leakyrelu) X(elu) X(gelu) X(softmax) X(logsoftmax)              \
+    X(add) X(sub) X(mul) X(div) X(reducemean)                                                    \
+    X(batchnormalization) X(layernormalization) X(dropout)                                       \
+    X(flatten) X(reshape) X(transpose) X(concat)
+
+#define KN_DECLARE(id) extern const kn_op kn_op_##id __attribute__((weak));
+KN_OPS(KN_DECLARE)
+#define KN_ENTRY(id) &kn_op_##id,
+static const kn_op *const kn_op_table[] = {KN_OPS(KN_ENTRY)};
+
+const kn_op *kn_op_at(int i) {
+    int n = (int)(sizeof kn_op_table / sizeof kn_op_table[0]);
+    for (int k = 0; k < n; k++) {
+        if (!kn_op_table[k])
+            continue;
+        if (i-- == 0)
+            return kn_op_table[k];
+    }
+    return NULL;
+}
+
+const kn_op *kn_op_find(const char *name) {
+    const kn_op *op;
+    for (int i = 0; (op = kn_op_at(i)); i++)
+        if (strcmp(op->name, name) == 0)
+            return op;
+    return NULL;
+}

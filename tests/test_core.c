@@ -1,0 +1,49 @@
+#include <stdint.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/arena.h"
+#include "core/graph.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+static void test_shapes(void) {
+    kn_shape s = kn_shape_of(4, (int64_t[]){64, 1, 28, 28});
+    char buf[64];
+    CHECK(kn_shape_numel(&s) == 64 * 28 * 28);
+    CHECK(strcmp(kn_shape_str(&s, buf, sizeof buf), "(64, 1, 28, 28)") == 0);
+    size_t bytes;
+    CHECK(kn_shape_bytes(&s, KN_F32, &bytes) && bytes == 64 * 28 * 28 * 4);
+    kn_shape huge = kn_shape_of(3, (int64_t[]){1ll << 40, 1ll << 30, 16});
+    CHECK(!kn_shape_bytes(&huge, KN_F32, &bytes));
+    CHECK(kn_axis_normalize(-1, 4) == 3 && kn_axis_normalize(4, 4) == -1);
+}
+
+static void test_arena(void) {
+    kn_arena a = {0};
+    for (int i = 0; i < 1000; i++) {
+        unsigned char *p = kn_arena_alloc(&a, (size_t)i * 37 + 1);
+        CHECK(p && ((uintptr_t)p % 64) == 0);
+    }
+    CHECK(kn_arena_alloc(&a, SIZE_MAX) == NULL);
+    kn_arena_free(&a);
+}
+
+static void test_graph_errors(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    kn_shape s = kn_shape_of(2, (int64_t[]){2, 3});
+    int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &s);
+    int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &s);
+    CHECK(x == 0 && y == 1 && kn_graph_find_value(&g, "y") == 1);
+    CHECK(kn_graph_add_node(&g, "NoSuchOp", "n0", 1, &x, 1, &y) < 0);
+    CHECK(strstr(kiln_last_error(), "NoSuchOp") != NULL);
+    kn_graph_free(&g);
+}
+
+int main(void) {
+    test_shapes();
+    test_arena();
+    test_graph_errors();
+    return check_finish();
+}
