@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/status.h"
 #include "ops/op.h"
@@ -9,6 +10,8 @@
 void kn_graph_init(kn_graph *g) { memset(g, 0, sizeof *g); }
 
 void kn_graph_free(kn_graph *g) {
+    if (g->mapping)
+        munmap(g->mapping, g->mapping_bytes);
     kn_arena_free(&g->arena);
     free(g->values);
     free(g->nodes);
@@ -231,4 +234,34 @@ int64_t kn_graph_param_count(const kn_graph *g) {
         if (g->values[i].kind == KN_VALUE_PARAM)
             n += kn_shape_numel(&g->values[i].shape);
     return n;
+}
+
+kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value) {
+    const char *v = kn_arena_strdup(&g->arena, value);
+    if (!v)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting metadata '%s'", key);
+    for (int i = 0; i < g->n_meta; i++) {
+        if (strcmp(g->meta[i].key, key) == 0) {
+            g->meta[i].value = v;
+            return KILN_OK;
+        }
+    }
+    kn_meta_entry *meta = kn_arena_alloc(&g->arena, sizeof(kn_meta_entry) * (size_t)(g->n_meta + 1));
+    const char *k = kn_arena_strdup(&g->arena, key);
+    if (!meta || !k)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory setting metadata '%s'", key);
+    if (g->n_meta)
+        memcpy(meta, g->meta, sizeof(kn_meta_entry) * (size_t)g->n_meta);
+    meta[g->n_meta].key = k;
+    meta[g->n_meta].value = v;
+    g->meta = meta;
+    g->n_meta++;
+    return KILN_OK;
+}
+
+const char *kn_graph_meta(const kn_graph *g, const char *key) {
+    for (int i = 0; i < g->n_meta; i++)
+        if (strcmp(g->meta[i].key, key) == 0)
+            return g->meta[i].value;
+    return NULL;
 }

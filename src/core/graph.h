@@ -54,6 +54,11 @@ typedef struct kn_node {
     kn_attr *attrs;
 } kn_node;
 
+/* A free-form "key" = "value" note carried with the model: training provenance and the like. */
+typedef struct kn_meta_entry {
+    const char *key, *value;
+} kn_meta_entry;
+
 typedef struct kn_graph {
     kn_arena arena;
     kn_value *values;
@@ -62,6 +67,20 @@ typedef struct kn_graph {
     int n_nodes, cap_nodes;
     int inputs[16], n_inputs;
     int outputs[16], n_outputs;
+
+    /* Model metadata (all in the arena). */
+    const char **class_names;  /* n_classes names for the output classes, or NULL */
+    int n_classes;
+    float *input_mean;         /* (n_norm) preprocessing: the model input is (x - mean) / std per */
+    float *input_std;          /* feature (vector input) or per channel (image input); NULL = none */
+    int64_t n_norm;
+    kn_meta_entry *meta;
+    int n_meta;
+
+    /* The read-only file mapping that initializer data points into when loaded by mmap, unmapped by
+     * kn_graph_free; NULL when every initializer lives in the arena. */
+    void *mapping;
+    size_t mapping_bytes;
 } kn_graph;
 
 void kn_graph_init(kn_graph *g);
@@ -101,6 +120,11 @@ static inline kn_value *kn_node_output(const kn_graph *g, const kn_node *n, int 
 
 /* Runs every node's shape inference in order; a failure names the node. */
 kiln_status kn_graph_infer_shapes(kn_graph *g);
+
+/* Adds (or replaces) a metadata entry; strings are copied into the arena. */
+kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value);
+/* The value of a metadata entry, or NULL. */
+const char *kn_graph_meta(const kn_graph *g, const char *key);
 
 /* Number of scalar parameters in KN_VALUE_PARAM values. */
 int64_t kn_graph_param_count(const kn_graph *g);
