@@ -1,0 +1,293 @@
+/* Elementwise activations: Relu, Sigmoid, Tanh, LeakyRelu, Elu, Gelu (f32, any shape).
+ *
+ * Backward adds dy * f'(x) into dx. Where f' is cheaper in terms of the saved output y it uses y:
+ * sigmoid' = y (1 - y), tanh' = 1 - y^2, elu'(x < 0) = y + alpha.
+ *
+ * FLOPs count one per add, multiply, divide or compare and one per exp / erf / tanh call.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "ops/op.h"
+
+/* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
+#define KN_ACTIVATION_PARALLEL_MIN 16384
+
+#define KN_SQRT1_2 0.70710678118654752440f      /* 1 / sqrt(2) */
+#define KN_SQRT_2_PI 0.79788456080286535588f    /* sqrt(2 / pi) */
+#define KN_INV_SQRT_2PI 0.39894228040143267794f /* 1 / sqrt(2 pi), the normal density at 0 */
+#define KN_GELU_CUBIC 0.044715f
+
+static kiln_status unary_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; only f32 is supported", x->name,
+                       kn_dtype_name(x->dtype));
+    kn_value *y = kn_node_output(g, node, 0);
+    y->shape = x->shape;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+static int64_t output_numel(const kn_graph *g, const kn_node *node) {
+    return kn_shape_numel(&kn_node_output(g, node, 0)->shape);
+}
+
+/* True when backward has something to do: a gradient flows in and one is wanted out. */
+static bool gradient_wanted(const kn_op_call *call) {
+    return call->dout && call->dout[0] && call->din && call->din[0];
+}
+
+/* ---- Relu: max(x, 0) ---- */
+
+static kiln_status relu_forward(const kn_op_call *call) {
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* written so that NaN passes through */
+    return KILN_OK;
+}
+
+static kiln_status relu_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    const float *x = kn_f32(call->in[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+    return KILN_OK;
+}
+
+static int64_t relu_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
+
+/* ---- Sigmoid: 1 / (1 + exp(-x)) ---- */
+
+/* exp is only ever taken of a non-positive number, so it cannot overflow for large |x|. */
+static inline float sigmoid(float x) {
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static kiln_status sigmoid_forward(const kn_op_call *call) {
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = sigmoid(x[i]);
+    return KILN_OK;
+}
+
+static kiln_status sigmoid_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    const float *y = kn_f32(call->out[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->out[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+    return KILN_OK;
+}
+
+static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
+    return 3 * output_numel(g, node); /* exp, add, divide */
+}
+
+/* ---- Tanh ---- */
+
+static kiln_status tanh_forward(const kn_op_call *call) {
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = tanhf(x[i]);
+    return KILN_OK;
+}
+
+static kiln_status tanh_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    const float *y = kn_f32(call->out[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->out[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+    return KILN_OK;
+}
+
+static int64_t tanh_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
+
+/* ---- LeakyRelu: x for x >= 0, alpha x below (alpha default 0.01) ---- */
+
+static kiln_status leakyrelu_forward(const kn_op_call *call) {
+    float alpha = kn_node_float(call->node, "alpha", 0.01f);
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] < 0.0f ? alpha * x[i] : x[i];
+    return KILN_OK;
+}
+
+/* The slope is chosen by the sign of x, not y: with a negative alpha, y alone would not tell. */
+static kiln_status leakyrelu_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    float alpha = kn_node_float(call->node, "alpha", 0.01f);
+    const float *x = kn_f32(call->in[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] < 0.0f ? alpha * dy[i] : dy[i];
+    return KILN_OK;
+}
+
+static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
+    return 2 * output_numel(g, node); /* compare, multiply */
+}
+
+/* ---- Elu: x for x >= 0, alpha (exp(x) - 1) below (alpha default 1) ---- */
+
+static kiln_status elu_forward(const kn_op_call *call) {
+    float alpha = kn_node_float(call->node, "alpha", 1.0f);
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i]; /* expm1f keeps precision near 0 */
+    return KILN_OK;
+}
+
+/* Below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha. */
+static kiln_status elu_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    float alpha = kn_node_float(call->node, "alpha", 1.0f);
+    const float *x = kn_f32(call->in[0]);
+    const float *y = kn_f32(call->out[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] < 0.0f ? dy[i] * (y[i] + alpha) : dy[i];
+    return KILN_OK;
+}
+
+static int64_t elu_flops(const kn_graph *g, const kn_node *node) {
+    return 3 * output_numel(g, node); /* compare, exp, multiply */
+}
+
+/* ---- Gelu: x Phi(x), Phi the standard normal CDF; approximate="tanh" uses the tanh fit ---- */
+
+typedef enum gelu_form { GELU_EXACT, GELU_TANH } gelu_form;
+
+static kiln_status gelu_form_of(const kn_node *node, gelu_form *form) {
+    const char *approximate = kn_node_string(node, "approximate", "none");
+    if (strcmp(approximate, "none") == 0)
+        *form = GELU_EXACT;
+    else if (strcmp(approximate, "tanh") == 0)
+        *form = GELU_TANH;
+    else
+        return kn_fail(KILN_ERR_INVALID_ARG, "approximate is \"%s\"; expected \"none\" or \"tanh\"",
+                       approximate);
+    return KILN_OK;
+}
+
+static kiln_status gelu_infer(kn_graph *g, const kn_node *node) {
+    gelu_form form = GELU_EXACT;
+    KN_TRY(gelu_form_of(node, &form));
+    return unary_infer(g, node);
+}
+
+/* exact: 0.5 x (1 + erf(x / sqrt 2))
+ * tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3) */
+static kiln_status gelu_forward(const kn_op_call *call) {
+    gelu_form form = GELU_EXACT;
+    KN_TRY(gelu_form_of(call->node, &form));
+    const float *x = kn_f32(call->in[0]);
+    float *y = kn_f32(call->out[0]);
+    int64_t n = kn_numel(call->in[0]);
+    if (form == GELU_EXACT) {
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2));
+    } else {
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float u = KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x[i] * x[i] * x[i]);
+            y[i] = 0.5f * x[i] * (1.0f + tanhf(u));
+        }
+    }
+    return KILN_OK;
+}
+
+/* exact: Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ * tanh:  0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
+static kiln_status gelu_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
+    gelu_form form = GELU_EXACT;
+    KN_TRY(gelu_form_of(call->node, &form));
+    const float *x = kn_f32(call->in[0]);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->in[0]);
+    if (form == GELU_EXACT) {
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float cdf = 0.5f * (1.0f + erff(x[i] * KN_SQRT1_2));
+            float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+            dx[i] += dy[i] * (cdf + x[i] * pdf);
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float x2 = x[i] * x[i];
+            float t = tanhf(KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x2 * x[i]));
+            float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
+            dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du);
+        }
+    }
+    return KILN_OK;
+}
+
+static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
+    bool tanh_form = strcmp(kn_node_string(node, "approximate", "none"), "tanh") == 0;
+    /* exact: scale, erf, add, 2 multiplies; tanh: cube (2), scale, add, scale, tanh, add, 2 multiplies */
+    return (tanh_form ? 9 : 5) * output_numel(g, node);
+}
+
+const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
+                          .forward = relu_forward, .backward = relu_backward, .flops = relu_flops};
+const kn_op kn_op_sigmoid = {.name = "Sigmoid", .min_inputs = 1, .max_inputs = 1,
+                             .infer = unary_infer, .forward = sigmoid_forward,
+                             .backward = sigmoid_backward, .flops = sigmoid_flops};
+const kn_op kn_op_tanh = {.name = "Tanh", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
+                          .forward = tanh_forward, .backward = tanh_backward, .flops = tanh_flops};
+const kn_op kn_op_leakyrelu = {.name = "LeakyRelu", .min_inputs = 1, .max_inputs = 1,
+                               .infer = unary_infer, .forward = leakyrelu_forward,
+                               .backward = leakyrelu_backward, .flops = leakyrelu_flops};
+const kn_op kn_op_elu = {.name = "Elu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
+                         .forward = elu_forward, .backward = elu_backward, .flops = elu_flops};
+const kn_op kn_op_gelu = {.name = "Gelu", .min_inputs = 1, .max_inputs = 1, .infer = gelu_infer,
+                          .forward = gelu_forward, .backward = gelu_backward, .flops = gelu_flops};

@@ -1,0 +1,304 @@
+/* ReduceMean, and the sum over axes it shares with the broadcasting binary ops (ops/reduce.h).
+ *
+ * ReduceMean takes its axes from the attribute `axes` (opset < 18) or from an optional constant i64
+ * input 1 (opset 18). keepdims (default 1) keeps the averaged dims as 1. No axes means every axis,
+ * unless noop_with_empty_axes = 1, which makes the op the identity. Mean-pooling a sequence is
+ * (N, T, D) axes=[1] keepdims=0 -> (N, D).
+ */
+#include "ops/reduce.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "ops/op.h"
+
+/* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
+#define KN_REDUCE_PARALLEL_MIN 32768
+/* The outermost run is cut in slices of about this many elements, one parallel task each... */
+#define KN_REDUCE_SLICE_ELEMENTS 16384
+/* ...and in at most this many, which bounds the partial-sum buffers. */
+#define KN_REDUCE_MAX_SLICES 64
+
+/* x seen as a few "runs": dims of size 1 dropped and neighbours merged when both are summed or both
+ * kept, so runs alternate between kept and summed. Sums are taken over whole runs, the walk is in x's
+ * memory order, and the split into slices depends on the shape only (never on the thread count). */
+typedef struct reduce_plan {
+    int ndim;                    /* number of runs, >= 1 */
+    int64_t d[KN_MAX_DIMS];      /* run lengths */
+    bool summed[KN_MAX_DIMS];
+    int64_t x_step[KN_MAX_DIMS]; /* x is contiguous: a run's step is the product of the later runs */
+    int64_t y_step[KN_MAX_DIMS]; /* steps in y; 0 for summed runs */
+    int64_t x_numel, y_numel;
+    int64_t n_slices;            /* slices of the outermost run */
+    int64_t n_partials;          /* partial-sum buffers: one per slice when the outermost run is summed
+                                    (slices then add into the same y elements), else one */
+} reduce_plan;
+
+static void reduce_plan_make(reduce_plan *p, const kn_shape *x_shape, unsigned axes) {
+    memset(p, 0, sizeof *p);
+    for (int k = 0; k < x_shape->ndim; k++) {
+        if (x_shape->d[k] == 1)
+            continue;
+        bool summed = (axes >> k) & 1u;
+        if (p->ndim > 0 && p->summed[p->ndim - 1] == summed) {
+            p->d[p->ndim - 1] *= x_shape->d[k];
+        } else {
+            p->d[p->ndim] = x_shape->d[k];
+            p->summed[p->ndim] = summed;
+            p->ndim++;
+        }
+    }
+    if (p->ndim == 0) { /* a single element */
+        p->ndim = 1;
+        p->d[0] = 1;
+    }
+    int64_t x_step = 1, y_step = 1;
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        p->x_step[k] = x_step;
+        x_step *= p->d[k];
+        p->y_step[k] = p->summed[k] ? 0 : y_step;
+        if (!p->summed[k])
+            y_step *= p->d[k];
+    }
+    p->x_numel = x_step;
+    p->y_numel = y_step;
+    int64_t slices = p->x_numel / KN_REDUCE_SLICE_ELEMENTS;
+    if (slices > KN_REDUCE_MAX_SLICES)
+        slices = KN_REDUCE_MAX_SLICES;
+    if (slices > p->d[0])
+        slices = p->d[0];
+    p->n_slices = slices > 1 ? slices : 1;
+    p->n_partials = p->summed[0] ? p->n_slices : 1;
+}
+
+/* True when nothing is summed: y is x, scaled. */
+static bool reduce_plan_is_copy(const reduce_plan *p) { return p->ndim == 1 && !p->summed[0]; }
+
+size_t kn_reduce_sum_workspace(const kn_shape *x_shape, unsigned axes) {
+    reduce_plan p;
+    reduce_plan_make(&p, x_shape, axes);
+    if (p.x_numel == 0 || reduce_plan_is_copy(&p))
+        return 0;
+    /* n_partials * y_numel <= x_numel, the size of an existing tensor: no overflow */
+    return (size_t)(p.n_partials * p.y_numel) * sizeof(float);
+}
+
+/* Sum of x[0..n) in 16 interleaved partial sums, added together at the end: the loop vectorises and
+ * is not held up by the latency of one running sum, and the order is still fixed. */
+static float sum_contiguous(const float *x, int64_t n) {
+    enum { LANES = 16 };
+    float lanes[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++)
+            lanes[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++)
+        lanes[l] += x[i];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++)
+        s += lanes[l];
+    return s;
+}
+
+/* acc += the sums of x over the summed runs from run k on, for indices [begin, end) of run k.
+ * x and acc point at index 0 of run k. */
+static void sum_runs(const reduce_plan *p, int k, const float *x, float *acc, int64_t begin,
+                     int64_t end) {
+    if (k == p->ndim - 1) { /* the innermost run is contiguous in x */
+        if (p->summed[k]) {
+            acc[0] += sum_contiguous(x + begin, end - begin);
+        } else {
+            for (int64_t i = begin; i < end; i++)
+                acc[i] += x[i];
+        }
+        return;
+    }
+    for (int64_t i = begin; i < end; i++)
+        sum_runs(p, k + 1, x + i * p->x_step[k], acc + i * p->y_step[k], 0, p->d[k + 1]);
+}
+
+void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
+                       float *workspace) {
+    reduce_plan p;
+    reduce_plan_make(&p, x_shape, axes);
+    if (p.x_numel == 0)
+        return;
+    if (reduce_plan_is_copy(&p)) {
+        int64_t n = p.x_numel;
+#pragma omp parallel for schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            y[i] += scale * x[i];
+        return;
+    }
+    /* Each slice sums into its own partial buffer (or its own part of the one buffer), then the
+     * partials are added in slice order: a fixed order whatever the thread count. */
+    float *partials = workspace; /* (n_partials, y_numel) */
+    memset(partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
+#pragma omp parallel for schedule(static) if (p.n_slices > 1)
+    for (int64_t s = 0; s < p.n_slices; s++) {
+        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
+        float *acc = partials + (p.summed[0] ? s * p.y_numel : 0);
+        sum_runs(&p, 0, x, acc, begin, end);
+    }
+    int64_t n_y = p.y_numel, n_partials = p.n_partials;
+#pragma omp parallel for schedule(static) if (n_y * n_partials >= KN_REDUCE_PARALLEL_MIN)
+    for (int64_t j = 0; j < n_y; j++) {
+        float s = 0.0f;
+        for (int64_t q = 0; q < n_partials; q++)
+            s += partials[q * n_y + j];
+        y[j] += scale * s;
+    }
+}
+
+/* dx += scale * dy spread back over the summed runs, for indices [begin, end) of run k: the
+ * transpose of sum_runs. dx and dy point at index 0 of run k. */
+static void spread_runs(const reduce_plan *p, int k, const float *dy, float *dx, float scale,
+                        int64_t begin, int64_t end) {
+    if (k == p->ndim - 1) {
+        if (p->summed[k]) {
+            float v = scale * dy[0];
+            for (int64_t i = begin; i < end; i++)
+                dx[i] += v;
+        } else {
+            for (int64_t i = begin; i < end; i++)
+                dx[i] += scale * dy[i];
+        }
+        return;
+    }
+    for (int64_t i = begin; i < end; i++)
+        spread_runs(p, k + 1, dy + i * p->y_step[k], dx + i * p->x_step[k], scale, 0, p->d[k + 1]);
+}
+
+/* ---- ReduceMean ---- */
+
+/* The dims ReduceMean averages over, as a bit mask over the input's `ndim` dims; 0 for the identity.
+ * `axes_input` is input 1 (NULL when absent). */
+static kiln_status mean_axes(const kn_node *node, const kn_tensor *axes_input, int ndim,
+                             unsigned *mask) {
+    const kn_attr *attr = kn_node_attr(node, "axes");
+    const int64_t *axes = NULL;
+    int64_t n_axes = 0;
+    if (attr && axes_input)
+        return kn_fail(KILN_ERR_INVALID_ARG, "axes given both as an attribute and as input 1");
+    if (axes_input) {
+        if (axes_input->dtype != KN_I64 || axes_input->shape.ndim > 1)
+            return kn_fail(KILN_ERR_INVALID_ARG, "axes input is %s with %d dims; expected 1-D i64",
+                           kn_dtype_name(axes_input->dtype), axes_input->shape.ndim);
+        axes = axes_input->data;
+        n_axes = kn_numel(axes_input);
+    } else if (attr) {
+        if (attr->type != KN_ATTR_INTS)
+            return kn_fail(KILN_ERR_INVALID_ARG, "attribute axes must be a list of ints");
+        axes = attr->ints;
+        n_axes = attr->n_ints;
+    }
+    *mask = 0;
+    for (int64_t i = 0; i < n_axes; i++) {
+        int axis = kn_axis_normalize(axes[i], ndim);
+        if (axis < 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for a %d-D input",
+                           (long long)axes[i], ndim);
+        if ((*mask >> axis) & 1u)
+            return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is repeated in axes", (long long)axes[i]);
+        *mask |= 1u << axis;
+    }
+    if (n_axes == 0 && !kn_node_int(node, "noop_with_empty_axes", 0))
+        *mask = (1u << ndim) - 1u;
+    return KILN_OK;
+}
+
+/* The averaged dims' product: the divisor of the mean. */
+static int64_t mean_count(const kn_shape *x_shape, unsigned mask) {
+    int64_t count = 1;
+    for (int k = 0; k < x_shape->ndim; k++)
+        if ((mask >> k) & 1u)
+            count *= x_shape->d[k];
+    return count;
+}
+
+static const kn_tensor *axes_input_of(const kn_op_call *call) {
+    return call->node->n_in > 1 ? call->in[1] : NULL;
+}
+
+static kiln_status reducemean_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; only f32 is supported", x->name,
+                       kn_dtype_name(x->dtype));
+    const kn_value *axes_value = kn_node_input(g, node, 1);
+    kn_tensor axes_view;
+    if (axes_value) {
+        if (axes_value->kind != KN_VALUE_CONST || !axes_value->data)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "axes input '%s' must be a constant",
+                           axes_value->name);
+        axes_view = (kn_tensor){axes_value->shape, axes_value->dtype, axes_value->data};
+    }
+    unsigned mask;
+    KN_TRY(mean_axes(node, axes_value ? &axes_view : NULL, x->shape.ndim, &mask));
+    bool keepdims = kn_node_int(node, "keepdims", 1) != 0;
+    kn_value *y = kn_node_output(g, node, 0);
+    y->dtype = KN_F32;
+    y->shape.ndim = 0;
+    for (int k = 0; k < x->shape.ndim; k++) {
+        if (!((mask >> k) & 1u))
+            y->shape.d[y->shape.ndim++] = x->shape.d[k];
+        else if (keepdims)
+            y->shape.d[y->shape.ndim++] = 1;
+    }
+    return KILN_OK;
+}
+
+static kiln_status reducemean_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    unsigned mask;
+    KN_TRY(mean_axes(call->node, axes_input_of(call), x->shape.ndim, &mask));
+    int64_t count = mean_count(&x->shape, mask);
+    float *y = kn_f32(call->out[0]);
+    int64_t n_y = kn_numel(call->out[0]);
+    if (count == 0) { /* averaging over an empty axis: NaN, as numpy and PyTorch give */
+        for (int64_t j = 0; j < n_y; j++)
+            y[j] = NAN;
+        return KILN_OK;
+    }
+    size_t work_bytes = kn_reduce_sum_workspace(&x->shape, mask);
+    float *work = kn_op_scratch(call->ctx, work_bytes);
+    if (work_bytes && !work)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for a %zu-byte reduction workspace", work_bytes);
+    memset(y, 0, sizeof(float) * (size_t)n_y);
+    kn_reduce_sum_add(kn_f32(x), &x->shape, mask, 1.0f / (float)count, y, work);
+    return KILN_OK;
+}
+
+static kiln_status reducemean_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    const kn_tensor *x = call->in[0];
+    unsigned mask;
+    KN_TRY(mean_axes(call->node, axes_input_of(call), x->shape.ndim, &mask));
+    int64_t count = mean_count(&x->shape, mask);
+    if (count == 0)
+        return KILN_OK;
+    reduce_plan p;
+    reduce_plan_make(&p, &x->shape, mask);
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    float scale = 1.0f / (float)count;
+    /* slices of the outermost run write disjoint parts of dx */
+#pragma omp parallel for schedule(static) if (p.n_slices > 1)
+    for (int64_t s = 0; s < p.n_slices; s++) {
+        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
+        spread_runs(&p, 0, dy, dx, scale, begin, end);
+    }
+    return KILN_OK;
+}
+
+static int64_t reducemean_flops(const kn_graph *g, const kn_node *node) {
+    return kn_shape_numel(&kn_node_input(g, node, 0)->shape); /* one add per input element */
+}
+
+const kn_op kn_op_reducemean = {.name = "ReduceMean", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reducemean_infer, .forward = reducemean_forward,
+                                .backward = reducemean_backward, .flops = reducemean_flops};
