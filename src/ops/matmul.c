@@ -1,0 +1,180 @@
+/* MatMul (numpy matmul): A (..., M, K) @ B (..., K, N) -> Y (..., M, N).
+ * A 1-D A is the row (1, K) and a 1-D B the column (K, 1); the added dimension is dropped from Y.
+ * The leading (batch) dimensions broadcast against each other, numpy style.
+ */
+#include "kernels/gemm.h"
+#include "ops/op.h"
+
+typedef struct matmul_dims {
+    int64_t M, N, K;
+    int batch_rank;                      /* batch dimensions of Y */
+    int64_t batch[KN_MAX_DIMS];
+    int64_t n_batch;                     /* product of batch[] */
+    /* Elements between consecutive matrices of A / B along each batch dimension of Y; 0 where that
+     * input is broadcast. */
+    int64_t a_step[KN_MAX_DIMS], b_step[KN_MAX_DIMS];
+    int64_t a_matrices, b_matrices;      /* matrices stored in A / B */
+    kn_shape out;
+} matmul_dims;
+
+/* Steps through the batch dims (right-aligned against Y's) of one input whose matrices hold
+ * `matrix` elements; returns how many matrices the input stores. */
+static int64_t batch_steps(const kn_shape *s, int matrix_rank, int batch_rank, int64_t matrix,
+                           int64_t *step) {
+    int own_rank = s->ndim - matrix_rank;
+    int64_t stride = matrix;
+    for (int i = batch_rank - 1; i >= 0; i--) {
+        int k = i - (batch_rank - own_rank);
+        int64_t dim = k >= 0 ? s->d[k] : 1;
+        step[i] = dim == 1 ? 0 : stride;
+        stride *= dim;
+    }
+    return stride / matrix;
+}
+
+static kiln_status matmul_dims_of(const kn_shape *a, const kn_shape *b, matmul_dims *d) {
+    char sa[96], sb[96];
+    if (a->ndim < 1 || b->ndim < 1)
+        return kn_fail(KILN_ERR_SHAPE, "A %s and B %s must have at least one dimension",
+                       kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
+    int a_matrix_rank = a->ndim == 1 ? 1 : 2, b_matrix_rank = b->ndim == 1 ? 1 : 2;
+    d->M = a->ndim == 1 ? 1 : a->d[a->ndim - 2];
+    d->K = a->d[a->ndim - 1];
+    int64_t k_of_b = b->ndim == 1 ? b->d[0] : b->d[b->ndim - 2];
+    d->N = b->ndim == 1 ? 1 : b->d[b->ndim - 1];
+    if (k_of_b != d->K)
+        return kn_fail(KILN_ERR_SHAPE, "A %s has %lld columns but B %s has %lld rows",
+                       kn_shape_str(a, sa, sizeof sa), (long long)d->K,
+                       kn_shape_str(b, sb, sizeof sb), (long long)k_of_b);
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] < 1)
+            return kn_fail(KILN_ERR_SHAPE, "A %s has a zero or negative dimension",
+                           kn_shape_str(a, sa, sizeof sa));
+    for (int i = 0; i < b->ndim; i++)
+        if (b->d[i] < 1)
+            return kn_fail(KILN_ERR_SHAPE, "B %s has a zero or negative dimension",
+                           kn_shape_str(b, sb, sizeof sb));
+
+    int a_batch_rank = a->ndim - a_matrix_rank, b_batch_rank = b->ndim - b_matrix_rank;
+    d->batch_rank = a_batch_rank > b_batch_rank ? a_batch_rank : b_batch_rank;
+    d->n_batch = 1;
+    for (int i = 0; i < d->batch_rank; i++) {
+        int ka = i - (d->batch_rank - a_batch_rank), kb = i - (d->batch_rank - b_batch_rank);
+        int64_t da = ka >= 0 ? a->d[ka] : 1, db = kb >= 0 ? b->d[kb] : 1;
+        if (da != db && da != 1 && db != 1)
+            return kn_fail(KILN_ERR_SHAPE, "batch dimensions of A %s and B %s do not broadcast",
+                           kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
+        d->batch[i] = da == 1 ? db : da;
+        d->n_batch *= d->batch[i];
+    }
+    d->a_matrices = batch_steps(a, a_matrix_rank, d->batch_rank, d->M * d->K, d->a_step);
+    d->b_matrices = batch_steps(b, b_matrix_rank, d->batch_rank, d->K * d->N, d->b_step);
+
+    d->out = kn_shape_of(d->batch_rank, d->batch);
+    if (a->ndim > 1)
+        d->out.d[d->out.ndim++] = d->M;
+    if (b->ndim > 1)
+        d->out.d[d->out.ndim++] = d->N;
+    return KILN_OK;
+}
+
+/* Element offsets into A and B of the matrices that make output matrix `index`. */
+static void matmul_offsets(const matmul_dims *d, int64_t index, int64_t *a_off, int64_t *b_off) {
+    *a_off = *b_off = 0;
+    for (int i = d->batch_rank - 1; i >= 0; i--) {
+        int64_t coord = index % d->batch[i];
+        index /= d->batch[i];
+        *a_off += coord * d->a_step[i];
+        *b_off += coord * d->b_step[i];
+    }
+}
+
+static kiln_status matmul_infer(kn_graph *g, const kn_node *node) {
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "MatMul has one output, got %d", node->n_out);
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (!a || !b)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs A and B are required");
+    if (a->dtype != KN_F32 || b->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
+    matmul_dims d;
+    KN_TRY(matmul_dims_of(&a->shape, &b->shape, &d));
+    kn_value *y = &g->values[node->out[0]];
+    y->shape = d.out;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+/* When B is one matrix shared by every batch and A holds all of them, the batch folds into the rows
+ * of one big product: (N, T, D) @ (D, F) is (N*T, D) @ (D, F). */
+static bool matmul_folds(const matmul_dims *d) {
+    return d->b_matrices == 1 && d->a_matrices == d->n_batch;
+}
+
+static kiln_status matmul_forward(const kn_op_call *call) {
+    matmul_dims d;
+    KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
+    const float *a = kn_f32(call->in[0]), *b = kn_f32(call->in[1]);
+    float *y = kn_f32(call->out[0]); // (n_batch, M, N)
+    if (matmul_folds(&d)) {
+        kn_sgemm(false, false, d.n_batch * d.M, d.N, d.K, 1.0f, a, d.K, b, d.N, 0.0f, y, d.N);
+        return KILN_OK;
+    }
+    for (int64_t i = 0; i < d.n_batch; i++) {
+        int64_t a_off, b_off;
+        matmul_offsets(&d, i, &a_off, &b_off);
+        kn_sgemm(false, false, d.M, d.N, d.K, 1.0f, a + a_off, d.K, b + b_off, d.N, 0.0f,
+                 y + i * d.M * d.N, d.N);
+    }
+    return KILN_OK;
+}
+
+/* dA_i += dY_i @ B_i^T and dB_i += A_i^T @ dY_i for every output matrix i. A broadcast input gets
+ * the sum over the batches that shared it: those products add into the same slice, in batch order. */
+static kiln_status matmul_backward(const kn_op_call *call) {
+    const kn_tensor *dout = call->dout[0];
+    if (!dout)
+        return KILN_OK;
+    matmul_dims d;
+    KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
+    const float *a = kn_f32(call->in[0]), *b = kn_f32(call->in[1]);
+    const float *dy = kn_f32(dout); // (n_batch, M, N)
+    float *da = call->din[0] ? kn_f32(call->din[0]) : NULL;
+    float *db = call->din[1] ? kn_f32(call->din[1]) : NULL;
+    if (matmul_folds(&d)) {
+        int64_t rows = d.n_batch * d.M;
+        if (da)
+            kn_sgemm(false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, 1.0f, da, d.K);
+        if (db)
+            kn_sgemm(true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, 1.0f, db, d.N);
+        return KILN_OK;
+    }
+    for (int64_t i = 0; i < d.n_batch; i++) {
+        int64_t a_off, b_off;
+        matmul_offsets(&d, i, &a_off, &b_off);
+        const float *dy_i = dy + i * d.M * d.N;
+        if (da)
+            kn_sgemm(false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, 1.0f, da + a_off, d.K);
+        if (db)
+            kn_sgemm(true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, 1.0f, db + b_off, d.N);
+    }
+    return KILN_OK;
+}
+
+static int64_t matmul_flops(const kn_graph *g, const kn_node *node) {
+    matmul_dims d;
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
+        return 0;
+    return 2 * d.n_batch * d.M * d.N * d.K;
+}
+
+const kn_op kn_op_matmul = {
+    .name = "MatMul",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .infer = matmul_infer,
+    .forward = matmul_forward,
+    .backward = matmul_backward,
+    .flops = matmul_flops,
+};

@@ -1,0 +1,405 @@
+/* Pools (ONNX): MaxPool and AveragePool slide a window over the two spatial axes of an NCHW tensor;
+ * GlobalMaxPool and GlobalAveragePool reduce all spatial positions of each (n, c) plane, any rank.
+ * Every plane is independent, so loops run in parallel over planes.
+ */
+#include <math.h>
+
+#include "ops/op.h"
+#include "ops/window.h"
+
+/* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
+#define KN_POOL_PARALLEL_MIN (1 << 14)
+
+typedef struct pool_geom {
+    int64_t planes; /* N * C */
+    kn_window_axis h, w;
+    int64_t in_plane, out_plane;
+} pool_geom;
+
+static kiln_status pool_geom_of(const kn_node *node, const kn_shape *x, pool_geom *g) {
+    char sx[96];
+    if (x->ndim != 4) {
+        if (x->ndim >= 3)
+            return kn_fail(KILN_ERR_UNSUPPORTED,
+                           "only 2-D pooling (X of rank 4, NCHW) is supported; X is %s",
+                           kn_shape_str(x, sx, sizeof sx));
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W)", kn_shape_str(x, sx, sizeof sx));
+    }
+    for (int i = 0; i < 4; i++)
+        if (x->d[i] < 1)
+            return kn_fail(KILN_ERR_SHAPE, "X %s has a zero or negative dimension",
+                           kn_shape_str(x, sx, sizeof sx));
+    int64_t kernel[2];
+    int n_kernel = kn_node_ints(node, "kernel_shape", kernel, 2);
+    if (n_kernel != 2)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kernel_shape must hold 2 values, it has %d",
+                       n_kernel < 0 ? 0 : n_kernel);
+    bool ceil_mode = kn_node_int(node, "ceil_mode", 0) != 0;
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], kernel, ceil_mode, axes));
+    static const char *const axis_names[2] = {"height", "width"};
+    for (int i = 0; i < 2; i++) {
+        for (int64_t o = 0; o < axes[i].out; o++) {
+            int64_t lo, hi;
+            kn_window_taps_inside(&axes[i], o, &lo, &hi);
+            if (lo == hi)
+                return kn_fail(KILN_ERR_SHAPE,
+                               "window %lld along %s covers only padding (pads %lld + %lld, "
+                               "kernel %lld, dilation %lld)",
+                               (long long)o, axis_names[i], (long long)axes[i].pad_begin,
+                               (long long)axes[i].pad_end, (long long)axes[i].kernel,
+                               (long long)axes[i].dilation);
+        }
+    }
+    g->planes = x->d[0] * x->d[1];
+    g->h = axes[0];
+    g->w = axes[1];
+    g->in_plane = g->h.in * g->w.in;
+    g->out_plane = g->h.out * g->w.out;
+    return KILN_OK;
+}
+
+/* One output row or column: its window's taps [lo, hi) that read real pixels, and the number of
+ * positions AveragePool divides by along this axis. */
+typedef struct pool_taps {
+    int64_t lo, hi, count;
+} pool_taps;
+
+/* The geometry plus a pool_taps for every output row and column, so that the inner loops run over
+ * real pixels only, without bounds tests. */
+typedef struct pool_plan {
+    pool_geom g;
+    pool_taps *rows; /* (OH) */
+    pool_taps *cols; /* (OW) */
+} pool_plan;
+
+/* count_include_pad counts the window's positions inside the padded input [-pad_begin,
+ * in + pad_end); with ceil_mode the last window can reach past it. Otherwise only real pixels count. */
+static void pool_axis_taps(const kn_window_axis *a, bool count_include_pad, pool_taps *taps) {
+    for (int64_t o = 0; o < a->out; o++) {
+        pool_taps *t = &taps[o];
+        kn_window_taps_inside(a, o, &t->lo, &t->hi);
+        t->count = t->hi - t->lo;
+        if (count_include_pad) {
+            int64_t room = a->in + a->pad_end - 1 - kn_window_start(a, o);
+            int64_t padded = room / a->dilation + 1;
+            t->count = padded < a->kernel ? padded : a->kernel;
+        }
+    }
+}
+
+static kiln_status pool_plan_make(const kn_op_call *call, bool count_include_pad, pool_plan *p) {
+    KN_TRY(pool_geom_of(call->node, &call->in[0]->shape, &p->g));
+    size_t bytes = sizeof(pool_taps) * (size_t)(p->g.h.out + p->g.w.out);
+    p->rows = kn_op_scratch(call->ctx, bytes);
+    if (!p->rows)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the pool's tap tables (%zu bytes)", bytes);
+    p->cols = p->rows + p->g.h.out;
+    pool_axis_taps(&p->g.h, count_include_pad, p->rows);
+    pool_axis_taps(&p->g.w, count_include_pad, p->cols);
+    return KILN_OK;
+}
+
+/* Plane index of tap (0, 0) of output (oh, ow)'s window; may lie outside the plane (padding). */
+static int64_t pool_corner(const pool_geom *g, int64_t oh, int64_t ow) {
+    return kn_window_start(&g->h, oh) * g->w.in + kn_window_start(&g->w, ow);
+}
+
+static kiln_status pool_infer(kn_graph *g, const kn_node *node) {
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s has one output, got %d", node->op->name,
+                       node->n_out);
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input X is required");
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 input is supported");
+    pool_geom geom;
+    KN_TRY(pool_geom_of(node, &x->shape, &geom));
+    kn_value *y = &g->values[node->out[0]];
+    y->shape = kn_shape_of(4, (int64_t[]){x->shape.d[0], x->shape.d[1], geom.h.out, geom.w.out});
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+static int64_t pool_flops(const kn_graph *g, const kn_node *node) {
+    const kn_value *y = kn_node_output(g, node, 0);
+    int64_t kernel[2];
+    if (kn_node_ints(node, "kernel_shape", kernel, 2) != 2)
+        return 0;
+    return kn_shape_numel(&y->shape) * kernel[0] * kernel[1];
+}
+
+/* ---- MaxPool ---- */
+
+/* Plane index of the first largest pixel in the window of output (oh, ow), scanning rows then
+ * columns; so ties go to the first maximum, as in PyTorch. A NaN wins so that it propagates. */
+static int64_t maxpool_argmax(const pool_plan *p, const float *x /* (H, W) */, int64_t oh,
+                              int64_t ow) {
+    const pool_taps *r = &p->rows[oh], *c = &p->cols[ow];
+    int64_t row_step = p->g.h.dilation * p->g.w.in, col_step = p->g.w.dilation;
+    int64_t corner = pool_corner(&p->g, oh, ow);
+    int64_t best = corner + r->lo * row_step + c->lo * col_step;
+    float best_value = x[best];
+    bool saw_nan = false;
+    for (int64_t i = r->lo; i < r->hi; i++) {
+        for (int64_t j = c->lo; j < c->hi; j++) {
+            int64_t at = corner + i * row_step + j * col_step;
+            float v = x[at];
+            // Selects instead of branching: on real data which pixel wins is unpredictable.
+            bool wins = v > best_value;
+            best = wins ? at : best;
+            best_value = wins ? v : best_value;
+            saw_nan |= isnan(v);
+        }
+    }
+    if (!saw_nan)
+        return best;
+    for (int64_t i = r->lo; i < r->hi; i++)
+        for (int64_t j = c->lo; j < c->hi; j++)
+            if (isnan(x[corner + i * row_step + j * col_step]))
+                return corner + i * row_step + j * col_step;
+    return best;
+}
+
+static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
+    if (node->n_out == 2)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "the Indices output of MaxPool is not supported");
+    return pool_infer(g, node);
+}
+
+static kiln_status maxpool_forward(const kn_op_call *call) {
+    pool_plan p;
+    KN_TRY(pool_plan_make(call, false, &p));
+    const float *x = kn_f32(call->in[0]); // (N*C, H, W)
+    float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
+#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *xp = x + plane * p.g.in_plane;
+        float *yp = y + plane * p.g.out_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++)
+            for (int64_t ow = 0; ow < p.g.w.out; ow++)
+                yp[oh * p.g.w.out + ow] = xp[maxpool_argmax(&p, xp, oh, ow)];
+    }
+    return KILN_OK;
+}
+
+/* The gradient of each output goes to the input pixel it copied, found again from X. */
+static kiln_status maxpool_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    pool_plan p;
+    KN_TRY(pool_plan_make(call, false, &p));
+    const float *x = kn_f32(call->in[0]);    // (N*C, H, W)
+    const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
+    float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
+#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
+        float *dxp = dx + plane * p.g.in_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++)
+            for (int64_t ow = 0; ow < p.g.w.out; ow++)
+                dxp[maxpool_argmax(&p, xp, oh, ow)] += dyp[oh * p.g.w.out + ow];
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_maxpool = {
+    .name = "MaxPool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = maxpool_infer,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .flops = pool_flops,
+};
+
+/* ---- AveragePool ---- */
+
+static kiln_status avgpool_plan_make(const kn_op_call *call, pool_plan *p) {
+    return pool_plan_make(call, kn_node_int(call->node, "count_include_pad", 0) != 0, p);
+}
+
+static float avgpool_scale(const pool_plan *p, int64_t oh, int64_t ow) {
+    return 1.0f / (float)(p->rows[oh].count * p->cols[ow].count);
+}
+
+static kiln_status avgpool_forward(const kn_op_call *call) {
+    pool_plan p;
+    KN_TRY(avgpool_plan_make(call, &p));
+    const float *x = kn_f32(call->in[0]); // (N*C, H, W)
+    float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
+    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
+#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *xp = x + plane * p.g.in_plane;
+        float *yp = y + plane * p.g.out_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
+            const pool_taps *r = &p.rows[oh];
+            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
+                const pool_taps *c = &p.cols[ow];
+                int64_t corner = pool_corner(&p.g, oh, ow);
+                float sum = 0.0f;
+                for (int64_t i = r->lo; i < r->hi; i++)
+                    for (int64_t j = c->lo; j < c->hi; j++)
+                        sum += xp[corner + i * row_step + j * col_step];
+                yp[oh * p.g.w.out + ow] = sum * avgpool_scale(&p, oh, ow);
+            }
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status avgpool_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    pool_plan p;
+    KN_TRY(avgpool_plan_make(call, &p));
+    const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
+    float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
+    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
+#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *dyp = dy + plane * p.g.out_plane;
+        float *dxp = dx + plane * p.g.in_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
+            const pool_taps *r = &p.rows[oh];
+            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
+                const pool_taps *c = &p.cols[ow];
+                int64_t corner = pool_corner(&p.g, oh, ow);
+                float share = dyp[oh * p.g.w.out + ow] * avgpool_scale(&p, oh, ow);
+                for (int64_t i = r->lo; i < r->hi; i++)
+                    for (int64_t j = c->lo; j < c->hi; j++)
+                        dxp[corner + i * row_step + j * col_step] += share;
+            }
+        }
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_averagepool = {
+    .name = "AveragePool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = pool_infer,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+    .flops = pool_flops,
+};
+
+/* ---- GlobalAveragePool, GlobalMaxPool ---- */
+
+static kiln_status global_pool_infer(kn_graph *g, const kn_node *node) {
+    char sx[96];
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s has one output, got %d", node->op->name,
+                       node->n_out);
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input X is required");
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 input is supported");
+    if (x->shape.ndim < 3)
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, spatial...)",
+                       kn_shape_str(&x->shape, sx, sizeof sx));
+    for (int i = 0; i < x->shape.ndim; i++)
+        if (x->shape.d[i] < 1)
+            return kn_fail(KILN_ERR_SHAPE, "X %s has a zero or negative dimension",
+                           kn_shape_str(&x->shape, sx, sizeof sx));
+    kn_value *y = &g->values[node->out[0]];
+    y->shape = x->shape;
+    for (int i = 2; i < y->shape.ndim; i++)
+        y->shape.d[i] = 1;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+static int64_t global_pool_flops(const kn_graph *g, const kn_node *node) {
+    return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
+}
+
+static kiln_status global_avgpool_forward(const kn_op_call *call) {
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
+    float *y = kn_f32(call->out[0]);      // (N*C)
+#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < plane; i++)
+            sum += x[p * plane + i];
+        y[p] = (float)(sum / (double)plane);
+    }
+    return KILN_OK;
+}
+
+static kiln_status global_avgpool_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *dy = kn_f32(call->dout[0]); // (N*C)
+    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
+    float scale = 1.0f / (float)plane;
+#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float share = dy[p] * scale;
+        for (int64_t i = 0; i < plane; i++)
+            dx[p * plane + i] += share;
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_globalaveragepool = {
+    .name = "GlobalAveragePool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = global_pool_infer,
+    .forward = global_avgpool_forward,
+    .backward = global_avgpool_backward,
+    .flops = global_pool_flops,
+};
+
+/* Index of the first largest element of x[0, n); a NaN wins so that it propagates. */
+static int64_t first_argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best] || (isnan(x[i]) && !isnan(x[best])))
+            best = i;
+    return best;
+}
+
+static kiln_status global_maxpool_forward(const kn_op_call *call) {
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
+    float *y = kn_f32(call->out[0]);      // (N*C)
+#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        y[p] = x[p * plane + first_argmax(x + p * plane, plane)];
+    return KILN_OK;
+}
+
+static kiln_status global_maxpool_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]);    // (N*C, spatial)
+    const float *dy = kn_f32(call->dout[0]); // (N*C)
+    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
+#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        dx[p * plane + first_argmax(x + p * plane, plane)] += dy[p];
+    return KILN_OK;
+}
+
+const kn_op kn_op_globalmaxpool = {
+    .name = "GlobalMaxPool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = global_pool_infer,
+    .forward = global_maxpool_forward,
+    .backward = global_maxpool_backward,
+    .flops = global_pool_flops,
+};
