@@ -13,6 +13,7 @@ extern "C" {
 #define KILN_VERSION_MAJOR 0
 #define KILN_VERSION_MINOR 1
 #define KILN_VERSION_PATCH 0
+#define KILN_VERSION_STRING "0.1.0"
 
 typedef enum kiln_status {
     KILN_OK = 0,

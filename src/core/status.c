@@ -36,7 +36,7 @@ void kn_error_clear(void) { kn_error_message[0] = '\0'; }
 
 const char *kiln_last_error(void) { return kn_error_message; }
 
-const char *kiln_version(void) { return "0.1.0"; }
+const char *kiln_version(void) { return KILN_VERSION_STRING; }
 
 const char *kiln_status_name(kiln_status status) {
     switch (status) {

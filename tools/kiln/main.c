@@ -1,13 +1,44 @@
+/* kiln: train, evaluate, convert, compress and run neural networks. */
 #include <stdio.h>
 #include <string.h>
 
 #include "kiln/kiln.h"
 
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"train", cmd_train, "train a model spec or .kiln model on a dataset"},
+    {"eval", cmd_eval, "loss, accuracy and confusion matrix of a model on a dataset"},
+};
+
+static void print_usage(FILE *out) {
+    fprintf(out, "usage: kiln <command> [options]   (kiln <command> --help for its options)\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("kiln %s\n", kiln_version());
         return 0;
     }
-    fprintf(stderr, "usage: kiln <command> ...\n");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc, argv);
+    fprintf(stderr, "kiln: error: unknown command '%s'\n", argv[1]);
+    print_usage(stderr);
     return 2;
 }

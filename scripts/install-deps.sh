@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln needs to build and test (run as root on Debian 12).
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the speed comparisons)
+set -euo pipefail
+packages=(build-essential cmake zlib1g-dev dataset-fashion-mnist)
+if [[ "${1:-}" == "--bench" ]]; then
+    packages+=(python3-torch python3-numpy)
+fi
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

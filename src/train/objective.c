@@ -1,0 +1,120 @@
+#include "train/objective.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+
+kiln_status kn_objective_init(kn_objective *o, const kn_loss *loss, const kn_dataset *ds,
+                              const kn_shape *output_shape, int64_t max_batch) {
+    memset(o, 0, sizeof *o);
+    o->loss = *loss;
+    char s[96];
+    if (output_shape->ndim != 2)
+        return kn_fail(KILN_ERR_SHAPE, "the model output %s must be (batch, outputs) for training",
+                       kn_shape_str(output_shape, s, sizeof s));
+    int64_t k = output_shape->d[1];
+    o->width = k;
+    o->classification = ds->labels != NULL;
+    o->class_count = ds->class_count;
+    const char *name = kn_loss_name(loss->kind);
+    if (loss->kind == KN_LOSS_CE) {
+        if (!ds->labels)
+            return kn_fail(KILN_ERR_INVALID_ARG, "--loss ce needs class labels, but %s has numeric targets",
+                           ds->source);
+        if (k < ds->class_count || k < 2)
+            return kn_fail(KILN_ERR_SHAPE, "the model has %lld outputs but %s has %lld classes",
+                           (long long)k, ds->source, (long long)ds->class_count);
+        o->source = KN_TARGET_LABEL_INDEX;
+    } else if (ds->targets && ds->target_width == k) {
+        o->source = KN_TARGET_VALUES;
+    } else if (ds->labels && k > 1) {
+        if (k != ds->class_count)
+            return kn_fail(KILN_ERR_SHAPE, "--loss %s on class labels needs one output per class: the model has "
+                           "%lld, %s has %lld classes", name, (long long)k, ds->source, (long long)ds->class_count);
+        o->source = KN_TARGET_LABEL_ONE_HOT;
+    } else if (ds->labels && k == 1) {
+        if (loss->kind == KN_LOSS_BCE && ds->class_count > 2)
+            return kn_fail(KILN_ERR_INVALID_ARG, "--loss bce with one output needs 2 classes; %s has %lld",
+                           ds->source, (long long)ds->class_count);
+        o->source = KN_TARGET_LABEL_VALUE;
+    } else {
+        return kn_fail(KILN_ERR_SHAPE, "the model has %lld outputs but %s has %lld targets per sample",
+                       (long long)k, ds->source, (long long)ds->target_width);
+    }
+    o->capacity = max_batch;
+    size_t rows = (size_t)(max_batch > 0 ? max_batch : 1);
+    o->label_buf = malloc(rows * sizeof(int64_t));
+    o->target_buf = malloc(rows * (size_t)k * sizeof(float));
+    if (!o->label_buf || !o->target_buf) {
+        kn_objective_free(o);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for targets");
+    }
+    return KILN_OK;
+}
+
+void kn_objective_free(kn_objective *o) {
+    free(o->label_buf);
+    free(o->target_buf);
+    memset(o, 0, sizeof *o);
+}
+
+int64_t kn_objective_predict(const kn_objective *o, const kn_tensor *pred, int64_t i) {
+    const float *row = kn_f32(pred) + i * o->width;
+    if (o->width == 1) {
+        if (o->loss.kind == KN_LOSS_BCE)
+            return row[0] > 0.0f;
+        double c = nearbyint((double)row[0]);
+        return c < 0 ? 0 : (int64_t)c;
+    }
+    int64_t best = 0;
+    for (int64_t k = 1; k < o->width; k++)
+        if (row[k] > row[best])
+            best = k;
+    return best;
+}
+
+/* Fills the loss's target tensor for n rows. */
+static void build_target(kn_objective *o, int64_t n, const int64_t *labels, const float *targets,
+                         kn_tensor *target) {
+    int64_t k = o->width;
+    switch (o->source) {
+    case KN_TARGET_LABEL_INDEX:
+        memcpy(o->label_buf, labels, sizeof(int64_t) * (size_t)n);
+        *target = (kn_tensor){kn_shape_of(1, &n), KN_I64, o->label_buf};
+        return;
+    case KN_TARGET_LABEL_ONE_HOT:
+        memset(o->target_buf, 0, sizeof(float) * (size_t)(n * k));
+        for (int64_t i = 0; i < n; i++)
+            if (labels[i] >= 0 && labels[i] < k)
+                o->target_buf[i * k + labels[i]] = 1.0f;
+        break;
+    case KN_TARGET_LABEL_VALUE:
+        for (int64_t i = 0; i < n; i++)
+            o->target_buf[i] = (float)labels[i];
+        break;
+    case KN_TARGET_VALUES:
+        memcpy(o->target_buf, targets, sizeof(float) * (size_t)(n * k));
+        break;
+    }
+    *target = (kn_tensor){kn_shape_of(2, (int64_t[]){n, k}), KN_F32, o->target_buf};
+}
+
+kiln_status kn_objective_eval(kn_objective *o, const kn_tensor *pred, const int64_t *labels,
+                              const float *targets, double *loss, int64_t *correct, kn_tensor *dpred) {
+    int64_t n = pred->shape.d[0];
+    if (n > o->capacity)
+        return kn_fail(KILN_ERR_INTERNAL, "batch of %lld exceeds the objective's %lld", (long long)n,
+                       (long long)o->capacity);
+    kn_tensor target;
+    build_target(o, n, labels, targets, &target);
+    KN_TRY(kn_loss_compute(&o->loss, pred, &target, loss, dpred));
+    if (correct && o->classification) {
+        int64_t hits = 0;
+        for (int64_t i = 0; i < n; i++)
+            hits += kn_objective_predict(o, pred, i) == labels[i];
+        *correct = hits;
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,230 @@
+#include "train/tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+
+enum { TAPE_ALIGN_FLOATS = 16 }; /* 64-byte alignment for every buffer */
+
+static size_t align_floats(size_t n) { return (n + TAPE_ALIGN_FLOATS - 1) & ~(size_t)(TAPE_ALIGN_FLOATS - 1); }
+
+static bool is_output(const kn_graph *g, int v) {
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == v)
+            return true;
+    return false;
+}
+
+static void mark_needs_grad(kn_tape *t) {
+    kn_graph *g = t->g;
+    for (int v = 0; v < g->n_values; v++)
+        t->needs_grad[v] = t->with_grads && g->values[v].kind == KN_VALUE_PARAM;
+    for (int i = 0; i < g->n_nodes && t->with_grads; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool any = false;
+        for (int k = 0; k < n->n_in; k++)
+            any |= n->in[k] >= 0 && t->needs_grad[n->in[k]];
+        for (int k = 0; k < n->n_out; k++)
+            t->needs_grad[n->out[k]] = any && g->values[n->out[k]].dtype == KN_F32;
+    }
+}
+
+/* Parameter gradients live in their own block, allocated once. */
+static kiln_status alloc_param_grads(kn_tape *t) {
+    kn_graph *g = t->g;
+    size_t total = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].kind == KN_VALUE_PARAM && t->needs_grad[v])
+            total += align_floats((size_t)kn_shape_numel(&g->values[v].shape));
+    t->param_grad_block = aligned_alloc(64, (total ? total : 1) * sizeof(float));
+    if (!t->param_grad_block)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for %zu parameter gradients", total);
+    memset(t->param_grad_block, 0, (total ? total : 1) * sizeof(float));
+    size_t offset = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *val = &g->values[v];
+        if (val->kind != KN_VALUE_PARAM || !t->needs_grad[v])
+            continue;
+        t->grads[v] = (kn_tensor){val->shape, KN_F32, t->param_grad_block + offset};
+        offset += align_floats((size_t)kn_shape_numel(&val->shape));
+    }
+    return KILN_OK;
+}
+
+/* Lays out activation (and activation-gradient) buffers for the current shapes in one block. */
+static kiln_status bind_activations(kn_tape *t) {
+    kn_graph *g = t->g;
+    size_t total = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *val = &g->values[v];
+        if (val->kind != KN_VALUE_ACT && val->kind != KN_VALUE_INPUT)
+            continue;
+        size_t bytes;
+        if (!kn_shape_bytes(&val->shape, val->dtype, &bytes))
+            return kn_fail(KILN_ERR_NOMEM, "value '%s' is too large", val->name);
+        size_t floats = align_floats((bytes + sizeof(float) - 1) / sizeof(float));
+        size_t copies = (t->needs_grad[v] && val->kind == KN_VALUE_ACT) ? 2 : 1;
+        if (!kn_size_add(total, floats * copies, &total))
+            return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
+    }
+    size_t bytes;
+    if (!kn_size_mul(total ? total : 1, sizeof(float), &bytes))
+        return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
+    if (bytes > t->act_block_bytes) {
+        free(t->act_block);
+        t->act_block = aligned_alloc(64, bytes);
+        t->act_block_bytes = t->act_block ? bytes : 0;
+        if (!t->act_block)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for activations (%zu MiB)", bytes >> 20);
+        memset(t->act_block, 0, bytes);
+    }
+    size_t offset = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *val = &g->values[v];
+        if (val->kind != KN_VALUE_ACT && val->kind != KN_VALUE_INPUT) {
+            t->values[v] = (kn_tensor){val->shape, val->dtype, val->data};
+            continue;
+        }
+        size_t bytes_v;
+        kn_shape_bytes(&val->shape, val->dtype, &bytes_v);
+        size_t floats = align_floats((bytes_v + sizeof(float) - 1) / sizeof(float));
+        t->values[v] = (kn_tensor){val->shape, val->dtype, t->act_block + offset};
+        offset += floats;
+        if (t->needs_grad[v] && val->kind == KN_VALUE_ACT) {
+            t->grads[v] = (kn_tensor){val->shape, KN_F32, t->act_block + offset};
+            offset += floats;
+        }
+    }
+    return KILN_OK;
+}
+
+kiln_status kn_tape_set_batch(kn_tape *t, int64_t batch) {
+    kn_graph *g = t->g;
+    if (batch < 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "batch size must be at least 1, got %lld", (long long)batch);
+    for (int i = 0; i < g->n_inputs; i++) {
+        kn_value *in = &g->values[g->inputs[i]];
+        if (in->shape.ndim < 1)
+            return kn_fail(KILN_ERR_SHAPE, "input '%s' has no batch dimension", in->name);
+        in->shape.d[0] = batch;
+    }
+    KN_TRY(kn_graph_infer_shapes(g));
+    t->batch = batch;
+    return bind_activations(t);
+}
+
+kiln_status kn_tape_init(kn_tape *t, kn_graph *g, int64_t batch, bool with_grads) {
+    memset(t, 0, sizeof *t);
+    t->g = g;
+    t->with_grads = with_grads;
+    size_t n = (size_t)(g->n_values ? g->n_values : 1);
+    t->values = calloc(n, sizeof(kn_tensor));
+    t->grads = calloc(n, sizeof(kn_tensor));
+    t->needs_grad = calloc(n, sizeof(bool));
+    if (!t->values || !t->grads || !t->needs_grad) {
+        kn_tape_free(t);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
+    }
+    mark_needs_grad(t);
+    kiln_status st = alloc_param_grads(t);
+    if (st == KILN_OK)
+        st = kn_tape_set_batch(t, batch);
+    if (st != KILN_OK)
+        kn_tape_free(t);
+    return st;
+}
+
+void kn_tape_free(kn_tape *t) {
+    free(t->values);
+    free(t->grads);
+    free(t->needs_grad);
+    free(t->act_block);
+    free(t->param_grad_block);
+    kn_op_ctx_release(&t->ctx);
+    memset(t, 0, sizeof *t);
+}
+
+kn_tensor *kn_tape_input(kn_tape *t, int i) { return &t->values[t->g->inputs[i]]; }
+
+const kn_tensor *kn_tape_output(const kn_tape *t, int i) { return &t->values[t->g->outputs[i]]; }
+
+kn_tensor *kn_tape_output_grad(kn_tape *t, int i) { return &t->grads[t->g->outputs[i]]; }
+
+/* Pointer arrays for one node's call; optional inputs that are absent stay NULL. */
+typedef struct node_binding {
+    kn_tensor *in[32], *out[32], *din[32];
+    const kn_tensor *dout[32];
+} node_binding;
+
+static kiln_status bind_node(kn_tape *t, const kn_node *n, node_binding *b, bool backward) {
+    if (n->n_in > 32 || n->n_out > 32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' has more than 32 inputs or outputs", n->name);
+    for (int k = 0; k < n->n_in; k++) {
+        int v = n->in[k];
+        b->in[k] = v >= 0 ? &t->values[v] : NULL;
+        b->din[k] = (backward && v >= 0 && t->needs_grad[v]) ? &t->grads[v] : NULL;
+    }
+    for (int k = 0; k < n->n_out; k++) {
+        int v = n->out[k];
+        b->out[k] = &t->values[v];
+        b->dout[k] = (backward && t->needs_grad[v]) ? &t->grads[v] : NULL;
+    }
+    return KILN_OK;
+}
+
+kiln_status kn_tape_forward(kn_tape *t, bool training) {
+    kn_graph *g = t->g;
+    t->ctx.training = training;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        node_binding b;
+        KN_TRY(bind_node(t, n, &b, false));
+        t->ctx.node_index = i;
+        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .ctx = &t->ctx};
+        kiln_status st = n->op->forward(&call);
+        if (st != KILN_OK) {
+            kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
+            return st;
+        }
+    }
+    return KILN_OK;
+}
+
+void kn_tape_zero_param_grads(kn_tape *t) {
+    for (int v = 0; v < t->g->n_values; v++)
+        if (t->g->values[v].kind == KN_VALUE_PARAM && t->grads[v].data)
+            memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
+}
+
+kiln_status kn_tape_backward(kn_tape *t) {
+    kn_graph *g = t->g;
+    if (!t->with_grads)
+        return kn_fail(KILN_ERR_INTERNAL, "backward on a tape bound without gradients");
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].kind == KN_VALUE_ACT && t->grads[v].data && !is_output(g, v))
+            memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        const kn_node *n = &g->nodes[i];
+        node_binding b;
+        KN_TRY(bind_node(t, n, &b, true));
+        bool flows_out = false, flows_in = false;
+        for (int k = 0; k < n->n_out; k++)
+            flows_out |= b.dout[k] != NULL;
+        for (int k = 0; k < n->n_in; k++)
+            flows_in |= b.din[k] != NULL;
+        if (!flows_out || !flows_in)
+            continue;
+        if (!n->op->backward)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op %s has no gradient; it cannot be trained through",
+                           n->name, n->op->name);
+        t->ctx.node_index = i;
+        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx};
+        kiln_status st = n->op->backward(&call);
+        if (st != KILN_OK) {
+            kn_error_prefix("backward of node '%s' (%s): ", n->name, n->op->name);
+            return st;
+        }
+    }
+    return KILN_OK;
+}

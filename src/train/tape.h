@@ -1,0 +1,49 @@
+/* The training executor: runs a graph forward keeping every activation, then backward through the
+ * op table's backward functions in reverse node order (a static autograd tape: the graph is the tape).
+ *
+ * Buffers: one block for activations and their gradients, sized for the largest batch seen and reused
+ * for smaller ones; one block for parameter gradients that never moves, so optimizers can hold
+ * pointers into it. */
+#ifndef KN_TAPE_H
+#define KN_TAPE_H
+
+#include "core/graph.h"
+#include "ops/op.h"
+
+typedef struct kn_tape {
+    kn_graph *g;
+    bool with_grads;
+    int64_t batch;
+    kn_tensor *values;   /* (n_values) views: initializers onto the graph's data, activations onto the block */
+    kn_tensor *grads;    /* (n_values) gradient views; data NULL where no gradient flows */
+    bool *needs_grad;    /* (n_values) a parameter, or computed from one */
+    float *act_block;
+    size_t act_block_bytes;
+    float *param_grad_block;
+    kn_op_ctx ctx;
+} kn_tape;
+
+/* Binds the graph for `batch` samples. with_grads allocates gradients for every parameter and every
+ * activation that depends on one. The graph must outlive the tape. */
+kiln_status kn_tape_init(kn_tape *t, kn_graph *g, int64_t batch, bool with_grads);
+void kn_tape_free(kn_tape *t);
+
+/* Re-infers shapes for a new batch size; reuses the buffers when they are large enough. */
+kiln_status kn_tape_set_batch(kn_tape *t, int64_t batch);
+
+/* The i-th graph input / output as bound for the current batch. */
+kn_tensor *kn_tape_input(kn_tape *t, int i);
+const kn_tensor *kn_tape_output(const kn_tape *t, int i);
+/* Gradient of the loss w.r.t. output i: the caller fills it before kn_tape_backward. */
+kn_tensor *kn_tape_output_grad(kn_tape *t, int i);
+/* Gradient buffer of value `v` (NULL data when none flows). */
+static inline kn_tensor *kn_tape_grad(kn_tape *t, int v) { return &t->grads[v]; }
+
+kiln_status kn_tape_forward(kn_tape *t, bool training);
+/* Zeroes every parameter gradient. */
+void kn_tape_zero_param_grads(kn_tape *t);
+/* Backpropagates from the output gradients, ADDING into parameter gradients (so they accumulate until
+ * kn_tape_zero_param_grads). Activation gradients are zeroed first. */
+kiln_status kn_tape_backward(kn_tape *t);
+
+#endif

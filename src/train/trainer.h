@@ -1,0 +1,63 @@
+/* The training loop: epochs of shuffled mini-batches through the tape, the loss, gradient clipping,
+ * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch;
+ * exact resumption from a checkpoint. */
+#ifndef KN_TRAINER_H
+#define KN_TRAINER_H
+
+#include "format/kiln_file.h"
+#include "train/data.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+
+typedef enum kn_progress_event { KN_PROGRESS_STEP, KN_PROGRESS_EPOCH } kn_progress_event;
+
+typedef struct kn_train_progress {
+    kn_progress_event event;
+    int64_t epoch, epochs;            /* epoch counts from 1 */
+    int64_t batch_index, batches;     /* within the epoch */
+    int64_t step;                     /* optimizer steps so far, over all epochs */
+    double loss, accuracy;            /* running means over the epoch so far; accuracy < 0: none */
+    double samples_per_second;
+    double eta_seconds;               /* until the end of training */
+    float lr;
+    /* At KN_PROGRESS_EPOCH: */
+    bool has_val;
+    double val_loss, val_accuracy;
+    double epoch_seconds;
+} kn_train_progress;
+
+typedef void (*kn_progress_fn)(const kn_train_progress *progress, void *user);
+
+typedef struct kn_train_options {
+    int64_t epochs;
+    int64_t batch;
+    kn_optim_config optim;
+    kn_schedule schedule;        /* base_lr and total_steps are filled in by kn_train */
+    float clip_norm;             /* <= 0: no clipping */
+    kn_loss loss;
+    uint64_t seed;
+    const char *out_path;        /* final model (.kiln) */
+    const char *checkpoint_path; /* written after every epoch; NULL: none */
+    const char *log_path;        /* CSV metrics; NULL: none */
+    bool resume;                 /* continue from the graph's "train.*" checkpoint metadata */
+    kn_progress_fn progress;
+    void *progress_user;
+} kn_train_options;
+
+typedef struct kn_train_result {
+    int64_t epochs_done, steps;
+    double train_loss, train_accuracy;  /* of the last epoch; accuracy < 0: none */
+    bool has_val;
+    double val_loss, val_accuracy;
+    double seconds, samples_per_second;
+} kn_train_result;
+
+/* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path.
+ * With options->resume, g comes from a checkpoint whose "train.epochs_done" / "train.step" metadata say
+ * where training stopped; it continues from there with the optimizer state restored from `optim_state`
+ * (the checkpoint's extras), giving the same weights as a run that never stopped. */
+kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val, const kn_train_options *options,
+                     const kn_named_tensor *optim_state, int n_optim_state, kn_train_result *result);
+
+#endif

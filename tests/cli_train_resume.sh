@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# kiln train end to end on the Fashion-MNIST test set (small and quick):
+#  - 2 epochs straight == 1 epoch, then --resume for the 2nd: byte-identical models;
+#  - the same seed and thread count twice: byte-identical models;
+#  - kiln eval reads the model back and reports an accuracy;  --json prints one JSON object.
+set -u
+kiln=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:-}" ]; then
+    echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0
+fi
+cat > "$work/small.txt" <<'SPEC'
+input 1 28 28
+conv 4 3 stride=2 pad=1
+batchnorm
+relu
+flatten
+dropout 0.2
+dense 10
+SPEC
+common=(--model "$work/small.txt" --data fashion-mnist:test --batch 50 --optimizer adam --seed 3 --threads 2 --quiet)
+
+"$kiln" train "${common[@]}" --epochs 2 --out "$work/straight.kiln" --log "$work/straight.csv"
+check "straight run succeeds" '[ $? -eq 0 ] && [ -s "$work/straight.kiln" ]'
+"$kiln" train "${common[@]}" --epochs 1 --out "$work/half.kiln"
+check "first half succeeds" '[ -s "$work/half.kiln.ckpt" ]'
+"$kiln" train "${common[@]}" --epochs 2 --resume "$work/half.kiln.ckpt" --out "$work/resumed.kiln"
+check "resume succeeds" '[ -s "$work/resumed.kiln" ]'
+check "2 epochs straight == 1 epoch + resume 1 epoch (byte-identical)" 'cmp -s "$work/straight.kiln" "$work/resumed.kiln"'
+
+"$kiln" train "${common[@]}" --epochs 2 --out "$work/again.kiln"
+check "same seed and threads give a byte-identical model" 'cmp -s "$work/straight.kiln" "$work/again.kiln"'
+
+check "log has a header and two epochs" '[ "$(wc -l < "$work/straight.csv")" -eq 3 ] && head -1 "$work/straight.csv" | grep -q "^epoch,step,lr"'
+
+out=$("$kiln" eval "$work/straight.kiln" --data fashion-mnist:test)
+check "eval prints accuracy and a confusion matrix" 'echo "$out" | grep -q "accuracy" && echo "$out" | grep -q "Ankle boot"'
+acc=$("$kiln" eval "$work/straight.kiln" --data fashion-mnist:test --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p')
+check "eval --json accuracy is a learnt one (> 0.6): $acc" 'awk -v a="$acc" "BEGIN{exit !(a > 0.6)}"'
+json=$("$kiln" train "${common[@]}" --epochs 1 --out "$work/j.kiln" --json)
+check "train --json prints one JSON object" 'echo "$json" | grep -q "^{\"command\":\"train\".*}$" && [ "$(echo "$json" | wc -l)" -eq 1 ]'
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

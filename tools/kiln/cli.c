@@ -1,0 +1,207 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/status.h"
+#include "train/spec.h"
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_print_help(FILE *out, const char *command, const char *usage, const cli_option *options, int n_options) {
+    fprintf(out, "usage: kiln %s %s\n", command, usage);
+    if (n_options)
+        fprintf(out, "options:\n");
+    for (int i = 0; i < n_options; i++) {
+        const char *arg = options[i].type == CLI_FLAG ? "" : options[i].type == CLI_STRING ? " VALUE" : " N";
+        fprintf(out, "  %s%-*s %s\n", options[i].name, (int)(22 - strlen(options[i].name)), arg, options[i].help);
+    }
+}
+
+static bool set_option(const char *command, const cli_option *o, const char *value) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case CLI_STRING:
+        *(const char **)o->dest = value;
+        return true;
+    case CLI_INT: {
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end) {
+            fprintf(stderr, "kiln %s: error: %s takes an integer, got '%s'\n", command, o->name, value);
+            return false;
+        }
+        *(int64_t *)o->dest = v;
+        return true;
+    }
+    case CLI_FLOAT: {
+        double v = strtod(value, &end);
+        if (errno || end == value || *end || !isfinite(v)) {
+            fprintf(stderr, "kiln %s: error: %s takes a number, got '%s'\n", command, o->name, value);
+            return false;
+        }
+        *(double *)o->dest = v;
+        return true;
+    }
+    case CLI_FLAG:
+        *(bool *)o->dest = true;
+        return true;
+    }
+    return false;
+}
+
+bool cli_parse(const char *command, const char *usage, int argc, char **argv, int first, const cli_option *options,
+               int n_options, const char **positional, int max_positional, int *n_positional) {
+    *n_positional = 0;
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cli_print_help(stdout, command, usage, options, n_options);
+            exit(0);
+        }
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (*n_positional == max_positional) {
+                fprintf(stderr, "kiln %s: error: unexpected argument '%s'\n", command, arg);
+                cli_print_help(stderr, command, usage, options, n_options);
+                return false;
+            }
+            positional[(*n_positional)++] = arg;
+            continue;
+        }
+        const char *eq = strchr(arg, '=');
+        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const cli_option *o = NULL;
+        for (int k = 0; k < n_options && !o; k++)
+            if (strlen(options[k].name) == len && strncmp(options[k].name, arg, len) == 0)
+                o = &options[k];
+        if (!o) {
+            fprintf(stderr, "kiln %s: error: unknown option '%.*s'\n", command, (int)len, arg);
+            cli_print_help(stderr, command, usage, options, n_options);
+            return false;
+        }
+        const char *value = NULL;
+        if (o->type != CLI_FLAG) {
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else {
+                fprintf(stderr, "kiln %s: error: %s needs a value\n", command, o->name);
+                return false;
+            }
+        } else if (eq) {
+            fprintf(stderr, "kiln %s: error: %s takes no value\n", command, o->name);
+            return false;
+        }
+        if (!set_option(command, o, value))
+            return false;
+    }
+    return true;
+}
+
+int cli_fail(const char *command, kiln_status status) {
+    const char *msg = kiln_last_error();
+    fprintf(stderr, "kiln %s: error: %s\n", command, msg[0] ? msg : kiln_status_name(status));
+    return 1;
+}
+
+int cli_fail_msg(const char *command, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kiln %s: error: ", command);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+void cli_progress_init(cli_progress *p, bool quiet) {
+    p->tty = isatty(STDERR_FILENO);
+    p->quiet = quiet;
+    p->last_print = 0;
+}
+
+void cli_progress_update(cli_progress *p, const char *label, double fraction, const char *detail, bool force) {
+    if (p->quiet)
+        return;
+    double now = cli_now();
+    double interval = p->tty ? 0.1 : 5.0;
+    if (!force && now - p->last_print < interval)
+        return;
+    p->last_print = now;
+    if (fraction < 0)
+        fraction = 0;
+    if (fraction > 1)
+        fraction = 1;
+    if (p->tty) {
+        enum { WIDTH = 24 };
+        char bar[WIDTH + 1];
+        int filled = (int)(fraction * WIDTH);
+        for (int i = 0; i < WIDTH; i++)
+            bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
+        bar[WIDTH] = '\0';
+        fprintf(stderr, "\r\033[K%s [%s] %3.0f%% %s", label, bar, 100 * fraction, detail);
+    } else {
+        fprintf(stderr, "%s %3.0f%% %s\n", label, 100 * fraction, detail);
+    }
+    fflush(stderr);
+}
+
+void cli_progress_end_line(cli_progress *p) {
+    if (!p->quiet && p->tty) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+    }
+}
+
+void cli_json_string(FILE *out, const char *s) {
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(out, "\\u%04x", *c);
+        else
+            fputc(*c, out);
+    }
+    fputc('"', out);
+}
+
+void cli_format_duration(double seconds, char *buf, size_t size) {
+    if (!(seconds >= 0) || seconds > 1e7)
+        seconds = 0;
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras) {
+    if (extras) {
+        *extras = NULL;
+        *n_extras = 0;
+    }
+    if (has_suffix(path, ".kiln") || has_suffix(path, ".ckpt"))
+        return kn_kiln_load(path, KN_KILN_LOAD_COPY, g, extras, n_extras);
+    if (has_suffix(path, ".onnx")) {
+        kn_graph_init(g);
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s: ONNX import is not in this build yet (see docs/cli.md)", path);
+    }
+    return kn_spec_load(path, seed, g);
+}
