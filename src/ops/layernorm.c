@@ -1,0 +1,200 @@
+/* LayerNormalization: normalises X over the dims [axis, rank) and applies Scale and the optional B.
+ *
+ * X is viewed as (rows, D) with D the product of the normalised dims. Row statistics run in double;
+ * backward recomputes them from X (no saved Mean/InvStdDev). dScale and dB sum over rows in row order
+ * inside one thread per column block, so results do not depend on the thread count.
+ */
+#include <math.h>
+
+#include "ops/op.h"
+
+enum { LN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+enum { LN_COLUMN_BLOCK = 64 };       /* columns whose dScale/dB one thread accumulates at a time */
+
+/* X as (rows, D): D spans the normalised dims. */
+typedef struct ln_view {
+    int64_t rows, D;
+} ln_view;
+
+static int ln_axis(const kn_node *node, int rank) {
+    return kn_axis_normalize(kn_node_int(node, "axis", -1), rank);
+}
+
+static ln_view ln_view_of(const kn_node *node, const kn_shape *x) {
+    int axis = ln_axis(node, x->ndim);
+    return (ln_view){kn_shape_span(x, 0, axis), kn_shape_span(x, axis, x->ndim)};
+}
+
+/* Scale and B must have X's normalised dims, or be 1-D with D elements. */
+static kiln_status ln_check_param(const kn_value *p, const char *name, const kn_shape *x, int axis) {
+    kn_shape normalized = kn_shape_of(x->ndim - axis, x->d + axis);
+    int64_t D = kn_shape_numel(&normalized);
+    char got[96], want[96];
+    if (p->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s has dtype %s; only f32 is supported", name,
+                       kn_dtype_name(p->dtype));
+    if (kn_shape_equal(&p->shape, &normalized) || (p->shape.ndim == 1 && p->shape.d[0] == D))
+        return KILN_OK;
+    return kn_fail(KILN_ERR_SHAPE, "%s has shape %s; expected %s, X's dims from axis %d (or %lld "
+                   "elements in 1-D)", name, kn_shape_str(&p->shape, got, sizeof got),
+                   kn_shape_str(&normalized, want, sizeof want), axis, (long long)D);
+}
+
+static kiln_status ln_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    const kn_value *scale = kn_node_input(g, node, 1);
+    const kn_value *bias = kn_node_input(g, node, 2);
+    if (!x || !scale)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input %s is missing", x ? "Scale" : "X");
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "X has dtype %s; only f32 is supported",
+                       kn_dtype_name(x->dtype));
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_UNSUPPORTED,
+                       "%d outputs requested; only Y is supported (no Mean/InvStdDev outputs)",
+                       node->n_out);
+    int64_t axis_attr = kn_node_int(node, "axis", -1);
+    int axis = ln_axis(node, x->shape.ndim);
+    if (axis < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for X of rank %d",
+                       (long long)axis_attr, x->shape.ndim);
+    float epsilon = kn_node_float(node, "epsilon", 1e-5f);
+    if (!(epsilon > 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "epsilon %g must be > 0", epsilon);
+    KN_TRY(ln_check_param(scale, "Scale", &x->shape, axis));
+    if (bias)
+        KN_TRY(ln_check_param(bias, "B", &x->shape, axis));
+    kn_value *y = kn_node_output(g, node, 0);
+    y->shape = x->shape;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+/* Mean and 1 / sqrt(biased variance + epsilon) of one row; two passes for accuracy. */
+static void ln_row_moments(const float *x, int64_t D, float epsilon, double *mean, double *inv_std) {
+    double sum = 0;
+    for (int64_t j = 0; j < D; j++)
+        sum += x[j];
+    double m = sum / (double)D;
+    double squares = 0;
+    for (int64_t j = 0; j < D; j++) {
+        double d = x[j] - m;
+        squares += d * d;
+    }
+    *mean = m;
+    *inv_std = 1.0 / sqrt(squares / (double)D + epsilon);
+}
+
+static kiln_status ln_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    ln_view v = ln_view_of(call->node, &x->shape);
+    const float *xd = kn_f32(x);                          // (rows, D)
+    const float *scale = kn_f32(call->in[1]);             // (D)
+    const kn_tensor *bias_t = call->node->n_in > 2 ? call->in[2] : NULL;
+    const float *bias = bias_t ? kn_f32(bias_t) : NULL;   // (D) or none
+    float *y = kn_f32(call->out[0]);                      // (rows, D)
+    float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
+
+#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+    for (int64_t r = 0; r < v.rows; r++) {
+        const float *xr = xd + r * v.D;
+        float *yr = y + r * v.D;
+        double mean, inv_std;
+        ln_row_moments(xr, v.D, epsilon, &mean, &inv_std);
+        float m = (float)mean, s = (float)inv_std;
+        for (int64_t j = 0; j < v.D; j++)
+            yr[j] = (xr[j] - m) * s * scale[j] + (bias ? bias[j] : 0.0f);
+    }
+    return KILN_OK;
+}
+
+/* dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))
+ * with g = dy * scale and xhat = (x - mean) * inv_std. */
+static void ln_row_backward(const float *x, const float *dy, const float *scale, float *dx, int64_t D,
+                            double mean, double inv_std) {
+    double sum_g = 0, sum_g_xhat = 0;
+    for (int64_t j = 0; j < D; j++) {
+        double g = (double)dy[j] * scale[j];
+        sum_g += g;
+        sum_g_xhat += g * ((x[j] - mean) * inv_std);
+    }
+    double mean_g = sum_g / (double)D, mean_g_xhat = sum_g_xhat / (double)D;
+    for (int64_t j = 0; j < D; j++) {
+        double xhat = (x[j] - mean) * inv_std;
+        dx[j] += (float)(inv_std * ((double)dy[j] * scale[j] - mean_g - xhat * mean_g_xhat));
+    }
+}
+
+static kiln_status ln_backward(const kn_op_call *call) {
+    const kn_tensor *dout = call->dout[0];
+    if (!dout)
+        return KILN_OK;
+    ln_view v = ln_view_of(call->node, &call->in[0]->shape);
+    const float *x = kn_f32(call->in[0]);     // (rows, D)
+    const float *dy = kn_f32(dout);           // (rows, D)
+    const float *scale = kn_f32(call->in[1]); // (D)
+    float *dx = call->din[0] ? kn_f32(call->din[0]) : NULL;
+    float *dscale = call->din[1] ? kn_f32(call->din[1]) : NULL;
+    kn_tensor *dbias_t = call->node->n_in > 2 ? call->din[2] : NULL;
+    float *dbias = dbias_t ? kn_f32(dbias_t) : NULL;
+    float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
+
+    size_t bytes;
+    if (!kn_size_mul((size_t)v.rows, 2 * sizeof(double), &bytes))
+        return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: %lld rows overflow the workspace size",
+                       (long long)v.rows);
+    double *stats = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (rows, 2): mean, inv_std
+    if (!stats)
+        return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: out of memory for %zu bytes of workspace",
+                       bytes);
+
+#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+    for (int64_t r = 0; r < v.rows; r++) {
+        ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
+        if (dx)
+            ln_row_backward(x + r * v.D, dy + r * v.D, scale, dx + r * v.D, v.D, stats[2 * r],
+                            stats[2 * r + 1]);
+    }
+    if (!dscale && !dbias)
+        return KILN_OK;
+
+    int64_t n_blocks = (v.D + LN_COLUMN_BLOCK - 1) / LN_COLUMN_BLOCK;
+#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+    for (int64_t b = 0; b < n_blocks; b++) {
+        int64_t j0 = b * LN_COLUMN_BLOCK;
+        int64_t width = v.D - j0 < LN_COLUMN_BLOCK ? v.D - j0 : LN_COLUMN_BLOCK;
+        double sum_dy_xhat[LN_COLUMN_BLOCK] = {0}, sum_dy[LN_COLUMN_BLOCK] = {0};
+        for (int64_t r = 0; r < v.rows; r++) {
+            const float *xr = x + r * v.D + j0;
+            const float *dyr = dy + r * v.D + j0;
+            double mean = stats[2 * r], inv_std = stats[2 * r + 1];
+            for (int64_t j = 0; j < width; j++) {
+                sum_dy_xhat[j] += dyr[j] * ((xr[j] - mean) * inv_std);
+                sum_dy[j] += dyr[j];
+            }
+        }
+        for (int64_t j = 0; j < width; j++) {
+            if (dscale)
+                dscale[j0 + j] += (float)sum_dy_xhat[j];
+            if (dbias)
+                dbias[j0 + j] += (float)sum_dy[j];
+        }
+    }
+    return KILN_OK;
+}
+
+/* Per element: statistics (add; subtract, multiply, add) and normalise + affine (subtract, two
+ * multiplies, add). */
+static int64_t ln_flops(const kn_graph *g, const kn_node *node) {
+    return 8 * kn_shape_numel(&kn_node_input(g, node, 0)->shape);
+}
+
+const kn_op kn_op_layernormalization = {
+    .name = "LayerNormalization",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .infer = ln_infer,
+    .forward = ln_forward,
+    .backward = ln_backward,
+    .flops = ln_flops,
+};

@@ -1,0 +1,490 @@
+/* Shape ops: Flatten, Reshape, Transpose, Concat (f32 data).
+ *
+ * Flatten and Reshape keep the elements in order, so forward is a copy (none when the caller aliases
+ * output and input) and backward adds dY viewed in the input's shape. Transpose walks the output in
+ * order after merging dims that stay adjacent; Concat copies one block per input per outer index.
+ * None of them does arithmetic, so none has a FLOP count.
+ */
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops/op.h"
+
+enum { SHAPE_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+enum { TRANSPOSE_TILE = 16 };           /* a 16 x 16 float tile fits L1 when both sides are strided */
+
+static kiln_status check_f32_input(const kn_value *v, const char *name) {
+    if (!v)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input %s is missing", name);
+    if (v->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input %s ('%s') has dtype %s; only f32 is supported",
+                       name, v->name, kn_dtype_name(v->dtype));
+    return KILN_OK;
+}
+
+static kiln_status set_only_output(kn_graph *g, const kn_node *node, const kn_shape *shape) {
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%d outputs; expected 1", node->n_out);
+    kn_value *y = kn_node_output(g, node, 0);
+    y->shape = *shape;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+/* dst += src over n elements. */
+static void add_into(float *dst, const float *src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= SHAPE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* ---- Flatten and Reshape: same elements, new shape ---- */
+
+static kiln_status view_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    kn_tensor *y = call->out[0];
+    if (kn_numel(x) != kn_numel(y))
+        return kn_fail(KILN_ERR_SHAPE, "%s: input has %lld elements but output %lld",
+                       call->node->op->name, (long long)kn_numel(x), (long long)kn_numel(y));
+    if (y->data != x->data)
+        memcpy(y->data, x->data, (size_t)kn_numel(x) * sizeof(float));
+    return KILN_OK;
+}
+
+static kiln_status view_backward(const kn_op_call *call) {
+    if (call->dout[0] && call->din[0])
+        add_into(kn_f32(call->din[0]), kn_f32(call->dout[0]), kn_numel(call->din[0]));
+    return KILN_OK;
+}
+
+static kiln_status flatten_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    KN_TRY(check_f32_input(x, "input"));
+    int rank = x->shape.ndim;
+    int64_t axis = kn_node_int(node, "axis", 1);
+    if (axis < -rank || axis > rank)
+        return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range [%d, %d] for rank %d",
+                       (long long)axis, -rank, rank, rank);
+    if (axis < 0)
+        axis += rank;
+    kn_shape y = kn_shape_of(2, (int64_t[]){kn_shape_span(&x->shape, 0, (int)axis),
+                                            kn_shape_span(&x->shape, (int)axis, rank)});
+    return set_only_output(g, node, &y);
+}
+
+/* The output shape of Reshape: target dim 0 copies the input dim at the same place, one -1 takes
+ * whatever count is left. */
+static kiln_status reshape_target(const kn_value *target, const kn_shape *in, kn_shape *out) {
+    if (!target)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input shape is missing");
+    if (target->kind != KN_VALUE_CONST || !target->data)
+        return kn_fail(KILN_ERR_UNSUPPORTED,
+                       "the target shape '%s' must be a constant (shapes computed at run time are "
+                       "not supported)", target->name);
+    if (target->dtype != KN_I64 || target->shape.ndim != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "the target shape '%s' must be a 1-D i64 tensor, got %s "
+                       "of rank %d", target->name, kn_dtype_name(target->dtype), target->shape.ndim);
+    int n = (int)target->shape.d[0];
+    if (target->shape.d[0] > KN_MAX_DIMS)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "the target shape has %lld dims; at most %d supported",
+                       (long long)target->shape.d[0], KN_MAX_DIMS);
+    const int64_t *dims = target->data;
+    char in_str[96], target_str[96];
+    kn_shape_str(in, in_str, sizeof in_str);
+    kn_shape requested = kn_shape_of(n, dims);
+    kn_shape_str(&requested, target_str, sizeof target_str);
+
+    *out = requested;
+    int inferred = -1;
+    int64_t known = 1;
+    for (int i = 0; i < n; i++) {
+        if (dims[i] == -1) {
+            if (inferred >= 0)
+                return kn_fail(KILN_ERR_SHAPE, "target shape %s has more than one -1", target_str);
+            inferred = i;
+            continue;
+        }
+        if (dims[i] == 0) {
+            if (i >= in->ndim)
+                return kn_fail(KILN_ERR_SHAPE, "target shape %s copies dim %d (0) but the input %s "
+                               "has rank %d", target_str, i, in_str, in->ndim);
+            out->d[i] = in->d[i];
+        } else if (dims[i] < 0) {
+            return kn_fail(KILN_ERR_SHAPE, "target shape %s has dim %lld; only -1, 0 and positive "
+                           "dims are allowed", target_str, (long long)dims[i]);
+        }
+        if (__builtin_mul_overflow(known, out->d[i], &known))
+            return kn_fail(KILN_ERR_SHAPE, "target shape %s overflows", target_str);
+    }
+    int64_t count = kn_shape_numel(in);
+    if (inferred >= 0 && known > 0 && count % known == 0)
+        out->d[inferred] = count / known;
+    else if (inferred >= 0 || known != count)
+        return kn_fail(KILN_ERR_SHAPE, "cannot reshape %s (%lld elements) to %s", in_str,
+                       (long long)count, target_str);
+    return KILN_OK;
+}
+
+static kiln_status reshape_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    KN_TRY(check_f32_input(x, "data"));
+    if (kn_node_int(node, "allowzero", 0) != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "allowzero=1 is not supported");
+    kn_shape y;
+    KN_TRY(reshape_target(kn_node_input(g, node, 1), &x->shape, &y));
+    return set_only_output(g, node, &y);
+}
+
+/* ---- Transpose ---- */
+
+/* The perm attribute (default: reversed dims), checked to be a permutation of 0..rank-1. */
+static kiln_status transpose_perm(const kn_node *node, int rank, int64_t *perm) {
+    int n = kn_node_ints(node, "perm", perm, KN_MAX_DIMS);
+    if (n < 0) {
+        for (int i = 0; i < rank; i++)
+            perm[i] = rank - 1 - i;
+        return KILN_OK;
+    }
+    if (n != rank)
+        return kn_fail(KILN_ERR_INVALID_ARG, "perm has %d entries; the input has rank %d",
+                       n, rank);
+    bool seen[KN_MAX_DIMS] = {false};
+    for (int i = 0; i < n; i++) {
+        if (perm[i] < 0 || perm[i] >= rank || seen[perm[i]]) {
+            char buf[96];
+            kn_shape as_list = kn_shape_of(n, perm);
+            return kn_fail(KILN_ERR_INVALID_ARG, "perm %s is not a permutation of 0..%d",
+                           kn_shape_str(&as_list, buf, sizeof buf), rank - 1);
+        }
+        seen[perm[i]] = true;
+    }
+    return KILN_OK;
+}
+
+static kiln_status transpose_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    KN_TRY(check_f32_input(x, "data"));
+    int64_t perm[KN_MAX_DIMS];
+    KN_TRY(transpose_perm(node, x->shape.ndim, perm));
+    kn_shape y = x->shape;
+    for (int k = 0; k < y.ndim; k++)
+        y.d[k] = x->shape.d[perm[k]];
+    return set_only_output(g, node, &y);
+}
+
+/* A transpose as a walk over dims: dim k has dims[k] positions and one step along it moves
+ * in_stride[k] elements in the input and out_stride[k] in the output. */
+typedef struct transpose_plan {
+    int ndim;
+    int64_t dims[KN_MAX_DIMS];
+    int64_t in_stride[KN_MAX_DIMS];
+    int64_t out_stride[KN_MAX_DIMS];
+} transpose_plan;
+
+/* The output dims in order with their input strides, minus size-1 dims, with neighbours that are
+ * also neighbours in the input merged: (N, T, H, Dh) -> (N, H, T, Dh) walks 4 dims, a 2-D transpose
+ * of a (1, M, K) batch walks 2, and a transpose that moves only size-1 dims is one straight copy. */
+static transpose_plan transpose_plan_make(const kn_shape *in, const int64_t *perm) {
+    int64_t in_stride[KN_MAX_DIMS];
+    int64_t stride = 1;
+    for (int d = in->ndim - 1; d >= 0; d--) {
+        in_stride[d] = stride;
+        stride *= in->d[d];
+    }
+    transpose_plan p = {0};
+    for (int k = 0; k < in->ndim; k++) {
+        int64_t size = in->d[perm[k]], step = in_stride[perm[k]];
+        if (size == 1)
+            continue;
+        if (p.ndim > 0 && p.in_stride[p.ndim - 1] == step * size) {
+            p.dims[p.ndim - 1] *= size;
+            p.in_stride[p.ndim - 1] = step;
+            continue;
+        }
+        p.dims[p.ndim] = size;
+        p.in_stride[p.ndim] = step;
+        p.ndim++;
+    }
+    if (p.ndim == 0) {
+        p.ndim = 1;
+        p.dims[0] = p.in_stride[0] = 1;
+    }
+    stride = 1;
+    for (int k = p.ndim - 1; k >= 0; k--) {
+        p.out_stride[k] = stride;
+        stride *= p.dims[k];
+    }
+    return p;
+}
+
+/* The plan without dims `skip_a` and `skip_b` (-1 for none): the outer loops around an inner kernel. */
+static transpose_plan transpose_plan_outer(const transpose_plan *p, int skip_a, int skip_b) {
+    transpose_plan outer = {0};
+    for (int k = 0; k < p->ndim; k++) {
+        if (k == skip_a || k == skip_b)
+            continue;
+        outer.dims[outer.ndim] = p->dims[k];
+        outer.in_stride[outer.ndim] = p->in_stride[k];
+        outer.out_stride[outer.ndim] = p->out_stride[k];
+        outer.ndim++;
+    }
+    return outer;
+}
+
+static int64_t transpose_plan_count(const transpose_plan *p) {
+    int64_t count = 1;
+    for (int k = 0; k < p->ndim; k++)
+        count *= p->dims[k];
+    return count;
+}
+
+/* A position in a plan's walk, with its input and output offsets. */
+typedef struct transpose_walk {
+    int64_t index[KN_MAX_DIMS];
+    int64_t in, out;
+} transpose_walk;
+
+static transpose_walk transpose_walk_at(const transpose_plan *p, int64_t position) {
+    transpose_walk w = {{0}, 0, 0};
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        w.index[k] = position % p->dims[k];
+        position /= p->dims[k];
+        w.in += w.index[k] * p->in_stride[k];
+        w.out += w.index[k] * p->out_stride[k];
+    }
+    return w;
+}
+
+static void transpose_walk_next(transpose_walk *w, const transpose_plan *p) {
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        w->in += p->in_stride[k];
+        w->out += p->out_stride[k];
+        if (++w->index[k] < p->dims[k])
+            return;
+        w->in -= p->in_stride[k] * p->dims[k];
+        w->out -= p->out_stride[k] * p->dims[k];
+        w->index[k] = 0;
+    }
+}
+
+/* This thread's share [begin, end) of `count` items, in a fixed static split. */
+static void thread_share(int64_t count, int64_t *begin, int64_t *end) {
+    int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+    *begin = count * t / threads;
+    *end = count * (t + 1) / threads;
+}
+
+/* The last dim is contiguous on both sides: copy (or add) rows of dims[last] elements. */
+static void transpose_rows(const float *x, float *y, const transpose_plan *p, bool accumulate) {
+    int last = p->ndim - 1;
+    transpose_plan outer = transpose_plan_outer(p, last, -1);
+    int64_t length = p->dims[last];
+    int64_t rows = transpose_plan_count(&outer);
+#pragma omp parallel if (rows * length >= SHAPE_PARALLEL_MIN)
+    {
+        int64_t begin, end;
+        thread_share(rows, &begin, &end);
+        transpose_walk w = transpose_walk_at(&outer, begin);
+        for (int64_t r = begin; r < end; r++) {
+            const float *src = x + w.in;
+            float *dst = y + w.out;
+            if (accumulate)
+                for (int64_t j = 0; j < length; j++)
+                    dst[j] += src[j];
+            else
+                memcpy(dst, src, (size_t)length * sizeof(float));
+            transpose_walk_next(&w, &outer);
+        }
+    }
+}
+
+/* The input's contiguous dim q is not the output's last: move square tiles of (q, last) so both the
+ * strided reads and the strided writes of a tile stay in cache. One item is one outer position and
+ * one tile row of q. */
+static void transpose_tiles(const float *x, float *y, const transpose_plan *p, int q, bool accumulate) {
+    int last = p->ndim - 1;
+    transpose_plan outer = transpose_plan_outer(p, q, last);
+    int64_t nq = p->dims[q], nj = p->dims[last];
+    int64_t q_out_stride = p->out_stride[q], j_in_stride = p->in_stride[last];
+    int64_t q_tiles = (nq + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
+    int64_t items = transpose_plan_count(&outer) * q_tiles;
+#pragma omp parallel if (transpose_plan_count(p) >= SHAPE_PARALLEL_MIN)
+    {
+        int64_t begin, end;
+        thread_share(items, &begin, &end);
+        transpose_walk w = transpose_walk_at(&outer, begin / q_tiles);
+        int64_t tile = begin % q_tiles;
+        for (int64_t item = begin; item < end; item++) {
+            int64_t q0 = tile * TRANSPOSE_TILE;
+            int64_t q1 = q0 + TRANSPOSE_TILE < nq ? q0 + TRANSPOSE_TILE : nq;
+            for (int64_t j0 = 0; j0 < nj; j0 += TRANSPOSE_TILE) {
+                int64_t j1 = j0 + TRANSPOSE_TILE < nj ? j0 + TRANSPOSE_TILE : nj;
+                for (int64_t i = q0; i < q1; i++) {
+                    const float *src = x + w.in + i;
+                    float *dst = y + w.out + i * q_out_stride;
+                    for (int64_t j = j0; j < j1; j++)
+                        dst[j] = accumulate ? dst[j] + src[j * j_in_stride] : src[j * j_in_stride];
+                }
+            }
+            if (++tile == q_tiles) {
+                tile = 0;
+                transpose_walk_next(&w, &outer);
+            }
+        }
+    }
+}
+
+/* y = transpose(x, perm), or y += it when accumulating. */
+static void transpose_run(const kn_tensor *x, float *y, const int64_t *perm, bool accumulate) {
+    if (kn_numel(x) == 0)
+        return;
+    transpose_plan p = transpose_plan_make(&x->shape, perm);
+    int q = 0;
+    while (p.in_stride[q] != 1)
+        q++;
+    if (q == p.ndim - 1)
+        transpose_rows(kn_f32(x), y, &p, accumulate);
+    else
+        transpose_tiles(kn_f32(x), y, &p, q, accumulate);
+}
+
+static kiln_status transpose_forward(const kn_op_call *call) {
+    int64_t perm[KN_MAX_DIMS];
+    KN_TRY(transpose_perm(call->node, call->in[0]->shape.ndim, perm));
+    transpose_run(call->in[0], kn_f32(call->out[0]), perm, false);
+    return KILN_OK;
+}
+
+/* dX = transpose(dY, inverse perm). */
+static kiln_status transpose_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    int rank = call->in[0]->shape.ndim;
+    int64_t perm[KN_MAX_DIMS], inverse[KN_MAX_DIMS];
+    KN_TRY(transpose_perm(call->node, rank, perm));
+    for (int k = 0; k < rank; k++)
+        inverse[perm[k]] = k;
+    transpose_run(call->dout[0], kn_f32(call->din[0]), inverse, true);
+    return KILN_OK;
+}
+
+/* ---- Concat ---- */
+
+static kiln_status concat_infer(kn_graph *g, const kn_node *node) {
+    if (node->n_in < 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "needs at least one input");
+    for (int i = 0; i < node->n_in; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%d", i);
+        KN_TRY(check_f32_input(kn_node_input(g, node, i), name));
+    }
+    const kn_shape *first = &kn_node_input(g, node, 0)->shape;
+    int64_t axis_attr = kn_node_int(node, "axis", 0);
+    int axis = kn_axis_normalize(axis_attr, first->ndim);
+    if (axis < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for inputs of rank %d",
+                       (long long)axis_attr, first->ndim);
+    kn_shape y = *first;
+    for (int i = 1; i < node->n_in; i++) {
+        const kn_shape *s = &kn_node_input(g, node, i)->shape;
+        char a[96], b[96];
+        bool fits = s->ndim == first->ndim;
+        for (int d = 0; fits && d < s->ndim; d++)
+            fits = d == axis || s->d[d] == first->d[d];
+        if (!fits)
+            return kn_fail(KILN_ERR_SHAPE, "input %d has shape %s, input 0 %s; they must agree "
+                           "except on axis %d", i, kn_shape_str(s, a, sizeof a),
+                           kn_shape_str(first, b, sizeof b), axis);
+        y.d[axis] += s->d[axis];
+    }
+    return set_only_output(g, node, &y);
+}
+
+/* The output as (outer, axis, inner): each input fills a block of (its axis dim) * inner elements in
+ * every one of the outer rows. */
+static void concat_layout(const kn_op_call *call, int *axis, int64_t *outer, int64_t *inner) {
+    const kn_shape *y = &call->out[0]->shape;
+    *axis = kn_axis_normalize(kn_node_int(call->node, "axis", 0), y->ndim);
+    *outer = kn_shape_span(y, 0, *axis);
+    *inner = kn_shape_span(y, *axis + 1, y->ndim);
+}
+
+static kiln_status concat_forward(const kn_op_call *call) {
+    int axis;
+    int64_t outer, inner;
+    concat_layout(call, &axis, &outer, &inner);
+    int64_t row = call->out[0]->shape.d[axis] * inner;
+    float *y = kn_f32(call->out[0]); // (outer, row)
+#pragma omp parallel for schedule(static) if (outer * row >= SHAPE_PARALLEL_MIN)
+    for (int64_t o = 0; o < outer; o++) {
+        float *dst = y + o * row;
+        for (int i = 0; i < call->node->n_in; i++) {
+            int64_t block = call->in[i]->shape.d[axis] * inner;
+            memcpy(dst, kn_f32(call->in[i]) + o * block, (size_t)block * sizeof(float));
+            dst += block;
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status concat_backward(const kn_op_call *call) {
+    if (!call->dout[0])
+        return KILN_OK;
+    int axis;
+    int64_t outer, inner;
+    concat_layout(call, &axis, &outer, &inner);
+    int64_t row = call->out[0]->shape.d[axis] * inner;
+    const float *dy = kn_f32(call->dout[0]); // (outer, row)
+#pragma omp parallel for schedule(static) if (outer * row >= SHAPE_PARALLEL_MIN)
+    for (int64_t o = 0; o < outer; o++) {
+        const float *src = dy + o * row;
+        for (int i = 0; i < call->node->n_in; i++) {
+            int64_t block = call->in[i]->shape.d[axis] * inner;
+            if (call->din[i]) {
+                float *dx = kn_f32(call->din[i]) + o * block;
+                for (int64_t j = 0; j < block; j++)
+                    dx[j] += src[j];
+            }
+            src += block;
+        }
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_flatten = {
+    .name = "Flatten",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = flatten_infer,
+    .forward = view_forward,
+    .backward = view_backward,
+};
+
+const kn_op kn_op_reshape = {
+    .name = "Reshape",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .infer = reshape_infer,
+    .forward = view_forward,
+    .backward = view_backward,
+};
+
+const kn_op kn_op_transpose = {
+    .name = "Transpose",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = transpose_infer,
+    .forward = transpose_forward,
+    .backward = transpose_backward,
+};
+
+const kn_op kn_op_concat = {
+    .name = "Concat",
+    .min_inputs = 1,
+    .max_inputs = INT_MAX,
+    .infer = concat_infer,
+    .forward = concat_forward,
+    .backward = concat_backward,
+};
