@@ -1,0 +1,627 @@
+/* Writing .kiln files: check the graph, lay the file out, then stream it to a buffer or an atomic file.
+ *
+ * The small sections (graph, metadata, tensor tables) are serialised into memory first; the weights are
+ * never copied: their checksum is computed from the graph's own buffers, and they are written straight
+ * from there. So saving a model costs no second copy of its weights.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/status.h"
+#include "format/crc32.h"
+#include "format/kiln_file.h"
+#include "format/kiln_file_layout.h"
+#include "ops/op.h"
+
+/* ---- checking what is about to be written ---------------------------------------------------------- */
+
+/* The writer refuses anything its reader would reject, so a save never produces an unloadable file. */
+
+static kiln_status check_string(const char *s, const char *what) {
+    if (!s)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s is NULL", what);
+    if (strlen(s) > UINT32_MAX)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s is longer than 4 GiB", what);
+    return KILN_OK;
+}
+
+static kiln_status check_shape(const kn_shape *shape, bool has_data, const char *name) {
+    if (shape->ndim < 0 || shape->ndim > KN_MAX_DIMS)
+        return kn_fail(KILN_ERR_INVALID_ARG, "'%s' has rank %d; kiln supports 0 to %d", name, shape->ndim,
+                       KN_MAX_DIMS);
+    /* Inputs and activations may carry -1 for an extent not known yet; stored data needs real extents. */
+    int64_t min_dim = has_data ? 0 : -1;
+    for (int i = 0; i < shape->ndim; i++)
+        if (shape->d[i] < min_dim)
+            return kn_fail(KILN_ERR_INVALID_ARG, "'%s' has dimension %d = %lld", name, i,
+                           (long long)shape->d[i]);
+    return KILN_OK;
+}
+
+static kiln_status check_value(const kn_graph *g, int id) {
+    const kn_value *v = &g->values[id];
+    KN_TRY(check_string(v->name, "a value name"));
+    if (kn_kiln_kind_code(v->kind) == KN_KILN_NONE)
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' has kind %d", v->name, (int)v->kind);
+    if (kn_kiln_dtype_code(v->dtype) == KN_KILN_NONE)
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' has dtype %d", v->name, (int)v->dtype);
+    bool has_data = kn_kiln_is_initializer(v->kind);
+    KN_TRY(check_shape(&v->shape, has_data, v->name));
+    size_t bytes;
+    if (has_data && !kn_shape_bytes(&v->shape, v->dtype, &bytes))
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s': its size overflows", v->name);
+    if (has_data && !v->data)
+        return kn_fail(KILN_ERR_INVALID_ARG, "initializer '%s' has no data", v->name);
+    return KILN_OK;
+}
+
+static kiln_status check_attr(const kn_node *n, const kn_attr *a) {
+    KN_TRY(check_string(a->name, "an attribute name"));
+    if (kn_kiln_attr_code(a->type) == KN_KILN_NONE)
+        return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': attribute '%s' has type %d", n->name, a->name,
+                       (int)a->type);
+    if (a->type == KN_ATTR_INTS && (a->n_ints < 0 || a->n_ints > KN_MAX_ATTR_INTS))
+        return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': attribute '%s' has %d ints", n->name, a->name,
+                       a->n_ints);
+    if (a->type == KN_ATTR_STRING)
+        KN_TRY(check_string(a->s, "a string attribute"));
+    return KILN_OK;
+}
+
+/* Ids in range, and the graph in topological order: each activation is produced by exactly one node,
+ * before any node reads it. */
+static kiln_status check_node(const kn_graph *g, int index) {
+    const kn_node *n = &g->nodes[index];
+    KN_TRY(check_string(n->name, "a node name"));
+    if (!n->op || !n->op->name)
+        return kn_fail(KILN_ERR_INVALID_ARG, "node '%s' has no op", n->name);
+    if (n->n_in < 0 || n->n_out < 0 || n->n_attrs < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "node '%s' has a negative count", n->name);
+    for (int i = 0; i < n->n_in; i++) {
+        int id = n->in[i];
+        if (id < -1 || id >= g->n_values)
+            return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': input %d is value %d of %d", n->name, i, id,
+                           g->n_values);
+        if (id >= 0 && g->values[id].kind == KN_VALUE_ACT &&
+            (g->values[id].producer < 0 || g->values[id].producer >= index))
+            return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': input '%s' is not produced by an earlier node",
+                           n->name, g->values[id].name);
+    }
+    for (int i = 0; i < n->n_out; i++) {
+        int id = n->out[i];
+        if (id < 0 || id >= g->n_values)
+            return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': output %d is value %d of %d", n->name, i, id,
+                           g->n_values);
+        if (g->values[id].kind != KN_VALUE_ACT || g->values[id].producer != index)
+            return kn_fail(KILN_ERR_INVALID_ARG, "node '%s': output '%s' is not an activation it produces",
+                           n->name, g->values[id].name);
+    }
+    for (int i = 0; i < n->n_attrs; i++)
+        KN_TRY(check_attr(n, &n->attrs[i]));
+    return KILN_OK;
+}
+
+static kiln_status check_graph_io(const kn_graph *g) {
+    if (g->n_inputs < 0 || g->n_inputs > 16 || g->n_outputs < 0 || g->n_outputs > 16)
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d inputs and %d outputs; at most 16 each",
+                       g->n_inputs, g->n_outputs);
+    for (int i = 0; i < g->n_inputs; i++)
+        if (g->inputs[i] < 0 || g->inputs[i] >= g->n_values || g->values[g->inputs[i]].kind != KN_VALUE_INPUT)
+            return kn_fail(KILN_ERR_INVALID_ARG, "graph input %d is not an input value", i);
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] < 0 || g->outputs[i] >= g->n_values)
+            return kn_fail(KILN_ERR_INVALID_ARG, "graph output %d is value %d of %d", i, g->outputs[i],
+                           g->n_values);
+    return KILN_OK;
+}
+
+static kiln_status check_metadata(const kn_graph *g) {
+    if (g->n_classes < 0 || (g->n_classes > 0 && !g->class_names))
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d class names but no names", g->n_classes);
+    for (int i = 0; i < g->n_classes; i++)
+        KN_TRY(check_string(g->class_names[i], "a class name"));
+    if (g->n_norm < 0 || (g->n_norm > 0 && (!g->input_mean || !g->input_std)))
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has n_norm %lld but no mean/std", (long long)g->n_norm);
+    if (g->n_meta < 0 || (g->n_meta > 0 && !g->meta))
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d metadata entries but no entries", g->n_meta);
+    for (int i = 0; i < g->n_meta; i++) {
+        KN_TRY(check_string(g->meta[i].key, "a metadata key"));
+        KN_TRY(check_string(g->meta[i].value, "a metadata value"));
+    }
+    return KILN_OK;
+}
+
+static kiln_status check_graph(const kn_graph *g) {
+    if (g->n_values < 0 || g->n_nodes < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d values and %d nodes", g->n_values, g->n_nodes);
+    for (int i = 0; i < g->n_values; i++)
+        KN_TRY(check_value(g, i));
+    for (int i = 0; i < g->n_nodes; i++)
+        KN_TRY(check_node(g, i));
+    KN_TRY(check_graph_io(g));
+    return check_metadata(g);
+}
+
+static kiln_status check_extras(const kn_named_tensor *extras, int n_extras) {
+    if (n_extras < 0 || (n_extras > 0 && !extras))
+        return kn_fail(KILN_ERR_INVALID_ARG, "%d extra tensors but no array", n_extras);
+    for (int i = 0; i < n_extras; i++) {
+        const kn_named_tensor *t = &extras[i];
+        KN_TRY(check_string(t->name, "an extra tensor name"));
+        KN_TRY(check_shape(&t->shape, true, t->name));
+        size_t bytes;
+        if (!kn_shape_bytes(&t->shape, KN_F32, &bytes))
+            return kn_fail(KILN_ERR_INVALID_ARG, "extra tensor '%s': its size overflows", t->name);
+        if (!t->data && bytes > 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "extra tensor '%s' has no data", t->name);
+    }
+    return KILN_OK;
+}
+
+/* ---- serialising the small sections ---------------------------------------------------------------- */
+
+/* A growing byte buffer. `failed` remembers an allocation failure, so serialisers put field after field
+ * and the caller checks once at the end. */
+typedef struct kn_bytes {
+    unsigned char *p;
+    size_t n, cap;
+    bool failed;
+} kn_bytes;
+
+static void put(kn_bytes *b, const void *src, size_t n) {
+    if (b->failed)
+        return;
+    if (b->cap - b->n < n) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->n < n) {
+            if (!kn_size_mul(cap, 2, &cap)) {
+                b->failed = true;
+                return;
+            }
+        }
+        unsigned char *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+/* Fixed-width fields: the host is little-endian (kiln_file_layout.h), so memory order is file order. */
+static void put_u8(kn_bytes *b, uint8_t v) { put(b, &v, 1); }
+static void put_u16(kn_bytes *b, uint16_t v) { put(b, &v, 2); }
+static void put_u32(kn_bytes *b, uint32_t v) { put(b, &v, 4); }
+static void put_i32(kn_bytes *b, int32_t v) { put(b, &v, 4); }
+static void put_u64(kn_bytes *b, uint64_t v) { put(b, &v, 8); }
+static void put_i64(kn_bytes *b, int64_t v) { put(b, &v, 8); }
+static void put_f32(kn_bytes *b, float v) { put(b, &v, 4); }
+
+/* A string is its u32 byte length, then its bytes, without a terminating NUL. */
+static void put_str(kn_bytes *b, const char *s) {
+    size_t n = strlen(s);
+    put_u32(b, (uint32_t)n);
+    put(b, s, n);
+}
+
+static void put_attr(kn_bytes *b, const kn_attr *a) {
+    put_str(b, a->name);
+    put_u8(b, (uint8_t)kn_kiln_attr_code(a->type));
+    switch (a->type) {
+    case KN_ATTR_INT: put_i64(b, a->i); break;
+    case KN_ATTR_FLOAT: put_f32(b, a->f); break;
+    case KN_ATTR_INTS:
+        put_u32(b, (uint32_t)a->n_ints);
+        for (int k = 0; k < a->n_ints; k++)
+            put_i64(b, a->ints[k]);
+        break;
+    case KN_ATTR_STRING: put_str(b, a->s); break;
+    }
+}
+
+static void put_graph_section(kn_bytes *b, const kn_graph *g) {
+    put_u32(b, (uint32_t)g->n_values);
+    for (int i = 0; i < g->n_values; i++) {
+        const kn_value *v = &g->values[i];
+        put_str(b, v->name);
+        put_u8(b, (uint8_t)kn_kiln_kind_code(v->kind));
+        put_u8(b, (uint8_t)kn_kiln_dtype_code(v->dtype));
+        put_u8(b, (uint8_t)v->shape.ndim);
+        for (int d = 0; d < v->shape.ndim; d++)
+            put_i64(b, v->shape.d[d]);
+    }
+    put_u32(b, (uint32_t)g->n_nodes);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        put_str(b, n->op->name);
+        put_str(b, n->name);
+        put_u32(b, (uint32_t)n->n_in);
+        for (int k = 0; k < n->n_in; k++)
+            put_i32(b, n->in[k]);
+        put_u32(b, (uint32_t)n->n_out);
+        for (int k = 0; k < n->n_out; k++)
+            put_i32(b, n->out[k]);
+        put_u32(b, (uint32_t)n->n_attrs);
+        for (int k = 0; k < n->n_attrs; k++)
+            put_attr(b, &n->attrs[k]);
+    }
+    put_u32(b, (uint32_t)g->n_inputs);
+    for (int i = 0; i < g->n_inputs; i++)
+        put_i32(b, g->inputs[i]);
+    put_u32(b, (uint32_t)g->n_outputs);
+    for (int i = 0; i < g->n_outputs; i++)
+        put_i32(b, g->outputs[i]);
+}
+
+static void put_meta_section(kn_bytes *b, const kn_graph *g) {
+    put_u32(b, (uint32_t)g->n_classes);
+    for (int i = 0; i < g->n_classes; i++)
+        put_str(b, g->class_names[i]);
+    put_u64(b, (uint64_t)g->n_norm);
+    for (int64_t i = 0; i < g->n_norm; i++)
+        put_f32(b, g->input_mean[i]);
+    for (int64_t i = 0; i < g->n_norm; i++)
+        put_f32(b, g->input_std[i]);
+    put_u32(b, (uint32_t)g->n_meta);
+    for (int i = 0; i < g->n_meta; i++) {
+        put_str(b, g->meta[i].key);
+        put_str(b, g->meta[i].value);
+    }
+}
+
+/* One tensor-table entry (KN_KILN_TENSOR_ENTRY_BYTES): which value or extra `target` is, how its elements
+ * are stored and where. The quantization fields (axis, block, aux) are "none" for the plain encodings
+ * format 1.0 writes; docs/format.md plans their use. */
+static void put_tensor_entry(kn_bytes *b, uint32_t target, uint32_t encoding, const kn_shape *shape,
+                             uint64_t offset, uint64_t bytes) {
+    put_u32(b, target);
+    put_u16(b, (uint16_t)encoding);
+    put_u8(b, (uint8_t)shape->ndim);
+    put_u8(b, 0); /* flags */
+    for (int d = 0; d < KN_MAX_DIMS; d++)
+        put_i64(b, d < shape->ndim ? shape->d[d] : 0);
+    put_u64(b, offset);
+    put_u64(b, bytes);
+    put_i32(b, -1); /* quantization axis */
+    put_u32(b, 0);  /* quantization block size */
+    for (int k = 0; k < 4; k++)
+        put_u32(b, KN_KILN_NONE); /* aux tensor entries, meaning per encoding */
+}
+
+/* ---- the data sections ----------------------------------------------------------------------------- */
+
+/* A tensor's bytes inside a data section, each starting at the next 64-byte boundary. */
+typedef struct kn_blob {
+    const void *data;
+    size_t bytes;
+    uint64_t offset; /* from the start of the data section */
+} kn_blob;
+
+/* Places the blobs one after the other. */
+static void blobs_layout(kn_blob *blobs, int n) {
+    uint64_t end = 0;
+    for (int i = 0; i < n; i++) {
+        blobs[i].offset = kn_kiln_align(end);
+        end = blobs[i].offset + blobs[i].bytes;
+    }
+}
+
+static const unsigned char kn_zeros[KN_KILN_ALIGN];
+
+static uint32_t blobs_crc(const kn_blob *blobs, int n) {
+    uint32_t crc = 0;
+    uint64_t pos = 0;
+    for (int i = 0; i < n; i++) {
+        crc = kn_crc32(crc, kn_zeros, (size_t)(blobs[i].offset - pos));
+        crc = kn_crc32(crc, blobs[i].data, blobs[i].bytes);
+        pos = blobs[i].offset + blobs[i].bytes;
+    }
+    return crc;
+}
+
+/* ---- the whole file -------------------------------------------------------------------------------- */
+
+typedef struct kn_section_out {
+    uint32_t kind;
+    const kn_bytes *bytes; /* a serialised section, or NULL for a data section made of: */
+    const kn_blob *blobs;
+    int n_blobs;
+    uint64_t offset, size;
+    uint32_t crc;
+} kn_section_out;
+
+enum { KN_KILN_WRITER_SECTIONS = 6 };
+
+typedef struct kn_plan {
+    kn_bytes graph, meta, tensors, extras; /* the small sections */
+    kn_blob *data_blobs, *extra_blobs;     /* (n_data_blobs), (n_extras) */
+    int n_data_blobs;
+    kn_section_out sections[KN_KILN_WRITER_SECTIONS];
+    int n_sections;
+    kn_bytes head; /* header + section directory */
+    uint64_t file_bytes;
+} kn_plan;
+
+static void plan_free(kn_plan *plan) {
+    free(plan->graph.p);
+    free(plan->meta.p);
+    free(plan->tensors.p);
+    free(plan->extras.p);
+    free(plan->data_blobs);
+    free(plan->extra_blobs);
+    free(plan->head.p);
+}
+
+static void plan_add_section(kn_plan *plan, uint32_t kind, const kn_bytes *bytes, const kn_blob *blobs,
+                             int n_blobs) {
+    kn_section_out *s = &plan->sections[plan->n_sections++];
+    s->kind = kind;
+    s->bytes = bytes;
+    s->blobs = blobs;
+    s->n_blobs = n_blobs;
+}
+
+/* The initializers' bytes, in value order, and the tensor table that points at them. */
+static kiln_status plan_model_tensors(kn_plan *plan, const kn_graph *g) {
+    plan->data_blobs = malloc(sizeof(kn_blob) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!plan->data_blobs)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory listing %d values", g->n_values);
+    for (int i = 0; i < g->n_values; i++) {
+        const kn_value *v = &g->values[i];
+        if (!kn_kiln_is_initializer(v->kind))
+            continue;
+        kn_blob *blob = &plan->data_blobs[plan->n_data_blobs++];
+        blob->data = v->data;
+        kn_shape_bytes(&v->shape, v->dtype, &blob->bytes); /* cannot overflow: check_value */
+    }
+    blobs_layout(plan->data_blobs, plan->n_data_blobs);
+    put_u32(&plan->tensors, (uint32_t)plan->n_data_blobs);
+    put_u32(&plan->tensors, KN_KILN_TENSOR_ENTRY_BYTES);
+    int k = 0;
+    for (int i = 0; i < g->n_values; i++) {
+        const kn_value *v = &g->values[i];
+        if (!kn_kiln_is_initializer(v->kind))
+            continue;
+        const kn_blob *blob = &plan->data_blobs[k++];
+        put_tensor_entry(&plan->tensors, (uint32_t)i, kn_kiln_dtype_code(v->dtype), &v->shape, blob->offset,
+                         blob->bytes);
+    }
+    return KILN_OK;
+}
+
+/* The extras: their own tensor table (target = extra index) followed by their names. */
+static kiln_status plan_extra_tensors(kn_plan *plan, const kn_named_tensor *extras, int n_extras) {
+    plan->extra_blobs = malloc(sizeof(kn_blob) * (size_t)n_extras);
+    if (!plan->extra_blobs)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory listing %d extra tensors", n_extras);
+    for (int i = 0; i < n_extras; i++) {
+        plan->extra_blobs[i].data = extras[i].data;
+        kn_shape_bytes(&extras[i].shape, KN_F32, &plan->extra_blobs[i].bytes); /* checked: check_extras */
+    }
+    blobs_layout(plan->extra_blobs, n_extras);
+    put_u32(&plan->extras, (uint32_t)n_extras);
+    put_u32(&plan->extras, KN_KILN_TENSOR_ENTRY_BYTES);
+    for (int i = 0; i < n_extras; i++)
+        put_tensor_entry(&plan->extras, (uint32_t)i, KN_KILN_DT_F32, &extras[i].shape,
+                         plan->extra_blobs[i].offset, plan->extra_blobs[i].bytes);
+    for (int i = 0; i < n_extras; i++)
+        put_str(&plan->extras, extras[i].name);
+    return KILN_OK;
+}
+
+/* Offsets, sizes and checksums of every section, then the header and directory that record them. */
+static kiln_status plan_place_sections(kn_plan *plan) {
+    uint64_t pos = KN_KILN_HEADER_BYTES + (uint64_t)plan->n_sections * KN_KILN_DIR_ENTRY_BYTES;
+    for (int i = 0; i < plan->n_sections; i++) {
+        kn_section_out *s = &plan->sections[i];
+        if (s->bytes) {
+            s->size = s->bytes->n;
+            s->crc = kn_crc32(0, s->bytes->p, s->bytes->n);
+        } else {
+            s->size = s->n_blobs ? s->blobs[s->n_blobs - 1].offset + s->blobs[s->n_blobs - 1].bytes : 0;
+            s->crc = blobs_crc(s->blobs, s->n_blobs);
+        }
+        s->offset = kn_kiln_align(pos);
+        if (!kn_size_add(s->offset, s->size, &pos))
+            return kn_fail(KILN_ERR_NOMEM, "the file would be larger than the address space");
+    }
+    plan->file_bytes = pos;
+
+    kn_bytes directory = {0};
+    for (int i = 0; i < plan->n_sections; i++) {
+        const kn_section_out *s = &plan->sections[i];
+        put_u32(&directory, s->kind);
+        put_u32(&directory, s->crc);
+        put_u64(&directory, s->offset);
+        put_u64(&directory, s->size);
+        put_u64(&directory, 0); /* reserved */
+    }
+    kn_bytes *h = &plan->head;
+    put(h, KN_KILN_MAGIC, KN_KILN_MAGIC_BYTES);
+    put_u16(h, KN_KILN_FORMAT_MAJOR);
+    put_u16(h, KN_KILN_FORMAT_MINOR);
+    put_u32(h, (uint32_t)plan->n_sections);
+    put_u64(h, plan->file_bytes);
+    put_u32(h, directory.failed ? 0 : kn_crc32(0, directory.p, directory.n));
+    put(h, kn_zeros, KN_KILN_AT_HEADER_CRC - KN_KILN_AT_RESERVED);
+    if (!h->failed)
+        put_u32(h, kn_crc32(0, h->p, KN_KILN_AT_HEADER_CRC));
+    put(h, directory.p, directory.n);
+    bool failed = h->failed || directory.failed;
+    free(directory.p);
+    if (failed)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory writing the file header");
+    return KILN_OK;
+}
+
+static kiln_status plan_build(kn_plan *plan, const kn_graph *g, const kn_named_tensor *extras, int n_extras) {
+    memset(plan, 0, sizeof *plan);
+    KN_TRY(check_graph(g));
+    KN_TRY(check_extras(extras, n_extras));
+    put_graph_section(&plan->graph, g);
+    put_meta_section(&plan->meta, g);
+    KN_TRY(plan_model_tensors(plan, g));
+    plan_add_section(plan, KN_KILN_SEC_GRAPH, &plan->graph, NULL, 0);
+    plan_add_section(plan, KN_KILN_SEC_META, &plan->meta, NULL, 0);
+    plan_add_section(plan, KN_KILN_SEC_TENSORS, &plan->tensors, NULL, 0);
+    plan_add_section(plan, KN_KILN_SEC_DATA, NULL, plan->data_blobs, plan->n_data_blobs);
+    if (n_extras > 0) {
+        KN_TRY(plan_extra_tensors(plan, extras, n_extras));
+        plan_add_section(plan, KN_KILN_SEC_EXTRAS, &plan->extras, NULL, 0);
+        plan_add_section(plan, KN_KILN_SEC_EXTRA_DATA, NULL, plan->extra_blobs, n_extras);
+    }
+    if (plan->graph.failed || plan->meta.failed || plan->tensors.failed || plan->extras.failed)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory serialising the graph");
+    return plan_place_sections(plan);
+}
+
+/* ---- emitting the bytes ---------------------------------------------------------------------------- */
+
+/* Where the bytes go: a buffer of exactly the file size, or a file descriptor. */
+typedef struct kn_out {
+    unsigned char *buf;
+    int fd;
+    uint64_t pos;
+} kn_out;
+
+static kiln_status out_write(kn_out *o, const void *src, size_t n) {
+    if (o->buf) {
+        if (n)
+            memcpy(o->buf + o->pos, src, n);
+        o->pos += n;
+        return KILN_OK;
+    }
+    const unsigned char *p = src;
+    while (n > 0) {
+        ssize_t done = write(o->fd, p, n);
+        if (done < 0 && errno == EINTR)
+            continue;
+        if (done < 0)
+            return kn_fail(KILN_ERR_IO, "write failed at offset %llu: %s", (unsigned long long)o->pos,
+                           strerror(errno));
+        p += done;
+        n -= (size_t)done;
+        o->pos += (uint64_t)done;
+    }
+    return KILN_OK;
+}
+
+static kiln_status out_pad_to(kn_out *o, uint64_t offset) {
+    return out_write(o, kn_zeros, (size_t)(offset - o->pos)); /* always < KN_KILN_ALIGN */
+}
+
+static kiln_status plan_emit(const kn_plan *plan, kn_out *o) {
+    KN_TRY(out_write(o, plan->head.p, plan->head.n));
+    for (int i = 0; i < plan->n_sections; i++) {
+        const kn_section_out *s = &plan->sections[i];
+        KN_TRY(out_pad_to(o, s->offset));
+        if (s->bytes) {
+            KN_TRY(out_write(o, s->bytes->p, s->bytes->n));
+            continue;
+        }
+        for (int k = 0; k < s->n_blobs; k++) {
+            KN_TRY(out_pad_to(o, s->offset + s->blobs[k].offset));
+            KN_TRY(out_write(o, s->blobs[k].data, s->blobs[k].bytes));
+        }
+    }
+    return KILN_OK;
+}
+
+kiln_status kn_kiln_save_buffer(const kn_graph *g, const kn_named_tensor *extras, int n_extras, void **buf,
+                                size_t *size) {
+    *buf = NULL;
+    *size = 0;
+    kn_plan plan;
+    kiln_status st = plan_build(&plan, g, extras, n_extras);
+    if (st == KILN_OK && plan.file_bytes > SIZE_MAX)
+        st = kn_fail(KILN_ERR_NOMEM, "a %llu-byte .kiln file does not fit in memory",
+                     (unsigned long long)plan.file_bytes);
+    kn_out out = {.fd = -1};
+    if (st == KILN_OK) {
+        out.buf = malloc((size_t)plan.file_bytes);
+        if (!out.buf)
+            st = kn_fail(KILN_ERR_NOMEM, "out of memory for a %llu-byte .kiln buffer",
+                         (unsigned long long)plan.file_bytes);
+    }
+    if (st == KILN_OK)
+        st = plan_emit(&plan, &out);
+    plan_free(&plan);
+    if (st != KILN_OK) {
+        free(out.buf);
+        return st;
+    }
+    *buf = out.buf;
+    *size = (size_t)out.pos;
+    return KILN_OK;
+}
+
+/* ---- atomic file replacement ----------------------------------------------------------------------- */
+
+/* Makes the rename itself durable. Some file systems cannot fsync a directory (EINVAL); there the
+ * rename is as durable as the file system makes it. */
+static kiln_status sync_parent_directory(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    kiln_status st = KILN_OK;
+    if (fd < 0)
+        st = kn_fail(KILN_ERR_IO, "cannot open directory '%s' to sync it: %s", dir, strerror(errno));
+    else if (fsync(fd) != 0 && errno != EINVAL)
+        st = kn_fail(KILN_ERR_IO, "cannot sync directory '%s': %s", dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return st;
+}
+
+/* Writes the file under a temporary name beside `path` and renames it over `path` only once every byte
+ * is on disk, so readers see the old file or the new one, never a mix. */
+static kiln_status write_atomically(const char *path, const kn_plan *plan) {
+    size_t tmp_bytes = strlen(path) + 32;
+    char *tmp = malloc(tmp_bytes);
+    if (!tmp)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    snprintf(tmp, tmp_bytes, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        kiln_status st = kn_fail(KILN_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    kn_out out = {.fd = fd};
+    kiln_status st = plan_emit(plan, &out);
+    if (st == KILN_OK && fsync(fd) != 0)
+        st = kn_fail(KILN_ERR_IO, "cannot sync '%s': %s", tmp, strerror(errno));
+    if (close(fd) != 0 && st == KILN_OK)
+        st = kn_fail(KILN_ERR_IO, "cannot close '%s': %s", tmp, strerror(errno));
+    if (st == KILN_OK && rename(tmp, path) != 0)
+        st = kn_fail(KILN_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (st != KILN_OK)
+        unlink(tmp);
+    free(tmp);
+    if (st == KILN_OK)
+        st = sync_parent_directory(path);
+    return st;
+}
+
+kiln_status kn_kiln_save(const char *path, const kn_graph *g, const kn_named_tensor *extras, int n_extras) {
+    kn_plan plan;
+    kiln_status st = plan_build(&plan, g, extras, n_extras);
+    if (st == KILN_OK)
+        st = write_atomically(path, &plan);
+    plan_free(&plan);
+    if (st != KILN_OK)
+        kn_error_prefix("%s: ", path);
+    return st;
+}
