@@ -169,6 +169,7 @@ static int run(const train_args *a) {
                a->resume ? a->resume : a->model, a->data, (long long)train_set->count,
                has_val ? ", with validation" : "", (long long)kn_graph_param_count(&g), a->optimizer,
                (long long)a->batch, kn_threads_get());
+    fflush(stdout);
     if (st == KILN_OK)
         st = kn_train(&g, train_set, has_val ? &val : NULL, &o, state, n_state, &r);
     cli_progress_end_line(&ps.bar);
