@@ -9,6 +9,17 @@ enum { TAPE_ALIGN_FLOATS = 16 }; /* 64-byte alignment for every buffer */
 
 static size_t align_floats(size_t n) { return (n + TAPE_ALIGN_FLOATS - 1) & ~(size_t)(TAPE_ALIGN_FLOATS - 1); }
 
+/* Zeroed 64-byte aligned floats; aligned_alloc needs a size that is a multiple of the alignment. */
+static float *alloc_floats(size_t n) {
+    size_t bytes;
+    if (!kn_size_mul(align_floats(n ? n : 1), sizeof(float), &bytes))
+        return NULL;
+    float *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
 static bool is_output(const kn_graph *g, int v) {
     for (int i = 0; i < g->n_outputs; i++)
         if (g->outputs[i] == v)
@@ -37,10 +48,9 @@ static kiln_status alloc_param_grads(kn_tape *t) {
     for (int v = 0; v < g->n_values; v++)
         if (g->values[v].kind == KN_VALUE_PARAM && t->needs_grad[v])
             total += align_floats((size_t)kn_shape_numel(&g->values[v].shape));
-    t->param_grad_block = aligned_alloc(64, (total ? total : 1) * sizeof(float));
+    t->param_grad_block = alloc_floats(total);
     if (!t->param_grad_block)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for %zu parameter gradients", total);
-    memset(t->param_grad_block, 0, (total ? total : 1) * sizeof(float));
     size_t offset = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
@@ -69,15 +79,14 @@ static kiln_status bind_activations(kn_tape *t) {
             return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
     }
     size_t bytes;
-    if (!kn_size_mul(total ? total : 1, sizeof(float), &bytes))
+    if (!kn_size_mul(total, sizeof(float), &bytes))
         return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
-    if (bytes > t->act_block_bytes) {
+    if (!t->act_block || bytes > t->act_block_bytes) {
         free(t->act_block);
-        t->act_block = aligned_alloc(64, bytes);
+        t->act_block = alloc_floats(total);
         t->act_block_bytes = t->act_block ? bytes : 0;
         if (!t->act_block)
             return kn_fail(KILN_ERR_NOMEM, "out of memory for activations (%zu MiB)", bytes >> 20);
-        memset(t->act_block, 0, bytes);
     }
     size_t offset = 0;
     for (int v = 0; v < g->n_values; v++) {
