@@ -9,6 +9,9 @@ size_t kn_dtype_size(kn_dtype dtype) {
     case KN_I64: return 8;
     case KN_I32: return 4;
     case KN_U8: return 1;
+    case KN_I8: return 1;
+    case KN_BOOL: return 1;
+    case KN_F16: return 2;
     case KN_DTYPE_COUNT: break;
     }
     return 0;
@@ -20,6 +23,9 @@ const char *kn_dtype_name(kn_dtype dtype) {
     case KN_I64: return "i64";
     case KN_I32: return "i32";
     case KN_U8: return "u8";
+    case KN_I8: return "i8";
+    case KN_BOOL: return "bool";
+    case KN_F16: return "f16";
     case KN_DTYPE_COUNT: break;
     }
     return "?";

@@ -15,6 +15,9 @@ typedef enum kn_dtype {
     KN_I64,
     KN_I32,
     KN_U8,
+    KN_I8,
+    KN_BOOL,   /* one byte, 0 or 1 */
+    KN_F16,    /* IEEE half: stored, converted to f32 for compute */
     KN_DTYPE_COUNT
 } kn_dtype;
 

@@ -54,7 +54,7 @@ enum {
 /* Codes on disk. They are the format's own numbers, mapped to kiln's enums by the functions below, so
  * reordering an enum in the code can never change what a file means. Dtype codes double as the "plain"
  * storage encodings of the tensor table (0-15: raw elements of that dtype). */
-enum { KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3 };
+enum { KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3, KN_KILN_DT_I8 = 4, KN_KILN_DT_BOOL = 5, KN_KILN_DT_F16 = 6 };
 enum { KN_KILN_KIND_INPUT = 0, KN_KILN_KIND_PARAM, KN_KILN_KIND_STATE, KN_KILN_KIND_CONST, KN_KILN_KIND_ACT };
 enum { KN_KILN_ATTR_INT = 0, KN_KILN_ATTR_FLOAT, KN_KILN_ATTR_INTS, KN_KILN_ATTR_STRING };
 
@@ -64,6 +64,9 @@ static inline uint32_t kn_kiln_dtype_code(kn_dtype dtype) {
     case KN_I64: return KN_KILN_DT_I64;
     case KN_I32: return KN_KILN_DT_I32;
     case KN_U8: return KN_KILN_DT_U8;
+    case KN_I8: return KN_KILN_DT_I8;
+    case KN_BOOL: return KN_KILN_DT_BOOL;
+    case KN_F16: return KN_KILN_DT_F16;
     case KN_DTYPE_COUNT: break;
     }
     return KN_KILN_NONE;
@@ -75,6 +78,9 @@ static inline bool kn_kiln_dtype_from_code(uint32_t code, kn_dtype *dtype) {
     case KN_KILN_DT_I64: *dtype = KN_I64; return true;
     case KN_KILN_DT_I32: *dtype = KN_I32; return true;
     case KN_KILN_DT_U8: *dtype = KN_U8; return true;
+    case KN_KILN_DT_I8: *dtype = KN_I8; return true;
+    case KN_KILN_DT_BOOL: *dtype = KN_BOOL; return true;
+    case KN_KILN_DT_F16: *dtype = KN_F16; return true;
     }
     return false;
 }
