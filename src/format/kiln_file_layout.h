@@ -54,7 +54,7 @@ enum {
 /* Codes on disk. They are the format's own numbers, mapped to kiln's enums by the functions below, so
  * reordering an enum in the code can never change what a file means. Dtype codes double as the "plain"
  * storage encodings of the tensor table (0-15: raw elements of that dtype). */
-enum { KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3, KN_KILN_DT_I8 = 4, KN_KILN_DT_BOOL = 5, KN_KILN_DT_F16 = 6 };
+enum { KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3, KN_KILN_DT_F16 = 4, KN_KILN_DT_I8 = 6, KN_KILN_DT_BOOL = 7 };
 enum { KN_KILN_KIND_INPUT = 0, KN_KILN_KIND_PARAM, KN_KILN_KIND_STATE, KN_KILN_KIND_CONST, KN_KILN_KIND_ACT };
 enum { KN_KILN_ATTR_INT = 0, KN_KILN_ATTR_FLOAT, KN_KILN_ATTR_INTS, KN_KILN_ATTR_STRING };
 

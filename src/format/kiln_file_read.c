@@ -45,6 +45,7 @@ static const char *encoding_name(uint32_t code) {
     case 4: return "f16";
     case 5: return "bf16";
     case 6: return "i8";
+    case 7: return "bool";
     case 16: return "affine i8";
     case 17: return "affine u8";
     case 18: return "affine i4";
