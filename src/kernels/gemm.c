@@ -1,6 +1,372 @@
+/* SGEMM driver: blocking, packing and threads around one ISA's kernels (contracts in gemm_internal.h).
+ * Two paths:
+ *
+ * Blocked (GotoBLAS/BLIS loop order), for everything but the case below:
+ *   for each column panel of C (nc wide)
+ *     for each depth block (kc deep):    pack op(B) into (kc, nr) slivers, or read B in place
+ *       for each row block (mc high):    pack op(A) into (kc, mr) slivers
+ *         for each nr-wide sliver of B:  for each mr-high sliver of A: micro-kernel on the tile
+ *   Packing turns both layouts and any leading dimension into the one the micro-kernel reads.
+ *   op(B) = B already has it (rows of nr floats, ldb apart), so for small products B is read in place
+ *   and only a ragged last sliver is packed.
+ *
+ * Dot products, when op(B) = B^T and op(A) has only a few rows (inference with small batches): both
+ * operands are then rows contiguous in k, and the dot kernel reads them without packing anything.
+ *
+ * Threads each take a block of C's tiles (or, for dot products, a share of the dot tiles) and never
+ * split K. The blocking does not depend on the thread count, so every element of C is computed by the
+ * same arithmetic in the same order whatever the thread count: results are bit-identical across
+ * counts. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "core/tensor.h"
+#include "core/threads.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_internal.h"
+
+/* Below this many flops, starting a second thread costs more than it saves (measured). */
+#define GEMM_PARALLEL_MIN_FLOPS (1 << 18)
+/* Largest op(B) = B read in place by more than one row of tiles (see plan_blocked). */
+#define GEMM_IN_PLACE_B_MAX_BYTES (1 << 20)
+
+/* Block sizes suit L1 48 KiB / L2 2 MiB, but speed varies little around them; dot_max_rows is where
+ * the dot kernel stopped beating packed B^T (K = 784, N = 256), on the machine this was tuned on. */
+static const kn_gemm_kernel generic_kernel = {
+    .name = "generic",
+    .mr = KN_GEMM_GENERIC_MR, .nr = KN_GEMM_GENERIC_NR, .mc = 128, .kc = 256, .nc = 2048,
+    .micro = kn_gemm_microkernel_generic,
+    .pack_columns = kn_gemm_pack_columns_generic,
+    .dot_mr = KN_GEMM_GENERIC_DOT_MR, .dot_nr = KN_GEMM_GENERIC_DOT_NR, .dot_max_rows = 12,
+    .dot = kn_gemm_dotkernel_generic,
+};
+
+#ifdef KILN_HAVE_X86_KERNELS
+static const kn_gemm_kernel avx2_kernel = {
+    .name = "avx2",
+    .mr = KN_GEMM_AVX2_MR, .nr = KN_GEMM_AVX2_NR, .mc = 144, .kc = 256, .nc = 4096,
+    .micro = kn_gemm_microkernel_avx2,
+    .pack_columns = kn_gemm_pack_columns_avx2,
+    .dot_mr = KN_GEMM_AVX2_DOT_MR, .dot_nr = KN_GEMM_AVX2_DOT_NR, .dot_max_rows = 16,
+    .dot = kn_gemm_dotkernel_avx2,
+};
+
+static const kn_gemm_kernel avx512_kernel = {
+    .name = "avx512",
+    .mr = KN_GEMM_AVX512_MR, .nr = KN_GEMM_AVX512_NR, .mc = 168, .kc = 256, .nc = 4096,
+    .micro = kn_gemm_microkernel_avx512,
+    .pack_columns = kn_gemm_pack_columns_avx2, // kn_cpu reports avx512f only along with avx2
+    .dot_mr = KN_GEMM_AVX512_DOT_MR, .dot_nr = KN_GEMM_AVX512_DOT_NR, .dot_max_rows = 12,
+    .dot = kn_gemm_dotkernel_avx512,
+};
+#endif
+
+const kn_gemm_kernel *kn_gemm_kernel_for(kn_gemm_path path) {
+    switch (path) {
+    case KN_GEMM_PATH_GENERIC:
+        return &generic_kernel;
+#ifdef KILN_HAVE_X86_KERNELS
+    case KN_GEMM_PATH_AVX2:
+        return kn_cpu()->avx2 ? &avx2_kernel : NULL;
+    case KN_GEMM_PATH_AVX512:
+        return kn_cpu()->avx512f ? &avx512_kernel : NULL;
+#else
+    case KN_GEMM_PATH_AVX2:
+    case KN_GEMM_PATH_AVX512:
+        return NULL;
+#endif
+    }
+    return NULL;
+}
+
+const kn_gemm_kernel *kn_gemm_kernel_best(void) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_for(KN_GEMM_PATH_AVX512);
+    if (!kernel)
+        kernel = kn_gemm_kernel_for(KN_GEMM_PATH_AVX2);
+    if (!kernel)
+        kernel = kn_gemm_kernel_for(KN_GEMM_PATH_GENERIC);
+    return kernel;
+}
+
+typedef struct gemm_args {
+    bool trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float *C;
+    int64_t ldc;
+} gemm_args;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Block size actually used: at most max_block, but split evenly (K = 784 with kc <= 256 gives four
+ * blocks of 196, not 256, 256, 256, 16), and a multiple of `multiple`. */
+static int64_t even_block(int64_t total, int64_t max_block, int64_t multiple) {
+    int64_t block = ceil_div(total, ceil_div(total, max_block));
+    return ceil_div(block, multiple) * multiple;
+}
+
+static float *alloc_floats(size_t count) {
+    size_t bytes;
+    if (!kn_size_mul(count, sizeof(float), &bytes) || !kn_size_add(bytes, 63, &bytes))
+        return NULL;
+    return aligned_alloc(64, bytes & ~(size_t)63);
+}
+
+/* kn_sgemm cannot report an error: when a buffer cannot be had, the unblocked reference, which needs
+ * none, does the work. */
+static void gemm_ref(const gemm_args *g) {
+    kn_sgemm_ref(g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta,
+                 g->C, g->ldc);
+}
+
+/* ---- Blocked path ---- */
+
+/* A (kc, width) sliver whose row k is src row k (rows ld apart), zero past `count` columns: a plain
+ * copy. Its transposing counterpart is kernel->pack_columns. */
+static void pack_rows(const float *restrict src, int64_t ld, int64_t kc, int count, int width,
+                      float *restrict dst) {
+    if (count < width)
+        memset(dst, 0, (size_t)(kc * width) * sizeof(float));
+    for (int64_t k = 0; k < kc; k++)
+        for (int x = 0; x < count; x++)
+            dst[k * width + x] = src[k * ld + x];
+}
+
+/* op(B)[k0 : k0 + kc, j0 : j0 + cols] into (kc, nr) slivers. */
+static void pack_b(const kn_gemm_kernel *kernel, const gemm_args *g, int64_t k0, int64_t kc, int64_t j0,
+                   int64_t cols, float *b_pack) {
+    const int nr = kernel->nr;
+    for (int64_t col = j0; col < j0 + cols; col += nr) {
+        int n = (int)min64(nr, j0 + cols - col);
+        float *dst = b_pack + (col - j0) * kc;
+        if (g->trans_b) // B is (N, K)
+            kernel->pack_columns(g->B + col * g->ldb + k0, g->ldb, kc, n, nr, dst);
+        else // B is (K, N)
+            pack_rows(g->B + k0 * g->ldb + col, g->ldb, kc, n, nr, dst);
+    }
+}
+
+/* op(A)[i0 : i0 + rows, k0 : k0 + kc] into (kc, mr) slivers. */
+static void pack_a(const kn_gemm_kernel *kernel, const gemm_args *g, int64_t i0, int64_t rows, int64_t k0,
+                   int64_t kc, float *a_pack) {
+    const int mr = kernel->mr;
+    for (int64_t row = i0; row < i0 + rows; row += mr) {
+        int m = (int)min64(mr, i0 + rows - row);
+        float *dst = a_pack + (row - i0) * kc;
+        if (g->trans_a) // A is (K, M)
+            pack_rows(g->A + k0 * g->lda + row, g->lda, kc, m, mr, dst);
+        else // A is (M, K)
+            kernel->pack_columns(g->A + row * g->lda + k0, g->lda, kc, m, mr, dst);
+    }
+}
+
+/* How one product is blocked: decided once for the whole of C, whatever the threads. */
+typedef struct gemm_plan {
+    int64_t mc, kc, nc;
+    bool b_in_place;      /* op(B) = B read in place; only a ragged last sliver is packed */
+    int64_t a_pack_count; /* floats of one thread's packing buffers, each a multiple of 16 */
+    int64_t b_pack_count;
+} gemm_plan;
+
+static gemm_plan plan_blocked(const kn_gemm_kernel *kernel, const gemm_args *g) {
+    gemm_plan plan;
+    plan.mc = even_block(g->M, kernel->mc, kernel->mr);
+    plan.kc = even_block(g->K, kernel->kc, 1);
+    plan.nc = even_block(g->N, kernel->nc, kernel->nr);
+    // Reading op(B) = B in place saves copying it. The copy pays off once a large B is reread by many
+    // row tiles: in place, a sliver is kc scattered rows, which cache and prefetch worse than a
+    // contiguous panel. Measured on a 2 MiB-L2 Xeon: in place wins up to mr rows, and up to mc rows
+    // while B fits in half of L2.
+    double b_bytes = (double)g->K * (double)g->N * sizeof(float);
+    plan.b_in_place = !g->trans_b && (g->M <= kernel->mr ||
+                                      (g->M <= kernel->mc && b_bytes <= GEMM_IN_PLACE_B_MAX_BYTES));
+    // The block sizes are bounded by the kernel's, so these products cannot overflow.
+    plan.a_pack_count = ceil_div(plan.mc * plan.kc, 16) * 16;
+    plan.b_pack_count = ceil_div(plan.kc * (plan.b_in_place ? kernel->nr : plan.nc), 16) * 16;
+    return plan;
+}
+
+/* The block C[i0 : i0 + rows, j0 : j0 + cols] (i0, j0 multiples of mr, nr) by the loop nest at the
+ * top, with one thread's packing buffers. */
+static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const gemm_plan *plan,
+                         int64_t i0, int64_t rows, int64_t j0, int64_t cols, float *a_pack, float *b_pack) {
+    const int mr = kernel->mr, nr = kernel->nr;
+    for (int64_t jc = j0; jc < j0 + cols; jc += plan->nc) {
+        int64_t panel_cols = min64(plan->nc, j0 + cols - jc);
+        int64_t ragged = (ceil_div(panel_cols, nr) - 1) * nr; // offset of the panel's last sliver
+        for (int64_t k0 = 0; k0 < g->K; k0 += plan->kc) {
+            int64_t depth = min64(plan->kc, g->K - k0);
+            // The first depth block applies beta; later ones add to what it left in C.
+            float beta = k0 == 0 ? g->beta : 1.0f;
+            if (!plan->b_in_place)
+                pack_b(kernel, g, k0, depth, jc, panel_cols, b_pack);
+            else if (panel_cols - ragged < nr)
+                pack_b(kernel, g, k0, depth, jc + ragged, panel_cols - ragged, b_pack);
+            for (int64_t ic = i0; ic < i0 + rows; ic += plan->mc) {
+                int64_t block_rows = min64(plan->mc, i0 + rows - ic);
+                pack_a(kernel, g, ic, block_rows, k0, depth, a_pack);
+                for (int64_t j = jc; j < jc + panel_cols; j += nr) {
+                    int n = (int)min64(nr, g->N - j);
+                    const float *b = b_pack; // the ragged sliver: the only one packed when in place
+                    int64_t ldb = nr;
+                    if (!plan->b_in_place) {
+                        b = b_pack + (j - jc) * depth;
+                    } else if (n == nr) {
+                        b = g->B + k0 * g->ldb + j;
+                        ldb = g->ldb;
+                    }
+                    // Down the B sliver, which stays in L1, over the A block, which stays in L2.
+                    for (int64_t i = ic; i < ic + block_rows; i += mr) {
+                        int m = (int)min64(mr, g->M - i);
+                        kernel->micro(depth, m, n, a_pack + (i - ic) * depth, b, ldb, g->alpha, beta,
+                                      g->C + i * g->ldc + j, g->ldc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Splits a grid of row_slivers x col_slivers tiles into row_parts x col_parts blocks, one per thread,
+ * so that the biggest block has as few tiles as possible; on ties it splits columns, so that each
+ * thread packs all rows of A (usually the smaller operand) rather than all columns of B. */
+static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, int *row_parts,
+                        int *col_parts) {
+    *row_parts = 1;
+    *col_parts = threads;
+    int64_t best = row_slivers * ceil_div(col_slivers, threads);
+    for (int rp = 2; rp <= threads; rp++) {
+        int cp = threads / rp;
+        int64_t biggest = ceil_div(row_slivers, rp) * ceil_div(col_slivers, cp);
+        if (biggest < best) {
+            best = biggest;
+            *row_parts = rp;
+            *col_parts = cp;
+        }
+    }
+}
+
+/* Part `part` of `parts` of `slivers` slivers `width` wide, as [*start, *start + *size) clipped to
+ * `total`. */
+static void split_range(int64_t slivers, int width, int64_t total, int part, int parts, int64_t *start,
+                        int64_t *size) {
+    int64_t first = slivers * part / parts, last = slivers * (part + 1) / parts;
+    *start = first * width;
+    *size = min64(last * width, total) - *start;
+}
+
+/* This thread's block of C, out of a team of `team`. */
+static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, const gemm_plan *plan,
+                              int thread, int team, float *workspace) {
+    int64_t row_slivers = ceil_div(g->M, kernel->mr), col_slivers = ceil_div(g->N, kernel->nr);
+    int row_parts, col_parts;
+    split_tiles(row_slivers, col_slivers, team, &row_parts, &col_parts);
+    if (thread >= row_parts * col_parts)
+        return;
+    int64_t i0, rows, j0, cols;
+    split_range(row_slivers, kernel->mr, g->M, thread / col_parts, row_parts, &i0, &rows);
+    split_range(col_slivers, kernel->nr, g->N, thread % col_parts, col_parts, &j0, &cols);
+    float *a_pack = workspace + (size_t)thread * (size_t)(plan->a_pack_count + plan->b_pack_count);
+    if (rows > 0 && cols > 0)
+        gemm_blocked(kernel, g, plan, i0, rows, j0, cols, a_pack, a_pack + plan->a_pack_count);
+}
+
+static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    gemm_plan plan = plan_blocked(kernel, g);
+    int64_t tiles = ceil_div(g->M, kernel->mr) * ceil_div(g->N, kernel->nr);
+    if (threads > tiles)
+        threads = (int)tiles;
+    size_t count;
+    float *workspace = NULL;
+    if (kn_size_mul((size_t)(plan.a_pack_count + plan.b_pack_count), (size_t)threads, &count))
+        workspace = alloc_floats(count);
+    if (!workspace) {
+        gemm_ref(g);
+        return;
+    }
+    // Each thread computes its own block of C with its own packing buffers: no shared state, so no
+    // barriers. Blocks start on the tile grid, so each tile is the same work whoever does it. The
+    // region is opened even for one thread so that omp_get_thread_num is ours when kn_sgemm is called
+    // from inside someone else's parallel region.
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
+    free(workspace);
+}
+
+/* ---- Dot-product path ---- */
+
+/* C as a grid of dot kernel tiles, shared among the team; a_rows holds op(A) as rows contiguous in k,
+ * lda_rows apart. */
+static void gemm_dots(const kn_gemm_kernel *kernel, const gemm_args *g, const float *a_rows,
+                      int64_t lda_rows) {
+    int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), col_tiles = ceil_div(g->N, kernel->dot_nr);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < row_tiles * col_tiles; t++) {
+        int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
+        int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
+        kernel->dot(g->K, m, n, a_rows + i * lda_rows, lda_rows, g->B + j * g->ldb, g->ldb, g->alpha,
+                    g->beta, g->C + i * g->ldc + j, g->ldc);
+    }
+}
+
+static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    const float *a_rows = g->A;
+    int64_t lda_rows = g->lda;
+    float *a_copy = NULL;
+    if (g->trans_a) { // A is (K, M): copy its few columns out as the rows of op(A) (M, K)
+        size_t count;
+        if (!kn_size_mul((size_t)g->M, (size_t)g->K, &count) || !(a_copy = alloc_floats(count))) {
+            gemm_ref(g);
+            return;
+        }
+        for (int64_t i = 0; i < g->M; i++)
+            for (int64_t k = 0; k < g->K; k++)
+                a_copy[i * g->K + k] = g->A[k * g->lda + i];
+        a_rows = a_copy;
+        lda_rows = g->K;
+    }
+    // As in run_blocked, a region even for one thread, so that the work-sharing loop binds to it.
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    gemm_dots(kernel, g, a_rows, lda_rows);
+    free(a_copy);
+}
+
+/* ---- Entry points ---- */
+
+/* K == 0: op(A) @ op(B) is empty, C = beta * C. */
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+void kn_sgemm_with(const kn_gemm_kernel *kernel, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                   int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+    int threads = flops < GEMM_PARALLEL_MIN_FLOPS ? 1 : kn_threads_get();
+    if (trans_b && M <= kernel->dot_max_rows)
+        run_dots(kernel, &g, threads);
+    else
+        run_blocked(kernel, &g, threads);
+}
 
 void kn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    kn_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kn_sgemm_with(kn_gemm_kernel_best(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
