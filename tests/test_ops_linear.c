@@ -521,6 +521,32 @@ static void test_pool_values(void) {
                       (float[]){3, 5, 6.5f, 13, 15, 16.5f, 20.5f, 22.5f, 24}, 9);
 }
 
+/* The 2x2 stride-2 fast path keeps the general rule: ties go to the first maximum, the first NaN wins. */
+static void test_maxpool_ties_and_nan(void) {
+    pool_case c = {"MaxPool", "", {1, 1, 2, 4}, {2, 2}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 0, 0};
+    kn_graph g;
+    int node = build_pool(&g, &c);
+    float *x = value_data(&g, "X");
+    const float data[8] = {1, 1, 3, NAN, 1, 0, NAN, 2};
+    memcpy(x, data, sizeof data);
+    kn_tensor *out = opcheck_forward(&g, node, false);
+    CHECK(out && kn_f32(&out[0])[0] == 1.0f && isnan(kn_f32(&out[0])[1]));
+    if (out) {
+        float dy_data[2] = {10, 20}, dx_data[8] = {0};
+        kn_tensor in = {kn_shape_of(4, c.x), KN_F32, x}, dy = {out[0].shape, KN_F32, dy_data},
+                  dx = {kn_shape_of(4, c.x), KN_F32, dx_data};
+        kn_tensor *in_p = &in, *dx_p = &dx, *out_p = &out[0];
+        const kn_tensor *dy_p = &dy;
+        kn_op_ctx ctx = {0};
+        kn_op_call call = {.node = &g.nodes[node], .in = &in_p, .out = &out_p, .dout = &dy_p, .din = &dx_p, .ctx = &ctx};
+        CHECK_OK(g.nodes[node].op->backward(&call));
+        const float expect[8] = {10, 0, 0, 20, 0, 0, 0, 0};
+        CHECK(memcmp(dx_data, expect, sizeof expect) == 0);
+    }
+    opcheck_free_outputs(out, 1);
+    kn_graph_free(&g);
+}
+
 /* ---- Backward adds into din ---- */
 
 /* Sets every PARAM value to multiples of 0.5 in [-1, 1]: then all products and sums below are exact
@@ -860,6 +886,7 @@ int main(void) {
     test_conv();
     test_pool_gradients();
     test_pool_values();
+    test_maxpool_ties_and_nan();
     test_accumulation();
     test_repeatable();
     test_shapes_and_flops();

@@ -162,6 +162,47 @@ static int64_t maxpool_argmax(const pool_plan *p, const float *x /* (H, W) */, i
     return best;
 }
 
+/* The common 2x2 window with stride 2 and no padding or dilation: every window lies inside the image,
+ * so a row pair is scanned directly. */
+static bool maxpool_is_plain_2x2(const pool_geom *g) {
+    return g->h.kernel == 2 && g->w.kernel == 2 && g->h.stride == 2 && g->w.stride == 2 &&
+           g->h.dilation == 1 && g->w.dilation == 1 && g->h.pad_begin == 0 && g->w.pad_begin == 0 &&
+           2 * g->h.out <= g->h.in && 2 * g->w.out <= g->w.in;
+}
+
+/* Offset (0..3 within the 2x2 window at row pair r0, r1, column 2*ow) of the first maximum, by the
+ * same rule as maxpool_argmax: strictly greater wins, and the first NaN wins. */
+static inline int maxpool_2x2_pick(const float *r0, const float *r1, int64_t col, float *value) {
+    float v[4] = {r0[col], r0[col + 1], r1[col], r1[col + 1]};
+    int best = 0;
+    for (int k = 1; k < 4; k++) {
+        bool wins = v[k] > v[best] || (isnan(v[k]) && !isnan(v[best]));
+        best = wins ? k : best;
+    }
+    *value = v[best];
+    return best;
+}
+
+static void maxpool_2x2_forward_plane(const pool_geom *g, const float *xp, float *yp) {
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
+        for (int64_t ow = 0; ow < g->w.out; ow++)
+            maxpool_2x2_pick(r0, r1, 2 * ow, &yp[oh * g->w.out + ow]);
+    }
+}
+
+static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp, float *dxp) {
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
+        float *d0 = dxp + 2 * oh * g->w.in, *d1 = d0 + g->w.in;
+        for (int64_t ow = 0; ow < g->w.out; ow++) {
+            float unused;
+            int k = maxpool_2x2_pick(r0, r1, 2 * ow, &unused);
+            (k < 2 ? d0 : d1)[2 * ow + (k & 1)] += dyp[oh * g->w.out + ow];
+        }
+    }
+}
+
 static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
     if (node->n_out == 2)
         return kn_fail(KILN_ERR_UNSUPPORTED, "the Indices output of MaxPool is not supported");
@@ -173,10 +214,15 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
     KN_TRY(pool_plan_make(call, false, &p));
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
     float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
+    bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
 #pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane;
         float *yp = y + plane * p.g.out_plane;
+        if (plain_2x2) {
+            maxpool_2x2_forward_plane(&p.g, xp, yp);
+            continue;
+        }
         for (int64_t oh = 0; oh < p.g.h.out; oh++)
             for (int64_t ow = 0; ow < p.g.w.out; ow++)
                 yp[oh * p.g.w.out + ow] = xp[maxpool_argmax(&p, xp, oh, ow)];
@@ -193,10 +239,15 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]);    // (N*C, H, W)
     const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
     float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
+    bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
 #pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
         float *dxp = dx + plane * p.g.in_plane;
+        if (plain_2x2) {
+            maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp);
+            continue;
+        }
         for (int64_t oh = 0; oh < p.g.h.out; oh++)
             for (int64_t ow = 0; ow < p.g.w.out; ow++)
                 dxp[maxpool_argmax(&p, xp, oh, ow)] += dyp[oh * p.g.w.out + ow];
