@@ -18,8 +18,8 @@ train() { # name epochs extra-args...
         --log "out/fmnist_$name.csv" "$@"
 }
 
-train mlp 5 --optimizer adam
-train cnn 5 --optimizer adam
+train mlp 5 --optimizer adam --lr 2e-3 --schedule cosine
+train cnn 5 --optimizer adam --lr 2e-3 --schedule cosine
 train vit 10 --optimizer adam --lr 2e-3 --schedule cosine --warmup 500
 
 echo
