@@ -3,10 +3,14 @@
  * Each image is unfolded by im2col into a (C*kH*kW, OH*OW) column matrix, so that each group's
  * output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW, OH*OW). A 1x1
  * convolution with stride 1 and no padding needs no unfolding: the image itself is the column matrix.
+ *
+ * An activation fused in by the inference optimizer (ops/fused_act.h) is applied to each image's
+ * output as soon as its products are done.
  */
 #include <string.h>
 
 #include "kernels/gemm.h"
+#include "ops/fused_act.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -94,6 +98,8 @@ static kiln_status conv_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     conv_geom geom;
     KN_TRY(conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &geom));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
     y->shape = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
     y->dtype = KN_F32;
@@ -183,11 +189,16 @@ static void conv_col2im(const conv_geom *g, const float *dcol /* (C*kH*kW, OH*OW
     }
 }
 
+/* Bytes of `count` column matrices for one image; false on overflow. */
+static bool conv_col_bytes(const conv_geom *g, size_t count, size_t *bytes) {
+    return kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, bytes) &&
+           kn_size_mul(*bytes, sizeof(float) * count, bytes);
+}
+
 /* One buffer of `count` column matrices for one image. */
 static float *conv_col_scratch(kn_op_ctx *ctx, const conv_geom *g, size_t count) {
     size_t bytes;
-    if (!kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, &bytes) ||
-        !kn_size_mul(bytes, sizeof(float) * count, &bytes))
+    if (!conv_col_bytes(g, count, &bytes))
         return NULL;
     return kn_op_scratch(ctx, bytes);
 }
@@ -199,6 +210,8 @@ static kiln_status conv_forward(const kn_op_call *call) {
     const float *w = kn_f32(call->in[1]); // (M, C/group, kH, kW)
     const float *bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL; // (M)
     float *y = kn_f32(call->out[0]);      // (N, M, OH, OW)
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
     bool pointwise = conv_is_pointwise(&g);
     float *col = pointwise ? NULL : conv_col_scratch(call->ctx, &g, 1);
     if (!pointwise && !col)
@@ -219,6 +232,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
             kn_sgemm(false, false, g.Mg, g.out_plane, depth, 1.0f, w + grp * g.Mg * depth, depth,
                      cols + grp * depth * g.out_plane, g.out_plane, bias ? 1.0f : 0.0f,
                      yn + grp * g.Mg * g.out_plane, g.out_plane);
+        kn_fused_act_apply(&act, yn, g.M * g.out_plane);
     }
     return KILN_OK;
 }
@@ -243,6 +257,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    KN_TRY(kn_fused_refuse_backward(call->node, false));
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -305,6 +320,18 @@ static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     return 2 * outputs * g.Cg * g.taps + (b ? outputs : 0);
 }
 
+/* The im2col buffer forward unfolds each image into; a pointwise convolution needs none. */
+static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    conv_geom g;
+    size_t bytes;
+    if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK ||
+        conv_is_pointwise(&g) || !conv_col_bytes(&g, 1, &bytes))
+        return 0;
+    return bytes;
+}
+
 const kn_op kn_op_conv = {
     .name = "Conv",
     .min_inputs = 2,
@@ -313,4 +340,5 @@ const kn_op kn_op_conv = {
     .forward = conv_forward,
     .backward = conv_backward,
     .flops = conv_flops,
+    .workspace = conv_workspace,
 };

@@ -1,8 +1,9 @@
 /* Gemm (ONNX): Y (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C,
  * op(X) = X^T when transX. C is optional and broadcast to (M, N): a scalar, (N), (1, N), (M, 1) or
- * (M, N).
+ * (M, N). An activation fused in by the inference optimizer (ops/fused_act.h) is applied to Y last.
  */
 #include "kernels/gemm.h"
+#include "ops/fused_act.h"
 #include "ops/op.h"
 
 typedef struct gemm_dims {
@@ -62,6 +63,8 @@ static kiln_status gemm_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     gemm_dims d;
     KN_TRY(gemm_dims_of(node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
     y->shape = kn_shape_of(2, (int64_t[]){d.M, d.N});
     y->dtype = KN_F32;
@@ -73,6 +76,8 @@ static kiln_status gemm_forward(const kn_op_call *call) {
     const kn_tensor *c = call->node->n_in > 2 ? call->in[2] : NULL;
     gemm_dims d;
     KN_TRY(gemm_dims_of(call->node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
     float *y = kn_f32(call->out[0]); // (M, N)
     float beta = 0.0f;
     if (c && d.beta != 0.0f) {
@@ -87,6 +92,7 @@ static kiln_status gemm_forward(const kn_op_call *call) {
     }
     kn_sgemm(d.trans_a, d.trans_b, d.M, d.N, d.K, d.alpha, kn_f32(a), a->shape.d[1], kn_f32(b),
              b->shape.d[1], beta, y, d.N);
+    kn_fused_act_apply(&act, y, d.M * d.N);
     return KILN_OK;
 }
 
@@ -96,6 +102,7 @@ static kiln_status gemm_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    KN_TRY(kn_fused_refuse_backward(call->node, false));
     gemm_dims d;
     KN_TRY(gemm_dims_of(call->node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
     const float *dy = kn_f32(dout); // (M, N)
