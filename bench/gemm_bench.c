@@ -46,7 +46,7 @@ static void run_ref(const kn_gemm_kernel *kernel, const shape *s, const float *A
 
 static void run_kernel(const kn_gemm_kernel *kernel, const shape *s, const float *A, const float *B,
                        float *C) {
-    kn_sgemm_with(kernel, s->trans_a, s->trans_b, s->M, s->N, s->K, 1.0f, A, s->trans_a ? s->M : s->K, B,
+    kn_sgemm_with(kernel, NULL, 0, s->trans_a, s->trans_b, s->M, s->N, s->K, 1.0f, A, s->trans_a ? s->M : s->K, B,
                   s->trans_b ? s->K : s->N, 0.0f, C, s->N);
 }
 

@@ -113,8 +113,8 @@ static void gemm_data_free(gemm_data *d) {
 /* C_fast = C_init updated by `kernel`. */
 static void run_fast(const kn_gemm_kernel *kernel, const gemm_case *c, gemm_data *d) {
     memcpy(d->C_fast, d->C_init, (size_t)(c->M * d->ldc + 1) * sizeof(float));
-    kn_sgemm_with(kernel, c->trans_a, c->trans_b, c->M, c->N, c->K, c->alpha, d->A, d->lda, d->B, d->ldb,
-                  c->beta, d->C_fast, d->ldc);
+    kn_sgemm_with(kernel, NULL, 0, c->trans_a, c->trans_b, c->M, c->N, c->K, c->alpha, d->A, d->lda, d->B,
+                  d->ldb, c->beta, d->C_fast, d->ldc);
 }
 
 static error_stats compare_with_ref(const kn_gemm_kernel *kernel, const gemm_case *c, const gemm_data *d) {
@@ -214,14 +214,14 @@ static void test_model_shapes(void) {
 static void test_empty(const kn_gemm_kernel *kernel) {
     float A[4] = {1, 2, 3, 4}, B[4] = {5, 6, 7, 8};
     float C[4] = {1, -2, 3, -4};
-    kn_sgemm_with(kernel, false, false, 2, 2, 0, 1.0f, A, 2, B, 2, 0.5f, C, 2);
+    kn_sgemm_with(kernel, NULL, 0, false, false, 2, 2, 0, 1.0f, A, 2, B, 2, 0.5f, C, 2);
     CHECK(C[0] == 0.5f && C[1] == -1.0f && C[2] == 1.5f && C[3] == -2.0f);
     float C_nan[4] = {NAN, NAN, NAN, NAN};
-    kn_sgemm_with(kernel, true, true, 2, 2, 0, 1.0f, A, 2, B, 2, 0.0f, C_nan, 2);
+    kn_sgemm_with(kernel, NULL, 0, true, true, 2, 2, 0, 1.0f, A, 2, B, 2, 0.0f, C_nan, 2);
     CHECK(C_nan[0] == 0.0f && C_nan[1] == 0.0f && C_nan[2] == 0.0f && C_nan[3] == 0.0f);
     float C_keep[4] = {NAN, 1, 2, 3};
-    kn_sgemm_with(kernel, false, false, 0, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C_keep, 2);
-    kn_sgemm_with(kernel, false, false, 2, 0, 2, 1.0f, A, 2, B, 2, 0.0f, C_keep, 2);
+    kn_sgemm_with(kernel, NULL, 0, false, false, 0, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C_keep, 2);
+    kn_sgemm_with(kernel, NULL, 0, false, false, 2, 0, 2, 1.0f, A, 2, B, 2, 0.0f, C_keep, 2);
     CHECK(isnan(C_keep[0]) && C_keep[1] == 1 && C_keep[2] == 2 && C_keep[3] == 3);
 }
 
@@ -292,7 +292,39 @@ static void test_public_entry(void) {
     gemm_data_free(&d);
 }
 
+/* A caller's workspace of exactly kn_sgemm_workspace bytes gives the same bits as kn_sgemm's own. */
+static void test_caller_workspace(void) {
+    const int64_t shapes[][3] = {{64, 256, 784}, {1, 256, 784}, {5, 33, 17}, {100, 7, 300}};
+    int identical = 0, cases = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            float *A = calloc((size_t)(M * K), sizeof(float)), *B = calloc((size_t)(K * N), sizeof(float));
+            float *C1 = calloc((size_t)(M * N), sizeof(float)), *C2 = calloc((size_t)(M * N), sizeof(float));
+            for (int64_t i = 0; i < M * K; i++)
+                A[i] = (float)((i * 7) % 13) - 6.0f;
+            for (int64_t i = 0; i < K * N; i++)
+                B[i] = (float)((i * 5) % 11) * 0.25f;
+            size_t bytes = kn_sgemm_workspace(ta, tb, M, N, K);
+            void *ws = bytes ? aligned_alloc(64, (bytes + 63) & ~(size_t)63) : NULL;
+            kn_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C1, N);
+            kn_sgemm_ws(ws, bytes, ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C2, N);
+            identical += memcmp(C1, C2, sizeof(float) * (size_t)(M * N)) == 0;
+            cases++;
+            free(ws);
+            free(A);
+            free(B);
+            free(C1);
+            free(C2);
+        }
+    }
+    printf("caller workspace: %d of %d products bit-identical to kn_sgemm\n", identical, cases);
+    CHECK(identical == cases);
+}
+
 int main(void) {
+    test_caller_workspace();
     const struct {
         kn_gemm_path path;
         const char *name;

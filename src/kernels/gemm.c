@@ -279,15 +279,37 @@ static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, 
         gemm_blocked(kernel, g, plan, i0, rows, j0, cols, a_pack, a_pack + plan->a_pack_count);
 }
 
-static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
-    gemm_plan plan = plan_blocked(kernel, g);
+/* Threads the blocked path uses: no more than there are tiles. */
+static int blocked_threads(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
     int64_t tiles = ceil_div(g->M, kernel->mr) * ceil_div(g->N, kernel->nr);
-    if (threads > tiles)
-        threads = (int)tiles;
+    return threads > tiles ? (int)tiles : threads;
+}
+
+/* Floats of workspace a product needs; false on overflow. */
+static bool workspace_floats(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, size_t *count) {
+    if (g->trans_b && g->M <= kernel->dot_max_rows)
+        return !g->trans_a ? (*count = 0, true) : kn_size_mul((size_t)g->M, (size_t)g->K, count);
+    gemm_plan plan = plan_blocked(kernel, g);
+    return kn_size_mul((size_t)(plan.a_pack_count + plan.b_pack_count),
+                       (size_t)blocked_threads(kernel, g, threads), count);
+}
+
+/* The caller's workspace when it is large enough, else a fresh allocation (*owned set) or NULL. */
+static float *take_workspace(float *given, size_t given_floats, size_t need, float **owned) {
+    *owned = NULL;
+    if (given && given_floats >= need)
+        return given;
+    return *owned = alloc_floats(need ? need : 1);
+}
+
+static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, float *given,
+                        size_t given_floats) {
+    gemm_plan plan = plan_blocked(kernel, g);
+    threads = blocked_threads(kernel, g, threads);
     size_t count;
-    float *workspace = NULL;
-    if (kn_size_mul((size_t)(plan.a_pack_count + plan.b_pack_count), (size_t)threads, &count))
-        workspace = alloc_floats(count);
+    float *owned = NULL, *workspace = NULL;
+    if (workspace_floats(kernel, g, threads, &count))
+        workspace = take_workspace(given, given_floats, count, &owned);
     if (!workspace) {
         gemm_ref(g);
         return;
@@ -298,7 +320,7 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
     // from inside someone else's parallel region.
 #pragma omp parallel num_threads(threads) if (threads > 1)
     gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
-    free(workspace);
+    free(owned);
 }
 
 /* ---- Dot-product path ---- */
@@ -317,13 +339,16 @@ static void gemm_dots(const kn_gemm_kernel *kernel, const gemm_args *g, const fl
     }
 }
 
-static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, float *given,
+                     size_t given_floats) {
     const float *a_rows = g->A;
     int64_t lda_rows = g->lda;
-    float *a_copy = NULL;
+    float *owned = NULL;
     if (g->trans_a) { // A is (K, M): copy its few columns out as the rows of op(A) (M, K)
         size_t count;
-        if (!kn_size_mul((size_t)g->M, (size_t)g->K, &count) || !(a_copy = alloc_floats(count))) {
+        float *a_copy = NULL;
+        if (!workspace_floats(kernel, g, threads, &count) ||
+            !(a_copy = take_workspace(given, given_floats, count, &owned))) {
             gemm_ref(g);
             return;
         }
@@ -336,7 +361,7 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
     // As in run_blocked, a region even for one thread, so that the work-sharing loop binds to it.
 #pragma omp parallel num_threads(threads) if (threads > 1)
     gemm_dots(kernel, g, a_rows, lda_rows);
-    free(a_copy);
+    free(owned);
 }
 
 /* ---- Entry points ---- */
@@ -348,9 +373,14 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
             C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
-void kn_sgemm_with(const kn_gemm_kernel *kernel, bool trans_a, bool trans_b, int64_t M, int64_t N,
-                   int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                   float beta, float *C, int64_t ldc) {
+static int threads_for(const gemm_args *g) {
+    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
+    return flops < GEMM_PARALLEL_MIN_FLOPS ? 1 : kn_threads_get();
+}
+
+void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspace_bytes, bool trans_a,
+                   bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
@@ -358,15 +388,33 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, bool trans_a, bool trans_b, int
         return;
     }
     gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
-    double flops = 2.0 * (double)M * (double)N * (double)K;
-    int threads = flops < GEMM_PARALLEL_MIN_FLOPS ? 1 : kn_threads_get();
+    int threads = threads_for(&g);
+    size_t given_floats = workspace_bytes / sizeof(float);
     if (trans_b && M <= kernel->dot_max_rows)
-        run_dots(kernel, &g, threads);
+        run_dots(kernel, &g, threads, workspace, given_floats);
     else
-        run_blocked(kernel, &g, threads);
+        run_blocked(kernel, &g, threads, workspace, given_floats);
+}
+
+size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0 || K <= 0)
+        return 0;
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, 0, NULL, 0};
+    size_t count, bytes;
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
+        return SIZE_MAX;
+    return bytes;
+}
+
+void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                 int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc) {
+    kn_sgemm_with(kn_gemm_kernel_best(), workspace, workspace_bytes, trans_a, trans_b, M, N, K, alpha, A, lda,
+                  B, ldb, beta, C, ldc);
 }
 
 void kn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    kn_sgemm_with(kn_gemm_kernel_best(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kn_sgemm_ws(NULL, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -9,10 +9,22 @@
 #define KN_GEMM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 void kn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Bytes of workspace kn_sgemm_ws needs for this product at kiln's current thread count (0: none;
+ * SIZE_MAX on overflow). */
+size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
+
+/* kn_sgemm with packing buffers taken from `workspace` (64-byte aligned, workspace_bytes long) instead
+ * of allocated, so an inference run allocates nothing; a NULL or too small workspace falls back to
+ * allocating. */
+void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                 int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
 
 void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,

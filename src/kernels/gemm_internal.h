@@ -88,8 +88,8 @@ const kn_gemm_kernel *kn_gemm_kernel_for(kn_gemm_path path);
 const kn_gemm_kernel *kn_gemm_kernel_best(void);
 
 /* kn_sgemm with the given kernels (from kn_gemm_kernel_for, so the CPU supports them). */
-void kn_sgemm_with(const kn_gemm_kernel *kernel, bool trans_a, bool trans_b, int64_t M, int64_t N,
-                   int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                   float beta, float *C, int64_t ldc);
+void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspace_bytes, bool trans_a,
+                   bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 #endif

@@ -4,8 +4,12 @@
  * each group's output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW,
  * OH*OW). A 1x1 convolution with stride 1 and no padding needs no unfolding: the image itself is the
  * column matrix.
+ *
+ * An activation fused in by the inference optimizer (ops/fused_act.h) is applied to each image's
+ * output as soon as its products are done.
  */
 #include "kernels/gemm.h"
+#include "ops/fused_act.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
 #include "ops/window.h"
@@ -94,6 +98,8 @@ static kiln_status conv_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     conv_geom geom;
     KN_TRY(conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &geom));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
     y->shape = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
     y->dtype = KN_F32;
@@ -106,13 +112,29 @@ static bool conv_is_pointwise(const conv_geom *g) {
            g->h.pad_end == 0 && g->w.pad_begin == 0 && g->w.pad_end == 0;
 }
 
+/* Bytes of `count` column matrices for one image; false on overflow. */
+static bool conv_col_bytes(const conv_geom *g, size_t count, size_t *bytes) {
+    return kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, bytes) &&
+           kn_size_mul(*bytes, sizeof(float) * count, bytes);
+}
+
 /* One buffer of `count` column matrices for one image. */
 static float *conv_col_scratch(kn_op_ctx *ctx, const conv_geom *g, size_t count) {
     size_t bytes;
-    if (!kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, &bytes) ||
-        !kn_size_mul(bytes, sizeof(float) * count, &bytes))
+    if (!conv_col_bytes(g, count, &bytes))
         return NULL;
     return kn_op_scratch(ctx, bytes);
+}
+
+/* Forward's scratch: the im2col buffer (none for a pointwise convolution), then the matrix product's
+ * packing workspace, 64-byte aligned. */
+static bool conv_forward_scratch(const conv_geom *g, size_t *col_bytes, size_t *gemm_bytes, size_t *total) {
+    *col_bytes = 0;
+    if (!conv_is_pointwise(g) && !conv_col_bytes(g, 1, col_bytes))
+        return false;
+    *col_bytes = (*col_bytes + 63) & ~(size_t)63;
+    *gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, g->Cg * g->taps);
+    return *gemm_bytes != SIZE_MAX && kn_size_add(*col_bytes, *gemm_bytes, total);
 }
 
 static kiln_status conv_forward(const kn_op_call *call) {
@@ -122,12 +144,20 @@ static kiln_status conv_forward(const kn_op_call *call) {
     const float *w = kn_f32(call->in[1]); // (M, C/group, kH, kW)
     const float *bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL; // (M)
     float *y = kn_f32(call->out[0]);      // (N, M, OH, OW)
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
     bool pointwise = conv_is_pointwise(&g);
-    float *col = pointwise ? NULL : conv_col_scratch(call->ctx, &g, 1);
-    if (!pointwise && !col)
+    int64_t depth = g.Cg * g.taps; // reduction length of each group's product
+    size_t col_bytes, gemm_bytes, total;
+    if (!conv_forward_scratch(&g, &col_bytes, &gemm_bytes, &total))
+        return kn_fail(KILN_ERR_NOMEM, "the im2col buffer of %lld x %lld floats overflows",
+                       (long long)(g.C * g.taps), (long long)g.out_plane);
+    unsigned char *scratch = total ? kn_op_scratch(call->ctx, total) : NULL;
+    if (total && !scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the im2col buffer of %lld x %lld floats",
                        (long long)(g.C * g.taps), (long long)g.out_plane);
-    int64_t depth = g.Cg * g.taps; // reduction length of each group's product
+    float *col = pointwise ? NULL : (float *)scratch;
+    void *gemm_ws = scratch + col_bytes;
     for (int64_t n = 0; n < g.N; n++) {
         const float *xn = x + n * g.C * g.in_plane;
         float *yn = y + n * g.M * g.out_plane;
@@ -139,9 +169,10 @@ static kiln_status conv_forward(const kn_op_call *call) {
                 for (int64_t p = 0; p < g.out_plane; p++)
                     yn[m * g.out_plane + p] = bias[m];
         for (int64_t grp = 0; grp < g.group; grp++)
-            kn_sgemm(false, false, g.Mg, g.out_plane, depth, 1.0f, w + grp * g.Mg * depth, depth,
-                     cols + grp * depth * g.out_plane, g.out_plane, bias ? 1.0f : 0.0f,
-                     yn + grp * g.Mg * g.out_plane, g.out_plane);
+            kn_sgemm_ws(gemm_ws, gemm_bytes, false, false, g.Mg, g.out_plane, depth, 1.0f, w + grp * g.Mg * depth,
+                        depth, cols + grp * depth * g.out_plane, g.out_plane, bias ? 1.0f : 0.0f,
+                        yn + grp * g.Mg * g.out_plane, g.out_plane);
+        kn_fused_act_apply(&act, yn, g.M * g.out_plane);
     }
     return KILN_OK;
 }
@@ -166,6 +197,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    KN_TRY(kn_fused_refuse_backward(call->node, false));
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -228,6 +260,18 @@ static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     return 2 * outputs * g.Cg * g.taps + (b ? outputs : 0);
 }
 
+/* What forward takes from the scratch (conv_forward_scratch). */
+static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    conv_geom g;
+    size_t col_bytes, gemm_bytes, total;
+    if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK ||
+        !conv_forward_scratch(&g, &col_bytes, &gemm_bytes, &total))
+        return 0;
+    return total;
+}
+
 const kn_op kn_op_conv = {
     .name = "Conv",
     .min_inputs = 2,
@@ -236,4 +280,5 @@ const kn_op kn_op_conv = {
     .forward = conv_forward,
     .backward = conv_backward,
     .flops = conv_flops,
+    .workspace = conv_workspace,
 };

@@ -1,8 +1,11 @@
 /* Gemm (ONNX): Y (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C,
  * op(X) = X^T when transX. C is optional and broadcast to (M, N): a scalar, (N), (1, N), (M, 1) or
- * (M, N).
+ * (M, N). An activation fused in by the inference optimizer (ops/fused_act.h) is applied to Y last.
  */
+#include <stdint.h>
+
 #include "kernels/gemm.h"
+#include "ops/fused_act.h"
 #include "ops/op.h"
 
 typedef struct gemm_dims {
@@ -62,6 +65,8 @@ static kiln_status gemm_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     gemm_dims d;
     KN_TRY(gemm_dims_of(node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
     y->shape = kn_shape_of(2, (int64_t[]){d.M, d.N});
     y->dtype = KN_F32;
@@ -73,6 +78,8 @@ static kiln_status gemm_forward(const kn_op_call *call) {
     const kn_tensor *c = call->node->n_in > 2 ? call->in[2] : NULL;
     gemm_dims d;
     KN_TRY(gemm_dims_of(call->node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
     float *y = kn_f32(call->out[0]); // (M, N)
     float beta = 0.0f;
     if (c && d.beta != 0.0f) {
@@ -85,9 +92,22 @@ static kiln_status gemm_forward(const kn_op_call *call) {
         }
         beta = d.beta;
     }
-    kn_sgemm(d.trans_a, d.trans_b, d.M, d.N, d.K, d.alpha, kn_f32(a), a->shape.d[1], kn_f32(b),
-             b->shape.d[1], beta, y, d.N);
+    size_t ws_bytes = kn_sgemm_workspace(d.trans_a, d.trans_b, d.M, d.N, d.K);
+    void *ws = ws_bytes && ws_bytes != SIZE_MAX ? kn_op_scratch(call->ctx, ws_bytes) : NULL;
+    kn_sgemm_ws(ws, ws ? ws_bytes : 0, d.trans_a, d.trans_b, d.M, d.N, d.K, d.alpha, kn_f32(a), a->shape.d[1],
+                kn_f32(b), b->shape.d[1], beta, y, d.N);
+    kn_fused_act_apply(&act, y, d.M * d.N);
     return KILN_OK;
+}
+
+/* The matrix product's packing workspace, so an inference run allocates nothing. */
+static size_t gemm_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1), *c = kn_node_input(g, node, 2);
+    gemm_dims d;
+    if (!a || !b || gemm_dims_of(node, &a->shape, &b->shape, c ? &c->shape : NULL, &d) != KILN_OK)
+        return 0;
+    size_t bytes = kn_sgemm_workspace(d.trans_a, d.trans_b, d.M, d.N, d.K);
+    return bytes == SIZE_MAX ? 0 : bytes;
 }
 
 static kiln_status gemm_backward(const kn_op_call *call) {
@@ -96,6 +116,7 @@ static kiln_status gemm_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    KN_TRY(kn_fused_refuse_backward(call->node, false));
     gemm_dims d;
     KN_TRY(gemm_dims_of(call->node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
     const float *dy = kn_f32(dout); // (M, N)
@@ -144,6 +165,7 @@ const kn_op kn_op_gemm = {
     .max_inputs = 3,
     .infer = gemm_infer,
     .forward = gemm_forward,
+    .workspace = gemm_workspace,
     .backward = gemm_backward,
     .flops = gemm_flops,
 };

@@ -1,8 +1,15 @@
 /* MatMul (numpy matmul): A (..., M, K) @ B (..., K, N) -> Y (..., M, N).
  * A 1-D A is the row (1, K) and a 1-D B the column (K, 1); the added dimension is dropped from Y.
  * The leading (batch) dimensions broadcast against each other, numpy style.
+ *
+ * Inference-only extensions set by the optimizer (src/runtime/optimize.c), not part of ONNX: an optional
+ * third input, a bias (N) (or (1, ..., 1, N)) added to every row of Y, which is what a following
+ * `Add` of a constant row did; and a fused activation (ops/fused_act.h) applied to Y last.
  */
+#include <stdint.h>
+
 #include "kernels/gemm.h"
+#include "ops/fused_act.h"
 #include "ops/op.h"
 
 typedef struct matmul_dims {
@@ -89,16 +96,40 @@ static void matmul_offsets(const matmul_dims *d, int64_t index, int64_t *a_off, 
     }
 }
 
+/* The fused bias must be one row of Y: (N) or (1, ..., 1, N), of rank at most Y's. */
+static kiln_status matmul_check_bias(const kn_shape *bias, const kn_shape *b, const matmul_dims *d) {
+    char sbias[96], sb[96];
+    if (b->ndim < 2)
+        return kn_fail(KILN_ERR_SHAPE, "a fused bias needs a B of rank >= 2; B is %s",
+                       kn_shape_str(b, sb, sizeof sb));
+    bool row = bias->ndim >= 1 && bias->ndim <= d->out.ndim && bias->d[bias->ndim - 1] == d->N;
+    for (int i = 0; row && i < bias->ndim - 1; i++)
+        row = bias->d[i] == 1;
+    if (!row)
+        return kn_fail(KILN_ERR_SHAPE, "the fused bias %s is not one row of %lld values",
+                       kn_shape_str(bias, sbias, sizeof sbias), (long long)d->N);
+    return KILN_OK;
+}
+
+static const kn_tensor *matmul_bias(const kn_op_call *call) {
+    return call->node->n_in > 2 ? call->in[2] : NULL;
+}
+
 static kiln_status matmul_infer(kn_graph *g, const kn_node *node) {
     if (node->n_out != 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "MatMul has one output, got %d", node->n_out);
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    const kn_value *bias = kn_node_input(g, node, 2);
     if (!a || !b)
         return kn_fail(KILN_ERR_INVALID_ARG, "inputs A and B are required");
-    if (a->dtype != KN_F32 || b->dtype != KN_F32)
+    if (a->dtype != KN_F32 || b->dtype != KN_F32 || (bias && bias->dtype != KN_F32))
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     matmul_dims d;
     KN_TRY(matmul_dims_of(&a->shape, &b->shape, &d));
+    if (bias)
+        KN_TRY(matmul_check_bias(&bias->shape, &b->shape, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
     y->shape = d.out;
     y->dtype = KN_F32;
@@ -111,21 +142,47 @@ static bool matmul_folds(const matmul_dims *d) {
     return d->b_matrices == 1 && d->a_matrices == d->n_batch;
 }
 
+/* Packing workspace of forward's products (one batched product, or one per batch matrix). */
+static size_t matmul_gemm_workspace(const matmul_dims *d) {
+    size_t bytes = matmul_folds(d) ? kn_sgemm_workspace(false, false, d->n_batch * d->M, d->N, d->K)
+                                   : kn_sgemm_workspace(false, false, d->M, d->N, d->K);
+    return bytes == SIZE_MAX ? 0 : bytes;
+}
+
 static kiln_status matmul_forward(const kn_op_call *call) {
     matmul_dims d;
     KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
+    const kn_tensor *bias_tensor = matmul_bias(call);
+    if (bias_tensor)
+        KN_TRY(matmul_check_bias(&bias_tensor->shape, &call->in[1]->shape, &d));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
     const float *a = kn_f32(call->in[0]), *b = kn_f32(call->in[1]);
     float *y = kn_f32(call->out[0]); // (n_batch, M, N)
+    int64_t rows = d.n_batch * d.M;
+    // With a bias, Y starts as the bias in every row and the products add on top of it.
+    float beta = 0.0f;
+    if (bias_tensor) {
+        const float *bias = kn_f32(bias_tensor); // (N)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < d.N; j++)
+                y[r * d.N + j] = bias[j];
+        beta = 1.0f;
+    }
+    size_t ws_bytes = matmul_gemm_workspace(&d);
+    void *ws = ws_bytes ? kn_op_scratch(call->ctx, ws_bytes) : NULL;
+    ws_bytes = ws ? ws_bytes : 0;
     if (matmul_folds(&d)) {
-        kn_sgemm(false, false, d.n_batch * d.M, d.N, d.K, 1.0f, a, d.K, b, d.N, 0.0f, y, d.N);
-        return KILN_OK;
+        kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
+    } else {
+        for (int64_t i = 0; i < d.n_batch; i++) {
+            int64_t a_off, b_off;
+            matmul_offsets(&d, i, &a_off, &b_off);
+            kn_sgemm_ws(ws, ws_bytes, false, false, d.M, d.N, d.K, 1.0f, a + a_off, d.K, b + b_off, d.N, beta,
+                        y + i * d.M * d.N, d.N);
+        }
     }
-    for (int64_t i = 0; i < d.n_batch; i++) {
-        int64_t a_off, b_off;
-        matmul_offsets(&d, i, &a_off, &b_off);
-        kn_sgemm(false, false, d.M, d.N, d.K, 1.0f, a + a_off, d.K, b + b_off, d.N, 0.0f,
-                 y + i * d.M * d.N, d.N);
-    }
+    kn_fused_act_apply(&act, y, rows * d.N);
     return KILN_OK;
 }
 
@@ -135,6 +192,7 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    KN_TRY(kn_fused_refuse_backward(call->node, matmul_bias(call) != NULL));
     matmul_dims d;
     KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
     const float *a = kn_f32(call->in[0]), *b = kn_f32(call->in[1]);
@@ -166,15 +224,25 @@ static int64_t matmul_flops(const kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
     if (matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
-    return 2 * d.n_batch * d.M * d.N * d.K;
+    int64_t outputs = d.n_batch * d.M * d.N;
+    return 2 * outputs * d.K + (kn_node_input(g, node, 2) ? outputs : 0);
+}
+
+static size_t matmul_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    matmul_dims d;
+    if (!a || !b || matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
+        return 0;
+    return matmul_gemm_workspace(&d);
 }
 
 const kn_op kn_op_matmul = {
     .name = "MatMul",
     .min_inputs = 2,
-    .max_inputs = 2,
+    .max_inputs = 3,
     .infer = matmul_infer,
     .forward = matmul_forward,
+    .workspace = matmul_workspace,
     .backward = matmul_backward,
     .flops = matmul_flops,
 };

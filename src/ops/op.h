@@ -41,6 +41,9 @@ struct kn_op {
     kiln_status (*forward)(const kn_op_call *call);
     kiln_status (*backward)(const kn_op_call *call); /* NULL: not differentiable */
     int64_t (*flops)(const kn_graph *g, const kn_node *node); /* NULL: counted as 0 */
+    /* Bytes of ctx scratch (kn_op_scratch) forward asks for at the node's current shapes, so that an
+     * executor can allocate it before running. NULL: forward needs none, or sizes it on first use. */
+    size_t (*workspace)(const kn_graph *g, const kn_node *node);
 };
 
 /* The op table entry named `name`, or NULL. */

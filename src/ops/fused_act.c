@@ -1,0 +1,137 @@
+#include "ops/fused_act.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/status.h"
+
+/* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
+#define KN_FUSED_ACT_PARALLEL_MIN 16384
+
+#define KN_SQRT1_2 0.70710678118654752440f   /* 1 / sqrt(2) */
+#define KN_SQRT_2_PI 0.79788456080286535588f /* sqrt(2 / pi) */
+#define KN_GELU_CUBIC 0.044715f
+
+static const struct {
+    const char *name;
+    kn_act_kind kind;
+} fusable[] = {
+    {"Relu", KN_ACT_RELU},       {"LeakyRelu", KN_ACT_LEAKYRELU}, {"Clip", KN_ACT_CLIP},
+    {"Sigmoid", KN_ACT_SIGMOID}, {"Tanh", KN_ACT_TANH},           {"HardSwish", KN_ACT_HARDSWISH},
+    {"Gelu", KN_ACT_GELU},       {"Elu", KN_ACT_ELU},
+};
+
+static kn_act_kind kind_of(const char *op_name) {
+    for (size_t i = 0; i < sizeof fusable / sizeof fusable[0]; i++)
+        if (strcmp(fusable[i].name, op_name) == 0)
+            return fusable[i].kind;
+    return KN_ACT_NONE;
+}
+
+bool kn_fused_act_supported(const char *op_name) { return kind_of(op_name) != KN_ACT_NONE; }
+
+kiln_status kn_fused_act_of(const kn_node *node, kn_fused_act *act) {
+    *act = (kn_fused_act){.kind = KN_ACT_NONE, .lo = -INFINITY, .hi = INFINITY};
+    const char *name = kn_node_string(node, "kn_activation", NULL);
+    if (!name)
+        return KILN_OK;
+    act->kind = kind_of(name);
+    switch (act->kind) {
+    case KN_ACT_NONE:
+        return kn_fail(KILN_ERR_INVALID_ARG, "fused activation '%s' is not one kiln can fuse", name);
+    case KN_ACT_LEAKYRELU:
+        act->alpha = kn_node_float(node, "kn_alpha", 0.01f);
+        break;
+    case KN_ACT_ELU:
+        act->alpha = kn_node_float(node, "kn_alpha", 1.0f);
+        break;
+    case KN_ACT_CLIP:
+        act->lo = kn_node_float(node, "kn_min", -INFINITY);
+        act->hi = kn_node_float(node, "kn_max", INFINITY);
+        if (isnan(act->lo) || isnan(act->hi))
+            return kn_fail(KILN_ERR_INVALID_ARG, "fused Clip has a NaN bound");
+        break;
+    case KN_ACT_GELU: {
+        const char *form = kn_node_string(node, "kn_approximate", "none");
+        if (strcmp(form, "tanh") == 0)
+            act->kind = KN_ACT_GELU_TANH;
+        else if (strcmp(form, "none") != 0)
+            return kn_fail(KILN_ERR_INVALID_ARG,
+                           "fused Gelu has approximate \"%s\"; expected \"none\" or \"tanh\"", form);
+        break;
+    }
+    default:
+        break;
+    }
+    return KILN_OK;
+}
+
+/* One activation per function, so that each kind gets its own tight loop below. */
+static inline float relu(const kn_fused_act *a, float x) { (void)a; return x < 0.0f ? 0.0f : x; }
+static inline float leakyrelu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * x : x; }
+/* min(max(x, lo), hi) as ONNX orders it; NaN passes through. */
+static inline float clip(const kn_fused_act *a, float x) {
+    float raised = x < a->lo ? a->lo : x;
+    return raised > a->hi ? a->hi : raised;
+}
+static inline float tanh_(const kn_fused_act *a, float x) { (void)a; return tanhf(x); }
+static inline float elu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * expm1f(x) : x; }
+
+/* The same branches as activation.c's sigmoid: exp of a non-positive number only, so no overflow. */
+static inline float sigmoid(const kn_fused_act *a, float x) {
+    (void)a;
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* ONNX HardSwish: x * max(0, min(1, x / 6 + 1 / 2)). */
+static inline float hardswish(const kn_fused_act *a, float x) {
+    (void)a;
+    return x * fmaxf(0.0f, fminf(1.0f, x * (1.0f / 6.0f) + 0.5f));
+}
+
+static inline float gelu(const kn_fused_act *a, float x) {
+    (void)a;
+    return 0.5f * x * (1.0f + erff(x * KN_SQRT1_2));
+}
+
+static inline float gelu_tanh(const kn_fused_act *a, float x) {
+    (void)a;
+    return 0.5f * x * (1.0f + tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x)));
+}
+
+/* y[i] = f(act, y[i]) over the n outputs. */
+#define KN_ACT_PASS(f)                                                                              \
+    do {                                                                                            \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)")           \
+        for (int64_t i = 0; i < n; i++)                                                             \
+            y[i] = f(&a, y[i]);                                                                     \
+    } while (0)
+
+void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
+    const kn_fused_act a = *act; // a local copy: the stores into y cannot alias it
+    switch (a.kind) {
+    case KN_ACT_NONE: break;
+    case KN_ACT_RELU: KN_ACT_PASS(relu); break;
+    case KN_ACT_LEAKYRELU: KN_ACT_PASS(leakyrelu); break;
+    case KN_ACT_CLIP: KN_ACT_PASS(clip); break;
+    case KN_ACT_SIGMOID: KN_ACT_PASS(sigmoid); break;
+    case KN_ACT_TANH: KN_ACT_PASS(tanh_); break;
+    case KN_ACT_HARDSWISH: KN_ACT_PASS(hardswish); break;
+    case KN_ACT_GELU: KN_ACT_PASS(gelu); break;
+    case KN_ACT_GELU_TANH: KN_ACT_PASS(gelu_tanh); break;
+    case KN_ACT_ELU: KN_ACT_PASS(elu); break;
+    }
+}
+
+kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias) {
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    if (act || has_fused_bias)
+        return kn_fail(KILN_ERR_UNSUPPORTED,
+                       "node '%s' has a fused %s set by the inference optimizer; fused nodes have no "
+                       "backward (train the unoptimized graph)",
+                       node->name, act ? act : "bias");
+    return KILN_OK;
+}

@@ -1,0 +1,53 @@
+/* Activations fused into the op that produces their input (Conv, Gemm, MatMul).
+ *
+ * The inference optimizer (src/runtime/optimize.c) removes an activation node that follows one of these
+ * ops and records it in attributes of the producer, which then applies it to its output right after
+ * computing it, while the values are still in cache:
+ *
+ *   kn_activation    "Relu" "LeakyRelu" "Clip" "Sigmoid" "Tanh" "HardSwish" "Gelu" "Elu"
+ *   kn_alpha         LeakyRelu's slope (default 0.01), Elu's alpha (default 1)
+ *   kn_min, kn_max   Clip's bounds (default -inf, +inf)
+ *   kn_approximate   Gelu's form: "none" (erf, default) or "tanh"
+ *
+ * The formulas are those of the standalone ops (src/ops/activation.c, ONNX for Clip and HardSwish).
+ * Fused nodes exist for inference only: training graphs are never optimized, and backward refuses them.
+ */
+#ifndef KN_FUSED_ACT_H
+#define KN_FUSED_ACT_H
+
+#include "core/graph.h"
+
+typedef enum kn_act_kind {
+    KN_ACT_NONE,
+    KN_ACT_RELU,
+    KN_ACT_LEAKYRELU,
+    KN_ACT_CLIP,
+    KN_ACT_SIGMOID,
+    KN_ACT_TANH,
+    KN_ACT_HARDSWISH,
+    KN_ACT_GELU,
+    KN_ACT_GELU_TANH,
+    KN_ACT_ELU
+} kn_act_kind;
+
+typedef struct kn_fused_act {
+    kn_act_kind kind;
+    float alpha;   /* LeakyRelu, Elu */
+    float lo, hi;  /* Clip */
+} kn_fused_act;
+
+/* True when an activation op of this name can be fused ("Relu", "Clip" ...). */
+bool kn_fused_act_supported(const char *op_name);
+
+/* Reads the node's fused activation (KN_ACT_NONE when it has none); an unknown name or a bad
+ * attribute gives KILN_ERR_INVALID_ARG. */
+kiln_status kn_fused_act_of(const kn_node *node, kn_fused_act *act);
+
+/* Applies the activation in place to y[0..n). */
+void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n);
+
+/* KILN_ERR_UNSUPPORTED, naming the node, when `node` carries anything the optimizer fused into it
+ * (an activation, or for MatMul a bias); called first by backward. */
+kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias);
+
+#endif

@@ -1,0 +1,611 @@
+#include "runtime/optimize.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "ops/fused_act.h"
+#include "ops/op.h"
+
+enum { FOLD_MAX_IO = 32 }; /* inputs or outputs of a node constant folding will run */
+
+/* ---- copying a graph --------------------------------------------------------------------------- */
+
+static kiln_status copy_node(kn_graph *dst, const kn_node *from, kn_node *to) {
+    *to = *from;
+    to->name = kn_arena_strdup(&dst->arena, from->name);
+    to->in = kn_arena_alloc(&dst->arena, sizeof(int) * (size_t)(from->n_in ? from->n_in : 1));
+    to->out = kn_arena_alloc(&dst->arena, sizeof(int) * (size_t)(from->n_out ? from->n_out : 1));
+    to->attrs = kn_arena_alloc(&dst->arena, sizeof(kn_attr) * (size_t)(from->n_attrs ? from->n_attrs : 1));
+    if (!to->name || !to->in || !to->out || !to->attrs)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory copying node '%s'", from->name);
+    memcpy(to->in, from->in, sizeof(int) * (size_t)from->n_in);
+    memcpy(to->out, from->out, sizeof(int) * (size_t)from->n_out);
+    for (int a = 0; a < from->n_attrs; a++) {
+        kn_attr *attr = &to->attrs[a];
+        *attr = from->attrs[a];
+        attr->name = kn_arena_strdup(&dst->arena, from->attrs[a].name);
+        if (attr->type == KN_ATTR_STRING)
+            attr->s = kn_arena_strdup(&dst->arena, from->attrs[a].s);
+        if (!attr->name || (attr->type == KN_ATTR_STRING && !attr->s))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory copying node '%s'", from->name);
+    }
+    return KILN_OK;
+}
+
+static kiln_status copy_metadata(kn_graph *dst, const kn_graph *src) {
+    if (src->class_names) {
+        dst->class_names = kn_arena_alloc(&dst->arena, sizeof(char *) * (size_t)(src->n_classes + 1));
+        if (!dst->class_names)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory copying class names");
+        for (int i = 0; i < src->n_classes; i++)
+            if (!(dst->class_names[i] = kn_arena_strdup(&dst->arena, src->class_names[i])))
+                return kn_fail(KILN_ERR_NOMEM, "out of memory copying class names");
+        dst->n_classes = src->n_classes;
+    }
+    if (src->input_mean && src->input_std) {
+        size_t bytes = sizeof(float) * (size_t)src->n_norm;
+        dst->input_mean = kn_arena_alloc(&dst->arena, bytes ? bytes : 1);
+        dst->input_std = kn_arena_alloc(&dst->arena, bytes ? bytes : 1);
+        if (!dst->input_mean || !dst->input_std)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory copying the input normalisation");
+        memcpy(dst->input_mean, src->input_mean, bytes);
+        memcpy(dst->input_std, src->input_std, bytes);
+        dst->n_norm = src->n_norm;
+    }
+    for (int i = 0; i < src->n_meta; i++)
+        KN_TRY(kn_graph_set_meta(dst, src->meta[i].key, src->meta[i].value));
+    return KILN_OK;
+}
+
+/* dst becomes a copy of src whose initializers point at src's data. */
+static kiln_status copy_graph(kn_graph *dst, const kn_graph *src) {
+    kn_graph_init(dst);
+    size_t n_values = (size_t)(src->n_values ? src->n_values : 1);
+    size_t n_nodes = (size_t)(src->n_nodes ? src->n_nodes : 1);
+    dst->values = malloc(sizeof(kn_value) * n_values);
+    dst->nodes = malloc(sizeof(kn_node) * n_nodes);
+    if (!dst->values || !dst->nodes)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory copying a graph of %d values", src->n_values);
+    dst->cap_values = (int)n_values;
+    dst->cap_nodes = (int)n_nodes;
+    for (int v = 0; v < src->n_values; v++) {
+        dst->values[v] = src->values[v];
+        if (!(dst->values[v].name = kn_arena_strdup(&dst->arena, src->values[v].name)))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory copying value '%s'", src->values[v].name);
+        dst->n_values++;
+    }
+    for (int i = 0; i < src->n_nodes; i++) {
+        KN_TRY(copy_node(dst, &src->nodes[i], &dst->nodes[i]));
+        dst->n_nodes++;
+    }
+    memcpy(dst->inputs, src->inputs, sizeof src->inputs);
+    memcpy(dst->outputs, src->outputs, sizeof src->outputs);
+    dst->n_inputs = src->n_inputs;
+    dst->n_outputs = src->n_outputs;
+    return copy_metadata(dst, src);
+}
+
+/* ---- small helpers ----------------------------------------------------------------------------- */
+
+static bool op_is(const kn_node *n, const char *name) { return n->op && strcmp(n->op->name, name) == 0; }
+
+static bool is_graph_output(const kn_graph *g, int v) {
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == v)
+            return true;
+    return false;
+}
+
+/* Data fixed before the run: parameters, BatchNorm statistics (frozen at inference) and constants. */
+static bool is_constant(const kn_graph *g, int v) {
+    if (v < 0)
+        return false;
+    kn_value_kind kind = g->values[v].kind;
+    return (kind == KN_VALUE_PARAM || kind == KN_VALUE_STATE || kind == KN_VALUE_CONST) && g->values[v].data;
+}
+
+/* Node inputs reading each value, (n_values) malloc'd; NULL when out of memory. */
+static int *count_reads(const kn_graph *g) {
+    int *reads = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(int));
+    for (int i = 0; reads && i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                reads[g->nodes[i].in[k]]++;
+    return reads;
+}
+
+/* The node producing value v when v is an activation read by exactly one node input and not a graph
+ * output, so that a fusion may hide it; NULL otherwise. */
+static kn_node *sole_producer(kn_graph *g, const int *reads, int v) {
+    if (v < 0 || g->values[v].kind != KN_VALUE_ACT || g->values[v].producer < 0 || reads[v] != 1 ||
+        is_graph_output(g, v))
+        return NULL;
+    kn_node *p = &g->nodes[g->values[v].producer];
+    return p->op ? p : NULL;
+}
+
+/* Nodes are removed in two steps: a pass marks them (op = NULL), then this drops them. */
+static void mark_removed(kn_node *n) { n->op = NULL; }
+
+static void reset_producers(kn_graph *g) {
+    for (int v = 0; v < g->n_values; v++)
+        g->values[v].producer = -1;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            g->values[g->nodes[i].out[k]].producer = i;
+}
+
+static void drop_removed_nodes(kn_graph *g) {
+    int kept = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op)
+            g->nodes[kept++] = g->nodes[i];
+    g->n_nodes = kept;
+    reset_producers(g);
+}
+
+/* Every node input reading `from` reads `to` instead. */
+static void replace_reads(kn_graph *g, int from, int to) {
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] == from)
+                g->nodes[i].in[k] = to;
+}
+
+/* Node n writes value `to` where it wrote `from`: it takes over the output of a node removed after it. */
+static void take_over_output(kn_graph *g, kn_node *n, int from, int to) {
+    for (int k = 0; k < n->n_out; k++)
+        if (n->out[k] == from)
+            n->out[k] = to;
+    g->values[to].producer = (int)(n - g->nodes);
+}
+
+/* Gives node n `count` input slots, keeping the ones it has and marking new ones absent. */
+static kiln_status widen_inputs(kn_graph *g, kn_node *n, int count) {
+    if (n->n_in >= count)
+        return KILN_OK;
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)count);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+    for (int k = 0; k < count; k++)
+        in[k] = k < n->n_in ? n->in[k] : -1;
+    n->in = in;
+    n->n_in = count;
+    return KILN_OK;
+}
+
+/* Adds an f32 parameter named "<base>:<suffix>", numbered when that name is taken; returns its id. */
+static int add_derived_param(kn_graph *g, const char *base, const char *suffix, const kn_shape *shape) {
+    char name[256];
+    snprintf(name, sizeof name, "%s:%s", base, suffix);
+    for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
+        snprintf(name, sizeof name, "%s:%s%d", base, suffix, n);
+    return kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, shape);
+}
+
+/* ---- dead nodes -------------------------------------------------------------------------------- */
+
+static kiln_status remove_dead_nodes(kn_graph *g, int *removed) {
+    bool *needed = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool));
+    if (!needed)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory finding dead nodes");
+    for (int i = 0; i < g->n_outputs; i++)
+        needed[g->outputs[i]] = true;
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        kn_node *n = &g->nodes[i];
+        bool live = false;
+        for (int k = 0; k < n->n_out; k++)
+            live |= needed[n->out[k]];
+        if (!live) {
+            mark_removed(n);
+            (*removed)++;
+            continue;
+        }
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0)
+                needed[n->in[k]] = true;
+    }
+    free(needed);
+    drop_removed_nodes(g);
+    return KILN_OK;
+}
+
+/* ---- Identity and Dropout ---------------------------------------------------------------------- */
+
+/* y = Identity(x): consumers of y read x. When y is a graph output it keeps its name: x's producer
+ * writes y instead, which needs x to be an activation that is not a graph output itself. */
+static kiln_status remove_identities(kn_graph *g, int *removed) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (!(op_is(n, "Identity") || op_is(n, "Dropout")) || n->n_out != 1 || n->in[0] < 0)
+            continue;
+        int x = n->in[0], y = n->out[0];
+        if (!is_graph_output(g, y)) {
+            replace_reads(g, y, x);
+        } else {
+            const kn_value *xv = &g->values[x];
+            if (xv->kind != KN_VALUE_ACT || xv->producer < 0 || is_graph_output(g, x))
+                continue;
+            replace_reads(g, x, y);
+            take_over_output(g, &g->nodes[xv->producer], x, y);
+        }
+        mark_removed(n);
+        (*removed)++;
+    }
+    drop_removed_nodes(g);
+    return KILN_OK;
+}
+
+/* ---- constant folding -------------------------------------------------------------------------- */
+
+static bool foldable(const kn_graph *g, const kn_node *n) {
+    if (n->n_in > FOLD_MAX_IO || n->n_out > FOLD_MAX_IO)
+        return false;
+    bool any = false;
+    for (int k = 0; k < n->n_in; k++) {
+        if (n->in[k] < 0)
+            continue;
+        if (!is_constant(g, n->in[k]))
+            return false;
+        any = true;
+    }
+    return any;
+}
+
+/* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. */
+static kiln_status fold_node(kn_graph *g, kn_node *n) {
+    kiln_status st = n->op->infer(g, n);
+    if (st != KILN_OK) {
+        kn_error_prefix("constant folding node '%s' (%s): ", n->name, n->op->name);
+        return st;
+    }
+    kn_tensor in[FOLD_MAX_IO], out[FOLD_MAX_IO];
+    kn_tensor *in_ptr[FOLD_MAX_IO], *out_ptr[FOLD_MAX_IO];
+    for (int k = 0; k < n->n_in; k++) {
+        const kn_value *v = kn_node_input(g, n, k);
+        in_ptr[k] = v ? &in[k] : NULL;
+        if (v)
+            in[k] = (kn_tensor){v->shape, v->dtype, v->data};
+    }
+    for (int k = 0; k < n->n_out; k++) {
+        const kn_value *v = kn_node_output(g, n, k);
+        size_t bytes;
+        if (!kn_shape_bytes(&v->shape, v->dtype, &bytes))
+            return kn_fail(KILN_ERR_NOMEM, "constant folding node '%s': output '%s' is too large", n->name,
+                           v->name);
+        out[k] = (kn_tensor){v->shape, v->dtype, kn_arena_alloc(&g->arena, bytes ? bytes : 1)};
+        out_ptr[k] = &out[k];
+        if (!out[k].data)
+            return kn_fail(KILN_ERR_NOMEM, "constant folding node '%s': no memory for %zu bytes", n->name,
+                           bytes);
+    }
+    kn_op_ctx ctx = {.training = false};
+    kn_op_call call = {.node = n, .in = in_ptr, .out = out_ptr, .ctx = &ctx};
+    st = n->op->forward(&call);
+    kn_op_ctx_release(&ctx);
+    if (st != KILN_OK) {
+        kn_error_prefix("constant folding node '%s' (%s): ", n->name, n->op->name);
+        return st;
+    }
+    for (int k = 0; k < n->n_out; k++) {
+        kn_value *v = kn_node_output(g, n, k);
+        v->kind = KN_VALUE_CONST;
+        v->data = out[k].data;
+        v->producer = -1;
+    }
+    mark_removed(n);
+    return KILN_OK;
+}
+
+static kiln_status fold_constants(kn_graph *g, int *folded) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!foldable(g, &g->nodes[i]))
+            continue;
+        KN_TRY(fold_node(g, &g->nodes[i]));
+        (*folded)++;
+    }
+    drop_removed_nodes(g);
+    return KILN_OK;
+}
+
+/* ---- BatchNormalization into Conv / Gemm ------------------------------------------------------- */
+
+/* BN(y) = s * y + t per channel, with s = scale / sqrt(var + eps) and t = B - mean * s. */
+typedef struct bn_affine {
+    int64_t channels;
+    double *s, *t;
+} bn_affine;
+
+static kiln_status bn_affine_of(const kn_graph *g, const kn_node *bn, bn_affine *a) {
+    const float *scale = kn_node_input(g, bn, 1)->data, *shift = kn_node_input(g, bn, 2)->data;
+    const float *mean = kn_node_input(g, bn, 3)->data, *var = kn_node_input(g, bn, 4)->data;
+    double epsilon = kn_node_float(bn, "epsilon", 1e-5f);
+    a->channels = kn_node_input(g, bn, 1)->shape.d[0];
+    a->s = malloc(sizeof(double) * (size_t)a->channels);
+    a->t = malloc(sizeof(double) * (size_t)a->channels);
+    if (!a->s || !a->t) {
+        free(a->s);
+        free(a->t);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory folding BatchNormalization '%s'", bn->name);
+    }
+    for (int64_t c = 0; c < a->channels; c++) {
+        a->s[c] = scale[c] / sqrt((double)var[c] + epsilon);
+        a->t[c] = shift[c] - mean[c] * a->s[c];
+    }
+    return KILN_OK;
+}
+
+/* Gemm's C can take the shift only when it is one row broadcast down Y (a scalar, (N) or (1, N)). */
+static bool gemm_bias_is_row(const kn_graph *g, const kn_node *gemm, int64_t n_out) {
+    const kn_value *c = kn_node_input(g, gemm, 2);
+    if (!c)
+        return true;
+    int64_t numel = kn_shape_numel(&c->shape);
+    return is_constant(g, gemm->in[2]) && c->dtype == KN_F32 && c->shape.ndim <= 2 &&
+           (numel == 1 || (numel == n_out && c->shape.d[c->shape.ndim - 1] == n_out));
+}
+
+/* Whether BatchNormalization node bn can fold into prod, the Conv or Gemm writing its input. Only
+ * initializer shapes are used: activation shapes depend on the input sizes, unknown here. */
+static bool bn_foldable(const kn_graph *g, const kn_node *prod, const kn_node *bn) {
+    for (int k = 1; k <= 4; k++)
+        if (!is_constant(g, bn->in[k]))
+            return false;
+    if (kn_node_attr(prod, "kn_activation") || !is_constant(g, prod->in[1]))
+        return false;
+    int64_t channels = kn_node_input(g, bn, 1)->shape.d[0];
+    const kn_shape *w = &kn_node_input(g, prod, 1)->shape;
+    if (op_is(prod, "Conv"))
+        return w->ndim >= 1 && w->d[0] == channels &&
+               (!kn_node_input(g, prod, 2) || is_constant(g, prod->in[2]));
+    // Gemm's Y (M, N) has N = rows of W with transB, else its columns.
+    int64_t n_out = kn_node_int(prod, "transB", 0) ? w->d[0] : w->d[1];
+    return op_is(prod, "Gemm") && w->ndim == 2 && n_out == channels && gemm_bias_is_row(g, prod, channels);
+}
+
+/* W' = W * s along W's output-channel axis: Conv (M, C/group, kH, kW) and Gemm with transB (N, K) keep
+ * output channels in rows, Gemm without transB (K, N) in columns. */
+static void scale_weights(const float *w, float *w_new, const kn_shape *shape, bool channels_in_columns,
+                          const bn_affine *a) {
+    int64_t numel = kn_shape_numel(shape);
+    if (channels_in_columns) {
+        for (int64_t i = 0; i < numel; i++)
+            w_new[i] = (float)(w[i] * a->s[i % a->channels]);
+    } else {
+        int64_t per_channel = numel / a->channels;
+        for (int64_t i = 0; i < numel; i++)
+            w_new[i] = (float)(w[i] * a->s[i / per_channel]);
+    }
+}
+
+static kiln_status fold_batchnorm(kn_graph *g, kn_node *prod, kn_node *bn) {
+    bool gemm = op_is(prod, "Gemm");
+    int prod_index = (int)(prod - g->nodes);
+    // Gemm: Y = alpha op(A) op(W) + beta C, so with beta set to 1 the new C is s * beta * C + t.
+    double c_gain = gemm ? kn_node_float(prod, "beta", 1.0f) : 1.0;
+    bool channels_in_columns = gemm && kn_node_int(prod, "transB", 0) == 0;
+    int w_old = prod->in[1], b_old = prod->n_in > 2 ? prod->in[2] : -1;
+    bn_affine a;
+    KN_TRY(bn_affine_of(g, bn, &a));
+    kn_shape w_shape = g->values[w_old].shape, b_shape = kn_shape_of(1, &a.channels);
+    // Adding values may move g->values: values are looked up by id after these calls.
+    int w_new = add_derived_param(g, g->values[w_old].name, "bn", &w_shape);
+    int b_new = w_new < 0 ? -1 : add_derived_param(g, prod->name, "bias_bn", &b_shape);
+    kiln_status st = (w_new < 0 || b_new < 0) ? KILN_ERR_NOMEM : widen_inputs(g, prod, 3);
+    if (st == KILN_OK && gemm)
+        st = kn_node_set_float(g, prod_index, "beta", 1.0f);
+    if (st == KILN_OK) {
+        scale_weights(g->values[w_old].data, g->values[w_new].data, &w_shape, channels_in_columns, &a);
+        const float *b = b_old >= 0 ? g->values[b_old].data : NULL; // (channels), or one value for Gemm
+        int64_t b_numel = b ? kn_shape_numel(&g->values[b_old].shape) : 0;
+        float *bias = g->values[b_new].data;                         // (channels)
+        for (int64_t c = 0; c < a.channels; c++) {
+            double old = b ? b[b_numel == 1 ? 0 : c] : 0.0;
+            bias[c] = (float)(a.s[c] * c_gain * old + a.t[c]);
+        }
+        prod->in[1] = w_new;
+        prod->in[2] = b_new;
+        take_over_output(g, prod, bn->in[0], bn->out[0]);
+        mark_removed(bn);
+    }
+    free(a.s);
+    free(a.t);
+    return st;
+}
+
+static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
+    int *reads = count_reads(g);
+    if (!reads)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory folding BatchNormalization");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *bn = &g->nodes[i];
+        if (!op_is(bn, "BatchNormalization"))
+            continue;
+        kn_node *prod = sole_producer(g, reads, bn->in[0]);
+        if (!prod || !(op_is(prod, "Conv") || op_is(prod, "Gemm")) || !bn_foldable(g, prod, bn))
+            continue;
+        st = fold_batchnorm(g, prod, bn);
+        *folded += st == KILN_OK;
+    }
+    free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
+/* ---- MatMul + Add of a bias row ---------------------------------------------------------------- */
+
+/* Whether adding the constant c to Y = MatMul(A, B) adds one row to every row of Y without broadcasting
+ * Y any further: with B a constant of rank r >= 2 and N columns, Y has rank >= r - 1 and N columns, so
+ * c must be (N) or (1, ..., 1, N) of rank <= r - 1. (Only initializer shapes are used: activation shapes
+ * depend on the input sizes, unknown here.) */
+static bool is_bias_row(const kn_graph *g, const kn_node *matmul, int c) {
+    const kn_shape *bs = &kn_node_input(g, matmul, 1)->shape, *cs = &g->values[c].shape;
+    if (!is_constant(g, matmul->in[1]) || !is_constant(g, c) || g->values[c].dtype != KN_F32 ||
+        bs->ndim < 2 || cs->ndim < 1 || cs->ndim > bs->ndim - 1 || cs->d[cs->ndim - 1] != bs->d[bs->ndim - 1])
+        return false;
+    for (int d = 0; d < cs->ndim - 1; d++)
+        if (cs->d[d] != 1)
+            return false;
+    return true;
+}
+
+static kiln_status fuse_biases(kn_graph *g, int *fused) {
+    int *reads = count_reads(g);
+    if (!reads)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing biases");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *add = &g->nodes[i];
+        if (!op_is(add, "Add") || add->n_in != 2)
+            continue;
+        for (int side = 0; side < 2; side++) {
+            int x = add->in[side], c = add->in[1 - side];
+            kn_node *matmul = sole_producer(g, reads, x);
+            if (!matmul || !op_is(matmul, "MatMul") || matmul->n_in != 2 ||
+                kn_node_attr(matmul, "kn_activation") || !is_bias_row(g, matmul, c))
+                continue;
+            st = widen_inputs(g, matmul, 3);
+            if (st != KILN_OK)
+                break;
+            matmul->in[2] = c;
+            take_over_output(g, matmul, x, add->out[0]);
+            mark_removed(add);
+            (*fused)++;
+            break;
+        }
+    }
+    free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
+/* ---- activations into Conv / Gemm / MatMul ----------------------------------------------------- */
+
+/* A Clip bound must be absent or one constant f32 to become an attribute. */
+static bool clip_bound_ok(const kn_graph *g, const kn_node *clip, int k) {
+    const kn_value *v = kn_node_input(g, clip, k);
+    return !v || (is_constant(g, clip->in[k]) && v->dtype == KN_F32 && kn_shape_numel(&v->shape) == 1);
+}
+
+/* Records activation node `act` as attributes of node `prod` (ops/fused_act.h). */
+static kiln_status record_activation(kn_graph *g, int prod, const kn_node *act) {
+    const char *name = act->op->name;
+    KN_TRY(kn_node_set_string(g, prod, "kn_activation", name));
+    if (strcmp(name, "LeakyRelu") == 0)
+        KN_TRY(kn_node_set_float(g, prod, "kn_alpha", kn_node_float(act, "alpha", 0.01f)));
+    if (strcmp(name, "Elu") == 0)
+        KN_TRY(kn_node_set_float(g, prod, "kn_alpha", kn_node_float(act, "alpha", 1.0f)));
+    if (strcmp(name, "Gelu") == 0)
+        KN_TRY(kn_node_set_string(g, prod, "kn_approximate", kn_node_string(act, "approximate", "none")));
+    if (strcmp(name, "Clip") == 0) {
+        const kn_value *lo = kn_node_input(g, act, 1), *hi = kn_node_input(g, act, 2);
+        if (lo)
+            KN_TRY(kn_node_set_float(g, prod, "kn_min", *(const float *)lo->data));
+        if (hi)
+            KN_TRY(kn_node_set_float(g, prod, "kn_max", *(const float *)hi->data));
+    }
+    return KILN_OK;
+}
+
+static kiln_status fuse_activations(kn_graph *g, int *fused) {
+    int *reads = count_reads(g);
+    if (!reads)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing activations");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *act = &g->nodes[i];
+        if (!act->op || !kn_fused_act_supported(act->op->name) || act->n_out != 1)
+            continue;
+        if (op_is(act, "Clip") && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
+            continue;
+        kn_node *prod = sole_producer(g, reads, act->in[0]);
+        if (!prod || !(op_is(prod, "Conv") || op_is(prod, "Gemm") || op_is(prod, "MatMul")) ||
+            kn_node_attr(prod, "kn_activation"))
+            continue;
+        st = record_activation(g, (int)(prod - g->nodes), act);
+        if (st != KILN_OK)
+            break;
+        take_over_output(g, prod, act->in[0], act->out[0]);
+        mark_removed(act);
+        (*fused)++;
+    }
+    free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
+/* ---- the optimizer ----------------------------------------------------------------------------- */
+
+/* Drops values no node, input or output refers to, renumbering the rest in order. */
+static kiln_status drop_unused_values(kn_graph *g) {
+    int *new_id = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!new_id)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory compacting the graph");
+    for (int v = 0; v < g->n_values; v++)
+        new_id[v] = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                new_id[g->nodes[i].in[k]] = 0;
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            new_id[g->nodes[i].out[k]] = 0;
+    }
+    for (int i = 0; i < g->n_inputs; i++)
+        new_id[g->inputs[i]] = 0;
+    for (int i = 0; i < g->n_outputs; i++)
+        new_id[g->outputs[i]] = 0;
+    int kept = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        if (new_id[v] < 0)
+            continue;
+        new_id[v] = kept;
+        g->values[kept++] = g->values[v];
+    }
+    g->n_values = kept;
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                g->nodes[i].in[k] = new_id[g->nodes[i].in[k]];
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            g->nodes[i].out[k] = new_id[g->nodes[i].out[k]];
+    }
+    for (int i = 0; i < g->n_inputs; i++)
+        g->inputs[i] = new_id[g->inputs[i]];
+    for (int i = 0; i < g->n_outputs; i++)
+        g->outputs[i] = new_id[g->outputs[i]];
+    free(new_id);
+    reset_producers(g);
+    return KILN_OK;
+}
+
+kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *dst, kn_opt_stats *stats) {
+    kn_opt_stats s = {.nodes_before = src->n_nodes};
+    kiln_status st = copy_graph(dst, src);
+    if (st == KILN_OK && (passes & KN_OPT_DEAD))
+        st = remove_dead_nodes(dst, &s.dead_removed);
+    if (st == KILN_OK && (passes & KN_OPT_IDENTITY))
+        st = remove_identities(dst, &s.identities_removed);
+    if (st == KILN_OK && (passes & KN_OPT_FOLD))
+        st = fold_constants(dst, &s.nodes_folded);
+    if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))
+        st = fold_batchnorms(dst, &s.batchnorms_folded);
+    if (st == KILN_OK && (passes & KN_OPT_BIAS))
+        st = fuse_biases(dst, &s.biases_fused);
+    if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))
+        st = fuse_activations(dst, &s.activations_fused);
+    if (st == KILN_OK)
+        st = drop_unused_values(dst);
+    if (st != KILN_OK) {
+        kn_error_prefix("optimizing the graph: ");
+        kn_graph_free(dst);
+        return st;
+    }
+    s.nodes_after = dst->n_nodes;
+    if (stats)
+        *stats = s;
+    return KILN_OK;
+}

@@ -1,0 +1,52 @@
+/* The inference graph optimizer: writes a copy of a graph that computes the same outputs with fewer
+ * nodes and fewer passes over memory.
+ *
+ * For inference only: Dropout disappears and BatchNormalization is frozen into weights with its
+ * running statistics, so a graph that is still to be trained must never be optimized (the fused ops'
+ * backward refuses to run).
+ *
+ * Passes, in this order, each one switched on by its flag:
+ *   KN_OPT_DEAD        removes nodes that no graph output depends on
+ *   KN_OPT_IDENTITY    removes Identity and Dropout, wiring their input straight to their consumers
+ *   KN_OPT_FOLD        constant folding: a node whose inputs are all constant data is run once, and its
+ *                      outputs become constants
+ *   KN_OPT_BATCHNORM   folds BatchNormalization into the Conv or Gemm before it (scale into W, shift
+ *                      into the bias, which is created when absent)
+ *   KN_OPT_BIAS        fuses MatMul followed by an Add of a constant row into MatMul with a bias
+ *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
+ *                      Conv, Gemm or MatMul before it (ops/fused_act.h)
+ * A fusion needs the first node's output to have no other consumer and not to be a graph output.
+ * Afterwards values nothing refers to are dropped.
+ *
+ * The passes look only at the shapes of initializers and constants, never at activation shapes: those
+ * depend on the input sizes, which a model may leave open (-1) until a session sets them.
+ */
+#ifndef KN_OPTIMIZE_H
+#define KN_OPTIMIZE_H
+
+#include "core/graph.h"
+
+enum {
+    KN_OPT_DEAD = 1 << 0,
+    KN_OPT_IDENTITY = 1 << 1,
+    KN_OPT_FOLD = 1 << 2,
+    KN_OPT_BATCHNORM = 1 << 3,
+    KN_OPT_BIAS = 1 << 4,
+    KN_OPT_ACTIVATION = 1 << 5,
+    KN_OPT_ALL = (1 << 6) - 1
+};
+
+/* What the passes did. */
+typedef struct kn_opt_stats {
+    int nodes_before, nodes_after;
+    int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
+        activations_fused;
+} kn_opt_stats;
+
+/* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass
+ * changes is shared with src, not copied, so src must outlive dst; new data (folded weights and
+ * constants) lives in dst's arena. Activation shapes in dst are stale: shape inference for actual input
+ * sizes is the executor's. On error dst is left freed. stats may be NULL. */
+kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *dst, kn_opt_stats *stats);
+
+#endif

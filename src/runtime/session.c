@@ -1,0 +1,621 @@
+/* Sessions: one model graph bound to the buffers of one run, and the executor that runs it.
+ *
+ * A session keeps its own copy of the graph's value table (the shapes of its current inputs) over the
+ * model's nodes, names and weights, which it only reads: many sessions share one model. When input
+ * shapes change, the session infers the shapes again, plans the memory (runtime/plan.h), grows its
+ * arena and the ops' scratch to what the plan and the ops' `workspace` functions ask for, and points
+ * every tensor at its place. A run then calls each node's forward on those tensors, in order, and
+ * allocates nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/status.h"
+#include "core/threads.h"
+#include "ops/op.h"
+#include "runtime/plan.h"
+#include "runtime/runtime.h"
+
+_Static_assert((int)KILN_DTYPE_F32 == (int)KN_F32 && (int)KILN_DTYPE_I64 == (int)KN_I64 &&
+                   (int)KILN_DTYPE_I32 == (int)KN_I32 && (int)KILN_DTYPE_U8 == (int)KN_U8 &&
+                   (int)KILN_DTYPE_I8 == (int)KN_I8 && (int)KILN_DTYPE_BOOL == (int)KN_BOOL &&
+                   (int)KILN_DTYPE_F16 == (int)KN_F16 && (int)KN_DTYPE_COUNT == 7,
+               "kiln_dtype mirrors kn_dtype");
+_Static_assert(KILN_MAX_DIMS == KN_MAX_DIMS, "public and internal ranks agree");
+
+struct kiln_session_options {
+    int threads;
+    bool optimize;
+    bool profiling;
+};
+
+struct kiln_session {
+    const kiln_model *model;  /* one reference held */
+    const kn_graph *source;   /* the model graph this session runs */
+    kn_graph graph;           /* its view: own `values` (and arena, for labels), the model's nodes */
+    kn_shape input_shapes[16];
+    bool planned;             /* graph shapes, plan, arena and tensors match input_shapes */
+    bool has_run;             /* the outputs hold a run's results for the current plan */
+    int plan_count;
+    kn_plan plan;
+    unsigned char *arena;     /* 64-byte aligned, arena_capacity bytes */
+    size_t arena_capacity;
+    size_t workspace_bytes;
+    kn_op_ctx ctx;            /* inference; its scratch is sized when planning */
+    kn_tensor *tensors;       /* (n_values) every value as bound for the current plan */
+    kn_tensor **args;         /* node i's inputs then outputs start at args[first_arg[i]] */
+    int *first_arg;           /* (n_nodes) */
+    int threads;
+    bool profiling;
+    int64_t *node_ns;         /* (n_nodes) time over the profiled runs */
+    int64_t profiled_runs;
+    const char **labels;      /* (n_nodes) the op with what is fused into it: "Conv+Relu" */
+    int *group_of;            /* (n_nodes) index of the node's label among the distinct labels */
+    int *group_first;         /* (n_groups) first node of each label */
+    int n_groups;
+};
+
+/* ---- dtypes ------------------------------------------------------------------------------------ */
+
+static bool dtype_valid(kiln_dtype dtype) { return (int)dtype >= 0 && (int)dtype < KN_DTYPE_COUNT; }
+
+const char *kiln_dtype_name(kiln_dtype dtype) {
+    return dtype_valid(dtype) ? kn_dtype_name((kn_dtype)dtype) : "?";
+}
+
+size_t kiln_dtype_size(kiln_dtype dtype) { return dtype_valid(dtype) ? kn_dtype_size((kn_dtype)dtype) : 0; }
+
+/* ---- options ----------------------------------------------------------------------------------- */
+
+static const kiln_session_options default_options = {.threads = 0, .optimize = true, .profiling = false};
+
+kiln_session_options *kiln_session_options_create(void) {
+    kiln_session_options *o = malloc(sizeof *o);
+    if (!o) {
+        kn_fail(KILN_ERR_NOMEM, "out of memory creating session options");
+        return NULL;
+    }
+    *o = default_options;
+    return o;
+}
+
+kiln_status kiln_session_options_set_threads(kiln_session_options *options, int threads) {
+    if (!options)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_options_set_threads: options is NULL");
+    if (threads < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "thread count %d is negative (0 means all cores)", threads);
+    options->threads = threads;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_options_set_optimize(kiln_session_options *options, int enabled) {
+    if (!options)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_options_set_optimize: options is NULL");
+    options->optimize = enabled != 0;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_options_set_profiling(kiln_session_options *options, int enabled) {
+    if (!options)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_options_set_profiling: options is NULL");
+    options->profiling = enabled != 0;
+    return KILN_OK;
+}
+
+void kiln_session_options_free(kiln_session_options *options) { free(options); }
+
+/* ---- creating a session ------------------------------------------------------------------------ */
+
+/* The session's view of the model graph: a private value table over the shared nodes. Inputs start at
+ * batch 1 (a trained model stores its last training batch) with open dimensions (-1) at 1, and *open
+ * tells whether the model left any dimension but the batch open. */
+static kiln_status make_view(kiln_session *s, bool *open) {
+    const kn_graph *src = s->source;
+    s->graph = *src;
+    memset(&s->graph.arena, 0, sizeof s->graph.arena);
+    s->graph.mapping = NULL;
+    s->graph.mapping_bytes = 0;
+    s->graph.values = malloc(sizeof(kn_value) * (size_t)(src->n_values ? src->n_values : 1));
+    if (!s->graph.values)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session of %d values", src->n_values);
+    memcpy(s->graph.values, src->values, sizeof(kn_value) * (size_t)src->n_values);
+    s->graph.cap_values = src->n_values;
+    *open = false;
+    for (int i = 0; i < src->n_inputs; i++) {
+        kn_shape shape = src->values[src->inputs[i]].shape;
+        for (int d = 0; d < shape.ndim; d++) {
+            *open |= d > 0 && shape.d[d] < 0;
+            shape.d[d] = d == 0 || shape.d[d] < 0 ? 1 : shape.d[d];
+        }
+        s->input_shapes[i] = shape;
+    }
+    return KILN_OK;
+}
+
+/* Each node's call arguments point at the session's tensors once and for all; planning only changes
+ * what those tensors hold. */
+static kiln_status bind_arguments(kiln_session *s) {
+    const kn_graph *g = &s->graph;
+    size_t n_args = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        n_args += (size_t)(g->nodes[i].n_in + g->nodes[i].n_out);
+    s->tensors = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
+    s->args = calloc(n_args ? n_args : 1, sizeof(kn_tensor *));
+    s->first_arg = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
+    if (!s->tensors || !s->args || !s->first_arg)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory binding %d nodes", g->n_nodes);
+    int next = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        s->first_arg[i] = next;
+        for (int k = 0; k < n->n_in; k++)
+            s->args[next++] = n->in[k] >= 0 ? &s->tensors[n->in[k]] : NULL;
+        for (int k = 0; k < n->n_out; k++)
+            s->args[next++] = &s->tensors[n->out[k]];
+    }
+    return KILN_OK;
+}
+
+/* "Conv", "Conv+Relu", "MatMul+Add+Gelu": the op with what the optimizer fused into it. */
+static const char *node_label(kn_graph *view, const kn_node *n) {
+    const char *act = kn_node_string(n, "kn_activation", NULL);
+    bool bias = strcmp(n->op->name, "MatMul") == 0 && n->n_in > 2 && n->in[2] >= 0;
+    if (!act && !bias)
+        return n->op->name;
+    char label[128];
+    snprintf(label, sizeof label, "%s%s%s%s", n->op->name, bias ? "+Add" : "", act ? "+" : "",
+             act ? act : "");
+    return kn_arena_strdup(&view->arena, label);
+}
+
+/* Labels per node and the distinct labels, for the profile by op. */
+static kiln_status make_profile(kiln_session *s) {
+    kn_graph *g = &s->graph;
+    size_t n = (size_t)(g->n_nodes ? g->n_nodes : 1);
+    s->node_ns = calloc(n, sizeof(int64_t));
+    s->labels = calloc(n, sizeof(char *));
+    s->group_of = calloc(n, sizeof(int));
+    s->group_first = calloc(n, sizeof(int));
+    if (!s->node_ns || !s->labels || !s->group_of || !s->group_first)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the profile of %d nodes", g->n_nodes);
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!(s->labels[i] = node_label(g, &g->nodes[i])))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory naming node '%s'", g->nodes[i].name);
+        int group = 0;
+        while (group < s->n_groups && strcmp(s->labels[s->group_first[group]], s->labels[i]) != 0)
+            group++;
+        if (group == s->n_groups)
+            s->group_first[s->n_groups++] = i;
+        s->group_of[i] = group;
+    }
+    return KILN_OK;
+}
+
+/* "input (7, 1, 28, 28), mask (7, 28)" for messages. */
+static void describe_inputs(const kiln_session *s, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < s->graph.n_inputs && used < size; i++) {
+        char shape[96];
+        int n = snprintf(buf + used, size - used, "%s%s %s", i ? ", " : "",
+                         s->graph.values[s->graph.inputs[i]].name,
+                         kn_shape_str(&s->input_shapes[i], shape, sizeof shape));
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/* Shapes, memory plan, arena, scratch and tensors for the current input shapes. */
+static kiln_status plan_session(kiln_session *s) {
+    kn_graph *g = &s->graph;
+    s->planned = false;
+    s->has_run = false;
+    for (int i = 0; i < g->n_inputs; i++)
+        g->values[g->inputs[i]].shape = s->input_shapes[i];
+    kiln_status st = kn_graph_infer_shapes(g);
+    if (st != KILN_OK) {
+        char inputs[512];
+        describe_inputs(s, inputs, sizeof inputs);
+        kn_error_prefix("with inputs %s: ", inputs);
+        return st;
+    }
+    kn_plan_free(&s->plan);
+    KN_TRY(kn_plan_make(g, true, &s->plan));
+
+    size_t workspace = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        size_t bytes = n->op->workspace ? n->op->workspace(g, n) : 0;
+        workspace = bytes > workspace ? bytes : workspace;
+    }
+    if (workspace && !kn_op_scratch(&s->ctx, workspace))
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
+    s->workspace_bytes = workspace;
+
+    // The arena only grows: going back to a smaller batch reuses it.
+    if (s->plan.arena_bytes > s->arena_capacity) {
+        free(s->arena);
+        s->arena = aligned_alloc(KN_PLAN_ALIGN, s->plan.arena_bytes);
+        s->arena_capacity = s->arena ? s->plan.arena_bytes : 0;
+        if (!s->arena)
+            return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena",
+                           s->plan.arena_bytes);
+        memset(s->arena, 0, s->arena_capacity);
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
+        s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
+    }
+    s->planned = true;
+    s->plan_count++;
+    return KILN_OK;
+}
+
+static kiln_status ensure_planned(kiln_session *s) { return s->planned ? KILN_OK : plan_session(s); }
+
+kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
+                                kiln_session **session) {
+    if (!session)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_create: session is NULL");
+    *session = NULL;
+    if (!model)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_create: model is NULL");
+    const kiln_session_options *o = options ? options : &default_options;
+    kiln_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session");
+    kn_model_retain(model);
+    s->model = model;
+    s->source = kn_model_graph(model, o->optimize);
+    s->threads = o->threads;
+    s->profiling = o->profiling;
+    bool open_dims = false;
+    kiln_status st = make_view(s, &open_dims);
+    if (st == KILN_OK)
+        st = bind_arguments(s);
+    if (st == KILN_OK)
+        st = make_profile(s);
+    // With every input dimension known the plan is made now, so that a model that cannot run fails here;
+    // with open ones the caller resizes first.
+    if (st == KILN_OK && !open_dims)
+        st = plan_session(s);
+    if (st != KILN_OK) {
+        kiln_session_free(s);
+        return st;
+    }
+    *session = s;
+    return KILN_OK;
+}
+
+void kiln_session_free(kiln_session *session) {
+    if (!session)
+        return;
+    free(session->graph.values);
+    kn_arena_free(&session->graph.arena);
+    kn_plan_free(&session->plan);
+    free(session->arena);
+    kn_op_ctx_release(&session->ctx);
+    free(session->tensors);
+    free(session->args);
+    free(session->first_arg);
+    free(session->node_ns);
+    free(session->labels);
+    free(session->group_of);
+    free(session->group_first);
+    // The session's reference; a model is always allocated writable.
+    kiln_model_free((kiln_model *)session->model);
+    free(session);
+}
+
+/* ---- inputs and outputs ------------------------------------------------------------------------ */
+
+static kiln_status check_index(const kiln_session *s, int index, bool input, const char *fn) {
+    if (!s)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s: session is NULL", fn);
+    int count = input ? s->graph.n_inputs : s->graph.n_outputs;
+    if (index < 0 || index >= count)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s: %s %d does not exist (the model has %d)", fn,
+                       input ? "input" : "output", index, count);
+    return KILN_OK;
+}
+
+static int value_of(const kiln_session *s, int index, bool input) {
+    return input ? s->graph.inputs[index] : s->graph.outputs[index];
+}
+
+int kiln_session_input_count(const kiln_session *session) { return session ? session->graph.n_inputs : 0; }
+
+int kiln_session_output_count(const kiln_session *session) { return session ? session->graph.n_outputs : 0; }
+
+static const char *io_name(const kiln_session *s, int index, bool input, const char *fn) {
+    if (check_index(s, index, input, fn) != KILN_OK)
+        return NULL;
+    return s->graph.values[value_of(s, index, input)].name;
+}
+
+const char *kiln_session_input_name(const kiln_session *session, int index) {
+    return io_name(session, index, true, "kiln_session_input_name");
+}
+
+const char *kiln_session_output_name(const kiln_session *session, int index) {
+    return io_name(session, index, false, "kiln_session_output_name");
+}
+
+static int io_index(const kiln_session *s, const char *name, bool input) {
+    const char *what = input ? "input" : "output";
+    if (!s || !name) {
+        kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_%s_index: %s is NULL", what, s ? "name" : "session");
+        return -1;
+    }
+    int count = input ? s->graph.n_inputs : s->graph.n_outputs;
+    char known[512] = "";
+    size_t used = 0;
+    for (int i = 0; i < count; i++) {
+        const char *n = s->graph.values[value_of(s, i, input)].name;
+        if (strcmp(n, name) == 0)
+            return i;
+        int w = snprintf(known + used, sizeof known - used, "%s'%s'", i ? ", " : "", n);
+        if (w > 0 && (size_t)w < sizeof known - used)
+            used += (size_t)w;
+    }
+    kn_fail(KILN_ERR_INVALID_ARG, "the model has no %s named '%s' (its %ss: %s)", what, name, what, known);
+    return -1;
+}
+
+int kiln_session_input_index(const kiln_session *session, const char *name) {
+    return io_index(session, name, true);
+}
+
+int kiln_session_output_index(const kiln_session *session, const char *name) {
+    return io_index(session, name, false);
+}
+
+static kiln_status copy_shape(const kn_shape *shape, int *ndim, int64_t *dims, const char *fn) {
+    if (!ndim || !dims)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s: ndim and dims must not be NULL", fn);
+    *ndim = shape->ndim;
+    memcpy(dims, shape->d, sizeof(int64_t) * (size_t)shape->ndim);
+    return KILN_OK;
+}
+
+kiln_status kiln_session_input_shape(const kiln_session *session, int index, int *ndim, int64_t *dims) {
+    KN_TRY(check_index(session, index, true, "kiln_session_input_shape"));
+    return copy_shape(&session->input_shapes[index], ndim, dims, "kiln_session_input_shape");
+}
+
+kiln_status kiln_session_output_shape(kiln_session *session, int index, int *ndim, int64_t *dims) {
+    KN_TRY(check_index(session, index, false, "kiln_session_output_shape"));
+    KN_TRY(ensure_planned(session));
+    const kn_shape *shape = &session->graph.values[value_of(session, index, false)].shape;
+    return copy_shape(shape, ndim, dims, "kiln_session_output_shape");
+}
+
+kiln_status kiln_session_input_dtype(const kiln_session *session, int index, kiln_dtype *dtype) {
+    KN_TRY(check_index(session, index, true, "kiln_session_input_dtype"));
+    if (!dtype)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_input_dtype: dtype is NULL");
+    *dtype = (kiln_dtype)session->graph.values[value_of(session, index, true)].dtype;
+    return KILN_OK;
+}
+
+/* Output dtypes, like shapes, come from shape inference: the session plans first. */
+kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dtype *dtype) {
+    KN_TRY(check_index(session, index, false, "kiln_session_output_dtype"));
+    if (!dtype)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_output_dtype: dtype is NULL");
+    KN_TRY(ensure_planned(session));
+    *dtype = (kiln_dtype)session->graph.values[value_of(session, index, false)].dtype;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim, const int64_t *dims) {
+    KN_TRY(check_index(session, index, true, "kiln_session_resize_input"));
+    const kn_value *in = &session->source->values[session->source->inputs[index]];
+    char saved[96];
+    kn_shape_str(&in->shape, saved, sizeof saved);
+    if (!dims)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_resize_input: dims is NULL");
+    if (ndim != in->shape.ndim)
+        return kn_fail(KILN_ERR_SHAPE, "input '%s' %s has %d dimensions, got %d", in->name, saved,
+                       in->shape.ndim, ndim);
+    for (int d = 0; d < ndim; d++) {
+        if (dims[d] < 1)
+            return kn_fail(KILN_ERR_SHAPE, "input '%s': dimension %d is %lld; it must be at least 1",
+                           in->name, d, (long long)dims[d]);
+        if (d > 0 && in->shape.d[d] >= 0 && dims[d] != in->shape.d[d])
+            return kn_fail(KILN_ERR_SHAPE,
+                           "input '%s' %s: dimension %d is fixed at %lld by the model, got %lld (only the "
+                           "batch dimension and dimensions saved as -1 may change)",
+                           in->name, saved, d, (long long)in->shape.d[d], (long long)dims[d]);
+    }
+    kn_shape shape = kn_shape_of(ndim, dims);
+    if (kn_shape_equal(&shape, &session->input_shapes[index]))
+        return KILN_OK;
+    session->input_shapes[index] = shape;
+    session->planned = false;
+    session->has_run = false;
+    return KILN_OK;
+}
+
+/* The bound tensor of input `index` at the current shapes (planning first). */
+static kiln_status planned_input(kiln_session *s, int index, const char *fn, kn_tensor **tensor,
+                                 size_t *bytes) {
+    KN_TRY(check_index(s, index, true, fn));
+    KN_TRY(ensure_planned(s));
+    *tensor = &s->tensors[value_of(s, index, true)];
+    if (!kn_shape_bytes(&(*tensor)->shape, (*tensor)->dtype, bytes))
+        return kn_fail(KILN_ERR_INTERNAL, "%s: a planned input has no size", fn);
+    return KILN_OK;
+}
+
+kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
+                                   size_t bytes) {
+    kn_tensor *t;
+    size_t need;
+    KN_TRY(planned_input(session, index, "kiln_session_set_input", &t, &need));
+    const char *name = session->graph.values[value_of(session, index, true)].name;
+    if (!data)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_set_input: data for input '%s' is NULL", name);
+    if ((int)dtype != (int)t->dtype)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' is %s, got %s data", name, kn_dtype_name(t->dtype),
+                       kiln_dtype_name(dtype));
+    if (bytes != need) {
+        char shape[96];
+        return kn_fail(KILN_ERR_SHAPE,
+                       "input '%s' %s %s takes %zu bytes, got %zu (resize it for another batch)", name,
+                       kn_shape_str(&t->shape, shape, sizeof shape), kn_dtype_name(t->dtype), need, bytes);
+    }
+    memcpy(t->data, data, bytes);
+    return KILN_OK;
+}
+
+kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes) {
+    kn_tensor *t;
+    size_t size;
+    KN_TRY(planned_input(session, index, "kiln_session_input_data", &t, &size));
+    if (!data)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_input_data: data is NULL");
+    *data = t->data;
+    if (bytes)
+        *bytes = size;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_output(const kiln_session *session, int index, const void **data, size_t *bytes) {
+    KN_TRY(check_index(session, index, false, "kiln_session_output"));
+    if (!data)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_output: data is NULL");
+    *data = NULL;
+    if (!session->has_run)
+        return kn_fail(KILN_ERR_INVALID_ARG,
+                       "output '%s' has no value: kiln_session_run has not run since the session was "
+                       "created or its inputs resized",
+                       session->graph.values[value_of(session, index, false)].name);
+    const kn_tensor *t = &session->tensors[value_of(session, index, false)];
+    *data = t->data;
+    if (bytes && !kn_shape_bytes(&t->shape, t->dtype, bytes))
+        return kn_fail(KILN_ERR_INTERNAL, "kiln_session_output: a planned output has no size");
+    return KILN_OK;
+}
+
+/* ---- running ----------------------------------------------------------------------------------- */
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+kiln_status kiln_session_run(kiln_session *session) {
+    if (!session)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_run: session is NULL");
+    kiln_session *s = session;
+    KN_TRY(ensure_planned(s));
+    kn_threads_set(s->threads);
+    s->has_run = false;
+    s->ctx.training = false;
+    const kn_graph *g = &s->graph;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        kn_tensor **args = s->args + s->first_arg[i];
+        kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
+        s->ctx.node_index = i;
+        int64_t start = s->profiling ? now_ns() : 0;
+        kiln_status st = n->op->forward(&call);
+        if (s->profiling)
+            s->node_ns[i] += now_ns() - start;
+        if (st != KILN_OK) {
+            kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
+            return st;
+        }
+    }
+    s->profiled_runs += s->profiling;
+    s->has_run = true;
+    return KILN_OK;
+}
+
+/* ---- memory and profile ------------------------------------------------------------------------ */
+
+kiln_status kiln_session_memory(kiln_session *session, kiln_memory_info *info) {
+    if (!session || !info)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_memory: %s is NULL", session ? "info" : "session");
+    KN_TRY(ensure_planned(session));
+    const kn_graph *g = &session->graph;
+    size_t weights = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        size_t bytes;
+        if (g->values[v].data && g->values[v].kind != KN_VALUE_ACT && g->values[v].kind != KN_VALUE_INPUT &&
+            kn_shape_bytes(&g->values[v].shape, g->values[v].dtype, &bytes))
+            weights += bytes;
+    }
+    *info = (kiln_memory_info){
+        .arena_bytes = session->plan.arena_bytes,
+        .naive_bytes = session->plan.naive_bytes,
+        .workspace_bytes = session->workspace_bytes,
+        .weight_bytes = weights,
+    };
+    return KILN_OK;
+}
+
+int kiln_session_profile_count(const kiln_session *session, kiln_profile_by by) {
+    if (!session)
+        return 0;
+    return by == KILN_PROFILE_BY_OP ? session->n_groups : session->graph.n_nodes;
+}
+
+static int64_t node_flops(const kiln_session *s, int i) {
+    const kn_node *n = &s->graph.nodes[i];
+    return s->planned && n->op->flops ? n->op->flops(&s->graph, n) : 0;
+}
+
+kiln_status kiln_session_profile_entry(const kiln_session *session, kiln_profile_by by, int index,
+                                       kiln_profile_entry *entry) {
+    int count = kiln_session_profile_count(session, by);
+    if (!session || !entry)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_profile_entry: %s is NULL",
+                       session ? "entry" : "session");
+    if (index < 0 || index >= count)
+        return kn_fail(KILN_ERR_INVALID_ARG, "profile entry %d does not exist (there are %d)", index, count);
+    const kiln_session *s = session;
+    *entry = (kiln_profile_entry){.runs = s->profiled_runs};
+    if (by == KILN_PROFILE_BY_NODE) {
+        entry->name = s->graph.nodes[index].name;
+        entry->op = s->labels[index];
+        entry->nodes = 1;
+        entry->seconds = (double)s->node_ns[index] * 1e-9;
+        entry->flops = node_flops(s, index);
+        return KILN_OK;
+    }
+    entry->name = entry->op = s->labels[s->group_first[index]];
+    for (int i = 0; i < s->graph.n_nodes; i++) {
+        if (s->group_of[i] != index)
+            continue;
+        entry->nodes++;
+        entry->seconds += (double)s->node_ns[i] * 1e-9;
+        entry->flops += node_flops(s, i);
+    }
+    return KILN_OK;
+}
+
+void kiln_session_profile_reset(kiln_session *session) {
+    if (!session)
+        return;
+    memset(session->node_ns, 0, sizeof(int64_t) * (size_t)session->graph.n_nodes);
+    session->profiled_runs = 0;
+}
+
+/* ---- internal ---------------------------------------------------------------------------------- */
+
+const kn_graph *kn_session_graph(kiln_session *session) {
+    return ensure_planned(session) == KILN_OK ? &session->graph : NULL;
+}
+
+const void *kn_session_arena(const kiln_session *session) { return session->arena; }
+
+const void *kn_session_scratch(const kiln_session *session) { return session->ctx.scratch; }
+
+int kn_session_plan_count(const kiln_session *session) { return session->plan_count; }
