@@ -1,29 +1,46 @@
-/* Add, Sub, Mul, Div with numpy / ONNX multidirectional broadcasting (f32, up to KN_MAX_DIMS dims).
+/* Elementwise ops over broadcast inputs (numpy / ONNX multidirectional broadcasting,
+ * ops/broadcast.h):
  *
- * Shapes are aligned at their last dims; each pair of dims must be equal or contain a 1, and the
- * output takes the larger. An input's gradient is the output gradient's term for it summed over the
- * dims it was broadcast along (ops/reduce.h):
+ *     Add, Sub, Mul, Div     f32, i64, i32, u8, i8
+ *     Pow                    f32 base; f32, i64 or i32 exponent
+ *     Equal, Less, Greater   f32, i64, i32, u8, i8 (Equal also bool) -> bool
+ *     And, Or, Not           bool
+ *     Where                  bool condition; X and Y of one dtype, any
+ *     Max, Min               1 to N inputs of one dtype: f32, i64, i32, u8, i8
+ *     Sum, Mean              1 to N f32 inputs
+ *
+ * Integers never go through float math (ops/elements.h): overflow wraps (two's complement) as in
+ * numpy; integer Div truncates toward zero as C and ONNX do, and a zero divisor fails with
+ * KILN_ERR_NUMERIC. Floats follow IEEE; Max and Min return NaN where an input is NaN.
+ *
+ * Gradients flow for f32 only. An input's gradient is the output gradient's term for it summed over
+ * the dims it was broadcast along (ops/reduce.h):
  *     Add: dA = dY,       dB = dY
  *     Sub: dA = dY,       dB = -dY
  *     Mul: dA = dY B,     dB = dY A
  *     Div: dA = dY / B,   dB = -dY A / B^2 = -(dY / B) Y
- * Either input may be a constant; din[i] is then NULL and its gradient is skipped.
+ *     Pow: dA = dY B A^(B-1), 0 where B = 0;  dB = dY Y ln A, 0 where A = 0 and B >= 0 (PyTorch's)
+ *     Where: dX = dY where C, dY = dY where not C
+ *     Sum: dX_k = dY;  Mean: dX_k = dY / N
+ *     Max, Min: at each element, dY goes whole to the FIRST input (in input order) equal to the
+ *           result; ties are not split (PyTorch's torch.max(a, b) splits them evenly instead)
+ * An input may be a constant; din[i] is then NULL and its gradient is skipped.
  *
- * One strided loop serves every broadcast, but it first merges dims (broadcast_plan), which turns the
- * common cases into fast paths: equal shapes and a scalar operand run as one flat loop, a vector along
- * the last axis (a bias) as rows of contiguous loops; only odd broadcasts pay for index arithmetic,
- * and then once per row.
+ * The f32 Add/Sub/Mul/Div path is the one training runs: its rows are plain loops the compiler
+ * vectorises. The other ops load elements through their dtype, which costs a little speed and keeps
+ * one loop per op.
  */
+#include <math.h>
+#include <string.h>
+
 #include "core/status.h"
+#include "ops/broadcast.h"
+#include "ops/elements.h"
 #include "ops/op.h"
 #include "ops/reduce.h"
 
-/* Below this many output elements a loop stays on one thread: waking the team costs more than it
- * saves. */
-#define KN_BINARY_PARALLEL_MIN 32768
-/* Rows are processed in chunks of at most this many elements, so one long row (equal shapes, a
- * scalar operand) still spreads over the threads. */
-#define KN_BINARY_CHUNK 8192
+/* Most inputs Max, Min, Sum and Mean take (the training tape binds up to 32). */
+#define KN_VARIADIC_MAX_INPUTS 32
 
 typedef enum binary_kind {
     BINARY_ADD, BINARY_SUB, BINARY_MUL, BINARY_DIV,
@@ -31,87 +48,43 @@ typedef enum binary_kind {
     BINARY_ADD_DIV  /* y += a / b */
 } binary_kind;
 
-static kiln_status broadcast_shape(const kn_shape *a, const kn_shape *b, kn_shape *out) {
-    int ndim = a->ndim > b->ndim ? a->ndim : b->ndim;
-    out->ndim = ndim;
-    for (int k = 1; k <= ndim; k++) { /* k-th dim from the end */
-        int64_t da = k <= a->ndim ? a->d[a->ndim - k] : 1;
-        int64_t db = k <= b->ndim ? b->d[b->ndim - k] : 1;
-        if (da != db && da != 1 && db != 1) {
-            char sa[96], sb[96];
-            return kn_fail(KILN_ERR_SHAPE,
-                           "shapes %s and %s do not broadcast: dim %d from the end is %lld vs %lld",
-                           kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb), k,
-                           (long long)da, (long long)db);
-        }
-        out->d[ndim - k] = da == 1 ? db : da;
-    }
+static bool is_numeric(kn_dtype dtype) { return dtype == KN_F32 || kn_dtype_is_integer(dtype); }
+
+static kiln_status require_inputs(const kn_graph *g, const kn_node *node, int n) {
+    for (int i = 0; i < n; i++)
+        if (!kn_node_input(g, node, i))
+            return kn_fail(KILN_ERR_INVALID_ARG, "input %d is required", i);
     return KILN_OK;
 }
 
-/* Element strides of `x` along each dim of the broadcast shape `out`: 0 where x is broadcast. */
-static void broadcast_strides(const kn_shape *x, const kn_shape *out, int64_t *strides) {
-    int64_t stride = 1;
-    for (int k = out->ndim - 1; k >= 0; k--) {
-        int j = k - (out->ndim - x->ndim);
-        if (j < 0 || x->d[j] == 1) {
-            strides[k] = 0;
-        } else {
-            strides[k] = stride;
-            stride *= x->d[j];
-        }
-    }
+static kiln_status require_same_dtype(const kn_value *a, const kn_value *b) {
+    if (a->dtype != b->dtype)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs '%s' (%s) and '%s' (%s) differ in dtype",
+                       a->name, kn_dtype_name(a->dtype), b->name, kn_dtype_name(b->dtype));
+    return KILN_OK;
 }
 
-/* The bit mask of `out`'s dims that `x` was broadcast along: the dims its gradient is summed over. */
-static unsigned broadcast_axes(const kn_shape *x, const kn_shape *out) {
-    unsigned axes = 0;
-    for (int k = 0; k < out->ndim; k++) {
-        int j = k - (out->ndim - x->ndim);
-        if ((j < 0 || x->d[j] == 1) && out->d[k] != 1)
-            axes |= 1u << k;
-    }
-    return axes;
+/* Sets output 0 to the broadcast shape of the first n inputs, with dtype `dtype`. */
+static kiln_status infer_broadcast_output(kn_graph *g, const kn_node *node, int n, kn_dtype dtype) {
+    kn_value *y = kn_node_output(g, node, 0);
+    kn_shape shape = kn_node_input(g, node, 0)->shape;
+    for (int i = 1; i < n; i++)
+        KN_TRY(kn_broadcast_shape(&shape, &kn_node_input(g, node, i)->shape, &shape));
+    y->shape = shape;
+    y->dtype = dtype;
+    return KILN_OK;
 }
 
-/* How to walk the output: dims of size 1 dropped, and neighbours merged wherever both operands step
- * through them as through one dim. The common cases come out short: equal shapes and a scalar operand
- * as one dim, a bias vector along the last axis as (rows, F). The innermost dim becomes the row the
- * kernels run along; each operand steps through it by 1, or by 0 when it is broadcast there. */
-typedef struct broadcast_plan {
-    int ndim; /* >= 1 */
-    int64_t d[KN_MAX_DIMS];
-    int64_t a_step[KN_MAX_DIMS], b_step[KN_MAX_DIMS];
-} broadcast_plan;
-
-static void broadcast_plan_make(broadcast_plan *p, const kn_shape *a, const kn_shape *b,
-                                const kn_shape *out) {
-    int64_t a_strides[KN_MAX_DIMS], b_strides[KN_MAX_DIMS];
-    broadcast_strides(a, out, a_strides);
-    broadcast_strides(b, out, b_strides);
-    p->ndim = 0;
-    for (int k = 0; k < out->ndim; k++) {
-        if (out->d[k] == 1)
-            continue;
-        int last = p->ndim - 1;
-        if (last >= 0 && p->a_step[last] == a_strides[k] * out->d[k] &&
-            p->b_step[last] == b_strides[k] * out->d[k]) {
-            p->d[last] *= out->d[k];
-            p->a_step[last] = a_strides[k];
-            p->b_step[last] = b_strides[k];
-        } else {
-            p->d[p->ndim] = out->d[k];
-            p->a_step[p->ndim] = a_strides[k];
-            p->b_step[p->ndim] = b_strides[k];
-            p->ndim++;
-        }
-    }
-    if (p->ndim == 0) { /* a single element */
-        p->ndim = 1;
-        p->d[0] = 1;
-        p->a_step[0] = p->b_step[0] = 1;
-    }
+static int64_t output_numel(const kn_graph *g, const kn_node *node) {
+    return kn_shape_numel(&kn_node_output(g, node, 0)->shape);
 }
+
+/* One operation per output element. */
+static int64_t elementwise_flops(const kn_graph *g, const kn_node *node) {
+    return output_numel(g, node);
+}
+
+/* ---- f32 Add, Sub, Mul, Div ---- */
 
 /* y[i] = EXPR(u = a[i * a_step], v = b[i * b_step]) for i < n, each step 0 or 1 (not both 0).
  * Written out per case so that every loop is a plain vectorisable one. */
@@ -149,53 +122,86 @@ static void binary_row(binary_kind kind, float *y, const float *a, int64_t a_ste
     }
 }
 
+typedef struct binary_args {
+    binary_kind kind;
+    kn_dtype dtype;
+    const void *a, *b;
+    void *y;
+} binary_args;
+
+static void binary_f32_row(const kn_broadcast_row *row, void *ctx) {
+    const binary_args *args = ctx;
+    binary_row(args->kind, (float *)args->y + row->at, (const float *)args->a + row->offset[0],
+               row->step[0], (const float *)args->b + row->offset[1], row->step[1], row->n);
+}
+
 /* y = a OP b (or y += for the ADD_ kinds), broadcast; y has the broadcast shape and may be the same
  * buffer as a full-size a or b. */
 static void binary_run(binary_kind kind, const float *a, const kn_shape *a_shape, const float *b,
                        const kn_shape *b_shape, float *y, const kn_shape *y_shape) {
-    int64_t n_elements = kn_shape_numel(y_shape);
-    if (n_elements == 0)
-        return;
-    broadcast_plan p;
-    broadcast_plan_make(&p, a_shape, b_shape, y_shape);
-    int last = p.ndim - 1;
-    int64_t row_len = p.d[last], n_rows = n_elements / row_len;
-    int64_t chunks_per_row = (row_len + KN_BINARY_CHUNK - 1) / KN_BINARY_CHUNK;
-    int64_t n_tasks = n_rows * chunks_per_row;
-#pragma omp parallel for schedule(static) if (n_elements >= KN_BINARY_PARALLEL_MIN)
-    for (int64_t task = 0; task < n_tasks; task++) {
-        int64_t row = task / chunks_per_row;
-        int64_t begin = (task % chunks_per_row) * KN_BINARY_CHUNK;
-        int64_t len = row_len - begin < KN_BINARY_CHUNK ? row_len - begin : KN_BINARY_CHUNK;
-        int64_t a_at = begin * p.a_step[last], b_at = begin * p.b_step[last];
-        int64_t rest = row;
-        for (int k = last - 1; k >= 0; k--) {
-            int64_t index = rest % p.d[k];
-            rest /= p.d[k];
-            a_at += index * p.a_step[k];
-            b_at += index * p.b_step[k];
-        }
-        binary_row(kind, y + row * row_len + begin, a + a_at, p.a_step[last], b + b_at,
-                   p.b_step[last], len);
+    const kn_shape *shapes[2] = {a_shape, b_shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, y_shape);
+    binary_args args = {kind, KN_F32, a, b, y};
+    kn_broadcast_run(&p, binary_f32_row, &args);
+}
+
+/* ---- integer Add, Sub, Mul, Div ---- */
+
+/* In uint64 so that overflow wraps instead of being undefined behaviour; INT64_MIN / -1 wraps to
+ * INT64_MIN. */
+static inline int64_t int_binary(binary_kind kind, int64_t u, int64_t v) {
+    switch (kind) {
+    case BINARY_ADD: return (int64_t)((uint64_t)u + (uint64_t)v);
+    case BINARY_SUB: return (int64_t)((uint64_t)u - (uint64_t)v);
+    case BINARY_MUL: return (int64_t)((uint64_t)u * (uint64_t)v);
+    case BINARY_DIV: return v == -1 ? (int64_t)(0 - (uint64_t)u) : u / v;
+    default: return 0; /* the ADD_ kinds are f32 only */
     }
 }
 
-static kiln_status binary_infer(kn_graph *g, const kn_node *node) {
-    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
-    if (!a || !b)
-        return kn_fail(KILN_ERR_INVALID_ARG, "inputs A and B are both required");
-    if (a->dtype != KN_F32 || b->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs '%s' (%s) and '%s' (%s): only f32 is supported",
-                       a->name, kn_dtype_name(a->dtype), b->name, kn_dtype_name(b->dtype));
-    kn_value *y = kn_node_output(g, node, 0);
-    KN_TRY(broadcast_shape(&a->shape, &b->shape, &y->shape));
-    y->dtype = KN_F32;
+static void int_binary_row(const kn_broadcast_row *row, void *ctx) {
+    const binary_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t u = kn_int_load(args->a, args->dtype, row->offset[0] + i * row->step[0]);
+        int64_t v = kn_int_load(args->b, args->dtype, row->offset[1] + i * row->step[1]);
+        kn_int_store(args->y, args->dtype, row->at + i, int_binary(args->kind, u, v));
+    }
+}
+
+/* With a non-empty output every divisor element is used, so one zero anywhere is a failure. */
+static kiln_status check_no_zero_divisor(const kn_tensor *b) {
+    int64_t n = kn_numel(b);
+    for (int64_t i = 0; i < n; i++)
+        if (kn_int_load(b->data, b->dtype, i) == 0)
+            return kn_fail(KILN_ERR_NUMERIC, "integer division by zero (divisor element %lld)",
+                           (long long)i);
     return KILN_OK;
+}
+
+static kiln_status arith_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 2));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    KN_TRY(require_same_dtype(a, b));
+    if (!is_numeric(a->dtype))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8",
+                       kn_dtype_name(a->dtype));
+    return infer_broadcast_output(g, node, 2, a->dtype);
 }
 
 static kiln_status binary_forward(const kn_op_call *call, binary_kind kind) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
-    binary_run(kind, kn_f32(a), &a->shape, kn_f32(b), &b->shape, kn_f32(y), &y->shape);
+    if (a->dtype == KN_F32) {
+        binary_run(kind, kn_f32(a), &a->shape, kn_f32(b), &b->shape, kn_f32(y), &y->shape);
+        return KILN_OK;
+    }
+    if (kind == BINARY_DIV && kn_numel(y) > 0)
+        KN_TRY(check_no_zero_divisor(b));
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    binary_args args = {kind, a->dtype, a->data, b->data, y->data};
+    kn_broadcast_run(&p, int_binary_row, &args);
     return KILN_OK;
 }
 
@@ -217,10 +223,11 @@ static void add_scaled_gradient(binary_kind kind, const kn_tensor *dy, const kn_
 static kiln_status binary_backward(const kn_op_call *call, binary_kind kind) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0], *dy = call->dout[0];
     kn_tensor *da = call->din[0], *db = call->din[1];
-    if (!dy || (!da && !db))
+    if (!dy || (!da && !db) || a->dtype != KN_F32)
         return KILN_OK;
     const kn_shape *y_shape = &y->shape;
-    unsigned a_axes = broadcast_axes(&a->shape, y_shape), b_axes = broadcast_axes(&b->shape, y_shape);
+    unsigned a_axes = kn_broadcast_axes(&a->shape, y_shape);
+    unsigned b_axes = kn_broadcast_axes(&b->shape, y_shape);
 
     /* Workspace: the per-element gradient term where it must be reduced (Mul, Div), then the
      * reduction's partial sums. */
@@ -269,16 +276,586 @@ static kiln_status sub_backward(const kn_op_call *call) { return binary_backward
 static kiln_status mul_backward(const kn_op_call *call) { return binary_backward(call, BINARY_MUL); }
 static kiln_status div_backward(const kn_op_call *call) { return binary_backward(call, BINARY_DIV); }
 
-/* One add, subtract, multiply or divide per output element. */
-static int64_t binary_flops(const kn_graph *g, const kn_node *node) {
-    return kn_shape_numel(&kn_node_output(g, node, 0)->shape);
+/* ---- gradient workspace for the ops below ---- */
+
+/* A per-element gradient term in the output's shape, an optional byte mask of the same size, and
+ * the partial sums for reducing the term into each input's gradient. */
+typedef struct grad_work {
+    float *term;
+    uint8_t *mask;
+    float *reduce;
+} grad_work;
+
+static kiln_status grad_work_get(kn_op_ctx *ctx, const kn_shape *y_shape, kn_tensor *const *in,
+                                 int n_in, bool with_mask, grad_work *w) {
+    size_t n_y = (size_t)kn_shape_numel(y_shape);
+    size_t term_bytes = ((n_y * sizeof(float)) + 63) & ~(size_t)63;
+    size_t mask_bytes = with_mask ? (n_y + 63) & ~(size_t)63 : 0;
+    size_t reduce_bytes = 0;
+    for (int i = 0; i < n_in; i++) {
+        size_t bytes = kn_reduce_sum_workspace(y_shape, kn_broadcast_axes(&in[i]->shape, y_shape));
+        reduce_bytes = bytes > reduce_bytes ? bytes : reduce_bytes;
+    }
+    /* each part is within a few times a tensor's size: no overflow */
+    size_t total = term_bytes + mask_bytes + reduce_bytes;
+    char *base = kn_op_scratch(ctx, total ? total : 1);
+    if (!base)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for a %zu-byte gradient workspace", total);
+    w->term = (float *)base;
+    w->mask = (uint8_t *)(base + term_bytes);
+    w->reduce = (float *)(base + term_bytes + mask_bytes);
+    return KILN_OK;
 }
 
-const kn_op kn_op_add = {.name = "Add", .min_inputs = 2, .max_inputs = 2, .infer = binary_infer,
-                         .forward = add_forward, .backward = add_backward, .flops = binary_flops};
-const kn_op kn_op_sub = {.name = "Sub", .min_inputs = 2, .max_inputs = 2, .infer = binary_infer,
-                         .forward = sub_forward, .backward = sub_backward, .flops = binary_flops};
-const kn_op kn_op_mul = {.name = "Mul", .min_inputs = 2, .max_inputs = 2, .infer = binary_infer,
-                         .forward = mul_forward, .backward = mul_backward, .flops = binary_flops};
-const kn_op kn_op_div = {.name = "Div", .min_inputs = 2, .max_inputs = 2, .infer = binary_infer,
-                         .forward = div_forward, .backward = div_backward, .flops = binary_flops};
+/* din += term summed over the dims `x` was broadcast along to the output's shape. */
+static void reduce_term_into(const grad_work *w, const kn_shape *y_shape, const kn_tensor *x,
+                             kn_tensor *din) {
+    kn_reduce_sum_add(w->term, y_shape, kn_broadcast_axes(&x->shape, y_shape), 1.0f, kn_f32(din),
+                      w->reduce);
+}
+
+/* ---- Pow ---- */
+
+static inline double exponent_at(const void *e, kn_dtype dtype, int64_t i) {
+    return dtype == KN_F32 ? ((const float *)e)[i] : (double)kn_int_load(e, dtype, i);
+}
+
+static kiln_status pow_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 2));
+    const kn_value *x = kn_node_input(g, node, 0), *e = kn_node_input(g, node, 1);
+    if (x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; only f32 is supported", x->name,
+                       kn_dtype_name(x->dtype));
+    if (e->dtype != KN_F32 && e->dtype != KN_I64 && e->dtype != KN_I32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, i64, i32",
+                       e->name, kn_dtype_name(e->dtype));
+    return infer_broadcast_output(g, node, 2, KN_F32);
+}
+
+typedef struct pow_args {
+    kn_dtype e_dtype;
+    const float *x; /* operand 0 */
+    const void *e;  /* operand 1 */
+    float *y;
+} pow_args;
+
+/* An integer exponent goes through double, which holds every int32 exactly and keeps the parity
+ * (the sign of a negative base) of any int64 up to 2^53. */
+static void pow_row(const kn_broadcast_row *row, void *ctx) {
+    const pow_args *args = ctx;
+    const float *x = args->x + row->offset[0];
+    float *y = args->y + row->at;
+    if (args->e_dtype == KN_F32) {
+        const float *e = (const float *)args->e + row->offset[1];
+        for (int64_t i = 0; i < row->n; i++)
+            y[i] = powf(x[i * row->step[0]], e[i * row->step[1]]);
+    } else {
+        for (int64_t i = 0; i < row->n; i++) {
+            double e = exponent_at(args->e, args->e_dtype, row->offset[1] + i * row->step[1]);
+            y[i] = (float)pow(x[i * row->step[0]], e);
+        }
+    }
+}
+
+static kiln_status pow_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0], *e = call->in[1], *y = call->out[0];
+    const kn_shape *shapes[2] = {&x->shape, &e->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    pow_args args = {e->dtype, kn_f32(x), e->data, kn_f32(y)};
+    kn_broadcast_run(&p, pow_row, &args);
+    return KILN_OK;
+}
+
+typedef struct pow_grad_args {
+    bool of_exponent; /* the term for the exponent's gradient, else the base's */
+    kn_dtype e_dtype;
+    const float *x;
+    const void *e;
+    const float *y, *dy;
+    float *term;
+} pow_grad_args;
+
+static void pow_grad_row(const kn_broadcast_row *row, void *ctx) {
+    const pow_grad_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t at = row->at + i;
+        double x = args->x[row->offset[0] + i * row->step[0]];
+        double e = exponent_at(args->e, args->e_dtype, row->offset[1] + i * row->step[1]);
+        double term;
+        if (args->of_exponent)
+            term = x == 0 && e >= 0 ? 0.0 : (double)args->dy[at] * args->y[at] * log(x);
+        else
+            term = e == 0 ? 0.0 : (double)args->dy[at] * e * pow(x, e - 1);
+        args->term[at] = (float)term;
+    }
+}
+
+static kiln_status pow_backward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0], *e = call->in[1], *y = call->out[0], *dy = call->dout[0];
+    kn_tensor *dx = call->din[0], *de = e->dtype == KN_F32 ? call->din[1] : NULL;
+    if (!dy || (!dx && !de))
+        return KILN_OK;
+    grad_work w = {0};
+    KN_TRY(grad_work_get(call->ctx, &y->shape, call->in, 2, false, &w));
+    const kn_shape *shapes[2] = {&x->shape, &e->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    pow_grad_args args = {false, e->dtype, kn_f32(x), e->data, kn_f32(y), kn_f32(dy), w.term};
+    if (dx) {
+        kn_broadcast_run(&p, pow_grad_row, &args);
+        reduce_term_into(&w, &y->shape, x, dx);
+    }
+    if (de) {
+        args.of_exponent = true;
+        kn_broadcast_run(&p, pow_grad_row, &args);
+        reduce_term_into(&w, &y->shape, e, de);
+    }
+    return KILN_OK;
+}
+
+/* ---- Equal, Less, Greater ---- */
+
+typedef enum compare_kind { COMPARE_EQUAL, COMPARE_LESS, COMPARE_GREATER } compare_kind;
+
+static kiln_status compare_infer(kn_graph *g, const kn_node *node, compare_kind kind) {
+    KN_TRY(require_inputs(g, node, 2));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    KN_TRY(require_same_dtype(a, b));
+    if (!is_numeric(a->dtype) && !(kind == COMPARE_EQUAL && a->dtype == KN_BOOL))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8%s",
+                       kn_dtype_name(a->dtype), kind == COMPARE_EQUAL ? ", bool" : "");
+    return infer_broadcast_output(g, node, 2, KN_BOOL);
+}
+
+static kiln_status equal_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_EQUAL);
+}
+static kiln_status less_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_LESS);
+}
+static kiln_status greater_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_GREATER);
+}
+
+/* u == v, u < v or u > v, for floats and integers alike */
+#define KN_COMPARE(kind, u, v)                                                                     \
+    ((kind) == COMPARE_EQUAL ? (u) == (v) : (kind) == COMPARE_LESS ? (u) < (v) : (u) > (v))
+
+typedef struct compare_args {
+    compare_kind kind;
+    kn_dtype dtype;
+    const void *a, *b;
+    uint8_t *y;
+} compare_args;
+
+static void compare_row(const kn_broadcast_row *row, void *ctx) {
+    const compare_args *args = ctx;
+    compare_kind kind = args->kind;
+    uint8_t *y = args->y + row->at;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t ia = row->offset[0] + i * row->step[0], ib = row->offset[1] + i * row->step[1];
+        if (args->dtype == KN_F32) {
+            float u = ((const float *)args->a)[ia], v = ((const float *)args->b)[ib];
+            y[i] = KN_COMPARE(kind, u, v);
+        } else {
+            int64_t u = kn_int_load(args->a, args->dtype, ia);
+            int64_t v = kn_int_load(args->b, args->dtype, ib);
+            y[i] = KN_COMPARE(kind, u, v);
+        }
+    }
+}
+
+static kiln_status compare_forward(const kn_op_call *call, compare_kind kind) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    compare_args args = {kind, a->dtype, a->data, b->data, y->data};
+    kn_broadcast_run(&p, compare_row, &args);
+    return KILN_OK;
+}
+
+static kiln_status equal_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_EQUAL);
+}
+static kiln_status less_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_LESS);
+}
+static kiln_status greater_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_GREATER);
+}
+
+/* ---- And, Or, Not ---- */
+
+static kiln_status require_bool(const kn_value *v) {
+    if (v->dtype != KN_BOOL)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; expected bool", v->name,
+                       kn_dtype_name(v->dtype));
+    return KILN_OK;
+}
+
+static kiln_status logic_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 2));
+    KN_TRY(require_bool(kn_node_input(g, node, 0)));
+    KN_TRY(require_bool(kn_node_input(g, node, 1)));
+    return infer_broadcast_output(g, node, 2, KN_BOOL);
+}
+
+typedef struct logic_args {
+    bool is_and; /* else Or */
+    const uint8_t *a, *b;
+    uint8_t *y;
+} logic_args;
+
+/* Any nonzero byte counts as true, and the result is always 0 or 1. */
+static void logic_row(const kn_broadcast_row *row, void *ctx) {
+    const logic_args *args = ctx;
+    const uint8_t *a = args->a + row->offset[0], *b = args->b + row->offset[1];
+    uint8_t *y = args->y + row->at;
+    for (int64_t i = 0; i < row->n; i++) {
+        bool u = a[i * row->step[0]] != 0, v = b[i * row->step[1]] != 0;
+        y[i] = args->is_and ? (u && v) : (u || v);
+    }
+}
+
+static kiln_status logic_forward(const kn_op_call *call, bool is_and) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    logic_args args = {is_and, a->data, b->data, y->data};
+    kn_broadcast_run(&p, logic_row, &args);
+    return KILN_OK;
+}
+
+static kiln_status and_forward(const kn_op_call *call) { return logic_forward(call, true); }
+static kiln_status or_forward(const kn_op_call *call) { return logic_forward(call, false); }
+
+static kiln_status not_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 1));
+    KN_TRY(require_bool(kn_node_input(g, node, 0)));
+    return infer_broadcast_output(g, node, 1, KN_BOOL);
+}
+
+static kiln_status not_forward(const kn_op_call *call) {
+    const uint8_t *x = call->in[0]->data;
+    uint8_t *y = call->out[0]->data;
+    int64_t n = kn_numel(call->in[0]);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] == 0;
+    return KILN_OK;
+}
+
+/* ---- copying a broadcast tensor, by element size ---- */
+
+typedef struct copy_args {
+    size_t size; /* bytes per element: 1, 2, 4 or 8 */
+    const void *cond; /* Where's condition (operand 0), or NULL for a plain copy of operand 0 */
+    const void *x, *z; /* Where: X is operand 1, Y operand 2 */
+    void *y;
+} copy_args;
+
+#define KN_SELECT_ROW(T)                                                                     \
+    do {                                                                                     \
+        const T *x = args->x, *z = args->z;                                                  \
+        T *y = (T *)args->y + row->at;                                                       \
+        if (!c) {                                                                            \
+            for (int64_t i = 0; i < row->n; i++)                                             \
+                y[i] = x[row->offset[0] + i * row->step[0]];                                 \
+        } else {                                                                             \
+            for (int64_t i = 0; i < row->n; i++)                                             \
+                y[i] = c[row->offset[0] + i * row->step[0]] ? x[row->offset[1] + i * row->step[1]] \
+                                                           : z[row->offset[2] + i * row->step[2]]; \
+        }                                                                                    \
+    } while (0)
+
+/* Without a condition: y = operand 0. With one: y = cond ? X : Y. Elements move as whole words. */
+static void select_row(const kn_broadcast_row *row, void *ctx) {
+    const copy_args *args = ctx;
+    const uint8_t *c = args->cond;
+    switch (args->size) {
+    case 1: KN_SELECT_ROW(uint8_t); break;
+    case 2: KN_SELECT_ROW(uint16_t); break;
+    case 4: KN_SELECT_ROW(uint32_t); break;
+    default: KN_SELECT_ROW(uint64_t); break;
+    }
+}
+
+/* y = x broadcast to y's shape. */
+static void broadcast_copy(const kn_tensor *x, const kn_tensor *y) {
+    const kn_shape *shapes[1] = {&x->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 1, shapes, &y->shape);
+    copy_args args = {kn_dtype_size(x->dtype), NULL, x->data, NULL, y->data};
+    kn_broadcast_run(&p, select_row, &args);
+}
+
+/* ---- Where ---- */
+
+static kiln_status where_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 3));
+    const kn_value *c = kn_node_input(g, node, 0);
+    if (c->dtype != KN_BOOL)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "condition '%s' is %s; expected bool", c->name,
+                       kn_dtype_name(c->dtype));
+    const kn_value *x = kn_node_input(g, node, 1), *y = kn_node_input(g, node, 2);
+    KN_TRY(require_same_dtype(x, y));
+    return infer_broadcast_output(g, node, 3, x->dtype);
+}
+
+static kiln_status where_forward(const kn_op_call *call) {
+    const kn_tensor *c = call->in[0], *x = call->in[1], *z = call->in[2], *y = call->out[0];
+    const kn_shape *shapes[3] = {&c->shape, &x->shape, &z->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 3, shapes, &y->shape);
+    copy_args args = {kn_dtype_size(x->dtype), c->data, x->data, z->data, y->data};
+    kn_broadcast_run(&p, select_row, &args);
+    return KILN_OK;
+}
+
+typedef struct masked_grad_args {
+    const uint8_t *cond; /* operand 0 */
+    bool when;           /* the term is dy where cond == when, 0 elsewhere */
+    const float *dy;
+    float *term;
+} masked_grad_args;
+
+static void masked_grad_row(const kn_broadcast_row *row, void *ctx) {
+    const masked_grad_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        bool c = args->cond[row->offset[0] + i * row->step[0]] != 0;
+        args->term[row->at + i] = c == args->when ? args->dy[row->at + i] : 0.0f;
+    }
+}
+
+static kiln_status where_backward(const kn_op_call *call) {
+    const kn_tensor *c = call->in[0], *y = call->out[0], *dy = call->dout[0];
+    if (!dy || y->dtype != KN_F32 || (!call->din[1] && !call->din[2]))
+        return KILN_OK;
+    grad_work w = {0};
+    KN_TRY(grad_work_get(call->ctx, &y->shape, call->in + 1, 2, false, &w));
+    const kn_shape *shapes[1] = {&c->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 1, shapes, &y->shape);
+    for (int i = 1; i <= 2; i++) {
+        if (!call->din[i])
+            continue;
+        masked_grad_args args = {c->data, i == 1, kn_f32(dy), w.term};
+        kn_broadcast_run(&p, masked_grad_row, &args);
+        reduce_term_into(&w, &y->shape, call->in[i], call->din[i]);
+    }
+    return KILN_OK;
+}
+
+/* ---- Max, Min, Sum, Mean ---- */
+
+typedef enum variadic_kind {
+    VARIADIC_MAX, VARIADIC_MIN, VARIADIC_SUM, VARIADIC_MEAN
+} variadic_kind;
+
+static kiln_status variadic_infer(kn_graph *g, const kn_node *node, variadic_kind kind) {
+    KN_TRY(require_inputs(g, node, node->n_in));
+    const kn_value *first = kn_node_input(g, node, 0);
+    for (int i = 1; i < node->n_in; i++)
+        KN_TRY(require_same_dtype(first, kn_node_input(g, node, i)));
+    bool any_numeric = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
+    if (any_numeric ? !is_numeric(first->dtype) : first->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: %s",
+                       kn_dtype_name(first->dtype), any_numeric ? "f32, i64, i32, u8, i8" : "f32");
+    return infer_broadcast_output(g, node, node->n_in, first->dtype);
+}
+
+static kiln_status max_infer(kn_graph *g, const kn_node *node) {
+    return variadic_infer(g, node, VARIADIC_MAX);
+}
+static kiln_status min_infer(kn_graph *g, const kn_node *node) {
+    return variadic_infer(g, node, VARIADIC_MIN);
+}
+static kiln_status sum_infer(kn_graph *g, const kn_node *node) {
+    return variadic_infer(g, node, VARIADIC_SUM);
+}
+static kiln_status mean_infer(kn_graph *g, const kn_node *node) {
+    return variadic_infer(g, node, VARIADIC_MEAN);
+}
+
+typedef struct fold_args {
+    variadic_kind kind;
+    kn_dtype dtype;
+    const void *x; /* operand 0 */
+    void *y;
+} fold_args;
+
+/* y = y OP x in place. A later input replaces the running max only when strictly greater (or NaN),
+ * which keeps the first maximal input, the one the gradient goes to. */
+static void fold_row(const kn_broadcast_row *row, void *ctx) {
+    const fold_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t ix = row->offset[0] + i * row->step[0], iy = row->at + i;
+        if (args->dtype == KN_F32) {
+            float v = ((const float *)args->x)[ix], *u = (float *)args->y + iy;
+            switch (args->kind) {
+            case VARIADIC_MAX: *u = (v > *u || isnan(v)) ? v : *u; break;
+            case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
+            default: *u += v; break;
+            }
+        } else {
+            int64_t v = kn_int_load(args->x, args->dtype, ix);
+            int64_t u = kn_int_load(args->y, args->dtype, iy);
+            bool take = args->kind == VARIADIC_MAX ? v > u : v < u;
+            if (take)
+                kn_int_store(args->y, args->dtype, iy, v);
+        }
+    }
+}
+
+static kiln_status variadic_forward(const kn_op_call *call, variadic_kind kind) {
+    const kn_tensor *y = call->out[0];
+    int n = call->node->n_in;
+    broadcast_copy(call->in[0], y);
+    for (int k = 1; k < n; k++) {
+        const kn_shape *shapes[1] = {&call->in[k]->shape};
+        kn_broadcast_plan p;
+        kn_broadcast_plan_make(&p, 1, shapes, &y->shape);
+        fold_args args = {kind, y->dtype, call->in[k]->data, y->data};
+        kn_broadcast_run(&p, fold_row, &args);
+    }
+    if (kind == VARIADIC_MEAN) {
+        float *out = kn_f32(y);
+        int64_t n_y = kn_numel(y);
+        for (int64_t i = 0; i < n_y; i++)
+            out[i] /= (float)n;
+    }
+    return KILN_OK;
+}
+
+typedef struct claim_args {
+    const float *x; /* operand 0 */
+    const float *y, *dy;
+    uint8_t *claimed; /* elements whose gradient an earlier input took */
+    float *term;
+} claim_args;
+
+/* The term for one input of Max / Min: dy where it equals the result and no earlier input did. */
+static void claim_row(const kn_broadcast_row *row, void *ctx) {
+    const claim_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t at = row->at + i;
+        float x = args->x[row->offset[0] + i * row->step[0]];
+        bool takes = !args->claimed[at] && x == args->y[at];
+        args->term[at] = takes ? args->dy[at] : 0.0f;
+        args->claimed[at] |= takes;
+    }
+}
+
+static kiln_status variadic_backward(const kn_op_call *call, variadic_kind kind) {
+    const kn_tensor *y = call->out[0], *dy = call->dout[0];
+    int n = call->node->n_in;
+    bool wanted = false;
+    for (int k = 0; k < n; k++)
+        wanted |= call->din[k] != NULL;
+    if (!dy || !wanted || y->dtype != KN_F32)
+        return KILN_OK;
+    bool is_extremum = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
+    grad_work w = {0};
+    KN_TRY(grad_work_get(call->ctx, &y->shape, call->in, n, is_extremum, &w));
+    if (!is_extremum) {
+        float scale = kind == VARIADIC_MEAN ? 1.0f / (float)n : 1.0f;
+        for (int k = 0; k < n; k++)
+            if (call->din[k])
+                kn_reduce_sum_add(kn_f32(dy), &y->shape,
+                                  kn_broadcast_axes(&call->in[k]->shape, &y->shape), scale,
+                                  kn_f32(call->din[k]), w.reduce);
+        return KILN_OK;
+    }
+    memset(w.mask, 0, (size_t)kn_numel(y));
+    for (int k = 0; k < n; k++) { /* every input claims in order, wanted or not */
+        const kn_shape *shapes[1] = {&call->in[k]->shape};
+        kn_broadcast_plan p;
+        kn_broadcast_plan_make(&p, 1, shapes, &y->shape);
+        claim_args args = {kn_f32(call->in[k]), kn_f32(y), kn_f32(dy), w.mask, w.term};
+        kn_broadcast_run(&p, claim_row, &args);
+        if (call->din[k])
+            reduce_term_into(&w, &y->shape, call->in[k], call->din[k]);
+    }
+    return KILN_OK;
+}
+
+static kiln_status max_forward(const kn_op_call *call) {
+    return variadic_forward(call, VARIADIC_MAX);
+}
+static kiln_status max_backward(const kn_op_call *call) {
+    return variadic_backward(call, VARIADIC_MAX);
+}
+static kiln_status min_forward(const kn_op_call *call) {
+    return variadic_forward(call, VARIADIC_MIN);
+}
+static kiln_status min_backward(const kn_op_call *call) {
+    return variadic_backward(call, VARIADIC_MIN);
+}
+static kiln_status sum_forward(const kn_op_call *call) {
+    return variadic_forward(call, VARIADIC_SUM);
+}
+static kiln_status sum_backward(const kn_op_call *call) {
+    return variadic_backward(call, VARIADIC_SUM);
+}
+static kiln_status mean_forward(const kn_op_call *call) {
+    return variadic_forward(call, VARIADIC_MEAN);
+}
+static kiln_status mean_backward(const kn_op_call *call) {
+    return variadic_backward(call, VARIADIC_MEAN);
+}
+
+/* One compare or add per output element for each input after the first; Mean also divides. */
+static int64_t variadic_flops(const kn_graph *g, const kn_node *node) {
+    return (node->n_in - 1) * output_numel(g, node);
+}
+static int64_t mean_flops(const kn_graph *g, const kn_node *node) {
+    return node->n_in * output_numel(g, node);
+}
+
+/* ---- the op table entries ---- */
+
+const kn_op kn_op_add = {.name = "Add", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+                         .forward = add_forward, .backward = add_backward,
+                         .flops = elementwise_flops};
+const kn_op kn_op_sub = {.name = "Sub", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+                         .forward = sub_forward, .backward = sub_backward,
+                         .flops = elementwise_flops};
+const kn_op kn_op_mul = {.name = "Mul", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+                         .forward = mul_forward, .backward = mul_backward,
+                         .flops = elementwise_flops};
+const kn_op kn_op_div = {.name = "Div", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+                         .forward = div_forward, .backward = div_backward,
+                         .flops = elementwise_flops};
+const kn_op kn_op_pow = {.name = "Pow", .min_inputs = 2, .max_inputs = 2, .infer = pow_infer,
+                         .forward = pow_forward, .backward = pow_backward,
+                         .flops = elementwise_flops};
+const kn_op kn_op_equal = {.name = "Equal", .min_inputs = 2, .max_inputs = 2, .infer = equal_infer,
+                           .forward = equal_forward, .flops = elementwise_flops};
+const kn_op kn_op_less = {.name = "Less", .min_inputs = 2, .max_inputs = 2, .infer = less_infer,
+                          .forward = less_forward, .flops = elementwise_flops};
+const kn_op kn_op_greater = {.name = "Greater", .min_inputs = 2, .max_inputs = 2,
+                             .infer = greater_infer, .forward = greater_forward,
+                             .flops = elementwise_flops};
+const kn_op kn_op_and = {.name = "And", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
+                         .forward = and_forward, .flops = elementwise_flops};
+const kn_op kn_op_or = {.name = "Or", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
+                        .forward = or_forward, .flops = elementwise_flops};
+const kn_op kn_op_not = {.name = "Not", .min_inputs = 1, .max_inputs = 1, .infer = not_infer,
+                         .forward = not_forward, .flops = elementwise_flops};
+const kn_op kn_op_where = {.name = "Where", .min_inputs = 3, .max_inputs = 3, .infer = where_infer,
+                           .forward = where_forward, .backward = where_backward,
+                           .flops = elementwise_flops};
+const kn_op kn_op_max = {.name = "Max", .min_inputs = 1, .max_inputs = KN_VARIADIC_MAX_INPUTS,
+                         .infer = max_infer, .forward = max_forward, .backward = max_backward,
+                         .flops = variadic_flops};
+const kn_op kn_op_min = {.name = "Min", .min_inputs = 1, .max_inputs = KN_VARIADIC_MAX_INPUTS,
+                         .infer = min_infer, .forward = min_forward, .backward = min_backward,
+                         .flops = variadic_flops};
+const kn_op kn_op_sum = {.name = "Sum", .min_inputs = 1, .max_inputs = KN_VARIADIC_MAX_INPUTS,
+                         .infer = sum_infer, .forward = sum_forward, .backward = sum_backward,
+                         .flops = variadic_flops};
+const kn_op kn_op_mean = {.name = "Mean", .min_inputs = 1, .max_inputs = KN_VARIADIC_MAX_INPUTS,
+                          .infer = mean_infer, .forward = mean_forward, .backward = mean_backward,
+                          .flops = mean_flops};

@@ -1,12 +1,12 @@
 /* Conv (ONNX), 2-D NCHW: Y (N, M, OH, OW) = X (N, C, H, W) * W (M, C/group, kH, kW) + B (M).
  *
- * Each image is unfolded by im2col into a (C*kH*kW, OH*OW) column matrix, so that each group's
- * output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW, OH*OW). A 1x1
- * convolution with stride 1 and no padding needs no unfolding: the image itself is the column matrix.
+ * Each image is unfolded by im2col (ops/im2col.h) into a (C*kH*kW, OH*OW) column matrix, so that
+ * each group's output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW,
+ * OH*OW). A 1x1 convolution with stride 1 and no padding needs no unfolding: the image itself is the
+ * column matrix.
  */
-#include <string.h>
-
 #include "kernels/gemm.h"
+#include "ops/im2col.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -106,83 +106,6 @@ static bool conv_is_pointwise(const conv_geom *g) {
            g->h.pad_end == 0 && g->w.pad_begin == 0 && g->w.pad_end == 0;
 }
 
-/* Where row r = (c, i, j) of the column matrix reads: output rows [oh_lo, oh_hi) and columns
- * [ow_lo, ow_hi) see real pixels through kernel tap (i, j); the rest see padding. */
-typedef struct conv_tap {
-    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
-    int64_t first; /* offset in channel c's plane of the pixel read at (oh_lo, ow_lo) */
-} conv_tap;
-
-static conv_tap conv_tap_of(const conv_geom *g, int64_t r) {
-    int64_t tap = r % g->taps, i = tap / g->w.kernel, j = tap % g->w.kernel;
-    conv_tap t;
-    kn_window_tap_range(&g->h, i, &t.oh_lo, &t.oh_hi);
-    kn_window_tap_range(&g->w, j, &t.ow_lo, &t.ow_hi);
-    int64_t ih = kn_window_start(&g->h, t.oh_lo) + i * g->h.dilation;
-    int64_t iw = kn_window_start(&g->w, t.ow_lo) + j * g->w.dilation;
-    t.first = ih * g->w.in + iw;
-    return t;
-}
-
-static bool conv_tap_empty(const conv_tap *t) { return t->oh_lo == t->oh_hi || t->ow_lo == t->ow_hi; }
-
-/* Unfolds one image: row (c, i, j) of col holds, at each output position, the pixel of channel c
- * under kernel tap (i, j), or 0 where the tap reads padding. */
-static void conv_im2col(const conv_geom *g, const float *x /* (C, H, W) */,
-                        float *col /* (C*kH*kW, OH*OW) */) {
-    int64_t rows = g->C * g->taps, OW = g->w.out, W = g->w.in;
-    int64_t row_step = g->h.stride * W, col_step = g->w.stride;
-#pragma omp parallel for schedule(static) if (rows * g->out_plane >= KN_CONV_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        float *dst = col + r * g->out_plane; // (OH, OW)
-        conv_tap t = conv_tap_of(g, r);
-        if (conv_tap_empty(&t)) {
-            memset(dst, 0, sizeof(float) * (size_t)g->out_plane);
-            continue;
-        }
-        const float *xc = x + (r / g->taps) * g->in_plane; // (H, W)
-        int64_t width = t.ow_hi - t.ow_lo;
-        memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
-        for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
-            const float *src = xc + t.first + (oh - t.oh_lo) * row_step;
-            float *d = dst + oh * OW;
-            memset(d, 0, sizeof(float) * (size_t)t.ow_lo);
-            if (col_step == 1) {
-                memcpy(d + t.ow_lo, src, sizeof(float) * (size_t)width);
-            } else {
-                for (int64_t k = 0; k < width; k++)
-                    d[t.ow_lo + k] = src[k * col_step];
-            }
-            memset(d + t.ow_hi, 0, sizeof(float) * (size_t)(OW - t.ow_hi));
-        }
-        memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((g->h.out - t.oh_hi) * OW));
-    }
-}
-
-/* The adjoint of conv_im2col: adds each column entry back onto the pixel it was read from. One
- * thread owns each channel, so no two threads add into the same pixel and the order is fixed. */
-static void conv_col2im(const conv_geom *g, const float *dcol /* (C*kH*kW, OH*OW) */,
-                        float *dx /* (C, H, W) */) {
-    int64_t OW = g->w.out, W = g->w.in;
-    int64_t row_step = g->h.stride * W, col_step = g->w.stride;
-#pragma omp parallel for schedule(static) if (g->C * g->taps * g->out_plane >= KN_CONV_PARALLEL_MIN)
-    for (int64_t c = 0; c < g->C; c++) {
-        for (int64_t r = c * g->taps; r < (c + 1) * g->taps; r++) {
-            conv_tap t = conv_tap_of(g, r);
-            if (conv_tap_empty(&t))
-                continue;
-            float *dxc = dx + c * g->in_plane; // (H, W)
-            int64_t width = t.ow_hi - t.ow_lo;
-            for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
-                float *d = dxc + t.first + (oh - t.oh_lo) * row_step;
-                const float *s = dcol + r * g->out_plane + oh * OW + t.ow_lo;
-                for (int64_t k = 0; k < width; k++)
-                    d[k * col_step] += s[k];
-            }
-        }
-    }
-}
-
 /* One buffer of `count` column matrices for one image. */
 static float *conv_col_scratch(kn_op_ctx *ctx, const conv_geom *g, size_t count) {
     size_t bytes;
@@ -209,7 +132,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         const float *xn = x + n * g.C * g.in_plane;
         float *yn = y + n * g.M * g.out_plane;
         if (!pointwise)
-            conv_im2col(&g, xn, col);
+            kn_im2col(g.C, &g.h, &g.w, xn, col);
         const float *cols = pointwise ? xn : col;
         if (bias)
             for (int64_t m = 0; m < g.M; m++)
@@ -273,7 +196,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
         const float *dyn = dy + n * g.M * g.out_plane;
         if (dw) {
             if (!pointwise)
-                conv_im2col(&g, xn, col);
+                kn_im2col(g.C, &g.h, &g.w, xn, col);
             const float *cols = pointwise ? xn : col;
             for (int64_t grp = 0; grp < g.group; grp++)
                 kn_sgemm(false, true, g.Mg, depth, g.out_plane, 1.0f, dyn + grp * g.Mg * g.out_plane,
@@ -289,7 +212,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
                          dyn + grp * g.Mg * g.out_plane, g.out_plane, pointwise ? 1.0f : 0.0f,
                          target + grp * depth * g.out_plane, g.out_plane);
             if (!pointwise)
-                conv_col2im(&g, dcol, dxn);
+                kn_col2im(g.C, &g.h, &g.w, dcol, dxn);
         }
     }
     return KILN_OK;

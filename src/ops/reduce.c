@@ -1,9 +1,19 @@
-/* ReduceMean, and the sum over axes it shares with the broadcasting binary ops (ops/reduce.h).
+/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL2, and the sum over axes that
+ * ReduceMean and ReduceSum share with the broadcasting binary ops (ops/reduce.h).
  *
- * ReduceMean takes its axes from the attribute `axes` (opset < 18) or from an optional constant i64
- * input 1 (opset 18). keepdims (default 1) keeps the averaged dims as 1. No axes means every axis,
- * unless noop_with_empty_axes = 1, which makes the op the identity. Mean-pooling a sequence is
- * (N, T, D) axes=[1] keepdims=0 -> (N, D).
+ * Every op takes its axes from the attribute `axes` (ReduceSum before opset 13, the others before
+ * 18) or from an optional i64 input 1 whose data shape inference can read (a constant). keepdims
+ * (default 1) keeps the reduced dims as 1. No axes means every axis, unless
+ * noop_with_empty_axes = 1, which makes the op the identity. Mean-pooling a sequence is (N, T, D)
+ * axes=[1] keepdims=0 -> (N, D).
+ *
+ * Dtypes: f32; ReduceMax and ReduceMin also i64, i32, u8, i8. An empty reduction gives the identity
+ * of the operation (sum 0, product 1, max -inf or the dtype's lowest value, min +inf or its
+ * highest, L2 0), except the mean, which is NaN as in numpy and PyTorch.
+ *
+ * Gradients: ReduceMean and ReduceSum spread dY back over the reduced axes; ReduceMax and ReduceMin
+ * send each output's dY whole to the first element (in memory order) equal to the output, where
+ * PyTorch's amax splits it evenly between ties. ReduceProd and ReduceL2 are forward only.
  */
 #include "ops/reduce.h"
 
@@ -11,6 +21,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "ops/elements.h"
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
@@ -170,12 +181,158 @@ static void spread_runs(const reduce_plan *p, int k, const float *dy, float *dx,
         spread_runs(p, k + 1, dy + i * p->y_step[k], dx + i * p->x_step[k], scale, 0, p->d[k + 1]);
 }
 
-/* ---- ReduceMean ---- */
+/* dx += scale * dy spread back over the summed axes: the backward of a sum. Slices of the outermost
+ * run write disjoint parts of dx. */
+static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, float scale,
+                       float *dx) {
+    reduce_plan p;
+    reduce_plan_make(&p, x_shape, axes);
+    if (p.x_numel == 0)
+        return;
+#pragma omp parallel for schedule(static) if (p.n_slices > 1)
+    for (int64_t s = 0; s < p.n_slices; s++) {
+        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
+        spread_runs(&p, 0, dy, dx, scale, begin, end);
+    }
+}
 
-/* The dims ReduceMean averages over, as a bit mask over the input's `ndim` dims; 0 for the identity.
+/* ---- walking each output's elements: ReduceMax, ReduceMin, ReduceProd, ReduceL2 ---- */
+
+/* The runs of a reduce_plan split into the kept ones, which place an output element, and the
+ * summed ones, which list the elements reduced into it. Each output is computed alone, in x's
+ * memory order, so the result does not depend on the thread count. */
+typedef struct reduce_walk {
+    int n_kept, n_summed;                  /* n_summed >= 1 */
+    int64_t kept_d[KN_MAX_DIMS], kept_step[KN_MAX_DIMS];
+    int64_t d[KN_MAX_DIMS], step[KN_MAX_DIMS]; /* the summed runs, outermost first */
+    int64_t count;                         /* elements reduced into each output */
+    int64_t y_numel;
+} reduce_walk;
+
+static void reduce_walk_make(reduce_walk *w, const kn_shape *x_shape, unsigned axes) {
+    reduce_plan p;
+    reduce_plan_make(&p, x_shape, axes);
+    memset(w, 0, sizeof *w);
+    w->count = 1;
+    for (int k = 0; k < p.ndim; k++) {
+        if (p.summed[k]) {
+            w->d[w->n_summed] = p.d[k];
+            w->step[w->n_summed++] = p.x_step[k];
+            w->count *= p.d[k];
+        } else {
+            w->kept_d[w->n_kept] = p.d[k];
+            w->kept_step[w->n_kept++] = p.x_step[k];
+        }
+    }
+    if (w->n_summed == 0) { /* only size-1 axes reduced: each output reduces one element */
+        w->d[0] = 1;
+        w->n_summed = 1;
+    }
+    w->y_numel = p.y_numel;
+}
+
+/* Offset in x of the first element reduced into output j. */
+static int64_t reduce_walk_base(const reduce_walk *w, int64_t j) {
+    int64_t base = 0;
+    for (int k = w->n_kept - 1; k >= 0; k--) {
+        base += (j % w->kept_d[k]) * w->kept_step[k];
+        j /= w->kept_d[k];
+    }
+    return base;
+}
+
+/* An odometer over the summed runs; offset is the current element's, from the output's base. */
+typedef struct reduce_cursor {
+    int64_t index[KN_MAX_DIMS];
+    int64_t offset;
+} reduce_cursor;
+
+static inline void reduce_cursor_next(const reduce_walk *w, reduce_cursor *c) {
+    for (int k = w->n_summed - 1; k >= 0; k--) {
+        c->offset += w->step[k];
+        if (++c->index[k] < w->d[k])
+            return;
+        c->offset -= w->step[k] * w->d[k];
+        c->index[k] = 0;
+    }
+}
+
+typedef enum reduce_kind {
+    REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2
+} reduce_kind;
+
+/* Max / min keep the first NaN they meet, as numpy does. Products and sums of squares accumulate in
+ * double. */
+static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float *x) {
+    double acc = kind == REDUCE_MAX ? -INFINITY : kind == REDUCE_MIN ? INFINITY
+                 : kind == REDUCE_PROD ? 1.0 : 0.0;
+    reduce_cursor c = {{0}, 0};
+    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
+        double v = x[c.offset];
+        switch (kind) {
+        case REDUCE_MAX: acc = (v > acc || isnan(v)) ? v : acc; break;
+        case REDUCE_MIN: acc = (v < acc || isnan(v)) ? v : acc; break;
+        case REDUCE_PROD: acc *= v; break;
+        default: acc += v * v; break; /* REDUCE_L2 */
+        }
+    }
+    return (float)(kind == REDUCE_L2 ? sqrt(acc) : acc);
+}
+
+/* Integer max / min (the only integer reductions); an empty reduction gives the dtype's lowest
+ * (max) or highest (min) value. */
+static int64_t reduce_int_one(const reduce_walk *w, reduce_kind kind, const void *x, kn_dtype dtype,
+                              int64_t base) {
+    int64_t acc = kind == REDUCE_MAX ? kn_int_lowest(dtype) : kn_int_highest(dtype);
+    reduce_cursor c = {{0}, 0};
+    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
+        int64_t v = kn_int_load(x, dtype, base + c.offset);
+        acc = (kind == REDUCE_MAX ? v > acc : v < acc) ? v : acc;
+    }
+    return acc;
+}
+
+static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind kind, kn_tensor *y) {
+    reduce_walk w;
+    reduce_walk_make(&w, &x->shape, axes);
+    int64_t n_y = w.y_numel, work = n_y * w.count;
+#pragma omp parallel for schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+    for (int64_t j = 0; j < n_y; j++) {
+        int64_t base = reduce_walk_base(&w, j);
+        if (x->dtype == KN_F32)
+            kn_f32(y)[j] = reduce_f32_one(&w, kind, kn_f32(x) + base);
+        else
+            kn_int_store(y->data, y->dtype, j, reduce_int_one(&w, kind, x->data, x->dtype, base));
+    }
+}
+
+/* ReduceMax / ReduceMin backward: each output's gradient goes whole to the first element (in x's
+ * memory order) equal to the output; a NaN output passes none. */
+static void reduce_extremum_backward(const kn_tensor *x, unsigned axes, const float *y,
+                                     const float *dy, float *dx) {
+    reduce_walk w;
+    reduce_walk_make(&w, &x->shape, axes);
+    int64_t n_y = w.y_numel, work = n_y * w.count;
+    const float *xs = kn_f32(x);
+#pragma omp parallel for schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+    for (int64_t j = 0; j < n_y; j++) {
+        int64_t base = reduce_walk_base(&w, j);
+        reduce_cursor c = {{0}, 0};
+        for (int64_t r = 0; r < w.count; r++, reduce_cursor_next(&w, &c)) {
+            if (xs[base + c.offset] == y[j]) {
+                dx[base + c.offset] += dy[j];
+                break;
+            }
+        }
+    }
+}
+
+/* ---- the Reduce ops ---- */
+
+/* The dims an op reduces over, as a bit mask over the input's `ndim` dims; 0 for the identity.
  * `axes_input` is input 1 (NULL when absent). */
-static kiln_status mean_axes(const kn_node *node, const kn_tensor *axes_input, int ndim,
-                             unsigned *mask) {
+static kiln_status reduce_axes(const kn_node *node, const kn_tensor *axes_input, int ndim,
+                               unsigned *mask) {
     const kn_attr *attr = kn_node_attr(node, "axes");
     const int64_t *axes = NULL;
     int64_t n_axes = 0;
@@ -208,8 +365,8 @@ static kiln_status mean_axes(const kn_node *node, const kn_tensor *axes_input, i
     return KILN_OK;
 }
 
-/* The averaged dims' product: the divisor of the mean. */
-static int64_t mean_count(const kn_shape *x_shape, unsigned mask) {
+/* The reduced dims' product: the divisor of the mean. */
+static int64_t reduced_count(const kn_shape *x_shape, unsigned mask) {
     int64_t count = 1;
     for (int k = 0; k < x_shape->ndim; k++)
         if ((mask >> k) & 1u)
@@ -221,26 +378,32 @@ static const kn_tensor *axes_input_of(const kn_op_call *call) {
     return call->node->n_in > 1 ? call->in[1] : NULL;
 }
 
-static kiln_status reducemean_infer(kn_graph *g, const kn_node *node) {
+static kiln_status call_axes(const kn_op_call *call, unsigned *mask) {
+    return reduce_axes(call->node, axes_input_of(call), call->in[0]->shape.ndim, mask);
+}
+
+static kiln_status reduce_infer(kn_graph *g, const kn_node *node, reduce_kind kind) {
     const kn_value *x = kn_node_input(g, node, 0);
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
-    if (x->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; only f32 is supported", x->name,
-                       kn_dtype_name(x->dtype));
+    bool takes_integers = kind == REDUCE_MAX || kind == REDUCE_MIN;
+    if (x->dtype != KN_F32 && !(takes_integers && kn_dtype_is_integer(x->dtype)))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; supported: %s", x->name,
+                       kn_dtype_name(x->dtype), takes_integers ? "f32, i64, i32, u8, i8" : "f32");
     const kn_value *axes_value = kn_node_input(g, node, 1);
     kn_tensor axes_view;
     if (axes_value) {
-        if (axes_value->kind != KN_VALUE_CONST || !axes_value->data)
-            return kn_fail(KILN_ERR_UNSUPPORTED, "axes input '%s' must be a constant",
+        if (!axes_value->data)
+            return kn_fail(KILN_ERR_UNSUPPORTED,
+                           "axes input '%s' is not known at shape inference; it must be a constant",
                            axes_value->name);
         axes_view = (kn_tensor){axes_value->shape, axes_value->dtype, axes_value->data};
     }
     unsigned mask;
-    KN_TRY(mean_axes(node, axes_value ? &axes_view : NULL, x->shape.ndim, &mask));
+    KN_TRY(reduce_axes(node, axes_value ? &axes_view : NULL, x->shape.ndim, &mask));
     bool keepdims = kn_node_int(node, "keepdims", 1) != 0;
     kn_value *y = kn_node_output(g, node, 0);
-    y->dtype = KN_F32;
+    y->dtype = x->dtype;
     y->shape.ndim = 0;
     for (int k = 0; k < x->shape.ndim; k++) {
         if (!((mask >> k) & 1u))
@@ -251,54 +414,133 @@ static kiln_status reducemean_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-static kiln_status reducemean_forward(const kn_op_call *call) {
+/* y = scale * (x summed over the axes). */
+static kiln_status reduce_sum_forward(const kn_op_call *call, unsigned mask, float scale) {
     const kn_tensor *x = call->in[0];
-    unsigned mask;
-    KN_TRY(mean_axes(call->node, axes_input_of(call), x->shape.ndim, &mask));
-    int64_t count = mean_count(&x->shape, mask);
-    float *y = kn_f32(call->out[0]);
-    int64_t n_y = kn_numel(call->out[0]);
-    if (count == 0) { /* averaging over an empty axis: NaN, as numpy and PyTorch give */
-        for (int64_t j = 0; j < n_y; j++)
-            y[j] = NAN;
-        return KILN_OK;
-    }
     size_t work_bytes = kn_reduce_sum_workspace(&x->shape, mask);
     float *work = kn_op_scratch(call->ctx, work_bytes);
     if (work_bytes && !work)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for a %zu-byte reduction workspace", work_bytes);
-    memset(y, 0, sizeof(float) * (size_t)n_y);
-    kn_reduce_sum_add(kn_f32(x), &x->shape, mask, 1.0f / (float)count, y, work);
+    memset(call->out[0]->data, 0, sizeof(float) * (size_t)kn_numel(call->out[0]));
+    kn_reduce_sum_add(kn_f32(x), &x->shape, mask, scale, kn_f32(call->out[0]), work);
     return KILN_OK;
 }
 
-static kiln_status reducemean_backward(const kn_op_call *call) {
-    if (!call->dout[0] || !call->din[0])
-        return KILN_OK;
-    const kn_tensor *x = call->in[0];
+static kiln_status reduce_forward(const kn_op_call *call, reduce_kind kind) {
     unsigned mask;
-    KN_TRY(mean_axes(call->node, axes_input_of(call), x->shape.ndim, &mask));
-    int64_t count = mean_count(&x->shape, mask);
-    if (count == 0)
+    KN_TRY(call_axes(call, &mask));
+    if (kind == REDUCE_SUM)
+        return reduce_sum_forward(call, mask, 1.0f);
+    if (kind == REDUCE_MEAN) {
+        int64_t count = reduced_count(&call->in[0]->shape, mask);
+        if (count > 0)
+            return reduce_sum_forward(call, mask, 1.0f / (float)count);
+        float *y = kn_f32(call->out[0]); /* the mean of nothing: NaN, as numpy and PyTorch give */
+        for (int64_t j = 0; j < kn_numel(call->out[0]); j++)
+            y[j] = NAN;
         return KILN_OK;
-    reduce_plan p;
-    reduce_plan_make(&p, &x->shape, mask);
+    }
+    reduce_walk_forward(call->in[0], mask, kind, call->out[0]);
+    return KILN_OK;
+}
+
+static kiln_status reduce_backward(const kn_op_call *call, reduce_kind kind) {
+    const kn_tensor *x = call->in[0];
+    if (!call->dout[0] || !call->din[0] || x->dtype != KN_F32)
+        return KILN_OK;
+    unsigned mask;
+    KN_TRY(call_axes(call, &mask));
     const float *dy = kn_f32(call->dout[0]);
     float *dx = kn_f32(call->din[0]);
-    float scale = 1.0f / (float)count;
-    /* slices of the outermost run write disjoint parts of dx */
-#pragma omp parallel for schedule(static) if (p.n_slices > 1)
-    for (int64_t s = 0; s < p.n_slices; s++) {
-        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
-        spread_runs(&p, 0, dy, dx, scale, begin, end);
+    if (kind == REDUCE_SUM) {
+        spread_add(dy, &x->shape, mask, 1.0f, dx);
+    } else if (kind == REDUCE_MEAN) {
+        int64_t count = reduced_count(&x->shape, mask);
+        if (count > 0)
+            spread_add(dy, &x->shape, mask, 1.0f / (float)count, dx);
+    } else { /* REDUCE_MAX, REDUCE_MIN */
+        reduce_extremum_backward(x, mask, kn_f32(call->out[0]), dy, dx);
     }
     return KILN_OK;
 }
 
-static int64_t reducemean_flops(const kn_graph *g, const kn_node *node) {
-    return kn_shape_numel(&kn_node_input(g, node, 0)->shape); /* one add per input element */
+/* One add, compare or multiply per input element; ReduceL2 also squares. */
+static int64_t reduce_flops(const kn_graph *g, const kn_node *node) {
+    return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
+}
+static int64_t reducel2_flops(const kn_graph *g, const kn_node *node) {
+    return 2 * reduce_flops(g, node);
+}
+
+static kiln_status reducemean_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_MEAN);
+}
+static kiln_status reducemean_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_MEAN);
+}
+static kiln_status reducemean_backward(const kn_op_call *call) {
+    return reduce_backward(call, REDUCE_MEAN);
+}
+
+static kiln_status reducesum_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_SUM);
+}
+static kiln_status reducesum_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_SUM);
+}
+static kiln_status reducesum_backward(const kn_op_call *call) {
+    return reduce_backward(call, REDUCE_SUM);
+}
+
+static kiln_status reducemax_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_MAX);
+}
+static kiln_status reducemax_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_MAX);
+}
+static kiln_status reducemax_backward(const kn_op_call *call) {
+    return reduce_backward(call, REDUCE_MAX);
+}
+
+static kiln_status reducemin_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_MIN);
+}
+static kiln_status reducemin_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_MIN);
+}
+static kiln_status reducemin_backward(const kn_op_call *call) {
+    return reduce_backward(call, REDUCE_MIN);
+}
+
+static kiln_status reduceprod_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_PROD);
+}
+static kiln_status reduceprod_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_PROD);
+}
+
+static kiln_status reducel2_infer(kn_graph *g, const kn_node *node) {
+    return reduce_infer(g, node, REDUCE_L2);
+}
+static kiln_status reducel2_forward(const kn_op_call *call) {
+    return reduce_forward(call, REDUCE_L2);
 }
 
 const kn_op kn_op_reducemean = {.name = "ReduceMean", .min_inputs = 1, .max_inputs = 2,
                                 .infer = reducemean_infer, .forward = reducemean_forward,
-                                .backward = reducemean_backward, .flops = reducemean_flops};
+                                .backward = reducemean_backward, .flops = reduce_flops};
+const kn_op kn_op_reducesum = {.name = "ReduceSum", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reducesum_infer, .forward = reducesum_forward,
+                                .backward = reducesum_backward, .flops = reduce_flops};
+const kn_op kn_op_reducemax = {.name = "ReduceMax", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reducemax_infer, .forward = reducemax_forward,
+                                .backward = reducemax_backward, .flops = reduce_flops};
+const kn_op kn_op_reducemin = {.name = "ReduceMin", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reducemin_infer, .forward = reducemin_forward,
+                                .backward = reducemin_backward, .flops = reduce_flops};
+const kn_op kn_op_reduceprod = {.name = "ReduceProd", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reduceprod_infer, .forward = reduceprod_forward,
+                                .flops = reduce_flops};
+const kn_op kn_op_reducel2 = {.name = "ReduceL2", .min_inputs = 1, .max_inputs = 2,
+                                .infer = reducel2_infer, .forward = reducel2_forward,
+                                .flops = reducel2_flops};
