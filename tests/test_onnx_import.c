@@ -123,7 +123,8 @@ static Onnx__TensorProto *mb_tensor(model_builder *b, const char *name, int type
     t->data_type = type;
     t->n_dims = (size_t)ndim;
     t->dims = mb_alloc(b, sizeof(int64_t) * (size_t)(ndim ? ndim : 1));
-    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+    if (ndim)
+        memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
     if (raw) {
         t->has_raw_data = true;
         t->raw_data.len = raw_bytes;

@@ -8,6 +8,7 @@
  *   kiln's encodings, Upsample a Resize, and Softmax before opset 13 (which flattened the input to
  *   2-D at `axis`) a softmax over the last axis.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,8 +75,8 @@ typedef struct node_io {
 } node_io;
 
 static void consume(node_io *io, const char *attr) {
-    if (io->n_consumed < (int)(sizeof io->consumed / sizeof io->consumed[0]))
-        io->consumed[io->n_consumed++] = attr;
+    assert(io->n_consumed < (int)(sizeof io->consumed / sizeof io->consumed[0]));
+    io->consumed[io->n_consumed++] = attr;
 }
 
 static bool consumed(const node_io *io, const char *attr) {
