@@ -3,7 +3,8 @@
  * The mask is not stored: element i is kept when kn_hash_uniform(key, i) >= ratio, with the key
  * derived from the run seed, the training step and the node index. Forward and backward therefore see
  * the same mask, and it does not depend on the thread count. ctx->training decides the mode; ONNX's
- * optional training_mode input is ignored.
+ * optional training_mode input is ignored. In eval the copy works for every dtype (an ONNX model may
+ * keep an f16 Dropout); training needs f32.
  */
 #include <string.h>
 
@@ -43,16 +44,13 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     const kn_value *ratio_value = kn_node_input(g, node, 1);
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input data is missing");
-    if (x->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "data has dtype %s; only f32 is supported",
-                       kn_dtype_name(x->dtype));
     if (node->n_out != 1)
         return kn_fail(KILN_ERR_UNSUPPORTED,
                        "%d outputs requested; only output 0 is supported (no mask output)",
                        node->n_out);
     kn_tensor ratio_input;
     if (ratio_value) {
-        if (ratio_value->kind != KN_VALUE_CONST || !ratio_value->data)
+        if (!ratio_value->data)
             return kn_fail(KILN_ERR_UNSUPPORTED, "the ratio input '%s' must be a constant",
                            ratio_value->name);
         ratio_input = (kn_tensor){ratio_value->shape, ratio_value->dtype, ratio_value->data};
@@ -61,19 +59,24 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(dropout_ratio(node, ratio_value ? &ratio_input : NULL, &ratio));
     kn_value *y = kn_node_output(g, node, 0);
     y->shape = x->shape;
-    y->dtype = KN_F32;
+    y->dtype = x->dtype;
     return KILN_OK;
 }
 
 static kiln_status dropout_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
+    const kn_tensor *input = call->in[0];
+    int64_t n = kn_numel(input);
     if (!call->ctx->training) {
-        if (y != x)
-            memcpy(y, x, (size_t)n * sizeof(float));
+        size_t bytes = (size_t)n * kn_dtype_size(input->dtype);
+        if (call->out[0]->data != input->data && bytes > 0)
+            memcpy(call->out[0]->data, input->data, bytes);
         return KILN_OK;
     }
+    if (input->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "training Dropout on %s data; only f32 is supported",
+                       kn_dtype_name(input->dtype));
+    const float *x = kn_f32(input);
+    float *y = kn_f32(call->out[0]);
     float ratio;
     KN_TRY(dropout_ratio(call->node, dropout_ratio_input(call), &ratio));
     float gain = 1.0f / (1.0f - ratio);
@@ -88,6 +91,9 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout || !call->din[0])
         return KILN_OK;
+    if (call->in[0]->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "no Dropout gradient for %s data (only f32)",
+                       kn_dtype_name(call->in[0]->dtype));
     const float *dy = kn_f32(dout);
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(dout);

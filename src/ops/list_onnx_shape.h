@@ -2,6 +2,8 @@
 #ifndef KN_LIST_ONNX_SHAPE_H
 #define KN_LIST_ONNX_SHAPE_H
 
-#define KN_OPS_ONNX_SHAPE(X)
+#define KN_OPS_ONNX_SHAPE(X)                                                                     \
+    X(identity) X(shape) X(gather) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
+    X(range) X(cast) X(constantofshape) X(pad) X(resize) X(quantizelinear) X(dequantizelinear)
 
 #endif

@@ -1,67 +1,37 @@
-/* Shape ops: Flatten, Reshape, Transpose, Concat (f32 data).
+/* Shape ops: Flatten, Reshape, Identity, Transpose, Concat, for every dtype.
  *
- * Flatten and Reshape keep the elements in order, so forward is a copy (none when the caller aliases
- * output and input) and backward adds dY viewed in the input's shape. Transpose walks the output in
- * order after merging dims that stay adjacent; Concat copies one block per input per outer index.
- * None of them does arithmetic, so none has a FLOP count.
+ * Flatten, Reshape and Identity keep the elements in order, so forward is a copy (none when the
+ * caller aliases output and input) and backward adds dY viewed in the input's shape. Transpose walks
+ * the output in order after merging dims that stay adjacent; Concat copies one block per input per
+ * outer index. Data moves by element size; gradients flow for f32 only. None of them does
+ * arithmetic, so none has a FLOP count.
  */
 #include <limits.h>
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "ops/op.h"
+#include "ops/movement.h"
 
-enum { SHAPE_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
-enum { TRANSPOSE_TILE = 16 };           /* a 16 x 16 float tile fits L1 when both sides are strided */
+enum { TRANSPOSE_TILE = 16 }; /* a 16 x 16 tile of 4-byte elements fits L1 when both sides are strided */
 
-static kiln_status check_f32_input(const kn_value *v, const char *name) {
+static kiln_status check_input(const kn_value *v, const char *name) {
     if (!v)
         return kn_fail(KILN_ERR_INVALID_ARG, "input %s is missing", name);
-    if (v->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "input %s ('%s') has dtype %s; only f32 is supported",
-                       name, v->name, kn_dtype_name(v->dtype));
     return KILN_OK;
 }
 
-static kiln_status set_only_output(kn_graph *g, const kn_node *node, const kn_shape *shape) {
-    if (node->n_out != 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "%d outputs; expected 1", node->n_out);
-    kn_value *y = kn_node_output(g, node, 0);
-    y->shape = *shape;
-    y->dtype = KN_F32;
+static kiln_status set_only_output(kn_graph *g, const kn_node *node, const kn_shape *shape,
+                                   kn_dtype dtype) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_set_output(g, node, 0, shape, dtype);
     return KILN_OK;
 }
 
-/* dst += src over n elements. */
-static void add_into(float *dst, const float *src, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= SHAPE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dst[i] += src[i];
-}
-
-/* ---- Flatten and Reshape: same elements, new shape ---- */
-
-static kiln_status view_forward(const kn_op_call *call) {
-    const kn_tensor *x = call->in[0];
-    kn_tensor *y = call->out[0];
-    if (kn_numel(x) != kn_numel(y))
-        return kn_fail(KILN_ERR_SHAPE, "%s: input has %lld elements but output %lld",
-                       call->node->op->name, (long long)kn_numel(x), (long long)kn_numel(y));
-    if (y->data != x->data)
-        memcpy(y->data, x->data, (size_t)kn_numel(x) * sizeof(float));
-    return KILN_OK;
-}
-
-static kiln_status view_backward(const kn_op_call *call) {
-    if (call->dout[0] && call->din[0])
-        add_into(kn_f32(call->din[0]), kn_f32(call->dout[0]), kn_numel(call->din[0]));
-    return KILN_OK;
-}
+/* ---- Flatten, Reshape and Identity: same elements, new shape ---- */
 
 static kiln_status flatten_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
-    KN_TRY(check_f32_input(x, "input"));
+    KN_TRY(check_input(x, "input"));
     int rank = x->shape.ndim;
     int64_t axis = kn_node_int(node, "axis", 1);
     if (axis < -rank || axis > rank)
@@ -71,15 +41,16 @@ static kiln_status flatten_infer(kn_graph *g, const kn_node *node) {
         axis += rank;
     kn_shape y = kn_shape_of(2, (int64_t[]){kn_shape_span(&x->shape, 0, (int)axis),
                                             kn_shape_span(&x->shape, (int)axis, rank)});
-    return set_only_output(g, node, &y);
+    return set_only_output(g, node, &y, x->dtype);
 }
 
-/* The output shape of Reshape: target dim 0 copies the input dim at the same place, one -1 takes
- * whatever count is left. */
-static kiln_status reshape_target(const kn_value *target, const kn_shape *in, kn_shape *out) {
+/* The output shape of Reshape: target dim 0 copies the input dim at the same place (or, with
+ * allowzero, is a dim of size 0), one -1 takes whatever count is left. */
+static kiln_status reshape_target(const kn_value *target, const kn_shape *in, bool allowzero,
+                                  kn_shape *out) {
     if (!target)
         return kn_fail(KILN_ERR_INVALID_ARG, "input shape is missing");
-    if (target->kind != KN_VALUE_CONST || !target->data)
+    if (!target->data)
         return kn_fail(KILN_ERR_UNSUPPORTED,
                        "the target shape '%s' must be a constant (shapes computed at run time are "
                        "not supported)", target->name);
@@ -106,7 +77,9 @@ static kiln_status reshape_target(const kn_value *target, const kn_shape *in, kn
             inferred = i;
             continue;
         }
-        if (dims[i] == 0) {
+        if (dims[i] == 0 && allowzero) {
+            out->d[i] = 0;
+        } else if (dims[i] == 0) {
             if (i >= in->ndim)
                 return kn_fail(KILN_ERR_SHAPE, "target shape %s copies dim %d (0) but the input %s "
                                "has rank %d", target_str, i, in_str, in->ndim);
@@ -119,6 +92,9 @@ static kiln_status reshape_target(const kn_value *target, const kn_shape *in, kn
             return kn_fail(KILN_ERR_SHAPE, "target shape %s overflows", target_str);
     }
     int64_t count = kn_shape_numel(in);
+    if (inferred >= 0 && known == 0)
+        return kn_fail(KILN_ERR_SHAPE, "target shape %s has -1 beside a dim of size 0, so the -1 "
+                       "could be anything", target_str);
     if (inferred >= 0 && known > 0 && count % known == 0)
         out->d[inferred] = count / known;
     else if (inferred >= 0 || known != count)
@@ -129,12 +105,17 @@ static kiln_status reshape_target(const kn_value *target, const kn_shape *in, kn
 
 static kiln_status reshape_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
-    KN_TRY(check_f32_input(x, "data"));
-    if (kn_node_int(node, "allowzero", 0) != 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "allowzero=1 is not supported");
+    KN_TRY(check_input(x, "data"));
+    bool allowzero = kn_node_int(node, "allowzero", 0) != 0;
     kn_shape y;
-    KN_TRY(reshape_target(kn_node_input(g, node, 1), &x->shape, &y));
-    return set_only_output(g, node, &y);
+    KN_TRY(reshape_target(kn_node_input(g, node, 1), &x->shape, allowzero, &y));
+    return set_only_output(g, node, &y, x->dtype);
+}
+
+static kiln_status identity_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    KN_TRY(check_input(x, "input"));
+    return set_only_output(g, node, &x->shape, x->dtype);
 }
 
 /* ---- Transpose ---- */
@@ -165,13 +146,13 @@ static kiln_status transpose_perm(const kn_node *node, int rank, int64_t *perm) 
 
 static kiln_status transpose_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
-    KN_TRY(check_f32_input(x, "data"));
+    KN_TRY(check_input(x, "data"));
     int64_t perm[KN_MAX_DIMS];
     KN_TRY(transpose_perm(node, x->shape.ndim, perm));
     kn_shape y = x->shape;
     for (int k = 0; k < y.ndim; k++)
         y.d[k] = x->shape.d[perm[k]];
-    return set_only_output(g, node, &y);
+    return set_only_output(g, node, &y, x->dtype);
 }
 
 /* A transpose as a walk over dims: dim k has dims[k] positions and one step along it moves
@@ -269,32 +250,35 @@ static void transpose_walk_next(transpose_walk *w, const transpose_plan *p) {
     }
 }
 
-/* This thread's share [begin, end) of `count` items, in a fixed static split. */
-static void thread_share(int64_t count, int64_t *begin, int64_t *end) {
-    int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
-    *begin = count * t / threads;
-    *end = count * (t + 1) / threads;
+/* n elements from src (stride src_stride) to contiguous dst: copied, or added when accumulating
+ * (f32 gradients). */
+static void transpose_move(char *dst, const char *src, int64_t n, int64_t src_stride, size_t esize,
+                           bool accumulate) {
+    if (!accumulate) {
+        kn_copy_strided(dst, src, n, src_stride, esize);
+        return;
+    }
+    float *d = (float *)dst;
+    const float *s = (const float *)src;
+    for (int64_t j = 0; j < n; j++)
+        d[j] += s[j * src_stride];
 }
 
 /* The last dim is contiguous on both sides: copy (or add) rows of dims[last] elements. */
-static void transpose_rows(const float *x, float *y, const transpose_plan *p, bool accumulate) {
+static void transpose_rows(const char *x, char *y, size_t esize, const transpose_plan *p,
+                           bool accumulate) {
     int last = p->ndim - 1;
     transpose_plan outer = transpose_plan_outer(p, last, -1);
     int64_t length = p->dims[last];
     int64_t rows = transpose_plan_count(&outer);
-#pragma omp parallel if (rows * length >= SHAPE_PARALLEL_MIN)
+#pragma omp parallel if (rows * length >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
-        thread_share(rows, &begin, &end);
+        kn_thread_share(rows, &begin, &end);
         transpose_walk w = transpose_walk_at(&outer, begin);
         for (int64_t r = begin; r < end; r++) {
-            const float *src = x + w.in;
-            float *dst = y + w.out;
-            if (accumulate)
-                for (int64_t j = 0; j < length; j++)
-                    dst[j] += src[j];
-            else
-                memcpy(dst, src, (size_t)length * sizeof(float));
+            transpose_move(y + w.out * (int64_t)esize, x + w.in * (int64_t)esize, length, 1, esize,
+                           accumulate);
             transpose_walk_next(&w, &outer);
         }
     }
@@ -303,17 +287,19 @@ static void transpose_rows(const float *x, float *y, const transpose_plan *p, bo
 /* The input's contiguous dim q is not the output's last: move square tiles of (q, last) so both the
  * strided reads and the strided writes of a tile stay in cache. One item is one outer position and
  * one tile row of q. */
-static void transpose_tiles(const float *x, float *y, const transpose_plan *p, int q, bool accumulate) {
+static void transpose_tiles(const char *x, char *y, size_t esize, const transpose_plan *p, int q,
+                            bool accumulate) {
     int last = p->ndim - 1;
     transpose_plan outer = transpose_plan_outer(p, q, last);
     int64_t nq = p->dims[q], nj = p->dims[last];
     int64_t q_out_stride = p->out_stride[q], j_in_stride = p->in_stride[last];
     int64_t q_tiles = (nq + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
     int64_t items = transpose_plan_count(&outer) * q_tiles;
-#pragma omp parallel if (transpose_plan_count(p) >= SHAPE_PARALLEL_MIN)
+    int64_t e = (int64_t)esize;
+#pragma omp parallel if (transpose_plan_count(p) >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
-        thread_share(items, &begin, &end);
+        kn_thread_share(items, &begin, &end);
         transpose_walk w = transpose_walk_at(&outer, begin / q_tiles);
         int64_t tile = begin % q_tiles;
         for (int64_t item = begin; item < end; item++) {
@@ -322,10 +308,9 @@ static void transpose_tiles(const float *x, float *y, const transpose_plan *p, i
             for (int64_t j0 = 0; j0 < nj; j0 += TRANSPOSE_TILE) {
                 int64_t j1 = j0 + TRANSPOSE_TILE < nj ? j0 + TRANSPOSE_TILE : nj;
                 for (int64_t i = q0; i < q1; i++) {
-                    const float *src = x + w.in + i;
-                    float *dst = y + w.out + i * q_out_stride;
-                    for (int64_t j = j0; j < j1; j++)
-                        dst[j] = accumulate ? dst[j] + src[j * j_in_stride] : src[j * j_in_stride];
+                    const char *src = x + (w.in + i + j0 * j_in_stride) * e;
+                    char *dst = y + (w.out + i * q_out_stride + j0) * e;
+                    transpose_move(dst, src, j1 - j0, j_in_stride, esize, accumulate);
                 }
             }
             if (++tile == q_tiles) {
@@ -336,24 +321,25 @@ static void transpose_tiles(const float *x, float *y, const transpose_plan *p, i
     }
 }
 
-/* y = transpose(x, perm), or y += it when accumulating. */
-static void transpose_run(const kn_tensor *x, float *y, const int64_t *perm, bool accumulate) {
+/* y = transpose(x, perm), or y += it when accumulating (f32 only). */
+static void transpose_run(const kn_tensor *x, void *y, const int64_t *perm, bool accumulate) {
     if (kn_numel(x) == 0)
         return;
     transpose_plan p = transpose_plan_make(&x->shape, perm);
+    size_t esize = kn_dtype_size(x->dtype);
     int q = 0;
     while (p.in_stride[q] != 1)
         q++;
     if (q == p.ndim - 1)
-        transpose_rows(kn_f32(x), y, &p, accumulate);
+        transpose_rows(x->data, y, esize, &p, accumulate);
     else
-        transpose_tiles(kn_f32(x), y, &p, q, accumulate);
+        transpose_tiles(x->data, y, esize, &p, q, accumulate);
 }
 
 static kiln_status transpose_forward(const kn_op_call *call) {
     int64_t perm[KN_MAX_DIMS];
     KN_TRY(transpose_perm(call->node, call->in[0]->shape.ndim, perm));
-    transpose_run(call->in[0], kn_f32(call->out[0]), perm, false);
+    transpose_run(call->in[0], call->out[0]->data, perm, false);
     return KILN_OK;
 }
 
@@ -361,6 +347,7 @@ static kiln_status transpose_forward(const kn_op_call *call) {
 static kiln_status transpose_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
+    KN_TRY(kn_check_f32_gradient(call, 0));
     int rank = call->in[0]->shape.ndim;
     int64_t perm[KN_MAX_DIMS], inverse[KN_MAX_DIMS];
     KN_TRY(transpose_perm(call->node, rank, perm));
@@ -378,9 +365,10 @@ static kiln_status concat_infer(kn_graph *g, const kn_node *node) {
     for (int i = 0; i < node->n_in; i++) {
         char name[32];
         snprintf(name, sizeof name, "%d", i);
-        KN_TRY(check_f32_input(kn_node_input(g, node, i), name));
+        KN_TRY(check_input(kn_node_input(g, node, i), name));
     }
-    const kn_shape *first = &kn_node_input(g, node, 0)->shape;
+    const kn_value *x0 = kn_node_input(g, node, 0);
+    const kn_shape *first = &x0->shape;
     int64_t axis_attr = kn_node_int(node, "axis", 0);
     int axis = kn_axis_normalize(axis_attr, first->ndim);
     if (axis < 0)
@@ -388,7 +376,11 @@ static kiln_status concat_infer(kn_graph *g, const kn_node *node) {
                        (long long)axis_attr, first->ndim);
     kn_shape y = *first;
     for (int i = 1; i < node->n_in; i++) {
-        const kn_shape *s = &kn_node_input(g, node, i)->shape;
+        const kn_value *x = kn_node_input(g, node, i);
+        const kn_shape *s = &x->shape;
+        if (x->dtype != x0->dtype)
+            return kn_fail(KILN_ERR_INVALID_ARG, "input %d has dtype %s, input 0 %s; they must agree",
+                           i, kn_dtype_name(x->dtype), kn_dtype_name(x0->dtype));
         char a[96], b[96];
         bool fits = s->ndim == first->ndim;
         for (int d = 0; fits && d < s->ndim; d++)
@@ -399,7 +391,7 @@ static kiln_status concat_infer(kn_graph *g, const kn_node *node) {
                            kn_shape_str(first, b, sizeof b), axis);
         y.d[axis] += s->d[axis];
     }
-    return set_only_output(g, node, &y);
+    return set_only_output(g, node, &y, x0->dtype);
 }
 
 /* The output as (outer, axis, inner): each input fills a block of (its axis dim) * inner elements in
@@ -415,14 +407,16 @@ static kiln_status concat_forward(const kn_op_call *call) {
     int axis;
     int64_t outer, inner;
     concat_layout(call, &axis, &outer, &inner);
+    size_t esize = kn_dtype_size(call->out[0]->dtype);
     int64_t row = call->out[0]->shape.d[axis] * inner;
-    float *y = kn_f32(call->out[0]); // (outer, row)
-#pragma omp parallel for schedule(static) if (outer * row >= SHAPE_PARALLEL_MIN)
+    char *y = call->out[0]->data; // (outer, row)
+#pragma omp parallel for schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
     for (int64_t o = 0; o < outer; o++) {
-        float *dst = y + o * row;
+        char *dst = y + (size_t)(o * row) * esize;
         for (int i = 0; i < call->node->n_in; i++) {
-            int64_t block = call->in[i]->shape.d[axis] * inner;
-            memcpy(dst, kn_f32(call->in[i]) + o * block, (size_t)block * sizeof(float));
+            size_t block = (size_t)(call->in[i]->shape.d[axis] * inner) * esize;
+            if (block > 0)
+                memcpy(dst, (const char *)call->in[i]->data + (size_t)o * block, block);
             dst += block;
         }
     }
@@ -432,12 +426,14 @@ static kiln_status concat_forward(const kn_op_call *call) {
 static kiln_status concat_backward(const kn_op_call *call) {
     if (!call->dout[0])
         return KILN_OK;
+    for (int i = 0; i < call->node->n_in; i++)
+        KN_TRY(kn_check_f32_gradient(call, i));
     int axis;
     int64_t outer, inner;
     concat_layout(call, &axis, &outer, &inner);
     int64_t row = call->out[0]->shape.d[axis] * inner;
     const float *dy = kn_f32(call->dout[0]); // (outer, row)
-#pragma omp parallel for schedule(static) if (outer * row >= SHAPE_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
     for (int64_t o = 0; o < outer; o++) {
         const float *src = dy + o * row;
         for (int i = 0; i < call->node->n_in; i++) {
@@ -458,8 +454,8 @@ const kn_op kn_op_flatten = {
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = flatten_infer,
-    .forward = view_forward,
-    .backward = view_backward,
+    .forward = kn_copy_forward,
+    .backward = kn_copy_backward,
 };
 
 const kn_op kn_op_reshape = {
@@ -467,8 +463,17 @@ const kn_op kn_op_reshape = {
     .min_inputs = 2,
     .max_inputs = 2,
     .infer = reshape_infer,
-    .forward = view_forward,
-    .backward = view_backward,
+    .forward = kn_copy_forward,
+    .backward = kn_copy_backward,
+};
+
+const kn_op kn_op_identity = {
+    .name = "Identity",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer = identity_infer,
+    .forward = kn_copy_forward,
+    .backward = kn_copy_backward,
 };
 
 const kn_op kn_op_transpose = {

@@ -1,0 +1,235 @@
+/* Cast and ConstantOfShape: the ops whose output dtype an attribute chooses (a kn_dtype code; the
+ * ONNX importer maps ONNX's TensorProto types to it).
+ *
+ * Conversions among f32, f16, i64, i32, u8, i8 and bool follow ONNX (and numpy): float to integer
+ * truncates toward zero, anything to bool is x != 0, bool to anything is 0 or 1, an integer to a
+ * narrower integer wraps modulo 2^bits. ONNX leaves a float outside the target's range undefined;
+ * here it saturates to the i64 range (NaN gives 0) and then wraps like an integer, so the result is at
+ * least the same everywhere. f16 is converted in portable C, rounding to nearest even.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "ops/movement.h"
+
+/* ---- f16 <-> f32 ---- */
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    if (exponent == 0) /* zero or subnormal: mantissa * 2^-24, exact in f32 */
+        return (sign ? -1.0f : 1.0f) * ldexpf((float)mantissa, -24);
+    uint32_t bits = exponent == 0x1f ? sign | 0x7f800000u | (mantissa << 13) /* inf, NaN */
+                                     : sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Keeps the top 10 of f32's 23 mantissa bits, rounding the dropped bits to nearest, ties to even. A
+ * carry out of the mantissa moves into the exponent, up to infinity, as it should. */
+static uint16_t f32_to_f16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    uint32_t sign = (bits >> 16) & 0x8000, exponent = (bits >> 23) & 0xff, mantissa = bits & 0x7fffff;
+    if (exponent == 0xff) /* inf stays inf; NaN stays a (quiet) NaN */
+        return (uint16_t)(sign | 0x7c00 | (mantissa ? 0x200 | (mantissa >> 13) : 0));
+    int32_t e = (int32_t)exponent - 127 + 15; /* the f16 exponent field */
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    uint32_t kept, dropped, half;
+    if (e > 0) {
+        kept = ((uint32_t)e << 10) | (mantissa >> 13);
+        dropped = mantissa & 0x1fff;
+        half = 0x1000;
+    } else {
+        /* f16 subnormal: value / 2^-24 = (1.mantissa) * 2^(e + 9), so shift the 24-bit significand
+         * right by 14 - e; below half the smallest subnormal it rounds to zero. */
+        if (e < -10)
+            return (uint16_t)sign;
+        uint32_t significand = mantissa | 0x800000, shift = (uint32_t)(14 - e);
+        kept = significand >> shift;
+        dropped = significand & ((1u << shift) - 1);
+        half = 1u << (shift - 1);
+    }
+    if (dropped > half || (dropped == half && (kept & 1)))
+        kept++;
+    return (uint16_t)(sign | kept);
+}
+
+/* ---- element conversions ---- */
+
+static bool dtype_is_float(kn_dtype t) { return t == KN_F32 || t == KN_F16; }
+
+static float load_float(const void *src, kn_dtype t, int64_t i) {
+    return t == KN_F16 ? f16_to_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
+}
+
+static int64_t load_int(const void *src, kn_dtype t, int64_t i) {
+    switch (t) {
+    case KN_I64: return ((const int64_t *)src)[i];
+    case KN_I32: return ((const int32_t *)src)[i];
+    case KN_U8: return ((const uint8_t *)src)[i];
+    case KN_I8: return ((const int8_t *)src)[i];
+    case KN_BOOL: return ((const uint8_t *)src)[i] != 0;
+    default: return 0;
+    }
+}
+
+/* Truncation toward zero, saturating at the i64 range; NaN gives 0. */
+static int64_t float_to_i64(float v) {
+    if (isnan(v))
+        return 0;
+    if (v >= 9223372036854775808.0f)
+        return INT64_MAX;
+    if (v <= -9223372036854775808.0f)
+        return INT64_MIN;
+    return (int64_t)v;
+}
+
+/* Narrow types keep the low bits (two's complement), written through unsigned types so no
+ * implementation-defined signed conversion happens. */
+static void store_int(void *dst, kn_dtype t, int64_t i, int64_t v) {
+    switch (t) {
+    case KN_F32: ((float *)dst)[i] = (float)v; break;
+    case KN_F16: /* one rounding: (float)v is exact up to 2^24, and f16 overflows from 65520 */
+        ((uint16_t *)dst)[i] = f32_to_f16((float)v);
+        break;
+    case KN_I64: ((int64_t *)dst)[i] = v; break;
+    case KN_I32: {
+        uint32_t low = (uint32_t)(uint64_t)v;
+        memcpy((char *)dst + 4 * i, &low, 4);
+        break;
+    }
+    case KN_U8:
+    case KN_I8: ((uint8_t *)dst)[i] = (uint8_t)(uint64_t)v; break;
+    case KN_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
+    default: break;
+    }
+}
+
+static void store_float(void *dst, kn_dtype t, int64_t i, float v) {
+    switch (t) {
+    case KN_F32: ((float *)dst)[i] = v; break;
+    case KN_F16: ((uint16_t *)dst)[i] = f32_to_f16(v); break;
+    case KN_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
+    default: store_int(dst, t, i, float_to_i64(v)); break;
+    }
+}
+
+/* A dtype code attribute; `fallback` NULL makes it required. */
+static kiln_status dtype_attr(const kn_node *node, const char *name, const kn_dtype *fallback,
+                              kn_dtype *dtype) {
+    const kn_attr *a = kn_node_attr(node, name);
+    if (!a) {
+        if (!fallback)
+            return kn_fail(KILN_ERR_INVALID_ARG, "attribute '%s' is missing", name);
+        *dtype = *fallback;
+        return KILN_OK;
+    }
+    int64_t code = kn_node_int(node, name, 0);
+    if (a->type != KN_ATTR_INT || code < 0 || code >= KN_DTYPE_COUNT)
+        return kn_fail(KILN_ERR_INVALID_ARG, "attribute '%s' = %lld is not a kiln dtype code "
+                       "(0 to %d)", name, (long long)code, KN_DTYPE_COUNT - 1);
+    *dtype = (kn_dtype)code;
+    return KILN_OK;
+}
+
+/* ---- Cast ---- */
+
+static kiln_status cast_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input is missing");
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_dtype to = KN_F32;
+    KN_TRY(dtype_attr(node, "to", NULL, &to));
+    kn_set_output(g, node, 0, &x->shape, to);
+    return KILN_OK;
+}
+
+static kiln_status cast_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    kn_tensor *y = call->out[0];
+    kn_dtype from = x->dtype, to = y->dtype;
+    int64_t n = kn_numel(x);
+    if (kn_numel(y) != n)
+        return kn_fail(KILN_ERR_SHAPE, "Cast: input has %lld elements but output %lld",
+                       (long long)n, (long long)kn_numel(y));
+    if (from == to) {
+        if (n > 0 && y->data != x->data)
+            memcpy(y->data, x->data, (size_t)n * kn_dtype_size(from));
+        return KILN_OK;
+    }
+    if (dtype_is_float(from)) {
+#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            store_float(y->data, to, i, load_float(x->data, from, i));
+    } else {
+#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            store_int(y->data, to, i, load_int(x->data, from, i));
+    }
+    return KILN_OK;
+}
+
+/* ---- ConstantOfShape: a tensor of the shape given as input, filled with one value ---- */
+
+static kiln_status constant_shape(const kn_tensor *shape_in, kn_shape *out) {
+    if (!shape_in)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input shape is missing");
+    int n;
+    KN_TRY(kn_read_ints(shape_in, "shape", out->d, KN_MAX_DIMS, &n));
+    out->ndim = n;
+    for (int k = 0; k < n; k++)
+        if (out->d[k] < 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "shape[%d] is %lld; dims must be >= 0", k,
+                           (long long)out->d[k]);
+    return KILN_OK;
+}
+
+static kiln_status constantofshape_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_infer_inputs inputs;
+    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
+    kn_shape y;
+    KN_TRY(constant_shape(inputs.in[0], &y));
+    kn_dtype dtype = KN_F32;
+    KN_TRY(dtype_attr(node, "dtype", &(kn_dtype){KN_F32}, &dtype));
+    const kn_attr *value = kn_node_attr(node, "value");
+    if (value && value->type != KN_ATTR_FLOAT && value->type != KN_ATTR_INT)
+        return kn_fail(KILN_ERR_INVALID_ARG, "attribute 'value' must be one number");
+    kn_set_output(g, node, 0, &y, dtype);
+    return KILN_OK;
+}
+
+/* "value" is a float attribute, or an int one when the importer keeps an integer fill exact. */
+static kiln_status constantofshape_forward(const kn_op_call *call) {
+    kn_tensor *y = call->out[0];
+    kn_shape shape;
+    KN_TRY(constant_shape(call->in[0], &shape));
+    if (!kn_shape_equal(&shape, &y->shape))
+        return kn_fail(KILN_ERR_SHAPE, "ConstantOfShape: the output's shape is not the shape input");
+    size_t esize = kn_dtype_size(y->dtype);
+    unsigned char element[8];
+    const kn_attr *value = kn_node_attr(call->node, "value");
+    if (value && value->type == KN_ATTR_INT)
+        store_int(element, y->dtype, 0, value->i);
+    else
+        store_float(element, y->dtype, 0, value ? value->f : 0.0f);
+    int64_t n = kn_numel(y);
+    char *dst = y->data;
+#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * esize, element, esize);
+    return KILN_OK;
+}
+
+const kn_op kn_op_cast = {
+    .name = "Cast", .min_inputs = 1, .max_inputs = 1,
+    .infer = cast_infer, .forward = cast_forward,
+};
+
+const kn_op kn_op_constantofshape = {
+    .name = "ConstantOfShape", .min_inputs = 1, .max_inputs = 1,
+    .infer = constantofshape_infer, .forward = constantofshape_forward,
+};
