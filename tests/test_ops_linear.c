@@ -540,6 +540,7 @@ static void test_maxpool_ties_and_nan(void) {
         kn_op_ctx ctx = {0};
         kn_op_call call = {.node = &g.nodes[node], .in = &in_p, .out = &out_p, .dout = &dy_p, .din = &dx_p, .ctx = &ctx};
         CHECK_OK(g.nodes[node].op->backward(&call));
+        kn_op_ctx_release(&ctx);
         const float expect[8] = {10, 0, 0, 20, 0, 0, 0, 0};
         CHECK(memcmp(dx_data, expect, sizeof expect) == 0);
     }
