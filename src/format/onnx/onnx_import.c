@@ -17,6 +17,7 @@
 
 #include "core/status.h"
 #include "format/onnx/onnx_internal.h"
+#include "format/onnx/onnx_metadata.h"
 #include "ops/op.h"
 
 /* A folded node whose outputs exceed this stays a node: constant folding should shrink a model's
@@ -568,6 +569,7 @@ static kiln_status import_model(kn_onnx_importer *im, const Onnx__ModelProto *m)
             g->values[v].data_from_inference = false;
         }
     }
+    KN_TRY(kn_onnx_meta_import(m, g));
     char opset[24];
     snprintf(opset, sizeof opset, "%lld", (long long)im->opset);
     KN_TRY(kn_graph_set_meta(g, "onnx.opset", opset));
