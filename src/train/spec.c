@@ -329,8 +329,9 @@ static kiln_status layer_dropout(spec_builder *b, const spec_line *l) {
     return finish_node(b, node);
 }
 
-static kiln_status layer_flatten(spec_builder *b) {
-    int node = add_node(b, "Flatten", "", 1, &b->current);
+/* `suffix` names the node within the layer ("" when it is the layer's only node). */
+static kiln_status add_flatten(spec_builder *b, const char *suffix) {
+    int node = add_node(b, "Flatten", suffix, 1, &b->current);
     if (node < 0)
         return KILN_ERR_INVALID_ARG;
     KN_TRY(kn_node_set_int(b->g, node, "axis", 1));
@@ -541,8 +542,8 @@ static kiln_status build_layer(spec_builder *b, const spec_line *l, int line) {
         KN_TRY(positional_count(l, 0, "globalavgpool"));
         if (current_shape(b)->ndim != 4)
             return kn_fail(KILN_ERR_SHAPE, "globalavgpool needs an image input (C H W)");
-        KN_TRY(emit_unary(b, "GlobalAveragePool"));
-        return layer_flatten(b);
+        KN_TRY(emit(b, "GlobalAveragePool", "pool", 1, &b->current));
+        return add_flatten(b, "flatten");
     }
     if (strcmp(kw, "batchnorm") == 0) return layer_batchnorm(b, l);
     if (strcmp(kw, "layernorm") == 0) {
@@ -552,7 +553,7 @@ static kiln_status build_layer(spec_builder *b, const spec_line *l, int line) {
     if (strcmp(kw, "dropout") == 0) return layer_dropout(b, l);
     if (strcmp(kw, "flatten") == 0) {
         KN_TRY(positional_count(l, 0, "flatten"));
-        return layer_flatten(b);
+        return add_flatten(b, "");
     }
     if (strcmp(kw, "patchify") == 0) return layer_patchify(b, l);
     if (strcmp(kw, "posembed") == 0) {
