@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build kiln, train the example models on Fashion-MNIST, evaluate them on the test set
-# and print a summary. Installs what it needs first. Outputs go to out/ (models, logs).
+# The main job: build kiln, train the example models on Fashion-MNIST, evaluate them on the test set,
+# then deploy the CNN: convert it to ONNX, inspect it, classify an image with the runtime and time it.
+# Installs what it needs first. Outputs go to out/ (models, logs, the .onnx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -31,3 +32,11 @@ for name in mlp cnn vit; do
     loss=$(echo "$json" | sed -n 's/.*"loss":\([0-9.]*\).*/\1/p')
     printf '%-12s %10s %10s\n' "fmnist_$name" "$acc" "$loss"
 done
+
+echo
+echo "== deploy fmnist_cnn: .kiln -> .onnx, info, run on a test image, bench"
+build/kiln convert out/fmnist_cnn.kiln out/fmnist_cnn.onnx
+build/kiln info out/fmnist_cnn.kiln
+build/kiln run out/fmnist_cnn.onnx tests/data/fmnist_test_2_trouser.png --top 3
+build/kiln bench out/fmnist_cnn.kiln --batch 1 --threads "$threads"
+build/kiln bench out/fmnist_cnn.kiln --batch 32 --threads "$threads"
