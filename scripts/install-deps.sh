@@ -2,7 +2,8 @@
 # Installs the Debian packages kiln needs to build and test (run as root on Debian 12).
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch for the speed comparisons)
 set -euo pipefail
-packages=(build-essential cmake zlib1g-dev dataset-fashion-mnist)
+packages=(build-essential cmake pkg-config zlib1g-dev dataset-fashion-mnist
+          libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata)
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(python3-torch python3-numpy)
 fi

@@ -28,7 +28,16 @@ typedef struct kn_value {
     kn_shape shape;   /* for activations: set by shape inference for the current batch size */
     void *data;       /* initializers: 64-byte aligned, owned by the graph arena; NULL otherwise */
     int producer;     /* node index, -1 for inputs and initializers */
+    /* An activation whose data shape inference computed (data != NULL): a small result of a shape
+     * computation such as Shape -> Gather -> Concat -> Reshape target, valid for the shapes of the
+     * last kn_graph_infer_shapes. Executors may skip nodes whose outputs all have it. An executor may
+     * also set it on an input whose data it binds before inferring shapes (a shape input). */
+    bool data_from_inference;
 } kn_value;
+
+/* Shape inference computes the data of activations of at most this many elements (see
+ * kn_graph_infer_node). */
+#define KN_INFER_DATA_MAX_ELEMS 64
 
 typedef enum kn_attr_type { KN_ATTR_INT, KN_ATTR_FLOAT, KN_ATTR_INTS, KN_ATTR_STRING } kn_attr_type;
 
@@ -120,6 +129,13 @@ static inline kn_value *kn_node_output(const kn_graph *g, const kn_node *n, int 
 
 /* Runs every node's shape inference in order; a failure names the node. */
 kiln_status kn_graph_infer_shapes(kn_graph *g);
+
+/* Node i's shape inference, without the node's name in a failure's message. Afterwards, when every
+ * output is an f32, i64, i32 or bool tensor of at most KN_INFER_DATA_MAX_ELEMS elements and every
+ * input has data (Shape and Size: its input has a fully known shape), the node is run right away and
+ * its outputs get data_from_inference: so ops that need data at inference time (a Reshape target)
+ * can use values computed from shapes. Outputs that stop qualifying lose their data. */
+kiln_status kn_graph_infer_node(kn_graph *g, int i);
 
 /* Adds (or replaces) a metadata entry; strings are copied into the arena. */
 kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value);

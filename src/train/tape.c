@@ -62,13 +62,19 @@ static kiln_status alloc_param_grads(kn_tape *t) {
     return KILN_OK;
 }
 
+/* Whether value v lives in the activation block: inputs and activations, except those whose data
+ * shape inference computed or the caller bound before binding the tape (they keep it in the graph). */
+static bool in_act_block(const kn_value *val) {
+    return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
+}
+
 /* Lays out activation (and activation-gradient) buffers for the current shapes in one block. */
 static kiln_status bind_activations(kn_tape *t) {
     kn_graph *g = t->g;
     size_t total = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
-        if (val->kind != KN_VALUE_ACT && val->kind != KN_VALUE_INPUT)
+        if (!in_act_block(val))
             continue;
         size_t bytes;
         if (!kn_shape_bytes(&val->shape, val->dtype, &bytes))
@@ -91,7 +97,7 @@ static kiln_status bind_activations(kn_tape *t) {
     size_t offset = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
-        if (val->kind != KN_VALUE_ACT && val->kind != KN_VALUE_INPUT) {
+        if (!in_act_block(val)) {
             t->values[v] = (kn_tensor){val->shape, val->dtype, val->data};
             continue;
         }
@@ -123,7 +129,27 @@ kiln_status kn_tape_set_batch(kn_tape *t, int64_t batch) {
     return bind_activations(t);
 }
 
-kiln_status kn_tape_init(kn_tape *t, kn_graph *g, int64_t batch, bool with_grads) {
+kiln_status kn_tape_set_input_shapes(kn_tape *t, const kn_shape *shapes) {
+    kn_graph *g = t->g;
+    for (int i = 0; i < g->n_inputs; i++) {
+        kn_value *in = &g->values[g->inputs[i]];
+        char buf[96];
+        for (int k = 0; k < shapes[i].ndim; k++)
+            if (shapes[i].d[k] < 0)
+                return kn_fail(KILN_ERR_INVALID_ARG, "input '%s': shape %s has an unknown dim",
+                               in->name, kn_shape_str(&shapes[i], buf, sizeof buf));
+        if (shapes[i].ndim != in->shape.ndim)
+            return kn_fail(KILN_ERR_SHAPE, "input '%s' has rank %d; shape %s was given", in->name,
+                           in->shape.ndim, kn_shape_str(&shapes[i], buf, sizeof buf));
+        in->shape = shapes[i];
+    }
+    KN_TRY(kn_graph_infer_shapes(g));
+    t->batch = g->n_inputs && shapes[0].ndim ? shapes[0].d[0] : 1;
+    return bind_activations(t);
+}
+
+/* Everything but the shapes: per-value tables, gradient marks, parameter gradients. */
+static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     memset(t, 0, sizeof *t);
     t->g = g;
     t->with_grads = with_grads;
@@ -137,8 +163,22 @@ kiln_status kn_tape_init(kn_tape *t, kn_graph *g, int64_t batch, bool with_grads
     }
     mark_needs_grad(t);
     kiln_status st = alloc_param_grads(t);
-    if (st == KILN_OK)
-        st = kn_tape_set_batch(t, batch);
+    if (st != KILN_OK)
+        kn_tape_free(t);
+    return st;
+}
+
+kiln_status kn_tape_init(kn_tape *t, kn_graph *g, int64_t batch, bool with_grads) {
+    KN_TRY(tape_prepare(t, g, with_grads));
+    kiln_status st = kn_tape_set_batch(t, batch);
+    if (st != KILN_OK)
+        kn_tape_free(t);
+    return st;
+}
+
+kiln_status kn_tape_init_shapes(kn_tape *t, kn_graph *g, const kn_shape *shapes, bool with_grads) {
+    KN_TRY(tape_prepare(t, g, with_grads));
+    kiln_status st = kn_tape_set_input_shapes(t, shapes);
     if (st != KILN_OK)
         kn_tape_free(t);
     return st;
@@ -182,11 +222,20 @@ static kiln_status bind_node(kn_tape *t, const kn_node *n, node_binding *b, bool
     return KILN_OK;
 }
 
+static bool outputs_known(const kn_graph *g, const kn_node *n) {
+    for (int k = 0; k < n->n_out; k++)
+        if (!g->values[n->out[k]].data_from_inference)
+            return false;
+    return true;
+}
+
 kiln_status kn_tape_forward(kn_tape *t, bool training) {
     kn_graph *g = t->g;
     t->ctx.training = training;
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
+        if (outputs_known(g, n))
+            continue;
         node_binding b;
         KN_TRY(bind_node(t, n, &b, false));
         t->ctx.node_index = i;

@@ -31,6 +31,11 @@ void kn_tape_free(kn_tape *t);
 /* Re-infers shapes for a new batch size; reuses the buffers when they are large enough. */
 kiln_status kn_tape_set_batch(kn_tape *t, int64_t batch);
 
+/* kn_tape_init and kn_tape_set_batch for graphs whose inputs have other dynamic dims than the batch,
+ * or no batch dim: shapes[i] is the full shape of graph input i, every dim known. */
+kiln_status kn_tape_init_shapes(kn_tape *t, kn_graph *g, const kn_shape *shapes, bool with_grads);
+kiln_status kn_tape_set_input_shapes(kn_tape *t, const kn_shape *shapes);
+
 /* The i-th graph input / output as bound for the current batch. */
 kn_tensor *kn_tape_input(kn_tape *t, int i);
 const kn_tensor *kn_tape_output(const kn_tape *t, int i);
@@ -39,6 +44,8 @@ kn_tensor *kn_tape_output_grad(kn_tape *t, int i);
 /* Gradient buffer of value `v` (NULL data when none flows). */
 static inline kn_tensor *kn_tape_grad(kn_tape *t, int v) { return &t->grads[v]; }
 
+/* Runs every node except those whose outputs shape inference already computed
+ * (kn_value.data_from_inference). */
 kiln_status kn_tape_forward(kn_tape *t, bool training);
 /* Zeroes every parameter gradient. */
 void kn_tape_zero_param_grads(kn_tape *t);

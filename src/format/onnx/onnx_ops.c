@@ -1,0 +1,664 @@
+/* ONNX import, node by node: most ops map 1:1 onto the kiln op of the same name; the rest are
+ * rewritten here into the signatures kiln's ops implement, which are the newest of opsets 7 to 17.
+ * docs/onnx.md lists every rewrite; keep the two in step.
+ *
+ * - Attributes that later opsets turned into inputs (Squeeze axes, Slice starts, Clip min ...) become
+ *   constant inputs, by the rules of `attr_inputs` below, when kiln's op takes the input.
+ * - Constant becomes a constant value, Identity an alias, Cast's `to` and ConstantOfShape's `value`
+ *   kiln's encodings, Upsample a Resize, and Softmax before opset 13 (which flattened the input to
+ *   2-D at `axis`) a softmax over the last axis.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "format/onnx/onnx_import.h"
+#include "format/onnx/onnx_internal.h"
+#include "ops/op.h"
+
+enum { MAX_NODE_IO = 32 }; /* inputs or outputs of one node, as executors bind them */
+
+static const char *str_or_empty(const char *s) { return s ? s : ""; }
+
+/* ---- attributes that became inputs ---- */
+
+typedef enum attr_form {
+    INTS_AS_I64_LIST,  /* ints -> 1-D i64 */
+    INT_AS_I64_LIST,   /* one int -> 1-D i64 of one element (TopK k) */
+    FLOAT_AS_F32,      /* float -> f32 scalar */
+} attr_form;
+
+/* Before opset `since`, op `op` carried input `input` as attribute `attr`. */
+typedef struct attr_input_rule {
+    const char *op;
+    int since;
+    const char *attr;
+    int input;
+    attr_form form;
+} attr_input_rule;
+
+static const attr_input_rule attr_inputs[] = {
+    {"Squeeze", 13, "axes", 1, INTS_AS_I64_LIST},
+    {"Unsqueeze", 13, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceSum", 13, "axes", 1, INTS_AS_I64_LIST},
+    /* The other reductions take axes as an input only from opset 18; kiln ops that accept the
+     * input form get it, the others keep the attribute. */
+    {"ReduceMean", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceMax", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceMin", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceProd", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceL1", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceL2", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceLogSum", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceLogSumExp", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"ReduceSumSquare", 18, "axes", 1, INTS_AS_I64_LIST},
+    {"Split", 13, "split", 1, INTS_AS_I64_LIST},
+    {"Slice", 10, "starts", 1, INTS_AS_I64_LIST},
+    {"Slice", 10, "ends", 2, INTS_AS_I64_LIST},
+    {"Slice", 10, "axes", 3, INTS_AS_I64_LIST},
+    {"Pad", 11, "pads", 1, INTS_AS_I64_LIST},
+    {"Pad", 11, "value", 2, FLOAT_AS_F32},
+    {"Clip", 11, "min", 1, FLOAT_AS_F32},
+    {"Clip", 11, "max", 2, FLOAT_AS_F32},
+    {"Dropout", 12, "ratio", 1, FLOAT_AS_F32},
+    {"TopK", 10, "k", 1, INT_AS_I64_LIST},
+};
+
+/* ---- one kiln node in the making ---- */
+
+typedef struct node_io {
+    int in[MAX_NODE_IO], n_in;
+    int out[MAX_NODE_IO], n_out;
+    const char *consumed[8]; /* ONNX attributes turned into something else: not copied */
+    int n_consumed;
+} node_io;
+
+static void consume(node_io *io, const char *attr) {
+    assert(io->n_consumed < (int)(sizeof io->consumed / sizeof io->consumed[0]));
+    io->consumed[io->n_consumed++] = attr;
+}
+
+static bool consumed(const node_io *io, const char *attr) {
+    for (int i = 0; i < io->n_consumed; i++)
+        if (strcmp(io->consumed[i], attr) == 0)
+            return true;
+    return false;
+}
+
+/* The node's ONNX inputs as value ids (-1 for omitted ones, trailing omitted ones dropped). */
+static kiln_status resolve_inputs(kn_onnx_importer *im, const kn_onnx_node *n, node_io *io) {
+    const Onnx__NodeProto *p = n->proto;
+    if (p->n_input > MAX_NODE_IO)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%zu inputs; at most %d supported", p->n_input,
+                       MAX_NODE_IO);
+    io->n_in = 0;
+    for (size_t k = 0; k < p->n_input; k++) {
+        int id = kn_onnx_value(im, p->input[k]);
+        if (id == -1)
+            return kn_fail(KILN_ERR_FORMAT, "input %zu '%s' names no value of the graph", k,
+                           p->input[k]);
+        io->in[k] = id < 0 ? -1 : id;
+        if (id >= 0)
+            io->n_in = (int)k + 1;
+    }
+    return KILN_OK;
+}
+
+/* The node's ONNX outputs as new values (trailing unnamed optional outputs dropped). */
+static kiln_status make_outputs(kn_onnx_importer *im, const kn_onnx_node *n, node_io *io) {
+    const Onnx__NodeProto *p = n->proto;
+    if (p->n_output > MAX_NODE_IO)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%zu outputs; at most %d supported", p->n_output,
+                       MAX_NODE_IO);
+    io->n_out = 0;
+    for (size_t k = 0; k < p->n_output; k++)
+        if (*str_or_empty(p->output[k]))
+            io->n_out = (int)k + 1;
+    if (io->n_out == 0)
+        return kn_fail(KILN_ERR_FORMAT, "the node has no output");
+    for (int k = 0; k < io->n_out; k++) {
+        io->out[k] = kn_onnx_add_output(im, n, p->output[k]);
+        if (io->out[k] < 0)
+            return KILN_ERR_FORMAT;
+    }
+    return KILN_OK;
+}
+
+static kiln_status const_from_attr(kn_onnx_importer *im, const kn_onnx_node *n,
+                                   const Onnx__AttributeProto *a, attr_form form, int *id) {
+    Onnx__AttributeProto__AttributeType type = kn_onnx_attr_type(a);
+    kn_shape shape = {0};
+    switch (form) {
+    case INTS_AS_I64_LIST:
+        if (type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
+            return kn_fail(KILN_ERR_FORMAT, "attribute '%s' must be ints", a->name);
+        shape = kn_shape_of(1, (int64_t[]){(int64_t)a->n_ints});
+        *id = kn_onnx_add_const(im, n->name, a->name, KN_I64, &shape, a->ints);
+        break;
+    case INT_AS_I64_LIST:
+        if (type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+            return kn_fail(KILN_ERR_FORMAT, "attribute '%s' must be an int", a->name);
+        shape = kn_shape_of(1, (int64_t[]){1});
+        *id = kn_onnx_add_const(im, n->name, a->name, KN_I64, &shape, &a->i);
+        break;
+    case FLOAT_AS_F32:
+        if (type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+            return kn_fail(KILN_ERR_FORMAT, "attribute '%s' must be a float", a->name);
+        *id = kn_onnx_add_const(im, n->name, a->name, KN_F32, &shape, &a->f);
+        break;
+    }
+    return *id < 0 ? KILN_ERR_NOMEM : KILN_OK;
+}
+
+/* Moves attributes that kiln's op `op` takes as inputs into constant inputs. */
+static kiln_status attrs_to_inputs(kn_onnx_importer *im, const kn_onnx_node *n, const kn_op *op,
+                                   node_io *io) {
+    const char *op_type = str_or_empty(n->proto->op_type);
+    for (size_t r = 0; r < sizeof attr_inputs / sizeof attr_inputs[0]; r++) {
+        const attr_input_rule *rule = &attr_inputs[r];
+        const Onnx__AttributeProto *a;
+        if (strcmp(rule->op, op_type) != 0 || im->opset >= rule->since ||
+            rule->input >= op->max_inputs || !(a = kn_onnx_attr(n->proto, rule->attr)))
+            continue;
+        if (rule->input < io->n_in && io->in[rule->input] >= 0)
+            return kn_fail(KILN_ERR_FORMAT, "'%s' is given both as attribute and as input %d",
+                           rule->attr, rule->input);
+        while (io->n_in <= rule->input)
+            io->in[io->n_in++] = -1;
+        KN_TRY(const_from_attr(im, n, a, rule->form, &io->in[rule->input]));
+        consume(io, rule->attr);
+    }
+    return KILN_OK;
+}
+
+/* ---- fine-tuning: which initializers are trainable ---- */
+
+typedef struct trainable_slots {
+    const char *op;
+    unsigned params; /* bit k: input k is a parameter */
+    unsigned state;  /* bit k: input k is updated by training without gradients */
+} trainable_slots;
+
+static const trainable_slots trainable[] = {
+    {"Conv", 0x6, 0},  {"Gemm", 0x6, 0}, {"MatMul", 0x3, 0}, {"Add", 0x3, 0}, {"Mul", 0x3, 0},
+    {"BatchNormalization", 0x6, 0x18}, {"LayerNormalization", 0x6, 0},
+};
+
+/* Ops that move a weight's elements without computing on them: exporters put them between a
+ * parameter and its use (MatMul(x, Transpose(W)), a Slice of a fused q/k/v weight). */
+static bool moves_data(const kn_op *op) {
+    static const char *const names[] = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                                        "Identity", "Slice"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(op->name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The value v comes from: itself, or the data input of the data-moving nodes that produce it. */
+static int data_source(const kn_graph *g, int v) {
+    while (g->values[v].kind == KN_VALUE_ACT && g->values[v].producer >= 0) {
+        const kn_node *p = &g->nodes[g->values[v].producer];
+        if (!moves_data(p->op) || p->n_in < 1 || p->in[0] < 0)
+            break;
+        v = p->in[0];
+    }
+    return v;
+}
+
+static void mark_trainable(kn_onnx_importer *im, const char *op, const node_io *io) {
+    for (size_t t = 0; t < sizeof trainable / sizeof trainable[0]; t++) {
+        if (strcmp(trainable[t].op, op) != 0)
+            continue;
+        for (int k = 0; k < io->n_in; k++) {
+            int id = io->in[k] >= 0 ? data_source(im->g, io->in[k]) : -1;
+            kn_value *v = id >= 0 ? &im->g->values[id] : NULL;
+            /* Only the file's float initializers: values of Constant nodes stay constants. */
+            if (!v || !kn_onnx_is_weight(im, id) || v->kind != KN_VALUE_CONST || v->dtype != KN_F32)
+                continue;
+            if ((trainable[t].params >> k) & 1u)
+                v->kind = KN_VALUE_PARAM;
+            else if ((trainable[t].state >> k) & 1u)
+                v->kind = KN_VALUE_STATE;
+        }
+    }
+}
+
+/* Adds kiln node `op` with io's values and every ONNX attribute not consumed; returns its index
+ * in *node for the caller to add attributes, then kn_onnx_finish_node. */
+static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const char *op,
+                            const char *name, const node_io *io, int *node) {
+    if (im->for_training)
+        mark_trainable(im, op, io);
+    *node = kn_graph_add_node(im->g, op, name, io->n_in, io->in, io->n_out, io->out);
+    if (*node < 0)
+        return KILN_ERR_UNSUPPORTED;
+    const Onnx__NodeProto *p = n->proto;
+    for (size_t i = 0; i < p->n_attribute; i++) {
+        const Onnx__AttributeProto *a = p->attribute[i];
+        if (a->name && consumed(io, a->name))
+            continue;
+        KN_TRY(kn_onnx_copy_attr(im, n, *node, a));
+    }
+    return KILN_OK;
+}
+
+static kiln_status unsupported(const kn_onnx_importer *im, const kn_onnx_node *n) {
+    return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported",
+                   str_or_empty(n->proto->op_type), (long long)im->opset);
+}
+
+/* The 1:1 mapping: same op name, attributes copied, attribute-inputs moved. */
+static kiln_status import_mapped(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const kn_op *op = kn_op_find(str_or_empty(n->proto->op_type));
+    if (!op)
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(attrs_to_inputs(im, n, op, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* ---- rewrites ---- */
+
+static kiln_status import_constant(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__NodeProto *p = n->proto;
+    if (p->n_attribute != 1 || p->n_output != 1 || !*str_or_empty(p->output[0]))
+        return kn_fail(KILN_ERR_FORMAT, "Constant needs exactly one attribute and one output");
+    const Onnx__AttributeProto *a = p->attribute[0];
+    const char *attr = str_or_empty(a->name), *out = p->output[0];
+    kn_shape scalar = {0}, list;
+    int id;
+    if (strcmp(attr, "value") == 0 && a->t) {
+        kn_dtype dtype;
+        kn_shape shape;
+        KN_TRY(kn_onnx_tensor_header(a->t, true, &dtype, &shape));
+        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, dtype, &shape);
+        if (id < 0)
+            return KILN_ERR_NOMEM;
+        KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, kn_shape_numel(&shape),
+                                   im->g->values[id].data));
+    } else if (strcmp(attr, "value_float") == 0 && a->has_f) {
+        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &scalar);
+        if (id >= 0)
+            *(float *)im->g->values[id].data = a->f;
+    } else if (strcmp(attr, "value_int") == 0 && a->has_i) {
+        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &scalar);
+        if (id >= 0)
+            *(int64_t *)im->g->values[id].data = a->i;
+    } else if (strcmp(attr, "value_floats") == 0) {
+        list = kn_shape_of(1, (int64_t[]){(int64_t)a->n_floats});
+        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &list);
+        if (id >= 0 && a->n_floats)
+            memcpy(im->g->values[id].data, a->floats, a->n_floats * sizeof(float));
+    } else if (strcmp(attr, "value_ints") == 0) {
+        list = kn_shape_of(1, (int64_t[]){(int64_t)a->n_ints});
+        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &list);
+        if (id >= 0 && a->n_ints)
+            memcpy(im->g->values[id].data, a->ints, a->n_ints * sizeof(int64_t));
+    } else {
+        return kn_fail(KILN_ERR_UNSUPPORTED, "Constant with attribute '%s' is not supported "
+                       "(value, value_float(s) and value_int(s) are)", attr);
+    }
+    return id < 0 ? KILN_ERR_NOMEM : kn_onnx_bind(im, out, id);
+}
+
+/* Identity: kiln's Identity op when the table has one, else its output is its input. Exporters
+ * store equal initializers once and recreate the others with Identity (PyTorch does for every
+ * LayerNorm's ones and zeros): for fine-tuning such a copy is a weight of its own, not a tied one. */
+static kiln_status import_identity(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__NodeProto *p = n->proto;
+    if (p->n_input != 1 || p->n_output != 1 || !*str_or_empty(p->output[0]))
+        return kn_fail(KILN_ERR_FORMAT, "Identity needs one input and one output");
+    int x = kn_onnx_value(im, p->input[0]);
+    if (x < 0)
+        return kn_fail(KILN_ERR_FORMAT, "input '%s' names no value of the graph",
+                       str_or_empty(p->input[0]));
+    const kn_value *v = &im->g->values[x];
+    if (im->for_training && kn_onnx_is_weight(im, x) && v->dtype == KN_F32) {
+        kn_shape shape = v->shape;
+        int copy = kn_graph_add_value(im->g, p->output[0], KN_VALUE_CONST, KN_F32, &shape);
+        if (copy < 0)
+            return KILN_ERR_NOMEM;
+        memcpy(im->g->values[copy].data, im->g->values[x].data,
+               sizeof(float) * (size_t)kn_shape_numel(&shape));
+        KN_TRY(kn_onnx_set_weight(im, copy));
+        return kn_onnx_bind(im, p->output[0], copy);
+    }
+    if (kn_op_find("Identity"))
+        return import_mapped(im, n);
+    return kn_onnx_bind(im, p->output[0], x);
+}
+
+/* Cast: `to` holds an ONNX data type; kiln's Cast takes the kn_dtype code. */
+static kiln_status import_cast(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const kn_op *op = kn_op_find("Cast");
+    const Onnx__AttributeProto *to = kn_onnx_attr(n->proto, "to");
+    if (!op)
+        return unsupported(im, n);
+    if (!to || kn_onnx_attr_type(to) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+        return kn_fail(KILN_ERR_FORMAT, "Cast needs an int attribute 'to'");
+    kn_dtype dtype;
+    char buf[32];
+    if (to->i < INT32_MIN || to->i > INT32_MAX || !kn_onnx_dtype_to_kiln((int32_t)to->i, &dtype))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "Cast to %s is not supported",
+                       kn_onnx_dtype_name((int32_t)to->i, buf, sizeof buf));
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "to");
+    int node;
+    KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    KN_TRY(kn_node_set_int(im->g, node, "to", dtype));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* ConstantOfShape: the one-element tensor `value` becomes a float "value" and an int "dtype". */
+static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const kn_op *op = kn_op_find("ConstantOfShape");
+    if (!op)
+        return unsupported(im, n);
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "value");
+    kn_dtype dtype = KN_F32;
+    float value = 0;
+    if (a) {
+        if (!a->t)
+            return kn_fail(KILN_ERR_FORMAT, "attribute 'value' must be a tensor");
+        kn_shape shape;
+        KN_TRY(kn_onnx_tensor_header(a->t, false, &dtype, &shape));
+        if (kn_shape_numel(&shape) != 1)
+            return kn_fail(KILN_ERR_FORMAT, "attribute 'value' must hold one element, not %lld",
+                           (long long)kn_shape_numel(&shape));
+        union { float f; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t f16; } element;
+        KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, 1, &element));
+        switch (dtype) {
+        case KN_F32: value = element.f; break;
+        case KN_I64: value = (float)element.i64; break;
+        case KN_I32: value = (float)element.i32; break;
+        case KN_U8: case KN_BOOL: value = element.u8; break;
+        case KN_I8: value = element.i8; break;
+        default: return kn_fail(KILN_ERR_UNSUPPORTED, "ConstantOfShape of dtype %s is not supported",
+                                kn_dtype_name(dtype));
+        }
+    }
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "value");
+    int node;
+    KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    KN_TRY(kn_node_set_float(im->g, node, "value", value));
+    KN_TRY(kn_node_set_int(im->g, node, "dtype", dtype));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* Softmax, LogSoftmax and Hardmax before opset 13 flatten the input to 2-D at `axis` (default 1) and
+ * normalise each row. When axis is the last dim that is the newer op; otherwise the rewrite is
+ * Flatten(axis) -> op(axis = -1) -> Reshape back to Shape(x). */
+static kiln_status import_softmax_family(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const char *op_type = str_or_empty(n->proto->op_type);
+    const kn_op *op = kn_op_find(op_type);
+    if (!op)
+        return unsupported(im, n);
+    if (im->opset >= 13)
+        return import_mapped(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    if (io.n_in != 1 || n->proto->n_output != 1)
+        return kn_fail(KILN_ERR_FORMAT, "%s needs one input and one output", op_type);
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "axis");
+    if (a && kn_onnx_attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+        return kn_fail(KILN_ERR_FORMAT, "attribute 'axis' must be an int");
+    int64_t axis = a ? a->i : 1;
+    const kn_value *x = &im->g->values[io.in[0]];
+    int rank = x->shape.ndim;
+    bool rank_known = im->shapes_known || x->kind != KN_VALUE_ACT;
+    if (rank_known && (axis < -rank || axis >= (rank ? rank : 1)))
+        return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for rank %d", (long long)axis,
+                       rank);
+    consume(&io, "axis");
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    if (rank_known && (axis < 0 ? axis + rank : axis) >= rank - 1) {
+        KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+        KN_TRY(kn_node_set_int(im->g, node, "axis", -1));
+        return kn_onnx_finish_node(im, node);
+    }
+    if (!kn_op_find("Shape") || !kn_op_find("Flatten") || !kn_op_find("Reshape"))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s before opset 13 over a leading axis needs kiln's "
+                       "Shape, Flatten and Reshape ops", op_type);
+    int y = io.out[0];
+    int shape = kn_onnx_add_temp(im, n->name, "shape");
+    int flat = kn_onnx_add_temp(im, n->name, "flat");
+    int normalized = kn_onnx_add_temp(im, n->name, "normalized");
+    if (shape < 0 || flat < 0 || normalized < 0)
+        return KILN_ERR_NOMEM;
+    char name[512];
+    snprintf(name, sizeof name, "%s/shape", n->name);
+    node = kn_graph_add_node(im->g, "Shape", name, 1, &io.in[0], 1, &shape);
+    if (node < 0)
+        return KILN_ERR_NOMEM;
+    KN_TRY(kn_onnx_finish_node(im, node));
+    snprintf(name, sizeof name, "%s/flatten", n->name);
+    node = kn_graph_add_node(im->g, "Flatten", name, 1, &io.in[0], 1, &flat);
+    if (node < 0)
+        return KILN_ERR_NOMEM;
+    KN_TRY(kn_node_set_int(im->g, node, "axis", axis));
+    KN_TRY(kn_onnx_finish_node(im, node));
+    io.in[0] = flat;
+    io.out[0] = normalized;
+    KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    KN_TRY(kn_node_set_int(im->g, node, "axis", -1));
+    KN_TRY(kn_onnx_finish_node(im, node));
+    snprintf(name, sizeof name, "%s/reshape", n->name);
+    node = kn_graph_add_node(im->g, "Reshape", name, 2, (int[]){normalized, shape}, 1, &y);
+    if (node < 0)
+        return KILN_ERR_NOMEM;
+    return kn_onnx_finish_node(im, node);
+}
+
+/* BatchNormalization: opset 7-8's `spatial` (1 = per-channel statistics, kiln's only form) and
+ * opset 14's training_mode = 0 carry no information; the other settings are not kiln's. */
+static kiln_status import_batchnorm(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__AttributeProto *spatial = kn_onnx_attr(n->proto, "spatial");
+    const Onnx__AttributeProto *training = kn_onnx_attr(n->proto, "training_mode");
+    if (spatial && spatial->i != 1)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "BatchNormalization with spatial=%lld (per-activation "
+                       "statistics) is not supported", (long long)spatial->i);
+    if (training && training->i != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "BatchNormalization with training_mode=1 is not "
+                       "supported (kiln picks batch statistics when it trains)");
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "spatial");
+    consume(&io, "training_mode");
+    consume(&io, "consumed_inputs");
+    int node;
+    KN_TRY(add_node(im, n, "BatchNormalization", n->name, &io, &node));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* Dropout: kiln's follows the run's mode, so a training_mode input can only be a constant false. */
+static kiln_status import_dropout(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__NodeProto *p = n->proto;
+    if (p->n_input > 2 && *str_or_empty(p->input[2])) {
+        int mode = kn_onnx_value(im, p->input[2]);
+        const kn_value *v = mode >= 0 ? &im->g->values[mode] : NULL;
+        if (!v || v->kind != KN_VALUE_CONST || v->dtype != KN_BOOL || kn_shape_numel(&v->shape) != 1 ||
+            *(const uint8_t *)v->data != 0)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "Dropout with a training_mode input other than a "
+                           "constant false is not supported (kiln's Dropout follows the run's mode)");
+    }
+    return import_mapped(im, n);
+}
+
+/* Upsample (opsets 7-9) is Resize with asymmetric coordinates (nearest: floor), scales from the
+ * attribute (opset 7-8) or input 1 (opset 9). */
+static kiln_status import_upsample(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (!kn_op_find("Resize"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    int scales = io.n_in > 1 ? io.in[1] : -1;
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "scales");
+    if (a) {
+        if (scales >= 0 || kn_onnx_attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS)
+            return kn_fail(KILN_ERR_FORMAT, "Upsample's scales must be one floats attribute or input 1");
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)a->n_floats});
+        scales = kn_onnx_add_const(im, n->name, "scales", KN_F32, &shape, a->floats);
+        if (scales < 0)
+            return KILN_ERR_NOMEM;
+        consume(&io, "scales");
+    }
+    if (scales < 0)
+        return kn_fail(KILN_ERR_FORMAT, "Upsample has no scales");
+    io.in[1] = -1; /* roi */
+    io.in[2] = scales;
+    io.n_in = 3;
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    KN_TRY(add_node(im, n, "Resize", n->name, &io, &node));
+    KN_TRY(kn_node_set_string(im->g, node, "coordinate_transformation_mode", "asymmetric"));
+    KN_TRY(kn_node_set_string(im->g, node, "nearest_mode", "floor"));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* Resize-10 took (X, scales) with Upsample's asymmetric coordinates; from opset 11 roi sits between. */
+static kiln_status import_resize(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (im->opset >= 11)
+        return import_mapped(im, n);
+    if (!kn_op_find("Resize"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    if (io.n_in != 2)
+        return kn_fail(KILN_ERR_FORMAT, "Resize-10 needs inputs X and scales");
+    io.in[2] = io.in[1];
+    io.in[1] = -1;
+    io.n_in = 3;
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    KN_TRY(add_node(im, n, "Resize", n->name, &io, &node));
+    KN_TRY(kn_node_set_string(im->g, node, "coordinate_transformation_mode", "asymmetric"));
+    KN_TRY(kn_node_set_string(im->g, node, "nearest_mode", "floor"));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* ---- models older than opset 7 ---- */
+
+/* The last opset in 2..7 at which an op's definition changed. A model of an older opset uses an op
+ * exactly as opset 7 defines it when the op has not changed since the model's opset: such models are
+ * read too (the ONNX backend tests declare each op's own version, Elu's 6 and GlobalMaxPool's 1). */
+static const struct { const char *op; int changed; } changed_until_7[] = {
+    {"Abs", 6}, {"Add", 7}, {"And", 7}, {"AveragePool", 7}, {"BatchNormalization", 7}, {"Cast", 6},
+    {"Ceil", 6}, {"Clip", 6}, {"Concat", 4}, {"Div", 7}, {"Dropout", 7}, {"Elu", 6}, {"Equal", 7},
+    {"Exp", 6}, {"Floor", 6}, {"GRU", 7}, {"Gemm", 7}, {"GlobalLpPool", 2}, {"Greater", 7},
+    {"HardSigmoid", 6}, {"InstanceNormalization", 6}, {"LSTM", 7}, {"LeakyRelu", 6}, {"Less", 7},
+    {"Log", 6}, {"LpPool", 2}, {"Max", 6}, {"Mean", 6}, {"Min", 6}, {"Mul", 7}, {"Neg", 6},
+    {"Or", 7}, {"PRelu", 7}, {"Pad", 2}, {"Pow", 7}, {"RNN", 7}, {"Reciprocal", 6}, {"Relu", 6},
+    {"Reshape", 5}, {"Selu", 6}, {"Sigmoid", 6}, {"Split", 2}, {"Sqrt", 6}, {"Sub", 7}, {"Sum", 6},
+    {"Tanh", 6}, {"Tile", 6}, {"Upsample", 7}, {"Xor", 7},
+};
+
+/* The opset at which `op` last changed before opset 7; 1 for ops unchanged since opset 1. */
+static int last_change_until_7(const char *op) {
+    for (size_t i = 0; i < sizeof changed_until_7 / sizeof changed_until_7[0]; i++)
+        if (strcmp(changed_until_7[i].op, op) == 0)
+            return changed_until_7[i].changed;
+    return 1;
+}
+
+/* ---- the table ---- */
+
+typedef struct op_rewrite {
+    const char *op;
+    kiln_status (*import)(kn_onnx_importer *im, const kn_onnx_node *n);
+    const char *needs; /* the kiln op the rewrite produces; NULL: none */
+    const char *note;  /* for docs/ops.md */
+} op_rewrite;
+
+static const op_rewrite rewrites[] = {
+    {"Constant", import_constant, NULL,
+     "becomes a constant value (value, value_float(s), value_int(s))"},
+    {"Identity", import_identity, NULL,
+     "kiln's Identity when the op table has it, else an alias of its input"},
+    {"Cast", import_cast, "Cast", "`to` becomes the kn_dtype code"},
+    {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
+     "tensor `value` becomes float `value` + int `dtype`"},
+    {"Softmax", import_softmax_family, "Softmax",
+     "opset < 13: axis = last, or Flatten + Softmax + Reshape"},
+    {"LogSoftmax", import_softmax_family, "LogSoftmax",
+     "opset < 13: axis = last, or Flatten + LogSoftmax + Reshape"},
+    {"Hardmax", import_softmax_family, "Hardmax",
+     "opset < 13: axis = last, or Flatten + Hardmax + Reshape"},
+    {"BatchNormalization", import_batchnorm, "BatchNormalization",
+     "spatial=1 and training_mode=0 dropped; others unsupported"},
+    {"Dropout", import_dropout, "Dropout", "opset < 12: ratio attribute -> input"},
+    {"Upsample", import_upsample, "Resize", "becomes Resize (asymmetric, nearest floor)"},
+    {"Resize", import_resize, "Resize", "opset 10: (X, scales) -> (X, roi = none, scales), asymmetric"},
+    {"Squeeze", NULL, NULL, "opset < 13: axes attribute -> input"},
+    {"Unsqueeze", NULL, NULL, "opset < 13: axes attribute -> input"},
+    {"ReduceSum", NULL, NULL, "opset < 13: axes attribute -> input"},
+    {"ReduceMean", NULL, NULL, "axes attribute -> input"},
+    {"ReduceMax", NULL, NULL, "axes attribute -> input when the kiln op takes it"},
+    {"ReduceMin", NULL, NULL, "axes attribute -> input when the kiln op takes it"},
+    {"ReduceProd", NULL, NULL, "axes attribute -> input when the kiln op takes it"},
+    {"Split", NULL, NULL, "opset < 13: split attribute -> input"},
+    {"Slice", NULL, NULL, "opset < 10: starts/ends/axes attributes -> inputs"},
+    {"Pad", NULL, NULL, "opset < 11: pads/value attributes -> inputs"},
+    {"Clip", NULL, NULL, "opset < 11: min/max attributes -> inputs"},
+    {"TopK", NULL, NULL, "opset < 10: k attribute -> input"},
+};
+
+static const op_rewrite *find_rewrite(const char *op) {
+    for (size_t i = 0; i < sizeof rewrites / sizeof rewrites[0]; i++)
+        if (strcmp(rewrites[i].op, op) == 0)
+            return &rewrites[i];
+    return NULL;
+}
+
+bool kn_onnx_op_supported(const char *op_type, int64_t opset) {
+    if (opset < 1 || opset > KN_ONNX_MAX_OPSET ||
+        (opset < KN_ONNX_MIN_OPSET && last_change_until_7(op_type) > opset))
+        return false;
+    const op_rewrite *r = find_rewrite(op_type);
+    if (r && r->import)
+        return !r->needs || kn_op_find(r->needs);
+    return kn_op_find(op_type) != NULL;
+}
+
+const char *kn_onnx_op_note(const char *op_type) {
+    const op_rewrite *r = find_rewrite(op_type);
+    return r ? r->note : NULL;
+}
+
+const char *kn_onnx_translated_op(int i) {
+    for (size_t r = 0; r < sizeof rewrites / sizeof rewrites[0]; r++) {
+        const op_rewrite *w = &rewrites[r];
+        bool translated = w->import && (!w->needs || strcmp(w->needs, w->op) != 0);
+        if (translated && i-- == 0)
+            return rewrites[r].op;
+    }
+    return NULL;
+}
+
+kiln_status kn_onnx_import_node(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const char *domain = str_or_empty(n->proto->domain);
+    const char *op_type = str_or_empty(n->proto->op_type);
+    if (*domain && strcmp(domain, "ai.onnx") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' of domain '%s' is not supported (kiln reads "
+                       "the default ONNX domain)", op_type, domain);
+    int changed = last_change_until_7(op_type);
+    if (im->opset < KN_ONNX_MIN_OPSET && changed > im->opset)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: it changed at "
+                       "opset %d, and kiln reads opsets %d to %d (older ones only for ops unchanged "
+                       "since)", op_type, (long long)im->opset, changed, KN_ONNX_MIN_OPSET,
+                       KN_ONNX_MAX_OPSET);
+    const op_rewrite *r = find_rewrite(op_type);
+    return r && r->import ? r->import(im, n) : import_mapped(im, n);
+}
