@@ -217,9 +217,9 @@ static bool shape_known(const kn_shape *s) {
     return true;
 }
 
-/* Whether node n's outputs can be computed now: small outputs of a dtype shape computations use,
- * inputs that are all constants or themselves computed at inference. Parameters do not count: they
- * change every training step, inference does not. */
+/* Whether node n's outputs can be computed now: small outputs of the dtypes shape computations use,
+ * from inputs that are all constants or themselves computed at inference. Parameters do not count:
+ * they change every training step, inference does not. */
 static bool computable_at_inference(const kn_graph *g, const kn_node *n) {
     if (n->n_in == 0 || n->n_in > 32 || n->n_out > 32)
         return false;
@@ -243,11 +243,11 @@ static bool computable_at_inference(const kn_graph *g, const kn_node *n) {
     return true;
 }
 
-/* Runs node n's forward into its outputs' inference buffers (buffers[k], one per output, holding
- * KN_INFER_DATA_MAX_ELEMS elements of 8 bytes, allocated here when NULL). */
-static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **buffers) {
+kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data) {
     kn_tensor in_views[32], out_views[32];
     kn_tensor *in[32], *out[32];
+    if (n->n_in > 32 || n->n_out > 32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' has more than 32 inputs or outputs", n->name);
     for (int k = 0; k < n->n_in; k++) {
         in[k] = NULL;
         if (n->in[k] < 0)
@@ -257,20 +257,28 @@ static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **bu
         in[k] = &in_views[k];
     }
     for (int k = 0; k < n->n_out; k++) {
-        kn_value *y = &g->values[n->out[k]];
-        if (!buffers[k])
-            buffers[k] = kn_arena_alloc(&g->arena, KN_INFER_DATA_MAX_ELEMS * sizeof(int64_t));
-        if (!buffers[k])
-            return kn_fail(KILN_ERR_NOMEM, "out of memory computing '%s' at shape inference", y->name);
-        out_views[k] = (kn_tensor){y->shape, y->dtype, buffers[k]};
+        const kn_value *y = &g->values[n->out[k]];
+        out_views[k] = (kn_tensor){y->shape, y->dtype, out_data[k]};
         out[k] = &out_views[k];
     }
     kn_op_ctx ctx = {0};
     kn_op_call call = {.node = n, .in = in, .out = out, .ctx = &ctx};
     kiln_status st = n->op->forward(&call);
     kn_op_ctx_release(&ctx);
-    if (st != KILN_OK)
-        return st;
+    return st;
+}
+
+/* Runs node n into its outputs' inference buffers (buffers[k], one per output, holding
+ * KN_INFER_DATA_MAX_ELEMS elements of 8 bytes, allocated here when NULL). */
+static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **buffers) {
+    for (int k = 0; k < n->n_out; k++) {
+        if (!buffers[k])
+            buffers[k] = kn_arena_alloc(&g->arena, KN_INFER_DATA_MAX_ELEMS * sizeof(int64_t));
+        if (!buffers[k])
+            return kn_fail(KILN_ERR_NOMEM, "out of memory computing '%s' at shape inference",
+                           g->values[n->out[k]].name);
+    }
+    KN_TRY(kn_graph_run_node(g, n, buffers));
     for (int k = 0; k < n->n_out; k++) {
         kn_value *y = &g->values[n->out[k]];
         y->data = buffers[k];

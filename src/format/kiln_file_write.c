@@ -4,16 +4,13 @@
  * never copied: their checksum is computed from the graph's own buffers, and they are written straight
  * from there. So saving a model costs no second copy of its weights.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/status.h"
 #include "format/crc32.h"
+#include "format/file_write.h"
 #include "format/kiln_file.h"
 #include "format/kiln_file_layout.h"
 #include "ops/op.h"
@@ -500,19 +497,7 @@ static kiln_status out_write(kn_out *o, const void *src, size_t n) {
         o->pos += n;
         return KILN_OK;
     }
-    const unsigned char *p = src;
-    while (n > 0) {
-        ssize_t done = write(o->fd, p, n);
-        if (done < 0 && errno == EINTR)
-            continue;
-        if (done < 0)
-            return kn_fail(KILN_ERR_IO, "write failed at offset %llu: %s", (unsigned long long)o->pos,
-                           strerror(errno));
-        p += done;
-        n -= (size_t)done;
-        o->pos += (uint64_t)done;
-    }
-    return KILN_OK;
+    return kn_file_write_all(o->fd, src, n, &o->pos);
 }
 
 static kiln_status out_pad_to(kn_out *o, uint64_t offset) {
@@ -564,62 +549,18 @@ kiln_status kn_kiln_save_buffer(const kn_graph *g, const kn_named_tensor *extras
     return KILN_OK;
 }
 
-/* ---- atomic file replacement ----------------------------------------------------------------------- */
+/* ---- the file, replaced atomically ----------------------------------------------------------------- */
 
-/* Makes the rename itself durable. Some file systems cannot fsync a directory (EINVAL); there the
- * rename is as durable as the file system makes it. */
-static kiln_status sync_parent_directory(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    kiln_status st = KILN_OK;
-    if (fd < 0)
-        st = kn_fail(KILN_ERR_IO, "cannot open directory '%s' to sync it: %s", dir, strerror(errno));
-    else if (fsync(fd) != 0 && errno != EINVAL)
-        st = kn_fail(KILN_ERR_IO, "cannot sync directory '%s': %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return st;
-}
-
-/* Writes the file under a temporary name beside `path` and renames it over `path` only once every byte
- * is on disk, so readers see the old file or the new one, never a mix. */
-static kiln_status write_atomically(const char *path, const kn_plan *plan) {
-    size_t tmp_bytes = strlen(path) + 32;
-    char *tmp = malloc(tmp_bytes);
-    if (!tmp)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory");
-    snprintf(tmp, tmp_bytes, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        kiln_status st = kn_fail(KILN_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
+static kiln_status emit_to_fd(int fd, void *plan) {
     kn_out out = {.fd = fd};
-    kiln_status st = plan_emit(plan, &out);
-    if (st == KILN_OK && fsync(fd) != 0)
-        st = kn_fail(KILN_ERR_IO, "cannot sync '%s': %s", tmp, strerror(errno));
-    if (close(fd) != 0 && st == KILN_OK)
-        st = kn_fail(KILN_ERR_IO, "cannot close '%s': %s", tmp, strerror(errno));
-    if (st == KILN_OK && rename(tmp, path) != 0)
-        st = kn_fail(KILN_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    if (st != KILN_OK)
-        unlink(tmp);
-    free(tmp);
-    if (st == KILN_OK)
-        st = sync_parent_directory(path);
-    return st;
+    return plan_emit(plan, &out);
 }
 
 kiln_status kn_kiln_save(const char *path, const kn_graph *g, const kn_named_tensor *extras, int n_extras) {
     kn_plan plan;
     kiln_status st = plan_build(&plan, g, extras, n_extras);
     if (st == KILN_OK)
-        st = write_atomically(path, &plan);
+        st = kn_file_write_atomic(path, emit_to_fd, &plan);
     plan_free(&plan);
     if (st != KILN_OK)
         kn_error_prefix("%s: ", path);

@@ -7,10 +7,16 @@
 #include <string.h>
 #include <time.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/status.h"
+#include "ops/op.h"
+#include "runtime/runtime.h"
 #include "train/spec.h"
+#ifdef KILN_HAVE_ONNX
+#include "format/onnx/onnx_import.h"
+#endif
 
 double cli_now(void) {
     struct timespec ts;
@@ -187,9 +193,87 @@ void cli_format_duration(double seconds, char *buf, size_t size) {
         snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
 }
 
-static bool has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+void cli_print_op_counts(FILE *out, const kn_graph *g, bool json) {
+    fputs(json ? "{" : "", out);
+    bool first = true;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_op *op = g->nodes[i].op;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = g->nodes[j].op == op;
+        if (seen)
+            continue;
+        int count = 0;
+        for (int j = i; j < g->n_nodes; j++)
+            count += g->nodes[j].op == op;
+        if (json) {
+            fputs(first ? "" : ",", out);
+            cli_json_string(out, op->name);
+            fprintf(out, ":%d", count);
+        } else {
+            fprintf(out, "%s%s %d", first ? "" : ", ", op->name, count);
+        }
+        first = false;
+    }
+    fputs(json ? "}" : "", out);
+}
+
+char *cli_input_shape_str(const kn_shape *shape, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < shape->ndim && used < size; d++) {
+        int n = d == 0 ? snprintf(buf, size, "(N")
+                : shape->d[d] < 0 ? snprintf(buf + used, size - used, ", ?")
+                : snprintf(buf + used, size - used, ", %lld", (long long)shape->d[d]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, shape->ndim ? ")" : "()");
+    return buf;
+}
+
+void cli_format_bytes(double bytes, char *buf, size_t size) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int unit = 0;
+    while (bytes >= 1024 && unit < 4) {
+        bytes /= 1024;
+        unit++;
+    }
+    snprintf(buf, size, unit ? "%.2f %s" : "%.0f %s", bytes, units[unit]);
+}
+
+bool cli_has_suffix(const char *path, const char *suffix) {
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && strcasecmp(path + n - k, suffix) == 0;
+}
+
+int64_t cli_file_size(const char *path) {
+    struct stat info;
+    return stat(path, &info) == 0 ? (int64_t)info.st_size : -1;
+}
+
+kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size) {
+    *bytes = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kn_fail(KILN_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat info;
+    kiln_status st = KILN_OK;
+    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
+        st = kn_fail(KILN_ERR_IO, "%s: not a regular file", path);
+    else if ((uint64_t)info.st_size >= SIZE_MAX || !(*bytes = malloc((size_t)info.st_size + 1)))
+        st = kn_fail(KILN_ERR_NOMEM, "%s: no memory to read %lld bytes", path, (long long)info.st_size);
+    else if (fread(*bytes, 1, (size_t)info.st_size, f) != (size_t)info.st_size)
+        st = kn_fail(KILN_ERR_IO, "%s: read error", path);
+    fclose(f);
+    if (st != KILN_OK) {
+        free(*bytes);
+        *bytes = NULL;
+        return st;
+    }
+    (*bytes)[info.st_size] = '\0';
+    *size = (size_t)info.st_size;
+    return KILN_OK;
 }
 
 kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras) {
@@ -197,11 +281,33 @@ kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_name
         *extras = NULL;
         *n_extras = 0;
     }
-    if (has_suffix(path, ".kiln") || has_suffix(path, ".ckpt"))
-        return kn_kiln_load(path, KN_KILN_LOAD_COPY, g, extras, n_extras);
-    if (has_suffix(path, ".onnx")) {
+    kiln_status st;
+    if (cli_has_suffix(path, ".kiln") || cli_has_suffix(path, ".ckpt")) {
+        st = kn_kiln_load(path, KN_KILN_LOAD_COPY, g, extras, n_extras);
+    } else if (cli_has_suffix(path, ".onnx")) {
+#ifdef KILN_HAVE_ONNX
+        st = kn_onnx_import_for_training(path, g);
+#else
         kn_graph_init(g);
-        return kn_fail(KILN_ERR_UNSUPPORTED, "%s: ONNX import is not in this build yet (see docs/cli.md)", path);
+        st = kn_fail(KILN_ERR_UNSUPPORTED, "%s: this kiln was built without ONNX support (it needs protobuf-c; "
+                     "see README)", path);
+#endif
+    } else {
+        st = kn_spec_load(path, seed, g);
     }
-    return kn_spec_load(path, seed, g);
+    // Every loader initialises g first; some leave a partial graph behind on failure.
+    if (st != KILN_OK)
+        kn_graph_free(g);
+    return st;
+}
+
+kiln_status cli_open_model(const char *path, kiln_model **model) {
+    if (cli_has_suffix(path, ".kiln") || cli_has_suffix(path, ".ckpt"))
+        return kiln_model_load_file(path, model);
+    kn_graph g;
+    KN_TRY(cli_load_model(path, 1, &g, NULL, NULL));
+    kiln_status st = kn_model_from_graph(&g, model);
+    if (st != KILN_OK)
+        kn_error_prefix("%s: ", path);
+    return st;
 }

@@ -50,8 +50,31 @@ void cli_json_string(FILE *out, const char *s);
 void cli_format_duration(double seconds, char *buf, size_t size);
 double cli_now(void);
 
-/* Loads a model by extension: a spec (.txt/.spec: fresh parameters from `seed`) or a .kiln file. The
- * file's extras (checkpoint optimizer state) are returned when extras is not NULL. */
+/* The op types of g in order of first use with their node counts: "Conv 2, Relu 3", or as a JSON
+ * object {"Conv":2,"Relu":3}. */
+void cli_print_op_counts(FILE *out, const kn_graph *g, bool json);
+
+/* A model input's shape as saved, with its open dimensions shown: "(N, 1, 28, 28)", "(N, ?, 16)" (the
+ * batch, the first dimension, is always open). Returns buf. */
+char *cli_input_shape_str(const kn_shape *shape, char *buf, size_t size);
+
+/* "1.6 MiB", "312 B". */
+void cli_format_bytes(double bytes, char *buf, size_t size);
+/* Whether `path` ends in `suffix`, ignoring case. */
+bool cli_has_suffix(const char *path, const char *suffix);
+/* The size of the file at `path`, or -1 when it cannot be read. */
+int64_t cli_file_size(const char *path);
+/* The whole regular file at `path` in a new buffer (free() it) of *size bytes plus a NUL byte. */
+kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size);
+
+/* Loads a model graph by extension: a .kiln model or checkpoint, an ONNX model (imported for training:
+ * its float weights become trainable parameters, so one graph serves fine-tuning, conversion and
+ * inference), or a spec (.txt/.spec: fresh parameters from `seed`). The file's extras (checkpoint
+ * optimizer state) are returned when extras is not NULL. */
 kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras);
+
+/* Loads a model for inference: a .kiln file through kiln_model_load_file (weights mapped in place),
+ * anything cli_load_model reads through its graph. */
+kiln_status cli_open_model(const char *path, kiln_model **model);
 
 #endif

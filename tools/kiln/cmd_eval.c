@@ -5,7 +5,7 @@
 #include "core/threads.h"
 #include "train/evaluate.h"
 
-static const char usage[] = "M.kiln --data DATA [--batch B] [--loss ce|bce|mse|mae] [--json]";
+static const char usage[] = "M.kiln|M.onnx --data DATA [--batch B] [--loss ce|bce|mse|mae] [--json]";
 
 static void print_confusion(const kn_graph *g, const kn_eval_result *r) {
     printf("confusion matrix (rows: true class, columns: predicted)\n%14s", "");

@@ -1,4 +1,4 @@
-/* kiln train: trains a spec, .kiln or checkpoint on a dataset and writes a .kiln model. */
+/* kiln train: trains a spec, .kiln, .onnx or checkpoint on a dataset and writes a .kiln model. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include "core/threads.h"
 #include "train/trainer.h"
 
-static const char usage[] = "--model SPEC.txt|M.kiln --data DATA --out M.kiln [options]";
+static const char usage[] = "--model SPEC.txt|M.kiln|M.onnx --data DATA --out M.kiln [options]";
 
 typedef struct train_args {
     const char *model, *data, *val, *out, *resume, *log, *checkpoint, *optimizer, *loss, *schedule, *label;
@@ -193,7 +193,7 @@ int cmd_train(int argc, char **argv) {
     train_args a = {.optimizer = "adam", .loss = "ce", .schedule = "constant", .epochs = 5, .batch = 64, .seed = 1,
                     .lr = NAN, .momentum = NAN, .dampening = NAN, .weight_decay = NAN, .gamma = 0.1};
     const cli_option options[] = {
-        {"--model", CLI_STRING, &a.model, "model spec (.txt) or .kiln model to train"},
+        {"--model", CLI_STRING, &a.model, "model spec (.txt), .kiln or .onnx model to train"},
         {"--data", CLI_STRING, &a.data, "training data: fashion-mnist, IDX, CSV or X.npy,Y.npy"},
         {"--val", CLI_STRING, &a.val, "validation data (same forms as --data)"},
         {"--val-split", CLI_FLOAT, &a.val_split, "hold out this fraction of --data for validation"},

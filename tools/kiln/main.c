@@ -6,6 +6,10 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -14,6 +18,10 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, "train a model spec or .kiln model on a dataset"},
     {"eval", cmd_eval, "loss, accuracy and confusion matrix of a model on a dataset"},
+    {"convert", cmd_convert, "convert a model between .onnx and .kiln"},
+    {"info", cmd_info, "inputs, outputs, ops, params, FLOPs, bytes by dtype, sparsity, memory of a model"},
+    {"run", cmd_run, "run a model on .npy, image or CSV inputs"},
+    {"bench", cmd_bench, "latency, throughput and peak memory of a model, with a per-op profile"},
 };
 
 static void print_usage(FILE *out) {

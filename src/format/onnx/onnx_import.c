@@ -17,6 +17,7 @@
 
 #include "core/status.h"
 #include "format/onnx/onnx_internal.h"
+#include "format/onnx/onnx_metadata.h"
 #include "ops/op.h"
 
 /* A folded node whose outputs exceed this stays a node: constant folding should shrink a model's
@@ -266,9 +267,8 @@ static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
  * in place when the outputs would be too large to store. */
 static kiln_status fold_last_node(kn_onnx_importer *im) {
     kn_graph *g = im->g;
-    int index = g->n_nodes - 1;
-    kn_node *node = &g->nodes[index];
-    if (node->n_in > 32 || node->n_out > 32)
+    kn_node *node = &g->nodes[g->n_nodes - 1];
+    if (node->n_out > 32)
         return KILN_OK;
     size_t total = 0;
     for (int k = 0; k < node->n_out; k++) {
@@ -278,30 +278,16 @@ static kiln_status fold_last_node(kn_onnx_importer *im) {
             total > FOLD_MAX_BYTES)
             return KILN_OK;
     }
-    kn_tensor in_views[32], out_views[32];
-    kn_tensor *in[32], *out[32];
-    for (int k = 0; k < node->n_in; k++) {
-        in[k] = NULL;
-        if (node->in[k] < 0)
-            continue;
-        kn_value *x = &g->values[node->in[k]];
-        in_views[k] = (kn_tensor){x->shape, x->dtype, x->data};
-        in[k] = &in_views[k];
-    }
+    void *out_data[32];
     for (int k = 0; k < node->n_out; k++) {
         kn_value *y = &g->values[node->out[k]];
         size_t bytes;
         kn_shape_bytes(&y->shape, y->dtype, &bytes);
-        void *data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
-        if (!data)
+        out_data[k] = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
+        if (!out_data[k])
             return kn_fail(KILN_ERR_NOMEM, "out of memory folding '%s' (%zu bytes)", y->name, bytes);
-        out_views[k] = (kn_tensor){y->shape, y->dtype, data};
-        out[k] = &out_views[k];
     }
-    kn_op_ctx ctx = {0};
-    kn_op_call call = {.node = node, .in = in, .out = out, .ctx = &ctx};
-    kiln_status st = node->op->forward(&call);
-    kn_op_ctx_release(&ctx);
+    kiln_status st = kn_graph_run_node(g, node, out_data);
     if (st != KILN_OK) {
         kn_error_prefix("%s: ", node->op->name);
         return st;
@@ -309,7 +295,7 @@ static kiln_status fold_last_node(kn_onnx_importer *im) {
     for (int k = 0; k < node->n_out; k++) {
         kn_value *y = &g->values[node->out[k]];
         y->kind = KN_VALUE_CONST;
-        y->data = out_views[k].data;
+        y->data = out_data[k];
         y->data_from_inference = false;
         y->producer = -1;
     }
@@ -583,6 +569,7 @@ static kiln_status import_model(kn_onnx_importer *im, const Onnx__ModelProto *m)
             g->values[v].data_from_inference = false;
         }
     }
+    KN_TRY(kn_onnx_meta_import(m, g));
     char opset[24];
     snprintf(opset, sizeof opset, "%lld", (long long)im->opset);
     KN_TRY(kn_graph_set_meta(g, "onnx.opset", opset));

@@ -189,7 +189,9 @@ static kiln_status fill_from_typed(const Onnx__TensorProto *t, kn_dtype dtype, i
     KN_TRY(typed_field(t, &count));
     if ((uint64_t)count != (uint64_t)n)
         return kn_fail(KILN_ERR_FORMAT, "the tensor has %lld elements but its typed data field "
-                       "holds %zu%s", (long long)n, count, n > 0 && count == 0 ? " (no data at all)" : "");
+                       "holds %zu%s", (long long)n, count, count == 0 ? " (no data at all)" : "");
+    if (n == 0)
+        return KILN_OK;
     switch (t->data_type) {
     case ONNX_FLOAT: memcpy(dst, t->float_data, (size_t)n * sizeof(float)); return KILN_OK;
     case ONNX_INT64: memcpy(dst, t->int64_data, (size_t)n * sizeof(int64_t)); return KILN_OK;

@@ -1,0 +1,245 @@
+/* kiln info: what a model is — inputs, outputs, ops, parameters, FLOPs, weight bytes by dtype, sparsity,
+ * planned activation memory, file size, class names and metadata. */
+#include <string.h>
+
+#include "cli.h"
+#include "core/status.h"
+#include "runtime/runtime.h"
+
+static const char usage[] = "M.kiln|M.onnx|SPEC.txt [--json]";
+
+/* What info reports beyond the graph itself, measured at batch 1. */
+typedef struct model_facts {
+    const char *path;
+    const kiln_model *model;
+    const kn_graph *graph;       /* as saved */
+    int optimized_nodes;
+    int64_t file_bytes;
+    int64_t flops;               /* per run of the saved graph at batch 1 */
+    bool open_dims;              /* a dimension besides the batch is open: taken as 1 */
+    kiln_memory_info memory;     /* of the optimized graph at batch 1 */
+    kn_shape output_shapes[16];  /* at batch 1 */
+    kn_dtype output_dtypes[16];
+    int64_t weight_values[KN_DTYPE_COUNT], weight_bytes[KN_DTYPE_COUNT];
+    int64_t float_params, zero_params;
+} model_facts;
+
+/* Runs the planner at batch 1: FLOPs and output shapes from the graph as saved (the model as designed),
+ * activation memory from the optimized graph (what a session really allocates). */
+static kiln_status measure_runtime(model_facts *f) {
+    kiln_session_options *options = kiln_session_options_create();
+    if (!options)
+        return KILN_ERR_NOMEM;
+    kiln_session *saved = NULL, *optimized = NULL;
+    kiln_memory_info unused;
+    kiln_status st = kiln_session_options_set_optimize(options, 0);
+    if (st == KILN_OK)
+        st = kiln_session_create(f->model, options, &saved);
+    if (st == KILN_OK)
+        st = kiln_session_memory(saved, &unused);
+    for (int i = 0; st == KILN_OK && i < kiln_session_profile_count(saved, KILN_PROFILE_BY_NODE); i++) {
+        kiln_profile_entry e;
+        st = kiln_session_profile_entry(saved, KILN_PROFILE_BY_NODE, i, &e);
+        f->flops += e.flops;
+    }
+    for (int i = 0; st == KILN_OK && i < kiln_session_output_count(saved); i++) {
+        kiln_dtype dtype;
+        st = kiln_session_output_shape(saved, i, &f->output_shapes[i].ndim, f->output_shapes[i].d);
+        if (st == KILN_OK && (st = kiln_session_output_dtype(saved, i, &dtype)) == KILN_OK)
+            f->output_dtypes[i] = (kn_dtype)dtype;
+    }
+    if (st == KILN_OK)
+        st = kiln_session_create(f->model, NULL, &optimized);
+    if (st == KILN_OK)
+        st = kiln_session_memory(optimized, &f->memory);
+    kiln_session_free(saved);
+    kiln_session_free(optimized);
+    kiln_session_options_free(options);
+    return st;
+}
+
+/* Initializer values and bytes by dtype; exact zeros among the float trainable parameters. */
+static void count_weights(model_facts *f) {
+    const kn_graph *g = f->graph;
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        size_t bytes;
+        if (!val->data || val->kind == KN_VALUE_INPUT || val->kind == KN_VALUE_ACT ||
+            !kn_shape_bytes(&val->shape, val->dtype, &bytes))
+            continue;
+        int64_t n = kn_shape_numel(&val->shape);
+        f->weight_values[val->dtype] += n;
+        f->weight_bytes[val->dtype] += (int64_t)bytes;
+        if (val->kind != KN_VALUE_PARAM || val->dtype != KN_F32)
+            continue;
+        const float *x = val->data;
+        f->float_params += n;
+        for (int64_t i = 0; i < n; i++)
+            f->zero_params += x[i] == 0.0f;
+    }
+}
+
+static kiln_status gather(model_facts *f) {
+    f->graph = kn_model_graph(f->model, false);
+    f->optimized_nodes = kn_model_graph(f->model, true)->n_nodes;
+    f->file_bytes = cli_file_size(f->path);
+    for (int i = 0; i < f->graph->n_inputs; i++) {
+        const kn_shape *s = &f->graph->values[f->graph->inputs[i]].shape;
+        for (int d = 1; d < s->ndim; d++)
+            f->open_dims |= s->d[d] < 0;
+    }
+    count_weights(f);
+    return measure_runtime(f);
+}
+
+/* ---- text --------------------------------------------------------------------------------------- */
+
+/* "662.43 KFLOP", "8.12 MFLOP". */
+static void format_flops(double flops, char *buf, size_t size) {
+    static const char units[] = " KMGTP";
+    int unit = 0;
+    while (flops >= 1000 && unit < 5) {
+        flops /= 1000;
+        unit++;
+    }
+    snprintf(buf, size, unit ? "%.2f %cFLOP" : "%.0f FLOP", flops, units[unit]);
+}
+
+static void print_text(const model_facts *f) {
+    const kn_graph *g = f->graph;
+    char size[32], a[32], b[32], c[32];
+    cli_format_bytes((double)f->file_bytes, size, sizeof size);
+    printf("model      %s (%s)\n", f->path, size);
+    for (int i = 0; i < g->n_inputs; i++) {
+        const kn_value *v = &g->values[g->inputs[i]];
+        char shape[96];
+        printf("%-10s %s %s %s\n", i ? "" : "inputs", v->name, cli_input_shape_str(&v->shape, shape, sizeof shape),
+               kn_dtype_name(v->dtype));
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+        char shape[96];
+        printf("%-10s %s %s %s%s\n", i ? "" : "outputs", g->values[g->outputs[i]].name,
+               kn_shape_str(&f->output_shapes[i], shape, sizeof shape), kn_dtype_name(f->output_dtypes[i]),
+               i ? "" : "  (at batch 1)");
+    }
+    printf("ops        %d nodes (%d after optimization): ", g->n_nodes, f->optimized_nodes);
+    cli_print_op_counts(stdout, g, false);
+    printf("\nparams     %lld trainable", (long long)kn_graph_param_count(g));
+    if (f->float_params)
+        printf("; sparsity %.2f%% (exact zeros among the float parameters)",
+               100.0 * (double)f->zero_params / (double)f->float_params);
+    printf("\nweights   ");
+    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
+        if (!f->weight_values[t])
+            continue;
+        cli_format_bytes((double)f->weight_bytes[t], a, sizeof a);
+        printf(" %s %s (%lld values)", kn_dtype_name((kn_dtype)t), a, (long long)f->weight_values[t]);
+    }
+    format_flops((double)f->flops, a, sizeof a);
+    printf("\nFLOPs      %s per run at batch 1%s\n", a, f->open_dims ? " (open dimensions at 1)" : "");
+    cli_format_bytes((double)f->memory.arena_bytes, a, sizeof a);
+    cli_format_bytes((double)f->memory.naive_bytes, b, sizeof b);
+    cli_format_bytes((double)f->memory.workspace_bytes, c, sizeof c);
+    printf("memory     activations %s planned at batch 1 (%s without reuse), op scratch %s\n", a, b, c);
+    if (g->class_names) {
+        printf("classes    %d:", g->n_classes);
+        for (int i = 0; i < g->n_classes; i++)
+            printf("%s %s", i ? "," : "", g->class_names[i]);
+        printf("\n");
+    }
+    if (g->input_mean && g->input_std)
+        printf("input norm (x - mean) / std over %lld %s\n", (long long)g->n_norm,
+               g->n_norm == 1 ? "value" : "values");
+    for (int i = 0; i < g->n_meta; i++)
+        printf("%-10s %s = %s\n", i ? "" : "metadata", g->meta[i].key, g->meta[i].value);
+}
+
+/* ---- JSON --------------------------------------------------------------------------------------- */
+
+static void print_json_shape(const kn_shape *s, bool input) {
+    printf("[");
+    for (int d = 0; d < s->ndim; d++)
+        printf("%s%lld", d ? "," : "", input && (d == 0 || s->d[d] < 0) ? -1LL : (long long)s->d[d]);
+    printf("]");
+}
+
+static void print_json_io(const model_facts *f, bool input) {
+    const kn_graph *g = f->graph;
+    int n = input ? g->n_inputs : g->n_outputs;
+    printf("[");
+    for (int i = 0; i < n; i++) {
+        const kn_value *v = &g->values[input ? g->inputs[i] : g->outputs[i]];
+        printf("%s{\"name\":", i ? "," : "");
+        cli_json_string(stdout, v->name);
+        printf(",\"shape\":");
+        print_json_shape(input ? &v->shape : &f->output_shapes[i], input);
+        printf(",\"dtype\":\"%s\"}", kn_dtype_name(input ? v->dtype : f->output_dtypes[i]));
+    }
+    printf("]");
+}
+
+static void print_json(const model_facts *f) {
+    const kn_graph *g = f->graph;
+    printf("{\"command\":\"info\",\"model\":");
+    cli_json_string(stdout, f->path);
+    printf(",\"file_bytes\":%lld,\"inputs\":", (long long)f->file_bytes);
+    print_json_io(f, true);
+    printf(",\"outputs\":");
+    print_json_io(f, false);
+    printf(",\"nodes\":%d,\"nodes_optimized\":%d,\"ops\":", g->n_nodes, f->optimized_nodes);
+    cli_print_op_counts(stdout, g, true);
+    printf(",\"params\":%lld,\"sparsity\":%.6f,\"weight_bytes\":{", (long long)kn_graph_param_count(g),
+           f->float_params ? (double)f->zero_params / (double)f->float_params : 0.0);
+    bool first = true;
+    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
+        if (f->weight_values[t]) {
+            printf("%s\"%s\":%lld", first ? "" : ",", kn_dtype_name((kn_dtype)t), (long long)f->weight_bytes[t]);
+            first = false;
+        }
+    }
+    printf("},\"flops\":%lld,\"open_dims\":%s,\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
+           "\"workspace_bytes\":%zu,\"classes\":[",
+           (long long)f->flops, f->open_dims ? "true" : "false", f->memory.arena_bytes, f->memory.naive_bytes,
+           f->memory.workspace_bytes);
+    for (int i = 0; g->class_names && i < g->n_classes; i++) {
+        printf(i ? "," : "");
+        cli_json_string(stdout, g->class_names[i]);
+    }
+    printf("],\"input_norm\":%lld,\"metadata\":{", g->input_mean && g->input_std ? (long long)g->n_norm : 0LL);
+    for (int i = 0; i < g->n_meta; i++) {
+        printf(i ? "," : "");
+        cli_json_string(stdout, g->meta[i].key);
+        printf(":");
+        cli_json_string(stdout, g->meta[i].value);
+    }
+    printf("}}\n");
+}
+
+int cmd_info(int argc, char **argv) {
+    bool json = false;
+    const cli_option options[] = {
+        {"--json", CLI_FLAG, &json, "print one JSON object"},
+    };
+    const int n_options = (int)(sizeof options / sizeof options[0]);
+    const char *path = NULL;
+    int n_pos;
+    if (!cli_parse("info", usage, argc, argv, 2, options, n_options, &path, 1, &n_pos))
+        return 2;
+    if (!path) {
+        fprintf(stderr, "kiln info: error: a model is required\n");
+        cli_print_help(stderr, "info", usage, options, n_options);
+        return 2;
+    }
+    kiln_model *model;
+    kiln_status st = cli_open_model(path, &model);
+    if (st != KILN_OK)
+        return cli_fail("info", st);
+    model_facts facts = {.path = path, .model = model};
+    st = gather(&facts);
+    if (st == KILN_OK && json)
+        print_json(&facts);
+    else if (st == KILN_OK)
+        print_text(&facts);
+    kiln_model_free(model);
+    return st == KILN_OK ? 0 : cli_fail("info", st);
+}

@@ -1,0 +1,105 @@
+/* PNG and JPEG decoding through stb_image, whose implementation is compiled into this file. */
+#include "image.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+#if __has_include(<stb/stb_image.h>)
+#define KILN_HAVE_STB_IMAGE 1
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_MAX_DIMENSIONS (1 << 14) // refuse images whose decoding would need gigabytes
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include <stb/stb_image.h>
+#pragma GCC diagnostic pop
+#endif
+
+bool cli_image_supported(void) {
+#ifdef KILN_HAVE_STB_IMAGE
+    return true;
+#else
+    return false;
+#endif
+}
+
+#ifdef KILN_HAVE_STB_IMAGE
+/* Where output coordinate `i` of `out_size` samples the input of `in_size`: pixel centres aligned,
+ * clamped at the borders. *lo and *hi are the two input pixels, *t the weight of *hi. */
+static void source_position(int64_t i, int64_t out_size, int64_t in_size, int64_t *lo, int64_t *hi, float *t) {
+    double x = ((double)i + 0.5) * (double)in_size / (double)out_size - 0.5;
+    if (x < 0)
+        x = 0;
+    if (x > (double)(in_size - 1))
+        x = (double)(in_size - 1);
+    *lo = (int64_t)x;
+    *hi = *lo + 1 < in_size ? *lo + 1 : *lo;
+    *t = (float)(x - (double)*lo);
+}
+
+/* Interleaved (in_h, in_w, channels) bytes -> planar (channels, out_h, out_w) floats in [0, 1]. Same
+ * sizes copy each byte exactly as v / 255, like kiln's IDX loader; others interpolate bilinearly. */
+static void to_planar(const unsigned char *src, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
+                      int64_t out_w, float *dst) {
+    for (int64_t y = 0; y < out_h; y++) {
+        int64_t y0, y1;
+        float ty;
+        source_position(y, out_h, in_h, &y0, &y1, &ty);
+        for (int64_t x = 0; x < out_w; x++) {
+            int64_t x0, x1;
+            float tx;
+            source_position(x, out_w, in_w, &x0, &x1, &tx);
+            for (int64_t c = 0; c < channels; c++) {
+                float p00 = src[(y0 * in_w + x0) * channels + c], p01 = src[(y0 * in_w + x1) * channels + c];
+                float p10 = src[(y1 * in_w + x0) * channels + c], p11 = src[(y1 * in_w + x1) * channels + c];
+                float top = p00 + tx * (p01 - p00), bottom = p10 + tx * (p11 - p10);
+                dst[(c * out_h + y) * out_w + x] = (top + ty * (bottom - top)) / 255.0f;
+            }
+        }
+    }
+}
+#endif
+
+kiln_status cli_image_load(const char *path, int64_t channels, int64_t *height, int64_t *width, float **pixels) {
+    *pixels = NULL;
+#ifdef KILN_HAVE_STB_IMAGE
+    if (channels < 1 || channels > 4)
+        return kn_fail(KILN_ERR_SHAPE, "%s: an image gives 1 to 4 channels (gray, gray+alpha, RGB, RGBA); the "
+                       "model input has %lld", path, (long long)channels);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kn_fail(KILN_ERR_IO, "%s: %s", path, strerror(errno));
+    int w, h, file_channels;
+    unsigned char *decoded = stbi_load_from_file(f, &w, &h, &file_channels, (int)channels);
+    fclose(f);
+    if (!decoded)
+        return kn_fail(KILN_ERR_FORMAT, "%s: not a PNG or JPEG image kiln can decode (%s)", path,
+                       stbi_failure_reason());
+    int64_t out_h = *height > 0 ? *height : h, out_w = *width > 0 ? *width : w;
+    size_t bytes;
+    kn_shape shape = kn_shape_of(3, (int64_t[]){channels, out_h, out_w});
+    if (!kn_shape_bytes(&shape, KN_F32, &bytes) || !(*pixels = malloc(bytes))) {
+        stbi_image_free(decoded);
+        return kn_fail(KILN_ERR_NOMEM, "%s: no memory for a %lld x %lld image", path, (long long)out_h,
+                       (long long)out_w);
+    }
+    to_planar(decoded, channels, h, w, out_h, out_w, *pixels);
+    stbi_image_free(decoded);
+    *height = out_h;
+    *width = out_w;
+    return KILN_OK;
+#else
+    (void)channels, (void)height, (void)width;
+    return kn_fail(KILN_ERR_UNSUPPORTED, "%s: this kiln was built without an image decoder (install libstb-dev "
+                   "and rebuild)", path);
+#endif
+}
