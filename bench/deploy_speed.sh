@@ -40,7 +40,7 @@ for m in "${models[@]}"; do
         for batch in 1 32; do
             # Iterations for about 2 s of timed runs, from a short kiln run.
             probe=$("$driver" time "$onnx" "$batch" "$threads" 1 3 | field median_ms)
-            iters=$(awk -v t="$probe" 'BEGIN { n = int(2000 / t); print n < 10 ? 10 : n > 300 ? 300 : n }')
+            iters=$(awk -v t="$probe" 'BEGIN { n = int(2000 / t); print (n < 10 ? 10 : (n > 300 ? 300 : n)) }')
             warmup=$(( iters / 10 > 3 ? iters / 10 : 3 ))
             k1=$("$driver" time "$onnx" "$batch" "$threads" "$warmup" "$iters")
             o1=$(node bench/ort_bench.js "$onnx" "$batch" "$threads" "$warmup" "$iters")

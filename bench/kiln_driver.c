@@ -10,9 +10,9 @@
  *       runs the model on the inputs (the batch is theirs) and writes OUT_DIR/<output name>.npy
  *       (OUT_DIR is made if missing)
  *   kiln_driver dataset MODEL.kiln DATA OUT_DIR PART
- *       writes the inputs of DATA (fashion-mnist:test ..., read as `kiln eval` reads it) normalised as
- *       the model expects them (kiln_model_input_norm), in parts of PART samples (count, sample
- *       shape...) as OUT_DIR/part-<first sample>.npy, and prints their paths in order
+ *       writes the inputs of DATA (fashion-mnist:test ...) as `kiln eval` reads them for the model (CSV
+ *       features standardised with its statistics, kiln_model_input_norm), shaped as the model's input,
+ *       in parts of PART samples as OUT_DIR/part-<first sample>.npy, and prints their paths in order
  *   kiln_driver time MODEL BATCH THREADS WARMUP ITERS [PROFILE_TOP]
  *       times ITERS runs after WARMUP untimed ones on seeded random inputs at batch BATCH, and prints
  *       one JSON line: median, min and p90 latency (ms) and the median's throughput (samples/s).
@@ -297,8 +297,7 @@ static int write_part(const kn_dataset *ds, int ndim, const int64_t *sample, int
     return 0;
 }
 
-/* DATA loaded as `kiln eval` loads it for the model (standardised with the model's statistics where the
- * loader standardises), in parts shaped as the model's input. */
+/* DATA loaded as `kiln eval` loads it for the model, in parts shaped as the model's input. */
 static int cmd_dataset(const char *path, const char *data, const char *dir, int64_t part) {
     kiln_model *model;
     kiln_session *s = NULL;
@@ -306,28 +305,24 @@ static int cmd_dataset(const char *path, const char *data, const char *dir, int6
     int64_t dims[KILN_MAX_DIMS];
     if (load_model(path, &model) != KILN_OK)
         return fail_kiln(path);
-    if (kiln_session_create(model, NULL, &s) != KILN_OK ||
-        kiln_session_input_shape(s, 0, &ndim, dims) != KILN_OK) {
-        kiln_session_free(s);
-        kiln_model_free(model);
-        return fail_kiln(path);
-    }
-    kiln_session_free(s);
     const float *mean, *std;
     kn_data_options options = {.quiet = true};
     options.feature_count = kiln_model_input_norm(model, &mean, &std);
     options.feature_mean = mean;
     options.feature_std = std;
-    kn_dataset ds;
-    kiln_status loaded = kn_dataset_load(data, &options, &ds);
-    kiln_model_free(model);
-    if (loaded != KILN_OK)
-        return fail_kiln(data);
-    int64_t per_sample = 1;
-    for (int d = 1; d < ndim; d++)
-        per_sample *= dims[d];
+    kn_dataset ds = {0};
     int st = 0;
-    if (per_sample != ds.sample_size)
+    if (kiln_session_create(model, NULL, &s) != KILN_OK ||
+        kiln_session_input_shape(s, 0, &ndim, dims) != KILN_OK)
+        st = fail_kiln(path);
+    else if (kn_dataset_load(data, &options, &ds) != KILN_OK)
+        st = fail_kiln(data);
+    kiln_session_free(s);
+    kiln_model_free(model);
+    int64_t per_sample = 1;
+    for (int d = 1; !st && d < ndim; d++)
+        per_sample *= dims[d];
+    if (!st && per_sample != ds.sample_size)
         st = fail(data, "its samples are not the size of the model's input");
     if (!st && mkdir(dir, 0777) != 0 && errno != EEXIST)
         st = fail(dir, strerror(errno));

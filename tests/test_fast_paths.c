@@ -1,15 +1,16 @@
 /* Inference fast paths held against the reference computations they replace.
  *
- * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. Every case is a convolution
- * whose groups read one input channel and write fewer than 8 output channels, which Conv computes with
- * its direct loops (padded planes, an unrolled 3x3 loop, a loop per tap for other kernels). The reference
- * is the general path written out here from its parts: each group's input channel unfolded by kn_im2col,
- * multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation applied. The two
- * sum in different orders, so each output may differ by twice the float rounding bound
+ * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
+ * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
+ * with its direct loops (padded planes, an unrolled 3x3 loop, a loop per tap for other kernels). The
+ * reference is the general path written out here from its parts: each group's input channel unfolded by
+ * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
+ * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
  * (taps + 2) * FLT_EPSILON * sum |terms|, and no more.
  *
- * Also: the direct path gives the same bits with 1 and 2 threads, and a group with 8 output channels
- * (the matrix product's side of the threshold) agrees with the reference too.
+ * Also: the direct path gives the same bits with 1 and 2 threads, and groups with 8 output channels
+ * (the matrix product's side of the threshold, its bias and activation applied in one pass after the
+ * product) agree with the reference too.
  *
  * And Conv's images shared among threads (a batch at least as large as the thread count) give the same
  * bits as one thread doing them all.
@@ -73,8 +74,10 @@ static const dw_case cases[] = {
      {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
     {"mobilenet-sized 24 x 56x56, stride 2", {2, 24, 56, 56}, 1, {3, 3},
      {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
-    {"multiplier 8: the matrix product's side", {1, 2, 9, 9}, 8, {3, 3},
-     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, NULL},
+    {"multiplier 8: the matrix product's side, Clip", {1, 2, 9, 9}, 8, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"multiplier 8, stride 2, no bias, Relu", {2, 3, 8, 7}, 8, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, false, "Relu"},
 };
 
 static int add_param(kn_graph *g, const char *name, kn_shape shape) {
@@ -181,7 +184,7 @@ static void test_against_im2col(void) {
                 case_ratio = fmax(case_ratio, diff / (2 * rounding_bound(taps, magnitude[i])));
             }
             bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
-            printf("%-44s max |direct - im2col| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
+            printf("%-46s max |direct - im2col| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
                    case_diff, case_ratio, same ? "bit-identical" : "DIFFERENT");
             CHECK_MSG(case_ratio <= 1, "%s: %.3g of the rounding bound", c->label, case_ratio);
             CHECK_MSG(same, "%s: 1 and 2 threads differ", c->label);

@@ -12,8 +12,8 @@
  * taps in kernel order, whichever loop computes it, so the result does not depend on the loop taken or
  * on the thread count.
  *
- * An activation fused in by the inference optimizer (ops/fused_act.h) is applied to each image's
- * output as soon as its products are done.
+ * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
+ * each image's output in one pass as soon as its products are done.
  */
 #include <omp.h>
 #include <string.h>
@@ -282,15 +282,14 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
         kn_im2col(g->C, &g->h, &g->w, x, (float *)slot);
         cols = (const float *)slot;
     }
-    if (bias)
-        for (int64_t m = 0; m < g->M; m++)
-            for (int64_t p = 0; p < g->out_plane; p++)
-                y[m * g->out_plane + p] = bias[m];
     for (int64_t grp = 0; grp < g->group; grp++)
         kn_sgemm_ws(slot + s->col_bytes, s->gemm_bytes, false, false, g->Mg, g->out_plane, depth, 1.0f,
-                    w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane, g->out_plane,
-                    bias ? 1.0f : 0.0f, y + grp * g->Mg * g->out_plane, g->out_plane);
-    kn_fused_act_apply(act, y, g->M * g->out_plane);
+                    w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane, g->out_plane, 0.0f,
+                    y + grp * g->Mg * g->out_plane, g->out_plane);
+    if (bias)
+        kn_fused_act_apply_rows(act, bias, y, g->M, g->out_plane);
+    else
+        kn_fused_act_apply(act, y, g->M * g->out_plane);
 }
 
 static kiln_status conv_forward(const kn_op_call *call) {
@@ -313,7 +312,14 @@ static kiln_status conv_forward(const kn_op_call *call) {
     if (s.total && !scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d im2col buffers of %lld x %lld floats", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
-#pragma omp parallel num_threads(team) if (team > 1)
+    if (team == 1) {
+        // No enclosing region, not even an inactive one: libgomp starts new threads for every region
+        // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
+        for (int64_t n = 0; n < g.N; n++)
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s);
+        return KILN_OK;
+    }
+#pragma omp parallel num_threads(team)
     {
         unsigned char *slot = scratch ? scratch + s.slot_bytes * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
