@@ -126,6 +126,39 @@ void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     }
 }
 
+static inline float identity(const kn_fused_act *a, float x) {
+    (void)a;
+    return x;
+}
+
+/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs. */
+#define KN_ACT_ROWS_PASS(f)                                                                         \
+    do {                                                                                            \
+        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
+        for (int64_t r = 0; r < rows; r++) {                                                        \
+            float *row = y + r * cols, b = bias[r];                                                 \
+            for (int64_t c = 0; c < cols; c++)                                                      \
+                row[c] = f(&a, row[c] + b);                                                         \
+        }                                                                                           \
+    } while (0)
+
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows,
+                             int64_t cols) {
+    const kn_fused_act a = *act;
+    switch (a.kind) {
+    case KN_ACT_NONE: KN_ACT_ROWS_PASS(identity); break;
+    case KN_ACT_RELU: KN_ACT_ROWS_PASS(relu); break;
+    case KN_ACT_LEAKYRELU: KN_ACT_ROWS_PASS(leakyrelu); break;
+    case KN_ACT_CLIP: KN_ACT_ROWS_PASS(clip); break;
+    case KN_ACT_SIGMOID: KN_ACT_ROWS_PASS(sigmoid); break;
+    case KN_ACT_TANH: KN_ACT_ROWS_PASS(tanh_); break;
+    case KN_ACT_HARDSWISH: KN_ACT_ROWS_PASS(hardswish); break;
+    case KN_ACT_GELU: KN_ACT_ROWS_PASS(gelu); break;
+    case KN_ACT_GELU_TANH: KN_ACT_ROWS_PASS(gelu_tanh); break;
+    case KN_ACT_ELU: KN_ACT_ROWS_PASS(elu); break;
+    }
+}
+
 kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias) {
     const char *act = kn_node_string(node, "kn_activation", NULL);
     if (act || has_fused_bias)

@@ -46,6 +46,11 @@ kiln_status kn_fused_act_of(const kn_node *node, kn_fused_act *act);
 /* Applies the activation in place to y[0..n). */
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n);
 
+/* y (rows, cols) = act(y + bias[row]) in place: a bias per row (Conv's per output channel) and the
+ * activation in one pass over y. */
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows,
+                             int64_t cols);
+
 /* KILN_ERR_UNSUPPORTED, naming the node, when `node` carries anything the optimizer fused into it
  * (an activation, or for MatMul a bias); called first by backward. */
 kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias);

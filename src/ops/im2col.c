@@ -25,35 +25,72 @@ static col_tap col_tap_of(const kn_window_axis *h, const kn_window_axis *w, int6
 
 static bool col_tap_empty(const col_tap *t) { return t->oh_lo == t->oh_hi || t->ow_lo == t->ow_hi; }
 
+/* The real pixels of one column row dst (OH, OW) read through tap t from plane xc (H, W) at stride 1,
+ * when OW == W: then output (oh, ow) reads xc[t.first + (oh - oh_lo) * W + (ow - ow_lo)], at a fixed
+ * offset from dst's own index, so the block from the first real output to the last is one copy. The
+ * outputs of that block that see padding got pixels of neighbouring rows and are zeroed after. */
+static void im2col_row_block(const col_tap *t, int64_t OW, const float *xc, float *dst) {
+    int64_t begin = t->oh_lo * OW + t->ow_lo, end = (t->oh_hi - 1) * OW + t->ow_hi;
+    memcpy(dst + begin, xc + t->first, sizeof(float) * (size_t)(end - begin));
+    for (int64_t oh = t->oh_lo; oh < t->oh_hi; oh++) {
+        for (int64_t ow = 0; ow < t->ow_lo; ow++)
+            dst[oh * OW + ow] = 0.0f;
+        for (int64_t ow = t->ow_hi; ow < OW; ow++)
+            dst[oh * OW + ow] = 0.0f;
+    }
+}
+
+/* The real pixels of one column row, output row by output row (any stride). */
+static void im2col_row_by_rows(const col_tap *t, int64_t OW, int64_t row_step, int64_t col_step,
+                               const float *xc, float *dst) {
+    int64_t width = t->ow_hi - t->ow_lo;
+    for (int64_t oh = t->oh_lo; oh < t->oh_hi; oh++) {
+        const float *src = xc + t->first + (oh - t->oh_lo) * row_step;
+        float *d = dst + oh * OW;
+        for (int64_t ow = 0; ow < t->ow_lo; ow++)
+            d[ow] = 0.0f;
+        if (col_step == 1) {
+            memcpy(d + t->ow_lo, src, sizeof(float) * (size_t)width);
+        } else {
+            for (int64_t k = 0; k < width; k++)
+                d[t->ow_lo + k] = src[k * col_step];
+        }
+        for (int64_t ow = t->ow_hi; ow < OW; ow++)
+            d[ow] = 0.0f;
+    }
+}
+
 void kn_im2col(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *x,
                float *col) {
     int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
-    int64_t rows = channels * taps, OW = w->out, W = w->in;
+    int64_t OW = w->out, W = w->in;
     int64_t row_step = h->stride * W, col_step = w->stride;
-#pragma omp parallel for schedule(static) if (rows * out_plane >= KN_IM2COL_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        float *dst = col + r * out_plane; // (OH, OW)
-        col_tap t = col_tap_of(h, w, r);
-        if (col_tap_empty(&t)) {
-            memset(dst, 0, sizeof(float) * (size_t)out_plane);
-            continue;
-        }
-        const float *xc = x + (r / taps) * in_plane; // (H, W)
-        int64_t width = t.ow_hi - t.ow_lo;
-        memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
-        for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
-            const float *src = xc + t.first + (oh - t.oh_lo) * row_step;
-            float *d = dst + oh * OW;
-            memset(d, 0, sizeof(float) * (size_t)t.ow_lo);
-            if (col_step == 1) {
-                memcpy(d + t.ow_lo, src, sizeof(float) * (size_t)width);
-            } else {
-                for (int64_t k = 0; k < width; k++)
-                    d[t.ow_lo + k] = src[k * col_step];
+    bool block = col_step == 1 && row_step == W && OW == W;
+#pragma omp parallel if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
+    {
+        // Rows are taken tap by tap, so that each thread works out a tap's geometry once for all channels.
+        int64_t geometry_of = -1;
+        col_tap t = {0};
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < channels * taps; q++) {
+            int64_t tap = q / channels, c = q % channels;
+            if (tap != geometry_of) {
+                t = col_tap_of(h, w, tap);
+                geometry_of = tap;
             }
-            memset(d + t.ow_hi, 0, sizeof(float) * (size_t)(OW - t.ow_hi));
+            float *dst = col + (c * taps + tap) * out_plane; // (OH, OW)
+            if (col_tap_empty(&t)) {
+                memset(dst, 0, sizeof(float) * (size_t)out_plane);
+                continue;
+            }
+            const float *xc = x + c * in_plane; // (H, W)
+            memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
+            if (block)
+                im2col_row_block(&t, OW, xc, dst);
+            else
+                im2col_row_by_rows(&t, OW, row_step, col_step, xc, dst);
+            memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
         }
-        memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
     }
 }
 

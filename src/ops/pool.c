@@ -65,12 +65,14 @@ typedef struct pool_taps {
     int64_t lo, hi, count;
 } pool_taps;
 
-/* The geometry plus a pool_taps for every output row and column, so that the inner loops run over
- * real pixels only, without bounds tests. */
+/* The geometry plus a pool_taps for every output row and column, and for every kernel column j the
+ * output columns [lo, hi) at which it reads a real pixel, so that the inner loops run over real pixels
+ * only, without bounds tests. */
 typedef struct pool_plan {
     pool_geom g;
-    pool_taps *rows; /* (OH) */
-    pool_taps *cols; /* (OW) */
+    pool_taps *rows;  /* (OH) */
+    pool_taps *cols;  /* (OW) */
+    pool_taps *spans; /* (kW) output columns, as lo and hi; count unused */
 } pool_plan;
 
 /* count_include_pad counts the window's positions inside the padded input [-pad_begin,
@@ -90,13 +92,18 @@ static void pool_axis_taps(const kn_window_axis *a, bool count_include_pad, pool
 
 static kiln_status pool_plan_make(const kn_op_call *call, bool count_include_pad, pool_plan *p) {
     KN_TRY(pool_geom_of(call->node, &call->in[0]->shape, &p->g));
-    size_t bytes = sizeof(pool_taps) * (size_t)(p->g.h.out + p->g.w.out);
+    size_t bytes = sizeof(pool_taps) * (size_t)(p->g.h.out + p->g.w.out + p->g.w.kernel);
     p->rows = kn_op_scratch(call->ctx, bytes);
     if (!p->rows)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the pool's tap tables (%zu bytes)", bytes);
     p->cols = p->rows + p->g.h.out;
+    p->spans = p->cols + p->g.w.out;
     pool_axis_taps(&p->g.h, count_include_pad, p->rows);
     pool_axis_taps(&p->g.w, count_include_pad, p->cols);
+    for (int64_t j = 0; j < p->g.w.kernel; j++) {
+        kn_window_tap_range(&p->g.w, j, &p->spans[j].lo, &p->spans[j].hi);
+        p->spans[j].count = p->spans[j].hi - p->spans[j].lo;
+    }
     return KILN_OK;
 }
 
@@ -172,23 +179,14 @@ static bool maxpool_is_plain_2x2(const pool_geom *g) {
 
 /* Offset (0..3 within the 2x2 window at row pair r0, r1, column 2*ow) of the first maximum, by the
  * same rule as maxpool_argmax: strictly greater wins, and the first NaN wins. */
-static inline int maxpool_2x2_pick(const float *r0, const float *r1, int64_t col, float *value) {
+static inline int maxpool_2x2_pick(const float *r0, const float *r1, int64_t col) {
     float v[4] = {r0[col], r0[col + 1], r1[col], r1[col + 1]};
     int best = 0;
     for (int k = 1; k < 4; k++) {
         bool wins = v[k] > v[best] || (isnan(v[k]) && !isnan(v[best]));
         best = wins ? k : best;
     }
-    *value = v[best];
     return best;
-}
-
-static void maxpool_2x2_forward_plane(const pool_geom *g, const float *xp, float *yp) {
-    for (int64_t oh = 0; oh < g->h.out; oh++) {
-        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
-        for (int64_t ow = 0; ow < g->w.out; ow++)
-            maxpool_2x2_pick(r0, r1, 2 * ow, &yp[oh * g->w.out + ow]);
-    }
 }
 
 static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp, float *dxp) {
@@ -196,8 +194,7 @@ static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, cons
         const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
         float *d0 = dxp + 2 * oh * g->w.in, *d1 = d0 + g->w.in;
         for (int64_t ow = 0; ow < g->w.out; ow++) {
-            float unused;
-            int k = maxpool_2x2_pick(r0, r1, 2 * ow, &unused);
+            int k = maxpool_2x2_pick(r0, r1, 2 * ow);
             (k < 2 ? d0 : d1)[2 * ow + (k & 1)] += dyp[oh * g->w.out + ow];
         }
     }
@@ -209,6 +206,61 @@ static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
     return pool_infer(g, node);
 }
 
+/* y[t] = the larger of y[t] and x[t * stride] for t in [0, count); a NaN wins and then stays, so a
+ * window holding one gives NaN. Strides 1 and 2 get their own loops so that they vectorize. */
+static void max_into(const float *x, int64_t stride, int64_t count, float *y) {
+#define KN_MAX_INTO(v, t) y[t] = (v) > y[t] || (v) != (v) ? (v) : y[t]
+    if (stride == 1)
+        for (int64_t t = 0; t < count; t++)
+            KN_MAX_INTO(x[t], t);
+    else if (stride == 2)
+        for (int64_t t = 0; t < count; t++)
+            KN_MAX_INTO(x[2 * t], t);
+    else
+        for (int64_t t = 0; t < count; t++)
+            KN_MAX_INTO(x[t * stride], t);
+#undef KN_MAX_INTO
+}
+
+/* Forward needs each window's largest value, not where it is: one pass over an output row per kernel
+ * tap that reads real pixels, keeping the larger value, vectorizes over the row, where searching each
+ * window as maxpool_argmax does branches on the data. */
+static void maxpool_forward_plane(const pool_plan *p, const float *xp /* (H, W) */,
+                                  float *yp /* (OH, OW) */) {
+    const pool_geom *g = &p->g;
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        float *y = yp + oh * g->w.out;
+        for (int64_t ow = 0; ow < g->w.out; ow++)
+            y[ow] = -INFINITY; // every window reads at least one real pixel (pool_geom_of)
+        for (int64_t i = p->rows[oh].lo; i < p->rows[oh].hi; i++) {
+            const float *x_row = xp + (kn_window_start(&g->h, oh) + i * g->h.dilation) * g->w.in;
+            for (int64_t j = 0; j < g->w.kernel; j++) {
+                const pool_taps *span = &p->spans[j];
+                if (span->lo < span->hi)
+                    max_into(x_row + (kn_window_start(&g->w, span->lo) + j * g->w.dilation), g->w.stride,
+                             span->hi - span->lo, y + span->lo);
+            }
+        }
+    }
+}
+
+/* The plain 2x2 window in one pass per output row: small planes (7 outputs a row) spend their time in
+ * the loop overheads of the four passes above. */
+static void maxpool_2x2_forward_plane(const pool_geom *g, const float *xp, float *yp) {
+#define KN_MAX_PICK(a, v) ((v) > (a) || (v) != (v) ? (v) : (a))
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
+        float *y = yp + oh * g->w.out;
+        for (int64_t t = 0; t < g->w.out; t++) {
+            float a = r0[2 * t];
+            a = KN_MAX_PICK(a, r0[2 * t + 1]);
+            a = KN_MAX_PICK(a, r1[2 * t]);
+            y[t] = KN_MAX_PICK(a, r1[2 * t + 1]);
+        }
+    }
+#undef KN_MAX_PICK
+}
+
 static kiln_status maxpool_forward(const kn_op_call *call) {
     pool_plan p;
     KN_TRY(pool_plan_make(call, false, &p));
@@ -217,15 +269,10 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
     bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
 #pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
-        const float *xp = x + plane * p.g.in_plane;
-        float *yp = y + plane * p.g.out_plane;
-        if (plain_2x2) {
-            maxpool_2x2_forward_plane(&p.g, xp, yp);
-            continue;
-        }
-        for (int64_t oh = 0; oh < p.g.h.out; oh++)
-            for (int64_t ow = 0; ow < p.g.w.out; ow++)
-                yp[oh * p.g.w.out + ow] = xp[maxpool_argmax(&p, xp, oh, ow)];
+        if (plain_2x2)
+            maxpool_2x2_forward_plane(&p.g, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
+        else
+            maxpool_forward_plane(&p, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
     }
     return KILN_OK;
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# kiln against onnxruntime (npm onnxruntime-node in bench/node_modules, installed by `cd bench && npm ci`;
+# this test never downloads anything and is skipped without it). On the same seeded random inputs at
+# batch 1 and 8 (bench/compare_one.sh), every output must satisfy max |kiln - ort| <= 1e-4 * max |ort|:
+#   - the committed PyTorch exports tests/ref/data/onnx_{mlp,cnn,vit}.onnx, both engines reading the file;
+#   - when Fashion-MNIST is installed and kiln can export ONNX (`kiln convert`), an MLP and a CNN that
+#     `kiln train` trains for one epoch on the test set: kiln runs the .kiln model, onnxruntime its export.
+set -u
+kiln=$1
+src=$2
+build=$(cd "$(dirname "$kiln")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+
+if ! command -v node >/dev/null || [ ! -f "$src/bench/node_modules/onnxruntime-node/package.json" ]; then
+    echo "skipped: onnxruntime-node is not installed in bench/node_modules (cd bench && npm ci --ignore-scripts)"
+    echo "0 passed, 0 failed, 1 skipped"
+    exit 0
+fi
+driver=$(bash "$src/bench/build_driver.sh" "$build")
+check "bench/kiln_driver builds against $build" '[ -x "$driver" ]'
+
+compare() { # KILN_MODEL ORT_MODEL: batch 1 and 8
+    local kiln_model=$1 ort_model=$2
+    for batch in 1 8; do
+        check "$(basename "$kiln_model") batch $batch agrees with onnxruntime" \
+            'bash "$src/bench/compare_one.sh" "$driver" "$kiln_model" "$ort_model" $batch "$work"'
+    done
+}
+for m in mlp cnn vit; do
+    compare "$src/tests/ref/data/onnx_$m.onnx" "$src/tests/ref/data/onnx_$m.onnx"
+done
+
+data=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then
+    echo "note: dataset-fashion-mnist is not installed: no kiln-trained models"
+elif ! "$kiln" convert --help >/dev/null 2>&1; then
+    echo "note: this kiln has no convert command yet: no kiln-trained models exported to ONNX"
+else
+    for m in mlp cnn; do
+        "$kiln" train --model "$src/examples/specs/fmnist_$m.txt" --data fashion-mnist:test --epochs 1 --batch 100 \
+            --optimizer adam --seed 5 --threads 2 --quiet --out "$work/fmnist_$m.kiln" >/dev/null
+        check "kiln trains fmnist_$m" '[ -s "$work/fmnist_$m.kiln" ]'
+        check "kiln exports fmnist_$m to ONNX" '"$kiln" convert "$work/fmnist_$m.kiln" "$work/fmnist_$m.onnx" >/dev/null'
+        compare "$work/fmnist_$m.kiln" "$work/fmnist_$m.onnx"
+    done
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

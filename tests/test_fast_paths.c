@@ -1,0 +1,400 @@
+/* Inference fast paths held against the reference computations they replace.
+ *
+ * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
+ * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
+ * with its direct loops (padded planes, an unrolled 3x3 loop, a loop per tap for other kernels). The
+ * reference is the general path written out here from its parts: each group's input channel unfolded by
+ * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
+ * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
+ * (taps + 2) * FLT_EPSILON * sum |terms|, and no more.
+ *
+ * Also: the direct path gives the same bits with 1 and 2 threads, and groups with 8 output channels
+ * (the matrix product's side of the threshold, its bias and activation applied in one pass after the
+ * product) agree with the reference too.
+ *
+ * And Conv's images shared among threads (a batch at least as large as the thread count) give the same
+ * bits as one thread doing them all.
+ *
+ * 2. kn_im2col (src/ops/im2col.c: one copy per column row when the rows line up, else a copy per
+ * output row) against the column matrix written one entry at a time from its definition, exactly.
+ *
+ * 3. MaxPool's forward (src/ops/pool.c: passes over output rows, and a one-pass 2x2 stride-2 loop)
+ * against the maximum of each window searched one window at a time, on data with NaNs sprinkled in:
+ * a window holding a NaN gives NaN, every other output is its window's largest real pixel, exactly.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/graph.h"
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "ops/im2col.h"
+#include "ops/op.h"
+#include "ops/window.h"
+#include "support/opcheck.h"
+
+// Naming the entries makes the linker keep their objects (see test_ops_linear.c).
+extern const kn_op kn_op_conv, kn_op_maxpool;
+
+typedef struct dw_case {
+    const char *label;
+    int64_t x[4];       /* N, C, H, W */
+    int64_t multiplier; /* output channels per group */
+    int64_t kernel[2];
+    int64_t strides[2], pads[4], dilations[2];
+    bool bias;
+    const char *activation; /* fused by the optimizer: NULL, "Relu" or "Clip" (to [0, 6]) */
+} dw_case;
+
+static const dw_case cases[] = {
+    {"3x3 stride 1 pad 1, odd sizes, Clip", {2, 5, 13, 11}, 1, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"3x3 stride 2 pad 1, even sizes", {1, 6, 16, 16}, 1, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, true, NULL},
+    {"3x3 stride 2 pad 1, odd sizes, Relu", {2, 3, 9, 7}, 1, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, false, "Relu"},
+    {"3x3 stride 2, pads (0,1,1,0)", {1, 4, 8, 10}, 1, {3, 3}, {2, 2}, {0, 1, 1, 0}, {1, 1}, true, NULL},
+    {"3x3 stride 3, no padding", {1, 3, 11, 10}, 1, {3, 3}, {3, 3}, {0, 0, 0, 0}, {1, 1}, true, NULL},
+    {"3x3 dilation 2 pad 2", {1, 3, 9, 9}, 1, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, true, NULL},
+    {"5x5 stride 1 pad 2", {2, 4, 10, 9}, 1, {5, 5}, {1, 1}, {2, 2, 2, 2}, {1, 1}, true, "Relu"},
+    {"5x5 stride 2 pad 2", {1, 4, 11, 12}, 1, {5, 5}, {2, 2}, {2, 2, 2, 2}, {1, 1}, false, NULL},
+    {"2x3 kernel, stride (1, 2), pads (1,0,0,2)", {1, 2, 7, 9}, 1, {2, 3},
+     {1, 2}, {1, 0, 0, 2}, {1, 1}, true, NULL},
+    {"1x1 kernel", {1, 3, 5, 6}, 1, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, true, NULL},
+    {"multiplier 2, stride 2", {2, 3, 8, 8}, 2, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"multiplier 4 on one input channel", {2, 1, 12, 12}, 4, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, NULL},
+    {"1x1 image, pad 1: one real tap", {1, 4, 1, 1}, 1, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}, true, NULL},
+    {"2x2 image, pad 3: windows in padding only", {1, 2, 2, 2}, 1, {3, 3},
+     {1, 1}, {3, 3, 3, 3}, {1, 1}, true, NULL},
+    {"mobilenet-sized 32 x 56x56, stride 1", {1, 32, 56, 56}, 1, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"mobilenet-sized 24 x 56x56, stride 2", {2, 24, 56, 56}, 1, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"multiplier 8: the matrix product's side, Clip", {1, 2, 9, 9}, 8, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"multiplier 8, stride 2, no bias, Relu", {2, 3, 8, 7}, 8, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, false, "Relu"},
+};
+
+static int add_param(kn_graph *g, const char *name, kn_shape shape) {
+    return kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, &shape);
+}
+
+static int build(kn_graph *g, const dw_case *c) {
+    kn_graph_init(g);
+    int64_t C = c->x[1], M = C * c->multiplier;
+    int in[3] = {add_param(g, "X", kn_shape_of(4, c->x)),
+                 add_param(g, "W", kn_shape_of(4, (int64_t[]){M, 1, c->kernel[0], c->kernel[1]})), -1};
+    if (c->bias)
+        in[2] = add_param(g, "B", kn_shape_of(1, (int64_t[]){M}));
+    kn_shape scalar = {0};
+    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = kn_graph_add_node(g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
+    kn_node_set_ints(g, node, "strides", 2, c->strides);
+    kn_node_set_ints(g, node, "pads", 4, c->pads);
+    kn_node_set_ints(g, node, "dilations", 2, c->dilations);
+    kn_node_set_int(g, node, "group", C);
+    if (c->activation) {
+        kn_node_set_string(g, node, "kn_activation", c->activation);
+        if (strcmp(c->activation, "Clip") == 0) {
+            kn_node_set_float(g, node, "kn_min", 0.0f);
+            kn_node_set_float(g, node, "kn_max", 6.0f);
+        }
+    }
+    return node;
+}
+
+static float activate(const char *activation, float v) {
+    if (!activation)
+        return v;
+    v = v < 0.0f ? 0.0f : v;
+    return strcmp(activation, "Clip") == 0 && v > 6.0f ? 6.0f : v;
+}
+
+static double rounding_bound(int64_t terms, double magnitude) {
+    return (double)(terms + 2) * FLT_EPSILON * magnitude + FLT_MIN;
+}
+
+/* The im2col path on the case's data: y (N, M, OH, OW) and, per output, sum |terms| in magnitude. */
+static void reference(const dw_case *c, const kn_graph *g, const kn_shape *y_shape, float *y,
+                      double *magnitude) {
+    const float *x = g->values[kn_graph_find_value(g, "X")].data;
+    const float *w = g->values[kn_graph_find_value(g, "W")].data;
+    const float *b = c->bias ? g->values[kn_graph_find_value(g, "B")].data : NULL;
+    int64_t N = c->x[0], C = c->x[1], Mg = c->multiplier, taps = c->kernel[0] * c->kernel[1];
+    kn_window_axis h = {c->x[2], c->kernel[0], c->strides[0], c->dilations[0],
+                        c->pads[0], c->pads[2], y_shape->d[2]};
+    kn_window_axis wa = {c->x[3], c->kernel[1], c->strides[1], c->dilations[1],
+                         c->pads[1], c->pads[3], y_shape->d[3]};
+    int64_t in_plane = h.in * wa.in, out_plane = h.out * wa.out;
+    float *col = malloc(sizeof(float) * (size_t)(taps * out_plane)); // (kH*kW, OH*OW)
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t grp = 0; grp < C; grp++) {
+            const float *xc = x + (n * C + grp) * in_plane;
+            float *yg = y + (n * C + grp) * Mg * out_plane; // (Mg, OH*OW)
+            kn_im2col(1, &h, &wa, xc, col);
+            for (int64_t m = 0; m < Mg; m++)
+                for (int64_t p = 0; p < out_plane; p++)
+                    yg[m * out_plane + p] = b ? b[grp * Mg + m] : 0.0f;
+            kn_sgemm_ref(false, false, Mg, out_plane, taps, 1.0f, w + grp * Mg * taps, taps, col, out_plane,
+                         1.0f, yg, out_plane);
+            for (int64_t m = 0; m < Mg; m++) {
+                for (int64_t p = 0; p < out_plane; p++) {
+                    double sum = b ? fabs(b[grp * Mg + m]) : 0.0;
+                    for (int64_t t = 0; t < taps; t++)
+                        sum += fabs((double)w[(grp * Mg + m) * taps + t] * col[t * out_plane + p]);
+                    magnitude[(n * C + grp) * Mg * out_plane + m * out_plane + p] = sum;
+                    yg[m * out_plane + p] = activate(c->activation, yg[m * out_plane + p]);
+                }
+            }
+        }
+    }
+    free(col);
+}
+
+/* The output of the graph's one node for its data at `threads` threads; malloc'ed, NULL on failure. */
+static kn_tensor *run_node(kn_graph *g, int node, int threads) {
+    kn_threads_set(threads);
+    kn_tensor *out = opcheck_forward(g, node, false);
+    CHECK_MSG(out != NULL, "%s", kiln_last_error());
+    return out;
+}
+
+static void test_against_im2col(void) {
+    double worst_ratio = 0, worst_diff = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const dw_case *c = &cases[k];
+        kn_graph g;
+        int node = build(&g, c);
+        opcheck_fill_uniform(&g, 900 + k, -1.0f, 1.0f);
+        kn_tensor *one = run_node(&g, node, 1), *two = run_node(&g, node, 2);
+        if (one && two) {
+            int64_t count = kn_numel(one), taps = c->kernel[0] * c->kernel[1];
+            float *ref = malloc(sizeof(float) * (size_t)count);
+            double *magnitude = malloc(sizeof(double) * (size_t)count);
+            reference(c, &g, &one->shape, ref, magnitude);
+            double case_ratio = 0, case_diff = 0;
+            for (int64_t i = 0; i < count; i++) {
+                double diff = fabs((double)kn_f32(one)[i] - ref[i]);
+                case_diff = fmax(case_diff, diff);
+                case_ratio = fmax(case_ratio, diff / (2 * rounding_bound(taps, magnitude[i])));
+            }
+            bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+            printf("%-46s max |direct - im2col| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
+                   case_diff, case_ratio, same ? "bit-identical" : "DIFFERENT");
+            CHECK_MSG(case_ratio <= 1, "%s: %.3g of the rounding bound", c->label, case_ratio);
+            CHECK_MSG(same, "%s: 1 and 2 threads differ", c->label);
+            worst_ratio = fmax(worst_ratio, case_ratio);
+            worst_diff = fmax(worst_diff, case_diff);
+            free(ref);
+            free(magnitude);
+        }
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        kn_graph_free(&g);
+    }
+    printf("direct depthwise vs im2col: max |diff| = %.3g (%.3g of twice the rounding bound)\n", worst_diff,
+           worst_ratio);
+}
+
+/* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
+ * allocates it before running, and nothing while running. */
+static void test_workspace(void) {
+    kn_graph g;
+    int node = build(&g, &cases[14]);
+    CHECK_OK(kn_graph_infer_shapes(&g));
+    kn_threads_set(2);
+    size_t bytes = kn_op_conv.workspace(&g, &g.nodes[node]);
+    CHECK_MSG(bytes == 2 * 58 * 58 * sizeof(float), "workspace %zu bytes: two padded 58x58 planes expected",
+              bytes);
+    kn_graph_free(&g);
+}
+
+/* A batch of 5 and a batch of 1 through a 3x3 convolution with 2 threads (images shared among the
+ * threads; one image with the threads inside its products) and with 1: the same bits. */
+static void test_conv_threads(void) {
+    for (int64_t batch = 1; batch <= 5; batch += 4) {
+        kn_graph g;
+        kn_graph_init(&g);
+        int in[3] = {add_param(&g, "X", kn_shape_of(4, (int64_t[]){batch, 8, 10, 10})),
+                     add_param(&g, "W", kn_shape_of(4, (int64_t[]){16, 8, 3, 3})),
+                     add_param(&g, "B", kn_shape_of(1, (int64_t[]){16}))};
+        kn_shape scalar = {0};
+        int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = kn_graph_add_node(&g, "Conv", "Conv", 3, in, 1, &y);
+        kn_node_set_ints(&g, node, "pads", 4, (int64_t[]){1, 1, 1, 1});
+        kn_node_set_string(&g, node, "kn_activation", "Relu");
+        opcheck_fill_uniform(&g, 950 + batch, -1.0f, 1.0f);
+        kn_tensor *one = run_node(&g, node, 1), *two = run_node(&g, node, 2);
+        bool same = one && two && memcmp(one->data, two->data, sizeof(float) * (size_t)kn_numel(one)) == 0;
+        printf("Conv 8 -> 16 channels, batch %lld, 1 vs 2 threads: %s\n", (long long)batch,
+               same ? "bit-identical" : "DIFFERENT");
+        CHECK(same);
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        kn_graph_free(&g);
+    }
+}
+
+/* ---- im2col ---- */
+
+typedef struct im2col_case {
+    const char *label;
+    int64_t channels, in[2], kernel[2], strides[2], pads[4], dilations[2];
+} im2col_case;
+
+static const im2col_case im2col_cases[] = {
+    {"3x3 stride 1 pad 1 (rows line up)", 3, {14, 14}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}},
+    {"3x3 stride 1, pads (0,2,2,0) (rows line up)", 2, {6, 7}, {3, 3}, {1, 1}, {0, 2, 2, 0}, {1, 1}},
+    {"5x5 stride 1 pad 2 (rows line up)", 2, {9, 8}, {5, 5}, {1, 1}, {2, 2, 2, 2}, {1, 1}},
+    {"3x3 dilation 2 pad 2 (rows line up)", 2, {7, 9}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}},
+    {"3x3 stride 1 no padding", 2, {6, 7}, {3, 3}, {1, 1}, {0, 0, 0, 0}, {1, 1}},
+    {"3x3 stride 2 pad 1", 3, {9, 8}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}},
+    {"7x7 stride 2 pad 3", 3, {16, 15}, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}},
+    {"1x1 stride 2", 4, {7, 6}, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}},
+    {"kernel wider than the image, pad 3", 1, {2, 3}, {5, 5}, {1, 1}, {3, 3, 3, 3}, {1, 1}},
+};
+
+static void test_im2col(void) {
+    int64_t worst = 0;
+    for (size_t k = 0; k < sizeof im2col_cases / sizeof im2col_cases[0]; k++) {
+        const im2col_case *c = &im2col_cases[k];
+        kn_window_axis axis[2];
+        for (int a = 0; a < 2; a++) {
+            int64_t extent = (c->kernel[a] - 1) * c->dilations[a] + 1;
+            int64_t out = (c->in[a] + c->pads[a] + c->pads[a + 2] - extent) / c->strides[a] + 1;
+            axis[a] = (kn_window_axis){c->in[a], c->kernel[a], c->strides[a], c->dilations[a], c->pads[a],
+                                       c->pads[a + 2], out};
+        }
+        int64_t in_plane = c->in[0] * c->in[1], taps = c->kernel[0] * c->kernel[1];
+        int64_t out_plane = axis[0].out * axis[1].out, count = c->channels * taps * out_plane;
+        float *x = malloc(sizeof(float) * (size_t)(c->channels * in_plane));
+        float *col = malloc(sizeof(float) * (size_t)count);
+        for (int64_t i = 0; i < c->channels * in_plane; i++)
+            x[i] = (float)(i + 1); // every pixel distinct and nonzero, so a misplaced or missing one shows
+        for (int64_t i = 0; i < count; i++)
+            col[i] = NAN; // and so does an entry left unwritten
+        kn_im2col(c->channels, &axis[0], &axis[1], x, col);
+        int64_t wrong = 0;
+        for (int64_t index = 0; index < count; index++) {
+            int64_t p = index % out_plane, tap = index / out_plane % taps, ch = index / (out_plane * taps);
+            int64_t ih = kn_window_start(&axis[0], p / axis[1].out) + tap / c->kernel[1] * c->dilations[0];
+            int64_t iw = kn_window_start(&axis[1], p % axis[1].out) + tap % c->kernel[1] * c->dilations[1];
+            bool inside = ih >= 0 && ih < c->in[0] && iw >= 0 && iw < c->in[1];
+            float expect = inside ? x[ch * in_plane + ih * c->in[1] + iw] : 0.0f;
+            wrong += !(col[index] == expect);
+        }
+        printf("im2col %-44s %lld of %lld entries wrong\n", c->label, (long long)wrong, (long long)count);
+        CHECK_MSG(wrong == 0, "im2col %s", c->label);
+        worst = wrong > worst ? wrong : worst;
+        free(x);
+        free(col);
+    }
+    printf("im2col vs its definition: %lld wrong entries at most per case\n", (long long)worst);
+}
+
+/* ---- MaxPool ---- */
+
+typedef struct pool_case {
+    const char *label;
+    int64_t x[4];
+    int64_t kernel[2], strides[2], pads[4], dilations[2];
+    int ceil_mode;
+} pool_case;
+
+static const pool_case pool_cases[] = {
+    {"2x2 stride 2 (the one-pass loop)", {2, 3, 28, 28}, {2, 2}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 0},
+    {"2x2 stride 2 on odd sizes", {1, 2, 7, 9}, {2, 2}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 0},
+    {"3x3 stride 2 pad 1 (resnet)", {2, 4, 112, 112}, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 0},
+    {"3x3 stride 1 pad 1", {1, 3, 9, 8}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {1, 1}, 0},
+    {"2x3 stride (1, 3), pads (1,0,0,2)", {1, 2, 8, 11}, {2, 3}, {1, 3}, {1, 0, 0, 2}, {1, 1}, 0},
+    {"3x3 dilation 2 pad 2", {1, 2, 9, 10}, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 0},
+    {"3x3 stride 2 ceil_mode", {1, 2, 10, 11}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1},
+    {"2x2 stride 2 pad 1 ceil_mode", {1, 2, 5, 6}, {2, 2}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1},
+};
+
+static int build_pool(kn_graph *g, const pool_case *c) {
+    kn_graph_init(g);
+    int x = add_param(g, "X", kn_shape_of(4, c->x));
+    kn_shape scalar = {0};
+    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = kn_graph_add_node(g, "MaxPool", "MaxPool", 1, &x, 1, &y);
+    kn_node_set_ints(g, node, "kernel_shape", 2, c->kernel);
+    kn_node_set_ints(g, node, "strides", 2, c->strides);
+    kn_node_set_ints(g, node, "pads", 4, c->pads);
+    kn_node_set_ints(g, node, "dilations", 2, c->dilations);
+    kn_node_set_int(g, node, "ceil_mode", c->ceil_mode);
+    return node;
+}
+
+/* The largest real pixel of window (oh, ow) of plane x, NaN when the window holds one. */
+static float window_max(const kn_window_axis *h, const kn_window_axis *w, const float *x, int64_t oh,
+                        int64_t ow) {
+    float best = -INFINITY;
+    for (int64_t i = 0; i < h->kernel; i++) {
+        for (int64_t j = 0; j < w->kernel; j++) {
+            int64_t ih = kn_window_start(h, oh) + i * h->dilation;
+            int64_t iw = kn_window_start(w, ow) + j * w->dilation;
+            if (ih < 0 || ih >= h->in || iw < 0 || iw >= w->in)
+                continue;
+            float v = x[ih * w->in + iw];
+            if (isnan(v))
+                return v;
+            best = v > best ? v : best;
+        }
+    }
+    return best;
+}
+
+static void test_maxpool(void) {
+    int64_t worst = 0, nan_outputs = 0;
+    for (size_t k = 0; k < sizeof pool_cases / sizeof pool_cases[0]; k++) {
+        const pool_case *c = &pool_cases[k];
+        kn_graph g;
+        int node = build_pool(&g, c);
+        opcheck_fill_uniform(&g, 700 + k, -1.0f, 1.0f);
+        kn_value *xv = &g.values[kn_graph_find_value(&g, "X")];
+        float *x = xv->data;
+        for (int64_t i = 0; i < kn_shape_numel(&xv->shape); i += 97) // a NaN every 97 pixels
+            x[i] = NAN;
+        kn_tensor *out = run_node(&g, node, 2);
+        if (!out) {
+            kn_graph_free(&g);
+            continue;
+        }
+        kn_window_axis axes[2];
+        CHECK_OK(kn_window_resolve(&g.nodes[node], &c->x[2], c->kernel, c->ceil_mode, axes));
+        int64_t planes = c->x[0] * c->x[1], out_plane = axes[0].out * axes[1].out, wrong = 0;
+        for (int64_t p = 0; p < planes; p++) {
+            for (int64_t o = 0; o < out_plane; o++) {
+                float expect = window_max(&axes[0], &axes[1], x + p * c->x[2] * c->x[3], o / axes[1].out,
+                                          o % axes[1].out);
+                float got = kn_f32(&out[0])[p * out_plane + o];
+                nan_outputs += isnan(expect);
+                wrong += isnan(expect) ? !isnan(got) : got != expect;
+            }
+        }
+        printf("MaxPool %-36s %lld of %lld outputs differ from the window search\n", c->label,
+               (long long)wrong, (long long)(planes * out_plane));
+        CHECK_MSG(wrong == 0, "MaxPool %s: %lld outputs wrong", c->label, (long long)wrong);
+        worst = wrong > worst ? wrong : worst;
+        opcheck_free_outputs(out, 1);
+        kn_graph_free(&g);
+    }
+    printf("MaxPool forward vs window search: %lld wrong outputs at most per case (%lld NaN windows seen)\n",
+           (long long)worst, (long long)nan_outputs);
+    CHECK(nan_outputs > 0);
+}
+
+int main(void) {
+    test_against_im2col();
+    test_workspace();
+    test_conv_threads();
+    test_im2col();
+    test_maxpool();
+    return check_finish();
+}
