@@ -98,7 +98,7 @@ done < <(printf '%s\n' "${worst[@]}" | sort -rn | head -3)
     echo
     echo "kiln $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes'), onnxruntime-node" \
          "$(node -p "require('./bench/node_modules/onnxruntime-node/package.json').version");" \
-         "Fashion-MNIST ONNX files: $(echo $fmnist_source | sed 's/\([a-z]*\) \([a-z]*\)/\1 \2,/g; s/,$//')." \
+         "Fashion-MNIST ONNX files: $(echo "$fmnist_source" | paste -sd, - | sed 's/,/, /g')." \
          "Load average (1, 5, 15 min) before the runs: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "| model | threads | batch | runs | kiln ms | onnxruntime ms | kiln samples/s | onnxruntime samples/s" \

@@ -51,6 +51,9 @@ static void im2col_row_by_rows(const col_tap *t, int64_t OW, int64_t row_step, i
             d[ow] = 0.0f;
         if (col_step == 1) {
             memcpy(d + t->ow_lo, src, sizeof(float) * (size_t)width);
+        } else if (col_step == 2) { // its own loop, so that the compiler sees the stride and vectorizes
+            for (int64_t k = 0; k < width; k++)
+                d[t->ow_lo + k] = src[2 * k];
         } else {
             for (int64_t k = 0; k < width; k++)
                 d[t->ow_lo + k] = src[k * col_step];
