@@ -12,15 +12,19 @@ read -r -a models <<< "${models[*]}"
 bash scripts/install-deps.sh --bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
+# PyTorch's dense layers go through libblas.so.3; the OpenMP build of OpenBLAS shares PyTorch's thread
+# pool (the pthread build oversubscribes the cores: 3x slower on the MLP here).
+torch_blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 field() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p"; }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=""
 for m in "${models[@]}"; do
     kiln_json=$(build/kiln train --model "examples/specs/fmnist_$m.txt" --data fashion-mnist --epochs 1 --batch 64 \
         --optimizer adam --threads "$threads" --out "$tmp/$m.kiln" --json --quiet)
-    torch_json=$(/usr/bin/python3 bench/torch_train_speed.py "$m" "$threads")
+    torch_json=$(LD_LIBRARY_PATH=$torch_blas /usr/bin/python3 bench/torch_train_speed.py "$m" "$threads")
     k=$(echo "$kiln_json" | field samples_per_second)
     t=$(echo "$torch_json" | field samples_per_second)
     ratio=$(awk -v k="$k" -v t="$t" 'BEGIN{printf "%.2f", k / t}')
@@ -30,6 +34,8 @@ done
 {
     echo
     echo "## $(date -u +%Y-%m-%d) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+    echo
+    echo "PyTorch with OpenBLAS (OpenMP build). Load average before the run: $load_before"
     echo
     echo "| model | threads | kiln samples/s | PyTorch samples/s | kiln / PyTorch |"
     echo "|---|---|---|---|---|"
