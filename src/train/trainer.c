@@ -243,7 +243,8 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         kn_tape_zero_param_grads(&t->tape);
         if ((st = kn_tape_backward(&t->tape)) != KILN_OK)
             goto done;
-        kn_grad_clip_global_norm(t->params, t->n_params, opt->clip_norm);
+        if (opt->clip_norm > 0)
+            kn_grad_clip_global_norm(t->params, t->n_params, opt->clip_norm);
         float lr = kn_schedule_lr(&t->schedule, t->step);
         if ((st = kn_optim_step(t->optim, lr)) != KILN_OK)
             goto done;
