@@ -31,9 +31,10 @@ static inline float kn_rng_uniform(kn_rng *r) {
     return (float)(kn_rng_next(r) >> 40) * (1.0f / 16777216.0f);
 }
 
-/* The uniform value at position `counter` of stream `key`, without state: for parallel loops. */
+/* The uniform value at position `counter` of stream `key`, without state: for parallel loops. It is
+ * the counter-th output of the SplitMix64 generator started at `key`, one mix per value. */
 static inline float kn_hash_uniform(uint64_t key, uint64_t counter) {
-    return (float)(kn_mix64(key ^ kn_mix64(counter)) >> 40) * (1.0f / 16777216.0f);
+    return (float)(kn_mix64(key + counter * 0x9e3779b97f4a7c15ull) >> 40) * (1.0f / 16777216.0f);
 }
 
 /* Uniform integer in [0, n) (n > 0), without modulo bias. */

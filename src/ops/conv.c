@@ -22,6 +22,7 @@
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
+#include "ops/lane_sum.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -334,11 +335,8 @@ static void conv_bias_backward(const conv_geom *g, const float *dy, float *db) {
 #pragma omp parallel for schedule(static) if (g->N * g->M * g->out_plane >= KN_CONV_PARALLEL_MIN)
     for (int64_t m = 0; m < g->M; m++) {
         double sum = 0.0;
-        for (int64_t n = 0; n < g->N; n++) {
-            const float *plane = dy + (n * g->M + m) * g->out_plane;
-            for (int64_t p = 0; p < g->out_plane; p++)
-                sum += plane[p];
-        }
+        for (int64_t n = 0; n < g->N; n++)
+            sum += kn_lane_sum(dy + (n * g->M + m) * g->out_plane, g->out_plane);
         db[m] += (float)sum;
     }
 }

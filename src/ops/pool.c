@@ -177,25 +177,29 @@ static bool maxpool_is_plain_2x2(const pool_geom *g) {
            2 * g->h.out <= g->h.in && 2 * g->w.out <= g->w.in;
 }
 
-/* Offset (0..3 within the 2x2 window at row pair r0, r1, column 2*ow) of the first maximum, by the
- * same rule as maxpool_argmax: strictly greater wins, and the first NaN wins. */
-static inline int maxpool_2x2_pick(const float *r0, const float *r1, int64_t col) {
-    float v[4] = {r0[col], r0[col + 1], r1[col], r1[col + 1]};
-    int best = 0;
-    for (int k = 1; k < 4; k++) {
-        bool wins = v[k] > v[best] || (isnan(v[k]) && !isnan(v[best]));
-        best = wins ? k : best;
-    }
-    return best;
-}
-
+/* Each window's gradient goes where maxpool_argmax would send it: to the first NaN if there is one,
+ * else to the first maximum. The choice is made as four flags from comparisons only, and all four
+ * gradients are added (three of them zero), so that the loop vectorizes: a scattered single add per
+ * window ran at 10 ns per output. */
 static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp, float *dxp) {
     for (int64_t oh = 0; oh < g->h.out; oh++) {
         const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
         float *d0 = dxp + 2 * oh * g->w.in, *d1 = d0 + g->w.in;
+        const float *dy_row = dyp + oh * g->w.out;
         for (int64_t ow = 0; ow < g->w.out; ow++) {
-            int k = maxpool_2x2_pick(r0, r1, 2 * ow);
-            (k < 2 ? d0 : d1)[2 * ow + (k & 1)] += dyp[oh * g->w.out + ow];
+            float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+            int nan0 = v0 != v0, nan1 = v1 != v1, nan2 = v2 != v2, nan3 = v3 != v3;
+            float max01 = v1 > v0 ? v1 : v0, max012 = v2 > max01 ? v2 : max01;
+            float max = v3 > max012 ? v3 : max012; /* the maximum when there is no NaN */
+            int pick0 = nan0 | (!(nan1 | nan2 | nan3) & (v0 == max));
+            int pick1 = (!pick0) & (nan1 | (!(nan2 | nan3) & (v1 == max)));
+            int pick2 = (!pick0) & (!pick1) & (nan2 | (!nan3 & (v2 == max)));
+            int pick3 = (!pick0) & (!pick1) & (!pick2);
+            float grad = dy_row[ow];
+            d0[2 * ow] += pick0 ? grad : 0.0f;
+            d0[2 * ow + 1] += pick1 ? grad : 0.0f;
+            d1[2 * ow] += pick2 ? grad : 0.0f;
+            d1[2 * ow + 1] += pick3 ? grad : 0.0f;
         }
     }
 }
