@@ -86,7 +86,7 @@ static kiln_status run_node(kn_graph *g, bool training, float *y, const float *d
     kn_tensor *out_p[1] = {&out};
     const kn_tensor *dout_p[1] = {dy ? &dout : NULL};
     kn_op_ctx ctx = {.training = training, .seed = 1234, .step = 7, .node_index = 0};
-    kn_op_call call = {n, in_p, out_p, dout_p, din_p, &ctx};
+    kn_op_call call = {.node = n, .in = in_p, .out = out_p, .dout = dout_p, .din = din_p, .ctx = &ctx};
     kiln_status st = n->op->forward(&call);
     if (st == KILN_OK && dy)
         st = n->op->backward(&call);

@@ -117,7 +117,7 @@ static kiln_status run_node(kn_graph *g, float *out0, const float *dy, float *co
     dout = (kn_tensor){out[0].shape, KN_F32, (void *)dy};
     const kn_tensor *dout_p[8] = {dy ? &dout : NULL};
     kn_op_ctx ctx = {.seed = 1234, .node_index = 0};
-    kn_op_call call = {n, in_p, out_p, dout_p, din_p, &ctx};
+    kn_op_call call = {.node = n, .in = in_p, .out = out_p, .dout = dout_p, .din = din_p, .ctx = &ctx};
     kiln_status st = n->op->forward(&call);
     if (st == KILN_OK && dy)
         st = n->op->backward(&call);

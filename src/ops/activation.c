@@ -60,10 +60,11 @@ static kiln_status relu_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]);
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
+    const bool fresh = kn_din_fresh(call, 0);
 #pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = dy[i]; /* loaded whatever the sign, so that the loop has no branch and vectorizes */
-        dx[i] += x[i] > 0.0f ? g : 0.0f;
+        dx[i] = (fresh ? 0.0f : dx[i]) + (x[i] > 0.0f ? g : 0.0f);
     }
     return KILN_OK;
 }
@@ -284,7 +285,8 @@ static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
 }
 
 const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
-                          .forward = relu_forward, .backward = relu_backward, .flops = relu_flops};
+                          .forward = relu_forward, .backward = relu_backward, .flops = relu_flops,
+                          .backward_stores = true};
 const kn_op kn_op_sigmoid = {.name = "Sigmoid", .min_inputs = 1, .max_inputs = 1,
                              .infer = unary_infer, .forward = sigmoid_forward,
                              .backward = sigmoid_backward, .flops = sigmoid_flops};

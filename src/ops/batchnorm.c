@@ -123,6 +123,14 @@ static void plane_gradient_sums(const float *dy, const float *x, int64_t n, floa
     *sum_dy_dev += b;
 }
 
+/* Adds g to element c of input i's gradient (stores it into a fresh one); nothing when none is wanted. */
+static void channel_gradient_put(const kn_op_call *call, int i, int64_t c, float g) {
+    if (!call->din[i])
+        return;
+    float *d = kn_f32(call->din[i]);
+    d[c] = (kn_din_fresh(call, i) ? 0.0f : d[c]) + g;
+}
+
 /* Mean and biased variance of channel c over (N, inner); two passes for accuracy. */
 static void bn_channel_moments(const float *x, bn_view v, int64_t c, double *mean, double *var) {
     double sum = 0;
@@ -208,14 +216,15 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
         plane_gradient_sums(dy + (n * v.C + c) * v.inner, x + (n * v.C + c) * v.inner, v.inner, (float)mean,
                             &sum_dy, &sum_dy_dev);
     double sum_dy_xhat = sum_dy_dev * inv_std;
-    if (call->din[BN_SCALE])
-        kn_f32(call->din[BN_SCALE])[c] += (float)sum_dy_xhat;
-    if (call->din[BN_B])
-        kn_f32(call->din[BN_B])[c] += (float)sum_dy;
-    if (!training && call->din[BN_MEAN])
-        kn_f32(call->din[BN_MEAN])[c] += (float)(-scale * inv_std * sum_dy);
-    if (!training && call->din[BN_VAR])
-        kn_f32(call->din[BN_VAR])[c] += (float)(-0.5 * scale * inv_std * inv_std * sum_dy_xhat);
+    channel_gradient_put(call, BN_SCALE, c, (float)sum_dy_xhat);
+    channel_gradient_put(call, BN_B, c, (float)sum_dy);
+    if (!training) {
+        channel_gradient_put(call, BN_MEAN, c, (float)(-scale * inv_std * sum_dy));
+        channel_gradient_put(call, BN_VAR, c, (float)(-0.5 * scale * inv_std * inv_std * sum_dy_xhat));
+    } else {
+        channel_gradient_put(call, BN_MEAN, c, 0.0f); /* batch statistics: the running ones play no part */
+        channel_gradient_put(call, BN_VAR, c, 0.0f);
+    }
     if (!dx)
         return;
 
@@ -227,12 +236,13 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     float offset = (float)mean_dy;
     float slope = (float)(scale * inv_std * mean_dy_xhat * inv_std);
     float m = (float)mean;
+    const bool fresh = kn_din_fresh(call, BN_X);
     for (int64_t n = 0; n < v.N; n++) {
         const float *xp = x + (n * v.C + c) * v.inner;
         const float *dyp = dy + (n * v.C + c) * v.inner;
         float *dxp = dx + (n * v.C + c) * v.inner;
         for (int64_t i = 0; i < v.inner; i++)
-            dxp[i] += gain * (dyp[i] - offset) - slope * (xp[i] - m);
+            dxp[i] = (fresh ? 0.0f : dxp[i]) + (gain * (dyp[i] - offset) - slope * (xp[i] - m));
     }
 }
 
@@ -258,5 +268,6 @@ const kn_op kn_op_batchnormalization = {
     .infer = bn_infer,
     .forward = bn_forward,
     .backward = bn_backward,
+    .backward_stores = true,
     .flops = bn_flops,
 };

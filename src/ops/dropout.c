@@ -97,10 +97,11 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     const float *dy = kn_f32(dout);
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(dout);
+    const bool fresh = kn_din_fresh(call, 0);
     if (!call->ctx->training) {
 #pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
-            dx[i] += dy[i];
+            dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
         return KILN_OK;
     }
     float ratio;
@@ -109,7 +110,7 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     uint64_t key = dropout_key(call->ctx);
 #pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
-        dx[i] += kn_hash_uniform(key, (uint64_t)i) >= ratio ? dy[i] * gain : 0.0f;
+        dx[i] = (fresh ? 0.0f : dx[i]) + (kn_hash_uniform(key, (uint64_t)i) >= ratio ? dy[i] * gain : 0.0f);
     return KILN_OK;
 }
 
@@ -121,4 +122,5 @@ const kn_op kn_op_dropout = {
     .infer = dropout_infer,
     .forward = dropout_forward,
     .backward = dropout_backward,
+    .backward_stores = true,
 };

@@ -3,6 +3,7 @@
  * (M, N). An activation fused in by the inference optimizer (ops/fused_act.h) is applied to Y last.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
@@ -122,26 +123,29 @@ static kiln_status gemm_backward(const kn_op_call *call) {
     const float *dy = kn_f32(dout); // (M, N)
     int64_t lda = a->shape.d[1], ldb = b->shape.d[1];
     kn_tensor *da = call->din[0], *db = call->din[1], *dc = c ? call->din[2] : NULL;
+    const float da_keep = kn_din_fresh(call, 0) ? 0.0f : 1.0f, db_keep = kn_din_fresh(call, 1) ? 0.0f : 1.0f;
 
     // d op(A) (M, K) = alpha * dY @ op(B)^T; dA is its transpose when transA.
     if (da && d.trans_a)
-        kn_sgemm(d.trans_b, true, d.K, d.M, d.N, d.alpha, kn_f32(b), ldb, dy, d.N, 1.0f, kn_f32(da),
+        kn_sgemm(d.trans_b, true, d.K, d.M, d.N, d.alpha, kn_f32(b), ldb, dy, d.N, da_keep, kn_f32(da),
                  d.M);
     else if (da)
-        kn_sgemm(false, !d.trans_b, d.M, d.K, d.N, d.alpha, dy, d.N, kn_f32(b), ldb, 1.0f, kn_f32(da),
+        kn_sgemm(false, !d.trans_b, d.M, d.K, d.N, d.alpha, dy, d.N, kn_f32(b), ldb, da_keep, kn_f32(da),
                  d.K);
 
     // d op(B) (K, N) = alpha * op(A)^T @ dY; dB is its transpose when transB.
     if (db && d.trans_b)
-        kn_sgemm(true, d.trans_a, d.N, d.K, d.M, d.alpha, dy, d.N, kn_f32(a), lda, 1.0f, kn_f32(db),
+        kn_sgemm(true, d.trans_a, d.N, d.K, d.M, d.alpha, dy, d.N, kn_f32(a), lda, db_keep, kn_f32(db),
                  d.K);
     else if (db)
-        kn_sgemm(!d.trans_a, false, d.K, d.N, d.M, d.alpha, kn_f32(a), lda, dy, d.N, 1.0f, kn_f32(db),
+        kn_sgemm(!d.trans_a, false, d.K, d.N, d.M, d.alpha, kn_f32(a), lda, dy, d.N, db_keep, kn_f32(db),
                  d.N);
 
     // dC = beta * dY summed over the dimensions C was broadcast along.
     if (dc) {
         float *dcv = kn_f32(dc); // (c_rows, c_cols)
+        if (kn_din_fresh(call, 2))
+            memset(dcv, 0, sizeof(float) * (size_t)kn_numel(dc));
         for (int64_t i = 0; i < d.M; i++) {
             float *dc_row = dcv + (d.c_rows == 1 ? 0 : i) * d.c_cols;
             for (int64_t j = 0; j < d.N; j++)
@@ -168,4 +172,5 @@ const kn_op kn_op_gemm = {
     .workspace = gemm_workspace,
     .backward = gemm_backward,
     .flops = gemm_flops,
+    .backward_stores = true,
 };

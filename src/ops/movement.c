@@ -246,6 +246,10 @@ kiln_status kn_copy_backward(const kn_op_call *call) {
     float *dx = kn_f32(call->din[0]);
     const float *dy = kn_f32(call->dout[0]);
     int64_t n = kn_numel(call->din[0]);
+    if (kn_din_fresh(call, 0)) {
+        memcpy(dx, dy, sizeof(float) * (size_t)n);
+        return KILN_OK;
+    }
 #pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         dx[i] += dy[i];

@@ -74,7 +74,7 @@ void kn_copy_strided(void *dst, const void *src, int64_t n, int64_t stride, size
 
 /* Forward and backward of the ops whose output holds the input's elements in order under another
  * shape (Flatten, Reshape, Squeeze, Unsqueeze, Identity): a copy, none when the caller aliased the
- * output to the input, and dX += dY. */
+ * output to the input, and dX += dY (dX = dY for a fresh dX, see kn_op_call). */
 kiln_status kn_copy_forward(const kn_op_call *call);
 kiln_status kn_copy_backward(const kn_op_call *call);
 

@@ -22,7 +22,11 @@ typedef struct kn_op_ctx {
  * forward:  reads in[0..n_in), writes out[0..n_out). in[i] is NULL for an omitted optional input.
  *           Stateful ops (BatchNormalization in training) update their state inputs in place.
  * backward: reads in, out and dout (gradients of the outputs; NULL where none flows) and ADDS the
- *           gradient of each input into din[i]; din[i] is NULL where no gradient is wanted. */
+ *           gradient of each input into din[i]; din[i] is NULL where no gradient is wanted.
+ *           Exception, for ops with backward_stores only: where bit i of din_fresh is set, din[i]
+ *           holds no gradient yet and its contents are undefined, so the op STORES the gradient
+ *           into every element instead of adding. The training tape sets the bit for an activation
+ *           whose gradient has this one contribution, which saves zeroing it and reading it back. */
 typedef struct kn_op_call {
     const kn_node *node;
     kn_tensor *const *in;
@@ -30,7 +34,10 @@ typedef struct kn_op_call {
     const kn_tensor *const *dout;
     kn_tensor *const *din;
     kn_op_ctx *ctx;
+    unsigned din_fresh;
 } kn_op_call;
+
+static inline bool kn_din_fresh(const kn_op_call *call, int i) { return (call->din_fresh >> i) & 1u; }
 
 struct kn_op {
     const char *name;
@@ -44,6 +51,9 @@ struct kn_op {
     /* Bytes of ctx scratch (kn_op_scratch) forward asks for at the node's current shapes, so that an
      * executor can allocate it before running. NULL: forward needs none, or sizes it on first use. */
     size_t (*workspace)(const kn_graph *g, const kn_node *node);
+    /* backward honours kn_op_call.din_fresh, and writes every element of a fresh din[i] whenever
+     * every dout is given. */
+    bool backward_stores;
 };
 
 /* The op table entry named `name`, or NULL. */

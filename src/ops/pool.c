@@ -3,6 +3,7 @@
  * Every plane is independent, so loops run in parallel over planes.
  */
 #include <math.h>
+#include <string.h>
 
 #include "ops/op.h"
 #include "ops/window.h"
@@ -181,7 +182,8 @@ static bool maxpool_is_plain_2x2(const pool_geom *g) {
  * else to the first maximum. The choice is made as four flags from comparisons only, and all four
  * gradients are added (three of them zero), so that the loop vectorizes: a scattered single add per
  * window ran at 10 ns per output. */
-static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp, float *dxp) {
+static inline void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp,
+                                              float *dxp, bool store) {
     for (int64_t oh = 0; oh < g->h.out; oh++) {
         const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
         float *d0 = dxp + 2 * oh * g->w.in, *d1 = d0 + g->w.in;
@@ -196,10 +198,10 @@ static void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, cons
             int pick2 = (!pick0) & (!pick1) & (nan2 | (!nan3 & (v2 == max)));
             int pick3 = (!pick0) & (!pick1) & (!pick2);
             float grad = dy_row[ow];
-            d0[2 * ow] += pick0 ? grad : 0.0f;
-            d0[2 * ow + 1] += pick1 ? grad : 0.0f;
-            d1[2 * ow] += pick2 ? grad : 0.0f;
-            d1[2 * ow + 1] += pick3 ? grad : 0.0f;
+            d0[2 * ow] = (store ? 0.0f : d0[2 * ow]) + (pick0 ? grad : 0.0f);
+            d0[2 * ow + 1] = (store ? 0.0f : d0[2 * ow + 1]) + (pick1 ? grad : 0.0f);
+            d1[2 * ow] = (store ? 0.0f : d1[2 * ow]) + (pick2 ? grad : 0.0f);
+            d1[2 * ow + 1] = (store ? 0.0f : d1[2 * ow + 1]) + (pick3 ? grad : 0.0f);
         }
     }
 }
@@ -291,12 +293,21 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
     float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
     bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
+    /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
+    bool fresh = kn_din_fresh(call, 0);
+    bool tiled = plain_2x2 && 2 * p.g.h.out == p.g.h.in && 2 * p.g.w.out == p.g.w.in;
 #pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
         float *dxp = dx + plane * p.g.in_plane;
+        if (fresh && !tiled)
+            memset(dxp, 0, sizeof(float) * (size_t)p.g.in_plane);
         if (plain_2x2) {
-            maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp);
+            /* two calls with constant `store`, so that each inlined loop is branch-free and vectorizes */
+            if (fresh && tiled)
+                maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp, true);
+            else
+                maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp, false);
             continue;
         }
         for (int64_t oh = 0; oh < p.g.h.out; oh++)
@@ -314,6 +325,7 @@ const kn_op kn_op_maxpool = {
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .flops = pool_flops,
+    .backward_stores = true,
 };
 
 /* ---- AveragePool ---- */

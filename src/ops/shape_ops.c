@@ -456,6 +456,7 @@ const kn_op kn_op_flatten = {
     .infer = flatten_infer,
     .forward = kn_copy_forward,
     .backward = kn_copy_backward,
+    .backward_stores = true,
 };
 
 const kn_op kn_op_reshape = {
@@ -465,6 +466,7 @@ const kn_op kn_op_reshape = {
     .infer = reshape_infer,
     .forward = kn_copy_forward,
     .backward = kn_copy_backward,
+    .backward_stores = true,
 };
 
 const kn_op kn_op_identity = {
@@ -474,6 +476,7 @@ const kn_op kn_op_identity = {
     .infer = identity_infer,
     .forward = kn_copy_forward,
     .backward = kn_copy_backward,
+    .backward_stores = true,
 };
 
 const kn_op kn_op_transpose = {

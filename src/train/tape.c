@@ -41,6 +41,40 @@ static void mark_needs_grad(kn_tape *t) {
     }
 }
 
+/* grad_storer[v]: the node whose backward stores (rather than adds) the whole gradient of activation
+ * v, or -1 when v's gradient must start at zero. A node qualifies when v feeds it once and nothing
+ * else, its op honours din_fresh, and all its outputs carry gradients, so that it runs and writes. */
+static void find_grad_storers(kn_tape *t) {
+    kn_graph *g = t->g;
+    int *uses = t->grad_storer; /* first a count of the input slots reading each value */
+    for (int v = 0; v < g->n_values; v++)
+        uses[v] = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                uses[g->nodes[i].in[k]]++;
+    int *storer = uses;
+    for (int v = 0; v < g->n_values; v++)
+        storer[v] = uses[v] == 1 ? -2 : -1; /* -2: read once, by a node not found yet */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool all_outputs_have_grads = true;
+        for (int k = 0; k < n->n_out; k++)
+            all_outputs_have_grads &= t->needs_grad[n->out[k]];
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v < 0 || storer[v] != -2)
+                continue;
+            bool stores = k < 32 && n->op->backward_stores && all_outputs_have_grads && t->needs_grad[v] &&
+                          g->values[v].kind == KN_VALUE_ACT && !is_output(g, v);
+            storer[v] = stores ? i : -1;
+        }
+    }
+    for (int v = 0; v < g->n_values; v++)
+        if (storer[v] == -2)
+            storer[v] = -1;
+}
+
 /* Parameter gradients live in their own block, allocated once. */
 static kiln_status alloc_param_grads(kn_tape *t) {
     kn_graph *g = t->g;
@@ -157,11 +191,13 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     t->values = calloc(n, sizeof(kn_tensor));
     t->grads = calloc(n, sizeof(kn_tensor));
     t->needs_grad = calloc(n, sizeof(bool));
-    if (!t->values || !t->grads || !t->needs_grad) {
+    t->grad_storer = calloc(n, sizeof(int));
+    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
     mark_needs_grad(t);
+    find_grad_storers(t);
     kiln_status st = alloc_param_grads(t);
     if (st != KILN_OK)
         kn_tape_free(t);
@@ -188,6 +224,7 @@ void kn_tape_free(kn_tape *t) {
     free(t->values);
     free(t->grads);
     free(t->needs_grad);
+    free(t->grad_storer);
     free(t->act_block);
     free(t->param_grad_block);
     kn_op_ctx_release(&t->ctx);
@@ -260,7 +297,7 @@ kiln_status kn_tape_backward(kn_tape *t) {
     if (!t->with_grads)
         return kn_fail(KILN_ERR_INTERNAL, "backward on a tape bound without gradients");
     for (int v = 0; v < g->n_values; v++)
-        if (g->values[v].kind == KN_VALUE_ACT && t->grads[v].data && !is_output(g, v))
+        if (g->values[v].kind == KN_VALUE_ACT && t->grads[v].data && !is_output(g, v) && t->grad_storer[v] < 0)
             memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const kn_node *n = &g->nodes[i];
@@ -278,6 +315,9 @@ kiln_status kn_tape_backward(kn_tape *t) {
                            n->name, n->op->name);
         t->ctx.node_index = i;
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx};
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && t->grad_storer[n->in[k]] == i)
+                call.din_fresh |= 1u << k;
         kiln_status st = n->op->backward(&call);
         if (st != KILN_OK) {
             kn_error_prefix("backward of node '%s' (%s): ", n->name, n->op->name);

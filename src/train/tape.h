@@ -17,6 +17,7 @@ typedef struct kn_tape {
     kn_tensor *values;   /* (n_values) views: initializers onto the graph's data, activations onto the block */
     kn_tensor *grads;    /* (n_values) gradient views; data NULL where no gradient flows */
     bool *needs_grad;    /* (n_values) a parameter, or computed from one */
+    int *grad_storer;    /* (n_values) node whose backward stores the value's whole gradient, or -1 */
     float *act_block;
     size_t act_block_bytes;
     float *param_grad_block;

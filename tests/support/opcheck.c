@@ -99,6 +99,43 @@ static double loss_at(const kn_node *n, bound_node *b, float **r, kn_op_ctx *ctx
     return s;
 }
 
+/* For an op with backward_stores: a second backward into NaN-filled buffers marked fresh must store
+ * exactly the gradients the first one added to zeros. */
+static bool fresh_gradients_match(const kn_node *n, bound_node *b, kn_op_ctx *ctx) {
+    kn_tensor fresh[16];
+    kn_tensor *fresh_p[16] = {0};
+    unsigned mask = 0;
+    for (int i = 0; i < n->n_in; i++) {
+        if (!b->din_p[i])
+            continue;
+        int64_t cnt = kn_numel(&b->din[i]);
+        fresh[i] = (kn_tensor){b->din[i].shape, KN_F32, malloc(sizeof(float) * (size_t)(cnt ? cnt : 1))};
+        for (int64_t e = 0; e < cnt; e++)
+            kn_f32(&fresh[i])[e] = NAN;
+        fresh_p[i] = &fresh[i];
+        mask |= 1u << i;
+    }
+    kn_op_call call = {.node = n, .in = b->in_p, .out = b->out_p, .dout = b->dout_p, .din = fresh_p, .ctx = ctx,
+                       .din_fresh = mask};
+    bool ok = n->op->backward(&call) == KILN_OK;
+    if (!ok)
+        fprintf(stderr, "opcheck: backward into fresh buffers failed: %s\n", kiln_last_error());
+    for (int i = 0; i < n->n_in; i++) {
+        if (!fresh_p[i])
+            continue;
+        for (int64_t e = 0; ok && e < kn_numel(&fresh[i]); e++) {
+            float stored = kn_f32(&fresh[i])[e], added = kn_f32(&b->din[i])[e];
+            if (stored != added && !(isnan(stored) && isnan(added))) {
+                fprintf(stderr, "  %s input %d element %lld: stored %.9g into a fresh buffer, added %.9g\n",
+                        n->op->name, i, (long long)e, stored, added);
+                ok = false;
+            }
+        }
+        free(fresh[i].data);
+    }
+    return ok;
+}
+
 double opcheck_gradients(kn_graph *g, int node, const opcheck_options *options) {
     opcheck_options o = {1e-3, 1e-2, 1e-2, 64, false, 0};
     if (options) {
@@ -151,6 +188,10 @@ double opcheck_gradients(kn_graph *g, int node, const opcheck_options *options) 
     if (n->op->backward(&call) != KILN_OK) {
         fprintf(stderr, "opcheck: backward failed: %s\n", kiln_last_error());
         worst = -1;
+        goto done;
+    }
+    if (n->op->backward_stores && !fresh_gradients_match(n, &b, &ctx)) {
+        worst = INFINITY;
         goto done;
     }
     for (int i = 0; i < n->n_in; i++) {
