@@ -41,30 +41,41 @@ static bool gradient_wanted(const kn_op_call *call) {
     return call->dout && call->dout[0] && call->din && call->din[0];
 }
 
-/* ---- Relu: max(x, 0) ---- */
+/* Writes name_forward, y[i] = FORWARD for every element, and name_backward, dx[i] += BACKWARD. The
+ * expressions read x[i], y[i] (the saved output), dy[i] and alpha, the node's "alpha" attribute
+ * (default ALPHA; unused by the activations without one). One loop each, on the team when the tensor
+ * is large; the expressions inline into the loops, which vectorise as written-out ones do. */
+#define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
+    static kiln_status name##_forward(const kn_op_call *call) {                             \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]);                                               \
+        float *y = kn_f32(call->out[0]);                                                    \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        (void)alpha;                                                                        \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++)                                                     \
+            y[i] = (FORWARD);                                                               \
+        return KILN_OK;                                                                     \
+    }                                                                                       \
+    static kiln_status name##_backward(const kn_op_call *call) {                            \
+        if (!gradient_wanted(call))                                                         \
+            return KILN_OK;                                                                 \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]);                                               \
+        const float *y = kn_f32(call->out[0]);                                              \
+        const float *dy = kn_f32(call->dout[0]);                                            \
+        float *dx = kn_f32(call->din[0]);                                                   \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        (void)alpha, (void)x, (void)y;                                                      \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++)                                                     \
+            dx[i] += (BACKWARD);                                                            \
+        return KILN_OK;                                                                     \
+    }
 
-static kiln_status relu_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* written so that NaN passes through */
-    return KILN_OK;
-}
+/* ---- Relu: max(x, 0), written so that NaN passes through ---- */
 
-static kiln_status relu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
-    return KILN_OK;
-}
+ACTIVATION(relu, 0.0f, x[i] < 0.0f ? 0.0f : x[i], x[i] > 0.0f ? dy[i] : 0.0f)
 
 static int64_t relu_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 
@@ -78,28 +89,7 @@ static inline float sigmoid(float x) {
     return e / (1.0f + e);
 }
 
-static kiln_status sigmoid_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = sigmoid(x[i]);
-    return KILN_OK;
-}
-
-static kiln_status sigmoid_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->out[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
-    return KILN_OK;
-}
+ACTIVATION(sigmoid, 0.0f, sigmoid(x[i]), dy[i] * y[i] * (1.0f - y[i]))
 
 static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
     return 3 * output_numel(g, node); /* exp, add, divide */
@@ -107,58 +97,14 @@ static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- Tanh ---- */
 
-static kiln_status tanh_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = tanhf(x[i]);
-    return KILN_OK;
-}
-
-static kiln_status tanh_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->out[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i] * (1.0f - y[i] * y[i]);
-    return KILN_OK;
-}
+ACTIVATION(tanh, 0.0f, tanhf(x[i]), dy[i] * (1.0f - y[i] * y[i]))
 
 static int64_t tanh_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 
 /* ---- LeakyRelu: x for x >= 0, alpha x below (alpha default 0.01) ---- */
 
-static kiln_status leakyrelu_forward(const kn_op_call *call) {
-    float alpha = kn_node_float(call->node, "alpha", 0.01f);
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? alpha * x[i] : x[i];
-    return KILN_OK;
-}
-
 /* The slope is chosen by the sign of x, not y: with a negative alpha, y alone would not tell. */
-static kiln_status leakyrelu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    float alpha = kn_node_float(call->node, "alpha", 0.01f);
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += x[i] < 0.0f ? alpha * dy[i] : dy[i];
-    return KILN_OK;
-}
+ACTIVATION(leakyrelu, 0.01f, x[i] < 0.0f ? alpha * x[i] : x[i], x[i] < 0.0f ? alpha * dy[i] : dy[i])
 
 static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
     return 2 * output_numel(g, node); /* compare, multiply */
@@ -166,32 +112,9 @@ static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- Elu: x for x >= 0, alpha (exp(x) - 1) below (alpha default 1) ---- */
 
-static kiln_status elu_forward(const kn_op_call *call) {
-    float alpha = kn_node_float(call->node, "alpha", 1.0f);
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i]; /* expm1f keeps precision near 0 */
-    return KILN_OK;
-}
-
-/* Below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha. */
-static kiln_status elu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    float alpha = kn_node_float(call->node, "alpha", 1.0f);
-    const float *x = kn_f32(call->in[0]);
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += x[i] < 0.0f ? dy[i] * (y[i] + alpha) : dy[i];
-    return KILN_OK;
-}
+/* expm1f keeps precision near 0. Below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha. */
+ACTIVATION(elu, 1.0f, x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i],
+           x[i] < 0.0f ? dy[i] * (y[i] + alpha) : dy[i])
 
 static int64_t elu_flops(const kn_graph *g, const kn_node *node) {
     return 3 * output_numel(g, node); /* compare, exp, multiply */
@@ -219,56 +142,42 @@ static kiln_status gelu_infer(kn_graph *g, const kn_node *node) {
     return unary_infer(g, node);
 }
 
-/* exact: 0.5 x (1 + erf(x / sqrt 2))
- * tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3) */
+/* exact: 0.5 x (1 + erf(x / sqrt 2));  d/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi) */
+static inline float gelu_exact_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * KN_SQRT1_2));
+    float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
+ACTIVATION(gelu_exact, 0.0f, 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2)),
+           dy[i] * gelu_exact_grad(x[i]))
+
+/* tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3);
+ * d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
+static inline float gelu_tanh_value(float x) {
+    float u = KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+
+static inline float gelu_tanh_grad(float x) {
+    float x2 = x * x;
+    float t = tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x2 * x));
+    float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+}
+
+ACTIVATION(gelu_tanh, 0.0f, gelu_tanh_value(x[i]), dy[i] * gelu_tanh_grad(x[i]))
+
 static kiln_status gelu_forward(const kn_op_call *call) {
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-    if (form == GELU_EXACT) {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2));
-    } else {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float u = KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x[i] * x[i] * x[i]);
-            y[i] = 0.5f * x[i] * (1.0f + tanhf(u));
-        }
-    }
-    return KILN_OK;
+    return form == GELU_EXACT ? gelu_exact_forward(call) : gelu_tanh_forward(call);
 }
 
-/* exact: Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
- * tanh:  0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
 static kiln_status gelu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-    if (form == GELU_EXACT) {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + erff(x[i] * KN_SQRT1_2));
-            float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
-            dx[i] += dy[i] * (cdf + x[i] * pdf);
-        }
-    } else {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x2 = x[i] * x[i];
-            float t = tanhf(KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x2 * x[i]));
-            float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
-            dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du);
-        }
-    }
-    return KILN_OK;
+    return form == GELU_EXACT ? gelu_exact_backward(call) : gelu_tanh_backward(call);
 }
 
 static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
