@@ -1,7 +1,9 @@
 /* The ONNX op paths beyond the training set: Pow with integer bases, Max / Min on f16,
  * LayerNormalization's Mean and InvStdDev outputs, BatchNormalization with training_mode = 1 and its
  * running_mean / running_var outputs, Dropout's mask output and training_mode input, Resize's cubic
- * mode and tf_crop_and_resize coordinates, and Resize's workspace (the first run allocates nothing).
+ * mode and tf_crop_and_resize coordinates, and Resize's workspace (the first run allocates nothing);
+ * and that the inference optimizer keeps the Dropout and BatchNormalization nodes that compute in
+ * training mode.
  *
  * Each forward is compared with a naive reference written here (double precision, plain loops, the
  * ONNX formulas); each backward with finite differences (opcheck), through every output. */
@@ -16,6 +18,7 @@
 #include "core/status.h"
 #include "core/threads.h"
 #include "ops/op.h"
+#include "runtime/optimize.h"
 #include "support/opcheck.h"
 
 #define SHAPE(...)                                                                   \
@@ -439,6 +442,7 @@ static void test_batchnorm_training_mode(void) {
         printf("  input_mean and input_var left as they were (the run does not train): %s\n",
                inputs_kept ? "yes" : "NO");
         CHECK(inputs_kept);
+        free(y);
         free_outputs(out, 3);
 
         /* kiln training the same node: the state inputs move in place (unbiased variance, as
@@ -766,6 +770,67 @@ static void test_resize_workspace(void) {
     }
 }
 
+/* ---- the optimizer keeps nodes that compute in training mode ---- */
+
+/* X -> Dropout(X, 0.5, training_mode) -> Relu -> Y: the Dropout is removed only when training_mode
+ * is absent or false. */
+static int optimized_dropouts_removed(int training_mode) {
+    kn_graph g, opt;
+    kn_graph_init(&g);
+    int in[3] = {add_value(&g, "X", KN_VALUE_INPUT, KN_F32, SHAPE(2, 3), NULL),
+                 add_value(&g, "ratio", KN_VALUE_CONST, KN_F32, SHAPE(1), (float[]){0.5f}), -1};
+    if (training_mode >= 0)
+        in[2] = add_value(&g, "training_mode", KN_VALUE_CONST, KN_BOOL, kn_shape_of(0, NULL),
+                          (uint8_t[]){(uint8_t)training_mode});
+    int dropped = add_output(&g, "dropped"), y = add_output(&g, "Y");
+    add_node(&g, "Dropout", training_mode >= 0 ? 3 : 2, in, 1, &dropped);
+    CHECK(kn_graph_add_node(&g, "Relu", "relu", 1, &dropped, 1, &y) == 1);
+    g.inputs[g.n_inputs++] = in[0];
+    g.outputs[g.n_outputs++] = y;
+    kn_opt_stats stats = {0};
+    CHECK_OK(kn_graph_optimize(&g, KN_OPT_IDENTITY, &opt, &stats));
+    kn_graph_free(&opt);
+    kn_graph_free(&g);
+    return stats.identities_removed;
+}
+
+/* X -> Conv -> BatchNormalization(training_mode) -> Y: folded only when training_mode is 0. */
+static int optimized_batchnorms_folded(int training_mode) {
+    kn_graph g, opt;
+    kn_graph_init(&g);
+    int x = add_value(&g, "X", KN_VALUE_INPUT, KN_F32, SHAPE(1, 2, 5, 5), NULL);
+    int w = add_param(&g, "W", SHAPE(3, 2, 3, 3));
+    int conv_out = add_output(&g, "conv");
+    int conv = kn_graph_add_node(&g, "Conv", "conv", 2, (int[]){x, w}, 1, &conv_out);
+    CHECK(conv == 0);
+    int bn_in[5] = {conv_out, add_param(&g, "scale", SHAPE(3)), add_param(&g, "B", SHAPE(3)),
+                    add_param(&g, "mean", SHAPE(3)), add_param(&g, "var", SHAPE(3))};
+    int y = add_output(&g, "Y");
+    int bn = kn_graph_add_node(&g, "BatchNormalization", "bn", 5, bn_in, 1, &y);
+    CHECK(bn == 1);
+    CHECK_OK(kn_node_set_int(&g, bn, "training_mode", training_mode));
+    opcheck_fill_uniform(&g, 4, 0.5f, 1.5f);
+    g.inputs[g.n_inputs++] = x;
+    g.outputs[g.n_outputs++] = y;
+    kn_opt_stats stats = {0};
+    CHECK_OK(kn_graph_optimize(&g, KN_OPT_BATCHNORM, &opt, &stats));
+    kn_graph_free(&opt);
+    kn_graph_free(&g);
+    return stats.batchnorms_folded;
+}
+
+static void test_optimizer_keeps_training_nodes(void) {
+    int removed[3] = {optimized_dropouts_removed(-1), optimized_dropouts_removed(0),
+                      optimized_dropouts_removed(1)};
+    printf("  Dropout removed: no training_mode %d, constant false %d, constant true %d\n", removed[0],
+           removed[1], removed[2]);
+    CHECK(removed[0] == 1 && removed[1] == 1 && removed[2] == 0);
+    int folded[2] = {optimized_batchnorms_folded(0), optimized_batchnorms_folded(1)};
+    printf("  BatchNormalization after Conv folded: training_mode 0 %d, training_mode 1 %d\n",
+           folded[0], folded[1]);
+    CHECK(folded[0] == 1 && folded[1] == 0);
+}
+
 int main(void) {
     printf("Pow with integer bases\n");
     test_pow_integer_base();
@@ -781,5 +846,7 @@ int main(void) {
     test_resize_cubic_and_crop();
     printf("Resize workspace\n");
     test_resize_workspace();
+    printf("The inference optimizer and training-mode nodes\n");
+    test_optimizer_keeps_training_nodes();
     return check_finish();
 }
