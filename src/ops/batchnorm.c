@@ -225,11 +225,11 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     const float *dy = kn_f32(call->dout[BN_Y]);
     float *dx = call->din[BN_X] ? kn_f32(call->din[BN_X]) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
-    bool training = bn_uses_batch_stats(call->node, call->ctx);
+    bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
     double scale = kn_f32(call->in[BN_SCALE])[c];
 
     double mean, var;
-    if (training) {
+    if (batch_stats) {
         bn_channel_moments(x, v, c, &mean, &var);
     } else {
         mean = kn_f32(call->in[BN_MEAN])[c];
@@ -245,16 +245,16 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
         kn_f32(call->din[BN_SCALE])[c] += (float)sum_dy_xhat;
     if (call->din[BN_B])
         kn_f32(call->din[BN_B])[c] += (float)sum_dy;
-    if (!training && call->din[BN_MEAN])
+    if (!batch_stats && call->din[BN_MEAN])
         kn_f32(call->din[BN_MEAN])[c] += (float)(-scale * inv_std * sum_dy);
-    if (!training && call->din[BN_VAR])
+    if (!batch_stats && call->din[BN_VAR])
         kn_f32(call->din[BN_VAR])[c] += (float)(-0.5 * scale * inv_std * inv_std * sum_dy_xhat);
     if (!dx)
         return;
 
     double count = (double)(v.N * v.inner);
-    double mean_dy = training ? sum_dy / count : 0;
-    double mean_dy_xhat = training ? sum_dy_xhat / count : 0;
+    double mean_dy = batch_stats ? sum_dy / count : 0;
+    double mean_dy_xhat = batch_stats ? sum_dy_xhat / count : 0;
     /* dx = gain * (dy - mean_dy) - (gain * mean_dy_xhat * inv_std) * (x - mean), in float per element. */
     float gain = (float)(scale * inv_std);
     float offset = (float)mean_dy;
