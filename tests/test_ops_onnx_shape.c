@@ -1572,10 +1572,10 @@ static void test_resize_gradients_and_errors(void) {
         kiln_status status;
         const char *needle;
     } bad[] = {
-        {{"", "cubic", NULL, NULL, {4, {1, 1, 2, 2}}, 4, 0, {1, 1, 2, 2}, {0}},
-         KILN_ERR_UNSUPPORTED, "mode 'cubic' is not supported"},
+        {{"", "bicubic", NULL, NULL, {4, {1, 1, 2, 2}}, 4, 0, {1, 1, 2, 2}, {0}},
+         KILN_ERR_INVALID_ARG, "unknown mode 'bicubic'"},
         {{"", "linear", "tf_crop_and_resize", NULL, {4, {1, 1, 2, 2}}, 4, 0, {1, 1, 2, 2}, {0}},
-         KILN_ERR_UNSUPPORTED, "'tf_crop_and_resize' is not supported"},
+         KILN_ERR_INVALID_ARG, "tf_crop_and_resize needs the roi input"},
         {{"", NULL, NULL, NULL, {4, {1, 1, 2, 2}}, 4, 4, {1, 1, 2, 2}, {1, 1, 4, 4}},
          KILN_ERR_INVALID_ARG, "exactly one of scales and sizes must be given (got both)"},
         {{"", NULL, NULL, NULL, {4, {1, 3, 2, 2}}, 0, 4, {0}, {1, 6, 4, 4}}, KILN_ERR_UNSUPPORTED,

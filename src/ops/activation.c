@@ -41,33 +41,51 @@ static bool gradient_wanted(const kn_op_call *call) {
     return call->dout && call->dout[0] && call->din && call->din[0];
 }
 
-/* ---- Relu: max(x, 0) ---- */
-
-static kiln_status relu_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* written so that NaN passes through */
-    return KILN_OK;
-}
-
-static kiln_status relu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-    const bool fresh = kn_din_fresh(call, 0);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float g = dy[i]; /* loaded whatever the sign, so that the loop has no branch and vectorizes */
-        dx[i] = (fresh ? 0.0f : dx[i]) + (x[i] > 0.0f ? g : 0.0f);
+/* Writes name_forward, y[i] = FORWARD for every element, and name_backward, dx[i] += BACKWARD (or
+ * dx[i] = BACKWARD into a fresh gradient, see kn_op_call). The expressions read x[i], y[i] (the
+ * saved output), g (= dy[i], loaded unconditionally so that selects need no branch) and alpha, the
+ * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, on
+ * the team when the tensor is large; the expressions inline into the loops, which vectorise. The
+ * backward loop is instantiated twice, with `store` constant, so that neither has a branch. */
+#define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
+    static kiln_status name##_forward(const kn_op_call *call) {                             \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]);                                               \
+        float *y = kn_f32(call->out[0]);                                                    \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        (void)alpha;                                                                        \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++)                                                     \
+            y[i] = (FORWARD);                                                               \
+        return KILN_OK;                                                                     \
+    }                                                                                       \
+    static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
+                                            float *dx, int64_t n, float alpha, bool store) { \
+        (void)alpha, (void)x, (void)y;                                                      \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++) {                                                   \
+            float g = dy[i];                                                                \
+            dx[i] = (store ? 0.0f : dx[i]) + (BACKWARD);                                    \
+        }                                                                                   \
+    }                                                                                       \
+    static kiln_status name##_backward(const kn_op_call *call) {                            \
+        if (!gradient_wanted(call))                                                         \
+            return KILN_OK;                                                                 \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]), *y = kn_f32(call->out[0]);                    \
+        const float *dy = kn_f32(call->dout[0]);                                            \
+        float *dx = kn_f32(call->din[0]);                                                   \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        if (kn_din_fresh(call, 0))                                                          \
+            name##_backward_loop(x, y, dy, dx, n, alpha, true);                             \
+        else                                                                                \
+            name##_backward_loop(x, y, dy, dx, n, alpha, false);                            \
+        return KILN_OK;                                                                     \
     }
-    return KILN_OK;
-}
+
+/* ---- Relu: max(x, 0), written so that NaN passes through ---- */
+
+ACTIVATION(relu, 0.0f, x[i] < 0.0f ? 0.0f : x[i], x[i] > 0.0f ? g : 0.0f)
 
 static int64_t relu_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 
@@ -81,28 +99,7 @@ static inline float sigmoid(float x) {
     return e / (1.0f + e);
 }
 
-static kiln_status sigmoid_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = sigmoid(x[i]);
-    return KILN_OK;
-}
-
-static kiln_status sigmoid_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->out[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
-    return KILN_OK;
-}
+ACTIVATION(sigmoid, 0.0f, sigmoid(x[i]), g * y[i] * (1.0f - y[i]))
 
 static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
     return 3 * output_numel(g, node); /* exp, add, divide */
@@ -110,60 +107,14 @@ static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- Tanh ---- */
 
-static kiln_status tanh_forward(const kn_op_call *call) {
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = tanhf(x[i]);
-    return KILN_OK;
-}
-
-static kiln_status tanh_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->out[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i] * (1.0f - y[i] * y[i]);
-    return KILN_OK;
-}
+ACTIVATION(tanh, 0.0f, tanhf(x[i]), g * (1.0f - y[i] * y[i]))
 
 static int64_t tanh_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 
 /* ---- LeakyRelu: x for x >= 0, alpha x below (alpha default 0.01) ---- */
 
-static kiln_status leakyrelu_forward(const kn_op_call *call) {
-    float alpha = kn_node_float(call->node, "alpha", 0.01f);
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? alpha * x[i] : x[i];
-    return KILN_OK;
-}
-
 /* The slope is chosen by the sign of x, not y: with a negative alpha, y alone would not tell. */
-static kiln_status leakyrelu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    float alpha = kn_node_float(call->node, "alpha", 0.01f);
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float g = dy[i];
-        dx[i] += x[i] < 0.0f ? alpha * g : g;
-    }
-    return KILN_OK;
-}
+ACTIVATION(leakyrelu, 0.01f, x[i] < 0.0f ? alpha * x[i] : x[i], x[i] < 0.0f ? alpha * g : g)
 
 static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
     return 2 * output_numel(g, node); /* compare, multiply */
@@ -171,34 +122,9 @@ static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- Elu: x for x >= 0, alpha (exp(x) - 1) below (alpha default 1) ---- */
 
-static kiln_status elu_forward(const kn_op_call *call) {
-    float alpha = kn_node_float(call->node, "alpha", 1.0f);
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i]; /* expm1f keeps precision near 0 */
-    return KILN_OK;
-}
-
-/* Below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha. */
-static kiln_status elu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
-    float alpha = kn_node_float(call->node, "alpha", 1.0f);
-    const float *x = kn_f32(call->in[0]);
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float g = dy[i], slope = y[i] + alpha;
-        dx[i] += x[i] < 0.0f ? g * slope : g;
-    }
-    return KILN_OK;
-}
+/* expm1f keeps precision near 0. Below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha. */
+ACTIVATION(elu, 1.0f, x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i],
+           x[i] < 0.0f ? g * (y[i] + alpha) : g)
 
 static int64_t elu_flops(const kn_graph *g, const kn_node *node) {
     return 3 * output_numel(g, node); /* compare, exp, multiply */
@@ -226,56 +152,42 @@ static kiln_status gelu_infer(kn_graph *g, const kn_node *node) {
     return unary_infer(g, node);
 }
 
-/* exact: 0.5 x (1 + erf(x / sqrt 2))
- * tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3) */
+/* exact: 0.5 x (1 + erf(x / sqrt 2));  d/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi) */
+static inline float gelu_exact_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * KN_SQRT1_2));
+    float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
+ACTIVATION(gelu_exact, 0.0f, 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2)),
+           g * gelu_exact_grad(x[i]))
+
+/* tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3);
+ * d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
+static inline float gelu_tanh_value(float x) {
+    float u = KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+
+static inline float gelu_tanh_grad(float x) {
+    float x2 = x * x;
+    float t = tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x2 * x));
+    float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+}
+
+ACTIVATION(gelu_tanh, 0.0f, gelu_tanh_value(x[i]), g * gelu_tanh_grad(x[i]))
+
 static kiln_status gelu_forward(const kn_op_call *call) {
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-    if (form == GELU_EXACT) {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2));
-    } else {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float u = KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x[i] * x[i] * x[i]);
-            y[i] = 0.5f * x[i] * (1.0f + tanhf(u));
-        }
-    }
-    return KILN_OK;
+    return form == GELU_EXACT ? gelu_exact_forward(call) : gelu_tanh_forward(call);
 }
 
-/* exact: Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
- * tanh:  0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
 static kiln_status gelu_backward(const kn_op_call *call) {
-    if (!gradient_wanted(call))
-        return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const float *x = kn_f32(call->in[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-    if (form == GELU_EXACT) {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + erff(x[i] * KN_SQRT1_2));
-            float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
-            dx[i] += dy[i] * (cdf + x[i] * pdf);
-        }
-    } else {
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x2 = x[i] * x[i];
-            float t = tanhf(KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x2 * x[i]));
-            float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
-            dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du);
-        }
-    }
-    return KILN_OK;
+    return form == GELU_EXACT ? gelu_exact_backward(call) : gelu_tanh_backward(call);
 }
 
 static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
@@ -289,13 +201,18 @@ const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .inf
                           .backward_stores = true};
 const kn_op kn_op_sigmoid = {.name = "Sigmoid", .min_inputs = 1, .max_inputs = 1,
                              .infer = unary_infer, .forward = sigmoid_forward,
-                             .backward = sigmoid_backward, .flops = sigmoid_flops};
+                             .backward = sigmoid_backward, .flops = sigmoid_flops,
+                          .backward_stores = true};
 const kn_op kn_op_tanh = {.name = "Tanh", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
-                          .forward = tanh_forward, .backward = tanh_backward, .flops = tanh_flops};
+                          .forward = tanh_forward, .backward = tanh_backward, .flops = tanh_flops,
+                          .backward_stores = true};
 const kn_op kn_op_leakyrelu = {.name = "LeakyRelu", .min_inputs = 1, .max_inputs = 1,
                                .infer = unary_infer, .forward = leakyrelu_forward,
-                               .backward = leakyrelu_backward, .flops = leakyrelu_flops};
+                               .backward = leakyrelu_backward, .flops = leakyrelu_flops,
+                          .backward_stores = true};
 const kn_op kn_op_elu = {.name = "Elu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
-                         .forward = elu_forward, .backward = elu_backward, .flops = elu_flops};
+                         .forward = elu_forward, .backward = elu_backward, .flops = elu_flops,
+                          .backward_stores = true};
 const kn_op kn_op_gelu = {.name = "Gelu", .min_inputs = 1, .max_inputs = 1, .infer = gelu_infer,
-                          .forward = gelu_forward, .backward = gelu_backward, .flops = gelu_flops};
+                          .forward = gelu_forward, .backward = gelu_backward, .flops = gelu_flops,
+                          .backward_stores = true};

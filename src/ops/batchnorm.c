@@ -1,10 +1,17 @@
 /* BatchNormalization: per-channel normalisation of X (N, C, ...).
  *
- * Eval mode normalises with the running statistics. Training mode normalises with the batch mean and
- * biased batch variance and updates the running statistics in place, as PyTorch does:
- *   running = running * momentum + batch * (1 - momentum)   (ONNX momentum 0.9 == PyTorch 0.1)
- * with the unbiased batch variance going into running_var. Backward recomputes the batch statistics
- * from X instead of saving them, so it holds no state and never touches the running statistics.
+ * Eval mode normalises with the running statistics. Batch mode normalises with the batch mean and
+ * biased batch variance; it is on when kiln trains (ctx->training) and for a node with ONNX's
+ * training_mode = 1 (opset 14+), whose run does not train. Two ways to move the running statistics:
+ * - kiln's trainer: in training, the state inputs input_mean / input_var are updated in place, as
+ *   PyTorch does, with the UNBIASED batch variance going into the variance:
+ *     running = running * momentum + batch * (1 - momentum)   (ONNX momentum 0.9 == PyTorch 0.1)
+ * - ONNX's outputs running_mean and running_var (training_mode = 1 only): the same formula with the
+ *   BIASED batch variance ("ReduceVar ... the population variance" in the ONNX spec); the inputs are
+ *   left as they are unless kiln trains.
+ * Backward recomputes the batch statistics from X instead of saving them, so it holds no state and
+ * never touches the running statistics; gradients flowing into the running_mean / running_var
+ * outputs reach X and the inputs they blend.
  *
  * Each channel's sums are taken by one thread in a fixed order — per plane in 16 float lanes (so the
  * loops vectorise), the plane sums added in double — so results are bit-identical whatever the thread
@@ -16,7 +23,13 @@
 
 enum { BN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
 
-enum { BN_X, BN_SCALE, BN_B, BN_MEAN, BN_VAR };
+enum { BN_X, BN_SCALE, BN_B, BN_MEAN, BN_VAR };         /* inputs */
+enum { BN_Y, BN_RUNNING_MEAN, BN_RUNNING_VAR };          /* outputs */
+
+/* Whether the node normalises with batch statistics: kiln trains, or ONNX's training_mode = 1. */
+static bool bn_uses_batch_stats(const kn_node *node, const kn_op_ctx *ctx) {
+    return ctx->training || kn_node_int(node, "training_mode", 0) != 0;
+}
 
 /* X viewed as (N, C, inner): inner is the product of the spatial dims, 1 for a 2-D (N, C) input. */
 typedef struct bn_view {
@@ -37,10 +50,15 @@ static kiln_status bn_infer(kn_graph *g, const kn_node *node) {
             return kn_fail(KILN_ERR_UNSUPPORTED, "input %s has dtype %s; only f32 is supported",
                            names[i], kn_dtype_name(v->dtype));
     }
-    if (node->n_out != 1)
-        return kn_fail(KILN_ERR_UNSUPPORTED,
-                       "%d outputs requested; only Y is supported (no running_mean/var outputs)",
-                       node->n_out);
+    int64_t training_mode = kn_node_int(node, "training_mode", 0);
+    if (training_mode != 0 && training_mode != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "training_mode %lld must be 0 or 1",
+                       (long long)training_mode);
+    if (node->n_out > (training_mode ? 3 : 1))
+        return kn_fail(KILN_ERR_INVALID_ARG, "%d outputs requested; %s", node->n_out,
+                       training_mode ? "with training_mode = 1 there are 3 (Y, running_mean, "
+                                       "running_var)"
+                                     : "without training_mode = 1 there is only Y");
     const kn_shape *x = &kn_node_input(g, node, BN_X)->shape;
     char buf[96];
     if (x->ndim < 2)
@@ -58,9 +76,14 @@ static kiln_status bn_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_INVALID_ARG, "epsilon %g must be > 0", epsilon);
     if (!(momentum >= 0 && momentum <= 1))
         return kn_fail(KILN_ERR_INVALID_ARG, "momentum %g must be in [0, 1]", momentum);
-    kn_value *y = kn_node_output(g, node, 0);
+    kn_value *y = kn_node_output(g, node, BN_Y);
     y->shape = *x;
     y->dtype = KN_F32;
+    for (int i = BN_RUNNING_MEAN; i < node->n_out; i++) {
+        kn_value *running = kn_node_output(g, node, i);
+        running->shape = kn_shape_of(1, &x->d[1]);
+        running->dtype = KN_F32;
+    }
     return KILN_OK;
 }
 
@@ -166,21 +189,31 @@ static kiln_status bn_forward(const kn_op_call *call) {
     const float *bias = kn_f32(call->in[BN_B]);
     float *running_mean = kn_f32(call->in[BN_MEAN]); // (C), updated in training
     float *running_var = kn_f32(call->in[BN_VAR]);   // (C), updated in training
-    float *y = kn_f32(call->out[0]);
+    float *y = kn_f32(call->out[BN_Y]);
+    int n_out = call->node->n_out;
+    float *mean_out = n_out > BN_RUNNING_MEAN ? kn_f32(call->out[BN_RUNNING_MEAN]) : NULL; // (C)
+    float *var_out = n_out > BN_RUNNING_VAR ? kn_f32(call->out[BN_RUNNING_VAR]) : NULL;    // (C)
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
     float momentum = kn_node_float(call->node, "momentum", 0.9f);
     int64_t count = v.N * v.inner;
+    bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
     bool training = call->ctx->training;
-    if (training && count < 2)
+    if (batch_stats && count < 2)
         return kn_fail(KILN_ERR_SHAPE,
-                       "BatchNormalization: training needs more than 1 value per channel, got %lld",
-                       (long long)count);
+                       "BatchNormalization: batch statistics need more than 1 value per channel, "
+                       "got %lld", (long long)count);
 
 #pragma omp parallel for schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
     for (int64_t c = 0; c < v.C; c++) {
         double mean = running_mean[c], var = running_var[c];
-        if (training) {
+        if (batch_stats) {
             bn_channel_moments(xd, v, c, &mean, &var);
+            if (mean_out)
+                mean_out[c] = (float)(running_mean[c] * (double)momentum + mean * (1.0 - momentum));
+            if (var_out)
+                var_out[c] = (float)(running_var[c] * (double)momentum + var * (1.0 - momentum));
+        }
+        if (training) {
             double unbiased_var = var * (double)count / (double)(count - 1);
             running_mean[c] = (float)(running_mean[c] * (double)momentum + mean * (1.0 - momentum));
             running_var[c] =
@@ -191,20 +224,27 @@ static kiln_status bn_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* The gradients of one channel. Training (batch statistics), with xhat = (x - mean) / std:
+/* dx = gain * (dy - offset) - slope * (x - m) over one plane, added to dx or stored. */
+static inline void plane_input_gradient(const float *x, const float *dy, float *dx, int64_t n, float gain,
+                                        float offset, float slope, float m, bool store) {
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = (store ? 0.0f : dx[i]) + (gain * (dy[i] - offset) - slope * (x[i] - m));
+}
+
+/* The gradients of one channel from dY. Batch statistics, with xhat = (x - mean) / std:
  *   dx = scale / std * (dy - mean(dy) - xhat * mean(dy * xhat))
- * Eval (running statistics, a fixed affine map): dx = dy * scale / std, and the running mean and
+ * Running statistics (a fixed affine map): dx = dy * scale / std, and the running mean and
  * variance, being inputs of that map, get their gradients too. */
 static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     const float *x = kn_f32(call->in[BN_X]);
-    const float *dy = kn_f32(call->dout[0]);
+    const float *dy = kn_f32(call->dout[BN_Y]);
     float *dx = call->din[BN_X] ? kn_f32(call->din[BN_X]) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
-    bool training = call->ctx->training;
+    bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
     double scale = kn_f32(call->in[BN_SCALE])[c];
 
     double mean, var;
-    if (training) {
+    if (batch_stats) {
         bn_channel_moments(x, v, c, &mean, &var);
     } else {
         mean = kn_f32(call->in[BN_MEAN])[c];
@@ -218,7 +258,7 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     double sum_dy_xhat = sum_dy_dev * inv_std;
     channel_gradient_put(call, BN_SCALE, c, (float)sum_dy_xhat);
     channel_gradient_put(call, BN_B, c, (float)sum_dy);
-    if (!training) {
+    if (!batch_stats) {
         channel_gradient_put(call, BN_MEAN, c, (float)(-scale * inv_std * sum_dy));
         channel_gradient_put(call, BN_VAR, c, (float)(-0.5 * scale * inv_std * inv_std * sum_dy_xhat));
     } else {
@@ -229,30 +269,73 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
         return;
 
     double count = (double)(v.N * v.inner);
-    double mean_dy = training ? sum_dy / count : 0;
-    double mean_dy_xhat = training ? sum_dy_xhat / count : 0;
+    double mean_dy = batch_stats ? sum_dy / count : 0;
+    double mean_dy_xhat = batch_stats ? sum_dy_xhat / count : 0;
     /* dx = gain * (dy - mean_dy) - (gain * mean_dy_xhat * inv_std) * (x - mean), in float per element. */
     float gain = (float)(scale * inv_std);
     float offset = (float)mean_dy;
     float slope = (float)(scale * inv_std * mean_dy_xhat * inv_std);
     float m = (float)mean;
-    const bool fresh = kn_din_fresh(call, BN_X);
     for (int64_t n = 0; n < v.N; n++) {
         const float *xp = x + (n * v.C + c) * v.inner;
         const float *dyp = dy + (n * v.C + c) * v.inner;
         float *dxp = dx + (n * v.C + c) * v.inner;
+        /* two calls with constant `store`, so that each inlined loop is branch-free */
+        if (kn_din_fresh(call, BN_X))
+            plane_input_gradient(xp, dyp, dxp, v.inner, gain, offset, slope, m, true);
+        else
+            plane_input_gradient(xp, dyp, dxp, v.inner, gain, offset, slope, m, false);
+    }
+}
+
+/* The gradients of one channel from the running_mean / running_var outputs (batch statistics):
+ *   running_mean = input_mean * momentum + mean * (1 - momentum)
+ *   running_var = input_var * momentum + var * (1 - momentum),  var = mean((x - mean)^2)
+ * so dx += (1 - momentum) (d running_mean + 2 (x - mean) d running_var) / count, and the inputs
+ * get momentum times the outputs' gradients. */
+static void bn_channel_running_backward(const kn_op_call *call, bn_view v, int64_t c) {
+    const kn_tensor *dmean_t = call->dout[BN_RUNNING_MEAN];
+    const kn_tensor *dvar_t =
+        call->node->n_out > BN_RUNNING_VAR ? call->dout[BN_RUNNING_VAR] : NULL;
+    double dmean = dmean_t ? kn_f32(dmean_t)[c] : 0.0, dvar = dvar_t ? kn_f32(dvar_t)[c] : 0.0;
+    double momentum = kn_node_float(call->node, "momentum", 0.9f);
+    if (call->din[BN_MEAN])
+        kn_f32(call->din[BN_MEAN])[c] += (float)(momentum * dmean);
+    if (call->din[BN_VAR])
+        kn_f32(call->din[BN_VAR])[c] += (float)(momentum * dvar);
+    if (!call->din[BN_X])
+        return;
+    const float *x = kn_f32(call->in[BN_X]);
+    float *dx = kn_f32(call->din[BN_X]);
+    double mean, var;
+    bn_channel_moments(x, v, c, &mean, &var);
+    double count = (double)(v.N * v.inner);
+    float shift = (float)((1.0 - momentum) * dmean / count);
+    float slope = (float)(2.0 * (1.0 - momentum) * dvar / count);
+    float m = (float)mean;
+    for (int64_t n = 0; n < v.N; n++) {
+        const float *xp = x + (n * v.C + c) * v.inner;
+        float *dxp = dx + (n * v.C + c) * v.inner;
         for (int64_t i = 0; i < v.inner; i++)
-            dxp[i] = (fresh ? 0.0f : dxp[i]) + (gain * (dyp[i] - offset) - slope * (xp[i] - m));
+            dxp[i] += shift + slope * (xp[i] - m);
     }
 }
 
 static kiln_status bn_backward(const kn_op_call *call) {
-    if (!call->dout[0])
+    int n_out = call->node->n_out;
+    bool from_y = call->dout[BN_Y] != NULL;
+    bool from_running = (n_out > BN_RUNNING_MEAN && call->dout[BN_RUNNING_MEAN]) ||
+                        (n_out > BN_RUNNING_VAR && call->dout[BN_RUNNING_VAR]);
+    if (!from_y && !from_running)
         return KILN_OK;
     bn_view v = bn_view_of(&call->in[BN_X]->shape);
 #pragma omp parallel for schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
-    for (int64_t c = 0; c < v.C; c++)
-        bn_channel_backward(call, v, c);
+    for (int64_t c = 0; c < v.C; c++) {
+        if (from_y)
+            bn_channel_backward(call, v, c);
+        if (from_running)
+            bn_channel_running_backward(call, v, c);
+    }
     return KILN_OK;
 }
 

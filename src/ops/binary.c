@@ -2,16 +2,21 @@
  * ops/broadcast.h):
  *
  *     Add, Sub, Mul, Div     f32, i64, i32, u8, i8
- *     Pow                    f32 base; f32, i64 or i32 exponent
+ *     Pow                    f32, i64 or i32 base; f32, i64 or i32 exponent; output in the base's
+ *                            dtype
+
  *     Equal, Less, Greater   f32, i64, i32, u8, i8 (Equal also bool) -> bool
  *     And, Or, Not           bool
  *     Where                  bool condition; X and Y of one dtype, any
- *     Max, Min               1 to N inputs of one dtype: f32, i64, i32, u8, i8
+ *     Max, Min               1 to N inputs of one dtype: f32, f16, i64, i32, u8, i8
  *     Sum, Mean              1 to N f32 inputs
  *
  * Integers never go through float math (ops/elements.h): overflow wraps (two's complement) as in
  * numpy; integer Div truncates toward zero as C and ONNX do, and a zero divisor fails with
- * KILN_ERR_NUMERIC. Floats follow IEEE; Max and Min return NaN where an input is NaN.
+ * KILN_ERR_NUMERIC. An integer Pow multiplies exactly for integral exponents >= 0; only a
+ * fractional or negative exponent goes through double (truncated toward zero, saturated). Floats
+ * follow IEEE; Max and Min return NaN where an input is NaN. f16 (a storage dtype) is compared in
+ * place, never rounded: Max and Min pick one of their inputs' values.
  *
  * Gradients flow for f32 only. An input's gradient is the output gradient's term for it summed over
  * the dims it was broadcast along (ops/reduce.h):
@@ -323,28 +328,56 @@ static inline double exponent_at(const void *e, kn_dtype dtype, int64_t i) {
 static kiln_status pow_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(require_inputs(g, node, 2));
     const kn_value *x = kn_node_input(g, node, 0), *e = kn_node_input(g, node, 1);
-    if (x->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; only f32 is supported", x->name,
+    if (x->dtype != KN_F32 && x->dtype != KN_I64 && x->dtype != KN_I32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; supported: f32, i64, i32", x->name,
                        kn_dtype_name(x->dtype));
     if (e->dtype != KN_F32 && e->dtype != KN_I64 && e->dtype != KN_I32)
         return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, i64, i32",
                        e->name, kn_dtype_name(e->dtype));
-    return infer_broadcast_output(g, node, 2, KN_F32);
+    return infer_broadcast_output(g, node, 2, x->dtype);
 }
 
 typedef struct pow_args {
-    kn_dtype e_dtype;
-    const float *x; /* operand 0 */
-    const void *e;  /* operand 1 */
-    float *y;
+    kn_dtype x_dtype, e_dtype;
+    const void *x; /* operand 0 */
+    const void *e; /* operand 1 */
+    void *y;
 } pow_args;
+
+/* x^e for an integer base, in the base's dtype. A non-negative integral exponent multiplies
+ * exactly (by squaring, wrapping like numpy's integer power); any other exponent goes through
+ * double and truncates toward zero, saturated to the dtype's range (NaN gives 0). */
+static int64_t int_pow(int64_t x, double e, kn_dtype dtype) {
+    if (e >= 0 && e < 0x1p63 && e == floor(e)) {
+        uint64_t base = (uint64_t)x, result = 1;
+        for (uint64_t n = (uint64_t)e; n; n >>= 1) {
+            if (n & 1)
+                result *= base;
+            base *= base;
+        }
+        return (int64_t)result;
+    }
+    double r = trunc(pow((double)x, e));
+    if (isnan(r))
+        return 0;
+    int64_t lowest = kn_int_lowest(dtype), highest = kn_int_highest(dtype);
+    return r <= (double)lowest ? lowest : r >= (double)highest ? highest : (int64_t)r;
+}
 
 /* An integer exponent goes through double, which holds every int32 exactly and keeps the parity
  * (the sign of a negative base) of any int64 up to 2^53. */
 static void pow_row(const kn_broadcast_row *row, void *ctx) {
     const pow_args *args = ctx;
-    const float *x = args->x + row->offset[0];
-    float *y = args->y + row->at;
+    if (args->x_dtype != KN_F32) {
+        for (int64_t i = 0; i < row->n; i++) {
+            int64_t x = kn_int_load(args->x, args->x_dtype, row->offset[0] + i * row->step[0]);
+            double e = exponent_at(args->e, args->e_dtype, row->offset[1] + i * row->step[1]);
+            kn_int_store(args->y, args->x_dtype, row->at + i, int_pow(x, e, args->x_dtype));
+        }
+        return;
+    }
+    const float *x = (const float *)args->x + row->offset[0];
+    float *y = (float *)args->y + row->at;
     if (args->e_dtype == KN_F32) {
         const float *e = (const float *)args->e + row->offset[1];
         for (int64_t i = 0; i < row->n; i++)
@@ -362,7 +395,7 @@ static kiln_status pow_forward(const kn_op_call *call) {
     const kn_shape *shapes[2] = {&x->shape, &e->shape};
     kn_broadcast_plan p;
     kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
-    pow_args args = {e->dtype, kn_f32(x), e->data, kn_f32(y)};
+    pow_args args = {x->dtype, e->dtype, x->data, e->data, y->data};
     kn_broadcast_run(&p, pow_row, &args);
     return KILN_OK;
 }
@@ -394,7 +427,7 @@ static void pow_grad_row(const kn_broadcast_row *row, void *ctx) {
 static kiln_status pow_backward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0], *e = call->in[1], *y = call->out[0], *dy = call->dout[0];
     kn_tensor *dx = call->din[0], *de = e->dtype == KN_F32 ? call->din[1] : NULL;
-    if (!dy || (!dx && !de))
+    if (!dy || (!dx && !de) || x->dtype != KN_F32) /* an integer base has no gradient */
         return KILN_OK;
     grad_work w = {0};
     KN_TRY(grad_work_get(call->ctx, &y->shape, call->in, 2, false, &w));
@@ -659,10 +692,13 @@ static kiln_status variadic_infer(kn_graph *g, const kn_node *node, variadic_kin
     const kn_value *first = kn_node_input(g, node, 0);
     for (int i = 1; i < node->n_in; i++)
         KN_TRY(require_same_dtype(first, kn_node_input(g, node, i)));
-    bool any_numeric = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
-    if (any_numeric ? !is_numeric(first->dtype) : first->dtype != KN_F32)
+    bool is_extremum = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
+    bool supported = is_extremum ? is_numeric(first->dtype) || first->dtype == KN_F16
+                                 : first->dtype == KN_F32;
+    if (!supported)
         return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: %s",
-                       kn_dtype_name(first->dtype), any_numeric ? "f32, i64, i32, u8, i8" : "f32");
+                       kn_dtype_name(first->dtype),
+                       is_extremum ? "f32, f16, i64, i32, u8, i8" : "f32");
     return infer_broadcast_output(g, node, node->n_in, first->dtype);
 }
 
@@ -686,6 +722,22 @@ typedef struct fold_args {
     void *y;
 } fold_args;
 
+/* The order of an f16 value among the non-NaN ones, from its bits: IEEE half is sign-magnitude, so
+ * the magnitude bits order the positives and their negation the negatives (-0 and +0 tie). */
+static inline int f16_rank(uint16_t h) {
+    return (h & 0x8000) ? -(int)(h & 0x7fff) : (int)(h & 0x7fff);
+}
+static inline bool f16_is_nan(uint16_t h) { return (h & 0x7fff) > 0x7c00; }
+
+/* Whether Max (or Min) replaces the running f16 result u with v, by the rule of fold_row below. */
+static inline bool f16_takes(variadic_kind kind, uint16_t v, uint16_t u) {
+    if (f16_is_nan(v))
+        return true;
+    if (f16_is_nan(u))
+        return false;
+    return kind == VARIADIC_MAX ? f16_rank(v) > f16_rank(u) : f16_rank(v) < f16_rank(u);
+}
+
 /* y = y OP x in place. A later input replaces the running max only when strictly greater (or NaN),
  * which keeps the first maximal input, the one the gradient goes to. */
 static void fold_row(const kn_broadcast_row *row, void *ctx) {
@@ -699,6 +751,10 @@ static void fold_row(const kn_broadcast_row *row, void *ctx) {
             case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
             default: *u += v; break;
             }
+        } else if (args->dtype == KN_F16) {
+            uint16_t v = ((const uint16_t *)args->x)[ix], *u = (uint16_t *)args->y + iy;
+            if (f16_takes(args->kind, v, *u))
+                *u = v;
         } else {
             int64_t v = kn_int_load(args->x, args->dtype, ix);
             int64_t u = kn_int_load(args->y, args->dtype, iy);

@@ -1,10 +1,12 @@
-/* Dropout: in training y = x * mask / (1 - ratio), in eval y = x.
+/* Dropout: in training y = x * mask / (1 - ratio), in eval y = x; the optional output `mask` (bool)
+ * says which elements were kept (all of them in eval).
  *
- * The mask is not stored: element i is kept when kn_hash_uniform(key, i) >= ratio, with the key
- * derived from the run seed, the training step and the node index. Forward and backward therefore see
- * the same mask, and it does not depend on the thread count. ctx->training decides the mode; ONNX's
- * optional training_mode input is ignored. In eval the copy works for every dtype (an ONNX model may
- * keep an f16 Dropout); training needs f32.
+ * The mode is training when kiln trains (ctx->training) or when ONNX's optional training_mode input
+ * (opset 12+, a bool scalar, read at run time) is true. The mask is not stored: element i is kept
+ * when kn_hash_uniform(key, i) >= ratio, with the key derived from the run seed, the training step
+ * and the node index (ONNX's `seed` attribute is not used). Forward and backward therefore see the
+ * same mask, and it does not depend on the thread count. In eval the copy works for every dtype (an
+ * ONNX model may keep an f16 Dropout); training needs f32.
  */
 #include <string.h>
 
@@ -12,6 +14,8 @@
 #include "ops/op.h"
 
 enum { DROPOUT_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+
+enum { DROPOUT_DATA, DROPOUT_RATIO, DROPOUT_TRAINING_MODE };
 
 /* The drop ratio: the constant second input (opset 12) when given, else the "ratio" attribute. */
 static kiln_status dropout_ratio(const kn_node *node, const kn_tensor *ratio_input, float *ratio) {
@@ -30,8 +34,14 @@ static kiln_status dropout_ratio(const kn_node *node, const kn_tensor *ratio_inp
     return KILN_OK;
 }
 
-static const kn_tensor *dropout_ratio_input(const kn_op_call *call) {
-    return call->node->n_in > 1 ? call->in[1] : NULL;
+static const kn_tensor *dropout_input(const kn_op_call *call, int i) {
+    return call->node->n_in > i ? call->in[i] : NULL;
+}
+
+/* Whether this run drops: kiln trains, or the training_mode input is true. */
+static bool dropout_training(const kn_op_call *call) {
+    const kn_tensor *mode = dropout_input(call, DROPOUT_TRAINING_MODE);
+    return call->ctx->training || (mode && *(const uint8_t *)mode->data != 0);
 }
 
 /* The mask stream of this node at this step. */
@@ -40,14 +50,18 @@ static uint64_t dropout_key(const kn_op_ctx *ctx) {
 }
 
 static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
-    const kn_value *x = kn_node_input(g, node, 0);
-    const kn_value *ratio_value = kn_node_input(g, node, 1);
+    const kn_value *x = kn_node_input(g, node, DROPOUT_DATA);
+    const kn_value *ratio_value = kn_node_input(g, node, DROPOUT_RATIO);
+    const kn_value *mode = kn_node_input(g, node, DROPOUT_TRAINING_MODE);
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input data is missing");
-    if (node->n_out != 1)
-        return kn_fail(KILN_ERR_UNSUPPORTED,
-                       "%d outputs requested; only output 0 is supported (no mask output)",
+    if (node->n_out > 2)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%d outputs requested; Dropout has 2 (output, mask)",
                        node->n_out);
+    if (mode && (mode->dtype != KN_BOOL || kn_shape_numel(&mode->shape) != 1))
+        return kn_fail(KILN_ERR_INVALID_ARG, "training_mode '%s' must be one bool, got %lld of dtype "
+                       "%s", mode->name, (long long)kn_shape_numel(&mode->shape),
+                       kn_dtype_name(mode->dtype));
     kn_tensor ratio_input;
     if (ratio_value) {
         if (!ratio_value->data)
@@ -60,57 +74,74 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     kn_value *y = kn_node_output(g, node, 0);
     y->shape = x->shape;
     y->dtype = x->dtype;
+    if (node->n_out > 1) {
+        kn_value *mask = kn_node_output(g, node, 1);
+        mask->shape = x->shape;
+        mask->dtype = KN_BOOL;
+    }
     return KILN_OK;
 }
 
+/* The training map of forward (dst = kept(src), and the mask when wanted) and backward
+ * (dst += kept(src), or = into a fresh gradient): element i is kept, scaled by 1 / (1 - ratio), where the node's stream is
+ * >= ratio. */
+static void dropout_map(const kn_op_call *call, float ratio, const float *src, float *dst,
+                        bool accumulate, uint8_t *mask) {
+    int64_t n = kn_numel(call->in[DROPOUT_DATA]);
+    float gain = 1.0f / (1.0f - ratio);
+    uint64_t key = dropout_key(call->ctx);
+#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        bool kept = kn_hash_uniform(key, (uint64_t)i) >= ratio;
+        float v = kept ? src[i] * gain : 0.0f;
+        dst[i] = accumulate ? dst[i] + v : v;
+        if (mask)
+            mask[i] = kept;
+    }
+}
+
 static kiln_status dropout_forward(const kn_op_call *call) {
-    const kn_tensor *input = call->in[0];
+    const kn_tensor *input = call->in[DROPOUT_DATA];
     int64_t n = kn_numel(input);
-    if (!call->ctx->training) {
+    uint8_t *mask = call->node->n_out > 1 ? call->out[1]->data : NULL;
+    if (!dropout_training(call)) {
         size_t bytes = (size_t)n * kn_dtype_size(input->dtype);
         if (call->out[0]->data != input->data && bytes > 0)
             memcpy(call->out[0]->data, input->data, bytes);
+        if (mask && n > 0)
+            memset(mask, 1, (size_t)n);
         return KILN_OK;
     }
     if (input->dtype != KN_F32)
         return kn_fail(KILN_ERR_UNSUPPORTED, "training Dropout on %s data; only f32 is supported",
                        kn_dtype_name(input->dtype));
-    const float *x = kn_f32(input);
-    float *y = kn_f32(call->out[0]);
     float ratio;
-    KN_TRY(dropout_ratio(call->node, dropout_ratio_input(call), &ratio));
-    float gain = 1.0f / (1.0f - ratio);
-    uint64_t key = dropout_key(call->ctx);
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = kn_hash_uniform(key, (uint64_t)i) >= ratio ? x[i] * gain : 0.0f;
+    KN_TRY(dropout_ratio(call->node, dropout_input(call, DROPOUT_RATIO), &ratio));
+    dropout_map(call, ratio, kn_f32(input), kn_f32(call->out[0]), false, mask);
     return KILN_OK;
 }
 
+/* The mask output is not differentiable: only output 0's gradient flows. */
 static kiln_status dropout_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
-    if (!dout || !call->din[0])
+    if (!dout || !call->din[DROPOUT_DATA])
         return KILN_OK;
-    if (call->in[0]->dtype != KN_F32)
+    if (call->in[DROPOUT_DATA]->dtype != KN_F32)
         return kn_fail(KILN_ERR_UNSUPPORTED, "no Dropout gradient for %s data (only f32)",
-                       kn_dtype_name(call->in[0]->dtype));
+                       kn_dtype_name(call->in[DROPOUT_DATA]->dtype));
     const float *dy = kn_f32(dout);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(dout);
-    const bool fresh = kn_din_fresh(call, 0);
-    if (!call->ctx->training) {
+    float *dx = kn_f32(call->din[DROPOUT_DATA]);
+    const bool fresh = kn_din_fresh(call, DROPOUT_DATA);
+    if (!dropout_training(call)) {
+        int64_t n = kn_numel(dout);
 #pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
         return KILN_OK;
     }
     float ratio;
-    KN_TRY(dropout_ratio(call->node, dropout_ratio_input(call), &ratio));
-    float gain = 1.0f / (1.0f - ratio);
-    uint64_t key = dropout_key(call->ctx);
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = (fresh ? 0.0f : dx[i]) + (kn_hash_uniform(key, (uint64_t)i) >= ratio ? dy[i] * gain : 0.0f);
+    KN_TRY(dropout_ratio(call->node, dropout_input(call, DROPOUT_RATIO), &ratio));
+    dropout_map(call, ratio, dy, dx, !fresh, NULL);
     return KILN_OK;
 }
 

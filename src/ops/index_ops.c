@@ -476,40 +476,43 @@ static kiln_status unsqueeze_shape(kn_tensor *const *in, int n_in, kn_shape *out
     return KILN_OK;
 }
 
-static kiln_status squeeze_infer(kn_graph *g, const kn_node *node) {
-    KN_TRY(kn_check_outputs(node, 1));
-    kn_infer_inputs inputs;
-    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    kn_shape y;
-    KN_TRY(squeeze_shape(inputs.in, inputs.n, &y));
-    kn_set_output(g, node, 0, &y, inputs.in[0]->dtype);
-    return KILN_OK;
-}
+/* Squeeze and Unsqueeze share one infer, which takes the shape rule of the node's entry; both
+ * run as a copy. */
+extern const kn_op kn_op_squeeze;
 
-static kiln_status unsqueeze_infer(kn_graph *g, const kn_node *node) {
+static kiln_status resqueeze_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
     kn_shape y;
-    KN_TRY(unsqueeze_shape(inputs.in, inputs.n, &y));
+    KN_TRY(node->op == &kn_op_squeeze ? squeeze_shape(inputs.in, inputs.n, &y)
+                                      : unsqueeze_shape(inputs.in, inputs.n, &y));
     kn_set_output(g, node, 0, &y, inputs.in[0]->dtype);
     return KILN_OK;
 }
 
 /* ---- Expand and Tile: broadcast reads (stride 0), backward sums ---- */
 
+/* The data input, its strides, and the ints of input 1 (`what`: Expand's shape, Tile's repeats). */
+static kiln_status broadcast_operands(kn_tensor *const *in, int n_in, const char *what,
+                                      const kn_tensor **x, int64_t *strides, int64_t *ints, int *n) {
+    const kn_tensor *arg = kn_input_at(in, n_in, 1);
+    *x = kn_input_at(in, n_in, 0);
+    if (!*x || !arg)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs input and %s are required", what);
+    KN_TRY(kn_read_ints(arg, what, ints, KN_MAX_DIMS, n));
+    kn_shape_strides(&(*x)->shape, strides);
+    return KILN_OK;
+}
+
 /* Expand's output: the input and the shape input broadcast together, numpy style (so a 1 in the
  * shape keeps the input's dim). The view reads the input with stride 0 along broadcast dims. */
 static kiln_status expand_plan_make(kn_tensor *const *in, int n_in, kn_shape *out, kn_view *view) {
-    const kn_tensor *x = kn_input_at(in, n_in, 0), *shape_in = kn_input_at(in, n_in, 1);
-    if (!x || !shape_in)
-        return kn_fail(KILN_ERR_INVALID_ARG, "inputs input and shape are required");
-    int64_t dims[KN_MAX_DIMS];
+    const kn_tensor *x;
+    int64_t strides[KN_MAX_DIMS], dims[KN_MAX_DIMS];
     int n;
-    KN_TRY(kn_read_ints(shape_in, "shape", dims, KN_MAX_DIMS, &n));
+    KN_TRY(broadcast_operands(in, n_in, "shape", &x, strides, dims, &n));
     int rank = x->shape.ndim > n ? x->shape.ndim : n;
-    int64_t strides[KN_MAX_DIMS];
-    kn_shape_strides(&x->shape, strides);
     *out = (kn_shape){.ndim = rank};
     *view = (kn_view){.ndim = rank, .offset = 0};
     for (int k = 0; k < rank; k++) {
@@ -532,17 +535,14 @@ static kiln_status expand_plan_make(kn_tensor *const *in, int n_in, kn_shape *ou
 /* Tile's output repeats the input repeats[k] times along dim k: as a view it walks (repeat, dim)
  * pairs, the repeat with stride 0. */
 static kiln_status tile_plan_make(kn_tensor *const *in, int n_in, kn_shape *out, kn_view *view) {
-    const kn_tensor *x = kn_input_at(in, n_in, 0), *repeats_in = kn_input_at(in, n_in, 1);
-    if (!x || !repeats_in)
-        return kn_fail(KILN_ERR_INVALID_ARG, "inputs input and repeats are required");
-    int64_t repeats[KN_MAX_DIMS];
-    int n, rank = x->shape.ndim;
-    KN_TRY(kn_read_ints(repeats_in, "repeats", repeats, KN_MAX_DIMS, &n));
+    const kn_tensor *x;
+    int64_t strides[KN_MAX_DIMS], repeats[KN_MAX_DIMS];
+    int n;
+    KN_TRY(broadcast_operands(in, n_in, "repeats", &x, strides, repeats, &n));
+    int rank = x->shape.ndim;
     if (n != rank)
         return kn_fail(KILN_ERR_INVALID_ARG, "repeats has %d elements; the input has rank %d", n,
                        rank);
-    int64_t strides[KN_MAX_DIMS];
-    kn_shape_strides(&x->shape, strides);
     *out = (kn_shape){.ndim = rank};
     *view = (kn_view){.ndim = 2 * rank, .offset = 0};
     for (int k = 0; k < rank; k++) {
@@ -560,57 +560,44 @@ static kiln_status tile_plan_make(kn_tensor *const *in, int n_in, kn_shape *out,
     return KILN_OK;
 }
 
-typedef kiln_status (*broadcast_plan_fn)(kn_tensor *const *in, int n_in, kn_shape *out,
-                                         kn_view *view);
+/* Expand and Tile share one infer, forward and backward, which take the plan of the node's entry. */
+extern const kn_op kn_op_expand;
 
-static kiln_status broadcast_infer(kn_graph *g, const kn_node *node, broadcast_plan_fn plan) {
+static kiln_status broadcast_plan_make(const kn_node *node, kn_tensor *const *in, int n_in,
+                                       kn_shape *out, kn_view *view) {
+    return node->op == &kn_op_expand ? expand_plan_make(in, n_in, out, view)
+                                     : tile_plan_make(in, n_in, out, view);
+}
+
+static kiln_status broadcast_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
     kn_shape y;
     kn_view view;
-    KN_TRY(plan(inputs.in, inputs.n, &y, &view));
+    KN_TRY(broadcast_plan_make(node, inputs.in, inputs.n, &y, &view));
     kn_set_output(g, node, 0, &y, inputs.in[0]->dtype);
     return KILN_OK;
 }
 
-static kiln_status broadcast_forward(const kn_op_call *call, broadcast_plan_fn plan) {
+static kiln_status broadcast_forward(const kn_op_call *call) {
     kn_shape y;
     kn_view view;
-    KN_TRY(plan(call->in, call->node->n_in, &y, &view));
+    KN_TRY(broadcast_plan_make(call->node, call->in, call->node->n_in, &y, &view));
     KN_TRY(check_output_shape(call, 0, &y));
     kn_view_copy(call->out[0]->data, call->in[0]->data, kn_dtype_size(call->in[0]->dtype), &view);
     return KILN_OK;
 }
 
-static kiln_status broadcast_backward(const kn_op_call *call, broadcast_plan_fn plan) {
+static kiln_status broadcast_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
     KN_TRY(kn_check_f32_gradient(call, 0));
     kn_shape y;
     kn_view view;
-    KN_TRY(plan(call->in, call->node->n_in, &y, &view));
+    KN_TRY(broadcast_plan_make(call->node, call->in, call->node->n_in, &y, &view));
     kn_view_add(kn_f32(call->din[0]), kn_f32(call->dout[0]), &view);
     return KILN_OK;
-}
-
-static kiln_status expand_infer(kn_graph *g, const kn_node *node) {
-    return broadcast_infer(g, node, expand_plan_make);
-}
-static kiln_status expand_forward(const kn_op_call *call) {
-    return broadcast_forward(call, expand_plan_make);
-}
-static kiln_status expand_backward(const kn_op_call *call) {
-    return broadcast_backward(call, expand_plan_make);
-}
-static kiln_status tile_infer(kn_graph *g, const kn_node *node) {
-    return broadcast_infer(g, node, tile_plan_make);
-}
-static kiln_status tile_forward(const kn_op_call *call) {
-    return broadcast_forward(call, tile_plan_make);
-}
-static kiln_status tile_backward(const kn_op_call *call) {
-    return broadcast_backward(call, tile_plan_make);
 }
 
 /* ---- Range: start, start + delta, ... up to limit (exclusive), f32 / i64 / i32 scalars ---- */
@@ -693,47 +680,17 @@ static kiln_status range_forward(const kn_op_call *call) {
 
 /* ---- the table ---- */
 
-const kn_op kn_op_shape = {
-    .name = "Shape", .min_inputs = 1, .max_inputs = 1,
-    .infer = shape_infer, .forward = shape_forward,
-};
+/* One entry a line: const kn_op kn_op_<id>, named as in ONNX, taking min to max inputs. */
+#define INDEX_OP(id, onnx_name, min, max, infer_fn, forward_fn, backward_fn)                     \
+    const kn_op kn_op_##id = {.name = onnx_name, .min_inputs = min, .max_inputs = max,            \
+                              .infer = infer_fn, .forward = forward_fn, .backward = backward_fn}
 
-const kn_op kn_op_gather = {
-    .name = "Gather", .min_inputs = 2, .max_inputs = 2,
-    .infer = gather_infer, .forward = gather_forward, .backward = gather_backward,
-};
-
-const kn_op kn_op_slice = {
-    .name = "Slice", .min_inputs = 3, .max_inputs = 5,
-    .infer = slice_infer, .forward = slice_forward, .backward = slice_backward,
-};
-
-const kn_op kn_op_split = {
-    .name = "Split", .min_inputs = 1, .max_inputs = 2,
-    .infer = split_infer, .forward = split_forward, .backward = split_backward,
-};
-
-const kn_op kn_op_squeeze = {
-    .name = "Squeeze", .min_inputs = 1, .max_inputs = 2,
-    .infer = squeeze_infer, .forward = kn_copy_forward, .backward = kn_copy_backward,
-};
-
-const kn_op kn_op_unsqueeze = {
-    .name = "Unsqueeze", .min_inputs = 2, .max_inputs = 2,
-    .infer = unsqueeze_infer, .forward = kn_copy_forward, .backward = kn_copy_backward,
-};
-
-const kn_op kn_op_expand = {
-    .name = "Expand", .min_inputs = 2, .max_inputs = 2,
-    .infer = expand_infer, .forward = expand_forward, .backward = expand_backward,
-};
-
-const kn_op kn_op_tile = {
-    .name = "Tile", .min_inputs = 2, .max_inputs = 2,
-    .infer = tile_infer, .forward = tile_forward, .backward = tile_backward,
-};
-
-const kn_op kn_op_range = {
-    .name = "Range", .min_inputs = 3, .max_inputs = 3,
-    .infer = range_infer, .forward = range_forward,
-};
+INDEX_OP(shape, "Shape", 1, 1, shape_infer, shape_forward, NULL);
+INDEX_OP(gather, "Gather", 2, 2, gather_infer, gather_forward, gather_backward);
+INDEX_OP(slice, "Slice", 3, 5, slice_infer, slice_forward, slice_backward);
+INDEX_OP(split, "Split", 1, 2, split_infer, split_forward, split_backward);
+INDEX_OP(squeeze, "Squeeze", 1, 2, resqueeze_infer, kn_copy_forward, kn_copy_backward);
+INDEX_OP(unsqueeze, "Unsqueeze", 2, 2, resqueeze_infer, kn_copy_forward, kn_copy_backward);
+INDEX_OP(expand, "Expand", 2, 2, broadcast_infer, broadcast_forward, broadcast_backward);
+INDEX_OP(tile, "Tile", 2, 2, broadcast_infer, broadcast_forward, broadcast_backward);
+INDEX_OP(range, "Range", 3, 3, range_infer, range_forward, NULL);

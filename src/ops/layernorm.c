@@ -1,8 +1,12 @@
 /* LayerNormalization: normalises X over the dims [axis, rank) and applies Scale and the optional B.
+ * The optional outputs Mean and InvStdDev = 1 / sqrt(variance + epsilon) hold each row's statistics,
+ * shaped like X with the normalised dims set to 1. Statistics are computed in f32 or wider, the only
+ * stash_type (1) kiln has.
  *
  * X is viewed as (rows, D) with D the product of the normalised dims. Row statistics run in double;
- * backward recomputes them from X (no saved Mean/InvStdDev). dScale and dB sum over rows in row order
- * inside one thread per column block, so results do not depend on the thread count.
+ * backward recomputes them from X rather than reading the outputs, which are optional. Gradients
+ * flowing into Mean and InvStdDev reach X too. dScale and dB sum over rows in row order inside one
+ * thread per column block, so results do not depend on the thread count.
  */
 #include <math.h>
 
@@ -40,6 +44,8 @@ static kiln_status ln_check_param(const kn_value *p, const char *name, const kn_
                    kn_shape_str(&normalized, want, sizeof want), axis, (long long)D);
 }
 
+enum { LN_Y, LN_MEAN, LN_INV_STD_DEV };
+
 static kiln_status ln_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
     const kn_value *scale = kn_node_input(g, node, 1);
@@ -49,10 +55,13 @@ static kiln_status ln_infer(kn_graph *g, const kn_node *node) {
     if (x->dtype != KN_F32)
         return kn_fail(KILN_ERR_UNSUPPORTED, "X has dtype %s; only f32 is supported",
                        kn_dtype_name(x->dtype));
-    if (node->n_out != 1)
-        return kn_fail(KILN_ERR_UNSUPPORTED,
-                       "%d outputs requested; only Y is supported (no Mean/InvStdDev outputs)",
-                       node->n_out);
+    if (node->n_out > 3)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%d outputs requested; LayerNormalization has 3 (Y, "
+                       "Mean, InvStdDev)", node->n_out);
+    int64_t stash_type = kn_node_int(node, "stash_type", 1);
+    if (stash_type != 1)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "stash_type %lld; only 1 (f32 statistics) is supported",
+                       (long long)stash_type);
     int64_t axis_attr = kn_node_int(node, "axis", -1);
     int axis = ln_axis(node, x->shape.ndim);
     if (axis < 0)
@@ -64,9 +73,17 @@ static kiln_status ln_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(ln_check_param(scale, "Scale", &x->shape, axis));
     if (bias)
         KN_TRY(ln_check_param(bias, "B", &x->shape, axis));
-    kn_value *y = kn_node_output(g, node, 0);
+    kn_value *y = kn_node_output(g, node, LN_Y);
     y->shape = x->shape;
     y->dtype = KN_F32;
+    kn_shape row_stats = x->shape; /* (dims before axis, 1, ..., 1) */
+    for (int k = axis; k < row_stats.ndim; k++)
+        row_stats.d[k] = 1;
+    for (int i = LN_MEAN; i < node->n_out; i++) {
+        kn_value *stats = kn_node_output(g, node, i);
+        stats->shape = row_stats;
+        stats->dtype = KN_F32;
+    }
     return KILN_OK;
 }
 
@@ -92,7 +109,11 @@ static kiln_status ln_forward(const kn_op_call *call) {
     const float *scale = kn_f32(call->in[1]);             // (D)
     const kn_tensor *bias_t = call->node->n_in > 2 ? call->in[2] : NULL;
     const float *bias = bias_t ? kn_f32(bias_t) : NULL;   // (D) or none
-    float *y = kn_f32(call->out[0]);                      // (rows, D)
+    float *y = kn_f32(call->out[LN_Y]);                   // (rows, D)
+    int n_out = call->node->n_out;
+    float *mean_out = n_out > LN_MEAN ? kn_f32(call->out[LN_MEAN]) : NULL; // (rows) or none
+    float *inv_std_out =
+        n_out > LN_INV_STD_DEV ? kn_f32(call->out[LN_INV_STD_DEV]) : NULL; // (rows) or none
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
 
 #pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
@@ -104,38 +125,51 @@ static kiln_status ln_forward(const kn_op_call *call) {
         float m = (float)mean, s = (float)inv_std;
         for (int64_t j = 0; j < v.D; j++)
             yr[j] = (xr[j] - m) * s * scale[j] + (bias ? bias[j] : 0.0f);
+        if (mean_out)
+            mean_out[r] = m;
+        if (inv_std_out)
+            inv_std_out[r] = s;
     }
     return KILN_OK;
 }
 
-/* dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))
+/* The gradient of one row, from dy (NULL when none flows into Y) and the gradients of the row's Mean
+ * and InvStdDev outputs (0 when none flow):
+ *   dx = inv_std * (g - mean(g) - xhat * mean(g * xhat)) + dmean / D - dinv_std * inv_std^2 * xhat / D
  * with g = dy * scale and xhat = (x - mean) * inv_std. */
-static void ln_row_backward(const float *x, const float *dy, const float *scale, float *dx, int64_t D,
-                            double mean, double inv_std) {
+static void ln_row_backward(const float *x, const float *dy, const float *scale, double dmean,
+                            double dinv_std, float *dx, int64_t D, double mean, double inv_std) {
     double sum_g = 0, sum_g_xhat = 0;
-    for (int64_t j = 0; j < D; j++) {
+    for (int64_t j = 0; dy && j < D; j++) {
         double g = (double)dy[j] * scale[j];
         sum_g += g;
         sum_g_xhat += g * ((x[j] - mean) * inv_std);
     }
     double mean_g = sum_g / (double)D, mean_g_xhat = sum_g_xhat / (double)D;
+    double shift = dmean / (double)D, slope = dinv_std * inv_std * inv_std / (double)D;
     for (int64_t j = 0; j < D; j++) {
         double xhat = (x[j] - mean) * inv_std;
-        dx[j] += (float)(inv_std * ((double)dy[j] * scale[j] - mean_g - xhat * mean_g_xhat));
+        double g = dy ? (double)dy[j] * scale[j] : 0.0;
+        dx[j] += (float)(inv_std * (g - mean_g - xhat * mean_g_xhat) + shift - slope * xhat);
     }
 }
 
 static kiln_status ln_backward(const kn_op_call *call) {
-    const kn_tensor *dout = call->dout[0];
-    if (!dout)
+    int n_out = call->node->n_out;
+    const kn_tensor *dout = call->dout[LN_Y];
+    const kn_tensor *dmean_t = n_out > LN_MEAN ? call->dout[LN_MEAN] : NULL;
+    const kn_tensor *dinv_t = n_out > LN_INV_STD_DEV ? call->dout[LN_INV_STD_DEV] : NULL;
+    if (!dout && !dmean_t && !dinv_t)
         return KILN_OK;
     ln_view v = ln_view_of(call->node, &call->in[0]->shape);
-    const float *x = kn_f32(call->in[0]);     // (rows, D)
-    const float *dy = kn_f32(dout);           // (rows, D)
-    const float *scale = kn_f32(call->in[1]); // (D)
+    const float *x = kn_f32(call->in[0]);                 // (rows, D)
+    const float *dy = dout ? kn_f32(dout) : NULL;         // (rows, D)
+    const float *dmean = dmean_t ? kn_f32(dmean_t) : NULL; // (rows)
+    const float *dinv_std = dinv_t ? kn_f32(dinv_t) : NULL; // (rows)
+    const float *scale = kn_f32(call->in[1]);             // (D)
     float *dx = call->din[0] ? kn_f32(call->din[0]) : NULL;
-    float *dscale = call->din[1] ? kn_f32(call->din[1]) : NULL;
-    kn_tensor *dbias_t = call->node->n_in > 2 ? call->din[2] : NULL;
+    float *dscale = dy && call->din[1] ? kn_f32(call->din[1]) : NULL;
+    kn_tensor *dbias_t = dy && call->node->n_in > 2 ? call->din[2] : NULL;
     float *dbias = dbias_t ? kn_f32(dbias_t) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
 
@@ -152,7 +186,8 @@ static kiln_status ln_backward(const kn_op_call *call) {
     for (int64_t r = 0; r < v.rows; r++) {
         ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
         if (dx)
-            ln_row_backward(x + r * v.D, dy + r * v.D, scale, dx + r * v.D, v.D, stats[2 * r],
+            ln_row_backward(x + r * v.D, dy ? dy + r * v.D : NULL, scale, dmean ? dmean[r] : 0.0,
+                            dinv_std ? dinv_std[r] : 0.0, dx + r * v.D, v.D, stats[2 * r],
                             stats[2 * r + 1]);
     }
     if (!dscale && !dbias)

@@ -5,10 +5,12 @@
  * negative pad crops. Forward copies the interior of each row in one piece; backward adds dY back
  * through the same map, so every mode has a gradient.
  *
- * Resize scales the last two dims (H, W) of a tensor of rank >= 2 by nearest or bilinear
- * interpolation, with ONNX's coordinate transformations. Each output row and column gets its source
- * taps once (a table in the op's scratch), then every plane reuses them. Nearest works for every
- * dtype, linear for f32; both have a backward.
+ * Resize scales the last two dims (H, W) of a tensor of rank >= 2 by nearest, bilinear or bicubic
+ * (cubic_coeff_a, exclude_outside) interpolation, with ONNX's coordinate transformations, including
+ * tf_crop_and_resize (roi, extrapolation_value beyond the input). Each output row and column gets
+ * its source taps once (a table in the op's scratch, sized up front by the workspace function), then
+ * every plane reuses them. Nearest works for every dtype, linear, cubic and tf_crop_and_resize for
+ * f32; all have a backward.
  */
 #include <math.h>
 #include <string.h>
@@ -194,13 +196,14 @@ static kiln_status pad_backward(const kn_op_call *call) {
 
 /* ---- Resize ---- */
 
-typedef enum resize_mode { RESIZE_NEAREST, RESIZE_LINEAR } resize_mode;
+typedef enum resize_mode { RESIZE_NEAREST, RESIZE_LINEAR, RESIZE_CUBIC } resize_mode;
 typedef enum resize_coord {
     COORD_HALF_PIXEL,
     COORD_PYTORCH_HALF_PIXEL,
     COORD_ALIGN_CORNERS,
     COORD_ASYMMETRIC,
-    COORD_TF_HALF_PIXEL_FOR_NN
+    COORD_TF_HALF_PIXEL_FOR_NN,
+    COORD_TF_CROP_AND_RESIZE
 } resize_coord;
 typedef enum resize_round {
     ROUND_PREFER_FLOOR,
@@ -211,16 +214,20 @@ typedef enum resize_round {
 
 /* One resized dim. `resized` is the output length the coordinate formulas use: in * scale as ONNX's
  * reference computes it when scales are given (1.2 for 2 * 0.6, not the floored 1), the size when
- * sizes are. */
+ * sizes are. roi_start and roi_end: the crop, as fractions of the input, of tf_crop_and_resize. */
 typedef struct resize_axis {
     int64_t in, out;
     double scale, resized;
+    double roi_start, roi_end;
 } resize_axis;
 
 typedef struct resize_plan {
     resize_mode mode;
     resize_coord coord;
     resize_round round;
+    float cubic_a;             /* cubic_coeff_a */
+    bool exclude_outside;      /* cubic taps outside the input weigh 0, the rest renormalised */
+    float extrapolation_value; /* tf_crop_and_resize output beyond the input */
     kn_shape out;
     int64_t planes; /* the unchanged leading dims, as one */
     resize_axis h, w;
@@ -235,35 +242,37 @@ static int pick(const char *value, const char *const *names, int n) {
 }
 
 static kiln_status resize_modes(const kn_node *node, resize_plan *p) {
-    static const char *const modes[] = {"nearest", "linear"};
+    static const char *const modes[] = {"nearest", "linear", "cubic"};
     static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
-                                         "asymmetric", "tf_half_pixel_for_nn"};
+                                         "asymmetric", "tf_half_pixel_for_nn",
+                                         "tf_crop_and_resize"};
     static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
     const char *mode = kn_node_string(node, "mode", "nearest");
     const char *coord = kn_node_string(node, "coordinate_transformation_mode", "half_pixel");
     const char *round = kn_node_string(node, "nearest_mode", "round_prefer_floor");
-    int m = pick(mode, modes, 2), c = pick(coord, coords, 5), r = pick(round, rounds, 4);
-    if (strcmp(mode, "cubic") == 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "mode 'cubic' is not supported (nearest and linear "
-                       "are)");
+    int m = pick(mode, modes, 3), c = pick(coord, coords, 6), r = pick(round, rounds, 4);
     if (m < 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "unknown mode '%s'", mode);
-    if (strcmp(coord, "tf_crop_and_resize") == 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "coordinate_transformation_mode 'tf_crop_and_resize' "
-                       "is not supported");
     if (c < 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "unknown coordinate_transformation_mode '%s'", coord);
     if (r < 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "unknown nearest_mode '%s'", round);
+    int64_t exclude_outside = kn_node_int(node, "exclude_outside", 0);
+    if (exclude_outside != 0 && exclude_outside != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "exclude_outside %lld must be 0 or 1",
+                       (long long)exclude_outside);
     p->mode = (resize_mode)m;
     p->coord = (resize_coord)c;
     p->round = (resize_round)r;
+    p->cubic_a = kn_node_float(node, "cubic_coeff_a", -0.75f);
+    p->exclude_outside = exclude_outside != 0;
+    p->extrapolation_value = kn_node_float(node, "extrapolation_value", 0.0f);
     return KILN_OK;
 }
 
 /* The output dims from scales (floor(in * scale)) or sizes; only the last two may change. */
 static kiln_status resize_dims(const kn_tensor *x, const kn_tensor *scales, const kn_tensor *sizes,
-                               resize_plan *p) {
+                               resize_axis *axes, resize_plan *p) {
     int rank = x->shape.ndim;
     bool by_scales = scales && kn_numel(scales) > 0, by_sizes = sizes && kn_numel(sizes) > 0;
     if (by_scales == by_sizes)
@@ -283,7 +292,6 @@ static kiln_status resize_dims(const kn_tensor *x, const kn_tensor *scales, cons
         return kn_fail(KILN_ERR_INVALID_ARG, "%s has %d elements; X has rank %d",
                        by_scales ? "scales" : "sizes", n, rank);
     p->out = x->shape;
-    resize_axis axes[KN_MAX_DIMS];
     for (int k = 0; k < rank; k++) {
         resize_axis *a = &axes[k];
         a->in = x->shape.d[k];
@@ -311,9 +319,33 @@ static kiln_status resize_dims(const kn_tensor *x, const kn_tensor *scales, cons
                            (long long)a->out);
         p->out.d[k] = a->out;
     }
-    p->planes = kn_shape_span(&x->shape, 0, rank - 2);
-    p->h = axes[rank - 2];
-    p->w = axes[rank - 1];
+    return KILN_OK;
+}
+
+/* tf_crop_and_resize's roi (starts of every dim, then ends), when its values are known: shape
+ * inference may not have them, and the output shape does not depend on them. The leading dims,
+ * which Resize does not resize, must not be cropped either. */
+static kiln_status resize_roi(const kn_tensor *roi, int rank, resize_axis *axes) {
+    for (int k = 0; k < rank; k++) {
+        axes[k].roi_start = 0.0;
+        axes[k].roi_end = 1.0;
+    }
+    if (!roi || kn_numel(roi) == 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "tf_crop_and_resize needs the roi input");
+    if (roi->dtype != KN_F32 || kn_numel(roi) != 2 * rank)
+        return kn_fail(KILN_ERR_INVALID_ARG, "roi must be %d f32 values (starts, then ends), got "
+                       "%lld of dtype %s", 2 * rank, (long long)kn_numel(roi),
+                       kn_dtype_name(roi->dtype));
+    if (!roi->data)
+        return KILN_OK;
+    for (int k = 0; k < rank; k++) {
+        axes[k].roi_start = kn_f32(roi)[k];
+        axes[k].roi_end = kn_f32(roi)[rank + k];
+        bool whole = axes[k].roi_start == 0.0 && axes[k].roi_end == 1.0;
+        if (k < rank - 2 && axes[k].in > 1 && !whole)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "roi crops dim %d to [%g, %g]; only the last two "
+                           "dims are resized", k, axes[k].roi_start, axes[k].roi_end);
+    }
     return KILN_OK;
 }
 
@@ -322,14 +354,25 @@ static kiln_status resize_plan_make(const kn_node *node, kn_tensor *const *in, i
     const kn_tensor *x = kn_input_at(in, n_in, 0);
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input X is missing");
-    if (x->shape.ndim < 2)
+    int rank = x->shape.ndim;
+    if (rank < 2)
         return kn_fail(KILN_ERR_UNSUPPORTED, "X has rank %d; Resize needs rank >= 2 (it resizes "
-                       "the last two dims)", x->shape.ndim);
+                       "the last two dims)", rank);
     KN_TRY(resize_modes(node, p));
-    if (p->mode == RESIZE_LINEAR && x->dtype != KN_F32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "linear Resize of %s data; only f32 is supported",
+    if (p->mode != RESIZE_NEAREST && x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s Resize of %s data; only f32 is supported",
+                       p->mode == RESIZE_LINEAR ? "linear" : "cubic", kn_dtype_name(x->dtype));
+    if (p->coord == COORD_TF_CROP_AND_RESIZE && x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "tf_crop_and_resize of %s data; only f32 is supported",
                        kn_dtype_name(x->dtype));
-    return resize_dims(x, kn_input_at(in, n_in, 2), kn_input_at(in, n_in, 3), p);
+    resize_axis axes[KN_MAX_DIMS];
+    KN_TRY(resize_dims(x, kn_input_at(in, n_in, 2), kn_input_at(in, n_in, 3), axes, p));
+    if (p->coord == COORD_TF_CROP_AND_RESIZE)
+        KN_TRY(resize_roi(kn_input_at(in, n_in, 1), rank, axes));
+    p->planes = kn_shape_span(&x->shape, 0, rank - 2);
+    p->h = axes[rank - 2];
+    p->w = axes[rank - 1];
+    return KILN_OK;
 }
 
 static kiln_status resize_infer(kn_graph *g, const kn_node *node) {
@@ -344,7 +387,7 @@ static kiln_status resize_infer(kn_graph *g, const kn_node *node) {
 
 /* Where output index o of an axis lies in the input, by the coordinate transformation. */
 static double resize_source(const resize_plan *p, const resize_axis *a, int64_t o) {
-    double x = (double)o;
+    double x = (double)o, span = a->roi_end - a->roi_start;
     switch (p->coord) {
     case COORD_HALF_PIXEL: return (x + 0.5) / a->scale - 0.5;
     case COORD_PYTORCH_HALF_PIXEL: return a->resized > 1 ? (x + 0.5) / a->scale - 0.5 : 0.0;
@@ -352,20 +395,58 @@ static double resize_source(const resize_plan *p, const resize_axis *a, int64_t 
         return a->resized == 1 ? 0.0 : x * (double)(a->in - 1) / (a->resized - 1);
     case COORD_ASYMMETRIC: return x / a->scale;
     case COORD_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / a->scale;
+    case COORD_TF_CROP_AND_RESIZE: {
+        double last = (double)(a->in - 1);
+        double offset = a->resized == 1 ? span * last / 2 : x * span * last / (a->resized - 1);
+        return a->roi_start * last + offset;
+    }
     }
     return 0.0;
 }
 
-/* The input taps of one output index: nearest reads i0; linear reads (1 - w1) * x[i0] + w1 * x[i1]. */
+enum { RESIZE_MAX_TAPS = 4 };
+
+/* The input taps of one output index along one axis: nearest reads i[0]; linear mixes i[0] and i[1],
+ * cubic i[0..3], with weights w. `outside`: a tf_crop_and_resize coordinate beyond the input, whose
+ * outputs are extrapolation_value (its taps are still valid indices). */
 typedef struct resize_tap {
-    int64_t i0, i1;
-    float w1;
+    int64_t i[RESIZE_MAX_TAPS];
+    float w[RESIZE_MAX_TAPS];
+    bool outside;
 } resize_tap;
+
+/* The cubic convolution kernel (Keys) with coefficient a, at distance d. */
+static double cubic_weight(double d, double a) {
+    d = fabs(d);
+    if (d <= 1)
+        return ((a + 2) * d - (a + 3)) * d * d + 1;
+    if (d < 2)
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a;
+    return 0.0;
+}
+
+/* Cubic taps: the 4 inputs around x, clamped to the edge (ONNX's edge padding) or, with
+ * exclude_outside, weighing 0 with the others renormalised. */
+static void cubic_taps(const resize_plan *p, const resize_axis *a, double x, resize_tap *t) {
+    double below = floor(x), fraction = x - below, sum = 0;
+    double w[RESIZE_MAX_TAPS];
+    for (int k = 0; k < RESIZE_MAX_TAPS; k++) {
+        int64_t i = (int64_t)below - 1 + k;
+        w[k] = cubic_weight(fraction + 1 - k, p->cubic_a);
+        if (p->exclude_outside && (i < 0 || i >= a->in))
+            w[k] = 0;
+        sum += w[k];
+        t->i[k] = i < 0 ? 0 : i >= a->in ? a->in - 1 : i;
+    }
+    for (int k = 0; k < RESIZE_MAX_TAPS; k++)
+        t->w[k] = (float)(p->exclude_outside ? w[k] / sum : w[k]);
+}
 
 static resize_tap resize_tap_at(const resize_plan *p, const resize_axis *a, int64_t o) {
     double x = resize_source(p, a, o), below = floor(x);
-    resize_tap t = {0, 0, 0.0f};
+    resize_tap t = {{0}, {0}, false};
     int64_t last = a->in - 1;
+    t.outside = p->coord == COORD_TF_CROP_AND_RESIZE && (x < 0 || x > (double)last);
     if (p->mode == RESIZE_NEAREST) {
         double fraction = x - below, i;
         switch (p->round) {
@@ -374,26 +455,37 @@ static resize_tap resize_tap_at(const resize_plan *p, const resize_axis *a, int6
         case ROUND_FLOOR: i = below; break;
         default: i = ceil(x); break;
         }
-        t.i0 = t.i1 = i < 0 ? 0 : i > (double)last ? last : (int64_t)i;
+        t.i[0] = i < 0 ? 0 : i > (double)last ? last : (int64_t)i;
+        return t;
+    }
+    if (p->mode == RESIZE_CUBIC) {
+        cubic_taps(p, a, x, &t);
         return t;
     }
     /* Outside [0, in - 1] both taps are the edge sample, as with ONNX's edge-padded reference. */
     x = x < 0 ? 0 : x > (double)last ? (double)last : x;
-    t.i0 = (int64_t)floor(x);
-    t.i1 = t.i0 < last ? t.i0 + 1 : last;
-    t.w1 = (float)(x - (double)t.i0);
+    t.i[0] = (int64_t)floor(x);
+    t.i[1] = t.i[0] < last ? t.i[0] + 1 : last;
+    t.w[1] = (float)(x - (double)t.i[0]);
+    t.w[0] = 1 - t.w[1];
     return t;
+}
+
+/* Bytes of the tap table: one tap per output row and per output column. */
+static bool resize_taps_bytes(int64_t out_h, int64_t out_w, size_t *bytes) {
+    size_t count = (size_t)(out_h + out_w);
+    return kn_size_mul(count ? count : 1, sizeof(resize_tap), bytes);
 }
 
 /* The taps of every output row (out_h) then every output column (out_w), in the op's scratch. */
 static kiln_status resize_taps(const resize_plan *p, kn_op_ctx *ctx, resize_tap **rows,
                                resize_tap **cols) {
-    size_t count = (size_t)(p->h.out + p->w.out), bytes;
-    if (!kn_size_mul(count ? count : 1, sizeof(resize_tap), &bytes))
+    size_t bytes;
+    if (!resize_taps_bytes(p->h.out, p->w.out, &bytes))
         return kn_fail(KILN_ERR_NOMEM, "Resize: tap table size overflows");
     resize_tap *taps = kn_op_scratch(ctx, bytes);
     if (!taps)
-        return kn_fail(KILN_ERR_NOMEM, "Resize: out of memory for %zu taps", count);
+        return kn_fail(KILN_ERR_NOMEM, "Resize: out of memory for %zu bytes of taps", bytes);
     for (int64_t o = 0; o < p->h.out; o++)
         taps[o] = resize_tap_at(p, &p->h, o);
     for (int64_t o = 0; o < p->w.out; o++)
@@ -403,21 +495,95 @@ static kiln_status resize_taps(const resize_plan *p, kn_op_ctx *ctx, resize_tap 
     return KILN_OK;
 }
 
-/* dst[j] = src[taps[j].i0] for n elements of esize bytes. */
+/* The scratch forward asks for: the tap table at the node's output shape. */
+static size_t resize_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_shape *y = &kn_node_output(g, node, 0)->shape;
+    size_t bytes;
+    if (y->ndim < 2 || !resize_taps_bytes(y->d[y->ndim - 2], y->d[y->ndim - 1], &bytes))
+        return 0;
+    return bytes;
+}
+
+/* dst[j] = src[taps[j].i[0]] for n elements of esize bytes. */
 static void copy_taps(char *dst, const char *src, const resize_tap *taps, int64_t n, size_t esize) {
     switch (esize) {
     case 1:
         for (int64_t j = 0; j < n; j++)
-            dst[j] = src[taps[j].i0];
+            dst[j] = src[taps[j].i[0]];
         break;
     case 4:
         for (int64_t j = 0; j < n; j++)
-            memcpy(dst + 4 * j, src + 4 * taps[j].i0, 4);
+            memcpy(dst + 4 * j, src + 4 * taps[j].i[0], 4);
         break;
     default:
         for (int64_t j = 0; j < n; j++)
-            memcpy(dst + (size_t)j * esize, src + (size_t)taps[j].i0 * esize, esize);
+            memcpy(dst + (size_t)j * esize, src + (size_t)taps[j].i[0] * esize, esize);
     }
+}
+
+static void resize_nearest(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                           const kn_tensor *x, kn_tensor *y) {
+    int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
+    size_t esize = kn_dtype_size(x->dtype);
+    const char *xd = x->data; // (planes, in_h, in_w)
+    char *yd = y->data;       // (planes, out_h, out_w)
+#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
+        int64_t plane = r / out_h, oy = r % out_h;
+        const char *src = xd + (size_t)((plane * in_h + rows[oy].i[0]) * in_w) * esize;
+        copy_taps(yd + (size_t)(r * out_w) * esize, src, cols, out_w, esize);
+    }
+}
+
+static void resize_linear(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                          const float *x, float *y) {
+    int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
+#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
+        int64_t plane = r / out_h;
+        resize_tap ty = rows[r % out_h];
+        const float *top = x + (plane * in_h + ty.i[0]) * in_w;    // (in_w)
+        const float *bottom = x + (plane * in_h + ty.i[1]) * in_w; // (in_w)
+        for (int64_t ox = 0; ox < out_w; ox++) {
+            const resize_tap *tx = &cols[ox];
+            float upper = tx->w[0] * top[tx->i[0]] + tx->w[1] * top[tx->i[1]];
+            float lower = tx->w[0] * bottom[tx->i[0]] + tx->w[1] * bottom[tx->i[1]];
+            y[r * out_w + ox] = ty.w[0] * upper + ty.w[1] * lower;
+        }
+    }
+}
+
+/* Each output mixes 4 x 4 inputs: the 4 input rows' column mixes, weighted by the row taps. */
+static void resize_cubic(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                         const float *x, float *y) {
+    int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
+#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
+        int64_t plane = r / out_h;
+        const resize_tap *ty = &rows[r % out_h];
+        for (int64_t ox = 0; ox < out_w; ox++) {
+            const resize_tap *tx = &cols[ox];
+            float sum = 0;
+            for (int a = 0; a < RESIZE_MAX_TAPS; a++) {
+                const float *src = x + (plane * in_h + ty->i[a]) * in_w; // (in_w)
+                float row = 0;
+                for (int b = 0; b < RESIZE_MAX_TAPS; b++)
+                    row += tx->w[b] * src[tx->i[b]];
+                sum += ty->w[a] * row;
+            }
+            y[r * out_w + ox] = sum;
+        }
+    }
+}
+
+/* tf_crop_and_resize: outputs whose row or column lies beyond the input take extrapolation_value. */
+static void resize_extrapolate(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                               float *y) {
+    int64_t out_h = p->h.out, out_w = p->w.out;
+    for (int64_t r = 0; r < p->planes * out_h; r++)
+        for (int64_t ox = 0; ox < out_w; ox++)
+            if (rows[r % out_h].outside || cols[ox].outside)
+                y[r * out_w + ox] = p->extrapolation_value;
 }
 
 static kiln_status resize_forward(const kn_op_call *call) {
@@ -425,42 +591,25 @@ static kiln_status resize_forward(const kn_op_call *call) {
     KN_TRY(resize_plan_make(call->node, call->in, call->node->n_in, &p));
     if (!kn_shape_equal(&p.out, &call->out[0]->shape))
         return kn_fail(KILN_ERR_SHAPE, "Resize: the output's shape does not match scales/sizes");
+    if (p.coord == COORD_TF_CROP_AND_RESIZE)
+        KN_TRY(kn_require_data(call->in[1], "roi"));
     resize_tap *rows, *cols;
     KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
-    int64_t in_h = p.h.in, in_w = p.w.in, out_h = p.h.out, out_w = p.w.out;
-    int64_t total = p.planes * out_h * out_w;
-    if (p.mode == RESIZE_NEAREST) {
-        size_t esize = kn_dtype_size(call->in[0]->dtype);
-        const char *x = call->in[0]->data; // (planes, in_h, in_w)
-        char *y = call->out[0]->data;      // (planes, out_h, out_w)
-#pragma omp parallel for schedule(static) if (total >= KN_MOVE_PARALLEL_MIN)
-        for (int64_t r = 0; r < p.planes * out_h; r++) {
-            int64_t plane = r / out_h, oy = r % out_h;
-            const char *src = x + (size_t)((plane * in_h + rows[oy].i0) * in_w) * esize;
-            copy_taps(y + (size_t)(r * out_w) * esize, src, cols, out_w, esize);
-        }
-        return KILN_OK;
+    const kn_tensor *x = call->in[0];
+    kn_tensor *y = call->out[0];
+    switch (p.mode) {
+    case RESIZE_NEAREST: resize_nearest(&p, rows, cols, x, y); break;
+    case RESIZE_LINEAR: resize_linear(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
+    case RESIZE_CUBIC: resize_cubic(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
     }
-    const float *x = kn_f32(call->in[0]); // (planes, in_h, in_w)
-    float *y = kn_f32(call->out[0]);      // (planes, out_h, out_w)
-#pragma omp parallel for schedule(static) if (total >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < p.planes * out_h; r++) {
-        int64_t plane = r / out_h;
-        resize_tap ty = rows[r % out_h];
-        const float *top = x + (plane * in_h + ty.i0) * in_w;
-        const float *bottom = x + (plane * in_h + ty.i1) * in_w;
-        for (int64_t ox = 0; ox < out_w; ox++) {
-            resize_tap tx = cols[ox];
-            float upper = (1 - tx.w1) * top[tx.i0] + tx.w1 * top[tx.i1];
-            float lower = (1 - tx.w1) * bottom[tx.i0] + tx.w1 * bottom[tx.i1];
-            y[r * out_w + ox] = (1 - ty.w1) * upper + ty.w1 * lower;
-        }
-    }
+    if (p.coord == COORD_TF_CROP_AND_RESIZE)
+        resize_extrapolate(&p, rows, cols, kn_f32(y));
     return KILN_OK;
 }
 
-/* dX gathers each dY element back onto the taps that made it. Output rows of one plane may share
- * input rows, so a plane runs in order and threads split the planes. */
+/* dX gathers each dY element back onto the taps that made it (none for extrapolated outputs).
+ * Output rows of one plane may share input rows, so a plane runs in order and threads split the
+ * planes. */
 static kiln_status resize_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
@@ -472,25 +621,28 @@ static kiln_status resize_backward(const kn_op_call *call) {
     int64_t in_h = p.h.in, in_w = p.w.in, out_h = p.h.out, out_w = p.w.out;
     const float *dy = kn_f32(call->dout[0]); // (planes, out_h, out_w)
     float *dx = kn_f32(call->din[0]);        // (planes, in_h, in_w)
-    bool linear = p.mode == RESIZE_LINEAR;
+    int n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS;
 #pragma omp parallel for schedule(static) if (p.planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         for (int64_t oy = 0; oy < out_h; oy++) {
-            resize_tap ty = rows[oy];
-            float *top = dx + (plane * in_h + ty.i0) * in_w;
-            float *bottom = dx + (plane * in_h + ty.i1) * in_w;
+            const resize_tap *ty = &rows[oy];
             const float *g = dy + (plane * out_h + oy) * out_w;
+            if (ty->outside)
+                continue;
             for (int64_t ox = 0; ox < out_w; ox++) {
-                resize_tap tx = cols[ox];
-                if (!linear) {
-                    top[tx.i0] += g[ox];
+                const resize_tap *tx = &cols[ox];
+                if (tx->outside)
+                    continue;
+                if (n_taps == 1) {
+                    dx[(plane * in_h + ty->i[0]) * in_w + tx->i[0]] += g[ox];
                     continue;
                 }
-                float upper = (1 - ty.w1) * g[ox], lower = ty.w1 * g[ox];
-                top[tx.i0] += (1 - tx.w1) * upper;
-                top[tx.i1] += tx.w1 * upper;
-                bottom[tx.i0] += (1 - tx.w1) * lower;
-                bottom[tx.i1] += tx.w1 * lower;
+                for (int a = 0; a < n_taps; a++) {
+                    float *dst = dx + (plane * in_h + ty->i[a]) * in_w; // (in_w)
+                    float share = ty->w[a] * g[ox];
+                    for (int b = 0; b < n_taps; b++)
+                        dst[tx->i[b]] += tx->w[b] * share;
+                }
             }
         }
     }
@@ -505,4 +657,5 @@ const kn_op kn_op_pad = {
 const kn_op kn_op_resize = {
     .name = "Resize", .min_inputs = 1, .max_inputs = 4,
     .infer = resize_infer, .forward = resize_forward, .backward = resize_backward,
+    .workspace = resize_workspace,
 };

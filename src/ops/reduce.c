@@ -261,6 +261,21 @@ typedef enum reduce_kind {
     REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2
 } reduce_kind;
 
+/* The op entries at the end of this file share one infer, forward and backward, which tell the
+ * reductions apart by the node's entry. */
+extern const kn_op kn_op_reducemean, kn_op_reducesum, kn_op_reducemax, kn_op_reducemin,
+    kn_op_reduceprod, kn_op_reducel2;
+
+static reduce_kind reduce_kind_of(const kn_node *node) {
+    const kn_op *op = node->op;
+    return op == &kn_op_reducemean ? REDUCE_MEAN
+           : op == &kn_op_reducesum ? REDUCE_SUM
+           : op == &kn_op_reducemax ? REDUCE_MAX
+           : op == &kn_op_reducemin ? REDUCE_MIN
+           : op == &kn_op_reduceprod ? REDUCE_PROD
+                                     : REDUCE_L2;
+}
+
 /* Max / min keep the first NaN they meet, as numpy does. Products and sums of squares accumulate in
  * double. */
 static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float *x) {
@@ -382,7 +397,8 @@ static kiln_status call_axes(const kn_op_call *call, unsigned *mask) {
     return reduce_axes(call->node, axes_input_of(call), call->in[0]->shape.ndim, mask);
 }
 
-static kiln_status reduce_infer(kn_graph *g, const kn_node *node, reduce_kind kind) {
+static kiln_status reduce_infer(kn_graph *g, const kn_node *node) {
+    reduce_kind kind = reduce_kind_of(node);
     const kn_value *x = kn_node_input(g, node, 0);
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
@@ -426,7 +442,8 @@ static kiln_status reduce_sum_forward(const kn_op_call *call, unsigned mask, flo
     return KILN_OK;
 }
 
-static kiln_status reduce_forward(const kn_op_call *call, reduce_kind kind) {
+static kiln_status reduce_forward(const kn_op_call *call) {
+    reduce_kind kind = reduce_kind_of(call->node);
     unsigned mask;
     KN_TRY(call_axes(call, &mask));
     if (kind == REDUCE_SUM)
@@ -444,7 +461,8 @@ static kiln_status reduce_forward(const kn_op_call *call, reduce_kind kind) {
     return KILN_OK;
 }
 
-static kiln_status reduce_backward(const kn_op_call *call, reduce_kind kind) {
+static kiln_status reduce_backward(const kn_op_call *call) {
+    reduce_kind kind = reduce_kind_of(call->node);
     const kn_tensor *x = call->in[0];
     if (!call->dout[0] || !call->din[0] || x->dtype != KN_F32)
         return KILN_OK;
@@ -472,75 +490,21 @@ static int64_t reducel2_flops(const kn_graph *g, const kn_node *node) {
     return 2 * reduce_flops(g, node);
 }
 
-static kiln_status reducemean_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_MEAN);
-}
-static kiln_status reducemean_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_MEAN);
-}
-static kiln_status reducemean_backward(const kn_op_call *call) {
-    return reduce_backward(call, REDUCE_MEAN);
-}
-
-static kiln_status reducesum_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_SUM);
-}
-static kiln_status reducesum_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_SUM);
-}
-static kiln_status reducesum_backward(const kn_op_call *call) {
-    return reduce_backward(call, REDUCE_SUM);
-}
-
-static kiln_status reducemax_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_MAX);
-}
-static kiln_status reducemax_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_MAX);
-}
-static kiln_status reducemax_backward(const kn_op_call *call) {
-    return reduce_backward(call, REDUCE_MAX);
-}
-
-static kiln_status reducemin_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_MIN);
-}
-static kiln_status reducemin_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_MIN);
-}
-static kiln_status reducemin_backward(const kn_op_call *call) {
-    return reduce_backward(call, REDUCE_MIN);
-}
-
-static kiln_status reduceprod_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_PROD);
-}
-static kiln_status reduceprod_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_PROD);
-}
-
-static kiln_status reducel2_infer(kn_graph *g, const kn_node *node) {
-    return reduce_infer(g, node, REDUCE_L2);
-}
-static kiln_status reducel2_forward(const kn_op_call *call) {
-    return reduce_forward(call, REDUCE_L2);
-}
-
 const kn_op kn_op_reducemean = {.name = "ReduceMean", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reducemean_infer, .forward = reducemean_forward,
-                                .backward = reducemean_backward, .flops = reduce_flops};
+                                .infer = reduce_infer, .forward = reduce_forward,
+                                .backward = reduce_backward, .flops = reduce_flops};
 const kn_op kn_op_reducesum = {.name = "ReduceSum", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reducesum_infer, .forward = reducesum_forward,
-                                .backward = reducesum_backward, .flops = reduce_flops};
+                               .infer = reduce_infer, .forward = reduce_forward,
+                               .backward = reduce_backward, .flops = reduce_flops};
 const kn_op kn_op_reducemax = {.name = "ReduceMax", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reducemax_infer, .forward = reducemax_forward,
-                                .backward = reducemax_backward, .flops = reduce_flops};
+                               .infer = reduce_infer, .forward = reduce_forward,
+                               .backward = reduce_backward, .flops = reduce_flops};
 const kn_op kn_op_reducemin = {.name = "ReduceMin", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reducemin_infer, .forward = reducemin_forward,
-                                .backward = reducemin_backward, .flops = reduce_flops};
+                               .infer = reduce_infer, .forward = reduce_forward,
+                               .backward = reduce_backward, .flops = reduce_flops};
 const kn_op kn_op_reduceprod = {.name = "ReduceProd", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reduceprod_infer, .forward = reduceprod_forward,
+                                .infer = reduce_infer, .forward = reduce_forward,
                                 .flops = reduce_flops};
 const kn_op kn_op_reducel2 = {.name = "ReduceL2", .min_inputs = 1, .max_inputs = 2,
-                                .infer = reducel2_infer, .forward = reducel2_forward,
-                                .flops = reducel2_flops};
+                              .infer = reduce_infer, .forward = reduce_forward,
+                              .flops = reducel2_flops};

@@ -215,12 +215,21 @@ static kiln_status remove_dead_nodes(kn_graph *g, int *removed) {
 
 /* ---- Identity and Dropout ---------------------------------------------------------------------- */
 
+/* Whether Dropout node n copies its input at inference: no training_mode input, or a constant false
+ * one (a true or run-time one may ask it to drop). */
+static bool dropout_is_identity(const kn_graph *g, const kn_node *n) {
+    if (n->n_in < 3 || n->in[2] < 0)
+        return true;
+    return is_constant(g, n->in[2]) && *(const uint8_t *)g->values[n->in[2]].data == 0;
+}
+
 /* y = Identity(x): consumers of y read x. When y is a graph output it keeps its name: x's producer
  * writes y instead, which needs x to be an activation that is not a graph output itself. */
 static kiln_status remove_identities(kn_graph *g, int *removed) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
-        if (!(op_is(n, "Identity") || op_is(n, "Dropout")) || n->n_out != 1 || n->in[0] < 0)
+        bool identity = op_is(n, "Identity") || (op_is(n, "Dropout") && dropout_is_identity(g, n));
+        if (!identity || n->n_out != 1 || n->in[0] < 0)
             continue;
         int x = n->in[0], y = n->out[0];
         if (!is_graph_output(g, y)) {
@@ -351,6 +360,8 @@ static bool gemm_bias_is_row(const kn_graph *g, const kn_node *gemm, int64_t n_o
 /* Whether BatchNormalization node bn can fold into prod, the Conv or Gemm writing its input. Only
  * initializer shapes are used: activation shapes depend on the input sizes, unknown here. */
 static bool bn_foldable(const kn_graph *g, const kn_node *prod, const kn_node *bn) {
+    if (kn_node_int(bn, "training_mode", 0) != 0) /* batch statistics: no fixed map to fold */
+        return false;
     for (int k = 1; k <= 4; k++)
         if (!is_constant(g, bn->in[k]))
             return false;

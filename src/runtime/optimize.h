@@ -8,10 +8,12 @@
  * Passes, in this order, each one switched on by its flag:
  *   KN_OPT_DEAD        removes nodes that no graph output depends on
  *   KN_OPT_IDENTITY    removes Identity and Dropout, wiring their input straight to their consumers
+ *                      (a Dropout whose training_mode input is not a constant false stays)
  *   KN_OPT_FOLD        constant folding: a node whose inputs are all constant data is run once, and its
  *                      outputs become constants
  *   KN_OPT_BATCHNORM   folds BatchNormalization into the Conv or Gemm before it (scale into W, shift
- *                      into the bias, which is created when absent)
+ *                      into the bias, which is created when absent); not one with training_mode = 1,
+ *                      which normalises with batch statistics
  *   KN_OPT_BIAS        fuses MatMul followed by an Add of a constant row into MatMul with a bias
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
  *                      Conv, Gemm or MatMul before it (ops/fused_act.h)

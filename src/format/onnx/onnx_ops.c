@@ -461,40 +461,21 @@ static kiln_status import_softmax_family(kn_onnx_importer *im, const kn_onnx_nod
     return kn_onnx_finish_node(im, node);
 }
 
-/* BatchNormalization: opset 7-8's `spatial` (1 = per-channel statistics, kiln's only form) and
- * opset 14's training_mode = 0 carry no information; the other settings are not kiln's. */
+/* BatchNormalization: opset 7-8's `spatial` (1 = per-channel statistics, kiln's only form) carries
+ * no information; opset 14's training_mode is kiln's op's own attribute. */
 static kiln_status import_batchnorm(kn_onnx_importer *im, const kn_onnx_node *n) {
     const Onnx__AttributeProto *spatial = kn_onnx_attr(n->proto, "spatial");
-    const Onnx__AttributeProto *training = kn_onnx_attr(n->proto, "training_mode");
     if (spatial && spatial->i != 1)
         return kn_fail(KILN_ERR_UNSUPPORTED, "BatchNormalization with spatial=%lld (per-activation "
                        "statistics) is not supported", (long long)spatial->i);
-    if (training && training->i != 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "BatchNormalization with training_mode=1 is not "
-                       "supported (kiln picks batch statistics when it trains)");
     node_io io = {0};
     KN_TRY(resolve_inputs(im, n, &io));
     KN_TRY(make_outputs(im, n, &io));
     consume(&io, "spatial");
-    consume(&io, "training_mode");
     consume(&io, "consumed_inputs");
     int node;
     KN_TRY(add_node(im, n, "BatchNormalization", n->name, &io, &node));
     return kn_onnx_finish_node(im, node);
-}
-
-/* Dropout: kiln's follows the run's mode, so a training_mode input can only be a constant false. */
-static kiln_status import_dropout(kn_onnx_importer *im, const kn_onnx_node *n) {
-    const Onnx__NodeProto *p = n->proto;
-    if (p->n_input > 2 && *str_or_empty(p->input[2])) {
-        int mode = kn_onnx_value(im, p->input[2]);
-        const kn_value *v = mode >= 0 ? &im->g->values[mode] : NULL;
-        if (!v || v->kind != KN_VALUE_CONST || v->dtype != KN_BOOL || kn_shape_numel(&v->shape) != 1 ||
-            *(const uint8_t *)v->data != 0)
-            return kn_fail(KILN_ERR_UNSUPPORTED, "Dropout with a training_mode input other than a "
-                           "constant false is not supported (kiln's Dropout follows the run's mode)");
-    }
-    return import_mapped(im, n);
 }
 
 /* Upsample (opsets 7-9) is Resize with asymmetric coordinates (nearest: floor), scales from the
@@ -597,8 +578,8 @@ static const op_rewrite rewrites[] = {
     {"Hardmax", import_softmax_family, "Hardmax",
      "opset < 13: axis = last, or Flatten + Hardmax + Reshape"},
     {"BatchNormalization", import_batchnorm, "BatchNormalization",
-     "spatial=1 and training_mode=0 dropped; others unsupported"},
-    {"Dropout", import_dropout, "Dropout", "opset < 12: ratio attribute -> input"},
+     "spatial=1 dropped; spatial=0 unsupported"},
+    {"Dropout", NULL, NULL, "opset < 12: ratio attribute -> input"},
     {"Upsample", import_upsample, "Resize", "becomes Resize (asymmetric, nearest floor)"},
     {"Resize", import_resize, "Resize", "opset 10: (X, scales) -> (X, roi = none, scales), asymmetric"},
     {"Squeeze", NULL, NULL, "opset < 13: axes attribute -> input"},
