@@ -1,4 +1,5 @@
 /* Conv (ONNX), 2-D NCHW: Y (N, M, OH, OW) = X (N, C, H, W) * W (M, C/group, kH, kW) + B (M).
+ * 1-D runs here as 2-D of height 1; 3-D and 4-D run in conv_nd.c.
  *
  * Each image is unfolded by im2col (ops/im2col.h) into a (C*kH*kW, OH*OW) column matrix, so that
  * each group's output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW,
@@ -20,6 +21,7 @@
 
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "ops/conv_nd.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -39,17 +41,14 @@ typedef struct conv_geom {
 static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
                                 const kn_shape *b, conv_geom *g) {
     char sx[96], sw[96], sb[96];
-    if (x->ndim != 4) {
-        if (x->ndim >= 3)
-            return kn_fail(KILN_ERR_UNSUPPORTED,
-                           "only 2-D convolution (X of rank 4, NCHW) is supported; X is %s",
-                           kn_shape_str(x, sx, sizeof sx));
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W)", kn_shape_str(x, sx, sizeof sx));
-    }
-    if (w->ndim != 4)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must be (M, C/group, kH, kW)",
-                       kn_shape_str(w, sw, sizeof sw));
-    for (int i = 0; i < 4; i++)
+    if (x->ndim != 3 && x->ndim != 4)
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)",
+                       kn_shape_str(x, sx, sizeof sx));
+    int rank = x->ndim - 2;
+    if (w->ndim != x->ndim)
+        return kn_fail(KILN_ERR_SHAPE, "W %s must be (M, C/group, %s)", kn_shape_str(w, sw, sizeof sw),
+                       rank == 1 ? "k" : "kH, kW");
+    for (int i = 0; i < x->ndim; i++)
         if (x->d[i] < 1 || w->d[i] < 1)
             return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions",
                            kn_shape_str(x, sx, sizeof sx), kn_shape_str(w, sw, sizeof sw));
@@ -75,14 +74,15 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
                        kn_shape_str(x, sx, sizeof sx), (long long)g->C, (long long)g->group);
     int64_t kernel_shape[2];
     int n_kernel = kn_node_ints(node, "kernel_shape", kernel_shape, 2);
-    if (n_kernel >= 0 && (n_kernel != 2 || kernel_shape[0] != w->d[2] || kernel_shape[1] != w->d[3]))
+    if (n_kernel >= 0 && (n_kernel != rank || kernel_shape[0] != w->d[2] ||
+                          (rank == 2 && kernel_shape[1] != w->d[3])))
         return kn_fail(KILN_ERR_SHAPE, "kernel_shape does not match the spatial dims of W %s",
                        kn_shape_str(w, sw, sizeof sw));
     if (b && (b->ndim != 1 || b->d[0] != g->M))
         return kn_fail(KILN_ERR_SHAPE, "B %s must be (%lld), one bias per output channel",
                        kn_shape_str(b, sb, sizeof sb), (long long)g->M);
     kn_window_axis axes[2];
-    KN_TRY(kn_window_resolve(node, &x->d[2], &w->d[2], false, axes));
+    KN_TRY(kn_window_resolve_as_2d(node, rank, &x->d[2], &w->d[2], false, axes));
     g->h = axes[0];
     g->w = axes[1];
     g->taps = g->h.kernel * g->w.kernel;
@@ -107,12 +107,15 @@ static kiln_status conv_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_INVALID_ARG, "inputs X and W are required");
     if (x->dtype != KN_F32 || w->dtype != KN_F32 || (b && b->dtype != KN_F32))
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
+    if (kn_conv_is_nd(x->shape.ndim))
+        return kn_conv_nd_infer(g, node);
     conv_geom geom;
     KN_TRY(conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &geom));
     kn_fused_act act;
     KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
-    y->shape = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    y->shape = x->shape.ndim == 3 ? kn_shape_of(3, (int64_t[]){geom.N, geom.M, geom.w.out})
+                                   : kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
     y->dtype = KN_F32;
     return KILN_OK;
 }
@@ -293,6 +296,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
 }
 
 static kiln_status conv_forward(const kn_op_call *call) {
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_forward(call);
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -349,6 +354,8 @@ static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_backward(call);
     KN_TRY(kn_fused_refuse_backward(call->node, false));
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
@@ -405,6 +412,8 @@ static kiln_status conv_backward(const kn_op_call *call) {
 static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
+    if (kn_conv_is_nd(x->shape.ndim))
+        return kn_conv_nd_flops(graph, node);
     conv_geom g;
     if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
@@ -412,12 +421,14 @@ static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     return 2 * outputs * g.Cg * g.taps + (b ? outputs : 0);
 }
 
-/* What forward takes from the scratch: the depthwise path's padded planes, or conv_forward_scratch. */
+/* What forward takes from the scratch: the depthwise path's padded planes, or conv_forward_scratch
+ * (conv_nd.c takes none). */
 static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
     conv_geom g;
-    if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
+    if (kn_conv_is_nd(x->shape.ndim) ||
+        conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
     size_t bytes;
     if (conv_is_depthwise(&g))
