@@ -282,8 +282,8 @@ static void test_conv_fused_relu(void) {
     if (out) {
         int64_t n = kn_numel(&out[0]), negatives = 0;
         double *ref = malloc(sizeof(double) * (size_t)n), *mag = malloc(sizeof(double) * (size_t)n);
-        int64_t terms = conv_reference(c, value_data(&g, "X"), value_data(&g, "W"), value_data(&g, "B"), ref,
-                                       mag);
+        int64_t terms =
+            conv_reference(c, value_data(&g, "X"), value_data(&g, "W"), value_data(&g, "B"), ref, mag);
         for (int64_t i = 0; i < n; i++) {
             negatives += ref[i] < 0;
             ref[i] = fmax(ref[i], 0.0);
@@ -408,7 +408,8 @@ static int64_t convt_reference(const convt_case *c, const float *x, const float 
                         }
                         if (!inside)
                             continue;
-                        double term = (double)x[(n * c->C + ch) * in_size + i] * w[(ch * Mg + mg) * taps + t];
+                        double term =
+                            (double)x[(n * c->C + ch) * in_size + i] * w[(ch * Mg + mg) * taps + t];
                         ref[(n * c->M + m) * out_size + at] += term;
                         mag[(n * c->M + m) * out_size + at] += fabs(term);
                     }
@@ -590,8 +591,10 @@ static double pool_check_output(const pool_case *c, const axis *ax, const void *
         bool ok = got == best;
         if (c->indices >= 0) {
             int64_t index = 0;
-            for (int d = c->indices ? rank - 1 : 0; c->indices ? d >= 0 : d < rank; d += c->indices ? -1 : 1)
+            for (int j = 0; j < rank; j++) {
+                int d = c->indices ? rank - 1 - j : j; // column-major: the first axis fastest
                 index = index * ax[d].in + best_coords[d];
+            }
             ok &= best_at >= 0 && ((const int64_t *)out[1].data)[i] == plane * in_size + index;
         }
         *worst_diff = fmax(*worst_diff, fabs(got - best));
@@ -732,9 +735,12 @@ static void test_threads(void) {
             CHECK_OK(n->op->backward(&call));
             kn_op_ctx_release(&ctx);
         }
-        bool same = memcmp(runs[0].out[0].data, runs[1].out[0].data, 4 * (size_t)kn_numel(&runs[0].out[0])) == 0;
-        for (int i = 0; i < n->n_in; i++)
-            same &= memcmp(runs[0].din[i].data, runs[1].din[i].data, 4 * (size_t)kn_numel(&runs[0].din[i])) == 0;
+        size_t y_bytes = sizeof(float) * (size_t)kn_numel(&runs[0].out[0]);
+        bool same = memcmp(runs[0].out[0].data, runs[1].out[0].data, y_bytes) == 0;
+        for (int i = 0; i < n->n_in; i++) {
+            size_t bytes = sizeof(float) * (size_t)kn_numel(&runs[0].din[i]);
+            same &= memcmp(runs[0].din[i].data, runs[1].din[i].data, bytes) == 0;
+        }
         printf("%s 3-D forward + backward at 1 and 2 threads: %s\n", n->op->name,
                same ? "bit-identical" : "DIFFERENT");
         CHECK(same);

@@ -21,6 +21,7 @@
 
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
@@ -130,14 +131,6 @@ static bool conv_is_pointwise(const conv_geom *g) {
 static bool conv_col_bytes(const conv_geom *g, size_t count, size_t *bytes) {
     return kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, bytes) &&
            kn_size_mul(*bytes, sizeof(float) * count, bytes);
-}
-
-/* One buffer of `count` column matrices for one image. */
-static float *conv_col_scratch(kn_op_ctx *ctx, const conv_geom *g, size_t count) {
-    size_t bytes;
-    if (!conv_col_bytes(g, count, &bytes))
-        return NULL;
-    return kn_op_scratch(ctx, bytes);
 }
 
 /* Threads that each take whole images: all of them when there are as many images, so that a batch
@@ -334,22 +327,8 @@ static kiln_status conv_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* dB[m] += sum of dY over the batch and the output plane of channel m. */
-static void conv_bias_backward(const conv_geom *g, const float *dy, float *db) {
-#pragma omp parallel for schedule(static) if (g->N * g->M * g->out_plane >= KN_CONV_PARALLEL_MIN)
-    for (int64_t m = 0; m < g->M; m++) {
-        double sum = 0.0;
-        for (int64_t n = 0; n < g->N; n++) {
-            const float *plane = dy + (n * g->M + m) * g->out_plane;
-            for (int64_t p = 0; p < g->out_plane; p++)
-                sum += plane[p];
-        }
-        db[m] += (float)sum;
-    }
-}
-
-/* Per image n and group: dW_g += dY_g @ col_g^T, and dcol_g = W_g^T @ dY_g folded back by col2im
- * into dX (for a pointwise conv dX_g += W_g^T @ dY_g directly). */
+/* Per image n, with the products of ops/conv_gemm.h (A = dY, B = X): dW += dY_n @ im2col(X_n)^T,
+ * and dX_n += col2im(W^T @ dY_n); one column buffer serves both, one after the other. */
 static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
@@ -366,45 +345,26 @@ static kiln_status conv_backward(const kn_op_call *call) {
     float *dw = call->din[1] ? kn_f32(call->din[1]) : NULL;
     float *db = call->node->n_in > 2 && call->in[2] && call->din[2] ? kn_f32(call->din[2]) : NULL;
     if (db)
-        conv_bias_backward(&g, dy, db);
+        kn_conv_bias_grad(g.N, g.M, g.out_plane, dy, db);
     if (!dx && !dw)
         return KILN_OK;
-
-    bool pointwise = conv_is_pointwise(&g);
-    float *col = NULL, *dcol = NULL; // (C*kH*kW, OH*OW) each
-    if (!pointwise) {
-        size_t count = (dw ? 1 : 0) + (dx ? 1 : 0);
-        float *buffers = conv_col_scratch(call->ctx, &g, count);
-        if (!buffers)
-            return kn_fail(KILN_ERR_NOMEM, "no memory for %zu im2col buffers of %lld x %lld floats",
-                           count, (long long)(g.C * g.taps), (long long)g.out_plane);
-        col = dw ? buffers : NULL;
-        dcol = dx ? buffers + (dw ? g.C * g.taps * g.out_plane : 0) : NULL;
-    }
-    int64_t depth = g.Cg * g.taps;
+    kn_conv_gemm products = {.group = g.group, .a_channels = g.M, .b_channels = g.C, .h = g.h, .w = g.w};
+    size_t col_bytes;
+    if (!kn_conv_gemm_col_bytes(&products, &col_bytes))
+        return kn_fail(KILN_ERR_NOMEM, "the im2col buffer of %lld x %lld floats overflows",
+                       (long long)(g.C * g.taps), (long long)g.out_plane);
+    float *col = col_bytes ? kn_op_scratch(call->ctx, col_bytes) : NULL; // (C*kH*kW, OH*OW)
+    if (col_bytes && !col)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the im2col buffer of %lld x %lld floats",
+                       (long long)(g.C * g.taps), (long long)g.out_plane);
     for (int64_t n = 0; n < g.N; n++) {
-        const float *xn = x + n * g.C * g.in_plane;
         const float *dyn = dy + n * g.M * g.out_plane;
         if (dw) {
-            if (!pointwise)
-                kn_im2col(g.C, &g.h, &g.w, xn, col);
-            const float *cols = pointwise ? xn : col;
-            for (int64_t grp = 0; grp < g.group; grp++)
-                kn_sgemm(false, true, g.Mg, depth, g.out_plane, 1.0f, dyn + grp * g.Mg * g.out_plane,
-                         g.out_plane, cols + grp * depth * g.out_plane, g.out_plane, 1.0f,
-                         dw + grp * g.Mg * depth, depth);
+            const float *cols = kn_conv_gemm_unfold(&products, x + n * g.C * g.in_plane, col);
+            kn_conv_gemm_weight_grad(&products, dyn, cols, dw);
         }
-        if (dx) {
-            float *dxn = dx + n * g.C * g.in_plane;
-            // Pointwise: the column matrix is dX itself, so the product adds into it directly.
-            float *target = pointwise ? dxn : dcol;
-            for (int64_t grp = 0; grp < g.group; grp++)
-                kn_sgemm(true, false, depth, g.out_plane, g.Mg, 1.0f, w + grp * g.Mg * depth, depth,
-                         dyn + grp * g.Mg * g.out_plane, g.out_plane, pointwise ? 1.0f : 0.0f,
-                         target + grp * depth * g.out_plane, g.out_plane);
-            if (!pointwise)
-                kn_col2im(g.C, &g.h, &g.w, dcol, dxn);
-        }
+        if (dx)
+            kn_conv_gemm_fold(&products, w, dyn, col, dx + n * g.C * g.in_plane);
     }
     return KILN_OK;
 }

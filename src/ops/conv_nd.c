@@ -131,7 +131,8 @@ static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, con
     if (planes * win->out_size * c->b_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < planes; plane++) {
         int64_t n = plane / c->a_channels, ai = plane % c->a_channels;
-        const float *bg = b + (n * c->b_channels + ai / c->a_group * c->b_group) * win->in_size; // (Cb/group, in...)
+        int64_t first_b = ai / c->a_group * c->b_group;
+        const float *bg = b + (n * c->b_channels + first_b) * win->in_size; // (Cb/group, in...)
         const float *wa = w + ai * c->b_group * win->taps; // (Cb/group, taps)
         float *ap = a + plane * win->out_size;             // (out...)
         for (int64_t o = 0; o < win->out_size; o++) {
