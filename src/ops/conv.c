@@ -1,4 +1,5 @@
 /* Conv (ONNX), 2-D NCHW: Y (N, M, OH, OW) = X (N, C, H, W) * W (M, C/group, kH, kW) + B (M).
+ * 1-D runs here as 2-D of height 1; 3-D and 4-D run in conv_nd.c.
  *
  * Each image is unfolded by im2col (ops/im2col.h) into a (C*kH*kW, OH*OW) column matrix, so that
  * each group's output is one matrix product W_g (M/group, C/group*kH*kW) @ col_g (C/group*kH*kW,
@@ -20,9 +21,10 @@
 
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "ops/conv_gemm.h"
+#include "ops/conv_nd.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
-#include "ops/lane_sum.h"
 #include "ops/op.h"
 #include "ops/window.h"
 
@@ -40,17 +42,14 @@ typedef struct conv_geom {
 static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
                                 const kn_shape *b, conv_geom *g) {
     char sx[96], sw[96], sb[96];
-    if (x->ndim != 4) {
-        if (x->ndim >= 3)
-            return kn_fail(KILN_ERR_UNSUPPORTED,
-                           "only 2-D convolution (X of rank 4, NCHW) is supported; X is %s",
-                           kn_shape_str(x, sx, sizeof sx));
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W)", kn_shape_str(x, sx, sizeof sx));
-    }
-    if (w->ndim != 4)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must be (M, C/group, kH, kW)",
-                       kn_shape_str(w, sw, sizeof sw));
-    for (int i = 0; i < 4; i++)
+    if (x->ndim != 3 && x->ndim != 4)
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)",
+                       kn_shape_str(x, sx, sizeof sx));
+    int rank = x->ndim - 2;
+    if (w->ndim != x->ndim)
+        return kn_fail(KILN_ERR_SHAPE, "W %s must be (M, C/group, %s)", kn_shape_str(w, sw, sizeof sw),
+                       rank == 1 ? "k" : "kH, kW");
+    for (int i = 0; i < x->ndim; i++)
         if (x->d[i] < 1 || w->d[i] < 1)
             return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions",
                            kn_shape_str(x, sx, sizeof sx), kn_shape_str(w, sw, sizeof sw));
@@ -76,14 +75,15 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
                        kn_shape_str(x, sx, sizeof sx), (long long)g->C, (long long)g->group);
     int64_t kernel_shape[2];
     int n_kernel = kn_node_ints(node, "kernel_shape", kernel_shape, 2);
-    if (n_kernel >= 0 && (n_kernel != 2 || kernel_shape[0] != w->d[2] || kernel_shape[1] != w->d[3]))
+    if (n_kernel >= 0 && (n_kernel != rank || kernel_shape[0] != w->d[2] ||
+                          (rank == 2 && kernel_shape[1] != w->d[3])))
         return kn_fail(KILN_ERR_SHAPE, "kernel_shape does not match the spatial dims of W %s",
                        kn_shape_str(w, sw, sizeof sw));
     if (b && (b->ndim != 1 || b->d[0] != g->M))
         return kn_fail(KILN_ERR_SHAPE, "B %s must be (%lld), one bias per output channel",
                        kn_shape_str(b, sb, sizeof sb), (long long)g->M);
     kn_window_axis axes[2];
-    KN_TRY(kn_window_resolve(node, &x->d[2], &w->d[2], false, axes));
+    KN_TRY(kn_window_resolve_as_2d(node, rank, &x->d[2], &w->d[2], false, axes));
     g->h = axes[0];
     g->w = axes[1];
     g->taps = g->h.kernel * g->w.kernel;
@@ -108,12 +108,15 @@ static kiln_status conv_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_INVALID_ARG, "inputs X and W are required");
     if (x->dtype != KN_F32 || w->dtype != KN_F32 || (b && b->dtype != KN_F32))
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
+    if (kn_conv_is_nd(x->shape.ndim))
+        return kn_conv_nd_infer(g, node);
     conv_geom geom;
     KN_TRY(conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &geom));
     kn_fused_act act;
     KN_TRY(kn_fused_act_of(node, &act));
     kn_value *y = &g->values[node->out[0]];
-    y->shape = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    y->shape = x->shape.ndim == 3 ? kn_shape_of(3, (int64_t[]){geom.N, geom.M, geom.w.out})
+                                   : kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
     y->dtype = KN_F32;
     return KILN_OK;
 }
@@ -128,14 +131,6 @@ static bool conv_is_pointwise(const conv_geom *g) {
 static bool conv_col_bytes(const conv_geom *g, size_t count, size_t *bytes) {
     return kn_size_mul((size_t)(g->C * g->taps), (size_t)g->out_plane, bytes) &&
            kn_size_mul(*bytes, sizeof(float) * count, bytes);
-}
-
-/* One buffer of `count` column matrices for one image. */
-static float *conv_col_scratch(kn_op_ctx *ctx, const conv_geom *g, size_t count) {
-    size_t bytes;
-    if (!conv_col_bytes(g, count, &bytes))
-        return NULL;
-    return kn_op_scratch(ctx, bytes);
 }
 
 /* Threads that each take whole images: all of them when there are as many images, so that a batch
@@ -294,6 +289,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
 }
 
 static kiln_status conv_forward(const kn_op_call *call) {
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_forward(call);
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -330,23 +327,14 @@ static kiln_status conv_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* dB[m] += sum of dY over the batch and the output plane of channel m. */
-static void conv_bias_backward(const conv_geom *g, const float *dy, float *db) {
-#pragma omp parallel for schedule(static) if (g->N * g->M * g->out_plane >= KN_CONV_PARALLEL_MIN)
-    for (int64_t m = 0; m < g->M; m++) {
-        double sum = 0.0;
-        for (int64_t n = 0; n < g->N; n++)
-            sum += kn_lane_sum(dy + (n * g->M + m) * g->out_plane, g->out_plane);
-        db[m] += (float)sum;
-    }
-}
-
-/* Per image n and group: dW_g += dY_g @ col_g^T, and dcol_g = W_g^T @ dY_g folded back by col2im
- * into dX (for a pointwise conv dX_g += W_g^T @ dY_g directly). */
+/* Per image n, with the products of ops/conv_gemm.h (A = dY, B = X): dW += dY_n @ im2col(X_n)^T,
+ * and dX_n += col2im(W^T @ dY_n); one column buffer serves both, one after the other. */
 static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
         return KILN_OK;
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_backward(call);
     KN_TRY(kn_fused_refuse_backward(call->node, false));
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
@@ -357,45 +345,26 @@ static kiln_status conv_backward(const kn_op_call *call) {
     float *dw = call->din[1] ? kn_f32(call->din[1]) : NULL;
     float *db = call->node->n_in > 2 && call->in[2] && call->din[2] ? kn_f32(call->din[2]) : NULL;
     if (db)
-        conv_bias_backward(&g, dy, db);
+        kn_conv_bias_grad(g.N, g.M, g.out_plane, dy, db);
     if (!dx && !dw)
         return KILN_OK;
-
-    bool pointwise = conv_is_pointwise(&g);
-    float *col = NULL, *dcol = NULL; // (C*kH*kW, OH*OW) each
-    if (!pointwise) {
-        size_t count = (dw ? 1 : 0) + (dx ? 1 : 0);
-        float *buffers = conv_col_scratch(call->ctx, &g, count);
-        if (!buffers)
-            return kn_fail(KILN_ERR_NOMEM, "no memory for %zu im2col buffers of %lld x %lld floats",
-                           count, (long long)(g.C * g.taps), (long long)g.out_plane);
-        col = dw ? buffers : NULL;
-        dcol = dx ? buffers + (dw ? g.C * g.taps * g.out_plane : 0) : NULL;
-    }
-    int64_t depth = g.Cg * g.taps;
+    kn_conv_gemm products = {.group = g.group, .a_channels = g.M, .b_channels = g.C, .h = g.h, .w = g.w};
+    size_t col_bytes;
+    if (!kn_conv_gemm_col_bytes(&products, &col_bytes))
+        return kn_fail(KILN_ERR_NOMEM, "the im2col buffer of %lld x %lld floats overflows",
+                       (long long)(g.C * g.taps), (long long)g.out_plane);
+    float *col = col_bytes ? kn_op_scratch(call->ctx, col_bytes) : NULL; // (C*kH*kW, OH*OW)
+    if (col_bytes && !col)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the im2col buffer of %lld x %lld floats",
+                       (long long)(g.C * g.taps), (long long)g.out_plane);
     for (int64_t n = 0; n < g.N; n++) {
-        const float *xn = x + n * g.C * g.in_plane;
         const float *dyn = dy + n * g.M * g.out_plane;
         if (dw) {
-            if (!pointwise)
-                kn_im2col(g.C, &g.h, &g.w, xn, col);
-            const float *cols = pointwise ? xn : col;
-            for (int64_t grp = 0; grp < g.group; grp++)
-                kn_sgemm(false, true, g.Mg, depth, g.out_plane, 1.0f, dyn + grp * g.Mg * g.out_plane,
-                         g.out_plane, cols + grp * depth * g.out_plane, g.out_plane, 1.0f,
-                         dw + grp * g.Mg * depth, depth);
+            const float *cols = kn_conv_gemm_unfold(&products, x + n * g.C * g.in_plane, col);
+            kn_conv_gemm_weight_grad(&products, dyn, cols, dw);
         }
-        if (dx) {
-            float *dxn = dx + n * g.C * g.in_plane;
-            // Pointwise: the column matrix is dX itself, so the product adds into it directly.
-            float *target = pointwise ? dxn : dcol;
-            for (int64_t grp = 0; grp < g.group; grp++)
-                kn_sgemm(true, false, depth, g.out_plane, g.Mg, 1.0f, w + grp * g.Mg * depth, depth,
-                         dyn + grp * g.Mg * g.out_plane, g.out_plane, pointwise ? 1.0f : 0.0f,
-                         target + grp * depth * g.out_plane, g.out_plane);
-            if (!pointwise)
-                kn_col2im(g.C, &g.h, &g.w, dcol, dxn);
-        }
+        if (dx)
+            kn_conv_gemm_fold(&products, w, dyn, col, dx + n * g.C * g.in_plane);
     }
     return KILN_OK;
 }
@@ -403,6 +372,8 @@ static kiln_status conv_backward(const kn_op_call *call) {
 static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
+    if (kn_conv_is_nd(x->shape.ndim))
+        return kn_conv_nd_flops(graph, node);
     conv_geom g;
     if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
@@ -410,12 +381,14 @@ static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     return 2 * outputs * g.Cg * g.taps + (b ? outputs : 0);
 }
 
-/* What forward takes from the scratch: the depthwise path's padded planes, or conv_forward_scratch. */
+/* What forward takes from the scratch: the depthwise path's padded planes, or conv_forward_scratch
+ * (conv_nd.c takes none). */
 static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
     conv_geom g;
-    if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
+    if (kn_conv_is_nd(x->shape.ndim) ||
+        conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
     size_t bytes;
     if (conv_is_depthwise(&g))

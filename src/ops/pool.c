@@ -1,11 +1,14 @@
-/* Pools (ONNX): MaxPool and AveragePool slide a window over the two spatial axes of an NCHW tensor;
- * GlobalMaxPool and GlobalAveragePool reduce all spatial positions of each (n, c) plane, any rank.
- * Every plane is independent, so loops run in parallel over planes.
+/* Pools (ONNX): MaxPool and AveragePool slide a window over the two spatial axes of an NCHW tensor
+ * (or the one axis of an NCL tensor, run as 2-D of height 1); pool_nd.c runs the rest (more axes,
+ * MaxPool on u8 and i8 and its Indices output). GlobalMaxPool and GlobalAveragePool reduce all
+ * spatial positions of each (n, c) plane, any rank. Every plane is independent, so loops run in
+ * parallel over planes.
  */
 #include <math.h>
 #include <string.h>
 
 #include "ops/op.h"
+#include "ops/pool_nd.h"
 #include "ops/window.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
@@ -19,39 +22,23 @@ typedef struct pool_geom {
 
 static kiln_status pool_geom_of(const kn_node *node, const kn_shape *x, pool_geom *g) {
     char sx[96];
-    if (x->ndim != 4) {
-        if (x->ndim >= 3)
-            return kn_fail(KILN_ERR_UNSUPPORTED,
-                           "only 2-D pooling (X of rank 4, NCHW) is supported; X is %s",
-                           kn_shape_str(x, sx, sizeof sx));
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W)", kn_shape_str(x, sx, sizeof sx));
-    }
-    for (int i = 0; i < 4; i++)
+    if (x->ndim != 3 && x->ndim != 4)
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)",
+                       kn_shape_str(x, sx, sizeof sx));
+    for (int i = 0; i < x->ndim; i++)
         if (x->d[i] < 1)
             return kn_fail(KILN_ERR_SHAPE, "X %s has a zero or negative dimension",
                            kn_shape_str(x, sx, sizeof sx));
+    int rank = x->ndim - 2;
     int64_t kernel[2];
     int n_kernel = kn_node_ints(node, "kernel_shape", kernel, 2);
-    if (n_kernel != 2)
-        return kn_fail(KILN_ERR_INVALID_ARG, "kernel_shape must hold 2 values, it has %d",
+    if (n_kernel != rank)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kernel_shape must hold %d values, it has %d", rank,
                        n_kernel < 0 ? 0 : n_kernel);
     bool ceil_mode = kn_node_int(node, "ceil_mode", 0) != 0;
     kn_window_axis axes[2];
-    KN_TRY(kn_window_resolve(node, &x->d[2], kernel, ceil_mode, axes));
-    static const char *const axis_names[2] = {"height", "width"};
-    for (int i = 0; i < 2; i++) {
-        for (int64_t o = 0; o < axes[i].out; o++) {
-            int64_t lo, hi;
-            kn_window_taps_inside(&axes[i], o, &lo, &hi);
-            if (lo == hi)
-                return kn_fail(KILN_ERR_SHAPE,
-                               "window %lld along %s covers only padding (pads %lld + %lld, "
-                               "kernel %lld, dilation %lld)",
-                               (long long)o, axis_names[i], (long long)axes[i].pad_begin,
-                               (long long)axes[i].pad_end, (long long)axes[i].kernel,
-                               (long long)axes[i].dilation);
-        }
-    }
+    KN_TRY(kn_window_resolve_as_2d(node, rank, &x->d[2], kernel, ceil_mode, axes));
+    KN_TRY(kn_window_check_reads_input(axes, 2));
     g->planes = x->d[0] * x->d[1];
     g->h = axes[0];
     g->w = axes[1];
@@ -91,9 +78,14 @@ static void pool_axis_taps(const kn_window_axis *a, bool count_include_pad, pool
     }
 }
 
+/* Bytes of the tap tables, forward's scratch. */
+static size_t pool_plan_bytes(const pool_geom *g) {
+    return sizeof(pool_taps) * (size_t)(g->h.out + g->w.out + g->w.kernel);
+}
+
 static kiln_status pool_plan_make(const kn_op_call *call, bool count_include_pad, pool_plan *p) {
     KN_TRY(pool_geom_of(call->node, &call->in[0]->shape, &p->g));
-    size_t bytes = sizeof(pool_taps) * (size_t)(p->g.h.out + p->g.w.out + p->g.w.kernel);
+    size_t bytes = pool_plan_bytes(&p->g);
     p->rows = kn_op_scratch(call->ctx, bytes);
     if (!p->rows)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the pool's tap tables (%zu bytes)", bytes);
@@ -125,17 +117,34 @@ static kiln_status pool_infer(kn_graph *g, const kn_node *node) {
     pool_geom geom;
     KN_TRY(pool_geom_of(node, &x->shape, &geom));
     kn_value *y = &g->values[node->out[0]];
-    y->shape = kn_shape_of(4, (int64_t[]){x->shape.d[0], x->shape.d[1], geom.h.out, geom.w.out});
+    y->shape = x->shape;
+    y->shape.d[x->shape.ndim - 1] = geom.w.out;
+    if (x->shape.ndim == 4)
+        y->shape.d[2] = geom.h.out;
     y->dtype = KN_F32;
     return KILN_OK;
 }
 
 static int64_t pool_flops(const kn_graph *g, const kn_node *node) {
     const kn_value *y = kn_node_output(g, node, 0);
-    int64_t kernel[2];
-    if (kn_node_ints(node, "kernel_shape", kernel, 2) != 2)
+    int64_t kernel[KN_WINDOW_MAX_RANK];
+    int rank = kn_node_ints(node, "kernel_shape", kernel, KN_WINDOW_MAX_RANK);
+    if (rank < 1 || rank > KN_WINDOW_MAX_RANK)
         return 0;
-    return kn_shape_numel(&y->shape) * kernel[0] * kernel[1];
+    int64_t taps = 1;
+    for (int i = 0; i < rank; i++)
+        taps *= kernel[i];
+    return kn_shape_numel(&y->shape) * taps;
+}
+
+/* What forward takes from the scratch: the tap tables (pool_nd.c takes none). */
+static size_t pool_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    pool_geom geom;
+    if (kn_pool_is_nd(x->shape.ndim, x->dtype, node->n_out) ||
+        pool_geom_of(node, &x->shape, &geom) != KILN_OK)
+        return 0;
+    return pool_plan_bytes(&geom);
 }
 
 /* ---- MaxPool ---- */
@@ -207,8 +216,9 @@ static inline void maxpool_2x2_backward_plane(const pool_geom *g, const float *x
 }
 
 static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
-    if (node->n_out == 2)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "the Indices output of MaxPool is not supported");
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (x && kn_pool_is_nd(x->shape.ndim, x->dtype, node->n_out))
+        return kn_maxpool_nd_infer(g, node);
     return pool_infer(g, node);
 }
 
@@ -268,6 +278,8 @@ static void maxpool_2x2_forward_plane(const pool_geom *g, const float *xp, float
 }
 
 static kiln_status maxpool_forward(const kn_op_call *call) {
+    if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
+        return kn_maxpool_nd_forward(call);
     pool_plan p;
     KN_TRY(pool_plan_make(call, false, &p));
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
@@ -287,6 +299,11 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
 static kiln_status maxpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
+    if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out)) {
+        if (kn_din_fresh(call, 0)) /* the N-D backward adds */
+            memset(call->din[0]->data, 0, sizeof(float) * (size_t)kn_numel(call->din[0]));
+        return kn_maxpool_nd_backward(call);
+    }
     pool_plan p;
     KN_TRY(pool_plan_make(call, false, &p));
     const float *x = kn_f32(call->in[0]);    // (N*C, H, W)
@@ -325,10 +342,18 @@ const kn_op kn_op_maxpool = {
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .flops = pool_flops,
+    .workspace = pool_workspace,
     .backward_stores = true,
 };
 
 /* ---- AveragePool ---- */
+
+static kiln_status avgpool_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (x && kn_pool_is_nd(x->shape.ndim, x->dtype, node->n_out))
+        return kn_avgpool_nd_infer(g, node);
+    return pool_infer(g, node);
+}
 
 static kiln_status avgpool_plan_make(const kn_op_call *call, pool_plan *p) {
     return pool_plan_make(call, kn_node_int(call->node, "count_include_pad", 0) != 0, p);
@@ -339,6 +364,8 @@ static float avgpool_scale(const pool_plan *p, int64_t oh, int64_t ow) {
 }
 
 static kiln_status avgpool_forward(const kn_op_call *call) {
+    if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
+        return kn_avgpool_nd_forward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
@@ -367,6 +394,8 @@ static kiln_status avgpool_forward(const kn_op_call *call) {
 static kiln_status avgpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
+    if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
+        return kn_avgpool_nd_backward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
     const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
@@ -395,10 +424,11 @@ const kn_op kn_op_averagepool = {
     .name = "AveragePool",
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer = pool_infer,
+    .infer = avgpool_infer,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
     .flops = pool_flops,
+    .workspace = pool_workspace,
 };
 
 /* ---- GlobalAveragePool, GlobalMaxPool ---- */

@@ -1,0 +1,89 @@
+#include "ops/conv_gemm.h"
+
+#include "core/tensor.h"
+#include "kernels/gemm.h"
+#include "ops/im2col.h"
+#include "ops/lane_sum.h"
+
+/* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
+#define KN_CONV_GEMM_PARALLEL_MIN (1 << 14)
+
+/* Sizes of one group's products: A_g (a_rows, plane) and col_g (depth, plane). */
+typedef struct group_dims {
+    int64_t a_rows, depth, plane;
+} group_dims;
+
+static group_dims group_dims_of(const kn_conv_gemm *c) {
+    return (group_dims){.a_rows = c->a_channels / c->group,
+                        .depth = c->b_channels / c->group * c->h.kernel * c->w.kernel,
+                        .plane = c->h.out * c->w.out};
+}
+
+bool kn_conv_gemm_is_pointwise(const kn_conv_gemm *c) {
+    const kn_window_axis *axes[2] = {&c->h, &c->w};
+    for (int i = 0; i < 2; i++) {
+        const kn_window_axis *a = axes[i];
+        if (a->kernel != 1 || a->stride != 1 || a->pad_begin != 0 || a->in != a->out)
+            return false;
+    }
+    return true;
+}
+
+bool kn_conv_gemm_col_bytes(const kn_conv_gemm *c, size_t *bytes) {
+    group_dims d = group_dims_of(c);
+    *bytes = 0;
+    return kn_conv_gemm_is_pointwise(c) ||
+           (kn_size_mul((size_t)(d.depth * c->group), (size_t)d.plane, bytes) &&
+            kn_size_mul(*bytes, sizeof(float), bytes));
+}
+
+size_t kn_conv_gemm_fold_workspace(const kn_conv_gemm *c) {
+    group_dims d = group_dims_of(c);
+    return kn_sgemm_workspace(true, false, d.depth, d.plane, d.a_rows);
+}
+
+const float *kn_conv_gemm_unfold(const kn_conv_gemm *c, const float *b, float *col) {
+    if (kn_conv_gemm_is_pointwise(c))
+        return b;
+    kn_im2col(c->b_channels, &c->h, &c->w, b, col);
+    return col;
+}
+
+void kn_conv_gemm_apply(const kn_conv_gemm *c, const float *w, const float *cols, float beta, float *a) {
+    group_dims d = group_dims_of(c);
+    for (int64_t grp = 0; grp < c->group; grp++)
+        kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, false, false, d.a_rows, d.plane, d.depth, 1.0f,
+                    w + grp * d.a_rows * d.depth, d.depth, cols + grp * d.depth * d.plane, d.plane, beta,
+                    a + grp * d.a_rows * d.plane, d.plane);
+}
+
+void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float *cols, float *dw) {
+    group_dims d = group_dims_of(c);
+    for (int64_t grp = 0; grp < c->group; grp++)
+        kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, false, true, d.a_rows, d.depth, d.plane, 1.0f,
+                    a + grp * d.a_rows * d.plane, d.plane, cols + grp * d.depth * d.plane, d.plane, 1.0f,
+                    dw + grp * d.a_rows * d.depth, d.depth);
+}
+
+void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, float *col, float *b) {
+    group_dims d = group_dims_of(c);
+    bool pointwise = kn_conv_gemm_is_pointwise(c);
+    // Pointwise: the column matrix is b itself, so the products add into it directly.
+    float *target = pointwise ? b : col;
+    for (int64_t grp = 0; grp < c->group; grp++)
+        kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, true, false, d.depth, d.plane, d.a_rows, 1.0f,
+                    w + grp * d.a_rows * d.depth, d.depth, a + grp * d.a_rows * d.plane, d.plane,
+                    pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane);
+    if (!pointwise)
+        kn_col2im(c->b_channels, &c->h, &c->w, col, b);
+}
+
+void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db) {
+#pragma omp parallel for schedule(static) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
+    for (int64_t m = 0; m < M; m++) {
+        double sum = 0.0;
+        for (int64_t n = 0; n < N; n++)
+            sum += kn_lane_sum(dy + (n * M + m) * plane, plane);
+        db[m] += (float)sum;
+    }
+}
