@@ -85,6 +85,12 @@ void kn_storage_decode(const kn_storage *s, float *out);
 int64_t kn_storage_group_count(const kn_storage *s);
 kn_shape kn_storage_scale_shape(const kn_storage *s);
 
+/* For an affine storage: the scale group of flat element i, the level q stored for it, and the zero
+ * point of group k (0 without zero points), so that element i is (q - zero_point) * scale[group]. */
+int64_t kn_storage_group_of(const kn_storage *s, int64_t i);
+int kn_storage_level(const kn_storage *s, int64_t i);
+int kn_storage_zero_point(const kn_storage *s, int64_t k);
+
 /* Bytes the storage takes in a file: payload plus scales, zero points, centroids and sparse values
  * (without the alignment padding between them). */
 int64_t kn_storage_bytes(const kn_storage *s);

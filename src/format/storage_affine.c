@@ -177,3 +177,16 @@ void kn_affine_decode(const kn_storage *s, float *out) {
         }
     }
 }
+
+int64_t kn_storage_group_of(const kn_storage *s, int64_t i) {
+    affine_groups a = groups_of(s);
+    return group_at(s, &a, i / a.cols, i % a.cols);
+}
+
+int kn_storage_level(const kn_storage *s, int64_t i) {
+    int64_t cols = kn_packed_cols(&s->shape);
+    const uint8_t *row = (const uint8_t *)s->payload + i / cols * kn_packed_stride(cols, s->bits);
+    return kn_affine_level(s, row, i % cols);
+}
+
+int kn_storage_zero_point(const kn_storage *s, int64_t k) { return kn_affine_zero_point(s, k); }
