@@ -251,12 +251,16 @@ kiln_status kn_onnx_copy_attr(kn_onnx_importer *im, const kn_onnx_node *n, int n
  * weight), which must stay trainable. */
 static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
     int present = 0;
+    /* A DequantizeLinear of initializers, or a Cast of an f16 one, becomes a weight with compact
+     * storage (storage_of_folded), which stays trainable. */
+    bool decodes = strcmp(node->op->name, "DequantizeLinear") == 0 ||
+                   (strcmp(node->op->name, "Cast") == 0 && node->in[0] >= 0 && im->g->values[node->in[0]].storage);
     for (int k = 0; k < node->n_in; k++) {
         if (node->in[k] < 0)
             continue;
         const kn_value *v = &im->g->values[node->in[k]];
         if (v->kind != KN_VALUE_CONST ||
-            (im->for_training && kn_onnx_is_weight(im, node->in[k]) && v->dtype == KN_F32))
+            (im->for_training && !decodes && kn_onnx_is_weight(im, node->in[k]) && v->dtype == KN_F32))
             return false;
         present++;
     }
@@ -344,6 +348,8 @@ static kiln_status fold_last_node(kn_onnx_importer *im) {
         if (memcmp(decoded, y->data, bytes) == 0)
             y->storage = storage;
         free(decoded);
+        if (y->storage)
+            KN_TRY(kn_onnx_set_weight(im, node->out[0]));
     }
     g->n_nodes--;
     return KILN_OK;
