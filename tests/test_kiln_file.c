@@ -849,7 +849,8 @@ static void test_hostile_fields(void) {
     HOSTILE(set_u32(f + entry, 0), KILN_ERR_FORMAT, "input or activation");
     HOSTILE(f[entry + 4] = 99, KILN_ERR_UNSUPPORTED, "storage encoding 99 (unknown) is not supported");
     printf("unknown encoding: %s\n", kiln_last_error());
-    HOSTILE(f[entry + 4] = 5, KILN_ERR_FORMAT, "stored as bf16, which only f32 values can be, but the value is i64");
+    HOSTILE(f[entry + 4] = 5,
+            KILN_ERR_FORMAT, "stored as bf16, which only f32 values can be, but the value is i64");
     HOSTILE(f[entry + 4] = 16, KILN_ERR_FORMAT, "stored as affine i8, which only f32 values can be");
     HOSTILE(f[entry + 4] = 0, KILN_ERR_FORMAT, "stored as f32 but the value is i64");
     HOSTILE(f[entry + 6] = 9, KILN_ERR_UNSUPPORTED, "rank 9");
@@ -958,8 +959,12 @@ static size_t entry_for(unsigned char *file, const kn_graph *g, const char *name
 }
 
 /* Offset of the data of the entry at `entry`, and of its aux entry in slot `slot`. */
-static size_t data_of(unsigned char *file, size_t entry) { return section_offset(file, "DATA") + get_u64(file + entry + 56); }
-static size_t aux_of(unsigned char *file, size_t entry, int slot) { return entry_at(file, get_u32(file + entry + 80 + 4 * slot)); }
+static size_t data_of(unsigned char *file, size_t entry) {
+    return section_offset(file, "DATA") + get_u64(file + entry + 56);
+}
+static size_t aux_of(unsigned char *file, size_t entry, int slot) {
+    return entry_at(file, get_u32(file + entry + 80 + 4 * slot));
+}
 
 /* Hand-made bad compact fields, checksummed correctly, each rejected with a precise message. */
 static void test_hostile_compact_fields(void) {
@@ -1005,12 +1010,14 @@ static void test_hostile_compact_fields(void) {
     HOSTILE(f[data_of(f, i4) + 1] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last affine i4 level");
     HOSTILE(set_u32(f + data_of(f, i4_scale), 0xBF800000u), KILN_ERR_FORMAT, "scale 0 is -1");
     HOSTILE(set_u32(f + data_of(f, i4_scale), 0x7F800000u), KILN_ERR_FORMAT, "scale 0 is inf");
-    HOSTILE(f[data_of(f, i4_zp)] = 100, KILN_ERR_FORMAT, "zero point 0 is 100, outside the affine i4 range [-8, 7]");
+    HOSTILE(f[data_of(f, i4_zp)] = 100,
+            KILN_ERR_FORMAT, "zero point 0 is 100, outside the affine i4 range [-8, 7]");
     HOSTILE(f[data_of(f, cb)] = 0x3F, KILN_ERR_FORMAT, "has codebook index 3; there are 3 centroids");
     HOSTILE(set_u32(f + cb + 76, 3), KILN_ERR_FORMAT, "codebook indices of 3 bits");
     HOSTILE(set_u32(f + cb + 88, 0xFFFFFFFFu), KILN_ERR_FORMAT, "without a valid centroid table");
     HOSTILE(set_u64(f + aux_of(f, cb, 2) + 8, 2), KILN_ERR_FORMAT, "the centroid table (entry");
-    HOSTILE((f[aux_of(f, cb, 2) + 6] = 2, set_u64(f + aux_of(f, cb, 2) + 16, 1)), KILN_ERR_FORMAT, "has shape (3, 1); the granularity needs (1)");
+    HOSTILE((f[aux_of(f, cb, 2) + 6] = 2, set_u64(f + aux_of(f, cb, 2) + 16, 1)),
+            KILN_ERR_FORMAT, "has shape (3, 1); the granularity needs (1)");
     /* Sparse structure. */
     size_t ptr = data_of(buf, csr); /* row pointers 0, 1, 3; then columns 1 | 0 2 */
     HOSTILE(set_u32(f + ptr, 1), KILN_ERR_FORMAT, "CSR row pointer 0 is 1");
@@ -1023,14 +1030,18 @@ static void test_hostile_compact_fields(void) {
     HOSTILE(f[data_of(f, mask)] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last bit");
     HOSTILE(f[csr_values + 4] = 32, KILN_ERR_FORMAT, "f32, f16, bf16 or affine are allowed");
     HOSTILE(f[csr_values + 4] = 77, KILN_ERR_UNSUPPORTED, "encoding 77 (unknown)");
-    HOSTILE(set_u64(f + csr_values + 8, 4), KILN_ERR_FORMAT, "the sparse values: affine i8: 3 bytes of affine i8 levels; 1 rows of 4 need 4");
-    HOSTILE((f[csr_values + 6] = 2, set_u64(f + csr_values + 16, 1)), KILN_ERR_FORMAT, "not a vector of that length");
+    HOSTILE(set_u64(f + csr_values + 8, 4),
+            KILN_ERR_FORMAT, "the sparse values: affine i8: 3 bytes of affine i8 levels; 1 rows of 4 need 4");
+    HOSTILE((f[csr_values + 6] = 2, set_u64(f + csr_values + 16, 1)),
+            KILN_ERR_FORMAT, "not a vector of that length");
     HOSTILE(set_u32(f + csr + 72, 0), KILN_ERR_FORMAT, "sparse storage has an axis");
-    HOSTILE((f[mask + 6] = 0, set_u64(f + mask + 8, 0), set_u64(f + mask + 16, 0)), KILN_ERR_FORMAT, "sparse storage of a rank-0 tensor");
+    HOSTILE((f[mask + 6] = 0, set_u64(f + mask + 8, 0), set_u64(f + mask + 16, 0)),
+            KILN_ERR_FORMAT, "sparse storage of a rank-0 tensor");
     /* Plain float storage and the main entry's shape. */
     HOSTILE(set_u64(f + half + 64, 10), KILN_ERR_FORMAT, "10 bytes of f16 for 12 expected");
     HOSTILE(set_u32(f + half + 76, 1), KILN_ERR_FORMAT, "f16 storage has block 1");
-    HOSTILE((set_u64(f + half + 8, 3), set_u64(f + half + 16, 2)), KILN_ERR_FORMAT, "shape (3, 2) differs from the value's shape (2, 3)");
+    HOSTILE((set_u64(f + half + 8, 3), set_u64(f + half + 16, 2)),
+            KILN_ERR_FORMAT, "shape (3, 2) differs from the value's shape (2, 3)");
     /* A CSR tensor of 2 x 2^30 columns costs 12 bytes of indices and would decode to 8 GiB. */
     size_t dims = find_in_graph(buf, "w_csr") + 5 + 3 + 8; /* name, kind, dtype, rank, dims[0] */
     HOSTILE((set_u64(f + dims, 1ull << 30), set_u64(f + csr + 16, 1ull << 30)), KILN_ERR_FORMAT,

@@ -260,7 +260,8 @@ char *kn_storage_describe(const kn_storage *s, char *buf, size_t size) {
     else if (s->encoding == KN_ENC_CODEBOOK)
         snprintf(buf, size, "codebook %d-bit %s", s->bits, granularity(s));
     else if (kn_encoding_is_sparse(s->encoding))
-        snprintf(buf, size, "%s (%s values)", kn_encoding_name(s->encoding), kn_encoding_name(s->values->encoding));
+        snprintf(buf, size, "%s (%s values)", kn_encoding_name(s->encoding),
+                 kn_encoding_name(s->values->encoding));
     else
         snprintf(buf, size, "%s", kn_encoding_name(s->encoding));
     return buf;

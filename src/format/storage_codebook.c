@@ -142,7 +142,8 @@ kiln_status kn_codebook_encode(kn_arena *arena, const float *x, const kn_storage
         k = found[ch] > k ? found[ch] : k;
     }
     /* One table width for every channel: a channel with fewer centroids repeats its largest. */
-    float *centroids = st == KILN_OK ? kn_arena_alloc(arena, sizeof(float) * (size_t)(channels ? channels : 1) * (size_t)k) : NULL;
+    size_t table_floats = (size_t)(channels ? channels : 1) * (size_t)k;
+    float *centroids = st == KILN_OK ? kn_arena_alloc(arena, sizeof(float) * table_floats) : NULL;
     if (st == KILN_OK && !centroids)
         st = kn_fail(KILN_ERR_NOMEM, "out of memory for %lld codebooks", (long long)channels);
     for (int64_t ch = 0; ch < channels && st == KILN_OK; ch++) {

@@ -79,7 +79,8 @@ kiln_status kn_float_encode(kn_arena *arena, const float *x, kn_storage *s) {
 kiln_status kn_float_check(const kn_storage *s) {
     size_t bytes = (size_t)kn_shape_numel(&s->shape) * (size_t)(s->bits / 8); /* < the f32 size */
     if (s->bits != kn_encoding_bits(s->encoding))
-        return kn_fail(KILN_ERR_FORMAT, "%s storage of %d bits per element", kn_encoding_name(s->encoding), s->bits);
+        return kn_fail(KILN_ERR_FORMAT, "%s storage of %d bits per element", kn_encoding_name(s->encoding),
+                       s->bits);
     if (s->axis != -1 || s->block != 0)
         return kn_fail(KILN_ERR_FORMAT, "%s storage has an axis or block", kn_encoding_name(s->encoding));
     if (s->payload_bytes != bytes)

@@ -145,7 +145,8 @@ kiln_status kn_sparse_check(const kn_storage *s) {
         return kn_fail(KILN_ERR_FORMAT, "the values of %lld stored elements are not a vector of that length",
                        (long long)s->nnz);
     if (s->nnz < 0 || s->nnz > rows * cols)
-        return kn_fail(KILN_ERR_FORMAT, "%lld stored elements of %lld", (long long)s->nnz, (long long)(rows * cols));
+        return kn_fail(KILN_ERR_FORMAT, "%lld stored elements of %lld", (long long)s->nnz,
+                       (long long)(rows * cols));
     kiln_status st = kn_storage_check(v);
     if (st != KILN_OK) {
         kn_error_prefix("sparse values: ");

@@ -180,7 +180,8 @@ static void print_text(const model_facts *f) {
     for (int k = 0; k < f->n_kinds; k++) {
         const weight_kind *w = &f->kinds[k];
         printf("%-10s %s: %d tensor%s, %s bytes (%s values)\n", k ? "" : "weights", w->name, w->tensors,
-               w->tensors == 1 ? "" : "s", format_count(w->bytes, a, sizeof a), format_count(w->values, b, sizeof b));
+               w->tensors == 1 ? "" : "s", format_count(w->bytes, a, sizeof a),
+               format_count(w->values, b, sizeof b));
     }
     if (f->f32_delta && f->file_bytes > 0) {
         int64_t as_f32 = f->file_bytes + f->f32_delta;
@@ -245,10 +246,11 @@ static void print_json(const model_facts *f) {
            f->float_params ? (double)f->zero_params / (double)f->float_params : 0.0);
     for (int k = 0; k < f->n_kinds; k++)
         printf("%s\"%s\":%lld", k ? "," : "", f->kinds[k].name, (long long)f->kinds[k].bytes);
-    printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
+    printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,"
+           "\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
            "\"workspace_bytes\":%zu,\"classes\":[",
-           (long long)(f->file_bytes + f->f32_delta), (long long)f->flops, f->open_dims ? "true" : "false", f->memory.arena_bytes, f->memory.naive_bytes,
-           f->memory.workspace_bytes);
+           (long long)(f->file_bytes + f->f32_delta), (long long)f->flops, f->open_dims ? "true" : "false",
+           f->memory.arena_bytes, f->memory.naive_bytes, f->memory.workspace_bytes);
     for (int i = 0; g->class_names && i < g->n_classes; i++) {
         printf(i ? "," : "");
         cli_json_string(stdout, g->class_names[i]);

@@ -605,15 +605,13 @@ typedef struct qdq_form {
 static bool blocks_as_groups(const kn_storage *s, qdq_form *q) {
     int64_t rows = s->shape.ndim ? kn_shape_span(&s->shape, 0, s->shape.ndim - 1) : 1;
     int64_t per_row = kn_storage_group_count(s) / (rows ? rows : 1);
+    const uint8_t *zp = s->zero_point; /* equal bytes are equal zero points, signed or not */
     bool tensor_wide = true, row_wide = true;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t b = 0; b < per_row; b++) {
-            int64_t k = r * per_row + b;
-            bool zp_row = !s->zero_point || ((const uint8_t *)s->zero_point)[k] ==
-                                                ((const uint8_t *)s->zero_point)[r * per_row];
-            bool zp_all = !s->zero_point || ((const uint8_t *)s->zero_point)[k] == ((const uint8_t *)s->zero_point)[0];
-            row_wide &= s->scale[k] == s->scale[r * per_row] && zp_row;
-            tensor_wide &= s->scale[k] == s->scale[0] && zp_all;
+            int64_t k = r * per_row + b, first = r * per_row;
+            row_wide &= s->scale[k] == s->scale[first] && (!zp || zp[k] == zp[first]);
+            tensor_wide &= s->scale[k] == s->scale[0] && (!zp || zp[k] == zp[0]);
         }
     if (tensor_wide || rows == 0) {
         q->axis = -1;
