@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "format/crc32.h"
 #include "format/kiln_file.h"
+#include "format/storage.h"
 #include "ops/op.h"
 
 /* registry.c names the ops weakly while they land one by one, and a static-library link pulls an op in
@@ -649,22 +650,16 @@ static void build_small(kn_graph *g, kn_named_tensor *extra) {
     extra->data[1] = -2.0f;
 }
 
-static void test_truncation_and_flips(void) {
-    kn_graph g;
-    kn_named_tensor extra;
-    build_small(&g, &extra);
-    unsigned char *buf;
-    size_t size;
-    CHECK_OK(kn_kiln_save_buffer(&g, &extra, 1, (void **)&buf, &size));
-
+/* Every prefix of the file `buf`, and every byte of it flipped two ways, is rejected. */
+static void check_truncation_and_flips(const unsigned char *buf, size_t size, const char *what) {
     int accepted = 0;
     for (size_t n = 0; n < size; n++) {
         kn_graph back;
         accepted += load_exact(buf, n, &back) != KILN_ERR_FORMAT;
         CHECK(back.n_values == 0);
     }
-    CHECK_MSG(accepted == 0, "%d of %zu truncations were not rejected as bad format", accepted, size);
-    printf("truncation: all %zu prefixes of a %zu-byte file rejected (%d accepted)\n", size, size, accepted);
+    CHECK_MSG(accepted == 0, "%s: %d of %zu truncations were not rejected as bad format", what, accepted, size);
+    printf("%s: all %zu prefixes of the %zu-byte file rejected (%d accepted)\n", what, size, size, accepted);
 
     /* Every byte flipped, in two ways: everything is checksummed or must be zero. */
     unsigned char *f = malloc(size);
@@ -678,8 +673,19 @@ static void test_truncation_and_flips(void) {
             kn_graph_free(&back);
         }
     }
-    CHECK_MSG(accepted == 0, "%d of %zu byte flips were accepted", accepted, 2 * size);
-    printf("byte flips: %zu flips of a %zu-byte file, %d accepted\n", 2 * size, size, accepted);
+    CHECK_MSG(accepted == 0, "%s: %d of %zu byte flips were accepted", what, accepted, 2 * size);
+    printf("%s: %zu byte flips, %d accepted\n", what, 2 * size, accepted);
+    free(f);
+}
+
+static void test_truncation_and_flips(void) {
+    kn_graph g;
+    kn_named_tensor extra;
+    build_small(&g, &extra);
+    unsigned char *buf;
+    size_t size;
+    CHECK_OK(kn_kiln_save_buffer(&g, &extra, 1, (void **)&buf, &size));
+    check_truncation_and_flips(buf, size, "small model");
 
     /* The same on disk, through the mmap path, for a stride of lengths. */
     char path[128];
@@ -695,7 +701,6 @@ static void test_truncation_and_flips(void) {
                     strstr(kiln_last_error(), path) != NULL;
     }
     CHECK_MSG(rejected == tried, "%d of %d truncated files rejected with their name", rejected, tried);
-    free(f);
     free(buf);
     free(extra.name);
     free(extra.data);
@@ -713,21 +718,15 @@ static int resaves(const kn_graph *g) {
     return st == KILN_OK;
 }
 
-/* Mutates the parsed sections and fixes the checksums, so the parsers see hostile contents; the reader
- * must never crash (ASan watches), and may accept only what is a valid graph. */
-static void test_mutations_past_checksums(void) {
-    kn_graph g;
-    kn_named_tensor extra;
-    build_small(&g, &extra);
-    unsigned char *buf;
-    size_t size;
-    CHECK_OK(kn_kiln_save_buffer(&g, &extra, 1, (void **)&buf, &size));
+/* Mutates the sections named in `parsed` and fixes the checksums, so the parsers see hostile contents;
+ * the reader must never crash (ASan watches), and may accept only what is a valid graph. */
+static void check_mutations(const unsigned char *buf, size_t size, const char *const *parsed, int n_parsed,
+                            const char *what) {
     unsigned char *f = malloc(size);
-    static const char *const parsed[] = {"GRPH", "META", "TTAB", "XTAB"};
     static const unsigned char values[] = {0x00, 0x01, 0x05, 0x7F, 0x80, 0xFE, 0xFF};
     int loads = 0, errors = 0, resavable = 0;
-    for (int s = 0; s < 4; s++) {
-        size_t off = section_offset(buf, parsed[s]), n = section_size(buf, parsed[s]);
+    for (int s = 0; s < n_parsed; s++) {
+        size_t off = section_offset((unsigned char *)buf, parsed[s]), n = section_size((unsigned char *)buf, parsed[s]);
         for (size_t i = off; i < off + n; i++) {
             for (size_t v = 0; v < sizeof values; v++) {
                 if (buf[i] == values[v])
@@ -763,10 +762,21 @@ static void test_mutations_past_checksums(void) {
             resavable += resaves(&back);
         kn_graph_free(&back);
     }
-    printf("mutations past the checksums: %d loads, %d rejected, %d accepted, of which %d save again\n",
-           loads, errors, loads - errors, resavable);
+    printf("%s, mutations past the checksums: %d loads, %d rejected, %d accepted, of which %d save again\n",
+           what, loads, errors, loads - errors, resavable);
     CHECK(resavable == loads - errors);
     free(f);
+}
+
+static void test_mutations_past_checksums(void) {
+    kn_graph g;
+    kn_named_tensor extra;
+    build_small(&g, &extra);
+    unsigned char *buf;
+    size_t size;
+    CHECK_OK(kn_kiln_save_buffer(&g, &extra, 1, (void **)&buf, &size));
+    static const char *const parsed[] = {"GRPH", "META", "TTAB", "XTAB"};
+    check_mutations(buf, size, parsed, 4, "small model");
     free(buf);
     free(extra.name);
     free(extra.data);
@@ -837,9 +847,11 @@ static void test_hostile_fields(void) {
     HOSTILE(set_u32(f + table + 4, 8), KILN_ERR_FORMAT, "shorter than");
     HOSTILE(set_u32(f + entry, 7), KILN_ERR_FORMAT, "target value 7");
     HOSTILE(set_u32(f + entry, 0), KILN_ERR_FORMAT, "input or activation");
-    HOSTILE(f[entry + 4] = 5, KILN_ERR_UNSUPPORTED, "storage encoding 5 (bf16)");
+    HOSTILE(f[entry + 4] = 99, KILN_ERR_UNSUPPORTED, "storage encoding 99 (unknown) is not supported");
     printf("unknown encoding: %s\n", kiln_last_error());
-    HOSTILE(f[entry + 4] = 16, KILN_ERR_UNSUPPORTED, "affine i8");
+    HOSTILE(f[entry + 4] = 5,
+            KILN_ERR_FORMAT, "stored as bf16, which only f32 values can be, but the value is i64");
+    HOSTILE(f[entry + 4] = 16, KILN_ERR_FORMAT, "stored as affine i8, which only f32 values can be");
     HOSTILE(f[entry + 4] = 0, KILN_ERR_FORMAT, "stored as f32 but the value is i64");
     HOSTILE(f[entry + 6] = 9, KILN_ERR_UNSUPPORTED, "rank 9");
     HOSTILE(f[entry + 7] = 1, KILN_ERR_UNSUPPORTED, "flags");
@@ -869,6 +881,180 @@ static void test_hostile_fields(void) {
     kn_graph_free(&g);
 }
 
+/* ---- compact storage encodings (format 1.1) --------------------------------------------------------- */
+
+enum { N_COMPACT = 8 };
+
+static const char *const compact_names[N_COMPACT] = {"w_f16", "w_bf16", "w_i4", "w_u8", "w_i1", "w_cb", "w_csr", "w_mask"};
+
+/* x (2, 3) plus one (2, 3) weight per compact encoding, each stored its own way (with zero points,
+ * nested sparse values and every aux kind), added one after the other. */
+static void build_compact(kn_graph *g) {
+    static const kn_storage_spec specs[N_COMPACT] = {
+        {.encoding = KN_ENC_F16},
+        {.encoding = KN_ENC_BF16},
+        {.encoding = KN_ENC_AFFINE_I4, .axis = 0},
+        {.encoding = KN_ENC_AFFINE_U8, .symmetric = true, .axis = -1, .block = 2},
+        {.encoding = KN_ENC_AFFINE_I1, .axis = -1},
+        {.encoding = KN_ENC_CODEBOOK, .axis = -1, .bits = 2, .seed = 5},
+        {.encoding = KN_ENC_SPARSE_CSR, .values = KN_ENC_AFFINE_I8},
+        {.encoding = KN_ENC_SPARSE_BITMASK, .values = KN_ENC_BF16},
+    };
+    static const float data[N_COMPACT][6] = {
+        {0.1f, -2.5f, 3e-5f, 65504.0f, -0.0f, 1.0f}, {0.1f, -2.5f, 3e-5f, 1e30f, -0.0f, 1.0f},
+        {0.5f, -1.0f, 0.25f, 2.0f, 3.0f, -0.5f},     {0.5f, 1.0f, 0.25f, 2.0f, 3.0f, 0.0f},
+        {0.0f, 1.0f, 1.0f, 0.0f, 1.0f, 0.0f},        {1.0f, 2.0f, 3.0f, 3.0f, 2.0f, 1.0f},
+        {0.0f, 1.5f, 0.0f, -2.0f, 0.0f, 0.75f},      {0.0f, 0.0f, 4.0f, -1.0f, 0.0f, 0.0f},
+    };
+    kn_graph_init(g);
+    kn_shape s = kn_shape_of(2, (int64_t[]){2, 3});
+    int prev = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &s);
+    g->inputs[g->n_inputs++] = prev;
+    for (int c = 0; c < N_COMPACT; c++) {
+        int w = kn_graph_add_value(g, compact_names[c], KN_VALUE_PARAM, KN_F32, &s);
+        memcpy(g->values[w].data, data[c], sizeof data[c]);
+        CHECK_MSG(kn_value_compress(g, w, &specs[c]) == KILN_OK, "%s: %s", compact_names[c], kiln_last_error());
+        char name[16];
+        snprintf(name, sizeof name, "h%d", c);
+        int h = add_value(g, name, KN_VALUE_ACT, KN_F32, 0, NULL);
+        add_node(g, "Add", name, 2, (int[]){prev, w}, h);
+        prev = h;
+    }
+    g->outputs[g->n_outputs++] = prev;
+    CHECK_OK(kn_graph_infer_shapes(g));
+}
+
+static void test_compact_truncation_flips_mutations(void) {
+    kn_graph g, back;
+    build_compact(&g);
+    unsigned char *buf;
+    size_t size;
+    CHECK_OK(kn_kiln_save_buffer(&g, NULL, 0, (void **)&buf, &size));
+    CHECK(get_u32(buf + 8) == (1u | 1u << 16)); /* format 1.1 */
+    CHECK_OK(load_exact(buf, size, &back));
+    CHECK(graph_differences(&g, &back) == 0);
+    int with_storage = 0;
+    for (int v = 0; v < back.n_values; v++)
+        with_storage += back.values[v].storage != NULL;
+    CHECK(with_storage == N_COMPACT);
+    kn_graph_free(&back);
+    check_truncation_and_flips(buf, size, "compact model");
+    /* The data section too: payloads, scales, zero points, centroids and sparse indices are parsed. */
+    static const char *const parsed[] = {"GRPH", "TTAB", "DATA"};
+    check_mutations(buf, size, parsed, 3, "compact model");
+    free(buf);
+    kn_graph_free(&g);
+}
+
+/* Offset of the tensor-table entry with index `k`, and of the one whose target is value `id`. */
+static size_t entry_at(unsigned char *file, uint32_t k) { return section_offset(file, "TTAB") + 8 + 96 * (size_t)k; }
+
+static size_t entry_for(unsigned char *file, const kn_graph *g, const char *name) {
+    uint32_t id = (uint32_t)kn_graph_find_value(g, name), n = get_u32(file + section_offset(file, "TTAB"));
+    for (uint32_t k = 0; k < n; k++)
+        if (get_u32(file + entry_at(file, k)) == id)
+            return entry_at(file, k);
+    CHECK_MSG(false, "no entry for '%s'", name);
+    return 0;
+}
+
+/* Offset of the data of the entry at `entry`, and of its aux entry in slot `slot`. */
+static size_t data_of(unsigned char *file, size_t entry) {
+    return section_offset(file, "DATA") + get_u64(file + entry + 56);
+}
+static size_t aux_of(unsigned char *file, size_t entry, int slot) {
+    return entry_at(file, get_u32(file + entry + 80 + 4 * slot));
+}
+
+/* Hand-made bad compact fields, checksummed correctly, each rejected with a precise message. */
+static void test_hostile_compact_fields(void) {
+    kn_graph g;
+    build_compact(&g);
+    unsigned char *buf;
+    size_t size;
+    CHECK_OK(kn_kiln_save_buffer(&g, NULL, 0, (void **)&buf, &size));
+    unsigned char *f = malloc(size);
+    size_t i4 = entry_for(buf, &g, "w_i4"), u8 = entry_for(buf, &g, "w_u8"), cb = entry_for(buf, &g, "w_cb");
+    size_t csr = entry_for(buf, &g, "w_csr"), mask = entry_for(buf, &g, "w_mask"), half = entry_for(buf, &g, "w_f16");
+    size_t i4_scale = aux_of(buf, i4, 0), i4_zp = aux_of(buf, i4, 1), csr_values = aux_of(buf, csr, 0);
+    uint32_t n_entries = get_u32(buf + section_offset(buf, "TTAB"));
+    uint32_t u8_scale_index = get_u32(buf + u8 + 80), i4_scale_index = get_u32(buf + i4 + 80);
+
+#define HOSTILE(edit, status, needle)                 \
+    do {                                              \
+        memcpy(f, buf, size);                         \
+        edit;                                         \
+        fix_checksums(f, size);                       \
+        expect_rejected(f, size, status, needle);     \
+    } while (0)
+
+    /* Aux references. */
+    HOSTILE(set_u32(f + i4 + 80, 999), KILN_ERR_FORMAT, "the scale is entry 999; the table has");
+    HOSTILE(set_u32(f + i4 + 80, 0), KILN_ERR_FORMAT, "which is not an aux entry");
+    HOSTILE(set_u32(f + i4 + 84, i4_scale_index), KILN_ERR_FORMAT, "which another tensor uses already");
+    HOSTILE(set_u32(f + u8 + 80, i4_scale_index), KILN_ERR_FORMAT, "another tensor uses already");
+    HOSTILE(set_u32(f + i4 + 84, 0xFFFFFFFFu), KILN_ERR_FORMAT, "an aux tensor that no tensor uses");
+    HOSTILE(set_u32(f + i4 + 80, 0xFFFFFFFFu), KILN_ERR_FORMAT, "without a scale");
+    HOSTILE(set_u32(f + i4 + 88, u8_scale_index), KILN_ERR_FORMAT, "has no use for it");
+    HOSTILE(set_u32(f + half + 80, u8_scale_index), KILN_ERR_FORMAT, "has no use for it");
+    /* Aux shapes and types must match the granularity. */
+    HOSTILE(set_u64(f + i4_scale + 8, 3), KILN_ERR_FORMAT, "has shape (3); the granularity needs (2)");
+    HOSTILE(f[i4_scale + 4] = 4, KILN_ERR_FORMAT, "the scale (entry");
+    HOSTILE(f[i4_zp + 4] = 3, KILN_ERR_FORMAT, "is stored as u8, not i8");
+    HOSTILE(set_u32(f + i4_scale + 72, 0), KILN_ERR_FORMAT, "has quantization parameters");
+    HOSTILE(set_u32(f + i4 + 72, 5), KILN_ERR_FORMAT, "axis 5 and block 0 do not fit");
+    HOSTILE(set_u32(f + i4 + 76, 2), KILN_ERR_FORMAT, "axis 0 and block 2 do not fit a rank-2 tensor");
+    HOSTILE(set_u32(f + u8 + 76, 3), KILN_ERR_FORMAT, "granularity needs (2, 1)");
+    /* Packed sizes, padding and values. */
+    HOSTILE(set_u64(f + i4 + 64, 6), KILN_ERR_FORMAT, "6 bytes of affine i4 levels; 2 rows of 3 need 4");
+    HOSTILE(f[data_of(f, i4) + 1] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last affine i4 level");
+    HOSTILE(set_u32(f + data_of(f, i4_scale), 0xBF800000u), KILN_ERR_FORMAT, "scale 0 is -1");
+    HOSTILE(set_u32(f + data_of(f, i4_scale), 0x7F800000u), KILN_ERR_FORMAT, "scale 0 is inf");
+    HOSTILE(f[data_of(f, i4_zp)] = 100,
+            KILN_ERR_FORMAT, "zero point 0 is 100, outside the affine i4 range [-8, 7]");
+    HOSTILE(f[data_of(f, cb)] = 0x3F, KILN_ERR_FORMAT, "has codebook index 3; there are 3 centroids");
+    HOSTILE(set_u32(f + cb + 76, 3), KILN_ERR_FORMAT, "codebook indices of 3 bits");
+    HOSTILE(set_u32(f + cb + 88, 0xFFFFFFFFu), KILN_ERR_FORMAT, "without a valid centroid table");
+    HOSTILE(set_u64(f + aux_of(f, cb, 2) + 8, 2), KILN_ERR_FORMAT, "the centroid table (entry");
+    HOSTILE((f[aux_of(f, cb, 2) + 6] = 2, set_u64(f + aux_of(f, cb, 2) + 16, 1)),
+            KILN_ERR_FORMAT, "has shape (3, 1); the granularity needs (1)");
+    /* Sparse structure. */
+    size_t ptr = data_of(buf, csr); /* row pointers 0, 1, 3; then columns 1 | 0 2 */
+    HOSTILE(set_u32(f + ptr, 1), KILN_ERR_FORMAT, "CSR row pointer 0 is 1");
+    HOSTILE(set_u32(f + ptr + 4, 4), KILN_ERR_FORMAT, "CSR row pointer 1 is 4; row pointers rise from 0 to the 3");
+    HOSTILE(set_u32(f + ptr + 8, 2), KILN_ERR_FORMAT, "the last CSR row pointer is 2");
+    HOSTILE(set_u32(f + ptr + 12, 3), KILN_ERR_FORMAT, "column index 3 is past the last column");
+    HOSTILE(set_u32(f + ptr + 20, 0), KILN_ERR_FORMAT, "column index 0 does not increase");
+    HOSTILE(set_u64(f + csr + 64, 20), KILN_ERR_FORMAT, "bytes of CSR indices");
+    HOSTILE(f[data_of(f, mask)] |= 1, KILN_ERR_FORMAT, "the bitmask marks 3 elements but 2 are stored");
+    HOSTILE(f[data_of(f, mask)] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last bit");
+    HOSTILE(f[csr_values + 4] = 32, KILN_ERR_FORMAT, "f32, f16, bf16 or affine are allowed");
+    HOSTILE(f[csr_values + 4] = 77, KILN_ERR_UNSUPPORTED, "encoding 77 (unknown)");
+    HOSTILE(set_u64(f + csr_values + 8, 4),
+            KILN_ERR_FORMAT, "the sparse values: affine i8: 3 bytes of affine i8 levels; 1 rows of 4 need 4");
+    HOSTILE((f[csr_values + 6] = 2, set_u64(f + csr_values + 16, 1)),
+            KILN_ERR_FORMAT, "not a vector of that length");
+    HOSTILE(set_u32(f + csr + 72, 0), KILN_ERR_FORMAT, "sparse storage has an axis");
+    HOSTILE((f[mask + 6] = 0, set_u64(f + mask + 8, 0), set_u64(f + mask + 16, 0)),
+            KILN_ERR_FORMAT, "sparse storage of a rank-0 tensor");
+    /* Plain float storage and the main entry's shape. */
+    HOSTILE(set_u64(f + half + 64, 10), KILN_ERR_FORMAT, "10 bytes of f16 for 12 expected");
+    HOSTILE(set_u32(f + half + 76, 1), KILN_ERR_FORMAT, "f16 storage has block 1");
+    HOSTILE((set_u64(f + half + 8, 3), set_u64(f + half + 16, 2)),
+            KILN_ERR_FORMAT, "shape (3, 2) differs from the value's shape (2, 3)");
+    /* A CSR tensor of 2 x 2^30 columns costs 12 bytes of indices and would decode to 8 GiB. */
+    size_t dims = find_in_graph(buf, "w_csr") + 5 + 3 + 8; /* name, kind, dtype, rank, dims[0] */
+    HOSTILE((set_u64(f + dims, 1ull << 30), set_u64(f + csr + 16, 1ull << 30)), KILN_ERR_FORMAT,
+            "more than the");
+    printf("decode budget: %s\n", kiln_last_error());
+    CHECK(n_entries > N_COMPACT);
+#undef HOSTILE
+    printf("a hostile compact field: %s\n", kiln_last_error());
+    free(f);
+    free(buf);
+    kn_graph_free(&g);
+}
+
 int main(void) {
     snprintf(test_dir, sizeof test_dir, "/tmp/kiln_file_test.XXXXXX");
     if (!mkdtemp(test_dir)) {
@@ -886,6 +1072,8 @@ int main(void) {
     test_truncation_and_flips();
     test_mutations_past_checksums();
     test_hostile_fields();
+    test_compact_truncation_flips_mutations();
+    test_hostile_compact_fields();
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_dir);

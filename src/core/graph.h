@@ -12,6 +12,7 @@
 #include "core/tensor.h"
 
 typedef struct kn_op kn_op;
+typedef struct kn_storage kn_storage; /* format/storage.h */
 
 typedef enum kn_value_kind {
     KN_VALUE_INPUT,  /* fed by the caller */
@@ -33,7 +34,15 @@ typedef struct kn_value {
      * last kn_graph_infer_shapes. Executors may skip nodes whose outputs all have it. An executor may
      * also set it on an input whose data it binds before inferring shapes (a shape input). */
     bool data_from_inference;
+    /* An f32 initializer may carry the compact form it is stored in (f16, bf16, affine integers,
+     * codebook, sparse: format/storage.h), arena-owned. `data` is then exactly what the storage decodes
+     * to, which the .kiln writer checks: whatever changes data must drop the storage first. */
+    const kn_storage *storage;
 } kn_value;
+
+/* Forgets v's compact storage, before something changes its data (training updates parameters and
+ * running statistics in place): the value is then stored as plain f32 again. */
+static inline void kn_value_drop_storage(kn_value *v) { v->storage = NULL; }
 
 /* Shape inference computes the data of activations of at most this many elements (see
  * kn_graph_infer_node). */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "core/graph.h"
+#include "format/storage.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the .kiln reader and writer need a little-endian host (the file is mmapped and used in place)"
@@ -23,7 +24,7 @@ enum {
     KN_KILN_HEADER_BYTES = 64,
     KN_KILN_DIR_ENTRY_BYTES = 32,    /* one section directory entry; the directory follows the header */
     KN_KILN_MAX_SECTIONS = 64,
-    KN_KILN_TENSOR_ENTRY_BYTES = 96, /* a tensor-table entry in format 1.0; later minors may grow it */
+    KN_KILN_TENSOR_ENTRY_BYTES = 96, /* a tensor-table entry in formats 1.0 and 1.1; later minors may grow it */
 };
 
 /* Header fields (byte offsets); the magic and the version never move, so any kiln can say which
@@ -81,6 +82,54 @@ static inline bool kn_kiln_dtype_from_code(uint32_t code, kn_dtype *dtype) {
     case KN_KILN_DT_I8: *dtype = KN_I8; return true;
     case KN_KILN_DT_BOOL: *dtype = KN_BOOL; return true;
     case KN_KILN_DT_F16: *dtype = KN_F16; return true;
+    }
+    return false;
+}
+
+/* Storage encodings beyond the plain dtypes (docs/format.md, "Storage encodings"). */
+enum {
+    KN_KILN_ENC_BF16 = 5,
+    KN_KILN_ENC_AFFINE_I8 = 16,
+    KN_KILN_ENC_AFFINE_U8 = 17,
+    KN_KILN_ENC_AFFINE_I4 = 18,
+    KN_KILN_ENC_AFFINE_I2 = 19,
+    KN_KILN_ENC_AFFINE_I1 = 20,
+    KN_KILN_ENC_CODEBOOK = 32,
+    KN_KILN_ENC_SPARSE_CSR = 48,
+    KN_KILN_ENC_SPARSE_BITMASK = 49,
+};
+
+static inline uint32_t kn_kiln_encoding_code(kn_encoding e) {
+    switch (e) {
+    case KN_ENC_F32: return KN_KILN_DT_F32;
+    case KN_ENC_F16: return KN_KILN_DT_F16;
+    case KN_ENC_BF16: return KN_KILN_ENC_BF16;
+    case KN_ENC_AFFINE_I8: return KN_KILN_ENC_AFFINE_I8;
+    case KN_ENC_AFFINE_U8: return KN_KILN_ENC_AFFINE_U8;
+    case KN_ENC_AFFINE_I4: return KN_KILN_ENC_AFFINE_I4;
+    case KN_ENC_AFFINE_I2: return KN_KILN_ENC_AFFINE_I2;
+    case KN_ENC_AFFINE_I1: return KN_KILN_ENC_AFFINE_I1;
+    case KN_ENC_CODEBOOK: return KN_KILN_ENC_CODEBOOK;
+    case KN_ENC_SPARSE_CSR: return KN_KILN_ENC_SPARSE_CSR;
+    case KN_ENC_SPARSE_BITMASK: return KN_KILN_ENC_SPARSE_BITMASK;
+    }
+    return KN_KILN_NONE;
+}
+
+/* The storage encodings an f32 value can have besides plain f32 (and f32, the sparse values'). */
+static inline bool kn_kiln_encoding_from_code(uint32_t code, kn_encoding *e) {
+    switch (code) {
+    case KN_KILN_DT_F32: *e = KN_ENC_F32; return true;
+    case KN_KILN_DT_F16: *e = KN_ENC_F16; return true;
+    case KN_KILN_ENC_BF16: *e = KN_ENC_BF16; return true;
+    case KN_KILN_ENC_AFFINE_I8: *e = KN_ENC_AFFINE_I8; return true;
+    case KN_KILN_ENC_AFFINE_U8: *e = KN_ENC_AFFINE_U8; return true;
+    case KN_KILN_ENC_AFFINE_I4: *e = KN_ENC_AFFINE_I4; return true;
+    case KN_KILN_ENC_AFFINE_I2: *e = KN_ENC_AFFINE_I2; return true;
+    case KN_KILN_ENC_AFFINE_I1: *e = KN_ENC_AFFINE_I1; return true;
+    case KN_KILN_ENC_CODEBOOK: *e = KN_ENC_CODEBOOK; return true;
+    case KN_KILN_ENC_SPARSE_CSR: *e = KN_ENC_SPARSE_CSR; return true;
+    case KN_KILN_ENC_SPARSE_BITMASK: *e = KN_ENC_SPARSE_BITMASK; return true;
     }
     return false;
 }

@@ -284,6 +284,9 @@ typedef struct kn_load {
     kn_arena scratch; /* strings and id lists on their way into the graph */
     const unsigned char *file;
     bool in_place; /* initializer data points into `file` (a private mapping) */
+    /* Bytes the compact tensors may still decode to: a file of a few bytes must not make the reader
+     * allocate gigabytes (a CSR tensor's columns cost nothing to store). */
+    uint64_t decode_budget;
 } kn_load;
 
 /* name, kind, dtype, rank, dims. Values are added without data; the tensor table supplies it. */
@@ -579,23 +582,11 @@ static kiln_status check_placement(kn_reader *r, const kn_tensor_entry *e, uint6
     return KILN_OK;
 }
 
-/* A plain (unquantized) tensor of `dtype`: its encoding, shape and byte size must agree. */
-static kiln_status check_plain_entry(kn_reader *r, const kn_tensor_entry *e, kn_dtype dtype,
-                                     kn_shape *shape) {
+/* The entry's logical shape: a known rank, non-negative dims, zero unused slots. */
+static kiln_status entry_shape(kn_reader *r, const kn_tensor_entry *e, kn_shape *shape) {
     if (e->flags != 0)
         return r_fail(r, KILN_ERR_UNSUPPORTED, "tensor flags 0x%02x are not supported by this kiln",
                       e->flags);
-    kn_dtype stored;
-    if (!kn_kiln_dtype_from_code(e->encoding, &stored))
-        return r_fail(r, KILN_ERR_UNSUPPORTED, "storage encoding %u (%s) is not supported by this kiln",
-                      e->encoding, encoding_name(e->encoding));
-    if (stored != dtype)
-        return r_fail(r, KILN_ERR_FORMAT, "stored as %s but the value is %s", kn_dtype_name(stored),
-                      kn_dtype_name(dtype));
-    if (e->axis != -1 || e->block != 0 || e->aux[0] != KN_KILN_NONE || e->aux[1] != KN_KILN_NONE ||
-        e->aux[2] != KN_KILN_NONE || e->aux[3] != KN_KILN_NONE)
-        return r_fail(r, KILN_ERR_FORMAT, "a plain %s tensor has quantization parameters",
-                      kn_dtype_name(dtype));
     if (e->ndim > KN_MAX_DIMS)
         return r_fail(r, KILN_ERR_UNSUPPORTED, "rank %u is more than the %d dimensions kiln supports",
                       e->ndim, KN_MAX_DIMS);
@@ -609,6 +600,35 @@ static kiln_status check_plain_entry(kn_reader *r, const kn_tensor_entry *e, kn_
                           (long long)e->dims[d]);
         shape->d[d] = e->dims[d];
     }
+    return KILN_OK;
+}
+
+static bool has_no_aux(const kn_tensor_entry *e) {
+    return e->aux[0] == KN_KILN_NONE && e->aux[1] == KN_KILN_NONE && e->aux[2] == KN_KILN_NONE &&
+           e->aux[3] == KN_KILN_NONE;
+}
+
+/* A plain (unquantized) tensor of `dtype`: its encoding, shape and byte size must agree. */
+static kiln_status check_plain_entry(kn_reader *r, const kn_tensor_entry *e, kn_dtype dtype,
+                                     kn_shape *shape) {
+    if (e->flags != 0)
+        return r_fail(r, KILN_ERR_UNSUPPORTED, "tensor flags 0x%02x are not supported by this kiln",
+                      e->flags);
+    kn_dtype stored;
+    kn_encoding compact;
+    if (!kn_kiln_dtype_from_code(e->encoding, &stored) && kn_kiln_encoding_from_code(e->encoding, &compact))
+        return r_fail(r, KILN_ERR_FORMAT, "stored as %s, which only f32 values can be, but the value is %s",
+                      kn_encoding_name(compact), kn_dtype_name(dtype));
+    if (!kn_kiln_dtype_from_code(e->encoding, &stored))
+        return r_fail(r, KILN_ERR_UNSUPPORTED, "storage encoding %u (%s) is not supported by this kiln",
+                      e->encoding, encoding_name(e->encoding));
+    if (stored != dtype)
+        return r_fail(r, KILN_ERR_FORMAT, "stored as %s but the value is %s", kn_dtype_name(stored),
+                      kn_dtype_name(dtype));
+    if (e->axis != -1 || e->block != 0 || !has_no_aux(e))
+        return r_fail(r, KILN_ERR_FORMAT, "a plain %s tensor has quantization parameters",
+                      kn_dtype_name(dtype));
+    KN_TRY(entry_shape(r, e, shape));
     size_t bytes;
     if (!kn_shape_bytes(shape, dtype, &bytes) || bytes != e->bytes)
         return r_fail(r, KILN_ERR_FORMAT, "byte size %llu does not match its shape and dtype",
@@ -629,8 +649,165 @@ static kiln_status bind_value_data(kn_load *L, kn_value *v, const unsigned char 
     return KILN_OK;
 }
 
-static kiln_status read_model_tensor(kn_reader *r, kn_load *L, const kn_tensor_entry *e,
-                                     const kn_section_in *data) {
+/* The bytes of an entry: in the mapping (in place), or copied into the graph's arena. */
+static const void *entry_bytes(kn_load *L, const kn_section_in *data, const kn_tensor_entry *e) {
+    const unsigned char *bytes = L->file + data->offset + e->offset;
+    if (L->in_place)
+        return bytes;
+    void *copy = kn_arena_alloc(&L->g->arena, e->bytes ? (size_t)e->bytes : 1);
+    if (copy)
+        memcpy(copy, bytes, (size_t)e->bytes);
+    else
+        kn_fail(KILN_ERR_NOMEM, "out of memory for %llu bytes", (unsigned long long)e->bytes);
+    return copy;
+}
+
+/* The model's tensor table, read whole before any entry is used, since an entry names its aux
+ * entries by index. */
+typedef struct kn_table {
+    kn_tensor_entry *entries; /* (n) */
+    bool *used;               /* (n) aux entries some tensor has claimed */
+    uint32_t n;
+    const kn_section_in *data;
+} kn_table;
+
+/* Aux entry `index` for `what`: in the table, an aux entry (target NONE), claimed by no other tensor. */
+static kiln_status claim_aux(kn_reader *r, kn_table *t, uint32_t index, const char *what,
+                             const kn_tensor_entry **aux) {
+    if (index >= t->n)
+        return r_fail(r, KILN_ERR_FORMAT, "the %s is entry %u; the table has %u", what, index, t->n);
+    if (t->entries[index].target != KN_KILN_NONE)
+        return r_fail(r, KILN_ERR_FORMAT, "the %s is entry %u, which is not an aux entry (its target is %u)",
+                      what, index, t->entries[index].target);
+    if (t->used[index])
+        return r_fail(r, KILN_ERR_FORMAT, "the %s is entry %u, which another tensor uses already", what, index);
+    t->used[index] = true;
+    *aux = &t->entries[index];
+    return KILN_OK;
+}
+
+/* An aux tensor of plain `code` elements and exactly `shape`: scales, zero points, centroids. */
+static kiln_status read_plain_aux(kn_reader *r, kn_load *L, kn_table *t, uint32_t index, const char *what,
+                                  uint32_t code, const kn_shape *shape, const void **bytes) {
+    const kn_tensor_entry *e = NULL;
+    KN_TRY(claim_aux(r, t, index, what, &e));
+    kn_dtype dtype = KN_F32;
+    kn_kiln_dtype_from_code(code, &dtype);
+    kn_shape stored;
+    char want[96], got[96];
+    if (e->encoding != code)
+        return r_fail(r, KILN_ERR_FORMAT, "the %s (entry %u) is stored as %s, not %s", what, index,
+                      encoding_name(e->encoding), kn_dtype_name(dtype));
+    if (e->axis != -1 || e->block != 0 || !has_no_aux(e))
+        return r_fail(r, KILN_ERR_FORMAT, "the %s (entry %u) has quantization parameters", what, index);
+    KN_TRY(entry_shape(r, e, &stored));
+    if (!kn_shape_equal(&stored, shape))
+        return r_fail(r, KILN_ERR_FORMAT, "the %s (entry %u) has shape %s; the granularity needs %s", what, index,
+                      kn_shape_str(&stored, got, sizeof got), kn_shape_str(shape, want, sizeof want));
+    size_t size;
+    if (!kn_shape_bytes(shape, dtype, &size) || size != e->bytes)
+        return r_fail(r, KILN_ERR_FORMAT, "the %s (entry %u) is %llu bytes for its shape", what, index,
+                      (unsigned long long)e->bytes);
+    *bytes = entry_bytes(L, t->data, e);
+    return *bytes ? KILN_OK : KILN_ERR_NOMEM;
+}
+
+static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e,
+                                kn_encoding encoding, bool nested, kn_storage **out);
+
+/* The aux entries an encoding uses: scales and zero points (affine), centroids (codebook), values
+ * (sparse). Slots an encoding does not use must be NONE. */
+static kiln_status read_storage_aux(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e,
+                                    kn_storage *s) {
+    bool used_slot[4] = {false, false, false, false};
+    if (kn_encoding_is_affine(s->encoding)) {
+        if (s->axis < -1 || s->axis >= s->shape.ndim || (s->block > 0 && (s->axis != -1 || s->shape.ndim < 1)))
+            return r_fail(r, KILN_ERR_FORMAT, "axis %d and block %lld do not fit a rank-%d tensor", s->axis,
+                          (long long)s->block, s->shape.ndim);
+        kn_shape groups = kn_storage_scale_shape(s);
+        bool is_unsigned = s->encoding == KN_ENC_AFFINE_U8 || s->encoding == KN_ENC_AFFINE_I1;
+        const void *scale;
+        if (e->aux[0] == KN_KILN_NONE)
+            return r_fail(r, KILN_ERR_FORMAT, "%s storage without a scale (aux 0)", kn_encoding_name(s->encoding));
+        KN_TRY(read_plain_aux(r, L, t, e->aux[0], "scale", KN_KILN_DT_F32, &groups, &scale));
+        s->scale = scale;
+        if (e->aux[1] != KN_KILN_NONE)
+            KN_TRY(read_plain_aux(r, L, t, e->aux[1], "zero point", is_unsigned ? KN_KILN_DT_U8 : KN_KILN_DT_I8,
+                                  &groups, &s->zero_point));
+        used_slot[0] = used_slot[1] = true;
+    } else if (s->encoding == KN_ENC_CODEBOOK) {
+        if (s->axis < -1 || s->axis >= s->shape.ndim)
+            return r_fail(r, KILN_ERR_FORMAT, "axis %d does not fit a rank-%d tensor", s->axis, s->shape.ndim);
+        const kn_tensor_entry *table;
+        if (e->aux[2] == KN_KILN_NONE || e->aux[2] >= t->n)
+            return r_fail(r, KILN_ERR_FORMAT, "codebook without a valid centroid table (aux 2 is %u)", e->aux[2]);
+        /* k is the table's last extent; the rest of its shape is fixed by the axis. */
+        table = &t->entries[e->aux[2]];
+        s->k = table->ndim >= 1 && table->ndim <= KN_MAX_DIMS ? table->dims[table->ndim - 1] : -1;
+        kn_shape want = s->axis >= 0 ? kn_shape_of(2, (int64_t[]){s->shape.d[s->axis], s->k})
+                                     : kn_shape_of(1, &s->k);
+        const void *centroids;
+        KN_TRY(read_plain_aux(r, L, t, e->aux[2], "centroid table", KN_KILN_DT_F32, &want, &centroids));
+        s->centroids = centroids;
+        used_slot[2] = true;
+    } else if (kn_encoding_is_sparse(s->encoding)) {
+        const kn_tensor_entry *values = NULL;
+        if (e->aux[0] == KN_KILN_NONE)
+            return r_fail(r, KILN_ERR_FORMAT, "sparse storage without its values (aux 0)");
+        KN_TRY(claim_aux(r, t, e->aux[0], "sparse values", &values));
+        kn_encoding v;
+        if (!kn_kiln_encoding_from_code(values->encoding, &v))
+            return r_fail(r, KILN_ERR_UNSUPPORTED, "the sparse values (entry %u) are stored as encoding %u "
+                          "(%s), which this kiln does not support", e->aux[0], values->encoding,
+                          encoding_name(values->encoding));
+        if (kn_encoding_is_sparse(v) || v == KN_ENC_CODEBOOK)
+            return r_fail(r, KILN_ERR_FORMAT, "the sparse values (entry %u) are stored as %s; f32, f16, bf16 or "
+                          "affine are allowed", e->aux[0], kn_encoding_name(v));
+        kn_storage *stored;
+        KN_TRY(read_storage(r, L, t, values, v, true, &stored));
+        s->values = stored;
+        s->nnz = stored->shape.ndim == 1 ? stored->shape.d[0] : -1;
+        used_slot[0] = true;
+    }
+    for (int k = 0; k < 4; k++)
+        if (!used_slot[k] && e->aux[k] != KN_KILN_NONE)
+            return r_fail(r, KILN_ERR_FORMAT, "aux %d is entry %u, but %s storage has no use for it", k, e->aux[k],
+                          kn_encoding_name(s->encoding));
+    return KILN_OK;
+}
+
+/* A compact storage from its main entry and aux entries, fully checked (kn_storage_check). `nested`:
+ * the values of a sparse tensor. */
+static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e,
+                                kn_encoding encoding, bool nested, kn_storage **out) {
+    kn_storage *s = kn_arena_alloc(&L->g->arena, sizeof *s);
+    if (!s)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for a storage descriptor");
+    s->encoding = encoding;
+    KN_TRY(entry_shape(r, e, &s->shape));
+    size_t f32_bytes;
+    if (!kn_shape_bytes(&s->shape, KN_F32, &f32_bytes))
+        return r_fail(r, KILN_ERR_FORMAT, "a %s tensor whose size overflows", kn_encoding_name(encoding));
+    s->axis = e->axis;
+    s->block = kn_encoding_is_affine(encoding) ? e->block : 0;
+    s->bits = encoding == KN_ENC_CODEBOOK ? (int)(e->block <= 8 ? e->block : 0) : kn_encoding_bits(encoding);
+    if (encoding != KN_ENC_CODEBOOK && !kn_encoding_is_affine(encoding) && e->block != 0)
+        return r_fail(r, KILN_ERR_FORMAT, "%s storage has block %u", kn_encoding_name(encoding), e->block);
+    s->payload_bytes = (size_t)e->bytes;
+    KN_TRY(read_storage_aux(r, L, t, e, s));
+    if (!(s->payload = entry_bytes(L, t->data, e)))
+        return KILN_ERR_NOMEM;
+    if (kn_storage_check(s) != KILN_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        return r_fail(r, KILN_ERR_FORMAT, "%s%s: %s", nested ? "the sparse values: " : "",
+                      kn_encoding_name(encoding), why);
+    }
+    *out = s;
+    return KILN_OK;
+}
+
+static kiln_status read_model_tensor(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e) {
     kn_graph *g = L->g;
     if (e->target >= (uint32_t)g->n_values)
         return r_fail(r, KILN_ERR_FORMAT, "target value %u; there are %d values", e->target, g->n_values);
@@ -640,31 +817,76 @@ static kiln_status read_model_tensor(kn_reader *r, kn_load *L, const kn_tensor_e
         return r_fail(r, KILN_ERR_FORMAT, "the value is an input or activation, which has no stored data");
     if (v->data)
         return r_fail(r, KILN_ERR_FORMAT, "the value already has a tensor table entry");
+    kn_encoding encoding;
+    bool compact = v->dtype == KN_F32 && e->encoding != KN_KILN_DT_F32 &&
+                   kn_kiln_encoding_from_code(e->encoding, &encoding);
     kn_shape shape;
-    KN_TRY(check_plain_entry(r, e, v->dtype, &shape));
+    kn_storage *s = NULL;
+    if (compact) {
+        KN_TRY(read_storage(r, L, t, e, encoding, false, &s));
+        shape = s->shape;
+    } else {
+        KN_TRY(check_plain_entry(r, e, v->dtype, &shape));
+    }
     if (!kn_shape_equal(&shape, &v->shape)) {
         char stored[96], declared[96];
         return r_fail(r, KILN_ERR_FORMAT, "shape %s differs from the value's shape %s",
                       kn_shape_str(&shape, stored, sizeof stored),
                       kn_shape_str(&v->shape, declared, sizeof declared));
     }
-    return bind_value_data(L, v, L->file + data->offset + e->offset, (size_t)e->bytes);
+    if (!compact)
+        return bind_value_data(L, v, L->file + t->data->offset + e->offset, (size_t)e->bytes);
+    size_t bytes;
+    kn_shape_bytes(&shape, KN_F32, &bytes); /* checked by read_storage */
+    if (bytes > L->decode_budget)
+        return r_fail(r, KILN_ERR_FORMAT, "its %s storage decodes to %zu bytes, more than the %llu a file "
+                      "of this size may still decode to", kn_encoding_name(s->encoding), bytes,
+                      (unsigned long long)L->decode_budget);
+    L->decode_budget -= bytes;
+    v->data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
+    if (!v->data)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the %zu decoded bytes of '%s'", bytes, v->name);
+    kn_storage_decode(s, v->data);
+    v->storage = s;
+    return KILN_OK;
 }
 
+/* What compact tensors may decode to in all: 64 MiB, plus 256 times the data section (a bitmask of
+ * 1 bit per element with nothing stored decodes to 256 times its size; CSR tensors rarely beat it). */
+enum { KN_KILN_DECODE_FLOOR = 64 << 20, KN_KILN_DECODE_RATIO = 256 };
+
 static kiln_status read_tensor_table(kn_reader *r, kn_load *L, const kn_section_in *data) {
-    uint32_t n, entry_bytes;
-    KN_TRY(read_table_size(r, &n, &entry_bytes));
+    kn_table t = {.data = data};
+    uint32_t entry_bytes;
+    KN_TRY(read_table_size(r, &t.n, &entry_bytes));
+    size_t slots = t.n ? t.n : 1;
+    t.entries = kn_arena_alloc(&L->scratch, sizeof *t.entries * slots);
+    t.used = kn_arena_alloc(&L->scratch, sizeof *t.used * slots);
+    size_t *at = kn_arena_alloc(&L->scratch, sizeof *at * slots); /* where each entry starts, for messages */
+    if (!t.entries || !t.used || !at)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for %u tensor entries", t.n);
     uint64_t prev_end = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < t.n; i++) {
         snprintf(r->item, sizeof r->item, "entry %u", i);
-        kn_tensor_entry e;
-        KN_TRY(read_tensor_entry(r, entry_bytes, &e));
-        KN_TRY(check_placement(r, &e, data->size, &prev_end));
-        /* Aux tensors (scales, zero points, codebooks, sparse indices) only serve encodings that format
-         * 1.0 does not have; an entry using one fails above with its encoding's name. */
-        if (e.target == KN_KILN_NONE)
-            continue;
-        KN_TRY(read_model_tensor(r, L, &e, data));
+        KN_TRY(read_tensor_entry(r, entry_bytes, &t.entries[i]));
+        at[i] = r->at;
+        KN_TRY(check_placement(r, &t.entries[i], data->size, &prev_end));
+    }
+    L->decode_budget = data->size > (UINT64_MAX - KN_KILN_DECODE_FLOOR) / KN_KILN_DECODE_RATIO
+                           ? UINT64_MAX
+                           : KN_KILN_DECODE_FLOOR + KN_KILN_DECODE_RATIO * data->size;
+    for (uint32_t i = 0; i < t.n; i++) {
+        if (t.entries[i].target == KN_KILN_NONE)
+            continue; /* an aux tensor, read with the tensor using it */
+        snprintf(r->item, sizeof r->item, "entry %u", i);
+        r->at = at[i];
+        KN_TRY(read_model_tensor(r, L, &t, &t.entries[i]));
+    }
+    for (uint32_t i = 0; i < t.n; i++) {
+        snprintf(r->item, sizeof r->item, "entry %u", i);
+        r->at = at[i];
+        if (t.entries[i].target == KN_KILN_NONE && !t.used[i])
+            return r_fail(r, KILN_ERR_FORMAT, "an aux tensor that no tensor uses");
     }
     KN_TRY(r_end(r));
     const kn_graph *g = L->g;

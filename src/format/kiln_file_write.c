@@ -40,6 +40,37 @@ static kiln_status check_shape(const kn_shape *shape, bool has_data, const char 
     return KILN_OK;
 }
 
+/* A compact storage must be valid, and the value's data must still be exactly what it decodes to:
+ * something that changed the data without dropping the storage would otherwise lose that change. */
+static kiln_status check_storage(const kn_value *v) {
+    const kn_storage *s = v->storage;
+    if (!kn_kiln_is_initializer(v->kind) || v->dtype != KN_F32)
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' (%s) has a compact storage; only f32 initializers "
+                       "can", v->name, kn_dtype_name(v->dtype));
+    if (s->encoding == KN_ENC_F32 || !kn_shape_equal(&s->shape, &v->shape))
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s': its storage is %s of another shape",
+                       v->name, s->encoding == KN_ENC_F32 ? "plain f32 (no storage is)" : "one");
+    if (kn_storage_check(s) != KILN_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s': invalid %s storage: %s", v->name,
+                       kn_encoding_name(s->encoding), why);
+    }
+    size_t bytes;
+    kn_shape_bytes(&v->shape, KN_F32, &bytes); /* checked by the caller */
+    float *decoded = malloc(bytes ? bytes : 1);
+    if (!decoded)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory checking the storage of '%s'", v->name);
+    kn_storage_decode(s, decoded);
+    bool same = memcmp(decoded, v->data, bytes) == 0;
+    free(decoded);
+    if (!same)
+        return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' changed after it was quantized: its data is no "
+                       "longer what its %s storage decodes to (drop the storage with kn_value_drop_storage, "
+                       "or quantize it again)", v->name, kn_encoding_name(s->encoding));
+    return KILN_OK;
+}
+
 static kiln_status check_value(const kn_graph *g, int id) {
     const kn_value *v = &g->values[id];
     KN_TRY(check_string(v->name, "a value name"));
@@ -54,7 +85,7 @@ static kiln_status check_value(const kn_graph *g, int id) {
         return kn_fail(KILN_ERR_INVALID_ARG, "value '%s': its size overflows", v->name);
     if (has_data && !v->data)
         return kn_fail(KILN_ERR_INVALID_ARG, "initializer '%s' has no data", v->name);
-    return KILN_OK;
+    return v->storage ? check_storage(v) : KILN_OK;
 }
 
 static kiln_status check_attr(const kn_node *n, const kn_attr *a) {
@@ -275,23 +306,30 @@ static void put_meta_section(kn_bytes *b, const kn_graph *g) {
     }
 }
 
-/* One tensor-table entry (KN_KILN_TENSOR_ENTRY_BYTES): which value or extra `target` is, how its elements
- * are stored and where. The quantization fields (axis, block, aux) are "none" for the plain encodings
- * format 1.0 writes; docs/format.md plans their use. */
-static void put_tensor_entry(kn_bytes *b, uint32_t target, uint32_t encoding, const kn_shape *shape,
-                             uint64_t offset, uint64_t bytes) {
-    put_u32(b, target);
-    put_u16(b, (uint16_t)encoding);
-    put_u8(b, (uint8_t)shape->ndim);
+/* One tensor-table entry (KN_KILN_TENSOR_ENTRY_BYTES): which value, extra or nothing (an aux tensor)
+ * `target` is, how its elements are stored and where; axis, block and aux mean what docs/format.md says
+ * for the encoding, and are -1, 0 and NONE for the plain ones. */
+typedef struct kn_entry_out {
+    uint32_t target, encoding;
+    kn_shape shape;
+    int32_t axis;
+    uint32_t block;
+    uint32_t aux[4];
+} kn_entry_out;
+
+static void put_tensor_entry(kn_bytes *b, const kn_entry_out *e, uint64_t offset, uint64_t bytes) {
+    put_u32(b, e->target);
+    put_u16(b, (uint16_t)e->encoding);
+    put_u8(b, (uint8_t)e->shape.ndim);
     put_u8(b, 0); /* flags */
     for (int d = 0; d < KN_MAX_DIMS; d++)
-        put_i64(b, d < shape->ndim ? shape->d[d] : 0);
+        put_i64(b, d < e->shape.ndim ? e->shape.d[d] : 0);
     put_u64(b, offset);
     put_u64(b, bytes);
-    put_i32(b, -1); /* quantization axis */
-    put_u32(b, 0);  /* quantization block size */
+    put_i32(b, e->axis);
+    put_u32(b, e->block);
     for (int k = 0; k < 4; k++)
-        put_u32(b, KN_KILN_NONE); /* aux tensor entries, meaning per encoding */
+        put_u32(b, e->aux[k]);
 }
 
 /* ---- the data sections ----------------------------------------------------------------------------- */
@@ -341,6 +379,7 @@ enum { KN_KILN_WRITER_SECTIONS = 6 };
 typedef struct kn_plan {
     kn_bytes graph, meta, tensors, extras; /* the small sections */
     kn_blob *data_blobs, *extra_blobs;     /* (n_data_blobs), (n_extras) */
+    kn_entry_out *entries;                 /* (n_data_blobs) the model's tensor table, blob k for entry k */
     int n_data_blobs;
     kn_section_out sections[KN_KILN_WRITER_SECTIONS];
     int n_sections;
@@ -354,6 +393,7 @@ static void plan_free(kn_plan *plan) {
     free(plan->tensors.p);
     free(plan->extras.p);
     free(plan->data_blobs);
+    free(plan->entries);
     free(plan->extra_blobs);
     free(plan->head.p);
 }
@@ -367,31 +407,82 @@ static void plan_add_section(kn_plan *plan, uint32_t kind, const kn_bytes *bytes
     s->n_blobs = n_blobs;
 }
 
+/* Tensor-table entries a value takes: one, plus the aux entries of a compact storage. */
+static int entries_of(const kn_storage *s) {
+    if (!s)
+        return 1;
+    if (kn_encoding_is_affine(s->encoding))
+        return 2 + (s->zero_point != NULL);
+    if (s->encoding == KN_ENC_CODEBOOK)
+        return 2;
+    return 1 + (s->values ? entries_of(s->values) : 0);
+}
+
+/* Appends an entry and the blob of its bytes; returns the entry's index. */
+static uint32_t add_entry(kn_plan *plan, uint32_t target, uint32_t encoding, const kn_shape *shape,
+                          const void *data, size_t bytes) {
+    int k = plan->n_data_blobs++;
+    plan->entries[k] = (kn_entry_out){target, encoding, *shape, -1, 0,
+                                      {KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE}};
+    plan->data_blobs[k] = (kn_blob){.data = data, .bytes = bytes};
+    return (uint32_t)k;
+}
+
+/* A compact storage: its main entry, followed by its aux entries (scales, zero points, centroids, the
+ * sparse values and theirs). */
+static uint32_t add_storage(kn_plan *plan, uint32_t target, const kn_storage *s) {
+    uint32_t k = add_entry(plan, target, kn_kiln_encoding_code(s->encoding), &s->shape, s->payload,
+                           s->payload_bytes);
+    plan->entries[k].axis = s->axis;
+    if (kn_encoding_is_affine(s->encoding)) {
+        kn_shape scale_shape = kn_storage_scale_shape(s);
+        size_t groups = (size_t)kn_storage_group_count(s);
+        bool is_unsigned = s->encoding == KN_ENC_AFFINE_U8 || s->encoding == KN_ENC_AFFINE_I1;
+        plan->entries[k].block = (uint32_t)s->block;
+        plan->entries[k].aux[0] = add_entry(plan, KN_KILN_NONE, KN_KILN_DT_F32, &scale_shape, s->scale,
+                                            groups * sizeof(float));
+        if (s->zero_point)
+            plan->entries[k].aux[1] = add_entry(plan, KN_KILN_NONE, is_unsigned ? KN_KILN_DT_U8 : KN_KILN_DT_I8,
+                                                &scale_shape, s->zero_point, groups);
+    } else if (s->encoding == KN_ENC_CODEBOOK) {
+        int64_t channels = s->axis >= 0 ? s->shape.d[s->axis] : 1;
+        kn_shape table = s->axis >= 0 ? kn_shape_of(2, (int64_t[]){channels, s->k}) : kn_shape_of(1, &s->k);
+        plan->entries[k].block = (uint32_t)s->bits;
+        plan->entries[k].aux[2] = add_entry(plan, KN_KILN_NONE, KN_KILN_DT_F32, &table, s->centroids,
+                                            (size_t)(channels * s->k) * sizeof(float));
+    } else if (s->values) {
+        plan->entries[k].aux[0] = add_storage(plan, KN_KILN_NONE, s->values);
+    }
+    return k;
+}
+
 /* The initializers' bytes, in value order, and the tensor table that points at them. */
 static kiln_status plan_model_tensors(kn_plan *plan, const kn_graph *g) {
-    plan->data_blobs = malloc(sizeof(kn_blob) * (size_t)(g->n_values ? g->n_values : 1));
-    if (!plan->data_blobs)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory listing %d values", g->n_values);
+    size_t n_entries = 1;
+    for (int i = 0; i < g->n_values; i++)
+        if (kn_kiln_is_initializer(g->values[i].kind))
+            n_entries += (size_t)entries_of(g->values[i].storage);
+    plan->data_blobs = malloc(sizeof(kn_blob) * n_entries);
+    plan->entries = malloc(sizeof(kn_entry_out) * n_entries);
+    if (!plan->data_blobs || !plan->entries)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory listing %zu tensors", n_entries);
     for (int i = 0; i < g->n_values; i++) {
         const kn_value *v = &g->values[i];
         if (!kn_kiln_is_initializer(v->kind))
             continue;
-        kn_blob *blob = &plan->data_blobs[plan->n_data_blobs++];
-        blob->data = v->data;
-        kn_shape_bytes(&v->shape, v->dtype, &blob->bytes); /* cannot overflow: check_value */
+        if (v->storage) {
+            add_storage(plan, (uint32_t)i, v->storage);
+            continue;
+        }
+        size_t bytes;
+        kn_shape_bytes(&v->shape, v->dtype, &bytes); /* cannot overflow: check_value */
+        add_entry(plan, (uint32_t)i, kn_kiln_dtype_code(v->dtype), &v->shape, v->data, bytes);
     }
     blobs_layout(plan->data_blobs, plan->n_data_blobs);
     put_u32(&plan->tensors, (uint32_t)plan->n_data_blobs);
     put_u32(&plan->tensors, KN_KILN_TENSOR_ENTRY_BYTES);
-    int k = 0;
-    for (int i = 0; i < g->n_values; i++) {
-        const kn_value *v = &g->values[i];
-        if (!kn_kiln_is_initializer(v->kind))
-            continue;
-        const kn_blob *blob = &plan->data_blobs[k++];
-        put_tensor_entry(&plan->tensors, (uint32_t)i, kn_kiln_dtype_code(v->dtype), &v->shape, blob->offset,
-                         blob->bytes);
-    }
+    for (int k = 0; k < plan->n_data_blobs; k++)
+        put_tensor_entry(&plan->tensors, &plan->entries[k], plan->data_blobs[k].offset, plan->data_blobs[k].bytes);
     return KILN_OK;
 }
 
@@ -407,9 +498,11 @@ static kiln_status plan_extra_tensors(kn_plan *plan, const kn_named_tensor *extr
     blobs_layout(plan->extra_blobs, n_extras);
     put_u32(&plan->extras, (uint32_t)n_extras);
     put_u32(&plan->extras, KN_KILN_TENSOR_ENTRY_BYTES);
-    for (int i = 0; i < n_extras; i++)
-        put_tensor_entry(&plan->extras, (uint32_t)i, KN_KILN_DT_F32, &extras[i].shape,
-                         plan->extra_blobs[i].offset, plan->extra_blobs[i].bytes);
+    for (int i = 0; i < n_extras; i++) {
+        kn_entry_out e = {(uint32_t)i, KN_KILN_DT_F32, extras[i].shape, -1, 0,
+                          {KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE}};
+        put_tensor_entry(&plan->extras, &e, plan->extra_blobs[i].offset, plan->extra_blobs[i].bytes);
+    }
     for (int i = 0; i < n_extras; i++)
         put_str(&plan->extras, extras[i].name);
     return KILN_OK;

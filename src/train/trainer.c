@@ -333,6 +333,11 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
     if (train->count < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "%s has no samples", train->source);
 
+    /* Training updates parameters (the optimizer) and running statistics (BatchNormalization) in place:
+     * their compact storage, if any, would no longer decode to them, so they go back to plain f32. */
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].kind == KN_VALUE_PARAM || g->values[v].kind == KN_VALUE_STATE)
+            kn_value_drop_storage(&g->values[v]);
     trainer t = {.g = g, .opt = options};
     kiln_status st = kn_tape_init(&t.tape, g, options->batch, true);
     if (st == KILN_OK)

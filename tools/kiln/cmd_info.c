@@ -1,12 +1,24 @@
-/* kiln info: what a model is — inputs, outputs, ops, parameters, FLOPs, weight bytes by dtype, sparsity,
- * planned activation memory, file size, class names and metadata. */
+/* kiln info: what a model is — inputs, outputs, ops, parameters, FLOPs, weight bytes by how they are
+ * stored (dtype, or compact encoding: f16, bf16, affine, codebook, sparse), sparsity, planned activation
+ * memory, file size against the same model with f32 weights, class names and metadata. */
 #include <string.h>
 
 #include "cli.h"
 #include "core/status.h"
+#include "format/storage.h"
 #include "runtime/runtime.h"
 
 static const char usage[] = "M.kiln|M.onnx|SPEC.txt [--json]";
+
+/* Initializers stored one way ("f32", "affine i4 per-channel", ...): how many, their elements and the
+ * bytes they take in the file. */
+typedef struct weight_kind {
+    char name[64];
+    int tensors;
+    int64_t values, bytes;
+} weight_kind;
+
+enum { MAX_WEIGHT_KINDS = 32 };
 
 /* What info reports beyond the graph itself, measured at batch 1. */
 typedef struct model_facts {
@@ -20,7 +32,9 @@ typedef struct model_facts {
     kiln_memory_info memory;     /* of the optimized graph at batch 1 */
     kn_shape output_shapes[16];  /* at batch 1 */
     kn_dtype output_dtypes[16];
-    int64_t weight_values[KN_DTYPE_COUNT], weight_bytes[KN_DTYPE_COUNT];
+    weight_kind kinds[MAX_WEIGHT_KINDS];
+    int n_kinds;
+    int64_t f32_delta;           /* bytes the compact tensors would add as plain f32 */
     int64_t float_params, zero_params;
 } model_facts;
 
@@ -58,7 +72,22 @@ static kiln_status measure_runtime(model_facts *f) {
     return st;
 }
 
-/* Initializer values and bytes by dtype; exact zeros among the float trainable parameters. */
+static void add_weight(model_facts *f, const char *name, int64_t values, int64_t bytes) {
+    int k = 0;
+    while (k < f->n_kinds && strcmp(f->kinds[k].name, name) != 0)
+        k++;
+    if (k == f->n_kinds) {
+        if (k == MAX_WEIGHT_KINDS)
+            k--; /* more ways of storing than any kiln writes: the last row takes the rest */
+        else
+            snprintf(f->kinds[f->n_kinds++].name, sizeof f->kinds[k].name, "%s", name);
+    }
+    f->kinds[k].tensors++;
+    f->kinds[k].values += values;
+    f->kinds[k].bytes += bytes;
+}
+
+/* Initializers and their bytes by how they are stored; exact zeros among the float trainable parameters. */
 static void count_weights(model_facts *f) {
     const kn_graph *g = f->graph;
     for (int v = 0; v < g->n_values; v++) {
@@ -68,8 +97,14 @@ static void count_weights(model_facts *f) {
             !kn_shape_bytes(&val->shape, val->dtype, &bytes))
             continue;
         int64_t n = kn_shape_numel(&val->shape);
-        f->weight_values[val->dtype] += n;
-        f->weight_bytes[val->dtype] += (int64_t)bytes;
+        if (val->storage) {
+            char name[64];
+            int64_t stored = kn_storage_bytes(val->storage);
+            add_weight(f, kn_storage_describe(val->storage, name, sizeof name), n, stored);
+            f->f32_delta += (int64_t)bytes - stored;
+        } else {
+            add_weight(f, kn_dtype_name(val->dtype), n, (int64_t)bytes);
+        }
         if (val->kind != KN_VALUE_PARAM || val->dtype != KN_F32)
             continue;
         const float *x = val->data;
@@ -93,6 +128,19 @@ static kiln_status gather(model_facts *f) {
 }
 
 /* ---- text --------------------------------------------------------------------------------------- */
+
+/* "12,345". */
+static char *format_count(int64_t n, char *buf, size_t size) {
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), out = 0;
+    for (int i = 0; i < len && out + 2 < (int)size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
+            buf[out++] = ',';
+        buf[out++] = digits[i];
+    }
+    buf[out] = '\0';
+    return buf;
+}
 
 /* "662.43 KFLOP", "8.12 MFLOP". */
 static void format_flops(double flops, char *buf, size_t size) {
@@ -128,15 +176,21 @@ static void print_text(const model_facts *f) {
     if (f->float_params)
         printf("; sparsity %.2f%% (exact zeros among the float parameters)",
                100.0 * (double)f->zero_params / (double)f->float_params);
-    printf("\nweights   ");
-    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
-        if (!f->weight_values[t])
-            continue;
-        cli_format_bytes((double)f->weight_bytes[t], a, sizeof a);
-        printf(" %s %s (%lld values)", kn_dtype_name((kn_dtype)t), a, (long long)f->weight_values[t]);
+    printf("\n");
+    for (int k = 0; k < f->n_kinds; k++) {
+        const weight_kind *w = &f->kinds[k];
+        printf("%-10s %s: %d tensor%s, %s bytes (%s values)\n", k ? "" : "weights", w->name, w->tensors,
+               w->tensors == 1 ? "" : "s", format_count(w->bytes, a, sizeof a),
+               format_count(w->values, b, sizeof b));
+    }
+    if (f->f32_delta && f->file_bytes > 0) {
+        int64_t as_f32 = f->file_bytes + f->f32_delta;
+        printf("size       %s-byte file; about %s bytes with f32 weights (%.2fx smaller)\n",
+               format_count(f->file_bytes, a, sizeof a), format_count(as_f32, b, sizeof b),
+               (double)as_f32 / (double)f->file_bytes);
     }
     format_flops((double)f->flops, a, sizeof a);
-    printf("\nFLOPs      %s per run at batch 1%s\n", a, f->open_dims ? " (open dimensions at 1)" : "");
+    printf("FLOPs      %s per run at batch 1%s\n", a, f->open_dims ? " (open dimensions at 1)" : "");
     cli_format_bytes((double)f->memory.arena_bytes, a, sizeof a);
     cli_format_bytes((double)f->memory.naive_bytes, b, sizeof b);
     cli_format_bytes((double)f->memory.workspace_bytes, c, sizeof c);
@@ -190,17 +244,13 @@ static void print_json(const model_facts *f) {
     cli_print_op_counts(stdout, g, true);
     printf(",\"params\":%lld,\"sparsity\":%.6f,\"weight_bytes\":{", (long long)kn_graph_param_count(g),
            f->float_params ? (double)f->zero_params / (double)f->float_params : 0.0);
-    bool first = true;
-    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
-        if (f->weight_values[t]) {
-            printf("%s\"%s\":%lld", first ? "" : ",", kn_dtype_name((kn_dtype)t), (long long)f->weight_bytes[t]);
-            first = false;
-        }
-    }
-    printf("},\"flops\":%lld,\"open_dims\":%s,\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
+    for (int k = 0; k < f->n_kinds; k++)
+        printf("%s\"%s\":%lld", k ? "," : "", f->kinds[k].name, (long long)f->kinds[k].bytes);
+    printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,"
+           "\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
            "\"workspace_bytes\":%zu,\"classes\":[",
-           (long long)f->flops, f->open_dims ? "true" : "false", f->memory.arena_bytes, f->memory.naive_bytes,
-           f->memory.workspace_bytes);
+           (long long)(f->file_bytes + f->f32_delta), (long long)f->flops, f->open_dims ? "true" : "false",
+           f->memory.arena_bytes, f->memory.naive_bytes, f->memory.workspace_bytes);
     for (int i = 0; g->class_names && i < g->n_classes; i++) {
         printf(i ? "," : "");
         cli_json_string(stdout, g->class_names[i]);

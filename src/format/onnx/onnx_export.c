@@ -16,6 +16,7 @@
 #include "format/file_write.h"
 #include "format/onnx/onnx_internal.h"
 #include "format/onnx/onnx_metadata.h"
+#include "format/storage.h"
 #include "ops/op.h"
 
 enum {
@@ -44,8 +45,11 @@ typedef struct exporter {
     name_table taken_nodes;     /* every node name in the file */
     Onnx__NodeProto **nodes;    /* (g->n_nodes * GELU_MAX_NODES) */
     size_t n_nodes;
-    Onnx__TensorProto **made;   /* (g->n_nodes * MAX_MADE_CONSTS) constants the rewrites add */
+    Onnx__TensorProto **made;   /* (g->n_nodes * MAX_MADE_CONSTS + g->n_values * 3) constants the
+                                   rewrites and the dequantizations add */
     size_t n_made;
+    bool *dequantized;          /* (g->n_values) initializers exported as a compact initializer and the
+                                   node that decodes it (DequantizeLinear, Cast) */
 } exporter;
 
 static kiln_status no_memory(void) { return kn_fail(KILN_ERR_NOMEM, "out of memory exporting ONNX"); }
@@ -281,6 +285,17 @@ static const char *made_const(exporter *x, const char *base, const char *suffix,
         return NULL;
     memcpy(copy, data, bytes);
     Onnx__TensorProto *t = make_tensor(x, name, dtype, shape, copy);
+    if (!t)
+        return NULL;
+    x->made[x->n_made++] = t;
+    return name;
+}
+
+/* A constant named "<base>/<suffix>" over `data`, which lives in the graph or x->arena (not copied). */
+static const char *made_tensor(exporter *x, const char *base, const char *suffix, kn_dtype dtype,
+                               const kn_shape *shape, const void *data) {
+    const char *name = made_name(x, base, suffix);
+    Onnx__TensorProto *t = name ? make_tensor(x, name, dtype, shape, data) : NULL;
     if (!t)
         return NULL;
     x->made[x->n_made++] = t;
@@ -572,6 +587,153 @@ static kiln_status export_node(exporter *x, int index) {
     return KILN_OK;
 }
 
+/* ---- compact storage: QDQ and Cast ---- */
+
+/* The int8 form of an affine storage as ONNX's opset-17 DequantizeLinear takes it: levels q of
+ * (q - zero_point) * scale with one scale per tensor (axis -1) or per index of `axis`. */
+typedef struct qdq_form {
+    kn_dtype dtype;             /* KN_I8 or KN_U8 */
+    const void *levels;         /* numel */
+    const float *scale;         /* (groups) */
+    const void *zero_point;     /* (groups) or NULL */
+    int axis;                   /* -1 per tensor */
+    int64_t groups;
+} qdq_form;
+
+/* Per-block scales fit one of those forms when all blocks share their scale and zero point (per
+ * tensor), or the blocks of each row do and the rows are dims[0] (per channel of axis 0). */
+static bool blocks_as_groups(const kn_storage *s, qdq_form *q) {
+    int64_t rows = s->shape.ndim ? kn_shape_span(&s->shape, 0, s->shape.ndim - 1) : 1;
+    int64_t per_row = kn_storage_group_count(s) / (rows ? rows : 1);
+    const uint8_t *zp = s->zero_point; /* equal bytes are equal zero points, signed or not */
+    bool tensor_wide = true, row_wide = true;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < per_row; b++) {
+            int64_t k = r * per_row + b, first = r * per_row;
+            row_wide &= s->scale[k] == s->scale[first] && (!zp || zp[k] == zp[first]);
+            tensor_wide &= s->scale[k] == s->scale[0] && (!zp || zp[k] == zp[0]);
+        }
+    if (tensor_wide || rows == 0) {
+        q->axis = -1;
+        q->groups = 1;
+    } else if (row_wide && s->shape.ndim >= 2 && rows == s->shape.d[0]) {
+        q->axis = 0;
+        q->groups = rows;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Whether the storage has an opset-17 DequantizeLinear form, and that form (i4, i2 and i1 levels
+ * widened to bytes, per-block scales gathered per row, in x->arena). */
+static kiln_status qdq_form_of(exporter *x, const kn_storage *s, qdq_form *q, bool *ok) {
+    *ok = false;
+    if (!kn_encoding_is_affine(s->encoding))
+        return KILN_OK;
+    bool is_unsigned = s->encoding == KN_ENC_AFFINE_U8 || s->encoding == KN_ENC_AFFINE_I1;
+    *q = (qdq_form){is_unsigned ? KN_U8 : KN_I8, s->payload, s->scale, s->zero_point, s->axis,
+                    kn_storage_group_count(s)};
+    if (s->block > 0 && !blocks_as_groups(s, q))
+        return KILN_OK;
+    int64_t n = kn_shape_numel(&s->shape);
+    if (s->bits < 8) { /* i4, i2, i1: one level a byte */
+        int8_t *levels = kn_arena_alloc(&x->arena, (size_t)(n ? n : 1));
+        if (!levels)
+            return no_memory();
+        for (int64_t i = 0; i < n; i++)
+            levels[i] = (int8_t)kn_storage_level(s, i);
+        q->levels = levels;
+    }
+    if (s->block > 0) { /* the first block of each row (or of the tensor) speaks for the others */
+        int64_t per_row = kn_storage_group_count(s) / (q->groups ? q->groups : 1);
+        float *scale = kn_arena_alloc(&x->arena, sizeof(float) * (size_t)(q->groups + 1));
+        uint8_t *zero_point = kn_arena_alloc(&x->arena, (size_t)(q->groups + 1));
+        if (!scale || !zero_point)
+            return no_memory();
+        for (int64_t r = 0; r < q->groups; r++) {
+            scale[r] = s->scale[r * per_row];
+            zero_point[r] = s->zero_point ? ((const uint8_t *)s->zero_point)[r * per_row] : 0;
+        }
+        q->scale = scale;
+        q->zero_point = s->zero_point ? zero_point : NULL;
+    }
+    *ok = true;
+    return KILN_OK;
+}
+
+/* Value v as int8/uint8 levels, scale and zero point initializers and the DequantizeLinear that
+ * gives v: "<v>/quantized", "<v>/scale", "<v>/zero_point", node "<v>/dequantize". */
+static kiln_status export_dequantize(exporter *x, int v, const kn_value *value, const qdq_form *q) {
+    const char *name = x->names[v];
+    kn_shape groups = q->axis >= 0 ? kn_shape_of(1, &q->groups) : kn_shape_of(0, NULL);
+    const char *levels = made_tensor(x, name, "quantized", q->dtype, &value->shape, q->levels);
+    const char *scale = made_tensor(x, name, "scale", KN_F32, &groups, q->scale);
+    const char *zero_point = q->zero_point ? made_tensor(x, name, "zero_point", q->dtype, &groups, q->zero_point)
+                                           : NULL;
+    const char *node = made_node_name(x, name, "dequantize");
+    Onnx__NodeProto *p = levels && scale && (zero_point || !q->zero_point) && node
+                             ? add_node(x, "DequantizeLinear", node, 3, 1, 1)
+                             : NULL;
+    if (!p)
+        return no_memory();
+    p->input[p->n_input++] = (char *)levels;
+    p->input[p->n_input++] = (char *)scale;
+    if (zero_point)
+        p->input[p->n_input++] = (char *)zero_point;
+    p->output[p->n_output++] = (char *)name;
+    if (q->axis >= 0)
+        KN_TRY(add_int_attr(x, p, "axis", q->axis));
+    return KILN_OK;
+}
+
+/* Value v as an f16 initializer "<v>/f16" and the Cast to f32 that gives v. */
+static kiln_status export_half(exporter *x, int v, const kn_value *value) {
+    const char *name = x->names[v];
+    const char *half = made_tensor(x, name, "f16", KN_F16, &value->shape, value->storage->payload);
+    const char *node = made_node_name(x, name, "cast");
+    Onnx__NodeProto *p = half && node ? add_node(x, "Cast", node, 1, 1, 1) : NULL;
+    if (!p)
+        return no_memory();
+    p->input[p->n_input++] = (char *)half;
+    p->output[p->n_output++] = (char *)name;
+    return add_int_attr(x, p, "to", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
+}
+
+/* Initializers some node reads (or graph outputs) that are stored compactly: affine storage with an
+ * opset-17 form becomes QDQ, f16 storage an f16 initializer and a Cast; the other encodings (bf16,
+ * codebook, sparse, and affine without such a form) are written as their decoded f32 values. These
+ * nodes come first: they read only initializers. */
+static kiln_status export_compact_initializers(exporter *x) {
+    const kn_graph *g = x->g;
+    bool *read = calloc((size_t)g->n_values + 1, sizeof *read);
+    if (!read)
+        return no_memory();
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                read[g->nodes[i].in[k]] = true;
+    for (int i = 0; i < g->n_outputs; i++)
+        read[g->outputs[i]] = true;
+    kiln_status st = KILN_OK;
+    for (int v = 0; v < g->n_values && st == KILN_OK; v++) {
+        const kn_value *value = &g->values[v];
+        if (!read[v] || !is_initializer(value) || !value->storage)
+            continue;
+        qdq_form q;
+        bool has_qdq = false;
+        if (value->storage->encoding == KN_ENC_F16) {
+            st = export_half(x, v, value);
+            x->dequantized[v] = st == KILN_OK;
+        } else if ((st = qdq_form_of(x, value->storage, &q, &has_qdq)) == KILN_OK && has_qdq) {
+            st = export_dequantize(x, v, value, &q);
+            x->dequantized[v] = st == KILN_OK;
+        }
+    }
+    free(read);
+    return st;
+}
+
 /* ---- the graph ---- */
 
 /* A graph input's or output's type. Dim 0 is the batch, "batch"; an input's other dynamic dims (-1)
@@ -656,7 +818,7 @@ static kiln_status collect_initializers(exporter *x, Onnx__GraphProto *graph) {
     kiln_status st = KILN_OK;
     for (int v = 0; v < g->n_values && st == KILN_OK; v++) {
         const kn_value *value = &g->values[v];
-        if (!named[v] || !is_initializer(value))
+        if (!named[v] || !is_initializer(value) || x->dequantized[v])
             continue;
         Onnx__TensorProto *t = make_tensor(x, x->names[v], value->dtype, &value->shape, value->data);
         if (t)
@@ -674,6 +836,7 @@ static kiln_status build_graph(exporter *x, Onnx__GraphProto *graph) {
     const kn_graph *g = x->g;
     onnx__graph_proto__init(graph);
     graph->name = "kiln";
+    KN_TRY(export_compact_initializers(x));
     for (int i = 0; i < g->n_nodes; i++) {
         kiln_status st = export_node(x, i);
         if (st != KILN_OK) {
@@ -704,13 +867,16 @@ static kiln_status build_model(exporter *x, const kn_graph *g, Onnx__ModelProto 
     size_t node_slots = (size_t)g->n_nodes + 1;
     x->names = malloc(sizeof *x->names * ((size_t)g->n_values + 1));
     x->node_names = malloc(sizeof *x->node_names * node_slots);
-    x->nodes = kn_arena_alloc(&x->arena, sizeof *x->nodes * node_slots * GELU_MAX_NODES);
-    x->made = kn_arena_alloc(&x->arena, sizeof *x->made * node_slots * MAX_MADE_CONSTS);
+    size_t value_slots = (size_t)g->n_values + 1;
+    x->nodes = kn_arena_alloc(&x->arena, sizeof *x->nodes * (node_slots * GELU_MAX_NODES + value_slots));
+    x->made = kn_arena_alloc(&x->arena, sizeof *x->made * (node_slots * MAX_MADE_CONSTS + 3 * value_slots));
+    x->dequantized = kn_arena_alloc(&x->arena, sizeof *x->dequantized * value_slots);
     Onnx__ModelProto *m = kn_arena_alloc(&x->arena, sizeof *m);
     Onnx__GraphProto *graph = kn_arena_alloc(&x->arena, sizeof *graph);
     Onnx__OperatorSetIdProto *opset = kn_arena_alloc(&x->arena, sizeof *opset);
     Onnx__OperatorSetIdProto **opsets = kn_arena_alloc(&x->arena, sizeof *opsets);
-    if (!x->names || !x->node_names || !x->nodes || !x->made || !m || !graph || !opset || !opsets)
+    if (!x->names || !x->node_names || !x->nodes || !x->made || !x->dequantized || !m || !graph || !opset ||
+        !opsets)
         return no_memory();
     KN_TRY(check_graph(x));
     KN_TRY(build_graph(x, graph));

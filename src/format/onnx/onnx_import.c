@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "format/onnx/onnx_internal.h"
 #include "format/onnx/onnx_metadata.h"
+#include "format/storage.h"
 #include "ops/op.h"
 
 /* A folded node whose outputs exceed this stays a node: constant folding should shrink a model's
@@ -250,17 +251,52 @@ kiln_status kn_onnx_copy_attr(kn_onnx_importer *im, const kn_onnx_node *n, int n
  * weight), which must stay trainable. */
 static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
     int present = 0;
+    /* A DequantizeLinear of initializers, or a Cast of an f16 one, becomes a weight with compact
+     * storage (storage_of_folded), which stays trainable. */
+    bool decodes = strcmp(node->op->name, "DequantizeLinear") == 0 ||
+                   (strcmp(node->op->name, "Cast") == 0 && node->in[0] >= 0 && im->g->values[node->in[0]].storage);
     for (int k = 0; k < node->n_in; k++) {
         if (node->in[k] < 0)
             continue;
         const kn_value *v = &im->g->values[node->in[k]];
         if (v->kind != KN_VALUE_CONST ||
-            (im->for_training && kn_onnx_is_weight(im, node->in[k]) && v->dtype == KN_F32))
+            (im->for_training && !decodes && kn_onnx_is_weight(im, node->in[k]) && v->dtype == KN_F32))
             return false;
         present++;
     }
     return present > 0 && strcmp(node->op->name, "Dropout") != 0 &&
            strcmp(node->op->name, "BatchNormalization") != 0;
+}
+
+/* The compact storage a folded node's output keeps: DequantizeLinear of int8/uint8 initializers is
+ * affine i8/u8 storage (per tensor, or per channel of `axis`), Cast to f32 of an f16 initializer keeps
+ * its f16 storage, so a quantized model goes .kiln -> .onnx -> .kiln without growing. NULL when the node is
+ * neither, or its inputs do not fit a storage. The caller checks the storage decodes to the output. */
+static const kn_storage *storage_of_folded(kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0), *y = kn_node_output(g, node, 0);
+    if (strcmp(node->op->name, "Cast") == 0 && x && x->storage && x->storage->encoding == KN_ENC_F16 &&
+        y->dtype == KN_F32)
+        return x->storage;
+    kn_storage *s = kn_arena_alloc(&g->arena, sizeof *s);
+    size_t bytes;
+    if (strcmp(node->op->name, "DequantizeLinear") != 0 || !x || !x->data || !s ||
+        !kn_shape_bytes(&x->shape, x->dtype, &bytes))
+        return NULL;
+    *s = (kn_storage){.shape = x->shape, .axis = -1, .bits = 8, .payload = x->data, .payload_bytes = bytes};
+    const kn_value *scale = kn_node_input(g, node, 1), *zero_point = kn_node_input(g, node, 2);
+    if ((x->dtype != KN_I8 && x->dtype != KN_U8) || !scale || !scale->data || scale->dtype != KN_F32 ||
+        scale->shape.ndim > 1 || (zero_point && (!zero_point->data || zero_point->dtype != x->dtype)))
+        return NULL;
+    s->encoding = x->dtype == KN_I8 ? KN_ENC_AFFINE_I8 : KN_ENC_AFFINE_U8;
+    if (kn_shape_numel(&scale->shape) != 1)
+        s->axis = kn_axis_normalize(kn_node_int(node, "axis", 1), x->shape.ndim);
+    s->scale = scale->data;
+    s->zero_point = zero_point ? zero_point->data : NULL;
+    /* The scale (and zero point) must have the granularity's shape: a 1-element 1-D scale is per tensor. */
+    kn_shape groups = kn_storage_scale_shape(s);
+    if (s->axis < -1 || kn_shape_numel(&groups) != kn_shape_numel(&scale->shape))
+        return NULL;
+    return kn_storage_check(s) == KILN_OK ? s : NULL;
 }
 
 /* Runs the last node once and turns its outputs into constants; the node goes away. Leaves the node
@@ -292,12 +328,28 @@ static kiln_status fold_last_node(kn_onnx_importer *im) {
         kn_error_prefix("%s: ", node->op->name);
         return st;
     }
+    const kn_storage *storage = storage_of_folded(g, node);
+    kn_error_clear(); /* a node without a storage form is not an error */
     for (int k = 0; k < node->n_out; k++) {
         kn_value *y = &g->values[node->out[k]];
         y->kind = KN_VALUE_CONST;
         y->data = out_data[k];
         y->data_from_inference = false;
         y->producer = -1;
+    }
+    if (storage) {
+        kn_value *y = &g->values[node->out[0]];
+        size_t bytes;
+        kn_shape_bytes(&y->shape, KN_F32, &bytes);
+        float *decoded = malloc(bytes ? bytes : 1);
+        if (!decoded)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory checking the storage of '%s'", y->name);
+        kn_storage_decode(storage, decoded);
+        if (memcmp(decoded, y->data, bytes) == 0)
+            y->storage = storage;
+        free(decoded);
+        if (y->storage)
+            KN_TRY(kn_onnx_set_weight(im, node->out[0]));
     }
     g->n_nodes--;
     return KILN_OK;
@@ -341,6 +393,10 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
             if (st == KILN_OK)
                 st = kn_onnx_tensor_fill(t, im->base_dir, dtype, kn_shape_numel(&shape),
                                          im->g->values[id].data);
+            /* An f16 initializer is computed with as f32; it keeps its f16 form as storage (exact: every
+             * f16 is an f32), which a Cast to f32 of it hands on (storage_of_folded). */
+            if (st == KILN_OK && t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 && dtype == KN_F32)
+                st = kn_value_compress(im->g, id, &(kn_storage_spec){.encoding = KN_ENC_F16});
         }
         if (st != KILN_OK) {
             kn_error_prefix("initializer '%s': ", name);
@@ -526,6 +582,64 @@ static kiln_status import_outputs(kn_onnx_importer *im, const Onnx__GraphProto *
     return KILN_OK;
 }
 
+/* Whether initializer v only fed a folded DequantizeLinear or Cast whose output kept it as storage:
+ * its data is that storage's payload, scale or zero point, or its storage is that storage, and nothing
+ * else reads it. */
+static bool only_in_storage(const kn_graph *g, int v, const bool *read) {
+    const void *data = g->values[v].data;
+    if (read[v] || g->values[v].kind != KN_VALUE_CONST || !data)
+        return false;
+    for (int i = 0; i < g->n_values; i++) {
+        const kn_storage *s = g->values[i].storage;
+        if (i != v && s && (s->payload == data || (const void *)s->scale == data || s->zero_point == data ||
+                            s == g->values[v].storage))
+            return true;
+    }
+    return false;
+}
+
+/* Drops the initializers only_in_storage finds, renumbering the other values in order: the quantized
+ * levels, scales and zero points now live in the storage of the value they decode to, and must not be
+ * stored twice. */
+static kiln_status drop_folded_initializers(kn_graph *g) {
+    bool *read = calloc((size_t)g->n_values + 1, sizeof *read);
+    int *new_id = malloc(sizeof *new_id * ((size_t)g->n_values + 1));
+    if (!read || !new_id) {
+        free(read);
+        free(new_id);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                read[g->nodes[i].in[k]] = true;
+    for (int i = 0; i < g->n_outputs; i++)
+        read[g->outputs[i]] = true;
+    for (int i = 0; i < g->n_inputs; i++)
+        read[g->inputs[i]] = true;
+    int kept = 0;
+    for (int v = 0; v < g->n_values; v++)
+        new_id[v] = only_in_storage(g, v, read) ? -1 : kept++;
+    for (int v = 0; v < g->n_values; v++)
+        if (new_id[v] >= 0)
+            g->values[new_id[v]] = g->values[v];
+    g->n_values = kept;
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0)
+                g->nodes[i].in[k] = new_id[g->nodes[i].in[k]];
+        for (int k = 0; k < g->nodes[i].n_out; k++)
+            g->nodes[i].out[k] = new_id[g->nodes[i].out[k]];
+    }
+    for (int i = 0; i < g->n_inputs; i++)
+        g->inputs[i] = new_id[g->inputs[i]];
+    for (int i = 0; i < g->n_outputs; i++)
+        g->outputs[i] = new_id[g->outputs[i]];
+    free(read);
+    free(new_id);
+    return KILN_OK;
+}
+
 static kiln_status import_opset(kn_onnx_importer *im, const Onnx__ModelProto *m) {
     bool found = false;
     for (size_t i = 0; i < m->n_opset_import; i++) {
@@ -569,6 +683,7 @@ static kiln_status import_model(kn_onnx_importer *im, const Onnx__ModelProto *m)
             g->values[v].data_from_inference = false;
         }
     }
+    KN_TRY(drop_folded_initializers(g));
     KN_TRY(kn_onnx_meta_import(m, g));
     char opset[24];
     snprintf(opset, sizeof opset, "%lld", (long long)im->opset);
