@@ -37,6 +37,20 @@ static inline float kn_hash_uniform(uint64_t key, uint64_t counter) {
     return (float)(kn_mix64(key + counter * 0x9e3779b97f4a7c15ull) >> 40) * (1.0f / 16777216.0f);
 }
 
+/* The uniform value at position `counter` of stream `key` with 32-bit integer arithmetic only, so
+ * that loops over positions vectorize (Dropout's mask): the counter, offset by the key, goes through
+ * the MurmurHash3 32-bit finalizer, a bijection, so the 2^32 positions of a stream take distinct
+ * values. 24 random bits, as kn_rng_uniform. */
+static inline float kn_hash32_uniform(uint64_t key, uint32_t counter) {
+    uint32_t h = counter * 0x9e3779b9u + (uint32_t)(key ^ (key >> 32));
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (float)(int32_t)(h >> 8) * (1.0f / 16777216.0f);
+}
+
 /* Uniform integer in [0, n) (n > 0), without modulo bias. */
 uint64_t kn_rng_below(kn_rng *r, uint64_t n);
 /* Standard normal (Box-Muller). */

@@ -3,7 +3,7 @@
  *
  * The mode is training when kiln trains (ctx->training) or when ONNX's optional training_mode input
  * (opset 12+, a bool scalar, read at run time) is true. The mask is not stored: element i is kept
- * when kn_hash_uniform(key, i) >= ratio, with the key derived from the run seed, the training step
+ * when kn_hash32_uniform(key, i) >= ratio, with the key derived from the run seed, the training step
  * and the node index (ONNX's `seed` attribute is not used). Forward and backward therefore see the
  * same mask, and it does not depend on the thread count. In eval the copy works for every dtype (an
  * ONNX model may keep an f16 Dropout); training needs f32.
@@ -82,21 +82,32 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* The training map of forward (dst = kept(src), and the mask when wanted) and backward
- * (dst += kept(src), or = into a fresh gradient): element i is kept, scaled by 1 / (1 - ratio), where the node's stream is
- * >= ratio. */
+/* The training map of forward (dst = kept(src), and the mask when wanted) and backward (dst +=
+ * kept(src), or = into a fresh gradient): element i is kept, scaled by 1 / (1 - ratio), where the
+ * node's stream is >= ratio. The loops load src[i] whatever the draw, so that they have no branch
+ * and vectorize. */
 static void dropout_map(const kn_op_call *call, float ratio, const float *src, float *dst,
                         bool accumulate, uint8_t *mask) {
     int64_t n = kn_numel(call->in[DROPOUT_DATA]);
     float gain = 1.0f / (1.0f - ratio);
     uint64_t key = dropout_key(call->ctx);
+    if (accumulate) {
 #pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        bool kept = kn_hash_uniform(key, (uint64_t)i) >= ratio;
-        float v = kept ? src[i] * gain : 0.0f;
-        dst[i] = accumulate ? dst[i] + v : v;
-        if (mask)
-            mask[i] = kept;
+        for (int64_t i = 0; i < n; i++) {
+            float x = src[i];
+            dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float x = src[i];
+            dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        }
+    }
+    if (mask) {
+#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            mask[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio;
     }
 }
 
