@@ -13,6 +13,9 @@
  * never touches the running statistics; gradients flowing into the running_mean / running_var
  * outputs reach X and the inputs they blend.
  *
+ * With kn_op_call.fused_relu the training tape runs a following Relu inside this op: the normalised
+ * values are cut at 0 as they are written, and backward masks dY with the Relu's output.
+ *
  * Each channel's sums are taken by one thread in a fixed order — per plane in 16 float lanes (so the
  * loops vectorise), the plane sums added in double — so results are bit-identical whatever the thread
  * count.
@@ -123,20 +126,30 @@ static double plane_squared_deviation(const float *x, int64_t n, float m) {
     return s;
 }
 
+/* The gradient of the normalized value at i: dy[i], or with a fused Relu (relu_y = its output)
+ * dy[i] where the Relu passed its input and 0 where it cut it. `masked` is a constant at every
+ * inlined call, so that the loops stay branch-free. */
+static inline float bn_dy(const float *dy, const float *relu_y, int64_t i, bool masked) {
+    float g = dy[i];
+    return masked ? (relu_y[i] > 0.0f ? g : 0.0f) : g;
+}
+
 /* sum(dy) and sum(dy * (x - m)) over one plane. */
-static void plane_gradient_sums(const float *dy, const float *x, int64_t n, float m, double *sum_dy,
-                                double *sum_dy_dev) {
+static inline void plane_gradient_sums(const float *dy, const float *relu_y, bool masked, const float *x,
+                                       int64_t n, float m, double *sum_dy, double *sum_dy_dev) {
     float lane_dy[BN_LANES] = {0}, lane_dev[BN_LANES] = {0};
     int64_t i = 0;
     for (; i + BN_LANES <= n; i += BN_LANES)
         for (int k = 0; k < BN_LANES; k++) {
-            lane_dy[k] += dy[i + k];
-            lane_dev[k] += dy[i + k] * (x[i + k] - m);
+            float g = bn_dy(dy, relu_y, i + k, masked);
+            lane_dy[k] += g;
+            lane_dev[k] += g * (x[i + k] - m);
         }
     double a = 0, b = 0;
     for (; i < n; i++) {
-        a += dy[i];
-        b += (double)dy[i] * ((double)x[i] - m);
+        float g = bn_dy(dy, relu_y, i, masked);
+        a += g;
+        b += (double)g * ((double)x[i] - m);
     }
     for (int k = 0; k < BN_LANES; k++) {
         a += lane_dy[k];
@@ -168,16 +181,27 @@ static void bn_channel_moments(const float *x, bn_view v, int64_t c, double *mea
     *var = squares / count;
 }
 
-/* y = (x - mean) * (scale / sqrt(var + eps)) + B over one channel. */
-static void bn_channel_normalize(const float *x, float *y, bn_view v, int64_t c, double mean,
-                                 double var, float scale, float bias, float epsilon) {
+/* y = (x - mean) * (scale / sqrt(var + eps)) + B over one plane, then relu(y) when `relu` (a
+ * constant at each inlined call). */
+static inline void plane_normalize(const float *x, float *y, int64_t n, float shift, float gain, float bias,
+                                   bool relu) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = (x[i] - shift) * gain + bias;
+        y[i] = relu ? (v < 0.0f ? 0.0f : v) : v; /* Relu's formula: NaN passes through */
+    }
+}
+
+static void bn_channel_normalize(const float *x, float *y, bn_view v, int64_t c, double mean, double var,
+                                 float scale, float bias, float epsilon, bool relu) {
     float shift = (float)mean;
     float gain = (float)(scale / sqrt(var + epsilon));
     for (int64_t n = 0; n < v.N; n++) {
         const float *xp = x + (n * v.C + c) * v.inner;
         float *yp = y + (n * v.C + c) * v.inner;
-        for (int64_t i = 0; i < v.inner; i++)
-            yp[i] = (xp[i] - shift) * gain + bias;
+        if (relu)
+            plane_normalize(xp, yp, v.inner, shift, gain, bias, true);
+        else
+            plane_normalize(xp, yp, v.inner, shift, gain, bias, false);
     }
 }
 
@@ -219,16 +243,17 @@ static kiln_status bn_forward(const kn_op_call *call) {
             running_var[c] =
                 (float)(running_var[c] * (double)momentum + unbiased_var * (1.0 - momentum));
         }
-        bn_channel_normalize(xd, y, v, c, mean, var, scale[c], bias[c], epsilon);
+        bn_channel_normalize(xd, y, v, c, mean, var, scale[c], bias[c], epsilon, call->fused_relu);
     }
     return KILN_OK;
 }
 
 /* dx = gain * (dy - offset) - slope * (x - m) over one plane, added to dx or stored. */
-static inline void plane_input_gradient(const float *x, const float *dy, float *dx, int64_t n, float gain,
-                                        float offset, float slope, float m, bool store) {
+static inline void plane_input_gradient(const float *x, const float *dy, const float *relu_y, bool masked,
+                                        float *dx, int64_t n, float gain, float offset, float slope, float m,
+                                        bool store) {
     for (int64_t i = 0; i < n; i++)
-        dx[i] = (store ? 0.0f : dx[i]) + (gain * (dy[i] - offset) - slope * (x[i] - m));
+        dx[i] = (store ? 0.0f : dx[i]) + (gain * (bn_dy(dy, relu_y, i, masked) - offset) - slope * (x[i] - m));
 }
 
 /* The gradients of one channel from dY. Batch statistics, with xhat = (x - mean) / std:
@@ -238,6 +263,7 @@ static inline void plane_input_gradient(const float *x, const float *dy, float *
 static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     const float *x = kn_f32(call->in[BN_X]);
     const float *dy = kn_f32(call->dout[BN_Y]);
+    const float *relu_y = call->fused_relu ? kn_f32(call->out[BN_Y]) : NULL;
     float *dx = call->din[BN_X] ? kn_f32(call->din[BN_X]) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
     bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
@@ -253,8 +279,12 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
     double inv_std = 1.0 / sqrt(var + epsilon);
     double sum_dy = 0, sum_dy_dev = 0;
     for (int64_t n = 0; n < v.N; n++)
-        plane_gradient_sums(dy + (n * v.C + c) * v.inner, x + (n * v.C + c) * v.inner, v.inner, (float)mean,
-                            &sum_dy, &sum_dy_dev);
+        if (relu_y)
+            plane_gradient_sums(dy + (n * v.C + c) * v.inner, relu_y + (n * v.C + c) * v.inner, true,
+                                x + (n * v.C + c) * v.inner, v.inner, (float)mean, &sum_dy, &sum_dy_dev);
+        else
+            plane_gradient_sums(dy + (n * v.C + c) * v.inner, NULL, false, x + (n * v.C + c) * v.inner, v.inner,
+                                (float)mean, &sum_dy, &sum_dy_dev);
     double sum_dy_xhat = sum_dy_dev * inv_std;
     channel_gradient_put(call, BN_SCALE, c, (float)sum_dy_xhat);
     channel_gradient_put(call, BN_B, c, (float)sum_dy);
@@ -280,11 +310,17 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
         const float *xp = x + (n * v.C + c) * v.inner;
         const float *dyp = dy + (n * v.C + c) * v.inner;
         float *dxp = dx + (n * v.C + c) * v.inner;
-        /* two calls with constant `store`, so that each inlined loop is branch-free */
-        if (kn_din_fresh(call, BN_X))
-            plane_input_gradient(xp, dyp, dxp, v.inner, gain, offset, slope, m, true);
+        const float *relu_yp = relu_y ? relu_y + (n * v.C + c) * v.inner : NULL;
+        /* calls with constant flags, so that each inlined loop is branch-free */
+        bool fresh = kn_din_fresh(call, BN_X);
+        if (relu_y && fresh)
+            plane_input_gradient(xp, dyp, relu_yp, true, dxp, v.inner, gain, offset, slope, m, true);
+        else if (relu_y)
+            plane_input_gradient(xp, dyp, relu_yp, true, dxp, v.inner, gain, offset, slope, m, false);
+        else if (fresh)
+            plane_input_gradient(xp, dyp, NULL, false, dxp, v.inner, gain, offset, slope, m, true);
         else
-            plane_input_gradient(xp, dyp, dxp, v.inner, gain, offset, slope, m, false);
+            plane_input_gradient(xp, dyp, NULL, false, dxp, v.inner, gain, offset, slope, m, false);
     }
 }
 
@@ -352,5 +388,6 @@ const kn_op kn_op_batchnormalization = {
     .forward = bn_forward,
     .backward = bn_backward,
     .backward_stores = true,
+    .trains_fused_relu = true,
     .flops = bn_flops,
 };

@@ -35,6 +35,11 @@ typedef struct kn_op_call {
     kn_tensor *const *din;
     kn_op_ctx *ctx;
     unsigned din_fresh;
+    /* The caller folds a Relu that is the only reader of output 0 into this call (ops with
+     * trains_fused_relu only, single-output nodes): forward writes relu(y) to out[0], and backward
+     * gets out[0] = relu(y) and dout[0] = the gradient of relu(y). Saves the training tape a pass
+     * over the activation each way. */
+    bool fused_relu;
 } kn_op_call;
 
 static inline bool kn_din_fresh(const kn_op_call *call, int i) { return (call->din_fresh >> i) & 1u; }
@@ -54,6 +59,8 @@ struct kn_op {
     /* backward honours kn_op_call.din_fresh, and writes every element of a fresh din[i] whenever
      * every dout is given. */
     bool backward_stores;
+    /* forward and backward honour kn_op_call.fused_relu. */
+    bool trains_fused_relu;
 };
 
 /* The op table entry named `name`, or NULL. */

@@ -75,6 +75,32 @@ static void find_grad_storers(kn_tape *t) {
             storer[v] = -1;
 }
 
+/* relu_fused_into[i]: for a node whose op trains with a fused Relu, the Relu node that reads its only
+ * output and nothing else does; -1 otherwise. relu_fused_into[j] = -2 marks that Relu node, which
+ * then never runs on its own (the producer writes its output and takes its gradient). */
+static void find_fused_relus(kn_tape *t) {
+    kn_graph *g = t->g;
+    for (int i = 0; i < g->n_nodes; i++)
+        t->relu_fused_into[i] = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (!n->op->trains_fused_relu || n->n_out != 1 || is_output(g, n->out[0]))
+            continue;
+        int reader = -1, reads = 0;
+        for (int j = i + 1; j < g->n_nodes; j++)
+            for (int k = 0; k < g->nodes[j].n_in; k++)
+                if (g->nodes[j].in[k] == n->out[0]) {
+                    reader = j;
+                    reads++;
+                }
+        if (reads == 1 && strcmp(g->nodes[reader].op->name, "Relu") == 0 && g->nodes[reader].in[0] == n->out[0] &&
+            t->needs_grad[n->out[0]] == t->needs_grad[g->nodes[reader].out[0]]) {
+            t->relu_fused_into[i] = reader;
+            t->relu_fused_into[reader] = -2;
+        }
+    }
+}
+
 /* Parameter gradients live in their own block, allocated once. */
 static kiln_status alloc_param_grads(kn_tape *t) {
     kn_graph *g = t->g;
@@ -192,12 +218,14 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     t->grads = calloc(n, sizeof(kn_tensor));
     t->needs_grad = calloc(n, sizeof(bool));
     t->grad_storer = calloc(n, sizeof(int));
-    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer) {
+    t->relu_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
+    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->relu_fused_into) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
     mark_needs_grad(t);
     find_grad_storers(t);
+    find_fused_relus(t);
     kiln_status st = alloc_param_grads(t);
     if (st != KILN_OK)
         kn_tape_free(t);
@@ -225,6 +253,7 @@ void kn_tape_free(kn_tape *t) {
     free(t->grads);
     free(t->needs_grad);
     free(t->grad_storer);
+    free(t->relu_fused_into);
     free(t->act_block);
     free(t->param_grad_block);
     kn_op_ctx_release(&t->ctx);
@@ -256,6 +285,12 @@ static kiln_status bind_node(kn_tape *t, const kn_node *n, node_binding *b, bool
         b->out[k] = &t->values[v];
         b->dout[k] = (backward && t->needs_grad[v]) ? &t->grads[v] : NULL;
     }
+    int relu = t->relu_fused_into[n - t->g->nodes];
+    if (relu >= 0) { /* output 0 is the fused Relu's output, see kn_op_call.fused_relu */
+        int v = t->g->nodes[relu].out[0];
+        b->out[0] = &t->values[v];
+        b->dout[0] = (backward && t->needs_grad[v]) ? &t->grads[v] : NULL;
+    }
     return KILN_OK;
 }
 
@@ -271,12 +306,13 @@ kiln_status kn_tape_forward(kn_tape *t, bool training) {
     t->ctx.training = training;
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
-        if (outputs_known(g, n))
+        if (outputs_known(g, n) || t->relu_fused_into[i] == -2)
             continue;
         node_binding b;
         KN_TRY(bind_node(t, n, &b, false));
         t->ctx.node_index = i;
-        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .ctx = &t->ctx};
+        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .ctx = &t->ctx,
+                           .fused_relu = t->relu_fused_into[i] >= 0};
         kiln_status st = n->op->forward(&call);
         if (st != KILN_OK) {
             kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
@@ -301,6 +337,8 @@ kiln_status kn_tape_backward(kn_tape *t) {
             memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const kn_node *n = &g->nodes[i];
+        if (t->relu_fused_into[i] == -2)
+            continue;
         node_binding b;
         KN_TRY(bind_node(t, n, &b, true));
         bool flows_out = false, flows_in = false;
@@ -314,7 +352,8 @@ kiln_status kn_tape_backward(kn_tape *t) {
             return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op %s has no gradient; it cannot be trained through",
                            n->name, n->op->name);
         t->ctx.node_index = i;
-        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx};
+        kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx,
+                           .fused_relu = t->relu_fused_into[i] >= 0};
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0 && t->grad_storer[n->in[k]] == i)
                 call.din_fresh |= 1u << k;

@@ -18,6 +18,7 @@ typedef struct kn_tape {
     kn_tensor *grads;    /* (n_values) gradient views; data NULL where no gradient flows */
     bool *needs_grad;    /* (n_values) a parameter, or computed from one */
     int *grad_storer;    /* (n_values) node whose backward stores the value's whole gradient, or -1 */
+    int *relu_fused_into;/* (n_nodes) the Relu node run inside this node, -1 none, -2 for that Relu */
     float *act_block;
     size_t act_block_bytes;
     float *param_grad_block;
