@@ -131,7 +131,10 @@ static double plane_squared_deviation(const float *x, int64_t n, float m) {
  * inlined call, so that the loops stay branch-free. */
 static inline float bn_dy(const float *dy, const float *relu_y, int64_t i, bool masked) {
     float g = dy[i];
-    return masked ? (relu_y[i] > 0.0f ? g : 0.0f) : g;
+    if (!masked)
+        return g;
+    float r = relu_y[i];
+    return r > 0.0f ? g : 0.0f;
 }
 
 /* sum(dy) and sum(dy * (x - m)) over one plane. */
