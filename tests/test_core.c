@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -6,6 +7,7 @@
 #include "core/graph.h"
 #include "core/status.h"
 #include "core/tensor.h"
+#include "core/threads.h"
 
 static void test_shapes(void) {
     kn_shape s = kn_shape_of(4, (int64_t[]){64, 1, 28, 28});
@@ -41,9 +43,38 @@ static void test_graph_errors(void) {
     kn_graph_free(&g);
 }
 
+/* Each thread sets a count and reads it back many times while the other does the same with another. */
+static void *hold_thread_count(void *arg) {
+    int want = *(int *)arg;
+    kn_threads_set(want);
+    int mismatches = 0;
+    for (int i = 0; i < 200000; i++) {
+        mismatches += kn_threads_get() != want;
+        if (i % 1000 == 0)
+            kn_threads_set(want);
+    }
+    *(int *)arg = mismatches;
+    return NULL;
+}
+
+/* The thread count is per OS thread: sessions run from two threads with different counts do not
+ * see each other's. */
+static void test_thread_count_per_thread(void) {
+    int counts[2] = {1, 3};
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&threads[i], NULL, hold_thread_count, &counts[i]) == 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    printf("thread count read back by two threads setting 1 and 3: %d and %d mismatches\n", counts[0],
+           counts[1]);
+    CHECK(counts[0] == 0 && counts[1] == 0);
+}
+
 int main(void) {
     test_shapes();
     test_arena();
     test_graph_errors();
+    test_thread_count_per_thread();
     return check_finish();
 }

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
-static int thread_count;
+/* Per OS thread, like OpenMP's own thread-count setting (omp_set_num_threads sets it for the calling
+ * thread only): sessions run from different threads with different counts do not disturb each other. */
+static _Thread_local int thread_count;
 
 void kn_threads_set(int n) {
     thread_count = n > 0 ? n : omp_get_num_procs();

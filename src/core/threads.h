@@ -3,7 +3,7 @@
 #ifndef KN_THREADS_H
 #define KN_THREADS_H
 
-/* n <= 0 means "all cores". */
+/* Sets the calling thread's count for the parallel loops it starts; n <= 0 means "all cores". */
 void kn_threads_set(int n);
 int kn_threads_get(void);
 

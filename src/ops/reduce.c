@@ -482,6 +482,23 @@ static kiln_status reduce_backward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* ReduceSum and ReduceMean take their partial sums from ctx scratch: its size at the current shapes,
+ * so that a session can allocate it before the first run. */
+static size_t reduce_sum_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    const kn_value *axes_value = kn_node_input(g, node, 1);
+    kn_tensor axes_view;
+    if (axes_value) {
+        if (!axes_value->data)
+            return 0;
+        axes_view = (kn_tensor){axes_value->shape, axes_value->dtype, axes_value->data};
+    }
+    unsigned mask;
+    if (reduce_axes(node, axes_value ? &axes_view : NULL, x->shape.ndim, &mask) != KILN_OK)
+        return 0;
+    return kn_reduce_sum_workspace(&x->shape, mask);
+}
+
 /* One add, compare or multiply per input element; ReduceL2 also squares. */
 static int64_t reduce_flops(const kn_graph *g, const kn_node *node) {
     return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
@@ -492,10 +509,12 @@ static int64_t reducel2_flops(const kn_graph *g, const kn_node *node) {
 
 const kn_op kn_op_reducemean = {.name = "ReduceMean", .min_inputs = 1, .max_inputs = 2,
                                 .infer = reduce_infer, .forward = reduce_forward,
-                                .backward = reduce_backward, .flops = reduce_flops};
+                                .backward = reduce_backward, .flops = reduce_flops,
+                                .workspace = reduce_sum_workspace};
 const kn_op kn_op_reducesum = {.name = "ReduceSum", .min_inputs = 1, .max_inputs = 2,
                                .infer = reduce_infer, .forward = reduce_forward,
-                               .backward = reduce_backward, .flops = reduce_flops};
+                               .backward = reduce_backward, .flops = reduce_flops,
+                               .workspace = reduce_sum_workspace};
 const kn_op kn_op_reducemax = {.name = "ReduceMax", .min_inputs = 1, .max_inputs = 2,
                                .infer = reduce_infer, .forward = reduce_forward,
                                .backward = reduce_backward, .flops = reduce_flops};

@@ -211,6 +211,7 @@ static void describe_inputs(const kiln_session *s, char *buf, size_t size) {
 /* Shapes, memory plan, arena, scratch and tensors for the current input shapes. */
 static kiln_status plan_session(kiln_session *s) {
     kn_graph *g = &s->graph;
+    kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
     s->planned = false;
     s->has_run = false;
     for (int i = 0; i < g->n_inputs; i++)
