@@ -203,6 +203,8 @@ static void test_model_shapes(void) {
         {false, true, 1, 256, 784, 1.0f, 0.0f, 0, true},    // the same with weights (N, K): dot kernel
         {true, true, 5, 100, 300, 1.0f, -1.0f, 3, false},   // dot kernel with A (K, M)
         {false, true, 3, 4500, 5, 1.0f, 0.5f, 2, false},    // dot kernel, many columns
+        {false, true, 32, 9, 784, 1.0f, 1.0f, 0, false},    // dot kernel, C narrower than a tile (conv1 dW)
+        {true, true, 40, 5, 70, 1.0f, 0.0f, 4, false},      // the same with A (K, M)
         {false, true, 20, 4500, 8, 1.0f, 0.5f, 2, false},   // packed B in two column panels
         {true, false, 13, 4500, 40, 1.0f, 0.0f, 3, false},  // B in place in two column panels
     };

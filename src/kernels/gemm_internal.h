@@ -67,8 +67,8 @@ void kn_gemm_dotkernel_avx512(int64_t K, int m, int n, const float *a, int64_t l
 /* One ISA's kernels and the sizes the driver uses with them. Micro-kernel tile mr x nr; cache blocks:
  * a (mc, kc) block of packed A stays in L2 while a (kc, nr) sliver of B stays in L1; nc bounds the
  * packed B panel (kc, nc); mc and nc are multiples of mr and nr. Products with op(B) = B^T and at most
- * dot_max_rows rows go to the dot kernel (tile dot_mr x dot_nr) instead: packing B would cost more
- * than the product. */
+ * dot_max_rows rows, or fewer than nr columns, go to the dot kernel (tile dot_mr x dot_nr) instead:
+ * packing B would cost more than the product, or most of each tile would be wasted. */
 typedef struct kn_gemm_kernel {
     const char *name;
     int mr, nr;
