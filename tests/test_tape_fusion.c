@@ -1,7 +1,10 @@
-/* The training tape runs a Relu that follows a BatchNormalization inside it (kn_op_call.fused_relu).
+/* The training tape's shortcuts against the plain graph. It runs a Relu that follows a
+ * BatchNormalization inside it (kn_op_call.fused_relu).
  * A Dropout of ratio 0 between the two multiplies by exactly 1 and keeps the pair apart, so the same
  * network with and without that Dropout must give bit-identical logits, parameter gradients and
- * running statistics: the fused path is held to the separate ops. */
+ * running statistics: the fused path is held to the separate ops. And gradients a backward stores
+ * whole (kn_op_call.din_fresh) still accumulate over a second backward. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,8 +100,48 @@ static void compare(bool training) {
     kn_graph_free(&apart);
 }
 
+/* A second backward without kn_tape_zero_param_grads adds to the gradients, so they double (up to
+ * the rounding of Conv's sums over images), even where the first one stored them whole (Gemm's and
+ * BatchNormalization's). A second backward that stored would leave them as they were. */
+static void test_accumulation(void) {
+    kn_graph g;
+    CHECK_OK(kn_spec_parse(fused_spec, "accumulate", 5, &g));
+    kn_tape t;
+    run_step(&g, &t, true);
+    int64_t total = 0, not_doubled = 0;
+    float *first[16] = {0};
+    int params = 0;
+    for (int v = 0; v < g.n_values && params < 16; v++) {
+        if (g.values[v].kind != KN_VALUE_PARAM)
+            continue;
+        int64_t n = kn_shape_numel(&g.values[v].shape);
+        first[params] = malloc(sizeof(float) * (size_t)n);
+        memcpy(first[params++], kn_f32(kn_tape_grad(&t, v)), sizeof(float) * (size_t)n);
+    }
+    CHECK_OK(kn_tape_backward(&t));
+    params = 0;
+    for (int v = 0; v < g.n_values && params < 16; v++) {
+        if (g.values[v].kind != KN_VALUE_PARAM)
+            continue;
+        const float *now = kn_f32(kn_tape_grad(&t, v));
+        int64_t n = kn_shape_numel(&g.values[v].shape);
+        float scale = 0.0f; /* sums over images round relative to the tensor's largest elements */
+        for (int64_t i = 0; i < n; i++)
+            scale = fmaxf(scale, fabsf(first[params][i]));
+        for (int64_t i = 0; i < n; i++, total++)
+            not_doubled += fabsf(now[i] - 2.0f * first[params][i]) > 1e-5f * scale;
+        free(first[params++]);
+    }
+    printf("two backwards without zeroing: %lld of %lld parameter gradient elements not doubled\n",
+           (long long)not_doubled, (long long)total);
+    CHECK(total > 0 && not_doubled == 0);
+    kn_tape_free(&t);
+    kn_graph_free(&g);
+}
+
 int main(void) {
     compare(true);
     compare(false);
+    test_accumulation();
     return check_finish();
 }

@@ -42,8 +42,10 @@ static void mark_needs_grad(kn_tape *t) {
 }
 
 /* grad_storer[v]: the node whose backward stores (rather than adds) the whole gradient of activation
- * v, or -1 when v's gradient must start at zero. A node qualifies when v feeds it once and nothing
- * else, its op honours din_fresh, and all its outputs carry gradients, so that it runs and writes. */
+ * or parameter v, or -1 when v's gradient must start at zero. A node qualifies when v feeds it once
+ * and nothing else, its op honours din_fresh, and all its outputs carry gradients, so that it runs and
+ * writes. A parameter's gradient is stored only by the first backward after kn_tape_zero_param_grads:
+ * later ones accumulate. */
 static void find_grad_storers(kn_tape *t) {
     kn_graph *g = t->g;
     int *uses = t->grad_storer; /* first a count of the input slots reading each value */
@@ -65,8 +67,9 @@ static void find_grad_storers(kn_tape *t) {
             int v = n->in[k];
             if (v < 0 || storer[v] != -2)
                 continue;
+            kn_value_kind kind = g->values[v].kind;
             bool stores = k < 32 && n->op->backward_stores && all_outputs_have_grads && t->needs_grad[v] &&
-                          g->values[v].kind == KN_VALUE_ACT && !is_output(g, v);
+                          (kind == KN_VALUE_ACT || kind == KN_VALUE_PARAM) && !is_output(g, v);
             storer[v] = stores ? i : -1;
         }
     }
@@ -322,16 +325,20 @@ kiln_status kn_tape_forward(kn_tape *t, bool training) {
     return KILN_OK;
 }
 
+/* Gradients the next backward stores whole are left as they are: it writes them before any use. */
 void kn_tape_zero_param_grads(kn_tape *t) {
     for (int v = 0; v < t->g->n_values; v++)
-        if (t->g->values[v].kind == KN_VALUE_PARAM && t->grads[v].data)
+        if (t->g->values[v].kind == KN_VALUE_PARAM && t->grads[v].data && t->grad_storer[v] < 0)
             memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
+    t->param_grads_zero = true;
 }
 
 kiln_status kn_tape_backward(kn_tape *t) {
     kn_graph *g = t->g;
     if (!t->with_grads)
         return kn_fail(KILN_ERR_INTERNAL, "backward on a tape bound without gradients");
+    const bool params_fresh = t->param_grads_zero; /* later backwards add to what this one stores */
+    t->param_grads_zero = false;
     for (int v = 0; v < g->n_values; v++)
         if (g->values[v].kind == KN_VALUE_ACT && t->grads[v].data && !is_output(g, v) && t->grad_storer[v] < 0)
             memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
@@ -354,9 +361,11 @@ kiln_status kn_tape_backward(kn_tape *t) {
         t->ctx.node_index = i;
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx,
                            .fused_relu = t->relu_fused_into[i] >= 0};
-        for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && t->grad_storer[n->in[k]] == i)
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v >= 0 && t->grad_storer[v] == i && (g->values[v].kind == KN_VALUE_ACT || params_fresh))
                 call.din_fresh |= 1u << k;
+        }
         kiln_status st = n->op->backward(&call);
         if (st != KILN_OK) {
             kn_error_prefix("backward of node '%s' (%s): ", n->name, n->op->name);

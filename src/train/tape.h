@@ -19,6 +19,7 @@ typedef struct kn_tape {
     bool *needs_grad;    /* (n_values) a parameter, or computed from one */
     int *grad_storer;    /* (n_values) node whose backward stores the value's whole gradient, or -1 */
     int *relu_fused_into;/* (n_nodes) the Relu node run inside this node, -1 none, -2 for that Relu */
+    bool param_grads_zero; /* parameter gradients are zero (some only logically: see grad_storer) */
     float *act_block;
     size_t act_block_bytes;
     float *param_grad_block;
@@ -49,7 +50,8 @@ static inline kn_tensor *kn_tape_grad(kn_tape *t, int v) { return &t->grads[v]; 
 /* Runs every node except those whose outputs shape inference already computed
  * (kn_value.data_from_inference). */
 kiln_status kn_tape_forward(kn_tape *t, bool training);
-/* Zeroes every parameter gradient. */
+/* Zeroes every parameter gradient (those the next backward stores whole are zero in effect: it
+ * overwrites them before anything reads them). */
 void kn_tape_zero_param_grads(kn_tape *t);
 /* Backpropagates from the output gradients, ADDING into parameter gradients (so they accumulate until
  * kn_tape_zero_param_grads). Activation gradients are zeroed first. */
