@@ -136,6 +136,11 @@ static inline kn_value *kn_node_output(const kn_graph *g, const kn_node *n, int 
     return &g->values[n->out[i]];
 }
 
+/* Drops every value v with new_id[v] < 0 and renumbers the others in order, in the values array and
+ * in every node, graph input and output; the values dropped must be referenced by none of them.
+ * new_id (n_values) is overwritten with the new ids. Producers are recomputed. */
+void kn_graph_drop_values(kn_graph *g, int *new_id);
+
 /* Runs every node's shape inference in order; a failure names the node. */
 kiln_status kn_graph_infer_shapes(kn_graph *g);
 

@@ -20,6 +20,7 @@
 
 #include "core/arena.h"
 #include "core/graph.h"
+#include "core/half.h" /* the f16 and bf16 conversions the float encodings use */
 #include "core/status.h"
 
 typedef enum kn_encoding {
@@ -109,11 +110,5 @@ bool kn_encoding_is_affine(kn_encoding e);
 bool kn_encoding_is_sparse(kn_encoding e);
 /* "affine i4" ... the name docs/format.md gives the encoding. */
 const char *kn_encoding_name(kn_encoding e);
-
-/* IEEE binary16 and bfloat16 <-> f32, rounding to nearest even; NaN stays NaN. */
-uint16_t kn_f32_to_f16(float x);
-float kn_f16_to_f32(uint16_t h);
-uint16_t kn_f32_to_bf16(float x);
-float kn_bf16_to_f32(uint16_t h);
 
 #endif

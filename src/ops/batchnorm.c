@@ -22,6 +22,7 @@
  */
 #include <math.h>
 
+#include "ops/lane_sum.h"
 #include "ops/op.h"
 
 enum { BN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
@@ -90,22 +91,7 @@ static kiln_status bn_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-enum { BN_LANES = 16 };
-
-/* sum(x) over one plane; lanes first, then the tail, then the lanes in order. */
-static double plane_sum(const float *x, int64_t n) {
-    float lane[BN_LANES] = {0};
-    int64_t i = 0;
-    for (; i + BN_LANES <= n; i += BN_LANES)
-        for (int k = 0; k < BN_LANES; k++)
-            lane[k] += x[i + k];
-    double s = 0;
-    for (; i < n; i++)
-        s += x[i];
-    for (int k = 0; k < BN_LANES; k++)
-        s += lane[k];
-    return s;
-}
+enum { BN_LANES = KN_SUM_LANES };
 
 /* sum((x - m)^2) over one plane. */
 static double plane_squared_deviation(const float *x, int64_t n, float m) {
@@ -174,7 +160,7 @@ static void channel_gradient_put(const kn_op_call *call, int i, int64_t c, float
 static void bn_channel_moments(const float *x, bn_view v, int64_t c, double *mean, double *var) {
     double sum = 0;
     for (int64_t n = 0; n < v.N; n++)
-        sum += plane_sum(x + (n * v.C + c) * v.inner, v.inner);
+        sum += kn_lane_sum(x + (n * v.C + c) * v.inner, v.inner);
     double count = (double)(v.N * v.inner);
     double m = sum / count;
     double squares = 0;

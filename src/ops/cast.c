@@ -10,58 +10,15 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "ops/movement.h"
-
-/* ---- f16 <-> f32 ---- */
-
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-    if (exponent == 0) /* zero or subnormal: mantissa * 2^-24, exact in f32 */
-        return (sign ? -1.0f : 1.0f) * ldexpf((float)mantissa, -24);
-    uint32_t bits = exponent == 0x1f ? sign | 0x7f800000u | (mantissa << 13) /* inf, NaN */
-                                     : sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* Keeps the top 10 of f32's 23 mantissa bits, rounding the dropped bits to nearest, ties to even. A
- * carry out of the mantissa moves into the exponent, up to infinity, as it should. */
-static uint16_t f32_to_f16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    uint32_t sign = (bits >> 16) & 0x8000, exponent = (bits >> 23) & 0xff, mantissa = bits & 0x7fffff;
-    if (exponent == 0xff) /* inf stays inf; NaN stays a (quiet) NaN */
-        return (uint16_t)(sign | 0x7c00 | (mantissa ? 0x200 | (mantissa >> 13) : 0));
-    int32_t e = (int32_t)exponent - 127 + 15; /* the f16 exponent field */
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7c00);
-    uint32_t kept, dropped, half;
-    if (e > 0) {
-        kept = ((uint32_t)e << 10) | (mantissa >> 13);
-        dropped = mantissa & 0x1fff;
-        half = 0x1000;
-    } else {
-        /* f16 subnormal: value / 2^-24 = (1.mantissa) * 2^(e + 9), so shift the 24-bit significand
-         * right by 14 - e; below half the smallest subnormal it rounds to zero. */
-        if (e < -10)
-            return (uint16_t)sign;
-        uint32_t significand = mantissa | 0x800000, shift = (uint32_t)(14 - e);
-        kept = significand >> shift;
-        dropped = significand & ((1u << shift) - 1);
-        half = 1u << (shift - 1);
-    }
-    if (dropped > half || (dropped == half && (kept & 1)))
-        kept++;
-    return (uint16_t)(sign | kept);
-}
 
 /* ---- element conversions ---- */
 
 static bool dtype_is_float(kn_dtype t) { return t == KN_F32 || t == KN_F16; }
 
 static float load_float(const void *src, kn_dtype t, int64_t i) {
-    return t == KN_F16 ? f16_to_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
+    return t == KN_F16 ? kn_f16_to_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
 }
 
 static int64_t load_int(const void *src, kn_dtype t, int64_t i) {
@@ -92,7 +49,7 @@ static void store_int(void *dst, kn_dtype t, int64_t i, int64_t v) {
     switch (t) {
     case KN_F32: ((float *)dst)[i] = (float)v; break;
     case KN_F16: /* one rounding: (float)v is exact up to 2^24, and f16 overflows from 65520 */
-        ((uint16_t *)dst)[i] = f32_to_f16((float)v);
+        ((uint16_t *)dst)[i] = kn_f32_to_f16((float)v);
         break;
     case KN_I64: ((int64_t *)dst)[i] = v; break;
     case KN_I32: {
@@ -110,7 +67,7 @@ static void store_int(void *dst, kn_dtype t, int64_t i, int64_t v) {
 static void store_float(void *dst, kn_dtype t, int64_t i, float v) {
     switch (t) {
     case KN_F32: ((float *)dst)[i] = v; break;
-    case KN_F16: ((uint16_t *)dst)[i] = f32_to_f16(v); break;
+    case KN_F16: ((uint16_t *)dst)[i] = kn_f32_to_f16(v); break;
     case KN_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
     default: store_int(dst, t, i, float_to_i64(v)); break;
     }

@@ -57,12 +57,17 @@ void kn_conv_gemm_apply(const kn_conv_gemm *c, const float *w, const float *cols
                     a + grp * d.a_rows * d.plane, d.plane);
 }
 
-void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float *cols, float *dw) {
+void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float *cols, float beta, float *dw) {
     group_dims d = group_dims_of(c);
     for (int64_t grp = 0; grp < c->group; grp++)
         kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, false, true, d.a_rows, d.depth, d.plane, 1.0f,
-                    a + grp * d.a_rows * d.plane, d.plane, cols + grp * d.depth * d.plane, d.plane, 1.0f,
+                    a + grp * d.a_rows * d.plane, d.plane, cols + grp * d.depth * d.plane, d.plane, beta,
                     dw + grp * d.a_rows * d.depth, d.depth);
+}
+
+size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c) {
+    group_dims d = group_dims_of(c);
+    return kn_sgemm_workspace(false, true, d.a_rows, d.depth, d.plane);
 }
 
 void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, float *col, float *b) {

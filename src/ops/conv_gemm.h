@@ -42,8 +42,12 @@ const float *kn_conv_gemm_unfold(const kn_conv_gemm *c, const float *b, float *c
 /* a (Ca, OH*OW) = w @ cols + beta * a, per group. */
 void kn_conv_gemm_apply(const kn_conv_gemm *c, const float *w, const float *cols, float beta, float *a);
 
-/* dw (Ca, Cb/group*kH*kW) += a @ cols^T, per group. */
-void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float *cols, float *dw);
+/* dw (Ca, Cb/group*kH*kW) = a @ cols^T + beta * dw, per group. */
+void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float *cols, float beta, float *dw);
+
+/* Bytes of kn_sgemm_ws workspace that kn_conv_gemm_weight_grad's products take (SIZE_MAX on
+ * overflow). */
+size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c);
 
 /* b (Cb, H, W) += col2im(w^T @ a), per group; col is scratch for the column matrix (unused when
  * pointwise, where the products add into b directly). */

@@ -184,7 +184,7 @@ static kiln_status convt_backward(const kn_op_call *call) {
         if (dx)
             kn_conv_gemm_apply(&g.products, w, cols, 1.0f, dx + n * g.C * g.x_plane);
         if (dw)
-            kn_conv_gemm_weight_grad(&g.products, x + n * g.C * g.x_plane, cols, dw);
+            kn_conv_gemm_weight_grad(&g.products, x + n * g.C * g.x_plane, cols, 1.0f, dw);
     }
     return KILN_OK;
 }

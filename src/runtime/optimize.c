@@ -569,27 +569,8 @@ static kiln_status drop_unused_values(kn_graph *g) {
         new_id[g->inputs[i]] = 0;
     for (int i = 0; i < g->n_outputs; i++)
         new_id[g->outputs[i]] = 0;
-    int kept = 0;
-    for (int v = 0; v < g->n_values; v++) {
-        if (new_id[v] < 0)
-            continue;
-        new_id[v] = kept;
-        g->values[kept++] = g->values[v];
-    }
-    g->n_values = kept;
-    for (int i = 0; i < g->n_nodes; i++) {
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                g->nodes[i].in[k] = new_id[g->nodes[i].in[k]];
-        for (int k = 0; k < g->nodes[i].n_out; k++)
-            g->nodes[i].out[k] = new_id[g->nodes[i].out[k]];
-    }
-    for (int i = 0; i < g->n_inputs; i++)
-        g->inputs[i] = new_id[g->inputs[i]];
-    for (int i = 0; i < g->n_outputs; i++)
-        g->outputs[i] = new_id[g->outputs[i]];
+    kn_graph_drop_values(g, new_id);
     free(new_id);
-    reset_producers(g);
     return KILN_OK;
 }
 

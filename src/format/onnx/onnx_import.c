@@ -617,24 +617,9 @@ static kiln_status drop_folded_initializers(kn_graph *g) {
         read[g->outputs[i]] = true;
     for (int i = 0; i < g->n_inputs; i++)
         read[g->inputs[i]] = true;
-    int kept = 0;
     for (int v = 0; v < g->n_values; v++)
-        new_id[v] = only_in_storage(g, v, read) ? -1 : kept++;
-    for (int v = 0; v < g->n_values; v++)
-        if (new_id[v] >= 0)
-            g->values[new_id[v]] = g->values[v];
-    g->n_values = kept;
-    for (int i = 0; i < g->n_nodes; i++) {
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                g->nodes[i].in[k] = new_id[g->nodes[i].in[k]];
-        for (int k = 0; k < g->nodes[i].n_out; k++)
-            g->nodes[i].out[k] = new_id[g->nodes[i].out[k]];
-    }
-    for (int i = 0; i < g->n_inputs; i++)
-        g->inputs[i] = new_id[g->inputs[i]];
-    for (int i = 0; i < g->n_outputs; i++)
-        g->outputs[i] = new_id[g->outputs[i]];
+        new_id[v] = only_in_storage(g, v, read) ? -1 : v;
+    kn_graph_drop_values(g, new_id);
     free(read);
     free(new_id);
     return KILN_OK;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/half.h"
 #include "core/status.h"
 #include "format/onnx/onnx_import.h"
 #include "format/onnx/onnx_internal.h"
@@ -92,18 +93,6 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
     return KILN_OK;
 }
 
-static float f16_to_f32(uint16_t h) {
-    int sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-    float magnitude;
-    if (exponent == 0)
-        magnitude = ldexpf((float)mantissa, -24); /* zero and subnormals */
-    else if (exponent == 31)
-        magnitude = mantissa ? NAN : INFINITY;
-    else
-        magnitude = ldexpf((float)(mantissa | 0x400), exponent - 25);
-    return sign ? -magnitude : magnitude;
-}
-
 /* Converts n little-endian elements of ONNX type `type` in src into dst of kiln dtype `dtype`. The
  * pairs are those kn_onnx_tensor_header allows: the same type, or f16/double widened to f32. */
 static void convert_raw(int32_t type, const unsigned char *src, int64_t n, kn_dtype dtype, void *dst) {
@@ -112,7 +101,7 @@ static void convert_raw(int32_t type, const unsigned char *src, int64_t n, kn_dt
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, src + 2 * i, 2);
-            out[i] = f16_to_f32(h);
+            out[i] = kn_f16_to_f32(h);
         }
     } else if (type == ONNX_DOUBLE) {
         float *out = dst;
@@ -145,7 +134,7 @@ static kiln_status convert_int32_field(const Onnx__TensorProto *t, int64_t n, kn
         case ONNX_FLOAT16:
             fits = v >= 0 && v <= UINT16_MAX;
             if (dtype == KN_F32)
-                ((float *)dst)[i] = f16_to_f32((uint16_t)v);
+                ((float *)dst)[i] = kn_f16_to_f32((uint16_t)v);
             else
                 ((uint16_t *)dst)[i] = (uint16_t)v;
             break;
