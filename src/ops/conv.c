@@ -261,31 +261,50 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
                 memcpy(xp + (pp.top + row) * pp.width + pp.left, xc + row * g->w.in,
                        sizeof(float) * (size_t)g->w.in);
             copied = xc;
-            depthwise_plane(g, &pp, xp, w + m * g->taps, bias ? bias[m] : 0.0f, y + plane * g->out_plane);
+            float *y_plane = y + plane * g->out_plane;
+            depthwise_plane(g, &pp, xp, w + m * g->taps, bias ? bias[m] : 0.0f, y_plane);
+            kn_fused_act_apply_serial(act, y_plane, g->out_plane); /* while the plane is in cache */
         }
     }
-    kn_fused_act_apply(act, y, planes * g->out_plane);
     return KILN_OK;
 }
 
+/* Output columns (positions) per product when an image runs on one thread: the product and then the
+ * bias and activation pass take this many at a time, so that the pass reads what the product wrote
+ * while it is still in L2 instead of coming back for the whole image (a 1x1 convolution's output is
+ * megabytes). A multiple of every micro-kernel tile's width. */
+static int64_t conv_column_chunk(const conv_geom *g) {
+    int64_t chunk = (512 * 1024 / (int64_t)sizeof(float)) / (g->M > 0 ? g->M : 1);
+    chunk = chunk / 64 * 64;
+    return chunk < 256 ? 256 : chunk;
+}
+
 /* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated; slot holds its column matrix and the
- * products' workspace. */
+ * products' workspace. `one_thread`: the image's products run on one thread, so they go a column
+ * chunk at a time; with a team inside each product, chunks would only add barriers. */
 static void conv_image(const conv_geom *g, const kn_fused_act *act, const float *x, const float *w,
-                       const float *bias, float *y, unsigned char *slot, const conv_scratch *s) {
+                       const float *bias, float *y, unsigned char *slot, const conv_scratch *s, bool one_thread) {
     int64_t depth = g->Cg * g->taps; // reduction length of each group's product
     const float *cols = x;
     if (!conv_is_pointwise(g)) {
         kn_im2col(g->C, &g->h, &g->w, x, (float *)slot);
         cols = (const float *)slot;
     }
-    for (int64_t grp = 0; grp < g->group; grp++)
-        kn_sgemm_ws(slot + s->col_bytes, s->gemm_bytes, false, false, g->Mg, g->out_plane, depth, 1.0f,
-                    w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane, g->out_plane, 0.0f,
-                    y + grp * g->Mg * g->out_plane, g->out_plane);
-    if (bias)
-        kn_fused_act_apply_rows(act, bias, y, g->M, g->out_plane);
-    else
-        kn_fused_act_apply(act, y, g->M * g->out_plane);
+    int64_t chunk = one_thread ? conv_column_chunk(g) : g->out_plane;
+    for (int64_t j0 = 0; j0 < g->out_plane; j0 += chunk) {
+        int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
+        for (int64_t grp = 0; grp < g->group; grp++)
+            kn_sgemm_ws(slot + s->col_bytes, s->gemm_bytes, false, false, g->Mg, width, depth, 1.0f,
+                        w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane + j0, g->out_plane, 0.0f,
+                        y + grp * g->Mg * g->out_plane + j0, g->out_plane);
+        if (bias)
+            kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
+        else if (width == g->out_plane)
+            kn_fused_act_apply(act, y, g->M * g->out_plane);
+        else
+            for (int64_t m = 0; m < g->M; m++)
+                kn_fused_act_apply_serial(act, y + m * g->out_plane + j0, width);
+    }
 }
 
 static kiln_status conv_forward(const kn_op_call *call) {
@@ -314,7 +333,8 @@ static kiln_status conv_forward(const kn_op_call *call) {
         // No enclosing region, not even an inactive one: libgomp starts new threads for every region
         // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s);
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s,
+                       omp_get_max_threads() == 1);
         return KILN_OK;
     }
 #pragma omp parallel num_threads(team)
@@ -322,7 +342,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         unsigned char *slot = scratch ? scratch + s.slot_bytes * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, slot, &s);
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, slot, &s, true);
     }
     return KILN_OK;
 }

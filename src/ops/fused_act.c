@@ -110,6 +110,29 @@ static inline float gelu_tanh(const kn_fused_act *a, float x) {
             y[i] = f(&a, y[i]);                                                                     \
     } while (0)
 
+/* The same on the calling thread only. */
+#define KN_ACT_PASS_SERIAL(f)                                                                       \
+    do {                                                                                            \
+        for (int64_t i = 0; i < n; i++)                                                             \
+            y[i] = f(&a, y[i]);                                                                     \
+    } while (0)
+
+void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
+    const kn_fused_act a = *act;
+    switch (a.kind) {
+    case KN_ACT_NONE: break;
+    case KN_ACT_RELU: KN_ACT_PASS_SERIAL(relu); break;
+    case KN_ACT_LEAKYRELU: KN_ACT_PASS_SERIAL(leakyrelu); break;
+    case KN_ACT_CLIP: KN_ACT_PASS_SERIAL(clip); break;
+    case KN_ACT_SIGMOID: KN_ACT_PASS_SERIAL(sigmoid); break;
+    case KN_ACT_TANH: KN_ACT_PASS_SERIAL(tanh_); break;
+    case KN_ACT_HARDSWISH: KN_ACT_PASS_SERIAL(hardswish); break;
+    case KN_ACT_GELU: KN_ACT_PASS_SERIAL(gelu); break;
+    case KN_ACT_GELU_TANH: KN_ACT_PASS_SERIAL(gelu_tanh); break;
+    case KN_ACT_ELU: KN_ACT_PASS_SERIAL(elu); break;
+    }
+}
+
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     const kn_fused_act a = *act; // a local copy: the stores into y cannot alias it
     switch (a.kind) {
@@ -131,19 +154,19 @@ static inline float identity(const kn_fused_act *a, float x) {
     return x;
 }
 
-/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs. */
+/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
 #define KN_ACT_ROWS_PASS(f)                                                                         \
     do {                                                                                            \
         _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
         for (int64_t r = 0; r < rows; r++) {                                                        \
-            float *row = y + r * cols, b = bias[r];                                                 \
+            float *row = y + r * ld, b = bias[r];                                                   \
             for (int64_t c = 0; c < cols; c++)                                                      \
                 row[c] = f(&a, row[c] + b);                                                         \
         }                                                                                           \
     } while (0)
 
-void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows,
-                             int64_t cols) {
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
+                             int64_t ld) {
     const kn_fused_act a = *act;
     switch (a.kind) {
     case KN_ACT_NONE: KN_ACT_ROWS_PASS(identity); break;

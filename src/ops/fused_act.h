@@ -45,11 +45,14 @@ kiln_status kn_fused_act_of(const kn_node *node, kn_fused_act *act);
 
 /* Applies the activation in place to y[0..n). */
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n);
+/* The same without opening a parallel region: for a small span inside the caller's own parallel
+ * loop, where even an inactive region costs more than the span. */
+void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n);
 
-/* y (rows, cols) = act(y + bias[row]) in place: a bias per row (Conv's per output channel) and the
- * activation in one pass over y. */
-void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows,
-                             int64_t cols);
+/* y (rows, cols), rows ld apart, = act(y + bias[row]) in place: a bias per row (Conv's per output
+ * channel) and the activation in one pass over y. */
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
+                             int64_t ld);
 
 /* KILN_ERR_UNSUPPORTED, naming the node, when `node` carries anything the optimizer fused into it
  * (an activation, or for MatMul a bias); called first by backward. */
