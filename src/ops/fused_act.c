@@ -102,38 +102,14 @@ static inline float gelu_tanh(const kn_fused_act *a, float x) {
     return 0.5f * x * (1.0f + tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x)));
 }
 
-/* y[i] = f(act, y[i]) over the n outputs. */
+/* y[i] = f(act, y[i]) over the n outputs, on the calling thread. */
 #define KN_ACT_PASS(f)                                                                              \
-    do {                                                                                            \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)")           \
-        for (int64_t i = 0; i < n; i++)                                                             \
-            y[i] = f(&a, y[i]);                                                                     \
-    } while (0)
-
-/* The same on the calling thread only. */
-#define KN_ACT_PASS_SERIAL(f)                                                                       \
     do {                                                                                            \
         for (int64_t i = 0; i < n; i++)                                                             \
             y[i] = f(&a, y[i]);                                                                     \
     } while (0)
 
 void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
-    const kn_fused_act a = *act;
-    switch (a.kind) {
-    case KN_ACT_NONE: break;
-    case KN_ACT_RELU: KN_ACT_PASS_SERIAL(relu); break;
-    case KN_ACT_LEAKYRELU: KN_ACT_PASS_SERIAL(leakyrelu); break;
-    case KN_ACT_CLIP: KN_ACT_PASS_SERIAL(clip); break;
-    case KN_ACT_SIGMOID: KN_ACT_PASS_SERIAL(sigmoid); break;
-    case KN_ACT_TANH: KN_ACT_PASS_SERIAL(tanh_); break;
-    case KN_ACT_HARDSWISH: KN_ACT_PASS_SERIAL(hardswish); break;
-    case KN_ACT_GELU: KN_ACT_PASS_SERIAL(gelu); break;
-    case KN_ACT_GELU_TANH: KN_ACT_PASS_SERIAL(gelu_tanh); break;
-    case KN_ACT_ELU: KN_ACT_PASS_SERIAL(elu); break;
-    }
-}
-
-void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     const kn_fused_act a = *act; // a local copy: the stores into y cannot alias it
     switch (a.kind) {
     case KN_ACT_NONE: break;
@@ -147,6 +123,17 @@ void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     case KN_ACT_GELU_TANH: KN_ACT_PASS(gelu_tanh); break;
     case KN_ACT_ELU: KN_ACT_PASS(elu); break;
     }
+}
+
+/* Spans of this many outputs go to the threads whole. */
+#define KN_FUSED_ACT_SPAN 4096
+
+void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
+    if (act->kind == KN_ACT_NONE)
+        return;
+#pragma omp parallel for schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += KN_FUSED_ACT_SPAN)
+        kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
 }
 
 static inline float identity(const kn_fused_act *a, float x) {
