@@ -21,6 +21,10 @@
  * 3. MaxPool's forward (src/ops/pool.c: passes over output rows, and a one-pass 2x2 stride-2 loop)
  * against the maximum of each window searched one window at a time, on data with NaNs sprinkled in:
  * a window holding a NaN gives NaN, every other output is its window's largest real pixel, exactly.
+ *
+ * 4. Each build of the depthwise row (kernels/depthwise.h) this CPU runs against the generic one, at
+ * strides 1, 2 and 3 and lengths around the vector widths: within (9 + 2) * FLT_EPSILON * sum |terms|
+ * (the wider builds may fuse multiply-adds).
  */
 #include <float.h>
 #include <math.h>
@@ -30,7 +34,9 @@
 
 #include "check.h"
 #include "core/graph.h"
+#include "core/rng.h"
 #include "core/threads.h"
+#include "kernels/depthwise.h"
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -390,11 +396,40 @@ static void test_maxpool(void) {
     CHECK(nan_outputs > 0);
 }
 
+static void test_depthwise_row_builds(void) {
+    kn_rng rng = kn_rng_seeded(77);
+    float rows[3][3 * 70 + 3], k[9];
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < 3 * 70 + 3; i++)
+            rows[r][i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+    for (int i = 0; i < 9; i++)
+        k[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+    kn_depthwise3x3_row_fn build = kn_depthwise3x3_row();
+    double worst = 0;
+    for (int64_t stride = 1; stride <= 3; stride++)
+        for (int64_t count = 1; count <= 70; count++) {
+            float want[70], got[70];
+            kn_depthwise3x3_row_generic(rows[0], rows[1], rows[2], k, 0.25f, stride, count, want);
+            build(rows[0], rows[1], rows[2], k, 0.25f, stride, count, got);
+            for (int64_t t = 0; t < count; t++) {
+                double magnitude = 0.25;
+                for (int i = 0; i < 3; i++)
+                    for (int j = 0; j < 3; j++)
+                        magnitude += fabs((double)k[3 * i + j] * rows[i][t * stride + j]);
+                double ratio = fabs((double)got[t] - want[t]) / ((9 + 2) * FLT_EPSILON * magnitude);
+                worst = ratio > worst ? ratio : worst;
+            }
+        }
+    printf("depthwise row, the build this CPU runs vs generic: worst |diff| = %.3g of the rounding bound\n", worst);
+    CHECK(worst <= 1.0);
+}
+
 int main(void) {
     test_against_im2col();
     test_workspace();
     test_conv_threads();
     test_im2col();
     test_maxpool();
+    test_depthwise_row_builds();
     return check_finish();
 }

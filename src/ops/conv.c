@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/depthwise.h"
 #include "kernels/gemm.h"
 #include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
@@ -185,26 +186,6 @@ static bool depthwise_scratch_bytes(const conv_geom *g, int threads, size_t *byt
            kn_size_mul(*bytes, sizeof(float), bytes) && kn_size_mul(*bytes, (size_t)threads, bytes);
 }
 
-/* `count` outputs y of a 3x3, dilation-1 kernel: input rows r0, r1, r2 start at the pixels tap (i, 0)
- * of the first window reads. The nine taps are unrolled so that the loop vectorizes over outputs;
- * strides 1 and 2 get their own loops so that the compiler sees the access pattern. */
-static void depthwise_3x3_row(const float *r0, const float *r1, const float *r2, const float *k, float bias,
-                              int64_t stride, int64_t count, float *y) {
-#define KN_DEPTHWISE_3X3(c)                                                                               \
-    (bias + k[0] * r0[c] + k[1] * r0[(c) + 1] + k[2] * r0[(c) + 2] + k[3] * r1[c] + k[4] * r1[(c) + 1] +   \
-     k[5] * r1[(c) + 2] + k[6] * r2[c] + k[7] * r2[(c) + 1] + k[8] * r2[(c) + 2])
-    if (stride == 1)
-        for (int64_t t = 0; t < count; t++)
-            y[t] = KN_DEPTHWISE_3X3(t);
-    else if (stride == 2)
-        for (int64_t t = 0; t < count; t++)
-            y[t] = KN_DEPTHWISE_3X3(2 * t);
-    else
-        for (int64_t t = 0; t < count; t++)
-            y[t] = KN_DEPTHWISE_3X3(t * stride);
-#undef KN_DEPTHWISE_3X3
-}
-
 /* One output row y (OW) of any kernel, its first window's tap (0, 0) at `window` in a padded plane
  * `width` wide: one pass over the row per tap, each adding into the outputs, so that each output
  * still sums its taps in kernel order. */
@@ -227,12 +208,12 @@ static void depthwise_row(const conv_geom *g, const float *window, int64_t width
 static void depthwise_plane(const conv_geom *g, const padded_plane *pp, const float *xp, const float *k,
                             float bias, float *y) {
     bool unrolled = g->h.kernel == 3 && g->w.kernel == 3 && g->h.dilation == 1 && g->w.dilation == 1;
+    kn_depthwise3x3_row_fn row_3x3 = kn_depthwise3x3_row(); // kernels/depthwise.h
     for (int64_t oh = 0; oh < g->h.out; oh++) {
         const float *window = xp + oh * g->h.stride * pp->width; // tap (0, 0) of window (oh, 0)
         float *y_row = y + oh * g->w.out;
         if (unrolled)
-            depthwise_3x3_row(window, window + pp->width, window + 2 * pp->width, k, bias, g->w.stride,
-                              g->w.out, y_row);
+            row_3x3(window, window + pp->width, window + 2 * pp->width, k, bias, g->w.stride, g->w.out, y_row);
         else
             depthwise_row(g, window, pp->width, k, bias, y_row);
     }

@@ -1,0 +1,5 @@
+/* The depthwise row (kernels/depthwise.h) compiled for AVX2 + FMA (CMake sets the flags of *_avx2.c). */
+#include "kernels/depthwise.h"
+
+#define KN_DEPTHWISE_ROW_NAME kn_depthwise3x3_row_avx2
+#include "kernels/depthwise_row.inc"
