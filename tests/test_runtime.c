@@ -294,48 +294,31 @@ static void test_batchnorm_fold(void) {
     CHECK(s.batchnorms_folded == 0 && s.nodes_after == 3);
 }
 
-static void test_bias_fusion(void) {
+/* X (1, 3, 4) -> MatMul(X, W) -> Add with B (first or second) -> Y, through `passes`. */
+static kn_opt_stats matmul_bias_pass(const char *label, kn_shape w_shape, kn_shape b_shape, bool bias_first,
+                                     unsigned passes) {
     kn_graph g;
     kn_graph_init(&g);
     int x = add_input(&g, SHAPE(1, 3, 4));
-    int w = add_weight(&g, "w", SHAPE(4, 5));
-    int b = add_weight(&g, "b", SHAPE(5));
+    int w = add_weight(&g, "w", w_shape);
+    int b = add_weight(&g, "b", b_shape);
     int y = add_op(&g, "MatMul", 2, (int[]){x, w});
-    y = add_op(&g, "Add", 2, (int[]){y, b});
+    y = add_op(&g, "Add", 2, bias_first ? (int[]){b, y} : (int[]){y, b});
     set_output(&g, y);
-    kn_opt_stats s = check_pass("bias: MatMul + Add(bias)", &g, KN_OPT_BIAS);
-    CHECK(s.biases_fused == 1 && s.nodes_after == 1);
+    return check_pass(label, &g, passes);
+}
 
-    kn_graph_init(&g);
-    x = add_input(&g, SHAPE(1, 3, 4));
-    w = add_weight(&g, "w", SHAPE(1, 4, 5));
-    b = add_weight(&g, "b", SHAPE(1, 5));
-    y = add_op(&g, "MatMul", 2, (int[]){x, w});
-    y = add_op(&g, "Add", 2, (int[]){b, y});
-    set_output(&g, y);
-    s = check_pass("bias: Add(bias (1, 5), MatMul W (1, 4, 5))", &g, KN_OPT_BIAS);
+static void test_bias_fusion(void) {
+    kn_opt_stats s = matmul_bias_pass("bias: MatMul + Add(bias)", SHAPE(4, 5), SHAPE(5), false, KN_OPT_BIAS);
     CHECK(s.biases_fused == 1 && s.nodes_after == 1);
-
+    s = matmul_bias_pass("bias: Add(bias (1, 5), MatMul W (1, 4, 5))", SHAPE(1, 4, 5), SHAPE(1, 5), true,
+                         KN_OPT_BIAS);
+    CHECK(s.biases_fused == 1 && s.nodes_after == 1);
     // A (1, 5) bias on a 2-D W: with a 1-D A, Y would be (5) and the Add would make it (1, 5).
-    kn_graph_init(&g);
-    x = add_input(&g, SHAPE(1, 3, 4));
-    w = add_weight(&g, "w", SHAPE(4, 5));
-    b = add_weight(&g, "b", SHAPE(1, 5));
-    y = add_op(&g, "MatMul", 2, (int[]){x, w});
-    y = add_op(&g, "Add", 2, (int[]){y, b});
-    set_output(&g, y);
-    s = check_pass("bias: not a (1, 5) row on a 2-D W", &g, KN_OPT_BIAS);
+    s = matmul_bias_pass("bias: not a (1, 5) row on a 2-D W", SHAPE(4, 5), SHAPE(1, 5), false, KN_OPT_BIAS);
     CHECK(s.biases_fused == 0 && s.nodes_after == 2);
-
     // Not a row: a (3, 5) constant differs between rows.
-    kn_graph_init(&g);
-    x = add_input(&g, SHAPE(1, 3, 4));
-    w = add_weight(&g, "w", SHAPE(4, 5));
-    b = add_weight(&g, "b", SHAPE(3, 5));
-    y = add_op(&g, "MatMul", 2, (int[]){x, w});
-    y = add_op(&g, "Add", 2, (int[]){y, b});
-    set_output(&g, y);
-    s = check_pass("bias: not a (3, 5) constant", &g, KN_OPT_ALL);
+    s = matmul_bias_pass("bias: not a (3, 5) constant", SHAPE(4, 5), SHAPE(3, 5), false, KN_OPT_ALL);
     CHECK(s.biases_fused == 0 && s.nodes_after == 2);
 }
 

@@ -43,26 +43,11 @@ typedef struct conv_geom {
 static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
                                 const kn_shape *b, conv_geom *g) {
     char sx[96], sw[96], sb[96];
-    if (x->ndim != 3 && x->ndim != 4)
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)",
-                       kn_shape_str(x, sx, sizeof sx));
+    KN_TRY(kn_conv_check_operands(node, x, w, "M, C/group", &g->group));
     int rank = x->ndim - 2;
-    if (w->ndim != x->ndim)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must be (M, C/group, %s)", kn_shape_str(w, sw, sizeof sw),
-                       rank == 1 ? "k" : "kH, kW");
-    for (int i = 0; i < x->ndim; i++)
-        if (x->d[i] < 1 || w->d[i] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions",
-                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(w, sw, sizeof sw));
     g->N = x->d[0];
     g->C = x->d[1];
     g->M = w->d[0];
-    g->group = kn_node_int(node, "group", 1);
-    if (g->group < 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "group is %lld", (long long)g->group);
-    if (g->C % g->group)
-        return kn_fail(KILN_ERR_SHAPE, "X %s has %lld channels, not a multiple of group %lld",
-                       kn_shape_str(x, sx, sizeof sx), (long long)g->C, (long long)g->group);
     if (g->M % g->group)
         return kn_fail(KILN_ERR_SHAPE, "W %s has %lld output channels, not a multiple of group %lld",
                        kn_shape_str(w, sw, sizeof sw), (long long)g->M, (long long)g->group);

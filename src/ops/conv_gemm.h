@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/graph.h"
 #include "ops/window.h"
 
 typedef struct kn_conv_gemm {
@@ -52,6 +53,12 @@ size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c);
 /* b (Cb, H, W) += col2im(w^T @ a), per group; col is scratch for the column matrix (unused when
  * pointwise, where the products add into b directly). */
 void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, float *col, float *b);
+
+/* The operand checks Conv and ConvTranspose share: X (N, C, L) or (N, C, H, W), W of X's rank whose
+ * leading dims the messages call `w_lead` ("M, C/group" or "C, M/group"), positive dims, and a group
+ * (returned in *group) that divides C. */
+kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,
+                                   int64_t *group);
 
 /* db[m] += the sum of dy (N, M, plane) over the batch and the plane of channel m. */
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db);

@@ -30,25 +30,11 @@ typedef struct convt_geom {
 static kiln_status convt_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
                                  const kn_shape *b, convt_geom *g) {
     char sx[96], sw[96], sb[96];
-    if (x->ndim != 3 && x->ndim != 4)
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)",
-                       kn_shape_str(x, sx, sizeof sx));
+    int64_t group;
+    KN_TRY(kn_conv_check_operands(node, x, w, "C, M/group", &group));
     int rank = x->ndim - 2;
-    if (w->ndim != x->ndim)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must be (C, M/group, %s)", kn_shape_str(w, sw, sizeof sw),
-                       rank == 1 ? "k" : "kH, kW");
-    for (int i = 0; i < x->ndim; i++)
-        if (x->d[i] < 1 || w->d[i] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions",
-                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(w, sw, sizeof sw));
     g->N = x->d[0];
     g->C = x->d[1];
-    int64_t group = kn_node_int(node, "group", 1);
-    if (group < 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "group is %lld", (long long)group);
-    if (g->C % group)
-        return kn_fail(KILN_ERR_SHAPE, "X %s has %lld channels, not a multiple of group %lld",
-                       kn_shape_str(x, sx, sizeof sx), (long long)g->C, (long long)group);
     if (w->d[0] != g->C)
         return kn_fail(KILN_ERR_SHAPE, "W %s must have one row per input channel of X %s",
                        kn_shape_str(w, sw, sizeof sw), kn_shape_str(x, sx, sizeof sx));
@@ -195,7 +181,7 @@ static int64_t convt_flops(const kn_graph *graph, const kn_node *node) {
     const kn_value *b = kn_node_input(graph, node, 2);
     if (kn_conv_is_nd(x->shape.ndim))
         return kn_convt_nd_flops(graph, node);
-    convt_geom g;
+    convt_geom g = {0};
     if (convt_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
     int64_t products = g.N * g.C * g.x_plane * g.Mg * g.taps;
