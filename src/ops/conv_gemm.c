@@ -96,11 +96,11 @@ void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, flo
 kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,
                                    int64_t *group) {
     char sx[96], sw[96];
-    if (x->ndim != 3 && x->ndim != 4)
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, L) or (N, C, H, W)", kn_shape_str(x, sx, sizeof sx));
+    if (x->ndim < 3)
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, spatial...)", kn_shape_str(x, sx, sizeof sx));
     if (w->ndim != x->ndim)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must be (%s, %s)", kn_shape_str(w, sw, sizeof sw), w_lead,
-                       x->ndim == 3 ? "k" : "kH, kW");
+        return kn_fail(KILN_ERR_SHAPE, "W %s must be (%s, kernel...) of the rank of X %s",
+                       kn_shape_str(w, sw, sizeof sw), w_lead, kn_shape_str(x, sx, sizeof sx));
     for (int i = 0; i < x->ndim; i++)
         if (x->d[i] < 1 || w->d[i] < 1)
             return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions",

@@ -54,7 +54,7 @@ size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c);
  * pointwise, where the products add into b directly). */
 void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, float *col, float *b);
 
-/* The operand checks Conv and ConvTranspose share: X (N, C, L) or (N, C, H, W), W of X's rank whose
+/* The operand checks Conv and ConvTranspose share, in any rank: X (N, C, spatial...), W of X's rank whose
  * leading dims the messages call `w_lead` ("M, C/group" or "C, M/group"), positive dims, and a group
  * (returned in *group) that divides C. */
 kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,

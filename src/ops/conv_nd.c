@@ -32,25 +32,13 @@ typedef struct conv_nd {
  * and bias b (NULL when absent); fills c. */
 static kiln_status conv_nd_of(const kn_node *node, bool transposed, const kn_shape *x,
                               const kn_shape *w, const kn_shape *b, conv_nd *c) {
+    KN_TRY(kn_conv_check_operands(node, x, w, transposed ? "C, M/group" : "M, C/group", &c->group));
     char sx[96], sw[96], sb[96];
     kn_shape_str(x, sx, sizeof sx);
     kn_shape_str(w, sw, sizeof sw);
-    if (x->ndim < 3)
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, spatial...)", sx);
-    if (w->ndim != x->ndim)
-        return kn_fail(KILN_ERR_SHAPE, "W %s must have the rank of X %s", sw, sx);
-    for (int i = 0; i < x->ndim; i++)
-        if (x->d[i] < 1 || w->d[i] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "X %s and W %s must have positive dimensions", sx, sw);
     int rank = x->ndim - 2;
     int64_t C = x->d[1];
     c->N = x->d[0];
-    c->group = kn_node_int(node, "group", 1);
-    if (c->group < 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "group is %lld", (long long)c->group);
-    if (C % c->group)
-        return kn_fail(KILN_ERR_SHAPE, "X %s has %lld channels, not a multiple of group %lld", sx,
-                       (long long)C, (long long)c->group);
     if (transposed) {
         if (w->d[0] != C)
             return kn_fail(KILN_ERR_SHAPE, "W %s must have one row per input channel of X %s", sw, sx);
