@@ -86,14 +86,8 @@ static kiln_status conv_geom_of_call(const kn_op_call *call, conv_geom *g) {
 }
 
 static kiln_status conv_infer(kn_graph *g, const kn_node *node) {
-    if (node->n_out != 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "Conv has one output, got %d", node->n_out);
-    const kn_value *x = kn_node_input(g, node, 0), *w = kn_node_input(g, node, 1);
-    const kn_value *b = kn_node_input(g, node, 2);
-    if (!x || !w)
-        return kn_fail(KILN_ERR_INVALID_ARG, "inputs X and W are required");
-    if (x->dtype != KN_F32 || w->dtype != KN_F32 || (b && b->dtype != KN_F32))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
+    const kn_value *x, *w, *b;
+    KN_TRY(kn_conv_infer_inputs(g, node, &x, &w, &b));
     if (kn_conv_is_nd(x->shape.ndim))
         return kn_conv_nd_infer(g, node);
     conv_geom geom;

@@ -4,6 +4,7 @@
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
 #include "ops/lane_sum.h"
+#include "ops/op.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
 #define KN_CONV_GEMM_PARALLEL_MIN (1 << 14)
@@ -111,5 +112,19 @@ kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const
     if (x->d[1] % *group)
         return kn_fail(KILN_ERR_SHAPE, "X %s has %lld channels, not a multiple of group %lld",
                        kn_shape_str(x, sx, sizeof sx), (long long)x->d[1], (long long)*group);
+    return KILN_OK;
+}
+
+kiln_status kn_conv_infer_inputs(const kn_graph *g, const kn_node *node, const kn_value **x, const kn_value **w,
+                                 const kn_value **b) {
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s has one output, got %d", node->op->name, node->n_out);
+    *x = kn_node_input(g, node, 0);
+    *w = kn_node_input(g, node, 1);
+    *b = kn_node_input(g, node, 2);
+    if (!*x || !*w)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs X and W are required");
+    if ((*x)->dtype != KN_F32 || (*w)->dtype != KN_F32 || (*b && (*b)->dtype != KN_F32))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
     return KILN_OK;
 }

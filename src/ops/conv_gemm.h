@@ -60,6 +60,11 @@ void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, fl
 kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,
                                    int64_t *group);
 
+/* Conv's and ConvTranspose's shape inference starts here: one output, X and W given, everything f32.
+ * Gives the input values (*b NULL when there is no bias). */
+kiln_status kn_conv_infer_inputs(const kn_graph *g, const kn_node *node, const kn_value **x, const kn_value **w,
+                                 const kn_value **b);
+
 /* db[m] += the sum of dy (N, M, plane) over the batch and the plane of channel m. */
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db);
 
