@@ -30,19 +30,13 @@ enum {
 
 /* Names the file uses, each once: name -> value (or node) index, -1 for the ones export makes. Open
  * addressing over strings that outlive the table (the graph's and the arena's). */
-typedef struct name_table {
-    const char **keys;
-    int *ids;
-    size_t cap, count;
-} name_table;
-
 typedef struct exporter {
     const kn_graph *g;
     kn_arena arena;             /* every message, array and made string of the model */
     const char **names;         /* (g->n_values) each value's name in the file, malloc'ed */
     const char **node_names;    /* (g->n_nodes) each node's name in the file (NULL: none), malloc'ed */
-    name_table taken;           /* every value name in the file */
-    name_table taken_nodes;     /* every node name in the file */
+    kn_name_map taken;           /* every value name in the file */
+    kn_name_map taken_nodes;     /* every node name in the file */
     Onnx__NodeProto **nodes;    /* (g->n_nodes * GELU_MAX_NODES) */
     size_t n_nodes;
     Onnx__TensorProto **made;   /* (g->n_nodes * MAX_MADE_CONSTS + g->n_values * 3) constants the
@@ -70,56 +64,6 @@ static int32_t onnx_dtype_of(kn_dtype dtype) {
 
 /* ---- names ---- */
 
-static uint64_t hash_name(const char *s) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-/* The slot holding `key`, or the empty slot where it would go. */
-static size_t table_slot(const name_table *t, const char *key) {
-    size_t i = hash_name(key) & (t->cap - 1);
-    while (t->keys[i] && strcmp(t->keys[i], key) != 0)
-        i = (i + 1) & (t->cap - 1);
-    return i;
-}
-
-/* The id of `key`; false when the file has no value of that name yet. */
-static bool table_find(const name_table *t, const char *key, int *id) {
-    if (!t->cap)
-        return false;
-    size_t i = table_slot(t, key);
-    if (t->keys[i] && id)
-        *id = t->ids[i];
-    return t->keys[i] != NULL;
-}
-
-/* Adds `key`, which must not be in the table; false when out of memory. */
-static bool table_add(name_table *t, const char *key, int id) {
-    if (2 * (t->count + 1) > t->cap) {
-        name_table grown = {.cap = t->cap ? 2 * t->cap : 256};
-        grown.keys = calloc(grown.cap, sizeof *grown.keys);
-        grown.ids = calloc(grown.cap, sizeof *grown.ids);
-        if (!grown.keys || !grown.ids) {
-            free(grown.keys);
-            free(grown.ids);
-            return false;
-        }
-        for (size_t i = 0; i < t->cap; i++)
-            if (t->keys[i])
-                table_add(&grown, t->keys[i], t->ids[i]);
-        free(t->keys);
-        free(t->ids);
-        *t = grown;
-    }
-    size_t i = table_slot(t, key);
-    t->keys[i] = key;
-    t->ids[i] = id;
-    t->count++;
-    return true;
-}
-
 /* "<base><sep><suffix>" in the arena. */
 static char *joined_name(exporter *x, const char *base, const char *sep, const char *suffix) {
     size_t size = strlen(base) + strlen(sep) + strlen(suffix) + 1;
@@ -131,9 +75,9 @@ static char *joined_name(exporter *x, const char *base, const char *sep, const c
 
 /* A name not in `t` yet, taken for index `id` (-1: something export makes): `name`, else "<name>.1",
  * "<name>.2" ... NULL when out of memory. */
-static const char *take_name(exporter *x, name_table *t, const char *name, int id) {
+static const char *take_name(exporter *x, kn_name_map *t, const char *name, int id) {
     const char *chosen = name;
-    if (table_find(t, name, NULL)) {
+    if (kn_name_map_find(t, name, NULL)) {
         size_t size = strlen(name) + 24;
         char *numbered = kn_arena_alloc(&x->arena, size);
         if (!numbered)
@@ -141,10 +85,10 @@ static const char *take_name(exporter *x, name_table *t, const char *name, int i
         int k = 1;
         do
             snprintf(numbered, size, "%s.%d", name, k++);
-        while (table_find(t, numbered, NULL));
+        while (kn_name_map_find(t, numbered, NULL));
         chosen = numbered;
     }
-    return table_add(t, chosen, id) ? chosen : NULL;
+    return kn_name_map_put(t, chosen, id) == KILN_OK ? chosen : NULL;
 }
 
 /* The name of a value a rewrite makes: "<base>/<suffix>", made unique. */
@@ -167,13 +111,13 @@ static char *value_name(const exporter *x, int id) { return id >= 0 ? (char *)x-
  * layers one name). The first of a name keeps it; once every first one has, the later ones get
  * "<name>.1", "<name>.2" ..., so a renamed one never takes another's name. Unnamed ("") nodes stay
  * unnamed (names[i] NULL); values need a name. */
-static kiln_status assign_names(exporter *x, name_table *t, const char *const *wanted, int n,
+static kiln_status assign_names(exporter *x, kn_name_map *t, const char *const *wanted, int n,
                                 const char **names) {
     for (int i = 0; i < n; i++) {
         names[i] = NULL;
-        if (!*wanted[i] || table_find(t, wanted[i], NULL))
+        if (!*wanted[i] || kn_name_map_find(t, wanted[i], NULL))
             continue;
-        if (!table_add(t, wanted[i], i))
+        if (kn_name_map_put(t, wanted[i], i) != KILN_OK)
             return no_memory();
         names[i] = wanted[i];
     }
@@ -809,7 +753,7 @@ static kiln_status collect_initializers(exporter *x, Onnx__GraphProto *graph) {
     for (size_t i = 0; i < x->n_nodes; i++) {
         for (size_t k = 0; k < x->nodes[i]->n_input; k++) {
             int id;
-            if (table_find(&x->taken, x->nodes[i]->input[k], &id) && id >= 0)
+            if (kn_name_map_find(&x->taken, x->nodes[i]->input[k], &id) && id >= 0)
                 named[id] = true;
         }
     }
@@ -904,10 +848,8 @@ static kiln_status build_model(exporter *x, const kn_graph *g, Onnx__ModelProto 
 static void exporter_free(exporter *x) {
     free(x->names);
     free(x->node_names);
-    free(x->taken.keys);
-    free(x->taken.ids);
-    free(x->taken_nodes.keys);
-    free(x->taken_nodes.ids);
+    kn_name_map_free(&x->taken);
+    kn_name_map_free(&x->taken_nodes);
     kn_arena_free(&x->arena);
 }
 

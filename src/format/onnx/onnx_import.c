@@ -27,76 +27,19 @@ enum { FOLD_MAX_BYTES = 64 << 20 };
 
 static const char *str_or_empty(const char *s) { return s ? s : ""; }
 
-/* ---- name map ---- */
-
-static uint64_t hash_name(const char *s) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static int map_get(const kn_name_map *m, const char *key) {
-    if (!m->cap)
-        return -1;
-    for (size_t i = hash_name(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->keys[i])
-            return -1;
-        if (strcmp(m->keys[i], key) == 0)
-            return m->ids[i];
-    }
-}
-
-static void map_insert(kn_name_map *m, const char *key, int id) {
-    size_t i = hash_name(key) & (m->cap - 1);
-    while (m->keys[i])
-        i = (i + 1) & (m->cap - 1);
-    m->keys[i] = key;
-    m->ids[i] = id;
-    m->count++;
-}
-
-/* Adds key -> id; the key is not copied and must outlive the map, and must not be in it yet. */
-static kiln_status map_put(kn_name_map *m, const char *key, int id) {
-    if (2 * (m->count + 1) > m->cap) {
-        kn_name_map grown = {.cap = m->cap ? 2 * m->cap : 64};
-        grown.keys = calloc(grown.cap, sizeof *grown.keys);
-        grown.ids = calloc(grown.cap, sizeof *grown.ids);
-        if (!grown.keys || !grown.ids) {
-            free(grown.keys);
-            free(grown.ids);
-            return kn_fail(KILN_ERR_NOMEM, "out of memory indexing value names");
-        }
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->keys[i])
-                map_insert(&grown, m->keys[i], m->ids[i]);
-        free(m->keys);
-        free(m->ids);
-        *m = grown;
-    }
-    map_insert(m, key, id);
-    return KILN_OK;
-}
-
-static void map_free(kn_name_map *m) {
-    free(m->keys);
-    free(m->ids);
-    memset(m, 0, sizeof *m);
-}
-
 /* ---- values ---- */
 
 int kn_onnx_value(kn_onnx_importer *im, const char *name) {
     if (!name || !*name)
         return -2;
-    return map_get(&im->values, name);
+    return kn_name_map_get(&im->values, name);
 }
 
 /* Adds a value and indexes it under its (arena-copied) name. */
 static int add_named_value(kn_onnx_importer *im, const char *name, kn_value_kind kind, kn_dtype dtype,
                            const kn_shape *shape) {
     int id = kn_graph_add_value(im->g, name, kind, dtype, shape);
-    if (id < 0 || map_put(&im->values, im->g->values[id].name, id) != KILN_OK)
+    if (id < 0 || kn_name_map_put(&im->values, im->g->values[id].name, id) != KILN_OK)
         return -1;
     return id;
 }
@@ -105,7 +48,7 @@ static int add_named_value(kn_onnx_importer *im, const char *name, kn_value_kind
 static kiln_status unique_name(kn_onnx_importer *im, const char *base, const char *suffix,
                                char *buf, size_t size) {
     snprintf(buf, size, "%s/%s", base, suffix);
-    while (map_get(&im->values, buf) >= 0 || map_get(&im->produced, buf) >= 0) {
+    while (kn_name_map_get(&im->values, buf) >= 0 || kn_name_map_get(&im->produced, buf) >= 0) {
         if (snprintf(buf, size, "%s/%s.%d", base, suffix, ++im->n_made) >= (int)size)
             return kn_fail(KILN_ERR_UNSUPPORTED, "value name '%s' is too long", base);
     }
@@ -135,7 +78,7 @@ int kn_onnx_add_const(kn_onnx_importer *im, const char *base, const char *suffix
 int kn_onnx_add_output(kn_onnx_importer *im, const kn_onnx_node *n, const char *name) {
     if (!name || !*name)
         return kn_onnx_add_temp(im, n->name, "unused");
-    if (map_get(&im->values, name) >= 0) {
+    if (kn_name_map_get(&im->values, name) >= 0) {
         kn_fail(KILN_ERR_FORMAT, "output '%s' is already a value of the graph", name);
         return -1;
     }
@@ -166,10 +109,10 @@ kiln_status kn_onnx_set_weight(kn_onnx_importer *im, int id) {
 kiln_status kn_onnx_bind(kn_onnx_importer *im, const char *name, int value) {
     if (!name || !*name)
         return KILN_OK;
-    if (map_get(&im->values, name) >= 0)
+    if (kn_name_map_get(&im->values, name) >= 0)
         return kn_fail(KILN_ERR_FORMAT, "output '%s' is already a value of the graph", name);
     /* The key must outlive the map: the ONNX proto does, until the import ends. */
-    return map_put(&im->values, name, value);
+    return kn_name_map_put(&im->values, name, value);
 }
 
 /* ---- attributes ---- */
@@ -382,7 +325,7 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
         const char *name = str_or_empty(t->name);
         if (!*name)
             return kn_fail(KILN_ERR_FORMAT, "initializer %zu has no name", i);
-        if (map_get(&im->values, name) >= 0)
+        if (kn_name_map_get(&im->values, name) >= 0)
             return kn_fail(KILN_ERR_FORMAT, "initializer '%s' is given twice", name);
         kn_dtype dtype;
         kn_shape shape;
@@ -445,7 +388,7 @@ static kiln_status import_inputs(kn_onnx_importer *im, const Onnx__GraphProto *g
         const char *name = str_or_empty(gp->input[i]->name);
         if (!*name)
             return kn_fail(KILN_ERR_FORMAT, "graph input %zu has no name", i);
-        int existing = map_get(&im->values, name);
+        int existing = kn_name_map_get(&im->values, name);
         if (kn_onnx_is_weight(im, existing))
             continue; /* an initializer listed as input (IR < 4) stays an initializer */
         if (existing >= 0)
@@ -481,14 +424,14 @@ static kiln_status index_producers(kn_onnx_importer *im, const Onnx__GraphProto 
             const char *name = str_or_empty(p->output[k]);
             if (!*name)
                 continue;
-            if (map_get(&im->values, name) >= 0)
+            if (kn_name_map_get(&im->values, name) >= 0)
                 return kn_fail(KILN_ERR_FORMAT, "node '%s' (index %zu) writes '%s', which is a graph "
                                "input or initializer", str_or_empty(p->name), i, name);
-            int other = map_get(&im->produced, name);
+            int other = kn_name_map_get(&im->produced, name);
             if (other >= 0)
                 return kn_fail(KILN_ERR_FORMAT, "value '%s' is produced twice (nodes %d and %zu)",
                                name, other, i);
-            KN_TRY(map_put(&im->produced, name, (int)i));
+            KN_TRY(kn_name_map_put(&im->produced, name, (int)i));
         }
     }
     return KILN_OK;
@@ -522,7 +465,7 @@ static kiln_status sort_nodes(kn_onnx_importer *im, const Onnx__GraphProto *gp, 
                 continue;
             }
             const char *input = str_or_empty(p->input[next_input[u]++]);
-            int producer = *input ? map_get(&im->produced, input) : -1;
+            int producer = *input ? kn_name_map_get(&im->produced, input) : -1;
             if (producer < 0 || state[producer] == 2)
                 continue;
             if (state[producer] == 1)
@@ -574,7 +517,7 @@ static kiln_status import_outputs(kn_onnx_importer *im, const Onnx__GraphProto *
                        (int)(sizeof g->outputs / sizeof g->outputs[0]));
     for (size_t i = 0; i < gp->n_output; i++) {
         const char *name = str_or_empty(gp->output[i]->name);
-        int id = map_get(&im->values, name);
+        int id = kn_name_map_get(&im->values, name);
         if (id < 0)
             return kn_fail(KILN_ERR_FORMAT, "graph output '%s' is produced by no node", name);
         g->outputs[g->n_outputs++] = id;
@@ -691,8 +634,8 @@ static kiln_status import_buffer(const void *buf, size_t size, const char *base_
                        "bytes)", size);
     kn_onnx_importer im = {.g = g, .base_dir = base_dir, .for_training = for_training};
     kiln_status st = import_model(&im, m);
-    map_free(&im.values);
-    map_free(&im.produced);
+    kn_name_map_free(&im.values);
+    kn_name_map_free(&im.produced);
     free(im.weights);
     onnx__model_proto__free_unpacked(m, NULL);
     return st;

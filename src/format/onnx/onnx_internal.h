@@ -1,5 +1,5 @@
-/* Shared between the ONNX importer's files: tensor decoding (onnx_tensor.c), the graph walk
- * (onnx_import.c) and the per-op rewrites (onnx_ops.c). */
+/* Shared between the ONNX importer's files — tensor decoding (onnx_tensor.c), the graph walk
+ * (onnx_import.c), the per-op rewrites (onnx_ops.c) — and the name maps the exporter uses too. */
 #ifndef KN_ONNX_INTERNAL_H
 #define KN_ONNX_INTERNAL_H
 
@@ -14,6 +14,23 @@
 
 /* The opsets of the default domain kiln reads. */
 enum { KN_ONNX_MIN_OPSET = 7, KN_ONNX_MAX_OPSET = 17 };
+
+/* ---- name -> id maps (name_map.c), for the importer and the exporter ---- */
+
+/* Open addressing over strings that the caller keeps alive; zero-initialized is empty. */
+typedef struct kn_name_map {
+    const char **keys;
+    int *ids;
+    size_t cap, count;
+} kn_name_map;
+
+/* Whether `key` is in the map, and then its id in *id (id may be NULL). */
+bool kn_name_map_find(const kn_name_map *m, const char *key, int *id);
+/* The id of `key`, or -1 when absent: for maps whose ids are never negative. */
+int kn_name_map_get(const kn_name_map *m, const char *key);
+/* Adds key -> id; the key is not copied, and must not be in the map yet. */
+kiln_status kn_name_map_put(kn_name_map *m, const char *key, int id);
+void kn_name_map_free(kn_name_map *m);
 
 /* ---- tensors (onnx_tensor.c) ---- */
 
@@ -38,13 +55,6 @@ kiln_status kn_onnx_read_whole_file(const char *path, unsigned char **bytes, siz
 char *kn_onnx_dirname(char *path);
 
 /* ---- the importer (onnx_import.c) ---- */
-
-/* ONNX value name -> id, open addressing over strings the importer keeps alive. */
-typedef struct kn_name_map {
-    const char **keys;
-    int *ids;
-    size_t cap, count;
-} kn_name_map;
 
 typedef struct kn_onnx_importer {
     kn_graph *g;
