@@ -47,6 +47,9 @@ int64_t kn_shape_span(const kn_shape *shape, int from, int to);
 /* Overflow-checked size arithmetic: false on overflow. */
 bool kn_size_mul(size_t a, size_t b, size_t *out);
 bool kn_size_add(size_t a, size_t b, size_t *out);
+/* bytes rounded up to a multiple of 64, where buffers that share a block start; for sizes well below
+ * SIZE_MAX (those of tensors that exist). */
+static inline size_t kn_round_up_64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 /* numel * dtype size, false on overflow or negative dims. */
 bool kn_shape_bytes(const kn_shape *shape, kn_dtype dtype, size_t *out);
 

@@ -294,8 +294,8 @@ typedef struct grad_work {
 static kiln_status grad_work_get(kn_op_ctx *ctx, const kn_shape *y_shape, kn_tensor *const *in,
                                  int n_in, bool with_mask, grad_work *w) {
     size_t n_y = (size_t)kn_shape_numel(y_shape);
-    size_t term_bytes = ((n_y * sizeof(float)) + 63) & ~(size_t)63;
-    size_t mask_bytes = with_mask ? (n_y + 63) & ~(size_t)63 : 0;
+    size_t term_bytes = kn_round_up_64(n_y * sizeof(float));
+    size_t mask_bytes = with_mask ? kn_round_up_64(n_y) : 0;
     size_t reduce_bytes = 0;
     for (int i = 0; i < n_in; i++) {
         size_t bytes = kn_reduce_sum_workspace(y_shape, kn_broadcast_axes(&in[i]->shape, y_shape));

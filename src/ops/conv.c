@@ -129,7 +129,7 @@ static bool conv_forward_scratch(const conv_geom *g, int image_threads, conv_scr
     s->col_bytes = 0;
     if (!conv_is_pointwise(g) && !conv_col_bytes(g, 1, &s->col_bytes))
         return false;
-    s->col_bytes = (s->col_bytes + 63) & ~(size_t)63;
+    s->col_bytes = kn_round_up_64(s->col_bytes);
     s->gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, g->Cg * g->taps);
     if (s->gemm_bytes == SIZE_MAX || !kn_size_add(s->col_bytes, s->gemm_bytes, &s->slot_bytes) ||
         !kn_size_add(s->slot_bytes, 63, &s->slot_bytes))
@@ -313,8 +313,6 @@ typedef struct conv_backward_scratch {
     size_t col_bytes, dw_bytes, gemm_bytes, slot_bytes, total;
 } conv_backward_scratch;
 
-static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
 static bool conv_backward_scratch_of(const conv_geom *g, const kn_conv_gemm *products, bool with_dw, int team,
                                      conv_backward_scratch *s) {
     if (!kn_conv_gemm_col_bytes(products, &s->col_bytes))
@@ -324,7 +322,7 @@ static bool conv_backward_scratch_of(const conv_geom *g, const kn_conv_gemm *pro
     s->gemm_bytes = fold > weight ? fold : weight;
     if (s->col_bytes > SIZE_MAX / 2 || s->gemm_bytes > SIZE_MAX / 4)
         return false;
-    s->slot_bytes = align64(s->col_bytes) + align64(s->dw_bytes) + align64(s->gemm_bytes);
+    s->slot_bytes = kn_round_up_64(s->col_bytes) + kn_round_up_64(s->dw_bytes) + kn_round_up_64(s->gemm_bytes);
     return kn_size_mul(s->slot_bytes, (size_t)team, &s->total);
 }
 
@@ -343,9 +341,9 @@ static void conv_backward_images(const conv_backward_job *j, int t, int team) {
     const conv_geom *g = j->g;
     unsigned char *slot = j->scratch + j->s->slot_bytes * (size_t)t;
     float *col = (float *)slot;                               // (C*kH*kW, OH*OW)
-    float *dw_own = (float *)(slot + align64(j->s->col_bytes)); // (M, C/group*kH*kW)
+    float *dw_own = (float *)(slot + kn_round_up_64(j->s->col_bytes)); // (M, C/group*kH*kW)
     kn_conv_gemm own = *j->products;
-    own.gemm_ws = slot + align64(j->s->col_bytes) + align64(j->s->dw_bytes);
+    own.gemm_ws = slot + kn_round_up_64(j->s->col_bytes) + kn_round_up_64(j->s->dw_bytes);
     own.gemm_ws_bytes = j->s->gemm_bytes;
     int64_t first = g->N * t / team, last = g->N * (t + 1) / team;
     for (int64_t n = first; n < last; n++) {
@@ -404,7 +402,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
     if (dw) {
         int64_t count = g.M * g.Cg * g.taps;
         for (int t = 0; t < team; t++) {
-            const float *dw_own = (const float *)(scratch + s.slot_bytes * (size_t)t + align64(s.col_bytes));
+            const float *dw_own = (const float *)(scratch + s.slot_bytes * (size_t)t + kn_round_up_64(s.col_bytes));
             if (g.N * t / team == g.N * (t + 1) / team)
                 continue; /* a thread without images left its buffer as it was */
             for (int64_t i = 0; i < count; i++)

@@ -397,7 +397,7 @@ static kiln_status prelu_backward(const kn_op_call *call) {
     if (dslope) {
         unsigned axes = kn_broadcast_axes(&slope->shape, &x->shape);
         int64_t n = kn_numel(x);
-        size_t term_bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+        size_t term_bytes = kn_round_up_64((size_t)n * sizeof(float));
         size_t bytes = term_bytes + kn_reduce_sum_workspace(&x->shape, axes);
         char *work = kn_op_scratch(call->ctx, bytes);
         if (!work)
