@@ -41,47 +41,49 @@ static void mark_needs_grad(kn_tape *t) {
     }
 }
 
-/* grad_storer[v]: the node whose backward stores (rather than adds) the whole gradient of activation
- * or parameter v, or -1 when v's gradient must start at zero. A node qualifies when v feeds it once
- * and nothing else, its op honours din_fresh, and all its outputs carry gradients, so that it runs and
- * writes. A parameter's gradient is stored only by the first backward after kn_tape_zero_param_grads:
- * later ones accumulate. */
-static void find_grad_storers(kn_tape *t) {
-    kn_graph *g = t->g;
-    int *uses = t->grad_storer; /* first a count of the input slots reading each value */
+/* only_reader[v]: the node whose input slots read value v exactly once, when no other slot reads
+ * it; -1 when nothing or several slots read v. */
+static void find_only_readers(const kn_graph *g, int *only_reader) {
     for (int v = 0; v < g->n_values; v++)
-        uses[v] = 0;
+        only_reader[v] = -1;
     for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                uses[g->nodes[i].in[k]]++;
-    int *storer = uses;
-    for (int v = 0; v < g->n_values; v++)
-        storer[v] = uses[v] == 1 ? -2 : -1; /* -2: read once, by a node not found yet */
-    for (int i = 0; i < g->n_nodes; i++) {
-        const kn_node *n = &g->nodes[i];
-        bool all_outputs_have_grads = true;
-        for (int k = 0; k < n->n_out; k++)
-            all_outputs_have_grads &= t->needs_grad[n->out[k]];
-        for (int k = 0; k < n->n_in; k++) {
-            int v = n->in[k];
-            if (v < 0 || storer[v] != -2)
-                continue;
-            kn_value_kind kind = g->values[v].kind;
-            bool stores = k < 32 && n->op->backward_stores && all_outputs_have_grads && t->needs_grad[v] &&
-                          (kind == KN_VALUE_ACT || kind == KN_VALUE_PARAM) && !is_output(g, v);
-            storer[v] = stores ? i : -1;
+        for (int k = 0; k < g->nodes[i].n_in; k++) {
+            int v = g->nodes[i].in[k];
+            if (v >= 0)
+                only_reader[v] = only_reader[v] == -1 ? i : -2; /* -2: read more than once */
         }
-    }
     for (int v = 0; v < g->n_values; v++)
-        if (storer[v] == -2)
-            storer[v] = -1;
+        if (only_reader[v] == -2)
+            only_reader[v] = -1;
 }
 
-/* relu_fused_into[i]: for a node whose op trains with a fused Relu, the Relu node that reads its only
- * output and nothing else does; -1 otherwise. relu_fused_into[j] = -2 marks that Relu node, which
- * then never runs on its own (the producer writes its output and takes its gradient). */
-static void find_fused_relus(kn_tape *t) {
+/* grad_storer[v]: the node whose backward stores (rather than adds) the whole gradient of activation
+ * or parameter v, or -1 when v's gradient must start at zero. A node qualifies when it is v's only
+ * reader, its op honours din_fresh, and all its outputs carry gradients, so that it runs and writes.
+ * A parameter's gradient is stored only by the first backward after kn_tape_zero_param_grads: later
+ * ones accumulate. */
+static void find_grad_storers(kn_tape *t, const int *only_reader) {
+    kn_graph *g = t->g;
+    for (int v = 0; v < g->n_values; v++) {
+        t->grad_storer[v] = -1;
+        int i = only_reader[v];
+        kn_value_kind kind = g->values[v].kind;
+        if (i < 0 || !t->needs_grad[v] || (kind != KN_VALUE_ACT && kind != KN_VALUE_PARAM) || is_output(g, v))
+            continue;
+        const kn_node *n = &g->nodes[i];
+        bool stores = n->op->backward_stores;
+        for (int k = 0; k < n->n_out; k++)
+            stores &= t->needs_grad[n->out[k]];
+        for (int k = 0; k < n->n_in; k++)
+            stores &= n->in[k] != v || k < 32; /* din_fresh has 32 bits */
+        t->grad_storer[v] = stores ? i : -1;
+    }
+}
+
+/* relu_fused_into[i]: for a node whose op trains with a fused Relu, the Relu node that is the only
+ * reader of its only output; -1 otherwise. relu_fused_into[j] = -2 marks that Relu node, which then
+ * never runs on its own (the producer writes its output and takes its gradient). */
+static void find_fused_relus(kn_tape *t, const int *only_reader) {
     kn_graph *g = t->g;
     for (int i = 0; i < g->n_nodes; i++)
         t->relu_fused_into[i] = -1;
@@ -89,15 +91,9 @@ static void find_fused_relus(kn_tape *t) {
         const kn_node *n = &g->nodes[i];
         if (!n->op->trains_fused_relu || n->n_out != 1 || is_output(g, n->out[0]))
             continue;
-        int reader = -1, reads = 0;
-        for (int j = i + 1; j < g->n_nodes; j++)
-            for (int k = 0; k < g->nodes[j].n_in; k++)
-                if (g->nodes[j].in[k] == n->out[0]) {
-                    reader = j;
-                    reads++;
-                }
-        if (reads == 1 && strcmp(g->nodes[reader].op->name, "Relu") == 0 && g->nodes[reader].in[0] == n->out[0] &&
-            t->needs_grad[n->out[0]] == t->needs_grad[g->nodes[reader].out[0]]) {
+        int y = n->out[0], reader = only_reader[y];
+        if (reader >= 0 && strcmp(g->nodes[reader].op->name, "Relu") == 0 && g->nodes[reader].in[0] == y &&
+            t->needs_grad[y] == t->needs_grad[g->nodes[reader].out[0]]) {
             t->relu_fused_into[i] = reader;
             t->relu_fused_into[reader] = -2;
         }
@@ -227,8 +223,15 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
     mark_needs_grad(t);
-    find_grad_storers(t);
-    find_fused_relus(t);
+    int *only_reader = malloc(sizeof(int) * n);
+    if (!only_reader) {
+        kn_tape_free(t);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
+    }
+    find_only_readers(g, only_reader);
+    find_grad_storers(t, only_reader);
+    find_fused_relus(t, only_reader);
+    free(only_reader);
     kiln_status st = alloc_param_grads(t);
     if (st != KILN_OK)
         kn_tape_free(t);
