@@ -202,6 +202,7 @@ static kiln_status record_provenance(trainer *t, const kn_dataset *train, const 
 static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, double run_start,
                              int64_t steps_total, int64_t steps_before, kn_train_progress *p) {
     const kn_train_options *opt = t->opt;
+    const kn_train_hooks *hooks = opt->hooks;
     kn_batcher batcher;
     KN_TRY(kn_batcher_init(&batcher, train, opt->batch, true, opt->seed, epoch));
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
@@ -240,15 +241,22 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
                 kn_error_prefix("training diverged (try a lower --lr or --clip-norm): ");
             goto done;
         }
+        if (hooks && hooks->on_loss && (st = hooks->on_loss(hooks->user, &t->tape, batch_labels, &loss)) != KILN_OK)
+            goto done;
         kn_tape_zero_param_grads(&t->tape);
         if ((st = kn_tape_backward(&t->tape)) != KILN_OK)
             goto done;
         if (opt->clip_norm > 0)
             kn_grad_clip_global_norm(t->params, t->n_params, opt->clip_norm);
+        if (hooks && hooks->on_gradients &&
+            (st = hooks->on_gradients(hooks->user, t->params, t->n_params, t->step)) != KILN_OK)
+            goto done;
         float lr = kn_schedule_lr(&t->schedule, t->step);
         if ((st = kn_optim_step(t->optim, lr)) != KILN_OK)
             goto done;
         t->step++;
+        if (hooks && hooks->on_step && (st = hooks->on_step(hooks->user, t->g, t->step)) != KILN_OK)
+            goto done;
         loss_sum += t->opt->loss.reduction == KN_REDUCTION_MEAN ? loss * (double)n : loss;
         correct_sum += correct;
         seen += n;
@@ -318,8 +326,6 @@ static kiln_status check_options(const kn_train_options *o) {
         return kn_fail(KILN_ERR_INVALID_ARG, "--epochs must be at least 1");
     if (o->batch < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "--batch must be at least 1");
-    if (!o->out_path)
-        return kn_fail(KILN_ERR_INVALID_ARG, "--out is required");
     return KILN_OK;
 }
 
@@ -372,7 +378,7 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         st = train_loop(&t, train, val, result);
     if (st == KILN_OK)
         st = record_provenance(&t, train, result);
-    if (st == KILN_OK)
+    if (st == KILN_OK && options->out_path)
         st = kn_kiln_save(options->out_path, g, NULL, 0);
     trainer_release(&t);
     return st;

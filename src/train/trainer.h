@@ -29,6 +29,23 @@ typedef struct kn_train_progress {
 
 typedef void (*kn_progress_fn)(const kn_train_progress *progress, void *user);
 
+struct kn_tape;
+
+/* Where compression joins the training loop (pruning masks, gradient quantization, distillation). Every
+ * function may be NULL; each gets `user` first and fails the run with its status. Per batch they run in
+ * this order: forward, loss, on_loss, backward, clipping, on_gradients, optimizer, on_step. */
+typedef struct kn_train_hooks {
+    void *user;
+    /* The batch's loss is in *loss and its gradient dLoss/dpred in kn_tape_output_grad(tape, 0); the hook
+     * may change both (a distillation loss mixes in the teacher's). inputs: the batch as the tape has it. */
+    kiln_status (*on_loss)(void *user, struct kn_tape *tape, const int64_t *labels, double *loss);
+    /* Parameter gradients after clipping, before the optimizer reads them (gradient quantization). */
+    kiln_status (*on_gradients)(void *user, kn_param_ref *params, int n_params, int64_t step);
+    /* After optimizer step number `step` (counting from 1): parameters may be changed (pruning masks,
+     * gradual pruning schedules). */
+    kiln_status (*on_step)(void *user, kn_graph *g, int64_t step);
+} kn_train_hooks;
+
 typedef struct kn_train_options {
     int64_t epochs;
     int64_t batch;
@@ -37,12 +54,13 @@ typedef struct kn_train_options {
     float clip_norm;             /* <= 0: no clipping */
     kn_loss loss;
     uint64_t seed;
-    const char *out_path;        /* final model (.kiln) */
+    const char *out_path;        /* final model (.kiln); NULL: the caller writes g */
     const char *checkpoint_path; /* written after every epoch; NULL: none */
     const char *log_path;        /* CSV metrics; NULL: none */
     bool resume;                 /* continue from the graph's "train.*" checkpoint metadata */
     kn_progress_fn progress;
     void *progress_user;
+    const kn_train_hooks *hooks; /* NULL: none */
 } kn_train_options;
 
 typedef struct kn_train_result {
@@ -53,7 +71,7 @@ typedef struct kn_train_result {
     double seconds, samples_per_second;
 } kn_train_result;
 
-/* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path.
+/* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path (if set).
  * With options->resume, g comes from a checkpoint whose "train.epochs_done" / "train.step" metadata say
  * where training stopped; it continues from there with the optimizer state restored from `optim_state`
  * (the checkpoint's extras), giving the same weights as a run that never stopped. */

@@ -13,10 +13,7 @@
 #include "core/status.h"
 #include "ops/op.h"
 #include "runtime/runtime.h"
-#include "train/spec.h"
-#ifdef KILN_HAVE_ONNX
-#include "format/onnx/onnx_import.h"
-#endif
+#include "train/api.h"
 
 double cli_now(void) {
     struct timespec ts;
@@ -277,28 +274,7 @@ kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size)
 }
 
 kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras) {
-    if (extras) {
-        *extras = NULL;
-        *n_extras = 0;
-    }
-    kiln_status st;
-    if (cli_has_suffix(path, ".kiln") || cli_has_suffix(path, ".ckpt")) {
-        st = kn_kiln_load(path, KN_KILN_LOAD_COPY, g, extras, n_extras);
-    } else if (cli_has_suffix(path, ".onnx")) {
-#ifdef KILN_HAVE_ONNX
-        st = kn_onnx_import_for_training(path, g);
-#else
-        kn_graph_init(g);
-        st = kn_fail(KILN_ERR_UNSUPPORTED, "%s: this kiln was built without ONNX support (it needs protobuf-c; "
-                     "see README)", path);
-#endif
-    } else {
-        st = kn_spec_load(path, seed, g);
-    }
-    // Every loader initialises g first; some leave a partial graph behind on failure.
-    if (st != KILN_OK)
-        kn_graph_free(g);
-    return st;
+    return kn_graph_load_path(path, seed, g, extras, n_extras);
 }
 
 kiln_status cli_open_model(const char *path, kiln_model **model) {

@@ -1,0 +1,161 @@
+#include "train_args.h"
+
+#include <math.h>
+#include <string.h>
+
+cli_train_args cli_train_args_defaults(int64_t epochs) {
+    return (cli_train_args){.optimizer = "adam", .loss = "ce", .schedule = "constant", .epochs = epochs,
+                            .batch = 64, .seed = 1, .lr = NAN, .momentum = NAN, .dampening = NAN,
+                            .weight_decay = NAN, .gamma = 0.1};
+}
+
+int cli_train_option_table(cli_train_args *a, cli_option *options) {
+    const cli_option table[CLI_TRAIN_OPTION_COUNT] = {
+        {"--data", CLI_STRING, &a->data, "training data: fashion-mnist, IDX, CSV or X.npy,Y.npy"},
+        {"--val", CLI_STRING, &a->val, "validation data (same forms as --data)"},
+        {"--val-split", CLI_FLOAT, &a->val_split, "hold out this fraction of --data for validation"},
+        {"--epochs", CLI_INT, &a->epochs, "epochs"},
+        {"--batch", CLI_INT, &a->batch, "batch size (default 64)"},
+        {"--optimizer", CLI_STRING, &a->optimizer, "sgd|adam|adamw|adagrad|adafactor (default adam)"},
+        {"--lr", CLI_FLOAT, &a->lr, "learning rate (default: the optimizer's)"},
+        {"--momentum", CLI_FLOAT, &a->momentum, "SGD momentum"},
+        {"--dampening", CLI_FLOAT, &a->dampening, "SGD dampening"},
+        {"--nesterov", CLI_FLAG, &a->nesterov, "SGD Nesterov momentum"},
+        {"--weight-decay", CLI_FLOAT, &a->weight_decay, "weight decay"},
+        {"--loss", CLI_STRING, &a->loss, "ce|bce|mse|mae (default ce)"},
+        {"--label-smoothing", CLI_FLOAT, &a->label_smoothing, "cross-entropy label smoothing"},
+        {"--schedule", CLI_STRING, &a->schedule, "constant|step|cosine (default constant)"},
+        {"--warmup", CLI_INT, &a->warmup, "linear warm-up steps"},
+        {"--step-size", CLI_INT, &a->step_size, "step schedule: decay every N steps"},
+        {"--gamma", CLI_FLOAT, &a->gamma, "step schedule: decay factor (default 0.1)"},
+        {"--min-lr", CLI_FLOAT, &a->min_lr, "cosine schedule: final learning rate"},
+        {"--clip-norm", CLI_FLOAT, &a->clip_norm, "clip gradients to this global L2 norm"},
+        {"--label", CLI_STRING, &a->label, "CSV: the target column (default: last)"},
+        {"--seed", CLI_INT, &a->seed, "random seed (default 1)"},
+        {"--threads", CLI_INT, &a->threads, "threads (default: all cores)"},
+        {"--log", CLI_STRING, &a->log, "write per-epoch metrics to this CSV file"},
+        {"--json", CLI_FLAG, &a->json, "print one JSON object with the results"},
+        {"--quiet", CLI_FLAG, &a->quiet, "no progress output"},
+    };
+    memcpy(options, table, sizeof table);
+    return CLI_TRAIN_OPTION_COUNT;
+}
+
+int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o) {
+    memset(o, 0, sizeof *o);
+    kn_optim_kind optim;
+    if (kn_optim_parse(a->optimizer, &optim) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
+    o->optim = kn_optim_defaults(optim);
+    if (!isnan(a->lr)) {
+        if (a->lr <= 0)
+            return cli_fail_msg(command, "--lr must be positive, got %g", a->lr);
+        o->optim.lr = (float)a->lr;
+        o->optim.relative_step = false;
+    }
+    if (!isnan(a->momentum))
+        o->optim.momentum = (float)a->momentum;
+    if (!isnan(a->dampening))
+        o->optim.dampening = (float)a->dampening;
+    if (!isnan(a->weight_decay))
+        o->optim.weight_decay = (float)a->weight_decay;
+    o->optim.nesterov = a->nesterov;
+    if (kn_loss_parse(a->loss, &o->loss.kind) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
+    o->loss.reduction = KN_REDUCTION_MEAN;
+    o->loss.label_smoothing = (float)a->label_smoothing;
+    if (kn_schedule_parse(a->schedule, &o->schedule.kind) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
+    o->schedule.warmup_steps = a->warmup;
+    o->schedule.step_size = a->step_size;
+    o->schedule.gamma = (float)a->gamma;
+    o->schedule.min_lr = (float)a->min_lr;
+    o->epochs = a->epochs;
+    o->batch = a->batch;
+    o->clip_norm = (float)a->clip_norm;
+    o->seed = (uint64_t)a->seed;
+    o->log_path = a->log;
+    if (a->val && a->val_split > 0)
+        return cli_fail_msg(command, "give --val or --val-split, not both");
+    if (a->val_split < 0 || a->val_split >= 1)
+        return cli_fail_msg(command, "--val-split must be in [0, 1), got %g", a->val_split);
+    return 0;
+}
+
+kiln_status cli_train_data_load(const cli_train_args *a, const kn_graph *g, cli_train_data *d) {
+    memset(d, 0, sizeof *d);
+    kn_data_options data_options = {.label_column = a->label, .quiet = a->quiet || a->json,
+                                    .class_names = g->class_names, .class_count = g->n_classes};
+    if (g->input_mean && g->input_std) {
+        data_options.feature_mean = g->input_mean;
+        data_options.feature_std = g->input_std;
+        data_options.feature_count = g->n_norm;
+    }
+    kiln_status st = kn_dataset_load(a->data, &data_options, &d->all);
+    if (st == KILN_OK && a->val) {
+        kn_data_options val_options = data_options;
+        if (d->all.feature_mean) {
+            val_options.feature_mean = d->all.feature_mean;
+            val_options.feature_std = d->all.feature_std;
+            val_options.feature_count = d->all.sample_size;
+        }
+        if (d->all.class_names) {
+            val_options.class_names = (const char *const *)d->all.class_names;
+            val_options.class_count = d->all.class_count;
+        }
+        st = kn_dataset_load(a->val, &val_options, &d->val);
+    } else if (st == KILN_OK && a->val_split > 0) {
+        st = kn_dataset_split(&d->all, a->val_split, (uint64_t)a->seed, &d->train, &d->val);
+        d->split = st == KILN_OK;
+    }
+    d->has_val = st == KILN_OK && (a->val || a->val_split > 0);
+    if (st != KILN_OK)
+        cli_train_data_free(d);
+    return st;
+}
+
+const kn_dataset *cli_train_data_train(const cli_train_data *d) { return d->split ? &d->train : &d->all; }
+
+const kn_dataset *cli_train_data_val(const cli_train_data *d) { return d->has_val ? &d->val : NULL; }
+
+void cli_train_data_free(cli_train_data *d) {
+    kn_dataset_free(&d->all);
+    kn_dataset_free(&d->train);
+    kn_dataset_free(&d->val);
+    memset(d, 0, sizeof *d);
+}
+
+void cli_train_progress_init(cli_train_progress *p, const cli_train_args *a) {
+    p->json = a->json;
+    cli_progress_init(&p->bar, a->quiet || a->json);
+}
+
+void cli_train_on_progress(const kn_train_progress *p, void *user) {
+    cli_train_progress *s = user;
+    char label[32], detail[160], eta[32];
+    snprintf(label, sizeof label, "epoch %lld/%lld", (long long)p->epoch, (long long)p->epochs);
+    if (p->event == KN_PROGRESS_STEP) {
+        cli_format_duration(p->eta_seconds, eta, sizeof eta);
+        char acc[32] = "";
+        if (p->accuracy >= 0)
+            snprintf(acc, sizeof acc, " acc %.4f", p->accuracy);
+        snprintf(detail, sizeof detail, "%lld/%lld loss %.4f%s %.0f samples/s ETA %s", (long long)p->batch_index,
+                 (long long)p->batches, p->loss, acc, p->samples_per_second, eta);
+        cli_progress_update(&s->bar, label, (double)p->batch_index / (double)p->batches, detail,
+                            p->batch_index == p->batches);
+        return;
+    }
+    cli_progress_end_line(&s->bar);
+    if (s->json || s->bar.quiet)
+        return;
+    printf("epoch %3lld/%lld  train loss %.4f", (long long)p->epoch, (long long)p->epochs, p->loss);
+    if (p->accuracy >= 0)
+        printf(" acc %.4f", p->accuracy);
+    if (p->has_val) {
+        printf("  |  val loss %.4f", p->val_loss);
+        if (p->val_accuracy >= 0)
+            printf(" acc %.4f", p->val_accuracy);
+    }
+    printf("  |  %.1fs  lr %.3g\n", p->epoch_seconds, (double)p->lr);
+    fflush(stdout);
+}

@@ -1,0 +1,50 @@
+/* The training options of `kiln train`, shared by every command that trains: prune --finetune,
+ * quantize --qat, distill. One option table, one translation to kn_train_options, one data loader and
+ * one progress display, so each command takes and prints them the same way. */
+#ifndef KILN_TRAIN_ARGS_H
+#define KILN_TRAIN_ARGS_H
+
+#include "cli.h"
+#include "train/trainer.h"
+
+typedef struct cli_train_args {
+    const char *data, *val, *log, *optimizer, *loss, *schedule, *label;
+    int64_t epochs, batch, seed, threads, warmup, step_size;
+    double lr, momentum, dampening, weight_decay, val_split, clip_norm, label_smoothing, gamma, min_lr;
+    bool nesterov, json, quiet;
+} cli_train_args;
+
+/* The defaults of `kiln train`, with `epochs` epochs. */
+cli_train_args cli_train_args_defaults(int64_t epochs);
+
+/* Writes the training options (--data, --val, --epochs, --optimizer, ...) bound to `a` into
+ * options[0..]; returns how many (at most CLI_TRAIN_OPTION_COUNT). */
+#define CLI_TRAIN_OPTION_COUNT 25
+int cli_train_option_table(cli_train_args *a, cli_option *options);
+
+/* kn_train_options from the parsed arguments (paths, progress and hooks left for the caller). On a bad
+ * value prints the error as `command` and returns its exit code; 0 on success. */
+int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o);
+
+/* The training data and validation data (--val, or --val-split of --data), loaded the way the model g
+ * expects them (its input standardisation and class names, when it has them). */
+typedef struct cli_train_data {
+    kn_dataset all, train, val;
+    bool split, has_val;
+} cli_train_data;
+
+kiln_status cli_train_data_load(const cli_train_args *a, const kn_graph *g, cli_train_data *d);
+const kn_dataset *cli_train_data_train(const cli_train_data *d);
+const kn_dataset *cli_train_data_val(const cli_train_data *d); /* NULL without validation */
+void cli_train_data_free(cli_train_data *d);
+
+/* Progress of kn_train: a bar per epoch on stderr and one line per finished epoch on stdout. */
+typedef struct cli_train_progress {
+    cli_progress bar;
+    bool json;
+} cli_train_progress;
+
+void cli_train_progress_init(cli_train_progress *p, const cli_train_args *a);
+void cli_train_on_progress(const kn_train_progress *p, void *user); /* user: cli_train_progress */
+
+#endif
