@@ -2,17 +2,14 @@
  * scale (and zero point) per tensor, per channel (an index of `axis`) or per block (`block`
  * consecutive elements along the last axis).
  *
- * Encoding: q = clamp(round_half_even(x / scale) + zero_point, lo, hi), the arithmetic of ONNX's
- * QuantizeLinear, so that decoding is exactly its DequantizeLinear: (float)(q - zero_point) * scale.
- *   symmetric:  zero_point 0, scale = max|x| / hi
- *   asymmetric: the range [min(x, 0), max(x, 0)] spread over [lo, hi]; zero_point = lo - round(min / scale)
- * A group whose scale would be 0 or subnormal (all zeros, or tiny values) gets scale 1: its elements
- * become 0, within half a scale of themselves.
+ * Encoding and the choice of scale and zero point from each group's range are core/quant.h's, the
+ * arithmetic of ONNX's QuantizeLinear, so that decoding is exactly its DequantizeLinear.
  */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
+#include "core/quant.h"
 #include "format/storage_internal.h"
 
 void kn_affine_range(kn_encoding e, int *lo, int *hi) {
@@ -69,22 +66,6 @@ static int64_t group_at(const kn_storage *s, const affine_groups *a, int64_t r, 
 
 /* ---- encoding ---- */
 
-/* Scale and zero point of one group from its range [lo_x, hi_x] and largest magnitude. */
-static void choose_params(kn_encoding e, bool symmetric, float lo_x, float hi_x, float *scale, int *zero_point) {
-    int lo, hi;
-    kn_affine_range(e, &lo, &hi);
-    double range = symmetric ? fmax(fabs((double)lo_x), fabs((double)hi_x)) / hi
-                             : (fmax((double)hi_x, 0.0) - fmin((double)lo_x, 0.0)) / (hi - lo);
-    *scale = (float)range;
-    if (!(*scale >= FLT_MIN))
-        *scale = 1.0f;
-    *zero_point = 0;
-    if (!symmetric) {
-        double zp = (double)lo - nearbyint(fmin((double)lo_x, 0.0) / (double)*scale);
-        *zero_point = (int)fmin(fmax(zp, (double)lo), (double)hi);
-    }
-}
-
 kiln_status kn_affine_encode(kn_arena *arena, const float *x, const kn_storage_spec *spec, kn_storage *s) {
     int64_t n = kn_shape_numel(&s->shape), bad = kn_first_non_finite(x, n);
     if (bad >= 0)
@@ -113,9 +94,10 @@ kiln_status kn_affine_encode(kn_arena *arena, const float *x, const kn_storage_s
         }
     int lo, hi;
     kn_affine_range(s->encoding, &lo, &hi);
+    kn_quant_range range = {lo, hi};
     for (int64_t k = 0; k < n_groups; k++) {
-        int zp;
-        choose_params(s->encoding, spec->symmetric, lo_x[k], hi_x[k], &scale[k], &zp);
+        int32_t zp;
+        kn_quant_params(lo_x[k], hi_x[k], range, spec->symmetric, &scale[k], &zp);
         if (zero_point)
             zero_point[k] = (uint8_t)(zp & 0xff); /* an i8 zero point keeps its two's-complement byte */
     }
@@ -125,8 +107,7 @@ kiln_status kn_affine_encode(kn_arena *arena, const float *x, const kn_storage_s
     for (int64_t r = 0; r < a.rows; r++)
         for (int64_t c = 0; c < a.cols; c++) {
             int64_t k = group_at(s, &a, r, c);
-            float q = nearbyintf(x[r * a.cols + c] / scale[k]) + (float)kn_affine_zero_point(s, k);
-            int level = (int)fminf(fmaxf(q, (float)lo), (float)hi);
+            int32_t level = kn_quant_level(x[r * a.cols + c], scale[k], kn_affine_zero_point(s, k), range);
             kn_packed_put(payload + r * stride, c, s->bits, (unsigned)level);
         }
     s->payload = payload;

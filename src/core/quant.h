@@ -1,0 +1,66 @@
+/* The one definition of kiln's affine quantization, the arithmetic of ONNX QuantizeLinear and
+ * DequantizeLinear:
+ *
+ *     q  = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)
+ *     x' = (q - zero_point) * scale
+ *
+ * Every path that quantizes — the QuantizeLinear op, the .kiln affine encodings, post-training
+ * quantization, fake quantization in QAT, the integer kernels' reference — computes exactly these
+ * numbers through these functions, so a model gives the same outputs whichever path ran it.
+ *
+ * Choosing a scale and zero point from a range [lo, hi] (which always includes 0, so that 0 is exact):
+ *   symmetric:  zero_point 0, scale = max(|lo|, |hi|) / qmax
+ *   asymmetric: scale = (hi - lo) / (qmax - qmin), zero_point = qmin - round(lo / scale), clamped
+ * A scale that would be 0 or subnormal (an all-zero range) becomes 1: every element quantizes to 0.
+ */
+#ifndef KN_QUANT_H
+#define KN_QUANT_H
+
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The integer range of a `bits`-wide level: signed [-2^(b-1), 2^(b-1) - 1] or unsigned [0, 2^b - 1]. */
+typedef struct kn_quant_range {
+    int32_t qmin, qmax;
+} kn_quant_range;
+
+static inline kn_quant_range kn_quant_range_of(int bits, bool is_signed) {
+    if (is_signed)
+        return (kn_quant_range){-(1 << (bits - 1)), (1 << (bits - 1)) - 1};
+    return (kn_quant_range){0, (int32_t)((1u << bits) - 1)};
+}
+
+/* The level of x: clamp(round_half_even(x / scale) + zero_point, qmin, qmax); NaN gives qmin (fmaxf
+ * returns the number). */
+static inline int32_t kn_quant_level(float x, float scale, int32_t zero_point, kn_quant_range r) {
+    float q = nearbyintf(x / scale) + (float)zero_point;
+    return (int32_t)fminf(fmaxf(q, (float)r.qmin), (float)r.qmax);
+}
+
+static inline float kn_quant_value(int32_t level, float scale, int32_t zero_point) {
+    return (float)(level - zero_point) * scale;
+}
+
+/* x quantized and dequantized: what a QuantizeLinear -> DequantizeLinear pair gives. */
+static inline float kn_quant_fake(float x, float scale, int32_t zero_point, kn_quant_range r) {
+    return kn_quant_value(kn_quant_level(x, scale, zero_point, r), scale, zero_point);
+}
+
+/* Scale and zero point for the range [lo, hi] (widened to include 0), as described above. */
+static inline void kn_quant_params(float lo, float hi, kn_quant_range r, bool symmetric, float *scale,
+                                   int32_t *zero_point) {
+    double lo_d = fmin((double)lo, 0.0), hi_d = fmax((double)hi, 0.0);
+    double s = symmetric ? fmax(-lo_d, hi_d) / r.qmax : (hi_d - lo_d) / (double)(r.qmax - r.qmin);
+    *scale = (float)s;
+    if (!(*scale >= FLT_MIN))
+        *scale = 1.0f;
+    *zero_point = 0;
+    if (!symmetric) {
+        double zp = (double)r.qmin - nearbyint(lo_d / (double)*scale);
+        *zero_point = (int32_t)fmin(fmax(zp, (double)r.qmin), (double)r.qmax);
+    }
+}
+
+#endif
