@@ -12,7 +12,7 @@
     X(relu) X(sigmoid) X(tanh) X(leakyrelu) X(elu) X(gelu) X(softmax) X(logsoftmax)              \
     X(add) X(sub) X(mul) X(div) X(reducemean)                                                    \
     X(batchnormalization) X(layernormalization) X(dropout)                                       \
-    X(flatten) X(reshape) X(transpose) X(concat)
+    X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
 #define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X)
 
