@@ -21,6 +21,23 @@ extern "C" {
 
 /* ---- quantization-aware training, gradient quantization ------------------------------------------- */
 
+/* Quantization-aware training (docs/compress.md): kiln_qat_prepare folds BatchNormalization into the
+ * Conv/Gemm before it and puts fake quantization on the weights of Conv, Gemm and MatMul (symmetric, per
+ * output channel) and, with act_bits, on their activation inputs (per tensor, ranges from `calib`); train
+ * the graph with kiln_train, then kiln_qat_finalize writes the real quantized model: weights stored at
+ * their trained levels and scales, activations as QuantizeLinear/DequantizeLinear pairs, computing the same
+ * outputs as the fake-quantized graph. */
+typedef struct kiln_qat_config {
+    int weight_bits;              /* 8, 4, 2, or 1 (binary weights +-alpha, stored as a 2-entry codebook) */
+    int act_bits;                 /* 0: weights only; 8 */
+    int lsq;                      /* nonzero: learned scales (LSQ), else min/max scales */
+    const kiln_dataset *calib;    /* activation calibration data (needed with act_bits) */
+    int64_t calib_samples;        /* <= 0: 512 */
+} kiln_qat_config;
+
+kiln_status kiln_qat_prepare(kiln_graph *graph, const kiln_qat_config *config);
+kiln_status kiln_qat_finalize(kiln_graph *graph);
+
 /* ---- distillation ----------------------------------------------------------------------------------- */
 
 #ifdef __cplusplus
