@@ -40,6 +40,18 @@ kiln_status kiln_qat_finalize(kiln_graph *graph);
 
 /* ---- distillation ----------------------------------------------------------------------------------- */
 
+/* Knowledge distillation (Hinton et al. 2015; docs/compress.md): trains `student` like kiln_train on
+ * (1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)), the teacher run in
+ * inference mode on every batch. Teacher and student take the same input and give the same number of
+ * outputs per sample (else KILN_ERR_SHAPE). `final` as in kiln_train (may be NULL). */
+typedef struct kiln_distill_config {
+    float temperature;            /* > 0, e.g. 4 */
+    float alpha;                  /* weight of the soft term in [0, 1], e.g. 0.9 */
+} kiln_distill_config;
+
+kiln_status kiln_distill(kiln_graph *student, kiln_graph *teacher, const kiln_dataset *train, const kiln_dataset *val,
+                         const kiln_train_config *config, const kiln_distill_config *distill, kiln_metrics *final);
+
 #ifdef __cplusplus
 }
 #endif

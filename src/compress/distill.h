@@ -1,0 +1,45 @@
+/* Knowledge distillation (Hinton, Vinyals & Dean 2015): the student trains on
+ *
+ *     L = (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+ *
+ * averaged over the batch, where z_t are the teacher's logits on the same batch. The T^2 keeps the soft
+ * term's gradient, alpha * T * (softmax(z_s/T) - softmax(z_t/T)) / n, on the scale of the hard term's as
+ * T changes. The soft term is PyTorch's kl_div(log_softmax(z_s/T), softmax(z_t/T), 'batchmean') * T^2.
+ *
+ * It joins the training loop as kn_train_hooks.on_loss: the objective has put the hard loss and its
+ * gradient in place; the hook runs the teacher (inference mode) on the tape's input 0 and mixes in the
+ * soft term. The teacher reads the student's batch as it is, so both must take the same input
+ * (preprocessing included: a teacher and student trained on the same data do).
+ */
+#ifndef KN_COMPRESS_DISTILL_H
+#define KN_COMPRESS_DISTILL_H
+
+#include "core/graph.h"
+#include "train/tape.h"
+
+typedef struct kn_distill_config {
+    float temperature; /* > 0; Hinton et al. use 2 to 20 */
+    float alpha;       /* weight of the soft term, in [0, 1] */
+} kn_distill_config;
+
+typedef struct kn_distill {
+    kn_distill_config c;
+    kn_tape teacher;   /* inference only */
+    double last_soft_loss;
+} kn_distill;
+
+/* The soft term of n rows of c logits: loss = T^2 KL(softmax(zt/T) || softmax(zs/T)) / n, and its
+ * gradient with respect to zs into grad (n, c), stored (not added). */
+void kn_distill_soft_loss(const float *zs, const float *zt, int64_t n, int64_t c, float temperature, double *loss,
+                          float *grad);
+
+/* Binds the teacher (which must outlive d) for batches of up to `batch`, after checking it against the
+ * student: one input of the same per-sample shape, and an output of the same per-sample shape. */
+kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, const kn_graph *student, const kn_distill_config *c,
+                            int64_t batch);
+void kn_distill_free(kn_distill *d);
+
+/* kn_train_hooks.on_loss; user is the kn_distill. */
+kiln_status kn_distill_on_loss(void *user, kn_tape *tape, const int64_t *labels, double *loss);
+
+#endif

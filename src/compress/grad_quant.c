@@ -1,0 +1,85 @@
+/* Gradient quantization with stochastic rounding and error feedback (compress/grad_quant.h). */
+#include "compress/grad_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/quant.h"
+#include "core/rng.h"
+#include "core/status.h"
+
+kiln_status kn_grad_quant_init(kn_grad_quant *q, int bits, bool error_feedback, uint64_t seed) {
+    memset(q, 0, sizeof *q);
+    if (bits != 1 && bits != 2 && bits != 4 && bits != 8)
+        return kn_fail(KILN_ERR_INVALID_ARG, "--grad-bits %d: gradients are quantized to 8, 4, 2 or 1 bits "
+                       "(32: not at all)", bits);
+    *q = (kn_grad_quant){.bits = bits, .error_feedback = error_feedback, .seed = seed};
+    return KILN_OK;
+}
+
+void kn_grad_quant_free(kn_grad_quant *q) {
+    for (int i = 0; q->residual && i < q->n_params; i++)
+        free(q->residual[i]);
+    free(q->residual);
+    memset(q, 0, sizeof *q);
+}
+
+int64_t kn_grad_quant_bytes(int bits, int64_t numel) { return (numel * bits + 7) / 8 + (int64_t)sizeof(float); }
+
+/* The residual buffers, zero, on the first call. */
+static kiln_status residuals_alloc(kn_grad_quant *q, const kn_param_ref *params, int n_params) {
+    q->residual = calloc((size_t)(n_params ? n_params : 1), sizeof(float *));
+    if (!q->residual)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for error feedback");
+    q->n_params = n_params;
+    for (int i = 0; i < n_params; i++)
+        if (!(q->residual[i] = calloc((size_t)kn_shape_numel(&params[i].shape), sizeof(float))))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for error feedback");
+    return KILN_OK;
+}
+
+/* g (n) quantized in place; stream seeds the stochastic rounding. */
+static void quantize_tensor(float *g, int64_t n, int bits, uint64_t stream) {
+    if (bits == 1) {
+        double abs_sum = 0;
+        for (int64_t i = 0; i < n; i++)
+            abs_sum += fabsf(g[i]);
+        float alpha = n ? (float)(abs_sum / (double)n) : 0.0f;
+        for (int64_t i = 0; i < n; i++)
+            g[i] = g[i] >= 0.0f ? alpha : -alpha;
+        return;
+    }
+    float max_abs = 0;
+    for (int64_t i = 0; i < n; i++)
+        max_abs = fmaxf(max_abs, fabsf(g[i]));
+    kn_quant_range r = kn_quant_range_of(bits, true);
+    r.qmin = -r.qmax; /* symmetric levels: 2 bits are ternary */
+    float scale;
+    int32_t zero_point;
+    kn_quant_params(-max_abs, max_abs, r, true, &scale, &zero_point);
+    for (int64_t i = 0; i < n; i++) {
+        float u = kn_hash_uniform(stream, (uint64_t)i);
+        g[i] = kn_quant_value(kn_quant_level(g[i] + (u - 0.5f) * scale, scale, 0, r), scale, 0);
+    }
+}
+
+kiln_status kn_grad_quant_apply(kn_grad_quant *q, kn_param_ref *params, int n_params, int64_t step) {
+    if (q->error_feedback && !q->residual)
+        KN_TRY(residuals_alloc(q, params, n_params));
+    if (q->residual && n_params != q->n_params)
+        return kn_fail(KILN_ERR_INTERNAL, "gradient quantization: %d parameters, was %d", n_params, q->n_params);
+    for (int p = 0; p < n_params; p++) {
+        float *g = params[p].grad;
+        int64_t n = kn_shape_numel(&params[p].shape);
+        float *residual = q->residual ? q->residual[p] : NULL; // (n)
+        for (int64_t i = 0; residual && i < n; i++) {
+            g[i] += residual[i];
+            residual[i] = g[i];
+        }
+        quantize_tensor(g, n, q->bits, kn_mix64(q->seed ^ kn_mix64((uint64_t)step * 1000003u + (uint64_t)p)));
+        for (int64_t i = 0; residual && i < n; i++)
+            residual[i] -= g[i]; /* what this step's quantization dropped */
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,156 @@
+/* Distillation (compress/distill.h, kiln_distill):
+ *
+ * 1. The soft term and its gradient against PyTorch's kl_div(log_softmax(zs/T), softmax(zt/T),
+ *    'batchmean') * T^2 (tests/ref/make_distill_fixture.py), including logits large enough that a naive
+ *    softmax overflows.
+ * 2. Through the public API: a student distilled from a teacher trains (finite loss, accuracy above
+ *    chance on easy data); a student that is a copy of its teacher has soft loss 0.
+ * 3. A teacher whose output does not match the student's, or whose input does not, is refused with a
+ *    message saying so; so are a temperature <= 0 and alpha outside [0, 1].
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "compress/distill.h"
+#include "core/rng.h"
+#include "kiln/compress.h"
+#include "train/api.h"
+
+static void test_against_pytorch(void) {
+    FILE *f = fopen(KILN_SOURCE_DIR "/tests/ref/data/distill.txt", "r");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    char header[512];
+    CHECK(fgets(header, sizeof header, f) != NULL);
+    int cases = 0;
+    double t;
+    int n, c;
+    while (fscanf(f, "%lf %d %d", &t, &n, &c) == 3) {
+        float *zs = malloc(sizeof(float) * (size_t)(n * c)), *zt = malloc(sizeof(float) * (size_t)(n * c));
+        float *grad = malloc(sizeof(float) * (size_t)(n * c));
+        double *want_grad = malloc(sizeof(double) * (size_t)(n * c)), want_loss = 0, loss;
+        bool ok = true;
+        for (int i = 0; i < n * c; i++)
+            ok &= fscanf(f, "%f", &zs[i]) == 1;
+        for (int i = 0; i < n * c; i++)
+            ok &= fscanf(f, "%f", &zt[i]) == 1;
+        ok &= fscanf(f, "%lf", &want_loss) == 1;
+        for (int i = 0; i < n * c; i++)
+            ok &= fscanf(f, "%lf", &want_grad[i]) == 1;
+        CHECK(ok);
+        kn_distill_soft_loss(zs, zt, n, c, (float)t, &loss, grad);
+        CHECK_NEAR(loss, want_loss, 1e-9 + 1e-7 * fabs(want_loss));
+        double worst = 0;
+        for (int i = 0; i < n * c; i++)
+            worst = fmax(worst, fabs(grad[i] - want_grad[i]));
+        CHECK_MSG(worst < 1e-6, "T %g: gradient off by %g", t, worst);
+        free(zs);
+        free(zt);
+        free(grad);
+        free(want_grad);
+        cases++;
+    }
+    fclose(f);
+    CHECK(cases == 3);
+}
+
+static kiln_graph *load_spec(const char *text, uint64_t seed) {
+    FILE *f = fopen("test_distill_spec.txt", "w");
+    fputs(text, f);
+    fclose(f);
+    kiln_graph *g = NULL;
+    CHECK_OK(kiln_graph_load("test_distill_spec.txt", seed, &g));
+    remove("test_distill_spec.txt");
+    return g;
+}
+
+static const char teacher_spec[] = "input 16\ndense 32\nrelu\ndense 4\n";
+static const char student_spec[] = "input 16\ndense 4\n";
+
+/* 16 features; the class is the block of four with the largest sum. */
+static void make_dataset(kiln_dataset *ds, int count) {
+    memset(ds, 0, sizeof *ds);
+    kn_dataset *d = &ds->d;
+    d->count = count;
+    d->sample_shape = kn_shape_of(1, (int64_t[]){16});
+    d->sample_size = 16;
+    d->x = malloc(sizeof(float) * 16 * (size_t)count);
+    d->labels = malloc(sizeof(int64_t) * (size_t)count);
+    d->class_count = 4;
+    d->source = strdup("synthetic");
+    kn_rng rng = kn_rng_seeded(5);
+    for (int s = 0; s < count; s++) {
+        d->labels[s] = s % 4;
+        for (int i = 0; i < 16; i++)
+            d->x[s * 16 + i] = (i / 4 == s % 4 ? 0.8f : 0.0f) + kn_rng_uniform(&rng) - 0.5f;
+    }
+}
+
+static void test_distill_trains(const kiln_dataset *ds) {
+    kiln_graph *teacher = load_spec(teacher_spec, 1), *student = load_spec(student_spec, 2);
+    kiln_train_config tc = kiln_train_config_default();
+    tc.epochs = 6;
+    tc.lr = 0.01f;
+    tc.batch = 32;
+    tc.threads = 1;
+    kiln_metrics m;
+    CHECK_OK(kiln_train(teacher, ds, NULL, &tc, &m));
+    kiln_distill_config dc = {.temperature = 4, .alpha = 0.9f};
+    CHECK_OK(kiln_distill(student, teacher, ds, NULL, &tc, &dc, &m));
+    CHECK(isfinite(m.loss));
+    CHECK_MSG(m.accuracy > 0.6, "the distilled student reached %g on its training data", m.accuracy);
+    kiln_graph_free(student);
+
+    /* A copy of the teacher as the student: the soft term vanishes. */
+    kn_graph *t = &teacher->g;
+    kn_distill d;
+    kn_distill_config c = {.temperature = 2, .alpha = 1};
+    CHECK_OK(kn_distill_init(&d, t, t, &c, 8));
+    kn_tape tape;
+    CHECK_OK(kn_tape_init(&tape, t, 8, true));
+    memcpy(kn_tape_input(&tape, 0)->data, ds->d.x, sizeof(float) * 8 * 16);
+    CHECK_OK(kn_tape_forward(&tape, false));
+    memset(kn_tape_output_grad(&tape, 0)->data, 0, sizeof(float) * 8 * 4);
+    double loss = 123;
+    CHECK_OK(kn_distill_on_loss(&d, &tape, ds->d.labels, &loss));
+    CHECK_NEAR(loss, 0.0, 1e-9);
+    kn_tape_free(&tape);
+    kn_distill_free(&d);
+    kiln_graph_free(teacher);
+}
+
+static void test_mismatch(void) {
+    kiln_graph *teacher = load_spec("input 16\ndense 10\n", 1), *student = load_spec(student_spec, 2);
+    kn_distill d;
+    kn_distill_config c = {.temperature = 4, .alpha = 0.5f};
+    CHECK(kn_distill_init(&d, &teacher->g, &student->g, &c, 8) == KILN_ERR_SHAPE &&
+          strstr(kiln_last_error(), "output") && strstr(kiln_last_error(), "does not match"));
+    kiln_graph_free(teacher);
+    teacher = load_spec("input 12\ndense 4\n", 1);
+    CHECK(kn_distill_init(&d, &teacher->g, &student->g, &c, 8) == KILN_ERR_SHAPE &&
+          strstr(kiln_last_error(), "input"));
+    kiln_graph_free(teacher);
+    teacher = load_spec(teacher_spec, 1);
+    c.temperature = 0;
+    CHECK(kn_distill_init(&d, &teacher->g, &student->g, &c, 8) == KILN_ERR_INVALID_ARG &&
+          strstr(kiln_last_error(), "--temperature"));
+    c = (kn_distill_config){.temperature = 1, .alpha = 1.5f};
+    CHECK(kn_distill_init(&d, &teacher->g, &student->g, &c, 8) == KILN_ERR_INVALID_ARG &&
+          strstr(kiln_last_error(), "--alpha"));
+    kiln_graph_free(teacher);
+    kiln_graph_free(student);
+}
+
+int main(void) {
+    test_against_pytorch();
+    kiln_dataset ds;
+    make_dataset(&ds, 256);
+    test_distill_trains(&ds);
+    test_mismatch();
+    kn_dataset_free(&ds.d);
+    return check_finish();
+}
