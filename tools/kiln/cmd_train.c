@@ -4,16 +4,77 @@
 #include <string.h>
 
 #include "cli.h"
+#include "compress/grad_quant.h"
+#include "compress/qat.h"
 #include "core/threads.h"
+#include "train/api.h"
 #include "train/trainer.h"
 #include "train_args.h"
 
-static const char usage[] = "--model SPEC.txt|M.kiln|M.onnx --data DATA --out M.kiln [options]";
+static const char usage[] = "--model SPEC.txt|M.kiln|M.onnx --data DATA --out M.kiln|M.onnx [options]";
 
 typedef struct train_args {
     cli_train_args train;
     const char *model, *out, *resume, *checkpoint;
+    bool qat, lsq, error_feedback;
+    int64_t bits, act_bits, grad_bits;
 } train_args;
+
+/* Checks the compression options; prints the error and returns the exit code, 0 when they are fine. */
+static int check_compression_args(const train_args *a) {
+    if (!a->qat && (a->bits || a->act_bits || a->lsq))
+        return cli_fail_msg("train", "--bits, --act-bits and --lsq go with --qat");
+    kn_qat_config c = {.weight_bits = (int)a->bits, .act_bits = (int)a->act_bits, .calib = NULL};
+    if (a->qat && !a->bits)
+        return cli_fail_msg("train", "--qat needs --bits 8|4|2|1");
+    if (a->qat) {
+        c.calib = (const kn_dataset *)&c; /* any non-NULL: the data comes later */
+        kiln_status st = kn_qat_config_check(&c);
+        if (st != KILN_OK)
+            return cli_fail("train", st);
+    }
+    kn_grad_quant q;
+    if (a->grad_bits != 32) {
+        kiln_status st = kn_grad_quant_init(&q, (int)a->grad_bits, a->error_feedback, 0);
+        if (st != KILN_OK)
+            return cli_fail("train", st);
+        kn_grad_quant_free(&q);
+    } else if (a->error_feedback) {
+        return cli_fail_msg("train", "--error-feedback goes with --grad-bits 8|4|2|1");
+    }
+    return 0;
+}
+
+static kiln_status on_gradients(void *user, kn_param_ref *params, int n_params, int64_t step) {
+    return kn_grad_quant_apply(user, params, n_params, step);
+}
+
+/* The bytes a data-parallel step would exchange with quantized gradients, against f32. */
+static void print_grad_bytes(const kn_graph *g, int bits) {
+    int64_t quantized = 0, full = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        if (g->values[v].kind != KN_VALUE_PARAM)
+            continue;
+        int64_t n = kn_shape_numel(&g->values[v].shape);
+        quantized += kn_grad_quant_bytes(bits, n);
+        full += 4 * n;
+    }
+    printf("gradients at %d bits: %lld bytes per data-parallel step instead of %lld in f32 (%.1fx smaller)\n", bits,
+           (long long)quantized, (long long)full, quantized ? (double)full / (double)quantized : 0.0);
+}
+
+/* Prepares g for quantization-aware training (unless it is a QAT checkpoint already), calibrating
+ * activation ranges on the training data. */
+static kiln_status prepare_qat(const train_args *a, kn_graph *g, const kn_dataset *train) {
+    if (kn_qat_is_prepared(g))
+        return KILN_OK;
+    kn_qat_config c = {.weight_bits = (int)a->bits, .act_bits = (int)a->act_bits, .lsq = a->lsq, .calib = train};
+    KN_TRY(kn_qat_prepare(g, &c));
+    if (!a->train.json && !a->train.quiet)
+        printf("quantization-aware training: %lld-bit weights per channel%s, %s scales, BatchNormalization folded\n",
+               (long long)a->bits, a->act_bits ? ", 8-bit activations" : "", a->lsq ? "learned (LSQ)" : "min/max");
+    return KILN_OK;
+}
 
 static void print_json(const train_args *a, const kn_graph *g, const kn_train_result *r, const kn_train_options *o) {
     printf("{\"command\":\"train\",\"model\":");
@@ -39,9 +100,14 @@ static void print_json(const train_args *a, const kn_graph *g, const kn_train_re
 static int run(const train_args *a) {
     kn_train_options o;
     int rc = cli_train_build_options("train", &a->train, &o);
-    if (rc)
+    if (rc || (rc = check_compression_args(a)))
         return rc;
-    o.out_path = a->out;
+    if (!cli_has_suffix(a->out, ".kiln") && !cli_has_suffix(a->out, ".onnx"))
+        return cli_fail_msg("train", "--out %s: the model is written as .kiln or .onnx", a->out);
+    const char *input = a->resume ? a->resume : a->model;
+    if (cli_same_file(a->out, input))
+        return cli_fail_msg("train", "--out %s is the model being trained (%s); write elsewhere", a->out, input);
+    o.out_path = NULL; /* written below, after quantization-aware training is finalized */
     o.resume = a->resume != NULL;
     char checkpoint[4096];
     if (a->checkpoint)
@@ -66,6 +132,17 @@ static int run(const train_args *a) {
     o.progress_user = &progress;
     kn_train_result r;
     const kn_dataset *train_set = cli_train_data_train(&data);
+    bool qat = a->qat || (st == KILN_OK && kn_qat_is_prepared(&g));
+    if (st == KILN_OK && a->qat)
+        st = prepare_qat(a, &g, train_set);
+    kn_grad_quant grad_quant = {0};
+    kn_train_hooks hooks = {.user = &grad_quant, .on_gradients = on_gradients};
+    if (st == KILN_OK && a->grad_bits != 32) {
+        st = kn_grad_quant_init(&grad_quant, (int)a->grad_bits, a->error_feedback, (uint64_t)a->train.seed);
+        o.hooks = &hooks;
+        if (st == KILN_OK && !a->train.json && !a->train.quiet)
+            print_grad_bytes(&g, (int)a->grad_bits);
+    }
     if (st == KILN_OK && !a->train.json && !a->train.quiet)
         printf("training %s on %s (%lld samples%s), %lld params, %s, batch %lld, %d threads\n",
                a->resume ? a->resume : a->model, a->train.data, (long long)train_set->count,
@@ -75,6 +152,10 @@ static int run(const train_args *a) {
     if (st == KILN_OK)
         st = kn_train(&g, train_set, cli_train_data_val(&data), &o, state, n_state, &r);
     cli_progress_end_line(&progress.bar);
+    if (st == KILN_OK && qat)
+        st = kn_qat_finalize(&g);
+    if (st == KILN_OK)
+        st = kn_graph_save_path(&g, a->out);
     if (st == KILN_OK) {
         if (a->train.json)
             print_json(a, &g, &r, &o);
@@ -83,6 +164,7 @@ static int run(const train_args *a) {
                    (long long)r.epochs_done, (long long)r.steps, r.seconds, r.samples_per_second, a->out, checkpoint);
     }
     rc = st == KILN_OK ? 0 : cli_fail("train", st);
+    kn_grad_quant_free(&grad_quant);
     cli_train_data_free(&data);
     kn_named_tensors_free(state, n_state);
     kn_graph_free(&g);
@@ -91,13 +173,20 @@ static int run(const train_args *a) {
 
 int cmd_train(int argc, char **argv) {
     train_args a = {.train = cli_train_args_defaults(5)};
-    cli_option options[CLI_TRAIN_OPTION_COUNT + 4] = {
+    a.grad_bits = 32;
+    cli_option options[CLI_TRAIN_OPTION_COUNT + 10] = {
         {"--model", CLI_STRING, &a.model, "model spec (.txt), .kiln or .onnx model to train"},
-        {"--out", CLI_STRING, &a.out, "where to write the trained model (.kiln)"},
+        {"--out", CLI_STRING, &a.out, "where to write the trained model (.kiln or .onnx)"},
         {"--resume", CLI_STRING, &a.resume, "continue from this checkpoint"},
         {"--checkpoint", CLI_STRING, &a.checkpoint, "checkpoint path (default OUT.ckpt)"},
+        {"--qat", CLI_FLAG, &a.qat, "quantization-aware training: fake-quantize, then write the quantized model"},
+        {"--bits", CLI_INT, &a.bits, "--qat weight bits: 8, 4, 2 or 1 (binary +-alpha)"},
+        {"--act-bits", CLI_INT, &a.act_bits, "--qat activation bits: 8 (default: weights only)"},
+        {"--lsq", CLI_FLAG, &a.lsq, "--qat: learn the scales (LSQ) instead of min/max"},
+        {"--grad-bits", CLI_INT, &a.grad_bits, "quantize gradients to 8, 4, 2 or 1 bits (default 32: off)"},
+        {"--error-feedback", CLI_FLAG, &a.error_feedback, "--grad-bits: carry the quantization error over"},
     };
-    int n_options = 4 + cli_train_option_table(&a.train, options + 4);
+    int n_options = 10 + cli_train_option_table(&a.train, options + 10);
     int n_pos;
     if (!cli_parse("train", usage, argc, argv, 2, options, n_options, NULL, 0, &n_pos))
         return 2;

@@ -1,0 +1,130 @@
+/* kiln distill: trains a student (a spec or a model) on a teacher's soft targets and the labels
+ * (compress/distill.h), with every option of kiln train, and writes it as .kiln or .onnx. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "compress/distill.h"
+#include "core/threads.h"
+#include "train/api.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+#include "train_args.h"
+
+static const char usage[] = "--teacher T.kiln|T.onnx --student SPEC.txt|M.kiln|M.onnx --data DATA --out OUT.kiln|OUT.onnx "
+                            "[--temperature T] [--alpha A] [training options]";
+
+typedef struct distill_args {
+    cli_train_args train;
+    const char *teacher, *student, *out, *checkpoint;
+    double temperature, alpha;
+} distill_args;
+
+static int check_paths(const distill_args *a) {
+    if (!cli_has_suffix(a->out, ".kiln") && !cli_has_suffix(a->out, ".onnx"))
+        return cli_fail_msg("distill", "--out %s: the student is written as .kiln or .onnx", a->out);
+    if (cli_same_file(a->out, a->teacher) || cli_same_file(a->out, a->student))
+        return cli_fail_msg("distill", "--out %s is one of the inputs; write the student elsewhere", a->out);
+    return 0;
+}
+
+/* The teacher's accuracy on the validation data, so the student's can be read against it. */
+static void print_teacher_accuracy(kn_graph *teacher, const kn_dataset *val, int64_t batch) {
+    kn_loss loss = {.kind = KN_LOSS_CE, .reduction = KN_REDUCTION_MEAN};
+    kn_eval_result r;
+    if (kn_evaluate(teacher, val, &loss, batch, &r) != KILN_OK)
+        return;
+    if (r.accuracy >= 0)
+        printf("teacher: val accuracy %.4f, loss %.4f\n", r.accuracy, r.loss);
+    kn_eval_result_free(&r);
+}
+
+static int run(const distill_args *a) {
+    kn_train_options o;
+    int rc = cli_train_build_options("distill", &a->train, &o);
+    if (rc || (rc = check_paths(a)))
+        return rc;
+    char checkpoint[4096];
+    if (snprintf(checkpoint, sizeof checkpoint, "%s", a->checkpoint ? a->checkpoint : a->out) >= (int)sizeof checkpoint - 5)
+        return cli_fail_msg("distill", "--out path is too long");
+    if (!a->checkpoint)
+        strcat(checkpoint, ".ckpt");
+    o.checkpoint_path = checkpoint;
+    kn_threads_set((int)a->train.threads);
+
+    kn_graph teacher, student;
+    kiln_status st = cli_load_model(a->teacher, 1, &teacher, NULL, NULL);
+    if (st != KILN_OK)
+        return cli_fail("distill", st);
+    st = cli_load_model(a->student, (uint64_t)a->train.seed, &student, NULL, NULL);
+    if (st != KILN_OK) {
+        kn_graph_free(&teacher);
+        return cli_fail("distill", st);
+    }
+    cli_train_data data = {0};
+    kn_distill d = {0};
+    kn_distill_config c = {.temperature = (float)a->temperature, .alpha = (float)a->alpha};
+    st = kn_distill_init(&d, &teacher, &student, &c, o.batch);
+    if (st == KILN_OK)
+        st = cli_train_data_load(&a->train, &student, &data);
+    bool talk = !a->train.json && !a->train.quiet;
+    if (st == KILN_OK && talk) {
+        printf("distilling %s (%lld params) into %s (%lld params) on %s, temperature %g, alpha %g\n", a->teacher,
+               (long long)kn_graph_param_count(&teacher), a->student, (long long)kn_graph_param_count(&student),
+               a->train.data, a->temperature, a->alpha);
+        if (cli_train_data_val(&data))
+            print_teacher_accuracy(&teacher, cli_train_data_val(&data), o.batch);
+    }
+    fflush(stdout);
+    cli_train_progress progress;
+    cli_train_progress_init(&progress, &a->train);
+    o.progress = cli_train_on_progress;
+    o.progress_user = &progress;
+    kn_train_hooks hooks = {.user = &d, .on_loss = kn_distill_on_loss};
+    o.hooks = &hooks;
+    kn_train_result r;
+    if (st == KILN_OK)
+        st = kn_train(&student, cli_train_data_train(&data), cli_train_data_val(&data), &o, NULL, 0, &r);
+    cli_progress_end_line(&progress.bar);
+    if (st == KILN_OK)
+        st = kn_graph_save_path(&student, a->out);
+    if (st == KILN_OK && a->train.json) {
+        printf("{\"command\":\"distill\",\"out\":");
+        cli_json_string(stdout, a->out);
+        printf(",\"epochs\":%lld,\"train_loss\":%.6f", (long long)r.epochs_done, r.train_loss);
+        if (r.has_val && r.val_accuracy >= 0)
+            printf(",\"val_accuracy\":%.6f", r.val_accuracy);
+        printf(",\"seconds\":%.3f}\n", r.seconds);
+    } else if (st == KILN_OK && talk) {
+        printf("done: %lld epochs in %.1fs; student written to %s\n", (long long)r.epochs_done, r.seconds, a->out);
+    }
+    rc = st == KILN_OK ? 0 : cli_fail("distill", st);
+    kn_distill_free(&d);
+    cli_train_data_free(&data);
+    kn_graph_free(&student);
+    kn_graph_free(&teacher);
+    return rc;
+}
+
+int cmd_distill(int argc, char **argv) {
+    distill_args a = {.train = cli_train_args_defaults(5), .temperature = 4, .alpha = 0.9};
+    cli_option options[CLI_TRAIN_OPTION_COUNT + 6] = {
+        {"--teacher", CLI_STRING, &a.teacher, "the trained teacher (.kiln or .onnx)"},
+        {"--student", CLI_STRING, &a.student, "the student: a spec (.txt), .kiln or .onnx model"},
+        {"--out", CLI_STRING, &a.out, "where to write the trained student (.kiln or .onnx)"},
+        {"--checkpoint", CLI_STRING, &a.checkpoint, "checkpoint path (default OUT.ckpt)"},
+        {"--temperature", CLI_FLOAT, &a.temperature, "softmax temperature of the soft targets (default 4)"},
+        {"--alpha", CLI_FLOAT, &a.alpha, "weight of the soft-target loss, in [0, 1] (default 0.9)"},
+    };
+    int n_options = 6 + cli_train_option_table(&a.train, options + 6);
+    int n_pos;
+    if (!cli_parse("distill", usage, argc, argv, 2, options, n_options, NULL, 0, &n_pos))
+        return 2;
+    if (!a.teacher || !a.student || !a.train.data || !a.out) {
+        fprintf(stderr, "kiln distill: error: --teacher, --student, --data and --out are required\n");
+        cli_print_help(stderr, "distill", usage, options, n_options);
+        return 2;
+    }
+    return run(&a);
+}
