@@ -9,6 +9,8 @@
 
 /* Below this many elements a loop stays on one thread. */
 #define KN_FAKE_QUANT_PARALLEL_MIN 16384
+/* Chunks of a per-tensor scale's gradient sum (see fake_quant_backward). */
+#define KN_FAKE_QUANT_CHUNKS 64
 
 kn_quant_range kn_fake_quant_range(const kn_node *node) {
     return kn_quant_range_of((int)kn_node_int(node, "bits", 8), kn_node_int(node, "signed", 1) != 0);
@@ -122,13 +124,11 @@ static kiln_status fake_quant_forward(const kn_op_call *call) {
     bool binary = kn_node_int(call->node, "bits", 8) == 1;
     const float *x = kn_f32(call->in[0]); // (outer, channels, inner)
     float *y = kn_f32(call->out[0]);
-    int64_t rows = l.outer * l.channels;
-#pragma omp parallel for schedule(static) if (rows * l.inner >= KN_FAKE_QUANT_PARALLEL_MIN)
-    for (int64_t row = 0; row < rows; row++) {
-        int64_t c = row % l.channels;
-        float s = scales[c];
-        for (int64_t i = row * l.inner; i < (row + 1) * l.inner; i++)
-            y[i] = binary ? (x[i] >= 0.0f ? s : -s) : kn_quant_fake(x[i], s, zps[c], r);
+    int64_t n = kn_numel(call->in[0]);
+#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = l.channels == 1 ? 0 : i / l.inner % l.channels;
+        y[i] = binary ? (x[i] >= 0.0f ? scales[c] : -scales[c]) : kn_quant_fake(x[i], scales[c], zps[c], r);
     }
     free(scales);
     return KILN_OK;
@@ -169,24 +169,41 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
     bool binary = kn_node_int(call->node, "bits", 8) == 1;
     double grad_scale = kn_node_float(call->node, "grad_scale", 1.0f);
     const float *x = kn_f32(call->in[0]), *dy = kn_f32(dout); // (outer, channels, inner)
-    bool per_tensor_scale = scale && kn_numel(scale) == 1;
-    /* One channel per iteration: each sums its own scale gradient, so the threads share nothing. */
-#pragma omp parallel for schedule(static) if (l.channels > 1 && l.outer * l.channels * l.inner >= KN_FAKE_QUANT_PARALLEL_MIN)
-    for (int64_t c = 0; c < l.channels; c++) {
-        double ds = 0;
-        for (int64_t o = 0; o < l.outer; o++)
-            for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+    int64_t n = kn_numel(call->in[0]);
+    if (l.channels == 1) {
+        /* One scale: the elements go in KN_FAKE_QUANT_CHUNKS fixed chunks over the threads, and the chunks'
+         * scale gradients add up in order, so the sum is the same at any thread count. */
+        double ds[KN_FAKE_QUANT_CHUNKS] = {0};
+        int64_t chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
+#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+        for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
+            for (int64_t i = k * chunk; i < n && i < (k + 1) * chunk; i++) {
                 float dydx, dyds;
-                element_grads(x[i], scales[c], zps[c], r, binary, &dydx, &dyds);
+                element_grads(x[i], scales[0], zps[0], r, binary, &dydx, &dyds);
                 if (dx)
                     dx[i] += dydx * dy[i];
-                ds += (double)dyds * (double)dy[i];
+                ds[k] += (double)dyds * (double)dy[i];
             }
-        if (dscale && !per_tensor_scale)
-            dscale[c] += (float)(grad_scale * ds);
-        else if (dscale) {
-#pragma omp atomic
-            dscale[0] += (float)(grad_scale * ds);
+        double sum = 0;
+        for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
+            sum += ds[k];
+        if (dscale)
+            dscale[0] += (float)(grad_scale * sum);
+    } else {
+        /* One channel per iteration: each sums its own scale gradient, so the threads share nothing. */
+#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+        for (int64_t c = 0; c < l.channels; c++) {
+            double ds = 0;
+            for (int64_t o = 0; o < l.outer; o++)
+                for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+                    float dydx, dyds;
+                    element_grads(x[i], scales[c], zps[c], r, binary, &dydx, &dyds);
+                    if (dx)
+                        dx[i] += dydx * dy[i];
+                    ds += (double)dyds * (double)dy[i];
+                }
+            if (dscale)
+                dscale[c] += (float)(grad_scale * ds);
         }
     }
     free(scales);
