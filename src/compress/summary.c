@@ -209,8 +209,10 @@ static void print_row(FILE *out, const char *label, row_kind kind, const double 
             fprintf(out, "   %+.2f pt", 100 * (v[n - 1] - v[0]));
         else if (kind == ROW_LOSS)
             fprintf(out, "   %+.4f", v[n - 1] - v[0]);
-        else if (v[n - 1] > 0)
+        else if (v[n - 1] > 0 && v[0] >= v[n - 1])
             fprintf(out, "   %.2fx %s", v[0] / v[n - 1], kind == ROW_MS ? "faster" : "smaller");
+        else if (v[0] > 0)
+            fprintf(out, "   %.2fx %s", v[n - 1] / v[0], kind == ROW_MS ? "slower" : "larger");
     }
     fputc('\n', out);
 }

@@ -273,6 +273,11 @@ kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size)
     return KILN_OK;
 }
 
+bool cli_same_file(const char *output, const char *input) {
+    struct stat a, b;
+    return stat(output, &a) == 0 && stat(input, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras) {
     return kn_graph_load_path(path, seed, g, extras, n_extras);
 }

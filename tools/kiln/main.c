@@ -10,6 +10,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -22,6 +23,7 @@ static const struct {
     {"info", cmd_info, "inputs, outputs, ops, params, FLOPs, bytes by dtype, sparsity, memory of a model"},
     {"run", cmd_run, "run a model on .npy, image or CSV inputs"},
     {"bench", cmd_bench, "latency, throughput and peak memory of a model, with a per-op profile"},
+    {"report", cmd_report, "an HTML page comparing models: accuracy against size and latency, per layer"},
 };
 
 static void print_usage(FILE *out) {
