@@ -454,8 +454,10 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
  * c must be (N) or (1, ..., 1, N) of rank <= r - 1. (Only initializer shapes are used: activation shapes
  * depend on the input sizes, unknown here.) */
 static bool is_bias_row(const kn_graph *g, const kn_node *matmul, int c) {
+    if (!is_constant(g, matmul->in[1]) || !is_constant(g, c)) /* an omitted B is not constant */
+        return false;
     const kn_shape *bs = &kn_node_input(g, matmul, 1)->shape, *cs = &g->values[c].shape;
-    if (!is_constant(g, matmul->in[1]) || !is_constant(g, c) || g->values[c].dtype != KN_F32 ||
+    if (g->values[c].dtype != KN_F32 ||
         bs->ndim < 2 || cs->ndim < 1 || cs->ndim > bs->ndim - 1 || cs->d[cs->ndim - 1] != bs->d[bs->ndim - 1])
         return false;
     for (int d = 0; d < cs->ndim - 1; d++)

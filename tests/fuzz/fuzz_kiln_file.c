@@ -1,20 +1,11 @@
-// libFuzzer target for the .kiln reader (not built by CMake). From the repository root:
-//
-//   clang -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
-//       -Iinclude -Isrc tests/fuzz/fuzz_kiln_file.c src/format/*.c src/core/*.c src/ops/*.c \
-//       src/kernels/gemm.c src/kernels/generic/*.c -fopenmp -lm -o fuzz_kiln_file
-//   mkdir -p corpus && cp some_model.kiln corpus/ && ./fuzz_kiln_file -max_len=65536 corpus
-//
-// FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION makes the reader skip its checksum comparisons, so that
-// mutated files reach the parsers instead of stopping at the first checksum. Any .kiln file makes a
-// seed. Besides crashes, the target traps when the reader accepts a graph the writer refuses: the two
-// must agree on what a valid graph is.
-#include <stdint.h>
+/* libFuzzer target: the .kiln reader. Built by CMake with -DKILN_FUZZ=ON (scripts/fuzz.sh).
+ * FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION makes the reader skip its checksum comparisons, so that mutated
+ * files reach the parsers instead of stopping at the first checksum. Whatever the reader accepts must be
+ * accepted by the writer too (the two agree on what a valid graph is) and runs through the runtime API. */
 #include <stdlib.h>
 
 #include "format/kiln_file.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kn_graph g;
@@ -29,5 +20,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(buf);
     kn_named_tensors_free(extras, n_extras);
     kn_graph_free(&g);
+    kiln_model *model;
+    if (kiln_model_load_memory(data, size, &model) == KILN_OK) {
+        fuzz_run_model(model);
+        kiln_model_free(model);
+    }
     return 0;
 }

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -256,18 +257,28 @@ int64_t cli_file_size(const char *path) {
 
 kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size) {
     *bytes = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before fstat could
+     * refuse it. A regular file reads the same either way. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return kn_fail(KILN_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat info;
     kiln_status st = KILN_OK;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode))
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode))
         st = kn_fail(KILN_ERR_IO, "%s: not a regular file", path);
     else if ((uint64_t)info.st_size >= SIZE_MAX || !(*bytes = malloc((size_t)info.st_size + 1)))
         st = kn_fail(KILN_ERR_NOMEM, "%s: no memory to read %lld bytes", path, (long long)info.st_size);
-    else if (fread(*bytes, 1, (size_t)info.st_size, f) != (size_t)info.st_size)
-        st = kn_fail(KILN_ERR_IO, "%s: read error", path);
-    fclose(f);
+    size_t done = 0;
+    while (st == KILN_OK && done < (size_t)info.st_size) {
+        ssize_t got = read(fd, *bytes + done, (size_t)info.st_size - done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            st = kn_fail(KILN_ERR_IO, "%s: read error%s", path, got < 0 ? "" : " (the file shrank)");
+        else
+            done += (size_t)got;
+    }
+    close(fd);
     if (st != KILN_OK) {
         free(*bytes);
         *bytes = NULL;
@@ -276,6 +287,11 @@ kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size)
     (*bytes)[info.st_size] = '\0';
     *size = (size_t)info.st_size;
     return KILN_OK;
+}
+
+bool cli_same_file(const char *output, const char *input) {
+    struct stat a, b;
+    return stat(output, &a) == 0 && stat(input, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_named_tensor **extras, int *n_extras) {

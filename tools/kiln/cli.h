@@ -67,6 +67,9 @@ bool cli_has_suffix(const char *path, const char *suffix);
 bool cli_same_file(const char *a, const char *b);
 /* The size of the file at `path`, or -1 when it cannot be read. */
 int64_t cli_file_size(const char *path);
+/* Whether `output` names the same file as `input` (same device and inode; false when either does not
+ * exist), so a command can refuse to overwrite what it reads. */
+bool cli_same_file(const char *output, const char *input);
 /* The whole regular file at `path` in a new buffer (free() it) of *size bytes plus a NUL byte. */
 kiln_status cli_read_file(const char *path, unsigned char **bytes, size_t *size);
 

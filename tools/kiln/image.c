@@ -2,12 +2,14 @@
 #include "image.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "cli.h"
 
 #if __has_include(<stb/stb_image.h>)
 #define KILN_HAVE_STB_IMAGE 1
@@ -15,6 +17,7 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_MAX_DIMENSIONS (1 << 14) // refuse images whose decoding would need gigabytes
+#define KILN_IMAGE_MAX_PIXELS (1 << 24) // 4096 x 4096: a model input, not a photograph to archive
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
@@ -33,6 +36,23 @@ bool cli_image_supported(void) {
 }
 
 #ifdef KILN_HAVE_STB_IMAGE
+/* Whether every chunk of a PNG (a file that starts with the PNG signature; anything else passes) lies
+ * within the file: 4-byte length, 4-byte type, the data, a 4-byte CRC, up to IEND. */
+static bool png_chunks_fit(const unsigned char *p, size_t size) {
+    static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size < 8 || memcmp(p, signature, 8) != 0)
+        return true;
+    for (size_t pos = 8; pos + 12 <= size;) {
+        uint32_t length = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
+        if (length > size - pos - 12)
+            return false;
+        if (memcmp(p + pos + 4, "IEND", 4) == 0)
+            return true;
+        pos += 12 + (size_t)length;
+    }
+    return true; /* no IEND: stb reports the truncation itself, without a large allocation */
+}
+
 /* Where output coordinate `i` of `out_size` samples the input of `in_size`: pixel centres aligned,
  * clamped at the borders. *lo and *hi are the two input pixels, *t the weight of *hi. */
 static void source_position(int64_t i, int64_t out_size, int64_t in_size, int64_t *lo, int64_t *hi, float *t) {
@@ -75,12 +95,25 @@ kiln_status cli_image_load(const char *path, int64_t channels, int64_t *height, 
     if (channels < 1 || channels > 4)
         return kn_fail(KILN_ERR_SHAPE, "%s: an image gives 1 to 4 channels (gray, gray+alpha, RGB, RGBA); the "
                        "model input has %lld", path, (long long)channels);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return kn_fail(KILN_ERR_IO, "%s: %s", path, strerror(errno));
+    unsigned char *file;
+    size_t size;
+    KN_TRY(cli_read_file(path, &file, &size));
     int w, h, file_channels;
-    unsigned char *decoded = stbi_load_from_file(f, &w, &h, &file_channels, (int)channels);
-    fclose(f);
+    /* The header first: an image claiming more than KILN_IMAGE_MAX_PIXELS is refused before stb
+     * allocates for it (a 100-byte PNG can claim 16384 x 16384), and so is a PNG whose chunks claim more
+     * bytes than the file has (stb would allocate what a chunk claims before reading it). */
+    if (size > INT_MAX || !png_chunks_fit(file, size)) {
+        free(file);
+        return kn_fail(KILN_ERR_FORMAT, "%s: a truncated or corrupt PNG (a chunk claims more bytes than the file "
+                       "has)", path);
+    }
+    if (stbi_info_from_memory(file, (int)size, &w, &h, &file_channels) && (int64_t)w * h > KILN_IMAGE_MAX_PIXELS) {
+        free(file);
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s: a %d x %d image has more than %d pixels, kiln's limit", path,
+                       w, h, KILN_IMAGE_MAX_PIXELS);
+    }
+    unsigned char *decoded = stbi_load_from_memory(file, (int)size, &w, &h, &file_channels, (int)channels);
+    free(file);
     if (!decoded)
         return kn_fail(KILN_ERR_FORMAT, "%s: not a PNG or JPEG image kiln can decode (%s)", path,
                        stbi_failure_reason());

@@ -1,0 +1,45 @@
+#include "fuzz_input.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char folder[64];
+
+static const char *scratch_folder(void) {
+    if (!folder[0]) {
+        snprintf(folder, sizeof folder, "/tmp/kiln-fuzz-%d", (int)getpid());
+        char command[128];
+        snprintf(command, sizeof command, "mkdir -p %s", folder);
+        if (system(command) != 0)
+            abort();
+    }
+    return folder;
+}
+
+const char *fuzz_write_file(const char *name, const uint8_t *data, size_t size) {
+    static char paths[4][256];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, 256, "%s/%s", scratch_folder(), name);
+    FILE *f = fopen(path, "wb");
+    if (!f || (size && fwrite(data, 1, size, f) != size))
+        abort();
+    fclose(f);
+    return path;
+}
+
+void fuzz_run_model(const kiln_model *model) {
+    kiln_session *session;
+    if (kiln_session_create(model, NULL, &session) != KILN_OK)
+        return;
+    for (int i = 0; i < kiln_session_input_count(session); i++) {
+        void *data;
+        size_t bytes;
+        if (kiln_session_input_data(session, i, &data, &bytes) == KILN_OK && data)
+            memset(data, 0, bytes);
+    }
+    kiln_session_run(session);
+    kiln_session_free(session);
+}
