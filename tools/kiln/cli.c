@@ -245,11 +245,6 @@ bool cli_has_suffix(const char *path, const char *suffix) {
     return n >= k && strcasecmp(path + n - k, suffix) == 0;
 }
 
-bool cli_same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 int64_t cli_file_size(const char *path) {
     struct stat info;
     return stat(path, &info) == 0 ? (int64_t)info.st_size : -1;

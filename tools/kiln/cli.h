@@ -62,9 +62,6 @@ char *cli_input_shape_str(const kn_shape *shape, char *buf, size_t size);
 void cli_format_bytes(double bytes, char *buf, size_t size);
 /* Whether `path` ends in `suffix`, ignoring case. */
 bool cli_has_suffix(const char *path, const char *suffix);
-/* Whether both paths exist and name the same file (device and inode): an output that would overwrite
- * an input. */
-bool cli_same_file(const char *a, const char *b);
 /* The size of the file at `path`, or -1 when it cannot be read. */
 int64_t cli_file_size(const char *path);
 /* Whether `output` names the same file as `input` (same device and inode; false when either does not

@@ -6,9 +6,9 @@
 
 #include "cli.h"
 #include "compress/distill.h"
+#include "compress/summary.h"
 #include "core/threads.h"
 #include "train/api.h"
-#include "train/evaluate.h"
 #include "train/trainer.h"
 #include "train_args.h"
 
@@ -29,15 +29,19 @@ static int check_paths(const distill_args *a) {
     return 0;
 }
 
-/* The teacher's accuracy on the validation data, so the student's can be read against it. */
-static void print_teacher_accuracy(kn_graph *teacher, const kn_dataset *val, int64_t batch) {
-    kn_loss loss = {.kind = KN_LOSS_CE, .reduction = KN_REDUCTION_MEAN};
-    kn_eval_result r;
-    if (kn_evaluate(teacher, val, &loss, batch, &r) != KILN_OK)
-        return;
-    if (r.accuracy >= 0)
-        printf("teacher: val accuracy %.4f, loss %.4f\n", r.accuracy, r.loss);
-    kn_eval_result_free(&r);
+/* The teacher against the trained student: accuracy on the validation data, size, FLOPs and latency. */
+static kiln_status print_summary(const distill_args *a, const kn_graph *teacher, const kn_graph *student,
+                                 const kn_dataset *val) {
+    kn_summary_options o = {.data = val, .latency = true};
+    kn_model_summary rows[2];
+    KN_TRY(kn_model_summarize(teacher, &o, &rows[0]));
+    KN_TRY(kn_model_summarize(student, &o, &rows[1]));
+    const char *labels[2] = {"teacher", "student"};
+    if (a->train.json)
+        kn_summary_print_json(stdout, labels, rows, 2);
+    else
+        kn_summary_print_table(stdout, labels, rows, 2);
+    return KILN_OK;
 }
 
 static int run(const distill_args *a) {
@@ -73,8 +77,6 @@ static int run(const distill_args *a) {
         printf("distilling %s (%lld params) into %s (%lld params) on %s, temperature %g, alpha %g\n", a->teacher,
                (long long)kn_graph_param_count(&teacher), a->student, (long long)kn_graph_param_count(&student),
                a->train.data, a->temperature, a->alpha);
-        if (cli_train_data_val(&data))
-            print_teacher_accuracy(&teacher, cli_train_data_val(&data), o.batch);
     }
     fflush(stdout);
     cli_train_progress progress;
@@ -89,16 +91,10 @@ static int run(const distill_args *a) {
     cli_progress_end_line(&progress.bar);
     if (st == KILN_OK)
         st = kn_graph_save_path(&student, a->out);
-    if (st == KILN_OK && a->train.json) {
-        printf("{\"command\":\"distill\",\"out\":");
-        cli_json_string(stdout, a->out);
-        printf(",\"epochs\":%lld,\"train_loss\":%.6f", (long long)r.epochs_done, r.train_loss);
-        if (r.has_val && r.val_accuracy >= 0)
-            printf(",\"val_accuracy\":%.6f", r.val_accuracy);
-        printf(",\"seconds\":%.3f}\n", r.seconds);
-    } else if (st == KILN_OK && talk) {
+    if (st == KILN_OK && talk)
         printf("done: %lld epochs in %.1fs; student written to %s\n", (long long)r.epochs_done, r.seconds, a->out);
-    }
+    if (st == KILN_OK && !a->train.quiet)
+        st = print_summary(a, &teacher, &student, cli_train_data_val(&data));
     rc = st == KILN_OK ? 0 : cli_fail("distill", st);
     kn_distill_free(&d);
     cli_train_data_free(&data);

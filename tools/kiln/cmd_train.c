@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "compress/grad_quant.h"
 #include "compress/qat.h"
+#include "compress/summary.h"
 #include "core/threads.h"
 #include "train/api.h"
 #include "train/trainer.h"
@@ -133,6 +134,14 @@ static int run(const train_args *a) {
     kn_train_result r;
     const kn_dataset *train_set = cli_train_data_train(&data);
     bool qat = a->qat || (st == KILN_OK && kn_qat_is_prepared(&g));
+    /* QAT prints the float model against the quantized one (the first column only when it starts from a
+     * float model, not a QAT checkpoint). */
+    kn_summary_options summary_options = {.data = cli_train_data_val(&data), .latency = true};
+    kn_model_summary summaries[2];
+    bool has_before = false;
+    bool show_summary = qat && !a->train.quiet && !a->train.json;
+    if (st == KILN_OK && show_summary && !kn_qat_is_prepared(&g))
+        has_before = (st = kn_model_summarize(&g, &summary_options, &summaries[0])) == KILN_OK;
     if (st == KILN_OK && a->qat)
         st = prepare_qat(a, &g, train_set);
     kn_grad_quant grad_quant = {0};
@@ -156,6 +165,10 @@ static int run(const train_args *a) {
         st = kn_qat_finalize(&g);
     if (st == KILN_OK)
         st = kn_graph_save_path(&g, a->out);
+    if (st == KILN_OK && show_summary && (st = kn_model_summarize(&g, &summary_options, &summaries[1])) == KILN_OK) {
+        const char *labels[2] = {"float", "quantized"};
+        kn_summary_print_table(stdout, labels + !has_before, summaries + !has_before, 1 + has_before);
+    }
     if (st == KILN_OK) {
         if (a->train.json)
             print_json(a, &g, &r, &o);
