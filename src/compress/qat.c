@@ -29,8 +29,6 @@ kiln_status kn_qat_config_check(const kn_qat_config *c) {
     if (c->act_bits != 0 && c->act_bits != 8)
         return kn_fail(KILN_ERR_INVALID_ARG, "--act-bits %d: activations are quantized at 8 bits (the "
                        "QuantizeLinear they become stores 8)", c->act_bits);
-    if (c->act_bits && !c->calib)
-        return kn_fail(KILN_ERR_INVALID_ARG, "quantizing activations needs calibration data");
     return KILN_OK;
 }
 
@@ -311,6 +309,8 @@ static kiln_status insert_fake_quant(kn_graph *g, const kn_qat_config *c, const 
 
 kiln_status kn_qat_prepare(kn_graph *g, const kn_qat_config *c) {
     KN_TRY(kn_qat_config_check(c));
+    if (c->act_bits && !c->calib)
+        return kn_fail(KILN_ERR_INVALID_ARG, "quantizing activations needs calibration data");
     if (kn_qat_is_prepared(g))
         return kn_fail(KILN_ERR_INVALID_ARG, "the model is already prepared for quantization-aware training");
     KN_TRY(fold_batchnorms(g));

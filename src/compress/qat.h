@@ -35,7 +35,7 @@ typedef struct kn_qat_config {
     int64_t calib_samples;     /* <= 0: 512 */
 } kn_qat_config;
 
-/* Checks a configuration: the bit widths kn_qat_prepare supports. */
+/* Checks the bit widths of a configuration (kn_qat_prepare also needs `calib` with act_bits). */
 kiln_status kn_qat_config_check(const kn_qat_config *c);
 
 /* Rewrites g for quantization-aware training as described above. g must have no FakeQuantize yet. */

@@ -25,18 +25,15 @@ typedef struct train_args {
 static int check_compression_args(const train_args *a) {
     if (!a->qat && (a->bits || a->act_bits || a->lsq))
         return cli_fail_msg("train", "--bits, --act-bits and --lsq go with --qat");
-    kn_qat_config c = {.weight_bits = (int)a->bits, .act_bits = (int)a->act_bits, .calib = NULL};
     if (a->qat && !a->bits)
         return cli_fail_msg("train", "--qat needs --bits 8|4|2|1");
-    if (a->qat) {
-        c.calib = (const kn_dataset *)&c; /* any non-NULL: the data comes later */
-        kiln_status st = kn_qat_config_check(&c);
-        if (st != KILN_OK)
-            return cli_fail("train", st);
-    }
+    kn_qat_config c = {.weight_bits = (int)a->bits, .act_bits = (int)a->act_bits};
+    kiln_status st = a->qat ? kn_qat_config_check(&c) : KILN_OK;
+    if (st != KILN_OK)
+        return cli_fail("train", st);
     kn_grad_quant q;
     if (a->grad_bits != 32) {
-        kiln_status st = kn_grad_quant_init(&q, (int)a->grad_bits, a->error_feedback, 0);
+        st = kn_grad_quant_init(&q, (int)a->grad_bits, a->error_feedback, 0);
         if (st != KILN_OK)
             return cli_fail("train", st);
         kn_grad_quant_free(&q);
