@@ -60,6 +60,10 @@ check "QAT resumed from its checkpoint == straight (byte-identical)" 'cmp -s "$w
 check "binary weights stored as a codebook" '"$kiln" info "$work/binary.kiln" | grep -q "codebook 1-bit"'
 if "$kiln" convert "$work/w4a8.kiln" "$work/w4a8.onnx" >/dev/null 2>&1; then
     check "the QAT model exports to ONNX" '[ -s "$work/w4a8.onnx" ]'
+    a_kiln=$(accuracy "$work/w4a8.kiln"); a_onnx=$(accuracy "$work/w4a8.onnx")
+    check "its ONNX export (QDQ activations) classifies the same ($a_kiln, $a_onnx)" '[ "$a_kiln" = "$a_onnx" ]'
+    err=$("$kiln" convert "$work/half.kiln.ckpt" "$work/ckpt.onnx" 2>&1)
+    check "a QAT checkpoint (FakeQuantize) is not exported to ONNX" '[ ! -e "$work/ckpt.onnx" ] && echo "$err" | grep -q FakeQuantize'
 fi
 
 out=$("$kiln" train --model "$work/small.txt" --data fashion-mnist:test --batch 100 --seed 3 --threads 2 --epochs 1 \

@@ -158,6 +158,9 @@ static kiln_status check_node(const kn_graph *g, int index, const bool *is_graph
             return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' (%s) carries the optimizer's attribute '%s', "
                            "which ONNX has no form for: export the graph before optimizing it", n->name,
                            n->op->name, n->attrs[i].name);
+    if (strcmp(n->op->name, "FakeQuantize") == 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': FakeQuantize is kiln's quantization-aware training op, "
+                       "which ONNX has no form for: export the finalized model (kiln train --qat writes it)", n->name);
     if (strcmp(n->op->name, "MatMul") == 0 && n->n_in > 2)
         return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': MatMul with a bias input is the optimizer's "
                        "fusion, which ONNX has no form for: export the graph before optimizing it", n->name);
