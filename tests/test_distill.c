@@ -5,7 +5,9 @@
  *    softmax overflows.
  * 2. Through the public API: a student distilled from a teacher trains (finite loss, accuracy above
  *    chance on easy data); a student that is a copy of its teacher has soft loss 0.
- * 3. A teacher whose output does not match the student's, or whose input does not, is refused with a
+ * 3. Hidden-feature matching: the learned projection brings the student's features to the teacher's (the
+ *    feature loss falls), and is gone from the student afterwards.
+ * 4. A teacher whose output does not match the student's, or whose input does not, is refused with a
  *    message saying so; so are a temperature <= 0 and alpha outside [0, 1].
  */
 #include <math.h>
@@ -18,6 +20,7 @@
 #include "core/rng.h"
 #include "kiln/compress.h"
 #include "train/api.h"
+#include "train/trainer.h"
 
 static void test_against_pytorch(void) {
     FILE *f = fopen(KILN_SOURCE_DIR "/tests/ref/data/distill.txt", "r");
@@ -123,6 +126,64 @@ static void test_distill_trains(const kiln_dataset *ds) {
     kiln_graph_free(teacher);
 }
 
+/* The first and last match losses of a run. */
+typedef struct match_trace {
+    kn_distill *d;
+    double first, last;
+    int calls;
+} match_trace;
+
+static kiln_status trace_on_loss(void *user, kn_tape *tape, const int64_t *labels, double *loss) {
+    match_trace *m = user;
+    KN_TRY(kn_distill_on_loss(m->d, tape, labels, loss));
+    if (m->calls++ == 0)
+        m->first = m->d->last_match_loss;
+    m->last = m->d->last_match_loss;
+    return KILN_OK;
+}
+
+static const char *relu_output(const kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (strcmp(g->nodes[i].op->name, "Relu") == 0)
+            return g->values[g->nodes[i].out[0]].name;
+    return "";
+}
+
+/* --match: the projection learns (the feature loss falls), and afterwards neither graph keeps a trace. */
+static void test_feature_matching(const kiln_dataset *ds) {
+    kiln_graph *teacher = load_spec(teacher_spec, 1), *student = load_spec("input 16\ndense 8\nrelu\ndense 4\n", 2);
+    int values_before = student->g.n_values, nodes_before = student->g.n_nodes;
+    char t_name[128], s_name[128];
+    snprintf(t_name, sizeof t_name, "%s", relu_output(&teacher->g));
+    snprintf(s_name, sizeof s_name, "%s", relu_output(&student->g));
+    kn_distill d;
+    kn_distill_config c = {.temperature = 2, .alpha = 0.5f, .match_teacher = t_name, .match_student = s_name,
+                           .match_weight = 1};
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, 32));
+    CHECK(student->g.n_outputs == 2 && teacher->g.n_outputs == 2);
+    match_trace trace = {.d = &d};
+    kn_train_hooks hooks = {.user = &trace, .on_loss = trace_on_loss};
+    kn_train_options o = {.epochs = 3, .batch = 32, .optim = kn_optim_defaults(KN_OPTIM_ADAM), .seed = 1,
+                          .loss = {.kind = KN_LOSS_CE, .reduction = KN_REDUCTION_MEAN}, .hooks = &hooks};
+    o.optim.lr = 0.01f;
+    kn_train_result r;
+    CHECK_OK(kn_train(&student->g, &ds->d, NULL, &o, NULL, 0, &r));
+    CHECK_MSG(trace.calls > 0 && trace.last < 0.75 * trace.first, "the feature loss went from %g to %g", trace.first,
+              trace.last);
+    kn_distill_finish(&d, &student->g);
+    kn_distill_free(&d);
+    CHECK(student->g.n_outputs == 1 && teacher->g.n_outputs == 1);
+    CHECK(student->g.n_values == values_before && student->g.n_nodes == nodes_before);
+    CHECK(kn_graph_infer_shapes(&student->g) == KILN_OK);
+
+    c.match_student = "no such value";
+    CHECK(kn_distill_init(&d, &teacher->g, &student->g, &c, 32) == KILN_ERR_INVALID_ARG &&
+          strstr(kiln_last_error(), "no such value"));
+    CHECK(student->g.n_outputs == 1 && teacher->g.n_outputs == 1);
+    kiln_graph_free(teacher);
+    kiln_graph_free(student);
+}
+
 static void test_mismatch(void) {
     kiln_graph *teacher = load_spec("input 16\ndense 10\n", 1), *student = load_spec(student_spec, 2);
     kn_distill d;
@@ -150,6 +211,7 @@ int main(void) {
     kiln_dataset ds;
     make_dataset(&ds, 256);
     test_distill_trains(&ds);
+    test_feature_matching(&ds);
     test_mismatch();
     kn_dataset_free(&ds.d);
     return check_finish();

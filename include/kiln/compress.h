@@ -47,6 +47,11 @@ kiln_status kiln_qat_finalize(kiln_graph *graph);
 typedef struct kiln_distill_config {
     float temperature;            /* > 0, e.g. 4 */
     float alpha;                  /* weight of the soft term in [0, 1], e.g. 0.9 */
+    /* Optional hidden-feature matching: activation names in teacher and student (NULL: none); a learned
+     * 1x1 projection maps the student's to the teacher's channels, trained on match_weight * MSE and
+     * removed from the student afterwards. */
+    const char *match_teacher, *match_student;
+    float match_weight;
 } kiln_distill_config;
 
 kiln_status kiln_distill(kiln_graph *student, kiln_graph *teacher, const kiln_dataset *train, const kiln_dataset *val,

@@ -14,12 +14,15 @@ kiln_status kiln_distill(kiln_graph *student, kiln_graph *teacher, const kiln_da
     if (config->threads > 0)
         kn_threads_set(config->threads);
     kn_distill d;
-    kn_distill_config c = {.temperature = distill->temperature, .alpha = distill->alpha};
+    kn_distill_config c = {.temperature = distill->temperature, .alpha = distill->alpha,
+                           .match_teacher = distill->match_teacher, .match_student = distill->match_student,
+                           .match_weight = distill->match_weight};
     KN_TRY(kn_distill_init(&d, &teacher->g, &student->g, &c, o.batch));
     kn_train_hooks hooks = {.user = &d, .on_loss = kn_distill_on_loss};
     o.hooks = &hooks;
     kn_train_result r;
     kiln_status st = kn_train(&student->g, &train->d, val ? &val->d : NULL, &o, NULL, 0, &r);
+    kn_distill_finish(&d, &student->g);
     kn_distill_free(&d);
     if (st == KILN_OK && final) {
         final->count = val ? val->d.count : train->d.count;

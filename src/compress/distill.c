@@ -2,9 +2,11 @@
 #include "compress/distill.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "core/status.h"
 
 /* softmax(z / T) of one row of c into p, and its log into log_p (either may be NULL), in double. */
@@ -47,9 +49,105 @@ void kn_distill_soft_loss(const float *zs, const float *zt, int64_t n, int64_t c
     *loss = t * t * total / (double)n;
 }
 
-kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, const kn_graph *student, const kn_distill_config *c,
+/* ---- hidden-feature matching ---- */
+
+static int find_activation(const kn_graph *g, const char *name, const char *which, kiln_status *st) {
+    int v = kn_graph_find_value(g, name);
+    if (v < 0 || g->values[v].kind == KN_VALUE_PARAM || g->values[v].kind == KN_VALUE_CONST ||
+        g->values[v].kind == KN_VALUE_STATE) {
+        *st = kn_fail(KILN_ERR_INVALID_ARG, "--match: the %s has no activation named '%s'", which, name);
+        return -1;
+    }
+    if (g->values[v].shape.ndim != 2 && g->values[v].shape.ndim != 4) {
+        *st = kn_fail(KILN_ERR_UNSUPPORTED, "--match: the %s's '%s' has rank %d; features of rank 2 (N, C) or 4 "
+                      "(N, C, H, W) can be matched", which, name, g->values[v].shape.ndim);
+        return -1;
+    }
+    return v;
+}
+
+static bool has_output_room(const kn_graph *g) { return g->n_outputs < (int)(sizeof g->outputs / sizeof g->outputs[0]); }
+
+/* The projection from student value s to the channels of teacher value t: student output 1, and t the
+ * teacher's output 1. Its weight starts uniform in +-1/sqrt(Cs) (PyTorch's default for a 1x1 conv). */
+static kiln_status match_setup(kn_distill *d, kn_graph *teacher, kn_graph *student) {
+    kiln_status st = KILN_OK;
+    int t = find_activation(teacher, d->c.match_teacher, "teacher", &st);
+    int s = t < 0 ? -1 : find_activation(student, d->c.match_student, "student", &st);
+    if (s < 0)
+        return st;
+    const kn_shape *ts = &teacher->values[t].shape, *ss = &student->values[s].shape;
+    if (ts->ndim != ss->ndim)
+        return kn_fail(KILN_ERR_SHAPE, "--match: the teacher's '%s' has rank %d, the student's '%s' %d",
+                       d->c.match_teacher, ts->ndim, d->c.match_student, ss->ndim);
+    if (!has_output_room(teacher) || !has_output_room(student))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "--match: the graphs have too many outputs");
+    int64_t ct = ts->d[1], cs = ss->d[1];
+    bool conv = ss->ndim == 4;
+    kn_shape w_shape = conv ? kn_shape_of(4, (int64_t[]){ct, cs, 1, 1}) : kn_shape_of(2, (int64_t[]){cs, ct});
+    char name[512];
+    snprintf(name, sizeof name, "%s:match_projection", d->c.match_student);
+    d->proj_weight = kn_graph_add_value(student, name, KN_VALUE_PARAM, KN_F32, &w_shape);
+    snprintf(name, sizeof name, "%s:matched", d->c.match_student);
+    d->proj_out = d->proj_weight < 0 ? -1 : kn_graph_add_value(student, name, KN_VALUE_ACT, KN_F32, ts);
+    int in[2] = {s, d->proj_weight};
+    d->proj_node = d->proj_out < 0 ? -1
+                   : kn_graph_add_node(student, conv ? "Conv" : "MatMul", name, 2, in, 1, &d->proj_out);
+    if (d->proj_node < 0)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the matching projection");
+    kn_rng rng = kn_rng_seeded(0x6d61746368ull);
+    float bound = 1.0f / sqrtf((float)cs), *w = student->values[d->proj_weight].data;
+    for (int64_t i = 0; i < kn_shape_numel(&w_shape); i++)
+        w[i] = bound * (2.0f * kn_rng_uniform(&rng) - 1.0f);
+    student->outputs[student->n_outputs++] = d->proj_out;
+    /* As a graph output the teacher value is written whole: the tape never fuses its producer with a Relu
+     * that would then write only the Relu's output. */
+    teacher->outputs[teacher->n_outputs++] = t;
+    return kn_graph_infer_shapes(student);
+}
+
+void kn_distill_finish(kn_distill *d, kn_graph *student) {
+    if (d->proj_node < 0)
+        return;
+    int *new_id = malloc(sizeof(int) * (size_t)student->n_values);
+    if (!new_id)
+        return;
+    student->n_nodes--; /* the projection was added last */
+    student->n_outputs--;
+    d->teacher_graph->n_outputs--;
+    for (int v = 0; v < student->n_values; v++)
+        new_id[v] = v == d->proj_weight || v == d->proj_out ? -1 : v;
+    kn_graph_drop_values(student, new_id);
+    free(new_id);
+    d->proj_node = d->proj_weight = d->proj_out = -1;
+}
+
+/* Adds match_weight * mean((P(S) - T)^2) to the loss and its gradient to the projection's output. */
+static kiln_status match_loss(kn_distill *d, kn_tape *tape, double *loss) {
+    const kn_tensor *y = kn_tape_output(tape, 1), *t = kn_tape_output(&d->teacher, 1);
+    char a[64], b[64];
+    if (!kn_shape_equal(&y->shape, &t->shape))
+        return kn_fail(KILN_ERR_SHAPE, "--match: the projected student value is %s but the teacher's '%s' %s",
+                       kn_shape_str(&y->shape, a, sizeof a), d->c.match_teacher, kn_shape_str(&t->shape, b, sizeof b));
+    int64_t n = kn_numel(y);
+    const float *ys = kn_f32(y), *ts = kn_f32(t);
+    float *grad = kn_f32(kn_tape_output_grad(tape, 1)); // (n)
+    double sum = 0, w = d->c.match_weight;
+    for (int64_t i = 0; i < n; i++) {
+        double diff = (double)ys[i] - ts[i];
+        sum += diff * diff;
+        grad[i] = (float)(w * 2.0 * diff / (double)n);
+    }
+    d->last_match_loss = w * sum / (double)n;
+    *loss += d->last_match_loss;
+    return KILN_OK;
+}
+
+kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, kn_graph *student, const kn_distill_config *c,
                             int64_t batch) {
     memset(d, 0, sizeof *d);
+    d->proj_node = d->proj_weight = d->proj_out = -1;
+    d->teacher_graph = teacher;
     if (!(c->temperature > 0) || !isfinite(c->temperature))
         return kn_fail(KILN_ERR_INVALID_ARG, "--temperature %g: it must be > 0", (double)c->temperature);
     if (!(c->alpha >= 0 && c->alpha <= 1))
@@ -66,7 +164,15 @@ kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, const kn_graph *st
         return kn_fail(KILN_ERR_SHAPE, "the teacher's input %s does not match the student's %s",
                        kn_shape_str(ti, a, sizeof a), kn_shape_str(si, b, sizeof b));
     d->c = *c;
-    KN_TRY(kn_tape_init(&d->teacher, teacher, batch, false));
+    if ((c->match_teacher != NULL) != (c->match_student != NULL) || !(c->match_weight >= 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "--match takes TEACHER_VALUE:STUDENT_VALUE and a weight >= 0");
+    kiln_status st = c->match_teacher ? match_setup(d, teacher, student) : KILN_OK;
+    if (st == KILN_OK)
+        st = kn_tape_init(&d->teacher, teacher, batch, false);
+    if (st != KILN_OK) {
+        kn_distill_finish(d, student);
+        return st;
+    }
     const kn_shape *to = &kn_tape_output(&d->teacher, 0)->shape;
     const kn_shape *so = &student->values[student->outputs[0]].shape;
     bool outputs_match = to->ndim == so->ndim;
@@ -74,6 +180,7 @@ kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, const kn_graph *st
         outputs_match = to->d[k] == so->d[k] || so->d[k] < 0;
     if (!outputs_match) {
         kn_tape_free(&d->teacher);
+        kn_distill_finish(d, student);
         return kn_fail(KILN_ERR_SHAPE, "the teacher's output %s does not match the student's %s (per sample: they "
                        "must have the same classes)", kn_shape_str(to, a, sizeof a), kn_shape_str(so, b, sizeof b));
     }
@@ -109,5 +216,5 @@ kiln_status kn_distill_on_loss(void *user, kn_tape *tape, const int64_t *labels,
         return kn_fail(KILN_ERR_NUMERIC, "the distillation loss is not finite");
     d->last_soft_loss = soft;
     *loss = (1.0 - alpha) * *loss + alpha * soft;
-    return KILN_OK;
+    return d->proj_node >= 0 ? match_loss(d, tape, loss) : KILN_OK;
 }

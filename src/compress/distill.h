@@ -10,6 +10,12 @@
  * gradient in place; the hook runs the teacher (inference mode) on the tape's input 0 and mixes in the
  * soft term. The teacher reads the student's batch as it is, so both must take the same input
  * (preprocessing included: a teacher and student trained on the same data do).
+ *
+ * Hidden-feature matching (FitNets, Romero et al. 2015), optional: a student activation S (N, Cs, ...)
+ * goes through a learned 1x1 projection P (a Conv of W (Ct, Cs, 1, 1), or a MatMul by (Cs, Ct) for
+ * (N, Cs) features) to the channels of a teacher activation T, and the loss gains
+ * match_weight * mean((P(S) - T)^2). The projection trains with the student and is removed by
+ * kn_distill_finish.
  */
 #ifndef KN_COMPRESS_DISTILL_H
 #define KN_COMPRESS_DISTILL_H
@@ -20,12 +26,19 @@
 typedef struct kn_distill_config {
     float temperature; /* > 0; Hinton et al. use 2 to 20 */
     float alpha;       /* weight of the soft term, in [0, 1] */
+    /* Hidden-feature matching: value names in the teacher and the student graphs; NULL: none. */
+    const char *match_teacher, *match_student;
+    float match_weight; /* >= 0 */
 } kn_distill_config;
 
 typedef struct kn_distill {
     kn_distill_config c;
     kn_tape teacher;   /* inference only */
-    double last_soft_loss;
+    double last_soft_loss, last_match_loss;
+    /* Matching: the projection's node, weight and output in the student (its graph output 1), and the
+     * teacher value as the teacher's graph output 1; -1 without matching. */
+    int proj_node, proj_weight, proj_out;
+    kn_graph *teacher_graph;
 } kn_distill;
 
 /* The soft term of n rows of c logits: loss = T^2 KL(softmax(zt/T) || softmax(zs/T)) / n, and its
@@ -34,9 +47,13 @@ void kn_distill_soft_loss(const float *zs, const float *zt, int64_t n, int64_t c
                           float *grad);
 
 /* Binds the teacher (which must outlive d) for batches of up to `batch`, after checking it against the
- * student: one input of the same per-sample shape, and an output of the same per-sample shape. */
-kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, const kn_graph *student, const kn_distill_config *c,
+ * student: one input of the same per-sample shape, and an output of the same per-sample shape. With
+ * matching it adds the projection to the student and makes the two values graph outputs 1. */
+kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, kn_graph *student, const kn_distill_config *c,
                             int64_t batch);
+/* Removes the matching projection from the trained student and the teacher's extra output (nothing to do
+ * without matching). */
+void kn_distill_finish(kn_distill *d, kn_graph *student);
 void kn_distill_free(kn_distill *d);
 
 /* kn_train_hooks.on_loss; user is the kn_distill. */

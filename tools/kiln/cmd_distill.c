@@ -13,12 +13,12 @@
 #include "train_args.h"
 
 static const char usage[] = "--teacher T.kiln|T.onnx --student SPEC.txt|M.kiln|M.onnx --data DATA --out OUT.kiln|OUT.onnx "
-                            "[--temperature T] [--alpha A] [training options]";
+                            "[--temperature T] [--alpha A] [--match TEACHER_VALUE:STUDENT_VALUE [--match-weight W]] [training options]";
 
 typedef struct distill_args {
     cli_train_args train;
-    const char *teacher, *student, *out, *checkpoint;
-    double temperature, alpha;
+    const char *teacher, *student, *out, *checkpoint, *match;
+    double temperature, alpha, match_weight;
 } distill_args;
 
 static int check_paths(const distill_args *a) {
@@ -68,7 +68,22 @@ static int run(const distill_args *a) {
     }
     cli_train_data data = {0};
     kn_distill d = {0};
-    kn_distill_config c = {.temperature = (float)a->temperature, .alpha = (float)a->alpha};
+    kn_distill_config c = {.temperature = (float)a->temperature, .alpha = (float)a->alpha,
+                           .match_weight = (float)a->match_weight};
+    char match[512];
+    if (a->match) {
+        /* TEACHER_VALUE:STUDENT_VALUE, split at the first colon */
+        const char *colon = strchr(a->match, ':');
+        if (!colon || colon == a->match || !colon[1] || strlen(a->match) >= sizeof match) {
+            kn_graph_free(&student);
+            kn_graph_free(&teacher);
+            return cli_fail_msg("distill", "--match %s: give TEACHER_VALUE:STUDENT_VALUE", a->match);
+        }
+        snprintf(match, sizeof match, "%s", a->match);
+        match[colon - a->match] = '\0';
+        c.match_teacher = match;
+        c.match_student = match + (colon - a->match) + 1;
+    }
     st = kn_distill_init(&d, &teacher, &student, &c, o.batch);
     if (st == KILN_OK)
         st = cli_train_data_load(&a->train, &student, &data);
@@ -89,6 +104,7 @@ static int run(const distill_args *a) {
     if (st == KILN_OK)
         st = kn_train(&student, cli_train_data_train(&data), cli_train_data_val(&data), &o, NULL, 0, &r);
     cli_progress_end_line(&progress.bar);
+    kn_distill_finish(&d, &student);
     if (st == KILN_OK)
         st = kn_graph_save_path(&student, a->out);
     if (st == KILN_OK && talk)
@@ -104,16 +120,18 @@ static int run(const distill_args *a) {
 }
 
 int cmd_distill(int argc, char **argv) {
-    distill_args a = {.train = cli_train_args_defaults(5), .temperature = 4, .alpha = 0.9};
-    cli_option options[CLI_TRAIN_OPTION_COUNT + 6] = {
+    distill_args a = {.train = cli_train_args_defaults(5), .temperature = 4, .alpha = 0.9, .match_weight = 1};
+    cli_option options[CLI_TRAIN_OPTION_COUNT + 8] = {
         {"--teacher", CLI_STRING, &a.teacher, "the trained teacher (.kiln or .onnx)"},
         {"--student", CLI_STRING, &a.student, "the student: a spec (.txt), .kiln or .onnx model"},
         {"--out", CLI_STRING, &a.out, "where to write the trained student (.kiln or .onnx)"},
         {"--checkpoint", CLI_STRING, &a.checkpoint, "checkpoint path (default OUT.ckpt)"},
         {"--temperature", CLI_FLOAT, &a.temperature, "softmax temperature of the soft targets (default 4)"},
         {"--alpha", CLI_FLOAT, &a.alpha, "weight of the soft-target loss, in [0, 1] (default 0.9)"},
+        {"--match", CLI_STRING, &a.match, "TEACHER_VALUE:STUDENT_VALUE hidden features to match (1x1 projection)"},
+        {"--match-weight", CLI_FLOAT, &a.match_weight, "weight of the feature-matching MSE (default 1)"},
     };
-    int n_options = 6 + cli_train_option_table(&a.train, options + 6);
+    int n_options = 8 + cli_train_option_table(&a.train, options + 8);
     int n_pos;
     if (!cli_parse("distill", usage, argc, argv, 2, options, n_options, NULL, 0, &n_pos))
         return 2;
