@@ -12,7 +12,7 @@ kiln=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+check() { [ -n "${VERBOSE:-}" ] && echo "check: $1"; if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:-}" ]; then
     echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0
@@ -75,6 +75,15 @@ out=$("$kiln" distill --teacher "$work/base.kiln" --student "$work/tiny.txt" "${
 check "distill writes the student" '[ -s "$work/student.kiln" ]'
 acc=$(accuracy "$work/student.kiln")
 check "the distilled student classifies (accuracy $acc > 0.5)" 'awk -v a="$acc" "BEGIN{exit !(a > 0.5)}"'
+"$kiln" distill --teacher "$work/base.kiln" --student "$work/tiny.txt" "${common[@]}" --epochs 1 --match relu3:relu2 \
+    --out "$work/matched.kiln" 2>/dev/null
+params() { "$kiln" info "$1" --json | sed -n 's/.*"params":\([0-9]*\).*/\1/p'; }
+check "distill --match trains and drops the projection ($(params "$work/matched.kiln") params)" \
+    '[ -s "$work/matched.kiln" ] && [ "$(params "$work/matched.kiln")" = "$(params "$work/student.kiln")" ]'
+if "$kiln" convert "$work/base.kiln" "$work/base.onnx" >/dev/null 2>&1; then
+    "$kiln" distill --teacher "$work/base.onnx" --student "$work/tiny.txt" "${common[@]}" --epochs 1 --out "$work/from_onnx.kiln" 2>/dev/null
+    check "an ONNX teacher gives the same student as its .kiln (byte-identical)" 'cmp -s "$work/student.kiln" "$work/from_onnx.kiln"'
+fi
 
 # Bad input: one line on stderr, exit status 1, nothing written.
 bad() {
