@@ -298,7 +298,13 @@ static kiln_status insert_fake_quant(kn_graph *g, const kn_qat_config *c, const 
             g->nodes[i].in[a] = fq_of[v];
         }
         if (w >= 0) {
-            KN_TRY(quantize_weight(g, &i, w, c));
+            /* A weight read by several nodes (tied weights) gets one FakeQuantize, so one set of levels. */
+            int v = g->nodes[i].in[w];
+            if (fq_of[v] < 0) {
+                KN_TRY(quantize_weight(g, &i, w, c));
+                fq_of[v] = g->nodes[i].in[w];
+            }
+            g->nodes[i].in[w] = fq_of[v];
             quantized++;
         }
     }
