@@ -173,7 +173,8 @@ kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, kn_graph *student,
         kn_distill_finish(d, student);
         return st;
     }
-    const kn_shape *to = &kn_tape_output(&d->teacher, 0)->shape;
+    kn_shape to_shape = kn_tape_output(&d->teacher, 0)->shape; /* a copy: the tape goes on a mismatch */
+    const kn_shape *to = &to_shape;
     const kn_shape *so = &student->values[student->outputs[0]].shape;
     bool outputs_match = to->ndim == so->ndim;
     for (int k = 1; k < to->ndim && outputs_match; k++)

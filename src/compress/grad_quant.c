@@ -9,6 +9,9 @@
 #include "core/rng.h"
 #include "core/status.h"
 
+/* Ternary gradients clip their range at this many RMS (TernGrad, Wen et al. 2017). */
+#define KN_GRAD_TERNARY_CLIP 2.5
+
 kiln_status kn_grad_quant_init(kn_grad_quant *q, int bits, bool error_feedback, uint64_t seed) {
     memset(q, 0, sizeof *q);
     if (bits != 1 && bits != 2 && bits != 4 && bits != 8)
@@ -51,13 +54,21 @@ static void quantize_tensor(float *g, int64_t n, int bits, uint64_t stream) {
         return;
     }
     float max_abs = 0;
-    for (int64_t i = 0; i < n; i++)
+    double sum_sq = 0;
+    for (int64_t i = 0; i < n; i++) {
         max_abs = fmaxf(max_abs, fabsf(g[i]));
+        sum_sq += (double)g[i] * g[i];
+    }
+    /* Ternary levels at max|g| would round nearly every element to 0 or +-max: like TernGrad, clip the
+     * range to 2.5 times the RMS (elements beyond saturate; error feedback carries what they lose). */
+    float range = max_abs;
+    if (bits == 2 && n > 0)
+        range = fminf(max_abs, (float)(KN_GRAD_TERNARY_CLIP * sqrt(sum_sq / (double)n)));
     kn_quant_range r = kn_quant_range_of(bits, true);
     r.qmin = -r.qmax; /* symmetric levels: 2 bits are ternary */
     float scale;
     int32_t zero_point;
-    kn_quant_params(-max_abs, max_abs, r, true, &scale, &zero_point);
+    kn_quant_params(-range, range, r, true, &scale, &zero_point);
     for (int64_t i = 0; i < n; i++) {
         float u = kn_hash_uniform(stream, (uint64_t)i);
         g[i] = kn_quant_value(kn_quant_level(g[i] + (u - 0.5f) * scale, scale, 0, r), scale, 0);
