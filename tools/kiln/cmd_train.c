@@ -57,8 +57,9 @@ static void print_grad_bytes(const kn_graph *g, int bits) {
         quantized += kn_grad_quant_bytes(bits, n);
         full += 4 * n;
     }
-    printf("gradients at %d bits: %lld bytes per data-parallel step instead of %lld in f32 (%.1fx smaller)\n", bits,
-           (long long)quantized, (long long)full, quantized ? (double)full / (double)quantized : 0.0);
+    printf("gradients at %d bit%s: %lld bytes per data-parallel step instead of %lld in f32 (%.1fx smaller)\n", bits,
+           bits == 1 ? "" : "s", (long long)quantized, (long long)full,
+           quantized ? (double)full / (double)quantized : 0.0);
 }
 
 /* Prepares g for quantization-aware training (unless it is a QAT checkpoint already), calibrating
