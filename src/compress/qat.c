@@ -174,34 +174,16 @@ static int weight_channel_axis(const kn_graph *g, const kn_node *n, int input) {
     return g->values[n->in[input]].shape.ndim - 1;
 }
 
-/* The scale of channel c of w that quantizes it with the least squared error, over a grid of clipping
- * ratios of its max |w| (min/max at ratio 1); mean |w| for binary weights (its least-squares alpha). */
+/* The starting learned scale of channel c of w: the scale of least squared error; mean |w| for binary
+ * weights (its least-squares alpha). */
 static float weight_scale_init(const float *w, kn_fake_quant_layout l, int64_t c, kn_quant_range r, bool binary) {
+    if (!binary)
+        return kn_fake_quant_mse_scale(w, l, c, r);
     double abs_sum = 0;
-    float max_abs = 0;
     for (int64_t o = 0; o < l.outer; o++)
-        for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+        for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++)
             abs_sum += fabsf(w[i]);
-            max_abs = fmaxf(max_abs, fabsf(w[i]));
-        }
-    if (binary)
-        return fmaxf((float)(abs_sum / (double)(l.outer * l.inner)), KN_FAKE_QUANT_MIN_SCALE);
-    if (!(max_abs > 0))
-        return 1.0f;
-    float best = max_abs / (float)r.qmax;
-    double best_err = INFINITY;
-    for (int step = 20; step >= 1; step--) {
-        float s = max_abs * (float)step / 20.0f / (float)r.qmax;
-        double err = 0;
-        for (int64_t o = 0; o < l.outer; o++)
-            for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
-                double d = (double)w[i] - kn_quant_fake(w[i], s, 0, r);
-                err += d * d;
-            }
-        if (err < best_err)
-            best_err = err, best = s;
-    }
-    return best;
+    return fmaxf((float)(abs_sum / (double)(l.outer * l.inner)), KN_FAKE_QUANT_MIN_SCALE);
 }
 
 /* Inserts FakeQuantize on input `input` (a parameter) of node *index; *index moves past it. */
@@ -231,6 +213,10 @@ static kiln_status quantize_weight(kn_graph *g, int *index, int input, const kn_
     double grad_scale = 1.0 / sqrt((double)(l.outer * l.inner) * (double)(r.qmax > 0 ? r.qmax : 1));
     KN_TRY(kn_node_set_int(g, fq, "bits", c->weight_bits));
     KN_TRY(kn_node_set_int(g, fq, "axis", axis));
+    /* At 4 bits and below min/max scales waste levels on the extreme weights (at 2 bits, qmax = 1 puts
+     * the only positive level at max |w|): each forward takes the scale of least squared error. */
+    if (!c->lsq && c->weight_bits > 1 && c->weight_bits <= 4)
+        KN_TRY(kn_node_set_int(g, fq, "mse", 1));
     if (c->lsq)
         KN_TRY(kn_node_set_float(g, fq, "grad_scale", (float)grad_scale));
     (*index)++;

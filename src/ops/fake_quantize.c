@@ -48,11 +48,33 @@ static void channel_stats(const float *x, kn_fake_quant_layout l, int64_t c, flo
     *mean_abs = n ? (float)(abs_sum / (double)n) : 0.0f;
 }
 
+float kn_fake_quant_mse_scale(const float *x, kn_fake_quant_layout l, int64_t c, kn_quant_range r) {
+    float lo, hi, mean_abs;
+    channel_stats(x, l, c, &lo, &hi, &mean_abs);
+    float max_abs = fmaxf(-lo, hi);
+    if (!(max_abs > 0))
+        return 1.0f;
+    float best = max_abs / (float)r.qmax;
+    double best_err = INFINITY;
+    for (int step = KN_FAKE_QUANT_MSE_STEPS; step >= 1; step--) {
+        float s = max_abs * (float)step / (float)KN_FAKE_QUANT_MSE_STEPS / (float)r.qmax;
+        double err = 0;
+        for (int64_t o = 0; o < l.outer; o++)
+            for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+                double d = (double)x[i] - kn_quant_fake(x[i], s, 0, r);
+                err += d * d;
+            }
+        if (err < best_err)
+            best_err = err, best = s;
+    }
+    return best;
+}
+
 void kn_fake_quant_params(const kn_node *node, const float *x, const float *scale, kn_fake_quant_layout l,
                           float *scales, int32_t *zero_points) {
     int bits = (int)kn_node_int(node, "bits", 8);
     int32_t zero_point = (int32_t)kn_node_int(node, "zero_point", 0);
-    bool symmetric = kn_node_int(node, "symmetric", 1) != 0;
+    bool symmetric = kn_node_int(node, "symmetric", 1) != 0, mse = kn_node_int(node, "mse", 0) != 0;
     kn_quant_range r = kn_fake_quant_range(node);
     for (int64_t c = 0; c < l.channels; c++) {
         if (scale) {
@@ -65,6 +87,8 @@ void kn_fake_quant_params(const kn_node *node, const float *x, const float *scal
         zero_points[c] = 0;
         if (bits == 1)
             scales[c] = mean_abs; /* binary weights: alpha = mean |x| (XNOR-Net) */
+        else if (mse)
+            scales[c] = kn_fake_quant_mse_scale(x, l, c, r);
         else
             kn_quant_params(lo, hi, r, symmetric, &scales[c], &zero_points[c]);
     }
