@@ -131,6 +131,10 @@ KILN_API kiln_status kiln_session_options_set_threads(kiln_session_options *opti
 KILN_API kiln_status kiln_session_options_set_optimize(kiln_session_options *options, int enabled);
 /* 1: time every node of every run (kiln_session_profile_*); 0 (default): no timing. */
 KILN_API kiln_status kiln_session_options_set_profiling(kiln_session_options *options, int enabled);
+/* The most bytes of activations and op scratch a session may plan (at any input shapes); 0 (default):
+ * no limit. A plan that needs more fails with KILN_ERR_NOMEM before allocating, naming both figures:
+ * a way to bound what an untrusted model can make the program allocate. */
+KILN_API kiln_status kiln_session_options_set_memory_limit(kiln_session_options *options, size_t bytes);
 /* NULL is fine. */
 KILN_API void kiln_session_options_free(kiln_session_options *options);
 
