@@ -1,7 +1,8 @@
 /* libFuzzer target: the model spec language, and the runtime on what it builds. A spec declares the
  * model's size, and a user may ask for a large one; so that one input cannot claim gigabytes, the harness
- * skips specs with a number above 256 (two `conv 612 12` lines already ask for 53 million weights) (the parser's own checks, below its size limits, are what is
- * fuzzed). Seeds in tests/fuzz/corpus/spec, keywords in spec.dict. */
+ * skips specs with a number above 256 (two `conv 612 12` lines already ask for 53 million weights): the
+ * parser's own checks, below its size limits, are what is fuzzed. Seeds in tests/fuzz/corpus/spec,
+ * keywords in spec.dict. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
