@@ -251,12 +251,14 @@ int cmd_prune(int argc, char **argv) {
         {"--resume", CLI_STRING, &a.resume, "continue a fine-tune from its checkpoint (instead of M)"},
         {"--checkpoint", CLI_STRING, &a.checkpoint, "fine-tuning checkpoint path (default OUT.ckpt)"},
         {"--no-latency", CLI_FLAG, &a.no_latency, "leave latency out of the before/after table"},
+        {"--lr-schedule", CLI_STRING, &a.train.schedule, "fine-tuning LR schedule: constant|step|cosine"},
     };
-    int n_own = 15;
+    int n_own = 16;
     cli_option train_options[CLI_TRAIN_OPTION_COUNT];
     int n_train = cli_train_option_table(&a.train, train_options), n_options = n_own;
     for (int k = 0; k < n_train; k++)
-        if (strcmp(train_options[k].name, "--epochs") != 0) /* --finetune E gives the epochs */
+        /* --finetune E gives the epochs; --schedule is the pruning schedule here (--lr-schedule the LR's). */
+        if (strcmp(train_options[k].name, "--epochs") != 0 && strcmp(train_options[k].name, "--schedule") != 0)
             options[n_options++] = train_options[k];
     const char *model = NULL;
     int n_pos;
