@@ -143,8 +143,7 @@ kiln_train_config kiln_train_config_default(void) {
     return (kiln_train_config){.epochs = 5, .batch = 64, .optimizer = "adam", .loss = "ce", .seed = 1};
 }
 
-/* The kn_train_options a public config asks for. */
-static kiln_status train_options_from_config(const kiln_train_config *c, kn_train_options *o) {
+kiln_status kn_train_options_from_config(const kiln_train_config *c, kn_train_options *o) {
     memset(o, 0, sizeof *o);
     kn_optim_kind optim;
     KN_TRY(kn_optim_parse(c->optimizer ? c->optimizer : "adam", &optim));
@@ -170,7 +169,7 @@ kiln_status kiln_train(kiln_graph *graph, const kiln_dataset *train, const kiln_
     if (!graph || !train || !config)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_train: NULL argument");
     kn_train_options o;
-    KN_TRY(train_options_from_config(config, &o));
+    KN_TRY(kn_train_options_from_config(config, &o));
     if (config->threads > 0)
         kn_threads_set(config->threads);
     kn_train_result r;

@@ -7,6 +7,7 @@
 #include "format/kiln_file.h"
 #include "kiln/train.h"
 #include "train/data.h"
+#include "train/trainer.h"
 
 struct kiln_graph {
     kn_graph g;
@@ -23,5 +24,8 @@ kiln_status kn_graph_load_path(const char *path, uint64_t seed, kn_graph *g, kn_
                                int *n_extras);
 /* Writes g as .kiln or .onnx by the extension of path; any other extension is an error. */
 kiln_status kn_graph_save_path(const kn_graph *g, const char *path);
+
+/* The kn_train_options a public config asks for (paths as given; no progress, no hooks). */
+kiln_status kn_train_options_from_config(const kiln_train_config *c, kn_train_options *o);
 
 #endif
