@@ -1,6 +1,7 @@
 /* The whole pruning job: the optional sensitivity scan, pruning (oneshot or AGP, unstructured or
  * structured), fine-tuning with masks and sparse storage; and the public kiln_prune over it. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,6 +129,26 @@ static void choose_amounts(kn_prune_sensitivity *s, double amount) {
     }
 }
 
+/* The scan travels with the model as metadata "compress.sensitivity", which `kiln report` draws:
+ * "LAYER:AMOUNT=ACCURACY,...;LAYER:..." (amount 0 is the unpruned model). */
+static kiln_status record_sensitivity(kn_graph *g, const kn_prune_sensitivity *s) {
+    size_t size = 1;
+    for (int l = 0; l < s->n_layers; l++)
+        size += strlen(s->names[l]) + 2 + (KN_SENSITIVITY_LEVELS + 1) * 24;
+    char *text = malloc(size), *p = text;
+    if (!text)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory recording the sensitivity scan");
+    *p = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        p += sprintf(p, "%s%s:0=%.4f", l ? ";" : "", s->names[l], s->base_accuracy);
+        for (int k = 0; k < KN_SENSITIVITY_LEVELS; k++)
+            p += sprintf(p, ",%.1f=%.4f", 0.1 * (k + 1), s->accuracy[l][k]);
+    }
+    kiln_status st = kn_graph_set_meta(g, "compress.sensitivity", text);
+    free(text);
+    return st;
+}
+
 kiln_status kn_prune_sensitivity_scan(kn_graph *g, const kn_dataset *data, const kn_dataset *val,
                                       const kn_prune_config *c, kn_prune_sensitivity *s) {
     if (!val)
@@ -188,6 +209,7 @@ kiln_status kn_prune_run(kn_graph *g, const kn_prune_job *job, kn_prune_report *
             c.target_is_sparsity = false;
         }
         KN_TRY(kn_prune_sensitivity_scan(g, job->data, job->val, &c, report->sensitivity));
+        KN_TRY(record_sensitivity(g, report->sensitivity));
         c.layer_amounts = report->sensitivity->chosen;
         c.global = false;
     }
