@@ -79,18 +79,12 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
         return kn_fail(KILN_ERR_UNSUPPORTED, "rank %zu is above kiln's maximum of %d", t->n_dims,
                        KN_MAX_DIMS);
     shape->ndim = (int)t->n_dims;
-    int64_t numel = 1;
     for (size_t i = 0; i < t->n_dims; i++) {
         if (t->dims[i] < 0)
             return kn_fail(KILN_ERR_FORMAT, "dim %zu is negative (%lld)", i, (long long)t->dims[i]);
-        if (__builtin_mul_overflow(numel, t->dims[i], &numel))
-            return kn_fail(KILN_ERR_FORMAT, "the element count overflows");
         shape->d[i] = t->dims[i];
     }
-    size_t bytes;
-    if (!kn_shape_bytes(shape, *dtype, &bytes))
-        return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
-    return KILN_OK;
+    return kn_shape_check_size(shape);
 }
 
 /* Converts n little-endian elements of ONNX type `type` in src into dst of kiln dtype `dtype`. The
