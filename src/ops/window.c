@@ -252,19 +252,80 @@ void kn_window_taps_inside(const kn_window_axis *a, int64_t o, int64_t *lo, int6
     *hi = end;
 }
 
+static bool window_reads_input(const kn_window_axis *a, int64_t o) {
+    int64_t lo, hi;
+    kn_window_taps_inside(a, o, &lo, &hi);
+    return lo < hi;
+}
+
+static int64_t gcd(int64_t a, int64_t b) {
+    while (b) {
+        int64_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
+}
+
+/* Whether every tap's outputs, the ranges kn_window_tap_range gives, together cover [0, a->out);
+ * *o is the first window left out. Walking the taps from last to first visits the ranges in order
+ * of their starts. */
+static bool taps_cover_outputs(const kn_window_axis *a, int64_t *o) {
+    int64_t covered = 0;
+    for (int64_t k = a->kernel - 1; k >= 0 && covered < a->out; k--) {
+        int64_t lo, hi;
+        kn_window_tap_range(a, k, &lo, &hi);
+        if (lo == hi)
+            continue;
+        if (lo > covered)
+            break;
+        if (hi > covered)
+            covered = hi;
+    }
+    *o = covered;
+    return covered >= a->out;
+}
+
+/* Whether each window of axis a reads at least one input position; *o is the first that does not.
+ * Costs O(1) unless the taps are farther apart than the input is long, and then
+ * O(min(kernel, windows, dilation)): with explicit pads (at most 2^30) a window's extent fits in the
+ * padded input, which keeps that minimum below 2^16, however many windows there are. */
+static bool axis_reads_input(const kn_window_axis *a, int64_t *o) {
+    /* A window misses the input entirely before it or after it only if the first or last does:
+     * window starts grow with o. */
+    if (a->out > 0 && !window_reads_input(a, *o = 0))
+        return false;
+    if (a->out > 0 && !window_reads_input(a, *o = a->out - 1))
+        return false;
+    /* Otherwise a window misses only by stepping over the whole input between two taps. */
+    if (a->dilation <= a->in || a->kernel == 1)
+        return true;
+    /* Such a window starts in the begin padding. Whether it misses depends only on where its first
+     * tap past the padding falls, its start modulo the dilation, which repeats with a period of
+     * dilation / gcd(stride, dilation) windows: one period of those windows decides. */
+    int64_t period = a->dilation / gcd(a->stride, a->dilation);
+    int64_t in_padding = (a->pad_begin + a->stride - 1) / a->stride;
+    int64_t windows = a->out < in_padding ? a->out : in_padding;
+    if (windows > period)
+        windows = period;
+    if (a->kernel <= windows)
+        return taps_cover_outputs(a, o);
+    for (*o = 0; *o < windows; (*o)++)
+        if (!window_reads_input(a, *o))
+            return false;
+    return true;
+}
+
 kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank) {
     for (int i = 0; i < rank; i++) {
         const kn_window_axis *a = &axes[i];
-        for (int64_t o = 0; o < a->out; o++) {
-            int64_t lo, hi;
-            kn_window_taps_inside(a, o, &lo, &hi);
-            if (lo == hi)
-                return kn_fail(KILN_ERR_SHAPE,
-                               "window %lld along %s covers only padding (pads %lld + %lld, "
-                               "kernel %lld, dilation %lld)",
-                               (long long)o, axis_name(rank, i), (long long)a->pad_begin,
-                               (long long)a->pad_end, (long long)a->kernel, (long long)a->dilation);
-        }
+        int64_t o;
+        if (!axis_reads_input(a, &o))
+            return kn_fail(KILN_ERR_SHAPE,
+                           "window %lld along %s covers only padding (pads %lld + %lld, "
+                           "kernel %lld, dilation %lld)",
+                           (long long)o, axis_name(rank, i), (long long)a->pad_begin,
+                           (long long)a->pad_end, (long long)a->kernel, (long long)a->dilation);
     }
     return KILN_OK;
 }
