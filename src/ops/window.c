@@ -163,10 +163,12 @@ kiln_status kn_window_resolve_as_2d(const kn_node *node, int rank, const int64_t
 static kiln_status axis_transposed(kn_window_axis *a, int64_t x, int64_t output_padding,
                                    int64_t output, window_pad mode, const char *name) {
     a->out = x;
-    int64_t full = a->stride * (x - 1) + output_padding + kn_window_extent(a);
+    /* x may be as large as a tensor: the output size saturates instead of overflowing, and the
+     * output shape's size check rejects it. */
+    int64_t full = kn_dim_add(kn_dim_mul(a->stride, x - 1), output_padding + kn_window_extent(a));
     bool same = mode == WINDOW_PAD_SAME_UPPER || mode == WINDOW_PAD_SAME_LOWER;
     if (output < 0 && same)
-        output = x * a->stride;
+        output = kn_dim_mul(x, a->stride);
     int64_t pad_begin = a->pad_begin, pad_end = a->pad_end;
     if (output >= 0) {
         int64_t total = full - output;
