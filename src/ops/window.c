@@ -260,69 +260,53 @@ static bool window_reads_input(const kn_window_axis *a, int64_t o) {
     return lo < hi;
 }
 
-static int64_t gcd(int64_t a, int64_t b) {
-    while (b) {
-        int64_t r = a % b;
-        a = b;
-        b = r;
-    }
-    return a;
+/* The smallest x >= 0 with a * x mod m in [lo, hi], or -1 when there is none; 0 <= a < m,
+ * 0 <= lo <= hi < m, m <= 2^31. Euclid's descent: when no multiple of a lands in [lo, hi] directly,
+ * the x that does after y wraps past m comes from the smallest y with m * y mod a in the interval
+ * that [lo, hi] leaves modulo a, a smaller problem of the same form. O(log m). */
+static int64_t first_multiple_in(int64_t a, int64_t m, int64_t lo, int64_t hi) {
+    if (lo == 0)
+        return 0;
+    if (a == 0)
+        return -1;
+    int64_t x = (lo + a - 1) / a;
+    if (a * x <= hi)
+        return x;
+    /* No multiple of a lies in [lo, hi], so lo % a and hi % a are in one block of a. */
+    int64_t y = first_multiple_in(m % a, a, a - hi % a, a - lo % a);
+    return y < 0 ? -1 : (lo + m * y + a - 1) / a;
 }
 
-/* Whether every tap's outputs, the ranges kn_window_tap_range gives, together cover [0, a->out);
- * *o is the first window left out. Walking the taps from last to first visits the ranges in order
- * of their starts. */
-static bool taps_cover_outputs(const kn_window_axis *a, int64_t *o) {
-    int64_t covered = 0;
-    for (int64_t k = a->kernel - 1; k >= 0 && covered < a->out; k--) {
-        int64_t lo, hi;
-        kn_window_tap_range(a, k, &lo, &hi);
-        if (lo == hi)
-            continue;
-        if (lo > covered)
-            break;
-        if (hi > covered)
-            covered = hi;
-    }
-    *o = covered;
-    return covered >= a->out;
-}
-
-/* Whether each window of axis a reads at least one input position; *o is the first that does not.
- * Costs O(1) unless the taps are farther apart than the input is long, and then
- * O(min(kernel, windows, dilation)): with explicit pads (at most 2^30) a window's extent fits in the
- * padded input, which keeps that minimum below 2^16, however many windows there are. */
-static bool axis_reads_input(const kn_window_axis *a, int64_t *o) {
-    /* A window misses the input entirely before it or after it only if the first or last does:
-     * window starts grow with o. */
-    if (a->out > 0 && !window_reads_input(a, *o = 0))
-        return false;
-    if (a->out > 0 && !window_reads_input(a, *o = a->out - 1))
-        return false;
-    /* Otherwise a window misses only by stepping over the whole input between two taps. */
+/* The first window of axis a that reads no input position, or -1 when every window reads one.
+ * O(log dilation), however many windows there are. */
+static int64_t axis_first_miss(const kn_window_axis *a) {
+    if (a->out == 0)
+        return -1;
+    /* Window starts grow with o: windows wholly before the input come first, so window 0 is one if
+     * any is, and windows wholly after it come last, from the first that starts past it. */
+    if (!window_reads_input(a, 0))
+        return 0;
+    int64_t past_input = (a->in + a->pad_begin + a->stride - 1) / a->stride;
+    int64_t miss = past_input < a->out ? past_input : -1;
+    /* Between them a window misses only by stepping over the whole input between two taps, which
+     * needs taps farther apart than the input is long. Such a window starts in the begin padding,
+     * before past_input; its first tap past the padding is at its start modulo the dilation,
+     * r(o) = (o stride - pad_begin) mod dilation, and it misses when r(o) >= in. */
     if (a->dilation <= a->in || a->kernel == 1)
-        return true;
-    /* Such a window starts in the begin padding. Whether it misses depends only on where its first
-     * tap past the padding falls, its start modulo the dilation, which repeats with a period of
-     * dilation / gcd(stride, dilation) windows: one period of those windows decides. */
-    int64_t period = a->dilation / gcd(a->stride, a->dilation);
+        return miss;
     int64_t in_padding = (a->pad_begin + a->stride - 1) / a->stride;
-    int64_t windows = a->out < in_padding ? a->out : in_padding;
-    if (windows > period)
-        windows = period;
-    if (a->kernel <= windows)
-        return taps_cover_outputs(a, o);
-    for (*o = 0; *o < windows; (*o)++)
-        if (!window_reads_input(a, *o))
-            return false;
-    return true;
+    int64_t d = a->dilation, step = a->stride % d, first = (d - a->pad_begin % d) % d;
+    /* r(o) in [in, d - 1]: o stride mod d in [in - first, d - 1 - first]; window 0 reads the input,
+     * so r(0) = first < in and that interval lies in [1, d - 1]. */
+    int64_t o = first_multiple_in(step, d, a->in - first, d - 1 - first);
+    return o >= 0 && o < in_padding && o < a->out ? o : miss;
 }
 
 kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank) {
     for (int i = 0; i < rank; i++) {
         const kn_window_axis *a = &axes[i];
-        int64_t o;
-        if (!axis_reads_input(a, &o))
+        int64_t o = axis_first_miss(a);
+        if (o >= 0)
             return kn_fail(KILN_ERR_SHAPE,
                            "window %lld along %s covers only padding (pads %lld + %lld, "
                            "kernel %lld, dilation %lld)",
