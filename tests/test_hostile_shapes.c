@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "core/graph.h"
+#include "ops/op.h"
 #include "ops/window.h"
 #include "train/spec.h"
 
@@ -95,10 +96,10 @@ static void test_shape_sizes(void) {
     CHECK(kn_shape_span(&overflow, 1, 3) == INT64_C(1) << 48);
     /* A zero dim does not let the others multiply past the limit: their spans would overflow. */
     CHECK(kn_shape_check_size(&zero_hides) == KILN_ERR_SHAPE);
-    CHECK(kn_dim_add(INT64_MAX, 1) == INT64_MAX);
-    CHECK(kn_dim_add(INT64_MIN, -1) == INT64_MIN);
-    CHECK(kn_dim_mul(INT64_C(1) << 40, INT64_C(1) << 40) == INT64_MAX);
-    CHECK(kn_dim_mul(-(INT64_C(1) << 40), INT64_C(1) << 40) == INT64_MIN);
+    CHECK(kn_count_add(INT64_MAX, 1) == INT64_MAX);
+    CHECK(kn_count_add(INT64_MIN, -1) == INT64_MIN);
+    CHECK(kn_count_mul(INT64_C(1) << 40, INT64_C(1) << 40) == INT64_MAX);
+    CHECK(kn_count_mul(-(INT64_C(1) << 40), INT64_C(1) << 40) == INT64_MIN);
 
     kn_graph g;
     kn_graph_init(&g);
@@ -106,6 +107,24 @@ static void test_shape_sizes(void) {
     CHECK(strstr(kiln_last_error(), "value 'x': the shape"));
     kn_shape unknown = kn_shape_of(2, (int64_t[]){-1, big});
     CHECK(kn_graph_add_value(&g, "y", KN_VALUE_INPUT, KN_F32, &unknown) == 0);
+    kn_graph_free(&g);
+}
+
+/* A FLOP count of shapes within the limit can still pass INT64_MAX: it saturates there. */
+static void test_flops_saturate(void) {
+    int64_t big = INT64_C(1) << 31;
+    kn_graph g;
+    kn_graph_init(&g);
+    kn_shape square = kn_shape_of(2, (int64_t[]){big, big});
+    int a = kn_graph_add_value(&g, "a", KN_VALUE_INPUT, KN_F32, &square);
+    int b = kn_graph_add_value(&g, "b", KN_VALUE_INPUT, KN_F32, &square);
+    int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &square);
+    int node = kn_graph_add_node(&g, "MatMul", "mm", 2, (int[]){a, b}, 1, &y);
+    CHECK(node == 0);
+    if (node == 0) {
+        CHECK_OK(kn_graph_infer_node(&g, node));
+        CHECK(g.nodes[node].op->flops(&g, &g.nodes[node]) == INT64_MAX); /* 2^94 */
+    }
     kn_graph_free(&g);
 }
 
@@ -140,6 +159,7 @@ int main(void) {
     test_window_check_matches_brute_force();
     test_window_check_is_fast_on_huge_axes();
     test_shape_sizes();
+    test_flops_saturate();
     test_spec_shape_survives_growth();
     test_spec_huge_input();
     return check_finish();

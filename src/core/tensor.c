@@ -42,14 +42,14 @@ kn_shape kn_shape_of(int ndim, const int64_t *dims) {
     return s;
 }
 
-int64_t kn_dim_add(int64_t a, int64_t b) {
+int64_t kn_count_add(int64_t a, int64_t b) {
     int64_t sum;
     if (!__builtin_add_overflow(a, b, &sum))
         return sum;
     return a > 0 ? INT64_MAX : INT64_MIN;
 }
 
-int64_t kn_dim_mul(int64_t a, int64_t b) {
+int64_t kn_count_mul(int64_t a, int64_t b) {
     int64_t product;
     if (!__builtin_mul_overflow(a, b, &product))
         return product;
@@ -61,7 +61,7 @@ int64_t kn_shape_numel(const kn_shape *shape) { return kn_shape_span(shape, 0, s
 int64_t kn_shape_span(const kn_shape *shape, int from, int to) {
     int64_t n = 1;
     for (int i = from; i < to; i++)
-        n = kn_dim_mul(n, shape->d[i]);
+        n = kn_count_mul(n, shape->d[i]);
     return n;
 }
 

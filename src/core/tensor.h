@@ -56,11 +56,12 @@ int64_t kn_shape_span(const kn_shape *shape, int from, int to);
  * either, whatever the other dims. */
 kiln_status kn_shape_check_size(const kn_shape *shape);
 
-/* Dimension arithmetic on untrusted values (attributes, data read from a file): a + b and a * b,
- * saturating at INT64_MAX / INT64_MIN instead of overflowing. A saturated dim is far beyond
- * KN_MAX_ELEMENTS, so kn_shape_check_size rejects the shape it ends up in. */
-int64_t kn_dim_add(int64_t a, int64_t b);
-int64_t kn_dim_mul(int64_t a, int64_t b);
+/* Count arithmetic that must not overflow: a + b and a * b, saturating at INT64_MAX / INT64_MIN.
+ * For dims computed from untrusted values (attributes, data read from a file), which
+ * kn_shape_check_size then rejects, and for FLOP counts, which multiply a checked element count by
+ * more. */
+int64_t kn_count_add(int64_t a, int64_t b);
+int64_t kn_count_mul(int64_t a, int64_t b);
 
 /* Overflow-checked size arithmetic: false on overflow. */
 bool kn_size_mul(size_t a, size_t b, size_t *out);

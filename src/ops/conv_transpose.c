@@ -178,8 +178,8 @@ static int64_t convt_flops(const kn_graph *graph, const kn_node *node) {
     convt_geom g = {0};
     if (convt_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
-    int64_t products = g.N * g.C * g.x_plane * g.Mg * g.taps;
-    return 2 * products + (b ? g.N * g.M * g.y_plane : 0);
+    int64_t products = kn_count_mul(g.N * g.C * g.x_plane, g.Mg * g.taps);
+    return kn_count_add(kn_count_mul(2, products), b ? g.N * g.M * g.y_plane : 0);
 }
 
 /* What forward takes from the scratch (conv_nd.c takes none). */

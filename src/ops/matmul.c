@@ -225,7 +225,7 @@ static int64_t matmul_flops(const kn_graph *g, const kn_node *node) {
     if (matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
     int64_t outputs = d.n_batch * d.M * d.N;
-    return 2 * outputs * d.K + (kn_node_input(g, node, 2) ? outputs : 0);
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, d.K)), kn_node_input(g, node, 2) ? outputs : 0);
 }
 
 static size_t matmul_workspace(const kn_graph *g, const kn_node *node) {

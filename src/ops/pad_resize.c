@@ -58,7 +58,7 @@ static kiln_status pad_plan_make(const kn_node *node, kn_tensor *const *in, int 
     for (int k = 0; k < rank; k++) {
         int64_t dim = data->shape.d[k];
         p->begin[k] = pads[k];
-        p->out.d[k] = kn_dim_add(kn_dim_add(dim, pads[k]), pads[k + rank]);
+        p->out.d[k] = kn_count_add(kn_count_add(dim, pads[k]), pads[k + rank]);
         if (p->out.d[k] < 0)
             return kn_fail(KILN_ERR_SHAPE, "pads %lld and %lld leave no valid size for dim %d of "
                            "size %lld", (long long)pads[k], (long long)pads[k + rank], k,

@@ -133,8 +133,8 @@ static int64_t pool_flops(const kn_graph *g, const kn_node *node) {
         return 0;
     int64_t taps = 1;
     for (int i = 0; i < rank; i++)
-        taps *= kernel[i];
-    return kn_shape_numel(&y->shape) * taps;
+        taps = kn_count_mul(taps, kernel[i]);
+    return kn_count_mul(kn_shape_numel(&y->shape), taps);
 }
 
 /* What forward takes from the scratch: the tap tables (pool_nd.c takes none). */

@@ -165,10 +165,10 @@ static kiln_status axis_transposed(kn_window_axis *a, int64_t x, int64_t output_
     a->out = x;
     /* x may be as large as a tensor: the output size saturates instead of overflowing, and the
      * output shape's size check rejects it. */
-    int64_t full = kn_dim_add(kn_dim_mul(a->stride, x - 1), output_padding + kn_window_extent(a));
+    int64_t full = kn_count_add(kn_count_mul(a->stride, x - 1), output_padding + kn_window_extent(a));
     bool same = mode == WINDOW_PAD_SAME_UPPER || mode == WINDOW_PAD_SAME_LOWER;
     if (output < 0 && same)
-        output = kn_dim_mul(x, a->stride);
+        output = kn_count_mul(x, a->stride);
     int64_t pad_begin = a->pad_begin, pad_end = a->pad_end;
     if (output >= 0) {
         int64_t total = full - output;
