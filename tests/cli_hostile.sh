@@ -59,6 +59,9 @@ expect_error "ONNX Tile repeats 2^31" "(Tile).*has more than 2^62 elements" -- i
 expect_error "ONNX Pad pads 2^31" "(Pad).*has more than 2^62 elements" -- info "$data/hostile_pad_huge.onnx"
 expect_error "ONNX Pad pads summing past int64" "(Pad).*has more than 2^62 elements" -- info "$data/hostile_pad_sum_overflow.onnx"
 expect_error "ONNX Resize sizes 2^62" "(Resize).*has more than 2^62 elements" -- info "$data/hostile_resize_huge.onnx"
+expect_error "ONNX Conv whose pads take the plane past 2^63" "(Conv).*has more than 2^62 elements" -- info "$data/hostile_conv_pads_overflow.onnx"
+expect_error "ONNX MaxPool whose pads take the plane past 2^63" "(MaxPool).*has more than 2^62 elements" -- info "$data/hostile_maxpool_pads_overflow.onnx"
+expect_error "ONNX MatMul batch broadcast to 2^80" "(MatMul).*has more than 2^62 elements" -- info "$data/hostile_matmul_batch_overflow.onnx"
 expect_error "ONNX ConstantOfShape [2^62, 2^62]" "(ConstantOfShape).*has more than 2^62 elements" -- info "$data/hostile_constant_of_shape_huge.onnx"
 
 # ---- checks that once ran once per element or window ----

@@ -74,7 +74,7 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->w = axes[1];
     g->taps = g->h.kernel * g->w.kernel;
     g->in_plane = g->h.in * g->w.in;
-    g->out_plane = g->h.out * g->w.out;
+    g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
     return KILN_OK;
 }
 

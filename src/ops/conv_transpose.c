@@ -56,7 +56,7 @@ static kiln_status convt_geom_of(const kn_node *node, const kn_shape *x, const k
                                  .h = axes[0], .w = axes[1]};
     g->taps = axes[0].kernel * axes[1].kernel;
     g->x_plane = axes[0].out * axes[1].out;
-    g->y_plane = axes[0].in * axes[1].in;
+    g->y_plane = kn_count_mul(axes[0].in, axes[1].in); /* Y is not size-checked yet */
     return KILN_OK;
 }
 

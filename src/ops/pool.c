@@ -43,7 +43,7 @@ static kiln_status pool_geom_of(const kn_node *node, const kn_shape *x, pool_geo
     g->h = axes[0];
     g->w = axes[1];
     g->in_plane = g->h.in * g->w.in;
-    g->out_plane = g->h.out * g->w.out;
+    g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
     return KILN_OK;
 }
 

@@ -321,9 +321,11 @@ kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank) {
 void kn_window_nd_sizes(kn_window_nd *win) {
     win->in_size = win->out_size = win->taps = 1;
     for (int d = 0; d < win->rank; d++) {
-        win->in_size *= win->axes[d].in;
-        win->out_size *= win->axes[d].out;
-        win->taps *= win->axes[d].kernel;
+        /* Saturating: shape inference resolves windows before any size check, and a pool's kernel
+         * is an attribute of up to 2^30 per axis. */
+        win->in_size = kn_count_mul(win->in_size, win->axes[d].in);
+        win->out_size = kn_count_mul(win->out_size, win->axes[d].out);
+        win->taps = kn_count_mul(win->taps, win->axes[d].kernel);
     }
 }
 

@@ -57,6 +57,18 @@ def write_onnx(out_dir):
     save(out_dir, "constant_of_shape_huge",
          [helper.make_node("ConstantOfShape", ["shape"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])],
          [f32("x", [1])], [f32("y", None)], [i64("shape", [2**62, 2**62])])
+    # Pads of 2^30 around a (2^31, 2^31) plane: the output plane, 2^64 positions, overflows int64.
+    save(out_dir, "conv_pads_overflow",
+         [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1], pads=[2**30] * 4)],
+         [f32("x", [1, 1, 2**31, 2**31])], [f32("y", None)],
+         [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")])
+    # The same for MaxPool, whose windows must each reach the input: 2^30 wide over pads of 2^30 - 1.
+    save(out_dir, "maxpool_pads_overflow",
+         [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2**30] * 2, pads=[2**30 - 1] * 4)],
+         [f32("x", [1, 1, 2**31, 2**31])], [f32("y", None)])
+    # MatMul batch dims (1, 2^40, 1) and (1, 1, 2^40) broadcast to 2^80 matrices.
+    save(out_dir, "matmul_batch_overflow", [helper.make_node("MatMul", ["a", "b"], ["y"])],
+         [f32("a", [1, 2**40, 1, 1, 1]), f32("b", [1, 1, 2**40, 1, 1])], [f32("y", None)])
     # A weight whose external data is "fifo.bin": the test puts a FIFO there, which must be refused,
     # not opened and waited on.
     w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
