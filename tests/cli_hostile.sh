@@ -55,6 +55,7 @@ expect_ok "ViT of 10 transformer blocks" "ops .*Softmax 10" -- info "$work/vit10
 # ---- sizes past 2^62 elements ----
 printf 'input 16777216 16777216 16777216\ndense 3\n' >"$work/huge_input.txt"
 expect_error "spec input of 2^72 elements" "huge_input.txt:1: .*has more than 2^62 elements" -- info "$work/huge_input.txt"
+expect_error ".kiln input of 2^65 elements" "hostile_kiln_input_huge.kiln: graph section .*has more than 2^62 elements" -- info "$data/hostile_kiln_input_huge.kiln"
 expect_error "ONNX Tile repeats 2^31" "(Tile).*has more than 2^62 elements" -- info "$data/hostile_tile_huge.onnx"
 expect_error "ONNX Pad pads 2^31" "(Pad).*has more than 2^62 elements" -- info "$data/hostile_pad_huge.onnx"
 expect_error "ONNX Pad pads summing past int64" "(Pad).*has more than 2^62 elements" -- info "$data/hostile_pad_sum_overflow.onnx"

@@ -1,12 +1,17 @@
-"""Writes the small hostile models tests/cli_hostile.sh feeds to kiln: each declares or computes a shape
+r"""Writes the small hostile models tests/cli_hostile.sh feeds to kiln: each declares or computes a shape
 far too large to exist, or names external data that is not a regular file. kiln must answer each with
 a one-line error, quickly, without a crash or undefined behaviour.
 
 Usage: /usr/bin/python3 make_hostile_fixtures.py OUT_DIR KILN_FILE
 
-OUT_DIR receives the ONNX files; KILN_FILE is a valid .kiln model (kiln convert of
-tests/ref/data/onnx_cnn.onnx) whose graph input's height (value 'input', dim 2) is enlarged to 2^40 with its checksums fixed,
-written to OUT_DIR/hostile_kiln_input_dim.kiln. Exit status 77 without the onnx package.
+OUT_DIR receives the ONNX files, and two copies of KILN_FILE, a valid .kiln model whose graph input
+'input' is (1, 1, H, W), with H enlarged and the checksums fixed: hostile_kiln_input_dim.kiln
+(H = 2^40) and hostile_kiln_input_huge.kiln (H = 2^62). The committed ones come from
+
+    printf 'input 1 8 8\nconv 2 3 pad=1\nmaxpool 2\nflatten\ndense 2\n' > tiny.txt
+    kiln convert tiny.txt tiny.kiln
+
+Exit status 77 without the onnx package.
 """
 import os
 import struct
@@ -121,3 +126,5 @@ if __name__ == "__main__":
     write_onnx(sys.argv[1])
     enlarge_kiln_input(sys.argv[2], os.path.join(sys.argv[1], "hostile_kiln_input_dim.kiln"), b"input", 2,
                        2**40)
+    enlarge_kiln_input(sys.argv[2], os.path.join(sys.argv[1], "hostile_kiln_input_huge.kiln"), b"input", 2,
+                       2**62)
