@@ -35,10 +35,10 @@ typedef struct kn_tensor {
 size_t kn_dtype_size(kn_dtype dtype);
 const char *kn_dtype_name(kn_dtype dtype);
 
-/* The most elements a tensor may have: far enough below INT64_MAX that element counts, spans, sums
- * of a few of them and byte sizes of any dtype are all representable (size_t is 64-bit). Every shape
- * a graph takes in or infers is checked against it (kn_shape_check_size), so the arithmetic on
- * checked shapes needs no overflow checks. */
+/* The most elements a tensor may have: far enough below INT64_MAX that element counts, spans and
+ * sums of a few of them are representable. Every shape a graph takes in or infers is checked against
+ * it (kn_shape_check_size), so element arithmetic on checked shapes needs no overflow checks. Byte
+ * sizes still do (kn_shape_bytes): 2^62 elements of 8 bytes are 2^65 bytes. */
 #define KN_MAX_ELEMENTS (INT64_C(1) << 62)
 
 /* kn_shape_of(3, (int64_t[]){N, C, HW}) */

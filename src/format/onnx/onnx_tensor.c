@@ -84,7 +84,11 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
             return kn_fail(KILN_ERR_FORMAT, "dim %zu is negative (%lld)", i, (long long)t->dims[i]);
         shape->d[i] = t->dims[i];
     }
-    return kn_shape_check_size(shape);
+    KN_TRY(kn_shape_check_size(shape));
+    size_t bytes;
+    if (!kn_shape_bytes(shape, *dtype, &bytes))
+        return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
+    return KILN_OK;
 }
 
 /* Converts n little-endian elements of ONNX type `type` in src into dst of kiln dtype `dtype`. The
