@@ -224,7 +224,7 @@ typedef struct kiln_profile_entry {
     int nodes;         /* nodes in this entry: 1 per node, the count per op */
     int64_t runs;      /* profiled runs summed */
     double seconds;    /* total time over those runs */
-    int64_t flops;     /* per run at the current shapes */
+    int64_t flops;     /* per run at the current shapes; INT64_MAX when the count overflows */
 } kiln_profile_entry;
 
 /* Entries of the profile collected since the session was created or last reset (needs the profiling

@@ -613,7 +613,7 @@ kiln_status kiln_session_profile_entry(const kiln_session *session, kiln_profile
             continue;
         entry->nodes++;
         entry->seconds += (double)s->node_ns[i] * 1e-9;
-        entry->flops += node_flops(s, i);
+        entry->flops = kn_count_add(entry->flops, node_flops(s, i));
     }
     return KILN_OK;
 }

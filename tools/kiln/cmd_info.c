@@ -54,7 +54,7 @@ static kiln_status measure_runtime(model_facts *f) {
     for (int i = 0; st == KILN_OK && i < kiln_session_profile_count(saved, KILN_PROFILE_BY_NODE); i++) {
         kiln_profile_entry e;
         st = kiln_session_profile_entry(saved, KILN_PROFILE_BY_NODE, i, &e);
-        f->flops += e.flops;
+        f->flops = kn_count_add(f->flops, e.flops); /* saturates on hostile shapes */
     }
     for (int i = 0; st == KILN_OK && i < kiln_session_output_count(saved); i++) {
         kiln_dtype dtype;

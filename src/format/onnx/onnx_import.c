@@ -366,7 +366,6 @@ static kiln_status input_type(const Onnx__ValueInfoProto *vi, kn_dtype *dtype, k
         return kn_fail(KILN_ERR_UNSUPPORTED, "rank %zu is above kiln's maximum of %d",
                        tt->shape->n_dim, KN_MAX_DIMS);
     shape->ndim = (int)tt->shape->n_dim;
-    int64_t known = 1;
     for (int k = 0; k < shape->ndim; k++) {
         const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[k];
         shape->d[k] = -1;
@@ -374,11 +373,9 @@ static kiln_status input_type(const Onnx__ValueInfoProto *vi, kn_dtype *dtype, k
             continue;
         if (d->dim_value < 0)
             return kn_fail(KILN_ERR_FORMAT, "dim %d is negative (%lld)", k, (long long)d->dim_value);
-        if (__builtin_mul_overflow(known, d->dim_value, &known))
-            return kn_fail(KILN_ERR_FORMAT, "the element count overflows");
         shape->d[k] = d->dim_value;
     }
-    return KILN_OK;
+    return kn_shape_check_size(shape);
 }
 
 /* Graph inputs that are not initializers; their dynamic dims are probed as 1 (declared keeps -1). */

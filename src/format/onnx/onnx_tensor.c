@@ -79,14 +79,12 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
         return kn_fail(KILN_ERR_UNSUPPORTED, "rank %zu is above kiln's maximum of %d", t->n_dims,
                        KN_MAX_DIMS);
     shape->ndim = (int)t->n_dims;
-    int64_t numel = 1;
     for (size_t i = 0; i < t->n_dims; i++) {
         if (t->dims[i] < 0)
             return kn_fail(KILN_ERR_FORMAT, "dim %zu is negative (%lld)", i, (long long)t->dims[i]);
-        if (__builtin_mul_overflow(numel, t->dims[i], &numel))
-            return kn_fail(KILN_ERR_FORMAT, "the element count overflows");
         shape->d[i] = t->dims[i];
     }
+    KN_TRY(kn_shape_check_size(shape));
     size_t bytes;
     if (!kn_shape_bytes(shape, *dtype, &bytes))
         return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
@@ -222,8 +220,11 @@ static bool path_stays_inside(const char *location) {
 }
 
 /* Opens base_dir/location for reading after checking that, with symbolic links resolved, it is a
- * regular file inside base_dir. */
-static kiln_status open_external(const char *base_dir, const char *location, int *fd) {
+ * regular file inside base_dir; *st is its status. The open does not block (a FIFO would wait for a
+ * writer), and the file type is checked on the opened descriptor, so the file checked is the file
+ * read. */
+static kiln_status open_external(const char *base_dir, const char *location, int *fd,
+                                 struct stat *st) {
     char path[PATH_MAX], real_dir[PATH_MAX], real_file[PATH_MAX];
     if (!path_stays_inside(location))
         return kn_fail(KILN_ERR_FORMAT, "external data location '%s' leaves the model's directory",
@@ -236,9 +237,13 @@ static kiln_status open_external(const char *base_dir, const char *location, int
     if (strncmp(real_file, real_dir, dir_len) != 0 || (real_file[dir_len] != '/' && dir_len > 1))
         return kn_fail(KILN_ERR_FORMAT, "external data '%s' resolves to '%s', outside the model's "
                        "directory", location, real_file);
-    *fd = open(real_file, O_RDONLY | O_CLOEXEC);
+    *fd = open(real_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (*fd < 0)
         return kn_fail(KILN_ERR_IO, "cannot open external data '%s': %s", path, strerror(errno));
+    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(*fd);
+        return kn_fail(KILN_ERR_FORMAT, "external data '%s' is not a regular file", location);
+    }
     return KILN_OK;
 }
 
@@ -264,12 +269,10 @@ static kiln_status read_external(const Onnx__TensorProto *t, const char *base_di
         return kn_fail(KILN_ERR_UNSUPPORTED, "external data '%s' needs the model's directory "
                        "(import the model from a file)", location);
     int fd;
-    KN_TRY(open_external(base_dir, location, &fd));
     struct stat st;
+    KN_TRY(open_external(base_dir, location, &fd, &st));
     kiln_status status = KILN_OK;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        status = kn_fail(KILN_ERR_FORMAT, "external data '%s' is not a regular file", location);
-    } else if (offset > (uint64_t)st.st_size) {
+    if (offset > (uint64_t)st.st_size) {
         status = kn_fail(KILN_ERR_FORMAT, "external data '%s': offset %llu is past its end (%lld "
                          "bytes)", location, (unsigned long long)offset, (long long)st.st_size);
     } else {
