@@ -83,6 +83,14 @@ def write_onnx(out_dir):
         entry.key, entry.value = key, value
     save(out_dir, "external_fifo", [helper.make_node("Add", ["x", "w"], ["y"])], [f32("x", [4])],
          [f32("y", [4])], [w])
+    # Weights that declare 2^30 elements over 12 bytes of data (fuzzing found these): refused before
+    # 4 GiB are allocated for them, as an initializer and as a Constant node's value.
+    big = TensorProto(name="big", data_type=TensorProto.FLOAT, dims=[2**20, 2**10], raw_data=b"\0" * 12)
+    save(out_dir, "initializer_without_data", [helper.make_node("Add", ["x", "big"], ["y"])],
+         [f32("x", [1])], [f32("y", None)], [big])
+    save(out_dir, "constant_without_data", [helper.make_node("Constant", [], ["big"], value=big),
+                                            helper.make_node("Add", ["x", "big"], ["y"])],
+         [f32("x", [1])], [f32("y", None)])
 
 
 def crc(data):

@@ -330,6 +330,8 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
         kn_dtype dtype;
         kn_shape shape;
         kiln_status st = kn_onnx_tensor_header(t, true, &dtype, &shape);
+        if (st == KILN_OK)
+            st = kn_onnx_tensor_check_data(t, im->base_dir, kn_shape_numel(&shape));
         if (st == KILN_OK) {
             int id = add_named_value(im, name, KN_VALUE_CONST, dtype, &shape);
             st = id < 0 ? KILN_ERR_NOMEM : kn_onnx_set_weight(im, id);
