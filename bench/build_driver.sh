@@ -6,7 +6,7 @@
 set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
-for lib in libkiln.a libkiln_runtime.a libkiln_onnx.a; do
+for lib in libkiln_train.a libkiln.a libkiln_onnx.a; do
     if [ ! -f "$build/$lib" ]; then
         echo "build_driver: $build/$lib is missing: build kiln with ONNX support first" >&2
         exit 1
@@ -18,8 +18,8 @@ if grep -q '^KILN_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
 fi
 mkdir -p "$build/bench"
 out=$build/bench/kiln_driver
-if [ ! -x "$out" ] || [ -n "$(find "$src/bench/kiln_driver.c" "$build/libkiln_runtime.a" "$build/libkiln_onnx.a" "$build/libkiln.a" -newer "$out")" ]; then
+if [ ! -x "$out" ] || [ -n "$(find "$src/bench/kiln_driver.c" "$build/libkiln_train.a" "$build/libkiln_onnx.a" "$build/libkiln.a" -newer "$out")" ]; then
     cc "${flags[@]}" -I"$src/include" -I"$src/src" "$src/bench/kiln_driver.c" -o "$out" \
-        "$build/libkiln_onnx.a" "$build/libkiln.a" "$build/libkiln_runtime.a" $(pkg-config --libs libprotobuf-c) -lz -lm
+        "$build/libkiln_train.a" "$build/libkiln_onnx.a" "$build/libkiln.a" $(pkg-config --libs libprotobuf-c) -lz -lm
 fi
 echo "$out"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# kiln report in a real browser: two models trained here for one epoch on the Fashion-MNIST test set
-# go into one page; headless Chromium loads it, and the DOM it dumps must hold the summary table with a
+# kiln report in a real browser: two models trained here for one epoch on the Fashion-MNIST test set, and
+# the first pruned after a sensitivity scan, go into one page; headless Chromium loads it, and the DOM it dumps must hold the summary table with a
 # row per model, every chart (accuracy against size and latency, histograms) with a point or curve per
 # model, and the per-layer table; a screenshot of the page must not be blank. Bad arguments give one
 # error line and write nothing.
@@ -22,9 +22,12 @@ for m in a b; do
     "$kiln" train --model "$work/$m.txt" --data fashion-mnist:test --epochs 1 --batch 128 --out "$work/$m.kiln" \
         --quiet > /dev/null
 done
+# A third model, pruned after a sensitivity scan, brings the per-layer curves.
+"$kiln" prune "$work/a.kiln" --data fashion-mnist:test --val fashion-mnist:test --amount 0.5 --sensitivity \
+    --out "$work/s.kiln" --no-latency --quiet > /dev/null
 check "kiln report writes the page" \
-    '"$kiln" report "$work/a.kiln" "$work/b.kiln" --data fashion-mnist:test --out "$work/r.html" > "$work/table.txt" 2>&1'
-check "the table on stdout compares the two" 'grep -q "b.kiln vs a.kiln" "$work/table.txt" && grep -q "^  accuracy" "$work/table.txt"'
+    '"$kiln" report "$work/a.kiln" "$work/b.kiln" "$work/s.kiln" --data fashion-mnist:test --out "$work/r.html" > "$work/table.txt" 2>&1'
+check "the table on stdout compares the last with the first" 'grep -q "s.kiln vs a.kiln" "$work/table.txt" && grep -q "^  accuracy" "$work/table.txt"'
 check "the page loads nothing from elsewhere" '! grep -Eq "<script|src=\"http|href=\"http" "$work/r.html"'
 
 # Bad arguments: one line, exit status 1 or 2, nothing written.
@@ -76,9 +79,10 @@ class Dom(html.parser.HTMLParser):
 
 dom = Dom()
 dom.feed(open(sys.argv[1]).read())
-for chart in ("summary", "accuracy-size", "accuracy-latency", "accuracy-latency32", "layers", "histograms"):
+for chart in ("summary", "accuracy-size", "accuracy-latency", "accuracy-latency32", "layers", "histograms",
+              "sensitivity"):
     print(f"element #{chart}: {'present' if chart in dom.ids else 'MISSING'}")
-for chart in ("accuracy-size", "accuracy-latency", "histograms"):
+for chart in ("accuracy-size", "accuracy-latency", "histograms", "sensitivity"):
     print(f"marks in #{chart}: {dom.svg_marks.get(chart, 0)}")
 print(f"model rows: {dom.classes.get('model-row', 0)}")
 print(f"layer rows: {dom.classes.get('layer-row', 0)}")
@@ -106,13 +110,14 @@ for y in range(0, height, 8):
 print(f"screenshot {width}x{height}, distinct pixel values sampled: {len(colours)}")
 PY
     cat "$work/browser.txt"
-    for chart in summary accuracy-size accuracy-latency accuracy-latency32 layers histograms; do
+    for chart in summary accuracy-size accuracy-latency accuracy-latency32 layers histograms sensitivity; do
         check "the browser's DOM has #$chart" 'grep -q "element #$chart: present" "$work/browser.txt"'
     done
     check "a point per model in each scatter chart" \
-        'grep -q "marks in #accuracy-size: 2" "$work/browser.txt" && grep -q "marks in #accuracy-latency: 2" "$work/browser.txt"'
-    check "a histogram per model" 'grep -q "marks in #histograms: 2" "$work/browser.txt"'
-    check "a summary row per model" 'grep -q "model rows: 2" "$work/browser.txt"'
+        'grep -q "marks in #accuracy-size: 3" "$work/browser.txt" && grep -q "marks in #accuracy-latency: 3" "$work/browser.txt"'
+    check "a histogram per model" 'grep -q "marks in #histograms: 3" "$work/browser.txt"'
+    check "a sensitivity curve per layer of the scanned model" 'grep -q "marks in #sensitivity: 2" "$work/browser.txt"'
+    check "a summary row per model" 'grep -q "model rows: 3" "$work/browser.txt"'
     check "a row per weight (the two models name theirs alike)" 'grep -q "layer rows: 2" "$work/browser.txt"'
     check "the screenshot is not blank" \
         '[ "$(sed -n "s/.*distinct pixel values sampled: \([0-9]*\)/\1/p" "$work/browser.txt")" -gt 20 ]'

@@ -279,6 +279,33 @@ static void test_misuse(const char *path, const void *image, size_t image_size) 
     kiln_model_free(model);
 }
 
+/* A memory limit refuses a plan that needs more before allocating it, and lets one that fits run. */
+static void test_memory_limit(const char *path) {
+    kiln_model *model;
+    kiln_session *s = NULL;
+    kiln_memory_info memory;
+    CHECK_OK(kiln_model_load_file(path, &model));
+    CHECK_OK(kiln_session_create(model, NULL, &s));
+    CHECK_OK(kiln_session_memory(s, &memory));
+    size_t needed = memory.arena_bytes + memory.workspace_bytes;
+    kiln_session_free(s);
+    kiln_session_options *options = kiln_session_options_create();
+    CHECK_OK(kiln_session_options_set_memory_limit(options, needed - 1));
+    s = NULL;
+    CHECK_ERROR(kiln_session_create(model, options, &s), KILN_ERR_NOMEM, "more than its memory limit");
+    printf("memory limit %zu: %s\n", needed - 1, kiln_last_error());
+    CHECK(s == NULL);
+    CHECK_OK(kiln_session_options_set_memory_limit(options, needed));
+    CHECK_OK(kiln_session_create(model, options, &s));
+    /* A larger batch needs more than the limit: resizing succeeds, planning for the run refuses. */
+    CHECK_OK(kiln_session_resize_input(s, 0, 4, (int64_t[]){8, 1, 28, 28}));
+    CHECK_ERROR(kiln_session_run(s), KILN_ERR_NOMEM, "memory limit");
+    CHECK_ERROR(kiln_session_options_set_memory_limit(NULL, 1), KILN_ERR_INVALID_ARG, "NULL");
+    kiln_session_free(s);
+    kiln_session_options_free(options);
+    kiln_model_free(model);
+}
+
 int main(void) {
     kn_graph g;
     const char *path = "test_c_api_cnn.kiln";
@@ -292,6 +319,7 @@ int main(void) {
         test_load_and_run(path, image, image_size);
         test_introspection(path);
         test_misuse(path, image, image_size);
+        test_memory_limit(path);
     }
     free(image);
     remove(path);

@@ -17,6 +17,33 @@ extern "C" {
 
 /* ---- pruning ---------------------------------------------------------------------------------------- */
 
+/* What kiln_prune does (docs/compress.md, "Pruning"): the prunable layers are the weights of Conv, Gemm
+ * and MatMul nodes (never biases or normalisation parameters). */
+typedef struct kiln_prune_config {
+    const char *method;          /* l1|l2|random|taylor|hessian, default l1 */
+    const char *structured;      /* NULL: single weights; channel|filter (Conv outputs) or neuron (Gemm) */
+    double amount;               /* fraction of the prunable weights (units) to remove, [0, 1); default 0.5 */
+    bool target_sparsity;        /* amount is the sparsity wanted over all parameters instead */
+    bool global;                 /* one threshold across layers (default: amount of every layer) */
+    const char *const *skip;     /* n_skip weight or node names left alone */
+    int n_skip;
+    int64_t calib_batches;       /* taylor, hessian: batches of `data` to score on (default 8) */
+    uint64_t seed;               /* random scores, batch order (default 1) */
+    bool sensitivity;            /* per-layer scan on `val` choosing per-layer amounts */
+    const char *schedule;        /* oneshot (default) or agp (gradual, during fine-tuning) */
+    int64_t steps;               /* agp: pruning events (default 10) */
+    int64_t finetune_epochs;     /* 0: no fine-tuning */
+    kiln_train_config train;     /* fine-tuning options (its epochs are finetune_epochs) */
+} kiln_prune_config;
+
+kiln_prune_config kiln_prune_config_default(void);
+
+/* Prunes graph in place: scores on `data` (taylor, hessian), scans on `val` (sensitivity), fine-tunes on
+ * `data` validating on `val` (either may be NULL when not needed) keeping pruned weights at zero, and
+ * leaves unstructured layers in sparse storage so kiln_graph_save writes a smaller file. */
+kiln_status kiln_prune(kiln_graph *graph, const kiln_dataset *data, const kiln_dataset *val,
+                       const kiln_prune_config *config);
+
 /* ---- quantization ----------------------------------------------------------------------------------- */
 
 /* ---- quantization-aware training, gradient quantization ------------------------------------------- */

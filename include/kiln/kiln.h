@@ -36,6 +36,12 @@ extern "C" {
 #define KILN_VERSION_PATCH 0
 #define KILN_VERSION_STRING "0.1.0"
 
+/* Marks the functions of the public API: the only symbols the shared library exports (everything else
+ * is built with hidden visibility). */
+#ifndef KILN_API
+#define KILN_API __attribute__((visibility("default")))
+#endif
+
 typedef enum kiln_status {
     KILN_OK = 0,
     KILN_ERR_INVALID_ARG,  /* a bad argument, option or spec line */
@@ -49,14 +55,14 @@ typedef enum kiln_status {
 } kiln_status;
 
 /* "0.1.0"; static storage, never freed. */
-const char *kiln_version(void);
+KILN_API const char *kiln_version(void);
 
 /* Short name of a status code ("invalid argument"); static storage. */
-const char *kiln_status_name(kiln_status status);
+KILN_API const char *kiln_status_name(kiln_status status);
 
 /* The message of the last failure on the calling thread; "" when none.
  * The pointer stays valid until the next kiln call on this thread. */
-const char *kiln_last_error(void);
+KILN_API const char *kiln_last_error(void);
 
 /* ---- tensors ------------------------------------------------------------------------------------ */
 
@@ -73,9 +79,9 @@ typedef enum kiln_dtype {
 } kiln_dtype;
 
 /* "f32"; "?" for a value outside the enum. Static storage. */
-const char *kiln_dtype_name(kiln_dtype dtype);
+KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
 /* Bytes of one element; 0 for a value outside the enum. */
-size_t kiln_dtype_size(kiln_dtype dtype);
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
 
 /* ---- models ------------------------------------------------------------------------------------- */
 
@@ -85,31 +91,31 @@ typedef struct kiln_model kiln_model;
  * file may be replaced on disk afterwards; the mapping keeps the old contents). The graph is optimized
  * for inference once, here. On success *model is a new model owned by the caller (kiln_model_free); on
  * failure *model is NULL. */
-kiln_status kiln_model_load_file(const char *path, kiln_model **model);
+KILN_API kiln_status kiln_model_load_file(const char *path, kiln_model **model);
 
 /* Loads a .kiln file image from memory. Everything is COPIED: the caller may free `data` as soon as this
  * returns. Ownership of *model as for kiln_model_load_file. */
-kiln_status kiln_model_load_memory(const void *data, size_t size, kiln_model **model);
+KILN_API kiln_status kiln_model_load_memory(const void *data, size_t size, kiln_model **model);
 
 /* Releases the caller's reference. Sessions created from the model hold their own reference, so the
  * model may be freed while they live; its memory goes with the last of them. NULL is fine. */
-void kiln_model_free(kiln_model *model);
+KILN_API void kiln_model_free(kiln_model *model);
 
 /* Class names of the model's output classes (saved by training): count, then name i (storage owned by
  * the model, valid while it lives); NULL when index is out of range. */
-int kiln_model_class_count(const kiln_model *model);
-const char *kiln_model_class_name(const kiln_model *model, int index);
+KILN_API int kiln_model_class_count(const kiln_model *model);
+KILN_API const char *kiln_model_class_name(const kiln_model *model, int index);
 
 /* Input preprocessing saved with the model: the model expects (x - mean[i]) / std[i] per feature (vector
  * input) or per channel (image input). Returns the count and points *mean and *std at arrays owned by
  * the model; returns 0 (and NULLs) when the model has none. mean/std may be NULL. */
-int64_t kiln_model_input_norm(const kiln_model *model, const float **mean, const float **std);
+KILN_API int64_t kiln_model_input_norm(const kiln_model *model, const float **mean, const float **std);
 
 /* A free-form metadata value (training provenance ...) or NULL; storage owned by the model. */
-const char *kiln_model_metadata(const kiln_model *model, const char *key);
+KILN_API const char *kiln_model_metadata(const kiln_model *model, const char *key);
 
 /* Number of scalar trainable parameters. */
-int64_t kiln_model_param_count(const kiln_model *model);
+KILN_API int64_t kiln_model_param_count(const kiln_model *model);
 
 /* ---- session options ---------------------------------------------------------------------------- */
 
@@ -117,16 +123,20 @@ typedef struct kiln_session_options kiln_session_options;
 
 /* New options with defaults: all cores, optimized graph, no profiling. Owned by the caller
  * (kiln_session_options_free); NULL when out of memory. */
-kiln_session_options *kiln_session_options_create(void);
+KILN_API kiln_session_options *kiln_session_options_create(void);
 /* Threads the session's runs use; 0 = all cores (default). Negative: KILN_ERR_INVALID_ARG. */
-kiln_status kiln_session_options_set_threads(kiln_session_options *options, int threads);
+KILN_API kiln_status kiln_session_options_set_threads(kiln_session_options *options, int threads);
 /* 1 (default): run the optimized graph (folded constants, BatchNorm folded into weights, fused
  * activations); 0: run the graph as it was saved. Outputs agree to float rounding. */
-kiln_status kiln_session_options_set_optimize(kiln_session_options *options, int enabled);
+KILN_API kiln_status kiln_session_options_set_optimize(kiln_session_options *options, int enabled);
 /* 1: time every node of every run (kiln_session_profile_*); 0 (default): no timing. */
-kiln_status kiln_session_options_set_profiling(kiln_session_options *options, int enabled);
+KILN_API kiln_status kiln_session_options_set_profiling(kiln_session_options *options, int enabled);
+/* The most bytes of activations and op scratch a session may plan (at any input shapes); 0 (default):
+ * no limit. A plan that needs more fails with KILN_ERR_NOMEM before allocating, naming both figures:
+ * a way to bound what an untrusted model can make the program allocate. */
+KILN_API kiln_status kiln_session_options_set_memory_limit(kiln_session_options *options, size_t bytes);
 /* NULL is fine. */
-void kiln_session_options_free(kiln_session_options *options);
+KILN_API void kiln_session_options_free(kiln_session_options *options);
 
 /* ---- sessions ----------------------------------------------------------------------------------- */
 
@@ -140,28 +150,28 @@ typedef struct kiln_session kiln_session;
  * here; otherwise it is planned at the first call that needs it (resize the open dimensions first).
  * On success *session is new and owned by the caller (kiln_session_free); it holds a reference to the
  * model. On failure *session is NULL. */
-kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
+KILN_API kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
                                 kiln_session **session);
 /* Frees the session and its buffers (every pointer it handed out). NULL is fine. */
-void kiln_session_free(kiln_session *session);
+KILN_API void kiln_session_free(kiln_session *session);
 
 /* Graph inputs and outputs, in the model's order. Counts are 0 for a NULL session. */
-int kiln_session_input_count(const kiln_session *session);
-int kiln_session_output_count(const kiln_session *session);
+KILN_API int kiln_session_input_count(const kiln_session *session);
+KILN_API int kiln_session_output_count(const kiln_session *session);
 /* Name of input / output `index`, storage owned by the model; NULL (and an error) when out of range. */
-const char *kiln_session_input_name(const kiln_session *session, int index);
-const char *kiln_session_output_name(const kiln_session *session, int index);
+KILN_API const char *kiln_session_input_name(const kiln_session *session, int index);
+KILN_API const char *kiln_session_output_name(const kiln_session *session, int index);
 /* Index of the input / output called `name`; -1 (and an error naming the known ones) when none is. */
-int kiln_session_input_index(const kiln_session *session, const char *name);
-int kiln_session_output_index(const kiln_session *session, const char *name);
+KILN_API int kiln_session_input_index(const kiln_session *session, const char *name);
+KILN_API int kiln_session_output_index(const kiln_session *session, const char *name);
 
 /* The current shape and dtype of an input or output: *ndim dimensions written into dims[KILN_MAX_DIMS].
  * Output shapes and dtypes follow from the input shapes (after kiln_session_resize_input they are those
  * of the next run), so the output getters plan the memory first when a resize is pending. */
-kiln_status kiln_session_input_shape(const kiln_session *session, int index, int *ndim, int64_t *dims);
-kiln_status kiln_session_output_shape(kiln_session *session, int index, int *ndim, int64_t *dims);
-kiln_status kiln_session_input_dtype(const kiln_session *session, int index, kiln_dtype *dtype);
-kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dtype *dtype);
+KILN_API kiln_status kiln_session_input_shape(const kiln_session *session, int index, int *ndim, int64_t *dims);
+KILN_API kiln_status kiln_session_output_shape(kiln_session *session, int index, int *ndim, int64_t *dims);
+KILN_API kiln_status kiln_session_input_dtype(const kiln_session *session, int index, kiln_dtype *dtype);
+KILN_API kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dtype *dtype);
 
 /* Sets the shape of input `index` for the following runs. Only dimensions the model leaves open may
  * change: the batch dimension (the first) and any the model stores as -1; the rank and the other
@@ -169,27 +179,27 @@ kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dty
  * call that needs it, only when a shape really changed; then pointers from kiln_session_input_data and
  * kiln_session_output become invalid. An error from the new shapes (an op rejecting them) is reported by
  * the call that plans. */
-kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim, const int64_t *dims);
+KILN_API kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim, const int64_t *dims);
 
 /* Copies `bytes` bytes of `dtype` data from the caller's buffer into input `index`. The dtype must be the
  * input's and bytes its exact size at the current shape (resize first to change the batch): otherwise
  * KILN_ERR_INVALID_ARG / KILN_ERR_SHAPE, and nothing is copied. The caller keeps its buffer. */
-kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
+KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
                                    size_t bytes);
 
 /* The session's own buffer of input `index`, to be written in place instead of copying: *data and
  * *bytes (may be NULL). Owned by the session; valid until a resize that changes a shape, or
  * kiln_session_free. Its contents persist across runs. */
-kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes);
+KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes);
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
  * shapes, which plans the memory). Uses the session's thread count. */
-kiln_status kiln_session_run(kiln_session *session);
+KILN_API kiln_status kiln_session_run(kiln_session *session);
 
 /* Output `index` of the last run: *data points into the session (owned by it) and stays valid until the
  * next kiln_session_run, resize or kiln_session_free; *bytes (may be NULL) is its size. Before any run:
  * KILN_ERR_INVALID_ARG. */
-kiln_status kiln_session_output(const kiln_session *session, int index, const void **data, size_t *bytes);
+KILN_API kiln_status kiln_session_output(const kiln_session *session, int index, const void **data, size_t *bytes);
 
 /* ---- memory and profile ------------------------------------------------------------------------- */
 
@@ -201,7 +211,7 @@ typedef struct kiln_memory_info {
 } kiln_memory_info;
 
 /* Memory at the current input shapes (planning them first if needed). */
-kiln_status kiln_session_memory(kiln_session *session, kiln_memory_info *info);
+KILN_API kiln_status kiln_session_memory(kiln_session *session, kiln_memory_info *info);
 
 typedef enum kiln_profile_by {
     KILN_PROFILE_BY_NODE, /* one entry per node, in run order */
@@ -214,15 +224,15 @@ typedef struct kiln_profile_entry {
     int nodes;         /* nodes in this entry: 1 per node, the count per op */
     int64_t runs;      /* profiled runs summed */
     double seconds;    /* total time over those runs */
-    int64_t flops;     /* per run at the current shapes */
+    int64_t flops;     /* per run at the current shapes; INT64_MAX when the count overflows */
 } kiln_profile_entry;
 
 /* Entries of the profile collected since the session was created or last reset (needs the profiling
  * option; without it times are 0). Count is 0 for a NULL session. */
-int kiln_session_profile_count(const kiln_session *session, kiln_profile_by by);
-kiln_status kiln_session_profile_entry(const kiln_session *session, kiln_profile_by by, int index,
+KILN_API int kiln_session_profile_count(const kiln_session *session, kiln_profile_by by);
+KILN_API kiln_status kiln_session_profile_entry(const kiln_session *session, kiln_profile_by by, int index,
                                        kiln_profile_entry *entry);
-void kiln_session_profile_reset(kiln_session *session);
+KILN_API void kiln_session_profile_reset(kiln_session *session);
 
 #ifdef __cplusplus
 }

@@ -32,20 +32,20 @@ typedef struct kiln_dataset kiln_dataset;
 
 /* Loads a model to train or compress: a spec (.txt, fresh parameters from `seed`), a .kiln model or
  * checkpoint, or an .onnx model (its float weights become trainable). *graph is the caller's. */
-kiln_status kiln_graph_load(const char *path, uint64_t seed, kiln_graph **graph);
+KILN_API kiln_status kiln_graph_load(const char *path, uint64_t seed, kiln_graph **graph);
 /* Writes the model by the extension of `path`: .kiln or .onnx (atomically: a failure leaves no file). */
-kiln_status kiln_graph_save(const kiln_graph *graph, const char *path);
-void kiln_graph_free(kiln_graph *graph);
+KILN_API kiln_status kiln_graph_save(const kiln_graph *graph, const char *path);
+KILN_API void kiln_graph_free(kiln_graph *graph);
 /* A runnable model (kiln.h) of the graph as it is now; the graph is unchanged. *model is the caller's. */
-kiln_status kiln_graph_to_model(const kiln_graph *graph, kiln_model **model);
-int64_t kiln_graph_param_count(const kiln_graph *graph);
+KILN_API kiln_status kiln_graph_to_model(const kiln_graph *graph, kiln_model **model);
+KILN_API int64_t kiln_graph_param_count(const kiln_graph *graph);
 
 /* Loads DATA (fashion-mnist, fashion-mnist:test, an IDX, CSV or X.npy,Y.npy path; docs/data.md) the way
  * `graph` expects it: with its input standardisation and class names when it has them (graph may be
  * NULL). *dataset is the caller's. */
-kiln_status kiln_dataset_load(const char *data, const kiln_graph *graph, kiln_dataset **dataset);
-int64_t kiln_dataset_count(const kiln_dataset *dataset);
-void kiln_dataset_free(kiln_dataset *dataset);
+KILN_API kiln_status kiln_dataset_load(const char *data, const kiln_graph *graph, kiln_dataset **dataset);
+KILN_API int64_t kiln_dataset_count(const kiln_dataset *dataset);
+KILN_API void kiln_dataset_free(kiln_dataset *dataset);
 
 typedef struct kiln_train_config {
     int64_t epochs;          /* default 5 */
@@ -61,7 +61,7 @@ typedef struct kiln_train_config {
     const char *log;         /* per-epoch metrics CSV; NULL: none */
 } kiln_train_config;
 
-kiln_train_config kiln_train_config_default(void);
+KILN_API kiln_train_config kiln_train_config_default(void);
 
 typedef struct kiln_metrics {
     int64_t count;           /* samples evaluated */
@@ -71,11 +71,11 @@ typedef struct kiln_metrics {
 
 /* Trains graph in place on `train`, validating on `val` (may be NULL) after every epoch. `final` (may be
  * NULL) receives the last epoch's validation metrics, or its training metrics without `val`. */
-kiln_status kiln_train(kiln_graph *graph, const kiln_dataset *train, const kiln_dataset *val,
+KILN_API kiln_status kiln_train(kiln_graph *graph, const kiln_dataset *train, const kiln_dataset *val,
                        const kiln_train_config *config, kiln_metrics *final);
 
 /* Loss and accuracy of graph on dataset (inference mode, batches of `batch`, <= 0: 256). */
-kiln_status kiln_evaluate(kiln_graph *graph, const kiln_dataset *dataset, int64_t batch, kiln_metrics *metrics);
+KILN_API kiln_status kiln_evaluate(kiln_graph *graph, const kiln_dataset *dataset, int64_t batch, kiln_metrics *metrics);
 
 #ifdef __cplusplus
 }

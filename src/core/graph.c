@@ -34,6 +34,10 @@ static bool grow(void **items, int *cap, int need, size_t item_size) {
 
 int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
                        const kn_shape *shape) {
+    if (kn_shape_check_size(shape) != KILN_OK) {
+        kn_error_prefix("value '%s': ", name);
+        return -1;
+    }
     if (!grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(kn_value))) {
         kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
         return -1;
@@ -287,6 +291,18 @@ static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **bu
     return KILN_OK;
 }
 
+kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n) {
+    KN_TRY(n->op->infer(g, n));
+    for (int k = 0; k < n->n_out; k++) {
+        kiln_status st = kn_shape_check_size(&g->values[n->out[k]].shape);
+        if (st != KILN_OK) {
+            kn_error_prefix("output '%s': ", g->values[n->out[k]].name);
+            return st;
+        }
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_graph_infer_node(kn_graph *g, int i) {
     kn_node *n = &g->nodes[i];
     if (n->n_in < n->op->min_inputs || n->n_in > n->op->max_inputs)
@@ -310,7 +326,7 @@ kiln_status kn_graph_infer_node(kn_graph *g, int i) {
         y->data = NULL;
         y->data_from_inference = false;
     }
-    KN_TRY(n->op->infer(g, n));
+    KN_TRY(kn_node_infer_shapes(g, n));
     if (computable_at_inference(g, n))
         return compute_at_inference(g, n, buffers);
     return KILN_OK;

@@ -104,7 +104,8 @@ typedef struct kn_graph {
 void kn_graph_init(kn_graph *g);
 void kn_graph_free(kn_graph *g);
 
-/* Adds a value; returns its id, or -1 (with kiln_last_error set) when out of memory. For
+/* Adds a value; returns its id, or -1 (with kiln_last_error set) when out of memory or when the
+ * shape, its unknown (-1) dims counted as 1, has more than KN_MAX_ELEMENTS elements. For
  * KN_VALUE_PARAM/STATE/CONST the data is allocated zeroed in the arena. */
 int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
                        const kn_shape *shape);
@@ -143,6 +144,10 @@ void kn_graph_drop_values(kn_graph *g, int *new_id);
 
 /* Runs every node's shape inference in order; a failure names the node. */
 kiln_status kn_graph_infer_shapes(kn_graph *g);
+
+/* Runs node n's op's shape inference, then checks each output's size (kn_shape_check_size): an op
+ * computes output dims from attributes and data, which a hostile file sets. */
+kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n);
 
 /* Node i's shape inference, without the node's name in a failure's message. Afterwards, when every
  * output is an f32, i64, i32 or bool tensor of at most KN_INFER_DATA_MAX_ELEMS elements and every

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/status.h"
+
 size_t kn_dtype_size(kn_dtype dtype) {
     switch (dtype) {
     case KN_F32: return 4;
@@ -40,18 +42,40 @@ kn_shape kn_shape_of(int ndim, const int64_t *dims) {
     return s;
 }
 
-int64_t kn_shape_numel(const kn_shape *shape) {
-    int64_t n = 1;
-    for (int i = 0; i < shape->ndim; i++)
-        n *= shape->d[i];
-    return n;
+int64_t kn_count_add(int64_t a, int64_t b) {
+    int64_t sum;
+    if (!__builtin_add_overflow(a, b, &sum))
+        return sum;
+    return a > 0 ? INT64_MAX : INT64_MIN;
 }
+
+int64_t kn_count_mul(int64_t a, int64_t b) {
+    int64_t product;
+    if (!__builtin_mul_overflow(a, b, &product))
+        return product;
+    return (a < 0) != (b < 0) ? INT64_MIN : INT64_MAX;
+}
+
+int64_t kn_shape_numel(const kn_shape *shape) { return kn_shape_span(shape, 0, shape->ndim); }
 
 int64_t kn_shape_span(const kn_shape *shape, int from, int to) {
     int64_t n = 1;
     for (int i = from; i < to; i++)
-        n *= shape->d[i];
+        n = kn_count_mul(n, shape->d[i]);
     return n;
+}
+
+kiln_status kn_shape_check_size(const kn_shape *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < shape->ndim; i++) {
+        int64_t d = shape->d[i] > 1 ? shape->d[i] : 1;
+        if (__builtin_mul_overflow(n, d, &n) || n > KN_MAX_ELEMENTS) {
+            char text[160];
+            return kn_fail(KILN_ERR_SHAPE, "the shape %s has more than 2^62 elements",
+                           kn_shape_str(shape, text, sizeof text));
+        }
+    }
+    return KILN_OK;
 }
 
 bool kn_shape_equal(const kn_shape *a, const kn_shape *b) {

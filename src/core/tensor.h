@@ -35,14 +35,33 @@ typedef struct kn_tensor {
 size_t kn_dtype_size(kn_dtype dtype);
 const char *kn_dtype_name(kn_dtype dtype);
 
+/* The most elements a tensor may have: far enough below INT64_MAX that element counts, spans and
+ * sums of a few of them are representable. Every shape a graph takes in or infers is checked against
+ * it (kn_shape_check_size), so element arithmetic on checked shapes needs no overflow checks. Byte
+ * sizes still do (kn_shape_bytes): 2^62 elements of 8 bytes are 2^65 bytes. */
+#define KN_MAX_ELEMENTS (INT64_C(1) << 62)
+
 /* kn_shape_of(3, (int64_t[]){N, C, HW}) */
 kn_shape kn_shape_of(int ndim, const int64_t *dims);
+/* Product of all dims. On shapes that passed kn_shape_check_size it is exact; on others it saturates
+ * at INT64_MAX rather than overflow. */
 int64_t kn_shape_numel(const kn_shape *shape);
 bool kn_shape_equal(const kn_shape *a, const kn_shape *b);
 /* Writes "(64, 1, 28, 28)" into buf; returns buf. */
 char *kn_shape_str(const kn_shape *shape, char *buf, size_t size);
-/* Product of dims [from, to). */
+/* Product of dims [from, to); saturates as kn_shape_numel does. */
 int64_t kn_shape_span(const kn_shape *shape, int from, int to);
+/* KILN_ERR_SHAPE "the shape (...) has more than 2^62 elements" when the dims, a 0 or an unknown (-1)
+ * one counted as 1, multiply to more than KN_MAX_ELEMENTS: then no span of the shape can overflow
+ * either, whatever the other dims. */
+kiln_status kn_shape_check_size(const kn_shape *shape);
+
+/* Count arithmetic that must not overflow: a + b and a * b, saturating at INT64_MAX / INT64_MIN.
+ * For dims computed from untrusted values (attributes, data read from a file), which
+ * kn_shape_check_size then rejects, and for FLOP counts, which multiply a checked element count by
+ * more. */
+int64_t kn_count_add(int64_t a, int64_t b);
+int64_t kn_count_mul(int64_t a, int64_t b);
 
 /* Overflow-checked size arithmetic: false on overflow. */
 bool kn_size_mul(size_t a, size_t b, size_t *out);

@@ -319,6 +319,8 @@ static kiln_status read_value(kn_reader *r, kn_load *L, uint32_t index) {
         if (shape.d[d] < min_dim)
             return r_fail(r, KILN_ERR_FORMAT, "dimension %d is %lld", d, (long long)shape.d[d]);
     }
+    if (kn_shape_check_size(&shape) != KILN_OK)
+        return r_fail(r, KILN_ERR_SHAPE, "%s", kiln_last_error());
     /* Added as an activation so that kn_graph_add_value does not allocate zeroed arena memory for data
      * that will be copied over, or that lives in the mapping. */
     int id = kn_graph_add_value(L->g, name, KN_VALUE_ACT, dtype, &shape);

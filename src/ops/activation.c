@@ -102,7 +102,7 @@ static inline float sigmoid(float x) {
 ACTIVATION(sigmoid, 0.0f, sigmoid(x[i]), g * y[i] * (1.0f - y[i]))
 
 static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
-    return 3 * output_numel(g, node); /* exp, add, divide */
+    return kn_count_mul(3, output_numel(g, node)); /* exp, add, divide */
 }
 
 /* ---- Tanh ---- */
@@ -117,7 +117,7 @@ static int64_t tanh_flops(const kn_graph *g, const kn_node *node) { return outpu
 ACTIVATION(leakyrelu, 0.01f, x[i] < 0.0f ? alpha * x[i] : x[i], x[i] < 0.0f ? alpha * g : g)
 
 static int64_t leakyrelu_flops(const kn_graph *g, const kn_node *node) {
-    return 2 * output_numel(g, node); /* compare, multiply */
+    return kn_count_mul(2, output_numel(g, node)); /* compare, multiply */
 }
 
 /* ---- Elu: x for x >= 0, alpha (exp(x) - 1) below (alpha default 1) ---- */
@@ -127,7 +127,7 @@ ACTIVATION(elu, 1.0f, x[i] < 0.0f ? alpha * expm1f(x[i]) : x[i],
            x[i] < 0.0f ? g * (y[i] + alpha) : g)
 
 static int64_t elu_flops(const kn_graph *g, const kn_node *node) {
-    return 3 * output_numel(g, node); /* compare, exp, multiply */
+    return kn_count_mul(3, output_numel(g, node)); /* compare, exp, multiply */
 }
 
 /* ---- Gelu: x Phi(x), Phi the standard normal CDF; approximate="tanh" uses the tanh fit ---- */
@@ -193,7 +193,7 @@ static kiln_status gelu_backward(const kn_op_call *call) {
 static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
     bool tanh_form = strcmp(kn_node_string(node, "approximate", "none"), "tanh") == 0;
     /* exact: scale, erf, add, 2 multiplies; tanh: cube (2), scale, add, scale, tanh, add, 2 multiplies */
-    return (tanh_form ? 9 : 5) * output_numel(g, node);
+    return kn_count_mul(tanh_form ? 9 : 5, output_numel(g, node));
 }
 
 const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,

@@ -372,7 +372,7 @@ static kiln_status bn_backward(const kn_op_call *call) {
 
 /* At inference the op folds into one multiply-add per element: y = x * a[c] + b[c]. */
 static int64_t bn_flops(const kn_graph *g, const kn_node *node) {
-    return 2 * kn_shape_numel(&kn_node_input(g, node, BN_X)->shape);
+    return kn_count_mul(2, kn_shape_numel(&kn_node_input(g, node, BN_X)->shape));
 }
 
 const kn_op kn_op_batchnormalization = {

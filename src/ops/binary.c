@@ -864,10 +864,10 @@ static kiln_status mean_backward(const kn_op_call *call) {
 
 /* One compare or add per output element for each input after the first; Mean also divides. */
 static int64_t variadic_flops(const kn_graph *g, const kn_node *node) {
-    return (node->n_in - 1) * output_numel(g, node);
+    return kn_count_mul(node->n_in - 1, output_numel(g, node));
 }
 static int64_t mean_flops(const kn_graph *g, const kn_node *node) {
-    return node->n_in * output_numel(g, node);
+    return kn_count_mul(node->n_in, output_numel(g, node));
 }
 
 /* ---- the op table entries ---- */

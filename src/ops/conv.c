@@ -74,7 +74,7 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->w = axes[1];
     g->taps = g->h.kernel * g->w.kernel;
     g->in_plane = g->h.in * g->w.in;
-    g->out_plane = g->h.out * g->w.out;
+    g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
     return KILN_OK;
 }
 
@@ -421,7 +421,7 @@ static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
     int64_t outputs = g.N * g.M * g.out_plane;
-    return 2 * outputs * g.Cg * g.taps + (b ? outputs : 0);
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, g.Cg * g.taps)), b ? outputs : 0);
 }
 
 /* What forward takes from the scratch: the depthwise path's padded planes, or conv_forward_scratch

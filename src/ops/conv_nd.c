@@ -220,7 +220,7 @@ int64_t kn_conv_nd_flops(const kn_graph *g, const kn_node *node) {
     if (conv_nd_of_graph(g, node, false, &c) != KILN_OK)
         return 0;
     int64_t outputs = c.N * c.out_channels * c.win.out_size;
-    return 2 * outputs * c.b_group * c.win.taps + (kn_node_input(g, node, 2) ? outputs : 0);
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, c.b_group * c.win.taps)), kn_node_input(g, node, 2) ? outputs : 0);
 }
 
 /* ---- ConvTranspose: A = X, B = Y ---- */
@@ -262,6 +262,6 @@ int64_t kn_convt_nd_flops(const kn_graph *g, const kn_node *node) {
     conv_nd c;
     if (conv_nd_of_graph(g, node, true, &c) != KILN_OK)
         return 0;
-    int64_t products = c.N * c.a_channels * c.win.out_size * c.b_group * c.win.taps;
-    return 2 * products + (kn_node_input(g, node, 2) ? c.N * c.out_channels * c.win.in_size : 0);
+    int64_t products = kn_count_mul(c.N * c.a_channels * c.win.out_size, c.b_group * c.win.taps);
+    return kn_count_add(kn_count_mul(2, products), kn_node_input(g, node, 2) ? c.N * c.out_channels * c.win.in_size : 0);
 }

@@ -56,7 +56,7 @@ static kiln_status convt_geom_of(const kn_node *node, const kn_shape *x, const k
                                  .h = axes[0], .w = axes[1]};
     g->taps = axes[0].kernel * axes[1].kernel;
     g->x_plane = axes[0].out * axes[1].out;
-    g->y_plane = axes[0].in * axes[1].in;
+    g->y_plane = kn_count_mul(axes[0].in, axes[1].in); /* Y is not size-checked yet */
     return KILN_OK;
 }
 
@@ -178,8 +178,8 @@ static int64_t convt_flops(const kn_graph *graph, const kn_node *node) {
     convt_geom g = {0};
     if (convt_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
-    int64_t products = g.N * g.C * g.x_plane * g.Mg * g.taps;
-    return 2 * products + (b ? g.N * g.M * g.y_plane : 0);
+    int64_t products = kn_count_mul(g.N * g.C * g.x_plane, g.Mg * g.taps);
+    return kn_count_add(kn_count_mul(2, products), b ? g.N * g.M * g.y_plane : 0);
 }
 
 /* What forward takes from the scratch (conv_nd.c takes none). */

@@ -160,7 +160,7 @@ static int64_t gemm_flops(const kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, 0);
     int64_t K = kn_node_int(node, "transA", 0) ? a->shape.d[0] : a->shape.d[1];
     int64_t MN = kn_shape_numel(&y->shape);
-    return 2 * MN * K + (kn_node_input(g, node, 2) ? MN : 0);
+    return kn_count_add(kn_count_mul(2, kn_count_mul(MN, K)), kn_node_input(g, node, 2) ? MN : 0);
 }
 
 const kn_op kn_op_gemm = {

@@ -342,7 +342,7 @@ static kiln_status split_check(const kn_tensor *input, const kn_tensor *split, i
         if (size < 0 || size > dim)
             return kn_fail(KILN_ERR_SHAPE, "split size %lld (output %d) is outside [0, %lld]",
                            (long long)size, k, (long long)dim);
-        sum += size;
+        sum = kn_count_add(sum, size); /* up to 32 sizes of up to 2^62 each */
     }
     if (sum != dim)
         return kn_fail(KILN_ERR_SHAPE, "split sizes sum to %lld but axis %d has size %lld",
@@ -549,15 +549,13 @@ static kiln_status tile_plan_make(kn_tensor *const *in, int n_in, kn_shape *out,
         if (repeats[k] < 0)
             return kn_fail(KILN_ERR_INVALID_ARG, "repeats[%d] is %lld; it must be >= 0", k,
                            (long long)repeats[k]);
-        if (__builtin_mul_overflow(x->shape.d[k], repeats[k], &out->d[k]))
-            return kn_fail(KILN_ERR_SHAPE, "tiling dim %d (%lld) %lld times overflows", k,
-                           (long long)x->shape.d[k], (long long)repeats[k]);
+        out->d[k] = kn_count_mul(x->shape.d[k], repeats[k]);
         view->dims[2 * k] = repeats[k];
         view->stride[2 * k] = 0;
         view->dims[2 * k + 1] = x->shape.d[k];
         view->stride[2 * k + 1] = strides[k];
     }
-    return KILN_OK;
+    return kn_shape_check_size(out);
 }
 
 /* Expand and Tile share one infer, forward and backward, which take the plan of the node's entry. */

@@ -221,7 +221,7 @@ static kiln_status ln_backward(const kn_op_call *call) {
 /* Per element: statistics (add; subtract, multiply, add) and normalise + affine (subtract, two
  * multiplies, add). */
 static int64_t ln_flops(const kn_graph *g, const kn_node *node) {
-    return 8 * kn_shape_numel(&kn_node_input(g, node, 0)->shape);
+    return kn_count_mul(8, kn_shape_numel(&kn_node_input(g, node, 0)->shape));
 }
 
 const kn_op kn_op_layernormalization = {

@@ -72,7 +72,7 @@ static kiln_status matmul_dims_of(const kn_shape *a, const kn_shape *b, matmul_d
             return kn_fail(KILN_ERR_SHAPE, "batch dimensions of A %s and B %s do not broadcast",
                            kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
         d->batch[i] = da == 1 ? db : da;
-        d->n_batch *= d->batch[i];
+        d->n_batch = kn_count_mul(d->n_batch, d->batch[i]); /* A and B broadcast past 2^62 */
     }
     d->a_matrices = batch_steps(a, a_matrix_rank, d->batch_rank, d->M * d->K, d->a_step);
     d->b_matrices = batch_steps(b, b_matrix_rank, d->batch_rank, d->K * d->N, d->b_step);
@@ -225,7 +225,7 @@ static int64_t matmul_flops(const kn_graph *g, const kn_node *node) {
     if (matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
     int64_t outputs = d.n_batch * d.M * d.N;
-    return 2 * outputs * d.K + (kn_node_input(g, node, 2) ? outputs : 0);
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, d.K)), kn_node_input(g, node, 2) ? outputs : 0);
 }
 
 static size_t matmul_workspace(const kn_graph *g, const kn_node *node) {

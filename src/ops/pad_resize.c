@@ -58,15 +58,15 @@ static kiln_status pad_plan_make(const kn_node *node, kn_tensor *const *in, int 
     for (int k = 0; k < rank; k++) {
         int64_t dim = data->shape.d[k];
         p->begin[k] = pads[k];
-        if (__builtin_add_overflow(dim, pads[k], &p->out.d[k]) ||
-            __builtin_add_overflow(p->out.d[k], pads[k + rank], &p->out.d[k]) || p->out.d[k] < 0)
+        p->out.d[k] = kn_count_add(kn_count_add(dim, pads[k]), pads[k + rank]);
+        if (p->out.d[k] < 0)
             return kn_fail(KILN_ERR_SHAPE, "pads %lld and %lld leave no valid size for dim %d of "
                            "size %lld", (long long)pads[k], (long long)pads[k + rank], k,
                            (long long)dim);
         if (p->mode != PAD_CONSTANT && dim == 0 && p->out.d[k] > 0)
             return kn_fail(KILN_ERR_SHAPE, "cannot pad the empty dim %d in %s mode", k, mode);
     }
-    return KILN_OK;
+    return kn_shape_check_size(&p->out);
 }
 
 /* The input index that output index o reads along a dim of size `dim`, or -1 for the constant. */

@@ -43,7 +43,7 @@ static kiln_status pool_geom_of(const kn_node *node, const kn_shape *x, pool_geo
     g->h = axes[0];
     g->w = axes[1];
     g->in_plane = g->h.in * g->w.in;
-    g->out_plane = g->h.out * g->w.out;
+    g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
     return KILN_OK;
 }
 
@@ -133,8 +133,8 @@ static int64_t pool_flops(const kn_graph *g, const kn_node *node) {
         return 0;
     int64_t taps = 1;
     for (int i = 0; i < rank; i++)
-        taps *= kernel[i];
-    return kn_shape_numel(&y->shape) * taps;
+        taps = kn_count_mul(taps, kernel[i]);
+    return kn_count_mul(kn_shape_numel(&y->shape), taps);
 }
 
 /* What forward takes from the scratch: the tap tables (pool_nd.c takes none). */

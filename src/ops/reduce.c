@@ -504,7 +504,7 @@ static int64_t reduce_flops(const kn_graph *g, const kn_node *node) {
     return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
 }
 static int64_t reducel2_flops(const kn_graph *g, const kn_node *node) {
-    return 2 * reduce_flops(g, node);
+    return kn_count_mul(2, reduce_flops(g, node));
 }
 
 const kn_op kn_op_reducemean = {.name = "ReduceMean", .min_inputs = 1, .max_inputs = 2,

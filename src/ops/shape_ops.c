@@ -389,7 +389,7 @@ static kiln_status concat_infer(kn_graph *g, const kn_node *node) {
             return kn_fail(KILN_ERR_SHAPE, "input %d has shape %s, input 0 %s; they must agree "
                            "except on axis %d", i, kn_shape_str(s, a, sizeof a),
                            kn_shape_str(first, b, sizeof b), axis);
-        y.d[axis] += s->d[axis];
+        y.d[axis] = kn_count_add(y.d[axis], s->d[axis]); /* inputs of up to 2^62 elements each */
     }
     return set_only_output(g, node, &y, x0->dtype);
 }

@@ -171,7 +171,7 @@ static kiln_status logsoftmax_backward(const kn_op_call *call) {
 
 /* Per element: max compare, subtract, exp, add to the sum, and the final scale or subtract. */
 static int64_t softmax_flops(const kn_graph *g, const kn_node *node) {
-    return 5 * kn_shape_numel(&kn_node_output(g, node, 0)->shape);
+    return kn_count_mul(5, kn_shape_numel(&kn_node_output(g, node, 0)->shape));
 }
 
 const kn_op kn_op_softmax = {.name = "Softmax", .min_inputs = 1, .max_inputs = 1,

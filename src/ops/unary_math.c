@@ -319,7 +319,7 @@ static kiln_status clip_backward(const kn_op_call *call) {
 
 /* Two compares per element. */
 static int64_t clip_flops(const kn_graph *g, const kn_node *node) {
-    return 2 * output_numel(g, node);
+    return kn_count_mul(2, output_numel(g, node));
 }
 
 /* ---- PRelu ---- */
@@ -419,19 +419,19 @@ static kiln_status prelu_backward(const kn_op_call *call) {
 static int64_t one_flop(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 /* multiply, add, two compares */
 static int64_t hardsigmoid_flops(const kn_graph *g, const kn_node *node) {
-    return 4 * output_numel(g, node);
+    return kn_count_mul(4, output_numel(g, node));
 }
 /* HardSigmoid's four and a multiply */
 static int64_t hardswish_flops(const kn_graph *g, const kn_node *node) {
-    return 5 * output_numel(g, node);
+    return kn_count_mul(5, output_numel(g, node));
 }
 /* abs, exp, log1p, compare, add */
 static int64_t softplus_flops(const kn_graph *g, const kn_node *node) {
-    return 5 * output_numel(g, node);
+    return kn_count_mul(5, output_numel(g, node));
 }
 /* compare, multiply */
 static int64_t prelu_flops(const kn_graph *g, const kn_node *node) {
-    return 2 * output_numel(g, node);
+    return kn_count_mul(2, output_numel(g, node));
 }
 
 const kn_op kn_op_erf = {.name = "Erf", .min_inputs = 1, .max_inputs = 1, .infer = float_infer,

@@ -163,10 +163,12 @@ kiln_status kn_window_resolve_as_2d(const kn_node *node, int rank, const int64_t
 static kiln_status axis_transposed(kn_window_axis *a, int64_t x, int64_t output_padding,
                                    int64_t output, window_pad mode, const char *name) {
     a->out = x;
-    int64_t full = a->stride * (x - 1) + output_padding + kn_window_extent(a);
+    /* x may be as large as a tensor: the output size saturates instead of overflowing, and the
+     * output shape's size check rejects it. */
+    int64_t full = kn_count_add(kn_count_mul(a->stride, x - 1), output_padding + kn_window_extent(a));
     bool same = mode == WINDOW_PAD_SAME_UPPER || mode == WINDOW_PAD_SAME_LOWER;
     if (output < 0 && same)
-        output = x * a->stride;
+        output = kn_count_mul(x, a->stride);
     int64_t pad_begin = a->pad_begin, pad_end = a->pad_end;
     if (output >= 0) {
         int64_t total = full - output;
@@ -252,19 +254,64 @@ void kn_window_taps_inside(const kn_window_axis *a, int64_t o, int64_t *lo, int6
     *hi = end;
 }
 
+static bool window_reads_input(const kn_window_axis *a, int64_t o) {
+    int64_t lo, hi;
+    kn_window_taps_inside(a, o, &lo, &hi);
+    return lo < hi;
+}
+
+/* The smallest x >= 0 with a * x mod m in [lo, hi], or -1 when there is none; 0 <= a < m,
+ * 0 <= lo <= hi < m, m <= 2^31. Euclid's descent: when no multiple of a lands in [lo, hi] directly,
+ * the x that does after y wraps past m comes from the smallest y with m * y mod a in the interval
+ * that [lo, hi] leaves modulo a, a smaller problem of the same form. O(log m). */
+static int64_t first_multiple_in(int64_t a, int64_t m, int64_t lo, int64_t hi) {
+    if (lo == 0)
+        return 0;
+    if (a == 0)
+        return -1;
+    int64_t x = (lo + a - 1) / a;
+    if (a * x <= hi)
+        return x;
+    /* No multiple of a lies in [lo, hi], so lo % a and hi % a are in one block of a. */
+    int64_t y = first_multiple_in(m % a, a, a - hi % a, a - lo % a);
+    return y < 0 ? -1 : (lo + m * y + a - 1) / a;
+}
+
+/* The first window of axis a that reads no input position, or -1 when every window reads one.
+ * O(log dilation), however many windows there are. */
+static int64_t axis_first_miss(const kn_window_axis *a) {
+    if (a->out == 0)
+        return -1;
+    /* Window starts grow with o: windows wholly before the input come first, so window 0 is one if
+     * any is, and windows wholly after it come last, from the first that starts past it. */
+    if (!window_reads_input(a, 0))
+        return 0;
+    int64_t past_input = (a->in + a->pad_begin + a->stride - 1) / a->stride;
+    int64_t miss = past_input < a->out ? past_input : -1;
+    /* Between them a window misses only by stepping over the whole input between two taps, which
+     * needs taps farther apart than the input is long. Such a window starts in the begin padding,
+     * before past_input; its first tap past the padding is at its start modulo the dilation,
+     * r(o) = (o stride - pad_begin) mod dilation, and it misses when r(o) >= in. */
+    if (a->dilation <= a->in || a->kernel == 1)
+        return miss;
+    int64_t in_padding = (a->pad_begin + a->stride - 1) / a->stride;
+    int64_t d = a->dilation, step = a->stride % d, first = (d - a->pad_begin % d) % d;
+    /* r(o) in [in, d - 1]: o stride mod d in [in - first, d - 1 - first]; window 0 reads the input,
+     * so r(0) = first < in and that interval lies in [1, d - 1]. */
+    int64_t o = first_multiple_in(step, d, a->in - first, d - 1 - first);
+    return o >= 0 && o < in_padding && o < a->out ? o : miss;
+}
+
 kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank) {
     for (int i = 0; i < rank; i++) {
         const kn_window_axis *a = &axes[i];
-        for (int64_t o = 0; o < a->out; o++) {
-            int64_t lo, hi;
-            kn_window_taps_inside(a, o, &lo, &hi);
-            if (lo == hi)
-                return kn_fail(KILN_ERR_SHAPE,
-                               "window %lld along %s covers only padding (pads %lld + %lld, "
-                               "kernel %lld, dilation %lld)",
-                               (long long)o, axis_name(rank, i), (long long)a->pad_begin,
-                               (long long)a->pad_end, (long long)a->kernel, (long long)a->dilation);
-        }
+        int64_t o = axis_first_miss(a);
+        if (o >= 0)
+            return kn_fail(KILN_ERR_SHAPE,
+                           "window %lld along %s covers only padding (pads %lld + %lld, "
+                           "kernel %lld, dilation %lld)",
+                           (long long)o, axis_name(rank, i), (long long)a->pad_begin,
+                           (long long)a->pad_end, (long long)a->kernel, (long long)a->dilation);
     }
     return KILN_OK;
 }
@@ -274,9 +321,11 @@ kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank) {
 void kn_window_nd_sizes(kn_window_nd *win) {
     win->in_size = win->out_size = win->taps = 1;
     for (int d = 0; d < win->rank; d++) {
-        win->in_size *= win->axes[d].in;
-        win->out_size *= win->axes[d].out;
-        win->taps *= win->axes[d].kernel;
+        /* Saturating: shape inference resolves windows before any size check, and a pool's kernel
+         * is an attribute of up to 2^30 per axis. */
+        win->in_size = kn_count_mul(win->in_size, win->axes[d].in);
+        win->out_size = kn_count_mul(win->out_size, win->axes[d].out);
+        win->taps = kn_count_mul(win->taps, win->axes[d].kernel);
     }
 }
 

@@ -73,7 +73,8 @@ void kn_window_tap_range(const kn_window_axis *a, int64_t tap, int64_t *lo, int6
 void kn_window_taps_inside(const kn_window_axis *a, int64_t o, int64_t *lo, int64_t *hi);
 
 /* KILN_ERR_SHAPE when a window covers only padding along one of the `rank` axes: a pool has nothing
- * to take from it. */
+ * to take from it. Costs O(log dilation) per axis, not one step per window: shape inference runs it
+ * on shapes whose size nothing has limited yet. */
 kiln_status kn_window_check_reads_input(const kn_window_axis *axes, int rank);
 
 /* ---- N-D windows, for the reference code ---- */

@@ -266,7 +266,7 @@ static bool foldable(const kn_graph *g, const kn_node *n) {
 
 /* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. */
 static kiln_status fold_node(kn_graph *g, kn_node *n) {
-    kiln_status st = n->op->infer(g, n);
+    kiln_status st = kn_node_infer_shapes(g, n);
     if (st != KILN_OK) {
         kn_error_prefix("constant folding node '%s' (%s): ", n->name, n->op->name);
         return st;

@@ -29,6 +29,7 @@ struct kiln_session_options {
     int threads;
     bool optimize;
     bool profiling;
+    size_t memory_limit; /* bytes of activations + op scratch; 0: none */
 };
 
 struct kiln_session {
@@ -49,6 +50,7 @@ struct kiln_session {
     int *first_arg;           /* (n_nodes) */
     int threads;
     bool profiling;
+    size_t memory_limit;      /* bytes of activations + op scratch a plan may take; 0: no limit */
     int64_t *node_ns;         /* (n_nodes) time over the profiled runs */
     int64_t profiled_runs;
     const char **labels;      /* (n_nodes) the op with what is fused into it: "Conv+Relu" */
@@ -101,6 +103,13 @@ kiln_status kiln_session_options_set_profiling(kiln_session_options *options, in
     if (!options)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_options_set_profiling: options is NULL");
     options->profiling = enabled != 0;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_options_set_memory_limit(kiln_session_options *options, size_t bytes) {
+    if (!options)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_options_set_memory_limit: options is NULL");
+    options->memory_limit = bytes;
     return KILN_OK;
 }
 
@@ -232,6 +241,12 @@ static kiln_status plan_session(kiln_session *s) {
         size_t bytes = n->op->workspace ? n->op->workspace(g, n) : 0;
         workspace = bytes > workspace ? bytes : workspace;
     }
+    /* Checked before anything is allocated: a model file declares its sizes, and an embedding program
+     * may bound what any model can make it allocate. */
+    if (s->memory_limit && (workspace > s->memory_limit || s->plan.arena_bytes > s->memory_limit - workspace))
+        return kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
+                       "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
+                       s->plan.arena_bytes, workspace, s->memory_limit);
     if (workspace && !kn_op_scratch(&s->ctx, workspace))
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
     s->workspace_bytes = workspace;
@@ -274,6 +289,7 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
     s->source = kn_model_graph(model, o->optimize);
     s->threads = o->threads;
     s->profiling = o->profiling;
+    s->memory_limit = o->memory_limit;
     bool open_dims = false;
     kiln_status st = make_view(s, &open_dims);
     if (st == KILN_OK)
@@ -597,7 +613,7 @@ kiln_status kiln_session_profile_entry(const kiln_session *session, kiln_profile
             continue;
         entry->nodes++;
         entry->seconds += (double)s->node_ns[i] * 1e-9;
-        entry->flops += node_flops(s, i);
+        entry->flops = kn_count_add(entry->flops, node_flops(s, i));
     }
     return KILN_OK;
 }

@@ -25,8 +25,7 @@ kiln_status kn_graph_load_path(const char *path, uint64_t seed, kn_graph *g, kn_
 /* Writes g as .kiln or .onnx by the extension of path; any other extension is an error. */
 kiln_status kn_graph_save_path(const kn_graph *g, const char *path);
 
-/* The kn_train_options a public kiln_train_config asks for (no paths but the checkpoint and log, no hooks):
- * for the public functions that train with hooks (kiln_distill). */
+/* The kn_train_options a public config asks for (paths as given; no progress, no hooks). */
 kiln_status kn_train_options_from_config(const kiln_train_config *c, kn_train_options *o);
 
 #endif

@@ -29,7 +29,9 @@ typedef struct spec_line {
     int n;
 } spec_line;
 
-static const kn_shape *current_shape(const spec_builder *b) { return &b->g->values[b->current].shape; }
+/* A copy, not a pointer: adding a value may move g->values, and layers add parameters after reading
+ * the shape they are sized from. */
+static kn_shape current_shape(const spec_builder *b) { return b->g->values[b->current].shape; }
 
 /* ---- graph construction helpers ---- */
 
@@ -80,7 +82,7 @@ static kiln_status finish_node(spec_builder *b, int node) {
     if (node < 0)
         return KILN_ERR_INVALID_ARG;
     kn_node *n = &b->g->nodes[node];
-    KN_TRY(n->op->infer(b->g, n));
+    KN_TRY(kn_node_infer_shapes(b->g, n));
     b->current = n->out[0];
     return KILN_OK;
 }
@@ -178,12 +180,12 @@ static kiln_status layer_input(spec_builder *b, const spec_line *l) {
 
 /* Dense layer on the last axis; the parser's `dense OUT [bias=0]` and the transformer's projections. */
 static kiln_status add_dense(spec_builder *b, int64_t out_features, bool bias) {
-    const kn_shape *s = current_shape(b);
-    if (s->ndim < 2)
+    const kn_shape s = current_shape(b);
+    if (s.ndim < 2)
         return kn_fail(KILN_ERR_SHAPE, "dense needs a (batch, features) or (batch, seq, features) input");
-    int64_t in_features = s->d[s->ndim - 1];
+    int64_t in_features = s.d[s.ndim - 1];
     float bound = 1.0f / sqrtf((float)in_features);
-    if (s->ndim == 2) {
+    if (s.ndim == 2) {
         /* Gemm with the weight stored (out, in), as PyTorch's Linear keeps it. */
         int w = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){out_features, in_features});
         int bv = bias ? add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_features}) : -1;
@@ -233,10 +235,10 @@ static kiln_status layer_conv(spec_builder *b, const spec_line *l) {
     KN_TRY(option_int(l, 3, "groups", 1, 1 << 20, 1, &groups));
     KN_TRY(option_int(l, 3, "dilation", 1, 1 << 10, 1, &dilation));
     KN_TRY(option_int(l, 3, "bias", 0, 1, 1, &bias));
-    const kn_shape *s = current_shape(b);
-    if (s->ndim != 4)
+    const kn_shape s = current_shape(b);
+    if (s.ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "conv needs an image input (C H W)");
-    int64_t in_ch = s->d[1];
+    int64_t in_ch = s.d[1];
     if (in_ch % groups || out_ch % groups)
         return kn_fail(KILN_ERR_SHAPE, "groups=%lld must divide in_channels %lld and out_channels %lld",
                        (long long)groups, (long long)in_ch, (long long)out_ch);
@@ -265,7 +267,7 @@ static kiln_status layer_pool(spec_builder *b, const spec_line *l, const char *o
     KN_TRY(check_options(l, 2, "stride"));
     KN_TRY(parse_int(l->tok[1], 1, 1 << 10, "pool kernel", &k));
     KN_TRY(option_int(l, 2, "stride", 1, 1 << 10, k, &stride));
-    if (current_shape(b)->ndim != 4)
+    if (current_shape(b).ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "%s needs an image input (C H W)", l->tok[0]);
     int node = add_node(b, op, "", 1, &b->current);
     if (node < 0)
@@ -277,10 +279,10 @@ static kiln_status layer_pool(spec_builder *b, const spec_line *l, const char *o
 
 static kiln_status layer_batchnorm(spec_builder *b, const spec_line *l) {
     KN_TRY(positional_count(l, 0, "batchnorm"));
-    const kn_shape *s = current_shape(b);
-    if (s->ndim != 2 && s->ndim != 4)
+    const kn_shape s = current_shape(b);
+    if (s.ndim != 2 && s.ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "batchnorm needs a (batch, features) or image input");
-    int64_t c = s->d[1];
+    int64_t c = s.d[1];
     int scale = add_param(b, "weight", KN_VALUE_PARAM, 1, &c);
     int shift = add_param(b, "bias", KN_VALUE_PARAM, 1, &c);
     int mean = add_param(b, "running_mean", KN_VALUE_STATE, 1, &c);
@@ -299,14 +301,14 @@ static kiln_status layer_batchnorm(spec_builder *b, const spec_line *l) {
 
 /* LayerNorm over the last axis (features of a vector or a sequence), or over C, H, W of an image. */
 static kiln_status add_layernorm(spec_builder *b) {
-    const kn_shape *s = current_shape(b);
-    int axis = s->ndim == 4 ? 1 : s->ndim - 1;
-    int64_t n = kn_shape_span(s, axis, s->ndim);
+    const kn_shape s = current_shape(b);
+    int axis = s.ndim == 4 ? 1 : s.ndim - 1;
+    int64_t n = kn_shape_span(&s, axis, s.ndim);
     int64_t dims[KN_MAX_DIMS];
-    for (int i = axis; i < s->ndim; i++)
-        dims[i - axis] = s->d[i];
-    int scale = add_param(b, "weight", KN_VALUE_PARAM, s->ndim - axis, dims);
-    int shift = add_param(b, "bias", KN_VALUE_PARAM, s->ndim - axis, dims);
+    for (int i = axis; i < s.ndim; i++)
+        dims[i - axis] = s.d[i];
+    int scale = add_param(b, "weight", KN_VALUE_PARAM, s.ndim - axis, dims);
+    int shift = add_param(b, "bias", KN_VALUE_PARAM, s.ndim - axis, dims);
     if (scale < 0 || shift < 0 || n <= 0)
         return KILN_ERR_NOMEM;
     fill_constant(b->g, scale, 1.0f);
@@ -377,10 +379,10 @@ static kiln_status layer_patchify(spec_builder *b, const spec_line *l) {
     int64_t p;
     KN_TRY(positional_count(l, 1, "patchify P"));
     KN_TRY(parse_int(l->tok[1], 1, 1 << 10, "patch size", &p));
-    const kn_shape *s = current_shape(b);
-    if (s->ndim != 4)
+    const kn_shape s = current_shape(b);
+    if (s.ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "patchify needs an image input (C H W)");
-    int64_t c = s->d[1], h = s->d[2], w = s->d[3];
+    int64_t c = s.d[1], h = s.d[2], w = s.d[3];
     if (h % p || w % p)
         return kn_fail(KILN_ERR_SHAPE, "patch size %lld does not divide the image %lldx%lld", (long long)p,
                        (long long)h, (long long)w);
@@ -398,20 +400,20 @@ static kiln_status layer_patchify(spec_builder *b, const spec_line *l) {
 }
 
 static kiln_status layer_posembed(spec_builder *b) {
-    const kn_shape *s = current_shape(b);
-    if (s->ndim != 3)
+    const kn_shape s = current_shape(b);
+    if (s.ndim != 3)
         return kn_fail(KILN_ERR_SHAPE, "posembed needs a sequence input (batch, seq, features)");
-    int pos = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){s->d[1], s->d[2]});
+    int pos = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){s.d[1], s.d[2]});
     if (pos < 0)
         return KILN_ERR_NOMEM;
     float *p = b->g->values[pos].data;
-    for (int64_t i = 0; i < s->d[1] * s->d[2]; i++)
+    for (int64_t i = 0; i < s.d[1] * s.d[2]; i++)
         p[i] = 0.02f * kn_rng_normal(&b->rng);
     return emit(b, "Add", "", 2, (int[]){b->current, pos});
 }
 
 static kiln_status layer_meanpool(spec_builder *b) {
-    if (current_shape(b)->ndim != 3)
+    if (current_shape(b).ndim != 3)
         return kn_fail(KILN_ERR_SHAPE, "meanpool needs a sequence input (batch, seq, features)");
     int node = add_node(b, "ReduceMean", "", 1, &b->current);
     if (node < 0)
@@ -450,13 +452,13 @@ static kiln_status layer_transformer(spec_builder *b, const spec_line *l) {
     KN_TRY(parse_int(l->tok[1], 1, 1 << 16, "transformer width D", &d));
     KN_TRY(parse_int(l->tok[2], 1, 1 << 10, "transformer heads", &heads));
     KN_TRY(parse_int(l->tok[3], 1, 1 << 20, "transformer FF width", &ff));
-    const kn_shape *s = current_shape(b);
-    if (s->ndim != 3 || s->d[2] != d)
+    const kn_shape s = current_shape(b);
+    if (s.ndim != 3 || s.d[2] != d)
         return kn_fail(KILN_ERR_SHAPE, "transformer %lld needs a (batch, seq, %lld) input", (long long)d,
                        (long long)d);
     if (d % heads)
         return kn_fail(KILN_ERR_SHAPE, "heads %lld must divide D %lld", (long long)heads, (long long)d);
-    int64_t head_dim = d / heads, seq = s->d[1];
+    int64_t head_dim = d / heads, seq = s.d[1];
     char block[40];
     snprintf(block, sizeof block, "%.39s", b->prefix);
     int x = b->current;
@@ -513,12 +515,12 @@ static kiln_status layer_residual_end(spec_builder *b, int line) {
     if (b->n_residual == 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "'end' without 'residual'");
     int start = b->residual_start[--b->n_residual];
-    const kn_shape *a = &b->g->values[start].shape, *c = current_shape(b);
-    if (!kn_shape_equal(a, c)) {
+    const kn_shape a = b->g->values[start].shape, c = current_shape(b);
+    if (!kn_shape_equal(&a, &c)) {
         char sa[96], sc[96];
         return kn_fail(KILN_ERR_SHAPE, "residual block from line %d maps %s to %s; they must match",
-                       b->residual_line[b->n_residual], kn_shape_str(a, sa, sizeof sa),
-                       kn_shape_str(c, sc, sizeof sc));
+                       b->residual_line[b->n_residual], kn_shape_str(&a, sa, sizeof sa),
+                       kn_shape_str(&c, sc, sizeof sc));
     }
     (void)line;
     return emit(b, "Add", "", 2, (int[]){start, b->current});
@@ -540,7 +542,7 @@ static kiln_status build_layer(spec_builder *b, const spec_line *l, int line) {
     if (strcmp(kw, "avgpool") == 0) return layer_pool(b, l, "AveragePool");
     if (strcmp(kw, "globalavgpool") == 0) {
         KN_TRY(positional_count(l, 0, "globalavgpool"));
-        if (current_shape(b)->ndim != 4)
+        if (current_shape(b).ndim != 4)
             return kn_fail(KILN_ERR_SHAPE, "globalavgpool needs an image input (C H W)");
         KN_TRY(emit(b, "GlobalAveragePool", "pool", 1, &b->current));
         return add_flatten(b, "flatten");

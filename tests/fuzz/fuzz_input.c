@@ -31,8 +31,14 @@ const char *fuzz_write_file(const char *name, const uint8_t *data, size_t size) 
 }
 
 void fuzz_run_model(const kiln_model *model) {
+    /* 256 MiB of activations and scratch: libFuzzer's 1 GiB limit is for kiln's own bookkeeping. */
+    kiln_session_options *options = kiln_session_options_create();
     kiln_session *session;
-    if (kiln_session_create(model, NULL, &session) != KILN_OK)
+    kiln_status st = options ? kiln_session_options_set_memory_limit(options, (size_t)256 << 20) : KILN_ERR_NOMEM;
+    if (st == KILN_OK)
+        st = kiln_session_create(model, options, &session);
+    kiln_session_options_free(options);
+    if (st != KILN_OK)
         return;
     for (int i = 0; i < kiln_session_input_count(session); i++) {
         void *data;

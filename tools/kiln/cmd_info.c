@@ -54,7 +54,7 @@ static kiln_status measure_runtime(model_facts *f) {
     for (int i = 0; st == KILN_OK && i < kiln_session_profile_count(saved, KILN_PROFILE_BY_NODE); i++) {
         kiln_profile_entry e;
         st = kiln_session_profile_entry(saved, KILN_PROFILE_BY_NODE, i, &e);
-        f->flops += e.flops;
+        f->flops = kn_count_add(f->flops, e.flops); /* saturates on hostile shapes */
     }
     for (int i = 0; st == KILN_OK && i < kiln_session_output_count(saved); i++) {
         kiln_dtype dtype;
@@ -127,6 +127,35 @@ static kiln_status gather(model_facts *f) {
     return measure_runtime(f);
 }
 
+/* Exact zeros of a float parameter of at least two dimensions (a layer's weight), or -1 for others. */
+static int64_t weight_zeros(const kn_value *v) {
+    if (v->kind != KN_VALUE_PARAM || v->dtype != KN_F32 || v->shape.ndim < 2 || !v->data)
+        return -1;
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < kn_shape_numel(&v->shape); i++)
+        zeros += ((const float *)v->data)[i] == 0.0f;
+    return zeros;
+}
+
+/* One line per layer weight with zeros in it (a pruned model), or a JSON object of them. */
+static void print_layer_sparsity(const kn_graph *g, bool json) {
+    bool first = true;
+    for (int v = 0; v < g->n_values; v++) {
+        int64_t zeros = weight_zeros(&g->values[v]), n = kn_shape_numel(&g->values[v].shape);
+        if (zeros <= 0)
+            continue;
+        if (json) {
+            printf("%s", first ? "" : ",");
+            cli_json_string(stdout, g->values[v].name);
+            printf(":%.6f", (double)zeros / (double)n);
+        } else {
+            printf("%-10s %s %.2f%% zero (%lld of %lld)\n", first ? "sparsity" : "", g->values[v].name,
+                   100.0 * (double)zeros / (double)n, (long long)zeros, (long long)n);
+        }
+        first = false;
+    }
+}
+
 /* ---- text --------------------------------------------------------------------------------------- */
 
 /* "12,345". */
@@ -177,6 +206,7 @@ static void print_text(const model_facts *f) {
         printf("; sparsity %.2f%% (exact zeros among the float parameters)",
                100.0 * (double)f->zero_params / (double)f->float_params);
     printf("\n");
+    print_layer_sparsity(g, false);
     for (int k = 0; k < f->n_kinds; k++) {
         const weight_kind *w = &f->kinds[k];
         printf("%-10s %s: %d tensor%s, %s bytes (%s values)\n", k ? "" : "weights", w->name, w->tensors,
@@ -246,6 +276,8 @@ static void print_json(const model_facts *f) {
            f->float_params ? (double)f->zero_params / (double)f->float_params : 0.0);
     for (int k = 0; k < f->n_kinds; k++)
         printf("%s\"%s\":%lld", k ? "," : "", f->kinds[k].name, (long long)f->kinds[k].bytes);
+    printf("},\"layer_sparsity\":{");
+    print_layer_sparsity(g, true);
     printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,"
            "\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
            "\"workspace_bytes\":%zu,\"classes\":[",

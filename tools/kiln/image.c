@@ -42,15 +42,15 @@ static bool png_chunks_fit(const unsigned char *p, size_t size) {
     static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (size < 8 || memcmp(p, signature, 8) != 0)
         return true;
-    for (size_t pos = 8; pos + 12 <= size;) {
+    for (size_t pos = 8; pos + 8 <= size;) { /* a chunk's length and type are there: stb reads them */
         uint32_t length = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
-        if (length > size - pos - 12)
+        if (size - pos < 12 || length > size - pos - 12)
             return false;
         if (memcmp(p + pos + 4, "IEND", 4) == 0)
             return true;
         pos += 12 + (size_t)length;
     }
-    return true; /* no IEND: stb reports the truncation itself, without a large allocation */
+    return true; /* no IEND: stb reports the truncation itself, allocating nothing more */
 }
 
 /* Where output coordinate `i` of `out_size` samples the input of `in_size`: pixel centres aligned,

@@ -11,6 +11,7 @@ int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 static const struct {
@@ -24,6 +25,7 @@ static const struct {
     {"info", cmd_info, "inputs, outputs, ops, params, FLOPs, bytes by dtype, sparsity, memory of a model"},
     {"run", cmd_run, "run a model on .npy, image or CSV inputs"},
     {"distill", cmd_distill, "train a student on a teacher's soft targets (knowledge distillation)"},
+    {"prune", cmd_prune, "prune weights (stored sparse) or whole channels and neurons, with fine-tuning"},
     {"bench", cmd_bench, "latency, throughput and peak memory of a model, with a per-op profile"},
     {"report", cmd_report, "an HTML page comparing models: accuracy against size and latency, per layer"},
 };

@@ -330,6 +330,8 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
         kn_dtype dtype;
         kn_shape shape;
         kiln_status st = kn_onnx_tensor_header(t, true, &dtype, &shape);
+        if (st == KILN_OK)
+            st = kn_onnx_tensor_check_data(t, im->base_dir, kn_shape_numel(&shape));
         if (st == KILN_OK) {
             int id = add_named_value(im, name, KN_VALUE_CONST, dtype, &shape);
             st = id < 0 ? KILN_ERR_NOMEM : kn_onnx_set_weight(im, id);
@@ -366,7 +368,6 @@ static kiln_status input_type(const Onnx__ValueInfoProto *vi, kn_dtype *dtype, k
         return kn_fail(KILN_ERR_UNSUPPORTED, "rank %zu is above kiln's maximum of %d",
                        tt->shape->n_dim, KN_MAX_DIMS);
     shape->ndim = (int)tt->shape->n_dim;
-    int64_t known = 1;
     for (int k = 0; k < shape->ndim; k++) {
         const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[k];
         shape->d[k] = -1;
@@ -374,11 +375,9 @@ static kiln_status input_type(const Onnx__ValueInfoProto *vi, kn_dtype *dtype, k
             continue;
         if (d->dim_value < 0)
             return kn_fail(KILN_ERR_FORMAT, "dim %d is negative (%lld)", k, (long long)d->dim_value);
-        if (__builtin_mul_overflow(known, d->dim_value, &known))
-            return kn_fail(KILN_ERR_FORMAT, "the element count overflows");
         shape->d[k] = d->dim_value;
     }
-    return KILN_OK;
+    return kn_shape_check_size(shape);
 }
 
 /* Graph inputs that are not initializers; their dynamic dims are probed as 1 (declared keeps -1). */

@@ -43,6 +43,10 @@ const char *kn_onnx_dtype_name(int32_t onnx_type, char *buf, size_t size);
  * whose values kiln computes with in f32); otherwise they are kept (f16) or unsupported (double). */
 kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dtype *dtype,
                                   kn_shape *shape);
+/* Checks that t carries exactly numel elements (raw_data bytes, a typed field's count, or its external
+ * file's span), without reading or allocating them: done before anything is allocated for a tensor,
+ * so that a header declaring a huge shape over a few bytes of data costs nothing. */
+kiln_status kn_onnx_tensor_check_data(const Onnx__TensorProto *t, const char *base_dir, int64_t numel);
 /* Decodes the elements (raw_data, the typed field, or external data relative to base_dir) into dst,
  * which holds numel elements of `dtype` as kn_onnx_tensor_header gave. */
 kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir, kn_dtype dtype,

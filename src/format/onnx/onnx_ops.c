@@ -277,6 +277,7 @@ static kiln_status import_constant(kn_onnx_importer *im, const kn_onnx_node *n) 
         kn_dtype dtype;
         kn_shape shape;
         KN_TRY(kn_onnx_tensor_header(a->t, true, &dtype, &shape));
+        KN_TRY(kn_onnx_tensor_check_data(a->t, im->base_dir, kn_shape_numel(&shape)));
         id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, dtype, &shape);
         if (id < 0)
             return KILN_ERR_NOMEM;

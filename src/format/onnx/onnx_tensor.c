@@ -79,14 +79,12 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
         return kn_fail(KILN_ERR_UNSUPPORTED, "rank %zu is above kiln's maximum of %d", t->n_dims,
                        KN_MAX_DIMS);
     shape->ndim = (int)t->n_dims;
-    int64_t numel = 1;
     for (size_t i = 0; i < t->n_dims; i++) {
         if (t->dims[i] < 0)
             return kn_fail(KILN_ERR_FORMAT, "dim %zu is negative (%lld)", i, (long long)t->dims[i]);
-        if (__builtin_mul_overflow(numel, t->dims[i], &numel))
-            return kn_fail(KILN_ERR_FORMAT, "the element count overflows");
         shape->d[i] = t->dims[i];
     }
+    KN_TRY(kn_shape_check_size(shape));
     size_t bytes;
     if (!kn_shape_bytes(shape, *dtype, &bytes))
         return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
@@ -222,8 +220,11 @@ static bool path_stays_inside(const char *location) {
 }
 
 /* Opens base_dir/location for reading after checking that, with symbolic links resolved, it is a
- * regular file inside base_dir. */
-static kiln_status open_external(const char *base_dir, const char *location, int *fd) {
+ * regular file inside base_dir; *st is its status. The open does not block (a FIFO would wait for a
+ * writer), and the file type is checked on the opened descriptor, so the file checked is the file
+ * read. */
+static kiln_status open_external(const char *base_dir, const char *location, int *fd,
+                                 struct stat *st) {
     char path[PATH_MAX], real_dir[PATH_MAX], real_file[PATH_MAX];
     if (!path_stays_inside(location))
         return kn_fail(KILN_ERR_FORMAT, "external data location '%s' leaves the model's directory",
@@ -236,51 +237,67 @@ static kiln_status open_external(const char *base_dir, const char *location, int
     if (strncmp(real_file, real_dir, dir_len) != 0 || (real_file[dir_len] != '/' && dir_len > 1))
         return kn_fail(KILN_ERR_FORMAT, "external data '%s' resolves to '%s', outside the model's "
                        "directory", location, real_file);
-    *fd = open(real_file, O_RDONLY | O_CLOEXEC);
+    *fd = open(real_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (*fd < 0)
         return kn_fail(KILN_ERR_IO, "cannot open external data '%s': %s", path, strerror(errno));
+    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(*fd);
+        return kn_fail(KILN_ERR_FORMAT, "external data '%s' is not a regular file", location);
+    }
     return KILN_OK;
 }
 
-static kiln_status read_external(const Onnx__TensorProto *t, const char *base_dir, size_t bytes,
-                                 unsigned char *dst) {
-    const char *location = NULL;
-    uint64_t offset = 0, length = 0;
+/* Opens t's external data and checks that it holds exactly `bytes` bytes: *fd then reads them at
+ * *offset; *location names the file in messages. */
+static kiln_status external_span(const Onnx__TensorProto *t, const char *base_dir, size_t bytes, int *fd,
+                                 uint64_t *offset, const char **location) {
+    uint64_t length = 0;
     bool has_length = false;
+    *location = NULL;
+    *offset = 0;
     for (size_t i = 0; i < t->n_external_data; i++) {
         const char *key = t->external_data[i]->key, *value = t->external_data[i]->value;
         if (!key || !value)
             return kn_fail(KILN_ERR_FORMAT, "external data entry %zu has no key or value", i);
         if (strcmp(key, "location") == 0)
-            location = value;
-        else if (strcmp(key, "offset") == 0 && !parse_u64(value, &offset))
+            *location = value;
+        else if (strcmp(key, "offset") == 0 && !parse_u64(value, offset))
             return kn_fail(KILN_ERR_FORMAT, "external data offset '%s' is not a number", value);
         else if (strcmp(key, "length") == 0 && !(has_length = parse_u64(value, &length)))
             return kn_fail(KILN_ERR_FORMAT, "external data length '%s' is not a number", value);
     }
-    if (!location)
+    if (!*location)
         return kn_fail(KILN_ERR_FORMAT, "external data has no location");
     if (!base_dir)
         return kn_fail(KILN_ERR_UNSUPPORTED, "external data '%s' needs the model's directory "
-                       "(import the model from a file)", location);
-    int fd;
-    KN_TRY(open_external(base_dir, location, &fd));
+                       "(import the model from a file)", *location);
     struct stat st;
+    KN_TRY(open_external(base_dir, *location, fd, &st));
     kiln_status status = KILN_OK;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        status = kn_fail(KILN_ERR_FORMAT, "external data '%s' is not a regular file", location);
-    } else if (offset > (uint64_t)st.st_size) {
+    if (*offset > (uint64_t)st.st_size) {
         status = kn_fail(KILN_ERR_FORMAT, "external data '%s': offset %llu is past its end (%lld "
-                         "bytes)", location, (unsigned long long)offset, (long long)st.st_size);
+                         "bytes)", *location, (unsigned long long)*offset, (long long)st.st_size);
     } else {
-        uint64_t available = (uint64_t)st.st_size - offset;
+        uint64_t available = (uint64_t)st.st_size - *offset;
         uint64_t span = has_length ? length : available;
         if (span > available || span != bytes)
             status = kn_fail(KILN_ERR_FORMAT, "external data '%s': %llu bytes at offset %llu (file "
-                             "of %lld bytes) for a tensor of %zu bytes", location,
-                             (unsigned long long)span, (unsigned long long)offset,
+                             "of %lld bytes) for a tensor of %zu bytes", *location,
+                             (unsigned long long)span, (unsigned long long)*offset,
                              (long long)st.st_size, bytes);
     }
+    if (status != KILN_OK)
+        close(*fd);
+    return status;
+}
+
+static kiln_status read_external(const Onnx__TensorProto *t, const char *base_dir, size_t bytes,
+                                 unsigned char *dst) {
+    int fd;
+    uint64_t offset;
+    const char *location;
+    KN_TRY(external_span(t, base_dir, bytes, &fd, &offset, &location));
+    kiln_status status = KILN_OK;
     for (size_t done = 0; status == KILN_OK && done < bytes;) {
         ssize_t got = pread(fd, dst + done, bytes - done, (off_t)(offset + done));
         if (got <= 0)
@@ -293,8 +310,7 @@ static kiln_status read_external(const Onnx__TensorProto *t, const char *base_di
     return status;
 }
 
-kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir, kn_dtype dtype,
-                                int64_t numel, void *dst) {
+kiln_status kn_onnx_tensor_check_data(const Onnx__TensorProto *t, const char *base_dir, int64_t numel) {
     size_t raw_bytes;
     if (!kn_size_mul(onnx_dtype_size(t->data_type), (size_t)numel, &raw_bytes))
         return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
@@ -308,33 +324,49 @@ kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir
     if (sources > 1)
         return kn_fail(KILN_ERR_FORMAT, "the elements are given in more than one place (raw_data, "
                        "typed field, external data)");
-    if (external || t->has_raw_data) {
-        unsigned char *raw = t->raw_data.data;
-        unsigned char *staging = NULL;
-        if (external) {
-            /* The file's bytes are converted in place when kiln's dtype has the same width. */
-            bool same_width = kn_dtype_size(dtype) == onnx_dtype_size(t->data_type);
-            staging = same_width ? dst : malloc(raw_bytes ? raw_bytes : 1);
-            if (!staging)
-                return kn_fail(KILN_ERR_NOMEM, "out of memory reading %zu bytes of external data",
-                               raw_bytes);
-            kiln_status st = read_external(t, base_dir, raw_bytes, staging);
-            if (st != KILN_OK) {
-                if (staging != dst)
-                    free(staging);
-                return st;
-            }
-            raw = staging;
-        } else if (t->raw_data.len != raw_bytes) {
-            return kn_fail(KILN_ERR_FORMAT, "raw_data has %zu bytes; %lld elements need %zu",
-                           t->raw_data.len, (long long)numel, raw_bytes);
-        }
-        convert_raw(t->data_type, raw, numel, dtype, dst);
-        if (staging && staging != dst)
-            free(staging);
-        return KILN_OK;
+    if (external) {
+        int fd;
+        uint64_t offset;
+        const char *name;
+        KN_TRY(external_span(t, base_dir, raw_bytes, &fd, &offset, &name));
+        close(fd);
+    } else if (t->has_raw_data && t->raw_data.len != raw_bytes) {
+        return kn_fail(KILN_ERR_FORMAT, "raw_data has %zu bytes; %lld elements need %zu",
+                       t->raw_data.len, (long long)numel, raw_bytes);
+    } else if (!t->has_raw_data && (uint64_t)typed != (uint64_t)numel) {
+        return kn_fail(KILN_ERR_FORMAT, "the tensor has %lld elements but its typed data field "
+                       "holds %zu%s", (long long)numel, typed, typed == 0 ? " (no data at all)" : "");
     }
-    return fill_from_typed(t, dtype, numel, dst);
+    return KILN_OK;
+}
+
+kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir, kn_dtype dtype,
+                                int64_t numel, void *dst) {
+    KN_TRY(kn_onnx_tensor_check_data(t, base_dir, numel));
+    size_t raw_bytes = onnx_dtype_size(t->data_type) * (size_t)numel; /* checked above */
+    bool external = t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    if (!external && !t->has_raw_data)
+        return fill_from_typed(t, dtype, numel, dst);
+    unsigned char *raw = t->raw_data.data;
+    unsigned char *staging = NULL;
+    if (external) {
+        /* The file's bytes are converted in place when kiln's dtype has the same width. */
+        bool same_width = kn_dtype_size(dtype) == onnx_dtype_size(t->data_type);
+        staging = same_width ? dst : malloc(raw_bytes ? raw_bytes : 1);
+        if (!staging)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory reading %zu bytes of external data", raw_bytes);
+        kiln_status st = read_external(t, base_dir, raw_bytes, staging);
+        if (st != KILN_OK) {
+            if (staging != dst)
+                free(staging);
+            return st;
+        }
+        raw = staging;
+    }
+    convert_raw(t->data_type, raw, numel, dtype, dst);
+    if (staging && staging != dst)
+        free(staging);
+    return KILN_OK;
 }
 
 kiln_status kn_onnx_read_whole_file(const char *path, unsigned char **bytes, size_t *size) {
@@ -385,9 +417,12 @@ kiln_status kn_onnx_read_tensor_file(const char *path, kn_tensor *out, char **na
         return kn_fail(KILN_ERR_FORMAT, "'%s' is not a valid ONNX TensorProto", path);
 
     char *dir = strdup(path);
+    const char *base_dir = dir ? kn_onnx_dirname(dir) : NULL; /* dirname cuts dir in place */
     kiln_status st = dir ? kn_onnx_tensor_header(t, false, &out->dtype, &out->shape)
                          : kn_fail(KILN_ERR_NOMEM, "out of memory");
     size_t n_bytes = 0;
+    if (st == KILN_OK)
+        st = kn_onnx_tensor_check_data(t, base_dir, kn_shape_numel(&out->shape));
     if (st == KILN_OK) {
         kn_shape_bytes(&out->shape, out->dtype, &n_bytes);
         out->data = malloc(n_bytes ? n_bytes : 1);
@@ -395,7 +430,7 @@ kiln_status kn_onnx_read_tensor_file(const char *path, kn_tensor *out, char **na
             st = kn_fail(KILN_ERR_NOMEM, "out of memory for %zu bytes", n_bytes);
     }
     if (st == KILN_OK)
-        st = kn_onnx_tensor_fill(t, kn_onnx_dirname(dir), out->dtype, kn_shape_numel(&out->shape),
+        st = kn_onnx_tensor_fill(t, base_dir, out->dtype, kn_shape_numel(&out->shape),
                                  out->data);
     if (st == KILN_OK && name) {
         *name = strdup(t->name ? t->name : "");
