@@ -120,14 +120,14 @@ static int run(const distill_args *a) {
 }
 
 int cmd_distill(int argc, char **argv) {
-    distill_args a = {.train = cli_train_args_defaults(5), .temperature = 4, .alpha = 0.9, .match_weight = 1};
+    distill_args a = {.train = cli_train_args_defaults(5), .temperature = 2, .alpha = 0.5, .match_weight = 1};
     cli_option options[CLI_TRAIN_OPTION_COUNT + 8] = {
         {"--teacher", CLI_STRING, &a.teacher, "the trained teacher (.kiln or .onnx)"},
         {"--student", CLI_STRING, &a.student, "the student: a spec (.txt), .kiln or .onnx model"},
         {"--out", CLI_STRING, &a.out, "where to write the trained student (.kiln or .onnx)"},
         {"--checkpoint", CLI_STRING, &a.checkpoint, "checkpoint path (default OUT.ckpt)"},
-        {"--temperature", CLI_FLOAT, &a.temperature, "softmax temperature of the soft targets (default 4)"},
-        {"--alpha", CLI_FLOAT, &a.alpha, "weight of the soft-target loss, in [0, 1] (default 0.9)"},
+        {"--temperature", CLI_FLOAT, &a.temperature, "softmax temperature of the soft targets (default 2)"},
+        {"--alpha", CLI_FLOAT, &a.alpha, "weight of the soft-target loss, in [0, 1] (default 0.5)"},
         {"--match", CLI_STRING, &a.match, "TEACHER_VALUE:STUDENT_VALUE hidden features to match (1x1 projection)"},
         {"--match-weight", CLI_FLOAT, &a.match_weight, "weight of the feature-matching MSE (default 1)"},
     };
