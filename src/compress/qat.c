@@ -174,8 +174,8 @@ static int weight_channel_axis(const kn_graph *g, const kn_node *n, int input) {
     return g->values[n->in[input]].shape.ndim - 1;
 }
 
-/* The starting learned scale of channel c of w: the scale of least squared error; mean |w| for binary
- * weights (its least-squares alpha). */
+/* The starting scale of channel c of w: the scale of least squared error; mean |w| for binary weights
+ * (its least-squares alpha). */
 static float weight_scale_init(const float *w, kn_fake_quant_layout l, int64_t c, kn_quant_range r, bool binary) {
     if (!binary)
         return kn_fake_quant_mse_scale(w, l, c, r);
@@ -196,10 +196,15 @@ static kiln_status quantize_weight(kn_graph *g, int *index, int input, const kn_
     kn_fake_quant_layout l = {kn_shape_span(&w_shape, 0, axis), w_shape.d[axis],
                               kn_shape_span(&w_shape, axis + 1, w_shape.ndim)};
     kn_quant_range r = kn_quant_range_of(c->weight_bits, true);
+    /* Scales: learned (LSQ) from the scale of least squared error; without --lsq that scale stays fixed at
+     * 4 bits and below, where min/max wastes levels on the extreme weights (at 2 bits qmax = 1 would put
+     * the only positive level at max |w|); 8-bit and binary scales follow the weights (min/max, mean|w|). */
+    bool fixed = !c->lsq && c->weight_bits > 1 && c->weight_bits <= 4;
     int in[2] = {w, -1};
-    if (c->lsq) {
+    if (c->lsq || fixed) {
         kn_shape s_shape = kn_shape_of(1, &l.channels);
-        if ((in[1] = add_named_value(g, base, "qscale", KN_VALUE_PARAM, KN_F32, &s_shape)) < 0)
+        kn_value_kind kind = c->lsq ? KN_VALUE_PARAM : KN_VALUE_CONST;
+        if ((in[1] = add_named_value(g, base, "qscale", kind, KN_F32, &s_shape)) < 0)
             return KILN_ERR_NOMEM;
         for (int64_t ch = 0; ch < l.channels; ch++)
             ((float *)g->values[in[1]].data)[ch] = weight_scale_init(g->values[w].data, l, ch, r, c->weight_bits == 1);
@@ -207,16 +212,12 @@ static kiln_status quantize_weight(kn_graph *g, int *index, int input, const kn_
     int out = add_named_value(g, base, "fq", KN_VALUE_ACT, KN_F32, &w_shape);
     char name[300];
     snprintf(name, sizeof name, "%s/fake_quantize", base);
-    int fq = out < 0 ? -1 : insert_node(g, *index, "FakeQuantize", name, c->lsq ? 2 : 1, in, out);
+    int fq = out < 0 ? -1 : insert_node(g, *index, "FakeQuantize", name, in[1] >= 0 ? 2 : 1, in, out);
     if (fq < 0)
         return KILN_ERR_NOMEM;
     double grad_scale = 1.0 / sqrt((double)(l.outer * l.inner) * (double)(r.qmax > 0 ? r.qmax : 1));
     KN_TRY(kn_node_set_int(g, fq, "bits", c->weight_bits));
     KN_TRY(kn_node_set_int(g, fq, "axis", axis));
-    /* At 4 bits and below min/max scales waste levels on the extreme weights (at 2 bits, qmax = 1 puts
-     * the only positive level at max |w|): each forward takes the scale of least squared error. */
-    if (!c->lsq && c->weight_bits > 1 && c->weight_bits <= 4)
-        KN_TRY(kn_node_set_int(g, fq, "mse", 1));
     if (c->lsq)
         KN_TRY(kn_node_set_float(g, fq, "grad_scale", (float)grad_scale));
     (*index)++;

@@ -11,7 +11,8 @@
  *   2. weights (parameters read as a Conv's or Gemm's W, or a MatMul's B): symmetric, per output channel,
  *      at `weight_bits` (8, 4, 2; 1 = binary +-alpha). With `lsq` the scales are parameters learned by LSQ
  *      (initialised to the per-channel scale of least squared error, gradient scale 1/sqrt(n Qp));
- *      otherwise each forward takes them from the current weights' min/max (alpha = mean|w| for binary);
+ *      otherwise at 4 and 2 bits that scale stays fixed, and at 8 bits (min/max) and 1 bit (alpha =
+ *      mean|w|) each forward takes it from the current weights;
  *   3. activations (the data input of those nodes) with `act_bits` > 0: per tensor, unsigned levels with
  *      a zero point, scales and zero points from the min/max seen on `calib_samples` samples of `calib`
  *      (fixed, or learned by LSQ with the zero point fixed).

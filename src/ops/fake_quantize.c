@@ -74,7 +74,7 @@ void kn_fake_quant_params(const kn_node *node, const float *x, const float *scal
                           float *scales, int32_t *zero_points) {
     int bits = (int)kn_node_int(node, "bits", 8);
     int32_t zero_point = (int32_t)kn_node_int(node, "zero_point", 0);
-    bool symmetric = kn_node_int(node, "symmetric", 1) != 0, mse = kn_node_int(node, "mse", 0) != 0;
+    bool symmetric = kn_node_int(node, "symmetric", 1) != 0;
     kn_quant_range r = kn_fake_quant_range(node);
     for (int64_t c = 0; c < l.channels; c++) {
         if (scale) {
@@ -87,8 +87,6 @@ void kn_fake_quant_params(const kn_node *node, const float *x, const float *scal
         zero_points[c] = 0;
         if (bits == 1)
             scales[c] = mean_abs; /* binary weights: alpha = mean |x| (XNOR-Net) */
-        else if (mse)
-            scales[c] = kn_fake_quant_mse_scale(x, l, c, r);
         else
             kn_quant_params(lo, hi, r, symmetric, &scales[c], &zero_points[c]);
     }

@@ -6,11 +6,10 @@
  *
  * Inputs: x (f32), scale (optional f32: one element for the whole tensor, or one per index along the
  * `axis` attribute). Without a scale input the op derives it from x on every call: the min/max range of
- * each channel through kn_quant_params (symmetric or not), the symmetric scale of least squared error
- * (kn_fake_quant_mse_scale) with the `mse` attribute, or mean|x| per channel for binary weights.
+ * each channel through kn_quant_params (symmetric or not), or mean|x| per channel for binary weights.
  * Attributes: bits (1..8, default 8), signed (default 1: levels [-2^(b-1), 2^(b-1)-1], else [0, 2^b-1]),
  * axis (-1, the default: per tensor), zero_point (default 0, used with a scale input), symmetric
- * (default 1, without a scale input), mse (default 0, without a scale input), grad_scale (default 1).
+ * (default 1, without a scale input), grad_scale (default 1).
  *
  * Backward (the straight-through estimator, round() taken as the identity):
  *   dx = dy where round(x / s) + z lies in [qmin, qmax], 0 where it is clipped (binary: dx = dy)
