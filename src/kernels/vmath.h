@@ -50,6 +50,9 @@ const kn_vmath *kn_vmath_for(kn_vmath_path path);
 /* The fastest build allowed. */
 const kn_vmath *kn_vmath_best(void);
 
+/* fn over y[0..n) = f(x[0..n)), on kiln's threads when n is large. */
+void kn_vmath_run(kn_vmath_fn fn, float *y, const float *x, int64_t n);
+
 extern const kn_vmath kn_vmath_generic;
 #ifdef KILN_HAVE_X86_KERNELS
 /* Only use these after kn_cpu() reports avx2 / avx512f. */

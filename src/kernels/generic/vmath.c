@@ -1,11 +1,9 @@
 /* The reference build of kernels/vmath.h: the same steps as src/kernels/x86/vmath_simd.inc, one float
- * at a time, with separate multiplies and adds where the vector builds fuse them. Also the choice of
- * build for this CPU. */
+ * at a time, with separate multiplies and adds where the vector builds fuse them. */
 #include "kernels/vmath.h"
 
 #include <string.h>
 
-#include "core/cpu.h"
 #include "kernels/vmath_consts.h"
 
 static inline uint32_t bits_of(float x) {
@@ -150,28 +148,3 @@ const kn_vmath kn_vmath_generic = {
     .exp = exp_generic, .sigmoid = sigmoid_generic, .tanh = tanh_generic, .erf = erf_generic,
     .gelu = gelu_generic, .gelu_tanh = gelu_tanh_generic, .silu = silu_generic,
 };
-
-const kn_vmath *kn_vmath_for(kn_vmath_path path) {
-    switch (path) {
-    case KN_VMATH_GENERIC:
-        return &kn_vmath_generic;
-#ifdef KILN_HAVE_X86_KERNELS
-    case KN_VMATH_AVX2:
-        return kn_cpu()->avx2 ? &kn_vmath_avx2 : NULL;
-    case KN_VMATH_AVX512:
-        return kn_cpu()->avx512f ? &kn_vmath_avx512 : NULL;
-#else
-    case KN_VMATH_AVX2:
-    case KN_VMATH_AVX512:
-        return NULL;
-#endif
-    }
-    return NULL;
-}
-
-const kn_vmath *kn_vmath_best(void) {
-    const kn_vmath *v = kn_vmath_for(KN_VMATH_AVX512);
-    if (!v)
-        v = kn_vmath_for(KN_VMATH_AVX2);
-    return v ? v : &kn_vmath_generic;
-}
