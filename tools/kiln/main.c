@@ -10,6 +10,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -21,6 +22,7 @@ static const struct {
     {"convert", cmd_convert, "convert a model between .onnx and .kiln"},
     {"info", cmd_info, "inputs, outputs, ops, params, FLOPs, bytes by dtype, sparsity, memory of a model"},
     {"run", cmd_run, "run a model on .npy, image or CSV inputs"},
+    {"quantize", cmd_quantize, "post-training quantization: 16 to 1-bit weights, calibrated 8-bit activations"},
     {"bench", cmd_bench, "latency, throughput and peak memory of a model, with a per-op profile"},
 };
 
