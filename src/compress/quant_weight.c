@@ -166,7 +166,7 @@ static void group_log2(float *v, int64_t m, const kn_weight_quant *q) {
             if (fabs(a - level) < fabs(a - best))
                 best = level;
         }
-        v[j] = (float)(v[j] < 0 ? -best : best);
+        v[j] = (float)(v[j] < 0 && best > 0 ? -best : best); /* +0, never -0: one codebook entry */
     }
 }
 
