@@ -98,8 +98,8 @@ static bool same_file(const char *a, const char *b) {
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-static kiln_status load_data(const char *data, const kn_graph *g, bool quiet, kn_dataset *ds) {
-    kn_data_options options = {.quiet = quiet, .feature_mean = g->input_mean, .feature_std = g->input_std,
+static kiln_status load_data(const char *data, const kn_graph *g, kn_dataset *ds) {
+    kn_data_options options = {.quiet = true, .feature_mean = g->input_mean, .feature_std = g->input_std,
                                .feature_count = g->n_norm, .class_names = g->class_names, .class_count = g->n_classes};
     KN_TRY(kn_dataset_load(data, &options, ds));
     kiln_status st = kn_check_input_fits(g, ds);
@@ -164,9 +164,9 @@ int cmd_quantize(int argc, char **argv) {
         return cli_fail("quantize", st);
     }
     if (a.calib)
-        st = load_data(a.calib, &g, a.json, &calib);
+        st = load_data(a.calib, &g, &calib);
     if (st == KILN_OK && a.val)
-        st = load_data(a.val, &g, a.json, &val);
+        st = load_data(a.val, &g, &val);
     kn_model_summary rows[2] = {{0}};
     kn_summary_options summary = {.data = a.val ? &val : NULL, .latency = a.latency};
     if (st == KILN_OK)
