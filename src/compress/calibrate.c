@@ -79,18 +79,24 @@ static double kl_divergence_at(const int64_t *bins, int n_bins, int i, int level
 }
 
 double kn_calib_kl_threshold(const int64_t *abs_bins, int n_bins, double absmax, int levels) {
-    if (n_bins < levels || levels < 1 || !(absmax > 0))
+    if (n_bins < levels || levels < 1 || n_bins < 2 || !(absmax > 0))
         return absmax;
     double *p = malloc(sizeof(double) * (size_t)n_bins), *q = malloc(sizeof(double) * (size_t)n_bins);
-    if (!p || !q) {
+    int64_t *bins = malloc(sizeof(int64_t) * (size_t)n_bins);
+    if (!p || !q || !bins) {
         free(p);
         free(q);
+        free(bins);
         return absmax; /* min-max: the safe answer when the search cannot run */
     }
+    /* Bin 0 holds the exact zeros ReLU makes, often most of the data; every threshold represents them
+     * exactly, yet their spike would rule the divergence and pull the threshold far down. */
+    memcpy(bins, abs_bins, sizeof(int64_t) * (size_t)n_bins);
+    bins[0] = bins[1];
     double best = INFINITY;
     int best_i = n_bins;
     for (int i = levels; i <= n_bins; i++) {
-        double kl = kl_divergence_at(abs_bins, n_bins, i, levels, p, q);
+        double kl = kl_divergence_at(bins, n_bins, i, levels, p, q);
         if (kl < best) {
             best = kl;
             best_i = i;
@@ -98,6 +104,7 @@ double kn_calib_kl_threshold(const int64_t *abs_bins, int n_bins, double absmax,
     }
     free(p);
     free(q);
+    free(bins);
     return absmax * best_i / n_bins;
 }
 

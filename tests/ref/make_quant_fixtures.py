@@ -170,6 +170,8 @@ def write(records):
 
 def kl_threshold(bins, absmax, levels):
     n = len(bins)
+    bins = bins.copy()
+    bins[0] = bins[1]  # the zero spike of ReLU outputs does not vote
     best, best_i = np.inf, n
     for i in range(levels, n + 1):
         p = bins[:i].astype(np.float64)
