@@ -61,6 +61,19 @@ check "f16 is 2x smaller" 'awk -v a="$(size "$work/cnn.kiln")" -v b="$(size "$wo
 check "f16 keeps the accuracy within 0.1 pt" 'awk -v a="$base" -v b="$(accuracy "$work/f16.kiln")" "BEGIN { exit !(a - b <= 0.001) }"'
 check "int4 weights are >= 6x smaller" 'awk -v a="$(size "$work/cnn.kiln")" -v b="$(size "$work/w4.kiln")" "BEGIN { exit !(a / b >= 6) }"'
 
+# Mixed precision under a budget, on a 300-image validation slice (fast): the sensitivity table names
+# every layer, the chosen configuration keeps the budget, the file is smaller than uniform int8.
+small=$work/small-images-idx3-ubyte
+{ perl -e 'print pack("N2", 0x803, 300)'; tail -c +9 "$images" | head -c $((8 + 300 * 784)); } > "$small"
+{ perl -e 'print pack("N2", 0x801, 300)'; tail -c +9 "$work/part-labels-idx1-ubyte" | head -c 300; } > "$work/small-labels-idx1-ubyte"
+"$kiln" quantize "$work/cnn.kiln" --out "$work/mixed.kiln" --calib "$small" --calib-samples 64 --val "$small" \
+    --max-drop 1 > "$work/mixed.txt"
+drop=$(sed -n 's/.*with these bits (drop \([-0-9.]*\) pt.*/\1/p' "$work/mixed.txt")
+echo "  --max-drop 1: drop $drop pt, $(size "$work/mixed.kiln") bytes"
+check "--max-drop prints the sensitivity of every layer" '[ "$(grep -cE "^(conv|dense)[0-9]+ .*bit" "$work/mixed.txt")" -eq 4 ]'
+check "--max-drop keeps its budget" 'awk -v d="$drop" "BEGIN { exit !(d != \"\" && d <= 1) }"'
+check "--max-drop writes a file no larger than uniform int8" '[ "$(size "$work/mixed.kiln")" -le "$(size "$work/q8.kiln")" ]'
+
 # --dry-run writes nothing; --json is one object.
 "$kiln" quantize "$work/cnn.kiln" --out "$work/dry.kiln" --calib "$images" --calib-samples 64 --dry-run > "$work/dry.txt"
 check "--dry-run writes nothing" '[ ! -e "$work/dry.kiln" ] && grep -q "nothing written" "$work/dry.txt"'
@@ -89,6 +102,7 @@ bad "activations without --calib" "$work/cnn.kiln" --out "$work/bad.kiln"
 if [ -f "$work/x.npy" ]; then
     bad "--calib of the wrong shape" "$work/cnn.kiln" --out "$work/bad.kiln" --calib "$work/x.npy,$work/y.npy"
 fi
+bad "--max-drop without --val" "$work/cnn.kiln" --out "$work/bad.kiln" --calib "$small" --max-drop 1
 bad "output without .kiln/.onnx" "$work/cnn.kiln" --out "$work/bad.txt" --weights-only
 before=$(md5sum < "$work/cnn.kiln")
 "$kiln" quantize "$work/cnn.kiln" --out "$work/cnn.kiln" --weights-only > /dev/null 2> "$work/err.txt"

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "compress/mixed.h"
 #include "compress/quantize.h"
 #include "compress/summary.h"
 #include "core/status.h"
@@ -16,11 +17,12 @@ static const char usage[] =
     "M.kiln|M.onnx|SPEC --out OUT.kiln|OUT.onnx [--bits 16|8|4|2|1] [--float f16|bf16] [--weights-only]\n"
     "       [--granularity tensor|channel|block:N] [--symmetric|--asymmetric] [--weight-clip minmax|mse]\n"
     "       [--calib DATA] [--calib-samples N] [--calib-method minmax|percentile:P|kl|mse] [--codebook K] [--log2]\n"
-    "       [--bias-correction] [--recalibrate-bn] [--skip NAME,...] [--val DATA] [--dry-run] [--json]";
+    "       [--bias-correction] [--recalibrate-bn] [--skip NAME,...] [--val DATA] [--max-drop P] [--dry-run] [--json]";
 
 typedef struct quantize_args {
     const char *out, *float_type, *granularity, *weight_clip, *calib, *calib_method, *skip, *val;
     int64_t bits, calib_samples, codebook, threads, seed;
+    double max_drop;
     bool weights_only, symmetric, asymmetric, log2, bias_correction, recalibrate_bn, dry_run, json, latency;
 } quantize_args;
 
@@ -109,7 +111,7 @@ static kiln_status load_data(const char *data, const kn_graph *g, kn_dataset *ds
 }
 
 int cmd_quantize(int argc, char **argv) {
-    quantize_args a = {.bits = 8, .calib_samples = 512, .seed = 1};
+    quantize_args a = {.bits = 8, .calib_samples = 512, .seed = 1, .max_drop = -1};
     const cli_option options[] = {
         {"--out", CLI_STRING, &a.out, "the quantized model: .kiln or .onnx (QDQ)"},
         {"--bits", CLI_INT, &a.bits, "weight bits: 16, 8 (default), 4, 2 or 1 (binary); activations are 8-bit"},
@@ -128,6 +130,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--recalibrate-bn", CLI_FLAG, &a.recalibrate_bn, "re-estimate BatchNormalization statistics on --calib"},
         {"--skip", CLI_STRING, &a.skip, "NAME,...: layers (node or weight names) left in f32"},
         {"--val", CLI_STRING, &a.val, "data for the accuracy before and after"},
+        {"--max-drop", CLI_FLOAT, &a.max_drop, "P: per-layer weight bits (8/4/2/f32) losing at most P accuracy points on --val"},
         {"--latency", CLI_FLAG, &a.latency, "measure latency at batch 1 and 32 before and after"},
         {"--dry-run", CLI_FLAG, &a.dry_run, "print the report and the table; write nothing"},
         {"--json", CLI_FLAG, &a.json, "print one JSON object"},
@@ -171,6 +174,13 @@ int cmd_quantize(int argc, char **argv) {
     kn_summary_options summary = {.data = a.val ? &val : NULL, .latency = a.latency};
     if (st == KILN_OK)
         st = kn_model_summarize(&g, &summary, &rows[0]);
+    kn_mixed_plan plan = {0};
+    if (st == KILN_OK && a.max_drop >= 0) {
+        st = kn_mixed_plan_make(&g, a.calib ? &calib : NULL, a.val ? &val : NULL, &o, a.max_drop, &plan);
+        if (st == KILN_OK && !a.json)
+            kn_mixed_plan_print(stdout, &plan, a.max_drop);
+        o.layer_bits = plan.bits;
+    }
     kn_quant_report report = {0};
     if (st == KILN_OK)
         st = kn_quantize(&g, a.calib ? &calib : NULL, &o, &report);
@@ -205,6 +215,7 @@ int cmd_quantize(int argc, char **argv) {
             printf("wrote %s\n", a.out);
     }
     kn_quant_report_free(&report);
+    kn_mixed_plan_free(&plan);
     kn_dataset_free(&calib);
     kn_dataset_free(&val);
     kn_graph_free(&g);
