@@ -155,3 +155,15 @@ void kn_mixed_plan_print(FILE *out, const kn_mixed_plan *p, double budget) {
     fprintf(out, "accuracy %.2f%% in f32, %.2f%% with these bits (drop %.2f pt, budget %.2f; %d evaluations)\n",
             p->base_accuracy, p->accuracy, p->base_accuracy - p->accuracy, budget, p->evaluations);
 }
+
+void kn_mixed_plan_print_json(FILE *out, const kn_mixed_plan *p) {
+    fprintf(out, "{\"base_accuracy\":%.4f,\"accuracy\":%.4f,\"evaluations\":%d,\"layers\":[", p->base_accuracy,
+            p->accuracy, p->evaluations);
+    for (int l = 0; l < p->n_layers; l++) {
+        fprintf(out, "%s{\"layer\":", l ? "," : "");
+        kn_quant_json_string(out, p->names[l]);
+        fprintf(out, ",\"weights\":%lld,\"drop_8\":%.4f,\"drop_4\":%.4f,\"drop_2\":%.4f,\"bits\":%d}",
+                (long long)p->params[l], p->drop[l][0], p->drop[l][1], p->drop[l][2], p->bits[l]);
+    }
+    fprintf(out, "]}");
+}

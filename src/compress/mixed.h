@@ -32,5 +32,8 @@ kiln_status kn_mixed_plan_make(const kn_graph *g, const kn_dataset *calib, const
 void kn_mixed_plan_free(kn_mixed_plan *plan);
 /* The sensitivity table, the chosen bits, and the layers that break at 8 bits or at 4. */
 void kn_mixed_plan_print(FILE *out, const kn_mixed_plan *plan, double max_drop_points);
+/* The same as {"base_accuracy":..., "accuracy":..., "layers":[{"layer":..., "drop_8":..., "bits":...}]}
+ * (accuracies in percent, 0 bits = f32). */
+void kn_mixed_plan_print_json(FILE *out, const kn_mixed_plan *plan);
 
 #endif

@@ -3,7 +3,7 @@
 
 #include "compress/quantize.h"
 
-static void json_string(FILE *out, const char *s) {
+void kn_quant_json_string(FILE *out, const char *s) {
     fputc('"', out);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -50,11 +50,11 @@ void kn_quant_report_print_json(FILE *out, const kn_quant_report *r) {
     for (int i = 0; i < r->n; i++) {
         const kn_quant_stat *s = &r->stats[i];
         fprintf(out, "%s{\"layer\":", i ? "," : "");
-        json_string(out, s->layer);
+        kn_quant_json_string(out, s->layer);
         fprintf(out, ",\"value\":");
-        json_string(out, s->name);
+        kn_quant_json_string(out, s->name);
         fprintf(out, ",\"kind\":\"%s\",\"stored_as\":", s->is_weight ? "weight" : "activation");
-        json_string(out, s->encoding);
+        kn_quant_json_string(out, s->encoding);
         fprintf(out, ",\"bits\":%d,\"elements\":%lld", s->bits, (long long)s->count);
         json_double(out, "min", s->lo);
         json_double(out, "max", s->hi);

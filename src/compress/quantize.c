@@ -391,6 +391,17 @@ static kiln_status quantize_weights(quant_run *r) {
 
 static kiln_status plan_layers(quant_run *r) {
     KN_TRY(kn_quant_layers_find(r->g, &r->layers, &r->n_layers));
+    for (int k = 0; k < r->o->n_skip; k++) {
+        bool found = false;
+        for (int i = 0; i < r->n_layers; i++) {
+            const kn_quant_layer one = r->layers[i];
+            kn_quant_options only = {.skip = &r->o->skip[k], .n_skip = 1};
+            found |= skipped(r->g, &one, &only);
+        }
+        if (!found)
+            return kn_fail(KILN_ERR_INVALID_ARG, "--skip %s: no quantizable layer (Conv, ConvTranspose, Gemm, "
+                           "MatMul) or its weight has that name", r->o->skip[k]);
+    }
     r->weight_stats = calloc((size_t)r->n_layers + 1, sizeof *r->weight_stats);
     r->inputs = malloc(sizeof(int) * (size_t)(r->n_layers + 1));
     r->input_stats = calloc((size_t)r->n_layers + 1, sizeof *r->input_stats);

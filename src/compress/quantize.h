@@ -114,5 +114,7 @@ kiln_status kn_quantize(kn_graph *g, const kn_dataset *calib, const kn_quant_opt
 /* The report as a table or a JSON array. */
 void kn_quant_report_print(FILE *out, const kn_quant_report *r);
 void kn_quant_report_print_json(FILE *out, const kn_quant_report *r);
+/* s as a JSON string literal. */
+void kn_quant_json_string(FILE *out, const char *s);
 
 #endif

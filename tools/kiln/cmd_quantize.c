@@ -202,6 +202,10 @@ int cmd_quantize(int argc, char **argv) {
             cli_json_string(stdout, a.out);
         printf(",\"layers\":");
         kn_quant_report_print_json(stdout, &report);
+        if (plan.n_layers) {
+            printf(",\"mixed\":");
+            kn_mixed_plan_print_json(stdout, &plan);
+        }
         printf(",\"summary\":");
         kn_summary_print_json(stdout, labels, rows, 2);
         printf("}\n");
