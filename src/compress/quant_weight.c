@@ -196,7 +196,7 @@ static void weight_plan(const kn_weight_quant *q, kn_storage_spec *spec, group_f
     }
 }
 
-static void stat_fill(kn_quant_stat *stat, const kn_value *w, const float *orig, const kn_weight_quant *q) {
+static void stat_fill(kn_quant_stat *stat, const kn_value *w, const float *orig) {
     int64_t n = kn_shape_numel(&w->shape);
     const float *x = w->data;
     const kn_storage *s = w->storage;
@@ -212,7 +212,7 @@ static void stat_fill(kn_quant_stat *stat, const kn_value *w, const float *orig,
     snprintf(stat->name, sizeof stat->name, "%s", w->name);
     kn_storage_describe(s, stat->encoding, sizeof stat->encoding);
     stat->is_weight = true;
-    stat->bits = q->bits;
+    stat->bits = s->bits; /* the stored bits: a codebook's index width */
     stat->lo = lo;
     stat->hi = hi;
     stat->count = n;
@@ -272,7 +272,7 @@ kiln_status kn_quant_weight(kn_graph *g, int id, const kn_weight_quant *q, kn_qu
     }
     free(levels);
     if (st == KILN_OK && stat)
-        stat_fill(stat, w, orig, q);
+        stat_fill(stat, w, orig);
     if (st != KILN_OK)
         memcpy(w->data, orig, sizeof(float) * (size_t)n);
     free(orig);
