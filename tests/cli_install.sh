@@ -45,10 +45,14 @@ raw = gzip.open(sys.argv[1]).read()[16 + 2 * 784:16 + 3 * 784]
 open(sys.argv[2], 'wb').write(struct.pack('784f', *[b / 255 for b in raw]))" \
     "$data/t10k-images-idx3-ubyte.gz" "$work/trouser.f32"
 
+# A sanitizer build's library needs its programs built with the sanitizers too (the runtime must load first).
+sanitize=()
+echo "$needed" | grep -q libasan && sanitize=(-fsanitize=address,undefined)
+
 # pkg-config, against the shared library (classify.c calls exp() itself, hence its own -lm).
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 check "pkg-config builds classify.c" \
-    'cc -std=c11 -O2 $(pkg-config --cflags kiln) "$src/examples/c/classify.c" -o "$work/classify-pc" $(pkg-config --libs kiln) -lm 2> "$work/cc.log"'
+    'cc -std=c11 -O2 "${sanitize[@]}" $(pkg-config --cflags kiln) "$src/examples/c/classify.c" -o "$work/classify-pc" $(pkg-config --libs kiln) -lm 2> "$work/cc.log"'
 check "the pkg-config build uses the installed libkiln.so" \
     'LD_LIBRARY_PATH="$libdir" ldd "$work/classify-pc" | grep -q "$libdir/libkiln.so.0"'
 check "it classifies the trousers" \
@@ -64,7 +68,7 @@ add_executable(classify "$src/examples/c/classify.c")
 target_link_libraries(classify PRIVATE kiln::kiln)
 CMAKE
 check "find_package(kiln) configures and builds classify.c" \
-    'cmake -S "$work/app" -B "$work/app/build" -DCMAKE_PREFIX_PATH="$prefix" > "$work/app.log" 2>&1 && cmake --build "$work/app/build" >> "$work/app.log" 2>&1'
+    'cmake -S "$work/app" -B "$work/app/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="${sanitize[*]}" > "$work/app.log" 2>&1 && cmake --build "$work/app/build" >> "$work/app.log" 2>&1'
 check "the find_package build classifies the trousers" \
     'LD_LIBRARY_PATH="$libdir" "$work/app/build/classify" "$work/small.kiln" "$work/trouser.f32" > "$work/cm.out" && head -1 "$work/cm.out" | grep -q "Trouser"'
 [ "$failed" -eq 0 ] || { cat "$work/install.log" "$work/cc.log" "$work/app.log" 2>/dev/null | tail -20; }

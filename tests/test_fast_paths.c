@@ -25,9 +25,16 @@
  * 4. Each build of the depthwise row (kernels/depthwise.h) this CPU runs against the generic one, at
  * strides 1, 2 and 3 and lengths around the vector widths: within (9 + 2) * FLT_EPSILON * sum |terms|
  * (the wider builds may fuse multiply-adds).
+ *
+ * 5. Each build of kernels/vmath this CPU runs against the generic one, on 200000 floats spread over
+ * [-30, 30] and lengths that end in every tail: within 6 ULP of each other (each is within 3 of libm
+ * where kernels/vmath.h says so), and where the header allows more (gelu's tail, gelu_tanh below 0,
+ * silu where sigmoid is denormal), within the sum of the two bounds. ctest also runs test_models_torch
+ * and test_runtime_vit with KILN_ISA=generic, so the ops' generic paths meet the PyTorch references.
  */
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +45,7 @@
 #include "core/threads.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
+#include "kernels/vmath.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
 #include "ops/window.h"
@@ -424,6 +432,66 @@ static void test_depthwise_row_builds(void) {
     CHECK(worst <= 1.0);
 }
 
+/* Error of b against a in units of the float spacing at a (2^-149 below FLT_MIN). */
+static double ulps_apart(float a, float b) {
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b) ? 0.0 : INFINITY;
+    if (a == b)
+        return 0.0;
+    double m = fabs((double)a);
+    double spacing = m < FLT_MIN ? ldexp(1.0, -149) : ldexp(1.0, ilogb(m) - 23);
+    return fabs((double)b - (double)a) / spacing;
+}
+
+static void test_vmath_builds(void) {
+    enum { N = 200000 };
+    float *x = malloc(N * sizeof(float)), *want = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
+    CHECK(x && want && got);
+    if (!x || !want || !got)
+        goto done;
+    kn_rng rng = kn_rng_seeded(21);
+    for (int i = 0; i < N; i++)
+        x[i] = (kn_rng_uniform(&rng) - 0.5f) * 60.0f;
+    const kn_vmath *generic = kn_vmath_for(KN_VMATH_GENERIC);
+    const kn_vmath *builds[] = {kn_vmath_for(KN_VMATH_AVX2), kn_vmath_for(KN_VMATH_AVX512)};
+    static const size_t offsets[] = {offsetof(kn_vmath, exp), offsetof(kn_vmath, sigmoid),
+        offsetof(kn_vmath, tanh), offsetof(kn_vmath, erf), offsetof(kn_vmath, gelu),
+        offsetof(kn_vmath, gelu_tanh), offsetof(kn_vmath, silu)};
+    for (size_t b = 0; b < 2; b++) {
+        if (!builds[b])
+            continue;
+        for (size_t f = 0; f < sizeof offsets / sizeof offsets[0]; f++) {
+            kn_vmath_fn ref_fn, fast_fn;
+            memcpy(&ref_fn, (const char *)generic + offsets[f], sizeof ref_fn);
+            memcpy(&fast_fn, (const char *)builds[b] + offsets[f], sizeof fast_fn);
+            ref_fn(want, x, N);
+            for (int64_t start = 0, len = 1; start < N; start += len, len = len % 37 + 1)
+                fast_fn(got + start, x + start, start + len <= N ? len : N - start);
+            int beyond = 0;
+            for (int i = 0; i < N; i++) {
+                double allowed = 6.0;
+                if (offsets[f] == offsetof(kn_vmath, gelu) && x[i] < -1.3f)
+                    allowed = 20.0;
+                if (offsets[f] == offsetof(kn_vmath, gelu_tanh) && x[i] < 0.0f) {
+                    double two_u = 1.5957691216 * (x[i] + 0.044715 * x[i] * x[i] * x[i]);
+                    allowed = 6.0 + 6.0 * fabs(two_u);
+                }
+                if (offsets[f] == offsetof(kn_vmath, silu) && x[i] < -87.3f)
+                    allowed = 8.0 + 2.0 * fabs(x[i]);
+                if (ulps_apart(want[i], got[i]) > allowed && beyond++ < 3)
+                    fprintf(stderr, "vmath %s function %zu at %.9g: %.9g vs generic %.9g\n", builds[b]->name,
+                            f, x[i], got[i], want[i]);
+            }
+            CHECK_MSG(beyond == 0, "vmath %s function %zu: %d results beyond the bound", builds[b]->name, f,
+                      beyond);
+        }
+    }
+done:
+    free(x);
+    free(want);
+    free(got);
+}
+
 int main(void) {
     test_against_im2col();
     test_workspace();
@@ -431,5 +499,6 @@ int main(void) {
     test_im2col();
     test_maxpool();
     test_depthwise_row_builds();
+    test_vmath_builds();
     return check_finish();
 }

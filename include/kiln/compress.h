@@ -46,6 +46,33 @@ kiln_status kiln_prune(kiln_graph *graph, const kiln_dataset *data, const kiln_d
 
 /* ---- quantization ----------------------------------------------------------------------------------- */
 
+/* Post-training quantization (docs/compress.md, "Quantization"): the weights of every Conv,
+ * ConvTranspose, Gemm and MatMul stored in 16 to 1 bits, and (unless weights_only) the inputs of those
+ * layers quantized to 8 bits through QuantizeLinear/DequantizeLinear pairs whose scales come from
+ * calibration on `calib`. Biases and normalisation parameters stay f32. */
+typedef struct kiln_quantize_config {
+    int bits;                  /* weight bits: 16, 8 (default), 4, 2 or 1 (binary, +-a per channel) */
+    int bf16;                  /* bits 16: bf16 instead of f16 */
+    int weights_only;          /* no activation quantization (no calibration data needed) */
+    const char *granularity;   /* weight scales: "tensor", "channel" (default), "block:N" */
+    int symmetric;             /* -1 (default): symmetric weights, asymmetric (u8) activations; 0: all
+                                  asymmetric; 1: all symmetric */
+    const char *weight_clip;   /* "minmax", "mse"; NULL (default): mse at 4 bits and below */
+    const char *calib_method;  /* "minmax" (default), "percentile:P", "kl", "mse" */
+    int64_t calib_samples;     /* the first N samples of calib; default 512 */
+    int codebook;              /* K = 2, 4, 16 or 256: k-means codebook weights; 0: affine */
+    int log2;                  /* power-of-two weight levels */
+    int bias_correction;       /* correct biases for the mean output shift of the weight rounding */
+    int recalibrate_bn;        /* re-estimate BatchNormalization statistics on calib */
+    uint64_t seed;             /* k-means++ seed, default 1 */
+} kiln_quantize_config;
+
+kiln_quantize_config kiln_quantize_config_default(void);
+
+/* Quantizes graph in place. calib may be NULL only with weights_only and without bias correction or
+ * BatchNormalization re-estimation. On failure the graph may be partly quantized: load it again. */
+kiln_status kiln_quantize(kiln_graph *graph, const kiln_dataset *calib, const kiln_quantize_config *config);
+
 /* ---- quantization-aware training, gradient quantization ------------------------------------------- */
 
 /* Quantization-aware training (docs/compress.md): kiln_qat_prepare folds BatchNormalization into the

@@ -1,6 +1,7 @@
 #include "core/cpu.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -38,6 +39,20 @@ static void detect(kn_cpu_features *f) {
 }
 #endif
 
+/* KILN_ISA=generic or avx2 hides the features above that level, so that every dispatcher picks the
+ * builds a smaller CPU would run (tests and benchmarks hold the fast paths to the generic ones this
+ * way). Any other value, or none, changes nothing. */
+static void apply_isa_limit(kn_cpu_features *f) {
+    const char *isa = getenv("KILN_ISA");
+    if (!isa)
+        return;
+    if (strcmp(isa, "generic") == 0) {
+        f->avx2 = f->avx512f = f->avx512vnni = f->neon = false;
+    } else if (strcmp(isa, "avx2") == 0) {
+        f->avx512f = f->avx512vnni = false;
+    }
+}
+
 static kn_cpu_features features;
 static int detected;
 
@@ -46,6 +61,7 @@ const kn_cpu_features *kn_cpu(void) {
         kn_cpu_features f;
         memset(&f, 0, sizeof f);
         detect(&f);
+        apply_isa_limit(&f);
         features = f;
         __atomic_store_n(&detected, 1, __ATOMIC_RELEASE);
     }

@@ -1,4 +1,6 @@
-/* CPU features, detected once at run time so one x86-64 binary picks the fastest safe path. */
+/* CPU features, detected once at run time so one x86-64 binary picks the fastest safe path. The
+ * environment variable KILN_ISA=generic (or avx2) reports less than the CPU has: every dispatcher then
+ * runs the generic (or at most AVX2) builds. */
 #ifndef KN_CPU_H
 #define KN_CPU_H
 

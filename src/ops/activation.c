@@ -3,12 +3,16 @@
  * Backward adds dy * f'(x) into dx. Where f' is cheaper in terms of the saved output y it uses y:
  * sigmoid' = y (1 - y), tanh' = 1 - y^2, elu'(x < 0) = y + alpha.
  *
+ * Sigmoid, Tanh and Gelu compute their transcendental functions with kernels/vmath (vectorized; within
+ * a few ULP of libm, see kernels/vmath.h), forward and backward.
+ *
  * FLOPs count one per add, multiply, divide or compare and one per exp / erf / tanh call.
  */
 #include <math.h>
 #include <string.h>
 
 #include "core/status.h"
+#include "kernels/vmath.h"
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
@@ -46,19 +50,10 @@ static bool gradient_wanted(const kn_op_call *call) {
  * saved output), g (= dy[i], loaded unconditionally so that selects need no branch) and alpha, the
  * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, on
  * the team when the tensor is large; the expressions inline into the loops, which vectorise. The
- * backward loop is instantiated twice, with `store` constant, so that neither has a branch. */
-#define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
-    static kiln_status name##_forward(const kn_op_call *call) {                             \
-        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
-        const float *x = kn_f32(call->in[0]);                                               \
-        float *y = kn_f32(call->out[0]);                                                    \
-        int64_t n = kn_numel(call->in[0]);                                                  \
-        (void)alpha;                                                                        \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
-        for (int64_t i = 0; i < n; i++)                                                     \
-            y[i] = (FORWARD);                                                               \
-        return KILN_OK;                                                                     \
-    }                                                                                       \
+ * backward loop is instantiated twice, with `store` constant, so that neither has a branch.
+ * ACTIVATION_BACKWARD writes only the backward, for the activations whose forward is a
+ * kernels/vmath function (vmath_forward). */
+#define ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)                                          \
     static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
                                             float *dx, int64_t n, float alpha, bool store) { \
         (void)alpha, (void)x, (void)y;                                                      \
@@ -83,6 +78,27 @@ static bool gradient_wanted(const kn_op_call *call) {
         return KILN_OK;                                                                     \
     }
 
+#define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
+    static kiln_status name##_forward(const kn_op_call *call) {                             \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]);                                               \
+        float *y = kn_f32(call->out[0]);                                                    \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        (void)alpha;                                                                        \
+        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++)                                                     \
+            y[i] = (FORWARD);                                                               \
+        return KILN_OK;                                                                     \
+    }                                                                                       \
+    ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)
+
+/* y = f(x) by the fastest kernels/vmath build: vectorized range reduction and polynomial instead of
+ * libm (accuracy stated in kernels/vmath.h). */
+static kiln_status vmath_forward(const kn_op_call *call, kn_vmath_fn fn) {
+    kn_vmath_run(fn, kn_f32(call->out[0]), kn_f32(call->in[0]), kn_numel(call->in[0]));
+    return KILN_OK;
+}
+
 /* ---- Relu: max(x, 0), written so that NaN passes through ---- */
 
 ACTIVATION(relu, 0.0f, x[i] < 0.0f ? 0.0f : x[i], x[i] > 0.0f ? g : 0.0f)
@@ -91,15 +107,11 @@ static int64_t relu_flops(const kn_graph *g, const kn_node *node) { return outpu
 
 /* ---- Sigmoid: 1 / (1 + exp(-x)) ---- */
 
-/* exp is only ever taken of a non-positive number, so it cannot overflow for large |x|. */
-static inline float sigmoid(float x) {
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
+static kiln_status sigmoid_forward(const kn_op_call *call) {
+    return vmath_forward(call, kn_vmath_best()->sigmoid);
 }
 
-ACTIVATION(sigmoid, 0.0f, sigmoid(x[i]), g * y[i] * (1.0f - y[i]))
+ACTIVATION_BACKWARD(sigmoid, 0.0f, g * y[i] * (1.0f - y[i]))
 
 static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
     return kn_count_mul(3, output_numel(g, node)); /* exp, add, divide */
@@ -107,7 +119,9 @@ static int64_t sigmoid_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- Tanh ---- */
 
-ACTIVATION(tanh, 0.0f, tanhf(x[i]), g * (1.0f - y[i] * y[i]))
+static kiln_status tanh_forward(const kn_op_call *call) { return vmath_forward(call, kn_vmath_best()->tanh); }
+
+ACTIVATION_BACKWARD(tanh, 0.0f, g * (1.0f - y[i] * y[i]))
 
 static int64_t tanh_flops(const kn_graph *g, const kn_node *node) { return output_numel(g, node); }
 
@@ -152,42 +166,60 @@ static kiln_status gelu_infer(kn_graph *g, const kn_node *node) {
     return unary_infer(g, node);
 }
 
-/* exact: 0.5 x (1 + erf(x / sqrt 2));  d/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi) */
-static inline float gelu_exact_grad(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * KN_SQRT1_2));
-    float pdf = KN_INV_SQRT_2PI * expf(-0.5f * x * x);
-    return cdf + x * pdf;
+/* The gradient a chunk at a time, its erf / exp / tanh from kernels/vmath:
+ * exact: 0.5 x (1 + erf(x / sqrt 2));  d/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ * tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3);
+ *        d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
+enum { GELU_CHUNK = 512 };
+
+static void gelu_grad_chunk(const kn_vmath *vm, gelu_form form, const float *x, float *grad, int64_t n) {
+    float a[GELU_CHUNK], b[GELU_CHUNK];
+    if (form == GELU_EXACT) {
+        for (int64_t i = 0; i < n; i++) {
+            a[i] = x[i] * KN_SQRT1_2;
+            b[i] = -0.5f * x[i] * x[i];
+        }
+        vm->erf(a, a, n);
+        vm->exp(b, b, n);
+        for (int64_t i = 0; i < n; i++)
+            grad[i] = 0.5f * (1.0f + a[i]) + x[i] * (KN_INV_SQRT_2PI * b[i]);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        a[i] = KN_SQRT_2_PI * (x[i] + KN_GELU_CUBIC * x[i] * x[i] * x[i]);
+    vm->tanh(a, a, n);
+    for (int64_t i = 0; i < n; i++) {
+        float t = a[i], du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x[i] * x[i]);
+        grad[i] = 0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * du;
+    }
 }
-
-ACTIVATION(gelu_exact, 0.0f, 0.5f * x[i] * (1.0f + erff(x[i] * KN_SQRT1_2)),
-           g * gelu_exact_grad(x[i]))
-
-/* tanh:  0.5 x (1 + tanh(u)),  u = sqrt(2 / pi) (x + 0.044715 x^3);
- * d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  t = tanh(u),  du/dx = sqrt(2 / pi) (1 + 3 0.044715 x^2) */
-static inline float gelu_tanh_value(float x) {
-    float u = KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
-}
-
-static inline float gelu_tanh_grad(float x) {
-    float x2 = x * x;
-    float t = tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x2 * x));
-    float du = KN_SQRT_2_PI * (1.0f + 3.0f * KN_GELU_CUBIC * x2);
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
-}
-
-ACTIVATION(gelu_tanh, 0.0f, gelu_tanh_value(x[i]), g * gelu_tanh_grad(x[i]))
 
 static kiln_status gelu_forward(const kn_op_call *call) {
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    return form == GELU_EXACT ? gelu_exact_forward(call) : gelu_tanh_forward(call);
+    const kn_vmath *vm = kn_vmath_best();
+    return vmath_forward(call, form == GELU_EXACT ? vm->gelu : vm->gelu_tanh);
 }
 
 static kiln_status gelu_backward(const kn_op_call *call) {
+    if (!gradient_wanted(call))
+        return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    return form == GELU_EXACT ? gelu_exact_backward(call) : gelu_tanh_backward(call);
+    const kn_vmath *vm = kn_vmath_best();
+    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
+    int64_t n = kn_numel(call->in[0]);
+    bool store = kn_din_fresh(call, 0);
+#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += GELU_CHUNK) {
+        int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
+        float grad[GELU_CHUNK];
+        gelu_grad_chunk(vm, form, x + start, grad, len);
+        for (int64_t i = 0; i < len; i++)
+            dx[start + i] = (store ? 0.0f : dx[start + i]) + dy[start + i] * grad[i];
+    }
+    return KILN_OK;
 }
 
 static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {

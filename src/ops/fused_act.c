@@ -4,13 +4,11 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "kernels/vmath.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
 #define KN_FUSED_ACT_PARALLEL_MIN 16384
 
-#define KN_SQRT1_2 0.70710678118654752440f   /* 1 / sqrt(2) */
-#define KN_SQRT_2_PI 0.79788456080286535588f /* sqrt(2 / pi) */
-#define KN_GELU_CUBIC 0.044715f
 
 static const struct {
     const char *name;
@@ -74,17 +72,7 @@ static inline float clip(const kn_fused_act *a, float x) {
     float raised = x < a->lo ? a->lo : x;
     return raised > a->hi ? a->hi : raised;
 }
-static inline float tanh_(const kn_fused_act *a, float x) { (void)a; return tanhf(x); }
 static inline float elu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * expm1f(x) : x; }
-
-/* The same branches as activation.c's sigmoid: exp of a non-positive number only, so no overflow. */
-static inline float sigmoid(const kn_fused_act *a, float x) {
-    (void)a;
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
 
 /* ONNX HardSwish: x * max(0, min(1, x / 6 + 1 / 2)). */
 static inline float hardswish(const kn_fused_act *a, float x) {
@@ -92,14 +80,17 @@ static inline float hardswish(const kn_fused_act *a, float x) {
     return x * fmaxf(0.0f, fminf(1.0f, x * (1.0f / 6.0f) + 0.5f));
 }
 
-static inline float gelu(const kn_fused_act *a, float x) {
-    (void)a;
-    return 0.5f * x * (1.0f + erff(x * KN_SQRT1_2));
-}
-
-static inline float gelu_tanh(const kn_fused_act *a, float x) {
-    (void)a;
-    return 0.5f * x * (1.0f + tanhf(KN_SQRT_2_PI * (x + KN_GELU_CUBIC * x * x * x)));
+/* The kernels/vmath function of the transcendental activations (the standalone ops use the same, so
+ * fusing changes no bit), NULL for the others. */
+static kn_vmath_fn vmath_fn_of(kn_act_kind kind) {
+    const kn_vmath *vm = kn_vmath_best();
+    switch (kind) {
+    case KN_ACT_SIGMOID: return vm->sigmoid;
+    case KN_ACT_TANH: return vm->tanh;
+    case KN_ACT_GELU: return vm->gelu;
+    case KN_ACT_GELU_TANH: return vm->gelu_tanh;
+    default: return NULL;
+    }
 }
 
 /* y[i] = f(act, y[i]) over the n outputs, on the calling thread. */
@@ -116,12 +107,12 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
     case KN_ACT_RELU: KN_ACT_PASS(relu); break;
     case KN_ACT_LEAKYRELU: KN_ACT_PASS(leakyrelu); break;
     case KN_ACT_CLIP: KN_ACT_PASS(clip); break;
-    case KN_ACT_SIGMOID: KN_ACT_PASS(sigmoid); break;
-    case KN_ACT_TANH: KN_ACT_PASS(tanh_); break;
     case KN_ACT_HARDSWISH: KN_ACT_PASS(hardswish); break;
-    case KN_ACT_GELU: KN_ACT_PASS(gelu); break;
-    case KN_ACT_GELU_TANH: KN_ACT_PASS(gelu_tanh); break;
     case KN_ACT_ELU: KN_ACT_PASS(elu); break;
+    case KN_ACT_SIGMOID:
+    case KN_ACT_TANH:
+    case KN_ACT_GELU:
+    case KN_ACT_GELU_TANH: vmath_fn_of(a.kind)(y, y, n); break;
     }
 }
 
@@ -160,12 +151,22 @@ void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *
     case KN_ACT_RELU: KN_ACT_ROWS_PASS(relu); break;
     case KN_ACT_LEAKYRELU: KN_ACT_ROWS_PASS(leakyrelu); break;
     case KN_ACT_CLIP: KN_ACT_ROWS_PASS(clip); break;
-    case KN_ACT_SIGMOID: KN_ACT_ROWS_PASS(sigmoid); break;
-    case KN_ACT_TANH: KN_ACT_ROWS_PASS(tanh_); break;
     case KN_ACT_HARDSWISH: KN_ACT_ROWS_PASS(hardswish); break;
-    case KN_ACT_GELU: KN_ACT_ROWS_PASS(gelu); break;
-    case KN_ACT_GELU_TANH: KN_ACT_ROWS_PASS(gelu_tanh); break;
     case KN_ACT_ELU: KN_ACT_ROWS_PASS(elu); break;
+    case KN_ACT_SIGMOID:
+    case KN_ACT_TANH:
+    case KN_ACT_GELU:
+    case KN_ACT_GELU_TANH: {
+        kn_vmath_fn fn = vmath_fn_of(a.kind);
+        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = y + r * ld, b = bias[r];
+            for (int64_t c = 0; c < cols; c++)
+                row[c] += b;
+            fn(row, row, cols);
+        }
+        break;
+    }
     }
 }
 

@@ -23,6 +23,7 @@
 #include <math.h>
 
 #include "core/status.h"
+#include "kernels/vmath.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
 #include "ops/op.h"
@@ -110,9 +111,9 @@ static inline float softplus(float x) {
 static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, float alpha,
                       float beta) {
     switch (kind) {
-    case UNARY_ERF: KN_UNARY_LOOP(erff(v)); break;
+    case UNARY_ERF: kn_vmath_run(kn_vmath_best()->erf, y, x, n); break;
     case UNARY_SQRT: KN_UNARY_LOOP(sqrtf(v)); break;
-    case UNARY_EXP: KN_UNARY_LOOP(expf(v)); break;
+    case UNARY_EXP: kn_vmath_run(kn_vmath_best()->exp, y, x, n); break;
     case UNARY_LOG: KN_UNARY_LOOP(logf(v)); break;
     case UNARY_NEG: KN_UNARY_LOOP(-v); break;
     case UNARY_ABS: KN_UNARY_LOOP(fabsf(v)); break;

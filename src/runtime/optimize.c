@@ -576,8 +576,22 @@ static kiln_status drop_unused_values(kn_graph *g) {
     return KILN_OK;
 }
 
+/* Every node has as many inputs as its op takes: the rewrites read the inputs their patterns name, so
+ * this is checked once, before any of them runs, whichever loader made the graph. */
+static kiln_status check_arity(const kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (n->n_in < n->op->min_inputs || n->n_in > n->op->max_inputs)
+            return kn_fail(KILN_ERR_FORMAT, "node '%s' (%s) has %d inputs; %s takes %d to %d", n->name,
+                           n->op->name, n->n_in, n->op->name, n->op->min_inputs, n->op->max_inputs);
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *dst, kn_opt_stats *stats) {
     kn_opt_stats s = {.nodes_before = src->n_nodes};
+    kn_graph_init(dst);
+    KN_TRY(check_arity(src));
     kiln_status st = copy_graph(dst, src);
     if (st == KILN_OK && (passes & KN_OPT_DEAD))
         st = remove_dead_nodes(dst, &s.dead_removed);

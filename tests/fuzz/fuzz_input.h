@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *fuzz_write_file(const char *name, const uint8_t *data, size_t size);
 
 /* Creates a session for `model` (the default thread count, a 256 MiB memory limit), zeroes every input
- * at its planned shape and runs once. Errors are fine — a crash, hang or leak is not. */
+ * at its planned shape and runs once if it costs at most 2e7 FLOPs. Errors are fine — a crash, hang or leak is not. */
 void fuzz_run_model(const kiln_model *model);
 
 #endif

@@ -13,6 +13,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -26,6 +27,7 @@ static const struct {
     {"run", cmd_run, "run a model on .npy, image or CSV inputs"},
     {"distill", cmd_distill, "train a student on a teacher's soft targets (knowledge distillation)"},
     {"prune", cmd_prune, "prune weights (stored sparse) or whole channels and neurons, with fine-tuning"},
+    {"quantize", cmd_quantize, "post-training quantization: 16 to 1-bit weights, calibrated 8-bit activations"},
     {"bench", cmd_bench, "latency, throughput and peak memory of a model, with a per-op profile"},
     {"report", cmd_report, "an HTML page comparing models: accuracy against size and latency, per layer"},
 };

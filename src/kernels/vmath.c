@@ -1,0 +1,42 @@
+/* The choice of kernels/vmath.h build for this CPU, and the threaded driver. */
+#include "kernels/vmath.h"
+
+#include <stddef.h>
+
+#include "core/cpu.h"
+
+const kn_vmath *kn_vmath_for(kn_vmath_path path) {
+    switch (path) {
+    case KN_VMATH_GENERIC:
+        return &kn_vmath_generic;
+#ifdef KILN_HAVE_X86_KERNELS
+    case KN_VMATH_AVX2:
+        return kn_cpu()->avx2 ? &kn_vmath_avx2 : NULL;
+    case KN_VMATH_AVX512:
+        return kn_cpu()->avx512f ? &kn_vmath_avx512 : NULL;
+#else
+    case KN_VMATH_AVX2:
+    case KN_VMATH_AVX512:
+        return NULL;
+#endif
+    }
+    return NULL;
+}
+
+const kn_vmath *kn_vmath_best(void) {
+    const kn_vmath *v = kn_vmath_for(KN_VMATH_AVX512);
+    if (!v)
+        v = kn_vmath_for(KN_VMATH_AVX2);
+    return v ? v : &kn_vmath_generic;
+}
+
+/* Below this many elements a call stays on one thread: waking the team costs more than it saves. */
+#define KN_VMATH_PARALLEL_MIN 16384
+/* Spans of this many elements go to the threads whole. */
+#define KN_VMATH_SPAN 4096
+
+void kn_vmath_run(kn_vmath_fn fn, float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= KN_VMATH_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += KN_VMATH_SPAN)
+        fn(y + start, x + start, n - start < KN_VMATH_SPAN ? n - start : KN_VMATH_SPAN);
+}
