@@ -39,7 +39,7 @@ cnn=out/fmnist_cnn.kiln
 common=(--data fashion-mnist --val fashion-mnist:test --threads "$threads" --batch 64 --optimizer adam)
 echo
 echo "== compress fmnist_cnn: global L1 pruning of 90% of the weights, 2 epochs of fine-tuning"
-build/kiln prune "$cnn" "${common[@]}" --method l1 --amount 0.9 --scope global --finetune 2 \
+build/kiln prune "$cnn" "${common[@]}" --method l1 --amount 0.9 --scope global --finetune 2 --lr 5e-4 --lr-schedule cosine \
     --no-latency --out out/cnn_pruned90.kiln
 echo
 echo "== compress fmnist_cnn: post-training int8 (weights per channel, activations from 512 images)"
@@ -47,11 +47,11 @@ build/kiln quantize "$cnn" --bits 8 --calib fashion-mnist --calib-samples 512 --
     --threads "$threads" --out out/cnn_int8.kiln
 echo
 echo "== compress fmnist_cnn: quantization-aware training, int4 weights, 2 epochs"
-build/kiln train --model "$cnn" "${common[@]}" --epochs 2 --qat --bits 4 --out out/cnn_qat_int4.kiln
+build/kiln train --model "$cnn" "${common[@]}" --epochs 2 --lr 5e-4 --schedule cosine --qat --bits 4 --out out/cnn_qat_int4.kiln
 echo
 echo "== compress fmnist_cnn: distillation into a student with a quarter of the channels, 3 epochs"
 sed 's/^conv 32 /conv 8 /; s/^conv 64 /conv 16 /; s/^dense 128/dense 32/' examples/specs/fmnist_cnn.txt > out/student.txt
-build/kiln distill --teacher "$cnn" --student out/student.txt "${common[@]}" --epochs 3 --temperature 4 --alpha 0.9 \
+build/kiln distill --teacher "$cnn" --student out/student.txt "${common[@]}" --epochs 3 \
     --out out/cnn_student.kiln
 
 echo
