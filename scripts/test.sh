@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kiln and runs every test: a Release build, then the same suite under AddressSanitizer and
-# UndefinedBehaviorSanitizer. Installs what it needs first.
+# UndefinedBehaviorSanitizer, then every libFuzzer target for 30 s (scripts/fuzz.sh). Installs what it
+# needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -18,3 +19,6 @@ echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j"$jobs" -LE slow)
+
+echo "== libFuzzer targets, 30 s each (clang, ASan + UBSan)"
+bash scripts/fuzz.sh 30
