@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/rng.h"
 #include "core/status.h"
 #include "format/kiln_file.h"
+#include "runtime/runtime.h"
 #include "train/evaluate.h"
 
 static double now_seconds(void) {
@@ -62,34 +62,6 @@ static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) 
     return st;
 }
 
-/* Every input at `batch` (its first dimension), filled with seeded uniform [0, 1) floats. */
-static kiln_status fill_inputs(kiln_session *s, int64_t batch) {
-    kn_rng rng = kn_rng_seeded(1);
-    for (int i = 0; i < kiln_session_input_count(s); i++) {
-        int ndim;
-        int64_t dims[KILN_MAX_DIMS];
-        kiln_dtype dtype;
-        void *data;
-        size_t bytes;
-        KN_TRY(kiln_session_input_shape(s, i, &ndim, dims));
-        if (ndim >= 1) {
-            dims[0] = batch;
-            KN_TRY(kiln_session_resize_input(s, i, ndim, dims));
-        }
-        KN_TRY(kiln_session_input_dtype(s, i, &dtype));
-        KN_TRY(kiln_session_input_data(s, i, &data, &bytes));
-        memset(data, 0, bytes);
-        for (size_t k = 0; dtype == KILN_DTYPE_F32 && k < bytes / sizeof(float); k++)
-            ((float *)data)[k] = kn_rng_uniform(&rng);
-    }
-    return KILN_OK;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median milliseconds of `runs` runs after two warm-up runs; runs <= 0: as many as fit in about 0.3 s
  * (at least 5, at most 200). */
 static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, double *median_ms) {
@@ -97,7 +69,7 @@ static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, 
     KN_TRY(kiln_session_create(model, NULL, &s));
     double times[200];
     int n = 0;
-    kiln_status st = fill_inputs(s, batch);
+    kiln_status st = kn_session_fill_uniform(s, batch);
     for (int i = 0; st == KILN_OK && i < 2; i++)
         st = kiln_session_run(s);
     double start = now_seconds();
@@ -109,8 +81,7 @@ static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, 
     }
     kiln_session_free(s);
     KN_TRY(st);
-    qsort(times, (size_t)n, sizeof times[0], compare_doubles);
-    *median_ms = 1e3 * (n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]));
+    *median_ms = 1e3 * kn_sort_median(times, n);
     return KILN_OK;
 }
 

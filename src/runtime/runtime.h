@@ -30,4 +30,11 @@ const void *kn_session_arena(const kiln_session *session);
 const void *kn_session_scratch(const kiln_session *session);
 int kn_session_plan_count(const kiln_session *session);
 
+/* Every input of s at `batch` (its first dimension; other open dimensions stay at 1), filled with
+ * seeded uniform [0, 1) floats (integer and bool inputs with zeros, valid indices for any Gather). A
+ * scalar input, which has no batch dimension, is an error. */
+kiln_status kn_session_fill_uniform(kiln_session *s, int64_t batch);
+/* Sorts v (n values) ascending and returns its median (0 for none). */
+double kn_sort_median(double *v, int64_t n);
+
 #endif

@@ -6,9 +6,9 @@
 #include <sys/resource.h>
 
 #include "cli.h"
-#include "core/rng.h"
 #include "core/status.h"
 #include "core/threads.h"
+#include "runtime/runtime.h"
 
 static const char usage[] =
     "M.kiln|M.onnx [--batch B] [--threads T] [--warmup N] [--iters N | --seconds S] [--profile] [--json]";
@@ -27,36 +27,6 @@ typedef struct bench_result {
     kiln_memory_info memory;
     int threads;
 } bench_result;
-
-/* Every input at the batch size, filled with seeded uniform [0, 1) floats (integer and bool inputs
- * with zeros, valid indices for any Gather). Dimensions the model leaves open stay at 1. */
-static kiln_status fill_inputs(kiln_session *s, int64_t batch) {
-    kn_rng rng = kn_rng_seeded(1);
-    for (int i = 0; i < kiln_session_input_count(s); i++) {
-        int ndim;
-        int64_t dims[KILN_MAX_DIMS];
-        kiln_dtype dtype;
-        void *data;
-        size_t bytes;
-        KN_TRY(kiln_session_input_shape(s, i, &ndim, dims));
-        if (ndim < 1)
-            return kn_fail(KILN_ERR_SHAPE, "input '%s' is a scalar: it has no batch dimension",
-                           kiln_session_input_name(s, i));
-        dims[0] = batch;
-        KN_TRY(kiln_session_resize_input(s, i, ndim, dims));
-        KN_TRY(kiln_session_input_dtype(s, i, &dtype));
-        KN_TRY(kiln_session_input_data(s, i, &data, &bytes));
-        memset(data, 0, bytes);
-        for (size_t k = 0; dtype == KILN_DTYPE_F32 && k < bytes / sizeof(float); k++)
-            ((float *)data)[k] = kn_rng_uniform(&rng);
-    }
-    return KILN_OK;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Runs until --iters runs or --seconds have passed; latencies go into a growing array. */
 static kiln_status time_runs(const bench_args *a, kiln_session *s, double **latencies, int64_t *runs) {
@@ -82,7 +52,7 @@ static kiln_status time_runs(const bench_args *a, kiln_session *s, double **late
 }
 
 static kiln_status bench(const bench_args *a, kiln_session *s, bench_result *r) {
-    KN_TRY(fill_inputs(s, a->batch));
+    KN_TRY(kn_session_fill_uniform(s, a->batch));
     for (int64_t i = 0; i < a->warmup; i++)
         KN_TRY(kiln_session_run(s));
     kiln_session_profile_reset(s);
@@ -90,12 +60,11 @@ static kiln_status bench(const bench_args *a, kiln_session *s, bench_result *r) 
     kiln_status st = time_runs(a, s, &latencies, &r->runs);
     if (st == KILN_OK) {
         int64_t n = r->runs;
-        qsort(latencies, (size_t)n, sizeof(double), compare_doubles);
+        r->median = kn_sort_median(latencies, n); /* sorts them: min and p99 below read the order */
         r->total = 0;
         for (int64_t i = 0; i < n; i++)
             r->total += latencies[i];
         r->min = latencies[0];
-        r->median = n % 2 ? latencies[n / 2] : 0.5 * (latencies[n / 2 - 1] + latencies[n / 2]);
         r->p99 = latencies[(int64_t)ceil(0.99 * (double)n) - 1]; // nearest rank
         r->mean = r->total / (double)n;
         st = kiln_session_memory(s, &r->memory);
