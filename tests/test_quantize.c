@@ -100,6 +100,36 @@ static void check_non_finite_refused(void) {
 }
 
 /* A calibration histogram from the fixture. */
+/* A pruned weight (sparse storage) quantized to 8 bits stays sparse: the zeros exact and not stored, the
+ * kept values affine per tensor, each within half a scale of itself. */
+static void check_sparse_stays_sparse(void) {
+    enum { ROWS = 8, COLS = 16 };
+    float w[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        w[i] = i % 5 == 0 ? 0.05f * (float)((i * 7) % 23 - 11) : 0.0f; /* 80% zeros */
+    kn_graph g;
+    fixture_tensor t = {.shape = {2, {ROWS, COLS}}, .data = w};
+    int id = graph_with(&g, &t);
+    CHECK_OK(kn_value_compress(&g, id, &(kn_storage_spec){.encoding = KN_ENC_SPARSE_BITMASK, .values = KN_ENC_F32}));
+    kn_quant_stat stat;
+    CHECK_OK(kn_quant_weight(&g, id, &(kn_weight_quant){.bits = 8, .axis = 0, .symmetric = true}, &stat));
+    const kn_storage *st = g.values[id].storage;
+    CHECK(st && st->encoding == KN_ENC_SPARSE_BITMASK && st->values->encoding == KN_ENC_AFFINE_I8);
+    CHECK(stat.bits == 8);
+    float scale = st && st->values ? st->values->scale[0] : 0;
+    float worst = 0;
+    for (int i = 0; i < ROWS * COLS; i++) {
+        float q = ((const float *)g.values[id].data)[i];
+        if (w[i] == 0.0f)
+            CHECK(q == 0.0f);
+        worst = fmaxf(worst, fabsf(q - w[i]));
+    }
+    CHECK_MSG(worst <= 0.5f * scale * 1.0001f, "error %g, scale %g", (double)worst, (double)scale);
+    printf("pruned weight at 8 bits: %s, worst error %.3g of scale %.3g\n", stat.encoding, (double)worst,
+           (double)scale);
+    kn_graph_free(&g);
+}
+
 static bool hist_load(const fixture *f, const char *name, kn_calib_hist *h) {
     char key[64];
     snprintf(key, sizeof key, "hist/%s/bins", name);
@@ -239,6 +269,7 @@ int main(void) {
         fixture_free(&f);
     }
     check_non_finite_refused();
+    check_sparse_stays_sparse();
     check_public_api();
     return check_finish();
 }

@@ -212,7 +212,8 @@ static void stat_fill(kn_quant_stat *stat, const kn_value *w, const float *orig)
     snprintf(stat->name, sizeof stat->name, "%s", w->name);
     kn_storage_describe(s, stat->encoding, sizeof stat->encoding);
     stat->is_weight = true;
-    stat->bits = s->bits; /* the stored bits: a codebook's index width */
+    stat->bits = kn_encoding_is_sparse(s->encoding) ? s->values->bits : s->bits; /* the stored bits: a
+                                                                                 * codebook's index width */
     stat->lo = lo;
     stat->hi = hi;
     stat->count = n;
@@ -246,6 +247,14 @@ kiln_status kn_quant_weight(kn_graph *g, int id, const kn_weight_quant *q, kn_qu
     kn_storage_spec spec;
     group_fn prepare;
     weight_plan(q, &spec, &prepare);
+    /* A pruned weight (sparse storage) stays sparse, its stored values quantized: per tensor, the one
+     * scale the sparse encodings keep for their values; the zeros stay exact. */
+    if (w->storage && kn_encoding_is_sparse(w->storage->encoding) && kn_encoding_is_affine(spec.encoding) &&
+        spec.block == 0) {
+        spec = (kn_storage_spec){.encoding = w->storage->encoding, .axis = -1, .values = spec.encoding,
+                                 .values_symmetric = spec.symmetric};
+        prepare = NULL;
+    }
     float *orig = malloc(sizeof(float) * (size_t)(n ? n : 1));
     if (!orig)
         return kn_fail(KILN_ERR_NOMEM, "out of memory copying weight '%s'", w->name);

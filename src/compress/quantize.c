@@ -361,32 +361,42 @@ static kiln_status collect_input_means(quant_run *r) {
     return st;
 }
 
+/* Layer i's weight quantized (and its bias corrected when asked). */
+static kiln_status quantize_weight(quant_run *r, int i) {
+    kn_graph *g = r->g;
+    kn_quant_layer *l = &r->layers[i];
+    kn_weight_quant q = weight_quant_of(r->o, l);
+    int64_t n = kn_shape_numel(&g->values[l->weight].shape);
+    float *w_float = r->means ? malloc(sizeof(float) * (size_t)(n ? n : 1)) : NULL;
+    if (r->means && !w_float)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    if (w_float)
+        memcpy(w_float, g->values[l->weight].data, sizeof(float) * (size_t)n);
+    kiln_status st = kn_quant_weight(g, l->weight, &q, &r->weight_stats[i]);
+    if (st == KILN_OK && w_float && r->means[i])
+        bias_correct(g, l, w_float, r->means[i]);
+    free(w_float);
+    if (st != KILN_OK)
+        kn_error_prefix("layer '%s': ", g->nodes[l->node].name);
+    return st;
+}
+
 static kiln_status quantize_weights(quant_run *r) {
     kn_graph *g = r->g;
-    for (int i = 0; i < r->n_layers; i++) {
+    bool *done = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool)); /* weights shared by layers */
+    if (!done)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < r->n_layers && st == KILN_OK; i++) {
         kn_quant_layer *l = &r->layers[i];
-        kn_quant_stat *s = &r->weight_stats[i];
-        snprintf(s->layer, sizeof s->layer, "%s", g->nodes[l->node].name);
-        if (l->bits == 0 || g->values[l->weight].storage) /* f32, or shared with a layer done already */
+        snprintf(r->weight_stats[i].layer, sizeof r->weight_stats[i].layer, "%s", g->nodes[l->node].name);
+        if (l->bits == 0 || done[l->weight]) /* f32, or shared with a layer done already */
             continue;
-        kn_weight_quant q = weight_quant_of(r->o, l);
-        int64_t n = kn_shape_numel(&g->values[l->weight].shape);
-        float *w_float = r->means ? malloc(sizeof(float) * (size_t)(n ? n : 1)) : NULL;
-        if (r->means && !w_float)
-            return kn_fail(KILN_ERR_NOMEM, "out of memory");
-        if (w_float)
-            memcpy(w_float, g->values[l->weight].data, sizeof(float) * (size_t)n);
-        kiln_status st = kn_quant_weight(g, l->weight, &q, s);
-        if (st == KILN_OK && w_float && r->means[i])
-            bias_correct(g, l, w_float, r->means[i]);
-        free(w_float);
-        if (st != KILN_OK) {
-            kn_error_prefix("layer '%s': ", g->nodes[l->node].name);
-            return st;
-        }
-        snprintf(s->layer, sizeof s->layer, "%s", g->nodes[l->node].name);
+        done[l->weight] = true;
+        st = quantize_weight(r, i);
     }
-    return KILN_OK;
+    free(done);
+    return st;
 }
 
 static kiln_status plan_layers(quant_run *r) {
