@@ -9,11 +9,12 @@ its weights read from kiln's ONNX export of the model), compressed the way a PyT
           the x86 engine it ships, with the same default qconfig family (per-channel weights, histogram
           activation observer).
   prune   torch.nn.utils.prune.global_unstructured, L1, over every Conv and Linear weight at --amount, then
-          --epochs of fine-tuning (Adam, lr 1e-3, batch 64; the masks stay), then prune.remove.
+          --epochs of fine-tuning (Adam at --lr with a cosine decay to 0 over the steps, batch 64: what
+          bench/compress.sh gives kiln prune; the masks stay), then prune.remove.
 Prints one JSON line per result: {"method", "accuracy", "file_bytes", "seconds"}; file_bytes is the size of
 the saved state_dict (torch.save), the form a PyTorch user ships.
 Usage: /usr/bin/python3 bench/torch_compress.py MODEL.onnx float|ptq|prune [--amount A] [--epochs E]
-       [--calib N] [--threads T]
+       [--lr LR] [--calib N] [--threads T]
 """
 import argparse
 import gzip
@@ -108,10 +109,12 @@ def ptq(net, train_x, calib):
     return torch.ao.quantization.convert(net)
 
 
-def prune_and_finetune(net, train_x, train_y, amount, epochs):
+def prune_and_finetune(net, train_x, train_y, amount, epochs, lr):
     params = [(m, "weight") for m in (net.conv1, net.conv2, net.fc1, net.fc2)]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = epochs * ((len(train_x) + 63) // 64)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_fn = nn.CrossEntropyLoss()
     torch.manual_seed(1)
     for _ in range(epochs):
@@ -122,6 +125,7 @@ def prune_and_finetune(net, train_x, train_y, amount, epochs):
             opt.zero_grad()
             loss_fn(net(train_x[idx]), train_y[idx]).backward()
             opt.step()
+            schedule.step()
     for m, name in params:
         prune.remove(m, name)
     return net
@@ -134,6 +138,7 @@ def main():
     p.add_argument("--amount", type=float, default=0.9)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--calib", type=int, default=512)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -144,7 +149,7 @@ def main():
     if a.method == "ptq":
         net = ptq(net, train_x, a.calib)
     elif a.method == "prune":
-        net = prune_and_finetune(net, train_x, train_y, a.amount, a.epochs)
+        net = prune_and_finetune(net, train_x, train_y, a.amount, a.epochs, a.lr)
     seconds = time.time() - start
     zeros = sum(int((m.weight == 0).sum()) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     print(json.dumps({"method": a.method, "accuracy": accuracy(net, test_x, test_y), "file_bytes": state_bytes(net),
