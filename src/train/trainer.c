@@ -126,11 +126,11 @@ static kiln_status open_log(trainer *t) {
     const char *path = t->opt->log_path;
     if (!path)
         return KILN_OK;
-    bool append = t->opt->resume;
-    t->log = fopen(path, append ? "a" : "w");
+    /* Always appended to, so that no run destroys an earlier run's log; the header starts an empty file. */
+    t->log = fopen(path, "a");
     if (!t->log)
         return kn_fail(KILN_ERR_IO, "%s: cannot open the log: %s", path, strerror(errno));
-    if (!append || ftell(t->log) == 0)
+    if (ftell(t->log) == 0)
         fprintf(t->log, "epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
     return KILN_OK;
 }

@@ -114,6 +114,10 @@ static int run(const train_args *a) {
     else if (snprintf(checkpoint, sizeof checkpoint, "%s.ckpt", a->out) >= (int)sizeof checkpoint)
         return cli_fail_msg("train", "--out path is too long");
     o.checkpoint_path = checkpoint;
+    const char *outputs[] = {a->out, checkpoint, a->train.log};
+    const char *inputs[] = {input, a->train.data, a->train.val};
+    if ((rc = cli_check_outputs("train", outputs, 3, inputs, 3)))
+        return rc;
     kn_threads_set((int)a->train.threads);
 
     kn_graph g;

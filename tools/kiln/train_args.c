@@ -1,7 +1,10 @@
 #include "train_args.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 cli_train_args cli_train_args_defaults(int64_t epochs) {
     return (cli_train_args){.optimizer = "adam", .loss = "ce", .schedule = "constant", .epochs = epochs,
@@ -158,4 +161,37 @@ void cli_train_on_progress(const kn_train_progress *p, void *user) {
     }
     printf("  |  %.1fs  lr %.3g\n", p->epoch_seconds, (double)p->lr);
     fflush(stdout);
+}
+
+/* Whether `output` is one of the files the DATA string `input` names ("a.csv", "X.npy,Y.npy", ...). */
+static bool names_input(const char *output, const char *input) {
+    char part[4096];
+    for (const char *p = input; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len < sizeof part) {
+            memcpy(part, p, len);
+            part[len] = 0;
+            if (cli_same_file(output, part))
+                return true;
+        }
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
+int cli_check_outputs(const char *command, const char *const *outputs, int n_outputs, const char *const *inputs,
+                      int n_inputs) {
+    for (int i = 0; i < n_outputs; i++) {
+        if (!outputs[i])
+            continue;
+        for (int k = 0; k < n_inputs; k++)
+            if (inputs[k] && names_input(outputs[i], inputs[k]))
+                return cli_fail_msg(command, "%s is an input (%s): refusing to write over it", outputs[i], inputs[k]);
+        char folder[4096];
+        snprintf(folder, sizeof folder, "%s", outputs[i]);
+        const char *dir = dirname(folder);
+        if (access(dir, W_OK) != 0)
+            return cli_fail_msg(command, "cannot write %s: folder %s: %s", outputs[i], dir, strerror(errno));
+    }
+    return 0;
 }

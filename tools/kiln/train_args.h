@@ -38,6 +38,13 @@ const kn_dataset *cli_train_data_train(const cli_train_data *d);
 const kn_dataset *cli_train_data_val(const cli_train_data *d); /* NULL without validation */
 void cli_train_data_free(cli_train_data *d);
 
+/* Refuses, before any work, an output (--out, --checkpoint, --log; NULL entries skipped) that is one of
+ * the inputs (the model, and every file of --data/--val, whose "X.npy,Y.npy" form names two) — the same
+ * file by device and inode, so links count — or whose folder is not writable. Prints the error as
+ * `command` and returns its exit code; 0 when all is well. */
+int cli_check_outputs(const char *command, const char *const *outputs, int n_outputs, const char *const *inputs,
+                      int n_inputs);
+
 /* Progress of kn_train: a bar per epoch on stderr and one line per finished epoch on stdout. */
 typedef struct cli_train_progress {
     cli_progress bar;
