@@ -4,7 +4,8 @@
 # A crash, a leak, an input that takes more than 2 s (a hang) or more than 1 GiB of memory fails the run;
 # the input that did it is kept in build-fuzz/findings/ (reproduce: build-fuzz/tests/fuzz/fuzz_X FILE).
 # The committed seeds stay as they are: new corpus entries go to build-fuzz/corpus/. Inputs that once
-# found a bug are kept in tests/fuzz/regressions/<target>/ and replayed first.
+# found a bug are kept in tests/fuzz/regressions/<target>/ and replayed first. Runs are seeded
+# (FUZZ_SEED, default 1) so that CI repeats the same exploration; another seed explores further.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
@@ -33,7 +34,7 @@ for t in "${targets[@]}"; do
         continue
     fi
     if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 \
-        build-fuzz/tests/fuzz/fuzz_"$t" "$corpus" "${dict[@]}" -max_total_time="$seconds" -timeout=2 \
+        build-fuzz/tests/fuzz/fuzz_"$t" "$corpus" "${dict[@]}" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -timeout=2 \
         -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/"$t"- \
         > "$log" 2>&1; then
         grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$log" | tr '\n' ' '

@@ -37,17 +37,24 @@ bool cli_image_supported(void) {
 
 #ifdef KILN_HAVE_STB_IMAGE
 /* Whether every chunk of a PNG (a file that starts with the PNG signature; anything else passes) lies
- * within the file: 4-byte length, 4-byte type, the data, a 4-byte CRC, up to IEND. */
+ * within the file (4-byte length, 4-byte type, the data, a 4-byte CRC, up to IEND), and the first IDAT
+ * is not empty. */
 static bool png_chunks_fit(const unsigned char *p, size_t size) {
     static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (size < 8 || memcmp(p, signature, 8) != 0)
         return true;
+    bool seen_idat = false;
     for (size_t pos = 8; pos + 8 <= size;) { /* a chunk's length and type are there: stb reads them */
         uint32_t length = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
         if (size - pos < 12 || length > size - pos - 12)
             return false;
         if (memcmp(p + pos + 4, "IEND", 4) == 0)
             return true;
+        /* stb adds an empty first IDAT's length to its still-NULL buffer (undefined behaviour); no
+         * encoder writes one. */
+        if (length == 0 && memcmp(p + pos + 4, "IDAT", 4) == 0 && !seen_idat)
+            return false;
+        seen_idat |= memcmp(p + pos + 4, "IDAT", 4) == 0;
         pos += 12 + (size_t)length;
     }
     return true; /* no IEND: stb reports the truncation itself, allocating nothing more */
@@ -105,7 +112,7 @@ kiln_status cli_image_load(const char *path, int64_t channels, int64_t *height, 
     if (size > INT_MAX || !png_chunks_fit(file, size)) {
         free(file);
         return kn_fail(KILN_ERR_FORMAT, "%s: a truncated or corrupt PNG (a chunk claims more bytes than the file "
-                       "has)", path);
+                       "has, or the first image data chunk is empty)", path);
     }
     if (stbi_info_from_memory(file, (int)size, &w, &h, &file_channels) && (int64_t)w * h > KILN_IMAGE_MAX_PIXELS) {
         free(file);
