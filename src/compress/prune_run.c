@@ -60,9 +60,8 @@ static void snapshot_free(snapshot *s) {
 /* ---- the sensitivity scan ---- */
 
 static kiln_status accuracy_of(kn_graph *g, const kn_dataset *val, double *accuracy) {
-    kn_loss loss = {.reduction = KN_REDUCTION_MEAN};
-    const char *trained_loss = kn_graph_meta(g, "train.loss");
-    KN_TRY(kn_loss_parse(trained_loss ? trained_loss : "ce", &loss.kind));
+    kn_loss loss;
+    KN_TRY(kn_loss_of_model(g, &loss));
     kn_eval_result r;
     KN_TRY(kn_evaluate(g, val, &loss, 256, &r));
     /* Without class labels, the negated loss ranks trials the same way accuracy would. */

@@ -24,9 +24,8 @@ static kiln_status gradient_sums(kn_graph *g, const kn_prune_layer *layers, int 
     if (batch < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "%s has no samples to score the weights on", data->source);
     KN_TRY(kn_check_input_fits(g, data));
-    kn_loss loss = {.reduction = KN_REDUCTION_MEAN};
-    const char *trained_loss = kn_graph_meta(g, "train.loss");
-    KN_TRY(kn_loss_parse(trained_loss ? trained_loss : "ce", &loss.kind));
+    kn_loss loss;
+    KN_TRY(kn_loss_of_model(g, &loss));
     kn_tape tape;
     KN_TRY(kn_tape_init(&tape, g, batch, true));
     kn_objective objective;

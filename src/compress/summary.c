@@ -6,18 +6,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "format/kiln_file.h"
 #include "runtime/runtime.h"
 #include "train/evaluate.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void count_params(const kn_graph *g, kn_model_summary *out) {
     for (int v = 0; v < g->n_values; v++) {
@@ -72,12 +66,12 @@ static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, 
     kiln_status st = kn_session_fill_uniform(s, batch);
     for (int i = 0; st == KILN_OK && i < 2; i++)
         st = kiln_session_run(s);
-    double start = now_seconds();
+    double start = kn_seconds_now();
     int limit = runs > 0 ? (runs < 200 ? runs : 200) : 200;
-    while (st == KILN_OK && n < limit && (runs > 0 || n < 5 || now_seconds() - start < 0.3)) {
-        double t0 = now_seconds();
+    while (st == KILN_OK && n < limit && (runs > 0 || n < 5 || kn_seconds_now() - start < 0.3)) {
+        double t0 = kn_seconds_now();
         st = kiln_session_run(s);
-        times[n++] = now_seconds() - t0;
+        times[n++] = kn_seconds_now() - t0;
     }
     kiln_session_free(s);
     KN_TRY(st);
@@ -88,9 +82,8 @@ static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, 
 static kiln_status evaluate_saved(const void *buf, size_t size, const kn_summary_options *o, kn_model_summary *out) {
     kn_graph copy;
     KN_TRY(kn_kiln_load_buffer(buf, size, &copy, NULL, NULL));
-    kn_loss loss = {.reduction = KN_REDUCTION_MEAN};
-    const char *trained_loss = kn_graph_meta(&copy, "train.loss");
-    kiln_status st = kn_loss_parse(trained_loss ? trained_loss : "ce", &loss.kind);
+    kn_loss loss;
+    kiln_status st = kn_loss_of_model(&copy, &loss);
     kn_eval_result r = {0};
     if (st == KILN_OK)
         st = kn_evaluate(&copy, o->data, &loss, o->eval_batch > 0 ? o->eval_batch : 256, &r);

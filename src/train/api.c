@@ -107,17 +107,7 @@ kiln_status kiln_dataset_load(const char *data, const kiln_graph *graph, kiln_da
     if (!data || !dataset)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_dataset_load: NULL argument");
     *dataset = NULL;
-    kn_data_options options = {.quiet = true};
-    if (graph) {
-        const kn_graph *g = &graph->g;
-        options.class_names = g->class_names;
-        options.class_count = g->n_classes;
-        if (g->input_mean && g->input_std) {
-            options.feature_mean = g->input_mean;
-            options.feature_std = g->input_std;
-            options.feature_count = g->n_norm;
-        }
-    }
+    kn_data_options options = graph ? kn_data_options_for_model(&graph->g) : (kn_data_options){.quiet = true};
     kiln_dataset *ds = calloc(1, sizeof *ds);
     if (!ds)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for a dataset");
@@ -185,9 +175,8 @@ kiln_status kiln_train(kiln_graph *graph, const kiln_dataset *train, const kiln_
 kiln_status kiln_evaluate(kiln_graph *graph, const kiln_dataset *dataset, int64_t batch, kiln_metrics *metrics) {
     if (!graph || !dataset || !metrics)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_evaluate: NULL argument");
-    kn_loss loss = {.reduction = KN_REDUCTION_MEAN};
-    const char *trained_loss = kn_graph_meta(&graph->g, "train.loss");
-    KN_TRY(kn_loss_parse(trained_loss ? trained_loss : "ce", &loss.kind));
+    kn_loss loss;
+    KN_TRY(kn_loss_of_model(&graph->g, &loss));
     kn_eval_result r;
     KN_TRY(kn_evaluate(&graph->g, &dataset->d, &loss, batch > 0 ? batch : 256, &r));
     metrics->count = r.count;

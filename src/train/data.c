@@ -5,17 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
+#include "core/graph.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "train/data_internal.h"
-
-static double seconds_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* "X.npy,Y.npy": splits at the comma and loads the pair. */
 static kiln_status load_npy_pair(const char *data, kn_dataset *out) {
@@ -70,7 +65,7 @@ kiln_status kn_dataset_load(const char *data, const kn_data_options *options, kn
     memset(out, 0, sizeof *out);
     if (!data || !*data)
         return kn_fail(KILN_ERR_INVALID_ARG, "DATA is empty");
-    double start = seconds_now();
+    double start = kn_seconds_now();
     kiln_status st = load_by_form(data, options, out);
     if (st == KILN_OK && !(out->source = kn_data_strdup(data)))
         st = kn_fail(KILN_ERR_NOMEM, "out of memory");
@@ -79,7 +74,7 @@ kiln_status kn_dataset_load(const char *data, const kn_data_options *options, kn
         return st;
     }
     if (!options->quiet)
-        print_summary(out, seconds_now() - start);
+        print_summary(out, kn_seconds_now() - start);
     return KILN_OK;
 }
 
@@ -237,4 +232,14 @@ int64_t kn_batcher_next(kn_batcher *b, float *x, int64_t *labels, float *targets
 void kn_batcher_free(kn_batcher *b) {
     free(b->order);
     memset(b, 0, sizeof *b);
+}
+
+kn_data_options kn_data_options_for_model(const kn_graph *g) {
+    kn_data_options o = {.quiet = true, .class_names = g->class_names, .class_count = g->n_classes};
+    if (g->input_mean && g->input_std) {
+        o.feature_mean = g->input_mean;
+        o.feature_std = g->input_std;
+        o.feature_count = g->n_norm;
+    }
+    return o;
 }

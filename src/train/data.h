@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/graph.h"
 #include "core/tensor.h"
 #include "kiln/kiln.h"
 
@@ -45,6 +46,10 @@ typedef struct kn_data_options {
     int64_t class_count;
     bool quiet;               /* no progress output (otherwise one summary line on stderr) */
 } kn_data_options;
+
+/* Options that load data the way model g expects it: with its input standardisation and class names
+ * when it has them (quiet, the last column the target). */
+kn_data_options kn_data_options_for_model(const kn_graph *g);
 
 /* Loads DATA into `out` (zeroed first; freed again on failure). `options` may be NULL. */
 kiln_status kn_dataset_load(const char *data, const kn_data_options *options, kn_dataset *out);

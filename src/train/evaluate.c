@@ -87,3 +87,9 @@ kiln_status kn_evaluate(kn_graph *g, const kn_dataset *ds, const kn_loss *loss, 
         kn_eval_result_free(r);
     return st;
 }
+
+kiln_status kn_loss_of_model(const kn_graph *g, kn_loss *loss) {
+    *loss = (kn_loss){.reduction = KN_REDUCTION_MEAN};
+    const char *trained = kn_graph_meta(g, "train.loss");
+    return kn_loss_parse(trained ? trained : "ce", &loss->kind);
+}

@@ -13,6 +13,10 @@ typedef struct kn_eval_result {
     int64_t *confusion;   /* (class_count, class_count): row = true class, column = predicted; or NULL */
 } kn_eval_result;
 
+/* The loss the model was trained with (its "train.loss" metadata; cross-entropy without it), mean
+ * reduction: what evaluation, pruning scores and compression summaries measure it by. */
+kiln_status kn_loss_of_model(const kn_graph *g, kn_loss *loss);
+
 /* Evaluates g (inference mode) on ds in batches of `batch`. */
 kiln_status kn_evaluate(kn_graph *g, const kn_dataset *ds, const kn_loss *loss, int64_t batch, kn_eval_result *r);
 /* The same on an already bound tape and objective (the trainer's validation pass). */

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
@@ -26,12 +26,6 @@ typedef struct trainer {
     FILE *log;
     int64_t epochs_done, step;
 } trainer;
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void trainer_release(trainer *t) {
     kn_optim_free(t->optim);
@@ -261,7 +255,7 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         correct_sum += correct;
         seen += n;
 
-        double elapsed = now_seconds() - run_start;
+        double elapsed = kn_seconds_now() - run_start;
         int64_t steps_run = t->step - steps_before;
         p->event = KN_PROGRESS_STEP;
         p->batch_index = b + 1;
@@ -287,9 +281,9 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
     int64_t steps_total = batches * opt->epochs;
     int64_t steps_before = t->step;
-    double run_start = now_seconds();
+    double run_start = kn_seconds_now();
     for (int64_t epoch = t->epochs_done; epoch < opt->epochs; epoch++) {
-        double epoch_start = now_seconds();
+        double epoch_start = kn_seconds_now();
         kn_train_progress p = {.epoch = epoch + 1, .epochs = opt->epochs};
         KN_TRY(run_epoch(t, train, epoch, run_start, steps_total, steps_before, &p));
         r->train_loss = p.loss;
@@ -307,7 +301,7 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
         }
         t->epochs_done = epoch + 1;
         p.event = KN_PROGRESS_EPOCH;
-        p.epoch_seconds = now_seconds() - epoch_start;
+        p.epoch_seconds = kn_seconds_now() - epoch_start;
         log_epoch(t, &p);
         if (opt->checkpoint_path)
             KN_TRY(write_checkpoint(t));
@@ -316,7 +310,7 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
     }
     r->epochs_done = t->epochs_done;
     r->steps = t->step;
-    r->seconds = now_seconds() - run_start;
+    r->seconds = kn_seconds_now() - run_start;
     r->samples_per_second = r->seconds > 0 ? (double)((t->step - steps_before) * opt->batch) / r->seconds : 0;
     return KILN_OK;
 }

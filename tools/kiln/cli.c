@@ -6,21 +6,17 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "ops/op.h"
 #include "runtime/runtime.h"
 #include "train/api.h"
 
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double cli_now(void) { return kn_seconds_now(); }
 
 void cli_print_help(FILE *out, const char *command, const char *usage, const cli_option *options, int n_options) {
     fprintf(out, "usage: kiln %s %s\n", command, usage);

@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "compress/prune.h"
@@ -24,12 +23,6 @@ typedef struct prune_args {
     bool sensitivity, no_latency;
 } prune_args;
 
-/* ---- checks before anything is loaded ---- */
-
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 /* The kn_prune_config the options ask for; prints the error and returns 1 when one is bad. */
 static int build_config(const prune_args *a, char *skip_buf, size_t skip_size, kn_prune_config *c) {
@@ -72,7 +65,7 @@ static int build_config(const prune_args *a, char *skip_buf, size_t skip_size, k
     const char *input = a->resume ? a->resume : a->model;
     if (!cli_has_suffix(a->out, ".kiln") && !cli_has_suffix(a->out, ".onnx"))
         return cli_fail_msg("prune", "--out %s: the output must end in .kiln or .onnx", a->out);
-    if (same_file(input, a->out) || strcmp(input, a->out) == 0)
+    if (cli_same_file(input, a->out) || strcmp(input, a->out) == 0)
         return cli_fail_msg("prune", "--out %s is the input model; write somewhere else", a->out);
     return 0;
 }

@@ -2,7 +2,6 @@
  * per-layer report and a before/after table (docs/compress.md, "Quantization"). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "compress/mixed.h"
@@ -94,15 +93,9 @@ static bool options_build(const quantize_args *a, kn_quant_options *o, char **sk
     return true;
 }
 
-/* Whether two paths name the same existing file. */
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 static kiln_status load_data(const char *data, const kn_graph *g, kn_dataset *ds) {
-    kn_data_options options = {.quiet = true, .feature_mean = g->input_mean, .feature_std = g->input_std,
-                               .feature_count = g->n_norm, .class_names = g->class_names, .class_count = g->n_classes};
+    kn_data_options options = kn_data_options_for_model(g);
     KN_TRY(kn_dataset_load(data, &options, ds));
     kiln_status st = kn_check_input_fits(g, ds);
     if (st != KILN_OK)
@@ -148,7 +141,7 @@ int cmd_quantize(int argc, char **argv) {
         return cli_fail_msg("quantize", "--out is required (or --dry-run)");
     if (a.out && !cli_has_suffix(a.out, ".kiln") && !cli_has_suffix(a.out, ".onnx"))
         return cli_fail_msg("quantize", "the output '%s' must end in .kiln or .onnx", a.out);
-    if (a.out && same_file(model, a.out))
+    if (a.out && cli_same_file(model, a.out))
         return cli_fail_msg("quantize", "the output '%s' is the input model; write to another file", a.out);
     kn_quant_options o;
     char *skip_copy = NULL;

@@ -34,9 +34,7 @@ static const char *base_name(const char *path) {
 static kiln_status measure(const char *path, const char *data, bool latency, kn_graph *g, kn_model_summary *s) {
     KN_TRY(cli_load_model(path, 1, g, NULL, NULL));
     kn_dataset ds = {0};
-    kn_data_options data_options = {.quiet = true, .feature_mean = g->input_mean, .feature_std = g->input_std,
-                                    .feature_count = g->n_norm, .class_names = g->class_names,
-                                    .class_count = g->n_classes};
+    kn_data_options data_options = kn_data_options_for_model(g);
     kiln_status st = data ? kn_dataset_load(data, &data_options, &ds) : KILN_OK;
     kn_summary_options o = {.data = data ? &ds : NULL, .latency = latency};
     if (st == KILN_OK)

@@ -87,13 +87,9 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
 
 kiln_status cli_train_data_load(const cli_train_args *a, const kn_graph *g, cli_train_data *d) {
     memset(d, 0, sizeof *d);
-    kn_data_options data_options = {.label_column = a->label, .quiet = a->quiet || a->json,
-                                    .class_names = g->class_names, .class_count = g->n_classes};
-    if (g->input_mean && g->input_std) {
-        data_options.feature_mean = g->input_mean;
-        data_options.feature_std = g->input_std;
-        data_options.feature_count = g->n_norm;
-    }
+    kn_data_options data_options = kn_data_options_for_model(g);
+    data_options.label_column = a->label;
+    data_options.quiet = a->quiet || a->json;
     kiln_status st = kn_dataset_load(a->data, &data_options, &d->all);
     if (st == KILN_OK && a->val) {
         kn_data_options val_options = data_options;
