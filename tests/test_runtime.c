@@ -378,6 +378,29 @@ static void test_activation_fusion(void) {
     s = check_pass("activation: not into a shared output or an Add", &g, KN_OPT_ALL);
     CHECK(s.activations_fused == 0 && s.nodes_after == 4);
 
+    // SiLU as Mul(x, Sigmoid(x)), both operand orders; then one whose x has a third reader.
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 3, 6, 6));
+    y = add_conv(&g, x, 3, 4, 1, true);
+    int sig = add_op(&g, "Sigmoid", 1, &y);
+    y = add_op(&g, "Mul", 2, (int[]){y, sig});
+    y = add_gemm(&g, add_op(&g, "Flatten", 1, &y), 144, 5, true, true);
+    sig = add_op(&g, "Sigmoid", 1, &y);
+    y = add_op(&g, "Mul", 2, (int[]){sig, y});
+    set_output(&g, y);
+    s = check_pass("activation: Conv + SiLU, Gemm + SiLU (Mul order)", &g, KN_OPT_ACTIVATION);
+    CHECK(s.activations_fused == 2 && s.nodes_after == 3);
+
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 5));
+    conv = add_gemm(&g, x, 5, 4, true, true);
+    sig = add_op(&g, "Sigmoid", 1, &conv);
+    y = add_op(&g, "Mul", 2, (int[]){conv, sig});
+    y = add_op(&g, "Add", 2, (int[]){y, conv});
+    set_output(&g, y);
+    s = check_pass("activation: not SiLU when x has a third reader", &g, KN_OPT_ACTIVATION);
+    CHECK(s.activations_fused == 0 && s.nodes_after == 4);
+
     if (kn_op_find("Clip") && kn_op_find("HardSwish")) {
         kn_graph_init(&g);
         x = add_input(&g, SHAPE(1, 5));

@@ -16,7 +16,7 @@ static const struct {
 } fusable[] = {
     {"Relu", KN_ACT_RELU},       {"LeakyRelu", KN_ACT_LEAKYRELU}, {"Clip", KN_ACT_CLIP},
     {"Sigmoid", KN_ACT_SIGMOID}, {"Tanh", KN_ACT_TANH},           {"HardSwish", KN_ACT_HARDSWISH},
-    {"Gelu", KN_ACT_GELU},       {"Elu", KN_ACT_ELU},
+    {"Gelu", KN_ACT_GELU},       {"Elu", KN_ACT_ELU},             {"Silu", KN_ACT_SILU},
 };
 
 static kn_act_kind kind_of(const char *op_name) {
@@ -89,6 +89,7 @@ static kn_vmath_fn vmath_fn_of(kn_act_kind kind) {
     case KN_ACT_TANH: return vm->tanh;
     case KN_ACT_GELU: return vm->gelu;
     case KN_ACT_GELU_TANH: return vm->gelu_tanh;
+    case KN_ACT_SILU: return vm->silu;
     default: return NULL;
     }
 }
@@ -112,7 +113,8 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
     case KN_ACT_GELU:
-    case KN_ACT_GELU_TANH: vmath_fn_of(a.kind)(y, y, n); break;
+    case KN_ACT_GELU_TANH:
+    case KN_ACT_SILU: vmath_fn_of(a.kind)(y, y, n); break;
     }
 }
 
@@ -156,7 +158,8 @@ void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
     case KN_ACT_GELU:
-    case KN_ACT_GELU_TANH: {
+    case KN_ACT_GELU_TANH:
+    case KN_ACT_SILU: {
         kn_vmath_fn fn = vmath_fn_of(a.kind);
         _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
         for (int64_t r = 0; r < rows; r++) {

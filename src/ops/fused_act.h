@@ -4,12 +4,15 @@
  * ops and records it in attributes of the producer, which then applies it to its output right after
  * computing it, while the values are still in cache:
  *
- *   kn_activation    "Relu" "LeakyRelu" "Clip" "Sigmoid" "Tanh" "HardSwish" "Gelu" "Elu"
+ *   kn_activation    "Relu" "LeakyRelu" "Clip" "Sigmoid" "Tanh" "HardSwish" "Gelu" "Elu", and "Silu":
+ *                    x sigmoid(x), which ONNX writes as Mul(x, Sigmoid(x)) and the optimizer fuses whole
  *   kn_alpha         LeakyRelu's slope (default 0.01), Elu's alpha (default 1)
  *   kn_min, kn_max   Clip's bounds (default -inf, +inf)
  *   kn_approximate   Gelu's form: "none" (erf, default) or "tanh"
  *
- * The formulas are those of the standalone ops (src/ops/activation.c, ONNX for Clip and HardSwish).
+ * The formulas are those of the standalone ops (src/ops/activation.c, ONNX for Clip and HardSwish); the
+ * transcendental ones call kernels/vmath as the standalone ops do, so fusing changes no bit (Silu's
+ * vmath function is x times the same sigmoid, rounded as Mul rounds it).
  * Fused nodes exist for inference only: training graphs are never optimized, and backward refuses them.
  */
 #ifndef KN_FUSED_ACT_H
@@ -27,7 +30,8 @@ typedef enum kn_act_kind {
     KN_ACT_HARDSWISH,
     KN_ACT_GELU,
     KN_ACT_GELU_TANH,
-    KN_ACT_ELU
+    KN_ACT_ELU,
+    KN_ACT_SILU
 } kn_act_kind;
 
 typedef struct kn_fused_act {

@@ -117,15 +117,17 @@ static int *count_reads(const kn_graph *g) {
     return reads;
 }
 
-/* The node producing value v when v is an activation read by exactly one node input and not a graph
- * output, so that a fusion may hide it; NULL otherwise. */
-static kn_node *sole_producer(kn_graph *g, const int *reads, int v) {
-    if (v < 0 || g->values[v].kind != KN_VALUE_ACT || g->values[v].producer < 0 || reads[v] != 1 ||
+/* The node producing value v when v is an activation read by exactly `n_reads` node inputs and not a
+ * graph output, so that a fusion of those readers may hide it; NULL otherwise. */
+static kn_node *producer_read_by(kn_graph *g, const int *reads, int v, int n_reads) {
+    if (v < 0 || g->values[v].kind != KN_VALUE_ACT || g->values[v].producer < 0 || reads[v] != n_reads ||
         is_graph_output(g, v))
         return NULL;
     kn_node *p = &g->nodes[g->values[v].producer];
     return p->op ? p : NULL;
 }
+
+static kn_node *sole_producer(kn_graph *g, const int *reads, int v) { return producer_read_by(g, reads, v, 1); }
 
 /* Nodes are removed in two steps: a pass marks them (op = NULL), then this drops them. */
 static void mark_removed(kn_node *n) { n->op = NULL; }
@@ -524,6 +526,43 @@ static kiln_status record_activation(kn_graph *g, int prod, const kn_node *act) 
     return KILN_OK;
 }
 
+/* A node that can apply a fused activation to its output and has none yet. */
+static bool takes_activation(const kn_node *prod) {
+    return prod && (op_is(prod, "Conv") || op_is(prod, "Gemm") || op_is(prod, "MatMul")) &&
+           !kn_node_attr(prod, "kn_activation");
+}
+
+/* The Sigmoid node of SiLU written as Mul(x, Sigmoid(x)) (either order) when `mul` is that Mul and the
+ * Sigmoid's output is read by it alone; NULL otherwise. */
+static kn_node *silu_sigmoid(kn_graph *g, const int *reads, const kn_node *mul) {
+    if (!op_is(mul, "Mul") || mul->n_in != 2 || mul->n_out != 1)
+        return NULL;
+    for (int k = 0; k < 2; k++) {
+        kn_node *sig = sole_producer(g, reads, mul->in[k]);
+        if (sig && op_is(sig, "Sigmoid") && sig->n_out == 1 && sig->in[0] == mul->in[1 - k])
+            return sig;
+    }
+    return NULL;
+}
+
+/* Conv/Gemm/MatMul -> x, Mul(x, Sigmoid(x)) -> y becomes the producer with a fused "Silu" writing y,
+ * when x and the Sigmoid's output have no other reader. */
+static kiln_status fuse_silu(kn_graph *g, int *reads, kn_node *mul, int *fused) {
+    kn_node *sig = silu_sigmoid(g, reads, mul);
+    if (!sig)
+        return KILN_OK;
+    int x = sig->in[0];
+    kn_node *prod = producer_read_by(g, reads, x, 2);
+    if (!takes_activation(prod))
+        return KILN_OK;
+    KN_TRY(kn_node_set_string(g, (int)(prod - g->nodes), "kn_activation", "Silu"));
+    take_over_output(g, prod, x, mul->out[0]);
+    mark_removed(sig);
+    mark_removed(mul);
+    (*fused)++;
+    return KILN_OK;
+}
+
 static kiln_status fuse_activations(kn_graph *g, int *fused) {
     int *reads = count_reads(g);
     if (!reads)
@@ -531,13 +570,18 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kn_node *act = &g->nodes[i];
-        if (!act->op || !kn_fused_act_supported(act->op->name) || act->n_out != 1)
+        if (!act->op)
+            continue;
+        if (op_is(act, "Mul")) {
+            st = fuse_silu(g, reads, act, fused);
+            continue;
+        }
+        if (!kn_fused_act_supported(act->op->name) || act->n_out != 1)
             continue;
         if (op_is(act, "Clip") && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
             continue;
         kn_node *prod = sole_producer(g, reads, act->in[0]);
-        if (!prod || !(op_is(prod, "Conv") || op_is(prod, "Gemm") || op_is(prod, "MatMul")) ||
-            kn_node_attr(prod, "kn_activation"))
+        if (!takes_activation(prod))
             continue;
         st = record_activation(g, (int)(prod - g->nodes), act);
         if (st != KILN_OK)

@@ -16,7 +16,8 @@
  *                      which normalises with batch statistics
  *   KN_OPT_BIAS        fuses MatMul followed by an Add of a constant row into MatMul with a bias
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
- *                      Conv, Gemm or MatMul before it (ops/fused_act.h)
+ *                      Conv, Gemm or MatMul before it (ops/fused_act.h), and SiLU written as
+ *                      Mul(x, Sigmoid(x)): both nodes go, when x is read by those two alone
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
