@@ -350,49 +350,60 @@ static void test_activation_gradients(void) {
 
 /* ---- Softmax / LogSoftmax ---- */
 
-static void test_softmax_values(void) {
-    const kn_shape shape = SHAPE(3, 4, 5);
-    const int axes[] = {0, 1, 2, -1, -3};
-    for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++) {
-        for (int log_form = 0; log_form < 2; log_form++) {
-            single_op t;
-            single_op_unary(&t, log_form ? "LogSoftmax" : "Softmax", shape);
-            CHECK_OK(kn_node_set_int(&t.g, t.node, "axis", axes[a]));
-            float *x = data_of(&t, 0);
-            fill_uniform(x, 60, 5 + a, -5.0f, 5.0f);
-            kn_tensor *outs = opcheck_forward(&t.g, t.node, false);
-            CHECK(outs != NULL);
-            if (!outs) {
-                kn_graph_free(&t.g);
-                continue;
+/* Softmax or LogSoftmax of `shape` along `axis` against the formula in double. */
+static void check_softmax_case(kn_shape shape, int axis_attr, bool log_form, uint64_t seed) {
+    single_op t;
+    single_op_unary(&t, log_form ? "LogSoftmax" : "Softmax", shape);
+    CHECK_OK(kn_node_set_int(&t.g, t.node, "axis", axis_attr));
+    float *x = data_of(&t, 0);
+    fill_uniform(x, numel_of(&t, 0), seed, -5.0f, 5.0f);
+    kn_tensor *outs = opcheck_forward(&t.g, t.node, false);
+    CHECK(outs != NULL);
+    if (!outs) {
+        kn_graph_free(&t.g);
+        return;
+    }
+    const float *y = outs[0].data;
+    int axis = kn_axis_normalize(axis_attr, shape.ndim);
+    int64_t len = shape.d[axis], inner = kn_shape_span(&shape, axis + 1, shape.ndim);
+    double max_diff = 0, max_sum_error = 0;
+    for (int64_t o = 0; o < kn_shape_span(&shape, 0, axis); o++) {
+        for (int64_t i = 0; i < inner; i++) {
+            const float *xl = x + o * len * inner + i;
+            const float *yl = y + o * len * inner + i;
+            double denominator = 0, sum = 0;
+            for (int64_t k = 0; k < len; k++)
+                denominator += exp((double)xl[k * inner]);
+            for (int64_t k = 0; k < len; k++) {
+                double p = exp((double)xl[k * inner]) / denominator;
+                double want = log_form ? log(p) : p;
+                max_diff = fmax(max_diff, fabs(yl[k * inner] - want));
+                sum += log_form ? exp((double)yl[k * inner]) : yl[k * inner];
             }
-            const float *y = outs[0].data;
-            int axis = kn_axis_normalize(axes[a], 3);
-            int64_t len = shape.d[axis], inner = kn_shape_span(&shape, axis + 1, 3);
-            double max_diff = 0, max_sum_error = 0;
-            for (int64_t o = 0; o < kn_shape_span(&shape, 0, axis); o++) {
-                for (int64_t i = 0; i < inner; i++) {
-                    const float *xl = x + o * len * inner + i;
-                    const float *yl = y + o * len * inner + i;
-                    double denominator = 0, sum = 0;
-                    for (int64_t k = 0; k < len; k++)
-                        denominator += exp((double)xl[k * inner]);
-                    for (int64_t k = 0; k < len; k++) {
-                        double p = exp((double)xl[k * inner]) / denominator;
-                        double want = log_form ? log(p) : p;
-                        max_diff = fmax(max_diff, fabs(yl[k * inner] - want));
-                        sum += log_form ? exp((double)yl[k * inner]) : yl[k * inner];
-                    }
-                    max_sum_error = fmax(max_sum_error, fabs(sum - 1));
-                }
-            }
-            printf("%-10s axis %2d: max diff from double %.3g, max |sum of probabilities - 1| %.3g\n",
-                   t.g.nodes[0].op->name, axes[a], max_diff, max_sum_error);
-            CHECK(max_diff < 1e-6);
-            CHECK(max_sum_error < 1e-6);
-            opcheck_free_outputs(outs, 1);
-            kn_graph_free(&t.g);
+            max_sum_error = fmax(max_sum_error, fabs(sum - 1));
         }
+    }
+    char dims[64];
+    printf("%-10s %s axis %2d: max diff from double %.3g, max |sum of probabilities - 1| %.3g\n",
+           t.g.nodes[0].op->name, kn_shape_str(&shape, dims, sizeof dims), axis_attr, max_diff, max_sum_error);
+    CHECK(max_diff < 1e-6);
+    CHECK(max_sum_error < 1e-6);
+    opcheck_free_outputs(outs, 1);
+    kn_graph_free(&t.g);
+}
+
+static void test_softmax_values(void) {
+    const int axes[] = {0, 1, 2, -1, -3};
+    for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++)
+        for (int log_form = 0; log_form < 2; log_form++)
+            check_softmax_case(SHAPE(3, 4, 5), axes[a], log_form, 5 + a);
+    /* The blocked paths' edges (ops/softmax.c): lanes side by side in more than one chunk with a
+     * partial last one, row blocks with a partial last one, one row longer than a block. */
+    for (int log_form = 0; log_form < 2; log_form++) {
+        check_softmax_case(SHAPE(2, 3, 300), 1, log_form, 11);
+        check_softmax_case(SHAPE(5, 520), 0, log_form, 12);
+        check_softmax_case(SHAPE(700, 5), -1, log_form, 13);
+        check_softmax_case(SHAPE(2, 2100), -1, log_form, 14);
     }
 
     /* Large logits: without the max subtracted, exp(1000) would overflow to inf and give NaN. */
@@ -433,6 +444,21 @@ static void test_softmax_gradients(void) {
             char what[64];
             snprintf(what, sizeof what, "%s axis %d of (3, 4, 5)", log_form ? "LogSoftmax" : "Softmax",
                      axes[a]);
+            check_gradients(what, &t);
+            check_backward_accumulates(what, &t);
+            kn_graph_free(&t.g);
+        }
+    }
+    /* More than one chunk of lanes side by side, and a row longer than one chunk of the backward. */
+    const struct { kn_shape shape; int axis; } wide[] = {{SHAPE(2, 3, 260), 1}, {SHAPE(2, 300), -1}};
+    for (size_t c = 0; c < sizeof wide / sizeof wide[0]; c++) {
+        for (int log_form = 0; log_form < 2; log_form++) {
+            single_op t;
+            single_op_unary(&t, log_form ? "LogSoftmax" : "Softmax", wide[c].shape);
+            CHECK_OK(kn_node_set_int(&t.g, t.node, "axis", wide[c].axis));
+            fill_uniform(data_of(&t, 0), numel_of(&t, 0), 41 + c, -3.0f, 3.0f);
+            char what[64];
+            snprintf(what, sizeof what, "%s wide case %zu", log_form ? "LogSoftmax" : "Softmax", c);
             check_gradients(what, &t);
             check_backward_accumulates(what, &t);
             kn_graph_free(&t.g);

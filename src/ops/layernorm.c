@@ -10,6 +10,7 @@
  */
 #include <math.h>
 
+#include "ops/lane_sum.h"
 #include "ops/op.h"
 
 enum { LN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
@@ -87,19 +88,15 @@ static kiln_status ln_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* Mean and 1 / sqrt(biased variance + epsilon) of one row; two passes for accuracy. */
+/* Mean and 1 / sqrt(biased variance + epsilon) of one row; two passes for accuracy, each in
+ * kn_lane_sum's vectorized lanes. The second pass centres on the mean rounded to float, c, and takes
+ * out the exact (m - c)^2 that adds: mean((x - c)^2) = variance + (m - c)^2. */
 static void ln_row_moments(const float *x, int64_t D, float epsilon, double *mean, double *inv_std) {
-    double sum = 0;
-    for (int64_t j = 0; j < D; j++)
-        sum += x[j];
-    double m = sum / (double)D;
-    double squares = 0;
-    for (int64_t j = 0; j < D; j++) {
-        double d = x[j] - m;
-        squares += d * d;
-    }
+    double m = kn_lane_sum(x, D) / (double)D;
+    float c = (float)m;
+    double variance = kn_lane_sum_squares(x, c, D) / (double)D - (m - c) * (m - c);
     *mean = m;
-    *inv_std = 1.0 / sqrt(squares / (double)D + epsilon);
+    *inv_std = 1.0 / sqrt((variance > 0 ? variance : 0) + epsilon);
 }
 
 static kiln_status ln_forward(const kn_op_call *call) {

@@ -6,7 +6,7 @@
  * logits (1000) neither overflow nor lose the small entries:
  *     softmax:    y_k = exp(x_k - m) / s             s = sum_j exp(x_j - m),  m = max_j x_j
  *     logsoftmax: y_k = (x_k - m) - log(s)
- * Softmax over a contiguous axis takes exp from kernels/vmath (vectorized, within a few ULP of libm).
+ * exp comes from kernels/vmath (vectorized, within a few ULP of libm), forward and backward.
  * Backward, from the saved output:
  *     softmax:    dx_k += y_k (dy_k - sum_j dy_j y_j)
  *     logsoftmax: dx_k += dy_k - exp(y_k) sum_j dy_j
@@ -15,6 +15,7 @@
 
 #include "core/status.h"
 #include "kernels/vmath.h"
+#include "ops/lane_sum.h"
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
@@ -42,12 +43,6 @@ static kiln_status softmax_lanes_of(const kn_node *node, const kn_shape *shape, 
     return KILN_OK;
 }
 
-/* Offset of the first value of lane `lane` (0 <= lane < outer * inner). */
-static int64_t lane_start(const softmax_lanes *lanes, int64_t lane) {
-    int64_t o = lane / lanes->inner, i = lane % lanes->inner;
-    return o * lanes->axis_len * lanes->inner + i;
-}
-
 static kiln_status softmax_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
     if (!x)
@@ -63,90 +58,161 @@ static kiln_status softmax_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-static float lane_max(const float *x, int64_t n, int64_t stride) {
-    float m = -INFINITY;
-    for (int64_t k = 0; k < n; k++)
-        if (x[k * stride] > m)
-            m = x[k * stride];
-    return m;
-}
+/* Softmax lanes are computed in blocks that keep every loop contiguous, so that it vectorizes and exp
+ * runs through kernels/vmath over many values at a time:
+ *   - a last axis (inner = 1): a block of whole rows, one vmath call for the block;
+ *   - an inner axis: for one outer index, a chunk of up to SOFTMAX_CHUNK lanes side by side; each step
+ *     along the axis is then a contiguous row of the chunk, and the lanes' max, sum and dot products
+ *     are vectors of the chunk.
+ * A row's sums take kn_lane_sum's lanes (ops/lane_sum.h); side-by-side lanes sum along the axis in
+ * order, in double. Either way results do not depend on the blocking or on the thread count. */
+enum { SOFTMAX_ROW_BLOCK = 2048 }; /* values per block of whole rows */
+enum { SOFTMAX_CHUNK = 256 };      /* lanes side by side in the inner-axis case */
 
-/* A contiguous lane (the softmax of a last axis): y = x - m, then e^y by kernels/vmath in place. The
- * sum runs in the same order as the strided loop below. */
-static void softmax_lane_contiguous(const float *x, float *y, int64_t n) {
-    float m = lane_max(x, n, 1);
-    for (int64_t k = 0; k < n; k++)
-        y[k] = x[k] - m;
-    kn_vmath_best()->exp(y, y, n);
-    float s = 0.0f;
-    for (int64_t k = 0; k < n; k++)
-        s += y[k];
-    float inv_s = 1.0f / s;
-    for (int64_t k = 0; k < n; k++)
-        y[k] *= inv_s;
-}
-
-static void softmax_lane(const float *x, float *y, int64_t n, int64_t stride) {
-    if (stride == 1) {
-        softmax_lane_contiguous(x, y, n);
-        return;
+/* A block of `rows` rows of n values (rows of x and y contiguous). */
+static void softmax_rows(const float *x, float *y, int64_t rows, int64_t n, bool log_form) {
+    float max[SOFTMAX_ROW_BLOCK]; // (rows): the block holds at most SOFTMAX_ROW_BLOCK rows
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float m = -INFINITY;
+        for (int64_t k = 0; k < n; k++)
+            m = xr[k] > m ? xr[k] : m;
+        max[r] = m;
+        for (int64_t k = 0; k < n; k++)
+            y[r * n + k] = xr[k] - m;
     }
-    float m = lane_max(x, n, stride);
-    float s = 0.0f;
+    kn_vmath_best()->exp(y, y, rows * n);
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * n, s = (float)kn_lane_sum(yr, n);
+        if (log_form) { /* (x - m) first: exact for the large entries, log(s) then adds */
+            float log_s = logf(s);
+            for (int64_t k = 0; k < n; k++)
+                yr[k] = (x[r * n + k] - max[r]) - log_s;
+        } else {
+            float inv_s = 1.0f / s;
+            for (int64_t k = 0; k < n; k++)
+                yr[k] *= inv_s;
+        }
+    }
+}
+
+/* `width` lanes side by side, lane i at x[i], x[inner + i], ..., x[(n - 1) inner + i]. */
+static void softmax_columns(const float *x, float *y, int64_t n, int64_t inner, int64_t width, bool log_form) {
+    float max[SOFTMAX_CHUNK], scale[SOFTMAX_CHUNK]; // (width)
+    double sum[SOFTMAX_CHUNK];                       // (width)
+    for (int64_t i = 0; i < width; i++) {
+        max[i] = -INFINITY;
+        sum[i] = 0.0;
+    }
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t i = 0; i < width; i++)
+            max[i] = x[k * inner + i] > max[i] ? x[k * inner + i] : max[i];
     for (int64_t k = 0; k < n; k++) {
-        float e = expf(x[k * stride] - m);
-        y[k * stride] = e;
-        s += e;
+        const float *xk = x + k * inner;
+        float *yk = y + k * inner;
+        for (int64_t i = 0; i < width; i++)
+            yk[i] = xk[i] - max[i];
+        kn_vmath_best()->exp(yk, yk, width);
+        for (int64_t i = 0; i < width; i++)
+            sum[i] += yk[i];
     }
-    float inv_s = 1.0f / s;
-    for (int64_t k = 0; k < n; k++)
-        y[k * stride] *= inv_s;
+    for (int64_t i = 0; i < width; i++) /* log(s) to subtract, or 1 / s to multiply by */
+        scale[i] = log_form ? logf((float)sum[i]) : 1.0f / (float)sum[i];
+    for (int64_t k = 0; k < n; k++) {
+        const float *xk = x + k * inner;
+        float *yk = y + k * inner;
+        if (log_form)
+            for (int64_t i = 0; i < width; i++)
+                yk[i] = (xk[i] - max[i]) - scale[i];
+        else
+            for (int64_t i = 0; i < width; i++)
+                yk[i] *= scale[i];
+    }
 }
 
-static void logsoftmax_lane(const float *x, float *y, int64_t n, int64_t stride) {
-    float m = lane_max(x, n, stride);
-    float s = 0.0f;
+/* Backward of `width` lanes side by side (width = 1, inner = 1 for one contiguous lane):
+ *   softmax:    dx += y (dy - sum_k dy y)
+ *   logsoftmax: dx += dy - exp(y) sum_k dy */
+static void softmax_columns_backward(const float *y, const float *dy, float *dx, int64_t n, int64_t inner,
+                                     int64_t width, bool log_form) {
+    double sums[SOFTMAX_CHUNK];                  // (width)
+    float total[SOFTMAX_CHUNK], e[SOFTMAX_CHUNK]; // (width)
+    for (int64_t i = 0; i < width; i++)
+        sums[i] = 0.0;
     for (int64_t k = 0; k < n; k++)
-        s += expf(x[k * stride] - m);
-    float log_s = logf(s);
-    for (int64_t k = 0; k < n; k++) /* (x - m) first: exact for the large entries, log_s then adds */
-        y[k * stride] = (x[k * stride] - m) - log_s;
+        for (int64_t i = 0; i < width; i++)
+            sums[i] += log_form ? dy[k * inner + i] : dy[k * inner + i] * y[k * inner + i];
+    for (int64_t i = 0; i < width; i++)
+        total[i] = (float)sums[i];
+    for (int64_t k = 0; k < n; k++) {
+        const float *yk = y + k * inner, *dyk = dy + k * inner;
+        float *dxk = dx + k * inner;
+        if (log_form) {
+            kn_vmath_best()->exp(e, yk, width);
+            for (int64_t i = 0; i < width; i++)
+                dxk[i] += dyk[i] - e[i] * total[i];
+        } else {
+            for (int64_t i = 0; i < width; i++)
+                dxk[i] += yk[i] * (dyk[i] - total[i]);
+        }
+    }
 }
 
-static void softmax_lane_backward(const float *y, const float *dy, float *dx, int64_t n,
-                                  int64_t stride) {
-    float dot = 0.0f;
-    for (int64_t k = 0; k < n; k++)
-        dot += dy[k * stride] * y[k * stride];
-    for (int64_t k = 0; k < n; k++)
-        dx[k * stride] += y[k * stride] * (dy[k * stride] - dot);
+/* One contiguous lane's backward, in chunks of SOFTMAX_CHUNK for exp's buffer. */
+static void softmax_lane_backward(const float *y, const float *dy, float *dx, int64_t n, bool log_form) {
+    float total = (float)(log_form ? kn_lane_sum(dy, n) : kn_lane_dot(dy, y, n)), e[SOFTMAX_CHUNK];
+    for (int64_t k0 = 0; k0 < n; k0 += SOFTMAX_CHUNK) {
+        int64_t width = n - k0 < SOFTMAX_CHUNK ? n - k0 : SOFTMAX_CHUNK;
+        if (log_form) {
+            kn_vmath_best()->exp(e, y + k0, width);
+            for (int64_t k = 0; k < width; k++)
+                dx[k0 + k] += dy[k0 + k] - e[k] * total;
+        } else {
+            for (int64_t k = k0; k < k0 + width; k++)
+                dx[k] += y[k] * (dy[k] - total);
+        }
+    }
 }
 
-static void logsoftmax_lane_backward(const float *y, const float *dy, float *dx, int64_t n,
-                                     int64_t stride) {
-    float sum = 0.0f;
-    for (int64_t k = 0; k < n; k++)
-        sum += dy[k * stride];
-    for (int64_t k = 0; k < n; k++)
-        dx[k * stride] += dy[k * stride] - expf(y[k * stride]) * sum;
+/* The work is split into units: blocks of rows for a last axis, (outer index, chunk of lanes) pairs
+ * otherwise. */
+typedef struct softmax_units {
+    int64_t count, rows_per_unit, chunks_per_outer;
+} softmax_units;
+
+static softmax_units softmax_units_of(const softmax_lanes *l) {
+    softmax_units u = {0};
+    if (l->inner == 1) {
+        u.rows_per_unit = l->axis_len >= SOFTMAX_ROW_BLOCK ? 1 : SOFTMAX_ROW_BLOCK / l->axis_len;
+        u.count = (l->outer + u.rows_per_unit - 1) / u.rows_per_unit;
+    } else {
+        u.chunks_per_outer = (l->inner + SOFTMAX_CHUNK - 1) / SOFTMAX_CHUNK;
+        u.count = l->outer * u.chunks_per_outer;
+    }
+    return u;
 }
 
 static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form) {
-    softmax_lanes lanes;
-    KN_TRY(softmax_lanes_of(call->node, &call->in[0]->shape, &lanes));
-    const float *x = kn_f32(call->in[0]);
-    float *y = kn_f32(call->out[0]);
+    softmax_lanes l;
+    KN_TRY(softmax_lanes_of(call->node, &call->in[0]->shape, &l));
+    const float *x = kn_f32(call->in[0]); // (outer, axis_len, inner)
+    float *y = kn_f32(call->out[0]);       // (outer, axis_len, inner)
     int64_t n_elements = kn_numel(call->in[0]);
     if (n_elements == 0)
         return KILN_OK;
-    int64_t n_lanes = lanes.outer * lanes.inner;
+    softmax_units u = softmax_units_of(&l);
 #pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
-    for (int64_t lane = 0; lane < n_lanes; lane++) {
-        int64_t start = lane_start(&lanes, lane);
-        if (log_form)
-            logsoftmax_lane(x + start, y + start, lanes.axis_len, lanes.inner);
-        else
-            softmax_lane(x + start, y + start, lanes.axis_len, lanes.inner);
+    for (int64_t unit = 0; unit < u.count; unit++) {
+        if (l.inner == 1) {
+            int64_t r0 = unit * u.rows_per_unit;
+            int64_t rows = l.outer - r0 < u.rows_per_unit ? l.outer - r0 : u.rows_per_unit;
+            softmax_rows(x + r0 * l.axis_len, y + r0 * l.axis_len, rows, l.axis_len, log_form);
+        } else {
+            int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
+            int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
+            int64_t start = o * l.axis_len * l.inner + i0;
+            softmax_columns(x + start, y + start, l.axis_len, l.inner, width, log_form);
+        }
     }
     return KILN_OK;
 }
@@ -154,22 +220,29 @@ static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form)
 static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
-    softmax_lanes lanes;
-    KN_TRY(softmax_lanes_of(call->node, &call->out[0]->shape, &lanes));
-    const float *y = kn_f32(call->out[0]);
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
+    softmax_lanes l;
+    KN_TRY(softmax_lanes_of(call->node, &call->out[0]->shape, &l));
+    const float *y = kn_f32(call->out[0]);   // (outer, axis_len, inner)
+    const float *dy = kn_f32(call->dout[0]); // (outer, axis_len, inner)
+    float *dx = kn_f32(call->din[0]);        // (outer, axis_len, inner)
     int64_t n_elements = kn_numel(call->out[0]);
     if (n_elements == 0)
         return KILN_OK;
-    int64_t n_lanes = lanes.outer * lanes.inner;
+    softmax_units u = softmax_units_of(&l);
 #pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
-    for (int64_t lane = 0; lane < n_lanes; lane++) {
-        int64_t start = lane_start(&lanes, lane);
-        if (log_form)
-            logsoftmax_lane_backward(y + start, dy + start, dx + start, lanes.axis_len, lanes.inner);
-        else
-            softmax_lane_backward(y + start, dy + start, dx + start, lanes.axis_len, lanes.inner);
+    for (int64_t unit = 0; unit < u.count; unit++) {
+        if (l.inner == 1) {
+            int64_t r0 = unit * u.rows_per_unit;
+            int64_t r1 = l.outer - r0 < u.rows_per_unit ? l.outer : r0 + u.rows_per_unit;
+            for (int64_t r = r0; r < r1; r++)
+                softmax_lane_backward(y + r * l.axis_len, dy + r * l.axis_len, dx + r * l.axis_len, l.axis_len,
+                                      log_form);
+        } else {
+            int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
+            int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
+            int64_t start = o * l.axis_len * l.inner + i0;
+            softmax_columns_backward(y + start, dy + start, dx + start, l.axis_len, l.inner, width, log_form);
+        }
     }
     return KILN_OK;
 }
