@@ -244,6 +244,26 @@ static void test_fold(void) {
     set_output(&g, y);
     s = check_pass("fold: a chain of two", &g, KN_OPT_FOLD);
     CHECK(s.nodes_folded == 2 && s.nodes_after == 1);
+
+    // Folding never materialises more than the budget (4x the constants + 16 MiB): an Expand of one
+    // constant float to (2^20, 2^12), 16 GiB, stays a node (found by fuzz_kiln_file: 7 GB at load).
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 1));
+    c1 = add_data(&g, "c1", KN_VALUE_CONST, SHAPE(1, 1), 1, 1);
+    kn_shape two = SHAPE(2);
+    int dims = kn_graph_add_value(&g, "dims", KN_VALUE_CONST, KN_I64, &two);
+    int64_t *d = g.values[dims].data;
+    d[0] = (int64_t)1 << 20;
+    d[1] = (int64_t)1 << 12;
+    c = add_op(&g, "Expand", 2, (int[]){c1, dims});
+    y = add_op(&g, "Mul", 2, (int[]){x, c});
+    set_output(&g, y);
+    kn_graph opt;
+    CHECK_OK(kn_graph_optimize(&g, KN_OPT_FOLD, &opt, &s));
+    printf("fold: Expand to 16 GiB: %d folded, %d -> %d nodes\n", s.nodes_folded, s.nodes_before, s.nodes_after);
+    CHECK(s.nodes_folded == 0 && s.nodes_after == 2);
+    kn_graph_free(&opt);
+    kn_graph_free(&g);
 }
 
 static void test_batchnorm_fold(void) {

@@ -266,13 +266,51 @@ static bool foldable(const kn_graph *g, const kn_node *n) {
     return any;
 }
 
-/* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. */
-static kiln_status fold_node(kn_graph *g, kn_node *n) {
+/* Bytes of the data of value v (0 when its size overflows: such a value cannot have data). */
+static size_t value_bytes(const kn_value *v) {
+    size_t bytes;
+    return kn_shape_bytes(&v->shape, v->dtype, &bytes) ? bytes : 0;
+}
+
+/* Folding may add at most FOLD_GROWTH times the graph's constant bytes plus FOLD_SLACK bytes of new
+ * constants: enough to widen every weight (int8 DequantizeLinear to f32: 4x) and for shape
+ * arithmetic, while a 100-byte file whose ConstantOfShape or Expand asks for gigabytes is not
+ * materialised at load. A node over the budget stays and runs in the session, under its memory
+ * limit. */
+enum { FOLD_GROWTH = 4 };
+#define FOLD_SLACK ((size_t)16 << 20)
+
+static size_t fold_budget(const kn_graph *g) {
+    size_t constants = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (is_constant(g, v) && !kn_size_add(constants, value_bytes(&g->values[v]), &constants))
+            return SIZE_MAX;
+    size_t budget;
+    if (!kn_size_mul(constants, FOLD_GROWTH, &budget) || !kn_size_add(budget, FOLD_SLACK, &budget))
+        return SIZE_MAX;
+    return budget;
+}
+
+/* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. Leaves
+ * n in place (*folded false) when its outputs would take more than *budget bytes, else takes them
+ * from it. */
+static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *folded) {
+    *folded = false;
     kiln_status st = kn_node_infer_shapes(g, n);
     if (st != KILN_OK) {
         kn_error_prefix("constant folding node '%s' (%s): ", n->name, n->op->name);
         return st;
     }
+    size_t out_bytes = 0;
+    for (int k = 0; k < n->n_out; k++) {
+        const kn_value *v = kn_node_output(g, n, k);
+        size_t bytes;
+        if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || !kn_size_add(out_bytes, bytes, &out_bytes))
+            return KILN_OK; // too large to fold; the session refuses it by its own limits
+    }
+    if (out_bytes > *budget)
+        return KILN_OK;
+    *budget -= out_bytes;
     kn_tensor in[FOLD_MAX_IO], out[FOLD_MAX_IO];
     kn_tensor *in_ptr[FOLD_MAX_IO], *out_ptr[FOLD_MAX_IO];
     for (int k = 0; k < n->n_in; k++) {
@@ -283,10 +321,7 @@ static kiln_status fold_node(kn_graph *g, kn_node *n) {
     }
     for (int k = 0; k < n->n_out; k++) {
         const kn_value *v = kn_node_output(g, n, k);
-        size_t bytes;
-        if (!kn_shape_bytes(&v->shape, v->dtype, &bytes))
-            return kn_fail(KILN_ERR_NOMEM, "constant folding node '%s': output '%s' is too large", n->name,
-                           v->name);
+        size_t bytes = value_bytes(v); // checked against the budget above
         out[k] = (kn_tensor){v->shape, v->dtype, kn_arena_alloc(&g->arena, bytes ? bytes : 1)};
         out_ptr[k] = &out[k];
         if (!out[k].data)
@@ -308,15 +343,18 @@ static kiln_status fold_node(kn_graph *g, kn_node *n) {
         v->producer = -1;
     }
     mark_removed(n);
+    *folded = true;
     return KILN_OK;
 }
 
 static kiln_status fold_constants(kn_graph *g, int *folded) {
+    size_t budget = fold_budget(g);
     for (int i = 0; i < g->n_nodes; i++) {
         if (!foldable(g, &g->nodes[i]))
             continue;
-        KN_TRY(fold_node(g, &g->nodes[i]));
-        (*folded)++;
+        bool done;
+        KN_TRY(fold_node(g, &g->nodes[i], &budget, &done));
+        *folded += done;
     }
     drop_removed_nodes(g);
     return KILN_OK;
