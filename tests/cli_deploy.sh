@@ -115,6 +115,15 @@ check "run on an f32 .npy: the trousers first" 'echo "$top_f32" | grep -q "^  1\
 from_png=$(run_kiln run "$work/small.kiln" "$png" --json | sed 's/.*"outputs"://')
 from_npy=$(run_kiln run "$work/small.kiln" "$work/trouser_u8.npy" --json | sed 's/.*"outputs"://')
 check "the PNG and the .npy of the same pixels give the same scores" '[ -n "$from_png" ] && [ "$from_png" = "$from_npy" ]'
+for jpeg in fmnist_test_2_trouser.jpg fmnist_test_2_trouser_progressive.jpg; do
+    top_jpeg=$(run_kiln run "$work/small.kiln" "$src/tests/data/$jpeg" --top 1)
+    check "run on $jpeg: the trousers first" 'echo "$top_jpeg" | grep -q "^  1\. Trouser "'
+done
+cp "$src/tests/fuzz/regressions/image/jpeg-dht-over-256-codes" "$work/bad_dht.jpg"
+bad_jpeg=$("$kiln" run "$work/small.kiln" "$work/bad_dht.jpg" 2>&1)
+bad_status=$?
+check "a JPEG whose Huffman table has more than 256 codes: one line, refused" \
+    '[ $bad_status -ne 0 ] && [ "$(echo "$bad_jpeg" | wc -l)" -eq 1 ] && echo "$bad_jpeg" | grep -q "corrupt JPEG"'
 check "run --json names the class" 'echo "$from_png" | grep -q "^\[{\"name\":\"dense4\",\"shape\":\[1,10\],\"dtype\":\"f32\",\"top\":\[\[{\"class\":1,\"name\":\"Trouser\""'
 
 json=$(run_kiln run "$work/small.kiln" "$png" "$work/trouser_u8.npy" "$png" --json)

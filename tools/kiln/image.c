@@ -60,6 +60,55 @@ static bool png_chunks_fit(const unsigned char *p, size_t size) {
     return true; /* no IEND: stb reports the truncation itself, allocating nothing more */
 }
 
+/* Whether every Huffman table of a JPEG (a file that starts with the SOI marker; anything else passes)
+ * defines at most 256 codes and lies within its DHT segment and the file. stb_image as Debian ships it
+ * writes one entry per code into a 257-entry array without checking the total (found by fuzz_image).
+ * The walk follows the markers as stb reads them: a segment's 2-byte length counts itself; after a
+ * scan header the entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart
+ * marker. */
+static bool jpeg_huffman_tables_fit(const unsigned char *p, size_t size) {
+    if (size < 2 || p[0] != 0xFF || p[1] != 0xD8)
+        return true;
+    size_t pos = 2;
+    while (pos + 4 <= size) {
+        if (p[pos] != 0xFF)
+            return true; /* not at a marker: stb reports the corruption itself */
+        unsigned marker = p[pos + 1];
+        if (marker == 0xFF) { /* fill byte before a marker */
+            pos++;
+            continue;
+        }
+        if (marker == 0xD9)
+            return true; /* end of image */
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { /* markers without a segment */
+            pos += 2;
+            continue;
+        }
+        size_t length = (size_t)p[pos + 2] << 8 | p[pos + 3];
+        if (length < 2 || length > size - pos - 2)
+            return false;
+        size_t end = pos + 2 + length;
+        if (marker == 0xC4) {
+            for (size_t t = pos + 4; t < end;) { /* tables: class/id, 16 code counts, the symbols */
+                if (end - t < 17)
+                    return false;
+                size_t codes = 0;
+                for (int i = 1; i <= 16; i++)
+                    codes += p[t + i];
+                if (codes > 256 || codes > end - t - 17)
+                    return false;
+                t += 17 + codes;
+            }
+        }
+        pos = end;
+        if (marker == 0xDA) /* a scan: skip its entropy-coded data */
+            while (pos + 1 < size && !(p[pos] == 0xFF && p[pos + 1] != 0x00 &&
+                                       !(p[pos + 1] >= 0xD0 && p[pos + 1] <= 0xD7)))
+                pos++;
+    }
+    return true;
+}
+
 /* Where output coordinate `i` of `out_size` samples the input of `in_size`: pixel centres aligned,
  * clamped at the borders. *lo and *hi are the two input pixels, *t the weight of *hi. */
 static void source_position(int64_t i, int64_t out_size, int64_t in_size, int64_t *lo, int64_t *hi, float *t) {
@@ -108,11 +157,17 @@ kiln_status cli_image_load(const char *path, int64_t channels, int64_t *height, 
     int w, h, file_channels;
     /* The header first: an image claiming more than KILN_IMAGE_MAX_PIXELS is refused before stb
      * allocates for it (a 100-byte PNG can claim 16384 x 16384), and so is a PNG whose chunks claim more
-     * bytes than the file has (stb would allocate what a chunk claims before reading it). */
+     * bytes than the file has (stb would allocate what a chunk claims before reading it) and a JPEG
+     * whose Huffman tables would overrun stb's. */
     if (size > INT_MAX || !png_chunks_fit(file, size)) {
         free(file);
         return kn_fail(KILN_ERR_FORMAT, "%s: a truncated or corrupt PNG (a chunk claims more bytes than the file "
                        "has, or the first image data chunk is empty)", path);
+    }
+    if (!jpeg_huffman_tables_fit(file, size)) {
+        free(file);
+        return kn_fail(KILN_ERR_FORMAT, "%s: a truncated or corrupt JPEG (a segment runs past the end of the "
+                       "file, or a Huffman table defines more than 256 codes)", path);
     }
     if (stbi_info_from_memory(file, (int)size, &w, &h, &file_channels) && (int64_t)w * h > KILN_IMAGE_MAX_PIXELS) {
         free(file);
