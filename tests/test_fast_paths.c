@@ -26,6 +26,10 @@
  * strides 1, 2 and 3 and lengths around the vector widths: within (9 + 2) * FLT_EPSILON * sum |terms|
  * (the wider builds may fuse multiply-adds).
  *
+ * 6. The sparse-weight kernels (kernels/sparse.h), both layouts, each build this CPU runs, against the
+ * dense product computed in double: within (K + 2) * FLT_EPSILON * sum |terms|, on shapes ending in
+ * every tail of their groups, slabs and blocks, and an all-zero weight.
+ *
  * 5. Each build of kernels/vmath this CPU runs against the generic one, on 200000 floats spread over
  * [-30, 30] and lengths that end in every tail: within 6 ULP of each other (each is within 3 of libm
  * where kernels/vmath.h says so), and where the header allows more (gelu's tail, gelu_tanh below 0,
@@ -45,6 +49,7 @@
 #include "core/threads.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
+#include "kernels/sparse.h"
 #include "kernels/vmath.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -492,6 +497,106 @@ done:
     free(got);
 }
 
+/* A weight (N, K) with about `density` nonzeros, as compressed sparse rows and as lanes. */
+typedef struct sparse_case {
+    int64_t N, K, nnz, steps;
+    float *dense, *values, *lane_val;
+    int32_t *col;
+    int64_t *start, *offsets;
+    uint8_t *lane_col;
+} sparse_case;
+
+static void sparse_case_make(sparse_case *c, int64_t N, int64_t K, double density, kn_rng *rng) {
+    *c = (sparse_case){.N = N, .K = K};
+    c->dense = calloc((size_t)(N * K), sizeof(float));
+    c->values = malloc(sizeof(float) * (size_t)(N * K));
+    c->col = malloc(sizeof(int32_t) * (size_t)(N * K));
+    c->start = malloc(sizeof(int64_t) * (size_t)(N + 1));
+    c->offsets = malloc(sizeof(int64_t) * (size_t)(((N + 15) / 16) * ((K + 31) / 32) + 1));
+    for (int64_t j = 0; j < N; j++) {
+        c->start[j] = c->nnz;
+        for (int64_t k = 0; k < K; k++)
+            if (kn_rng_uniform(rng) < density) {
+                float w = 2.0f * kn_rng_uniform(rng) - 1.0f;
+                c->dense[j * K + k] = c->values[c->nnz] = w;
+                c->col[c->nnz++] = (int32_t)k;
+            }
+    }
+    c->start[N] = c->nnz;
+    c->steps = kn_sparse_lanes_offsets(c->col, c->start, N, K, c->offsets);
+    c->lane_col = calloc((size_t)(c->steps * KN_SPARSE_LANES) + 1, 1);
+    c->lane_val = calloc((size_t)(c->steps * KN_SPARSE_LANES) + 1, sizeof(float));
+    kn_sparse_lanes_fill(c->values, c->col, c->start, N, K, c->offsets, c->lane_col, c->lane_val);
+}
+
+static void sparse_case_free(sparse_case *c) {
+    free(c->dense);
+    free(c->values);
+    free(c->col);
+    free(c->start);
+    free(c->offsets);
+    free(c->lane_col);
+    free(c->lane_val);
+}
+
+/* Both sparse layouts, in every build this CPU runs, against the dense product in double: within the
+ * float rounding bound of a sum of K terms. Shapes end in every tail: groups of 16 rows, slabs of 32
+ * columns, blocks of 16 input rows. */
+static void test_sparse_kernels(void) {
+    static const struct { int64_t N, K, M; double density; } cases[] = {
+        {1, 1, 1, 1.0}, {37, 100, 3, 0.1}, {16, 32, 16, 0.3}, {33, 65, 17, 0.05}, {256, 784, 1, 0.1}, {5, 7, 2, 0.0},
+    };
+    const kn_sparse_kernels *builds[] = {&kn_sparse_generic, kn_sparse_best()};
+    kn_rng rng = kn_rng_seeded(5);
+    double worst = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sparse_case c;
+        sparse_case_make(&c, cases[i].N, cases[i].K, cases[i].density, &rng);
+        int64_t M = cases[i].M, N = c.N, K = c.K;
+        float *a = malloc(sizeof(float) * (size_t)(M * K)), *bias = malloc(sizeof(float) * (size_t)N);
+        float *at = calloc((size_t)(K * KN_SPARSE_ROW_BLOCK), sizeof(float)), *y = malloc(sizeof(float) * (size_t)(M * N));
+        for (int64_t t = 0; t < M * K; t++)
+            a[t] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+        for (int64_t j = 0; j < N; j++)
+            bias[j] = kn_rng_uniform(&rng);
+        for (size_t b = 0; b < 2; b++) {
+            for (int layout = 0; layout < 2; layout++) { /* lanes: one row of A at a time; rows: blocks */
+                for (int64_t r0 = 0; r0 < M; r0 += layout ? KN_SPARSE_ROW_BLOCK : 1) {
+                    int64_t rows = layout ? (M - r0 < KN_SPARSE_ROW_BLOCK ? M - r0 : KN_SPARSE_ROW_BLOCK) : 1;
+                    if (layout) {
+                        for (int64_t k = 0; k < K; k++)
+                            for (int64_t r = 0; r < KN_SPARSE_ROW_BLOCK; r++)
+                                at[k * KN_SPARSE_ROW_BLOCK + r] = r < rows ? a[(r0 + r) * K + k] : 0.0f;
+                        builds[b]->rows(at, rows, c.values, c.col, c.start, bias, y + r0 * N, N);
+                    } else {
+                        builds[b]->lanes(a + r0 * K, K, c.offsets, c.lane_col, c.lane_val, bias, y + r0 * N, N);
+                    }
+                }
+                for (int64_t r = 0; r < M; r++)
+                    for (int64_t j = 0; j < N; j++) {
+                        double want = bias[j], magnitude = fabs(bias[j]);
+                        for (int64_t k = 0; k < K; k++) {
+                            want += (double)c.dense[j * K + k] * a[r * K + k];
+                            magnitude += fabs((double)c.dense[j * K + k] * a[r * K + k]);
+                        }
+                        double ratio = fabs(y[r * N + j] - want) / rounding_bound(K, magnitude);
+                        worst = ratio > worst ? ratio : worst;
+                    }
+            }
+        }
+        printf("sparse %lld x %lld (%lld nonzeros, %lld lane steps), %lld rows of A: checked\n", (long long)N,
+               (long long)K, (long long)c.nnz, (long long)c.steps, (long long)M);
+        free(a);
+        free(bias);
+        free(at);
+        free(y);
+        sparse_case_free(&c);
+    }
+    printf("sparse kernels (generic, %s) vs the dense product in double: worst |diff| = %.3g of the bound\n",
+           kn_sparse_best()->name, worst);
+    CHECK(worst <= 1.0);
+}
+
 int main(void) {
     test_against_im2col();
     test_workspace();
@@ -500,5 +605,6 @@ int main(void) {
     test_maxpool();
     test_depthwise_row_builds();
     test_vmath_builds();
+    test_sparse_kernels();
     return check_finish();
 }

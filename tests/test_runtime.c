@@ -438,6 +438,67 @@ static void test_activation_fusion(void) {
     }
 }
 
+/* Zeroes all but about `density` of weight v's entries (at least one kept). */
+static void thin_out(kn_graph *g, int v, double density) {
+    float *w = g->values[v].data;
+    int64_t n = kn_shape_numel(&g->values[v].shape);
+    for (int64_t i = 1; i < n; i++)
+        if (kn_rng_uniform(&build_rng) >= density)
+            w[i] = 0.0f;
+}
+
+/* The optimized graph's output at batch 1 against the original's (SparseGemm's lanes path; check_pass
+ * runs batch 3, its blocks of rows). */
+static void check_batch_one(const char *label, kn_graph *g, unsigned passes) {
+    kn_graph opt;
+    CHECK_OK(kn_graph_optimize(g, passes, &opt, NULL));
+    int64_t sample = rt_sample_numel(g), n_ref = 0, n_opt = 0;
+    float *x = malloc(sizeof(float) * (size_t)sample), *y_ref = NULL, *y_opt = NULL;
+    rt_fill(x, sample, 9);
+    CHECK_OK(rt_tape_forward(g, 1, x, &y_ref, &n_ref));
+    CHECK_OK(rt_tape_forward(&opt, 1, x, &y_opt, &n_opt));
+    CHECK(y_ref && y_opt && n_ref == n_opt);
+    if (y_ref && y_opt && n_ref == n_opt) {
+        double scale = rt_max_abs(y_ref, n_ref), diff = rt_max_diff(y_opt, y_ref, n_ref);
+        printf("pass %-44s batch 1: max diff %.3g (|y| %.3g)\n", label, diff, scale);
+        CHECK_MSG(diff <= 1e-5 * scale, "%s at batch 1: optimized output differs by %g", label, diff);
+    }
+    free(x);
+    free(y_ref);
+    free(y_opt);
+    kn_graph_free(&opt);
+}
+
+static void test_sparse_weights(void) {
+    // Gemm (transB, alpha, beta, a C row) + Relu, then MatMul + bias: both weights 10% nonzero.
+    kn_graph g;
+    kn_graph_init(&g);
+    int x = add_input(&g, SHAPE(1, 40));
+    int y = add_gemm(&g, x, 40, 35, true, true);
+    CHECK_OK(kn_node_set_float(&g, last_node(&g), "alpha", 0.5f));
+    CHECK_OK(kn_node_set_float(&g, last_node(&g), "beta", 2.0f));
+    thin_out(&g, g.nodes[last_node(&g)].in[1], 0.1);
+    y = add_op(&g, "Relu", 1, &y);
+    int w = add_weight(&g, "w", SHAPE(35, 19)), b = add_weight(&g, "b", SHAPE(19));
+    thin_out(&g, w, 0.1);
+    y = add_op(&g, "MatMul", 2, (int[]){y, w});
+    y = add_op(&g, "Add", 2, (int[]){y, b});
+    set_output(&g, y);
+    unsigned passes = KN_OPT_BIAS | KN_OPT_ACTIVATION | KN_OPT_SPARSE;
+    check_batch_one("sparse: Gemm + Relu, MatMul + bias", &g, passes);
+    kn_opt_stats s = check_pass("sparse: Gemm + Relu, MatMul + bias", &g, passes);
+    CHECK(s.weights_sparsified == 2 && s.nodes_after == 2);
+
+    // A weight with more nonzeros than KN_SPARSE_MAX_DENSITY stays dense.
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 40));
+    y = add_gemm(&g, x, 40, 8, false, false);
+    thin_out(&g, g.nodes[last_node(&g)].in[1], 0.6);
+    set_output(&g, y);
+    s = check_pass("sparse: not a 60% dense weight", &g, KN_OPT_SPARSE);
+    CHECK(s.weights_sparsified == 0);
+}
+
 /* Fused Clip and HardSwish against their formulas, whether or not the standalone ops exist. */
 static void test_fused_formulas(void) {
     kn_graph g;
@@ -787,6 +848,7 @@ int main(void) {
     test_bias_fusion();
     test_activation_fusion();
     test_fused_formulas();
+    test_sparse_weights();
     test_fused_backward_refused();
     test_plan_chain();
     test_plan_models();

@@ -14,7 +14,10 @@
     X(batchnormalization) X(layernormalization) X(dropout)                                       \
     X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
-#define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X)
+/* kiln's own inference forms, written by the optimizer (src/runtime/optimize.c). */
+#define KN_OPS_INFERENCE(X) X(sparsegemm)
+
+#define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INFERENCE(X)
 
 #define KN_DECLARE(id) extern const kn_op kn_op_##id;
 KN_OPS(KN_DECLARE)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "kernels/sparse.h"
 #include "ops/fused_act.h"
 #include "ops/op.h"
 
@@ -179,13 +180,18 @@ static kiln_status widen_inputs(kn_graph *g, kn_node *n, int count) {
     return KILN_OK;
 }
 
-/* Adds an f32 parameter named "<base>:<suffix>", numbered when that name is taken; returns its id. */
-static int add_derived_param(kn_graph *g, const char *base, const char *suffix, const kn_shape *shape) {
+/* Adds a value with data named "<base>:<suffix>", numbered when that name is taken; returns its id. */
+static int add_derived_value(kn_graph *g, const char *base, const char *suffix, kn_value_kind kind, kn_dtype dtype,
+                             const kn_shape *shape) {
     char name[256];
     snprintf(name, sizeof name, "%s:%s", base, suffix);
     for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
         snprintf(name, sizeof name, "%s:%s%d", base, suffix, n);
-    return kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, shape);
+    return kn_graph_add_value(g, name, kind, dtype, shape);
+}
+
+static int add_derived_param(kn_graph *g, const char *base, const char *suffix, const kn_shape *shape) {
+    return add_derived_value(g, base, suffix, KN_VALUE_PARAM, KN_F32, shape);
 }
 
 /* ---- dead nodes -------------------------------------------------------------------------------- */
@@ -633,6 +639,147 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
     return st;
 }
 
+/* ---- sparse weights ----------------------------------------------------------------------------- */
+
+/* The weight of a Gemm or MatMul as the SparseGemm rewrite sees it: W (N, K) = op(B)^T, scaled by
+ * alpha, and the bias row it adds (NULL for none; Gemm's beta * C or MatMul's fused bias). */
+typedef struct dense_weight {
+    const float *b; /* B's data */
+    bool b_is_w;     /* B is (N, K) already: Gemm with transB */
+    int64_t N, K;
+    float alpha, beta;
+    const float *bias; /* 1 or N values (bias_n), or NULL; data, not the value: adding values moves those */
+    int64_t bias_n;
+} dense_weight;
+
+/* Whether node n is a Gemm (transA 0; C absent, one value or a row) or a MatMul (B 2-D, a fused bias
+ * or none) with a constant f32 weight; fills *w. */
+static bool dense_weight_of(const kn_graph *g, const kn_node *n, dense_weight *w) {
+    bool gemm = op_is(n, "Gemm");
+    if (!(gemm || op_is(n, "MatMul")) || n->n_in < 2 || !is_constant(g, n->in[1]))
+        return false;
+    const kn_value *b = &g->values[n->in[1]], *bias = kn_node_input(g, n, 2);
+    if (b->dtype != KN_F32 || b->shape.ndim != 2 || (bias && (!is_constant(g, n->in[2]) || bias->dtype != KN_F32)))
+        return false;
+    *w = (dense_weight){.b = b->data, .alpha = 1.0f, .beta = 1.0f, .bias = bias ? bias->data : NULL,
+                        .bias_n = bias ? kn_shape_numel(&bias->shape) : 0};
+    w->b_is_w = gemm && kn_node_int(n, "transB", 0) != 0;
+    w->N = w->b_is_w ? b->shape.d[0] : b->shape.d[1];
+    w->K = w->b_is_w ? b->shape.d[1] : b->shape.d[0];
+    if (gemm) {
+        if (kn_node_int(n, "transA", 0) != 0)
+            return false;
+        w->alpha = kn_node_float(n, "alpha", 1.0f);
+        w->beta = kn_node_float(n, "beta", 1.0f);
+    }
+    bool bias_is_row = w->bias_n == 1 || (w->bias_n == w->N && bias->shape.d[bias->shape.ndim - 1] == w->N);
+    return w->N >= 1 && w->K >= 1 && (!bias || bias_is_row);
+}
+
+static float dense_weight_at(const dense_weight *w, int64_t j, int64_t k) {
+    return w->b_is_w ? w->b[j * w->K + k] : w->b[k * w->N + j];
+}
+
+/* The new inputs of a SparseGemm: its weight in both layouts of kernels/sparse.h, and the bias row. */
+typedef struct sparse_inputs {
+    int values, columns, row_start, lane_offsets, lane_columns, lane_values, bias;
+} sparse_inputs;
+
+/* Adds the weight's compressed sparse rows (alpha applied) and the bias row (beta applied). */
+static kiln_status add_sparse_rows(kn_graph *g, const char *name, const dense_weight *w, int64_t nnz,
+                                   sparse_inputs *in) {
+    kn_shape nnz_shape = kn_shape_of(1, (int64_t[]){nnz}), n_shape = kn_shape_of(1, (int64_t[]){w->N});
+    kn_shape start_shape = kn_shape_of(1, (int64_t[]){w->N + 1});
+    in->values = add_derived_value(g, name, "sparse_values", KN_VALUE_CONST, KN_F32, &nnz_shape);
+    in->columns = add_derived_value(g, name, "sparse_columns", KN_VALUE_CONST, KN_I32, &nnz_shape);
+    in->row_start = add_derived_value(g, name, "sparse_row_start", KN_VALUE_CONST, KN_I64, &start_shape);
+    in->bias = w->bias ? add_derived_value(g, name, "sparse_bias", KN_VALUE_CONST, KN_F32, &n_shape) : -1;
+    if (in->values < 0 || in->columns < 0 || in->row_start < 0 || (w->bias && in->bias < 0))
+        return KILN_ERR_NOMEM; // kn_graph_add_value said why
+    float *v = g->values[in->values].data;      // (nnz)
+    int32_t *col = g->values[in->columns].data; // (nnz)
+    int64_t *start = g->values[in->row_start].data, p = 0; // (N + 1)
+    for (int64_t j = 0; j < w->N; j++) {
+        start[j] = p;
+        for (int64_t k = 0; k < w->K; k++) {
+            float x = dense_weight_at(w, j, k);
+            if (x != 0.0f) {
+                v[p] = w->alpha * x;
+                col[p++] = (int32_t)k;
+            }
+        }
+    }
+    start[w->N] = p;
+    if (w->bias) {
+        float *row = g->values[in->bias].data; // (N)
+        for (int64_t j = 0; j < w->N; j++)
+            row[j] = w->beta * w->bias[w->bias_n == 1 ? 0 : j];
+    }
+    return KILN_OK;
+}
+
+/* Adds the same weight in the lanes layout, from its sparse rows. */
+static kiln_status add_sparse_lanes(kn_graph *g, const char *name, int64_t N, int64_t K, sparse_inputs *in) {
+    int64_t groups = (N + KN_SPARSE_LANES - 1) / KN_SPARSE_LANES, slabs = (K + KN_SPARSE_SLAB - 1) / KN_SPARSE_SLAB;
+    kn_shape offsets_shape = kn_shape_of(1, (int64_t[]){groups * slabs + 1});
+    in->lane_offsets = add_derived_value(g, name, "sparse_lane_offsets", KN_VALUE_CONST, KN_I64, &offsets_shape);
+    if (in->lane_offsets < 0)
+        return KILN_ERR_NOMEM;
+    int64_t *offsets = g->values[in->lane_offsets].data;
+    const int32_t *col = g->values[in->columns].data;
+    const int64_t *start = g->values[in->row_start].data;
+    int64_t steps = kn_sparse_lanes_offsets(col, start, N, K, offsets);
+    kn_shape lanes_shape = kn_shape_of(2, (int64_t[]){steps, KN_SPARSE_LANES});
+    in->lane_columns = add_derived_value(g, name, "sparse_lane_columns", KN_VALUE_CONST, KN_U8, &lanes_shape);
+    in->lane_values = add_derived_value(g, name, "sparse_lane_values", KN_VALUE_CONST, KN_F32, &lanes_shape);
+    if (in->lane_columns < 0 || in->lane_values < 0)
+        return KILN_ERR_NOMEM;
+    kn_sparse_lanes_fill(g->values[in->values].data, g->values[in->columns].data, g->values[in->row_start].data, N,
+                         K, g->values[in->lane_offsets].data, g->values[in->lane_columns].data,
+                         g->values[in->lane_values].data);
+    return KILN_OK;
+}
+
+/* Gemm / MatMul whose constant weight has at most KN_SPARSE_MAX_DENSITY of nonzeros becomes SparseGemm
+ * (ops/sparse_gemm.c): the weight's nonzeros in both layouts, the bias as a row, the fused activation
+ * kept. */
+static kiln_status sparsify_node(kn_graph *g, int node, const dense_weight *w, int64_t nnz) {
+    const char *name = g->nodes[node].name;
+    sparse_inputs s;
+    KN_TRY(add_sparse_rows(g, name, w, nnz, &s));
+    KN_TRY(add_sparse_lanes(g, name, w->N, w->K, &s));
+    kn_node *n = &g->nodes[node];
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 8);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+    memcpy(in, (int[]){n->in[0], s.values, s.columns, s.row_start, s.lane_offsets, s.lane_columns, s.lane_values,
+                       s.bias},
+           sizeof(int) * 8);
+    n->in = in;
+    n->n_in = s.bias >= 0 ? 8 : 7;
+    n->op = kn_op_find("SparseGemm");
+    return KILN_OK;
+}
+
+static kiln_status sparsify_weights(kn_graph *g, int *sparsified) {
+    if (!kn_op_find("SparseGemm"))
+        return KILN_OK;
+    for (int i = 0; i < g->n_nodes; i++) {
+        dense_weight w;
+        if (!dense_weight_of(g, &g->nodes[i], &w) || w.K > INT32_MAX)
+            continue;
+        int64_t nnz = 0;
+        for (int64_t j = 0; j < w.N; j++)
+            for (int64_t k = 0; k < w.K; k++)
+                nnz += dense_weight_at(&w, j, k) != 0.0f;
+        if ((double)nnz > KN_SPARSE_MAX_DENSITY * (double)w.N * (double)w.K)
+            continue;
+        KN_TRY(sparsify_node(g, i, &w, nnz));
+        (*sparsified)++;
+    }
+    return KILN_OK;
+}
+
 /* ---- the optimizer ----------------------------------------------------------------------------- */
 
 /* Drops values no node, input or output refers to, renumbering the rest in order. */
@@ -687,6 +834,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = fuse_biases(dst, &s.biases_fused);
     if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))
         st = fuse_activations(dst, &s.activations_fused);
+    if (st == KILN_OK && (passes & KN_OPT_SPARSE))
+        st = sparsify_weights(dst, &s.weights_sparsified);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st != KILN_OK) {

@@ -18,6 +18,9 @@
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
  *                      Conv, Gemm or MatMul before it (ops/fused_act.h), and SiLU written as
  *                      Mul(x, Sigmoid(x)): both nodes go, when x is read by those two alone
+ *   KN_OPT_SPARSE      a Gemm or MatMul whose constant weight has at most KN_SPARSE_MAX_DENSITY of
+ *                      nonzeros (an unstructured-pruned layer) becomes SparseGemm (ops/sparse_gemm.c),
+ *                      which skips the zeros
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
@@ -36,14 +39,18 @@ enum {
     KN_OPT_BATCHNORM = 1 << 3,
     KN_OPT_BIAS = 1 << 4,
     KN_OPT_ACTIVATION = 1 << 5,
-    KN_OPT_ALL = (1 << 6) - 1
+    KN_OPT_SPARSE = 1 << 6,
+    KN_OPT_ALL = (1 << 7) - 1
 };
+
+/* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
+#define KN_SPARSE_MAX_DENSITY 0.3
 
 /* What the passes did. */
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused;
+        activations_fused, weights_sparsified;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

@@ -1,0 +1,184 @@
+/* SparseGemm (kiln's, inference only): Y (..., N) = act(A (..., K) W^T + bias), with the weight W (N, K)
+ * held as compressed sparse rows: row j's nonzeros are values[row_start[j] .. row_start[j + 1]) at
+ * columns[...] (ascending). The inference optimizer (src/runtime/optimize.c) writes it in place of a Gemm
+ * or MatMul whose constant weight is mostly zeros (an unstructured-pruned layer), so the zeros cost
+ * nothing; a fused bias and activation (ops/fused_act.h) carry over.
+ *
+ * Inputs: A f32 (..., K); the weight as compressed sparse rows: values f32 (nnz), columns i32 (nnz),
+ * row_start i64 (N + 1); the same weight in kernels/sparse.h's lanes layout, for one row of A:
+ * lane_offsets i64 (groups * slabs + 1), lane_columns u8 (steps, 16), lane_values f32 (steps, 16); bias
+ * f32 (N), optional. The weight inputs must be constants: shape inference checks their structure once
+ * (offsets start at 0, never decrease, end at the count; every column inside [0, K)), since a model
+ * file can name this op too, and the forward then trusts them.
+ *
+ * The kernels are src/kernels/sparse.h's: one row of A (batch 1) gathers its columns; more rows are
+ * transposed a block of KN_SPARSE_ROW_BLOCK at a time so that one weight multiplies a contiguous run of
+ * rows. Not bit-identical to the dense GEMM, whose sums run in another order: within float rounding.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/sparse.h"
+#include "ops/fused_act.h"
+#include "ops/op.h"
+
+enum {
+    SPARSE_A,
+    SPARSE_VALUES,
+    SPARSE_COLUMNS,
+    SPARSE_ROW_START,
+    SPARSE_LANE_OFFSETS,
+    SPARSE_LANE_COLUMNS,
+    SPARSE_LANE_VALUES,
+    SPARSE_BIAS
+};
+enum { SPARSE_PARALLEL_MIN = 1 << 16 };   /* multiply-adds below which threads cost more than they save */
+
+/* Offsets of `count` spans of `total` items: from 0, never decreasing, up to total. */
+static kiln_status sparse_check_offsets(const int64_t *offsets, int64_t count, int64_t total, const char *what) {
+    if (offsets[0] != 0 || offsets[count] != total)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s must run from 0 to %lld", what, (long long)total);
+    for (int64_t j = 0; j < count; j++)
+        if (offsets[j + 1] < offsets[j])
+            return kn_fail(KILN_ERR_INVALID_ARG, "%s decreases at %lld", what, (long long)j);
+    return KILN_OK;
+}
+
+static bool is_constant_1d(const kn_value *v, kn_dtype dtype) {
+    return v->data && v->dtype == dtype && v->shape.ndim == 1;
+}
+
+/* The CSR weight's structure, checked against K; *N is its row count. */
+static kiln_status sparse_check_csr(const kn_value *values, const kn_value *columns, const kn_value *row_start,
+                                    int64_t K, int64_t *N) {
+    if (!is_constant_1d(values, KN_F32) || !is_constant_1d(columns, KN_I32) || !is_constant_1d(row_start, KN_I64))
+        return kn_fail(KILN_ERR_INVALID_ARG, "values (f32), columns (i32) and row_start (i64) must be 1-D constants");
+    int64_t nnz = values->shape.d[0];
+    *N = row_start->shape.d[0] - 1; // checked below
+    if (columns->shape.d[0] != nnz || *N < 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "columns has %lld entries for %lld values, row_start %lld",
+                       (long long)columns->shape.d[0], (long long)nnz, (long long)row_start->shape.d[0]);
+    const int64_t *start = row_start->data;
+    const int32_t *col = columns->data;
+    KN_TRY(sparse_check_offsets(start, *N, nnz, "row_start"));
+    for (int64_t j = 0; j < *N; j++)
+        for (int64_t p = start[j]; p < start[j + 1]; p++)
+            if (col[p] < 0 || col[p] >= K || (p > start[j] && col[p] <= col[p - 1]))
+                return kn_fail(KILN_ERR_INVALID_ARG, "row %lld: column %d is out of order or outside [0, %lld)",
+                               (long long)j, col[p], (long long)K);
+    return KILN_OK;
+}
+
+/* The lanes layout's structure for N rows of K columns: every slot's column inside [0, K). */
+static kiln_status sparse_check_lanes(const kn_value *offsets, const kn_value *lane_col, const kn_value *lane_val,
+                                      int64_t N, int64_t K) {
+    int64_t groups = (N + KN_SPARSE_LANES - 1) / KN_SPARSE_LANES, slabs = (K + KN_SPARSE_SLAB - 1) / KN_SPARSE_SLAB;
+    if (!is_constant_1d(offsets, KN_I64) || offsets->shape.d[0] != groups * slabs + 1 || !lane_col->data ||
+        !lane_val->data || lane_col->dtype != KN_U8 || lane_val->dtype != KN_F32 || lane_col->shape.ndim != 2 ||
+        !kn_shape_equal(&lane_col->shape, &lane_val->shape) || lane_col->shape.d[1] != KN_SPARSE_LANES)
+        return kn_fail(KILN_ERR_INVALID_ARG, "the lanes layout must be lane_offsets i64 (%lld), lane_columns u8 "
+                       "and lane_values f32 (steps, %d), constants", (long long)(groups * slabs + 1), KN_SPARSE_LANES);
+    const int64_t *off = offsets->data;
+    const uint8_t *col = lane_col->data;
+    KN_TRY(sparse_check_offsets(off, groups * slabs, lane_col->shape.d[0], "lane_offsets"));
+    for (int64_t gs = 0; gs < groups * slabs; gs++) {
+        int64_t width = K - (gs % slabs) * KN_SPARSE_SLAB; // columns in this slab
+        for (int64_t t = off[gs] * KN_SPARSE_LANES; t < off[gs + 1] * KN_SPARSE_LANES; t++)
+            if (col[t] >= width)
+                return kn_fail(KILN_ERR_INVALID_ARG, "lane column %d is outside slab %lld of %lld columns", col[t],
+                               (long long)(gs % slabs), (long long)K);
+    }
+    return KILN_OK;
+}
+
+static kiln_status sparse_infer(kn_graph *g, const kn_node *node) {
+    if (node->n_out != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "SparseGemm has one output, got %d", node->n_out);
+    const kn_value *a = kn_node_input(g, node, SPARSE_A);
+    const kn_value *values = kn_node_input(g, node, SPARSE_VALUES);
+    const kn_value *columns = kn_node_input(g, node, SPARSE_COLUMNS);
+    const kn_value *row_start = kn_node_input(g, node, SPARSE_ROW_START);
+    const kn_value *offsets = kn_node_input(g, node, SPARSE_LANE_OFFSETS);
+    const kn_value *lane_col = kn_node_input(g, node, SPARSE_LANE_COLUMNS);
+    const kn_value *lane_val = kn_node_input(g, node, SPARSE_LANE_VALUES);
+    const kn_value *bias = kn_node_input(g, node, SPARSE_BIAS);
+    if (!a || !values || !columns || !row_start || !offsets || !lane_col || !lane_val)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs A, the sparse rows and the lanes are required");
+    if (a->dtype != KN_F32 || a->shape.ndim < 1)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "A must be f32 of rank 1 or more");
+    int64_t K = a->shape.d[a->shape.ndim - 1], N = 0;
+    KN_TRY(sparse_check_csr(values, columns, row_start, K, &N));
+    KN_TRY(sparse_check_lanes(offsets, lane_col, lane_val, N, K));
+    if (bias && (!is_constant_1d(bias, KN_F32) || bias->shape.d[0] != N))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the bias must be a constant f32 row of %lld", (long long)N);
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
+    kn_value *y = kn_node_output(g, node, 0);
+    y->shape = a->shape;
+    y->shape.d[y->shape.ndim - 1] = N;
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+static kiln_status sparse_forward(const kn_op_call *call) {
+    const kn_tensor *a_t = call->in[SPARSE_A];
+    const kn_tensor *bias_t = call->node->n_in > SPARSE_BIAS ? call->in[SPARSE_BIAS] : NULL;
+    int64_t K = a_t->shape.d[a_t->shape.ndim - 1];
+    int64_t N = call->in[SPARSE_ROW_START]->shape.d[0] - 1;
+    int64_t M = K ? kn_numel(a_t) / K : 0;
+    const float *a = kn_f32(a_t);                                    // (M, K)
+    const float *values = kn_f32(call->in[SPARSE_VALUES]);           // (nnz)
+    const int32_t *col = call->in[SPARSE_COLUMNS]->data;             // (nnz)
+    const int64_t *start = call->in[SPARSE_ROW_START]->data;         // (N + 1)
+    const float *bias = bias_t ? kn_f32(bias_t) : NULL;              // (N) or none
+    float *y = kn_f32(call->out[0]);                                 // (M, N)
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
+    int64_t nnz = start[N], blocks = (M + KN_SPARSE_ROW_BLOCK - 1) / KN_SPARSE_ROW_BLOCK;
+    if (M == 1) {
+        kn_sparse_best()->lanes(a, K, call->in[SPARSE_LANE_OFFSETS]->data, call->in[SPARSE_LANE_COLUMNS]->data,
+                                kn_f32(call->in[SPARSE_LANE_VALUES]), bias, y, N);
+        kn_fused_act_apply(&act, y, N);
+        return KILN_OK;
+    }
+    size_t bytes;
+    if (!kn_size_mul((size_t)K, KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)omp_get_max_threads(), &bytes))
+        return kn_fail(KILN_ERR_NOMEM, "SparseGemm: K %lld overflows the workspace size", (long long)K);
+    float *at_all = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (threads, K, KN_SPARSE_ROW_BLOCK)
+    if (!at_all)
+        return kn_fail(KILN_ERR_NOMEM, "SparseGemm: out of memory for %zu bytes of workspace", bytes);
+#pragma omp parallel for schedule(static) if (M * nnz >= SPARSE_PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        float *at = at_all + (int64_t)omp_get_thread_num() * K * KN_SPARSE_ROW_BLOCK; // (K, block)
+        int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = M - r0 < KN_SPARSE_ROW_BLOCK ? M - r0 : KN_SPARSE_ROW_BLOCK;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t r = 0; r < KN_SPARSE_ROW_BLOCK; r++)
+                at[k * KN_SPARSE_ROW_BLOCK + r] = r < rows ? a[(r0 + r) * K + k] : 0.0f;
+        kn_sparse_best()->rows(at, rows, values, col, start, bias, y + r0 * N, N);
+        kn_fused_act_apply_serial(&act, y + r0 * N, rows * N);
+    }
+    return KILN_OK;
+}
+
+static size_t sparse_workspace(const kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, SPARSE_A);
+    size_t bytes;
+    if (!a || a->shape.ndim < 1 ||
+        !kn_size_mul((size_t)a->shape.d[a->shape.ndim - 1], KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)kn_threads_get(),
+                     &bytes))
+        return 0;
+    return bytes;
+}
+
+/* Two per stored weight and row of A: a multiply and an add. */
+static int64_t sparse_flops(const kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, SPARSE_A), *values = kn_node_input(g, node, SPARSE_VALUES);
+    if (!a || !values || a->shape.ndim < 1 || a->shape.d[a->shape.ndim - 1] < 1)
+        return 0;
+    int64_t M = kn_shape_numel(&a->shape) / a->shape.d[a->shape.ndim - 1];
+    return kn_count_mul(kn_count_mul(2, M), kn_shape_numel(&values->shape));
+}
+
+const kn_op kn_op_sparsegemm = {.name = "SparseGemm", .min_inputs = 7, .max_inputs = 8, .infer = sparse_infer,
+                                .forward = sparse_forward, .workspace = sparse_workspace, .flops = sparse_flops};
