@@ -161,14 +161,14 @@ static kiln_status sparse_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* The transposed blocks of A, one per thread; none for one row of A, which the lanes layout takes. */
 static size_t sparse_workspace(const kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, SPARSE_A);
-    size_t bytes;
-    if (!a || a->shape.ndim < 1 ||
-        !kn_size_mul((size_t)a->shape.d[a->shape.ndim - 1], KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)kn_threads_get(),
-                     &bytes))
+    if (!a || a->shape.ndim < 1 || kn_shape_numel(&a->shape) == a->shape.d[a->shape.ndim - 1])
         return 0;
-    return bytes;
+    size_t bytes;
+    size_t per_column = KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)kn_threads_get();
+    return kn_size_mul((size_t)a->shape.d[a->shape.ndim - 1], per_column, &bytes) ? bytes : 0;
 }
 
 /* Two per stored weight and row of A: a multiply and an add. */
