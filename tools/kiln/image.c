@@ -63,16 +63,21 @@ static bool png_chunks_fit(const unsigned char *p, size_t size) {
 /* Whether every Huffman table of a JPEG (a file that starts with the SOI marker; anything else passes)
  * defines at most 256 codes and lies within its DHT segment and the file. stb_image as Debian ships it
  * writes one entry per code into a 257-entry array without checking the total (found by fuzz_image).
- * The walk follows the markers as stb reads them: a segment's 2-byte length counts itself; after a
- * scan header the entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart
+ * The walk follows the markers as stb reads them: fill bytes (0xFF) may precede any marker, the first
+ * one included; a segment's 2-byte length counts itself; after a scan header the entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart
  * marker. */
 static bool jpeg_huffman_tables_fit(const unsigned char *p, size_t size) {
-    if (size < 2 || p[0] != 0xFF || p[1] != 0xD8)
+    size_t pos = 0; /* stb takes any number of 0xFF fill bytes before a marker, the first one too */
+    while (pos < size && p[pos] == 0xFF)
+        pos++;
+    if (pos == 0 || pos == size || p[pos] != 0xD8)
         return true;
-    size_t pos = 2;
+    pos++;
     while (pos + 4 <= size) {
-        if (p[pos] != 0xFF)
-            return true; /* not at a marker: stb reports the corruption itself */
+        if (p[pos] != 0xFF) { /* stb skips bytes that are not a marker, and so does this walk */
+            pos++;
+            continue;
+        }
         unsigned marker = p[pos + 1];
         if (marker == 0xFF) { /* fill byte before a marker */
             pos++;
