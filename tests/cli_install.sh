@@ -19,7 +19,8 @@ libdir=$prefix/lib
 [ -d "$prefix/lib64" ] && libdir=$prefix/lib64
 [ -d "$prefix/lib/x86_64-linux-gnu" ] && libdir=$prefix/lib/x86_64-linux-gnu
 for f in "$prefix/include/kiln/kiln.h" "$libdir/libkiln.a" "$libdir/pkgconfig/kiln.pc" \
-         "$libdir/cmake/kiln/kilnConfig.cmake" "$prefix/bin/kiln"; do
+         "$libdir/cmake/kiln/kilnConfig.cmake" "$prefix/bin/kiln" "$prefix/include/kiln/train.h" \
+         "$prefix/include/kiln/compress.h" "$libdir/libkiln_train.a" "$libdir/pkgconfig/kiln-train.pc"; do
     check "installed: ${f#$prefix/}" '[ -f "$f" ]'
 done
 check "libkiln.so has a versioned soname" 'readelf -d "$libdir/libkiln.so" | grep -q "SONAME.*\[libkiln.so.0\]"'
@@ -71,6 +72,22 @@ check "find_package(kiln) configures and builds classify.c" \
     'cmake -S "$work/app" -B "$work/app/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="${sanitize[*]}" > "$work/app.log" 2>&1 && cmake --build "$work/app/build" >> "$work/app.log" 2>&1'
 check "the find_package build classifies the trousers" \
     'LD_LIBRARY_PATH="$libdir" "$work/app/build/classify" "$work/small.kiln" "$work/trouser.f32" > "$work/cm.out" && head -1 "$work/cm.out" | grep -q "Trouser"'
-[ "$failed" -eq 0 ] || { cat "$work/install.log" "$work/cc.log" "$work/app.log" 2>/dev/null | tail -20; }
+# The training and compression library: examples/c/train_prune.c trains, prunes, fine-tunes and saves,
+# built with pkg-config kiln-train and with find_package's kiln::kiln_train.
+train_data=fashion-mnist:test
+check "pkg-config kiln-train builds train_prune.c" \
+    'cc -std=c11 -O2 "${sanitize[@]}" $(pkg-config --cflags kiln-train) "$src/examples/c/train_prune.c" -o "$work/train-pc" $(pkg-config --libs kiln-train) 2> "$work/cc-train.log"'
+check "it trains, prunes and saves a model the installed kiln reads" \
+    '"$work/train-pc" "$work/small.txt" "$train_data" "$train_data" "$work/pruned.kiln" > "$work/train.out" 2>&1 && grep -q "^pruned " "$work/train.out" && "$prefix/bin/kiln" info "$work/pruned.kiln" | grep -q "sparsity"'
+cat >> "$work/app/CMakeLists.txt" <<CMAKE
+add_executable(train_prune "$src/examples/c/train_prune.c")
+target_link_libraries(train_prune PRIVATE kiln::kiln_train)
+CMAKE
+check "find_package(kiln) builds train_prune.c against kiln::kiln_train" \
+    'cmake -S "$work/app" -B "$work/app/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="${sanitize[*]}" >> "$work/app.log" 2>&1 && cmake --build "$work/app/build" >> "$work/app.log" 2>&1'
+check "the find_package build trains and prunes" \
+    '"$work/app/build/train_prune" "$work/small.txt" "$train_data" "$train_data" "$work/pruned2.kiln" > "$work/train2.out" 2>&1 && grep -q "^pruned " "$work/train2.out"'
+cat "$work/train.out" 2>/dev/null
+[ "$failed" -eq 0 ] || { cat "$work/install.log" "$work/cc.log" "$work/cc-train.log" "$work/app.log" 2>/dev/null | tail -20; }
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
