@@ -292,6 +292,8 @@ kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_name
 kiln_status cli_open_model(const char *path, kiln_model **model) {
     if (cli_has_suffix(path, ".kiln") || cli_has_suffix(path, ".ckpt"))
         return kiln_model_load_file(path, model);
+    if (cli_has_suffix(path, ".onnx"))
+        return kiln_model_load_onnx(path, model);
     kn_graph g;
     KN_TRY(cli_load_model(path, 1, &g, NULL, NULL));
     kiln_status st = kn_model_from_graph(&g, model);
