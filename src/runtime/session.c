@@ -117,9 +117,10 @@ void kiln_session_options_free(kiln_session_options *options) { free(options); }
 
 /* ---- creating a session ------------------------------------------------------------------------ */
 
-/* The session's view of the model graph: a private value table over the shared nodes. Inputs start at
- * batch 1 (a trained model stores its last training batch) with open dimensions (-1) at 1, and *open
- * tells whether the model left any dimension but the batch open. */
+/* The session's view of the model graph: a private value table over the shared nodes. Inputs start
+ * with their open dimensions (kn_graph_input_dim_open: a -1, or the batch of a trained model, which
+ * stores its last training batch) at 1 and their fixed ones at the model's values; *open tells whether
+ * any dimension but the first of an input of rank 2 or more (a batch) is open. */
 static kiln_status make_view(kiln_session *s, bool *open) {
     const kn_graph *src = s->source;
     s->graph = *src;
@@ -135,8 +136,9 @@ static kiln_status make_view(kiln_session *s, bool *open) {
     for (int i = 0; i < src->n_inputs; i++) {
         kn_shape shape = src->values[src->inputs[i]].shape;
         for (int d = 0; d < shape.ndim; d++) {
-            *open |= d > 0 && shape.d[d] < 0;
-            shape.d[d] = d == 0 || shape.d[d] < 0 ? 1 : shape.d[d];
+            bool dim_open = kn_graph_input_dim_open(src, i, d);
+            *open |= dim_open && (d > 0 || shape.ndim < 2);
+            shape.d[d] = dim_open ? 1 : shape.d[d];
         }
         s->input_shapes[i] = shape;
     }
@@ -432,8 +434,9 @@ kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dty
 kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim, const int64_t *dims) {
     KN_TRY(check_index(session, index, true, "kiln_session_resize_input"));
     const kn_value *in = &session->source->values[session->source->inputs[index]];
+    kn_shape declared = kn_graph_input_declared(session->source, index);
     char saved[96];
-    kn_shape_str(&in->shape, saved, sizeof saved);
+    kn_shape_str(&declared, saved, sizeof saved);
     if (!dims)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_resize_input: dims is NULL");
     if (ndim != in->shape.ndim)
@@ -443,11 +446,11 @@ kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim
         if (dims[d] < 1)
             return kn_fail(KILN_ERR_SHAPE, "input '%s': dimension %d is %lld; it must be at least 1",
                            in->name, d, (long long)dims[d]);
-        if (d > 0 && in->shape.d[d] >= 0 && dims[d] != in->shape.d[d])
+        if (declared.d[d] >= 0 && dims[d] != declared.d[d])
             return kn_fail(KILN_ERR_SHAPE,
-                           "input '%s' %s: dimension %d is fixed at %lld by the model, got %lld (only the "
-                           "batch dimension and dimensions saved as -1 may change)",
-                           in->name, saved, d, (long long)in->shape.d[d], (long long)dims[d]);
+                           "input '%s' %s: dimension %d is fixed at %lld by the model, got %lld (only its open "
+                           "dimensions, shown as -1, may change)",
+                           in->name, saved, d, (long long)declared.d[d], (long long)dims[d]);
     }
     kn_shape shape = kn_shape_of(ndim, dims);
     if (kn_shape_equal(&shape, &session->input_shapes[index]))

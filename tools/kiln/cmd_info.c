@@ -119,9 +119,9 @@ static kiln_status gather(model_facts *f) {
     f->optimized_nodes = kn_model_graph(f->model, true)->n_nodes;
     f->file_bytes = cli_file_size(f->path);
     for (int i = 0; i < f->graph->n_inputs; i++) {
-        const kn_shape *s = &f->graph->values[f->graph->inputs[i]].shape;
-        for (int d = 1; d < s->ndim; d++)
-            f->open_dims |= s->d[d] < 0;
+        kn_shape s = kn_graph_input_declared(f->graph, i);
+        for (int d = 0; d < s.ndim; d++)
+            f->open_dims |= s.d[d] < 0 && (d > 0 || s.ndim < 2);
     }
     count_weights(f);
     return measure_runtime(f);
@@ -189,8 +189,9 @@ static void print_text(const model_facts *f) {
     printf("model      %s (%s)\n", f->path, size);
     for (int i = 0; i < g->n_inputs; i++) {
         const kn_value *v = &g->values[g->inputs[i]];
+        kn_shape declared = kn_graph_input_declared(g, i);
         char shape[96];
-        printf("%-10s %s %s %s\n", i ? "" : "inputs", v->name, cli_input_shape_str(&v->shape, shape, sizeof shape),
+        printf("%-10s %s %s %s\n", i ? "" : "inputs", v->name, cli_input_shape_str(&declared, shape, sizeof shape),
                kn_dtype_name(v->dtype));
     }
     for (int i = 0; i < g->n_outputs; i++) {
@@ -240,10 +241,11 @@ static void print_text(const model_facts *f) {
 
 /* ---- JSON --------------------------------------------------------------------------------------- */
 
-static void print_json_shape(const kn_shape *s, bool input) {
+/* An input's declared shape (-1 for an open dimension) or an output's shape. */
+static void print_json_shape(const kn_shape *s) {
     printf("[");
     for (int d = 0; d < s->ndim; d++)
-        printf("%s%lld", d ? "," : "", input && (d == 0 || s->d[d] < 0) ? -1LL : (long long)s->d[d]);
+        printf("%s%lld", d ? "," : "", (long long)s->d[d]);
     printf("]");
 }
 
@@ -256,7 +258,8 @@ static void print_json_io(const model_facts *f, bool input) {
         printf("%s{\"name\":", i ? "," : "");
         cli_json_string(stdout, v->name);
         printf(",\"shape\":");
-        print_json_shape(input ? &v->shape : &f->output_shapes[i], input);
+        kn_shape shape = input ? kn_graph_input_declared(g, i) : f->output_shapes[i];
+        print_json_shape(&shape);
         printf(",\"dtype\":\"%s\"}", kn_dtype_name(input ? v->dtype : f->output_dtypes[i]));
     }
     printf("]");
