@@ -178,8 +178,8 @@ KILN_API kiln_status kiln_session_input_dtype(const kiln_session *session, int i
 KILN_API kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dtype *dtype);
 
 /* Sets the shape of input `index` for the following runs. Only the dimensions the model leaves open
- * (see kiln_session_create) may change; the rank and the fixed dimensions must match the model's
- * (KILN_ERR_SHAPE otherwise). The memory is planned again at the next
+ * (see kiln_session_create) may change, to 0 or more; the rank and the fixed dimensions must match the
+ * model's (KILN_ERR_SHAPE otherwise). Set the input's data again after a resize that changes it. The memory is planned again at the next
  * call that needs it, only when a shape really changed; then pointers from kiln_session_input_data and
  * kiln_session_output become invalid. An error from the new shapes (an op rejecting them) is reported by
  * the call that plans. */
@@ -197,7 +197,15 @@ KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, ki
 KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes);
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
- * shapes, which plans the memory). Uses the session's thread count. */
+ * shapes, which plans the memory). Uses the session's thread count.
+ *
+ * Shapes computed from input VALUES: a model may read a small input (rank 0 or 1, at most 64 elements:
+ * a Reshape target, Slice bounds, Resize scales or sizes, Range bounds, Pad pads, axes ...) to size what
+ * follows. Such a session plans when those inputs are set (set them before asking for output shapes),
+ * and plans again only when their values change: a run after such a change may allocate; a run with
+ * the same values (and every run of a model whose shapes do not depend on values) does not. A value
+ * that asks for a negative or too large shape, or for more elements than the data has, fails the run
+ * (or the output getter) with an error naming the node. */
 KILN_API kiln_status kiln_session_run(kiln_session *session);
 
 /* Output `index` of the last run: *data points into the session (owned by it) and stays valid until the
