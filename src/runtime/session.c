@@ -824,3 +824,5 @@ const void *kn_session_arena(const kiln_session *session) { return session->aren
 const void *kn_session_scratch(const kiln_session *session) { return session->ctx.scratch; }
 
 int kn_session_plan_count(const kiln_session *session) { return session->plan_count; }
+
+bool kn_session_shapes_from_values(const kiln_session *session) { return session->dynamic; }
