@@ -228,7 +228,11 @@ static void test_misuse(const char *path, const void *image, size_t image_size) 
                 "4 dimensions, got 3");
     CHECK_ERROR(kiln_session_resize_input(s, 0, 4, (int64_t[]){2, 1, 27, 28}), KILN_ERR_SHAPE, "fixed at 28");
     printf("wrong shape: %s\n", kiln_last_error());
-    CHECK_ERROR(kiln_session_resize_input(s, 0, 4, (int64_t[]){0, 1, 28, 28}), KILN_ERR_SHAPE, "at least 1");
+    CHECK_ERROR(kiln_session_resize_input(s, 0, 4, (int64_t[]){-2, 1, 28, 28}), KILN_ERR_SHAPE, "negative");
+    // An empty batch is a shape like any other; this model's Conv refuses it when the session plans.
+    CHECK_OK(kiln_session_resize_input(s, 0, 4, (int64_t[]){0, 1, 28, 28}));
+    CHECK_ERROR(kiln_session_set_input(s, 0, KILN_DTYPE_F32, x, 0), KILN_ERR_SHAPE, "node 'conv1' (Conv)");
+    CHECK_OK(kiln_session_resize_input(s, 0, 4, (int64_t[]){1, 1, 28, 28}));
     CHECK_ERROR(kiln_session_resize_input(s, 0, 4, NULL), KILN_ERR_INVALID_ARG, "dims is NULL");
     CHECK_ERROR(kiln_session_input_shape(s, 0, NULL, dims), KILN_ERR_INVALID_ARG, "NULL");
     CHECK_ERROR(kiln_session_output_dtype(s, 3, &(kiln_dtype){0}), KILN_ERR_INVALID_ARG, "output 3");

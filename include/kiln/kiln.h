@@ -145,9 +145,13 @@ typedef struct kiln_session kiln_session;
 /* A session runs the model: it holds the input, activation and output buffers of one run (memory
  * planned once per set of input shapes, nothing allocated while running). options may be NULL
  * (defaults) and is copied: the caller may free it right after. Inputs start at the model's shapes with
- * the batch (the first dimension) at 1 and any other dimension the model leaves open (-1) at 1. When
- * no dimension but the batch is open, the memory is planned here, so that a model that cannot run fails
- * here; otherwise it is planned at the first call that needs it (resize the open dimensions first).
+ * every OPEN dimension at 1. A dimension is open when the model leaves it so: a symbolic ONNX dimension
+ * (dim_param, or none given), stored as -1 in a .kiln file, and the first dimension (the batch) of a
+ * model built from a spec or trained by kiln, or saved before .kiln format 1.2. A fixed dimension keeps
+ * its value: an ONNX model exported with a batch of 2 runs at 2, and a 1-D input is not a batch. When
+ * no dimension but the first of an input of rank 2 or more is open, the memory is planned here, so that
+ * a model that cannot run fails here; otherwise it is planned at the first call that needs it (resize
+ * the open dimensions first).
  * On success *session is new and owned by the caller (kiln_session_free); it holds a reference to the
  * model. On failure *session is NULL. */
 KILN_API kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
@@ -173,9 +177,9 @@ KILN_API kiln_status kiln_session_output_shape(kiln_session *session, int index,
 KILN_API kiln_status kiln_session_input_dtype(const kiln_session *session, int index, kiln_dtype *dtype);
 KILN_API kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dtype *dtype);
 
-/* Sets the shape of input `index` for the following runs. Only dimensions the model leaves open may
- * change: the batch dimension (the first) and any the model stores as -1; the rank and the other
- * dimensions must match the model's (KILN_ERR_SHAPE otherwise). The memory is planned again at the next
+/* Sets the shape of input `index` for the following runs. Only the dimensions the model leaves open
+ * (see kiln_session_create) may change, to 0 or more; the rank and the fixed dimensions must match the
+ * model's (KILN_ERR_SHAPE otherwise). Set the input's data again after a resize that changes it. The memory is planned again at the next
  * call that needs it, only when a shape really changed; then pointers from kiln_session_input_data and
  * kiln_session_output become invalid. An error from the new shapes (an op rejecting them) is reported by
  * the call that plans. */
@@ -193,7 +197,15 @@ KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, ki
 KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes);
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
- * shapes, which plans the memory). Uses the session's thread count. */
+ * shapes, which plans the memory). Uses the session's thread count.
+ *
+ * Shapes computed from input VALUES: a model may read a small input (rank 0 or 1, at most 64 elements:
+ * a Reshape target, Slice bounds, Resize scales or sizes, Range bounds, Pad pads, axes ...) to size what
+ * follows. Such a session plans when those inputs are set (set them before asking for output shapes),
+ * and plans again only when their values change: a run after such a change may allocate; a run with
+ * the same values (and every run of a model whose shapes do not depend on values) does not. A value
+ * that asks for a negative or too large shape, or for more elements than the data has, fails the run
+ * (or the output getter) with an error naming the node. */
 KILN_API kiln_status kiln_session_run(kiln_session *session);
 
 /* Output `index` of the last run: *data points into the session (owned by it) and stays valid until the

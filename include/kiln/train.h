@@ -38,6 +38,11 @@ KILN_API kiln_status kiln_graph_save(const kiln_graph *graph, const char *path);
 KILN_API void kiln_graph_free(kiln_graph *graph);
 /* A runnable model (kiln.h) of the graph as it is now; the graph is unchanged. *model is the caller's. */
 KILN_API kiln_status kiln_graph_to_model(const kiln_graph *graph, kiln_model **model);
+/* Loads an .onnx model to run (kiln.h), as `kiln run` does: constant subgraphs folded, nothing made
+ * trainable. Its inputs keep the model's dims: a fixed dim stays fixed, a symbolic one (dim_param or
+ * none) is open and starts at 1 in a session. KILN_ERR_UNSUPPORTED when kiln was built without ONNX.
+ * *model is the caller's (kiln_model_free); NULL on failure. */
+KILN_API kiln_status kiln_model_load_onnx(const char *path, kiln_model **model);
 KILN_API int64_t kiln_graph_param_count(const kiln_graph *graph);
 
 /* Loads DATA (fashion-mnist, fashion-mnist:test, an IDX, CSV or X.npy,Y.npy path; docs/data.md) the way

@@ -343,6 +343,26 @@ kiln_status kn_graph_infer_shapes(kn_graph *g) {
     return KILN_OK;
 }
 
+kiln_status kn_graph_set_dims_declared(kn_graph *g, bool declared) {
+    const char *want = declared ? "declared" : "batch", *now = kn_graph_meta(g, KN_META_INPUT_DIMS);
+    if (now && strcmp(now, want) == 0)
+        return KILN_OK; /* the trainer marks every batch change: the arena need not grow each time */
+    return kn_graph_set_meta(g, KN_META_INPUT_DIMS, want);
+}
+
+bool kn_graph_input_dim_open(const kn_graph *g, int input, int d) {
+    const char *dims = kn_graph_meta(g, KN_META_INPUT_DIMS);
+    bool declared = dims && strcmp(dims, "declared") == 0;
+    return g->values[g->inputs[input]].shape.d[d] < 0 || (d == 0 && !declared);
+}
+
+kn_shape kn_graph_input_declared(const kn_graph *g, int input) {
+    kn_shape shape = g->values[g->inputs[input]].shape;
+    for (int d = 0; d < shape.ndim; d++)
+        shape.d[d] = kn_graph_input_dim_open(g, input, d) ? -1 : shape.d[d];
+    return shape;
+}
+
 int64_t kn_graph_param_count(const kn_graph *g) {
     int64_t n = 0;
     for (int i = 0; i < g->n_values; i++)

@@ -166,6 +166,21 @@ kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value);
 /* The value of a metadata entry, or NULL. */
 const char *kn_graph_meta(const kn_graph *g, const char *key);
 
+/* Which input dims a caller may choose (open dims) is told by the metadata entry KN_META_INPUT_DIMS.
+ * "declared": exactly the dims that are -1 (ONNX imports): a fixed dim keeps its value. Absent (or any
+ * other value): also the first dim of every input, whatever it holds: graphs built from specs and
+ * trained ones, whose first dim holds the last batch, and every .kiln file written before the entry. */
+#define KN_META_INPUT_DIMS "kiln.input_dims"
+
+/* Marks g's input dims as declared (true) or its first dims as batches (false). */
+kiln_status kn_graph_set_dims_declared(kn_graph *g, bool declared);
+
+/* Whether dim d of graph input `input` is open: one a caller may set. */
+bool kn_graph_input_dim_open(const kn_graph *g, int input, int d);
+
+/* Graph input `input`'s shape with every open dim as -1. */
+kn_shape kn_graph_input_declared(const kn_graph *g, int input);
+
 /* Number of scalar parameters in KN_VALUE_PARAM values. */
 int64_t kn_graph_param_count(const kn_graph *g);
 

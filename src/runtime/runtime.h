@@ -30,6 +30,10 @@ const void *kn_session_arena(const kiln_session *session);
 const void *kn_session_scratch(const kiln_session *session);
 int kn_session_plan_count(const kiln_session *session);
 
+/* Whether the session's shapes follow the values of some inputs (a Reshape target given as an input):
+ * known once a plan was tried (kiln_session_memory, an output getter). */
+bool kn_session_shapes_from_values(const kiln_session *session);
+
 /* Every input of s at `batch` (its first dimension; other open dimensions stay at 1), filled with
  * seeded uniform [0, 1) floats (integer and bool inputs with zeros, valid indices for any Gather). A
  * scalar input, which has no batch dimension, is an error. */

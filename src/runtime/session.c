@@ -6,6 +6,14 @@
  * arena and the ops' scratch to what the plan and the ops' `workspace` functions ask for, and points
  * every tensor at its place. A run then calls each node's forward on those tensors, in order, and
  * allocates nothing.
+ *
+ * Shapes that depend on input DATA: a model may take a Reshape target, Slice bounds, Resize scales,
+ * Range bounds ... as graph inputs. When shape inference fails without input data, the session becomes
+ * data-dependent: every input then lives in a buffer of its own (set without a plan), the small inputs
+ * of rank 0 or 1 (at most KN_INFER_DATA_MAX_ELEMS elements: the ones that can decide shapes) are bound
+ * for shape inference as data (data_from_inference), and the plan is made for their values. It is kept
+ * with a copy of those values (the key) and made again only when a run or an output getter finds that
+ * they changed: such a run may allocate; a run whose shape values did not change does not.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +65,14 @@ struct kiln_session {
     int *group_of;            /* (n_nodes) index of the node's label among the distinct labels */
     int *group_first;         /* (n_groups) first node of each label */
     int n_groups;
+    /* Data-dependent shapes (see the top): */
+    bool dynamic;             /* shapes depend on the data of the inputs in shape_inputs */
+    unsigned shape_inputs;    /* bit i: input i's data is bound for shape inference */
+    void *input_buf[16];      /* dynamic: each input's own buffer, input_cap[i] bytes */
+    size_t input_cap[16];
+    bool input_set[16];       /* dynamic: input i holds data for its current shape */
+    unsigned char *key;       /* dynamic: the shape inputs' bytes the plan was made for, key_bytes */
+    size_t key_bytes;
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -117,9 +133,10 @@ void kiln_session_options_free(kiln_session_options *options) { free(options); }
 
 /* ---- creating a session ------------------------------------------------------------------------ */
 
-/* The session's view of the model graph: a private value table over the shared nodes. Inputs start at
- * batch 1 (a trained model stores its last training batch) with open dimensions (-1) at 1, and *open
- * tells whether the model left any dimension but the batch open. */
+/* The session's view of the model graph: a private value table over the shared nodes. Inputs start
+ * with their open dimensions (kn_graph_input_dim_open: a -1, or the batch of a trained model, which
+ * stores its last training batch) at 1 and their fixed ones at the model's values; *open tells whether
+ * any dimension but the first of an input of rank 2 or more (a batch) is open. */
 static kiln_status make_view(kiln_session *s, bool *open) {
     const kn_graph *src = s->source;
     s->graph = *src;
@@ -135,8 +152,9 @@ static kiln_status make_view(kiln_session *s, bool *open) {
     for (int i = 0; i < src->n_inputs; i++) {
         kn_shape shape = src->values[src->inputs[i]].shape;
         for (int d = 0; d < shape.ndim; d++) {
-            *open |= d > 0 && shape.d[d] < 0;
-            shape.d[d] = d == 0 || shape.d[d] < 0 ? 1 : shape.d[d];
+            bool dim_open = kn_graph_input_dim_open(src, i, d);
+            *open |= dim_open && (d > 0 || shape.ndim < 2);
+            shape.d[d] = dim_open ? 1 : shape.d[d];
         }
         s->input_shapes[i] = shape;
     }
@@ -217,7 +235,102 @@ static void describe_inputs(const kiln_session *s, char *buf, size_t size) {
     }
 }
 
-/* Shapes, memory plan, arena, scratch and tensors for the current input shapes. */
+/* ---- data-dependent shapes --------------------------------------------------------------------- */
+
+/* Bytes of input i at its current shape. */
+static size_t input_bytes(const kiln_session *s, int i) {
+    size_t bytes = 0;
+    kn_shape_bytes(&s->input_shapes[i], s->graph.values[s->graph.inputs[i]].dtype, &bytes);
+    return bytes;
+}
+
+/* Input i's own buffer (data-dependent sessions), grown to at least `bytes`. */
+static kiln_status grow_input(kiln_session *s, int i, size_t bytes) {
+    if (s->input_buf[i] && bytes <= s->input_cap[i])
+        return KILN_OK;
+    void *grown = realloc(s->input_buf[i], bytes ? bytes : 1);
+    if (!grown)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu bytes of input '%s'", bytes,
+                       s->graph.values[s->graph.inputs[i]].name);
+    s->input_buf[i] = grown;
+    s->input_cap[i] = bytes ? bytes : 1;
+    return KILN_OK;
+}
+
+/* Whether input i can decide shapes: rank 0 or 1, few elements, a dtype shape inference computes. */
+static bool may_decide_shapes(const kiln_session *s, int i) {
+    kn_dtype dtype = s->graph.values[s->graph.inputs[i]].dtype;
+    return s->input_shapes[i].ndim <= 1 && kn_shape_numel(&s->input_shapes[i]) <= KN_INFER_DATA_MAX_ELEMS &&
+           (dtype == KN_I64 || dtype == KN_I32 || dtype == KN_F32 || dtype == KN_BOOL);
+}
+
+/* After shape inference failed without input data: the session's shapes depend on the data of the
+ * inputs that can decide them, if it has any. */
+static bool become_dynamic(kiln_session *s) {
+    unsigned mask = 0;
+    for (int i = 0; i < s->graph.n_inputs; i++)
+        mask |= may_decide_shapes(s, i) ? 1u << i : 0;
+    s->dynamic = mask != 0;
+    s->shape_inputs = mask;
+    return s->dynamic;
+}
+
+/* Whether the shape inputs hold the values the plan was made for. */
+static bool key_matches(const kiln_session *s) {
+    size_t at = 0;
+    for (int i = 0; i < s->graph.n_inputs; i++) {
+        if (!(s->shape_inputs >> i & 1u))
+            continue;
+        size_t n = input_bytes(s, i);
+        if (at + n > s->key_bytes || (n && memcmp(s->key + at, s->input_buf[i], n) != 0))
+            return false;
+        at += n;
+    }
+    return at == s->key_bytes;
+}
+
+/* Keeps the shape inputs' values as the key of the plan made for them. */
+static kiln_status make_key(kiln_session *s) {
+    size_t total = 0;
+    for (int i = 0; i < s->graph.n_inputs; i++)
+        total += s->shape_inputs >> i & 1u ? input_bytes(s, i) : 0;
+    unsigned char *key = realloc(s->key, total ? total : 1);
+    if (!key)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory keeping the shape inputs' values");
+    s->key = key;
+    s->key_bytes = 0;
+    for (int i = 0; i < s->graph.n_inputs; i++) {
+        if (!(s->shape_inputs >> i & 1u))
+            continue;
+        size_t n = input_bytes(s, i);
+        if (n)
+            memcpy(s->key + s->key_bytes, s->input_buf[i], n);
+        s->key_bytes += n;
+    }
+    return KILN_OK;
+}
+
+/* Binds each shape input's data for shape inference; every one must have been set. */
+static kiln_status bind_shape_data(kiln_session *s) {
+    kn_graph *g = &s->graph;
+    for (int i = 0; i < g->n_inputs; i++) {
+        if (!(s->shape_inputs >> i & 1u))
+            continue;
+        kn_value *v = &g->values[g->inputs[i]];
+        if (!s->input_set[i])
+            return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' decides shapes (the model reads its values to size "
+                           "what follows): set it (kiln_session_set_input) before running or asking for output "
+                           "shapes", v->name);
+        v->data = s->input_buf[i];
+        v->data_from_inference = true;
+    }
+    return KILN_OK;
+}
+
+/* ---- planning ---------------------------------------------------------------------------------- */
+
+/* Shapes, memory plan, arena, scratch and tensors for the current input shapes (and, in a
+ * data-dependent session, the shape inputs' current values). */
 static kiln_status plan_session(kiln_session *s) {
     kn_graph *g = &s->graph;
     kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
@@ -225,7 +338,11 @@ static kiln_status plan_session(kiln_session *s) {
     s->has_run = false;
     for (int i = 0; i < g->n_inputs; i++)
         g->values[g->inputs[i]].shape = s->input_shapes[i];
+    if (s->dynamic)
+        KN_TRY(bind_shape_data(s));
     kiln_status st = kn_graph_infer_shapes(g);
+    if (st != KILN_OK && !s->dynamic && become_dynamic(s))
+        return bind_shape_data(s); /* no input has data yet: says which to set */
     if (st != KILN_OK) {
         char inputs[512];
         describe_inputs(s, inputs, sizeof inputs);
@@ -266,12 +383,23 @@ static kiln_status plan_session(kiln_session *s) {
         void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
         s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
     }
+    for (int i = 0; s->dynamic && i < g->n_inputs; i++) {
+        KN_TRY(grow_input(s, i, input_bytes(s, i)));
+        s->tensors[g->inputs[i]].data = s->input_buf[i];
+    }
+    if (s->dynamic)
+        KN_TRY(make_key(s));
     s->planned = true;
     s->plan_count++;
     return KILN_OK;
 }
 
-static kiln_status ensure_planned(kiln_session *s) { return s->planned ? KILN_OK : plan_session(s); }
+/* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed. */
+static kiln_status ensure_planned(kiln_session *s) {
+    if (s->planned && s->dynamic && !key_matches(s))
+        s->planned = false;
+    return s->planned ? KILN_OK : plan_session(s);
+}
 
 kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
                                 kiln_session **session) {
@@ -300,6 +428,8 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
     // with open ones the caller resizes first.
     if (st == KILN_OK && !open_dims)
         st = plan_session(s);
+    if (st != KILN_OK && s->dynamic)
+        st = KILN_OK; /* the shapes wait for the values of the inputs that decide them */
     if (st != KILN_OK) {
         kiln_session_free(s);
         return st;
@@ -323,6 +453,9 @@ void kiln_session_free(kiln_session *session) {
     free(session->labels);
     free(session->group_of);
     free(session->group_first);
+    for (int i = 0; i < 16; i++)
+        free(session->input_buf[i]);
+    free(session->key);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
@@ -432,22 +565,23 @@ kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dty
 kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim, const int64_t *dims) {
     KN_TRY(check_index(session, index, true, "kiln_session_resize_input"));
     const kn_value *in = &session->source->values[session->source->inputs[index]];
+    kn_shape declared = kn_graph_input_declared(session->source, index);
     char saved[96];
-    kn_shape_str(&in->shape, saved, sizeof saved);
+    kn_shape_str(&declared, saved, sizeof saved);
     if (!dims)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_resize_input: dims is NULL");
     if (ndim != in->shape.ndim)
         return kn_fail(KILN_ERR_SHAPE, "input '%s' %s has %d dimensions, got %d", in->name, saved,
                        in->shape.ndim, ndim);
     for (int d = 0; d < ndim; d++) {
-        if (dims[d] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "input '%s': dimension %d is %lld; it must be at least 1",
+        if (dims[d] < 0)
+            return kn_fail(KILN_ERR_SHAPE, "input '%s': dimension %d is %lld; a dimension cannot be negative",
                            in->name, d, (long long)dims[d]);
-        if (d > 0 && in->shape.d[d] >= 0 && dims[d] != in->shape.d[d])
+        if (declared.d[d] >= 0 && dims[d] != declared.d[d])
             return kn_fail(KILN_ERR_SHAPE,
-                           "input '%s' %s: dimension %d is fixed at %lld by the model, got %lld (only the "
-                           "batch dimension and dimensions saved as -1 may change)",
-                           in->name, saved, d, (long long)in->shape.d[d], (long long)dims[d]);
+                           "input '%s' %s: dimension %d is fixed at %lld by the model, got %lld (only its open "
+                           "dimensions, shown as -1, may change)",
+                           in->name, saved, d, (long long)declared.d[d], (long long)dims[d]);
     }
     kn_shape shape = kn_shape_of(ndim, dims);
     if (kn_shape_equal(&shape, &session->input_shapes[index]))
@@ -455,6 +589,7 @@ kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim
     session->input_shapes[index] = shape;
     session->planned = false;
     session->has_run = false;
+    session->input_set[index] = false;
     return KILN_OK;
 }
 
@@ -469,8 +604,48 @@ static kiln_status planned_input(kiln_session *s, int index, const char *fn, kn_
     return KILN_OK;
 }
 
+/* Whether input `index` lives in a buffer of its own: in a data-dependent session, which it may become
+ * here when its shapes cannot be planned without input data. */
+static bool own_input_buffer(kiln_session *s, int index, const char *fn, kiln_status *st) {
+    *st = check_index(s, index, true, fn);
+    if (*st != KILN_OK)
+        return false;
+    if (!s->dynamic) {
+        *st = ensure_planned(s);
+        if (*st != KILN_OK && s->dynamic)
+            *st = KILN_OK; /* it just became data-dependent: taking data needs no plan */
+    }
+    return *st == KILN_OK && s->dynamic;
+}
+
+/* kiln_session_set_input in a data-dependent session: into the input's own buffer, no plan needed. */
+static kiln_status set_own_input(kiln_session *s, int index, kiln_dtype dtype, const void *data, size_t bytes) {
+    const kn_value *v = &s->graph.values[value_of(s, index, true)];
+    size_t need = input_bytes(s, index);
+    if (!data)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_set_input: data for input '%s' is NULL", v->name);
+    if ((int)dtype != (int)v->dtype)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' is %s, got %s data", v->name, kn_dtype_name(v->dtype),
+                       kiln_dtype_name(dtype));
+    if (bytes != need) {
+        char shape[96];
+        return kn_fail(KILN_ERR_SHAPE, "input '%s' %s %s takes %zu bytes, got %zu (resize it for another shape)",
+                       v->name, kn_shape_str(&s->input_shapes[index], shape, sizeof shape),
+                       kn_dtype_name(v->dtype), need, bytes);
+    }
+    KN_TRY(grow_input(s, index, need));
+    if (need)
+        memcpy(s->input_buf[index], data, need);
+    s->input_set[index] = true;
+    return KILN_OK;
+}
+
 kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
                                    size_t bytes) {
+    kiln_status own;
+    if (own_input_buffer(session, index, "kiln_session_set_input", &own))
+        return set_own_input(session, index, dtype, data, bytes);
+    KN_TRY(own);
     kn_tensor *t;
     size_t need;
     KN_TRY(planned_input(session, index, "kiln_session_set_input", &t, &need));
@@ -491,6 +666,19 @@ kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype 
 }
 
 kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes) {
+    kiln_status own;
+    if (own_input_buffer(session, index, "kiln_session_input_data", &own)) {
+        if (!data)
+            return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_input_data: data is NULL");
+        size_t need = input_bytes(session, index);
+        KN_TRY(grow_input(session, index, need));
+        session->input_set[index] = true; /* the caller writes it in place */
+        *data = session->input_buf[index];
+        if (bytes)
+            *bytes = need;
+        return KILN_OK;
+    }
+    KN_TRY(own);
     kn_tensor *t;
     size_t size;
     KN_TRY(planned_input(session, index, "kiln_session_input_data", &t, &size));
@@ -636,3 +824,5 @@ const void *kn_session_arena(const kiln_session *session) { return session->aren
 const void *kn_session_scratch(const kiln_session *session) { return session->ctx.scratch; }
 
 int kn_session_plan_count(const kiln_session *session) { return session->plan_count; }
+
+bool kn_session_shapes_from_values(const kiln_session *session) { return session->dynamic; }

@@ -8,6 +8,7 @@
 #include "core/status.h"
 #include "core/threads.h"
 #include "format/kiln_file.h"
+#include "runtime/runtime.h"
 #include "train/evaluate.h"
 #include "train/spec.h"
 #include "train/trainer.h"
@@ -99,6 +100,26 @@ kiln_status kiln_graph_to_model(const kiln_graph *graph, kiln_model **model) {
     kiln_status st = kiln_model_load_memory(buf, size, model);
     free(buf);
     return st;
+}
+
+kiln_status kiln_model_load_onnx(const char *path, kiln_model **model) {
+    if (!path || !model)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kiln_model_load_onnx: NULL argument");
+    *model = NULL;
+#ifdef KILN_HAVE_ONNX
+    kn_graph g;
+    kiln_status st = kn_onnx_import_file(path, &g);
+    if (st != KILN_OK) {
+        kn_graph_free(&g);
+        return st;
+    }
+    st = kn_model_from_graph(&g, model);
+    if (st != KILN_OK)
+        kn_error_prefix("%s: ", path);
+    return st;
+#else
+    return kn_fail(KILN_ERR_UNSUPPORTED, "%s: this kiln was built without ONNX support", path);
+#endif
 }
 
 int64_t kiln_graph_param_count(const kiln_graph *graph) { return graph ? kn_graph_param_count(&graph->g) : 0; }

@@ -183,6 +183,8 @@ kiln_status kn_tape_set_batch(kn_tape *t, int64_t batch) {
             return kn_fail(KILN_ERR_SHAPE, "input '%s' has no batch dimension", in->name);
         in->shape.d[0] = batch;
     }
+    /* Every first dim now holds a batch, which any batch may replace. */
+    KN_TRY(kn_graph_set_dims_declared(g, false));
     KN_TRY(kn_graph_infer_shapes(g));
     t->batch = batch;
     return bind_activations(t);

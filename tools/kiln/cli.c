@@ -216,9 +216,9 @@ char *cli_input_shape_str(const kn_shape *shape, char *buf, size_t size) {
     size_t used = 0;
     buf[0] = '\0';
     for (int d = 0; d < shape->ndim && used < size; d++) {
-        int n = d == 0 ? snprintf(buf, size, "(N")
-                : shape->d[d] < 0 ? snprintf(buf + used, size - used, ", ?")
-                : snprintf(buf + used, size - used, ", %lld", (long long)shape->d[d]);
+        const char *sep = d ? ", " : "(";
+        int n = shape->d[d] >= 0 ? snprintf(buf + used, size - used, "%s%lld", sep, (long long)shape->d[d])
+                                 : snprintf(buf + used, size - used, "%s%s", sep, d == 0 ? "N" : "?");
         used += n > 0 ? (size_t)n : 0;
     }
     if (used < size)
@@ -292,6 +292,8 @@ kiln_status cli_load_model(const char *path, uint64_t seed, kn_graph *g, kn_name
 kiln_status cli_open_model(const char *path, kiln_model **model) {
     if (cli_has_suffix(path, ".kiln") || cli_has_suffix(path, ".ckpt"))
         return kiln_model_load_file(path, model);
+    if (cli_has_suffix(path, ".onnx"))
+        return kiln_model_load_onnx(path, model);
     kn_graph g;
     KN_TRY(cli_load_model(path, 1, &g, NULL, NULL));
     kiln_status st = kn_model_from_graph(&g, model);

@@ -54,8 +54,9 @@ double cli_now(void);
  * object {"Conv":2,"Relu":3}. */
 void cli_print_op_counts(FILE *out, const kn_graph *g, bool json);
 
-/* A model input's shape as saved, with its open dimensions shown: "(N, 1, 28, 28)", "(N, ?, 16)" (the
- * batch, the first dimension, is always open). Returns buf. */
+/* A model input's declared shape (kn_graph_input_declared: open dimensions are -1) as shown to users:
+ * an open first dimension is the batch N, other open ones are ?, fixed ones their size: "(N, 1, 28, 28)",
+ * "(N, ?, 16)", "(2, 3)". Returns buf. */
 char *cli_input_shape_str(const kn_shape *shape, char *buf, size_t size);
 
 /* "1.6 MiB", "312 B". */

@@ -29,6 +29,8 @@ typedef struct model_facts {
     int64_t file_bytes;
     int64_t flops;               /* per run of the saved graph at batch 1 */
     bool open_dims;              /* a dimension besides the batch is open: taken as 1 */
+    bool any_open;               /* some input dimension is open: taken as 1 */
+    bool from_values;            /* shapes follow input values: no output shapes, FLOPs or memory */
     kiln_memory_info memory;     /* of the optimized graph at batch 1 */
     kn_shape output_shapes[16];  /* at batch 1 */
     kn_dtype output_dtypes[16];
@@ -51,6 +53,12 @@ static kiln_status measure_runtime(model_facts *f) {
         st = kiln_session_create(f->model, options, &saved);
     if (st == KILN_OK)
         st = kiln_session_memory(saved, &unused);
+    if (st != KILN_OK && saved && kn_session_shapes_from_values(saved)) {
+        f->from_values = true; /* nothing to measure before the values are given */
+        kiln_session_free(saved);
+        kiln_session_options_free(options);
+        return KILN_OK;
+    }
     for (int i = 0; st == KILN_OK && i < kiln_session_profile_count(saved, KILN_PROFILE_BY_NODE); i++) {
         kiln_profile_entry e;
         st = kiln_session_profile_entry(saved, KILN_PROFILE_BY_NODE, i, &e);
@@ -119,9 +127,11 @@ static kiln_status gather(model_facts *f) {
     f->optimized_nodes = kn_model_graph(f->model, true)->n_nodes;
     f->file_bytes = cli_file_size(f->path);
     for (int i = 0; i < f->graph->n_inputs; i++) {
-        const kn_shape *s = &f->graph->values[f->graph->inputs[i]].shape;
-        for (int d = 1; d < s->ndim; d++)
-            f->open_dims |= s->d[d] < 0;
+        kn_shape s = kn_graph_input_declared(f->graph, i);
+        for (int d = 0; d < s.ndim; d++)
+            f->open_dims |= s.d[d] < 0 && (d > 0 || s.ndim < 2);
+        for (int d = 0; d < s.ndim; d++)
+            f->any_open |= s.d[d] < 0;
     }
     count_weights(f);
     return measure_runtime(f);
@@ -189,15 +199,20 @@ static void print_text(const model_facts *f) {
     printf("model      %s (%s)\n", f->path, size);
     for (int i = 0; i < g->n_inputs; i++) {
         const kn_value *v = &g->values[g->inputs[i]];
+        kn_shape declared = kn_graph_input_declared(g, i);
         char shape[96];
-        printf("%-10s %s %s %s\n", i ? "" : "inputs", v->name, cli_input_shape_str(&v->shape, shape, sizeof shape),
+        printf("%-10s %s %s %s\n", i ? "" : "inputs", v->name, cli_input_shape_str(&declared, shape, sizeof shape),
                kn_dtype_name(v->dtype));
     }
     for (int i = 0; i < g->n_outputs; i++) {
         char shape[96];
-        printf("%-10s %s %s %s%s\n", i ? "" : "outputs", g->values[g->outputs[i]].name,
-               kn_shape_str(&f->output_shapes[i], shape, sizeof shape), kn_dtype_name(f->output_dtypes[i]),
-               i ? "" : "  (at batch 1)");
+        if (f->from_values)
+            printf("%-10s %s: shape and dtype follow the values of the inputs\n", i ? "" : "outputs",
+                   g->values[g->outputs[i]].name);
+        else
+            printf("%-10s %s %s %s%s\n", i ? "" : "outputs", g->values[g->outputs[i]].name,
+                   kn_shape_str(&f->output_shapes[i], shape, sizeof shape), kn_dtype_name(f->output_dtypes[i]),
+                   i || !f->any_open ? "" : "  (open dimensions at 1)");
     }
     printf("ops        %d nodes (%d after optimization): ", g->n_nodes, f->optimized_nodes);
     cli_print_op_counts(stdout, g, false);
@@ -220,11 +235,15 @@ static void print_text(const model_facts *f) {
                (double)as_f32 / (double)f->file_bytes);
     }
     format_flops((double)f->flops, a, sizeof a);
-    printf("FLOPs      %s per run at batch 1%s\n", a, f->open_dims ? " (open dimensions at 1)" : "");
-    cli_format_bytes((double)f->memory.arena_bytes, a, sizeof a);
-    cli_format_bytes((double)f->memory.naive_bytes, b, sizeof b);
-    cli_format_bytes((double)f->memory.workspace_bytes, c, sizeof c);
-    printf("memory     activations %s planned at batch 1 (%s without reuse), op scratch %s\n", a, b, c);
+    cli_format_bytes((double)f->memory.arena_bytes, b, sizeof b);
+    cli_format_bytes((double)f->memory.naive_bytes, c, sizeof c);
+    if (f->from_values) {
+        printf("FLOPs      set at run time: shapes follow the values of the inputs\n");
+    } else {
+        printf("FLOPs      %s per run at batch 1%s\n", a, f->open_dims ? " (open dimensions at 1)" : "");
+        cli_format_bytes((double)f->memory.workspace_bytes, a, sizeof a);
+        printf("memory     activations %s planned at batch 1 (%s without reuse), op scratch %s\n", b, c, a);
+    }
     if (g->class_names) {
         printf("classes    %d:", g->n_classes);
         for (int i = 0; i < g->n_classes; i++)
@@ -240,10 +259,11 @@ static void print_text(const model_facts *f) {
 
 /* ---- JSON --------------------------------------------------------------------------------------- */
 
-static void print_json_shape(const kn_shape *s, bool input) {
+/* An input's declared shape (-1 for an open dimension) or an output's shape. */
+static void print_json_shape(const kn_shape *s) {
     printf("[");
     for (int d = 0; d < s->ndim; d++)
-        printf("%s%lld", d ? "," : "", input && (d == 0 || s->d[d] < 0) ? -1LL : (long long)s->d[d]);
+        printf("%s%lld", d ? "," : "", (long long)s->d[d]);
     printf("]");
 }
 
@@ -256,7 +276,12 @@ static void print_json_io(const model_facts *f, bool input) {
         printf("%s{\"name\":", i ? "," : "");
         cli_json_string(stdout, v->name);
         printf(",\"shape\":");
-        print_json_shape(input ? &v->shape : &f->output_shapes[i], input);
+        kn_shape shape = input ? kn_graph_input_declared(g, i) : f->output_shapes[i];
+        if (!input && f->from_values) {
+            printf("null,\"dtype\":null}"); /* they follow the input values */
+            continue;
+        }
+        print_json_shape(&shape);
         printf(",\"dtype\":\"%s\"}", kn_dtype_name(input ? v->dtype : f->output_dtypes[i]));
     }
     printf("]");
@@ -278,10 +303,11 @@ static void print_json(const model_facts *f) {
         printf("%s\"%s\":%lld", k ? "," : "", f->kinds[k].name, (long long)f->kinds[k].bytes);
     printf("},\"layer_sparsity\":{");
     print_layer_sparsity(g, true);
-    printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,"
+    printf("},\"file_bytes_f32\":%lld,\"flops\":%lld,\"open_dims\":%s,\"shapes_from_values\":%s,"
            "\"activation_bytes\":%zu,\"activation_bytes_naive\":%zu,"
            "\"workspace_bytes\":%zu,\"classes\":[",
            (long long)(f->file_bytes + f->f32_delta), (long long)f->flops, f->open_dims ? "true" : "false",
+           f->from_values ? "true" : "false",
            f->memory.arena_bytes, f->memory.naive_bytes, f->memory.workspace_bytes);
     for (int i = 0; g->class_names && i < g->n_classes; i++) {
         printf(i ? "," : "");

@@ -39,7 +39,8 @@ static kiln_status read_inputs(const run_args *a, kiln_session *s, const kiln_mo
     int n = kiln_session_input_count(s);
     for (int i = 0; i < n; i++) {
         const kn_value *v = &g->values[g->inputs[i]];
-        cli_batch_init(&batches[i], v->name, &v->shape, v->dtype);
+        kn_shape declared = kn_graph_input_declared(g, i);
+        cli_batch_init(&batches[i], v->name, &declared, v->dtype);
     }
     cli_input_options options = {.batch_dim = a->batch_dim, .label = a->label};
     options.n_norm = kiln_model_input_norm(model, &options.mean, &options.std);

@@ -683,8 +683,16 @@ static kiln_status export_compact_initializers(exporter *x) {
 
 /* ---- the graph ---- */
 
-/* A graph input's or output's type. Dim 0 is the batch, "batch"; an input's other dynamic dims (-1)
- * are named "<input>_dim<k>". For outputs, known_dims false leaves dims past 0 unset: they follow the
+/* Whether value `id` is a graph input whose first dim is fixed (kn_graph_input_dim_open). */
+static bool fixed_first_dim(const kn_graph *g, int id) {
+    for (int i = 0; i < g->n_inputs; i++)
+        if (g->inputs[i] == id)
+            return g->values[id].shape.ndim > 0 && !kn_graph_input_dim_open(g, i, 0);
+    return false;
+}
+
+/* A graph input's or output's type. Dim 0 is the batch, "batch", unless an input fixes it; an input's
+ * other dynamic dims (-1) are named "<input>_dim<k>". For outputs, known_dims false leaves dims past 0 unset: they follow the
  * inputs' dynamic dims, whose values the graph's shapes do not tell. */
 static Onnx__ValueInfoProto *make_value_info(exporter *x, int id, bool known_dims) {
     const kn_value *v = &x->g->values[id];
@@ -714,7 +722,7 @@ static Onnx__ValueInfoProto *make_value_info(exporter *x, int id, bool known_dim
         onnx__tensor_shape_proto__dimension__init(d);
         dim_list[k] = d;
         int64_t extent = v->shape.d[k];
-        if (k == 0) {
+        if (k == 0 && !fixed_first_dim(x->g, id)) {
             d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
             d->dim_param = "batch";
         } else if (v->kind == KN_VALUE_INPUT && extent < 0) {

@@ -612,6 +612,7 @@ static kiln_status import_model(kn_onnx_importer *im, const Onnx__ModelProto *m)
     }
     KN_TRY(drop_folded_initializers(g));
     KN_TRY(kn_onnx_meta_import(m, g));
+    KN_TRY(kn_graph_set_dims_declared(g, true)); /* only dim_params and unknown dims are open */
     char opset[24];
     snprintf(opset, sizeof opset, "%lld", (long long)im->opset);
     KN_TRY(kn_graph_set_meta(g, "onnx.opset", opset));

@@ -149,8 +149,8 @@ kiln_status kn_onnx_meta_export(const kn_graph *g, kn_arena *arena, Onnx__String
         if (is_encoded_key(key))
             return kn_fail(KILN_ERR_INVALID_ARG, "metadata note '%s' uses a key kiln keeps for its own "
                            "fields", key);
-        if (is_source_note(key))
-            continue;
+        if (is_source_note(key) || strcmp(key, KN_META_INPUT_DIMS) == 0)
+            continue; /* which input dims are open, ONNX says with the dims themselves */
         Onnx__StringStringEntryProto *e = make_entry(arena, key, g->meta[i].value);
         if (!e)
             return kn_fail(KILN_ERR_NOMEM, "out of memory writing metadata");
