@@ -5,8 +5,10 @@
  *     Pow                    f32, i64 or i32 base; f32, i64 or i32 exponent; output in the base's
  *                            dtype
 
- *     Equal, Less, Greater   f32, i64, i32, u8, i8 (Equal also bool) -> bool
- *     And, Or, Not           bool
+ *     Equal, Less, Greater,  f32, i64, i32, u8, i8 (Equal also bool) -> bool
+ *     LessOrEqual, GreaterOrEqual
+ *     Mod                    f32 (fmod=1 only), i64, i32, u8, i8
+ *     And, Or, Xor, Not      bool
  *     Where                  bool condition; X and Y of one dtype, any
  *     Max, Min               1 to N inputs of one dtype: f32, f16, i64, i32, u8, i8
  *     Sum, Mean              1 to N f32 inputs
@@ -449,7 +451,9 @@ static kiln_status pow_backward(const kn_op_call *call) {
 
 /* ---- Equal, Less, Greater ---- */
 
-typedef enum compare_kind { COMPARE_EQUAL, COMPARE_LESS, COMPARE_GREATER } compare_kind;
+typedef enum compare_kind {
+    COMPARE_EQUAL, COMPARE_LESS, COMPARE_GREATER, COMPARE_LESS_OR_EQUAL, COMPARE_GREATER_OR_EQUAL
+} compare_kind;
 
 static kiln_status compare_infer(kn_graph *g, const kn_node *node, compare_kind kind) {
     KN_TRY(require_inputs(g, node, 2));
@@ -470,10 +474,18 @@ static kiln_status less_infer(kn_graph *g, const kn_node *node) {
 static kiln_status greater_infer(kn_graph *g, const kn_node *node) {
     return compare_infer(g, node, COMPARE_GREATER);
 }
+static kiln_status less_or_equal_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_LESS_OR_EQUAL);
+}
+static kiln_status greater_or_equal_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_GREATER_OR_EQUAL);
+}
 
-/* u == v, u < v or u > v, for floats and integers alike */
+/* u == v, u < v, u > v, u <= v or u >= v, for floats and integers alike */
 #define KN_COMPARE(kind, u, v)                                                                     \
-    ((kind) == COMPARE_EQUAL ? (u) == (v) : (kind) == COMPARE_LESS ? (u) < (v) : (u) > (v))
+    ((kind) == COMPARE_EQUAL ? (u) == (v) : (kind) == COMPARE_LESS ? (u) < (v)                     \
+     : (kind) == COMPARE_GREATER ? (u) > (v) : (kind) == COMPARE_LESS_OR_EQUAL ? (u) <= (v)       \
+     : (u) >= (v))
 
 typedef struct compare_args {
     compare_kind kind;
@@ -518,6 +530,64 @@ static kiln_status less_forward(const kn_op_call *call) {
 static kiln_status greater_forward(const kn_op_call *call) {
     return compare_forward(call, COMPARE_GREATER);
 }
+static kiln_status less_or_equal_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_LESS_OR_EQUAL);
+}
+static kiln_status greater_or_equal_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_GREATER_OR_EQUAL);
+}
+
+/* ---- Mod ---- */
+
+/* fmod = 0 (the default, integers only): the remainder takes the divisor's sign, as Python's %;
+ * fmod = 1: C's fmod, the dividend's sign, for floats and integers. */
+static kiln_status mod_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(arith_infer(g, node));
+    if (kn_node_input(g, node, 0)->dtype == KN_F32 && kn_node_int(node, "fmod", 0) == 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
+    return KILN_OK;
+}
+
+typedef struct mod_args {
+    bool c_fmod;
+    kn_dtype dtype;
+    const void *a, *b;
+    void *y;
+} mod_args;
+
+/* u mod v for v != 0; INT64_MIN mod -1 is 0 (computed without the overflowing division). */
+static inline int64_t int_mod(int64_t u, int64_t v, bool c_fmod) {
+    int64_t r = v == -1 ? 0 : u % v;
+    if (!c_fmod && r != 0 && ((r < 0) != (v < 0)))
+        r += v;
+    return r;
+}
+
+static void mod_row(const kn_broadcast_row *row, void *ctx) {
+    const mod_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t ia = row->offset[0] + i * row->step[0], ib = row->offset[1] + i * row->step[1];
+        if (args->dtype == KN_F32) {
+            ((float *)args->y)[row->at + i] =
+                fmodf(((const float *)args->a)[ia], ((const float *)args->b)[ib]);
+        } else {
+            int64_t u = kn_int_load(args->a, args->dtype, ia), v = kn_int_load(args->b, args->dtype, ib);
+            kn_int_store(args->y, args->dtype, row->at + i, int_mod(u, v, args->c_fmod));
+        }
+    }
+}
+
+static kiln_status mod_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    if (a->dtype != KN_F32 && kn_numel(y) > 0)
+        KN_TRY(check_no_zero_divisor(b));
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    mod_args args = {kn_node_int(call->node, "fmod", 0) != 0, a->dtype, a->data, b->data, y->data};
+    kn_broadcast_run(&p, mod_row, &args);
+    return KILN_OK;
+}
 
 /* ---- And, Or, Not ---- */
 
@@ -535,8 +605,10 @@ static kiln_status logic_infer(kn_graph *g, const kn_node *node) {
     return infer_broadcast_output(g, node, 2, KN_BOOL);
 }
 
+typedef enum logic_kind { LOGIC_AND, LOGIC_OR, LOGIC_XOR } logic_kind;
+
 typedef struct logic_args {
-    bool is_and; /* else Or */
+    logic_kind kind;
     const uint8_t *a, *b;
     uint8_t *y;
 } logic_args;
@@ -548,22 +620,23 @@ static void logic_row(const kn_broadcast_row *row, void *ctx) {
     uint8_t *y = args->y + row->at;
     for (int64_t i = 0; i < row->n; i++) {
         bool u = a[i * row->step[0]] != 0, v = b[i * row->step[1]] != 0;
-        y[i] = args->is_and ? (u && v) : (u || v);
+        y[i] = args->kind == LOGIC_AND ? (u && v) : args->kind == LOGIC_OR ? (u || v) : (u != v);
     }
 }
 
-static kiln_status logic_forward(const kn_op_call *call, bool is_and) {
+static kiln_status logic_forward(const kn_op_call *call, logic_kind kind) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
     kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
-    logic_args args = {is_and, a->data, b->data, y->data};
+    logic_args args = {kind, a->data, b->data, y->data};
     kn_broadcast_run(&p, logic_row, &args);
     return KILN_OK;
 }
 
-static kiln_status and_forward(const kn_op_call *call) { return logic_forward(call, true); }
-static kiln_status or_forward(const kn_op_call *call) { return logic_forward(call, false); }
+static kiln_status and_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_AND); }
+static kiln_status or_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_OR); }
+static kiln_status xor_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_XOR); }
 
 static kiln_status not_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(require_inputs(g, node, 1));
@@ -894,6 +967,16 @@ const kn_op kn_op_less = {.name = "Less", .min_inputs = 2, .max_inputs = 2, .inf
 const kn_op kn_op_greater = {.name = "Greater", .min_inputs = 2, .max_inputs = 2,
                              .infer = greater_infer, .forward = greater_forward,
                              .flops = elementwise_flops};
+const kn_op kn_op_lessorequal = {.name = "LessOrEqual", .min_inputs = 2, .max_inputs = 2,
+                                 .infer = less_or_equal_infer, .forward = less_or_equal_forward,
+                                 .flops = elementwise_flops};
+const kn_op kn_op_greaterorequal = {.name = "GreaterOrEqual", .min_inputs = 2, .max_inputs = 2,
+                                    .infer = greater_or_equal_infer,
+                                    .forward = greater_or_equal_forward, .flops = elementwise_flops};
+const kn_op kn_op_mod = {.name = "Mod", .min_inputs = 2, .max_inputs = 2, .infer = mod_infer,
+                         .forward = mod_forward, .flops = elementwise_flops};
+const kn_op kn_op_xor = {.name = "Xor", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
+                         .forward = xor_forward, .flops = elementwise_flops};
 const kn_op kn_op_and = {.name = "And", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
                          .forward = and_forward, .flops = elementwise_flops};
 const kn_op kn_op_or = {.name = "Or", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,

@@ -1,4 +1,5 @@
-/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL2, and the sum over axes that
+/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
+ * ReduceLogSum, ReduceLogSumExp, and the sum over axes that
  * ReduceMean and ReduceSum share with the broadcasting binary ops (ops/reduce.h).
  *
  * Every op takes its axes from the attribute `axes` (ReduceSum before opset 13, the others before
@@ -6,6 +7,9 @@
  * (default 1) keeps the reduced dims as 1. No axes means every axis, unless
  * noop_with_empty_axes = 1, which makes the op the identity. Mean-pooling a sequence is (N, T, D)
  * axes=[1] keepdims=0 -> (N, D).
+ *
+ * ReduceL1 (sum of |x|), ReduceSumSquare, ReduceLogSum (ln of the sum) and ReduceLogSumExp
+ * (ln sum e^x, shifted by the max) are forward only, like ReduceProd and ReduceL2.
  *
  * Dtypes: f32; ReduceMax and ReduceMin also i64, i32, u8, i8. An empty reduction gives the identity
  * of the operation (sum 0, product 1, max -inf or the dtype's lowest value, min +inf or its
@@ -258,13 +262,15 @@ static inline void reduce_cursor_next(const reduce_walk *w, reduce_cursor *c) {
 }
 
 typedef enum reduce_kind {
-    REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2
+    REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2, REDUCE_L1,
+    REDUCE_SUM_SQUARE, REDUCE_LOG_SUM, REDUCE_LOG_SUM_EXP
 } reduce_kind;
 
 /* The op entries at the end of this file share one infer, forward and backward, which tell the
  * reductions apart by the node's entry. */
 extern const kn_op kn_op_reducemean, kn_op_reducesum, kn_op_reducemax, kn_op_reducemin,
-    kn_op_reduceprod, kn_op_reducel2;
+    kn_op_reduceprod, kn_op_reducel2, kn_op_reducel1, kn_op_reducesumsquare, kn_op_reducelogsum,
+    kn_op_reducelogsumexp;
 
 static reduce_kind reduce_kind_of(const kn_node *node) {
     const kn_op *op = node->op;
@@ -273,14 +279,30 @@ static reduce_kind reduce_kind_of(const kn_node *node) {
            : op == &kn_op_reducemax ? REDUCE_MAX
            : op == &kn_op_reducemin ? REDUCE_MIN
            : op == &kn_op_reduceprod ? REDUCE_PROD
+           : op == &kn_op_reducel1 ? REDUCE_L1
+           : op == &kn_op_reducesumsquare ? REDUCE_SUM_SQUARE
+           : op == &kn_op_reducelogsum ? REDUCE_LOG_SUM
+           : op == &kn_op_reducelogsumexp ? REDUCE_LOG_SUM_EXP
                                      : REDUCE_L2;
 }
 
-/* Max / min keep the first NaN they meet, as numpy does. Products and sums of squares accumulate in
- * double. */
+/* The largest of x's elements reduced into one output (-inf for none): LogSumExp's shift. */
+static double reduce_f32_max(const reduce_walk *w, const float *x) {
+    double m = -INFINITY;
+    reduce_cursor c = {{0}, 0};
+    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c))
+        m = x[c.offset] > m ? x[c.offset] : m;
+    return m;
+}
+
+/* Max / min keep the first NaN they meet, as numpy does. Products, sums of squares and the other
+ * sums accumulate in double. LogSumExp sums e^(v - max) so that e^v cannot overflow. */
 static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float *x) {
     double acc = kind == REDUCE_MAX ? -INFINITY : kind == REDUCE_MIN ? INFINITY
                  : kind == REDUCE_PROD ? 1.0 : 0.0;
+    double shift = kind == REDUCE_LOG_SUM_EXP ? reduce_f32_max(w, x) : 0.0;
+    if (isinf(shift))
+        shift = 0.0; /* all -inf (or empty): the sum is 0 and the log -inf; +inf stays +inf */
     reduce_cursor c = {{0}, 0};
     for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
         double v = x[c.offset];
@@ -288,10 +310,18 @@ static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float 
         case REDUCE_MAX: acc = (v > acc || isnan(v)) ? v : acc; break;
         case REDUCE_MIN: acc = (v < acc || isnan(v)) ? v : acc; break;
         case REDUCE_PROD: acc *= v; break;
-        default: acc += v * v; break; /* REDUCE_L2 */
+        case REDUCE_L1: acc += fabs(v); break;
+        case REDUCE_LOG_SUM: acc += v; break;
+        case REDUCE_LOG_SUM_EXP: acc += exp(v - shift); break;
+        default: acc += v * v; break; /* REDUCE_L2, REDUCE_SUM_SQUARE */
         }
     }
-    return (float)(kind == REDUCE_L2 ? sqrt(acc) : acc);
+    switch (kind) {
+    case REDUCE_L2: return (float)sqrt(acc);
+    case REDUCE_LOG_SUM: return (float)log(acc);
+    case REDUCE_LOG_SUM_EXP: return (float)(log(acc) + shift);
+    default: return (float)acc;
+    }
 }
 
 /* Integer max / min (the only integer reductions); an empty reduction gives the dtype's lowest
@@ -527,3 +557,15 @@ const kn_op kn_op_reduceprod = {.name = "ReduceProd", .min_inputs = 1, .max_inpu
 const kn_op kn_op_reducel2 = {.name = "ReduceL2", .min_inputs = 1, .max_inputs = 2,
                               .infer = reduce_infer, .forward = reduce_forward,
                               .flops = reducel2_flops};
+const kn_op kn_op_reducel1 = {.name = "ReduceL1", .min_inputs = 1, .max_inputs = 2,
+                              .infer = reduce_infer, .forward = reduce_forward,
+                              .flops = reducel2_flops};
+const kn_op kn_op_reducesumsquare = {.name = "ReduceSumSquare", .min_inputs = 1, .max_inputs = 2,
+                                     .infer = reduce_infer, .forward = reduce_forward,
+                                     .flops = reducel2_flops};
+const kn_op kn_op_reducelogsum = {.name = "ReduceLogSum", .min_inputs = 1, .max_inputs = 2,
+                                  .infer = reduce_infer, .forward = reduce_forward,
+                                  .flops = reduce_flops};
+const kn_op kn_op_reducelogsumexp = {.name = "ReduceLogSumExp", .min_inputs = 1, .max_inputs = 2,
+                                     .infer = reduce_infer, .forward = reduce_forward,
+                                     .flops = reducel2_flops};
