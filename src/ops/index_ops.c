@@ -1,4 +1,4 @@
-/* Indexing ops for every dtype: Shape, Gather, Slice, Split, Squeeze, Unsqueeze, Expand, Tile,
+/* Indexing ops for every dtype: Shape, Size, Gather, Slice, Split, Squeeze, Unsqueeze, Expand, Tile,
  * Range (ONNX opsets up to 17: Slice starts/ends/axes/steps, Split split, Squeeze/Unsqueeze axes,
  * Expand shape and Tile repeats are inputs).
  *
@@ -84,6 +84,22 @@ static kiln_status shape_forward(const kn_op_call *call) {
     int64_t *y = call->out[0]->data;
     for (int64_t k = start; k < end; k++)
         y[k - start] = x->d[k];
+    return KILN_OK;
+}
+
+/* ---- Size: the input's element count, an i64 scalar ---- */
+
+static kiln_status size_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    if (!kn_node_input(g, node, 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "input data is missing");
+    kn_set_output(g, node, 0, &(kn_shape){0, {0}}, KN_I64);
+    return KILN_OK;
+}
+
+/* Reads only the input's shape, never its data. */
+static kiln_status size_forward(const kn_op_call *call) {
+    *(int64_t *)call->out[0]->data = kn_numel(call->in[0]);
     return KILN_OK;
 }
 
@@ -684,6 +700,7 @@ static kiln_status range_forward(const kn_op_call *call) {
                               .infer = infer_fn, .forward = forward_fn, .backward = backward_fn}
 
 INDEX_OP(shape, "Shape", 1, 1, shape_infer, shape_forward, NULL);
+INDEX_OP(size, "Size", 1, 1, size_infer, size_forward, NULL);
 INDEX_OP(gather, "Gather", 2, 2, gather_infer, gather_forward, gather_backward);
 INDEX_OP(slice, "Slice", 3, 5, slice_infer, slice_forward, slice_backward);
 INDEX_OP(split, "Split", 1, 2, split_infer, split_forward, split_backward);

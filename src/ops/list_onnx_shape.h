@@ -3,7 +3,8 @@
 #define KN_LIST_ONNX_SHAPE_H
 
 #define KN_OPS_ONNX_SHAPE(X)                                                                     \
-    X(identity) X(shape) X(gather) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
+    X(identity) X(shape) X(size) X(gather) X(gatherelements) X(scatterelements) X(trilu)           \
+    X(argmax) X(argmin) X(hardmax) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
     X(range) X(cast) X(constantofshape) X(pad) X(resize) X(quantizelinear) X(dequantizelinear)
 
 #endif
