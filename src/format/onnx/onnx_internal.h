@@ -13,7 +13,7 @@
 #endif
 
 /* The opsets of the default domain kiln reads. */
-enum { KN_ONNX_MIN_OPSET = 7, KN_ONNX_MAX_OPSET = 17 };
+enum { KN_ONNX_MIN_OPSET = 1, KN_ONNX_MAX_OPSET = 21 };
 
 /* ---- name -> id maps (name_map.c), for the importer and the exporter ---- */
 

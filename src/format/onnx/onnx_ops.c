@@ -57,6 +57,8 @@ static const attr_input_rule attr_inputs[] = {
     {"Slice", 10, "starts", 1, INTS_AS_I64_LIST},
     {"Slice", 10, "ends", 2, INTS_AS_I64_LIST},
     {"Slice", 10, "axes", 3, INTS_AS_I64_LIST},
+    {"Reshape", 5, "shape", 1, INTS_AS_I64_LIST},
+    {"Pad", 2, "paddings", 1, INTS_AS_I64_LIST},
     {"Pad", 11, "pads", 1, INTS_AS_I64_LIST},
     {"Pad", 11, "value", 2, FLOAT_AS_F32},
     {"Clip", 11, "min", 1, FLOAT_AS_F32},
@@ -225,6 +227,72 @@ static void mark_trainable(kn_onnx_importer *im, const char *op, const node_io *
     }
 }
 
+/* ---- models older than opset 7 ---- */
+
+/* Attributes of opsets 1-6 that carry nothing for inference: consumed_inputs (in-place hints, every op
+ * before opset 6), is_test (BatchNormalization, Dropout: kiln's inference is the test mode) and Gemm's
+ * broadcast (opset 7 always broadcasts C). The elementwise ops' broadcast and axis are rewritten by
+ * upgrade_legacy_broadcast. */
+static bool legacy_attr_dropped(const kn_onnx_importer *im, const char *op, const char *attr) {
+    if (im->opset >= 7)
+        return false;
+    return strcmp(attr, "consumed_inputs") == 0 || strcmp(attr, "is_test") == 0 ||
+           (strcmp(op, "Gemm") == 0 && strcmp(attr, "broadcast") == 0);
+}
+
+/* The ops that before opset 7 broadcast only with broadcast = 1, aligning B with A from `axis` on. */
+static bool legacy_broadcasts(const char *op) {
+    static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor",
+                                        "Equal", "Less", "Greater"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(op, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Opset 1-6 A op B with broadcast = 1 and axis: B's dims line up with A's from `axis`, where numpy
+ * (opset 7) lines them up at the end. B gets trailing 1-dims by an Unsqueeze so that both agree;
+ * without axis, or with broadcast = 0 (equal shapes), the newer op already computes the same. */
+static kiln_status upgrade_legacy_broadcast(kn_onnx_importer *im, const kn_onnx_node *n,
+                                            node_io *io) {
+    const Onnx__AttributeProto *broadcast = kn_onnx_attr(n->proto, "broadcast");
+    const Onnx__AttributeProto *axis = kn_onnx_attr(n->proto, "axis");
+    consume(io, "broadcast");
+    consume(io, "axis");
+    if (!broadcast || broadcast->i == 0 || !axis || io->n_in != 2 || io->in[0] < 0 || io->in[1] < 0)
+        return KILN_OK;
+    const kn_value *a = &im->g->values[io->in[0]], *b = &im->g->values[io->in[1]];
+    bool ranks_known = im->shapes_known || (a->kind != KN_VALUE_ACT && b->kind != KN_VALUE_ACT);
+    if (!ranks_known)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "broadcast with axis (opset %lld) needs the ranks of "
+                       "both inputs", (long long)im->opset);
+    int rank_a = a->shape.ndim, rank_b = b->shape.ndim;
+    int64_t at = axis->i < 0 ? axis->i + rank_a : axis->i;
+    if (at < 0 || at + rank_b > rank_a)
+        return kn_fail(KILN_ERR_INVALID_ARG, "broadcast axis %lld does not place a %d-D B in a "
+                       "%d-D A", (long long)axis->i, rank_b, rank_a);
+    int trailing = rank_a - (int)at - rank_b;
+    if (trailing == 0)
+        return KILN_OK;
+    int64_t axes[KN_MAX_DIMS];
+    for (int k = 0; k < trailing; k++)
+        axes[k] = rank_b + k;
+    kn_shape axes_shape = kn_shape_of(1, (int64_t[]){trailing});
+    int axes_id = kn_onnx_add_const(im, n->name, "broadcast_axes", KN_I64, &axes_shape, axes);
+    int aligned = kn_onnx_add_temp(im, n->name, "aligned");
+    if (axes_id < 0 || aligned < 0)
+        return KILN_ERR_NOMEM;
+    char name[512];
+    snprintf(name, sizeof name, "%s/align", n->name);
+    int node = kn_graph_add_node(im->g, "Unsqueeze", name, 2, (int[]){io->in[1], axes_id}, 1,
+                                 &aligned);
+    if (node < 0)
+        return KILN_ERR_NOMEM;
+    KN_TRY(kn_onnx_finish_node(im, node));
+    io->in[1] = aligned;
+    return KILN_OK;
+}
+
 /* Adds kiln node `op` with io's values and every ONNX attribute not consumed; returns its index
  * in *node for the caller to add attributes, then kn_onnx_finish_node. */
 static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const char *op,
@@ -237,7 +305,8 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
     const Onnx__NodeProto *p = n->proto;
     for (size_t i = 0; i < p->n_attribute; i++) {
         const Onnx__AttributeProto *a = p->attribute[i];
-        if (a->name && consumed(io, a->name))
+        if (a->name && (consumed(io, a->name) ||
+                        legacy_attr_dropped(im, str_or_empty(p->op_type), a->name)))
             continue;
         KN_TRY(kn_onnx_copy_attr(im, n, *node, a));
     }
@@ -257,9 +326,14 @@ static kiln_status import_mapped(kn_onnx_importer *im, const kn_onnx_node *n) {
     node_io io = {0};
     KN_TRY(resolve_inputs(im, n, &io));
     KN_TRY(attrs_to_inputs(im, n, op, &io));
+    if (im->opset < 7 && legacy_broadcasts(op->name))
+        KN_TRY(upgrade_legacy_broadcast(im, n, &io));
     KN_TRY(make_outputs(im, n, &io));
     int node;
     KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    /* Concat before opset 4 joined along axis 1 when no axis was given. */
+    if (im->opset < 4 && strcmp(op->name, "Concat") == 0 && !kn_onnx_attr(n->proto, "axis"))
+        KN_TRY(kn_node_set_int(im->g, node, "axis", 1));
     return kn_onnx_finish_node(im, node);
 }
 
@@ -531,27 +605,19 @@ static kiln_status import_resize(kn_onnx_importer *im, const kn_onnx_node *n) {
     return kn_onnx_finish_node(im, node);
 }
 
-/* ---- models older than opset 7 ---- */
+/* ---- old forms kiln does not upgrade ---- */
 
-/* The last opset in 2..7 at which an op's definition changed. A model of an older opset uses an op
- * exactly as opset 7 defines it when the op has not changed since the model's opset: such models are
- * read too (the ONNX backend tests declare each op's own version, Elu's 6 and GlobalMaxPool's 1). */
-static const struct { const char *op; int changed; } changed_until_7[] = {
-    {"Abs", 6}, {"Add", 7}, {"And", 7}, {"AveragePool", 7}, {"BatchNormalization", 7}, {"Cast", 6},
-    {"Ceil", 6}, {"Clip", 6}, {"Concat", 4}, {"Div", 7}, {"Dropout", 7}, {"Elu", 6}, {"Equal", 7},
-    {"Exp", 6}, {"Floor", 6}, {"GRU", 7}, {"Gemm", 7}, {"GlobalLpPool", 2}, {"Greater", 7},
-    {"HardSigmoid", 6}, {"InstanceNormalization", 6}, {"LSTM", 7}, {"LeakyRelu", 6}, {"Less", 7},
-    {"Log", 6}, {"LpPool", 2}, {"Max", 6}, {"Mean", 6}, {"Min", 6}, {"Mul", 7}, {"Neg", 6},
-    {"Or", 7}, {"PRelu", 7}, {"Pad", 2}, {"Pow", 7}, {"RNN", 7}, {"Reciprocal", 6}, {"Relu", 6},
-    {"Reshape", 5}, {"Selu", 6}, {"Sigmoid", 6}, {"Split", 2}, {"Sqrt", 6}, {"Sub", 7}, {"Sum", 6},
-    {"Tanh", 6}, {"Tile", 6}, {"Upsample", 7}, {"Xor", 7},
+/* Ops whose definition before opset `since` kiln cannot translate: Upsample-1 (width_scale and
+ * height_scale), Tile-1 (tiles and axis inputs), and the recurrent ops, which kiln lacks anyway. */
+static const struct { const char *op; int since; } not_upgraded[] = {
+    {"Upsample", 7}, {"Tile", 6},
 };
 
-/* The opset at which `op` last changed before opset 7; 1 for ops unchanged since opset 1. */
-static int last_change_until_7(const char *op) {
-    for (size_t i = 0; i < sizeof changed_until_7 / sizeof changed_until_7[0]; i++)
-        if (strcmp(changed_until_7[i].op, op) == 0)
-            return changed_until_7[i].changed;
+/* The opset from which kiln reads `op`: 1 unless its older form is in not_upgraded. */
+static int first_readable_opset(const char *op) {
+    for (size_t i = 0; i < sizeof not_upgraded / sizeof not_upgraded[0]; i++)
+        if (strcmp(not_upgraded[i].op, op) == 0)
+            return not_upgraded[i].since;
     return 1;
 }
 
@@ -610,8 +676,7 @@ static const op_rewrite *find_rewrite(const char *op) {
 }
 
 bool kn_onnx_op_supported(const char *op_type, int64_t opset) {
-    if (opset < 1 || opset > KN_ONNX_MAX_OPSET ||
-        (opset < KN_ONNX_MIN_OPSET && last_change_until_7(op_type) > opset))
+    if (opset < KN_ONNX_MIN_OPSET || opset > KN_ONNX_MAX_OPSET || opset < first_readable_opset(op_type))
         return false;
     const op_rewrite *r = find_rewrite(op_type);
     if (r && r->import)
@@ -640,12 +705,10 @@ kiln_status kn_onnx_import_node(kn_onnx_importer *im, const kn_onnx_node *n) {
     if (*domain && strcmp(domain, "ai.onnx") != 0)
         return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' of domain '%s' is not supported (kiln reads "
                        "the default ONNX domain)", op_type, domain);
-    int changed = last_change_until_7(op_type);
-    if (im->opset < KN_ONNX_MIN_OPSET && changed > im->opset)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: it changed at "
-                       "opset %d, and kiln reads opsets %d to %d (older ones only for ops unchanged "
-                       "since)", op_type, (long long)im->opset, changed, KN_ONNX_MIN_OPSET,
-                       KN_ONNX_MAX_OPSET);
+    int since = first_readable_opset(op_type);
+    if (im->opset < since)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: kiln reads its "
+                       "form of opset %d and later", op_type, (long long)im->opset, since);
     const op_rewrite *r = find_rewrite(op_type);
     return r && r->import ? r->import(im, n) : import_mapped(im, n);
 }
