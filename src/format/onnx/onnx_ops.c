@@ -243,34 +243,27 @@ static bool legacy_attr_dropped(const kn_onnx_importer *im, const char *op, cons
 /* The ops that before opset 7 broadcast only with broadcast = 1, aligning B with A from `axis` on. */
 static bool legacy_broadcasts(const char *op) {
     static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor",
-                                        "Equal", "Less", "Greater"};
+                                        "Equal", "Less", "Greater", "PRelu"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(op, names[i]) == 0)
             return true;
     return false;
 }
 
-/* Opset 1-6 A op B with broadcast = 1 and axis: B's dims line up with A's from `axis`, where numpy
- * (opset 7) lines them up at the end. B gets trailing 1-dims by an Unsqueeze so that both agree;
- * without axis, or with broadcast = 0 (equal shapes), the newer op already computes the same. */
-static kiln_status upgrade_legacy_broadcast(kn_onnx_importer *im, const kn_onnx_node *n,
-                                            node_io *io) {
-    const Onnx__AttributeProto *broadcast = kn_onnx_attr(n->proto, "broadcast");
-    const Onnx__AttributeProto *axis = kn_onnx_attr(n->proto, "axis");
-    consume(io, "broadcast");
-    consume(io, "axis");
-    if (!broadcast || broadcast->i == 0 || !axis || io->n_in != 2 || io->in[0] < 0 || io->in[1] < 0)
-        return KILN_OK;
+/* Input 1 (B) lined up with input 0 (A) from A's dim `axis` on, as opsets 1-6 broadcast: B gets
+ * trailing 1-dims by an Unsqueeze so that numpy broadcasting (opset 7) lines them up the same way. */
+static kiln_status align_from_axis(kn_onnx_importer *im, const kn_onnx_node *n, node_io *io,
+                                   int64_t axis) {
     const kn_value *a = &im->g->values[io->in[0]], *b = &im->g->values[io->in[1]];
     bool ranks_known = im->shapes_known || (a->kind != KN_VALUE_ACT && b->kind != KN_VALUE_ACT);
     if (!ranks_known)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "broadcast with axis (opset %lld) needs the ranks of "
-                       "both inputs", (long long)im->opset);
+        return kn_fail(KILN_ERR_UNSUPPORTED, "broadcast from an axis (opset %lld) needs the ranks "
+                       "of both inputs", (long long)im->opset);
     int rank_a = a->shape.ndim, rank_b = b->shape.ndim;
-    int64_t at = axis->i < 0 ? axis->i + rank_a : axis->i;
+    int64_t at = axis < 0 ? axis + rank_a : axis;
     if (at < 0 || at + rank_b > rank_a)
-        return kn_fail(KILN_ERR_INVALID_ARG, "broadcast axis %lld does not place a %d-D B in a "
-                       "%d-D A", (long long)axis->i, rank_b, rank_a);
+        return kn_fail(KILN_ERR_INVALID_ARG, "broadcast axis %lld does not place a %d-D input in a "
+                       "%d-D one", (long long)axis, rank_b, rank_a);
     int trailing = rank_a - (int)at - rank_b;
     if (trailing == 0)
         return KILN_OK;
@@ -291,6 +284,28 @@ static kiln_status upgrade_legacy_broadcast(kn_onnx_importer *im, const kn_onnx_
     KN_TRY(kn_onnx_finish_node(im, node));
     io->in[1] = aligned;
     return KILN_OK;
+}
+
+/* Opsets 1-6: A op B with broadcast = 1 and axis lines B up from `axis`; without axis, or with
+ * broadcast = 0 (equal shapes), the newer op computes the same. PRelu-6's 1-D slope of more than
+ * one value holds one slope per channel (dim 1). */
+static kiln_status upgrade_legacy_broadcast(kn_onnx_importer *im, const kn_onnx_node *n,
+                                            node_io *io) {
+    if (io->n_in != 2 || io->in[0] < 0 || io->in[1] < 0)
+        return KILN_OK;
+    if (strcmp(str_or_empty(n->proto->op_type), "PRelu") == 0) {
+        const kn_value *slope = &im->g->values[io->in[1]];
+        bool per_channel = slope->kind != KN_VALUE_ACT && slope->shape.ndim == 1 &&
+                           slope->shape.d[0] > 1;
+        return per_channel ? align_from_axis(im, n, io, 1) : KILN_OK;
+    }
+    const Onnx__AttributeProto *broadcast = kn_onnx_attr(n->proto, "broadcast");
+    const Onnx__AttributeProto *axis = kn_onnx_attr(n->proto, "axis");
+    consume(io, "broadcast");
+    consume(io, "axis");
+    if (!broadcast || broadcast->i == 0 || !axis)
+        return KILN_OK;
+    return align_from_axis(im, n, io, axis->i);
 }
 
 /* Adds kiln node `op` with io's values and every ONNX attribute not consumed; returns its index
