@@ -8,7 +8,11 @@ writes them with bench/ort_run.js when they are missing, and compares kiln with 
 onnxruntime run when onnxruntime-node is installed).
 
 usage: /usr/bin/python3 tests/ref/make_opset18_model.py [OUT_DIR]   (default tests/ref/data)
+       /usr/bin/python3 tests/ref/make_opset18_model.py --bundle OUT_DIR
+           packs opset18_x.npy and opset18_ort_*.npy into opset18_ort.bin for tests/test_onnx_opset18.c:
+           records of (u32 name length, name, u32 ndim, i64 dims, f32 data), tests/support/fixture.h
 """
+import struct
 import os
 import sys
 
@@ -49,7 +53,22 @@ def build():
     return model
 
 
+OUTPUTS = ["mean_h", "resized", "max_c", "lse_w"]
+
+
+def bundle(out):
+    with open(os.path.join(out, "opset18_ort.bin"), "wb") as f:
+        for name, file in [("x", "opset18_x.npy")] + [(n, "opset18_ort_%s.npy" % n) for n in OUTPUTS]:
+            a = np.load(os.path.join(out, file)).astype("<f4")
+            raw = name.encode()
+            f.write(struct.pack("<I", len(raw)) + raw + struct.pack("<I", a.ndim))
+            f.write(struct.pack("<%dq" % a.ndim, *a.shape) + a.tobytes())
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--bundle":
+        bundle(sys.argv[2])
+        return
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "data")
     if not hasattr(onnx, "load") or not hasattr(helper, "make_model"):
         sys.exit("python3-onnx (onnx.helper) is required")
