@@ -1,19 +1,20 @@
 /* Elementwise ops over broadcast inputs (numpy / ONNX multidirectional broadcasting,
  * ops/broadcast.h):
  *
- *     Add, Sub, Mul, Div     f32, i64, i32, u8, i8
- *     Pow                    f32, i64 or i32 base; f32, i64 or i32 exponent; output in the base's
+ *     Add, Sub, Mul, Div     f32, f64 and the integers (i64, i32, i16, i8, u64, u32, u16, u8)
+ *     Pow                    f32, f64, i64 or i32 base; any numeric exponent; output in the base's
  *                            dtype
 
- *     Equal, Less, Greater,  f32, i64, i32, u8, i8 (Equal also bool) -> bool
+ *     Equal, Less, Greater,  f32, f64 and the integers (Equal also bool) -> bool
  *     LessOrEqual, GreaterOrEqual
- *     Mod                    f32 (fmod=1 only), i64, i32, u8, i8
+ *     Mod                    f32, f64 (fmod=1 only) and the integers
  *     And, Or, Xor, Not      bool
  *     Where                  bool condition; X and Y of one dtype, any
- *     Max, Min               1 to N inputs of one dtype: f32, f16, i64, i32, u8, i8
- *     Sum, Mean              1 to N f32 inputs
+ *     Max, Min               1 to N inputs of one dtype: f32, f64, f16 and the integers
+ *     Sum, Mean              1 to N f32 or f64 inputs
  *
- * Integers never go through float math (ops/elements.h): overflow wraps (two's complement) as in
+ * f64 is computed in double, u64 compares, divides and takes remainders unsigned. Integers never go
+ * through float math (ops/elements.h): overflow wraps (two's complement) as in
  * numpy; integer Div truncates toward zero as C and ONNX do, and a zero divisor fails with
  * KILN_ERR_NUMERIC. An integer Pow multiplies exactly for integral exponents >= 0; only a
  * fractional or negative exponent goes through double (truncated toward zero, saturated). Floats
@@ -55,7 +56,12 @@ typedef enum binary_kind {
     BINARY_ADD_DIV  /* y += a / b */
 } binary_kind;
 
-static bool is_numeric(kn_dtype dtype) { return dtype == KN_F32 || kn_dtype_is_integer(dtype); }
+static bool is_numeric(kn_dtype dtype) {
+    return dtype == KN_F32 || dtype == KN_F64 || kn_dtype_is_integer(dtype);
+}
+
+/* Element i of f64 data. */
+static inline double f64_at(const void *data, int64_t i) { return ((const double *)data)[i]; }
 
 static kiln_status require_inputs(const kn_graph *g, const kn_node *node, int n) {
     for (int i = 0; i < n; i++)
@@ -156,13 +162,16 @@ static void binary_run(binary_kind kind, const float *a, const kn_shape *a_shape
 /* ---- integer Add, Sub, Mul, Div ---- */
 
 /* In uint64 so that overflow wraps instead of being undefined behaviour; INT64_MIN / -1 wraps to
- * INT64_MIN. */
-static inline int64_t int_binary(binary_kind kind, int64_t u, int64_t v) {
+ * INT64_MIN. u64 divides unsigned. */
+static inline int64_t int_binary(binary_kind kind, kn_dtype dtype, int64_t u, int64_t v) {
     switch (kind) {
     case BINARY_ADD: return (int64_t)((uint64_t)u + (uint64_t)v);
     case BINARY_SUB: return (int64_t)((uint64_t)u - (uint64_t)v);
     case BINARY_MUL: return (int64_t)((uint64_t)u * (uint64_t)v);
-    case BINARY_DIV: return v == -1 ? (int64_t)(0 - (uint64_t)u) : u / v;
+    case BINARY_DIV:
+        if (dtype == KN_U64)
+            return (int64_t)((uint64_t)u / (uint64_t)v);
+        return v == -1 ? (int64_t)(0 - (uint64_t)u) : u / v;
     default: return 0; /* the ADD_ kinds are f32 only */
     }
 }
@@ -172,7 +181,23 @@ static void int_binary_row(const kn_broadcast_row *row, void *ctx) {
     for (int64_t i = 0; i < row->n; i++) {
         int64_t u = kn_int_load(args->a, args->dtype, row->offset[0] + i * row->step[0]);
         int64_t v = kn_int_load(args->b, args->dtype, row->offset[1] + i * row->step[1]);
-        kn_int_store(args->y, args->dtype, row->at + i, int_binary(args->kind, u, v));
+        kn_int_store(args->y, args->dtype, row->at + i, int_binary(args->kind, args->dtype, u, v));
+    }
+}
+
+/* f64 Add, Sub, Mul, Div in double. */
+static void f64_binary_row(const kn_broadcast_row *row, void *ctx) {
+    const binary_args *args = ctx;
+    double *y = (double *)args->y + row->at;
+    for (int64_t i = 0; i < row->n; i++) {
+        double u = f64_at(args->a, row->offset[0] + i * row->step[0]);
+        double v = f64_at(args->b, row->offset[1] + i * row->step[1]);
+        switch (args->kind) {
+        case BINARY_ADD: y[i] = u + v; break;
+        case BINARY_SUB: y[i] = u - v; break;
+        case BINARY_MUL: y[i] = u * v; break;
+        default: y[i] = u / v; break; /* BINARY_DIV; the ADD_ kinds are f32 only */
+        }
     }
 }
 
@@ -191,7 +216,7 @@ static kiln_status arith_infer(kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
     KN_TRY(require_same_dtype(a, b));
     if (!is_numeric(a->dtype))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8",
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, f64 and the integers",
                        kn_dtype_name(a->dtype));
     return infer_broadcast_output(g, node, 2, a->dtype);
 }
@@ -202,13 +227,13 @@ static kiln_status binary_forward(const kn_op_call *call, binary_kind kind) {
         binary_run(kind, kn_f32(a), &a->shape, kn_f32(b), &b->shape, kn_f32(y), &y->shape);
         return KILN_OK;
     }
-    if (kind == BINARY_DIV && kn_numel(y) > 0)
+    if (kind == BINARY_DIV && a->dtype != KN_F64 && kn_numel(y) > 0)
         KN_TRY(check_no_zero_divisor(b));
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
     kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
     binary_args args = {kind, a->dtype, a->data, b->data, y->data};
-    kn_broadcast_run(&p, int_binary_row, &args);
+    kn_broadcast_run(&p, a->dtype == KN_F64 ? f64_binary_row : int_binary_row, &args);
     return KILN_OK;
 }
 
@@ -324,17 +349,22 @@ static void reduce_term_into(const grad_work *w, const kn_shape *y_shape, const 
 /* ---- Pow ---- */
 
 static inline double exponent_at(const void *e, kn_dtype dtype, int64_t i) {
-    return dtype == KN_F32 ? ((const float *)e)[i] : (double)kn_int_load(e, dtype, i);
+    switch (dtype) {
+    case KN_F32: return ((const float *)e)[i];
+    case KN_F64: return f64_at(e, i);
+    case KN_U64: return (double)((const uint64_t *)e)[i];
+    default: return (double)kn_int_load(e, dtype, i);
+    }
 }
 
 static kiln_status pow_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(require_inputs(g, node, 2));
     const kn_value *x = kn_node_input(g, node, 0), *e = kn_node_input(g, node, 1);
-    if (x->dtype != KN_F32 && x->dtype != KN_I64 && x->dtype != KN_I32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; supported: f32, i64, i32", x->name,
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && x->dtype != KN_I64 && x->dtype != KN_I32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; supported: f32, f64, i64, i32", x->name,
                        kn_dtype_name(x->dtype));
-    if (e->dtype != KN_F32 && e->dtype != KN_I64 && e->dtype != KN_I32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, i64, i32",
+    if (!is_numeric(e->dtype))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, f64, the integers",
                        e->name, kn_dtype_name(e->dtype));
     return infer_broadcast_output(g, node, 2, x->dtype);
 }
@@ -370,6 +400,13 @@ static int64_t int_pow(int64_t x, double e, kn_dtype dtype) {
  * (the sign of a negative base) of any int64 up to 2^53. */
 static void pow_row(const kn_broadcast_row *row, void *ctx) {
     const pow_args *args = ctx;
+    if (args->x_dtype == KN_F64) {
+        for (int64_t i = 0; i < row->n; i++)
+            ((double *)args->y)[row->at + i] =
+                pow(f64_at(args->x, row->offset[0] + i * row->step[0]),
+                    exponent_at(args->e, args->e_dtype, row->offset[1] + i * row->step[1]));
+        return;
+    }
     if (args->x_dtype != KN_F32) {
         for (int64_t i = 0; i < row->n; i++) {
             int64_t x = kn_int_load(args->x, args->x_dtype, row->offset[0] + i * row->step[0]);
@@ -460,7 +497,7 @@ static kiln_status compare_infer(kn_graph *g, const kn_node *node, compare_kind 
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
     KN_TRY(require_same_dtype(a, b));
     if (!is_numeric(a->dtype) && !(kind == COMPARE_EQUAL && a->dtype == KN_BOOL))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8%s",
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, f64, the integers%s",
                        kn_dtype_name(a->dtype), kind == COMPARE_EQUAL ? ", bool" : "");
     return infer_broadcast_output(g, node, 2, KN_BOOL);
 }
@@ -503,6 +540,12 @@ static void compare_row(const kn_broadcast_row *row, void *ctx) {
         if (args->dtype == KN_F32) {
             float u = ((const float *)args->a)[ia], v = ((const float *)args->b)[ib];
             y[i] = KN_COMPARE(kind, u, v);
+        } else if (args->dtype == KN_F64) {
+            double u = f64_at(args->a, ia), v = f64_at(args->b, ib);
+            y[i] = KN_COMPARE(kind, u, v);
+        } else if (args->dtype == KN_U64) {
+            uint64_t u = ((const uint64_t *)args->a)[ia], v = ((const uint64_t *)args->b)[ib];
+            y[i] = KN_COMPARE(kind, u, v);
         } else {
             int64_t u = kn_int_load(args->a, args->dtype, ia);
             int64_t v = kn_int_load(args->b, args->dtype, ib);
@@ -543,7 +586,8 @@ static kiln_status greater_or_equal_forward(const kn_op_call *call) {
  * fmod = 1: C's fmod, the dividend's sign, for floats and integers. */
 static kiln_status mod_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(arith_infer(g, node));
-    if (kn_node_input(g, node, 0)->dtype == KN_F32 && kn_node_int(node, "fmod", 0) == 0)
+    kn_dtype dtype = kn_node_input(g, node, 0)->dtype;
+    if ((dtype == KN_F32 || dtype == KN_F64) && kn_node_int(node, "fmod", 0) == 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
     return KILN_OK;
 }
@@ -570,6 +614,11 @@ static void mod_row(const kn_broadcast_row *row, void *ctx) {
         if (args->dtype == KN_F32) {
             ((float *)args->y)[row->at + i] =
                 fmodf(((const float *)args->a)[ia], ((const float *)args->b)[ib]);
+        } else if (args->dtype == KN_F64) {
+            ((double *)args->y)[row->at + i] = fmod(f64_at(args->a, ia), f64_at(args->b, ib));
+        } else if (args->dtype == KN_U64) { /* unsigned: both signs agree */
+            uint64_t u = ((const uint64_t *)args->a)[ia], v = ((const uint64_t *)args->b)[ib];
+            ((uint64_t *)args->y)[row->at + i] = u % v;
         } else {
             int64_t u = kn_int_load(args->a, args->dtype, ia), v = kn_int_load(args->b, args->dtype, ib);
             kn_int_store(args->y, args->dtype, row->at + i, int_mod(u, v, args->c_fmod));
@@ -579,7 +628,7 @@ static void mod_row(const kn_broadcast_row *row, void *ctx) {
 
 static kiln_status mod_forward(const kn_op_call *call) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
-    if (a->dtype != KN_F32 && kn_numel(y) > 0)
+    if (a->dtype != KN_F32 && a->dtype != KN_F64 && kn_numel(y) > 0)
         KN_TRY(check_no_zero_divisor(b));
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
@@ -767,11 +816,11 @@ static kiln_status variadic_infer(kn_graph *g, const kn_node *node, variadic_kin
         KN_TRY(require_same_dtype(first, kn_node_input(g, node, i)));
     bool is_extremum = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
     bool supported = is_extremum ? is_numeric(first->dtype) || first->dtype == KN_F16
-                                 : first->dtype == KN_F32;
+                                 : first->dtype == KN_F32 || first->dtype == KN_F64;
     if (!supported)
         return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: %s",
                        kn_dtype_name(first->dtype),
-                       is_extremum ? "f32, f16, i64, i32, u8, i8" : "f32");
+                       is_extremum ? "f32, f64, f16 and the integers" : "f32, f64");
     return infer_broadcast_output(g, node, node->n_in, first->dtype);
 }
 
@@ -824,6 +873,13 @@ static void fold_row(const kn_broadcast_row *row, void *ctx) {
             case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
             default: *u += v; break;
             }
+        } else if (args->dtype == KN_F64) {
+            double v = f64_at(args->x, ix), *u = (double *)args->y + iy;
+            switch (args->kind) {
+            case VARIADIC_MAX: *u = (v > *u || isnan(v)) ? v : *u; break;
+            case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
+            default: *u += v; break;
+            }
         } else if (args->dtype == KN_F16) {
             uint16_t v = ((const uint16_t *)args->x)[ix], *u = (uint16_t *)args->y + iy;
             if (f16_takes(args->kind, v, *u))
@@ -831,7 +887,8 @@ static void fold_row(const kn_broadcast_row *row, void *ctx) {
         } else {
             int64_t v = kn_int_load(args->x, args->dtype, ix);
             int64_t u = kn_int_load(args->y, args->dtype, iy);
-            bool take = args->kind == VARIADIC_MAX ? v > u : v < u;
+            bool take = args->kind == VARIADIC_MAX ? kn_int_less(args->dtype, u, v)
+                                                   : kn_int_less(args->dtype, v, u);
             if (take)
                 kn_int_store(args->y, args->dtype, iy, v);
         }
@@ -849,7 +906,11 @@ static kiln_status variadic_forward(const kn_op_call *call, variadic_kind kind) 
         fold_args args = {kind, y->dtype, call->in[k]->data, y->data};
         kn_broadcast_run(&p, fold_row, &args);
     }
-    if (kind == VARIADIC_MEAN) {
+    if (kind == VARIADIC_MEAN && y->dtype == KN_F64) {
+        double *out = y->data;
+        for (int64_t i = 0; i < kn_numel(y); i++)
+            out[i] /= n;
+    } else if (kind == VARIADIC_MEAN) {
         float *out = kn_f32(y);
         int64_t n_y = kn_numel(y);
         for (int64_t i = 0; i < n_y; i++)

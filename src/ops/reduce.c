@@ -11,7 +11,8 @@
  * ReduceL1 (sum of |x|), ReduceSumSquare, ReduceLogSum (ln of the sum) and ReduceLogSumExp
  * (ln sum e^x, shifted by the max) are forward only, like ReduceProd and ReduceL2.
  *
- * Dtypes: f32; ReduceMax and ReduceMin also i64, i32, u8, i8. An empty reduction gives the identity
+ * Dtypes: f32 and f64 (computed in double); ReduceMax and ReduceMin also the integers. An empty
+ * reduction gives the identity
  * of the operation (sum 0, product 1, max -inf or the dtype's lowest value, min +inf or its
  * highest, L2 0), except the mean, which is NaN as in numpy and PyTorch.
  *
@@ -286,27 +287,38 @@ static reduce_kind reduce_kind_of(const kn_node *node) {
                                      : REDUCE_L2;
 }
 
+/* Element i of f32 or f64 data, as a double. */
+static inline double float_at(const void *x, bool is_f64, int64_t i) {
+    return is_f64 ? ((const double *)x)[i] : ((const float *)x)[i];
+}
+
 /* The largest of x's elements reduced into one output (-inf for none): LogSumExp's shift. */
-static double reduce_f32_max(const reduce_walk *w, const float *x) {
+static double reduce_float_max(const reduce_walk *w, const void *x, bool is_f64) {
     double m = -INFINITY;
     reduce_cursor c = {{0}, 0};
-    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c))
-        m = x[c.offset] > m ? x[c.offset] : m;
+    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
+        double v = float_at(x, is_f64, c.offset);
+        m = v > m ? v : m;
+    }
     return m;
 }
 
-/* Max / min keep the first NaN they meet, as numpy does. Products, sums of squares and the other
- * sums accumulate in double. LogSumExp sums e^(v - max) so that e^v cannot overflow. */
-static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float *x) {
+/* One output of a float reduction, x pointing at its first element (f32, or f64 with is_f64). Max /
+ * min keep the first NaN they meet, as numpy does. Products, sums of squares and the other sums
+ * accumulate in double. LogSumExp sums e^(v - max) so that e^v cannot overflow. Sum and mean come
+ * here for f64 only (f32 takes kn_reduce_sum_add). */
+static double reduce_float_one(const reduce_walk *w, reduce_kind kind, const void *x, bool is_f64) {
     double acc = kind == REDUCE_MAX ? -INFINITY : kind == REDUCE_MIN ? INFINITY
                  : kind == REDUCE_PROD ? 1.0 : 0.0;
-    double shift = kind == REDUCE_LOG_SUM_EXP ? reduce_f32_max(w, x) : 0.0;
+    double shift = kind == REDUCE_LOG_SUM_EXP ? reduce_float_max(w, x, is_f64) : 0.0;
     if (isinf(shift))
         shift = 0.0; /* all -inf (or empty): the sum is 0 and the log -inf; +inf stays +inf */
     reduce_cursor c = {{0}, 0};
     for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
-        double v = x[c.offset];
+        double v = float_at(x, is_f64, c.offset);
         switch (kind) {
+        case REDUCE_SUM:
+        case REDUCE_MEAN: acc += v; break;
         case REDUCE_MAX: acc = (v > acc || isnan(v)) ? v : acc; break;
         case REDUCE_MIN: acc = (v < acc || isnan(v)) ? v : acc; break;
         case REDUCE_PROD: acc *= v; break;
@@ -317,10 +329,11 @@ static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float 
         }
     }
     switch (kind) {
-    case REDUCE_L2: return (float)sqrt(acc);
-    case REDUCE_LOG_SUM: return (float)log(acc);
-    case REDUCE_LOG_SUM_EXP: return (float)(log(acc) + shift);
-    default: return (float)acc;
+    case REDUCE_MEAN: return acc / (double)w->count; /* 0 / 0 = NaN for an empty mean */
+    case REDUCE_L2: return sqrt(acc);
+    case REDUCE_LOG_SUM: return log(acc);
+    case REDUCE_LOG_SUM_EXP: return log(acc) + shift;
+    default: return acc;
     }
 }
 
@@ -332,7 +345,7 @@ static int64_t reduce_int_one(const reduce_walk *w, reduce_kind kind, const void
     reduce_cursor c = {{0}, 0};
     for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
         int64_t v = kn_int_load(x, dtype, base + c.offset);
-        acc = (kind == REDUCE_MAX ? v > acc : v < acc) ? v : acc;
+        acc = (kind == REDUCE_MAX ? kn_int_less(dtype, acc, v) : kn_int_less(dtype, v, acc)) ? v : acc;
     }
     return acc;
 }
@@ -345,7 +358,9 @@ static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind k
     for (int64_t j = 0; j < n_y; j++) {
         int64_t base = reduce_walk_base(&w, j);
         if (x->dtype == KN_F32)
-            kn_f32(y)[j] = reduce_f32_one(&w, kind, kn_f32(x) + base);
+            kn_f32(y)[j] = (float)reduce_float_one(&w, kind, kn_f32(x) + base, false);
+        else if (x->dtype == KN_F64)
+            ((double *)y->data)[j] = reduce_float_one(&w, kind, (const double *)x->data + base, true);
         else
             kn_int_store(y->data, y->dtype, j, reduce_int_one(&w, kind, x->data, x->dtype, base));
     }
@@ -433,9 +448,9 @@ static kiln_status reduce_infer(kn_graph *g, const kn_node *node) {
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
     bool takes_integers = kind == REDUCE_MAX || kind == REDUCE_MIN;
-    if (x->dtype != KN_F32 && !(takes_integers && kn_dtype_is_integer(x->dtype)))
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && !(takes_integers && kn_dtype_is_integer(x->dtype)))
         return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; supported: %s", x->name,
-                       kn_dtype_name(x->dtype), takes_integers ? "f32, i64, i32, u8, i8" : "f32");
+                       kn_dtype_name(x->dtype), takes_integers ? "f32, f64 and the integers" : "f32, f64");
     const kn_value *axes_value = kn_node_input(g, node, 1);
     kn_tensor axes_view;
     if (axes_value) {
@@ -476,6 +491,10 @@ static kiln_status reduce_forward(const kn_op_call *call) {
     reduce_kind kind = reduce_kind_of(call->node);
     unsigned mask;
     KN_TRY(call_axes(call, &mask));
+    if (call->in[0]->dtype == KN_F64) {
+        reduce_walk_forward(call->in[0], mask, kind, call->out[0]);
+        return KILN_OK;
+    }
     if (kind == REDUCE_SUM)
         return reduce_sum_forward(call, mask, 1.0f);
     if (kind == REDUCE_MEAN) {

@@ -463,12 +463,17 @@ static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_
         if (kn_shape_numel(&shape) != 1)
             return kn_fail(KILN_ERR_FORMAT, "attribute 'value' must hold one element, not %lld",
                            (long long)kn_shape_numel(&shape));
-        union { float f; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t f16; } element;
+        union { float f; double f64; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t u16;
+                int16_t i16; uint32_t u32; } element;
         KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, 1, &element));
         switch (dtype) {
         case KN_F32: value = element.f; break;
+        case KN_F64: value = (float)element.f64; break;
         case KN_I64: value = (float)element.i64; break;
         case KN_I32: value = (float)element.i32; break;
+        case KN_I16: value = element.i16; break;
+        case KN_U16: value = element.u16; break;
+        case KN_U32: value = (float)element.u32; break;
         case KN_U8: case KN_BOOL: value = element.u8; break;
         case KN_I8: value = element.i8; break;
         default: return kn_fail(KILN_ERR_UNSUPPORTED, "ConstantOfShape of dtype %s is not supported",
@@ -714,12 +719,40 @@ const char *kn_onnx_translated_op(int i) {
     return NULL;
 }
 
+/* Attributes of newer opsets whose only value kiln implements is the default: a model giving
+ * another value is refused by name rather than run with a different meaning. */
+static const struct { const char *op, *attr; int64_t only; } default_only[] = {
+    {"QuantizeLinear", "block_size", 0},  /* opset 21: blocked quantization */
+    {"DequantizeLinear", "block_size", 0},
+    {"QuantizeLinear", "output_dtype", 0}, /* opset 21: the dtype comes from the zero point */
+};
+
+static kiln_status check_default_only(const kn_onnx_node *n) {
+    const char *op_type = str_or_empty(n->proto->op_type);
+    for (size_t r = 0; r < sizeof default_only / sizeof default_only[0]; r++) {
+        const Onnx__AttributeProto *a;
+        if (strcmp(default_only[r].op, op_type) != 0 ||
+            !(a = kn_onnx_attr(n->proto, default_only[r].attr)))
+            continue;
+        bool is_default = kn_onnx_attr_type(a) == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS
+                              ? true
+                              : a->i == default_only[r].only;
+        for (size_t k = 0; k < a->n_ints; k++)
+            is_default = is_default && a->ints[k] == default_only[r].only;
+        if (!is_default)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "%s with %s other than %lld is not supported",
+                           op_type, default_only[r].attr, (long long)default_only[r].only);
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_onnx_import_node(kn_onnx_importer *im, const kn_onnx_node *n) {
     const char *domain = str_or_empty(n->proto->domain);
     const char *op_type = str_or_empty(n->proto->op_type);
     if (*domain && strcmp(domain, "ai.onnx") != 0)
         return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' of domain '%s' is not supported (kiln reads "
                        "the default ONNX domain)", op_type, domain);
+    KN_TRY(check_default_only(n));
     int since = first_readable_opset(op_type);
     if (im->opset < since)
         return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: kiln reads its "
