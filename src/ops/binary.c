@@ -7,7 +7,7 @@
 
  *     Equal, Less, Greater,  f32, f64 and the integers (Equal also bool) -> bool
  *     LessOrEqual, GreaterOrEqual
- *     Mod                    f32, f64 (fmod=1 only) and the integers
+ *     Mod                    f32, f64, f16 (fmod=1 only; f16 in f32) and the integers
  *     And, Or, Xor, Not      bool
  *     Where                  bool condition; X and Y of one dtype, any
  *     Max, Min               1 to N inputs of one dtype: f32, f64, f16 and the integers
@@ -41,6 +41,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "core/status.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
@@ -585,8 +586,14 @@ static kiln_status greater_or_equal_forward(const kn_op_call *call) {
 /* fmod = 0 (the default, integers only): the remainder takes the divisor's sign, as Python's %;
  * fmod = 1: C's fmod, the dividend's sign, for floats and integers. */
 static kiln_status mod_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (a && b && a->dtype == KN_F16 && b->dtype == KN_F16) {
+        if (kn_node_int(node, "fmod", 0) == 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
+        return infer_broadcast_output(g, node, 2, KN_F16);
+    }
     KN_TRY(arith_infer(g, node));
-    kn_dtype dtype = kn_node_input(g, node, 0)->dtype;
+    kn_dtype dtype = a->dtype;
     if ((dtype == KN_F32 || dtype == KN_F64) && kn_node_int(node, "fmod", 0) == 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
     return KILN_OK;
@@ -616,6 +623,10 @@ static void mod_row(const kn_broadcast_row *row, void *ctx) {
                 fmodf(((const float *)args->a)[ia], ((const float *)args->b)[ib]);
         } else if (args->dtype == KN_F64) {
             ((double *)args->y)[row->at + i] = fmod(f64_at(args->a, ia), f64_at(args->b, ib));
+        } else if (args->dtype == KN_F16) { /* in f32, rounded once to f16 */
+            float u = kn_f16_to_f32(((const uint16_t *)args->a)[ia]);
+            float v = kn_f16_to_f32(((const uint16_t *)args->b)[ib]);
+            ((uint16_t *)args->y)[row->at + i] = kn_f32_to_f16(fmodf(u, v));
         } else if (args->dtype == KN_U64) { /* unsigned: both signs agree */
             uint64_t u = ((const uint64_t *)args->a)[ia], v = ((const uint64_t *)args->b)[ib];
             ((uint64_t *)args->y)[row->at + i] = u % v;
@@ -628,7 +639,7 @@ static void mod_row(const kn_broadcast_row *row, void *ctx) {
 
 static kiln_status mod_forward(const kn_op_call *call) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
-    if (a->dtype != KN_F32 && a->dtype != KN_F64 && kn_numel(y) > 0)
+    if (kn_dtype_is_integer(a->dtype) && kn_numel(y) > 0)
         KN_TRY(check_no_zero_divisor(b));
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
