@@ -144,6 +144,8 @@ static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_optio
     KN_TRY(cli_npy_read(path, &t));
     kiln_status st = KILN_OK;
     int64_t numel = kn_shape_numel(&t.shape);
+    if (t.dtype == KN_U16 && b->model_dtype == KN_BF16)
+        t.dtype = KN_BF16; // numpy has no bfloat16: uint16 arrays hold its bit patterns
     if (t.dtype == KN_F64 && b->model_dtype == KN_F32) {
         // float64 arrays (numpy's default) for a float input are read as float, rounded once.
         float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));

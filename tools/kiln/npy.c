@@ -240,7 +240,8 @@ kiln_status cli_npy_read(const char *path, kn_tensor *out) {
 /* ---- writing ------------------------------------------------------------------------------------ */
 
 kiln_status cli_npy_write(const char *path, const kn_tensor *t) {
-    const char *descr = NULL;
+    // numpy has no bfloat16: a bf16 tensor is written as its uint16 bit patterns.
+    const char *descr = t->dtype == KN_BF16 ? "<u2" : NULL;
     for (int i = 0; i < NPY_TYPE_COUNT && !descr; i++)
         if (npy_types[i].dtype == t->dtype && npy_types[i].file_item_size == kn_dtype_size(t->dtype))
             descr = npy_types[i].descr;
