@@ -8,6 +8,7 @@
  *     Equal, Less, Greater,  f32, f64 and the integers (Equal also bool) -> bool
  *     LessOrEqual, GreaterOrEqual
  *     Mod                    f32, f64, f16 (fmod=1 only; f16 in f32) and the integers
+ *     BitShift               u8, u16, u32, u64 (direction LEFT or RIGHT)
  *     And, Or, Xor, Not      bool
  *     Where                  bool condition; X and Y of one dtype, any
  *     Max, Min               1 to N inputs of one dtype: f32, f64, f16 and the integers
@@ -649,6 +650,52 @@ static kiln_status mod_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* ---- BitShift ---- */
+
+/* Unsigned integers only; direction "LEFT" or "RIGHT". A shift by the type's width or more gives 0,
+ * as numpy's left_shift / right_shift do. */
+static kiln_status bitshift_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 2));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    KN_TRY(require_same_dtype(a, b));
+    if (a->dtype != KN_U8 && a->dtype != KN_U16 && a->dtype != KN_U32 && a->dtype != KN_U64)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; BitShift takes u8, u16, u32, u64",
+                       kn_dtype_name(a->dtype));
+    const char *dir = kn_node_string(node, "direction", "");
+    if (strcmp(dir, "LEFT") != 0 && strcmp(dir, "RIGHT") != 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "direction '%s' is not LEFT or RIGHT", dir);
+    return infer_broadcast_output(g, node, 2, a->dtype);
+}
+
+typedef struct shift_args {
+    bool left;
+    kn_dtype dtype;
+    const void *a, *b;
+    void *y;
+} shift_args;
+
+static void shift_row(const kn_broadcast_row *row, void *ctx) {
+    const shift_args *args = ctx;
+    uint64_t width = 8 * kn_dtype_size(args->dtype);
+    for (int64_t i = 0; i < row->n; i++) {
+        uint64_t u = (uint64_t)kn_int_load(args->a, args->dtype, row->offset[0] + i * row->step[0]);
+        uint64_t v = (uint64_t)kn_int_load(args->b, args->dtype, row->offset[1] + i * row->step[1]);
+        uint64_t r = v >= width ? 0 : args->left ? u << v : u >> v;
+        kn_int_store(args->y, args->dtype, row->at + i, (int64_t)r);
+    }
+}
+
+static kiln_status bitshift_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    shift_args args = {strcmp(kn_node_string(call->node, "direction", ""), "LEFT") == 0, a->dtype,
+                       a->data, b->data, y->data};
+    kn_broadcast_run(&p, shift_row, &args);
+    return KILN_OK;
+}
+
 /* ---- And, Or, Not ---- */
 
 static kiln_status require_bool(const kn_value *v) {
@@ -1047,6 +1094,9 @@ const kn_op kn_op_greaterorequal = {.name = "GreaterOrEqual", .min_inputs = 2, .
                                     .forward = greater_or_equal_forward, .flops = elementwise_flops};
 const kn_op kn_op_mod = {.name = "Mod", .min_inputs = 2, .max_inputs = 2, .infer = mod_infer,
                          .forward = mod_forward, .flops = elementwise_flops};
+const kn_op kn_op_bitshift = {.name = "BitShift", .min_inputs = 2, .max_inputs = 2,
+                              .infer = bitshift_infer, .forward = bitshift_forward,
+                              .flops = elementwise_flops};
 const kn_op kn_op_xor = {.name = "Xor", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
                          .forward = xor_forward, .flops = elementwise_flops};
 const kn_op kn_op_and = {.name = "And", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,

@@ -6,13 +6,13 @@
     X(erf) X(sqrt) X(exp) X(log) X(neg) X(abs) X(reciprocal) X(floor) X(ceil)                     \
     X(hardsigmoid) X(hardswish) X(softplus) X(clip) X(prelu)                                      \
     X(pow) X(equal) X(less) X(greater) X(lessorequal) X(greaterorequal) X(mod)           \
-    X(and) X(or) X(xor) X(not) X(where)                               \
+    X(bitshift) X(and) X(or) X(xor) X(not) X(where)                               \
     X(max) X(min) X(sum) X(mean)                                                                  \
     X(reducesum) X(reducemax) X(reducemin) X(reduceprod) X(reducel2)  \
     X(reducel1) X(reducesumsquare) X(reducelogsum) X(reducelogsumexp)                              \
     X(convtranspose)                                                                              \
     X(sin) X(cos) X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(asinh) X(acosh) X(atanh)       \
-    X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf)        \
+    X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish)        \
     X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)
 
 #endif

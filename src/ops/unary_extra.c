@@ -1,5 +1,5 @@
 /* Elementwise ONNX math without gradients: the trigonometric and hyperbolic functions and their
- * inverses, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, IsNaN and IsInf.
+ * inverses, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, IsNaN and IsInf.
  *
  *     Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh   libm's, in float
  *     Sign             -1, 0 or 1 (NaN stays NaN)
@@ -9,6 +9,7 @@
  *     Celu             max(0, x) + min(0, alpha (e^(x/alpha) - 1)), alpha 1 by default
  *     ThresholdedRelu  x where x > alpha (default 1), else 0
  *     Shrink           x + bias below -lambd, x - bias above lambd, else 0 (lambd 0.5, bias 0)
+ *     Mish             x tanh(ln(1 + e^x)) (opset 18)
  *     IsNaN, IsInf     -> bool; IsInf's detect_negative / detect_positive (default 1) pick the sign
  *
  * Dtypes: f32 in and out (IsNaN and IsInf: bool out). One call per element; FLOPs count one each.
@@ -21,7 +22,7 @@
 typedef enum extra_kind {
     EXTRA_SIN, EXTRA_COS, EXTRA_TAN, EXTRA_ASIN, EXTRA_ACOS, EXTRA_ATAN, EXTRA_SINH, EXTRA_COSH,
     EXTRA_ASINH, EXTRA_ACOSH, EXTRA_ATANH, EXTRA_SIGN, EXTRA_ROUND, EXTRA_SOFTSIGN, EXTRA_SELU,
-    EXTRA_CELU, EXTRA_THRESHOLDED_RELU, EXTRA_SHRINK, EXTRA_ISNAN, EXTRA_ISINF
+    EXTRA_CELU, EXTRA_THRESHOLDED_RELU, EXTRA_SHRINK, EXTRA_ISNAN, EXTRA_ISINF, EXTRA_MISH
 } extra_kind;
 
 /* The attributes of the parametrised functions. */
@@ -73,6 +74,8 @@ static float extra_one(extra_kind kind, const extra_params *p, float x) {
         return fmaxf(x, 0.0f) + fminf(0.0f, p->alpha * expm1f(x / p->alpha));
     case EXTRA_THRESHOLDED_RELU: return x > p->alpha ? x : 0.0f;
     case EXTRA_SHRINK: return x < -p->lambd ? x + p->bias : x > p->lambd ? x - p->bias : 0.0f;
+    case EXTRA_MISH: /* x tanh(softplus(x)), softplus as max(x, 0) + ln(1 + e^-|x|) */
+        return x * tanhf(fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))));
     case EXTRA_ISNAN: return isnan(x) ? 1.0f : 0.0f;
     case EXTRA_ISINF:
         return isinf(x) && ((x > 0.0f && p->positive) || (x < 0.0f && p->negative)) ? 1.0f : 0.0f;
@@ -146,3 +149,4 @@ KN_EXTRA_OP(thresholdedrelu, "ThresholdedRelu", EXTRA_THRESHOLDED_RELU)
 KN_EXTRA_OP(shrink, "Shrink", EXTRA_SHRINK)
 KN_EXTRA_OP(isnan, "IsNaN", EXTRA_ISNAN)
 KN_EXTRA_OP(isinf, "IsInf", EXTRA_ISINF)
+KN_EXTRA_OP(mish, "Mish", EXTRA_MISH)

@@ -447,6 +447,36 @@ static kiln_status import_cast(kn_onnx_importer *im, const kn_onnx_node *n) {
     return kn_onnx_finish_node(im, node);
 }
 
+/* CastLike (opset 15): Cast to the dtype of input 1, which only lends its type. */
+static kiln_status import_castlike(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (!kn_op_find("Cast"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    if (io.n_in != 2 || io.in[0] < 0 || io.in[1] < 0)
+        return kn_fail(KILN_ERR_FORMAT, "CastLike needs inputs input and target_type");
+    kn_dtype to = im->g->values[io.in[1]].dtype;
+    io.n_in = 1;
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "saturate"); /* opset 19: float8 targets only, which kiln lacks */
+    int node;
+    KN_TRY(add_node(im, n, "Cast", n->name, &io, &node));
+    KN_TRY(kn_node_set_int(im->g, node, "to", to));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* Scatter (opsets 9-10) is ScatterElements without a reduction. */
+static kiln_status import_scatter(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (!kn_op_find("ScatterElements"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    KN_TRY(add_node(im, n, "ScatterElements", n->name, &io, &node));
+    return kn_onnx_finish_node(im, node);
+}
+
 /* ConstantOfShape: the one-element tensor `value` becomes a float "value" and an int "dtype". */
 static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_node *n) {
     const kn_op *op = kn_op_find("ConstantOfShape");
@@ -656,6 +686,8 @@ static const op_rewrite rewrites[] = {
     {"Identity", import_identity, NULL,
      "kiln's Identity when the op table has it, else an alias of its input"},
     {"Cast", import_cast, "Cast", "`to` becomes the kn_dtype code"},
+    {"CastLike", import_castlike, "Cast", "becomes Cast to the dtype of input 1"},
+    {"Scatter", import_scatter, "ScatterElements", "becomes ScatterElements (opsets 9-10)"},
     {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
      "tensor `value` becomes float `value` + int `dtype`"},
     {"Softmax", import_softmax_family, "Softmax",
