@@ -12,7 +12,7 @@
     X(reducel1) X(reducesumsquare) X(reducelogsum) X(reducelogsumexp)                              \
     X(convtranspose)                                                                              \
     X(sin) X(cos) X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(asinh) X(acosh) X(atanh)       \
-    X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish)        \
+    X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish) X(cumsum)        \
     X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)
 
 #endif

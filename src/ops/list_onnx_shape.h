@@ -4,7 +4,7 @@
 
 #define KN_OPS_ONNX_SHAPE(X)                                                                     \
     X(identity) X(shape) X(size) X(gather) X(gatherelements) X(scatterelements) X(trilu)           \
-    X(argmax) X(argmin) X(hardmax) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
+    X(argmax) X(argmin) X(hardmax) X(depthtospace) X(spacetodepth) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
     X(range) X(cast) X(constantofshape) X(pad) X(resize) X(quantizelinear) X(dequantizelinear)
 
 #endif
