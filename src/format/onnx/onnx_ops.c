@@ -328,9 +328,64 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
     return KILN_OK;
 }
 
+/* ONNX ops kiln does not run, and why. */
+#define KN_NO_SUBGRAPHS "control flow: kiln's graphs have no nested subgraphs"
+#define KN_NO_SEQUENCES "sequence and optional values: kiln's values are tensors"
+#define KN_NO_STRINGS "string tensors: kiln has no string dtype"
+#define KN_DATA_SHAPED "its output shape depends on the input data, which kiln's planned runs do not size yet"
+#define KN_RANDOM "random draws: the expected values are numpy's generator's, which kiln's counter-based stream does not reproduce"
+#define KN_TRAINING_DOMAIN "ai.onnx.preview.training: kiln trains with its own optimizers (kiln train)"
+#define KN_NOT_YET "not implemented yet"
+static const struct { const char *op, *reason; } missing_ops[] = {
+    {"If", KN_NO_SUBGRAPHS}, {"Loop", KN_NO_SUBGRAPHS}, {"Scan", KN_NO_SUBGRAPHS},
+    {"SequenceAt", KN_NO_SEQUENCES}, {"SequenceConstruct", KN_NO_SEQUENCES},
+    {"SequenceEmpty", KN_NO_SEQUENCES}, {"SequenceErase", KN_NO_SEQUENCES},
+    {"SequenceInsert", KN_NO_SEQUENCES}, {"SequenceLength", KN_NO_SEQUENCES},
+    {"SequenceMap", KN_NO_SEQUENCES}, {"SplitToSequence", KN_NO_SEQUENCES},
+    {"ConcatFromSequence", KN_NO_SEQUENCES}, {"Optional", KN_NO_SEQUENCES},
+    {"OptionalGetElement", KN_NO_SEQUENCES}, {"OptionalHasElement", KN_NO_SEQUENCES},
+    {"StringNormalizer", KN_NO_STRINGS}, {"TfIdfVectorizer", KN_NO_STRINGS},
+    {"RegexFullMatch", KN_NO_STRINGS}, {"StringConcat", KN_NO_STRINGS}, {"StringSplit", KN_NO_STRINGS},
+    {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED}, {"Compress", KN_DATA_SHAPED},
+    {"NonMaxSuppression", KN_DATA_SHAPED}, {"TopK", KN_DATA_SHAPED " (k is an input)"},
+    {"OneHot", KN_DATA_SHAPED " (depth is an input)"},
+    {"HannWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"HammingWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"BlackmanWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"MelWeightMatrix", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
+    {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
+    {"Multinomial", KN_RANDOM},
+    {"RNN", KN_NOT_YET " (recurrent layers)"}, {"GRU", KN_NOT_YET " (recurrent layers)"},
+    {"LSTM", KN_NOT_YET " (recurrent layers)"}, {"DFT", KN_NOT_YET " (complex values)"},
+    {"STFT", KN_NOT_YET " (complex values)"}, {"Einsum", KN_NOT_YET},
+    {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
+    {"MaxUnpool", KN_NOT_YET}, {"Det", KN_NOT_YET}, {"ReverseSequence", KN_NOT_YET},
+    {"EyeLike", KN_NOT_YET}, {"ConvInteger", KN_NOT_YET " (integer convolution)"},
+    {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
+    {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
+    {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
+    {"GlobalLpPool", KN_NOT_YET}, {"Col2Im", KN_NOT_YET}, {"CenterCropPad", KN_NOT_YET},
+    {"DeformConv", KN_NOT_YET}, {"BitwiseAnd", KN_NOT_YET}, {"BitwiseOr", KN_NOT_YET},
+    {"BitwiseXor", KN_NOT_YET}, {"BitwiseNot", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
+    {"Gradient", KN_TRAINING_DOMAIN}, {"Adagrad", KN_TRAINING_DOMAIN}, {"Adam", KN_TRAINING_DOMAIN},
+    {"Momentum", KN_TRAINING_DOMAIN},
+};
+
+const char *kn_onnx_missing_op(int i, const char **reason) {
+    if (i < 0 || i >= (int)(sizeof missing_ops / sizeof missing_ops[0]))
+        return NULL;
+    *reason = missing_ops[i].reason;
+    return missing_ops[i].op;
+}
+
 static kiln_status unsupported(const kn_onnx_importer *im, const kn_onnx_node *n) {
-    return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported",
-                   str_or_empty(n->proto->op_type), (long long)im->opset);
+    const char *op_type = str_or_empty(n->proto->op_type), *reason = NULL, *name;
+    for (int i = 0; (name = kn_onnx_missing_op(i, &reason)); i++)
+        if (strcmp(name, op_type) == 0)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: %s",
+                           op_type, (long long)im->opset, reason);
+    return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported", op_type,
+                   (long long)im->opset);
 }
 
 /* The 1:1 mapping: same op name, attributes copied, attribute-inputs moved. */
