@@ -44,7 +44,7 @@ fi
 
 # Opsets kiln does not read: one error line naming the reason.
 if /usr/bin/python3 -c 'import onnx, sys; sys.exit(not hasattr(onnx, "load"))' 2>/dev/null; then
-    /usr/bin/python3 - "$work" <<'PY'
+    /usr/bin/python3 - "$work" "$data/opset18.onnx" <<'PY'
 import sys, onnx
 from onnx import helper, TensorProto
 out = sys.argv[1]
@@ -58,6 +58,15 @@ def save(name, opsets, domain=""):
 save("opset22", [("", 22)])
 save("domain", [("", 18), ("com.example", 1)], domain="com.example")
 save("opset1", [("", 1)])
+# The opset-18 model without its Resize: Split num_outputs and Pad axes, which export writes as opset 17.
+m = onnx.load(sys.argv[2])
+keep = [n for n in m.graph.node if n.op_type != "Resize"]
+outs = [o for o in m.graph.output if o.name != "resized"]
+g = helper.make_graph(keep, "g", list(m.graph.input), outs,
+                      initializer=[i for i in m.graph.initializer if i.name != "sizes_hw"])
+m2 = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+m2.ir_version = 8
+onnx.save(m2, "%s/no_resize.onnx" % out)
 PY
     "$kiln" info "$work/opset22.onnx" > "$work/e22.txt" 2>&1
     check "opset 22 is refused" '[ $? -ne 0 ] && grep -q "opset 22 of the default domain is not supported (kiln reads opsets 1 to 21)" "$work/e22.txt"'
@@ -65,6 +74,19 @@ PY
     "$kiln" info "$work/domain.onnx" > "$work/ed.txt" 2>&1
     check "an unknown domain is refused by name" '[ $? -ne 0 ] && grep -q "domain .com.example. is not supported" "$work/ed.txt"'
     check "opset 1 Relu reads" '"$kiln" info "$work/opset1.onnx" >/dev/null'
+    "$kiln" convert "$data/opset18.onnx" "$work/back.onnx" > "$work/eb.txt" 2>&1
+    check "export refuses Resize's opset-18 form by name" \
+        '[ $? -ne 0 ] && grep -q "Resize.*uses a form of opset 18 or later; kiln exports opset 17" "$work/eb.txt"'
+    outputs="mean_h max_c lse_w"
+    check "Split num_outputs and Pad axes export as opset 17 and run the same" \
+        '"$kiln" convert "$work/no_resize.onnx" "$work/no_resize17.onnx" >/dev/null &&
+         "$kiln" run "$work/no_resize17.onnx" "$data/opset18_x.npy" --batch-dim --out "$work/r17" >/dev/null &&
+         close "$work/r17" "$data/opset18_ort_"'
+    if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+        check "onnxruntime runs the opset-17 export the same" \
+            'node "$src/bench/ort_run.js" "$work/no_resize17.onnx" "$work/o17" "$data/opset18_x.npy" &&
+             close "$work/o17" "$data/opset18_ort_"'
+    fi
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
