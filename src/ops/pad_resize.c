@@ -7,8 +7,9 @@
  * through the same map, so every mode has a gradient.
  *
  * Resize scales the last two dims (H, W) of a tensor of rank >= 2 by nearest, bilinear or bicubic
- * (cubic_coeff_a, exclude_outside) interpolation, with ONNX's coordinate transformations, including
- * tf_crop_and_resize (roi, extrapolation_value beyond the input). Each output row and column gets
+ * (cubic_coeff_a, exclude_outside) interpolation, with ONNX's coordinate transformations (opset 19's
+ * half_pixel_symmetric too), scales or sizes over the dims `axes` names, keep_aspect_ratio_policy
+ * (opset 18), including tf_crop_and_resize (roi, extrapolation_value beyond the input). Each output row and column gets
  * its source taps once (a table in the op's scratch, sized up front by the workspace function), then
  * every plane reuses them. Nearest works for every dtype, linear, cubic and tf_crop_and_resize for
  * f32; all have a backward.
@@ -225,7 +226,8 @@ typedef enum resize_coord {
     COORD_ALIGN_CORNERS,
     COORD_ASYMMETRIC,
     COORD_TF_HALF_PIXEL_FOR_NN,
-    COORD_TF_CROP_AND_RESIZE
+    COORD_TF_CROP_AND_RESIZE,
+    COORD_HALF_PIXEL_SYMMETRIC
 } resize_coord;
 typedef enum resize_round {
     ROUND_PREFER_FLOOR,
@@ -267,12 +269,12 @@ static kiln_status resize_modes(const kn_node *node, resize_plan *p) {
     static const char *const modes[] = {"nearest", "linear", "cubic"};
     static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
                                          "asymmetric", "tf_half_pixel_for_nn",
-                                         "tf_crop_and_resize"};
+                                         "tf_crop_and_resize", "half_pixel_symmetric"};
     static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
     const char *mode = kn_node_string(node, "mode", "nearest");
     const char *coord = kn_node_string(node, "coordinate_transformation_mode", "half_pixel");
     const char *round = kn_node_string(node, "nearest_mode", "round_prefer_floor");
-    int m = pick(mode, modes, 3), c = pick(coord, coords, 6), r = pick(round, rounds, 4);
+    int m = pick(mode, modes, 3), c = pick(coord, coords, 7), r = pick(round, rounds, 4);
     if (m < 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "unknown mode '%s'", mode);
     if (c < 0)
@@ -487,6 +489,10 @@ static double resize_source(const resize_plan *p, const resize_axis *a, int64_t 
         return a->resized == 1 ? 0.0 : x * (double)(a->in - 1) / (a->resized - 1);
     case COORD_ASYMMETRIC: return x / a->scale;
     case COORD_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / a->scale;
+    case COORD_HALF_PIXEL_SYMMETRIC: { /* opset 19: half_pixel, centred for the rounded-down length */
+        double adjustment = a->resized > 0 ? (double)a->out / a->resized : 1.0;
+        return (double)a->in / 2 * (1 - adjustment) + (x + 0.5) / a->scale - 0.5;
+    }
     case COORD_TF_CROP_AND_RESIZE: {
         double last = (double)(a->in - 1);
         double offset = a->resized == 1 ? span * last / 2 : x * span * last / (a->resized - 1);
