@@ -1,4 +1,4 @@
-/* Cast and ConstantOfShape: the ops whose output dtype an attribute chooses (a kn_dtype code; the
+/* Cast, ConstantOfShape and EyeLike: the ops whose output dtype an attribute chooses (a kn_dtype code; the
  * ONNX importer maps ONNX's TensorProto types to it).
  *
  * Conversions among every kiln dtype (f32, f64, f16, bf16, the integers, bool) follow ONNX (and
@@ -188,6 +188,36 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
         memcpy(dst + (size_t)i * esize, element, esize);
     return KILN_OK;
 }
+
+/* ---- EyeLike: ones on diagonal k (default 0) of a 2-D tensor of the input's shape ---- */
+
+static kiln_status eyelike_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input is missing");
+    if (x->shape.ndim != 2)
+        return kn_fail(KILN_ERR_SHAPE, "input '%s' has %d dims; EyeLike needs 2", x->name, x->shape.ndim);
+    kn_dtype dtype = x->dtype;
+    KN_TRY(dtype_attr(node, "dtype", &x->dtype, &dtype));
+    kn_set_output(g, node, 0, &x->shape, dtype);
+    return KILN_OK;
+}
+
+/* Reads only the input's shape. */
+static kiln_status eyelike_forward(const kn_op_call *call) {
+    kn_tensor *y = call->out[0];
+    int64_t rows = y->shape.d[0], cols = y->shape.d[1], k = kn_node_int(call->node, "k", 0);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            store_int(y->data, y->dtype, i * cols + j, j - i == k, false);
+    return KILN_OK;
+}
+
+const kn_op kn_op_eyelike = {
+    .name = "EyeLike", .min_inputs = 1, .max_inputs = 1,
+    .infer = eyelike_infer, .forward = eyelike_forward,
+};
 
 const kn_op kn_op_cast = {
     .name = "Cast", .min_inputs = 1, .max_inputs = 1,

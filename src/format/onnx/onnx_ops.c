@@ -360,7 +360,7 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"STFT", KN_NOT_YET " (complex values)"}, {"Einsum", KN_NOT_YET},
     {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
     {"MaxUnpool", KN_NOT_YET}, {"Det", KN_NOT_YET}, {"ReverseSequence", KN_NOT_YET},
-    {"EyeLike", KN_NOT_YET}, {"ConvInteger", KN_NOT_YET " (integer convolution)"},
+    {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
     {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
     {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
@@ -529,6 +529,27 @@ static kiln_status import_scatter(kn_onnx_importer *im, const kn_onnx_node *n) {
     KN_TRY(make_outputs(im, n, &io));
     int node;
     KN_TRY(add_node(im, n, "ScatterElements", n->name, &io, &node));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* EyeLike: `dtype` (optional) holds an ONNX data type; kiln's EyeLike takes the kn_dtype code. */
+static kiln_status import_eyelike(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "dtype");
+    kn_dtype dtype = KN_F32;
+    char buf[32];
+    if (a && (kn_onnx_attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT || a->i < INT32_MIN ||
+              a->i > INT32_MAX || !kn_onnx_dtype_to_kiln((int32_t)a->i, &dtype)))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "EyeLike of dtype %s is not supported",
+                       kn_onnx_dtype_name(a->i >= INT32_MIN && a->i <= INT32_MAX ? (int32_t)a->i : -1,
+                                          buf, sizeof buf));
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "dtype");
+    int node;
+    KN_TRY(add_node(im, n, "EyeLike", n->name, &io, &node));
+    if (a)
+        KN_TRY(kn_node_set_int(im->g, node, "dtype", dtype));
     return kn_onnx_finish_node(im, node);
 }
 
@@ -742,6 +763,7 @@ static const op_rewrite rewrites[] = {
      "kiln's Identity when the op table has it, else an alias of its input"},
     {"Cast", import_cast, "Cast", "`to` becomes the kn_dtype code"},
     {"CastLike", import_castlike, "Cast", "becomes Cast to the dtype of input 1"},
+    {"EyeLike", import_eyelike, "EyeLike", "`dtype` becomes the kn_dtype code"},
     {"Scatter", import_scatter, "ScatterElements", "becomes ScatterElements (opsets 9-10)"},
     {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
      "tensor `value` becomes float `value` + int `dtype`"},
