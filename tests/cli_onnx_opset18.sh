@@ -28,6 +28,11 @@ PY
 check "kiln run reads the opset-18 model" \
     '"$kiln" run "$data/opset18.onnx" "$data/opset18_x.npy" --batch-dim --out "$work/run" >/dev/null'
 check "kiln run outputs within 1e-5 of onnxruntime" 'close "$work/run" "$data/opset18_ort_"'
+/usr/bin/python3 -c 'import numpy, sys; numpy.save(sys.argv[1], numpy.zeros((2, 3, 0, 4), numpy.float32))' \
+    "$work/empty.npy"
+"$kiln" run "$data/opset18.onnx" "$work/empty.npy" --batch-dim > "$work/empty.txt" 2>&1
+check "samples of no elements: one clear error" \
+    '[ $? -ne 0 ] && [ "$(wc -l < "$work/empty.txt")" -eq 1 ] && grep -q "dimension 2 is 0" "$work/empty.txt"'
 check "kiln info reads the opset-18 model" '"$kiln" info "$data/opset18.onnx" > "$work/info.txt"'
 check "kiln info names the Resize" 'grep -q Resize "$work/info.txt"'
 check "kiln convert to .kiln" '"$kiln" convert "$data/opset18.onnx" "$work/m.kiln" >/dev/null'

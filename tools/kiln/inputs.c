@@ -100,7 +100,8 @@ static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample
             return kn_fail(KILN_ERR_NOMEM, "out of memory labelling samples");
         b->labels[b->count++] = label;
     }
-    memcpy(b->data + b->bytes, data, bytes);
+    if (bytes) // samples of no elements leave b->data unallocated
+        memcpy(b->data + b->bytes, data, bytes);
     b->bytes = total;
     return KILN_OK;
 }
