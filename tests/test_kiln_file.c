@@ -827,7 +827,7 @@ static void test_hostile_fields(void) {
     HOSTILE(set_u32(f + graph + 4, 0xFFFFFFF0u), KILN_ERR_FORMAT, "value name");
     HOSTILE(f[graph + 8] = 0, KILN_ERR_FORMAT, "NUL byte"); /* name "x" -> "\0" */
     HOSTILE(f[graph + 9] = 9, KILN_ERR_FORMAT, "kind code 9");
-    HOSTILE(f[graph + 10] = 5, KILN_ERR_UNSUPPORTED, "dtype code 5 (bf16)");
+    HOSTILE(f[graph + 10] = 13, KILN_ERR_UNSUPPORTED, "dtype code 13");
     HOSTILE(f[graph + 11] = 7, KILN_ERR_UNSUPPORTED, "rank 7");
     HOSTILE(set_u64(f + graph + 12, (uint64_t)-5), KILN_ERR_FORMAT, "dimension 0 is -5");
     size_t op = find_in_graph(buf, "Reshape");
@@ -850,7 +850,7 @@ static void test_hostile_fields(void) {
     HOSTILE(f[entry + 4] = 99, KILN_ERR_UNSUPPORTED, "storage encoding 99 (unknown) is not supported");
     printf("unknown encoding: %s\n", kiln_last_error());
     HOSTILE(f[entry + 4] = 5,
-            KILN_ERR_FORMAT, "stored as bf16, which only f32 values can be, but the value is i64");
+            KILN_ERR_FORMAT, "stored as bf16 but the value is i64");
     HOSTILE(f[entry + 4] = 16, KILN_ERR_FORMAT, "stored as affine i8, which only f32 values can be");
     HOSTILE(f[entry + 4] = 0, KILN_ERR_FORMAT, "stored as f32 but the value is i64");
     HOSTILE(f[entry + 6] = 9, KILN_ERR_UNSUPPORTED, "rank 9");

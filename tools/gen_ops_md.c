@@ -26,11 +26,11 @@ static void write_page(FILE *out) {
             "     ONNX importer's rewrites (src/format/onnx/onnx_ops.c). Do not edit: run\n"
             "     build/gen_ops_md > docs/ops.md. The ctest ops_md_current fails when this page\n"
             "     is stale. -->\n\n"
-            "Every op kiln runs, named as in ONNX (kiln implements the newest signature of opsets 7\n"
-            "to 17). *Gradient*: the op has a backward, so graphs using it can be trained. *FLOPs*:\n"
-            "`kiln info` counts its arithmetic. *ONNX import*: how the importer brings the ONNX op\n"
-            "in (docs/onnx.md describes each rewrite); ONNX ops missing from both tables are not\n"
-            "supported.\n\n"
+            "Every op kiln runs, named as in ONNX (kiln implements the newest signature of opsets 1\n"
+            "to 21; older forms are upgraded on import). *Gradient*: the op has a backward, so graphs\n"
+            "using it can be trained. *FLOPs*: `kiln info` counts its arithmetic. *ONNX import*: how\n"
+            "the importer brings the ONNX op in (docs/onnx.md describes each rewrite). The last table\n"
+            "lists the ONNX ops kiln does not run, and why.\n\n"
             "| Op | Inputs | Gradient | FLOPs | ONNX import |\n"
             "|----|--------|----------|-------|-------------|\n");
     const kn_op *op;
@@ -53,6 +53,13 @@ static void write_page(FILE *out) {
         fprintf(out, "| %s | %s | %s |\n", name, supported ? "supported" : "not supported",
                 kn_onnx_op_note(name));
     }
+    fprintf(out,
+            "\n## ONNX ops kiln does not run\n\n"
+            "| ONNX op | Why |\n"
+            "|---------|-----|\n");
+    const char *reason;
+    for (int i = 0; (name = kn_onnx_missing_op(i, &reason)); i++)
+        fprintf(out, "| %s | %s |\n", name, reason);
 }
 
 /* The whole of `path`, NUL-terminated, or NULL. */

@@ -75,7 +75,13 @@ typedef enum kiln_dtype {
     KILN_DTYPE_U8,
     KILN_DTYPE_I8,
     KILN_DTYPE_BOOL,  /* one byte, 0 or 1 */
-    KILN_DTYPE_F16    /* IEEE half */
+    KILN_DTYPE_F16,   /* IEEE half */
+    KILN_DTYPE_F64,
+    KILN_DTYPE_I16,
+    KILN_DTYPE_U16,
+    KILN_DTYPE_U32,
+    KILN_DTYPE_U64,
+    KILN_DTYPE_BF16   /* bfloat16: the top 16 bits of an f32 */
 } kiln_dtype;
 
 /* "f32"; "?" for a value outside the enum. Static storage. */

@@ -14,6 +14,12 @@ size_t kn_dtype_size(kn_dtype dtype) {
     case KN_I8: return 1;
     case KN_BOOL: return 1;
     case KN_F16: return 2;
+    case KN_F64: return 8;
+    case KN_I16: return 2;
+    case KN_U16: return 2;
+    case KN_U32: return 4;
+    case KN_U64: return 8;
+    case KN_BF16: return 2;
     case KN_DTYPE_COUNT: break;
     }
     return 0;
@@ -28,6 +34,12 @@ const char *kn_dtype_name(kn_dtype dtype) {
     case KN_I8: return "i8";
     case KN_BOOL: return "bool";
     case KN_F16: return "f16";
+    case KN_F64: return "f64";
+    case KN_I16: return "i16";
+    case KN_U16: return "u16";
+    case KN_U32: return "u32";
+    case KN_U64: return "u64";
+    case KN_BF16: return "bf16";
     case KN_DTYPE_COUNT: break;
     }
     return "?";

@@ -18,6 +18,12 @@ typedef enum kn_dtype {
     KN_I8,
     KN_BOOL,   /* one byte, 0 or 1 */
     KN_F16,    /* IEEE half: stored, converted to f32 for compute */
+    KN_F64,    /* the ONNX boundary's wider types: ops that take them compute in their own arithmetic */
+    KN_I16,
+    KN_U16,
+    KN_U32,
+    KN_U64,
+    KN_BF16,   /* bfloat16: the top half of an f32 */
     KN_DTYPE_COUNT
 } kn_dtype;
 

@@ -55,7 +55,11 @@ enum {
 /* Codes on disk. They are the format's own numbers, mapped to kiln's enums by the functions below, so
  * reordering an enum in the code can never change what a file means. Dtype codes double as the "plain"
  * storage encodings of the tensor table (0-15: raw elements of that dtype). */
-enum { KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3, KN_KILN_DT_F16 = 4, KN_KILN_DT_I8 = 6, KN_KILN_DT_BOOL = 7 };
+enum {
+    KN_KILN_DT_F32 = 0, KN_KILN_DT_I64 = 1, KN_KILN_DT_I32 = 2, KN_KILN_DT_U8 = 3, KN_KILN_DT_F16 = 4, KN_KILN_DT_BF16 = 5,
+    KN_KILN_DT_I8 = 6, KN_KILN_DT_BOOL = 7, KN_KILN_DT_F64 = 8, KN_KILN_DT_I16 = 9, KN_KILN_DT_U16 = 10,
+    KN_KILN_DT_U32 = 11, KN_KILN_DT_U64 = 12
+};
 enum { KN_KILN_KIND_INPUT = 0, KN_KILN_KIND_PARAM, KN_KILN_KIND_STATE, KN_KILN_KIND_CONST, KN_KILN_KIND_ACT };
 enum { KN_KILN_ATTR_INT = 0, KN_KILN_ATTR_FLOAT, KN_KILN_ATTR_INTS, KN_KILN_ATTR_STRING };
 
@@ -68,6 +72,12 @@ static inline uint32_t kn_kiln_dtype_code(kn_dtype dtype) {
     case KN_I8: return KN_KILN_DT_I8;
     case KN_BOOL: return KN_KILN_DT_BOOL;
     case KN_F16: return KN_KILN_DT_F16;
+    case KN_F64: return KN_KILN_DT_F64;
+    case KN_I16: return KN_KILN_DT_I16;
+    case KN_U16: return KN_KILN_DT_U16;
+    case KN_U32: return KN_KILN_DT_U32;
+    case KN_U64: return KN_KILN_DT_U64;
+    case KN_BF16: return KN_KILN_DT_BF16;
     case KN_DTYPE_COUNT: break;
     }
     return KN_KILN_NONE;
@@ -82,6 +92,12 @@ static inline bool kn_kiln_dtype_from_code(uint32_t code, kn_dtype *dtype) {
     case KN_KILN_DT_I8: *dtype = KN_I8; return true;
     case KN_KILN_DT_BOOL: *dtype = KN_BOOL; return true;
     case KN_KILN_DT_F16: *dtype = KN_F16; return true;
+    case KN_KILN_DT_F64: *dtype = KN_F64; return true;
+    case KN_KILN_DT_I16: *dtype = KN_I16; return true;
+    case KN_KILN_DT_U16: *dtype = KN_U16; return true;
+    case KN_KILN_DT_U32: *dtype = KN_U32; return true;
+    case KN_KILN_DT_U64: *dtype = KN_U64; return true;
+    case KN_KILN_DT_BF16: *dtype = KN_BF16; return true;
     }
     return false;
 }

@@ -1,17 +1,21 @@
 /* Elementwise ops over broadcast inputs (numpy / ONNX multidirectional broadcasting,
  * ops/broadcast.h):
  *
- *     Add, Sub, Mul, Div     f32, i64, i32, u8, i8
- *     Pow                    f32, i64 or i32 base; f32, i64 or i32 exponent; output in the base's
+ *     Add, Sub, Mul, Div     f32, f64 and the integers (i64, i32, i16, i8, u64, u32, u16, u8)
+ *     Pow                    f32, f64, i64 or i32 base; any numeric exponent; output in the base's
  *                            dtype
 
- *     Equal, Less, Greater   f32, i64, i32, u8, i8 (Equal also bool) -> bool
- *     And, Or, Not           bool
+ *     Equal, Less, Greater,  f32, f64 and the integers (Equal also bool) -> bool
+ *     LessOrEqual, GreaterOrEqual
+ *     Mod                    f32, f64, f16 (fmod=1 only; f16 in f32) and the integers
+ *     BitShift               u8, u16, u32, u64 (direction LEFT or RIGHT)
+ *     And, Or, Xor, Not      bool
  *     Where                  bool condition; X and Y of one dtype, any
- *     Max, Min               1 to N inputs of one dtype: f32, f16, i64, i32, u8, i8
- *     Sum, Mean              1 to N f32 inputs
+ *     Max, Min               1 to N inputs of one dtype: f32, f64, f16 and the integers
+ *     Sum, Mean              1 to N f32 or f64 inputs
  *
- * Integers never go through float math (ops/elements.h): overflow wraps (two's complement) as in
+ * f64 is computed in double, u64 compares, divides and takes remainders unsigned. Integers never go
+ * through float math (ops/elements.h): overflow wraps (two's complement) as in
  * numpy; integer Div truncates toward zero as C and ONNX do, and a zero divisor fails with
  * KILN_ERR_NUMERIC. An integer Pow multiplies exactly for integral exponents >= 0; only a
  * fractional or negative exponent goes through double (truncated toward zero, saturated). Floats
@@ -38,6 +42,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/half.h"
 #include "core/status.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
@@ -53,7 +58,12 @@ typedef enum binary_kind {
     BINARY_ADD_DIV  /* y += a / b */
 } binary_kind;
 
-static bool is_numeric(kn_dtype dtype) { return dtype == KN_F32 || kn_dtype_is_integer(dtype); }
+static bool is_numeric(kn_dtype dtype) {
+    return dtype == KN_F32 || dtype == KN_F64 || kn_dtype_is_integer(dtype);
+}
+
+/* Element i of f64 data. */
+static inline double f64_at(const void *data, int64_t i) { return ((const double *)data)[i]; }
 
 static kiln_status require_inputs(const kn_graph *g, const kn_node *node, int n) {
     for (int i = 0; i < n; i++)
@@ -154,13 +164,16 @@ static void binary_run(binary_kind kind, const float *a, const kn_shape *a_shape
 /* ---- integer Add, Sub, Mul, Div ---- */
 
 /* In uint64 so that overflow wraps instead of being undefined behaviour; INT64_MIN / -1 wraps to
- * INT64_MIN. */
-static inline int64_t int_binary(binary_kind kind, int64_t u, int64_t v) {
+ * INT64_MIN. u64 divides unsigned. */
+static inline int64_t int_binary(binary_kind kind, kn_dtype dtype, int64_t u, int64_t v) {
     switch (kind) {
     case BINARY_ADD: return (int64_t)((uint64_t)u + (uint64_t)v);
     case BINARY_SUB: return (int64_t)((uint64_t)u - (uint64_t)v);
     case BINARY_MUL: return (int64_t)((uint64_t)u * (uint64_t)v);
-    case BINARY_DIV: return v == -1 ? (int64_t)(0 - (uint64_t)u) : u / v;
+    case BINARY_DIV:
+        if (dtype == KN_U64)
+            return (int64_t)((uint64_t)u / (uint64_t)v);
+        return v == -1 ? (int64_t)(0 - (uint64_t)u) : u / v;
     default: return 0; /* the ADD_ kinds are f32 only */
     }
 }
@@ -170,7 +183,23 @@ static void int_binary_row(const kn_broadcast_row *row, void *ctx) {
     for (int64_t i = 0; i < row->n; i++) {
         int64_t u = kn_int_load(args->a, args->dtype, row->offset[0] + i * row->step[0]);
         int64_t v = kn_int_load(args->b, args->dtype, row->offset[1] + i * row->step[1]);
-        kn_int_store(args->y, args->dtype, row->at + i, int_binary(args->kind, u, v));
+        kn_int_store(args->y, args->dtype, row->at + i, int_binary(args->kind, args->dtype, u, v));
+    }
+}
+
+/* f64 Add, Sub, Mul, Div in double. */
+static void f64_binary_row(const kn_broadcast_row *row, void *ctx) {
+    const binary_args *args = ctx;
+    double *y = (double *)args->y + row->at;
+    for (int64_t i = 0; i < row->n; i++) {
+        double u = f64_at(args->a, row->offset[0] + i * row->step[0]);
+        double v = f64_at(args->b, row->offset[1] + i * row->step[1]);
+        switch (args->kind) {
+        case BINARY_ADD: y[i] = u + v; break;
+        case BINARY_SUB: y[i] = u - v; break;
+        case BINARY_MUL: y[i] = u * v; break;
+        default: y[i] = u / v; break; /* BINARY_DIV; the ADD_ kinds are f32 only */
+        }
     }
 }
 
@@ -189,7 +218,7 @@ static kiln_status arith_infer(kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
     KN_TRY(require_same_dtype(a, b));
     if (!is_numeric(a->dtype))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8",
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, f64 and the integers",
                        kn_dtype_name(a->dtype));
     return infer_broadcast_output(g, node, 2, a->dtype);
 }
@@ -200,13 +229,13 @@ static kiln_status binary_forward(const kn_op_call *call, binary_kind kind) {
         binary_run(kind, kn_f32(a), &a->shape, kn_f32(b), &b->shape, kn_f32(y), &y->shape);
         return KILN_OK;
     }
-    if (kind == BINARY_DIV && kn_numel(y) > 0)
+    if (kind == BINARY_DIV && a->dtype != KN_F64 && kn_numel(y) > 0)
         KN_TRY(check_no_zero_divisor(b));
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
     kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
     binary_args args = {kind, a->dtype, a->data, b->data, y->data};
-    kn_broadcast_run(&p, int_binary_row, &args);
+    kn_broadcast_run(&p, a->dtype == KN_F64 ? f64_binary_row : int_binary_row, &args);
     return KILN_OK;
 }
 
@@ -322,17 +351,22 @@ static void reduce_term_into(const grad_work *w, const kn_shape *y_shape, const 
 /* ---- Pow ---- */
 
 static inline double exponent_at(const void *e, kn_dtype dtype, int64_t i) {
-    return dtype == KN_F32 ? ((const float *)e)[i] : (double)kn_int_load(e, dtype, i);
+    switch (dtype) {
+    case KN_F32: return ((const float *)e)[i];
+    case KN_F64: return f64_at(e, i);
+    case KN_U64: return (double)((const uint64_t *)e)[i];
+    default: return (double)kn_int_load(e, dtype, i);
+    }
 }
 
 static kiln_status pow_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(require_inputs(g, node, 2));
     const kn_value *x = kn_node_input(g, node, 0), *e = kn_node_input(g, node, 1);
-    if (x->dtype != KN_F32 && x->dtype != KN_I64 && x->dtype != KN_I32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; supported: f32, i64, i32", x->name,
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && x->dtype != KN_I64 && x->dtype != KN_I32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "base '%s' is %s; supported: f32, f64, i64, i32", x->name,
                        kn_dtype_name(x->dtype));
-    if (e->dtype != KN_F32 && e->dtype != KN_I64 && e->dtype != KN_I32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, i64, i32",
+    if (!is_numeric(e->dtype))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "exponent '%s' is %s; supported: f32, f64, the integers",
                        e->name, kn_dtype_name(e->dtype));
     return infer_broadcast_output(g, node, 2, x->dtype);
 }
@@ -368,6 +402,13 @@ static int64_t int_pow(int64_t x, double e, kn_dtype dtype) {
  * (the sign of a negative base) of any int64 up to 2^53. */
 static void pow_row(const kn_broadcast_row *row, void *ctx) {
     const pow_args *args = ctx;
+    if (args->x_dtype == KN_F64) {
+        for (int64_t i = 0; i < row->n; i++)
+            ((double *)args->y)[row->at + i] =
+                pow(f64_at(args->x, row->offset[0] + i * row->step[0]),
+                    exponent_at(args->e, args->e_dtype, row->offset[1] + i * row->step[1]));
+        return;
+    }
     if (args->x_dtype != KN_F32) {
         for (int64_t i = 0; i < row->n; i++) {
             int64_t x = kn_int_load(args->x, args->x_dtype, row->offset[0] + i * row->step[0]);
@@ -449,14 +490,16 @@ static kiln_status pow_backward(const kn_op_call *call) {
 
 /* ---- Equal, Less, Greater ---- */
 
-typedef enum compare_kind { COMPARE_EQUAL, COMPARE_LESS, COMPARE_GREATER } compare_kind;
+typedef enum compare_kind {
+    COMPARE_EQUAL, COMPARE_LESS, COMPARE_GREATER, COMPARE_LESS_OR_EQUAL, COMPARE_GREATER_OR_EQUAL
+} compare_kind;
 
 static kiln_status compare_infer(kn_graph *g, const kn_node *node, compare_kind kind) {
     KN_TRY(require_inputs(g, node, 2));
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
     KN_TRY(require_same_dtype(a, b));
     if (!is_numeric(a->dtype) && !(kind == COMPARE_EQUAL && a->dtype == KN_BOOL))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, i64, i32, u8, i8%s",
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: f32, f64, the integers%s",
                        kn_dtype_name(a->dtype), kind == COMPARE_EQUAL ? ", bool" : "");
     return infer_broadcast_output(g, node, 2, KN_BOOL);
 }
@@ -470,10 +513,18 @@ static kiln_status less_infer(kn_graph *g, const kn_node *node) {
 static kiln_status greater_infer(kn_graph *g, const kn_node *node) {
     return compare_infer(g, node, COMPARE_GREATER);
 }
+static kiln_status less_or_equal_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_LESS_OR_EQUAL);
+}
+static kiln_status greater_or_equal_infer(kn_graph *g, const kn_node *node) {
+    return compare_infer(g, node, COMPARE_GREATER_OR_EQUAL);
+}
 
-/* u == v, u < v or u > v, for floats and integers alike */
+/* u == v, u < v, u > v, u <= v or u >= v, for floats and integers alike */
 #define KN_COMPARE(kind, u, v)                                                                     \
-    ((kind) == COMPARE_EQUAL ? (u) == (v) : (kind) == COMPARE_LESS ? (u) < (v) : (u) > (v))
+    ((kind) == COMPARE_EQUAL ? (u) == (v) : (kind) == COMPARE_LESS ? (u) < (v)                     \
+     : (kind) == COMPARE_GREATER ? (u) > (v) : (kind) == COMPARE_LESS_OR_EQUAL ? (u) <= (v)       \
+     : (u) >= (v))
 
 typedef struct compare_args {
     compare_kind kind;
@@ -490,6 +541,12 @@ static void compare_row(const kn_broadcast_row *row, void *ctx) {
         int64_t ia = row->offset[0] + i * row->step[0], ib = row->offset[1] + i * row->step[1];
         if (args->dtype == KN_F32) {
             float u = ((const float *)args->a)[ia], v = ((const float *)args->b)[ib];
+            y[i] = KN_COMPARE(kind, u, v);
+        } else if (args->dtype == KN_F64) {
+            double u = f64_at(args->a, ia), v = f64_at(args->b, ib);
+            y[i] = KN_COMPARE(kind, u, v);
+        } else if (args->dtype == KN_U64) {
+            uint64_t u = ((const uint64_t *)args->a)[ia], v = ((const uint64_t *)args->b)[ib];
             y[i] = KN_COMPARE(kind, u, v);
         } else {
             int64_t u = kn_int_load(args->a, args->dtype, ia);
@@ -518,6 +575,126 @@ static kiln_status less_forward(const kn_op_call *call) {
 static kiln_status greater_forward(const kn_op_call *call) {
     return compare_forward(call, COMPARE_GREATER);
 }
+static kiln_status less_or_equal_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_LESS_OR_EQUAL);
+}
+static kiln_status greater_or_equal_forward(const kn_op_call *call) {
+    return compare_forward(call, COMPARE_GREATER_OR_EQUAL);
+}
+
+/* ---- Mod ---- */
+
+/* fmod = 0 (the default, integers only): the remainder takes the divisor's sign, as Python's %;
+ * fmod = 1: C's fmod, the dividend's sign, for floats and integers. */
+static kiln_status mod_infer(kn_graph *g, const kn_node *node) {
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (a && b && a->dtype == KN_F16 && b->dtype == KN_F16) {
+        if (kn_node_int(node, "fmod", 0) == 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
+        return infer_broadcast_output(g, node, 2, KN_F16);
+    }
+    KN_TRY(arith_infer(g, node));
+    kn_dtype dtype = a->dtype;
+    if ((dtype == KN_F32 || dtype == KN_F64) && kn_node_int(node, "fmod", 0) == 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "Mod of floats needs fmod=1");
+    return KILN_OK;
+}
+
+typedef struct mod_args {
+    bool c_fmod;
+    kn_dtype dtype;
+    const void *a, *b;
+    void *y;
+} mod_args;
+
+/* u mod v for v != 0; INT64_MIN mod -1 is 0 (computed without the overflowing division). */
+static inline int64_t int_mod(int64_t u, int64_t v, bool c_fmod) {
+    int64_t r = v == -1 ? 0 : u % v;
+    if (!c_fmod && r != 0 && ((r < 0) != (v < 0)))
+        r += v;
+    return r;
+}
+
+static void mod_row(const kn_broadcast_row *row, void *ctx) {
+    const mod_args *args = ctx;
+    for (int64_t i = 0; i < row->n; i++) {
+        int64_t ia = row->offset[0] + i * row->step[0], ib = row->offset[1] + i * row->step[1];
+        if (args->dtype == KN_F32) {
+            ((float *)args->y)[row->at + i] =
+                fmodf(((const float *)args->a)[ia], ((const float *)args->b)[ib]);
+        } else if (args->dtype == KN_F64) {
+            ((double *)args->y)[row->at + i] = fmod(f64_at(args->a, ia), f64_at(args->b, ib));
+        } else if (args->dtype == KN_F16) { /* in f32, rounded once to f16 */
+            float u = kn_f16_to_f32(((const uint16_t *)args->a)[ia]);
+            float v = kn_f16_to_f32(((const uint16_t *)args->b)[ib]);
+            ((uint16_t *)args->y)[row->at + i] = kn_f32_to_f16(fmodf(u, v));
+        } else if (args->dtype == KN_U64) { /* unsigned: both signs agree */
+            uint64_t u = ((const uint64_t *)args->a)[ia], v = ((const uint64_t *)args->b)[ib];
+            ((uint64_t *)args->y)[row->at + i] = u % v;
+        } else {
+            int64_t u = kn_int_load(args->a, args->dtype, ia), v = kn_int_load(args->b, args->dtype, ib);
+            kn_int_store(args->y, args->dtype, row->at + i, int_mod(u, v, args->c_fmod));
+        }
+    }
+}
+
+static kiln_status mod_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    if (kn_dtype_is_integer(a->dtype) && kn_numel(y) > 0)
+        KN_TRY(check_no_zero_divisor(b));
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    mod_args args = {kn_node_int(call->node, "fmod", 0) != 0, a->dtype, a->data, b->data, y->data};
+    kn_broadcast_run(&p, mod_row, &args);
+    return KILN_OK;
+}
+
+/* ---- BitShift ---- */
+
+/* Unsigned integers only; direction "LEFT" or "RIGHT". A shift by the type's width or more gives 0,
+ * as numpy's left_shift / right_shift do. */
+static kiln_status bitshift_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(require_inputs(g, node, 2));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    KN_TRY(require_same_dtype(a, b));
+    if (a->dtype != KN_U8 && a->dtype != KN_U16 && a->dtype != KN_U32 && a->dtype != KN_U64)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; BitShift takes u8, u16, u32, u64",
+                       kn_dtype_name(a->dtype));
+    const char *dir = kn_node_string(node, "direction", "");
+    if (strcmp(dir, "LEFT") != 0 && strcmp(dir, "RIGHT") != 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "direction '%s' is not LEFT or RIGHT", dir);
+    return infer_broadcast_output(g, node, 2, a->dtype);
+}
+
+typedef struct shift_args {
+    bool left;
+    kn_dtype dtype;
+    const void *a, *b;
+    void *y;
+} shift_args;
+
+static void shift_row(const kn_broadcast_row *row, void *ctx) {
+    const shift_args *args = ctx;
+    uint64_t width = 8 * kn_dtype_size(args->dtype);
+    for (int64_t i = 0; i < row->n; i++) {
+        uint64_t u = (uint64_t)kn_int_load(args->a, args->dtype, row->offset[0] + i * row->step[0]);
+        uint64_t v = (uint64_t)kn_int_load(args->b, args->dtype, row->offset[1] + i * row->step[1]);
+        uint64_t r = v >= width ? 0 : args->left ? u << v : u >> v;
+        kn_int_store(args->y, args->dtype, row->at + i, (int64_t)r);
+    }
+}
+
+static kiln_status bitshift_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
+    const kn_shape *shapes[2] = {&a->shape, &b->shape};
+    kn_broadcast_plan p;
+    kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
+    shift_args args = {strcmp(kn_node_string(call->node, "direction", ""), "LEFT") == 0, a->dtype,
+                       a->data, b->data, y->data};
+    kn_broadcast_run(&p, shift_row, &args);
+    return KILN_OK;
+}
 
 /* ---- And, Or, Not ---- */
 
@@ -535,8 +712,10 @@ static kiln_status logic_infer(kn_graph *g, const kn_node *node) {
     return infer_broadcast_output(g, node, 2, KN_BOOL);
 }
 
+typedef enum logic_kind { LOGIC_AND, LOGIC_OR, LOGIC_XOR } logic_kind;
+
 typedef struct logic_args {
-    bool is_and; /* else Or */
+    logic_kind kind;
     const uint8_t *a, *b;
     uint8_t *y;
 } logic_args;
@@ -548,22 +727,23 @@ static void logic_row(const kn_broadcast_row *row, void *ctx) {
     uint8_t *y = args->y + row->at;
     for (int64_t i = 0; i < row->n; i++) {
         bool u = a[i * row->step[0]] != 0, v = b[i * row->step[1]] != 0;
-        y[i] = args->is_and ? (u && v) : (u || v);
+        y[i] = args->kind == LOGIC_AND ? (u && v) : args->kind == LOGIC_OR ? (u || v) : (u != v);
     }
 }
 
-static kiln_status logic_forward(const kn_op_call *call, bool is_and) {
+static kiln_status logic_forward(const kn_op_call *call, logic_kind kind) {
     const kn_tensor *a = call->in[0], *b = call->in[1], *y = call->out[0];
     const kn_shape *shapes[2] = {&a->shape, &b->shape};
     kn_broadcast_plan p;
     kn_broadcast_plan_make(&p, 2, shapes, &y->shape);
-    logic_args args = {is_and, a->data, b->data, y->data};
+    logic_args args = {kind, a->data, b->data, y->data};
     kn_broadcast_run(&p, logic_row, &args);
     return KILN_OK;
 }
 
-static kiln_status and_forward(const kn_op_call *call) { return logic_forward(call, true); }
-static kiln_status or_forward(const kn_op_call *call) { return logic_forward(call, false); }
+static kiln_status and_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_AND); }
+static kiln_status or_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_OR); }
+static kiln_status xor_forward(const kn_op_call *call) { return logic_forward(call, LOGIC_XOR); }
 
 static kiln_status not_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(require_inputs(g, node, 1));
@@ -694,11 +874,11 @@ static kiln_status variadic_infer(kn_graph *g, const kn_node *node, variadic_kin
         KN_TRY(require_same_dtype(first, kn_node_input(g, node, i)));
     bool is_extremum = kind == VARIADIC_MAX || kind == VARIADIC_MIN;
     bool supported = is_extremum ? is_numeric(first->dtype) || first->dtype == KN_F16
-                                 : first->dtype == KN_F32;
+                                 : first->dtype == KN_F32 || first->dtype == KN_F64;
     if (!supported)
         return kn_fail(KILN_ERR_UNSUPPORTED, "inputs are %s; supported: %s",
                        kn_dtype_name(first->dtype),
-                       is_extremum ? "f32, f16, i64, i32, u8, i8" : "f32");
+                       is_extremum ? "f32, f64, f16 and the integers" : "f32, f64");
     return infer_broadcast_output(g, node, node->n_in, first->dtype);
 }
 
@@ -751,6 +931,13 @@ static void fold_row(const kn_broadcast_row *row, void *ctx) {
             case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
             default: *u += v; break;
             }
+        } else if (args->dtype == KN_F64) {
+            double v = f64_at(args->x, ix), *u = (double *)args->y + iy;
+            switch (args->kind) {
+            case VARIADIC_MAX: *u = (v > *u || isnan(v)) ? v : *u; break;
+            case VARIADIC_MIN: *u = (v < *u || isnan(v)) ? v : *u; break;
+            default: *u += v; break;
+            }
         } else if (args->dtype == KN_F16) {
             uint16_t v = ((const uint16_t *)args->x)[ix], *u = (uint16_t *)args->y + iy;
             if (f16_takes(args->kind, v, *u))
@@ -758,7 +945,8 @@ static void fold_row(const kn_broadcast_row *row, void *ctx) {
         } else {
             int64_t v = kn_int_load(args->x, args->dtype, ix);
             int64_t u = kn_int_load(args->y, args->dtype, iy);
-            bool take = args->kind == VARIADIC_MAX ? v > u : v < u;
+            bool take = args->kind == VARIADIC_MAX ? kn_int_less(args->dtype, u, v)
+                                                   : kn_int_less(args->dtype, v, u);
             if (take)
                 kn_int_store(args->y, args->dtype, iy, v);
         }
@@ -776,7 +964,11 @@ static kiln_status variadic_forward(const kn_op_call *call, variadic_kind kind) 
         fold_args args = {kind, y->dtype, call->in[k]->data, y->data};
         kn_broadcast_run(&p, fold_row, &args);
     }
-    if (kind == VARIADIC_MEAN) {
+    if (kind == VARIADIC_MEAN && y->dtype == KN_F64) {
+        double *out = y->data;
+        for (int64_t i = 0; i < kn_numel(y); i++)
+            out[i] /= n;
+    } else if (kind == VARIADIC_MEAN) {
         float *out = kn_f32(y);
         int64_t n_y = kn_numel(y);
         for (int64_t i = 0; i < n_y; i++)
@@ -894,6 +1086,19 @@ const kn_op kn_op_less = {.name = "Less", .min_inputs = 2, .max_inputs = 2, .inf
 const kn_op kn_op_greater = {.name = "Greater", .min_inputs = 2, .max_inputs = 2,
                              .infer = greater_infer, .forward = greater_forward,
                              .flops = elementwise_flops};
+const kn_op kn_op_lessorequal = {.name = "LessOrEqual", .min_inputs = 2, .max_inputs = 2,
+                                 .infer = less_or_equal_infer, .forward = less_or_equal_forward,
+                                 .flops = elementwise_flops};
+const kn_op kn_op_greaterorequal = {.name = "GreaterOrEqual", .min_inputs = 2, .max_inputs = 2,
+                                    .infer = greater_or_equal_infer,
+                                    .forward = greater_or_equal_forward, .flops = elementwise_flops};
+const kn_op kn_op_mod = {.name = "Mod", .min_inputs = 2, .max_inputs = 2, .infer = mod_infer,
+                         .forward = mod_forward, .flops = elementwise_flops};
+const kn_op kn_op_bitshift = {.name = "BitShift", .min_inputs = 2, .max_inputs = 2,
+                              .infer = bitshift_infer, .forward = bitshift_forward,
+                              .flops = elementwise_flops};
+const kn_op kn_op_xor = {.name = "Xor", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
+                         .forward = xor_forward, .flops = elementwise_flops};
 const kn_op kn_op_and = {.name = "And", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,
                          .forward = and_forward, .flops = elementwise_flops};
 const kn_op kn_op_or = {.name = "Or", .min_inputs = 2, .max_inputs = 2, .infer = logic_infer,

@@ -1,75 +1,83 @@
-/* Cast and ConstantOfShape: the ops whose output dtype an attribute chooses (a kn_dtype code; the
+/* Cast, ConstantOfShape and EyeLike: the ops whose output dtype an attribute chooses (a kn_dtype code; the
  * ONNX importer maps ONNX's TensorProto types to it).
  *
- * Conversions among f32, f16, i64, i32, u8, i8 and bool follow ONNX (and numpy): float to integer
- * truncates toward zero, anything to bool is x != 0, bool to anything is 0 or 1, an integer to a
- * narrower integer wraps modulo 2^bits. ONNX leaves a float outside the target's range undefined;
- * here it saturates to the i64 range (NaN gives 0) and then wraps like an integer, so the result is at
- * least the same everywhere. f16 is converted in portable C, rounding to nearest even.
+ * Conversions among every kiln dtype (f32, f64, f16, bf16, the integers, bool) follow ONNX (and
+ * numpy): float to integer truncates toward zero, anything to bool is x != 0, bool to anything is 0 or
+ * 1, an integer to a narrower integer wraps modulo 2^bits, floats round to nearest even. ONNX leaves a
+ * float outside the target's range undefined; here it saturates to the i64 range (the u64 range for
+ * u64; NaN gives 0) and then wraps like an integer, so the result is at least the same everywhere. f16
+ * and bf16 are converted in portable C; f64 to f16 rounds through f32.
  */
 #include <math.h>
 #include <string.h>
 
 #include "core/half.h"
+#include "ops/elements.h"
 #include "ops/movement.h"
 
 /* ---- element conversions ---- */
 
-static bool dtype_is_float(kn_dtype t) { return t == KN_F32 || t == KN_F16; }
-
-static float load_float(const void *src, kn_dtype t, int64_t i) {
-    return t == KN_F16 ? kn_f16_to_f32(((const uint16_t *)src)[i]) : ((const float *)src)[i];
+static bool dtype_is_float(kn_dtype t) {
+    return t == KN_F32 || t == KN_F16 || t == KN_BF16 || t == KN_F64;
 }
 
-static int64_t load_int(const void *src, kn_dtype t, int64_t i) {
+/* A float element, exactly, as a double. */
+static double load_float(const void *src, kn_dtype t, int64_t i) {
     switch (t) {
-    case KN_I64: return ((const int64_t *)src)[i];
-    case KN_I32: return ((const int32_t *)src)[i];
-    case KN_U8: return ((const uint8_t *)src)[i];
-    case KN_I8: return ((const int8_t *)src)[i];
-    case KN_BOOL: return ((const uint8_t *)src)[i] != 0;
-    default: return 0;
+    case KN_F16: return kn_f16_to_f32(((const uint16_t *)src)[i]);
+    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)src)[i]);
+    case KN_F64: return ((const double *)src)[i];
+    default: return ((const float *)src)[i];
     }
 }
 
-/* Truncation toward zero, saturating at the i64 range; NaN gives 0. */
-static int64_t float_to_i64(float v) {
+/* An integer or bool element as int64 (u64 as its bit pattern, see ops/elements.h). */
+static int64_t load_int(const void *src, kn_dtype t, int64_t i) {
+    return t == KN_BOOL ? ((const uint8_t *)src)[i] != 0 : kn_int_load(src, t, i);
+}
+
+/* Truncation toward zero, saturating at the target's range when it is u64 and at the i64 range
+ * otherwise; NaN gives 0. */
+static int64_t float_to_int(double v, kn_dtype to) {
     if (isnan(v))
         return 0;
-    if (v >= 9223372036854775808.0f)
+    if (to == KN_U64) {
+        if (v <= 0.0)
+            return 0;
+        return v >= 18446744073709551616.0 ? -1 : (int64_t)(uint64_t)v;
+    }
+    if (v >= 9223372036854775808.0)
         return INT64_MAX;
-    if (v <= -9223372036854775808.0f)
+    if (v <= -9223372036854775808.0)
         return INT64_MIN;
     return (int64_t)v;
 }
 
-/* Narrow types keep the low bits (two's complement), written through unsigned types so no
- * implementation-defined signed conversion happens. */
-static void store_int(void *dst, kn_dtype t, int64_t i, int64_t v) {
-    switch (t) {
-    case KN_F32: ((float *)dst)[i] = (float)v; break;
-    case KN_F16: /* one rounding: (float)v is exact up to 2^24, and f16 overflows from 65520 */
-        ((uint16_t *)dst)[i] = kn_f32_to_f16((float)v);
-        break;
-    case KN_I64: ((int64_t *)dst)[i] = v; break;
-    case KN_I32: {
-        uint32_t low = (uint32_t)(uint64_t)v;
-        memcpy((char *)dst + 4 * i, &low, 4);
-        break;
-    }
-    case KN_U8:
-    case KN_I8: ((uint8_t *)dst)[i] = (uint8_t)(uint64_t)v; break;
-    case KN_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
-    default: break;
-    }
+static void store_float(void *dst, kn_dtype t, int64_t i, double v);
+
+/* An integer v (unsigned when from_u64) into dtype t: narrow integers keep the low bits (two's
+ * complement), floats round once. */
+static void store_int(void *dst, kn_dtype t, int64_t i, int64_t v, bool from_u64) {
+    if (t == KN_BOOL)
+        ((uint8_t *)dst)[i] = v != 0;
+    else if (kn_dtype_is_integer(t))
+        kn_int_store(dst, t, i, v);
+    else if (t == KN_F32) /* one rounding, from the integer itself */
+        ((float *)dst)[i] = from_u64 ? (float)(uint64_t)v : (float)v;
+    else if (t == KN_F64)
+        ((double *)dst)[i] = from_u64 ? (double)(uint64_t)v : (double)v;
+    else /* f16, bf16: through f32, exact up to 2^24, beyond either type's precision */
+        store_float(dst, t, i, from_u64 ? (double)(float)(uint64_t)v : (double)(float)v);
 }
 
-static void store_float(void *dst, kn_dtype t, int64_t i, float v) {
+static void store_float(void *dst, kn_dtype t, int64_t i, double v) {
     switch (t) {
-    case KN_F32: ((float *)dst)[i] = v; break;
-    case KN_F16: ((uint16_t *)dst)[i] = kn_f32_to_f16(v); break;
+    case KN_F32: ((float *)dst)[i] = (float)v; break;
+    case KN_F64: ((double *)dst)[i] = v; break;
+    case KN_F16: ((uint16_t *)dst)[i] = kn_f32_to_f16((float)v); break;
+    case KN_BF16: ((uint16_t *)dst)[i] = kn_f32_to_bf16((float)v); break;
     case KN_BOOL: ((uint8_t *)dst)[i] = v != 0; break;
-    default: store_int(dst, t, i, float_to_i64(v)); break;
+    default: store_int(dst, t, i, float_to_int(v, t), false); break;
     }
 }
 
@@ -124,7 +132,7 @@ static kiln_status cast_forward(const kn_op_call *call) {
     } else {
 #pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
-            store_int(y->data, to, i, load_int(x->data, from, i));
+            store_int(y->data, to, i, load_int(x->data, from, i), from == KN_U64);
     }
     return KILN_OK;
 }
@@ -170,7 +178,7 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
     unsigned char element[8];
     const kn_attr *value = kn_node_attr(call->node, "value");
     if (value && value->type == KN_ATTR_INT)
-        store_int(element, y->dtype, 0, value->i);
+        store_int(element, y->dtype, 0, value->i, false);
     else
         store_float(element, y->dtype, 0, value ? value->f : 0.0f);
     int64_t n = kn_numel(y);
@@ -180,6 +188,36 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
         memcpy(dst + (size_t)i * esize, element, esize);
     return KILN_OK;
 }
+
+/* ---- EyeLike: ones on diagonal k (default 0) of a 2-D tensor of the input's shape ---- */
+
+static kiln_status eyelike_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x)
+        return kn_fail(KILN_ERR_INVALID_ARG, "input is missing");
+    if (x->shape.ndim != 2)
+        return kn_fail(KILN_ERR_SHAPE, "input '%s' has %d dims; EyeLike needs 2", x->name, x->shape.ndim);
+    kn_dtype dtype = x->dtype;
+    KN_TRY(dtype_attr(node, "dtype", &x->dtype, &dtype));
+    kn_set_output(g, node, 0, &x->shape, dtype);
+    return KILN_OK;
+}
+
+/* Reads only the input's shape. */
+static kiln_status eyelike_forward(const kn_op_call *call) {
+    kn_tensor *y = call->out[0];
+    int64_t rows = y->shape.d[0], cols = y->shape.d[1], k = kn_node_int(call->node, "k", 0);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            store_int(y->data, y->dtype, i * cols + j, j - i == k, false);
+    return KILN_OK;
+}
+
+const kn_op kn_op_eyelike = {
+    .name = "EyeLike", .min_inputs = 1, .max_inputs = 1,
+    .infer = eyelike_infer, .forward = eyelike_forward,
+};
 
 const kn_op kn_op_cast = {
     .name = "Cast", .min_inputs = 1, .max_inputs = 1,

@@ -1,4 +1,4 @@
-/* Indexing ops for every dtype: Shape, Gather, Slice, Split, Squeeze, Unsqueeze, Expand, Tile,
+/* Indexing ops for every dtype: Shape, Size, Gather, Slice, Split, Squeeze, Unsqueeze, Expand, Tile,
  * Range (ONNX opsets up to 17: Slice starts/ends/axes/steps, Split split, Squeeze/Unsqueeze axes,
  * Expand shape and Tile repeats are inputs).
  *
@@ -84,6 +84,22 @@ static kiln_status shape_forward(const kn_op_call *call) {
     int64_t *y = call->out[0]->data;
     for (int64_t k = start; k < end; k++)
         y[k - start] = x->d[k];
+    return KILN_OK;
+}
+
+/* ---- Size: the input's element count, an i64 scalar ---- */
+
+static kiln_status size_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    if (!kn_node_input(g, node, 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "input data is missing");
+    kn_set_output(g, node, 0, &(kn_shape){0, {0}}, KN_I64);
+    return KILN_OK;
+}
+
+/* Reads only the input's shape, never its data. */
+static kiln_status size_forward(const kn_op_call *call) {
+    *(int64_t *)call->out[0]->data = kn_numel(call->in[0]);
     return KILN_OK;
 }
 
@@ -318,13 +334,21 @@ static kiln_status slice_backward(const kn_op_call *call) {
 
 /* ---- Split: consecutive parts along axis, sized by the split input or equal ---- */
 
-/* Checks the split input (or, without it, that the outputs divide the dim evenly). */
-static kiln_status split_check(const kn_tensor *input, const kn_tensor *split, int n_out, int axis) {
+/* Checks the split input, or without it the attribute num_outputs (opset 18), which must match the
+ * outputs, or else that the outputs divide the dim evenly (opsets before 18). */
+static kiln_status split_check(const kn_node *node, const kn_tensor *input, const kn_tensor *split,
+                               int n_out, int axis) {
     if (n_out < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "needs at least one output");
     int64_t dim = input->shape.d[axis];
+    int64_t num_outputs = kn_node_int(node, "num_outputs", 0);
+    if (split && num_outputs)
+        return kn_fail(KILN_ERR_INVALID_ARG, "give either the split input or num_outputs, not both");
+    if (num_outputs && num_outputs != n_out)
+        return kn_fail(KILN_ERR_INVALID_ARG, "num_outputs is %lld but the node has %d outputs",
+                       (long long)num_outputs, n_out);
     if (!split) {
-        if (dim % n_out != 0)
+        if (!num_outputs && dim % n_out != 0)
             return kn_fail(KILN_ERR_SHAPE, "cannot split a dim of %lld into %d equal parts; give the "
                            "split input", (long long)dim, n_out);
         return KILN_OK;
@@ -361,8 +385,14 @@ static kiln_status split_axis(const kn_node *node, const kn_tensor *input, int *
     return KILN_OK;
 }
 
+/* Output k's size along the axis: from the split input, else parts of ceil(dim / n_out) with a
+ * smaller (possibly empty) remainder last, as opset 18's num_outputs splits; these are equal parts
+ * whenever n_out divides dim. */
 static int64_t split_size(const kn_tensor *split, int n_out, int64_t dim, int k) {
-    return split ? kn_int_at(split, k) : dim / n_out;
+    if (split)
+        return kn_int_at(split, k);
+    int64_t part = dim / n_out + (dim % n_out != 0), begin = part * k;
+    return begin >= dim ? 0 : dim - begin < part ? dim - begin : part;
 }
 
 /* The view of the input that output k reads: the input's strides, starting `begin` into the axis. */
@@ -379,7 +409,7 @@ static kiln_status split_infer(kn_graph *g, const kn_node *node) {
     const kn_tensor *input = inputs.in[0], *split = kn_input_at(inputs.in, inputs.n, 1);
     int axis = 0;
     KN_TRY(split_axis(node, input, &axis));
-    KN_TRY(split_check(input, split, node->n_out, axis));
+    KN_TRY(split_check(node, input, split, node->n_out, axis));
     int64_t dim = input->shape.d[axis];
     for (int k = 0; k < node->n_out; k++) {
         kn_shape y = input->shape;
@@ -393,7 +423,7 @@ static kiln_status split_forward(const kn_op_call *call) {
     const kn_tensor *input = call->in[0], *split = kn_input_at(call->in, call->node->n_in, 1);
     int axis = 0, n_out = call->node->n_out;
     KN_TRY(split_axis(call->node, input, &axis));
-    KN_TRY(split_check(input, split, n_out, axis));
+    KN_TRY(split_check(call->node, input, split, n_out, axis));
     int64_t dim = input->shape.d[axis], begin = 0;
     for (int k = 0; k < n_out; k++) {
         int64_t size = split_size(split, n_out, dim, k);
@@ -414,7 +444,7 @@ static kiln_status split_backward(const kn_op_call *call) {
     const kn_tensor *input = call->in[0], *split = kn_input_at(call->in, call->node->n_in, 1);
     int axis = 0, n_out = call->node->n_out;
     KN_TRY(split_axis(call->node, input, &axis));
-    KN_TRY(split_check(input, split, n_out, axis));
+    KN_TRY(split_check(call->node, input, split, n_out, axis));
     int64_t dim = input->shape.d[axis], begin = 0;
     for (int k = 0; k < n_out; k++) {
         int64_t size = split_size(split, n_out, dim, k);
@@ -684,6 +714,7 @@ static kiln_status range_forward(const kn_op_call *call) {
                               .infer = infer_fn, .forward = forward_fn, .backward = backward_fn}
 
 INDEX_OP(shape, "Shape", 1, 1, shape_infer, shape_forward, NULL);
+INDEX_OP(size, "Size", 1, 1, size_infer, size_forward, NULL);
 INDEX_OP(gather, "Gather", 2, 2, gather_infer, gather_forward, gather_backward);
 INDEX_OP(slice, "Slice", 3, 5, slice_infer, slice_forward, slice_backward);
 INDEX_OP(split, "Split", 1, 2, split_infer, split_forward, split_backward);

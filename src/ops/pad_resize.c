@@ -1,13 +1,15 @@
 /* Pad and Resize (ONNX opset 13: pads, constant_value, roi, scales and sizes are inputs).
  *
  * Pad maps every output index, axis by axis, to the input index it reads (or to the constant):
- * constant, reflect (mirror without repeating the edge, periodically, like numpy) and edge modes; a
- * negative pad crops. Forward copies the interior of each row in one piece; backward adds dY back
+ * constant, reflect (mirror without repeating the edge, periodically, like numpy), edge and wrap
+ * (opset 19: periodic) modes; a negative pad crops. The optional axes input (opset 18) names the dims
+ * pads covers; the others are not padded. Forward copies the interior of each row in one piece; backward adds dY back
  * through the same map, so every mode has a gradient.
  *
  * Resize scales the last two dims (H, W) of a tensor of rank >= 2 by nearest, bilinear or bicubic
- * (cubic_coeff_a, exclude_outside) interpolation, with ONNX's coordinate transformations, including
- * tf_crop_and_resize (roi, extrapolation_value beyond the input). Each output row and column gets
+ * (cubic_coeff_a, exclude_outside) interpolation, with ONNX's coordinate transformations (opset 19's
+ * half_pixel_symmetric too), scales or sizes over the dims `axes` names, keep_aspect_ratio_policy
+ * (opset 18), including tf_crop_and_resize (roi, extrapolation_value beyond the input). Each output row and column gets
  * its source taps once (a table in the op's scratch, sized up front by the workspace function), then
  * every plane reuses them. Nearest works for every dtype, linear, cubic and tf_crop_and_resize for
  * f32; all have a backward.
@@ -19,7 +21,7 @@
 
 /* ---- Pad ---- */
 
-typedef enum pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE } pad_mode;
+typedef enum pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE, PAD_WRAP } pad_mode;
 
 typedef struct pad_plan {
     pad_mode mode;
@@ -29,11 +31,9 @@ typedef struct pad_plan {
 
 static kiln_status pad_plan_make(const kn_node *node, kn_tensor *const *in, int n_in, pad_plan *p) {
     const kn_tensor *data = kn_input_at(in, n_in, 0), *pads_in = kn_input_at(in, n_in, 1);
-    const kn_tensor *constant = kn_input_at(in, n_in, 2);
+    const kn_tensor *constant = kn_input_at(in, n_in, 2), *axes_in = kn_input_at(in, n_in, 3);
     if (!data || !pads_in)
         return kn_fail(KILN_ERR_INVALID_ARG, "inputs data and pads are required");
-    if (kn_input_at(in, n_in, 3))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "the axes input (opset 18) is not supported");
     const char *mode = kn_node_string(node, "mode", "constant");
     if (strcmp(mode, "constant") == 0)
         p->mode = PAD_CONSTANT;
@@ -41,19 +41,38 @@ static kiln_status pad_plan_make(const kn_node *node, kn_tensor *const *in, int 
         p->mode = PAD_REFLECT;
     else if (strcmp(mode, "edge") == 0)
         p->mode = PAD_EDGE;
+    else if (strcmp(mode, "wrap") == 0)
+        p->mode = PAD_WRAP;
     else
-        return kn_fail(KILN_ERR_UNSUPPORTED, "mode '%s'; constant, reflect and edge are supported",
-                       mode);
+        return kn_fail(KILN_ERR_UNSUPPORTED, "mode '%s'; constant, reflect, edge and wrap are "
+                       "supported", mode);
     if (constant && (constant->dtype != data->dtype || kn_numel(constant) != 1))
         return kn_fail(KILN_ERR_INVALID_ARG, "constant_value must be one %s value, got %lld of "
                        "dtype %s", kn_dtype_name(data->dtype), (long long)kn_numel(constant),
                        kn_dtype_name(constant->dtype));
-    int rank = data->shape.ndim, n;
-    int64_t pads[2 * KN_MAX_DIMS];
-    KN_TRY(kn_read_ints(pads_in, "pads", pads, 2 * KN_MAX_DIMS, &n));
-    if (n != 2 * rank)
-        return kn_fail(KILN_ERR_INVALID_ARG, "pads has %d elements; data of rank %d needs %d", n,
-                       rank, 2 * rank);
+    int rank = data->shape.ndim, n, n_axes = rank;
+    int64_t given[2 * KN_MAX_DIMS], axes[KN_MAX_DIMS];
+    KN_TRY(kn_read_ints(pads_in, "pads", given, 2 * KN_MAX_DIMS, &n));
+    if (axes_in) { /* opset 18: pads name only these axes (begins, then ends) */
+        KN_TRY(kn_read_ints(axes_in, "axes", axes, KN_MAX_DIMS, &n_axes));
+    } else {
+        for (int k = 0; k < rank; k++)
+            axes[k] = k;
+    }
+    if (n != 2 * n_axes)
+        return kn_fail(KILN_ERR_INVALID_ARG, "pads has %d elements; %d axes need %d", n, n_axes,
+                       2 * n_axes);
+    int64_t pads[2 * KN_MAX_DIMS] = {0}; /* begins of every dim, then ends */
+    bool seen[KN_MAX_DIMS] = {false};
+    for (int i = 0; i < n_axes; i++) {
+        int axis = kn_axis_normalize(axes[i], rank);
+        if (axis < 0 || seen[axis])
+            return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for rank %d or repeated",
+                           (long long)axes[i], rank);
+        seen[axis] = true;
+        pads[axis] = given[i];
+        pads[axis + rank] = given[i + n_axes];
+    }
     p->out = data->shape;
     for (int k = 0; k < rank; k++) {
         int64_t dim = data->shape.d[k];
@@ -78,6 +97,10 @@ static int64_t pad_source(int64_t o, int64_t begin, int64_t dim, pad_mode mode) 
         return -1;
     if (mode == PAD_EDGE || dim == 1)
         return i < 0 ? 0 : dim - 1;
+    if (mode == PAD_WRAP) { /* ... 2 3 [0 1 2 3] 0 1 ... */
+        int64_t m = i % dim;
+        return m < 0 ? m + dim : m;
+    }
     int64_t period = 2 * (dim - 1), m = i % period; /* reflect: ... 2 1 [0 1 2 3] 2 1 0 1 ... */
     if (m < 0)
         m += period;
@@ -203,7 +226,8 @@ typedef enum resize_coord {
     COORD_ALIGN_CORNERS,
     COORD_ASYMMETRIC,
     COORD_TF_HALF_PIXEL_FOR_NN,
-    COORD_TF_CROP_AND_RESIZE
+    COORD_TF_CROP_AND_RESIZE,
+    COORD_HALF_PIXEL_SYMMETRIC
 } resize_coord;
 typedef enum resize_round {
     ROUND_PREFER_FLOOR,
@@ -245,12 +269,12 @@ static kiln_status resize_modes(const kn_node *node, resize_plan *p) {
     static const char *const modes[] = {"nearest", "linear", "cubic"};
     static const char *const coords[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
                                          "asymmetric", "tf_half_pixel_for_nn",
-                                         "tf_crop_and_resize"};
+                                         "tf_crop_and_resize", "half_pixel_symmetric"};
     static const char *const rounds[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
     const char *mode = kn_node_string(node, "mode", "nearest");
     const char *coord = kn_node_string(node, "coordinate_transformation_mode", "half_pixel");
     const char *round = kn_node_string(node, "nearest_mode", "round_prefer_floor");
-    int m = pick(mode, modes, 3), c = pick(coord, coords, 6), r = pick(round, rounds, 4);
+    int m = pick(mode, modes, 3), c = pick(coord, coords, 7), r = pick(round, rounds, 4);
     if (m < 0)
         return kn_fail(KILN_ERR_INVALID_ARG, "unknown mode '%s'", mode);
     if (c < 0)
@@ -270,14 +294,70 @@ static kiln_status resize_modes(const kn_node *node, resize_plan *p) {
     return KILN_OK;
 }
 
-/* The output dims from scales (floor(in * scale)) or sizes; only the last two may change. */
-static kiln_status resize_dims(const kn_tensor *x, const kn_tensor *scales, const kn_tensor *sizes,
-                               resize_axis *axes, resize_plan *p) {
+/* Which dims scales / sizes cover: the attribute axes (opset 18), else all of them. k_of[i] is the
+ * dim of element i; -1 where a dim is not covered. */
+static kiln_status resize_axes(const kn_node *node, int rank, int *n_axes, int *k_of) {
+    int64_t axes[KN_MAX_DIMS];
+    int n = kn_node_ints(node, "axes", axes, KN_MAX_DIMS);
+    if (n > KN_MAX_DIMS)
+        return kn_fail(KILN_ERR_INVALID_ARG, "axes has %d elements; X has rank %d", n, rank);
+    if (n < 0) {
+        n = rank;
+        for (int k = 0; k < rank; k++)
+            axes[k] = k;
+    }
+    bool seen[KN_MAX_DIMS] = {false};
+    for (int i = 0; i < n; i++) {
+        int k = kn_axis_normalize(axes[i], rank);
+        if (k < 0 || seen[k])
+            return kn_fail(KILN_ERR_INVALID_ARG, "axis %lld is out of range for rank %d or repeated",
+                           (long long)axes[i], rank);
+        seen[k] = true;
+        k_of[i] = k;
+    }
+    *n_axes = n;
+    return KILN_OK;
+}
+
+/* keep_aspect_ratio_policy (opset 18) for sizes: "stretch" (default) takes each size as it is;
+ * "not_larger" / "not_smaller" take one scale for every covered dim, the smallest / largest of
+ * size / in, and round in * scale to the nearest integer (halves to even, as ONNX's reference). */
+static kiln_status resize_aspect(const kn_node *node, int n_axes, const int *k_of,
+                                 const int64_t *size, resize_axis *axes) {
+    const char *policy = kn_node_string(node, "keep_aspect_ratio_policy", "stretch");
+    bool not_larger = strcmp(policy, "not_larger") == 0;
+    if (strcmp(policy, "stretch") == 0)
+        return KILN_OK;
+    if (!not_larger && strcmp(policy, "not_smaller") != 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "unknown keep_aspect_ratio_policy '%s'", policy);
+    double scale = not_larger ? INFINITY : 0.0;
+    for (int i = 0; i < n_axes; i++) {
+        int64_t in = axes[k_of[i]].in;
+        if (in == 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "keep_aspect_ratio_policy needs non-empty dims");
+        double s = (double)size[i] / (double)in;
+        scale = not_larger ? fmin(scale, s) : fmax(scale, s);
+    }
+    for (int i = 0; i < n_axes; i++) {
+        resize_axis *a = &axes[k_of[i]];
+        a->scale = scale;
+        a->resized = (double)a->in * scale;
+        a->out = (int64_t)nearbyint(a->resized);
+    }
+    return KILN_OK;
+}
+
+/* The output dims from scales (floor(in * scale)) or sizes over the dims `axes` names (all without
+ * it); only the last two may change. */
+static kiln_status resize_dims(const kn_node *node, const kn_tensor *x, const kn_tensor *scales,
+                               const kn_tensor *sizes, resize_axis *axes, resize_plan *p) {
     int rank = x->shape.ndim;
     bool by_scales = scales && kn_numel(scales) > 0, by_sizes = sizes && kn_numel(sizes) > 0;
     if (by_scales == by_sizes)
         return kn_fail(KILN_ERR_INVALID_ARG, "exactly one of scales and sizes must be given (got %s)",
                        by_scales ? "both" : "neither");
+    int n_axes = 0, k_of[KN_MAX_DIMS];
+    KN_TRY(resize_axes(node, rank, &n_axes, k_of));
     int64_t size[KN_MAX_DIMS];
     int n = 0;
     if (by_scales) {
@@ -288,31 +368,45 @@ static kiln_status resize_dims(const kn_tensor *x, const kn_tensor *scales, cons
     } else {
         KN_TRY(kn_read_ints(sizes, "sizes", size, KN_MAX_DIMS, &n));
     }
-    if (n != rank)
-        return kn_fail(KILN_ERR_INVALID_ARG, "%s has %d elements; X has rank %d",
-                       by_scales ? "scales" : "sizes", n, rank);
+    if (n != n_axes)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s has %d elements; X has rank %d and axes %d",
+                       by_scales ? "scales" : "sizes", n, rank, n_axes);
     p->out = x->shape;
-    for (int k = 0; k < rank; k++) {
+    for (int k = 0; k < rank; k++)
+        axes[k] = (resize_axis){.in = x->shape.d[k], .out = x->shape.d[k], .scale = 1.0,
+                                .resized = (double)x->shape.d[k]};
+    for (int i = 0; i < n_axes; i++) {
+        int k = k_of[i];
         resize_axis *a = &axes[k];
-        a->in = x->shape.d[k];
         if (by_scales) {
-            float s = kn_f32(scales)[k];
+            float s = kn_f32(scales)[i];
             if (!(s > 0) || !isfinite(s))
-                return kn_fail(KILN_ERR_INVALID_ARG, "scales[%d] is %g; it must be > 0", k, s);
+                return kn_fail(KILN_ERR_INVALID_ARG, "scales[%d] is %g; it must be > 0", i, s);
             a->scale = s;
             a->resized = (double)a->in * s;
             if (a->resized >= (double)(INT64_C(1) << 40))
-                return kn_fail(KILN_ERR_INVALID_ARG, "scales[%d] = %g makes dim %d too large", k, s,
+                return kn_fail(KILN_ERR_INVALID_ARG, "scales[%d] = %g makes dim %d too large", i, s,
                                k);
             a->out = (int64_t)floor(a->resized);
         } else {
-            if (size[k] < 0 || (a->in == 0 && size[k] > 0))
+            if (size[i] < 0 || (a->in == 0 && size[i] > 0))
                 return kn_fail(KILN_ERR_INVALID_ARG, "cannot resize dim %d of size %lld to %lld", k,
-                               (long long)a->in, (long long)size[k]);
-            a->out = size[k];
-            a->resized = (double)size[k];
-            a->scale = a->in > 0 ? (double)size[k] / (double)a->in : 1.0;
+                               (long long)a->in, (long long)size[i]);
+            a->out = size[i];
+            a->resized = (double)size[i];
+            a->scale = a->in > 0 ? (double)size[i] / (double)a->in : 1.0;
         }
+    }
+    if (by_sizes)
+        KN_TRY(resize_aspect(node, n_axes, k_of, size, axes));
+    /* antialias (opset 18) widens the filter only when shrinking with linear or cubic */
+    for (int k = 0; k < rank; k++)
+        if (kn_node_int(node, "antialias", 0) != 0 && p->mode != RESIZE_NEAREST &&
+            axes[k].out < axes[k].in)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "antialias when shrinking dim %d (%lld -> %lld) "
+                           "is not supported", k, (long long)axes[k].in, (long long)axes[k].out);
+    for (int k = 0; k < rank; k++) {
+        resize_axis *a = &axes[k];
         if (k < rank - 2 && a->out != a->in)
             return kn_fail(KILN_ERR_UNSUPPORTED, "resizing dim %d (%lld -> %lld) is not supported; "
                            "only the last two dims are resized", k, (long long)a->in,
@@ -366,7 +460,7 @@ static kiln_status resize_plan_make(const kn_node *node, kn_tensor *const *in, i
         return kn_fail(KILN_ERR_UNSUPPORTED, "tf_crop_and_resize of %s data; only f32 is supported",
                        kn_dtype_name(x->dtype));
     resize_axis axes[KN_MAX_DIMS];
-    KN_TRY(resize_dims(x, kn_input_at(in, n_in, 2), kn_input_at(in, n_in, 3), axes, p));
+    KN_TRY(resize_dims(node, x, kn_input_at(in, n_in, 2), kn_input_at(in, n_in, 3), axes, p));
     if (p->coord == COORD_TF_CROP_AND_RESIZE)
         KN_TRY(resize_roi(kn_input_at(in, n_in, 1), rank, axes));
     p->planes = kn_shape_span(&x->shape, 0, rank - 2);
@@ -395,6 +489,10 @@ static double resize_source(const resize_plan *p, const resize_axis *a, int64_t 
         return a->resized == 1 ? 0.0 : x * (double)(a->in - 1) / (a->resized - 1);
     case COORD_ASYMMETRIC: return x / a->scale;
     case COORD_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / a->scale;
+    case COORD_HALF_PIXEL_SYMMETRIC: { /* opset 19: half_pixel, centred for the rounded-down length */
+        double adjustment = a->resized > 0 ? (double)a->out / a->resized : 1.0;
+        return (double)a->in / 2 * (1 - adjustment) + (x + 0.5) / a->scale - 0.5;
+    }
     case COORD_TF_CROP_AND_RESIZE: {
         double last = (double)(a->in - 1);
         double offset = a->resized == 1 ? span * last / 2 : x * span * last / (a->resized - 1);

@@ -1,4 +1,5 @@
-/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL2, and the sum over axes that
+/* ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
+ * ReduceLogSum, ReduceLogSumExp, and the sum over axes that
  * ReduceMean and ReduceSum share with the broadcasting binary ops (ops/reduce.h).
  *
  * Every op takes its axes from the attribute `axes` (ReduceSum before opset 13, the others before
@@ -7,7 +8,11 @@
  * noop_with_empty_axes = 1, which makes the op the identity. Mean-pooling a sequence is (N, T, D)
  * axes=[1] keepdims=0 -> (N, D).
  *
- * Dtypes: f32; ReduceMax and ReduceMin also i64, i32, u8, i8. An empty reduction gives the identity
+ * ReduceL1 (sum of |x|), ReduceSumSquare, ReduceLogSum (ln of the sum) and ReduceLogSumExp
+ * (ln sum e^x, shifted by the max) are forward only, like ReduceProd and ReduceL2.
+ *
+ * Dtypes: f32 and f64 (computed in double); ReduceMax and ReduceMin also the integers. An empty
+ * reduction gives the identity
  * of the operation (sum 0, product 1, max -inf or the dtype's lowest value, min +inf or its
  * highest, L2 0), except the mean, which is NaN as in numpy and PyTorch.
  *
@@ -258,13 +263,15 @@ static inline void reduce_cursor_next(const reduce_walk *w, reduce_cursor *c) {
 }
 
 typedef enum reduce_kind {
-    REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2
+    REDUCE_MEAN, REDUCE_SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, REDUCE_L2, REDUCE_L1,
+    REDUCE_SUM_SQUARE, REDUCE_LOG_SUM, REDUCE_LOG_SUM_EXP
 } reduce_kind;
 
 /* The op entries at the end of this file share one infer, forward and backward, which tell the
  * reductions apart by the node's entry. */
 extern const kn_op kn_op_reducemean, kn_op_reducesum, kn_op_reducemax, kn_op_reducemin,
-    kn_op_reduceprod, kn_op_reducel2;
+    kn_op_reduceprod, kn_op_reducel2, kn_op_reducel1, kn_op_reducesumsquare, kn_op_reducelogsum,
+    kn_op_reducelogsumexp;
 
 static reduce_kind reduce_kind_of(const kn_node *node) {
     const kn_op *op = node->op;
@@ -273,25 +280,61 @@ static reduce_kind reduce_kind_of(const kn_node *node) {
            : op == &kn_op_reducemax ? REDUCE_MAX
            : op == &kn_op_reducemin ? REDUCE_MIN
            : op == &kn_op_reduceprod ? REDUCE_PROD
+           : op == &kn_op_reducel1 ? REDUCE_L1
+           : op == &kn_op_reducesumsquare ? REDUCE_SUM_SQUARE
+           : op == &kn_op_reducelogsum ? REDUCE_LOG_SUM
+           : op == &kn_op_reducelogsumexp ? REDUCE_LOG_SUM_EXP
                                      : REDUCE_L2;
 }
 
-/* Max / min keep the first NaN they meet, as numpy does. Products and sums of squares accumulate in
- * double. */
-static float reduce_f32_one(const reduce_walk *w, reduce_kind kind, const float *x) {
-    double acc = kind == REDUCE_MAX ? -INFINITY : kind == REDUCE_MIN ? INFINITY
-                 : kind == REDUCE_PROD ? 1.0 : 0.0;
+/* Element i of f32 or f64 data, as a double. */
+static inline double float_at(const void *x, bool is_f64, int64_t i) {
+    return is_f64 ? ((const double *)x)[i] : ((const float *)x)[i];
+}
+
+/* The largest of x's elements reduced into one output (-inf for none): LogSumExp's shift. */
+static double reduce_float_max(const reduce_walk *w, const void *x, bool is_f64) {
+    double m = -INFINITY;
     reduce_cursor c = {{0}, 0};
     for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
-        double v = x[c.offset];
+        double v = float_at(x, is_f64, c.offset);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+/* One output of a float reduction, x pointing at its first element (f32, or f64 with is_f64). Max /
+ * min keep the first NaN they meet, as numpy does. Products, sums of squares and the other sums
+ * accumulate in double. LogSumExp sums e^(v - max) so that e^v cannot overflow. Sum and mean come
+ * here for f64 only (f32 takes kn_reduce_sum_add). */
+static double reduce_float_one(const reduce_walk *w, reduce_kind kind, const void *x, bool is_f64) {
+    double acc = kind == REDUCE_MAX ? -INFINITY : kind == REDUCE_MIN ? INFINITY
+                 : kind == REDUCE_PROD ? 1.0 : 0.0;
+    double shift = kind == REDUCE_LOG_SUM_EXP ? reduce_float_max(w, x, is_f64) : 0.0;
+    if (isinf(shift))
+        shift = 0.0; /* all -inf (or empty): the sum is 0 and the log -inf; +inf stays +inf */
+    reduce_cursor c = {{0}, 0};
+    for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
+        double v = float_at(x, is_f64, c.offset);
         switch (kind) {
+        case REDUCE_SUM:
+        case REDUCE_MEAN: acc += v; break;
         case REDUCE_MAX: acc = (v > acc || isnan(v)) ? v : acc; break;
         case REDUCE_MIN: acc = (v < acc || isnan(v)) ? v : acc; break;
         case REDUCE_PROD: acc *= v; break;
-        default: acc += v * v; break; /* REDUCE_L2 */
+        case REDUCE_L1: acc += fabs(v); break;
+        case REDUCE_LOG_SUM: acc += v; break;
+        case REDUCE_LOG_SUM_EXP: acc += exp(v - shift); break;
+        default: acc += v * v; break; /* REDUCE_L2, REDUCE_SUM_SQUARE */
         }
     }
-    return (float)(kind == REDUCE_L2 ? sqrt(acc) : acc);
+    switch (kind) {
+    case REDUCE_MEAN: return acc / (double)w->count; /* 0 / 0 = NaN for an empty mean */
+    case REDUCE_L2: return sqrt(acc);
+    case REDUCE_LOG_SUM: return log(acc);
+    case REDUCE_LOG_SUM_EXP: return log(acc) + shift;
+    default: return acc;
+    }
 }
 
 /* Integer max / min (the only integer reductions); an empty reduction gives the dtype's lowest
@@ -302,7 +345,7 @@ static int64_t reduce_int_one(const reduce_walk *w, reduce_kind kind, const void
     reduce_cursor c = {{0}, 0};
     for (int64_t r = 0; r < w->count; r++, reduce_cursor_next(w, &c)) {
         int64_t v = kn_int_load(x, dtype, base + c.offset);
-        acc = (kind == REDUCE_MAX ? v > acc : v < acc) ? v : acc;
+        acc = (kind == REDUCE_MAX ? kn_int_less(dtype, acc, v) : kn_int_less(dtype, v, acc)) ? v : acc;
     }
     return acc;
 }
@@ -315,7 +358,9 @@ static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind k
     for (int64_t j = 0; j < n_y; j++) {
         int64_t base = reduce_walk_base(&w, j);
         if (x->dtype == KN_F32)
-            kn_f32(y)[j] = reduce_f32_one(&w, kind, kn_f32(x) + base);
+            kn_f32(y)[j] = (float)reduce_float_one(&w, kind, kn_f32(x) + base, false);
+        else if (x->dtype == KN_F64)
+            ((double *)y->data)[j] = reduce_float_one(&w, kind, (const double *)x->data + base, true);
         else
             kn_int_store(y->data, y->dtype, j, reduce_int_one(&w, kind, x->data, x->dtype, base));
     }
@@ -403,9 +448,9 @@ static kiln_status reduce_infer(kn_graph *g, const kn_node *node) {
     if (!x)
         return kn_fail(KILN_ERR_INVALID_ARG, "input 0 is required");
     bool takes_integers = kind == REDUCE_MAX || kind == REDUCE_MIN;
-    if (x->dtype != KN_F32 && !(takes_integers && kn_dtype_is_integer(x->dtype)))
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && !(takes_integers && kn_dtype_is_integer(x->dtype)))
         return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s' is %s; supported: %s", x->name,
-                       kn_dtype_name(x->dtype), takes_integers ? "f32, i64, i32, u8, i8" : "f32");
+                       kn_dtype_name(x->dtype), takes_integers ? "f32, f64 and the integers" : "f32, f64");
     const kn_value *axes_value = kn_node_input(g, node, 1);
     kn_tensor axes_view;
     if (axes_value) {
@@ -446,6 +491,10 @@ static kiln_status reduce_forward(const kn_op_call *call) {
     reduce_kind kind = reduce_kind_of(call->node);
     unsigned mask;
     KN_TRY(call_axes(call, &mask));
+    if (call->in[0]->dtype == KN_F64) {
+        reduce_walk_forward(call->in[0], mask, kind, call->out[0]);
+        return KILN_OK;
+    }
     if (kind == REDUCE_SUM)
         return reduce_sum_forward(call, mask, 1.0f);
     if (kind == REDUCE_MEAN) {
@@ -527,3 +576,15 @@ const kn_op kn_op_reduceprod = {.name = "ReduceProd", .min_inputs = 1, .max_inpu
 const kn_op kn_op_reducel2 = {.name = "ReduceL2", .min_inputs = 1, .max_inputs = 2,
                               .infer = reduce_infer, .forward = reduce_forward,
                               .flops = reducel2_flops};
+const kn_op kn_op_reducel1 = {.name = "ReduceL1", .min_inputs = 1, .max_inputs = 2,
+                              .infer = reduce_infer, .forward = reduce_forward,
+                              .flops = reducel2_flops};
+const kn_op kn_op_reducesumsquare = {.name = "ReduceSumSquare", .min_inputs = 1, .max_inputs = 2,
+                                     .infer = reduce_infer, .forward = reduce_forward,
+                                     .flops = reducel2_flops};
+const kn_op kn_op_reducelogsum = {.name = "ReduceLogSum", .min_inputs = 1, .max_inputs = 2,
+                                  .infer = reduce_infer, .forward = reduce_forward,
+                                  .flops = reduce_flops};
+const kn_op kn_op_reducelogsumexp = {.name = "ReduceLogSumExp", .min_inputs = 1, .max_inputs = 2,
+                                     .infer = reduce_infer, .forward = reduce_forward,
+                                     .flops = reducel2_flops};

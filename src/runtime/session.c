@@ -29,7 +29,10 @@
 _Static_assert((int)KILN_DTYPE_F32 == (int)KN_F32 && (int)KILN_DTYPE_I64 == (int)KN_I64 &&
                    (int)KILN_DTYPE_I32 == (int)KN_I32 && (int)KILN_DTYPE_U8 == (int)KN_U8 &&
                    (int)KILN_DTYPE_I8 == (int)KN_I8 && (int)KILN_DTYPE_BOOL == (int)KN_BOOL &&
-                   (int)KILN_DTYPE_F16 == (int)KN_F16 && (int)KN_DTYPE_COUNT == 7,
+                   (int)KILN_DTYPE_F16 == (int)KN_F16 && (int)KILN_DTYPE_F64 == (int)KN_F64 &&
+                   (int)KILN_DTYPE_I16 == (int)KN_I16 && (int)KILN_DTYPE_U16 == (int)KN_U16 &&
+                   (int)KILN_DTYPE_U32 == (int)KN_U32 && (int)KILN_DTYPE_U64 == (int)KN_U64 &&
+                   (int)KILN_DTYPE_BF16 == (int)KN_BF16 && (int)KN_DTYPE_COUNT == 13,
                "kiln_dtype mirrors kn_dtype");
 _Static_assert(KILN_MAX_DIMS == KN_MAX_DIMS, "public and internal ranks agree");
 

@@ -100,7 +100,8 @@ static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample
             return kn_fail(KILN_ERR_NOMEM, "out of memory labelling samples");
         b->labels[b->count++] = label;
     }
-    memcpy(b->data + b->bytes, data, bytes);
+    if (bytes) // samples of no elements leave b->data unallocated
+        memcpy(b->data + b->bytes, data, bytes);
     b->bytes = total;
     return KILN_OK;
 }
@@ -144,6 +145,23 @@ static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_optio
     KN_TRY(cli_npy_read(path, &t));
     kiln_status st = KILN_OK;
     int64_t numel = kn_shape_numel(&t.shape);
+    if (t.dtype == KN_U16 && b->model_dtype == KN_BF16)
+        t.dtype = KN_BF16; // numpy has no bfloat16: uint16 arrays hold its bit patterns
+    if (t.dtype == KN_F64 && b->model_dtype == KN_F32) {
+        // float64 arrays (numpy's default) for a float input are read as float, rounded once.
+        float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
+        if (!x)
+            st = kn_fail(KILN_ERR_NOMEM, "%s: no memory for %lld floats", path, (long long)numel);
+        for (int64_t i = 0; x && st == KILN_OK && i < numel; i++) {
+            double v = ((const double *)t.data)[i];
+            x[i] = (float)v;
+            if (isfinite(v) && !isfinite(x[i]))
+                st = kn_fail(KILN_ERR_NUMERIC, "%s: element %lld (%g) does not fit in a float", path, (long long)i, v);
+        }
+        free(t.data);
+        t.data = x;
+        t.dtype = KN_F32;
+    }
     if (t.dtype == KN_U8 && b->model_dtype == KN_F32) {
         // Bytes for a float input are pixels, scaled as kiln's training loaders scale them.
         float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));

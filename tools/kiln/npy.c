@@ -26,8 +26,9 @@ static const struct {
     kn_dtype dtype;
     size_t file_item_size;
 } npy_types[] = {
-    {"<f4", KN_F32, 4}, {"<f8", KN_F32, 8}, {"<f2", KN_F16, 2}, {"<i8", KN_I64, 8},
-    {"<i4", KN_I32, 4}, {"|u1", KN_U8, 1},  {"|i1", KN_I8, 1},  {"|b1", KN_BOOL, 1},
+    {"<f4", KN_F32, 4}, {"<f8", KN_F64, 8}, {"<f2", KN_F16, 2}, {"<i8", KN_I64, 8},
+    {"<i4", KN_I32, 4}, {"<i2", KN_I16, 2}, {"|u1", KN_U8, 1},  {"|i1", KN_I8, 1},
+    {"<u2", KN_U16, 2}, {"<u4", KN_U32, 4}, {"<u8", KN_U64, 8}, {"|b1", KN_BOOL, 1},
 };
 enum { NPY_TYPE_COUNT = sizeof npy_types / sizeof npy_types[0] };
 
@@ -191,24 +192,6 @@ static kiln_status locate_header(const char *path, const unsigned char *bytes, s
     return KILN_OK;
 }
 
-/* Copies the file's elements into out->data, converting float64 to float. */
-static kiln_status convert_elements(const char *path, const unsigned char *src, int type, size_t numel,
-                                    kn_tensor *out) {
-    if (strcmp(npy_types[type].descr, "<f8") != 0) {
-        memcpy(out->data, src, numel * npy_types[type].file_item_size);
-        return KILN_OK;
-    }
-    float *dst = out->data;
-    for (size_t i = 0; i < numel; i++) {
-        double v;
-        memcpy(&v, src + 8 * i, sizeof v);
-        dst[i] = (float)v;
-        if (isfinite(v) && !isfinite(dst[i]))
-            return kn_fail(KILN_ERR_NUMERIC, "%s: element %zu (%g) does not fit in a float", path, i, v);
-    }
-    return KILN_OK;
-}
-
 kiln_status cli_npy_read(const char *path, kn_tensor *out) {
     memset(out, 0, sizeof *out);
     unsigned char *bytes;
@@ -241,8 +224,10 @@ kiln_status cli_npy_read(const char *path, kn_tensor *out) {
     if (st == KILN_OK) {
         out->dtype = npy_types[type].dtype;
         out->data = malloc(numel ? numel * kn_dtype_size(out->dtype) : 1);
-        st = out->data ? convert_elements(path, bytes + data_at, type, numel, out)
-                       : kn_fail(KILN_ERR_NOMEM, "%s: no memory for %zu elements", path, numel);
+        if (out->data)
+            memcpy(out->data, bytes + data_at, file_bytes);
+        else
+            st = kn_fail(KILN_ERR_NOMEM, "%s: no memory for %zu elements", path, numel);
     }
     free(bytes);
     if (st != KILN_OK) {
@@ -255,7 +240,8 @@ kiln_status cli_npy_read(const char *path, kn_tensor *out) {
 /* ---- writing ------------------------------------------------------------------------------------ */
 
 kiln_status cli_npy_write(const char *path, const kn_tensor *t) {
-    const char *descr = NULL;
+    // numpy has no bfloat16: a bf16 tensor is written as its uint16 bit patterns.
+    const char *descr = t->dtype == KN_BF16 ? "<u2" : NULL;
     for (int i = 0; i < NPY_TYPE_COUNT && !descr; i++)
         if (npy_types[i].dtype == t->dtype && npy_types[i].file_item_size == kn_dtype_size(t->dtype))
             descr = npy_types[i].descr;

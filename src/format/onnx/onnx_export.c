@@ -57,7 +57,10 @@ static int32_t onnx_dtype_of(kn_dtype dtype) {
         [KN_F32] = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,   [KN_I64] = ONNX__TENSOR_PROTO__DATA_TYPE__INT64,
         [KN_I32] = ONNX__TENSOR_PROTO__DATA_TYPE__INT32,   [KN_U8] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT8,
         [KN_I8] = ONNX__TENSOR_PROTO__DATA_TYPE__INT8,     [KN_BOOL] = ONNX__TENSOR_PROTO__DATA_TYPE__BOOL,
-        [KN_F16] = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16,
+        [KN_F16] = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, [KN_F64] = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE,
+        [KN_I16] = ONNX__TENSOR_PROTO__DATA_TYPE__INT16,   [KN_U16] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT16,
+        [KN_U32] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT32,  [KN_U64] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT64,
+        [KN_BF16] = ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16,
     };
     return dtype >= 0 && dtype < KN_DTYPE_COUNT ? types[dtype] : ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED;
 }
@@ -471,6 +474,84 @@ static kiln_status axes_to_attribute(exporter *x, const kn_node *n, Onnx__NodePr
     return KILN_OK;
 }
 
+/* Split's num_outputs (opset 18) as opset 13's split input: the sizes the outputs have along the axis,
+ * which must be known. */
+static kiln_status num_outputs_to_split(exporter *x, const kn_node *n, Onnx__NodeProto *p) {
+    if (!kn_node_attr(n, "num_outputs"))
+        return KILN_OK;
+    const kn_value *in = &x->g->values[n->in[0]];
+    int axis = kn_axis_normalize(kn_node_int(n, "axis", 0), in->shape.ndim);
+    int64_t sizes[32];
+    if (axis < 0 || n->n_out > 32)
+        return kn_fail(KILN_ERR_INVALID_ARG, "Split's axis or output count is out of range");
+    for (int k = 0; k < n->n_out; k++) {
+        sizes[k] = x->g->values[n->out[k]].shape.d[axis];
+        if (sizes[k] < 0)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "Split with num_outputs over a dimension of unknown size "
+                           "needs opset 18; kiln exports opset %d", KN_ONNX_EXPORT_OPSET);
+    }
+    kn_shape shape = kn_shape_of(1, (int64_t[]){n->n_out});
+    const char *name = made_const(x, value_name(x, n->out[0]), "split", KN_I64, &shape, sizes);
+    if (!name)
+        return no_memory();
+    p->input[p->n_input++] = (char *)name;
+    return KILN_OK;
+}
+
+/* Pad's axes input (opset 18) folded into pads for every dim: both must be constants. */
+static kiln_status pad_axes_to_pads(exporter *x, const kn_node *n, Onnx__NodeProto *p) {
+    if (n->n_in < 4 || n->in[3] < 0)
+        return KILN_OK;
+    const kn_value *data = &x->g->values[n->in[0]], *pads = &x->g->values[n->in[1]];
+    const kn_value *axes = &x->g->values[n->in[3]];
+    int rank = data->shape.ndim;
+    int64_t n_axes = kn_shape_numel(&axes->shape);
+    if (!is_initializer(pads) || !is_initializer(axes) || pads->dtype != KN_I64 || axes->dtype != KN_I64 ||
+        n_axes > rank || kn_shape_numel(&pads->shape) != 2 * n_axes)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "Pad's axes input needs opset 18 unless pads and axes are "
+                       "constant i64 tensors; kiln exports opset %d", KN_ONNX_EXPORT_OPSET);
+    int64_t full[2 * KN_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < n_axes; i++) {
+        int a = kn_axis_normalize(((const int64_t *)axes->data)[i], rank);
+        if (a < 0)
+            return kn_fail(KILN_ERR_INVALID_ARG, "Pad axis out of range");
+        full[a] = ((const int64_t *)pads->data)[i];
+        full[a + rank] = ((const int64_t *)pads->data)[i + n_axes];
+    }
+    kn_shape shape = kn_shape_of(1, (int64_t[]){2 * rank});
+    const char *name = made_const(x, value_name(x, n->out[0]), "pads", KN_I64, &shape, full);
+    if (!name)
+        return no_memory();
+    p->input[1] = (char *)name;
+    p->n_input = 3;
+    if (n->in[2] < 0) /* an omitted constant_value stays omitted: drop the trailing "" */
+        p->n_input = 2;
+    return KILN_OK;
+}
+
+/* Forms of opsets 18-19 that opset 17 cannot say: refused by name. */
+static kiln_status refuse_newer_forms(exporter *x, const kn_node *n, Onnx__NodeProto *p) {
+    (void)x, (void)p; /* the rewrite signature; nothing is written */
+    const char *op = n->op->name;
+    bool newer = (strcmp(op, "Resize") == 0 &&
+                  (kn_node_attr(n, "axes") || kn_node_int(n, "antialias", 0) ||
+                   strcmp(kn_node_string(n, "keep_aspect_ratio_policy", "stretch"), "stretch") != 0)) ||
+                 (strcmp(op, "Pad") == 0 && strcmp(kn_node_string(n, "mode", "constant"), "wrap") == 0) ||
+                 (strcmp(op, "ScatterElements") == 0 &&
+                  (strcmp(kn_node_string(n, "reduction", "none"), "max") == 0 ||
+                   strcmp(kn_node_string(n, "reduction", "none"), "min") == 0)) ||
+                 strcmp(op, "Mish") == 0;
+    if (newer)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "this %s uses a form of opset 18 or later; kiln exports "
+                       "opset %d", op, KN_ONNX_EXPORT_OPSET);
+    return KILN_OK;
+}
+
+static kiln_status pad_for_opset_17(exporter *x, const kn_node *n, Onnx__NodeProto *p) {
+    KN_TRY(refuse_newer_forms(x, n, p));
+    return pad_axes_to_pads(x, n, p);
+}
+
 /* A rewrite runs after the node's inputs, outputs and attributes are copied, minus the attributes it
  * replaces. */
 typedef struct op_rewrite {
@@ -492,6 +573,11 @@ static const op_rewrite rewrites[] = {
     {"ReduceLogSum", {"noop_with_empty_axes"}, axes_to_attribute},
     {"ReduceLogSumExp", {"noop_with_empty_axes"}, axes_to_attribute},
     {"ReduceSumSquare", {"noop_with_empty_axes"}, axes_to_attribute},
+    {"Split", {"num_outputs"}, num_outputs_to_split},
+    {"Pad", {NULL}, pad_for_opset_17},
+    {"Resize", {NULL}, refuse_newer_forms},
+    {"ScatterElements", {NULL}, refuse_newer_forms},
+    {"Mish", {NULL}, refuse_newer_forms},
 };
 
 static bool replaced_by(const op_rewrite *r, const char *attr) {

@@ -33,7 +33,8 @@ kiln_status kn_onnx_import_for_training(const char *path, kn_graph *g);
 
 /* Whether the importer can bring in the default-domain op `op_type` in a model of opset `opset`:
  * kiln's op table has it, or the importer rewrites it into ops the table has (Constant, Identity,
- * Upsample ...), and the opset is 7 to 17 — or older when the op has not changed since. */
+ * Upsample ...), the opset is 1 to 21, and the op's form at that opset is one the importer reads
+ * (Upsample-1 and Tile-1 are not). */
 bool kn_onnx_op_supported(const char *op_type, int64_t opset);
 
 /* The importer's rewrites of `op_type` in one line for docs/ops.md ("opset < 13: axes attribute ->
@@ -43,6 +44,9 @@ const char *kn_onnx_op_note(const char *op_type);
 /* Iterates the ONNX ops the importer translates into other ops or values (Constant, Identity,
  * Upsample): the i-th one's name, NULL past the end. */
 const char *kn_onnx_translated_op(int i);
+/* Iterates the ONNX ops of opsets 1-21 that kiln does not run, with why (for docs/ops.md and the
+ * importer's message): entry i's op name and *reason, NULL past the end. */
+const char *kn_onnx_missing_op(int i, const char **reason);
 
 /* Reads one serialized TensorProto (the ONNX backend tests' input_K.pb / output_K.pb files) with the
  * same checks as initializers. f16 stays f16; dtypes kiln has no equivalent for give

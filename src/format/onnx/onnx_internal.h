@@ -13,7 +13,7 @@
 #endif
 
 /* The opsets of the default domain kiln reads. */
-enum { KN_ONNX_MIN_OPSET = 7, KN_ONNX_MAX_OPSET = 17 };
+enum { KN_ONNX_MIN_OPSET = 1, KN_ONNX_MAX_OPSET = 21 };
 
 /* ---- name -> id maps (name_map.c), for the importer and the exporter ---- */
 
@@ -39,8 +39,8 @@ bool kn_onnx_dtype_to_kiln(int32_t onnx_type, kn_dtype *out);
 /* "FLOAT", "DOUBLE", ... or "type 42". Static storage, or `buf` for unknown codes. */
 const char *kn_onnx_dtype_name(int32_t onnx_type, char *buf, size_t size);
 
-/* The dtype and shape a TensorProto decodes to. widen: f16 and double become f32 (for initializers,
- * whose values kiln computes with in f32); otherwise they are kept (f16) or unsupported (double). */
+/* The dtype and shape a TensorProto decodes to. widen: f16 becomes f32 (for initializers, whose
+ * values kiln computes with in f32); otherwise it is kept. Other types keep their own dtype. */
 kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dtype *dtype,
                                   kn_shape *shape);
 /* Checks that t carries exactly numel elements (raw_data bytes, a typed field's count, or its external

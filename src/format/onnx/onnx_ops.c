@@ -57,6 +57,8 @@ static const attr_input_rule attr_inputs[] = {
     {"Slice", 10, "starts", 1, INTS_AS_I64_LIST},
     {"Slice", 10, "ends", 2, INTS_AS_I64_LIST},
     {"Slice", 10, "axes", 3, INTS_AS_I64_LIST},
+    {"Reshape", 5, "shape", 1, INTS_AS_I64_LIST},
+    {"Pad", 2, "paddings", 1, INTS_AS_I64_LIST},
     {"Pad", 11, "pads", 1, INTS_AS_I64_LIST},
     {"Pad", 11, "value", 2, FLOAT_AS_F32},
     {"Clip", 11, "min", 1, FLOAT_AS_F32},
@@ -225,6 +227,87 @@ static void mark_trainable(kn_onnx_importer *im, const char *op, const node_io *
     }
 }
 
+/* ---- models older than opset 7 ---- */
+
+/* Attributes of opsets 1-6 that carry nothing for inference: consumed_inputs (in-place hints, every op
+ * before opset 6), is_test (BatchNormalization, Dropout: kiln's inference is the test mode) and Gemm's
+ * broadcast (opset 7 always broadcasts C). The elementwise ops' broadcast and axis are rewritten by
+ * upgrade_legacy_broadcast. */
+static bool legacy_attr_dropped(const kn_onnx_importer *im, const char *op, const char *attr) {
+    if (im->opset >= 7)
+        return false;
+    return strcmp(attr, "consumed_inputs") == 0 || strcmp(attr, "is_test") == 0 ||
+           (strcmp(op, "Gemm") == 0 && strcmp(attr, "broadcast") == 0);
+}
+
+/* The ops that before opset 7 broadcast only with broadcast = 1, aligning B with A from `axis` on. */
+static bool legacy_broadcasts(const char *op) {
+    static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor",
+                                        "Equal", "Less", "Greater", "PRelu"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(op, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Input 1 (B) lined up with input 0 (A) from A's dim `axis` on, as opsets 1-6 broadcast: B gets
+ * trailing 1-dims by an Unsqueeze so that numpy broadcasting (opset 7) lines them up the same way. */
+static kiln_status align_from_axis(kn_onnx_importer *im, const kn_onnx_node *n, node_io *io,
+                                   int64_t axis) {
+    const kn_value *a = &im->g->values[io->in[0]], *b = &im->g->values[io->in[1]];
+    bool ranks_known = im->shapes_known || (a->kind != KN_VALUE_ACT && b->kind != KN_VALUE_ACT);
+    if (!ranks_known)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "broadcast from an axis (opset %lld) needs the ranks "
+                       "of both inputs", (long long)im->opset);
+    int rank_a = a->shape.ndim, rank_b = b->shape.ndim;
+    int64_t at = axis < 0 ? axis + rank_a : axis;
+    if (at < 0 || at + rank_b > rank_a)
+        return kn_fail(KILN_ERR_INVALID_ARG, "broadcast axis %lld does not place a %d-D input in a "
+                       "%d-D one", (long long)axis, rank_b, rank_a);
+    int trailing = rank_a - (int)at - rank_b;
+    if (trailing == 0)
+        return KILN_OK;
+    int64_t axes[KN_MAX_DIMS];
+    for (int k = 0; k < trailing; k++)
+        axes[k] = rank_b + k;
+    kn_shape axes_shape = kn_shape_of(1, (int64_t[]){trailing});
+    int axes_id = kn_onnx_add_const(im, n->name, "broadcast_axes", KN_I64, &axes_shape, axes);
+    int aligned = kn_onnx_add_temp(im, n->name, "aligned");
+    if (axes_id < 0 || aligned < 0)
+        return KILN_ERR_NOMEM;
+    char name[512];
+    snprintf(name, sizeof name, "%s/align", n->name);
+    int node = kn_graph_add_node(im->g, "Unsqueeze", name, 2, (int[]){io->in[1], axes_id}, 1,
+                                 &aligned);
+    if (node < 0)
+        return KILN_ERR_NOMEM;
+    KN_TRY(kn_onnx_finish_node(im, node));
+    io->in[1] = aligned;
+    return KILN_OK;
+}
+
+/* Opsets 1-6: A op B with broadcast = 1 and axis lines B up from `axis`; without axis, or with
+ * broadcast = 0 (equal shapes), the newer op computes the same. PRelu-6's 1-D slope of more than
+ * one value holds one slope per channel (dim 1). */
+static kiln_status upgrade_legacy_broadcast(kn_onnx_importer *im, const kn_onnx_node *n,
+                                            node_io *io) {
+    if (io->n_in != 2 || io->in[0] < 0 || io->in[1] < 0)
+        return KILN_OK;
+    if (strcmp(str_or_empty(n->proto->op_type), "PRelu") == 0) {
+        const kn_value *slope = &im->g->values[io->in[1]];
+        bool per_channel = slope->kind != KN_VALUE_ACT && slope->shape.ndim == 1 &&
+                           slope->shape.d[0] > 1;
+        return per_channel ? align_from_axis(im, n, io, 1) : KILN_OK;
+    }
+    const Onnx__AttributeProto *broadcast = kn_onnx_attr(n->proto, "broadcast");
+    const Onnx__AttributeProto *axis = kn_onnx_attr(n->proto, "axis");
+    consume(io, "broadcast");
+    consume(io, "axis");
+    if (!broadcast || broadcast->i == 0 || !axis)
+        return KILN_OK;
+    return align_from_axis(im, n, io, axis->i);
+}
+
 /* Adds kiln node `op` with io's values and every ONNX attribute not consumed; returns its index
  * in *node for the caller to add attributes, then kn_onnx_finish_node. */
 static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const char *op,
@@ -237,16 +320,72 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
     const Onnx__NodeProto *p = n->proto;
     for (size_t i = 0; i < p->n_attribute; i++) {
         const Onnx__AttributeProto *a = p->attribute[i];
-        if (a->name && consumed(io, a->name))
+        if (a->name && (consumed(io, a->name) ||
+                        legacy_attr_dropped(im, str_or_empty(p->op_type), a->name)))
             continue;
         KN_TRY(kn_onnx_copy_attr(im, n, *node, a));
     }
     return KILN_OK;
 }
 
+/* ONNX ops kiln does not run, and why. */
+#define KN_NO_SUBGRAPHS "control flow: kiln's graphs have no nested subgraphs"
+#define KN_NO_SEQUENCES "sequence and optional values: kiln's values are tensors"
+#define KN_NO_STRINGS "string tensors: kiln has no string dtype"
+#define KN_DATA_SHAPED "its output shape depends on the input data, which kiln's planned runs do not size yet"
+#define KN_RANDOM "random draws: the expected values are numpy's generator's, which kiln's counter-based stream does not reproduce"
+#define KN_TRAINING_DOMAIN "ai.onnx.preview.training: kiln trains with its own optimizers (kiln train)"
+#define KN_NOT_YET "not implemented yet"
+static const struct { const char *op, *reason; } missing_ops[] = {
+    {"If", KN_NO_SUBGRAPHS}, {"Loop", KN_NO_SUBGRAPHS}, {"Scan", KN_NO_SUBGRAPHS},
+    {"SequenceAt", KN_NO_SEQUENCES}, {"SequenceConstruct", KN_NO_SEQUENCES},
+    {"SequenceEmpty", KN_NO_SEQUENCES}, {"SequenceErase", KN_NO_SEQUENCES},
+    {"SequenceInsert", KN_NO_SEQUENCES}, {"SequenceLength", KN_NO_SEQUENCES},
+    {"SequenceMap", KN_NO_SEQUENCES}, {"SplitToSequence", KN_NO_SEQUENCES},
+    {"ConcatFromSequence", KN_NO_SEQUENCES}, {"Optional", KN_NO_SEQUENCES},
+    {"OptionalGetElement", KN_NO_SEQUENCES}, {"OptionalHasElement", KN_NO_SEQUENCES},
+    {"StringNormalizer", KN_NO_STRINGS}, {"TfIdfVectorizer", KN_NO_STRINGS},
+    {"RegexFullMatch", KN_NO_STRINGS}, {"StringConcat", KN_NO_STRINGS}, {"StringSplit", KN_NO_STRINGS},
+    {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED}, {"Compress", KN_DATA_SHAPED},
+    {"NonMaxSuppression", KN_DATA_SHAPED}, {"TopK", KN_DATA_SHAPED " (k is an input)"},
+    {"OneHot", KN_DATA_SHAPED " (depth is an input)"},
+    {"HannWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"HammingWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"BlackmanWindow", KN_DATA_SHAPED " (size is an input)"},
+    {"MelWeightMatrix", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
+    {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
+    {"Multinomial", KN_RANDOM},
+    {"RNN", KN_NOT_YET " (recurrent layers)"}, {"GRU", KN_NOT_YET " (recurrent layers)"},
+    {"LSTM", KN_NOT_YET " (recurrent layers)"}, {"DFT", KN_NOT_YET " (complex values)"},
+    {"STFT", KN_NOT_YET " (complex values)"}, {"Einsum", KN_NOT_YET},
+    {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
+    {"MaxUnpool", KN_NOT_YET}, {"Det", KN_NOT_YET}, {"ReverseSequence", KN_NOT_YET},
+    {"ConvInteger", KN_NOT_YET " (integer convolution)"},
+    {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
+    {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
+    {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
+    {"GlobalLpPool", KN_NOT_YET}, {"Col2Im", KN_NOT_YET}, {"CenterCropPad", KN_NOT_YET},
+    {"DeformConv", KN_NOT_YET}, {"BitwiseAnd", KN_NOT_YET}, {"BitwiseOr", KN_NOT_YET},
+    {"BitwiseXor", KN_NOT_YET}, {"BitwiseNot", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
+    {"Gradient", KN_TRAINING_DOMAIN}, {"Adagrad", KN_TRAINING_DOMAIN}, {"Adam", KN_TRAINING_DOMAIN},
+    {"Momentum", KN_TRAINING_DOMAIN},
+};
+
+const char *kn_onnx_missing_op(int i, const char **reason) {
+    if (i < 0 || i >= (int)(sizeof missing_ops / sizeof missing_ops[0]))
+        return NULL;
+    *reason = missing_ops[i].reason;
+    return missing_ops[i].op;
+}
+
 static kiln_status unsupported(const kn_onnx_importer *im, const kn_onnx_node *n) {
-    return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported",
-                   str_or_empty(n->proto->op_type), (long long)im->opset);
+    const char *op_type = str_or_empty(n->proto->op_type), *reason = NULL, *name;
+    for (int i = 0; (name = kn_onnx_missing_op(i, &reason)); i++)
+        if (strcmp(name, op_type) == 0)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: %s",
+                           op_type, (long long)im->opset, reason);
+    return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported", op_type,
+                   (long long)im->opset);
 }
 
 /* The 1:1 mapping: same op name, attributes copied, attribute-inputs moved. */
@@ -257,9 +396,14 @@ static kiln_status import_mapped(kn_onnx_importer *im, const kn_onnx_node *n) {
     node_io io = {0};
     KN_TRY(resolve_inputs(im, n, &io));
     KN_TRY(attrs_to_inputs(im, n, op, &io));
+    if (im->opset < 7 && legacy_broadcasts(op->name))
+        KN_TRY(upgrade_legacy_broadcast(im, n, &io));
     KN_TRY(make_outputs(im, n, &io));
     int node;
     KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
+    /* Concat before opset 4 joined along axis 1 when no axis was given. */
+    if (im->opset < 4 && strcmp(op->name, "Concat") == 0 && !kn_onnx_attr(n->proto, "axis"))
+        KN_TRY(kn_node_set_int(im->g, node, "axis", 1));
     return kn_onnx_finish_node(im, node);
 }
 
@@ -358,6 +502,57 @@ static kiln_status import_cast(kn_onnx_importer *im, const kn_onnx_node *n) {
     return kn_onnx_finish_node(im, node);
 }
 
+/* CastLike (opset 15): Cast to the dtype of input 1, which only lends its type. */
+static kiln_status import_castlike(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (!kn_op_find("Cast"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    if (io.n_in != 2 || io.in[0] < 0 || io.in[1] < 0)
+        return kn_fail(KILN_ERR_FORMAT, "CastLike needs inputs input and target_type");
+    kn_dtype to = im->g->values[io.in[1]].dtype;
+    io.n_in = 1;
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "saturate"); /* opset 19: float8 targets only, which kiln lacks */
+    int node;
+    KN_TRY(add_node(im, n, "Cast", n->name, &io, &node));
+    KN_TRY(kn_node_set_int(im->g, node, "to", to));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* Scatter (opsets 9-10) is ScatterElements without a reduction. */
+static kiln_status import_scatter(kn_onnx_importer *im, const kn_onnx_node *n) {
+    if (!kn_op_find("ScatterElements"))
+        return unsupported(im, n);
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    int node;
+    KN_TRY(add_node(im, n, "ScatterElements", n->name, &io, &node));
+    return kn_onnx_finish_node(im, node);
+}
+
+/* EyeLike: `dtype` (optional) holds an ONNX data type; kiln's EyeLike takes the kn_dtype code. */
+static kiln_status import_eyelike(kn_onnx_importer *im, const kn_onnx_node *n) {
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "dtype");
+    kn_dtype dtype = KN_F32;
+    char buf[32];
+    if (a && (kn_onnx_attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT || a->i < INT32_MIN ||
+              a->i > INT32_MAX || !kn_onnx_dtype_to_kiln((int32_t)a->i, &dtype)))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "EyeLike of dtype %s is not supported",
+                       kn_onnx_dtype_name(a->i >= INT32_MIN && a->i <= INT32_MAX ? (int32_t)a->i : -1,
+                                          buf, sizeof buf));
+    node_io io = {0};
+    KN_TRY(resolve_inputs(im, n, &io));
+    KN_TRY(make_outputs(im, n, &io));
+    consume(&io, "dtype");
+    int node;
+    KN_TRY(add_node(im, n, "EyeLike", n->name, &io, &node));
+    if (a)
+        KN_TRY(kn_node_set_int(im->g, node, "dtype", dtype));
+    return kn_onnx_finish_node(im, node);
+}
+
 /* ConstantOfShape: the one-element tensor `value` becomes a float "value" and an int "dtype". */
 static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_node *n) {
     const kn_op *op = kn_op_find("ConstantOfShape");
@@ -374,12 +569,17 @@ static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_
         if (kn_shape_numel(&shape) != 1)
             return kn_fail(KILN_ERR_FORMAT, "attribute 'value' must hold one element, not %lld",
                            (long long)kn_shape_numel(&shape));
-        union { float f; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t f16; } element;
+        union { float f; double f64; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t u16;
+                int16_t i16; uint32_t u32; } element;
         KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, 1, &element));
         switch (dtype) {
         case KN_F32: value = element.f; break;
+        case KN_F64: value = (float)element.f64; break;
         case KN_I64: value = (float)element.i64; break;
         case KN_I32: value = (float)element.i32; break;
+        case KN_I16: value = element.i16; break;
+        case KN_U16: value = element.u16; break;
+        case KN_U32: value = (float)element.u32; break;
         case KN_U8: case KN_BOOL: value = element.u8; break;
         case KN_I8: value = element.i8; break;
         default: return kn_fail(KILN_ERR_UNSUPPORTED, "ConstantOfShape of dtype %s is not supported",
@@ -531,27 +731,19 @@ static kiln_status import_resize(kn_onnx_importer *im, const kn_onnx_node *n) {
     return kn_onnx_finish_node(im, node);
 }
 
-/* ---- models older than opset 7 ---- */
+/* ---- old forms kiln does not upgrade ---- */
 
-/* The last opset in 2..7 at which an op's definition changed. A model of an older opset uses an op
- * exactly as opset 7 defines it when the op has not changed since the model's opset: such models are
- * read too (the ONNX backend tests declare each op's own version, Elu's 6 and GlobalMaxPool's 1). */
-static const struct { const char *op; int changed; } changed_until_7[] = {
-    {"Abs", 6}, {"Add", 7}, {"And", 7}, {"AveragePool", 7}, {"BatchNormalization", 7}, {"Cast", 6},
-    {"Ceil", 6}, {"Clip", 6}, {"Concat", 4}, {"Div", 7}, {"Dropout", 7}, {"Elu", 6}, {"Equal", 7},
-    {"Exp", 6}, {"Floor", 6}, {"GRU", 7}, {"Gemm", 7}, {"GlobalLpPool", 2}, {"Greater", 7},
-    {"HardSigmoid", 6}, {"InstanceNormalization", 6}, {"LSTM", 7}, {"LeakyRelu", 6}, {"Less", 7},
-    {"Log", 6}, {"LpPool", 2}, {"Max", 6}, {"Mean", 6}, {"Min", 6}, {"Mul", 7}, {"Neg", 6},
-    {"Or", 7}, {"PRelu", 7}, {"Pad", 2}, {"Pow", 7}, {"RNN", 7}, {"Reciprocal", 6}, {"Relu", 6},
-    {"Reshape", 5}, {"Selu", 6}, {"Sigmoid", 6}, {"Split", 2}, {"Sqrt", 6}, {"Sub", 7}, {"Sum", 6},
-    {"Tanh", 6}, {"Tile", 6}, {"Upsample", 7}, {"Xor", 7},
+/* Ops whose definition before opset `since` kiln cannot translate: Upsample-1 (width_scale and
+ * height_scale), Tile-1 (tiles and axis inputs), and the recurrent ops, which kiln lacks anyway. */
+static const struct { const char *op; int since; } not_upgraded[] = {
+    {"Upsample", 7}, {"Tile", 6},
 };
 
-/* The opset at which `op` last changed before opset 7; 1 for ops unchanged since opset 1. */
-static int last_change_until_7(const char *op) {
-    for (size_t i = 0; i < sizeof changed_until_7 / sizeof changed_until_7[0]; i++)
-        if (strcmp(changed_until_7[i].op, op) == 0)
-            return changed_until_7[i].changed;
+/* The opset from which kiln reads `op`: 1 unless its older form is in not_upgraded. */
+static int first_readable_opset(const char *op) {
+    for (size_t i = 0; i < sizeof not_upgraded / sizeof not_upgraded[0]; i++)
+        if (strcmp(not_upgraded[i].op, op) == 0)
+            return not_upgraded[i].since;
     return 1;
 }
 
@@ -570,6 +762,9 @@ static const op_rewrite rewrites[] = {
     {"Identity", import_identity, NULL,
      "kiln's Identity when the op table has it, else an alias of its input"},
     {"Cast", import_cast, "Cast", "`to` becomes the kn_dtype code"},
+    {"CastLike", import_castlike, "Cast", "becomes Cast to the dtype of input 1"},
+    {"EyeLike", import_eyelike, "EyeLike", "`dtype` becomes the kn_dtype code"},
+    {"Scatter", import_scatter, "ScatterElements", "becomes ScatterElements (opsets 9-10)"},
     {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
      "tensor `value` becomes float `value` + int `dtype`"},
     {"Softmax", import_softmax_family, "Softmax",
@@ -610,8 +805,7 @@ static const op_rewrite *find_rewrite(const char *op) {
 }
 
 bool kn_onnx_op_supported(const char *op_type, int64_t opset) {
-    if (opset < 1 || opset > KN_ONNX_MAX_OPSET ||
-        (opset < KN_ONNX_MIN_OPSET && last_change_until_7(op_type) > opset))
+    if (opset < KN_ONNX_MIN_OPSET || opset > KN_ONNX_MAX_OPSET || opset < first_readable_opset(op_type))
         return false;
     const op_rewrite *r = find_rewrite(op_type);
     if (r && r->import)
@@ -634,18 +828,44 @@ const char *kn_onnx_translated_op(int i) {
     return NULL;
 }
 
+/* Attributes of newer opsets whose only value kiln implements is the default: a model giving
+ * another value is refused by name rather than run with a different meaning. */
+static const struct { const char *op, *attr; int64_t only; } default_only[] = {
+    {"QuantizeLinear", "block_size", 0},  /* opset 21: blocked quantization */
+    {"DequantizeLinear", "block_size", 0},
+    {"QuantizeLinear", "output_dtype", 0}, /* opset 21: the dtype comes from the zero point */
+};
+
+static kiln_status check_default_only(const kn_onnx_node *n) {
+    const char *op_type = str_or_empty(n->proto->op_type);
+    for (size_t r = 0; r < sizeof default_only / sizeof default_only[0]; r++) {
+        const Onnx__AttributeProto *a;
+        if (strcmp(default_only[r].op, op_type) != 0 ||
+            !(a = kn_onnx_attr(n->proto, default_only[r].attr)))
+            continue;
+        bool is_default = kn_onnx_attr_type(a) == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS
+                              ? true
+                              : a->i == default_only[r].only;
+        for (size_t k = 0; k < a->n_ints; k++)
+            is_default = is_default && a->ints[k] == default_only[r].only;
+        if (!is_default)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "%s with %s other than %lld is not supported",
+                           op_type, default_only[r].attr, (long long)default_only[r].only);
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_onnx_import_node(kn_onnx_importer *im, const kn_onnx_node *n) {
     const char *domain = str_or_empty(n->proto->domain);
     const char *op_type = str_or_empty(n->proto->op_type);
     if (*domain && strcmp(domain, "ai.onnx") != 0)
         return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' of domain '%s' is not supported (kiln reads "
                        "the default ONNX domain)", op_type, domain);
-    int changed = last_change_until_7(op_type);
-    if (im->opset < KN_ONNX_MIN_OPSET && changed > im->opset)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: it changed at "
-                       "opset %d, and kiln reads opsets %d to %d (older ones only for ops unchanged "
-                       "since)", op_type, (long long)im->opset, changed, KN_ONNX_MIN_OPSET,
-                       KN_ONNX_MAX_OPSET);
+    KN_TRY(check_default_only(n));
+    int since = first_readable_opset(op_type);
+    if (im->opset < since)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "op '%s' (opset %lld) is not supported: kiln reads its "
+                       "form of opset %d and later", op_type, (long long)im->opset, since);
     const op_rewrite *r = find_rewrite(op_type);
     return r && r->import ? r->import(im, n) : import_mapped(im, n);
 }

@@ -29,6 +29,11 @@ typedef enum onnx_dtype {
     ONNX_BOOL = ONNX__TENSOR_PROTO__DATA_TYPE__BOOL,
     ONNX_FLOAT16 = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16,
     ONNX_DOUBLE = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE,
+    ONNX_INT16 = ONNX__TENSOR_PROTO__DATA_TYPE__INT16,
+    ONNX_UINT16 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT16,
+    ONNX_UINT32 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT32,
+    ONNX_UINT64 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT64,
+    ONNX_BFLOAT16 = ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16,
 } onnx_dtype;
 
 bool kn_onnx_dtype_to_kiln(int32_t onnx_type, kn_dtype *out) {
@@ -40,6 +45,12 @@ bool kn_onnx_dtype_to_kiln(int32_t onnx_type, kn_dtype *out) {
     case ONNX_INT64: *out = KN_I64; return true;
     case ONNX_BOOL: *out = KN_BOOL; return true;
     case ONNX_FLOAT16: *out = KN_F16; return true;
+    case ONNX_DOUBLE: *out = KN_F64; return true;
+    case ONNX_INT16: *out = KN_I16; return true;
+    case ONNX_UINT16: *out = KN_U16; return true;
+    case ONNX_UINT32: *out = KN_U32; return true;
+    case ONNX_UINT64: *out = KN_U64; return true;
+    case ONNX_BFLOAT16: *out = KN_BF16; return true;
     default: return false;
     }
 }
@@ -58,9 +69,9 @@ const char *kn_onnx_dtype_name(int32_t onnx_type, char *buf, size_t size) {
 /* Bytes of one element as ONNX stores it in raw_data; 0 for types kiln does not read. */
 static size_t onnx_dtype_size(int32_t onnx_type) {
     switch (onnx_type) {
-    case ONNX_FLOAT: case ONNX_INT32: return 4;
-    case ONNX_INT64: case ONNX_DOUBLE: return 8;
-    case ONNX_FLOAT16: return 2;
+    case ONNX_FLOAT: case ONNX_INT32: case ONNX_UINT32: return 4;
+    case ONNX_INT64: case ONNX_DOUBLE: case ONNX_UINT64: return 8;
+    case ONNX_FLOAT16: case ONNX_BFLOAT16: case ONNX_INT16: case ONNX_UINT16: return 2;
     case ONNX_UINT8: case ONNX_INT8: case ONNX_BOOL: return 1;
     default: return 0;
     }
@@ -70,7 +81,7 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
                                   kn_shape *shape) {
     char buf[32];
     int32_t type = t->has_data_type ? t->data_type : 0;
-    if (widen && (type == ONNX_FLOAT16 || type == ONNX_DOUBLE))
+    if (widen && type == ONNX_FLOAT16)
         *dtype = KN_F32;
     else if (!kn_onnx_dtype_to_kiln(type, dtype))
         return kn_fail(KILN_ERR_UNSUPPORTED, "data type %s is not supported",
@@ -92,7 +103,7 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
 }
 
 /* Converts n little-endian elements of ONNX type `type` in src into dst of kiln dtype `dtype`. The
- * pairs are those kn_onnx_tensor_header allows: the same type, or f16/double widened to f32. */
+ * pairs are those kn_onnx_tensor_header allows: the same type, or f16 widened to f32. */
 static void convert_raw(int32_t type, const unsigned char *src, int64_t n, kn_dtype dtype, void *dst) {
     if (type == ONNX_FLOAT16 && dtype == KN_F32) {
         float *out = dst;
@@ -100,13 +111,6 @@ static void convert_raw(int32_t type, const unsigned char *src, int64_t n, kn_dt
             uint16_t h;
             memcpy(&h, src + 2 * i, 2);
             out[i] = kn_f16_to_f32(h);
-        }
-    } else if (type == ONNX_DOUBLE) {
-        float *out = dst;
-        for (int64_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, src + 8 * i, 8);
-            out[i] = (float)d;
         }
     } else if (type == ONNX_BOOL) {
         unsigned char *out = dst;
@@ -117,7 +121,8 @@ static void convert_raw(int32_t type, const unsigned char *src, int64_t n, kn_dt
     }
 }
 
-/* int32_data holds int32, int8, uint8, bool and f16 bit patterns: each value must fit its type. */
+/* int32_data holds int32, int16, uint16, int8, uint8, bool, and f16 / bf16 bit patterns: each value
+ * must fit its type. */
 static kiln_status convert_int32_field(const Onnx__TensorProto *t, int64_t n, kn_dtype dtype,
                                        void *dst) {
     int32_t type = t->data_type;
@@ -129,6 +134,9 @@ static kiln_status convert_int32_field(const Onnx__TensorProto *t, int64_t n, kn
         case ONNX_INT8: fits = v >= INT8_MIN && v <= INT8_MAX; ((int8_t *)dst)[i] = (int8_t)v; break;
         case ONNX_UINT8: fits = v >= 0 && v <= UINT8_MAX; ((uint8_t *)dst)[i] = (uint8_t)v; break;
         case ONNX_BOOL: fits = v == 0 || v == 1; ((uint8_t *)dst)[i] = (uint8_t)v; break;
+        case ONNX_INT16: fits = v >= INT16_MIN && v <= INT16_MAX; ((int16_t *)dst)[i] = (int16_t)v; break;
+        case ONNX_UINT16:
+        case ONNX_BFLOAT16: fits = v >= 0 && v <= UINT16_MAX; ((uint16_t *)dst)[i] = (uint16_t)v; break;
         case ONNX_FLOAT16:
             fits = v >= 0 && v <= UINT16_MAX;
             if (dtype == KN_F32)
@@ -155,10 +163,11 @@ static kiln_status typed_field(const Onnx__TensorProto *t, size_t *count) {
         {"float_data", t->n_float_data, t->data_type == ONNX_FLOAT},
         {"int32_data", t->n_int32_data,
          t->data_type == ONNX_INT32 || t->data_type == ONNX_INT8 || t->data_type == ONNX_UINT8 ||
-             t->data_type == ONNX_BOOL || t->data_type == ONNX_FLOAT16},
+             t->data_type == ONNX_BOOL || t->data_type == ONNX_FLOAT16 || t->data_type == ONNX_INT16 ||
+             t->data_type == ONNX_UINT16 || t->data_type == ONNX_BFLOAT16},
         {"int64_data", t->n_int64_data, t->data_type == ONNX_INT64},
         {"double_data", t->n_double_data, t->data_type == ONNX_DOUBLE},
-        {"uint64_data", t->n_uint64_data, false},
+        {"uint64_data", t->n_uint64_data, t->data_type == ONNX_UINT32 || t->data_type == ONNX_UINT64},
         {"string_data", t->n_string_data, false},
     };
     *count = 0;
@@ -182,9 +191,14 @@ static kiln_status fill_from_typed(const Onnx__TensorProto *t, kn_dtype dtype, i
     switch (t->data_type) {
     case ONNX_FLOAT: memcpy(dst, t->float_data, (size_t)n * sizeof(float)); return KILN_OK;
     case ONNX_INT64: memcpy(dst, t->int64_data, (size_t)n * sizeof(int64_t)); return KILN_OK;
-    case ONNX_DOUBLE:
-        for (int64_t i = 0; i < n; i++)
-            ((float *)dst)[i] = (float)t->double_data[i];
+    case ONNX_DOUBLE: memcpy(dst, t->double_data, (size_t)n * sizeof(double)); return KILN_OK;
+    case ONNX_UINT64: memcpy(dst, t->uint64_data, (size_t)n * sizeof(uint64_t)); return KILN_OK;
+    case ONNX_UINT32:
+        for (int64_t i = 0; i < n; i++) {
+            if (t->uint64_data[i] > UINT32_MAX)
+                return kn_fail(KILN_ERR_FORMAT, "uint64_data[%lld] does not fit UINT32", (long long)i);
+            ((uint32_t *)dst)[i] = (uint32_t)t->uint64_data[i];
+        }
         return KILN_OK;
     default: return convert_int32_field(t, n, dtype, dst);
     }
