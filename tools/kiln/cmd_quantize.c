@@ -16,13 +16,14 @@ static const char usage[] =
     "M.kiln|M.onnx|SPEC --out OUT.kiln|OUT.onnx [--bits 16|8|4|2|1] [--float f16|bf16] [--weights-only]\n"
     "       [--granularity tensor|channel|block:N] [--symmetric|--asymmetric] [--weight-clip minmax|mse]\n"
     "       [--calib DATA] [--calib-samples N] [--calib-method minmax|percentile:P|kl|mse] [--codebook K] [--log2]\n"
-    "       [--bias-correction] [--recalibrate-bn] [--skip NAME,...] [--val DATA] [--max-drop P] [--dry-run] [--json]";
+    "       [--bias-correction] [--recalibrate-bn] [--adaround [--adaround-iters N] [--adaround-lambda L]\n"
+    "       [--adaround-lr LR]] [--skip NAME,...] [--val DATA] [--max-drop P] [--dry-run] [--json]";
 
 typedef struct quantize_args {
     const char *out, *float_type, *granularity, *weight_clip, *calib, *calib_method, *skip, *val;
-    int64_t bits, calib_samples, codebook, threads, seed;
-    double max_drop;
-    bool weights_only, symmetric, asymmetric, log2, bias_correction, recalibrate_bn, dry_run, json, latency;
+    int64_t bits, calib_samples, codebook, threads, seed, adaround_iters;
+    double max_drop, adaround_lambda, adaround_lr;
+    bool weights_only, symmetric, asymmetric, log2, bias_correction, recalibrate_bn, adaround, dry_run, json, latency;
 } quantize_args;
 
 /* The options from the arguments; prints the error and returns false on a bad one. */
@@ -74,6 +75,10 @@ static bool options_build(const quantize_args *a, kn_quant_options *o, char **sk
     o->log2 = a->log2;
     o->bias_correction = a->bias_correction;
     o->recalibrate_bn = a->recalibrate_bn;
+    o->adaround = a->adaround;
+    o->adaround_options.iters = a->adaround_iters;
+    o->adaround_options.lambda = (float)a->adaround_lambda;
+    o->adaround_options.lr = (float)a->adaround_lr;
     o->seed = (uint64_t)a->seed;
     if (a->skip) { /* a comma-separated list */
         *skip_copy = strdup(a->skip);
@@ -104,7 +109,9 @@ static kiln_status load_data(const char *data, const kn_graph *g, kn_dataset *ds
 }
 
 int cmd_quantize(int argc, char **argv) {
-    quantize_args a = {.bits = 8, .calib_samples = 512, .seed = 1, .max_drop = -1};
+    const kn_adaround_options ada = kn_adaround_options_default();
+    quantize_args a = {.bits = 8, .calib_samples = 512, .seed = 1, .max_drop = -1, .adaround_iters = ada.iters,
+                       .adaround_lambda = ada.lambda, .adaround_lr = ada.lr};
     const cli_option options[] = {
         {"--out", CLI_STRING, &a.out, "the quantized model: .kiln or .onnx (QDQ)"},
         {"--bits", CLI_INT, &a.bits, "weight bits: 16, 8 (default), 4, 2 or 1 (binary); activations are 8-bit"},
@@ -121,6 +128,10 @@ int cmd_quantize(int argc, char **argv) {
         {"--log2", CLI_FLAG, &a.log2, "power-of-two weight levels {0, +-2^e} (as a codebook)"},
         {"--bias-correction", CLI_FLAG, &a.bias_correction, "correct biases for the weights' mean rounding error"},
         {"--recalibrate-bn", CLI_FLAG, &a.recalibrate_bn, "re-estimate BatchNormalization statistics on --calib"},
+        {"--adaround", CLI_FLAG, &a.adaround, "learn each weight's rounding up or down on --calib (AdaRound)"},
+        {"--adaround-iters", CLI_INT, &a.adaround_iters, "AdaRound optimisation steps per layer (default 500)"},
+        {"--adaround-lambda", CLI_FLOAT, &a.adaround_lambda, "weight of AdaRound's rounding regulariser (default 0.01)"},
+        {"--adaround-lr", CLI_FLOAT, &a.adaround_lr, "AdaRound's Adam learning rate (default 0.01)"},
         {"--skip", CLI_STRING, &a.skip, "NAME,...: layers (node or weight names) left in f32"},
         {"--val", CLI_STRING, &a.val, "data for the accuracy before and after"},
         {"--max-drop", CLI_FLOAT, &a.max_drop, "P: per-layer weight bits (8/4/2/f32) losing at most P accuracy points on --val"},
