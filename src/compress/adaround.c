@@ -186,6 +186,7 @@ typedef struct rounding {
     float *scale;    /* (n) the scale of each weight's group */
     float *zero;     /* (n) its zero point */
     float *v, *grad; /* (n) the rounding variables and the loss's gradient for them */
+    float *h, *dh;   /* (n) h(V) and its slope at the current V (soft_weights sets them) */
     kn_quant_range range;
 } rounding;
 
@@ -195,6 +196,8 @@ static void rounding_free(rounding *r) {
     free(r->zero);
     free(r->v);
     free(r->grad);
+    free(r->h);
+    free(r->dh);
 }
 
 /* The rectified sigmoid h(V), and its slope in *dh (0 where it is clipped). */
@@ -210,9 +213,9 @@ static kiln_status rounding_init(rounding *r, const kn_storage *s, const float *
     int64_t n = kn_shape_numel(&s->shape);
     size_t bytes = sizeof(float) * (size_t)(n ? n : 1);
     *r = (rounding){.n = n, .base = malloc(bytes), .scale = malloc(bytes), .zero = malloc(bytes), .v = malloc(bytes),
-                    .grad = malloc(bytes),
+                    .grad = malloc(bytes), .h = malloc(bytes), .dh = malloc(bytes),
                     .range = kn_quant_range_of(s->bits, s->encoding != KN_ENC_AFFINE_U8 && s->encoding != KN_ENC_AFFINE_I1)};
-    if (!r->base || !r->scale || !r->zero || !r->v || !r->grad)
+    if (!r->base || !r->scale || !r->zero || !r->v || !r->grad || !r->h || !r->dh)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for %lld rounding variables", (long long)n);
     for (int64_t i = 0; i < n; i++) {
         int64_t k = kn_storage_group_of(s, i);
@@ -226,10 +229,12 @@ static kiln_status rounding_init(rounding *r, const kn_storage *s, const float *
     return KILN_OK;
 }
 
-/* The soft-quantized weights s * (clamp(floor(w / s) + h(V) + z) - z). */
-static void soft_weights(const rounding *r, float *w) {
+/* The soft-quantized weights s * (clamp(floor(w / s) + h(V) + z) - z), keeping h(V) and its slope for
+ * the gradient. */
+static void soft_weights(rounding *r, float *w) {
     for (int64_t i = 0; i < r->n; i++) {
-        float dh, q = kn_quant_clamp(r->base[i] + rectified_sigmoid(r->v[i], &dh) + r->zero[i], r->range);
+        r->h[i] = rectified_sigmoid(r->v[i], &r->dh[i]);
+        float q = kn_quant_clamp(r->base[i] + r->h[i] + r->zero[i], r->range);
         w[i] = (q - r->zero[i]) * r->scale[i];
     }
 }
@@ -246,17 +251,21 @@ static void learned_weights(const rounding *r, float *w) {
 }
 
 /* The gradient for V from the reconstruction loss's gradient for the soft weights (grad_w) plus
- * lambda * d/dV sum (1 - |2h - 1|^beta) when beta > 0 (after the warm-up). */
+ * lambda * d/dV sum (1 - |2h - 1|^beta) when beta > 0 (after the warm-up), at the V soft_weights saw. */
 static void rounding_gradient(rounding *r, const float *grad_w, float lambda, float beta) {
+    float qmin = (float)r->range.qmin, qmax = (float)r->range.qmax;
     for (int64_t i = 0; i < r->n; i++) {
-        float dh, h = rectified_sigmoid(r->v[i], &dh), q = r->base[i] + h + r->zero[i];
+        r->grad[i] = 0;
+        if (r->dh[i] == 0) /* h clipped at 0 or 1: nothing flows back to V */
+            continue;
+        float h = r->h[i], q = r->base[i] + h + r->zero[i];
         /* The clamp of the level passes no gradient outside [qmin, qmax]. */
-        float g = q > (float)r->range.qmin && q < (float)r->range.qmax ? grad_w[i] * r->scale[i] : 0.0f;
+        float g = q > qmin && q < qmax ? grad_w[i] * r->scale[i] : 0.0f;
         if (beta > 0) {
             float d = 2 * h - 1;
             g -= lambda * 2 * beta * powf(fabsf(d), beta - 1) * (d < 0 ? -1.0f : 1.0f);
         }
-        r->grad[i] = g * dh;
+        r->grad[i] = g * r->dh[i];
     }
 }
 
