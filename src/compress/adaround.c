@@ -319,10 +319,6 @@ static kiln_status optimise(layer_graph *lg, rounding *r, const kn_adaround_inpu
     kiln_status st = !opt ? KILN_ERR_INVALID_ARG /* kn_optim_create said why */
                      : b.x && b.target ? KILN_OK
                                         : kn_fail(KILN_ERR_NOMEM, "out of memory for an AdaRound batch");
-    if (st == KILN_OK && lg->t.values[lg->x].shape.d[0] != lg->batch) {
-        kn_shape xs = batched(&lg->sample, lg->batch);
-        st = kn_tape_set_input_shapes(&lg->t, &xs);
-    }
     kn_rng rng = kn_rng_seeded(o->seed);
     for (int64_t t = 0; t < o->iters && st == KILN_OK; t++)
         st = adaround_step(lg, r, opt, in, target, &b, &rng, t, o);

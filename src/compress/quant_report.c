@@ -46,7 +46,7 @@ void kn_quant_report_print(FILE *out, const kn_quant_report *r) {
     for (int i = 0; i < r->n; i++) {
         const kn_quant_stat *s = &r->stats[i];
         if (s->adaround)
-            fprintf(out, "AdaRound %-22.22s output MSE on calibration data %.4g (nearest) -> %.4g (learned), "
+            fprintf(out, "AdaRound %s: output MSE on calibration data %.4g (nearest) -> %.4g (learned), "
                     "%.2f%% of weights rounded the other way\n", s->layer, s->round_nearest_mse, s->round_learned_mse,
                     s->count ? 100.0 * (double)s->round_flipped / (double)s->count : 0.0);
     }
