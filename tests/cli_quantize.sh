@@ -103,6 +103,12 @@ check "--qat writes a model that evaluates" '[ -n "$qat" ]'
 check "--qat's model has int4 weights and QDQ activations (kiln info)" \
     '"$kiln" info "$work/qat.kiln" > "$work/qat_info.txt" && grep -q "affine i4 per-channel: 3 tensors" "$work/qat_info.txt" && grep -q QuantizeLinear "$work/qat_info.txt"'
 check "--qat prints the before/after table" 'grep -q "quantized (QAT)" "$work/qat.txt"'
+"$kiln" train --model "$mlp" --qat --epochs 1 --data "$small" --bits 4 --act-bits 8 --batch 50 --lr 5e-4 --threads 2 \
+    --quiet --out "$work/qat_train.kiln" > /dev/null
+# (kiln train's file also has the checkpoint's train.* metadata: compare what the models compute.)
+evaluation() { "$kiln" eval "$1" --data "$images" --json | sed 's/.*"samples"//'; }
+check "kiln quantize --qat gives the model kiln train --qat gives with the same options (loss, accuracy, confusion)" \
+    '[ "$(evaluation "$work/qat.kiln")" = "$(evaluation "$work/qat_train.kiln")" ] && [ -n "$(evaluation "$work/qat.kiln")" ]'
 "$kiln" quantize "$mlp" --qat --epochs 1 --data "$small" --bits 8 --weights-only --quiet --json --threads 2 \
     --out "$work/qat8.onnx" > "$work/qat8.json"
 check "--qat --weights-only --json writes ONNX and one JSON object" \
