@@ -60,6 +60,10 @@ quantize bf16 --float bf16
 quantize int8 --bits 8 --granularity channel "${calib[@]}"
 quantize int4_ptq --bits 4 --granularity channel --weight-clip mse --weights-only
 quantize int4_block --bits 4 --granularity block:32 --weight-clip mse --weights-only
+# AdaRound (learned up/down rounding per layer on the 512 calibration images, 500 steps per layer).
+quantize int4_adaround --bits 4 --granularity channel --weight-clip mse --weights-only --adaround "${calib[@]}"
+quantize w4a8 --bits 4 --granularity channel --weight-clip mse "${calib[@]}"
+quantize w4a8_adaround --bits 4 --granularity channel --weight-clip mse --adaround "${calib[@]}"
 quantize codebook4 --codebook 16 --weights-only
 quantize log2 --log2 --weights-only
 log "quantize --max-drop 0.5"
@@ -153,6 +157,9 @@ row "bf16 weights" "$work/bf16.kiln" "$b5" 5ep 0.05 "2.0× smaller: $(meets "$(r
 row "int8 PTQ, weights per channel + activations (512 images)" "$work/int8.kiln" "$b5" 5ep 0.2 "≥ 3.9× smaller: $(meets "$(ratio "$f32_bytes" "$(bytes "$work/int8.kiln")")" 3.9)"
 row "int4 weights PTQ, per channel, MSE clipping" "$work/int4_ptq.kiln" "$b5" 5ep 0.8
 row "int4 weights PTQ, blocks of 32, MSE clipping" "$work/int4_block.kiln" "$b5" 5ep 0.8
+row "int4 weights PTQ + AdaRound, per channel, MSE clipping (512 images)" "$work/int4_adaround.kiln" "$b5" 5ep 0.8
+row "W4A8 PTQ, per channel, MSE clipping (512 images)" "$work/w4a8.kiln" "$b5" 5ep -
+row "W4A8 PTQ + AdaRound, per channel, MSE clipping (512 images)" "$work/w4a8_adaround.kiln" "$b5" 5ep 0.5 "W4A8 QAT's target without training"
 cb=$(accuracy "$work/codebook4.kiln")
 row "4-bit k-means codebook weights" "$work/codebook4.kiln" "$b5" 5ep - "at least int4 PTQ's accuracy: $(awk -v a="$cb" -v b="$(accuracy "$work/int4_ptq.kiln")" 'BEGIN { print (a >= b) ? "met" : "MISSED" }')"
 row "power-of-two (log2) weights" "$work/log2.kiln" "$b5" 5ep -
@@ -181,7 +188,7 @@ kd_verdict=$(awk -v g="$gain" -v s="$spread" 'BEGIN { print (g > s) ? "met" : "M
 
 # QDQ ONNX of the quantized models in onnxruntime: predictions agree on ≥ 99.5% of the test images.
 agreement=()
-for name in int8 qat_w4a8; do
+for name in int8 qat_w4a8 w4a8_adaround; do
     "$kiln" convert "$work/$name.kiln" "$work/$name.onnx" > /dev/null
     line=$(MAX_MISMATCHES=50 RTOL=1 bash bench/fmnist_agreement.sh "$driver" "$work/$name.kiln" "$work/$name.onnx" 2>&1 | tail -1)
     agreement+=("- $name: $line")

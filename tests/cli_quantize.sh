@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kiln quantize on a small CNN that kiln trains here for one epoch on the first 2000 Fashion-MNIST test
 # images: int8 weights and activations keep the accuracy and shrink the file ~4x; int4 weights-only,
-# binary, codebook and log2 models are written and run; --dry-run writes nothing; bad input is one error
+# binary, codebook and log2 models are written and run; --adaround learns int4 rounding; --qat trains and
+# writes a quantized model; --dry-run writes nothing; bad input is one error
 # line and no file; the QDQ ONNX export predicts the same classes in onnxruntime (when bench/node_modules
 # has onnxruntime-node) as kiln on the .kiln model.
 set -u
@@ -81,6 +82,38 @@ check "--dry-run writes nothing" '[ ! -e "$work/dry.kiln" ] && grep -q "nothing 
 check "--json prints one object with the layers and the summary" \
     '[ "$(wc -l < "$work/dry.json")" -eq 1 ] && grep -q "\"layers\":\[{" "$work/dry.json" && grep -q "\"sqnr_db\"" "$work/dry.json" && grep -q "\"summary\":\[" "$work/dry.json"'
 
+# AdaRound: learned rounding of the int4 weights on calibration data (a short run), with its report lines.
+"$kiln" quantize "$work/cnn.kiln" --out "$work/ada.kiln" --bits 4 --weights-only --adaround --adaround-iters 10 \
+    --calib "$small" --calib-samples 32 --threads 2 > "$work/ada.txt"
+ada=$(accuracy "$work/ada.kiln")
+echo "  int4 + AdaRound (10 steps per layer): accuracy $ada (nearest rounding: $(accuracy "$work/w4.kiln"))"
+check "--adaround writes a model that evaluates" '[ -n "$ada" ]'
+check "--adaround reports each layer's output error before and after" \
+    '[ "$(grep -c "^AdaRound .*(nearest) -> .*(learned)" "$work/ada.txt")" -eq 4 ]'
+check "kiln info shows the AdaRound model's int4 storage" '"$kiln" info "$work/ada.kiln" | grep -q "affine i4 per-channel: 4 tensors"'
+
+# kiln quantize --qat: quantization-aware training with kiln train's options, the quantized model written
+# (on the MLP spec, from fresh weights: the cheapest model that goes through every step).
+mlp=$src/examples/specs/fmnist_mlp.txt
+"$kiln" quantize "$mlp" --qat --epochs 1 --data "$small" --bits 4 --batch 50 --lr 5e-4 --threads 2 \
+    --quiet --out "$work/qat.kiln" > "$work/qat.txt"
+qat=$(accuracy "$work/qat.kiln")
+echo "  --qat W4A8 MLP, 1 epoch on 300 images: accuracy $qat"
+check "--qat writes a model that evaluates" '[ -n "$qat" ]'
+check "--qat's model has int4 weights and QDQ activations (kiln info)" \
+    '"$kiln" info "$work/qat.kiln" > "$work/qat_info.txt" && grep -q "affine i4 per-channel: 3 tensors" "$work/qat_info.txt" && grep -q QuantizeLinear "$work/qat_info.txt"'
+check "--qat prints the before/after table" 'grep -q "quantized (QAT)" "$work/qat.txt"'
+"$kiln" train --model "$mlp" --qat --epochs 1 --data "$small" --bits 4 --act-bits 8 --batch 50 --lr 5e-4 --threads 2 \
+    --quiet --out "$work/qat_train.kiln" > /dev/null
+# (kiln train's file also has the checkpoint's train.* metadata: compare what the models compute.)
+evaluation() { "$kiln" eval "$1" --data "$images" --json | sed 's/.*"samples"//'; }
+check "kiln quantize --qat gives the model kiln train --qat gives with the same options (loss, accuracy, confusion)" \
+    '[ "$(evaluation "$work/qat.kiln")" = "$(evaluation "$work/qat_train.kiln")" ] && [ -n "$(evaluation "$work/qat.kiln")" ]'
+"$kiln" quantize "$mlp" --qat --epochs 1 --data "$small" --bits 8 --weights-only --quiet --json --threads 2 \
+    --out "$work/qat8.onnx" > "$work/qat8.json"
+check "--qat --weights-only --json writes ONNX and one JSON object" \
+    '[ -s "$work/qat8.onnx" ] && [ "$(wc -l < "$work/qat8.json")" -eq 1 ] && grep -q "\"qat\":true" "$work/qat8.json"'
+
 # Bad input: one error line, exit status 1 or 2, nothing written.
 /usr/bin/python3 -c 'import numpy as np, sys
 np.save(sys.argv[1] + "/x.npy", np.zeros((8, 10), np.float32)); np.save(sys.argv[1] + "/y.npy", np.zeros(8, np.int64))' "$work" \
@@ -103,6 +136,13 @@ if [ -f "$work/x.npy" ]; then
     bad "--calib of the wrong shape" "$work/cnn.kiln" --out "$work/bad.kiln" --calib "$work/x.npy,$work/y.npy"
 fi
 bad "--max-drop without --val" "$work/cnn.kiln" --out "$work/bad.kiln" --calib "$small" --max-drop 1
+bad "--adaround without --calib" "$work/cnn.kiln" --out "$work/bad.kiln" --bits 4 --weights-only --adaround
+bad "--adaround with codebook levels" "$work/cnn.kiln" --out "$work/bad.kiln" --codebook 16 --weights-only --adaround --calib "$small"
+bad "--qat without --data" "$work/cnn.kiln" --out "$work/bad.kiln" --qat --epochs 1
+bad "--qat --epochs 0" "$work/cnn.kiln" --out "$work/bad.kiln" --qat --epochs 0 --data "$small"
+bad "--qat --bits 3" "$work/cnn.kiln" --out "$work/bad.kiln" --qat --epochs 1 --bits 3 --data "$small"
+bad "--qat with a PTQ option" "$work/cnn.kiln" --out "$work/bad.kiln" --qat --epochs 1 --data "$small" --codebook 16
+bad "--data without --qat" "$work/cnn.kiln" --out "$work/bad.kiln" --weights-only --data "$small"
 bad "output without .kiln/.onnx" "$work/cnn.kiln" --out "$work/bad.txt" --weights-only
 before=$(md5sum < "$work/cnn.kiln")
 "$kiln" quantize "$work/cnn.kiln" --out "$work/cnn.kiln" --weights-only > /dev/null 2> "$work/err.txt"

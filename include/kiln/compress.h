@@ -64,13 +64,17 @@ typedef struct kiln_quantize_config {
     int log2;                  /* power-of-two weight levels */
     int bias_correction;       /* correct biases for the mean output shift of the weight rounding */
     int recalibrate_bn;        /* re-estimate BatchNormalization statistics on calib */
+    int adaround;              /* learn each affine weight's rounding (up or down) on calib: AdaRound */
+    int64_t adaround_iters;    /* AdaRound steps per layer; <= 0: 500 */
+    float adaround_lambda;     /* weight of its rounding regulariser; < 0: 0.01 */
+    float adaround_lr;         /* its Adam learning rate; <= 0: 0.01 */
     uint64_t seed;             /* k-means++ seed, default 1 */
 } kiln_quantize_config;
 
 kiln_quantize_config kiln_quantize_config_default(void);
 
-/* Quantizes graph in place. calib may be NULL only with weights_only and without bias correction or
- * BatchNormalization re-estimation. On failure the graph may be partly quantized: load it again. */
+/* Quantizes graph in place. calib may be NULL only with weights_only and without bias correction,
+ * BatchNormalization re-estimation or AdaRound. On failure the graph may be partly quantized: load it again. */
 kiln_status kiln_quantize(kiln_graph *graph, const kiln_dataset *calib, const kiln_quantize_config *config);
 
 /* ---- quantization-aware training, gradient quantization ------------------------------------------- */

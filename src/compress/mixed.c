@@ -35,7 +35,9 @@ static kiln_status accuracy_with(mixed_ctx *c, const int *layer_bits, bool activ
     kn_quant_options o = c->options;
     o.layer_bits = layer_bits;
     o.weights_only = o.weights_only || !activations;
-    o.bias_correction = o.recalibrate_bn = false; /* the search compares rounding, not the repairs */
+    /* The search compares nearest rounding, not the repairs (AdaRound in every trial would cost seconds
+     * to minutes each); they only improve on the plan in the final model. */
+    o.bias_correction = o.recalibrate_bn = o.adaround = false;
     kiln_status st = layer_bits ? kn_quantize(&copy, c->calib, &o, NULL) : KILN_OK;
     kn_eval_result r = {0};
     if (st == KILN_OK)

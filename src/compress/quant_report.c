@@ -43,6 +43,13 @@ void kn_quant_report_print(FILE *out, const kn_quant_report *r) {
         fprintf(out, "%-22.22s %-26.26s %-28.28s %10.4g %10.4g %11s %8s %9s\n", s->layer, s->name, s->encoding, s->lo,
                 s->hi, scale, clipped, sqnr);
     }
+    for (int i = 0; i < r->n; i++) {
+        const kn_quant_stat *s = &r->stats[i];
+        if (s->adaround)
+            fprintf(out, "AdaRound %s: output MSE on calibration data %.4g (nearest) -> %.4g (learned), "
+                    "%.2f%% of weights rounded the other way\n", s->layer, s->round_nearest_mse, s->round_learned_mse,
+                    s->count ? 100.0 * (double)s->round_flipped / (double)s->count : 0.0);
+    }
 }
 
 void kn_quant_report_print_json(FILE *out, const kn_quant_report *r) {
@@ -62,6 +69,12 @@ void kn_quant_report_print_json(FILE *out, const kn_quant_report *r) {
         json_double(out, "scale_max", s->scale_max);
         json_double(out, "clip_fraction", s->clip_fraction);
         json_double(out, "sqnr_db", s->sqnr_db);
+        if (s->adaround) {
+            fprintf(out, ",\"adaround\":{\"flipped\":%lld", (long long)s->round_flipped);
+            json_double(out, "nearest_mse", s->round_nearest_mse);
+            json_double(out, "learned_mse", s->round_learned_mse);
+            fprintf(out, "}");
+        }
         fprintf(out, "}");
     }
     fprintf(out, "]");

@@ -196,7 +196,7 @@ static void weight_plan(const kn_weight_quant *q, kn_storage_spec *spec, group_f
     }
 }
 
-static void stat_fill(kn_quant_stat *stat, const kn_value *w, const float *orig) {
+void kn_quant_weight_stat(kn_quant_stat *stat, const kn_value *w, const float *orig) {
     int64_t n = kn_shape_numel(&w->shape);
     const float *x = w->data;
     const kn_storage *s = w->storage;
@@ -281,7 +281,7 @@ kiln_status kn_quant_weight(kn_graph *g, int id, const kn_weight_quant *q, kn_qu
     }
     free(levels);
     if (st == KILN_OK && stat)
-        stat_fill(stat, w, orig);
+        kn_quant_weight_stat(stat, w, orig);
     if (st != KILN_OK)
         memcpy(w->data, orig, sizeof(float) * (size_t)n);
     free(orig);

@@ -12,7 +12,8 @@
 
 kn_quant_options kn_quant_options_default(void) {
     return (kn_quant_options){.bits = 8, .granularity = KN_QUANT_PER_CHANNEL, .symmetric = -1, .weight_clip = -1,
-                              .calib = {KN_CALIB_MINMAX, 100.0}, .calib_samples = 512, .seed = 1};
+                              .calib = {KN_CALIB_MINMAX, 100.0}, .calib_samples = 512,
+                              .adaround_options = kn_adaround_options_default(), .seed = 1};
 }
 
 kiln_status kn_quant_options_check(const kn_quant_options *o) {
@@ -33,6 +34,11 @@ kiln_status kn_quant_options_check(const kn_quant_options *o) {
                        "per channel, not per block");
     if (o->calib.method == KN_CALIB_PERCENTILE && !(o->calib.percentile > 0 && o->calib.percentile <= 100))
         return kn_fail(KILN_ERR_INVALID_ARG, "percentile %g is not in (0, 100]", o->calib.percentile);
+    if (o->adaround && (codebook_levels || o->bits == 16))
+        return kn_fail(KILN_ERR_INVALID_ARG, "--adaround learns the rounding of affine levels: --bits 8, 4 or 2 "
+                       "without --codebook or --log2");
+    if (o->adaround)
+        KN_TRY(kn_adaround_options_check(&o->adaround_options));
     return KILN_OK;
 }
 
@@ -322,12 +328,16 @@ typedef struct quant_run {
     kn_quant_stat *weight_stats;  /* (n_layers) */
     kn_quant_stat *input_stats;   /* (n_inputs) */
     double **means;               /* bias correction: per layer, the input's channel means, or NULL */
+    float **float_weights;        /* adaround: per layer, its f32 weight once it has learned levels, or NULL */
 } quant_run;
 
 static void quant_run_free(quant_run *r) {
     for (int i = 0; r->means && i < r->n_layers; i++)
         free(r->means[i]);
     free(r->means);
+    for (int i = 0; r->float_weights && i < r->n_layers; i++)
+        free(r->float_weights[i]);
+    free(r->float_weights);
     free(r->layers);
     free(r->inputs);
     free(r->weight_stats);
@@ -361,21 +371,82 @@ static kiln_status collect_input_means(quant_run *r) {
     return st;
 }
 
-/* Layer i's weight quantized (and its bias corrected when asked). */
+/* Swaps the f32 weights of the layers before i (kept in r->float_weights) with their quantized data:
+ * between two calls the graph computes the float model up to layer i. */
+static void swap_float_weights(quant_run *r, int i) {
+    for (int j = 0; j < i; j++)
+        if (r->float_weights[j]) {
+            kn_value *w = &r->g->values[r->layers[j].weight];
+            float *quantized = w->data;
+            w->data = r->float_weights[j];
+            r->float_weights[j] = quantized;
+        }
+}
+
+/* Learns the rounding of layer i's weight (already quantized to nearest levels) on the calibration
+ * data: its inputs from the graph as it is (earlier weights quantized) and from the float model. */
+static kiln_status adaround_layer(quant_run *r, int i, const float *w_float) {
+    kn_graph *g = r->g;
+    const kn_quant_layer *l = &r->layers[i];
+    kn_adaround_inputs in = {.samples = r->calib.count};
+    float *quantized = NULL, *original = NULL;
+    kiln_status st = kn_adaround_collect(g, &r->calib, l->input, &quantized, &in.sample_shape);
+    bool earlier_quantized = false;
+    for (int j = 0; j < i; j++)
+        earlier_quantized |= r->float_weights[j] != NULL;
+    if (st == KILN_OK && earlier_quantized) {
+        kn_shape shape;
+        swap_float_weights(r, i);
+        st = kn_adaround_collect(g, &r->calib, l->input, &original, &shape);
+        swap_float_weights(r, i);
+    }
+    in.quantized = quantized;
+    in.original = original ? original : quantized;
+    kn_adaround_result result;
+    if (st == KILN_OK)
+        st = kn_adaround_weight(g, l->node, l->weight, w_float, &in, &r->o->adaround_options, &result);
+    if (st == KILN_OK) {
+        kn_quant_stat *stat = &r->weight_stats[i];
+        kn_quant_weight_stat(stat, &g->values[l->weight], w_float);
+        stat->adaround = true;
+        stat->round_nearest_mse = result.nearest_mse;
+        stat->round_learned_mse = result.kept_nearest ? result.nearest_mse : result.learned_mse;
+        stat->round_flipped = result.flipped;
+    }
+    free(quantized);
+    free(original);
+    return st;
+}
+
+/* A copy of n floats, 64-byte aligned as initializer data is (it stands in for a weight's data). */
+static float *float_copy(const float *x, int64_t n) {
+    size_t bytes = (sizeof(float) * (size_t)(n ? n : 1) + 63) / 64 * 64;
+    float *copy = aligned_alloc(64, bytes);
+    if (copy)
+        memcpy(copy, x, sizeof(float) * (size_t)n);
+    return copy;
+}
+
+/* Layer i's weight quantized (its rounding learned, its bias corrected when asked). */
 static kiln_status quantize_weight(quant_run *r, int i) {
     kn_graph *g = r->g;
     kn_quant_layer *l = &r->layers[i];
     kn_weight_quant q = weight_quant_of(r->o, l);
     int64_t n = kn_shape_numel(&g->values[l->weight].shape);
-    float *w_float = r->means ? malloc(sizeof(float) * (size_t)(n ? n : 1)) : NULL;
-    if (r->means && !w_float)
+    float *w_float = r->means || r->o->adaround ? float_copy(g->values[l->weight].data, n) : NULL;
+    if ((r->means || r->o->adaround) && !w_float)
         return kn_fail(KILN_ERR_NOMEM, "out of memory");
-    if (w_float)
-        memcpy(w_float, g->values[l->weight].data, sizeof(float) * (size_t)n);
     kiln_status st = kn_quant_weight(g, l->weight, &q, &r->weight_stats[i]);
-    if (st == KILN_OK && w_float && r->means[i])
+    const kn_storage *s = g->values[l->weight].storage;
+    bool learnable = s && kn_encoding_is_affine(s->encoding); /* not f16, codebook, or sparse (pruned) */
+    if (st == KILN_OK && r->o->adaround && learnable)
+        st = adaround_layer(r, i, w_float);
+    if (st == KILN_OK && w_float && r->means && r->means[i])
         bias_correct(g, l, w_float, r->means[i]);
-    free(w_float);
+    if (r->o->adaround && learnable) /* the float model of the layers after this one needs it */
+        r->float_weights[i] = w_float;
+    else
+        free(w_float);
     if (st != KILN_OK)
         kn_error_prefix("layer '%s': ", g->nodes[l->node].name);
     return st;
@@ -415,7 +486,8 @@ static kiln_status plan_layers(quant_run *r) {
     r->weight_stats = calloc((size_t)r->n_layers + 1, sizeof *r->weight_stats);
     r->inputs = malloc(sizeof(int) * (size_t)(r->n_layers + 1));
     r->input_stats = calloc((size_t)r->n_layers + 1, sizeof *r->input_stats);
-    if (!r->weight_stats || !r->inputs || !r->input_stats)
+    r->float_weights = calloc((size_t)r->n_layers + 1, sizeof *r->float_weights);
+    if (!r->weight_stats || !r->inputs || !r->input_stats || !r->float_weights)
         return kn_fail(KILN_ERR_NOMEM, "out of memory");
     bool activations = !r->o->weights_only && r->o->bits <= 8;
     for (int i = 0; i < r->n_layers; i++) {
@@ -448,10 +520,11 @@ kiln_status kn_quantize(kn_graph *g, const kn_dataset *calib, const kn_quant_opt
     KN_TRY(kn_quant_options_check(o));
     quant_run r = {.g = g, .o = o};
     kiln_status st = plan_layers(&r);
-    bool needs_data = r.n_inputs > 0 || o->bias_correction || o->recalibrate_bn;
+    bool needs_data = r.n_inputs > 0 || o->bias_correction || o->recalibrate_bn || o->adaround;
     if (st == KILN_OK && needs_data && !calib)
         st = kn_fail(KILN_ERR_INVALID_ARG, "%s needs calibration data (--calib DATA)",
-                     r.n_inputs > 0 ? "quantizing activations (without --weights-only)"
+                     o->adaround ? "--adaround"
+                     : r.n_inputs > 0 ? "quantizing activations (without --weights-only)"
                      : o->bias_correction ? "bias correction" : "--recalibrate-bn");
     if (st == KILN_OK && r.n_layers == 0)
         st = kn_fail(KILN_ERR_INVALID_ARG, "the model has no Conv, ConvTranspose, Gemm or MatMul with an f32 "

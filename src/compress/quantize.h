@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "compress/adaround.h"
 #include "compress/calibrate.h"
 #include "core/graph.h"
 #include "format/storage.h"
@@ -58,6 +59,9 @@ typedef struct kn_quant_stat {
     double clip_fraction; /* elements outside the representable range (by more than half a step) */
     double sqnr_db;       /* 10 log10(sum x^2 / sum (x - q(x))^2); INFINITY without error */
     int64_t count;        /* elements (activations: over the calibration samples) */
+    bool adaround;        /* the weight's rounding was learned (AdaRound): the three below are set */
+    double round_nearest_mse, round_learned_mse; /* the layer output's error on calibration data */
+    int64_t round_flipped; /* weights rounded the other way than to nearest */
 } kn_quant_stat;
 
 typedef struct kn_quant_report {
@@ -70,6 +74,9 @@ void kn_quant_report_free(kn_quant_report *r);
 /* Quantizes weight value `id` of g as q says (its data becomes what its storage decodes to) and, when
  * stat is not NULL, fills the weight's line of the report. */
 kiln_status kn_quant_weight(kn_graph *g, int id, const kn_weight_quant *q, kn_quant_stat *stat);
+
+/* Fills the report line of quantized weight w (storage and data set) from its values before, orig. */
+void kn_quant_weight_stat(kn_quant_stat *stat, const kn_value *w, const float *orig);
 
 /* A quantizable layer: its node, weight, the output-channel axis of the weight, and its data input. */
 typedef struct kn_quant_layer {
@@ -94,6 +101,8 @@ typedef struct kn_quant_options {
     int64_t calib_samples;         /* <= 0: 512 */
     bool bias_correction;
     bool recalibrate_bn;
+    bool adaround;                 /* learn each affine weight's rounding on calib (compress/adaround.h) */
+    kn_adaround_options adaround_options;
     uint64_t seed;
     const char *const *skip;       /* node names left in f32 */
     int n_skip;

@@ -8,7 +8,9 @@
 #include "train/api.h"
 
 kiln_quantize_config kiln_quantize_config_default(void) {
-    return (kiln_quantize_config){.bits = 8, .symmetric = -1, .calib_samples = 512, .seed = 1};
+    kn_adaround_options ada = kn_adaround_options_default();
+    return (kiln_quantize_config){.bits = 8, .symmetric = -1, .calib_samples = 512, .adaround_iters = ada.iters,
+                                  .adaround_lambda = ada.lambda, .adaround_lr = ada.lr, .seed = 1};
 }
 
 /* "tensor", "channel" or "block:N" into o. */
@@ -38,6 +40,13 @@ kiln_status kiln_quantize(kiln_graph *graph, const kiln_dataset *calib, const ki
     o.log2 = config->log2;
     o.bias_correction = config->bias_correction;
     o.recalibrate_bn = config->recalibrate_bn;
+    o.adaround = config->adaround;
+    if (config->adaround_iters > 0)
+        o.adaround_options.iters = config->adaround_iters;
+    if (config->adaround_lambda >= 0)
+        o.adaround_options.lambda = config->adaround_lambda;
+    if (config->adaround_lr > 0)
+        o.adaround_options.lr = config->adaround_lr;
     o.seed = config->seed;
     KN_TRY(granularity_parse(config->granularity, &o));
     if (config->weight_clip && strcmp(config->weight_clip, "minmax") != 0 && strcmp(config->weight_clip, "mse") != 0)

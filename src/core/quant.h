@@ -32,12 +32,20 @@ static inline kn_quant_range kn_quant_range_of(int bits, bool is_signed) {
     return (kn_quant_range){0, (int32_t)((1u << bits) - 1)};
 }
 
-/* The level of x: clamp(round_half_even(x / scale) + zero_point, qmin, qmax); NaN gives qmin (fmaxf
- * returns the number). */
-static inline int32_t kn_quant_level(float x, float scale, int32_t zero_point, kn_quant_range r) {
-    float q = nearbyintf(x / scale) + (float)zero_point;
-    return (int32_t)fminf(fmaxf(q, (float)r.qmin), (float)r.qmax);
+/* q clamped to [qmin, qmax]; NaN gives qmin (fmaxf returns the number). Also for the continuous
+ * levels of learned rounding (AdaRound's soft quantization). */
+static inline float kn_quant_clamp(float q, kn_quant_range r) {
+    return fminf(fmaxf(q, (float)r.qmin), (float)r.qmax);
 }
+
+/* The level of x: clamp(round_half_even(x / scale) + zero_point, qmin, qmax). */
+static inline int32_t kn_quant_level(float x, float scale, int32_t zero_point, kn_quant_range r) {
+    return (int32_t)kn_quant_clamp(nearbyintf(x / scale) + (float)zero_point, r);
+}
+
+/* x / scale rounded down: the grid point learned rounding starts from (it adds 0 or 1, then the zero
+ * point, and clamps). */
+static inline float kn_quant_floor(float x, float scale) { return floorf(x / scale); }
 
 static inline float kn_quant_value(int32_t level, float scale, int32_t zero_point) {
     return (float)(level - zero_point) * scale;
