@@ -14,7 +14,10 @@
     X(batchnormalization) X(layernormalization) X(dropout)                                       \
     X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
-#define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X)
+/* The integer layers the inference optimizer makes (ops/qlinear.c); not in ONNX files. */
+#define KN_OPS_INT8(X) X(qlinearconvpacked) X(qlineargemmpacked)
+
+#define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INT8(X)
 
 #define KN_DECLARE(id) extern const kn_op kn_op_##id;
 KN_OPS(KN_DECLARE)

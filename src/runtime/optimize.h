@@ -17,6 +17,14 @@
  *   KN_OPT_BIAS        fuses MatMul followed by an Add of a constant row into MatMul with a bias
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
  *                      Conv, Gemm or MatMul before it (ops/fused_act.h)
+ *   KN_OPT_INT8        integer layers (runs before folding, which would decode the weights to f32):
+ *                      a Conv, Gemm or MatMul reading a per-tensor DequantizeLinear, with int8 weights
+ *                      of zero point 0 (a DequantizeLinear of constant levels, or affine i8/i4/i2
+ *                      storage) becomes QLinearConvPacked / QLinearGemmPacked (ops/qlinear.c) with
+ *                      its weights packed once; BATCHNORM and ACTIVATION (Relu) then fold into it, and
+ *                      at the end a per-tensor QuantizeLinear after it becomes its output's
+ *                      quantization, so activations stay 8-bit from layer to layer. The numbers are
+ *                      core/quant.h's "Integer layers" (docs/runtime.md)
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
@@ -35,14 +43,15 @@ enum {
     KN_OPT_BATCHNORM = 1 << 3,
     KN_OPT_BIAS = 1 << 4,
     KN_OPT_ACTIVATION = 1 << 5,
-    KN_OPT_ALL = (1 << 6) - 1
+    KN_OPT_INT8 = 1 << 6,
+    KN_OPT_ALL = (1 << 7) - 1
 };
 
 /* What the passes did. */
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused;
+        activations_fused, integer_layers, quantizes_fused;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

@@ -1,0 +1,278 @@
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked, which the inference optimizer makes out
+ * of DequantizeLinear -> Conv / Gemm / MatMul [-> BatchNormalization] [-> Relu] [-> QuantizeLinear]
+ * chains (src/runtime/optimize.c, "Integer layers"). Their numbers are core/quant.h's "Integer layers":
+ * exact int32 sums of the levels, then one fused multiply-add and the QuantizeLinear rounding; the
+ * kernels are kernels/qgemm.h's.
+ *
+ * Inputs, all but x constants the optimizer writes once:
+ *   0 x      activation levels, u8 or i8 (kn_x_signed): Conv (N, C, H, W), Gemm (..., K) of rank
+ *            >= 2 (a MatMul's leading dims are rows)
+ *   1 w      the weights' i8 levels packed for kernels/qgemm.h: Conv as B slivers, one block of
+ *            kn_qgemm_b_bytes(M/group, K) per group; Gemm as V panels of its N columns
+ *   2 mult   (M) f32, the accumulator's multiplier per output channel
+ *   3 bias   (M) f32
+ *   4 corr   (M) i32, z_x' * sum_k w[c][k] (z_x' the zero point in u8 form: z_x + 128 for i8)
+ * Attributes:
+ *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
+ *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
+ *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
+ *   kn_activation                    "Relu" or absent
+ *   Conv: kn_w_shape (M, C/group, kH, kW) and Conv's own (strides, pads, dilations, group, auto_pad)
+ *   Gemm: kn_k, kn_n
+ * Inference only: no backward.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/qgemm.h"
+#include "ops/movement.h"
+#include "ops/op.h"
+#include "ops/window.h"
+
+static kn_dtype y_dtype_of(const kn_node *node) {
+    switch (kn_node_int(node, "kn_y_type", KN_QOUT_F32)) {
+    case KN_QOUT_U8: return KN_U8;
+    case KN_QOUT_I8: return KN_I8;
+    default: return KN_F32;
+    }
+}
+
+/* x's type, and its rank: `rank`, or at least 2 when rank is 0. */
+static kiln_status check_x(const kn_node *node, const kn_tensor *x, int rank) {
+    kn_dtype want = kn_node_int(node, "kn_x_signed", 0) ? KN_I8 : KN_U8;
+    if (x->dtype != want)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "x has dtype %s; this layer was built for %s",
+                       kn_dtype_name(x->dtype), kn_dtype_name(want));
+    if (rank ? x->shape.ndim != rank : x->shape.ndim < 2)
+        return kn_fail(KILN_ERR_SHAPE, "x has rank %d; this layer takes rank %d", x->shape.ndim, rank);
+    return KILN_OK;
+}
+
+static kiln_status check_output_attrs(const kn_node *node) {
+    int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_F32);
+    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I8)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1 or 2", (long long)y_type);
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    if (act && strcmp(act, "Relu") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    float y_scale = kn_node_float(node, "kn_y_scale", 1.0f);
+    if (y_type != KN_QOUT_F32 && !(y_scale > 0.0f && y_scale < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_scale %g must be finite and > 0", (double)y_scale);
+    return KILN_OK;
+}
+
+/* The per-channel constants: (channels) f32, f32, i32, and the packed weights of `w_bytes`. */
+static kiln_status check_constants(kn_tensor *const *in, int64_t channels, size_t w_bytes) {
+    const kn_tensor *w = in[1], *mult = in[2], *bias = in[3], *corr = in[4];
+    if (!w || !mult || !bias || !corr)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs w, mult, bias and corr are required");
+    if (w->dtype != KN_I8 || (size_t)kn_numel(w) != w_bytes)
+        return kn_fail(KILN_ERR_SHAPE, "the packed weights have %lld elements of %s; %zu i8 expected",
+                       (long long)kn_numel(w), kn_dtype_name(w->dtype), w_bytes);
+    if (mult->dtype != KN_F32 || bias->dtype != KN_F32 || corr->dtype != KN_I32 ||
+        kn_numel(mult) != channels || kn_numel(bias) != channels || kn_numel(corr) != channels)
+        return kn_fail(KILN_ERR_SHAPE, "mult, bias (f32) and corr (i32) must have %lld elements",
+                       (long long)channels);
+    return KILN_OK;
+}
+
+static kn_qepilogue epilogue_of(const kn_op_call *call) {
+    const kn_node *node = call->node;
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    return (kn_qepilogue){
+        .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
+        .relu = act != NULL, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
+        .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
+        .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+    };
+}
+
+/* ---- QLinearConvPacked ------------------------------------------------------------------------- */
+
+typedef struct qconv_geom {
+    int64_t N, C, M, group, Cg, Mg, K; /* K = C/group * kH * kW */
+    kn_window_axis h, w;
+    int64_t out_plane;
+} qconv_geom;
+
+static kiln_status qconv_geom_of(const kn_node *node, const kn_shape *x, qconv_geom *g) {
+    int64_t ws[4];
+    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4 || ws[0] <= 0 || ws[1] <= 0 || ws[2] <= 0 || ws[3] <= 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape must be 4 positive dims");
+    g->group = kn_node_int(node, "group", 1);
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = ws[0];
+    if (g->group <= 0 || g->M % g->group || g->C != ws[1] * g->group)
+        return kn_fail(KILN_ERR_SHAPE, "x has %lld channels; the weights take %lld in %lld group(s)",
+                       (long long)g->C, (long long)(ws[1] * g->group), (long long)g->group);
+    g->Cg = ws[1];
+    g->Mg = g->M / g->group;
+    g->K = ws[1] * ws[2] * ws[3];
+    if (g->K > KN_QGEMM_MAX_K)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%lld products per output exceed the int32 bound",
+                       (long long)g->K);
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], &ws[2], false, axes));
+    g->h = axes[0];
+    g->w = axes[1];
+    g->out_plane = kn_count_mul(g->h.out, g->w.out);
+    return KILN_OK;
+}
+
+static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_infer_inputs inputs;
+    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
+    if (inputs.n != 5)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    KN_TRY(check_x(node, inputs.in[0], 4));
+    KN_TRY(check_output_attrs(node));
+    qconv_geom geom;
+    KN_TRY(qconv_geom_of(node, &inputs.in[0]->shape, &geom));
+    KN_TRY(check_constants(inputs.in, geom.M, kn_qgemm_b_bytes(geom.Mg, geom.K) * (size_t)geom.group));
+    kn_shape y = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    kn_set_output(g, node, 0, &y, y_dtype_of(node));
+    return KILN_OK;
+}
+
+/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = OH*OW columns) of channels
+ * [c0, c0 + Cg) of image x (C, H, W): V[(c, i, j)][(oh, ow)] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw]
+ * as u8 (the top bit flipped when x is i8), pad_level where the tap reads padding. */
+static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint8_t flip, uint8_t pad_level,
+                         uint8_t *v) {
+    const kn_window_axis *h = &g->h, *w = &g->w;
+    int64_t L = g->out_plane;
+    if (g->K % 4 || L % 16) /* padding of the last group or panel: the weights there are 0 */
+        memset(v, 0, kn_qgemm_v_bytes(L, g->K));
+    int64_t k = 0;
+    for (int64_t c = c0; c < c0 + g->Cg; c++)
+        for (int64_t i = 0; i < h->kernel; i++)
+            for (int64_t j = 0; j < w->kernel; j++, k++) {
+                const uint8_t *plane = x + c * h->in * w->in;
+                int64_t l = 0;
+                for (int64_t oh = 0; oh < h->out; oh++) {
+                    int64_t ih = oh * h->stride - h->pad_begin + i * h->dilation;
+                    bool row_in = ih >= 0 && ih < h->in;
+                    for (int64_t ow = 0; ow < w->out; ow++, l++) {
+                        int64_t iw = ow * w->stride - w->pad_begin + j * w->dilation;
+                        bool in = row_in && iw >= 0 && iw < w->in;
+                        v[kn_qgemm_v_index(k, l, g->K)] = in ? (uint8_t)(plane[ih * w->in + iw] ^ flip) : pad_level;
+                    }
+                }
+            }
+}
+
+static kiln_status qconv_forward(const kn_op_call *call) {
+    const kn_node *node = call->node;
+    const kn_tensor *x = call->in[0];
+    qconv_geom g;
+    KN_TRY(check_x(node, x, 4));
+    KN_TRY(qconv_geom_of(node, &x->shape, &g));
+    size_t v_bytes = kn_qgemm_v_bytes(g.out_plane, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
+    uint8_t *v = kn_op_scratch(call->ctx, v_bytes); // packed (K, OH*OW) column matrix of one group
+    if (!v)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for a %zu-byte column matrix", v_bytes);
+    bool x_signed = x->dtype == KN_I8;
+    uint8_t flip = x_signed ? 0x80 : 0;
+    uint8_t pad_level = (uint8_t)((int)kn_node_int(node, "kn_x_zero_point", 0) ^ flip);
+    kn_qepilogue epi = epilogue_of(call);
+    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    int threads = kn_threads_get();
+    const uint8_t *xs = x->data; // (N, C, H, W)
+    const uint8_t *w = call->in[1]->data;
+    for (int64_t n = 0; n < g.N; n++)
+        for (int64_t grp = 0; grp < g.group; grp++) {
+            qconv_unfold(&g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, flip, pad_level, v);
+            kn_qepilogue group_epi = epi;
+            group_epi.corr += grp * g.Mg;
+            group_epi.mult += grp * g.Mg;
+            group_epi.bias += grp * g.Mg;
+            kn_qgemm_problem p = {
+                .R = g.Mg, .L = g.out_plane, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
+                .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
+                .y = (char *)call->out[0]->data + (size_t)((n * g.M + grp * g.Mg) * g.out_plane) * y_size,
+                .ldy = g.out_plane,
+            };
+            kn_qgemm_run(kernel, &p, threads);
+        }
+    return KILN_OK;
+}
+
+static int64_t qconv_flops(const kn_graph *gr, const kn_node *node) {
+    const kn_value *x = kn_node_input(gr, node, 0);
+    qconv_geom g;
+    if (!x || x->shape.ndim != 4 || qconv_geom_of(node, &x->shape, &g) != KILN_OK)
+        return 0;
+    return 2 * g.N * g.M * g.out_plane * g.K;
+}
+
+/* ---- QLinearGemmPacked ------------------------------------------------------------------------- */
+
+static kiln_status qgemm_dims(const kn_node *node, int64_t *K, int64_t *N) {
+    *K = kn_node_int(node, "kn_k", 0);
+    *N = kn_node_int(node, "kn_n", 0);
+    if (*K <= 0 || *N <= 0 || *K > KN_QGEMM_MAX_K)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_k %lld and kn_n %lld must be in [1, %d] and positive",
+                       (long long)*K, (long long)*N, KN_QGEMM_MAX_K);
+    return KILN_OK;
+}
+
+static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_infer_inputs inputs;
+    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
+    if (inputs.n != 5)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    const kn_shape *xs = &inputs.in[0]->shape;
+    KN_TRY(check_x(node, inputs.in[0], 0));
+    KN_TRY(check_output_attrs(node));
+    int64_t K, N;
+    KN_TRY(qgemm_dims(node, &K, &N));
+    if (xs->d[xs->ndim - 1] != K)
+        return kn_fail(KILN_ERR_SHAPE, "x has %lld columns; the weights take %lld",
+                       (long long)xs->d[xs->ndim - 1], (long long)K);
+    KN_TRY(check_constants(inputs.in, N, kn_qgemm_v_bytes(N, K)));
+    kn_shape y = *xs;
+    y.d[y.ndim - 1] = N;
+    kn_set_output(g, node, 0, &y, y_dtype_of(node));
+    return KILN_OK;
+}
+
+static kiln_status qgemm_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    int64_t K, N;
+    KN_TRY(check_x(call->node, x, 0));
+    KN_TRY(qgemm_dims(call->node, &K, &N));
+    int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
+    size_t b_bytes = kn_qgemm_b_bytes(R, K);
+    uint8_t *b = kn_op_scratch(call->ctx, b_bytes); // x's rows packed as B slivers
+    if (!b)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
+    kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
+    kn_qepilogue epi = epilogue_of(call);
+    kn_qgemm_problem p = {
+        .R = R, .L = N, .K = K, .b = b, .v = call->in[1]->data, .v_unsigned = false,
+        .channel_per_row = false, .epi = &epi, .y = call->out[0]->data, .ldy = N,
+    };
+    kn_qgemm_run(kn_qgemm_kernel_best(), &p, kn_threads_get());
+    return KILN_OK;
+}
+
+static int64_t qgemm_flops(const kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    int64_t K = kn_node_int(node, "kn_k", 0), N = kn_node_int(node, "kn_n", 0);
+    return x && x->shape.ndim >= 2 && K > 0 ? 2 * (kn_shape_numel(&x->shape) / K) * K * N : 0;
+}
+
+const kn_op kn_op_qlinearconvpacked = {
+    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 5,
+    .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
+};
+
+const kn_op kn_op_qlineargemmpacked = {
+    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 5,
+    .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
+};
