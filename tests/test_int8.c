@@ -16,6 +16,8 @@
  * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
  *    f32 QDQ reference path predict the same classes for every sample.
+ * Also QuantizeLinear's vectorized levels (kn_qgemm_quantize) against kn_quant_level on ties, NaN,
+ * infinities and denormals.
  * ctest runs this program again with KILN_ISA=avx2 and KILN_ISA=generic, so the layers' other paths
  * meet the same checks.
  */
@@ -141,6 +143,39 @@ static void test_kernels(void) {
         if (kn_qgemm_kernel_for((kn_qgemm_path)path))
             printf(" %s", kn_qgemm_kernel_name(kn_qgemm_kernel_for((kn_qgemm_path)path)));
     printf(" (the layers use %s)\n", kn_qgemm_kernel_name(kn_qgemm_kernel_best()));
+}
+
+/* QuantizeLinear's vectorized levels against kn_quant_level, on ties, NaN, infinities, denormals and
+ * values far outside the range, at lengths that end in every tail. */
+static void test_quantize_kernels(void) {
+    enum { N = 1000 };
+    float x[N];
+    const float scale = 0.05f;
+    for (int i = 0; i < N; i++) {
+        switch (i % 8) {
+        case 0: x[i] = ((float)(i % 600) - 300.0f + 0.5f) * scale; break; /* ties */
+        case 1: x[i] = i % 16 == 1 ? NAN : -INFINITY; break;
+        case 2: x[i] = i % 16 == 2 ? INFINITY : 1e-40f; break;
+        case 3: x[i] = rand_in(-1e6f, 1e6f); break;
+        default: x[i] = rand_in(-8.0f, 8.0f); break;
+        }
+    }
+    for (int is_signed = 0; is_signed <= 1; is_signed++) {
+        int32_t zp = is_signed ? -7 : 131;
+        uint8_t want[N], got[N];
+        kn_quant_range r = kn_quant_range_of(8, is_signed);
+        for (int i = 0; i < N; i++)
+            want[i] = (uint8_t)(kn_quant_level(x[i], scale, zp, r) & 0xff);
+        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+            for (int n = N - 17; k && n <= N; n++) {
+                memset(got, 0, sizeof got);
+                kn_qgemm_quantize(k, x, n, scale, zp, is_signed, got);
+                CHECK_MSG(memcmp(got, want, (size_t)n) == 0, "%s quantize, n %d, signed %d",
+                          kn_qgemm_kernel_name(k), n, is_signed);
+            }
+        }
+    }
 }
 
 /* ---- 2. layers --------------------------------------------------------------------------------- */
@@ -469,6 +504,7 @@ static void test_quantized_cnn(void) {
 int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
+    test_quantize_kernels();
     test_layers();
     test_quantized_cnn();
     return check_finish();

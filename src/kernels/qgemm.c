@@ -83,10 +83,25 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
     }
 }
 
-static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic};
+void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                               uint8_t *y) {
+    kn_quant_range range = kn_quant_range_of(8, is_signed);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (uint8_t)(kn_quant_level(x[i], scale, zero_point, range) & 0xff);
+}
+
+void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
+                       bool is_signed, uint8_t *y) {
+    k->quantize(x, n, scale, zero_point, is_signed, y);
+}
+
+static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
+                                               kn_qgemm_quantize_generic};
 #ifdef KILN_HAVE_X86_KERNELS
-static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2};
-static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512};
+static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
+                                            kn_qgemm_quantize_avx2};
+static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
+                                            kn_qgemm_quantize_avx512};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

@@ -72,6 +72,11 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
  * does not depend on the kernels or the thread count. */
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
 
+/* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
+ * or i8 levels as their two's-complement bytes. */
+void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
+                       bool is_signed, uint8_t *y);
+
 /* Bytes of packed B for R rows and of packed V for L columns, both of depth K. */
 size_t kn_qgemm_b_bytes(int64_t R, int64_t K);
 size_t kn_qgemm_v_bytes(int64_t L, int64_t K);

@@ -20,15 +20,27 @@ typedef void (*kn_qgemm_micro_fn)(int64_t kq, const uint8_t *b, const uint8_t *v
 typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
                                      bool per_lane, void *y);
 
+/* y[0..n) = kn_quant_level(x[i], scale, zero_point, range) as bytes (i8 levels as their
+ * two's-complement byte). */
+typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                                     uint8_t *y);
+
 struct kn_qgemm_kernel {
     const char *name;
     kn_qgemm_micro_fn micro;
     kn_qgemm_epilogue_fn epilogue;
+    kn_qgemm_quantize_fn quantize;
 };
 
 /* The reference epilogue; the ISA epilogues use it for their tails. */
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
                                bool per_lane, void *y);
+void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                               uint8_t *y);
+void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                            uint8_t *y);
+void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                              uint8_t *y);
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          bool v_unsigned, int32_t *acc);
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,

@@ -137,31 +137,65 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = OH*OW columns) of channels
- * [c0, c0 + Cg) of image x (C, H, W): V[(c, i, j)][(oh, ow)] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw]
- * as u8 (the top bit flipped when x is i8), pad_level where the tap reads padding. */
-static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint8_t flip, uint8_t pad_level,
-                         uint8_t *v) {
+/* row (L) = row (c, i, j) of image x's column matrix, as stored: row[(oh, ow)] = x[c][ih][iw] with
+ * ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or pad where the tap reads padding. */
+static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, uint8_t pad,
+                             uint8_t *row) {
     const kn_window_axis *h = &g->h, *w = &g->w;
-    int64_t L = g->out_plane;
-    if (g->K % 4 || L % 16) /* padding of the last group or panel: the weights there are 0 */
-        memset(v, 0, kn_qgemm_v_bytes(L, g->K));
-    int64_t k = 0;
-    for (int64_t c = c0; c < c0 + g->Cg; c++)
-        for (int64_t i = 0; i < h->kernel; i++)
-            for (int64_t j = 0; j < w->kernel; j++, k++) {
-                const uint8_t *plane = x + c * h->in * w->in;
-                int64_t l = 0;
-                for (int64_t oh = 0; oh < h->out; oh++) {
-                    int64_t ih = oh * h->stride - h->pad_begin + i * h->dilation;
-                    bool row_in = ih >= 0 && ih < h->in;
-                    for (int64_t ow = 0; ow < w->out; ow++, l++) {
-                        int64_t iw = ow * w->stride - w->pad_begin + j * w->dilation;
-                        bool in = row_in && iw >= 0 && iw < w->in;
-                        v[kn_qgemm_v_index(k, l, g->K)] = in ? (uint8_t)(plane[ih * w->in + iw] ^ flip) : pad_level;
-                    }
-                }
+    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+    kn_window_tap_range(h, i, &oh_lo, &oh_hi);
+    kn_window_tap_range(w, j, &ow_lo, &ow_hi);
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi) {
+        memset(row, pad, (size_t)g->out_plane);
+        return;
+    }
+    memset(row, pad, (size_t)(oh_lo * w->out));
+    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+        uint8_t *dst = row + oh * w->out;
+        const uint8_t *src = plane + (oh * h->stride - h->pad_begin + i * h->dilation) * w->in;
+        int64_t iw0 = ow_lo * w->stride - w->pad_begin + j * w->dilation;
+        memset(dst, pad, (size_t)ow_lo);
+        if (w->stride == 1)
+            memcpy(dst + ow_lo, src + iw0, (size_t)(ow_hi - ow_lo));
+        else
+            for (int64_t ow = ow_lo; ow < ow_hi; ow++)
+                dst[ow] = src[iw0 + (ow - ow_lo) * w->stride];
+        memset(dst + ow_hi, pad, (size_t)(w->out - ow_hi));
+    }
+    memset(row + oh_hi * w->out, pad, (size_t)((h->out - oh_hi) * w->out));
+}
+
+/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = OH*OW columns) of channels
+ * [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is i8 (flip 0x80), the zero
+ * point's level where a tap reads padding. Four rows of the column matrix are unfolded into rows
+ * (4, L rounded up to 16), then interleaved into the panels' groups of 4 bytes. */
+static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint8_t flip, uint8_t pad,
+                         uint8_t *rows, uint8_t *v) {
+    int64_t L = g->out_plane, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
+    int64_t kq = (g->K + 3) / 4;
+    for (int64_t grp4 = 0; grp4 < kq; grp4++) {
+        for (int r = 0; r < 4; r++) {
+            int64_t k = grp4 * 4 + r;
+            uint8_t *row = rows + r * L16;
+            if (k < g->K) {
+                int64_t c = c0 + k / taps, tap = k % taps;
+                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, pad, row);
+                memset(row + L, pad, (size_t)(L16 - L));
+            } else {
+                memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
             }
+        }
+        for (int64_t p = 0; p < L16 / 16; p++) {
+            uint8_t *dst = v + (size_t)((p * kq + grp4) * 64); // 16 columns x 4 k
+            const uint8_t *r0 = rows + p * 16, *r1 = r0 + L16, *r2 = r1 + L16, *r3 = r2 + L16;
+            for (int l = 0; l < 16; l++) {
+                dst[l * 4 + 0] = r0[l] ^ flip;
+                dst[l * 4 + 1] = r1[l] ^ flip;
+                dst[l * 4 + 2] = r2[l] ^ flip;
+                dst[l * 4 + 3] = r3[l] ^ flip;
+            }
+        }
+    }
 }
 
 static kiln_status qconv_forward(const kn_op_call *call) {
@@ -171,12 +205,13 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     KN_TRY(check_x(node, x, 4));
     KN_TRY(qconv_geom_of(node, &x->shape, &g));
     size_t v_bytes = kn_qgemm_v_bytes(g.out_plane, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
-    uint8_t *v = kn_op_scratch(call->ctx, v_bytes); // packed (K, OH*OW) column matrix of one group
+    size_t rows_bytes = (size_t)(4 * ((g.out_plane + 15) / 16 * 16));
+    uint8_t *v = kn_op_scratch(call->ctx, v_bytes + rows_bytes); // packed (K, OH*OW) column matrix of one group
     if (!v)
         return kn_fail(KILN_ERR_NOMEM, "no memory for a %zu-byte column matrix", v_bytes);
-    bool x_signed = x->dtype == KN_I8;
-    uint8_t flip = x_signed ? 0x80 : 0;
-    uint8_t pad_level = (uint8_t)((int)kn_node_int(node, "kn_x_zero_point", 0) ^ flip);
+    uint8_t *rows = v + v_bytes;                                   // (4, OH*OW rounded up to 16)
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     kn_qepilogue epi = epilogue_of(call);
     size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
@@ -185,7 +220,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     const uint8_t *w = call->in[1]->data;
     for (int64_t n = 0; n < g.N; n++)
         for (int64_t grp = 0; grp < g.group; grp++) {
-            qconv_unfold(&g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, flip, pad_level, v);
+            qconv_unfold(&g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, flip, pad, rows, v);
             kn_qepilogue group_epi = epi;
             group_epi.corr += grp * g.Mg;
             group_epi.mult += grp * g.Mg;

@@ -62,6 +62,14 @@ void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
             rows_panel(kq, b, v + (size_t)p * v_panel_bytes, i0, v_unsigned, acc + p * 16);
 }
 
+/* Stores 8 levels (whole floats in [-128, 255]) as their low bytes. */
+static inline void store_levels(uint8_t *y, __m256 q) {
+    __m256i levels = _mm256_cvtps_epi32(q);
+    __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(levels), _mm256_extracti128_si256(levels, 1));
+    __m128i bytes = _mm_shuffle_epi8(w16, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1));
+    _mm_storel_epi64((__m128i *)y, bytes);
+}
+
 /* The steps of kn_quant_layer_level, one IEEE operation each, in its order (see the AVX-512
  * epilogue); a tail of fewer than 8 goes through the reference. */
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
@@ -88,15 +96,24 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
         }
         __m256 q = _mm256_round_ps(_mm256_div_ps(value, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zp), lo), hi);
-        __m256i levels = _mm256_cvtps_epi32(q); // 8 int32 in [-128, 255]: keep each low byte
-        __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(levels), _mm256_extracti128_si256(levels, 1));
-        __m128i bytes = _mm_shuffle_epi8(w16, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1,
-                                                            -1, -1, -1));
-        _mm_storel_epi64((__m128i *)((uint8_t *)y + i), bytes);
+        store_levels((uint8_t *)y + i, q);
     }
     if (i < n) {
         size_t y_size = e->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
         kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane,
                                   (char *)y + (size_t)i * y_size);
     }
+}
+
+void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                            uint8_t *y) {
+    kn_quant_range range = kn_quant_range_of(8, is_signed);
+    __m256 s = _mm256_set1_ps(scale), zp = _mm256_set1_ps((float)zero_point);
+    __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        store_levels(y + i, _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zp), lo), hi));
+    }
+    kn_qgemm_quantize_generic(x + i, n - i, scale, zero_point, is_signed, y + i);
 }

@@ -82,3 +82,17 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
         _mm512_mask_cvtepi32_storeu_epi8((uint8_t *)y + i, m, _mm512_cvtps_epi32(q));
     }
 }
+
+void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                              uint8_t *y) {
+    kn_quant_range range = kn_quant_range_of(8, is_signed);
+    __m512 s = _mm512_set1_ps(scale), zp = _mm512_set1_ps((float)zero_point);
+    __m512 lo = _mm512_set1_ps((float)range.qmin), hi = _mm512_set1_ps((float)range.qmax);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), s),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, zp), lo), hi);
+        _mm512_mask_cvtepi32_storeu_epi8(y + i, m, _mm512_cvtps_epi32(q));
+    }
+}
