@@ -38,22 +38,25 @@ void kn_qgemm_pack_weights_v(const int8_t *w, int64_t rows, int64_t K, int64_t l
 
 void kn_qgemm_pack_rows_b(const uint8_t *x, int64_t R, int64_t K, int64_t ld, bool x_signed, uint8_t *dst) {
     int64_t kq = depth_groups(K);
-    uint8_t flip = x_signed ? 0x80 : 0;
-    for (int64_t s = 0; s < (R + KN_QGEMM_MR - 1) / KN_QGEMM_MR; s++)
-        for (int64_t g = 0; g < kq; g++)
-            for (int i = 0; i < KN_QGEMM_MR; i++)
-                for (int j = 0; j < 4; j++) {
-                    int64_t r = s * KN_QGEMM_MR + i, k = g * 4 + j;
-                    dst[(s * kq + g) * 4 * KN_QGEMM_MR + i * 4 + j] =
-                        (r < R && k < K) ? (uint8_t)(x[r * ld + k] ^ flip) : 0;
-                }
+    size_t bytes = kn_qgemm_b_bytes(R, K);
+    memset(dst, 0, bytes);
+    for (int64_t r = 0; r < R; r++) {
+        uint8_t *d = dst + (size_t)((r / KN_QGEMM_MR) * kq * 4 * KN_QGEMM_MR + (r % KN_QGEMM_MR) * 4);
+        for (int64_t g = 0; g < K / 4; g++)
+            memcpy(d + g * 4 * KN_QGEMM_MR, x + r * ld + g * 4, 4);
+        for (int64_t k = K / 4 * 4; k < K; k++)
+            d[(K / 4) * 4 * KN_QGEMM_MR + k % 4] = x[r * ld + k];
+    }
+    if (x_signed) /* x + 128 as u8; the padding's value does not matter */
+        for (size_t i = 0; i < bytes; i++)
+            dst[i] ^= 0x80;
 }
 
 /* ---- the generic kernels: the reference ---------------------------------------------------------- */
 
 static void micro_generic(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                          bool v_unsigned, int32_t *acc) {
-    for (int i = 0; i < KN_QGEMM_MR; i++)
+                          int rows, bool v_unsigned, int32_t *acc) {
+    for (int i = 0; i < rows; i++)
         for (int l = 0; l < 16 * panels; l++) {
             const uint8_t *vp = v + (size_t)(l / 16) * v_panel_bytes + (l % 16) * 4;
             int32_t sum = 0;
@@ -149,12 +152,13 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         int64_t s = t / col_tiles, ct = t % col_tiles;
         int64_t panel0 = ct * KN_QGEMM_NV;
         int panels = (int)(panels_total - panel0 < KN_QGEMM_NV ? panels_total - panel0 : KN_QGEMM_NV);
+        int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
         _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
         k->micro(kq, p->b + (size_t)s * (size_t)kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * v_panel_bytes,
-                 v_panel_bytes, panels, p->v_unsigned, acc);
+                 v_panel_bytes, panels, rows, p->v_unsigned, acc);
         int64_t col0 = ct * KN_QGEMM_TILE_COLS;
         int n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS);
-        for (int i = 0; i < KN_QGEMM_MR && s * KN_QGEMM_MR + i < p->R; i++) {
+        for (int i = 0; i < rows; i++) {
             int64_t r = s * KN_QGEMM_MR + i;
             char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
             k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,

@@ -10,10 +10,10 @@
 #define KN_QGEMM_TILE_COLS (16 * KN_QGEMM_NV)
 
 /* acc (MR, KN_QGEMM_TILE_COLS) = the tile of one B sliver (kq = Kp/4 groups of MR x 4 bytes) by
- * `panels` V panels (each kq x 64 bytes, v_panel_bytes apart); columns past the panels are not
- * written. Exact int32 sums. */
+ * `panels` V panels (each kq x 64 bytes, v_panel_bytes apart); only the first `rows` rows (1 to MR)
+ * are needed, and columns past the panels are not written. Exact int32 sums. */
 typedef void (*kn_qgemm_micro_fn)(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes,
-                                  int panels, bool v_unsigned, int32_t *acc);
+                                  int panels, int rows, bool v_unsigned, int32_t *acc);
 
 /* y[0..n) = the epilogue of acc[0..n): channel `channel` for every element, or channel + i for
  * element i when per_lane. y is u8, i8 or f32 as e->y_type. */
@@ -42,11 +42,11 @@ void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                               uint8_t *y);
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         bool v_unsigned, int32_t *acc);
+                         int rows, bool v_unsigned, int32_t *acc);
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
                             void *y);
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         bool v_unsigned, int32_t *acc);
+                         int rows, bool v_unsigned, int32_t *acc);
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
                               bool per_lane, void *y);
 

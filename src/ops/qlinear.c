@@ -1,4 +1,4 @@
-/* The integer layers: QLinearConvPacked and QLinearGemmPacked, which the inference optimizer makes out
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them), which the inference optimizer makes out
  * of DequantizeLinear -> Conv / Gemm / MatMul [-> BatchNormalization] [-> Relu] [-> QuantizeLinear]
  * chains (src/runtime/optimize.c, "Integer layers"). Their numbers are core/quant.h's "Integer layers":
  * exact int32 sums of the levels, then one fused multiply-add and the QuantizeLinear rounding; the
@@ -145,24 +145,17 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     kn_window_tap_range(h, i, &oh_lo, &oh_hi);
     kn_window_tap_range(w, j, &ow_lo, &ow_hi);
-    if (oh_lo >= oh_hi || ow_lo >= ow_hi) {
-        memset(row, pad, (size_t)g->out_plane);
-        return;
-    }
-    memset(row, pad, (size_t)(oh_lo * w->out));
-    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-        uint8_t *dst = row + oh * w->out;
-        const uint8_t *src = plane + (oh * h->stride - h->pad_begin + i * h->dilation) * w->in;
-        int64_t iw0 = ow_lo * w->stride - w->pad_begin + j * w->dilation;
-        memset(dst, pad, (size_t)ow_lo);
+    memset(row, pad, (size_t)g->out_plane); /* then the taps that read real pixels */
+    for (int64_t oh = oh_lo; oh < oh_hi && ow_lo < ow_hi; oh++) {
+        uint8_t *dst = row + oh * w->out + ow_lo;
+        const uint8_t *src = plane + (oh * h->stride - h->pad_begin + i * h->dilation) * w->in +
+                             ow_lo * w->stride - w->pad_begin + j * w->dilation;
         if (w->stride == 1)
-            memcpy(dst + ow_lo, src + iw0, (size_t)(ow_hi - ow_lo));
+            memcpy(dst, src, (size_t)(ow_hi - ow_lo));
         else
-            for (int64_t ow = ow_lo; ow < ow_hi; ow++)
-                dst[ow] = src[iw0 + (ow - ow_lo) * w->stride];
-        memset(dst + ow_hi, pad, (size_t)(w->out - ow_hi));
+            for (int64_t t = 0; t < ow_hi - ow_lo; t++)
+                dst[t] = src[t * w->stride];
     }
-    memset(row + oh_hi * w->out, pad, (size_t)((h->out - oh_hi) * w->out));
 }
 
 /* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = OH*OW columns) of channels
@@ -173,6 +166,7 @@ static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint
                          uint8_t *rows, uint8_t *v) {
     int64_t L = g->out_plane, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
     int64_t kq = (g->K + 3) / 4;
+    uint32_t flip4 = flip * 0x01010101u;
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
@@ -188,12 +182,11 @@ static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint
         for (int64_t p = 0; p < L16 / 16; p++) {
             uint8_t *dst = v + (size_t)((p * kq + grp4) * 64); // 16 columns x 4 k
             const uint8_t *r0 = rows + p * 16, *r1 = r0 + L16, *r2 = r1 + L16, *r3 = r2 + L16;
-            for (int l = 0; l < 16; l++) {
-                dst[l * 4 + 0] = r0[l] ^ flip;
-                dst[l * 4 + 1] = r1[l] ^ flip;
-                dst[l * 4 + 2] = r2[l] ^ flip;
-                dst[l * 4 + 3] = r3[l] ^ flip;
-            }
+            uint32_t words[16]; /* column l's 4 bytes, k ascending (little-endian) */
+            for (int l = 0; l < 16; l++)
+                words[l] = ((uint32_t)r0[l] | (uint32_t)r1[l] << 8 | (uint32_t)r2[l] << 16 | (uint32_t)r3[l] << 24) ^
+                           flip4;
+            memcpy(dst, words, sizeof words);
         }
     }
 }
@@ -301,6 +294,105 @@ static int64_t qgemm_flops(const kn_graph *g, const kn_node *node) {
     int64_t K = kn_node_int(node, "kn_k", 0), N = kn_node_int(node, "kn_n", 0);
     return x && x->shape.ndim >= 2 && K > 0 ? 2 * (kn_shape_numel(&x->shape) / K) * K * N : 0;
 }
+
+/* ---- MaxPoolInteger ---------------------------------------------------------------------------- */
+
+/* MaxPool over levels: QuantizeLinear is non-decreasing, so the level of a window's largest value is the
+ * largest level in the window, and the optimizer moves a QuantizeLinear from after a MaxPool to before
+ * it (onto an integer layer's output) without changing a number. 2-D, NCHW, u8 or i8, MaxPool's
+ * attributes (kernel_shape, strides, pads, dilations, auto_pad, ceil_mode); one output. A window of
+ * padding only gives the lowest level, the level of MaxPool's -inf. */
+
+static kiln_status qmaxpool_geom(const kn_node *node, const kn_shape *x, kn_window_axis axes[2]) {
+    int64_t kernel[2];
+    if (x->ndim != 4)
+        return kn_fail(KILN_ERR_SHAPE, "x has rank %d; 4 (N, C, H, W) is supported", x->ndim);
+    if (kn_node_ints(node, "kernel_shape", kernel, 2) != 2 || kernel[0] < 1 || kernel[1] < 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kernel_shape must be 2 positive sizes");
+    return kn_window_resolve(node, &x->d[2], kernel, kn_node_int(node, "ceil_mode", 0) != 0, axes);
+}
+
+static kiln_status qmaxpool_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x || (x->dtype != KN_U8 && x->dtype != KN_I8))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "x must be u8 or i8 levels");
+    kn_window_axis axes[2];
+    KN_TRY(qmaxpool_geom(node, &x->shape, axes));
+    kn_shape y = kn_shape_of(4, (int64_t[]){x->shape.d[0], x->shape.d[1], axes[0].out, axes[1].out});
+    kn_set_output(g, node, 0, &y, x->dtype);
+    return KILN_OK;
+}
+
+/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling. */
+static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
+    return h->kernel == 2 && w->kernel == 2 && h->stride == 2 && w->stride == 2 && h->dilation == 1 &&
+           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
+}
+
+static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, uint8_t flip,
+                               uint8_t *y) {
+    for (int64_t oh = 0; oh < h->out; oh++) {
+        const uint8_t *r0 = x + 2 * oh * w->in, *r1 = r0 + w->in;
+        for (int64_t ow = 0; ow < w->out; ow++) {
+            uint8_t a = r0[2 * ow] ^ flip, b = r0[2 * ow + 1] ^ flip, c = r1[2 * ow] ^ flip, d = r1[2 * ow + 1] ^ flip;
+            uint8_t ab = a > b ? a : b, cd = c > d ? c : d;
+            y[oh * w->out + ow] = (ab > cd ? ab : cd) ^ flip;
+        }
+    }
+}
+
+/* One plane, any window; levels compared as u8 after flipping i8's top bit. j_lo and j_hi (w->out)
+ * hold each output column's taps inside the plane. */
+static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t *j_lo,
+                           const int64_t *j_hi, const uint8_t *x, uint8_t flip, uint8_t *y) {
+    for (int64_t oh = 0; oh < h->out; oh++) {
+        int64_t i_lo, i_hi;
+        kn_window_taps_inside(h, oh, &i_lo, &i_hi);
+        for (int64_t ow = 0; ow < w->out; ow++) {
+            uint8_t best = 0; /* the lowest level, flipped */
+            for (int64_t i = i_lo; i < i_hi; i++) {
+                const uint8_t *row = x + (kn_window_start(h, oh) + i * h->dilation) * w->in + kn_window_start(w, ow);
+                for (int64_t j = j_lo[ow]; j < j_hi[ow]; j++) {
+                    uint8_t v = row[j * w->dilation] ^ flip;
+                    best = v > best ? v : best;
+                }
+            }
+            y[oh * w->out + ow] = best ^ flip;
+        }
+    }
+}
+
+static kiln_status qmaxpool_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    kn_window_axis axes[2];
+    KN_TRY(qmaxpool_geom(call->node, &x->shape, axes));
+    int64_t planes = x->shape.d[0] * x->shape.d[1];
+    int64_t in_plane = axes[0].in * axes[1].in, out_plane = axes[0].out * axes[1].out;
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    const uint8_t *xs = x->data; // (N*C, H, W)
+    uint8_t *ys = call->out[0]->data;
+    if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip, ys + p * out_plane);
+        return KILN_OK;
+    }
+    int64_t *taps = kn_op_scratch(call->ctx, sizeof(int64_t) * (size_t)(2 * axes[1].out)); // j_lo, j_hi (OW each)
+    if (!taps)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
+    for (int64_t ow = 0; ow < axes[1].out; ow++)
+        kn_window_taps_inside(&axes[1], ow, &taps[ow], &taps[axes[1].out + ow]);
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
+    for (int64_t p = 0; p < planes; p++)
+        qmaxpool_plane(&axes[0], &axes[1], taps, taps + axes[1].out, xs + p * in_plane, flip, ys + p * out_plane);
+    return KILN_OK;
+}
+
+const kn_op kn_op_maxpoolinteger = {
+    .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,
+    .infer = qmaxpool_infer, .forward = qmaxpool_forward,
+};
 
 const kn_op kn_op_qlinearconvpacked = {
     .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 5,

@@ -15,7 +15,7 @@
     X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
 /* The integer layers the inference optimizer makes (ops/qlinear.c); not in ONNX files. */
-#define KN_OPS_INT8(X) X(qlinearconvpacked) X(qlineargemmpacked)
+#define KN_OPS_INT8(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger)
 
 #define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INT8(X)
 

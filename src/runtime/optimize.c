@@ -566,37 +566,64 @@ static bool is_integer_layer(const kn_node *n) {
     return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
 }
 
-/* QuantizeLinear (per tensor) after an integer layer with f32 output: the layer writes the levels. */
+/* The per-tensor quantization of QuantizeLinear node q: false unless its scale and zero point are
+ * constant scalars (the zero point u8 or i8) and the scale finite and > 0. */
+static bool quantize_params(const kn_graph *g, const kn_node *q, float *scale, int64_t *zero, int *y_type) {
+    const kn_value *s = kn_node_input(g, q, 1), *z = kn_node_input(g, q, 2);
+    if (q->n_out != 1 || !is_constant(g, q->in[1]) || s->dtype != KN_F32 || kn_shape_numel(&s->shape) != 1 ||
+        (z && (!is_constant(g, q->in[2]) || kn_shape_numel(&z->shape) != 1 ||
+               (z->dtype != KN_U8 && z->dtype != KN_I8))))
+        return false;
+    *scale = *(const float *)s->data;
+    bool is_signed = z && z->dtype == KN_I8;
+    *zero = !z ? 0 : is_signed ? *(const int8_t *)z->data : *(const uint8_t *)z->data;
+    *y_type = is_signed ? KN_QOUT_I8 : KN_QOUT_U8;
+    return *scale >= FLT_MIN && *scale < INFINITY;
+}
+
+/* Whether node n passes levels through unchanged in meaning: a MaxPool with one output (it becomes
+ * MaxPoolInteger: QuantizeLinear is non-decreasing, so it commutes with max) or a Flatten. */
+static bool commutes_with_quantize(const kn_node *n) {
+    return (op_is(n, "MaxPool") && n->n_out == 1) || op_is(n, "Flatten");
+}
+
+/* QuantizeLinear (per tensor) after an integer layer with f32 output, directly or through MaxPool and
+ * Flatten nodes that nothing else reads: the layer writes the levels, the MaxPools become
+ * MaxPoolInteger, and the QuantizeLinear goes. */
 static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
     int *reads = count_reads(g);
     if (!reads)
         return kn_fail(KILN_ERR_NOMEM, "out of memory fusing QuantizeLinear");
+    const kn_op *qmaxpool = kn_op_find("MaxPoolInteger");
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kn_node *q = &g->nodes[i];
-        if (!op_is(q, "QuantizeLinear") || q->n_out != 1 || !is_constant(g, q->in[1]))
+        float s_y;
+        int64_t z_y;
+        int y_type;
+        if (!op_is(q, "QuantizeLinear") || !quantize_params(g, q, &s_y, &z_y, &y_type))
             continue;
-        kn_node *layer = sole_producer(g, reads, q->in[0]);
-        const kn_value *scale = kn_node_input(g, q, 1), *zero = kn_node_input(g, q, 2);
-        if (!layer || !is_integer_layer(layer) || kn_node_int(layer, "kn_y_type", 0) != KN_QOUT_F32 ||
-            scale->dtype != KN_F32 || kn_shape_numel(&scale->shape) != 1 ||
-            (zero && (!is_constant(g, q->in[2]) || kn_shape_numel(&zero->shape) != 1 ||
-                      (zero->dtype != KN_U8 && zero->dtype != KN_I8))))
+        kn_node *chain[8], *layer = sole_producer(g, reads, q->in[0]);
+        int n_chain = 0;
+        while (layer && commutes_with_quantize(layer) && n_chain < 8) {
+            chain[n_chain++] = layer;
+            layer = sole_producer(g, reads, layer->in[0]);
+        }
+        if (!layer || !is_integer_layer(layer) || kn_node_int(layer, "kn_y_type", 0) != KN_QOUT_F32)
             continue;
-        float s_y = *(const float *)scale->data;
-        if (!(s_y >= FLT_MIN && s_y < INFINITY))
-            continue;
-        bool is_signed = zero && zero->dtype == KN_I8;
-        int64_t z_y = !zero ? 0 : is_signed ? *(const int8_t *)zero->data : *(const uint8_t *)zero->data;
         int index = (int)(layer - g->nodes);
-        st = kn_node_set_int(g, index, "kn_y_type", is_signed ? KN_QOUT_I8 : KN_QOUT_U8);
+        st = kn_node_set_int(g, index, "kn_y_type", y_type);
         if (st == KILN_OK)
             st = kn_node_set_float(g, index, "kn_y_scale", s_y);
         if (st == KILN_OK)
             st = kn_node_set_int(g, index, "kn_y_zero_point", z_y);
         if (st != KILN_OK)
             break;
-        take_over_output(g, &g->nodes[index], q->in[0], q->out[0]);
+        for (int c = 0; c < n_chain; c++)
+            if (op_is(chain[c], "MaxPool"))
+                chain[c]->op = qmaxpool;
+        kn_node *last = n_chain ? chain[0] : &g->nodes[index];
+        take_over_output(g, last, q->in[0], q->out[0]);
         mark_removed(q);
         (*absorbed)++;
     }

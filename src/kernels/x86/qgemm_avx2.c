@@ -56,9 +56,9 @@ static inline void rows_panel(int64_t kq, const uint8_t *b, const uint8_t *v, in
 }
 
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         bool v_unsigned, int32_t *acc) {
+                         int rows, bool v_unsigned, int32_t *acc) {
     for (int p = 0; p < panels; p++)
-        for (int i0 = 0; i0 < KN_QGEMM_MR; i0 += 2)
+        for (int i0 = 0; i0 < rows; i0 += 2) /* an odd last row computes its padded neighbour too */
             rows_panel(kq, b, v + (size_t)p * v_panel_bytes, i0, v_unsigned, acc + p * 16);
 }
 

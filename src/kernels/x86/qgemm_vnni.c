@@ -13,17 +13,17 @@
 #include "kernels/qgemm_internal.h"
 
 static inline __attribute__((always_inline)) void micro_tile(int64_t kq, const uint8_t *b, const uint8_t *v,
-                                                             size_t v_panel_bytes, int nv, bool v_unsigned,
-                                                             int32_t *acc) {
+                                                             size_t v_panel_bytes, int nv, int mr,
+                                                             bool v_unsigned, int32_t *acc) {
     __m512i c[KN_QGEMM_MR][KN_QGEMM_NV];
-    for (int i = 0; i < KN_QGEMM_MR; i++)
+    for (int i = 0; i < mr; i++)
         for (int p = 0; p < nv; p++)
             c[i][p] = _mm512_setzero_si512();
     for (int64_t g = 0; g < kq; g++) {
         __m512i vv[KN_QGEMM_NV];
         for (int p = 0; p < nv; p++)
             vv[p] = _mm512_loadu_si512(v + (size_t)p * v_panel_bytes + g * 64);
-        for (int i = 0; i < KN_QGEMM_MR; i++) {
+        for (int i = 0; i < mr; i++) {
             int32_t word;
             memcpy(&word, b + g * 4 * KN_QGEMM_MR + i * 4, 4);
             __m512i bb = _mm512_set1_epi32(word);
@@ -32,23 +32,26 @@ static inline __attribute__((always_inline)) void micro_tile(int64_t kq, const u
                                      : _mm512_dpbusd_epi32(c[i][p], bb, vv[p]);
         }
     }
-    for (int i = 0; i < KN_QGEMM_MR; i++)
+    for (int i = 0; i < mr; i++)
         for (int p = 0; p < nv; p++)
             _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + p * 16, c[i][p]);
 }
 
+/* One loop per (panels, rows: 1, 2 or all, operand order), each keeping its accumulators in registers:
+ * a Gemm at batch 1 has one row. */
+#define MICRO_ROWS(nv, mr)                                                                                \
+    (v_unsigned ? micro_tile(kq, b, v, v_panel_bytes, nv, mr, true, acc)                                 \
+                : micro_tile(kq, b, v, v_panel_bytes, nv, mr, false, acc))
+#define MICRO_PANELS(nv)                                                                                  \
+    (rows == 1 ? MICRO_ROWS(nv, 1) : rows == 2 ? MICRO_ROWS(nv, 2) : MICRO_ROWS(nv, KN_QGEMM_MR))
+
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         bool v_unsigned, int32_t *acc) {
-    // One specialised loop per (panels, operand order), so each keeps its accumulators in registers.
-    switch (panels * 2 + v_unsigned) {
-    case 8: micro_tile(kq, b, v, v_panel_bytes, 4, false, acc); break;
-    case 9: micro_tile(kq, b, v, v_panel_bytes, 4, true, acc); break;
-    case 6: micro_tile(kq, b, v, v_panel_bytes, 3, false, acc); break;
-    case 7: micro_tile(kq, b, v, v_panel_bytes, 3, true, acc); break;
-    case 4: micro_tile(kq, b, v, v_panel_bytes, 2, false, acc); break;
-    case 5: micro_tile(kq, b, v, v_panel_bytes, 2, true, acc); break;
-    case 2: micro_tile(kq, b, v, v_panel_bytes, 1, false, acc); break;
-    default: micro_tile(kq, b, v, v_panel_bytes, 1, true, acc); break;
+                         int rows, bool v_unsigned, int32_t *acc) {
+    switch (panels) {
+    case 4: MICRO_PANELS(4); break;
+    case 3: MICRO_PANELS(3); break;
+    case 2: MICRO_PANELS(2); break;
+    default: MICRO_PANELS(1); break;
     }
 }
 
