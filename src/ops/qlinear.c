@@ -145,16 +145,35 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     kn_window_tap_range(h, i, &oh_lo, &oh_hi);
     kn_window_tap_range(w, j, &ow_lo, &ow_hi);
-    memset(row, pad, (size_t)g->out_plane); /* then the taps that read real pixels */
-    for (int64_t oh = oh_lo; oh < oh_hi && ow_lo < ow_hi; oh++) {
-        uint8_t *dst = row + oh * w->out + ow_lo;
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi) {
+        memset(row, pad, (size_t)g->out_plane);
+        return;
+    }
+    memset(row, pad, (size_t)(oh_lo * w->out));
+    memset(row + oh_hi * w->out, pad, (size_t)((h->out - oh_hi) * w->out));
+    if (h->stride == 1 && w->stride == 1 && w->out == w->in) {
+        // Output (oh, ow) reads input (oh + di, ow + dj): one copy shifted by di * W + dj, then the columns
+        // that wrapped around into the neighbouring rows become padding again.
+        int64_t shift = (i * h->dilation - h->pad_begin) * w->in + j * w->dilation - w->pad_begin;
+        memcpy(row + oh_lo * w->out, plane + oh_lo * w->in + shift, (size_t)((oh_hi - oh_lo) * w->out));
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+            for (int64_t ow = 0; ow < ow_lo; ow++)
+                row[oh * w->out + ow] = pad;
+            for (int64_t ow = ow_hi; ow < w->out; ow++)
+                row[oh * w->out + ow] = pad;
+        }
+        return;
+    }
+    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+        uint8_t *dst = row + oh * w->out;
         const uint8_t *src = plane + (oh * h->stride - h->pad_begin + i * h->dilation) * w->in +
                              ow_lo * w->stride - w->pad_begin + j * w->dilation;
-        if (w->stride == 1)
-            memcpy(dst, src, (size_t)(ow_hi - ow_lo));
-        else
-            for (int64_t t = 0; t < ow_hi - ow_lo; t++)
-                dst[t] = src[t * w->stride];
+        for (int64_t ow = 0; ow < ow_lo; ow++)
+            dst[ow] = pad;
+        for (int64_t t = 0; t < ow_hi - ow_lo; t++)
+            dst[ow_lo + t] = src[t * w->stride];
+        for (int64_t ow = ow_hi; ow < w->out; ow++)
+            dst[ow] = pad;
     }
 }
 
@@ -330,15 +349,24 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
            w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
 }
 
-static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, uint8_t flip,
+/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels. */
+#define QMAXPOOL_PLANE_2X2(T)                                                                              \
+    for (int64_t oh = 0; oh < h->out; oh++) {                                                              \
+        const T *r0 = (const T *)x + 2 * oh * w->in, *r1 = r0 + w->in;                                     \
+        T *out = (T *)y + oh * w->out;                                                                     \
+        for (int64_t ow = 0; ow < w->out; ow++) {                                                          \
+            T a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];                               \
+            T b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];                               \
+            out[ow] = a > b ? a : b;                                                                       \
+        }                                                                                                  \
+    }
+
+static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,
                                uint8_t *y) {
-    for (int64_t oh = 0; oh < h->out; oh++) {
-        const uint8_t *r0 = x + 2 * oh * w->in, *r1 = r0 + w->in;
-        for (int64_t ow = 0; ow < w->out; ow++) {
-            uint8_t a = r0[2 * ow] ^ flip, b = r0[2 * ow + 1] ^ flip, c = r1[2 * ow] ^ flip, d = r1[2 * ow + 1] ^ flip;
-            uint8_t ab = a > b ? a : b, cd = c > d ? c : d;
-            y[oh * w->out + ow] = (ab > cd ? ab : cd) ^ flip;
-        }
+    if (is_signed) {
+        QMAXPOOL_PLANE_2X2(int8_t)
+    } else {
+        QMAXPOOL_PLANE_2X2(uint8_t)
     }
 }
 
@@ -375,7 +403,7 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
 #pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
         for (int64_t p = 0; p < planes; p++)
-            qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip, ys + p * out_plane);
+            qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
         return KILN_OK;
     }
     int64_t *taps = kn_op_scratch(call->ctx, sizeof(int64_t) * (size_t)(2 * axes[1].out)); // j_lo, j_hi (OW each)
