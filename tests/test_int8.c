@@ -13,6 +13,8 @@
  *    bit; and the unoptimized graph (f32 Conv between Dequantize and Quantize) is within
  *    (K + 4) * FLT_EPSILON * (sum |x w| + |b|) of the exact value before quantization, so its levels
  *    are at most 1 away.
+ *    MaxPool between a layer and its QuantizeLinear: pooling the levels (MaxPoolInteger) equals pooling
+ *    the dequantized values, bit for bit, for 2x2 and padded 3x3 windows, u8 and i8.
  * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
  *    f32 QDQ reference path predict the same classes for every sample.
@@ -429,6 +431,73 @@ static void test_layers(void) {
         check_layer_case(&cases[i]);
 }
 
+/* Conv -> Relu -> MaxPool -> QuantizeLinear -> DequantizeLinear: the optimizer moves the quantization
+ * onto the integer layer and pools levels (MaxPoolInteger). Its output must equal, bit for bit, that of
+ * the same layer quantized before an f32 MaxPool (Conv -> Relu -> Q -> DQ -> MaxPool), since
+ * quantizing and dequantizing are both non-decreasing. */
+static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, bool pool_first, int64_t k, int64_t s,
+                      int64_t pad) {
+    layer_case conv = *c;
+    conv.y = 0;
+    build_layer(&conv, (layer_data *)d, g);
+    int y = g->outputs[0];
+    g->n_outputs = 0;
+    if (!pool_first)
+        y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
+    y = add_node(g, "MaxPool", 1, &y, "pool");
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "kernel_shape", 2, (int64_t[]){k, k}));
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "strides", 2, (int64_t[]){s, s}));
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "pads", 4, (int64_t[]){pad, pad, pad, pad}));
+    if (pool_first)
+        y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
+    g->outputs[g->n_outputs++] = y;
+    return y;
+}
+
+static void test_maxpool_integer(void) {
+    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1};
+    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
+    for (int signed_out = 0; signed_out <= 1; signed_out++)
+        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+            layer_case c = base;
+            c.y = signed_out ? 2 : 1;
+            c.relu = !signed_out;
+            layer_data d;
+            make_layer_data(&c, &d);
+            float x[2 * 5 * 9 * 9];
+            for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+                x[i] = rand_in(-2.0f, 2.0f);
+            const float *y[2] = {NULL, NULL};
+            int64_t n[2] = {0, 0};
+            kiln_model *models[2] = {NULL, NULL};
+            kiln_session *sessions[2] = {NULL, NULL};
+            for (int pool_first = 0; pool_first <= 1; pool_first++) {
+                kn_graph g;
+                pool_graph(&g, &c, &d, pool_first, windows[w][0], windows[w][1], windows[w][2]);
+                CHECK_OK(kn_model_from_graph(&g, &models[pool_first]));
+                if (!models[pool_first])
+                    continue;
+                if (pool_first)
+                    CHECK_MSG(count_op(kn_model_graph(models[1], true), "MaxPoolInteger") == 1 &&
+                                  count_op(kn_model_graph(models[1], true), "QuantizeLinear") == 1,
+                              "MaxPool %lld: the QuantizeLinear was not moved onto the layer", (long long)windows[w][0]);
+                sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
+                if (sessions[pool_first])
+                    y[pool_first] = rt_session_forward(sessions[pool_first], 2, x, 5 * 9 * 9, &n[pool_first]);
+            }
+            CHECK_MSG(y[0] && y[1] && n[0] == n[1] && memcmp(y[0], y[1], sizeof(float) * (size_t)n[0]) == 0,
+                      "MaxPool %lld stride %lld pad %lld, %s levels: pooling levels differs from pooling values",
+                      (long long)windows[w][0], (long long)windows[w][1], (long long)windows[w][2],
+                      signed_out ? "i8" : "u8");
+            for (int i = 0; i < 2; i++) {
+                kiln_session_free(sessions[i]);
+                kiln_model_free(models[i]);
+            }
+            free(d.s_w), free(d.b), free(d.w);
+        }
+    printf("MaxPoolInteger: 6 windows and level types equal to pooling the dequantized values\n");
+}
+
 /* ---- 3. a quantized CNN ------------------------------------------------------------------------ */
 
 /* Smooth images in [0, 1]: random blobs, so that the calibrated ranges look like real data's. */
@@ -506,6 +575,7 @@ int main(void) {
     test_kernels();
     test_quantize_kernels();
     test_layers();
+    test_maxpool_integer();
     test_quantized_cnn();
     return check_finish();
 }
