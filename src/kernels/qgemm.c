@@ -149,7 +149,9 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
     int64_t work = p->R * p->L * p->K;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
     for (int64_t t = 0; t < slivers * col_tiles; t++) {
-        int64_t s = t / col_tiles, ct = t % col_tiles;
+        // Column tiles outer: one tile of V (the larger operand, a convolution's image) stays in cache
+        // while every sliver of B passes over it.
+        int64_t ct = t / slivers, s = t % slivers;
         int64_t panel0 = ct * KN_QGEMM_NV;
         int panels = (int)(panels_total - panel0 < KN_QGEMM_NV ? panels_total - panel0 : KN_QGEMM_NV);
         int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);

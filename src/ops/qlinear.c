@@ -22,6 +22,7 @@
  * Inference only: no backward.
  */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -370,25 +371,44 @@ static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w,
     }
 }
 
-/* One plane, any window; levels compared as u8 after flipping i8's top bit. j_lo and j_hi (w->out)
- * hold each output column's taps inside the plane. */
-static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t *j_lo,
-                           const int64_t *j_hi, const uint8_t *x, uint8_t flip, uint8_t *y) {
+/* One plane, any window: the plane is copied (levels flipped to compare as u8) into `padded`, framed by
+ * the lowest level wherever a window can reach outside it, so that every window is read without bounds
+ * checks (then each output row takes the maximum down its window's rows, then across); pads[0..4) =
+ * top, left, bottom, right frame widths; `padded` has room for the framed plane and one more row. */
+static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t pads[4],
+                           const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
+    const int64_t pw = pads[1] + w->in + pads[3], ph = pads[0] + h->in + pads[2], width = w->in;
+    memset(padded, 0, (size_t)(pw * ph)); /* 0 is the lowest level once flipped */
+    for (int64_t r = 0; r < h->in; r++) {
+        uint8_t *restrict dst = padded + (r + pads[0]) * pw + pads[1];
+        const uint8_t *restrict src = x + r * width;
+        for (int64_t c = 0; c < width; c++)
+            dst[c] = src[c] ^ flip;
+    }
+    uint8_t *restrict column_max = padded + pw * ph; // (pw): the window rows' maximum of each padded column
     for (int64_t oh = 0; oh < h->out; oh++) {
-        int64_t i_lo, i_hi;
-        kn_window_taps_inside(h, oh, &i_lo, &i_hi);
+        const uint8_t *top = padded + (oh * h->stride - h->pad_begin + pads[0]) * pw;
+        memcpy(column_max, top, (size_t)pw);
+        for (int64_t i = 1; i < h->kernel; i++) {
+            const uint8_t *restrict row = top + i * h->dilation * pw;
+            for (int64_t c = 0; c < pw; c++)
+                column_max[c] = row[c] > column_max[c] ? row[c] : column_max[c];
+        }
         for (int64_t ow = 0; ow < w->out; ow++) {
-            uint8_t best = 0; /* the lowest level, flipped */
-            for (int64_t i = i_lo; i < i_hi; i++) {
-                const uint8_t *row = x + (kn_window_start(h, oh) + i * h->dilation) * w->in + kn_window_start(w, ow);
-                for (int64_t j = j_lo[ow]; j < j_hi[ow]; j++) {
-                    uint8_t v = row[j * w->dilation] ^ flip;
-                    best = v > best ? v : best;
-                }
-            }
+            const uint8_t *first = column_max + ow * w->stride - w->pad_begin + pads[1];
+            uint8_t best = 0;
+            for (int64_t j = 0; j < w->kernel; j++)
+                best = first[j * w->dilation] > best ? first[j * w->dilation] : best;
             y[oh * w->out + ow] = best ^ flip;
         }
     }
+}
+
+/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
+static void qmaxpool_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
+    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
+    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
+    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
 }
 
 static kiln_status qmaxpool_forward(const kn_op_call *call) {
@@ -406,14 +426,18 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
             qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
         return KILN_OK;
     }
-    int64_t *taps = kn_op_scratch(call->ctx, sizeof(int64_t) * (size_t)(2 * axes[1].out)); // j_lo, j_hi (OW each)
-    if (!taps)
+    int64_t pads[4];
+    qmaxpool_reach(&axes[0], &pads[0], &pads[2]);
+    qmaxpool_reach(&axes[1], &pads[1], &pads[3]);
+    size_t padded_bytes = (size_t)((pads[0] + axes[0].in + pads[2] + 1) * (pads[1] + axes[1].in + pads[3]));
+    int threads = kn_threads_get();
+    uint8_t *padded = kn_op_scratch(call->ctx, padded_bytes * (size_t)threads); // a framed plane per thread
+    if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
-    for (int64_t ow = 0; ow < axes[1].out; ow++)
-        kn_window_taps_inside(&axes[1], ow, &taps[ow], &taps[axes[1].out + ow]);
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= (1 << 16))
     for (int64_t p = 0; p < planes; p++)
-        qmaxpool_plane(&axes[0], &axes[1], taps, taps + axes[1].out, xs + p * in_plane, flip, ys + p * out_plane);
+        qmaxpool_plane(&axes[0], &axes[1], pads, xs + p * in_plane, flip,
+                       padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
     return KILN_OK;
 }
 
