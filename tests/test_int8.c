@@ -422,6 +422,8 @@ static void test_layers(void) {
         {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0},
         {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1},
         {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
+        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
+        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2},
         {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1},
         {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0},
         {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2},

@@ -98,13 +98,27 @@ void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, floa
     k->quantize(x, n, scale, zero_point, is_signed, y);
 }
 
+void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                 size_t stride) {
+    for (int64_t p = 0; p < panels; p++)
+        for (int l = 0; l < 16; l++)
+            for (int j = 0; j < 4; j++)
+                dst[(size_t)p * stride + (size_t)(l * 4 + j)] = rows[j][p * 16 + l] ^ flip;
+}
+
+void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4], int64_t panels, uint8_t flip,
+                         uint8_t *dst, size_t stride) {
+    k->interleave(rows, panels, flip, dst, stride);
+}
+
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
-                                               kn_qgemm_quantize_generic};
+                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
-                                            kn_qgemm_quantize_avx2};
+                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2};
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
-                                            kn_qgemm_quantize_avx512};
+                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

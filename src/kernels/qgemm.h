@@ -77,6 +77,14 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
                        bool is_signed, uint8_t *y);
 
+/* One depth group of V from four rows of a column matrix: for each panel p < panels, the 64 bytes at
+ * dst + p * stride get column l's bytes rows[0][16p + l] ... rows[3][16p + l] (each ^ flip) at l * 4.
+ * rows hold 16 * panels bytes each. */
+typedef void (*kn_qgemm_interleave_fn)(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                       size_t stride);
+void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4], int64_t panels, uint8_t flip,
+                         uint8_t *dst, size_t stride);
+
 /* Bytes of packed B for R rows and of packed V for L columns, both of depth K. */
 size_t kn_qgemm_b_bytes(int64_t R, int64_t K);
 size_t kn_qgemm_v_bytes(int64_t L, int64_t K);

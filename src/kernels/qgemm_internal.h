@@ -30,6 +30,7 @@ struct kn_qgemm_kernel {
     kn_qgemm_micro_fn micro;
     kn_qgemm_epilogue_fn epilogue;
     kn_qgemm_quantize_fn quantize;
+    kn_qgemm_interleave_fn interleave;
 };
 
 /* The reference epilogue; the ISA epilogues use it for their tails. */
@@ -41,6 +42,10 @@ void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero
                             uint8_t *y);
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                               uint8_t *y);
+void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                 size_t stride);
+void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                              size_t stride);
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          int rows, bool v_unsigned, int32_t *acc);
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,

@@ -138,76 +138,78 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* row (L) = row (c, i, j) of image x's column matrix, as stored: row[(oh, ow)] = x[c][ih][iw] with
- * ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or pad where the tap reads padding. */
-static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, uint8_t pad,
-                             uint8_t *row) {
+/* Output rows per block: whole output rows making about this many columns, so that a block's packed
+ * column matrix stays in cache while every filter passes over it. */
+#define KN_QCONV_BLOCK_COLS 512
+
+/* row ((oh1 - oh0) * OW) = output rows [oh0, oh1) of row (c, i, j) of image x's column matrix, as
+ * stored: row[(oh - oh0, ow)] = x[c][ih][iw] with ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or
+ * pad where the tap reads padding. */
+static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, int64_t oh0,
+                             int64_t oh1, uint8_t pad, uint8_t *row) {
     const kn_window_axis *h = &g->h, *w = &g->w;
+    const int64_t OW = w->out, W = w->in;
     int64_t oh_lo, oh_hi, ow_lo, ow_hi;
     kn_window_tap_range(h, i, &oh_lo, &oh_hi);
     kn_window_tap_range(w, j, &ow_lo, &ow_hi);
-    if (oh_lo >= oh_hi || ow_lo >= ow_hi) {
-        memset(row, pad, (size_t)g->out_plane);
+    oh_lo = oh_lo > oh0 ? oh_lo : oh0;
+    oh_hi = oh_hi < oh1 ? oh_hi : oh1;
+    memset(row, pad, (size_t)((oh1 - oh0) * OW)); /* then the taps that read real pixels */
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
         return;
-    }
-    memset(row, pad, (size_t)(oh_lo * w->out));
-    memset(row + oh_hi * w->out, pad, (size_t)((h->out - oh_hi) * w->out));
-    if (h->stride == 1 && w->stride == 1 && w->out == w->in) {
-        // Output (oh, ow) reads input (oh + di, ow + dj): one copy shifted by di * W + dj, then the columns
-        // that wrapped around into the neighbouring rows become padding again.
-        int64_t shift = (i * h->dilation - h->pad_begin) * w->in + j * w->dilation - w->pad_begin;
-        memcpy(row + oh_lo * w->out, plane + oh_lo * w->in + shift, (size_t)((oh_hi - oh_lo) * w->out));
+    const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
+    if (h->stride == 1 && w->stride == 1 && OW == W) {
+        // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
+        // shifted by di * W + dj; the columns that wrapped around into neighbouring rows become padding.
+        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first;
+        memcpy(row + first - oh0 * OW, plane + first + di * W + dj, (size_t)count);
         for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+            uint8_t *r = row + (oh - oh0) * OW;
             for (int64_t ow = 0; ow < ow_lo; ow++)
-                row[oh * w->out + ow] = pad;
-            for (int64_t ow = ow_hi; ow < w->out; ow++)
-                row[oh * w->out + ow] = pad;
+                r[ow] = pad;
+            for (int64_t ow = ow_hi; ow < OW; ow++)
+                r[ow] = pad;
         }
         return;
     }
+    const int64_t sw = w->stride, n = ow_hi - ow_lo;
     for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-        uint8_t *dst = row + oh * w->out;
-        const uint8_t *src = plane + (oh * h->stride - h->pad_begin + i * h->dilation) * w->in +
-                             ow_lo * w->stride - w->pad_begin + j * w->dilation;
-        for (int64_t ow = 0; ow < ow_lo; ow++)
-            dst[ow] = pad;
-        for (int64_t t = 0; t < ow_hi - ow_lo; t++)
-            dst[ow_lo + t] = src[t * w->stride];
-        for (int64_t ow = ow_hi; ow < w->out; ow++)
-            dst[ow] = pad;
+        uint8_t *restrict dst = row + (oh - oh0) * OW + ow_lo;
+        const uint8_t *restrict src = plane + (oh * h->stride + di) * W + ow_lo * sw + dj;
+        if (sw == 1)
+            memcpy(dst, src, (size_t)n);
+        else if (sw == 2)
+            for (int64_t t = 0; t < n; t++)
+                dst[t] = src[2 * t];
+        else
+            for (int64_t t = 0; t < n; t++)
+                dst[t] = src[t * sw];
     }
 }
 
-/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = OH*OW columns) of channels
- * [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is i8 (flip 0x80), the zero
- * point's level where a tap reads padding. Four rows of the column matrix are unfolded into rows
- * (4, L rounded up to 16), then interleaved into the panels' groups of 4 bytes. */
-static void qconv_unfold(const qconv_geom *g, const uint8_t *x, int64_t c0, uint8_t flip, uint8_t pad,
-                         uint8_t *rows, uint8_t *v) {
-    int64_t L = g->out_plane, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
+/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = (oh1 - oh0) * OW columns) of output
+ * rows [oh0, oh1) and channels [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is
+ * i8 (flip 0x80), the zero point's level where a tap reads padding. Four rows of the column matrix are
+ * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. */
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, int64_t c0,
+                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
+    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
     int64_t kq = (g->K + 3) / 4;
-    uint32_t flip4 = flip * 0x01010101u;
+    const uint8_t *row_at[4] = {rows, rows + L16, rows + 2 * L16, rows + 3 * L16};
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
             uint8_t *row = rows + r * L16;
             if (k < g->K) {
                 int64_t c = c0 + k / taps, tap = k % taps;
-                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, pad, row);
+                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
+                                 pad, row);
                 memset(row + L, pad, (size_t)(L16 - L));
             } else {
                 memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
             }
         }
-        for (int64_t p = 0; p < L16 / 16; p++) {
-            uint8_t *dst = v + (size_t)((p * kq + grp4) * 64); // 16 columns x 4 k
-            const uint8_t *r0 = rows + p * 16, *r1 = r0 + L16, *r2 = r1 + L16, *r3 = r2 + L16;
-            uint32_t words[16]; /* column l's 4 bytes, k ascending (little-endian) */
-            for (int l = 0; l < 16; l++)
-                words[l] = ((uint32_t)r0[l] | (uint32_t)r1[l] << 8 | (uint32_t)r2[l] << 16 | (uint32_t)r3[l] << 24) ^
-                           flip4;
-            memcpy(dst, words, sizeof words);
-        }
+        kn_qgemm_interleave(kernel, row_at, L16 / 16, flip, v + grp4 * 64, (size_t)kq * 64);
     }
 }
 
@@ -217,35 +219,44 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     qconv_geom g;
     KN_TRY(check_x(node, x, 4));
     KN_TRY(qconv_geom_of(node, &x->shape, &g));
-    size_t v_bytes = kn_qgemm_v_bytes(g.out_plane, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
-    size_t rows_bytes = (size_t)(4 * ((g.out_plane + 15) / 16 * 16));
-    uint8_t *v = kn_op_scratch(call->ctx, v_bytes + rows_bytes); // packed (K, OH*OW) column matrix of one group
-    if (!v)
-        return kn_fail(KILN_ERR_NOMEM, "no memory for a %zu-byte column matrix", v_bytes);
-    uint8_t *rows = v + v_bytes;                                   // (4, OH*OW rounded up to 16)
+    const int64_t OW = g.w.out, OH = g.h.out;
+    int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
+    block_rows = block_rows < OH ? block_rows : OH;
+    int64_t blocks = (OH + block_rows - 1) / block_rows, items = g.N * g.group * blocks;
+    int64_t L16 = (block_rows * OW + 15) / 16 * 16;
+    size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
+    size_t per_thread = (v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
+    int threads = kn_threads_get();
+    // Threads take whole blocks when there are enough of them, else share each block's product.
+    int outer = items >= threads ? threads : 1, inner = outer == 1 ? threads : 1;
+    uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     kn_qepilogue epi = epilogue_of(call);
     size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    int threads = kn_threads_get();
     const uint8_t *xs = x->data; // (N, C, H, W)
     const uint8_t *w = call->in[1]->data;
-    for (int64_t n = 0; n < g.N; n++)
-        for (int64_t grp = 0; grp < g.group; grp++) {
-            qconv_unfold(&g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, flip, pad, rows, v);
-            kn_qepilogue group_epi = epi;
-            group_epi.corr += grp * g.Mg;
-            group_epi.mult += grp * g.Mg;
-            group_epi.bias += grp * g.Mg;
-            kn_qgemm_problem p = {
-                .R = g.Mg, .L = g.out_plane, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
-                .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
-                .y = (char *)call->out[0]->data + (size_t)((n * g.M + grp * g.Mg) * g.out_plane) * y_size,
-                .ldy = g.out_plane,
-            };
-            kn_qgemm_run(kernel, &p, threads);
-        }
+    char *ys = call->out[0]->data; // (N, M, OH, OW)
+#pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
+    for (int64_t item = 0; item < items; item++) {
+        int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
+        int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
+        uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
+        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, pad, v + v_bytes, v);
+        kn_qepilogue group_epi = epi;
+        group_epi.corr += grp * g.Mg;
+        group_epi.mult += grp * g.Mg;
+        group_epi.bias += grp * g.Mg;
+        kn_qgemm_problem p = {
+            .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
+            .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
+            .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
+        };
+        kn_qgemm_run(kernel, &p, inner);
+    }
     return KILN_OK;
 }
 

@@ -117,3 +117,23 @@ void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero
     }
     kn_qgemm_quantize_generic(x + i, n - i, scale, zero_point, is_signed, y + i);
 }
+
+/* Byte unpacks pair rows 0 and 1, and 2 and 3; word unpacks of those put each column's 4 bytes side by
+ * side, 4 columns per 16 bytes. */
+void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                              size_t stride) {
+    __m128i f = _mm_set1_epi8((char)flip);
+    for (int64_t p = 0; p < panels; p++) {
+        __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[0] + p * 16)), f);
+        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[1] + p * 16)), f);
+        __m128i c = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[2] + p * 16)), f);
+        __m128i d = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[3] + p * 16)), f);
+        __m128i ab_lo = _mm_unpacklo_epi8(a, b), ab_hi = _mm_unpackhi_epi8(a, b);
+        __m128i cd_lo = _mm_unpacklo_epi8(c, d), cd_hi = _mm_unpackhi_epi8(c, d);
+        __m128i *out = (__m128i *)(dst + (size_t)p * stride);
+        _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
+        _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
+    }
+}
