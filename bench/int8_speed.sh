@@ -60,7 +60,7 @@ for m in "${models[@]}"; do
     notes+="- $m: $(prepare "$m")"$'\n'
     for batch in 1 32; do
         probe=$("$driver" time "bench/models/${m}_f32.kiln" "$batch" 1 1 3 | field median_ms)
-        iters=$(awk -v t="$probe" 'BEGIN { n = int(1000 / t); print (n < 10 ? 10 : (n > 300 ? 300 : n)) }')
+        iters=$(awk -v t="$probe" 'BEGIN { n = int(1000 / t); print (n < 5 ? 5 : (n > 300 ? 300 : n)) }')
         warmup=$(( iters / 10 > 3 ? iters / 10 : 3 ))
         : > /tmp/int8_f32.$$ && : > /tmp/int8_int8.$$ && : > /tmp/int8_ort.$$
         for ((r = 0; r < rounds; r++)); do
