@@ -10,6 +10,7 @@
  *    always); memory is planned again only when input shapes change; input dimensions left open (-1).
  */
 #include <math.h>
+#include <omp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -657,6 +658,40 @@ static void test_no_allocation(const char *label, const char *spec) {
     kiln_model_free(model);
 }
 
+/* kiln leaves the calling program's OpenMP settings alone: sessions of 1, 2 and all threads run (and
+ * plan) with their own counts, passed to each parallel region, and afterwards the caller's
+ * omp_get_max_threads() and its own parallel regions still have the 3 threads it asked for. */
+static void test_caller_openmp_untouched(void) {
+    kn_graph g;
+    kiln_model *model = NULL;
+    CHECK_OK(rt_spec_text(small_cnn_spec, 4, &g));
+    int64_t sample = rt_sample_numel(&g);
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    float *x = malloc(sizeof(float) * (size_t)(8 * sample));
+    rt_fill(x, 8 * sample, 3);
+    omp_set_num_threads(3);
+    for (int threads = 0; model && threads <= 2; threads++) {
+        kiln_session *s = rt_session_new(model, true, threads, false);
+        int64_t numel;
+        CHECK(s && rt_session_forward(s, 8, x, sample, &numel) != NULL);
+        kiln_session_free(s);
+        CHECK_MSG(omp_get_max_threads() == 3, "after a run on %d thread(s) the caller's omp_get_max_threads() is %d, "
+                  "not the 3 it set", threads, omp_get_max_threads());
+    }
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    CHECK_MSG(team == 3, "the caller's next parallel region has %d threads, not 3", team);
+    printf("caller's OpenMP settings: omp_get_max_threads() %d and a team of %d after kiln runs\n",
+           omp_get_max_threads(), team);
+    omp_set_num_threads(omp_get_num_procs());
+    free(x);
+    kiln_model_free(model);
+}
+
 static void test_replanning(void) {
     kn_graph g;
     kiln_model *model = NULL;
@@ -751,5 +786,6 @@ int main(void) {
     test_no_allocation("small ViT", small_vit_spec);
     test_replanning();
     test_open_dimensions();
+    test_caller_openmp_untouched();
     return check_finish();
 }

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
 #include "ops/op.h"
@@ -211,7 +212,7 @@ static kiln_status gelu_backward(const kn_op_call *call) {
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
     bool store = kn_din_fresh(call, 0);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += GELU_CHUNK) {
         int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
         float grad[GELU_CHUNK];

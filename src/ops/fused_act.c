@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/fused_act.h"
 
 #include <math.h>
@@ -122,7 +123,7 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     if (act->kind == KN_ACT_NONE)
         return;
-#pragma omp parallel for schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += KN_FUSED_ACT_SPAN)
         kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
 }

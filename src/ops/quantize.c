@@ -10,6 +10,7 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "core/quant.h"
 #include "kernels/qgemm.h"
 #include "ops/movement.h"
@@ -99,7 +100,7 @@ static kiln_status quantize_forward(const kn_op_call *call) {
     const float *xs = kn_f32(x), *scales = kn_f32(scale); // x: (outer, channels, inner)
     uint8_t *y = call->out[0]->data;
     int64_t rows = q.outer * q.channels;
-#pragma omp parallel for schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t c = r % q.channels;
         kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[c], (int32_t)zero_point_at(zero_point, c),
@@ -144,7 +145,7 @@ static kiln_status dequantize_forward(const kn_op_call *call) {
     const float *scales = kn_f32(scale);
     float *y = kn_f32(call->out[0]); // (outer, channels, inner)
     int64_t rows = q.outer * q.channels;
-#pragma omp parallel for schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t c = r % q.channels, zp = zero_point_at(zero_point, c);
         for (int64_t i = r * q.inner; i < (r + 1) * q.inner; i++)

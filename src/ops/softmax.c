@@ -13,6 +13,7 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
 #include "ops/op.h"
@@ -140,7 +141,7 @@ static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form)
     if (n_elements == 0)
         return KILN_OK;
     int64_t n_lanes = lanes.outer * lanes.inner;
-#pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
     for (int64_t lane = 0; lane < n_lanes; lane++) {
         int64_t start = lane_start(&lanes, lane);
         if (log_form)
@@ -163,7 +164,7 @@ static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form
     if (n_elements == 0)
         return KILN_OK;
     int64_t n_lanes = lanes.outer * lanes.inner;
-#pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
     for (int64_t lane = 0; lane < n_lanes; lane++) {
         int64_t start = lane_start(&lanes, lane);
         if (log_form)
