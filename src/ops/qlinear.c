@@ -31,6 +31,9 @@
 #include "ops/op.h"
 #include "ops/window.h"
 
+/* Output channels a layer may have (a bound on hostile attributes, far above real layers'). */
+#define KN_QLINEAR_MAX_CHANNELS (1 << 24)
+
 static kn_dtype y_dtype_of(const kn_node *node) {
     switch (kn_node_int(node, "kn_y_type", KN_QOUT_F32)) {
     case KN_QOUT_U8: return KN_U8;
@@ -99,8 +102,12 @@ typedef struct qconv_geom {
 
 static kiln_status qconv_geom_of(const kn_node *node, const kn_shape *x, qconv_geom *g) {
     int64_t ws[4];
-    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4 || ws[0] <= 0 || ws[1] <= 0 || ws[2] <= 0 || ws[3] <= 0)
-        return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape must be 4 positive dims");
+    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape must be 4 dims");
+    for (int d = 0; d < 4; d++) /* so that K and the packed sizes below cannot overflow */
+        if (ws[d] <= 0 || ws[d] > (d == 0 ? KN_QLINEAR_MAX_CHANNELS : KN_QGEMM_MAX_K))
+            return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape dim %d is %lld, outside [1, %d]", d, (long long)ws[d],
+                           d == 0 ? KN_QLINEAR_MAX_CHANNELS : KN_QGEMM_MAX_K);
     g->group = kn_node_int(node, "group", 1);
     g->N = x->d[0];
     g->C = x->d[1];
@@ -110,7 +117,7 @@ static kiln_status qconv_geom_of(const kn_node *node, const kn_shape *x, qconv_g
                        (long long)g->C, (long long)(ws[1] * g->group), (long long)g->group);
     g->Cg = ws[1];
     g->Mg = g->M / g->group;
-    g->K = ws[1] * ws[2] * ws[3];
+    g->K = kn_count_mul(kn_count_mul(ws[1], ws[2]), ws[3]);
     if (g->K > KN_QGEMM_MAX_K)
         return kn_fail(KILN_ERR_UNSUPPORTED, "%lld products per output exceed the int32 bound",
                        (long long)g->K);
@@ -273,9 +280,9 @@ static int64_t qconv_flops(const kn_graph *gr, const kn_node *node) {
 static kiln_status qgemm_dims(const kn_node *node, int64_t *K, int64_t *N) {
     *K = kn_node_int(node, "kn_k", 0);
     *N = kn_node_int(node, "kn_n", 0);
-    if (*K <= 0 || *N <= 0 || *K > KN_QGEMM_MAX_K)
-        return kn_fail(KILN_ERR_INVALID_ARG, "kn_k %lld and kn_n %lld must be in [1, %d] and positive",
-                       (long long)*K, (long long)*N, KN_QGEMM_MAX_K);
+    if (*K <= 0 || *N <= 0 || *K > KN_QGEMM_MAX_K || *N > KN_QLINEAR_MAX_CHANNELS)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_k %lld must be in [1, %d] and kn_n %lld in [1, %d]", (long long)*K,
+                       KN_QGEMM_MAX_K, (long long)*N, KN_QLINEAR_MAX_CHANNELS);
     return KILN_OK;
 }
 
@@ -440,9 +447,13 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     int64_t pads[4];
     qmaxpool_reach(&axes[0], &pads[0], &pads[2]);
     qmaxpool_reach(&axes[1], &pads[1], &pads[3]);
-    size_t padded_bytes = (size_t)((pads[0] + axes[0].in + pads[2] + 1) * (pads[1] + axes[1].in + pads[3]));
+    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 1));
+    int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();
-    uint8_t *padded = kn_op_scratch(call->ctx, padded_bytes * (size_t)threads); // a framed plane per thread
+    size_t padded_bytes = 0, total = 0;
+    bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
+                 kn_size_mul(padded_bytes, (size_t)threads, &total);
+    uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= (1 << 16))
