@@ -361,7 +361,8 @@ static const float *agree_run(kiln_session *s, const kn_dataset *ds, int ndim, i
     const void *out;
     size_t bytes;
     dims[0] = count;
-    if (kiln_session_resize_input(s, 0, ndim, dims) != KILN_OK || kiln_session_input_data(s, 0, &in, &bytes) != KILN_OK)
+    if (kiln_session_resize_input(s, 0, ndim, dims) != KILN_OK ||
+        kiln_session_input_data(s, 0, &in, &bytes) != KILN_OK)
         return NULL;
     memcpy(in, ds->x + first * ds->sample_size, bytes);
     if (kiln_session_run(s) != KILN_OK || kiln_session_output(s, 0, &out, &bytes) != KILN_OK)

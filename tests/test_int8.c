@@ -241,7 +241,9 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
     g->inputs[g->n_inputs++] = x;
     int xdq = add_qdq(g, x, "x", d->s_x, d->z_x, c->x_signed, NULL);
-    kn_shape ws = conv ? SHAPE(c->M, c->C / c->group, c->kh, c->kw) : (c->trans_b ? SHAPE(c->M, c->C) : SHAPE(c->C, c->M));
+    kn_shape ws = conv        ? SHAPE(c->M, c->C / c->group, c->kh, c->kw)
+                  : c->trans_b ? SHAPE(c->M, c->C)
+                               : SHAPE(c->C, c->M);
     int wq = add_const(g, "w.q", KN_I8, ws);
     memcpy(g->values[wq].data, d->w, (size_t)d->w_numel);
     int sw = add_const(g, "w.s", KN_F32, SHAPE(c->M));
@@ -308,7 +310,8 @@ static void layer_definition(const layer_case *c, const layer_data *d, const flo
     bool conv = strcmp(c->op, "Conv") == 0;
     int64_t oh = conv ? (c->H + 2 * c->pad - c->dilation * (c->kh - 1) - 1) / c->stride + 1 : 1;
     int64_t ow = conv ? (c->W + 2 * c->pad - c->dilation * (c->kw - 1) - 1) / c->stride + 1 : 1;
-    int64_t rows = conv ? c->N : layer_rows(c), Cg = conv ? c->C / c->group : c->C, Mg = c->M / (conv ? c->group : 1);
+    int64_t rows = conv ? c->N : layer_rows(c), Cg = conv ? c->C / c->group : c->C;
+    int64_t Mg = c->M / (conv ? c->group : 1);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t m = 0; m < c->M; m++)
             for (int64_t p = 0; p < oh * ow; p++) {
@@ -482,7 +485,8 @@ static void test_maxpool_integer(void) {
                 if (pool_first)
                     CHECK_MSG(count_op(kn_model_graph(models[1], true), "MaxPoolInteger") == 1 &&
                                   count_op(kn_model_graph(models[1], true), "QuantizeLinear") == 1,
-                              "MaxPool %lld: the QuantizeLinear was not moved onto the layer", (long long)windows[w][0]);
+                              "MaxPool %lld: the QuantizeLinear was not moved onto the layer",
+                              (long long)windows[w][0]);
                 sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
                 if (sessions[pool_first])
                     y[pool_first] = rt_session_forward(sessions[pool_first], 2, x, 5 * 9 * 9, &n[pool_first]);

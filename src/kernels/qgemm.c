@@ -74,7 +74,9 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     for (int i = 0; i < n; i++) {
         int64_t c = per_lane ? channel + i : channel;
-        int32_t a = acc[i] - e->corr[c];
+        // Wraps as the vector kernels' subtraction does: a graph the optimizer made never overflows
+        // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
+        int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
         if (e->y_type == KN_QOUT_F32) {
             float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
             ((float *)y)[i] = e->relu ? kn_quant_relu(value) : value;

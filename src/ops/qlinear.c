@@ -1,8 +1,8 @@
-/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them), which the inference optimizer makes out
- * of DequantizeLinear -> Conv / Gemm / MatMul [-> BatchNormalization] [-> Relu] [-> QuantizeLinear]
- * chains (src/runtime/optimize.c, "Integer layers"). Their numbers are core/quant.h's "Integer layers":
- * exact int32 sums of the levels, then one fused multiply-add and the QuantizeLinear rounding; the
- * kernels are kernels/qgemm.h's.
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them),
+ * which the inference optimizer makes out of DequantizeLinear -> Conv / Gemm / MatMul
+ * [-> BatchNormalization] [-> Relu] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
+ * numbers are core/quant.h's "Integer layers": exact int32 sums of the levels, then one fused
+ * multiply-add and the QuantizeLinear rounding; the kernels are kernels/qgemm.h's.
  *
  * Inputs, all but x constants the optimizer writes once:
  *   0 x      activation levels, u8 or i8 (kn_x_signed): Conv (N, C, H, W), Gemm (..., K) of rank

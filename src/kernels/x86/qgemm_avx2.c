@@ -112,7 +112,8 @@ void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         store_levels(y + i, _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zp), lo), hi));
     }
     kn_qgemm_quantize_generic(x + i, n - i, scale, zero_point, is_signed, y + i);
