@@ -327,13 +327,14 @@ static kiln_status fold_constants(kn_graph *g, int *folded) {
 /* ---- integer layers ---------------------------------------------------------------------------- */
 
 /* A DequantizeLinear's constant scale, zero point and input levels, when the scale is one f32 per
- * tensor or per index of `axis` (checked by the caller) and the zero point i8/u8 and constant. */
+ * tensor or per index of `axis` (checked by the caller) and the zero point i8/u8 and constant. Values
+ * are held by id: adding values to the graph moves them. */
 typedef struct dq_info {
-    const kn_node *node;
-    int levels;            /* the value dequantized */
-    const kn_value *scale; /* f32, numel 1 or 1-D */
-    const kn_value *zero;  /* NULL: zero point 0 */
-    kn_dtype level_type;   /* KN_U8 or KN_I8 */
+    int node;
+    int levels;          /* the value dequantized */
+    int scale;           /* f32, numel 1 or 1-D */
+    int zero;            /* -1: zero point 0 */
+    kn_dtype level_type; /* KN_U8 or KN_I8 */
 } dq_info;
 
 static bool dq_info_of(const kn_graph *g, int v, dq_info *d) {
@@ -343,7 +344,8 @@ static bool dq_info_of(const kn_graph *g, int v, dq_info *d) {
     if (!op_is(n, "DequantizeLinear") || n->in[0] < 0 || !is_constant(g, n->in[1]))
         return false;
     const kn_value *scale = kn_node_input(g, n, 1), *zero = kn_node_input(g, n, 2);
-    if (scale->dtype != KN_F32 || scale->shape.ndim > 1 || (zero && !is_constant(g, n->in[2])))
+    if (scale->dtype != KN_F32 || scale->shape.ndim > 1 ||
+        (zero && (!is_constant(g, n->in[2]) || kn_shape_numel(&zero->shape) != kn_shape_numel(&scale->shape))))
         return false;
     kn_dtype type = zero ? zero->dtype : g->values[n->in[0]].dtype;
     if (type != KN_U8 && type != KN_I8)
@@ -353,14 +355,23 @@ static bool dq_info_of(const kn_graph *g, int v, dq_info *d) {
         if (!(si >= FLT_MIN && si < INFINITY))
             return false;
     }
-    *d = (dq_info){n, n->in[0], scale, zero, type};
+    *d = (dq_info){g->values[v].producer, n->in[0], n->in[1], zero ? n->in[2] : -1, type};
     return true;
 }
 
-static int64_t dq_zero_point(const dq_info *d, int64_t i) {
-    if (!d->zero)
+static int64_t dq_scale_count(const kn_graph *g, const dq_info *d) {
+    return kn_shape_numel(&g->values[d->scale].shape);
+}
+
+static float dq_scale(const kn_graph *g, const dq_info *d, int64_t i) {
+    return ((const float *)g->values[d->scale].data)[i];
+}
+
+static int64_t dq_zero_point(const kn_graph *g, const dq_info *d, int64_t i) {
+    if (d->zero < 0)
         return 0;
-    return d->level_type == KN_I8 ? ((const int8_t *)d->zero->data)[i] : ((const uint8_t *)d->zero->data)[i];
+    const void *z = g->values[d->zero].data;
+    return d->level_type == KN_I8 ? ((const int8_t *)z)[i] : ((const uint8_t *)z)[i];
 }
 
 /* A layer's weights as int8 levels (rows = output channels, K) with one scale per row. */
@@ -388,7 +399,8 @@ static void qweights_place(const qweights *w, int axis, int64_t i, int64_t *row,
 static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
     const kn_value *wv = v >= 0 ? &g->values[v] : NULL;
     dq_info d;
-    bool from_dq = wv && dq_info_of(g, v, &d) && is_constant(g, d.levels) && d.level_type == KN_I8;
+    bool from_dq = wv && dq_info_of(g, v, &d) && is_constant(g, d.levels) && d.level_type == KN_I8 &&
+                   g->values[d.levels].dtype == KN_I8;
     const kn_storage *st = wv && is_constant(g, v) ? wv->storage : NULL;
     bool from_storage = st && (st->encoding == KN_ENC_AFFINE_I8 || st->encoding == KN_ENC_AFFINE_I4 ||
                                st->encoding == KN_ENC_AFFINE_I2) && st->block == 0;
@@ -400,12 +412,12 @@ static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
     w->shape = *shape;
     w->rows = shape->d[axis];
     w->K = kn_shape_numel(shape) / w->rows;
-    int64_t groups = from_dq ? kn_shape_numel(&d.scale->shape) : kn_storage_group_count(st);
-    int scale_axis = from_dq ? (int)kn_node_int(d.node, "axis", 1) : st->axis;
+    int64_t groups = from_dq ? dq_scale_count(g, &d) : kn_storage_group_count(st);
+    int scale_axis = from_dq ? (int)kn_node_int(&g->nodes[d.node], "axis", 1) : st->axis;
     if (groups != 1 && !(groups == w->rows && scale_axis == axis))
         return false;
     for (int64_t k = 0; k < groups; k++)
-        if ((from_dq ? dq_zero_point(&d, k) : kn_storage_zero_point(st, k)) != 0)
+        if ((from_dq ? dq_zero_point(g, &d, k) : kn_storage_zero_point(st, k)) != 0)
             return false;
     w->levels = malloc((size_t)(w->rows * w->K));
     w->scale = malloc(sizeof(float) * (size_t)w->rows);
@@ -413,9 +425,8 @@ static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
         qweights_free(w);
         return false;
     }
-    const float *scales = from_dq ? d.scale->data : st->scale;
     for (int64_t r = 0; r < w->rows; r++)
-        w->scale[r] = scales[groups == 1 ? 0 : r];
+        w->scale[r] = from_dq ? dq_scale(g, &d, groups == 1 ? 0 : r) : st->scale[groups == 1 ? 0 : r];
     for (int64_t i = 0; i < w->rows * w->K; i++) {
         int64_t row, k;
         qweights_place(w, axis, i, &row, &k);
@@ -495,8 +506,8 @@ static kiln_status qlayer_constants(kn_graph *g, int node, const qlayer_plan *p,
                                     wp + (size_t)grp * kn_qgemm_b_bytes(rows_per_group, w->K));
     else
         kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, wp);
-    float s_x = ((const float *)x->scale->data)[0];
-    int32_t z_x = (int32_t)dq_zero_point(x, 0) + (x->level_type == KN_I8 ? 128 : 0); /* u8 form */
+    float s_x = dq_scale(g, x, 0);
+    int32_t z_x = (int32_t)dq_zero_point(g, x, 0) + (x->level_type == KN_I8 ? 128 : 0); /* u8 form */
     const kn_value *b = p->bias_input >= 0 ? kn_node_input(g, &g->nodes[node], p->bias_input) : NULL;
     int64_t b_numel = b ? kn_shape_numel(&b->shape) : 0;
     float *mult = g->values[ids[1]].data, *bias = g->values[ids[2]].data;
@@ -528,7 +539,7 @@ static kiln_status qlayer_rewrite(kn_graph *g, int node, const qlayer_plan *p, c
         KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
     }
     KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x->level_type == KN_I8));
-    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", dq_zero_point(x, 0)));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", dq_zero_point(g, x, 0)));
     n = &g->nodes[node];
     n->op = kn_op_find(p->conv ? "QLinearConvPacked" : "QLinearGemmPacked");
     n->in = in;
@@ -547,7 +558,7 @@ static kiln_status make_integer_layers(kn_graph *g, int *made) {
         qweights w;
         kn_node *n = &g->nodes[i];
         if (!(op_is(n, "Conv") || op_is(n, "Gemm") || op_is(n, "MatMul")) || n->n_in < 2 ||
-            !qlayer_plan_of(n, &p) || !dq_info_of(g, n->in[0], &x) || kn_shape_numel(&x.scale->shape) != 1)
+            !qlayer_plan_of(n, &p) || !dq_info_of(g, n->in[0], &x) || dq_scale_count(g, &x) != 1)
             continue;
         if (!qweights_of(g, n->in[1], p.w_axis, &w))
             continue;
