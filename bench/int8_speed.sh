@@ -10,7 +10,7 @@
 # f32 then int8 (then onnxruntime), each round the median of its runs (kiln_driver `time`); the table
 # gives the median of the rounds and their range.
 # Appends the table, with the date and the CPU, to bench/results/int8.md.
-# Usage: bench/int8_speed.sh [MODEL...]     (fmnist_cnn resnet18; default both)
+# Usage: [ROUNDS=N] [REUSE=1] bench/int8_speed.sh [MODEL...]     (fmnist_cnn resnet18; default both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=("$@")
@@ -27,11 +27,16 @@ have_ort=0
 field() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p"; }
 # "median [min - max]" of the numbers on stdin.
 summary() { sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                                              printf "%.4f %.4f %.4f", m, v[1], v[NR] }'; }
+                                              printf "%.4f %.4f %.4f\n", m, v[1], v[NR] }'; }
 
-# Prepares bench/models/<m>_f32.{kiln,onnx} and <m>_int8.{kiln,onnx}; prints a note on the agreement.
+# Prepares bench/models/<m>_f32.kiln, <m>_int8.kiln and <m>_int8.onnx; prints a note on the agreement.
+# With REUSE=1 the files of an earlier run are kept.
 prepare() {
     local m=$1
+    if [ "${REUSE:-0}" = 1 ] && [ -f "bench/models/${m}_int8.onnx" ]; then
+        echo "models of an earlier run reused"
+        return
+    fi
     case $m in
     fmnist_cnn)
         bash bench/fmnist_models.sh build/kiln bench/models >/dev/null
