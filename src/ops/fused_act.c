@@ -136,7 +136,7 @@ static inline float identity(const kn_fused_act *a, float x) {
 /* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
 #define KN_ACT_ROWS_PASS(f)                                                                         \
     do {                                                                                            \
-        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
         for (int64_t r = 0; r < rows; r++) {                                                        \
             float *row = y + r * ld, b = bias[r];                                                   \
             for (int64_t c = 0; c < cols; c++)                                                      \
@@ -159,7 +159,7 @@ void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *
     case KN_ACT_GELU:
     case KN_ACT_GELU_TANH: {
         kn_vmath_fn fn = vmath_fn_of(a.kind);
-        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
         for (int64_t r = 0; r < rows; r++) {
             float *row = y + r * ld, b = bias[r];
             for (int64_t c = 0; c < cols; c++)

@@ -102,7 +102,7 @@ static inline float softplus(float x) {
 /* y[i] = EXPR(v = x[i]) for i < n. */
 #define KN_UNARY_LOOP(EXPR)                                                      \
     do {                                                                         \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++) {                                        \
             float v = x[i];                                                      \
             y[i] = (EXPR);                                                       \
@@ -130,7 +130,7 @@ static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, floa
 /* dx[i] += EXPR for i < n, EXPR in terms of x[i], y[i] and dy[i]. */
 #define KN_UNARY_GRAD_LOOP(EXPR)                                                 \
     do {                                                                         \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++)                                          \
             dx[i] += (EXPR);                                                     \
     } while (0)
