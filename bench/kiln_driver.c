@@ -13,6 +13,11 @@
  *       writes the inputs of DATA (fashion-mnist:test ...) as `kiln eval` reads them for the model (CSV
  *       features standardised with its statistics, kiln_model_input_norm), shaped as the model's input,
  *       in parts of PART samples as OUT_DIR/part-<first sample>.npy, and prints their paths in order
+ *   kiln_driver agree MODEL DATA
+ *       runs DATA (loaded as `kiln eval` loads it) through the optimized graph and through the graph as
+ *       saved (no optimizer: for a quantized model the f32 QDQ reference, where the optimized one runs
+ *       the integer layers), 1 thread, batches of 250, and prints one JSON line: samples, how many get
+ *       the same predicted class, the largest output difference and each path's accuracy
  *   kiln_driver time MODEL BATCH THREADS WARMUP ITERS [PROFILE_TOP]
  *       times ITERS runs after WARMUP untimed ones on seeded random inputs at batch BATCH, and prints
  *       one JSON line: median, min and p90 latency (ms) and the median's throughput (samples/s).
@@ -24,6 +29,7 @@
  */
 #include <kiln/kiln.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +340,108 @@ static int cmd_dataset(const char *path, const char *data, const char *dir, int6
     return st;
 }
 
+/* A session of `model` on 1 thread, optimized or as saved. */
+static kiln_status agree_session(const kiln_model *model, int optimize, kiln_session **s) {
+    kiln_session_options *options = kiln_session_options_create();
+    kiln_status st = options ? KILN_OK : KILN_ERR_NOMEM;
+    if (st == KILN_OK)
+        st = kiln_session_options_set_threads(options, 1);
+    if (st == KILN_OK)
+        st = kiln_session_options_set_optimize(options, optimize);
+    if (st == KILN_OK)
+        st = kiln_session_create(model, options, s);
+    kiln_session_options_free(options);
+    return st;
+}
+
+/* Runs samples [first, first + count) of ds through s; returns output 0 (classes floats per sample). */
+static const float *agree_run(kiln_session *s, const kn_dataset *ds, int ndim, int64_t *dims, int64_t first,
+                              int64_t count) {
+    void *in;
+    const void *out;
+    size_t bytes;
+    dims[0] = count;
+    if (kiln_session_resize_input(s, 0, ndim, dims) != KILN_OK ||
+        kiln_session_input_data(s, 0, &in, &bytes) != KILN_OK)
+        return NULL;
+    memcpy(in, ds->x + first * ds->sample_size, bytes);
+    if (kiln_session_run(s) != KILN_OK || kiln_session_output(s, 0, &out, &bytes) != KILN_OK)
+        return NULL;
+    return out;
+}
+
+static int64_t argmax(const float *v, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+static int cmd_agree(const char *path, const char *data) {
+    kiln_model *model;
+    if (load_model(path, &model) != KILN_OK)
+        return fail_kiln(path);
+    const float *mean, *std;
+    kn_data_options options = {.quiet = true};
+    options.feature_count = kiln_model_input_norm(model, &mean, &std);
+    options.feature_mean = mean;
+    options.feature_std = std;
+    kn_dataset ds = {0};
+    kiln_session *fast = NULL, *ref = NULL;
+    int ndim, st = 0;
+    int64_t dims[KILN_MAX_DIMS], same = 0, right_fast = 0, right_ref = 0;
+    double max_diff = 0;
+    if (agree_session(model, 1, &fast) != KILN_OK || agree_session(model, 0, &ref) != KILN_OK ||
+        kiln_session_input_shape(fast, 0, &ndim, dims) != KILN_OK)
+        st = fail_kiln(path);
+    else if (kn_dataset_load(data, &options, &ds) != KILN_OK)
+        st = fail_kiln(data);
+    for (int64_t first = 0; !st && first < ds.count; first += 250) {
+        int64_t count = ds.count - first < 250 ? ds.count - first : 250;
+        const float *y_fast = agree_run(fast, &ds, ndim, dims, first, count);
+        size_t bytes = 0;
+        const void *out;
+        if (y_fast)
+            kiln_session_output(fast, 0, &out, &bytes);
+        int64_t classes = (int64_t)(bytes / sizeof(float)) / count;
+        float *copy = y_fast ? malloc(bytes) : NULL; // (count, classes): the optimized outputs
+        if (copy)
+            memcpy(copy, y_fast, bytes);
+        const float *y_ref = copy ? agree_run(ref, &ds, ndim, dims, first, count) : NULL;
+        if (!y_ref) {
+            st = fail_kiln("run");
+        } else {
+            for (int64_t n = 0; n < count; n++) {
+                int64_t a = argmax(copy + n * classes, classes), b = argmax(y_ref + n * classes, classes);
+                same += a == b;
+                if (a != b && getenv("KILN_AGREE_VERBOSE"))
+                    fprintf(stderr, "sample %lld: optimized class %lld (%g vs %g), reference %lld (%g vs %g)\n",
+                            (long long)(first + n), (long long)a, copy[n * classes + a], copy[n * classes + b],
+                            (long long)b, y_ref[n * classes + b], y_ref[n * classes + a]);
+                if (ds.labels) {
+                    right_fast += a == ds.labels[first + n];
+                    right_ref += b == ds.labels[first + n];
+                }
+                for (int64_t k = 0; k < classes; k++) {
+                    double d = fabs((double)copy[n * classes + k] - y_ref[n * classes + k]);
+                    max_diff = d > max_diff ? d : max_diff;
+                }
+            }
+        }
+        free(copy);
+    }
+    if (!st)
+        printf("{\"samples\": %lld, \"same_class\": %lld, \"max_output_diff\": %.6g, \"accuracy_optimized\": %.4f, "
+               "\"accuracy_reference\": %.4f}\n", (long long)ds.count, (long long)same, max_diff,
+               (double)right_fast / (double)ds.count, (double)right_ref / (double)ds.count);
+    kn_dataset_free(&ds);
+    kiln_session_free(fast);
+    kiln_session_free(ref);
+    kiln_model_free(model);
+    return st;
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -438,11 +546,13 @@ int main(int argc, char **argv) {
         return cmd_dataset(argv[2], argv[3], argv[4], a);
     if (argc >= 4 && strcmp(argv[1], "run") == 0)
         return cmd_run(argv[2], argv[3], argc - 4, argv + 4);
+    if (argc == 4 && strcmp(argv[1], "agree") == 0)
+        return cmd_agree(argv[2], argv[3]);
     if ((argc == 7 || argc == 8) && strcmp(argv[1], "time") == 0 && parse_int(argv[3], 1, &a) &&
         parse_int(argv[4], 0, &b) && parse_int(argv[5], 0, &c) && parse_int(argv[6], 1, &d) &&
         (argc == 7 || parse_int(argv[7], 0, &e)))
         return cmd_time(argv[2], a, (int)b, (int)c, (int)d, (int)e);
     return fail("usage", "kiln_driver inputs MODEL BATCH SEED OUT_DIR | run MODEL OUT_DIR INPUT.npy... | "
-                         "dataset MODEL.kiln DATA OUT_DIR PART | "
+                         "dataset MODEL.kiln DATA OUT_DIR PART | agree MODEL DATA | "
                          "time MODEL BATCH THREADS WARMUP ITERS [PROFILE_TOP]");
 }

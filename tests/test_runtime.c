@@ -10,6 +10,7 @@
  *    always); memory is planned again only when input shapes change; input dimensions left open (-1).
  */
 #include <math.h>
+#include <omp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -761,6 +762,59 @@ static void test_no_allocation(const char *label, const char *spec) {
     kiln_model_free(model);
 }
 
+/* Threads of this process (Linux: entries of /proc/self/task); -1 when that cannot be read. */
+static int process_threads(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* kiln leaves the calling program's OpenMP settings alone: sessions of 1, 2 and all threads run (and
+ * plan) with their own counts, passed to each parallel region, and afterwards the caller's
+ * omp_get_max_threads() and its own parallel regions still have the 3 threads it asked for. Run first,
+ * before any parallel region: a 1-thread session, while the caller asks OpenMP for 3, must not start a
+ * single OpenMP thread (a region that took the caller's count would leave them in libgomp's pool). */
+static void test_caller_openmp_untouched(void) {
+    kn_graph g;
+    kiln_model *model = NULL;
+    CHECK_OK(rt_spec_file("fmnist_cnn.txt", 4, &g)); /* large enough for every op's parallel loops */
+    int64_t sample = rt_sample_numel(&g);
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    float *x = malloc(sizeof(float) * (size_t)(32 * sample));
+    rt_fill(x, 32 * sample, 3);
+    omp_set_num_threads(3);
+    int before = process_threads();
+    for (int threads = 1; model && threads >= 0; threads = threads == 1 ? 2 : threads == 2 ? 0 : -1) {
+        kiln_session *s = rt_session_new(model, true, threads, false);
+        int64_t numel;
+        CHECK(s && rt_session_forward(s, 32, x, sample, &numel) != NULL);
+        kiln_session_free(s);
+        CHECK_MSG(omp_get_max_threads() == 3, "after a run on %d thread(s) the caller's omp_get_max_threads() is %d, "
+                  "not the 3 it set", threads, omp_get_max_threads());
+        if (threads == 1 && before > 0)
+            CHECK_MSG(process_threads() == before, "a 1-thread session started %d threads",
+                      process_threads() - before);
+    }
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    CHECK_MSG(team == 3, "the caller's next parallel region has %d threads, not 3", team);
+    printf("caller's OpenMP settings: omp_get_max_threads() %d and a team of %d after kiln runs\n",
+           omp_get_max_threads(), team);
+    omp_set_num_threads(omp_get_num_procs());
+    free(x);
+    kiln_model_free(model);
+}
+
 static void test_replanning(void) {
     kn_graph g;
     kiln_model *model = NULL;
@@ -842,6 +896,7 @@ static void test_open_dimensions(void) {
 
 int main(void) {
     build_rng = kn_rng_seeded(42);
+    test_caller_openmp_untouched(); /* first: before any parallel region has started threads */
     test_dead_and_identity();
     test_fold();
     test_batchnorm_fold();

@@ -71,4 +71,44 @@ static inline void kn_quant_params(float lo, float hi, kn_quant_range r, bool sy
     }
 }
 
+/* ---- Integer layers: the QDQ semantics of Conv / Gemm / MatMul between quantized values ----------
+ *
+ * A Conv, Gemm or MatMul whose input x and weight w are both DequantizeLinear outputs (per-tensor x:
+ * s_x, z_x; w with zero point 0 and one scale per output channel c: s_w[c]) is defined, in kiln, as
+ *
+ *     acc[c] = sum_k (qx_k - z_x) * qw_{c,k}                 exact, in int32
+ *     y[c]   = fmaf((float)acc[c], mult[c], bias[c])         one rounding: the multiply-add is fused
+ *     y[c]   = act(y[c])                                     Relu: y > 0 ? y : +0 (NaN gives +0)
+ *     q[c]   = kn_quant_level(y[c], s_y, z_y, range)         when a QuantizeLinear follows
+ *
+ * with mult[c] = s_x * s_w[c] (times a folded BatchNormalization's factor) rounded once from double,
+ * (float)acc rounded to nearest even, and the bias in f32. The integer kernels compute exactly these
+ * numbers (kernels/qgemm.h; tests/test_int8.c checks each ISA bit for bit against
+ * kn_quant_layer_level). Running the same graph unfused (DequantizeLinear, an f32 Conv, QuantizeLinear)
+ * computes the sum in f32 instead: each product is exact but the sum rounds, so y differs by at most
+ * about K * 2^-24 * sum_k |x_k w_k| and a level by at most 1 where y falls near a rounding boundary
+ * (docs/runtime.md, "Integer layers"). */
+
+/* acc's multiplier: s_x * s_w * extra (extra = 1, or a folded BatchNormalization scale). */
+static inline float kn_quant_multiplier(float s_x, float s_w, double extra) {
+    return (float)((double)s_x * (double)s_w * extra);
+}
+
+/* y of an integer layer before the activation: fmaf((float)acc, mult, bias). */
+static inline float kn_quant_layer_value(int32_t acc, float mult, float bias) {
+    return fmaf((float)acc, mult, bias);
+}
+
+/* Relu as the integer layers apply it: y > 0 ? y : +0, so NaN and -0 give +0 (what maxps(y, 0) does). */
+static inline float kn_quant_relu(float y) { return y > 0.0f ? y : 0.0f; }
+
+/* The level an integer layer writes: its value, through Relu when `relu`, quantized to (s_y, z_y). */
+static inline int32_t kn_quant_layer_level(int32_t acc, float mult, float bias, bool relu, float s_y,
+                                           int32_t z_y, kn_quant_range r) {
+    float y = kn_quant_layer_value(acc, mult, bias);
+    if (relu)
+        y = kn_quant_relu(y);
+    return kn_quant_level(y, s_y, z_y, r);
+}
+
 #endif

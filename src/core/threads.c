@@ -2,14 +2,13 @@
 
 #include <omp.h>
 
-/* Per OS thread, like OpenMP's own thread-count setting (omp_set_num_threads sets it for the calling
- * thread only): sessions run from different threads with different counts do not disturb each other. */
+/* Per OS thread, so that sessions run from different threads with different counts do not disturb each
+ * other. It is kiln's own: every parallel region passes it as num_threads, and OpenMP's setting of the
+ * calling thread (omp_set_num_threads, OMP_NUM_THREADS) is never touched, so a program that uses OpenMP
+ * itself keeps its settings across kiln calls. */
 static _Thread_local int thread_count;
 
-void kn_threads_set(int n) {
-    thread_count = n > 0 ? n : omp_get_num_procs();
-    omp_set_num_threads(thread_count);
-}
+void kn_threads_set(int n) { thread_count = n > 0 ? n : omp_get_num_procs(); }
 
 int kn_threads_get(void) {
     if (thread_count <= 0)

@@ -1,4 +1,5 @@
 /* The choice of kernels/vmath.h build for this CPU, and the threaded driver. */
+#include "core/threads.h"
 #include "kernels/vmath.h"
 
 #include <stddef.h>
@@ -36,7 +37,7 @@ const kn_vmath *kn_vmath_best(void) {
 #define KN_VMATH_SPAN 4096
 
 void kn_vmath_run(kn_vmath_fn fn, float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= KN_VMATH_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_VMATH_PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += KN_VMATH_SPAN)
         fn(y + start, x + start, n - start < KN_VMATH_SPAN ? n - start : KN_VMATH_SPAN);
 }

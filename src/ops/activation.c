@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
 #include "ops/op.h"
@@ -57,7 +58,7 @@ static bool gradient_wanted(const kn_op_call *call) {
     static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
                                             float *dx, int64_t n, float alpha, bool store) { \
         (void)alpha, (void)x, (void)y;                                                      \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
         for (int64_t i = 0; i < n; i++) {                                                   \
             float g = dy[i];                                                                \
             dx[i] = (store ? 0.0f : dx[i]) + (BACKWARD);                                    \
@@ -85,7 +86,7 @@ static bool gradient_wanted(const kn_op_call *call) {
         float *y = kn_f32(call->out[0]);                                                    \
         int64_t n = kn_numel(call->in[0]);                                                  \
         (void)alpha;                                                                        \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
         for (int64_t i = 0; i < n; i++)                                                     \
             y[i] = (FORWARD);                                                               \
         return KILN_OK;                                                                     \
@@ -211,7 +212,7 @@ static kiln_status gelu_backward(const kn_op_call *call) {
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
     bool store = kn_din_fresh(call, 0);
-#pragma omp parallel for schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += GELU_CHUNK) {
         int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
         float grad[GELU_CHUNK];

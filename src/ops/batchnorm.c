@@ -23,6 +23,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops/lane_sum.h"
 #include "ops/op.h"
 
@@ -222,7 +223,7 @@ static kiln_status bn_forward(const kn_op_call *call) {
                        "BatchNormalization: batch statistics need more than 1 value per channel, "
                        "got %lld", (long long)count);
 
-#pragma omp parallel for schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
     for (int64_t c = 0; c < v.C; c++) {
         double mean = running_mean[c], var = running_var[c];
         if (batch_stats) {
@@ -360,7 +361,7 @@ static kiln_status bn_backward(const kn_op_call *call) {
     if (!from_y && !from_running)
         return KILN_OK;
     bn_view v = bn_view_of(&call->in[BN_X]->shape);
-#pragma omp parallel for schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
     for (int64_t c = 0; c < v.C; c++) {
         if (from_y)
             bn_channel_backward(call, v, c);

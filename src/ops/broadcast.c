@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/broadcast.h"
 
 /* Below this many output elements a walk stays on one thread: waking the team costs more than it
@@ -89,7 +90,7 @@ void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *
     int64_t row_len = p->d[last], n_rows = p->numel / row_len;
     int64_t chunks_per_row = (row_len + KN_BROADCAST_CHUNK - 1) / KN_BROADCAST_CHUNK;
     int64_t n_tasks = n_rows * chunks_per_row;
-#pragma omp parallel for schedule(static) if (p->numel >= KN_BROADCAST_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->numel >= KN_BROADCAST_PARALLEL_MIN)
     for (int64_t task = 0; task < n_tasks; task++) {
         int64_t row_index = task / chunks_per_row;
         int64_t begin = (task % chunks_per_row) * KN_BROADCAST_CHUNK;

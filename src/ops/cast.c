@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "core/half.h"
 #include "ops/elements.h"
 #include "ops/movement.h"
@@ -126,11 +127,11 @@ static kiln_status cast_forward(const kn_op_call *call) {
         return KILN_OK;
     }
     if (dtype_is_float(from)) {
-#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             store_float(y->data, to, i, load_float(x->data, from, i));
     } else {
-#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             store_int(y->data, to, i, load_int(x->data, from, i), from == KN_U64);
     }
@@ -183,7 +184,7 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
         store_float(element, y->dtype, 0, value ? value->f : 0.0f);
     int64_t n = kn_numel(y);
     char *dst = y->data;
-#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         memcpy(dst + (size_t)i * esize, element, esize);
     return KILN_OK;

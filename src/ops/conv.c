@@ -201,14 +201,14 @@ static void depthwise_plane(const conv_geom *g, const padded_plane *pp, const fl
 static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                      const float *x, const float *w, const float *bias, float *y) {
     padded_plane pp = padded_plane_of(g);
-    int threads = omp_get_max_threads();
+    int threads = kn_threads_get();
     size_t bytes;
     float *scratch = depthwise_scratch_bytes(g, threads, &bytes) ? kn_op_scratch(call->ctx, bytes) : NULL;
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d padded planes of %lld x %lld floats", threads,
                        (long long)pp.height, (long long)pp.width);
     int64_t planes = g->N * g->M;
-#pragma omp parallel if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
     {
         float *xp = scratch + (size_t)omp_get_thread_num() * (size_t)(pp.height * pp.width); // (Hp, Wp)
         memset(xp, 0, sizeof(float) * (size_t)(pp.height * pp.width)); // the padding stays zero
@@ -280,7 +280,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
     KN_TRY(kn_fused_act_of(call->node, &act));
     if (conv_is_depthwise(&g))
         return depthwise_forward(call, &g, &act, x, w, bias, y);
-    int team = conv_image_threads(&g, omp_get_max_threads());
+    int team = conv_image_threads(&g, kn_threads_get());
     conv_scratch s;
     if (!conv_forward_scratch(&g, team, &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,
@@ -294,7 +294,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
         for (int64_t n = 0; n < g.N; n++)
             conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s,
-                       omp_get_max_threads() == 1);
+                       kn_threads_get() == 1);
         return KILN_OK;
     }
 #pragma omp parallel num_threads(team)
@@ -383,7 +383,7 @@ static kiln_status conv_backward(const kn_op_call *call) {
     if (!dx && !dw)
         return KILN_OK;
     kn_conv_gemm products = {.group = g.group, .a_channels = g.M, .b_channels = g.C, .h = g.h, .w = g.w};
-    int team = conv_image_threads(&g, omp_get_max_threads());
+    int team = conv_image_threads(&g, kn_threads_get());
     conv_backward_scratch s;
     if (!conv_backward_scratch_of(&g, &products, dw != NULL, team, &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,

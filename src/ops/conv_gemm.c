@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/conv_gemm.h"
 
 #include "core/tensor.h"
@@ -85,7 +86,7 @@ void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, fl
 }
 
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db) {
-#pragma omp parallel for schedule(static) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
     for (int64_t m = 0; m < M; m++) {
         double sum = 0.0;
         for (int64_t n = 0; n < N; n++)

@@ -11,6 +11,7 @@
  * Each runs in parallel over what it writes (A's planes, B's planes, W's rows), and every sum adds
  * its terms in a fixed order, so results do not depend on the thread count.
  */
+#include "core/threads.h"
 #include "ops/conv_nd.h"
 
 #include "ops/conv_gemm.h"
@@ -115,7 +116,7 @@ static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, con
                            bool accumulate, float *a) {
     const kn_window_nd *win = &c->win;
     int64_t planes = c->N * c->a_channels;
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
     if (planes * win->out_size * c->b_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < planes; plane++) {
         int64_t n = plane / c->a_channels, ai = plane % c->a_channels;
@@ -138,7 +139,7 @@ static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, con
 static void conv_nd_scatter(const conv_nd *c, const float *w, const float *a, float *b) {
     const kn_window_nd *win = &c->win;
     int64_t planes = c->N * c->b_channels;
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
     if (planes * win->out_size * c->a_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < planes; plane++) {
         int64_t n = plane / c->b_channels, bi = plane % c->b_channels;
@@ -161,7 +162,7 @@ static void conv_nd_scatter(const conv_nd *c, const float *w, const float *a, fl
 static void conv_nd_weight_grad(const conv_nd *c, const float *a, const float *b, float *dw) {
     const kn_window_nd *win = &c->win;
     int64_t rows = c->a_channels * c->b_group;
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
     if (c->N * rows * win->out_size * win->taps >= KN_CONV_ND_PARALLEL_MIN)
     for (int64_t row = 0; row < rows; row++) {
         int64_t ai = row / c->b_group, bi = ai / c->a_group * c->b_group + row % c->b_group;

@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "core/threads.h"
 #include "core/rng.h"
 #include "ops/op.h"
 
@@ -92,20 +93,20 @@ static void dropout_map(const kn_op_call *call, float ratio, const float *src, f
     float gain = 1.0f / (1.0f - ratio);
     uint64_t key = dropout_key(call->ctx);
     if (accumulate) {
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             float x = src[i];
             dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
         }
     } else {
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             float x = src[i];
             dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
         }
     }
     if (mask) {
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             mask[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio;
     }
@@ -145,7 +146,7 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     const bool fresh = kn_din_fresh(call, DROPOUT_DATA);
     if (!dropout_training(call)) {
         int64_t n = kn_numel(dout);
-#pragma omp parallel for schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
         return KILN_OK;

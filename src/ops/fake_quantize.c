@@ -1,5 +1,6 @@
 /* FakeQuantize: quantization in the forward pass, the straight-through estimator and LSQ's scale
  * gradient in the backward pass (the formulas are in ops/fake_quantize.h). */
+#include "core/threads.h"
 #include "ops/fake_quantize.h"
 
 #include <math.h>
@@ -147,7 +148,7 @@ static kiln_status fake_quant_forward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]); // (outer, channels, inner)
     float *y = kn_f32(call->out[0]);
     int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         int64_t c = l.channels == 1 ? 0 : i / l.inner % l.channels;
         y[i] = binary ? (x[i] >= 0.0f ? scales[c] : -scales[c]) : kn_quant_fake(x[i], scales[c], zps[c], r);
@@ -197,7 +198,7 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
          * scale gradients add up in order, so the sum is the same at any thread count. */
         double ds[KN_FAKE_QUANT_CHUNKS] = {0};
         int64_t chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
-#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
         for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
             for (int64_t i = k * chunk; i < n && i < (k + 1) * chunk; i++) {
                 float dydx, dyds;
@@ -213,7 +214,7 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
             dscale[0] += (float)(grad_scale * sum);
     } else {
         /* One channel per iteration: each sums its own scale gradient, so the threads share nothing. */
-#pragma omp parallel for schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
         for (int64_t c = 0; c < l.channels; c++) {
             double ds = 0;
             for (int64_t o = 0; o < l.outer; o++)

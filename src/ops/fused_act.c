@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/fused_act.h"
 
 #include <math.h>
@@ -124,7 +125,7 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     if (act->kind == KN_ACT_NONE)
         return;
-#pragma omp parallel for schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += KN_FUSED_ACT_SPAN)
         kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
 }
@@ -137,7 +138,7 @@ static inline float identity(const kn_fused_act *a, float x) {
 /* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
 #define KN_ACT_ROWS_PASS(f)                                                                         \
     do {                                                                                            \
-        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
         for (int64_t r = 0; r < rows; r++) {                                                        \
             float *row = y + r * ld, b = bias[r];                                                   \
             for (int64_t c = 0; c < cols; c++)                                                      \
@@ -161,7 +162,7 @@ void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *
     case KN_ACT_GELU_TANH:
     case KN_ACT_SILU: {
         kn_vmath_fn fn = vmath_fn_of(a.kind);
-        _Pragma("omp parallel for schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
         for (int64_t r = 0; r < rows; r++) {
             float *row = y + r * ld, b = bias[r];
             for (int64_t c = 0; c < cols; c++)

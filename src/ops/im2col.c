@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/im2col.h"
 
 #include <string.h>
@@ -69,7 +70,7 @@ void kn_im2col(int64_t channels, const kn_window_axis *h, const kn_window_axis *
     int64_t OW = w->out, W = w->in;
     int64_t row_step = h->stride * W, col_step = w->stride;
     bool block = col_step == 1 && row_step == W && OW == W;
-#pragma omp parallel if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
     {
         // Rows are taken tap by tap, so that each thread works out a tap's geometry once for all channels.
         int64_t geometry_of = -1;
@@ -102,7 +103,7 @@ void kn_col2im(int64_t channels, const kn_window_axis *h, const kn_window_axis *
     int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
     int64_t OW = w->out, W = w->in;
     int64_t row_step = h->stride * W, col_step = w->stride;
-#pragma omp parallel for schedule(static) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
     for (int64_t c = 0; c < channels; c++) {
         for (int64_t r = c * taps; r < (c + 1) * taps; r++) {
             col_tap t = col_tap_of(h, w, r);

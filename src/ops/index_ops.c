@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops/movement.h"
 
 static kiln_status check_output_shape(const kn_op_call *call, int i, const kn_shape *expected) {
@@ -183,7 +184,7 @@ static kiln_status gather_forward(const kn_op_call *call) {
     int64_t rows = p.outer * p.count;
     if (row == 0)
         return KILN_OK;
-#pragma omp parallel for schedule(static) if (rows * p.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * p.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t o = r / p.count, index = gather_index(indices, r % p.count, p.dim);
         memcpy(y + (size_t)r * row, x + (size_t)(o * p.dim + index) * row, row);
@@ -203,7 +204,7 @@ static kiln_status gather_backward(const kn_op_call *call) {
     KN_TRY(gather_check_indices(indices, p.dim));
     const float *dy = kn_f32(call->dout[0]); // (outer, count, inner)
     float *dx = kn_f32(call->din[0]);        // (outer, dim, inner)
-#pragma omp parallel for schedule(static) if (p.outer * p.count * p.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.outer * p.count * p.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t o = 0; o < p.outer; o++) {
         for (int64_t k = 0; k < p.count; k++) {
             float *dst = dx + (o * p.dim + gather_index(indices, k, p.dim)) * p.inner;

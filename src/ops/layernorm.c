@@ -10,6 +10,7 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "ops/lane_sum.h"
 #include "ops/op.h"
 
@@ -113,7 +114,7 @@ static kiln_status ln_forward(const kn_op_call *call) {
         n_out > LN_INV_STD_DEV ? kn_f32(call->out[LN_INV_STD_DEV]) : NULL; // (rows) or none
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
 
-#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
     for (int64_t r = 0; r < v.rows; r++) {
         const float *xr = xd + r * v.D;
         float *yr = y + r * v.D;
@@ -179,7 +180,7 @@ static kiln_status ln_backward(const kn_op_call *call) {
         return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: out of memory for %zu bytes of workspace",
                        bytes);
 
-#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
     for (int64_t r = 0; r < v.rows; r++) {
         ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
         if (dx)
@@ -191,7 +192,7 @@ static kiln_status ln_backward(const kn_op_call *call) {
         return KILN_OK;
 
     int64_t n_blocks = (v.D + LN_COLUMN_BLOCK - 1) / LN_COLUMN_BLOCK;
-#pragma omp parallel for schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
     for (int64_t b = 0; b < n_blocks; b++) {
         int64_t j0 = b * LN_COLUMN_BLOCK;
         int64_t width = v.D - j0 < LN_COLUMN_BLOCK ? v.D - j0 : LN_COLUMN_BLOCK;

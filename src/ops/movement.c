@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "ops/movement.h"
 
 #include <omp.h>
@@ -178,7 +179,7 @@ void kn_view_copy(void *dst, const void *src, size_t esize, const kn_view *view)
     int64_t rows = count / length;
     char *out = dst;
     const char *in = src;
-#pragma omp parallel if (count >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (count >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
         kn_thread_share(rows, &begin, &end);
@@ -202,7 +203,7 @@ void kn_view_add(float *dst, const float *src, const kn_view *view) {
     int last = v.ndim - 1;
     int64_t length = v.dims[last], step = v.stride[last];
     int64_t rows = count / length;
-#pragma omp parallel if (!shared && count >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (!shared && count >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
         kn_thread_share(rows, &begin, &end);
@@ -250,7 +251,7 @@ kiln_status kn_copy_backward(const kn_op_call *call) {
         memcpy(dx, dy, sizeof(float) * (size_t)n);
         return KILN_OK;
     }
-#pragma omp parallel for schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         dx[i] += dy[i];
     return KILN_OK;

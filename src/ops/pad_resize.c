@@ -17,6 +17,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops/movement.h"
 
 /* ---- Pad ---- */
@@ -176,7 +177,7 @@ static kiln_status pad_forward(const kn_op_call *call) {
     int64_t n = p.out.d[last], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
     const char *x = data->data;
     char *y = call->out[0]->data;
-#pragma omp parallel for schedule(static) if (rows * n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * n >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t source = pad_row_source(&p, &in, in_stride, r);
         pad_row(y + (size_t)(r * n) * esize, source < 0 ? NULL : x + (size_t)source * esize, &p, n,
@@ -203,7 +204,7 @@ static kiln_status pad_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]);
     float *dx = kn_f32(call->din[0]);
     bool rows_disjoint = p.mode == PAD_CONSTANT;
-#pragma omp parallel for schedule(static) if (rows_disjoint && rows * n >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows_disjoint && rows * n >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t source = pad_row_source(&p, &in, in_stride, r);
         if (source < 0)
@@ -625,7 +626,7 @@ static void resize_nearest(const resize_plan *p, const resize_tap *rows, const r
     size_t esize = kn_dtype_size(x->dtype);
     const char *xd = x->data; // (planes, in_h, in_w)
     char *yd = y->data;       // (planes, out_h, out_w)
-#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h, oy = r % out_h;
         const char *src = xd + (size_t)((plane * in_h + rows[oy].i[0]) * in_w) * esize;
@@ -636,7 +637,7 @@ static void resize_nearest(const resize_plan *p, const resize_tap *rows, const r
 static void resize_linear(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
                           const float *x, float *y) {
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h;
         resize_tap ty = rows[r % out_h];
@@ -655,7 +656,7 @@ static void resize_linear(const resize_plan *p, const resize_tap *rows, const re
 static void resize_cubic(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
                          const float *x, float *y) {
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-#pragma omp parallel for schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h;
         const resize_tap *ty = &rows[r % out_h];
@@ -720,7 +721,7 @@ static kiln_status resize_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]); // (planes, out_h, out_w)
     float *dx = kn_f32(call->din[0]);        // (planes, in_h, in_w)
     int n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS;
-#pragma omp parallel for schedule(static) if (p.planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         for (int64_t oy = 0; oy < out_h; oy++) {
             const resize_tap *ty = &rows[oy];

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops/op.h"
 #include "ops/pool_nd.h"
 #include "ops/window.h"
@@ -285,7 +286,7 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
     float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
     bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
-#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         if (plain_2x2)
             maxpool_2x2_forward_plane(&p.g, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
@@ -313,7 +314,7 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
     bool fresh = kn_din_fresh(call, 0);
     bool tiled = plain_2x2 && 2 * p.g.h.out == p.g.h.in && 2 * p.g.w.out == p.g.w.in;
-#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
         float *dxp = dx + plane * p.g.in_plane;
@@ -371,7 +372,7 @@ static kiln_status avgpool_forward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
     float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
     int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
-#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane;
         float *yp = y + plane * p.g.out_plane;
@@ -401,7 +402,7 @@ static kiln_status avgpool_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
     float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
     int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
-#pragma omp parallel for schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *dyp = dy + plane * p.g.out_plane;
         float *dxp = dx + plane * p.g.in_plane;
@@ -467,7 +468,7 @@ static kiln_status global_avgpool_forward(const kn_op_call *call) {
     int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
     const float *x = kn_f32(call->in[0]); // (N*C, spatial)
     float *y = kn_f32(call->out[0]);      // (N*C)
-#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++) {
         double sum = 0.0;
         for (int64_t i = 0; i < plane; i++)
@@ -485,7 +486,7 @@ static kiln_status global_avgpool_backward(const kn_op_call *call) {
     const float *dy = kn_f32(call->dout[0]); // (N*C)
     float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
     float scale = 1.0f / (float)plane;
-#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++) {
         float share = dy[p] * scale;
         for (int64_t i = 0; i < plane; i++)
@@ -518,7 +519,7 @@ static kiln_status global_maxpool_forward(const kn_op_call *call) {
     int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
     const float *x = kn_f32(call->in[0]); // (N*C, spatial)
     float *y = kn_f32(call->out[0]);      // (N*C)
-#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++)
         y[p] = x[p * plane + first_argmax(x + p * plane, plane)];
     return KILN_OK;
@@ -532,7 +533,7 @@ static kiln_status global_maxpool_backward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]);    // (N*C, spatial)
     const float *dy = kn_f32(call->dout[0]); // (N*C)
     float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
-#pragma omp parallel for schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++)
         dx[p * plane + first_argmax(x + p * plane, plane)] += dy[p];
     return KILN_OK;

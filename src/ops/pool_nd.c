@@ -3,6 +3,7 @@
  * 2-D code does not run (kn_pool_is_nd). Every (n, c) plane is independent, so loops run in parallel
  * over planes; each window is scanned in kernel order, so ties and sums come out as in pool.c.
  */
+#include "core/threads.h"
 #include "ops/pool_nd.h"
 
 #include <math.h>
@@ -136,7 +137,7 @@ kiln_status kn_maxpool_nd_forward(const kn_op_call *call) {
     char *y = call->out[0]->data;      // (N*C, out...)
     int64_t *indices = call->node->n_out == 2 && call->out[1] ? call->out[1]->data : NULL; // (N*C, out...)
     const kn_window_nd *win = &p.win;
-#pragma omp parallel for schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         const char *xp = x + (size_t)(plane * win->in_size) * size;
         for (int64_t o = 0; o < win->out_size; o++) {
@@ -162,7 +163,7 @@ kiln_status kn_maxpool_nd_backward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]);    // (N*C, in...)
     const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
     float *dx = kn_f32(call->din[0]);        // (N*C, in...)
-#pragma omp parallel for schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         const float *xp = x + plane * win->in_size;
         for (int64_t o = 0; o < win->out_size; o++)
@@ -214,7 +215,7 @@ kiln_status kn_avgpool_nd_forward(const kn_op_call *call) {
     const kn_window_nd *win = &p.win;
     const float *x = kn_f32(call->in[0]); // (N*C, in...)
     float *y = kn_f32(call->out[0]);      // (N*C, out...)
-#pragma omp parallel for schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         const float *xp = x + plane * win->in_size;
         for (int64_t o = 0; o < win->out_size; o++) {
@@ -237,7 +238,7 @@ kiln_status kn_avgpool_nd_backward(const kn_op_call *call) {
     const kn_window_nd *win = &p.win;
     const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
     float *dx = kn_f32(call->din[0]);        // (N*C, in...)
-#pragma omp parallel for schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.planes; plane++) {
         float *dxp = dx + plane * win->in_size;
         for (int64_t o = 0; o < win->out_size; o++) {

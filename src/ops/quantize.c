@@ -10,7 +10,9 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "core/quant.h"
+#include "kernels/qgemm.h"
 #include "ops/movement.h"
 
 /* x viewed as (outer, channels, inner): channel c uses scale[c] and zero_point[c]; channels is 1 for
@@ -93,19 +95,16 @@ static kiln_status quantize_forward(const kn_op_call *call) {
     KN_TRY(quant_inputs(call->in, call->node->n_in, &x, &scale, &zero_point));
     quant_layout q;
     KN_TRY(quant_layout_make(call->node, &x->shape, scale, zero_point, &q));
-    kn_quant_range range = kn_quant_range_of(8, call->out[0]->dtype == KN_I8);
+    bool is_signed = call->out[0]->dtype == KN_I8;
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best(); /* kn_quant_level's numbers, vectorized */
     const float *xs = kn_f32(x), *scales = kn_f32(scale); // x: (outer, channels, inner)
     uint8_t *y = call->out[0]->data;
     int64_t rows = q.outer * q.channels;
-#pragma omp parallel for schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t c = r % q.channels;
-        float s = scales[c];
-        int32_t zp = (int32_t)zero_point_at(zero_point, c);
-        for (int64_t i = r * q.inner; i < (r + 1) * q.inner; i++) {
-            int32_t level = kn_quant_level(xs[i], s, zp, range);
-            y[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
-        }
+        kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[c], (int32_t)zero_point_at(zero_point, c),
+                          is_signed, y + r * q.inner);
     }
     return KILN_OK;
 }
@@ -146,7 +145,7 @@ static kiln_status dequantize_forward(const kn_op_call *call) {
     const float *scales = kn_f32(scale);
     float *y = kn_f32(call->out[0]); // (outer, channels, inner)
     int64_t rows = q.outer * q.channels;
-#pragma omp parallel for schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t c = r % q.channels, zp = zero_point_at(zero_point, c);
         for (int64_t i = r * q.inner; i < (r + 1) * q.inner; i++)

@@ -20,6 +20,7 @@
  * send each output's dY whole to the first element (in memory order) equal to the output, where
  * PyTorch's amax splits it evenly between ties. ReduceProd and ReduceL2 are forward only.
  */
+#include "core/threads.h"
 #include "ops/reduce.h"
 
 #include <math.h>
@@ -142,7 +143,7 @@ void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, f
         return;
     if (reduce_plan_is_copy(&p)) {
         int64_t n = p.x_numel;
-#pragma omp parallel for schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             y[i] += scale * x[i];
         return;
@@ -151,14 +152,14 @@ void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, f
      * partials are added in slice order: a fixed order whatever the thread count. */
     float *partials = workspace; /* (n_partials, y_numel) */
     memset(partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
-#pragma omp parallel for schedule(static) if (p.n_slices > 1)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
     for (int64_t s = 0; s < p.n_slices; s++) {
         int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
         float *acc = partials + (p.summed[0] ? s * p.y_numel : 0);
         sum_runs(&p, 0, x, acc, begin, end);
     }
     int64_t n_y = p.y_numel, n_partials = p.n_partials;
-#pragma omp parallel for schedule(static) if (n_y * n_partials >= KN_REDUCE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_y * n_partials >= KN_REDUCE_PARALLEL_MIN)
     for (int64_t j = 0; j < n_y; j++) {
         float s = 0.0f;
         for (int64_t q = 0; q < n_partials; q++)
@@ -194,7 +195,7 @@ static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, 
     reduce_plan_make(&p, x_shape, axes);
     if (p.x_numel == 0)
         return;
-#pragma omp parallel for schedule(static) if (p.n_slices > 1)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
     for (int64_t s = 0; s < p.n_slices; s++) {
         int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
         spread_runs(&p, 0, dy, dx, scale, begin, end);
@@ -354,7 +355,7 @@ static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind k
     reduce_walk w;
     reduce_walk_make(&w, &x->shape, axes);
     int64_t n_y = w.y_numel, work = n_y * w.count;
-#pragma omp parallel for schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
     for (int64_t j = 0; j < n_y; j++) {
         int64_t base = reduce_walk_base(&w, j);
         if (x->dtype == KN_F32)
@@ -374,7 +375,7 @@ static void reduce_extremum_backward(const kn_tensor *x, unsigned axes, const fl
     reduce_walk_make(&w, &x->shape, axes);
     int64_t n_y = w.y_numel, work = n_y * w.count;
     const float *xs = kn_f32(x);
-#pragma omp parallel for schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
     for (int64_t j = 0; j < n_y; j++) {
         int64_t base = reduce_walk_base(&w, j);
         reduce_cursor c = {{0}, 0};

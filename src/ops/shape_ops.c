@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "ops/movement.h"
 
 enum { TRANSPOSE_TILE = 16 }; /* a 16 x 16 tile of 4-byte elements fits L1 when both sides are strided */
@@ -271,7 +272,7 @@ static void transpose_rows(const char *x, char *y, size_t esize, const transpose
     transpose_plan outer = transpose_plan_outer(p, last, -1);
     int64_t length = p->dims[last];
     int64_t rows = transpose_plan_count(&outer);
-#pragma omp parallel if (rows * length >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (rows * length >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
         kn_thread_share(rows, &begin, &end);
@@ -296,7 +297,7 @@ static void transpose_tiles(const char *x, char *y, size_t esize, const transpos
     int64_t q_tiles = (nq + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
     int64_t items = transpose_plan_count(&outer) * q_tiles;
     int64_t e = (int64_t)esize;
-#pragma omp parallel if (transpose_plan_count(p) >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel num_threads(kn_threads_get()) if (transpose_plan_count(p) >= KN_MOVE_PARALLEL_MIN)
     {
         int64_t begin, end;
         kn_thread_share(items, &begin, &end);
@@ -410,7 +411,7 @@ static kiln_status concat_forward(const kn_op_call *call) {
     size_t esize = kn_dtype_size(call->out[0]->dtype);
     int64_t row = call->out[0]->shape.d[axis] * inner;
     char *y = call->out[0]->data; // (outer, row)
-#pragma omp parallel for schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
     for (int64_t o = 0; o < outer; o++) {
         char *dst = y + (size_t)(o * row) * esize;
         for (int i = 0; i < call->node->n_in; i++) {
@@ -433,7 +434,7 @@ static kiln_status concat_backward(const kn_op_call *call) {
     concat_layout(call, &axis, &outer, &inner);
     int64_t row = call->out[0]->shape.d[axis] * inner;
     const float *dy = kn_f32(call->dout[0]); // (outer, row)
-#pragma omp parallel for schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
     for (int64_t o = 0; o < outer; o++) {
         const float *src = dy + o * row;
         for (int i = 0; i < call->node->n_in; i++) {

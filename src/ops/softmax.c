@@ -13,6 +13,7 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
 #include "ops/lane_sum.h"
@@ -201,7 +202,7 @@ static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form)
     if (n_elements == 0)
         return KILN_OK;
     softmax_units u = softmax_units_of(&l);
-#pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
     for (int64_t unit = 0; unit < u.count; unit++) {
         if (l.inner == 1) {
             int64_t r0 = unit * u.rows_per_unit;
@@ -229,7 +230,7 @@ static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form
     if (n_elements == 0)
         return KILN_OK;
     softmax_units u = softmax_units_of(&l);
-#pragma omp parallel for schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
     for (int64_t unit = 0; unit < u.count; unit++) {
         if (l.inner == 1) {
             int64_t r0 = unit * u.rows_per_unit;

@@ -143,12 +143,12 @@ static kiln_status sparse_forward(const kn_op_call *call) {
         return KILN_OK;
     }
     size_t bytes;
-    if (!kn_size_mul((size_t)K, KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)omp_get_max_threads(), &bytes))
+    if (!kn_size_mul((size_t)K, KN_SPARSE_ROW_BLOCK * sizeof(float) * (size_t)kn_threads_get(), &bytes))
         return kn_fail(KILN_ERR_NOMEM, "SparseGemm: K %lld overflows the workspace size", (long long)K);
     float *at_all = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (threads, K, KN_SPARSE_ROW_BLOCK)
     if (!at_all)
         return kn_fail(KILN_ERR_NOMEM, "SparseGemm: out of memory for %zu bytes of workspace", bytes);
-#pragma omp parallel for schedule(static) if (M * nnz >= SPARSE_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (M * nnz >= SPARSE_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         float *at = at_all + (int64_t)omp_get_thread_num() * K * KN_SPARSE_ROW_BLOCK; // (K, block)
         int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = M - r0 < KN_SPARSE_ROW_BLOCK ? M - r0 : KN_SPARSE_ROW_BLOCK;

@@ -22,6 +22,7 @@
  */
 #include <math.h>
 
+#include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
 #include "ops/broadcast.h"
@@ -101,7 +102,7 @@ static inline float softplus(float x) {
 /* y[i] = EXPR(v = x[i]) for i < n. */
 #define KN_UNARY_LOOP(EXPR)                                                      \
     do {                                                                         \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++) {                                        \
             float v = x[i];                                                      \
             y[i] = (EXPR);                                                       \
@@ -129,7 +130,7 @@ static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, floa
 /* dx[i] += EXPR for i < n, EXPR in terms of x[i], y[i] and dy[i]. */
 #define KN_UNARY_GRAD_LOOP(EXPR)                                                 \
     do {                                                                         \
-        _Pragma("omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++)                                          \
             dx[i] += (EXPR);                                                     \
     } while (0)
@@ -287,7 +288,7 @@ static kiln_status clip_forward(const kn_op_call *call) {
         float lo = min ? kn_f32(min)[0] : -INFINITY, hi = max ? kn_f32(max)[0] : INFINITY;
         const float *xs = kn_f32(x);
         float *ys = kn_f32(y);
-#pragma omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             float v = xs[i] < lo ? lo : xs[i];
             ys[i] = v > hi ? hi : v;
@@ -312,7 +313,7 @@ static kiln_status clip_backward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
     float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
     return KILN_OK;
@@ -406,7 +407,7 @@ static kiln_status prelu_backward(const kn_op_call *call) {
                            bytes);
         float *term = (float *)work; /* X's shape */
         const float *xs = kn_f32(x), *g = kn_f32(dy);
-#pragma omp parallel for schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
             term[i] = xs[i] < 0.0f ? g[i] * xs[i] : 0.0f;
         float *reduce_work = (float *)(work + term_bytes);

@@ -1,11 +1,15 @@
 #include "runtime/optimize.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/quant.h"
 #include "core/status.h"
+#include "format/storage.h"
+#include "kernels/qgemm.h"
 #include "kernels/sparse.h"
 #include "ops/fused_act.h"
 #include "ops/op.h"
@@ -366,6 +370,325 @@ static kiln_status fold_constants(kn_graph *g, int *folded) {
     return KILN_OK;
 }
 
+/* ---- integer layers ---------------------------------------------------------------------------- */
+
+/* A DequantizeLinear's constant scale, zero point and input levels, when the scale is one f32 per
+ * tensor or per index of `axis` (checked by the caller) and the zero point i8/u8 and constant. Values
+ * are held by id: adding values to the graph moves them. */
+typedef struct dq_info {
+    int node;
+    int levels;          /* the value dequantized */
+    int scale;           /* f32, numel 1 or 1-D */
+    int zero;            /* -1: zero point 0 */
+    kn_dtype level_type; /* KN_U8 or KN_I8 */
+} dq_info;
+
+static bool dq_info_of(const kn_graph *g, int v, dq_info *d) {
+    if (v < 0 || g->values[v].producer < 0)
+        return false;
+    const kn_node *n = &g->nodes[g->values[v].producer];
+    if (!op_is(n, "DequantizeLinear") || n->in[0] < 0 || !is_constant(g, n->in[1]))
+        return false;
+    const kn_value *scale = kn_node_input(g, n, 1), *zero = kn_node_input(g, n, 2);
+    if (scale->dtype != KN_F32 || scale->shape.ndim > 1 ||
+        (zero && (!is_constant(g, n->in[2]) || kn_shape_numel(&zero->shape) != kn_shape_numel(&scale->shape))))
+        return false;
+    kn_dtype type = zero ? zero->dtype : g->values[n->in[0]].dtype;
+    if (type != KN_U8 && type != KN_I8)
+        return false;
+    for (int64_t i = 0; i < kn_shape_numel(&scale->shape); i++) {
+        float si = ((const float *)scale->data)[i];
+        if (!(si >= FLT_MIN && si < INFINITY))
+            return false;
+    }
+    *d = (dq_info){g->values[v].producer, n->in[0], n->in[1], zero ? n->in[2] : -1, type};
+    return true;
+}
+
+static int64_t dq_scale_count(const kn_graph *g, const dq_info *d) {
+    return kn_shape_numel(&g->values[d->scale].shape);
+}
+
+static float dq_scale(const kn_graph *g, const dq_info *d, int64_t i) {
+    return ((const float *)g->values[d->scale].data)[i];
+}
+
+static int64_t dq_zero_point(const kn_graph *g, const dq_info *d, int64_t i) {
+    if (d->zero < 0)
+        return 0;
+    const void *z = g->values[d->zero].data;
+    return d->level_type == KN_I8 ? ((const int8_t *)z)[i] : ((const uint8_t *)z)[i];
+}
+
+/* A layer's weights as int8 levels (rows = output channels, K) with one scale per row. */
+typedef struct qweights {
+    kn_shape shape; /* of the weight tensor */
+    int64_t rows, K;
+    int8_t *levels; /* (rows, K) */
+    float *scale;   /* (rows) */
+} qweights;
+
+static void qweights_free(qweights *w) {
+    free(w->levels);
+    free(w->scale);
+}
+
+/* Flat element i of a weight whose output channels run along `axis` (0: (rows, K), 1: (K, rows)). */
+static void qweights_place(const qweights *w, int axis, int64_t i, int64_t *row, int64_t *k) {
+    *row = axis == 0 ? i / w->K : i % w->rows;
+    *k = axis == 0 ? i % w->K : i / w->rows;
+}
+
+/* The levels of weight value `v` (shape (rows, ...) for axis 0, (K, rows) for axis 1): a constant i8
+ * tensor through a DequantizeLinear per tensor or per output channel, or an f32 initializer stored as
+ * signed affine levels (kiln quantize's weights), both with zero point 0. False when it is neither. */
+static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
+    const kn_value *wv = v >= 0 ? &g->values[v] : NULL;
+    dq_info d;
+    bool from_dq = wv && dq_info_of(g, v, &d) && is_constant(g, d.levels) && d.level_type == KN_I8 &&
+                   g->values[d.levels].dtype == KN_I8;
+    const kn_storage *st = wv && is_constant(g, v) ? wv->storage : NULL;
+    bool from_storage = st && (st->encoding == KN_ENC_AFFINE_I8 || st->encoding == KN_ENC_AFFINE_I4 ||
+                               st->encoding == KN_ENC_AFFINE_I2) && st->block == 0;
+    if (!from_dq && !from_storage)
+        return false;
+    const kn_shape *shape = from_dq ? &g->values[d.levels].shape : &wv->shape;
+    if (shape->ndim < 2 || (axis == 1 && shape->ndim != 2))
+        return false;
+    w->shape = *shape;
+    w->rows = shape->d[axis];
+    w->K = kn_shape_numel(shape) / w->rows;
+    int64_t groups = from_dq ? dq_scale_count(g, &d) : kn_storage_group_count(st);
+    int scale_axis = from_dq ? (int)kn_node_int(&g->nodes[d.node], "axis", 1) : st->axis;
+    if (groups != 1 && !(groups == w->rows && scale_axis == axis))
+        return false;
+    for (int64_t k = 0; k < groups; k++)
+        if ((from_dq ? dq_zero_point(g, &d, k) : kn_storage_zero_point(st, k)) != 0)
+            return false;
+    w->levels = malloc((size_t)(w->rows * w->K));
+    w->scale = malloc(sizeof(float) * (size_t)w->rows);
+    if (!w->levels || !w->scale) {
+        qweights_free(w);
+        return false;
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        w->scale[r] = from_dq ? dq_scale(g, &d, groups == 1 ? 0 : r) : st->scale[groups == 1 ? 0 : r];
+    for (int64_t i = 0; i < w->rows * w->K; i++) {
+        int64_t row, k;
+        qweights_place(w, axis, i, &row, &k);
+        w->levels[row * w->K + k] = from_dq ? ((const int8_t *)g->values[d.levels].data)[i]
+                                            : (int8_t)kn_storage_level(st, i);
+    }
+    return true;
+}
+
+/* Adds a constant "<node>:<suffix>" of dtype and element count; returns its id or -1. */
+static int add_layer_const(kn_graph *g, const char *node, const char *suffix, kn_dtype dtype, int64_t count) {
+    char name[256];
+    snprintf(name, sizeof name, "%s:%s", node, suffix);
+    for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
+        snprintf(name, sizeof name, "%s:%s%d", node, suffix, n);
+    kn_shape shape = kn_shape_of(1, &count);
+    return kn_graph_add_value(g, name, KN_VALUE_CONST, dtype, &shape);
+}
+
+/* What a Conv / Gemm / MatMul node must be to become an integer layer, and its weights' layout. */
+typedef struct qlayer_plan {
+    bool conv;
+    int w_axis;     /* output channels of the weight tensor: 0, or 1 for (K, N) */
+    int64_t group;  /* Conv */
+    int bias_input; /* -1: none */
+} qlayer_plan;
+
+static bool qlayer_plan_of(const kn_node *n, qlayer_plan *p) {
+    *p = (qlayer_plan){.conv = op_is(n, "Conv"), .group = 1, .bias_input = n->n_in > 2 && n->in[2] >= 0 ? 2 : -1};
+    if (kn_node_attr(n, "kn_activation"))
+        return false;
+    if (p->conv) {
+        p->group = kn_node_int(n, "group", 1);
+        return p->group >= 1;
+    }
+    if (op_is(n, "Gemm")) {
+        if (kn_node_int(n, "transA", 0) != 0 || kn_node_float(n, "alpha", 1.0f) != 1.0f ||
+            (p->bias_input >= 0 && kn_node_float(n, "beta", 1.0f) != 1.0f))
+            return false;
+        p->w_axis = kn_node_int(n, "transB", 0) ? 0 : 1;
+        return true;
+    }
+    if (op_is(n, "MatMul")) {
+        p->w_axis = 1;
+        return p->bias_input < 0;
+    }
+    return false;
+}
+
+/* The bias per output channel: absent, or a constant f32 of one element or `rows`. */
+static bool qlayer_bias_ok(const kn_graph *g, const kn_node *n, const qlayer_plan *p, int64_t rows) {
+    if (p->bias_input < 0)
+        return true;
+    const kn_value *b = kn_node_input(g, n, p->bias_input);
+    int64_t numel = kn_shape_numel(&b->shape);
+    return is_constant(g, n->in[p->bias_input]) && b->dtype == KN_F32 && (numel == 1 || numel == rows) &&
+           (p->conv ? b->shape.ndim == 1 : b->shape.ndim <= 2);
+}
+
+/* Writes the layer's constants: packed weights, mult, bias, corr; returns their ids in ids[4]. */
+static kiln_status qlayer_constants(kn_graph *g, int node, const qlayer_plan *p, const qweights *w,
+                                    const dq_info *x, int ids[4]) {
+    const char *name = g->nodes[node].name;
+    int64_t rows_per_group = w->rows / p->group;
+    size_t packed = p->conv ? kn_qgemm_b_bytes(rows_per_group, w->K) * (size_t)p->group
+                            : kn_qgemm_v_bytes(w->rows, w->K);
+    ids[0] = add_layer_const(g, name, "qweight", KN_I8, (int64_t)packed);
+    ids[1] = ids[0] < 0 ? -1 : add_layer_const(g, name, "qmult", KN_F32, w->rows);
+    ids[2] = ids[1] < 0 ? -1 : add_layer_const(g, name, "qbias", KN_F32, w->rows);
+    ids[3] = ids[2] < 0 ? -1 : add_layer_const(g, name, "qcorr", KN_I32, w->rows);
+    if (ids[3] < 0)
+        return KILN_ERR_NOMEM; /* kn_graph_add_value said so */
+    int8_t *wp = g->values[ids[0]].data;
+    if (p->conv)
+        for (int64_t grp = 0; grp < p->group; grp++)
+            kn_qgemm_pack_weights_b(w->levels + grp * rows_per_group * w->K, rows_per_group, w->K, w->K,
+                                    wp + (size_t)grp * kn_qgemm_b_bytes(rows_per_group, w->K));
+    else
+        kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, wp);
+    float s_x = dq_scale(g, x, 0);
+    int32_t z_x = (int32_t)dq_zero_point(g, x, 0) + (x->level_type == KN_I8 ? 128 : 0); /* u8 form */
+    const kn_value *b = p->bias_input >= 0 ? kn_node_input(g, &g->nodes[node], p->bias_input) : NULL;
+    int64_t b_numel = b ? kn_shape_numel(&b->shape) : 0;
+    float *mult = g->values[ids[1]].data, *bias = g->values[ids[2]].data;
+    int32_t *corr = g->values[ids[3]].data;
+    for (int64_t r = 0; r < w->rows; r++) {
+        int32_t sum = 0;
+        for (int64_t k = 0; k < w->K; k++)
+            sum += w->levels[r * w->K + k];
+        mult[r] = kn_quant_multiplier(s_x, w->scale[r], 1.0);
+        bias[r] = b ? ((const float *)b->data)[b_numel == 1 ? 0 : r] : 0.0f;
+        corr[r] = z_x * sum;
+    }
+    return KILN_OK;
+}
+
+/* Node `node` becomes the integer layer: reads x's levels and the constants ids[4]. */
+static kiln_status qlayer_rewrite(kn_graph *g, int node, const qlayer_plan *p, const qweights *w,
+                                  const dq_info *x, const int ids[4]) {
+    kn_node *n = &g->nodes[node];
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 5);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+    in[0] = x->levels;
+    memcpy(in + 1, ids, sizeof(int) * 4);
+    if (p->conv) {
+        KN_TRY(kn_node_set_ints(g, node, "kn_w_shape", 4, w->shape.d));
+    } else {
+        KN_TRY(kn_node_set_int(g, node, "kn_k", w->K));
+        KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
+    }
+    KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x->level_type == KN_I8));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", dq_zero_point(g, x, 0)));
+    n = &g->nodes[node];
+    n->op = kn_op_find(p->conv ? "QLinearConvPacked" : "QLinearGemmPacked");
+    n->in = in;
+    n->n_in = 5;
+    return KILN_OK;
+}
+
+/* A Conv, Gemm or MatMul whose input is a per-tensor DequantizeLinear and whose weights are int8
+ * levels with zero point 0 (qweights_of) becomes QLinearConvPacked / QLinearGemmPacked (ops/qlinear.c)
+ * with f32 output; the passes after fold a BatchNormalization, a Relu and a QuantizeLinear into it. */
+static kiln_status make_integer_layers(kn_graph *g, int *made) {
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        qlayer_plan p;
+        dq_info x;
+        qweights w;
+        kn_node *n = &g->nodes[i];
+        if (!(op_is(n, "Conv") || op_is(n, "Gemm") || op_is(n, "MatMul")) || n->n_in < 2 ||
+            !qlayer_plan_of(n, &p) || !dq_info_of(g, n->in[0], &x) || dq_scale_count(g, &x) != 1)
+            continue;
+        if (!qweights_of(g, n->in[1], p.w_axis, &w))
+            continue;
+        bool fits = w.K <= KN_QGEMM_MAX_K && w.rows % p.group == 0 && (!p.conv || w.shape.ndim == 4) &&
+                    qlayer_bias_ok(g, n, &p, w.rows);
+        int ids[4];
+        if (fits && (st = qlayer_constants(g, i, &p, &w, &x, ids)) == KILN_OK)
+            st = qlayer_rewrite(g, i, &p, &w, &x, ids);
+        *made += fits && st == KILN_OK;
+        qweights_free(&w);
+    }
+    return st;
+}
+
+static bool is_integer_layer(const kn_node *n) {
+    return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
+}
+
+/* The per-tensor quantization of QuantizeLinear node q: false unless its scale and zero point are
+ * constant scalars (the zero point u8 or i8) and the scale finite and > 0. */
+static bool quantize_params(const kn_graph *g, const kn_node *q, float *scale, int64_t *zero, int *y_type) {
+    const kn_value *s = kn_node_input(g, q, 1), *z = kn_node_input(g, q, 2);
+    if (q->n_out != 1 || !is_constant(g, q->in[1]) || s->dtype != KN_F32 || kn_shape_numel(&s->shape) != 1 ||
+        (z && (!is_constant(g, q->in[2]) || kn_shape_numel(&z->shape) != 1 ||
+               (z->dtype != KN_U8 && z->dtype != KN_I8))))
+        return false;
+    *scale = *(const float *)s->data;
+    bool is_signed = z && z->dtype == KN_I8;
+    *zero = !z ? 0 : is_signed ? *(const int8_t *)z->data : *(const uint8_t *)z->data;
+    *y_type = is_signed ? KN_QOUT_I8 : KN_QOUT_U8;
+    return *scale >= FLT_MIN && *scale < INFINITY;
+}
+
+/* Whether node n passes levels through unchanged in meaning: a MaxPool with one output (it becomes
+ * MaxPoolInteger: QuantizeLinear is non-decreasing, so it commutes with max) or a Flatten. */
+static bool commutes_with_quantize(const kn_node *n) {
+    return (op_is(n, "MaxPool") && n->n_out == 1) || op_is(n, "Flatten");
+}
+
+/* QuantizeLinear (per tensor) after an integer layer with f32 output, directly or through MaxPool and
+ * Flatten nodes that nothing else reads: the layer writes the levels, the MaxPools become
+ * MaxPoolInteger, and the QuantizeLinear goes. */
+static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
+    int *reads = count_reads(g);
+    if (!reads)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing QuantizeLinear");
+    const kn_op *qmaxpool = kn_op_find("MaxPoolInteger");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *q = &g->nodes[i];
+        float s_y;
+        int64_t z_y;
+        int y_type;
+        if (!op_is(q, "QuantizeLinear") || !quantize_params(g, q, &s_y, &z_y, &y_type))
+            continue;
+        kn_node *chain[8], *layer = sole_producer(g, reads, q->in[0]);
+        int n_chain = 0;
+        while (layer && commutes_with_quantize(layer) && n_chain < 8) {
+            chain[n_chain++] = layer;
+            layer = sole_producer(g, reads, layer->in[0]);
+        }
+        if (!layer || !is_integer_layer(layer) || kn_node_int(layer, "kn_y_type", 0) != KN_QOUT_F32)
+            continue;
+        int index = (int)(layer - g->nodes);
+        st = kn_node_set_int(g, index, "kn_y_type", y_type);
+        if (st == KILN_OK)
+            st = kn_node_set_float(g, index, "kn_y_scale", s_y);
+        if (st == KILN_OK)
+            st = kn_node_set_int(g, index, "kn_y_zero_point", z_y);
+        if (st != KILN_OK)
+            break;
+        for (int c = 0; c < n_chain; c++)
+            if (op_is(chain[c], "MaxPool"))
+                chain[c]->op = qmaxpool;
+        kn_node *last = n_chain ? chain[0] : &g->nodes[index];
+        take_over_output(g, last, q->in[0], q->out[0]);
+        mark_removed(q);
+        (*absorbed)++;
+    }
+    free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
 /* ---- BatchNormalization into Conv / Gemm ------------------------------------------------------- */
 
 /* BN(y) = s * y + t per channel, with s = scale / sqrt(var + eps) and t = B - mean * s. */
@@ -473,6 +796,33 @@ static kiln_status fold_batchnorm(kn_graph *g, kn_node *prod, kn_node *bn) {
     return st;
 }
 
+/* BatchNormalization after an integer layer: mult[c] *= s[c], bias[c] = s[c] * bias[c] + t[c]. The
+ * constants are the layer's own, made in this graph by make_integer_layers. */
+static kiln_status fold_batchnorm_integer(kn_graph *g, kn_node *layer, kn_node *bn) {
+    bn_affine a;
+    KN_TRY(bn_affine_of(g, bn, &a));
+    float *mult = g->values[layer->in[2]].data, *bias = g->values[layer->in[3]].data;
+    for (int64_t c = 0; c < a.channels; c++) {
+        mult[c] = (float)((double)mult[c] * a.s[c]);
+        bias[c] = (float)(a.s[c] * bias[c] + a.t[c]);
+    }
+    free(a.s);
+    free(a.t);
+    take_over_output(g, layer, bn->in[0], bn->out[0]);
+    mark_removed(bn);
+    return KILN_OK;
+}
+
+static bool bn_foldable_integer(const kn_graph *g, const kn_node *layer, const kn_node *bn) {
+    if (!op_is(layer, "QLinearConvPacked") || kn_node_int(bn, "training_mode", 0) != 0 ||
+        kn_node_attr(layer, "kn_activation") || kn_node_int(layer, "kn_y_type", 0) != 0)
+        return false;
+    for (int k = 1; k <= 4; k++)
+        if (!is_constant(g, bn->in[k]) || kn_node_input(g, bn, k)->dtype != KN_F32)
+            return false;
+    return kn_shape_numel(&kn_node_input(g, bn, 1)->shape) == kn_shape_numel(&kn_node_input(g, layer, 2)->shape);
+}
+
 static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
     int *reads = count_reads(g);
     if (!reads)
@@ -483,6 +833,11 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
         if (!op_is(bn, "BatchNormalization"))
             continue;
         kn_node *prod = sole_producer(g, reads, bn->in[0]);
+        if (prod && bn_foldable_integer(g, prod, bn)) {
+            st = fold_batchnorm_integer(g, prod, bn);
+            *folded += st == KILN_OK;
+            continue;
+        }
         if (!prod || !(op_is(prod, "Conv") || op_is(prod, "Gemm")) || !bn_foldable(g, prod, bn))
             continue;
         st = fold_batchnorm(g, prod, bn);
@@ -625,7 +980,9 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
         if (op_is(act, "Clip") && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
             continue;
         kn_node *prod = sole_producer(g, reads, act->in[0]);
-        if (!takes_activation(prod))
+        bool integer_relu = prod && is_integer_layer(prod) && op_is(act, "Relu") &&
+                            kn_node_int(prod, "kn_y_type", 0) == KN_QOUT_F32 && !kn_node_attr(prod, "kn_activation");
+        if (!takes_activation(prod) && !integer_relu)
             continue;
         st = record_activation(g, (int)(prod - g->nodes), act);
         if (st != KILN_OK)
@@ -826,6 +1183,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_IDENTITY))
         st = remove_identities(dst, &s.identities_removed);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = make_integer_layers(dst, &s.integer_layers);
     if (st == KILN_OK && (passes & KN_OPT_FOLD))
         st = fold_constants(dst, &s.nodes_folded);
     if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))
@@ -834,6 +1193,10 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = fuse_biases(dst, &s.biases_fused);
     if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))
         st = fuse_activations(dst, &s.activations_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = absorb_quantize(dst, &s.quantizes_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))
         st = sparsify_weights(dst, &s.weights_sparsified);
     if (st == KILN_OK)

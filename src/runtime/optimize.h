@@ -18,6 +18,14 @@
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
  *                      Conv, Gemm or MatMul before it (ops/fused_act.h), and SiLU written as
  *                      Mul(x, Sigmoid(x)): both nodes go, when x is read by those two alone
+ *   KN_OPT_INT8        integer layers (runs before folding, which would decode the weights to f32):
+ *                      a Conv, Gemm or MatMul reading a per-tensor DequantizeLinear, with int8 weights
+ *                      of zero point 0 (a DequantizeLinear of constant levels, or affine i8/i4/i2
+ *                      storage) becomes QLinearConvPacked / QLinearGemmPacked (ops/qlinear.c) with
+ *                      its weights packed once; BATCHNORM and ACTIVATION (Relu) then fold into it, and
+ *                      at the end a per-tensor QuantizeLinear after it becomes its output's
+ *                      quantization, so activations stay 8-bit from layer to layer. The numbers are
+ *                      core/quant.h's "Integer layers" (docs/runtime.md)
  *   KN_OPT_SPARSE      a Gemm or MatMul whose constant weight has at most KN_SPARSE_MAX_DENSITY of
  *                      nonzeros (an unstructured-pruned layer) becomes SparseGemm (ops/sparse_gemm.c),
  *                      which skips the zeros
@@ -39,8 +47,9 @@ enum {
     KN_OPT_BATCHNORM = 1 << 3,
     KN_OPT_BIAS = 1 << 4,
     KN_OPT_ACTIVATION = 1 << 5,
-    KN_OPT_SPARSE = 1 << 6,
-    KN_OPT_ALL = (1 << 7) - 1
+    KN_OPT_INT8 = 1 << 6,
+    KN_OPT_SPARSE = 1 << 7,
+    KN_OPT_ALL = (1 << 8) - 1
 };
 
 /* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
@@ -50,7 +59,7 @@ enum {
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused, weights_sparsified;
+        activations_fused, integer_layers, quantizes_fused, weights_sparsified;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

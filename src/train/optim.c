@@ -1,3 +1,4 @@
+#include "core/threads.h"
 #include "train/optim.h"
 
 #include <math.h>
@@ -327,7 +328,7 @@ static void kn_sgd_update(const kn_optim_config *c, int64_t t, float lr, const k
     const float *grad = s->param.grad;
     const float wd = c->weight_decay, momentum = c->momentum, keep = (float)(1.0 - (double)c->dampening);
     const bool first = t == 1, nesterov = c->nesterov;
-#pragma omp parallel for schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < s->numel; i++) {
         float g = grad[i];
         if (wd != 0.0f)
@@ -353,7 +354,7 @@ static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const 
     const float one_minus_b1 = (float)(1.0 - (double)b1), one_minus_b2 = (float)(1.0 - (double)b2);
     const double correction1 = 1.0 - pow(b1, (double)t), correction2 = 1.0 - pow(b2, (double)t);
     const float neg_step = (float)(-(double)lr / correction1), correction2_sqrt = (float)sqrt(correction2);
-#pragma omp parallel for schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < s->numel; i++) {
         float g = grad[i];
         if (l2 != 0.0f)
@@ -371,7 +372,7 @@ static void kn_adagrad_update(const kn_optim_config *c, int64_t t, float lr, con
     const float *grad = s->param.grad;
     const float wd = c->weight_decay, eps = c->eps;
     const float neg_clr = (float)(-(double)lr / (1.0 + (double)(t - 1) * c->lr_decay));
-#pragma omp parallel for schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < s->numel; i++) {
         float g = grad[i];
         if (wd != 0.0f)

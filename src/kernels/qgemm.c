@@ -1,0 +1,186 @@
+/* The int8 product driver (kernels/qgemm.h): packing, tiles and threads, and the generic kernels,
+ * which are the scalar reference every ISA's kernels are tested against bit for bit. */
+#include "kernels/qgemm_internal.h"
+
+#include <string.h>
+
+#include "core/cpu.h"
+#include "core/quant.h"
+
+/* ---- packing ----------------------------------------------------------------------------------- */
+
+static int64_t depth_groups(int64_t K) { return (K + 3) / 4; }
+
+size_t kn_qgemm_b_bytes(int64_t R, int64_t K) {
+    return (size_t)((R + KN_QGEMM_MR - 1) / KN_QGEMM_MR) * (size_t)depth_groups(K) * 4 * KN_QGEMM_MR;
+}
+
+size_t kn_qgemm_v_bytes(int64_t L, int64_t K) { return (size_t)((L + 15) / 16) * (size_t)depth_groups(K) * 64; }
+
+static size_t b_index(int64_t r, int64_t k, int64_t kq) {
+    return (size_t)(((r / KN_QGEMM_MR) * kq + k / 4) * 4 * KN_QGEMM_MR + (r % KN_QGEMM_MR) * 4 + k % 4);
+}
+
+void kn_qgemm_pack_weights_b(const int8_t *w, int64_t rows, int64_t K, int64_t ld, int8_t *dst) {
+    int64_t kq = depth_groups(K);
+    memset(dst, 0, kn_qgemm_b_bytes(rows, K));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < K; k++)
+            dst[b_index(r, k, kq)] = w[r * ld + k];
+}
+
+void kn_qgemm_pack_weights_v(const int8_t *w, int64_t rows, int64_t K, int64_t ld, int8_t *dst) {
+    memset(dst, 0, kn_qgemm_v_bytes(rows, K));
+    for (int64_t l = 0; l < rows; l++)
+        for (int64_t k = 0; k < K; k++)
+            dst[kn_qgemm_v_index(k, l, K)] = w[l * ld + k];
+}
+
+void kn_qgemm_pack_rows_b(const uint8_t *x, int64_t R, int64_t K, int64_t ld, bool x_signed, uint8_t *dst) {
+    int64_t kq = depth_groups(K);
+    size_t bytes = kn_qgemm_b_bytes(R, K);
+    memset(dst, 0, bytes);
+    for (int64_t r = 0; r < R; r++) {
+        uint8_t *d = dst + (size_t)((r / KN_QGEMM_MR) * kq * 4 * KN_QGEMM_MR + (r % KN_QGEMM_MR) * 4);
+        for (int64_t g = 0; g < K / 4; g++)
+            memcpy(d + g * 4 * KN_QGEMM_MR, x + r * ld + g * 4, 4);
+        for (int64_t k = K / 4 * 4; k < K; k++)
+            d[(K / 4) * 4 * KN_QGEMM_MR + k % 4] = x[r * ld + k];
+    }
+    if (x_signed) /* x + 128 as u8; the padding's value does not matter */
+        for (size_t i = 0; i < bytes; i++)
+            dst[i] ^= 0x80;
+}
+
+/* ---- the generic kernels: the reference ---------------------------------------------------------- */
+
+static void micro_generic(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
+                          int rows, bool v_unsigned, int32_t *acc) {
+    for (int i = 0; i < rows; i++)
+        for (int l = 0; l < 16 * panels; l++) {
+            const uint8_t *vp = v + (size_t)(l / 16) * v_panel_bytes + (l % 16) * 4;
+            int32_t sum = 0;
+            for (int64_t g = 0; g < kq; g++)
+                for (int j = 0; j < 4; j++) {
+                    uint8_t bb = b[g * 4 * KN_QGEMM_MR + i * 4 + j], vb = vp[g * 64 + j];
+                    sum += v_unsigned ? (int32_t)vb * (int8_t)bb : (int32_t)bb * (int8_t)vb;
+                }
+            acc[i * KN_QGEMM_TILE_COLS + l] = sum;
+        }
+}
+
+void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                             void *y) {
+    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    for (int i = 0; i < n; i++) {
+        int64_t c = per_lane ? channel + i : channel;
+        // Wraps as the vector kernels' subtraction does: a graph the optimizer made never overflows
+        // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
+        int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
+        if (e->y_type == KN_QOUT_F32) {
+            float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+            ((float *)y)[i] = e->relu ? kn_quant_relu(value) : value;
+        } else {
+            int32_t level = kn_quant_layer_level(a, e->mult[c], e->bias[c], e->relu, e->y_scale,
+                                                 e->y_zero_point, range);
+            ((uint8_t *)y)[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
+        }
+    }
+}
+
+void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                               uint8_t *y) {
+    kn_quant_range range = kn_quant_range_of(8, is_signed);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (uint8_t)(kn_quant_level(x[i], scale, zero_point, range) & 0xff);
+}
+
+void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
+                       bool is_signed, uint8_t *y) {
+    k->quantize(x, n, scale, zero_point, is_signed, y);
+}
+
+void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                 size_t stride) {
+    for (int64_t p = 0; p < panels; p++)
+        for (int l = 0; l < 16; l++)
+            for (int j = 0; j < 4; j++)
+                dst[(size_t)p * stride + (size_t)(l * 4 + j)] = rows[j][p * 16 + l] ^ flip;
+}
+
+void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4], int64_t panels, uint8_t flip,
+                         uint8_t *dst, size_t stride) {
+    k->interleave(rows, panels, flip, dst, stride);
+}
+
+static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
+                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic};
+#ifdef KILN_HAVE_X86_KERNELS
+static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
+                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2};
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
+static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
+                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2};
+#endif
+
+const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {
+    switch (path) {
+    case KN_QGEMM_GENERIC:
+        return &generic_kernel;
+#ifdef KILN_HAVE_X86_KERNELS
+    case KN_QGEMM_AVX2:
+        return kn_cpu()->avx2 ? &avx2_kernel : NULL;
+    case KN_QGEMM_AVX512_VNNI:
+        return kn_cpu()->avx512vnni ? &vnni_kernel : NULL;
+#else
+    case KN_QGEMM_AVX2:
+    case KN_QGEMM_AVX512_VNNI:
+        return NULL;
+#endif
+    }
+    return NULL;
+}
+
+const kn_qgemm_kernel *kn_qgemm_kernel_best(void) {
+    const kn_qgemm_kernel *k = kn_qgemm_kernel_for(KN_QGEMM_AVX512_VNNI);
+    if (!k)
+        k = kn_qgemm_kernel_for(KN_QGEMM_AVX2);
+    return k ? k : &generic_kernel;
+}
+
+const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
+
+/* ---- the driver -------------------------------------------------------------------------------- */
+
+/* Below this many multiply-adds a product runs on the calling thread alone. */
+#define KN_QGEMM_PARALLEL_MIN (1 << 18)
+
+void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads) {
+    int64_t kq = depth_groups(p->K);
+    int64_t slivers = (p->R + KN_QGEMM_MR - 1) / KN_QGEMM_MR;
+    int64_t col_tiles = (p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS;
+    int64_t panels_total = (p->L + 15) / 16;
+    size_t v_panel_bytes = (size_t)kq * 64;
+    size_t y_size = p->epi->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    int64_t work = p->R * p->L * p->K;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
+    for (int64_t t = 0; t < slivers * col_tiles; t++) {
+        // Column tiles outer: one tile of V (the larger operand, a convolution's image) stays in cache
+        // while every sliver of B passes over it.
+        int64_t ct = t / slivers, s = t % slivers;
+        int64_t panel0 = ct * KN_QGEMM_NV;
+        int panels = (int)(panels_total - panel0 < KN_QGEMM_NV ? panels_total - panel0 : KN_QGEMM_NV);
+        int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
+        _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
+        k->micro(kq, p->b + (size_t)s * (size_t)kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * v_panel_bytes,
+                 v_panel_bytes, panels, rows, p->v_unsigned, acc);
+        int64_t col0 = ct * KN_QGEMM_TILE_COLS;
+        int n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS);
+        for (int i = 0; i < rows; i++) {
+            int64_t r = s * KN_QGEMM_MR + i;
+            char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
+            k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,
+                        !p->channel_per_row, y);
+        }
+    }
+}

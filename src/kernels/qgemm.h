@@ -1,0 +1,106 @@
+/* 8-bit integer matrix products with a requantizing epilogue: the kernels of the integer layers
+ * (core/quant.h, "Integer layers"; ops/qlinear.c).
+ *
+ *     acc (R, L) = B (R, K) . V (K, L)        exact int32 sums of u8 x s8 products
+ *     y[r][l]    = epilogue(acc[r][l], channel)
+ *
+ * One operand holds unsigned bytes (the activations' levels, shifted by 128 when they are i8: see
+ * kn_qgemm_pack_*) and the other signed bytes (the weights' levels); `v_unsigned` says which. Both are
+ * packed so that 4 consecutive k of one row or column sit side by side, the unit of vpdpbusd:
+ *   V, the vector operand: panels of 16 columns, panel p = (Kp/4, 16, 4) bytes for columns
+ *      [16p, 16p + 16); V[k][l] at ((l/16) * Kp/4 + k/4) * 64 + (l%16) * 4 + k%4.
+ *   B, the broadcast operand: slivers of KN_QGEMM_MR rows, sliver s = (Kp/4, MR, 4) bytes;
+ *      B[r][k] at ((r/MR) * Kp/4 + k/4) * 4 * MR + (r%MR) * 4 + k%4.
+ * Kp is K rounded up to 4. The weights' operand is 0 wherever k >= K or its row/column is past the
+ * edge, so the other operand's padding may hold anything.
+ *
+ * A convolution puts its weights in B (rows = output channels) and the unfolded image in V (columns =
+ * output positions), so each output channel's row is contiguous (NCHW); a Gemm puts the activations in
+ * B (rows = batch) and the weights in V (columns = output features). `channel_per_row` says where the
+ * channel of an output is.
+ *
+ * Sums must fit int32: K * 255 * 128 < 2^31, i.e. K <= KN_QGEMM_MAX_K (the optimizer checks).
+ */
+#ifndef KN_QGEMM_H
+#define KN_QGEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KN_QGEMM_MR 4
+#define KN_QGEMM_MAX_K 65536
+
+/* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
+ *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), through Relu when relu, then
+ *     quantized to (y_scale, y_zero_point) as u8 (y_type 1) or i8 (y_type 2), or stored as f32 (0).
+ * corr[c] = z_x' * sum_k w[c][k] removes the activations' zero point (z_x' in the u8 representation). */
+typedef struct kn_qepilogue {
+    const int32_t *corr;
+    const float *mult, *bias;
+    bool relu;
+    int y_type;
+    float y_scale;
+    int32_t y_zero_point;
+} kn_qepilogue;
+
+enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2 };
+
+typedef struct kn_qgemm_problem {
+    int64_t R, L, K;
+    const uint8_t *b; /* packed B slivers */
+    const uint8_t *v; /* packed V panels */
+    bool v_unsigned;  /* V holds the u8 operand (a convolution's image), else B does */
+    bool channel_per_row;
+    const kn_qepilogue *epi;
+    void *y;         /* (R, L) outputs, rows ldy elements apart: u8, i8 or f32 as epi->y_type */
+    int64_t ldy;
+} kn_qgemm_problem;
+
+/* A kernel set: the micro-kernel and the epilogue of one ISA. */
+typedef struct kn_qgemm_kernel kn_qgemm_kernel;
+
+typedef enum kn_qgemm_path { KN_QGEMM_GENERIC, KN_QGEMM_AVX2, KN_QGEMM_AVX512_VNNI } kn_qgemm_path;
+
+/* The kernels of one path, or NULL when this CPU (or KILN_ISA) does not have it. */
+const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path);
+/* The fastest path this CPU has. */
+const kn_qgemm_kernel *kn_qgemm_kernel_best(void);
+const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
+
+/* Runs the product with the given kernels, on `threads` threads (1: the caller alone). The result
+ * does not depend on the kernels or the thread count. */
+void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
+
+/* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
+ * or i8 levels as their two's-complement bytes. */
+void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
+                       bool is_signed, uint8_t *y);
+
+/* One depth group of V from four rows of a column matrix: for each panel p < panels, the 64 bytes at
+ * dst + p * stride get column l's bytes rows[0][16p + l] ... rows[3][16p + l] (each ^ flip) at l * 4.
+ * rows hold 16 * panels bytes each. */
+typedef void (*kn_qgemm_interleave_fn)(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                       size_t stride);
+void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4], int64_t panels, uint8_t flip,
+                         uint8_t *dst, size_t stride);
+
+/* Bytes of packed B for R rows and of packed V for L columns, both of depth K. */
+size_t kn_qgemm_b_bytes(int64_t R, int64_t K);
+size_t kn_qgemm_v_bytes(int64_t L, int64_t K);
+
+/* Packs signed weights w (rows, K), rows ld apart, as B or as V (rows of w become V's columns);
+ * padding is 0. */
+void kn_qgemm_pack_weights_b(const int8_t *w, int64_t rows, int64_t K, int64_t ld, int8_t *dst);
+void kn_qgemm_pack_weights_v(const int8_t *w, int64_t rows, int64_t K, int64_t ld, int8_t *dst);
+/* Packs activation levels x (R, K), rows ld apart, as B, flipping the top bit when they are i8
+ * (x + 128 as u8). */
+void kn_qgemm_pack_rows_b(const uint8_t *x, int64_t R, int64_t K, int64_t ld, bool x_signed, uint8_t *dst);
+
+/* Offset of V[k][l] in a packed V of depth K. */
+static inline size_t kn_qgemm_v_index(int64_t k, int64_t l, int64_t K) {
+    int64_t kq = (K + 3) / 4;
+    return (size_t)((((l >> 4) * kq + (k >> 2)) << 6) + ((l & 15) << 2) + (k & 3));
+}
+
+#endif

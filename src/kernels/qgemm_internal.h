@@ -1,0 +1,58 @@
+/* Private to the int8 kernels: the contract between qgemm.c (packing, tiles, threads) and each ISA's
+ * micro-kernel and epilogue. */
+#ifndef KN_QGEMM_INTERNAL_H
+#define KN_QGEMM_INTERNAL_H
+
+#include "kernels/qgemm.h"
+
+/* Panels (of 16 columns) in one micro tile: a tile is KN_QGEMM_MR rows by 16 * KN_QGEMM_NV columns. */
+#define KN_QGEMM_NV 4
+#define KN_QGEMM_TILE_COLS (16 * KN_QGEMM_NV)
+
+/* acc (MR, KN_QGEMM_TILE_COLS) = the tile of one B sliver (kq = Kp/4 groups of MR x 4 bytes) by
+ * `panels` V panels (each kq x 64 bytes, v_panel_bytes apart); only the first `rows` rows (1 to MR)
+ * are needed, and columns past the panels are not written. Exact int32 sums. */
+typedef void (*kn_qgemm_micro_fn)(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes,
+                                  int panels, int rows, bool v_unsigned, int32_t *acc);
+
+/* y[0..n) = the epilogue of acc[0..n): channel `channel` for every element, or channel + i for
+ * element i when per_lane. y is u8, i8 or f32 as e->y_type. */
+typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
+                                     bool per_lane, void *y);
+
+/* y[0..n) = kn_quant_level(x[i], scale, zero_point, range) as bytes (i8 levels as their
+ * two's-complement byte). */
+typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                                     uint8_t *y);
+
+struct kn_qgemm_kernel {
+    const char *name;
+    kn_qgemm_micro_fn micro;
+    kn_qgemm_epilogue_fn epilogue;
+    kn_qgemm_quantize_fn quantize;
+    kn_qgemm_interleave_fn interleave;
+};
+
+/* The reference epilogue; the ISA epilogues use it for their tails. */
+void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
+                               bool per_lane, void *y);
+void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                               uint8_t *y);
+void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                            uint8_t *y);
+void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                              uint8_t *y);
+void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                                 size_t stride);
+void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                              size_t stride);
+void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
+                         int rows, bool v_unsigned, int32_t *acc);
+void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                            void *y);
+void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
+                         int rows, bool v_unsigned, int32_t *acc);
+void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
+                              bool per_lane, void *y);
+
+#endif

@@ -1,0 +1,140 @@
+/* The int8 micro-kernel and requantizing epilogue with AVX2, for CPUs without VNNI (kernels/qgemm.h).
+ *
+ * vpmaddubsw (u8 x s8, pairs summed into int16) would be the fast form, but its int16 sum saturates:
+ * 255 * 127 * 2 = 64770 > 32767, so it is exact only for 7-bit weights or activations. Here both
+ * operands are widened to int16 first and vpmaddwd sums pairs of products into int32: |u8 * s8| <=
+ * 32640, so a pair never saturates and every sum is exact, at half vpmaddubsw's rate.
+ *
+ * 16 bytes of a V panel (4 columns x 4 k) widen to one ymm of int16; 4 bytes of a B row widen to 4
+ * int16 repeated across it; vpmaddwd then leaves each column's two half sums side by side, and the
+ * final horizontal add brings the 8 columns of two such accumulators into order.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "core/quant.h"
+#include "kernels/qgemm_internal.h"
+
+static inline __m256i widen(__m128i bytes, bool is_unsigned) {
+    return is_unsigned ? _mm256_cvtepu8_epi16(bytes) : _mm256_cvtepi8_epi16(bytes);
+}
+
+/* The 4 bytes of row i of B at group g, widened to int16 and repeated 4 times. */
+static inline __m256i broadcast_row(const uint8_t *b, int i, bool is_unsigned) {
+    int32_t word;
+    memcpy(&word, b + i * 4, 4);
+    __m128i bytes = _mm_cvtsi32_si128(word);
+    __m128i w16 = is_unsigned ? _mm_cvtepu8_epi16(bytes) : _mm_cvtepi8_epi16(bytes);
+    return _mm256_broadcastq_epi64(w16);
+}
+
+/* The 8 column sums of two accumulators of (column, half) pairs, columns 0-3 in lo and 4-7 in hi. */
+static inline __m256i columns_of(__m256i lo, __m256i hi) {
+    return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+/* Rows i0 and i0 + 1 of the tile against one panel. */
+static inline void rows_panel(int64_t kq, const uint8_t *b, const uint8_t *v, int i0, bool v_unsigned,
+                              int32_t *acc) {
+    __m256i c0[4], c1[4];
+    for (int q = 0; q < 4; q++)
+        c0[q] = c1[q] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < kq; g++) {
+        const uint8_t *bg = b + g * 4 * KN_QGEMM_MR;
+        __m256i b0 = broadcast_row(bg, i0, !v_unsigned), b1 = broadcast_row(bg, i0 + 1, !v_unsigned);
+        for (int q = 0; q < 4; q++) {
+            __m256i vq = widen(_mm_loadu_si128((const __m128i *)(v + g * 64 + q * 16)), v_unsigned);
+            c0[q] = _mm256_add_epi32(c0[q], _mm256_madd_epi16(vq, b0));
+            c1[q] = _mm256_add_epi32(c1[q], _mm256_madd_epi16(vq, b1));
+        }
+    }
+    int32_t *a0 = acc + i0 * KN_QGEMM_TILE_COLS, *a1 = a0 + KN_QGEMM_TILE_COLS;
+    _mm256_storeu_si256((__m256i *)a0, columns_of(c0[0], c0[1]));
+    _mm256_storeu_si256((__m256i *)(a0 + 8), columns_of(c0[2], c0[3]));
+    _mm256_storeu_si256((__m256i *)a1, columns_of(c1[0], c1[1]));
+    _mm256_storeu_si256((__m256i *)(a1 + 8), columns_of(c1[2], c1[3]));
+}
+
+void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
+                         int rows, bool v_unsigned, int32_t *acc) {
+    for (int p = 0; p < panels; p++)
+        for (int i0 = 0; i0 < rows; i0 += 2) /* an odd last row computes its padded neighbour too */
+            rows_panel(kq, b, v + (size_t)p * v_panel_bytes, i0, v_unsigned, acc + p * 16);
+}
+
+/* Stores 8 levels (whole floats in [-128, 255]) as their low bytes. */
+static inline void store_levels(uint8_t *y, __m256 q) {
+    __m256i levels = _mm256_cvtps_epi32(q);
+    __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(levels), _mm256_extracti128_si256(levels, 1));
+    __m128i bytes = _mm_shuffle_epi8(w16, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1));
+    _mm_storel_epi64((__m128i *)y, bytes);
+}
+
+/* The steps of kn_quant_layer_level, one IEEE operation each, in its order (see the AVX-512
+ * epilogue); a tail of fewer than 8 goes through the reference. */
+void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                            void *y) {
+    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    __m256 scale = _mm256_set1_ps(e->y_scale), zp = _mm256_set1_ps((float)e->y_zero_point);
+    __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
+    __m256i corr = _mm256_set1_epi32(e->corr[channel]);
+    __m256 mult = _mm256_set1_ps(e->mult[channel]), bias = _mm256_set1_ps(e->bias[channel]);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (per_lane) {
+            corr = _mm256_loadu_si256((const __m256i *)(e->corr + channel + i));
+            mult = _mm256_loadu_ps(e->mult + channel + i);
+            bias = _mm256_loadu_ps(e->bias + channel + i);
+        }
+        __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), corr);
+        __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), mult, bias);
+        if (e->relu)
+            value = _mm256_max_ps(value, _mm256_setzero_ps());
+        if (e->y_type == KN_QOUT_F32) {
+            _mm256_storeu_ps((float *)y + i, value);
+            continue;
+        }
+        __m256 q = _mm256_round_ps(_mm256_div_ps(value, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zp), lo), hi);
+        store_levels((uint8_t *)y + i, q);
+    }
+    if (i < n) {
+        size_t y_size = e->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane,
+                                  (char *)y + (size_t)i * y_size);
+    }
+}
+
+void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
+                            uint8_t *y) {
+    kn_quant_range range = kn_quant_range_of(8, is_signed);
+    __m256 s = _mm256_set1_ps(scale), zp = _mm256_set1_ps((float)zero_point);
+    __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        store_levels(y + i, _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zp), lo), hi));
+    }
+    kn_qgemm_quantize_generic(x + i, n - i, scale, zero_point, is_signed, y + i);
+}
+
+/* Byte unpacks pair rows 0 and 1, and 2 and 3; word unpacks of those put each column's 4 bytes side by
+ * side, 4 columns per 16 bytes. */
+void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
+                              size_t stride) {
+    __m128i f = _mm_set1_epi8((char)flip);
+    for (int64_t p = 0; p < panels; p++) {
+        __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[0] + p * 16)), f);
+        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[1] + p * 16)), f);
+        __m128i c = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[2] + p * 16)), f);
+        __m128i d = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(rows[3] + p * 16)), f);
+        __m128i ab_lo = _mm_unpacklo_epi8(a, b), ab_hi = _mm_unpackhi_epi8(a, b);
+        __m128i cd_lo = _mm_unpacklo_epi8(c, d), cd_hi = _mm_unpackhi_epi8(c, d);
+        __m128i *out = (__m128i *)(dst + (size_t)p * stride);
+        _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));
+        _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
+        _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
+    }
+}

@@ -1,0 +1,479 @@
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them),
+ * which the inference optimizer makes out of DequantizeLinear -> Conv / Gemm / MatMul
+ * [-> BatchNormalization] [-> Relu] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
+ * numbers are core/quant.h's "Integer layers": exact int32 sums of the levels, then one fused
+ * multiply-add and the QuantizeLinear rounding; the kernels are kernels/qgemm.h's.
+ *
+ * Inputs, all but x constants the optimizer writes once:
+ *   0 x      activation levels, u8 or i8 (kn_x_signed): Conv (N, C, H, W), Gemm (..., K) of rank
+ *            >= 2 (a MatMul's leading dims are rows)
+ *   1 w      the weights' i8 levels packed for kernels/qgemm.h: Conv as B slivers, one block of
+ *            kn_qgemm_b_bytes(M/group, K) per group; Gemm as V panels of its N columns
+ *   2 mult   (M) f32, the accumulator's multiplier per output channel
+ *   3 bias   (M) f32
+ *   4 corr   (M) i32, z_x' * sum_k w[c][k] (z_x' the zero point in u8 form: z_x + 128 for i8)
+ * Attributes:
+ *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
+ *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
+ *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
+ *   kn_activation                    "Relu" or absent
+ *   Conv: kn_w_shape (M, C/group, kH, kW) and Conv's own (strides, pads, dilations, group, auto_pad)
+ *   Gemm: kn_k, kn_n
+ * Inference only: no backward.
+ */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/qgemm.h"
+#include "ops/movement.h"
+#include "ops/op.h"
+#include "ops/window.h"
+
+/* Output channels a layer may have (a bound on hostile attributes, far above real layers'). */
+#define KN_QLINEAR_MAX_CHANNELS (1 << 24)
+
+static kn_dtype y_dtype_of(const kn_node *node) {
+    switch (kn_node_int(node, "kn_y_type", KN_QOUT_F32)) {
+    case KN_QOUT_U8: return KN_U8;
+    case KN_QOUT_I8: return KN_I8;
+    default: return KN_F32;
+    }
+}
+
+/* x's type, and its rank: `rank`, or at least 2 when rank is 0. */
+static kiln_status check_x(const kn_node *node, const kn_tensor *x, int rank) {
+    kn_dtype want = kn_node_int(node, "kn_x_signed", 0) ? KN_I8 : KN_U8;
+    if (x->dtype != want)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "x has dtype %s; this layer was built for %s",
+                       kn_dtype_name(x->dtype), kn_dtype_name(want));
+    if (rank ? x->shape.ndim != rank : x->shape.ndim < 2)
+        return kn_fail(KILN_ERR_SHAPE, "x has rank %d; this layer takes rank %d", x->shape.ndim, rank);
+    return KILN_OK;
+}
+
+static kiln_status check_output_attrs(const kn_node *node) {
+    int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_F32);
+    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I8)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1 or 2", (long long)y_type);
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    if (act && strcmp(act, "Relu") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    float y_scale = kn_node_float(node, "kn_y_scale", 1.0f);
+    if (y_type != KN_QOUT_F32 && !(y_scale > 0.0f && y_scale < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_scale %g must be finite and > 0", (double)y_scale);
+    return KILN_OK;
+}
+
+/* The per-channel constants: (channels) f32, f32, i32, and the packed weights of `w_bytes`. */
+static kiln_status check_constants(kn_tensor *const *in, int64_t channels, size_t w_bytes) {
+    const kn_tensor *w = in[1], *mult = in[2], *bias = in[3], *corr = in[4];
+    if (!w || !mult || !bias || !corr)
+        return kn_fail(KILN_ERR_INVALID_ARG, "inputs w, mult, bias and corr are required");
+    if (w->dtype != KN_I8 || (size_t)kn_numel(w) != w_bytes)
+        return kn_fail(KILN_ERR_SHAPE, "the packed weights have %lld elements of %s; %zu i8 expected",
+                       (long long)kn_numel(w), kn_dtype_name(w->dtype), w_bytes);
+    if (mult->dtype != KN_F32 || bias->dtype != KN_F32 || corr->dtype != KN_I32 ||
+        kn_numel(mult) != channels || kn_numel(bias) != channels || kn_numel(corr) != channels)
+        return kn_fail(KILN_ERR_SHAPE, "mult, bias (f32) and corr (i32) must have %lld elements",
+                       (long long)channels);
+    return KILN_OK;
+}
+
+static kn_qepilogue epilogue_of(const kn_op_call *call) {
+    const kn_node *node = call->node;
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    return (kn_qepilogue){
+        .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
+        .relu = act != NULL, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
+        .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
+        .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+    };
+}
+
+/* ---- QLinearConvPacked ------------------------------------------------------------------------- */
+
+typedef struct qconv_geom {
+    int64_t N, C, M, group, Cg, Mg, K; /* K = C/group * kH * kW */
+    kn_window_axis h, w;
+    int64_t out_plane;
+} qconv_geom;
+
+static kiln_status qconv_geom_of(const kn_node *node, const kn_shape *x, qconv_geom *g) {
+    int64_t ws[4];
+    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape must be 4 dims");
+    for (int d = 0; d < 4; d++) /* so that K and the packed sizes below cannot overflow */
+        if (ws[d] <= 0 || ws[d] > (d == 0 ? KN_QLINEAR_MAX_CHANNELS : KN_QGEMM_MAX_K))
+            return kn_fail(KILN_ERR_INVALID_ARG, "kn_w_shape dim %d is %lld, outside [1, %d]", d, (long long)ws[d],
+                           d == 0 ? KN_QLINEAR_MAX_CHANNELS : KN_QGEMM_MAX_K);
+    g->group = kn_node_int(node, "group", 1);
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = ws[0];
+    if (g->group <= 0 || g->M % g->group || g->C != ws[1] * g->group)
+        return kn_fail(KILN_ERR_SHAPE, "x has %lld channels; the weights take %lld in %lld group(s)",
+                       (long long)g->C, (long long)(ws[1] * g->group), (long long)g->group);
+    g->Cg = ws[1];
+    g->Mg = g->M / g->group;
+    g->K = kn_count_mul(kn_count_mul(ws[1], ws[2]), ws[3]);
+    if (g->K > KN_QGEMM_MAX_K)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%lld products per output exceed the int32 bound",
+                       (long long)g->K);
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], &ws[2], false, axes));
+    g->h = axes[0];
+    g->w = axes[1];
+    g->out_plane = kn_count_mul(g->h.out, g->w.out);
+    return KILN_OK;
+}
+
+static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_infer_inputs inputs;
+    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
+    if (inputs.n != 5)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    KN_TRY(check_x(node, inputs.in[0], 4));
+    KN_TRY(check_output_attrs(node));
+    qconv_geom geom;
+    KN_TRY(qconv_geom_of(node, &inputs.in[0]->shape, &geom));
+    KN_TRY(check_constants(inputs.in, geom.M, kn_qgemm_b_bytes(geom.Mg, geom.K) * (size_t)geom.group));
+    kn_shape y = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    kn_set_output(g, node, 0, &y, y_dtype_of(node));
+    return KILN_OK;
+}
+
+/* Output rows per block: whole output rows making about this many columns, so that a block's packed
+ * column matrix stays in cache while every filter passes over it. */
+#define KN_QCONV_BLOCK_COLS 512
+
+/* row ((oh1 - oh0) * OW) = output rows [oh0, oh1) of row (c, i, j) of image x's column matrix, as
+ * stored: row[(oh - oh0, ow)] = x[c][ih][iw] with ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or
+ * pad where the tap reads padding. */
+static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, int64_t oh0,
+                             int64_t oh1, uint8_t pad, uint8_t *row) {
+    const kn_window_axis *h = &g->h, *w = &g->w;
+    const int64_t OW = w->out, W = w->in;
+    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+    kn_window_tap_range(h, i, &oh_lo, &oh_hi);
+    kn_window_tap_range(w, j, &ow_lo, &ow_hi);
+    oh_lo = oh_lo > oh0 ? oh_lo : oh0;
+    oh_hi = oh_hi < oh1 ? oh_hi : oh1;
+    memset(row, pad, (size_t)((oh1 - oh0) * OW)); /* then the taps that read real pixels */
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
+        return;
+    const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
+    if (h->stride == 1 && w->stride == 1 && OW == W) {
+        // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
+        // shifted by di * W + dj; the columns that wrapped around into neighbouring rows become padding.
+        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first;
+        memcpy(row + first - oh0 * OW, plane + first + di * W + dj, (size_t)count);
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+            uint8_t *r = row + (oh - oh0) * OW;
+            for (int64_t ow = 0; ow < ow_lo; ow++)
+                r[ow] = pad;
+            for (int64_t ow = ow_hi; ow < OW; ow++)
+                r[ow] = pad;
+        }
+        return;
+    }
+    const int64_t sw = w->stride, n = ow_hi - ow_lo;
+    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+        uint8_t *restrict dst = row + (oh - oh0) * OW + ow_lo;
+        const uint8_t *restrict src = plane + (oh * h->stride + di) * W + ow_lo * sw + dj;
+        if (sw == 1)
+            memcpy(dst, src, (size_t)n);
+        else if (sw == 2)
+            for (int64_t t = 0; t < n; t++)
+                dst[t] = src[2 * t];
+        else
+            for (int64_t t = 0; t < n; t++)
+                dst[t] = src[t * sw];
+    }
+}
+
+/* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = (oh1 - oh0) * OW columns) of output
+ * rows [oh0, oh1) and channels [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is
+ * i8 (flip 0x80), the zero point's level where a tap reads padding. Four rows of the column matrix are
+ * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. */
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, int64_t c0,
+                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
+    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
+    int64_t kq = (g->K + 3) / 4;
+    const uint8_t *row_at[4] = {rows, rows + L16, rows + 2 * L16, rows + 3 * L16};
+    for (int64_t grp4 = 0; grp4 < kq; grp4++) {
+        for (int r = 0; r < 4; r++) {
+            int64_t k = grp4 * 4 + r;
+            uint8_t *row = rows + r * L16;
+            if (k < g->K) {
+                int64_t c = c0 + k / taps, tap = k % taps;
+                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
+                                 pad, row);
+                memset(row + L, pad, (size_t)(L16 - L));
+            } else {
+                memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
+            }
+        }
+        kn_qgemm_interleave(kernel, row_at, L16 / 16, flip, v + grp4 * 64, (size_t)kq * 64);
+    }
+}
+
+static kiln_status qconv_forward(const kn_op_call *call) {
+    const kn_node *node = call->node;
+    const kn_tensor *x = call->in[0];
+    qconv_geom g;
+    KN_TRY(check_x(node, x, 4));
+    KN_TRY(qconv_geom_of(node, &x->shape, &g));
+    const int64_t OW = g.w.out, OH = g.h.out;
+    int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
+    block_rows = block_rows < OH ? block_rows : OH;
+    int64_t blocks = (OH + block_rows - 1) / block_rows, items = g.N * g.group * blocks;
+    int64_t L16 = (block_rows * OW + 15) / 16 * 16;
+    size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
+    size_t per_thread = (v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
+    int threads = kn_threads_get();
+    // Threads take whole blocks when there are enough of them, else share each block's product.
+    int outer = items >= threads ? threads : 1, inner = outer == 1 ? threads : 1;
+    uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
+    kn_qepilogue epi = epilogue_of(call);
+    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    const uint8_t *xs = x->data; // (N, C, H, W)
+    const uint8_t *w = call->in[1]->data;
+    char *ys = call->out[0]->data; // (N, M, OH, OW)
+#pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
+    for (int64_t item = 0; item < items; item++) {
+        int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
+        int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
+        uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
+        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, pad, v + v_bytes, v);
+        kn_qepilogue group_epi = epi;
+        group_epi.corr += grp * g.Mg;
+        group_epi.mult += grp * g.Mg;
+        group_epi.bias += grp * g.Mg;
+        kn_qgemm_problem p = {
+            .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
+            .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
+            .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
+        };
+        kn_qgemm_run(kernel, &p, inner);
+    }
+    return KILN_OK;
+}
+
+static int64_t qconv_flops(const kn_graph *gr, const kn_node *node) {
+    const kn_value *x = kn_node_input(gr, node, 0);
+    qconv_geom g;
+    if (!x || x->shape.ndim != 4 || qconv_geom_of(node, &x->shape, &g) != KILN_OK)
+        return 0;
+    return 2 * g.N * g.M * g.out_plane * g.K;
+}
+
+/* ---- QLinearGemmPacked ------------------------------------------------------------------------- */
+
+static kiln_status qgemm_dims(const kn_node *node, int64_t *K, int64_t *N) {
+    *K = kn_node_int(node, "kn_k", 0);
+    *N = kn_node_int(node, "kn_n", 0);
+    if (*K <= 0 || *N <= 0 || *K > KN_QGEMM_MAX_K || *N > KN_QLINEAR_MAX_CHANNELS)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_k %lld must be in [1, %d] and kn_n %lld in [1, %d]", (long long)*K,
+                       KN_QGEMM_MAX_K, (long long)*N, KN_QLINEAR_MAX_CHANNELS);
+    return KILN_OK;
+}
+
+static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    kn_infer_inputs inputs;
+    KN_TRY(kn_infer_inputs_get(g, node, &inputs));
+    if (inputs.n != 5)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    const kn_shape *xs = &inputs.in[0]->shape;
+    KN_TRY(check_x(node, inputs.in[0], 0));
+    KN_TRY(check_output_attrs(node));
+    int64_t K, N;
+    KN_TRY(qgemm_dims(node, &K, &N));
+    if (xs->d[xs->ndim - 1] != K)
+        return kn_fail(KILN_ERR_SHAPE, "x has %lld columns; the weights take %lld",
+                       (long long)xs->d[xs->ndim - 1], (long long)K);
+    KN_TRY(check_constants(inputs.in, N, kn_qgemm_v_bytes(N, K)));
+    kn_shape y = *xs;
+    y.d[y.ndim - 1] = N;
+    kn_set_output(g, node, 0, &y, y_dtype_of(node));
+    return KILN_OK;
+}
+
+static kiln_status qgemm_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    int64_t K, N;
+    KN_TRY(check_x(call->node, x, 0));
+    KN_TRY(qgemm_dims(call->node, &K, &N));
+    int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
+    size_t b_bytes = kn_qgemm_b_bytes(R, K);
+    uint8_t *b = kn_op_scratch(call->ctx, b_bytes); // x's rows packed as B slivers
+    if (!b)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
+    kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
+    kn_qepilogue epi = epilogue_of(call);
+    kn_qgemm_problem p = {
+        .R = R, .L = N, .K = K, .b = b, .v = call->in[1]->data, .v_unsigned = false,
+        .channel_per_row = false, .epi = &epi, .y = call->out[0]->data, .ldy = N,
+    };
+    kn_qgemm_run(kn_qgemm_kernel_best(), &p, kn_threads_get());
+    return KILN_OK;
+}
+
+static int64_t qgemm_flops(const kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, 0);
+    int64_t K = kn_node_int(node, "kn_k", 0), N = kn_node_int(node, "kn_n", 0);
+    return x && x->shape.ndim >= 2 && K > 0 ? 2 * (kn_shape_numel(&x->shape) / K) * K * N : 0;
+}
+
+/* ---- MaxPoolInteger ---------------------------------------------------------------------------- */
+
+/* MaxPool over levels: QuantizeLinear is non-decreasing, so the level of a window's largest value is the
+ * largest level in the window, and the optimizer moves a QuantizeLinear from after a MaxPool to before
+ * it (onto an integer layer's output) without changing a number. 2-D, NCHW, u8 or i8, MaxPool's
+ * attributes (kernel_shape, strides, pads, dilations, auto_pad, ceil_mode); one output. A window of
+ * padding only gives the lowest level, the level of MaxPool's -inf. */
+
+static kiln_status qmaxpool_geom(const kn_node *node, const kn_shape *x, kn_window_axis axes[2]) {
+    int64_t kernel[2];
+    if (x->ndim != 4)
+        return kn_fail(KILN_ERR_SHAPE, "x has rank %d; 4 (N, C, H, W) is supported", x->ndim);
+    if (kn_node_ints(node, "kernel_shape", kernel, 2) != 2 || kernel[0] < 1 || kernel[1] < 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kernel_shape must be 2 positive sizes");
+    return kn_window_resolve(node, &x->d[2], kernel, kn_node_int(node, "ceil_mode", 0) != 0, axes);
+}
+
+static kiln_status qmaxpool_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *x = kn_node_input(g, node, 0);
+    if (!x || (x->dtype != KN_U8 && x->dtype != KN_I8))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "x must be u8 or i8 levels");
+    kn_window_axis axes[2];
+    KN_TRY(qmaxpool_geom(node, &x->shape, axes));
+    kn_shape y = kn_shape_of(4, (int64_t[]){x->shape.d[0], x->shape.d[1], axes[0].out, axes[1].out});
+    kn_set_output(g, node, 0, &y, x->dtype);
+    return KILN_OK;
+}
+
+/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling. */
+static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
+    return h->kernel == 2 && w->kernel == 2 && h->stride == 2 && w->stride == 2 && h->dilation == 1 &&
+           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
+}
+
+/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels. */
+#define QMAXPOOL_PLANE_2X2(T)                                                                              \
+    for (int64_t oh = 0; oh < h->out; oh++) {                                                              \
+        const T *r0 = (const T *)x + 2 * oh * w->in, *r1 = r0 + w->in;                                     \
+        T *out = (T *)y + oh * w->out;                                                                     \
+        for (int64_t ow = 0; ow < w->out; ow++) {                                                          \
+            T a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];                               \
+            T b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];                               \
+            out[ow] = a > b ? a : b;                                                                       \
+        }                                                                                                  \
+    }
+
+static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,
+                               uint8_t *y) {
+    if (is_signed) {
+        QMAXPOOL_PLANE_2X2(int8_t)
+    } else {
+        QMAXPOOL_PLANE_2X2(uint8_t)
+    }
+}
+
+/* One plane, any window: the plane is copied (levels flipped to compare as u8) into `padded`, framed by
+ * the lowest level wherever a window can reach outside it, so that every window is read without bounds
+ * checks (then each output row takes the maximum down its window's rows, then across); pads[0..4) =
+ * top, left, bottom, right frame widths; `padded` has room for the framed plane and one more row. */
+static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t pads[4],
+                           const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
+    const int64_t pw = pads[1] + w->in + pads[3], ph = pads[0] + h->in + pads[2], width = w->in;
+    memset(padded, 0, (size_t)(pw * ph)); /* 0 is the lowest level once flipped */
+    for (int64_t r = 0; r < h->in; r++) {
+        uint8_t *restrict dst = padded + (r + pads[0]) * pw + pads[1];
+        const uint8_t *restrict src = x + r * width;
+        for (int64_t c = 0; c < width; c++)
+            dst[c] = src[c] ^ flip;
+    }
+    uint8_t *restrict column_max = padded + pw * ph; // (pw): the window rows' maximum of each padded column
+    for (int64_t oh = 0; oh < h->out; oh++) {
+        const uint8_t *top = padded + (oh * h->stride - h->pad_begin + pads[0]) * pw;
+        memcpy(column_max, top, (size_t)pw);
+        for (int64_t i = 1; i < h->kernel; i++) {
+            const uint8_t *restrict row = top + i * h->dilation * pw;
+            for (int64_t c = 0; c < pw; c++)
+                column_max[c] = row[c] > column_max[c] ? row[c] : column_max[c];
+        }
+        for (int64_t ow = 0; ow < w->out; ow++) {
+            const uint8_t *first = column_max + ow * w->stride - w->pad_begin + pads[1];
+            uint8_t best = 0;
+            for (int64_t j = 0; j < w->kernel; j++)
+                best = first[j * w->dilation] > best ? first[j * w->dilation] : best;
+            y[oh * w->out + ow] = best ^ flip;
+        }
+    }
+}
+
+/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
+static void qmaxpool_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
+    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
+    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
+    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
+}
+
+static kiln_status qmaxpool_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    kn_window_axis axes[2];
+    KN_TRY(qmaxpool_geom(call->node, &x->shape, axes));
+    int64_t planes = x->shape.d[0] * x->shape.d[1];
+    int64_t in_plane = axes[0].in * axes[1].in, out_plane = axes[0].out * axes[1].out;
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    const uint8_t *xs = x->data; // (N*C, H, W)
+    uint8_t *ys = call->out[0]->data;
+    if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+        return KILN_OK;
+    }
+    int64_t pads[4];
+    qmaxpool_reach(&axes[0], &pads[0], &pads[2]);
+    qmaxpool_reach(&axes[1], &pads[1], &pads[3]);
+    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 1));
+    int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
+    int threads = kn_threads_get();
+    size_t padded_bytes = 0, total = 0;
+    bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
+                 kn_size_mul(padded_bytes, (size_t)threads, &total);
+    uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
+    if (!padded)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= (1 << 16))
+    for (int64_t p = 0; p < planes; p++)
+        qmaxpool_plane(&axes[0], &axes[1], pads, xs + p * in_plane, flip,
+                       padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
+    return KILN_OK;
+}
+
+const kn_op kn_op_maxpoolinteger = {
+    .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,
+    .infer = qmaxpool_infer, .forward = qmaxpool_forward,
+};
+
+const kn_op kn_op_qlinearconvpacked = {
+    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 5,
+    .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
+};
+
+const kn_op kn_op_qlineargemmpacked = {
+    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 5,
+    .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
+};

@@ -1,0 +1,587 @@
+/* The integer layers (core/quant.h "Integer layers", kernels/qgemm.h, ops/qlinear.c, the optimizer's
+ * KN_OPT_INT8) held against their definition, bit for bit, and against the f32 QDQ graph within the
+ * f32 rounding bound.
+ *
+ * 1. kernels: each int8 kernel set this CPU has (generic, AVX2, AVX-512 VNNI) on products of both
+ *    orientations, with row and column tails, u8 / i8 / f32 outputs, Relu, and extreme levels (255 by
+ *    -128 over the longest K allowed, which would saturate vpmaddubsw): every output equals the one
+ *    computed here from the definition with kn_quant_layer_level, byte for byte.
+ * 2. layers: QDQ graphs (QuantizeLinear -> DequantizeLinear -> Conv / Gemm / MatMul with DequantizeLinear
+ *    int8 weights per channel [-> Relu] [-> QuantizeLinear -> DequantizeLinear]) on shapes with odd
+ *    channels, tails, stride 2, padding, dilation, groups, depthwise and 1x1, u8 and i8 activations:
+ *    the optimizer makes them integer layers, whose outputs equal the definition computed here bit for
+ *    bit; and the unoptimized graph (f32 Conv between Dequantize and Quantize) is within
+ *    (K + 4) * FLT_EPSILON * (sum |x w| + |b|) of the exact value before quantization, so its levels
+ *    are at most 1 away.
+ *    MaxPool between a layer and its QuantizeLinear: pooling the levels (MaxPoolInteger) equals pooling
+ *    the dequantized values, bit for bit, for 2x2 and padded 3x3 windows, u8 and i8.
+ * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
+ *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
+ *    f32 QDQ reference path predict the same classes for every sample.
+ * Also QuantizeLinear's vectorized levels (kn_qgemm_quantize) against kn_quant_level on ties, NaN,
+ * infinities and denormals.
+ * ctest runs this program again with KILN_ISA=avx2 and KILN_ISA=generic, so the layers' other paths
+ * meet the same checks.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "compress/quantize.h"
+#include "core/quant.h"
+#include "core/rng.h"
+#include "kernels/qgemm.h"
+#include "ops/op.h"
+#include "runtime/optimize.h"
+#include "runtime/runtime.h"
+#include "support/runtime_models.h"
+#include "train/data.h"
+
+#define SHAPE(...) \
+    kn_shape_of((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+
+static kn_rng rng;
+
+static int64_t rand_below(int64_t n) { return (int64_t)kn_rng_below(&rng, (uint64_t)n); }
+static float rand_in(float lo, float hi) { return lo + (hi - lo) * kn_rng_uniform(&rng); }
+
+/* ---- 1. kernels -------------------------------------------------------------------------------- */
+
+typedef struct kernel_case {
+    int64_t R, L, K;
+    bool conv; /* weights in B and the image in V, channel per row; else activations in B */
+    int y_type;
+    bool relu;
+    bool extreme; /* activations 255 and weights -128 or 127 */
+} kernel_case;
+
+static void check_kernel_case(const kernel_case *c) {
+    int64_t channels = c->conv ? c->R : c->L;
+    int8_t *w = malloc((size_t)(channels * c->K));  // (channels, K)
+    int64_t x_rows = c->conv ? c->L : c->R;
+    uint8_t *x = malloc((size_t)(x_rows * c->K)); // (x_rows, K)
+    for (int64_t i = 0; i < channels * c->K; i++)
+        w[i] = c->extreme ? (i % 7 ? -128 : 127) : (int8_t)(rand_below(256) - 128);
+    for (int64_t i = 0; i < x_rows * c->K; i++)
+        x[i] = c->extreme ? 255 : (uint8_t)rand_below(256);
+    int32_t z_x = c->extreme ? 0 : (int32_t)rand_below(256);
+    int32_t *corr = malloc(sizeof(int32_t) * (size_t)channels);
+    float *mult = malloc(sizeof(float) * (size_t)channels), *bias = malloc(sizeof(float) * (size_t)channels);
+    for (int64_t ch = 0; ch < channels; ch++) {
+        int32_t sum = 0;
+        for (int64_t k = 0; k < c->K; k++)
+            sum += w[ch * c->K + k];
+        corr[ch] = z_x * sum;
+        mult[ch] = c->extreme ? 1e-9f : rand_in(1e-5f, 1e-3f);
+        bias[ch] = rand_in(-1.0f, 1.0f);
+    }
+    kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7};
+    size_t y_size = c->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    // The definition: the exact sum, then kn_quant_layer_level / kn_quant_layer_value.
+    uint8_t *want = malloc((size_t)(c->R * c->L) * y_size);
+    kn_quant_range range = kn_quant_range_of(8, c->y_type == KN_QOUT_I8);
+    for (int64_t r = 0; r < c->R; r++)
+        for (int64_t l = 0; l < c->L; l++) {
+            int64_t ch = c->conv ? r : l, xr = c->conv ? l : r;
+            int64_t acc = 0;
+            for (int64_t k = 0; k < c->K; k++)
+                acc += ((int64_t)x[xr * c->K + k] - z_x) * w[ch * c->K + k];
+            int64_t at = r * c->L + l;
+            if (c->y_type == KN_QOUT_F32) {
+                float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
+                ((float *)want)[at] = c->relu ? kn_quant_relu(v) : v;
+            } else {
+                want[at] = (uint8_t)(kn_quant_layer_level((int32_t)acc, mult[ch], bias[ch], c->relu, epi.y_scale,
+                                                          epi.y_zero_point, range) & 0xff);
+            }
+        }
+    // Packed operands.
+    size_t b_bytes = kn_qgemm_b_bytes(c->R, c->K), v_bytes = kn_qgemm_v_bytes(c->L, c->K);
+    uint8_t *b = malloc(b_bytes), *v = malloc(v_bytes);
+    if (c->conv) {
+        kn_qgemm_pack_weights_b(w, c->R, c->K, c->K, (int8_t *)b);
+        memset(v, 0xa5, v_bytes); /* padding may hold anything where the weights are 0 */
+        for (int64_t l = 0; l < c->L; l++)
+            for (int64_t k = 0; k < c->K; k++)
+                v[kn_qgemm_v_index(k, l, c->K)] = x[l * c->K + k];
+    } else {
+        kn_qgemm_pack_rows_b(x, c->R, c->K, c->K, false, b);
+        kn_qgemm_pack_weights_v(w, c->L, c->K, c->K, (int8_t *)v);
+    }
+    uint8_t *got = malloc((size_t)(c->R * c->L) * y_size);
+    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+        const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+        if (!k)
+            continue;
+        for (int threads = 1; threads <= 2; threads++) {
+            memset(got, 0x5a, (size_t)(c->R * c->L) * y_size);
+            kn_qgemm_problem p = {c->R, c->L, c->K, b, v, c->conv, c->conv, &epi, got, c->L};
+            kn_qgemm_run(k, &p, threads);
+            CHECK_MSG(memcmp(got, want, (size_t)(c->R * c->L) * y_size) == 0,
+                      "%s, %d thread(s): (%lld x %lld, K %lld) %s y_type %d relu %d extreme %d differs from the "
+                      "definition", kn_qgemm_kernel_name(k), threads, (long long)c->R, (long long)c->L,
+                      (long long)c->K, c->conv ? "conv" : "gemm", c->y_type, c->relu, c->extreme);
+        }
+    }
+    free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got);
+}
+
+static void test_kernels(void) {
+    const kernel_case cases[] = {
+        {1, 1, 1, true, KN_QOUT_U8, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false},
+        {7, 70, 27, true, KN_QOUT_I8, false, false},  {33, 130, 288, true, KN_QOUT_F32, true, false},
+        {4, 64, 4, true, KN_QOUT_F32, false, false},  {1, 10, 3136, false, KN_QOUT_F32, false, false},
+        {3, 70, 37, false, KN_QOUT_U8, true, false},  {9, 5, 6, false, KN_QOUT_I8, false, false},
+        {6, 129, 101, false, KN_QOUT_F32, true, false}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true},
+        {3, 18, 4097, false, KN_QOUT_F32, false, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_kernel_case(&cases[i]);
+    printf("kernels: %zu cases on", sizeof cases / sizeof cases[0]);
+    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++)
+        if (kn_qgemm_kernel_for((kn_qgemm_path)path))
+            printf(" %s", kn_qgemm_kernel_name(kn_qgemm_kernel_for((kn_qgemm_path)path)));
+    printf(" (the layers use %s)\n", kn_qgemm_kernel_name(kn_qgemm_kernel_best()));
+}
+
+/* QuantizeLinear's vectorized levels against kn_quant_level, on ties, NaN, infinities, denormals and
+ * values far outside the range, at lengths that end in every tail. */
+static void test_quantize_kernels(void) {
+    enum { N = 1000 };
+    float x[N];
+    const float scale = 0.05f;
+    for (int i = 0; i < N; i++) {
+        switch (i % 8) {
+        case 0: x[i] = ((float)(i % 600) - 300.0f + 0.5f) * scale; break; /* ties */
+        case 1: x[i] = i % 16 == 1 ? NAN : -INFINITY; break;
+        case 2: x[i] = i % 16 == 2 ? INFINITY : 1e-40f; break;
+        case 3: x[i] = rand_in(-1e6f, 1e6f); break;
+        default: x[i] = rand_in(-8.0f, 8.0f); break;
+        }
+    }
+    for (int is_signed = 0; is_signed <= 1; is_signed++) {
+        int32_t zp = is_signed ? -7 : 131;
+        uint8_t want[N], got[N];
+        kn_quant_range r = kn_quant_range_of(8, is_signed);
+        for (int i = 0; i < N; i++)
+            want[i] = (uint8_t)(kn_quant_level(x[i], scale, zp, r) & 0xff);
+        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+            for (int n = N - 17; k && n <= N; n++) {
+                memset(got, 0, sizeof got);
+                kn_qgemm_quantize(k, x, n, scale, zp, is_signed, got);
+                CHECK_MSG(memcmp(got, want, (size_t)n) == 0, "%s quantize, n %d, signed %d",
+                          kn_qgemm_kernel_name(k), n, is_signed);
+            }
+        }
+    }
+}
+
+/* ---- 2. layers --------------------------------------------------------------------------------- */
+
+typedef struct layer_case {
+    const char *label;
+    const char *op;            /* "Conv", "Gemm", "MatMul" */
+    int64_t N, C, H, W;        /* Conv input; Gemm/MatMul: (N, C) or MatMul (N, H, C) when H > 0 */
+    int64_t M, kh, kw, stride, pad, dilation, group;
+    bool trans_b;              /* Gemm */
+    bool x_signed, bias, relu;
+    int y;                     /* 0: f32 output, 1: QuantizeLinear u8, 2: i8 */
+} layer_case;
+
+typedef struct layer_data {
+    float s_x, s_y;
+    int32_t z_x, z_y;
+    float *s_w;      /* (M) */
+    int8_t *w;       /* the weight tensor's levels, in its own layout */
+    float *b;        /* (M) */
+    int64_t K, w_numel;
+} layer_data;
+
+static int add_const(kn_graph *g, const char *name, kn_dtype dtype, kn_shape shape) {
+    return kn_graph_add_value(g, name, KN_VALUE_CONST, dtype, &shape);
+}
+
+static int add_node(kn_graph *g, const char *op, int n_in, const int *in, const char *out_name) {
+    kn_shape empty = {0};
+    int y = kn_graph_add_value(g, out_name, KN_VALUE_ACT, KN_F32, &empty);
+    CHECK_MSG(kn_graph_add_node(g, op, out_name, n_in, in, 1, &y) >= 0, "%s", kiln_last_error());
+    return y;
+}
+
+/* QuantizeLinear(x) -> DequantizeLinear with scale s and zero point z of type u8 or i8; returns the
+ * dequantized value, and the levels' in *levels. */
+static int add_qdq(kn_graph *g, int x, const char *name, float s, int32_t z, bool is_signed, int *levels) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s.s", name);
+    int sv = add_const(g, buf, KN_F32, (kn_shape){0});
+    *(float *)g->values[sv].data = s;
+    snprintf(buf, sizeof buf, "%s.z", name);
+    int zv = add_const(g, buf, is_signed ? KN_I8 : KN_U8, (kn_shape){0});
+    *(uint8_t *)g->values[zv].data = (uint8_t)(z & 0xff);
+    snprintf(buf, sizeof buf, "%s.q", name);
+    int q = add_node(g, "QuantizeLinear", 3, (int[]){x, sv, zv}, buf);
+    if (levels)
+        *levels = q;
+    snprintf(buf, sizeof buf, "%s.dq", name);
+    return add_node(g, "DequantizeLinear", 3, (int[]){q, sv, zv}, buf);
+}
+
+static int64_t layer_rows(const layer_case *c) { return c->N * (strcmp(c->op, "MatMul") == 0 && c->H ? c->H : 1); }
+
+/* The graph of case c with data d; the output is its only output. */
+static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
+    kn_graph_init(g);
+    bool conv = strcmp(c->op, "Conv") == 0;
+    kn_shape xs = conv ? SHAPE(c->N, c->C, c->H, c->W)
+                       : (c->H && strcmp(c->op, "MatMul") == 0 ? SHAPE(c->N, c->H, c->C) : SHAPE(c->N, c->C));
+    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+    g->inputs[g->n_inputs++] = x;
+    int xdq = add_qdq(g, x, "x", d->s_x, d->z_x, c->x_signed, NULL);
+    kn_shape ws = conv        ? SHAPE(c->M, c->C / c->group, c->kh, c->kw)
+                  : c->trans_b ? SHAPE(c->M, c->C)
+                               : SHAPE(c->C, c->M);
+    int wq = add_const(g, "w.q", KN_I8, ws);
+    memcpy(g->values[wq].data, d->w, (size_t)d->w_numel);
+    int sw = add_const(g, "w.s", KN_F32, SHAPE(c->M));
+    memcpy(g->values[sw].data, d->s_w, sizeof(float) * (size_t)c->M);
+    int wdq = add_node(g, "DequantizeLinear", 2, (int[]){wq, sw}, "w.dq");
+    CHECK_OK(kn_node_set_int(g, g->n_nodes - 1, "axis", conv || c->trans_b ? 0 : 1));
+    int b = -1;
+    if (c->bias) {
+        kn_shape bs = SHAPE(c->M);
+        b = kn_graph_add_value(g, "b", KN_VALUE_PARAM, KN_F32, &bs);
+        memcpy(g->values[b].data, d->b, sizeof(float) * (size_t)c->M);
+    }
+    int y = add_node(g, c->op, c->bias ? 3 : 2, (int[]){xdq, wdq, b}, "y");
+    int node = g->n_nodes - 1;
+    if (conv) {
+        CHECK_OK(kn_node_set_ints(g, node, "strides", 2, (int64_t[]){c->stride, c->stride}));
+        CHECK_OK(kn_node_set_ints(g, node, "pads", 4, (int64_t[]){c->pad, c->pad, c->pad, c->pad}));
+        CHECK_OK(kn_node_set_ints(g, node, "dilations", 2, (int64_t[]){c->dilation, c->dilation}));
+        CHECK_OK(kn_node_set_int(g, node, "group", c->group));
+    } else if (strcmp(c->op, "Gemm") == 0) {
+        CHECK_OK(kn_node_set_int(g, node, "transB", c->trans_b));
+    }
+    if (c->relu)
+        y = add_node(g, "Relu", 1, &y, "y.relu");
+    if (c->y)
+        y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
+    g->outputs[g->n_outputs++] = y;
+}
+
+static void make_layer_data(const layer_case *c, layer_data *d) {
+    bool conv = strcmp(c->op, "Conv") == 0;
+    d->K = conv ? c->C / c->group * c->kh * c->kw : c->C;
+    d->w_numel = c->M * d->K;
+    d->s_x = rand_in(0.01f, 0.03f);
+    d->z_x = c->x_signed ? (int32_t)rand_below(21) - 10 : (int32_t)rand_below(40) + 100;
+    d->s_y = rand_in(0.02f, 0.1f);
+    d->z_y = c->y == 2 ? (int32_t)rand_below(11) - 5 : (int32_t)rand_below(30) + 20;
+    d->s_w = malloc(sizeof(float) * (size_t)c->M);
+    d->b = malloc(sizeof(float) * (size_t)c->M);
+    d->w = malloc((size_t)d->w_numel);
+    for (int64_t m = 0; m < c->M; m++) {
+        d->s_w[m] = rand_in(0.002f, 0.01f);
+        d->b[m] = rand_in(-0.5f, 0.5f);
+    }
+    for (int64_t i = 0; i < d->w_numel; i++)
+        d->w[i] = (int8_t)(rand_below(255) - 127);
+}
+
+/* Weight level of output channel m, input channel (within the group) and tap, or of (m, k) for Gemm. */
+static int32_t weight_at(const layer_case *c, const layer_data *d, int64_t m, int64_t k) {
+    if (strcmp(c->op, "Conv") == 0 || (strcmp(c->op, "Gemm") == 0 && c->trans_b))
+        return d->w[m * d->K + k];
+    return d->w[k * c->M + m];
+}
+
+/* The definition (core/quant.h) from the input levels: out (rows of M outputs, in the graph's output
+ * layout) and, for the bound, the exact pre-quantization value and sum |x w| + |b| of each output. */
+static void layer_definition(const layer_case *c, const layer_data *d, const float *x, int64_t x_numel, float *out,
+                             double *exact, double *magnitude) {
+    kn_quant_range xr = kn_quant_range_of(8, c->x_signed), yr = kn_quant_range_of(8, c->y == 2);
+    int32_t *qx = malloc(sizeof(int32_t) * (size_t)x_numel);
+    for (int64_t i = 0; i < x_numel; i++)
+        qx[i] = kn_quant_level(x[i], d->s_x, d->z_x, xr) - d->z_x;
+    bool conv = strcmp(c->op, "Conv") == 0;
+    int64_t oh = conv ? (c->H + 2 * c->pad - c->dilation * (c->kh - 1) - 1) / c->stride + 1 : 1;
+    int64_t ow = conv ? (c->W + 2 * c->pad - c->dilation * (c->kw - 1) - 1) / c->stride + 1 : 1;
+    int64_t rows = conv ? c->N : layer_rows(c), Cg = conv ? c->C / c->group : c->C;
+    int64_t Mg = c->M / (conv ? c->group : 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t p = 0; p < oh * ow; p++) {
+                int64_t acc = 0;
+                double mag = 0;
+                for (int64_t k = 0; k < d->K; k++) {
+                    int32_t xv;
+                    if (conv) {
+                        int64_t ci = (m / Mg) * Cg + k / (c->kh * c->kw), tap = k % (c->kh * c->kw);
+                        int64_t ih = (p / ow) * c->stride - c->pad + (tap / c->kw) * c->dilation;
+                        int64_t iw = (p % ow) * c->stride - c->pad + (tap % c->kw) * c->dilation;
+                        bool in = ih >= 0 && ih < c->H && iw >= 0 && iw < c->W;
+                        xv = in ? qx[((r * c->C + ci) * c->H + ih) * c->W + iw] : 0;
+                    } else {
+                        xv = qx[r * c->C + k];
+                    }
+                    int32_t wv = weight_at(c, d, m, k);
+                    acc += (int64_t)xv * wv;
+                    mag += fabs((double)xv * d->s_x * wv * d->s_w[m]);
+                }
+                float mult = kn_quant_multiplier(d->s_x, d->s_w[m], 1.0), bias = c->bias ? d->b[m] : 0.0f;
+                float value = kn_quant_layer_value((int32_t)acc, mult, bias);
+                if (c->relu)
+                    value = kn_quant_relu(value);
+                int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
+                if (c->y)
+                    out[at] = kn_quant_value(kn_quant_level(value, d->s_y, d->z_y, yr), d->s_y, d->z_y);
+                else
+                    out[at] = value;
+                double e = (double)acc * d->s_x * d->s_w[m] + bias;
+                exact[at] = c->relu && e < 0 ? 0 : e;
+                magnitude[at] = mag + fabs(bias);
+            }
+    free(qx);
+}
+
+static int count_op(const kn_graph *g, const char *name) {
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        n += strcmp(g->nodes[i].op->name, name) == 0;
+    return n;
+}
+
+static void check_layer_case(const layer_case *c) {
+    layer_data d;
+    make_layer_data(c, &d);
+    kn_graph g;
+    build_layer(c, &d, &g);
+    int64_t x_numel = kn_shape_numel(&g.values[g.inputs[0]].shape);
+    float *x = malloc(sizeof(float) * (size_t)x_numel);
+    for (int64_t i = 0; i < x_numel; i++) // beyond the levels' range at both ends
+        x[i] = rand_in(-1.2f, 1.2f) * 128.0f * d.s_x + (float)(d.z_x - (c->x_signed ? 0 : 128)) * d.s_x;
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model)
+        return;
+    const kn_graph *opt = kn_model_graph(model, true);
+    if (getenv("INT8_DEBUG"))
+        for (int i = 0; i < opt->n_nodes; i++)
+            fprintf(stderr, "  %s: %s\n", c->label, opt->nodes[i].op->name);
+    bool conv = strcmp(c->op, "Conv") == 0;
+    CHECK_MSG(count_op(opt, conv ? "QLinearConvPacked" : "QLinearGemmPacked") == 1 &&
+                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0,
+              "%s: the optimizer did not make one integer layer", c->label);
+    CHECK_MSG(!c->y || count_op(opt, "QuantizeLinear") == 1, "%s: the output QuantizeLinear stays", c->label);
+    kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
+    int64_t sample = x_numel / c->N, n_fast = 0, n_ref = 0;
+    const float *y_fast = fast ? rt_session_forward(fast, c->N, x, sample, &n_fast) : NULL;
+    const float *y_ref = ref ? rt_session_forward(ref, c->N, x, sample, &n_ref) : NULL;
+    if (y_fast && y_ref && n_fast == n_ref) {
+        float *want = malloc(sizeof(float) * (size_t)n_fast);
+        double *exact = malloc(sizeof(double) * (size_t)n_fast), *mag = malloc(sizeof(double) * (size_t)n_fast);
+        layer_definition(c, &d, x, x_numel, want, exact, mag);
+        int64_t bits_differ = 0, over_bound = 0, levels_differ = 0;
+        for (int64_t i = 0; i < n_fast; i++) {
+            bits_differ += memcmp(&y_fast[i], &want[i], sizeof(float)) != 0;
+            double bound = (double)(d.K + 4) * FLT_EPSILON * mag[i] + 1e-30;
+            if (c->y) {
+                double step = fabs((double)y_ref[i] - y_fast[i]) / d.s_y;
+                levels_differ += step > 0.5;
+                over_bound += step > 1.5; /* a level off only where f32 rounding crossed a boundary */
+            } else {
+                over_bound += fabs((double)y_ref[i] - exact[i]) > bound;
+            }
+        }
+        printf("layer %-42s %6lld outputs, integer path vs definition: %lld differ; f32 QDQ graph: %lld "
+               "levels off by 1, %lld outside the bound\n", c->label, (long long)n_fast, (long long)bits_differ,
+               (long long)levels_differ, (long long)over_bound);
+        CHECK_MSG(bits_differ == 0, "%s: %lld outputs of the integer path differ from the definition", c->label,
+                  (long long)bits_differ);
+        CHECK_MSG(over_bound == 0, "%s: the f32 QDQ graph is outside the bound at %lld outputs", c->label,
+                  (long long)over_bound);
+        free(want), free(exact), free(mag);
+    } else {
+        CHECK_MSG(false, "%s: no comparable outputs", c->label);
+    }
+    kiln_session_free(fast);
+    kiln_session_free(ref);
+    kiln_model_free(model);
+    free(x), free(d.s_w), free(d.b), free(d.w);
+}
+
+static void test_layers(void) {
+    const layer_case cases[] = {
+        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y
+        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
+        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0},
+        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2},
+        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0},
+        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1},
+        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0},
+        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1},
+        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
+        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
+        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2},
+        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1},
+        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0},
+        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2},
+        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_layer_case(&cases[i]);
+}
+
+/* Conv -> Relu -> MaxPool -> QuantizeLinear -> DequantizeLinear: the optimizer moves the quantization
+ * onto the integer layer and pools levels (MaxPoolInteger). Its output must equal, bit for bit, that of
+ * the same layer quantized before an f32 MaxPool (Conv -> Relu -> Q -> DQ -> MaxPool), since
+ * quantizing and dequantizing are both non-decreasing. */
+static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, bool pool_first, int64_t k, int64_t s,
+                      int64_t pad) {
+    layer_case conv = *c;
+    conv.y = 0;
+    build_layer(&conv, (layer_data *)d, g);
+    int y = g->outputs[0];
+    g->n_outputs = 0;
+    if (!pool_first)
+        y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
+    y = add_node(g, "MaxPool", 1, &y, "pool");
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "kernel_shape", 2, (int64_t[]){k, k}));
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "strides", 2, (int64_t[]){s, s}));
+    CHECK_OK(kn_node_set_ints(g, g->n_nodes - 1, "pads", 4, (int64_t[]){pad, pad, pad, pad}));
+    if (pool_first)
+        y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
+    g->outputs[g->n_outputs++] = y;
+    return y;
+}
+
+static void test_maxpool_integer(void) {
+    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1};
+    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
+    for (int signed_out = 0; signed_out <= 1; signed_out++)
+        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+            layer_case c = base;
+            c.y = signed_out ? 2 : 1;
+            c.relu = !signed_out;
+            layer_data d;
+            make_layer_data(&c, &d);
+            float x[2 * 5 * 9 * 9];
+            for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+                x[i] = rand_in(-2.0f, 2.0f);
+            const float *y[2] = {NULL, NULL};
+            int64_t n[2] = {0, 0};
+            kiln_model *models[2] = {NULL, NULL};
+            kiln_session *sessions[2] = {NULL, NULL};
+            for (int pool_first = 0; pool_first <= 1; pool_first++) {
+                kn_graph g;
+                pool_graph(&g, &c, &d, pool_first, windows[w][0], windows[w][1], windows[w][2]);
+                CHECK_OK(kn_model_from_graph(&g, &models[pool_first]));
+                if (!models[pool_first])
+                    continue;
+                if (pool_first)
+                    CHECK_MSG(count_op(kn_model_graph(models[1], true), "MaxPoolInteger") == 1 &&
+                                  count_op(kn_model_graph(models[1], true), "QuantizeLinear") == 1,
+                              "MaxPool %lld: the QuantizeLinear was not moved onto the layer",
+                              (long long)windows[w][0]);
+                sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
+                if (sessions[pool_first])
+                    y[pool_first] = rt_session_forward(sessions[pool_first], 2, x, 5 * 9 * 9, &n[pool_first]);
+            }
+            CHECK_MSG(y[0] && y[1] && n[0] == n[1] && memcmp(y[0], y[1], sizeof(float) * (size_t)n[0]) == 0,
+                      "MaxPool %lld stride %lld pad %lld, %s levels: pooling levels differs from pooling values",
+                      (long long)windows[w][0], (long long)windows[w][1], (long long)windows[w][2],
+                      signed_out ? "i8" : "u8");
+            for (int i = 0; i < 2; i++) {
+                kiln_session_free(sessions[i]);
+                kiln_model_free(models[i]);
+            }
+            free(d.s_w), free(d.b), free(d.w);
+        }
+    printf("MaxPoolInteger: 6 windows and level types equal to pooling the dequantized values\n");
+}
+
+/* ---- 3. a quantized CNN ------------------------------------------------------------------------ */
+
+/* Smooth images in [0, 1]: random blobs, so that the calibrated ranges look like real data's. */
+static void fill_images(float *x, int64_t count) {
+    for (int64_t n = 0; n < count; n++) {
+        float cx = rand_in(6, 22), cy = rand_in(6, 22), r = rand_in(3, 10), level = rand_in(0.3f, 1.0f);
+        for (int64_t i = 0; i < 28; i++)
+            for (int64_t j = 0; j < 28; j++) {
+                float d2 = ((float)i - cy) * ((float)i - cy) + ((float)j - cx) * ((float)j - cx);
+                x[n * 784 + i * 28 + j] = d2 < r * r ? level : rand_in(0, 0.1f);
+            }
+    }
+}
+
+static int64_t argmax(const float *v, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+static void test_quantized_cnn(void) {
+    kn_graph g;
+    CHECK_OK(rt_spec_file("fmnist_cnn.txt", 7, &g));
+    enum { CALIB = 64, BATCH = 48 };
+    kn_dataset calib = {.count = CALIB, .sample_shape = SHAPE(1, 28, 28), .sample_size = 784};
+    calib.x = malloc(sizeof(float) * CALIB * 784);
+    fill_images(calib.x, CALIB);
+    kn_quant_options o = kn_quant_options_default();
+    o.bits = 8;
+    o.calib_samples = CALIB;
+    CHECK_OK(kn_quantize(&g, &calib, &o, NULL));
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model) {
+        free(calib.x);
+        return;
+    }
+    const kn_graph *opt = kn_model_graph(model, true);
+    CHECK_MSG(count_op(opt, "QLinearConvPacked") == 2 && count_op(opt, "QLinearGemmPacked") == 2 &&
+                  count_op(opt, "BatchNormalization") == 0 && count_op(opt, "DequantizeLinear") == 0,
+              "the CNN's four layers are not all integer layers");
+    float *x = malloc(sizeof(float) * BATCH * 784);
+    fill_images(x, BATCH);
+    kiln_session *fast = rt_session_new(model, true, 1, false), *ref = rt_session_new(model, false, 1, false);
+    int64_t n_fast = 0, n_ref = 0;
+    const float *y_fast = fast ? rt_session_forward(fast, BATCH, x, 784, &n_fast) : NULL;
+    const float *y_ref = ref ? rt_session_forward(ref, BATCH, x, 784, &n_ref) : NULL;
+    if (y_fast && y_ref && n_fast == n_ref && n_fast == BATCH * 10) {
+        int same = 0;
+        double diff = 0, scale = 0;
+        for (int64_t n = 0; n < BATCH; n++) {
+            same += argmax(y_fast + n * 10, 10) == argmax(y_ref + n * 10, 10);
+            for (int k = 0; k < 10; k++) {
+                diff = fmax(diff, fabs(y_fast[n * 10 + k] - y_ref[n * 10 + k]));
+                scale = fmax(scale, fabs(y_ref[n * 10 + k]));
+            }
+        }
+        printf("quantized CNN: %d of %d predictions equal, logits max diff %.3g (|logit| %.3g)\n", same, BATCH,
+               diff, scale);
+        CHECK_MSG(same == BATCH, "%d of %d predictions differ", BATCH - same, BATCH);
+    } else {
+        CHECK_MSG(false, "the quantized CNN gave no comparable outputs");
+    }
+    kiln_session_free(fast);
+    kiln_session_free(ref);
+    kiln_model_free(model);
+    free(x);
+    free(calib.x);
+}
+
+int main(void) {
+    rng = kn_rng_seeded(9);
+    test_kernels();
+    test_quantize_kernels();
+    test_layers();
+    test_maxpool_integer();
+    test_quantized_cnn();
+    return check_finish();
+}
