@@ -242,7 +242,7 @@ static void teacher_input(const kn_distill *d, const float *x, int64_t numel, fl
 
 /* ---- the teacher's logits, kept per sample ---- */
 
-/* Two independent 64-bit hashes of a sample's input bits, each made nonzero. */
+/* Two independent 64-bit hashes of a sample's input bits; the first is made nonzero (0 marks an empty slot). */
 static void sample_key(const float *x, int64_t size, uint64_t key[2]) {
     uint64_t a = 0xcbf29ce484222325ull, b = 0x9e3779b97f4a7c15ull ^ (uint64_t)size;
     for (int64_t i = 0; i < size; i++) {
