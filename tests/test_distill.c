@@ -9,6 +9,11 @@
  *    feature loss falls), and is gone from the student afterwards.
  * 4. A teacher whose output does not match the student's, or whose input does not, is refused with a
  *    message saying so; so are a temperature <= 0 and alpha outside [0, 1].
+ * 5. The teacher the hook runs is the deployed teacher: with BatchNormalization and dropout, its soft
+ *    targets are those of the runtime's logits (inference mode), not of training mode; a teacher trained
+ *    with other input statistics than the student's data gets its own standardisation.
+ * 6. The teacher's logits are kept per sample: a batch seen before does not run the teacher and gives the
+ *    same gradient bit for bit; a run of E epochs runs the teacher once per sample.
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +24,7 @@
 #include "compress/distill.h"
 #include "core/rng.h"
 #include "kiln/compress.h"
+#include "kiln/kiln.h"
 #include "train/api.h"
 #include "train/trainer.h"
 
@@ -184,6 +190,144 @@ static void test_feature_matching(const kiln_dataset *ds) {
     kiln_graph_free(student);
 }
 
+
+/* The runtime's output (n, c) of `g` on x (n, features): the deployed model's logits. */
+static void runtime_logits(const kiln_graph *g, const float *x, int64_t n, int64_t features, float *out, int64_t c) {
+    kiln_model *m = NULL;
+    kiln_session *s = NULL;
+    CHECK_OK(kiln_graph_to_model(g, &m));
+    CHECK_OK(kiln_session_create(m, NULL, &s));
+    int64_t dims[2] = {n, features};
+    CHECK_OK(kiln_session_resize_input(s, 0, 2, dims));
+    CHECK_OK(kiln_session_set_input(s, 0, KILN_DTYPE_F32, x, sizeof(float) * (size_t)(n * features)));
+    CHECK_OK(kiln_session_run(s));
+    const void *data = NULL;
+    size_t bytes = 0;
+    CHECK_OK(kiln_session_output(s, 0, &data, &bytes));
+    CHECK(bytes == sizeof(float) * (size_t)(n * c));
+    if (data && bytes == sizeof(float) * (size_t)(n * c))
+        memcpy(out, data, bytes);
+    kiln_session_free(s);
+    kiln_model_free(m);
+}
+
+/* The hook's soft loss (alpha 1) on the first n samples of x, for the student's output there. */
+static double hook_soft_loss(kn_distill *d, kn_graph *student, const float *x, int64_t n, float *zs) {
+    kn_tape tape;
+    CHECK_OK(kn_tape_init(&tape, student, n, true));
+    memcpy(kn_tape_input(&tape, 0)->data, x, sizeof(float) * 16 * (size_t)n);
+    CHECK_OK(kn_tape_forward(&tape, false));
+    memcpy(zs, kn_tape_output(&tape, 0)->data, sizeof(float) * 4 * (size_t)n);
+    memset(kn_tape_output_grad(&tape, 0)->data, 0, sizeof(float) * 4 * (size_t)n);
+    double loss = 0;
+    CHECK_OK(kn_distill_on_loss(d, &tape, NULL, &loss));
+    kn_tape_free(&tape);
+    return loss;
+}
+
+static const char bn_teacher_spec[] = "input 16\ndense 32\nbatchnorm\nrelu\ndropout 0.5\ndense 4\n";
+
+/* 5: inference mode, and the teacher's own standardisation. */
+static void test_teacher_as_deployed(const kiln_dataset *ds) {
+    kiln_graph *teacher = load_spec(bn_teacher_spec, 1), *student = load_spec(student_spec, 2);
+    kiln_train_config tc = kiln_train_config_default();
+    tc.epochs = 2;
+    tc.lr = 0.01f;
+    tc.batch = 32;
+    tc.threads = 1;
+    CHECK_OK(kiln_train(teacher, ds, NULL, &tc, NULL)); /* BatchNorm's running statistics move */
+    enum { N = 16 };
+    float zt[N * 4], zs[N * 4], grad[N * 4];
+    runtime_logits(teacher, ds->d.x, N, 16, zt, 4);
+    kn_distill d;
+    kn_distill_config c = {.temperature = 2, .alpha = 1};
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, N));
+    CHECK_OK(kn_distill_bind_data(&d, &ds->d));
+    double got = hook_soft_loss(&d, &student->g, ds->d.x, N, zs), want, training_mode;
+    kn_distill_soft_loss(zs, zt, N, 4, 2, &want, grad);
+    CHECK_MSG(fabs(got - want) <= 1e-5 * fabs(want) + 1e-7, "hook %.9g, runtime teacher %.9g", got, want);
+    /* The same teacher in training mode (batch statistics, dropout) gives other soft targets. */
+    kn_tape tt;
+    CHECK_OK(kn_tape_init(&tt, &teacher->g, N, false));
+    memcpy(kn_tape_input(&tt, 0)->data, ds->d.x, sizeof(float) * 16 * N);
+    CHECK_OK(kn_tape_forward(&tt, true));
+    kn_distill_soft_loss(zs, kn_f32(kn_tape_output(&tt, 0)), N, 4, 2, &training_mode, grad);
+    CHECK_MSG(fabs(training_mode - want) > 1e-3, "training mode %.9g, inference %.9g", training_mode, want);
+    kn_tape_free(&tt);
+    kn_distill_free(&d);
+
+    /* The teacher was trained on raw features standardised with (mean 0.5, std 2); the student's data
+     * carries its own statistics (mean -1, std 0.25): the teacher must see (raw - 0.5) / 2. */
+    kn_graph *t = &teacher->g;
+    t->input_mean = kn_arena_alloc(&t->arena, sizeof(float) * 16);
+    t->input_std = kn_arena_alloc(&t->arena, sizeof(float) * 16);
+    t->n_norm = 16;
+    kiln_dataset standardised;
+    make_dataset(&standardised, N);
+    standardised.d.feature_mean = malloc(sizeof(float) * 16);
+    standardised.d.feature_std = malloc(sizeof(float) * 16);
+    float teacher_x[N * 16];
+    for (int f = 0; f < 16; f++) {
+        t->input_mean[f] = 0.5f;
+        t->input_std[f] = 2.0f;
+        standardised.d.feature_mean[f] = -1.0f;
+        standardised.d.feature_std[f] = 0.25f;
+    }
+    for (int i = 0; i < N * 16; i++) {
+        float raw = standardised.d.x[i];
+        standardised.d.x[i] = (raw - -1.0f) / 0.25f;
+        teacher_x[i] = (raw - 0.5f) / 2.0f;
+    }
+    runtime_logits(teacher, teacher_x, N, 16, zt, 4);
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, N));
+    CHECK_OK(kn_distill_bind_data(&d, &standardised.d));
+    got = hook_soft_loss(&d, &student->g, standardised.d.x, N, zs);
+    kn_distill_soft_loss(zs, zt, N, 4, 2, &want, grad);
+    CHECK_MSG(fabs(got - want) <= 1e-4 * fabs(want) + 1e-6, "standardised: hook %.9g, teacher's own %.9g", got, want);
+    kn_distill_free(&d);
+    kn_dataset_free(&standardised.d);
+    kiln_graph_free(teacher);
+    kiln_graph_free(student);
+}
+
+/* 6: the cache of the teacher's logits. */
+static void test_teacher_cache(const kiln_dataset *ds) {
+    kiln_graph *teacher = load_spec(teacher_spec, 1), *student = load_spec(student_spec, 2);
+    enum { N = 8 };
+    kn_distill d;
+    kn_distill_config c = {.temperature = 3, .alpha = 0.7f};
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, N));
+    kn_tape tape;
+    CHECK_OK(kn_tape_init(&tape, &student->g, N, true));
+    float first[N * 4];
+    for (int round = 0; round < 2; round++) {
+        memcpy(kn_tape_input(&tape, 0)->data, ds->d.x, sizeof(float) * 16 * N);
+        CHECK_OK(kn_tape_forward(&tape, false));
+        memset(kn_tape_output_grad(&tape, 0)->data, 0, sizeof(float) * 4 * N);
+        double loss = 0;
+        CHECK_OK(kn_distill_on_loss(&d, &tape, ds->d.labels, &loss));
+        if (round == 0)
+            memcpy(first, kn_tape_output_grad(&tape, 0)->data, sizeof first);
+    }
+    CHECK(d.cache.misses == N && d.cache.hits == N);
+    CHECK(memcmp(first, kn_tape_output_grad(&tape, 0)->data, sizeof first) == 0);
+    kn_tape_free(&tape);
+    kn_distill_free(&d);
+
+    /* Three epochs: the teacher runs on each sample once. */
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, 32));
+    kn_train_hooks hooks = {.user = &d, .on_loss = kn_distill_on_loss};
+    kn_train_options o = {.epochs = 3, .batch = 32, .optim = kn_optim_defaults(KN_OPTIM_ADAM), .seed = 1,
+                          .loss = {.kind = KN_LOSS_CE, .reduction = KN_REDUCTION_MEAN}, .hooks = &hooks};
+    kn_train_result r;
+    CHECK_OK(kn_train(&student->g, &ds->d, NULL, &o, NULL, 0, &r));
+    CHECK_MSG(d.cache.misses == ds->d.count && d.cache.hits == 2 * ds->d.count,
+              "teacher ran on %lld samples, cache served %lld", (long long)d.cache.misses, (long long)d.cache.hits);
+    kn_distill_free(&d);
+    kiln_graph_free(teacher);
+    kiln_graph_free(student);
+}
+
 static void test_mismatch(void) {
     kiln_graph *teacher = load_spec("input 16\ndense 10\n", 1), *student = load_spec(student_spec, 2);
     kn_distill d;
@@ -212,6 +356,8 @@ int main(void) {
     make_dataset(&ds, 256);
     test_distill_trains(&ds);
     test_feature_matching(&ds);
+    test_teacher_as_deployed(&ds);
+    test_teacher_cache(&ds);
     test_mismatch();
     kn_dataset_free(&ds.d);
     return check_finish();

@@ -100,11 +100,12 @@ kiln_status kiln_qat_finalize(kiln_graph *graph);
 
 /* Knowledge distillation (Hinton et al. 2015; docs/compress.md): trains `student` like kiln_train on
  * (1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)), the teacher run in
- * inference mode on every batch. Teacher and student take the same input and give the same number of
- * outputs per sample (else KILN_ERR_SHAPE). `final` as in kiln_train (may be NULL). */
+ * inference mode on every batch (its logits kept per sample: it runs once per sample). Teacher and
+ * student take the same input and give the same number of outputs per sample (else KILN_ERR_SHAPE); a
+ * teacher with its own input standardisation gets it. `final` as in kiln_train (may be NULL). */
 typedef struct kiln_distill_config {
-    float temperature;            /* > 0, e.g. 4 */
-    float alpha;                  /* weight of the soft term in [0, 1], e.g. 0.9 */
+    float temperature;            /* > 0; kiln distill's default 2 (docs/compress.md: higher lost accuracy) */
+    float alpha;                  /* weight of the soft term in [0, 1]; kiln distill's default 0.5 */
     /* Optional hidden-feature matching: activation names in teacher and student (NULL: none); a learned
      * 1x1 projection maps the student's to the teacher's channels, trained on match_weight * MSE and
      * removed from the student afterwards. */

@@ -18,10 +18,16 @@ kiln_status kiln_distill(kiln_graph *student, kiln_graph *teacher, const kiln_da
                            .match_teacher = distill->match_teacher, .match_student = distill->match_student,
                            .match_weight = distill->match_weight};
     KN_TRY(kn_distill_init(&d, &teacher->g, &student->g, &c, o.batch));
+    kiln_status st = kn_distill_bind_data(&d, &train->d);
+    if (st != KILN_OK) {
+        kn_distill_finish(&d, &student->g);
+        kn_distill_free(&d);
+        return st;
+    }
     kn_train_hooks hooks = {.user = &d, .on_loss = kn_distill_on_loss};
     o.hooks = &hooks;
     kn_train_result r;
-    kiln_status st = kn_train(&student->g, &train->d, val ? &val->d : NULL, &o, NULL, 0, &r);
+    st = kn_train(&student->g, &train->d, val ? &val->d : NULL, &o, NULL, 0, &r);
     kn_distill_finish(&d, &student->g);
     kn_distill_free(&d);
     if (st == KILN_OK && final) {

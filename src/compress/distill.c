@@ -188,31 +188,218 @@ kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, kn_graph *student,
     return KILN_OK;
 }
 
-void kn_distill_free(kn_distill *d) { kn_tape_free(&d->teacher); }
+kiln_status kn_distill_bind_data(kn_distill *d, const kn_dataset *train) {
+    const kn_graph *t = d->teacher_graph;
+    const float *t_mean = t->input_mean && t->input_std ? t->input_mean : NULL, *t_std = t_mean ? t->input_std : NULL;
+    const float *d_mean = train->feature_mean && train->feature_std ? train->feature_mean : NULL;
+    const float *d_std = d_mean ? train->feature_std : NULL;
+    int64_t features = train->sample_size;
+    if (t_mean && t->n_norm != features)
+        return kn_fail(KILN_ERR_SHAPE, "the teacher's input standardisation has %lld features, the data %lld",
+                       (long long)t->n_norm, (long long)features);
+    free(d->in_scale);
+    free(d->in_shift);
+    d->in_scale = d->in_shift = NULL;
+    if (!t_mean && !d_mean)
+        return KILN_OK;
+    float *scale = malloc(sizeof(float) * (size_t)features), *shift = malloc(sizeof(float) * (size_t)features);
+    if (!scale || !shift) {
+        free(scale);
+        free(shift);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the teacher's input standardisation");
+    }
+    bool same = true;
+    for (int64_t f = 0; f < features; f++) {
+        /* raw = x * d_std + d_mean; x_t = (raw - t_mean) / t_std */
+        double ds = d_std ? d_std[f] : 1, dm = d_mean ? d_mean[f] : 0;
+        double ts = t_std ? t_std[f] : 1, tm = t_mean ? t_mean[f] : 0;
+        scale[f] = (float)(ds / ts);
+        shift[f] = (float)((dm - tm) / ts);
+        same = same && scale[f] == 1.0f && shift[f] == 0.0f;
+    }
+    if (same) {
+        free(scale);
+        free(shift);
+        return KILN_OK;
+    }
+    d->in_scale = scale;
+    d->in_shift = shift;
+    d->in_features = features;
+    return KILN_OK;
+}
+
+/* The student's batch x (n, features) into the teacher's input, through the standardisation map if any. */
+static void teacher_input(const kn_distill *d, const float *x, int64_t numel, float *to) {
+    if (!d->in_scale) {
+        memcpy(to, x, sizeof(float) * (size_t)numel);
+        return;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+        int64_t f = i % d->in_features;
+        to[i] = x[i] * d->in_scale[f] + d->in_shift[f];
+    }
+}
+
+/* ---- the teacher's logits, kept per sample ---- */
+
+/* Two independent 64-bit hashes of a sample's input bits; the first is made nonzero (0 marks an empty slot). */
+static void sample_key(const float *x, int64_t size, uint64_t key[2]) {
+    uint64_t a = 0xcbf29ce484222325ull, b = 0x9e3779b97f4a7c15ull ^ (uint64_t)size;
+    for (int64_t i = 0; i < size; i++) {
+        uint32_t w;
+        memcpy(&w, x + i, sizeof w);
+        a = (a ^ w) * 0x100000001b3ull;
+        b = (b + w) * 0xff51afd7ed558ccdull;
+        b ^= b >> 29;
+    }
+    key[0] = a ? a : 1;
+    key[1] = b;
+}
+
+/* The slot of key: where it is, or the empty slot where it would go. */
+static int64_t cache_slot(const kn_distill_cache *k, const uint64_t key[2]) {
+    int64_t mask = k->capacity - 1, i = (int64_t)(key[0] & (uint64_t)mask);
+    while (k->keys[2 * i] && (k->keys[2 * i] != key[0] || k->keys[2 * i + 1] != key[1]))
+        i = (i + 1) & mask;
+    return i;
+}
+
+static const float *cache_find(const kn_distill_cache *k, const uint64_t key[2]) {
+    if (!k->capacity)
+        return NULL;
+    int64_t i = cache_slot(k, key);
+    return k->keys[2 * i] ? k->logits + k->row[i] * k->c : NULL;
+}
+
+/* Doubles the table (at least 1024 slots) and re-inserts the keys. false when out of memory. */
+static bool cache_grow_table(kn_distill_cache *k) {
+    kn_distill_cache bigger = *k;
+    bigger.capacity = k->capacity ? 2 * k->capacity : 1024;
+    bigger.keys = calloc((size_t)bigger.capacity * 2, sizeof(uint64_t));
+    bigger.row = malloc(sizeof(int64_t) * (size_t)bigger.capacity);
+    if (!bigger.keys || !bigger.row) {
+        free(bigger.keys);
+        free(bigger.row);
+        return false;
+    }
+    for (int64_t i = 0; i < k->capacity; i++) {
+        if (!k->keys[2 * i])
+            continue;
+        int64_t j = cache_slot(&bigger, k->keys + 2 * i);
+        memcpy(bigger.keys + 2 * j, k->keys + 2 * i, 2 * sizeof(uint64_t));
+        bigger.row[j] = k->row[i];
+    }
+    free(k->keys);
+    free(k->row);
+    *k = bigger;
+    return true;
+}
+
+/* Keeps the c logits of a sample; does nothing when the cache is full or memory runs out (the teacher then
+ * runs for that sample again). */
+static void cache_insert(kn_distill_cache *k, const uint64_t key[2], const float *logits, int64_t c) {
+    if (k->count && c != k->c)
+        return;
+    if (2 * (k->count + 1) > k->capacity && !cache_grow_table(k))
+        return;
+    if (k->count == k->rows_cap) {
+        int64_t rows = k->rows_cap ? 2 * k->rows_cap : 1024;
+        if ((size_t)(rows * c) * sizeof(float) > KN_DISTILL_CACHE_BYTES)
+            rows = (int64_t)(KN_DISTILL_CACHE_BYTES / sizeof(float) / (size_t)c);
+        float *more = rows > k->rows_cap ? realloc(k->logits, sizeof(float) * (size_t)(rows * c)) : NULL;
+        if (!more)
+            return;
+        k->logits = more;
+        k->rows_cap = rows;
+    }
+    int64_t i = cache_slot(k, key);
+    if (k->keys[2 * i])
+        return;
+    memcpy(k->keys + 2 * i, key, 2 * sizeof(uint64_t));
+    k->row[i] = k->count;
+    memcpy(k->logits + k->count * c, logits, sizeof(float) * (size_t)c);
+    k->c = c;
+    k->count++;
+}
+
+static void cache_free(kn_distill_cache *k) {
+    free(k->keys);
+    free(k->row);
+    free(k->logits);
+    memset(k, 0, sizeof *k);
+}
+
+/* The teacher's logits of the batch on the student's tape into zt (n, c): from the cache when it holds every
+ * sample, else by running the teacher (and keeping what it gives). Matching always runs it. */
+static kiln_status teacher_logits(kn_distill *d, const kn_tensor *x, int64_t n, int64_t c, float *zt) {
+    int64_t size = kn_numel(x) / (n ? n : 1);
+    const float *xs = kn_f32(x);
+    uint64_t *keys = malloc(sizeof(uint64_t) * 2 * (size_t)(n ? n : 1)); // (n, 2)
+    if (!keys)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the distillation cache keys");
+    bool all_kept = d->proj_node < 0;
+    for (int64_t i = 0; i < n; i++) {
+        sample_key(xs + i * size, size, keys + 2 * i);
+        const float *kept = all_kept ? cache_find(&d->cache, keys + 2 * i) : NULL;
+        if (kept && d->cache.c == c)
+            memcpy(zt + i * c, kept, sizeof(float) * (size_t)c);
+        else
+            all_kept = false;
+    }
+    kiln_status st = KILN_OK;
+    if (all_kept) {
+        d->cache.hits += n;
+    } else {
+        if (n != d->teacher.batch)
+            st = kn_tape_set_batch(&d->teacher, n);
+        if (st == KILN_OK) {
+            teacher_input(d, xs, kn_numel(x), kn_tape_input(&d->teacher, 0)->data);
+            st = kn_tape_forward(&d->teacher, false);
+        }
+        const kn_tensor *out = st == KILN_OK ? kn_tape_output(&d->teacher, 0) : NULL;
+        if (out && kn_numel(out) != n * c)
+            st = kn_fail(KILN_ERR_SHAPE, "the teacher gave %lld outputs for the batch, the student %lld",
+                         (long long)kn_numel(out), (long long)(n * c));
+        if (st == KILN_OK) {
+            memcpy(zt, kn_f32(out), sizeof(float) * (size_t)(n * c));
+            for (int64_t i = 0; i < n && d->proj_node < 0; i++)
+                cache_insert(&d->cache, keys + 2 * i, zt + i * c, c);
+            d->cache.misses += n;
+        }
+    }
+    free(keys);
+    return st;
+}
+
+void kn_distill_free(kn_distill *d) {
+    kn_tape_free(&d->teacher);
+    cache_free(&d->cache);
+    free(d->in_scale);
+    free(d->in_shift);
+    d->in_scale = d->in_shift = NULL;
+}
 
 kiln_status kn_distill_on_loss(void *user, kn_tape *tape, const int64_t *labels, double *loss) {
     (void)labels;
     kn_distill *d = user;
-    const kn_tensor *x = kn_tape_input(tape, 0);
-    if (tape->batch != d->teacher.batch)
-        KN_TRY(kn_tape_set_batch(&d->teacher, tape->batch));
-    memcpy(kn_tape_input(&d->teacher, 0)->data, x->data, sizeof(float) * (size_t)kn_numel(x));
-    KN_TRY(kn_tape_forward(&d->teacher, false));
-    const kn_tensor *zs = kn_tape_output(tape, 0), *zt = kn_tape_output(&d->teacher, 0);
+    const kn_tensor *zs = kn_tape_output(tape, 0);
     kn_tensor *dpred = kn_tape_output_grad(tape, 0);
     int64_t n = zs->shape.d[0], c = kn_numel(zs) / (n ? n : 1);
-    if (kn_numel(zt) != kn_numel(zs))
-        return kn_fail(KILN_ERR_SHAPE, "the teacher gave %lld outputs for the batch, the student %lld",
-                       (long long)kn_numel(zt), (long long)kn_numel(zs));
-    float *soft_grad = malloc(sizeof(float) * (size_t)(n * c > 0 ? n * c : 1)); // (n, c)
-    if (!soft_grad)
+    float *buf = calloc(2 * (size_t)(n * c > 0 ? n * c : 1), sizeof(float));
+    if (!buf)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for the distillation gradient");
+    float *zt = buf, *soft_grad = buf + n * c; // (n, c) each
+    kiln_status st = teacher_logits(d, kn_tape_input(tape, 0), n, c, zt);
+    if (st != KILN_OK) {
+        free(buf);
+        return st;
+    }
     double soft;
-    kn_distill_soft_loss(kn_f32(zs), kn_f32(zt), n, c, d->c.temperature, &soft, soft_grad);
+    kn_distill_soft_loss(kn_f32(zs), zt, n, c, d->c.temperature, &soft, soft_grad);
     float alpha = d->c.alpha, *g = kn_f32(dpred);
     for (int64_t i = 0; i < n * c; i++)
         g[i] = (1.0f - alpha) * g[i] + alpha * soft_grad[i];
-    free(soft_grad);
+    free(buf);
     if (!isfinite(soft))
         return kn_fail(KILN_ERR_NUMERIC, "the distillation loss is not finite");
     d->last_soft_loss = soft;

@@ -8,8 +8,16 @@
  *
  * It joins the training loop as kn_train_hooks.on_loss: the objective has put the hard loss and its
  * gradient in place; the hook runs the teacher (inference mode) on the tape's input 0 and mixes in the
- * soft term. The teacher reads the student's batch as it is, so both must take the same input
- * (preprocessing included: a teacher and student trained on the same data do).
+ * soft term. The teacher reads the student's batch, so both must take the same input. Its standardisation
+ * may differ: a model trained on CSV data carries the per-feature mean and std it was trained with, and
+ * the data the student trains on is standardised with the student's own (or its own); kn_distill_bind_data
+ * then maps each batch back to raw features and through the teacher's standardisation.
+ *
+ * The teacher's logits are a function of the sample alone (inference mode, and kiln's training has no
+ * augmentation), so they are kept, keyed by two 64-bit hashes of the sample's input: from the second
+ * epoch on the teacher does not run, and distilling for E epochs costs one teacher pass, not E. The cache
+ * holds up to KN_DISTILL_CACHE_BYTES of logits; samples beyond it run the teacher each time. Matching
+ * needs the teacher's hidden value every step and runs it every step.
  *
  * Hidden-feature matching (FitNets, Romero et al. 2015), optional: a student activation S (N, Cs, ...)
  * goes through a learned 1x1 projection P (a Conv of W (Ct, Cs, 1, 1), or a MatMul by (Cs, Ct) for
@@ -21,6 +29,7 @@
 #define KN_COMPRESS_DISTILL_H
 
 #include "core/graph.h"
+#include "train/data.h"
 #include "train/tape.h"
 
 typedef struct kn_distill_config {
@@ -31,9 +40,23 @@ typedef struct kn_distill_config {
     float match_weight; /* >= 0 */
 } kn_distill_config;
 
+/* The teacher's logits of the samples seen, in an open-addressing table of (hash a, hash b) keys. */
+#define KN_DISTILL_CACHE_BYTES ((size_t)256 << 20)
+typedef struct kn_distill_cache {
+    uint64_t *keys;    /* (capacity, 2); a slot whose first key is 0 is empty (hashes are made nonzero) */
+    int64_t *row;      /* (capacity) the slot's row in logits */
+    float *logits;     /* (rows_cap, c) */
+    int64_t capacity, count, rows_cap, c;
+    int64_t hits, misses; /* samples served from the cache / by running the teacher */
+} kn_distill_cache;
+
 typedef struct kn_distill {
     kn_distill_config c;
     kn_tape teacher;   /* inference only */
+    kn_distill_cache cache;
+    /* The teacher's input from the student's: x_t = x * in_scale + in_shift per feature; NULL: the same. */
+    float *in_scale, *in_shift; /* (sample_size) */
+    int64_t in_features;
     double last_soft_loss, last_match_loss;
     /* Matching: the projection's node, weight and output in the student (its graph output 1), and the
      * teacher value as the teacher's graph output 1; -1 without matching. */
@@ -51,6 +74,9 @@ void kn_distill_soft_loss(const float *zs, const float *zt, int64_t n, int64_t c
  * matching it adds the projection to the student and makes the two values graph outputs 1. */
 kiln_status kn_distill_init(kn_distill *d, kn_graph *teacher, kn_graph *student, const kn_distill_config *c,
                             int64_t batch);
+/* Maps the batches of `train` (standardised with train->feature_mean/std, or raw without them) to the
+ * input standardisation the teacher graph was trained with (its input_mean/std, or raw without them). */
+kiln_status kn_distill_bind_data(kn_distill *d, const kn_dataset *train);
 /* Removes the matching projection from the trained student and the teacher's extra output (nothing to do
  * without matching). */
 void kn_distill_finish(kn_distill *d, kn_graph *student);

@@ -87,6 +87,8 @@ static int run(const distill_args *a) {
     st = kn_distill_init(&d, &teacher, &student, &c, o.batch);
     if (st == KILN_OK)
         st = cli_train_data_load(&a->train, &student, &data);
+    if (st == KILN_OK)
+        st = kn_distill_bind_data(&d, cli_train_data_train(&data));
     bool talk = !a->train.json && !a->train.quiet;
     if (st == KILN_OK && talk) {
         printf("distilling %s (%lld params) into %s (%lld params) on %s, temperature %g, alpha %g\n", a->teacher,
