@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
 #include "train/tape.h"
@@ -25,6 +26,10 @@ typedef struct trainer {
     kn_schedule schedule;
     FILE *log;
     int64_t epochs_done, step;
+    /* The epoch in progress: batches done and their running sums, carried by a checkpoint written mid-epoch
+     * (on an interrupt) so the resumed epoch reports what an uninterrupted one would. */
+    int64_t epoch_batches, epoch_correct, epoch_seen;
+    double epoch_loss_sum;
 } trainer;
 
 static void trainer_release(trainer *t) {
@@ -64,10 +69,26 @@ static kiln_status parse_counter(const kn_graph *g, const char *key, int64_t *ou
     return KILN_OK;
 }
 
+/* The running sums of an epoch a checkpoint interrupted; absent (0) in one written at an epoch's end. */
+static kiln_status restore_epoch_sums(trainer *t) {
+    if (!kn_graph_meta(t->g, "train.epoch_seen"))
+        return KILN_OK;
+    KN_TRY(parse_counter(t->g, "train.epoch_seen", &t->epoch_seen));
+    KN_TRY(parse_counter(t->g, "train.epoch_correct", &t->epoch_correct));
+    const char *text = kn_graph_meta(t->g, "train.epoch_loss_sum");
+    char *end;
+    t->epoch_loss_sum = text ? strtod(text, &end) : NAN;
+    if (!text || *end || !isfinite(t->epoch_loss_sum))
+        return kn_fail(KILN_ERR_FORMAT, "not a checkpoint: metadata 'train.epoch_loss_sum' is %s",
+                       text ? "invalid" : "missing");
+    return KILN_OK;
+}
+
 /* Restores the counters and the optimizer state a checkpoint carries. */
 static kiln_status restore_checkpoint(trainer *t, const kn_named_tensor *state, int n_state) {
     KN_TRY(parse_counter(t->g, "train.epochs_done", &t->epochs_done));
     KN_TRY(parse_counter(t->g, "train.step", &t->step));
+    KN_TRY(restore_epoch_sums(t));
     const char *saved_optim = kn_graph_meta(t->g, "train.optimizer");
     const char *optim = kn_optim_name(t->opt->optim.kind);
     if (!saved_optim || strcmp(saved_optim, optim) != 0)
@@ -97,9 +118,14 @@ static kiln_status set_counter_meta(kn_graph *g, const char *key, int64_t v) {
 }
 
 static kiln_status write_checkpoint(trainer *t) {
+    char text[64];
     KN_TRY(set_counter_meta(t->g, "train.epochs_done", t->epochs_done));
     KN_TRY(set_counter_meta(t->g, "train.step", t->step));
-    KN_TRY(kn_graph_set_meta(t->g, "train.optimizer", kn_optim_name(t->opt->optim.kind)));
+    KN_TRY(kn_checkpoint_options_save(t->g, t->opt));
+    KN_TRY(set_counter_meta(t->g, "train.epoch_seen", t->epoch_seen));
+    KN_TRY(set_counter_meta(t->g, "train.epoch_correct", t->epoch_correct));
+    snprintf(text, sizeof text, "%.17g", t->epoch_loss_sum);
+    KN_TRY(kn_graph_set_meta(t->g, "train.epoch_loss_sum", text));
     int n = kn_optim_state_count(t->optim);
     kn_named_tensor *state = calloc((size_t)(n ? n : 1), sizeof *state);
     if (!state)
@@ -176,9 +202,7 @@ static kiln_status record_provenance(trainer *t, const kn_dataset *train, const 
     kn_graph *g = t->g;
     char text[64];
     KN_TRY(kn_graph_set_meta(g, "train.data", train->source));
-    KN_TRY(kn_graph_set_meta(g, "train.loss", kn_loss_name(t->opt->loss.kind)));
-    KN_TRY(set_counter_meta(g, "train.batch", t->opt->batch));
-    KN_TRY(set_counter_meta(g, "train.seed", (int64_t)t->opt->seed));
+    KN_TRY(kn_checkpoint_options_save(g, t->opt));
     snprintf(text, sizeof text, "%.6g", (double)t->schedule.base_lr);
     KN_TRY(kn_graph_set_meta(g, "train.lr", text));
     if (r->train_accuracy >= 0) {
@@ -192,16 +216,19 @@ static kiln_status record_provenance(trainer *t, const kn_dataset *train, const 
     return kn_graph_set_meta(g, "producer", "kiln " KILN_VERSION_STRING);
 }
 
-/* One epoch of mini-batches; fills the running loss/accuracy into p. */
+static bool interrupt_requested(const kn_train_options *opt) { return opt->interrupt && *opt->interrupt; }
+
+/* One epoch of mini-batches from batch t->epoch_batches on (0, or where an interrupted checkpoint
+ * stopped); fills the running loss/accuracy into p. Stops early, with *interrupted, after the step during
+ * which opt->interrupt was raised. */
 static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, double run_start,
-                             int64_t steps_total, int64_t steps_before, kn_train_progress *p) {
+                             int64_t steps_total, int64_t steps_before, kn_train_progress *p, bool *interrupted) {
     const kn_train_options *opt = t->opt;
     const kn_train_hooks *hooks = opt->hooks;
     kn_batcher batcher;
     KN_TRY(kn_batcher_init(&batcher, train, opt->batch, true, opt->seed, epoch));
+    batcher.next = t->epoch_batches * opt->batch; /* the epoch's order is fixed by (seed, epoch) */
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
-    double loss_sum = 0;
-    int64_t correct_sum = 0, seen = 0;
     kiln_status st = KILN_OK;
     int64_t *batch_labels = malloc(sizeof(int64_t) * (size_t)opt->batch);
     float *batch_targets = train->targets ? malloc(sizeof(float) * (size_t)(opt->batch * train->target_width)) : NULL;
@@ -209,7 +236,7 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         st = kn_fail(KILN_ERR_NOMEM, "out of memory for a batch");
         goto done;
     }
-    for (int64_t b = 0; b < batches; b++) {
+    for (int64_t b = t->epoch_batches; b < batches && !*interrupted; b++) {
         /* A short last batch re-infers shapes; the next epoch's full batches restore them. */
         int64_t want = train->count - b * opt->batch < opt->batch ? train->count - b * opt->batch : opt->batch;
         if (want != t->tape.batch && (st = kn_tape_set_batch(&t->tape, want)) != KILN_OK)
@@ -251,9 +278,10 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         t->step++;
         if (hooks && hooks->on_step && (st = hooks->on_step(hooks->user, t->g, t->step)) != KILN_OK)
             goto done;
-        loss_sum += t->opt->loss.reduction == KN_REDUCTION_MEAN ? loss * (double)n : loss;
-        correct_sum += correct;
-        seen += n;
+        t->epoch_loss_sum += t->opt->loss.reduction == KN_REDUCTION_MEAN ? loss * (double)n : loss;
+        t->epoch_correct += correct;
+        t->epoch_seen += n;
+        t->epoch_batches = b + 1;
 
         double elapsed = kn_seconds_now() - run_start;
         int64_t steps_run = t->step - steps_before;
@@ -261,13 +289,14 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         p->batch_index = b + 1;
         p->batches = batches;
         p->step = t->step;
-        p->loss = loss_sum / (double)seen;
-        p->accuracy = train->labels ? (double)correct_sum / (double)seen : -1;
+        p->loss = t->epoch_loss_sum / (double)t->epoch_seen;
+        p->accuracy = train->labels ? (double)t->epoch_correct / (double)t->epoch_seen : -1;
         p->lr = lr;
         p->samples_per_second = elapsed > 0 ? (double)(steps_run * opt->batch) / elapsed : 0;
         p->eta_seconds = steps_run > 0 ? elapsed / (double)steps_run * (double)(steps_total - t->step) : 0;
         if (opt->progress)
             opt->progress(p, opt->progress_user);
+        *interrupted = interrupt_requested(opt);
     }
 done:
     free(batch_labels);
@@ -276,16 +305,35 @@ done:
     return st;
 }
 
+/* Where in its epoch the run stands: batches already done (0 unless a checkpoint stopped mid-epoch). A
+ * step count that does not fall in the epoch means the checkpoint was made with other data or batch. */
+static kiln_status locate_in_epoch(trainer *t, int64_t batches) {
+    int64_t into = t->step - t->epochs_done * batches;
+    if (into < 0 || into >= batches || (into == 0) != (t->epoch_seen == 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the checkpoint's step %lld is not in epoch %lld of %lld batches: "
+                       "it was written with other data or another --batch", (long long)t->step,
+                       (long long)t->epochs_done + 1, (long long)batches);
+    t->epoch_batches = into;
+    return KILN_OK;
+}
+
 static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_dataset *val, kn_train_result *r) {
     const kn_train_options *opt = t->opt;
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
     int64_t steps_total = batches * opt->epochs;
     int64_t steps_before = t->step;
     double run_start = kn_seconds_now();
-    for (int64_t epoch = t->epochs_done; epoch < opt->epochs; epoch++) {
+    KN_TRY(locate_in_epoch(t, batches));
+    for (int64_t epoch = t->epochs_done; epoch < opt->epochs && !r->interrupted; epoch++) {
         double epoch_start = kn_seconds_now();
         kn_train_progress p = {.epoch = epoch + 1, .epochs = opt->epochs};
-        KN_TRY(run_epoch(t, train, epoch, run_start, steps_total, steps_before, &p));
+        KN_TRY(run_epoch(t, train, epoch, run_start, steps_total, steps_before, &p, &r->interrupted));
+        if (r->interrupted && t->epoch_batches < batches) {
+            /* Mid-epoch: the checkpoint carries the epoch's position and running sums. */
+            if (opt->checkpoint_path)
+                KN_TRY(write_checkpoint(t));
+            break;
+        }
         r->train_loss = p.loss;
         r->train_accuracy = p.accuracy;
         if (val) {
@@ -300,6 +348,8 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
             r->val_accuracy = p.val_accuracy;
         }
         t->epochs_done = epoch + 1;
+        t->epoch_batches = t->epoch_correct = t->epoch_seen = 0;
+        t->epoch_loss_sum = 0;
         p.event = KN_PROGRESS_EPOCH;
         p.epoch_seconds = kn_seconds_now() - epoch_start;
         log_epoch(t, &p);
@@ -307,6 +357,7 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
             KN_TRY(write_checkpoint(t));
         if (opt->progress)
             opt->progress(&p, opt->progress_user);
+        r->interrupted = r->interrupted && t->epochs_done < opt->epochs;
     }
     r->epochs_done = t->epochs_done;
     r->steps = t->step;
@@ -370,9 +421,9 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         st = open_log(&t);
     if (st == KILN_OK)
         st = train_loop(&t, train, val, result);
-    if (st == KILN_OK)
+    if (st == KILN_OK && !result->interrupted)
         st = record_provenance(&t, train, result);
-    if (st == KILN_OK && options->out_path)
+    if (st == KILN_OK && !result->interrupted && options->out_path)
         st = kn_kiln_save(options->out_path, g, NULL, 0);
     trainer_release(&t);
     return st;

@@ -1,8 +1,11 @@
 /* The training loop: epochs of shuffled mini-batches through the tape, the loss, gradient clipping,
- * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch;
- * exact resumption from a checkpoint. */
+ * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch
+ * (and at an interrupt, mid-epoch); exact resumption from a checkpoint, which records the run's options
+ * (train/checkpoint.h). */
 #ifndef KN_TRAINER_H
 #define KN_TRAINER_H
+
+#include <signal.h>
 
 #include "format/kiln_file.h"
 #include "train/data.h"
@@ -58,6 +61,10 @@ typedef struct kn_train_options {
     const char *checkpoint_path; /* written after every epoch; NULL: none */
     const char *log_path;        /* CSV metrics; NULL: none */
     bool resume;                 /* continue from the graph's "train.*" checkpoint metadata */
+    /* When *interrupt becomes non-zero (a signal handler sets it), training stops after the step in
+     * progress, writes the checkpoint (mid-epoch: with its position in the epoch) and returns KILN_OK with
+     * result->interrupted. NULL: never. */
+    const volatile sig_atomic_t *interrupt;
     kn_progress_fn progress;
     void *progress_user;
     const kn_train_hooks *hooks; /* NULL: none */
@@ -69,6 +76,7 @@ typedef struct kn_train_result {
     bool has_val;
     double val_loss, val_accuracy;
     double seconds, samples_per_second;
+    bool interrupted;                   /* stopped by options->interrupt; no final model was written */
 } kn_train_result;
 
 /* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path (if set).

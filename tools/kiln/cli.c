@@ -28,6 +28,22 @@ void cli_print_help(FILE *out, const char *command, const char *usage, const cli
     }
 }
 
+/* The options the last cli_parse saw (the process parses one command line). */
+static const char *given[64];
+static int n_given;
+
+static void note_given(const char *name) {
+    if (!cli_was_given(name) && n_given < (int)(sizeof given / sizeof given[0]))
+        given[n_given++] = name;
+}
+
+bool cli_was_given(const char *name) {
+    for (int i = 0; i < n_given; i++)
+        if (strcmp(given[i], name) == 0)
+            return true;
+    return false;
+}
+
 static bool set_option(const char *command, const cli_option *o, const char *value) {
     char *end;
     errno = 0;
@@ -63,6 +79,7 @@ static bool set_option(const char *command, const cli_option *o, const char *val
 bool cli_parse(const char *command, const char *usage, int argc, char **argv, int first, const cli_option *options,
                int n_options, const char **positional, int max_positional, int *n_positional) {
     *n_positional = 0;
+    n_given = 0;
     for (int i = first; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -105,6 +122,7 @@ bool cli_parse(const char *command, const char *usage, int argc, char **argv, in
         }
         if (!set_option(command, o, value))
             return false;
+        note_given(o->name);
     }
     return true;
 }

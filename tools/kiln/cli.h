@@ -26,6 +26,10 @@ bool cli_parse(const char *command, const char *usage, int argc, char **argv, in
 
 void cli_print_help(FILE *out, const char *command, const char *usage, const cli_option *options, int n_options);
 
+/* Whether the last cli_parse saw option `name` ("--batch") on the command line (a default and an explicit
+ * value that equals it differ here: resuming refuses only what the user asked for). */
+bool cli_was_given(const char *name);
+
 /* "kiln <command>: error: <kiln_last_error()>" on stderr; returns the exit code 1. */
 int cli_fail(const char *command, kiln_status status);
 /* Same with a message of the command's own. */

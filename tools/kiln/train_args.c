@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "train/checkpoint.h"
 
 cli_train_args cli_train_args_defaults(int64_t epochs) {
     return (cli_train_args){.optimizer = "adam", .loss = "ce", .schedule = "constant", .epochs = epochs,
@@ -82,6 +85,80 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
         return cli_fail_msg(command, "give --val or --val-split, not both");
     if (a->val_split < 0 || a->val_split >= 1)
         return cli_fail_msg(command, "--val-split must be in [0, 1), got %g", a->val_split);
+    return 0;
+}
+
+/* The options a checkpoint records that the command line can set, with the recorded keys each sets. */
+static const struct {
+    const char *flag;
+    const char *keys[2];
+} resumable[] = {
+    {"--epochs", {"train.epochs"}},
+    {"--batch", {"train.batch"}},
+    {"--seed", {"train.seed"}},
+    {"--optimizer", {"train.optimizer"}},
+    {"--lr", {"train.optim.lr", "train.optim.relative_step"}},
+    {"--momentum", {"train.optim.momentum"}},
+    {"--dampening", {"train.optim.dampening"}},
+    {"--nesterov", {"train.optim.nesterov"}},
+    {"--weight-decay", {"train.optim.weight_decay"}},
+    {"--loss", {"train.loss"}},
+    {"--label-smoothing", {"train.loss.label_smoothing"}},
+    {"--schedule", {"train.schedule"}},
+    {"--warmup", {"train.schedule.warmup_steps"}},
+    {"--step-size", {"train.schedule.step_size"}},
+    {"--gamma", {"train.schedule.gamma"}},
+    {"--min-lr", {"train.schedule.min_lr"}},
+    {"--clip-norm", {"train.clip_norm"}},
+};
+
+/* A recorded value as a person reads it: integers and names as they are, floats to 7 digits. */
+static void readable(const char *text, char *out, size_t size) {
+    char *end;
+    (void)strtoll(text, &end, 10);
+    if (*end == 0) {
+        snprintf(out, size, "%s", text);
+        return;
+    }
+    double v = strtod(text, &end);
+    if (*end == 0)
+        snprintf(out, size, "%.7g", v);
+    else
+        snprintf(out, size, "%s", text);
+}
+
+int cli_train_resume_options(const char *command, cli_train_args *a, const kn_graph *g, bool override,
+                             kn_train_options *o) {
+    kn_train_options merged = *o;
+    bool found;
+    if (kn_checkpoint_options_load(g, &merged, &found) != KILN_OK)
+        return cli_fail(command, KILN_ERR_FORMAT);
+    if (!found)
+        return 0;
+    for (size_t i = 0; i < sizeof resumable / sizeof resumable[0]; i++) {
+        if (!cli_was_given(resumable[i].flag))
+            continue;
+        for (int k = 0; k < 2 && resumable[i].keys[k]; k++) {
+            const char *key = resumable[i].keys[k];
+            char mine[64], recorded[64], shown_mine[64], shown_recorded[64];
+            kn_checkpoint_option_text(o, key, mine, sizeof mine);
+            kn_checkpoint_option_text(&merged, key, recorded, sizeof recorded);
+            bool may_change = override || strcmp(resumable[i].flag, "--epochs") == 0;
+            if (strcmp(mine, recorded) != 0 && !may_change) {
+                readable(mine, shown_mine, sizeof shown_mine);
+                readable(recorded, shown_recorded, sizeof shown_recorded);
+                return cli_fail_msg(command, "%s %s differs from the checkpoint's run (%s %s): leave it out to "
+                                    "resume that run, or add --override to change it", resumable[i].flag,
+                                    shown_mine, resumable[i].flag, shown_recorded);
+            }
+            kn_checkpoint_option_copy(&merged, o, key);
+        }
+    }
+    *o = merged;
+    a->epochs = o->epochs;
+    a->batch = o->batch;
+    a->seed = (int64_t)o->seed;
+    a->optimizer = kn_optim_name(o->optim.kind);
     return 0;
 }
 
