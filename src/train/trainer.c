@@ -195,6 +195,9 @@ static kiln_status record_data_metadata(kn_graph *g, const kn_dataset *ds) {
         memcpy(g->input_std, ds->feature_std, bytes);
         g->n_norm = ds->sample_size;
     }
+    /* CSV column names, so evaluation and kiln run can tell a file whose columns moved. */
+    if (ds->columns)
+        KN_TRY(kn_graph_set_meta(g, "train.columns", ds->columns));
     return KILN_OK;
 }
 

@@ -43,6 +43,7 @@ static kiln_status read_inputs(const run_args *a, kiln_session *s, const kiln_mo
     }
     cli_input_options options = {.batch_dim = a->batch_dim, .label = a->label};
     options.n_norm = kiln_model_input_norm(model, &options.mean, &options.std);
+    options.columns = kiln_model_metadata(model, "train.columns");
     int unnamed = 0;
     for (int f = 0; f < a->n_inputs; f++) {
         const char *arg = a->inputs[f], *path = arg, *eq = strchr(arg, '=');

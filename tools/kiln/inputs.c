@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "image.h"
 #include "npy.h"
+#include "train/data.h"
 
 void cli_batch_init(cli_batch *b, const char *name, const kn_shape *shape, kn_dtype dtype) {
     memset(b, 0, sizeof *b);
@@ -262,6 +263,21 @@ static kiln_status find_target(const char *path, char **header, int64_t columns,
     return KILN_OK;
 }
 
+/* The header's feature columns (all but the target) against the ones the model was trained on. */
+static kiln_status check_columns(const char *path, char **header, int64_t columns, int64_t target,
+                                 const char *expected) {
+    const char **names = malloc(sizeof *names * (size_t)columns);
+    if (!names)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory reading %s", path);
+    int64_t n = 0;
+    for (int64_t c = 0; c < columns; c++)
+        if (c != target)
+            names[n++] = header[c];
+    kiln_status st = kn_data_check_columns(path, names, n, expected);
+    free(names);
+    return st;
+}
+
 /* Parses field as a number a float can hold. */
 static bool parse_feature(const char *field, float *value) {
     char *end;
@@ -291,6 +307,8 @@ static kiln_status read_rows(const char *path, char *text, int64_t features, con
         return kn_fail(KILN_ERR_NOMEM, "out of memory reading %s", path);
     int64_t columns = split_line(&text, fields, features + 1), target;
     kiln_status st = find_target(path, fields, columns, features, options->label, input_name, &target);
+    if (st == KILN_OK && options->columns)
+        st = check_columns(path, fields, columns, target, options->columns);
     for (line++; st == KILN_OK && *text; line++) {
         if (blank(text)) {
             next_line(&text);

@@ -179,6 +179,8 @@ kiln_status cli_train_data_load(const cli_train_args *a, const kn_graph *g, cli_
             val_options.class_names = (const char *const *)d->all.class_names;
             val_options.class_count = d->all.class_count;
         }
+        if (d->all.columns)
+            val_options.columns = d->all.columns;
         st = kn_dataset_load(a->val, &val_options, &d->val);
     } else if (st == KILN_OK && a->val_split > 0) {
         st = kn_dataset_split(&d->all, a->val_split, (uint64_t)a->seed, &d->train, &d->val);
