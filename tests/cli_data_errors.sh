@@ -79,5 +79,36 @@ refused "train with a swapped --val" "the same columns in another order" \
     "$kiln" train --model "$work/spec3.txt" --data "$work/cols.csv" --val "$work/swapped.csv" --epochs 1 --quiet \
     --out "$work/v.kiln"
 
+# ---- .npy: one reader for train, eval and run ----
+/usr/bin/python3 -c "
+import struct, numpy as np
+rng = np.random.default_rng(1)
+x = rng.normal(size=(40, 4))
+np.save('$work/x16.npy', x.astype(np.float16))
+np.save('$work/y8.npy', (x[:, 0] > 0).astype(np.int8))
+np.save('$work/ybool.npy', x[:, 1] > 0)
+nan = x.astype(np.float32)
+nan[3, 2] = np.nan
+np.save('$work/xnan.npy', nan)
+np.save('$work/x32.npy', x.astype(np.float32))
+# a valid version 2.0 file whose header is padded past 64 KiB
+header = (\"{'descr': '<f4', 'fortran_order': False, 'shape': (40, 4), }\").ljust(70000) + '\\n'
+with open('$work/xbig.npy', 'wb') as f:
+    f.write(b'\\x93NUMPY\\x02\\x00' + struct.pack('<I', len(header)) + header.encode() + x.astype('<f4').tobytes())"
+printf 'input 4\ndense 2\n' > "$work/spec4.txt"
+train_npy() { "$kiln" train --model "$work/spec4.txt" --data "$1" --epochs 1 --quiet --out "$work/npy.kiln" > /dev/null 2> "$work/err.txt"; }
+check "train reads float16 inputs and int8 labels" 'train_npy "$work/x16.npy,$work/y8.npy"'
+check "train reads bool labels" 'train_npy "$work/x32.npy,$work/ybool.npy"'
+check "run reads float16 inputs" '"$kiln" run "$work/npy.kiln" "$work/x16.npy" --batch-dim > /dev/null 2>&1'
+check "eval reads float16 inputs" '"$kiln" eval "$work/npy.kiln" --data "$work/x16.npy,$work/y8.npy" > /dev/null 2>&1'
+train_npy "$work/xnan.npy,$work/y8.npy"
+check "train refuses a nan input, naming the element" '[ $? -eq 1 ] && grep -q "xnan.npy: element 14 is not a finite number" "$work/err.txt"'
+"$kiln" run "$work/npy.kiln" "$work/xnan.npy" --batch-dim > /dev/null 2> "$work/err.txt"
+check "run refuses it the same way" '[ $? -eq 1 ] && grep -q "xnan.npy: element 14 is not a finite number" "$work/err.txt"'
+train_npy "$work/xbig.npy,$work/y8.npy"
+check "train refuses a header over 64 KiB" '[ $? -eq 1 ] && grep -q "xbig.npy: .npy header length 70001 is over kiln.s limit" "$work/err.txt"'
+"$kiln" run "$work/npy.kiln" "$work/xbig.npy" --batch-dim > /dev/null 2> "$work/err.txt"
+check "run refuses it the same way" '[ $? -eq 1 ] && grep -q "xbig.npy: .npy header length 70001 is over kiln.s limit" "$work/err.txt"'
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,8 +9,8 @@
 #include "cli.h"
 #include "core/status.h"
 #include "inputs.h"
-#include "npy.h"
 #include "runtime/runtime.h"
+#include "train/npy.h"
 
 static const char usage[] = "M.kiln|M.onnx [NAME=]INPUT... [--top K] [--out DIR] [--batch-dim] [--json]";
 
@@ -110,7 +110,7 @@ static kiln_status get_output(const run_args *a, kiln_session *s, const kiln_mod
             *c = '_';
     if (snprintf(o->file, sizeof o->file, "%s/%s.npy", a->out_dir, safe) >= (int)sizeof o->file)
         return kn_fail(KILN_ERR_INVALID_ARG, "--out path '%s' is too long", a->out_dir);
-    return cli_npy_write(o->file, &o->t);
+    return kn_npy_write(o->file, &o->t);
 }
 
 /* A class and its probability, for ranking. */

@@ -10,8 +10,8 @@
 #include "cli.h"
 #include "core/status.h"
 #include "image.h"
-#include "npy.h"
 #include "train/data.h"
+#include "train/npy.h"
 
 void cli_batch_init(cli_batch *b, const char *name, const kn_shape *shape, kn_dtype dtype) {
     memset(b, 0, sizeof *b);
@@ -142,20 +142,11 @@ static kiln_status npy_samples(const cli_batch *b, const char *path, const kn_sh
 
 static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_options *options) {
     kn_tensor t;
-    KN_TRY(cli_npy_read(path, &t));
+    KN_TRY(kn_npy_read(path, &t));
     kiln_status st = KILN_OK;
-    int64_t numel = kn_shape_numel(&t.shape);
-    if (t.dtype == KN_U8 && b->model_dtype == KN_F32) {
-        // Bytes for a float input are pixels, scaled as kiln's training loaders scale them.
-        float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
-        if (!x)
-            st = kn_fail(KILN_ERR_NOMEM, "%s: no memory for %lld floats", path, (long long)numel);
-        for (int64_t i = 0; x && i < numel; i++)
-            x[i] = ((const uint8_t *)t.data)[i] / 255.0f;
-        free(t.data);
-        t.data = x;
-        t.dtype = KN_F32;
-    }
+    // A float input takes any array as kiln's training loader reads it (uint8 pixels scaled by 1/255).
+    if (b->model_dtype == KN_F32)
+        st = kn_npy_to_f32(path, &t);
     kn_shape sample;
     int64_t n = 0;
     if (st == KILN_OK)
