@@ -49,10 +49,10 @@ static kiln_status load_by_form(const char *data, const kn_data_options *options
 
 static void print_summary(const kn_dataset *ds, double seconds) {
     char shape[96];
-    fprintf(stderr, "data: %s: %lld samples of %s", ds->source, (long long)ds->count,
+    fprintf(stderr, "data: %s: %lld sample%s of %s", ds->source, (long long)ds->count, ds->count == 1 ? "" : "s",
             kn_shape_str(&ds->sample_shape, shape, sizeof shape));
     if (ds->class_count)
-        fprintf(stderr, ", %lld classes", (long long)ds->class_count);
+        fprintf(stderr, ", %lld class%s", (long long)ds->class_count, ds->class_count == 1 ? "" : "es");
     if (ds->targets)
         fprintf(stderr, ", targets of width %lld", (long long)ds->target_width);
     fprintf(stderr, " (%.2f s)\n", seconds);

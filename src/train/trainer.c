@@ -30,6 +30,9 @@ typedef struct trainer {
      * (on an interrupt) so the resumed epoch reports what an uninterrupted one would. */
     int64_t epoch_batches, epoch_correct, epoch_seen;
     double epoch_loss_sum;
+    /* When this run's first step ended: rates and ETAs are measured from there, as the first step also
+     * pays for setting up (allocation, first touches) and a rate from it alone would mislead. */
+    double first_step_end;
 } trainer;
 
 static void trainer_release(trainer *t) {
@@ -224,8 +227,8 @@ static bool interrupt_requested(const kn_train_options *opt) { return opt->inter
 /* One epoch of mini-batches from batch t->epoch_batches on (0, or where an interrupted checkpoint
  * stopped); fills the running loss/accuracy into p. Stops early, with *interrupted, after the step during
  * which opt->interrupt was raised. */
-static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, double run_start,
-                             int64_t steps_total, int64_t steps_before, kn_train_progress *p, bool *interrupted) {
+static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, int64_t steps_total,
+                             int64_t steps_before, kn_train_progress *p, bool *interrupted) {
     const kn_train_options *opt = t->opt;
     const kn_train_hooks *hooks = opt->hooks;
     kn_batcher batcher;
@@ -286,8 +289,11 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         t->epoch_seen += n;
         t->epoch_batches = b + 1;
 
-        double elapsed = kn_seconds_now() - run_start;
+        double now = kn_seconds_now();
         int64_t steps_run = t->step - steps_before;
+        if (steps_run == 1)
+            t->first_step_end = now;
+        double measured = now - t->first_step_end; /* over steps_run - 1 steps */
         p->event = KN_PROGRESS_STEP;
         p->batch_index = b + 1;
         p->batches = batches;
@@ -295,8 +301,8 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         p->loss = t->epoch_loss_sum / (double)t->epoch_seen;
         p->accuracy = train->labels ? (double)t->epoch_correct / (double)t->epoch_seen : -1;
         p->lr = lr;
-        p->samples_per_second = elapsed > 0 ? (double)(steps_run * opt->batch) / elapsed : 0;
-        p->eta_seconds = steps_run > 0 ? elapsed / (double)steps_run * (double)(steps_total - t->step) : 0;
+        p->samples_per_second = steps_run > 1 && measured > 0 ? (double)((steps_run - 1) * opt->batch) / measured : 0;
+        p->eta_seconds = steps_run > 1 ? measured / (double)(steps_run - 1) * (double)(steps_total - t->step) : 0;
         if (opt->progress)
             opt->progress(p, opt->progress_user);
         *interrupted = interrupt_requested(opt);
@@ -330,7 +336,7 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
     for (int64_t epoch = t->epochs_done; epoch < opt->epochs && !r->interrupted; epoch++) {
         double epoch_start = kn_seconds_now();
         kn_train_progress p = {.epoch = epoch + 1, .epochs = opt->epochs};
-        KN_TRY(run_epoch(t, train, epoch, run_start, steps_total, steps_before, &p, &r->interrupted));
+        KN_TRY(run_epoch(t, train, epoch, steps_total, steps_before, &p, &r->interrupted));
         if (r->interrupted && t->epoch_batches < batches) {
             /* Mid-epoch: the checkpoint carries the epoch's position and running sums. */
             if (opt->checkpoint_path)

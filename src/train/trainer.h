@@ -21,8 +21,8 @@ typedef struct kn_train_progress {
     int64_t batch_index, batches;     /* within the epoch */
     int64_t step;                     /* optimizer steps so far, over all epochs */
     double loss, accuracy;            /* running means over the epoch so far; accuracy < 0: none */
-    double samples_per_second;
-    double eta_seconds;               /* until the end of training */
+    double samples_per_second;        /* 0 until measured (from the run's second step on) */
+    double eta_seconds;               /* until the end of training; 0 until measured */
     float lr;
     /* At KN_PROGRESS_EPOCH: */
     bool has_val;

@@ -87,8 +87,8 @@ int cmd_eval(int argc, char **argv) {
     } else if (json) {
         print_json(model, data, &r);
     } else {
-        printf("%s on %s: %lld samples\n  loss      %.4f (%s)\n", model, data, (long long)r.count, r.loss,
-               kn_loss_name(loss.kind));
+        printf("%s on %s: %lld sample%s\n  loss      %.4f (%s)\n", model, data, (long long)r.count,
+               cli_plural(r.count), r.loss, kn_loss_name(loss.kind));
         if (r.accuracy >= 0)
             printf("  accuracy  %.4f\n", r.accuracy);
         if (r.confusion)

@@ -224,10 +224,11 @@ static int run(train_args *a) {
             print_grad_bytes(&g, (int)a->grad_bits);
     }
     if (st == KILN_OK && !a->train.json && !a->train.quiet)
-        printf("training %s on %s (%lld samples%s), %lld params, %s, batch %lld, %d threads\n",
+        printf("training %s on %s (%lld sample%s%s), %lld param%s, %s, batch %lld, %d thread%s\n",
                a->resume ? a->resume : a->model, a->train.data, (long long)train_set->count,
-               data.has_val ? ", with validation" : "", (long long)kn_graph_param_count(&g), a->train.optimizer,
-               (long long)a->train.batch, kn_threads_get());
+               cli_plural(train_set->count), data.has_val ? ", with validation" : "",
+               (long long)kn_graph_param_count(&g), cli_plural(kn_graph_param_count(&g)), a->train.optimizer,
+               (long long)a->train.batch, kn_threads_get(), cli_plural(kn_threads_get()));
     fflush(stdout);
     interrupt_flag = 0;
     o.interrupt = &interrupt_flag;
@@ -256,8 +257,9 @@ static int run(train_args *a) {
         if (a->train.json)
             print_json(a, &g, &r, &o);
         else
-            printf("done: %lld epochs, %lld steps in %.1fs (%.0f samples/s); model written to %s, checkpoint %s\n",
-                   (long long)r.epochs_done, (long long)r.steps, r.seconds, r.samples_per_second, a->out, checkpoint);
+            printf("done: %lld epoch%s, %lld step%s in %.1fs (%.0f samples/s); model written to %s, checkpoint %s\n",
+                   (long long)r.epochs_done, cli_plural(r.epochs_done), (long long)r.steps, cli_plural(r.steps),
+                   r.seconds, r.samples_per_second, a->out, checkpoint);
     }
     rc = st != KILN_OK ? cli_fail("train", st) : interrupted ? 128 + SIGINT : 0;
     kn_grad_quant_free(&grad_quant);

@@ -47,11 +47,44 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
     return CLI_TRAIN_OPTION_COUNT;
 }
 
+/* An option given for an optimizer or schedule it does nothing for ("--momentum" with adam): 0 when none. */
+static int check_applicable(const char *command, kn_optim_kind optim, kn_schedule_kind schedule) {
+    static const struct {
+        const char *flag;
+        bool sgd_only;                /* else: only for `schedule` */
+        kn_schedule_kind schedule;
+    } only[] = {
+        {"--momentum", true, 0},
+        {"--dampening", true, 0},
+        {"--nesterov", true, 0},
+        {"--step-size", false, KN_SCHEDULE_STEP},
+        {"--gamma", false, KN_SCHEDULE_STEP},
+        {"--min-lr", false, KN_SCHEDULE_COSINE},
+    };
+    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++) {
+        if (!cli_was_given(only[i].flag))
+            continue;
+        if (only[i].sgd_only && optim != KN_OPTIM_SGD)
+            return cli_fail_msg(command, "%s applies to --optimizer sgd; it does nothing for %s", only[i].flag,
+                                kn_optim_name(optim));
+        if (!only[i].sgd_only && schedule != only[i].schedule)
+            return cli_fail_msg(command, "%s applies to --schedule %s; it does nothing for %s", only[i].flag,
+                                kn_schedule_name(only[i].schedule), kn_schedule_name(schedule));
+    }
+    return 0;
+}
+
 int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o) {
     memset(o, 0, sizeof *o);
     kn_optim_kind optim;
     if (kn_optim_parse(a->optimizer, &optim) != KILN_OK)
         return cli_fail(command, KILN_ERR_INVALID_ARG);
+    kn_schedule_kind schedule;
+    if (kn_schedule_parse(a->schedule, &schedule) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
+    int rc = check_applicable(command, optim, schedule);
+    if (rc)
+        return rc;
     o->optim = kn_optim_defaults(optim);
     if (!isnan(a->lr)) {
         if (a->lr <= 0)
@@ -78,6 +111,8 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
     o->schedule.min_lr = (float)a->min_lr;
     o->epochs = a->epochs;
     o->batch = a->batch;
+    if (a->clip_norm < 0)
+        return cli_fail_msg(command, "--clip-norm must be positive (0: no clipping), got %g", a->clip_norm);
     o->clip_norm = (float)a->clip_norm;
     o->seed = (uint64_t)a->seed;
     o->log_path = a->log;
@@ -213,12 +248,15 @@ void cli_train_on_progress(const kn_train_progress *p, void *user) {
     char label[32], detail[160], eta[32];
     snprintf(label, sizeof label, "epoch %lld/%lld", (long long)p->epoch, (long long)p->epochs);
     if (p->event == KN_PROGRESS_STEP) {
-        cli_format_duration(p->eta_seconds, eta, sizeof eta);
-        char acc[32] = "";
+        char acc[32] = "", rate[64] = "";
         if (p->accuracy >= 0)
             snprintf(acc, sizeof acc, " acc %.4f", p->accuracy);
-        snprintf(detail, sizeof detail, "%lld/%lld loss %.4f%s %.0f samples/s ETA %s", (long long)p->batch_index,
-                 (long long)p->batches, p->loss, acc, p->samples_per_second, eta);
+        if (p->samples_per_second > 0) { /* none on the first step: nothing is measured yet */
+            cli_format_duration(p->eta_seconds, eta, sizeof eta);
+            snprintf(rate, sizeof rate, " %.0f samples/s ETA %s", p->samples_per_second, eta);
+        }
+        snprintf(detail, sizeof detail, "%lld/%lld loss %.4f%s%s", (long long)p->batch_index, (long long)p->batches,
+                 p->loss, acc, rate);
         cli_progress_update(&s->bar, label, (double)p->batch_index / (double)p->batches, detail,
                             p->batch_index == p->batches);
         return;
