@@ -281,7 +281,8 @@ static void test_standardization(const char *file, const char *label, int64_t n_
     CHECK_MSG(st == KILN_OK, "%s: import: %s", label, kiln_last_error());
     if (st == KILN_OK) {
         CHECK_MSG(back.n_norm == 0 && !back.input_mean, "%s: the export carries mean/std as metadata too", label);
-        CHECK_MSG(count_op(&back, "Sub") == count_op(&g, "Sub") + 1 && count_op(&back, "Div") == count_op(&g, "Div") + 1,
+        CHECK_MSG(count_op(&back, "Sub") == count_op(&g, "Sub") + 1 &&
+                      count_op(&back, "Div") == count_op(&g, "Div") + 1,
                   "%s: the export standardises with one Sub and one Div", label);
         CHECK_MSG(strcmp(back.values[back.inputs[0]].name, g.values[g.inputs[0]].name) == 0,
                   "%s: the input keeps its name", label);

@@ -27,6 +27,8 @@ static const option_field fields[] = {
     FIELD("train.epochs", FIELD_I64, epochs),
     FIELD("train.batch", FIELD_I64, batch),
     FIELD("train.seed", FIELD_U64, seed),
+    FIELD("train.early_stop", FIELD_I64, early_stop),
+    FIELD("train.keep_best", FIELD_BOOL, keep_best),
     FIELD("train.clip_norm", FIELD_F32, clip_norm),
     FIELD("train.optimizer", FIELD_OPTIM, optim.kind),
     FIELD("train.optim.lr", FIELD_F32, optim.lr),
@@ -71,7 +73,9 @@ static void format_field(const option_field *f, const kn_train_options *o, char 
     case FIELD_BOOL: snprintf(text, size, "%s", *(const bool *)p ? "true" : "false"); break;
     case FIELD_OPTIM: snprintf(text, size, "%s", kn_optim_name(*(const kn_optim_kind *)p)); break;
     case FIELD_LOSS: snprintf(text, size, "%s", kn_loss_name(*(const kn_loss_kind *)p)); break;
-    case FIELD_REDUCTION: snprintf(text, size, "%s", *(const kn_reduction *)p == KN_REDUCTION_SUM ? "sum" : "mean"); break;
+    case FIELD_REDUCTION:
+        snprintf(text, size, "%s", *(const kn_reduction *)p == KN_REDUCTION_SUM ? "sum" : "mean");
+        break;
     case FIELD_SCHEDULE: snprintf(text, size, "%s", kn_schedule_name(*(const kn_schedule_kind *)p)); break;
     }
 }

@@ -1,7 +1,8 @@
 /* What a checkpoint remembers of its run besides the weights and the optimizer state: every training
  * option that decides the numbers (epochs, batch, seed, optimizer and all its parameters, schedule,
- * loss, clipping), as "train.*" metadata notes of the graph, so a resumed run continues the same run
- * without the user repeating them, and the final model records the options that made it.
+ * loss, clipping, early stopping and keeping the best epoch), as "train.*" metadata notes of the graph,
+ * so a resumed run continues the same run without the user repeating them, and the final model records
+ * the options that made it.
  *
  * Floats are written with 9 significant digits and integers in full, so reading gives the same bits.
  */

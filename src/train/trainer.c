@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "train/best_epoch.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
@@ -33,9 +34,11 @@ typedef struct trainer {
     /* When this run's first step ended: rates and ETAs are measured from there, as the first step also
      * pays for setting up (allocation, first touches) and a rate from it alone would mislead. */
     double first_step_end;
+    kn_best_epoch best; /* by validation loss: early stopping, keep_best */
 } trainer;
 
 static void trainer_release(trainer *t) {
+    kn_best_epoch_free(&t->best);
     kn_optim_free(t->optim);
     free(t->params);
     kn_objective_free(&t->objective);
@@ -111,7 +114,8 @@ static kiln_status restore_checkpoint(trainer *t, const kn_named_tensor *state, 
         memcpy(data, state[found].data, sizeof(float) * (size_t)numel);
     }
     kn_optim_set_step_count(t->optim, t->step);
-    return KILN_OK;
+    KN_TRY(kn_best_epoch_load_meta(&t->best, t->g));
+    return kn_best_epoch_load_extras(&t->best, t->g, state, n_state);
 }
 
 static kiln_status set_counter_meta(kn_graph *g, const char *key, int64_t v) {
@@ -129,8 +133,11 @@ static kiln_status write_checkpoint(trainer *t) {
     KN_TRY(set_counter_meta(t->g, "train.epoch_correct", t->epoch_correct));
     snprintf(text, sizeof text, "%.17g", t->epoch_loss_sum);
     KN_TRY(kn_graph_set_meta(t->g, "train.epoch_loss_sum", text));
+    KN_TRY(kn_best_epoch_save_meta(&t->best, t->g));
+    /* The extras: the optimizer's state, then the best epoch's values (when kept). */
     int n = kn_optim_state_count(t->optim);
-    kn_named_tensor *state = calloc((size_t)(n ? n : 1), sizeof *state);
+    int n_best = kn_best_epoch_extra_count(&t->best, t->g);
+    kn_named_tensor *state = calloc((size_t)(n + n_best + 1), sizeof *state);
     if (!state)
         return kn_fail(KILN_ERR_NOMEM, "out of memory writing the checkpoint");
     for (int i = 0; i < n; i++) {
@@ -140,7 +147,11 @@ static kiln_status write_checkpoint(trainer *t) {
         state[i].name = (char *)name;
         state[i].shape = kn_shape_of(1, &numel);
     }
-    kiln_status st = kn_kiln_save(t->opt->checkpoint_path, t->g, state, n);
+    int n_extras = n;
+    kiln_status st = kn_best_epoch_extras(&t->best, t->g, state, &n_extras);
+    if (st == KILN_OK)
+        st = kn_kiln_save(t->opt->checkpoint_path, t->g, state, n_extras);
+    kn_best_epoch_extras_free(state + n, n_extras - n);
     free(state);
     return st;
 }
@@ -215,10 +226,13 @@ static kiln_status record_provenance(trainer *t, const kn_dataset *train, const 
         snprintf(text, sizeof text, "%.4f", r->train_accuracy);
         KN_TRY(kn_graph_set_meta(g, "train.final_accuracy", text));
     }
-    if (r->has_val && r->val_accuracy >= 0) {
-        snprintf(text, sizeof text, "%.4f", r->val_accuracy);
+    /* With keep_best the model is the best epoch's, and so is its validation accuracy. */
+    double val_accuracy = t->opt->keep_best && t->best.epoch > 0 ? t->best.val_accuracy : r->val_accuracy;
+    if (r->has_val && val_accuracy >= 0) {
+        snprintf(text, sizeof text, "%.4f", val_accuracy);
         KN_TRY(kn_graph_set_meta(g, "train.final_val_accuracy", text));
     }
+    KN_TRY(kn_best_epoch_save_meta(&t->best, g));
     return kn_graph_set_meta(g, "producer", "kiln " KILN_VERSION_STRING);
 }
 
@@ -355,6 +369,7 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
             r->has_val = true;
             r->val_loss = p.val_loss;
             r->val_accuracy = p.val_accuracy;
+            kn_best_epoch_update(&t->best, t->g, epoch + 1, p.val_loss, p.val_accuracy);
         }
         t->epochs_done = epoch + 1;
         t->epoch_batches = t->epoch_correct = t->epoch_seen = 0;
@@ -367,7 +382,16 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
         if (opt->progress)
             opt->progress(&p, opt->progress_user);
         r->interrupted = r->interrupted && t->epochs_done < opt->epochs;
+        r->stopped_early = opt->early_stop > 0 && t->best.epochs_since >= opt->early_stop &&
+                           t->epochs_done < opt->epochs;
+        if (r->stopped_early)
+            break;
     }
+    r->best_epoch = t->best.epoch;
+    r->best_val_loss = t->best.val_loss;
+    r->best_val_accuracy = t->best.val_accuracy;
+    if (opt->keep_best && !r->interrupted)
+        kn_best_epoch_restore(&t->best, t->g);
     r->epochs_done = t->epochs_done;
     r->steps = t->step;
     r->seconds = kn_seconds_now() - run_start;
@@ -375,9 +399,15 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
     return KILN_OK;
 }
 
-static kiln_status check_options(const kn_train_options *o) {
+static kiln_status check_options(const kn_train_options *o, bool has_val) {
     if (o->epochs < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "--epochs must be at least 1");
+    if (o->early_stop < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "--early-stop must be at least 1 epoch, got %lld",
+                       (long long)o->early_stop);
+    if ((o->early_stop > 0 || o->keep_best) && !has_val)
+        return kn_fail(KILN_ERR_INVALID_ARG, "--early-stop and --save-best watch the validation loss: give --val "
+                       "or --val-split");
     if (o->batch < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "--batch must be at least 1");
     return KILN_OK;
@@ -386,7 +416,7 @@ static kiln_status check_options(const kn_train_options *o) {
 kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val, const kn_train_options *options,
                      const kn_named_tensor *optim_state, int n_optim_state, kn_train_result *result) {
     memset(result, 0, sizeof *result);
-    KN_TRY(check_options(options));
+    KN_TRY(check_options(options, val != NULL));
     KN_TRY(kn_check_input_fits(g, train));
     if (val)
         KN_TRY(kn_check_input_fits(g, val));
@@ -409,6 +439,8 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         t.optim = kn_optim_create(&options->optim, t.n_params, t.params);
         st = t.optim ? KILN_OK : KILN_ERR_INVALID_ARG;
     }
+    if (st == KILN_OK)
+        st = kn_best_epoch_init(&t.best, g, options->keep_best);
     if (st == KILN_OK && options->resume)
         st = restore_checkpoint(&t, optim_state, n_optim_state);
     if (st == KILN_OK && t.epochs_done >= options->epochs)

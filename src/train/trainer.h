@@ -1,7 +1,7 @@
 /* The training loop: epochs of shuffled mini-batches through the tape, the loss, gradient clipping,
  * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch
  * (and at an interrupt, mid-epoch); exact resumption from a checkpoint, which records the run's options
- * (train/checkpoint.h). */
+ * (train/checkpoint.h); early stopping on the validation loss and keeping the best epoch's weights. */
 #ifndef KN_TRAINER_H
 #define KN_TRAINER_H
 
@@ -57,6 +57,8 @@ typedef struct kn_train_options {
     float clip_norm;             /* <= 0: no clipping */
     kn_loss loss;
     uint64_t seed;
+    int64_t early_stop;          /* > 0: stop once the validation loss has not improved for this many epochs */
+    bool keep_best;              /* end with the parameters and state of the epoch of lowest validation loss */
     const char *out_path;        /* final model (.kiln); NULL: the caller writes g */
     const char *checkpoint_path; /* written after every epoch; NULL: none */
     const char *log_path;        /* CSV metrics; NULL: none */
@@ -77,6 +79,9 @@ typedef struct kn_train_result {
     double val_loss, val_accuracy;
     double seconds, samples_per_second;
     bool interrupted;                   /* stopped by options->interrupt; no final model was written */
+    bool stopped_early;                 /* by options->early_stop */
+    int64_t best_epoch;                 /* with validation: the epoch of lowest validation loss (from 1) */
+    double best_val_loss, best_val_accuracy;
 } kn_train_result;
 
 /* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path (if set).

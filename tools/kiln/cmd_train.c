@@ -79,6 +79,16 @@ static kiln_status prepare_qat(const train_args *a, kn_graph *g, const kn_datase
     return KILN_OK;
 }
 
+/* How early stopping and --save-best ended the run. */
+static void print_best_epoch(const kn_train_result *r, const kn_train_options *o) {
+    if (r->stopped_early)
+        printf("early stop after epoch %lld: the validation loss has not improved for %lld epoch%s\n",
+               (long long)r->epochs_done, (long long)o->early_stop, cli_plural(o->early_stop));
+    if (o->keep_best && r->best_epoch > 0)
+        printf("kept epoch %lld, of lowest validation loss %.4f%s\n", (long long)r->best_epoch, r->best_val_loss,
+               r->best_epoch == r->epochs_done ? " (the last)" : "");
+}
+
 static void print_json(const train_args *a, const kn_graph *g, const kn_train_result *r, const kn_train_options *o) {
     printf("{\"command\":\"train\",\"model\":");
     cli_json_string(stdout, a->resume ? a->resume : a->model);
@@ -97,7 +107,10 @@ static void print_json(const train_args *a, const kn_graph *g, const kn_train_re
         if (r->val_accuracy >= 0)
             printf(",\"val_accuracy\":%.6f", r->val_accuracy);
     }
-    printf(",\"seconds\":%.3f,\"samples_per_second\":%.1f}\n", r->seconds, r->samples_per_second);
+    if (r->best_epoch > 0)
+        printf(",\"best_epoch\":%lld,\"best_val_loss\":%.6f", (long long)r->best_epoch, r->best_val_loss);
+    printf(",\"stopped_early\":%s,\"seconds\":%.3f,\"samples_per_second\":%.1f}\n", r->stopped_early ? "true" : "false",
+           r->seconds, r->samples_per_second);
 }
 
 /* Ctrl-C: the first asks training to stop at the next step boundary and write its checkpoint; the handler
@@ -253,6 +266,8 @@ static int run(train_args *a) {
         const char *labels[2] = {"float", "quantized"};
         kn_summary_print_table(stdout, labels + !has_before, summaries + !has_before, 1 + has_before);
     }
+    if (finish && st == KILN_OK && !a->train.json)
+        print_best_epoch(&r, &o);
     if (finish && st == KILN_OK) {
         if (a->train.json)
             print_json(a, &g, &r, &o);

@@ -20,6 +20,8 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
         {"--data", CLI_STRING, &a->data, "training data: fashion-mnist, IDX, CSV or X.npy,Y.npy"},
         {"--val", CLI_STRING, &a->val, "validation data (same forms as --data)"},
         {"--val-split", CLI_FLOAT, &a->val_split, "hold out this fraction of --data for validation"},
+        {"--early-stop", CLI_INT, &a->early_stop, "stop when the validation loss has not improved for N epochs"},
+        {"--save-best", CLI_FLAG, &a->save_best, "write the epoch of lowest validation loss, not the last"},
         {"--epochs", CLI_INT, &a->epochs, "epochs"},
         {"--batch", CLI_INT, &a->batch, "batch size (default 64)"},
         {"--optimizer", CLI_STRING, &a->optimizer, "sgd|adam|adamw|adagrad|adafactor (default adam)"},
@@ -82,7 +84,8 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
     kn_schedule_kind schedule;
     if (kn_schedule_parse(a->schedule, &schedule) != KILN_OK)
         return cli_fail(command, KILN_ERR_INVALID_ARG);
-    int rc = check_applicable(command, optim, schedule);
+    /* Resuming takes the optimizer and schedule from the checkpoint: cli_train_resume_options checks then. */
+    int rc = cli_was_given("--resume") ? 0 : check_applicable(command, optim, schedule);
     if (rc)
         return rc;
     o->optim = kn_optim_defaults(optim);
@@ -115,6 +118,10 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
         return cli_fail_msg(command, "--clip-norm must be positive (0: no clipping), got %g", a->clip_norm);
     o->clip_norm = (float)a->clip_norm;
     o->seed = (uint64_t)a->seed;
+    if (cli_was_given("--early-stop") && a->early_stop < 1)
+        return cli_fail_msg(command, "--early-stop must be at least 1 epoch, got %lld", (long long)a->early_stop);
+    o->early_stop = a->early_stop;
+    o->keep_best = a->save_best;
     o->log_path = a->log;
     if (a->val && a->val_split > 0)
         return cli_fail_msg(command, "give --val or --val-split, not both");
@@ -145,6 +152,8 @@ static const struct {
     {"--gamma", {"train.schedule.gamma"}},
     {"--min-lr", {"train.schedule.min_lr"}},
     {"--clip-norm", {"train.clip_norm"}},
+    {"--early-stop", {"train.early_stop"}},
+    {"--save-best", {"train.keep_best"}},
 };
 
 /* A recorded value as a person reads it: integers and names as they are, floats to 7 digits. */
@@ -189,6 +198,9 @@ int cli_train_resume_options(const char *command, cli_train_args *a, const kn_gr
             kn_checkpoint_option_copy(&merged, o, key);
         }
     }
+    int rc = check_applicable(command, merged.optim.kind, merged.schedule.kind);
+    if (rc)
+        return rc;
     *o = merged;
     a->epochs = o->epochs;
     a->batch = o->batch;

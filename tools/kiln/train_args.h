@@ -7,13 +7,13 @@
 #include "cli.h"
 #include "train/trainer.h"
 
-#define CLI_TRAIN_OPTION_COUNT 25
+#define CLI_TRAIN_OPTION_COUNT 27
 
 typedef struct cli_train_args {
     const char *data, *val, *log, *optimizer, *loss, *schedule, *label;
-    int64_t epochs, batch, seed, threads, warmup, step_size;
+    int64_t epochs, batch, seed, threads, warmup, step_size, early_stop;
     double lr, momentum, dampening, weight_decay, val_split, clip_norm, label_smoothing, gamma, min_lr;
-    bool nesterov, json, quiet;
+    bool nesterov, save_best, json, quiet;
 } cli_train_args;
 
 /* The defaults of `kiln train`, with `epochs` epochs. */
