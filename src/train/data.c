@@ -246,6 +246,7 @@ kn_data_options kn_data_options_for_model(const kn_graph *g) {
         o.feature_count = g->n_norm;
     }
     o.columns = kn_graph_meta(g, "train.columns");
+    o.raw_features = kn_graph_meta(g, "kiln.input_standardized") != NULL;
     return o;
 }
 

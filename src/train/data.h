@@ -49,6 +49,8 @@ typedef struct kn_data_options {
      * list, so that a file missing some classes still maps each name to the model's class. */
     const char *const *class_names;
     int64_t class_count;
+    /* CSV: leave the features as they are (the model standardises them itself: an ONNX export) */
+    bool raw_features;
     /* CSV: the feature columns a model was trained on (kn_data_columns_join form): the file's feature
      * columns must be the same, in the same order (KILN_ERR_INVALID_ARG naming both lists otherwise). */
     const char *columns;

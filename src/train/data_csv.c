@@ -13,7 +13,7 @@
  *     reason to read the column as names;
  *   - class labels indexing the sorted unique values, which become the class names.
  * Features are standardised per column, x' = (x - mean) / std (population std; 0 becomes 1), with the
- * statistics of this file or the ones given in the options. Mean and std are rounded to float before use,
+ * statistics of this file or the ones given in the options; not at all with options->raw_features. Mean and std are rounded to float before use,
  * so a model's stored statistics reproduce its training inputs exactly.
  */
 #include <math.h>
@@ -518,7 +518,8 @@ static kiln_status csv_load_text(csv_reader *r, const kn_data_options *options, 
     out->sample_shape = kn_shape_of(1, (int64_t[]){rows->feature_count});
     out->sample_size = rows->feature_count;
     KN_TRY(csv_fill_targets(rows, options, out));
-    KN_TRY(csv_standardise(rows, options, r->path, out));
+    if (!options->raw_features)
+        KN_TRY(csv_standardise(rows, options, r->path, out));
     out->x = rows->x; // (count, feature_count)
     rows->x = NULL;
     return KILN_OK;

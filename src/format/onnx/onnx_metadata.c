@@ -143,6 +143,12 @@ kiln_status kn_onnx_meta_export(const kn_graph *g, bool with_norm, kn_arena *are
             st = add_json_entry(arena, KEY_INPUT_STD, &t, *props, n_props);
         free(t.p);
         KN_TRY(st);
+    } else if (g->input_mean && g->input_std && g->n_norm > 0) {
+        /* The graph standardises its input itself: a reader must feed raw features, not standardise again
+         * (the importer keeps this as a note; kn_data_options_for_model reads it). */
+        if (!((*props)[*n_props] = make_entry(arena, "kiln.input_standardized", "in the graph")))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory writing metadata");
+        ++*n_props;
     }
     for (int i = 0; i < g->n_meta; i++) {
         const char *key = g->meta[i].key;

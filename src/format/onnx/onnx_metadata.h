@@ -4,6 +4,9 @@
  *   kiln.class_names   JSON array of strings: ["T-shirt/top","Trouser",...]
  *   kiln.input_mean    JSON array of numbers, one per feature or channel: [0.2860402]
  *   kiln.input_std     JSON array of numbers, as many as kiln.input_mean
+ *   kiln.input_standardized  "in the graph": the export standardises its input with Sub/Div nodes, so
+ *                      the file carries no kiln.input_mean/std and readers feed raw features (kept by
+ *                      the importer as a note like any other key)
  *   any other key      one note of g->meta ("train.optimizer", "producer" ...), as it is
  *
  * The notes onnx.opset and onnx.producer are the importer's record of the file it read: an exported
