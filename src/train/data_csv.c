@@ -13,8 +13,9 @@
  *     reason to read the column as names;
  *   - class labels indexing the sorted unique values, which become the class names.
  * Features are standardised per column, x' = (x - mean) / std (population std; 0 becomes 1), with the
- * statistics of this file or the ones given in the options; not at all with options->raw_features. Mean and std are rounded to float before use,
- * so a model's stored statistics reproduce its training inputs exactly.
+ * statistics of this file or the ones given in the options; not at all with options->raw_features. Mean
+ * and std are rounded to float before use, so a model's stored statistics reproduce its training inputs
+ * exactly.
  */
 #include <math.h>
 #include <stdio.h>
