@@ -34,6 +34,41 @@ for m in mlp cnn vit; do
     compare "$src/tests/ref/data/onnx_$m.onnx" "$src/tests/ref/data/onnx_$m.onnx"
 done
 
+# A model trained on CSV features standardises them (mean/std of the training data): its ONNX export does
+# so in the graph (Sub/Div at the input), so onnxruntime on the raw rows gives what `kiln run` gives on the
+# CSV; kiln's own import of that ONNX file runs it without standardising twice.
+/usr/bin/python3 -c "
+import numpy as np
+rng = np.random.default_rng(3)
+x = rng.normal(size=(64, 4)) * np.array([50.0, 0.01, 3.0, 1000.0]) + np.array([300.0, -2.0, 0.0, 5e4])
+y = ((x[:, 0] - 300) / 50 + (x[:, 3] - 5e4) / 1000 > 0).astype(int) + (x[:, 2] > 2)
+with open('$work/rows.csv', 'w') as f:
+    f.write('a,b,c,d,label\\n')
+    for row, label in zip(x, y):
+        f.write(','.join(f'{v:.6f}' for v in row) + f',{label}\\n')
+np.save('$work/rows.npy', np.loadtxt('$work/rows.csv', delimiter=',', skiprows=1)[:, :4].astype(np.float32))"
+printf 'input 4\ndense 16\nrelu\ndense 3\n' > "$work/csv_spec.txt"
+"$kiln" train --model "$work/csv_spec.txt" --data "$work/rows.csv" --epochs 3 --batch 16 --quiet \
+    --out "$work/csv.kiln" > /dev/null
+check "kiln exports the CSV model to ONNX" '"$kiln" convert "$work/csv.kiln" "$work/csv.onnx" > /dev/null'
+check "kiln runs the CSV model on the CSV" '"$kiln" run "$work/csv.kiln" "$work/rows.csv" --out "$work/csv_kiln" > /dev/null'
+check "kiln runs its ONNX export on the CSV" \
+    '"$kiln" run "$work/csv.onnx" "$work/rows.csv" --out "$work/csv_onnx" > /dev/null'
+check "onnxruntime runs the export on the raw rows" \
+    'node "$src/bench/ort_run.js" "$work/csv.onnx" "$work/csv_ort" "$work/rows.npy" > /dev/null'
+check "kiln run wrote the outputs" 'ls "$work"/csv_kiln/*.npy > /dev/null 2>&1'
+for out in "$work"/csv_kiln/*.npy; do
+    name=$(basename "$out")
+    check "onnxruntime on raw rows matches kiln run on the CSV ($name)" \
+        'node "$src/bench/compare_npy.js" "$out" "$work/csv_ort/$name" --rtol 1e-4 --label "CSV model" > /dev/null'
+    check "kiln's import of the export does not standardise twice ($name)" \
+        'node "$src/bench/compare_npy.js" "$work/csv_onnx/$name" "$work/csv_ort/$name" --rtol 1e-4 --label "CSV model, imported" > /dev/null'
+done
+"$kiln" convert --norm-as-metadata "$work/csv.kiln" "$work/csv_meta.onnx" > /dev/null
+node "$src/bench/ort_run.js" "$work/csv_meta.onnx" "$work/csv_meta_ort" "$work/rows.npy" > /dev/null
+check "--norm-as-metadata leaves the standardisation out of the graph" \
+    '! node "$src/bench/compare_npy.js" "$work/csv_kiln/$name" "$work/csv_meta_ort/$name" --rtol 1e-4 > /dev/null 2>&1'
+
 data=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then
     echo "note: dataset-fashion-mnist is not installed: no kiln-trained models"

@@ -2,7 +2,8 @@
 # kiln train never destroys a file it was handed: --out, --checkpoint and --log that name the training
 # data, the validation data or the model (also through a link) are refused before anything is written;
 # --out must be .kiln or .onnx; an unwritable or missing folder is refused before the first epoch; --log appends,
-# on a fresh run too. Each refusal is one line and leaves every file as it was.
+# on a fresh run too. Each refusal is one line and leaves every file as it was. A failed write names --out;
+# a killed run's leftover temporary file is removed by the next run.
 set -u
 kiln=$1
 work=$(mktemp -d)
@@ -55,5 +56,28 @@ check "--log kept the earlier content" 'head -1 "$work/log.csv" | grep -q "an ea
 check "--log appended this run's epoch" '[ "$(wc -l < "$work/log.csv")" -eq 2 ] && tail -1 "$work/log.csv" | grep -q "^1,"'
 train --out "$work/m2.kiln" --log "$work/fresh.csv" > /dev/null
 check "an empty log gets the header" 'head -1 "$work/fresh.csv" | grep -q "^epoch,step,lr"'
+# A write that fails names --out, not the temporary file it writes first, and leaves no temporary behind.
+mkdir "$work/dir.kiln"
+train --out "$work/dir.kiln" > /dev/null 2> "$work/err.txt"
+check "a failed write is refused" '[ $? -ne 0 ]'
+check "the failed write names --out" 'grep -q "dir.kiln" "$work/err.txt" && ! grep -q "\.tmp\." "$work/err.txt"'
+check "the failed write leaves no temporary file" '[ -z "$(ls "$work" | grep "\.tmp\.")" ]'
+
+# A killed run's temporary file (a pid that is not alive) is removed by the next write to that path; a
+# live process's one is kept.
+sleep 30 &
+live=$!
+dead=$(sh -c 'echo $$')
+while kill -0 "$dead" 2> /dev/null; do dead=$(sh -c 'echo $$'); done
+printf 'stale' > "$work/m3.kiln.ckpt.tmp.$dead"
+printf 'stale' > "$work/m3.kiln.tmp.$dead"
+printf 'live' > "$work/m3.kiln.ckpt.tmp.$live"
+printf 'other' > "$work/m3.kiln.ckpt.tmp.x$dead"
+check "a run next to stale temporary files succeeds" 'train --out "$work/m3.kiln" > /dev/null'
+check "the dead run's checkpoint temporary is gone" '[ ! -e "$work/m3.kiln.ckpt.tmp.$dead" ]'
+check "the dead run's model temporary is gone" '[ ! -e "$work/m3.kiln.tmp.$dead" ]'
+check "a live process's temporary is kept" '[ -e "$work/m3.kiln.ckpt.tmp.$live" ]'
+check "a file not of our naming is kept" '[ -e "$work/m3.kiln.ckpt.tmp.x$dead" ]'
+kill "$live"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

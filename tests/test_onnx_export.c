@@ -4,7 +4,9 @@
  * Reshape, ReduceMean), a spec of the other layers, the importer's PyTorch fixtures and a hand-built
  * graph of the ops whose kiln form is not ONNX's (Cast, ConstantOfShape, reductions with an axes
  * input): export -> import -> run gives the original's outputs (training tape in inference mode, at
- * batch 1 and 7), and export -> import -> export gives the same bytes. Metadata comes back, hostile
+ * batch 1 and 7), and export -> import -> export gives the same bytes. An input standardisation becomes
+ * Sub/Div at the input (run on raw inputs, the import matches the original on standardised ones), or,
+ * with norm_as_metadata, metadata that comes back. Metadata comes back, hostile
  * metadata is refused, optimized graphs are refused, files are replaced atomically, and onnx.checker
  * (python3-onnx, when installed) accepts every exported file.
  */
@@ -59,15 +61,29 @@ static double element(const kn_tensor *t, int64_t i) {
     }
 }
 
+/* x = (x - mean) / std over a batch, with the value of each sample's element k standardised by
+ * mean/std[k / (sample size / n_norm)] (per feature, or per channel of an image), in double and rounded
+ * once, as kiln's data loaders do. */
+static void standardize(float *x, int64_t numel, int64_t batch, const kn_graph *g) {
+    int64_t sample = numel / batch, per = sample / g->n_norm;
+    for (int64_t i = 0; i < numel; i++) {
+        int64_t k = (i % sample) / per;
+        x[i] = (float)(((double)x[i] - g->input_mean[k]) / g->input_std[k]);
+    }
+}
+
 /* g run by the training tape in inference mode at `batch`, every input (f32) filled with seeded
- * numbers in [-1, 1); each output's elements as doubles. */
-static bool run_graph(kn_graph *g, int64_t batch, uint64_t seed, outputs *o) {
+ * numbers in [-1, 1) (the first standardised by g's mean/std when `standardized`); each output's
+ * elements as doubles. */
+static bool run_graph(kn_graph *g, int64_t batch, uint64_t seed, bool standardized, outputs *o) {
     memset(o, 0, sizeof *o);
     kn_tape t;
     kiln_status st = kn_tape_init(&t, g, batch, false);
     for (int i = 0; st == KILN_OK && i < g->n_inputs; i++) {
         kn_tensor *x = kn_tape_input(&t, i);
         rt_fill(x->data, kn_numel(x), seed + (uint64_t)i);
+        if (i == 0 && standardized)
+            standardize(x->data, kn_numel(x), batch, g);
     }
     if (st == KILN_OK)
         st = kn_tape_forward(&t, false);
@@ -133,11 +149,11 @@ static int duplicate_node_names(const kn_graph *g) {
 /* export -> import -> run at batch 1 and 7 against g, and export -> import -> export, byte for byte.
  * The export is also written to EXPORT_DIR/<label>.onnx (checked to hold the same bytes) for
  * onnx.checker. The imported graph is left in *back (freed by the caller, also on failure). */
-static void round_trip(const char *label, kn_graph *g, kn_graph *back) {
+static void round_trip(const char *label, kn_graph *g, const kn_onnx_export_options *options, kn_graph *back) {
     kn_graph_init(back);
     void *first = NULL, *second = NULL;
     size_t first_size = 0, second_size = 0;
-    kiln_status st = kn_onnx_export_buffer(g, &first, &first_size);
+    kiln_status st = kn_onnx_export_buffer_with(g, &first, &first_size, options);
     CHECK_MSG(st == KILN_OK, "%s: export: %s", label, kiln_last_error());
     if (st == KILN_OK) {
         st = kn_onnx_import_buffer(first, first_size, NULL, back);
@@ -147,13 +163,13 @@ static void round_trip(const char *label, kn_graph *g, kn_graph *back) {
     }
     for (int64_t batch = 1; st == KILN_OK && batch <= 7; batch += 6) {
         outputs want = {0}, got = {0};
-        if (run_graph(g, batch, 11, &want) && run_graph(back, batch, 11, &got))
+        if (run_graph(g, batch, 11, false, &want) && run_graph(back, batch, 11, false, &got))
             compare_outputs(label, batch, &want, &got);
         outputs_free(&want);
         outputs_free(&got);
     }
     if (st == KILN_OK) {
-        st = kn_onnx_export_buffer(back, &second, &second_size);
+        st = kn_onnx_export_buffer_with(back, &second, &second_size, options);
         CHECK_MSG(st == KILN_OK, "%s: export of the import: %s", label, kiln_last_error());
         bool same = st == KILN_OK && first_size == second_size && memcmp(first, second, first_size) == 0;
         printf("  %-12s %zu bytes, %d nodes -> %d nodes; export -> import -> export %s\n", label, first_size,
@@ -164,7 +180,7 @@ static void round_trip(const char *label, kn_graph *g, kn_graph *back) {
     if (st == KILN_OK && n_exported < (int)(sizeof exported / sizeof exported[0])) {
         char *path = exported[n_exported];
         snprintf(path, sizeof exported[0], EXPORT_DIR "/%s.onnx", label);
-        CHECK_OK(kn_onnx_export_file(g, path));
+        CHECK_OK(kn_onnx_export_file_with(g, path, options));
         size_t size = 0;
         unsigned char *bytes = read_file(path, &size);
         CHECK_MSG(bytes && size == first_size && memcmp(bytes, first, size) == 0,
@@ -228,7 +244,8 @@ static void test_spec(const char *file, const char *label, int64_t n_norm) {
     if (st != KILN_OK)
         return;
     set_metadata(&g, n_norm);
-    round_trip(label, &g, &back);
+    const kn_onnx_export_options as_metadata = {.norm_as_metadata = true};
+    round_trip(label, &g, &as_metadata, &back);
     check_metadata(&g, &back);
     CHECK_MSG(count_op(&back, "Gelu") == 0 && count_op(&back, "Erf") == count_op(&g, "Gelu"),
               "%s: each Gelu is written with one Erf", label);
@@ -240,6 +257,47 @@ static void test_spec(const char *file, const char *label, int64_t n_norm) {
         CHECK_MSG(ratio && ratio->kind == KN_VALUE_CONST && *(const float *)ratio->data == 0.25f,
                   "%s: Dropout's ratio comes back as a constant input of 0.25", label);
     }
+    kn_graph_free(&back);
+    kn_graph_free(&g);
+}
+
+/* By default the export standardises its input in the graph (Sub/Div): the import, run on raw inputs,
+ * gives what g gives on standardised ones, and its metadata has no mean/std for a caller (kiln run, the
+ * importer) to apply a second time. */
+static void test_standardization(const char *file, const char *label, int64_t n_norm) {
+    kn_graph g, back;
+    kn_graph_init(&back);
+    kiln_status st = rt_spec_file(file, 7, &g);
+    CHECK_MSG(st == KILN_OK, "%s: %s", file, kiln_last_error());
+    if (st != KILN_OK)
+        return;
+    set_metadata(&g, n_norm);
+    void *buf = NULL;
+    size_t size = 0;
+    st = kn_onnx_export_buffer(&g, &buf, &size);
+    CHECK_MSG(st == KILN_OK, "%s: export: %s", label, kiln_last_error());
+    if (st == KILN_OK)
+        st = kn_onnx_import_buffer(buf, size, NULL, &back);
+    CHECK_MSG(st == KILN_OK, "%s: import: %s", label, kiln_last_error());
+    if (st == KILN_OK) {
+        CHECK_MSG(back.n_norm == 0 && !back.input_mean, "%s: the export carries mean/std as metadata too", label);
+        CHECK_MSG(count_op(&back, "Sub") == count_op(&g, "Sub") + 1 &&
+                      count_op(&back, "Div") == count_op(&g, "Div") + 1,
+                  "%s: the export standardises with one Sub and one Div", label);
+        CHECK_MSG(strcmp(back.values[back.inputs[0]].name, g.values[g.inputs[0]].name) == 0,
+                  "%s: the input keeps its name", label);
+        CHECK_MSG(back.n_classes == g.n_classes, "%s: the class names still travel", label);
+        for (int64_t batch = 1; batch <= 7; batch += 6) {
+            outputs want = {0}, got = {0};
+            char what[64];
+            snprintf(what, sizeof what, "%s raw", label);
+            if (run_graph(&g, batch, 11, true, &want) && run_graph(&back, batch, 11, false, &got))
+                compare_outputs(what, batch, &want, &got);
+            outputs_free(&want);
+            outputs_free(&got);
+        }
+    }
+    free(buf);
     kn_graph_free(&back);
     kn_graph_free(&g);
 }
@@ -272,7 +330,7 @@ static void test_other_layers(void) {
     CHECK_MSG(st == KILN_OK, "%s", kiln_last_error());
     if (st != KILN_OK)
         return;
-    round_trip("layers", &g, &back);
+    round_trip("layers", &g, NULL, &back);
     CHECK_MSG(count_op(&back, "Tanh") == 2 && count_op(&back, "Gelu") == 0,
               "gelu=tanh is written with Tanh");
     kn_graph_free(&back);
@@ -289,7 +347,7 @@ static void test_torch_fixture(const char *name) {
     kiln_status st = kn_onnx_import_file(path, &g);
     CHECK_MSG(st == KILN_OK, "%s: %s", path, kiln_last_error());
     if (st == KILN_OK) {
-        round_trip(label, &g, &back);
+        round_trip(label, &g, NULL, &back);
         const char *producer = kn_graph_meta(&back, "onnx.producer");
         CHECK_MSG(producer && strcmp(producer, "kiln " KILN_VERSION_STRING) == 0,
                   "the export's producer is kiln, not %s", producer ? producer : "(none)");
@@ -352,7 +410,7 @@ static void build_rewritten_ops(kn_graph *g) {
 static void test_rewritten_ops(void) {
     kn_graph g, back;
     build_rewritten_ops(&g);
-    round_trip("rewritten", &g, &back);
+    round_trip("rewritten", &g, NULL, &back);
     const kn_value *yi = &back.values[back.outputs[2]];
     CHECK_MSG(yi->dtype == KN_I64, "Cast to i64 comes back as i64 (%s)", kn_dtype_name(yi->dtype));
     kn_graph_free(&back);
@@ -374,7 +432,7 @@ static void test_duplicate_names(void) {
     g.inputs[g.n_inputs++] = taken;
     g.outputs[g.n_outputs++] = y_again;
     CHECK_OK(kn_graph_infer_shapes(&g));
-    round_trip("duplicates", &g, &back);
+    round_trip("duplicates", &g, NULL, &back);
     int out = back.n_outputs ? back.outputs[0] : -1;
     CHECK_MSG(out >= 0 && strcmp(back.values[out].name, "y.2") == 0 && kn_graph_find_value(&back, "y") >= 0,
               "the second 'y' is written as 'y.2'");
@@ -620,6 +678,9 @@ int main(void) {
     test_spec("fmnist_mlp.txt", "mlp", 784);
     test_spec("fmnist_cnn.txt", "cnn", 1);
     test_spec("fmnist_vit.txt", "vit", 1);
+    printf("input standardisation in the graph:\n");
+    test_standardization("fmnist_mlp.txt", "mlp", 784);
+    test_standardization("fmnist_cnn.txt", "cnn", 1);
     test_other_layers();
     printf("PyTorch exports:\n");
     test_torch_fixture("mlp");

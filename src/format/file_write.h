@@ -17,7 +17,9 @@ typedef kiln_status (*kn_file_emit_fn)(int fd, void *ctx);
 
 /* Writes `path` atomically: emit writes into `<path>.tmp.<pid>`, which is fsynced and renamed over
  * `path`, then the directory is fsynced. On failure the temporary file is removed and an existing
- * `path` is untouched; readers see the old file or the new one, never a mix. */
+ * `path` is untouched; readers see the old file or the new one, never a mix. Errors do not name a file: the
+ * caller puts `path` in front (kn_error_prefix). First
+ * removes any `<path>.tmp.<pid>` whose process is no longer alive (left by a killed run). */
 kiln_status kn_file_write_atomic(const char *path, kn_file_emit_fn emit, void *ctx);
 
 #endif

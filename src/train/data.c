@@ -49,10 +49,10 @@ static kiln_status load_by_form(const char *data, const kn_data_options *options
 
 static void print_summary(const kn_dataset *ds, double seconds) {
     char shape[96];
-    fprintf(stderr, "data: %s: %lld samples of %s", ds->source, (long long)ds->count,
+    fprintf(stderr, "data: %s: %lld sample%s of %s", ds->source, (long long)ds->count, ds->count == 1 ? "" : "s",
             kn_shape_str(&ds->sample_shape, shape, sizeof shape));
     if (ds->class_count)
-        fprintf(stderr, ", %lld classes", (long long)ds->class_count);
+        fprintf(stderr, ", %lld class%s", (long long)ds->class_count, ds->class_count == 1 ? "" : "es");
     if (ds->targets)
         fprintf(stderr, ", targets of width %lld", (long long)ds->target_width);
     fprintf(stderr, " (%.2f s)\n", seconds);
@@ -89,6 +89,8 @@ void kn_dataset_free(kn_dataset *ds) {
     free(ds->feature_mean);
     free(ds->feature_std);
     free(ds->source);
+    free(ds->not_labels);
+    free(ds->columns);
     memset(ds, 0, sizeof *ds);
 }
 
@@ -146,7 +148,9 @@ static kiln_status copy_subset(const kn_dataset *all, const bool *picked, bool w
         KN_TRY(kn_data_set_class_names(out, (const char *const *)all->class_names, all->class_count));
     KN_TRY(copy_floats(&out->feature_mean, all->feature_mean, (size_t)all->sample_size));
     KN_TRY(copy_floats(&out->feature_std, all->feature_std, (size_t)all->sample_size));
-    if (!(out->source = kn_data_strdup(all->source ? all->source : "")))
+    if (!(out->source = kn_data_strdup(all->source ? all->source : "")) ||
+        (all->not_labels && !(out->not_labels = kn_data_strdup(all->not_labels))) ||
+        (all->columns && !(out->columns = kn_data_strdup(all->columns))))
         return kn_fail(KILN_ERR_NOMEM, "out of memory");
     return KILN_OK;
 }
@@ -241,5 +245,96 @@ kn_data_options kn_data_options_for_model(const kn_graph *g) {
         o.feature_std = g->input_std;
         o.feature_count = g->n_norm;
     }
+    o.columns = kn_graph_meta(g, "train.columns");
+    o.raw_features = kn_graph_meta(g, "kiln.input_standardized") != NULL;
     return o;
+}
+
+/* ---- CSV column names ---- */
+
+char *kn_data_columns_join(const char *const *names, int64_t n) {
+    size_t bytes = 1;
+    for (int64_t i = 0; i < n; i++)
+        bytes += 2 * strlen(names[i]) + 1; /* every byte escaped at worst, and a separator */
+    char *joined = malloc(bytes), *out = joined;
+    if (!joined)
+        return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        const char *name = names[i] + strspn(names[i], " \t");
+        size_t len = strlen(name);
+        while (len && (name[len - 1] == ' ' || name[len - 1] == '\t'))
+            len--;
+        if (i > 0)
+            *out++ = ',';
+        for (size_t k = 0; k < len; k++) {
+            if (name[k] == ',' || name[k] == '\\')
+                *out++ = '\\';
+            *out++ = name[k];
+        }
+    }
+    *out = '\0';
+    return joined;
+}
+
+/* Cuts a joined list into its names in place (escapes removed); returns how many, storing at most max. */
+static int64_t split_columns(char *joined, char **names, int64_t max) {
+    int64_t n = 0;
+    char *out = joined;
+    if (max > 0)
+        names[0] = out;
+    for (const char *p = joined;; p++) {
+        char c = *p; /* read before the write below, which may land on it */
+        if (c == '\\' && p[1]) {
+            *out++ = *++p;
+        } else if (c == ',' || c == '\0') {
+            *out++ = '\0';
+            if (c == '\0')
+                return n + 1;
+            if (++n < max)
+                names[n] = out;
+        } else {
+            *out++ = c;
+        }
+    }
+}
+
+/* Whether the joined lists `a` and `b` hold the same names, in any order. */
+static bool same_names(const char *a, const char *b) {
+    char *ca = kn_data_strdup(a), *cb = kn_data_strdup(b);
+    size_t most = strlen(a) + strlen(b) + 2;
+    char **na = kn_data_malloc(most, sizeof *na), **nb = kn_data_malloc(most, sizeof *nb);
+    bool same = ca && cb && na && nb;
+    if (same) {
+        int64_t count_a = split_columns(ca, na, (int64_t)most), count_b = split_columns(cb, nb, (int64_t)most);
+        same = count_a == count_b;
+        for (int64_t i = 0; i < count_a && same; i++) {
+            bool found = false;
+            for (int64_t k = 0; k < count_b && !found; k++)
+                found = strcmp(na[i], nb[k]) == 0;
+            same = found;
+        }
+    }
+    free(ca);
+    free(cb);
+    free(na);
+    free(nb);
+    return same;
+}
+
+kiln_status kn_data_check_columns(const char *path, const char *const *names, int64_t n, const char *expected) {
+    char *joined = kn_data_columns_join(names, n);
+    if (!joined)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    if (strcmp(joined, expected) == 0) {
+        free(joined);
+        return KILN_OK;
+    }
+    char have[160], want[160];
+    kn_data_snippet(joined, strlen(joined), have, sizeof have);
+    kn_data_snippet(expected, strlen(expected), want, sizeof want);
+    bool reordered = same_names(joined, expected);
+    free(joined);
+    return kn_fail(KILN_ERR_INVALID_ARG, "%s: the feature columns are %s but the model was trained on %s: %s", path,
+                   have, want, reordered ? "the same columns in another order; put them in the model's order"
+                                         : "rename or reorder them (or name the target column with --label)");
 }

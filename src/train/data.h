@@ -33,6 +33,11 @@ typedef struct kn_dataset {
     char **class_names;       /* class_count names or NULL */
     float *feature_mean, *feature_std; /* (sample_size) when the data was standardised (CSV), else NULL */
     char *source;             /* the DATA string it came from */
+    /* When the targets are numbers but not class labels: why, naming the first row that is not one
+     * ("d.csv:5: column 5 ('y'): -1 is not a class index ..."), for a loss that needs labels. Else NULL. */
+    char *not_labels;
+    /* CSV: the feature columns' names in file order, as kn_data_columns_join writes them; else NULL. */
+    char *columns;
 } kn_dataset;
 
 typedef struct kn_data_options {
@@ -44,12 +49,24 @@ typedef struct kn_data_options {
      * list, so that a file missing some classes still maps each name to the model's class. */
     const char *const *class_names;
     int64_t class_count;
+    /* CSV: leave the features as they are (the model standardises them itself: an ONNX export) */
+    bool raw_features;
+    /* CSV: the feature columns a model was trained on (kn_data_columns_join form): the file's feature
+     * columns must be the same, in the same order (KILN_ERR_INVALID_ARG naming both lists otherwise). */
+    const char *columns;
     bool quiet;               /* no progress output (otherwise one summary line on stderr) */
 } kn_data_options;
 
-/* Options that load data the way model g expects it: with its input standardisation and class names
- * when it has them (quiet, the last column the target). */
+/* Options that load data the way model g expects it: with its input standardisation, class names and CSV
+ * feature columns (the "train.columns" note) when it has them (quiet, the last column the target). */
 kn_data_options kn_data_options_for_model(const kn_graph *g);
+
+/* Column names as one string, the form models store them in ("train.columns"): each name trimmed of
+ * spaces and tabs, ',' and '\\' escaped with '\\', joined with ','. malloc'ed; NULL when out of memory. */
+char *kn_data_columns_join(const char *const *names, int64_t n);
+/* Whether the n feature columns `names` of the CSV at `path` are `expected` (joined): KILN_OK, or
+ * KILN_ERR_INVALID_ARG showing both lists and whether they differ only in order. */
+kiln_status kn_data_check_columns(const char *path, const char *const *names, int64_t n, const char *expected);
 
 /* Loads DATA into `out` (zeroed first; freed again on failure). `options` may be NULL. */
 kiln_status kn_dataset_load(const char *data, const kn_data_options *options, kn_dataset *out);

@@ -8,13 +8,17 @@
  * The target column becomes, in order of preference:
  *   - labels indexing options->class_names, when given and every value is one of those names;
  *   - value targets (width 1) when every value is a number, and also class labels when every value is a
- *     non-negative integer below KN_DATA_MAX_CLASSES;
+ *     non-negative integer below KN_DATA_MAX_CLASSES (else the first row that is not one is named in
+ *     kn_dataset.not_labels); a nan or inf among numbers is an error naming its row and column, not a
+ *     reason to read the column as names;
  *   - class labels indexing the sorted unique values, which become the class names.
  * Features are standardised per column, x' = (x - mean) / std (population std; 0 becomes 1), with the
- * statistics of this file or the ones given in the options. Mean and std are rounded to float before use,
- * so a model's stored statistics reproduce its training inputs exactly.
+ * statistics of this file or the ones given in the options; not at all with options->raw_features. Mean
+ * and std are rounded to float before use, so a model's stored statistics reproduce its training inputs
+ * exactly.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +43,8 @@ typedef struct csv_rows {
     float *x;              // (capacity, feature_count) raw feature values
     char **target_text;    // (capacity) the target field of each row
     int64_t *line;         // (capacity) line number of each row, for messages
+    int64_t target_column; // 0-based, and its header name, for messages
+    const char *target_name;
 } csv_rows;
 
 static kiln_status csv_add_field(csv_reader *r, char *field) {
@@ -244,28 +250,73 @@ static kiln_status csv_targets_from_given_names(const csv_rows *rows, const kn_d
     return kn_data_set_class_names(out, options->class_names, options->class_count);
 }
 
-/* Value targets (and labels when all are class indices); *numeric is false (and nothing is set) when some
- * value is not a number. */
+/* Whether the whole field reads as a number, finite or not ("nan", "inf", "1e999" too); spaces after it
+ * are allowed. */
+static bool csv_is_number(const char *field, double *value) {
+    char *end;
+    *value = strtod(field, &end);
+    if (end == field)
+        return false;
+    while (*end == ' ' || *end == '\t')
+        end++;
+    return *end == '\0';
+}
+
+/* "d.csv:7: column 5 ('label'): " for the target field of `row`, into buf. */
+static const char *csv_target_where(const csv_rows *rows, int64_t row, char *buf, size_t size) {
+    char name[48];
+    kn_data_snippet(rows->target_name, strlen(rows->target_name), name, sizeof name);
+    snprintf(buf, size, "%s:%lld: column %lld ('%s')", rows->path, (long long)rows->line[row],
+             (long long)rows->target_column + 1, name);
+    return buf;
+}
+
+static bool csv_is_class_index(double value) {
+    return value >= 0 && value < KN_DATA_MAX_CLASSES && value == floor(value);
+}
+
+/* Value targets (and labels when all are class indices, else the first row that is not one goes into
+ * out->not_labels); *numeric is false (and nothing is set) when some value is not a number. A value that
+ * is a number but not a finite float is an error. */
 static kiln_status csv_targets_from_numbers(const csv_rows *rows, kn_dataset *out, bool *numeric) {
     *numeric = false;
+    for (int64_t row = 0; row < rows->count; row++) {
+        double value;
+        if (!csv_is_number(rows->target_text[row], &value))
+            return KILN_OK;
+    }
     float *targets = kn_data_malloc((size_t)rows->count, sizeof *targets); // (count, 1)
     if (!targets)
         return kn_data_nomem(rows->path, "the targets", (size_t)rows->count, sizeof *targets);
-    bool all_classes = true;
+    int64_t first_not_class = -1;
+    char where[256], shown[48];
     for (int64_t row = 0; row < rows->count; row++) {
         double value;
-        if (!csv_parse_number(rows->target_text[row], &value)) {
-            free(targets);
-            return KILN_OK;
-        }
+        csv_is_number(rows->target_text[row], &value);
         targets[row] = (float)value;
-        all_classes = all_classes && value >= 0 && value < KN_DATA_MAX_CLASSES && value == floor(value);
+        if (!isfinite(targets[row])) {
+            free(targets);
+            const char *text = rows->target_text[row];
+            return kn_fail(KILN_ERR_FORMAT, "%s: the target '%s' is not a finite number",
+                           csv_target_where(rows, row, where, sizeof where),
+                           kn_data_snippet(text, strlen(text), shown, sizeof shown));
+        }
+        if (first_not_class < 0 && !csv_is_class_index(value))
+            first_not_class = row;
     }
     *numeric = true;
     out->targets = targets;
     out->target_width = 1;
-    if (!all_classes)
+    if (first_not_class >= 0) {
+        const char *text = rows->target_text[first_not_class];
+        char message[512];
+        snprintf(message, sizeof message, "%s: %s is not a class index (a whole number from 0 to %d)",
+                 csv_target_where(rows, first_not_class, where, sizeof where),
+                 kn_data_snippet(text, strlen(text), shown, sizeof shown), KN_DATA_MAX_CLASSES - 1);
+        if (!(out->not_labels = kn_data_strdup(message)))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory");
         return KILN_OK;
+    }
     out->labels = kn_data_malloc((size_t)rows->count, sizeof *out->labels); // (count)
     if (!out->labels)
         return kn_data_nomem(rows->path, "the labels", (size_t)rows->count, sizeof *out->labels);
@@ -404,6 +455,24 @@ static kiln_status csv_find_target(const csv_reader *r, char **header, int64_t c
     return KILN_OK;
 }
 
+/* The feature columns' names (the header without the target) into out->columns, checked against the ones a
+ * model was trained on when the options give them. */
+static kiln_status csv_take_columns(const char *path, char **header, int64_t column_count, int64_t target_column,
+                                    const kn_data_options *options, kn_dataset *out) {
+    const char **names = kn_data_malloc((size_t)column_count, sizeof *names);
+    if (!names)
+        return kn_data_nomem(path, "the header", (size_t)column_count, sizeof *names);
+    int64_t n = 0;
+    for (int64_t column = 0; column < column_count; column++)
+        if (column != target_column)
+            names[n++] = header[column];
+    kiln_status st = options->columns ? kn_data_check_columns(path, names, n, options->columns) : KILN_OK;
+    if (st == KILN_OK && !(out->columns = kn_data_columns_join(names, n)))
+        st = kn_data_nomem(path, "the column names", (size_t)n, sizeof *names);
+    free(names);
+    return st;
+}
+
 /* Reads the header and rows and fills `out`; `r` holds the file text. */
 static kiln_status csv_load_text(csv_reader *r, const kn_data_options *options, csv_rows *rows,
                                  kn_dataset *out) {
@@ -435,6 +504,10 @@ static kiln_status csv_load_text(csv_reader *r, const kn_data_options *options, 
     int64_t target_column;
     kiln_status st = csv_find_target(r, header, column_count, options->label_column, &target_column);
     rows->feature_count = column_count - 1;
+    rows->target_column = target_column;
+    rows->target_name = st == KILN_OK ? header[target_column] : NULL;
+    if (st == KILN_OK)
+        st = csv_take_columns(r->path, header, column_count, target_column, options, out);
     if (st == KILN_OK)
         st = csv_read_rows(r, header, column_count, target_column, rows);
     free(header);
@@ -446,7 +519,8 @@ static kiln_status csv_load_text(csv_reader *r, const kn_data_options *options, 
     out->sample_shape = kn_shape_of(1, (int64_t[]){rows->feature_count});
     out->sample_size = rows->feature_count;
     KN_TRY(csv_fill_targets(rows, options, out));
-    KN_TRY(csv_standardise(rows, options, r->path, out));
+    if (!options->raw_features)
+        KN_TRY(csv_standardise(rows, options, r->path, out));
     out->x = rows->x; // (count, feature_count)
     rows->x = NULL;
     return KILN_OK;

@@ -20,6 +20,9 @@ kiln_status kn_objective_init(kn_objective *o, const kn_loss *loss, const kn_dat
     o->class_count = ds->class_count;
     const char *name = kn_loss_name(loss->kind);
     if (loss->kind == KN_LOSS_CE) {
+        if (!ds->labels && ds->not_labels)
+            return kn_fail(KILN_ERR_INVALID_ARG, "--loss ce needs class labels: %s (numeric targets train with "
+                           "--loss mse or mae)", ds->not_labels);
         if (!ds->labels)
             return kn_fail(KILN_ERR_INVALID_ARG, "--loss ce needs class labels, but %s has numeric targets",
                            ds->source);

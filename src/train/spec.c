@@ -136,6 +136,10 @@ static kiln_status check_options(const spec_line *l, int first, const char *allo
         if (!ok)
             return kn_fail(KILN_ERR_INVALID_ARG, "unexpected '%s' for %s (options: %s)", l->tok[i],
                            l->tok[0], allowed[0] ? allowed : "none");
+        for (int k = first; k < i; k++)
+            if (strncmp(l->tok[k], l->tok[i], klen + 1) == 0)
+                return kn_fail(KILN_ERR_INVALID_ARG, "%s: option '%.*s' is given twice ('%s' and '%s')", l->tok[0],
+                               (int)klen, l->tok[i], l->tok[k], l->tok[i]);
     }
     return KILN_OK;
 }

@@ -9,6 +9,8 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "train/best_epoch.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/objective.h"
 #include "train/tape.h"
@@ -25,9 +27,18 @@ typedef struct trainer {
     kn_schedule schedule;
     FILE *log;
     int64_t epochs_done, step;
+    /* The epoch in progress: batches done and their running sums, carried by a checkpoint written mid-epoch
+     * (on an interrupt) so the resumed epoch reports what an uninterrupted one would. */
+    int64_t epoch_batches, epoch_correct, epoch_seen;
+    double epoch_loss_sum;
+    /* When this run's first step ended: rates and ETAs are measured from there, as the first step also
+     * pays for setting up (allocation, first touches) and a rate from it alone would mislead. */
+    double first_step_end;
+    kn_best_epoch best; /* by validation loss: early stopping, keep_best */
 } trainer;
 
 static void trainer_release(trainer *t) {
+    kn_best_epoch_free(&t->best);
     kn_optim_free(t->optim);
     free(t->params);
     kn_objective_free(&t->objective);
@@ -64,10 +75,26 @@ static kiln_status parse_counter(const kn_graph *g, const char *key, int64_t *ou
     return KILN_OK;
 }
 
+/* The running sums of an epoch a checkpoint interrupted; absent (0) in one written at an epoch's end. */
+static kiln_status restore_epoch_sums(trainer *t) {
+    if (!kn_graph_meta(t->g, "train.epoch_seen"))
+        return KILN_OK;
+    KN_TRY(parse_counter(t->g, "train.epoch_seen", &t->epoch_seen));
+    KN_TRY(parse_counter(t->g, "train.epoch_correct", &t->epoch_correct));
+    const char *text = kn_graph_meta(t->g, "train.epoch_loss_sum");
+    char *end;
+    t->epoch_loss_sum = text ? strtod(text, &end) : NAN;
+    if (!text || *end || !isfinite(t->epoch_loss_sum))
+        return kn_fail(KILN_ERR_FORMAT, "not a checkpoint: metadata 'train.epoch_loss_sum' is %s",
+                       text ? "invalid" : "missing");
+    return KILN_OK;
+}
+
 /* Restores the counters and the optimizer state a checkpoint carries. */
 static kiln_status restore_checkpoint(trainer *t, const kn_named_tensor *state, int n_state) {
     KN_TRY(parse_counter(t->g, "train.epochs_done", &t->epochs_done));
     KN_TRY(parse_counter(t->g, "train.step", &t->step));
+    KN_TRY(restore_epoch_sums(t));
     const char *saved_optim = kn_graph_meta(t->g, "train.optimizer");
     const char *optim = kn_optim_name(t->opt->optim.kind);
     if (!saved_optim || strcmp(saved_optim, optim) != 0)
@@ -87,7 +114,8 @@ static kiln_status restore_checkpoint(trainer *t, const kn_named_tensor *state, 
         memcpy(data, state[found].data, sizeof(float) * (size_t)numel);
     }
     kn_optim_set_step_count(t->optim, t->step);
-    return KILN_OK;
+    KN_TRY(kn_best_epoch_load_meta(&t->best, t->g));
+    return kn_best_epoch_load_extras(&t->best, t->g, state, n_state);
 }
 
 static kiln_status set_counter_meta(kn_graph *g, const char *key, int64_t v) {
@@ -97,11 +125,19 @@ static kiln_status set_counter_meta(kn_graph *g, const char *key, int64_t v) {
 }
 
 static kiln_status write_checkpoint(trainer *t) {
+    char text[64];
     KN_TRY(set_counter_meta(t->g, "train.epochs_done", t->epochs_done));
     KN_TRY(set_counter_meta(t->g, "train.step", t->step));
-    KN_TRY(kn_graph_set_meta(t->g, "train.optimizer", kn_optim_name(t->opt->optim.kind)));
+    KN_TRY(kn_checkpoint_options_save(t->g, t->opt));
+    KN_TRY(set_counter_meta(t->g, "train.epoch_seen", t->epoch_seen));
+    KN_TRY(set_counter_meta(t->g, "train.epoch_correct", t->epoch_correct));
+    snprintf(text, sizeof text, "%.17g", t->epoch_loss_sum);
+    KN_TRY(kn_graph_set_meta(t->g, "train.epoch_loss_sum", text));
+    KN_TRY(kn_best_epoch_save_meta(&t->best, t->g));
+    /* The extras: the optimizer's state, then the best epoch's values (when kept). */
     int n = kn_optim_state_count(t->optim);
-    kn_named_tensor *state = calloc((size_t)(n ? n : 1), sizeof *state);
+    int n_best = kn_best_epoch_extra_count(&t->best, t->g);
+    kn_named_tensor *state = calloc((size_t)(n + n_best + 1), sizeof *state);
     if (!state)
         return kn_fail(KILN_ERR_NOMEM, "out of memory writing the checkpoint");
     for (int i = 0; i < n; i++) {
@@ -111,7 +147,11 @@ static kiln_status write_checkpoint(trainer *t) {
         state[i].name = (char *)name;
         state[i].shape = kn_shape_of(1, &numel);
     }
-    kiln_status st = kn_kiln_save(t->opt->checkpoint_path, t->g, state, n);
+    int n_extras = n;
+    kiln_status st = kn_best_epoch_extras(&t->best, t->g, state, &n_extras);
+    if (st == KILN_OK)
+        st = kn_kiln_save(t->opt->checkpoint_path, t->g, state, n_extras);
+    kn_best_epoch_extras_free(state + n, n_extras - n);
     free(state);
     return st;
 }
@@ -169,6 +209,9 @@ static kiln_status record_data_metadata(kn_graph *g, const kn_dataset *ds) {
         memcpy(g->input_std, ds->feature_std, bytes);
         g->n_norm = ds->sample_size;
     }
+    /* CSV column names, so evaluation and kiln run can tell a file whose columns moved. */
+    if (ds->columns)
+        KN_TRY(kn_graph_set_meta(g, "train.columns", ds->columns));
     return KILN_OK;
 }
 
@@ -176,32 +219,36 @@ static kiln_status record_provenance(trainer *t, const kn_dataset *train, const 
     kn_graph *g = t->g;
     char text[64];
     KN_TRY(kn_graph_set_meta(g, "train.data", train->source));
-    KN_TRY(kn_graph_set_meta(g, "train.loss", kn_loss_name(t->opt->loss.kind)));
-    KN_TRY(set_counter_meta(g, "train.batch", t->opt->batch));
-    KN_TRY(set_counter_meta(g, "train.seed", (int64_t)t->opt->seed));
+    KN_TRY(kn_checkpoint_options_save(g, t->opt));
     snprintf(text, sizeof text, "%.6g", (double)t->schedule.base_lr);
     KN_TRY(kn_graph_set_meta(g, "train.lr", text));
     if (r->train_accuracy >= 0) {
         snprintf(text, sizeof text, "%.4f", r->train_accuracy);
         KN_TRY(kn_graph_set_meta(g, "train.final_accuracy", text));
     }
-    if (r->has_val && r->val_accuracy >= 0) {
-        snprintf(text, sizeof text, "%.4f", r->val_accuracy);
+    /* With keep_best the model is the best epoch's, and so is its validation accuracy. */
+    double val_accuracy = t->opt->keep_best && t->best.epoch > 0 ? t->best.val_accuracy : r->val_accuracy;
+    if (r->has_val && val_accuracy >= 0) {
+        snprintf(text, sizeof text, "%.4f", val_accuracy);
         KN_TRY(kn_graph_set_meta(g, "train.final_val_accuracy", text));
     }
+    KN_TRY(kn_best_epoch_save_meta(&t->best, g));
     return kn_graph_set_meta(g, "producer", "kiln " KILN_VERSION_STRING);
 }
 
-/* One epoch of mini-batches; fills the running loss/accuracy into p. */
-static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, double run_start,
-                             int64_t steps_total, int64_t steps_before, kn_train_progress *p) {
+static bool interrupt_requested(const kn_train_options *opt) { return opt->interrupt && *opt->interrupt; }
+
+/* One epoch of mini-batches from batch t->epoch_batches on (0, or where an interrupted checkpoint
+ * stopped); fills the running loss/accuracy into p. Stops early, with *interrupted, after the step during
+ * which opt->interrupt was raised. */
+static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch, int64_t steps_total,
+                             int64_t steps_before, kn_train_progress *p, bool *interrupted) {
     const kn_train_options *opt = t->opt;
     const kn_train_hooks *hooks = opt->hooks;
     kn_batcher batcher;
     KN_TRY(kn_batcher_init(&batcher, train, opt->batch, true, opt->seed, epoch));
+    batcher.next = t->epoch_batches * opt->batch; /* the epoch's order is fixed by (seed, epoch) */
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
-    double loss_sum = 0;
-    int64_t correct_sum = 0, seen = 0;
     kiln_status st = KILN_OK;
     int64_t *batch_labels = malloc(sizeof(int64_t) * (size_t)opt->batch);
     float *batch_targets = train->targets ? malloc(sizeof(float) * (size_t)(opt->batch * train->target_width)) : NULL;
@@ -209,7 +256,7 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         st = kn_fail(KILN_ERR_NOMEM, "out of memory for a batch");
         goto done;
     }
-    for (int64_t b = 0; b < batches; b++) {
+    for (int64_t b = t->epoch_batches; b < batches && !*interrupted; b++) {
         /* A short last batch re-infers shapes; the next epoch's full batches restore them. */
         int64_t want = train->count - b * opt->batch < opt->batch ? train->count - b * opt->batch : opt->batch;
         if (want != t->tape.batch && (st = kn_tape_set_batch(&t->tape, want)) != KILN_OK)
@@ -251,23 +298,28 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         t->step++;
         if (hooks && hooks->on_step && (st = hooks->on_step(hooks->user, t->g, t->step)) != KILN_OK)
             goto done;
-        loss_sum += t->opt->loss.reduction == KN_REDUCTION_MEAN ? loss * (double)n : loss;
-        correct_sum += correct;
-        seen += n;
+        t->epoch_loss_sum += t->opt->loss.reduction == KN_REDUCTION_MEAN ? loss * (double)n : loss;
+        t->epoch_correct += correct;
+        t->epoch_seen += n;
+        t->epoch_batches = b + 1;
 
-        double elapsed = kn_seconds_now() - run_start;
+        double now = kn_seconds_now();
         int64_t steps_run = t->step - steps_before;
+        if (steps_run == 1)
+            t->first_step_end = now;
+        double measured = now - t->first_step_end; /* over steps_run - 1 steps */
         p->event = KN_PROGRESS_STEP;
         p->batch_index = b + 1;
         p->batches = batches;
         p->step = t->step;
-        p->loss = loss_sum / (double)seen;
-        p->accuracy = train->labels ? (double)correct_sum / (double)seen : -1;
+        p->loss = t->epoch_loss_sum / (double)t->epoch_seen;
+        p->accuracy = train->labels ? (double)t->epoch_correct / (double)t->epoch_seen : -1;
         p->lr = lr;
-        p->samples_per_second = elapsed > 0 ? (double)(steps_run * opt->batch) / elapsed : 0;
-        p->eta_seconds = steps_run > 0 ? elapsed / (double)steps_run * (double)(steps_total - t->step) : 0;
+        p->samples_per_second = steps_run > 1 && measured > 0 ? (double)((steps_run - 1) * opt->batch) / measured : 0;
+        p->eta_seconds = steps_run > 1 ? measured / (double)(steps_run - 1) * (double)(steps_total - t->step) : 0;
         if (opt->progress)
             opt->progress(p, opt->progress_user);
+        *interrupted = interrupt_requested(opt);
     }
 done:
     free(batch_labels);
@@ -276,16 +328,35 @@ done:
     return st;
 }
 
+/* Where in its epoch the run stands: batches already done (0 unless a checkpoint stopped mid-epoch). A
+ * step count that does not fall in the epoch means the checkpoint was made with other data or batch. */
+static kiln_status locate_in_epoch(trainer *t, int64_t batches) {
+    int64_t into = t->step - t->epochs_done * batches;
+    if (into < 0 || into >= batches || (into == 0) != (t->epoch_seen == 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the checkpoint's step %lld is not in epoch %lld of %lld batches: "
+                       "it was written with other data or another --batch", (long long)t->step,
+                       (long long)t->epochs_done + 1, (long long)batches);
+    t->epoch_batches = into;
+    return KILN_OK;
+}
+
 static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_dataset *val, kn_train_result *r) {
     const kn_train_options *opt = t->opt;
     int64_t batches = (train->count + opt->batch - 1) / opt->batch;
     int64_t steps_total = batches * opt->epochs;
     int64_t steps_before = t->step;
     double run_start = kn_seconds_now();
-    for (int64_t epoch = t->epochs_done; epoch < opt->epochs; epoch++) {
+    KN_TRY(locate_in_epoch(t, batches));
+    for (int64_t epoch = t->epochs_done; epoch < opt->epochs && !r->interrupted; epoch++) {
         double epoch_start = kn_seconds_now();
         kn_train_progress p = {.epoch = epoch + 1, .epochs = opt->epochs};
-        KN_TRY(run_epoch(t, train, epoch, run_start, steps_total, steps_before, &p));
+        KN_TRY(run_epoch(t, train, epoch, steps_total, steps_before, &p, &r->interrupted));
+        if (r->interrupted && t->epoch_batches < batches) {
+            /* Mid-epoch: the checkpoint carries the epoch's position and running sums. */
+            if (opt->checkpoint_path)
+                KN_TRY(write_checkpoint(t));
+            break;
+        }
         r->train_loss = p.loss;
         r->train_accuracy = p.accuracy;
         if (val) {
@@ -298,8 +369,11 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
             r->has_val = true;
             r->val_loss = p.val_loss;
             r->val_accuracy = p.val_accuracy;
+            kn_best_epoch_update(&t->best, t->g, epoch + 1, p.val_loss, p.val_accuracy);
         }
         t->epochs_done = epoch + 1;
+        t->epoch_batches = t->epoch_correct = t->epoch_seen = 0;
+        t->epoch_loss_sum = 0;
         p.event = KN_PROGRESS_EPOCH;
         p.epoch_seconds = kn_seconds_now() - epoch_start;
         log_epoch(t, &p);
@@ -307,7 +381,17 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
             KN_TRY(write_checkpoint(t));
         if (opt->progress)
             opt->progress(&p, opt->progress_user);
+        r->interrupted = r->interrupted && t->epochs_done < opt->epochs;
+        r->stopped_early = opt->early_stop > 0 && t->best.epochs_since >= opt->early_stop &&
+                           t->epochs_done < opt->epochs;
+        if (r->stopped_early)
+            break;
     }
+    r->best_epoch = t->best.epoch;
+    r->best_val_loss = t->best.val_loss;
+    r->best_val_accuracy = t->best.val_accuracy;
+    if (opt->keep_best && !r->interrupted)
+        kn_best_epoch_restore(&t->best, t->g);
     r->epochs_done = t->epochs_done;
     r->steps = t->step;
     r->seconds = kn_seconds_now() - run_start;
@@ -315,9 +399,15 @@ static kiln_status train_loop(trainer *t, const kn_dataset *train, const kn_data
     return KILN_OK;
 }
 
-static kiln_status check_options(const kn_train_options *o) {
+static kiln_status check_options(const kn_train_options *o, bool has_val) {
     if (o->epochs < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "--epochs must be at least 1");
+    if (o->early_stop < 0)
+        return kn_fail(KILN_ERR_INVALID_ARG, "--early-stop must be at least 1 epoch, got %lld",
+                       (long long)o->early_stop);
+    if ((o->early_stop > 0 || o->keep_best) && !has_val)
+        return kn_fail(KILN_ERR_INVALID_ARG, "--early-stop and --save-best watch the validation loss: give --val "
+                       "or --val-split");
     if (o->batch < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "--batch must be at least 1");
     return KILN_OK;
@@ -326,7 +416,7 @@ static kiln_status check_options(const kn_train_options *o) {
 kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val, const kn_train_options *options,
                      const kn_named_tensor *optim_state, int n_optim_state, kn_train_result *result) {
     memset(result, 0, sizeof *result);
-    KN_TRY(check_options(options));
+    KN_TRY(check_options(options, val != NULL));
     KN_TRY(kn_check_input_fits(g, train));
     if (val)
         KN_TRY(kn_check_input_fits(g, val));
@@ -349,6 +439,8 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         t.optim = kn_optim_create(&options->optim, t.n_params, t.params);
         st = t.optim ? KILN_OK : KILN_ERR_INVALID_ARG;
     }
+    if (st == KILN_OK)
+        st = kn_best_epoch_init(&t.best, g, options->keep_best);
     if (st == KILN_OK && options->resume)
         st = restore_checkpoint(&t, optim_state, n_optim_state);
     if (st == KILN_OK && t.epochs_done >= options->epochs)
@@ -370,9 +462,9 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         st = open_log(&t);
     if (st == KILN_OK)
         st = train_loop(&t, train, val, result);
-    if (st == KILN_OK)
+    if (st == KILN_OK && !result->interrupted)
         st = record_provenance(&t, train, result);
-    if (st == KILN_OK && options->out_path)
+    if (st == KILN_OK && !result->interrupted && options->out_path)
         st = kn_kiln_save(options->out_path, g, NULL, 0);
     trainer_release(&t);
     return st;

@@ -1,8 +1,11 @@
 /* The training loop: epochs of shuffled mini-batches through the tape, the loss, gradient clipping,
- * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch;
- * exact resumption from a checkpoint. */
+ * the LR schedule and the optimizer; validation, a CSV log and an atomic checkpoint after every epoch
+ * (and at an interrupt, mid-epoch); exact resumption from a checkpoint, which records the run's options
+ * (train/checkpoint.h); early stopping on the validation loss and keeping the best epoch's weights. */
 #ifndef KN_TRAINER_H
 #define KN_TRAINER_H
+
+#include <signal.h>
 
 #include "format/kiln_file.h"
 #include "train/data.h"
@@ -18,8 +21,8 @@ typedef struct kn_train_progress {
     int64_t batch_index, batches;     /* within the epoch */
     int64_t step;                     /* optimizer steps so far, over all epochs */
     double loss, accuracy;            /* running means over the epoch so far; accuracy < 0: none */
-    double samples_per_second;
-    double eta_seconds;               /* until the end of training */
+    double samples_per_second;        /* 0 until measured (from the run's second step on) */
+    double eta_seconds;               /* until the end of training; 0 until measured */
     float lr;
     /* At KN_PROGRESS_EPOCH: */
     bool has_val;
@@ -54,10 +57,16 @@ typedef struct kn_train_options {
     float clip_norm;             /* <= 0: no clipping */
     kn_loss loss;
     uint64_t seed;
+    int64_t early_stop;          /* > 0: stop once the validation loss has not improved for this many epochs */
+    bool keep_best;              /* end with the parameters and state of the epoch of lowest validation loss */
     const char *out_path;        /* final model (.kiln); NULL: the caller writes g */
     const char *checkpoint_path; /* written after every epoch; NULL: none */
     const char *log_path;        /* CSV metrics; NULL: none */
     bool resume;                 /* continue from the graph's "train.*" checkpoint metadata */
+    /* When *interrupt becomes non-zero (a signal handler sets it), training stops after the step in
+     * progress, writes the checkpoint (mid-epoch: with its position in the epoch) and returns KILN_OK with
+     * result->interrupted. NULL: never. */
+    const volatile sig_atomic_t *interrupt;
     kn_progress_fn progress;
     void *progress_user;
     const kn_train_hooks *hooks; /* NULL: none */
@@ -69,6 +78,10 @@ typedef struct kn_train_result {
     bool has_val;
     double val_loss, val_accuracy;
     double seconds, samples_per_second;
+    bool interrupted;                   /* stopped by options->interrupt; no final model was written */
+    bool stopped_early;                 /* by options->early_stop */
+    int64_t best_epoch;                 /* with validation: the epoch of lowest validation loss (from 1) */
+    double best_val_loss, best_val_accuracy;
 } kn_train_result;
 
 /* Trains g in place on `train` (validating on `val` when not NULL) and writes options->out_path (if set).

@@ -1,13 +1,13 @@
-/* libFuzzer target: the .npy readers — the X.npy,Y.npy pair of the data loader (train, eval) and the
- * array reader of `kiln run`. The input is both files: its first byte tells where X ends (as a share of
- * the rest, in 256ths); `kiln run`'s reader reads X. Seeds in tests/fuzz/corpus/npy. */
+/* libFuzzer target: the .npy reader (train/npy.h), directly as `kiln run` reads an input and through the
+ * X.npy,Y.npy pair of the data loader (train, eval). The input is both files: its first byte tells where X
+ * ends (as a share of the rest, in 256ths); X is also read on its own. Seeds in tests/fuzz/corpus/npy. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_input.h"
-#include "npy.h"
 #include "train/data.h"
+#include "train/npy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *x = fuzz_write_file("x.npy", data + 1, split);
     fuzz_write_file("y.npy", data + 1 + split, rest - split);
     kn_tensor t;
-    if (cli_npy_read(x, &t) == KILN_OK)
+    if (kn_npy_read(x, &t) == KILN_OK)
         free(t.data);
     kn_dataset ds;
     kn_data_options options = {.quiet = true};

@@ -28,6 +28,22 @@ void cli_print_help(FILE *out, const char *command, const char *usage, const cli
     }
 }
 
+/* The options the last cli_parse saw (the process parses one command line). */
+static const char *given[64];
+static int n_given;
+
+static void note_given(const char *name) {
+    if (!cli_was_given(name) && n_given < (int)(sizeof given / sizeof given[0]))
+        given[n_given++] = name;
+}
+
+bool cli_was_given(const char *name) {
+    for (int i = 0; i < n_given; i++)
+        if (strcmp(given[i], name) == 0)
+            return true;
+    return false;
+}
+
 static bool set_option(const char *command, const cli_option *o, const char *value) {
     char *end;
     errno = 0;
@@ -39,6 +55,10 @@ static bool set_option(const char *command, const cli_option *o, const char *val
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end) {
             fprintf(stderr, "kiln %s: error: %s takes an integer, got '%s'\n", command, o->name, value);
+            return false;
+        }
+        if (strcmp(o->name, "--threads") == 0 && (v < 1 || v > CLI_MAX_THREADS)) {
+            fprintf(stderr, "kiln %s: error: --threads must be from 1 to %d, got %lld\n", command, CLI_MAX_THREADS, v);
             return false;
         }
         *(int64_t *)o->dest = v;
@@ -60,9 +80,67 @@ static bool set_option(const char *command, const cli_option *o, const char *val
     return false;
 }
 
+/* Levenshtein distance between a[0..na) and b[0..nb), for names of at most 63 bytes (longer: a large number). */
+static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) {
+    enum { MAX = 64 };
+    if (na >= MAX || nb >= MAX)
+        return MAX;
+    size_t row[MAX];
+    for (size_t j = 0; j <= nb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t above = row[j];
+            size_t best = diagonal + (a[i - 1] != b[j - 1]);
+            if (above + 1 < best)
+                best = above + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diagonal = above;
+        }
+    }
+    return row[nb];
+}
+
+const char *cli_closest(const char *word, size_t len, const char *const *names, int n) {
+    const char *best = NULL;
+    size_t best_distance = len / 3 > 2 ? len / 3 : 2; /* a suggestion only for a near miss */
+    for (int i = 0; i < n; i++) {
+        size_t d = edit_distance(word, len, names[i], strlen(names[i]));
+        bool prefix = len >= 3 && strncmp(names[i], word, len) == 0;
+        if (prefix)
+            d = 1;
+        if (d <= best_distance && (!best || d < best_distance)) {
+            best = names[i];
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
+/* "unknown option '--epoch' (did you mean --epochs?); see kiln train --help": one line. */
+static void print_unknown_option(const char *command, const char *arg, size_t len, const cli_option *options,
+                                 int n_options) {
+    enum { MAX_NAMES = 128 };
+    const char *names[MAX_NAMES];
+    int n = 0;
+    for (int k = 0; k < n_options && n < MAX_NAMES - 1; k++)
+        names[n++] = options[k].name;
+    names[n++] = "--help";
+    const char *near = cli_closest(arg, len, names, n);
+    fprintf(stderr, "kiln %s: error: unknown option '%.*s'", command, (int)len, arg);
+    if (near)
+        fprintf(stderr, " (did you mean %s?)", near);
+    fprintf(stderr, "; kiln %s --help lists the options\n", command);
+}
+
 bool cli_parse(const char *command, const char *usage, int argc, char **argv, int first, const cli_option *options,
                int n_options, const char **positional, int max_positional, int *n_positional) {
     *n_positional = 0;
+    n_given = 0;
     for (int i = first; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -71,8 +149,8 @@ bool cli_parse(const char *command, const char *usage, int argc, char **argv, in
         }
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
             if (*n_positional == max_positional) {
-                fprintf(stderr, "kiln %s: error: unexpected argument '%s'\n", command, arg);
-                cli_print_help(stderr, command, usage, options, n_options);
+                fprintf(stderr, "kiln %s: error: unexpected argument '%s'; usage: kiln %s %s\n", command, arg,
+                        command, usage);
                 return false;
             }
             positional[(*n_positional)++] = arg;
@@ -85,8 +163,7 @@ bool cli_parse(const char *command, const char *usage, int argc, char **argv, in
             if (strlen(options[k].name) == len && strncmp(options[k].name, arg, len) == 0)
                 o = &options[k];
         if (!o) {
-            fprintf(stderr, "kiln %s: error: unknown option '%.*s'\n", command, (int)len, arg);
-            cli_print_help(stderr, command, usage, options, n_options);
+            print_unknown_option(command, arg, len, options, n_options);
             return false;
         }
         const char *value = NULL;
@@ -105,9 +182,12 @@ bool cli_parse(const char *command, const char *usage, int argc, char **argv, in
         }
         if (!set_option(command, o, value))
             return false;
+        note_given(o->name);
     }
     return true;
 }
+
+const char *cli_plural(int64_t n) { return n == 1 ? "" : "s"; }
 
 int cli_fail(const char *command, kiln_status status) {
     const char *msg = kiln_last_error();

@@ -19,12 +19,27 @@ typedef struct cli_option {
     const char *help;
 } cli_option;
 
+/* The most --threads any command takes (cli_parse refuses an integer option --threads outside 1..this). */
+#define CLI_MAX_THREADS 1024
+
 /* Parses argv[first..] into the options and up to max_positional positional arguments. On a bad
- * option prints one error line and the usage to stderr and returns false. */
+ * option prints one error line to stderr (an unknown one with the nearest known name, "did you mean
+ * --epochs?", and a pointer to --help) and returns false. */
 bool cli_parse(const char *command, const char *usage, int argc, char **argv, int first, const cli_option *options,
                int n_options, const char **positional, int max_positional, int *n_positional);
 
 void cli_print_help(FILE *out, const char *command, const char *usage, const cli_option *options, int n_options);
+
+/* The one of names[0..n) nearest to word[0..len) (edit distance, or a prefix of at least 3 bytes) when it
+ * is a near miss, else NULL: for "did you mean ...?". */
+const char *cli_closest(const char *word, size_t len, const char *const *names, int n);
+
+/* "s" unless n is 1: "1 thread", "2 threads". */
+const char *cli_plural(int64_t n);
+
+/* Whether the last cli_parse saw option `name` ("--batch") on the command line (a default and an explicit
+ * value that equals it differ here: resuming refuses only what the user asked for). */
+bool cli_was_given(const char *name);
 
 /* "kiln <command>: error: <kiln_last_error()>" on stderr; returns the exit code 1. */
 int cli_fail(const char *command, kiln_status status);

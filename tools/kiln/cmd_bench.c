@@ -191,14 +191,13 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     const char *bad = !a.model ? "a model is required"
                       : a.batch < 1 ? "--batch must be at least 1"
-                      : a.threads < 0 ? "--threads must be >= 0"
                       : a.warmup < 0 ? "--warmup must be >= 0"
-                      : a.iters < 0 ? "--iters must be >= 0"
+                      : cli_was_given("--iters") && a.iters < 1 ? "--iters must be at least 1 (leave it out to "
+                                                                  "time as many runs as --seconds allows)"
                       : !(a.seconds > 0) ? "--seconds must be positive"
                                          : NULL;
     if (bad) {
-        fprintf(stderr, "kiln bench: error: %s\n", bad);
-        cli_print_help(stderr, "bench", usage, options, n_options);
+        fprintf(stderr, "kiln bench: error: %s; kiln bench --help lists the options\n", bad);
         return 2;
     }
     return run(&a);

@@ -7,14 +7,17 @@
 #include "format/onnx/onnx_export.h"
 #endif
 
-static const char usage[] = "IN OUT   (IN: .onnx, .kiln, .ckpt or a spec; OUT: .kiln or .onnx) [--json]";
+static const char usage[] =
+    "IN OUT   (IN: .onnx, .kiln, .ckpt or a spec; OUT: .kiln or .onnx) [--norm-as-metadata] [--json]";
 
-static kiln_status save(const kn_graph *g, const char *path) {
+static kiln_status save(const kn_graph *g, const char *path, bool norm_as_metadata) {
     if (cli_has_suffix(path, ".kiln"))
         return kn_kiln_save(path, g, NULL, 0);
 #ifdef KILN_HAVE_ONNX
-    return kn_onnx_export_file(g, path);
+    kn_onnx_export_options options = {.norm_as_metadata = norm_as_metadata};
+    return kn_onnx_export_file_with(g, path, &options);
 #else
+    (void)norm_as_metadata;
     return kn_fail(KILN_ERR_UNSUPPORTED, "%s: this kiln was built without ONNX support (it needs protobuf-c; see "
                    "README)", path);
 #endif
@@ -42,8 +45,10 @@ static void print_summary(const char *in, const char *out, const kn_graph *g, bo
 }
 
 int cmd_convert(int argc, char **argv) {
-    bool json = false;
+    bool json = false, norm_as_metadata = false;
     const cli_option options[] = {
+        {"--norm-as-metadata", CLI_FLAG, &norm_as_metadata,
+         "ONNX: keep the input standardisation as metadata, not Sub/Div nodes (the caller standardises)"},
         {"--json", CLI_FLAG, &json, "print one JSON object with the summary"},
     };
     const int n_options = (int)(sizeof options / sizeof options[0]);
@@ -64,7 +69,7 @@ int cmd_convert(int argc, char **argv) {
     kiln_status st = cli_load_model(paths[0], 1, &g, NULL, NULL);
     if (st != KILN_OK)
         return cli_fail("convert", st);
-    st = save(&g, paths[1]);
+    st = save(&g, paths[1], norm_as_metadata);
     if (st == KILN_OK)
         print_summary(paths[0], paths[1], &g, json);
     kn_graph_free(&g);

@@ -110,7 +110,8 @@ static int run(const distill_args *a) {
     if (st == KILN_OK)
         st = kn_graph_save_path(&student, a->out);
     if (st == KILN_OK && talk)
-        printf("done: %lld epochs in %.1fs; student written to %s\n", (long long)r.epochs_done, r.seconds, a->out);
+        printf("done: %lld epoch%s in %.1fs; student written to %s\n", (long long)r.epochs_done,
+               cli_plural(r.epochs_done), r.seconds, a->out);
     if (st == KILN_OK && !a->train.quiet)
         st = print_summary(a, &teacher, &student, cli_train_data_val(&data));
     rc = st == KILN_OK ? 0 : cli_fail("distill", st);

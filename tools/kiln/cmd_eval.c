@@ -72,10 +72,9 @@ int cmd_eval(int argc, char **argv) {
     kn_loss loss = {.reduction = KN_REDUCTION_MEAN};
     const char *trained_loss = kn_graph_meta(&g, "train.loss");
     st = kn_loss_parse(loss_name ? loss_name : trained_loss ? trained_loss : "ce", &loss.kind);
-    kn_data_options data_options = {.label_column = label, .quiet = json,
-                                    .feature_mean = g.input_mean, .feature_std = g.input_std,
-                                    .feature_count = g.n_norm, .class_names = g.class_names,
-                                    .class_count = g.n_classes};
+    kn_data_options data_options = kn_data_options_for_model(&g);
+    data_options.label_column = label;
+    data_options.quiet = json;
     kn_dataset ds = {0};
     if (st == KILN_OK)
         st = kn_dataset_load(data, &data_options, &ds);
@@ -88,8 +87,8 @@ int cmd_eval(int argc, char **argv) {
     } else if (json) {
         print_json(model, data, &r);
     } else {
-        printf("%s on %s: %lld samples\n  loss      %.4f (%s)\n", model, data, (long long)r.count, r.loss,
-               kn_loss_name(loss.kind));
+        printf("%s on %s: %lld sample%s\n  loss      %.4f (%s)\n", model, data, (long long)r.count,
+               cli_plural(r.count), r.loss, kn_loss_name(loss.kind));
         if (r.accuracy >= 0)
             printf("  accuracy  %.4f\n", r.accuracy);
         if (r.confusion)

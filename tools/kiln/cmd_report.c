@@ -100,8 +100,8 @@ int cmd_report(int argc, char **argv) {
         if (mem)
             fclose(mem);
     }
-    if (st == KILN_OK)
-        st = kn_file_write_atomic(out, emit_page, &p);
+    if (st == KILN_OK && (st = kn_file_write_atomic(out, emit_page, &p)) != KILN_OK)
+        kn_error_prefix("%s: ", out);
     if (st == KILN_OK && json) {
         printf("{\"command\":\"report\",\"out\":");
         cli_json_string(stdout, out);

@@ -9,8 +9,8 @@
 #include "cli.h"
 #include "core/status.h"
 #include "inputs.h"
-#include "npy.h"
 #include "runtime/runtime.h"
+#include "train/npy.h"
 
 static const char usage[] = "M.kiln|M.onnx [NAME=]INPUT... [--top K] [--out DIR] [--batch-dim] [--json]";
 
@@ -44,6 +44,7 @@ static kiln_status read_inputs(const run_args *a, kiln_session *s, const kiln_mo
     }
     cli_input_options options = {.batch_dim = a->batch_dim, .label = a->label};
     options.n_norm = kiln_model_input_norm(model, &options.mean, &options.std);
+    options.columns = kiln_model_metadata(model, "train.columns");
     int unnamed = 0;
     for (int f = 0; f < a->n_inputs; f++) {
         const char *arg = a->inputs[f], *path = arg, *eq = strchr(arg, '=');
@@ -110,7 +111,7 @@ static kiln_status get_output(const run_args *a, kiln_session *s, const kiln_mod
             *c = '_';
     if (snprintf(o->file, sizeof o->file, "%s/%s.npy", a->out_dir, safe) >= (int)sizeof o->file)
         return kn_fail(KILN_ERR_INVALID_ARG, "--out path '%s' is too long", a->out_dir);
-    return cli_npy_write(o->file, &o->t);
+    return kn_npy_write(o->file, &o->t);
 }
 
 /* A class and its probability, for ranking. */

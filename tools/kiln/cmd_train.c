@@ -1,7 +1,9 @@
 /* kiln train: trains a spec, .kiln, .onnx or checkpoint on a dataset and writes a .kiln model. */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "compress/grad_quant.h"
@@ -17,8 +19,10 @@ static const char usage[] = "--model SPEC.txt|M.kiln|M.onnx --data DATA --out M.
 typedef struct train_args {
     cli_train_args train;
     const char *model, *out, *resume, *checkpoint;
-    bool qat, lsq, error_feedback;
+    bool qat, lsq, error_feedback, override;
     int64_t bits, act_bits, grad_bits;
+    int argc;
+    char **argv; /* the command line, to print the command that resumes an interrupted run */
 } train_args;
 
 /* Checks the compression options; prints the error and returns the exit code, 0 when they are fine. */
@@ -75,6 +79,16 @@ static kiln_status prepare_qat(const train_args *a, kn_graph *g, const kn_datase
     return KILN_OK;
 }
 
+/* How early stopping and --save-best ended the run. */
+static void print_best_epoch(const kn_train_result *r, const kn_train_options *o) {
+    if (r->stopped_early)
+        printf("early stop after epoch %lld: the validation loss has not improved for %lld epoch%s\n",
+               (long long)r->epochs_done, (long long)o->early_stop, cli_plural(o->early_stop));
+    if (o->keep_best && r->best_epoch > 0)
+        printf("kept epoch %lld, of lowest validation loss %.4f%s\n", (long long)r->best_epoch, r->best_val_loss,
+               r->best_epoch == r->epochs_done ? " (the last)" : "");
+}
+
 static void print_json(const train_args *a, const kn_graph *g, const kn_train_result *r, const kn_train_options *o) {
     printf("{\"command\":\"train\",\"model\":");
     cli_json_string(stdout, a->resume ? a->resume : a->model);
@@ -93,14 +107,73 @@ static void print_json(const train_args *a, const kn_graph *g, const kn_train_re
         if (r->val_accuracy >= 0)
             printf(",\"val_accuracy\":%.6f", r->val_accuracy);
     }
-    printf(",\"seconds\":%.3f,\"samples_per_second\":%.1f}\n", r->seconds, r->samples_per_second);
+    if (r->best_epoch > 0)
+        printf(",\"best_epoch\":%lld,\"best_val_loss\":%.6f", (long long)r->best_epoch, r->best_val_loss);
+    printf(",\"stopped_early\":%s,\"seconds\":%.3f,\"samples_per_second\":%.1f}\n", r->stopped_early ? "true" : "false",
+           r->seconds, r->samples_per_second);
 }
 
-static int run(const train_args *a) {
+/* Ctrl-C: the first asks training to stop at the next step boundary and write its checkpoint; the handler
+ * is then reset, so a second one ends the process at once. */
+static volatile sig_atomic_t interrupt_flag;
+
+static void on_interrupt(int sig) {
+    (void)sig;
+    interrupt_flag = 1;
+    static const char note[] = "\nkiln train: stopping after this step to write the checkpoint (Ctrl-C again quits "
+                               "at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, note, sizeof note - 1);
+    (void)ignored;
+}
+
+static void catch_interrupt(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* One shell word: as it is when it holds only safe characters, else in single quotes. */
+static void print_shell_word(FILE *out, const char *word) {
+    if (*word && strspn(word, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./,:=+-@%") ==
+                     strlen(word)) {
+        fputs(word, out);
+        return;
+    }
+    fputc('\'', out);
+    for (const char *c = word; *c; c++)
+        fputs(*c == '\'' ? "'\\''" : (char[2]){*c, 0}, out);
+    fputc('\'', out);
+}
+
+/* The command line that continues: this one with --model/--resume replaced by --resume CHECKPOINT (the
+ * other options are the run's own, so they agree with what the checkpoint recorded). */
+static void print_resume_command(FILE *out, const train_args *a, const char *checkpoint) {
+    fputs("kiln train --resume ", out);
+    print_shell_word(out, checkpoint);
+    for (int i = 2; i < a->argc; i++) {
+        const char *arg = a->argv[i];
+        if (strcmp(arg, "--model") == 0 || strcmp(arg, "--resume") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(arg, "--model=", 8) == 0 || strncmp(arg, "--resume=", 9) == 0)
+            continue;
+        fputc(' ', out);
+        print_shell_word(out, arg);
+    }
+    fputc('\n', out);
+}
+
+static int run(train_args *a) {
     kn_train_options o;
     int rc = cli_train_build_options("train", &a->train, &o);
     if (rc || (rc = check_compression_args(a)))
         return rc;
+    if (a->override && !a->resume)
+        return cli_fail_msg("train", "--override goes with --resume");
     if (!cli_has_suffix(a->out, ".kiln") && !cli_has_suffix(a->out, ".onnx"))
         return cli_fail_msg("train", "--out %s: the model is written as .kiln or .onnx", a->out);
     const char *input = a->resume ? a->resume : a->model;
@@ -114,9 +187,13 @@ static int run(const train_args *a) {
     else if (snprintf(checkpoint, sizeof checkpoint, "%s.ckpt", a->out) >= (int)sizeof checkpoint)
         return cli_fail_msg("train", "--out path is too long");
     o.checkpoint_path = checkpoint;
-    const char *outputs[] = {a->out, checkpoint, a->train.log};
+    const char *outputs[] = {a->out, a->train.log};
     const char *inputs[] = {input, a->train.data, a->train.val};
-    if ((rc = cli_check_outputs("train", outputs, 3, inputs, 3)))
+    if ((rc = cli_check_outputs("train", outputs, 2, inputs, 3)))
+        return rc;
+    /* The checkpoint a run resumes from is the one it goes on writing (replaced atomically after it was read). */
+    const char *checkpoint_inputs[] = {a->resume ? NULL : a->model, a->train.data, a->train.val};
+    if ((rc = cli_check_outputs("train", (const char *[]){checkpoint}, 1, checkpoint_inputs, 3)))
         return rc;
     kn_threads_set((int)a->train.threads);
 
@@ -127,6 +204,11 @@ static int run(const train_args *a) {
         cli_load_model(a->resume ? a->resume : a->model, (uint64_t)a->train.seed, &g, &state, &n_state);
     if (st != KILN_OK)
         return cli_fail("train", st);
+    if (a->resume && (rc = cli_train_resume_options("train", &a->train, &g, a->override, &o))) {
+        kn_named_tensors_free(state, n_state);
+        kn_graph_free(&g);
+        return rc;
+    }
     cli_train_data data;
     st = cli_train_data_load(&a->train, &g, &data);
     cli_train_progress progress;
@@ -155,30 +237,46 @@ static int run(const train_args *a) {
             print_grad_bytes(&g, (int)a->grad_bits);
     }
     if (st == KILN_OK && !a->train.json && !a->train.quiet)
-        printf("training %s on %s (%lld samples%s), %lld params, %s, batch %lld, %d threads\n",
+        printf("training %s on %s (%lld sample%s%s), %lld param%s, %s, batch %lld, %d thread%s\n",
                a->resume ? a->resume : a->model, a->train.data, (long long)train_set->count,
-               data.has_val ? ", with validation" : "", (long long)kn_graph_param_count(&g), a->train.optimizer,
-               (long long)a->train.batch, kn_threads_get());
+               cli_plural(train_set->count), data.has_val ? ", with validation" : "",
+               (long long)kn_graph_param_count(&g), cli_plural(kn_graph_param_count(&g)), a->train.optimizer,
+               (long long)a->train.batch, kn_threads_get(), cli_plural(kn_threads_get()));
     fflush(stdout);
+    interrupt_flag = 0;
+    o.interrupt = &interrupt_flag;
+    catch_interrupt();
     if (st == KILN_OK)
         st = kn_train(&g, train_set, cli_train_data_val(&data), &o, state, n_state, &r);
+    signal(SIGINT, SIG_DFL);
     cli_progress_end_line(&progress.bar);
-    if (st == KILN_OK && qat)
+    bool interrupted = st == KILN_OK && r.interrupted;
+    if (interrupted) { /* no final model: the checkpoint is where the run stands */
+        fprintf(stderr, "kiln train: interrupted after step %lld (epoch %lld of %lld); checkpoint written to %s\n"
+                "resume with: ", (long long)r.steps, (long long)r.epochs_done + 1, (long long)o.epochs, checkpoint);
+        print_resume_command(stderr, a, checkpoint);
+    }
+    bool finish = st == KILN_OK && !interrupted;
+    if (finish && qat)
         st = kn_qat_finalize(&g);
-    if (st == KILN_OK)
+    if (finish && st == KILN_OK)
         st = kn_graph_save_path(&g, a->out);
-    if (st == KILN_OK && show_summary && (st = kn_model_summarize(&g, &summary_options, &summaries[1])) == KILN_OK) {
+    if (finish && st == KILN_OK && show_summary &&
+        (st = kn_model_summarize(&g, &summary_options, &summaries[1])) == KILN_OK) {
         const char *labels[2] = {"float", "quantized"};
         kn_summary_print_table(stdout, labels + !has_before, summaries + !has_before, 1 + has_before);
     }
-    if (st == KILN_OK) {
+    if (finish && st == KILN_OK && !a->train.json)
+        print_best_epoch(&r, &o);
+    if (finish && st == KILN_OK) {
         if (a->train.json)
             print_json(a, &g, &r, &o);
         else
-            printf("done: %lld epochs, %lld steps in %.1fs (%.0f samples/s); model written to %s, checkpoint %s\n",
-                   (long long)r.epochs_done, (long long)r.steps, r.seconds, r.samples_per_second, a->out, checkpoint);
+            printf("done: %lld epoch%s, %lld step%s in %.1fs (%.0f samples/s); model written to %s, checkpoint %s\n",
+                   (long long)r.epochs_done, cli_plural(r.epochs_done), (long long)r.steps, cli_plural(r.steps),
+                   r.seconds, r.samples_per_second, a->out, checkpoint);
     }
-    rc = st == KILN_OK ? 0 : cli_fail("train", st);
+    rc = st != KILN_OK ? cli_fail("train", st) : interrupted ? 128 + SIGINT : 0;
     kn_grad_quant_free(&grad_quant);
     cli_train_data_free(&data);
     kn_named_tensors_free(state, n_state);
@@ -189,11 +287,12 @@ static int run(const train_args *a) {
 int cmd_train(int argc, char **argv) {
     train_args a = {.train = cli_train_args_defaults(5)};
     a.grad_bits = 32;
-    cli_option options[CLI_TRAIN_OPTION_COUNT + 10] = {
+    cli_option options[CLI_TRAIN_OPTION_COUNT + 11] = {
         {"--model", CLI_STRING, &a.model, "model spec (.txt), .kiln or .onnx model to train"},
         {"--out", CLI_STRING, &a.out, "where to write the trained model (.kiln or .onnx)"},
         {"--resume", CLI_STRING, &a.resume, "continue from this checkpoint"},
         {"--checkpoint", CLI_STRING, &a.checkpoint, "checkpoint path (default OUT.ckpt)"},
+        {"--override", CLI_FLAG, &a.override, "--resume: take options that differ from the checkpoint's run"},
         {"--qat", CLI_FLAG, &a.qat, "quantization-aware training: fake-quantize, then write the quantized model"},
         {"--bits", CLI_INT, &a.bits, "--qat weight bits: 8, 4, 2 or 1 (binary +-alpha)"},
         {"--act-bits", CLI_INT, &a.act_bits, "--qat activation bits: 8 (default: weights only)"},
@@ -201,7 +300,7 @@ int cmd_train(int argc, char **argv) {
         {"--grad-bits", CLI_INT, &a.grad_bits, "quantize gradients to 8, 4, 2 or 1 bits (default 32: off)"},
         {"--error-feedback", CLI_FLAG, &a.error_feedback, "--grad-bits: carry the quantization error over"},
     };
-    int n_options = 10 + cli_train_option_table(&a.train, options + 10);
+    int n_options = 11 + cli_train_option_table(&a.train, options + 11);
     int n_pos;
     if (!cli_parse("train", usage, argc, argv, 2, options, n_options, NULL, 0, &n_pos))
         return 2;
@@ -210,5 +309,7 @@ int cmd_train(int argc, char **argv) {
         cli_print_help(stderr, "train", usage, options, n_options);
         return 2;
     }
+    a.argc = argc;
+    a.argv = argv;
     return run(&a);
 }

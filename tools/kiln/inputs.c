@@ -10,7 +10,8 @@
 #include "cli.h"
 #include "core/status.h"
 #include "image.h"
-#include "npy.h"
+#include "train/data.h"
+#include "train/npy.h"
 
 void cli_batch_init(cli_batch *b, const char *name, const kn_shape *shape, kn_dtype dtype) {
     memset(b, 0, sizeof *b);
@@ -142,37 +143,13 @@ static kiln_status npy_samples(const cli_batch *b, const char *path, const kn_sh
 
 static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_options *options) {
     kn_tensor t;
-    KN_TRY(cli_npy_read(path, &t));
+    KN_TRY(kn_npy_read(path, &t));
     kiln_status st = KILN_OK;
-    int64_t numel = kn_shape_numel(&t.shape);
     if (t.dtype == KN_U16 && b->model_dtype == KN_BF16)
         t.dtype = KN_BF16; // numpy has no bfloat16: uint16 arrays hold its bit patterns
-    if (t.dtype == KN_F64 && b->model_dtype == KN_F32) {
-        // float64 arrays (numpy's default) for a float input are read as float, rounded once.
-        float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
-        if (!x)
-            st = kn_fail(KILN_ERR_NOMEM, "%s: no memory for %lld floats", path, (long long)numel);
-        for (int64_t i = 0; x && st == KILN_OK && i < numel; i++) {
-            double v = ((const double *)t.data)[i];
-            x[i] = (float)v;
-            if (isfinite(v) && !isfinite(x[i]))
-                st = kn_fail(KILN_ERR_NUMERIC, "%s: element %lld (%g) does not fit in a float", path, (long long)i, v);
-        }
-        free(t.data);
-        t.data = x;
-        t.dtype = KN_F32;
-    }
-    if (t.dtype == KN_U8 && b->model_dtype == KN_F32) {
-        // Bytes for a float input are pixels, scaled as kiln's training loaders scale them.
-        float *x = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
-        if (!x)
-            st = kn_fail(KILN_ERR_NOMEM, "%s: no memory for %lld floats", path, (long long)numel);
-        for (int64_t i = 0; x && i < numel; i++)
-            x[i] = ((const uint8_t *)t.data)[i] / 255.0f;
-        free(t.data);
-        t.data = x;
-        t.dtype = KN_F32;
-    }
+    // A float input takes any array as kiln's training loader reads it (uint8 pixels scaled by 1/255).
+    if (b->model_dtype == KN_F32)
+        st = kn_npy_to_f32(path, &t);
     kn_shape sample;
     int64_t n = 0;
     if (st == KILN_OK)
@@ -280,6 +257,21 @@ static kiln_status find_target(const char *path, char **header, int64_t columns,
     return KILN_OK;
 }
 
+/* The header's feature columns (all but the target) against the ones the model was trained on. */
+static kiln_status check_columns(const char *path, char **header, int64_t columns, int64_t target,
+                                 const char *expected) {
+    const char **names = malloc(sizeof *names * (size_t)columns);
+    if (!names)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory reading %s", path);
+    int64_t n = 0;
+    for (int64_t c = 0; c < columns; c++)
+        if (c != target)
+            names[n++] = header[c];
+    kiln_status st = kn_data_check_columns(path, names, n, expected);
+    free(names);
+    return st;
+}
+
 /* Parses field as a number a float can hold. */
 static bool parse_feature(const char *field, float *value) {
     char *end;
@@ -309,6 +301,8 @@ static kiln_status read_rows(const char *path, char *text, int64_t features, con
         return kn_fail(KILN_ERR_NOMEM, "out of memory reading %s", path);
     int64_t columns = split_line(&text, fields, features + 1), target;
     kiln_status st = find_target(path, fields, columns, features, options->label, input_name, &target);
+    if (st == KILN_OK && options->columns)
+        st = check_columns(path, fields, columns, target, options->columns);
     for (line++; st == KILN_OK && *text; line++) {
         if (blank(text)) {
             next_line(&text);

@@ -10,6 +10,7 @@
  *   .csv        a header row, then one sample per row: the input's features, plus optionally one target
  *               column (the last, or the one named by `label`) that is skipped; standardised by the
  *               model's statistics as in training. Fields are numbers; quoted fields may not hold commas.
+ *               When the model stored its CSV column names, the feature columns must be those, in order.
  *
  * Shapes and dtypes are not checked against the model here beyond what reading needs: the runtime
  * checks them when the batch is set (kiln_session_resize_input, kiln_session_set_input).
@@ -28,6 +29,8 @@ typedef struct cli_input_options {
     const char *label;         /* CSV target column to skip, by name; NULL: the last when there is one extra */
     const float *mean, *std;   /* the model's input statistics (n_norm values), or NULL */
     int64_t n_norm;
+    const char *columns;       /* CSV: the feature columns the model was trained on (kn_data_columns_join
+                                  form), which the header must name in order; NULL: not checked */
 } cli_input_options;
 
 typedef struct cli_batch {

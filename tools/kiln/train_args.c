@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "train/checkpoint.h"
 
 cli_train_args cli_train_args_defaults(int64_t epochs) {
     return (cli_train_args){.optimizer = "adam", .loss = "ce", .schedule = "constant", .epochs = epochs,
@@ -17,6 +20,8 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
         {"--data", CLI_STRING, &a->data, "training data: fashion-mnist, IDX, CSV or X.npy,Y.npy"},
         {"--val", CLI_STRING, &a->val, "validation data (same forms as --data)"},
         {"--val-split", CLI_FLOAT, &a->val_split, "hold out this fraction of --data for validation"},
+        {"--early-stop", CLI_INT, &a->early_stop, "stop when the validation loss has not improved for N epochs"},
+        {"--save-best", CLI_FLAG, &a->save_best, "write the epoch of lowest validation loss, not the last"},
         {"--epochs", CLI_INT, &a->epochs, "epochs"},
         {"--batch", CLI_INT, &a->batch, "batch size (default 64)"},
         {"--optimizer", CLI_STRING, &a->optimizer, "sgd|adam|adamw|adagrad|adafactor (default adam)"},
@@ -44,11 +49,45 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
     return CLI_TRAIN_OPTION_COUNT;
 }
 
+/* An option given for an optimizer or schedule it does nothing for ("--momentum" with adam): 0 when none. */
+static int check_applicable(const char *command, kn_optim_kind optim, kn_schedule_kind schedule) {
+    static const struct {
+        const char *flag;
+        bool sgd_only;                /* else: only for `schedule` */
+        kn_schedule_kind schedule;
+    } only[] = {
+        {"--momentum", true, 0},
+        {"--dampening", true, 0},
+        {"--nesterov", true, 0},
+        {"--step-size", false, KN_SCHEDULE_STEP},
+        {"--gamma", false, KN_SCHEDULE_STEP},
+        {"--min-lr", false, KN_SCHEDULE_COSINE},
+    };
+    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++) {
+        if (!cli_was_given(only[i].flag))
+            continue;
+        if (only[i].sgd_only && optim != KN_OPTIM_SGD)
+            return cli_fail_msg(command, "%s applies to --optimizer sgd; it does nothing for %s", only[i].flag,
+                                kn_optim_name(optim));
+        if (!only[i].sgd_only && schedule != only[i].schedule)
+            return cli_fail_msg(command, "%s applies to --schedule %s; it does nothing for %s", only[i].flag,
+                                kn_schedule_name(only[i].schedule), kn_schedule_name(schedule));
+    }
+    return 0;
+}
+
 int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o) {
     memset(o, 0, sizeof *o);
     kn_optim_kind optim;
     if (kn_optim_parse(a->optimizer, &optim) != KILN_OK)
         return cli_fail(command, KILN_ERR_INVALID_ARG);
+    kn_schedule_kind schedule;
+    if (kn_schedule_parse(a->schedule, &schedule) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
+    /* Resuming takes the optimizer and schedule from the checkpoint: cli_train_resume_options checks then. */
+    int rc = cli_was_given("--resume") ? 0 : check_applicable(command, optim, schedule);
+    if (rc)
+        return rc;
     o->optim = kn_optim_defaults(optim);
     if (!isnan(a->lr)) {
         if (a->lr <= 0)
@@ -75,13 +114,98 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
     o->schedule.min_lr = (float)a->min_lr;
     o->epochs = a->epochs;
     o->batch = a->batch;
+    if (a->clip_norm < 0)
+        return cli_fail_msg(command, "--clip-norm must be positive (0: no clipping), got %g", a->clip_norm);
     o->clip_norm = (float)a->clip_norm;
     o->seed = (uint64_t)a->seed;
+    if (cli_was_given("--early-stop") && a->early_stop < 1)
+        return cli_fail_msg(command, "--early-stop must be at least 1 epoch, got %lld", (long long)a->early_stop);
+    o->early_stop = a->early_stop;
+    o->keep_best = a->save_best;
     o->log_path = a->log;
     if (a->val && a->val_split > 0)
         return cli_fail_msg(command, "give --val or --val-split, not both");
     if (a->val_split < 0 || a->val_split >= 1)
         return cli_fail_msg(command, "--val-split must be in [0, 1), got %g", a->val_split);
+    return 0;
+}
+
+/* The options a checkpoint records that the command line can set, with the recorded keys each sets. */
+static const struct {
+    const char *flag;
+    const char *keys[2];
+} resumable[] = {
+    {"--epochs", {"train.epochs"}},
+    {"--batch", {"train.batch"}},
+    {"--seed", {"train.seed"}},
+    {"--optimizer", {"train.optimizer"}},
+    {"--lr", {"train.optim.lr", "train.optim.relative_step"}},
+    {"--momentum", {"train.optim.momentum"}},
+    {"--dampening", {"train.optim.dampening"}},
+    {"--nesterov", {"train.optim.nesterov"}},
+    {"--weight-decay", {"train.optim.weight_decay"}},
+    {"--loss", {"train.loss"}},
+    {"--label-smoothing", {"train.loss.label_smoothing"}},
+    {"--schedule", {"train.schedule"}},
+    {"--warmup", {"train.schedule.warmup_steps"}},
+    {"--step-size", {"train.schedule.step_size"}},
+    {"--gamma", {"train.schedule.gamma"}},
+    {"--min-lr", {"train.schedule.min_lr"}},
+    {"--clip-norm", {"train.clip_norm"}},
+    {"--early-stop", {"train.early_stop"}},
+    {"--save-best", {"train.keep_best"}},
+};
+
+/* A recorded value as a person reads it: integers and names as they are, floats to 7 digits. */
+static void readable(const char *text, char *out, size_t size) {
+    char *end;
+    (void)strtoll(text, &end, 10);
+    if (*end == 0) {
+        snprintf(out, size, "%s", text);
+        return;
+    }
+    double v = strtod(text, &end);
+    if (*end == 0)
+        snprintf(out, size, "%.7g", v);
+    else
+        snprintf(out, size, "%s", text);
+}
+
+int cli_train_resume_options(const char *command, cli_train_args *a, const kn_graph *g, bool override,
+                             kn_train_options *o) {
+    kn_train_options merged = *o;
+    bool found;
+    if (kn_checkpoint_options_load(g, &merged, &found) != KILN_OK)
+        return cli_fail(command, KILN_ERR_FORMAT);
+    if (!found)
+        return 0;
+    for (size_t i = 0; i < sizeof resumable / sizeof resumable[0]; i++) {
+        if (!cli_was_given(resumable[i].flag))
+            continue;
+        for (int k = 0; k < 2 && resumable[i].keys[k]; k++) {
+            const char *key = resumable[i].keys[k];
+            char mine[64], recorded[64], shown_mine[64], shown_recorded[64];
+            kn_checkpoint_option_text(o, key, mine, sizeof mine);
+            kn_checkpoint_option_text(&merged, key, recorded, sizeof recorded);
+            bool may_change = override || strcmp(resumable[i].flag, "--epochs") == 0;
+            if (strcmp(mine, recorded) != 0 && !may_change) {
+                readable(mine, shown_mine, sizeof shown_mine);
+                readable(recorded, shown_recorded, sizeof shown_recorded);
+                return cli_fail_msg(command, "%s %s differs from the checkpoint's run (%s %s): leave it out to "
+                                    "resume that run, or add --override to change it", resumable[i].flag,
+                                    shown_mine, resumable[i].flag, shown_recorded);
+            }
+            kn_checkpoint_option_copy(&merged, o, key);
+        }
+    }
+    int rc = check_applicable(command, merged.optim.kind, merged.schedule.kind);
+    if (rc)
+        return rc;
+    *o = merged;
+    a->epochs = o->epochs;
+    a->batch = o->batch;
+    a->seed = (int64_t)o->seed;
+    a->optimizer = kn_optim_name(o->optim.kind);
     return 0;
 }
 
@@ -102,6 +226,8 @@ kiln_status cli_train_data_load(const cli_train_args *a, const kn_graph *g, cli_
             val_options.class_names = (const char *const *)d->all.class_names;
             val_options.class_count = d->all.class_count;
         }
+        if (d->all.columns)
+            val_options.columns = d->all.columns;
         st = kn_dataset_load(a->val, &val_options, &d->val);
     } else if (st == KILN_OK && a->val_split > 0) {
         st = kn_dataset_split(&d->all, a->val_split, (uint64_t)a->seed, &d->train, &d->val);
@@ -134,12 +260,15 @@ void cli_train_on_progress(const kn_train_progress *p, void *user) {
     char label[32], detail[160], eta[32];
     snprintf(label, sizeof label, "epoch %lld/%lld", (long long)p->epoch, (long long)p->epochs);
     if (p->event == KN_PROGRESS_STEP) {
-        cli_format_duration(p->eta_seconds, eta, sizeof eta);
-        char acc[32] = "";
+        char acc[32] = "", rate[64] = "";
         if (p->accuracy >= 0)
             snprintf(acc, sizeof acc, " acc %.4f", p->accuracy);
-        snprintf(detail, sizeof detail, "%lld/%lld loss %.4f%s %.0f samples/s ETA %s", (long long)p->batch_index,
-                 (long long)p->batches, p->loss, acc, p->samples_per_second, eta);
+        if (p->samples_per_second > 0) { /* none on the first step: nothing is measured yet */
+            cli_format_duration(p->eta_seconds, eta, sizeof eta);
+            snprintf(rate, sizeof rate, " %.0f samples/s ETA %s", p->samples_per_second, eta);
+        }
+        snprintf(detail, sizeof detail, "%lld/%lld loss %.4f%s%s", (long long)p->batch_index, (long long)p->batches,
+                 p->loss, acc, rate);
         cli_progress_update(&s->bar, label, (double)p->batch_index / (double)p->batches, detail,
                             p->batch_index == p->batches);
         return;

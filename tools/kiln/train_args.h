@@ -7,11 +7,13 @@
 #include "cli.h"
 #include "train/trainer.h"
 
+#define CLI_TRAIN_OPTION_COUNT 27
+
 typedef struct cli_train_args {
     const char *data, *val, *log, *optimizer, *loss, *schedule, *label;
-    int64_t epochs, batch, seed, threads, warmup, step_size;
+    int64_t epochs, batch, seed, threads, warmup, step_size, early_stop;
     double lr, momentum, dampening, weight_decay, val_split, clip_norm, label_smoothing, gamma, min_lr;
-    bool nesterov, json, quiet;
+    bool nesterov, save_best, json, quiet;
 } cli_train_args;
 
 /* The defaults of `kiln train`, with `epochs` epochs. */
@@ -19,12 +21,20 @@ cli_train_args cli_train_args_defaults(int64_t epochs);
 
 /* Writes the training options (--data, --val, --epochs, --optimizer, ...) bound to `a` into
  * options[0..]; returns how many (at most CLI_TRAIN_OPTION_COUNT). */
-#define CLI_TRAIN_OPTION_COUNT 25
 int cli_train_option_table(cli_train_args *a, cli_option *options);
 
 /* kn_train_options from the parsed arguments (paths, progress and hooks left for the caller). On a bad
  * value prints the error as `command` and returns its exit code; 0 on success. */
 int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o);
+
+/* Resuming: o (built from `a`) takes the options the checkpoint g recorded for its run — seed, batch,
+ * epochs, optimizer and its parameters, schedule, loss, clipping — so the run goes on as it began. An
+ * option the command line sets to another value is refused, naming it, unless `override` (--epochs may
+ * always change: it is how a finished run is trained further). A checkpoint that recorded none leaves o
+ * as built. The values o ends with are written back into a (seed, batch, epochs, optimizer) for the
+ * data split and the messages. Prints the error as `command` and returns its exit code; 0 on success. */
+int cli_train_resume_options(const char *command, cli_train_args *a, const kn_graph *g, bool override,
+                             kn_train_options *o);
 
 /* The training data and validation data (--val, or --val-split of --data), loaded the way the model g
  * expects them (its input standardisation and class names, when it has them). */

@@ -44,6 +44,9 @@ typedef struct exporter {
     size_t n_made;
     bool *dequantized;          /* (g->n_values) initializers exported as a compact initializer and the
                                    node that decodes it (DequantizeLinear, Cast) */
+    kn_onnx_export_options options;
+    const char *raw_input;      /* the graph input's name when Sub/Div standardise it (its value inside
+                                   the graph is then the Div's output), else NULL */
 } exporter;
 
 static kiln_status no_memory(void) { return kn_fail(KILN_ERR_NOMEM, "out of memory exporting ONNX"); }
@@ -767,6 +770,49 @@ static kiln_status export_compact_initializers(exporter *x) {
     return st;
 }
 
+/* ---- input standardisation ---- */
+
+/* The shape of the mean/std constants for an input of shape `in`: n_norm values over the leading sample
+ * dims whose product it is (all of them for a CSV row, the channels of an image), then 1s, so they
+ * broadcast over the rest as kiln's loaders apply them. False when no leading dims multiply to n_norm. */
+static bool norm_shape_of(const kn_shape *in, int64_t n_norm, kn_shape *shape) {
+    *shape = (kn_shape){.ndim = in->ndim - 1};
+    int64_t product = 1;
+    int k = 1;
+    while (product < n_norm && k < in->ndim && in->d[k] > 0)
+        product *= in->d[k++];
+    if (product != n_norm)
+        return false;
+    for (int i = 1; i < in->ndim; i++)
+        shape->d[i - 1] = i < k ? in->d[i] : 1;
+    return true;
+}
+
+/* x_std = (x - mean) / std at the graph's first input, as kiln standardises what it feeds a model trained
+ * on standardised data: Sub and Div named "<input>/standardize/...". The graph input keeps its name;
+ * every node that read it reads "<input>/standardized" instead. */
+static kiln_status export_standardization(exporter *x) {
+    const kn_graph *g = x->g;
+    int in = g->inputs[0];
+    const char *raw = x->names[in];
+    kn_shape shape;
+    if (!norm_shape_of(&g->values[in].shape, g->n_norm, &shape))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "input '%s': its %lld standardisation values (mean/std) match no "
+                       "leading dims of its shape; export with the standardisation as metadata instead",
+                       raw, (long long)g->n_norm);
+    const char *mean = made_tensor(x, raw, "mean", KN_F32, &shape, g->input_mean);
+    const char *std = made_tensor(x, raw, "std", KN_F32, &shape, g->input_std);
+    const char *centered = made_name(x, raw, "centered");
+    const char *standardized = made_name(x, raw, "standardized");
+    if (!mean || !std || !standardized)
+        return no_memory();
+    KN_TRY(add_elementwise(x, "Sub", made_node_name(x, raw, "standardize/sub"), raw, mean, centered));
+    KN_TRY(add_elementwise(x, "Div", made_node_name(x, raw, "standardize/div"), centered, std, standardized));
+    x->raw_input = raw;
+    x->names[in] = standardized;
+    return KILN_OK;
+}
+
 /* ---- the graph ---- */
 
 /* Whether value `id` is a graph input whose first dim is fixed (kn_graph_input_dim_open). */
@@ -877,6 +923,8 @@ static kiln_status build_graph(exporter *x, Onnx__GraphProto *graph) {
     const kn_graph *g = x->g;
     onnx__graph_proto__init(graph);
     graph->name = "kiln";
+    if (g->input_mean && g->input_std && g->n_norm > 0 && g->n_inputs > 0 && !x->options.norm_as_metadata)
+        KN_TRY(export_standardization(x));
     KN_TRY(export_compact_initializers(x));
     for (int i = 0; i < g->n_nodes; i++) {
         kiln_status st = export_node(x, i);
@@ -892,6 +940,8 @@ static kiln_status build_graph(exporter *x, Onnx__GraphProto *graph) {
     graph->output = kn_arena_alloc(&x->arena, sizeof *graph->output * (size_t)(g->n_outputs + 1));
     if (!graph->input || !graph->output)
         return no_memory();
+    if (x->raw_input) /* the nodes read the standardised value; the file's input is the raw one */
+        x->names[g->inputs[0]] = x->raw_input;
     for (int i = 0; i < g->n_inputs; i++)
         if (!(graph->input[graph->n_input++] = make_value_info(x, g->inputs[i], true)))
             return no_memory();
@@ -903,8 +953,9 @@ static kiln_status build_graph(exporter *x, Onnx__GraphProto *graph) {
 }
 
 /* The model's messages, all in x->arena (and pointing into g). */
-static kiln_status build_model(exporter *x, const kn_graph *g, Onnx__ModelProto **model) {
-    *x = (exporter){.g = g};
+static kiln_status build_model(exporter *x, const kn_graph *g, const kn_onnx_export_options *options,
+                               Onnx__ModelProto **model) {
+    *x = (exporter){.g = g, .options = options ? *options : (kn_onnx_export_options){0}};
     size_t node_slots = (size_t)g->n_nodes + 1;
     x->names = malloc(sizeof *x->names * ((size_t)g->n_values + 1));
     x->node_names = malloc(sizeof *x->node_names * node_slots);
@@ -933,7 +984,7 @@ static kiln_status build_model(exporter *x, const kn_graph *g, Onnx__ModelProto 
     m->producer_name = "kiln";
     m->producer_version = KILN_VERSION_STRING;
     m->graph = graph;
-    KN_TRY(kn_onnx_meta_export(g, &x->arena, &m->metadata_props, &m->n_metadata_props));
+    KN_TRY(kn_onnx_meta_export(g, !x->raw_input, &x->arena, &m->metadata_props, &m->n_metadata_props));
     size_t bytes = onnx__model_proto__get_packed_size(m);
     if (bytes > ONNX_MAX_BYTES)
         return kn_fail(KILN_ERR_UNSUPPORTED, "the model takes %zu bytes as ONNX; protobuf files are "
@@ -951,11 +1002,16 @@ static void exporter_free(exporter *x) {
 }
 
 kiln_status kn_onnx_export_buffer(const kn_graph *g, void **buf, size_t *size) {
+    return kn_onnx_export_buffer_with(g, buf, size, NULL);
+}
+
+kiln_status kn_onnx_export_buffer_with(const kn_graph *g, void **buf, size_t *size,
+                                       const kn_onnx_export_options *options) {
     *buf = NULL;
     *size = 0;
     exporter x;
     Onnx__ModelProto *m;
-    kiln_status st = build_model(&x, g, &m);
+    kiln_status st = build_model(&x, g, options, &m);
     if (st == KILN_OK) {
         *size = onnx__model_proto__get_packed_size(m);
         *buf = malloc(*size ? *size : 1);
@@ -1018,9 +1074,13 @@ static kiln_status emit_model(int fd, void *model) {
 }
 
 kiln_status kn_onnx_export_file(const kn_graph *g, const char *path) {
+    return kn_onnx_export_file_with(g, path, NULL);
+}
+
+kiln_status kn_onnx_export_file_with(const kn_graph *g, const char *path, const kn_onnx_export_options *options) {
     exporter x;
     Onnx__ModelProto *m;
-    kiln_status st = build_model(&x, g, &m);
+    kiln_status st = build_model(&x, g, options, &m);
     if (st == KILN_OK)
         st = kn_file_write_atomic(path, emit_model, m);
     exporter_free(&x);

@@ -116,8 +116,8 @@ static bool is_source_note(const char *key) {
     return strcmp(key, "onnx.opset") == 0 || strcmp(key, "onnx.producer") == 0;
 }
 
-kiln_status kn_onnx_meta_export(const kn_graph *g, kn_arena *arena, Onnx__StringStringEntryProto ***props,
-                                size_t *n_props) {
+kiln_status kn_onnx_meta_export(const kn_graph *g, bool with_norm, kn_arena *arena,
+                                Onnx__StringStringEntryProto ***props, size_t *n_props) {
     *n_props = 0;
     *props = kn_arena_alloc(arena, sizeof **props * (size_t)(3 + g->n_meta));
     if (!*props)
@@ -133,7 +133,7 @@ kiln_status kn_onnx_meta_export(const kn_graph *g, kn_arena *arena, Onnx__String
         put(&t, "]", 1);
         KN_TRY(add_json_entry(arena, KEY_CLASS_NAMES, &t, *props, n_props));
     }
-    if (g->input_mean && g->input_std && g->n_norm > 0) {
+    if (with_norm && g->input_mean && g->input_std && g->n_norm > 0) {
         kiln_status st = put_json_numbers(&t, g->input_mean, g->n_norm, "input mean");
         if (st == KILN_OK)
             st = add_json_entry(arena, KEY_INPUT_MEAN, &t, *props, n_props);
@@ -143,6 +143,12 @@ kiln_status kn_onnx_meta_export(const kn_graph *g, kn_arena *arena, Onnx__String
             st = add_json_entry(arena, KEY_INPUT_STD, &t, *props, n_props);
         free(t.p);
         KN_TRY(st);
+    } else if (g->input_mean && g->input_std && g->n_norm > 0) {
+        /* The graph standardises its input itself: a reader must feed raw features, not standardise again
+         * (the importer keeps this as a note; kn_data_options_for_model reads it). */
+        if (!((*props)[*n_props] = make_entry(arena, "kiln.input_standardized", "in the graph")))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory writing metadata");
+        ++*n_props;
     }
     for (int i = 0; i < g->n_meta; i++) {
         const char *key = g->meta[i].key;
