@@ -8,6 +8,8 @@
  * - AGP reaches the final sparsity on Zhu & Gupta's cubic schedule;
  * - structured: amount 0 leaves the outputs bit for bit; a pruned residual CNN computes what the
  *   masked dense one does, its block input and shortcut keep the same channels, FLOPs and file shrink;
+ *   through a PyTorch Concat of two conv branches and the input, the BatchNormalization and the next
+ *   conv follow the Concat's pieces (the same two checks);
  * - sensitivity: the chosen per-layer amounts remove the asked-for fraction of weights;
  * - bad input: an amount out of range, an unknown method, a model with nothing to prune. */
 #include <math.h>
@@ -408,6 +410,51 @@ static void test_structured(void) {
     kn_dataset_free(&ds);
 }
 
+/* Concat: PyTorch's two conv branches and the input itself side by side, then a BatchNormalization
+ * and a conv reading all 13 channels (tests/ref/make_concat_onnx.py). The consumer's input channels
+ * and the BatchNormalization follow the Concat's pieces; the input's 3 channels stay. */
+static void test_structured_concat(void) {
+    kn_graph g, pruned, masked;
+    const char *path = KILN_SOURCE_DIR "/tests/ref/data/concat_branches.onnx";
+    CHECK_OK(kn_graph_load_path(path, 1, &g, NULL, NULL));
+    CHECK_OK(kn_graph_load_path(path, 1, &pruned, NULL, NULL));
+    CHECK_OK(kn_graph_load_path(path, 1, &masked, NULL, NULL));
+    kn_dataset ds;
+    kn_shape sample = input_shape(&g);
+    make_data(&ds, &sample, 8, 3);
+    float before[8 * 3], after[8 * 3], oracle[8 * 3];
+    forward(&g, &ds, 8, before);
+
+    kn_prune_config c = kn_prune_config_default();
+    c.structure = KN_PRUNE_CHANNEL;
+    c.amount = 0;
+    CHECK_OK(kn_prune_structured(&g, &ds, &c, false, NULL));
+    forward(&g, &ds, 8, after);
+    CHECK_MSG(memcmp(before, after, sizeof before) == 0, "concat: amount 0 changed the outputs");
+
+    c.amount = 0.5;
+    kn_prune_structured_result r;
+    CHECK_OK(kn_prune_structured(&pruned, &ds, &c, false, &r));
+    CHECK_OK(kn_prune_structured(&masked, &ds, &c, true, NULL));
+    forward(&pruned, &ds, 8, after);
+    forward(&masked, &ds, 8, oracle);
+    double worst = 0;
+    for (int i = 0; i < 8 * 3; i++)
+        worst = fmax(worst, fabs(after[i] - oracle[i]) / (1 + fabs(oracle[i])));
+    CHECK_MSG(worst <= 1e-5, "concat: pruned vs masked dense: worst relative difference %g", worst);
+    CHECK_MSG(memcmp(after, before, sizeof before) != 0, "concat: pruning 50%% of the channels changed nothing");
+    /* conv_a 6 -> 3, conv_b 4 -> 2, conv_c 5 -> 2 (round(2.5) removed); the concat carries 3 + 2 + 3. */
+    CHECK(r.n_layers == 3 && r.layers[0].after == 3 && r.layers[1].after == 2 && r.layers[2].after == 2);
+    CHECK_MSG(pruned.values[kn_graph_find_value(&pruned, "conv_c.weight")].shape.d[1] == 8,
+              "conv_c reads %lld channels", (long long)pruned.values[kn_graph_find_value(&pruned, "conv_c.weight")].shape.d[1]);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "bn_cat.running_var")].shape.d[0] == 8);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "fc.weight")].shape.d[1] == 2);
+    kn_graph_free(&g);
+    kn_graph_free(&pruned);
+    kn_graph_free(&masked);
+    kn_dataset_free(&ds);
+}
+
 static void test_sensitivity(void) {
     kn_graph g;
     parse(mlp_spec, 19, &g);
@@ -460,6 +507,7 @@ int main(void) {
     test_finetune_masks();
     test_agp();
     test_structured();
+    test_structured_concat();
     test_sensitivity();
     test_bad_input();
     return check_finish();
