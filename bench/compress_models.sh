@@ -9,7 +9,8 @@
 #    on). SQNR (dB) of the model outputs against the f32 model on 16 other such images, and how often
 #    the top-1 class agrees. A NumPy reference fake-quantizes every weight to symmetric per-channel int8
 #    in the ONNX file itself; its SQNR must equal kiln's W8 row. `kiln prune` on resnet18: global L1
-#    unstructured, and structured channels at 0 (must be bit for bit the original), 30% and 50%.
+#    unstructured, and structured channels at 0 (must be bit for bit the original), 30% and 50%; on
+#    mobilenet_v2 structured channels at 0 and 30% (through its depthwise convs).
 # 2. The MLP and ViT specs (examples/specs/fmnist_{mlp,vit}.txt) trained 1 epoch on Fashion-MNIST: int8 PTQ
 #    (weights per channel + activations, 512 calibration images), int4 weights per channel, global L1 90%
 #    and structured neurons 50%, one-shot (and, for the MLP, with 1 epoch of fine-tuning); accuracy on
@@ -54,12 +55,14 @@ PY
 }
 # The outputs of model M on the 16 measuring images, as DIR/output.npy.
 outputs() { "$kiln" run "$1" "$work/eval_x.npy" --batch-dim --threads "$threads" --top 1 --out "$2" > /dev/null; }
+# Models and outputs already in $work are kept (a rerun after an interruption redoes only what is
+# missing): delete $work to measure everything again.
 
 # ---- 1. imported models ----
 qrows=()
 for m in resnet18 mobilenet_v2; do
     model=bench/models/$m.onnx
-    outputs "$model" "$work/$m.f32"
+    [ -f "$work/$m.f32/output.npy" ] || outputs "$model" "$work/$m.f32"
     f32_bytes=$(bytes "$model")
     for cfg in "f16|--float f16" "bf16|--float bf16" "int8 weights|--bits 8 --weights-only" \
                "int4 weights (MSE clipping)|--bits 4 --weights-only" "int2 weights (MSE clipping)|--bits 2 --weights-only" \
@@ -68,11 +71,11 @@ for m in resnet18 mobilenet_v2; do
         name=${cfg%%|*}
         read -ra opts <<< "${cfg#*|}"
         out=$work/$m.$(echo "$name" | tr -c 'a-z0-9\n' _)
-        log "$m: quantize $name"
-        start=$(date +%s)
-        "$kiln" quantize "$model" --out "$out.kiln" "${opts[@]}" --threads "$threads" > /dev/null
-        seconds=$(( $(date +%s) - start ))
-        outputs "$out.kiln" "$out"
+        if [ ! -f "$out.kiln" ]; then
+            log "$m: quantize $name"
+            "$kiln" quantize "$model" --out "$out.kiln" "${opts[@]}" --threads "$threads" > /dev/null
+        fi
+        [ -f "$out/output.npy" ] || outputs "$out.kiln" "$out"
         read -r db agree <<< "$(sqnr "$work/$m.f32/output.npy" "$out/output.npy")"
         ort="-"
         if [[ $name == W* ]] && [ -d bench/node_modules/onnxruntime-node ]; then
@@ -81,7 +84,7 @@ for m in resnet18 mobilenet_v2; do
             node bench/ort_run.js "$out.onnx" "$out.ort" "$work/eval_x.npy" > /dev/null
             read -r ort _ <<< "$(sqnr "$work/$m.f32/output.npy" "$out.ort/output.npy")"
         fi
-        qrows+=("| $m | $name | $db | $agree | $ort | $(bytes "$out.kiln") | ${seconds} s |")
+        qrows+=("| $m | $name | $db | $agree | $ort | $(bytes "$out.kiln") |")
     done
     # The oracle for the int8 row: NumPy's symmetric per-channel int8 of every Conv/Gemm weight.
     /usr/bin/python3 - "$model" "$work/$m.numpy_int8.onnx" <<'PY'
@@ -103,28 +106,36 @@ onnx.save(m, sys.argv[2])
 PY
     outputs "$work/$m.numpy_int8.onnx" "$work/$m.numpy_int8"
     read -r db agree <<< "$(sqnr "$work/$m.f32/output.npy" "$work/$m.numpy_int8/output.npy")"
-    qrows+=("| $m | NumPy reference: int8 weights, symmetric per channel | $db | $agree | - | - | - |")
-    qrows+=("| $m | f32 (the ONNX file) | inf | 1.00 | - | $f32_bytes | - |")
+    qrows+=("| $m | NumPy reference: int8 weights, symmetric per channel | $db | $agree | - | - |")
+    qrows+=("| $m | f32 (the ONNX file) | inf | 1.00 | - | $f32_bytes |")
 done
 
 prows=()
-model=bench/models/resnet18.onnx
 flops() { "$kiln" info "$1" --json | sed -n 's/.*"flops":\([0-9]*\).*/\1/p'; }
 params() { "$kiln" info "$1" --json | sed -n 's/.*"params":\([0-9]*\).*/\1/p'; }
-for cfg in "global L1 unstructured 50%|--amount 0.5 --scope global" "global L1 unstructured 90%|--amount 0.9 --scope global" \
-           "structured channels 0%|--structured channel --amount 0" "structured channels 30%|--structured channel --amount 0.3" \
-           "structured channels 50%|--structured channel --amount 0.5"; do
-    name=${cfg%%|*}
-    read -ra opts <<< "${cfg#*|}"
-    out=$work/resnet18.$(echo "$name" | tr -c 'a-z0-9\n' _)
-    log "resnet18: prune $name"
-    "$kiln" prune "$model" --data "$calib" "${opts[@]}" --no-latency --threads "$threads" --quiet --out "$out.kiln" > /dev/null
-    outputs "$out.kiln" "$out"
-    read -r db agree <<< "$(sqnr "$work/resnet18.f32/output.npy" "$out/output.npy")"
-    same=no
-    cmp -s "$work/resnet18.f32/output.npy" "$out/output.npy" && same=yes
-    prows+=("| $name | $(params "$out.kiln") | $(flops "$out.kiln") | $(bytes "$out.kiln") | $db | $same |")
+for m in resnet18 mobilenet_v2; do
+    model=bench/models/$m.onnx
+    prows+=("| $m | f32 (the ONNX file) | $(params "$model") | $(flops "$model") | $(bytes "$model") (ONNX) | inf | yes |")
+    cfgs=("structured channels 0%|--structured channel --amount 0" "structured channels 30%|--structured channel --amount 0.3")
+    [ "$m" = resnet18 ] && cfgs=("global L1 unstructured 50%|--amount 0.5 --scope global"
+        "global L1 unstructured 90%|--amount 0.9 --scope global" "${cfgs[@]}"
+        "structured channels 50%|--structured channel --amount 0.5")
+    for cfg in "${cfgs[@]}"; do
+        name=${cfg%%|*}
+        read -ra opts <<< "${cfg#*|}"
+        out=$work/$m.$(echo "$name" | tr -c 'a-z0-9\n' _)
+        if [ ! -f "$out.kiln" ]; then
+            log "$m: prune $name"
+            "$kiln" prune "$model" --data "$calib" "${opts[@]}" --no-latency --threads "$threads" --quiet --out "$out.kiln" > /dev/null
+        fi
+        [ -f "$out/output.npy" ] || outputs "$out.kiln" "$out"
+        read -r db agree <<< "$(sqnr "$work/$m.f32/output.npy" "$out/output.npy")"
+        same=no
+        cmp -s "$work/$m.f32/output.npy" "$out/output.npy" && same=yes
+        prows+=("| $m | $name | $(params "$out.kiln") | $(flops "$out.kiln") | $(bytes "$out.kiln") | $db | $same |")
+    done
 done
+model=bench/models/resnet18.onnx
 # Which convs ended with the same kept channels (found by their biases, which keep their values): the
 # classes the residual Adds impose, as the structured 30% model has them.
 "$kiln" convert "$work/resnet18.structured_channels_30_.kiln" "$work/resnet18.structured_30.onnx" > /dev/null
@@ -150,7 +161,6 @@ print("- every other conv (the first of each block) has a mask of its own: %d of
       % sum(len(n) == 1 for n in classes.values()))
 PY
 )
-prows=("| f32 (the ONNX file) | $(params "$model") | $(flops "$model") | $(bytes "$model") (ONNX) | inf | yes |" "${prows[@]}")
 
 # ---- 2. the MLP and ViT specs ----
 accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
@@ -211,18 +221,19 @@ head=$( [ -f "$results" ] && sed "/^$marker\$/,\$d" "$results" || true)
     echo "File: the \`.kiln\` written. Random networks amplify weight noise more than trained ones (mobilenet_v2's"
     echo "f16 row), so these SQNRs are lower bounds for the method rather than for a trained model."
     echo
-    echo "| model | weights (and activations) | SQNR dB | top-1 agrees | onnxruntime SQNR dB | file bytes | quantize time |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| model | weights (and activations) | SQNR dB | top-1 agrees | onnxruntime SQNR dB | file bytes |"
+    echo "|---|---|---|---|---|---|"
     printf '%s\n' "${qrows[@]}"
     echo
-    echo "### Pruning resnet18"
+    echo "### Pruning resnet18 and mobilenet_v2"
     echo
     echo "\`kiln prune\` with L1 scores, no fine-tuning; structured pruning keeps each residual Add's two sides on one"
-    echo "channel mask (the block's input, its last conv and the downsample conv). SQNR of the outputs against the"
-    echo "original on the same 16 images; \"same\" = bit for bit the original's outputs."
+    echo "channel mask (the block's input, its last conv and the downsample conv), and in mobilenet_v2 the"
+    echo "expansion convs' channels pass through the depthwise convs. SQNR of the outputs against the original on"
+    echo "the same 16 images; \"same\" = bit for bit the original's outputs."
     echo
-    echo "| pruning | parameters | FLOPs/sample | file bytes | SQNR dB | same |"
-    echo "|---|---|---|---|---|---|"
+    echo "| model | pruning | parameters | FLOPs/sample | file bytes | SQNR dB | same |"
+    echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${prows[@]}"
     echo
     echo "The channels the structured 30% model kept, compared conv by conv with the original (the residual Adds'"

@@ -126,6 +126,31 @@ static bool is_elementwise_unary(const kn_node *n) {
     return false;
 }
 
+/* The nodes reading value v, and whether it is a graph output (counted as a reader). */
+static int value_readers(const kn_graph *g, int v) {
+    int readers = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            readers += g->nodes[i].in[k] == v;
+    for (int o = 0; o < g->n_outputs; o++)
+        readers += g->outputs[o] == v;
+    return readers;
+}
+
+/* A depthwise Conv (one filter per channel: group = C_in = C_out, weight (C, 1, ...)) with an f32
+ * weight and bias of its own: output channel c is a function of input channel c alone, so the units
+ * pass through it and its filters are removed with them. */
+static bool is_depthwise(const kn_graph *g, const kn_node *n) {
+    if (!op_is(n, "Conv") || n->n_in < 2)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1), *b = kn_node_input(g, n, 2);
+    int64_t group = kn_node_int(n, "group", 1);
+    return x->shape.ndim >= 3 && group > 1 && group == x->shape.d[1] && w->kind == KN_VALUE_PARAM &&
+           w->dtype == KN_F32 && w->shape.d[0] == group && w->shape.d[1] == 1 &&
+           value_readers(g, n->in[1]) == 1 &&
+           (!b || (b->kind == KN_VALUE_PARAM && b->dtype == KN_F32 && value_readers(g, n->in[2]) == 1));
+}
+
 /* Ops that work per channel of an (N, C, ...) tensor: axis 1 passes through. */
 static bool is_per_channel(const kn_node *n) {
     static const char *const ops[] = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
@@ -142,17 +167,6 @@ static bool is_elementwise_binary(const kn_node *n) {
         if (op_is(n, ops[i]))
             return true;
     return false;
-}
-
-/* The nodes reading value v, and whether it is a graph output (counted as a reader). */
-static int value_readers(const kn_graph *g, int v) {
-    int readers = 0;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            readers += g->nodes[i].in[k] == v;
-    for (int o = 0; o < g->n_outputs; o++)
-        readers += g->outputs[o] == v;
-    return readers;
 }
 
 /* For an elementwise binary node with one tracked activation input: the index of the other input when
@@ -221,7 +235,8 @@ static kiln_status follow_node(unit_graph *u, int i) {
         if (in_axis >= 0 && x_tracked && x_axis == layer_io_axis(g, n) && !(n->n_in > 1 && u->ids[n->in[1]]) &&
             !(n->n_in > 2 && n->in[2] >= 0 && u->ids[n->in[2]])) {
             /* A layer reading tracked channels: its input weights shrink with them. */
-        } else if (x_tracked && (is_elementwise_unary(n) || (is_per_channel(n) && x_axis == 1)) &&
+        } else if (x_tracked &&
+                   (is_elementwise_unary(n) || ((is_per_channel(n) || is_depthwise(g, n)) && x_axis == 1)) &&
                    g->values[out].shape.ndim > x_axis && g->values[out].shape.d[x_axis] == x->shape.d[x_axis]) {
             for (int k = 1; k < n->n_in; k++)
                 fix_value(u, n->in[k]);
@@ -546,6 +561,16 @@ static kiln_status shrink_node(unit_graph *u, int i, const bool *removed, bool m
         channel_keep(u, n->in[0], removed, keep);
         for (int k = 1; k < n->n_in && k < 5; k++)
             KN_TRY(slice_axis(g, n->in[k], 0, keep, false));
+    } else if (is_depthwise(g, n) && x_axis == 1 && !mask_only) {
+        /* One filter per kept channel, and as many groups. */
+        channel_keep(u, n->in[0], removed, keep);
+        int64_t kept = 0;
+        for (int64_t k = 0; k < tracked_dim(u, n->in[0]); k++)
+            kept += keep[k];
+        KN_TRY(slice_axis(g, n->in[1], 0, keep, false));
+        if (kn_node_input(g, n, 2))
+            KN_TRY(slice_axis(g, n->in[2], 0, keep, false));
+        KN_TRY(kn_node_set_int(g, i, "group", kept));
     } else if (constant >= 0 && !mask_only) {
         /* The constant's units follow the tracked input's (its dims are 1 but for that axis). */
         int t = n->in[1 - constant], c = n->in[constant];
