@@ -4,7 +4,7 @@
 #
 # 1. Imported PyTorch models: torchvision resnet18 and mobilenet_v2 exported to ONNX with random weights
 #    (tests/ref/make_torchvision_onnx.py; bench/models/). `kiln quantize` at 16 (f16, bf16), 8, 4 and 2
-#    weight bits per channel, and 8-bit weights + calibrated 8-bit activations (W8A8, and W4A8), calibrated
+#    weight bits per channel, and 8-bit weights + calibrated 8-bit activations (W8A8), calibrated
 #    on 32 synthetic images (uniform in [-1, 1], the distribution the BatchNorm statistics were measured
 #    on). SQNR (dB) of the model outputs against the f32 model on 16 other such images, and how often
 #    the top-1 class agrees. A NumPy reference fake-quantizes every weight to symmetric per-channel int8
@@ -66,8 +66,7 @@ for m in resnet18 mobilenet_v2; do
     f32_bytes=$(bytes "$model")
     for cfg in "f16|--float f16" "bf16|--float bf16" "int8 weights|--bits 8 --weights-only" \
                "int4 weights (MSE clipping)|--bits 4 --weights-only" "int2 weights (MSE clipping)|--bits 2 --weights-only" \
-               "W8A8 (minmax)|--bits 8 --calib $calib --calib-samples 32" \
-               "W4A8 (minmax)|--bits 4 --calib $calib --calib-samples 32"; do
+               "W8A8 (minmax)|--bits 8 --calib $calib --calib-samples 32"; do
         name=${cfg%%|*}
         read -ra opts <<< "${cfg#*|}"
         out=$work/$m.$(echo "$name" | tr -c 'a-z0-9\n' _)
@@ -163,7 +162,22 @@ PY
 )
 
 # ---- 2. the MLP and ViT specs ----
-accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
+# The accuracy of model M on the 10,000 test images (kept in M.accuracy).
+accuracy() {
+    [ -f "$1.accuracy" ] || "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json |
+        sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' > "$1.accuracy"
+    cat "$1.accuracy"
+}
+# compress NAME OUT COMMAND...: runs COMMAND (which writes OUT) unless OUT exists, and adds the row.
+compress() {
+    local name=$1 out=$2
+    shift 2
+    if [ ! -f "$out" ]; then
+        log "$m: $name"
+        "$@" > /dev/null
+    fi
+    srows+=("| $m | $name | $(accuracy "$out") | $(bytes "$out") |")
+}
 srows=()
 for m in mlp vit; do
     base=$work/$m.kiln
@@ -173,29 +187,25 @@ for m in mlp vit; do
             --threads "$threads" --quiet --out "$base" > /dev/null
     fi
     srows+=("| $m | f32, 1 epoch | $(accuracy "$base") | $(bytes "$base") |")
-    log "$m: int8 PTQ"
-    "$kiln" quantize "$base" --out "$work/$m.int8.kiln" --bits 8 --calib fashion-mnist --calib-samples 512 --threads "$threads" > /dev/null
-    srows+=("| $m | int8 PTQ: weights per channel + activations (512 images) | $(accuracy "$work/$m.int8.kiln") | $(bytes "$work/$m.int8.kiln") |")
-    log "$m: int4 weights"
-    "$kiln" quantize "$base" --out "$work/$m.int4.kiln" --bits 4 --weights-only --threads "$threads" > /dev/null
-    srows+=("| $m | int4 weights per channel, MSE clipping | $(accuracy "$work/$m.int4.kiln") | $(bytes "$work/$m.int4.kiln") |")
-    log "$m: global L1 90%"
-    "$kiln" prune "$base" --data fashion-mnist --amount 0.9 --scope global --no-latency --threads "$threads" --quiet --out "$work/$m.l1_90.kiln" > /dev/null
-    srows+=("| $m | global L1 unstructured 90%, no fine-tuning | $(accuracy "$work/$m.l1_90.kiln") | $(bytes "$work/$m.l1_90.kiln") |")
+    common=(--threads "$threads")
+    prune=("$kiln" prune "$base" --data fashion-mnist --no-latency --quiet "${common[@]}")
+    finetune=(--finetune 1 --batch 64 --lr 5e-4 --seed 1)
+    compress "int8 PTQ: weights per channel + activations (512 images)" "$work/$m.int8.kiln" \
+        "$kiln" quantize "$base" --out "$work/$m.int8.kiln" --bits 8 --calib fashion-mnist --calib-samples 512 "${common[@]}"
+    compress "int4 weights per channel, MSE clipping" "$work/$m.int4.kiln" \
+        "$kiln" quantize "$base" --out "$work/$m.int4.kiln" --bits 4 --weights-only "${common[@]}"
+    compress "global L1 unstructured 90%, no fine-tuning" "$work/$m.l1_90.kiln" \
+        "${prune[@]}" --amount 0.9 --scope global --out "$work/$m.l1_90.kiln"
     if [ "$m" = mlp ]; then # the ViT's epochs cost too much on a shared machine
-        log "$m: global L1 90% + 1 epoch fine-tune"
-        "$kiln" prune "$base" --data fashion-mnist --amount 0.9 --scope global --finetune 1 --batch 64 --lr 5e-4 --seed 1 \
-            --no-latency --threads "$threads" --quiet --out "$work/$m.l1_90_ft.kiln" > /dev/null
-        srows+=("| $m | global L1 unstructured 90% + 1 epoch fine-tune | $(accuracy "$work/$m.l1_90_ft.kiln") | $(bytes "$work/$m.l1_90_ft.kiln") |")
+        compress "global L1 unstructured 90% + 1 epoch fine-tune" "$work/$m.l1_90_ft.kiln" \
+            "${prune[@]}" --amount 0.9 --scope global "${finetune[@]}" --out "$work/$m.l1_90_ft.kiln"
     fi
-    log "$m: structured neurons 50%"
-    "$kiln" prune "$base" --data fashion-mnist --structured neuron --amount 0.5 --no-latency --threads "$threads" --quiet --out "$work/$m.neuron50.kiln" > /dev/null
-    srows+=("| $m | structured neurons 50%, no fine-tuning ($(params "$work/$m.neuron50.kiln") of $(params "$base") parameters) | $(accuracy "$work/$m.neuron50.kiln") | $(bytes "$work/$m.neuron50.kiln") |")
+    compress "structured neurons 50%, no fine-tuning" "$work/$m.neuron50.kiln" \
+        "${prune[@]}" --structured neuron --amount 0.5 --out "$work/$m.neuron50.kiln"
+    srows[-1]=${srows[-1]/no fine-tuning/no fine-tuning ($(params "$work/$m.neuron50.kiln") of $(params "$base") parameters)}
     if [ "$m" = mlp ]; then
-        log "$m: structured neurons 50% + 1 epoch fine-tune"
-        "$kiln" prune "$base" --data fashion-mnist --structured neuron --amount 0.5 --finetune 1 --batch 64 --lr 5e-4 \
-            --seed 1 --no-latency --threads "$threads" --quiet --out "$work/$m.neuron50_ft.kiln" > /dev/null
-        srows+=("| $m | structured neurons 50% + 1 epoch fine-tune | $(accuracy "$work/$m.neuron50_ft.kiln") | $(bytes "$work/$m.neuron50_ft.kiln") |")
+        compress "structured neurons 50% + 1 epoch fine-tune" "$work/$m.neuron50_ft.kiln" \
+            "${prune[@]}" --structured neuron --amount 0.5 "${finetune[@]}" --out "$work/$m.neuron50_ft.kiln"
     fi
 done
 
@@ -215,7 +225,7 @@ head=$( [ -f "$results" ] && sed "/^$marker\$/,\$d" "$results" || true)
     echo "torchvision resnet18 and mobilenet_v2 with random weights (\`tests/ref/make_torchvision_onnx.py\`), ONNX"
     echo "opset 13. SQNR of the (16, 1000) outputs on 16 synthetic images against the f32 model; top-1 agreement"
     echo "on the same images (random weights: no accuracy to measure). Calibration: 32 other synthetic images."
-    echo "onnxruntime SQNR: the W8A8/W4A8 model exported as QDQ ONNX (\`kiln convert\`) run by onnxruntime-node"
+    echo "onnxruntime SQNR: the W8A8 model exported as QDQ ONNX (\`kiln convert\`) run by onnxruntime-node"
     echo "(bench/node_modules), against the same f32 outputs: the QDQ graph defines the numbers, so both engines"
     echo "should land close (an activation level that rounds the other way in one engine moves the outputs a little)."
     echo "File: the \`.kiln\` written. Random networks amplify weight noise more than trained ones (mobilenet_v2's"
