@@ -224,8 +224,8 @@ head=$( [ -f "$results" ] && sed "/^$marker\$/,\$d" "$results" || true)
     [ -n "$head" ] && printf '%s\n\n' "$head"
     echo "$marker"
     echo
-    echo "\`bash bench/compress_models.sh $threads ${specs[*]}\` on $cpu (CPU only; the machine was shared with other jobs, so the"
-    echo "times are rough), $(date -u +%Y-%m-%d)."
+    echo "\`bash bench/compress_models.sh $threads ${specs[*]}\` on $cpu (CPU only, 2 threads, on a machine"
+    echo "shared with several other jobs), $(date -u +%Y-%m-%d)."
     echo
     echo "### Imported PyTorch models: SQNR of the outputs per bit width"
     echo
@@ -260,12 +260,13 @@ head=$( [ -f "$results" ] && sed "/^$marker\$/,\$d" "$results" || true)
     echo
     echo "### The MLP and ViT specs"
     echo
-    echo "\`examples/specs/fmnist_mlp.txt\` and \`fmnist_vit.txt\` trained for 1 epoch only (batch 64, Adam, seed 1),"
-    echo "so the baselines are below what longer training reaches; accuracy on the 10,000 test images. Rows"
-    echo "without \"fine-tune\" are one-shot; fine-tuning, for the MLP only (the ViT's epochs were too slow on"
-    echo "the shared machine): 1 epoch, Adam at lr 5e-4, masks kept. The ViT's structured neurons are the hidden"
-    echo "units of its two MLP blocks (fc1's outputs); the residual stream and the attention projections are"
-    echo "kept (docs/compress.md)."
+    echo "\`examples/specs/fmnist_mlp.txt\` and \`fmnist_vit.txt\` trained for 1 epoch only (batch 64, Adam, seed"
+    echo "1), so the baselines are below what longer training reaches; accuracy on the 10,000 test images."
+    echo "Rows without \"fine-tune\" are one-shot; fine-tuning, for the MLP only (the ViT's epochs were too slow"
+    echo "on the shared machine): 1 epoch, Adam at lr 5e-4, masks kept, so those models had 2 epochs of"
+    echo "training in all against the baseline's 1 (part of their gain is that extra epoch). The ViT's"
+    echo "structured neurons are the hidden units of its two MLP blocks (fc1's outputs); the residual stream"
+    echo "and the attention projections are kept (docs/compress.md)."
     echo
     echo "| model | compression | accuracy | file bytes |"
     echo "|---|---|---|---|"
