@@ -217,6 +217,8 @@ for name in int8 qat_w4a8 w4a8_adaround; do
     agreement+=("- $name: $line")
 done
 
+# bench/compress_models.sh's section (imported models, MLP, ViT) stays at the end of the file.
+models_section=$(sed -n '/^## Beyond the Fashion-MNIST CNN$/,$p' bench/results/compress.md 2> /dev/null || true)
 {
     echo "# Compression of the Fashion-MNIST CNN"
     echo
@@ -252,5 +254,6 @@ done
     echo
     echo "QDQ ONNX export in onnxruntime (target: predictions agree on ≥ 99.5% of the images, ≤ 50 differ):"
     printf '%s\n' "${agreement[@]}"
+    [ -z "$models_section" ] || printf '\n%s\n' "$models_section"
 } > bench/results/compress.md
 cat bench/results/compress.md

@@ -8,6 +8,10 @@
  * - AGP reaches the final sparsity on Zhu & Gupta's cubic schedule;
  * - structured: amount 0 leaves the outputs bit for bit; a pruned residual CNN computes what the
  *   masked dense one does, its block input and shortcut keep the same channels, FLOPs and file shrink;
+ *   through a PyTorch Concat of two conv branches and the input, the BatchNormalization and the next
+ *   conv follow the Concat's pieces (the same two checks); a transformer's MLP block loses neurons
+ *   (fc1's outputs, its separate bias Add, fc2's inputs) and nothing on its residual stream; a
+ *   depthwise conv passes its input's channels on and loses the matching filters and groups;
  * - sensitivity: the chosen per-layer amounts remove the asked-for fraction of weights;
  * - bad input: an amount out of range, an unknown method, a model with nothing to prune. */
 #include <math.h>
@@ -408,6 +412,146 @@ static void test_structured(void) {
     kn_dataset_free(&ds);
 }
 
+/* Concat: PyTorch's two conv branches and the input itself side by side, then a BatchNormalization
+ * and a conv reading all 13 channels (tests/ref/make_concat_onnx.py). The consumer's input channels
+ * and the BatchNormalization follow the Concat's pieces; the input's 3 channels stay. */
+static void test_structured_concat(void) {
+    kn_graph g, pruned, masked;
+    const char *path = KILN_SOURCE_DIR "/tests/ref/data/concat_branches.onnx";
+    CHECK_OK(kn_graph_load_path(path, 1, &g, NULL, NULL));
+    CHECK_OK(kn_graph_load_path(path, 1, &pruned, NULL, NULL));
+    CHECK_OK(kn_graph_load_path(path, 1, &masked, NULL, NULL));
+    kn_dataset ds;
+    kn_shape sample = input_shape(&g);
+    make_data(&ds, &sample, 8, 3);
+    float before[8 * 3], after[8 * 3], oracle[8 * 3];
+    forward(&g, &ds, 8, before);
+
+    kn_prune_config c = kn_prune_config_default();
+    c.structure = KN_PRUNE_CHANNEL;
+    c.amount = 0;
+    CHECK_OK(kn_prune_structured(&g, &ds, &c, false, NULL));
+    forward(&g, &ds, 8, after);
+    CHECK_MSG(memcmp(before, after, sizeof before) == 0, "concat: amount 0 changed the outputs");
+
+    c.amount = 0.5;
+    kn_prune_structured_result r;
+    CHECK_OK(kn_prune_structured(&pruned, &ds, &c, false, &r));
+    CHECK_OK(kn_prune_structured(&masked, &ds, &c, true, NULL));
+    forward(&pruned, &ds, 8, after);
+    forward(&masked, &ds, 8, oracle);
+    double worst = 0;
+    for (int i = 0; i < 8 * 3; i++)
+        worst = fmax(worst, fabs(after[i] - oracle[i]) / (1 + fabs(oracle[i])));
+    CHECK_MSG(worst <= 1e-5, "concat: pruned vs masked dense: worst relative difference %g", worst);
+    CHECK_MSG(memcmp(after, before, sizeof before) != 0, "concat: pruning 50%% of the channels changed nothing");
+    /* conv_a 6 -> 3, conv_b 4 -> 2, conv_c 5 -> 2 (round(2.5) removed); the concat carries 3 + 2 + 3. */
+    CHECK(r.n_layers == 3 && r.layers[0].after == 3 && r.layers[1].after == 2 && r.layers[2].after == 2);
+    int64_t read = pruned.values[kn_graph_find_value(&pruned, "conv_c.weight")].shape.d[1];
+    CHECK_MSG(read == 8, "conv_c reads %lld channels", (long long)read);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "bn_cat.running_var")].shape.d[0] == 8);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "fc.weight")].shape.d[1] == 2);
+    kn_graph_free(&g);
+    kn_graph_free(&pruned);
+    kn_graph_free(&masked);
+    kn_dataset_free(&ds);
+}
+
+/* Neurons of a transformer's MLP block: fc1's outputs (a MatMul on (batch, tokens, features), its bias
+ * a separate Add, then Gelu) shrink with fc2's input rows; everything on the residual stream meets a
+ * LayerNormalization and stays, as do the attention projections (Reshape to heads). */
+static void test_structured_vit(void) {
+    static const char vit_spec[] = "input 1 8 8\npatchify 4\ndense 16\nposembed\ntransformer 16 2 32\n"
+                                   "layernorm\nmeanpool\ndense 3\n";
+    kn_graph g, pruned, masked;
+    parse(vit_spec, 23, &g);
+    parse(vit_spec, 23, &pruned);
+    parse(vit_spec, 23, &masked);
+    kn_dataset ds;
+    kn_shape sample = input_shape(&g);
+    make_data(&ds, &sample, 8, 3);
+    float before[8 * 3], after[8 * 3], oracle[8 * 3];
+    forward(&g, &ds, 8, before);
+
+    kn_prune_config c = kn_prune_config_default();
+    c.structure = KN_PRUNE_NEURON;
+    c.amount = 0;
+    CHECK_OK(kn_prune_structured(&g, &ds, &c, false, NULL));
+    forward(&g, &ds, 8, after);
+    CHECK_MSG(memcmp(before, after, sizeof before) == 0, "vit: amount 0 changed the outputs");
+
+    c.amount = 0.5;
+    kn_prune_structured_result r;
+    CHECK_OK(kn_prune_structured(&pruned, &ds, &c, false, &r));
+    CHECK_OK(kn_prune_structured(&masked, &ds, &c, true, NULL));
+    forward(&pruned, &ds, 8, after);
+    forward(&masked, &ds, 8, oracle);
+    double worst = 0;
+    for (int i = 0; i < 8 * 3; i++)
+        worst = fmax(worst, fabs(after[i] - oracle[i]) / (1 + fabs(oracle[i])));
+    CHECK_MSG(worst <= 1e-5, "vit: pruned vs masked dense: worst relative difference %g", worst);
+    CHECK_MSG(memcmp(after, before, sizeof before) != 0, "vit: pruning half the MLP neurons changed nothing");
+    int64_t shrunk = 0;
+    for (int l = 0; l < r.n_layers; l++)
+        shrunk += r.layers[l].after < r.layers[l].before;
+    CHECK_MSG(shrunk == 1, "vit: %lld layers shrank, expected fc1 alone", (long long)shrunk);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "transformer4.fc1.weight")].shape.d[1] == 16);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "transformer4.fc1.bias")].shape.d[0] == 16);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "transformer4.fc2.weight")].shape.d[0] == 16);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "transformer4.fc2.weight")].shape.d[1] == 16);
+    kn_graph_free(&g);
+    kn_graph_free(&pruned);
+    kn_graph_free(&masked);
+    kn_dataset_free(&ds);
+}
+
+/* A depthwise conv between a 1x1 expansion and a 1x1 projection (mobilenet_v2's block): the expansion's
+ * channels pass through it, and it loses the matching filters and groups. */
+static void test_structured_depthwise(void) {
+    static const char spec[] = "input 3 8 8\nconv 8 1\nrelu\nconv 8 3 pad=1 groups=8\nrelu\nconv 4 1\nrelu\n"
+                               "flatten\ndense 3\n";
+    kn_graph g, pruned, masked;
+    parse(spec, 29, &g);
+    parse(spec, 29, &pruned);
+    parse(spec, 29, &masked);
+    kn_dataset ds;
+    kn_shape sample = input_shape(&g);
+    make_data(&ds, &sample, 8, 3);
+    float before[8 * 3], after[8 * 3], oracle[8 * 3];
+    forward(&g, &ds, 8, before);
+    kn_prune_config c = kn_prune_config_default();
+    c.structure = KN_PRUNE_CHANNEL;
+    c.amount = 0;
+    CHECK_OK(kn_prune_structured(&g, &ds, &c, false, NULL));
+    forward(&g, &ds, 8, after);
+    CHECK_MSG(memcmp(before, after, sizeof before) == 0, "depthwise: amount 0 changed the outputs");
+
+    c.amount = 0.5;
+    kn_prune_structured_result r;
+    CHECK_OK(kn_prune_structured(&pruned, &ds, &c, false, &r));
+    CHECK_OK(kn_prune_structured(&masked, &ds, &c, true, NULL));
+    forward(&pruned, &ds, 8, after);
+    forward(&masked, &ds, 8, oracle);
+    double worst = 0;
+    for (int i = 0; i < 8 * 3; i++)
+        worst = fmax(worst, fabs(after[i] - oracle[i]) / (1 + fabs(oracle[i])));
+    CHECK_MSG(worst <= 1e-5, "depthwise: pruned vs masked dense: worst relative difference %g", worst);
+    CHECK_MSG(memcmp(after, before, sizeof before) != 0, "depthwise: pruning changed nothing");
+    /* conv1 8 -> 4 through the depthwise conv3 (4 filters, 4 groups) into conv5, itself 4 -> 2. */
+    CHECK(r.n_layers == 2 && r.layers[0].after == 4 && r.layers[1].after == 2);
+    const kn_value *dw = &pruned.values[kn_graph_find_value(&pruned, "conv3.weight")];
+    CHECK(dw->shape.d[0] == 4 && dw->shape.d[1] == 1);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "conv3.bias")].shape.d[0] == 4);
+    for (int i = 0; i < pruned.n_nodes; i++)
+        if (pruned.nodes[i].n_in > 1 && pruned.nodes[i].in[1] == kn_graph_find_value(&pruned, "conv3.weight"))
+            CHECK(kn_node_int(&pruned.nodes[i], "group", 1) == 4);
+    CHECK(pruned.values[kn_graph_find_value(&pruned, "conv5.weight")].shape.d[1] == 4);
+    kn_graph_free(&g);
+    kn_graph_free(&pruned);
+    kn_graph_free(&masked);
+    kn_dataset_free(&ds);
+}
+
 static void test_sensitivity(void) {
     kn_graph g;
     parse(mlp_spec, 19, &g);
@@ -460,6 +604,9 @@ int main(void) {
     test_finetune_masks();
     test_agp();
     test_structured();
+    test_structured_concat();
+    test_structured_vit();
+    test_structured_depthwise();
     test_sensitivity();
     test_bad_input();
     return check_finish();

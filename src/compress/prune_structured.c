@@ -11,8 +11,10 @@
 
 #define MAX_PRODUCERS 256
 
-/* Where the channels of the activations come from: ids[v] (dims[1] of value v, or NULL when untracked)
- * gives for each index along axis 1 the unit it carries, or -1 for a channel no pruning touches. */
+/* Where the channels of the activations come from: ids[v] (dims[axis[v]] of value v, or NULL when
+ * untracked) gives for each index along that axis the unit it carries, or -1 for a channel no pruning
+ * touches. The axis is 1 for a Conv's channels and a Gemm's neurons, the last for a MatMul's neurons
+ * on sequences (batch, tokens, features). */
 typedef struct unit_graph {
     kn_graph *g;
     int n_producers;
@@ -20,6 +22,7 @@ typedef struct unit_graph {
     int64_t base[MAX_PRODUCERS + 1];  /* units of producer p: base[p] .. base[p + 1] */
     int *producer_of_node;            /* (n_nodes) producer index or -1 */
     int32_t **ids;                    /* (n_values) */
+    int *axis;                        /* (n_values) the axis ids[v] runs along */
     int32_t *parent;                  /* (units) union-find over units */
     bool *fixed;                      /* (units) per root: a class that must stay */
     int *group;                       /* (n_producers) union-find over producers tied by shared classes */
@@ -56,11 +59,14 @@ static void unite(unit_graph *u, int32_t a, int32_t b) {
     u->fixed[ra] |= u->fixed[rb];
 }
 
+/* How many units value v carries along its tracked axis. */
+static int64_t tracked_dim(const unit_graph *u, int v) { return u->g->values[v].shape.d[u->axis[v]]; }
+
 /* Every unit value v carries becomes a class that must stay. */
 static void fix_value(unit_graph *u, int v) {
     if (v < 0 || !u->ids[v])
         return;
-    for (int64_t c = 0; c < u->g->values[v].shape.d[1]; c++)
+    for (int64_t c = 0; c < tracked_dim(u, v); c++)
         if (u->ids[v][c] >= 0)
             u->fixed[find(u->parent, u->ids[v][c])] = true;
 }
@@ -80,10 +86,16 @@ static void weight_axes(const kn_graph *g, const kn_node *n, int *out_axis, int 
         bool trans_b = kn_node_int(n, "transB", 0) != 0;
         *out_axis = trans_b ? 0 : 1;
         *in_axis = trans_b ? 1 : 0;
-    } else if (op_is(n, "MatMul") && w->shape.ndim == 2 && kn_node_input(g, n, 0)->shape.ndim == 2) {
+    } else if (op_is(n, "MatMul") && w->shape.ndim == 2 && kn_node_input(g, n, 0)->shape.ndim >= 2) {
         *out_axis = 1;
         *in_axis = 0;
     }
+}
+
+/* The axis of a layer's input (and output) that its weight's in_axis (out_axis) contracts (produces):
+ * channels of a Conv, features of a Gemm, the last axis of a MatMul. */
+static int layer_io_axis(const kn_graph *g, const kn_node *n) {
+    return op_is(n, "MatMul") ? kn_node_input(g, n, 0)->shape.ndim - 1 : 1;
 }
 
 static bool is_producer(const kn_graph *g, const kn_node *n, kn_prune_structure s, const int *layer_nodes,
@@ -102,11 +114,47 @@ static bool is_producer(const kn_graph *g, const kn_node *n, kn_prune_structure 
     return false; /* skipped */
 }
 
-static bool passes_channels(const kn_node *n) {
+/* Ops that map each element on its own: any tracked axis passes through. */
+static bool is_elementwise_unary(const kn_node *n) {
     static const char *const ops[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "HardSigmoid",
                                       "HardSwish", "Softplus", "Softsign", "Clip", "Dropout", "Identity", "Gelu",
-                                      "Mish", "Abs", "Neg", "MaxPool", "AveragePool", "GlobalAveragePool",
-                                      "GlobalMaxPool", "LpPool", "BatchNormalization"};
+                                      "Mish", "Abs", "Neg", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Floor",
+                                      "Ceil"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (op_is(n, ops[i]))
+            return true;
+    return false;
+}
+
+/* The nodes reading value v, and whether it is a graph output (counted as a reader). */
+static int value_readers(const kn_graph *g, int v) {
+    int readers = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            readers += g->nodes[i].in[k] == v;
+    for (int o = 0; o < g->n_outputs; o++)
+        readers += g->outputs[o] == v;
+    return readers;
+}
+
+/* A depthwise Conv (one filter per channel: group = C_in = C_out, weight (C, 1, ...)) with an f32
+ * weight and bias of its own: output channel c is a function of input channel c alone, so the units
+ * pass through it and its filters are removed with them. */
+static bool is_depthwise(const kn_graph *g, const kn_node *n) {
+    if (!op_is(n, "Conv") || n->n_in < 2)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1), *b = kn_node_input(g, n, 2);
+    int64_t group = kn_node_int(n, "group", 1);
+    return x->shape.ndim >= 3 && group > 1 && group == x->shape.d[1] && w->kind == KN_VALUE_PARAM &&
+           w->dtype == KN_F32 && w->shape.d[0] == group && w->shape.d[1] == 1 &&
+           value_readers(g, n->in[1]) == 1 &&
+           (!b || (b->kind == KN_VALUE_PARAM && b->dtype == KN_F32 && value_readers(g, n->in[2]) == 1));
+}
+
+/* Ops that work per channel of an (N, C, ...) tensor: axis 1 passes through. */
+static bool is_per_channel(const kn_node *n) {
+    static const char *const ops[] = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+                                      "BatchNormalization"};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (op_is(n, ops[i]))
             return true;
@@ -121,12 +169,53 @@ static bool is_elementwise_binary(const kn_node *n) {
     return false;
 }
 
+/* For an elementwise binary node with one tracked activation input: the index of the other input when
+ * it is an f32 constant of one value per unit (a separate bias, a per-channel scale: shape 1 except
+ * dims[axis] once broadcast against the tracked input), read by this node alone, so that it can be
+ * sliced with the units; -1 otherwise. */
+static int per_unit_constant(const unit_graph *u, const kn_node *n) {
+    const kn_graph *g = u->g;
+    if (n->n_in != 2 || n->in[0] < 0 || n->in[1] < 0 || !is_elementwise_binary(n) ||
+        (u->ids[n->in[0]] != NULL) == (u->ids[n->in[1]] != NULL))
+        return -1;
+    int t = u->ids[n->in[0]] ? 0 : 1;
+    const kn_value *x = &g->values[n->in[t]], *c = &g->values[n->in[1 - t]], *y = &g->values[n->out[0]];
+    int axis = u->axis[n->in[t]], at = axis - (x->shape.ndim - c->shape.ndim);
+    if (c->kind == KN_VALUE_ACT || c->dtype != KN_F32 || !c->data || c->shape.ndim > x->shape.ndim || at < 0 ||
+        c->shape.d[at] != x->shape.d[axis] || kn_shape_numel(&c->shape) != x->shape.d[axis] ||
+        !kn_shape_equal(&y->shape, &x->shape) || value_readers(g, n->in[1 - t]) != 1)
+        return -1;
+    return 1 - t;
+}
+
+/* A Concat whose axis is the one every tracked input is tracked along (and not the batch). */
+static bool concat_on_tracked_axis(const unit_graph *u, const kn_node *n) {
+    int ndim = u->g->values[n->out[0]].shape.ndim;
+    int axis = (int)kn_node_int(n, "axis", 0);
+    axis = axis < 0 ? axis + ndim : axis;
+    if (axis < 1 || axis >= ndim)
+        return false;
+    for (int k = 0; k < n->n_in; k++)
+        if (u->ids[n->in[k]] && u->axis[n->in[k]] != axis)
+            return false;
+    return true;
+}
+
 /* ---- following the units ---- */
 
-static int32_t *new_ids(unit_graph *u, int v) {
-    int64_t c = u->g->values[v].shape.d[1];
+static int32_t *new_ids(unit_graph *u, int v, int axis) {
+    u->axis[v] = axis;
+    int64_t c = u->g->values[v].shape.d[axis];
     u->ids[v] = malloc(sizeof(int32_t) * (size_t)(c > 0 ? c : 1));
     return u->ids[v];
+}
+
+/* A copy of value `from`'s ids (and axis) for value `to`. */
+static kiln_status pass_ids(unit_graph *u, int from, int to) {
+    if (!new_ids(u, to, u->axis[from]))
+        return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
+    memcpy(u->ids[to], u->ids[from], sizeof(int32_t) * (size_t)tracked_dim(u, from));
+    return KILN_OK;
 }
 
 static kiln_status follow_node(unit_graph *u, int i) {
@@ -141,19 +230,20 @@ static kiln_status follow_node(unit_graph *u, int i) {
         int out_axis, in_axis;
         weight_axes(g, n, &out_axis, &in_axis);
         const kn_value *x = kn_node_input(g, n, 0);
-        if (in_axis >= 0 && x->shape.ndim >= 2 && u->ids[n->in[0]] && !(n->n_in > 1 && u->ids[n->in[1]]) &&
+        bool x_tracked = n->in[0] >= 0 && u->ids[n->in[0]] != NULL;
+        int x_axis = x_tracked ? u->axis[n->in[0]] : -1;
+        if (in_axis >= 0 && x_tracked && x_axis == layer_io_axis(g, n) && !(n->n_in > 1 && u->ids[n->in[1]]) &&
             !(n->n_in > 2 && n->in[2] >= 0 && u->ids[n->in[2]])) {
             /* A layer reading tracked channels: its input weights shrink with them. */
-        } else if (passes_channels(n) && u->ids[n->in[0]] && g->values[out].shape.ndim >= 2 &&
-                   g->values[out].shape.d[1] == x->shape.d[1]) {
+        } else if (x_tracked &&
+                   (is_elementwise_unary(n) || ((is_per_channel(n) || is_depthwise(g, n)) && x_axis == 1)) &&
+                   g->values[out].shape.ndim > x_axis && g->values[out].shape.d[x_axis] == x->shape.d[x_axis]) {
             for (int k = 1; k < n->n_in; k++)
                 fix_value(u, n->in[k]);
-            if (!new_ids(u, out))
-                return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
-            memcpy(u->ids[out], u->ids[n->in[0]], sizeof(int32_t) * (size_t)x->shape.d[1]);
-        } else if (op_is(n, "Flatten") && kn_node_int(n, "axis", 1) == 1 && x->shape.ndim >= 2) {
+            KN_TRY(pass_ids(u, n->in[0], out));
+        } else if (op_is(n, "Flatten") && kn_node_int(n, "axis", 1) == 1 && x_tracked && x_axis == 1) {
             int64_t c = x->shape.d[1], spatial = kn_shape_span(&x->shape, 2, x->shape.ndim);
-            if (!new_ids(u, out))
+            if (!new_ids(u, out, 1))
                 return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
             for (int64_t k = 0; k < c * spatial; k++)
                 u->ids[out][k] = u->ids[n->in[0]][k / spatial];
@@ -161,17 +251,19 @@ static kiln_status follow_node(unit_graph *u, int i) {
             const kn_value *a = kn_node_input(g, n, 0), *b = kn_node_input(g, n, 1);
             bool scalar_other = (a->kind != KN_VALUE_ACT && kn_shape_numel(&a->shape) == 1) ||
                                 (b->kind != KN_VALUE_ACT && kn_shape_numel(&b->shape) == 1);
-            if (scalar_other) {
-                int tracked = u->ids[n->in[0]] ? n->in[0] : n->in[1];
-                if (!new_ids(u, out))
-                    return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
-                memcpy(u->ids[out], u->ids[tracked], sizeof(int32_t) * (size_t)g->values[out].shape.d[1]);
-            } else if (kn_shape_equal(&a->shape, &b->shape) && a->shape.ndim >= 2) {
+            int ia_axis = u->ids[n->in[0]] ? u->axis[n->in[0]] : -1;
+            int ib_axis = u->ids[n->in[1]] ? u->axis[n->in[1]] : -1;
+            if (scalar_other || per_unit_constant(u, n) >= 0) {
+                /* x op scalar, or x op one constant per unit (sliced with the units). */
+                KN_TRY(pass_ids(u, u->ids[n->in[0]] ? n->in[0] : n->in[1], out));
+            } else if (kn_shape_equal(&a->shape, &b->shape) && a->shape.ndim >= 2 &&
+                       (ia_axis < 0 || ib_axis < 0 || ia_axis == ib_axis)) {
                 /* A residual join: channel c of both sides is one class. */
                 const int32_t *ia = u->ids[n->in[0]], *ib = u->ids[n->in[1]];
-                if (!new_ids(u, out))
+                int axis = ia ? ia_axis : ib_axis;
+                if (!new_ids(u, out, axis))
                     return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
-                for (int64_t c = 0; c < a->shape.d[1]; c++) {
+                for (int64_t c = 0; c < a->shape.d[axis]; c++) {
                     int32_t ua = ia ? ia[c] : -1, ub = ib ? ib[c] : -1;
                     if (ua >= 0 && ub >= 0)
                         unite(u, ua, ub);
@@ -183,13 +275,14 @@ static kiln_status follow_node(unit_graph *u, int i) {
                 fix_value(u, n->in[0]);
                 fix_value(u, n->in[1]);
             }
-        } else if (op_is(n, "Concat") && g->values[out].shape.ndim >= 2 &&
-                   (kn_node_int(n, "axis", 0) == 1 || kn_node_int(n, "axis", 0) == 1 - g->values[out].shape.ndim)) {
-            if (!new_ids(u, out))
+        } else if (op_is(n, "Concat") && concat_on_tracked_axis(u, n)) {
+            int axis = (int)kn_node_int(n, "axis", 0);
+            axis = axis < 0 ? axis + g->values[out].shape.ndim : axis;
+            if (!new_ids(u, out, axis))
                 return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
             int64_t at = 0;
             for (int k = 0; k < n->n_in; k++) {
-                int64_t c = g->values[n->in[k]].shape.d[1];
+                int64_t c = g->values[n->in[k]].shape.d[axis];
                 for (int64_t j = 0; j < c; j++)
                     u->ids[out][at + j] = u->ids[n->in[k]] ? u->ids[n->in[k]][j] : -1;
                 at += c;
@@ -201,7 +294,7 @@ static kiln_status follow_node(unit_graph *u, int i) {
     }
     if (p >= 0) {
         /* The layer's own outputs: fresh units. */
-        if (!new_ids(u, out))
+        if (!new_ids(u, out, layer_io_axis(g, n)))
             return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
         for (int64_t c = 0; c < u->base[p + 1] - u->base[p]; c++)
             u->ids[out][c] = (int32_t)(u->base[p] + c);
@@ -213,6 +306,7 @@ static void unit_graph_free(unit_graph *u) {
     for (int v = 0; u->ids && v < u->g->n_values; v++)
         free(u->ids[v]);
     free(u->ids);
+    free(u->axis);
     free(u->parent);
     free(u->fixed);
     free(u->group);
@@ -233,7 +327,8 @@ static kiln_status unit_graph_build(unit_graph *u, kn_graph *g, const kn_prune_c
         layer_nodes[l] = layers[l].node;
     u->producer_of_node = malloc(sizeof(int) * (size_t)g->n_nodes);
     u->ids = calloc((size_t)g->n_values, sizeof *u->ids);
-    if (!u->producer_of_node || !u->ids)
+    u->axis = calloc((size_t)g->n_values, sizeof *u->axis);
+    if (!u->producer_of_node || !u->ids || !u->axis)
         return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
     for (int i = 0; i < g->n_nodes; i++) {
         u->producer_of_node[i] = -1;
@@ -445,9 +540,9 @@ static kiln_status slice_axis(kn_graph *g, int v, int axis, const bool *keep, bo
     return KILN_OK;
 }
 
-/* keep (dims[1] of value v): channel k of v stays unless its class is removed. */
+/* keep (dims[axis[v]] of value v): channel k of v stays unless its class is removed. */
 static void channel_keep(const unit_graph *u, int v, const bool *removed, bool *keep) {
-    for (int64_t k = 0; k < u->g->values[v].shape.d[1]; k++)
+    for (int64_t k = 0; k < tracked_dim(u, v); k++)
         keep[k] = u->ids[v][k] < 0 || !removed[find(u->parent, u->ids[v][k])];
 }
 
@@ -457,13 +552,30 @@ static kiln_status shrink_node(unit_graph *u, int i, const bool *removed, bool m
     int out_axis, in_axis;
     weight_axes(g, n, &out_axis, &in_axis);
     int p = u->producer_of_node[i];
-    if (in_axis >= 0 && u->ids[n->in[0]]) {
+    int x_axis = n->n_in > 0 && n->in[0] >= 0 && u->ids[n->in[0]] ? u->axis[n->in[0]] : -1;
+    int constant = per_unit_constant(u, n);
+    if (in_axis >= 0 && x_axis >= 0 && x_axis == layer_io_axis(g, n)) {
         channel_keep(u, n->in[0], removed, keep);
         KN_TRY(slice_axis(g, n->in[1], in_axis, keep, mask_only));
-    } else if (op_is(n, "BatchNormalization") && u->ids[n->in[0]] && !mask_only) {
+    } else if (op_is(n, "BatchNormalization") && x_axis == 1 && !mask_only) {
         channel_keep(u, n->in[0], removed, keep);
         for (int k = 1; k < n->n_in && k < 5; k++)
             KN_TRY(slice_axis(g, n->in[k], 0, keep, false));
+    } else if (is_depthwise(g, n) && x_axis == 1 && !mask_only) {
+        /* One filter per kept channel, and as many groups. */
+        channel_keep(u, n->in[0], removed, keep);
+        int64_t kept = 0;
+        for (int64_t k = 0; k < tracked_dim(u, n->in[0]); k++)
+            kept += keep[k];
+        KN_TRY(slice_axis(g, n->in[1], 0, keep, false));
+        if (kn_node_input(g, n, 2))
+            KN_TRY(slice_axis(g, n->in[2], 0, keep, false));
+        KN_TRY(kn_node_set_int(g, i, "group", kept));
+    } else if (constant >= 0 && !mask_only) {
+        /* The constant's units follow the tracked input's (its dims are 1 but for that axis). */
+        int t = n->in[1 - constant], c = n->in[constant];
+        channel_keep(u, t, removed, keep);
+        KN_TRY(slice_axis(g, c, u->axis[t] - (g->values[t].shape.ndim - g->values[c].shape.ndim), keep, false));
     }
     if (p >= 0) {
         channel_keep(u, n->out[0], removed, keep);

@@ -1,13 +1,16 @@
 /* Structured pruning: removes whole output channels (Conv filters) or neurons (Gemm / MatMul outputs)
  * and shrinks the graph around them — the layer's weight and bias, the BatchNormalization after it,
- * the input channels of the layers that read it (through activations, pooling, Flatten's column groups,
- * residual adds and concats), so that the pruned model is a smaller dense model.
+ * the input channels of the layers that read it (through activations, pooling, depthwise convs,
+ * Flatten's column groups, per-unit bias constants, residual adds and concats), so that the pruned model
+ * is a smaller dense model.
  *
- * Channels are tracked as units: every output unit of a prunable layer, followed through the graph.
- * Where an elementwise Add (Sub, Mul, ...) joins two tracked tensors, unit c of one and unit c of the
- * other are one class: removed together or not at all, so a residual block and its shortcut keep the
- * same channels. A unit that reaches something kiln cannot shrink (a graph output, a Reshape, a grouped
- * Conv, a Softmax, an elementwise op with a per-channel constant) is fixed and never removed.
+ * Channels are tracked as units: every output unit of a prunable layer, followed through the graph
+ * along one axis per tensor (1 for channels, the last for a MatMul's neurons on sequences). Where an
+ * elementwise Add (Sub, Mul, ...) joins two tracked tensors, unit c of one and unit c of the other are
+ * one class: removed together or not at all, so a residual block and its shortcut keep the same
+ * channels. A unit that reaches something kiln cannot shrink (a graph output, a Reshape, a grouped
+ * Conv, a Softmax or LayerNormalization, an elementwise op with a constant of another shape) is fixed
+ * and never removed.
  */
 #ifndef KN_COMPRESS_PRUNE_STRUCTURED_H
 #define KN_COMPRESS_PRUNE_STRUCTURED_H
