@@ -14,6 +14,7 @@
     X(sin) X(cos) X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(asinh) X(acosh) X(atanh)       \
     X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish) X(cumsum)  \
     X(instancenormalization) X(lrn) X(meanvariancenormalization)        \
-    X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)
+    X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)                                       \
+    X(hannwindow) X(hammingwindow) X(blackmanwindow)
 
 #endif
