@@ -352,7 +352,7 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"Multinomial", KN_RANDOM},
     {"RNN", KN_NOT_YET " (recurrent layers)"}, {"GRU", KN_NOT_YET " (recurrent layers)"},
     {"LSTM", KN_NOT_YET " (recurrent layers)"}, {"DFT", KN_NOT_YET " (complex values)"},
-    {"STFT", KN_NOT_YET " (complex values)"}, {"Einsum", KN_NOT_YET},
+    {"STFT", KN_NOT_YET " (complex values)"},
     {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
         {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
