@@ -353,7 +353,7 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"RNN", KN_NOT_YET " (recurrent layers)"}, {"GRU", KN_NOT_YET " (recurrent layers)"},
     {"LSTM", KN_NOT_YET " (recurrent layers)"}, {"DFT", KN_NOT_YET " (complex values)"},
     {"STFT", KN_NOT_YET " (complex values)"},
-    {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
+    {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
         {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
     {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
