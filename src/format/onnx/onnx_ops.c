@@ -350,8 +350,7 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"NonMaxSuppression", KN_DATA_SHAPED}, {"MelWeightMatrix", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
     {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
     {"Multinomial", KN_RANDOM},
-    {"DFT", KN_NOT_YET " (complex values)"},
-    {"STFT", KN_NOT_YET " (complex values)"},
+
     {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
         {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
