@@ -216,7 +216,8 @@ static kiln_status rnn_forward(const kn_op_call *call) {
                 }
                 memcpy(hn, xt, sizeof(double) * (size_t)H);
                 for (int64_t j = 0; j < H; j++) {
-                    int64_t at = d.batch_first ? ((n * d.T + t) * d.D + dir) * H + j : ((t * d.D + dir) * d.N + n) * H + j;
+                    int64_t at = d.batch_first ? ((n * d.T + t) * d.D + dir) * H + j
+                                               : ((t * d.D + dir) * d.N + n) * H + j;
                     y[at] = (float)hn[j];
                 }
             }

@@ -44,7 +44,8 @@ static void spectral_transform(const float *x, int64_t n, int64_t x_step, bool x
         double re = 0.0, im = 0.0;
         for (int64_t j = 0; j < n && j < L; j++) {
             double a = x[j * x_step], b = x_complex ? x[j * x_step + 1] : 0.0, s = w ? w[j] : 1.0;
-            double angle = (inverse ? kn_two_pi : -kn_two_pi) * (double)(int64_t)((uint64_t)j * (uint64_t)k % (uint64_t)L) / (double)L;
+            uint64_t turn = (uint64_t)j * (uint64_t)k % (uint64_t)L; /* j k mod L: the angle kept small */
+            double angle = (inverse ? kn_two_pi : -kn_two_pi) * (double)turn / (double)L;
             double c = cos(angle), sn = sin(angle);
             re += s * (a * c - b * sn);
             im += s * (a * sn + b * c);

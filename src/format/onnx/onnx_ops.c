@@ -347,11 +347,11 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"StringNormalizer", KN_NO_STRINGS}, {"TfIdfVectorizer", KN_NO_STRINGS},
     {"RegexFullMatch", KN_NO_STRINGS}, {"StringConcat", KN_NO_STRINGS}, {"StringSplit", KN_NO_STRINGS},
     {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED},
-    {"NonMaxSuppression", KN_DATA_SHAPED}, {"MelWeightMatrix", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
+    {"NonMaxSuppression", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
     {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
     {"Multinomial", KN_RANDOM},
 
-    {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
+    {"AffineGrid", KN_NOT_YET},
         {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
     {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
@@ -554,7 +554,8 @@ static kiln_status import_eyelike(kn_onnx_importer *im, const kn_onnx_node *n) {
     return import_dtype_attr(im, n, "dtype");
 }
 
-/* The window functions (HannWindow, ...): `output_datatype` (optional) holds an ONNX data type. */
+/* The window functions (HannWindow, ...) and MelWeightMatrix: `output_datatype` (optional) holds an ONNX
+ * data type. */
 static kiln_status import_window(kn_onnx_importer *im, const kn_onnx_node *n) {
     return import_dtype_attr(im, n, "output_datatype");
 }
@@ -773,6 +774,7 @@ static const op_rewrite rewrites[] = {
     {"HannWindow", import_window, "HannWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"HammingWindow", import_window, "HammingWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"BlackmanWindow", import_window, "BlackmanWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
+    {"MelWeightMatrix", import_window, "MelWeightMatrix", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"Scatter", import_scatter, "ScatterElements", "becomes ScatterElements (opsets 9-10)"},
     {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
      "tensor `value` becomes float `value` + int `dtype`"},
