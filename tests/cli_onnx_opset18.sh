@@ -3,7 +3,8 @@
 # Pad axes, Resize axes + keep_aspect_ratio_policy) through kiln run, kiln info and kiln convert: every output
 # within 1e-5 of onnxruntime's (tests/ref/data/opset18_ort_*.npy, written by bench/ort_run.js; compared with a
 # fresh onnxruntime run too when onnxruntime-node is installed), the .kiln conversion giving the same. And
-# opsets kiln does not read get one clear error: opset 22, and a node of an unknown domain.
+# opsets kiln does not read get one clear error: opset 22, and a node of an unknown domain. Then the
+# opset-18 bitwise ops against numpy.
 set -u
 kiln=$1
 src=$2
@@ -32,7 +33,7 @@ check "kiln run outputs within 1e-5 of onnxruntime" 'close "$work/run" "$data/op
     "$work/empty.npy"
 "$kiln" run "$data/opset18.onnx" "$work/empty.npy" --batch-dim > "$work/empty.txt" 2>&1
 check "samples of no elements: one clear error" \
-    '[ $? -ne 0 ] && [ "$(wc -l < "$work/empty.txt")" -eq 1 ] && grep -q "dimension 2 is 0" "$work/empty.txt"'
+    '[ $? -ne 0 ] && [ "$(wc -l < "$work/empty.txt")" -eq 1 ] && grep -q "dimension 2 is fixed at 7 by the model, got 0" "$work/empty.txt"'
 check "kiln info reads the opset-18 model" '"$kiln" info "$data/opset18.onnx" > "$work/info.txt"'
 check "kiln info names the Resize" 'grep -q Resize "$work/info.txt"'
 check "kiln convert to .kiln" '"$kiln" convert "$data/opset18.onnx" "$work/m.kiln" >/dev/null'
@@ -93,5 +94,12 @@ PY
              close "$work/o17" "$data/opset18_ort_"'
     fi
 fi
+# The opset-18 bitwise ops (tests/ref/make_onnx_bitwise_fixture.py) against numpy, bit for bit.
+b=$data/bitwise
+check "BitwiseAnd/Or/Xor/Not give numpy's bits" '"$kiln" run "$b.onnx" "$b"_a.npy "$b"_b.npy "$b"_c.npy --batch-dim \
+    --out "$work/bits" >/dev/null && /usr/bin/python3 -c "import numpy as np, sys
+for n in (\"and\", \"or\", \"xor\", \"not\"):
+    a, w = np.load(\"$work/bits/%s.npy\" % n), np.load(\"${b}_%s.npy\" % n)
+    sys.exit(1) if a.dtype != w.dtype or a.shape != w.shape or (a != w).any() else None"'
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

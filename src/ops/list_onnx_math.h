@@ -15,6 +15,7 @@
     X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish) X(cumsum)  \
     X(instancenormalization) X(lrn) X(meanvariancenormalization)        \
     X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)                                       \
-    X(hannwindow) X(hammingwindow) X(blackmanwindow) X(det) X(einsum) X(rnn) X(gru) X(lstm) X(dft) X(stft) X(melweightmatrix)
+    X(hannwindow) X(hammingwindow) X(blackmanwindow) X(det) X(einsum) X(rnn) X(gru) X(lstm) X(dft) X(stft) X(melweightmatrix)               \
+    X(bitwiseand) X(bitwiseor) X(bitwisexor) X(bitwisenot)
 
 #endif
