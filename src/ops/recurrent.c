@@ -34,10 +34,11 @@ static rnn_kind rnn_kind_of(const kn_node *node) {
     return strcmp(name, "GRU") == 0 ? RNN_GRU : strcmp(name, "LSTM") == 0 ? RNN_LSTM : RNN_PLAIN;
 }
 
-/* Checks an optional input's shape: NULL (omitted) passes. */
+/* Checks an optional input's shape (and that it is f32, unless it is sequence_lens): NULL (omitted) passes. */
 static kiln_status rnn_check(const kn_value *v, const char *what, int ndim, const int64_t *dims) {
     kn_shape want = kn_shape_of(ndim, dims);
-    if (v && (!kn_shape_equal(&v->shape, &want) || (v->dtype != KN_F32 && strcmp(what, "sequence_lens") != 0))) {
+    bool lengths = strcmp(what, "sequence_lens") == 0; /* i32 or i64, checked by the caller */
+    if (v && (!kn_shape_equal(&v->shape, &want) || (v->dtype != KN_F32 && !lengths))) {
         char got[96], exp[96];
         return kn_fail(KILN_ERR_SHAPE, "%s is %s %s; expected %s f32", what, kn_shape_str(&v->shape, got, sizeof got),
                        kn_dtype_name(v->dtype), kn_shape_str(&want, exp, sizeof exp));
