@@ -235,13 +235,14 @@ expect_error "unknown input name" 1 "no input named 'pixels' (its inputs: 'input
 expect_error "CSV of the wrong width" 1 "three.csv: 3 columns, but input 'input' takes 4 features" -- run "$work/iris.kiln" "$work/three.csv"
 expect_error "image for a vector input" 1 "is not an image input" -- run "$work/iris.kiln" "$png"
 expect_error "unknown output format" 2 "must end in .kiln or .onnx" -- convert "$work/small.kiln" "$work/small.pt"
-expect_error "run without inputs" 2 "at least one input" -- run "$work/small.kiln"
+expect_error "run without inputs" 1 "input 'input' (input 1 of 1) got no file" -- run "$work/small.kiln"
+expect_error "run without a model" 2 "a model is required" -- run
 expect_error "bench --batch 0" 2 "--batch must be at least 1" -- bench "$work/small.kiln" --batch 0
 if [ $onnx = 1 ]; then
     expect_error "truncated .onnx" 1 "truncated.onnx: not a valid ONNX model" -- convert "$work/truncated.onnx" "$work/x.kiln"
-    det=/usr/share/libonnx-testdata/data/node/test_det_2d/model.onnx
-    if [ -f "$det" ]; then
-        expect_error "unsupported op" 1 "node 'Det_0' (index 0): op 'Det' (opset 11) is not supported" -- run "$det" "$png"
+    unsupported=/usr/share/libonnx-testdata/data/node/test_nonmaxsuppression_center_point_box_format/model.onnx
+    if [ -f "$unsupported" ]; then
+        expect_error "unsupported op" 1 "node 'NonMaxSuppression_0' (index 0): op 'NonMaxSuppression' (opset 11) is not supported" -- run "$unsupported" "$png"
     else
         echo "skipped: libonnx-testdata is not installed"; skipped=$((skipped + 1))
     fi

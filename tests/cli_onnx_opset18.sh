@@ -3,7 +3,8 @@
 # Pad axes, Resize axes + keep_aspect_ratio_policy) through kiln run, kiln info and kiln convert: every output
 # within 1e-5 of onnxruntime's (tests/ref/data/opset18_ort_*.npy, written by bench/ort_run.js; compared with a
 # fresh onnxruntime run too when onnxruntime-node is installed), the .kiln conversion giving the same. And
-# opsets kiln does not read get one clear error: opset 22, and a node of an unknown domain.
+# opsets kiln does not read get one clear error: opset 22, and a node of an unknown domain. Then the
+# opset-18 bitwise ops against numpy.
 set -u
 kiln=$1
 src=$2
@@ -93,5 +94,12 @@ PY
              close "$work/o17" "$data/opset18_ort_"'
     fi
 fi
+# The opset-18 bitwise ops (tests/ref/make_onnx_bitwise_fixture.py) against numpy, bit for bit.
+b=$data/bitwise
+check "BitwiseAnd/Or/Xor/Not give numpy's bits" '"$kiln" run "$b.onnx" "$b"_a.npy "$b"_b.npy "$b"_c.npy --batch-dim \
+    --out "$work/bits" >/dev/null && /usr/bin/python3 -c "import numpy as np, sys
+for n in (\"and\", \"or\", \"xor\", \"not\"):
+    a, w = np.load(\"$work/bits/%s.npy\" % n), np.load(\"${b}_%s.npy\" % n)
+    sys.exit(1) if a.dtype != w.dtype or a.shape != w.shape or (a != w).any() else None"'
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

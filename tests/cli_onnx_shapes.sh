@@ -4,7 +4,9 @@
 # batch and sequence reshaped through Shape -> Gather -> Concat -> Reshape, and a Reshape whose target is
 # a graph input. Each runs as .onnx and converted to .kiln; every output must be within 1e-5 (relative to
 # its largest value) of onnxruntime's (npm onnxruntime-node in bench/node_modules, when it loads) and of
-# PyTorch's (the committed .npy, compared with numpy). Bad values get one clear error.
+# PyTorch's (the committed .npy, compared with numpy). Bad values get one clear error. Then inputs that
+# are not batches: 0-d arrays, a batch of none, a model without inputs; then outputs sized by input values
+# (TopK, OneHot: tests/ref/make_onnx_scalar_fixtures.py).
 set -u
 kiln=$1
 src=$(cd "$2" && pwd)
@@ -80,6 +82,44 @@ np.save('$work/more.npy', np.array([4, 6], np.int64)); np.save('$work/float.npy'
         esac
     done
 done
+
+# Inputs that are not batches (tests/ref/make_onnx_scalar_fixtures.py): 0-d .npy bounds of a Clip are each
+# the whole input, with or without --batch-dim; a batch may hold no samples; a model without inputs runs
+# with no files.
+clip=$data/scalar_clip.onnx
+check "scalar inputs with --batch-dim" '"$kiln" run "$clip" "$data/scalar_clip_x.npy" "$data/scalar_clip_lo.npy" \
+    "$data/scalar_clip_hi.npy" --batch-dim --out "$work/clip" >/dev/null && close "$work/clip/y.npy" "$data/scalar_clip_y.npy"'
+/usr/bin/python3 -c "import numpy as np; x = np.load('$data/scalar_clip_x.npy'); np.save('$work/row.npy', x[1]);
+np.save('$work/row_y.npy', np.load('$data/scalar_clip_y.npy')[1:2]); np.save('$work/none.npy', x[:0])"
+check "scalar inputs beside one sample (no --batch-dim)" '"$kiln" run "$clip" "$work/row.npy" "$data/scalar_clip_lo.npy" \
+    "$data/scalar_clip_hi.npy" --out "$work/clip1" >/dev/null && close "$work/clip1/y.npy" "$work/row_y.npy"'
+check "a batch of no samples gives an output of none" '"$kiln" run "$clip" "$work/none.npy" "$data/scalar_clip_lo.npy" \
+    "$data/scalar_clip_hi.npy" --batch-dim --out "$work/clip0" >/dev/null &&
+    /usr/bin/python3 -c "import numpy as np, sys; sys.exit(np.load(\"$work/clip0/y.npy\").shape != (0, 4))"'
+check "a second file for a scalar input is one clear error" '! "$kiln" run "$clip" "$data/scalar_clip_x.npy" \
+    "lo=$data/scalar_clip_lo.npy" "lo=$data/scalar_clip_lo.npy" "hi=$data/scalar_clip_hi.npy" --batch-dim >"$work/log" 2>&1 &&
+    [ "$(wc -l <"$work/log")" -eq 1 ] && grep -q "whole value" "$work/log"'
+check "a model without inputs runs with no files" '"$kiln" run "$data/constant_only.onnx" --out "$work/const" >/dev/null &&
+    close "$work/const/y.npy" "$data/constant_only_y.npy"'
+check "a model with inputs and no files is one clear error" '! "$kiln" run "$clip" >"$work/log" 2>&1 &&
+    [ "$(wc -l <"$work/log")" -eq 1 ] && grep -q "got no file" "$work/log"'
+
+# Outputs sized by input values (TopK's k, OneHot's depth), as .onnx and as .kiln; bad values get one error.
+tk=$data/topk_onehot
+same() { /usr/bin/python3 -c "import numpy as np, sys; a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+sys.exit(not (a.dtype == b.dtype and a.shape == b.shape and (a == b).all()))" "$1" "$2"; }
+"$kiln" convert "$tk.onnx" "$work/topk_onehot.kiln" >/dev/null
+for model in "$tk.onnx" "$work/topk_onehot.kiln"; do
+    name=$(basename "$model")
+    check "$name: TopK and OneHot give numpy's values" '"$kiln" run "$model" "$tk"_x.npy "$tk"_k.npy "$tk"_classes.npy \
+        "$tk"_depth.npy --batch-dim --out "$work/tk" >/dev/null && same "$work/tk/values.npy" "$tk"_values.npy &&
+        same "$work/tk/indices.npy" "$tk"_indices.npy && same "$work/tk/hot.npy" "$tk"_hot.npy'
+done
+/usr/bin/python3 -c "import numpy as np; np.save('$work/k9.npy', np.array([9], np.int64)); np.save('$work/d0.npy', np.array(0, np.int64))"
+check "a K above the axis is one clear error" '! "$kiln" run "$tk.onnx" "$tk"_x.npy "$work/k9.npy" "$tk"_classes.npy \
+    "$tk"_depth.npy --batch-dim >"$work/log" 2>&1 && [ "$(wc -l <"$work/log")" -eq 1 ] && grep -q "K is 9; axis 1 has 5" "$work/log"'
+check "a depth of 0 is one clear error" '! "$kiln" run "$tk.onnx" "$tk"_x.npy "$tk"_k.npy "$tk"_classes.npy \
+    "$work/d0.npy" --batch-dim >"$work/log" 2>&1 && [ "$(wc -l <"$work/log")" -eq 1 ] && grep -q "depth is 0" "$work/log"'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -682,9 +682,9 @@ static void test_bad_models(void) {
     mb_free(&b);
 
     mb_gemm_relu(&b, 13);
-    b.inits[0] = mb_tensor(&b, "W", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 7,
-                           (int64_t[]){1, 1, 1, 3, 1, 1, 4}, gemm_w, sizeof gemm_w);
-    expect_import(&b, NULL, KILN_ERR_UNSUPPORTED, "rank 7", "rank 7");
+    b.inits[0] = mb_tensor(&b, "W", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 9,
+                           (int64_t[]){1, 1, 1, 3, 1, 1, 4, 1, 1}, gemm_w, sizeof gemm_w);
+    expect_import(&b, NULL, KILN_ERR_UNSUPPORTED, "rank 9", "rank 9");
     mb_free(&b);
 
     mb_gemm_relu(&b, 13);

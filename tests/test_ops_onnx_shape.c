@@ -792,7 +792,7 @@ static void test_squeeze_unsqueeze(void) {
          KILN_ERR_INVALID_ARG,
          "axis 3 is out of range for rank 3"},
         {"Unsqueeze", {2, {3, 4}}, 2, {1, 1}, KILN_ERR_INVALID_ARG, "axis 1 appears twice"},
-        {"Unsqueeze", {4, {3, 4, 5, 6}}, 3, {0, 1, 2}, KILN_ERR_UNSUPPORTED, "rank 7; at most 6"},
+        {"Unsqueeze", {6, {3, 4, 5, 6, 1, 1}}, 3, {0, 1, 2}, KILN_ERR_UNSUPPORTED, "rank 9; at most 8"},
     };
     for (int i = 0; i < COUNT(bad); i++) {
         kn_graph g;

@@ -66,7 +66,7 @@ KILN_API const char *kiln_last_error(void);
 
 /* ---- tensors ------------------------------------------------------------------------------------ */
 
-#define KILN_MAX_DIMS 6
+#define KILN_MAX_DIMS 8
 
 typedef enum kiln_dtype {
     KILN_DTYPE_F32 = 0,

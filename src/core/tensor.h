@@ -8,7 +8,7 @@
 
 #include "kiln/kiln.h"
 
-#define KN_MAX_DIMS 6
+#define KN_MAX_DIMS 8
 
 typedef enum kn_dtype {
     KN_F32 = 0,

@@ -25,6 +25,7 @@ enum {
     KN_KILN_DIR_ENTRY_BYTES = 32,    /* one section directory entry; the directory follows the header */
     KN_KILN_MAX_SECTIONS = 64,
     KN_KILN_TENSOR_ENTRY_BYTES = 96, /* a tensor-table entry in formats 1.0 and 1.1; later minors may grow it */
+    KN_KILN_ENTRY_DIMS = 6,          /* dims slots of a tensor-table entry: stored tensors have rank <= 6 */
 };
 
 /* Header fields (byte offsets); the magic and the version never move, so any kiln can say which

@@ -527,7 +527,7 @@ typedef struct kn_tensor_entry {
     uint32_t target; /* value id (model table) or extra index (extras table); NONE: an aux tensor */
     uint16_t encoding;
     uint8_t ndim, flags;
-    int64_t dims[KN_MAX_DIMS];
+    int64_t dims[KN_KILN_ENTRY_DIMS];
     uint64_t offset, bytes;
     int32_t axis;
     uint32_t block;
@@ -589,12 +589,12 @@ static kiln_status entry_shape(kn_reader *r, const kn_tensor_entry *e, kn_shape 
     if (e->flags != 0)
         return r_fail(r, KILN_ERR_UNSUPPORTED, "tensor flags 0x%02x are not supported by this kiln",
                       e->flags);
-    if (e->ndim > KN_MAX_DIMS)
-        return r_fail(r, KILN_ERR_UNSUPPORTED, "rank %u is more than the %d dimensions kiln supports",
-                      e->ndim, KN_MAX_DIMS);
+    if (e->ndim > KN_KILN_ENTRY_DIMS)
+        return r_fail(r, KILN_ERR_UNSUPPORTED, "rank %u is more than the %d dimensions a stored tensor has",
+                      e->ndim, KN_KILN_ENTRY_DIMS);
     memset(shape, 0, sizeof *shape);
     shape->ndim = e->ndim;
-    for (int d = 0; d < KN_MAX_DIMS; d++) {
+    for (int d = 0; d < KN_KILN_ENTRY_DIMS; d++) {
         if (d < e->ndim && e->dims[d] < 0)
             return r_fail(r, KILN_ERR_FORMAT, "dimension %d is %lld", d, (long long)e->dims[d]);
         if (d >= e->ndim && e->dims[d] != 0)
@@ -745,7 +745,7 @@ static kiln_status read_storage_aux(kn_reader *r, kn_load *L, kn_table *t, const
             return r_fail(r, KILN_ERR_FORMAT, "codebook without a valid centroid table (aux 2 is %u)", e->aux[2]);
         /* k is the table's last extent; the rest of its shape is fixed by the axis. */
         table = &t->entries[e->aux[2]];
-        s->k = table->ndim >= 1 && table->ndim <= KN_MAX_DIMS ? table->dims[table->ndim - 1] : -1;
+        s->k = table->ndim >= 1 && table->ndim <= KN_KILN_ENTRY_DIMS ? table->dims[table->ndim - 1] : -1;
         kn_shape want = s->axis >= 0 ? kn_shape_of(2, (int64_t[]){s->shape.d[s->axis], s->k})
                                      : kn_shape_of(1, &s->k);
         const void *centroids;

@@ -31,6 +31,10 @@ static kiln_status check_shape(const kn_shape *shape, bool has_data, const char 
     if (shape->ndim < 0 || shape->ndim > KN_MAX_DIMS)
         return kn_fail(KILN_ERR_INVALID_ARG, "'%s' has rank %d; kiln supports 0 to %d", name, shape->ndim,
                        KN_MAX_DIMS);
+    /* A tensor-table entry has room for KN_KILN_ENTRY_DIMS dims (docs/format.md). */
+    if (has_data && shape->ndim > KN_KILN_ENTRY_DIMS)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "'%s' has rank %d; a .kiln file stores tensors of rank 0 to %d",
+                       name, shape->ndim, KN_KILN_ENTRY_DIMS);
     /* Inputs and activations may carry -1 for an extent not known yet; stored data needs real extents. */
     int64_t min_dim = has_data ? 0 : -1;
     for (int i = 0; i < shape->ndim; i++)
@@ -322,7 +326,7 @@ static void put_tensor_entry(kn_bytes *b, const kn_entry_out *e, uint64_t offset
     put_u16(b, (uint16_t)e->encoding);
     put_u8(b, (uint8_t)e->shape.ndim);
     put_u8(b, 0); /* flags */
-    for (int d = 0; d < KN_MAX_DIMS; d++)
+    for (int d = 0; d < KN_KILN_ENTRY_DIMS; d++)
         put_i64(b, d < e->shape.ndim ? e->shape.d[d] : 0);
     put_u64(b, offset);
     put_u64(b, bytes);

@@ -14,6 +14,8 @@
     X(sin) X(cos) X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(asinh) X(acosh) X(atanh)       \
     X(sign) X(round) X(softsign) X(selu) X(celu) X(thresholdedrelu) X(shrink) X(isnan) X(isinf) X(mish) X(cumsum)  \
     X(instancenormalization) X(lrn) X(meanvariancenormalization)        \
-    X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)
+    X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)                                       \
+    X(hannwindow) X(hammingwindow) X(blackmanwindow) X(det) X(einsum) X(rnn) X(gru) X(lstm) X(dft) X(stft) X(melweightmatrix)               \
+    X(bitwiseand) X(bitwiseor) X(bitwisexor) X(bitwisenot)
 
 #endif

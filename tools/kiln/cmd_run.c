@@ -12,7 +12,7 @@
 #include "runtime/runtime.h"
 #include "train/npy.h"
 
-static const char usage[] = "M.kiln|M.onnx [NAME=]INPUT... [--top K] [--out DIR] [--batch-dim] [--json]";
+static const char usage[] = "M.kiln|M.onnx [[NAME=]INPUT...] [--top K] [--out DIR] [--batch-dim] [--json]";
 
 typedef struct run_args {
     const char *model, *label, *out_dir;
@@ -62,7 +62,7 @@ static kiln_status read_inputs(const run_args *a, kiln_session *s, const kiln_mo
         KN_TRY(cli_batch_add_file(&batches[index], path, &options));
     }
     for (int i = 0; i < n; i++) {
-        if (batches[i].count == 0)
+        if (!batches[i].first_path)
             return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' (input %d of %d) got no file", batches[i].input_name,
                            i + 1, n);
         kn_shape shape = cli_batch_shape(&batches[i]);
@@ -334,10 +334,12 @@ static int run(const run_args *a) {
     ranked_class *ranked = st == KILN_OK ? malloc(sizeof(ranked_class) * (size_t)widest) : NULL;
     if (st == KILN_OK && !ranked)
         st = kn_fail(KILN_ERR_NOMEM, "out of memory for %lld classes", (long long)widest);
+    cli_batch none = {0}; // the samples of a model without inputs
+    const cli_batch *first = n_inputs ? &batches[0] : &none;
     if (st == KILN_OK && a->json)
-        print_json(a, model, outputs, n_outputs, &batches[0], seconds, ranked);
+        print_json(a, model, outputs, n_outputs, first, seconds, ranked);
     else if (st == KILN_OK)
-        print_text(a, model, outputs, n_outputs, &batches[0], seconds, ranked);
+        print_text(a, model, outputs, n_outputs, first, seconds, ranked);
     int rc = st == KILN_OK ? 0 : cli_fail("run", st);
     free(ranked);
     for (int i = 0; i < n_inputs; i++)
@@ -366,8 +368,8 @@ int cmd_run(int argc, char **argv) {
     int rc = 0;
     if (!cli_parse("run", usage, argc, argv, 2, options, n_options, positional, argc, &n_pos)) {
         rc = 2;
-    } else if (n_pos < 2) {
-        fprintf(stderr, "kiln run: error: a model and at least one input file are required\n");
+    } else if (n_pos < 1) { // a model without inputs runs with no INPUT files
+        fprintf(stderr, "kiln run: error: a model is required\n");
         cli_print_help(stderr, "run", usage, options, n_options);
         rc = 2;
     } else if (a.top < 1 || a.threads < 0) {

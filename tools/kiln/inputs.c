@@ -30,6 +30,8 @@ void cli_batch_free(cli_batch *b) {
 }
 
 kn_shape cli_batch_shape(const cli_batch *b) {
+    if (b->whole)
+        return (kn_shape){.ndim = 0};
     kn_shape shape = {.ndim = b->sample.ndim + 1, .d = {b->count}};
     memcpy(shape.d + 1, b->sample.d, sizeof(int64_t) * (size_t)b->sample.ndim);
     return shape;
@@ -62,11 +64,16 @@ static char *format_label(const char *fmt, ...) {
 }
 
 /* Appends n samples of `sample` shape from `data`, labelled by the file (one sample), its CSV lines, or
- * its indices ("x.npy[3]"). */
+ * its indices ("x.npy[3]"). `whole`: the file is the input's whole value, which no other file can join. */
 static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample, kn_dtype dtype, int64_t n,
-                          const void *data, const int64_t *lines) {
+                          const void *data, const int64_t *lines, bool whole) {
     char have[96], got[96];
-    if (b->count == 0) {
+    if (b->first_path && (whole || b->whole)) {
+        return kn_fail(KILN_ERR_SHAPE, "%s: input '%s' takes one file here: %s is its whole value (a 0-d array, or "
+                       "any array for an input of rank 0), not a batch that files can join", path, b->input_name,
+                       whole ? path : b->first_path);
+    } else if (!b->first_path) {
+        b->whole = whole;
         b->first_path = path;
         b->sample = *sample;
         b->dtype = dtype;
@@ -81,7 +88,7 @@ static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample
     if (!kn_shape_bytes(sample, dtype, &sample_bytes) || !kn_size_mul(sample_bytes, (size_t)n, &bytes) ||
         !kn_size_add(b->bytes, bytes, &total))
         return kn_fail(KILN_ERR_NOMEM, "%s: the batch of input '%s' would overflow", path, b->input_name);
-    if (total > b->capacity) {
+    if (total > b->capacity || !b->data) { // allocated even for no bytes: the session takes no NULL data
         size_t capacity = total > 2 * b->capacity ? total : 2 * b->capacity;
         unsigned char *grown = realloc(b->data, capacity ? capacity : 1);
         if (!grown)
@@ -89,7 +96,7 @@ static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample
         b->data = grown;
         b->capacity = capacity;
     }
-    char **labels = realloc(b->labels, sizeof(char *) * (size_t)(b->count + n));
+    char **labels = realloc(b->labels, sizeof(char *) * (size_t)(b->count + n ? b->count + n : 1));
     if (!labels)
         return kn_fail(KILN_ERR_NOMEM, "%s: no memory for %lld sample labels", path, (long long)(b->count + n));
     b->labels = labels;
@@ -112,14 +119,18 @@ static float standardize(float x, float mean, float std) { return (float)(((doub
 
 /* ---- .npy --------------------------------------------------------------------------------------- */
 
-/* The shape of the array's samples and their count. */
+/* The shape of the array's samples and their count; *whole when the array is the input's whole value: a
+ * 0-d array, or any array for an input of rank 0, has no batch dimension to stack samples along. */
 static kiln_status npy_samples(const cli_batch *b, const char *path, const kn_shape *shape, bool batch_dim,
-                               kn_shape *sample, int64_t *n) {
+                               kn_shape *sample, int64_t *n, bool *whole) {
     char have[96], want[96];
-    if (batch_dim) {
-        if (shape->ndim < 1 || shape->d[0] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "%s: an array of %s holds no batch of samples", path,
-                           kn_shape_str(shape, have, sizeof have));
+    *whole = shape->ndim == 0 || b->model_shape.ndim == 0;
+    if (*whole) {
+        *n = 1;
+        *sample = *shape;
+        return KILN_OK;
+    }
+    if (batch_dim) { // (n, sample...), n may be 0: a batch of no samples
         *n = shape->d[0];
         sample->ndim = shape->ndim - 1;
         memcpy(sample->d, shape->d + 1, sizeof(int64_t) * (size_t)sample->ndim);
@@ -152,10 +163,11 @@ static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_optio
         st = kn_npy_to_f32(path, &t);
     kn_shape sample;
     int64_t n = 0;
+    bool whole = false;
     if (st == KILN_OK)
-        st = npy_samples(b, path, &t.shape, options->batch_dim, &sample, &n);
+        st = npy_samples(b, path, &t.shape, options->batch_dim, &sample, &n, &whole);
     if (st == KILN_OK)
-        st = append(b, path, &sample, t.dtype, n, t.data, NULL);
+        st = append(b, path, &sample, t.dtype, n, t.data, NULL, whole);
     free(t.data);
     return st;
 }
@@ -184,7 +196,7 @@ static kiln_status add_image(cli_batch *b, const char *path, const cli_input_opt
     }
     kn_shape sample = kn_shape_of(3, (int64_t[]){channels, height, width});
     if (st == KILN_OK)
-        st = append(b, path, &sample, KN_F32, 1, pixels, NULL);
+        st = append(b, path, &sample, KN_F32, 1, pixels, NULL, false);
     free(pixels);
     return st;
 }
@@ -365,7 +377,7 @@ static kiln_status add_csv(cli_batch *b, const char *path, const cli_input_optio
     kiln_status st = memchr(bytes, '\0', size) ? kn_fail(KILN_ERR_FORMAT, "%s: a binary file, not CSV text", path)
                                                : read_rows(path, (char *)bytes, features, options, b->input_name, &t);
     if (st == KILN_OK)
-        st = append(b, path, &sample, KN_F32, t.rows, t.x, t.lines);
+        st = append(b, path, &sample, KN_F32, t.rows, t.x, t.lines, false);
     free(t.x);
     free(t.lines);
     free(bytes);

@@ -3,7 +3,9 @@
  *
  *   .npy        by default one sample: an array shaped like the input without its batch dimension, or
  *               (when the input has no other open dimension) any shape with one sample's element count;
- *               with batch_dim, an array whose first dimension is the batch. Used as is, except that
+ *               with batch_dim, an array whose first dimension is the batch. A 0-d array (a scalar) is
+ *               the whole input, with no batch dimension, and so is any array for an input of rank 0;
+ *               no other file can join it. Used as is, except that
  *               uint8 becomes x / 255 for a float input, like the training loader's arrays.
  *   .png .jpg   one sample of an image input (N, C, H, W): gray (C = 1) or RGB (C = 3) ..., resized
  *               bilinearly to H x W, scaled to [0, 1], then standardised by the model's mean/std.
@@ -39,6 +41,7 @@ typedef struct cli_batch {
     kn_dtype model_dtype;
     kn_dtype dtype;            /* of the data read: the first file's */
     kn_shape sample;           /* one sample (the dimensions after the batch), set by the first file */
+    bool whole;                /* the first file was a 0-d array: the whole input, with no batch dimension */
     int64_t count;             /* samples */
     unsigned char *data;       /* (count, sample) elements of dtype */
     size_t bytes, capacity;
@@ -50,7 +53,7 @@ typedef struct cli_batch {
 void cli_batch_init(cli_batch *b, const char *name, const kn_shape *shape, kn_dtype dtype);
 /* Appends the samples of the file at `path`, by its extension. */
 kiln_status cli_batch_add_file(cli_batch *b, const char *path, const cli_input_options *options);
-/* The batch's full shape: (count, sample...). */
+/* The batch's full shape: (count, sample...), or () for a whole 0-d input. */
 kn_shape cli_batch_shape(const cli_batch *b);
 void cli_batch_free(cli_batch *b);
 

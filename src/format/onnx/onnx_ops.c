@@ -346,27 +346,18 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"OptionalGetElement", KN_NO_SEQUENCES}, {"OptionalHasElement", KN_NO_SEQUENCES},
     {"StringNormalizer", KN_NO_STRINGS}, {"TfIdfVectorizer", KN_NO_STRINGS},
     {"RegexFullMatch", KN_NO_STRINGS}, {"StringConcat", KN_NO_STRINGS}, {"StringSplit", KN_NO_STRINGS},
-    {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED}, {"Compress", KN_DATA_SHAPED},
-    {"NonMaxSuppression", KN_DATA_SHAPED}, {"TopK", KN_DATA_SHAPED " (k is an input)"},
-    {"OneHot", KN_DATA_SHAPED " (depth is an input)"},
-    {"HannWindow", KN_DATA_SHAPED " (size is an input)"},
-    {"HammingWindow", KN_DATA_SHAPED " (size is an input)"},
-    {"BlackmanWindow", KN_DATA_SHAPED " (size is an input)"},
-    {"MelWeightMatrix", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
+    {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED},
+    {"NonMaxSuppression", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
     {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
     {"Multinomial", KN_RANDOM},
-    {"RNN", KN_NOT_YET " (recurrent layers)"}, {"GRU", KN_NOT_YET " (recurrent layers)"},
-    {"LSTM", KN_NOT_YET " (recurrent layers)"}, {"DFT", KN_NOT_YET " (complex values)"},
-    {"STFT", KN_NOT_YET " (complex values)"}, {"Einsum", KN_NOT_YET},
-    {"GridSample", KN_NOT_YET}, {"AffineGrid", KN_NOT_YET}, {"RoiAlign", KN_NOT_YET},
-    {"MaxUnpool", KN_NOT_YET}, {"Det", KN_NOT_YET}, {"ReverseSequence", KN_NOT_YET},
-    {"ConvInteger", KN_NOT_YET " (integer convolution)"},
+
+    {"AffineGrid", KN_NOT_YET},
+        {"ConvInteger", KN_NOT_YET " (integer convolution)"},
     {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
     {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
     {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
     {"GlobalLpPool", KN_NOT_YET}, {"Col2Im", KN_NOT_YET}, {"CenterCropPad", KN_NOT_YET},
-    {"DeformConv", KN_NOT_YET}, {"BitwiseAnd", KN_NOT_YET}, {"BitwiseOr", KN_NOT_YET},
-    {"BitwiseXor", KN_NOT_YET}, {"BitwiseNot", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
+    {"DeformConv", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
     {"Gradient", KN_TRAINING_DOMAIN}, {"Adagrad", KN_TRAINING_DOMAIN}, {"Adam", KN_TRAINING_DOMAIN},
     {"Momentum", KN_TRAINING_DOMAIN},
 };
@@ -532,25 +523,40 @@ static kiln_status import_scatter(kn_onnx_importer *im, const kn_onnx_node *n) {
     return kn_onnx_finish_node(im, node);
 }
 
-/* EyeLike: `dtype` (optional) holds an ONNX data type; kiln's EyeLike takes the kn_dtype code. */
-static kiln_status import_eyelike(kn_onnx_importer *im, const kn_onnx_node *n) {
-    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, "dtype");
+/* The node as the same kiln op, except that the optional ONNX data type attribute `attr` becomes kiln's
+ * "dtype" attribute, a kn_dtype code. */
+static kiln_status import_dtype_attr(kn_onnx_importer *im, const kn_onnx_node *n, const char *attr) {
+    const char *op_type = str_or_empty(n->proto->op_type);
+    const Onnx__AttributeProto *a = kn_onnx_attr(n->proto, attr);
     kn_dtype dtype = KN_F32;
     char buf[32];
+    if (!kn_op_find(op_type))
+        return unsupported(im, n);
     if (a && (kn_onnx_attr_type(a) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT || a->i < INT32_MIN ||
               a->i > INT32_MAX || !kn_onnx_dtype_to_kiln((int32_t)a->i, &dtype)))
-        return kn_fail(KILN_ERR_UNSUPPORTED, "EyeLike of dtype %s is not supported",
+        return kn_fail(KILN_ERR_UNSUPPORTED, "%s of %s %s is not supported", op_type, attr,
                        kn_onnx_dtype_name(a->i >= INT32_MIN && a->i <= INT32_MAX ? (int32_t)a->i : -1,
                                           buf, sizeof buf));
     node_io io = {0};
     KN_TRY(resolve_inputs(im, n, &io));
     KN_TRY(make_outputs(im, n, &io));
-    consume(&io, "dtype");
+    consume(&io, attr);
     int node;
-    KN_TRY(add_node(im, n, "EyeLike", n->name, &io, &node));
+    KN_TRY(add_node(im, n, op_type, n->name, &io, &node));
     if (a)
         KN_TRY(kn_node_set_int(im->g, node, "dtype", dtype));
     return kn_onnx_finish_node(im, node);
+}
+
+/* EyeLike: `dtype` (optional) holds an ONNX data type. */
+static kiln_status import_eyelike(kn_onnx_importer *im, const kn_onnx_node *n) {
+    return import_dtype_attr(im, n, "dtype");
+}
+
+/* The window functions (HannWindow, ...) and MelWeightMatrix: `output_datatype` (optional) holds an ONNX
+ * data type. */
+static kiln_status import_window(kn_onnx_importer *im, const kn_onnx_node *n) {
+    return import_dtype_attr(im, n, "output_datatype");
 }
 
 /* ConstantOfShape: the one-element tensor `value` becomes a float "value" and an int "dtype". */
@@ -764,6 +770,10 @@ static const op_rewrite rewrites[] = {
     {"Cast", import_cast, "Cast", "`to` becomes the kn_dtype code"},
     {"CastLike", import_castlike, "Cast", "becomes Cast to the dtype of input 1"},
     {"EyeLike", import_eyelike, "EyeLike", "`dtype` becomes the kn_dtype code"},
+    {"HannWindow", import_window, "HannWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
+    {"HammingWindow", import_window, "HammingWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
+    {"BlackmanWindow", import_window, "BlackmanWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
+    {"MelWeightMatrix", import_window, "MelWeightMatrix", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"Scatter", import_scatter, "ScatterElements", "becomes ScatterElements (opsets 9-10)"},
     {"ConstantOfShape", import_constant_of_shape, "ConstantOfShape",
      "tensor `value` becomes float `value` + int `dtype`"},
