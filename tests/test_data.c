@@ -14,6 +14,7 @@
 #include "check.h"
 #include "core/rng.h"
 #include "core/status.h"
+#include "train/api.h"
 #include "train/data.h"
 
 static char temp_dir[64];
@@ -668,6 +669,32 @@ static double seconds_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* Training and evaluation copy f32 samples into the model's input: a model whose input is another dtype
+ * (an imported f16-input ONNX model, say) is refused, not overrun (a fuzz finding: the batcher wrote
+ * 4-byte samples into a buffer sized for 2-byte ones). */
+static void test_input_dtype_refused(void) {
+    write_text("f16_input.txt", "input 4\ndense 2\n");
+    kiln_graph *net = NULL;
+    CHECK_OK(kiln_graph_load(temp_path("f16_input.txt"), 1, &net));
+    if (!net)
+        return;
+    kn_graph *g = &net->g;
+    g->values[g->inputs[0]].dtype = KN_F16;
+    float x[2 * 4] = {0};
+    int64_t labels[2] = {0, 1};
+    kiln_dataset ds = {.d = {.count = 2, .class_count = 2, .sample_size = 4, .x = x, .labels = labels,
+                             .source = "two samples"}};
+    ds.d.sample_shape = kn_shape_of(1, (int64_t[]){4});
+    kiln_train_config config = kiln_train_config_default();
+    config.epochs = 1;
+    config.batch = 2;
+    CHECK(kiln_train(net, &ds, NULL, &config, NULL) == KILN_ERR_UNSUPPORTED);
+    CHECK(strstr(kiln_last_error(), "f16") != NULL);
+    kiln_metrics m;
+    CHECK(kiln_evaluate(net, &ds, 2, &m) == KILN_ERR_UNSUPPORTED);
+    kiln_graph_free(net);
+}
+
 static void test_fashion_mnist_dir_override(void) {
     uint8_t pixels[2 * 28 * 28] = {0}, labels[2] = {9, 4};
     uint32_t image_dims[3] = {2, 28, 28}, label_dims[1] = {2};
@@ -807,6 +834,7 @@ int main(void) {
     test_split();
     test_mutations();
     test_options();
+    test_input_dtype_refused();
     test_fashion_mnist_dir_override();
     test_fashion_mnist();
     nftw(temp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

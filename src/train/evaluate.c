@@ -10,6 +10,10 @@ kiln_status kn_check_input_fits(const kn_graph *g, const kn_dataset *ds) {
         return kn_fail(KILN_ERR_UNSUPPORTED, "training and evaluation need a model with one input; it has %d",
                        g->n_inputs);
     const kn_value *in = &g->values[g->inputs[0]];
+    /* The batcher copies f32 samples into the input's buffer, which is sized by the input's dtype. */
+    if (in->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "the model input '%s' is %s; training and evaluation feed f32 samples",
+                       in->name, kn_dtype_name(in->dtype));
     int64_t per_sample = kn_shape_span(&in->shape, 1, in->shape.ndim);
     if (per_sample != ds->sample_size) {
         char a[96], b[96];
