@@ -209,11 +209,6 @@ const char *kn_node_string(const kn_node *n, const char *name, const char *fallb
     return (a && a->type == KN_ATTR_STRING) ? a->s : fallback;
 }
 
-/* Shape and Size read only their input's shape, which inference knows without the input's data. */
-static bool reads_only_shapes(const kn_op *op) {
-    return strcmp(op->name, "Shape") == 0 || strcmp(op->name, "Size") == 0;
-}
-
 static bool shape_known(const kn_shape *s) {
     for (int k = 0; k < s->ndim; k++)
         if (s->d[k] < 0)
@@ -235,7 +230,7 @@ static bool computable_at_inference(const kn_graph *g, const kn_node *n) {
             kn_shape_numel(&y->shape) > KN_INFER_DATA_MAX_ELEMS)
             return false;
     }
-    bool only_shapes = reads_only_shapes(n->op);
+    bool only_shapes = n->op->reads_only_shapes; /* inference knows shapes without data */
     for (int k = 0; k < n->n_in; k++) {
         if (n->in[k] < 0)
             continue;

@@ -231,21 +231,21 @@ static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
 
 const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
                           .forward = relu_forward, .backward = relu_backward, .flops = relu_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};
 const kn_op kn_op_sigmoid = {.name = "Sigmoid", .min_inputs = 1, .max_inputs = 1,
                              .infer = unary_infer, .forward = sigmoid_forward,
                              .backward = sigmoid_backward, .flops = sigmoid_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};
 const kn_op kn_op_tanh = {.name = "Tanh", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
                           .forward = tanh_forward, .backward = tanh_backward, .flops = tanh_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};
 const kn_op kn_op_leakyrelu = {.name = "LeakyRelu", .min_inputs = 1, .max_inputs = 1,
                                .infer = unary_infer, .forward = leakyrelu_forward,
                                .backward = leakyrelu_backward, .flops = leakyrelu_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};
 const kn_op kn_op_elu = {.name = "Elu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
                          .forward = elu_forward, .backward = elu_backward, .flops = elu_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};
 const kn_op kn_op_gelu = {.name = "Gelu", .min_inputs = 1, .max_inputs = 1, .infer = gelu_infer,
                           .forward = gelu_forward, .backward = gelu_backward, .flops = gelu_flops,
-                          .backward_stores = true};
+                          .backward_stores = true, .in_place = true};

@@ -385,5 +385,6 @@ const kn_op kn_op_batchnormalization = {
     .backward = bn_backward,
     .backward_stores = true,
     .trains_fused_relu = true,
+    .trains_differently = true,
     .flops = bn_flops,
 };

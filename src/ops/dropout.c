@@ -166,4 +166,6 @@ const kn_op kn_op_dropout = {
     .forward = dropout_forward,
     .backward = dropout_backward,
     .backward_stores = true,
+    .in_place = true,
+    .trains_differently = true,
 };

@@ -714,8 +714,11 @@ static kiln_status range_forward(const kn_op_call *call) {
     const kn_op kn_op_##id = {.name = onnx_name, .min_inputs = min, .max_inputs = max,            \
                               .infer = infer_fn, .forward = forward_fn, .backward = backward_fn}
 
-INDEX_OP(shape, "Shape", 1, 1, shape_infer, shape_forward, NULL);
-INDEX_OP(size, "Size", 1, 1, size_infer, size_forward, NULL);
+/* Shape and Size read only their input's shape. */
+const kn_op kn_op_shape = {.name = "Shape", .min_inputs = 1, .max_inputs = 1, .infer = shape_infer,
+                           .forward = shape_forward, .reads_only_shapes = true};
+const kn_op kn_op_size = {.name = "Size", .min_inputs = 1, .max_inputs = 1, .infer = size_infer,
+                          .forward = size_forward, .reads_only_shapes = true};
 INDEX_OP(gather, "Gather", 2, 2, gather_infer, gather_forward, gather_backward);
 INDEX_OP(slice, "Slice", 3, 5, slice_infer, slice_forward, slice_backward);
 INDEX_OP(split, "Split", 1, 2, split_infer, split_forward, split_backward);

@@ -61,6 +61,19 @@ struct kn_op {
     bool backward_stores;
     /* forward and backward honour kn_op_call.fused_relu. */
     bool trains_fused_relu;
+
+    /* Capabilities: what the planner, shape inference and the importers may assume of forward. Each
+     * is false unless the op sets it, and an op sets it only when forward guarantees it
+     * (docs/architecture.md, "Capabilities"); tests/test_op_caps.c checks each flag against behaviour. */
+    /* out[0][i] is computed from in[0][i] alone, so out[0] may share in[0]'s buffer when both have
+     * the same size and dtype: the memory planner then writes it in place. */
+    bool in_place;
+    /* forward reads its inputs' shapes, never their data (Shape, Size): shape inference computes
+     * the node as soon as the input shapes are known. */
+    bool reads_only_shapes;
+    /* forward computes differently when ctx->training is set (Dropout, BatchNormalization), so the
+     * ONNX importer never folds such a node into a constant. */
+    bool trains_differently;
 };
 
 /* The op table entry named `name`, or NULL. */

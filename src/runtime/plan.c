@@ -15,15 +15,6 @@ typedef struct plan_buffer {
     size_t offset;
 } plan_buffer;
 
-/* Ops whose forward computes y[i] from x[i] alone, so that y may overwrite x. */
-static bool writes_in_place_safely(const kn_op *op) {
-    static const char *const names[] = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Gelu", "Dropout"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(op->name, names[i]) == 0)
-            return true;
-    return false;
-}
-
 static kiln_status buffer_size(const kn_value *v, size_t *size) {
     size_t bytes;
     char shape[96];
@@ -67,7 +58,7 @@ static void new_buffer(plan_work *w, int v, size_t size, int first) {
 static bool can_write_over_input(const kn_graph *g, const plan_work *w, int i, int v, size_t size) {
     const kn_node *n = &g->nodes[i];
     int x = n->n_in > 0 ? n->in[0] : -1;
-    if (x < 0 || n->out[0] != v || !writes_in_place_safely(n->op) || w->buffer_of[x] < 0 ||
+    if (x < 0 || n->out[0] != v || !n->op->in_place || w->buffer_of[x] < 0 ||
         g->values[x].kind != KN_VALUE_ACT || g->values[x].dtype != g->values[v].dtype)
         return false;
     const plan_buffer *b = &w->buffers[w->buffer_of[x]];

@@ -188,8 +188,8 @@ kiln_status kn_onnx_copy_attr(kn_onnx_importer *im, const kn_onnx_node *n, int n
 
 /* ---- nodes ---- */
 
-/* Whether the node reads only constants and can be computed at import. Dropout and BatchNormalization
- * compute differently when training, so they stay. When importing for training, a node reading a
+/* Whether the node reads only constants and can be computed at import. Ops that compute differently
+ * when training (Dropout, BatchNormalization) stay. When importing for training, a node reading a
  * float initializer is kept too: that initializer may turn out to be a parameter (a transposed
  * weight), which must stay trainable. */
 static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
@@ -207,8 +207,7 @@ static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
             return false;
         present++;
     }
-    return present > 0 && strcmp(node->op->name, "Dropout") != 0 &&
-           strcmp(node->op->name, "BatchNormalization") != 0;
+    return present > 0 && !node->op->trains_differently;
 }
 
 /* The compact storage a folded node's output keeps: DequantizeLinear of int8/uint8 initializers is

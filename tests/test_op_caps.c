@@ -1,0 +1,133 @@
+/* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently).
+ *
+ * 1. Each flag is set on exactly the ops the name lists it replaced named (in the planner, shape
+ *    inference and the ONNX importer): the lists are written below once, as the oracle, so an op that
+ *    loses its flag, or gains one nobody checked, fails here.
+ * 2. Each flag holds for what the op does: an in-place op run with its output over its input gives
+ *    the same bits as run into a separate buffer; a shapes-only op gives the same output when its
+ *    input has no data at all.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/rng.h"
+#include "ops/op.h"
+
+#define SHAPE(...) \
+    kn_shape_of((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+
+static bool named(const kn_op *op, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(op->name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The name lists as they stood before the flags (plan.c, core/graph.c, onnx_import.c). */
+static void test_flags_match_the_old_lists(void) {
+    static const char *const in_place[] = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Gelu", "Dropout"};
+    static const char *const shapes_only[] = {"Shape", "Size"};
+    static const char *const training[] = {"Dropout", "BatchNormalization"};
+    int n_in_place = 0, n_shapes_only = 0, n_training = 0;
+    const kn_op *op;
+    for (int i = 0; (op = kn_op_at(i)); i++) {
+        CHECK_MSG(op->in_place == named(op, in_place, 7), "%s: in_place %d", op->name, op->in_place);
+        CHECK_MSG(op->reads_only_shapes == named(op, shapes_only, 2), "%s: reads_only_shapes %d", op->name,
+                  op->reads_only_shapes);
+        CHECK_MSG(op->trains_differently == named(op, training, 2), "%s: trains_differently %d", op->name,
+                  op->trains_differently);
+        n_in_place += op->in_place;
+        n_shapes_only += op->reads_only_shapes;
+        n_training += op->trains_differently;
+    }
+    /* Every name in the lists is in the table. */
+    CHECK(n_in_place == 7 && n_shapes_only == 2 && n_training == 2);
+}
+
+/* x (2, 3, 5) of `dtype` -> op -> y, shapes inferred; y's id in *y. */
+static kiln_status one_node_graph(kn_graph *g, const kn_op *op, kn_dtype dtype, int *x, int *y) {
+    kn_graph_init(g);
+    kn_shape shape = SHAPE(2, 3, 5), unknown = kn_shape_of(0, NULL);
+    *x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, dtype, &shape);
+    *y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &unknown);
+    if (*x < 0 || *y < 0 || kn_graph_add_node(g, op->name, "n", 1, x, 1, y) < 0)
+        return KILN_ERR_NOMEM;
+    g->inputs[g->n_inputs++] = *x;
+    g->outputs[g->n_outputs++] = *y;
+    return kn_graph_infer_shapes(g);
+}
+
+static void fill_random(float *x, int64_t n, uint64_t seed) {
+    kn_rng rng = kn_rng_seeded(seed);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 6.0f * kn_rng_uniform(&rng) - 3.0f;
+}
+
+static void test_in_place_ops_give_the_same_bits(void) {
+    const kn_op *op;
+    int checked = 0;
+    for (int i = 0; (op = kn_op_at(i)); i++) {
+        if (!op->in_place)
+            continue;
+        kn_graph g;
+        int x, y;
+        CHECK_OK(one_node_graph(&g, op, KN_F32, &x, &y));
+        const kn_value *xv = &g.values[x], *yv = &g.values[y];
+        int64_t n = kn_shape_numel(&xv->shape);
+        /* The planner shares buffers of one size and dtype only; an in-place op keeps them. */
+        CHECK_MSG(kn_shape_equal(&xv->shape, &yv->shape) && yv->dtype == KN_F32, "%s changes its shape", op->name);
+        float input[30], separate[30], shared[30]; /* (2, 3, 5) */
+        fill_random(input, n, 7 + (uint64_t)i);
+        memcpy(shared, input, sizeof input);
+        g.values[x].data = input;
+        void *out_separate[1] = {separate}, *out_shared[1] = {shared};
+        CHECK_OK(kn_graph_run_node(&g, &g.nodes[0], out_separate));
+        g.values[x].data = shared;
+        CHECK_OK(kn_graph_run_node(&g, &g.nodes[0], out_shared));
+        CHECK_MSG(memcmp(separate, shared, sizeof separate) == 0, "%s in place differs", op->name);
+        g.values[x].data = NULL; /* the caller's buffers, not the graph's */
+        kn_graph_free(&g);
+        checked++;
+    }
+    printf("%d in-place ops give the same bits in place\n", checked);
+    CHECK(checked > 0);
+}
+
+static void test_shapes_only_ops_need_no_data(void) {
+    const kn_op *op;
+    int checked = 0;
+    for (int i = 0; (op = kn_op_at(i)); i++) {
+        if (!op->reads_only_shapes)
+            continue;
+        kn_graph g;
+        int x, y;
+        CHECK_OK(one_node_graph(&g, op, KN_F32, &x, &y));
+        float input[30];
+        fill_random(input, 30, 11);
+        int64_t with_data[KN_MAX_DIMS] = {0}, without_data[KN_MAX_DIMS] = {0};
+        void *out_with[1] = {with_data}, *out_without[1] = {without_data};
+        CHECK(kn_shape_numel(&g.values[y].shape) <= KN_MAX_DIMS && g.values[y].dtype == KN_I64);
+        g.values[x].data = input;
+        CHECK_OK(kn_graph_run_node(&g, &g.nodes[0], out_with));
+        g.values[x].data = NULL;
+        CHECK_OK(kn_graph_run_node(&g, &g.nodes[0], out_without));
+        CHECK_MSG(memcmp(with_data, without_data, sizeof with_data) == 0, "%s reads data", op->name);
+        /* Shape inference computes it from the shape alone. */
+        CHECK_OK(kn_graph_infer_shapes(&g));
+        CHECK(g.values[y].data_from_inference &&
+              memcmp(g.values[y].data, with_data, sizeof(int64_t) * (size_t)kn_shape_numel(&g.values[y].shape)) == 0);
+        kn_graph_free(&g);
+        checked++;
+    }
+    CHECK(checked == 2);
+}
+
+int main(void) {
+    test_flags_match_the_old_lists();
+    test_in_place_ops_give_the_same_bits();
+    test_shapes_only_ops_need_no_data();
+    return check_finish();
+}
