@@ -1,5 +1,6 @@
 /* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently).
  *
+ * 0. Each entry kn_op_<id> is the op named <id> (any case), as comparisons by pointer assume.
  * 1. Each flag is set on exactly the ops the name lists it replaced named (in the planner, shape
  *    inference and the ONNX importer): the lists are written below once, as the oracle, so an op that
  *    loses its flag, or gains one nobody checked, fails here.
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "check.h"
 #include "core/rng.h"
@@ -125,7 +127,24 @@ static void test_shapes_only_ops_need_no_data(void) {
     CHECK(checked == 2);
 }
 
+/* Every entry's id (kn_op_<id>, which code compares nodes' ops with) is its name in lower case. */
+static void test_entries_are_named_by_id(void) {
+#define KN_OP_ID(id) {&kn_op_##id, #id},
+    static const struct {
+        const kn_op *op;
+        const char *id;
+    } entries[] = {KN_OPS(KN_OP_ID)};
+#undef KN_OP_ID
+    int n = (int)(sizeof entries / sizeof entries[0]);
+    for (int i = 0; i < n; i++)
+        CHECK_MSG(strcasecmp(entries[i].op->name, entries[i].id) == 0 && kn_op_at(i) == entries[i].op &&
+                      kn_op_find(entries[i].op->name) == entries[i].op,
+                  "kn_op_%s is named %s", entries[i].id, entries[i].op->name);
+    CHECK(kn_op_at(n) == NULL);
+}
+
 int main(void) {
+    test_entries_are_named_by_id();
     test_flags_match_the_old_lists();
     test_in_place_ops_give_the_same_bits();
     test_shapes_only_ops_need_no_data();

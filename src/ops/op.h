@@ -7,6 +7,7 @@
 
 #include "core/graph.h"
 #include "core/status.h"
+#include "ops/list.h"
 
 /* What a running op may know about the run it is part of. */
 typedef struct kn_op_ctx {
@@ -75,6 +76,12 @@ struct kn_op {
      * ONNX importer never folds such a node into a constant. */
     bool trains_differently;
 };
+
+/* Every entry of the table, by id: kn_op_relu, kn_op_conv ... (src/ops/list.h). Code that must know
+ * which op a node applies compares its op with these; what an op allows is a flag of its entry. */
+#define KN_OP_DECLARE(id) extern const kn_op kn_op_##id;
+KN_OPS(KN_OP_DECLARE)
+#undef KN_OP_DECLARE
 
 /* The op table entry named `name`, or NULL. */
 const kn_op *kn_op_find(const char *name);

@@ -95,7 +95,7 @@ static kiln_status copy_graph(kn_graph *dst, const kn_graph *src) {
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
-static bool op_is(const kn_node *n, const char *name) { return n->op && strcmp(n->op->name, name) == 0; }
+static bool op_is(const kn_node *n, const kn_op *op) { return n->op == op; }
 
 static bool is_graph_output(const kn_graph *g, int v) {
     for (int i = 0; i < g->n_outputs; i++)
@@ -240,7 +240,7 @@ static bool dropout_is_identity(const kn_graph *g, const kn_node *n) {
 static kiln_status remove_identities(kn_graph *g, int *removed) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
-        bool identity = op_is(n, "Identity") || (op_is(n, "Dropout") && dropout_is_identity(g, n));
+        bool identity = op_is(n, &kn_op_identity) || (op_is(n, &kn_op_dropout) && dropout_is_identity(g, n));
         if (!identity || n->n_out != 1 || n->in[0] < 0)
             continue;
         int x = n->in[0], y = n->out[0];
@@ -387,7 +387,7 @@ static bool dq_info_of(const kn_graph *g, int v, dq_info *d) {
     if (v < 0 || g->values[v].producer < 0)
         return false;
     const kn_node *n = &g->nodes[g->values[v].producer];
-    if (!op_is(n, "DequantizeLinear") || n->in[0] < 0 || !is_constant(g, n->in[1]))
+    if (!op_is(n, &kn_op_dequantizelinear) || n->in[0] < 0 || !is_constant(g, n->in[1]))
         return false;
     const kn_value *scale = kn_node_input(g, n, 1), *zero = kn_node_input(g, n, 2);
     if (scale->dtype != KN_F32 || scale->shape.ndim > 1 ||
@@ -501,21 +501,21 @@ typedef struct qlayer_plan {
 } qlayer_plan;
 
 static bool qlayer_plan_of(const kn_node *n, qlayer_plan *p) {
-    *p = (qlayer_plan){.conv = op_is(n, "Conv"), .group = 1, .bias_input = n->n_in > 2 && n->in[2] >= 0 ? 2 : -1};
+    *p = (qlayer_plan){.conv = op_is(n, &kn_op_conv), .group = 1, .bias_input = n->n_in > 2 && n->in[2] >= 0 ? 2 : -1};
     if (kn_node_attr(n, "kn_activation"))
         return false;
     if (p->conv) {
         p->group = kn_node_int(n, "group", 1);
         return p->group >= 1;
     }
-    if (op_is(n, "Gemm")) {
+    if (op_is(n, &kn_op_gemm)) {
         if (kn_node_int(n, "transA", 0) != 0 || kn_node_float(n, "alpha", 1.0f) != 1.0f ||
             (p->bias_input >= 0 && kn_node_float(n, "beta", 1.0f) != 1.0f))
             return false;
         p->w_axis = kn_node_int(n, "transB", 0) ? 0 : 1;
         return true;
     }
-    if (op_is(n, "MatMul")) {
+    if (op_is(n, &kn_op_matmul)) {
         p->w_axis = 1;
         return p->bias_input < 0;
     }
@@ -587,7 +587,7 @@ static kiln_status qlayer_rewrite(kn_graph *g, int node, const qlayer_plan *p, c
     KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x->level_type == KN_I8));
     KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", dq_zero_point(g, x, 0)));
     n = &g->nodes[node];
-    n->op = kn_op_find(p->conv ? "QLinearConvPacked" : "QLinearGemmPacked");
+    n->op = p->conv ? &kn_op_qlinearconvpacked : &kn_op_qlineargemmpacked;
     n->in = in;
     n->n_in = 5;
     return KILN_OK;
@@ -603,7 +603,7 @@ static kiln_status make_integer_layers(kn_graph *g, int *made) {
         dq_info x;
         qweights w;
         kn_node *n = &g->nodes[i];
-        if (!(op_is(n, "Conv") || op_is(n, "Gemm") || op_is(n, "MatMul")) || n->n_in < 2 ||
+        if (!(op_is(n, &kn_op_conv) || op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul)) || n->n_in < 2 ||
             !qlayer_plan_of(n, &p) || !dq_info_of(g, n->in[0], &x) || dq_scale_count(g, &x) != 1)
             continue;
         if (!qweights_of(g, n->in[1], p.w_axis, &w))
@@ -620,7 +620,7 @@ static kiln_status make_integer_layers(kn_graph *g, int *made) {
 }
 
 static bool is_integer_layer(const kn_node *n) {
-    return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
+    return op_is(n, &kn_op_qlinearconvpacked) || op_is(n, &kn_op_qlineargemmpacked);
 }
 
 /* The per-tensor quantization of QuantizeLinear node q: false unless its scale and zero point are
@@ -641,7 +641,7 @@ static bool quantize_params(const kn_graph *g, const kn_node *q, float *scale, i
 /* Whether node n passes levels through unchanged in meaning: a MaxPool with one output (it becomes
  * MaxPoolInteger: QuantizeLinear is non-decreasing, so it commutes with max) or a Flatten. */
 static bool commutes_with_quantize(const kn_node *n) {
-    return (op_is(n, "MaxPool") && n->n_out == 1) || op_is(n, "Flatten");
+    return (op_is(n, &kn_op_maxpool) && n->n_out == 1) || op_is(n, &kn_op_flatten);
 }
 
 /* QuantizeLinear (per tensor) after an integer layer with f32 output, directly or through MaxPool and
@@ -651,14 +651,13 @@ static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
     int *reads = count_reads(g);
     if (!reads)
         return kn_fail(KILN_ERR_NOMEM, "out of memory fusing QuantizeLinear");
-    const kn_op *qmaxpool = kn_op_find("MaxPoolInteger");
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kn_node *q = &g->nodes[i];
         float s_y;
         int64_t z_y;
         int y_type;
-        if (!op_is(q, "QuantizeLinear") || !quantize_params(g, q, &s_y, &z_y, &y_type))
+        if (!op_is(q, &kn_op_quantizelinear) || !quantize_params(g, q, &s_y, &z_y, &y_type))
             continue;
         kn_node *chain[8], *layer = sole_producer(g, reads, q->in[0]);
         int n_chain = 0;
@@ -677,8 +676,8 @@ static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
         if (st != KILN_OK)
             break;
         for (int c = 0; c < n_chain; c++)
-            if (op_is(chain[c], "MaxPool"))
-                chain[c]->op = qmaxpool;
+            if (op_is(chain[c], &kn_op_maxpool))
+                chain[c]->op = &kn_op_maxpoolinteger;
         kn_node *last = n_chain ? chain[0] : &g->nodes[index];
         take_over_output(g, last, q->in[0], q->out[0]);
         mark_removed(q);
@@ -738,12 +737,12 @@ static bool bn_foldable(const kn_graph *g, const kn_node *prod, const kn_node *b
         return false;
     int64_t channels = kn_node_input(g, bn, 1)->shape.d[0];
     const kn_shape *w = &kn_node_input(g, prod, 1)->shape;
-    if (op_is(prod, "Conv"))
+    if (op_is(prod, &kn_op_conv))
         return w->ndim >= 1 && w->d[0] == channels &&
                (!kn_node_input(g, prod, 2) || is_constant(g, prod->in[2]));
     // Gemm's Y (M, N) has N = rows of W with transB, else its columns.
     int64_t n_out = kn_node_int(prod, "transB", 0) ? w->d[0] : w->d[1];
-    return op_is(prod, "Gemm") && w->ndim == 2 && n_out == channels && gemm_bias_is_row(g, prod, channels);
+    return op_is(prod, &kn_op_gemm) && w->ndim == 2 && n_out == channels && gemm_bias_is_row(g, prod, channels);
 }
 
 /* W' = W * s along W's output-channel axis: Conv (M, C/group, kH, kW) and Gemm with transB (N, K) keep
@@ -762,7 +761,7 @@ static void scale_weights(const float *w, float *w_new, const kn_shape *shape, b
 }
 
 static kiln_status fold_batchnorm(kn_graph *g, kn_node *prod, kn_node *bn) {
-    bool gemm = op_is(prod, "Gemm");
+    bool gemm = op_is(prod, &kn_op_gemm);
     int prod_index = (int)(prod - g->nodes);
     // Gemm: Y = alpha op(A) op(W) + beta C, so with beta set to 1 the new C is s * beta * C + t.
     double c_gain = gemm ? kn_node_float(prod, "beta", 1.0f) : 1.0;
@@ -814,7 +813,7 @@ static kiln_status fold_batchnorm_integer(kn_graph *g, kn_node *layer, kn_node *
 }
 
 static bool bn_foldable_integer(const kn_graph *g, const kn_node *layer, const kn_node *bn) {
-    if (!op_is(layer, "QLinearConvPacked") || kn_node_int(bn, "training_mode", 0) != 0 ||
+    if (!op_is(layer, &kn_op_qlinearconvpacked) || kn_node_int(bn, "training_mode", 0) != 0 ||
         kn_node_attr(layer, "kn_activation") || kn_node_int(layer, "kn_y_type", 0) != 0)
         return false;
     for (int k = 1; k <= 4; k++)
@@ -830,7 +829,7 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kn_node *bn = &g->nodes[i];
-        if (!op_is(bn, "BatchNormalization"))
+        if (!op_is(bn, &kn_op_batchnormalization))
             continue;
         kn_node *prod = sole_producer(g, reads, bn->in[0]);
         if (prod && bn_foldable_integer(g, prod, bn)) {
@@ -838,7 +837,7 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
             *folded += st == KILN_OK;
             continue;
         }
-        if (!prod || !(op_is(prod, "Conv") || op_is(prod, "Gemm")) || !bn_foldable(g, prod, bn))
+        if (!prod || !(op_is(prod, &kn_op_conv) || op_is(prod, &kn_op_gemm)) || !bn_foldable(g, prod, bn))
             continue;
         st = fold_batchnorm(g, prod, bn);
         *folded += st == KILN_OK;
@@ -874,12 +873,12 @@ static kiln_status fuse_biases(kn_graph *g, int *fused) {
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         kn_node *add = &g->nodes[i];
-        if (!op_is(add, "Add") || add->n_in != 2)
+        if (!op_is(add, &kn_op_add) || add->n_in != 2)
             continue;
         for (int side = 0; side < 2; side++) {
             int x = add->in[side], c = add->in[1 - side];
             kn_node *matmul = sole_producer(g, reads, x);
-            if (!matmul || !op_is(matmul, "MatMul") || matmul->n_in != 2 ||
+            if (!matmul || !op_is(matmul, &kn_op_matmul) || matmul->n_in != 2 ||
                 kn_node_attr(matmul, "kn_activation") || !is_bias_row(g, matmul, c))
                 continue;
             st = widen_inputs(g, matmul, 3);
@@ -907,15 +906,14 @@ static bool clip_bound_ok(const kn_graph *g, const kn_node *clip, int k) {
 
 /* Records activation node `act` as attributes of node `prod` (ops/fused_act.h). */
 static kiln_status record_activation(kn_graph *g, int prod, const kn_node *act) {
-    const char *name = act->op->name;
-    KN_TRY(kn_node_set_string(g, prod, "kn_activation", name));
-    if (strcmp(name, "LeakyRelu") == 0)
+    KN_TRY(kn_node_set_string(g, prod, "kn_activation", act->op->name));
+    if (op_is(act, &kn_op_leakyrelu))
         KN_TRY(kn_node_set_float(g, prod, "kn_alpha", kn_node_float(act, "alpha", 0.01f)));
-    if (strcmp(name, "Elu") == 0)
+    if (op_is(act, &kn_op_elu))
         KN_TRY(kn_node_set_float(g, prod, "kn_alpha", kn_node_float(act, "alpha", 1.0f)));
-    if (strcmp(name, "Gelu") == 0)
+    if (op_is(act, &kn_op_gelu))
         KN_TRY(kn_node_set_string(g, prod, "kn_approximate", kn_node_string(act, "approximate", "none")));
-    if (strcmp(name, "Clip") == 0) {
+    if (op_is(act, &kn_op_clip)) {
         const kn_value *lo = kn_node_input(g, act, 1), *hi = kn_node_input(g, act, 2);
         if (lo)
             KN_TRY(kn_node_set_float(g, prod, "kn_min", *(const float *)lo->data));
@@ -927,18 +925,18 @@ static kiln_status record_activation(kn_graph *g, int prod, const kn_node *act) 
 
 /* A node that can apply a fused activation to its output and has none yet. */
 static bool takes_activation(const kn_node *prod) {
-    return prod && (op_is(prod, "Conv") || op_is(prod, "Gemm") || op_is(prod, "MatMul")) &&
+    return prod && (op_is(prod, &kn_op_conv) || op_is(prod, &kn_op_gemm) || op_is(prod, &kn_op_matmul)) &&
            !kn_node_attr(prod, "kn_activation");
 }
 
 /* The Sigmoid node of SiLU written as Mul(x, Sigmoid(x)) (either order) when `mul` is that Mul and the
  * Sigmoid's output is read by it alone; NULL otherwise. */
 static kn_node *silu_sigmoid(kn_graph *g, const int *reads, const kn_node *mul) {
-    if (!op_is(mul, "Mul") || mul->n_in != 2 || mul->n_out != 1)
+    if (!op_is(mul, &kn_op_mul) || mul->n_in != 2 || mul->n_out != 1)
         return NULL;
     for (int k = 0; k < 2; k++) {
         kn_node *sig = sole_producer(g, reads, mul->in[k]);
-        if (sig && op_is(sig, "Sigmoid") && sig->n_out == 1 && sig->in[0] == mul->in[1 - k])
+        if (sig && op_is(sig, &kn_op_sigmoid) && sig->n_out == 1 && sig->in[0] == mul->in[1 - k])
             return sig;
     }
     return NULL;
@@ -971,16 +969,16 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
         kn_node *act = &g->nodes[i];
         if (!act->op)
             continue;
-        if (op_is(act, "Mul")) {
+        if (op_is(act, &kn_op_mul)) {
             st = fuse_silu(g, reads, act, fused);
             continue;
         }
         if (!kn_fused_act_supported(act->op->name) || act->n_out != 1)
             continue;
-        if (op_is(act, "Clip") && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
+        if (op_is(act, &kn_op_clip) && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
             continue;
         kn_node *prod = sole_producer(g, reads, act->in[0]);
-        bool integer_relu = prod && is_integer_layer(prod) && op_is(act, "Relu") &&
+        bool integer_relu = prod && is_integer_layer(prod) && op_is(act, &kn_op_relu) &&
                             kn_node_int(prod, "kn_y_type", 0) == KN_QOUT_F32 && !kn_node_attr(prod, "kn_activation");
         if (!takes_activation(prod) && !integer_relu)
             continue;
@@ -1012,8 +1010,8 @@ typedef struct dense_weight {
 /* Whether node n is a Gemm (transA 0; C absent, one value or a row) or a MatMul (B 2-D, a fused bias
  * or none) with a constant f32 weight; fills *w. */
 static bool dense_weight_of(const kn_graph *g, const kn_node *n, dense_weight *w) {
-    bool gemm = op_is(n, "Gemm");
-    if (!(gemm || op_is(n, "MatMul")) || n->n_in < 2 || !is_constant(g, n->in[1]))
+    bool gemm = op_is(n, &kn_op_gemm);
+    if (!(gemm || op_is(n, &kn_op_matmul)) || n->n_in < 2 || !is_constant(g, n->in[1]))
         return false;
     const kn_value *b = &g->values[n->in[1]], *bias = kn_node_input(g, n, 2);
     if (b->dtype != KN_F32 || b->shape.ndim != 2 || (bias && (!is_constant(g, n->in[2]) || bias->dtype != KN_F32)))
@@ -1114,13 +1112,11 @@ static kiln_status sparsify_node(kn_graph *g, int node, const dense_weight *w, i
            sizeof(int) * 8);
     n->in = in;
     n->n_in = s.bias >= 0 ? 8 : 7;
-    n->op = kn_op_find("SparseGemm");
+    n->op = &kn_op_sparsegemm;
     return KILN_OK;
 }
 
 static kiln_status sparsify_weights(kn_graph *g, int *sparsified) {
-    if (!kn_op_find("SparseGemm"))
-        return KILN_OK;
     for (int i = 0; i < g->n_nodes; i++) {
         dense_weight w;
         if (!dense_weight_of(g, &g->nodes[i], &w) || w.K > INT32_MAX)

@@ -191,7 +191,7 @@ static kiln_status bind_arguments(kiln_session *s) {
 /* "Conv", "Conv+Relu", "MatMul+Add+Gelu": the op with what the optimizer fused into it. */
 static const char *node_label(kn_graph *view, const kn_node *n) {
     const char *act = kn_node_string(n, "kn_activation", NULL);
-    bool bias = strcmp(n->op->name, "MatMul") == 0 && n->n_in > 2 && n->in[2] >= 0;
+    bool bias = n->op == &kn_op_matmul && n->n_in > 2 && n->in[2] >= 0;
     if (!act && !bias)
         return n->op->name;
     char label[128];

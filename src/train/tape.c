@@ -92,7 +92,7 @@ static void find_fused_relus(kn_tape *t, const int *only_reader) {
         if (!n->op->trains_fused_relu || n->n_out != 1 || is_output(g, n->out[0]))
             continue;
         int y = n->out[0], reader = only_reader[y];
-        if (reader >= 0 && strcmp(g->nodes[reader].op->name, "Relu") == 0 && g->nodes[reader].in[0] == y &&
+        if (reader >= 0 && g->nodes[reader].op == &kn_op_relu && g->nodes[reader].in[0] == y &&
             t->needs_grad[y] == t->needs_grad[g->nodes[reader].out[0]]) {
             t->relu_fused_into[i] = reader;
             t->relu_fused_into[reader] = -2;

@@ -164,10 +164,10 @@ static kiln_status check_node(const kn_graph *g, int index, const bool *is_graph
             return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' (%s) carries the optimizer's attribute '%s', "
                            "which ONNX has no form for: export the graph before optimizing it", n->name,
                            n->op->name, n->attrs[i].name);
-    if (strcmp(n->op->name, "FakeQuantize") == 0)
+    if (n->op == &kn_op_fakequantize)
         return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': FakeQuantize is kiln's quantization-aware training op, "
                        "which ONNX has no form for: export the finalized model (kiln train --qat writes it)", n->name);
-    if (strcmp(n->op->name, "MatMul") == 0 && n->n_in > 2)
+    if (n->op == &kn_op_matmul && n->n_in > 2)
         return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': MatMul with a bias input is the optimizer's "
                        "fusion, which ONNX has no form for: export the graph before optimizing it", n->name);
     for (int k = 0; k < n->n_in; k++) {
@@ -536,14 +536,14 @@ static kiln_status pad_axes_to_pads(exporter *x, const kn_node *n, Onnx__NodePro
 static kiln_status refuse_newer_forms(exporter *x, const kn_node *n, Onnx__NodeProto *p) {
     (void)x, (void)p; /* the rewrite signature; nothing is written */
     const char *op = n->op->name;
-    bool newer = (strcmp(op, "Resize") == 0 &&
+    bool newer = (n->op == &kn_op_resize &&
                   (kn_node_attr(n, "axes") || kn_node_int(n, "antialias", 0) ||
                    strcmp(kn_node_string(n, "keep_aspect_ratio_policy", "stretch"), "stretch") != 0)) ||
-                 (strcmp(op, "Pad") == 0 && strcmp(kn_node_string(n, "mode", "constant"), "wrap") == 0) ||
-                 (strcmp(op, "ScatterElements") == 0 &&
+                 (n->op == &kn_op_pad && strcmp(kn_node_string(n, "mode", "constant"), "wrap") == 0) ||
+                 (n->op == &kn_op_scatterelements &&
                   (strcmp(kn_node_string(n, "reduction", "none"), "max") == 0 ||
                    strcmp(kn_node_string(n, "reduction", "none"), "min") == 0)) ||
-                 strcmp(op, "Mish") == 0;
+                 n->op == &kn_op_mish;
     if (newer)
         return kn_fail(KILN_ERR_UNSUPPORTED, "this %s uses a form of opset 18 or later; kiln exports "
                        "opset %d", op, KN_ONNX_EXPORT_OPSET);
@@ -558,29 +558,29 @@ static kiln_status pad_for_opset_17(exporter *x, const kn_node *n, Onnx__NodePro
 /* A rewrite runs after the node's inputs, outputs and attributes are copied, minus the attributes it
  * replaces. */
 typedef struct op_rewrite {
-    const char *op;
+    const kn_op *op;
     const char *replaced[2];
     kiln_status (*rewrite)(exporter *x, const kn_node *n, Onnx__NodeProto *p);
 } op_rewrite;
 
 static const op_rewrite rewrites[] = {
-    {"Dropout", {"ratio"}, dropout_ratio_input},
-    {"Cast", {"to"}, cast_to_onnx_type},
-    {"ConstantOfShape", {"value", "dtype"}, fill_value_tensor},
-    {"ReduceMean", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceMax", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceMin", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceProd", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceL1", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceL2", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceLogSum", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceLogSumExp", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"ReduceSumSquare", {"noop_with_empty_axes"}, axes_to_attribute},
-    {"Split", {"num_outputs"}, num_outputs_to_split},
-    {"Pad", {NULL}, pad_for_opset_17},
-    {"Resize", {NULL}, refuse_newer_forms},
-    {"ScatterElements", {NULL}, refuse_newer_forms},
-    {"Mish", {NULL}, refuse_newer_forms},
+    {&kn_op_dropout, {"ratio"}, dropout_ratio_input},
+    {&kn_op_cast, {"to"}, cast_to_onnx_type},
+    {&kn_op_constantofshape, {"value", "dtype"}, fill_value_tensor},
+    {&kn_op_reducemean, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducemax, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducemin, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reduceprod, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducel1, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducel2, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducelogsum, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducelogsumexp, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_reducesumsquare, {"noop_with_empty_axes"}, axes_to_attribute},
+    {&kn_op_split, {"num_outputs"}, num_outputs_to_split},
+    {&kn_op_pad, {NULL}, pad_for_opset_17},
+    {&kn_op_resize, {NULL}, refuse_newer_forms},
+    {&kn_op_scatterelements, {NULL}, refuse_newer_forms},
+    {&kn_op_mish, {NULL}, refuse_newer_forms},
 };
 
 static bool replaced_by(const op_rewrite *r, const char *attr) {
@@ -598,11 +598,11 @@ static int compare_attr_names(const void *a, const void *b) {
  * (the importer sets the ones it rewrites last), the file's must not. */
 static kiln_status export_node(exporter *x, int index) {
     const kn_node *n = &x->g->nodes[index];
-    if (strcmp(n->op->name, "Gelu") == 0)
+    if (n->op == &kn_op_gelu)
         return export_gelu(x, index);
     const op_rewrite *r = NULL;
     for (size_t i = 0; i < sizeof rewrites / sizeof rewrites[0] && !r; i++)
-        if (strcmp(rewrites[i].op, n->op->name) == 0)
+        if (rewrites[i].op == n->op)
             r = &rewrites[i];
     int n_in = n->n_in;
     while (n_in > 0 && n->in[n_in - 1] < 0)

@@ -196,8 +196,8 @@ static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
     int present = 0;
     /* A DequantizeLinear of initializers, or a Cast of an f16 one, becomes a weight with compact
      * storage (storage_of_folded), which stays trainable. */
-    bool decodes = strcmp(node->op->name, "DequantizeLinear") == 0 ||
-                   (strcmp(node->op->name, "Cast") == 0 && node->in[0] >= 0 && im->g->values[node->in[0]].storage);
+    bool decodes = node->op == &kn_op_dequantizelinear ||
+                   (node->op == &kn_op_cast && node->in[0] >= 0 && im->g->values[node->in[0]].storage);
     for (int k = 0; k < node->n_in; k++) {
         if (node->in[k] < 0)
             continue;
@@ -216,12 +216,12 @@ static bool foldable(const kn_onnx_importer *im, const kn_node *node) {
  * neither, or its inputs do not fit a storage. The caller checks the storage decodes to the output. */
 static const kn_storage *storage_of_folded(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0), *y = kn_node_output(g, node, 0);
-    if (strcmp(node->op->name, "Cast") == 0 && x && x->storage && x->storage->encoding == KN_ENC_F16 &&
+    if (node->op == &kn_op_cast && x && x->storage && x->storage->encoding == KN_ENC_F16 &&
         y->dtype == KN_F32)
         return x->storage;
     kn_storage *s = kn_arena_alloc(&g->arena, sizeof *s);
     size_t bytes;
-    if (strcmp(node->op->name, "DequantizeLinear") != 0 || !x || !x->data || !s ||
+    if (node->op != &kn_op_dequantizelinear || !x || !x->data || !s ||
         !kn_shape_bytes(&x->shape, x->dtype, &bytes))
         return NULL;
     *s = (kn_storage){.shape = x->shape, .axis = -1, .bits = 8, .payload = x->data, .payload_bytes = bytes};

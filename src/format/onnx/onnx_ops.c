@@ -190,10 +190,10 @@ static const trainable_slots trainable[] = {
 /* Ops that move a weight's elements without computing on them: exporters put them between a
  * parameter and its use (MatMul(x, Transpose(W)), a Slice of a fused q/k/v weight). */
 static bool moves_data(const kn_op *op) {
-    static const char *const names[] = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                                        "Identity", "Slice"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(op->name, names[i]) == 0)
+    static const kn_op *const movers[] = {&kn_op_transpose, &kn_op_reshape, &kn_op_flatten, &kn_op_squeeze,
+                                           &kn_op_unsqueeze, &kn_op_identity, &kn_op_slice};
+    for (size_t i = 0; i < sizeof movers / sizeof movers[0]; i++)
+        if (op == movers[i])
             return true;
     return false;
 }
@@ -393,7 +393,7 @@ static kiln_status import_mapped(kn_onnx_importer *im, const kn_onnx_node *n) {
     int node;
     KN_TRY(add_node(im, n, op->name, n->name, &io, &node));
     /* Concat before opset 4 joined along axis 1 when no axis was given. */
-    if (im->opset < 4 && strcmp(op->name, "Concat") == 0 && !kn_onnx_attr(n->proto, "axis"))
+    if (im->opset < 4 && op == &kn_op_concat && !kn_onnx_attr(n->proto, "axis"))
         KN_TRY(kn_node_set_int(im->g, node, "axis", 1));
     return kn_onnx_finish_node(im, node);
 }
