@@ -41,7 +41,7 @@ kiln_status kn_prune_structure_parse(const char *name, kn_prune_structure *out) 
 
 /* The weight of a Conv, Gemm or MatMul node when it is a trainable f32 matrix or kernel; else -1. */
 static int layer_weight(const kn_graph *g, const kn_node *n) {
-    if (strcmp(n->op->name, "Conv") != 0 && strcmp(n->op->name, "Gemm") != 0 && strcmp(n->op->name, "MatMul") != 0)
+    if (n->op != &kn_op_conv && n->op != &kn_op_gemm && n->op != &kn_op_matmul)
         return -1;
     if (n->n_in < 2 || n->in[1] < 0)
         return -1;

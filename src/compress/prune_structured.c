@@ -28,7 +28,7 @@ typedef struct unit_graph {
     int *group;                       /* (n_producers) union-find over producers tied by shared classes */
 } unit_graph;
 
-static bool op_is(const kn_node *n, const char *name) { return strcmp(n->op->name, name) == 0; }
+static bool op_is(const kn_node *n, const kn_op *op) { return n->op == op; }
 
 static int32_t find(int32_t *parent, int32_t u) {
     while (parent[u] != u)
@@ -79,14 +79,14 @@ static void weight_axes(const kn_graph *g, const kn_node *n, int *out_axis, int 
     const kn_value *w = kn_node_input(g, n, 1);
     if (!w || w->kind != KN_VALUE_PARAM || w->dtype != KN_F32)
         return;
-    if (op_is(n, "Conv") && kn_node_int(n, "group", 1) == 1) {
+    if (op_is(n, &kn_op_conv) && kn_node_int(n, "group", 1) == 1) {
         *out_axis = 0;
         *in_axis = 1;
-    } else if (op_is(n, "Gemm") && w->shape.ndim == 2 && kn_node_int(n, "transA", 0) == 0) {
+    } else if (op_is(n, &kn_op_gemm) && w->shape.ndim == 2 && kn_node_int(n, "transA", 0) == 0) {
         bool trans_b = kn_node_int(n, "transB", 0) != 0;
         *out_axis = trans_b ? 0 : 1;
         *in_axis = trans_b ? 1 : 0;
-    } else if (op_is(n, "MatMul") && w->shape.ndim == 2 && kn_node_input(g, n, 0)->shape.ndim >= 2) {
+    } else if (op_is(n, &kn_op_matmul) && w->shape.ndim == 2 && kn_node_input(g, n, 0)->shape.ndim >= 2) {
         *out_axis = 1;
         *in_axis = 0;
     }
@@ -95,14 +95,14 @@ static void weight_axes(const kn_graph *g, const kn_node *n, int *out_axis, int 
 /* The axis of a layer's input (and output) that its weight's in_axis (out_axis) contracts (produces):
  * channels of a Conv, features of a Gemm, the last axis of a MatMul. */
 static int layer_io_axis(const kn_graph *g, const kn_node *n) {
-    return op_is(n, "MatMul") ? kn_node_input(g, n, 0)->shape.ndim - 1 : 1;
+    return op_is(n, &kn_op_matmul) ? kn_node_input(g, n, 0)->shape.ndim - 1 : 1;
 }
 
 static bool is_producer(const kn_graph *g, const kn_node *n, kn_prune_structure s, const int *layer_nodes,
                         int n_layers) {
     int out_axis, in_axis;
     weight_axes(g, n, &out_axis, &in_axis);
-    if (out_axis < 0 || (s == KN_PRUNE_CHANNEL) != op_is(n, "Conv"))
+    if (out_axis < 0 || (s == KN_PRUNE_CHANNEL) != op_is(n, &kn_op_conv))
         return false;
     const kn_value *bias = kn_node_input(g, n, 2);
     if (bias && (bias->kind == KN_VALUE_ACT || kn_shape_numel(&bias->shape) != kn_node_input(g, n, 1)->shape.d[out_axis]))
@@ -116,12 +116,14 @@ static bool is_producer(const kn_graph *g, const kn_node *n, kn_prune_structure 
 
 /* Ops that map each element on its own: any tracked axis passes through. */
 static bool is_elementwise_unary(const kn_node *n) {
-    static const char *const ops[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "HardSigmoid",
-                                      "HardSwish", "Softplus", "Softsign", "Clip", "Dropout", "Identity", "Gelu",
-                                      "Mish", "Abs", "Neg", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Floor",
-                                      "Ceil"};
+    static const kn_op *const ops[] = {&kn_op_relu, &kn_op_leakyrelu, &kn_op_sigmoid, &kn_op_tanh, &kn_op_elu,
+                                       &kn_op_selu, &kn_op_celu, &kn_op_hardsigmoid, &kn_op_hardswish,
+                                       &kn_op_softplus, &kn_op_softsign, &kn_op_clip, &kn_op_dropout,
+                                       &kn_op_identity, &kn_op_gelu, &kn_op_mish, &kn_op_abs, &kn_op_neg,
+                                       &kn_op_erf, &kn_op_exp, &kn_op_log, &kn_op_sqrt, &kn_op_reciprocal,
+                                       &kn_op_floor, &kn_op_ceil};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (op_is(n, ops[i]))
+        if (n->op == ops[i])
             return true;
     return false;
 }
@@ -141,7 +143,7 @@ static int value_readers(const kn_graph *g, int v) {
  * weight and bias of its own: output channel c is a function of input channel c alone, so the units
  * pass through it and its filters are removed with them. */
 static bool is_depthwise(const kn_graph *g, const kn_node *n) {
-    if (!op_is(n, "Conv") || n->n_in < 2)
+    if (!op_is(n, &kn_op_conv) || n->n_in < 2)
         return false;
     const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1), *b = kn_node_input(g, n, 2);
     int64_t group = kn_node_int(n, "group", 1);
@@ -153,18 +155,19 @@ static bool is_depthwise(const kn_graph *g, const kn_node *n) {
 
 /* Ops that work per channel of an (N, C, ...) tensor: axis 1 passes through. */
 static bool is_per_channel(const kn_node *n) {
-    static const char *const ops[] = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
-                                      "BatchNormalization"};
+    static const kn_op *const ops[] = {&kn_op_maxpool, &kn_op_averagepool, &kn_op_globalaveragepool,
+                                       &kn_op_globalmaxpool, &kn_op_batchnormalization};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (op_is(n, ops[i]))
+        if (n->op == ops[i])
             return true;
     return false;
 }
 
 static bool is_elementwise_binary(const kn_node *n) {
-    static const char *const ops[] = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"};
+    static const kn_op *const ops[] = {&kn_op_add, &kn_op_sub, &kn_op_mul, &kn_op_div, &kn_op_max, &kn_op_min,
+                                       &kn_op_sum, &kn_op_mean};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (op_is(n, ops[i]))
+        if (n->op == ops[i])
             return true;
     return false;
 }
@@ -241,7 +244,7 @@ static kiln_status follow_node(unit_graph *u, int i) {
             for (int k = 1; k < n->n_in; k++)
                 fix_value(u, n->in[k]);
             KN_TRY(pass_ids(u, n->in[0], out));
-        } else if (op_is(n, "Flatten") && kn_node_int(n, "axis", 1) == 1 && x_tracked && x_axis == 1) {
+        } else if (op_is(n, &kn_op_flatten) && kn_node_int(n, "axis", 1) == 1 && x_tracked && x_axis == 1) {
             int64_t c = x->shape.d[1], spatial = kn_shape_span(&x->shape, 2, x->shape.ndim);
             if (!new_ids(u, out, 1))
                 return kn_fail(KILN_ERR_NOMEM, "out of memory tracking channels");
@@ -275,7 +278,7 @@ static kiln_status follow_node(unit_graph *u, int i) {
                 fix_value(u, n->in[0]);
                 fix_value(u, n->in[1]);
             }
-        } else if (op_is(n, "Concat") && concat_on_tracked_axis(u, n)) {
+        } else if (op_is(n, &kn_op_concat) && concat_on_tracked_axis(u, n)) {
             int axis = (int)kn_node_int(n, "axis", 0);
             axis = axis < 0 ? axis + g->values[out].shape.ndim : axis;
             if (!new_ids(u, out, axis))
@@ -557,7 +560,7 @@ static kiln_status shrink_node(unit_graph *u, int i, const bool *removed, bool m
     if (in_axis >= 0 && x_axis >= 0 && x_axis == layer_io_axis(g, n)) {
         channel_keep(u, n->in[0], removed, keep);
         KN_TRY(slice_axis(g, n->in[1], in_axis, keep, mask_only));
-    } else if (op_is(n, "BatchNormalization") && x_axis == 1 && !mask_only) {
+    } else if (op_is(n, &kn_op_batchnormalization) && x_axis == 1 && !mask_only) {
         channel_keep(u, n->in[0], removed, keep);
         for (int k = 1; k < n->n_in && k < 5; k++)
             KN_TRY(slice_axis(g, n->in[k], 0, keep, false));

@@ -16,7 +16,7 @@
 
 enum { QAT_CALIB_DEFAULT = 512, QAT_CALIB_BATCH = 64 };
 
-static bool op_is(const kn_node *n, const char *name) { return strcmp(n->op->name, name) == 0; }
+static bool op_is(const kn_node *n, const kn_op *op) { return n->op == op; }
 
 static bool is_initializer(const kn_value *v) {
     return (v->kind == KN_VALUE_PARAM || v->kind == KN_VALUE_STATE || v->kind == KN_VALUE_CONST) && v->data;
@@ -34,7 +34,7 @@ kiln_status kn_qat_config_check(const kn_qat_config *c) {
 
 bool kn_qat_is_prepared(const kn_graph *g) {
     for (int i = 0; i < g->n_nodes; i++)
-        if (op_is(&g->nodes[i], "FakeQuantize"))
+        if (op_is(&g->nodes[i], &kn_op_fakequantize))
             return true;
     return false;
 }
@@ -94,7 +94,7 @@ static int add_named_value(kn_graph *g, const char *base, const char *suffix, kn
 static kiln_status fold_batchnorms(kn_graph *g) {
     bool any = false;
     for (int i = 0; i < g->n_nodes; i++)
-        any |= op_is(&g->nodes[i], "BatchNormalization");
+        any |= op_is(&g->nodes[i], &kn_op_batchnormalization);
     if (!any)
         return KILN_OK;
     kn_graph folded;
@@ -169,7 +169,7 @@ static kiln_status calibrate_ranges(kn_graph *g, const bool *wanted, const kn_qa
 /* The axis of a weight's output channels: Conv's W (M, C/g, kh, kw) and Gemm's transposed W (N, K) keep
  * them in rows, Gemm's W (K, N) and MatMul's B (..., K, N) in the last axis. */
 static int weight_channel_axis(const kn_graph *g, const kn_node *n, int input) {
-    if (op_is(n, "Conv") || (op_is(n, "Gemm") && kn_node_int(n, "transB", 0)))
+    if (op_is(n, &kn_op_conv) || (op_is(n, &kn_op_gemm) && kn_node_int(n, "transB", 0)))
         return 0;
     return g->values[n->in[input]].shape.ndim - 1;
 }
@@ -255,7 +255,9 @@ static kiln_status quantize_activation(kn_graph *g, int *index, int v, float lo,
     return KILN_OK;
 }
 
-static bool is_quantized_op(const kn_node *n) { return op_is(n, "Conv") || op_is(n, "Gemm") || op_is(n, "MatMul"); }
+static bool is_quantized_op(const kn_node *n) {
+    return op_is(n, &kn_op_conv) || op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul);
+}
 
 /* The weight input of a quantized node: a parameter read as W (Conv, Gemm) or B (MatMul); -1 if none. */
 static int weight_input(const kn_graph *g, const kn_node *n) {
@@ -499,7 +501,7 @@ kiln_status kn_qat_finalize(kn_graph *g) {
     kiln_status st = KILN_OK;
     for (int i = 0; i < g->n_nodes && st == KILN_OK;) {
         const kn_node *n = &g->nodes[i];
-        if (!op_is(n, "FakeQuantize")) {
+        if (!op_is(n, &kn_op_fakequantize)) {
             i++;
             continue;
         }

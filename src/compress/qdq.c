@@ -103,10 +103,10 @@ kiln_status kn_qdq_insert_activation(kn_graph *g, int v, float scale, int32_t ze
 int kn_qdq_dequantized_of(const kn_graph *g, int v) {
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *quantize = &g->nodes[i];
-        if (strcmp(quantize->op->name, "QuantizeLinear") != 0 || quantize->in[0] != v)
+        if (quantize->op != &kn_op_quantizelinear || quantize->in[0] != v)
             continue;
         for (int j = i + 1; j < g->n_nodes; j++)
-            if (strcmp(g->nodes[j].op->name, "DequantizeLinear") == 0 && g->nodes[j].in[0] == quantize->out[0])
+            if (g->nodes[j].op == &kn_op_dequantizelinear && g->nodes[j].in[0] == quantize->out[0])
                 return g->nodes[j].out[0];
     }
     return -1;

@@ -54,12 +54,12 @@ static bool is_f32_initializer(const kn_graph *g, int v) {
 
 /* The output-channel axis of a layer's weight. */
 static int weight_axis(const kn_graph *g, const kn_node *n) {
-    const char *op = n->op->name;
-    if (strcmp(op, "ConvTranspose") == 0)
+    const kn_op *op = n->op;
+    if (op == &kn_op_convtranspose)
         return 1;
-    if (strcmp(op, "Gemm") == 0)
+    if (op == &kn_op_gemm)
         return kn_node_int(n, "transB", 0) ? 0 : 1;
-    if (strcmp(op, "MatMul") == 0)
+    if (op == &kn_op_matmul)
         return g->values[n->in[1]].shape.ndim - 1;
     return 0; /* Conv */
 }
@@ -72,9 +72,9 @@ kiln_status kn_quant_layers_find(const kn_graph *g, kn_quant_layer **layers, int
         return kn_fail(KILN_ERR_NOMEM, "out of memory listing layers");
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *node = &g->nodes[i];
-        const char *op = node->op->name;
-        bool compute = strcmp(op, "Conv") == 0 || strcmp(op, "ConvTranspose") == 0 || strcmp(op, "Gemm") == 0 ||
-                       strcmp(op, "MatMul") == 0;
+        const kn_op *op = node->op;
+        bool compute = op == &kn_op_conv || op == &kn_op_convtranspose || op == &kn_op_gemm ||
+                       op == &kn_op_matmul;
         if (!compute || node->n_in < 2 || !is_f32_initializer(g, node->in[1]) || node->in[0] < 0)
             continue;
         list[(*n)++] = (kn_quant_layer){i, node->in[1], weight_axis(g, node), node->in[0], 0};
@@ -117,9 +117,9 @@ static kiln_status visit_channel_sums(void *ctx, int k, const kn_tensor *x) {
 /* The bias of a layer, when it has one we know how to correct: Conv (any groups) and Gemm without
  * transA and with alpha = beta = 1; -1 otherwise. */
 static int correctable_bias(const kn_graph *g, const kn_node *n) {
-    const char *op = n->op->name;
-    bool conv = strcmp(op, "Conv") == 0;
-    bool gemm = strcmp(op, "Gemm") == 0 && !kn_node_int(n, "transA", 0) && kn_node_float(n, "alpha", 1) == 1.0f &&
+    const kn_op *op = n->op;
+    bool conv = op == &kn_op_conv;
+    bool gemm = op == &kn_op_gemm && !kn_node_int(n, "transA", 0) && kn_node_float(n, "alpha", 1) == 1.0f &&
                 kn_node_float(n, "beta", 1) == 1.0f;
     if ((!conv && !gemm) || n->n_in < 3 || n->in[2] < 0)
         return -1;
@@ -145,7 +145,7 @@ static void bias_correct(kn_graph *g, const kn_quant_layer *l, const float *w_fl
     if (b->shape.d[0] != out)
         return;
     kn_value_drop_storage(b);
-    bool conv = strcmp(n->op->name, "Conv") == 0;
+    bool conv = n->op == &kn_op_conv;
     int64_t groups = conv ? kn_node_int(n, "group", 1) : 1;
     int64_t in_per_group = conv ? w->shape.d[1] : per_out, kernel = conv ? per_out / in_per_group : 1;
     for (int64_t o = 0; o < out; o++) {
@@ -190,7 +190,7 @@ static kiln_status visit_bn_moments(void *ctx, int k, const kn_tensor *x) {
 static kiln_status recalibrate_bn(kn_graph *g, const kn_dataset *calib) {
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
-        if (strcmp(n->op->name, "BatchNormalization") != 0 || n->n_in < 5)
+        if (n->op != &kn_op_batchnormalization || n->n_in < 5)
             continue;
         kn_value *mean = &g->values[n->in[3]], *var = &g->values[n->in[4]];
         int64_t channels = kn_shape_numel(&mean->shape);
