@@ -35,11 +35,27 @@ static void test_graph_errors(void) {
     kn_graph g;
     kn_graph_init(&g);
     kn_shape s = kn_shape_of(2, (int64_t[]){2, 3});
-    int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &s);
-    int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &s);
+    int x, y, node = 7;
+    CHECK_OK(kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &s, &x));
+    CHECK_OK(kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &s, &y));
     CHECK(x == 0 && y == 1 && kn_graph_find_value(&g, "y") == 1);
-    CHECK(kn_graph_add_node(&g, "NoSuchOp", "n0", 1, &x, 1, &y) < 0);
+    /* Each failure says what it is, rather than -1 for the caller to guess. */
+    CHECK(kn_graph_add_node(&g, "NoSuchOp", "n0", 1, &x, 1, &y, &node) == KILN_ERR_UNSUPPORTED && node == -1);
     CHECK(strstr(kiln_last_error(), "NoSuchOp") != NULL);
+    CHECK(kn_graph_add_node(&g, "Relu", "n1", 1, (int[]){5}, 1, &y, &node) == KILN_ERR_INTERNAL && node == -1);
+    CHECK(g.n_nodes == 0 && g.values[y].producer == -1);
+    kn_shape huge = kn_shape_of(2, (int64_t[]){INT64_C(1) << 40, INT64_C(1) << 40});
+    int z = 7;
+    CHECK(kn_graph_add_value(&g, "z", KN_VALUE_CONST, KN_F32, &huge, &z) != KILN_OK && z == -1 && g.n_values == 2);
+    CHECK_OK(kn_graph_add_node(&g, "Relu", "n2", 1, &x, 1, &y, &node));
+    CHECK(node == 0 && g.values[y].producer == 0);
+    /* Graph inputs and outputs stop at KN_GRAPH_MAX_IO, in one place for every builder. */
+    for (int i = 0; i < KN_GRAPH_MAX_IO; i++) {
+        CHECK_OK(kn_graph_add_input(&g, x));
+        CHECK_OK(kn_graph_add_output(&g, y));
+    }
+    CHECK(kn_graph_add_input(&g, x) == KILN_ERR_UNSUPPORTED && g.n_inputs == KN_GRAPH_MAX_IO);
+    CHECK(kn_graph_add_output(&g, y) == KILN_ERR_UNSUPPORTED && g.n_outputs == KN_GRAPH_MAX_IO);
     kn_graph_free(&g);
 }
 

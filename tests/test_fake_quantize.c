@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/quant.h"
 #include "core/rng.h"
@@ -33,10 +34,10 @@ static void fq_case_init(fq_case *t, kn_shape shape, int axis, int bits, bool is
     kn_graph_init(&t->g);
     int64_t channels = axis >= 0 ? shape.d[axis] : 1;
     kn_shape scale_shape = kn_shape_of(1, &channels);
-    int in[2] = {kn_graph_add_value(&t->g, "x", KN_VALUE_PARAM, KN_F32, &shape),
-                 with_scale ? kn_graph_add_value(&t->g, "s", KN_VALUE_PARAM, KN_F32, &scale_shape) : -1};
-    int out = kn_graph_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &shape);
-    t->node = kn_graph_add_node(&t->g, "FakeQuantize", "fq", with_scale ? 2 : 1, in, 1, &out);
+    int in[2] = {test_add_value(&t->g, "x", KN_VALUE_PARAM, KN_F32, &shape),
+                 with_scale ? test_add_value(&t->g, "s", KN_VALUE_PARAM, KN_F32, &scale_shape) : -1};
+    int out = test_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &shape);
+    t->node = test_add_node(&t->g, "FakeQuantize", "fq", with_scale ? 2 : 1, in, 1, &out);
     CHECK(t->node == 0);
     CHECK_OK(kn_node_set_int(&t->g, t->node, "bits", bits));
     CHECK_OK(kn_node_set_int(&t->g, t->node, "signed", is_signed));
@@ -288,9 +289,9 @@ static void test_bad_attributes(void) {
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         kn_graph g;
         kn_graph_init(&g);
-        int x = kn_graph_add_value(&g, "x", KN_VALUE_PARAM, KN_F32, &shape);
-        int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &shape);
-        int node = kn_graph_add_node(&g, "FakeQuantize", "fq", 1, &x, 1, &y);
+        int x = test_add_value(&g, "x", KN_VALUE_PARAM, KN_F32, &shape);
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &shape);
+        int node = test_add_node(&g, "FakeQuantize", "fq", 1, &x, 1, &y);
         CHECK_OK(kn_node_set_int(&g, node, bad[k].attr, bad[k].value));
         CHECK_MSG(kn_graph_infer_shapes(&g) != KILN_OK, "%s = %lld accepted", bad[k].attr, (long long)bad[k].value);
         kn_graph_free(&g);

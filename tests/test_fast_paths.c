@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -100,7 +101,7 @@ static const dw_case cases[] = {
 };
 
 static int add_param(kn_graph *g, const char *name, kn_shape shape) {
-    return kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, &shape);
+    return test_add_value(g, name, KN_VALUE_PARAM, KN_F32, &shape);
 }
 
 static int build(kn_graph *g, const dw_case *c) {
@@ -111,8 +112,8 @@ static int build(kn_graph *g, const dw_case *c) {
     if (c->bias)
         in[2] = add_param(g, "B", kn_shape_of(1, (int64_t[]){M}));
     kn_shape scalar = {0};
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
-    int node = kn_graph_add_node(g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = test_add_node(g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
     kn_node_set_ints(g, node, "strides", 2, c->strides);
     kn_node_set_ints(g, node, "pads", 4, c->pads);
     kn_node_set_ints(g, node, "dilations", 2, c->dilations);
@@ -243,8 +244,8 @@ static void test_conv_threads(void) {
                      add_param(&g, "W", kn_shape_of(4, (int64_t[]){16, 8, 3, 3})),
                      add_param(&g, "B", kn_shape_of(1, (int64_t[]){16}))};
         kn_shape scalar = {0};
-        int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
-        int node = kn_graph_add_node(&g, "Conv", "Conv", 3, in, 1, &y);
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = test_add_node(&g, "Conv", "Conv", 3, in, 1, &y);
         kn_node_set_ints(&g, node, "pads", 4, (int64_t[]){1, 1, 1, 1});
         kn_node_set_string(&g, node, "kn_activation", "Relu");
         opcheck_fill_uniform(&g, 950 + batch, -1.0f, 1.0f);
@@ -340,8 +341,8 @@ static int build_pool(kn_graph *g, const pool_case *c) {
     kn_graph_init(g);
     int x = add_param(g, "X", kn_shape_of(4, c->x));
     kn_shape scalar = {0};
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
-    int node = kn_graph_add_node(g, "MaxPool", "MaxPool", 1, &x, 1, &y);
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = test_add_node(g, "MaxPool", "MaxPool", 1, &x, 1, &y);
     kn_node_set_ints(g, node, "kernel_shape", 2, c->kernel);
     kn_node_set_ints(g, node, "strides", 2, c->strides);
     kn_node_set_ints(g, node, "pads", 4, c->pads);

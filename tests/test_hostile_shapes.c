@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "ops/op.h"
 #include "ops/window.h"
@@ -103,10 +104,10 @@ static void test_shape_sizes(void) {
 
     kn_graph g;
     kn_graph_init(&g);
-    CHECK(kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &overflow) < 0);
+    CHECK(test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &overflow) < 0);
     CHECK(strstr(kiln_last_error(), "value 'x': the shape"));
     kn_shape unknown = kn_shape_of(2, (int64_t[]){-1, big});
-    CHECK(kn_graph_add_value(&g, "y", KN_VALUE_INPUT, KN_F32, &unknown) == 0);
+    CHECK(test_add_value(&g, "y", KN_VALUE_INPUT, KN_F32, &unknown) == 0);
     kn_graph_free(&g);
 }
 
@@ -116,10 +117,10 @@ static void test_flops_saturate(void) {
     kn_graph g;
     kn_graph_init(&g);
     kn_shape square = kn_shape_of(2, (int64_t[]){big, big});
-    int a = kn_graph_add_value(&g, "a", KN_VALUE_INPUT, KN_F32, &square);
-    int b = kn_graph_add_value(&g, "b", KN_VALUE_INPUT, KN_F32, &square);
-    int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &square);
-    int node = kn_graph_add_node(&g, "MatMul", "mm", 2, (int[]){a, b}, 1, &y);
+    int a = test_add_value(&g, "a", KN_VALUE_INPUT, KN_F32, &square);
+    int b = test_add_value(&g, "b", KN_VALUE_INPUT, KN_F32, &square);
+    int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &square);
+    int node = test_add_node(&g, "MatMul", "mm", 2, (int[]){a, b}, 1, &y);
     CHECK(node == 0);
     if (node == 0) {
         CHECK_OK(kn_graph_infer_node(&g, node));

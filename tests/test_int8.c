@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "compress/quantize.h"
 #include "core/quant.h"
 #include "core/rng.h"
@@ -202,13 +203,13 @@ typedef struct layer_data {
 } layer_data;
 
 static int add_const(kn_graph *g, const char *name, kn_dtype dtype, kn_shape shape) {
-    return kn_graph_add_value(g, name, KN_VALUE_CONST, dtype, &shape);
+    return test_add_value(g, name, KN_VALUE_CONST, dtype, &shape);
 }
 
 static int add_node(kn_graph *g, const char *op, int n_in, const int *in, const char *out_name) {
     kn_shape empty = {0};
-    int y = kn_graph_add_value(g, out_name, KN_VALUE_ACT, KN_F32, &empty);
-    CHECK_MSG(kn_graph_add_node(g, op, out_name, n_in, in, 1, &y) >= 0, "%s", kiln_last_error());
+    int y = test_add_value(g, out_name, KN_VALUE_ACT, KN_F32, &empty);
+    CHECK_MSG(test_add_node(g, op, out_name, n_in, in, 1, &y) >= 0, "%s", kiln_last_error());
     return y;
 }
 
@@ -238,7 +239,7 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     bool conv = strcmp(c->op, "Conv") == 0;
     kn_shape xs = conv ? SHAPE(c->N, c->C, c->H, c->W)
                        : (c->H && strcmp(c->op, "MatMul") == 0 ? SHAPE(c->N, c->H, c->C) : SHAPE(c->N, c->C));
-    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+    int x = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
     g->inputs[g->n_inputs++] = x;
     int xdq = add_qdq(g, x, "x", d->s_x, d->z_x, c->x_signed, NULL);
     kn_shape ws = conv        ? SHAPE(c->M, c->C / c->group, c->kh, c->kw)
@@ -253,7 +254,7 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     int b = -1;
     if (c->bias) {
         kn_shape bs = SHAPE(c->M);
-        b = kn_graph_add_value(g, "b", KN_VALUE_PARAM, KN_F32, &bs);
+        b = test_add_value(g, "b", KN_VALUE_PARAM, KN_F32, &bs);
         memcpy(g->values[b].data, d->b, sizeof(float) * (size_t)c->M);
     }
     int y = add_node(g, c->op, c->bias ? 3 : 2, (int[]){xdq, wdq, b}, "y");

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "format/onnx/onnx_export.h"
 #include "format/onnx/onnx_import.h"
 #include "format/onnx/onnx_internal.h"
@@ -360,11 +361,11 @@ static void test_torch_fixture(const char *name) {
 
 static int add_act(kn_graph *g, const char *name) {
     kn_shape scalar = {0};
-    return kn_graph_add_value(g, name, KN_VALUE_ACT, KN_F32, &scalar);
+    return test_add_value(g, name, KN_VALUE_ACT, KN_F32, &scalar);
 }
 
 static int add_node1(kn_graph *g, const char *op, const char *name, int n_in, const int *in, int out) {
-    return kn_graph_add_node(g, op, name, n_in, in, 1, &out);
+    return test_add_node(g, op, name, n_in, in, 1, &out);
 }
 
 /* x (N, 6) -> d = x - ReduceMax(x, axes input [1]); c = ConstantOfShape(Shape(x), 0.25);
@@ -374,11 +375,11 @@ static void build_rewritten_ops(kn_graph *g) {
     kn_graph_init(g);
     kn_shape x_shape = kn_shape_of(2, (int64_t[]){1, 6}), one = kn_shape_of(1, (int64_t[]){1});
     kn_shape scalar = {0};
-    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &x_shape);
+    int x = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &x_shape);
     g->inputs[g->n_inputs++] = x;
-    int axes = kn_graph_add_value(g, "axes", KN_VALUE_CONST, KN_I64, &one);
+    int axes = test_add_value(g, "axes", KN_VALUE_CONST, KN_I64, &one);
     *(int64_t *)g->values[axes].data = 1;
-    int four = kn_graph_add_value(g, "four", KN_VALUE_CONST, KN_F32, &scalar);
+    int four = test_add_value(g, "four", KN_VALUE_CONST, KN_F32, &scalar);
     *(float *)g->values[four].data = 4.0f;
     int m = add_act(g, "m"), d = add_act(g, "d"), s = add_act(g, "s"), c = add_act(g, "c");
     int ki = add_act(g, "k_i64"), k = add_act(g, "k"), e = add_act(g, "e"), y = add_act(g, "y");
@@ -423,8 +424,8 @@ static void test_duplicate_names(void) {
     kn_graph g, back;
     kn_graph_init(&g);
     kn_shape shape = kn_shape_of(2, (int64_t[]){1, 4});
-    int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &shape);
-    int taken = kn_graph_add_value(&g, "y.1", KN_VALUE_INPUT, KN_F32, &shape);
+    int x = test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &shape);
+    int taken = test_add_value(&g, "y.1", KN_VALUE_INPUT, KN_F32, &shape);
     int y = add_act(&g, "y"), y_again = add_act(&g, "y");
     add_node1(&g, "Relu", "relu", 1, &x, y);
     add_node1(&g, "Add", "add", 2, (int[]){y, taken}, y_again);
@@ -474,8 +475,8 @@ static void test_refusals(void) {
     /* A reduction's axes computed at run time (here a graph input) need opset 18. */
     kn_graph_init(&g);
     kn_shape x_shape = kn_shape_of(2, (int64_t[]){1, 6}), one = kn_shape_of(1, (int64_t[]){1});
-    int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &x_shape);
-    int axes = kn_graph_add_value(&g, "axes", KN_VALUE_INPUT, KN_I64, &one);
+    int x = test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &x_shape);
+    int axes = test_add_value(&g, "axes", KN_VALUE_INPUT, KN_I64, &one);
     int y = add_act(&g, "y");
     add_node1(&g, "ReduceMean", "mean", 2, (int[]){x, axes}, y);
     g.inputs[g.n_inputs++] = x;

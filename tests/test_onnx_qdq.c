@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "format/kiln_file.h"
@@ -46,16 +47,16 @@ enum { N_CASES = sizeof cases / sizeof cases[0] };
 static void build(kn_graph *g) {
     kn_graph_init(g);
     kn_shape xs = kn_shape_of(2, (int64_t[]){4, 16}), none = {0};
-    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+    int x = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
     g->inputs[g->n_inputs++] = x;
     kn_rng rng = kn_rng_seeded(21);
     int sum = -1;
     for (int c = 0; c < N_CASES; c++) {
         char name[64];
         snprintf(name, sizeof name, "w %s", cases[c].name);
-        int w = kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {8, 16}});
+        int w = test_add_value(g, name, KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {8, 16}});
         snprintf(name, sizeof name, "b %s", cases[c].name);
-        int b = kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {8}});
+        int b = test_add_value(g, name, KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {8}});
         float *wd = g->values[w].data, *bd = g->values[b].data;
         for (int i = 0; i < 128; i++)
             wd[i] = kn_encoding_is_sparse(cases[c].spec.encoding) && i % 3 ? 0.0f : kn_rng_normal(&rng);
@@ -63,13 +64,13 @@ static void build(kn_graph *g) {
             bd[i] = kn_rng_normal(&rng);
         CHECK_MSG(kn_value_compress(g, w, &cases[c].spec) == KILN_OK, "%s: %s", cases[c].name, kiln_last_error());
         snprintf(name, sizeof name, "y %s", cases[c].name);
-        int y = kn_graph_add_value(g, name, KN_VALUE_ACT, KN_F32, &none);
-        int n = kn_graph_add_node(g, "Gemm", name, 3, (int[]){x, w, b}, 1, &y);
+        int y = test_add_value(g, name, KN_VALUE_ACT, KN_F32, &none);
+        int n = test_add_node(g, "Gemm", name, 3, (int[]){x, w, b}, 1, &y);
         kn_node_set_int(g, n, "transB", 1);
         if (sum >= 0) {
             snprintf(name, sizeof name, "sum %d", c);
-            int s = kn_graph_add_value(g, name, KN_VALUE_ACT, KN_F32, &none);
-            kn_graph_add_node(g, "Add", name, 2, (int[]){sum, y}, 1, &s);
+            int s = test_add_value(g, name, KN_VALUE_ACT, KN_F32, &none);
+            test_add_node(g, "Add", name, 2, (int[]){sum, y}, 1, &s);
             y = s;
         }
         sum = y;

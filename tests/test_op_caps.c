@@ -53,12 +53,12 @@ static void test_flags_match_the_old_lists(void) {
 static kiln_status one_node_graph(kn_graph *g, const kn_op *op, kn_dtype dtype, int *x, int *y) {
     kn_graph_init(g);
     kn_shape shape = SHAPE(2, 3, 5), unknown = kn_shape_of(0, NULL);
-    *x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, dtype, &shape);
-    *y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &unknown);
-    if (*x < 0 || *y < 0 || kn_graph_add_node(g, op->name, "n", 1, x, 1, y) < 0)
-        return KILN_ERR_NOMEM;
-    g->inputs[g->n_inputs++] = *x;
-    g->outputs[g->n_outputs++] = *y;
+    int node;
+    KN_TRY(kn_graph_add_value(g, "x", KN_VALUE_INPUT, dtype, &shape, x));
+    KN_TRY(kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &unknown, y));
+    KN_TRY(kn_graph_add_node(g, op->name, "n", 1, x, 1, y, &node));
+    KN_TRY(kn_graph_add_input(g, *x));
+    KN_TRY(kn_graph_add_output(g, *y));
     return kn_graph_infer_shapes(g);
 }
 

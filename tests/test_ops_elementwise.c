@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -64,10 +65,10 @@ static void single_op_init(single_op *t, const char *op, int n_in, const kn_shap
     t->n_in = n_in;
     for (int i = 0; i < n_in; i++) {
         kn_value_kind kind = ((const_mask >> i) & 1u) ? KN_VALUE_CONST : KN_VALUE_PARAM;
-        t->in[i] = kn_graph_add_value(&t->g, i ? "b" : "a", kind, KN_F32, &shapes[i]);
+        t->in[i] = test_add_value(&t->g, i ? "b" : "a", kind, KN_F32, &shapes[i]);
     }
-    t->out = kn_graph_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
-    t->node = kn_graph_add_node(&t->g, op, "node", n_in, t->in, 1, &t->out);
+    t->out = test_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
+    t->node = test_add_node(&t->g, op, "node", n_in, t->in, 1, &t->out);
     CHECK(t->node == 0);
 }
 
@@ -690,16 +691,16 @@ typedef struct mean_case {
 
 static void mean_node(single_op *t, const mean_case *m) {
     kn_graph_init(&t->g);
-    t->in[0] = kn_graph_add_value(&t->g, "x", KN_VALUE_PARAM, KN_F32, &m->x);
+    t->in[0] = test_add_value(&t->g, "x", KN_VALUE_PARAM, KN_F32, &m->x);
     t->n_in = 1;
     if (m->axes_as_input) {
         kn_shape axes_shape = SHAPE(m->n_axes);
-        t->in[1] = kn_graph_add_value(&t->g, "axes", KN_VALUE_CONST, KN_I64, &axes_shape);
+        t->in[1] = test_add_value(&t->g, "axes", KN_VALUE_CONST, KN_I64, &axes_shape);
         memcpy(t->g.values[t->in[1]].data, m->axes, sizeof(int64_t) * (size_t)m->n_axes);
         t->n_in = 2;
     }
-    t->out = kn_graph_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
-    t->node = kn_graph_add_node(&t->g, "ReduceMean", "mean", t->n_in, t->in, 1, &t->out);
+    t->out = test_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
+    t->node = test_add_node(&t->g, "ReduceMean", "mean", t->n_in, t->in, 1, &t->out);
     if (!m->axes_as_input && m->n_axes >= 0)
         CHECK_OK(kn_node_set_ints(&t->g, t->node, "axes", m->n_axes, m->axes));
     if (m->keepdims >= 0)
@@ -882,10 +883,10 @@ static void test_errors(void) {
 
     kn_graph_init(&t.g);
     kn_shape s = SHAPE(3);
-    int in[2] = {kn_graph_add_value(&t.g, "a", KN_VALUE_INPUT, KN_F32, &s),
-                 kn_graph_add_value(&t.g, "b", KN_VALUE_INPUT, KN_I64, &s)};
-    int out = kn_graph_add_value(&t.g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
-    CHECK(kn_graph_add_node(&t.g, "Add", "add", 2, in, 1, &out) == 0);
+    int in[2] = {test_add_value(&t.g, "a", KN_VALUE_INPUT, KN_F32, &s),
+                 test_add_value(&t.g, "b", KN_VALUE_INPUT, KN_I64, &s)};
+    int out = test_add_value(&t.g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
+    CHECK(test_add_node(&t.g, "Add", "add", 2, in, 1, &out) == 0);
     expect_error("Add f32 + i64", &t, KILN_ERR_UNSUPPORTED, "i64");
 }
 

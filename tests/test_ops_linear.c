@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "ops/op.h"
@@ -49,13 +50,13 @@ static void test_registry(void) {
 static bool has_shape(const kn_shape *shape, kn_shape expect) { return kn_shape_equal(shape, &expect); }
 
 static int add_param(kn_graph *g, const char *name, kn_shape shape) {
-    return kn_graph_add_value(g, name, KN_VALUE_PARAM, KN_F32, &shape);
+    return test_add_value(g, name, KN_VALUE_PARAM, KN_F32, &shape);
 }
 
 /* Adds the node `op` reading `in` and writing one new value "y"; returns the node index. */
 static int add_node(kn_graph *g, const char *op, int n_in, const int *in) {
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar_shape);
-    return kn_graph_add_node(g, op, op, n_in, in, 1, &y);
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar_shape);
+    return test_add_node(g, op, op, n_in, in, 1, &y);
 }
 
 static float *value_data(kn_graph *g, const char *name) {
@@ -739,7 +740,7 @@ static void conv_error(const char *label, kn_shape x, kn_shape w, int64_t group,
     kn_graph g;
     kn_graph_init(&g);
     // X as a graph input: it holds no data, so even a negative shape reaches shape inference.
-    int in[2] = {kn_graph_add_value(&g, "X", KN_VALUE_INPUT, KN_F32, &x), add_param(&g, "W", w)};
+    int in[2] = {test_add_value(&g, "X", KN_VALUE_INPUT, KN_F32, &x), add_param(&g, "W", w)};
     int node = add_node(&g, "Conv", 2, in);
     kn_node_set_int(&g, node, "group", group);
     expect_error(label, &g, expected);
@@ -843,9 +844,9 @@ static void test_errors(void) {
 
     kn_graph_init(&g);
     in[0] = add_param(&g, "X", SHAPE(1, 1, 4, 4));
-    int outs[2] = {kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar_shape),
-                   kn_graph_add_value(&g, "indices", KN_VALUE_ACT, KN_I64, &scalar_shape)};
-    node = kn_graph_add_node(&g, "MaxPool", "pool", 1, in, 2, outs);
+    int outs[2] = {test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar_shape),
+                   test_add_value(&g, "indices", KN_VALUE_ACT, KN_I64, &scalar_shape)};
+    node = test_add_node(&g, "MaxPool", "pool", 1, in, 2, outs);
     kn_node_set_ints(&g, node, "kernel_shape", 2, (int64_t[]){2, 2});
     kn_node_set_int(&g, node, "storage_order", 2);
     expect_error("MaxPool Indices with storage_order 2", &g, KILN_ERR_INVALID_ARG);

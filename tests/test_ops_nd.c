@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -110,7 +111,7 @@ static void set_window_attrs(kn_graph *g, int node, const window *w, bool dilati
 }
 
 static int add_param(kn_graph *g, const char *name, kn_shape shape, kn_dtype dtype) {
-    return kn_graph_add_value(g, name, KN_VALUE_PARAM, dtype, &shape);
+    return test_add_value(g, name, KN_VALUE_PARAM, dtype, &shape);
 }
 
 static float *value_data(kn_graph *g, const char *name) {
@@ -194,8 +195,8 @@ static int build_conv(kn_graph *g, const conv_case *c) {
     int in[3] = {add_param(g, "X", shape_of(c->N, c->C, c->w.in, c->w.rank), KN_F32),
                  add_param(g, "W", shape_of(c->M, c->C / c->group, c->w.kernel, c->w.rank), KN_F32),
                  c->bias ? add_param(g, "B", kn_shape_of(1, &c->M), KN_F32) : -1};
-    int y = kn_graph_add_value(g, "Y", KN_VALUE_ACT, KN_F32, &scalar_shape);
-    int node = kn_graph_add_node(g, "Conv", "conv", c->bias ? 3 : 2, in, 1, &y);
+    int y = test_add_value(g, "Y", KN_VALUE_ACT, KN_F32, &scalar_shape);
+    int node = test_add_node(g, "Conv", "conv", c->bias ? 3 : 2, in, 1, &y);
     kn_node_set_int(g, node, "group", c->group);
     set_window_attrs(g, node, &c->w, true);
     return node;
@@ -339,8 +340,8 @@ static int build_convt(kn_graph *g, const convt_case *c) {
     int in[3] = {add_param(g, "X", shape_of(c->N, c->C, c->w.in, c->w.rank), KN_F32),
                  add_param(g, "W", shape_of(c->C, c->M / c->group, c->w.kernel, c->w.rank), KN_F32),
                  c->bias ? add_param(g, "B", kn_shape_of(1, &c->M), KN_F32) : -1};
-    int y = kn_graph_add_value(g, "Y", KN_VALUE_ACT, KN_F32, &scalar_shape);
-    int node = kn_graph_add_node(g, "ConvTranspose", "convt", c->bias ? 3 : 2, in, 1, &y);
+    int y = test_add_value(g, "Y", KN_VALUE_ACT, KN_F32, &scalar_shape);
+    int node = test_add_node(g, "ConvTranspose", "convt", c->bias ? 3 : 2, in, 1, &y);
     kn_node_set_int(g, node, "group", c->group);
     set_window_attrs(g, node, &c->w, true);
     kn_node_set_ints(g, node, "output_padding", c->w.rank, c->output_padding);
@@ -510,9 +511,9 @@ static const pool_case pool_cases[] = {
 static int build_pool(kn_graph *g, const pool_case *c) {
     kn_graph_init(g);
     int x = add_param(g, "X", shape_of(c->N, c->C, c->w.in, c->w.rank), c->dtype);
-    int outs[2] = {kn_graph_add_value(g, "Y", KN_VALUE_ACT, c->dtype, &scalar_shape),
-                   kn_graph_add_value(g, "Indices", KN_VALUE_ACT, KN_I64, &scalar_shape)};
-    int node = kn_graph_add_node(g, c->op, "pool", 1, &x, c->indices >= 0 ? 2 : 1, outs);
+    int outs[2] = {test_add_value(g, "Y", KN_VALUE_ACT, c->dtype, &scalar_shape),
+                   test_add_value(g, "Indices", KN_VALUE_ACT, KN_I64, &scalar_shape)};
+    int node = test_add_node(g, c->op, "pool", 1, &x, c->indices >= 0 ? 2 : 1, outs);
     bool max = strcmp(c->op, "MaxPool") == 0;
     set_window_attrs(g, node, &c->w, max);
     kn_node_set_int(g, node, "ceil_mode", c->ceil_mode);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "core/threads.h"
@@ -24,7 +25,7 @@ extern const kn_op kn_op_batchnormalization, kn_op_layernormalization, kn_op_dro
 /* ---- graph building ---- */
 
 static int add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_shape shape) {
-    int id = kn_graph_add_value(g, name, kind, KN_F32, &shape);
+    int id = test_add_value(g, name, kind, KN_F32, &shape);
     CHECK_MSG(id >= 0, "%s", kiln_last_error());
     return id;
 }
@@ -36,13 +37,13 @@ static int add_output(kn_graph *g, const char *name) {
 /* A constant i64 Reshape target. */
 static int add_target_shape(kn_graph *g, int n, const int64_t *dims) {
     kn_shape s = SHAPE(n);
-    int id = kn_graph_add_value(g, "target", KN_VALUE_CONST, KN_I64, &s);
+    int id = test_add_value(g, "target", KN_VALUE_CONST, KN_I64, &s);
     memcpy(g->values[id].data, dims, sizeof(int64_t) * (size_t)n);
     return id;
 }
 
 static int add_node(kn_graph *g, const char *op, int n_in, const int *in, int out) {
-    int node = kn_graph_add_node(g, op, "node", n_in, in, 1, &out);
+    int node = test_add_node(g, op, "node", n_in, in, 1, &out);
     CHECK_MSG(node == 0, "%s", kiln_last_error());
     return node;
 }
@@ -370,7 +371,7 @@ static void test_layernorm_errors(void) {
     scale = add_value(&g, "Scale", KN_VALUE_PARAM, SHAPE(4));
     int outs[4] = {add_output(&g, "Y"), add_output(&g, "Mean"), add_output(&g, "InvStdDev"),
                    add_output(&g, "extra")};
-    int node = kn_graph_add_node(&g, "LayerNormalization", "node", 2, (int[]){x, scale}, 4, outs);
+    int node = test_add_node(&g, "LayerNormalization", "node", 2, (int[]){x, scale}, 4, outs);
     CHECK(node == 0);
     check_infer_fails(&g, KILN_ERR_INVALID_ARG, "LayerNormalization has 3 (Y, Mean, InvStdDev)");
     kn_graph_free(&g);
@@ -458,7 +459,7 @@ static void test_dropout(void) {
     kn_graph_init(&g);
     int x1 = add_value(&g, "X", KN_VALUE_PARAM, SHAPE(4));
     int out[3] = {add_output(&g, "Y"), add_output(&g, "mask"), add_output(&g, "extra")};
-    CHECK(kn_graph_add_node(&g, "Dropout", "node", 1, &x1, 3, out) == 0);
+    CHECK(test_add_node(&g, "Dropout", "node", 1, &x1, 3, out) == 0);
     check_infer_fails(&g, KILN_ERR_INVALID_ARG, "Dropout has 2 (output, mask)");
     kn_graph_free(&g);
 }
@@ -544,7 +545,7 @@ static void test_reshape_errors(void) {
     kn_graph_init(&g);
     int x = add_value(&g, "X", KN_VALUE_PARAM, SHAPE(2, 6, 5));
     kn_shape s = SHAPE(2);
-    int target = kn_graph_add_value(&g, "computed_shape", KN_VALUE_INPUT, KN_I64, &s);
+    int target = test_add_value(&g, "computed_shape", KN_VALUE_INPUT, KN_I64, &s);
     int y = add_output(&g, "Y");
     add_node(&g, "Reshape", 2, (int[]){x, target}, y);
     check_infer_fails(&g, KILN_ERR_UNSUPPORTED, "'computed_shape' must be a constant");

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -53,13 +54,13 @@ static void one_node_init(one_node *t, const char *op, int n_in, const in_spec *
         if (!ins[i].name)
             continue;
         kn_value_kind kind = ins[i].param ? KN_VALUE_PARAM : KN_VALUE_CONST;
-        t->in[i] = kn_graph_add_value(&t->g, ins[i].name, kind, ins[i].dtype, &ins[i].shape);
+        t->in[i] = test_add_value(&t->g, ins[i].name, kind, ins[i].dtype, &ins[i].shape);
         if (ins[i].data)
             memcpy(t->g.values[t->in[i]].data, ins[i].data,
                    kn_dtype_size(ins[i].dtype) * (size_t)kn_shape_numel(&ins[i].shape));
     }
-    t->out = kn_graph_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
-    t->node = kn_graph_add_node(&t->g, op, "node", n_in, t->in, 1, &t->out);
+    t->out = test_add_value(&t->g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
+    t->node = test_add_node(&t->g, op, "node", n_in, t->in, 1, &t->out);
     CHECK_MSG(t->node == 0, "%s: %s", op, kiln_last_error());
 }
 
@@ -1591,10 +1592,10 @@ static void test_reduce_errors(void) {
     kn_graph_init(&t.g);
     kn_shape xs = SHAPE(2, 3), as = SHAPE(1);
     t.n_in = 2;
-    t.in[0] = kn_graph_add_value(&t.g, "x", KN_VALUE_INPUT, KN_F32, &xs);
-    t.in[1] = kn_graph_add_value(&t.g, "axes", KN_VALUE_INPUT, KN_I64, &as);
-    t.out = kn_graph_add_value(&t.g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
-    t.node = kn_graph_add_node(&t.g, "ReduceSum", "node", 2, t.in, 1, &t.out);
+    t.in[0] = test_add_value(&t.g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+    t.in[1] = test_add_value(&t.g, "axes", KN_VALUE_INPUT, KN_I64, &as);
+    t.out = test_add_value(&t.g, "y", KN_VALUE_ACT, KN_F32, &SCALAR);
+    t.node = test_add_node(&t.g, "ReduceSum", "node", 2, t.in, 1, &t.out);
     expect_error("ReduceSum with run-time axes", &t, KILN_ERR_UNSUPPORTED, "constant", false);
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -31,7 +32,7 @@
 /* A value holding data: PARAM f32 values get gradients; CONST values are copied from `data`. */
 static int add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype, kn_shape shape,
                      const void *data) {
-    int id = kn_graph_add_value(g, name, kind, dtype, &shape);
+    int id = test_add_value(g, name, kind, dtype, &shape);
     CHECK_MSG(id >= 0, "%s", kiln_last_error());
     if (data)
         memcpy(g->values[id].data, data, kn_dtype_size(dtype) * (size_t)kn_shape_numel(&shape));
@@ -47,7 +48,7 @@ static int add_output(kn_graph *g, const char *name) {
 }
 
 static void add_node(kn_graph *g, const char *op, int n_in, const int *in, int n_out, const int *out) {
-    int node = kn_graph_add_node(g, op, "node", n_in, in, n_out, out);
+    int node = test_add_node(g, op, "node", n_in, in, n_out, out);
     CHECK_MSG(node == 0, "%s: %s", op, kiln_last_error());
 }
 
@@ -784,7 +785,7 @@ static int optimized_dropouts_removed(int training_mode) {
                           (uint8_t[]){(uint8_t)training_mode});
     int dropped = add_output(&g, "dropped"), y = add_output(&g, "Y");
     add_node(&g, "Dropout", training_mode >= 0 ? 3 : 2, in, 1, &dropped);
-    CHECK(kn_graph_add_node(&g, "Relu", "relu", 1, &dropped, 1, &y) == 1);
+    CHECK(test_add_node(&g, "Relu", "relu", 1, &dropped, 1, &y) == 1);
     g.inputs[g.n_inputs++] = in[0];
     g.outputs[g.n_outputs++] = y;
     kn_opt_stats stats = {0};
@@ -801,12 +802,12 @@ static int optimized_batchnorms_folded(int training_mode) {
     int x = add_value(&g, "X", KN_VALUE_INPUT, KN_F32, SHAPE(1, 2, 5, 5), NULL);
     int w = add_param(&g, "W", SHAPE(3, 2, 3, 3));
     int conv_out = add_output(&g, "conv");
-    int conv = kn_graph_add_node(&g, "Conv", "conv", 2, (int[]){x, w}, 1, &conv_out);
+    int conv = test_add_node(&g, "Conv", "conv", 2, (int[]){x, w}, 1, &conv_out);
     CHECK(conv == 0);
     int bn_in[5] = {conv_out, add_param(&g, "scale", SHAPE(3)), add_param(&g, "B", SHAPE(3)),
                     add_param(&g, "mean", SHAPE(3)), add_param(&g, "var", SHAPE(3))};
     int y = add_output(&g, "Y");
-    int bn = kn_graph_add_node(&g, "BatchNormalization", "bn", 5, bn_in, 1, &y);
+    int bn = test_add_node(&g, "BatchNormalization", "bn", 5, bn_in, 1, &y);
     CHECK(bn == 1);
     CHECK_OK(kn_node_set_int(&g, bn, "training_mode", training_mode));
     opcheck_fill_uniform(&g, 4, 0.5f, 1.5f);

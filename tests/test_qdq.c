@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "compress/qdq.h"
 #include "core/quant.h"
 #include "runtime/runtime.h"
@@ -15,18 +16,18 @@ enum { ROWS = 3, IN = 5, OUT = 4 };
 static void build(kn_graph *g, int *x, int *r, int *w, int *b) {
     kn_graph_init(g);
     kn_shape none = {0};
-    *x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &(kn_shape){2, {ROWS, IN}});
-    *r = kn_graph_add_value(g, "r", KN_VALUE_ACT, KN_F32, &none);
-    *w = kn_graph_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {OUT, IN}});
-    *b = kn_graph_add_value(g, "b", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {OUT}});
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none);
+    *x = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &(kn_shape){2, {ROWS, IN}});
+    *r = test_add_value(g, "r", KN_VALUE_ACT, KN_F32, &none);
+    *w = test_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {OUT, IN}});
+    *b = test_add_value(g, "b", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {OUT}});
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none);
     float *wd = g->values[*w].data, *bd = g->values[*b].data;
     for (int i = 0; i < OUT * IN; i++)
         wd[i] = 0.37f * (float)((i * 7) % 11) - 1.6f;
     for (int i = 0; i < OUT; i++)
         bd[i] = 0.25f * (float)i - 0.3f;
-    kn_graph_add_node(g, "Relu", "relu", 1, x, 1, r);
-    int gemm = kn_graph_add_node(g, "Gemm", "gemm", 3, (int[]){*r, *w, *b}, 1, &y);
+    test_add_node(g, "Relu", "relu", 1, x, 1, r);
+    int gemm = test_add_node(g, "Gemm", "gemm", 3, (int[]){*r, *w, *b}, 1, &y);
     kn_node_set_int(g, gemm, "transB", 1);
     g->inputs[g->n_inputs++] = *x;
     g->outputs[g->n_outputs++] = y;

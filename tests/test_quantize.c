@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "compress/calibrate.h"
 #include "compress/quantize.h"
 #include "kiln/compress.h"
@@ -19,7 +20,7 @@
 /* A graph holding one weight value with the fixture's data. */
 static int graph_with(kn_graph *g, const fixture_tensor *t) {
     kn_graph_init(g);
-    int id = kn_graph_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &t->shape);
+    int id = test_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &t->shape);
     memcpy(g->values[id].data, t->data, sizeof(float) * (size_t)kn_shape_numel(&t->shape));
     return id;
 }

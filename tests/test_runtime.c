@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "ops/fused_act.h"
@@ -81,13 +82,13 @@ static long allocation_count(void) { return 0; }
 static kn_rng build_rng;
 
 static int add_input(kn_graph *g, kn_shape shape) {
-    int v = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &shape);
+    int v = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &shape);
     g->inputs[g->n_inputs++] = v;
     return v;
 }
 
 static int add_data(kn_graph *g, const char *name, kn_value_kind kind, kn_shape shape, float lo, float hi) {
-    int v = kn_graph_add_value(g, name, kind, KN_F32, &shape);
+    int v = test_add_value(g, name, kind, KN_F32, &shape);
     float *p = g->values[v].data;
     for (int64_t i = 0; i < kn_shape_numel(&shape); i++)
         p[i] = lo + (hi - lo) * kn_rng_uniform(&build_rng);
@@ -103,8 +104,8 @@ static int add_op(kn_graph *g, const char *op, int n_in, const int *in) {
     char name[64];
     snprintf(name, sizeof name, "%s%d", op, g->n_nodes);
     kn_shape empty = {0};
-    int y = kn_graph_add_value(g, name, KN_VALUE_ACT, KN_F32, &empty);
-    CHECK_MSG(kn_graph_add_node(g, op, name, n_in, in, 1, &y) >= 0, "%s", kiln_last_error());
+    int y = test_add_value(g, name, KN_VALUE_ACT, KN_F32, &empty);
+    CHECK_MSG(test_add_node(g, op, name, n_in, in, 1, &y) >= 0, "%s", kiln_last_error());
     return y;
 }
 
@@ -252,7 +253,7 @@ static void test_fold(void) {
     x = add_input(&g, SHAPE(1, 1));
     c1 = add_data(&g, "c1", KN_VALUE_CONST, SHAPE(1, 1), 1, 1);
     kn_shape two = SHAPE(2);
-    int dims = kn_graph_add_value(&g, "dims", KN_VALUE_CONST, KN_I64, &two);
+    int dims = test_add_value(&g, "dims", KN_VALUE_CONST, KN_I64, &two);
     int64_t *d = g.values[dims].data;
     d[0] = (int64_t)1 << 20;
     d[1] = (int64_t)1 << 12;

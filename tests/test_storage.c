@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "support/graph_ids.h"
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -408,29 +409,29 @@ enum { N_CASES = sizeof cases / sizeof cases[0] };
 static void build_storage_graph(kn_graph *g) {
     kn_graph_init(g);
     kn_shape s = kn_shape_of(2, (int64_t[]){3, 7});
-    int prev = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &s);
+    int prev = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &s);
     g->inputs[g->n_inputs++] = prev;
     kn_rng rng = kn_rng_seeded(77);
     for (int c = 0; c < N_CASES; c++) {
         char name[64];
         snprintf(name, sizeof name, "w %s", cases[c].name);
-        int w = kn_graph_add_value(g, name, c % 2 ? KN_VALUE_PARAM : KN_VALUE_CONST, KN_F32, &s);
+        int w = test_add_value(g, name, c % 2 ? KN_VALUE_PARAM : KN_VALUE_CONST, KN_F32, &s);
         float *data = g->values[w].data;
         for (int i = 0; i < 21; i++)
             data[i] = kn_rng_uniform(&rng) < 0.5f && kn_encoding_is_sparse(cases[c].spec.encoding)
                           ? 0.0f : kn_rng_normal(&rng);
         CHECK_MSG(kn_value_compress(g, w, &cases[c].spec) == KILN_OK, "%s: %s", cases[c].name, kiln_last_error());
         snprintf(name, sizeof name, "h%d", c);
-        int h = kn_graph_add_value(g, name, KN_VALUE_ACT, KN_F32, &s);
-        kn_graph_add_node(g, "Add", name, 2, (int[]){prev, w}, 1, &h);
+        int h = test_add_value(g, name, KN_VALUE_ACT, KN_F32, &s);
+        test_add_node(g, "Add", name, 2, (int[]){prev, w}, 1, &h);
         prev = h;
     }
     kn_shape one = kn_shape_of(1, (int64_t[]){2});
-    int shape = kn_graph_add_value(g, "shape", KN_VALUE_CONST, KN_I64, &one);
+    int shape = test_add_value(g, "shape", KN_VALUE_CONST, KN_I64, &one);
     ((int64_t *)g->values[shape].data)[0] = 7;
     ((int64_t *)g->values[shape].data)[1] = 3;
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &s);
-    kn_graph_add_node(g, "Reshape", "reshape", 2, (int[]){prev, shape}, 1, &y);
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &s);
+    test_add_node(g, "Reshape", "reshape", 2, (int[]){prev, shape}, 1, &y);
     g->outputs[g->n_outputs++] = y;
     CHECK_OK(kn_graph_infer_shapes(g));
 }
@@ -531,18 +532,18 @@ static void test_changed_after_quantization(void) {
 static void build_mlp(kn_graph *g, int64_t in, int64_t hidden) {
     kn_graph_init(g);
     kn_shape xs = kn_shape_of(2, (int64_t[]){4, in}), none = {0};
-    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
-    int w1 = kn_graph_add_value(g, "w1", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {hidden, in}});
-    int b1 = kn_graph_add_value(g, "b1", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {hidden}});
-    int w2 = kn_graph_add_value(g, "w2", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {10, hidden}});
-    int b2 = kn_graph_add_value(g, "b2", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {10}});
-    int h = kn_graph_add_value(g, "h", KN_VALUE_ACT, KN_F32, &none);
-    int r = kn_graph_add_value(g, "r", KN_VALUE_ACT, KN_F32, &none);
-    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none);
-    int n = kn_graph_add_node(g, "Gemm", "fc1", 3, (int[]){x, w1, b1}, 1, &h);
+    int x = test_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+    int w1 = test_add_value(g, "w1", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {hidden, in}});
+    int b1 = test_add_value(g, "b1", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {hidden}});
+    int w2 = test_add_value(g, "w2", KN_VALUE_PARAM, KN_F32, &(kn_shape){2, {10, hidden}});
+    int b2 = test_add_value(g, "b2", KN_VALUE_PARAM, KN_F32, &(kn_shape){1, {10}});
+    int h = test_add_value(g, "h", KN_VALUE_ACT, KN_F32, &none);
+    int r = test_add_value(g, "r", KN_VALUE_ACT, KN_F32, &none);
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none);
+    int n = test_add_node(g, "Gemm", "fc1", 3, (int[]){x, w1, b1}, 1, &h);
     kn_node_set_int(g, n, "transB", 1);
-    kn_graph_add_node(g, "Relu", "relu", 1, &h, 1, &r);
-    n = kn_graph_add_node(g, "Gemm", "fc2", 3, (int[]){r, w2, b2}, 1, &y);
+    test_add_node(g, "Relu", "relu", 1, &h, 1, &r);
+    n = test_add_node(g, "Gemm", "fc2", 3, (int[]){r, w2, b2}, 1, &y);
     kn_node_set_int(g, n, "transB", 1);
     g->inputs[g->n_inputs++] = x;
     g->outputs[g->n_outputs++] = y;

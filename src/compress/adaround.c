@@ -117,17 +117,13 @@ static kiln_status layer_graph_build(layer_graph *lg, const kn_graph *src, const
     lg->sample = *sample;
     lg->batch = batch;
     kn_shape xs = batched(sample, batch), none = {0};
-    lg->x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs);
-    lg->w = kn_graph_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &src->values[node->in[1]].shape);
-    lg->y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none);
-    if (lg->x < 0 || lg->w < 0 || lg->y < 0)
-        return KILN_ERR_NOMEM; /* kn_graph_add_value said so */
-    g->inputs[g->n_inputs++] = lg->x;
-    g->outputs[g->n_outputs++] = lg->y;
-    int in[2] = {lg->x, lg->w};
-    int n = kn_graph_add_node(g, node->op->name, node->name, 2, in, 1, &lg->y);
-    if (n < 0)
-        return KILN_ERR_NOMEM; /* kn_graph_add_node said so (the op is a known one: the model has it) */
+    KN_TRY(kn_graph_add_value(g, "x", KN_VALUE_INPUT, KN_F32, &xs, &lg->x));
+    KN_TRY(kn_graph_add_value(g, "w", KN_VALUE_PARAM, KN_F32, &src->values[node->in[1]].shape, &lg->w));
+    KN_TRY(kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &none, &lg->y));
+    KN_TRY(kn_graph_add_input(g, lg->x));
+    KN_TRY(kn_graph_add_output(g, lg->y));
+    int in[2] = {lg->x, lg->w}, n;
+    KN_TRY(kn_graph_add_node(g, node->op->name, node->name, 2, in, 1, &lg->y, &n));
     KN_TRY(copy_attrs(g, n, node));
     KN_TRY(kn_tape_init_shapes(&lg->t, g, &xs, true));
     lg->per_out = kn_numel(kn_tape_output(&lg->t, 0)) / batch;

@@ -66,7 +66,7 @@ static int find_activation(const kn_graph *g, const char *name, const char *whic
     return v;
 }
 
-static bool has_output_room(const kn_graph *g) { return g->n_outputs < (int)(sizeof g->outputs / sizeof g->outputs[0]); }
+static bool has_output_room(const kn_graph *g) { return g->n_outputs < KN_GRAPH_MAX_IO; }
 
 /* The projection from student value s to the channels of teacher value t: student output 1, and t the
  * teacher's output 1. Its weight starts uniform in +-1/sqrt(Cs) (PyTorch's default for a 1x1 conv). */
@@ -87,22 +87,19 @@ static kiln_status match_setup(kn_distill *d, kn_graph *teacher, kn_graph *stude
     kn_shape w_shape = conv ? kn_shape_of(4, (int64_t[]){ct, cs, 1, 1}) : kn_shape_of(2, (int64_t[]){cs, ct});
     char name[512];
     snprintf(name, sizeof name, "%s:match_projection", d->c.match_student);
-    d->proj_weight = kn_graph_add_value(student, name, KN_VALUE_PARAM, KN_F32, &w_shape);
+    KN_TRY(kn_graph_add_value(student, name, KN_VALUE_PARAM, KN_F32, &w_shape, &d->proj_weight));
     snprintf(name, sizeof name, "%s:matched", d->c.match_student);
-    d->proj_out = d->proj_weight < 0 ? -1 : kn_graph_add_value(student, name, KN_VALUE_ACT, KN_F32, ts);
+    KN_TRY(kn_graph_add_value(student, name, KN_VALUE_ACT, KN_F32, ts, &d->proj_out));
     int in[2] = {s, d->proj_weight};
-    d->proj_node = d->proj_out < 0 ? -1
-                   : kn_graph_add_node(student, conv ? "Conv" : "MatMul", name, 2, in, 1, &d->proj_out);
-    if (d->proj_node < 0)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory for the matching projection");
+    KN_TRY(kn_graph_add_node(student, conv ? "Conv" : "MatMul", name, 2, in, 1, &d->proj_out, &d->proj_node));
     kn_rng rng = kn_rng_seeded(0x6d61746368ull);
     float bound = 1.0f / sqrtf((float)cs), *w = student->values[d->proj_weight].data;
     for (int64_t i = 0; i < kn_shape_numel(&w_shape); i++)
         w[i] = bound * (2.0f * kn_rng_uniform(&rng) - 1.0f);
-    student->outputs[student->n_outputs++] = d->proj_out;
+    KN_TRY(kn_graph_add_output(student, d->proj_out));
     /* As a graph output the teacher value is written whole: the tape never fuses its producer with a Relu
      * that would then write only the Relu's output. */
-    teacher->outputs[teacher->n_outputs++] = t;
+    KN_TRY(kn_graph_add_output(teacher, t));
     return kn_graph_infer_shapes(student);
 }
 

@@ -51,8 +51,8 @@ static void refresh_producers(kn_graph *g) {
 
 /* Adds a one-output node at position pos (the nodes from pos on move down one); returns pos or -1. */
 static int insert_node(kn_graph *g, int pos, const char *op, const char *name, int n_in, const int *in, int out) {
-    int i = kn_graph_add_node(g, op, name, n_in, in, 1, &out);
-    if (i < 0)
+    int i;
+    if (kn_graph_add_node(g, op, name, n_in, in, 1, &out, &i) != KILN_OK)
         return -1;
     kn_node node = g->nodes[i];
     memmove(&g->nodes[pos + 1], &g->nodes[pos], sizeof(kn_node) * (size_t)(i - pos));
@@ -84,7 +84,8 @@ static int add_named_value(kn_graph *g, const char *base, const char *suffix, kn
     snprintf(name, sizeof name, "%s:%s", base, suffix);
     for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
         snprintf(name, sizeof name, "%s:%s%d", base, suffix, n);
-    return kn_graph_add_value(g, name, kind, dtype, shape);
+    int id;
+    return kn_graph_add_value(g, name, kind, dtype, shape, &id) == KILN_OK ? id : -1;
 }
 
 /* ---- BatchNormalization folding ---- */

@@ -72,12 +72,11 @@ kiln_status kn_qdq_insert_activation(kn_graph *g, int v, float scale, int32_t ze
         if (kn_graph_find_value(g, names[i]) >= 0)
             return kn_fail(KILN_ERR_INVALID_ARG, "a value named '%s' already exists", names[i]);
 
-    int s = kn_graph_add_value(g, names[0], KN_VALUE_CONST, KN_F32, &scalar);
-    int z = s < 0 ? -1 : kn_graph_add_value(g, names[1], KN_VALUE_CONST, level_type, &scalar);
-    int q = z < 0 ? -1 : kn_graph_add_value(g, names[2], KN_VALUE_ACT, level_type, &shape);
-    int dq = q < 0 ? -1 : kn_graph_add_value(g, names[3], KN_VALUE_ACT, KN_F32, &shape);
-    if (dq < 0)
-        return KILN_ERR_NOMEM; /* kn_graph_add_value said so */
+    int s, z, q, dq;
+    KN_TRY(kn_graph_add_value(g, names[0], KN_VALUE_CONST, KN_F32, &scalar, &s));
+    KN_TRY(kn_graph_add_value(g, names[1], KN_VALUE_CONST, level_type, &scalar, &z));
+    KN_TRY(kn_graph_add_value(g, names[2], KN_VALUE_ACT, level_type, &shape, &q));
+    KN_TRY(kn_graph_add_value(g, names[3], KN_VALUE_ACT, KN_F32, &shape, &dq));
     *(float *)g->values[s].data = scale;
     if (symmetric)
         *(int8_t *)g->values[z].data = (int8_t)zero_point;
@@ -86,11 +85,12 @@ kiln_status kn_qdq_insert_activation(kn_graph *g, int v, float scale, int32_t ze
 
     int pos = g->values[v].producer + 1; /* 0 for an input or initializer */
     int readers = g->n_nodes;            /* the nodes before the pair is added */
-    if (kn_graph_add_node(g, "QuantizeLinear", names[4], 3, (int[]){v, s, z}, 1, &q) < 0)
-        return KILN_ERR_NOMEM; /* both ops exist: only memory can fail */
-    if (kn_graph_add_node(g, "DequantizeLinear", names[5], 3, (int[]){q, s, z}, 1, &dq) < 0) {
+    int quantize, dequantize;
+    KN_TRY(kn_graph_add_node(g, "QuantizeLinear", names[4], 3, (int[]){v, s, z}, 1, &q, &quantize));
+    kiln_status st = kn_graph_add_node(g, "DequantizeLinear", names[5], 3, (int[]){q, s, z}, 1, &dq, &dequantize);
+    if (st != KILN_OK) {
         g->n_nodes--; /* no half pair */
-        return KILN_ERR_NOMEM;
+        return st;
     }
     for (int i = 0; i < readers; i++)
         for (int k = 0; k < g->nodes[i].n_in; k++)

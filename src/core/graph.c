@@ -32,16 +32,16 @@ static bool grow(void **items, int *cap, int need, size_t item_size) {
     return true;
 }
 
-int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
-                       const kn_shape *shape) {
-    if (kn_shape_check_size(shape) != KILN_OK) {
+/* Fills the value slot just past the last; the caller counts it in. */
+static kiln_status new_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
+                             const kn_shape *shape) {
+    kiln_status st = kn_shape_check_size(shape);
+    if (st != KILN_OK) {
         kn_error_prefix("value '%s': ", name);
-        return -1;
+        return st;
     }
-    if (!grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(kn_value))) {
-        kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
-        return -1;
-    }
+    if (!grow((void **)&g->values, &g->cap_values, g->n_values + 1, sizeof(kn_value)))
+        return kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
     kn_value *v = &g->values[g->n_values];
     memset(v, 0, sizeof *v);
     v->name = kn_arena_strdup(&g->arena, name);
@@ -49,23 +49,25 @@ int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dty
     v->dtype = dtype;
     v->shape = *shape;
     v->producer = -1;
-    if (!v->name) {
-        kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
-        return -1;
-    }
+    if (!v->name)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory adding value '%s'", name);
     if (kind == KN_VALUE_PARAM || kind == KN_VALUE_STATE || kind == KN_VALUE_CONST) {
         size_t bytes;
-        if (!kn_shape_bytes(shape, dtype, &bytes)) {
-            kn_fail(KILN_ERR_NOMEM, "value '%s': size overflows", name);
-            return -1;
-        }
+        if (!kn_shape_bytes(shape, dtype, &bytes))
+            return kn_fail(KILN_ERR_NOMEM, "value '%s': size overflows", name);
         v->data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
-        if (!v->data) {
-            kn_fail(KILN_ERR_NOMEM, "out of memory for the data of '%s' (%zu bytes)", name, bytes);
-            return -1;
-        }
+        if (!v->data)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for the data of '%s' (%zu bytes)", name, bytes);
     }
-    return g->n_values++;
+    return KILN_OK;
+}
+
+kiln_status kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
+                               const kn_shape *shape, int *id) {
+    *id = -1;
+    KN_TRY(new_value(g, name, kind, dtype, shape));
+    *id = g->n_values++;
+    return KILN_OK;
 }
 
 int kn_graph_find_value(const kn_graph *g, const char *name) {
@@ -75,17 +77,14 @@ int kn_graph_find_value(const kn_graph *g, const char *name) {
     return -1;
 }
 
-int kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
-                      const int *in, int n_out, const int *out) {
+/* Fills the node slot just past the last; the caller counts it in. */
+static kiln_status new_node(kn_graph *g, const char *op_name, const char *node_name, int n_in, const int *in,
+                            int n_out, const int *out) {
     const kn_op *op = kn_op_find(op_name);
-    if (!op) {
-        kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", node_name, op_name);
-        return -1;
-    }
-    if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(kn_node))) {
-        kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
-        return -1;
-    }
+    if (!op)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", node_name, op_name);
+    if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(kn_node)))
+        return kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
     kn_node *n = &g->nodes[g->n_nodes];
     memset(n, 0, sizeof *n);
     n->op = op;
@@ -94,26 +93,44 @@ int kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, i
     n->n_out = n_out;
     n->in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)(n_in ? n_in : 1));
     n->out = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)(n_out ? n_out : 1));
-    if (!n->name || !n->in || !n->out) {
-        kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
-        return -1;
-    }
+    if (!n->name || !n->in || !n->out)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
     for (int i = 0; i < n_in; i++) {
-        if (in[i] < -1 || in[i] >= g->n_values) {
-            kn_fail(KILN_ERR_INTERNAL, "node '%s': input %d refers to no value", node_name, i);
-            return -1;
-        }
+        if (in[i] < -1 || in[i] >= g->n_values)
+            return kn_fail(KILN_ERR_INTERNAL, "node '%s': input %d refers to no value", node_name, i);
         n->in[i] = in[i];
     }
     for (int i = 0; i < n_out; i++) {
-        if (out[i] < 0 || out[i] >= g->n_values) {
-            kn_fail(KILN_ERR_INTERNAL, "node '%s': output %d refers to no value", node_name, i);
-            return -1;
-        }
+        if (out[i] < 0 || out[i] >= g->n_values)
+            return kn_fail(KILN_ERR_INTERNAL, "node '%s': output %d refers to no value", node_name, i);
         n->out[i] = out[i];
-        g->values[out[i]].producer = g->n_nodes;
     }
-    return g->n_nodes++;
+    return KILN_OK;
+}
+
+kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
+                              const int *in, int n_out, const int *out, int *index) {
+    *index = -1;
+    KN_TRY(new_node(g, op_name, node_name, n_in, in, n_out, out));
+    for (int i = 0; i < n_out; i++)
+        g->values[out[i]].producer = g->n_nodes;
+    *index = g->n_nodes++;
+    return KILN_OK;
+}
+
+static kiln_status add_io(int *ids, int *n, int value, const char *what) {
+    if (*n >= KN_GRAPH_MAX_IO)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "more than %d graph %ss", KN_GRAPH_MAX_IO, what);
+    ids[(*n)++] = value;
+    return KILN_OK;
+}
+
+kiln_status kn_graph_add_input(kn_graph *g, int value) {
+    return add_io(g->inputs, &g->n_inputs, value, "input");
+}
+
+kiln_status kn_graph_add_output(kn_graph *g, int value) {
+    return add_io(g->outputs, &g->n_outputs, value, "output");
 }
 
 static kn_attr *attr_slot(kn_graph *g, int node, const char *name) {

@@ -72,6 +72,9 @@ typedef struct kn_node {
     kn_attr *attrs;
 } kn_node;
 
+/* A graph has at most this many inputs and this many outputs. */
+#define KN_GRAPH_MAX_IO 16
+
 /* A free-form "key" = "value" note carried with the model: training provenance and the like. */
 typedef struct kn_meta_entry {
     const char *key, *value;
@@ -83,8 +86,8 @@ typedef struct kn_graph {
     int n_values, cap_values;
     kn_node *nodes;
     int n_nodes, cap_nodes;
-    int inputs[16], n_inputs;
-    int outputs[16], n_outputs;
+    int inputs[KN_GRAPH_MAX_IO], n_inputs;
+    int outputs[KN_GRAPH_MAX_IO], n_outputs;
 
     /* Model metadata (all in the arena). */
     const char **class_names;  /* n_classes names for the output classes, or NULL */
@@ -104,18 +107,23 @@ typedef struct kn_graph {
 void kn_graph_init(kn_graph *g);
 void kn_graph_free(kn_graph *g);
 
-/* Adds a value; returns its id, or -1 (with kiln_last_error set) when out of memory or when the
- * shape, its unknown (-1) dims counted as 1, has more than KN_MAX_ELEMENTS elements. For
+/* Adds a value; its id goes to *id. Fails when out of memory or when the shape, its unknown (-1)
+ * dims counted as 1, has more than KN_MAX_ELEMENTS elements; *id is then -1. For
  * KN_VALUE_PARAM/STATE/CONST the data is allocated zeroed in the arena. */
-int kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
-                       const kn_shape *shape);
+kiln_status kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind, kn_dtype dtype,
+                               const kn_shape *shape, int *id);
 /* Looks a value up by name; -1 when absent. */
 int kn_graph_find_value(const kn_graph *g, const char *name);
 
-/* Adds a node applying the op named `op_name` (an ONNX name: "Conv", "Relu" ...); returns its index,
- * or -1 with kiln_last_error set (unknown op, out of memory). Output values get the node as producer. */
-int kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
-                      const int *in, int n_out, const int *out);
+/* Adds a node applying the op named `op_name` (an ONNX name: "Conv", "Relu" ...); its index goes to
+ * *index. Fails (KILN_ERR_UNSUPPORTED for an unknown op, KILN_ERR_NOMEM) with *index -1. Output
+ * values get the node as producer. */
+kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
+                              const int *in, int n_out, const int *out, int *index);
+
+/* Appends value `value` to the graph's inputs / outputs; fails when it has KN_GRAPH_MAX_IO already. */
+kiln_status kn_graph_add_input(kn_graph *g, int value);
+kiln_status kn_graph_add_output(kn_graph *g, int value);
 
 kiln_status kn_node_set_int(kn_graph *g, int node, const char *name, int64_t v);
 kiln_status kn_node_set_float(kn_graph *g, int node, const char *name, float v);

@@ -323,9 +323,8 @@ static kiln_status read_value(kn_reader *r, kn_load *L, uint32_t index) {
         return r_fail(r, KILN_ERR_SHAPE, "%s", kiln_last_error());
     /* Added as an activation so that kn_graph_add_value does not allocate zeroed arena memory for data
      * that will be copied over, or that lives in the mapping. */
-    int id = kn_graph_add_value(L->g, name, KN_VALUE_ACT, dtype, &shape);
-    if (id < 0)
-        return KILN_ERR_NOMEM;
+    int id;
+    KN_TRY(kn_graph_add_value(L->g, name, KN_VALUE_ACT, dtype, &shape, &id));
     L->g->values[id].kind = kind;
     return KILN_OK;
 }
@@ -416,9 +415,8 @@ static kiln_status read_node(kn_reader *r, kn_load *L, uint32_t index) {
     KN_TRY(read_node_inputs(r, L, &n_in, &in));
     KN_TRY(read_node_outputs(r, L, &n_out, &out));
     /* Resolves the op by name: a model using an op this kiln lacks fails here with the op's name. */
-    int node = kn_graph_add_node(g, op_name, node_name, (int)n_in, in, (int)n_out, out);
-    if (node < 0)
-        return kn_op_find(op_name) ? KILN_ERR_NOMEM : KILN_ERR_UNSUPPORTED;
+    int node;
+    KN_TRY(kn_graph_add_node(g, op_name, node_name, (int)n_in, in, (int)n_out, out, &node));
 
     uint32_t n_attrs;
     /* An attribute takes at least a name length and a type byte. */
@@ -436,23 +434,23 @@ static kiln_status read_node(kn_reader *r, kn_load *L, uint32_t index) {
 static kiln_status read_graph_io(kn_reader *r, kn_graph *g) {
     r->item[0] = '\0';
     uint32_t n;
-    KN_TRY(r_count(r, "graph input count", sizeof(int32_t), 16, &n));
+    KN_TRY(r_count(r, "graph input count", sizeof(int32_t), KN_GRAPH_MAX_IO, &n));
     for (uint32_t i = 0; i < n; i++) {
         int32_t id;
         KN_TRY(r_get(r, "graph input", &id, sizeof id));
         if (id < 0 || id >= g->n_values || g->values[id].kind != KN_VALUE_INPUT)
             return r_fail(r, KILN_ERR_FORMAT, "graph input %u is value %d, which is not an input value", i,
                           id);
-        g->inputs[g->n_inputs++] = id;
+        KN_TRY(kn_graph_add_input(g, id));
     }
-    KN_TRY(r_count(r, "graph output count", sizeof(int32_t), 16, &n));
+    KN_TRY(r_count(r, "graph output count", sizeof(int32_t), KN_GRAPH_MAX_IO, &n));
     for (uint32_t i = 0; i < n; i++) {
         int32_t id;
         KN_TRY(r_get(r, "graph output", &id, sizeof id));
         if (id < 0 || id >= g->n_values)
             return r_fail(r, KILN_ERR_FORMAT, "graph output %u is value %d; there are %d values", i, id,
                           g->n_values);
-        g->outputs[g->n_outputs++] = id;
+        KN_TRY(kn_graph_add_output(g, id));
     }
     return KILN_OK;
 }

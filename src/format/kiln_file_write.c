@@ -139,9 +139,9 @@ static kiln_status check_node(const kn_graph *g, int index) {
 }
 
 static kiln_status check_graph_io(const kn_graph *g) {
-    if (g->n_inputs < 0 || g->n_inputs > 16 || g->n_outputs < 0 || g->n_outputs > 16)
-        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d inputs and %d outputs; at most 16 each",
-                       g->n_inputs, g->n_outputs);
+    if (g->n_inputs < 0 || g->n_inputs > KN_GRAPH_MAX_IO || g->n_outputs < 0 || g->n_outputs > KN_GRAPH_MAX_IO)
+        return kn_fail(KILN_ERR_INVALID_ARG, "graph has %d inputs and %d outputs; at most %d each",
+                       g->n_inputs, g->n_outputs, KN_GRAPH_MAX_IO);
     for (int i = 0; i < g->n_inputs; i++)
         if (g->inputs[i] < 0 || g->inputs[i] >= g->n_values || g->values[g->inputs[i]].kind != KN_VALUE_INPUT)
             return kn_fail(KILN_ERR_INVALID_ARG, "graph input %d is not an input value", i);

@@ -184,18 +184,19 @@ static kiln_status widen_inputs(kn_graph *g, kn_node *n, int count) {
     return KILN_OK;
 }
 
-/* Adds a value with data named "<base>:<suffix>", numbered when that name is taken; returns its id. */
-static int add_derived_value(kn_graph *g, const char *base, const char *suffix, kn_value_kind kind, kn_dtype dtype,
-                             const kn_shape *shape) {
+/* Adds a value with data named "<base>:<suffix>", numbered when that name is taken; its id goes to *id. */
+static kiln_status add_derived_value(kn_graph *g, const char *base, const char *suffix, kn_value_kind kind,
+                                     kn_dtype dtype, const kn_shape *shape, int *id) {
     char name[256];
     snprintf(name, sizeof name, "%s:%s", base, suffix);
     for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
         snprintf(name, sizeof name, "%s:%s%d", base, suffix, n);
-    return kn_graph_add_value(g, name, kind, dtype, shape);
+    return kn_graph_add_value(g, name, kind, dtype, shape, id);
 }
 
-static int add_derived_param(kn_graph *g, const char *base, const char *suffix, const kn_shape *shape) {
-    return add_derived_value(g, base, suffix, KN_VALUE_PARAM, KN_F32, shape);
+static kiln_status add_derived_param(kn_graph *g, const char *base, const char *suffix, const kn_shape *shape,
+                                     int *id) {
+    return add_derived_value(g, base, suffix, KN_VALUE_PARAM, KN_F32, shape, id);
 }
 
 /* ---- dead nodes -------------------------------------------------------------------------------- */
@@ -482,14 +483,15 @@ static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
     return true;
 }
 
-/* Adds a constant "<node>:<suffix>" of dtype and element count; returns its id or -1. */
-static int add_layer_const(kn_graph *g, const char *node, const char *suffix, kn_dtype dtype, int64_t count) {
+/* Adds a constant "<node>:<suffix>" of dtype and element count; its id goes to *id. */
+static kiln_status add_layer_const(kn_graph *g, const char *node, const char *suffix, kn_dtype dtype, int64_t count,
+                                   int *id) {
     char name[256];
     snprintf(name, sizeof name, "%s:%s", node, suffix);
     for (int n = 2; kn_graph_find_value(g, name) >= 0; n++)
         snprintf(name, sizeof name, "%s:%s%d", node, suffix, n);
     kn_shape shape = kn_shape_of(1, &count);
-    return kn_graph_add_value(g, name, KN_VALUE_CONST, dtype, &shape);
+    return kn_graph_add_value(g, name, KN_VALUE_CONST, dtype, &shape, id);
 }
 
 /* What a Conv / Gemm / MatMul node must be to become an integer layer, and its weights' layout. */
@@ -539,12 +541,10 @@ static kiln_status qlayer_constants(kn_graph *g, int node, const qlayer_plan *p,
     int64_t rows_per_group = w->rows / p->group;
     size_t packed = p->conv ? kn_qgemm_b_bytes(rows_per_group, w->K) * (size_t)p->group
                             : kn_qgemm_v_bytes(w->rows, w->K);
-    ids[0] = add_layer_const(g, name, "qweight", KN_I8, (int64_t)packed);
-    ids[1] = ids[0] < 0 ? -1 : add_layer_const(g, name, "qmult", KN_F32, w->rows);
-    ids[2] = ids[1] < 0 ? -1 : add_layer_const(g, name, "qbias", KN_F32, w->rows);
-    ids[3] = ids[2] < 0 ? -1 : add_layer_const(g, name, "qcorr", KN_I32, w->rows);
-    if (ids[3] < 0)
-        return KILN_ERR_NOMEM; /* kn_graph_add_value said so */
+    KN_TRY(add_layer_const(g, name, "qweight", KN_I8, (int64_t)packed, &ids[0]));
+    KN_TRY(add_layer_const(g, name, "qmult", KN_F32, w->rows, &ids[1]));
+    KN_TRY(add_layer_const(g, name, "qbias", KN_F32, w->rows, &ids[2]));
+    KN_TRY(add_layer_const(g, name, "qcorr", KN_I32, w->rows, &ids[3]));
     int8_t *wp = g->values[ids[0]].data;
     if (p->conv)
         for (int64_t grp = 0; grp < p->group; grp++)
@@ -771,9 +771,12 @@ static kiln_status fold_batchnorm(kn_graph *g, kn_node *prod, kn_node *bn) {
     KN_TRY(bn_affine_of(g, bn, &a));
     kn_shape w_shape = g->values[w_old].shape, b_shape = kn_shape_of(1, &a.channels);
     // Adding values may move g->values: values are looked up by id after these calls.
-    int w_new = add_derived_param(g, g->values[w_old].name, "bn", &w_shape);
-    int b_new = w_new < 0 ? -1 : add_derived_param(g, prod->name, "bias_bn", &b_shape);
-    kiln_status st = (w_new < 0 || b_new < 0) ? KILN_ERR_NOMEM : widen_inputs(g, prod, 3);
+    int w_new, b_new = -1;
+    kiln_status st = add_derived_param(g, g->values[w_old].name, "bn", &w_shape, &w_new);
+    if (st == KILN_OK)
+        st = add_derived_param(g, prod->name, "bias_bn", &b_shape, &b_new);
+    if (st == KILN_OK)
+        st = widen_inputs(g, prod, 3);
     if (st == KILN_OK && gemm)
         st = kn_node_set_float(g, prod_index, "beta", 1.0f);
     if (st == KILN_OK) {
@@ -1045,12 +1048,12 @@ static kiln_status add_sparse_rows(kn_graph *g, const char *name, const dense_we
                                    sparse_inputs *in) {
     kn_shape nnz_shape = kn_shape_of(1, (int64_t[]){nnz}), n_shape = kn_shape_of(1, (int64_t[]){w->N});
     kn_shape start_shape = kn_shape_of(1, (int64_t[]){w->N + 1});
-    in->values = add_derived_value(g, name, "sparse_values", KN_VALUE_CONST, KN_F32, &nnz_shape);
-    in->columns = add_derived_value(g, name, "sparse_columns", KN_VALUE_CONST, KN_I32, &nnz_shape);
-    in->row_start = add_derived_value(g, name, "sparse_row_start", KN_VALUE_CONST, KN_I64, &start_shape);
-    in->bias = w->bias ? add_derived_value(g, name, "sparse_bias", KN_VALUE_CONST, KN_F32, &n_shape) : -1;
-    if (in->values < 0 || in->columns < 0 || in->row_start < 0 || (w->bias && in->bias < 0))
-        return KILN_ERR_NOMEM; // kn_graph_add_value said why
+    KN_TRY(add_derived_value(g, name, "sparse_values", KN_VALUE_CONST, KN_F32, &nnz_shape, &in->values));
+    KN_TRY(add_derived_value(g, name, "sparse_columns", KN_VALUE_CONST, KN_I32, &nnz_shape, &in->columns));
+    KN_TRY(add_derived_value(g, name, "sparse_row_start", KN_VALUE_CONST, KN_I64, &start_shape, &in->row_start));
+    in->bias = -1;
+    if (w->bias)
+        KN_TRY(add_derived_value(g, name, "sparse_bias", KN_VALUE_CONST, KN_F32, &n_shape, &in->bias));
     float *v = g->values[in->values].data;      // (nnz)
     int32_t *col = g->values[in->columns].data; // (nnz)
     int64_t *start = g->values[in->row_start].data, p = 0; // (N + 1)
@@ -1077,18 +1080,15 @@ static kiln_status add_sparse_rows(kn_graph *g, const char *name, const dense_we
 static kiln_status add_sparse_lanes(kn_graph *g, const char *name, int64_t N, int64_t K, sparse_inputs *in) {
     int64_t groups = (N + KN_SPARSE_LANES - 1) / KN_SPARSE_LANES, slabs = (K + KN_SPARSE_SLAB - 1) / KN_SPARSE_SLAB;
     kn_shape offsets_shape = kn_shape_of(1, (int64_t[]){groups * slabs + 1});
-    in->lane_offsets = add_derived_value(g, name, "sparse_lane_offsets", KN_VALUE_CONST, KN_I64, &offsets_shape);
-    if (in->lane_offsets < 0)
-        return KILN_ERR_NOMEM;
+    KN_TRY(add_derived_value(g, name, "sparse_lane_offsets", KN_VALUE_CONST, KN_I64, &offsets_shape,
+                             &in->lane_offsets));
     int64_t *offsets = g->values[in->lane_offsets].data;
     const int32_t *col = g->values[in->columns].data;
     const int64_t *start = g->values[in->row_start].data;
     int64_t steps = kn_sparse_lanes_offsets(col, start, N, K, offsets);
     kn_shape lanes_shape = kn_shape_of(2, (int64_t[]){steps, KN_SPARSE_LANES});
-    in->lane_columns = add_derived_value(g, name, "sparse_lane_columns", KN_VALUE_CONST, KN_U8, &lanes_shape);
-    in->lane_values = add_derived_value(g, name, "sparse_lane_values", KN_VALUE_CONST, KN_F32, &lanes_shape);
-    if (in->lane_columns < 0 || in->lane_values < 0)
-        return KILN_ERR_NOMEM;
+    KN_TRY(add_derived_value(g, name, "sparse_lane_columns", KN_VALUE_CONST, KN_U8, &lanes_shape, &in->lane_columns));
+    KN_TRY(add_derived_value(g, name, "sparse_lane_values", KN_VALUE_CONST, KN_F32, &lanes_shape, &in->lane_values));
     kn_sparse_lanes_fill(g->values[in->values].data, g->values[in->columns].data, g->values[in->row_start].data, N,
                          K, g->values[in->lane_offsets].data, g->values[in->lane_columns].data,
                          g->values[in->lane_values].data);

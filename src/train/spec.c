@@ -35,11 +35,12 @@ static kn_shape current_shape(const spec_builder *b) { return b->g->values[b->cu
 
 /* ---- graph construction helpers ---- */
 
-static int add_param(spec_builder *b, const char *suffix, kn_value_kind kind, int ndim, const int64_t *dims) {
+static kiln_status add_param(spec_builder *b, const char *suffix, kn_value_kind kind, int ndim, const int64_t *dims,
+                             int *id) {
     char name[128];
     snprintf(name, sizeof name, "%s.%s", b->prefix, suffix);
     kn_shape shape = kn_shape_of(ndim, dims);
-    return kn_graph_add_value(b->g, name, kind, KN_F32, &shape);
+    return kn_graph_add_value(b->g, name, kind, KN_F32, &shape, id);
 }
 
 static void fill_uniform(kn_graph *g, int value, kn_rng *rng, float bound) {
@@ -54,33 +55,30 @@ static void fill_constant(kn_graph *g, int value, float c) {
         p[i] = c;
 }
 
-static int add_i64_const(spec_builder *b, const char *suffix, int n, const int64_t *v) {
+static kiln_status add_i64_const(spec_builder *b, const char *suffix, int n, const int64_t *v, int *id) {
     char name[128];
     snprintf(name, sizeof name, "%s.%s", b->prefix, suffix);
     int64_t dims[1] = {n};
     kn_shape shape = kn_shape_of(1, dims);
-    int id = kn_graph_add_value(b->g, name, KN_VALUE_CONST, KN_I64, &shape);
-    if (id >= 0)
-        memcpy(b->g->values[id].data, v, sizeof(int64_t) * (size_t)n);
-    return id;
+    KN_TRY(kn_graph_add_value(b->g, name, KN_VALUE_CONST, KN_I64, &shape, id));
+    memcpy(b->g->values[*id].data, v, sizeof(int64_t) * (size_t)n);
+    return KILN_OK;
 }
 
-/* Adds node `op` reading `in` and producing one new value, runs its shape inference, and returns the
- * node index (so attributes can be set before calling finish_node), or -1. */
-static int add_node(spec_builder *b, const char *op, const char *suffix, int n_in, const int *in) {
+/* Adds node `op` reading `in` and producing one new value; its index goes to *node (so attributes can
+ * be set before calling finish_node). */
+static kiln_status add_node(spec_builder *b, const char *op, const char *suffix, int n_in, const int *in,
+                            int *node) {
     char name[128];
     snprintf(name, sizeof name, "%s%s%s", b->prefix, suffix[0] ? "." : "", suffix);
     kn_shape empty = {0};
-    int out = kn_graph_add_value(b->g, name, KN_VALUE_ACT, KN_F32, &empty);
-    if (out < 0)
-        return -1;
-    return kn_graph_add_node(b->g, op, name, n_in, in, 1, &out);
+    int out;
+    KN_TRY(kn_graph_add_value(b->g, name, KN_VALUE_ACT, KN_F32, &empty, &out));
+    return kn_graph_add_node(b->g, op, name, n_in, in, 1, &out, node);
 }
 
 /* Runs shape inference of node `node`; its output becomes the current value. */
 static kiln_status finish_node(spec_builder *b, int node) {
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
     kn_node *n = &b->g->nodes[node];
     KN_TRY(kn_node_infer_shapes(b->g, n));
     b->current = n->out[0];
@@ -88,7 +86,9 @@ static kiln_status finish_node(spec_builder *b, int node) {
 }
 
 static kiln_status emit(spec_builder *b, const char *op, const char *suffix, int n_in, const int *in) {
-    return finish_node(b, add_node(b, op, suffix, n_in, in));
+    int node;
+    KN_TRY(add_node(b, op, suffix, n_in, in, &node));
+    return finish_node(b, node);
 }
 
 static kiln_status emit_unary(spec_builder *b, const char *op) {
@@ -174,10 +174,9 @@ static kiln_status layer_input(spec_builder *b, const spec_line *l) {
     for (int i = 1; i < l->n; i++)
         KN_TRY(parse_int(l->tok[i], 1, 1 << 24, "input size", &dims[i]));
     kn_shape shape = kn_shape_of(l->n, dims);
-    int id = kn_graph_add_value(b->g, "input", KN_VALUE_INPUT, KN_F32, &shape);
-    if (id < 0)
-        return KILN_ERR_NOMEM;
-    b->g->inputs[b->g->n_inputs++] = id;
+    int id;
+    KN_TRY(kn_graph_add_value(b->g, "input", KN_VALUE_INPUT, KN_F32, &shape, &id));
+    KN_TRY(kn_graph_add_input(b->g, id));
     b->current = id;
     return KILN_OK;
 }
@@ -191,30 +190,27 @@ static kiln_status add_dense(spec_builder *b, int64_t out_features, bool bias) {
     float bound = 1.0f / sqrtf((float)in_features);
     if (s.ndim == 2) {
         /* Gemm with the weight stored (out, in), as PyTorch's Linear keeps it. */
-        int w = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){out_features, in_features});
-        int bv = bias ? add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_features}) : -1;
-        if (w < 0 || (bias && bv < 0))
-            return KILN_ERR_NOMEM;
+        int w, bv = -1;
+        KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){out_features, in_features}, &w));
+        if (bias)
+            KN_TRY(add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_features}, &bv));
         fill_uniform(b->g, w, &b->rng, bound);
         if (bias)
             fill_uniform(b->g, bv, &b->rng, bound);
-        int node = add_node(b, "Gemm", "", bias ? 3 : 2, (int[]){b->current, w, bv});
-        if (node < 0)
-            return KILN_ERR_INVALID_ARG;
+        int node;
+        KN_TRY(add_node(b, "Gemm", "", bias ? 3 : 2, (int[]){b->current, w, bv}, &node));
         KN_TRY(kn_node_set_int(b->g, node, "transB", 1));
         return finish_node(b, node);
     }
     /* On sequences: MatMul with the weight stored (in, out), then Add of the bias. */
-    int w = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){in_features, out_features});
-    if (w < 0)
-        return KILN_ERR_NOMEM;
+    int w;
+    KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){in_features, out_features}, &w));
     fill_uniform(b->g, w, &b->rng, bound);
     KN_TRY(emit(b, "MatMul", "matmul", 2, (int[]){b->current, w}));
     if (!bias)
         return KILN_OK;
-    int bv = add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_features});
-    if (bv < 0)
-        return KILN_ERR_NOMEM;
+    int bv;
+    KN_TRY(add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_features}, &bv));
     fill_uniform(b->g, bv, &b->rng, bound);
     return emit(b, "Add", "add_bias", 2, (int[]){b->current, bv});
 }
@@ -246,17 +242,16 @@ static kiln_status layer_conv(spec_builder *b, const spec_line *l) {
     if (in_ch % groups || out_ch % groups)
         return kn_fail(KILN_ERR_SHAPE, "groups=%lld must divide in_channels %lld and out_channels %lld",
                        (long long)groups, (long long)in_ch, (long long)out_ch);
-    int w = add_param(b, "weight", KN_VALUE_PARAM, 4, (int64_t[]){out_ch, in_ch / groups, k, k});
-    int bv = bias ? add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_ch}) : -1;
-    if (w < 0 || (bias && bv < 0))
-        return KILN_ERR_NOMEM;
+    int w, bv = -1;
+    KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, 4, (int64_t[]){out_ch, in_ch / groups, k, k}, &w));
+    if (bias)
+        KN_TRY(add_param(b, "bias", KN_VALUE_PARAM, 1, (int64_t[]){out_ch}, &bv));
     float bound = 1.0f / sqrtf((float)(in_ch / groups * k * k));
     fill_uniform(b->g, w, &b->rng, bound);
     if (bias)
         fill_uniform(b->g, bv, &b->rng, bound);
-    int node = add_node(b, "Conv", "", bias ? 3 : 2, (int[]){b->current, w, bv});
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Conv", "", bias ? 3 : 2, (int[]){b->current, w, bv}, &node));
     KN_TRY(kn_node_set_ints(b->g, node, "kernel_shape", 2, (int64_t[]){k, k}));
     KN_TRY(kn_node_set_ints(b->g, node, "strides", 2, (int64_t[]){stride, stride}));
     KN_TRY(kn_node_set_ints(b->g, node, "pads", 4, (int64_t[]){pad, pad, pad, pad}));
@@ -273,9 +268,8 @@ static kiln_status layer_pool(spec_builder *b, const spec_line *l, const char *o
     KN_TRY(option_int(l, 2, "stride", 1, 1 << 10, k, &stride));
     if (current_shape(b).ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "%s needs an image input (C H W)", l->tok[0]);
-    int node = add_node(b, op, "", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, op, "", 1, &b->current, &node));
     KN_TRY(kn_node_set_ints(b->g, node, "kernel_shape", 2, (int64_t[]){k, k}));
     KN_TRY(kn_node_set_ints(b->g, node, "strides", 2, (int64_t[]){stride, stride}));
     return finish_node(b, node);
@@ -287,17 +281,15 @@ static kiln_status layer_batchnorm(spec_builder *b, const spec_line *l) {
     if (s.ndim != 2 && s.ndim != 4)
         return kn_fail(KILN_ERR_SHAPE, "batchnorm needs a (batch, features) or image input");
     int64_t c = s.d[1];
-    int scale = add_param(b, "weight", KN_VALUE_PARAM, 1, &c);
-    int shift = add_param(b, "bias", KN_VALUE_PARAM, 1, &c);
-    int mean = add_param(b, "running_mean", KN_VALUE_STATE, 1, &c);
-    int var = add_param(b, "running_var", KN_VALUE_STATE, 1, &c);
-    if (scale < 0 || shift < 0 || mean < 0 || var < 0)
-        return KILN_ERR_NOMEM;
+    int scale, shift, mean, var;
+    KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, 1, &c, &scale));
+    KN_TRY(add_param(b, "bias", KN_VALUE_PARAM, 1, &c, &shift));
+    KN_TRY(add_param(b, "running_mean", KN_VALUE_STATE, 1, &c, &mean));
+    KN_TRY(add_param(b, "running_var", KN_VALUE_STATE, 1, &c, &var));
     fill_constant(b->g, scale, 1.0f);
     fill_constant(b->g, var, 1.0f);
-    int node = add_node(b, "BatchNormalization", "", 5, (int[]){b->current, scale, shift, mean, var});
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "BatchNormalization", "", 5, (int[]){b->current, scale, shift, mean, var}, &node));
     KN_TRY(kn_node_set_float(b->g, node, "epsilon", 1e-5f));
     KN_TRY(kn_node_set_float(b->g, node, "momentum", 0.9f));
     return finish_node(b, node);
@@ -311,14 +303,14 @@ static kiln_status add_layernorm(spec_builder *b) {
     int64_t dims[KN_MAX_DIMS];
     for (int i = axis; i < s.ndim; i++)
         dims[i - axis] = s.d[i];
-    int scale = add_param(b, "weight", KN_VALUE_PARAM, s.ndim - axis, dims);
-    int shift = add_param(b, "bias", KN_VALUE_PARAM, s.ndim - axis, dims);
-    if (scale < 0 || shift < 0 || n <= 0)
+    int scale, shift;
+    KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, s.ndim - axis, dims, &scale));
+    KN_TRY(add_param(b, "bias", KN_VALUE_PARAM, s.ndim - axis, dims, &shift));
+    if (n <= 0)
         return KILN_ERR_NOMEM;
     fill_constant(b->g, scale, 1.0f);
-    int node = add_node(b, "LayerNormalization", "", 3, (int[]){b->current, scale, shift});
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "LayerNormalization", "", 3, (int[]){b->current, scale, shift}, &node));
     KN_TRY(kn_node_set_int(b->g, node, "axis", axis));
     KN_TRY(kn_node_set_float(b->g, node, "epsilon", 1e-5f));
     return finish_node(b, node);
@@ -328,18 +320,16 @@ static kiln_status layer_dropout(spec_builder *b, const spec_line *l) {
     double p;
     KN_TRY(positional_count(l, 1, "dropout P"));
     KN_TRY(parse_float(l->tok[1], 0.0, 0.99, "dropout probability", &p));
-    int node = add_node(b, "Dropout", "", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Dropout", "", 1, &b->current, &node));
     KN_TRY(kn_node_set_float(b->g, node, "ratio", (float)p));
     return finish_node(b, node);
 }
 
 /* `suffix` names the node within the layer ("" when it is the layer's only node). */
 static kiln_status add_flatten(spec_builder *b, const char *suffix) {
-    int node = add_node(b, "Flatten", suffix, 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Flatten", suffix, 1, &b->current, &node));
     KN_TRY(kn_node_set_int(b->g, node, "axis", 1));
     return finish_node(b, node);
 }
@@ -359,9 +349,8 @@ static kiln_status layer_activation(spec_builder *b, const spec_line *l) {
         if (strlen(table[i].spec) != len || strncmp(table[i].spec, name, len) != 0)
             continue;
         KN_TRY(positional_count(l, 0, name));
-        int node = add_node(b, table[i].op, "", 1, &b->current);
-        if (node < 0)
-            return KILN_ERR_INVALID_ARG;
+        int node;
+        KN_TRY(add_node(b, table[i].op, "", 1, &b->current, &node));
         if (eq && len == 4) {
             if (strcmp(eq + 1, "tanh") != 0 && strcmp(eq + 1, "none") != 0)
                 return kn_fail(KILN_ERR_INVALID_ARG, "gelu takes =tanh or =none, got '%s'", eq + 1);
@@ -390,14 +379,12 @@ static kiln_status layer_patchify(spec_builder *b, const spec_line *l) {
     if (h % p || w % p)
         return kn_fail(KILN_ERR_SHAPE, "patch size %lld does not divide the image %lldx%lld", (long long)p,
                        (long long)h, (long long)w);
-    int split = add_i64_const(b, "split_shape", 6, (int64_t[]){0, c, h / p, p, w / p, p});
-    int merged = add_i64_const(b, "token_shape", 3, (int64_t[]){0, (h / p) * (w / p), c * p * p});
-    if (split < 0 || merged < 0)
-        return KILN_ERR_NOMEM;
+    int split, merged;
+    KN_TRY(add_i64_const(b, "split_shape", 6, (int64_t[]){0, c, h / p, p, w / p, p}, &split));
+    KN_TRY(add_i64_const(b, "token_shape", 3, (int64_t[]){0, (h / p) * (w / p), c * p * p}, &merged));
     KN_TRY(emit(b, "Reshape", "split", 2, (int[]){b->current, split}));
-    int node = add_node(b, "Transpose", "transpose", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Transpose", "transpose", 1, &b->current, &node));
     KN_TRY(kn_node_set_ints(b->g, node, "perm", 6, (int64_t[]){0, 2, 4, 1, 3, 5}));
     KN_TRY(finish_node(b, node));
     return emit(b, "Reshape", "tokens", 2, (int[]){b->current, merged});
@@ -407,9 +394,8 @@ static kiln_status layer_posembed(spec_builder *b) {
     const kn_shape s = current_shape(b);
     if (s.ndim != 3)
         return kn_fail(KILN_ERR_SHAPE, "posembed needs a sequence input (batch, seq, features)");
-    int pos = add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){s.d[1], s.d[2]});
-    if (pos < 0)
-        return KILN_ERR_NOMEM;
+    int pos;
+    KN_TRY(add_param(b, "weight", KN_VALUE_PARAM, 2, (int64_t[]){s.d[1], s.d[2]}, &pos));
     float *p = b->g->values[pos].data;
     for (int64_t i = 0; i < s.d[1] * s.d[2]; i++)
         p[i] = 0.02f * kn_rng_normal(&b->rng);
@@ -419,9 +405,8 @@ static kiln_status layer_posembed(spec_builder *b) {
 static kiln_status layer_meanpool(spec_builder *b) {
     if (current_shape(b).ndim != 3)
         return kn_fail(KILN_ERR_SHAPE, "meanpool needs a sequence input (batch, seq, features)");
-    int node = add_node(b, "ReduceMean", "", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "ReduceMean", "", 1, &b->current, &node));
     KN_TRY(kn_node_set_ints(b->g, node, "axes", 1, (int64_t[]){1}));
     KN_TRY(kn_node_set_int(b->g, node, "keepdims", 0));
     return finish_node(b, node);
@@ -437,13 +422,11 @@ static kiln_status block_dense(spec_builder *b, const char *block, const char *n
 static kiln_status split_heads(spec_builder *b, const char *block, const char *name, int64_t heads,
                                int64_t head_dim, bool keys_transposed) {
     snprintf(b->prefix, sizeof b->prefix, "%s.%s", block, name);
-    int shape = add_i64_const(b, "heads_shape", 4, (int64_t[]){0, 0, heads, head_dim});
-    if (shape < 0)
-        return KILN_ERR_NOMEM;
+    int shape;
+    KN_TRY(add_i64_const(b, "heads_shape", 4, (int64_t[]){0, 0, heads, head_dim}, &shape));
     KN_TRY(emit(b, "Reshape", "split_heads", 2, (int[]){b->current, shape}));
-    int node = add_node(b, "Transpose", "heads_first", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Transpose", "heads_first", 1, &b->current, &node));
     int64_t perm_q[4] = {0, 2, 1, 3}, perm_k[4] = {0, 2, 3, 1};
     KN_TRY(kn_node_set_ints(b->g, node, "perm", 4, keys_transposed ? perm_k : perm_q));
     return finish_node(b, node);
@@ -479,26 +462,21 @@ static kiln_status layer_transformer(spec_builder *b, const spec_line *l) {
         qkv[i] = b->current;
     }
     snprintf(b->prefix, sizeof b->prefix, "%s.attn", block);
-    int scale = add_param(b, "scale", KN_VALUE_CONST, 0, NULL);
-    if (scale < 0)
-        return KILN_ERR_NOMEM;
+    int scale;
+    KN_TRY(add_param(b, "scale", KN_VALUE_CONST, 0, NULL, &scale));
     fill_constant(b->g, scale, 1.0f / sqrtf((float)head_dim));
     KN_TRY(emit(b, "MatMul", "scores", 2, (int[]){qkv[0], qkv[1]}));       /* (N, H, T, T) */
     KN_TRY(emit(b, "Mul", "scaled", 2, (int[]){b->current, scale}));
-    int node = add_node(b, "Softmax", "probs", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    int node;
+    KN_TRY(add_node(b, "Softmax", "probs", 1, &b->current, &node));
     KN_TRY(kn_node_set_int(b->g, node, "axis", -1));
     KN_TRY(finish_node(b, node));
     KN_TRY(emit(b, "MatMul", "context", 2, (int[]){b->current, qkv[2]}));  /* (N, H, T, D/H) */
-    node = add_node(b, "Transpose", "tokens_first", 1, &b->current);
-    if (node < 0)
-        return KILN_ERR_INVALID_ARG;
+    KN_TRY(add_node(b, "Transpose", "tokens_first", 1, &b->current, &node));
     KN_TRY(kn_node_set_ints(b->g, node, "perm", 4, (int64_t[]){0, 2, 1, 3}));
     KN_TRY(finish_node(b, node));
-    int merged = add_i64_const(b, "merged_shape", 3, (int64_t[]){0, seq, d});
-    if (merged < 0)
-        return KILN_ERR_NOMEM;
+    int merged;
+    KN_TRY(add_i64_const(b, "merged_shape", 3, (int64_t[]){0, seq, d}, &merged));
     KN_TRY(emit(b, "Reshape", "merge_heads", 2, (int[]){b->current, merged}));  /* (N, T, D) */
     KN_TRY(block_dense(b, block, "out", d));
     snprintf(b->prefix, sizeof b->prefix, "%s", block);
@@ -637,8 +615,7 @@ kiln_status kn_spec_parse(const char *text, const char *origin, uint64_t seed, k
         kn_graph_free(g);
         return st;
     }
-    g->outputs[g->n_outputs++] = b.current;
-    return KILN_OK;
+    return kn_graph_add_output(g, b.current); /* the first: cannot fail */
 }
 
 kiln_status kn_spec_load(const char *path, uint64_t seed, kn_graph *g) {

@@ -36,12 +36,17 @@ int kn_onnx_value(kn_onnx_importer *im, const char *name) {
 }
 
 /* Adds a value and indexes it under its (arena-copied) name. */
-static int add_named_value(kn_onnx_importer *im, const char *name, kn_value_kind kind, kn_dtype dtype,
-                           const kn_shape *shape) {
-    int id = kn_graph_add_value(im->g, name, kind, dtype, shape);
-    if (id < 0 || kn_name_map_put(&im->values, im->g->values[id].name, id) != KILN_OK)
-        return -1;
-    return id;
+static kiln_status add_named_value(kn_onnx_importer *im, const char *name, kn_value_kind kind, kn_dtype dtype,
+                                   const kn_shape *shape, int *id) {
+    KN_TRY(kn_graph_add_value(im->g, name, kind, dtype, shape, id));
+    return kn_name_map_put(&im->values, im->g->values[*id].name, *id);
+}
+
+/* add_named_value's id, or -1 when it failed (the kn_onnx_add_* helpers' contract). */
+static int add_named_id(kn_onnx_importer *im, const char *name, kn_value_kind kind, kn_dtype dtype,
+                        const kn_shape *shape) {
+    int id;
+    return add_named_value(im, name, kind, dtype, shape, &id) == KILN_OK ? id : -1;
 }
 
 /* A name no ONNX value has and no imported value has: "<base>/<suffix>", then "<base>/<suffix>.N". */
@@ -60,7 +65,7 @@ int kn_onnx_add_temp(kn_onnx_importer *im, const char *base, const char *suffix)
     if (unique_name(im, base, suffix, name, sizeof name) != KILN_OK)
         return -1;
     kn_shape scalar = {0};
-    return add_named_value(im, name, KN_VALUE_ACT, KN_F32, &scalar);
+    return add_named_id(im, name, KN_VALUE_ACT, KN_F32, &scalar);
 }
 
 int kn_onnx_add_const(kn_onnx_importer *im, const char *base, const char *suffix, kn_dtype dtype,
@@ -68,7 +73,7 @@ int kn_onnx_add_const(kn_onnx_importer *im, const char *base, const char *suffix
     char name[512];
     if (unique_name(im, base, suffix, name, sizeof name) != KILN_OK)
         return -1;
-    int id = add_named_value(im, name, KN_VALUE_CONST, dtype, shape);
+    int id = add_named_id(im, name, KN_VALUE_CONST, dtype, shape);
     size_t bytes;
     if (id >= 0 && kn_shape_bytes(shape, dtype, &bytes) && bytes)
         memcpy(im->g->values[id].data, data, bytes);
@@ -83,7 +88,7 @@ int kn_onnx_add_output(kn_onnx_importer *im, const kn_onnx_node *n, const char *
         return -1;
     }
     kn_shape scalar = {0};
-    return add_named_value(im, name, KN_VALUE_ACT, KN_F32, &scalar);
+    return add_named_id(im, name, KN_VALUE_ACT, KN_F32, &scalar);
 }
 
 bool kn_onnx_is_weight(const kn_onnx_importer *im, int id) {
@@ -332,8 +337,10 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
         if (st == KILN_OK)
             st = kn_onnx_tensor_check_data(t, im->base_dir, kn_shape_numel(&shape));
         if (st == KILN_OK) {
-            int id = add_named_value(im, name, KN_VALUE_CONST, dtype, &shape);
-            st = id < 0 ? KILN_ERR_NOMEM : kn_onnx_set_weight(im, id);
+            int id;
+            st = add_named_value(im, name, KN_VALUE_CONST, dtype, &shape, &id);
+            if (st == KILN_OK)
+                st = kn_onnx_set_weight(im, id);
             if (st == KILN_OK)
                 st = kn_onnx_tensor_fill(t, im->base_dir, dtype, kn_shape_numel(&shape),
                                          im->g->values[id].data);
@@ -406,10 +413,9 @@ static kiln_status import_inputs(kn_onnx_importer *im, const Onnx__GraphProto *g
             if (shape.d[k] < 0)
                 shape.d[k] = 1;
         }
-        int id = add_named_value(im, name, KN_VALUE_INPUT, dtype, &shape);
-        if (id < 0)
-            return KILN_ERR_NOMEM;
-        g->inputs[g->n_inputs++] = id;
+        int id;
+        KN_TRY(add_named_value(im, name, KN_VALUE_INPUT, dtype, &shape, &id));
+        KN_TRY(kn_graph_add_input(g, id));
     }
     return KILN_OK;
 }
@@ -518,7 +524,7 @@ static kiln_status import_outputs(kn_onnx_importer *im, const Onnx__GraphProto *
         int id = kn_name_map_get(&im->values, name);
         if (id < 0)
             return kn_fail(KILN_ERR_FORMAT, "graph output '%s' is produced by no node", name);
-        g->outputs[g->n_outputs++] = id;
+        KN_TRY(kn_graph_add_output(g, id));
     }
     return KILN_OK;
 }

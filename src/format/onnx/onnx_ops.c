@@ -277,10 +277,9 @@ static kiln_status align_from_axis(kn_onnx_importer *im, const kn_onnx_node *n, 
         return KILN_ERR_NOMEM;
     char name[512];
     snprintf(name, sizeof name, "%s/align", n->name);
-    int node = kn_graph_add_node(im->g, "Unsqueeze", name, 2, (int[]){io->in[1], axes_id}, 1,
-                                 &aligned);
-    if (node < 0)
-        return KILN_ERR_NOMEM;
+    int node;
+    KN_TRY(kn_graph_add_node(im->g, "Unsqueeze", name, 2, (int[]){io->in[1], axes_id}, 1, &aligned,
+                             &node));
     KN_TRY(kn_onnx_finish_node(im, node));
     io->in[1] = aligned;
     return KILN_OK;
@@ -314,9 +313,7 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
                             const char *name, const node_io *io, int *node) {
     if (im->for_training)
         mark_trainable(im, op, io);
-    *node = kn_graph_add_node(im->g, op, name, io->n_in, io->in, io->n_out, io->out);
-    if (*node < 0)
-        return KILN_ERR_UNSUPPORTED;
+    KN_TRY(kn_graph_add_node(im->g, op, name, io->n_in, io->in, io->n_out, io->out, node));
     const Onnx__NodeProto *p = n->proto;
     for (size_t i = 0; i < p->n_attribute; i++) {
         const Onnx__AttributeProto *a = p->attribute[i];
@@ -413,34 +410,30 @@ static kiln_status import_constant(kn_onnx_importer *im, const kn_onnx_node *n) 
         kn_shape shape;
         KN_TRY(kn_onnx_tensor_header(a->t, true, &dtype, &shape));
         KN_TRY(kn_onnx_tensor_check_data(a->t, im->base_dir, kn_shape_numel(&shape)));
-        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, dtype, &shape);
-        if (id < 0)
-            return KILN_ERR_NOMEM;
+        KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, dtype, &shape, &id));
         KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, kn_shape_numel(&shape),
                                    im->g->values[id].data));
     } else if (strcmp(attr, "value_float") == 0 && a->has_f) {
-        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &scalar);
-        if (id >= 0)
-            *(float *)im->g->values[id].data = a->f;
+        KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &scalar, &id));
+        *(float *)im->g->values[id].data = a->f;
     } else if (strcmp(attr, "value_int") == 0 && a->has_i) {
-        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &scalar);
-        if (id >= 0)
-            *(int64_t *)im->g->values[id].data = a->i;
+        KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &scalar, &id));
+        *(int64_t *)im->g->values[id].data = a->i;
     } else if (strcmp(attr, "value_floats") == 0) {
         list = kn_shape_of(1, (int64_t[]){(int64_t)a->n_floats});
-        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &list);
-        if (id >= 0 && a->n_floats)
+        KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &list, &id));
+        if (a->n_floats)
             memcpy(im->g->values[id].data, a->floats, a->n_floats * sizeof(float));
     } else if (strcmp(attr, "value_ints") == 0) {
         list = kn_shape_of(1, (int64_t[]){(int64_t)a->n_ints});
-        id = kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &list);
-        if (id >= 0 && a->n_ints)
+        KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_I64, &list, &id));
+        if (a->n_ints)
             memcpy(im->g->values[id].data, a->ints, a->n_ints * sizeof(int64_t));
     } else {
         return kn_fail(KILN_ERR_UNSUPPORTED, "Constant with attribute '%s' is not supported "
                        "(value, value_float(s) and value_int(s) are)", attr);
     }
-    return id < 0 ? KILN_ERR_NOMEM : kn_onnx_bind(im, out, id);
+    return kn_onnx_bind(im, out, id);
 }
 
 /* Identity: kiln's Identity op when the table has one, else its output is its input. Exporters
@@ -457,9 +450,8 @@ static kiln_status import_identity(kn_onnx_importer *im, const kn_onnx_node *n) 
     const kn_value *v = &im->g->values[x];
     if (im->for_training && kn_onnx_is_weight(im, x) && v->dtype == KN_F32) {
         kn_shape shape = v->shape;
-        int copy = kn_graph_add_value(im->g, p->output[0], KN_VALUE_CONST, KN_F32, &shape);
-        if (copy < 0)
-            return KILN_ERR_NOMEM;
+        int copy;
+        KN_TRY(kn_graph_add_value(im->g, p->output[0], KN_VALUE_CONST, KN_F32, &shape, &copy));
         memcpy(im->g->values[copy].data, im->g->values[x].data,
                sizeof(float) * (size_t)kn_shape_numel(&shape));
         KN_TRY(kn_onnx_set_weight(im, copy));
@@ -646,14 +638,10 @@ static kiln_status import_softmax_family(kn_onnx_importer *im, const kn_onnx_nod
         return KILN_ERR_NOMEM;
     char name[512];
     snprintf(name, sizeof name, "%s/shape", n->name);
-    node = kn_graph_add_node(im->g, "Shape", name, 1, &io.in[0], 1, &shape);
-    if (node < 0)
-        return KILN_ERR_NOMEM;
+    KN_TRY(kn_graph_add_node(im->g, "Shape", name, 1, &io.in[0], 1, &shape, &node));
     KN_TRY(kn_onnx_finish_node(im, node));
     snprintf(name, sizeof name, "%s/flatten", n->name);
-    node = kn_graph_add_node(im->g, "Flatten", name, 1, &io.in[0], 1, &flat);
-    if (node < 0)
-        return KILN_ERR_NOMEM;
+    KN_TRY(kn_graph_add_node(im->g, "Flatten", name, 1, &io.in[0], 1, &flat, &node));
     KN_TRY(kn_node_set_int(im->g, node, "axis", axis));
     KN_TRY(kn_onnx_finish_node(im, node));
     io.in[0] = flat;
@@ -662,9 +650,7 @@ static kiln_status import_softmax_family(kn_onnx_importer *im, const kn_onnx_nod
     KN_TRY(kn_node_set_int(im->g, node, "axis", -1));
     KN_TRY(kn_onnx_finish_node(im, node));
     snprintf(name, sizeof name, "%s/reshape", n->name);
-    node = kn_graph_add_node(im->g, "Reshape", name, 2, (int[]){normalized, shape}, 1, &y);
-    if (node < 0)
-        return KILN_ERR_NOMEM;
+    KN_TRY(kn_graph_add_node(im->g, "Reshape", name, 2, (int[]){normalized, shape}, 1, &y, &node));
     return kn_onnx_finish_node(im, node);
 }
 
