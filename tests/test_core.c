@@ -59,6 +59,28 @@ static void test_graph_errors(void) {
     kn_graph_free(&g);
 }
 
+/* x -> Add(x, x) -> a; Mul(a, x) -> m (graph output): x is read by 3 slots, the last at node 1. */
+static void test_value_reads(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    kn_shape s = kn_shape_of(1, (int64_t[]){4});
+    int x, a, m, node;
+    CHECK_OK(kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &s, &x));
+    CHECK_OK(kn_graph_add_value(&g, "a", KN_VALUE_ACT, KN_F32, &s, &a));
+    CHECK_OK(kn_graph_add_value(&g, "m", KN_VALUE_ACT, KN_F32, &s, &m));
+    CHECK_OK(kn_graph_add_node(&g, "Add", "add", 2, (int[]){x, x}, 1, &a, &node));
+    CHECK_OK(kn_graph_add_node(&g, "Mul", "mul", 2, (int[]){a, x}, 1, &m, &node));
+    CHECK_OK(kn_graph_add_output(&g, m));
+    int reads[3], last[3];
+    kn_graph_value_reads(&g, reads, last);
+    CHECK(reads[x] == 3 && reads[a] == 1 && reads[m] == 0);
+    CHECK(last[x] == 1 && last[a] == 1 && last[m] == -1);
+    int only_last[3] = {7, 7, 7};
+    kn_graph_value_reads(&g, NULL, only_last);
+    CHECK(memcmp(only_last, last, sizeof last) == 0);
+    kn_graph_free(&g);
+}
+
 /* Each thread sets a count and reads it back many times while the other does the same with another. */
 static void *hold_thread_count(void *arg) {
     int want = *(int *)arg;
@@ -91,6 +113,7 @@ int main(void) {
     test_shapes();
     test_arena();
     test_graph_errors();
+    test_value_reads();
     test_thread_count_per_thread();
     return check_finish();
 }

@@ -413,6 +413,23 @@ const char *kn_graph_meta(const kn_graph *g, const char *key) {
     return NULL;
 }
 
+void kn_graph_value_reads(const kn_graph *g, int *reads, int *last) {
+    for (int v = 0; v < g->n_values; v++) {
+        if (reads)
+            reads[v] = 0;
+        if (last)
+            last[v] = -1;
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++) {
+            int v = g->nodes[i].in[k];
+            if (v >= 0 && reads)
+                reads[v]++;
+            if (v >= 0 && last)
+                last[v] = i;
+        }
+}
+
 void kn_graph_drop_values(kn_graph *g, int *new_id) {
     int kept = 0;
     for (int v = 0; v < g->n_values; v++) {

@@ -145,6 +145,11 @@ static inline kn_value *kn_node_output(const kn_graph *g, const kn_node *n, int 
     return &g->values[n->out[i]];
 }
 
+/* Which nodes read each value: reads[v] (n_values) counts the node input slots holding value v, and
+ * last[v] is the last node with such a slot, -1 when none. Either array may be NULL. Graph outputs
+ * are not reads: a caller that keeps them adds them. */
+void kn_graph_value_reads(const kn_graph *g, int *reads, int *last);
+
 /* Drops every value v with new_id[v] < 0 and renumbers the others in order, in the values array and
  * in every node, graph input and output; the values dropped must be referenced by none of them.
  * new_id (n_values) is overwritten with the new ids. Producers are recomputed. */

@@ -114,11 +114,9 @@ static bool is_constant(const kn_graph *g, int v) {
 
 /* Node inputs reading each value, (n_values) malloc'd; NULL when out of memory. */
 static int *count_reads(const kn_graph *g) {
-    int *reads = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(int));
-    for (int i = 0; reads && i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                reads[g->nodes[i].in[k]]++;
+    int *reads = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+    if (reads)
+        kn_graph_value_reads(g, reads, NULL);
     return reads;
 }
 

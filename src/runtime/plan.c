@@ -28,12 +28,7 @@ static kiln_status buffer_size(const kn_value *v, size_t *size) {
 
 /* The last node reading each value; n_nodes for graph inputs and outputs, -1 for values never read. */
 static void last_reads(const kn_graph *g, int *last) {
-    for (int v = 0; v < g->n_values; v++)
-        last[v] = -1;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                last[g->nodes[i].in[k]] = i;
+    kn_graph_value_reads(g, NULL, last);
     for (int i = 0; i < g->n_inputs; i++)
         last[g->inputs[i]] = g->n_nodes;
     for (int i = 0; i < g->n_outputs; i++)

@@ -42,18 +42,11 @@ static void mark_needs_grad(kn_tape *t) {
 }
 
 /* only_reader[v]: the node whose input slots read value v exactly once, when no other slot reads
- * it; -1 when nothing or several slots read v. */
-static void find_only_readers(const kn_graph *g, int *only_reader) {
+ * it; -1 when nothing or several slots read v. reads (n_values) is workspace. */
+static void find_only_readers(const kn_graph *g, int *only_reader, int *reads) {
+    kn_graph_value_reads(g, reads, only_reader);
     for (int v = 0; v < g->n_values; v++)
-        only_reader[v] = -1;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++) {
-            int v = g->nodes[i].in[k];
-            if (v >= 0)
-                only_reader[v] = only_reader[v] == -1 ? i : -2; /* -2: read more than once */
-        }
-    for (int v = 0; v < g->n_values; v++)
-        if (only_reader[v] == -2)
+        if (reads[v] != 1)
             only_reader[v] = -1;
 }
 
@@ -225,12 +218,12 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
     mark_needs_grad(t);
-    int *only_reader = malloc(sizeof(int) * n);
+    int *only_reader = malloc(sizeof(int) * n * 2); /* and the reads find_only_readers counts */
     if (!only_reader) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
-    find_only_readers(g, only_reader);
+    find_only_readers(g, only_reader, only_reader + n);
     find_grad_storers(t, only_reader);
     find_fused_relus(t, only_reader);
     free(only_reader);

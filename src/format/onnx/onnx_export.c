@@ -742,19 +742,16 @@ static kiln_status export_half(exporter *x, int v, const kn_value *value) {
  * nodes come first: they read only initializers. */
 static kiln_status export_compact_initializers(exporter *x) {
     const kn_graph *g = x->g;
-    bool *read = calloc((size_t)g->n_values + 1, sizeof *read);
-    if (!read)
+    int *reads = malloc(sizeof *reads * ((size_t)g->n_values + 1));
+    if (!reads)
         return no_memory();
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                read[g->nodes[i].in[k]] = true;
+    kn_graph_value_reads(g, reads, NULL);
     for (int i = 0; i < g->n_outputs; i++)
-        read[g->outputs[i]] = true;
+        reads[g->outputs[i]]++;
     kiln_status st = KILN_OK;
     for (int v = 0; v < g->n_values && st == KILN_OK; v++) {
         const kn_value *value = &g->values[v];
-        if (!read[v] || !is_initializer(value) || !value->storage)
+        if (!reads[v] || !is_initializer(value) || !value->storage)
             continue;
         qdq_form q;
         bool has_qdq = false;
@@ -766,7 +763,7 @@ static kiln_status export_compact_initializers(exporter *x) {
             x->dequantized[v] = st == KILN_OK;
         }
     }
-    free(read);
+    free(reads);
     return st;
 }
 

@@ -532,9 +532,9 @@ static kiln_status import_outputs(kn_onnx_importer *im, const Onnx__GraphProto *
 /* Whether initializer v only fed a folded DequantizeLinear or Cast whose output kept it as storage:
  * its data is that storage's payload, scale or zero point, or its storage is that storage, and nothing
  * else reads it. */
-static bool only_in_storage(const kn_graph *g, int v, const bool *read) {
+static bool only_in_storage(const kn_graph *g, int v, const int *reads) {
     const void *data = g->values[v].data;
-    if (read[v] || g->values[v].kind != KN_VALUE_CONST || !data)
+    if (reads[v] || g->values[v].kind != KN_VALUE_CONST || !data)
         return false;
     for (int i = 0; i < g->n_values; i++) {
         const kn_storage *s = g->values[i].storage;
@@ -549,25 +549,22 @@ static bool only_in_storage(const kn_graph *g, int v, const bool *read) {
  * levels, scales and zero points now live in the storage of the value they decode to, and must not be
  * stored twice. */
 static kiln_status drop_folded_initializers(kn_graph *g) {
-    bool *read = calloc((size_t)g->n_values + 1, sizeof *read);
+    int *reads = malloc(sizeof *reads * ((size_t)g->n_values + 1));
     int *new_id = malloc(sizeof *new_id * ((size_t)g->n_values + 1));
-    if (!read || !new_id) {
-        free(read);
+    if (!reads || !new_id) {
+        free(reads);
         free(new_id);
         return kn_fail(KILN_ERR_NOMEM, "out of memory");
     }
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_in; k++)
-            if (g->nodes[i].in[k] >= 0)
-                read[g->nodes[i].in[k]] = true;
+    kn_graph_value_reads(g, reads, NULL);
     for (int i = 0; i < g->n_outputs; i++)
-        read[g->outputs[i]] = true;
+        reads[g->outputs[i]]++;
     for (int i = 0; i < g->n_inputs; i++)
-        read[g->inputs[i]] = true;
+        reads[g->inputs[i]]++;
     for (int v = 0; v < g->n_values; v++)
-        new_id[v] = only_in_storage(g, v, read) ? -1 : v;
+        new_id[v] = only_in_storage(g, v, reads) ? -1 : v;
     kn_graph_drop_values(g, new_id);
-    free(read);
+    free(reads);
     free(new_id);
     return KILN_OK;
 }
