@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
+#include "core/clock.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "train/api.h"
@@ -663,12 +663,6 @@ static void test_split(void) {
 
 /* ---- Fashion-MNIST ---- */
 
-static double seconds_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Training and evaluation copy f32 samples into the model's input: a model whose input is another dtype
  * (an imported f16-input ONNX model, say) is refused, not overrun (a fuzz finding: the batcher wrote
  * 4-byte samples into a buffer sized for 2-byte ones). */
@@ -723,9 +717,9 @@ static void test_fashion_mnist(void) {
     const int64_t counts[2] = {60000, 10000};
     for (int set = 0; set < 2; set++) {
         kn_dataset ds;
-        double start = seconds_now();
+        double start = kn_seconds_now();
         kiln_status st = kn_dataset_load(names[set], &quiet, &ds);
-        double seconds = seconds_now() - start;
+        double seconds = kn_seconds_now() - start;
         CHECK_OK(st);
         if (st != KILN_OK)
             continue;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "compress/qdq.h"
+#include "core/align.h"
 #include "core/status.h"
 #include "ops/op.h"
 
@@ -420,8 +421,7 @@ static kiln_status adaround_layer(quant_run *r, int i, const float *w_float) {
 
 /* A copy of n floats, 64-byte aligned as initializer data is (it stands in for a weight's data). */
 static float *float_copy(const float *x, int64_t n) {
-    size_t bytes = (sizeof(float) * (size_t)(n ? n : 1) + 63) / 64 * 64;
-    float *copy = aligned_alloc(64, bytes);
+    float *copy = kn_aligned_alloc(sizeof(float) * (size_t)n);
     if (copy)
         memcpy(copy, x, sizeof(float) * (size_t)n);
     return copy;

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KN_ARENA_ALIGN = 64, KN_ARENA_BLOCK = 1 << 16 };
+#include "core/align.h"
+
+enum { KN_ARENA_BLOCK = 1 << 16 };
 
 struct kn_arena_block {
     kn_arena_block *next;
@@ -14,16 +16,16 @@ struct kn_arena_block {
 };
 
 void *kn_arena_alloc(kn_arena *arena, size_t bytes) {
-    if (bytes > SIZE_MAX / 2)
+    size_t rounded;
+    if (bytes > SIZE_MAX / 2 || !kn_align_up(bytes, &rounded))
         return NULL;
-    size_t rounded = (bytes + KN_ARENA_ALIGN - 1) & ~(size_t)(KN_ARENA_ALIGN - 1);
     kn_arena_block *b = arena->head;
     if (!b || b->size - b->used < rounded) {
         size_t size = rounded > KN_ARENA_BLOCK ? rounded : KN_ARENA_BLOCK;
         b = malloc(sizeof *b);
         if (!b)
             return NULL;
-        b->data = aligned_alloc(KN_ARENA_ALIGN, size);
+        b->data = kn_aligned_alloc(size);
         if (!b->data) {
             free(b);
             return NULL;

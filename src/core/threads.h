@@ -9,4 +9,16 @@
 void kn_threads_set(int n);
 int kn_threads_get(void);
 
+/* When a parallel loop is worth its threads: below these amounts of work a loop stays on the calling
+ * thread, because waking the team costs more than the threads save. One set for all of kiln, by the
+ * kind of loop; a file names the one it uses (KN_POOL_PARALLEL_MIN = KN_PARALLEL_MIN_COMPUTE). */
+enum {
+    KN_PARALLEL_MIN_COMPUTE = 1 << 14, /* elements (or multiply-adds) of a loop computing on each one:
+                                          activations, softmax, vmath, pooling, convolution loops */
+    KN_PARALLEL_MIN_MEMORY = 1 << 15,  /* elements of a memory-bound pass: copies, broadcasts,
+                                          reductions, normalizations, dropout, optimizer updates */
+    KN_PARALLEL_MIN_SPARSE = 1 << 16,  /* multiply-adds of a sparse layer, pixels of an integer one */
+    KN_PARALLEL_MIN_GEMM = 1 << 18,    /* flops (or multiply-adds) of a dense or integer GEMM */
+};
+
 #endif

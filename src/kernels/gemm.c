@@ -23,12 +23,13 @@
 
 #include "core/cpu.h"
 #include "core/tensor.h"
+#include "core/align.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_internal.h"
 
 /* Below this many flops, starting a second thread costs more than it saves (measured). */
-#define GEMM_PARALLEL_MIN_FLOPS (1 << 18)
+#define GEMM_PARALLEL_MIN_FLOPS KN_PARALLEL_MIN_GEMM
 /* Largest op(B) = B read in place by more than one row of tiles (see plan_blocked). */
 #define GEMM_IN_PLACE_B_MAX_BYTES (1 << 20)
 
@@ -115,9 +116,7 @@ static int64_t even_block(int64_t total, int64_t max_block, int64_t multiple) {
 
 static float *alloc_floats(size_t count) {
     size_t bytes;
-    if (!kn_size_mul(count, sizeof(float), &bytes) || !kn_size_add(bytes, 63, &bytes))
-        return NULL;
-    return aligned_alloc(64, bytes & ~(size_t)63);
+    return kn_size_mul(count, sizeof(float), &bytes) ? kn_aligned_alloc(bytes) : NULL;
 }
 
 /* kn_sgemm cannot report an error: when a buffer cannot be had, the unblocked reference, which needs

@@ -6,6 +6,7 @@
 
 #include "core/cpu.h"
 #include "core/quant.h"
+#include "core/threads.h"
 
 /* ---- packing ----------------------------------------------------------------------------------- */
 
@@ -153,7 +154,7 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
 /* ---- the driver -------------------------------------------------------------------------------- */
 
 /* Below this many multiply-adds a product runs on the calling thread alone. */
-#define KN_QGEMM_PARALLEL_MIN (1 << 18)
+#define KN_QGEMM_PARALLEL_MIN KN_PARALLEL_MIN_GEMM
 
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads) {
     int64_t kq = depth_groups(p->K);

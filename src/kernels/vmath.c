@@ -32,7 +32,7 @@ const kn_vmath *kn_vmath_best(void) {
 }
 
 /* Below this many elements a call stays on one thread: waking the team costs more than it saves. */
-#define KN_VMATH_PARALLEL_MIN 16384
+#define KN_VMATH_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 /* Spans of this many elements go to the threads whole. */
 #define KN_VMATH_SPAN 4096
 

@@ -17,7 +17,7 @@
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
-#define KN_ACTIVATION_PARALLEL_MIN 16384
+#define KN_ACTIVATION_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 #define KN_SQRT1_2 0.70710678118654752440f      /* 1 / sqrt(2) */
 #define KN_SQRT_2_PI 0.79788456080286535588f    /* sqrt(2 / pi) */

@@ -27,7 +27,7 @@
 #include "ops/lane_sum.h"
 #include "ops/op.h"
 
-enum { BN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+enum { BN_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY }; /* elements below which threads cost more than they save */
 
 enum { BN_X, BN_SCALE, BN_B, BN_MEAN, BN_VAR };         /* inputs */
 enum { BN_Y, BN_RUNNING_MEAN, BN_RUNNING_VAR };          /* outputs */

@@ -3,7 +3,7 @@
 
 /* Below this many output elements a walk stays on one thread: waking the team costs more than it
  * saves. */
-#define KN_BROADCAST_PARALLEL_MIN 32768
+#define KN_BROADCAST_PARALLEL_MIN KN_PARALLEL_MIN_MEMORY
 /* Rows are processed in stretches of at most this many elements, so one long row (equal shapes, a
  * scalar operand) still spreads over the threads. */
 #define KN_BROADCAST_CHUNK 8192

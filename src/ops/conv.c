@@ -30,7 +30,7 @@
 #include "ops/window.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_CONV_PARALLEL_MIN (1 << 14)
+#define KN_CONV_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 typedef struct conv_geom {
     int64_t N, C, M;             /* batch, input channels, output channels */

@@ -8,7 +8,7 @@
 #include "ops/op.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_CONV_GEMM_PARALLEL_MIN (1 << 14)
+#define KN_CONV_GEMM_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 /* Sizes of one group's products: A_g (a_rows, plane) and col_g (depth, plane). */
 typedef struct group_dims {

@@ -19,7 +19,7 @@
 #include "ops/window.h"
 
 /* Below this many multiply-adds a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_CONV_ND_PARALLEL_MIN (1 << 14)
+#define KN_CONV_ND_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 typedef struct conv_nd {
     int64_t N, group;

@@ -14,7 +14,7 @@
 #include "core/rng.h"
 #include "ops/op.h"
 
-enum { DROPOUT_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+enum { DROPOUT_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY }; /* elements below which threads cost more than they save */
 
 enum { DROPOUT_DATA, DROPOUT_RATIO, DROPOUT_TRAINING_MODE };
 

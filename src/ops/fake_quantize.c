@@ -9,7 +9,7 @@
 #include "ops/movement.h"
 
 /* Below this many elements a loop stays on one thread. */
-#define KN_FAKE_QUANT_PARALLEL_MIN 16384
+#define KN_FAKE_QUANT_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 /* Chunks of a per-tensor scale's gradient sum (see fake_quant_backward). */
 #define KN_FAKE_QUANT_CHUNKS 64
 

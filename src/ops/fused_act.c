@@ -8,7 +8,7 @@
 #include "kernels/vmath.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
-#define KN_FUSED_ACT_PARALLEL_MIN 16384
+#define KN_FUSED_ACT_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 
 static const struct {

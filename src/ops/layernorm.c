@@ -14,7 +14,7 @@
 #include "ops/lane_sum.h"
 #include "ops/op.h"
 
-enum { LN_PARALLEL_MIN = 1 << 15 }; /* elements below which threads cost more than they save */
+enum { LN_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY }; /* elements below which threads cost more than they save */
 enum { LN_COLUMN_BLOCK = 64 };       /* columns whose dScale/dB one thread accumulates at a time */
 
 /* X as (rows, D): D spans the normalised dims. */

@@ -6,9 +6,10 @@
 #ifndef KN_MOVEMENT_H
 #define KN_MOVEMENT_H
 
+#include "core/threads.h"
 #include "ops/op.h"
 
-enum { KN_MOVE_PARALLEL_MIN = 1 << 15 };     /* fewer elements: threads cost more than they save */
+enum { KN_MOVE_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY };     /* fewer elements: threads cost more than they save */
 enum { KN_VIEW_MAX_DIMS = 2 * KN_MAX_DIMS }; /* Tile walks (repeat, dim) pairs */
 enum { KN_INFER_MAX_INPUTS = 8 };
 

@@ -13,7 +13,7 @@
 #include "ops/window.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_POOL_PARALLEL_MIN (1 << 14)
+#define KN_POOL_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 typedef struct pool_geom {
     int64_t planes; /* N * C */

@@ -12,7 +12,7 @@
 #include "ops/window.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_POOL_ND_PARALLEL_MIN (1 << 14)
+#define KN_POOL_ND_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 typedef struct pool_nd {
     int64_t planes; /* N * C */

@@ -439,7 +439,7 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
     if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
         for (int64_t p = 0; p < planes; p++)
             qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
         return KILN_OK;
@@ -456,7 +456,7 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
     for (int64_t p = 0; p < planes; p++)
         qmaxpool_plane(&axes[0], &axes[1], pads, xs + p * in_plane, flip,
                        padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);

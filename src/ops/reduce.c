@@ -31,7 +31,7 @@
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
-#define KN_REDUCE_PARALLEL_MIN 32768
+#define KN_REDUCE_PARALLEL_MIN KN_PARALLEL_MIN_MEMORY
 /* The outermost run is cut in slices of about this many elements, one parallel task each... */
 #define KN_REDUCE_SLICE_ELEMENTS 16384
 /* ...and in at most this many, which bounds the partial-sum buffers. */

@@ -1,15 +1,16 @@
 #include <stdlib.h>
 
+#include "core/align.h"
 #include "ops/op.h"
 
 void *kn_op_scratch(kn_op_ctx *ctx, size_t bytes) {
     if (bytes <= ctx->scratch_bytes)
         return ctx->scratch;
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded < bytes)
+    size_t rounded;
+    if (!kn_align_up(bytes, &rounded))
         return NULL;
     free(ctx->scratch);
-    ctx->scratch = aligned_alloc(64, rounded);
+    ctx->scratch = kn_aligned_alloc(rounded);
     ctx->scratch_bytes = ctx->scratch ? rounded : 0;
     return ctx->scratch;
 }

@@ -20,7 +20,7 @@
 #include "ops/op.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
-#define KN_SOFTMAX_PARALLEL_MIN 16384
+#define KN_SOFTMAX_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 typedef struct softmax_lanes {
     int64_t outer, axis_len, inner;

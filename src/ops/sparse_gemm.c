@@ -33,7 +33,7 @@ enum {
     SPARSE_LANE_VALUES,
     SPARSE_BIAS
 };
-enum { SPARSE_PARALLEL_MIN = 1 << 16 };   /* multiply-adds below which threads cost more than they save */
+enum { SPARSE_PARALLEL_MIN = KN_PARALLEL_MIN_SPARSE };   /* multiply-adds below which threads cost more than they save */
 
 /* Offsets of `count` spans of `total` items: from 0, never decreasing, up to total. */
 static kiln_status sparse_check_offsets(const int64_t *offsets, int64_t count, int64_t total, const char *what) {

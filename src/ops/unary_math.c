@@ -31,7 +31,7 @@
 #include "ops/reduce.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
-#define KN_UNARY_PARALLEL_MIN 16384
+#define KN_UNARY_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 #define KN_TWO_OVER_SQRT_PI 1.12837916709551257390f /* d/dx erf(x) = 2/sqrt(pi) e^(-x^2) */
 

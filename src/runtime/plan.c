@@ -18,11 +18,9 @@ typedef struct plan_buffer {
 static kiln_status buffer_size(const kn_value *v, size_t *size) {
     size_t bytes;
     char shape[96];
-    if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || bytes > SIZE_MAX - KN_PLAN_ALIGN)
+    if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || !kn_align_up(bytes ? bytes : 1, size))
         return kn_fail(KILN_ERR_NOMEM, "value '%s' of shape %s has no representable size", v->name,
                        kn_shape_str(&v->shape, shape, sizeof shape));
-    bytes = bytes ? bytes : 1;
-    *size = (bytes + KN_PLAN_ALIGN - 1) & ~(size_t)(KN_PLAN_ALIGN - 1);
     return KILN_OK;
 }
 

@@ -13,9 +13,10 @@
 
 #include <stddef.h>
 
+#include "core/align.h"
 #include "core/graph.h"
 
-enum { KN_PLAN_ALIGN = 64 };
+enum { KN_PLAN_ALIGN = KN_ALIGN };
 
 typedef struct kn_plan {
     int n_values;

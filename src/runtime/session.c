@@ -18,8 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threads.h"
 #include "ops/op.h"
@@ -374,7 +374,7 @@ static kiln_status plan_session(kiln_session *s) {
     // The arena only grows: going back to a smaller batch reuses it.
     if (s->plan.arena_bytes > s->arena_capacity) {
         free(s->arena);
-        s->arena = aligned_alloc(KN_PLAN_ALIGN, s->plan.arena_bytes);
+        s->arena = kn_aligned_alloc(s->plan.arena_bytes);
         s->arena_capacity = s->arena ? s->plan.arena_bytes : 0;
         if (!s->arena)
             return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena",
@@ -712,12 +712,6 @@ kiln_status kiln_session_output(const kiln_session *session, int index, const vo
 
 /* ---- running ----------------------------------------------------------------------------------- */
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 kiln_status kiln_session_run(kiln_session *session) {
     if (!session)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_run: session is NULL");
@@ -732,10 +726,10 @@ kiln_status kiln_session_run(kiln_session *session) {
         kn_tensor **args = s->args + s->first_arg[i];
         kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
         s->ctx.node_index = i;
-        int64_t start = s->profiling ? now_ns() : 0;
+        int64_t start = s->profiling ? kn_nanoseconds_now() : 0;
         kiln_status st = n->op->forward(&call);
         if (s->profiling)
-            s->node_ns[i] += now_ns() - start;
+            s->node_ns[i] += kn_nanoseconds_now() - start;
         if (st != KILN_OK) {
             kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
             return st;

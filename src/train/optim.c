@@ -8,7 +8,7 @@
 
 /* Elementwise update loops go parallel from this many elements; below it thread start-up costs more
  * than it saves. Each element is updated by one thread, so results do not depend on the thread count. */
-enum { KN_OPTIM_PARALLEL_MIN = 1 << 15 };
+enum { KN_OPTIM_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY };
 
 /* A named state buffer, as checkpoints see it. */
 typedef struct kn_optim_buffer {

@@ -3,18 +3,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/align.h"
 #include "core/status.h"
 
-enum { TAPE_ALIGN_FLOATS = 16 }; /* 64-byte alignment for every buffer */
+enum { TAPE_ALIGN_FLOATS = KN_ALIGN / sizeof(float) }; /* every buffer starts KN_ALIGN-aligned */
 
 static size_t align_floats(size_t n) { return (n + TAPE_ALIGN_FLOATS - 1) & ~(size_t)(TAPE_ALIGN_FLOATS - 1); }
 
-/* Zeroed 64-byte aligned floats; aligned_alloc needs a size that is a multiple of the alignment. */
+/* Zeroed KN_ALIGN-aligned floats. */
 static float *alloc_floats(size_t n) {
     size_t bytes;
     if (!kn_size_mul(align_floats(n ? n : 1), sizeof(float), &bytes))
         return NULL;
-    float *p = aligned_alloc(64, bytes);
+    float *p = kn_aligned_alloc(bytes);
     if (p)
         memset(p, 0, bytes);
     return p;
