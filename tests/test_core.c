@@ -8,6 +8,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/threads.h"
+#include "ops/op.h"
 
 static void test_shapes(void) {
     kn_shape s = kn_shape_of(4, (int64_t[]){64, 1, 28, 28});

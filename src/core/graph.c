@@ -5,7 +5,6 @@
 #include <sys/mman.h>
 
 #include "core/status.h"
-#include "ops/op.h"
 
 void kn_graph_init(kn_graph *g) { memset(g, 0, sizeof *g); }
 
@@ -78,11 +77,8 @@ int kn_graph_find_value(const kn_graph *g, const char *name) {
 }
 
 /* Fills the node slot just past the last; the caller counts it in. */
-static kiln_status new_node(kn_graph *g, const char *op_name, const char *node_name, int n_in, const int *in,
-                            int n_out, const int *out) {
-    const kn_op *op = kn_op_find(op_name);
-    if (!op)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", node_name, op_name);
+static kiln_status new_node(kn_graph *g, const kn_op *op, const char *node_name, int n_in, const int *in, int n_out,
+                            const int *out) {
     if (!grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes + 1, sizeof(kn_node)))
         return kn_fail(KILN_ERR_NOMEM, "out of memory adding node '%s'", node_name);
     kn_node *n = &g->nodes[g->n_nodes];
@@ -108,10 +104,10 @@ static kiln_status new_node(kn_graph *g, const char *op_name, const char *node_n
     return KILN_OK;
 }
 
-kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
-                              const int *in, int n_out, const int *out, int *index) {
+kiln_status kn_graph_append_node(kn_graph *g, const kn_op *op, const char *node_name, int n_in, const int *in,
+                                 int n_out, const int *out, int *index) {
     *index = -1;
-    KN_TRY(new_node(g, op_name, node_name, n_in, in, n_out, out));
+    KN_TRY(new_node(g, op, node_name, n_in, in, n_out, out));
     for (int i = 0; i < n_out; i++)
         g->values[out[i]].producer = g->n_nodes;
     *index = g->n_nodes++;
@@ -224,135 +220,6 @@ int kn_node_ints(const kn_node *n, const char *name, int64_t *out, int max) {
 const char *kn_node_string(const kn_node *n, const char *name, const char *fallback) {
     const kn_attr *a = kn_node_attr(n, name);
     return (a && a->type == KN_ATTR_STRING) ? a->s : fallback;
-}
-
-static bool shape_known(const kn_shape *s) {
-    for (int k = 0; k < s->ndim; k++)
-        if (s->d[k] < 0)
-            return false;
-    return true;
-}
-
-/* Whether node n's outputs can be computed now: small outputs of the dtypes shape computations use,
- * from inputs that are all constants or themselves computed at inference. Parameters do not count:
- * they change every training step, inference does not. */
-static bool computable_at_inference(const kn_graph *g, const kn_node *n) {
-    if (n->n_in == 0 || n->n_in > 32 || n->n_out > 32)
-        return false;
-    for (int k = 0; k < n->n_out; k++) {
-        const kn_value *y = &g->values[n->out[k]];
-        bool small_dtype = y->dtype == KN_I64 || y->dtype == KN_I32 || y->dtype == KN_BOOL ||
-                           y->dtype == KN_F32;
-        if (!small_dtype || !shape_known(&y->shape) ||
-            kn_shape_numel(&y->shape) > KN_INFER_DATA_MAX_ELEMS)
-            return false;
-    }
-    bool only_shapes = n->op->reads_only_shapes; /* inference knows shapes without data */
-    for (int k = 0; k < n->n_in; k++) {
-        if (n->in[k] < 0)
-            continue;
-        const kn_value *x = &g->values[n->in[k]];
-        bool known = x->kind == KN_VALUE_CONST || x->data_from_inference;
-        if (only_shapes ? !shape_known(&x->shape) : !(known && x->data))
-            return false;
-    }
-    return true;
-}
-
-kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data) {
-    kn_tensor in_views[32], out_views[32];
-    kn_tensor *in[32], *out[32];
-    if (n->n_in > 32 || n->n_out > 32)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' has more than 32 inputs or outputs", n->name);
-    for (int k = 0; k < n->n_in; k++) {
-        in[k] = NULL;
-        if (n->in[k] < 0)
-            continue;
-        const kn_value *x = &g->values[n->in[k]];
-        in_views[k] = (kn_tensor){x->shape, x->dtype, x->data};
-        in[k] = &in_views[k];
-    }
-    for (int k = 0; k < n->n_out; k++) {
-        const kn_value *y = &g->values[n->out[k]];
-        out_views[k] = (kn_tensor){y->shape, y->dtype, out_data[k]};
-        out[k] = &out_views[k];
-    }
-    kn_op_ctx ctx = {0};
-    kn_op_call call = {.node = n, .in = in, .out = out, .ctx = &ctx};
-    kiln_status st = n->op->forward(&call);
-    kn_op_ctx_release(&ctx);
-    return st;
-}
-
-/* Runs node n into its outputs' inference buffers (buffers[k], one per output, holding
- * KN_INFER_DATA_MAX_ELEMS elements of 8 bytes, allocated here when NULL). */
-static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **buffers) {
-    for (int k = 0; k < n->n_out; k++) {
-        if (!buffers[k])
-            buffers[k] = kn_arena_alloc(&g->arena, KN_INFER_DATA_MAX_ELEMS * sizeof(int64_t));
-        if (!buffers[k])
-            return kn_fail(KILN_ERR_NOMEM, "out of memory computing '%s' at shape inference",
-                           g->values[n->out[k]].name);
-    }
-    KN_TRY(kn_graph_run_node(g, n, buffers));
-    for (int k = 0; k < n->n_out; k++) {
-        kn_value *y = &g->values[n->out[k]];
-        y->data = buffers[k];
-        y->data_from_inference = true;
-    }
-    return KILN_OK;
-}
-
-kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n) {
-    KN_TRY(n->op->infer(g, n));
-    for (int k = 0; k < n->n_out; k++) {
-        kiln_status st = kn_shape_check_size(&g->values[n->out[k]].shape);
-        if (st != KILN_OK) {
-            kn_error_prefix("output '%s': ", g->values[n->out[k]].name);
-            return st;
-        }
-    }
-    return KILN_OK;
-}
-
-kiln_status kn_graph_infer_node(kn_graph *g, int i) {
-    kn_node *n = &g->nodes[i];
-    if (n->n_in < n->op->min_inputs || n->n_in > n->op->max_inputs)
-        return kn_fail(KILN_ERR_INVALID_ARG, "%d inputs, expected %d to %d", n->n_in,
-                       n->op->min_inputs, n->op->max_inputs);
-    for (int k = 0; k < n->n_in; k++) {
-        if (n->in[k] < 0)
-            continue;
-        const kn_value *v = &g->values[n->in[k]];
-        if (v->kind == KN_VALUE_ACT && v->producer < 0)
-            return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' is never produced", v->name);
-    }
-    /* Data computed for the previous shapes is stale; its buffers are reused. */
-    void *buffers[32] = {NULL};
-    for (int k = 0; k < n->n_out; k++) {
-        kn_value *y = &g->values[n->out[k]];
-        if (!y->data_from_inference)
-            continue;
-        if (k < 32)
-            buffers[k] = y->data;
-        y->data = NULL;
-        y->data_from_inference = false;
-    }
-    KN_TRY(kn_node_infer_shapes(g, n));
-    if (computable_at_inference(g, n))
-        return compute_at_inference(g, n, buffers);
-    return KILN_OK;
-}
-
-kiln_status kn_graph_infer_shapes(kn_graph *g) {
-    for (int i = 0; i < g->n_nodes; i++) {
-        kiln_status st = kn_graph_infer_node(g, i);
-        if (st != KILN_OK) {
-            kn_error_prefix("node '%s' (%s): ", g->nodes[i].name, g->nodes[i].op->name);
-            return st;
-        }
-    }
-    return KILN_OK;
 }
 
 kiln_status kn_graph_set_dims_declared(kn_graph *g, bool declared) {

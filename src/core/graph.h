@@ -45,7 +45,7 @@ typedef struct kn_value {
 static inline void kn_value_drop_storage(kn_value *v) { v->storage = NULL; }
 
 /* Shape inference computes the data of activations of at most this many elements (see
- * kn_graph_infer_node). */
+ * kn_graph_infer_node in ops/op.h). */
 #define KN_INFER_DATA_MAX_ELEMS 64
 
 typedef enum kn_attr_type { KN_ATTR_INT, KN_ATTR_FLOAT, KN_ATTR_INTS, KN_ATTR_STRING } kn_attr_type;
@@ -115,11 +115,12 @@ kiln_status kn_graph_add_value(kn_graph *g, const char *name, kn_value_kind kind
 /* Looks a value up by name; -1 when absent. */
 int kn_graph_find_value(const kn_graph *g, const char *name);
 
-/* Adds a node applying the op named `op_name` (an ONNX name: "Conv", "Relu" ...); its index goes to
- * *index. Fails (KILN_ERR_UNSUPPORTED for an unknown op, KILN_ERR_NOMEM) with *index -1. Output
- * values get the node as producer. */
-kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
-                              const int *in, int n_out, const int *out, int *index);
+/* Adds a node applying op table entry `op`; its index goes to *index. Fails (KILN_ERR_NOMEM, or
+ * KILN_ERR_INTERNAL for an input or output id that names no value) with *index -1. Output values get
+ * the node as producer. The graph IR only stores `op`: builders look ops up by name with
+ * kn_graph_add_node (ops/op.h). */
+kiln_status kn_graph_append_node(kn_graph *g, const kn_op *op, const char *node_name, int n_in, const int *in,
+                                 int n_out, const int *out, int *index);
 
 /* Appends value `value` to the graph's inputs / outputs; fails when it has KN_GRAPH_MAX_IO already. */
 kiln_status kn_graph_add_input(kn_graph *g, int value);
@@ -154,25 +155,6 @@ void kn_graph_value_reads(const kn_graph *g, int *reads, int *last);
  * in every node, graph input and output; the values dropped must be referenced by none of them.
  * new_id (n_values) is overwritten with the new ids. Producers are recomputed. */
 void kn_graph_drop_values(kn_graph *g, int *new_id);
-
-/* Runs every node's shape inference in order; a failure names the node. */
-kiln_status kn_graph_infer_shapes(kn_graph *g);
-
-/* Runs node n's op's shape inference, then checks each output's size (kn_shape_check_size): an op
- * computes output dims from attributes and data, which a hostile file sets. */
-kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n);
-
-/* Node i's shape inference, without the node's name in a failure's message. Afterwards, when every
- * output is an f32, i64, i32 or bool tensor of at most KN_INFER_DATA_MAX_ELEMS elements and every
- * input has data (Shape and Size: its input has a fully known shape), the node is run right away and
- * its outputs get data_from_inference: so ops that need data at inference time (a Reshape target)
- * can use values computed from shapes. Outputs that stop qualifying lose their data. */
-kiln_status kn_graph_infer_node(kn_graph *g, int i);
-
-/* Runs node n's forward once (not training), reading each input's value->data and writing output k
- * into out_data[k], sized for the output's current shape: computing what does not depend on the
- * graph's inputs, at import or shape inference. */
-kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data);
 
 /* Adds (or replaces) a metadata entry; strings are copied into the arena. */
 kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value);

@@ -93,4 +93,32 @@ const kn_op *kn_op_at(int i);
 void *kn_op_scratch(kn_op_ctx *ctx, size_t bytes);
 void kn_op_ctx_release(kn_op_ctx *ctx);
 
+/* ---- graphs through the op table ----------------------------------------------------------------
+ * The graph IR (core/graph.h) stores a node's op and knows nothing of what it does; adding nodes by
+ * name, shape inference and running a node go through the table, here. */
+
+/* Adds a node applying the op named `op_name` (an ONNX name: "Conv", "Relu" ...); its index goes to
+ * *index. Fails (KILN_ERR_UNSUPPORTED for an unknown op, or as kn_graph_append_node) with *index -1. */
+kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
+                              const int *in, int n_out, const int *out, int *index);
+
+/* Runs every node's shape inference in order; a failure names the node. */
+kiln_status kn_graph_infer_shapes(kn_graph *g);
+
+/* Runs node n's op's shape inference, then checks each output's size (kn_shape_check_size): an op
+ * computes output dims from attributes and data, which a hostile file sets. */
+kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n);
+
+/* Node i's shape inference, without the node's name in a failure's message. Afterwards, when every
+ * output is an f32, i64, i32 or bool tensor of at most KN_INFER_DATA_MAX_ELEMS elements and every
+ * input has data (an op that reads_only_shapes: its input has a fully known shape), the node is run
+ * right away and its outputs get data_from_inference: so ops that need data at inference time (a
+ * Reshape target) can use values computed from shapes. Outputs that stop qualifying lose their data. */
+kiln_status kn_graph_infer_node(kn_graph *g, int i);
+
+/* Runs node n's forward once (not training), reading each input's value->data and writing output k
+ * into out_data[k], sized for the output's current shape: computing what does not depend on the
+ * graph's inputs, at import or shape inference. */
+kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data);
+
 #endif
