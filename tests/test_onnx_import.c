@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "format/onnx/onnx_import.h"
 #include "format/onnx/onnx_internal.h"
+#include "kiln/train.h"
 #include "support/fixture.h"
 #include "train/tape.h"
 
@@ -303,6 +304,37 @@ static void check_torch_model(const char *name, int64_t params) {
         }
     }
     kn_graph_free(&g);
+
+    /* The user's path: kiln_model_load_onnx and a session, whose optimizer rewrites the graph (the ViT's
+     * LayerNormalization and GELU, exported as several nodes each, become one op each). */
+    kiln_model *model = NULL;
+    kiln_session *session = NULL;
+    st = kiln_model_load_onnx(path, &model);
+    if (st == KILN_OK)
+        st = kiln_session_create(model, NULL, &session);
+    CHECK_MSG(st == KILN_OK, "%s through the C API: %s", name, kiln_last_error());
+    if (st == KILN_OK && input && output) {
+        int64_t dims[4] = {5, 1, 28, 28};
+        const float *y = NULL;
+        size_t bytes = 0;
+        st = kiln_session_resize_input(session, 0, 4, dims);
+        if (st == KILN_OK)
+            st = kiln_session_set_input(session, 0, KILN_DTYPE_F32, input->data, sizeof(float) * 5 * 784);
+        if (st == KILN_OK)
+            st = kiln_session_run(session);
+        if (st == KILN_OK)
+            st = kiln_session_output(session, 0, (const void **)&y, &bytes);
+        CHECK_MSG(st == KILN_OK && bytes == sizeof(float) * (size_t)kn_shape_numel(&output->shape),
+                  "%s session: %s", name, kiln_last_error());
+        if (st == KILN_OK && y) {
+            int64_t n = kn_shape_numel(&output->shape);
+            double diff = fixture_max_diff(y, output->data, n), scale = fixture_max_abs(output->data, n);
+            printf("  %s session, batch 5: max |kiln - torch| = %.3g\n", name, diff);
+            CHECK_MSG(diff <= 1e-5 * (scale > 1 ? scale : 1), "%s session differs by %g", name, diff);
+        }
+    }
+    kiln_session_free(session);
+    kiln_model_free(model);
 
     /* Fine-tuning: PyTorch's parameters become kiln parameters, BatchNorm statistics state. */
     st = kn_onnx_import_for_training(path, &g);
