@@ -285,26 +285,37 @@ static size_t value_bytes(const kn_value *v) {
 /* Folding may add at most FOLD_GROWTH times the graph's constant bytes plus FOLD_SLACK bytes of new
  * constants: enough to widen every weight (int8 DequantizeLinear to f32: 4x) and for shape
  * arithmetic, while a 100-byte file whose ConstantOfShape or Expand asks for gigabytes is not
- * materialised at load. A node over the budget stays and runs in the session, under its memory
- * limit. */
+ * materialised at load. Its arithmetic is bounded the same way, FOLD_GROWTH operations per constant
+ * byte plus FOLD_SLACK: a few kilobytes of constants feeding a Conv could otherwise ask for seconds of
+ * work at load (a fuzz finding: 58 MFLOP from 3 KB). A node over either budget stays and runs in the
+ * session, under its memory limit. */
 enum { FOLD_GROWTH = 4 };
 #define FOLD_SLACK ((size_t)16 << 20)
 
-static size_t fold_budget(const kn_graph *g) {
-    size_t constants = 0;
-    for (int v = 0; v < g->n_values; v++)
-        if (is_constant(g, v) && !kn_size_add(constants, value_bytes(&g->values[v]), &constants))
-            return SIZE_MAX;
+typedef struct fold_budget {
+    size_t bytes;  /* of new constants */
+    size_t flops;  /* as the op table counts them */
+} fold_budget;
+
+static size_t grown(size_t constant_bytes) {
     size_t budget;
-    if (!kn_size_mul(constants, FOLD_GROWTH, &budget) || !kn_size_add(budget, FOLD_SLACK, &budget))
+    if (!kn_size_mul(constant_bytes, FOLD_GROWTH, &budget) || !kn_size_add(budget, FOLD_SLACK, &budget))
         return SIZE_MAX;
     return budget;
 }
 
+static fold_budget fold_budget_of(const kn_graph *g) {
+    size_t constants = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (is_constant(g, v) && !kn_size_add(constants, value_bytes(&g->values[v]), &constants))
+            return (fold_budget){SIZE_MAX, SIZE_MAX};
+    return (fold_budget){grown(constants), grown(constants)};
+}
+
 /* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. Leaves
- * n in place (*folded false) when its outputs would take more than *budget bytes, else takes them
- * from it. */
-static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *folded) {
+ * n in place (*folded false) when its outputs or its arithmetic would exceed the budget, else takes
+ * them from it. */
+static kiln_status fold_node(kn_graph *g, kn_node *n, fold_budget *budget, bool *folded) {
     *folded = false;
     kiln_status st = kn_node_infer_shapes(g, n);
     if (st != KILN_OK) {
@@ -318,9 +329,12 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *fold
         if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || !kn_size_add(out_bytes, bytes, &out_bytes))
             return KILN_OK; // too large to fold; the session refuses it by its own limits
     }
-    if (out_bytes > *budget)
+    int64_t flops = n->op->flops ? n->op->flops(g, n) : 0;
+    size_t work = flops > 0 ? (size_t)flops : 0;
+    if (out_bytes > budget->bytes || work > budget->flops)
         return KILN_OK;
-    *budget -= out_bytes;
+    budget->bytes -= out_bytes;
+    budget->flops -= work;
     kn_tensor in[FOLD_MAX_IO], out[FOLD_MAX_IO];
     kn_tensor *in_ptr[FOLD_MAX_IO], *out_ptr[FOLD_MAX_IO];
     for (int k = 0; k < n->n_in; k++) {
@@ -358,7 +372,7 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *fold
 }
 
 static kiln_status fold_constants(kn_graph *g, int *folded) {
-    size_t budget = fold_budget(g);
+    fold_budget budget = fold_budget_of(g);
     for (int i = 0; i < g->n_nodes; i++) {
         if (!foldable(g, &g->nodes[i]))
             continue;
