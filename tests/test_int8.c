@@ -581,8 +581,8 @@ static void test_quantized_cnn(int bits) {
                 scale = fmax(scale, fabs(y_ref[n * 10 + k]));
             }
         }
-        printf("quantized CNN (%d-bit weights): %d of %d predictions equal, logits max diff %.3g (|logit| %.3g)\n", bits, same, BATCH,
-               diff, scale);
+        printf("quantized CNN (%d-bit weights): %d of %d predictions equal, logits max diff %.3g (|logit| %.3g)\n",
+               bits, same, BATCH, diff, scale);
         CHECK_MSG(same == BATCH, "%d of %d predictions differ", BATCH - same, BATCH);
     } else {
         CHECK_MSG(false, "the quantized CNN gave no comparable outputs");

@@ -1045,9 +1045,10 @@ static void test_hostile_compact_fields(void) {
     CHECK(f[i4 + 7] == 1 && f[i1 + 7] == 1 && f[cb + 7] == 1 && f[mask + 7] == 1 && f[u8 + 7] == 0);
     HOSTILE(f[i4 + 7] = 0, KILN_ERR_FORMAT,
             "3 bytes of affine i4 codes in rows that start on a byte (format 1.1); 2 rows of 3 need 4");
-    HOSTILE(f[half + 7] = 1, KILN_ERR_FORMAT, "flag 0x01 (contiguous packed codes) on f16 storage, which has none");
-    HOSTILE(f[u8 + 7] = 1, KILN_ERR_FORMAT, "on affine u8 storage, which has none");
-    HOSTILE(f[csr + 7] = 1, KILN_ERR_FORMAT, "on sparse CSR storage, which has none");
+    HOSTILE(f[half + 7] = 1, KILN_ERR_FORMAT,
+            "flag 0x01 (contiguous packed codes) on f16 storage, which has no codes narrower than a byte");
+    HOSTILE(f[u8 + 7] = 1, KILN_ERR_FORMAT, "on affine u8 storage, which has no codes");
+    HOSTILE(f[csr + 7] = 1, KILN_ERR_FORMAT, "on sparse CSR storage, which has no codes");
     HOSTILE(f[i4_scale + 7] = 1, KILN_ERR_FORMAT, "on a tensor of plain elements");
     HOSTILE(f[i4 + 7] = 3, KILN_ERR_UNSUPPORTED, "tensor flags 0x03 are not supported");
     HOSTILE(set_u32(f + data_of(f, i4_scale), 0xBF800000u), KILN_ERR_FORMAT, "scale 0 is -1");
@@ -1130,7 +1131,8 @@ static void test_format_1_1_rows(void) {
     CHECK(get_u64(buf + i4 + 64) == 12 && get_u64(buf + mask + 64) == 3 && buf[i4 + 7] == 0);
     HOSTILE(set_u64(f + i4 + 64, 11), KILN_ERR_FORMAT,
             "11 bytes of affine i4 codes in rows that start on a byte (format 1.1); 3 rows of 7 need 12");
-    HOSTILE(f[data_of(f, i4) + 7] |= 0x10, KILN_ERR_FORMAT, "nonzero padding bits after the last affine i4 code of row 1");
+    HOSTILE(f[data_of(f, i4) + 7] |= 0x10, KILN_ERR_FORMAT,
+            "nonzero padding bits after the last affine i4 code of row 1");
     HOSTILE(f[data_of(f, mask) + 2] |= 0x80, KILN_ERR_FORMAT,
             "nonzero padding bits after the last sparse bitmask code of row 2");
     HOSTILE(set_u32(f + cb + 76, 3), KILN_ERR_FORMAT, "codebook indices of 3 bits");

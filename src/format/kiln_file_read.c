@@ -830,8 +830,8 @@ static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_
                       kn_encoding_name(encoding), why);
     }
     if (e->flags && !kn_storage_has_packed_codes(s))
-        return r_fail(r, KILN_ERR_FORMAT, "flag 0x%02x (contiguous packed codes) on %s storage, which has none",
-                      e->flags, kn_encoding_name(encoding));
+        return r_fail(r, KILN_ERR_FORMAT, "flag 0x%02x (contiguous packed codes) on %s storage, which has no "
+                      "codes narrower than a byte", e->flags, kn_encoding_name(encoding));
     *out = s;
     return KILN_OK;
 }
