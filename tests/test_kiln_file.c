@@ -748,15 +748,16 @@ static int resaves(const kn_graph *g) {
     return st == KILN_OK;
 }
 
-/* Mutates the sections named in `parsed` and fixes the checksums, so the parsers see hostile contents;
- * the reader must never crash (ASan watches), and may accept only what is a valid graph. */
-static void check_mutations(const unsigned char *buf, size_t size, const char *const *parsed, int n_parsed,
-                            const char *what) {
+/* Mutates every byte of the n_ranges (offset, size) ranges and fixes the checksums, so the parsers see
+ * hostile contents; the reader must never crash (ASan watches), and may accept only what is a valid
+ * graph. */
+static void check_mutations_in(const unsigned char *buf, size_t size, const size_t (*ranges)[2], int n_ranges,
+                               const char *what) {
     unsigned char *f = malloc(size);
     static const unsigned char values[] = {0x00, 0x01, 0x05, 0x7F, 0x80, 0xFE, 0xFF};
     int loads = 0, errors = 0, resavable = 0;
-    for (int s = 0; s < n_parsed; s++) {
-        size_t off = section_offset((unsigned char *)buf, parsed[s]), n = section_size((unsigned char *)buf, parsed[s]);
+    for (int s = 0; s < n_ranges; s++) {
+        size_t off = ranges[s][0], n = ranges[s][1];
         for (size_t i = off; i < off + n; i++) {
             for (size_t v = 0; v < sizeof values; v++) {
                 if (buf[i] == values[v])
@@ -796,6 +797,17 @@ static void check_mutations(const unsigned char *buf, size_t size, const char *c
            what, loads, errors, loads - errors, resavable);
     CHECK(resavable == loads - errors);
     free(f);
+}
+
+/* The same over the sections named in `parsed`. */
+static void check_mutations(const unsigned char *buf, size_t size, const char *const *parsed, int n_parsed,
+                            const char *what) {
+    size_t ranges[8][2];
+    for (int s = 0; s < n_parsed && s < 8; s++) {
+        ranges[s][0] = section_offset((unsigned char *)buf, parsed[s]);
+        ranges[s][1] = section_size((unsigned char *)buf, parsed[s]);
+    }
+    check_mutations_in(buf, size, (const size_t(*)[2])ranges, n_parsed < 8 ? n_parsed : 8, what);
 }
 
 static void test_mutations_past_checksums(void) {
@@ -1099,8 +1111,9 @@ static void test_hostile_compact_fields(void) {
 }
 
 /* A format 1.1 file (tests/ref/data/storage_1_1.kiln: 26 (3, 7) tensors stored every way, packed codes
- * in rows that start on a byte) is read through the repacking path: truncations, flips and mutations of
- * its table and data, and hand-made bad row layouts, each rejected. */
+ * in rows that start on a byte) is read through the repacking path: truncations, flips, mutations of the
+ * table entries and rows of its i4, i2, i1, codebook and bitmask tensors, and hand-made bad row layouts,
+ * each rejected. */
 static void test_format_1_1_rows(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/tests/ref/data/storage_1_1.kiln", KILN_SOURCE_DIR);
@@ -1115,11 +1128,20 @@ static void test_format_1_1_rows(void) {
     CHECK(size > 64 && size < (1 << 16) && load_exact(buf, size, &g) == KILN_OK);
     CHECK(get_u32(buf + 8) == (1u | 1u << 16)); /* format 1.1 */
     check_truncation_and_flips(buf, size, "format 1.1 file");
-    static const char *parsed[] = {"TTAB", "DATA"};
-    check_mutations(buf, size, parsed, 2, "format 1.1 file");
-
     size_t i4 = entry_for(buf, &g, "w i4 channel sym"), mask = entry_for(buf, &g, "w bitmask f16");
-    size_t cb = entry_for(buf, &g, "w codebook 2 channel");
+    size_t cb = entry_for(buf, &g, "w codebook 2 channel"), i2 = entry_for(buf, &g, "w i2 block");
+    size_t i1 = entry_for(buf, &g, "w i1 channel");
+    /* The table entries and the 1.1 rows of one tensor of each kind of packed codes. */
+    const size_t packed[5] = {i4, i2, i1, cb, mask};
+    size_t ranges[10][2];
+    for (int k = 0; k < 5; k++) {
+        ranges[2 * k][0] = packed[k];
+        ranges[2 * k][1] = 96;
+        ranges[2 * k + 1][0] = data_of(buf, packed[k]);
+        ranges[2 * k + 1][1] = get_u64(buf + packed[k] + 64);
+    }
+    check_mutations_in(buf, size, (const size_t(*)[2])ranges, 10, "format 1.1 file's packed tensors");
+
 #define HOSTILE(edit, status, needle)                 \
     do {                                              \
         memcpy(f, buf, size);                         \
