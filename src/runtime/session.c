@@ -14,6 +14,16 @@
  * for shape inference as data (data_from_inference), and the plan is made for their values. It is kept
  * with a copy of those values (the key) and made again only when a run or an output getter finds that
  * they changed: such a run may allocate; a run whose shape values did not change does not.
+ *
+ * Shapes known only when an op runs: NonZero, Unique, NonMaxSuppression and Compress (kn_op.sizes_at_run)
+ * size their outputs from their input values. Shape inference gives such an output an upper bound; the
+ * plan gives its buffer the bound's bytes (bound_bytes) however small the value's shape. A run checks
+ * the actual shapes each such node leaves in its output tensors: when they are the ones planned for,
+ * it goes on; when they differ, the node's output values take them, the nodes after it are inferred
+ * again, and the memory is planned again for those shapes (relayout), the values still to be read
+ * copied into the new arena, and the run goes on from the next node. The plan then holds until the
+ * actual shapes (or the input shapes) change again: a run whose data gives the same shapes as the
+ * last allocates nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +86,9 @@ struct kiln_session {
     bool input_set[16];       /* dynamic: input i holds data for its current shape */
     unsigned char *key;       /* dynamic: the shape inputs' bytes the plan was made for, key_bytes */
     size_t key_bytes;
+    /* Shapes known when an op runs (see the top): */
+    bool sized_at_run;        /* some node's op has sizes_at_run */
+    size_t *bound_bytes;      /* (n_values) bytes of the upper bound of such an op's output; 0 elsewhere */
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -223,6 +236,19 @@ static kiln_status make_profile(kiln_session *s) {
     return KILN_OK;
 }
 
+/* Whether some node sizes its outputs when it runs; such a session keeps their upper bounds. */
+static kiln_status find_sized_at_run(kiln_session *s) {
+    const kn_graph *g = &s->graph;
+    for (int i = 0; i < g->n_nodes; i++)
+        s->sized_at_run |= g->nodes[i].op->sizes_at_run;
+    if (!s->sized_at_run)
+        return KILN_OK;
+    s->bound_bytes = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t));
+    if (!s->bound_bytes)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session of %d values", g->n_values);
+    return KILN_OK;
+}
+
 /* "input (7, 1, 28, 28), mask (7, 28)" for messages. */
 static void describe_inputs(const kiln_session *s, char *buf, size_t size) {
     size_t used = 0;
@@ -332,6 +358,117 @@ static kiln_status bind_shape_data(kiln_session *s) {
 
 /* ---- planning ---------------------------------------------------------------------------------- */
 
+/* Keeps the upper bound that shape inference gave each output of the nodes from `first` on whose op
+ * sizes its outputs when it runs. */
+static void keep_bounds(kiln_session *s, int first) {
+    const kn_graph *g = &s->graph;
+    for (int i = first; s->sized_at_run && i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int k = 0; n->op->sizes_at_run && k < n->n_out; k++) {
+            size_t bytes = 0;
+            kn_shape_bytes(&g->values[n->out[k]].shape, g->values[n->out[k]].dtype, &bytes);
+            s->bound_bytes[n->out[k]] = bytes;
+        }
+    }
+}
+
+/* A new activation arena of `bytes`, zeroed; the old one (kept at *old, old_bytes) is the caller's. */
+static kiln_status new_arena(kiln_session *s, size_t bytes, unsigned char **old) {
+    *old = s->arena;
+    s->arena = aligned_alloc(KN_PLAN_ALIGN, bytes);
+    s->arena_capacity = s->arena ? bytes : 0;
+    if (!s->arena)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena", bytes);
+    memset(s->arena, 0, bytes);
+    return KILN_OK;
+}
+
+/* Whether value v, computed by node `ran` or before it, is still read after it: by a later node, or
+ * as a graph output. */
+static bool read_after(const kn_graph *g, int v, int ran) {
+    for (int o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o] == v)
+            return true;
+    for (int i = ran + 1; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] == v)
+                return true;
+    return false;
+}
+
+/* Copies the inputs (the caller's data, which later runs read again unless it sets them anew) and the
+ * values a run computed up to node `ran` that the rest of the run reads, from their places in `old`
+ * (the previous plan's arena, at `old_offset`) to their places in the new one. Each keeps the shape
+ * its tensor has: an output sized at run its actual shape. Inputs of a data-dependent session live in
+ * buffers of their own and stay there. */
+static void carry_values(kiln_session *s, const unsigned char *old, const int64_t *old_offset, int ran) {
+    const kn_graph *g = &s->graph;
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        bool keep = (val->kind == KN_VALUE_INPUT && !s->dynamic) ||
+                    (val->kind == KN_VALUE_ACT && val->producer <= ran && read_after(g, v, ran));
+        size_t bytes = 0;
+        if (!keep || old_offset[v] < 0 || s->plan.offset[v] < 0 ||
+            !kn_shape_bytes(&s->tensors[v].shape, s->tensors[v].dtype, &bytes) || !bytes)
+            continue;
+        memcpy(s->arena + s->plan.offset[v], old + old_offset[v], bytes);
+    }
+}
+
+/* Memory plan, arena, scratch and tensors for the graph's current shapes. ran < 0: before a run; else
+ * in the middle of one, after node `ran`, whose computed values the new arena takes over. */
+static kiln_status lay_out(kiln_session *s, int ran) {
+    kn_graph *g = &s->graph;
+    kn_plan old_plan = s->plan;
+    memset(&s->plan, 0, sizeof s->plan);
+    kiln_status st = kn_plan_make(g, true, s->bound_bytes, &s->plan);
+    if (st != KILN_OK) {
+        kn_plan_free(&old_plan);
+        return st;
+    }
+    size_t workspace = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        size_t bytes = n->op->workspace ? n->op->workspace(g, n) : 0;
+        workspace = bytes > workspace ? bytes : workspace;
+    }
+    /* Checked before anything is allocated: a model file declares its sizes, and an embedding program
+     * may bound what any model can make it allocate. */
+    if (s->memory_limit && (workspace > s->memory_limit || s->plan.arena_bytes > s->memory_limit - workspace))
+        st = kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
+                     "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
+                     s->plan.arena_bytes, workspace, s->memory_limit);
+    if (st == KILN_OK && workspace && !kn_op_scratch(&s->ctx, workspace))
+        st = kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
+    s->workspace_bytes = workspace;
+
+    // The arena only grows: going back to a smaller batch reuses it. In a run, values move to a new one.
+    unsigned char *old = NULL;
+    if (st == KILN_OK && (ran >= 0 || s->plan.arena_bytes > s->arena_capacity)) {
+        size_t bytes = s->plan.arena_bytes > s->arena_capacity ? s->plan.arena_bytes : s->arena_capacity;
+        st = new_arena(s, bytes, &old);
+    }
+    if (st == KILN_OK && ran >= 0)
+        carry_values(s, old, old_plan.offset, ran);
+    free(old);
+    kn_plan_free(&old_plan);
+    KN_TRY(st);
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
+        s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
+    }
+    for (int i = 0; s->dynamic && i < g->n_inputs; i++) {
+        KN_TRY(grow_input(s, i, input_bytes(s, i)));
+        s->tensors[g->inputs[i]].data = s->input_buf[i];
+    }
+    if (s->dynamic)
+        KN_TRY(make_key(s));
+    s->planned = true;
+    s->plan_count++;
+    return KILN_OK;
+}
+
 /* Shapes, memory plan, arena, scratch and tensors for the current input shapes (and, in a
  * data-dependent session, the shape inputs' current values). */
 static kiln_status plan_session(kiln_session *s) {
@@ -352,49 +489,38 @@ static kiln_status plan_session(kiln_session *s) {
         kn_error_prefix("with inputs %s: ", inputs);
         return st;
     }
-    kn_plan_free(&s->plan);
-    KN_TRY(kn_plan_make(g, true, &s->plan));
+    keep_bounds(s, 0);
+    return lay_out(s, -1);
+}
 
-    size_t workspace = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-        const kn_node *n = &g->nodes[i];
-        size_t bytes = n->op->workspace ? n->op->workspace(g, n) : 0;
-        workspace = bytes > workspace ? bytes : workspace;
+/* After node i, whose op sized its outputs as it ran, left their actual shapes in its output tensors:
+ * when they are not the shapes planned for, the nodes after it are inferred again from them and the
+ * memory planned again, carrying over what the run computed so far. */
+static kiln_status follow_run_shapes(kiln_session *s, int i) {
+    kn_graph *g = &s->graph;
+    const kn_node *n = &g->nodes[i];
+    bool changed = false;
+    for (int k = 0; k < n->n_out; k++) {
+        kn_value *y = &g->values[n->out[k]];
+        changed |= !kn_shape_equal(&y->shape, &s->tensors[n->out[k]].shape);
+        y->shape = s->tensors[n->out[k]].shape;
     }
-    /* Checked before anything is allocated: a model file declares its sizes, and an embedding program
-     * may bound what any model can make it allocate. */
-    if (s->memory_limit && (workspace > s->memory_limit || s->plan.arena_bytes > s->memory_limit - workspace))
-        return kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
-                       "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
-                       s->plan.arena_bytes, workspace, s->memory_limit);
-    if (workspace && !kn_op_scratch(&s->ctx, workspace))
-        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
-    s->workspace_bytes = workspace;
-
-    // The arena only grows: going back to a smaller batch reuses it.
-    if (s->plan.arena_bytes > s->arena_capacity) {
-        free(s->arena);
-        s->arena = aligned_alloc(KN_PLAN_ALIGN, s->plan.arena_bytes);
-        s->arena_capacity = s->arena ? s->plan.arena_bytes : 0;
-        if (!s->arena)
-            return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena",
-                           s->plan.arena_bytes);
-        memset(s->arena, 0, s->arena_capacity);
+    if (!changed)
+        return KILN_OK;
+    for (int j = i + 1; j < g->n_nodes; j++) {
+        kiln_status st = kn_graph_infer_node(g, j);
+        if (st != KILN_OK) {
+            kn_error_prefix("node '%s' (%s), at the shapes node '%s' (%s) gave: ", g->nodes[j].name,
+                            g->nodes[j].op->name, n->name, n->op->name);
+            s->planned = false;
+            return st;
+        }
     }
-    for (int v = 0; v < g->n_values; v++) {
-        const kn_value *val = &g->values[v];
-        void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
-        s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
-    }
-    for (int i = 0; s->dynamic && i < g->n_inputs; i++) {
-        KN_TRY(grow_input(s, i, input_bytes(s, i)));
-        s->tensors[g->inputs[i]].data = s->input_buf[i];
-    }
-    if (s->dynamic)
-        KN_TRY(make_key(s));
-    s->planned = true;
-    s->plan_count++;
-    return KILN_OK;
+    keep_bounds(s, i + 1);
+    kiln_status st = lay_out(s, i);
+    if (st != KILN_OK)
+        s->planned = false;
+    return st;
 }
 
 /* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed. */
@@ -427,6 +553,8 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
         st = bind_arguments(s);
     if (st == KILN_OK)
         st = make_profile(s);
+    if (st == KILN_OK)
+        st = find_sized_at_run(s);
     // With every input dimension known the plan is made now, so that a model that cannot run fails here;
     // with open ones the caller resizes first.
     if (st == KILN_OK && !open_dims)
@@ -459,6 +587,7 @@ void kiln_session_free(kiln_session *session) {
     for (int i = 0; i < 16; i++)
         free(session->input_buf[i]);
     free(session->key);
+    free(session->bound_bytes);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
@@ -740,6 +869,8 @@ kiln_status kiln_session_run(kiln_session *session) {
             kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
             return st;
         }
+        if (n->op->sizes_at_run)
+            KN_TRY(follow_run_shapes(s, i));
     }
     s->profiled_runs += s->profiling;
     s->has_run = true;

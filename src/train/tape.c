@@ -212,6 +212,13 @@ kiln_status kn_tape_set_input_shapes(kn_tape *t, const kn_shape *shapes) {
 /* Everything but the shapes: per-value tables, gradient marks, parameter gradients. */
 static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     memset(t, 0, sizeof *t);
+    /* The tape binds every activation at its inferred shape before running; an op whose output shape
+     * comes from its input values runs in sessions only. */
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op->sizes_at_run)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' (%s): its output shape depends on its input values, "
+                           "which training does not support (sessions run it)", g->nodes[i].name,
+                           g->nodes[i].op->name);
     t->g = g;
     t->with_grads = with_grads;
     size_t n = (size_t)(g->n_values ? g->n_values : 1);
