@@ -1,0 +1,69 @@
+/* LpNormalization, LpPool, GlobalLpPool, GroupNormalization (per-group and per-channel scale) and
+ * CenterCropPad, which the Debian ONNX test data has no tests of: tests/ref/make_onnx_norm_pool_fixture.py's
+ * opset-18 model through the public C API, each output's shape and values against numpy's implementation
+ * of onnx's definition (within 1e-5 + 1e-5 |expected|).
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "check.h"
+#include "kiln/kiln.h"
+#include "kiln/train.h"
+#include "support/fixture.h"
+
+static const char *const outputs[] = {"l2_c", "l1_w", "lp3", "lp2_ceil", "glp", "gn_group", "gn_chan", "crop_pad"};
+
+static void compare_output(kiln_session *s, const fixture_tensor *want) {
+    int index = kiln_session_output_index(s, want->name), ndim = -1;
+    int64_t dims[KILN_MAX_DIMS];
+    CHECK_MSG(index >= 0, "output %s", want->name);
+    if (index < 0)
+        return;
+    CHECK_OK(kiln_session_output_shape(s, index, &ndim, dims));
+    bool same = ndim == want->shape.ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = dims[d] == want->shape.d[d];
+    CHECK_MSG(same, "%s: rank %d (numpy's %d), dims differ", want->name, ndim, want->shape.ndim);
+    const float *y = NULL;
+    size_t bytes = 0;
+    CHECK_OK(kiln_session_output(s, index, (const void **)&y, &bytes));
+    int64_t n = kn_shape_numel(&want->shape);
+    if (!same || !y || bytes != sizeof(float) * (size_t)n)
+        return;
+    int64_t worst = 0;
+    double excess = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double over = fabs((double)y[i] - want->data[i]) - (1e-5 + 1e-5 * fabs(want->data[i]));
+        if (over > excess || isnan(y[i])) {
+            excess = isnan(y[i]) ? INFINITY : over;
+            worst = i;
+        }
+    }
+    CHECK_MSG(excess <= 0, "%s element %lld: %.9g, numpy %.9g", want->name, (long long)worst, y[worst],
+              want->data[worst]);
+}
+
+int main(void) {
+    fixture fx;
+    CHECK(fixture_load("norm_pool.bin", &fx));
+    const fixture_tensor *x = fixture_find(&fx, "x");
+    kiln_model *model = NULL;
+    CHECK_OK(kiln_model_load_onnx(KILN_SOURCE_DIR "/tests/ref/data/norm_pool.onnx", &model));
+    kiln_session *s = NULL;
+    if (model)
+        CHECK_OK(kiln_session_create(model, NULL, &s));
+    if (s && x) {
+        CHECK_OK(kiln_session_set_input(s, 0, KILN_DTYPE_F32, x->data, sizeof(float) * (size_t)kn_shape_numel(&x->shape)));
+        CHECK_OK(kiln_session_run(s));
+        for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++) {
+            const fixture_tensor *want = fixture_find(&fx, outputs[i]);
+            CHECK_MSG(want != NULL, "fixture has %s", outputs[i]);
+            if (want)
+                compare_output(s, want);
+        }
+    }
+    kiln_session_free(s);
+    kiln_model_free(model);
+    fixture_free(&fx);
+    return check_finish();
+}
