@@ -8,6 +8,7 @@
     X(range) X(cast) X(constantofshape) X(eyelike) X(pad) X(resize) X(quantizelinear) X(dequantizelinear)    \
     X(topk) X(onehot) X(compress) X(reversesequence) X(maxunpool) X(gridsample) X(roialign)     \
     X(nonzero) X(unique) X(nonmaxsuppression) X(matmulinteger) X(qlinearmatmul) X(convinteger) X(qlinearconv) \
-    X(dynamicquantizelinear) X(lpnormalization) X(lppool) X(globallppool) X(groupnormalization) X(centercroppad)
+    X(dynamicquantizelinear) X(lpnormalization) X(lppool) X(globallppool) X(groupnormalization) X(centercroppad) \
+    X(col2im) X(affinegrid)
 
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Writes tests/ref/data/norm_pool.onnx and norm_pool.bin for tests/test_onnx_norm_pool.c: one opset-18 model
-running the ops the Debian ONNX test data (onnx 1.12) has no tests of, each on the same input
-x (2, 6, 5, 4) f32, with numpy implementations of onnx's definitions as the oracle:
+"""Writes tests/ref/data/extra_ops.onnx and extra_ops.bin for tests/test_onnx_extra_ops.c: one opset-20 model
+running ops the Debian ONNX test data (onnx 1.12) has no tests of, most on the same input x (2, 6, 5, 4)
+f32, with numpy implementations of onnx's definitions as the oracle:
 
   l2_c      LpNormalization(axis 1, p 2)          l1_w   LpNormalization(axis -1, p 1)
   lp3       LpPool(kernel 2x3, p 3, strides 2x1, pads 1,0,0,1)
@@ -10,12 +10,15 @@ x (2, 6, 5, 4) f32, with numpy implementations of onnx's definitions as the orac
   gn_group  GroupNormalization(num_groups 3, scale and bias per group: opset 18's form)
   gn_chan   GroupNormalization(num_groups 2, scale and bias per channel: opset 21's form)
   crop_pad  CenterCropPad(shape (3, 7) on axes (2, 3)): crops 5 -> 3, pads 4 -> 7
+  col2im    Col2Im(cols (2, 8, 9), image (5, 5), block (2, 2), strides 2x1, dilations 1x2, pads 1,0,1,0)
+  grid2     AffineGrid(theta (2, 2, 3), size (2, 3, 4, 5))                 align_corners 0
+  grid3     AffineGrid(theta (1, 3, 4), size (1, 1, 2, 3, 4))              align_corners 1
 
-onnx 1.12 (python3-onnx) knows neither GroupNormalization nor CenterCropPad, so the model is not run
-through onnx.checker. The bundle holds records of (u32 name length, name, u32 ndim, i64 dims, f32 data)
-(tests/support/fixture.h): x and each output.
+onnx 1.12 (python3-onnx) knows none of GroupNormalization, CenterCropPad, Col2Im and AffineGrid, so the
+model is not run through onnx.checker. The bundle holds records of (u32 name length, name, u32 ndim,
+i64 dims, f32 data) (tests/support/fixture.h): the inputs x and cols, and each output.
 
-usage: /usr/bin/python3 tests/ref/make_onnx_norm_pool_fixture.py [OUT_DIR]   (default tests/ref/data)
+usage: /usr/bin/python3 tests/ref/make_onnx_extra_ops_fixture.py [OUT_DIR]   (default tests/ref/data)
 """
 import os
 import struct
@@ -30,7 +33,9 @@ GN_GROUP_SCALE = RNG.standard_normal(3).astype(np.float32)
 GN_GROUP_BIAS = RNG.standard_normal(3).astype(np.float32)
 GN_CHAN_SCALE = RNG.standard_normal(6).astype(np.float32)
 GN_CHAN_BIAS = RNG.standard_normal(6).astype(np.float32)
-OUTPUTS = ["l2_c", "l1_w", "lp3", "lp2_ceil", "glp", "gn_group", "gn_chan", "crop_pad"]
+THETA2 = RNG.standard_normal((2, 2, 3)).astype(np.float32)
+THETA3 = RNG.standard_normal((1, 3, 4)).astype(np.float32)
+OUTPUTS = ["l2_c", "l1_w", "lp3", "lp2_ceil", "glp", "gn_group", "gn_chan", "crop_pad", "col2im", "grid2", "grid3"]
 
 
 def build():
@@ -39,6 +44,10 @@ def build():
         helper.make_tensor("gs", f32, [3], GN_GROUP_SCALE), helper.make_tensor("gb", f32, [3], GN_GROUP_BIAS),
         helper.make_tensor("cs", f32, [6], GN_CHAN_SCALE), helper.make_tensor("cb", f32, [6], GN_CHAN_BIAS),
         helper.make_tensor("target", i64, [2], [3, 7]),
+        helper.make_tensor("image", i64, [2], [5, 5]), helper.make_tensor("block", i64, [2], [2, 2]),
+        helper.make_tensor("theta2", f32, [2, 2, 3], THETA2), helper.make_tensor("size2", i64, [4], [2, 3, 4, 5]),
+        helper.make_tensor("theta3", f32, [1, 3, 4], THETA3),
+        helper.make_tensor("size3", i64, [5], [1, 1, 2, 3, 4]),
     ]
     nodes = [
         helper.make_node("LpNormalization", ["x"], ["l2_c"], axis=1, p=2),
@@ -50,12 +59,17 @@ def build():
         helper.make_node("GroupNormalization", ["x", "gs", "gb"], ["gn_group"], num_groups=3, epsilon=1e-5),
         helper.make_node("GroupNormalization", ["x", "cs", "cb"], ["gn_chan"], num_groups=2, epsilon=1e-3),
         helper.make_node("CenterCropPad", ["x", "target"], ["crop_pad"], axes=[2, 3]),
+        helper.make_node("Col2Im", ["cols", "image", "block"], ["col2im"], strides=[2, 1], dilations=[1, 2],
+                         pads=[1, 0, 1, 0]),
+        helper.make_node("AffineGrid", ["theta2", "size2"], ["grid2"], align_corners=0),
+        helper.make_node("AffineGrid", ["theta3", "size3"], ["grid3"], align_corners=1),
     ]
     outputs = [helper.make_tensor_value_info(n, f32, None) for n in OUTPUTS]
-    graph = helper.make_graph(nodes, "norm_pool", [helper.make_tensor_value_info("x", f32, [2, 6, 5, 4])],
-                              outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
-                              producer_name="kiln tests/ref/make_onnx_norm_pool_fixture.py")
+    inputs = [helper.make_tensor_value_info("x", f32, [2, 6, 5, 4]),
+              helper.make_tensor_value_info("cols", f32, [2, 8, 9])]
+    graph = helper.make_graph(nodes, "extra_ops", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)],
+                              producer_name="kiln tests/ref/make_onnx_extra_ops_fixture.py")
     model.ir_version = 8
     return model
 
@@ -106,7 +120,35 @@ def center_crop_pad(x, target, axes):
     return y
 
 
-def expected(x):
+def col2im(cols, image, block, strides, dilations, pads):
+    """pads: begin_h, begin_w, end_h, end_w."""
+    n, ck, _ = cols.shape
+    taps = block[0] * block[1]
+    out = [(image[a] + pads[a] + pads[a + 2] - dilations[a] * (block[a] - 1) - 1) // strides[a] + 1 for a in (0, 1)]
+    y = np.zeros((n, ck // taps, image[0], image[1]), dtype=np.float64)
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for ki in range(block[0]):
+                for kj in range(block[1]):
+                    r = i * strides[0] - pads[0] + ki * dilations[0]
+                    c = j * strides[1] - pads[1] + kj * dilations[1]
+                    if 0 <= r < image[0] and 0 <= c < image[1]:
+                        y[:, :, r, c] += cols[:, ki * block[1] + kj::taps, i * out[1] + j]
+    return y
+
+
+def affine_grid(theta, dims, align_corners):
+    """dims: the spatial sizes (H, W) or (D, H, W); grid coordinates (x, y[, z]), x along the last axis."""
+    def axis(n):
+        if align_corners:
+            return np.linspace(-1, 1, n) if n > 1 else np.zeros(1)
+        return (2 * np.arange(n) + 1) / n - 1
+    mesh = np.meshgrid(*[axis(n) for n in dims], indexing="ij")        # each of shape dims
+    base = np.stack([m for m in reversed(mesh)] + [np.ones(dims)], axis=-1)  # (..., rank + 1)
+    return np.einsum("...k,nrk->n...r", base, theta.astype(np.float64))
+
+
+def expected(x, cols):
     return {
         "l2_c": lp_norm(x, 1, 2), "l1_w": lp_norm(x, -1, 1),
         "lp3": lp_pool(x, [2, 3], 3, [2, 1], [1, 0, 0, 1]),
@@ -117,6 +159,9 @@ def expected(x):
         "gn_group": group_norm(x, 3, GN_GROUP_SCALE, GN_GROUP_BIAS, 1e-5),
         "gn_chan": group_norm(x, 2, GN_CHAN_SCALE, GN_CHAN_BIAS, 1e-3),
         "crop_pad": center_crop_pad(x, [3, 7], [2, 3]),
+        "col2im": col2im(cols, [5, 5], [2, 2], [2, 1], [1, 2], [1, 0, 1, 0]),
+        "grid2": affine_grid(THETA2, (4, 5), False),
+        "grid3": affine_grid(THETA3, (2, 3, 4), True),
     }
 
 
@@ -124,11 +169,12 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "data")
     if not hasattr(onnx, "load") or not hasattr(helper, "make_model"):
         sys.exit("python3-onnx (onnx.helper) is required")
-    with open(os.path.join(out, "norm_pool.onnx"), "wb") as f:
+    with open(os.path.join(out, "extra_ops.onnx"), "wb") as f:
         f.write(build().SerializeToString())
     x = RNG.standard_normal((2, 6, 5, 4)).astype(np.float32)
-    with open(os.path.join(out, "norm_pool.bin"), "wb") as f:
-        for name, a in [("x", x)] + list(expected(x).items()):
+    cols = RNG.standard_normal((2, 8, 9)).astype(np.float32)
+    with open(os.path.join(out, "extra_ops.bin"), "wb") as f:
+        for name, a in [("x", x), ("cols", cols)] + list(expected(x, cols).items()):
             a = np.asarray(a).astype("<f4")
             raw = name.encode()
             f.write(struct.pack("<I", len(raw)) + raw + struct.pack("<I", a.ndim))

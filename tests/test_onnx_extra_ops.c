@@ -1,7 +1,7 @@
-/* LpNormalization, LpPool, GlobalLpPool, GroupNormalization (per-group and per-channel scale) and
- * CenterCropPad, which the Debian ONNX test data has no tests of: tests/ref/make_onnx_norm_pool_fixture.py's
- * opset-18 model through the public C API, each output's shape and values against numpy's implementation
- * of onnx's definition (within 1e-5 + 1e-5 |expected|).
+/* LpNormalization, LpPool, GlobalLpPool, GroupNormalization (per-group and per-channel scale),
+ * CenterCropPad, Col2Im and AffineGrid (2-D and 3-D), which the Debian ONNX test data has no tests of:
+ * tests/ref/make_onnx_extra_ops_fixture.py's opset-20 model through the public C API, each output's shape
+ * and values against numpy's implementation of onnx's definition (within 1e-5 + 1e-5 |expected|).
  */
 #include <math.h>
 #include <stdio.h>
@@ -11,7 +11,9 @@
 #include "kiln/train.h"
 #include "support/fixture.h"
 
-static const char *const outputs[] = {"l2_c", "l1_w", "lp3", "lp2_ceil", "glp", "gn_group", "gn_chan", "crop_pad"};
+static const char *const outputs[] = {"l2_c",    "l1_w",     "lp3",    "lp2_ceil", "glp",  "gn_group",
+                                      "gn_chan", "crop_pad", "col2im", "grid2",    "grid3"};
+static const char *const inputs[] = {"x", "cols"};
 
 static void compare_output(kiln_session *s, const fixture_tensor *want) {
     int index = kiln_session_output_index(s, want->name), ndim = -1;
@@ -45,15 +47,21 @@ static void compare_output(kiln_session *s, const fixture_tensor *want) {
 
 int main(void) {
     fixture fx;
-    CHECK(fixture_load("norm_pool.bin", &fx));
-    const fixture_tensor *x = fixture_find(&fx, "x");
+    CHECK(fixture_load("extra_ops.bin", &fx));
     kiln_model *model = NULL;
-    CHECK_OK(kiln_model_load_onnx(KILN_SOURCE_DIR "/tests/ref/data/norm_pool.onnx", &model));
+    CHECK_OK(kiln_model_load_onnx(KILN_SOURCE_DIR "/tests/ref/data/extra_ops.onnx", &model));
     kiln_session *s = NULL;
     if (model)
         CHECK_OK(kiln_session_create(model, NULL, &s));
-    if (s && x) {
-        CHECK_OK(kiln_session_set_input(s, 0, KILN_DTYPE_F32, x->data, sizeof(float) * (size_t)kn_shape_numel(&x->shape)));
+    for (int i = 0; s && i < 2; i++) {
+        const fixture_tensor *x = fixture_find(&fx, inputs[i]);
+        int index = kiln_session_input_index(s, inputs[i]);
+        CHECK_MSG(x && index >= 0, "input %s", inputs[i]);
+        if (x && index >= 0)
+            CHECK_OK(kiln_session_set_input(s, index, KILN_DTYPE_F32, x->data,
+                                            sizeof(float) * (size_t)kn_shape_numel(&x->shape)));
+    }
+    if (s) {
         CHECK_OK(kiln_session_run(s));
         for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++) {
             const fixture_tensor *want = fixture_find(&fx, outputs[i]);
