@@ -2,7 +2,8 @@
  * computed in the run: kn_op.sizes_at_run), with ops after them shaped and planned from what they gave:
  * tests/ref/make_onnx_dynamic_fixture.py's graph through the public C API, one session run on five
  * inputs in turn (batch 4 three times with different counts, one with none, batch 6), every output's
- * shape and values against numpy's. The same input twice in a row plans nothing new.
+ * shape and values against numpy's. The same input twice in a row plans nothing new. The training tape,
+ * which binds shapes before it runs, refuses the graph with a message when the run gives other shapes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -11,7 +12,9 @@
 #include "check.h"
 #include "kiln/kiln.h"
 #include "kiln/train.h"
+#include "format/onnx/onnx_import.h"
 #include "runtime/runtime.h"
+#include "train/tape.h"
 #include "support/fixture.h"
 
 static const char *const outputs[] = {"doubled", "total", "count", "rows", "row_counts", "kept_mean"};
@@ -123,8 +126,29 @@ static void test_output_shape_before_and_after(void) {
     kiln_model_free(model);
 }
 
+/* The tape (training, calibration) runs the graph at the bounds: NonZero gives fewer elements, which it
+ * refuses with an error naming the node, instead of reading past what the op wrote. */
+static void test_tape_refuses_run_shapes(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    CHECK_OK(kn_onnx_import_file(KILN_SOURCE_DIR "/tests/ref/data/dynamic_shapes.onnx", &g));
+    kn_shape shape = kn_shape_of(2, (int64_t[]){2, 5});
+    kn_tape t;
+    CHECK_OK(kn_tape_init_shapes(&t, &g, &shape, false));
+    float *x = t.values[g.inputs[0]].data;
+    for (int i = 0; x && i < 10; i++)
+        x[i] = i == 3 ? 0.9f : 0.1f;
+    kiln_status st = kn_tape_forward(&t, false);
+    CHECK_MSG(st == KILN_ERR_UNSUPPORTED && strstr(kiln_last_error(), "NonZero") &&
+                  strstr(kiln_last_error(), "(2, 1)"),
+              "status %d: %s", (int)st, kiln_last_error());
+    kn_tape_free(&t);
+    kn_graph_free(&g);
+}
+
 int main(void) {
     test_runs_follow_the_values();
     test_output_shape_before_and_after();
+    test_tape_refuses_run_shapes();
     return check_finish();
 }
