@@ -24,6 +24,17 @@
  * copied into the new arena, and the run goes on from the next node. The plan then holds until the
  * actual shapes (or the input shapes) change again: a run whose data gives the same shapes as the
  * last allocates nothing.
+ *
+ * Shapes from values computed in the run: a Range limit, a ConstantOfShape shape, a TopK k ... computed
+ * from the data by ops before it (ReduceMax -> Floor -> Cast -> Range). Shape inference stops at the
+ * first node that fails for want of such a value (small: rank 0 or 1, at most KN_INFER_DATA_MAX_ELEMS
+ * elements), which becomes a stage (kn_stage), and the nodes from there on hold no elements. A run that
+ * reaches a stage compares the values it computed with the ones the shapes from there on were inferred
+ * for (its key): the same, the run goes on; else it copies them into the key, binds them for inference
+ * (data_from_inference), infers the rest (which may stop at a later stage) and plans again as above,
+ * carrying what it computed. Small graph inputs that may decide shapes are bound first (a data-dependent
+ * session); stages cover what remains. Output getters refuse a shape that waits for a stage no run has
+ * reached.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +63,17 @@ struct kiln_session_options {
     bool profiling;
     size_t memory_limit; /* bytes of activations + op scratch; 0: none */
 };
+
+/* A node whose shapes follow values the run computes before it (see the top). */
+enum { KN_MAX_STAGES = 8 };
+typedef struct kn_stage {
+    int node;           /* inference resumes here */
+    int n_values;       /* the small values computed before it that nodes from it on read */
+    int value[32];
+    unsigned char *key; /* (n_values, KN_INFER_DATA_MAX_ELEMS * 8 bytes) their bytes when last inferred;
+                         * each value's data points at its slot */
+    bool bound;         /* key holds values of a run: inference went past the node */
+} kn_stage;
 
 struct kiln_session {
     const kiln_model *model;  /* one reference held */
@@ -89,6 +111,9 @@ struct kiln_session {
     /* Shapes known when an op runs (see the top): */
     bool sized_at_run;        /* some node's op has sizes_at_run */
     size_t *bound_bytes;      /* (n_values) bytes of the upper bound of such an op's output; 0 elsewhere */
+    /* Shapes from values computed in the run (see the top): the stages, in node order. */
+    kn_stage stage[KN_MAX_STAGES];
+    int n_stages;
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -356,6 +381,111 @@ static kiln_status bind_shape_data(kiln_session *s) {
     return KILN_OK;
 }
 
+/* ---- shapes from values computed in the run ------------------------------------------------------ */
+
+enum { STAGE_SLOT = KN_INFER_DATA_MAX_ELEMS * 8 }; /* bytes of one value in a stage's key */
+
+/* Whether value v is small data a run computes that shape inference could read once known: an
+ * activation of rank 0 or 1, at most KN_INFER_DATA_MAX_ELEMS elements, of a dtype shape inference
+ * computes with, whose data inference does not know. */
+static bool run_value_may_decide(const kn_graph *g, int v) {
+    const kn_value *val = &g->values[v];
+    return val->kind == KN_VALUE_ACT && !val->data_from_inference && val->shape.ndim <= 1 &&
+           kn_shape_numel(&val->shape) <= KN_INFER_DATA_MAX_ELEMS &&
+           (val->dtype == KN_I64 || val->dtype == KN_I32 || val->dtype == KN_F32 || val->dtype == KN_BOOL);
+}
+
+/* Whether node j reads such a value. */
+static bool reads_run_value(const kn_graph *g, int j) {
+    const kn_node *n = &g->nodes[j];
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] >= 0 && run_value_may_decide(g, n->in[k]))
+            return true;
+    return false;
+}
+
+/* Forgets the stages from index `from` on; their values lose the data bound for inference. */
+static void drop_stages(kiln_session *s, int from) {
+    for (int t = from; t < s->n_stages; t++) {
+        for (int k = 0; k < s->stage[t].n_values; k++) {
+            kn_value *v = &s->graph.values[s->stage[t].value[k]];
+            v->data = NULL;
+            v->data_from_inference = false;
+        }
+        free(s->stage[t].key);
+        s->stage[t] = (kn_stage){0};
+    }
+    if (from < s->n_stages)
+        s->n_stages = from;
+}
+
+/* Shape inference stopped at node j for want of values the run computes before it: j becomes a stage,
+ * whose values are the small ones computed before j that j or a later node reads. The outputs of j and
+ * of every node after it hold no elements until a run gets there (enter_stage). */
+static kiln_status add_stage(kiln_session *s, int j) {
+    kn_graph *g = &s->graph;
+    if (s->n_stages == KN_MAX_STAGES)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "more than %d nodes whose shapes follow values computed in the run",
+                       KN_MAX_STAGES);
+    kn_stage *t = &s->stage[s->n_stages];
+    *t = (kn_stage){.node = j};
+    for (int i = j; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            bool listed = false;
+            for (int m = 0; v >= 0 && m < t->n_values; m++)
+                listed |= t->value[m] == v;
+            if (v < 0 || listed || g->values[v].producer >= j || !run_value_may_decide(g, v))
+                continue;
+            if (t->n_values == (int)(sizeof t->value / sizeof t->value[0]))
+                return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' (%s) and those after it read more than %d values "
+                               "computed in the run to size their outputs", g->nodes[j].name, g->nodes[j].op->name,
+                               t->n_values);
+            t->value[t->n_values++] = v;
+        }
+    }
+    t->key = calloc((size_t)(t->n_values ? t->n_values : 1), STAGE_SLOT);
+    if (!t->key)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory keeping the values node '%s' reads", g->nodes[j].name);
+    s->n_stages++;
+    for (int i = j; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_out; k++) {
+            kn_value *y = &g->values[g->nodes[i].out[k]];
+            y->shape = kn_shape_of(1, (int64_t[]){0});
+            y->data = y->data_from_inference ? NULL : y->data;
+            y->data_from_inference = false;
+        }
+    return KILN_OK;
+}
+
+/* Shape inference from node `first` on. With `defer`, a node that fails for want of small values the
+ * run computes before it becomes a stage, and inference stops there. */
+static kiln_status infer_from(kiln_session *s, int first, bool defer) {
+    kn_graph *g = &s->graph;
+    for (int j = first; j < g->n_nodes; j++) {
+        kiln_status st = kn_graph_infer_node(g, j);
+        if (st == KILN_OK)
+            continue;
+        if (defer && st == KILN_ERR_UNSUPPORTED && reads_run_value(g, j)) {
+            kn_error_clear();
+            return add_stage(s, j);
+        }
+        kn_error_prefix("node '%s' (%s): ", g->nodes[j].name, g->nodes[j].op->name);
+        return st;
+    }
+    return KILN_OK;
+}
+
+/* Whether value v's shape waits for a stage no run has reached yet. */
+static bool shape_pending(const kiln_session *s, int v) {
+    int producer = s->graph.values[v].producer;
+    for (int t = 0; t < s->n_stages; t++)
+        if (!s->stage[t].bound && producer >= s->stage[t].node)
+            return true;
+    return false;
+}
+
 /* ---- planning ---------------------------------------------------------------------------------- */
 
 /* Keeps the upper bound that shape inference gave each output of the nodes from `first` on whose op
@@ -476,11 +606,17 @@ static kiln_status plan_session(kiln_session *s) {
     kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
     s->planned = false;
     s->has_run = false;
+    drop_stages(s, 0);
     for (int i = 0; i < g->n_inputs; i++)
         g->values[g->inputs[i]].shape = s->input_shapes[i];
     if (s->dynamic)
         KN_TRY(bind_shape_data(s));
-    kiln_status st = kn_graph_infer_shapes(g);
+    /* Small graph inputs that may decide shapes are bound first (become_dynamic); only then do values
+     * computed in the run make stages. */
+    bool shape_inputs = false;
+    for (int i = 0; i < g->n_inputs; i++)
+        shape_inputs |= may_decide_shapes(s, i);
+    kiln_status st = infer_from(s, 0, s->dynamic || !shape_inputs);
     if (st != KILN_OK && !s->dynamic && become_dynamic(s))
         return bind_shape_data(s); /* no input has data yet: says which to set */
     if (st != KILN_OK) {
@@ -507,20 +643,67 @@ static kiln_status follow_run_shapes(kiln_session *s, int i) {
     }
     if (!changed)
         return KILN_OK;
-    for (int j = i + 1; j < g->n_nodes; j++) {
-        kiln_status st = kn_graph_infer_node(g, j);
-        if (st != KILN_OK) {
-            kn_error_prefix("node '%s' (%s), at the shapes node '%s' (%s) gave: ", g->nodes[j].name,
-                            g->nodes[j].op->name, n->name, n->op->name);
-            s->planned = false;
-            return st;
-        }
+    int later = 0; /* the stages after node i are found again */
+    while (later < s->n_stages && s->stage[later].node <= i)
+        later++;
+    drop_stages(s, later);
+    kiln_status st = infer_from(s, i + 1, true);
+    if (st != KILN_OK) {
+        kn_error_prefix("at the shapes node '%s' (%s) gave: ", n->name, n->op->name);
+        s->planned = false;
+        return st;
     }
     keep_bounds(s, i + 1);
-    kiln_status st = lay_out(s, i);
+    st = lay_out(s, i);
     if (st != KILN_OK)
         s->planned = false;
     return st;
+}
+
+/* Before node t->node, a stage: the values it reads were computed by this run. When they are the ones
+ * the shapes from there on were inferred for, the run goes on; else they are bound for inference (each
+ * value's data points at its slot of the key), the nodes from there on inferred again, and the memory
+ * planned again, carrying over what the run computed so far. */
+static kiln_status enter_stage(kiln_session *s, int index) {
+    kn_graph *g = &s->graph;
+    kn_stage *t = &s->stage[index];
+    bool same = t->bound;
+    for (int k = 0; same && k < t->n_values; k++) {
+        const kn_tensor *x = &s->tensors[t->value[k]];
+        size_t bytes = 0;
+        kn_shape_bytes(&x->shape, x->dtype, &bytes);
+        same = !bytes || memcmp(t->key + (size_t)k * STAGE_SLOT, x->data, bytes) == 0;
+    }
+    if (same)
+        return KILN_OK;
+    drop_stages(s, index + 1);
+    for (int k = 0; k < t->n_values; k++) {
+        const kn_tensor *x = &s->tensors[t->value[k]];
+        size_t bytes = 0;
+        kn_shape_bytes(&x->shape, x->dtype, &bytes);
+        unsigned char *slot = t->key + (size_t)k * STAGE_SLOT;
+        if (bytes)
+            memcpy(slot, x->data, bytes);
+        g->values[t->value[k]].data = slot;
+        g->values[t->value[k]].data_from_inference = true;
+    }
+    t->bound = true;
+    kiln_status st = infer_from(s, t->node, true);
+    if (st == KILN_OK) {
+        keep_bounds(s, t->node);
+        st = lay_out(s, t->node - 1);
+    }
+    if (st != KILN_OK)
+        s->planned = false;
+    return st;
+}
+
+/* The stage at node i, or -1. */
+static int stage_at(const kiln_session *s, int i) {
+    for (int t = 0; t < s->n_stages; t++)
+        if (s->stage[t].node == i)
+            return t;
+    return -1;
 }
 
 /* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed. */
@@ -588,6 +771,7 @@ void kiln_session_free(kiln_session *session) {
         free(session->input_buf[i]);
     free(session->key);
     free(session->bound_bytes);
+    drop_stages(session, 0);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
@@ -669,9 +853,19 @@ kiln_status kiln_session_input_shape(const kiln_session *session, int index, int
     return copy_shape(&session->input_shapes[index], ndim, dims, "kiln_session_input_shape");
 }
 
+/* An output whose shape waits for values the run computes is known only after a run. */
+static kiln_status check_output_known(const kiln_session *s, int index, const char *fn) {
+    int v = value_of(s, index, false);
+    if (!shape_pending(s, v))
+        return KILN_OK;
+    return kn_fail(KILN_ERR_INVALID_ARG, "%s: output '%s' is sized by values the model computes as it runs: "
+                   "known after kiln_session_run", fn, s->graph.values[v].name);
+}
+
 kiln_status kiln_session_output_shape(kiln_session *session, int index, int *ndim, int64_t *dims) {
     KN_TRY(check_index(session, index, false, "kiln_session_output_shape"));
     KN_TRY(ensure_planned(session));
+    KN_TRY(check_output_known(session, index, "kiln_session_output_shape"));
     const kn_shape *shape = &session->graph.values[value_of(session, index, false)].shape;
     return copy_shape(shape, ndim, dims, "kiln_session_output_shape");
 }
@@ -690,6 +884,7 @@ kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dty
     if (!dtype)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_output_dtype: dtype is NULL");
     KN_TRY(ensure_planned(session));
+    KN_TRY(check_output_known(session, index, "kiln_session_output_dtype"));
     *dtype = (kiln_dtype)session->graph.values[value_of(session, index, false)].dtype;
     return KILN_OK;
 }
@@ -859,6 +1054,9 @@ kiln_status kiln_session_run(kiln_session *session) {
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
         kn_tensor **args = s->args + s->first_arg[i];
+        int stage = stage_at(s, i);
+        if (stage >= 0)
+            KN_TRY(enter_stage(s, stage));
         kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
         s->ctx.node_index = i;
         int64_t start = s->profiling ? now_ns() : 0;
