@@ -502,7 +502,7 @@ static void keep_bounds(kiln_session *s, int first) {
     }
 }
 
-/* A new activation arena of `bytes`, zeroed; the old one (kept at *old, old_bytes) is the caller's. */
+/* A new activation arena of `bytes`, zeroed; the old one, left at *old, is the caller's to free. */
 static kiln_status new_arena(kiln_session *s, size_t bytes, unsigned char **old) {
     *old = s->arena;
     s->arena = aligned_alloc(KN_PLAN_ALIGN, bytes);
