@@ -755,6 +755,7 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
 void kiln_session_free(kiln_session *session) {
     if (!session)
         return;
+    drop_stages(session, 0); /* first: it clears the values' bindings */
     free(session->graph.values);
     kn_arena_free(&session->graph.arena);
     kn_plan_free(&session->plan);
@@ -771,7 +772,6 @@ void kiln_session_free(kiln_session *session) {
         free(session->input_buf[i]);
     free(session->key);
     free(session->bound_bytes);
-    drop_stages(session, 0);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
