@@ -1158,3 +1158,28 @@ const void *kn_session_scratch(const kiln_session *session) { return session->ct
 int kn_session_plan_count(const kiln_session *session) { return session->plan_count; }
 
 bool kn_session_shapes_from_values(const kiln_session *session) { return session->dynamic; }
+
+kn_output_shaping kn_session_output_shaping(kiln_session *session, int index) {
+    if (check_index(session, index, false, "kn_session_output_shaping") != KILN_OK ||
+        ensure_planned(session) != KILN_OK)
+        return KN_OUTPUT_PLANNED;
+    const kn_graph *g = &session->graph;
+    int v = value_of(session, index, false);
+    if (shape_pending(session, v))
+        return KN_OUTPUT_AFTER_RUN;
+    /* Whether v is computed from an output of an op that sizes it when it runs: a pass in node order. */
+    bool *from_run = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool));
+    if (!from_run)
+        return KN_OUTPUT_PLANNED;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool tainted = n->op->sizes_at_run;
+        for (int k = 0; k < n->n_in; k++)
+            tainted |= n->in[k] >= 0 && from_run[n->in[k]];
+        for (int k = 0; k < n->n_out; k++)
+            from_run[n->out[k]] = tainted;
+    }
+    bool may_change = from_run[v];
+    free(from_run);
+    return may_change ? KN_OUTPUT_RUN_MAY_CHANGE : KN_OUTPUT_PLANNED;
+}
