@@ -4,6 +4,8 @@
 # run_values.onnx (Range, ConstantOfShape, TopK sized by values the run computes). kiln info says what is
 # known before a run; kiln run on each input of the fixtures (one giving empty outputs) must give numpy's
 # outputs (the fixture bundles) and, when npm onnxruntime-node loads from bench/node_modules, onnxruntime's.
+# With onnxruntime, also the ops of tests/test_onnx_extra_ops.c (extra_ops.onnx, groupnorm21.onnx), which
+# that test holds to numpy.
 set -u
 kiln=$1
 src=$(cd "$2" && pwd)
@@ -89,5 +91,27 @@ for model in dynamic_shapes run_values; do
         check "$model: and onnxruntime's ($(tr '\n' ';' <"$work/ort"))" '[ "$(grep -c " ok$" "$work/ort")" -eq 5 ]'
     fi
 done
+if $ort; then
+    mkdir -p "$work/extra"
+    unpack "$data/extra_ops.bin" "$work/extra"
+    for model in extra_ops:x,cols groupnorm21:x; do
+        name=${model%%:*} inputs=()
+        for input in $(echo "${model#*:}" | tr , ' '); do inputs+=("$work/extra/$input.npy"); done
+        "$kiln" run "$data/$name.onnx" "${inputs[@]}" --batch-dim --out "$work/extra/kiln_$name" >/dev/null 2>&1
+        node "$src/bench/ort_run.js" "$data/$name.onnx" "$work/extra/ort_$name" "${inputs[@]}" >/dev/null 2>&1
+        differ=$(/usr/bin/python3 - "$work/extra/kiln_$name" "$work/extra/ort_$name" <<'EOF'
+import glob, os, sys
+import numpy as np
+wants = sorted(glob.glob(sys.argv[2] + "/*.npy"))
+bad = [os.path.basename(w) for w in wants if not os.path.exists(os.path.join(sys.argv[1], os.path.basename(w)))
+       or np.load(os.path.join(sys.argv[1], os.path.basename(w))).shape != np.load(w).shape
+       or np.abs(np.load(os.path.join(sys.argv[1], os.path.basename(w))).astype(np.float64) - np.load(w)).max()
+       > 1e-5 * max(1.0, np.abs(np.load(w)).max())]
+print(" ".join(bad) if wants else "no onnxruntime outputs")
+EOF
+)
+        check "$name: kiln run gives onnxruntime's outputs${differ:+ (differ: $differ)}" '[ -z "$differ" ]'
+    done
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Writes tests/ref/data/extra_ops.onnx and extra_ops.bin for tests/test_onnx_extra_ops.c: one opset-20 model
-running ops the Debian ONNX test data (onnx 1.12) has no tests of, most on the same input x (2, 6, 5, 4)
-f32, with numpy implementations of onnx's definitions as the oracle:
+"""Writes tests/ref/data/extra_ops.onnx, groupnorm21.onnx and extra_ops.bin for tests/test_onnx_extra_ops.c: an
+opset-20 model (and an opset-21 one for gn_chan) running ops the Debian ONNX test data (onnx 1.12) has no
+tests of, most on the same input x (2, 6, 5, 4) f32, with numpy implementations of onnx's definitions as
+the oracle (tests/cli_dynamic_shapes.sh also holds kiln to onnxruntime's outputs on them):
 
   l2_c      LpNormalization(axis 1, p 2)          l1_w   LpNormalization(axis -1, p 1)
   lp3       LpPool(kernel 2x3, p 3, strides 2x1, pads 1,0,0,1)
@@ -38,7 +39,8 @@ THETA3 = RNG.standard_normal((1, 3, 4)).astype(np.float32)
 OUTPUTS = ["l2_c", "l1_w", "lp3", "lp2_ceil", "glp", "gn_group", "gn_chan", "crop_pad", "col2im", "grid2", "grid3"]
 
 
-def build():
+def build(name, opset, wanted):
+    """The model of the nodes that write the outputs `wanted`, with the initializers and inputs they read."""
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     inits = [
         helper.make_tensor("gs", f32, [3], GN_GROUP_SCALE), helper.make_tensor("gb", f32, [3], GN_GROUP_BIAS),
@@ -64,11 +66,14 @@ def build():
         helper.make_node("AffineGrid", ["theta2", "size2"], ["grid2"], align_corners=0),
         helper.make_node("AffineGrid", ["theta3", "size3"], ["grid3"], align_corners=1),
     ]
-    outputs = [helper.make_tensor_value_info(n, f32, None) for n in OUTPUTS]
+    nodes = [n for n in nodes if n.output[0] in wanted]
+    read = {i for n in nodes for i in n.input}
+    outputs = [helper.make_tensor_value_info(n, f32, None) for n in wanted]
     inputs = [helper.make_tensor_value_info("x", f32, [2, 6, 5, 4]),
               helper.make_tensor_value_info("cols", f32, [2, 8, 9])]
-    graph = helper.make_graph(nodes, "extra_ops", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)],
+    graph = helper.make_graph(nodes, name, [i for i in inputs if i.name in read], outputs,
+                              initializer=[t for t in inits if t.name in read])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="kiln tests/ref/make_onnx_extra_ops_fixture.py")
     model.ir_version = 8
     return model
@@ -169,8 +174,11 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "data")
     if not hasattr(onnx, "load") or not hasattr(helper, "make_model"):
         sys.exit("python3-onnx (onnx.helper) is required")
+    # GroupNormalization's scale per channel is opset 21's form; the rest is valid at opset 20.
     with open(os.path.join(out, "extra_ops.onnx"), "wb") as f:
-        f.write(build().SerializeToString())
+        f.write(build("extra_ops", 20, [n for n in OUTPUTS if n != "gn_chan"]).SerializeToString())
+    with open(os.path.join(out, "groupnorm21.onnx"), "wb") as f:
+        f.write(build("groupnorm21", 21, ["gn_chan"]).SerializeToString())
     x = RNG.standard_normal((2, 6, 5, 4)).astype(np.float32)
     cols = RNG.standard_normal((2, 8, 9)).astype(np.float32)
     with open(os.path.join(out, "extra_ops.bin"), "wb") as f:
