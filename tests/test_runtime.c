@@ -745,8 +745,8 @@ static void test_plan_chain(void) {
     CHECK_OK(kn_graph_infer_shapes(&g));
     size_t size = aligned_size(&g.values[x]);
     kn_plan separate, shared;
-    CHECK_OK(kn_plan_make(&g, false, &separate));
-    CHECK_OK(kn_plan_make(&g, true, &shared));
+    CHECK_OK(kn_plan_make(&g, false, NULL, &separate));
+    CHECK_OK(kn_plan_make(&g, true, NULL, &shared));
     printf("plan of input -> Relu x3: naive %zu, reuse %zu, in place %zu bytes (%d written in place)\n",
            separate.naive_bytes, separate.arena_bytes, shared.arena_bytes, shared.n_in_place);
     // Without in place: the input lives throughout, the 1st and 3rd Relu outputs can share.
@@ -778,9 +778,9 @@ static void test_plan_models(void) {
             CHECK_OK(kiln_session_memory(s, &info));
             const kn_graph *view = kn_session_graph(s);
             kn_plan without = {0};
-            CHECK_OK(kn_plan_make(view, false, &without));
+            CHECK_OK(kn_plan_make(view, false, NULL, &without));
             kn_plan with = {0};
-            CHECK_OK(kn_plan_make(view, true, &with));
+            CHECK_OK(kn_plan_make(view, true, NULL, &with));
             printf("%s batch 32 %s: activations planned %.2f MiB (%.2f without in place) vs %.2f MiB "
                    "naive (%.1fx), workspace %.2f MiB, weights %.2f MiB, %d nodes\n",
                    models[m].label, optimize ? "optimized" : "as saved", info.arena_bytes / 1048576.0,

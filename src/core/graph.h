@@ -158,8 +158,9 @@ kiln_status kn_graph_infer_node(kn_graph *g, int i);
 
 /* Runs node n's forward once (not training), reading each input's value->data and writing output k
  * into out_data[k], sized for the output's current shape: computing what does not depend on the
- * graph's inputs, at import or shape inference. */
-kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data);
+ * graph's inputs, at import or shape inference. An op that sizes its outputs when it runs
+ * (kn_op.sizes_at_run) leaves their actual shapes in the output values. */
+kiln_status kn_graph_run_node(kn_graph *g, const kn_node *n, void *const *out_data);
 
 /* Adds (or replaces) a metadata entry; strings are copied into the arena. */
 kiln_status kn_graph_set_meta(kn_graph *g, const char *key, const char *value);

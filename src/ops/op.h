@@ -61,6 +61,13 @@ struct kn_op {
     bool backward_stores;
     /* forward and backward honour kn_op_call.fused_relu. */
     bool trains_fused_relu;
+    /* The output shapes depend on the input values (NonZero, Unique, NonMaxSuppression, Compress) and
+     * are known only once forward ran. infer sets each output to an upper bound, exact when the
+     * inputs' values are known at inference; forward writes each output packed at its actual shape
+     * and stores that shape in out[k]->shape, which it never reads (its buffer holds the bound). An
+     * executor sizes the buffers for the bound and infers the nodes after from the actual shapes
+     * (runtime/session.c, docs/runtime.md). */
+    bool sizes_at_run;
 };
 
 /* The op table entry named `name`, or NULL. */

@@ -364,6 +364,7 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, fold_budget *budget, bool 
         kn_value *v = kn_node_output(g, n, k);
         v->kind = KN_VALUE_CONST;
         v->data = out[k].data;
+        v->shape = out[k].shape; /* an op that sizes its outputs when it runs has shrunk them */
         v->producer = -1;
     }
     mark_removed(n);

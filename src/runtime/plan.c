@@ -24,12 +24,15 @@ static bool writes_in_place_safely(const kn_op *op) {
     return false;
 }
 
-static kiln_status buffer_size(const kn_value *v, size_t *size) {
+/* Value v's buffer: its bytes at its shape, at least min_bytes, rounded up to the alignment. */
+static kiln_status buffer_size(const kn_value *v, size_t min_bytes, size_t *size) {
     size_t bytes;
     char shape[96];
-    if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || bytes > SIZE_MAX - KN_PLAN_ALIGN)
+    if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || bytes > SIZE_MAX - KN_PLAN_ALIGN ||
+        min_bytes > SIZE_MAX - KN_PLAN_ALIGN)
         return kn_fail(KILN_ERR_NOMEM, "value '%s' of shape %s has no representable size", v->name,
                        kn_shape_str(&v->shape, shape, sizeof shape));
+    bytes = bytes > min_bytes ? bytes : min_bytes;
     bytes = bytes ? bytes : 1;
     *size = (bytes + KN_PLAN_ALIGN - 1) & ~(size_t)(KN_PLAN_ALIGN - 1);
     return KILN_OK;
@@ -50,6 +53,7 @@ static void last_reads(const kn_graph *g, int *last) {
 }
 
 typedef struct plan_work {
+    const size_t *min_bytes; /* (n_values) or NULL */
     plan_buffer *buffers;
     int n_buffers;
     int *buffer_of; /* (n_values) buffer index, -1 for none */
@@ -79,7 +83,7 @@ static kiln_status assign_buffers(const kn_graph *g, bool in_place, plan_work *w
     for (int i = 0; i < g->n_inputs; i++) {
         int v = g->inputs[i];
         size_t size = 0;
-        KN_TRY(buffer_size(&g->values[v], &size));
+        KN_TRY(buffer_size(&g->values[v], w->min_bytes ? w->min_bytes[v] : 0, &size));
         if (!kn_size_add(plan->naive_bytes, size, &plan->naive_bytes))
             return kn_fail(KILN_ERR_NOMEM, "the graph's buffers overflow the address space");
         new_buffer(w, v, size, 0);
@@ -91,7 +95,7 @@ static kiln_status assign_buffers(const kn_graph *g, bool in_place, plan_work *w
             if (w->buffer_of[v] >= 0)
                 continue;
             size_t size = 0;
-            KN_TRY(buffer_size(&g->values[v], &size));
+            KN_TRY(buffer_size(&g->values[v], w->min_bytes ? w->min_bytes[v] : 0, &size));
             if (!kn_size_add(plan->naive_bytes, size, &plan->naive_bytes))
                 return kn_fail(KILN_ERR_NOMEM, "the graph's buffers overflow the address space");
             if (in_place && can_write_over_input(g, w, i, v, size)) {
@@ -178,10 +182,11 @@ static kiln_status place_buffers(plan_work *w, kn_plan *plan) {
     return st;
 }
 
-kiln_status kn_plan_make(const kn_graph *g, bool in_place, kn_plan *plan) {
+kiln_status kn_plan_make(const kn_graph *g, bool in_place, const size_t *min_bytes, kn_plan *plan) {
     memset(plan, 0, sizeof *plan);
     size_t n = (size_t)(g->n_values ? g->n_values : 1);
     plan_work w = {
+        .min_bytes = min_bytes,
         .buffers = malloc(sizeof(plan_buffer) * n),
         .buffer_of = malloc(sizeof(int) * n),
         .last = malloc(sizeof(int) * n),
