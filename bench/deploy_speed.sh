@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Inference speed, kiln vs onnxruntime (npm onnxruntime-node, its CPU library), in the same run on the
-# same ONNX files: torchvision's resnet18 and mobilenet_v2 (random weights, tests/ref/make_torchvision_onnx.py)
-# and the Fashion-MNIST MLP and CNN (bench/fmnist_models.sh), at 1 and 2 threads, batch 1 and 32.
+# same ONNX files: torchvision's resnet18, mobilenet_v2 and mobilenet_v3_large and a 4-layer torch.nn
+# transformer encoder (random weights, tests/ref/make_torchvision_onnx.py) and the Fashion-MNIST MLP and
+# CNN (bench/fmnist_models.sh), at 1 and 2 threads, batch 1 and 32.
 #
 # kiln: bench/kiln_driver `time` (the public C API; kiln's ONNX importer reads the file). onnxruntime:
 # bench/ort_bench.js (intra-op threads T, inter-op 1, sequential, every graph optimization). Both fill
@@ -14,18 +15,19 @@
 #
 # Prints the table and appends it, with the date, the CPU and kiln's per-op profile of its slowest cases
 # against onnxruntime, to bench/results/deploy_speed.md.
-# Usage: bench/deploy_speed.sh [MODEL...]     (resnet18 mobilenet_v2 fmnist_mlp fmnist_cnn; default all)
+# Usage: bench/deploy_speed.sh [MODEL...]
+#   (resnet18 mobilenet_v2 mobilenet_v3_large transformer fmnist_mlp fmnist_cnn; default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(resnet18 mobilenet_v2 fmnist_mlp fmnist_cnn)
+[ ${#models[@]} -gt 0 ] || models=(resnet18 mobilenet_v2 mobilenet_v3_large transformer fmnist_mlp fmnist_cnn)
 
 (cd bench && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) # the package ships its CPU library
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 driver=$(bash bench/build_driver.sh build)
 mkdir -p bench/models
-for m in resnet18 mobilenet_v2; do
+for m in resnet18 mobilenet_v2 mobilenet_v3_large transformer; do
     [ -f "bench/models/$m.onnx" ] || /usr/bin/python3 tests/ref/make_torchvision_onnx.py bench/models "$m"
 done
 fmnist_source=$(bash bench/fmnist_models.sh build/kiln bench/models)

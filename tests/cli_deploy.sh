@@ -240,9 +240,9 @@ expect_error "run without a model" 2 "a model is required" -- run
 expect_error "bench --batch 0" 2 "--batch must be at least 1" -- bench "$work/small.kiln" --batch 0
 if [ $onnx = 1 ]; then
     expect_error "truncated .onnx" 1 "truncated.onnx: not a valid ONNX model" -- convert "$work/truncated.onnx" "$work/x.kiln"
-    unsupported=/usr/share/libonnx-testdata/data/node/test_nonmaxsuppression_center_point_box_format/model.onnx
+    unsupported=/usr/share/libonnx-testdata/data/node/test_if/model.onnx
     if [ -f "$unsupported" ]; then
-        expect_error "unsupported op" 1 "node 'NonMaxSuppression_0' (index 0): op 'NonMaxSuppression' (opset 11) is not supported" -- run "$unsupported" "$png"
+        expect_error "unsupported op" 1 "node 'If_0' (index 0): op 'If' (opset 11) is not supported" -- run "$unsupported" "$png"
     else
         echo "skipped: libonnx-testdata is not installed"; skipped=$((skipped + 1))
     fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kiln train end to end on the Fashion-MNIST test set (small and quick):
-#  - 2 epochs straight == 1 epoch, then --resume for the 2nd: byte-identical models;
+#  - 2 epochs straight == 1 epoch, then --resume for the 2nd: byte-identical models, also with gradients
+#    quantized to 2 bits with error feedback (its residuals are in the checkpoint);
 #  - the same seed and thread count twice: byte-identical models;
 #  - kiln eval reads the model back and reports an accuracy;  --json prints one JSON object.
 set -u
@@ -32,6 +33,31 @@ check "first half succeeds" '[ -s "$work/half.kiln.ckpt" ]'
 "$kiln" train "${common[@]}" --epochs 2 --resume "$work/half.kiln.ckpt" --out "$work/resumed.kiln"
 check "resume succeeds" '[ -s "$work/resumed.kiln" ]'
 check "2 epochs straight == 1 epoch + resume 1 epoch (byte-identical)" 'cmp -s "$work/straight.kiln" "$work/resumed.kiln"'
+
+# Gradients at 2 bits with error feedback: the residuals travel in the checkpoint, so the resumed run is
+# the straight one too; a checkpoint holding them does not resume without --error-feedback.
+# (On the first 1000 test images, so that these four runs take seconds.)
+/usr/bin/python3 - "${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$work" <<'PY'
+import gzip, sys
+import numpy as np
+src, work = sys.argv[1], sys.argv[2]
+x = np.frombuffer(gzip.open(src + "/t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)[:1000 * 784]
+y = np.frombuffer(gzip.open(src + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:1000]
+np.save(work + "/x.npy", x.reshape(1000, 1, 28, 28))
+np.save(work + "/y.npy", y.astype(np.int64))
+PY
+ef_common=("${common[@]}" --data "$work/x.npy,$work/y.npy" --grad-bits 2)
+"$kiln" train "${ef_common[@]}" --error-feedback --epochs 2 --out "$work/ef_straight.kiln"
+"$kiln" train "${ef_common[@]}" --error-feedback --epochs 1 --out "$work/ef_half.kiln"
+"$kiln" train "${ef_common[@]}" --error-feedback --epochs 2 --resume "$work/ef_half.kiln.ckpt" \
+    --out "$work/ef_resumed.kiln"
+check "--grad-bits 2 --error-feedback: 2 epochs straight == 1 epoch + resume 1 epoch (byte-identical)" \
+    '[ -s "$work/ef_straight.kiln" ] && cmp -s "$work/ef_straight.kiln" "$work/ef_resumed.kiln"'
+check "... and not the model of gradients without error feedback" \
+    '"$kiln" train "${ef_common[@]}" --epochs 2 --out "$work/no_ef.kiln" && ! cmp -s "$work/no_ef.kiln" "$work/ef_straight.kiln"'
+msg=$("$kiln" train "${ef_common[@]}" --epochs 2 --resume "$work/ef_half.kiln.ckpt" --out "$work/bad.kiln" 2>&1)
+check "resuming it without --error-feedback is refused: $msg" \
+    '[ $? -ne 0 ] && echo "$msg" | grep -q "trained with --grad-bits and --error-feedback: pass them to resume" && [ ! -e "$work/bad.kiln" ]'
 
 "$kiln" train "${common[@]}" --epochs 2 --out "$work/again.kiln"
 check "same seed and threads give a byte-identical model" 'cmp -s "$work/straight.kiln" "$work/again.kiln"'

@@ -17,7 +17,8 @@
  *    the dequantized values, bit for bit, for 2x2 and padded 3x3 windows, u8 and i8.
  * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
- *    f32 QDQ reference path predict the same classes for every sample.
+ *    f32 QDQ reference path predict the same classes for every sample; and the same with 4-bit weights
+ *    written to a .kiln file and read back (W4A8: i4 levels into the int8 layers).
  * Also QuantizeLinear's vectorized levels (kn_qgemm_quantize) against kn_quant_level on ties, NaN,
  * infinities and denormals.
  * ctest runs this program again with KILN_ISA=avx2 and KILN_ISA=generic, so the layers' other paths
@@ -34,6 +35,8 @@
 #include "compress/quantize.h"
 #include "core/quant.h"
 #include "core/rng.h"
+#include "format/kiln_file.h"
+#include "format/storage.h"
 #include "kernels/qgemm.h"
 #include "ops/op.h"
 #include "runtime/optimize.h"
@@ -527,7 +530,9 @@ static int64_t argmax(const float *v, int64_t n) {
     return best;
 }
 
-static void test_quantized_cnn(void) {
+/* bits 4: W4A8, the i4 levels of the 3x3 kernels read back from a .kiln file (rows of 9 levels packed
+ * without gaps) into the integer layers' int8 weights. */
+static void test_quantized_cnn(int bits) {
     kn_graph g;
     CHECK_OK(rt_spec_file("fmnist_cnn.txt", 7, &g));
     enum { CALIB = 64, BATCH = 48 };
@@ -535,9 +540,22 @@ static void test_quantized_cnn(void) {
     calib.x = malloc(sizeof(float) * CALIB * 784);
     fill_images(calib.x, CALIB);
     kn_quant_options o = kn_quant_options_default();
-    o.bits = 8;
+    o.bits = bits;
     o.calib_samples = CALIB;
     CHECK_OK(kn_quantize(&g, &calib, &o, NULL));
+    if (bits == 4) {
+        void *file;
+        size_t size;
+        CHECK_OK(kn_kiln_save_buffer(&g, NULL, 0, &file, &size));
+        kn_graph_free(&g);
+        CHECK_OK(kn_kiln_load_buffer(file, size, &g, NULL, NULL));
+        free(file);
+        int conv_i4 = 0;
+        for (int v = 0; v < g.n_values; v++)
+            conv_i4 += g.values[v].storage && g.values[v].storage->encoding == KN_ENC_AFFINE_I4 &&
+                       g.values[v].shape.ndim == 4 && kn_storage_rows_share_bytes(g.values[v].storage);
+        CHECK_MSG(conv_i4 == 2, "%d conv weights stored as packed i4 codes, not 2", conv_i4);
+    }
     kiln_model *model = NULL;
     CHECK_OK(kn_model_from_graph(&g, &model));
     if (!model) {
@@ -564,8 +582,8 @@ static void test_quantized_cnn(void) {
                 scale = fmax(scale, fabs(y_ref[n * 10 + k]));
             }
         }
-        printf("quantized CNN: %d of %d predictions equal, logits max diff %.3g (|logit| %.3g)\n", same, BATCH,
-               diff, scale);
+        printf("quantized CNN (%d-bit weights): %d of %d predictions equal, logits max diff %.3g (|logit| %.3g)\n",
+               bits, same, BATCH, diff, scale);
         CHECK_MSG(same == BATCH, "%d of %d predictions differ", BATCH - same, BATCH);
     } else {
         CHECK_MSG(false, "the quantized CNN gave no comparable outputs");
@@ -583,6 +601,7 @@ int main(void) {
     test_quantize_kernels();
     test_layers();
     test_maxpool_integer();
-    test_quantized_cnn();
+    test_quantized_cnn(8);
+    test_quantized_cnn(4);
     return check_finish();
 }

@@ -749,15 +749,16 @@ static int resaves(const kn_graph *g) {
     return st == KILN_OK;
 }
 
-/* Mutates the sections named in `parsed` and fixes the checksums, so the parsers see hostile contents;
- * the reader must never crash (ASan watches), and may accept only what is a valid graph. */
-static void check_mutations(const unsigned char *buf, size_t size, const char *const *parsed, int n_parsed,
-                            const char *what) {
+/* Mutates every byte of the n_ranges (offset, size) ranges and fixes the checksums, so the parsers see
+ * hostile contents; the reader must never crash (ASan watches), and may accept only what is a valid
+ * graph. */
+static void check_mutations_in(const unsigned char *buf, size_t size, const size_t (*ranges)[2], int n_ranges,
+                               const char *what) {
     unsigned char *f = malloc(size);
     static const unsigned char values[] = {0x00, 0x01, 0x05, 0x7F, 0x80, 0xFE, 0xFF};
     int loads = 0, errors = 0, resavable = 0;
-    for (int s = 0; s < n_parsed; s++) {
-        size_t off = section_offset((unsigned char *)buf, parsed[s]), n = section_size((unsigned char *)buf, parsed[s]);
+    for (int s = 0; s < n_ranges; s++) {
+        size_t off = ranges[s][0], n = ranges[s][1];
         for (size_t i = off; i < off + n; i++) {
             for (size_t v = 0; v < sizeof values; v++) {
                 if (buf[i] == values[v])
@@ -797,6 +798,17 @@ static void check_mutations(const unsigned char *buf, size_t size, const char *c
            what, loads, errors, loads - errors, resavable);
     CHECK(resavable == loads - errors);
     free(f);
+}
+
+/* The same over the sections named in `parsed`. */
+static void check_mutations(const unsigned char *buf, size_t size, const char *const *parsed, int n_parsed,
+                            const char *what) {
+    size_t ranges[8][2];
+    for (int s = 0; s < n_parsed && s < 8; s++) {
+        ranges[s][0] = section_offset((unsigned char *)buf, parsed[s]);
+        ranges[s][1] = section_size((unsigned char *)buf, parsed[s]);
+    }
+    check_mutations_in(buf, size, (const size_t(*)[2])ranges, n_parsed < 8 ? n_parsed : 8, what);
 }
 
 static void test_mutations_past_checksums(void) {
@@ -885,7 +897,8 @@ static void test_hostile_fields(void) {
     HOSTILE(f[entry + 4] = 16, KILN_ERR_FORMAT, "stored as affine i8, which only f32 values can be");
     HOSTILE(f[entry + 4] = 0, KILN_ERR_FORMAT, "stored as f32 but the value is i64");
     HOSTILE(f[entry + 6] = 9, KILN_ERR_UNSUPPORTED, "rank 9");
-    HOSTILE(f[entry + 7] = 1, KILN_ERR_UNSUPPORTED, "flags");
+    HOSTILE(f[entry + 7] = 2, KILN_ERR_UNSUPPORTED, "tensor flags 0x02 are not supported");
+    HOSTILE(f[entry + 7] = 1, KILN_ERR_FORMAT, "flag 0x01 (contiguous packed codes) on a tensor of plain elements");
     HOSTILE(set_u64(f + entry + 8, 3), KILN_ERR_FORMAT, "byte size 16");
     HOSTILE(set_u64(f + entry + 8, (uint64_t)-1), KILN_ERR_FORMAT, "dimension 0 is -1");
     HOSTILE(set_u64(f + entry + 16, 1), KILN_ERR_FORMAT, "unused dimension slot 1");
@@ -961,7 +974,7 @@ static void test_compact_truncation_flips_mutations(void) {
     unsigned char *buf;
     size_t size;
     CHECK_OK(kn_kiln_save_buffer(&g, NULL, 0, (void **)&buf, &size));
-    CHECK(get_u32(buf + 8) == (1u | 1u << 16)); /* format 1.1 */
+    CHECK(get_u32(buf + 8) == (1u | 2u << 16)); /* format 1.2 */
     CHECK_OK(load_exact(buf, size, &back));
     CHECK(graph_differences(&g, &back) == 0);
     int with_storage = 0;
@@ -1007,6 +1020,7 @@ static void test_hostile_compact_fields(void) {
     unsigned char *f = malloc(size);
     size_t i4 = entry_for(buf, &g, "w_i4"), u8 = entry_for(buf, &g, "w_u8"), cb = entry_for(buf, &g, "w_cb");
     size_t csr = entry_for(buf, &g, "w_csr"), mask = entry_for(buf, &g, "w_mask"), half = entry_for(buf, &g, "w_f16");
+    size_t i1 = entry_for(buf, &g, "w_i1");
     size_t i4_scale = aux_of(buf, i4, 0), i4_zp = aux_of(buf, i4, 1), csr_values = aux_of(buf, csr, 0);
     uint32_t n_entries = get_u32(buf + section_offset(buf, "TTAB"));
     uint32_t u8_scale_index = get_u32(buf + u8 + 80), i4_scale_index = get_u32(buf + i4 + 80);
@@ -1037,8 +1051,19 @@ static void test_hostile_compact_fields(void) {
     HOSTILE(set_u32(f + i4 + 76, 2), KILN_ERR_FORMAT, "axis 0 and block 2 do not fit a rank-2 tensor");
     HOSTILE(set_u32(f + u8 + 76, 3), KILN_ERR_FORMAT, "granularity needs (2, 1)");
     /* Packed sizes, padding and values. */
-    HOSTILE(set_u64(f + i4 + 64, 6), KILN_ERR_FORMAT, "6 bytes of affine i4 levels; 2 rows of 3 need 4");
-    HOSTILE(f[data_of(f, i4) + 1] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last affine i4 level");
+    HOSTILE(set_u64(f + i4 + 64, 6), KILN_ERR_FORMAT, "6 bytes of affine i4 levels; 6 levels need 3");
+    HOSTILE(f[data_of(f, i1)] |= 0x80, KILN_ERR_FORMAT, "nonzero padding bits after the last affine i1 level");
+    /* The packed-codes flag: rows of 3 levels run on across bytes (i4: 12 bits, i1: 3, codebook: 6,
+     * bitmask: 3). Without the flag the reader takes 1.1's rows starting on a byte, 2 x 2 bytes. */
+    CHECK(f[i4 + 7] == 1 && f[i1 + 7] == 1 && f[cb + 7] == 1 && f[mask + 7] == 1 && f[u8 + 7] == 0);
+    HOSTILE(f[i4 + 7] = 0, KILN_ERR_FORMAT,
+            "3 bytes of affine i4 codes in rows that start on a byte (format 1.1); 2 rows of 3 need 4");
+    HOSTILE(f[half + 7] = 1, KILN_ERR_FORMAT,
+            "flag 0x01 (contiguous packed codes) on f16 storage, which has no codes narrower than a byte");
+    HOSTILE(f[u8 + 7] = 1, KILN_ERR_FORMAT, "on affine u8 storage, which has no codes");
+    HOSTILE(f[csr + 7] = 1, KILN_ERR_FORMAT, "on sparse CSR storage, which has no codes");
+    HOSTILE(f[i4_scale + 7] = 1, KILN_ERR_FORMAT, "on a tensor of plain elements");
+    HOSTILE(f[i4 + 7] = 3, KILN_ERR_UNSUPPORTED, "tensor flags 0x03 are not supported");
     HOSTILE(set_u32(f + data_of(f, i4_scale), 0xBF800000u), KILN_ERR_FORMAT, "scale 0 is -1");
     HOSTILE(set_u32(f + data_of(f, i4_scale), 0x7F800000u), KILN_ERR_FORMAT, "scale 0 is inf");
     HOSTILE(f[data_of(f, i4_zp)] = 100,
@@ -1062,7 +1087,7 @@ static void test_hostile_compact_fields(void) {
     HOSTILE(f[csr_values + 4] = 32, KILN_ERR_FORMAT, "f32, f16, bf16 or affine are allowed");
     HOSTILE(f[csr_values + 4] = 77, KILN_ERR_UNSUPPORTED, "encoding 77 (unknown)");
     HOSTILE(set_u64(f + csr_values + 8, 4),
-            KILN_ERR_FORMAT, "the sparse values: affine i8: 3 bytes of affine i8 levels; 1 rows of 4 need 4");
+            KILN_ERR_FORMAT, "the sparse values: affine i8: 3 bytes of affine i8 levels; 4 levels need 4");
     HOSTILE((f[csr_values + 6] = 2, set_u64(f + csr_values + 16, 1)),
             KILN_ERR_FORMAT, "not a vector of that length");
     HOSTILE(set_u32(f + csr + 72, 0), KILN_ERR_FORMAT, "sparse storage has an axis");
@@ -1086,6 +1111,63 @@ static void test_hostile_compact_fields(void) {
     kn_graph_free(&g);
 }
 
+/* A format 1.1 file (tests/ref/data/storage_1_1.kiln: 26 (3, 7) tensors stored every way, packed codes
+ * in rows that start on a byte) is read through the repacking path: truncations, flips, mutations of the
+ * table entries and rows of its i4, i2, i1, codebook and bitmask tensors, and hand-made bad row layouts,
+ * each rejected. */
+static void test_format_1_1_rows(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/ref/data/storage_1_1.kiln", KILN_SOURCE_DIR);
+    FILE *in = fopen(path, "rb");
+    CHECK(in != NULL);
+    if (!in)
+        return;
+    unsigned char *buf = malloc(1 << 16), *f = malloc(1 << 16);
+    size_t size = fread(buf, 1, 1 << 16, in);
+    fclose(in);
+    kn_graph g;
+    CHECK(size > 64 && size < (1 << 16) && load_exact(buf, size, &g) == KILN_OK);
+    CHECK(get_u32(buf + 8) == (1u | 1u << 16)); /* format 1.1 */
+    check_truncation_and_flips(buf, size, "format 1.1 file");
+    size_t i4 = entry_for(buf, &g, "w i4 channel sym"), mask = entry_for(buf, &g, "w bitmask f16");
+    size_t cb = entry_for(buf, &g, "w codebook 2 channel"), i2 = entry_for(buf, &g, "w i2 block");
+    size_t i1 = entry_for(buf, &g, "w i1 channel");
+    /* The table entries and the 1.1 rows of one tensor of each kind of packed codes. */
+    const size_t packed[5] = {i4, i2, i1, cb, mask};
+    size_t ranges[10][2];
+    for (int k = 0; k < 5; k++) {
+        ranges[2 * k][0] = packed[k];
+        ranges[2 * k][1] = 96;
+        ranges[2 * k + 1][0] = data_of(buf, packed[k]);
+        ranges[2 * k + 1][1] = get_u64(buf + packed[k] + 64);
+    }
+    check_mutations_in(buf, size, (const size_t(*)[2])ranges, 10, "format 1.1 file's packed tensors");
+
+#define HOSTILE(edit, status, needle)                 \
+    do {                                              \
+        memcpy(f, buf, size);                         \
+        edit;                                         \
+        fix_checksums(f, size);                       \
+        expect_rejected(f, size, status, needle);     \
+    } while (0)
+    /* Rows of 7 levels: 4 bytes each (the last half-byte zero) for i4, 1 byte for the bitmask. */
+    CHECK(get_u64(buf + i4 + 64) == 12 && get_u64(buf + mask + 64) == 3 && buf[i4 + 7] == 0);
+    HOSTILE(set_u64(f + i4 + 64, 11), KILN_ERR_FORMAT,
+            "11 bytes of affine i4 codes in rows that start on a byte (format 1.1); 3 rows of 7 need 12");
+    HOSTILE(f[data_of(f, i4) + 7] |= 0x10, KILN_ERR_FORMAT,
+            "nonzero padding bits after the last affine i4 code of row 1");
+    HOSTILE(f[data_of(f, mask) + 2] |= 0x80, KILN_ERR_FORMAT,
+            "nonzero padding bits after the last sparse bitmask code of row 2");
+    HOSTILE(set_u32(f + cb + 76, 3), KILN_ERR_FORMAT, "codebook indices of 3 bits");
+    /* The same bytes marked contiguous: 12 bytes are not the 11 that 21 levels take. */
+    HOSTILE(f[i4 + 7] = 1, KILN_ERR_FORMAT, "12 bytes of affine i4 levels; 21 levels need 11");
+#undef HOSTILE
+    printf("format 1.1 rows: %s\n", kiln_last_error());
+    kn_graph_free(&g);
+    free(buf);
+    free(f);
+}
+
 int main(void) {
     snprintf(test_dir, sizeof test_dir, "/tmp/kiln_file_test.XXXXXX");
     if (!mkdtemp(test_dir)) {
@@ -1106,6 +1188,7 @@ int main(void) {
     test_hostile_fields();
     test_compact_truncation_flips_mutations();
     test_hostile_compact_fields();
+    test_format_1_1_rows();
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_dir);

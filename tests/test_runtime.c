@@ -266,6 +266,20 @@ static void test_fold(void) {
     CHECK(s.nodes_folded == 0 && s.nodes_after == 2);
     kn_graph_free(&opt);
     kn_graph_free(&g);
+
+    // Nor more arithmetic than 4 operations per constant byte + 16 Mi: a Conv of a constant (1, 64, 64, 64)
+    // by (64, 64, 3, 3), 302 MFLOP from 1.2 MB, stays a node (found by fuzz_kiln_file: 58 MFLOP from 3 KB).
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 64, 64, 64));
+    c1 = add_data(&g, "image", KN_VALUE_CONST, SHAPE(1, 64, 64, 64), -1, 1);
+    c = add_conv(&g, c1, 64, 64, 1, false);
+    y = add_op(&g, "Mul", 2, (int[]){x, c});
+    set_output(&g, y);
+    CHECK_OK(kn_graph_optimize(&g, KN_OPT_FOLD, &opt, &s));
+    printf("fold: Conv of 302 MFLOP: %d folded, %d -> %d nodes\n", s.nodes_folded, s.nodes_before, s.nodes_after);
+    CHECK(s.nodes_folded == 0 && s.nodes_after == 2);
+    kn_graph_free(&opt);
+    kn_graph_free(&g);
 }
 
 static void test_batchnorm_fold(void) {
@@ -438,6 +452,100 @@ static void test_activation_fusion(void) {
     } else {
         printf("pass activation: Clip, HardSwish graphs skipped (ops not in this build)\n");
     }
+}
+
+static int add_scalar(kn_graph *g, const char *name, float v) {
+    return add_data(g, name, KN_VALUE_CONST, (kn_shape){0}, v, v);
+}
+
+/* LayerNormalization over x's last axis (of width d) as PyTorch exports it before opset 17;
+ * `axis` is the ReduceMeans' axis. Returns the output. */
+static int add_decomposed_layernorm(kn_graph *g, int x, int64_t d, int64_t axis) {
+    int m = add_op(g, "ReduceMean", 1, &x);
+    CHECK_OK(kn_node_set_ints(g, last_node(g), "axes", 1, &axis));
+    int diff = add_op(g, "Sub", 2, (int[]){x, m});
+    int sq = add_op(g, "Pow", 2, (int[]){diff, add_scalar(g, "two", 2.0f)});
+    int var = add_op(g, "ReduceMean", 1, &sq);
+    CHECK_OK(kn_node_set_ints(g, last_node(g), "axes", 1, &axis));
+    int s = add_op(g, "Sqrt", 1, (int[]){add_op(g, "Add", 2, (int[]){var, add_scalar(g, "eps", 1e-5f)})});
+    int n = add_op(g, "Div", 2, (int[]){diff, s});
+    int y = add_op(g, "Mul", 2, (int[]){n, add_data(g, "gamma", KN_VALUE_PARAM, SHAPE(d), 0.5f, 1.5f)});
+    return add_op(g, "Add", 2, (int[]){add_data(g, "beta", KN_VALUE_PARAM, SHAPE(d), -0.5f, 0.5f), y});
+}
+
+/* GELU as x * (1 + Erf(x / sqrt 2)) * 0.5, the 0.5 last (PyTorch) or first. */
+static int add_decomposed_gelu(kn_graph *g, int x, bool half_first) {
+    int e = add_op(g, "Erf", 1, (int[]){add_op(g, "Div", 2, (int[]){x, add_scalar(g, "sqrt2", 1.4142135f)})});
+    int a = add_op(g, "Add", 2, (int[]){e, add_scalar(g, "one", 1.0f)});
+    if (half_first)
+        return add_op(g, "Mul", 2, (int[]){add_op(g, "Mul", 2, (int[]){add_scalar(g, "half", 0.5f), x}), a});
+    return add_op(g, "Mul", 2, (int[]){add_op(g, "Mul", 2, (int[]){x, a}), add_scalar(g, "half", 0.5f)});
+}
+
+static int add_hardsigmoid(kn_graph *g, int x, float alpha) {
+    int y = add_op(g, "HardSigmoid", 1, &x);
+    CHECK_OK(kn_node_set_float(g, last_node(g), "alpha", alpha));
+    return y;
+}
+
+static bool has_op(const kn_graph *g, const char *name) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (strcmp(g->nodes[i].op->name, name) == 0)
+            return true;
+    return false;
+}
+
+static void test_compose(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    int x = add_input(&g, SHAPE(1, 4, 6));
+    int y = add_decomposed_layernorm(&g, x, 6, -1);
+    y = add_decomposed_layernorm(&g, y, 6, -1);
+    set_output(&g, y);
+    kn_opt_stats s = check_pass("compose: two LayerNormalizations", &g, KN_OPT_ALL);
+    CHECK(s.ops_composed == 2 && s.nodes_after == 2);
+
+    /* Over axis 1 (not the last): LayerNormalization would normalise the wrong dims. */
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 4, 6));
+    set_output(&g, add_decomposed_layernorm(&g, x, 6, 1));
+    s = check_pass("compose: not a mean over axis 1", &g, KN_OPT_ALL);
+    CHECK(s.ops_composed == 0 && s.nodes_after == 9);
+
+    /* x - mean has a third reader: the chain must stay. */
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 4, 6));
+    y = add_decomposed_layernorm(&g, x, 6, -1);
+    int diff = g.nodes[1].out[0];
+    set_output(&g, add_op(&g, "Add", 2, (int[]){y, diff}));
+    s = check_pass("compose: not when x - mean is read elsewhere", &g, KN_OPT_ALL);
+    CHECK(s.ops_composed == 0);
+
+    /* GELU in both orders after MatMul + bias: composed, then fused into the MatMul. */
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 3, 4));
+    y = add_op(&g, "MatMul", 2, (int[]){x, add_weight(&g, "w", SHAPE(4, 5))});
+    y = add_decomposed_gelu(&g, add_op(&g, "Add", 2, (int[]){y, add_weight(&g, "b", SHAPE(5))}), false);
+    y = add_op(&g, "MatMul", 2, (int[]){y, add_weight(&g, "w2", SHAPE(5, 2))});
+    set_output(&g, add_decomposed_gelu(&g, y, true));
+    s = check_pass("compose: GELU (0.5 last, 0.5 first) into MatMul", &g, KN_OPT_ALL);
+    CHECK(s.ops_composed == 2 && s.activations_fused == 2 && s.nodes_after == 2);
+
+    /* HardSwish as Conv -> Mul(x, HardSigmoid(x)) with alpha 1/6: composed and fused; with HardSigmoid's
+     * default alpha 0.2 it is another function and stays. */
+    kn_graph_init(&g);
+    x = add_input(&g, SHAPE(1, 3, 6, 6));
+    y = add_conv(&g, x, 3, 4, 1, true);
+    y = add_op(&g, "Mul", 2, (int[]){add_hardsigmoid(&g, y, 1.0f / 6.0f), y});
+    y = add_conv(&g, y, 4, 4, 1, true);
+    y = add_op(&g, "Mul", 2, (int[]){y, add_hardsigmoid(&g, y, 0.2f)});
+    set_output(&g, y);
+    kn_graph opt;
+    CHECK_OK(kn_graph_optimize(&g, KN_OPT_ALL, &opt, &s));
+    CHECK(s.ops_composed == 1 && s.activations_fused == 1 && has_op(&opt, "HardSigmoid"));
+    kn_graph_free(&opt);
+    s = check_pass("compose: HardSwish into Conv, not alpha 0.2", &g, KN_OPT_ALL);
+    CHECK(s.ops_composed == 1 && s.nodes_after == 4);
 }
 
 /* Zeroes all but about `density` of weight v's entries (at least one kept). */
@@ -638,8 +746,8 @@ static void test_plan_chain(void) {
     CHECK_OK(kn_graph_infer_shapes(&g));
     size_t size = aligned_size(&g.values[x]);
     kn_plan separate, shared;
-    CHECK_OK(kn_plan_make(&g, false, &separate));
-    CHECK_OK(kn_plan_make(&g, true, &shared));
+    CHECK_OK(kn_plan_make(&g, false, NULL, &separate));
+    CHECK_OK(kn_plan_make(&g, true, NULL, &shared));
     printf("plan of input -> Relu x3: naive %zu, reuse %zu, in place %zu bytes (%d written in place)\n",
            separate.naive_bytes, separate.arena_bytes, shared.arena_bytes, shared.n_in_place);
     // Without in place: the input lives throughout, the 1st and 3rd Relu outputs can share.
@@ -671,9 +779,9 @@ static void test_plan_models(void) {
             CHECK_OK(kiln_session_memory(s, &info));
             const kn_graph *view = kn_session_graph(s);
             kn_plan without = {0};
-            CHECK_OK(kn_plan_make(view, false, &without));
+            CHECK_OK(kn_plan_make(view, false, NULL, &without));
             kn_plan with = {0};
-            CHECK_OK(kn_plan_make(view, true, &with));
+            CHECK_OK(kn_plan_make(view, true, NULL, &with));
             printf("%s batch 32 %s: activations planned %.2f MiB (%.2f without in place) vs %.2f MiB "
                    "naive (%.1fx), workspace %.2f MiB, weights %.2f MiB, %d nodes\n",
                    models[m].label, optimize ? "optimized" : "as saved", info.arena_bytes / 1048576.0,
@@ -903,6 +1011,7 @@ int main(void) {
     test_batchnorm_fold();
     test_bias_fusion();
     test_activation_fusion();
+    test_compose();
     test_fused_formulas();
     test_sparse_weights();
     test_fused_backward_refused();

@@ -3,6 +3,7 @@
  * granularity, a quantized model that runs exactly like the f32 model of its decoded weights, the
  * writer's refusal of data changed after quantization, and what the file sizes become. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -174,6 +175,8 @@ static double check_affine_case(const float *x, const kn_shape *shape, kn_encodi
                                                  : ((const int8_t *)s->zero_point)[k];
         *mismatches += stored_zp != zp;
     }
+    size_t payload_bytes = (size_t)(n * kn_encoding_bits(e) + 7) / 8; /* no gaps between rows */
+    *mismatches += s->payload_bytes != payload_bytes;
     for (int64_t i = 0; i < n; i++) {
         int64_t k = reference_group(shape, g, i);
         float scale = s->scale[k];
@@ -183,6 +186,11 @@ static double check_affine_case(const float *x, const kn_shape *shape, kn_encodi
         float q = fminf(fmaxf(nearbyintf(x[i] / scale) + (float)zp, (float)lo), (float)hi);
         float want = (float)((int)q - zp) * scale;
         *mismatches += bits_of(decoded[i]) != bits_of(want);
+        /* The payload as docs/format.md lays it out: level i in bits [i * bits, (i + 1) * bits) of the
+         * whole payload, first element lowest, two's complement for the signed encodings. */
+        int bits = kn_encoding_bits(e);
+        unsigned code = ((const uint8_t *)s->payload)[i * bits / 8] >> (i * bits % 8) & ((1u << bits) - 1);
+        *mismatches += code != ((unsigned)(int)q & ((1u << bits) - 1));
         /* The bound holds where x lies inside the levels' range. */
         if (x[i] >= (lo - zp) * (double)scale && x[i] <= (hi - zp) * (double)scale)
             worst = fmax(worst, fabs((double)x[i] - decoded[i]) / scale);
@@ -195,7 +203,8 @@ static double check_affine_case(const float *x, const kn_shape *shape, kn_encodi
 }
 
 static void test_affine(void) {
-    kn_shape shape = kn_shape_of(3, (int64_t[]){3, 5, 10});
+    /* Rows of 9: 4-, 2- and 1-bit rows end inside a byte, so the codes run on across them. */
+    kn_shape shape = kn_shape_of(3, (int64_t[]){3, 5, 9});
     float x[150];
     fill_normal(x, 150, 3);
     x[7] = 0.0f;
@@ -337,7 +346,7 @@ static void test_sparse(void) {
             for (int c = 0; c < 15; c++) {
                 bool here = bits_of(x[r * 15 + c]) != 0;
                 if (kinds[k] == KN_ENC_SPARSE_BITMASK)
-                    bad += ((mask[r * 2 + c / 8] >> (c % 8)) & 1) != here;
+                    bad += ((mask[(r * 15 + c) / 8] >> ((r * 15 + c) % 8)) & 1) != here;
                 else if (here)
                     bad += ptr[8 + j] != c;
                 j += here;
@@ -509,6 +518,57 @@ static void test_round_trips(void) {
     kn_graph_free(&g);
 }
 
+/* A file written by format 1.1 (tests/ref/data/storage_1_1.kiln, the round-trip graph as kiln wrote it
+ * at commit bbe5563, packed rows starting on a byte) reads as the same graph, storages included: the
+ * reader repacks its codes into the contiguous layout the encoders give today, so the graph built here
+ * now and the old file agree bit for bit, and saving what was read gives today's file exactly. */
+static void test_format_1_1_file(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/ref/data/storage_1_1.kiln", KILN_SOURCE_DIR);
+    kn_graph now, old;
+    build_storage_graph(&now);
+    void *now_file, *resaved;
+    size_t now_size, resaved_size;
+    CHECK_OK(kn_kiln_save_buffer(&now, NULL, 0, &now_file, &now_size));
+    CHECK(((const uint16_t *)now_file)[5] == 2); /* minor version 2 */
+    for (int mode = 0; mode < 2; mode++) {
+        CHECK_OK(kn_kiln_load(path, mode ? KN_KILN_LOAD_MMAP : KN_KILN_LOAD_COPY, &old, NULL, NULL));
+        int d = storage_differences(&now, &old);
+        CHECK_MSG(d == 0, "%d values of the 1.1 file differ (%s load)", d, mode ? "mmap" : "copy");
+        CHECK_OK(kn_kiln_save_buffer(&old, NULL, 0, &resaved, &resaved_size));
+        CHECK(resaved_size == now_size && memcmp(resaved, now_file, now_size) == 0);
+        free(resaved);
+        kn_graph_free(&old);
+    }
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    unsigned char header[12] = {0};
+    CHECK(f && fread(header, 1, sizeof header, f) == sizeof header);
+    long old_size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (f)
+        fclose(f);
+    CHECK(header[8] == 1 && header[10] == 1); /* written as format 1.1 */
+    /* Tensors of (3, 7) with codes narrower than a byte: 1.1 padded each of their rows to a byte (the
+     * files' sizes are the same: every tensor starts on 64 bytes). */
+    CHECK(old_size > 0 && (size_t)old_size >= now_size);
+    int64_t packed_now = 0, packed_old = 0, n_packed = 0;
+    for (int v = 0; v < now.n_values; v++) {
+        const kn_storage *st = now.values[v].storage;
+        if (st && kn_storage_rows_share_bytes(st)) {
+            int bits = st->encoding == KN_ENC_SPARSE_BITMASK ? 1 : st->bits;
+            packed_now += (int64_t)st->payload_bytes;
+            packed_old += 3 * ((7 * bits + 7) / 8);
+            n_packed++;
+        }
+    }
+    CHECK(n_packed == 14 && packed_now < packed_old);
+    printf("format 1.1 file (%ld bytes) reads as today's graph, bit for bit (copy and mmap), and saves as "
+           "today's %zu-byte 1.2 file; the row-padded codes of its %lld packed tensors: %lld bytes, now %lld\n",
+           old_size, now_size, (long long)n_packed, (long long)packed_old, (long long)packed_now);
+    free(now_file);
+    kn_graph_free(&now);
+}
+
 /* The writer refuses a value whose data changed after it was quantized, until its storage is dropped. */
 static void test_changed_after_quantization(void) {
     kn_graph g;
@@ -648,12 +708,25 @@ static void test_file_sizes(void) {
     CHECK(sizes[2] < sizes[3] && sizes[3] * 5 < sizes[0]);
 }
 
-int main(void) {
+/* `test_storage --save PATH` writes the round-trip graph to PATH: tests/ref/data/storage_1_1.kiln is
+ * what it wrote at commit bbe5563 (format 1.1, packed rows starting on a byte). */
+static int save_round_trip_graph(const char *path) {
+    kn_graph g;
+    build_storage_graph(&g);
+    CHECK_OK(kn_kiln_save(path, &g, NULL, 0));
+    kn_graph_free(&g);
+    return check_finish();
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--save") == 0)
+        return save_round_trip_graph(argv[2]);
     test_half_floats();
     test_affine();
     test_codebook();
     test_sparse();
     test_round_trips();
+    test_format_1_1_file();
     test_changed_after_quantization();
     test_quantized_model_runs();
     test_file_sizes();

@@ -332,14 +332,13 @@ static kiln_status store_levels(kn_graph *g, int weight, const rounding *r) {
     kn_value *w = &g->values[weight];
     const kn_storage *old = w->storage;
     kn_storage *s = kn_arena_alloc(&g->arena, sizeof *s);
-    int64_t rows = kn_packed_rows(&old->shape), cols = kn_packed_cols(&old->shape);
-    int64_t stride = kn_packed_stride(cols, old->bits);
+    int64_t n = kn_shape_numel(&old->shape);
     uint8_t *payload = kn_arena_alloc(&g->arena, old->payload_bytes ? old->payload_bytes : 1); /* zeroed */
     if (!s || !payload)
         return kn_fail(KILN_ERR_NOMEM, "out of memory storing weight '%s'", w->name);
     *s = *old;
-    for (int64_t i = 0; i < rows * cols; i++)
-        kn_packed_put(payload + i / cols * stride, i % cols, old->bits, (unsigned)learned_level(r, i));
+    for (int64_t i = 0; i < n; i++)
+        kn_packed_put(payload, i, old->bits, (unsigned)learned_level(r, i));
     s->payload = payload;
     kiln_status st = kn_storage_check(s);
     if (st != KILN_OK) {

@@ -12,6 +12,7 @@
 #ifndef KN_COMPRESS_GRAD_QUANT_H
 #define KN_COMPRESS_GRAD_QUANT_H
 
+#include "format/kiln_file.h"
 #include "train/optim.h"
 
 typedef struct kn_grad_quant {
@@ -20,6 +21,7 @@ typedef struct kn_grad_quant {
     uint64_t seed;
     int n_params;
     float **residual;      /* (n_params) with error feedback: (numel) each, else NULL */
+    char **residual_name;  /* (n_params) their names in a checkpoint, made by kn_grad_quant_state */
 } kn_grad_quant;
 
 /* bits must be 1, 2, 4 or 8 (the message names --grad-bits). */
@@ -29,6 +31,21 @@ void kn_grad_quant_free(kn_grad_quant *q);
 /* Quantizes every parameter gradient in place (params[i].grad), for optimizer step `step`. The parameter
  * list must be the same at every call. */
 kiln_status kn_grad_quant_apply(kn_grad_quant *q, kn_param_ref *params, int n_params, int64_t step);
+
+/* The error-feedback residuals are state a resumed run needs: a checkpoint carries them as extras named
+ * "grad_quant.residual/<param name>", beside the optimizer's state. */
+#define KN_GRAD_QUANT_RESIDUAL_PREFIX "grad_quant.residual/"
+
+/* The residuals as named tensors, one per parameter (zero before the first step), into a malloc'd array
+ * *state of *n_state: names and data are q's own (free only the array). None without error feedback. */
+kiln_status kn_grad_quant_state(kn_grad_quant *q, const kn_param_ref *params, int n_params,
+                                kn_named_tensor **state, int *n_state);
+
+/* Takes the residuals of a resumed run from its checkpoint's extras, by name. A checkpoint without any
+ * (written before kiln kept them) leaves them zero; one with some but not all, or with a residual of the
+ * wrong size, is KILN_ERR_FORMAT. Without error feedback, nothing is read. */
+kiln_status kn_grad_quant_restore(kn_grad_quant *q, const kn_param_ref *params, int n_params,
+                                  const kn_named_tensor *state, int n_state);
 
 /* Bytes one tensor of numel elements takes on the wire at `bits` (levels packed, plus its f32 scale). */
 int64_t kn_grad_quant_bytes(int bits, int64_t numel);

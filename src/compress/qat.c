@@ -356,8 +356,8 @@ static kiln_status store_weight(kn_graph *g, const kn_node *n, int w, int axis, 
         return KILN_ERR_NOMEM;
     *s = (kn_storage){.encoding = binary ? KN_ENC_CODEBOOK : affine_encoding(bits), .shape = v->shape,
                       .axis = axis, .bits = bits};
-    int64_t rows = kn_packed_rows(&v->shape), cols = kn_packed_cols(&v->shape), stride = kn_packed_stride(cols, bits);
-    kn_packed_bytes(rows, cols, bits, &s->payload_bytes);
+    int64_t numel = kn_shape_numel(&v->shape);
+    kn_packed_bytes(numel, bits, &s->payload_bytes);
     uint8_t *payload = kn_arena_alloc(&g->arena, s->payload_bytes ? s->payload_bytes : 1);
     float *stored_scales = kn_arena_alloc(&g->arena, sizeof(float) * (size_t)l.channels * (binary ? 2 : 1));
     int8_t *stored_zps = kn_arena_alloc(&g->arena, (size_t)l.channels);
@@ -375,11 +375,11 @@ static kiln_status store_weight(kn_graph *g, const kn_node *n, int w, int axis, 
             any_zero_point |= zero_points[c] != 0;
         }
     }
-    const float *x = v->data; // (rows, cols) = (outer, channels, inner)
-    for (int64_t i = 0; i < rows * cols; i++) {
+    const float *x = v->data; // (numel) = (outer, channels, inner)
+    for (int64_t i = 0; i < numel; i++) {
         int64_t c = i / l.inner % l.channels;
         unsigned code = binary ? x[i] >= 0.0f : (unsigned)kn_quant_level(x[i], scales[c], zero_points[c], r);
-        kn_packed_put(payload + i / cols * stride, i % cols, bits, code);
+        kn_packed_put(payload, i, bits, code);
     }
     s->payload = payload;
     if (binary) {

@@ -17,7 +17,7 @@
 
 /* The format version this kiln writes. Readers accept any minor version of their major version. */
 #define KN_KILN_FORMAT_MAJOR 1
-#define KN_KILN_FORMAT_MINOR 1
+#define KN_KILN_FORMAT_MINOR 2
 
 /* A named f32 tensor carried beside the graph (optimizer state in a checkpoint). */
 typedef struct kn_named_tensor {

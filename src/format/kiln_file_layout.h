@@ -24,7 +24,7 @@ enum {
     KN_KILN_HEADER_BYTES = 64,
     KN_KILN_DIR_ENTRY_BYTES = 32,    /* one section directory entry; the directory follows the header */
     KN_KILN_MAX_SECTIONS = 64,
-    KN_KILN_TENSOR_ENTRY_BYTES = 96, /* a tensor-table entry in formats 1.0 and 1.1; later minors may grow it */
+    KN_KILN_TENSOR_ENTRY_BYTES = 96, /* a tensor-table entry in formats 1.0 to 1.2; later minors may grow it */
     KN_KILN_ENTRY_DIMS = 6,          /* dims slots of a tensor-table entry: stored tensors have rank <= 6 */
 };
 
@@ -38,6 +38,13 @@ enum {
     KN_KILN_AT_DIRECTORY_CRC = 24,   /* u32, over the whole section directory */
     KN_KILN_AT_RESERVED = 28,        /* zero up to the header CRC; later minors may use it */
     KN_KILN_AT_HEADER_CRC = 60,      /* u32, over header bytes [0, 60) */
+};
+
+/* Tensor-table entry flags (a reader rejects the ones it does not know). */
+enum {
+    /* Format 1.2: the entry's packed codes run on across rows (docs/format.md, "Storage encodings");
+     * without it they are 1.1's rows starting on a byte. Set only where the two layouts differ. */
+    KN_KILN_FLAG_PACKED_CONTIGUOUS = 0x01,
 };
 
 /* "No tensor / no value" in u32 reference fields. */

@@ -582,11 +582,20 @@ static kiln_status check_placement(kn_reader *r, const kn_tensor_entry *e, uint6
     return KILN_OK;
 }
 
-/* The entry's logical shape: a known rank, non-negative dims, zero unused slots. */
-static kiln_status entry_shape(kn_reader *r, const kn_tensor_entry *e, kn_shape *shape) {
-    if (e->flags != 0)
+/* Flags this kiln does not know are unsupported; the packed-codes flag belongs to compact storages
+ * only (read_storage checks that this one has packed codes). */
+static kiln_status check_flags(kn_reader *r, const kn_tensor_entry *e, bool compact) {
+    if (e->flags & ~KN_KILN_FLAG_PACKED_CONTIGUOUS)
         return r_fail(r, KILN_ERR_UNSUPPORTED, "tensor flags 0x%02x are not supported by this kiln",
                       e->flags);
+    if (e->flags && !compact)
+        return r_fail(r, KILN_ERR_FORMAT, "flag 0x%02x (contiguous packed codes) on a tensor of plain elements",
+                      e->flags);
+    return KILN_OK;
+}
+
+/* The entry's logical shape: a known rank, non-negative dims, zero unused slots. */
+static kiln_status entry_shape(kn_reader *r, const kn_tensor_entry *e, kn_shape *shape) {
     if (e->ndim > KN_KILN_ENTRY_DIMS)
         return r_fail(r, KILN_ERR_UNSUPPORTED, "rank %u is more than the %d dimensions a stored tensor has",
                       e->ndim, KN_KILN_ENTRY_DIMS);
@@ -611,9 +620,7 @@ static bool has_no_aux(const kn_tensor_entry *e) {
 /* A plain (unquantized) tensor of `dtype`: its encoding, shape and byte size must agree. */
 static kiln_status check_plain_entry(kn_reader *r, const kn_tensor_entry *e, kn_dtype dtype,
                                      kn_shape *shape) {
-    if (e->flags != 0)
-        return r_fail(r, KILN_ERR_UNSUPPORTED, "tensor flags 0x%02x are not supported by this kiln",
-                      e->flags);
+    KN_TRY(check_flags(r, e, false));
     kn_dtype stored;
     kn_encoding compact;
     if (!kn_kiln_dtype_from_code(e->encoding, &stored) && kn_kiln_encoding_from_code(e->encoding, &compact))
@@ -695,6 +702,7 @@ static kiln_status read_plain_aux(kn_reader *r, kn_load *L, kn_table *t, uint32_
     kn_kiln_dtype_from_code(code, &dtype);
     kn_shape stored;
     char want[96], got[96];
+    KN_TRY(check_flags(r, e, false));
     if (e->encoding != code)
         return r_fail(r, KILN_ERR_FORMAT, "the %s (entry %u) is stored as %s, not %s", what, index,
                       encoding_name(e->encoding), kn_dtype_name(dtype));
@@ -714,6 +722,22 @@ static kiln_status read_plain_aux(kn_reader *r, kn_load *L, kn_table *t, uint32_
 
 static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e,
                                 kn_encoding encoding, bool nested, kn_storage **out);
+
+/* The main entry's bytes. Packed codes without KN_KILN_FLAG_PACKED_CONTIGUOUS are format 1.1's rows
+ * starting on a byte where that differs (kn_storage_rows_share_bytes): checked and repacked. */
+static kiln_status read_storage_payload(kn_reader *r, kn_load *L, kn_table *t, const kn_tensor_entry *e,
+                                        kn_storage *s) {
+    if (!e->flags && kn_storage_rows_share_bytes(s)) {
+        kiln_status st = kn_storage_repack_rows(&L->g->arena, s, L->file + t->data->offset + e->offset,
+                                                (size_t)e->bytes);
+        if (st == KILN_OK)
+            return KILN_OK;
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        return r_fail(r, st, "%s", why);
+    }
+    return (s->payload = entry_bytes(L, t->data, e)) ? KILN_OK : KILN_ERR_NOMEM;
+}
 
 /* The aux entries an encoding uses: scales and zero points (affine), centroids (codebook), values
  * (sparse). Slots an encoding does not use must be NONE. */
@@ -784,6 +808,7 @@ static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_
     if (!s)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for a storage descriptor");
     s->encoding = encoding;
+    KN_TRY(check_flags(r, e, true));
     KN_TRY(entry_shape(r, e, &s->shape));
     size_t f32_bytes;
     if (!kn_shape_bytes(&s->shape, KN_F32, &f32_bytes))
@@ -795,14 +820,16 @@ static kiln_status read_storage(kn_reader *r, kn_load *L, kn_table *t, const kn_
         return r_fail(r, KILN_ERR_FORMAT, "%s storage has block %u", kn_encoding_name(encoding), e->block);
     s->payload_bytes = (size_t)e->bytes;
     KN_TRY(read_storage_aux(r, L, t, e, s));
-    if (!(s->payload = entry_bytes(L, t->data, e)))
-        return KILN_ERR_NOMEM;
+    KN_TRY(read_storage_payload(r, L, t, e, s));
     if (kn_storage_check(s) != KILN_OK) {
         char why[512];
         snprintf(why, sizeof why, "%s", kiln_last_error());
         return r_fail(r, KILN_ERR_FORMAT, "%s%s: %s", nested ? "the sparse values: " : "",
                       kn_encoding_name(encoding), why);
     }
+    if (e->flags && !kn_storage_has_packed_codes(s))
+        return r_fail(r, KILN_ERR_FORMAT, "flag 0x%02x (contiguous packed codes) on %s storage, which has no "
+                      "codes narrower than a byte", e->flags, kn_encoding_name(encoding));
     *out = s;
     return KILN_OK;
 }

@@ -315,6 +315,7 @@ static void put_meta_section(kn_bytes *b, const kn_graph *g) {
  * for the encoding, and are -1, 0 and NONE for the plain ones. */
 typedef struct kn_entry_out {
     uint32_t target, encoding;
+    uint8_t flags;
     kn_shape shape;
     int32_t axis;
     uint32_t block;
@@ -325,7 +326,7 @@ static void put_tensor_entry(kn_bytes *b, const kn_entry_out *e, uint64_t offset
     put_u32(b, e->target);
     put_u16(b, (uint16_t)e->encoding);
     put_u8(b, (uint8_t)e->shape.ndim);
-    put_u8(b, 0); /* flags */
+    put_u8(b, e->flags);
     for (int d = 0; d < KN_KILN_ENTRY_DIMS; d++)
         put_i64(b, d < e->shape.ndim ? e->shape.d[d] : 0);
     put_u64(b, offset);
@@ -426,7 +427,7 @@ static int entries_of(const kn_storage *s) {
 static uint32_t add_entry(kn_plan *plan, uint32_t target, uint32_t encoding, const kn_shape *shape,
                           const void *data, size_t bytes) {
     int k = plan->n_data_blobs++;
-    plan->entries[k] = (kn_entry_out){target, encoding, *shape, -1, 0,
+    plan->entries[k] = (kn_entry_out){target, encoding, 0, *shape, -1, 0,
                                       {KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE}};
     plan->data_blobs[k] = (kn_blob){.data = data, .bytes = bytes};
     return (uint32_t)k;
@@ -438,6 +439,8 @@ static uint32_t add_storage(kn_plan *plan, uint32_t target, const kn_storage *s)
     uint32_t k = add_entry(plan, target, kn_kiln_encoding_code(s->encoding), &s->shape, s->payload,
                            s->payload_bytes);
     plan->entries[k].axis = s->axis;
+    if (kn_storage_rows_share_bytes(s))
+        plan->entries[k].flags = KN_KILN_FLAG_PACKED_CONTIGUOUS;
     if (kn_encoding_is_affine(s->encoding)) {
         kn_shape scale_shape = kn_storage_scale_shape(s);
         size_t groups = (size_t)kn_storage_group_count(s);
@@ -503,7 +506,7 @@ static kiln_status plan_extra_tensors(kn_plan *plan, const kn_named_tensor *extr
     put_u32(&plan->extras, (uint32_t)n_extras);
     put_u32(&plan->extras, KN_KILN_TENSOR_ENTRY_BYTES);
     for (int i = 0; i < n_extras; i++) {
-        kn_entry_out e = {(uint32_t)i, KN_KILN_DT_F32, extras[i].shape, -1, 0,
+        kn_entry_out e = {(uint32_t)i, KN_KILN_DT_F32, 0, extras[i].shape, -1, 0,
                           {KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE, KN_KILN_NONE}};
         put_tensor_entry(&plan->extras, &e, plan->extra_blobs[i].offset, plan->extra_blobs[i].bytes);
     }

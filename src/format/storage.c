@@ -46,24 +46,80 @@ const char *kn_encoding_name(kn_encoding e) {
     return "unknown encoding";
 }
 
-/* ---- packed rows ---- */
+/* ---- packed codes ---- */
 
-bool kn_packed_bytes(int64_t rows, int64_t cols, int bits, size_t *out) {
-    size_t row_bits;
-    if (!kn_size_mul((size_t)cols, (size_t)bits, &row_bits) || row_bits > SIZE_MAX - 7)
+bool kn_packed_bytes(int64_t n, int bits, size_t *out) {
+    size_t total_bits;
+    if (!kn_size_mul((size_t)n, (size_t)bits, &total_bits) || total_bits > SIZE_MAX - 7)
         return false;
-    return kn_size_mul((size_t)rows, (row_bits + 7) / 8, out);
+    *out = (total_bits + 7) / 8;
+    return true;
 }
 
-bool kn_packed_padding_is_zero(const uint8_t *p, int64_t rows, int64_t cols, int bits) {
-    int64_t stride = kn_packed_stride(cols, bits), used = (cols * bits) % 8;
-    if (used == 0)
-        return true;
-    uint8_t padding = (uint8_t)(0xFF << used);
-    for (int64_t r = 0; r < rows; r++)
-        if (p[r * stride + stride - 1] & padding)
+bool kn_packed_padding_is_zero(const uint8_t *p, int64_t n, int bits) {
+    int64_t used = n * bits % 8;
+    return used == 0 || (p[n * bits / 8] & (uint8_t)(0xFF << used)) == 0;
+}
+
+/* The codes of a packed payload, viewed as the rows format 1.1 started on a byte: affine levels and
+ * codebook indices along the last axis, a bitmask along its 2-D view's rows. False: no codes of 1, 2
+ * or 4 bits (8-bit codes fill their bytes; a codebook of another width, read from a file, is left to
+ * the codebook's check to reject). */
+static bool packed_view(const kn_storage *s, int *bits, int64_t *rows, int64_t *cols) {
+    if (s->encoding == KN_ENC_SPARSE_BITMASK) {
+        if (s->shape.ndim < 1)
             return false;
-    return true;
+        *bits = 1;
+        *rows = s->shape.d[0];
+        *cols = kn_shape_span(&s->shape, 1, s->shape.ndim);
+        return true;
+    }
+    if (!kn_encoding_is_affine(s->encoding) && s->encoding != KN_ENC_CODEBOOK)
+        return false;
+    *bits = s->bits;
+    *rows = kn_packed_rows(&s->shape);
+    *cols = kn_packed_cols(&s->shape);
+    return s->bits == 1 || s->bits == 2 || s->bits == 4;
+}
+
+bool kn_storage_has_packed_codes(const kn_storage *s) {
+    int bits;
+    int64_t rows, cols;
+    return packed_view(s, &bits, &rows, &cols);
+}
+
+bool kn_storage_rows_share_bytes(const kn_storage *s) {
+    int bits;
+    int64_t rows, cols;
+    return packed_view(s, &bits, &rows, &cols) && rows > 1 && cols * bits % 8 != 0;
+}
+
+kiln_status kn_storage_repack_rows(kn_arena *arena, kn_storage *s, const void *rows_payload, size_t bytes) {
+    int bits;
+    int64_t rows, cols;
+    if (!packed_view(s, &bits, &rows, &cols))
+        return kn_fail(KILN_ERR_FORMAT, "%s storage has no packed codes", kn_encoding_name(s->encoding));
+    size_t row_bytes = 0, want = 0, packed = 0;
+    if (!kn_packed_bytes(cols, bits, &row_bytes) || !kn_size_mul((size_t)rows, row_bytes, &want) || want != bytes)
+        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of %s codes in rows that start on a byte (format 1.1); "
+                       "%lld rows of %lld need %zu", bytes, kn_encoding_name(s->encoding), (long long)rows,
+                       (long long)cols, want);
+    const uint8_t *in = rows_payload; // (rows, row_bytes)
+    for (int64_t r = 0; r < rows; r++)
+        if (!kn_packed_padding_is_zero(in + (size_t)r * row_bytes, cols, bits))
+            return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last %s code of row %lld",
+                           kn_encoding_name(s->encoding), (long long)r);
+    kn_packed_bytes(rows * cols, bits, &packed); /* <= want */
+    uint8_t *out = kn_arena_alloc(arena, packed ? packed : 1);
+    if (!out)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory repacking %zu bytes of %s codes", bytes,
+                       kn_encoding_name(s->encoding));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            kn_packed_put(out, r * cols + c, bits, kn_packed_get(in + (size_t)r * row_bytes, c, bits));
+    s->payload = out;
+    s->payload_bytes = packed;
+    return KILN_OK;
 }
 
 int64_t kn_first_non_finite(const float *x, int64_t n) {

@@ -92,6 +92,18 @@ int64_t kn_storage_group_of(const kn_storage *s, int64_t i);
 int kn_storage_level(const kn_storage *s, int64_t i);
 int kn_storage_zero_point(const kn_storage *s, int64_t k);
 
+/* Packed codes (docs/format.md, "Storage encodings"): affine levels of 1, 2 or 4 bits, codebook indices
+ * of 1, 2 or 4 bits and bitmasks hold every element's code in flat order with no gaps. Whether s has
+ * them, and whether the row layout of format 1.1 (each row along the last axis, a bitmask's rows of
+ * its 2-D view, starting on a byte) would differ: more than one row, some ending inside a byte. */
+bool kn_storage_has_packed_codes(const kn_storage *s);
+bool kn_storage_rows_share_bytes(const kn_storage *s);
+
+/* Reads a format 1.1 payload of packed codes, rows starting on a byte, for s (whose shape, bits and
+ * encoding are set) as untrusted input: its size and the padding bits after each row are checked
+ * (KILN_ERR_FORMAT), then the codes are copied contiguously into the arena as s->payload. */
+kiln_status kn_storage_repack_rows(kn_arena *arena, kn_storage *s, const void *rows_payload, size_t bytes);
+
 /* Bytes the storage takes in a file: payload plus scales, zero points, centroids and sparse values
  * (without the alignment padding between them). */
 int64_t kn_storage_bytes(const kn_storage *s);

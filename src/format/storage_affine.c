@@ -31,8 +31,8 @@ int kn_affine_zero_point(const kn_storage *s, int64_t g) {
     return is_unsigned(s->encoding) ? ((const uint8_t *)s->zero_point)[g] : ((const int8_t *)s->zero_point)[g];
 }
 
-int kn_affine_level(const kn_storage *s, const uint8_t *row, int64_t c) {
-    unsigned code = kn_packed_get(row, c, s->bits);
+int kn_affine_level(const kn_storage *s, int64_t i) {
+    unsigned code = kn_packed_get(s->payload, i, s->bits);
     if (is_unsigned(s->encoding))
         return (int)code;
     unsigned sign = 1u << (s->bits - 1); /* two's complement of `bits` bits */
@@ -74,8 +74,8 @@ kiln_status kn_affine_encode(kn_arena *arena, const float *x, const kn_storage_s
     s->axis = spec->axis;
     s->block = spec->axis < 0 ? spec->block : 0;
     affine_groups a = groups_of(s);
-    int64_t n_groups = kn_storage_group_count(s), stride = kn_packed_stride(a.cols, s->bits);
-    kn_packed_bytes(a.rows, a.cols, s->bits, &s->payload_bytes); /* <= the f32 bytes */
+    int64_t n_groups = kn_storage_group_count(s);
+    kn_packed_bytes(n, s->bits, &s->payload_bytes); /* <= the f32 bytes */
     float *scale = kn_arena_alloc(arena, sizeof(float) * (size_t)(n_groups ? n_groups : 1));
     uint8_t *zero_point = spec->symmetric ? NULL : kn_arena_alloc(arena, (size_t)(n_groups ? n_groups : 1));
     uint8_t *payload = kn_arena_alloc(arena, s->payload_bytes ? s->payload_bytes : 1);
@@ -108,7 +108,7 @@ kiln_status kn_affine_encode(kn_arena *arena, const float *x, const kn_storage_s
         for (int64_t c = 0; c < a.cols; c++) {
             int64_t k = group_at(s, &a, r, c);
             int32_t level = kn_quant_level(x[r * a.cols + c], scale[k], kn_affine_zero_point(s, k), range);
-            kn_packed_put(payload + r * stride, c, s->bits, (unsigned)level);
+            kn_packed_put(payload, r * a.cols + c, s->bits, (unsigned)level);
         }
     s->payload = payload;
     return KILN_OK;
@@ -123,13 +123,13 @@ kiln_status kn_affine_check(const kn_storage *s) {
     if (s->block < 0 || s->block > UINT32_MAX || (s->block > 0 && (s->axis != -1 || s->shape.ndim < 1)))
         return kn_fail(KILN_ERR_FORMAT, "block %lld with axis %d for a rank-%d tensor: per-block scales need "
                        "axis -1 and a rank of 1 or more", (long long)s->block, s->axis, s->shape.ndim);
-    affine_groups a = groups_of(s);
+    int64_t n = kn_shape_numel(&s->shape);
     size_t bytes;
-    if (!kn_packed_bytes(a.rows, a.cols, s->bits, &bytes) || bytes != s->payload_bytes)
-        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of %s levels; %lld rows of %lld need %zu", s->payload_bytes,
-                       name, (long long)a.rows, (long long)a.cols, bytes);
-    if (!kn_packed_padding_is_zero(s->payload, a.rows, a.cols, s->bits))
-        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last %s level of a row", name);
+    if (!kn_packed_bytes(n, s->bits, &bytes) || bytes != s->payload_bytes)
+        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of %s levels; %lld levels need %zu", s->payload_bytes, name,
+                       (long long)n, bytes);
+    if (!kn_packed_padding_is_zero(s->payload, n, s->bits))
+        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last %s level", name);
     if (!s->scale)
         return kn_fail(KILN_ERR_FORMAT, "%s storage without scales", name);
     int lo, hi;
@@ -148,15 +148,11 @@ kiln_status kn_affine_check(const kn_storage *s) {
 
 void kn_affine_decode(const kn_storage *s, float *out) {
     affine_groups a = groups_of(s);
-    int64_t stride = kn_packed_stride(a.cols, s->bits);
-    const uint8_t *payload = s->payload;
-    for (int64_t r = 0; r < a.rows; r++) {
-        const uint8_t *row = payload + r * stride;
+    for (int64_t r = 0; r < a.rows; r++)
         for (int64_t c = 0; c < a.cols; c++) {
-            int64_t k = group_at(s, &a, r, c);
-            out[r * a.cols + c] = (float)(kn_affine_level(s, row, c) - kn_affine_zero_point(s, k)) * s->scale[k];
+            int64_t i = r * a.cols + c, k = group_at(s, &a, r, c);
+            out[i] = (float)(kn_affine_level(s, i) - kn_affine_zero_point(s, k)) * s->scale[k];
         }
-    }
 }
 
 int64_t kn_storage_group_of(const kn_storage *s, int64_t i) {
@@ -164,10 +160,6 @@ int64_t kn_storage_group_of(const kn_storage *s, int64_t i) {
     return group_at(s, &a, i / a.cols, i % a.cols);
 }
 
-int kn_storage_level(const kn_storage *s, int64_t i) {
-    int64_t cols = kn_packed_cols(&s->shape);
-    const uint8_t *row = (const uint8_t *)s->payload + i / cols * kn_packed_stride(cols, s->bits);
-    return kn_affine_level(s, row, i % cols);
-}
+int kn_storage_level(const kn_storage *s, int64_t i) { return kn_affine_level(s, i); }
 
 int kn_storage_zero_point(const kn_storage *s, int64_t k) { return kn_affine_zero_point(s, k); }

@@ -115,8 +115,7 @@ kiln_status kn_codebook_encode(kn_arena *arena, const float *x, const kn_storage
     int64_t inner = s->axis >= 0 ? kn_shape_span(&s->shape, s->axis + 1, s->shape.ndim) : 1;
     int64_t per_channel = channels ? n / channels : 0;
     int k_max = 1 << s->bits;
-    int64_t rows = kn_packed_rows(&s->shape), cols = kn_packed_cols(&s->shape);
-    kn_packed_bytes(rows, cols, s->bits, &s->payload_bytes); /* <= the f32 bytes */
+    kn_packed_bytes(n, s->bits, &s->payload_bytes); /* <= the f32 bytes */
     uint8_t *payload = kn_arena_alloc(arena, s->payload_bytes ? s->payload_bytes : 1);
     float *table = malloc(sizeof(float) * (size_t)(channels ? channels : 1) * (size_t)k_max);
     int *found = malloc(sizeof(int) * (size_t)(channels ? channels : 1));
@@ -151,8 +150,7 @@ kiln_status kn_codebook_encode(kn_arena *arena, const float *x, const kn_storage
             centroids[ch * k + j] = table[ch * k_max + (j < found[ch] ? j : found[ch] - 1)];
         for (int64_t j = 0; j < per_channel; j++) {
             int64_t i = channel_element(j, ch, channels, inner);
-            kn_packed_put(payload + i / cols * kn_packed_stride(cols, s->bits), i % cols, s->bits,
-                          assignment[ch * per_channel + j]);
+            kn_packed_put(payload, i, s->bits, assignment[ch * per_channel + j]);
         }
     }
     free(table);
@@ -180,32 +178,25 @@ kiln_status kn_codebook_check(const kn_storage *s) {
                        s->bits, 1 << s->bits);
     if (!s->centroids)
         return kn_fail(KILN_ERR_FORMAT, "a codebook without centroids");
-    int64_t rows = kn_packed_rows(&s->shape), cols = kn_packed_cols(&s->shape);
+    int64_t n = kn_shape_numel(&s->shape);
     size_t bytes;
-    if (!kn_packed_bytes(rows, cols, s->bits, &bytes) || bytes != s->payload_bytes)
-        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of codebook indices; %lld rows of %lld need %zu",
-                       s->payload_bytes, (long long)rows, (long long)cols, bytes);
-    if (!kn_packed_padding_is_zero(s->payload, rows, cols, s->bits))
-        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last codebook index of a row");
-    int64_t stride = kn_packed_stride(cols, s->bits);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
-            unsigned index = kn_packed_get((const uint8_t *)s->payload + r * stride, c, s->bits);
-            if (index >= (uint64_t)s->k)
-                return kn_fail(KILN_ERR_FORMAT, "element %lld has codebook index %u; there are %lld centroids",
-                               (long long)(r * cols + c), index, (long long)s->k);
-        }
+    if (!kn_packed_bytes(n, s->bits, &bytes) || bytes != s->payload_bytes)
+        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of codebook indices; %lld indices need %zu", s->payload_bytes,
+                       (long long)n, bytes);
+    if (!kn_packed_padding_is_zero(s->payload, n, s->bits))
+        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last codebook index");
+    for (int64_t i = 0; i < n; i++) {
+        unsigned index = kn_packed_get(s->payload, i, s->bits);
+        if (index >= (uint64_t)s->k)
+            return kn_fail(KILN_ERR_FORMAT, "element %lld has codebook index %u; there are %lld centroids",
+                           (long long)i, index, (long long)s->k);
+    }
     return KILN_OK;
 }
 
 void kn_codebook_decode(const kn_storage *s, float *out) {
-    int64_t rows = kn_packed_rows(&s->shape), cols = kn_packed_cols(&s->shape);
-    int64_t channels = s->axis >= 0 ? s->shape.d[s->axis] : 1;
+    int64_t n = kn_shape_numel(&s->shape), channels = s->axis >= 0 ? s->shape.d[s->axis] : 1;
     int64_t inner = s->axis >= 0 ? kn_shape_span(&s->shape, s->axis + 1, s->shape.ndim) : 1;
-    int64_t stride = kn_packed_stride(cols, s->bits);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
-            int64_t i = r * cols + c, ch = i / inner % channels;
-            out[i] = s->centroids[ch * s->k + kn_packed_get((const uint8_t *)s->payload + r * stride, c, s->bits)];
-        }
+    for (int64_t i = 0; i < n; i++)
+        out[i] = s->centroids[i / inner % channels * s->k + kn_packed_get(s->payload, i, s->bits)];
 }

@@ -2,7 +2,7 @@
  * stored elements — every element whose bits are not those of +0.0, so -0.0 and NaN survive — are
  * kept, in row-major order, as a dense storage of their own (f32, f16, bf16 or affine), and where they
  * are is given either as CSR (i32 row pointers, then i32 column indices) or as a bitmask with one bit
- * per element, rows starting on byte boundaries. */
+ * per element, packed contiguously like affine levels. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,13 +27,13 @@ static kiln_status encode_positions(kn_arena *arena, const float *x, kn_storage 
                            "indices", (long long)cols, (long long)s->nnz);
         s->payload_bytes = sizeof(int32_t) * (size_t)(rows + 1 + s->nnz);
     } else {
-        kn_packed_bytes(rows, cols, 1, &s->payload_bytes); /* <= the f32 bytes */
+        kn_packed_bytes(rows * cols, 1, &s->payload_bytes); /* <= the f32 bytes */
     }
     uint8_t *payload = kn_arena_alloc(arena, s->payload_bytes ? s->payload_bytes : 1);
     if (!payload)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for %zu bytes of sparse indices", s->payload_bytes);
     int32_t *row_ptr = (int32_t *)payload, *col = row_ptr + rows + 1; // CSR: (rows + 1), (nnz)
-    int64_t stride = kn_packed_stride(cols, 1), nnz = 0;
+    int64_t nnz = 0;
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++) {
             if (!is_stored(x[r * cols + c]))
@@ -41,7 +41,7 @@ static kiln_status encode_positions(kn_arena *arena, const float *x, kn_storage 
             if (s->encoding == KN_ENC_SPARSE_CSR)
                 col[nnz] = (int32_t)c;
             else
-                kn_packed_put(payload + r * stride, c, 1, 1);
+                kn_packed_put(payload, r * cols + c, 1, 1);
             nnz++;
         }
         if (s->encoding == KN_ENC_SPARSE_CSR)
@@ -113,11 +113,11 @@ static kiln_status check_csr(const kn_storage *s, int64_t rows, int64_t cols) {
 
 static kiln_status check_bitmask(const kn_storage *s, int64_t rows, int64_t cols) {
     size_t bytes;
-    if (!kn_packed_bytes(rows, cols, 1, &bytes) || bytes != s->payload_bytes)
-        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of bitmask; %lld rows of %lld need %zu", s->payload_bytes,
-                       (long long)rows, (long long)cols, bytes);
-    if (!kn_packed_padding_is_zero(s->payload, rows, cols, 1))
-        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last bit of a bitmask row");
+    if (!kn_packed_bytes(rows * cols, 1, &bytes) || bytes != s->payload_bytes)
+        return kn_fail(KILN_ERR_FORMAT, "%zu bytes of bitmask; %lld elements need %zu", s->payload_bytes,
+                       (long long)(rows * cols), bytes);
+    if (!kn_packed_padding_is_zero(s->payload, rows * cols, 1))
+        return kn_fail(KILN_ERR_FORMAT, "nonzero padding bits after the last bit of a bitmask");
     int64_t ones = 0;
     const uint8_t *p = s->payload;
     for (size_t i = 0; i < bytes; i++)
@@ -163,7 +163,7 @@ void kn_sparse_decode(const kn_storage *s, float *out) {
     const float *stored = out + (n - s->nnz);
     kn_storage_decode(s->values, out + (n - s->nnz));
     const uint8_t *p = s->payload;
-    int64_t stride = kn_packed_stride(cols, 1), next = 0, j = 0;
+    int64_t next = 0, j = 0;
     for (int64_t r = 0; r < rows; r++) {
         int32_t begin = 0, end = 0;
         if (s->encoding == KN_ENC_SPARSE_CSR) {
@@ -180,7 +180,7 @@ void kn_sparse_decode(const kn_storage *s, float *out) {
                 here = at == c;
                 begin += here;
             } else {
-                here = kn_packed_get(p + r * stride, c, 1);
+                here = kn_packed_get(p, r * cols + c, 1);
             }
             int64_t i = r * cols + c;
             if (!here)

@@ -1,7 +1,8 @@
-/* One output row of a 3x3, dilation-1 depthwise convolution, the inner loop of Conv's depthwise path
- * (src/ops/conv.c): y[t] = bias + the nine taps k (row-major) times the input rows r0, r1, r2 at
- * columns t * stride + 0, 1, 2, for t in [0, count). The same C loop is compiled twice — generic (the
- * reference) and with AVX2 + FMA enabled in src/kernels/x86 — and kn_depthwise3x3_row picks the one
+/* One output row of a 3x3 or 5x5, dilation-1 depthwise convolution, the inner loop of Conv's depthwise
+ * path (src/ops/conv.c): y[t] = bias + the taps k (row-major) times the input rows at columns
+ * t * stride + 0, 1, ..., for t in [0, count) — 3x3: rows r0, r1, r2; 5x5: rows r[0..4] (MobileNetV3's
+ * and EfficientNet's kernels). The same C loops are compiled twice — generic (the reference) and with
+ * AVX2 + FMA enabled in src/kernels/x86 — and kn_depthwise3x3_row / kn_depthwise5x5_row pick the one
  * this CPU runs. The AVX2 build may contract multiply-adds into FMAs, so it agrees with the reference
  * to rounding, not bit for bit (test_fast_paths holds it to it). */
 #ifndef KN_DEPTHWISE_H
@@ -20,7 +21,18 @@ void kn_depthwise3x3_row_avx2(const float *r0, const float *r1, const float *r2,
                               int64_t stride, int64_t count, float *y);
 #endif
 
-/* The fastest build this CPU runs. */
+typedef void (*kn_depthwise5x5_row_fn)(const float *const *r, const float *k, float bias, int64_t stride,
+                                       int64_t count, float *y);
+
+void kn_depthwise5x5_row_generic(const float *const *r, const float *k, float bias, int64_t stride, int64_t count,
+                                 float *y);
+#ifdef KILN_HAVE_X86_KERNELS
+void kn_depthwise5x5_row_avx2(const float *const *r, const float *k, float bias, int64_t stride, int64_t count,
+                              float *y);
+#endif
+
+/* The fastest builds this CPU runs. */
 kn_depthwise3x3_row_fn kn_depthwise3x3_row(void);
+kn_depthwise5x5_row_fn kn_depthwise5x5_row(void);
 
 #endif

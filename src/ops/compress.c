@@ -2,10 +2,9 @@
  * (numpy.compress); without `axis`, the elements of the flattened input. A condition shorter than the
  * axis leaves the rest out; a longer one is an error.
  *
- * The output's extent is the count of true entries, so shape inference reads the condition: it must be
- * known before the run, as a constant or a small graph input (rank 1, at most KN_INFER_DATA_MAX_ELEMS
- * entries), which makes a data-dependent session (runtime/session.c) that plans again when the
- * condition changes. A condition computed by other ops at run time is refused at shape inference.
+ * The output's extent is the count of true entries: the op sizes its output when it runs
+ * (kn_op.sizes_at_run). Shape inference gives the exact shape when the condition is known (a constant,
+ * or computed at inference), else the bound: the condition's length, the most it can keep.
  *
  * Any dtype (elements are copied); condition bool. No gradient.
  */
@@ -14,13 +13,13 @@
 #include "core/status.h"
 #include "ops/movement.h"
 
-/* The axis (-1: flattened), the condition's length and its count of true entries, checked against x. */
+/* The axis (-1: flattened) and the condition's count of true entries (its length when its data is not
+ * known), checked against x. */
 static kiln_status compress_params(const kn_node *node, const kn_shape *x, const kn_tensor *cond, int *axis,
                                    int64_t *kept) {
     if (cond->dtype != KN_BOOL || cond->shape.ndim != 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "condition must be 1-D bool, got rank %d of %s", cond->shape.ndim,
                        kn_dtype_name(cond->dtype));
-    KN_TRY(kn_require_data(cond, "condition"));
     const kn_attr *a = kn_node_attr(node, "axis");
     *axis = -1;
     if (a && a->type == KN_ATTR_INT) {
@@ -33,8 +32,8 @@ static kiln_status compress_params(const kn_node *node, const kn_shape *x, const
         return kn_fail(KILN_ERR_INVALID_ARG, "condition has %lld entries; the %s has %lld", (long long)n,
                        *axis < 0 ? "flattened input" : "axis", (long long)extent);
     const uint8_t *c = cond->data;
-    *kept = 0;
-    for (int64_t i = 0; i < n; i++)
+    *kept = c ? 0 : n; /* not known before the run: at most all of it */
+    for (int64_t i = 0; c && i < n; i++)
         *kept += c[i] != 0;
     return KILN_OK;
 }
@@ -67,9 +66,7 @@ static kiln_status compress_forward(const kn_op_call *call) {
     int axis;
     int64_t kept;
     KN_TRY(compress_params(call->node, &x->shape, cond, &axis, &kept));
-    kn_shape want = compress_shape(&x->shape, axis, kept);
-    if (!kn_shape_equal(&call->out[0]->shape, &want))
-        return kn_fail(KILN_ERR_SHAPE, "Compress: the output was not sized for this condition");
+    call->out[0]->shape = compress_shape(&x->shape, axis, kept);
     /* x as (outer, extent, inner); a kept slice copies inner elements. */
     int64_t outer = axis < 0 ? 1 : kn_shape_span(&x->shape, 0, axis);
     int64_t extent = axis < 0 ? kn_shape_numel(&x->shape) : x->shape.d[axis];
@@ -88,4 +85,4 @@ static kiln_status compress_forward(const kn_op_call *call) {
 }
 
 const kn_op kn_op_compress = {.name = "Compress", .min_inputs = 2, .max_inputs = 2, .infer = compress_infer,
-                              .forward = compress_forward};
+                              .forward = compress_forward, .sizes_at_run = true};

@@ -186,13 +186,19 @@ static void depthwise_row(const conv_geom *g, const float *window, int64_t width
 /* Output plane y (OH, OW) of the padded plane xp convolved with k (kH, kW). */
 static void depthwise_plane(const conv_geom *g, const padded_plane *pp, const float *xp, const float *k,
                             float bias, float *y) {
-    bool unrolled = g->h.kernel == 3 && g->w.kernel == 3 && g->h.dilation == 1 && g->w.dilation == 1;
+    bool square = g->h.kernel == g->w.kernel && g->h.dilation == 1 && g->w.dilation == 1;
+    int64_t unrolled = square && (g->h.kernel == 3 || g->h.kernel == 5) ? g->h.kernel : 0;
     kn_depthwise3x3_row_fn row_3x3 = kn_depthwise3x3_row(); // kernels/depthwise.h
+    kn_depthwise5x5_row_fn row_5x5 = kn_depthwise5x5_row();
     for (int64_t oh = 0; oh < g->h.out; oh++) {
         const float *window = xp + oh * g->h.stride * pp->width; // tap (0, 0) of window (oh, 0)
         float *y_row = y + oh * g->w.out;
-        if (unrolled)
-            row_3x3(window, window + pp->width, window + 2 * pp->width, k, bias, g->w.stride, g->w.out, y_row);
+        const float *rows[5] = {window, window + pp->width, window + 2 * pp->width, window + 3 * pp->width,
+                                window + 4 * pp->width};
+        if (unrolled == 3)
+            row_3x3(rows[0], rows[1], rows[2], k, bias, g->w.stride, g->w.out, y_row);
+        else if (unrolled == 5)
+            row_5x5(rows, k, bias, g->w.stride, g->w.out, y_row);
         else
             depthwise_row(g, window, pp->width, k, bias, y_row);
     }

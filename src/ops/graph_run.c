@@ -45,7 +45,7 @@ static bool computable_at_inference(const kn_graph *g, const kn_node *n) {
     return true;
 }
 
-kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data) {
+kiln_status kn_graph_run_node(kn_graph *g, const kn_node *n, void *const *out_data) {
     kn_tensor in_views[32], out_views[32];
     kn_tensor *in[32], *out[32];
     if (n->n_in > 32 || n->n_out > 32)
@@ -67,6 +67,8 @@ kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *
     kn_op_call call = {.node = n, .in = in, .out = out, .ctx = &ctx};
     kiln_status st = n->op->forward(&call);
     kn_op_ctx_release(&ctx);
+    for (int k = 0; st == KILN_OK && n->op->sizes_at_run && k < n->n_out; k++)
+        g->values[n->out[k]].shape = out_views[k].shape;
     return st;
 }
 

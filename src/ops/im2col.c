@@ -4,7 +4,7 @@
 #include <string.h>
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
-#define KN_IM2COL_PARALLEL_MIN (1 << 14)
+#define KN_IM2COL_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
 /* Where row r = (c, i, j) of the column matrix reads: output rows [oh_lo, oh_hi) and columns
  * [ow_lo, ow_hi) see real pixels through kernel tap (i, j); the rest see padding. */

@@ -29,8 +29,9 @@ int64_t kn_int_at(const kn_tensor *t, int64_t i) {
 kiln_status kn_require_data(const kn_tensor *t, const char *what) {
     if (!t->data && kn_numel(t) > 0)
         return kn_fail(KILN_ERR_UNSUPPORTED,
-                       "the %s input must be constant: its values decide the output shape, and "
-                       "shapes computed at run time are not supported", what);
+                       "the %s input must be constant: its values decide the output shape, and shape "
+                       "inference does not know them (a session reads small ones once the run computed them)",
+                       what);
     return KILN_OK;
 }
 

@@ -34,7 +34,8 @@ int64_t kn_int_at(const kn_tensor *t, int64_t i);
 
 /* Reads an integer tensor (i64 or i32, a scalar or 1-D, at most max elements) into out and its
  * element count into *n. `what` names the input in errors. Fails with KILN_ERR_UNSUPPORTED when the
- * data is not known, which at shape inference means a shape input computed at run time. */
+ * data is not known, which at shape inference means a shape input computed at run time (a session then
+ * makes the node a stage and infers it once a run computed the value: runtime/session.c). */
 kiln_status kn_read_ints(const kn_tensor *t, const char *what, int64_t *out, int max, int *n);
 
 /* Fails with KILN_ERR_UNSUPPORTED unless t's data is known (see kn_read_ints). */

@@ -75,6 +75,13 @@ struct kn_op {
     /* forward computes differently when ctx->training is set (Dropout, BatchNormalization), so the
      * ONNX importer never folds such a node into a constant. */
     bool trains_differently;
+    /* The output shapes depend on the input values (NonZero, Unique, NonMaxSuppression, Compress) and
+     * are known only once forward ran. infer sets each output to an upper bound, exact when the
+     * inputs' values are known at inference; forward writes each output packed at its actual shape
+     * and stores that shape in out[k]->shape, which it never reads (its buffer holds the bound). An
+     * executor sizes the buffers for the bound and infers the nodes after from the actual shapes
+     * (runtime/session.c, docs/runtime.md). */
+    bool sizes_at_run;
 };
 
 /* Every entry of the table, by id: kn_op_relu, kn_op_conv ... (src/ops/list.h). Code that must know
@@ -118,7 +125,8 @@ kiln_status kn_graph_infer_node(kn_graph *g, int i);
 
 /* Runs node n's forward once (not training), reading each input's value->data and writing output k
  * into out_data[k], sized for the output's current shape: computing what does not depend on the
- * graph's inputs, at import or shape inference. */
-kiln_status kn_graph_run_node(const kn_graph *g, const kn_node *n, void *const *out_data);
+ * graph's inputs, at import or shape inference. An op that sizes its outputs when it runs
+ * (kn_op.sizes_at_run) leaves their actual shapes in the output values. */
+kiln_status kn_graph_run_node(kn_graph *g, const kn_node *n, void *const *out_data);
 
 #endif

@@ -53,8 +53,8 @@ static kiln_status reshape_target(const kn_value *target, const kn_shape *in, bo
         return kn_fail(KILN_ERR_INVALID_ARG, "input shape is missing");
     if (!target->data)
         return kn_fail(KILN_ERR_UNSUPPORTED,
-                       "the target shape '%s' must be a constant (shapes computed at run time are "
-                       "not supported)", target->name);
+                       "the target shape '%s' must be a constant (shape inference does not know it; a "
+                       "session reads a small one once the run computed it)", target->name);
     if (target->dtype != KN_I64 || target->shape.ndim != 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "the target shape '%s' must be a 1-D i64 tensor, got %s "
                        "of rank %d", target->name, kn_dtype_name(target->dtype), target->shape.ndim);

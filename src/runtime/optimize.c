@@ -284,26 +284,37 @@ static size_t value_bytes(const kn_value *v) {
 /* Folding may add at most FOLD_GROWTH times the graph's constant bytes plus FOLD_SLACK bytes of new
  * constants: enough to widen every weight (int8 DequantizeLinear to f32: 4x) and for shape
  * arithmetic, while a 100-byte file whose ConstantOfShape or Expand asks for gigabytes is not
- * materialised at load. A node over the budget stays and runs in the session, under its memory
- * limit. */
+ * materialised at load. Its arithmetic is bounded the same way, FOLD_GROWTH operations per constant
+ * byte plus FOLD_SLACK: a few kilobytes of constants feeding a Conv could otherwise ask for seconds of
+ * work at load (a fuzz finding: 58 MFLOP from 3 KB). A node over either budget stays and runs in the
+ * session, under its memory limit. */
 enum { FOLD_GROWTH = 4 };
 #define FOLD_SLACK ((size_t)16 << 20)
 
-static size_t fold_budget(const kn_graph *g) {
-    size_t constants = 0;
-    for (int v = 0; v < g->n_values; v++)
-        if (is_constant(g, v) && !kn_size_add(constants, value_bytes(&g->values[v]), &constants))
-            return SIZE_MAX;
+typedef struct fold_budget {
+    size_t bytes;  /* of new constants */
+    size_t flops;  /* as the op table counts them */
+} fold_budget;
+
+static size_t grown(size_t constant_bytes) {
     size_t budget;
-    if (!kn_size_mul(constants, FOLD_GROWTH, &budget) || !kn_size_add(budget, FOLD_SLACK, &budget))
+    if (!kn_size_mul(constant_bytes, FOLD_GROWTH, &budget) || !kn_size_add(budget, FOLD_SLACK, &budget))
         return SIZE_MAX;
     return budget;
 }
 
+static fold_budget fold_budget_of(const kn_graph *g) {
+    size_t constants = 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (is_constant(g, v) && !kn_size_add(constants, value_bytes(&g->values[v]), &constants))
+            return (fold_budget){SIZE_MAX, SIZE_MAX};
+    return (fold_budget){grown(constants), grown(constants)};
+}
+
 /* Runs node n once on its constant inputs; its outputs become constants in the graph's arena. Leaves
- * n in place (*folded false) when its outputs would take more than *budget bytes, else takes them
- * from it. */
-static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *folded) {
+ * n in place (*folded false) when its outputs or its arithmetic would exceed the budget, else takes
+ * them from it. */
+static kiln_status fold_node(kn_graph *g, kn_node *n, fold_budget *budget, bool *folded) {
     *folded = false;
     kiln_status st = kn_node_infer_shapes(g, n);
     if (st != KILN_OK) {
@@ -317,9 +328,12 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *fold
         if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || !kn_size_add(out_bytes, bytes, &out_bytes))
             return KILN_OK; // too large to fold; the session refuses it by its own limits
     }
-    if (out_bytes > *budget)
+    int64_t flops = n->op->flops ? n->op->flops(g, n) : 0;
+    size_t work = flops > 0 ? (size_t)flops : 0;
+    if (out_bytes > budget->bytes || work > budget->flops)
         return KILN_OK;
-    *budget -= out_bytes;
+    budget->bytes -= out_bytes;
+    budget->flops -= work;
     kn_tensor in[FOLD_MAX_IO], out[FOLD_MAX_IO];
     kn_tensor *in_ptr[FOLD_MAX_IO], *out_ptr[FOLD_MAX_IO];
     for (int k = 0; k < n->n_in; k++) {
@@ -349,6 +363,7 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *fold
         kn_value *v = kn_node_output(g, n, k);
         v->kind = KN_VALUE_CONST;
         v->data = out[k].data;
+        v->shape = out[k].shape; /* an op that sizes its outputs when it runs has shrunk them */
         v->producer = -1;
     }
     mark_removed(n);
@@ -357,7 +372,7 @@ static kiln_status fold_node(kn_graph *g, kn_node *n, size_t *budget, bool *fold
 }
 
 static kiln_status fold_constants(kn_graph *g, int *folded) {
-    size_t budget = fold_budget(g);
+    fold_budget budget = fold_budget_of(g);
     for (int i = 0; i < g->n_nodes; i++) {
         if (!foldable(g, &g->nodes[i]))
             continue;
@@ -897,6 +912,189 @@ static kiln_status fuse_biases(kn_graph *g, int *fused) {
     return st;
 }
 
+/* ---- ops exported as several nodes -------------------------------------------------------------- */
+
+/* Constant f32 scalar value v near `want` (exporters write sqrt(2), 1/6 and the like to f32). */
+static bool is_scalar_near(const kn_graph *g, int v, float want) {
+    if (!is_constant(g, v) || g->values[v].dtype != KN_F32 || kn_shape_numel(&g->values[v].shape) != 1)
+        return false;
+    float x = *(const float *)g->values[v].data;
+    return fabsf(x - want) <= 1e-6f * fabsf(want);
+}
+
+/* The node producing v when it applies `op` and v has no reader but one node input; NULL otherwise. */
+static kn_node *sole_producer_op(kn_graph *g, const int *reads, int v, const kn_op *op) {
+    kn_node *p = sole_producer(g, reads, v);
+    return p && op_is(p, op) && p->n_out == 1 ? p : NULL;
+}
+
+/* Node n becomes `op` on the given inputs, keeping its output; its attributes go. */
+static kiln_status become(kn_graph *g, kn_node *n, const kn_op *op, int n_in, const int *in) {
+    n->op = op;
+    n->n_attrs = 0;
+    n->n_in = 0;
+    KN_TRY(widen_inputs(g, n, n_in));
+    for (int k = 0; k < n_in; k++)
+        n->in[k] = in[k];
+    return KILN_OK;
+}
+
+/* 1 + Erf(x / sqrt 2) (or Erf(x * (1 / sqrt 2))) as value `a`, each step read once: x, else -1. The
+ * nodes are put in steps[0..2]. */
+static int erf_plus_one_of(kn_graph *g, const int *reads, int a, kn_node **steps) {
+    kn_node *add = sole_producer_op(g, reads, a, &kn_op_add);
+    if (!add)
+        return -1;
+    int e = is_scalar_near(g, add->in[0], 1.0f) ? add->in[1] : is_scalar_near(g, add->in[1], 1.0f) ? add->in[0] : -1;
+    kn_node *erf = e >= 0 ? sole_producer_op(g, reads, e, &kn_op_erf) : NULL;
+    kn_node *scale = erf ? sole_producer(g, reads, erf->in[0]) : NULL;
+    if (!scale || scale->n_in != 2)
+        return -1;
+    bool divides = op_is(scale, &kn_op_div) && is_scalar_near(g, scale->in[1], 1.41421356f);
+    bool multiplies = op_is(scale, &kn_op_mul) && (is_scalar_near(g, scale->in[1], 0.70710678f) ||
+                                               is_scalar_near(g, scale->in[0], 0.70710678f));
+    if (!divides && !multiplies)
+        return -1;
+    steps[0] = add;
+    steps[1] = erf;
+    steps[2] = scale;
+    return divides || !is_constant(g, scale->in[0]) ? scale->in[0] : scale->in[1];
+}
+
+/* Exact GELU, x * (1 + Erf(x / sqrt 2)) * 0.5, as PyTorch writes it (Mul(Mul(x, A), 0.5)) or as
+ * 0.5 * x first (Mul(Mul(x, 0.5), A)), ending at Mul node `last`: becomes Gelu(x). */
+static kiln_status compose_gelu(kn_graph *g, const int *reads, kn_node *last, int *composed) {
+    if (!op_is(last, &kn_op_mul) || last->n_in != 2 || last->n_out != 1)
+        return KILN_OK;
+    for (int k = 0; k < 2; k++) {
+        kn_node *inner = sole_producer_op(g, reads, last->in[k], &kn_op_mul), *steps[3] = {NULL, NULL, NULL};
+        if (!inner || inner->n_in != 2)
+            continue;
+        int half_outside = is_scalar_near(g, last->in[1 - k], 0.5f);
+        for (int j = 0; j < 2; j++) {
+            int x = inner->in[j];
+            int a = half_outside ? inner->in[1 - j] : last->in[1 - k];
+            if (!half_outside && !is_scalar_near(g, inner->in[1 - j], 0.5f))
+                continue;
+            if (erf_plus_one_of(g, reads, a, steps) != x)
+                continue;
+            for (int s = 0; s < 3; s++)
+                mark_removed(steps[s]);
+            mark_removed(inner);
+            KN_TRY(become(g, last, &kn_op_gelu, 1, &x));
+            (*composed)++;
+            return KILN_OK;
+        }
+    }
+    return KILN_OK;
+}
+
+/* Mul(x, HardSigmoid(x)) with HardSwish's alpha 1/6 and beta 1/2: becomes HardSwish(x). */
+static kiln_status compose_hardswish(kn_graph *g, const int *reads, kn_node *mul, int *composed) {
+    if (!op_is(mul, &kn_op_mul) || mul->n_in != 2 || mul->n_out != 1)
+        return KILN_OK;
+    for (int k = 0; k < 2; k++) {
+        kn_node *h = sole_producer_op(g, reads, mul->in[k], &kn_op_hardsigmoid);
+        if (!h || h->in[0] != mul->in[1 - k] || fabsf(kn_node_float(h, "alpha", 0.2f) - 1.0f / 6) > 1e-6f ||
+            fabsf(kn_node_float(h, "beta", 0.5f) - 0.5f) > 1e-6f)
+            continue;
+        int x = h->in[0];
+        mark_removed(h);
+        KN_TRY(become(g, mul, &kn_op_hardswish, 1, &x));
+        (*composed)++;
+        return KILN_OK;
+    }
+    return KILN_OK;
+}
+
+/* A ReduceMean over the last axis alone, keeping it: the form LayerNormalization's statistics take. */
+static bool is_mean_over_last_axis(const kn_graph *g, const kn_node *n) {
+    if (!op_is(n, &kn_op_reducemean) || kn_node_int(n, "keepdims", 1) != 1)
+        return false;
+    int64_t axes[2];
+    if (n->n_in == 1)
+        return kn_node_ints(n, "axes", axes, 2) == 1 && axes[0] == -1;
+    const kn_value *a = kn_node_input(g, n, 1);
+    return n->n_in == 2 && is_constant(g, n->in[1]) && a->dtype == KN_I64 && kn_shape_numel(&a->shape) == 1 &&
+           *(const int64_t *)a->data == -1;
+}
+
+/* A constant 1-D f32 vector of more than one value (one value would broadcast over any width). */
+static int64_t affine_length(const kn_graph *g, int v) {
+    if (!is_constant(g, v) || g->values[v].dtype != KN_F32 || g->values[v].shape.ndim != 1)
+        return -1;
+    int64_t n = g->values[v].shape.d[0];
+    return n > 1 ? n : -1;
+}
+
+/* LayerNormalization as PyTorch exports it before opset 17, ending at Add node `last`:
+ *   m = ReduceMean(x), d = x - m, v = ReduceMean(d ^ 2), y = d / Sqrt(v + eps) * scale + bias
+ * (each ReduceMean over the last axis only). Becomes LayerNormalization(x, scale, bias). */
+static kiln_status compose_layernorm(kn_graph *g, const int *reads, kn_node *last, int *composed) {
+    if (!op_is(last, &kn_op_add) || last->n_in != 2 || last->n_out != 1)
+        return KILN_OK;
+    kn_node *steps[8]; /* Mul, Div, Sqrt, Add, ReduceMean, Pow, Sub, ReduceMean: removed on a match */
+    int k = sole_producer_op(g, reads, last->in[0], &kn_op_mul) ? 0 : 1;
+    int bias = last->in[1 - k];
+    kn_node *mul = steps[0] = sole_producer_op(g, reads, last->in[k], &kn_op_mul);
+    if (!mul || mul->n_in != 2)
+        return KILN_OK;
+    int j = sole_producer_op(g, reads, mul->in[0], &kn_op_div) ? 0 : 1;
+    int scale = mul->in[1 - j];
+    kn_node *div = steps[1] = sole_producer_op(g, reads, mul->in[j], &kn_op_div);
+    if (!div || div->n_in != 2 || affine_length(g, scale) < 0 || affine_length(g, scale) != affine_length(g, bias))
+        return KILN_OK;
+    kn_node *sqrt = steps[2] = sole_producer_op(g, reads, div->in[1], &kn_op_sqrt);
+    kn_node *add_eps = steps[3] = sqrt ? sole_producer_op(g, reads, sqrt->in[0], &kn_op_add) : NULL;
+    if (!add_eps || add_eps->n_in != 2)
+        return KILN_OK;
+    int e = is_constant(g, add_eps->in[1]) ? 1 : 0;
+    const kn_value *eps = &g->values[add_eps->in[e]];
+    if (!is_constant(g, add_eps->in[e]) || eps->dtype != KN_F32 || kn_shape_numel(&eps->shape) != 1)
+        return KILN_OK;
+    kn_node *var = steps[4] = sole_producer_op(g, reads, add_eps->in[1 - e], &kn_op_reducemean);
+    kn_node *pow = steps[5] = var ? sole_producer_op(g, reads, var->in[0], &kn_op_pow) : NULL;
+    if (!pow || pow->n_in != 2 || !is_scalar_near(g, pow->in[1], 2.0f) || pow->in[0] != div->in[0])
+        return KILN_OK;
+    kn_node *sub = steps[6] = producer_read_by(g, reads, div->in[0], 2);
+    if (!sub || !op_is(sub, &kn_op_sub) || sub->n_in != 2)
+        return KILN_OK;
+    int x = sub->in[0];
+    kn_node *mean = steps[7] = sole_producer_op(g, reads, sub->in[1], &kn_op_reducemean);
+    if (!mean || mean->in[0] != x || !is_mean_over_last_axis(g, mean) || !is_mean_over_last_axis(g, var))
+        return KILN_OK;
+    float epsilon = *(const float *)eps->data;
+    for (int s = 0; s < 8; s++)
+        mark_removed(steps[s]);
+    int node = (int)(last - g->nodes);
+    KN_TRY(become(g, last, &kn_op_layernormalization, 3, (int[]){x, scale, bias}));
+    KN_TRY(kn_node_set_int(g, node, "axis", -1));
+    KN_TRY(kn_node_set_float(g, node, "epsilon", epsilon));
+    (*composed)++;
+    return KILN_OK;
+}
+
+static kiln_status compose_ops(kn_graph *g, int *composed) {
+    int *reads = count_reads(g);
+    if (!reads)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory composing ops");
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *n = &g->nodes[i];
+        if (!n->op)
+            continue;
+        if (op_is(n, &kn_op_add))
+            st = compose_layernorm(g, reads, n, composed);
+        else if (op_is(n, &kn_op_mul))
+            st = compose_gelu(g, reads, n, composed);
+        if (st == KILN_OK && op_is(n, &kn_op_mul))
+            st = compose_hardswish(g, reads, n, composed);
+    }
+    free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
 /* ---- activations into Conv / Gemm / MatMul ----------------------------------------------------- */
 
 /* A Clip bound must be absent or one constant f32 to become an attribute. */
@@ -1183,6 +1381,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = fold_constants(dst, &s.nodes_folded);
     if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))
         st = fold_batchnorms(dst, &s.batchnorms_folded);
+    if (st == KILN_OK && (passes & KN_OPT_COMPOSE))
+        st = compose_ops(dst, &s.ops_composed);
     if (st == KILN_OK && (passes & KN_OPT_BIAS))
         st = fuse_biases(dst, &s.biases_fused);
     if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))

@@ -14,6 +14,12 @@
  *   KN_OPT_BATCHNORM   folds BatchNormalization into the Conv or Gemm before it (scale into W, shift
  *                      into the bias, which is created when absent); not one with training_mode = 1,
  *                      which normalises with batch statistics
+ *   KN_OPT_COMPOSE     rewrites ops that exporters write out as several into the one op: LayerNormalization
+ *                      from ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul scale, Add bias
+ *                      over the last axis (PyTorch before opset 17); Gelu from x * (1 + Erf(x / sqrt 2))
+ *                      * 0.5 in either order; HardSwish from Mul(x, HardSigmoid(x) with alpha 1/6,
+ *                      beta 1/2) (PyTorch before opset 14). The new node takes the last node's place
+ *                      and output; the others go when their outputs have no other reader
  *   KN_OPT_BIAS        fuses MatMul followed by an Add of a constant row into MatMul with a bias
  *   KN_OPT_ACTIVATION  fuses Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSwish, Gelu or Elu into the
  *                      Conv, Gemm or MatMul before it (ops/fused_act.h), and SiLU written as
@@ -49,7 +55,8 @@ enum {
     KN_OPT_ACTIVATION = 1 << 5,
     KN_OPT_INT8 = 1 << 6,
     KN_OPT_SPARSE = 1 << 7,
-    KN_OPT_ALL = (1 << 8) - 1
+    KN_OPT_COMPOSE = 1 << 8,
+    KN_OPT_ALL = (1 << 9) - 1
 };
 
 /* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
@@ -59,7 +66,7 @@ enum {
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused, integer_layers, quantizes_fused, weights_sparsified;
+        activations_fused, integer_layers, quantizes_fused, weights_sparsified, ops_composed;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

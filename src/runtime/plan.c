@@ -15,13 +15,17 @@ typedef struct plan_buffer {
     size_t offset;
 } plan_buffer;
 
-static kiln_status buffer_size(const kn_value *v, size_t *size) {
+/* Value v's buffer: its bytes at its shape, at least min_bytes, rounded up to the alignment. */
+static kiln_status buffer_size(const kn_value *v, size_t min_bytes, size_t *size) {
     size_t bytes;
     char shape[96];
-    if (!kn_shape_bytes(&v->shape, v->dtype, &bytes) || !kn_align_up(bytes ? bytes : 1, size))
-        return kn_fail(KILN_ERR_NOMEM, "value '%s' of shape %s has no representable size", v->name,
-                       kn_shape_str(&v->shape, shape, sizeof shape));
-    return KILN_OK;
+    if (kn_shape_bytes(&v->shape, v->dtype, &bytes)) {
+        bytes = bytes > min_bytes ? bytes : min_bytes;
+        if (kn_align_up(bytes ? bytes : 1, size))
+            return KILN_OK;
+    }
+    return kn_fail(KILN_ERR_NOMEM, "value '%s' of shape %s has no representable size", v->name,
+                   kn_shape_str(&v->shape, shape, sizeof shape));
 }
 
 /* The last node reading each value; n_nodes for graph inputs and outputs, -1 for values never read. */
@@ -34,6 +38,7 @@ static void last_reads(const kn_graph *g, int *last) {
 }
 
 typedef struct plan_work {
+    const size_t *min_bytes; /* (n_values) or NULL */
     plan_buffer *buffers;
     int n_buffers;
     int *buffer_of; /* (n_values) buffer index, -1 for none */
@@ -63,7 +68,7 @@ static kiln_status assign_buffers(const kn_graph *g, bool in_place, plan_work *w
     for (int i = 0; i < g->n_inputs; i++) {
         int v = g->inputs[i];
         size_t size = 0;
-        KN_TRY(buffer_size(&g->values[v], &size));
+        KN_TRY(buffer_size(&g->values[v], w->min_bytes ? w->min_bytes[v] : 0, &size));
         if (!kn_size_add(plan->naive_bytes, size, &plan->naive_bytes))
             return kn_fail(KILN_ERR_NOMEM, "the graph's buffers overflow the address space");
         new_buffer(w, v, size, 0);
@@ -75,7 +80,7 @@ static kiln_status assign_buffers(const kn_graph *g, bool in_place, plan_work *w
             if (w->buffer_of[v] >= 0)
                 continue;
             size_t size = 0;
-            KN_TRY(buffer_size(&g->values[v], &size));
+            KN_TRY(buffer_size(&g->values[v], w->min_bytes ? w->min_bytes[v] : 0, &size));
             if (!kn_size_add(plan->naive_bytes, size, &plan->naive_bytes))
                 return kn_fail(KILN_ERR_NOMEM, "the graph's buffers overflow the address space");
             if (in_place && can_write_over_input(g, w, i, v, size)) {
@@ -162,10 +167,11 @@ static kiln_status place_buffers(plan_work *w, kn_plan *plan) {
     return st;
 }
 
-kiln_status kn_plan_make(const kn_graph *g, bool in_place, kn_plan *plan) {
+kiln_status kn_plan_make(const kn_graph *g, bool in_place, const size_t *min_bytes, kn_plan *plan) {
     memset(plan, 0, sizeof *plan);
     size_t n = (size_t)(g->n_values ? g->n_values : 1);
     plan_work w = {
+        .min_bytes = min_bytes,
         .buffers = malloc(sizeof(plan_buffer) * n),
         .buffer_of = malloc(sizeof(int) * n),
         .last = malloc(sizeof(int) * n),

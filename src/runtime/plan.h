@@ -28,8 +28,10 @@ typedef struct kn_plan {
     int n_in_place;       /* values written over their input */
 } kn_plan;
 
-/* Plans g at its current (inferred) shapes. Free with kn_plan_free. */
-kiln_status kn_plan_make(const kn_graph *g, bool in_place, kn_plan *plan);
+/* Plans g at its current (inferred) shapes. min_bytes (n_values), when not NULL, gives each value's
+ * buffer at least that many bytes: the upper bound of an output sized when its op runs
+ * (kn_op.sizes_at_run), whose value holds the smaller shape of the last run. Free with kn_plan_free. */
+kiln_status kn_plan_make(const kn_graph *g, bool in_place, const size_t *min_bytes, kn_plan *plan);
 void kn_plan_free(kn_plan *plan);
 
 #endif

@@ -34,6 +34,13 @@ int kn_session_plan_count(const kiln_session *session);
  * known once a plan was tried (kiln_session_memory, an output getter). */
 bool kn_session_shapes_from_values(const kiln_session *session);
 
+/* What the planned shape of output `index` says before a run: KN_OUTPUT_PLANNED, its shape at the
+ * current inputs; KN_OUTPUT_RUN_MAY_CHANGE, an op before it sizes its output when it runs (NonZero ...)
+ * and the shape is that op's bound; KN_OUTPUT_AFTER_RUN, it follows values the run computes: its shape
+ * and dtype are known after a run. Plans first, as the output getters do. */
+typedef enum kn_output_shaping { KN_OUTPUT_PLANNED, KN_OUTPUT_RUN_MAY_CHANGE, KN_OUTPUT_AFTER_RUN } kn_output_shaping;
+kn_output_shaping kn_session_output_shaping(kiln_session *session, int index);
+
 /* Every input of s at `batch` (its first dimension; other open dimensions stay at 1), filled with
  * seeded uniform [0, 1) floats (integer and bool inputs with zeros, valid indices for any Gather). A
  * scalar input, which has no batch dimension, is an error. */

@@ -14,6 +14,27 @@
  * for shape inference as data (data_from_inference), and the plan is made for their values. It is kept
  * with a copy of those values (the key) and made again only when a run or an output getter finds that
  * they changed: such a run may allocate; a run whose shape values did not change does not.
+ *
+ * Shapes known only when an op runs: NonZero, Unique, NonMaxSuppression and Compress (kn_op.sizes_at_run)
+ * size their outputs from their input values. Shape inference gives such an output an upper bound; the
+ * plan gives its buffer the bound's bytes (bound_bytes) however small the value's shape. A run checks
+ * the actual shapes each such node leaves in its output tensors: when they are the ones planned for,
+ * it goes on; when they differ, the node's output values take them, the nodes after it are inferred
+ * again, and the memory is planned again for those shapes (relayout), the values still to be read
+ * copied into the new arena, and the run goes on from the next node. The plan then holds until the
+ * actual shapes (or the input shapes) change again: a run whose data gives the same shapes as the
+ * last allocates nothing.
+ *
+ * Shapes from values computed in the run: a Range limit, a ConstantOfShape shape, a TopK k ... computed
+ * from the data by ops before it (ReduceMax -> Floor -> Cast -> Range). Shape inference stops at the
+ * first node that fails for want of such a value (small: rank 0 or 1, at most KN_INFER_DATA_MAX_ELEMS
+ * elements), which becomes a stage (kn_stage), and the nodes from there on hold no elements. A run that
+ * reaches a stage compares the values it computed with the ones the shapes from there on were inferred
+ * for (its key): the same, the run goes on; else it copies them into the key, binds them for inference
+ * (data_from_inference), infers the rest (which may stop at a later stage) and plans again as above,
+ * carrying what it computed. Small graph inputs that may decide shapes are bound first (a data-dependent
+ * session); stages cover what remains. Output getters refuse a shape that waits for a stage no run has
+ * reached.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +63,17 @@ struct kiln_session_options {
     bool profiling;
     size_t memory_limit; /* bytes of activations + op scratch; 0: none */
 };
+
+/* A node whose shapes follow values the run computes before it (see the top). */
+enum { KN_MAX_STAGES = 8 };
+typedef struct kn_stage {
+    int node;           /* inference resumes here */
+    int n_values;       /* the small values computed before it that nodes from it on read */
+    int value[32];
+    unsigned char *key; /* (n_values, KN_INFER_DATA_MAX_ELEMS * 8 bytes) their bytes when last inferred;
+                         * each value's data points at its slot */
+    bool bound;         /* key holds values of a run: inference went past the node */
+} kn_stage;
 
 struct kiln_session {
     const kiln_model *model;  /* one reference held */
@@ -76,6 +108,12 @@ struct kiln_session {
     bool input_set[16];       /* dynamic: input i holds data for its current shape */
     unsigned char *key;       /* dynamic: the shape inputs' bytes the plan was made for, key_bytes */
     size_t key_bytes;
+    /* Shapes known when an op runs (see the top): */
+    bool sized_at_run;        /* some node's op has sizes_at_run */
+    size_t *bound_bytes;      /* (n_values) bytes of the upper bound of such an op's output; 0 elsewhere */
+    /* Shapes from values computed in the run (see the top): the stages, in node order. */
+    kn_stage stage[KN_MAX_STAGES];
+    int n_stages;
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -223,6 +261,19 @@ static kiln_status make_profile(kiln_session *s) {
     return KILN_OK;
 }
 
+/* Whether some node sizes its outputs when it runs; such a session keeps their upper bounds. */
+static kiln_status find_sized_at_run(kiln_session *s) {
+    const kn_graph *g = &s->graph;
+    for (int i = 0; i < g->n_nodes; i++)
+        s->sized_at_run |= g->nodes[i].op->sizes_at_run;
+    if (!s->sized_at_run)
+        return KILN_OK;
+    s->bound_bytes = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t));
+    if (!s->bound_bytes)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session of %d values", g->n_values);
+    return KILN_OK;
+}
+
 /* "input (7, 1, 28, 28), mask (7, 28)" for messages. */
 static void describe_inputs(const kiln_session *s, char *buf, size_t size) {
     size_t used = 0;
@@ -330,31 +381,181 @@ static kiln_status bind_shape_data(kiln_session *s) {
     return KILN_OK;
 }
 
-/* ---- planning ---------------------------------------------------------------------------------- */
+/* ---- shapes from values computed in the run ------------------------------------------------------ */
 
-/* Shapes, memory plan, arena, scratch and tensors for the current input shapes (and, in a
- * data-dependent session, the shape inputs' current values). */
-static kiln_status plan_session(kiln_session *s) {
+enum { STAGE_SLOT = KN_INFER_DATA_MAX_ELEMS * 8 }; /* bytes of one value in a stage's key */
+
+/* Whether value v is small data a run computes that shape inference could read once known: an
+ * activation of rank 0 or 1, at most KN_INFER_DATA_MAX_ELEMS elements, of a dtype shape inference
+ * computes with, whose data inference does not know. */
+static bool run_value_may_decide(const kn_graph *g, int v) {
+    const kn_value *val = &g->values[v];
+    return val->kind == KN_VALUE_ACT && !val->data_from_inference && val->shape.ndim <= 1 &&
+           kn_shape_numel(&val->shape) <= KN_INFER_DATA_MAX_ELEMS &&
+           (val->dtype == KN_I64 || val->dtype == KN_I32 || val->dtype == KN_F32 || val->dtype == KN_BOOL);
+}
+
+/* Whether node j reads such a value. */
+static bool reads_run_value(const kn_graph *g, int j) {
+    const kn_node *n = &g->nodes[j];
+    for (int k = 0; k < n->n_in; k++)
+        if (n->in[k] >= 0 && run_value_may_decide(g, n->in[k]))
+            return true;
+    return false;
+}
+
+/* Forgets the stages from index `from` on; their values lose the data bound for inference. */
+static void drop_stages(kiln_session *s, int from) {
+    for (int t = from; t < s->n_stages; t++) {
+        for (int k = 0; k < s->stage[t].n_values; k++) {
+            kn_value *v = &s->graph.values[s->stage[t].value[k]];
+            v->data = NULL;
+            v->data_from_inference = false;
+        }
+        free(s->stage[t].key);
+        s->stage[t] = (kn_stage){0};
+    }
+    if (from < s->n_stages)
+        s->n_stages = from;
+}
+
+/* Shape inference stopped at node j for want of values the run computes before it: j becomes a stage,
+ * whose values are the small ones computed before j that j or a later node reads. The outputs of j and
+ * of every node after it hold no elements until a run gets there (enter_stage). */
+static kiln_status add_stage(kiln_session *s, int j) {
     kn_graph *g = &s->graph;
-    kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
-    s->planned = false;
-    s->has_run = false;
-    for (int i = 0; i < g->n_inputs; i++)
-        g->values[g->inputs[i]].shape = s->input_shapes[i];
-    if (s->dynamic)
-        KN_TRY(bind_shape_data(s));
-    kiln_status st = kn_graph_infer_shapes(g);
-    if (st != KILN_OK && !s->dynamic && become_dynamic(s))
-        return bind_shape_data(s); /* no input has data yet: says which to set */
-    if (st != KILN_OK) {
-        char inputs[512];
-        describe_inputs(s, inputs, sizeof inputs);
-        kn_error_prefix("with inputs %s: ", inputs);
+    if (s->n_stages == KN_MAX_STAGES)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "more than %d nodes whose shapes follow values computed in the run",
+                       KN_MAX_STAGES);
+    kn_stage *t = &s->stage[s->n_stages];
+    *t = (kn_stage){.node = j};
+    for (int i = j; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            bool listed = false;
+            for (int m = 0; v >= 0 && m < t->n_values; m++)
+                listed |= t->value[m] == v;
+            if (v < 0 || listed || g->values[v].producer >= j || !run_value_may_decide(g, v))
+                continue;
+            if (t->n_values == (int)(sizeof t->value / sizeof t->value[0]))
+                return kn_fail(KILN_ERR_UNSUPPORTED, "node '%s' (%s) and those after it read more than %d values "
+                               "computed in the run to size their outputs", g->nodes[j].name, g->nodes[j].op->name,
+                               t->n_values);
+            t->value[t->n_values++] = v;
+        }
+    }
+    t->key = calloc((size_t)(t->n_values ? t->n_values : 1), STAGE_SLOT);
+    if (!t->key)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory keeping the values node '%s' reads", g->nodes[j].name);
+    s->n_stages++;
+    for (int i = j; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_out; k++) {
+            kn_value *y = &g->values[g->nodes[i].out[k]];
+            y->shape = kn_shape_of(1, (int64_t[]){0});
+            y->data = y->data_from_inference ? NULL : y->data;
+            y->data_from_inference = false;
+        }
+    return KILN_OK;
+}
+
+/* Shape inference from node `first` on. With `defer`, a node that fails for want of small values the
+ * run computes before it becomes a stage, and inference stops there. */
+static kiln_status infer_from(kiln_session *s, int first, bool defer) {
+    kn_graph *g = &s->graph;
+    for (int j = first; j < g->n_nodes; j++) {
+        kiln_status st = kn_graph_infer_node(g, j);
+        if (st == KILN_OK)
+            continue;
+        if (defer && st == KILN_ERR_UNSUPPORTED && reads_run_value(g, j)) {
+            kn_error_clear();
+            return add_stage(s, j);
+        }
+        kn_error_prefix("node '%s' (%s): ", g->nodes[j].name, g->nodes[j].op->name);
         return st;
     }
-    kn_plan_free(&s->plan);
-    KN_TRY(kn_plan_make(g, true, &s->plan));
+    return KILN_OK;
+}
 
+/* Whether value v's shape waits for a stage no run has reached yet. */
+static bool shape_pending(const kiln_session *s, int v) {
+    int producer = s->graph.values[v].producer;
+    for (int t = 0; t < s->n_stages; t++)
+        if (!s->stage[t].bound && producer >= s->stage[t].node)
+            return true;
+    return false;
+}
+
+/* ---- planning ---------------------------------------------------------------------------------- */
+
+/* Keeps the upper bound that shape inference gave each output of the nodes from `first` on whose op
+ * sizes its outputs when it runs. */
+static void keep_bounds(kiln_session *s, int first) {
+    const kn_graph *g = &s->graph;
+    for (int i = first; s->sized_at_run && i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int k = 0; n->op->sizes_at_run && k < n->n_out; k++) {
+            size_t bytes = 0;
+            kn_shape_bytes(&g->values[n->out[k]].shape, g->values[n->out[k]].dtype, &bytes);
+            s->bound_bytes[n->out[k]] = bytes;
+        }
+    }
+}
+
+/* A new activation arena of `bytes`, zeroed; the old one, left at *old, is the caller's to free. */
+static kiln_status new_arena(kiln_session *s, size_t bytes, unsigned char **old) {
+    *old = s->arena;
+    s->arena = kn_aligned_alloc(bytes);
+    s->arena_capacity = s->arena ? bytes : 0;
+    if (!s->arena)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena", bytes);
+    memset(s->arena, 0, bytes);
+    return KILN_OK;
+}
+
+/* Whether value v, computed by node `ran` or before it, is still read after it: by a later node, or
+ * as a graph output. */
+static bool read_after(const kn_graph *g, int v, int ran) {
+    for (int o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o] == v)
+            return true;
+    for (int i = ran + 1; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] == v)
+                return true;
+    return false;
+}
+
+/* Copies the inputs (the caller's data, which later runs read again unless it sets them anew) and the
+ * values a run computed up to node `ran` that the rest of the run reads, from their places in `old`
+ * (the previous plan's arena, at `old_offset`) to their places in the new one. Each keeps the shape
+ * its tensor has: an output sized at run its actual shape. Inputs of a data-dependent session live in
+ * buffers of their own and stay there. */
+static void carry_values(kiln_session *s, const unsigned char *old, const int64_t *old_offset, int ran) {
+    const kn_graph *g = &s->graph;
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        bool keep = (val->kind == KN_VALUE_INPUT && !s->dynamic) ||
+                    (val->kind == KN_VALUE_ACT && val->producer <= ran && read_after(g, v, ran));
+        size_t bytes = 0;
+        if (!keep || old_offset[v] < 0 || s->plan.offset[v] < 0 ||
+            !kn_shape_bytes(&s->tensors[v].shape, s->tensors[v].dtype, &bytes) || !bytes)
+            continue;
+        memcpy(s->arena + s->plan.offset[v], old + old_offset[v], bytes);
+    }
+}
+
+/* Memory plan, arena, scratch and tensors for the graph's current shapes. ran < 0: before a run; else
+ * in the middle of one, after node `ran`, whose computed values the new arena takes over. */
+static kiln_status lay_out(kiln_session *s, int ran) {
+    kn_graph *g = &s->graph;
+    kn_plan old_plan = s->plan;
+    memset(&s->plan, 0, sizeof s->plan);
+    kiln_status st = kn_plan_make(g, true, s->bound_bytes, &s->plan);
+    if (st != KILN_OK) {
+        kn_plan_free(&old_plan);
+        return st;
+    }
     size_t workspace = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
@@ -364,23 +565,24 @@ static kiln_status plan_session(kiln_session *s) {
     /* Checked before anything is allocated: a model file declares its sizes, and an embedding program
      * may bound what any model can make it allocate. */
     if (s->memory_limit && (workspace > s->memory_limit || s->plan.arena_bytes > s->memory_limit - workspace))
-        return kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
-                       "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
-                       s->plan.arena_bytes, workspace, s->memory_limit);
-    if (workspace && !kn_op_scratch(&s->ctx, workspace))
-        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
+        st = kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
+                     "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
+                     s->plan.arena_bytes, workspace, s->memory_limit);
+    if (st == KILN_OK && workspace && !kn_op_scratch(&s->ctx, workspace))
+        st = kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
     s->workspace_bytes = workspace;
 
-    // The arena only grows: going back to a smaller batch reuses it.
-    if (s->plan.arena_bytes > s->arena_capacity) {
-        free(s->arena);
-        s->arena = kn_aligned_alloc(s->plan.arena_bytes);
-        s->arena_capacity = s->arena ? s->plan.arena_bytes : 0;
-        if (!s->arena)
-            return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu-byte activation arena",
-                           s->plan.arena_bytes);
-        memset(s->arena, 0, s->arena_capacity);
+    // The arena only grows: going back to a smaller batch reuses it. In a run, values move to a new one.
+    unsigned char *old = NULL;
+    if (st == KILN_OK && (ran >= 0 || s->plan.arena_bytes > s->arena_capacity)) {
+        size_t bytes = s->plan.arena_bytes > s->arena_capacity ? s->plan.arena_bytes : s->arena_capacity;
+        st = new_arena(s, bytes, &old);
     }
+    if (st == KILN_OK && ran >= 0)
+        carry_values(s, old, old_plan.offset, ran);
+    free(old);
+    kn_plan_free(&old_plan);
+    KN_TRY(st);
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
         void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
@@ -395,6 +597,113 @@ static kiln_status plan_session(kiln_session *s) {
     s->planned = true;
     s->plan_count++;
     return KILN_OK;
+}
+
+/* Shapes, memory plan, arena, scratch and tensors for the current input shapes (and, in a
+ * data-dependent session, the shape inputs' current values). */
+static kiln_status plan_session(kiln_session *s) {
+    kn_graph *g = &s->graph;
+    kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
+    s->planned = false;
+    s->has_run = false;
+    drop_stages(s, 0);
+    for (int i = 0; i < g->n_inputs; i++)
+        g->values[g->inputs[i]].shape = s->input_shapes[i];
+    if (s->dynamic)
+        KN_TRY(bind_shape_data(s));
+    /* Small graph inputs that may decide shapes are bound first (become_dynamic); only then do values
+     * computed in the run make stages. */
+    bool shape_inputs = false;
+    for (int i = 0; i < g->n_inputs; i++)
+        shape_inputs |= may_decide_shapes(s, i);
+    kiln_status st = infer_from(s, 0, s->dynamic || !shape_inputs);
+    if (st != KILN_OK && !s->dynamic && become_dynamic(s))
+        return bind_shape_data(s); /* no input has data yet: says which to set */
+    if (st != KILN_OK) {
+        char inputs[512];
+        describe_inputs(s, inputs, sizeof inputs);
+        kn_error_prefix("with inputs %s: ", inputs);
+        return st;
+    }
+    keep_bounds(s, 0);
+    return lay_out(s, -1);
+}
+
+/* After node i, whose op sized its outputs as it ran, left their actual shapes in its output tensors:
+ * when they are not the shapes planned for, the nodes after it are inferred again from them and the
+ * memory planned again, carrying over what the run computed so far. */
+static kiln_status follow_run_shapes(kiln_session *s, int i) {
+    kn_graph *g = &s->graph;
+    const kn_node *n = &g->nodes[i];
+    bool changed = false;
+    for (int k = 0; k < n->n_out; k++) {
+        kn_value *y = &g->values[n->out[k]];
+        changed |= !kn_shape_equal(&y->shape, &s->tensors[n->out[k]].shape);
+        y->shape = s->tensors[n->out[k]].shape;
+    }
+    if (!changed)
+        return KILN_OK;
+    int later = 0; /* the stages after node i are found again */
+    while (later < s->n_stages && s->stage[later].node <= i)
+        later++;
+    drop_stages(s, later);
+    kiln_status st = infer_from(s, i + 1, true);
+    if (st != KILN_OK) {
+        kn_error_prefix("at the shapes node '%s' (%s) gave: ", n->name, n->op->name);
+        s->planned = false;
+        return st;
+    }
+    keep_bounds(s, i + 1);
+    st = lay_out(s, i);
+    if (st != KILN_OK)
+        s->planned = false;
+    return st;
+}
+
+/* Before node t->node, a stage: the values it reads were computed by this run. When they are the ones
+ * the shapes from there on were inferred for, the run goes on; else they are bound for inference (each
+ * value's data points at its slot of the key), the nodes from there on inferred again, and the memory
+ * planned again, carrying over what the run computed so far. */
+static kiln_status enter_stage(kiln_session *s, int index) {
+    kn_graph *g = &s->graph;
+    kn_stage *t = &s->stage[index];
+    bool same = t->bound;
+    for (int k = 0; same && k < t->n_values; k++) {
+        const kn_tensor *x = &s->tensors[t->value[k]];
+        size_t bytes = 0;
+        kn_shape_bytes(&x->shape, x->dtype, &bytes);
+        same = !bytes || memcmp(t->key + (size_t)k * STAGE_SLOT, x->data, bytes) == 0;
+    }
+    if (same)
+        return KILN_OK;
+    drop_stages(s, index + 1);
+    for (int k = 0; k < t->n_values; k++) {
+        const kn_tensor *x = &s->tensors[t->value[k]];
+        size_t bytes = 0;
+        kn_shape_bytes(&x->shape, x->dtype, &bytes);
+        unsigned char *slot = t->key + (size_t)k * STAGE_SLOT;
+        if (bytes)
+            memcpy(slot, x->data, bytes);
+        g->values[t->value[k]].data = slot;
+        g->values[t->value[k]].data_from_inference = true;
+    }
+    t->bound = true;
+    kiln_status st = infer_from(s, t->node, true);
+    if (st == KILN_OK) {
+        keep_bounds(s, t->node);
+        st = lay_out(s, t->node - 1);
+    }
+    if (st != KILN_OK)
+        s->planned = false;
+    return st;
+}
+
+/* The stage at node i, or -1. */
+static int stage_at(const kiln_session *s, int i) {
+    for (int t = 0; t < s->n_stages; t++)
+        if (s->stage[t].node == i)
+            return t;
+    return -1;
 }
 
 /* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed. */
@@ -427,6 +736,8 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
         st = bind_arguments(s);
     if (st == KILN_OK)
         st = make_profile(s);
+    if (st == KILN_OK)
+        st = find_sized_at_run(s);
     // With every input dimension known the plan is made now, so that a model that cannot run fails here;
     // with open ones the caller resizes first.
     if (st == KILN_OK && !open_dims)
@@ -444,6 +755,7 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
 void kiln_session_free(kiln_session *session) {
     if (!session)
         return;
+    drop_stages(session, 0); /* first: it clears the values' bindings */
     free(session->graph.values);
     kn_arena_free(&session->graph.arena);
     kn_plan_free(&session->plan);
@@ -459,6 +771,7 @@ void kiln_session_free(kiln_session *session) {
     for (int i = 0; i < 16; i++)
         free(session->input_buf[i]);
     free(session->key);
+    free(session->bound_bytes);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
@@ -540,9 +853,19 @@ kiln_status kiln_session_input_shape(const kiln_session *session, int index, int
     return copy_shape(&session->input_shapes[index], ndim, dims, "kiln_session_input_shape");
 }
 
+/* An output whose shape waits for values the run computes is known only after a run. */
+static kiln_status check_output_known(const kiln_session *s, int index, const char *fn) {
+    int v = value_of(s, index, false);
+    if (!shape_pending(s, v))
+        return KILN_OK;
+    return kn_fail(KILN_ERR_INVALID_ARG, "%s: output '%s' is sized by values the model computes as it runs: "
+                   "known after kiln_session_run", fn, s->graph.values[v].name);
+}
+
 kiln_status kiln_session_output_shape(kiln_session *session, int index, int *ndim, int64_t *dims) {
     KN_TRY(check_index(session, index, false, "kiln_session_output_shape"));
     KN_TRY(ensure_planned(session));
+    KN_TRY(check_output_known(session, index, "kiln_session_output_shape"));
     const kn_shape *shape = &session->graph.values[value_of(session, index, false)].shape;
     return copy_shape(shape, ndim, dims, "kiln_session_output_shape");
 }
@@ -561,6 +884,7 @@ kiln_status kiln_session_output_dtype(kiln_session *session, int index, kiln_dty
     if (!dtype)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_output_dtype: dtype is NULL");
     KN_TRY(ensure_planned(session));
+    KN_TRY(check_output_known(session, index, "kiln_session_output_dtype"));
     *dtype = (kiln_dtype)session->graph.values[value_of(session, index, false)].dtype;
     return KILN_OK;
 }
@@ -724,6 +1048,9 @@ kiln_status kiln_session_run(kiln_session *session) {
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
         kn_tensor **args = s->args + s->first_arg[i];
+        int stage = stage_at(s, i);
+        if (stage >= 0)
+            KN_TRY(enter_stage(s, stage));
         kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
         s->ctx.node_index = i;
         int64_t start = s->profiling ? kn_nanoseconds_now() : 0;
@@ -734,6 +1061,8 @@ kiln_status kiln_session_run(kiln_session *session) {
             kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
             return st;
         }
+        if (n->op->sizes_at_run)
+            KN_TRY(follow_run_shapes(s, i));
     }
     s->profiled_runs += s->profiling;
     s->has_run = true;
@@ -823,3 +1152,28 @@ const void *kn_session_scratch(const kiln_session *session) { return session->ct
 int kn_session_plan_count(const kiln_session *session) { return session->plan_count; }
 
 bool kn_session_shapes_from_values(const kiln_session *session) { return session->dynamic; }
+
+kn_output_shaping kn_session_output_shaping(kiln_session *session, int index) {
+    if (check_index(session, index, false, "kn_session_output_shaping") != KILN_OK ||
+        ensure_planned(session) != KILN_OK)
+        return KN_OUTPUT_PLANNED;
+    const kn_graph *g = &session->graph;
+    int v = value_of(session, index, false);
+    if (shape_pending(session, v))
+        return KN_OUTPUT_AFTER_RUN;
+    /* Whether v is computed from an output of an op that sizes it when it runs: a pass in node order. */
+    bool *from_run = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool));
+    if (!from_run)
+        return KN_OUTPUT_PLANNED;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool tainted = n->op->sizes_at_run;
+        for (int k = 0; k < n->n_in; k++)
+            tainted |= n->in[k] >= 0 && from_run[n->in[k]];
+        for (int k = 0; k < n->n_out; k++)
+            from_run[n->out[k]] = tainted;
+    }
+    bool may_change = from_run[v];
+    free(from_run);
+    return may_change ? KN_OUTPUT_RUN_MAY_CHANGE : KN_OUTPUT_PLANNED;
+}

@@ -45,13 +45,15 @@ static kiln_status add_param(spec_builder *b, const char *suffix, kn_value_kind 
 
 static void fill_uniform(kn_graph *g, int value, kn_rng *rng, float bound) {
     float *p = g->values[value].data;
-    for (int64_t i = 0; i < kn_shape_numel(&g->values[value].shape); i++)
+    int64_t n = kn_shape_numel(&g->values[value].shape);
+    for (int64_t i = 0; i < n; i++)
         p[i] = (2.0f * kn_rng_uniform(rng) - 1.0f) * bound;
 }
 
 static void fill_constant(kn_graph *g, int value, float c) {
     float *p = g->values[value].data;
-    for (int64_t i = 0; i < kn_shape_numel(&g->values[value].shape); i++)
+    int64_t n = kn_shape_numel(&g->values[value].shape);
+    for (int64_t i = 0; i < n; i++)
         p[i] = c;
 }
 

@@ -303,6 +303,25 @@ static bool outputs_known(const kn_graph *g, const kn_node *n) {
     return true;
 }
 
+/* The tape binds every activation at its inferred shape before running. An op that sizes its outputs
+ * when it runs (kn_op.sizes_at_run) fits only when it gives exactly those shapes: its inputs' values
+ * were known at inference (a constant Compress condition). Otherwise only sessions run it. */
+static kiln_status check_run_shapes(const kn_graph *g, const kn_node *n, node_binding *b) {
+    kiln_status st = KILN_OK;
+    for (int k = 0; k < n->n_out; k++) {
+        const kn_shape *planned = &g->values[n->out[k]].shape;
+        if (st == KILN_OK && !kn_shape_equal(&b->out[k]->shape, planned)) {
+            char got[96], bound[96];
+            st = kn_fail(KILN_ERR_UNSUPPORTED, "output %d is %s by its input values, not %s as bound before the "
+                         "run: training and calibration run graphs whose shapes are known before the run "
+                         "(kiln run and sessions run this one)", k,
+                         kn_shape_str(&b->out[k]->shape, got, sizeof got), kn_shape_str(planned, bound, sizeof bound));
+        }
+        b->out[k]->shape = *planned; /* the tape's tensors keep their bound shapes */
+    }
+    return st;
+}
+
 kiln_status kn_tape_forward(kn_tape *t, bool training) {
     kn_graph *g = t->g;
     t->ctx.training = training;
@@ -316,6 +335,8 @@ kiln_status kn_tape_forward(kn_tape *t, bool training) {
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .ctx = &t->ctx,
                            .fused_relu = t->relu_fused_into[i] >= 0};
         kiln_status st = n->op->forward(&call);
+        if (st == KILN_OK && n->op->sizes_at_run)
+            st = check_run_shapes(g, n, &b);
         if (st != KILN_OK) {
             kn_error_prefix("node '%s' (%s): ", n->name, n->op->name);
             return st;

@@ -114,6 +114,9 @@ static kiln_status restore_checkpoint(trainer *t, const kn_named_tensor *state, 
         memcpy(data, state[found].data, sizeof(float) * (size_t)numel);
     }
     kn_optim_set_step_count(t->optim, t->step);
+    const kn_train_hooks *hooks = t->opt->hooks;
+    if (hooks && hooks->restore_state)
+        KN_TRY(hooks->restore_state(hooks->user, t->params, t->n_params, state, n_state));
     KN_TRY(kn_best_epoch_load_meta(&t->best, t->g));
     return kn_best_epoch_load_extras(&t->best, t->g, state, n_state);
 }
@@ -134,19 +137,29 @@ static kiln_status write_checkpoint(trainer *t) {
     snprintf(text, sizeof text, "%.17g", t->epoch_loss_sum);
     KN_TRY(kn_graph_set_meta(t->g, "train.epoch_loss_sum", text));
     KN_TRY(kn_best_epoch_save_meta(&t->best, t->g));
-    /* The extras: the optimizer's state, then the best epoch's values (when kept). */
-    int n = kn_optim_state_count(t->optim);
+    /* The extras: the optimizer's state, the hooks' state, then the best epoch's values (when kept). */
+    const kn_train_hooks *hooks = t->opt->hooks;
+    kn_named_tensor *hook_state = NULL;
+    int n_hook = 0;
+    if (hooks && hooks->checkpoint_state)
+        KN_TRY(hooks->checkpoint_state(hooks->user, t->params, t->n_params, &hook_state, &n_hook));
+    int n_optim = kn_optim_state_count(t->optim), n = n_optim + n_hook;
     int n_best = kn_best_epoch_extra_count(&t->best, t->g);
     kn_named_tensor *state = calloc((size_t)(n + n_best + 1), sizeof *state);
-    if (!state)
+    if (!state) {
+        free(hook_state);
         return kn_fail(KILN_ERR_NOMEM, "out of memory writing the checkpoint");
-    for (int i = 0; i < n; i++) {
+    }
+    for (int i = 0; i < n_optim; i++) {
         const char *name;
         int64_t numel;
         state[i].data = kn_optim_state(t->optim, i, &name, &numel);
         state[i].name = (char *)name;
         state[i].shape = kn_shape_of(1, &numel);
     }
+    if (n_hook)
+        memcpy(state + n_optim, hook_state, sizeof *state * (size_t)n_hook);
+    free(hook_state);
     int n_extras = n;
     kiln_status st = kn_best_epoch_extras(&t->best, t->g, state, &n_extras);
     if (st == KILN_OK)

@@ -47,6 +47,15 @@ typedef struct kn_train_hooks {
     /* After optimizer step number `step` (counting from 1): parameters may be changed (pruning masks,
      * gradual pruning schedules). */
     kiln_status (*on_step)(void *user, kn_graph *g, int64_t step);
+    /* State the hook keeps from step to step that a resumed run needs (gradient quantization's
+     * error-feedback residuals). checkpoint_state gives it as named f32 tensors in a malloc'd array
+     * (the trainer frees the array, never the names or data, which stay the hook's), written into every
+     * checkpoint beside the optimizer's state; restore_state gets a resumed run's checkpoint extras
+     * before its first step and takes its own by name. */
+    kiln_status (*checkpoint_state)(void *user, const kn_param_ref *params, int n_params, kn_named_tensor **state,
+                                    int *n_state);
+    kiln_status (*restore_state)(void *user, const kn_param_ref *params, int n_params, const kn_named_tensor *state,
+                                 int n_state);
 } kn_train_hooks;
 
 typedef struct kn_train_options {

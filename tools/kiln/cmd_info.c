@@ -34,6 +34,7 @@ typedef struct model_facts {
     kiln_memory_info memory;     /* of the optimized graph at batch 1 */
     kn_shape output_shapes[16];  /* at batch 1 */
     kn_dtype output_dtypes[16];
+    kn_output_shaping output_shaping[16]; /* whether the run may change the shape, or gives it */
     weight_kind kinds[MAX_WEIGHT_KINDS];
     int n_kinds;
     int64_t f32_delta;           /* bytes the compact tensors would add as plain f32 */
@@ -66,6 +67,9 @@ static kiln_status measure_runtime(model_facts *f) {
     }
     for (int i = 0; st == KILN_OK && i < kiln_session_output_count(saved); i++) {
         kiln_dtype dtype;
+        f->output_shaping[i] = kn_session_output_shaping(saved, i);
+        if (f->output_shaping[i] == KN_OUTPUT_AFTER_RUN)
+            continue; /* known after a run */
         st = kiln_session_output_shape(saved, i, &f->output_shapes[i].ndim, f->output_shapes[i].d);
         if (st == KILN_OK && (st = kiln_session_output_dtype(saved, i, &dtype)) == KILN_OK)
             f->output_dtypes[i] = (kn_dtype)dtype;
@@ -209,10 +213,14 @@ static void print_text(const model_facts *f) {
         if (f->from_values)
             printf("%-10s %s: shape and dtype follow the values of the inputs\n", i ? "" : "outputs",
                    g->values[g->outputs[i]].name);
+        else if (f->output_shaping[i] == KN_OUTPUT_AFTER_RUN)
+            printf("%-10s %s: shape and dtype follow values the model computes as it runs\n", i ? "" : "outputs",
+                   g->values[g->outputs[i]].name);
         else
-            printf("%-10s %s %s %s%s\n", i ? "" : "outputs", g->values[g->outputs[i]].name,
+            printf("%-10s %s %s %s%s%s\n", i ? "" : "outputs", g->values[g->outputs[i]].name,
                    kn_shape_str(&f->output_shapes[i], shape, sizeof shape), kn_dtype_name(f->output_dtypes[i]),
-                   i || !f->any_open ? "" : "  (open dimensions at 1)");
+                   i || !f->any_open ? "" : "  (open dimensions at 1)",
+                   f->output_shaping[i] == KN_OUTPUT_RUN_MAY_CHANGE ? "  (before a run: values may change it)" : "");
     }
     printf("ops        %d nodes (%d after optimization): ", g->n_nodes, f->optimized_nodes);
     cli_print_op_counts(stdout, g, false);
@@ -277,7 +285,7 @@ static void print_json_io(const model_facts *f, bool input) {
         cli_json_string(stdout, v->name);
         printf(",\"shape\":");
         kn_shape shape = input ? kn_graph_input_declared(g, i) : f->output_shapes[i];
-        if (!input && f->from_values) {
+        if (!input && (f->from_values || f->output_shaping[i] == KN_OUTPUT_AFTER_RUN)) {
             printf("null,\"dtype\":null}"); /* they follow the input values */
             continue;
         }

@@ -51,6 +51,27 @@ static kiln_status on_gradients(void *user, kn_param_ref *params, int n_params, 
     return kn_grad_quant_apply(user, params, n_params, step);
 }
 
+static kiln_status grad_quant_checkpoint(void *user, const kn_param_ref *params, int n_params,
+                                         kn_named_tensor **state, int *n_state) {
+    return kn_grad_quant_state(user, params, n_params, state, n_state);
+}
+
+static kiln_status grad_quant_restore(void *user, const kn_param_ref *params, int n_params,
+                                      const kn_named_tensor *state, int n_state) {
+    return kn_grad_quant_restore(user, params, n_params, state, n_state);
+}
+
+/* A checkpoint holding error-feedback residuals continues only with error feedback: without it the run
+ * would silently drop them. */
+static int check_resumed_feedback(const train_args *a, const kn_named_tensor *state, int n_state) {
+    size_t prefix = strlen(KN_GRAD_QUANT_RESIDUAL_PREFIX);
+    for (int k = 0; k < n_state && !a->error_feedback; k++)
+        if (strncmp(state[k].name, KN_GRAD_QUANT_RESIDUAL_PREFIX, prefix) == 0)
+            return cli_fail_msg("train", "%s was trained with --grad-bits and --error-feedback: pass them to resume",
+                                a->resume);
+    return 0;
+}
+
 /* The bytes a data-parallel step would exchange with quantized gradients, against f32. */
 static void print_grad_bytes(const kn_graph *g, int bits) {
     int64_t quantized = 0, full = 0;
@@ -204,7 +225,8 @@ static int run(train_args *a) {
         cli_load_model(a->resume ? a->resume : a->model, (uint64_t)a->train.seed, &g, &state, &n_state);
     if (st != KILN_OK)
         return cli_fail("train", st);
-    if (a->resume && (rc = cli_train_resume_options("train", &a->train, &g, a->override, &o))) {
+    if (a->resume && ((rc = cli_train_resume_options("train", &a->train, &g, a->override, &o)) ||
+                      (rc = check_resumed_feedback(a, state, n_state)))) {
         kn_named_tensors_free(state, n_state);
         kn_graph_free(&g);
         return rc;
@@ -229,7 +251,8 @@ static int run(train_args *a) {
     if (st == KILN_OK && a->qat)
         st = prepare_qat(a, &g, train_set);
     kn_grad_quant grad_quant = {0};
-    kn_train_hooks hooks = {.user = &grad_quant, .on_gradients = on_gradients};
+    kn_train_hooks hooks = {.user = &grad_quant, .on_gradients = on_gradients,
+                            .checkpoint_state = grad_quant_checkpoint, .restore_state = grad_quant_restore};
     if (st == KILN_OK && a->grad_bits != 32) {
         st = kn_grad_quant_init(&grad_quant, (int)a->grad_bits, a->error_feedback, (uint64_t)a->train.seed);
         o.hooks = &hooks;

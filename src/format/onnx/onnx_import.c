@@ -569,6 +569,87 @@ static kiln_status drop_folded_initializers(kn_graph *g) {
     return KILN_OK;
 }
 
+/* How many node inputs, graph inputs and graph outputs name value v. */
+static int value_uses(const kn_graph *g, int v) {
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            n += g->nodes[i].in[k] == v;
+    for (int i = 0; i < g->n_inputs; i++)
+        n += g->inputs[i] == v;
+    for (int i = 0; i < g->n_outputs; i++)
+        n += g->outputs[i] == v;
+    return n;
+}
+
+static bool is_graph_output(const kn_graph *g, int v) {
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == v)
+            return true;
+    return false;
+}
+
+/* Whether node n is Transpose(W) of a 2-D f32 initializer of the file that nothing else reads, into a
+ * value that is no graph output: what PyTorch exports for a Linear without constant folding,
+ * MatMul(x, Transpose(W)). (A weight shared with another node, such as an embedding tied to the output
+ * layer, stays as it is: folding would untie it.) */
+static bool transposes_weight(const kn_onnx_importer *im, const kn_node *n) {
+    const kn_graph *g = im->g;
+    if (n->op != &kn_op_transpose || n->n_in != 1 || n->in[0] < 0 || n->n_out != 1)
+        return false;
+    const kn_value *w = &g->values[n->in[0]];
+    int64_t perm[2];
+    int n_perm = kn_node_ints(n, "perm", perm, 2);
+    return kn_onnx_is_weight(im, n->in[0]) && (w->kind == KN_VALUE_PARAM || w->kind == KN_VALUE_CONST) &&
+           w->dtype == KN_F32 && w->data && !w->storage && w->shape.ndim == 2 &&
+           (n_perm < 0 || (n_perm == 2 && perm[0] == 1 && perm[1] == 0)) && value_uses(g, n->in[0]) == 1 &&
+           !is_graph_output(g, n->out[0]);
+}
+
+/* Folds every Transpose(W) that transposes_weight finds into W itself: W's data and shape become the
+ * transpose's, its readers read W, and the node and its output go. The layer then has a plain weight
+ * under the file's name, which kiln prune and kiln quantize find like any Linear's; training keeps it a
+ * parameter. (Importing for inference folds such a Transpose into a constant of its own already.) */
+static kiln_status fold_weight_transposes(kn_onnx_importer *im) {
+    kn_graph *g = im->g;
+    int *new_id = malloc(sizeof *new_id * ((size_t)g->n_values + 1));
+    if (!new_id)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory");
+    for (int v = 0; v < g->n_values; v++)
+        new_id[v] = v;
+    int kept = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (!transposes_weight(im, n)) {
+            g->nodes[kept++] = *n;
+            continue;
+        }
+        kn_value *w = &g->values[n->in[0]];
+        int64_t rows = w->shape.d[0], cols = w->shape.d[1], numel = rows * cols;
+        const float *x = w->data; // (rows, cols)
+        float *t = kn_arena_alloc(&g->arena, sizeof(float) * (size_t)(numel > 0 ? numel : 1)); // (cols, rows)
+        if (!t) {
+            free(new_id);
+            return kn_fail(KILN_ERR_NOMEM, "out of memory transposing weight '%s'", w->name);
+        }
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                t[c * rows + r] = x[r * cols + c];
+        w->data = t;
+        w->shape = kn_shape_of(2, (int64_t[]){cols, rows});
+        int from = n->out[0], to = n->in[0];
+        for (int j = i + 1; j < g->n_nodes; j++)
+            for (int k = 0; k < g->nodes[j].n_in; k++)
+                if (g->nodes[j].in[k] == from)
+                    g->nodes[j].in[k] = to;
+        new_id[from] = -1;
+    }
+    g->n_nodes = kept;
+    kn_graph_drop_values(g, new_id); /* also recomputes the producers */
+    free(new_id);
+    return KILN_OK;
+}
+
 static kiln_status import_opset(kn_onnx_importer *im, const Onnx__ModelProto *m) {
     bool found = false;
     for (size_t i = 0; i < m->n_opset_import; i++) {
@@ -612,6 +693,7 @@ static kiln_status import_model(kn_onnx_importer *im, const Onnx__ModelProto *m)
             g->values[v].data_from_inference = false;
         }
     }
+    KN_TRY(fold_weight_transposes(im));
     KN_TRY(drop_folded_initializers(g));
     KN_TRY(kn_onnx_meta_import(m, g));
     KN_TRY(kn_graph_set_dims_declared(g, true)); /* only dim_params and unknown dims are open */

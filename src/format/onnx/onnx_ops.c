@@ -329,7 +329,6 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
 #define KN_NO_SUBGRAPHS "control flow: kiln's graphs have no nested subgraphs"
 #define KN_NO_SEQUENCES "sequence and optional values: kiln's values are tensors"
 #define KN_NO_STRINGS "string tensors: kiln has no string dtype"
-#define KN_DATA_SHAPED "its output shape depends on the input data, which kiln's planned runs do not size yet"
 #define KN_RANDOM "random draws: the expected values are numpy's generator's, which kiln's counter-based stream does not reproduce"
 #define KN_TRAINING_DOMAIN "ai.onnx.preview.training: kiln trains with its own optimizers (kiln train)"
 #define KN_NOT_YET "not implemented yet"
@@ -343,17 +342,10 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"OptionalGetElement", KN_NO_SEQUENCES}, {"OptionalHasElement", KN_NO_SEQUENCES},
     {"StringNormalizer", KN_NO_STRINGS}, {"TfIdfVectorizer", KN_NO_STRINGS},
     {"RegexFullMatch", KN_NO_STRINGS}, {"StringConcat", KN_NO_STRINGS}, {"StringSplit", KN_NO_STRINGS},
-    {"NonZero", KN_DATA_SHAPED}, {"Unique", KN_DATA_SHAPED},
-    {"NonMaxSuppression", KN_DATA_SHAPED}, {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
+    {"Bernoulli", KN_RANDOM}, {"RandomNormal", KN_RANDOM},
     {"RandomNormalLike", KN_RANDOM}, {"RandomUniform", KN_RANDOM}, {"RandomUniformLike", KN_RANDOM},
     {"Multinomial", KN_RANDOM},
 
-    {"AffineGrid", KN_NOT_YET},
-        {"ConvInteger", KN_NOT_YET " (integer convolution)"},
-    {"MatMulInteger", KN_NOT_YET " (integer matmul)"}, {"QLinearConv", KN_NOT_YET},
-    {"QLinearMatMul", KN_NOT_YET}, {"DynamicQuantizeLinear", KN_NOT_YET},
-    {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
-    {"GlobalLpPool", KN_NOT_YET}, {"Col2Im", KN_NOT_YET}, {"CenterCropPad", KN_NOT_YET},
     {"DeformConv", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
     {"Gradient", KN_TRAINING_DOMAIN}, {"Adagrad", KN_TRAINING_DOMAIN}, {"Adam", KN_TRAINING_DOMAIN},
     {"Momentum", KN_TRAINING_DOMAIN},

@@ -1,9 +1,10 @@
-/* The reference build of the depthwise row, and the choice of build for this CPU. */
+/* The reference build of the depthwise rows, and the choice of build for this CPU. */
 #include "kernels/depthwise.h"
 
 #include "core/cpu.h"
 
 #define KN_DEPTHWISE_ROW_NAME kn_depthwise3x3_row_generic
+#define KN_DEPTHWISE5_ROW_NAME kn_depthwise5x5_row_generic
 #include "kernels/depthwise_row.inc"
 
 /* Only an AVX2 build: on the AVX-512 machine it was tuned on, an AVX-512 build of the same loop ran
@@ -14,4 +15,12 @@ kn_depthwise3x3_row_fn kn_depthwise3x3_row(void) {
         return kn_depthwise3x3_row_avx2;
 #endif
     return kn_depthwise3x3_row_generic;
+}
+
+kn_depthwise5x5_row_fn kn_depthwise5x5_row(void) {
+#ifdef KILN_HAVE_X86_KERNELS
+    if (kn_cpu()->avx2)
+        return kn_depthwise5x5_row_avx2;
+#endif
+    return kn_depthwise5x5_row_generic;
 }

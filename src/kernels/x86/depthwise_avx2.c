@@ -1,5 +1,6 @@
-/* The depthwise row (kernels/depthwise.h) compiled for AVX2 + FMA (CMake sets the flags of *_avx2.c). */
+/* The depthwise rows (kernels/depthwise.h) compiled for AVX2 + FMA (CMake sets the flags of *_avx2.c). */
 #include "kernels/depthwise.h"
 
 #define KN_DEPTHWISE_ROW_NAME kn_depthwise3x3_row_avx2
+#define KN_DEPTHWISE5_ROW_NAME kn_depthwise5x5_row_avx2
 #include "kernels/depthwise_row.inc"
