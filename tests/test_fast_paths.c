@@ -51,9 +51,12 @@
 #include "kernels/gemm.h"
 #include "kernels/sparse.h"
 #include "kernels/vmath.h"
+#include "kernels/winograd.h"
+#include "ops/conv_winograd.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
 #include "ops/window.h"
+#include "runtime/optimize.h"
 #include "support/opcheck.h"
 
 // Naming the entries makes the linker keep their objects (see test_ops_linear.c).
@@ -597,7 +600,183 @@ static void test_sparse_kernels(void) {
     CHECK(worst <= 1.0);
 }
 
+/* ---- Winograd ---- */
+
+typedef struct wino_case {
+    const char *label;
+    int64_t x[4]; /* N, C, H, W */
+    int64_t M;
+    int64_t pads[4];
+    bool bias;
+    const char *activation; /* NULL, "Relu" or "Clip" (to [0, 6]) */
+} wino_case;
+
+static const wino_case wino_cases[] = {
+    {"16 -> 16, 8x8 pad 1 (whole tiles), Relu", {1, 16, 8, 8}, 16, {1, 1, 1, 1}, true, "Relu"},
+    {"17 -> 19 (channel tails), 13x11 pad 1, Clip", {2, 17, 13, 11}, 19, {1, 1, 1, 1}, true, "Clip"},
+    {"16 -> 24, pads (0,2,2,0), no bias", {1, 16, 10, 9}, 24, {0, 2, 2, 0}, false, NULL},
+    {"20 -> 16, no padding, 9x10", {3, 20, 9, 10}, 16, {0, 0, 0, 0}, true, NULL},
+    {"16 -> 16, 2x2 image pad 3 (mostly padding)", {1, 16, 2, 2}, 16, {3, 3, 3, 3}, true, NULL},
+    {"16 -> 32, 1x1 image pad 1 (one real tap)", {2, 16, 1, 1}, 32, {1, 1, 1, 1}, true, "Relu"},
+    {"64 -> 64, 56x56 pad 1 (resnet18 layer1: blocks)", {1, 64, 56, 56}, 64, {1, 1, 1, 1}, true, "Relu"},
+    {"128 -> 96, 14x14 pad 1, batch 3", {3, 128, 14, 14}, 96, {1, 1, 1, 1}, true, NULL},
+};
+
+/* X (N, C, H, W), W (M, C, 3, 3), B: a stride-1 Conv that the optimizer turns into ConvWinograd. */
+static int build_wino(kn_graph *g, const wino_case *c) {
+    kn_graph_init(g);
+    int in[3] = {add_param(g, "X", kn_shape_of(4, c->x)),
+                 add_param(g, "W", kn_shape_of(4, (int64_t[]){c->M, c->x[1], 3, 3})), -1};
+    if (c->bias)
+        in[2] = add_param(g, "B", kn_shape_of(1, (int64_t[]){c->M}));
+    kn_shape scalar = {0};
+    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = kn_graph_add_node(g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
+    kn_node_set_ints(g, node, "pads", 4, c->pads);
+    if (c->activation) {
+        kn_node_set_string(g, node, "kn_activation", c->activation);
+        if (strcmp(c->activation, "Clip") == 0) {
+            kn_node_set_float(g, node, "kn_min", 0.0f);
+            kn_node_set_float(g, node, "kn_max", 6.0f);
+        }
+    }
+    return node;
+}
+
+/* sum |terms| of each output of the case (N, M, OH, OW): |bias| + sum |w x| over the taps inside. */
+static double *wino_magnitudes(const wino_case *c, const kn_graph *g, const kn_shape *y_shape) {
+    const float *x = g->values[kn_graph_find_value(g, "X")].data;
+    const float *w = g->values[kn_graph_find_value(g, "W")].data;
+    const float *b = c->bias ? g->values[kn_graph_find_value(g, "B")].data : NULL;
+    int64_t N = c->x[0], C = c->x[1], H = c->x[2], W = c->x[3], OH = y_shape->d[2], OW = y_shape->d[3];
+    double *mag = malloc(sizeof(double) * (size_t)(N * c->M * OH * OW));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double sum = b ? fabs(b[m]) : 0.0;
+                    for (int64_t ch = 0; ch < C; ch++)
+                        for (int64_t t = 0; t < 9; t++) {
+                            int64_t ih = oh - c->pads[0] + t / 3, iw = ow - c->pads[1] + t % 3;
+                            if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                sum += fabs((double)w[(m * C + ch) * 9 + t] * x[((n * C + ch) * H + ih) * W + iw]);
+                        }
+                    mag[((n * c->M + m) * OH + oh) * OW + ow] = sum;
+                }
+    return mag;
+}
+
+/* How many float roundings of sum |terms| ConvWinograd may be from the exact sum (see the top of
+ * src/ops/conv_winograd.c): the transforms' entries scale the rounding errors of the terms. */
+#define WINOGRAD_ROUNDINGS 16
+
+/* ConvWinograd, as the optimizer makes it from a Conv, against the Conv it replaces (the im2col path):
+ * within WINOGRAD_ROUNDINGS times the rounding bound of each (9 C)-term sum, on 1 and 2 threads with
+ * the same bits, on shapes with channel tails, odd sizes, every padding, images smaller than a tile,
+ * several blocks and batches. */
+static void test_winograd(void) {
+    double worst_ratio = 0;
+    for (size_t k = 0; k < sizeof wino_cases / sizeof wino_cases[0]; k++) {
+        const wino_case *c = &wino_cases[k];
+        kn_graph g, opt;
+        int node = build_wino(&g, c);
+        opcheck_fill_uniform(&g, 1700 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD, &opt, &stats));
+        CHECK_MSG(stats.convs_winograd == 1 && strcmp(opt.nodes[0].op->name, "ConvWinograd") == 0,
+                  "%s: not rewritten", c->label);
+        kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+        if (ref && one && two) {
+            int64_t count = kn_numel(one);
+            CHECK(kn_numel(ref) == count);
+            double *mag = wino_magnitudes(c, &g, &one->shape), ratio = 0, diff = 0;
+            for (int64_t i = 0; i < count; i++) {
+                double d = fabs((double)kn_f32(one)[i] - kn_f32(ref)[i]);
+                diff = fmax(diff, d);
+                ratio = fmax(ratio, d / (WINOGRAD_ROUNDINGS * rounding_bound(9 * c->x[1], mag[i])));
+            }
+            bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+            printf("winograd %-46s max |diff| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label, diff,
+                   ratio, same ? "bit-identical" : "DIFFERENT");
+            CHECK_MSG(ratio <= 1, "%s: %.3g of the bound", c->label, ratio);
+            CHECK_MSG(same, "%s: 1 and 2 threads differ", c->label);
+            worst_ratio = fmax(worst_ratio, ratio);
+            free(mag);
+        }
+        opcheck_free_outputs(ref, 1);
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    printf("winograd vs im2col: %.3g of the bound at most\n", worst_ratio);
+}
+
+/* The optimizer leaves Conv where Winograd does not apply: stride 2, dilation 2, two groups, a 5x5 or
+ * a 1x1 kernel, too few channels. */
+static void test_winograd_refused(void) {
+    static const struct {
+        const char *label, *attr;
+        int64_t value[2];
+        int64_t C, M, k;
+    } cases[] = {
+        {"stride 2", "strides", {2, 2}, 16, 16, 3},   {"dilation 2", "dilations", {2, 2}, 16, 16, 3},
+        {"two groups", "group", {2, 0}, 32, 32, 3},   {"5x5 kernel", NULL, {0, 0}, 16, 16, 5},
+        {"1x1 kernel", NULL, {0, 0}, 16, 16, 1},      {"8 input channels", NULL, {0, 0}, 8, 16, 3},
+        {"8 output channels", NULL, {0, 0}, 16, 8, 3},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        kn_graph g, opt;
+        kn_graph_init(&g);
+        int64_t C_in = strcmp(cases[k].label, "two groups") == 0 ? cases[k].C / 2 : cases[k].C;
+        int in[2] = {add_param(&g, "X", kn_shape_of(4, (int64_t[]){1, cases[k].C, 12, 12})),
+                     add_param(&g, "W", kn_shape_of(4, (int64_t[]){cases[k].M, C_in, cases[k].k, cases[k].k}))};
+        kn_shape scalar = {0};
+        int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = kn_graph_add_node(&g, "Conv", "Conv", 2, in, 1, &y);
+        if (cases[k].attr && strcmp(cases[k].attr, "group") == 0)
+            kn_node_set_int(&g, node, "group", cases[k].value[0]);
+        else if (cases[k].attr)
+            kn_node_set_ints(&g, node, cases[k].attr, 2, cases[k].value);
+        opcheck_fill_uniform(&g, 1800 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD, &opt, &stats));
+        CHECK_MSG(stats.convs_winograd == 0 && strcmp(opt.nodes[0].op->name, "Conv") == 0, "%s: rewritten",
+                  cases[k].label);
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    printf("winograd: Conv kept for stride 2, dilation 2, groups, 5x5, 1x1, fewer than 16 channels\n");
+}
+
+/* Each build of the tile transforms this CPU runs against the generic one, on random patches in
+ * [-1, 1]: within 16 float roundings of the largest sum |terms| a transformed value can have (the
+ * builds may fuse multiply-adds). Rows of B^T sum to at most 10 in absolute value, so a value of
+ * B^T d B sums terms of at most 10 * 10 in all; rows of A^T to 19, so A^T M A's to 19 * 19. */
+static void test_winograd_builds(void) {
+    const kn_winograd_kernels *builds[] = {kn_winograd_kernels_generic(), kn_winograd_kernels_best()};
+    enum { L = KN_WINOGRAD_LANES };
+    float d[36 * L], v[2][36 * L], y[2][16 * L];
+    kn_rng rng = kn_rng_seeded(1900);
+    for (int i = 0; i < 36 * L; i++)
+        d[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+    for (int b = 0; b < 2; b++) {
+        builds[b]->input(d, 6 * L, L, v[b], L);
+        builds[b]->output(d, L, y[b], 4 * L, L);
+    }
+    double worst = 0;
+    for (int i = 0; i < 36 * L; i++)
+        worst = fmax(worst, fabs((double)v[0][i] - v[1][i]) / (16 * FLT_EPSILON * 10.0 * 10.0));
+    for (int i = 0; i < 16 * L; i++)
+        worst = fmax(worst, fabs((double)y[0][i] - y[1][i]) / (16 * FLT_EPSILON * 19.0 * 19.0));
+    printf("winograd transforms, %s build vs generic: %.3g of the bound\n", builds[1]->name, worst);
+    CHECK_MSG(worst <= 1, "%s build: %.3g of the bound", builds[1]->name, worst);
+}
+
 int main(void) {
+    test_winograd();
+    test_winograd_refused();
+    test_winograd_builds();
     test_against_im2col();
     test_workspace();
     test_conv_threads();

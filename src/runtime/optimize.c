@@ -11,6 +11,7 @@
 #include "format/storage.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
+#include "ops/conv_winograd.h"
 #include "ops/fused_act.h"
 #include "ops/op.h"
 
@@ -1137,6 +1138,33 @@ static kiln_status sparsify_weights(kn_graph *g, int *sparsified) {
     return KILN_OK;
 }
 
+/* ---- Winograd convolutions --------------------------------------------------------------------- */
+
+/* Conv -> ConvWinograd where it suits (ops/conv_winograd.h): the weight replaced by its transform. */
+static kiln_status winograd_convs(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!kn_conv_winograd_suits(g, &g->nodes[i]))
+            continue;
+        const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
+        int64_t M = w->shape.d[0], C = w->shape.d[1];
+        kn_shape shape = kn_shape_of(3, (int64_t[]){KN_WINOGRAD_POINTS, C, M});
+        int u = add_derived_value(g, g->nodes[i].name, "winograd_weight", KN_VALUE_CONST, KN_F32, &shape);
+        if (u < 0)
+            return KILN_ERR_NOMEM; // kn_graph_add_value said why
+        kn_node *n = &g->nodes[i];
+        kn_conv_winograd_weights(g->values[n->in[1]].data, M, C, g->values[u].data);
+        int *in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)n->n_in);
+        if (!in)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+        memcpy(in, n->in, sizeof(int) * (size_t)n->n_in);
+        in[1] = u;
+        n->in = in;
+        n->op = kn_op_find("ConvWinograd");
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
 /* ---- the optimizer ----------------------------------------------------------------------------- */
 
 /* Drops values no node, input or output refers to, renumbering the rest in order. */
@@ -1199,6 +1227,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))
         st = sparsify_weights(dst, &s.weights_sparsified);
+    if (st == KILN_OK && (passes & KN_OPT_WINOGRAD))
+        st = winograd_convs(dst, &s.convs_winograd);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st != KILN_OK) {

@@ -1,0 +1,351 @@
+/* ConvWinograd (ops/conv_winograd.h): a 3x3, stride-1 Conv by Winograd's F(4x4, 3x3), which makes each
+ * 4x4 block of outputs ("tile") from a 6x6 input patch with 36 multiplications per input channel and
+ * output channel instead of 144:
+ *     Y_tile = A^T [ sum_c U_c (.) V_c ] A,   U_c = G g_c G^T (done once, kn_conv_winograd_weights),
+ *                                              V_c = B^T d_c B (the patch of channel c)
+ * Summed over channels, each of the 36 points xi is one matrix product over all tiles:
+ *     Z_xi (tiles, M) = V_xi (tiles, C) @ U_xi (C, M)
+ * which kn_sgemm runs, reading U_xi in place (it is never packed at run time).
+ *
+ * An image's tiles go a block of tile rows at a time, so that the block's buffers stay in cache:
+ *   1. its input rows (with the padding) copied channel-last, channels padded to Cp, a multiple of
+ *      KN_WINOGRAD_LANES (kernels/winograd.h transforms that many channels at once) with zeros;
+ *   2. V (36, T, Cp) = the input transform of its T tiles;
+ *   3. Z (36, T, Mp) = the 36 products;
+ *   4. the output transform of Z into a channel-last block of outputs (4 rows per tile row, Mp);
+ *   5. that block written into Y (N, M, OH, OW) with the bias, then the fused activation.
+ * Tiles past the output's edge are computed from the zeros beyond the padding and not written.
+ *
+ * The blocks do not depend on the thread count, and each product's result does not either
+ * (kernels/gemm.h), so neither does Y. Threads take whole blocks when there are enough of them;
+ * otherwise the blocks run one after the other, each product on every thread.
+ *
+ * Rounding: the transforms scale the rounding errors (B's entries reach 5, A's 8), so an output is not
+ * within (taps + 2) float roundings of its sum |terms| like the im2col path's; tests hold it to 16 times
+ * that, 16 (9 C + 2) FLT_EPSILON sum |terms| (tests/test_fast_paths.c; measured: within 2.5 times). */
+#include "ops/conv_winograd.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "kernels/winograd.h"
+#include "ops/conv_gemm.h"
+#include "ops/fused_act.h"
+#include "ops/op.h"
+#include "ops/window.h"
+
+#define TILE 4  /* outputs per tile side */
+#define PATCH 6 /* inputs per patch side: TILE + 3 - 1 */
+#define LANES KN_WINOGRAD_LANES
+
+/* Below this many input channels or output channels the transforms cost more than the products save
+ * (measured on AVX-512; resnet18's and mobilenet's 3x3 layers all have 16 or more). */
+#define WINOGRAD_MIN_CHANNELS 16
+/* A block aims at this many bytes of V and Z together, so that they stay in L2 between the products;
+ * but at least BLOCK_MIN_TILES tiles, so that each product has rows enough to be efficient. */
+#define BLOCK_TARGET_BYTES (1536 * 1024)
+#define BLOCK_MIN_TILES 56
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+typedef struct wino_geom {
+    int64_t N, C, M, Cp, Mp;
+    kn_window_axis h, w;
+    int64_t tiles_h, tiles_w;  /* tile grid of one image */
+    int64_t block_rows;        /* tile rows per block */
+    int64_t blocks;            /* blocks per image */
+    int64_t in_rows, in_cols;  /* a block's channel-last input: (in_rows, in_cols, Cp) */
+    int64_t out_cols;          /* a block's channel-last output: (TILE * block_rows, out_cols, Mp) */
+} wino_geom;
+
+static bool all_ones(const kn_node *n, const char *attr) {
+    int64_t v[2];
+    int count = kn_node_ints(n, attr, v, 2);
+    for (int i = 0; i < count; i++)
+        if (v[i] != 1)
+            return false;
+    return count <= 2;
+}
+
+bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
+    if (!n->op || strcmp(n->op->name, "Conv") != 0 || n->n_in < 2 || n->n_out != 1)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1), *b = kn_node_input(g, n, 2);
+    if (!x || !w || !w->data || w->kind == KN_VALUE_INPUT || w->dtype != KN_F32 || w->shape.ndim != 4 ||
+        (b && (b->dtype != KN_F32 || b->shape.ndim != 1 || b->shape.d[0] != w->shape.d[0])))
+        return false;
+    int64_t M = w->shape.d[0], C = w->shape.d[1];
+    return w->shape.d[2] == 3 && w->shape.d[3] == 3 && kn_node_int(n, "group", 1) == 1 && all_ones(n, "strides") &&
+           all_ones(n, "dilations") && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS;
+}
+
+void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
+    static const double G[PATCH][3] = {{1.0 / 4, 0, 0},
+                                       {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                       {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                       {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                       {0, 0, 1}};
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t c = 0; c < C; c++) {
+            const float *g = w + (m * C + c) * 9; // (3, 3)
+            double gt[PATCH][3];                  // G g
+            for (int a = 0; a < PATCH; a++)
+                for (int s = 0; s < 3; s++)
+                    gt[a][s] = G[a][0] * g[s] + G[a][1] * g[3 + s] + G[a][2] * g[6 + s];
+            for (int a = 0; a < PATCH; a++)
+                for (int b = 0; b < PATCH; b++)
+                    u[((a * PATCH + b) * C + c) * M + m] =
+                        (float)(gt[a][0] * G[b][0] + gt[a][1] * G[b][1] + gt[a][2] * G[b][2]);
+        }
+    }
+}
+
+/* ---- the op ---------------------------------------------------------------------------------------- */
+
+static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
+                                wino_geom *g) {
+    char sx[96], su[96];
+    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
+                       kn_shape_str(u, su, sizeof su));
+    for (int i = 0; i < 4; i++)
+        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
+            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
+                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = u->d[2];
+    if (b && (b->ndim != 1 || b->d[0] != g->M))
+        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
+    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
+    g->h = axes[0];
+    g->w = axes[1];
+    if (g->h.out < 1 || g->w.out < 1)
+        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+    g->Cp = round_up(g->C, LANES);
+    g->Mp = round_up(g->M, LANES);
+    g->tiles_h = ceil_div(g->h.out, TILE);
+    g->tiles_w = ceil_div(g->w.out, TILE);
+    int64_t tile_bytes = KN_WINOGRAD_POINTS * (g->Cp + g->Mp) * (int64_t)sizeof(float);
+    int64_t target = BLOCK_TARGET_BYTES / tile_bytes;
+    target = target < BLOCK_MIN_TILES ? BLOCK_MIN_TILES : target;
+    int64_t rows = target / g->tiles_w < 1 ? 1 : target / g->tiles_w;
+    g->blocks = ceil_div(g->tiles_h, rows);
+    g->block_rows = ceil_div(g->tiles_h, g->blocks); // the same rows in every block but the last
+    g->in_rows = TILE * g->block_rows + 2;
+    g->in_cols = TILE * g->tiles_w + 2;
+    g->out_cols = TILE * g->tiles_w;
+    return KILN_OK;
+}
+
+static const kn_shape *shape_or_null(const kn_tensor *t) { return t ? &t->shape : NULL; }
+
+static kiln_status wino_geom_of_call(const kn_op_call *call, wino_geom *g) {
+    const kn_tensor *b = call->node->n_in > 2 ? call->in[2] : NULL;
+    return wino_geom_of(call->node, &call->in[0]->shape, &call->in[1]->shape, shape_or_null(b), g);
+}
+
+/* One thread's buffers for a block, each 64-byte aligned. */
+typedef struct wino_scratch {
+    size_t io_bytes;   /* the channel-last input block, later the output block */
+    size_t v_bytes, z_bytes, gemm_bytes;
+    size_t slot_bytes; /* all four */
+} wino_scratch;
+
+static int64_t block_tiles(const wino_geom *g) { return g->block_rows * g->tiles_w; }
+
+/* Sizes of the slot; false on overflow. Every size is bounded by a multiple of X's, Y's or U's size
+ * except through the padding, which kn_window_resolve keeps within int64. */
+static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
+    size_t in_floats, out_floats, v_floats, z_floats;
+    if (!kn_size_mul((size_t)(g->in_rows * g->in_cols), (size_t)g->Cp, &in_floats) ||
+        !kn_size_mul((size_t)(TILE * g->block_rows * g->out_cols), (size_t)g->Mp, &out_floats) ||
+        !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Cp, &v_floats) ||
+        !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Mp, &z_floats) ||
+        v_floats > SIZE_MAX / 8 || z_floats > SIZE_MAX / 8 || in_floats > SIZE_MAX / 8 || out_floats > SIZE_MAX / 8)
+        return false;
+    s->io_bytes = kn_round_up_64(sizeof(float) * (in_floats > out_floats ? in_floats : out_floats));
+    s->v_bytes = kn_round_up_64(sizeof(float) * v_floats);
+    s->z_bytes = kn_round_up_64(sizeof(float) * z_floats);
+    size_t gemm = kn_sgemm_workspace(false, false, block_tiles(g), g->M, g->C);
+    if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
+        return false;
+    s->gemm_bytes = kn_round_up_64(gemm);
+    s->slot_bytes = s->io_bytes + s->v_bytes + s->z_bytes + s->gemm_bytes;
+    return s->slot_bytes <= SIZE_MAX / 4;
+}
+
+/* Threads that each take whole blocks: all of them when there are at least as many blocks, else one
+ * (and each product runs on all of them). */
+static int wino_block_threads(const wino_geom *g, int threads) {
+    return g->N * g->blocks >= threads ? threads : 1;
+}
+
+/* Step 1: input rows 4 i0 - pad_top ... of image x (C, H, W) into in (in_rows, in_cols, Cp),
+ * channel-last, zero where the rows and columns fall in the padding and past C. */
+static void block_gather(const wino_geom *g, const float *x, int64_t i0, float *in) {
+    memset(in, 0, sizeof(float) * (size_t)(g->in_rows * g->in_cols * g->Cp));
+    int64_t plane = g->h.in * g->w.in;
+    int64_t col_first = g->w.pad_begin, cols = g->w.in; // in's columns that hold the image
+    if (col_first + cols > g->in_cols)
+        cols = g->in_cols - col_first;
+    for (int64_t r = 0; r < g->in_rows; r++) {
+        int64_t h = TILE * i0 - g->h.pad_begin + r;
+        if (h < 0 || h >= g->h.in || cols <= 0)
+            continue;
+        float *row = in + (r * g->in_cols + col_first) * g->Cp; // (cols, Cp)
+        for (int64_t c = 0; c < g->C; c++) {
+            const float *src = x + c * plane + h * g->w.in; // (W)
+            for (int64_t j = 0; j < cols; j++)
+                row[j * g->Cp + c] = src[j];
+        }
+    }
+}
+
+/* Step 5: rows [4 i0, 4 i0 + rows) of y (M, OH, OW) = the output block out (.., out_cols, Mp) + bias,
+ * then the activation. */
+static void block_scatter(const wino_geom *g, const kn_fused_act *act, const float *out, const float *bias,
+                          int64_t i0, float *y) {
+    int64_t oh0 = TILE * i0, rows = g->h.out - oh0 < TILE * g->block_rows ? g->h.out - oh0 : TILE * g->block_rows;
+    int64_t plane = g->h.out * g->w.out;
+    for (int64_t m = 0; m < g->M; m++) {
+        float b = bias ? bias[m] : 0.0f, *y_m = y + m * plane + oh0 * g->w.out; // (rows, OW)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *src = out + r * g->out_cols * g->Mp + m;
+            float *dst = y_m + r * g->w.out;
+            for (int64_t j = 0; j < g->w.out; j++)
+                dst[j] = src[j * g->Mp] + b;
+        }
+        kn_fused_act_apply_serial(act, y_m, rows * g->w.out); /* while the rows are in cache */
+    }
+}
+
+typedef struct wino_job {
+    const wino_geom *g;
+    const kn_fused_act *act;
+    const kn_winograd_kernels *kernels;
+    const float *x, *u, *bias;
+    float *y;
+} wino_job;
+
+/* Block `block` of image n (steps 1 to 5 at the top), with one thread's slot. */
+static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned char *slot, const wino_scratch *s) {
+    const wino_geom *g = j->g;
+    float *io = (float *)slot;
+    float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
+    float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
+    void *gemm_ws = slot + s->io_bytes + s->v_bytes + s->z_bytes;
+    int64_t i0 = block * g->block_rows;
+    int64_t rows = g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows;
+    int64_t T = rows * g->tiles_w;
+
+    block_gather(g, j->x + n * g->C * g->h.in * g->w.in, i0, io);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t t = 0; t < g->tiles_w; t++)
+            for (int64_t c = 0; c < g->Cp; c += LANES)
+                j->kernels->input(io + (TILE * i * g->in_cols + TILE * t) * g->Cp + c, g->in_cols * g->Cp, g->Cp,
+                                  v + (i * g->tiles_w + t) * g->Cp + c, T * g->Cp);
+
+    if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
+        for (int64_t r = 0; r < KN_WINOGRAD_POINTS * T; r++)
+            memset(z + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
+    for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
+        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * T * g->Cp, g->Cp,
+                    j->u + xi * g->C * g->M, g->M, 0.0f, z + xi * T * g->Mp, g->Mp);
+
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t t = 0; t < g->tiles_w; t++)
+            for (int64_t m = 0; m < g->Mp; m += LANES)
+                j->kernels->output(z + (i * g->tiles_w + t) * g->Mp + m, T * g->Mp,
+                                   io + (TILE * i * g->out_cols + TILE * t) * g->Mp + m, g->out_cols * g->Mp, g->Mp);
+    block_scatter(g, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out);
+}
+
+static kiln_status winograd_forward(const kn_op_call *call) {
+    wino_geom g = {0};
+    KN_TRY(wino_geom_of_call(call, &g));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
+    wino_scratch s;
+    int team = wino_block_threads(&g, kn_threads_get());
+    size_t total;
+    if (!wino_scratch_of(&g, &s) || !kn_size_mul(s.slot_bytes, (size_t)team, &total))
+        return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of X (%lld, %lld, %lld, %lld) overflow", (long long)g.N,
+                       (long long)g.C, (long long)g.h.in, (long long)g.w.in);
+    unsigned char *scratch = kn_op_scratch(call->ctx, total);
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of Winograd buffers", total);
+    wino_job job = {.g = &g, .act = &act, .kernels = kn_winograd_kernels_best(), .x = kn_f32(call->in[0]),
+                    .u = kn_f32(call->in[1]),
+                    .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
+                    .y = kn_f32(call->out[0])};
+    int64_t jobs = g.N * g.blocks;
+    if (team == 1) {
+        // No enclosing region: each product then runs on every thread (see conv.c's conv_forward).
+        for (int64_t b = 0; b < jobs; b++)
+            wino_block(&job, b / g.blocks, b % g.blocks, scratch, &s);
+        return KILN_OK;
+    }
+#pragma omp parallel num_threads(team)
+    {
+        unsigned char *slot = scratch + s.slot_bytes * (size_t)omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < jobs; b++)
+            wino_block(&job, b / g.blocks, b % g.blocks, slot, &s);
+    }
+    return KILN_OK;
+}
+
+static kiln_status winograd_infer(kn_graph *graph, const kn_node *node) {
+    const kn_value *x, *u, *b;
+    KN_TRY(kn_conv_infer_inputs(graph, node, &x, &u, &b));
+    wino_geom g = {0};
+    KN_TRY(wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
+    kn_value *y = &graph->values[node->out[0]];
+    y->shape = kn_shape_of(4, (int64_t[]){g.N, g.M, g.h.out, g.w.out});
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+/* The direct convolution's count, so that the profile's rate compares with Conv's. */
+static int64_t winograd_flops(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *u = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    wino_geom g = {0};
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK)
+        return 0;
+    int64_t outputs = kn_count_mul(g.N * g.M, kn_count_mul(g.h.out, g.w.out));
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, g.C * 9)), b ? outputs : 0);
+}
+
+static size_t winograd_workspace(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *u = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    wino_geom g = {0};
+    wino_scratch s;
+    size_t total;
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, &s) ||
+        !kn_size_mul(s.slot_bytes, (size_t)wino_block_threads(&g, kn_threads_get()), &total))
+        return 0;
+    return total;
+}
+
+const kn_op kn_op_convwinograd = {
+    .name = "ConvWinograd",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .infer = winograd_infer,
+    .forward = winograd_forward,
+    .flops = winograd_flops,
+    .workspace = winograd_workspace,
+};
