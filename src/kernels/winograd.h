@@ -24,20 +24,42 @@ typedef void (*kn_winograd_input_fn)(const float *d, int64_t row_step, int64_t c
 typedef void (*kn_winograd_output_fn)(const float *m, int64_t xi_step, float *y, int64_t row_step,
                                       int64_t col_step);
 
+/* Between a row of `count` pixels of `channels` planes (src + c * plane + j) and the same pixels
+ * channel-last (one row of row_step floats per pixel, row_step >= channels rounded up to
+ * KN_WINOGRAD_LANES):
+ *   to_last    dst[j * row_step + c] = src[c * plane + j]; the lanes past `channels` up to the next
+ *              multiple of KN_WINOGRAD_LANES are zeroed
+ *   from_last  dst[c * plane + j] = src[j * row_step + c] (src is read up to that multiple too)
+ * Exact copies in every build: the AVX-512 one transposes 16x16 blocks in registers. */
+typedef void (*kn_winograd_to_last_fn)(const float *src, int64_t plane, int64_t channels, int64_t count, float *dst,
+                                       int64_t row_step);
+typedef void (*kn_winograd_from_last_fn)(const float *src, int64_t row_step, int64_t channels, int64_t count,
+                                         float *dst, int64_t plane);
+
 typedef struct kn_winograd_kernels {
     const char *name;
     kn_winograd_input_fn input;
     kn_winograd_output_fn output;
+    kn_winograd_to_last_fn to_last;
+    kn_winograd_from_last_fn from_last;
 } kn_winograd_kernels;
 
 void kn_winograd_input_generic(const float *d, int64_t row_step, int64_t col_step, float *v, int64_t xi_step);
 void kn_winograd_output_generic(const float *m, int64_t xi_step, float *y, int64_t row_step, int64_t col_step);
+void kn_winograd_to_last_generic(const float *src, int64_t plane, int64_t channels, int64_t count, float *dst,
+                                 int64_t row_step);
+void kn_winograd_from_last_generic(const float *src, int64_t row_step, int64_t channels, int64_t count, float *dst,
+                                   int64_t plane);
 #ifdef KILN_HAVE_X86_KERNELS
 /* Only call these after kn_cpu() reports avx2 / avx512f. */
 void kn_winograd_input_avx2(const float *d, int64_t row_step, int64_t col_step, float *v, int64_t xi_step);
 void kn_winograd_output_avx2(const float *m, int64_t xi_step, float *y, int64_t row_step, int64_t col_step);
 void kn_winograd_input_avx512(const float *d, int64_t row_step, int64_t col_step, float *v, int64_t xi_step);
 void kn_winograd_output_avx512(const float *m, int64_t xi_step, float *y, int64_t row_step, int64_t col_step);
+void kn_winograd_to_last_avx512(const float *src, int64_t plane, int64_t channels, int64_t count, float *dst,
+                                int64_t row_step);
+void kn_winograd_from_last_avx512(const float *src, int64_t row_step, int64_t channels, int64_t count, float *dst,
+                                  int64_t plane);
 #endif
 
 /* The generic build (the reference). */

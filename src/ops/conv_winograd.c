@@ -191,40 +191,37 @@ static int wino_block_threads(const wino_geom *g, int threads) {
 
 /* Step 1: input rows 4 i0 - pad_top ... of image x (C, H, W) into in (in_rows, in_cols, Cp),
  * channel-last, zero where the rows and columns fall in the padding and past C. */
-static void block_gather(const wino_geom *g, const float *x, int64_t i0, float *in) {
-    memset(in, 0, sizeof(float) * (size_t)(g->in_rows * g->in_cols * g->Cp));
-    int64_t plane = g->h.in * g->w.in;
-    int64_t col_first = g->w.pad_begin, cols = g->w.in; // in's columns that hold the image
-    if (col_first + cols > g->in_cols)
-        cols = g->in_cols - col_first;
+static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, int64_t i0, float *in) {
+    int64_t plane = g->h.in * g->w.in, row_floats = g->in_cols * g->Cp;
+    int64_t left = g->w.pad_begin < g->in_cols ? g->w.pad_begin : g->in_cols; // padding columns on the left
+    int64_t cols = g->w.in < g->in_cols - left ? g->w.in : g->in_cols - left;   // then the image's
     for (int64_t r = 0; r < g->in_rows; r++) {
+        float *row = in + r * row_floats; // (in_cols, Cp)
         int64_t h = TILE * i0 - g->h.pad_begin + r;
-        if (h < 0 || h >= g->h.in || cols <= 0)
+        if (h < 0 || h >= g->h.in) {
+            memset(row, 0, sizeof(float) * (size_t)row_floats);
             continue;
-        float *row = in + (r * g->in_cols + col_first) * g->Cp; // (cols, Cp)
-        for (int64_t c = 0; c < g->C; c++) {
-            const float *src = x + c * plane + h * g->w.in; // (W)
-            for (int64_t j = 0; j < cols; j++)
-                row[j * g->Cp + c] = src[j];
         }
+        memset(row, 0, sizeof(float) * (size_t)(left * g->Cp));
+        k->to_last(x + h * g->w.in, plane, g->C, cols, row + left * g->Cp, g->Cp);
+        memset(row + (left + cols) * g->Cp, 0, sizeof(float) * (size_t)((g->in_cols - left - cols) * g->Cp));
     }
 }
 
 /* Step 5: rows [4 i0, 4 i0 + rows) of y (M, OH, OW) = the output block out (.., out_cols, Mp) + bias,
  * then the activation. */
-static void block_scatter(const wino_geom *g, const kn_fused_act *act, const float *out, const float *bias,
-                          int64_t i0, float *y) {
+static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
+                          const float *out, const float *bias, int64_t i0, float *y) {
     int64_t oh0 = TILE * i0, rows = g->h.out - oh0 < TILE * g->block_rows ? g->h.out - oh0 : TILE * g->block_rows;
-    int64_t plane = g->h.out * g->w.out;
+    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out;
+    for (int64_t r = 0; r < rows; r++)
+        k->from_last(out + r * g->out_cols * g->Mp, g->Mp, g->M, g->w.out, y + (oh0 + r) * g->w.out, plane);
     for (int64_t m = 0; m < g->M; m++) {
-        float b = bias ? bias[m] : 0.0f, *y_m = y + m * plane + oh0 * g->w.out; // (rows, OW)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *src = out + r * g->out_cols * g->Mp + m;
-            float *dst = y_m + r * g->w.out;
-            for (int64_t j = 0; j < g->w.out; j++)
-                dst[j] = src[j * g->Mp] + b;
-        }
-        kn_fused_act_apply_serial(act, y_m, rows * g->w.out); /* while the rows are in cache */
+        float *y_m = y + m * plane + oh0 * g->w.out; // (rows, OW)
+        if (bias)
+            for (int64_t i = 0; i < span; i++)
+                y_m[i] += bias[m];
+        kn_fused_act_apply_serial(act, y_m, span); /* while the rows are in cache */
     }
 }
 
@@ -247,7 +244,7 @@ static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned cha
     int64_t rows = g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows;
     int64_t T = rows * g->tiles_w;
 
-    block_gather(g, j->x + n * g->C * g->h.in * g->w.in, i0, io);
+    block_gather(g, j->kernels, j->x + n * g->C * g->h.in * g->w.in, i0, io);
     for (int64_t i = 0; i < rows; i++)
         for (int64_t t = 0; t < g->tiles_w; t++)
             for (int64_t c = 0; c < g->Cp; c += LANES)
@@ -266,7 +263,7 @@ static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned cha
             for (int64_t m = 0; m < g->Mp; m += LANES)
                 j->kernels->output(z + (i * g->tiles_w + t) * g->Mp + m, T * g->Mp,
                                    io + (TILE * i * g->out_cols + TILE * t) * g->Mp + m, g->out_cols * g->Mp, g->Mp);
-    block_scatter(g, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out);
+    block_scatter(g, j->kernels, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out);
 }
 
 static kiln_status winograd_forward(const kn_op_call *call) {
