@@ -24,6 +24,7 @@
 #include "kernels/gemm.h"
 #include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
+#include "ops/conv_prepack.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -239,11 +240,30 @@ static int64_t conv_column_chunk(const conv_geom *g) {
     return chunk < 256 ? 256 : chunk;
 }
 
+/* Floats of the weights packed for the products (kn_sgemm_pack_a), per group; 0 on overflow. */
+static size_t conv_packed_group_floats(const conv_geom *g) {
+    return kn_sgemm_packed_a_floats(g->Mg, g->Cg * g->taps);
+}
+
+/* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width), reading W_g packed
+ * when the weights come packed (ConvPacked), else packing it. */
+static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
+                               int64_t width, float *y, void *ws, size_t ws_bytes) {
+    int64_t depth = g->Cg * g->taps;
+    if (packed)
+        kn_sgemm_ws_packed(ws, ws_bytes, packed + (size_t)grp * conv_packed_group_floats(g), g->Mg, width, depth,
+                           1.0f, cols, g->out_plane, 0.0f, y, g->out_plane);
+    else
+        kn_sgemm_ws(ws, ws_bytes, false, false, g->Mg, width, depth, 1.0f, w + grp * g->Mg * depth, depth, cols,
+                    g->out_plane, 0.0f, y, g->out_plane);
+}
+
 /* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated; slot holds its column matrix and the
  * products' workspace. `one_thread`: the image's products run on one thread, so they go a column
  * chunk at a time; with a team inside each product, chunks would only add barriers. */
 static void conv_image(const conv_geom *g, const kn_fused_act *act, const float *x, const float *w,
-                       const float *bias, float *y, unsigned char *slot, const conv_scratch *s, bool one_thread) {
+                       const float *packed, const float *bias, float *y, unsigned char *slot, const conv_scratch *s,
+                       bool one_thread) {
     int64_t depth = g->Cg * g->taps; // reduction length of each group's product
     const float *cols = x;
     if (!conv_is_pointwise(g)) {
@@ -254,9 +274,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     for (int64_t j0 = 0; j0 < g->out_plane; j0 += chunk) {
         int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
         for (int64_t grp = 0; grp < g->group; grp++)
-            kn_sgemm_ws(slot + s->col_bytes, s->gemm_bytes, false, false, g->Mg, width, depth, 1.0f,
-                        w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane + j0, g->out_plane, 0.0f,
-                        y + grp * g->Mg * g->out_plane + j0, g->out_plane);
+            conv_group_product(g, w, packed, grp, cols + grp * depth * g->out_plane + j0, width,
+                               y + grp * g->Mg * g->out_plane + j0, slot + s->col_bytes, s->gemm_bytes);
         if (bias)
             kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
         else if (width == g->out_plane)
@@ -267,9 +286,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     }
 }
 
-static kiln_status conv_forward(const kn_op_call *call) {
-    if (kn_conv_is_nd(call->in[0]->shape.ndim))
-        return kn_conv_nd_forward(call);
+/* Conv's forward, or ConvPacked's with its packed weights (NULL for Conv). */
+static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -293,7 +311,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         // No enclosing region, not even an inactive one: libgomp starts new threads for every region
         // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s,
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, scratch, &s,
                        kn_threads_get() == 1);
         return KILN_OK;
     }
@@ -302,9 +320,16 @@ static kiln_status conv_forward(const kn_op_call *call) {
         unsigned char *slot = scratch ? scratch + s.slot_bytes * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, slot, &s, true);
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, slot, &s,
+                       true);
     }
     return KILN_OK;
+}
+
+static kiln_status conv_forward(const kn_op_call *call) {
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_forward(call);
+    return conv_run(call, NULL);
 }
 
 /* Backward's scratch, one slot per image thread: the column matrix, the thread's own weight gradient
@@ -447,6 +472,60 @@ const kn_op kn_op_conv = {
     .infer = conv_infer,
     .forward = conv_forward,
     .backward = conv_backward,
+    .flops = conv_flops,
+    .workspace = conv_workspace,
+};
+
+/* ---- ConvPacked ---------------------------------------------------------------------------------- */
+
+bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
+    if (!n->op || strcmp(n->op->name, "Conv") != 0 || n->n_in < 2 || n->n_out != 1)
+        return false;
+    const kn_value *w = kn_node_input(graph, n, 1), *b = kn_node_input(graph, n, 2);
+    if (!w || !w->data || w->kind == KN_VALUE_INPUT || w->dtype != KN_F32 || w->shape.ndim != 4 ||
+        (b && b->dtype != KN_F32))
+        return false;
+    int64_t group = kn_node_int(n, "group", 1), M = w->shape.d[0];
+    for (int i = 0; i < 4; i++)
+        if (w->shape.d[i] < 1)
+            return false;
+    if (group < 1 || M % group)
+        return false;
+    conv_geom g = {.Cg = w->shape.d[1], .Mg = M / group, .group = group};
+    return !conv_is_depthwise(&g) && kn_conv_prepack_floats(w->shape.d, group) > 0;
+}
+
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+    size_t per_group = conv_packed_group_floats(&g), total;
+    return per_group && kn_size_mul(per_group, (size_t)group, &total) ? total : 0;
+}
+
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+    int64_t depth = g.Cg * g.taps;
+    for (int64_t grp = 0; grp < group; grp++)
+        kn_sgemm_pack_a(g.Mg, depth, w + grp * g.Mg * depth, depth, packed + (size_t)grp * conv_packed_group_floats(&g));
+}
+
+/* Conv's inference, and P must be the packed weights of this CPU for W. */
+static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
+    KN_TRY(conv_infer(graph, node));
+    const kn_value *w = kn_node_input(graph, node, 1), *p = kn_node_input(graph, node, 3);
+    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1)) : 0;
+    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
+        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu packed weights of a 2-D W", floats);
+    return KILN_OK;
+}
+
+static kiln_status conv_packed_forward(const kn_op_call *call) { return conv_run(call, kn_f32(call->in[3])); }
+
+const kn_op kn_op_convpacked = {
+    .name = "ConvPacked",
+    .min_inputs = 4,
+    .max_inputs = 4,
+    .infer = conv_packed_infer,
+    .forward = conv_packed_forward,
     .flops = conv_flops,
     .workspace = conv_workspace,
 };

@@ -11,6 +11,7 @@
 #include "format/storage.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
+#include "ops/conv_prepack.h"
 #include "ops/conv_winograd.h"
 #include "ops/fused_act.h"
 #include "ops/op.h"
@@ -1165,6 +1166,28 @@ static kiln_status winograd_convs(kn_graph *g, int *made) {
     return KILN_OK;
 }
 
+/* Conv -> ConvPacked where it suits (ops/conv_prepack.h): P, the packed weights, appended as input 3. */
+static kiln_status prepack_convs(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!kn_conv_prepack_suits(g, &g->nodes[i]))
+            continue;
+        const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
+        int64_t dims[4] = {w->shape.d[0], w->shape.d[1], w->shape.d[2], w->shape.d[3]};
+        int64_t group = kn_node_int(&g->nodes[i], "group", 1);
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group)});
+        int p = add_derived_value(g, g->nodes[i].name, "packed_weight", KN_VALUE_CONST, KN_F32, &shape);
+        if (p < 0)
+            return KILN_ERR_NOMEM; // kn_graph_add_value said why
+        kn_node *n = &g->nodes[i];
+        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, g->values[p].data);
+        KN_TRY(widen_inputs(g, n, 4)); // an absent bias stays absent (-1)
+        n->in[3] = p;
+        n->op = kn_op_find("ConvPacked");
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
 /* ---- the optimizer ----------------------------------------------------------------------------- */
 
 /* Drops values no node, input or output refers to, renumbering the rest in order. */
@@ -1229,6 +1252,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = sparsify_weights(dst, &s.weights_sparsified);
     if (st == KILN_OK && (passes & KN_OPT_WINOGRAD))
         st = winograd_convs(dst, &s.convs_winograd);
+    if (st == KILN_OK && (passes & KN_OPT_PREPACK))
+        st = prepack_convs(dst, &s.convs_packed);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st != KILN_OK) {

@@ -32,6 +32,9 @@
  *   KN_OPT_WINOGRAD    a 3x3, stride-1 Conv of one group with a constant weight and enough channels
  *                      (kn_conv_winograd_suits) becomes ConvWinograd (ops/conv_winograd.c), its weight
  *                      transformed once; runs after ACTIVATION, whose fused activation it keeps
+ *   KN_OPT_PREPACK     any other Conv whose products run through kn_sgemm (kn_conv_prepack_suits)
+ *                      becomes ConvPacked (ops/conv_prepack.h): its weights packed once for this CPU,
+ *                      so that no run packs them again
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
@@ -53,7 +56,8 @@ enum {
     KN_OPT_INT8 = 1 << 6,
     KN_OPT_SPARSE = 1 << 7,
     KN_OPT_WINOGRAD = 1 << 8,
-    KN_OPT_ALL = (1 << 9) - 1
+    KN_OPT_PREPACK = 1 << 9,
+    KN_OPT_ALL = (1 << 10) - 1
 };
 
 /* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
@@ -63,7 +67,8 @@ enum {
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused, integer_layers, quantizes_fused, weights_sparsified, convs_winograd;
+        activations_fused, integer_layers, quantizes_fused, weights_sparsified, convs_winograd,
+        convs_packed;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass
