@@ -20,9 +20,11 @@
  * (kernels/gemm.h), so neither does Y. Threads take whole blocks when there are enough of them;
  * otherwise the blocks run one after the other, each product on every thread.
  *
- * Rounding: the transforms scale the rounding errors (B's entries reach 5, A's 8), so an output is not
- * within (taps + 2) float roundings of its sum |terms| like the im2col path's; tests hold it to 16 times
- * that, 16 (9 C + 2) FLT_EPSILON sum |terms| (tests/test_fast_paths.c; measured: within 2.5 times). */
+ * Rounding: the transforms scale rounding errors (B's entries reach 5, A's 8) and spread them over a
+ * tile, so an output's error follows the magnitude of its whole 6x6 patch, not only of its own window.
+ * tests/test_fast_paths.c holds each output to the im2col path within twice the rounding bound
+ * (9 C + 2) FLT_EPSILON sum |terms|, sum |terms| the largest among the outputs of its tile; measured,
+ * the two stay within a twentieth of that. */
 #include "ops/conv_winograd.h"
 
 #include <omp.h>
