@@ -97,6 +97,7 @@ typedef struct gemm_args {
     const float *A;
     int64_t lda;
     const float *a_packed; /* op(A) packed by kn_sgemm_pack_a instead (A unused), or NULL */
+    const float *b_packed; /* op(B) packed by kn_sgemm_pack_b instead (B unused), or NULL */
     const float *B;
     int64_t ldb;
     float *C;
@@ -128,18 +129,22 @@ static void gemm_ref(const gemm_args *g) {
                  g->C, g->ldc);
 }
 
-/* gemm_ref for an A packed by kn_sgemm_pack_a (op(B) = B): A's entries read from their places in the
- * packed layout (see there). */
+/* gemm_ref for an A packed by kn_sgemm_pack_a or a B packed by kn_sgemm_pack_b: their entries read
+ * from their places in the packed layouts (see there). */
 static void gemm_ref_packed(const kn_gemm_kernel *kernel, const gemm_args *g) {
-    const int mr = kernel->mr;
-    int64_t kc = even_block(g->K, kernel->kc, 1), m_pad = ceil_div(g->M, mr) * mr;
+    const int mr = kernel->mr, nr = kernel->nr;
+    int64_t kc = even_block(g->K, kernel->kc, 1), m_pad = ceil_div(g->M, mr) * mr, n_pad = ceil_div(g->N, nr) * nr;
     for (int64_t i = 0; i < g->M; i++) {
         for (int64_t j = 0; j < g->N; j++) {
             float sum = 0.0f;
             for (int64_t k = 0; k < g->K; k++) {
                 int64_t k0 = k / kc * kc, depth = min64(kc, g->K - k0);
-                float a = g->a_packed[k0 * m_pad + i / mr * mr * depth + (k - k0) * mr + i % mr];
-                sum += a * g->B[k * g->ldb + j];
+                float a = g->a_packed ? g->a_packed[k0 * m_pad + i / mr * mr * depth + (k - k0) * mr + i % mr]
+                          : g->trans_a ? g->A[k * g->lda + i]
+                                       : g->A[i * g->lda + k];
+                float b = g->b_packed ? g->b_packed[k0 * n_pad + j / nr * nr * depth + (k - k0) * nr + j % nr]
+                                      : g->B[k * g->ldb + j];
+                sum += a * b;
             }
             float *c = &g->C[i * g->ldc + j];
             *c = g->beta == 0.0f ? g->alpha * sum : g->alpha * sum + g->beta * *c;
@@ -226,7 +231,9 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
             int64_t depth = min64(plan->kc, g->K - k0);
             // The first depth block applies beta; later ones add to what it left in C.
             float beta = k0 == 0 ? g->beta : 1.0f;
-            if (!plan->b_in_place)
+            if (g->b_packed) // nothing to pack
+                ;
+            else if (!plan->b_in_place)
                 pack_b(kernel, g, k0, depth, jc, panel_cols, b_pack);
             else if (panel_cols - ragged < nr)
                 pack_b(kernel, g, k0, depth, jc + ragged, panel_cols - ragged, b_pack);
@@ -241,7 +248,9 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
                     int n = (int)min64(nr, g->N - j);
                     const float *b = b_pack; // the ragged sliver: the only one packed when in place
                     int64_t ldb = nr;
-                    if (!plan->b_in_place) {
+                    if (g->b_packed) {
+                        b = g->b_packed + k0 * ceil_div(g->N, nr) * nr + j * depth;
+                    } else if (!plan->b_in_place) {
                         b = b_pack + (j - jc) * depth;
                     } else if (n == nr) {
                         b = g->B + k0 * g->ldb + j;
@@ -342,7 +351,7 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
     if (workspace_floats(kernel, g, threads, &count))
         workspace = take_workspace(given, given_floats, count, &owned);
     if (!workspace) {
-        if (g->a_packed)
+        if (g->a_packed || g->b_packed)
             gemm_ref_packed(kernel, g);
         else
             gemm_ref(g);
@@ -421,7 +430,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, B, ldb, C, ldc};
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc};
     int threads = threads_for(&g);
     size_t given_floats = workspace_bytes / sizeof(float);
     if (uses_dots(kernel, trans_b, M, N))
@@ -433,7 +442,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
 size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0)
         return 0;
-    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
     size_t count, bytes;
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
@@ -468,10 +477,42 @@ size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K) {
 
 void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
-    gemm_args g = {false, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {false, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
     int64_t kc = even_block(K, kernel->kc, 1), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);
+}
+
+size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    size_t count;
+    if (N <= 0 || K <= 0 || !kn_size_mul((size_t)ceil_div(N, kernel->nr) * (size_t)kernel->nr, (size_t)K, &count))
+        return 0;
+    return count;
+}
+
+/* The layout mirrors A's: per depth block k0, all of B's columns as (depth, nr) slivers, columns past N
+ * zero; block k0 starts at k0 * Npad (Npad = N rounded up to nr), the sliver of column j at j * depth
+ * within it. */
+void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    gemm_args g = {false, trans_b, 0, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, B, ldb, NULL, 0};
+    int64_t kc = even_block(K, kernel->kc, 1), n_pad = ceil_div(N, kernel->nr) * kernel->nr;
+    for (int64_t k0 = 0; k0 < K; k0 += kc)
+        pack_b(kernel, &g, k0, min64(kc, K - k0), 0, N, packed + k0 * n_pad);
+}
+
+void kn_sgemm_ws_packed_b(void *workspace, size_t workspace_bytes, bool trans_a, int64_t M, int64_t N, int64_t K,
+                          float alpha, const float *A, int64_t lda, const float *b_packed, float beta, float *C,
+                          int64_t ldc) {
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    gemm_args g = {trans_a, false, M, N, K, alpha, beta, A, lda, NULL, b_packed, NULL, 0, C, ldc};
+    run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
 }
 
 void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
@@ -482,6 +523,6 @@ void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    gemm_args g = {false, false, M, N, K, alpha, beta, NULL, 0, a_packed, B, ldb, C, ldc};
+    gemm_args g = {false, false, M, N, K, alpha, beta, NULL, 0, a_packed, NULL, B, ldb, C, ldc};
     run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
 }

@@ -22,6 +22,7 @@
 #include "core/threads.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
+#include "kernels/winograd.h"
 #include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
 #include "ops/conv_prepack.h"
@@ -124,18 +125,39 @@ static int conv_image_threads(const conv_geom *g, int threads) { return g->N >= 
  * then the matrix product's packing workspace, each 64-byte aligned. */
 typedef struct conv_scratch {
     size_t col_bytes, gemm_bytes, slot_bytes, total;
+    size_t yt_bytes; /* channel-last products (chunk, Mp) of the transposed orientation, else 0 */
 } conv_scratch;
 
-static bool conv_forward_scratch(const conv_geom *g, int image_threads, conv_scratch *s) {
+static int64_t conv_column_chunk(const conv_geom *g);
+
+/* The channel-last products' row length: Mg rounded up to a whole number of the copies' 16 lanes. */
+static int64_t conv_yt_row(const conv_geom *g) { return (g->Mg + KN_WINOGRAD_LANES - 1) / KN_WINOGRAD_LANES * KN_WINOGRAD_LANES; }
+
+/* `transposed`: ConvPacked's products in the transposed orientation (conv_packs_transposed). */
+static bool conv_forward_scratch(const conv_geom *g, int image_threads, bool transposed, conv_scratch *s) {
     s->col_bytes = 0;
     if (!conv_is_pointwise(g) && !conv_col_bytes(g, 1, &s->col_bytes))
         return false;
     s->col_bytes = kn_round_up_64(s->col_bytes);
-    s->gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, g->Cg * g->taps);
-    if (s->gemm_bytes == SIZE_MAX || !kn_size_add(s->col_bytes, s->gemm_bytes, &s->slot_bytes) ||
+    int64_t depth = g->Cg * g->taps, chunk = conv_column_chunk(g);
+    chunk = chunk < g->out_plane ? chunk : g->out_plane;
+    s->yt_bytes = 0;
+    if (transposed) {
+        size_t whole = kn_sgemm_workspace(true, false, g->out_plane, g->Mg, depth);
+        size_t part = kn_sgemm_workspace(true, false, chunk, g->Mg, depth);
+        s->gemm_bytes = whole > part ? whole : part;
+        if (!kn_size_mul((size_t)g->out_plane, (size_t)conv_yt_row(g) * sizeof(float), &s->yt_bytes))
+            return false;
+        s->yt_bytes = kn_round_up_64(s->yt_bytes);
+    } else {
+        s->gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, depth);
+    }
+    if (s->gemm_bytes == SIZE_MAX || s->yt_bytes > SIZE_MAX / 4 || !kn_size_add(s->col_bytes, s->gemm_bytes, &s->slot_bytes) ||
         !kn_size_add(s->slot_bytes, 63, &s->slot_bytes))
         return false;
     s->slot_bytes &= ~(size_t)63;
+    if (!kn_size_add(s->slot_bytes, s->yt_bytes, &s->slot_bytes))
+        return false;
     return kn_size_mul(s->slot_bytes, (size_t)image_threads, &s->total);
 }
 
@@ -240,22 +262,40 @@ static int64_t conv_column_chunk(const conv_geom *g) {
     return chunk < 256 ? 256 : chunk;
 }
 
-/* Floats of the weights packed for the products (kn_sgemm_pack_a), per group; 0 on overflow. */
+/* ConvPacked's products run transposed, y_g^T (positions, Mg) = cols_g^T @ W_g^T with W_g^T packed as
+ * the right operand, when the output channels fill whole micro-kernel tiles and the reduction is deep:
+ * the positions then go down the tiles' rows (14 on AVX-512), not across their 32 columns, where a
+ * small image wastes most of a tile (resnet18's 7x7 = 49 positions: 64 columns computed). A deep
+ * reduction is what layers with small images have; it is all the packing can see, as it runs before
+ * the image sizes are known. The channel-last products are then copied into place. Measured on
+ * AVX-512, resnet18 at batch 1: its 512-channel layers ... */
+static bool conv_packs_transposed(const conv_geom *g) { return g->Mg % 32 == 0 && g->Cg * g->taps >= 1024; }
+
+/* Floats of the weights packed for the products (kn_sgemm_pack_a, or kn_sgemm_pack_b transposed), per
+ * group; 0 on overflow. */
 static size_t conv_packed_group_floats(const conv_geom *g) {
-    return kn_sgemm_packed_a_floats(g->Mg, g->Cg * g->taps);
+    int64_t depth = g->Cg * g->taps;
+    return conv_packs_transposed(g) ? kn_sgemm_packed_b_floats(depth, g->Mg) : kn_sgemm_packed_a_floats(g->Mg, depth);
 }
 
-/* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width), reading W_g packed
- * when the weights come packed (ConvPacked), else packing it. */
+/* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width) (cols_g's rows
+ * out_plane apart), reading W_g packed when the weights come packed (ConvPacked), else packing it; in
+ * the transposed orientation through yt (width, Mp), channel-last. */
 static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
-                               int64_t width, float *y, void *ws, size_t ws_bytes) {
+                               int64_t width, float *y, float *yt, void *ws, size_t ws_bytes) {
     int64_t depth = g->Cg * g->taps;
-    if (packed)
+    if (packed && conv_packs_transposed(g)) {
+        int64_t row = conv_yt_row(g);
+        kn_sgemm_ws_packed_b(ws, ws_bytes, true, width, g->Mg, depth, 1.0f, cols, g->out_plane,
+                             packed + (size_t)grp * conv_packed_group_floats(g), 0.0f, yt, row);
+        kn_winograd_kernels_best()->from_last(yt, row, g->Mg, width, y, g->out_plane);
+    } else if (packed) {
         kn_sgemm_ws_packed(ws, ws_bytes, packed + (size_t)grp * conv_packed_group_floats(g), g->Mg, width, depth,
                            1.0f, cols, g->out_plane, 0.0f, y, g->out_plane);
-    else
+    } else {
         kn_sgemm_ws(ws, ws_bytes, false, false, g->Mg, width, depth, 1.0f, w + grp * g->Mg * depth, depth, cols,
                     g->out_plane, 0.0f, y, g->out_plane);
+    }
 }
 
 /* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated; slot holds its column matrix and the
@@ -275,7 +315,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
         int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
         for (int64_t grp = 0; grp < g->group; grp++)
             conv_group_product(g, w, packed, grp, cols + grp * depth * g->out_plane + j0, width,
-                               y + grp * g->Mg * g->out_plane + j0, slot + s->col_bytes, s->gemm_bytes);
+                               y + grp * g->Mg * g->out_plane + j0, (float *)(slot + s->slot_bytes - s->yt_bytes),
+                               slot + s->col_bytes, s->gemm_bytes);
         if (bias)
             kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
         else if (width == g->out_plane)
@@ -300,7 +341,7 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
         return depthwise_forward(call, &g, &act, x, w, bias, y);
     int team = conv_image_threads(&g, kn_threads_get());
     conv_scratch s;
-    if (!conv_forward_scratch(&g, team, &s))
+    if (!conv_forward_scratch(&g, team, packed && conv_packs_transposed(&g), &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
     unsigned char *scratch = s.total ? kn_op_scratch(call->ctx, s.total) : NULL;
@@ -462,7 +503,8 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     if (conv_is_depthwise(&g))
         return depthwise_scratch_bytes(&g, kn_threads_get(), &bytes) ? bytes : 0;
     conv_scratch s;
-    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), &s) ? s.total : 0;
+    bool transposed = strcmp(node->op->name, "ConvPacked") == 0 && conv_packs_transposed(&g);
+    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, &s) ? s.total : 0;
 }
 
 const kn_op kn_op_conv = {
@@ -504,8 +546,13 @@ size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {
 void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed) {
     conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
     int64_t depth = g.Cg * g.taps;
-    for (int64_t grp = 0; grp < group; grp++)
-        kn_sgemm_pack_a(g.Mg, depth, w + grp * g.Mg * depth, depth, packed + (size_t)grp * conv_packed_group_floats(&g));
+    for (int64_t grp = 0; grp < group; grp++) {
+        float *dst = packed + (size_t)grp * conv_packed_group_floats(&g);
+        if (conv_packs_transposed(&g)) // W_g^T (depth, Mg) is W_g (Mg, depth) read transposed
+            kn_sgemm_pack_b(true, depth, g.Mg, w + grp * g.Mg * depth, depth, dst);
+        else
+            kn_sgemm_pack_a(g.Mg, depth, w + grp * g.Mg * depth, depth, dst);
+    }
 }
 
 /* Conv's inference, and P must be the packed weights of this CPU for W. */
