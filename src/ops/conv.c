@@ -268,7 +268,8 @@ static int64_t conv_column_chunk(const conv_geom *g) {
  * small image wastes most of a tile (resnet18's 7x7 = 49 positions: 64 columns computed). A deep
  * reduction is what layers with small images have; it is all the packing can see, as it runs before
  * the image sizes are known. The channel-last products are then copied into place. Measured on
- * AVX-512, resnet18 at batch 1: its 512-channel layers ... */
+ * AVX-512 (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed
+ * at every run, 2.57 ms packed once and transposed. */
 static bool conv_packs_transposed(const conv_geom *g) { return g->Mg % 32 == 0 && g->Cg * g->taps >= 1024; }
 
 /* Floats of the weights packed for the products (kn_sgemm_pack_a, or kn_sgemm_pack_b transposed), per
