@@ -834,12 +834,12 @@ typedef struct packed_case {
 } packed_case;
 
 static const packed_case packed_cases[] = {
-    {"3x3 stride 2 pad 1, odd sizes", {2, 5, 13, 11}, 19, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, true},
-    {"7x7 stride 2 pad 3 (a first layer)", {1, 3, 32, 30}, 16, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1, true},
-    {"1x1 (the column matrix is X)", {3, 24, 9, 9}, 40, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false},
-    {"1x1 stride 2", {1, 32, 10, 10}, 16, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, true},
-    {"3x3 dilation 2, two groups of 8", {2, 16, 12, 12}, 16, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 2, true},
-    {"3x3 stride 1, 8 channels (too few for Winograd)", {2, 8, 9, 9}, 24, {3, 3}, {1, 1}, {1, 1, 1, 1},
+    {"3x3 stride 2 pad 1, odd sizes", {2, 37, 13, 11}, 19, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, true},
+    {"7x7 stride 2 pad 3 (a first layer)", {1, 3, 32, 30}, 32, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1, true},
+    {"1x1 (the column matrix is X)", {3, 120, 9, 9}, 40, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false},
+    {"1x1 stride 2", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"3x3 dilation 2, two groups of 32 -> 16", {2, 64, 12, 12}, 32, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 2, true},
+    {"3x3 stride 1, 8 channels (too few for Winograd)", {2, 8, 9, 9}, 64, {3, 3}, {1, 1}, {1, 1, 1, 1},
      {1, 1}, 1, true},
     {"1x1, 96 -> 576 on 14x14 (one-thread column chunks)", {1, 96, 14, 14}, 576, {1, 1}, {1, 1}, {0, 0, 0, 0},
      {1, 1}, 1, true},
@@ -928,25 +928,31 @@ static void test_conv_packed(void) {
         kn_graph_free(&opt);
         kn_graph_free(&g);
     }
-    // Depthwise (conv.c's direct loops) and 1-D: nothing to pack.
-    for (int depthwise = 0; depthwise <= 1; depthwise++) {
+    // Depthwise (conv.c's direct loops), 1-D and small weights (72 values: packing them at every run
+    // costs nothing): they stay Conv.
+    for (int k = 0; k < 3; k++) {
+        bool depthwise = k == 0, one_d = k == 1;
         kn_graph g, opt;
         kn_graph_init(&g);
-        int64_t xd[4] = {1, 8, 10, 10}, wd[4] = {depthwise ? 8 : 4, depthwise ? 1 : 8, 3, 3};
-        int in[2] = {add_param(&g, "X", kn_shape_of(depthwise ? 4 : 3, xd)),
-                     add_param(&g, "W", kn_shape_of(depthwise ? 4 : 3, wd))};
+        int64_t xd[4] = {1, depthwise ? 8 : one_d ? 64 : 1, 10, 10};
+        int64_t wd[4] = {depthwise ? 8 : 64, depthwise ? 1 : one_d ? 64 : 1, 3, 3};
+        int in[2] = {add_param(&g, "X", kn_shape_of(one_d ? 3 : 4, xd)),
+                     add_param(&g, "W", kn_shape_of(one_d ? 3 : 4, wd))};
+        if (k == 2)
+            in[1] = add_param(&g, "W8", kn_shape_of(4, (int64_t[]){8, 1, 3, 3}));
         kn_shape scalar = {0};
         int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
         int node = kn_graph_add_node(&g, "Conv", "Conv", 2, in, 1, &y);
         if (depthwise)
             kn_node_set_int(&g, node, "group", 8);
-        opcheck_fill_uniform(&g, 2200 + depthwise, -1.0f, 1.0f);
+        opcheck_fill_uniform(&g, 2200 + k, -1.0f, 1.0f);
         kn_opt_stats stats;
         CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
-        CHECK_MSG(stats.convs_packed == 0, "%s Conv packed", depthwise ? "depthwise" : "1-D");
+        CHECK_MSG(stats.convs_packed == 0, "%s Conv packed", depthwise ? "depthwise" : one_d ? "1-D" : "small");
         kn_graph_free(&opt);
         kn_graph_free(&g);
     }
+    printf("ConvPacked: Conv kept for depthwise, 1-D and 72-weight layers\n");
 }
 
 int main(void) {

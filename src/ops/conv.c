@@ -521,6 +521,9 @@ const kn_op kn_op_conv = {
 
 /* ---- ConvPacked ---------------------------------------------------------------------------------- */
 
+/* Below this many weights, packing them at every run costs next to nothing, and the layer stays Conv. */
+#define CONV_PREPACK_MIN_WEIGHTS 4096
+
 bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
     if (!n->op || strcmp(n->op->name, "Conv") != 0 || n->n_in < 2 || n->n_out != 1)
         return false;
@@ -535,7 +538,8 @@ bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
     if (group < 1 || M % group)
         return false;
     conv_geom g = {.Cg = w->shape.d[1], .Mg = M / group, .group = group};
-    return !conv_is_depthwise(&g) && kn_conv_prepack_floats(w->shape.d, group) > 0;
+    return !conv_is_depthwise(&g) && kn_shape_numel(&w->shape) >= CONV_PREPACK_MIN_WEIGHTS &&
+           kn_conv_prepack_floats(w->shape.d, group) > 0;
 }
 
 size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {

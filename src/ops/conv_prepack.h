@@ -14,8 +14,8 @@
 
 #include "core/graph.h"
 
-/* Whether Conv node n's products would read packed weights: a 2-D Conv with a constant f32 weight that
- * is not depthwise (conv.c computes those directly). */
+/* Whether Conv node n's products would read packed weights: a 2-D Conv with a constant f32 weight of
+ * at least 4096 values that is not depthwise (conv.c computes those directly). */
 bool kn_conv_prepack_suits(const kn_graph *g, const kn_node *n);
 
 /* Floats of P for a weight of dims (M, C/group, kH, kW); 0 on overflow. */
