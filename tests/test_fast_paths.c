@@ -784,6 +784,29 @@ static void test_winograd_builds(void) {
         worst = fmax(worst, fabs((double)y[0][i] - y[1][i]) / (16 * FLT_EPSILON * 19.0 * 19.0));
     printf("winograd transforms, %s build vs generic: %.3g of the bound\n", builds[1]->name, worst);
     CHECK_MSG(worst <= 1, "%s build: %.3g of the bound", builds[1]->name, worst);
+
+    // The channel-last copies, exact: 37 channels (a tail of 5 past two blocks of 16) by 23 pixels.
+    enum { CH = 37, PX = 23, ROW = 48, PLANE = 29 };
+    float planes[CH * PLANE], last[2][PX * ROW], back[2][CH * PLANE];
+    for (int i = 0; i < CH * PLANE; i++)
+        planes[i] = (float)i;
+    bool exact = true;
+    for (int b = 0; b < 2; b++) {
+        for (int i = 0; i < PX * ROW; i++)
+            last[b][i] = NAN; // lanes 37..47 must be zeroed
+        for (int i = 0; i < CH * PLANE; i++)
+            back[b][i] = -1.0f;
+        builds[b]->to_last(planes, PLANE, CH, PX, last[b], ROW);
+        builds[b]->from_last(last[b], ROW, CH, PX, back[b], PLANE);
+        for (int j = 0; j < PX; j++)
+            for (int c = 0; c < ROW; c++)
+                exact = exact && last[b][j * ROW + c] == (c < CH ? planes[c * PLANE + j] : 0.0f);
+        for (int c = 0; c < CH; c++)
+            for (int j = 0; j < PLANE; j++)
+                exact = exact && back[b][c * PLANE + j] == (j < PX ? planes[c * PLANE + j] : -1.0f);
+    }
+    printf("winograd channel-last copies, generic and %s builds: %s\n", builds[1]->name, exact ? "exact" : "WRONG");
+    CHECK_MSG(exact, "channel-last copies");
 }
 
 /* ---- weights packed once ---- */

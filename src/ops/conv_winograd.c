@@ -17,8 +17,8 @@
  * Tiles past the output's edge are computed from the zeros beyond the padding and not written.
  *
  * The blocks do not depend on the thread count, and each product's result does not either
- * (kernels/gemm.h), so neither does Y. Threads take whole blocks when there are enough of them;
- * otherwise the blocks run one after the other, each product on every thread.
+ * (kernels/gemm.h), so neither does Y. Threads take whole blocks of whole images when there are as many
+ * images as threads; otherwise they share each block, step by step (wino_mode below).
  *
  * Rounding: the transforms scale rounding errors (B's entries reach 5, A's 8) and spread them over a
  * tile, so an output's error follows the magnitude of its whole 6x6 patch, not only of its own window.
@@ -191,19 +191,36 @@ static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
     return s->slot_bytes <= SIZE_MAX / 4;
 }
 
-/* Threads that each take whole blocks: all of them when there are at least as many blocks, else one
- * (and each product runs on all of them). */
-static int wino_block_threads(const wino_geom *g, int threads) {
-    return g->N * g->blocks >= threads ? threads : 1;
+/* A block is shared by `parts` threads, thread `part` taking its share of each step, or run by one
+ * (part 0 of 1). Each step's items (rows, tiles, points, channels) are computed the same way whoever
+ * computes them. */
+typedef struct wino_share {
+    int part, parts;
+} wino_share;
+
+/* This thread's items [*first, *last) of `count`. */
+static void share_range(const wino_share *sh, int64_t count, int64_t *first, int64_t *last) {
+    *first = count * sh->part / sh->parts;
+    *last = count * (sh->part + 1) / sh->parts;
+}
+
+/* Between steps of a shared block: the next step reads what every thread wrote in this one. */
+static void share_sync(const wino_share *sh) {
+    if (sh->parts > 1) {
+#pragma omp barrier
+    }
 }
 
 /* Step 1: input rows 4 i0 - pad_top ... of image x (C, H, W) into in (in_rows, in_cols, Cp),
- * channel-last, zero where the rows and columns fall in the padding and past C. */
-static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, int64_t i0, float *in) {
+ * channel-last, zero where the rows and columns fall in the padding and past C; this thread's rows. */
+static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, int64_t i0, float *in,
+                         const wino_share *sh) {
     int64_t plane = g->h.in * g->w.in, row_floats = g->in_cols * g->Cp;
     int64_t left = g->w.pad_begin < g->in_cols ? g->w.pad_begin : g->in_cols; // padding columns on the left
     int64_t cols = g->w.in < g->in_cols - left ? g->w.in : g->in_cols - left;   // then the image's
-    for (int64_t r = 0; r < g->in_rows; r++) {
+    int64_t first, last;
+    share_range(sh, g->in_rows, &first, &last);
+    for (int64_t r = first; r < last; r++) {
         float *row = in + r * row_floats; // (in_cols, Cp)
         int64_t h = TILE * i0 - g->h.pad_begin + r;
         if (h < 0 || h >= g->h.in) {
@@ -217,14 +234,17 @@ static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const
 }
 
 /* Step 5: rows [4 i0, 4 i0 + rows) of y (M, OH, OW) = the output block out (.., out_cols, Mp) + bias,
- * then the activation. */
+ * then the activation; this thread's rows, then its channels. */
 static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, int64_t i0, float *y) {
+                          const float *out, const float *bias, int64_t i0, float *y, const wino_share *sh) {
     int64_t oh0 = TILE * i0, rows = g->h.out - oh0 < TILE * g->block_rows ? g->h.out - oh0 : TILE * g->block_rows;
-    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out;
-    for (int64_t r = 0; r < rows; r++)
+    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, first, last;
+    share_range(sh, rows, &first, &last);
+    for (int64_t r = first; r < last; r++)
         k->from_last(out + r * g->out_cols * g->Mp, g->Mp, g->M, g->w.out, y + (oh0 + r) * g->w.out, plane);
-    for (int64_t m = 0; m < g->M; m++) {
+    share_sync(sh);
+    share_range(sh, g->M, &first, &last);
+    for (int64_t m = first; m < last; m++) {
         float *y_m = y + m * plane + oh0 * g->w.out; // (rows, OW)
         if (bias)
             for (int64_t i = 0; i < span; i++)
@@ -241,37 +261,67 @@ typedef struct wino_job {
     float *y;
 } wino_job;
 
-/* Block `block` of image n (steps 1 to 5 at the top), with one thread's slot. */
-static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned char *slot, const wino_scratch *s) {
+/* Block `block` of image n (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace
+ * in `own` (this thread's). */
+static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned char *slot, unsigned char *own,
+                       const wino_scratch *s, const wino_share *sh) {
     const wino_geom *g = j->g;
     float *io = (float *)slot;
     float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
     float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
-    void *gemm_ws = slot + s->io_bytes + s->v_bytes + s->z_bytes;
+    void *gemm_ws = own + s->io_bytes + s->v_bytes + s->z_bytes;
     int64_t i0 = block * g->block_rows;
     int64_t rows = g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows;
-    int64_t T = rows * g->tiles_w;
+    int64_t T = rows * g->tiles_w, first, last;
 
-    block_gather(g, j->kernels, j->x + n * g->C * g->h.in * g->w.in, i0, io);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t t = 0; t < g->tiles_w; t++)
-            for (int64_t c = 0; c < g->Cp; c += LANES)
-                j->kernels->input(io + (TILE * i * g->in_cols + TILE * t) * g->Cp + c, g->in_cols * g->Cp, g->Cp,
-                                  v + (i * g->tiles_w + t) * g->Cp + c, T * g->Cp);
+    block_gather(g, j->kernels, j->x + n * g->C * g->h.in * g->w.in, i0, io, sh);
+    share_sync(sh);
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t i = t / g->tiles_w, col = t % g->tiles_w;
+        for (int64_t c = 0; c < g->Cp; c += LANES)
+            j->kernels->input(io + (TILE * i * g->in_cols + TILE * col) * g->Cp + c, g->in_cols * g->Cp, g->Cp,
+                              v + t * g->Cp + c, T * g->Cp);
+    }
+    share_sync(sh);
 
-    if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
-        for (int64_t r = 0; r < KN_WINOGRAD_POINTS * T; r++)
-            memset(z + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
-    for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
+    share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
+    for (int64_t xi = first; xi < last; xi++) {
+        float *z_xi = z + xi * T * g->Mp;
+        if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
+            for (int64_t r = 0; r < T; r++)
+                memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
         kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * T * g->Cp, g->Cp,
-                    j->u + xi * g->C * g->M, g->M, 0.0f, z + xi * T * g->Mp, g->Mp);
+                    j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
+    }
+    share_sync(sh);
 
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t t = 0; t < g->tiles_w; t++)
-            for (int64_t m = 0; m < g->Mp; m += LANES)
-                j->kernels->output(z + (i * g->tiles_w + t) * g->Mp + m, T * g->Mp,
-                                   io + (TILE * i * g->out_cols + TILE * t) * g->Mp + m, g->out_cols * g->Mp, g->Mp);
-    block_scatter(g, j->kernels, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out);
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t i = t / g->tiles_w, col = t % g->tiles_w;
+        for (int64_t m = 0; m < g->Mp; m += LANES)
+            j->kernels->output(z + t * g->Mp + m, T * g->Mp, io + (TILE * i * g->out_cols + TILE * col) * g->Mp + m,
+                               g->out_cols * g->Mp, g->Mp);
+    }
+    share_sync(sh);
+    block_scatter(g, j->kernels, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out, sh);
+    share_sync(sh); // the next block overwrites the buffers
+}
+
+/* How the threads split the work. With as many images as threads, each thread takes whole blocks
+ * of whole images, without a barrier. With fewer, each block is shared: each step's rows, tiles or
+ * points split among them, a barrier between steps; blocks are a few tile rows of one image, so at
+ * batch 1 there may be fewer of them than threads. One thread runs everything itself. */
+typedef enum wino_mode { WINO_ONE, WINO_BLOCKS, WINO_SHARED } wino_mode;
+
+static wino_mode wino_mode_of(const wino_geom *g, int threads) {
+    return threads == 1 ? WINO_ONE : g->N >= threads ? WINO_BLOCKS : WINO_SHARED;
+}
+
+/* Bytes of scratch: a slot per thread (a shared block uses slot 0's buffers and each thread's own
+ * products' workspace); false on overflow. */
+static bool wino_total_bytes(const wino_scratch *s, int threads, size_t *total) {
+    return kn_size_mul(s->slot_bytes, (size_t)threads, total);
 }
 
 static kiln_status winograd_forward(const kn_op_call *call) {
@@ -280,9 +330,9 @@ static kiln_status winograd_forward(const kn_op_call *call) {
     kn_fused_act act;
     KN_TRY(kn_fused_act_of(call->node, &act));
     wino_scratch s;
-    int team = wino_block_threads(&g, kn_threads_get());
+    int threads = kn_threads_get();
     size_t total;
-    if (!wino_scratch_of(&g, &s) || !kn_size_mul(s.slot_bytes, (size_t)team, &total))
+    if (!wino_scratch_of(&g, &s) || !wino_total_bytes(&s, threads, &total))
         return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of X (%lld, %lld, %lld, %lld) overflow", (long long)g.N,
                        (long long)g.C, (long long)g.h.in, (long long)g.w.in);
     unsigned char *scratch = kn_op_scratch(call->ctx, total);
@@ -293,18 +343,27 @@ static kiln_status winograd_forward(const kn_op_call *call) {
                     .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
                     .y = kn_f32(call->out[0])};
     int64_t jobs = g.N * g.blocks;
-    if (team == 1) {
-        // No enclosing region: each product then runs on every thread (see conv.c's conv_forward).
+    wino_mode mode = wino_mode_of(&g, threads);
+    if (mode == WINO_ONE) {
+        wino_share one = {0, 1};
         for (int64_t b = 0; b < jobs; b++)
-            wino_block(&job, b / g.blocks, b % g.blocks, scratch, &s);
+            wino_block(&job, b / g.blocks, b % g.blocks, scratch, scratch, &s, &one);
         return KILN_OK;
     }
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(threads)
     {
-        unsigned char *slot = scratch + s.slot_bytes * (size_t)omp_get_thread_num();
+        int t = omp_get_thread_num();
+        unsigned char *own = scratch + s.slot_bytes * (size_t)t;
+        if (mode == WINO_BLOCKS) {
+            wino_share one = {0, 1};
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < jobs; b++)
-            wino_block(&job, b / g.blocks, b % g.blocks, slot, &s);
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(&job, b / g.blocks, b % g.blocks, own, own, &s, &one);
+        } else {
+            wino_share shared = {t, omp_get_num_threads()};
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(&job, b / g.blocks, b % g.blocks, scratch, own, &s, &shared);
+        }
     }
     return KILN_OK;
 }
@@ -340,7 +399,7 @@ static size_t winograd_workspace(const kn_graph *graph, const kn_node *node) {
     wino_scratch s;
     size_t total;
     if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, &s) ||
-        !kn_size_mul(s.slot_bytes, (size_t)wino_block_threads(&g, kn_threads_get()), &total))
+        !wino_total_bytes(&s, kn_threads_get(), &total))
         return 0;
     return total;
 }
