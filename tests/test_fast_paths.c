@@ -620,6 +620,7 @@ static const wino_case wino_cases[] = {
     {"16 -> 32, 1x1 image pad 1 (one real tap)", {2, 16, 1, 1}, 32, {1, 1, 1, 1}, true, "Relu"},
     {"64 -> 64, 56x56 pad 1 (resnet18 layer1: blocks)", {1, 64, 56, 56}, 64, {1, 1, 1, 1}, true, "Relu"},
     {"128 -> 96, 14x14 pad 1, batch 3", {3, 128, 14, 14}, 96, {1, 1, 1, 1}, true, NULL},
+    {"128 -> 64, 12x12, batch 7 (blocks of 6 images, 1)", {7, 128, 12, 12}, 64, {1, 1, 1, 1}, true, "Relu"},
 };
 
 /* X (N, C, H, W), W (M, C, 3, 3), B: a stride-1 Conv that the optimizer turns into ConvWinograd. */
@@ -686,7 +687,7 @@ static double *wino_magnitudes(const wino_case *c, const kn_graph *g, const kn_s
 /* ConvWinograd, as the optimizer makes it from a Conv, against the Conv it replaces (the im2col path):
  * within WINOGRAD_ROUNDINGS times the rounding bound of a (9 C)-term sum of its tile's magnitude, on 1 and 2 threads with
  * the same bits, on shapes with channel tails, odd sizes, every padding, images smaller than a tile,
- * several blocks and batches. */
+ * blocks of tile rows and blocks of several images. */
 static void test_winograd(void) {
     double worst_ratio = 0;
     for (size_t k = 0; k < sizeof wino_cases / sizeof wino_cases[0]; k++) {

@@ -7,7 +7,9 @@
  *     Z_xi (tiles, M) = V_xi (tiles, C) @ U_xi (C, M)
  * which kn_sgemm runs, reading U_xi in place (it is never packed at run time).
  *
- * An image's tiles go a block of tile rows at a time, so that the block's buffers stay in cache:
+ * The tiles go a block at a time, so that the block's buffers stay in cache: a few tile rows of an
+ * image, or several whole images when they are small (products of a few rows waste most of each
+ * micro-kernel tile and read all of U for little work):
  *   1. its input rows (with the padding) copied channel-last, channels padded to Cp, a multiple of
  *      KN_WINOGRAD_LANES (kernels/winograd.h transforms that many channels at once) with zeros;
  *   2. V (36, T, Cp) = the input transform of its T tiles;
@@ -17,8 +19,8 @@
  * Tiles past the output's edge are computed from the zeros beyond the padding and not written.
  *
  * The blocks do not depend on the thread count, and each product's result does not either
- * (kernels/gemm.h), so neither does Y. Threads take whole blocks of whole images when there are as many
- * images as threads; otherwise they share each block, step by step (wino_mode below).
+ * (kernels/gemm.h), so neither does Y. Threads take whole blocks when there are enough of them;
+ * otherwise they share each block, step by step (wino_mode below).
  *
  * Rounding: the transforms scale rounding errors (B's entries reach 5, A's 8) and spread them over a
  * tile, so an output's error follows the magnitude of its whole 6x6 patch, not only of its own window.
@@ -63,10 +65,12 @@ typedef struct wino_geom {
     int64_t N, C, M, Cp, Mp;
     kn_window_axis h, w;
     int64_t tiles_h, tiles_w;  /* tile grid of one image */
-    int64_t block_rows;        /* tile rows per block */
-    int64_t blocks;            /* blocks per image */
-    int64_t in_rows, in_cols;  /* a block's channel-last input: (in_rows, in_cols, Cp) */
-    int64_t out_cols;          /* a block's channel-last output: (TILE * block_rows, out_cols, Mp) */
+    /* A block is `block_images` whole images, or when an image has more tiles than a block takes,
+     * block_rows tile rows of one image (block_images 1, blocks_per_image of them). */
+    int64_t block_images, block_rows, blocks_per_image;
+    int64_t blocks;            /* in the batch */
+    int64_t in_rows, in_cols;  /* an image's part of a block's channel-last input: (in_rows, in_cols, Cp) */
+    int64_t out_cols;          /* and of its output: (TILE * block_rows, out_cols, Mp) */
 } wino_geom;
 
 static bool all_ones(const kn_node *n, const char *attr) {
@@ -146,8 +150,17 @@ static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn
     int64_t target = BLOCK_TARGET_BYTES / tile_bytes;
     target = target < BLOCK_MIN_TILES ? BLOCK_MIN_TILES : target;
     int64_t rows = target / g->tiles_w < 1 ? 1 : target / g->tiles_w;
-    g->blocks = ceil_div(g->tiles_h, rows);
-    g->block_rows = ceil_div(g->tiles_h, g->blocks); // the same rows in every block but the last
+    if (rows >= g->tiles_h) { // small images: several to a block, so that the products have rows enough
+        g->block_images = rows / g->tiles_h < g->N ? rows / g->tiles_h : g->N;
+        g->block_rows = g->tiles_h;
+        g->blocks_per_image = 1;
+        g->blocks = ceil_div(g->N, g->block_images);
+    } else {
+        g->block_images = 1;
+        g->blocks_per_image = ceil_div(g->tiles_h, rows);
+        g->block_rows = ceil_div(g->tiles_h, g->blocks_per_image); // the same rows in every block but the last
+        g->blocks = g->N * g->blocks_per_image;
+    }
     g->in_rows = TILE * g->block_rows + 2;
     g->in_cols = TILE * g->tiles_w + 2;
     g->out_cols = TILE * g->tiles_w;
@@ -168,14 +181,14 @@ typedef struct wino_scratch {
     size_t slot_bytes; /* all four */
 } wino_scratch;
 
-static int64_t block_tiles(const wino_geom *g) { return g->block_rows * g->tiles_w; }
+static int64_t block_tiles(const wino_geom *g) { return g->block_images * g->block_rows * g->tiles_w; }
 
 /* Sizes of the slot; false on overflow. Every size is bounded by a multiple of X's, Y's or U's size
  * except through the padding, which kn_window_resolve keeps within int64. */
 static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
     size_t in_floats, out_floats, v_floats, z_floats;
-    if (!kn_size_mul((size_t)(g->in_rows * g->in_cols), (size_t)g->Cp, &in_floats) ||
-        !kn_size_mul((size_t)(TILE * g->block_rows * g->out_cols), (size_t)g->Mp, &out_floats) ||
+    if (!kn_size_mul((size_t)(g->block_images * g->in_rows * g->in_cols), (size_t)g->Cp, &in_floats) ||
+        !kn_size_mul((size_t)(g->block_images * TILE * g->block_rows * g->out_cols), (size_t)g->Mp, &out_floats) ||
         !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Cp, &v_floats) ||
         !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Mp, &z_floats) ||
         v_floats > SIZE_MAX / 8 || z_floats > SIZE_MAX / 8 || in_floats > SIZE_MAX / 8 || out_floats > SIZE_MAX / 8)
@@ -211,41 +224,62 @@ static void share_sync(const wino_share *sh) {
     }
 }
 
-/* Step 1: input rows 4 i0 - pad_top ... of image x (C, H, W) into in (in_rows, in_cols, Cp),
- * channel-last, zero where the rows and columns fall in the padding and past C; this thread's rows. */
-static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, int64_t i0, float *in,
-                         const wino_share *sh) {
+/* Which tiles a block holds: tile rows [i0, i0 + rows) of images [n0, n0 + images). */
+typedef struct wino_span {
+    int64_t n0, images, i0, rows;
+} wino_span;
+
+static wino_span wino_span_of(const wino_geom *g, int64_t block) {
+    if (g->block_images > 1) {
+        int64_t n0 = block * g->block_images;
+        return (wino_span){n0, g->N - n0 < g->block_images ? g->N - n0 : g->block_images, 0, g->tiles_h};
+    }
+    int64_t i0 = block % g->blocks_per_image * g->block_rows;
+    return (wino_span){block / g->blocks_per_image, 1, i0, g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows};
+}
+
+/* Step 1: for each image q of the span, input rows 4 i0 - pad_top ... of x (N, C, H, W) into
+ * in + q * in_rows rows (in_rows, in_cols, Cp), channel-last, zero where the rows and columns fall in
+ * the padding and past C; this thread's rows. */
+static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, const wino_span *sp,
+                         float *in, const wino_share *sh) {
     int64_t plane = g->h.in * g->w.in, row_floats = g->in_cols * g->Cp;
     int64_t left = g->w.pad_begin < g->in_cols ? g->w.pad_begin : g->in_cols; // padding columns on the left
     int64_t cols = g->w.in < g->in_cols - left ? g->w.in : g->in_cols - left;   // then the image's
     int64_t first, last;
-    share_range(sh, g->in_rows, &first, &last);
-    for (int64_t r = first; r < last; r++) {
-        float *row = in + r * row_floats; // (in_cols, Cp)
-        int64_t h = TILE * i0 - g->h.pad_begin + r;
+    share_range(sh, sp->images * g->in_rows, &first, &last);
+    for (int64_t qr = first; qr < last; qr++) {
+        int64_t q = qr / g->in_rows, r = qr % g->in_rows;
+        float *row = in + qr * row_floats; // (in_cols, Cp)
+        int64_t h = TILE * sp->i0 - g->h.pad_begin + r;
         if (h < 0 || h >= g->h.in) {
             memset(row, 0, sizeof(float) * (size_t)row_floats);
             continue;
         }
         memset(row, 0, sizeof(float) * (size_t)(left * g->Cp));
-        k->to_last(x + h * g->w.in, plane, g->C, cols, row + left * g->Cp, g->Cp);
+        k->to_last(x + (sp->n0 + q) * g->C * plane + h * g->w.in, plane, g->C, cols, row + left * g->Cp, g->Cp);
         memset(row + (left + cols) * g->Cp, 0, sizeof(float) * (size_t)((g->in_cols - left - cols) * g->Cp));
     }
 }
 
-/* Step 5: rows [4 i0, 4 i0 + rows) of y (M, OH, OW) = the output block out (.., out_cols, Mp) + bias,
- * then the activation; this thread's rows, then its channels. */
+/* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
+ * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
+ * thread's rows, then its channels. */
 static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, int64_t i0, float *y, const wino_share *sh) {
-    int64_t oh0 = TILE * i0, rows = g->h.out - oh0 < TILE * g->block_rows ? g->h.out - oh0 : TILE * g->block_rows;
-    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, first, last;
-    share_range(sh, rows, &first, &last);
-    for (int64_t r = first; r < last; r++)
-        k->from_last(out + r * g->out_cols * g->Mp, g->Mp, g->M, g->w.out, y + (oh0 + r) * g->w.out, plane);
+                          const float *out, const float *bias, const wino_span *sp, float *y, const wino_share *sh) {
+    int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
+    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
+    share_range(sh, sp->images * rows, &first, &last);
+    for (int64_t qr = first; qr < last; qr++) {
+        int64_t q = qr / rows, r = qr % rows;
+        k->from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
+                     y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
+    }
     share_sync(sh);
-    share_range(sh, g->M, &first, &last);
-    for (int64_t m = first; m < last; m++) {
-        float *y_m = y + m * plane + oh0 * g->w.out; // (rows, OW)
+    share_range(sh, sp->images * g->M, &first, &last);
+    for (int64_t qm = first; qm < last; qm++) {
+        int64_t m = qm % g->M;
+        float *y_m = y + (sp->n0 * g->M + qm) * plane + oh0 * g->w.out; // (rows, OW)
         if (bias)
             for (int64_t i = 0; i < span; i++)
                 y_m[i] += bias[m];
@@ -261,27 +295,27 @@ typedef struct wino_job {
     float *y;
 } wino_job;
 
-/* Block `block` of image n (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace
- * in `own` (this thread's). */
-static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned char *slot, unsigned char *own,
+/* Block `block` (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace in `own`
+ * (this thread's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
+ * tiles_w + col. */
+static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, unsigned char *own,
                        const wino_scratch *s, const wino_share *sh) {
     const wino_geom *g = j->g;
     float *io = (float *)slot;
     float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
     float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
     void *gemm_ws = own + s->io_bytes + s->v_bytes + s->z_bytes;
-    int64_t i0 = block * g->block_rows;
-    int64_t rows = g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows;
-    int64_t T = rows * g->tiles_w, first, last;
+    wino_span sp = wino_span_of(g, block);
+    int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles, first, last;
 
-    block_gather(g, j->kernels, j->x + n * g->C * g->h.in * g->w.in, i0, io, sh);
+    block_gather(g, j->kernels, j->x, &sp, io, sh);
     share_sync(sh);
     share_range(sh, T, &first, &last);
     for (int64_t t = first; t < last; t++) {
-        int64_t i = t / g->tiles_w, col = t % g->tiles_w;
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = io + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
         for (int64_t c = 0; c < g->Cp; c += LANES)
-            j->kernels->input(io + (TILE * i * g->in_cols + TILE * col) * g->Cp + c, g->in_cols * g->Cp, g->Cp,
-                              v + t * g->Cp + c, T * g->Cp);
+            j->kernels->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
     }
     share_sync(sh);
 
@@ -298,24 +332,24 @@ static void wino_block(const wino_job *j, int64_t n, int64_t block, unsigned cha
 
     share_range(sh, T, &first, &last);
     for (int64_t t = first; t < last; t++) {
-        int64_t i = t / g->tiles_w, col = t % g->tiles_w;
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        float *dst = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
         for (int64_t m = 0; m < g->Mp; m += LANES)
-            j->kernels->output(z + t * g->Mp + m, T * g->Mp, io + (TILE * i * g->out_cols + TILE * col) * g->Mp + m,
-                               g->out_cols * g->Mp, g->Mp);
+            j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
     }
     share_sync(sh);
-    block_scatter(g, j->kernels, j->act, io, j->bias, i0, j->y + n * g->M * g->h.out * g->w.out, sh);
+    block_scatter(g, j->kernels, j->act, io, j->bias, &sp, j->y, sh);
     share_sync(sh); // the next block overwrites the buffers
 }
 
-/* How the threads split the work. With as many images as threads, each thread takes whole blocks
- * of whole images, without a barrier. With fewer, each block is shared: each step's rows, tiles or
- * points split among them, a barrier between steps; blocks are a few tile rows of one image, so at
- * batch 1 there may be fewer of them than threads. One thread runs everything itself. */
+/* How the threads split the work. With at least 4 blocks per thread, each thread takes whole blocks,
+ * without a barrier (and at most a quarter of a thread's share idle at the end). With fewer, each
+ * block is shared: each step's rows, tiles or points split among them, a barrier between steps. One
+ * thread runs everything itself. */
 typedef enum wino_mode { WINO_ONE, WINO_BLOCKS, WINO_SHARED } wino_mode;
 
 static wino_mode wino_mode_of(const wino_geom *g, int threads) {
-    return threads == 1 ? WINO_ONE : g->N >= threads ? WINO_BLOCKS : WINO_SHARED;
+    return threads == 1 ? WINO_ONE : g->blocks >= 4 * (int64_t)threads ? WINO_BLOCKS : WINO_SHARED;
 }
 
 /* Bytes of scratch: a slot per thread (a shared block uses slot 0's buffers and each thread's own
@@ -342,12 +376,12 @@ static kiln_status winograd_forward(const kn_op_call *call) {
                     .u = kn_f32(call->in[1]),
                     .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
                     .y = kn_f32(call->out[0])};
-    int64_t jobs = g.N * g.blocks;
+    int64_t jobs = g.blocks;
     wino_mode mode = wino_mode_of(&g, threads);
     if (mode == WINO_ONE) {
         wino_share one = {0, 1};
         for (int64_t b = 0; b < jobs; b++)
-            wino_block(&job, b / g.blocks, b % g.blocks, scratch, scratch, &s, &one);
+            wino_block(&job, b, scratch, scratch, &s, &one);
         return KILN_OK;
     }
 #pragma omp parallel num_threads(threads)
@@ -358,11 +392,11 @@ static kiln_status winograd_forward(const kn_op_call *call) {
             wino_share one = {0, 1};
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b / g.blocks, b % g.blocks, own, own, &s, &one);
+                wino_block(&job, b, own, own, &s, &one);
         } else {
             wino_share shared = {t, omp_get_num_threads()};
             for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b / g.blocks, b % g.blocks, scratch, own, &s, &shared);
+                wino_block(&job, b, scratch, own, &s, &shared);
         }
     }
     return KILN_OK;
