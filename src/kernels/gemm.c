@@ -57,7 +57,7 @@ static const kn_gemm_kernel avx512_kernel = {
     .name = "avx512",
     .mr = KN_GEMM_AVX512_MR, .nr = KN_GEMM_AVX512_NR, .mc = 168, .kc = 256, .nc = 4096,
     .micro = kn_gemm_microkernel_avx512,
-    .pack_columns = kn_gemm_pack_columns_avx2, // kn_cpu reports avx512f only along with avx2
+    .pack_columns = kn_gemm_pack_columns_avx512,
     .dot_mr = KN_GEMM_AVX512_DOT_MR, .dot_nr = KN_GEMM_AVX512_DOT_NR, .dot_max_rows = 12,
     .dot = kn_gemm_dotkernel_avx512,
 };
