@@ -2,7 +2,8 @@
  *
  * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
  * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
- * with its direct loops (padded planes, an unrolled 3x3 loop, a loop per tap for other kernels). The
+ * with its direct loops (3x3: the planes read in place, an unrolled row loop, the edge outputs summed
+ * apart; other kernels: padded planes and a loop per tap). The
  * reference is the general path written out here from its parts: each group's input channel unfolded by
  * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
  * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
@@ -224,16 +225,24 @@ static void test_against_im2col(void) {
 }
 
 /* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
- * allocates it before running, and nothing while running. */
+ * allocates it before running, and nothing while running. A 3x3 kernel reads its planes in place and
+ * takes one zero row; other kernels take a padded plane per thread. */
 static void test_workspace(void) {
-    kn_graph g;
-    int node = build(&g, &cases[14]);
-    CHECK_OK(kn_graph_infer_shapes(&g));
-    kn_threads_set(2);
-    size_t bytes = kn_op_conv.workspace(&g, &g.nodes[node]);
-    CHECK_MSG(bytes == 2 * 58 * 58 * sizeof(float), "workspace %zu bytes: two padded 58x58 planes expected",
-              bytes);
-    kn_graph_free(&g);
+    static const struct {
+        int c;
+        size_t floats;
+        const char *what;
+    } expect[] = {{14, 56, "one zero row of 56"}, {6, 2 * 14 * 13, "two padded 14x13 planes"}};
+    for (int k = 0; k < 2; k++) {
+        kn_graph g;
+        int node = build(&g, &cases[expect[k].c]);
+        CHECK_OK(kn_graph_infer_shapes(&g));
+        kn_threads_set(2);
+        size_t bytes = kn_op_conv.workspace(&g, &g.nodes[node]);
+        CHECK_MSG(bytes == expect[k].floats * sizeof(float), "%s: workspace %zu bytes: %s expected", cases[expect[k].c].label,
+                  bytes, expect[k].what);
+        kn_graph_free(&g);
+    }
 }
 
 /* A batch of 5 and a batch of 1 through a 3x3 convolution with 2 threads (images shared among the

@@ -9,9 +9,9 @@
  * A depthwise convolution (groups of one input channel and a few output channels, as in MobileNet) is
  * computed directly instead: its products would have a row or two each, and im2col would copy the
  * image kH*kW times for a handful of multiply-adds per copied pixel. Each output plane is then
- * a small stencil over one input plane (depthwise_plane below); every output sums its bias and then its
- * taps in kernel order, whichever loop computes it, so the result does not depend on the loop taken or
- * on the thread count.
+ * a small stencil over one input plane (depthwise_plane_in_place for 3x3 kernels, depthwise_plane over a
+ * padded copy for others); every output sums its bias and then its taps in kernel order, whichever loop
+ * computes it, so the result does not depend on the loop taken or on the thread count.
  *
  * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
  * each image's output in one pass as soon as its products are done.
@@ -182,7 +182,16 @@ static padded_plane padded_plane_of(const conv_geom *g) {
 }
 
 /* Bytes of one padded plane per thread of `threads`; false on overflow. */
+/* A 3x3, dilation-1 kernel reads its input plane in place (depthwise_plane_in_place) instead of a
+ * padded copy: copying every plane once cost a tenth of mobilenet_v2's time at batch 32. */
+static bool depthwise_in_place(const conv_geom *g) {
+    return g->h.kernel == 3 && g->w.kernel == 3 && g->h.dilation == 1 && g->w.dilation == 1;
+}
+
+/* In place: one zero row (W) that all threads read; else a padded plane per thread. */
 static bool depthwise_scratch_bytes(const conv_geom *g, int threads, size_t *bytes) {
+    if (depthwise_in_place(g))
+        return kn_size_mul((size_t)g->w.in, sizeof(float), bytes);
     padded_plane pp = padded_plane_of(g);
     return kn_size_mul((size_t)pp.height, (size_t)pp.width, bytes) &&
            kn_size_mul(*bytes, sizeof(float), bytes) && kn_size_mul(*bytes, (size_t)threads, bytes);
@@ -221,6 +230,47 @@ static void depthwise_plane(const conv_geom *g, const padded_plane *pp, const fl
     }
 }
 
+/* Output ow of a 3x3 window row set r (three input rows, W each) whose window reaches into the side
+ * padding: the bias, then the nine taps in kernel order, zero outside the columns. */
+static float depthwise_edge_output(const conv_geom *g, const float *const r[3], const float *k, float bias, int64_t ow) {
+    float sum = bias;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            int64_t iw = ow * g->w.stride - g->w.pad_begin + j;
+            sum += k[i * 3 + j] * (iw >= 0 && iw < g->w.in ? r[i][iw] : 0.0f);
+        }
+    return sum;
+}
+
+/* Output plane y (OH, OW) of the 3x3 kernel k over the input plane x (H, W), read in place: a window
+ * row above or below the image reads `zeros` (W), the outputs whose windows lie across the columns
+ * go through the row kernel, and the few at the left and right edges go through
+ * depthwise_edge_output. */
+static void depthwise_plane_in_place(const conv_geom *g, const float *x, const float *zeros, const float *k,
+                                     float bias, float *y) {
+    kn_depthwise3x3_row_fn row_3x3 = kn_depthwise3x3_row(); // kernels/depthwise.h
+    int64_t sw = g->w.stride, pl = g->w.pad_begin, W = g->w.in;
+    // Outputs [first, last) have windows inside the columns: ow sw - pl >= 0 and ow sw - pl + 2 < W.
+    int64_t first = (pl + sw - 1) / sw, last = W - 3 + pl < 0 ? 0 : (W - 3 + pl) / sw + 1;
+    first = first < g->w.out ? first : g->w.out;
+    last = last < first ? first : last < g->w.out ? last : g->w.out;
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        const float *r[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t ih = oh * g->h.stride - g->h.pad_begin + i;
+            r[i] = ih >= 0 && ih < g->h.in ? x + ih * W : zeros;
+        }
+        float *y_row = y + oh * g->w.out;
+        if (last > first)
+            row_3x3(r[0] + first * sw - pl, r[1] + first * sw - pl, r[2] + first * sw - pl, k, bias, sw, last - first,
+                    y_row + first);
+        for (int64_t ow = 0; ow < first; ow++)
+            y_row[ow] = depthwise_edge_output(g, r, k, bias, ow);
+        for (int64_t ow = last; ow < g->w.out; ow++)
+            y_row[ow] = depthwise_edge_output(g, r, k, bias, ow);
+    }
+}
+
 static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                      const float *x, const float *w, const float *bias, float *y) {
     padded_plane pp = padded_plane_of(g);
@@ -231,6 +281,18 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d padded planes of %lld x %lld floats", threads,
                        (long long)pp.height, (long long)pp.width);
     int64_t planes = g->N * g->M;
+    if (depthwise_in_place(g)) {
+        memset(scratch, 0, sizeof(float) * (size_t)g->w.in); // the zero row
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
+        for (int64_t plane = 0; plane < planes; plane++) {
+            int64_t n = plane / g->M, m = plane % g->M;
+            float *y_plane = y + plane * g->out_plane;
+            depthwise_plane_in_place(g, x + (n * g->C + m / g->Mg) * g->in_plane, scratch, w + m * g->taps,
+                                     bias ? bias[m] : 0.0f, y_plane);
+            kn_fused_act_apply_serial(act, y_plane, g->out_plane); /* while the plane is in cache */
+        }
+        return KILN_OK;
+    }
 #pragma omp parallel num_threads(kn_threads_get()) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
     {
         float *xp = scratch + (size_t)omp_get_thread_num() * (size_t)(pp.height * pp.width); // (Hp, Wp)
