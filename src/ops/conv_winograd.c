@@ -183,15 +183,20 @@ typedef struct wino_scratch {
 
 static int64_t block_tiles(const wino_geom *g) { return g->block_images * g->block_rows * g->tiles_w; }
 
-/* Sizes of the slot; false on overflow. Every size is bounded by a multiple of X's, Y's or U's size
- * except through the padding, which kn_window_resolve keeps within int64. */
+/* a * b * c * d in size_t; false on overflow. */
+static bool count_of(int64_t a, int64_t b, int64_t c, int64_t d, size_t *out) {
+    return kn_size_mul((size_t)a, (size_t)b, out) && kn_size_mul(*out, (size_t)c, out) &&
+           kn_size_mul(*out, (size_t)d, out) && *out <= SIZE_MAX / 8;
+}
+
+/* Sizes of the slot; false on overflow. The factors themselves are bounded by X's and Y's dims (a
+ * block holds at most the batch's tiles), which shape inference keeps within tensor limits. */
 static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
     size_t in_floats, out_floats, v_floats, z_floats;
-    if (!kn_size_mul((size_t)(g->block_images * g->in_rows * g->in_cols), (size_t)g->Cp, &in_floats) ||
-        !kn_size_mul((size_t)(g->block_images * TILE * g->block_rows * g->out_cols), (size_t)g->Mp, &out_floats) ||
-        !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Cp, &v_floats) ||
-        !kn_size_mul((size_t)(KN_WINOGRAD_POINTS * block_tiles(g)), (size_t)g->Mp, &z_floats) ||
-        v_floats > SIZE_MAX / 8 || z_floats > SIZE_MAX / 8 || in_floats > SIZE_MAX / 8 || out_floats > SIZE_MAX / 8)
+    if (!count_of(g->block_images, g->in_rows, g->in_cols, g->Cp, &in_floats) ||
+        !count_of(g->block_images, TILE * g->block_rows, g->out_cols, g->Mp, &out_floats) ||
+        !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Cp, &v_floats) ||
+        !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Mp, &z_floats))
         return false;
     s->io_bytes = kn_round_up_64(sizeof(float) * (in_floats > out_floats ? in_floats : out_floats));
     s->v_bytes = kn_round_up_64(sizeof(float) * v_floats);
