@@ -2,7 +2,8 @@
  *
  * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
  * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
- * with its direct loops (padded planes, an unrolled 3x3 loop, a loop per tap for other kernels). The
+ * with its direct loops (3x3: the planes read in place, an unrolled row loop, the edge outputs summed
+ * apart; other kernels: padded planes and a loop per tap). The
  * reference is the general path written out here from its parts: each group's input channel unfolded by
  * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
  * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
@@ -52,9 +53,12 @@
 #include "kernels/gemm.h"
 #include "kernels/sparse.h"
 #include "kernels/vmath.h"
+#include "kernels/winograd.h"
+#include "ops/conv_winograd.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
 #include "ops/window.h"
+#include "runtime/optimize.h"
 #include "support/opcheck.h"
 
 // Naming the entries makes the linker keep their objects (see test_ops_linear.c).
@@ -222,16 +226,24 @@ static void test_against_im2col(void) {
 }
 
 /* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
- * allocates it before running, and nothing while running. */
+ * allocates it before running, and nothing while running. A 3x3 kernel reads its planes in place and
+ * takes one zero row; other kernels take a padded plane per thread. */
 static void test_workspace(void) {
-    kn_graph g;
-    int node = build(&g, &cases[14]);
-    CHECK_OK(kn_graph_infer_shapes(&g));
-    kn_threads_set(2);
-    size_t bytes = kn_op_conv.workspace(&g, &g.nodes[node]);
-    CHECK_MSG(bytes == 2 * 58 * 58 * sizeof(float), "workspace %zu bytes: two padded 58x58 planes expected",
-              bytes);
-    kn_graph_free(&g);
+    static const struct {
+        int c;
+        size_t floats;
+        const char *what;
+    } expect[] = {{14, 56, "one zero row of 56"}, {6, 2 * 14 * 13, "two padded 14x13 planes"}};
+    for (int k = 0; k < 2; k++) {
+        kn_graph g;
+        int node = build(&g, &cases[expect[k].c]);
+        CHECK_OK(kn_graph_infer_shapes(&g));
+        kn_threads_set(2);
+        size_t bytes = kn_op_conv.workspace(&g, &g.nodes[node]);
+        CHECK_MSG(bytes == expect[k].floats * sizeof(float), "%s: workspace %zu bytes: %s expected", cases[expect[k].c].label,
+                  bytes, expect[k].what);
+        kn_graph_free(&g);
+    }
 }
 
 /* A batch of 5 and a batch of 1 through a 3x3 convolution with 2 threads (images shared among the
@@ -628,7 +640,391 @@ static void test_sparse_kernels(void) {
     CHECK(worst <= 1.0);
 }
 
+/* ---- Winograd ---- */
+
+typedef struct wino_case {
+    const char *label;
+    int64_t x[4]; /* N, C, H, W */
+    int64_t M;
+    int64_t pads[4];
+    bool bias;
+    const char *activation; /* NULL, "Relu" or "Clip" (to [0, 6]) */
+} wino_case;
+
+static const wino_case wino_cases[] = {
+    {"16 -> 16, 8x8 pad 1 (whole tiles), Relu", {1, 16, 8, 8}, 16, {1, 1, 1, 1}, true, "Relu"},
+    {"17 -> 19 (channel tails), 13x11 pad 1, Clip", {2, 17, 13, 11}, 19, {1, 1, 1, 1}, true, "Clip"},
+    {"16 -> 24, pads (0,2,2,0), no bias", {1, 16, 10, 9}, 24, {0, 2, 2, 0}, false, NULL},
+    {"20 -> 16, no padding, 9x10", {3, 20, 9, 10}, 16, {0, 0, 0, 0}, true, NULL},
+    {"16 -> 16, 2x2 image pad 3 (mostly padding)", {1, 16, 2, 2}, 16, {3, 3, 3, 3}, true, NULL},
+    {"16 -> 32, 1x1 image pad 1 (one real tap)", {2, 16, 1, 1}, 32, {1, 1, 1, 1}, true, "Relu"},
+    {"64 -> 64, 56x56 pad 1 (resnet18 layer1: blocks)", {1, 64, 56, 56}, 64, {1, 1, 1, 1}, true, "Relu"},
+    {"128 -> 96, 14x14 pad 1, batch 3", {3, 128, 14, 14}, 96, {1, 1, 1, 1}, true, NULL},
+    {"128 -> 64, 12x12, batch 7 (blocks of 6 images, 1)", {7, 128, 12, 12}, 64, {1, 1, 1, 1}, true, "Relu"},
+};
+
+/* X (N, C, H, W), W (M, C, 3, 3), B: a stride-1 Conv that the optimizer turns into ConvWinograd. */
+static int build_wino(kn_graph *g, const wino_case *c) {
+    kn_graph_init(g);
+    int in[3] = {add_param(g, "X", kn_shape_of(4, c->x)),
+                 add_param(g, "W", kn_shape_of(4, (int64_t[]){c->M, c->x[1], 3, 3})), -1};
+    if (c->bias)
+        in[2] = add_param(g, "B", kn_shape_of(1, (int64_t[]){c->M}));
+    kn_shape scalar = {0};
+    int y = test_add_value(g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = test_add_node(g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
+    kn_node_set_ints(g, node, "pads", 4, c->pads);
+    if (c->activation) {
+        kn_node_set_string(g, node, "kn_activation", c->activation);
+        if (strcmp(c->activation, "Clip") == 0) {
+            kn_node_set_float(g, node, "kn_min", 0.0f);
+            kn_node_set_float(g, node, "kn_max", 6.0f);
+        }
+    }
+    return node;
+}
+
+/* The magnitude each output of the case (N, M, OH, OW) is held to: the largest sum |terms| (|bias| +
+ * sum |w x| over the taps inside) among the outputs of its 4x4 tile. An output's rounding errors come
+ * from the whole 6x6 patch its tile transforms, not only from its own window: a corner output whose
+ * window is nearly all padding shares its tile with outputs reading the whole patch. */
+static double *wino_magnitudes(const wino_case *c, const kn_graph *g, const kn_shape *y_shape) {
+    const float *x = g->values[kn_graph_find_value(g, "X")].data;
+    const float *w = g->values[kn_graph_find_value(g, "W")].data;
+    const float *b = c->bias ? g->values[kn_graph_find_value(g, "B")].data : NULL;
+    int64_t N = c->x[0], C = c->x[1], H = c->x[2], W = c->x[3], OH = y_shape->d[2], OW = y_shape->d[3];
+    double *mag = malloc(sizeof(double) * (size_t)(N * c->M * OH * OW));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double sum = b ? fabs(b[m]) : 0.0;
+                    for (int64_t ch = 0; ch < C; ch++)
+                        for (int64_t t = 0; t < 9; t++) {
+                            int64_t ih = oh - c->pads[0] + t / 3, iw = ow - c->pads[1] + t % 3;
+                            if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                sum += fabs((double)w[(m * C + ch) * 9 + t] * x[((n * C + ch) * H + ih) * W + iw]);
+                        }
+                    mag[((n * c->M + m) * OH + oh) * OW + ow] = sum;
+                }
+    double *tile_mag = malloc(sizeof(double) * (size_t)(N * c->M * OH * OW));
+    for (int64_t i = 0; i < N * c->M * OH * OW; i++) {
+        int64_t ow = i % OW, oh = i / OW % OH, first = i - oh * OW - ow; // the plane's first output
+        double most = 0;
+        for (int64_t r = oh / 4 * 4; r < oh / 4 * 4 + 4 && r < OH; r++)
+            for (int64_t q = ow / 4 * 4; q < ow / 4 * 4 + 4 && q < OW; q++)
+                most = fmax(most, mag[first + r * OW + q]);
+        tile_mag[i] = most;
+    }
+    free(mag);
+    return tile_mag;
+}
+
+/* ConvWinograd and the im2col path both round, so they may be twice the rounding bound apart, as the
+ * depthwise comparison above allows; measured, they stay within a twentieth of it. */
+#define WINOGRAD_ROUNDINGS 2
+
+/* ConvWinograd, as the optimizer makes it from a Conv, against the Conv it replaces (the im2col path):
+ * within WINOGRAD_ROUNDINGS times the rounding bound of a (9 C)-term sum of its tile's magnitude, on 1 and 2 threads with
+ * the same bits, on shapes with channel tails, odd sizes, every padding, images smaller than a tile,
+ * blocks of tile rows and blocks of several images. */
+static void test_winograd(void) {
+    double worst_ratio = 0;
+    for (size_t k = 0; k < sizeof wino_cases / sizeof wino_cases[0]; k++) {
+        const wino_case *c = &wino_cases[k];
+        kn_graph g, opt;
+        int node = build_wino(&g, c);
+        opcheck_fill_uniform(&g, 1700 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD, &opt, &stats));
+        CHECK_MSG(stats.convs_winograd == 1 && strcmp(opt.nodes[0].op->name, "ConvWinograd") == 0,
+                  "%s: not rewritten", c->label);
+        kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+        if (ref && one && two) {
+            int64_t count = kn_numel(one);
+            CHECK(kn_numel(ref) == count);
+            double *mag = wino_magnitudes(c, &g, &one->shape), ratio = 0, diff = 0;
+            for (int64_t i = 0; i < count; i++) {
+                double d = fabs((double)kn_f32(one)[i] - kn_f32(ref)[i]);
+                diff = fmax(diff, d);
+                ratio = fmax(ratio, d / (WINOGRAD_ROUNDINGS * rounding_bound(9 * c->x[1], mag[i])));
+            }
+            bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+            printf("winograd %-46s max |diff| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label, diff,
+                   ratio, same ? "bit-identical" : "DIFFERENT");
+            CHECK_MSG(ratio <= 1, "%s: %.3g of the bound", c->label, ratio);
+            CHECK_MSG(same, "%s: 1 and 2 threads differ", c->label);
+            worst_ratio = fmax(worst_ratio, ratio);
+            free(mag);
+        }
+        opcheck_free_outputs(ref, 1);
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    printf("winograd vs im2col: %.3g of the bound at most\n", worst_ratio);
+}
+
+/* The optimizer leaves Conv where Winograd does not apply: stride 2, dilation 2, two groups, a 5x5 or
+ * a 1x1 kernel, too few channels. */
+static void test_winograd_refused(void) {
+    static const struct {
+        const char *label, *attr;
+        int64_t value[2];
+        int64_t C, M, k;
+    } cases[] = {
+        {"stride 2", "strides", {2, 2}, 16, 16, 3},   {"dilation 2", "dilations", {2, 2}, 16, 16, 3},
+        {"two groups", "group", {2, 0}, 32, 32, 3},   {"5x5 kernel", NULL, {0, 0}, 16, 16, 5},
+        {"1x1 kernel", NULL, {0, 0}, 16, 16, 1},      {"8 input channels", NULL, {0, 0}, 8, 16, 3},
+        {"8 output channels", NULL, {0, 0}, 16, 8, 3},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        kn_graph g, opt;
+        kn_graph_init(&g);
+        int64_t C_in = strcmp(cases[k].label, "two groups") == 0 ? cases[k].C / 2 : cases[k].C;
+        int in[2] = {add_param(&g, "X", kn_shape_of(4, (int64_t[]){1, cases[k].C, 12, 12})),
+                     add_param(&g, "W", kn_shape_of(4, (int64_t[]){cases[k].M, C_in, cases[k].k, cases[k].k}))};
+        kn_shape scalar = {0};
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = test_add_node(&g, "Conv", "Conv", 2, in, 1, &y);
+        if (cases[k].attr && strcmp(cases[k].attr, "group") == 0)
+            kn_node_set_int(&g, node, "group", cases[k].value[0]);
+        else if (cases[k].attr)
+            kn_node_set_ints(&g, node, cases[k].attr, 2, cases[k].value);
+        opcheck_fill_uniform(&g, 1800 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD, &opt, &stats));
+        CHECK_MSG(stats.convs_winograd == 0 && strcmp(opt.nodes[0].op->name, "Conv") == 0, "%s: rewritten",
+                  cases[k].label);
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    printf("winograd: Conv kept for stride 2, dilation 2, groups, 5x5, 1x1, fewer than 16 channels\n");
+}
+
+/* Each build of the tile transforms this CPU runs against the generic one, on random patches in
+ * [-1, 1]: within 16 float roundings of the largest sum |terms| a transformed value can have (the
+ * builds may fuse multiply-adds). Rows of B^T sum to at most 10 in absolute value, so a value of
+ * B^T d B sums terms of at most 10 * 10 in all; rows of A^T to 19, so A^T M A's to 19 * 19. */
+static void test_winograd_builds(void) {
+    const kn_winograd_kernels *builds[] = {kn_winograd_kernels_generic(), kn_winograd_kernels_best()};
+    enum { L = KN_WINOGRAD_LANES };
+    float d[36 * L], v[2][36 * L], y[2][16 * L];
+    kn_rng rng = kn_rng_seeded(1900);
+    for (int i = 0; i < 36 * L; i++)
+        d[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+    for (int b = 0; b < 2; b++) {
+        builds[b]->input(d, 6 * L, L, v[b], L);
+        builds[b]->output(d, L, y[b], 4 * L, L);
+    }
+    double worst = 0;
+    for (int i = 0; i < 36 * L; i++)
+        worst = fmax(worst, fabs((double)v[0][i] - v[1][i]) / (16 * FLT_EPSILON * 10.0 * 10.0));
+    for (int i = 0; i < 16 * L; i++)
+        worst = fmax(worst, fabs((double)y[0][i] - y[1][i]) / (16 * FLT_EPSILON * 19.0 * 19.0));
+    printf("winograd transforms, %s build vs generic: %.3g of the bound\n", builds[1]->name, worst);
+    CHECK_MSG(worst <= 1, "%s build: %.3g of the bound", builds[1]->name, worst);
+
+    // The channel-last copies, exact: 37 channels (a tail of 5 past two blocks of 16) by 23 pixels.
+    enum { CH = 37, PX = 23, ROW = 48, PLANE = 29 };
+    float planes[CH * PLANE], last[2][PX * ROW], back[2][CH * PLANE];
+    for (int i = 0; i < CH * PLANE; i++)
+        planes[i] = (float)i;
+    bool exact = true;
+    for (int b = 0; b < 2; b++) {
+        for (int i = 0; i < PX * ROW; i++)
+            last[b][i] = NAN; // lanes 37..47 must be zeroed
+        for (int i = 0; i < CH * PLANE; i++)
+            back[b][i] = -1.0f;
+        builds[b]->to_last(planes, PLANE, CH, PX, last[b], ROW);
+        builds[b]->from_last(last[b], ROW, CH, PX, back[b], PLANE);
+        for (int j = 0; j < PX; j++)
+            for (int c = 0; c < ROW; c++)
+                exact = exact && last[b][j * ROW + c] == (c < CH ? planes[c * PLANE + j] : 0.0f);
+        for (int c = 0; c < CH; c++)
+            for (int j = 0; j < PLANE; j++)
+                exact = exact && back[b][c * PLANE + j] == (j < PX ? planes[c * PLANE + j] : -1.0f);
+    }
+    printf("winograd channel-last copies, generic and %s builds: %s\n", builds[1]->name, exact ? "exact" : "WRONG");
+    CHECK_MSG(exact, "channel-last copies");
+}
+
+/* ---- weights packed once ---- */
+
+/* kn_sgemm_ws_packed reading A packed by kn_sgemm_pack_a against kn_sgemm_ws packing it each call: the
+ * same bits, on 1 and 2 threads, with rows past every multiple of the micro-kernel's, several depth
+ * blocks (K past the blocking's 256), beta 0 and 1. */
+static void test_packed_gemm(void) {
+    static const int64_t shapes[][3] = {{1, 7, 5}, {13, 33, 27}, {16, 100, 64}, {29, 49, 600}, {64, 3136, 147},
+                                        {97, 250, 300}};
+    kn_rng rng = kn_rng_seeded(2000);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
+        float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+        float *packed = malloc(sizeof(float) * kn_sgemm_packed_a_floats(M, K));
+        float *want = malloc(sizeof(float) * (size_t)(M * N)), *got = malloc(sizeof(float) * (size_t)(M * N));
+        for (int64_t i = 0; i < M * K; i++)
+            A[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+        for (int64_t i = 0; i < K * N; i++)
+            B[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+        kn_sgemm_pack_a(M, K, A, K, packed);
+        bool same = true;
+        for (int threads = 1; threads <= 2; threads++) {
+            kn_threads_set(threads);
+            for (int b = 0; b <= 1; b++) {
+                for (int64_t i = 0; i < M * N; i++)
+                    want[i] = got[i] = (float)i / (float)(M * N);
+                kn_sgemm_ws(NULL, 0, false, false, M, N, K, 0.5f, A, K, B, N, (float)b, want, N);
+                kn_sgemm_ws_packed(NULL, 0, packed, M, N, K, 0.5f, B, N, (float)b, got, N);
+                same = same && memcmp(want, got, sizeof(float) * (size_t)(M * N)) == 0;
+            }
+        }
+        printf("packed A, (%lld x %lld) @ (%lld x %lld): %s\n", (long long)M, (long long)K, (long long)K,
+               (long long)N, same ? "bit-identical" : "DIFFERENT");
+        CHECK_MSG(same, "packed A, M %lld N %lld K %lld", (long long)M, (long long)N, (long long)K);
+        free(A);
+        free(B);
+        free(packed);
+        free(want);
+        free(got);
+    }
+}
+
+typedef struct packed_case {
+    const char *label;
+    int64_t x[4], M, kernel[2], strides[2], pads[4], dilations[2], group;
+    bool bias;
+} packed_case;
+
+static const packed_case packed_cases[] = {
+    {"3x3 stride 2 pad 1, odd sizes", {2, 37, 13, 11}, 19, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, true},
+    {"7x7 stride 2 pad 3 (a first layer)", {1, 3, 32, 30}, 32, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1, true},
+    {"1x1 (the column matrix is X)", {3, 120, 9, 9}, 40, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false},
+    {"1x1 stride 2", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"3x3 dilation 2, two groups of 32 -> 16", {2, 64, 12, 12}, 32, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 2, true},
+    {"3x3 stride 1, 8 channels (too few for Winograd)", {2, 8, 9, 9}, 64, {3, 3}, {1, 1}, {1, 1, 1, 1},
+     {1, 1}, 1, true},
+    {"1x1, 96 -> 576 on 14x14 (one-thread column chunks)", {1, 96, 14, 14}, 576, {1, 1}, {1, 1}, {0, 0, 0, 0},
+     {1, 1}, 1, true},
+    {"3x3 stride 2, 128 -> 64 on 13x13 (transposed products)", {2, 128, 13, 13}, 64, {3, 3}, {2, 2},
+     {1, 1, 1, 1}, {1, 1}, 1, true},
+    {"3x3 stride 2, 2 groups of 128 -> 32, no bias (transposed)", {1, 256, 9, 8}, 64, {3, 3}, {2, 2},
+     {0, 1, 1, 0}, {1, 1}, 2, false},
+    {"1x1, 1024 -> 96 on 50x50 (transposed, column chunks)", {1, 1024, 50, 50}, 96, {1, 1}, {1, 1},
+     {0, 0, 0, 0}, {1, 1}, 1, true},
+};
+
+/* sum |terms| of each output (N, M, OH, OW) of a packed_case: |bias| + sum |w x| over the taps inside. */
+static double *packed_magnitudes(const packed_case *c, const kn_graph *g, const kn_shape *y_shape) {
+    const float *x = g->values[kn_graph_find_value(g, "X")].data;
+    const float *w = g->values[kn_graph_find_value(g, "W")].data;
+    const float *b = c->bias ? g->values[kn_graph_find_value(g, "B")].data : NULL;
+    int64_t N = c->x[0], C = c->x[1], H = c->x[2], W = c->x[3], OH = y_shape->d[2], OW = y_shape->d[3];
+    int64_t Cg = C / c->group, Mg = c->M / c->group, kh = c->kernel[0], kw = c->kernel[1];
+    double *mag = malloc(sizeof(double) * (size_t)(N * c->M * OH * OW));
+    for (int64_t i = 0; i < N * c->M * OH * OW; i++) {
+        int64_t ow = i % OW, oh = i / OW % OH, m = i / (OW * OH) % c->M, n = i / (OW * OH * c->M);
+        double sum = b ? fabs(b[m]) : 0.0;
+        for (int64_t ch = 0; ch < Cg; ch++)
+            for (int64_t t = 0; t < kh * kw; t++) {
+                int64_t ih = oh * c->strides[0] - c->pads[0] + t / kw * c->dilations[0];
+                int64_t iw = ow * c->strides[1] - c->pads[1] + t % kw * c->dilations[1];
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    sum += fabs((double)w[(m * Cg + ch) * kh * kw + t] *
+                                x[((n * C + m / Mg * Cg + ch) * H + ih) * W + iw]);
+            }
+        mag[i] = sum;
+    }
+    return mag;
+}
+
+/* ConvPacked, as the optimizer makes it from a Conv, against that Conv, batches on 1 and 2 threads. The
+ * products read the weights packed once instead of packing them: the same bits. In the transposed
+ * orientation (deep reductions into multiples of 32 channels, conv.c's conv_packs_transposed) they sum
+ * the same terms in the same order, except that the micro-kernel splits the sums of a tile of fewer
+ * than 4 rows (positions, there) in two: within twice the rounding bound, and the same bits on 1 and 2
+ * threads. */
+static void test_conv_packed(void) {
+    for (size_t k = 0; k < sizeof packed_cases / sizeof packed_cases[0]; k++) {
+        const packed_case *c = &packed_cases[k];
+        kn_graph g, opt;
+        kn_graph_init(&g);
+        int in[3] = {add_param(&g, "X", kn_shape_of(4, c->x)),
+                     add_param(&g, "W", kn_shape_of(4, (int64_t[]){c->M, c->x[1] / c->group, c->kernel[0],
+                                                                   c->kernel[1]})), -1};
+        if (c->bias)
+            in[2] = add_param(&g, "B", kn_shape_of(1, (int64_t[]){c->M}));
+        kn_shape scalar = {0};
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = test_add_node(&g, "Conv", "Conv", c->bias ? 3 : 2, in, 1, &y);
+        kn_node_set_ints(&g, node, "strides", 2, c->strides);
+        kn_node_set_ints(&g, node, "pads", 4, c->pads);
+        kn_node_set_ints(&g, node, "dilations", 2, c->dilations);
+        kn_node_set_int(&g, node, "group", c->group);
+        kn_node_set_string(&g, node, "kn_activation", "Relu");
+        opcheck_fill_uniform(&g, 2100 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD | KN_OPT_PREPACK, &opt, &stats));
+        CHECK_MSG(stats.convs_packed == 1 && stats.convs_winograd == 0 &&
+                      strcmp(opt.nodes[0].op->name, "ConvPacked") == 0,
+                  "%s: not rewritten", c->label);
+        bool transposed = strstr(c->label, "transposed") != NULL;
+        kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+        if (ref && one && two) {
+            int64_t count = kn_numel(ref), terms = c->x[1] / c->group * c->kernel[0] * c->kernel[1];
+            CHECK(kn_numel(one) == count);
+            double *mag = packed_magnitudes(c, &g, &ref->shape), ratio = 0;
+            for (int64_t i = 0; i < count; i++)
+                ratio = fmax(ratio, fabs((double)kn_f32(one)[i] - kn_f32(ref)[i]) /
+                                        (2 * rounding_bound(terms, mag[i])));
+            bool same = memcmp(ref->data, one->data, sizeof(float) * (size_t)count) == 0;
+            bool threads_same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+            printf("ConvPacked %-58s vs Conv: %s (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
+                   same ? "bit-identical" : "differs", ratio, threads_same ? "bit-identical" : "DIFFERENT");
+            CHECK_MSG(transposed ? ratio <= 1 : same, "%s: ConvPacked differs from Conv", c->label);
+            CHECK_MSG(threads_same, "%s: 1 and 2 threads differ", c->label);
+            free(mag);
+        }
+        opcheck_free_outputs(ref, 1);
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    // Depthwise (conv.c's direct loops), 1-D and small weights (72 values: packing them at every run
+    // costs nothing): they stay Conv.
+    for (int k = 0; k < 3; k++) {
+        bool depthwise = k == 0, one_d = k == 1;
+        kn_graph g, opt;
+        kn_graph_init(&g);
+        int64_t xd[4] = {1, depthwise ? 8 : one_d ? 64 : 1, 10, 10};
+        int64_t wd[4] = {depthwise ? 8 : 64, depthwise ? 1 : one_d ? 64 : 1, 3, 3};
+        int in[2] = {add_param(&g, "X", kn_shape_of(one_d ? 3 : 4, xd)),
+                     add_param(&g, "W", kn_shape_of(one_d ? 3 : 4, wd))};
+        if (k == 2)
+            in[1] = add_param(&g, "W8", kn_shape_of(4, (int64_t[]){8, 1, 3, 3}));
+        kn_shape scalar = {0};
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+        int node = test_add_node(&g, "Conv", "Conv", 2, in, 1, &y);
+        if (depthwise)
+            kn_node_set_int(&g, node, "group", 8);
+        opcheck_fill_uniform(&g, 2200 + k, -1.0f, 1.0f);
+        kn_opt_stats stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
+        CHECK_MSG(stats.convs_packed == 0, "%s Conv packed", depthwise ? "depthwise" : one_d ? "1-D" : "small");
+        kn_graph_free(&opt);
+        kn_graph_free(&g);
+    }
+    printf("ConvPacked: Conv kept for depthwise, 1-D and 72-weight layers\n");
+}
+
 int main(void) {
+    test_packed_gemm();
+    test_conv_packed();
+    test_winograd();
+    test_winograd_refused();
+    test_winograd_builds();
     test_against_im2col();
     test_workspace();
     test_conv_threads();

@@ -58,7 +58,7 @@ static const kn_gemm_kernel avx512_kernel = {
     .name = "avx512",
     .mr = KN_GEMM_AVX512_MR, .nr = KN_GEMM_AVX512_NR, .mc = 168, .kc = 256, .nc = 4096,
     .micro = kn_gemm_microkernel_avx512,
-    .pack_columns = kn_gemm_pack_columns_avx2, // kn_cpu reports avx512f only along with avx2
+    .pack_columns = kn_gemm_pack_columns_avx512,
     .dot_mr = KN_GEMM_AVX512_DOT_MR, .dot_nr = KN_GEMM_AVX512_DOT_NR, .dot_max_rows = 12,
     .dot = kn_gemm_dotkernel_avx512,
 };
@@ -97,6 +97,8 @@ typedef struct gemm_args {
     float alpha, beta;
     const float *A;
     int64_t lda;
+    const float *a_packed; /* op(A) packed by kn_sgemm_pack_a instead (A unused), or NULL */
+    const float *b_packed; /* op(B) packed by kn_sgemm_pack_b instead (B unused), or NULL */
     const float *B;
     int64_t ldb;
     float *C;
@@ -124,6 +126,29 @@ static float *alloc_floats(size_t count) {
 static void gemm_ref(const gemm_args *g) {
     kn_sgemm_ref(g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta,
                  g->C, g->ldc);
+}
+
+/* gemm_ref for an A packed by kn_sgemm_pack_a or a B packed by kn_sgemm_pack_b: their entries read
+ * from their places in the packed layouts (see there). */
+static void gemm_ref_packed(const kn_gemm_kernel *kernel, const gemm_args *g) {
+    const int mr = kernel->mr, nr = kernel->nr;
+    int64_t kc = even_block(g->K, kernel->kc, 1), m_pad = ceil_div(g->M, mr) * mr, n_pad = ceil_div(g->N, nr) * nr;
+    for (int64_t i = 0; i < g->M; i++) {
+        for (int64_t j = 0; j < g->N; j++) {
+            float sum = 0.0f;
+            for (int64_t k = 0; k < g->K; k++) {
+                int64_t k0 = k / kc * kc, depth = min64(kc, g->K - k0);
+                float a = g->a_packed ? g->a_packed[k0 * m_pad + i / mr * mr * depth + (k - k0) * mr + i % mr]
+                          : g->trans_a ? g->A[k * g->lda + i]
+                                       : g->A[i * g->lda + k];
+                float b = g->b_packed ? g->b_packed[k0 * n_pad + j / nr * nr * depth + (k - k0) * nr + j % nr]
+                                      : g->B[k * g->ldb + j];
+                sum += a * b;
+            }
+            float *c = &g->C[i * g->ldc + j];
+            *c = g->beta == 0.0f ? g->alpha * sum : g->alpha * sum + g->beta * *c;
+        }
+    }
 }
 
 /* ---- Blocked path ---- */
@@ -205,18 +230,26 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
             int64_t depth = min64(plan->kc, g->K - k0);
             // The first depth block applies beta; later ones add to what it left in C.
             float beta = k0 == 0 ? g->beta : 1.0f;
-            if (!plan->b_in_place)
+            if (g->b_packed) // nothing to pack
+                ;
+            else if (!plan->b_in_place)
                 pack_b(kernel, g, k0, depth, jc, panel_cols, b_pack);
             else if (panel_cols - ragged < nr)
                 pack_b(kernel, g, k0, depth, jc + ragged, panel_cols - ragged, b_pack);
             for (int64_t ic = i0; ic < i0 + rows; ic += plan->mc) {
                 int64_t block_rows = min64(plan->mc, i0 + rows - ic);
-                pack_a(kernel, g, ic, block_rows, k0, depth, a_pack);
+                const float *a_block = a_pack; // the (kc, mr) slivers of rows ic.. for this depth block
+                if (g->a_packed)
+                    a_block = g->a_packed + k0 * ceil_div(g->M, mr) * mr + ic * depth;
+                else
+                    pack_a(kernel, g, ic, block_rows, k0, depth, a_pack);
                 for (int64_t j = jc; j < jc + panel_cols; j += nr) {
                     int n = (int)min64(nr, g->N - j);
                     const float *b = b_pack; // the ragged sliver: the only one packed when in place
                     int64_t ldb = nr;
-                    if (!plan->b_in_place) {
+                    if (g->b_packed) {
+                        b = g->b_packed + k0 * ceil_div(g->N, nr) * nr + j * depth;
+                    } else if (!plan->b_in_place) {
                         b = b_pack + (j - jc) * depth;
                     } else if (n == nr) {
                         b = g->B + k0 * g->ldb + j;
@@ -225,7 +258,7 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
                     // Down the B sliver, which stays in L1, over the A block, which stays in L2.
                     for (int64_t i = ic; i < ic + block_rows; i += mr) {
                         int m = (int)min64(mr, g->M - i);
-                        kernel->micro(depth, m, n, a_pack + (i - ic) * depth, b, ldb, g->alpha, beta,
+                        kernel->micro(depth, m, n, a_block + (i - ic) * depth, b, ldb, g->alpha, beta,
                                       g->C + i * g->ldc + j, g->ldc);
                     }
                 }
@@ -317,7 +350,10 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
     if (workspace_floats(kernel, g, threads, &count))
         workspace = take_workspace(given, given_floats, count, &owned);
     if (!workspace) {
-        gemm_ref(g);
+        if (g->a_packed || g->b_packed)
+            gemm_ref_packed(kernel, g);
+        else
+            gemm_ref(g);
         return;
     }
     // Each thread computes its own block of C with its own packing buffers: no shared state, so no
@@ -393,7 +429,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc};
     int threads = threads_for(&g);
     size_t given_floats = workspace_bytes / sizeof(float);
     if (uses_dots(kernel, trans_b, M, N))
@@ -405,7 +441,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
 size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0)
         return 0;
-    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
     size_t count, bytes;
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
@@ -423,4 +459,69 @@ void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool tra
 void kn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     kn_sgemm_ws(NULL, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ---- A packed once ---- */
+
+/* The packed layout is the blocked path's: per depth block k0 (plan.kc deep, which depends on K
+ * only), all of op(A)'s rows as (depth, mr) slivers, rows past M zero; block k0 starts at k0 * Mpad
+ * (Mpad = M rounded up to mr), and the sliver of row i at i * depth within it. */
+size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    size_t count;
+    if (M <= 0 || K <= 0 || !kn_size_mul((size_t)ceil_div(M, kernel->mr) * (size_t)kernel->mr, (size_t)K, &count))
+        return 0;
+    return count;
+}
+
+void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    gemm_args g = {false, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
+    int64_t kc = even_block(K, kernel->kc, 1), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
+    for (int64_t k0 = 0; k0 < K; k0 += kc)
+        pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);
+}
+
+size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    size_t count;
+    if (N <= 0 || K <= 0 || !kn_size_mul((size_t)ceil_div(N, kernel->nr) * (size_t)kernel->nr, (size_t)K, &count))
+        return 0;
+    return count;
+}
+
+/* The layout mirrors A's: per depth block k0, all of B's columns as (depth, nr) slivers, columns past N
+ * zero; block k0 starts at k0 * Npad (Npad = N rounded up to nr), the sliver of column j at j * depth
+ * within it. */
+void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed) {
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    gemm_args g = {false, trans_b, 0, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, B, ldb, NULL, 0};
+    int64_t kc = even_block(K, kernel->kc, 1), n_pad = ceil_div(N, kernel->nr) * kernel->nr;
+    for (int64_t k0 = 0; k0 < K; k0 += kc)
+        pack_b(kernel, &g, k0, min64(kc, K - k0), 0, N, packed + k0 * n_pad);
+}
+
+void kn_sgemm_ws_packed_b(void *workspace, size_t workspace_bytes, bool trans_a, int64_t M, int64_t N, int64_t K,
+                          float alpha, const float *A, int64_t lda, const float *b_packed, float beta, float *C,
+                          int64_t ldc) {
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    gemm_args g = {trans_a, false, M, N, K, alpha, beta, A, lda, NULL, b_packed, NULL, 0, C, ldc};
+    run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
+}
+
+void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
+                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    gemm_args g = {false, false, M, N, K, alpha, beta, NULL, 0, a_packed, NULL, B, ldb, C, ldc};
+    run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
 }

@@ -26,6 +26,26 @@ void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool tra
                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);
 
+/* A matrix multiplied many times (a layer's weights) can be packed once: kn_sgemm_pack_a writes op(A) =
+ * A (M, K) into kn_sgemm_packed_a_floats(M, K) floats (0 when M or K is not positive, or on overflow)
+ * in the layout the kernels this CPU runs read, and kn_sgemm_ws_packed is kn_sgemm_ws(trans_a = false,
+ * trans_b = false) reading that instead of packing A: the same result, bit for bit. The layout depends
+ * on the CPU (and KILN_ISA), so packed data lives in memory only, never in files. */
+size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K);
+void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
+void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
+                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Likewise a B multiplied many times: kn_sgemm_pack_b writes op(B) (K, N) — B (K, N), or B^T when
+ * trans_b (B stored (N, K)) — into kn_sgemm_packed_b_floats(K, N) floats, and kn_sgemm_ws_packed_b is
+ * kn_sgemm_ws with that op(B) (trans_b = false) reading it: the same result, bit for bit, as kn_sgemm_ws
+ * with B (K, N) stored plainly. */
+size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N);
+void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed);
+void kn_sgemm_ws_packed_b(void *workspace, size_t workspace_bytes, bool trans_a, int64_t M, int64_t N, int64_t K,
+                          float alpha, const float *A, int64_t lda, const float *b_packed, float beta, float *C,
+                          int64_t ldc);
+
 void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);

@@ -60,6 +60,8 @@ void kn_gemm_dotkernel_avx2(int64_t K, int m, int n, const float *a, int64_t lda
 #define KN_GEMM_AVX512_DOT_NR 4
 void kn_gemm_microkernel_avx512(int64_t kc, int m, int n, const float *a, const float *b, int64_t ldb,
                                 float alpha, float beta, float *c, int64_t ldc);
+void kn_gemm_pack_columns_avx512(const float *src, int64_t ld, int64_t kc, int count, int width,
+                                 float *dst);
 void kn_gemm_dotkernel_avx512(int64_t K, int m, int n, const float *a, int64_t lda, const float *b,
                               int64_t ldb, float alpha, float beta, float *c, int64_t ldc);
 #endif

@@ -9,9 +9,9 @@
  * A depthwise convolution (groups of one input channel and a few output channels, as in MobileNet) is
  * computed directly instead: its products would have a row or two each, and im2col would copy the
  * image kH*kW times for a handful of multiply-adds per copied pixel. Each output plane is then
- * a small stencil over one input plane (depthwise_plane below); every output sums its bias and then its
- * taps in kernel order, whichever loop computes it, so the result does not depend on the loop taken or
- * on the thread count.
+ * a small stencil over one input plane (depthwise_plane_in_place for 3x3 kernels, depthwise_plane over a
+ * padded copy for others); every output sums its bias and then its taps in kernel order, whichever loop
+ * computes it, so the result does not depend on the loop taken or on the thread count.
  *
  * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
  * each image's output in one pass as soon as its products are done.
@@ -22,8 +22,10 @@
 #include "core/threads.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
+#include "kernels/winograd.h"
 #include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
+#include "ops/conv_prepack.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -123,18 +125,39 @@ static int conv_image_threads(const conv_geom *g, int threads) { return g->N >= 
  * then the matrix product's packing workspace, each 64-byte aligned. */
 typedef struct conv_scratch {
     size_t col_bytes, gemm_bytes, slot_bytes, total;
+    size_t yt_bytes; /* channel-last products (chunk, Mp) of the transposed orientation, else 0 */
 } conv_scratch;
 
-static bool conv_forward_scratch(const conv_geom *g, int image_threads, conv_scratch *s) {
+static int64_t conv_column_chunk(const conv_geom *g);
+
+/* The channel-last products' row length: Mg rounded up to a whole number of the copies' 16 lanes. */
+static int64_t conv_yt_row(const conv_geom *g) { return (g->Mg + KN_WINOGRAD_LANES - 1) / KN_WINOGRAD_LANES * KN_WINOGRAD_LANES; }
+
+/* `transposed`: ConvPacked's products in the transposed orientation (conv_packs_transposed). */
+static bool conv_forward_scratch(const conv_geom *g, int image_threads, bool transposed, conv_scratch *s) {
     s->col_bytes = 0;
     if (!conv_is_pointwise(g) && !conv_col_bytes(g, 1, &s->col_bytes))
         return false;
     s->col_bytes = kn_round_up_64(s->col_bytes);
-    s->gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, g->Cg * g->taps);
-    if (s->gemm_bytes == SIZE_MAX || !kn_size_add(s->col_bytes, s->gemm_bytes, &s->slot_bytes) ||
+    int64_t depth = g->Cg * g->taps, chunk = conv_column_chunk(g);
+    chunk = chunk < g->out_plane ? chunk : g->out_plane;
+    s->yt_bytes = 0;
+    if (transposed) {
+        size_t whole = kn_sgemm_workspace(true, false, g->out_plane, g->Mg, depth);
+        size_t part = kn_sgemm_workspace(true, false, chunk, g->Mg, depth);
+        s->gemm_bytes = whole > part ? whole : part;
+        if (!kn_size_mul((size_t)g->out_plane, (size_t)conv_yt_row(g) * sizeof(float), &s->yt_bytes))
+            return false;
+        s->yt_bytes = kn_round_up_64(s->yt_bytes);
+    } else {
+        s->gemm_bytes = kn_sgemm_workspace(false, false, g->Mg, g->out_plane, depth);
+    }
+    if (s->gemm_bytes == SIZE_MAX || s->yt_bytes > SIZE_MAX / 4 || !kn_size_add(s->col_bytes, s->gemm_bytes, &s->slot_bytes) ||
         !kn_size_add(s->slot_bytes, 63, &s->slot_bytes))
         return false;
     s->slot_bytes &= ~(size_t)63;
+    if (!kn_size_add(s->slot_bytes, s->yt_bytes, &s->slot_bytes))
+        return false;
     return kn_size_mul(s->slot_bytes, (size_t)image_threads, &s->total);
 }
 
@@ -159,7 +182,16 @@ static padded_plane padded_plane_of(const conv_geom *g) {
 }
 
 /* Bytes of one padded plane per thread of `threads`; false on overflow. */
+/* A 3x3, dilation-1 kernel reads its input plane in place (depthwise_plane_in_place) instead of a
+ * padded copy: copying every plane once cost a tenth of mobilenet_v2's time at batch 32. */
+static bool depthwise_in_place(const conv_geom *g) {
+    return g->h.kernel == 3 && g->w.kernel == 3 && g->h.dilation == 1 && g->w.dilation == 1;
+}
+
+/* In place: one zero row (W) that all threads read; else a padded plane per thread. */
 static bool depthwise_scratch_bytes(const conv_geom *g, int threads, size_t *bytes) {
+    if (depthwise_in_place(g))
+        return kn_size_mul((size_t)g->w.in, sizeof(float), bytes);
     padded_plane pp = padded_plane_of(g);
     return kn_size_mul((size_t)pp.height, (size_t)pp.width, bytes) &&
            kn_size_mul(*bytes, sizeof(float), bytes) && kn_size_mul(*bytes, (size_t)threads, bytes);
@@ -204,6 +236,47 @@ static void depthwise_plane(const conv_geom *g, const padded_plane *pp, const fl
     }
 }
 
+/* Output ow of a 3x3 window row set r (three input rows, W each) whose window reaches into the side
+ * padding: the bias, then the nine taps in kernel order, zero outside the columns. */
+static float depthwise_edge_output(const conv_geom *g, const float *const r[3], const float *k, float bias, int64_t ow) {
+    float sum = bias;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            int64_t iw = ow * g->w.stride - g->w.pad_begin + j;
+            sum += k[i * 3 + j] * (iw >= 0 && iw < g->w.in ? r[i][iw] : 0.0f);
+        }
+    return sum;
+}
+
+/* Output plane y (OH, OW) of the 3x3 kernel k over the input plane x (H, W), read in place: a window
+ * row above or below the image reads `zeros` (W), the outputs whose windows lie across the columns
+ * go through the row kernel, and the few at the left and right edges go through
+ * depthwise_edge_output. */
+static void depthwise_plane_in_place(const conv_geom *g, const float *x, const float *zeros, const float *k,
+                                     float bias, float *y) {
+    kn_depthwise3x3_row_fn row_3x3 = kn_depthwise3x3_row(); // kernels/depthwise.h
+    int64_t sw = g->w.stride, pl = g->w.pad_begin, W = g->w.in;
+    // Outputs [first, last) have windows inside the columns: ow sw - pl >= 0 and ow sw - pl + 2 < W.
+    int64_t first = (pl + sw - 1) / sw, last = W - 3 + pl < 0 ? 0 : (W - 3 + pl) / sw + 1;
+    first = first < g->w.out ? first : g->w.out;
+    last = last < first ? first : last < g->w.out ? last : g->w.out;
+    for (int64_t oh = 0; oh < g->h.out; oh++) {
+        const float *r[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t ih = oh * g->h.stride - g->h.pad_begin + i;
+            r[i] = ih >= 0 && ih < g->h.in ? x + ih * W : zeros;
+        }
+        float *y_row = y + oh * g->w.out;
+        if (last > first)
+            row_3x3(r[0] + first * sw - pl, r[1] + first * sw - pl, r[2] + first * sw - pl, k, bias, sw, last - first,
+                    y_row + first);
+        for (int64_t ow = 0; ow < first; ow++)
+            y_row[ow] = depthwise_edge_output(g, r, k, bias, ow);
+        for (int64_t ow = last; ow < g->w.out; ow++)
+            y_row[ow] = depthwise_edge_output(g, r, k, bias, ow);
+    }
+}
+
 static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                      const float *x, const float *w, const float *bias, float *y) {
     padded_plane pp = padded_plane_of(g);
@@ -214,6 +287,18 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d padded planes of %lld x %lld floats", threads,
                        (long long)pp.height, (long long)pp.width);
     int64_t planes = g->N * g->M;
+    if (depthwise_in_place(g)) {
+        memset(scratch, 0, sizeof(float) * (size_t)g->w.in); // the zero row
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
+        for (int64_t plane = 0; plane < planes; plane++) {
+            int64_t n = plane / g->M, m = plane % g->M;
+            float *y_plane = y + plane * g->out_plane;
+            depthwise_plane_in_place(g, x + (n * g->C + m / g->Mg) * g->in_plane, scratch, w + m * g->taps,
+                                     bias ? bias[m] : 0.0f, y_plane);
+            kn_fused_act_apply_serial(act, y_plane, g->out_plane); /* while the plane is in cache */
+        }
+        return KILN_OK;
+    }
 #pragma omp parallel num_threads(kn_threads_get()) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
     {
         float *xp = scratch + (size_t)omp_get_thread_num() * (size_t)(pp.height * pp.width); // (Hp, Wp)
@@ -245,11 +330,49 @@ static int64_t conv_column_chunk(const conv_geom *g) {
     return chunk < 256 ? 256 : chunk;
 }
 
+/* ConvPacked's products run transposed, y_g^T (positions, Mg) = cols_g^T @ W_g^T with W_g^T packed as
+ * the right operand, when the output channels fill whole micro-kernel tiles and the reduction is deep:
+ * the positions then go down the tiles' rows (14 on AVX-512), not across their 32 columns, where a
+ * small image wastes most of a tile (resnet18's 7x7 = 49 positions: 64 columns computed). A deep
+ * reduction is what layers with small images have; it is all the packing can see, as it runs before
+ * the image sizes are known. The channel-last products are then copied into place. Measured on
+ * AVX-512 (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed
+ * at every run, 2.57 ms packed once and transposed. */
+static bool conv_packs_transposed(const conv_geom *g) { return g->Mg % 32 == 0 && g->Cg * g->taps >= 1024; }
+
+/* Floats of the weights packed for the products (kn_sgemm_pack_a, or kn_sgemm_pack_b transposed), per
+ * group; 0 on overflow. */
+static size_t conv_packed_group_floats(const conv_geom *g) {
+    int64_t depth = g->Cg * g->taps;
+    return conv_packs_transposed(g) ? kn_sgemm_packed_b_floats(depth, g->Mg) : kn_sgemm_packed_a_floats(g->Mg, depth);
+}
+
+/* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width) (cols_g's rows
+ * out_plane apart), reading W_g packed when the weights come packed (ConvPacked), else packing it; in
+ * the transposed orientation through yt (width, Mp), channel-last. */
+static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
+                               int64_t width, float *y, float *yt, void *ws, size_t ws_bytes) {
+    int64_t depth = g->Cg * g->taps;
+    if (packed && conv_packs_transposed(g)) {
+        int64_t row = conv_yt_row(g);
+        kn_sgemm_ws_packed_b(ws, ws_bytes, true, width, g->Mg, depth, 1.0f, cols, g->out_plane,
+                             packed + (size_t)grp * conv_packed_group_floats(g), 0.0f, yt, row);
+        kn_winograd_kernels_best()->from_last(yt, row, g->Mg, width, y, g->out_plane);
+    } else if (packed) {
+        kn_sgemm_ws_packed(ws, ws_bytes, packed + (size_t)grp * conv_packed_group_floats(g), g->Mg, width, depth,
+                           1.0f, cols, g->out_plane, 0.0f, y, g->out_plane);
+    } else {
+        kn_sgemm_ws(ws, ws_bytes, false, false, g->Mg, width, depth, 1.0f, w + grp * g->Mg * depth, depth, cols,
+                    g->out_plane, 0.0f, y, g->out_plane);
+    }
+}
+
 /* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated; slot holds its column matrix and the
  * products' workspace. `one_thread`: the image's products run on one thread, so they go a column
  * chunk at a time; with a team inside each product, chunks would only add barriers. */
 static void conv_image(const conv_geom *g, const kn_fused_act *act, const float *x, const float *w,
-                       const float *bias, float *y, unsigned char *slot, const conv_scratch *s, bool one_thread) {
+                       const float *packed, const float *bias, float *y, unsigned char *slot, const conv_scratch *s,
+                       bool one_thread) {
     int64_t depth = g->Cg * g->taps; // reduction length of each group's product
     const float *cols = x;
     if (!conv_is_pointwise(g)) {
@@ -260,9 +383,9 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     for (int64_t j0 = 0; j0 < g->out_plane; j0 += chunk) {
         int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
         for (int64_t grp = 0; grp < g->group; grp++)
-            kn_sgemm_ws(slot + s->col_bytes, s->gemm_bytes, false, false, g->Mg, width, depth, 1.0f,
-                        w + grp * g->Mg * depth, depth, cols + grp * depth * g->out_plane + j0, g->out_plane, 0.0f,
-                        y + grp * g->Mg * g->out_plane + j0, g->out_plane);
+            conv_group_product(g, w, packed, grp, cols + grp * depth * g->out_plane + j0, width,
+                               y + grp * g->Mg * g->out_plane + j0, (float *)(slot + s->slot_bytes - s->yt_bytes),
+                               slot + s->col_bytes, s->gemm_bytes);
         if (bias)
             kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
         else if (width == g->out_plane)
@@ -273,9 +396,8 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     }
 }
 
-static kiln_status conv_forward(const kn_op_call *call) {
-    if (kn_conv_is_nd(call->in[0]->shape.ndim))
-        return kn_conv_nd_forward(call);
+/* Conv's forward, or ConvPacked's with its packed weights (NULL for Conv). */
+static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     conv_geom g;
     KN_TRY(conv_geom_of_call(call, &g));
     const float *x = kn_f32(call->in[0]); // (N, C, H, W)
@@ -288,7 +410,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         return depthwise_forward(call, &g, &act, x, w, bias, y);
     int team = conv_image_threads(&g, kn_threads_get());
     conv_scratch s;
-    if (!conv_forward_scratch(&g, team, &s))
+    if (!conv_forward_scratch(&g, team, packed && conv_packs_transposed(&g), &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
     unsigned char *scratch = s.total ? kn_op_scratch(call->ctx, s.total) : NULL;
@@ -299,7 +421,7 @@ static kiln_status conv_forward(const kn_op_call *call) {
         // No enclosing region, not even an inactive one: libgomp starts new threads for every region
         // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, scratch, &s,
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, scratch, &s,
                        kn_threads_get() == 1);
         return KILN_OK;
     }
@@ -308,9 +430,16 @@ static kiln_status conv_forward(const kn_op_call *call) {
         unsigned char *slot = scratch ? scratch + s.slot_bytes * (size_t)omp_get_thread_num() : NULL;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, bias, y + n * g.M * g.out_plane, slot, &s, true);
+            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, slot, &s,
+                       true);
     }
     return KILN_OK;
+}
+
+static kiln_status conv_forward(const kn_op_call *call) {
+    if (kn_conv_is_nd(call->in[0]->shape.ndim))
+        return kn_conv_nd_forward(call);
+    return conv_run(call, NULL);
 }
 
 /* Backward's scratch, one slot per image thread: the column matrix, the thread's own weight gradient
@@ -443,7 +572,8 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     if (conv_is_depthwise(&g))
         return depthwise_scratch_bytes(&g, kn_threads_get(), &bytes) ? bytes : 0;
     conv_scratch s;
-    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), &s) ? s.total : 0;
+    bool transposed = node->op == &kn_op_convpacked && conv_packs_transposed(&g);
+    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, &s) ? s.total : 0;
 }
 
 const kn_op kn_op_conv = {
@@ -453,6 +583,69 @@ const kn_op kn_op_conv = {
     .infer = conv_infer,
     .forward = conv_forward,
     .backward = conv_backward,
+    .flops = conv_flops,
+    .workspace = conv_workspace,
+};
+
+/* ---- ConvPacked ---------------------------------------------------------------------------------- */
+
+/* Below this many weights, packing them at every run costs next to nothing, and the layer stays Conv. */
+#define CONV_PREPACK_MIN_WEIGHTS 4096
+
+bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
+    if (!n->op || n->op != &kn_op_conv || n->n_in < 2 || n->n_out != 1)
+        return false;
+    const kn_value *w = kn_node_input(graph, n, 1), *b = kn_node_input(graph, n, 2);
+    if (!w || !w->data || w->kind == KN_VALUE_INPUT || w->dtype != KN_F32 || w->shape.ndim != 4 ||
+        (b && b->dtype != KN_F32))
+        return false;
+    int64_t group = kn_node_int(n, "group", 1), M = w->shape.d[0];
+    for (int i = 0; i < 4; i++)
+        if (w->shape.d[i] < 1)
+            return false;
+    if (group < 1 || M % group)
+        return false;
+    conv_geom g = {.Cg = w->shape.d[1], .Mg = M / group, .group = group};
+    return !conv_is_depthwise(&g) && kn_shape_numel(&w->shape) >= CONV_PREPACK_MIN_WEIGHTS &&
+           kn_conv_prepack_floats(w->shape.d, group) > 0;
+}
+
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+    size_t per_group = conv_packed_group_floats(&g), total;
+    return per_group && kn_size_mul(per_group, (size_t)group, &total) ? total : 0;
+}
+
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+    int64_t depth = g.Cg * g.taps;
+    for (int64_t grp = 0; grp < group; grp++) {
+        float *dst = packed + (size_t)grp * conv_packed_group_floats(&g);
+        if (conv_packs_transposed(&g)) // W_g^T (depth, Mg) is W_g (Mg, depth) read transposed
+            kn_sgemm_pack_b(true, depth, g.Mg, w + grp * g.Mg * depth, depth, dst);
+        else
+            kn_sgemm_pack_a(g.Mg, depth, w + grp * g.Mg * depth, depth, dst);
+    }
+}
+
+/* Conv's inference, and P must be the packed weights of this CPU for W. */
+static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
+    KN_TRY(conv_infer(graph, node));
+    const kn_value *w = kn_node_input(graph, node, 1), *p = kn_node_input(graph, node, 3);
+    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1)) : 0;
+    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
+        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu packed weights of a 2-D W", floats);
+    return KILN_OK;
+}
+
+static kiln_status conv_packed_forward(const kn_op_call *call) { return conv_run(call, kn_f32(call->in[3])); }
+
+const kn_op kn_op_convpacked = {
+    .name = "ConvPacked",
+    .min_inputs = 4,
+    .max_inputs = 4,
+    .infer = conv_packed_infer,
+    .forward = conv_packed_forward,
     .flops = conv_flops,
     .workspace = conv_workspace,
 };

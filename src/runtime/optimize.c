@@ -11,6 +11,8 @@
 #include "format/storage.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
+#include "ops/conv_prepack.h"
+#include "ops/conv_winograd.h"
 #include "ops/fused_act.h"
 #include "ops/op.h"
 
@@ -1329,6 +1331,53 @@ static kiln_status sparsify_weights(kn_graph *g, int *sparsified) {
     return KILN_OK;
 }
 
+/* ---- Winograd convolutions --------------------------------------------------------------------- */
+
+/* Conv -> ConvWinograd where it suits (ops/conv_winograd.h): the weight replaced by its transform. */
+static kiln_status winograd_convs(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!kn_conv_winograd_suits(g, &g->nodes[i]))
+            continue;
+        const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
+        int64_t M = w->shape.d[0], C = w->shape.d[1];
+        kn_shape shape = kn_shape_of(3, (int64_t[]){KN_WINOGRAD_POINTS, C, M});
+        int u;
+        KN_TRY(add_derived_value(g, g->nodes[i].name, "winograd_weight", KN_VALUE_CONST, KN_F32, &shape, &u));
+        kn_node *n = &g->nodes[i];
+        kn_conv_winograd_weights(g->values[n->in[1]].data, M, C, g->values[u].data);
+        int *in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)n->n_in);
+        if (!in)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+        memcpy(in, n->in, sizeof(int) * (size_t)n->n_in);
+        in[1] = u;
+        n->in = in;
+        n->op = &kn_op_convwinograd;
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
+/* Conv -> ConvPacked where it suits (ops/conv_prepack.h): P, the packed weights, appended as input 3. */
+static kiln_status prepack_convs(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!kn_conv_prepack_suits(g, &g->nodes[i]))
+            continue;
+        const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
+        int64_t dims[4] = {w->shape.d[0], w->shape.d[1], w->shape.d[2], w->shape.d[3]};
+        int64_t group = kn_node_int(&g->nodes[i], "group", 1);
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group)});
+        int p;
+        KN_TRY(add_derived_value(g, g->nodes[i].name, "packed_weight", KN_VALUE_CONST, KN_F32, &shape, &p));
+        kn_node *n = &g->nodes[i];
+        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, g->values[p].data);
+        KN_TRY(widen_inputs(g, n, 4)); // an absent bias stays absent (-1)
+        n->in[3] = p;
+        n->op = &kn_op_convpacked;
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
 /* ---- the optimizer ----------------------------------------------------------------------------- */
 
 /* Drops values no node, input or output refers to, renumbering the rest in order. */
@@ -1393,6 +1442,10 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))
         st = sparsify_weights(dst, &s.weights_sparsified);
+    if (st == KILN_OK && (passes & KN_OPT_WINOGRAD))
+        st = winograd_convs(dst, &s.convs_winograd);
+    if (st == KILN_OK && (passes & KN_OPT_PREPACK))
+        st = prepack_convs(dst, &s.convs_packed);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st != KILN_OK) {

@@ -35,6 +35,12 @@
  *   KN_OPT_SPARSE      a Gemm or MatMul whose constant weight has at most KN_SPARSE_MAX_DENSITY of
  *                      nonzeros (an unstructured-pruned layer) becomes SparseGemm (ops/sparse_gemm.c),
  *                      which skips the zeros
+ *   KN_OPT_WINOGRAD    a 3x3, stride-1 Conv of one group with a constant weight and enough channels
+ *                      (kn_conv_winograd_suits) becomes ConvWinograd (ops/conv_winograd.c), its weight
+ *                      transformed once; runs after ACTIVATION, whose fused activation it keeps
+ *   KN_OPT_PREPACK     any other Conv whose products run through kn_sgemm (kn_conv_prepack_suits)
+ *                      becomes ConvPacked (ops/conv_prepack.h): its weights packed once for this CPU,
+ *                      so that no run packs them again
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
@@ -56,7 +62,9 @@ enum {
     KN_OPT_INT8 = 1 << 6,
     KN_OPT_SPARSE = 1 << 7,
     KN_OPT_COMPOSE = 1 << 8,
-    KN_OPT_ALL = (1 << 9) - 1
+    KN_OPT_WINOGRAD = 1 << 9,
+    KN_OPT_PREPACK = 1 << 10,
+    KN_OPT_ALL = (1 << 11) - 1
 };
 
 /* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
@@ -66,7 +74,8 @@ enum {
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused, integer_layers, quantizes_fused, weights_sparsified, ops_composed;
+        activations_fused, integer_layers, quantizes_fused, weights_sparsified, ops_composed, convs_winograd,
+        convs_packed;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

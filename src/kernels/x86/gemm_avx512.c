@@ -6,11 +6,15 @@
  * exactly m rows, so short matrices (inference with a handful of rows) do no wasted FMAs; tiles on the
  * right edge (n < 32) load and store C through lane masks.
  *
+ * Transposing pack: 16 rows of 16 floats of k at a time, transposed in registers (x86/transpose_avx512.h).
+ *
  * Dot kernel: up to 4 x 4 dot products, each summed in the 16 lanes of one accumulator (16 floats of k
  * per step, the last step masked) and reduced at the end. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels/gemm_internal.h"
+#include "kernels/x86/transpose_avx512.h"
 
 #define MR KN_GEMM_AVX512_MR
 #define NR KN_GEMM_AVX512_NR
@@ -173,4 +177,23 @@ static const dot_fn dot_for_rows[DOT_MR + 1] = {NULL, dot_1, dot_2, dot_3, dot_4
 void kn_gemm_dotkernel_avx512(int64_t K, int m, int n, const float *a, int64_t lda, const float *b,
                               int64_t ldb, float alpha, float beta, float *c, int64_t ldc) {
     dot_for_rows[m](K, n, a, lda, b, ldb, alpha, beta, c, ldc);
+}
+
+void kn_gemm_pack_columns_avx512(const float *src, int64_t ld, int64_t kc, int count, int width, float *dst) {
+    if (count < width)
+        memset(dst, 0, (size_t)(kc * width) * sizeof(float));
+    for (int x = 0; x < count; x += 16) {
+        int rows = count - x < 16 ? count - x : 16;
+        __mmask16 store_mask = kn_lane_mask16(width - x); // the lanes of this sliver's columns
+        for (int64_t k = 0; k < kc; k += 16) {
+            int steps = kc - k < 16 ? (int)(kc - k) : 16;
+            __mmask16 load_mask = kn_lane_mask16(steps);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rows ? _mm512_maskz_loadu_ps(load_mask, src + (x + i) * ld + k) : _mm512_setzero_ps();
+            kn_transpose16(r); // r[kk]: column x.. of step k + kk
+            for (int kk = 0; kk < steps; kk++)
+                _mm512_mask_storeu_ps(dst + (k + kk) * width + x, store_mask, r[kk]);
+        }
+    }
 }

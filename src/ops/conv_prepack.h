@@ -1,0 +1,27 @@
+/* Conv with its weights packed once: the ConvPacked op (src/ops/conv.c) that the inference optimizer
+ * (src/runtime/optimize.c, KN_OPT_PREPACK) puts in place of a Conv whose products run through
+ * kn_sgemm, so that no run packs the weights again (kernels/gemm.h, kn_sgemm_pack_a).
+ *
+ * ConvPacked reads X, W, an optional B (input 2 absent when there is none) and P, W packed per group
+ * for this CPU, and keeps the Conv's attributes; it computes what Conv computes, bit for bit. P's layout
+ * depends on the CPU, so optimized graphs holding it are never saved. */
+#ifndef KN_OPS_CONV_PREPACK_H
+#define KN_OPS_CONV_PREPACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/graph.h"
+
+/* Whether Conv node n's products would read packed weights: a 2-D Conv with a constant f32 weight of
+ * at least 4096 values that is not depthwise (conv.c computes those directly). */
+bool kn_conv_prepack_suits(const kn_graph *g, const kn_node *n);
+
+/* Floats of P for a weight of dims (M, C/group, kH, kW); 0 on overflow. */
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group);
+
+/* packed = W (M, C/group, kH, kW) packed, one group after another. */
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed);
+
+#endif

@@ -1,0 +1,454 @@
+/* ConvWinograd (ops/conv_winograd.h): a 3x3, stride-1 Conv by Winograd's F(4x4, 3x3), which makes each
+ * 4x4 block of outputs ("tile") from a 6x6 input patch with 36 multiplications per input channel and
+ * output channel instead of 144:
+ *     Y_tile = A^T [ sum_c U_c (.) V_c ] A,   U_c = G g_c G^T (done once, kn_conv_winograd_weights),
+ *                                              V_c = B^T d_c B (the patch of channel c)
+ * Summed over channels, each of the 36 points xi is one matrix product over all tiles:
+ *     Z_xi (tiles, M) = V_xi (tiles, C) @ U_xi (C, M)
+ * which kn_sgemm runs, reading U_xi in place (it is never packed at run time).
+ *
+ * The tiles go a block at a time, so that the block's buffers stay in cache: a few tile rows of an
+ * image, or several whole images when they are small (products of a few rows waste most of each
+ * micro-kernel tile and read all of U for little work):
+ *   1. its input rows (with the padding) copied channel-last, channels padded to Cp, a multiple of
+ *      KN_WINOGRAD_LANES (kernels/winograd.h transforms that many channels at once) with zeros;
+ *   2. V (36, T, Cp) = the input transform of its T tiles;
+ *   3. Z (36, T, Mp) = the 36 products;
+ *   4. the output transform of Z into a channel-last block of outputs (4 rows per tile row, Mp);
+ *   5. that block written into Y (N, M, OH, OW) with the bias, then the fused activation.
+ * Tiles past the output's edge are computed from the zeros beyond the padding and not written.
+ *
+ * The blocks do not depend on the thread count, and each product's result does not either
+ * (kernels/gemm.h), so neither does Y. Threads take whole blocks when there are enough of them;
+ * otherwise they share each block, step by step (wino_mode below).
+ *
+ * Rounding: the transforms scale rounding errors (B's entries reach 5, A's 8) and spread them over a
+ * tile, so an output's error follows the magnitude of its whole 6x6 patch, not only of its own window.
+ * tests/test_fast_paths.c holds each output to the im2col path within twice the rounding bound
+ * (9 C + 2) FLT_EPSILON sum |terms|, sum |terms| the largest among the outputs of its tile; measured,
+ * the two stay within a twentieth of that. */
+#include "ops/conv_winograd.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/gemm.h"
+#include "kernels/winograd.h"
+#include "ops/conv_gemm.h"
+#include "ops/fused_act.h"
+#include "ops/op.h"
+#include "ops/window.h"
+
+#define TILE 4  /* outputs per tile side */
+#define PATCH 6 /* inputs per patch side: TILE + 3 - 1 */
+#define LANES KN_WINOGRAD_LANES
+
+/* Below this many input channels or output channels the transforms cost more than the products save
+ * (measured on AVX-512; resnet18's and mobilenet's 3x3 layers all have 16 or more). */
+#define WINOGRAD_MIN_CHANNELS 16
+/* At most this many bytes of transformed weights (36 C M floats, 4 times the filters'): each block of
+ * tiles reads all of them, and beyond the last-level cache that reading costs more than Winograd
+ * saves. Measured on AVX-512 (32 MiB L3): 256 -> 256 channels on a 14x14 image took 0.47 of the
+ * im2col path's time, 512 -> 512 on 7x7 (36 MiB) 1.2 of it, at batch 1 and 32 alike. */
+#define WINOGRAD_MAX_WEIGHT_BYTES (16 << 20)
+/* A block aims at this many bytes of V and Z together, so that they stay in L2 between the products;
+ * but at least BLOCK_MIN_TILES tiles, so that each product has rows enough to be efficient. */
+#define BLOCK_TARGET_BYTES (1536 * 1024)
+#define BLOCK_MIN_TILES 56
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+typedef struct wino_geom {
+    int64_t N, C, M, Cp, Mp;
+    kn_window_axis h, w;
+    int64_t tiles_h, tiles_w;  /* tile grid of one image */
+    /* A block is `block_images` whole images, or when an image has more tiles than a block takes,
+     * block_rows tile rows of one image (block_images 1, blocks_per_image of them). */
+    int64_t block_images, block_rows, blocks_per_image;
+    int64_t blocks;            /* in the batch */
+    int64_t in_rows, in_cols;  /* an image's part of a block's channel-last input: (in_rows, in_cols, Cp) */
+    int64_t out_cols;          /* and of its output: (TILE * block_rows, out_cols, Mp) */
+} wino_geom;
+
+static bool all_ones(const kn_node *n, const char *attr) {
+    int64_t v[2];
+    int count = kn_node_ints(n, attr, v, 2);
+    for (int i = 0; i < count; i++)
+        if (v[i] != 1)
+            return false;
+    return count <= 2;
+}
+
+bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
+    if (!n->op || n->op != &kn_op_conv || n->n_in < 2 || n->n_out != 1)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1), *b = kn_node_input(g, n, 2);
+    if (!x || !w || !w->data || w->kind == KN_VALUE_INPUT || w->dtype != KN_F32 || w->shape.ndim != 4 ||
+        (b && (b->dtype != KN_F32 || b->shape.ndim != 1 || b->shape.d[0] != w->shape.d[0])))
+        return false;
+    int64_t M = w->shape.d[0], C = w->shape.d[1];
+    return w->shape.d[2] == 3 && w->shape.d[3] == 3 && kn_node_int(n, "group", 1) == 1 && all_ones(n, "strides") &&
+           all_ones(n, "dilations") && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
+           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+}
+
+void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
+    static const double G[PATCH][3] = {{1.0 / 4, 0, 0},
+                                       {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                       {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                       {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                       {0, 0, 1}};
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t c = 0; c < C; c++) {
+            const float *g = w + (m * C + c) * 9; // (3, 3)
+            double gt[PATCH][3];                  // G g
+            for (int a = 0; a < PATCH; a++)
+                for (int s = 0; s < 3; s++)
+                    gt[a][s] = G[a][0] * g[s] + G[a][1] * g[3 + s] + G[a][2] * g[6 + s];
+            for (int a = 0; a < PATCH; a++)
+                for (int b = 0; b < PATCH; b++)
+                    u[((a * PATCH + b) * C + c) * M + m] =
+                        (float)(gt[a][0] * G[b][0] + gt[a][1] * G[b][1] + gt[a][2] * G[b][2]);
+        }
+    }
+}
+
+/* ---- the op ---------------------------------------------------------------------------------------- */
+
+static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
+                                wino_geom *g) {
+    char sx[96], su[96];
+    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
+                       kn_shape_str(u, su, sizeof su));
+    for (int i = 0; i < 4; i++)
+        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
+            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
+                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = u->d[2];
+    if (b && (b->ndim != 1 || b->d[0] != g->M))
+        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
+    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
+    g->h = axes[0];
+    g->w = axes[1];
+    if (g->h.out < 1 || g->w.out < 1)
+        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+    g->Cp = round_up(g->C, LANES);
+    g->Mp = round_up(g->M, LANES);
+    g->tiles_h = ceil_div(g->h.out, TILE);
+    g->tiles_w = ceil_div(g->w.out, TILE);
+    int64_t tile_bytes = KN_WINOGRAD_POINTS * (g->Cp + g->Mp) * (int64_t)sizeof(float);
+    int64_t target = BLOCK_TARGET_BYTES / tile_bytes;
+    target = target < BLOCK_MIN_TILES ? BLOCK_MIN_TILES : target;
+    int64_t rows = target / g->tiles_w < 1 ? 1 : target / g->tiles_w;
+    if (rows >= g->tiles_h) { // small images: several to a block, so that the products have rows enough
+        g->block_images = rows / g->tiles_h < g->N ? rows / g->tiles_h : g->N;
+        g->block_rows = g->tiles_h;
+        g->blocks_per_image = 1;
+        g->blocks = ceil_div(g->N, g->block_images);
+    } else {
+        g->block_images = 1;
+        g->blocks_per_image = ceil_div(g->tiles_h, rows);
+        g->block_rows = ceil_div(g->tiles_h, g->blocks_per_image); // the same rows in every block but the last
+        g->blocks = g->N * g->blocks_per_image;
+    }
+    g->in_rows = TILE * g->block_rows + 2;
+    g->in_cols = TILE * g->tiles_w + 2;
+    g->out_cols = TILE * g->tiles_w;
+    return KILN_OK;
+}
+
+static const kn_shape *shape_or_null(const kn_tensor *t) { return t ? &t->shape : NULL; }
+
+static kiln_status wino_geom_of_call(const kn_op_call *call, wino_geom *g) {
+    const kn_tensor *b = call->node->n_in > 2 ? call->in[2] : NULL;
+    return wino_geom_of(call->node, &call->in[0]->shape, &call->in[1]->shape, shape_or_null(b), g);
+}
+
+/* One thread's buffers for a block, each 64-byte aligned. */
+typedef struct wino_scratch {
+    size_t io_bytes;   /* the channel-last input block, later the output block */
+    size_t v_bytes, z_bytes, gemm_bytes;
+    size_t slot_bytes; /* all four */
+} wino_scratch;
+
+static int64_t block_tiles(const wino_geom *g) { return g->block_images * g->block_rows * g->tiles_w; }
+
+/* a * b * c * d in size_t; false on overflow. */
+static bool count_of(int64_t a, int64_t b, int64_t c, int64_t d, size_t *out) {
+    return kn_size_mul((size_t)a, (size_t)b, out) && kn_size_mul(*out, (size_t)c, out) &&
+           kn_size_mul(*out, (size_t)d, out) && *out <= SIZE_MAX / 8;
+}
+
+/* Sizes of the slot; false on overflow. The factors themselves are bounded by X's and Y's dims (a
+ * block holds at most the batch's tiles), which shape inference keeps within tensor limits. */
+static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
+    size_t in_floats, out_floats, v_floats, z_floats;
+    if (!count_of(g->block_images, g->in_rows, g->in_cols, g->Cp, &in_floats) ||
+        !count_of(g->block_images, TILE * g->block_rows, g->out_cols, g->Mp, &out_floats) ||
+        !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Cp, &v_floats) ||
+        !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Mp, &z_floats))
+        return false;
+    s->io_bytes = kn_round_up_64(sizeof(float) * (in_floats > out_floats ? in_floats : out_floats));
+    s->v_bytes = kn_round_up_64(sizeof(float) * v_floats);
+    s->z_bytes = kn_round_up_64(sizeof(float) * z_floats);
+    size_t gemm = kn_sgemm_workspace(false, false, block_tiles(g), g->M, g->C);
+    if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
+        return false;
+    s->gemm_bytes = kn_round_up_64(gemm);
+    s->slot_bytes = s->io_bytes + s->v_bytes + s->z_bytes + s->gemm_bytes;
+    return s->slot_bytes <= SIZE_MAX / 4;
+}
+
+/* A block is shared by `parts` threads, thread `part` taking its share of each step, or run by one
+ * (part 0 of 1). Each step's items (rows, tiles, points, channels) are computed the same way whoever
+ * computes them. */
+typedef struct wino_share {
+    int part, parts;
+} wino_share;
+
+/* This thread's items [*first, *last) of `count`. */
+static void share_range(const wino_share *sh, int64_t count, int64_t *first, int64_t *last) {
+    *first = count * sh->part / sh->parts;
+    *last = count * (sh->part + 1) / sh->parts;
+}
+
+/* Between steps of a shared block: the next step reads what every thread wrote in this one. */
+static void share_sync(const wino_share *sh) {
+    if (sh->parts > 1) {
+#pragma omp barrier
+    }
+}
+
+/* Which tiles a block holds: tile rows [i0, i0 + rows) of images [n0, n0 + images). */
+typedef struct wino_span {
+    int64_t n0, images, i0, rows;
+} wino_span;
+
+static wino_span wino_span_of(const wino_geom *g, int64_t block) {
+    if (g->block_images > 1) {
+        int64_t n0 = block * g->block_images;
+        return (wino_span){n0, g->N - n0 < g->block_images ? g->N - n0 : g->block_images, 0, g->tiles_h};
+    }
+    int64_t i0 = block % g->blocks_per_image * g->block_rows;
+    return (wino_span){block / g->blocks_per_image, 1, i0, g->tiles_h - i0 < g->block_rows ? g->tiles_h - i0 : g->block_rows};
+}
+
+/* Step 1: for each image q of the span, input rows 4 i0 - pad_top ... of x (N, C, H, W) into
+ * in + q * in_rows rows (in_rows, in_cols, Cp), channel-last, zero where the rows and columns fall in
+ * the padding and past C; this thread's rows. */
+static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, const wino_span *sp,
+                         float *in, const wino_share *sh) {
+    int64_t plane = g->h.in * g->w.in, row_floats = g->in_cols * g->Cp;
+    int64_t left = g->w.pad_begin < g->in_cols ? g->w.pad_begin : g->in_cols; // padding columns on the left
+    int64_t cols = g->w.in < g->in_cols - left ? g->w.in : g->in_cols - left;   // then the image's
+    int64_t first, last;
+    share_range(sh, sp->images * g->in_rows, &first, &last);
+    for (int64_t qr = first; qr < last; qr++) {
+        int64_t q = qr / g->in_rows, r = qr % g->in_rows;
+        float *row = in + qr * row_floats; // (in_cols, Cp)
+        int64_t h = TILE * sp->i0 - g->h.pad_begin + r;
+        if (h < 0 || h >= g->h.in) {
+            memset(row, 0, sizeof(float) * (size_t)row_floats);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * (size_t)(left * g->Cp));
+        k->to_last(x + (sp->n0 + q) * g->C * plane + h * g->w.in, plane, g->C, cols, row + left * g->Cp, g->Cp);
+        memset(row + (left + cols) * g->Cp, 0, sizeof(float) * (size_t)((g->in_cols - left - cols) * g->Cp));
+    }
+}
+
+/* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
+ * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
+ * thread's rows, then its channels. */
+static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
+                          const float *out, const float *bias, const wino_span *sp, float *y, const wino_share *sh) {
+    int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
+    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
+    share_range(sh, sp->images * rows, &first, &last);
+    for (int64_t qr = first; qr < last; qr++) {
+        int64_t q = qr / rows, r = qr % rows;
+        k->from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
+                     y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
+    }
+    share_sync(sh);
+    share_range(sh, sp->images * g->M, &first, &last);
+    for (int64_t qm = first; qm < last; qm++) {
+        int64_t m = qm % g->M;
+        float *y_m = y + (sp->n0 * g->M + qm) * plane + oh0 * g->w.out; // (rows, OW)
+        if (bias)
+            for (int64_t i = 0; i < span; i++)
+                y_m[i] += bias[m];
+        kn_fused_act_apply_serial(act, y_m, span); /* while the rows are in cache */
+    }
+}
+
+typedef struct wino_job {
+    const wino_geom *g;
+    const kn_fused_act *act;
+    const kn_winograd_kernels *kernels;
+    const float *x, *u, *bias;
+    float *y;
+} wino_job;
+
+/* Block `block` (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace in `own`
+ * (this thread's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
+ * tiles_w + col. */
+static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, unsigned char *own,
+                       const wino_scratch *s, const wino_share *sh) {
+    const wino_geom *g = j->g;
+    float *io = (float *)slot;
+    float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
+    float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
+    void *gemm_ws = own + s->io_bytes + s->v_bytes + s->z_bytes;
+    wino_span sp = wino_span_of(g, block);
+    int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles, first, last;
+
+    block_gather(g, j->kernels, j->x, &sp, io, sh);
+    share_sync(sh);
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = io + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
+        for (int64_t c = 0; c < g->Cp; c += LANES)
+            j->kernels->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
+    }
+    share_sync(sh);
+
+    share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
+    for (int64_t xi = first; xi < last; xi++) {
+        float *z_xi = z + xi * T * g->Mp;
+        if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
+            for (int64_t r = 0; r < T; r++)
+                memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
+        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * T * g->Cp, g->Cp,
+                    j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
+    }
+    share_sync(sh);
+
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        float *dst = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
+        for (int64_t m = 0; m < g->Mp; m += LANES)
+            j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
+    }
+    share_sync(sh);
+    block_scatter(g, j->kernels, j->act, io, j->bias, &sp, j->y, sh);
+    share_sync(sh); // the next block overwrites the buffers
+}
+
+/* How the threads split the work. With at least 4 blocks per thread, each thread takes whole blocks,
+ * without a barrier (and at most a quarter of a thread's share idle at the end). With fewer, each
+ * block is shared: each step's rows, tiles or points split among them, a barrier between steps. One
+ * thread runs everything itself. */
+typedef enum wino_mode { WINO_ONE, WINO_BLOCKS, WINO_SHARED } wino_mode;
+
+static wino_mode wino_mode_of(const wino_geom *g, int threads) {
+    return threads == 1 ? WINO_ONE : g->blocks >= 4 * (int64_t)threads ? WINO_BLOCKS : WINO_SHARED;
+}
+
+/* Bytes of scratch: a slot per thread (a shared block uses slot 0's buffers and each thread's own
+ * products' workspace); false on overflow. */
+static bool wino_total_bytes(const wino_scratch *s, int threads, size_t *total) {
+    return kn_size_mul(s->slot_bytes, (size_t)threads, total);
+}
+
+static kiln_status winograd_forward(const kn_op_call *call) {
+    wino_geom g = {0};
+    KN_TRY(wino_geom_of_call(call, &g));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(call->node, &act));
+    wino_scratch s;
+    int threads = kn_threads_get();
+    size_t total;
+    if (!wino_scratch_of(&g, &s) || !wino_total_bytes(&s, threads, &total))
+        return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of X (%lld, %lld, %lld, %lld) overflow", (long long)g.N,
+                       (long long)g.C, (long long)g.h.in, (long long)g.w.in);
+    unsigned char *scratch = kn_op_scratch(call->ctx, total);
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of Winograd buffers", total);
+    wino_job job = {.g = &g, .act = &act, .kernels = kn_winograd_kernels_best(), .x = kn_f32(call->in[0]),
+                    .u = kn_f32(call->in[1]),
+                    .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
+                    .y = kn_f32(call->out[0])};
+    int64_t jobs = g.blocks;
+    wino_mode mode = wino_mode_of(&g, threads);
+    if (mode == WINO_ONE) {
+        wino_share one = {0, 1};
+        for (int64_t b = 0; b < jobs; b++)
+            wino_block(&job, b, scratch, scratch, &s, &one);
+        return KILN_OK;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num();
+        unsigned char *own = scratch + s.slot_bytes * (size_t)t;
+        if (mode == WINO_BLOCKS) {
+            wino_share one = {0, 1};
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(&job, b, own, own, &s, &one);
+        } else {
+            wino_share shared = {t, omp_get_num_threads()};
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(&job, b, scratch, own, &s, &shared);
+        }
+    }
+    return KILN_OK;
+}
+
+static kiln_status winograd_infer(kn_graph *graph, const kn_node *node) {
+    const kn_value *x, *u, *b;
+    KN_TRY(kn_conv_infer_inputs(graph, node, &x, &u, &b));
+    wino_geom g = {0};
+    KN_TRY(wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g));
+    kn_fused_act act;
+    KN_TRY(kn_fused_act_of(node, &act));
+    kn_value *y = &graph->values[node->out[0]];
+    y->shape = kn_shape_of(4, (int64_t[]){g.N, g.M, g.h.out, g.w.out});
+    y->dtype = KN_F32;
+    return KILN_OK;
+}
+
+/* The direct convolution's count, so that the profile's rate compares with Conv's. */
+static int64_t winograd_flops(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *u = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    wino_geom g = {0};
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK)
+        return 0;
+    int64_t outputs = kn_count_mul(g.N * g.M, kn_count_mul(g.h.out, g.w.out));
+    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, g.C * 9)), b ? outputs : 0);
+}
+
+static size_t winograd_workspace(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *u = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    wino_geom g = {0};
+    wino_scratch s;
+    size_t total;
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, &s) ||
+        !wino_total_bytes(&s, kn_threads_get(), &total))
+        return 0;
+    return total;
+}
+
+const kn_op kn_op_convwinograd = {
+    .name = "ConvWinograd",
+    .min_inputs = 2,
+    .max_inputs = 3,
+    .infer = winograd_infer,
+    .forward = winograd_forward,
+    .flops = winograd_flops,
+    .workspace = winograd_workspace,
+};
