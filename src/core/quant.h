@@ -111,4 +111,26 @@ static inline int32_t kn_quant_layer_level(int32_t acc, float mult, float bias, 
     return kn_quant_level(y, s_y, z_y, r);
 }
 
+/* ---- ONNX's integer ops: QLinearConv and QLinearMatMul -------------------------------------------
+ *
+ * Levels x (s_x, z_x), weights w (s_w[c], z_w[c] per output channel c or per tensor), an optional int32
+ * bias B[c] on the accumulator's scale, output (s_y, z_y):
+ *
+ *     acc[c] = sum_k (x_k - z_x) * (w_{c,k} - z_w[c]) + B[c]   exact (saturated to int32, which real
+ *                                                               layers never reach)
+ *     q[c]   = clamp(round_half_even((float)acc[c] * mult[c]) + z_y, qmin, qmax)
+ *     mult[c] = s_x * s_w[c] / s_y, rounded once from double (kn_quant_requant_multiplier)
+ *
+ * (float)acc * mult is one rounded f32 product. This is the integer layers' level with bias 0, no
+ * activation and output scale 1 (kn_quant_layer_level), so the packed kernels compute it exactly: the
+ * optimizer gives them mult as the multiplier and puts B into the zero-point correction. */
+
+static inline float kn_quant_requant_multiplier(float s_x, float s_w, float s_y) {
+    return (float)((double)s_x * (double)s_w / (double)s_y);
+}
+
+static inline int32_t kn_quant_requant_level(int32_t acc, float mult, int32_t z_y, kn_quant_range r) {
+    return kn_quant_layer_level(acc, mult, 0.0f, false, 1.0f, z_y, r);
+}
+
 #endif
