@@ -18,6 +18,11 @@
  * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
  *    f32 QDQ reference path predict the same classes for every sample.
+ * 4. ONNX's QLinearConv and QLinearMatMul with constant weights (i8 and u8, zero points per tensor and
+ *    per channel, int32 bias, groups, depthwise, stride, rank-3 A): the optimizer makes them integer
+ *    layers, and both the optimized session and the reference op (unoptimized) equal the definition
+ *    computed here (core/quant.h "ONNX's integer ops") byte for byte; u8 weights whose levels less their
+ *    zero point leave i8 stay the reference op and meet the same check.
  * Also QuantizeLinear's vectorized levels (kn_qgemm_quantize) against kn_quant_level on ties, NaN,
  * infinities and denormals.
  * ctest runs this program again with KILN_ISA=avx2 and KILN_ISA=generic, so the layers' other paths
@@ -576,6 +581,194 @@ static void test_quantized_cnn(void) {
     free(calib.x);
 }
 
+/* ---- 4. ONNX's QLinearConv and QLinearMatMul --------------------------------------------------- */
+
+/* A QLinearConv (x (N, C, H, W), w (M, C/group, kh, kw)) or QLinearMatMul (A (N, H, C) or (N, C) when H
+ * is 0, B (C, M)) with constant weights; w_zero: the weights' zero points are nonzero (per channel when
+ * per_channel), with levels drawn so that w - z_w still fits i8 unless `wide`, which draws u8 weights over
+ * their whole range (the layer then stays the reference op). */
+typedef struct qonnx_case {
+    const char *label;
+    bool conv;
+    int64_t N, C, H, W, M, kh, kw, stride, pad, group;
+    bool x_signed, w_signed, y_signed, per_channel, w_zero, bias, wide;
+} qonnx_case;
+
+typedef struct qonnx_data {
+    float s_x, s_y, *s_w;     /* s_w (M) */
+    int32_t z_x, z_y, *z_w;   /* z_w (M) */
+    int32_t *w, *b;           /* w in the weight tensor's layout; b (M) */
+    int64_t x_numel, w_numel, K;
+    uint8_t *x;               /* levels as stored */
+} qonnx_data;
+
+static void make_qonnx_data(const qonnx_case *c, qonnx_data *d) {
+    d->K = c->conv ? c->C / c->group * c->kh * c->kw : c->C;
+    d->w_numel = c->M * d->K;
+    d->x_numel = c->N * c->C * (c->conv ? c->H * c->W : (c->H ? c->H : 1));
+    d->s_x = rand_in(0.005f, 0.03f);
+    d->s_y = rand_in(0.05f, 0.5f);
+    d->z_x = c->x_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(60) + 100;
+    d->z_y = c->y_signed ? (int32_t)rand_below(21) - 10 : (int32_t)rand_below(40) + 100;
+    d->s_w = malloc(sizeof(float) * (size_t)c->M);
+    d->z_w = malloc(sizeof(int32_t) * (size_t)c->M);
+    d->b = malloc(sizeof(int32_t) * (size_t)c->M);
+    d->w = malloc(sizeof(int32_t) * (size_t)d->w_numel);
+    d->x = malloc((size_t)d->x_numel);
+    int32_t shared_zero = c->w_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(40) + 108;
+    for (int64_t m = 0; m < c->M; m++) {
+        d->s_w[m] = c->per_channel || m == 0 ? rand_in(0.002f, 0.02f) : d->s_w[0];
+        int32_t z = c->per_channel ? (c->w_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(40) + 108)
+                                   : shared_zero;
+        d->z_w[m] = !c->w_zero ? (c->w_signed ? 0 : 128) : z;
+        d->b[m] = (int32_t)rand_below(40001) - 20000;
+    }
+    for (int64_t i = 0; i < d->w_numel; i++) {
+        int64_t m = c->conv ? i / d->K : i % c->M;
+        int32_t lo = c->w_signed ? -128 : 0, hi = c->w_signed ? 127 : 255;
+        if (!c->wide) { /* w - z_w within i8 */
+            lo = lo > d->z_w[m] - 128 ? lo : d->z_w[m] - 128;
+            hi = hi < d->z_w[m] + 127 ? hi : d->z_w[m] + 127;
+        }
+        d->w[i] = lo + (int32_t)rand_below(hi - lo + 1);
+    }
+    for (int64_t i = 0; i < d->x_numel; i++)
+        d->x[i] = (uint8_t)rand_below(256);
+}
+
+static int add_qparam(kn_graph *g, const char *name, kn_dtype dtype, int64_t count, const void *values) {
+    int v = add_const(g, name, dtype, count ? SHAPE(count) : (kn_shape){0});
+    memcpy(g->values[v].data, values, (size_t)(count ? count : 1) * kn_dtype_size(dtype));
+    return v;
+}
+
+static void build_qonnx(const qonnx_case *c, const qonnx_data *d, kn_graph *g) {
+    kn_graph_init(g);
+    kn_dtype xt = c->x_signed ? KN_I8 : KN_U8, wt = c->w_signed ? KN_I8 : KN_U8, yt = c->y_signed ? KN_I8 : KN_U8;
+    kn_shape xs = c->conv ? SHAPE(c->N, c->C, c->H, c->W) : c->H ? SHAPE(c->N, c->H, c->C) : SHAPE(c->N, c->C);
+    int x = kn_graph_add_value(g, "x", KN_VALUE_INPUT, xt, &xs);
+    g->inputs[g->n_inputs++] = x;
+    uint8_t zx = (uint8_t)(d->z_x & 0xff), zy = (uint8_t)(d->z_y & 0xff), zw[256];
+    int64_t wcount = c->per_channel ? c->M : 0;
+    for (int64_t m = 0; m < c->M; m++)
+        zw[m] = (uint8_t)(d->z_w[m] & 0xff);
+    int w = add_const(g, "w", wt, c->conv ? SHAPE(c->M, c->C / c->group, c->kh, c->kw) : SHAPE(c->C, c->M));
+    for (int64_t i = 0; i < d->w_numel; i++)
+        ((uint8_t *)g->values[w].data)[i] = (uint8_t)(d->w[i] & 0xff);
+    int in[9] = {x, add_qparam(g, "x.s", KN_F32, 0, &d->s_x), add_qparam(g, "x.z", xt, 0, &zx), w,
+                 add_qparam(g, "w.s", KN_F32, wcount, d->s_w), add_qparam(g, "w.z", wt, wcount, zw),
+                 add_qparam(g, "y.s", KN_F32, 0, &d->s_y), add_qparam(g, "y.z", yt, 0, &zy),
+                 c->bias ? add_qparam(g, "b", KN_I32, c->M, d->b) : -1};
+    kn_shape empty = {0};
+    int y = kn_graph_add_value(g, "y", KN_VALUE_ACT, yt, &empty);
+    int node = kn_graph_add_node(g, c->conv ? "QLinearConv" : "QLinearMatMul", "layer", c->bias ? 9 : 8, in, 1, &y);
+    CHECK_MSG(node >= 0, "%s", kiln_last_error());
+    if (c->conv) {
+        CHECK_OK(kn_node_set_ints(g, node, "strides", 2, (int64_t[]){c->stride, c->stride}));
+        CHECK_OK(kn_node_set_ints(g, node, "pads", 4, (int64_t[]){c->pad, c->pad, c->pad, c->pad}));
+        CHECK_OK(kn_node_set_int(g, node, "group", c->group));
+    }
+    g->outputs[g->n_outputs++] = y;
+}
+
+/* The definition (core/quant.h, "ONNX's integer ops") from the levels: want (the graph's output). */
+static void qonnx_definition(const qonnx_case *c, const qonnx_data *d, uint8_t *want) {
+    kn_quant_range yr = kn_quant_range_of(8, c->y_signed);
+    int64_t oh = c->conv ? (c->H + 2 * c->pad - c->kh) / c->stride + 1 : 1;
+    int64_t ow = c->conv ? (c->W + 2 * c->pad - c->kw) / c->stride + 1 : 1;
+    int64_t rows = c->conv ? c->N : c->N * (c->H ? c->H : 1), Cg = c->C / (c->conv ? c->group : 1);
+    int64_t Mg = c->M / (c->conv ? c->group : 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t p = 0; p < oh * ow; p++) {
+                int64_t acc = c->bias ? d->b[m] : 0;
+                for (int64_t k = 0; k < d->K; k++) {
+                    int64_t xi = -1;
+                    if (c->conv) {
+                        int64_t ci = (m / Mg) * Cg + k / (c->kh * c->kw), tap = k % (c->kh * c->kw);
+                        int64_t ih = (p / ow) * c->stride - c->pad + tap / c->kw;
+                        int64_t iw = (p % ow) * c->stride - c->pad + tap % c->kw;
+                        if (ih >= 0 && ih < c->H && iw >= 0 && iw < c->W)
+                            xi = ((r * c->C + ci) * c->H + ih) * c->W + iw;
+                    } else {
+                        xi = r * c->C + k;
+                    }
+                    int32_t xv = xi < 0 ? 0 : (c->x_signed ? (int8_t)d->x[xi] : d->x[xi]) - d->z_x;
+                    int32_t wv = d->w[c->conv ? m * d->K + k : k * c->M + m] - d->z_w[m];
+                    acc += (int64_t)xv * wv;
+                }
+                float mult = kn_quant_requant_multiplier(d->s_x, d->s_w[m], d->s_y);
+                int32_t q = kn_quant_requant_level((int32_t)acc, mult, d->z_y, yr);
+                want[c->conv ? (r * c->M + m) * oh * ow + p : r * c->M + m] = (uint8_t)(q & 0xff);
+            }
+}
+
+/* Output 0 of `model` on the levels x, optimized or not, into out (bytes). */
+static bool qonnx_run(const kiln_model *model, bool optimize, const qonnx_data *d, int64_t batch, kiln_dtype xt,
+                      uint8_t *out, size_t bytes) {
+    kiln_session *s = rt_session_new(model, optimize, 2, false);
+    const void *y = NULL;
+    size_t y_bytes = 0;
+    bool ok = s && rt_session_resize_batch(s, batch) == KILN_OK && kiln_session_set_input(s, 0, xt, d->x, (size_t)d->x_numel) == KILN_OK &&
+              kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &y, &y_bytes) == KILN_OK &&
+              y_bytes == bytes;
+    CHECK_MSG(ok, "running the model: %s", kiln_last_error());
+    if (ok)
+        memcpy(out, y, bytes);
+    kiln_session_free(s);
+    return ok;
+}
+
+static void check_qonnx_case(const qonnx_case *c) {
+    qonnx_data d;
+    make_qonnx_data(c, &d);
+    kn_graph g;
+    build_qonnx(c, &d, &g);
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model)
+        return;
+    const kn_graph *opt = kn_model_graph(model, true);
+    const char *packed = c->conv ? "QLinearConvPacked" : "QLinearGemmPacked";
+    CHECK_MSG(count_op(opt, packed) == !c->wide, "%s: %s expected %d time(s)", c->label, packed, !c->wide);
+    int64_t oh = c->conv ? (c->H + 2 * c->pad - c->kh) / c->stride + 1 : 1;
+    int64_t ow = c->conv ? (c->W + 2 * c->pad - c->kw) / c->stride + 1 : 1;
+    size_t n = (size_t)((c->conv ? c->N : c->N * (c->H ? c->H : 1)) * c->M * oh * ow);
+    uint8_t *want = malloc(n), *fast = malloc(n), *ref = malloc(n);
+    qonnx_definition(c, &d, want);
+    kiln_dtype xt = c->x_signed ? KILN_DTYPE_I8 : KILN_DTYPE_U8;
+    if (qonnx_run(model, true, &d, c->N, xt, fast, n) && qonnx_run(model, false, &d, c->N, xt, ref, n)) {
+        size_t fast_differ = 0, ref_differ = 0;
+        for (size_t i = 0; i < n; i++) {
+            fast_differ += fast[i] != want[i];
+            ref_differ += ref[i] != want[i];
+        }
+        printf("onnx %-44s %6zu outputs; optimized (%s) / reference op vs definition: %zu / %zu differ\n", c->label,
+               n, c->wide ? "reference op" : packed, fast_differ, ref_differ);
+        CHECK_MSG(fast_differ == 0 && ref_differ == 0, "%s: %zu optimized and %zu reference outputs differ", c->label,
+                  fast_differ, ref_differ);
+    }
+    kiln_model_free(model);
+    free(want), free(fast), free(ref);
+    free(d.s_w), free(d.z_w), free(d.b), free(d.w), free(d.x);
+}
+
+static void test_qlinear_onnx(void) {
+    const qonnx_case cases[] = {
+        // label                                      conv  N  C   H   W   M  kh kw st pad grp  x_s    w_s    y_s    per_ch w_zero bias  wide
+        {"qlinearconv 3x3 pad 1, u8 in/out, bias",   true, 2, 3, 9, 8, 5, 3, 3, 1, 1, 1, false, true, false, true, false, true, false},
+        {"qlinearconv groups 2 stride 2, u8 w z 128", true, 1, 4, 11, 10, 6, 3, 3, 2, 1, 2, true, false, true, false, false, true, false},
+        {"qlinearconv depthwise, w zero points",     true, 1, 8, 7, 7, 8, 3, 3, 1, 1, 8, false, true, false, true, true, false, false},
+        {"qlinearconv 1x1, 40 -> 70, i8 out",        true, 2, 40, 5, 6, 70, 1, 1, 1, 0, 1, false, true, true, true, false, true, false},
+        {"qlinearconv u8 w over 0..255: reference",  true, 1, 3, 6, 6, 4, 3, 3, 1, 1, 1, false, false, false, true, true, true, true},
+        {"qlinearmatmul rank 3, per column",         false, 2, 37, 3, 0, 19, 0, 0, 0, 0, 1, false, true, false, true, false, false, false},
+        {"qlinearmatmul i8 A, u8 B z 128, i8 out",   false, 5, 64, 0, 0, 33, 0, 0, 0, 0, 1, true, false, true, false, false, false, false},
+        {"qlinearmatmul w zero points per column",   false, 3, 20, 0, 0, 17, 0, 0, 0, 0, 1, false, true, false, true, true, false, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_qonnx_case(&cases[i]);
+}
+
 int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
@@ -583,5 +776,6 @@ int main(void) {
     test_layers();
     test_maxpool_integer();
     test_quantized_cnn();
+    test_qlinear_onnx();
     return check_finish();
 }

@@ -619,6 +619,191 @@ static kiln_status make_integer_layers(kn_graph *g, int *made) {
     return st;
 }
 
+/* ---- ONNX's QLinearConv / QLinearMatMul onto the integer layers ---------------------------------
+ *
+ * Their definition (core/quant.h, "ONNX's integer ops") is the integer layers' with bias 0, output
+ * scale 1 and multiplier s_x * s_w / s_y; the int32 bias goes into the zero-point correction, which the
+ * kernels subtract from the sum in int32. So a QLinearConv (2-D) or QLinearMatMul (B of rank 2) whose
+ * weights and scales are constants, x's parameters per tensor, and whose weight levels less their zero
+ * points fit i8 becomes QLinearConvPacked / QLinearGemmPacked and gives the same numbers. */
+
+/* Constant input i of node n, or NULL when it is absent or not constant. */
+static const kn_value *qonnx_const(const kn_graph *g, const kn_node *n, int i) {
+    return i < n->n_in && is_constant(g, n->in[i]) ? &g->values[n->in[i]] : NULL;
+}
+
+/* Scale or zero point i of node n: a constant of `count` elements or one (rank <= 1), of dtype `type`
+ * (a zero point: the levels' type; absent means 0). */
+static bool qonnx_param_ok(const kn_graph *g, const kn_node *n, int i, kn_dtype type, int64_t count, bool optional) {
+    if (optional && (i >= n->n_in || n->in[i] < 0))
+        return true;
+    const kn_value *v = qonnx_const(g, n, i);
+    int64_t numel = v ? kn_shape_numel(&v->shape) : 0;
+    return v && v->dtype == type && v->shape.ndim <= 1 && (numel == 1 || numel == count);
+}
+
+static float qonnx_scale(const kn_graph *g, const kn_node *n, int i, int64_t index) {
+    const kn_value *v = &g->values[n->in[i]];
+    return ((const float *)v->data)[kn_shape_numel(&v->shape) == 1 ? 0 : index];
+}
+
+static int32_t qonnx_zero(const kn_graph *g, const kn_node *n, int i, int64_t index) {
+    if (i >= n->n_in || n->in[i] < 0)
+        return 0;
+    const kn_value *v = &g->values[n->in[i]];
+    int64_t at = kn_shape_numel(&v->shape) == 1 ? 0 : index;
+    return v->dtype == KN_I8 ? ((const int8_t *)v->data)[at] : ((const uint8_t *)v->data)[at];
+}
+
+/* The layer a QLinearConv / QLinearMatMul node n can become: its weights' levels less their zero points
+ * (rows = output channels) and scales, and the int32 bias. False when it cannot. Inputs: x 0, x_scale 1,
+ * x_zero_point 2, w 3, w_scale 4, w_zero_point 5, y_scale 6, y_zero_point 7, B 8 (QLinearConv). */
+static bool qonnx_layer_of(const kn_graph *g, const kn_node *n, qweights *w, const int32_t **bias) {
+    bool conv = op_is(n, "QLinearConv");
+    const kn_value *x = n->n_in > 0 && n->in[0] >= 0 ? kn_node_input(g, n, 0) : NULL, *wv = qonnx_const(g, n, 3);
+    if (!x || (x->dtype != KN_U8 && x->dtype != KN_I8) || !wv || (wv->dtype != KN_U8 && wv->dtype != KN_I8) ||
+        (conv ? x->shape.ndim != 4 || wv->shape.ndim != 4 : x->shape.ndim < 2 || wv->shape.ndim != 2))
+        return false;
+    int axis = conv ? 0 : 1;
+    if (conv && kn_node_int(n, "group", 1) < 1)
+        return false;
+    *w = (qweights){.shape = wv->shape, .rows = wv->shape.d[axis]};
+    w->K = kn_shape_numel(&wv->shape) / w->rows;
+    const kn_value *y_zero = n->n_in > 7 && n->in[7] >= 0 ? &g->values[n->in[7]] : NULL;
+    const kn_value *b = conv && n->n_in > 8 && n->in[8] >= 0 ? qonnx_const(g, n, 8) : NULL;
+    if (!qonnx_param_ok(g, n, 1, KN_F32, 1, false) || !qonnx_param_ok(g, n, 2, x->dtype, 1, true) ||
+        !qonnx_param_ok(g, n, 4, KN_F32, w->rows, false) || !qonnx_param_ok(g, n, 5, wv->dtype, w->rows, true) ||
+        !qonnx_param_ok(g, n, 6, KN_F32, 1, false) ||
+        (y_zero && !qonnx_param_ok(g, n, 7, y_zero->dtype, 1, false)) ||
+        (y_zero && y_zero->dtype != KN_U8 && y_zero->dtype != KN_I8) ||
+        (conv && n->n_in > 8 && n->in[8] >= 0 && (!b || b->dtype != KN_I32 || kn_shape_numel(&b->shape) != w->rows)) ||
+        w->K > KN_QGEMM_MAX_K)
+        return false;
+    static const int scale_inputs[] = {1, 4, 6};
+    for (int i = 0; i < 3; i++)
+        for (int64_t r = 0; r < w->rows; r++) {
+            float s = qonnx_scale(g, n, scale_inputs[i], r);
+            if (!(s >= FLT_MIN && s < INFINITY))
+                return false;
+        }
+    *bias = b ? b->data : NULL;
+    // |sum - corr| <= K * 255 * 128 + |B|, which must stay in int32 for the kernels' wrapping sum.
+    for (int64_t r = 0; *bias && r < w->rows; r++)
+        if (llabs((long long)(*bias)[r]) > (long long)INT32_MAX - (long long)w->K * 255 * 128)
+            return false;
+    w->levels = malloc((size_t)(w->rows * w->K));
+    w->scale = malloc(sizeof(float) * (size_t)w->rows);
+    if (!w->levels || !w->scale) {
+        qweights_free(w);
+        return false;
+    }
+    for (int64_t i = 0; i < w->rows * w->K; i++) {
+        int64_t row, k;
+        qweights_place(w, axis, i, &row, &k);
+        int32_t level = wv->dtype == KN_I8 ? ((const int8_t *)wv->data)[i] : ((const uint8_t *)wv->data)[i];
+        level -= qonnx_zero(g, n, 5, row);
+        if (level < -128 || level > 127) {
+            qweights_free(w);
+            return false;
+        }
+        w->levels[row * w->K + k] = (int8_t)level;
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        w->scale[r] = qonnx_scale(g, n, 4, r);
+    return true;
+}
+
+/* Writes the layer's constants (packed weights, mult, bias 0, corr with the int32 bias in it) and makes
+ * node `node` the integer layer. */
+static kiln_status qonnx_rewrite(kn_graph *g, int node, const qweights *w, const int32_t *b) {
+    kn_node *n = &g->nodes[node];
+    bool conv = op_is(n, "QLinearConv");
+    float s_x = qonnx_scale(g, n, 1, 0), s_y = qonnx_scale(g, n, 6, 0);
+    int32_t z_x = qonnx_zero(g, n, 2, 0), z_y = qonnx_zero(g, n, 7, 0);
+    bool x_signed = g->values[n->in[0]].dtype == KN_I8;
+    bool y_signed = n->n_in > 7 && n->in[7] >= 0 && g->values[n->in[7]].dtype == KN_I8;
+    int32_t *bias = NULL;
+    if (b) { /* the graph's values may move as constants are added */
+        if (!(bias = malloc(sizeof(int32_t) * (size_t)w->rows)))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+        memcpy(bias, b, sizeof(int32_t) * (size_t)w->rows);
+    }
+    float *mult_of = malloc(sizeof(float) * (size_t)w->rows);
+    if (!mult_of) {
+        free(bias);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        mult_of[r] = kn_quant_requant_multiplier(s_x, w->scale[r], s_y);
+    int x = n->in[0];
+    const char *name = n->name;
+    int64_t group = conv ? kn_node_int(n, "group", 1) : 1, rows_per_group = w->rows / group;
+    size_t packed = conv ? kn_qgemm_b_bytes(rows_per_group, w->K) * (size_t)group : kn_qgemm_v_bytes(w->rows, w->K);
+    int ids[4];
+    ids[0] = add_layer_const(g, name, "qweight", KN_I8, (int64_t)packed);
+    ids[1] = ids[0] < 0 ? -1 : add_layer_const(g, name, "qmult", KN_F32, w->rows);
+    ids[2] = ids[1] < 0 ? -1 : add_layer_const(g, name, "qbias", KN_F32, w->rows);
+    ids[3] = ids[2] < 0 ? -1 : add_layer_const(g, name, "qcorr", KN_I32, w->rows);
+    int *in = ids[3] < 0 ? NULL : kn_arena_alloc(&g->arena, sizeof(int) * 5);
+    if (!in) {
+        free(bias), free(mult_of);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", g->nodes[node].name);
+    }
+    int8_t *wp = g->values[ids[0]].data;
+    for (int64_t grp = 0; conv && grp < group; grp++)
+        kn_qgemm_pack_weights_b(w->levels + grp * rows_per_group * w->K, rows_per_group, w->K, w->K,
+                                wp + (size_t)grp * kn_qgemm_b_bytes(rows_per_group, w->K));
+    if (!conv)
+        kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, wp);
+    float *mult = g->values[ids[1]].data, *zero_bias = g->values[ids[2]].data;
+    int32_t *corr = g->values[ids[3]].data;
+    int64_t z_x_u8 = z_x + (x_signed ? 128 : 0); /* the kernels' u8 form of x */
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < w->K; k++)
+            sum += w->levels[r * w->K + k];
+        mult[r] = mult_of[r];
+        zero_bias[r] = 0.0f;
+        corr[r] = (int32_t)(uint32_t)(uint64_t)(z_x_u8 * sum - (bias ? bias[r] : 0)); /* mod 2^32, as the kernels */
+    }
+    free(bias), free(mult_of);
+    in[0] = x;
+    memcpy(in + 1, ids, sizeof ids);
+    if (conv) {
+        KN_TRY(kn_node_set_ints(g, node, "kn_w_shape", 4, w->shape.d));
+    } else {
+        KN_TRY(kn_node_set_int(g, node, "kn_k", w->K));
+        KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
+    }
+    KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x_signed));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", z_x));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_type", y_signed ? KN_QOUT_I8 : KN_QOUT_U8));
+    KN_TRY(kn_node_set_float(g, node, "kn_y_scale", 1.0f));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_zero_point", z_y));
+    n = &g->nodes[node];
+    n->op = kn_op_find(conv ? "QLinearConvPacked" : "QLinearGemmPacked");
+    n->in = in;
+    n->n_in = 5;
+    return KILN_OK;
+}
+
+/* QLinearConv and QLinearMatMul nodes that qonnx_layer_of accepts become integer layers. */
+static kiln_status make_qlinear_layers(kn_graph *g, int *made) {
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *n = &g->nodes[i];
+        qweights w;
+        const int32_t *bias;
+        if (!(op_is(n, "QLinearConv") || op_is(n, "QLinearMatMul")) || !qonnx_layer_of(g, n, &w, &bias))
+            continue;
+        bool fits = !op_is(n, "QLinearConv") || w.rows % kn_node_int(n, "group", 1) == 0;
+        if (fits && (st = qonnx_rewrite(g, i, &w, bias)) == KILN_OK)
+            (*made)++;
+        qweights_free(&w);
+    }
+    return st;
+}
+
 static bool is_integer_layer(const kn_node *n) {
     return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
 }
@@ -1185,6 +1370,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_identities(dst, &s.identities_removed);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = make_integer_layers(dst, &s.integer_layers);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = make_qlinear_layers(dst, &s.integer_layers);
     if (st == KILN_OK && (passes & KN_OPT_FOLD))
         st = fold_constants(dst, &s.nodes_folded);
     if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))
