@@ -61,6 +61,7 @@ typedef struct kernel_case {
     int y_type;
     bool relu;
     bool extreme; /* activations 255 and weights -128 or 127 */
+    bool clip;    /* Clip to [-0.3, 0.4] (after Relu when relu) */
 } kernel_case;
 
 static void check_kernel_case(const kernel_case *c) {
@@ -83,7 +84,8 @@ static void check_kernel_case(const kernel_case *c) {
         mult[ch] = c->extreme ? 1e-9f : rand_in(1e-5f, 1e-3f);
         bias[ch] = rand_in(-1.0f, 1.0f);
     }
-    kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7};
+    kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
+                        c->clip, -0.3f, 0.4f};
     size_t y_size = c->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
     // The definition: the exact sum, then kn_quant_layer_level / kn_quant_layer_value.
     uint8_t *want = malloc((size_t)(c->R * c->L) * y_size);
@@ -95,13 +97,13 @@ static void check_kernel_case(const kernel_case *c) {
             for (int64_t k = 0; k < c->K; k++)
                 acc += ((int64_t)x[xr * c->K + k] - z_x) * w[ch * c->K + k];
             int64_t at = r * c->L + l;
-            if (c->y_type == KN_QOUT_F32) {
-                float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
-                ((float *)want)[at] = c->relu ? kn_quant_relu(v) : v;
-            } else {
-                want[at] = (uint8_t)(kn_quant_layer_level((int32_t)acc, mult[ch], bias[ch], c->relu, epi.y_scale,
-                                                          epi.y_zero_point, range) & 0xff);
-            }
+            float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
+            v = c->relu ? kn_quant_relu(v) : v;
+            v = c->clip ? kn_quant_clip(v, epi.clip_lo, epi.clip_hi) : v;
+            if (c->y_type == KN_QOUT_F32)
+                ((float *)want)[at] = v;
+            else
+                want[at] = (uint8_t)(kn_quant_level(v, epi.y_scale, epi.y_zero_point, range) & 0xff);
         }
     // Packed operands.
     size_t b_bytes = kn_qgemm_b_bytes(c->R, c->K), v_bytes = kn_qgemm_v_bytes(c->L, c->K);
@@ -136,12 +138,13 @@ static void check_kernel_case(const kernel_case *c) {
 
 static void test_kernels(void) {
     const kernel_case cases[] = {
-        {1, 1, 1, true, KN_QOUT_U8, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false},
-        {7, 70, 27, true, KN_QOUT_I8, false, false},  {33, 130, 288, true, KN_QOUT_F32, true, false},
-        {4, 64, 4, true, KN_QOUT_F32, false, false},  {1, 10, 3136, false, KN_QOUT_F32, false, false},
-        {3, 70, 37, false, KN_QOUT_U8, true, false},  {9, 5, 6, false, KN_QOUT_I8, false, false},
-        {6, 129, 101, false, KN_QOUT_F32, true, false}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true},
-        {3, 18, 4097, false, KN_QOUT_F32, false, true},
+        {1, 1, 1, true, KN_QOUT_U8, false, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false, false},
+        {7, 70, 27, true, KN_QOUT_I8, false, false, false},  {33, 130, 288, true, KN_QOUT_F32, true, false, false},
+        {4, 64, 4, true, KN_QOUT_F32, false, false, false},  {1, 10, 3136, false, KN_QOUT_F32, false, false, false},
+        {3, 70, 37, false, KN_QOUT_U8, true, false, false},  {9, 5, 6, false, KN_QOUT_I8, false, false, false},
+        {6, 129, 101, false, KN_QOUT_F32, true, false, false}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true, false},
+        {3, 18, 4097, false, KN_QOUT_F32, false, true, false}, {5, 70, 27, true, KN_QOUT_U8, false, false, true},
+        {3, 37, 19, false, KN_QOUT_F32, true, false, true}, {6, 40, 9, true, KN_QOUT_I8, true, false, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_kernel_case(&cases[i]);
@@ -195,6 +198,7 @@ typedef struct layer_case {
     bool trans_b;              /* Gemm */
     bool x_signed, bias, relu;
     int y;                     /* 0: f32 output, 1: QuantizeLinear u8, 2: i8 */
+    bool clip;                 /* Clip to [-0.2, 0.25] after the layer (and its Relu) */
 } layer_case;
 
 typedef struct layer_data {
@@ -273,6 +277,12 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     }
     if (c->relu)
         y = add_node(g, "Relu", 1, &y, "y.relu");
+    if (c->clip) {
+        int lo = add_const(g, "clip.lo", KN_F32, (kn_shape){0}), hi = add_const(g, "clip.hi", KN_F32, (kn_shape){0});
+        *(float *)g->values[lo].data = -0.2f;
+        *(float *)g->values[hi].data = 0.25f;
+        y = add_node(g, "Clip", 3, (int[]){y, lo, hi}, "y.clip");
+    }
     if (c->y)
         y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
     g->outputs[g->n_outputs++] = y;
@@ -341,13 +351,16 @@ static void layer_definition(const layer_case *c, const layer_data *d, const flo
                 float value = kn_quant_layer_value((int32_t)acc, mult, bias);
                 if (c->relu)
                     value = kn_quant_relu(value);
+                if (c->clip)
+                    value = kn_quant_clip(value, -0.2f, 0.25f);
                 int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
                 if (c->y)
                     out[at] = kn_quant_value(kn_quant_level(value, d->s_y, d->z_y, yr), d->s_y, d->z_y);
                 else
                     out[at] = value;
                 double e = (double)acc * d->s_x * d->s_w[m] + bias;
-                exact[at] = c->relu && e < 0 ? 0 : e;
+                e = c->relu && e < 0 ? 0 : e;
+                exact[at] = c->clip ? fmin(fmax(e, -0.2), 0.25) : e;
                 magnitude[at] = mag + fabs(bias);
             }
     free(qx);
@@ -379,7 +392,7 @@ static void check_layer_case(const layer_case *c) {
             fprintf(stderr, "  %s: %s\n", c->label, opt->nodes[i].op->name);
     bool conv = strcmp(c->op, "Conv") == 0;
     CHECK_MSG(count_op(opt, conv ? "QLinearConvPacked" : "QLinearGemmPacked") == 1 &&
-                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0,
+                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0 && count_op(opt, "Clip") == 0,
               "%s: the optimizer did not make one integer layer", c->label);
     CHECK_MSG(!c->y || count_op(opt, "QuantizeLinear") == 1, "%s: the output QuantizeLinear stays", c->label);
     kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
@@ -421,21 +434,24 @@ static void check_layer_case(const layer_case *c) {
 
 static void test_layers(void) {
     const layer_case cases[] = {
-        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y
-        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0},
-        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2},
-        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0},
-        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1},
-        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0},
-        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1},
-        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2},
-        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1},
-        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0},
-        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2},
-        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0},
+        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y clip
+        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
+        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0, false},
+        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2, false},
+        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0, false},
+        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1, false},
+        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0, false},
+        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1, false},
+        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
+        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
+        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false},
+        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false},
+        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false},
+        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false},
+        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0, false},
+        {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true},
+        {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true},
+        {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_layer_case(&cases[i]);
@@ -465,7 +481,7 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 }
 
 static void test_maxpool_integer(void) {
-    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1};
+    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false};
     const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
     for (int signed_out = 0; signed_out <= 1; signed_out++)
         for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {

@@ -102,6 +102,13 @@ static inline float kn_quant_layer_value(int32_t acc, float mult, float bias) {
 /* Relu as the integer layers apply it: y > 0 ? y : +0, so NaN and -0 give +0 (what maxps(y, 0) does). */
 static inline float kn_quant_relu(float y) { return y > 0.0f ? y : 0.0f; }
 
+/* Clip (ReLU6 and the like) as the ONNX op computes it: raised to lo, then lowered to hi; NaN passes
+ * (what minps(hi, maxps(lo, y)) does). An integer layer applies it after Relu, when it has one. */
+static inline float kn_quant_clip(float y, float lo, float hi) {
+    float raised = y < lo ? lo : y;
+    return raised > hi ? hi : raised;
+}
+
 /* The level an integer layer writes: its value, through Relu when `relu`, quantized to (s_y, z_y). */
 static inline int32_t kn_quant_layer_level(int32_t acc, float mult, float bias, bool relu, float s_y,
                                            int32_t z_y, kn_quant_range r) {

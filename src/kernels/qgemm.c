@@ -77,12 +77,15 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
         // Wraps as the vector kernels' subtraction does: a graph the optimizer made never overflows
         // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
         int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
+        float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+        if (e->relu)
+            value = kn_quant_relu(value);
+        if (e->clip)
+            value = kn_quant_clip(value, e->clip_lo, e->clip_hi);
         if (e->y_type == KN_QOUT_F32) {
-            float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
-            ((float *)y)[i] = e->relu ? kn_quant_relu(value) : value;
+            ((float *)y)[i] = value;
         } else {
-            int32_t level = kn_quant_layer_level(a, e->mult[c], e->bias[c], e->relu, e->y_scale,
-                                                 e->y_zero_point, range);
+            int32_t level = kn_quant_level(value, e->y_scale, e->y_zero_point, range);
             ((uint8_t *)y)[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
         }
     }

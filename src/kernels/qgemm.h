@@ -32,8 +32,9 @@
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
- *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), through Relu when relu, then
- *     quantized to (y_scale, y_zero_point) as u8 (y_type 1) or i8 (y_type 2), or stored as f32 (0).
+ *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), through Relu when relu, through
+ *     kn_quant_clip(y, clip_lo, clip_hi) when clip, then quantized to (y_scale, y_zero_point) as u8
+ *     (y_type 1) or i8 (y_type 2), or stored as f32 (0).
  * corr[c] = z_x' * sum_k w[c][k] removes the activations' zero point (z_x' in the u8 representation). */
 typedef struct kn_qepilogue {
     const int32_t *corr;
@@ -42,6 +43,8 @@ typedef struct kn_qepilogue {
     int y_type;
     float y_scale;
     int32_t y_zero_point;
+    bool clip;
+    float clip_lo, clip_hi;
 } kn_qepilogue;
 
 enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2 };

@@ -1,6 +1,6 @@
 /* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them),
  * which the inference optimizer makes out of DequantizeLinear -> Conv / Gemm / MatMul
- * [-> BatchNormalization] [-> Relu] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
+ * [-> BatchNormalization] [-> Relu or Clip] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
  * numbers are core/quant.h's "Integer layers": exact int32 sums of the levels, then one fused
  * multiply-add and the QuantizeLinear rounding; the kernels are kernels/qgemm.h's.
  *
@@ -16,7 +16,7 @@
  *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
  *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
  *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
- *   kn_activation                    "Relu" or absent
+ *   kn_activation                    "Relu", "Clip" (bounds kn_min, kn_max: ReLU6) or absent
  *   Conv: kn_w_shape (M, C/group, kH, kW) and Conv's own (strides, pads, dilations, group, auto_pad)
  *   Gemm: kn_k, kn_n
  * Inference only: no backward.
@@ -58,8 +58,11 @@ static kiln_status check_output_attrs(const kn_node *node) {
     if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I8)
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1 or 2", (long long)y_type);
     const char *act = kn_node_string(node, "kn_activation", NULL);
-    if (act && strcmp(act, "Relu") != 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    if (act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': Relu and Clip are fused here", act);
+    if (act && strcmp(act, "Clip") == 0 &&
+        (isnan(kn_node_float(node, "kn_min", -INFINITY)) || isnan(kn_node_float(node, "kn_max", INFINITY))))
+        return kn_fail(KILN_ERR_INVALID_ARG, "a fused Clip has a NaN bound");
     float y_scale = kn_node_float(node, "kn_y_scale", 1.0f);
     if (y_type != KN_QOUT_F32 && !(y_scale > 0.0f && y_scale < INFINITY))
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_scale %g must be finite and > 0", (double)y_scale);
@@ -83,12 +86,14 @@ static kiln_status check_constants(kn_tensor *const *in, int64_t channels, size_
 
 static kn_qepilogue epilogue_of(const kn_op_call *call) {
     const kn_node *node = call->node;
-    const char *act = kn_node_string(node, "kn_activation", NULL);
+    const char *act = kn_node_string(node, "kn_activation", "");
     return (kn_qepilogue){
         .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
-        .relu = act != NULL, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
+        .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
         .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+        .clip = strcmp(act, "Clip") == 0, .clip_lo = kn_node_float(node, "kn_min", -INFINITY),
+        .clip_hi = kn_node_float(node, "kn_max", INFINITY),
     };
 }
 

@@ -1165,7 +1165,7 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
         if (op_is(act, "Clip") && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
             continue;
         kn_node *prod = sole_producer(g, reads, act->in[0]);
-        bool integer_relu = prod && is_integer_layer(prod) && op_is(act, "Relu") &&
+        bool integer_relu = prod && is_integer_layer(prod) && (op_is(act, "Relu") || op_is(act, "Clip")) &&
                             kn_node_int(prod, "kn_y_type", 0) == KN_QOUT_F32 && !kn_node_attr(prod, "kn_activation");
         if (!takes_activation(prod) && !integer_relu)
             continue;

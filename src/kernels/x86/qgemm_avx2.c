@@ -79,6 +79,7 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
     __m256i corr = _mm256_set1_epi32(e->corr[channel]);
     __m256 mult = _mm256_set1_ps(e->mult[channel]), bias = _mm256_set1_ps(e->bias[channel]);
+    __m256 clip_lo = _mm256_set1_ps(e->clip_lo), clip_hi = _mm256_set1_ps(e->clip_hi);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         if (per_lane) {
@@ -90,6 +91,8 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
         __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), mult, bias);
         if (e->relu)
             value = _mm256_max_ps(value, _mm256_setzero_ps());
+        if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+            value = _mm256_min_ps(clip_hi, _mm256_max_ps(clip_lo, value));
         if (e->y_type == KN_QOUT_F32) {
             _mm256_storeu_ps((float *)y + i, value);
             continue;

@@ -65,6 +65,7 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
     __m512 lo = _mm512_set1_ps((float)range.qmin), hi = _mm512_set1_ps((float)range.qmax);
     __m512i corr = _mm512_set1_epi32(e->corr[channel]);
     __m512 mult = _mm512_set1_ps(e->mult[channel]), bias = _mm512_set1_ps(e->bias[channel]);
+    __m512 clip_lo = _mm512_set1_ps(e->clip_lo), clip_hi = _mm512_set1_ps(e->clip_hi);
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         if (per_lane) {
@@ -76,6 +77,8 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
         __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
         if (e->relu)
             value = _mm512_max_ps(value, _mm512_setzero_ps());
+        if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+            value = _mm512_min_ps(clip_hi, _mm512_max_ps(clip_lo, value));
         if (e->y_type == KN_QOUT_F32) {
             _mm512_mask_storeu_ps((float *)y + i, m, value);
             continue;
