@@ -451,6 +451,8 @@ static void test_layers(void) {
         {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0, false},
         {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true},
         {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true},
+        {"conv depthwise 5x5 stride 2 pad 2, i8 in", "Conv", 2, 7, 13, 11, 7, 5, 5, 2, 2, 1, 7, false, true, true, false, 1, false},
+        {"conv depthwise 3x3 dilation 2 pad 2",    "Conv", 1, 5, 9, 37, 5, 3, 3, 1, 2, 2, 5, false, false, true, true, 2, false},
         {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

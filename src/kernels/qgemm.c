@@ -98,6 +98,25 @@ void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t z
         y[i] = (uint8_t)(kn_quant_level(x[i], scale, zero_point, range) & 0xff);
 }
 
+void kn_qgemm_depthwise_generic(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t sum = 0;
+        for (int t = 0; t < taps; t++)
+            sum += w[t] * src[t][i];
+        acc[i] = sum;
+    }
+}
+
+void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
+                        int32_t *acc) {
+    k->depthwise(src, w, taps, n, acc);
+}
+
+void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
+                           int64_t channel, void *y) {
+    k->epilogue(e, acc, n, channel, false, y);
+}
+
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
                        bool is_signed, uint8_t *y) {
     k->quantize(x, n, scale, zero_point, is_signed, y);
@@ -117,13 +136,17 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 }
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
-                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic};
+                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
+                                               kn_qgemm_depthwise_generic};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
-                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2};
-// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
+                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
+                                            kn_qgemm_depthwise_avx2};
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets, and
+// whose depthwise sums are bound by loads more than by the vector width.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
-                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2};
+                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
+                                            kn_qgemm_depthwise_avx2};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

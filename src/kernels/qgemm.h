@@ -29,6 +29,8 @@
 #include <stdint.h>
 
 #define KN_QGEMM_MR 4
+/* Taps of one depthwise output kn_qgemm_depthwise takes. */
+#define KN_QGEMM_DW_MAX_TAPS 64
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
@@ -74,6 +76,16 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
 /* Runs the product with the given kernels, on `threads` threads (1: the caller alone). The result
  * does not depend on the kernels or the thread count. */
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
+
+/* acc[0..n) = sum over taps t < taps of w[t] * src[t][i]: n sums of a depthwise layer whose taps' inputs
+ * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. */
+void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
+                        int32_t *acc);
+
+/* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
+ * output computed outside kn_qgemm_run). */
+void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
+                           int64_t channel, void *y);
 
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */

@@ -97,6 +97,13 @@ static kn_qepilogue epilogue_of(const kn_op_call *call) {
     };
 }
 
+/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
+static void window_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
+    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
+    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
+    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
+}
+
 /* ---- QLinearConvPacked ------------------------------------------------------------------------- */
 
 typedef struct qconv_geom {
@@ -225,12 +232,149 @@ static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, con
     }
 }
 
+/* ---- depthwise: one input and one output channel per group ----
+ * Packed for the product, such a group would be one row of kH * kW taps: three of each sliver's four
+ * rows and most of every tile would be padding. Each output plane is computed instead by
+ * kn_qgemm_depthwise over its input plane, copied (in the kernels' u8 form) into a frame of the zero
+ * point's level as the unfolding pads it, so the sums are the same exact integers; the same epilogue
+ * follows, once per plane.
+ * The frame is stored in s phases for a horizontal stride s: phase p holds the frame's columns p, p + s,
+ * p + 2s ..., so that each tap reads contiguous bytes along an output row. With stride 1 both ways, the
+ * outputs of consecutive rows are one contiguous run over the frame (row pitch `cols`; the few outputs
+ * between the rows' ends are computed and dropped), so a plane takes one call. */
+
+static bool qconv_is_depthwise(const qconv_geom *g) {
+    return g->Cg == 1 && g->Mg == 1 && g->h.kernel * g->w.kernel <= KN_QGEMM_DW_MAX_TAPS;
+}
+
+/* A depthwise plane's frame: pads[0..4) = top, left, bottom, right widths; rows and cols of the framed
+ * plane, and pitch, the columns of one phase (cols / s rounded up). */
+typedef struct dw_frame {
+    int64_t pads[4], rows, cols, pitch, phases;
+} dw_frame;
+
+static dw_frame dw_frame_of(const qconv_geom *g) {
+    dw_frame f;
+    window_reach(&g->h, &f.pads[0], &f.pads[2]);
+    window_reach(&g->w, &f.pads[1], &f.pads[3]);
+    f.rows = f.pads[0] + g->h.in + f.pads[2];
+    f.cols = f.pads[1] + g->w.in + f.pads[3];
+    f.phases = g->w.stride;
+    f.pitch = (f.cols + f.phases - 1) / f.phases;
+    return f;
+}
+
+/* Frame bytes: the phases, and 16 more so that vector loads past a run's end stay inside. */
+static size_t dw_frame_bytes(const dw_frame *f) { return (size_t)(f->phases * f->rows * f->pitch) + 16; }
+
+/* The framed plane of input plane x (H, W) as stored, in its phases. */
+static void dw_fill_frame(const qconv_geom *g, const dw_frame *f, const uint8_t *x, uint8_t flip, uint8_t pad,
+                          uint8_t *framed) {
+    memset(framed, pad ^ flip, dw_frame_bytes(f));
+    const int64_t H = g->h.in, W = g->w.in, s = f->phases, left = f->pads[1];
+    for (int64_t p = 0; p < s; p++) {
+        // Phase p holds frame columns p + s k, input columns p + s k - left: those in [0, W).
+        int64_t k0 = left > p ? (left - p + s - 1) / s : 0, k1 = (W + left - p + s - 1) / s;
+        for (int64_t r = 0; r < H; r++) {
+            const uint8_t *restrict src = x + r * W + p - left;
+            uint8_t *restrict dst = framed + (p * f->rows + r + f->pads[0]) * f->pitch;
+            if (s == 1) { /* contiguous: the compiler vectorizes it */
+                for (int64_t k = k0; k < k1; k++)
+                    dst[k] = src[k] ^ flip;
+            } else {
+                for (int64_t k = k0; k < k1; k++)
+                    dst[k] = src[s * k] ^ flip;
+            }
+        }
+    }
+}
+
+/* Where tap (i, j) of output (0, 0) reads in the phased frame, from its start; output row oh reads
+ * oh * stride rows further. */
+static int64_t dw_tap_offset(const qconv_geom *g, const dw_frame *f, int64_t i, int64_t j) {
+    int64_t row = kn_window_start(&g->h, 0) + i * g->h.dilation + f->pads[0];
+    int64_t col = kn_window_start(&g->w, 0) + j * g->w.dilation + f->pads[1];
+    return ((col % f->phases) * f->rows + row) * f->pitch + col / f->phases;
+}
+
+/* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
+ * scratch of rows * pitch sums. */
+static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *framed,
+                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, char *y) {
+    const int64_t OH = g->h.out, OW = g->w.out;
+    const int taps = (int)(g->h.kernel * g->w.kernel);
+    const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+    int64_t offset[KN_QGEMM_DW_MAX_TAPS];
+    for (int t = 0; t < taps; t++)
+        offset[t] = dw_tap_offset(g, f, t / g->w.kernel, t % g->w.kernel);
+    if (g->h.stride == 1 && g->w.stride == 1) {
+        for (int t = 0; t < taps; t++)
+            src[t] = framed + offset[t];
+        kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc); /* row oh at oh * pitch */
+        for (int64_t oh = 1; oh < OH; oh++) /* rows to their places in (OH, OW): forward, never overtaking */
+            memmove(acc + oh * OW, acc + oh * f->pitch, sizeof(int32_t) * (size_t)OW);
+    } else {
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const uint8_t *row = framed + oh * g->h.stride * f->pitch;
+            for (int t = 0; t < taps; t++)
+                src[t] = row + offset[t];
+            kn_qgemm_depthwise(kernel, src, w, taps, OW, acc + oh * OW);
+        }
+    }
+    kn_qgemm_epilogue_row(kernel, epi, acc, (int)(OH * OW), c, y);
+}
+
+static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
+    const kn_tensor *x = call->in[0];
+    const int64_t taps = g->h.kernel * g->w.kernel, planes = g->N * g->C;
+    dw_frame f = dw_frame_of(g);
+    int threads = kn_threads_get();
+    // Scratch: the weights as int32 (C, taps), then per thread a frame and, 64-byte aligned after it,
+    // sums for the plane (rows * pitch covers both ways of computing it). The geometry's checks bound
+    // the sizes far below SIZE_MAX / threads.
+    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(&f);
+    size_t acc_at = (frame + 63) / 64 * 64, per_thread = 0, total = 0;
+    int64_t sums = f.rows * f.pitch > g->out_plane ? f.rows * f.pitch : g->out_plane;
+    bool sized = kn_size_mul(sizeof(int32_t), (size_t)sums, &per_thread) &&
+                 kn_size_add(per_thread + 63, acc_at, &per_thread) &&
+                 kn_size_mul(per_thread / 64 * 64, (size_t)threads, &total) &&
+                 kn_size_add(total, weights, &total);
+    per_thread = per_thread / 64 * 64;
+    uint8_t *scratch = sized ? kn_op_scratch(call->ctx, total) : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %d framed planes of %zu bytes", threads, frame);
+    int32_t *w = (int32_t *)scratch;
+    const int8_t *packed = call->in[1]->data; // one B sliver per channel: tap k at (k/4) * 4 * MR + k % 4
+    size_t b_bytes = kn_qgemm_b_bytes(1, taps);
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t k = 0; k < taps; k++)
+            w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
+    kn_qepilogue epi = epilogue_of(call);
+    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    const uint8_t *xs = x->data; // (N, C, H, W)
+    char *ys = call->out[0]->data; // (N, C, OH, OW)
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g->out_plane * taps >= (1 << 16))
+    for (int64_t p = 0; p < planes; p++) {
+        uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
+        int64_t c = p % g->C;
+        dw_fill_frame(g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
+        dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+                 ys + (size_t)(p * g->out_plane) * y_size);
+    }
+    return KILN_OK;
+}
+
 static kiln_status qconv_forward(const kn_op_call *call) {
     const kn_node *node = call->node;
     const kn_tensor *x = call->in[0];
     qconv_geom g;
     KN_TRY(check_x(node, x, 4));
     KN_TRY(qconv_geom_of(node, &x->shape, &g));
+    if (qconv_is_depthwise(&g))
+        return qconv_depthwise(call, &g);
     const int64_t OW = g.w.out, OH = g.h.out;
     int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
     block_rows = block_rows < OH ? block_rows : OH;
@@ -427,13 +571,6 @@ static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, con
     }
 }
 
-/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
-static void qmaxpool_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
-    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
-    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
-    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
-}
-
 static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
     kn_window_axis axes[2];
@@ -450,8 +587,8 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
         return KILN_OK;
     }
     int64_t pads[4];
-    qmaxpool_reach(&axes[0], &pads[0], &pads[2]);
-    qmaxpool_reach(&axes[1], &pads[1], &pads[3]);
+    window_reach(&axes[0], &pads[0], &pads[2]);
+    window_reach(&axes[1], &pads[1], &pads[3]);
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 1));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();

@@ -141,3 +141,45 @@ void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint
         _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
     }
 }
+
+/* Two taps at a time: their inputs widened to int16 and interleaved, so that vpmaddwd with the pair of
+ * weights adds both products into int32 lanes, exactly (|x w| <= 255 * 128). Within each 128-bit lane
+ * the word unpacks give outputs 0-3 and 8-11 (lo) and 4-7 and 12-15 (hi) of 16; the last permutes
+ * restore their order. An odd last tap is paired with weight 0. */
+void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int t = 0; t < taps; t += 2) {
+            int t1 = t + 1 < taps ? t + 1 : t;
+            int32_t w1 = t + 1 < taps ? w[t + 1] : 0;
+            __m256i pair = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)w[t] & 0xffff)));
+            __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src[t] + i)));
+            __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src[t1] + i)));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), pair));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), pair));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(acc + i + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    for (; i + 8 <= n; i += 8) { /* the same on 8 outputs: lo 0-3, hi 4-7 */
+        __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+        for (int t = 0; t < taps; t += 2) {
+            int t1 = t + 1 < taps ? t + 1 : t;
+            int32_t w1 = t + 1 < taps ? w[t + 1] : 0;
+            __m128i pair = _mm_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)w[t] & 0xffff)));
+            __m128i a = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src[t] + i)));
+            __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src[t1] + i)));
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), pair));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), pair));
+        }
+        _mm_storeu_si128((__m128i *)(acc + i), lo);
+        _mm_storeu_si128((__m128i *)(acc + i + 4), hi);
+    }
+    if (i < n) {
+        const uint8_t *rest[KN_QGEMM_DW_MAX_TAPS];
+        for (int t = 0; t < taps; t++)
+            rest[t] = src[t] + i;
+        kn_qgemm_depthwise_generic(rest, w, taps, n - i, acc + i);
+    }
+}
