@@ -136,6 +136,48 @@ static void check_kernel_case(const kernel_case *c) {
     free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got);
 }
 
+/* kn_qgemm_depthwise on every path: odd and even tap counts up to the most, run lengths around the
+ * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. */
+static void test_depthwise_kernels(void) {
+    const int taps_list[] = {1, 2, 9, 25, KN_QGEMM_DW_MAX_TAPS};
+    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 100};
+    int checked = 0;
+    for (size_t a = 0; a < sizeof taps_list / sizeof taps_list[0]; a++)
+        for (size_t b = 0; b < sizeof lengths / sizeof lengths[0]; b++)
+            for (int extreme = 0; extreme < 2; extreme++) {
+                int taps = taps_list[a];
+                int64_t n = lengths[b];
+                uint8_t *bytes = malloc((size_t)(taps * n));
+                const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+                int32_t w[KN_QGEMM_DW_MAX_TAPS], want[100], got[100];
+                for (int t = 0; t < taps; t++) {
+                    src[t] = bytes + t * n;
+                    w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+                }
+                for (int64_t i = 0; i < taps * n; i++)
+                    bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
+                for (int64_t i = 0; i < n; i++) {
+                    int64_t sum = 0;
+                    for (int t = 0; t < taps; t++)
+                        sum += (int64_t)w[t] * src[t][i];
+                    want[i] = (int32_t)sum;
+                }
+                for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                    const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                    if (!k)
+                        continue;
+                    memset(got, 0x5a, sizeof got);
+                    kn_qgemm_depthwise(k, src, w, taps, n, got);
+                    CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0,
+                              "%s depthwise: %d taps, %lld outputs, extreme %d differ from the exact sums",
+                              kn_qgemm_kernel_name(k), taps, (long long)n, extreme);
+                    checked++;
+                }
+                free(bytes);
+            }
+    printf("depthwise kernels: %d runs equal the exact sums\n", checked);
+}
+
 static void test_kernels(void) {
     const kernel_case cases[] = {
         {1, 1, 1, true, KN_QOUT_U8, false, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false, false},
@@ -790,6 +832,7 @@ static void test_qlinear_onnx(void) {
 int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
+    test_depthwise_kernels();
     test_quantize_kernels();
     test_layers();
     test_maxpool_integer();
