@@ -62,6 +62,7 @@ typedef struct kernel_case {
     bool relu;
     bool extreme; /* activations 255 and weights -128 or 127 */
     bool clip;    /* Clip to [-0.3, 0.4] (after Relu when relu) */
+    int residual; /* KN_QRES_*: a residual (R, L) added before Relu and Clip */
 } kernel_case;
 
 static void check_kernel_case(const kernel_case *c) {
@@ -85,7 +86,15 @@ static void check_kernel_case(const kernel_case *c) {
         bias[ch] = rand_in(-1.0f, 1.0f);
     }
     kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
-                        c->clip, -0.3f, 0.4f};
+                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120};
+    size_t r_size = kn_qres_size(c->residual);
+    uint8_t *res = malloc((size_t)(c->R * c->L) * (r_size ? r_size : 1)); // (R, L) as y
+    for (int64_t i = 0; i < c->R * c->L; i++) {
+        if (c->residual == KN_QRES_F32)
+            ((float *)res)[i] = rand_in(-2.0f, 2.0f);
+        else
+            res[i] = (uint8_t)rand_below(256);
+    }
     size_t y_size = c->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
     // The definition: the exact sum, then kn_quant_layer_level / kn_quant_layer_value.
     uint8_t *want = malloc((size_t)(c->R * c->L) * y_size);
@@ -98,6 +107,11 @@ static void check_kernel_case(const kernel_case *c) {
                 acc += ((int64_t)x[xr * c->K + k] - z_x) * w[ch * c->K + k];
             int64_t at = r * c->L + l;
             float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
+            if (c->residual == KN_QRES_F32)
+                v = kn_quant_add_residual(v, ((const float *)res)[at]);
+            else if (c->residual != KN_QRES_NONE)
+                v = kn_quant_add_residual(v, kn_quant_value(c->residual == KN_QRES_U8 ? res[at] : (int8_t)res[at],
+                                                            epi.r_scale, epi.r_zero_point));
             v = c->relu ? kn_quant_relu(v) : v;
             v = c->clip ? kn_quant_clip(v, epi.clip_lo, epi.clip_hi) : v;
             if (c->y_type == KN_QOUT_F32)
@@ -125,7 +139,7 @@ static void check_kernel_case(const kernel_case *c) {
             continue;
         for (int threads = 1; threads <= 2; threads++) {
             memset(got, 0x5a, (size_t)(c->R * c->L) * y_size);
-            kn_qgemm_problem p = {c->R, c->L, c->K, b, v, c->conv, c->conv, &epi, got, c->L};
+            kn_qgemm_problem p = {c->R, c->L, c->K, b, v, c->conv, c->conv, &epi, got, c->L, r_size ? res : NULL};
             kn_qgemm_run(k, &p, threads);
             CHECK_MSG(memcmp(got, want, (size_t)(c->R * c->L) * y_size) == 0,
                       "%s, %d thread(s): (%lld x %lld, K %lld) %s y_type %d relu %d extreme %d differs from the "
@@ -133,7 +147,7 @@ static void check_kernel_case(const kernel_case *c) {
                       (long long)c->K, c->conv ? "conv" : "gemm", c->y_type, c->relu, c->extreme);
         }
     }
-    free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got);
+    free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got), free(res);
 }
 
 /* kn_qgemm_depthwise on every path: odd and even tap counts up to the most, run lengths around the
@@ -180,13 +194,15 @@ static void test_depthwise_kernels(void) {
 
 static void test_kernels(void) {
     const kernel_case cases[] = {
-        {1, 1, 1, true, KN_QOUT_U8, false, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false, false},
-        {7, 70, 27, true, KN_QOUT_I8, false, false, false},  {33, 130, 288, true, KN_QOUT_F32, true, false, false},
-        {4, 64, 4, true, KN_QOUT_F32, false, false, false},  {1, 10, 3136, false, KN_QOUT_F32, false, false, false},
-        {3, 70, 37, false, KN_QOUT_U8, true, false, false},  {9, 5, 6, false, KN_QOUT_I8, false, false, false},
-        {6, 129, 101, false, KN_QOUT_F32, true, false, false}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true, false},
-        {3, 18, 4097, false, KN_QOUT_F32, false, true, false}, {5, 70, 27, true, KN_QOUT_U8, false, false, true},
-        {3, 37, 19, false, KN_QOUT_F32, true, false, true}, {6, 40, 9, true, KN_QOUT_I8, true, false, true},
+        {1, 1, 1, true, KN_QOUT_U8, false, false, false, 0},    {5, 17, 9, true, KN_QOUT_U8, true, false, false, 0},
+        {7, 70, 27, true, KN_QOUT_I8, false, false, false, 0},  {33, 130, 288, true, KN_QOUT_F32, true, false, false, 0},
+        {4, 64, 4, true, KN_QOUT_F32, false, false, false, 0},  {1, 10, 3136, false, KN_QOUT_F32, false, false, false, 0},
+        {3, 70, 37, false, KN_QOUT_U8, true, false, false, 0},  {9, 5, 6, false, KN_QOUT_I8, false, false, false, 0},
+        {6, 129, 101, false, KN_QOUT_F32, true, false, false, 0}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true, false, 0},
+        {3, 18, 4097, false, KN_QOUT_F32, false, true, false, 0}, {5, 70, 27, true, KN_QOUT_U8, false, false, true, 0},
+        {3, 37, 19, false, KN_QOUT_F32, true, false, true, 0}, {6, 40, 9, true, KN_QOUT_I8, true, false, true, 0},
+        {5, 70, 27, true, KN_QOUT_U8, true, false, false, KN_QRES_U8}, {7, 33, 18, true, KN_QOUT_F32, false, false, false, KN_QRES_F32},
+        {3, 40, 30, false, KN_QOUT_I8, true, false, true, KN_QRES_I8}, {2, 19, 64, false, KN_QOUT_U8, false, false, false, KN_QRES_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_kernel_case(&cases[i]);

@@ -102,6 +102,11 @@ static inline float kn_quant_layer_value(int32_t acc, float mult, float bias) {
 /* Relu as the integer layers apply it: y > 0 ? y : +0, so NaN and -0 give +0 (what maxps(y, 0) does). */
 static inline float kn_quant_relu(float y) { return y > 0.0f ? y : 0.0f; }
 
+/* A residual added to an integer layer's value (a ResNet block's Add, fused): y + r, one f32 addition,
+ * with r an f32 tensor's element or a level's kn_quant_value (what the DequantizeLinear it came through
+ * gives). It comes before the layer's Relu or Clip, as the Add came before them. */
+static inline float kn_quant_add_residual(float y, float r) { return y + r; }
+
 /* Clip (ReLU6 and the like) as the ONNX op computes it: raised to lo, then lowered to hi; NaN passes
  * (what minps(hi, maxps(lo, y)) does). An integer layer applies it after Relu, when it has one. */
 static inline float kn_quant_clip(float y, float lo, float hi) {

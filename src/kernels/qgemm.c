@@ -69,8 +69,17 @@ static void micro_generic(int64_t kq, const uint8_t *b, const uint8_t *v, size_t
         }
 }
 
+/* Residual element i of r (e->r_type) as the value added. */
+static float residual_at(const kn_qepilogue *e, const void *r, int i) {
+    switch (e->r_type) {
+    case KN_QRES_F32: return ((const float *)r)[i];
+    case KN_QRES_U8: return kn_quant_value(((const uint8_t *)r)[i], e->r_scale, e->r_zero_point);
+    default: return kn_quant_value(((const int8_t *)r)[i], e->r_scale, e->r_zero_point);
+    }
+}
+
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                             void *y) {
+                               const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     for (int i = 0; i < n; i++) {
         int64_t c = per_lane ? channel + i : channel;
@@ -78,6 +87,8 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
         // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
         int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
         float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+        if (e->r_type != KN_QRES_NONE)
+            value = kn_quant_add_residual(value, residual_at(e, r, i));
         if (e->relu)
             value = kn_quant_relu(value);
         if (e->clip)
@@ -113,8 +124,8 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
 }
 
 void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, void *y) {
-    k->epilogue(e, acc, n, channel, false, y);
+                           int64_t channel, const void *r, void *y) {
+    k->epilogue(e, acc, n, channel, false, r, y);
 }
 
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
@@ -187,7 +198,7 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
     int64_t col_tiles = (p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS;
     int64_t panels_total = (p->L + 15) / 16;
     size_t v_panel_bytes = (size_t)kq * 64;
-    size_t y_size = p->epi->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = p->epi->y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(p->epi->r_type);
     int64_t work = p->R * p->L * p->K;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
     for (int64_t t = 0; t < slivers * col_tiles; t++) {
@@ -205,8 +216,9 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         for (int i = 0; i < rows; i++) {
             int64_t r = s * KN_QGEMM_MR + i;
             char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
+            const char *res = r_size ? (const char *)p->r + (size_t)(r * p->ldy + col0) * r_size : NULL;
             k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,
-                        !p->channel_per_row, y);
+                        !p->channel_per_row, res, y);
         }
     }
 }

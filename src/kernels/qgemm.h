@@ -34,7 +34,9 @@
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
- *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), through Relu when relu, through
+ *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), plus the residual r when there is one
+ *     (kn_quant_add_residual: r_type f32 as is, u8 or i8 levels as kn_quant_value(r, r_scale,
+ *     r_zero_point)), through Relu when relu, through
  *     kn_quant_clip(y, clip_lo, clip_hi) when clip, then quantized to (y_scale, y_zero_point) as u8
  *     (y_type 1) or i8 (y_type 2), or stored as f32 (0).
  * corr[c] = z_x' * sum_k w[c][k] removes the activations' zero point (z_x' in the u8 representation). */
@@ -47,9 +49,18 @@ typedef struct kn_qepilogue {
     int32_t y_zero_point;
     bool clip;
     float clip_lo, clip_hi;
+    int r_type; /* KN_QRES_* */
+    float r_scale;
+    int32_t r_zero_point;
 } kn_qepilogue;
 
 enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2 };
+enum { KN_QRES_NONE = 0, KN_QRES_F32, KN_QRES_U8, KN_QRES_I8 };
+
+/* Bytes of one residual element of type r_type (0 for none). */
+static inline size_t kn_qres_size(int r_type) {
+    return r_type == KN_QRES_F32 ? sizeof(float) : r_type == KN_QRES_NONE ? 0 : 1;
+}
 
 typedef struct kn_qgemm_problem {
     int64_t R, L, K;
@@ -60,6 +71,7 @@ typedef struct kn_qgemm_problem {
     const kn_qepilogue *epi;
     void *y;         /* (R, L) outputs, rows ldy elements apart: u8, i8 or f32 as epi->y_type */
     int64_t ldy;
+    const void *r;   /* the residual, laid out as y (as epi->r_type), or NULL */
 } kn_qgemm_problem;
 
 /* A kernel set: the micro-kernel and the epilogue of one ISA. */
@@ -83,9 +95,9 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
                         int32_t *acc);
 
 /* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
- * output computed outside kn_qgemm_run). */
+ * output computed outside kn_qgemm_run), with residual r[0..n) when e has one. */
 void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, void *y);
+                           int64_t channel, const void *r, void *y);
 
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */

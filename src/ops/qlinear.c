@@ -12,11 +12,14 @@
  *   2 mult   (M) f32, the accumulator's multiplier per output channel
  *   3 bias   (M) f32
  *   4 corr   (M) i32, z_x' * sum_k w[c][k] (z_x' the zero point in u8 form: z_x + 128 for i8)
+ *   5 r      optional: a residual of the output's shape, added before the activation (a fused Add):
+ *            f32, or u8 / i8 levels dequantized with kn_r_scale and kn_r_zero_point
  * Attributes:
  *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
  *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
  *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
  *   kn_activation                    "Relu", "Clip" (bounds kn_min, kn_max: ReLU6) or absent
+ *   kn_r_scale, kn_r_zero_point      the residual's quantization, when it is u8 or i8
  *   Conv: kn_w_shape (M, C/group, kH, kW) and Conv's own (strides, pads, dilations, group, auto_pad)
  *   Gemm: kn_k, kn_n
  * Inference only: no backward.
@@ -84,8 +87,32 @@ static kiln_status check_constants(kn_tensor *const *in, int64_t channels, size_
     return KILN_OK;
 }
 
+static int residual_type_of(kn_dtype t) {
+    return t == KN_F32 ? KN_QRES_F32 : t == KN_U8 ? KN_QRES_U8 : t == KN_I8 ? KN_QRES_I8 : KN_QRES_NONE;
+}
+
+/* The residual input, when given: f32, u8 or i8 of the output's shape y, its scale finite and > 0. */
+static kiln_status check_residual(const kn_node *node, const kn_tensor *r, const kn_shape *y) {
+    if (!r)
+        return KILN_OK;
+    if (residual_type_of(r->dtype) == KN_QRES_NONE)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "the residual has dtype %s; f32, u8 or i8 expected",
+                       kn_dtype_name(r->dtype));
+    if (!kn_shape_equal(&r->shape, y))
+        return kn_fail(KILN_ERR_SHAPE, "the residual's shape differs from the output's");
+    float s = kn_node_float(node, "kn_r_scale", 1.0f);
+    if (r->dtype != KN_F32 && !(s > 0.0f && s < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_r_scale %g must be finite and > 0", (double)s);
+    return KILN_OK;
+}
+
+static const kn_tensor *residual_of(const kn_op_call *call) {
+    return call->node->n_in > 5 ? call->in[5] : NULL;
+}
+
 static kn_qepilogue epilogue_of(const kn_op_call *call) {
     const kn_node *node = call->node;
+    const kn_tensor *r = residual_of(call);
     const char *act = kn_node_string(node, "kn_activation", "");
     return (kn_qepilogue){
         .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
@@ -94,6 +121,8 @@ static kn_qepilogue epilogue_of(const kn_op_call *call) {
         .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
         .clip = strcmp(act, "Clip") == 0, .clip_lo = kn_node_float(node, "kn_min", -INFINITY),
         .clip_hi = kn_node_float(node, "kn_max", INFINITY),
+        .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
+        .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
 }
 
@@ -145,14 +174,15 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    if (inputs.n != 5)
-        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    if (inputs.n != 5 && inputs.n != 6)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 or 6 inputs, got %d", inputs.n);
     KN_TRY(check_x(node, inputs.in[0], 4));
     KN_TRY(check_output_attrs(node));
     qconv_geom geom;
     KN_TRY(qconv_geom_of(node, &inputs.in[0]->shape, &geom));
     KN_TRY(check_constants(inputs.in, geom.M, kn_qgemm_b_bytes(geom.Mg, geom.K) * (size_t)geom.group));
     kn_shape y = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    KN_TRY(check_residual(node, kn_input_at(inputs.in, inputs.n, 5), &y));
     kn_set_output(g, node, 0, &y, y_dtype_of(node));
     return KILN_OK;
 }
@@ -300,7 +330,7 @@ static int64_t dw_tap_offset(const qconv_geom *g, const dw_frame *f, int64_t i, 
 /* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
  * scratch of rows * pitch sums. */
 static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *framed,
-                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, char *y) {
+                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const void *r, char *y) {
     const int64_t OH = g->h.out, OW = g->w.out;
     const int taps = (int)(g->h.kernel * g->w.kernel);
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
@@ -321,7 +351,7 @@ static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const d
             kn_qgemm_depthwise(kernel, src, w, taps, OW, acc + oh * OW);
         }
     }
-    kn_qgemm_epilogue_row(kernel, epi, acc, (int)(OH * OW), c, y);
+    kn_qgemm_epilogue_row(kernel, epi, acc, (int)(OH * OW), c, r, y);
 }
 
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
@@ -350,19 +380,20 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
     kn_qepilogue epi = epilogue_of(call);
-    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
     char *ys = call->out[0]->data; // (N, C, OH, OW)
+    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * g->out_plane * taps >= (1 << 16))
     for (int64_t p = 0; p < planes; p++) {
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
         dw_fill_frame(g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
         dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
-                 ys + (size_t)(p * g->out_plane) * y_size);
+                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
 }
@@ -391,11 +422,12 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     kn_qepilogue epi = epilogue_of(call);
-    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
     const uint8_t *w = call->in[1]->data;
     char *ys = call->out[0]->data; // (N, M, OH, OW)
+    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
 #pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
     for (int64_t item = 0; item < items; item++) {
         int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
@@ -410,6 +442,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
             .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
             .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
             .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
+            .r = rs ? rs + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * r_size : NULL,
         };
         kn_qgemm_run(kernel, &p, inner);
     }
@@ -439,8 +472,8 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    if (inputs.n != 5)
-        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    if (inputs.n != 5 && inputs.n != 6)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 or 6 inputs, got %d", inputs.n);
     const kn_shape *xs = &inputs.in[0]->shape;
     KN_TRY(check_x(node, inputs.in[0], 0));
     KN_TRY(check_output_attrs(node));
@@ -452,6 +485,7 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(check_constants(inputs.in, N, kn_qgemm_v_bytes(N, K)));
     kn_shape y = *xs;
     y.d[y.ndim - 1] = N;
+    KN_TRY(check_residual(node, kn_input_at(inputs.in, inputs.n, 5), &y));
     kn_set_output(g, node, 0, &y, y_dtype_of(node));
     return KILN_OK;
 }
@@ -471,6 +505,7 @@ static kiln_status qgemm_forward(const kn_op_call *call) {
     kn_qgemm_problem p = {
         .R = R, .L = N, .K = K, .b = b, .v = call->in[1]->data, .v_unsigned = false,
         .channel_per_row = false, .epi = &epi, .y = call->out[0]->data, .ldy = N,
+        .r = epi.r_type != KN_QRES_NONE ? residual_of(call)->data : NULL,
     };
     kn_qgemm_run(kn_qgemm_kernel_best(), &p, kn_threads_get());
     return KILN_OK;
@@ -611,11 +646,11 @@ const kn_op kn_op_maxpoolinteger = {
 };
 
 const kn_op kn_op_qlinearconvpacked = {
-    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 5,
+    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 6,
     .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
 };
 
 const kn_op kn_op_qlineargemmpacked = {
-    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 5,
+    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 6,
     .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
 };

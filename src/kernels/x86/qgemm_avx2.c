@@ -72,8 +72,18 @@ static inline void store_levels(uint8_t *y, __m256 q) {
 
 /* The steps of kn_quant_layer_level, one IEEE operation each, in its order (see the AVX-512
  * epilogue); a tail of fewer than 8 goes through the reference. */
+/* 8 residual elements of r (e->r_type) as the values added: (float)(level - zero) * scale for levels. */
+static inline __m256 residual8(const kn_qepilogue *e, const void *r, int i) {
+    if (e->r_type == KN_QRES_F32)
+        return _mm256_loadu_ps((const float *)r + i);
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)r + i));
+    __m256i levels = e->r_type == KN_QRES_U8 ? _mm256_cvtepu8_epi32(bytes) : _mm256_cvtepi8_epi32(bytes);
+    levels = _mm256_sub_epi32(levels, _mm256_set1_epi32(e->r_zero_point));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+}
+
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                            void *y) {
+                            const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     __m256 scale = _mm256_set1_ps(e->y_scale), zp = _mm256_set1_ps((float)e->y_zero_point);
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
@@ -89,6 +99,8 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
         }
         __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), corr);
         __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), mult, bias);
+        if (e->r_type != KN_QRES_NONE)
+            value = _mm256_add_ps(value, residual8(e, r, i));
         if (e->relu)
             value = _mm256_max_ps(value, _mm256_setzero_ps());
         if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
@@ -103,7 +115,8 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
     }
     if (i < n) {
         size_t y_size = e->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
-        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane,
+        const char *rest = r ? (const char *)r + (size_t)i * kn_qres_size(e->r_type) : NULL;
+        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
                                   (char *)y + (size_t)i * y_size);
     }
 }
