@@ -257,6 +257,8 @@ typedef struct layer_case {
     bool x_signed, bias, relu;
     int y;                     /* 0: f32 output, 1: QuantizeLinear u8, 2: i8 */
     bool clip;                 /* Clip to [-0.2, 0.25] after the layer (and its Relu) */
+    int residual;              /* Add(layer, r) before Relu and Clip, r of x's shape: 1 x itself (f32),
+                                  2 x's QuantizeLinear -> DequantizeLinear (a ResNet shortcut) */
 } layer_case;
 
 typedef struct layer_data {
@@ -325,6 +327,8 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     }
     int y = add_node(g, c->op, c->bias ? 3 : 2, (int[]){xdq, wdq, b}, "y");
     int node = g->n_nodes - 1;
+    if (c->residual)
+        y = add_node(g, "Add", 2, (int[]){y, c->residual == 1 ? x : xdq}, "y.add");
     if (conv) {
         CHECK_OK(kn_node_set_ints(g, node, "strides", 2, (int64_t[]){c->stride, c->stride}));
         CHECK_OK(kn_node_set_ints(g, node, "pads", 4, (int64_t[]){c->pad, c->pad, c->pad, c->pad}));
@@ -407,19 +411,22 @@ static void layer_definition(const layer_case *c, const layer_data *d, const flo
                 }
                 float mult = kn_quant_multiplier(d->s_x, d->s_w[m], 1.0), bias = c->bias ? d->b[m] : 0.0f;
                 float value = kn_quant_layer_value((int32_t)acc, mult, bias);
+                int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
+                float residual = c->residual == 1 ? x[at] : c->residual == 2 ? (float)qx[at] * d->s_x : 0.0f;
+                if (c->residual)
+                    value = kn_quant_add_residual(value, residual);
                 if (c->relu)
                     value = kn_quant_relu(value);
                 if (c->clip)
                     value = kn_quant_clip(value, -0.2f, 0.25f);
-                int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
                 if (c->y)
                     out[at] = kn_quant_value(kn_quant_level(value, d->s_y, d->z_y, yr), d->s_y, d->z_y);
                 else
                     out[at] = value;
-                double e = (double)acc * d->s_x * d->s_w[m] + bias;
+                double e = (double)acc * d->s_x * d->s_w[m] + bias + residual;
                 e = c->relu && e < 0 ? 0 : e;
                 exact[at] = c->clip ? fmin(fmax(e, -0.2), 0.25) : e;
-                magnitude[at] = mag + fabs(bias);
+                magnitude[at] = mag + fabs(bias) + fabs(residual);
             }
     free(qx);
 }
@@ -450,7 +457,8 @@ static void check_layer_case(const layer_case *c) {
             fprintf(stderr, "  %s: %s\n", c->label, opt->nodes[i].op->name);
     bool conv = strcmp(c->op, "Conv") == 0;
     CHECK_MSG(count_op(opt, conv ? "QLinearConvPacked" : "QLinearGemmPacked") == 1 &&
-                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0 && count_op(opt, "Clip") == 0,
+                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0 && count_op(opt, "Clip") == 0 &&
+                  count_op(opt, "Add") == 0,
               "%s: the optimizer did not make one integer layer", c->label);
     CHECK_MSG(!c->y || count_op(opt, "QuantizeLinear") == 1, "%s: the output QuantizeLinear stays", c->label);
     kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
@@ -490,28 +498,65 @@ static void check_layer_case(const layer_case *c) {
     free(x), free(d.s_w), free(d.b), free(d.w);
 }
 
+/* An Add that broadcasts (a conv's output plus the input's GlobalAveragePool, (N, C, 1, 1)) is no
+ * shortcut: the optimizer leaves it, and the optimized graph computes what the graph as built does. */
+static void test_broadcast_add_stays(void) {
+    layer_case c = {"broadcast add", "Conv", 2, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, false, false, true, false, 0, false, 0};
+    layer_data d;
+    make_layer_data(&c, &d);
+    kn_graph g;
+    build_layer(&c, &d, &g);
+    int pooled = add_node(&g, "GlobalAveragePool", 1, &g.inputs[0], "x.gap");
+    g.outputs[0] = add_node(&g, "Add", 2, (int[]){g.outputs[0], pooled}, "y.add");
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model)
+        return;
+    const kn_graph *opt = kn_model_graph(model, true);
+    CHECK_MSG(count_op(opt, "QLinearConvPacked") == 1 && count_op(opt, "Add") == 1,
+              "the broadcasting Add must stay beside the integer layer");
+    int64_t x_numel = c.N * c.C * c.H * c.W, n_fast = 0, n_ref = 0;
+    float *x = malloc(sizeof(float) * (size_t)x_numel);
+    for (int64_t i = 0; i < x_numel; i++)
+        x[i] = rand_in(-1.0f, 1.0f);
+    kiln_session *fast = rt_session_new(model, true, 1, false), *ref = rt_session_new(model, false, 1, false);
+    const float *y_fast = fast ? rt_session_forward(fast, c.N, x, x_numel / c.N, &n_fast) : NULL;
+    const float *y_ref = ref ? rt_session_forward(ref, c.N, x, x_numel / c.N, &n_ref) : NULL;
+    CHECK_MSG(y_fast && y_ref && n_fast == n_ref && n_fast == c.N * c.M * c.H * c.W &&
+                  rt_max_diff(y_fast, y_ref, n_fast) < 1e-4,
+              "the graph with a broadcasting Add runs optimized as built");
+    kiln_session_free(fast);
+    kiln_session_free(ref);
+    kiln_model_free(model);
+    free(x), free(d.s_w), free(d.b), free(d.w);
+}
+
 static void test_layers(void) {
     const layer_case cases[] = {
-        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y clip
-        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
-        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0, false},
-        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2, false},
-        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0, false},
-        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1, false},
-        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0, false},
-        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1, false},
-        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
-        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false},
-        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false},
-        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false},
-        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false},
-        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false},
-        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0, false},
-        {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true},
-        {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true},
-        {"conv depthwise 5x5 stride 2 pad 2, i8 in", "Conv", 2, 7, 13, 11, 7, 5, 5, 2, 2, 1, 7, false, true, true, false, 1, false},
-        {"conv depthwise 3x3 dilation 2 pad 2",    "Conv", 1, 5, 9, 37, 5, 3, 3, 1, 2, 2, 5, false, false, true, true, 2, false},
-        {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true},
+        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y clip res
+        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0, false, 0},
+        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2, false, 0},
+        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0, false, 0},
+        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1, false, 0},
+        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0, false, 0},
+        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false, 0},
+        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false, 0},
+        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false, 0},
+        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false, 0},
+        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0, false, 0},
+        {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true, 0},
+        {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true, 0},
+        {"conv depthwise 5x5 stride 2 pad 2, i8 in", "Conv", 2, 7, 13, 11, 7, 5, 5, 2, 2, 1, 7, false, true, true, false, 1, false, 0},
+        {"conv depthwise 3x3 dilation 2 pad 2",    "Conv", 1, 5, 9, 37, 5, 3, 3, 1, 2, 2, 5, false, false, true, true, 2, false, 0},
+        {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true, 0},
+        {"conv 3x3 + shortcut levels + Relu, u8",  "Conv", 2, 6, 7, 7, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 2},
+        {"conv 1x1 + f32 shortcut, f32 out",       "Conv", 1, 5, 6, 9, 5, 1, 1, 1, 0, 1, 1, false, false, true, false, 0, false, 1},
+        {"conv depthwise + shortcut, i8 in and out", "Conv", 1, 8, 9, 20, 8, 3, 3, 1, 1, 1, 8, false, true, true, false, 2, false, 2},
+        {"gemm + shortcut levels + Clip, u8",      "Gemm", 3, 20, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 1, true, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_layer_case(&cases[i]);
@@ -541,7 +586,7 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 }
 
 static void test_maxpool_integer(void) {
-    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false};
+    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0};
     const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
     for (int signed_out = 0; signed_out <= 1; signed_out++)
         for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
@@ -851,6 +896,7 @@ int main(void) {
     test_depthwise_kernels();
     test_quantize_kernels();
     test_layers();
+    test_broadcast_add_stays();
     test_maxpool_integer();
     test_quantized_cnn();
     test_qlinear_onnx();

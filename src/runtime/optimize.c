@@ -808,6 +808,132 @@ static bool is_integer_layer(const kn_node *n) {
     return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
 }
 
+/* ---- residual Adds into integer layers ----------------------------------------------------------
+ *
+ * Add(layer, r) [-> Relu] [-> QuantizeLinear], a ResNet block's shortcut: when one input of an Add is the
+ * f32 output of an integer layer that only the Add reads (no activation or residual yet) and the other,
+ * r, has the same shape, the layer adds r in its epilogue (core/quant.h kn_quant_add_residual: the same
+ * f32 addition) and the passes after fuse the Relu and the QuantizeLinear into it as before. When r is a
+ * per-tensor DequantizeLinear of u8/i8 levels the layer reads the levels (dequantizing them exactly as
+ * the DequantizeLinear does), so the shortcut stays 8-bit; otherwise it reads r in f32. The layer takes
+ * the Add's place in the node order, where r has been computed.
+ * The graph's activation shapes are stale here, and an Add may broadcast: r and the layer's output must
+ * have the same shape by shape inference with the open input dims at 1 and at 2 (a batch), or the Add
+ * stays. */
+
+/* Every value's shape with the graph's open input dims at `open`: shape inference on a view of g that
+ * shares its nodes and data, as a session's does. (n_values) malloc'd; NULL when inference fails (the
+ * error is dropped: the caller only fuses less) or out of memory. */
+static kn_shape *shapes_with_open_dims(const kn_graph *g, int64_t open) {
+    kn_graph view = *g;
+    memset(&view.arena, 0, sizeof view.arena);
+    view.mapping = NULL;
+    view.mapping_bytes = 0;
+    view.values = malloc(sizeof(kn_value) * (size_t)(g->n_values ? g->n_values : 1));
+    kn_shape *shapes = malloc(sizeof(kn_shape) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!view.values || !shapes) {
+        free(view.values);
+        free(shapes);
+        return NULL;
+    }
+    memcpy(view.values, g->values, sizeof(kn_value) * (size_t)g->n_values);
+    view.cap_values = g->n_values;
+    for (int v = 0; v < g->n_values; v++) { /* g's inferred data stays g's: the view computes its own */
+        if (view.values[v].data_from_inference) {
+            view.values[v].data = NULL;
+            view.values[v].data_from_inference = false;
+        }
+    }
+    for (int i = 0; i < g->n_inputs; i++) {
+        kn_shape *s = &view.values[g->inputs[i]].shape;
+        for (int d = 0; d < s->ndim; d++)
+            s->d[d] = kn_graph_input_dim_open(g, i, d) ? open : s->d[d];
+    }
+    if (kn_graph_infer_shapes(&view) == KILN_OK) {
+        for (int v = 0; v < g->n_values; v++)
+            shapes[v] = view.values[v].shape;
+    } else {
+        free(shapes);
+        shapes = NULL;
+    }
+    free(view.values);
+    kn_arena_free(&view.arena);
+    return shapes;
+}
+
+/* Whether values a and b have the same shape in both inferences. */
+static bool same_shapes(kn_shape *const at[2], int a, int b) {
+    return kn_shape_equal(&at[0][a], &at[0][b]) && kn_shape_equal(&at[1][a], &at[1][b]);
+}
+
+/* The integer layer whose f32 output v only an Add reads and which may take a residual, or NULL. */
+static kn_node *residual_taker(kn_graph *g, const int *reads, int v) {
+    kn_node *p = sole_producer(g, reads, v);
+    return p && is_integer_layer(p) && p->n_in == 5 && kn_node_int(p, "kn_y_type", 0) == KN_QOUT_F32 &&
+                   !kn_node_attr(p, "kn_activation")
+               ? p
+               : NULL;
+}
+
+/* Add node `add` becomes `layer` with residual r (its levels, when r is a DequantizeLinear's output). */
+static kiln_status fuse_residual(kn_graph *g, int add, kn_node *layer, int r) {
+    dq_info d;
+    bool levels = dq_info_of(g, r, &d) && dq_scale_count(g, &d) == 1 && g->values[d.levels].dtype == d.level_type;
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 6);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing Add '%s'", g->nodes[add].name);
+    memcpy(in, layer->in, sizeof(int) * 5);
+    in[5] = levels ? d.levels : r;
+    int *out = g->nodes[add].out;
+    g->nodes[add] = *layer;
+    g->nodes[add].in = in;
+    g->nodes[add].n_in = 6;
+    g->nodes[add].out = out;
+    mark_removed(layer);
+    if (levels) {
+        KN_TRY(kn_node_set_float(g, add, "kn_r_scale", dq_scale(g, &d, 0)));
+        KN_TRY(kn_node_set_int(g, add, "kn_r_zero_point", dq_zero_point(g, &d, 0)));
+    }
+    return KILN_OK;
+}
+
+static kiln_status fuse_residuals(kn_graph *g, int *fused) {
+    bool any = false;
+    for (int i = 0; i < g->n_nodes && !any; i++)
+        any = op_is(&g->nodes[i], "Add");
+    if (!any)
+        return KILN_OK;
+    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
+    int *reads = count_reads(g);
+    if (!shapes[0] || !shapes[1] || !reads) {
+        free(shapes[0]), free(shapes[1]), free(reads);
+        return KILN_OK; /* shapes unknown (or no memory): the Adds stay */
+    }
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *add = &g->nodes[i];
+        if (!op_is(add, "Add") || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
+            add->in[0] == add->in[1])
+            continue;
+        const kn_value *a = &g->values[add->in[0]], *b = &g->values[add->in[1]];
+        if (a->dtype != KN_F32 || b->dtype != KN_F32 || !same_shapes(shapes, add->in[0], add->in[1]))
+            continue;
+        // The layer whose other input is a DequantizeLinear's output first: its residual stays 8-bit.
+        dq_info d;
+        int side = residual_taker(g, reads, add->in[1]) && dq_info_of(g, add->in[0], &d) ? 1 : 0;
+        kn_node *layer = residual_taker(g, reads, add->in[side]);
+        if (!layer && (layer = residual_taker(g, reads, add->in[1 - side])))
+            side = 1 - side;
+        if (!layer)
+            continue;
+        st = fuse_residual(g, i, layer, add->in[1 - side]);
+        *fused += st == KILN_OK;
+    }
+    free(shapes[0]), free(shapes[1]), free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
 /* The per-tensor quantization of QuantizeLinear node q: false unless its scale and zero point are
  * constant scalars (the zero point u8 or i8) and the scale finite and > 0. */
 static bool quantize_params(const kn_graph *g, const kn_node *q, float *scale, int64_t *zero, int *y_type) {
@@ -1378,6 +1504,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = fold_batchnorms(dst, &s.batchnorms_folded);
     if (st == KILN_OK && (passes & KN_OPT_BIAS))
         st = fuse_biases(dst, &s.biases_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = fuse_residuals(dst, &s.residuals_fused);
     if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))
         st = fuse_activations(dst, &s.activations_fused);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
