@@ -189,6 +189,21 @@ static void test_depthwise_kernels(void) {
                 }
                 free(bytes);
             }
+    for (int64_t n = 0; n < 70; n += 7) { /* kn_qgemm_deal2: the stride-2 frame's column phases */
+        uint8_t row[140], even[70], odd[70];
+        for (int64_t i = 0; i < 2 * n; i++)
+            row[i] = (uint8_t)rand_below(256);
+        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+            if (!k)
+                continue;
+            kn_qgemm_deal2(k, row, n, even, odd);
+            bool same = true;
+            for (int64_t i = 0; i < n; i++)
+                same = same && even[i] == row[2 * i] && odd[i] == row[2 * i + 1];
+            CHECK_MSG(same, "%s deal2 of %lld pairs", kn_qgemm_kernel_name(k), (long long)n);
+        }
+    }
     printf("depthwise kernels: %d runs equal the exact sums\n", checked);
 }
 
@@ -551,6 +566,8 @@ static void test_layers(void) {
         {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true, 0},
         {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true, 0},
         {"conv depthwise 5x5 stride 2 pad 2, i8 in", "Conv", 2, 7, 13, 11, 7, 5, 5, 2, 2, 1, 7, false, true, true, false, 1, false, 0},
+        {"conv depthwise 4x4 stride 3 pad 1, odd",  "Conv", 1, 3, 17, 23, 3, 4, 4, 3, 1, 1, 3, false, true, true, true, 1, false, 0},
+        {"conv depthwise 3x3 stride 2, 40x40",     "Conv", 2, 4, 40, 40, 4, 3, 3, 2, 1, 1, 4, false, false, true, true, 1, false, 0},
         {"conv depthwise 3x3 dilation 2 pad 2",    "Conv", 1, 5, 9, 37, 5, 3, 3, 1, 2, 2, 5, false, false, true, true, 2, false, 0},
         {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true, 0},
         {"conv 3x3 + shortcut levels + Relu, u8",  "Conv", 2, 6, 7, 7, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 2},

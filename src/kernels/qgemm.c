@@ -123,6 +123,17 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
     k->depthwise(src, w, taps, n, acc);
 }
 
+void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    for (int64_t k = 0; k < n; k++) {
+        even[k] = row[2 * k];
+        odd[k] = row[2 * k + 1];
+    }
+}
+
+void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    k->deal2(row, n, even, odd);
+}
+
 void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
                            int64_t channel, const void *r, void *y) {
     k->epilogue(e, acc, n, channel, false, r, y);
@@ -148,16 +159,16 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
                                                kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
-                                               kn_qgemm_depthwise_generic};
+                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
                                             kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2};
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
 // kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets, and
 // whose depthwise sums are bound by loads more than by the vector width.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
                                             kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2};
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

@@ -94,6 +94,10 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
 void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
                         int32_t *acc);
 
+/* even[k] = row[2k], odd[k] = row[2k + 1] for k < n: a framed row split into its two column phases
+ * (a stride-2 depthwise layer's frame). */
+void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+
 /* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
  * output computed outside kn_qgemm_run), with residual r[0..n) when e has one. */
 void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,

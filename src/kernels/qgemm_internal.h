@@ -25,8 +25,9 @@ typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const int32_t *acc, 
 typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                                      uint8_t *y);
 
-/* kn_qgemm_depthwise. */
+/* kn_qgemm_depthwise, kn_qgemm_deal2. */
 typedef void (*kn_qgemm_depthwise_fn)(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
+typedef void (*kn_qgemm_deal2_fn)(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
 
 struct kn_qgemm_kernel {
     const char *name;
@@ -35,6 +36,7 @@ struct kn_qgemm_kernel {
     kn_qgemm_quantize_fn quantize;
     kn_qgemm_interleave_fn interleave;
     kn_qgemm_depthwise_fn depthwise;
+    kn_qgemm_deal2_fn deal2;
 };
 
 /* The reference epilogue; the ISA epilogues use it for their tails. */
@@ -47,6 +49,8 @@ void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                               uint8_t *y);
 void kn_qgemm_depthwise_generic(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
+void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
 void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
                                  size_t stride);

@@ -267,20 +267,21 @@ static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, con
  * rows and most of every tile would be padding. Each output plane is computed instead by
  * kn_qgemm_depthwise over its input plane, copied (in the kernels' u8 form) into a frame of the zero
  * point's level as the unfolding pads it, so the sums are the same exact integers; the same epilogue
- * follows, once per plane.
- * The frame is stored in s phases for a horizontal stride s: phase p holds the frame's columns p, p + s,
- * p + 2s ..., so that each tap reads contiguous bytes along an output row. With stride 1 both ways, the
- * outputs of consecutive rows are one contiguous run over the frame (row pitch `cols`; the few outputs
- * between the rows' ends are computed and dropped), so a plane takes one call. */
+ * follows.
+ * The frame is stored in sh x sw phases for strides (sh, sw): phase (a, b) holds the frame's rows
+ * a, a + sh, ... and columns b, b + sw, ..., as a plane of `pitch` columns. Then each tap reads, for the
+ * outputs (oh, ow), the bytes oh * pitch + ow of one phase from some start: the outputs of the whole
+ * plane are one run over the phase (row oh at oh * pitch; the few outputs between rows' ends are computed
+ * and dropped), so a plane takes one kernel call whatever the strides. */
 
 static bool qconv_is_depthwise(const qconv_geom *g) {
     return g->Cg == 1 && g->Mg == 1 && g->h.kernel * g->w.kernel <= KN_QGEMM_DW_MAX_TAPS;
 }
 
 /* A depthwise plane's frame: pads[0..4) = top, left, bottom, right widths; rows and cols of the framed
- * plane, and pitch, the columns of one phase (cols / s rounded up). */
+ * plane; strides sh, sw; each phase prows rows of pitch columns. */
 typedef struct dw_frame {
-    int64_t pads[4], rows, cols, pitch, phases;
+    int64_t pads[4], rows, cols, sh, sw, prows, pitch;
 } dw_frame;
 
 static dw_frame dw_frame_of(const qconv_geom *g) {
@@ -289,69 +290,80 @@ static dw_frame dw_frame_of(const qconv_geom *g) {
     window_reach(&g->w, &f.pads[1], &f.pads[3]);
     f.rows = f.pads[0] + g->h.in + f.pads[2];
     f.cols = f.pads[1] + g->w.in + f.pads[3];
-    f.phases = g->w.stride;
-    f.pitch = (f.cols + f.phases - 1) / f.phases;
+    f.sh = g->h.stride;
+    f.sw = g->w.stride;
+    f.prows = (f.rows + f.sh - 1) / f.sh;
+    f.pitch = (f.cols + f.sw - 1) / f.sw;
     return f;
 }
 
-/* Frame bytes: the phases, and 16 more so that vector loads past a run's end stay inside. */
-static size_t dw_frame_bytes(const dw_frame *f) { return (size_t)(f->phases * f->rows * f->pitch) + 16; }
+static size_t dw_phases_bytes(const dw_frame *f) { return (size_t)(f->sh * f->sw * f->prows * f->pitch); }
 
-/* The framed plane of input plane x (H, W) as stored, in its phases. */
-static void dw_fill_frame(const qconv_geom *g, const dw_frame *f, const uint8_t *x, uint8_t flip, uint8_t pad,
-                          uint8_t *framed) {
-    memset(framed, pad ^ flip, dw_frame_bytes(f));
-    const int64_t H = g->h.in, W = g->w.in, s = f->phases, left = f->pads[1];
-    for (int64_t p = 0; p < s; p++) {
-        // Phase p holds frame columns p + s k, input columns p + s k - left: those in [0, W).
-        int64_t k0 = left > p ? (left - p + s - 1) / s : 0, k1 = (W + left - p + s - 1) / s;
-        for (int64_t r = 0; r < H; r++) {
-            const uint8_t *restrict src = x + r * W + p - left;
-            uint8_t *restrict dst = framed + (p * f->rows + r + f->pads[0]) * f->pitch;
-            if (s == 1) { /* contiguous: the compiler vectorizes it */
-                for (int64_t k = k0; k < k1; k++)
-                    dst[k] = src[k] ^ flip;
-            } else {
-                for (int64_t k = k0; k < k1; k++)
-                    dst[k] = src[s * k] ^ flip;
-            }
-        }
+/* Frame bytes: the phases, 16 more so that vector loads past a run's end stay inside, and one framed
+ * row (pitch * sw bytes) that a row's phases are dealt from. */
+static size_t dw_frame_bytes(const dw_frame *f) { return dw_phases_bytes(f) + 16 + (size_t)(f->sw * f->pitch); }
+
+/* dst[0, n) = src[0, n) ^ flip: a loop of its own, which the compiler vectorizes. */
+static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n, uint8_t flip) {
+    if (flip == 0) {
+        memcpy(dst, src, (size_t)n);
+        return;
     }
+    for (int64_t k = 0; k < n; k++)
+        dst[k] = src[k] ^ flip;
 }
 
-/* Where tap (i, j) of output (0, 0) reads in the phased frame, from its start; output row oh reads
- * oh * stride rows further. */
-static int64_t dw_tap_offset(const qconv_geom *g, const dw_frame *f, int64_t i, int64_t j) {
-    int64_t row = kn_window_start(&g->h, 0) + i * g->h.dilation + f->pads[0];
-    int64_t col = kn_window_start(&g->w, 0) + j * g->w.dilation + f->pads[1];
-    return ((col % f->phases) * f->rows + row) * f->pitch + col / f->phases;
+/* Start of frame row fr, column phase b, in the phased frame. */
+static uint8_t *dw_phase_row(const dw_frame *f, uint8_t *framed, int64_t fr, int64_t b) {
+    return framed + (((fr % f->sh) * f->sw + b) * f->prows + fr / f->sh) * f->pitch;
+}
+
+/* The framed plane of input plane x (H, W) as stored, in its phases. */
+static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *x,
+                          uint8_t flip, uint8_t pad, uint8_t *framed) {
+    const int64_t H = g->h.in, W = g->w.in, sw = f->sw, left = f->pads[1];
+    memset(framed, pad ^ flip, dw_phases_bytes(f) + 16);
+    if (sw == 1) {
+        for (int64_t r = 0; r < H; r++)
+            copy_flipped(dw_phase_row(f, framed, r + f->pads[0], 0) + left, x + r * W, W, flip);
+        return;
+    }
+    // Each input row is framed whole (padded at both ends), then dealt to the column phases: frame
+    // column c goes to phase c % sw at c / sw (stride 2: the kernels' kn_qgemm_deal2).
+    uint8_t *restrict row = framed + dw_phases_bytes(f) + 16;
+    memset(row, pad ^ flip, (size_t)(sw * f->pitch));
+    for (int64_t r = 0; r < H; r++) {
+        copy_flipped(row + left, x + r * W, W, flip);
+        if (sw == 2) {
+            kn_qgemm_deal2(kernel, row, f->pitch, dw_phase_row(f, framed, r + f->pads[0], 0),
+                           dw_phase_row(f, framed, r + f->pads[0], 1));
+            continue;
+        }
+        for (int64_t b = 0; b < sw; b++) {
+            uint8_t *restrict dst = dw_phase_row(f, framed, r + f->pads[0], b);
+            for (int64_t k = 0; k < f->pitch; k++)
+                dst[k] = row[sw * k + b];
+        }
+    }
 }
 
 /* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
- * scratch of rows * pitch sums. */
-static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *framed,
-                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const void *r, char *y) {
+ * scratch of OH * pitch sums, r the residual plane or NULL. */
+static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, uint8_t *framed,
+                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const char *r,
+                     size_t r_size, char *y, size_t y_size) {
     const int64_t OH = g->h.out, OW = g->w.out;
     const int taps = (int)(g->h.kernel * g->w.kernel);
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
-    int64_t offset[KN_QGEMM_DW_MAX_TAPS];
-    for (int t = 0; t < taps; t++)
-        offset[t] = dw_tap_offset(g, f, t / g->w.kernel, t % g->w.kernel);
-    if (g->h.stride == 1 && g->w.stride == 1) {
-        for (int t = 0; t < taps; t++)
-            src[t] = framed + offset[t];
-        kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc); /* row oh at oh * pitch */
-        for (int64_t oh = 1; oh < OH; oh++) /* rows to their places in (OH, OW): forward, never overtaking */
-            memmove(acc + oh * OW, acc + oh * f->pitch, sizeof(int32_t) * (size_t)OW);
-    } else {
-        for (int64_t oh = 0; oh < OH; oh++) {
-            const uint8_t *row = framed + oh * g->h.stride * f->pitch;
-            for (int t = 0; t < taps; t++)
-                src[t] = row + offset[t];
-            kn_qgemm_depthwise(kernel, src, w, taps, OW, acc + oh * OW);
-        }
+    for (int t = 0; t < taps; t++) { /* tap (i, j) of output (0, 0) reads frame row fr, column fc */
+        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
+        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
+        src[t] = dw_phase_row(f, framed, fr, fc % f->sw) + fc / f->sw;
     }
-    kn_qgemm_epilogue_row(kernel, epi, acc, (int)(OH * OW), c, r, y);
+    kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
+    for (int64_t oh = 0; oh < OH; oh++)
+        kn_qgemm_epilogue_row(kernel, epi, acc + oh * f->pitch, (int)OW, c, r ? r + (size_t)(oh * OW) * r_size : NULL,
+                              y + (size_t)(oh * OW) * y_size);
 }
 
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
@@ -360,11 +372,10 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     dw_frame f = dw_frame_of(g);
     int threads = kn_threads_get();
     // Scratch: the weights as int32 (C, taps), then per thread a frame and, 64-byte aligned after it,
-    // sums for the plane (rows * pitch covers both ways of computing it). The geometry's checks bound
-    // the sizes far below SIZE_MAX / threads.
+    // the plane's sums (OH * pitch). The geometry's checks bound the sizes far below SIZE_MAX / threads.
     size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(&f);
     size_t acc_at = (frame + 63) / 64 * 64, per_thread = 0, total = 0;
-    int64_t sums = f.rows * f.pitch > g->out_plane ? f.rows * f.pitch : g->out_plane;
+    int64_t sums = g->h.out * f.pitch;
     bool sized = kn_size_mul(sizeof(int32_t), (size_t)sums, &per_thread) &&
                  kn_size_add(per_thread + 63, acc_at, &per_thread) &&
                  kn_size_mul(per_thread / 64 * 64, (size_t)threads, &total) &&
@@ -391,9 +402,10 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t p = 0; p < planes; p++) {
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
-        dw_fill_frame(g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
+        dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
         dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
-                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
+                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, r_size, ys + (size_t)(p * g->out_plane) * y_size,
+                 y_size);
     }
     return KILN_OK;
 }

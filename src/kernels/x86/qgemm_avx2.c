@@ -196,3 +196,18 @@ void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int ta
         kn_qgemm_depthwise_generic(rest, w, taps, n - i, acc + i);
     }
 }
+
+/* 32 bytes: vpshufb gathers each 128-bit lane's even bytes then its odd ones, and a qword permute puts
+ * the evens of both lanes first. */
+void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
+                                            12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(row + 2 * k)), gather);
+        v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
+        _mm_storeu_si128((__m128i *)(even + k), _mm256_castsi256_si128(v));
+        _mm_storeu_si128((__m128i *)(odd + k), _mm256_extracti128_si256(v, 1));
+    }
+    kn_qgemm_deal2_generic(row + 2 * k, n - k, even + k, odd + k);
+}
