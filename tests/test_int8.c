@@ -770,8 +770,10 @@ static void make_qonnx_data(const qonnx_case *c, qonnx_data *d) {
         }
         d->w[i] = lo + (int32_t)rand_below(hi - lo + 1);
     }
-    if (c->wide) /* at least one level whose distance to its zero point (at most 147) leaves i8 */
+    if (c->wide) { /* at least one level whose distance to its zero point leaves i8 (none can around 128) */
+        d->z_w[0] = d->z_w[0] == 128 ? 127 : d->z_w[0];
         d->w[0] = d->z_w[0] < 128 ? 255 : 0;
+    }
     for (int64_t i = 0; i < d->x_numel; i++)
         d->x[i] = (uint8_t)rand_below(256);
 }
