@@ -604,7 +604,7 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 
 static void test_maxpool_integer(void) {
     const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0};
-    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
+    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {3, 3, 1}, {5, 2, 2}};
     for (int signed_out = 0; signed_out <= 1; signed_out++)
         for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
             layer_case c = base;
@@ -644,7 +644,8 @@ static void test_maxpool_integer(void) {
             }
             free(d.s_w), free(d.b), free(d.w);
         }
-    printf("MaxPoolInteger: 6 windows and level types equal to pooling the dequantized values\n");
+    printf("MaxPoolInteger: %zu windows, u8 and i8, equal to pooling the dequantized values\n",
+           sizeof windows / sizeof windows[0]);
 }
 
 /* ---- 3. a quantized CNN ------------------------------------------------------------------------ */

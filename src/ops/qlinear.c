@@ -585,12 +585,42 @@ static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w,
     }
 }
 
+/* best[0, OW) = the maximum across each window of one row of column maxima (pw bytes, framed): with
+ * stride 1 or 2 (the row dealt into its two column phases, in `phases`: pw + 1 bytes) each tap reads
+ * contiguous bytes, so the maxima run as vector loops; other strides take the windows one by one. */
+static void qmaxpool_across(const kn_qgemm_kernel *kernel, const kn_window_axis *w, int64_t left,
+                            const uint8_t *column_max, int64_t pw, uint8_t *phases, uint8_t *restrict best) {
+    const int64_t OW = w->out, s = w->stride;
+    if (s > 2) {
+        for (int64_t ow = 0; ow < OW; ow++) {
+            const uint8_t *first = column_max + ow * s - w->pad_begin + left;
+            uint8_t m = 0;
+            for (int64_t j = 0; j < w->kernel; j++)
+                m = first[j * w->dilation] > m ? first[j * w->dilation] : m;
+            best[ow] = m;
+        }
+        return;
+    }
+    int64_t half = (pw + 1) / 2;
+    if (s == 2)
+        kn_qgemm_deal2(kernel, column_max, pw / 2, phases, phases + half);
+    if (s == 2 && pw % 2)
+        phases[half - 1] = column_max[pw - 1];
+    memset(best, 0, (size_t)OW);
+    for (int64_t j = 0; j < w->kernel; j++) {
+        int64_t at = j * w->dilation - w->pad_begin + left; /* tap j of output ow reads column ow * s + at */
+        const uint8_t *restrict tap = s == 1 ? column_max + at : phases + (at % 2) * half + at / 2;
+        for (int64_t ow = 0; ow < OW; ow++)
+            best[ow] = tap[ow] > best[ow] ? tap[ow] : best[ow];
+    }
+}
+
 /* One plane, any window: the plane is copied (levels flipped to compare as u8) into `padded`, framed by
  * the lowest level wherever a window can reach outside it, so that every window is read without bounds
  * checks (then each output row takes the maximum down its window's rows, then across); pads[0..4) =
- * top, left, bottom, right frame widths; `padded` has room for the framed plane and one more row. */
-static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t pads[4],
-                           const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
+ * top, left, bottom, right frame widths; `padded` has room for the framed plane and four more rows. */
+static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *h, const kn_window_axis *w,
+                           const int64_t pads[4], const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
     const int64_t pw = pads[1] + w->in + pads[3], ph = pads[0] + h->in + pads[2], width = w->in;
     memset(padded, 0, (size_t)(pw * ph)); /* 0 is the lowest level once flipped */
     for (int64_t r = 0; r < h->in; r++) {
@@ -600,6 +630,7 @@ static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, con
             dst[c] = src[c] ^ flip;
     }
     uint8_t *restrict column_max = padded + pw * ph; // (pw): the window rows' maximum of each padded column
+    uint8_t *phases = column_max + pw, *best = phases + 2 * pw; // (pw + 1), (OW <= pw)
     for (int64_t oh = 0; oh < h->out; oh++) {
         const uint8_t *top = padded + (oh * h->stride - h->pad_begin + pads[0]) * pw;
         memcpy(column_max, top, (size_t)pw);
@@ -608,13 +639,9 @@ static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, con
             for (int64_t c = 0; c < pw; c++)
                 column_max[c] = row[c] > column_max[c] ? row[c] : column_max[c];
         }
-        for (int64_t ow = 0; ow < w->out; ow++) {
-            const uint8_t *first = column_max + ow * w->stride - w->pad_begin + pads[1];
-            uint8_t best = 0;
-            for (int64_t j = 0; j < w->kernel; j++)
-                best = first[j * w->dilation] > best ? first[j * w->dilation] : best;
-            y[oh * w->out + ow] = best ^ flip;
-        }
+        qmaxpool_across(kernel, w, pads[1], column_max, pw, phases, best);
+        for (int64_t ow = 0; ow < w->out; ow++)
+            y[oh * w->out + ow] = best[ow] ^ flip;
     }
 }
 
@@ -636,18 +663,19 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     int64_t pads[4];
     window_reach(&axes[0], &pads[0], &pads[2]);
     window_reach(&axes[1], &pads[1], &pads[3]);
-    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 1));
+    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();
     size_t padded_bytes = 0, total = 0;
     bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
                  kn_size_mul(padded_bytes, (size_t)threads, &total);
     uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= (1 << 16))
     for (int64_t p = 0; p < planes; p++)
-        qmaxpool_plane(&axes[0], &axes[1], pads, xs + p * in_plane, flip,
+        qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
                        padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
     return KILN_OK;
 }
