@@ -623,12 +623,8 @@ static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *
                            const int64_t pads[4], const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
     const int64_t pw = pads[1] + w->in + pads[3], ph = pads[0] + h->in + pads[2], width = w->in;
     memset(padded, 0, (size_t)(pw * ph)); /* 0 is the lowest level once flipped */
-    for (int64_t r = 0; r < h->in; r++) {
-        uint8_t *restrict dst = padded + (r + pads[0]) * pw + pads[1];
-        const uint8_t *restrict src = x + r * width;
-        for (int64_t c = 0; c < width; c++)
-            dst[c] = src[c] ^ flip;
-    }
+    for (int64_t r = 0; r < h->in; r++)
+        copy_flipped(padded + (r + pads[0]) * pw + pads[1], x + r * width, width, flip);
     uint8_t *restrict column_max = padded + pw * ph; // (pw): the window rows' maximum of each padded column
     uint8_t *phases = column_max + pw, *best = phases + 2 * pw; // (pw + 1), (OW <= pw)
     for (int64_t oh = 0; oh < h->out; oh++) {
