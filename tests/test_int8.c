@@ -896,6 +896,67 @@ static void check_qonnx_case(const qonnx_case *c) {
     free(d.s_w), free(d.z_w), free(d.b), free(d.w), free(d.x);
 }
 
+/* A dynamically quantized matrix product, as onnxruntime's quantize_dynamic writes it:
+ * DynamicQuantizeLinear(x) -> MatMulInteger(levels, B, zero point) -> int32 sums, against the formula
+ * computed here (ONNX's, in f32); and an all-zero x, whose scale and zero point are 0. */
+static void test_dynamic_matmul(void) {
+    const int64_t R = 3, K = 20, N = 7;
+    for (int zeros = 0; zeros < 2; zeros++) {
+        kn_graph g;
+        kn_graph_init(&g);
+        kn_shape xs_shape = SHAPE(R, K);
+        int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &xs_shape);
+        g.inputs[g.n_inputs++] = x;
+        int b = add_const(&g, "b", KN_I8, SHAPE(K, N));
+        int8_t *bs = g.values[b].data;
+        for (int64_t i = 0; i < K * N; i++)
+            bs[i] = (int8_t)(rand_below(256) - 128);
+        kn_shape empty = {0};
+        int q[3] = {kn_graph_add_value(&g, "x.q", KN_VALUE_ACT, KN_U8, &empty),
+                    kn_graph_add_value(&g, "x.s", KN_VALUE_ACT, KN_F32, &empty),
+                    kn_graph_add_value(&g, "x.z", KN_VALUE_ACT, KN_U8, &empty)};
+        CHECK(kn_graph_add_node(&g, "DynamicQuantizeLinear", "dq", 1, &x, 3, q) >= 0);
+        int y = kn_graph_add_value(&g, "y", KN_VALUE_ACT, KN_I32, &empty);
+        CHECK(kn_graph_add_node(&g, "MatMulInteger", "mm", 3, (int[]){q[0], b, q[2]}, 1, &y) >= 0);
+        g.outputs[g.n_outputs++] = y;
+        float xs[3 * 20];
+        for (int64_t i = 0; i < R * K; i++)
+            xs[i] = zeros ? 0.0f : rand_in(-1.5f, 2.5f);
+        // The formula.
+        float lo = 0.0f, hi = 0.0f;
+        for (int64_t i = 0; i < R * K; i++) {
+            lo = xs[i] < lo ? xs[i] : lo;
+            hi = xs[i] > hi ? xs[i] : hi;
+        }
+        kn_quant_range u8 = kn_quant_range_of(8, false);
+        float scale = (hi - lo) / 255.0f;
+        int32_t zero = (int32_t)nearbyintf(kn_quant_clamp(0.0f - lo / scale, u8));
+        int32_t want[3 * 7];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t n = 0; n < N; n++) {
+                int32_t sum = 0;
+                for (int64_t k = 0; k < K; k++)
+                    sum += (kn_quant_level(xs[r * K + k], scale, zero, u8) - zero) * bs[k * N + n];
+                want[r * N + n] = sum;
+            }
+        kiln_model *model = NULL;
+        CHECK_OK(kn_model_from_graph(&g, &model));
+        kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
+        const void *out = NULL;
+        size_t bytes = 0;
+        bool ran = s && rt_session_resize_batch(s, R) == KILN_OK &&
+                   kiln_session_set_input(s, 0, KILN_DTYPE_F32, xs, sizeof xs) == KILN_OK &&
+                   kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &out, &bytes) == KILN_OK;
+        CHECK_MSG(ran && bytes == sizeof want && memcmp(out, want, sizeof want) == 0,
+                  "DynamicQuantizeLinear -> MatMulInteger (%s x) differs from the formula: %s", zeros ? "zero" : "random",
+                  ran ? "wrong sums" : kiln_last_error());
+        CHECK_MSG(!zeros || (scale == 0.0f && zero == 0 && want[0] == 0), "an all-zero x has scale and zero point 0");
+        kiln_session_free(s);
+        kiln_model_free(model);
+    }
+    printf("onnx DynamicQuantizeLinear -> MatMulInteger equals the formula, also on an all-zero x\n");
+}
+
 static void test_qlinear_onnx(void) {
     const qonnx_case cases[] = {
         // label                                      conv  N  C   H   W   M  kh kw st pad grp  x_s    w_s    y_s    per_ch w_zero bias  wide
@@ -922,5 +983,6 @@ int main(void) {
     test_maxpool_integer();
     test_quantized_cnn();
     test_qlinear_onnx();
+    test_dynamic_matmul();
     return check_finish();
 }

@@ -1,7 +1,8 @@
 /* ONNX's integer ops as their definition: QLinearConv, QLinearMatMul (core/quant.h, "ONNX's integer
  * ops": exact sums of the levels less their zero points, then one f32 product and QuantizeLinear's
- * rounding) and ConvInteger, MatMulInteger (the int32 sums themselves, wrapping like int32 arithmetic
- * past its range).
+ * rounding), ConvInteger, MatMulInteger (the int32 sums themselves, wrapping like int32 arithmetic
+ * past its range) and DynamicQuantizeLinear, which quantizes an f32 tensor to u8 with the scale and zero
+ * point of its own range (what dynamically quantized models feed MatMulInteger).
  *
  * Levels are u8 or i8, each zero point of its levels' dtype: x's per tensor; w's (B's) per tensor or
  * one per output channel (a MatMul's column); A's per tensor or, for MatMulInteger and QLinearMatMul,
@@ -432,6 +433,45 @@ static kiln_status matmulinteger_infer(kn_graph *g, const kn_node *node) {
 static kiln_status matmulinteger_forward(const kn_op_call *call) { return imm_forward(call, &matmulinteger_inputs); }
 static int64_t matmulinteger_flops(const kn_graph *g, const kn_node *node) { return imm_flops(g, node, 1); }
 
+/* ---- DynamicQuantizeLinear ------------------------------------------------------------------------ */
+
+/* ONNX's formula, in f32: with lo = min(0, min x) and hi = max(0, max x) (NaN elements ignored),
+ *     scale = (hi - lo) / 255,  zero = round_half_even(clamp(0 - lo / scale, 0, 255)),
+ *     y     = kn_quant_level(x, scale, zero) in u8
+ * An all-zero (or empty) x has scale 0 and zero point 0, and y is 0 (x / 0 is NaN, which quantizes to 0). */
+
+static kiln_status dynq_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 3));
+    const kn_value *x = input_value(g, node, 0);
+    if (!x || x->dtype != KN_F32)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "x must be f32");
+    kn_shape scalar = {0};
+    kn_set_output(g, node, 0, &x->shape, KN_U8);
+    kn_set_output(g, node, 1, &scalar, KN_F32);
+    kn_set_output(g, node, 2, &scalar, KN_U8);
+    return KILN_OK;
+}
+
+static kiln_status dynq_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    const float *xs = x->data;
+    int64_t n = kn_numel(x);
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        lo = xs[i] < lo ? xs[i] : lo;
+        hi = xs[i] > hi ? xs[i] : hi;
+    }
+    kn_quant_range range = kn_quant_range_of(8, false);
+    float scale = (hi - lo) / (float)(range.qmax - range.qmin);
+    float zero = nearbyintf(kn_quant_clamp((float)range.qmin - lo / scale, range));
+    uint8_t *y = call->out[0]->data;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (uint8_t)kn_quant_level(xs[i], scale, (int32_t)zero, range);
+    *(float *)call->out[1]->data = scale;
+    *(uint8_t *)call->out[2]->data = (uint8_t)zero;
+    return KILN_OK;
+}
+
 const kn_op kn_op_qlinearconv = {
     .name = "QLinearConv", .min_inputs = 8, .max_inputs = 9,
     .infer = qlinearconv_infer, .forward = qlinearconv_forward, .flops = qlinearconv_flops,
@@ -450,4 +490,9 @@ const kn_op kn_op_qlinearmatmul = {
 const kn_op kn_op_matmulinteger = {
     .name = "MatMulInteger", .min_inputs = 2, .max_inputs = 4,
     .infer = matmulinteger_infer, .forward = matmulinteger_forward, .flops = matmulinteger_flops,
+};
+
+const kn_op kn_op_dynamicquantizelinear = {
+    .name = "DynamicQuantizeLinear", .min_inputs = 1, .max_inputs = 1,
+    .infer = dynq_infer, .forward = dynq_forward,
 };

@@ -352,7 +352,6 @@ static const struct { const char *op, *reason; } missing_ops[] = {
     {"Multinomial", KN_RANDOM},
 
     {"AffineGrid", KN_NOT_YET},
-    {"DynamicQuantizeLinear", KN_NOT_YET},
     {"GroupNormalization", KN_NOT_YET}, {"LpNormalization", KN_NOT_YET}, {"LpPool", KN_NOT_YET},
     {"GlobalLpPool", KN_NOT_YET}, {"Col2Im", KN_NOT_YET}, {"CenterCropPad", KN_NOT_YET},
     {"DeformConv", KN_NOT_YET}, {"ImageDecoder", KN_NOT_YET},
