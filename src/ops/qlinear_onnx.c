@@ -391,11 +391,12 @@ static kiln_status imm_forward(const kn_op_call *call, const imm_inputs *ix) {
         KN_TRY(check_scale_values(o.y_scale, "y_scale"));
     }
     int64_t na = kn_numel(a), nb = kn_numel(b);
-    size_t bytes = 0;
-    int32_t *ai = kn_size_mul((size_t)(na + nb), sizeof(int32_t), &bytes) ? kn_op_scratch(call->ctx, bytes) : NULL;
-    if (!ai)
+    size_t bytes = 0; // a row of sums (N int64), then A and B widened to int32
+    int64_t *row = kn_size_mul((size_t)(na + nb + 2 * d.N), sizeof(int32_t), &bytes) ? kn_op_scratch(call->ctx, bytes)
+                                                                                    : NULL;
+    if (!row)
         return kn_fail(KILN_ERR_NOMEM, "no memory to widen A and B");
-    int32_t *bi = ai + na;
+    int32_t *ai = (int32_t *)(row + d.N), *bi = ai + na;
     // A's zero point per row (index (i / K) % M), B's per column (index i % N).
     widen_levels(a, 0, na, kn_input_at(call->in, node->n_in, ix->a_zero), d.K, d.M, ai);
     widen_levels(b, 0, nb, kn_input_at(call->in, node->n_in, ix->b_zero), 1, d.N, bi);
@@ -403,13 +404,17 @@ static kiln_status imm_forward(const kn_op_call *call, const imm_inputs *ix) {
         int64_t ma, mb;
         imm_matrices(&d, t, &ma, &mb);
         const int32_t *am = ai + ma * d.M * d.K, *bm = bi + mb * d.K * d.N;
-        for (int64_t m = 0; m < d.M; m++)
-            for (int64_t n = 0; n < d.N; n++) {
-                int64_t sum = 0;
-                for (int64_t k = 0; k < d.K; k++)
-                    sum += (int64_t)am[m * d.K + k] * bm[k * d.N + n];
-                qout_store(&o, (t * d.M + m) * d.N + n, n, sum);
+        for (int64_t m = 0; m < d.M; m++) { /* row m of Y, B's rows added in turn: B read in order */
+            memset(row, 0, sizeof(int64_t) * (size_t)d.N);
+            for (int64_t k = 0; k < d.K; k++) {
+                const int64_t a_mk = am[m * d.K + k];
+                const int32_t *restrict b_k = bm + k * d.N;
+                for (int64_t n = 0; n < d.N; n++)
+                    row[n] += a_mk * b_k[n];
             }
+            for (int64_t n = 0; n < d.N; n++)
+                qout_store(&o, (t * d.M + m) * d.N + n, n, row[n]);
+        }
     }
     return KILN_OK;
 }
