@@ -313,9 +313,14 @@ static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int
         dst[k] = src[k] ^ flip;
 }
 
+/* Start of row index i of row phase a, column phase b: frame row a + i * sh. */
+static uint8_t *dw_phase_at(const dw_frame *f, uint8_t *framed, int64_t a, int64_t i, int64_t b) {
+    return framed + ((a * f->sw + b) * f->prows + i) * f->pitch;
+}
+
 /* Start of frame row fr, column phase b, in the phased frame. */
 static uint8_t *dw_phase_row(const dw_frame *f, uint8_t *framed, int64_t fr, int64_t b) {
-    return framed + (((fr % f->sh) * f->sw + b) * f->prows + fr / f->sh) * f->pitch;
+    return dw_phase_at(f, framed, fr % f->sh, fr / f->sh, b);
 }
 
 /* The framed plane of input plane x (H, W) as stored, in its phases. */
@@ -323,26 +328,28 @@ static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, co
                           uint8_t flip, uint8_t pad, uint8_t *framed) {
     const int64_t H = g->h.in, W = g->w.in, sw = f->sw, left = f->pads[1];
     memset(framed, pad ^ flip, dw_phases_bytes(f) + 16);
-    if (sw == 1) {
-        for (int64_t r = 0; r < H; r++)
-            copy_flipped(dw_phase_row(f, framed, r + f->pads[0], 0) + left, x + r * W, W, flip);
-        return;
-    }
-    // Each input row is framed whole (padded at both ends), then dealt to the column phases: frame
-    // column c goes to phase c % sw at c / sw (stride 2: the kernels' kn_qgemm_deal2).
-    uint8_t *restrict row = framed + dw_phases_bytes(f) + 16;
+    // Input row r is frame row r + top: row phase a at index i, both stepped along (no division per row).
+    int64_t a = f->pads[0] % f->sh, i = f->pads[0] / f->sh;
+    uint8_t *restrict row = framed + dw_phases_bytes(f) + 16; // a framed row, for sw > 1
     memset(row, pad ^ flip, (size_t)(sw * f->pitch));
     for (int64_t r = 0; r < H; r++) {
-        copy_flipped(row + left, x + r * W, W, flip);
-        if (sw == 2) {
-            kn_qgemm_deal2(kernel, row, f->pitch, dw_phase_row(f, framed, r + f->pads[0], 0),
-                           dw_phase_row(f, framed, r + f->pads[0], 1));
-            continue;
+        if (sw == 1) {
+            copy_flipped(dw_phase_at(f, framed, a, i, 0) + left, x + r * W, W, flip);
+        } else { /* framed whole, then dealt: frame column c goes to phase c % sw at c / sw */
+            copy_flipped(row + left, x + r * W, W, flip);
+            if (sw == 2) {
+                kn_qgemm_deal2(kernel, row, f->pitch, dw_phase_at(f, framed, a, i, 0), dw_phase_at(f, framed, a, i, 1));
+            } else {
+                for (int64_t b = 0; b < sw; b++) {
+                    uint8_t *restrict dst = dw_phase_at(f, framed, a, i, b);
+                    for (int64_t k = 0; k < f->pitch; k++)
+                        dst[k] = row[sw * k + b];
+                }
+            }
         }
-        for (int64_t b = 0; b < sw; b++) {
-            uint8_t *restrict dst = dw_phase_row(f, framed, r + f->pads[0], b);
-            for (int64_t k = 0; k < f->pitch; k++)
-                dst[k] = row[sw * k + b];
+        if (++a == f->sh) {
+            a = 0;
+            i++;
         }
     }
 }
