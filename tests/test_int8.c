@@ -308,6 +308,7 @@ static int add_qdq(kn_graph *g, int x, const char *name, float s, int32_t z, boo
     *(uint8_t *)g->values[zv].data = (uint8_t)(z & 0xff);
     snprintf(buf, sizeof buf, "%s.q", name);
     int q = add_node(g, "QuantizeLinear", 3, (int[]){x, sv, zv}, buf);
+    g->values[q].dtype = is_signed ? KN_I8 : KN_U8; /* as an imported or loaded graph has it */
     if (levels)
         *levels = q;
     snprintf(buf, sizeof buf, "%s.dq", name);
@@ -476,6 +477,8 @@ static void check_layer_case(const layer_case *c) {
                   count_op(opt, "Add") == 0,
               "%s: the optimizer did not make one integer layer", c->label);
     CHECK_MSG(!c->y || count_op(opt, "QuantizeLinear") == 1, "%s: the output QuantizeLinear stays", c->label);
+    CHECK_MSG(c->residual != 2 || count_op(opt, "DequantizeLinear") == (c->y ? 1 : 0),
+              "%s: the shortcut must be read as levels (its DequantizeLinear gone)", c->label);
     kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
     int64_t sample = x_numel / c->N, n_fast = 0, n_ref = 0;
     const float *y_fast = fast ? rt_session_forward(fast, c->N, x, sample, &n_fast) : NULL;
@@ -544,6 +547,47 @@ static void test_broadcast_add_stays(void) {
     kiln_session_free(ref);
     kiln_model_free(model);
     free(x), free(d.s_w), free(d.b), free(d.w);
+}
+
+/* Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu] -> QuantizeLinear, a QDQ model's residual Add
+ * from another tool: the optimizer makes it AddInteger over the levels, whose output must equal the graph
+ * as built bit for bit (the same f32 operations), for u8 and i8 levels, with and without Relu. */
+static void test_integer_add(void) {
+    for (int variant = 0; variant < 4; variant++) {
+        bool relu = variant & 1, signed_levels = variant & 2;
+        kn_graph g;
+        kn_graph_init(&g);
+        kn_shape xs = SHAPE(2, 5, 7, 9);
+        int x = kn_graph_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+        g.inputs[g.n_inputs++] = x;
+        int a = add_qdq(&g, x, "a", 0.011f, signed_levels ? -3 : 120, signed_levels, NULL);
+        int b = add_qdq(&g, x, "b", 0.017f, signed_levels ? 5 : 131, false, NULL);
+        int y = add_node(&g, "Add", 2, (int[]){a, b}, "sum");
+        if (relu)
+            y = add_node(&g, "Relu", 1, &y, "sum.relu");
+        g.outputs[g.n_outputs++] = add_qdq(&g, y, "y", 0.023f, signed_levels ? 2 : 100, signed_levels, NULL);
+        kiln_model *model = NULL;
+        CHECK_OK(kn_model_from_graph(&g, &model));
+        if (!model)
+            return;
+        const kn_graph *opt = kn_model_graph(model, true);
+        CHECK_MSG(count_op(opt, "AddInteger") == 1 && count_op(opt, "Add") == 0 && count_op(opt, "Relu") == 0,
+                  "variant %d: the optimizer did not make the Add an AddInteger", variant);
+        int64_t n = kn_shape_numel(&xs), n_fast = 0, n_ref = 0;
+        float *in = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            in[i] = rand_in(-2.5f, 2.5f);
+        kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
+        const float *y_fast = fast ? rt_session_forward(fast, 2, in, n / 2, &n_fast) : NULL;
+        const float *y_ref = ref ? rt_session_forward(ref, 2, in, n / 2, &n_ref) : NULL;
+        CHECK_MSG(y_fast && y_ref && n_fast == n && n_ref == n && memcmp(y_fast, y_ref, sizeof(float) * (size_t)n) == 0,
+                  "variant %d: AddInteger differs from the QDQ graph", variant);
+        kiln_session_free(fast);
+        kiln_session_free(ref);
+        kiln_model_free(model);
+        free(in);
+    }
+    printf("AddInteger: u8 and i8, with and without Relu, equal to the QDQ Add bit for bit\n");
 }
 
 static void test_layers(void) {
@@ -980,6 +1024,7 @@ int main(void) {
     test_quantize_kernels();
     test_layers();
     test_broadcast_add_stays();
+    test_integer_add();
     test_maxpool_integer();
     test_quantized_cnn();
     test_qlinear_onnx();

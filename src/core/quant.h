@@ -107,6 +107,10 @@ static inline float kn_quant_relu(float y) { return y > 0.0f ? y : 0.0f; }
  * gives). It comes before the layer's Relu or Clip, as the Add came before them. */
 static inline float kn_quant_add_residual(float y, float r) { return y + r; }
 
+/* Relu as the Relu op computes it (x < 0 ? 0 : x: -0 and NaN pass), for the integer Add, which replaces
+ * that op. */
+static inline float kn_quant_relu_op(float y) { return y < 0.0f ? 0.0f : y; }
+
 /* Clip (ReLU6 and the like) as the ONNX op computes it: raised to lo, then lowered to hi; NaN passes
  * (what minps(hi, maxps(lo, y)) does). An integer layer applies it after Relu, when it has one. */
 static inline float kn_quant_clip(float y, float lo, float hi) {

@@ -1,4 +1,4 @@
-/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them),
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger and AddInteger between them),
  * which the inference optimizer makes out of DequantizeLinear -> Conv / Gemm / MatMul
  * [-> BatchNormalization] [-> Relu or Clip] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
  * numbers are core/quant.h's "Integer layers": exact int32 sums of the levels, then one fused
@@ -28,6 +28,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/quant.h"
 #include "core/threads.h"
 #include "kernels/qgemm.h"
 #include "ops/movement.h"
@@ -682,6 +683,80 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
                        padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
     return KILN_OK;
 }
+
+/* ---- AddInteger --------------------------------------------------------------------------------- */
+
+/* DequantizeLinear(a) + DequantizeLinear(b) [-> Relu] -> QuantizeLinear over levels, as a QDQ model from
+ * another tool writes a residual Add (both inputs quantized): each element is computed with the f32
+ * operations of those ops in their order (kn_quant_value, one f32 addition, the Relu op's formula,
+ * kn_quant_level), so the numbers are theirs, bit for bit. a and b are u8 or i8 levels of one shape.
+ * Attributes: kn_a_scale, kn_a_zero_point, kn_b_scale, kn_b_zero_point, kn_y_type (1 u8, 2 i8),
+ * kn_y_scale, kn_y_zero_point, kn_activation ("Relu" or absent). */
+
+typedef struct qadd_params {
+    float s_a, s_b, s_y;
+    int32_t z_a, z_b, z_y;
+    bool relu;
+    kn_quant_range range;
+} qadd_params;
+
+static kiln_status qadd_params_of(const kn_node *node, qadd_params *p) {
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_U8);
+    *p = (qadd_params){
+        .s_a = kn_node_float(node, "kn_a_scale", 1.0f), .s_b = kn_node_float(node, "kn_b_scale", 1.0f),
+        .s_y = kn_node_float(node, "kn_y_scale", 1.0f), .z_a = (int32_t)kn_node_int(node, "kn_a_zero_point", 0),
+        .z_b = (int32_t)kn_node_int(node, "kn_b_zero_point", 0), .z_y = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+        .relu = act != NULL, .range = kn_quant_range_of(8, y_type == KN_QOUT_I8),
+    };
+    if (act && strcmp(act, "Relu") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    if (y_type != KN_QOUT_U8 && y_type != KN_QOUT_I8)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 1 (u8) or 2 (i8)", (long long)y_type);
+    if (!(p->s_a > 0.0f && p->s_a < INFINITY && p->s_b > 0.0f && p->s_b < INFINITY && p->s_y > 0.0f &&
+          p->s_y < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the scales must be finite and > 0");
+    return KILN_OK;
+}
+
+static kiln_status qadd_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (!a || !b || (a->dtype != KN_U8 && a->dtype != KN_I8) || (b->dtype != KN_U8 && b->dtype != KN_I8))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "a and b must be u8 or i8 levels");
+    if (!kn_shape_equal(&a->shape, &b->shape))
+        return kn_fail(KILN_ERR_SHAPE, "a and b must have one shape");
+    qadd_params p;
+    KN_TRY(qadd_params_of(node, &p));
+    kn_set_output(g, node, 0, &a->shape, p.range.qmin < 0 ? KN_I8 : KN_U8);
+    return KILN_OK;
+}
+
+/* Level i of t (u8 or i8). */
+static int32_t qadd_level(const kn_tensor *t, int64_t i) {
+    return t->dtype == KN_I8 ? ((const int8_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
+}
+
+static kiln_status qadd_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1];
+    qadd_params p;
+    KN_TRY(qadd_params_of(call->node, &p));
+    int64_t n = kn_numel(a);
+    uint8_t *y = call->out[0]->data;
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; i++) {
+        float v = kn_quant_value(qadd_level(a, i), p.s_a, p.z_a) + kn_quant_value(qadd_level(b, i), p.s_b, p.z_b);
+        if (p.relu)
+            v = kn_quant_relu_op(v);
+        y[i] = (uint8_t)(kn_quant_level(v, p.s_y, p.z_y, p.range) & 0xff);
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_addinteger = {
+    .name = "AddInteger", .min_inputs = 2, .max_inputs = 2,
+    .infer = qadd_infer, .forward = qadd_forward,
+};
 
 const kn_op kn_op_maxpoolinteger = {
     .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,

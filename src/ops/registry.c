@@ -16,7 +16,7 @@
 
 /* kiln's own inference forms, written by the optimizer (src/runtime/optimize.c); not in ONNX files:
  * the integer layers (ops/qlinear.c) and sparse weights (ops/sparse_gemm.c). */
-#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(sparsegemm)
+#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm)
 
 #define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INFERENCE(X)
 

@@ -1000,6 +1000,97 @@ static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
     return st;
 }
 
+/* ---- Adds of two quantized tensors ---------------------------------------------------------------
+ *
+ * Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu] -> QuantizeLinear, all per tensor, a and b
+ * levels of one shape (by shape inference at open dims 1 and 2), becomes AddInteger (ops/qlinear.c),
+ * which computes the same f32 operations from the levels: a QDQ model's residual Add from another tool
+ * (both inputs quantized) reads and writes 8-bit levels. It takes the QuantizeLinear's place; the
+ * DequantizeLinears go when nothing else reads them. */
+
+/* The per-tensor DequantizeLinear of levels (not constants) that value v comes from, or false. */
+static bool dq_levels_of(const kn_graph *g, int v, dq_info *d) {
+    return dq_info_of(g, v, d) && dq_scale_count(g, d) == 1 && !is_constant(g, d->levels) &&
+           g->values[d->levels].dtype == d->level_type;
+}
+
+static kiln_status fuse_integer_add(kn_graph *g, kn_node *add, kn_node *relu, kn_node *q, const dq_info *da,
+                                    const dq_info *db, float s_y, int64_t z_y, int y_type) {
+    int index = (int)(q - g->nodes);
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 2);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing Add '%s'", add->name);
+    in[0] = da->levels;
+    in[1] = db->levels;
+    KN_TRY(kn_node_set_float(g, index, "kn_a_scale", dq_scale(g, da, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_a_zero_point", dq_zero_point(g, da, 0)));
+    KN_TRY(kn_node_set_float(g, index, "kn_b_scale", dq_scale(g, db, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_b_zero_point", dq_zero_point(g, db, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_y_type", y_type));
+    KN_TRY(kn_node_set_float(g, index, "kn_y_scale", s_y));
+    KN_TRY(kn_node_set_int(g, index, "kn_y_zero_point", z_y));
+    if (relu)
+        KN_TRY(kn_node_set_string(g, index, "kn_activation", "Relu"));
+    q = &g->nodes[index];
+    q->op = kn_op_find("AddInteger");
+    q->in = in;
+    q->n_in = 2;
+    mark_removed(add);
+    if (relu)
+        mark_removed(relu);
+    return KILN_OK;
+}
+
+static kiln_status fuse_integer_adds(kn_graph *g, int *fused) {
+    bool any = false;
+    for (int i = 0; i < g->n_nodes && !any; i++)
+        any = op_is(&g->nodes[i], "Add");
+    if (!any)
+        return KILN_OK;
+    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
+    int *reads = count_reads(g);
+    if (!shapes[0] || !shapes[1] || !reads) {
+        free(shapes[0]), free(shapes[1]), free(reads);
+        return KILN_OK; /* shapes unknown (or no memory): the Adds stay */
+    }
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *add = &g->nodes[i];
+        dq_info da, db;
+        if (!op_is(add, "Add") || add->n_in != 2 || add->n_out != 1 || !dq_levels_of(g, add->in[0], &da) ||
+            !dq_levels_of(g, add->in[1], &db) || !same_shapes(shapes, add->in[0], add->in[1]) ||
+            !same_shapes(shapes, da.levels, db.levels))
+            continue;
+        // The Add's only reader: a QuantizeLinear, or a Relu whose only reader is one.
+        int out = add->out[0];
+        if (producer_read_by(g, reads, out, 1) != add)
+            continue;
+        kn_node *next = NULL, *relu = NULL;
+        for (int k = 0; k < g->n_nodes && !next; k++)
+            for (int j = 0; j < g->nodes[k].n_in && !next; j++)
+                if (g->nodes[k].op && g->nodes[k].in[j] == out)
+                    next = &g->nodes[k];
+        if (next && op_is(next, "Relu") && next->n_out == 1 && producer_read_by(g, reads, next->out[0], 1) == next) {
+            relu = next;
+            next = NULL;
+            for (int k = 0; k < g->n_nodes && !next; k++)
+                if (g->nodes[k].op && g->nodes[k].n_in > 0 && g->nodes[k].in[0] == relu->out[0])
+                    next = &g->nodes[k];
+        }
+        float s_y;
+        int64_t z_y;
+        int y_type;
+        if (!next || !op_is(next, "QuantizeLinear") || next->in[0] != (relu ? relu->out[0] : out) ||
+            !quantize_params(g, next, &s_y, &z_y, &y_type))
+            continue;
+        st = fuse_integer_add(g, add, relu, next, &da, &db, s_y, z_y, y_type);
+        *fused += st == KILN_OK;
+    }
+    free(shapes[0]), free(shapes[1]), free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
 /* ---- BatchNormalization into Conv / Gemm ------------------------------------------------------- */
 
 /* BN(y) = s * y + t per channel, with s = scale / sqrt(var + eps) and t = B - mean * s. */
@@ -1510,6 +1601,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = fuse_activations(dst, &s.activations_fused);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = absorb_quantize(dst, &s.quantizes_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = fuse_integer_adds(dst, &s.residuals_fused);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))
