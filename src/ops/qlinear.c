@@ -240,17 +240,31 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
 /* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = (oh1 - oh0) * OW columns) of output
  * rows [oh0, oh1) and channels [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is
  * i8 (flip 0x80), the zero point's level where a tap reads padding. Four rows of the column matrix are
- * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. */
-static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, int64_t c0,
-                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
+ * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. A
+ * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
+ * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
+ * dropped with their outputs). */
+static bool qconv_is_pointwise(const qconv_geom *g) {
+    const kn_window_axis *h = &g->h, *w = &g->w;
+    return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
+           w->pad_begin == 0 && h->out == h->in && w->out == w->in;
+}
+
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, const uint8_t *x_end,
+                         int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
     int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
     int64_t kq = (g->K + 3) / 4;
-    const uint8_t *row_at[4] = {rows, rows + L16, rows + 2 * L16, rows + 3 * L16};
+    bool pointwise = qconv_is_pointwise(g);
+    const uint8_t *row_at[4];
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
             uint8_t *row = rows + r * L16;
-            if (k < g->K) {
+            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * g->h.in * g->w.in + oh0 * g->w.in : NULL;
+            row_at[r] = row;
+            if (own && x_end - own >= L16) {
+                row_at[r] = own;
+            } else if (k < g->K) {
                 int64_t c = c0 + k / taps, tap = k % taps;
                 qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
                                  pad, row);
@@ -453,7 +467,8 @@ static kiln_status qconv_forward(const kn_op_call *call) {
         int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
         int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
         uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, pad, v + v_bytes, v);
+        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0,
+                     oh1, flip, pad, v + v_bytes, v);
         kn_qepilogue group_epi = epi;
         group_epi.corr += grp * g.Mg;
         group_epi.mult += grp * g.Mg;
