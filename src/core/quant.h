@@ -78,7 +78,9 @@ static inline void kn_quant_params(float lo, float hi, kn_quant_range r, bool sy
  *
  *     acc[c] = sum_k (qx_k - z_x) * qw_{c,k}                 exact, in int32
  *     y[c]   = fmaf((float)acc[c], mult[c], bias[c])         one rounding: the multiply-add is fused
- *     y[c]   = act(y[c])                                     Relu: y > 0 ? y : +0 (NaN gives +0)
+ *     y[c]   = kn_quant_add_residual(y[c], r)                when an Add of a residual r is fused
+ *     y[c]   = act(y[c])                                     Relu: y > 0 ? y : +0 (NaN gives +0);
+ *                                                            Clip: kn_quant_clip
  *     q[c]   = kn_quant_level(y[c], s_y, z_y, range)         when a QuantizeLinear follows
  *
  * with mult[c] = s_x * s_w[c] (times a folded BatchNormalization's factor) rounded once from double,
