@@ -95,7 +95,7 @@ static void check_kernel_case(const kernel_case *c) {
         else
             res[i] = (uint8_t)rand_below(256);
     }
-    size_t y_size = c->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = kn_qout_size(c->y_type);
     // The definition: the exact sum, then kn_quant_layer_level / kn_quant_layer_value.
     uint8_t *want = malloc((size_t)(c->R * c->L) * y_size);
     kn_quant_range range = kn_quant_range_of(8, c->y_type == KN_QOUT_I8);
@@ -106,6 +106,10 @@ static void check_kernel_case(const kernel_case *c) {
             for (int64_t k = 0; k < c->K; k++)
                 acc += ((int64_t)x[xr * c->K + k] - z_x) * w[ch * c->K + k];
             int64_t at = r * c->L + l;
+            if (c->y_type == KN_QOUT_I32) { /* the sum itself */
+                ((int32_t *)want)[at] = (int32_t)acc;
+                continue;
+            }
             float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
             if (c->residual == KN_QRES_F32)
                 v = kn_quant_add_residual(v, ((const float *)res)[at]);
@@ -218,6 +222,8 @@ static void test_kernels(void) {
         {3, 37, 19, false, KN_QOUT_F32, true, false, true, 0}, {6, 40, 9, true, KN_QOUT_I8, true, false, true, 0},
         {5, 70, 27, true, KN_QOUT_U8, true, false, false, KN_QRES_U8}, {7, 33, 18, true, KN_QOUT_F32, false, false, false, KN_QRES_F32},
         {3, 40, 30, false, KN_QOUT_I8, true, false, true, KN_QRES_I8}, {2, 19, 64, false, KN_QOUT_U8, false, false, false, KN_QRES_F32},
+        {5, 70, 27, false, KN_QOUT_I32, false, false, false, 0}, {3, 37, 300, true, KN_QOUT_I32, false, false, false, 0},
+        {2, 21, KN_QGEMM_MAX_K, false, KN_QOUT_I32, false, true, false, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_kernel_case(&cases[i]);
@@ -942,7 +948,9 @@ static void check_qonnx_case(const qonnx_case *c) {
 
 /* A dynamically quantized matrix product, as onnxruntime's quantize_dynamic writes it:
  * DynamicQuantizeLinear(x) -> MatMulInteger(levels, B, zero point) -> int32 sums, against the formula
- * computed here (ONNX's, in f32); and an all-zero x, whose scale and zero point are 0. */
+ * computed here (ONNX's, in f32); and an all-zero x, whose scale and zero point are 0. The optimizer makes
+ * the MatMulInteger a packed layer with int32 output and the zero point given at run time; the optimized
+ * and the unoptimized sessions (the reference op) must both give the formula's sums. */
 static void test_dynamic_matmul(void) {
     const int64_t R = 3, K = 20, N = 7;
     for (int zeros = 0; zeros < 2; zeros++) {
@@ -956,7 +964,7 @@ static void test_dynamic_matmul(void) {
         for (int64_t i = 0; i < K * N; i++)
             bs[i] = (int8_t)(rand_below(256) - 128);
         kn_shape empty = {0};
-        int q[3] = {kn_graph_add_value(&g, "x.q", KN_VALUE_ACT, KN_U8, &empty),
+        int q[3] = {kn_graph_add_value(&g, "x.q", KN_VALUE_ACT, KN_U8, &xs_shape),
                     kn_graph_add_value(&g, "x.s", KN_VALUE_ACT, KN_F32, &empty),
                     kn_graph_add_value(&g, "x.z", KN_VALUE_ACT, KN_U8, &empty)};
         CHECK(kn_graph_add_node(&g, "DynamicQuantizeLinear", "dq", 1, &x, 3, q) >= 0);
@@ -985,17 +993,23 @@ static void test_dynamic_matmul(void) {
             }
         kiln_model *model = NULL;
         CHECK_OK(kn_model_from_graph(&g, &model));
-        kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
-        const void *out = NULL;
-        size_t bytes = 0;
-        bool ran = s && rt_session_resize_batch(s, R) == KILN_OK &&
-                   kiln_session_set_input(s, 0, KILN_DTYPE_F32, xs, sizeof xs) == KILN_OK &&
-                   kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &out, &bytes) == KILN_OK;
-        CHECK_MSG(ran && bytes == sizeof want && memcmp(out, want, sizeof want) == 0,
-                  "DynamicQuantizeLinear -> MatMulInteger (%s x) differs from the formula: %s", zeros ? "zero" : "random",
-                  ran ? "wrong sums" : kiln_last_error());
+        if (!model)
+            return;
+        CHECK_MSG(count_op(kn_model_graph(model, true), "QLinearGemmPacked") == 1,
+                  "the MatMulInteger must become a packed layer");
+        for (int optimize = 0; optimize < 2; optimize++) {
+            kiln_session *s = rt_session_new(model, optimize, 1, false);
+            const void *out = NULL;
+            size_t bytes = 0;
+            bool ran = s && rt_session_resize_batch(s, R) == KILN_OK &&
+                       kiln_session_set_input(s, 0, KILN_DTYPE_F32, xs, sizeof xs) == KILN_OK &&
+                       kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &out, &bytes) == KILN_OK;
+            CHECK_MSG(ran && bytes == sizeof want && memcmp(out, want, sizeof want) == 0,
+                      "DynamicQuantizeLinear -> MatMulInteger (%s x, %s) differs from the formula: %s",
+                      zeros ? "zero" : "random", optimize ? "packed" : "reference op", ran ? "wrong sums" : kiln_last_error());
+            kiln_session_free(s);
+        }
         CHECK_MSG(!zeros || (scale == 0.0f && zero == 0 && want[0] == 0), "an all-zero x has scale and zero point 0");
-        kiln_session_free(s);
         kiln_model_free(model);
     }
     printf("onnx DynamicQuantizeLinear -> MatMulInteger equals the formula, also on an all-zero x\n");

@@ -86,6 +86,10 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
         // Wraps as the vector kernels' subtraction does: a graph the optimizer made never overflows
         // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
         int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
+        if (e->y_type == KN_QOUT_I32) {
+            ((int32_t *)y)[i] = a;
+            continue;
+        }
         float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
         if (e->r_type != KN_QRES_NONE)
             value = kn_quant_add_residual(value, residual_at(e, r, i));
@@ -209,7 +213,7 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
     int64_t col_tiles = (p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS;
     int64_t panels_total = (p->L + 15) / 16;
     size_t v_panel_bytes = (size_t)kq * 64;
-    size_t y_size = p->epi->y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(p->epi->r_type);
+    size_t y_size = kn_qout_size(p->epi->y_type), r_size = kn_qres_size(p->epi->r_type);
     int64_t work = p->R * p->L * p->K;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
     for (int64_t t = 0; t < slivers * col_tiles; t++) {

@@ -38,7 +38,8 @@
  *     (kn_quant_add_residual: r_type f32 as is, u8 or i8 levels as kn_quant_value(r, r_scale,
  *     r_zero_point)), through Relu when relu, through
  *     kn_quant_clip(y, clip_lo, clip_hi) when clip, then quantized to (y_scale, y_zero_point) as u8
- *     (y_type 1) or i8 (y_type 2), or stored as f32 (0).
+ *     (y_type 1) or i8 (y_type 2), or stored as f32 (0); or, y_type 3, acc - corr[c] itself as int32
+ *     (wrapping as int32 arithmetic does: ONNX's MatMulInteger), the rest unused.
  * corr[c] = z_x' * sum_k w[c][k] removes the activations' zero point (z_x' in the u8 representation). */
 typedef struct kn_qepilogue {
     const int32_t *corr;
@@ -54,7 +55,12 @@ typedef struct kn_qepilogue {
     int32_t r_zero_point;
 } kn_qepilogue;
 
-enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2 };
+enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2, KN_QOUT_I32 = 3 };
+
+/* Bytes of one output of type y_type. */
+static inline size_t kn_qout_size(int y_type) {
+    return y_type == KN_QOUT_F32 || y_type == KN_QOUT_I32 ? 4 : 1;
+}
 enum { KN_QRES_NONE = 0, KN_QRES_F32, KN_QRES_U8, KN_QRES_I8 };
 
 /* Bytes of one residual element of type r_type (0 for none). */

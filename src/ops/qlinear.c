@@ -14,9 +14,12 @@
  *   4 corr   (M) i32, z_x' * sum_k w[c][k] (z_x' the zero point in u8 form: z_x + 128 for i8)
  *   5 r      optional: a residual of the output's shape, added before the activation (a fused Add):
  *            f32, or u8 / i8 levels dequantized with kn_r_scale and kn_r_zero_point
+ *   6 z_x    QLinearGemmPacked, optional: x's zero point given at run time (one level of x's type, a
+ *            dynamically quantized MatMulInteger's); input 4 then holds sum_k w[c][k] and each run
+ *            uses corr[c] = z_x' * sum_k w[c][k]
  * Attributes:
  *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
- *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
+ *   kn_y_type                        0 f32, 1 u8, 2 i8, 3 i32 sums (kernels/qgemm.h KN_QOUT_*)
  *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
  *   kn_activation                    "Relu", "Clip" (bounds kn_min, kn_max: ReLU6) or absent
  *   kn_r_scale, kn_r_zero_point      the residual's quantization, when it is u8 or i8
@@ -42,6 +45,7 @@ static kn_dtype y_dtype_of(const kn_node *node) {
     switch (kn_node_int(node, "kn_y_type", KN_QOUT_F32)) {
     case KN_QOUT_U8: return KN_U8;
     case KN_QOUT_I8: return KN_I8;
+    case KN_QOUT_I32: return KN_I32;
     default: return KN_F32;
     }
 }
@@ -59,8 +63,8 @@ static kiln_status check_x(const kn_node *node, const kn_tensor *x, int rank) {
 
 static kiln_status check_output_attrs(const kn_node *node) {
     int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_F32);
-    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I8)
-        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1 or 2", (long long)y_type);
+    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I32)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1, 2 or 3", (long long)y_type);
     const char *act = kn_node_string(node, "kn_activation", NULL);
     if (act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0)
         return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': Relu and Clip are fused here", act);
@@ -413,7 +417,7 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
     kn_qepilogue epi = epilogue_of(call);
-    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(epi.r_type);
+    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
@@ -456,7 +460,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     kn_qepilogue epi = epilogue_of(call);
-    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1, r_size = kn_qres_size(epi.r_type);
+    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
     const uint8_t *w = call->in[1]->data;
@@ -507,8 +511,8 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    if (inputs.n != 5 && inputs.n != 6)
-        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 or 6 inputs, got %d", inputs.n);
+    if (inputs.n < 5 || inputs.n > 7)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 to 7 inputs, got %d", inputs.n);
     const kn_shape *xs = &inputs.in[0]->shape;
     KN_TRY(check_x(node, inputs.in[0], 0));
     KN_TRY(check_output_attrs(node));
@@ -521,22 +525,35 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     kn_shape y = *xs;
     y.d[y.ndim - 1] = N;
     KN_TRY(check_residual(node, kn_input_at(inputs.in, inputs.n, 5), &y));
+    const kn_tensor *z = kn_input_at(inputs.in, inputs.n, 6);
+    if (z && (z->dtype != inputs.in[0]->dtype || kn_numel(z) != 1))
+        return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     kn_set_output(g, node, 0, &y, y_dtype_of(node));
     return KILN_OK;
 }
 
 static kiln_status qgemm_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
+    const kn_tensor *z = call->node->n_in > 6 ? call->in[6] : NULL;
     int64_t K, N;
     KN_TRY(check_x(call->node, x, 0));
     KN_TRY(qgemm_dims(call->node, &K, &N));
+    if (z && (z->dtype != x->dtype || kn_numel(z) != 1))
+        return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
-    size_t b_bytes = kn_qgemm_b_bytes(R, K);
-    uint8_t *b = kn_op_scratch(call->ctx, b_bytes); // x's rows packed as B slivers
+    size_t b_bytes = (kn_qgemm_b_bytes(R, K) + 63) / 64 * 64;
+    uint8_t *b = kn_op_scratch(call->ctx, b_bytes + (z ? sizeof(int32_t) * (size_t)N : 0)); // x's rows as B slivers
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
     kn_qepilogue epi = epilogue_of(call);
+    if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
+        int32_t *corr = (int32_t *)(b + b_bytes);
+        uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);
+        for (int64_t c = 0; c < N; c++)
+            corr[c] = (int32_t)(z_u8 * (uint32_t)epi.corr[c]);
+        epi.corr = corr;
+    }
     kn_qgemm_problem p = {
         .R = R, .L = N, .K = K, .b = b, .v = call->in[1]->data, .v_unsigned = false,
         .channel_per_row = false, .epi = &epi, .y = call->out[0]->data, .ldy = N,
@@ -784,6 +801,6 @@ const kn_op kn_op_qlinearconvpacked = {
 };
 
 const kn_op kn_op_qlineargemmpacked = {
-    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 6,
+    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 7,
     .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
 };

@@ -804,6 +804,101 @@ static kiln_status make_qlinear_layers(kn_graph *g, int *made) {
     return st;
 }
 
+/* ---- ONNX's MatMulInteger onto the integer layers --------------------------------------------------
+ *
+ * MatMulInteger(A, B, a_zero_point, b_zero_point) with B a constant (K, N) whose levels less their zero
+ * points fit i8 is the packed product with the int32 output (KN_QOUT_I32): the same exact sums, wrapping
+ * the same way. A's zero point (per tensor) may be a constant, or computed at run time (a dynamically
+ * quantized model's DynamicQuantizeLinear gives it): then the layer takes it as input 6 and its input 4
+ * holds B's column sums, from which each run makes its correction. */
+
+/* B's levels less their zero points as qweights (rows = columns of B), or false. Inputs: A 0, B 1,
+ * a_zero_point 2, b_zero_point 3. */
+static bool qinteger_weights_of(const kn_graph *g, const kn_node *n, qweights *w) {
+    const kn_value *a = n->n_in > 0 && n->in[0] >= 0 ? kn_node_input(g, n, 0) : NULL, *b = qonnx_const(g, n, 1);
+    const kn_value *za = n->n_in > 2 && n->in[2] >= 0 ? kn_node_input(g, n, 2) : NULL;
+    if (!a || (a->dtype != KN_U8 && a->dtype != KN_I8) || a->shape.ndim < 2 || !b ||
+        (b->dtype != KN_U8 && b->dtype != KN_I8) || b->shape.ndim != 2 ||
+        (za && (za->dtype != a->dtype || kn_shape_numel(&za->shape) != 1)))
+        return false;
+    *w = (qweights){.shape = b->shape, .rows = b->shape.d[1], .K = b->shape.d[0]};
+    if (w->K > KN_QGEMM_MAX_K || !qonnx_param_ok(g, n, 3, b->dtype, w->rows, true))
+        return false;
+    w->levels = malloc((size_t)(w->rows * w->K));
+    w->scale = NULL;
+    if (!w->levels)
+        return false;
+    for (int64_t i = 0; i < w->rows * w->K; i++) {
+        int64_t row, k;
+        qweights_place(w, 1, i, &row, &k);
+        int32_t level = (b->dtype == KN_I8 ? ((const int8_t *)b->data)[i] : ((const uint8_t *)b->data)[i]) -
+                        qonnx_zero(g, n, 3, row);
+        if (level < -128 || level > 127) {
+            qweights_free(w);
+            return false;
+        }
+        w->levels[row * w->K + k] = (int8_t)level;
+    }
+    return true;
+}
+
+/* Node `node` becomes QLinearGemmPacked with int32 output over the weights w. */
+static kiln_status qinteger_rewrite(kn_graph *g, int node, const qweights *w) {
+    kn_node *n = &g->nodes[node];
+    const char *name = n->name;
+    int a = n->in[0], za = n->n_in > 2 ? n->in[2] : -1;
+    bool x_signed = g->values[a].dtype == KN_I8, z_constant = za < 0 || is_constant(g, za);
+    const void *z_data = za >= 0 && z_constant ? g->values[za].data : NULL;
+    int64_t z = !z_data ? 0 : x_signed ? *(const int8_t *)z_data : *(const uint8_t *)z_data;
+    int ids[4];
+    ids[0] = add_layer_const(g, name, "qweight", KN_I8, (int64_t)kn_qgemm_v_bytes(w->rows, w->K));
+    ids[1] = ids[0] < 0 ? -1 : add_layer_const(g, name, "qmult", KN_F32, w->rows);
+    ids[2] = ids[1] < 0 ? -1 : add_layer_const(g, name, "qbias", KN_F32, w->rows);
+    ids[3] = ids[2] < 0 ? -1 : add_layer_const(g, name, "qcorr", KN_I32, w->rows);
+    int *in = ids[3] < 0 ? NULL : kn_arena_alloc(&g->arena, sizeof(int) * 7);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", g->nodes[node].name);
+    kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, g->values[ids[0]].data);
+    float *mult = g->values[ids[1]].data, *bias = g->values[ids[2]].data;
+    int32_t *corr = g->values[ids[3]].data;
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < w->K; k++)
+            sum += w->levels[r * w->K + k];
+        mult[r] = 1.0f; /* unused by the int32 output */
+        bias[r] = 0.0f;
+        // A constant zero point makes the correction now; a run-time one, from these sums each run.
+        corr[r] = (int32_t)(uint32_t)(uint64_t)(z_constant ? (z + (x_signed ? 128 : 0)) * sum : sum);
+    }
+    in[0] = a;
+    memcpy(in + 1, ids, sizeof ids);
+    in[5] = -1;
+    in[6] = z_constant ? -1 : za;
+    KN_TRY(kn_node_set_int(g, node, "kn_k", w->K));
+    KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x_signed));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", z_constant ? z : 0));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_type", KN_QOUT_I32));
+    n = &g->nodes[node];
+    n->op = kn_op_find("QLinearGemmPacked");
+    n->in = in;
+    n->n_in = z_constant ? 5 : 7;
+    return KILN_OK;
+}
+
+static kiln_status make_matmulinteger_layers(kn_graph *g, int *made) {
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        qweights w;
+        if (!op_is(&g->nodes[i], "MatMulInteger") || !qinteger_weights_of(g, &g->nodes[i], &w))
+            continue;
+        if ((st = qinteger_rewrite(g, i, &w)) == KILN_OK)
+            (*made)++;
+        qweights_free(&w);
+    }
+    return st;
+}
+
 static bool is_integer_layer(const kn_node *n) {
     return op_is(n, "QLinearConvPacked") || op_is(n, "QLinearGemmPacked");
 }
@@ -1589,6 +1684,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = make_integer_layers(dst, &s.integer_layers);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = make_qlinear_layers(dst, &s.integer_layers);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = make_matmulinteger_layers(dst, &s.integer_layers);
     if (st == KILN_OK && (passes & KN_OPT_FOLD))
         st = fold_constants(dst, &s.nodes_folded);
     if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))

@@ -98,6 +98,10 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
             bias = _mm256_loadu_ps(e->bias + channel + i);
         }
         __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), corr);
+        if (e->y_type == KN_QOUT_I32) {
+            _mm256_storeu_si256((__m256i *)((int32_t *)y + i), a);
+            continue;
+        }
         __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), mult, bias);
         if (e->r_type != KN_QRES_NONE)
             value = _mm256_add_ps(value, residual8(e, r, i));
@@ -114,7 +118,7 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
         store_levels((uint8_t *)y + i, q);
     }
     if (i < n) {
-        size_t y_size = e->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+        size_t y_size = kn_qout_size(e->y_type);
         const char *rest = r ? (const char *)r + (size_t)i * kn_qres_size(e->r_type) : NULL;
         kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
                                   (char *)y + (size_t)i * y_size);

@@ -93,6 +93,10 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
             bias = _mm512_maskz_loadu_ps(m, e->bias + channel + i);
         }
         __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + i), corr);
+        if (e->y_type == KN_QOUT_I32) {
+            _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
+            continue;
+        }
         __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
         if (e->r_type != KN_QRES_NONE)
             value = _mm512_add_ps(value, residual16(e, r, i, n - i < 16 ? n - i : 16, m));
