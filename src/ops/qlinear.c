@@ -736,9 +736,12 @@ static kiln_status qadd_params_of(const kn_node *node, qadd_params *p) {
     const char *act = kn_node_string(node, "kn_activation", NULL);
     int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_U8);
     *p = (qadd_params){
-        .s_a = kn_node_float(node, "kn_a_scale", 1.0f), .s_b = kn_node_float(node, "kn_b_scale", 1.0f),
-        .s_y = kn_node_float(node, "kn_y_scale", 1.0f), .z_a = (int32_t)kn_node_int(node, "kn_a_zero_point", 0),
-        .z_b = (int32_t)kn_node_int(node, "kn_b_zero_point", 0), .z_y = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+        .s_a = kn_node_float(node, "kn_a_scale", 1.0f),
+        .s_b = kn_node_float(node, "kn_b_scale", 1.0f),
+        .s_y = kn_node_float(node, "kn_y_scale", 1.0f),
+        .z_a = (int32_t)kn_node_int(node, "kn_a_zero_point", 0),
+        .z_b = (int32_t)kn_node_int(node, "kn_b_zero_point", 0),
+        .z_y = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
         .relu = act != NULL, .range = kn_quant_range_of(8, y_type == KN_QOUT_I8),
     };
     if (act && strcmp(act, "Relu") != 0)

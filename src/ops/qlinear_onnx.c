@@ -88,10 +88,12 @@ static void widen_levels(const kn_tensor *t, int64_t from, int64_t n, const kn_t
 }
 
 /* acc as int32: saturated for the QLinear ops (core/quant.h), wrapped for the Integer ops. */
-static int32_t saturate_i32(int64_t acc) { return acc > INT32_MAX ? INT32_MAX : acc < INT32_MIN ? INT32_MIN : (int32_t)acc; }
+static int32_t saturate_i32(int64_t acc) {
+    return acc > INT32_MAX ? INT32_MAX : acc < INT32_MIN ? INT32_MIN : (int32_t)acc;
+}
 static int32_t wrap_i32(int64_t acc) { return (int32_t)(uint32_t)(uint64_t)acc; }
 
-/* The output: int32 sums (out_scale NULL), or levels of the QLinear ops' requantization with
+/* The output: int32 sums (y_scale NULL), or levels of the QLinear ops' requantization with
  * multiplier mult(channel) and zero point y_zero. */
 typedef struct qout {
     kn_tensor *y;
