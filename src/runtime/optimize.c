@@ -993,14 +993,19 @@ static kiln_status fuse_residual(kn_graph *g, int add, kn_node *layer, int r) {
 }
 
 static kiln_status fuse_residuals(kn_graph *g, int *fused) {
-    bool any = false;
-    for (int i = 0; i < g->n_nodes && !any; i++)
-        any = op_is(&g->nodes[i], "Add");
-    if (!any)
-        return KILN_OK;
-    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
     int *reads = count_reads(g);
-    if (!shapes[0] || !shapes[1] || !reads) {
+    bool any = false; /* an Add after an integer layer: only then is shape inference worth its time */
+    for (int i = 0; reads && i < g->n_nodes && !any; i++) {
+        const kn_node *n = &g->nodes[i];
+        any = op_is(n, "Add") && n->n_in == 2 &&
+              (residual_taker(g, reads, n->in[0]) || residual_taker(g, reads, n->in[1]));
+    }
+    if (!any) {
+        free(reads);
+        return KILN_OK;
+    }
+    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
+    if (!shapes[0] || !shapes[1]) {
         free(shapes[0]), free(shapes[1]), free(reads);
         return KILN_OK; /* shapes unknown (or no memory): the Adds stay */
     }
@@ -1137,9 +1142,12 @@ static kiln_status fuse_integer_add(kn_graph *g, kn_node *add, kn_node *relu, kn
 }
 
 static kiln_status fuse_integer_adds(kn_graph *g, int *fused) {
-    bool any = false;
-    for (int i = 0; i < g->n_nodes && !any; i++)
-        any = op_is(&g->nodes[i], "Add");
+    bool any = false; /* an Add of two DequantizeLinears: only then is shape inference worth its time */
+    for (int i = 0; i < g->n_nodes && !any; i++) {
+        const kn_node *n = &g->nodes[i];
+        dq_info d;
+        any = op_is(n, "Add") && n->n_in == 2 && dq_levels_of(g, n->in[0], &d) && dq_levels_of(g, n->in[1], &d);
+    }
     if (!any)
         return KILN_OK;
     kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
