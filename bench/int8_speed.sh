@@ -3,19 +3,27 @@
 #   fmnist_cnn  the Fashion-MNIST CNN (bench/fmnist_models.sh) and `kiln quantize --bits 8` of it,
 #               calibrated on 512 training images; first the agreement of the integer path with the f32
 #               QDQ reference path on the 10,000 test images (bench/kiln_driver.c `agree`)
-#   resnet18    torchvision's resnet18 (random weights, tests/ref/make_torchvision_onnx.py) and
-#               `kiln quantize --bits 8` of it calibrated on 64 random images; its QDQ export
-#               (`kiln convert`) runs in onnxruntime too when bench/node_modules has onnxruntime-node
-# at batch 1 and 32. The machine is shared: each case runs ROUNDS (default 5) alternating rounds of
-# f32 then int8 (then onnxruntime), each round the median of its runs (kiln_driver `time`); the table
-# gives the median of the rounds and their range.
+#   resnet18, mobilenet_v2
+#               torchvision's models (random weights, tests/ref/make_torchvision_onnx.py) and
+#               `kiln quantize --bits 8` of them calibrated on CALIB (default 64) random images; their QDQ
+#               export (`kiln convert`) runs in onnxruntime too when bench/node_modules has onnxruntime-node
+# at batch 1 and 32 (BATCHES). The machine is shared: each case runs ROUNDS (default 5) alternating rounds
+# of f32 then int8 (then onnxruntime), and the table gives the median of the rounds and their range.
+# A round's figure is
+#   default  the median wall time of its runs (kiln_driver `time`, ort_bench.js)
+#   CPU=1    CPU time per run: the process's user + system time for RUNS runs less that for 2 runs,
+#            divided by RUNS - 2 (kiln bench, ort_bench.js): what waiting for the shared cores adds to
+#            wall time does not count, and the load and warm-up cancel out.
 # Appends the table, with the date and the CPU, to bench/results/int8.md.
-# Usage: [ROUNDS=N] [REUSE=1] bench/int8_speed.sh [MODEL...]     (fmnist_cnn resnet18; default both)
+# Usage: [ROUNDS=N] [REUSE=1] [CPU=1] [BATCHES="1 32"] bench/int8_speed.sh [MODEL...]
+#        (fmnist_cnn resnet18 mobilenet_v2; default fmnist_cnn resnet18)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(fmnist_cnn resnet18)
 rounds=${ROUNDS:-5}
+calib=${CALIB:-64}
+batches=${BATCHES:-1 32}
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2 >/dev/null
@@ -45,34 +53,58 @@ prepare() {
             --calib fashion-mnist --calib-samples 512 --threads 2 >/dev/null
         echo "integer path vs f32 QDQ reference on fashion-mnist:test: $("$driver" agree bench/models/fmnist_cnn_int8.kiln fashion-mnist:test)"
         ;;
-    resnet18)
-        [ -f bench/models/resnet18.onnx ] || /usr/bin/python3 tests/ref/make_torchvision_onnx.py bench/models resnet18
-        build/kiln convert bench/models/resnet18.onnx bench/models/resnet18_f32.kiln >/dev/null
+    resnet18 | mobilenet_v2)
+        [ -f "bench/models/$m.onnx" ] || /usr/bin/python3 tests/ref/make_torchvision_onnx.py bench/models "$m"
+        build/kiln convert "bench/models/$m.onnx" "bench/models/${m}_f32.kiln" >/dev/null
         /usr/bin/python3 -c "import numpy as np; r = np.random.default_rng(3)
-np.save('bench/models/calib_x.npy', r.standard_normal((64, 3, 224, 224)).astype(np.float32))
-np.save('bench/models/calib_y.npy', r.integers(0, 1000, 64).astype(np.int64))"
-        build/kiln quantize bench/models/resnet18_f32.kiln --out bench/models/resnet18_int8.kiln --bits 8 \
-            --calib bench/models/calib_x.npy,bench/models/calib_y.npy --calib-samples 64 --threads 2 >/dev/null
-        echo "integer path vs f32 QDQ reference on the 64 calibration images: $("$driver" agree bench/models/resnet18_int8.kiln bench/models/calib_x.npy,bench/models/calib_y.npy)"
+np.save('bench/models/calib_x.npy', r.standard_normal(($calib, 3, 224, 224)).astype(np.float32))
+np.save('bench/models/calib_y.npy', r.integers(0, 1000, $calib).astype(np.int64))"
+        build/kiln quantize "bench/models/${m}_f32.kiln" --out "bench/models/${m}_int8.kiln" --bits 8 \
+            --calib bench/models/calib_x.npy,bench/models/calib_y.npy --calib-samples "$calib" --threads 2 >/dev/null
+        echo "integer path vs f32 QDQ reference on the $calib calibration images: $("$driver" agree "bench/models/${m}_int8.kiln" bench/models/calib_x.npy,bench/models/calib_y.npy)"
         ;;
     esac
     build/kiln convert "bench/models/${m}_int8.kiln" "bench/models/${m}_int8.onnx" >/dev/null
+}
+
+# CPU seconds (user + system) of a command.
+cpu_of() { /usr/bin/time -f "%U %S" "$@" 2>&1 >/dev/null | tail -1 | awk '{ print $1 + $2 }'; }
+
+# One round's ms per run of ENGINE (kiln, ort) on MODEL at BATCH, ITERS runs after WARMUP.
+measure() {
+    local engine=$1 model=$2 batch=$3 warmup=$4 iters=$5
+    if [ "${CPU:-0}" = 1 ]; then
+        local short long
+        if [ "$engine" = kiln ]; then
+            short=$(cpu_of env OMP_WAIT_POLICY=passive build/kiln bench "$model" --batch "$batch" --threads 1 --warmup 1 --iters 2)
+            long=$(cpu_of env OMP_WAIT_POLICY=passive build/kiln bench "$model" --batch "$batch" --threads 1 --warmup 1 --iters "$iters")
+        else
+            short=$(cpu_of node bench/ort_bench.js "$model" "$batch" 1 1 2)
+            long=$(cpu_of node bench/ort_bench.js "$model" "$batch" 1 1 "$iters")
+        fi
+        awk -v a="$short" -v b="$long" -v n="$iters" 'BEGIN { printf "%.4f\n", (b - a) * 1000 / (n - 2) }'
+    elif [ "$engine" = kiln ]; then
+        "$driver" time "$model" "$batch" 1 "$warmup" "$iters" | field median_ms
+    else
+        node bench/ort_bench.js "$model" "$batch" 1 "$warmup" "$iters" | field median_ms
+    fi
 }
 
 rows=""
 notes=""
 for m in "${models[@]}"; do
     notes+="- $m: $(prepare "$m")"$'\n'
-    for batch in 1 32; do
+    for batch in $batches; do
         probe=$("$driver" time "bench/models/${m}_f32.kiln" "$batch" 1 1 3 | field median_ms)
         iters=$(awk -v t="$probe" 'BEGIN { n = int(1000 / t); print (n < 5 ? 5 : (n > 300 ? 300 : n)) }')
+        [ "${CPU:-0}" = 1 ] && iters=$(( iters < 20 ? 20 : iters )) # CPU time counts in 10 ms ticks
         warmup=$(( iters / 10 > 3 ? iters / 10 : 3 ))
         : > /tmp/int8_f32.$$ && : > /tmp/int8_int8.$$ && : > /tmp/int8_ort.$$
         for ((r = 0; r < rounds; r++)); do
-            "$driver" time "bench/models/${m}_f32.kiln" "$batch" 1 "$warmup" "$iters" | field median_ms >> /tmp/int8_f32.$$
-            "$driver" time "bench/models/${m}_int8.kiln" "$batch" 1 "$warmup" "$iters" | field median_ms >> /tmp/int8_int8.$$
+            measure kiln "bench/models/${m}_f32.kiln" "$batch" "$warmup" "$iters" >> /tmp/int8_f32.$$
+            measure kiln "bench/models/${m}_int8.kiln" "$batch" "$warmup" "$iters" >> /tmp/int8_int8.$$
             if [ $have_ort = 1 ]; then
-                node bench/ort_bench.js "bench/models/${m}_int8.onnx" "$batch" 1 "$warmup" "$iters" | field median_ms >> /tmp/int8_ort.$$
+                measure ort "bench/models/${m}_int8.onnx" "$batch" "$warmup" "$iters" >> /tmp/int8_ort.$$
             fi
         done
         read -r f f_lo f_hi < <(summary < /tmp/int8_f32.$$)
@@ -95,9 +127,13 @@ rm -f /tmp/int8_f32.$$ /tmp/int8_int8.$$ /tmp/int8_ort.$$
     echo
     echo "## $(date -u +%Y-%m-%d) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
     echo
+    if [ "${CPU:-0}" = 1 ]; then
+        per_run="CPU ms per run (user + system time of the process, a long run less a short one)"
+    else
+        per_run="ms per run: median of the rounds' medians"
+    fi
     echo "kiln $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes'), 1 thread, $rounds alternating" \
-         "rounds; ms per run: median of the rounds' medians [fastest - slowest round]. Load average after:" \
-         "$(cut -d' ' -f1-3 /proc/loadavg)."
+         "rounds; $per_run [fastest - slowest round]. Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     printf '%s' "$notes"
     echo

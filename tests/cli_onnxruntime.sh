@@ -3,6 +3,9 @@
 # this test never downloads anything and is skipped without it). On the same seeded random inputs at
 # batch 1 and 8 (bench/compare_one.sh), every output must satisfy max |kiln - ort| <= 1e-4 * max |ort|:
 #   - the committed PyTorch exports tests/ref/data/onnx_{mlp,cnn,vit}.onnx, both engines reading the file;
+#   - tests/ref/data/onnx_qoperator.onnx (tests/ref/make_qoperator_onnx.py): QLinearConv chains and a
+#     DynamicQuantizeLinear -> MatMulInteger product, which kiln's integer layers run: equal levels and sums
+#     give a difference of 0;
 #   - when Fashion-MNIST is installed and kiln can export ONNX (`kiln convert`), the MLP and the CNN of
 #     examples/specs/ that `kiln train` trains for one epoch on 2000 test images: kiln runs the .kiln model,
 #     onnxruntime its export.
@@ -30,7 +33,7 @@ compare() { # KILN_MODEL ORT_MODEL: batch 1 and 8
             'bash "$src/bench/compare_one.sh" "$driver" "$kiln_model" "$ort_model" $batch "$work"'
     done
 }
-for m in mlp cnn vit; do
+for m in mlp cnn vit qoperator; do
     compare "$src/tests/ref/data/onnx_$m.onnx" "$src/tests/ref/data/onnx_$m.onnx"
 done
 

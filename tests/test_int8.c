@@ -19,6 +19,11 @@
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
  *    f32 QDQ reference path predict the same classes for every sample; and the same with 4-bit weights
  *    written to a .kiln file and read back (W4A8: i4 levels into the int8 layers).
+ * 4. ONNX's QLinearConv and QLinearMatMul with constant weights (i8 and u8, zero points per tensor and
+ *    per channel, int32 bias, groups, depthwise, stride, rank-3 A): the optimizer makes them integer
+ *    layers, and both the optimized session and the reference op (unoptimized) equal the definition
+ *    computed here (core/quant.h "ONNX's integer ops") byte for byte; u8 weights whose levels less their
+ *    zero point leave i8 stay the reference op and meet the same check.
  * Also QuantizeLinear's vectorized levels (kn_qgemm_quantize) against kn_quant_level on ties, NaN,
  * infinities and denormals.
  * ctest runs this program again with KILN_ISA=avx2 and KILN_ISA=generic, so the layers' other paths
@@ -60,6 +65,8 @@ typedef struct kernel_case {
     int y_type;
     bool relu;
     bool extreme; /* activations 255 and weights -128 or 127 */
+    bool clip;    /* Clip to [-0.3, 0.4] (after Relu when relu) */
+    int residual; /* KN_QRES_*: a residual (R, L) added before Relu and Clip */
 } kernel_case;
 
 static void check_kernel_case(const kernel_case *c) {
@@ -82,8 +89,17 @@ static void check_kernel_case(const kernel_case *c) {
         mult[ch] = c->extreme ? 1e-9f : rand_in(1e-5f, 1e-3f);
         bias[ch] = rand_in(-1.0f, 1.0f);
     }
-    kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7};
-    size_t y_size = c->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
+                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120};
+    size_t r_size = kn_qres_size(c->residual);
+    uint8_t *res = malloc((size_t)(c->R * c->L) * (r_size ? r_size : 1)); // (R, L) as y
+    for (int64_t i = 0; i < c->R * c->L; i++) {
+        if (c->residual == KN_QRES_F32)
+            ((float *)res)[i] = rand_in(-2.0f, 2.0f);
+        else
+            res[i] = (uint8_t)rand_below(256);
+    }
+    size_t y_size = kn_qout_size(c->y_type);
     // The definition: the exact sum, then kn_quant_layer_level / kn_quant_layer_value.
     uint8_t *want = malloc((size_t)(c->R * c->L) * y_size);
     kn_quant_range range = kn_quant_range_of(8, c->y_type == KN_QOUT_I8);
@@ -94,13 +110,22 @@ static void check_kernel_case(const kernel_case *c) {
             for (int64_t k = 0; k < c->K; k++)
                 acc += ((int64_t)x[xr * c->K + k] - z_x) * w[ch * c->K + k];
             int64_t at = r * c->L + l;
-            if (c->y_type == KN_QOUT_F32) {
-                float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
-                ((float *)want)[at] = c->relu ? kn_quant_relu(v) : v;
-            } else {
-                want[at] = (uint8_t)(kn_quant_layer_level((int32_t)acc, mult[ch], bias[ch], c->relu, epi.y_scale,
-                                                          epi.y_zero_point, range) & 0xff);
+            if (c->y_type == KN_QOUT_I32) { /* the sum itself */
+                ((int32_t *)want)[at] = (int32_t)acc;
+                continue;
             }
+            float v = kn_quant_layer_value((int32_t)acc, mult[ch], bias[ch]);
+            if (c->residual == KN_QRES_F32)
+                v = kn_quant_add_residual(v, ((const float *)res)[at]);
+            else if (c->residual != KN_QRES_NONE)
+                v = kn_quant_add_residual(v, kn_quant_value(c->residual == KN_QRES_U8 ? res[at] : (int8_t)res[at],
+                                                            epi.r_scale, epi.r_zero_point));
+            v = c->relu ? kn_quant_relu(v) : v;
+            v = c->clip ? kn_quant_clip(v, epi.clip_lo, epi.clip_hi) : v;
+            if (c->y_type == KN_QOUT_F32)
+                ((float *)want)[at] = v;
+            else
+                want[at] = (uint8_t)(kn_quant_level(v, epi.y_scale, epi.y_zero_point, range) & 0xff);
         }
     // Packed operands.
     size_t b_bytes = kn_qgemm_b_bytes(c->R, c->K), v_bytes = kn_qgemm_v_bytes(c->L, c->K);
@@ -122,7 +147,7 @@ static void check_kernel_case(const kernel_case *c) {
             continue;
         for (int threads = 1; threads <= 2; threads++) {
             memset(got, 0x5a, (size_t)(c->R * c->L) * y_size);
-            kn_qgemm_problem p = {c->R, c->L, c->K, b, v, c->conv, c->conv, &epi, got, c->L};
+            kn_qgemm_problem p = {c->R, c->L, c->K, b, v, c->conv, c->conv, &epi, got, c->L, r_size ? res : NULL};
             kn_qgemm_run(k, &p, threads);
             CHECK_MSG(memcmp(got, want, (size_t)(c->R * c->L) * y_size) == 0,
                       "%s, %d thread(s): (%lld x %lld, K %lld) %s y_type %d relu %d extreme %d differs from the "
@@ -130,17 +155,79 @@ static void check_kernel_case(const kernel_case *c) {
                       (long long)c->K, c->conv ? "conv" : "gemm", c->y_type, c->relu, c->extreme);
         }
     }
-    free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got);
+    free(w), free(x), free(corr), free(mult), free(bias), free(want), free(b), free(v), free(got), free(res);
+}
+
+/* kn_qgemm_depthwise on every path: odd and even tap counts up to the most, run lengths around the
+ * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. */
+static void test_depthwise_kernels(void) {
+    const int taps_list[] = {1, 2, 9, 25, KN_QGEMM_DW_MAX_TAPS};
+    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 100};
+    int checked = 0;
+    for (size_t a = 0; a < sizeof taps_list / sizeof taps_list[0]; a++)
+        for (size_t b = 0; b < sizeof lengths / sizeof lengths[0]; b++)
+            for (int extreme = 0; extreme < 2; extreme++) {
+                int taps = taps_list[a];
+                int64_t n = lengths[b];
+                uint8_t *bytes = malloc((size_t)(taps * n));
+                const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+                int32_t w[KN_QGEMM_DW_MAX_TAPS], want[100], got[100];
+                for (int t = 0; t < taps; t++) {
+                    src[t] = bytes + t * n;
+                    w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+                }
+                for (int64_t i = 0; i < taps * n; i++)
+                    bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
+                for (int64_t i = 0; i < n; i++) {
+                    int64_t sum = 0;
+                    for (int t = 0; t < taps; t++)
+                        sum += (int64_t)w[t] * src[t][i];
+                    want[i] = (int32_t)sum;
+                }
+                for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                    const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                    if (!k)
+                        continue;
+                    memset(got, 0x5a, sizeof got);
+                    kn_qgemm_depthwise(k, src, w, taps, n, got);
+                    CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0,
+                              "%s depthwise: %d taps, %lld outputs, extreme %d differ from the exact sums",
+                              kn_qgemm_kernel_name(k), taps, (long long)n, extreme);
+                    checked++;
+                }
+                free(bytes);
+            }
+    for (int64_t n = 0; n < 70; n += 7) { /* kn_qgemm_deal2: the stride-2 frame's column phases */
+        uint8_t row[140], even[70], odd[70];
+        for (int64_t i = 0; i < 2 * n; i++)
+            row[i] = (uint8_t)rand_below(256);
+        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+            if (!k)
+                continue;
+            kn_qgemm_deal2(k, row, n, even, odd);
+            bool same = true;
+            for (int64_t i = 0; i < n; i++)
+                same = same && even[i] == row[2 * i] && odd[i] == row[2 * i + 1];
+            CHECK_MSG(same, "%s deal2 of %lld pairs", kn_qgemm_kernel_name(k), (long long)n);
+        }
+    }
+    printf("depthwise kernels: %d runs equal the exact sums\n", checked);
 }
 
 static void test_kernels(void) {
     const kernel_case cases[] = {
-        {1, 1, 1, true, KN_QOUT_U8, false, false},    {5, 17, 9, true, KN_QOUT_U8, true, false},
-        {7, 70, 27, true, KN_QOUT_I8, false, false},  {33, 130, 288, true, KN_QOUT_F32, true, false},
-        {4, 64, 4, true, KN_QOUT_F32, false, false},  {1, 10, 3136, false, KN_QOUT_F32, false, false},
-        {3, 70, 37, false, KN_QOUT_U8, true, false},  {9, 5, 6, false, KN_QOUT_I8, false, false},
-        {6, 129, 101, false, KN_QOUT_F32, true, false}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true},
-        {3, 18, 4097, false, KN_QOUT_F32, false, true},
+        {1, 1, 1, true, KN_QOUT_U8, false, false, false, 0},    {5, 17, 9, true, KN_QOUT_U8, true, false, false, 0},
+        {7, 70, 27, true, KN_QOUT_I8, false, false, false, 0},  {33, 130, 288, true, KN_QOUT_F32, true, false, false, 0},
+        {4, 64, 4, true, KN_QOUT_F32, false, false, false, 0},  {1, 10, 3136, false, KN_QOUT_F32, false, false, false, 0},
+        {3, 70, 37, false, KN_QOUT_U8, true, false, false, 0},  {9, 5, 6, false, KN_QOUT_I8, false, false, false, 0},
+        {6, 129, 101, false, KN_QOUT_F32, true, false, false, 0}, {2, 33, KN_QGEMM_MAX_K, true, KN_QOUT_F32, false, true, false, 0},
+        {3, 18, 4097, false, KN_QOUT_F32, false, true, false, 0}, {5, 70, 27, true, KN_QOUT_U8, false, false, true, 0},
+        {3, 37, 19, false, KN_QOUT_F32, true, false, true, 0}, {6, 40, 9, true, KN_QOUT_I8, true, false, true, 0},
+        {5, 70, 27, true, KN_QOUT_U8, true, false, false, KN_QRES_U8}, {7, 33, 18, true, KN_QOUT_F32, false, false, false, KN_QRES_F32},
+        {3, 40, 30, false, KN_QOUT_I8, true, false, true, KN_QRES_I8}, {2, 19, 64, false, KN_QOUT_U8, false, false, false, KN_QRES_F32},
+        {5, 70, 27, false, KN_QOUT_I32, false, false, false, 0}, {3, 37, 300, true, KN_QOUT_I32, false, false, false, 0},
+        {2, 21, KN_QGEMM_MAX_K, false, KN_QOUT_I32, false, true, false, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_kernel_case(&cases[i]);
@@ -194,6 +281,9 @@ typedef struct layer_case {
     bool trans_b;              /* Gemm */
     bool x_signed, bias, relu;
     int y;                     /* 0: f32 output, 1: QuantizeLinear u8, 2: i8 */
+    bool clip;                 /* Clip to [-0.2, 0.25] after the layer (and its Relu) */
+    int residual;              /* Add(layer, r) before Relu and Clip, r of x's shape: 1 x itself (f32),
+                                  2 x's QuantizeLinear -> DequantizeLinear (a ResNet shortcut) */
 } layer_case;
 
 typedef struct layer_data {
@@ -228,6 +318,7 @@ static int add_qdq(kn_graph *g, int x, const char *name, float s, int32_t z, boo
     *(uint8_t *)g->values[zv].data = (uint8_t)(z & 0xff);
     snprintf(buf, sizeof buf, "%s.q", name);
     int q = add_node(g, "QuantizeLinear", 3, (int[]){x, sv, zv}, buf);
+    g->values[q].dtype = is_signed ? KN_I8 : KN_U8; /* as an imported or loaded graph has it */
     if (levels)
         *levels = q;
     snprintf(buf, sizeof buf, "%s.dq", name);
@@ -262,6 +353,8 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     }
     int y = add_node(g, c->op, c->bias ? 3 : 2, (int[]){xdq, wdq, b}, "y");
     int node = g->n_nodes - 1;
+    if (c->residual)
+        y = add_node(g, "Add", 2, (int[]){y, c->residual == 1 ? x : xdq}, "y.add");
     if (conv) {
         CHECK_OK(kn_node_set_ints(g, node, "strides", 2, (int64_t[]){c->stride, c->stride}));
         CHECK_OK(kn_node_set_ints(g, node, "pads", 4, (int64_t[]){c->pad, c->pad, c->pad, c->pad}));
@@ -272,6 +365,12 @@ static void build_layer(const layer_case *c, layer_data *d, kn_graph *g) {
     }
     if (c->relu)
         y = add_node(g, "Relu", 1, &y, "y.relu");
+    if (c->clip) {
+        int lo = add_const(g, "clip.lo", KN_F32, (kn_shape){0}), hi = add_const(g, "clip.hi", KN_F32, (kn_shape){0});
+        *(float *)g->values[lo].data = -0.2f;
+        *(float *)g->values[hi].data = 0.25f;
+        y = add_node(g, "Clip", 3, (int[]){y, lo, hi}, "y.clip");
+    }
     if (c->y)
         y = add_qdq(g, y, "y", d->s_y, d->z_y, c->y == 2, NULL);
     g->outputs[g->n_outputs++] = y;
@@ -338,16 +437,22 @@ static void layer_definition(const layer_case *c, const layer_data *d, const flo
                 }
                 float mult = kn_quant_multiplier(d->s_x, d->s_w[m], 1.0), bias = c->bias ? d->b[m] : 0.0f;
                 float value = kn_quant_layer_value((int32_t)acc, mult, bias);
+                int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
+                float residual = c->residual == 1 ? x[at] : c->residual == 2 ? (float)qx[at] * d->s_x : 0.0f;
+                if (c->residual)
+                    value = kn_quant_add_residual(value, residual);
                 if (c->relu)
                     value = kn_quant_relu(value);
-                int64_t at = conv ? (r * c->M + m) * oh * ow + p : r * c->M + m;
+                if (c->clip)
+                    value = kn_quant_clip(value, -0.2f, 0.25f);
                 if (c->y)
                     out[at] = kn_quant_value(kn_quant_level(value, d->s_y, d->z_y, yr), d->s_y, d->z_y);
                 else
                     out[at] = value;
-                double e = (double)acc * d->s_x * d->s_w[m] + bias;
-                exact[at] = c->relu && e < 0 ? 0 : e;
-                magnitude[at] = mag + fabs(bias);
+                double e = (double)acc * d->s_x * d->s_w[m] + bias + residual;
+                e = c->relu && e < 0 ? 0 : e;
+                exact[at] = c->clip ? fmin(fmax(e, -0.2), 0.25) : e;
+                magnitude[at] = mag + fabs(bias) + fabs(residual);
             }
     free(qx);
 }
@@ -378,9 +483,12 @@ static void check_layer_case(const layer_case *c) {
             fprintf(stderr, "  %s: %s\n", c->label, opt->nodes[i].op->name);
     bool conv = strcmp(c->op, "Conv") == 0;
     CHECK_MSG(count_op(opt, conv ? "QLinearConvPacked" : "QLinearGemmPacked") == 1 &&
-                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0,
+                  count_op(opt, c->op) == 0 && count_op(opt, "Relu") == 0 && count_op(opt, "Clip") == 0 &&
+                  count_op(opt, "Add") == 0,
               "%s: the optimizer did not make one integer layer", c->label);
     CHECK_MSG(!c->y || count_op(opt, "QuantizeLinear") == 1, "%s: the output QuantizeLinear stays", c->label);
+    CHECK_MSG(c->residual != 2 || count_op(opt, "DequantizeLinear") == (c->y ? 1 : 0),
+              "%s: the shortcut must be read as levels (its DequantizeLinear gone)", c->label);
     kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
     int64_t sample = x_numel / c->N, n_fast = 0, n_ref = 0;
     const float *y_fast = fast ? rt_session_forward(fast, c->N, x, sample, &n_fast) : NULL;
@@ -418,23 +526,108 @@ static void check_layer_case(const layer_case *c) {
     free(x), free(d.s_w), free(d.b), free(d.w);
 }
 
+/* An Add that broadcasts (a conv's output plus the input's GlobalAveragePool, (N, C, 1, 1)) is no
+ * shortcut: the optimizer leaves it, and the optimized graph computes what the graph as built does. */
+static void test_broadcast_add_stays(void) {
+    layer_case c = {"broadcast add", "Conv", 2, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, false, false, true, false, 0, false, 0};
+    layer_data d;
+    make_layer_data(&c, &d);
+    kn_graph g;
+    build_layer(&c, &d, &g);
+    int pooled = add_node(&g, "GlobalAveragePool", 1, &g.inputs[0], "x.gap");
+    g.outputs[0] = add_node(&g, "Add", 2, (int[]){g.outputs[0], pooled}, "y.add");
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model)
+        return;
+    const kn_graph *opt = kn_model_graph(model, true);
+    CHECK_MSG(count_op(opt, "QLinearConvPacked") == 1 && count_op(opt, "Add") == 1,
+              "the broadcasting Add must stay beside the integer layer");
+    int64_t x_numel = c.N * c.C * c.H * c.W, n_fast = 0, n_ref = 0;
+    float *x = malloc(sizeof(float) * (size_t)x_numel);
+    for (int64_t i = 0; i < x_numel; i++)
+        x[i] = rand_in(-1.0f, 1.0f);
+    kiln_session *fast = rt_session_new(model, true, 1, false), *ref = rt_session_new(model, false, 1, false);
+    const float *y_fast = fast ? rt_session_forward(fast, c.N, x, x_numel / c.N, &n_fast) : NULL;
+    const float *y_ref = ref ? rt_session_forward(ref, c.N, x, x_numel / c.N, &n_ref) : NULL;
+    CHECK_MSG(y_fast && y_ref && n_fast == n_ref && n_fast == c.N * c.M * c.H * c.W &&
+                  rt_max_diff(y_fast, y_ref, n_fast) < 1e-4,
+              "the graph with a broadcasting Add runs optimized as built");
+    kiln_session_free(fast);
+    kiln_session_free(ref);
+    kiln_model_free(model);
+    free(x), free(d.s_w), free(d.b), free(d.w);
+}
+
+/* Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu] -> QuantizeLinear, a QDQ model's residual Add
+ * from another tool: the optimizer makes it AddInteger over the levels, whose output must equal the graph
+ * as built bit for bit (the same f32 operations), for u8 and i8 levels, with and without Relu. */
+static void test_integer_add(void) {
+    for (int variant = 0; variant < 4; variant++) {
+        bool relu = variant & 1, signed_levels = variant & 2;
+        kn_graph g;
+        kn_graph_init(&g);
+        kn_shape xs = SHAPE(2, 5, 7, 9);
+        int x = test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &xs);
+        g.inputs[g.n_inputs++] = x;
+        int a = add_qdq(&g, x, "a", 0.011f, signed_levels ? -3 : 120, signed_levels, NULL);
+        int b = add_qdq(&g, x, "b", 0.017f, signed_levels ? 5 : 131, false, NULL);
+        int y = add_node(&g, "Add", 2, (int[]){a, b}, "sum");
+        if (relu)
+            y = add_node(&g, "Relu", 1, &y, "sum.relu");
+        g.outputs[g.n_outputs++] = add_qdq(&g, y, "y", 0.023f, signed_levels ? 2 : 100, signed_levels, NULL);
+        kiln_model *model = NULL;
+        CHECK_OK(kn_model_from_graph(&g, &model));
+        if (!model)
+            return;
+        const kn_graph *opt = kn_model_graph(model, true);
+        CHECK_MSG(count_op(opt, "AddInteger") == 1 && count_op(opt, "Add") == 0 && count_op(opt, "Relu") == 0,
+                  "variant %d: the optimizer did not make the Add an AddInteger", variant);
+        int64_t n = kn_shape_numel(&xs), n_fast = 0, n_ref = 0;
+        float *in = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            in[i] = rand_in(-2.5f, 2.5f);
+        kiln_session *fast = rt_session_new(model, true, 2, false), *ref = rt_session_new(model, false, 1, false);
+        const float *y_fast = fast ? rt_session_forward(fast, 2, in, n / 2, &n_fast) : NULL;
+        const float *y_ref = ref ? rt_session_forward(ref, 2, in, n / 2, &n_ref) : NULL;
+        CHECK_MSG(y_fast && y_ref && n_fast == n && n_ref == n && memcmp(y_fast, y_ref, sizeof(float) * (size_t)n) == 0,
+                  "variant %d: AddInteger differs from the QDQ graph", variant);
+        kiln_session_free(fast);
+        kiln_session_free(ref);
+        kiln_model_free(model);
+        free(in);
+    }
+    printf("AddInteger: u8 and i8, with and without Relu, equal to the QDQ Add bit for bit\n");
+}
+
 static void test_layers(void) {
     const layer_case cases[] = {
-        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y
-        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0},
-        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2},
-        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0},
-        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1},
-        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0},
-        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1},
-        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1},
-        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2},
-        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1},
-        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0},
-        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2},
-        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0},
+        // label                                     op      N  C   H   W   M  kh kw st pad dil grp transB signed bias relu y clip res
+        {"conv 3x3 pad 1, odd channels, u8 out",   "Conv", 2, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 stride 2, tails, f32 out",      "Conv", 1, 5, 9, 8, 7, 3, 3, 2, 1, 1, 1, false, false, true, false, 0, false, 0},
+        {"conv groups 3, i8 in and out",           "Conv", 2, 6, 6, 5, 9, 3, 3, 1, 1, 1, 3, false, true, true, true, 2, false, 0},
+        {"conv depthwise 8, relu f32",             "Conv", 1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 8, false, false, false, true, 0, false, 0},
+        {"conv 1x1, 17 -> 33 channels",            "Conv", 1, 17, 5, 5, 33, 1, 1, 1, 0, 1, 1, false, false, true, false, 1, false, 0},
+        {"conv 1x1 stride 2, i8 in",               "Conv", 3, 4, 9, 9, 6, 1, 1, 2, 0, 1, 1, false, true, false, false, 0, false, 0},
+        {"conv 5x5 dilation 2 no pad, 70 out",     "Conv", 1, 3, 16, 15, 70, 5, 5, 1, 0, 2, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false, 0},
+        {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false, 0},
+        {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false, 0},
+        {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false, 0},
+        {"matmul rank 3 input, f32 out",           "MatMul", 2, 24, 3, 0, 17, 0, 0, 0, 0, 0, 1, false, false, false, false, 0, false, 0},
+        {"conv 3x3 + Clip, u8 out",                "Conv", 1, 5, 8, 8, 6, 3, 3, 1, 1, 1, 1, false, false, true, false, 1, true, 0},
+        {"conv depthwise stride 2 + Clip, f32 out", "Conv", 2, 6, 7, 9, 6, 3, 3, 2, 1, 1, 6, false, true, true, false, 0, true, 0},
+        {"conv depthwise 5x5 stride 2 pad 2, i8 in", "Conv", 2, 7, 13, 11, 7, 5, 5, 2, 2, 1, 7, false, true, true, false, 1, false, 0},
+        {"conv depthwise 4x4 stride 3 pad 1, odd",  "Conv", 1, 3, 17, 23, 3, 4, 4, 3, 1, 1, 3, false, true, true, true, 1, false, 0},
+        {"conv depthwise 3x3 stride 2, 40x40",     "Conv", 2, 4, 40, 40, 4, 3, 3, 2, 1, 1, 4, false, false, true, true, 1, false, 0},
+        {"conv depthwise 3x3 dilation 2 pad 2",    "Conv", 1, 5, 9, 37, 5, 3, 3, 1, 2, 2, 5, false, false, true, true, 2, false, 0},
+        {"gemm + Clip, i8 out",                    "Gemm", 4, 30, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 2, true, 0},
+        {"conv 3x3 + shortcut levels + Relu, u8",  "Conv", 2, 6, 7, 7, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 2},
+        {"conv 1x1 + f32 shortcut, f32 out",       "Conv", 1, 5, 6, 9, 5, 1, 1, 1, 0, 1, 1, false, false, true, false, 0, false, 1},
+        {"conv depthwise + shortcut, i8 in and out", "Conv", 1, 8, 9, 20, 8, 3, 3, 1, 1, 1, 8, false, true, true, false, 2, false, 2},
+        {"gemm + shortcut levels + Clip, u8",      "Gemm", 3, 20, 0, 0, 20, 0, 0, 0, 0, 0, 1, true, false, true, false, 1, true, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_layer_case(&cases[i]);
@@ -464,8 +657,8 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 }
 
 static void test_maxpool_integer(void) {
-    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1};
-    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
+    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0};
+    const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {3, 3, 1}, {5, 2, 2}};
     for (int signed_out = 0; signed_out <= 1; signed_out++)
         for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
             layer_case c = base;
@@ -505,7 +698,8 @@ static void test_maxpool_integer(void) {
             }
             free(d.s_w), free(d.b), free(d.w);
         }
-    printf("MaxPoolInteger: 6 windows and level types equal to pooling the dequantized values\n");
+    printf("MaxPoolInteger: %zu windows, u8 and i8, equal to pooling the dequantized values\n",
+           sizeof windows / sizeof windows[0]);
 }
 
 /* ---- 3. a quantized CNN ------------------------------------------------------------------------ */
@@ -595,13 +789,279 @@ static void test_quantized_cnn(int bits) {
     free(calib.x);
 }
 
+/* ---- 4. ONNX's QLinearConv and QLinearMatMul --------------------------------------------------- */
+
+/* A QLinearConv (x (N, C, H, W), w (M, C/group, kh, kw)) or QLinearMatMul (A (N, H, C) or (N, C) when H
+ * is 0, B (C, M)) with constant weights; w_zero: the weights' zero points are nonzero (per channel when
+ * per_channel), with levels drawn so that w - z_w still fits i8 unless `wide`, which draws u8 weights over
+ * their whole range (the layer then stays the reference op). */
+typedef struct qonnx_case {
+    const char *label;
+    bool conv;
+    int64_t N, C, H, W, M, kh, kw, stride, pad, group;
+    bool x_signed, w_signed, y_signed, per_channel, w_zero, bias, wide;
+} qonnx_case;
+
+typedef struct qonnx_data {
+    float s_x, s_y, *s_w;     /* s_w (M) */
+    int32_t z_x, z_y, *z_w;   /* z_w (M) */
+    int32_t *w, *b;           /* w in the weight tensor's layout; b (M) */
+    int64_t x_numel, w_numel, K;
+    uint8_t *x;               /* levels as stored */
+} qonnx_data;
+
+static void make_qonnx_data(const qonnx_case *c, qonnx_data *d) {
+    d->K = c->conv ? c->C / c->group * c->kh * c->kw : c->C;
+    d->w_numel = c->M * d->K;
+    d->x_numel = c->N * c->C * (c->conv ? c->H * c->W : (c->H ? c->H : 1));
+    d->s_x = rand_in(0.005f, 0.03f);
+    d->s_y = rand_in(0.05f, 0.5f);
+    d->z_x = c->x_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(60) + 100;
+    d->z_y = c->y_signed ? (int32_t)rand_below(21) - 10 : (int32_t)rand_below(40) + 100;
+    d->s_w = malloc(sizeof(float) * (size_t)c->M);
+    d->z_w = malloc(sizeof(int32_t) * (size_t)c->M);
+    d->b = malloc(sizeof(int32_t) * (size_t)c->M);
+    d->w = malloc(sizeof(int32_t) * (size_t)d->w_numel);
+    d->x = malloc((size_t)d->x_numel);
+    int32_t shared_zero = c->w_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(40) + 108;
+    for (int64_t m = 0; m < c->M; m++) {
+        d->s_w[m] = c->per_channel || m == 0 ? rand_in(0.002f, 0.02f) : d->s_w[0];
+        int32_t z = c->per_channel ? (c->w_signed ? (int32_t)rand_below(41) - 20 : (int32_t)rand_below(40) + 108)
+                                   : shared_zero;
+        d->z_w[m] = !c->w_zero ? (c->w_signed ? 0 : 128) : z;
+        d->b[m] = (int32_t)rand_below(40001) - 20000;
+    }
+    for (int64_t i = 0; i < d->w_numel; i++) {
+        int64_t m = c->conv ? i / d->K : i % c->M;
+        int32_t lo = c->w_signed ? -128 : 0, hi = c->w_signed ? 127 : 255;
+        if (!c->wide) { /* w - z_w within i8 */
+            lo = lo > d->z_w[m] - 128 ? lo : d->z_w[m] - 128;
+            hi = hi < d->z_w[m] + 127 ? hi : d->z_w[m] + 127;
+        }
+        d->w[i] = lo + (int32_t)rand_below(hi - lo + 1);
+    }
+    if (c->wide) { /* at least one level whose distance to its zero point leaves i8 (none can around 128) */
+        d->z_w[0] = d->z_w[0] == 128 ? 127 : d->z_w[0];
+        d->w[0] = d->z_w[0] < 128 ? 255 : 0;
+    }
+    for (int64_t i = 0; i < d->x_numel; i++)
+        d->x[i] = (uint8_t)rand_below(256);
+}
+
+static int add_qparam(kn_graph *g, const char *name, kn_dtype dtype, int64_t count, const void *values) {
+    int v = add_const(g, name, dtype, count ? SHAPE(count) : (kn_shape){0});
+    memcpy(g->values[v].data, values, (size_t)(count ? count : 1) * kn_dtype_size(dtype));
+    return v;
+}
+
+static void build_qonnx(const qonnx_case *c, const qonnx_data *d, kn_graph *g) {
+    kn_graph_init(g);
+    kn_dtype xt = c->x_signed ? KN_I8 : KN_U8, wt = c->w_signed ? KN_I8 : KN_U8, yt = c->y_signed ? KN_I8 : KN_U8;
+    kn_shape xs = c->conv ? SHAPE(c->N, c->C, c->H, c->W) : c->H ? SHAPE(c->N, c->H, c->C) : SHAPE(c->N, c->C);
+    int x = test_add_value(g, "x", KN_VALUE_INPUT, xt, &xs);
+    g->inputs[g->n_inputs++] = x;
+    uint8_t zx = (uint8_t)(d->z_x & 0xff), zy = (uint8_t)(d->z_y & 0xff), zw[256];
+    int64_t wcount = c->per_channel ? c->M : 0;
+    for (int64_t m = 0; m < c->M; m++)
+        zw[m] = (uint8_t)(d->z_w[m] & 0xff);
+    int w = add_const(g, "w", wt, c->conv ? SHAPE(c->M, c->C / c->group, c->kh, c->kw) : SHAPE(c->C, c->M));
+    for (int64_t i = 0; i < d->w_numel; i++)
+        ((uint8_t *)g->values[w].data)[i] = (uint8_t)(d->w[i] & 0xff);
+    int in[9] = {x, add_qparam(g, "x.s", KN_F32, 0, &d->s_x), add_qparam(g, "x.z", xt, 0, &zx), w,
+                 add_qparam(g, "w.s", KN_F32, wcount, d->s_w), add_qparam(g, "w.z", wt, wcount, zw),
+                 add_qparam(g, "y.s", KN_F32, 0, &d->s_y), add_qparam(g, "y.z", yt, 0, &zy),
+                 c->bias ? add_qparam(g, "b", KN_I32, c->M, d->b) : -1};
+    kn_shape empty = {0};
+    int y = test_add_value(g, "y", KN_VALUE_ACT, yt, &empty);
+    int node = test_add_node(g, c->conv ? "QLinearConv" : "QLinearMatMul", "layer", c->bias ? 9 : 8, in, 1, &y);
+    CHECK_MSG(node >= 0, "%s", kiln_last_error());
+    if (c->conv) {
+        CHECK_OK(kn_node_set_ints(g, node, "strides", 2, (int64_t[]){c->stride, c->stride}));
+        CHECK_OK(kn_node_set_ints(g, node, "pads", 4, (int64_t[]){c->pad, c->pad, c->pad, c->pad}));
+        CHECK_OK(kn_node_set_int(g, node, "group", c->group));
+    }
+    g->outputs[g->n_outputs++] = y;
+}
+
+/* The definition (core/quant.h, "ONNX's integer ops") from the levels: want (the graph's output). */
+static void qonnx_definition(const qonnx_case *c, const qonnx_data *d, uint8_t *want) {
+    kn_quant_range yr = kn_quant_range_of(8, c->y_signed);
+    int64_t oh = c->conv ? (c->H + 2 * c->pad - c->kh) / c->stride + 1 : 1;
+    int64_t ow = c->conv ? (c->W + 2 * c->pad - c->kw) / c->stride + 1 : 1;
+    int64_t rows = c->conv ? c->N : c->N * (c->H ? c->H : 1), Cg = c->C / (c->conv ? c->group : 1);
+    int64_t Mg = c->M / (c->conv ? c->group : 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t m = 0; m < c->M; m++)
+            for (int64_t p = 0; p < oh * ow; p++) {
+                int64_t acc = c->bias ? d->b[m] : 0;
+                for (int64_t k = 0; k < d->K; k++) {
+                    int64_t xi = -1;
+                    if (c->conv) {
+                        int64_t ci = (m / Mg) * Cg + k / (c->kh * c->kw), tap = k % (c->kh * c->kw);
+                        int64_t ih = (p / ow) * c->stride - c->pad + tap / c->kw;
+                        int64_t iw = (p % ow) * c->stride - c->pad + tap % c->kw;
+                        if (ih >= 0 && ih < c->H && iw >= 0 && iw < c->W)
+                            xi = ((r * c->C + ci) * c->H + ih) * c->W + iw;
+                    } else {
+                        xi = r * c->C + k;
+                    }
+                    int32_t xv = xi < 0 ? 0 : (c->x_signed ? (int8_t)d->x[xi] : d->x[xi]) - d->z_x;
+                    int32_t wv = d->w[c->conv ? m * d->K + k : k * c->M + m] - d->z_w[m];
+                    acc += (int64_t)xv * wv;
+                }
+                float mult = kn_quant_requant_multiplier(d->s_x, d->s_w[m], d->s_y);
+                int32_t q = kn_quant_requant_level((int32_t)acc, mult, d->z_y, yr);
+                want[c->conv ? (r * c->M + m) * oh * ow + p : r * c->M + m] = (uint8_t)(q & 0xff);
+            }
+}
+
+/* Output 0 of `model` on the levels x, optimized or not, into out (bytes). */
+static bool qonnx_run(const kiln_model *model, bool optimize, const qonnx_data *d, int64_t batch, kiln_dtype xt,
+                      uint8_t *out, size_t bytes) {
+    kiln_session *s = rt_session_new(model, optimize, 2, false);
+    const void *y = NULL;
+    size_t y_bytes = 0;
+    bool ok = s && rt_session_resize_batch(s, batch) == KILN_OK && kiln_session_set_input(s, 0, xt, d->x, (size_t)d->x_numel) == KILN_OK &&
+              kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &y, &y_bytes) == KILN_OK &&
+              y_bytes == bytes;
+    CHECK_MSG(ok, "running the model: %s", kiln_last_error());
+    if (ok)
+        memcpy(out, y, bytes);
+    kiln_session_free(s);
+    return ok;
+}
+
+static void check_qonnx_case(const qonnx_case *c) {
+    qonnx_data d;
+    make_qonnx_data(c, &d);
+    kn_graph g;
+    build_qonnx(c, &d, &g);
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    if (!model)
+        return;
+    const kn_graph *opt = kn_model_graph(model, true);
+    const char *packed = c->conv ? "QLinearConvPacked" : "QLinearGemmPacked";
+    CHECK_MSG(count_op(opt, packed) == !c->wide, "%s: %s expected %d time(s)", c->label, packed, !c->wide);
+    int64_t oh = c->conv ? (c->H + 2 * c->pad - c->kh) / c->stride + 1 : 1;
+    int64_t ow = c->conv ? (c->W + 2 * c->pad - c->kw) / c->stride + 1 : 1;
+    size_t n = (size_t)((c->conv ? c->N : c->N * (c->H ? c->H : 1)) * c->M * oh * ow);
+    uint8_t *want = malloc(n), *fast = malloc(n), *ref = malloc(n);
+    qonnx_definition(c, &d, want);
+    kiln_dtype xt = c->x_signed ? KILN_DTYPE_I8 : KILN_DTYPE_U8;
+    if (qonnx_run(model, true, &d, c->N, xt, fast, n) && qonnx_run(model, false, &d, c->N, xt, ref, n)) {
+        size_t fast_differ = 0, ref_differ = 0;
+        for (size_t i = 0; i < n; i++) {
+            fast_differ += fast[i] != want[i];
+            ref_differ += ref[i] != want[i];
+        }
+        printf("onnx %-44s %6zu outputs; optimized (%s) / reference op vs definition: %zu / %zu differ\n", c->label,
+               n, c->wide ? "reference op" : packed, fast_differ, ref_differ);
+        CHECK_MSG(fast_differ == 0 && ref_differ == 0, "%s: %zu optimized and %zu reference outputs differ", c->label,
+                  fast_differ, ref_differ);
+    }
+    kiln_model_free(model);
+    free(want), free(fast), free(ref);
+    free(d.s_w), free(d.z_w), free(d.b), free(d.w), free(d.x);
+}
+
+/* A dynamically quantized matrix product, as onnxruntime's quantize_dynamic writes it:
+ * DynamicQuantizeLinear(x) -> MatMulInteger(levels, B, zero point) -> int32 sums, against the formula
+ * computed here (ONNX's, in f32); and an all-zero x, whose scale and zero point are 0. The optimizer makes
+ * the MatMulInteger a packed layer with int32 output and the zero point given at run time; the optimized
+ * and the unoptimized sessions (the reference op) must both give the formula's sums. */
+static void test_dynamic_matmul(void) {
+    const int64_t R = 3, K = 20, N = 7;
+    for (int zeros = 0; zeros < 2; zeros++) {
+        kn_graph g;
+        kn_graph_init(&g);
+        kn_shape xs_shape = SHAPE(R, K);
+        int x = test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &xs_shape);
+        g.inputs[g.n_inputs++] = x;
+        int b = add_const(&g, "b", KN_I8, SHAPE(K, N));
+        int8_t *bs = g.values[b].data;
+        for (int64_t i = 0; i < K * N; i++)
+            bs[i] = (int8_t)(rand_below(256) - 128);
+        kn_shape empty = {0};
+        int q[3] = {test_add_value(&g, "x.q", KN_VALUE_ACT, KN_U8, &xs_shape),
+                    test_add_value(&g, "x.s", KN_VALUE_ACT, KN_F32, &empty),
+                    test_add_value(&g, "x.z", KN_VALUE_ACT, KN_U8, &empty)};
+        CHECK(test_add_node(&g, "DynamicQuantizeLinear", "dq", 1, &x, 3, q) >= 0);
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_I32, &empty);
+        CHECK(test_add_node(&g, "MatMulInteger", "mm", 3, (int[]){q[0], b, q[2]}, 1, &y) >= 0);
+        g.outputs[g.n_outputs++] = y;
+        float xs[3 * 20];
+        for (int64_t i = 0; i < R * K; i++)
+            xs[i] = zeros ? 0.0f : rand_in(-1.5f, 2.5f);
+        // The formula.
+        float lo = 0.0f, hi = 0.0f;
+        for (int64_t i = 0; i < R * K; i++) {
+            lo = xs[i] < lo ? xs[i] : lo;
+            hi = xs[i] > hi ? xs[i] : hi;
+        }
+        kn_quant_range u8 = kn_quant_range_of(8, false);
+        float scale = (hi - lo) / 255.0f;
+        int32_t zero = (int32_t)nearbyintf(kn_quant_clamp(0.0f - lo / scale, u8));
+        int32_t want[3 * 7];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t n = 0; n < N; n++) {
+                int32_t sum = 0;
+                for (int64_t k = 0; k < K; k++)
+                    sum += (kn_quant_level(xs[r * K + k], scale, zero, u8) - zero) * bs[k * N + n];
+                want[r * N + n] = sum;
+            }
+        kiln_model *model = NULL;
+        CHECK_OK(kn_model_from_graph(&g, &model));
+        if (!model)
+            return;
+        CHECK_MSG(count_op(kn_model_graph(model, true), "QLinearGemmPacked") == 1,
+                  "the MatMulInteger must become a packed layer");
+        for (int optimize = 0; optimize < 2; optimize++) {
+            kiln_session *s = rt_session_new(model, optimize, 1, false);
+            const void *out = NULL;
+            size_t bytes = 0;
+            bool ran = s && rt_session_resize_batch(s, R) == KILN_OK &&
+                       kiln_session_set_input(s, 0, KILN_DTYPE_F32, xs, sizeof xs) == KILN_OK &&
+                       kiln_session_run(s) == KILN_OK && kiln_session_output(s, 0, &out, &bytes) == KILN_OK;
+            CHECK_MSG(ran && bytes == sizeof want && memcmp(out, want, sizeof want) == 0,
+                      "DynamicQuantizeLinear -> MatMulInteger (%s x, %s) differs from the formula: %s",
+                      zeros ? "zero" : "random", optimize ? "packed" : "reference op", ran ? "wrong sums" : kiln_last_error());
+            kiln_session_free(s);
+        }
+        CHECK_MSG(!zeros || (scale == 0.0f && zero == 0 && want[0] == 0), "an all-zero x has scale and zero point 0");
+        kiln_model_free(model);
+    }
+    printf("onnx DynamicQuantizeLinear -> MatMulInteger equals the formula, also on an all-zero x\n");
+}
+
+static void test_qlinear_onnx(void) {
+    const qonnx_case cases[] = {
+        // label                                      conv  N  C   H   W   M  kh kw st pad grp  x_s    w_s    y_s    per_ch w_zero bias  wide
+        {"qlinearconv 3x3 pad 1, u8 in/out, bias",   true, 2, 3, 9, 8, 5, 3, 3, 1, 1, 1, false, true, false, true, false, true, false},
+        {"qlinearconv groups 2 stride 2, u8 w z 128", true, 1, 4, 11, 10, 6, 3, 3, 2, 1, 2, true, false, true, false, false, true, false},
+        {"qlinearconv depthwise, w zero points",     true, 1, 8, 7, 7, 8, 3, 3, 1, 1, 8, false, true, false, true, true, false, false},
+        {"qlinearconv 1x1, 40 -> 70, i8 out",        true, 2, 40, 5, 6, 70, 1, 1, 1, 0, 1, false, true, true, true, false, true, false},
+        {"qlinearconv u8 w over 0..255: reference",  true, 1, 3, 6, 6, 4, 3, 3, 1, 1, 1, false, false, false, true, true, true, true},
+        {"qlinearmatmul rank 3, per column",         false, 2, 37, 3, 0, 19, 0, 0, 0, 0, 1, false, true, false, true, false, false, false},
+        {"qlinearmatmul i8 A, u8 B z 128, i8 out",   false, 5, 64, 0, 0, 33, 0, 0, 0, 0, 1, true, false, true, false, false, false, false},
+        {"qlinearmatmul w zero points per column",   false, 3, 20, 0, 0, 17, 0, 0, 0, 0, 1, false, true, false, true, true, false, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_qonnx_case(&cases[i]);
+}
+
 int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
+    test_depthwise_kernels();
     test_quantize_kernels();
     test_layers();
+    test_broadcast_add_stays();
+    test_integer_add();
     test_maxpool_integer();
     test_quantized_cnn(8);
     test_quantized_cnn(4);
+    test_qlinear_onnx();
+    test_dynamic_matmul();
     return check_finish();
 }

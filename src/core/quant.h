@@ -78,7 +78,9 @@ static inline void kn_quant_params(float lo, float hi, kn_quant_range r, bool sy
  *
  *     acc[c] = sum_k (qx_k - z_x) * qw_{c,k}                 exact, in int32
  *     y[c]   = fmaf((float)acc[c], mult[c], bias[c])         one rounding: the multiply-add is fused
- *     y[c]   = act(y[c])                                     Relu: y > 0 ? y : +0 (NaN gives +0)
+ *     y[c]   = kn_quant_add_residual(y[c], r)                when an Add of a residual r is fused
+ *     y[c]   = act(y[c])                                     Relu: y > 0 ? y : +0 (NaN gives +0);
+ *                                                            Clip: kn_quant_clip
  *     q[c]   = kn_quant_level(y[c], s_y, z_y, range)         when a QuantizeLinear follows
  *
  * with mult[c] = s_x * s_w[c] (times a folded BatchNormalization's factor) rounded once from double,
@@ -102,6 +104,22 @@ static inline float kn_quant_layer_value(int32_t acc, float mult, float bias) {
 /* Relu as the integer layers apply it: y > 0 ? y : +0, so NaN and -0 give +0 (what maxps(y, 0) does). */
 static inline float kn_quant_relu(float y) { return y > 0.0f ? y : 0.0f; }
 
+/* A residual added to an integer layer's value (a ResNet block's Add, fused): y + r, one f32 addition,
+ * with r an f32 tensor's element or a level's kn_quant_value (what the DequantizeLinear it came through
+ * gives). It comes before the layer's Relu or Clip, as the Add came before them. */
+static inline float kn_quant_add_residual(float y, float r) { return y + r; }
+
+/* Relu as the Relu op computes it (x < 0 ? 0 : x: -0 and NaN pass), for the integer Add, which replaces
+ * that op. */
+static inline float kn_quant_relu_op(float y) { return y < 0.0f ? 0.0f : y; }
+
+/* Clip (ReLU6 and the like) as the ONNX op computes it: raised to lo, then lowered to hi; NaN passes
+ * (what minps(hi, maxps(lo, y)) does). An integer layer applies it after Relu, when it has one. */
+static inline float kn_quant_clip(float y, float lo, float hi) {
+    float raised = y < lo ? lo : y;
+    return raised > hi ? hi : raised;
+}
+
 /* The level an integer layer writes: its value, through Relu when `relu`, quantized to (s_y, z_y). */
 static inline int32_t kn_quant_layer_level(int32_t acc, float mult, float bias, bool relu, float s_y,
                                            int32_t z_y, kn_quant_range r) {
@@ -109,6 +127,28 @@ static inline int32_t kn_quant_layer_level(int32_t acc, float mult, float bias, 
     if (relu)
         y = kn_quant_relu(y);
     return kn_quant_level(y, s_y, z_y, r);
+}
+
+/* ---- ONNX's integer ops: QLinearConv and QLinearMatMul -------------------------------------------
+ *
+ * Levels x (s_x, z_x), weights w (s_w[c], z_w[c] per output channel c or per tensor), an optional int32
+ * bias B[c] on the accumulator's scale, output (s_y, z_y):
+ *
+ *     acc[c] = sum_k (x_k - z_x) * (w_{c,k} - z_w[c]) + B[c]   exact (saturated to int32, which real
+ *                                                               layers never reach)
+ *     q[c]   = clamp(round_half_even((float)acc[c] * mult[c]) + z_y, qmin, qmax)
+ *     mult[c] = s_x * s_w[c] / s_y, rounded once from double (kn_quant_requant_multiplier)
+ *
+ * (float)acc * mult is one rounded f32 product. This is the integer layers' level with bias 0, no
+ * activation and output scale 1 (kn_quant_layer_level), so the packed kernels compute it exactly: the
+ * optimizer gives them mult as the multiplier and puts B into the zero-point correction. */
+
+static inline float kn_quant_requant_multiplier(float s_x, float s_w, float s_y) {
+    return (float)((double)s_x * (double)s_w / (double)s_y);
+}
+
+static inline int32_t kn_quant_requant_level(int32_t acc, float mult, int32_t z_y, kn_quant_range r) {
+    return kn_quant_layer_level(acc, mult, 0.0f, false, 1.0f, z_y, r);
 }
 
 #endif

@@ -70,20 +70,38 @@ static void micro_generic(int64_t kq, const uint8_t *b, const uint8_t *v, size_t
         }
 }
 
+/* Residual element i of r (e->r_type) as the value added. */
+static float residual_at(const kn_qepilogue *e, const void *r, int i) {
+    switch (e->r_type) {
+    case KN_QRES_F32: return ((const float *)r)[i];
+    case KN_QRES_U8: return kn_quant_value(((const uint8_t *)r)[i], e->r_scale, e->r_zero_point);
+    default: return kn_quant_value(((const int8_t *)r)[i], e->r_scale, e->r_zero_point);
+    }
+}
+
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                             void *y) {
+                               const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     for (int i = 0; i < n; i++) {
         int64_t c = per_lane ? channel + i : channel;
         // Wraps as the vector kernels' subtraction does: a graph the optimizer made never overflows
         // (|acc - corr| <= K * 255 * 128), a hostile one may, and must not be undefined behaviour.
         int32_t a = (int32_t)((uint32_t)acc[i] - (uint32_t)e->corr[c]);
+        if (e->y_type == KN_QOUT_I32) {
+            ((int32_t *)y)[i] = a;
+            continue;
+        }
+        float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+        if (e->r_type != KN_QRES_NONE)
+            value = kn_quant_add_residual(value, residual_at(e, r, i));
+        if (e->relu)
+            value = kn_quant_relu(value);
+        if (e->clip)
+            value = kn_quant_clip(value, e->clip_lo, e->clip_hi);
         if (e->y_type == KN_QOUT_F32) {
-            float value = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
-            ((float *)y)[i] = e->relu ? kn_quant_relu(value) : value;
+            ((float *)y)[i] = value;
         } else {
-            int32_t level = kn_quant_layer_level(a, e->mult[c], e->bias[c], e->relu, e->y_scale,
-                                                 e->y_zero_point, range);
+            int32_t level = kn_quant_level(value, e->y_scale, e->y_zero_point, range);
             ((uint8_t *)y)[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
         }
     }
@@ -94,6 +112,36 @@ void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t z
     kn_quant_range range = kn_quant_range_of(8, is_signed);
     for (int64_t i = 0; i < n; i++)
         y[i] = (uint8_t)(kn_quant_level(x[i], scale, zero_point, range) & 0xff);
+}
+
+void kn_qgemm_depthwise_generic(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t sum = 0;
+        for (int t = 0; t < taps; t++)
+            sum += w[t] * src[t][i];
+        acc[i] = sum;
+    }
+}
+
+void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
+                        int32_t *acc) {
+    k->depthwise(src, w, taps, n, acc);
+}
+
+void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    for (int64_t k = 0; k < n; k++) {
+        even[k] = row[2 * k];
+        odd[k] = row[2 * k + 1];
+    }
+}
+
+void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    k->deal2(row, n, even, odd);
+}
+
+void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
+                           int64_t channel, const void *r, void *y) {
+    k->epilogue(e, acc, n, channel, false, r, y);
 }
 
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
@@ -115,13 +163,17 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 }
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
-                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic};
+                                               kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
+                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
-                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2};
-// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
+                                            kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets, and
+// whose depthwise sums are bound by loads more than by the vector width.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
-                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2};
+                                            kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {
@@ -162,7 +214,7 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
     int64_t col_tiles = (p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS;
     int64_t panels_total = (p->L + 15) / 16;
     size_t v_panel_bytes = (size_t)kq * 64;
-    size_t y_size = p->epi->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = kn_qout_size(p->epi->y_type), r_size = kn_qres_size(p->epi->r_type);
     int64_t work = p->R * p->L * p->K;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
     for (int64_t t = 0; t < slivers * col_tiles; t++) {
@@ -180,8 +232,9 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         for (int i = 0; i < rows; i++) {
             int64_t r = s * KN_QGEMM_MR + i;
             char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
+            const char *res = r_size ? (const char *)p->r + (size_t)(r * p->ldy + col0) * r_size : NULL;
             k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,
-                        !p->channel_per_row, y);
+                        !p->channel_per_row, res, y);
         }
     }
 }

@@ -29,11 +29,17 @@
 #include <stdint.h>
 
 #define KN_QGEMM_MR 4
+/* Taps of one depthwise output kn_qgemm_depthwise takes. */
+#define KN_QGEMM_DW_MAX_TAPS 64
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
- *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), through Relu when relu, then
- *     quantized to (y_scale, y_zero_point) as u8 (y_type 1) or i8 (y_type 2), or stored as f32 (0).
+ *     y = fmaf((float)(acc - corr[c]), mult[c], bias[c]), plus the residual r when there is one
+ *     (kn_quant_add_residual: r_type f32 as is, u8 or i8 levels as kn_quant_value(r, r_scale,
+ *     r_zero_point)), through Relu when relu, through
+ *     kn_quant_clip(y, clip_lo, clip_hi) when clip, then quantized to (y_scale, y_zero_point) as u8
+ *     (y_type 1) or i8 (y_type 2), or stored as f32 (0); or, y_type 3, acc - corr[c] itself as int32
+ *     (wrapping as int32 arithmetic does: ONNX's MatMulInteger), the rest unused.
  * corr[c] = z_x' * sum_k w[c][k] removes the activations' zero point (z_x' in the u8 representation). */
 typedef struct kn_qepilogue {
     const int32_t *corr;
@@ -42,9 +48,25 @@ typedef struct kn_qepilogue {
     int y_type;
     float y_scale;
     int32_t y_zero_point;
+    bool clip;
+    float clip_lo, clip_hi;
+    int r_type; /* KN_QRES_* */
+    float r_scale;
+    int32_t r_zero_point;
 } kn_qepilogue;
 
-enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2 };
+enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2, KN_QOUT_I32 = 3 };
+
+/* Bytes of one output of type y_type. */
+static inline size_t kn_qout_size(int y_type) {
+    return y_type == KN_QOUT_F32 || y_type == KN_QOUT_I32 ? 4 : 1;
+}
+enum { KN_QRES_NONE = 0, KN_QRES_F32, KN_QRES_U8, KN_QRES_I8 };
+
+/* Bytes of one residual element of type r_type (0 for none). */
+static inline size_t kn_qres_size(int r_type) {
+    return r_type == KN_QRES_F32 ? sizeof(float) : r_type == KN_QRES_NONE ? 0 : 1;
+}
 
 typedef struct kn_qgemm_problem {
     int64_t R, L, K;
@@ -55,6 +77,7 @@ typedef struct kn_qgemm_problem {
     const kn_qepilogue *epi;
     void *y;         /* (R, L) outputs, rows ldy elements apart: u8, i8 or f32 as epi->y_type */
     int64_t ldy;
+    const void *r;   /* the residual, laid out as y (as epi->r_type), or NULL */
 } kn_qgemm_problem;
 
 /* A kernel set: the micro-kernel and the epilogue of one ISA. */
@@ -71,6 +94,20 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
 /* Runs the product with the given kernels, on `threads` threads (1: the caller alone). The result
  * does not depend on the kernels or the thread count. */
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
+
+/* acc[0..n) = sum over taps t < taps of w[t] * src[t][i]: n sums of a depthwise layer whose taps' inputs
+ * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. */
+void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
+                        int32_t *acc);
+
+/* even[k] = row[2k], odd[k] = row[2k + 1] for k < n: a framed row split into its two column phases
+ * (a stride-2 depthwise layer's frame). */
+void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+
+/* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
+ * output computed outside kn_qgemm_run), with residual r[0..n) when e has one. */
+void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
+                           int64_t channel, const void *r, void *y);
 
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */

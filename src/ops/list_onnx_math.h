@@ -16,6 +16,7 @@
     X(instancenormalization) X(lrn) X(meanvariancenormalization)        \
     X(negativeloglikelihoodloss) X(softmaxcrossentropyloss)                                       \
     X(hannwindow) X(hammingwindow) X(blackmanwindow) X(det) X(einsum) X(rnn) X(gru) X(lstm) X(dft) X(stft) X(melweightmatrix)               \
-    X(bitwiseand) X(bitwiseor) X(bitwisexor) X(bitwisenot)
+    X(bitwiseand) X(bitwiseor) X(bitwisexor) X(bitwisenot)                                       \
+    X(qlinearconv) X(qlinearmatmul) X(convinteger) X(matmulinteger) X(dynamicquantizelinear)
 
 #endif

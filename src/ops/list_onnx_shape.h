@@ -7,8 +7,8 @@
     X(argmax) X(argmin) X(hardmax) X(depthtospace) X(spacetodepth) X(slice) X(split) X(squeeze) X(unsqueeze) X(expand) X(tile)   \
     X(range) X(cast) X(constantofshape) X(eyelike) X(pad) X(resize) X(quantizelinear) X(dequantizelinear)    \
     X(topk) X(onehot) X(compress) X(reversesequence) X(maxunpool) X(gridsample) X(roialign)     \
-    X(nonzero) X(unique) X(nonmaxsuppression) X(matmulinteger) X(qlinearmatmul) X(convinteger) X(qlinearconv) \
-    X(dynamicquantizelinear) X(lpnormalization) X(lppool) X(globallppool) X(groupnormalization) X(centercroppad) \
+    X(nonzero) X(unique) X(nonmaxsuppression) \
+    X(lpnormalization) X(lppool) X(globallppool) X(groupnormalization) X(centercroppad) \
     X(col2im) X(affinegrid)
 
 #endif

@@ -1,6 +1,6 @@
-/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger between them),
+/* The integer layers: QLinearConvPacked and QLinearGemmPacked (and MaxPoolInteger and AddInteger between them),
  * which the inference optimizer makes out of DequantizeLinear -> Conv / Gemm / MatMul
- * [-> BatchNormalization] [-> Relu] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
+ * [-> BatchNormalization] [-> Relu or Clip] [-> QuantizeLinear] chains (src/runtime/optimize.c). Their
  * numbers are core/quant.h's "Integer layers": exact int32 sums of the levels, then one fused
  * multiply-add and the QuantizeLinear rounding; the kernels are kernels/qgemm.h's.
  *
@@ -12,11 +12,17 @@
  *   2 mult   (M) f32, the accumulator's multiplier per output channel
  *   3 bias   (M) f32
  *   4 corr   (M) i32, z_x' * sum_k w[c][k] (z_x' the zero point in u8 form: z_x + 128 for i8)
+ *   5 r      optional: a residual of the output's shape, added before the activation (a fused Add):
+ *            f32, or u8 / i8 levels dequantized with kn_r_scale and kn_r_zero_point
+ *   6 z_x    QLinearGemmPacked, optional: x's zero point given at run time (one level of x's type, a
+ *            dynamically quantized MatMulInteger's); input 4 then holds sum_k w[c][k] and each run
+ *            uses corr[c] = z_x' * sum_k w[c][k]
  * Attributes:
  *   kn_x_signed, kn_x_zero_point    the input's type and zero point (as stored)
- *   kn_y_type                        0 f32, 1 u8, 2 i8 (kernels/qgemm.h KN_QOUT_*)
+ *   kn_y_type                        0 f32, 1 u8, 2 i8, 3 i32 sums (kernels/qgemm.h KN_QOUT_*)
  *   kn_y_scale, kn_y_zero_point      the output's quantization, when it is u8 or i8
- *   kn_activation                    "Relu" or absent
+ *   kn_activation                    "Relu", "Clip" (bounds kn_min, kn_max: ReLU6) or absent
+ *   kn_r_scale, kn_r_zero_point      the residual's quantization, when it is u8 or i8
  *   Conv: kn_w_shape (M, C/group, kH, kW) and Conv's own (strides, pads, dilations, group, auto_pad)
  *   Gemm: kn_k, kn_n
  * Inference only: no backward.
@@ -25,6 +31,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/quant.h"
 #include "core/threads.h"
 #include "kernels/qgemm.h"
 #include "ops/movement.h"
@@ -38,6 +45,7 @@ static kn_dtype y_dtype_of(const kn_node *node) {
     switch (kn_node_int(node, "kn_y_type", KN_QOUT_F32)) {
     case KN_QOUT_U8: return KN_U8;
     case KN_QOUT_I8: return KN_I8;
+    case KN_QOUT_I32: return KN_I32;
     default: return KN_F32;
     }
 }
@@ -55,11 +63,14 @@ static kiln_status check_x(const kn_node *node, const kn_tensor *x, int rank) {
 
 static kiln_status check_output_attrs(const kn_node *node) {
     int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_F32);
-    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I8)
-        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1 or 2", (long long)y_type);
+    if (y_type < KN_QOUT_F32 || y_type > KN_QOUT_I32)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 0, 1, 2 or 3", (long long)y_type);
     const char *act = kn_node_string(node, "kn_activation", NULL);
-    if (act && strcmp(act, "Relu") != 0)
-        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    if (act && strcmp(act, "Relu") != 0 && strcmp(act, "Clip") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': Relu and Clip are fused here", act);
+    if (act && strcmp(act, "Clip") == 0 &&
+        (isnan(kn_node_float(node, "kn_min", -INFINITY)) || isnan(kn_node_float(node, "kn_max", INFINITY))))
+        return kn_fail(KILN_ERR_INVALID_ARG, "a fused Clip has a NaN bound");
     float y_scale = kn_node_float(node, "kn_y_scale", 1.0f);
     if (y_type != KN_QOUT_F32 && !(y_scale > 0.0f && y_scale < INFINITY))
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_scale %g must be finite and > 0", (double)y_scale);
@@ -81,15 +92,50 @@ static kiln_status check_constants(kn_tensor *const *in, int64_t channels, size_
     return KILN_OK;
 }
 
+static int residual_type_of(kn_dtype t) {
+    return t == KN_F32 ? KN_QRES_F32 : t == KN_U8 ? KN_QRES_U8 : t == KN_I8 ? KN_QRES_I8 : KN_QRES_NONE;
+}
+
+/* The residual input, when given: f32, u8 or i8 of the output's shape y, its scale finite and > 0. */
+static kiln_status check_residual(const kn_node *node, const kn_tensor *r, const kn_shape *y) {
+    if (!r)
+        return KILN_OK;
+    if (residual_type_of(r->dtype) == KN_QRES_NONE)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "the residual has dtype %s; f32, u8 or i8 expected",
+                       kn_dtype_name(r->dtype));
+    if (!kn_shape_equal(&r->shape, y))
+        return kn_fail(KILN_ERR_SHAPE, "the residual's shape differs from the output's");
+    float s = kn_node_float(node, "kn_r_scale", 1.0f);
+    if (r->dtype != KN_F32 && !(s > 0.0f && s < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_r_scale %g must be finite and > 0", (double)s);
+    return KILN_OK;
+}
+
+static const kn_tensor *residual_of(const kn_op_call *call) {
+    return call->node->n_in > 5 ? call->in[5] : NULL;
+}
+
 static kn_qepilogue epilogue_of(const kn_op_call *call) {
     const kn_node *node = call->node;
-    const char *act = kn_node_string(node, "kn_activation", NULL);
+    const kn_tensor *r = residual_of(call);
+    const char *act = kn_node_string(node, "kn_activation", "");
     return (kn_qepilogue){
         .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
-        .relu = act != NULL, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
+        .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
         .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+        .clip = strcmp(act, "Clip") == 0, .clip_lo = kn_node_float(node, "kn_min", -INFINITY),
+        .clip_hi = kn_node_float(node, "kn_max", INFINITY),
+        .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
+        .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
+}
+
+/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
+static void window_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
+    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
+    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
+    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
 }
 
 /* ---- QLinearConvPacked ------------------------------------------------------------------------- */
@@ -133,14 +179,15 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    if (inputs.n != 5)
-        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    if (inputs.n != 5 && inputs.n != 6)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 or 6 inputs, got %d", inputs.n);
     KN_TRY(check_x(node, inputs.in[0], 4));
     KN_TRY(check_output_attrs(node));
     qconv_geom geom;
     KN_TRY(qconv_geom_of(node, &inputs.in[0]->shape, &geom));
     KN_TRY(check_constants(inputs.in, geom.M, kn_qgemm_b_bytes(geom.Mg, geom.K) * (size_t)geom.group));
     kn_shape y = kn_shape_of(4, (int64_t[]){geom.N, geom.M, geom.h.out, geom.w.out});
+    KN_TRY(check_residual(node, kn_input_at(inputs.in, inputs.n, 5), &y));
     kn_set_output(g, node, 0, &y, y_dtype_of(node));
     return KILN_OK;
 }
@@ -197,17 +244,31 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
 /* v = the packed column matrix (kernels/qgemm.h's V, depth K, L = (oh1 - oh0) * OW columns) of output
  * rows [oh0, oh1) and channels [c0, c0 + Cg) of image x (C, H, W), as u8: the top bit flipped when x is
  * i8 (flip 0x80), the zero point's level where a tap reads padding. Four rows of the column matrix are
- * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. */
-static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, int64_t c0,
-                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
+ * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. A
+ * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
+ * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
+ * dropped with their outputs). */
+static bool qconv_is_pointwise(const qconv_geom *g) {
+    const kn_window_axis *h = &g->h, *w = &g->w;
+    return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
+           w->pad_begin == 0 && h->out == h->in && w->out == w->in;
+}
+
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, const uint8_t *x_end,
+                         int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
     int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
     int64_t kq = (g->K + 3) / 4;
-    const uint8_t *row_at[4] = {rows, rows + L16, rows + 2 * L16, rows + 3 * L16};
+    bool pointwise = qconv_is_pointwise(g);
+    const uint8_t *row_at[4];
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
             uint8_t *row = rows + r * L16;
-            if (k < g->K) {
+            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * g->h.in * g->w.in + oh0 * g->w.in : NULL;
+            row_at[r] = row;
+            if (own && x_end - own >= L16) {
+                row_at[r] = own;
+            } else if (k < g->K) {
                 int64_t c = c0 + k / taps, tap = k % taps;
                 qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
                                  pad, row);
@@ -220,12 +281,169 @@ static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, con
     }
 }
 
+/* ---- depthwise: one input and one output channel per group ----
+ * Packed for the product, such a group would be one row of kH * kW taps: three of each sliver's four
+ * rows and most of every tile would be padding. Each output plane is computed instead by
+ * kn_qgemm_depthwise over its input plane, copied (in the kernels' u8 form) into a frame of the zero
+ * point's level as the unfolding pads it, so the sums are the same exact integers; the same epilogue
+ * follows.
+ * The frame is stored in sh x sw phases for strides (sh, sw): phase (a, b) holds the frame's rows
+ * a, a + sh, ... and columns b, b + sw, ..., as a plane of `pitch` columns. Then each tap reads, for the
+ * outputs (oh, ow), the bytes oh * pitch + ow of one phase from some start: the outputs of the whole
+ * plane are one run over the phase (row oh at oh * pitch; the few outputs between rows' ends are computed
+ * and dropped), so a plane takes one kernel call whatever the strides. */
+
+static bool qconv_is_depthwise(const qconv_geom *g) {
+    return g->Cg == 1 && g->Mg == 1 && g->h.kernel * g->w.kernel <= KN_QGEMM_DW_MAX_TAPS;
+}
+
+/* A depthwise plane's frame: pads[0..4) = top, left, bottom, right widths; rows and cols of the framed
+ * plane; strides sh, sw; each phase prows rows of pitch columns. */
+typedef struct dw_frame {
+    int64_t pads[4], rows, cols, sh, sw, prows, pitch;
+} dw_frame;
+
+static dw_frame dw_frame_of(const qconv_geom *g) {
+    dw_frame f;
+    window_reach(&g->h, &f.pads[0], &f.pads[2]);
+    window_reach(&g->w, &f.pads[1], &f.pads[3]);
+    f.rows = f.pads[0] + g->h.in + f.pads[2];
+    f.cols = f.pads[1] + g->w.in + f.pads[3];
+    f.sh = g->h.stride;
+    f.sw = g->w.stride;
+    f.prows = (f.rows + f.sh - 1) / f.sh;
+    f.pitch = (f.cols + f.sw - 1) / f.sw;
+    return f;
+}
+
+static size_t dw_phases_bytes(const dw_frame *f) { return (size_t)(f->sh * f->sw * f->prows * f->pitch); }
+
+/* Frame bytes: the phases, 16 more so that vector loads past a run's end stay inside, and one framed
+ * row (pitch * sw bytes) that a row's phases are dealt from. */
+static size_t dw_frame_bytes(const dw_frame *f) { return dw_phases_bytes(f) + 16 + (size_t)(f->sw * f->pitch); }
+
+/* dst[0, n) = src[0, n) ^ flip: a loop of its own, which the compiler vectorizes. */
+static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n, uint8_t flip) {
+    if (flip == 0) {
+        memcpy(dst, src, (size_t)n);
+        return;
+    }
+    for (int64_t k = 0; k < n; k++)
+        dst[k] = src[k] ^ flip;
+}
+
+/* Start of row index i of row phase a, column phase b: frame row a + i * sh. */
+static uint8_t *dw_phase_at(const dw_frame *f, uint8_t *framed, int64_t a, int64_t i, int64_t b) {
+    return framed + ((a * f->sw + b) * f->prows + i) * f->pitch;
+}
+
+/* Start of frame row fr, column phase b, in the phased frame. */
+static uint8_t *dw_phase_row(const dw_frame *f, uint8_t *framed, int64_t fr, int64_t b) {
+    return dw_phase_at(f, framed, fr % f->sh, fr / f->sh, b);
+}
+
+/* The framed plane of input plane x (H, W) as stored, in its phases. */
+static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *x,
+                          uint8_t flip, uint8_t pad, uint8_t *framed) {
+    const int64_t H = g->h.in, W = g->w.in, sw = f->sw, left = f->pads[1];
+    memset(framed, pad ^ flip, dw_phases_bytes(f) + 16);
+    // Input row r is frame row r + top: row phase a at index i, both stepped along (no division per row).
+    int64_t a = f->pads[0] % f->sh, i = f->pads[0] / f->sh;
+    uint8_t *restrict row = framed + dw_phases_bytes(f) + 16; // a framed row, for sw > 1
+    memset(row, pad ^ flip, (size_t)(sw * f->pitch));
+    for (int64_t r = 0; r < H; r++) {
+        if (sw == 1) {
+            copy_flipped(dw_phase_at(f, framed, a, i, 0) + left, x + r * W, W, flip);
+        } else { /* framed whole, then dealt: frame column c goes to phase c % sw at c / sw */
+            copy_flipped(row + left, x + r * W, W, flip);
+            if (sw == 2) {
+                kn_qgemm_deal2(kernel, row, f->pitch, dw_phase_at(f, framed, a, i, 0), dw_phase_at(f, framed, a, i, 1));
+            } else {
+                for (int64_t b = 0; b < sw; b++) {
+                    uint8_t *restrict dst = dw_phase_at(f, framed, a, i, b);
+                    for (int64_t k = 0; k < f->pitch; k++)
+                        dst[k] = row[sw * k + b];
+                }
+            }
+        }
+        if (++a == f->sh) {
+            a = 0;
+            i++;
+        }
+    }
+}
+
+/* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
+ * scratch of OH * pitch sums, r the residual plane or NULL. */
+static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, uint8_t *framed,
+                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const char *r,
+                     size_t r_size, char *y, size_t y_size) {
+    const int64_t OH = g->h.out, OW = g->w.out;
+    const int taps = (int)(g->h.kernel * g->w.kernel);
+    const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+    for (int t = 0; t < taps; t++) { /* tap (i, j) of output (0, 0) reads frame row fr, column fc */
+        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
+        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
+        src[t] = dw_phase_row(f, framed, fr, fc % f->sw) + fc / f->sw;
+    }
+    kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
+    for (int64_t oh = 0; oh < OH; oh++)
+        kn_qgemm_epilogue_row(kernel, epi, acc + oh * f->pitch, (int)OW, c, r ? r + (size_t)(oh * OW) * r_size : NULL,
+                              y + (size_t)(oh * OW) * y_size);
+}
+
+static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
+    const kn_tensor *x = call->in[0];
+    const int64_t taps = g->h.kernel * g->w.kernel, planes = g->N * g->C;
+    dw_frame f = dw_frame_of(g);
+    int threads = kn_threads_get();
+    // Scratch: the weights as int32 (C, taps), then per thread a frame and, 64-byte aligned after it,
+    // the plane's sums (OH * pitch). The geometry's checks bound the sizes far below SIZE_MAX / threads.
+    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(&f);
+    size_t acc_at = (frame + 63) / 64 * 64, per_thread = 0, total = 0;
+    int64_t sums = g->h.out * f.pitch;
+    bool sized = kn_size_mul(sizeof(int32_t), (size_t)sums, &per_thread) &&
+                 kn_size_add(per_thread + 63, acc_at, &per_thread) &&
+                 kn_size_mul(per_thread / 64 * 64, (size_t)threads, &total) &&
+                 kn_size_add(total, weights, &total);
+    per_thread = per_thread / 64 * 64;
+    uint8_t *scratch = sized ? kn_op_scratch(call->ctx, total) : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %d framed planes of %zu bytes", threads, frame);
+    int32_t *w = (int32_t *)scratch;
+    const int8_t *packed = call->in[1]->data; // one B sliver per channel: tap k at (k/4) * 4 * MR + k % 4
+    size_t b_bytes = kn_qgemm_b_bytes(1, taps);
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t k = 0; k < taps; k++)
+            w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
+    kn_qepilogue epi = epilogue_of(call);
+    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
+    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
+    uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    const uint8_t *xs = x->data; // (N, C, H, W)
+    char *ys = call->out[0]->data; // (N, C, OH, OW)
+    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g->out_plane * taps >= (1 << 16))
+    for (int64_t p = 0; p < planes; p++) {
+        uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
+        int64_t c = p % g->C;
+        dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
+        dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, r_size, ys + (size_t)(p * g->out_plane) * y_size,
+                 y_size);
+    }
+    return KILN_OK;
+}
+
 static kiln_status qconv_forward(const kn_op_call *call) {
     const kn_node *node = call->node;
     const kn_tensor *x = call->in[0];
     qconv_geom g;
     KN_TRY(check_x(node, x, 4));
     KN_TRY(qconv_geom_of(node, &x->shape, &g));
+    if (qconv_is_depthwise(&g))
+        return qconv_depthwise(call, &g);
     const int64_t OW = g.w.out, OH = g.h.out;
     int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
     block_rows = block_rows < OH ? block_rows : OH;
@@ -242,17 +460,19 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     kn_qepilogue epi = epilogue_of(call);
-    size_t y_size = epi.y_type == KN_QOUT_F32 ? sizeof(float) : 1;
+    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
     const uint8_t *w = call->in[1]->data;
     char *ys = call->out[0]->data; // (N, M, OH, OW)
+    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
 #pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
     for (int64_t item = 0; item < items; item++) {
         int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
         int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
         uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, pad, v + v_bytes, v);
+        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0,
+                     oh1, flip, pad, v + v_bytes, v);
         kn_qepilogue group_epi = epi;
         group_epi.corr += grp * g.Mg;
         group_epi.mult += grp * g.Mg;
@@ -261,6 +481,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
             .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
             .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
             .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
+            .r = rs ? rs + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * r_size : NULL,
         };
         kn_qgemm_run(kernel, &p, inner);
     }
@@ -290,8 +511,8 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(kn_check_outputs(node, 1));
     kn_infer_inputs inputs;
     KN_TRY(kn_infer_inputs_get(g, node, &inputs));
-    if (inputs.n != 5)
-        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 inputs, got %d", inputs.n);
+    if (inputs.n < 5 || inputs.n > 7)
+        return kn_fail(KILN_ERR_INVALID_ARG, "takes 5 to 7 inputs, got %d", inputs.n);
     const kn_shape *xs = &inputs.in[0]->shape;
     KN_TRY(check_x(node, inputs.in[0], 0));
     KN_TRY(check_output_attrs(node));
@@ -303,25 +524,40 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     KN_TRY(check_constants(inputs.in, N, kn_qgemm_v_bytes(N, K)));
     kn_shape y = *xs;
     y.d[y.ndim - 1] = N;
+    KN_TRY(check_residual(node, kn_input_at(inputs.in, inputs.n, 5), &y));
+    const kn_tensor *z = kn_input_at(inputs.in, inputs.n, 6);
+    if (z && (z->dtype != inputs.in[0]->dtype || kn_numel(z) != 1))
+        return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     kn_set_output(g, node, 0, &y, y_dtype_of(node));
     return KILN_OK;
 }
 
 static kiln_status qgemm_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
+    const kn_tensor *z = call->node->n_in > 6 ? call->in[6] : NULL;
     int64_t K, N;
     KN_TRY(check_x(call->node, x, 0));
     KN_TRY(qgemm_dims(call->node, &K, &N));
+    if (z && (z->dtype != x->dtype || kn_numel(z) != 1))
+        return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
-    size_t b_bytes = kn_qgemm_b_bytes(R, K);
-    uint8_t *b = kn_op_scratch(call->ctx, b_bytes); // x's rows packed as B slivers
+    size_t b_bytes = (kn_qgemm_b_bytes(R, K) + 63) / 64 * 64;
+    uint8_t *b = kn_op_scratch(call->ctx, b_bytes + (z ? sizeof(int32_t) * (size_t)N : 0)); // x's rows as B slivers
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
     kn_qepilogue epi = epilogue_of(call);
+    if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
+        int32_t *corr = (int32_t *)(b + b_bytes);
+        uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);
+        for (int64_t c = 0; c < N; c++)
+            corr[c] = (int32_t)(z_u8 * (uint32_t)epi.corr[c]);
+        epi.corr = corr;
+    }
     kn_qgemm_problem p = {
         .R = R, .L = N, .K = K, .b = b, .v = call->in[1]->data, .v_unsigned = false,
         .channel_per_row = false, .epi = &epi, .y = call->out[0]->data, .ldy = N,
+        .r = epi.r_type != KN_QRES_NONE ? residual_of(call)->data : NULL,
     };
     kn_qgemm_run(kn_qgemm_kernel_best(), &p, kn_threads_get());
     return KILN_OK;
@@ -389,21 +625,48 @@ static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w,
     }
 }
 
+/* best[0, OW) = the maximum across each window of one row of column maxima (pw bytes, framed): with
+ * stride 1 or 2 (the row dealt into its two column phases, in `phases`: pw + 1 bytes) each tap reads
+ * contiguous bytes, so the maxima run as vector loops; other strides take the windows one by one. */
+static void qmaxpool_across(const kn_qgemm_kernel *kernel, const kn_window_axis *w, int64_t left,
+                            const uint8_t *column_max, int64_t pw, uint8_t *phases, uint8_t *restrict best) {
+    const int64_t OW = w->out, s = w->stride;
+    if (s > 2) {
+        for (int64_t ow = 0; ow < OW; ow++) {
+            const uint8_t *first = column_max + ow * s - w->pad_begin + left;
+            uint8_t m = 0;
+            for (int64_t j = 0; j < w->kernel; j++)
+                m = first[j * w->dilation] > m ? first[j * w->dilation] : m;
+            best[ow] = m;
+        }
+        return;
+    }
+    int64_t half = (pw + 1) / 2;
+    if (s == 2)
+        kn_qgemm_deal2(kernel, column_max, pw / 2, phases, phases + half);
+    if (s == 2 && pw % 2)
+        phases[half - 1] = column_max[pw - 1];
+    memset(best, 0, (size_t)OW);
+    for (int64_t j = 0; j < w->kernel; j++) {
+        int64_t at = j * w->dilation - w->pad_begin + left; /* tap j of output ow reads column ow * s + at */
+        const uint8_t *restrict tap = s == 1 ? column_max + at : phases + (at % 2) * half + at / 2;
+        for (int64_t ow = 0; ow < OW; ow++)
+            best[ow] = tap[ow] > best[ow] ? tap[ow] : best[ow];
+    }
+}
+
 /* One plane, any window: the plane is copied (levels flipped to compare as u8) into `padded`, framed by
  * the lowest level wherever a window can reach outside it, so that every window is read without bounds
  * checks (then each output row takes the maximum down its window's rows, then across); pads[0..4) =
- * top, left, bottom, right frame widths; `padded` has room for the framed plane and one more row. */
-static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, const int64_t pads[4],
-                           const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
+ * top, left, bottom, right frame widths; `padded` has room for the framed plane and four more rows. */
+static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *h, const kn_window_axis *w,
+                           const int64_t pads[4], const uint8_t *x, uint8_t flip, uint8_t *padded, uint8_t *y) {
     const int64_t pw = pads[1] + w->in + pads[3], ph = pads[0] + h->in + pads[2], width = w->in;
     memset(padded, 0, (size_t)(pw * ph)); /* 0 is the lowest level once flipped */
-    for (int64_t r = 0; r < h->in; r++) {
-        uint8_t *restrict dst = padded + (r + pads[0]) * pw + pads[1];
-        const uint8_t *restrict src = x + r * width;
-        for (int64_t c = 0; c < width; c++)
-            dst[c] = src[c] ^ flip;
-    }
+    for (int64_t r = 0; r < h->in; r++)
+        copy_flipped(padded + (r + pads[0]) * pw + pads[1], x + r * width, width, flip);
     uint8_t *restrict column_max = padded + pw * ph; // (pw): the window rows' maximum of each padded column
+    uint8_t *phases = column_max + pw, *best = phases + 2 * pw; // (pw + 1), (OW <= pw)
     for (int64_t oh = 0; oh < h->out; oh++) {
         const uint8_t *top = padded + (oh * h->stride - h->pad_begin + pads[0]) * pw;
         memcpy(column_max, top, (size_t)pw);
@@ -412,21 +675,10 @@ static void qmaxpool_plane(const kn_window_axis *h, const kn_window_axis *w, con
             for (int64_t c = 0; c < pw; c++)
                 column_max[c] = row[c] > column_max[c] ? row[c] : column_max[c];
         }
-        for (int64_t ow = 0; ow < w->out; ow++) {
-            const uint8_t *first = column_max + ow * w->stride - w->pad_begin + pads[1];
-            uint8_t best = 0;
-            for (int64_t j = 0; j < w->kernel; j++)
-                best = first[j * w->dilation] > best ? first[j * w->dilation] : best;
-            y[oh * w->out + ow] = best ^ flip;
-        }
+        qmaxpool_across(kernel, w, pads[1], column_max, pw, phases, best);
+        for (int64_t ow = 0; ow < w->out; ow++)
+            y[oh * w->out + ow] = best[ow] ^ flip;
     }
-}
-
-/* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
-static void qmaxpool_reach(const kn_window_axis *a, int64_t *begin, int64_t *end) {
-    int64_t last = (a->out - 1) * a->stride - a->pad_begin + (a->kernel - 1) * a->dilation;
-    *begin = a->pad_begin > 0 ? a->pad_begin : 0;
-    *end = last - (a->in - 1) > 0 ? last - (a->in - 1) : 0;
 }
 
 static kiln_status qmaxpool_forward(const kn_op_call *call) {
@@ -445,23 +697,101 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
         return KILN_OK;
     }
     int64_t pads[4];
-    qmaxpool_reach(&axes[0], &pads[0], &pads[2]);
-    qmaxpool_reach(&axes[1], &pads[1], &pads[3]);
-    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 1));
+    window_reach(&axes[0], &pads[0], &pads[2]);
+    window_reach(&axes[1], &pads[1], &pads[3]);
+    int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();
     size_t padded_bytes = 0, total = 0;
     bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
                  kn_size_mul(padded_bytes, (size_t)threads, &total);
     uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
     for (int64_t p = 0; p < planes; p++)
-        qmaxpool_plane(&axes[0], &axes[1], pads, xs + p * in_plane, flip,
+        qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
                        padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
     return KILN_OK;
 }
+
+/* ---- AddInteger --------------------------------------------------------------------------------- */
+
+/* DequantizeLinear(a) + DequantizeLinear(b) [-> Relu] -> QuantizeLinear over levels, as a QDQ model from
+ * another tool writes a residual Add (both inputs quantized): each element is computed with the f32
+ * operations of those ops in their order (kn_quant_value, one f32 addition, the Relu op's formula,
+ * kn_quant_level), so the numbers are theirs, bit for bit. a and b are u8 or i8 levels of one shape.
+ * Attributes: kn_a_scale, kn_a_zero_point, kn_b_scale, kn_b_zero_point, kn_y_type (1 u8, 2 i8),
+ * kn_y_scale, kn_y_zero_point, kn_activation ("Relu" or absent). */
+
+typedef struct qadd_params {
+    float s_a, s_b, s_y;
+    int32_t z_a, z_b, z_y;
+    bool relu;
+    kn_quant_range range;
+} qadd_params;
+
+static kiln_status qadd_params_of(const kn_node *node, qadd_params *p) {
+    const char *act = kn_node_string(node, "kn_activation", NULL);
+    int64_t y_type = kn_node_int(node, "kn_y_type", KN_QOUT_U8);
+    *p = (qadd_params){
+        .s_a = kn_node_float(node, "kn_a_scale", 1.0f),
+        .s_b = kn_node_float(node, "kn_b_scale", 1.0f),
+        .s_y = kn_node_float(node, "kn_y_scale", 1.0f),
+        .z_a = (int32_t)kn_node_int(node, "kn_a_zero_point", 0),
+        .z_b = (int32_t)kn_node_int(node, "kn_b_zero_point", 0),
+        .z_y = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
+        .relu = act != NULL, .range = kn_quant_range_of(8, y_type == KN_QOUT_I8),
+    };
+    if (act && strcmp(act, "Relu") != 0)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kn_activation '%s': only Relu is fused here", act);
+    if (y_type != KN_QOUT_U8 && y_type != KN_QOUT_I8)
+        return kn_fail(KILN_ERR_INVALID_ARG, "kn_y_type %lld is not 1 (u8) or 2 (i8)", (long long)y_type);
+    if (!(p->s_a > 0.0f && p->s_a < INFINITY && p->s_b > 0.0f && p->s_b < INFINITY && p->s_y > 0.0f &&
+          p->s_y < INFINITY))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the scales must be finite and > 0");
+    return KILN_OK;
+}
+
+static kiln_status qadd_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(kn_check_outputs(node, 1));
+    const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
+    if (!a || !b || (a->dtype != KN_U8 && a->dtype != KN_I8) || (b->dtype != KN_U8 && b->dtype != KN_I8))
+        return kn_fail(KILN_ERR_UNSUPPORTED, "a and b must be u8 or i8 levels");
+    if (!kn_shape_equal(&a->shape, &b->shape))
+        return kn_fail(KILN_ERR_SHAPE, "a and b must have one shape");
+    qadd_params p;
+    KN_TRY(qadd_params_of(node, &p));
+    kn_set_output(g, node, 0, &a->shape, p.range.qmin < 0 ? KN_I8 : KN_U8);
+    return KILN_OK;
+}
+
+/* Level i of t (u8 or i8). */
+static int32_t qadd_level(const kn_tensor *t, int64_t i) {
+    return t->dtype == KN_I8 ? ((const int8_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
+}
+
+static kiln_status qadd_forward(const kn_op_call *call) {
+    const kn_tensor *a = call->in[0], *b = call->in[1];
+    qadd_params p;
+    KN_TRY(qadd_params_of(call->node, &p));
+    int64_t n = kn_numel(a);
+    uint8_t *y = call->out[0]->data;
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; i++) {
+        float v = kn_quant_value(qadd_level(a, i), p.s_a, p.z_a) + kn_quant_value(qadd_level(b, i), p.s_b, p.z_b);
+        if (p.relu)
+            v = kn_quant_relu_op(v);
+        y[i] = (uint8_t)(kn_quant_level(v, p.s_y, p.z_y, p.range) & 0xff);
+    }
+    return KILN_OK;
+}
+
+const kn_op kn_op_addinteger = {
+    .name = "AddInteger", .min_inputs = 2, .max_inputs = 2,
+    .infer = qadd_infer, .forward = qadd_forward,
+};
 
 const kn_op kn_op_maxpoolinteger = {
     .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,
@@ -469,11 +799,11 @@ const kn_op kn_op_maxpoolinteger = {
 };
 
 const kn_op kn_op_qlinearconvpacked = {
-    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 5,
+    .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 6,
     .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
 };
 
 const kn_op kn_op_qlineargemmpacked = {
-    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 5,
+    .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 7,
     .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
 };

@@ -634,8 +634,422 @@ static kiln_status make_integer_layers(kn_graph *g, int *made) {
     return st;
 }
 
+/* ---- ONNX's QLinearConv / QLinearMatMul onto the integer layers ---------------------------------
+ *
+ * Their definition (core/quant.h, "ONNX's integer ops") is the integer layers' with bias 0, output
+ * scale 1 and multiplier s_x * s_w / s_y; the int32 bias goes into the zero-point correction, which the
+ * kernels subtract from the sum in int32. So a QLinearConv (2-D) or QLinearMatMul (B of rank 2) whose
+ * weights and scales are constants, x's parameters per tensor, and whose weight levels less their zero
+ * points fit i8 becomes QLinearConvPacked / QLinearGemmPacked and gives the same numbers. */
+
+/* Constant input i of node n, or NULL when it is absent or not constant. */
+static const kn_value *qonnx_const(const kn_graph *g, const kn_node *n, int i) {
+    return i < n->n_in && is_constant(g, n->in[i]) ? &g->values[n->in[i]] : NULL;
+}
+
+/* Scale or zero point i of node n: a constant of `count` elements or one (rank <= 1), of dtype `type`
+ * (a zero point: the levels' type; absent means 0). */
+static bool qonnx_param_ok(const kn_graph *g, const kn_node *n, int i, kn_dtype type, int64_t count, bool optional) {
+    if (optional && (i >= n->n_in || n->in[i] < 0))
+        return true;
+    const kn_value *v = qonnx_const(g, n, i);
+    int64_t numel = v ? kn_shape_numel(&v->shape) : 0;
+    return v && v->dtype == type && v->shape.ndim <= 1 && (numel == 1 || numel == count);
+}
+
+static float qonnx_scale(const kn_graph *g, const kn_node *n, int i, int64_t index) {
+    const kn_value *v = &g->values[n->in[i]];
+    return ((const float *)v->data)[kn_shape_numel(&v->shape) == 1 ? 0 : index];
+}
+
+static int32_t qonnx_zero(const kn_graph *g, const kn_node *n, int i, int64_t index) {
+    if (i >= n->n_in || n->in[i] < 0)
+        return 0;
+    const kn_value *v = &g->values[n->in[i]];
+    int64_t at = kn_shape_numel(&v->shape) == 1 ? 0 : index;
+    return v->dtype == KN_I8 ? ((const int8_t *)v->data)[at] : ((const uint8_t *)v->data)[at];
+}
+
+/* The layer a QLinearConv / QLinearMatMul node n can become: its weights' levels less their zero points
+ * (rows = output channels) and scales, and the int32 bias. False when it cannot. Inputs: x 0, x_scale 1,
+ * x_zero_point 2, w 3, w_scale 4, w_zero_point 5, y_scale 6, y_zero_point 7, B 8 (QLinearConv). */
+static bool qonnx_layer_of(const kn_graph *g, const kn_node *n, qweights *w, const int32_t **bias) {
+    bool conv = op_is(n, &kn_op_qlinearconv);
+    const kn_value *x = n->n_in > 0 && n->in[0] >= 0 ? kn_node_input(g, n, 0) : NULL, *wv = qonnx_const(g, n, 3);
+    if (!x || (x->dtype != KN_U8 && x->dtype != KN_I8) || !wv || (wv->dtype != KN_U8 && wv->dtype != KN_I8) ||
+        (conv ? x->shape.ndim != 4 || wv->shape.ndim != 4 : x->shape.ndim < 2 || wv->shape.ndim != 2))
+        return false;
+    int axis = conv ? 0 : 1;
+    if (conv && kn_node_int(n, "group", 1) < 1)
+        return false;
+    *w = (qweights){.shape = wv->shape, .rows = wv->shape.d[axis]};
+    w->K = kn_shape_numel(&wv->shape) / w->rows;
+    const kn_value *y_zero = n->n_in > 7 && n->in[7] >= 0 ? &g->values[n->in[7]] : NULL;
+    const kn_value *b = conv && n->n_in > 8 && n->in[8] >= 0 ? qonnx_const(g, n, 8) : NULL;
+    if (!qonnx_param_ok(g, n, 1, KN_F32, 1, false) || !qonnx_param_ok(g, n, 2, x->dtype, 1, true) ||
+        !qonnx_param_ok(g, n, 4, KN_F32, w->rows, false) || !qonnx_param_ok(g, n, 5, wv->dtype, w->rows, true) ||
+        !qonnx_param_ok(g, n, 6, KN_F32, 1, false) ||
+        (y_zero && !qonnx_param_ok(g, n, 7, y_zero->dtype, 1, false)) ||
+        (y_zero && y_zero->dtype != KN_U8 && y_zero->dtype != KN_I8) ||
+        (conv && n->n_in > 8 && n->in[8] >= 0 && (!b || b->dtype != KN_I32 || kn_shape_numel(&b->shape) != w->rows)) ||
+        w->K > KN_QGEMM_MAX_K)
+        return false;
+    static const int scale_inputs[] = {1, 4, 6};
+    for (int i = 0; i < 3; i++)
+        for (int64_t r = 0; r < w->rows; r++) {
+            float s = qonnx_scale(g, n, scale_inputs[i], r);
+            if (!(s >= FLT_MIN && s < INFINITY))
+                return false;
+        }
+    *bias = b ? b->data : NULL;
+    // |sum - corr| <= K * 255 * 128 + |B|, which must stay in int32 for the kernels' wrapping sum.
+    for (int64_t r = 0; *bias && r < w->rows; r++)
+        if (llabs((long long)(*bias)[r]) > (long long)INT32_MAX - (long long)w->K * 255 * 128)
+            return false;
+    w->levels = malloc((size_t)(w->rows * w->K));
+    w->scale = malloc(sizeof(float) * (size_t)w->rows);
+    if (!w->levels || !w->scale) {
+        qweights_free(w);
+        return false;
+    }
+    for (int64_t i = 0; i < w->rows * w->K; i++) {
+        int64_t row, k;
+        qweights_place(w, axis, i, &row, &k);
+        int32_t level = wv->dtype == KN_I8 ? ((const int8_t *)wv->data)[i] : ((const uint8_t *)wv->data)[i];
+        level -= qonnx_zero(g, n, 5, row);
+        if (level < -128 || level > 127) {
+            qweights_free(w);
+            return false;
+        }
+        w->levels[row * w->K + k] = (int8_t)level;
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        w->scale[r] = qonnx_scale(g, n, 4, r);
+    return true;
+}
+
+/* Writes the layer's constants (packed weights, mult, bias 0, corr with the int32 bias in it) and makes
+ * node `node` the integer layer. */
+static kiln_status qonnx_rewrite(kn_graph *g, int node, const qweights *w, const int32_t *b) {
+    kn_node *n = &g->nodes[node];
+    bool conv = op_is(n, &kn_op_qlinearconv);
+    float s_x = qonnx_scale(g, n, 1, 0), s_y = qonnx_scale(g, n, 6, 0);
+    int32_t z_x = qonnx_zero(g, n, 2, 0), z_y = qonnx_zero(g, n, 7, 0);
+    bool x_signed = g->values[n->in[0]].dtype == KN_I8;
+    bool y_signed = n->n_in > 7 && n->in[7] >= 0 && g->values[n->in[7]].dtype == KN_I8;
+    int32_t *bias = NULL;
+    if (b) { /* the graph's values may move as constants are added */
+        if (!(bias = malloc(sizeof(int32_t) * (size_t)w->rows)))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+        memcpy(bias, b, sizeof(int32_t) * (size_t)w->rows);
+    }
+    float *mult_of = malloc(sizeof(float) * (size_t)w->rows);
+    if (!mult_of) {
+        free(bias);
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
+    }
+    for (int64_t r = 0; r < w->rows; r++)
+        mult_of[r] = kn_quant_requant_multiplier(s_x, w->scale[r], s_y);
+    int x = n->in[0];
+    const char *name = n->name;
+    int64_t group = conv ? kn_node_int(n, "group", 1) : 1, rows_per_group = w->rows / group;
+    size_t packed = conv ? kn_qgemm_b_bytes(rows_per_group, w->K) * (size_t)group : kn_qgemm_v_bytes(w->rows, w->K);
+    int ids[4];
+    kiln_status st = add_layer_const(g, name, "qweight", KN_I8, (int64_t)packed, &ids[0]);
+    if (st == KILN_OK)
+        st = add_layer_const(g, name, "qmult", KN_F32, w->rows, &ids[1]);
+    if (st == KILN_OK)
+        st = add_layer_const(g, name, "qbias", KN_F32, w->rows, &ids[2]);
+    if (st == KILN_OK)
+        st = add_layer_const(g, name, "qcorr", KN_I32, w->rows, &ids[3]);
+    int *in = st == KILN_OK ? kn_arena_alloc(&g->arena, sizeof(int) * 5) : NULL;
+    if (!in) {
+        free(bias), free(mult_of);
+        return st != KILN_OK ? st : kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", g->nodes[node].name);
+    }
+    int8_t *wp = g->values[ids[0]].data;
+    for (int64_t grp = 0; conv && grp < group; grp++)
+        kn_qgemm_pack_weights_b(w->levels + grp * rows_per_group * w->K, rows_per_group, w->K, w->K,
+                                wp + (size_t)grp * kn_qgemm_b_bytes(rows_per_group, w->K));
+    if (!conv)
+        kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, wp);
+    float *mult = g->values[ids[1]].data, *zero_bias = g->values[ids[2]].data;
+    int32_t *corr = g->values[ids[3]].data;
+    int64_t z_x_u8 = z_x + (x_signed ? 128 : 0); /* the kernels' u8 form of x */
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < w->K; k++)
+            sum += w->levels[r * w->K + k];
+        mult[r] = mult_of[r];
+        zero_bias[r] = 0.0f;
+        corr[r] = (int32_t)(uint32_t)(uint64_t)(z_x_u8 * sum - (bias ? bias[r] : 0)); /* mod 2^32, as the kernels */
+    }
+    free(bias), free(mult_of);
+    in[0] = x;
+    memcpy(in + 1, ids, sizeof ids);
+    if (conv) {
+        KN_TRY(kn_node_set_ints(g, node, "kn_w_shape", 4, w->shape.d));
+    } else {
+        KN_TRY(kn_node_set_int(g, node, "kn_k", w->K));
+        KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
+    }
+    KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x_signed));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", z_x));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_type", y_signed ? KN_QOUT_I8 : KN_QOUT_U8));
+    KN_TRY(kn_node_set_float(g, node, "kn_y_scale", 1.0f));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_zero_point", z_y));
+    n = &g->nodes[node];
+    n->op = kn_op_find(conv ? "QLinearConvPacked" : "QLinearGemmPacked");
+    n->in = in;
+    n->n_in = 5;
+    return KILN_OK;
+}
+
+/* QLinearConv and QLinearMatMul nodes that qonnx_layer_of accepts become integer layers. */
+static kiln_status make_qlinear_layers(kn_graph *g, int *made) {
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *n = &g->nodes[i];
+        qweights w;
+        const int32_t *bias;
+        if (!(op_is(n, &kn_op_qlinearconv) || op_is(n, &kn_op_qlinearmatmul)) || !qonnx_layer_of(g, n, &w, &bias))
+            continue;
+        bool fits = !op_is(n, &kn_op_qlinearconv) || w.rows % kn_node_int(n, "group", 1) == 0;
+        if (fits && (st = qonnx_rewrite(g, i, &w, bias)) == KILN_OK)
+            (*made)++;
+        qweights_free(&w);
+    }
+    return st;
+}
+
+/* ---- ONNX's MatMulInteger onto the integer layers --------------------------------------------------
+ *
+ * MatMulInteger(A, B, a_zero_point, b_zero_point) with B a constant (K, N) whose levels less their zero
+ * points fit i8 is the packed product with the int32 output (KN_QOUT_I32): the same exact sums, wrapping
+ * the same way. A's zero point (per tensor) may be a constant, or computed at run time (a dynamically
+ * quantized model's DynamicQuantizeLinear gives it): then the layer takes it as input 6 and its input 4
+ * holds B's column sums, from which each run makes its correction. */
+
+/* B's levels less their zero points as qweights (rows = columns of B), or false. Inputs: A 0, B 1,
+ * a_zero_point 2, b_zero_point 3. */
+static bool qinteger_weights_of(const kn_graph *g, const kn_node *n, qweights *w) {
+    const kn_value *a = n->n_in > 0 && n->in[0] >= 0 ? kn_node_input(g, n, 0) : NULL, *b = qonnx_const(g, n, 1);
+    const kn_value *za = n->n_in > 2 && n->in[2] >= 0 ? kn_node_input(g, n, 2) : NULL;
+    if (!a || (a->dtype != KN_U8 && a->dtype != KN_I8) || a->shape.ndim < 2 || !b ||
+        (b->dtype != KN_U8 && b->dtype != KN_I8) || b->shape.ndim != 2 ||
+        (za && (za->dtype != a->dtype || kn_shape_numel(&za->shape) != 1)))
+        return false;
+    *w = (qweights){.shape = b->shape, .rows = b->shape.d[1], .K = b->shape.d[0]};
+    if (w->K > KN_QGEMM_MAX_K || !qonnx_param_ok(g, n, 3, b->dtype, w->rows, true))
+        return false;
+    w->levels = malloc((size_t)(w->rows * w->K));
+    w->scale = NULL;
+    if (!w->levels)
+        return false;
+    for (int64_t i = 0; i < w->rows * w->K; i++) {
+        int64_t row, k;
+        qweights_place(w, 1, i, &row, &k);
+        int32_t level = (b->dtype == KN_I8 ? ((const int8_t *)b->data)[i] : ((const uint8_t *)b->data)[i]) -
+                        qonnx_zero(g, n, 3, row);
+        if (level < -128 || level > 127) {
+            qweights_free(w);
+            return false;
+        }
+        w->levels[row * w->K + k] = (int8_t)level;
+    }
+    return true;
+}
+
+/* Node `node` becomes QLinearGemmPacked with int32 output over the weights w. */
+static kiln_status qinteger_rewrite(kn_graph *g, int node, const qweights *w) {
+    kn_node *n = &g->nodes[node];
+    const char *name = n->name;
+    int a = n->in[0], za = n->n_in > 2 ? n->in[2] : -1;
+    bool x_signed = g->values[a].dtype == KN_I8, z_constant = za < 0 || is_constant(g, za);
+    const void *z_data = za >= 0 && z_constant ? g->values[za].data : NULL;
+    int64_t z = !z_data ? 0 : x_signed ? *(const int8_t *)z_data : *(const uint8_t *)z_data;
+    int ids[4];
+    KN_TRY(add_layer_const(g, name, "qweight", KN_I8, (int64_t)kn_qgemm_v_bytes(w->rows, w->K), &ids[0]));
+    KN_TRY(add_layer_const(g, name, "qmult", KN_F32, w->rows, &ids[1]));
+    KN_TRY(add_layer_const(g, name, "qbias", KN_F32, w->rows, &ids[2]));
+    KN_TRY(add_layer_const(g, name, "qcorr", KN_I32, w->rows, &ids[3]));
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 7);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", g->nodes[node].name);
+    kn_qgemm_pack_weights_v(w->levels, w->rows, w->K, w->K, g->values[ids[0]].data);
+    float *mult = g->values[ids[1]].data, *bias = g->values[ids[2]].data;
+    int32_t *corr = g->values[ids[3]].data;
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < w->K; k++)
+            sum += w->levels[r * w->K + k];
+        mult[r] = 1.0f; /* unused by the int32 output */
+        bias[r] = 0.0f;
+        // A constant zero point makes the correction now; a run-time one, from these sums each run.
+        corr[r] = (int32_t)(uint32_t)(uint64_t)(z_constant ? (z + (x_signed ? 128 : 0)) * sum : sum);
+    }
+    in[0] = a;
+    memcpy(in + 1, ids, sizeof ids);
+    in[5] = -1;
+    in[6] = z_constant ? -1 : za;
+    KN_TRY(kn_node_set_int(g, node, "kn_k", w->K));
+    KN_TRY(kn_node_set_int(g, node, "kn_n", w->rows));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_signed", x_signed));
+    KN_TRY(kn_node_set_int(g, node, "kn_x_zero_point", z_constant ? z : 0));
+    KN_TRY(kn_node_set_int(g, node, "kn_y_type", KN_QOUT_I32));
+    n = &g->nodes[node];
+    n->op = &kn_op_qlineargemmpacked;
+    n->in = in;
+    n->n_in = z_constant ? 5 : 7;
+    return KILN_OK;
+}
+
+static kiln_status make_matmulinteger_layers(kn_graph *g, int *made) {
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        qweights w;
+        if (!op_is(&g->nodes[i], &kn_op_matmulinteger) || !qinteger_weights_of(g, &g->nodes[i], &w))
+            continue;
+        if ((st = qinteger_rewrite(g, i, &w)) == KILN_OK)
+            (*made)++;
+        qweights_free(&w);
+    }
+    return st;
+}
+
 static bool is_integer_layer(const kn_node *n) {
     return op_is(n, &kn_op_qlinearconvpacked) || op_is(n, &kn_op_qlineargemmpacked);
+}
+
+/* ---- residual Adds into integer layers ----------------------------------------------------------
+ *
+ * Add(layer, r) [-> Relu] [-> QuantizeLinear], a ResNet block's shortcut: when one input of an Add is the
+ * f32 output of an integer layer that only the Add reads (no activation or residual yet) and the other,
+ * r, has the same shape, the layer adds r in its epilogue (core/quant.h kn_quant_add_residual: the same
+ * f32 addition) and the passes after fuse the Relu and the QuantizeLinear into it as before. When r is a
+ * per-tensor DequantizeLinear of u8/i8 levels the layer reads the levels (dequantizing them exactly as
+ * the DequantizeLinear does), so the shortcut stays 8-bit; otherwise it reads r in f32. The layer takes
+ * the Add's place in the node order, where r has been computed.
+ * The graph's activation shapes are stale here, and an Add may broadcast: r and the layer's output must
+ * have the same shape by shape inference with the open input dims at 1 and at 2 (a batch), or the Add
+ * stays. */
+
+/* Every value's shape with the graph's open input dims at `open`: shape inference on a view of g that
+ * shares its nodes and data, as a session's does. (n_values) malloc'd; NULL when inference fails (the
+ * error is dropped: the caller only fuses less) or out of memory. */
+static kn_shape *shapes_with_open_dims(const kn_graph *g, int64_t open) {
+    kn_graph view = *g;
+    memset(&view.arena, 0, sizeof view.arena);
+    view.mapping = NULL;
+    view.mapping_bytes = 0;
+    view.values = malloc(sizeof(kn_value) * (size_t)(g->n_values ? g->n_values : 1));
+    kn_shape *shapes = malloc(sizeof(kn_shape) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!view.values || !shapes) {
+        free(view.values);
+        free(shapes);
+        return NULL;
+    }
+    memcpy(view.values, g->values, sizeof(kn_value) * (size_t)g->n_values);
+    view.cap_values = g->n_values;
+    for (int v = 0; v < g->n_values; v++) { /* g's inferred data stays g's: the view computes its own */
+        if (view.values[v].data_from_inference) {
+            view.values[v].data = NULL;
+            view.values[v].data_from_inference = false;
+        }
+    }
+    for (int i = 0; i < g->n_inputs; i++) {
+        kn_shape *s = &view.values[g->inputs[i]].shape;
+        for (int d = 0; d < s->ndim; d++)
+            s->d[d] = kn_graph_input_dim_open(g, i, d) ? open : s->d[d];
+    }
+    if (kn_graph_infer_shapes(&view) == KILN_OK) {
+        for (int v = 0; v < g->n_values; v++)
+            shapes[v] = view.values[v].shape;
+    } else {
+        free(shapes);
+        shapes = NULL;
+    }
+    free(view.values);
+    kn_arena_free(&view.arena);
+    return shapes;
+}
+
+/* Whether values a and b have the same shape in both inferences. */
+static bool same_shapes(kn_shape *const at[2], int a, int b) {
+    return kn_shape_equal(&at[0][a], &at[0][b]) && kn_shape_equal(&at[1][a], &at[1][b]);
+}
+
+/* The integer layer whose f32 output v only an Add reads and which may take a residual, or NULL. */
+static kn_node *residual_taker(kn_graph *g, const int *reads, int v) {
+    kn_node *p = sole_producer(g, reads, v);
+    return p && is_integer_layer(p) && p->n_in == 5 && kn_node_int(p, "kn_y_type", 0) == KN_QOUT_F32 &&
+                   !kn_node_attr(p, "kn_activation")
+               ? p
+               : NULL;
+}
+
+/* Add node `add` becomes `layer` with residual r (its levels, when r is a DequantizeLinear's output). */
+static kiln_status fuse_residual(kn_graph *g, int add, kn_node *layer, int r) {
+    dq_info d;
+    bool levels = dq_info_of(g, r, &d) && dq_scale_count(g, &d) == 1 && g->values[d.levels].dtype == d.level_type;
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 6);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing Add '%s'", g->nodes[add].name);
+    memcpy(in, layer->in, sizeof(int) * 5);
+    in[5] = levels ? d.levels : r;
+    int *out = g->nodes[add].out;
+    g->nodes[add] = *layer;
+    g->nodes[add].in = in;
+    g->nodes[add].n_in = 6;
+    g->nodes[add].out = out;
+    mark_removed(layer);
+    if (levels) {
+        KN_TRY(kn_node_set_float(g, add, "kn_r_scale", dq_scale(g, &d, 0)));
+        KN_TRY(kn_node_set_int(g, add, "kn_r_zero_point", dq_zero_point(g, &d, 0)));
+    }
+    return KILN_OK;
+}
+
+static kiln_status fuse_residuals(kn_graph *g, int *fused) {
+    int *reads = count_reads(g);
+    bool any = false; /* an Add after an integer layer: only then is shape inference worth its time */
+    for (int i = 0; reads && i < g->n_nodes && !any; i++) {
+        const kn_node *n = &g->nodes[i];
+        any = op_is(n, &kn_op_add) && n->n_in == 2 &&
+              (residual_taker(g, reads, n->in[0]) || residual_taker(g, reads, n->in[1]));
+    }
+    if (!any) {
+        free(reads);
+        return KILN_OK;
+    }
+    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
+    if (!shapes[0] || !shapes[1]) {
+        free(shapes[0]), free(shapes[1]), free(reads);
+        return KILN_OK; /* shapes unknown (or no memory): the Adds stay */
+    }
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *add = &g->nodes[i];
+        if (!op_is(add, &kn_op_add) || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
+            add->in[0] == add->in[1])
+            continue;
+        const kn_value *a = &g->values[add->in[0]], *b = &g->values[add->in[1]];
+        if (a->dtype != KN_F32 || b->dtype != KN_F32 || !same_shapes(shapes, add->in[0], add->in[1]))
+            continue;
+        // The layer whose other input is a DequantizeLinear's output first: its residual stays 8-bit.
+        dq_info d;
+        int side = residual_taker(g, reads, add->in[1]) && dq_info_of(g, add->in[0], &d) ? 1 : 0;
+        kn_node *layer = residual_taker(g, reads, add->in[side]);
+        if (!layer && (layer = residual_taker(g, reads, add->in[1 - side])))
+            side = 1 - side;
+        if (!layer)
+            continue;
+        st = fuse_residual(g, i, layer, add->in[1 - side]);
+        *fused += st == KILN_OK;
+    }
+    free(shapes[0]), free(shapes[1]), free(reads);
+    drop_removed_nodes(g);
+    return st;
 }
 
 /* The per-tensor quantization of QuantizeLinear node q: false unless its scale and zero point are
@@ -699,6 +1113,100 @@ static kiln_status absorb_quantize(kn_graph *g, int *absorbed) {
         (*absorbed)++;
     }
     free(reads);
+    drop_removed_nodes(g);
+    return st;
+}
+
+/* ---- Adds of two quantized tensors ---------------------------------------------------------------
+ *
+ * Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu] -> QuantizeLinear, all per tensor, a and b
+ * levels of one shape (by shape inference at open dims 1 and 2), becomes AddInteger (ops/qlinear.c),
+ * which computes the same f32 operations from the levels: a QDQ model's residual Add from another tool
+ * (both inputs quantized) reads and writes 8-bit levels. It takes the QuantizeLinear's place; the
+ * DequantizeLinears go when nothing else reads them. */
+
+/* The per-tensor DequantizeLinear of levels (not constants) that value v comes from, or false. */
+static bool dq_levels_of(const kn_graph *g, int v, dq_info *d) {
+    return dq_info_of(g, v, d) && dq_scale_count(g, d) == 1 && !is_constant(g, d->levels) &&
+           g->values[d->levels].dtype == d->level_type;
+}
+
+static kiln_status fuse_integer_add(kn_graph *g, kn_node *add, kn_node *relu, kn_node *q, const dq_info *da,
+                                    const dq_info *db, float s_y, int64_t z_y, int y_type) {
+    int index = (int)(q - g->nodes);
+    int *in = kn_arena_alloc(&g->arena, sizeof(int) * 2);
+    if (!in)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory fusing Add '%s'", add->name);
+    in[0] = da->levels;
+    in[1] = db->levels;
+    KN_TRY(kn_node_set_float(g, index, "kn_a_scale", dq_scale(g, da, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_a_zero_point", dq_zero_point(g, da, 0)));
+    KN_TRY(kn_node_set_float(g, index, "kn_b_scale", dq_scale(g, db, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_b_zero_point", dq_zero_point(g, db, 0)));
+    KN_TRY(kn_node_set_int(g, index, "kn_y_type", y_type));
+    KN_TRY(kn_node_set_float(g, index, "kn_y_scale", s_y));
+    KN_TRY(kn_node_set_int(g, index, "kn_y_zero_point", z_y));
+    if (relu)
+        KN_TRY(kn_node_set_string(g, index, "kn_activation", "Relu"));
+    q = &g->nodes[index];
+    q->op = &kn_op_addinteger;
+    q->in = in;
+    q->n_in = 2;
+    mark_removed(add);
+    if (relu)
+        mark_removed(relu);
+    return KILN_OK;
+}
+
+static kiln_status fuse_integer_adds(kn_graph *g, int *fused) {
+    bool any = false; /* an Add of two DequantizeLinears: only then is shape inference worth its time */
+    for (int i = 0; i < g->n_nodes && !any; i++) {
+        const kn_node *n = &g->nodes[i];
+        dq_info d;
+        any = op_is(n, &kn_op_add) && n->n_in == 2 && dq_levels_of(g, n->in[0], &d) && dq_levels_of(g, n->in[1], &d);
+    }
+    if (!any)
+        return KILN_OK;
+    kn_shape *shapes[2] = {shapes_with_open_dims(g, 1), shapes_with_open_dims(g, 2)};
+    int *reads = count_reads(g);
+    if (!shapes[0] || !shapes[1] || !reads) {
+        free(shapes[0]), free(shapes[1]), free(reads);
+        return KILN_OK; /* shapes unknown (or no memory): the Adds stay */
+    }
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
+        kn_node *add = &g->nodes[i];
+        dq_info da, db;
+        if (!op_is(add, &kn_op_add) || add->n_in != 2 || add->n_out != 1 || !dq_levels_of(g, add->in[0], &da) ||
+            !dq_levels_of(g, add->in[1], &db) || !same_shapes(shapes, add->in[0], add->in[1]) ||
+            !same_shapes(shapes, da.levels, db.levels))
+            continue;
+        // The Add's only reader: a QuantizeLinear, or a Relu whose only reader is one.
+        int out = add->out[0];
+        if (producer_read_by(g, reads, out, 1) != add)
+            continue;
+        kn_node *next = NULL, *relu = NULL;
+        for (int k = 0; k < g->n_nodes && !next; k++)
+            for (int j = 0; j < g->nodes[k].n_in && !next; j++)
+                if (g->nodes[k].op && g->nodes[k].in[j] == out)
+                    next = &g->nodes[k];
+        if (next && op_is(next, &kn_op_relu) && next->n_out == 1 && producer_read_by(g, reads, next->out[0], 1) == next) {
+            relu = next;
+            next = NULL;
+            for (int k = 0; k < g->n_nodes && !next; k++)
+                if (g->nodes[k].op && g->nodes[k].n_in > 0 && g->nodes[k].in[0] == relu->out[0])
+                    next = &g->nodes[k];
+        }
+        float s_y;
+        int64_t z_y;
+        int y_type;
+        if (!next || !op_is(next, &kn_op_quantizelinear) || next->in[0] != (relu ? relu->out[0] : out) ||
+            !quantize_params(g, next, &s_y, &z_y, &y_type))
+            continue;
+        st = fuse_integer_add(g, add, relu, next, &da, &db, s_y, z_y, y_type);
+        *fused += st == KILN_OK;
+    }
+    free(shapes[0]), free(shapes[1]), free(reads);
     drop_removed_nodes(g);
     return st;
 }
@@ -1179,7 +1687,7 @@ static kiln_status fuse_activations(kn_graph *g, int *fused) {
         if (op_is(act, &kn_op_clip) && !(clip_bound_ok(g, act, 1) && clip_bound_ok(g, act, 2)))
             continue;
         kn_node *prod = sole_producer(g, reads, act->in[0]);
-        bool integer_relu = prod && is_integer_layer(prod) && op_is(act, &kn_op_relu) &&
+        bool integer_relu = prod && is_integer_layer(prod) && (op_is(act, &kn_op_relu) || op_is(act, &kn_op_clip)) &&
                             kn_node_int(prod, "kn_y_type", 0) == KN_QOUT_F32 && !kn_node_attr(prod, "kn_activation");
         if (!takes_activation(prod) && !integer_relu)
             continue;
@@ -1426,6 +1934,10 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_identities(dst, &s.identities_removed);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = make_integer_layers(dst, &s.integer_layers);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = make_qlinear_layers(dst, &s.integer_layers);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = make_matmulinteger_layers(dst, &s.integer_layers);
     if (st == KILN_OK && (passes & KN_OPT_FOLD))
         st = fold_constants(dst, &s.nodes_folded);
     if (st == KILN_OK && (passes & KN_OPT_BATCHNORM))
@@ -1434,10 +1946,14 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = compose_ops(dst, &s.ops_composed);
     if (st == KILN_OK && (passes & KN_OPT_BIAS))
         st = fuse_biases(dst, &s.biases_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = fuse_residuals(dst, &s.residuals_fused);
     if (st == KILN_OK && (passes & KN_OPT_ACTIVATION))
         st = fuse_activations(dst, &s.activations_fused);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = absorb_quantize(dst, &s.quantizes_fused);
+    if (st == KILN_OK && (passes & KN_OPT_INT8))
+        st = fuse_integer_adds(dst, &s.residuals_fused);
     if (st == KILN_OK && (passes & KN_OPT_INT8))
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))

@@ -74,8 +74,8 @@ enum {
 typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
-        activations_fused, integer_layers, quantizes_fused, weights_sparsified, ops_composed, convs_winograd,
-        convs_packed;
+        activations_fused, integer_layers, quantizes_fused, residuals_fused, weights_sparsified, ops_composed,
+        convs_winograd, convs_packed;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

@@ -72,13 +72,24 @@ static inline void store_levels(uint8_t *y, __m256 q) {
 
 /* The steps of kn_quant_layer_level, one IEEE operation each, in its order (see the AVX-512
  * epilogue); a tail of fewer than 8 goes through the reference. */
+/* 8 residual elements of r (e->r_type) as the values added: (float)(level - zero) * scale for levels. */
+static inline __m256 residual8(const kn_qepilogue *e, const void *r, int i) {
+    if (e->r_type == KN_QRES_F32)
+        return _mm256_loadu_ps((const float *)r + i);
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)r + i));
+    __m256i levels = e->r_type == KN_QRES_U8 ? _mm256_cvtepu8_epi32(bytes) : _mm256_cvtepi8_epi32(bytes);
+    levels = _mm256_sub_epi32(levels, _mm256_set1_epi32(e->r_zero_point));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+}
+
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                            void *y) {
+                            const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     __m256 scale = _mm256_set1_ps(e->y_scale), zp = _mm256_set1_ps((float)e->y_zero_point);
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
     __m256i corr = _mm256_set1_epi32(e->corr[channel]);
     __m256 mult = _mm256_set1_ps(e->mult[channel]), bias = _mm256_set1_ps(e->bias[channel]);
+    __m256 clip_lo = _mm256_set1_ps(e->clip_lo), clip_hi = _mm256_set1_ps(e->clip_hi);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         if (per_lane) {
@@ -87,9 +98,17 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
             bias = _mm256_loadu_ps(e->bias + channel + i);
         }
         __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), corr);
+        if (e->y_type == KN_QOUT_I32) {
+            _mm256_storeu_si256((__m256i *)((int32_t *)y + i), a);
+            continue;
+        }
         __m256 value = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), mult, bias);
+        if (e->r_type != KN_QRES_NONE)
+            value = _mm256_add_ps(value, residual8(e, r, i));
         if (e->relu)
             value = _mm256_max_ps(value, _mm256_setzero_ps());
+        if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+            value = _mm256_min_ps(clip_hi, _mm256_max_ps(clip_lo, value));
         if (e->y_type == KN_QOUT_F32) {
             _mm256_storeu_ps((float *)y + i, value);
             continue;
@@ -99,8 +118,9 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
         store_levels((uint8_t *)y + i, q);
     }
     if (i < n) {
-        size_t y_size = e->y_type == KN_QOUT_F32 ? sizeof(float) : 1;
-        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane,
+        size_t y_size = kn_qout_size(e->y_type);
+        const char *rest = r ? (const char *)r + (size_t)i * kn_qres_size(e->r_type) : NULL;
+        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
                                   (char *)y + (size_t)i * y_size);
     }
 }
@@ -137,4 +157,61 @@ void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint
         _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
         _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
     }
+}
+
+/* Two taps at a time: their inputs widened to int16 and interleaved, so that vpmaddwd with the pair of
+ * weights adds both products into int32 lanes, exactly (|x w| <= 255 * 128). Within each 128-bit lane
+ * the word unpacks give outputs 0-3 and 8-11 (lo) and 4-7 and 12-15 (hi) of 16; the last permutes
+ * restore their order. An odd last tap is paired with weight 0. */
+void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int t = 0; t < taps; t += 2) {
+            int t1 = t + 1 < taps ? t + 1 : t;
+            int32_t w1 = t + 1 < taps ? w[t + 1] : 0;
+            __m256i pair = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)w[t] & 0xffff)));
+            __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src[t] + i)));
+            __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src[t1] + i)));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), pair));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), pair));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(acc + i + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    for (; i + 8 <= n; i += 8) { /* the same on 8 outputs: lo 0-3, hi 4-7 */
+        __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+        for (int t = 0; t < taps; t += 2) {
+            int t1 = t + 1 < taps ? t + 1 : t;
+            int32_t w1 = t + 1 < taps ? w[t + 1] : 0;
+            __m128i pair = _mm_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)w[t] & 0xffff)));
+            __m128i a = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src[t] + i)));
+            __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src[t1] + i)));
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), pair));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), pair));
+        }
+        _mm_storeu_si128((__m128i *)(acc + i), lo);
+        _mm_storeu_si128((__m128i *)(acc + i + 4), hi);
+    }
+    if (i < n) {
+        const uint8_t *rest[KN_QGEMM_DW_MAX_TAPS];
+        for (int t = 0; t < taps; t++)
+            rest[t] = src[t] + i;
+        kn_qgemm_depthwise_generic(rest, w, taps, n - i, acc + i);
+    }
+}
+
+/* 32 bytes: vpshufb gathers each 128-bit lane's even bytes then its odd ones, and a qword permute puts
+ * the evens of both lanes first. */
+void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
+                                            12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(row + 2 * k)), gather);
+        v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
+        _mm_storeu_si128((__m128i *)(even + k), _mm256_castsi256_si128(v));
+        _mm_storeu_si128((__m128i *)(odd + k), _mm256_extracti128_si256(v, 1));
+    }
+    kn_qgemm_deal2_generic(row + 2 * k, n - k, even + k, odd + k);
 }

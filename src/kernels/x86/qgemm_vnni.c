@@ -58,13 +58,33 @@ void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
 /* Each step is one IEEE operation of kn_quant_layer_level in the same order, so the bits are the
  * scalar reference's: cvtdq2ps and roundscale round to nearest even as (float) and nearbyintf do,
  * maxps(y, 0) is kn_quant_relu, and maxps(q, qmin) returns qmin for a NaN q as fmaxf does. */
+/* The residual elements r[i, i + count) (e->r_type), count <= 16, under mask m as the values added:
+ * (float)(level - zero) * scale for levels (a short tail of bytes is copied: AVX-512F has no byte
+ * masked load). */
+static inline __m512 residual16(const kn_qepilogue *e, const void *r, int i, int count, __mmask16 m) {
+    if (e->r_type == KN_QRES_F32)
+        return _mm512_maskz_loadu_ps(m, (const float *)r + i);
+    __m128i bytes;
+    if (count == 16) {
+        bytes = _mm_loadu_si128((const __m128i *)((const uint8_t *)r + i));
+    } else {
+        uint8_t tail[16] = {0};
+        memcpy(tail, (const uint8_t *)r + i, (size_t)count);
+        bytes = _mm_loadu_si128((const __m128i *)tail);
+    }
+    __m512i levels = e->r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
+    levels = _mm512_sub_epi32(levels, _mm512_set1_epi32(e->r_zero_point));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(levels), _mm512_set1_ps(e->r_scale));
+}
+
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
-                              bool per_lane, void *y) {
+                              bool per_lane, const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     __m512 scale = _mm512_set1_ps(e->y_scale), zp = _mm512_set1_ps((float)e->y_zero_point);
     __m512 lo = _mm512_set1_ps((float)range.qmin), hi = _mm512_set1_ps((float)range.qmax);
     __m512i corr = _mm512_set1_epi32(e->corr[channel]);
     __m512 mult = _mm512_set1_ps(e->mult[channel]), bias = _mm512_set1_ps(e->bias[channel]);
+    __m512 clip_lo = _mm512_set1_ps(e->clip_lo), clip_hi = _mm512_set1_ps(e->clip_hi);
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         if (per_lane) {
@@ -73,9 +93,17 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
             bias = _mm512_maskz_loadu_ps(m, e->bias + channel + i);
         }
         __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + i), corr);
+        if (e->y_type == KN_QOUT_I32) {
+            _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
+            continue;
+        }
         __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
+        if (e->r_type != KN_QRES_NONE)
+            value = _mm512_add_ps(value, residual16(e, r, i, n - i < 16 ? n - i : 16, m));
         if (e->relu)
             value = _mm512_max_ps(value, _mm512_setzero_ps());
+        if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+            value = _mm512_min_ps(clip_hi, _mm512_max_ps(clip_lo, value));
         if (e->y_type == KN_QOUT_F32) {
             _mm512_mask_storeu_ps((float *)y + i, m, value);
             continue;
