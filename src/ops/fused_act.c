@@ -75,12 +75,10 @@ static inline float clip(const kn_fused_act *a, float x) {
 }
 static inline float elu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * expm1f(x) : x; }
 
-/* ONNX HardSwish: x * max(0, min(1, x / 6 + 1 / 2)), as the standalone op computes it (comparisons, not
- * fminf/fmaxf calls, so that the loop vectorizes). */
+/* ONNX HardSwish: x * HardSigmoid(x) with alpha 1/6, beta 1/2, as the standalone op computes it. */
 static inline float hardswish(const kn_fused_act *a, float x) {
     (void)a;
-    float t = (1.0f / 6.0f) * x + 0.5f;
-    return x * (t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t);
+    return x * kn_hard_sigmoid(x, 1.0f / 6.0f, 0.5f);
 }
 
 /* The kernels/vmath function of the transcendental activations (the standalone ops use the same, so

@@ -27,6 +27,7 @@
 #include "kernels/vmath.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
+#include "ops/fused_act.h"
 #include "ops/op.h"
 #include "ops/reduce.h"
 
@@ -90,11 +91,6 @@ static bool gradient_wanted(const kn_op_call *call) {
 /* ---- the elementwise functions ---- */
 
 /* Written so that NaN passes through: both compares are false for it. */
-static inline float hard_sigmoid(float x, float alpha, float beta) {
-    float t = alpha * x + beta;
-    return t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
-}
-
 static inline float softplus(float x) {
     return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
 }
@@ -121,8 +117,8 @@ static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, floa
     case UNARY_RECIPROCAL: KN_UNARY_LOOP(1.0f / v); break;
     case UNARY_FLOOR: KN_UNARY_LOOP(floorf(v)); break;
     case UNARY_CEIL: KN_UNARY_LOOP(ceilf(v)); break;
-    case UNARY_HARDSIGMOID: KN_UNARY_LOOP(hard_sigmoid(v, alpha, beta)); break;
-    case UNARY_HARDSWISH: KN_UNARY_LOOP(v * hard_sigmoid(v, 1.0f / 6.0f, 0.5f)); break;
+    case UNARY_HARDSIGMOID: KN_UNARY_LOOP(kn_hard_sigmoid(v, alpha, beta)); break;
+    case UNARY_HARDSWISH: KN_UNARY_LOOP(v * kn_hard_sigmoid(v, 1.0f / 6.0f, 0.5f)); break;
     case UNARY_SOFTPLUS: KN_UNARY_LOOP(softplus(v)); break;
     }
 }
