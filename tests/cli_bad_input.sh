@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # Bad input to kiln train / eval: one clear error line naming the file, line or layer; a non-zero
 # exit; no crash; no output file left behind.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 # expect_error NAME PATTERN -- ARGS: the command fails (exit 1 or 2, not a signal), stderr matches
 # PATTERN, and no model file appears.

@@ -11,14 +11,8 @@
 #    original with its smallest half zeroed);
 #  - with onnxruntime-node in bench/node_modules: kiln running the pruned .kiln agrees with onnxruntime
 #    running its ONNX export (bench/compare_one.sh, batch 1 and 8), and the int8 one with its QDQ export.
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 build=$(cd "$(dirname "$kiln")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 vit=$src/tests/ref/data/onnx_vit.onnx
 
 # The fixture's input and PyTorch's output (records of name, rank, dims, f32), and 64 random images.
@@ -97,7 +91,7 @@ for name in names:
 print("pruned: 10 weights at 50%%, %d of them stored transposed by the file" % len(transposed & set(names)))
 PY'
 
-if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if cli_onnxruntime_loads; then
     driver=$(bash "$src/bench/build_driver.sh" "$build")
     check "int8 weights export to QDQ ONNX" '"$kiln" convert "$work/q8.kiln" "$work/q8.onnx" > /dev/null'
     for batch in 1 8; do

@@ -7,12 +7,7 @@
 #    feature columns are swapped (saying so) or renamed, and kiln train refuses such a --val;
 #  - train, eval and run read .npy files with one reader: the same dtypes, header limits and non-finite
 #    values are accepted or refused by all three.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 export OMP_NUM_THREADS=1
 printf 'input 2\ndense 3\n' > "$work/spec2.txt"
 

@@ -8,13 +8,8 @@
 #  - bench --json has latency, throughput and memory fields, --profile the per-op table;
 #  - bad files and inputs fail with exit 1 (usage errors 2) and one clear line.
 # The ONNX checks are skipped by a kiln built without ONNX support (-DKILN_WITH_ONNX=OFF).
-set -u
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0 skipped=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
+skipped=0
 
 data=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then

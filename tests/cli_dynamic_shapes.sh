@@ -6,17 +6,11 @@
 # outputs (the fixture bundles) and, when npm onnxruntime-node loads from bench/node_modules, onnxruntime's.
 # With onnxruntime, also the ops of tests/test_onnx_extra_ops.c (extra_ops.onnx, groupnorm21.onnx), which
 # that test holds to numpy.
-set -u
-kiln=$1
-src=$(cd "$2" && pwd)
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 data=$src/tests/ref/data
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
 ort=false
-if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if cli_onnxruntime_loads; then
     ort=true
 else
     echo "note: onnxruntime-node does not load from bench/node_modules: outputs checked against numpy only"

@@ -4,12 +4,7 @@
 # the export: kiln run and kiln eval on the .onnx give what they give on the .kiln (the import does not
 # standardise a second time), and fine-tuning the .onnx on the CSV feeds the graph raw features (a
 # learning rate of 0 leaves its outputs as they were), as does fine-tuning its .kiln conversion.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 export OMP_NUM_THREADS=1
 if ! "$kiln" convert --help 2>&1 | grep -q -- "--norm-as-metadata"; then
     echo "skipped: this kiln has no ONNX export"; echo "0 passed, 0 failed, 1 skipped"; exit 0

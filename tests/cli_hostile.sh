@@ -3,13 +3,8 @@
 # or name external data that is a FIFO. Each must end fast (within `timeout 10`) with a non-zero exit
 # and one clear error line: no crash, no hang, no sanitizer report (run under the ASan build too).
 # The ONNX and .kiln files are tests/ref/data/hostile_*, made by tests/ref/make_hostile_fixtures.py.
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 data=$src/tests/ref/data
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
 
 # run NAME -- ARGS: runs kiln under timeout 10; sets rc and leaves stdout/stderr in $work.
 # Every run gets 10 s and, outside sanitizer builds (whose shadow memory needs terabytes of address

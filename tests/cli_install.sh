@@ -4,14 +4,8 @@
 # find_package(kiln) in a CMake project of its own, each run on a model the installed kiln command
 # trained. libkiln.so must have a versioned soname, export only kiln_* functions, and need nothing beyond
 # libc, libm and the OpenMP runtime (and the sanitizer runtimes in a sanitizer build).
-set -u
-kiln=$1
-src=$(cd "$2" && pwd)
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 build=$(cd "$(dirname "$kiln")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
 prefix=$work/prefix
 check "cmake --install puts kiln into a prefix" 'cmake --install "$build" --prefix "$prefix" > "$work/install.log" 2>&1'

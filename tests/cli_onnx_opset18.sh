@@ -5,14 +5,8 @@
 # fresh onnxruntime run too when onnxruntime-node is installed), the .kiln conversion giving the same. And
 # opsets kiln does not read get one clear error: opset 22, and a node of an unknown domain. Then the
 # opset-18 bitwise ops against numpy.
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 data=$src/tests/ref/data
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 outputs="mean_h resized max_c lse_w"
 close() { # DIR REF_PREFIX: every output within 1e-5
     /usr/bin/python3 - "$1" "$2" $outputs <<'PY'
@@ -40,7 +34,7 @@ check "kiln convert to .kiln" '"$kiln" convert "$data/opset18.onnx" "$work/m.kil
 check "the .kiln runs the same" \
     '"$kiln" run "$work/m.kiln" "$data/opset18_x.npy" --batch-dim --out "$work/conv" >/dev/null &&
      close "$work/conv" "$data/opset18_ort_"'
-if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if cli_onnxruntime_loads; then
     check "a fresh onnxruntime run agrees with the fixtures" \
         'node "$src/bench/ort_run.js" "$data/opset18.onnx" "$work/ort" "$data/opset18_x.npy" &&
          close "$work/ort" "$data/opset18_ort_"'
@@ -88,7 +82,7 @@ PY
         '"$kiln" convert "$work/no_resize.onnx" "$work/no_resize17.onnx" >/dev/null &&
          "$kiln" run "$work/no_resize17.onnx" "$data/opset18_x.npy" --batch-dim --out "$work/r17" >/dev/null &&
          close "$work/r17" "$data/opset18_ort_"'
-    if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+    if cli_onnxruntime_loads; then
         check "onnxruntime runs the opset-17 export the same" \
             'node "$src/bench/ort_run.js" "$work/no_resize17.onnx" "$work/o17" "$data/opset18_x.npy" &&
              close "$work/o17" "$data/opset18_ort_"'

@@ -7,17 +7,11 @@
 # PyTorch's (the committed .npy, compared with numpy). Bad values get one clear error. Then inputs that
 # are not batches: 0-d arrays, a batch of none, a model without inputs; then outputs sized by input values
 # (TopK, OneHot: tests/ref/make_onnx_scalar_fixtures.py).
-set -u
-kiln=$1
-src=$(cd "$2" && pwd)
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 data=$src/tests/ref/data
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
 ort=false
-if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if cli_onnxruntime_loads; then
     ort=true
 else
     echo "note: onnxruntime-node does not load from bench/node_modules: outputs checked against PyTorch only"

@@ -9,16 +9,10 @@
 #   - when Fashion-MNIST is installed and kiln can export ONNX (`kiln convert`), the MLP and the CNN of
 #     examples/specs/ that `kiln train` trains for one epoch on 2000 test images: kiln runs the .kiln model,
 #     onnxruntime its export.
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 build=$(cd "$(dirname "$kiln")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
-if ! command -v node >/dev/null || ! (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if ! cli_onnxruntime_loads; then
     echo "skipped: onnxruntime-node does not load from bench/node_modules (scripts/install-deps.sh installs it)"
     echo "0 passed, 0 failed, 1 skipped"
     exit 0

@@ -5,13 +5,7 @@
 #  - structured channels: fewer channels, fewer FLOPs; --json prints one object with the table;
 #  - --sensitivity prints the per-layer table; --schedule agp prunes while fine-tuning;
 #  - bad input: each a one-line error and no file written.
-set -u
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:-}" ]; then
     echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0

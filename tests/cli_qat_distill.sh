@@ -7,12 +7,7 @@
 #  - distillation into a smaller student trains and writes it;
 #  - bad input (--bits 3, --grad-bits 3, --act-bits 4, a teacher whose output does not match, an output
 #    that is an input) is a one-line error and writes nothing.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { [ -n "${VERBOSE:-}" ] && echo "check: $1"; if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:-}" ]; then
     echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0

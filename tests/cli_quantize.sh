@@ -5,14 +5,8 @@
 # writes a quantized model; --dry-run writes nothing; bad input is one error
 # line and no file; the QDQ ONNX export predicts the same classes in onnxruntime (when bench/node_modules
 # has onnxruntime-node) as kiln on the .kiln model.
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 build=$(cd "$(dirname "$kiln")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 
 data=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then
@@ -153,7 +147,7 @@ ln -s "$work/cnn.kiln" "$work/link.kiln"
 check "output == input through a symlink is refused" '[ $? -ne 0 ] && [ "$(md5sum < "$work/cnn.kiln")" = "$before" ]'
 
 # The QDQ ONNX export against onnxruntime: the same classes on >= 99.5% of the 2000 images.
-if command -v node >/dev/null && (cd "$src/bench" && node -e "require('onnxruntime-node')" 2>/dev/null); then
+if cli_onnxruntime_loads; then
     "$kiln" quantize "$work/cnn.kiln" --out "$work/q8.onnx" --calib "$images" --calib-samples 256 > /dev/null
     check "int8 W+A exports to ONNX" '[ -s "$work/q8.onnx" ]'
     driver=$(bash "$src/bench/build_driver.sh" "$build")

@@ -4,13 +4,7 @@
 # row per model, every chart (accuracy against size and latency, histograms) with a point or curve per
 # model, and the per-layer table; a screenshot of the page must not be blank. Bad arguments give one
 # error line and write nothing.
-set -u
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 data=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then

@@ -3,13 +3,7 @@
 # made by tests/ref/make_qdq_onnx.py; skipped without python3-onnx) converts to a .kiln file that keeps
 # them compact; kiln info reports bytes by storage encoding and the size against f32 weights; the .kiln
 # file exports back to QDQ ONNX that onnx.checker accepts, and runs like the original.
-set -u
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 /usr/bin/python3 "$src/tests/ref/make_qdq_onnx.py" "$work/q.onnx"
 status=$?

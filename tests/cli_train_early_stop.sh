@@ -4,12 +4,7 @@
 # of --log (the stop epoch is the argmin + N, the kept epoch the argmin), and a plain run of exactly that
 # many epochs, whose outputs on the data must equal the kept model's bit for bit. A run interrupted by its
 # epoch limit and resumed keeps the same best epoch as one that never stopped.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 export OMP_NUM_THREADS=1
 
 # Noisy labels and a large network: the validation loss turns up after a few epochs.

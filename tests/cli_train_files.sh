@@ -4,12 +4,7 @@
 # --out must be .kiln or .onnx; an unwritable or missing folder is refused before the first epoch; --log appends,
 # on a fresh run too. Each refusal is one line and leaves every file as it was. A failed write names --out;
 # a killed run's leftover temporary file is removed by the next run.
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 # A small CSV task: 3 features, class = which feature is largest.
 /usr/bin/python3 -c "

@@ -5,12 +5,7 @@
 # --resume that differs from the recorded one is refused in one line naming it, unless --override.
 # Ctrl-C (SIGINT) stops at the next step boundary, writes the checkpoint mid-epoch and prints the command
 # that resumes; that command finishes the run with the same model and log as an uninterrupted one.
-set -u
-kiln=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 export OMP_NUM_THREADS=1
 
 # A CSV task: 64 features, the class is which of the first 8 is largest.

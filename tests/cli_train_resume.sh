@@ -4,13 +4,7 @@
 #    quantized to 2 bits with error feedback (its residuals are in the checkpoint);
 #  - the same seed and thread count twice: byte-identical models;
 #  - kiln eval reads the model back and reports an accuracy;  --json prints one JSON object.
-set -u
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:-}" ]; then
     echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0

@@ -5,12 +5,7 @@
 # 1..1024, a negative --clip-norm, bench --iters 0 and a spec attribute given twice are errors; counts
 # take the singular for 1 ("1 thread", "1 sample"); the first progress line shows no rate (none is
 # measured yet).
-set -u
-kiln=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 export OMP_NUM_THREADS=1
 
 printf 'a,b,label\n1,2,0\n2,1,1\n3,3,0\n4,1,1\n' > "$work/d.csv"
