@@ -6,7 +6,8 @@
 # Every accuracy is on the 10,000 test images. A row that fine-tunes (QAT, pruning) is compared with the
 # baseline trained for the same total number of epochs (5 + 2 = 7), as the issue asks; the others with
 # the 5-epoch baseline. Latency: medians of 3 alternating rounds of `kiln bench --batch 32`.
-# Usage: bench/compress.sh [THREADS]   (default 2; about 45 minutes on 2 cores, 15 of them PyTorch's students)
+# Usage: [SKIP_DISTILL=1] bench/compress.sh [THREADS]   (default 2; about 30 minutes on 2 cores without
+# bench/distill.sh, which takes about as long again)
 # Needs: scripts/install-deps.sh --bench (PyTorch), onnxruntime-node in bench/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,46 +95,20 @@ log "gradients at 8 bits and at 2 bits with error feedback, 5 epochs"
 "$kiln" train --model "$spec" "${data[@]}" "${train_opts[@]}" --epochs 5 --grad-bits 2 --error-feedback \
     --out "$work/grad2ef.kiln" > /dev/null
 
-# Distillation: a student with a quarter of the CNN's channels, alone and distilled from the 5-epoch
-# baseline, 3 seeds each, the same recipe on both sides (kd_* below; docs/compress.md has the scan that
-# chose them). The teacher's logits are computed once per image (kiln distill keeps them), so a
-# distilled run costs one teacher pass more than the student alone.
-kd_epochs=5
-kd_temperature=2
-kd_alpha=0.5
-kd_opts=(--batch 64 --optimizer adam --epochs "$kd_epochs")
-cat > "$work/student.txt" <<'SPEC'
-input 1 28 28
-conv 8 3 pad=1
-batchnorm
-relu
-maxpool 2
-conv 16 3 pad=1
-batchnorm
-relu
-maxpool 2
-flatten
-dropout 0.25
-dense 32
-relu
-dense 10
-SPEC
-for seed in 1 2 3; do
-    log "student seed $seed: alone and distilled, $kd_epochs epochs"
-    "$kiln" train --model "$work/student.txt" "${data[@]}" "${kd_opts[@]}" --seed "$seed" \
-        --out "$work/student_alone_$seed.kiln" > /dev/null
-    "$kiln" distill --teacher "$base" --student "$work/student.txt" "${data[@]}" "${kd_opts[@]}" --seed "$seed" \
-        --temperature "$kd_temperature" --alpha "$kd_alpha" --out "$work/student_kd_$seed.kiln" > /dev/null
-done
+# Distillation: bench/distill.sh, with its own teacher and recipe. SKIP_DISTILL=1 keeps the section its
+# last run left in $work/distill.md (it names its date and command); run alone, distill.sh also puts its
+# section into bench/results/compress.md.
+if [ -z "${SKIP_DISTILL:-}" ]; then
+    bash bench/distill.sh "$threads" > /dev/null
+elif [ ! -f "$work/distill.md" ]; then
+    echo "Distillation: not run (SKIP_DISTILL=1); \`bench/distill.sh\` writes this section." > "$work/distill.md"
+fi
 
 log "PyTorch on the same trained model"
 "$kiln" convert "$base" "$work/base5.onnx" > /dev/null
 torch_float=$(/usr/bin/python3 bench/torch_compress.py "$work/base5.onnx" float --threads "$threads")
 torch_ptq=$(/usr/bin/python3 bench/torch_compress.py "$work/base5.onnx" ptq --threads "$threads")
 torch_prune=$(/usr/bin/python3 bench/torch_compress.py "$work/base5.onnx" prune --amount 0.9 --epochs 2 --threads "$threads")
-log "PyTorch: the student alone and distilled, 3 seeds"
-torch_kd=$(/usr/bin/python3 bench/torch_distill.py "$work/base5.onnx" --epochs "$kd_epochs" --schedule constant \
-    --temperature "$kd_temperature" --alpha "$kd_alpha" --seeds 1,2,3 --threads "$threads")
 field() { echo "$1" | sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p"; }
 
 log "latency at batch 32"
@@ -186,29 +161,6 @@ row "structured 50% of channels + 2 epochs" "$work/struct50.kiln" "$b7" 7ep 1.0 
 row "gradients at 8 bits, 5 epochs" "$work/grad8.kiln" "$b5" 5ep 0.2
 row "gradients at 2 bits + error feedback, 5 epochs" "$work/grad2ef.kiln" "$b5" 5ep 1
 
-# Distillation: mean and spread (max - min) over the seeds; the gain must exceed the larger spread.
-stats() { tr ' ' '\n' | grep . | awk '{ s += $1; v[NR] = $1 } END { m = s / NR; lo = hi = v[1]; for (i in v) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] } printf "%.4f %.4f", m, hi - lo }'; }
-kd_row() { # LABEL ACCURACIES...
-    local label=$1
-    shift
-    read -r mean spread <<< "$(echo "$*" | stats)"
-    echo "| $label | $(printf '%.4f | ' "$@")$mean | $spread |"
-}
-gain_verdict() { # ALONE... -- DISTILLED...
-    local alone=() kd=() side=alone v
-    for v in "$@"; do
-        if [ "$v" = -- ]; then side=kd; elif [ $side = alone ]; then alone+=("$v"); else kd+=("$v"); fi
-    done
-    read -r am as <<< "$(echo "${alone[*]}" | stats)"
-    read -r km ks <<< "$(echo "${kd[*]}" | stats)"
-    awk -v a="$am" -v sa="$as" -v k="$km" -v sk="$ks" 'BEGIN { s = (sa > sk) ? sa : sk; g = k - a;
-        printf "gain %+.4f against a spread of %.4f: %s", g, s, (g > s) ? "met" : "MISSED" }'
-}
-mapfile -t alone < <(for s in 1 2 3; do accuracy "$work/student_alone_$s.kiln"; done)
-mapfile -t kd < <(for s in 1 2 3; do accuracy "$work/student_kd_$s.kiln"; done)
-mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
-mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
-
 # QDQ ONNX of the quantized models in onnxruntime: predictions agree on ≥ 99.5% of the test images.
 agreement=()
 for name in int8 qat_w4a8 w4a8_adaround; do
@@ -230,19 +182,7 @@ models_section=$(sed -n '/^## Beyond the Fashion-MNIST CNN$/,$p' bench/results/c
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
     echo
-    echo "Distillation: a student with a quarter of the channels (conv 8, conv 16, dense 32; 26,746 parameters),"
-    echo "$kd_epochs epochs, Adam 1e-3 constant, batch 64; distilled from the 5-epoch baseline at"
-    echo "T = $kd_temperature, α = $kd_alpha (kiln distill's defaults). Test accuracy, seeds 1–3; spread = max − min."
-    echo
-    echo "| student | seed 1 | seed 2 | seed 3 | mean | spread |"
-    echo "|---|---|---|---|---|---|"
-    kd_row "kiln, alone" "${alone[@]}"
-    kd_row "kiln, distilled" "${kd[@]}"
-    kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
-    kd_row "PyTorch, distilled" "${torch_distilled[@]}"
-    echo
-    echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
-    echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+    cat "$work/distill.md"
     echo
     echo "PyTorch 1.13 on the same trained weights (\`bench/torch_compress.py\`; file = \`torch.save\` of the state_dict):"
     echo

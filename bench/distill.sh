@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Distillation on Fashion-MNIST against the Compress issue's target: a student with a quarter of the
+# CNN's channels (conv 8, conv 16, dense 32; 26,746 parameters), distilled, must beat the same student
+# trained alone — same recipe, same epochs, seeds 1-3 — by more than the seed-to-seed spread (max - min).
+# kiln (`kiln train` / `kiln distill`) and PyTorch 1.13 (bench/torch_distill.py, the same teacher read
+# from kiln's ONNX export, the same student, loss and recipe) side by side.
+#
+# The teacher is examples/specs/fmnist_cnn.txt trained TEACHER_EPOCHS epochs with the same schedule as
+# the students (trained here unless build/compress-bench/teacher_E.kiln exists). docs/compress.md,
+# "Distillation", has the scan behind the recipe's defaults.
+# Writes the section to build/compress-bench/distill.md, puts it in place of the distillation section of
+# bench/results/compress.md when that file has one (bench/compress.sh writes the file), and prints it.
+# Usage: [EPOCHS=20] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] bench/distill.sh [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-2}
+epochs=${EPOCHS:-20}
+teacher_epochs=${TEACHER_EPOCHS:-15}
+schedule=${SCHEDULE:-cosine}
+temperature=${TEMPERATURE:-2}
+alpha=${ALPHA:-0.5}
+kiln=build/kiln
+work=build/compress-bench
+mkdir -p "$work"
+cmake --build build -j"$(nproc)" > /dev/null
+log() { echo "== $*" >&2; }
+accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
+data=(--data fashion-mnist --threads "$threads" --quiet)
+recipe=(--batch 64 --optimizer adam --schedule "$schedule")
+
+teacher=$work/teacher_$teacher_epochs.kiln
+[ -f "$teacher" ] || { log "teacher: the CNN, $teacher_epochs epochs"
+    "$kiln" train --model examples/specs/fmnist_cnn.txt "${data[@]}" "${recipe[@]}" --epochs "$teacher_epochs" --seed 1 \
+        --out "$teacher" > /dev/null; }
+cat > "$work/student.txt" <<'SPEC'
+input 1 28 28
+conv 8 3 pad=1
+batchnorm
+relu
+maxpool 2
+conv 16 3 pad=1
+batchnorm
+relu
+maxpool 2
+flatten
+dropout 0.25
+dense 32
+relu
+dense 10
+SPEC
+alone=() kd=()
+for seed in 1 2 3; do
+    log "student seed $seed: alone and distilled, $epochs epochs"
+    "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" --seed "$seed" \
+        --out "$work/student_alone_$seed.kiln" > /dev/null
+    "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" \
+        --seed "$seed" --temperature "$temperature" --alpha "$alpha" --out "$work/student_kd_$seed.kiln" > /dev/null
+    alone+=("$(accuracy "$work/student_alone_$seed.kiln")")
+    kd+=("$(accuracy "$work/student_kd_$seed.kiln")")
+done
+
+log "PyTorch: the student alone and distilled, 3 seeds"
+"$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
+torch_kd=$(/usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
+    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads")
+mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
+mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
+
+# Mean and spread (max - min) over the seeds; the gain must exceed the larger of the two spreads.
+stats() { tr ' ' '\n' | grep . | awk '{ s += $1; v[NR] = $1 } END { m = s / NR; lo = hi = v[1]; for (i in v) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] } printf "%.4f %.4f", m, hi - lo }'; }
+kd_row() { # LABEL ACCURACIES...
+    local label=$1
+    shift
+    read -r mean spread <<< "$(echo "$*" | stats)"
+    echo "| $label | $(printf '%.4f | ' "$@")$mean | $spread |"
+}
+gain_verdict() { # ALONE... -- DISTILLED...
+    local alone=() kd=() side=alone v
+    for v in "$@"; do
+        if [ "$v" = -- ]; then side=kd; elif [ $side = alone ]; then alone+=("$v"); else kd+=("$v"); fi
+    done
+    read -r am as <<< "$(echo "${alone[*]}" | stats)"
+    read -r km ks <<< "$(echo "${kd[*]}" | stats)"
+    awk -v a="$am" -v sa="$as" -v k="$km" -v sk="$ks" 'BEGIN { s = (sa > sk) ? sa : sk; g = k - a;
+        printf "gain %+.4f against a spread of %.4f: %s", g, s, (g > s) ? "met" : "MISSED" }'
+}
+{
+    echo "Distillation (\`bench/distill.sh $threads\`, $(date -u +%Y-%m-%d)): a student with a quarter of the channels"
+    echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64;"
+    echo "distilled at T = $temperature, α = $alpha from the CNN trained $teacher_epochs epochs with the same schedule"
+    echo "(test accuracy $(accuracy "$teacher")). Test accuracy, seeds 1–3; spread = max − min."
+    echo
+    echo "| student | seed 1 | seed 2 | seed 3 | mean | spread |"
+    echo "|---|---|---|---|---|---|"
+    kd_row "kiln, alone" "${alone[@]}"
+    kd_row "kiln, distilled" "${kd[@]}"
+    kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
+    kd_row "PyTorch, distilled" "${torch_distilled[@]}"
+    echo
+    echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
+    echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+} > "$work/distill.md"
+results=bench/results/compress.md
+if [ -f "$results" ] && grep -q '^Distillation' "$results"; then
+    /usr/bin/python3 - "$results" "$work/distill.md" <<'PY'
+import sys
+results, section = open(sys.argv[1]).read().split("\n"), open(sys.argv[2]).read().rstrip("\n").split("\n")
+start = next(i for i, line in enumerate(results) if line.startswith("Distillation"))
+end = next(i for i, line in enumerate(results) if line.startswith("PyTorch 1.13 on the same trained weights"))
+open(sys.argv[1], "w").write("\n".join(results[:start] + section + [""] + results[end:]))
+PY
+fi
+cat "$work/distill.md"
