@@ -948,7 +948,83 @@ static void test_replanning(void) {
     CHECK(rt_session_forward(s, 2, x, sample, &numel) && numel == 6);
     CHECK(kn_session_plan_count(s) == 3 && kn_session_arena(s) == arena); // smaller: the arena is reused
     CHECK(rt_session_forward(s, 8, x, sample, &numel) && numel == 24);
-    CHECK(kn_session_plan_count(s) == 4 && kn_session_arena(s) == arena);
+    CHECK(kn_session_plan_count(s) == 3 && kn_session_arena(s) == arena); // batch 8 again: its cached plan
+    kiln_session_free(s);
+    kiln_model_free(model);
+}
+
+/* Runs s at `batch` and checks its output against a fresh session's at that batch (same kernels, same
+ * thread count: the same bits). */
+static void check_against_fresh(const kiln_model *model, kiln_session *s, int64_t batch, const float *x,
+                                int64_t sample) {
+    int64_t n, n_fresh;
+    const float *y = rt_session_forward(s, batch, x, sample, &n);
+    kiln_session *fresh = rt_session_new(model, true, 1, false);
+    const float *y_fresh = fresh ? rt_session_forward(fresh, batch, x, sample, &n_fresh) : NULL;
+    CHECK_MSG(y && y_fresh && n == n_fresh && memcmp(y, y_fresh, sizeof(float) * (size_t)n) == 0,
+              "batch %lld: the session's output differs from a fresh session's", (long long)batch);
+    kiln_session_free(fresh);
+}
+
+/* The plan cache: a session alternating between batches plans each once, allocates nothing when it
+ * goes back to one it has seen, gives each batch's right output, and evicts the least recently used
+ * plan when a fifth batch comes. */
+static void test_plan_cache(void) {
+    kn_graph g;
+    kiln_model *model = NULL;
+    CHECK_OK(rt_spec_text(small_cnn_spec, 5, &g));
+    int64_t sample = rt_sample_numel(&g);
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
+    CHECK(s != NULL);
+    if (!s) {
+        kiln_model_free(model);
+        return;
+    }
+    float *x = malloc(sizeof(float) * (size_t)(8 * sample));
+    rt_fill(x, 8 * sample, 3);
+    check_against_fresh(model, s, 1, x, sample);
+    check_against_fresh(model, s, 8, x, sample);
+    int plans = kn_session_plan_count(s);
+    const void *arena = kn_session_arena(s), *scratch = kn_session_scratch(s);
+    long before = allocation_count();
+    int64_t numel;
+    bool sizes = true;
+    for (int i = 0; i < 20; i++) {
+        int64_t batch = i % 2 ? 8 : 1;
+        const float *y = rt_session_forward(s, batch, x, sample, &numel);
+        sizes &= y && numel == 3 * batch;
+    }
+    long allocated = allocation_count() - before;
+    CHECK_MSG(sizes, "an alternating run gave no output or a wrong size");
+    CHECK_MSG(kn_session_plan_count(s) == plans, "alternating batches 1 and 8 made %d new plans",
+              kn_session_plan_count(s) - plans);
+    CHECK(arena == kn_session_arena(s) && scratch == kn_session_scratch(s));
+#if defined(RT_COUNTS_MALLOC) && defined(RT_OPENMP_ALLOCATES_NOTHING)
+    CHECK_MSG(allocated == 0, "alternating batches 1 and 8 made %ld allocations", allocated);
+#else
+    (void)allocated;
+#endif
+    printf("plan cache: 20 runs alternating batches 1 and 8 after each was planned once: %d new plans, %ld "
+           "allocations\n", kn_session_plan_count(s) - plans, allocated);
+
+    // Batches 2 and 3 fill the four entries (1 and 8 used last in that order); 5 evicts batch 1, the
+    // least recently used: 8 stays cached, 1 is planned again (evicting 2).
+    check_against_fresh(model, s, 2, x, sample);
+    check_against_fresh(model, s, 3, x, sample);
+    CHECK(kn_session_plan_count(s) == plans + 2);
+    check_against_fresh(model, s, 5, x, sample);
+    CHECK(kn_session_plan_count(s) == plans + 3);
+    check_against_fresh(model, s, 8, x, sample);
+    check_against_fresh(model, s, 3, x, sample);
+    CHECK_MSG(kn_session_plan_count(s) == plans + 3, "batches 8 and 3, still cached, were planned again");
+    check_against_fresh(model, s, 1, x, sample);
+    CHECK_MSG(kn_session_plan_count(s) == plans + 4, "batch 1, evicted, was not planned again");
+    check_against_fresh(model, s, 5, x, sample);
+    CHECK(kn_session_plan_count(s) == plans + 4);
+    check_against_fresh(model, s, 2, x, sample);
+    CHECK_MSG(kn_session_plan_count(s) == plans + 5, "batch 2, evicted by batch 1, was not planned again");
+    free(x);
     kiln_session_free(s);
     kiln_model_free(model);
 }
@@ -1020,6 +1096,7 @@ int main(void) {
     test_no_allocation("small CNN", small_cnn_spec);
     test_no_allocation("small ViT", small_vit_spec);
     test_replanning();
+    test_plan_cache();
     test_open_dimensions();
     return check_finish();
 }

@@ -75,18 +75,38 @@ typedef struct kn_stage {
     bool bound;         /* key holds values of a run: inference went past the node */
 } kn_stage;
 
+/* One cached plan: everything that follows the input shapes and the values of the inputs that decide
+ * shapes (its key), so that a session alternating among a few keys plans each once (see the top). */
+enum { KN_PLAN_CACHE = 4 };
+typedef struct kn_planned {
+    bool valid;               /* made for its key and not lost since (a failed plan or re-plan) */
+    uint64_t last_used;       /* the session's clock when last made current: the least recent goes first */
+    kn_shape input_shapes[16]; /* key: the input shapes */
+    unsigned char *key;       /* key, data-dependent sessions: the shape inputs' bytes, key_bytes */
+    size_t key_bytes;
+    kn_value *values;         /* (n_values) the value table inferred for the key; the graph view's when current */
+    kn_plan plan;
+    size_t workspace_bytes;
+    size_t *bound_bytes;      /* (n_values) bytes of the upper bound of such an op's output; 0 elsewhere */
+    /* Shapes from values computed in the run (see the top): the stages, in node order. */
+    kn_stage stage[KN_MAX_STAGES];
+    int n_stages;
+} kn_planned;
+
 struct kiln_session {
     const kiln_model *model;  /* one reference held */
     const kn_graph *source;   /* the model graph this session runs */
-    kn_graph graph;           /* its view: own `values` (and arena, for labels), the model's nodes */
+    kn_graph graph;           /* its view: the current plan's `values` (and arena, for labels), the model's nodes */
     kn_shape input_shapes[16];
-    bool planned;             /* graph shapes, plan, arena and tensors match input_shapes */
+    bool planned;             /* cur was made for input_shapes (and the shape inputs' values); tensors bound */
     bool has_run;             /* the outputs hold a run's results for the current plan */
     int plan_count;
-    kn_plan plan;
-    unsigned char *arena;     /* 64-byte aligned, arena_capacity bytes */
+    kn_planned cache[KN_PLAN_CACHE]; /* the first n_cached hold value tables */
+    int n_cached;
+    kn_planned *cur;          /* the plan the tensors are bound for */
+    uint64_t clock;
+    unsigned char *arena;     /* 64-byte aligned, arena_capacity bytes: every cached plan fits */
     size_t arena_capacity;
-    size_t workspace_bytes;
     kn_op_ctx ctx;            /* inference; its scratch is sized when planning */
     kn_tensor *tensors;       /* (n_values) every value as bound for the current plan */
     kn_tensor **args;         /* node i's inputs then outputs start at args[first_arg[i]] */
@@ -106,14 +126,8 @@ struct kiln_session {
     void *input_buf[16];      /* dynamic: each input's own buffer, input_cap[i] bytes */
     size_t input_cap[16];
     bool input_set[16];       /* dynamic: input i holds data for its current shape */
-    unsigned char *key;       /* dynamic: the shape inputs' bytes the plan was made for, key_bytes */
-    size_t key_bytes;
     /* Shapes known when an op runs (see the top): */
     bool sized_at_run;        /* some node's op has sizes_at_run */
-    size_t *bound_bytes;      /* (n_values) bytes of the upper bound of such an op's output; 0 elsewhere */
-    /* Shapes from values computed in the run (see the top): the stages, in node order. */
-    kn_stage stage[KN_MAX_STAGES];
-    int n_stages;
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -184,10 +198,7 @@ static kiln_status make_view(kiln_session *s, bool *open) {
     memset(&s->graph.arena, 0, sizeof s->graph.arena);
     s->graph.mapping = NULL;
     s->graph.mapping_bytes = 0;
-    s->graph.values = malloc(sizeof(kn_value) * (size_t)(src->n_values ? src->n_values : 1));
-    if (!s->graph.values)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session of %d values", src->n_values);
-    memcpy(s->graph.values, src->values, sizeof(kn_value) * (size_t)src->n_values);
+    s->graph.values = NULL; /* each cached plan has its own (add_cache_entry) */
     s->graph.cap_values = src->n_values;
     *open = false;
     for (int i = 0; i < src->n_inputs; i++) {
@@ -262,15 +273,36 @@ static kiln_status make_profile(kiln_session *s) {
 }
 
 /* Whether some node sizes its outputs when it runs; such a session keeps their upper bounds. */
-static kiln_status find_sized_at_run(kiln_session *s) {
+static void find_sized_at_run(kiln_session *s) {
     const kn_graph *g = &s->graph;
     for (int i = 0; i < g->n_nodes; i++)
         s->sized_at_run |= g->nodes[i].op->sizes_at_run;
-    if (!s->sized_at_run)
-        return KILN_OK;
-    s->bound_bytes = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t));
-    if (!s->bound_bytes)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory creating a session of %d values", g->n_values);
+}
+
+/* One more cache entry, not yet valid, with a value table of its own: the model's, without the data
+ * the model's last shape inference computed (those buffers are the model's; inference gives this table
+ * buffers of its own, in the view's arena, and reuses them at every plan made in it). */
+static kiln_status add_cache_entry(kiln_session *s) {
+    const kn_graph *src = s->source;
+    size_t n = (size_t)(src->n_values ? src->n_values : 1);
+    kn_planned *e = &s->cache[s->n_cached];
+    *e = (kn_planned){0};
+    e->values = malloc(sizeof(kn_value) * n);
+    e->bound_bytes = s->sized_at_run ? calloc(n, sizeof(size_t)) : NULL;
+    if (!e->values || (s->sized_at_run && !e->bound_bytes)) {
+        free(e->values);
+        free(e->bound_bytes);
+        *e = (kn_planned){0};
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for a plan of %d values", src->n_values);
+    }
+    memcpy(e->values, src->values, sizeof(kn_value) * (size_t)src->n_values);
+    for (int v = 0; v < src->n_values; v++) {
+        if (e->values[v].data_from_inference) {
+            e->values[v].data = NULL;
+            e->values[v].data_from_inference = false;
+        }
+    }
+    s->n_cached++;
     return KILN_OK;
 }
 
@@ -329,18 +361,19 @@ static bool become_dynamic(kiln_session *s) {
     return s->dynamic;
 }
 
-/* Whether the shape inputs hold the values the plan was made for. */
-static bool key_matches(const kiln_session *s) {
+/* Whether the shape inputs hold the values plan e was made for; an input not set matches nothing. */
+static bool key_matches(const kiln_session *s, const kn_planned *e) {
     size_t at = 0;
     for (int i = 0; i < s->graph.n_inputs; i++) {
         if (!(s->shape_inputs >> i & 1u))
             continue;
         size_t n = input_bytes(s, i);
-        if (at + n > s->key_bytes || (n && memcmp(s->key + at, s->input_buf[i], n) != 0))
+        if (!s->input_set[i] || n > s->input_cap[i] || at + n > e->key_bytes ||
+            (n && memcmp(e->key + at, s->input_buf[i], n) != 0))
             return false;
         at += n;
     }
-    return at == s->key_bytes;
+    return at == e->key_bytes;
 }
 
 /* Keeps the shape inputs' values as the key of the plan made for them. */
@@ -348,18 +381,18 @@ static kiln_status make_key(kiln_session *s) {
     size_t total = 0;
     for (int i = 0; i < s->graph.n_inputs; i++)
         total += s->shape_inputs >> i & 1u ? input_bytes(s, i) : 0;
-    unsigned char *key = realloc(s->key, total ? total : 1);
+    unsigned char *key = realloc(s->cur->key, total ? total : 1);
     if (!key)
         return kn_fail(KILN_ERR_NOMEM, "out of memory keeping the shape inputs' values");
-    s->key = key;
-    s->key_bytes = 0;
+    s->cur->key = key;
+    s->cur->key_bytes = 0;
     for (int i = 0; i < s->graph.n_inputs; i++) {
         if (!(s->shape_inputs >> i & 1u))
             continue;
         size_t n = input_bytes(s, i);
         if (n)
-            memcpy(s->key + s->key_bytes, s->input_buf[i], n);
-        s->key_bytes += n;
+            memcpy(s->cur->key + s->cur->key_bytes, s->input_buf[i], n);
+        s->cur->key_bytes += n;
     }
     return KILN_OK;
 }
@@ -406,17 +439,17 @@ static bool reads_run_value(const kn_graph *g, int j) {
 
 /* Forgets the stages from index `from` on; their values lose the data bound for inference. */
 static void drop_stages(kiln_session *s, int from) {
-    for (int t = from; t < s->n_stages; t++) {
-        for (int k = 0; k < s->stage[t].n_values; k++) {
-            kn_value *v = &s->graph.values[s->stage[t].value[k]];
+    for (int t = from; t < s->cur->n_stages; t++) {
+        for (int k = 0; k < s->cur->stage[t].n_values; k++) {
+            kn_value *v = &s->graph.values[s->cur->stage[t].value[k]];
             v->data = NULL;
             v->data_from_inference = false;
         }
-        free(s->stage[t].key);
-        s->stage[t] = (kn_stage){0};
+        free(s->cur->stage[t].key);
+        s->cur->stage[t] = (kn_stage){0};
     }
-    if (from < s->n_stages)
-        s->n_stages = from;
+    if (from < s->cur->n_stages)
+        s->cur->n_stages = from;
 }
 
 /* Shape inference stopped at node j for want of values the run computes before it: j becomes a stage,
@@ -424,10 +457,10 @@ static void drop_stages(kiln_session *s, int from) {
  * of every node after it hold no elements until a run gets there (enter_stage). */
 static kiln_status add_stage(kiln_session *s, int j) {
     kn_graph *g = &s->graph;
-    if (s->n_stages == KN_MAX_STAGES)
+    if (s->cur->n_stages == KN_MAX_STAGES)
         return kn_fail(KILN_ERR_UNSUPPORTED, "more than %d nodes whose shapes follow values computed in the run",
                        KN_MAX_STAGES);
-    kn_stage *t = &s->stage[s->n_stages];
+    kn_stage *t = &s->cur->stage[s->cur->n_stages];
     *t = (kn_stage){.node = j};
     for (int i = j; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
@@ -448,7 +481,7 @@ static kiln_status add_stage(kiln_session *s, int j) {
     t->key = calloc((size_t)(t->n_values ? t->n_values : 1), STAGE_SLOT);
     if (!t->key)
         return kn_fail(KILN_ERR_NOMEM, "out of memory keeping the values node '%s' reads", g->nodes[j].name);
-    s->n_stages++;
+    s->cur->n_stages++;
     for (int i = j; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_out; k++) {
             kn_value *y = &g->values[g->nodes[i].out[k]];
@@ -480,8 +513,8 @@ static kiln_status infer_from(kiln_session *s, int first, bool defer) {
 /* Whether value v's shape waits for a stage no run has reached yet. */
 static bool shape_pending(const kiln_session *s, int v) {
     int producer = s->graph.values[v].producer;
-    for (int t = 0; t < s->n_stages; t++)
-        if (!s->stage[t].bound && producer >= s->stage[t].node)
+    for (int t = 0; t < s->cur->n_stages; t++)
+        if (!s->cur->stage[t].bound && producer >= s->cur->stage[t].node)
             return true;
     return false;
 }
@@ -497,7 +530,7 @@ static void keep_bounds(kiln_session *s, int first) {
         for (int k = 0; n->op->sizes_at_run && k < n->n_out; k++) {
             size_t bytes = 0;
             kn_shape_bytes(&g->values[n->out[k]].shape, g->values[n->out[k]].dtype, &bytes);
-            s->bound_bytes[n->out[k]] = bytes;
+            s->cur->bound_bytes[n->out[k]] = bytes;
         }
     }
 }
@@ -538,20 +571,37 @@ static void carry_values(kiln_session *s, const unsigned char *old, const int64_
         bool keep = (val->kind == KN_VALUE_INPUT && !s->dynamic) ||
                     (val->kind == KN_VALUE_ACT && val->producer <= ran && read_after(g, v, ran));
         size_t bytes = 0;
-        if (!keep || old_offset[v] < 0 || s->plan.offset[v] < 0 ||
+        if (!keep || old_offset[v] < 0 || s->cur->plan.offset[v] < 0 ||
             !kn_shape_bytes(&s->tensors[v].shape, s->tensors[v].dtype, &bytes) || !bytes)
             continue;
-        memcpy(s->arena + s->plan.offset[v], old + old_offset[v], bytes);
+        memcpy(s->arena + s->cur->plan.offset[v], old + old_offset[v], bytes);
     }
+}
+
+/* Points every tensor at its place in the arena for the current plan, initializers at the model's
+ * weights and, in a data-dependent session, each input at its own buffer (grown to its shape: the one
+ * allocation, when the caller resized an input without setting it). */
+static kiln_status bind_tensors(kiln_session *s) {
+    const kn_graph *g = &s->graph;
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        void *data = s->cur->plan.offset[v] >= 0 ? s->arena + s->cur->plan.offset[v] : val->data;
+        s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
+    }
+    for (int i = 0; s->dynamic && i < g->n_inputs; i++) {
+        KN_TRY(grow_input(s, i, input_bytes(s, i)));
+        s->tensors[g->inputs[i]].data = s->input_buf[i];
+    }
+    return KILN_OK;
 }
 
 /* Memory plan, arena, scratch and tensors for the graph's current shapes. ran < 0: before a run; else
  * in the middle of one, after node `ran`, whose computed values the new arena takes over. */
 static kiln_status lay_out(kiln_session *s, int ran) {
     kn_graph *g = &s->graph;
-    kn_plan old_plan = s->plan;
-    memset(&s->plan, 0, sizeof s->plan);
-    kiln_status st = kn_plan_make(g, true, s->bound_bytes, &s->plan);
+    kn_plan old_plan = s->cur->plan;
+    memset(&s->cur->plan, 0, sizeof s->cur->plan);
+    kiln_status st = kn_plan_make(g, true, s->cur->bound_bytes, &s->cur->plan);
     if (st != KILN_OK) {
         kn_plan_free(&old_plan);
         return st;
@@ -564,18 +614,18 @@ static kiln_status lay_out(kiln_session *s, int ran) {
     }
     /* Checked before anything is allocated: a model file declares its sizes, and an embedding program
      * may bound what any model can make it allocate. */
-    if (s->memory_limit && (workspace > s->memory_limit || s->plan.arena_bytes > s->memory_limit - workspace))
+    if (s->memory_limit && (workspace > s->memory_limit || s->cur->plan.arena_bytes > s->memory_limit - workspace))
         st = kn_fail(KILN_ERR_NOMEM, "the session needs %zu bytes at these input shapes (activations %zu, op "
-                     "scratch %zu), more than its memory limit of %zu", s->plan.arena_bytes + workspace,
-                     s->plan.arena_bytes, workspace, s->memory_limit);
+                     "scratch %zu), more than its memory limit of %zu", s->cur->plan.arena_bytes + workspace,
+                     s->cur->plan.arena_bytes, workspace, s->memory_limit);
     if (st == KILN_OK && workspace && !kn_op_scratch(&s->ctx, workspace))
         st = kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of op workspace", workspace);
-    s->workspace_bytes = workspace;
+    s->cur->workspace_bytes = workspace;
 
     // The arena only grows: going back to a smaller batch reuses it. In a run, values move to a new one.
     unsigned char *old = NULL;
-    if (st == KILN_OK && (ran >= 0 || s->plan.arena_bytes > s->arena_capacity)) {
-        size_t bytes = s->plan.arena_bytes > s->arena_capacity ? s->plan.arena_bytes : s->arena_capacity;
+    if (st == KILN_OK && (ran >= 0 || s->cur->plan.arena_bytes > s->arena_capacity)) {
+        size_t bytes = s->cur->plan.arena_bytes > s->arena_capacity ? s->cur->plan.arena_bytes : s->arena_capacity;
         st = new_arena(s, bytes, &old);
     }
     if (st == KILN_OK && ran >= 0)
@@ -583,17 +633,10 @@ static kiln_status lay_out(kiln_session *s, int ran) {
     free(old);
     kn_plan_free(&old_plan);
     KN_TRY(st);
-    for (int v = 0; v < g->n_values; v++) {
-        const kn_value *val = &g->values[v];
-        void *data = s->plan.offset[v] >= 0 ? s->arena + s->plan.offset[v] : val->data;
-        s->tensors[v] = (kn_tensor){val->shape, val->dtype, data};
-    }
-    for (int i = 0; s->dynamic && i < g->n_inputs; i++) {
-        KN_TRY(grow_input(s, i, input_bytes(s, i)));
-        s->tensors[g->inputs[i]].data = s->input_buf[i];
-    }
-    if (s->dynamic)
+    KN_TRY(bind_tensors(s));
+    if (s->dynamic && ran < 0)
         KN_TRY(make_key(s));
+    s->cur->valid = true;
     s->planned = true;
     s->plan_count++;
     return KILN_OK;
@@ -606,6 +649,8 @@ static kiln_status plan_session(kiln_session *s) {
     kn_threads_set(s->threads); /* workspaces hold per-thread buffers: size them for this count */
     s->planned = false;
     s->has_run = false;
+    s->cur->valid = false;
+    memcpy(s->cur->input_shapes, s->input_shapes, sizeof s->input_shapes);
     drop_stages(s, 0);
     for (int i = 0; i < g->n_inputs; i++)
         g->values[g->inputs[i]].shape = s->input_shapes[i];
@@ -617,8 +662,11 @@ static kiln_status plan_session(kiln_session *s) {
     for (int i = 0; i < g->n_inputs; i++)
         shape_inputs |= may_decide_shapes(s, i);
     kiln_status st = infer_from(s, 0, s->dynamic || !shape_inputs);
-    if (st != KILN_OK && !s->dynamic && become_dynamic(s))
-        return bind_shape_data(s); /* no input has data yet: says which to set */
+    if (st != KILN_OK && !s->dynamic && become_dynamic(s)) {
+        for (int i = 0; i < s->n_cached; i++)
+            s->cache[i].valid = false; /* made without the shape inputs' values, which are keys now */
+        return bind_shape_data(s);     /* no input has data yet: says which to set */
+    }
     if (st != KILN_OK) {
         char inputs[512];
         describe_inputs(s, inputs, sizeof inputs);
@@ -627,6 +675,12 @@ static kiln_status plan_session(kiln_session *s) {
     }
     keep_bounds(s, 0);
     return lay_out(s, -1);
+}
+
+/* A re-plan inside a run failed: the current plan holds shapes of no key; the next call plans anew. */
+static void plan_lost(kiln_session *s) {
+    s->planned = false;
+    s->cur->valid = false;
 }
 
 /* After node i, whose op sized its outputs as it ran, left their actual shapes in its output tensors:
@@ -644,19 +698,19 @@ static kiln_status follow_run_shapes(kiln_session *s, int i) {
     if (!changed)
         return KILN_OK;
     int later = 0; /* the stages after node i are found again */
-    while (later < s->n_stages && s->stage[later].node <= i)
+    while (later < s->cur->n_stages && s->cur->stage[later].node <= i)
         later++;
     drop_stages(s, later);
     kiln_status st = infer_from(s, i + 1, true);
     if (st != KILN_OK) {
         kn_error_prefix("at the shapes node '%s' (%s) gave: ", n->name, n->op->name);
-        s->planned = false;
+        plan_lost(s);
         return st;
     }
     keep_bounds(s, i + 1);
     st = lay_out(s, i);
     if (st != KILN_OK)
-        s->planned = false;
+        plan_lost(s);
     return st;
 }
 
@@ -666,7 +720,7 @@ static kiln_status follow_run_shapes(kiln_session *s, int i) {
  * planned again, carrying over what the run computed so far. */
 static kiln_status enter_stage(kiln_session *s, int index) {
     kn_graph *g = &s->graph;
-    kn_stage *t = &s->stage[index];
+    kn_stage *t = &s->cur->stage[index];
     bool same = t->bound;
     for (int k = 0; same && k < t->n_values; k++) {
         const kn_tensor *x = &s->tensors[t->value[k]];
@@ -694,23 +748,95 @@ static kiln_status enter_stage(kiln_session *s, int index) {
         st = lay_out(s, t->node - 1);
     }
     if (st != KILN_OK)
-        s->planned = false;
+        plan_lost(s);
     return st;
 }
 
 /* The stage at node i, or -1. */
 static int stage_at(const kiln_session *s, int i) {
-    for (int t = 0; t < s->n_stages; t++)
-        if (s->stage[t].node == i)
+    for (int t = 0; t < s->cur->n_stages; t++)
+        if (s->cur->stage[t].node == i)
             return t;
     return -1;
 }
 
-/* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed. */
+/* ---- the plan cache ----------------------------------------------------------------------------- */
+
+/* The valid cached plan made for the current input shapes (and shape inputs' values), or NULL. */
+static kn_planned *find_plan(const kiln_session *s) {
+    for (int i = 0; i < s->n_cached; i++) {
+        kn_planned *e = (kn_planned *)&s->cache[i];
+        bool same = e->valid;
+        for (int k = 0; same && k < s->graph.n_inputs; k++)
+            same = kn_shape_equal(&e->input_shapes[k], &s->input_shapes[k]);
+        if (same && (!s->dynamic || key_matches(s, e)))
+            return e;
+    }
+    return NULL;
+}
+
+/* Makes e the current plan: the view reads its value table. */
+static void make_current(kiln_session *s, kn_planned *e) {
+    s->cur = e;
+    s->graph.values = e->values;
+    e->last_used = ++s->clock;
+}
+
+/* Goes back to a cached plan: no inference, no planning. Its shape inputs' values point at the
+ * inputs' buffers again (a buffer may have moved since), and the tensors at the places it chose; the
+ * arena and the op scratch, which only grow, already hold what it needs. */
+static kiln_status use_plan(kiln_session *s, kn_planned *e) {
+    make_current(s, e);
+    s->has_run = false;
+    if (s->dynamic)
+        KN_TRY(bind_shape_data(s));
+    KN_TRY(bind_tensors(s));
+    s->planned = true;
+    return KILN_OK;
+}
+
+/* Makes current the entry a new plan goes into: one not valid, else a new one while the cache has
+ * room, else the least recently used (never the current one, which is the most recent). */
+static kiln_status take_entry(kiln_session *s) {
+    kn_planned *pick = NULL;
+    for (int i = 0; !pick && i < s->n_cached; i++)
+        pick = s->cache[i].valid ? NULL : &s->cache[i];
+    if (!pick && s->n_cached < KN_PLAN_CACHE) {
+        KN_TRY(add_cache_entry(s));
+        pick = &s->cache[s->n_cached - 1];
+    }
+    if (!pick) { /* full, every entry valid: the least recently used goes */
+        pick = &s->cache[0];
+        for (int i = 1; i < s->n_cached; i++)
+            pick = s->cache[i].last_used < pick->last_used ? &s->cache[i] : pick;
+    }
+    make_current(s, pick);
+    return KILN_OK;
+}
+
+/* Frees what entry e holds: its stages' keys first (they clear its values' bindings). */
+static void free_cache_entry(kiln_session *s, kn_planned *e) {
+    make_current(s, e);
+    drop_stages(s, 0);
+    free(e->values);
+    kn_plan_free(&e->plan);
+    free(e->bound_bytes);
+    free(e->key);
+    *e = (kn_planned){0};
+}
+
+/* Plans when the input shapes, or the values of a data-dependent session's shape inputs, changed:
+ * back to a cached plan made for them, else a new plan in the cache. */
 static kiln_status ensure_planned(kiln_session *s) {
-    if (s->planned && s->dynamic && !key_matches(s))
+    if (s->planned && s->dynamic && !key_matches(s, s->cur))
         s->planned = false;
-    return s->planned ? KILN_OK : plan_session(s);
+    if (s->planned)
+        return KILN_OK;
+    kn_planned *cached = find_plan(s);
+    if (cached)
+        return use_plan(s, cached);
+    KN_TRY(take_entry(s));
+    return plan_session(s);
 }
 
 kiln_status kiln_session_create(const kiln_model *model, const kiln_session_options *options,
@@ -732,12 +858,16 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
     s->memory_limit = o->memory_limit;
     bool open_dims = false;
     kiln_status st = make_view(s, &open_dims);
+    find_sized_at_run(s);
     if (st == KILN_OK)
+        st = add_cache_entry(s);
+    if (st == KILN_OK) {
+        s->cur = &s->cache[0];
+        s->graph.values = s->cur->values;
         st = bind_arguments(s);
+    }
     if (st == KILN_OK)
         st = make_profile(s);
-    if (st == KILN_OK)
-        st = find_sized_at_run(s);
     // With every input dimension known the plan is made now, so that a model that cannot run fails here;
     // with open ones the caller resizes first.
     if (st == KILN_OK && !open_dims)
@@ -755,10 +885,9 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
 void kiln_session_free(kiln_session *session) {
     if (!session)
         return;
-    drop_stages(session, 0); /* first: it clears the values' bindings */
-    free(session->graph.values);
+    for (int i = 0; i < session->n_cached; i++)
+        free_cache_entry(session, &session->cache[i]);
     kn_arena_free(&session->graph.arena);
-    kn_plan_free(&session->plan);
     free(session->arena);
     kn_op_ctx_release(&session->ctx);
     free(session->tensors);
@@ -770,8 +899,6 @@ void kiln_session_free(kiln_session *session) {
     free(session->group_first);
     for (int i = 0; i < 16; i++)
         free(session->input_buf[i]);
-    free(session->key);
-    free(session->bound_bytes);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
@@ -1084,9 +1211,9 @@ kiln_status kiln_session_memory(kiln_session *session, kiln_memory_info *info) {
             weights += bytes;
     }
     *info = (kiln_memory_info){
-        .arena_bytes = session->plan.arena_bytes,
-        .naive_bytes = session->plan.naive_bytes,
-        .workspace_bytes = session->workspace_bytes,
+        .arena_bytes = session->cur->plan.arena_bytes,
+        .naive_bytes = session->cur->plan.naive_bytes,
+        .workspace_bytes = session->cur->workspace_bytes,
         .weight_bytes = weights,
     };
     return KILN_OK;
