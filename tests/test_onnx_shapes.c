@@ -3,8 +3,8 @@
  * and loaded with kiln_model_load_file) against PyTorch's outputs (tests/ref/make_onnx_shape_fixtures.py):
  *   - shape_fixed2: exported without dynamic axes at batch 2; the first dim stays 2 and cannot change;
  *   - shape_dynamic: dynamic batch and sequence, reshaped through Shape -> Gather -> Concat -> Reshape;
- *   - shape_input: a Reshape whose target is a graph input; the session plans again only when the
- *     target's values change, and bad targets or dtypes get one clear error.
+ *   - shape_input: a Reshape whose target is a graph input; the session plans again only for target
+ *     values it has no cached plan for, and bad targets or dtypes get one clear error.
  */
 #include <math.h>
 #include <stdio.h>
@@ -122,6 +122,22 @@ static void test_shape_input(const kiln_model *model, const fixture *f, const ch
               (long long)dims[0], (long long)dims[1]);
     CHECK_MSG(kn_session_plan_count(s) == plans + 1, "%s: a new target made %d plans, expected 1", label,
               kn_session_plan_count(s) - plans);
+
+    // Alternating between the two targets: each has its plan in the session's cache, so nothing is
+    // planned again, and each run gives its target's shape with numpy's values (a Reshape keeps the
+    // row-major order, so (4, 3) holds y's values).
+    fixture_tensor tall = *fixture_find(f, "y");
+    tall.shape = kn_shape_of(2, (int64_t[]){4, 3});
+    for (int i = 0; i < 6; i++) {
+        bool wide = i % 2 == 0;
+        char what[96];
+        snprintf(what, sizeof what, "%s alternating, target %s", label, wide ? "(3, 4)" : "(4, 3)");
+        CHECK_OK(set_shape(s, wide ? 3 : 4, wide ? 4 : 3));
+        CHECK_OK(kiln_session_run(s));
+        check_output(s, wide ? fixture_find(f, "y") : &tall, what);
+    }
+    CHECK_MSG(kn_session_plan_count(s) == plans + 1, "%s: alternating cached targets made %d new plans", label,
+              kn_session_plan_count(s) - plans - 1);
 
     // Bad values: one clear error each, and the session still runs with good ones afterwards.
     CHECK_OK(set_shape(s, -5, 3));
