@@ -7,13 +7,20 @@
  * every tensor at its place. A run then calls each node's forward on those tensors, in order, and
  * allocates nothing.
  *
+ * The plan cache: what follows the input shapes (and the shape inputs' values, below) - the value
+ * table as inferred, the memory plan, the bounds and the stages - is one kn_planned, and a session
+ * keeps KN_PLAN_CACHE of them, keyed by those shapes and values. Inputs that change to a key the cache
+ * holds make its plan current again: the tensors are pointed at its places, nothing is inferred,
+ * planned or allocated. Another key is planned into a free entry or over the least recently used. All
+ * plans share the arena and the op scratch, which only grow, so each fits in them.
+ *
  * Shapes that depend on input DATA: a model may take a Reshape target, Slice bounds, Resize scales,
  * Range bounds ... as graph inputs. When shape inference fails without input data, the session becomes
  * data-dependent: every input then lives in a buffer of its own (set without a plan), the small inputs
  * of rank 0 or 1 (at most KN_INFER_DATA_MAX_ELEMS elements: the ones that can decide shapes) are bound
  * for shape inference as data (data_from_inference), and the plan is made for their values. It is kept
- * with a copy of those values (the key) and made again only when a run or an output getter finds that
- * they changed: such a run may allocate; a run whose shape values did not change does not.
+ * with a copy of those values (its key); a run or an output getter that finds them changed goes back to
+ * the cached plan for the new values, or plans (and may allocate) when there is none.
  *
  * Shapes known only when an op runs: NonZero, Unique, NonMaxSuppression and Compress (kn_op.sizes_at_run)
  * size their outputs from their input values. Shape inference gives such an output an upper bound; the
@@ -862,8 +869,7 @@ kiln_status kiln_session_create(const kiln_model *model, const kiln_session_opti
     if (st == KILN_OK)
         st = add_cache_entry(s);
     if (st == KILN_OK) {
-        s->cur = &s->cache[0];
-        s->graph.values = s->cur->values;
+        make_current(s, &s->cache[0]);
         st = bind_arguments(s);
     }
     if (st == KILN_OK)
