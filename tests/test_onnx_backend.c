@@ -342,8 +342,10 @@ static bool dropout_draw_consistent(kiln_session *s, const kn_tensor *in, int n_
         kiln_dtype dtype;
         int ndim;
         int64_t dims[KILN_MAX_DIMS];
-        if (kiln_session_output_dtype(s, k, &dtype) != KILN_OK ||
-            kiln_session_output_shape(s, k, &ndim, dims) != KILN_OK || kiln_session_output(s, k, &out[k], NULL) != KILN_OK)
+        bool read = kiln_session_output_dtype(s, k, &dtype) == KILN_OK &&
+                    kiln_session_output_shape(s, k, &ndim, dims) == KILN_OK &&
+                    kiln_session_output(s, k, &out[k], NULL) == KILN_OK;
+        if (!read)
             return false;
         kn_shape shape = kn_shape_of(ndim, dims);
         if (dtype != (k ? KILN_DTYPE_BOOL : KILN_DTYPE_F32) || !kn_shape_equal(&shape, &in[0].shape)) {
