@@ -1029,6 +1029,72 @@ static void test_plan_cache(void) {
     kiln_model_free(model);
 }
 
+/* Sets the Reshape target of test_plan_cache_shape_values' model and x, runs, and checks the output:
+ * relu(x) in x's order (a Reshape keeps it), at the target's shape. */
+static void run_reshaped(kiln_session *s, const float *x, int64_t rows, int64_t cols) {
+    CHECK_OK(kiln_session_set_input(s, 0, KILN_DTYPE_F32, x, 12 * sizeof(float)));
+    CHECK_OK(kiln_session_set_input(s, 1, KILN_DTYPE_I64, (int64_t[]){rows, cols}, 2 * sizeof(int64_t)));
+    CHECK_OK(kiln_session_run(s));
+    int ndim = 0;
+    int64_t dims[KILN_MAX_DIMS];
+    const float *y = NULL;
+    CHECK_OK(kiln_session_output_shape(s, 0, &ndim, dims));
+    CHECK_OK(kiln_session_output(s, 0, (const void **)&y, NULL));
+    bool right = y && ndim == 2 && dims[0] == rows && dims[1] == cols;
+    for (int i = 0; right && i < 12; i++)
+        right = y[i] == (x[i] > 0 ? x[i] : 0.0f);
+    CHECK_MSG(right, "target (%lld, %lld): wrong output", (long long)rows, (long long)cols);
+}
+
+/* The plan cache in a data-dependent session (the Reshape target is a graph input): alternating between
+ * two targets, each planned once, plans nothing new and allocates nothing, and each run is right. */
+static void test_plan_cache_shape_values(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    int x = add_input(&g, SHAPE(2, 6));
+    kn_shape two = SHAPE(2);
+    int target = test_add_value(&g, "shape", KN_VALUE_INPUT, KN_I64, &two);
+    g.inputs[g.n_inputs++] = target;
+    int y = add_op(&g, "Reshape", 2, (int[]){x, target});
+    set_output(&g, add_op(&g, "Relu", 1, &y));
+    kiln_model *model = NULL;
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
+    CHECK(s != NULL);
+    if (!s) {
+        kiln_model_free(model);
+        return;
+    }
+    // A graph built here holds its inputs' first dimensions open (a batch): x is (2, 6), the target (2).
+    CHECK_OK(kiln_session_resize_input(s, 0, 2, (int64_t[]){2, 6}));
+    CHECK_OK(kiln_session_resize_input(s, 1, 1, (int64_t[]){2}));
+    float in[12];
+    rt_fill(in, 12, 5);
+    run_reshaped(s, in, 3, 4);
+    run_reshaped(s, in, 4, 3);
+    CHECK(kn_session_shapes_from_values(s));
+    int plans = kn_session_plan_count(s);
+    long before = allocation_count();
+    for (int i = 0; i < 10; i++)
+        run_reshaped(s, in, i % 2 ? 4 : 3, i % 2 ? 3 : 4);
+    long allocated = allocation_count() - before;
+    CHECK_MSG(kn_session_plan_count(s) == plans, "alternating Reshape targets made %d new plans",
+              kn_session_plan_count(s) - plans);
+#if defined(RT_COUNTS_MALLOC) && defined(RT_OPENMP_ALLOCATES_NOTHING)
+    CHECK_MSG(allocated == 0, "alternating Reshape targets made %ld allocations", allocated);
+#else
+    (void)allocated;
+#endif
+    printf("plan cache: 10 runs alternating Reshape targets (3, 4) and (4, 3): %d new plans, %ld allocations\n",
+           kn_session_plan_count(s) - plans, allocated);
+    run_reshaped(s, in, 2, 6); // a third target: planned, then the first two are still cached
+    run_reshaped(s, in, 3, 4);
+    run_reshaped(s, in, 4, 3);
+    CHECK(kn_session_plan_count(s) == plans + 1);
+    kiln_session_free(s);
+    kiln_model_free(model);
+}
+
 /* A model whose input leaves height and width open (-1): the session plans only once they are set, and
  * each new size gives the tape's result for that size. */
 static void test_open_dimensions(void) {
@@ -1097,6 +1163,7 @@ int main(void) {
     test_no_allocation("small ViT", small_vit_spec);
     test_replanning();
     test_plan_cache();
+    test_plan_cache_shape_values();
     test_open_dimensions();
     return check_finish();
 }
