@@ -203,13 +203,16 @@ KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, ki
 KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes);
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
- * shapes, which plans the memory). Uses the session's thread count.
+ * shapes, which plans the memory; a session keeps the plans of the four sets of input shapes, and
+ * shape values below, it used last, so going back to one of them plans and allocates nothing). Uses
+ * the session's thread count.
  *
  * Shapes computed from input VALUES: a model may read a small input (rank 0 or 1, at most 64 elements:
  * a Reshape target, Slice bounds, Resize scales or sizes, Range bounds, Pad pads, axes ...) to size what
  * follows. Such a session plans when those inputs are set (set them before asking for output shapes),
- * and plans again only when their values change: a run after such a change may allocate; a run with
- * the same values (and every run of a model whose shapes do not depend on values) does not. A value
+ * and plans again only when their values change to values it keeps no plan for: a run after such a
+ * change may allocate; a run with the same values, or values of a kept plan (and every run of a model
+ * whose shapes do not depend on values), does not. A value
  * that asks for a negative or too large shape, or for more elements than the data has, fails the run
  * (or the output getter) with an error naming the node. */
 KILN_API kiln_status kiln_session_run(kiln_session *session);
