@@ -6,9 +6,7 @@
 # Checks: no test gives a wrong answer without an error, and the passing counts do not fall below the floors
 # below (raise them when kiln passes more). Skipped without the data or python3-onnx.
 # Run it by hand for the whole table: bash tests/cli_onnx_backend.sh build/kiln . [--results FILE]
-set -u
-kiln=$1
-src=$2
+source "$(dirname "$0")/support/cli_common.sh" "$@"
 shift 2
 data=${KILN_ONNX_TESTDATA_DIR:-/usr/share/libonnx-testdata/data}
 floor_all=989         # of 1072 tests with a test_data_set_0 (381 before issue 8 part 2, 838 before 0-d inputs, 960 before the ops sized at run and the integer ops, 985 before the random-mask Dropouts passed on what does not depend on the draw)
@@ -18,16 +16,12 @@ if [ ! -d "$data/node" ]; then
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 OMP_NUM_THREADS=1 /usr/bin/python3 "$src/tests/support/onnx_backend_cli.py" "$kiln" "$data" "$work/t" \
     --ops-md "$src/docs/ops.md" --exclusions "$src/tests/onnx_backend_exclusions.txt" "$@" | tee "$work/summary"
 if grep -q '^skipped:' "$work/summary"; then
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
-passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $1"; fi; }
 read -r _ all_passed _ all_wrong _ _ _ < <(grep '^all ' "$work/summary")
 listed_passed=$(sed -n 's/^node tests of listed ops: \([0-9]*\) passed.*/\1/p' "$work/summary")
 check "no wrong answers (got $all_wrong)" '[ "$all_wrong" -eq 0 ]'
