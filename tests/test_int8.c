@@ -159,44 +159,49 @@ static void check_kernel_case(const kernel_case *c) {
 }
 
 /* kn_qgemm_depthwise on every path: odd and even tap counts up to the most, run lengths around the
- * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. */
+ * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. The taps
+ * read consecutive runs (apart from one another, as separate rows are) and, in a second pass, overlapping
+ * ones one byte apart (a 3x3 kernel row at stride 1, which the VNNI kernel sums 4 taps at a time). */
 static void test_depthwise_kernels(void) {
-    const int taps_list[] = {1, 2, 9, 25, KN_QGEMM_DW_MAX_TAPS};
-    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 100};
+    const int taps_list[] = {1, 2, 3, 9, 25, KN_QGEMM_DW_MAX_TAPS};
+    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 61, 64, 65, 100, 130};
     int checked = 0;
     for (size_t a = 0; a < sizeof taps_list / sizeof taps_list[0]; a++)
         for (size_t b = 0; b < sizeof lengths / sizeof lengths[0]; b++)
-            for (int extreme = 0; extreme < 2; extreme++) {
-                int taps = taps_list[a];
-                int64_t n = lengths[b];
-                uint8_t *bytes = malloc((size_t)(taps * n));
-                const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
-                int32_t w[KN_QGEMM_DW_MAX_TAPS], want[100], got[100];
-                for (int t = 0; t < taps; t++) {
-                    src[t] = bytes + t * n;
-                    w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+            for (int layout = 0; layout < 3; layout++)
+                for (int extreme = 0; extreme < 2; extreme++) {
+                    int taps = taps_list[a];
+                    int64_t n = lengths[b];
+                    int64_t apart = layout == 0 ? n : layout; /* runs apart, 1 byte or 2 bytes apart */
+                    size_t size = (size_t)((taps - 1) * apart + n + KN_QGEMM_DW_SLACK); // the last tap's slack too
+                    uint8_t *bytes = malloc(size);
+                    const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+                    int32_t w[KN_QGEMM_DW_MAX_TAPS], want[130], got[131];
+                    for (int t = 0; t < taps; t++) {
+                        src[t] = bytes + t * apart;
+                        w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+                    }
+                    for (size_t i = 0; i < size; i++)
+                        bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t sum = 0;
+                        for (int t = 0; t < taps; t++)
+                            sum += (int64_t)w[t] * src[t][i];
+                        want[i] = (int32_t)sum;
+                    }
+                    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                        const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                        if (!k)
+                            continue;
+                        memset(got, 0x5a, sizeof got);
+                        kn_qgemm_depthwise(k, src, w, taps, n, got);
+                        CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0 && got[n] == 0x5a5a5a5a,
+                                  "%s depthwise: %d taps %lld bytes apart, %lld outputs, extreme %d differ from the "
+                                  "exact sums", kn_qgemm_kernel_name(k), taps, (long long)apart, (long long)n, extreme);
+                        checked++;
+                    }
+                    free(bytes);
                 }
-                for (int64_t i = 0; i < taps * n; i++)
-                    bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
-                for (int64_t i = 0; i < n; i++) {
-                    int64_t sum = 0;
-                    for (int t = 0; t < taps; t++)
-                        sum += (int64_t)w[t] * src[t][i];
-                    want[i] = (int32_t)sum;
-                }
-                for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
-                    const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
-                    if (!k)
-                        continue;
-                    memset(got, 0x5a, sizeof got);
-                    kn_qgemm_depthwise(k, src, w, taps, n, got);
-                    CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0,
-                              "%s depthwise: %d taps, %lld outputs, extreme %d differ from the exact sums",
-                              kn_qgemm_kernel_name(k), taps, (long long)n, extreme);
-                    checked++;
-                }
-                free(bytes);
-            }
     for (int64_t n = 0; n < 70; n += 7) { /* kn_qgemm_deal2: the stride-2 frame's column phases */
         uint8_t row[140], even[70], odd[70];
         for (int64_t i = 0; i < 2 * n; i++)

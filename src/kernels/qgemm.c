@@ -169,11 +169,10 @@ static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgem
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
                                             kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
                                             kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
-// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets, and
-// whose depthwise sums are bound by loads more than by the vector width.
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
                                             kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
+                                            kn_qgemm_depthwise_vnni, kn_qgemm_deal2_avx2};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

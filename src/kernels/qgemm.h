@@ -31,6 +31,8 @@
 #define KN_QGEMM_MR 4
 /* Taps of one depthwise output kn_qgemm_depthwise takes. */
 #define KN_QGEMM_DW_MAX_TAPS 64
+/* Bytes past a depthwise tap's inputs that kn_qgemm_depthwise may read. */
+#define KN_QGEMM_DW_SLACK 3
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
@@ -96,7 +98,8 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
 
 /* acc[0..n) = sum over taps t < taps of w[t] * src[t][i]: n sums of a depthwise layer whose taps' inputs
- * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. */
+ * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. The kernels may read up to
+ * KN_QGEMM_DW_SLACK bytes past each tap's run (src[t] + n), and multiply them by 0. */
 void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
                         int32_t *acc);
 

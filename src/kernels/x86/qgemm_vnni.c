@@ -127,3 +127,83 @@ void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t ze
         _mm512_mask_cvtepi32_storeu_epi8(y + i, m, _mm512_cvtps_epi32(q));
     }
 }
+
+/* ---- depthwise sums ----
+ * vpdpbusd sums, in each 32-bit lane, 4 consecutive bytes times 4 weights. Taps whose inputs start
+ * within 4 bytes of each other (a 3x3 kernel row at stride 1: x[o], x[o + 1], x[o + 2]; at stride 2 the
+ * two taps of a row that share a column phase) make one group: one weight byte per tap at its offset,
+ * 0 elsewhere. A 64-byte load at base + o0 + k gives lane j the 4 bytes of output o0 + 4j + k, so four
+ * loads at o0 .. o0 + 3 cover 64 consecutive outputs, each group one vpdpbusd per load; the sums come out
+ * with outputs dealt round-robin over the four accumulators and are put back in order before the store.
+ * The products of u8 by s8 and their sums are exact, so the order of the taps does not matter. */
+
+typedef struct dw_group {
+    const uint8_t *base;
+    int32_t weights; /* the weight of the tap at base + d in byte d */
+    unsigned used;   /* bit d: byte d has a tap */
+} dw_group;
+
+/* The taps in groups of up to 4 within 4 bytes; returns the number of groups. */
+static int dw_groups_of(const uint8_t *const *src, const int32_t *w, int taps, dw_group *groups) {
+    int n = 0;
+    for (int t = 0; t < taps; t++) {
+        int g = 0;
+        uintptr_t d = 0;
+        for (; g < n; g++) { /* addresses compared as integers: the taps may lie in different buffers */
+            d = (uintptr_t)src[t] - (uintptr_t)groups[g].base;
+            if (d < 4 && !(groups[g].used & (1u << d)))
+                break;
+        }
+        if (g == n) {
+            groups[n++] = (dw_group){src[t], 0, 0};
+            d = 0;
+        }
+        groups[g].weights = (int32_t)((uint32_t)groups[g].weights | ((uint32_t)(w[t] & 0xff) << (8 * d)));
+        groups[g].used |= 1u << d;
+    }
+    return n;
+}
+
+/* 64 sums from accumulators a[k] whose lane j holds output 4j + k, stored in order under the masks of
+ * their 16-output quarters. Within each 128-bit lane L a 4x4 transpose of dwords leaves u[m] with outputs
+ * 16L + 4m .. 16L + 4m + 3; a 4x4 transpose of the 128-bit lanes then gives outputs 16L .. 16L + 15. */
+static inline void dw_store_in_order(const __m512i a[4], int32_t *acc, const __mmask16 quarter[4]) {
+    __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
+    __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
+    __m512i s0 = _mm512_shuffle_i32x4(u0, u1, 0x44), s1 = _mm512_shuffle_i32x4(u2, u3, 0x44);
+    __m512i s2 = _mm512_shuffle_i32x4(u0, u1, 0xee), s3 = _mm512_shuffle_i32x4(u2, u3, 0xee);
+    _mm512_mask_storeu_epi32(acc, quarter[0], _mm512_shuffle_i32x4(s0, s1, 0x88));
+    _mm512_mask_storeu_epi32(acc + 16, quarter[1], _mm512_shuffle_i32x4(s0, s1, 0xdd));
+    _mm512_mask_storeu_epi32(acc + 32, quarter[2], _mm512_shuffle_i32x4(s2, s3, 0x88));
+    _mm512_mask_storeu_epi32(acc + 48, quarter[3], _mm512_shuffle_i32x4(s2, s3, 0xdd));
+}
+
+/* Lanes j < 16 with start + 4j < n, as a mask. */
+static inline __mmask16 dw_lanes_below(int64_t start, int64_t n) {
+    int64_t count = start >= n ? 0 : (n - start + 3) / 4;
+    return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
+}
+
+void kn_qgemm_depthwise_vnni(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
+    dw_group groups[KN_QGEMM_DW_MAX_TAPS];
+    int count = dw_groups_of(src, w, taps, groups);
+    for (int64_t o = 0; o < n; o += 64) {
+        __mmask16 load[4], quarter[4];
+        for (int k = 0; k < 4; k++) {
+            load[k] = dw_lanes_below(o + k, n);
+            quarter[k] = n - o - 16 * k >= 16 ? (__mmask16)0xffff
+                         : n - o - 16 * k <= 0 ? (__mmask16)0
+                                                : (__mmask16)((1u << (n - o - 16 * k)) - 1);
+        }
+        __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+        for (int g = 0; g < count; g++) {
+            __m512i weights = _mm512_set1_epi32(groups[g].weights);
+            for (int k = 0; k < 4; k++)
+                a[k] = _mm512_dpbusd_epi32(a[k], _mm512_maskz_loadu_epi32(load[k], groups[g].base + o + k), weights);
+        }
+        dw_store_in_order(a, acc + o, quarter);
+    }
+}
