@@ -79,8 +79,8 @@ static float residual_at(const kn_qepilogue *e, const void *r, int i) {
     }
 }
 
-void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                               const void *r, void *y) {
+void kn_qgemm_epilogue_row_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                                   const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     for (int i = 0; i < n; i++) {
         int64_t c = per_lane ? channel + i : channel;
@@ -105,6 +105,14 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
             ((uint8_t *)y)[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
         }
     }
+}
+
+void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
+    for (int i = 0; i < b->rows; i++)
+        kn_qgemm_epilogue_row_generic(e, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
+                                      b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
+                                      (char *)b->y + (size_t)(i * b->ld) * y_size);
 }
 
 void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
@@ -139,9 +147,8 @@ void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uin
     k->deal2(row, n, even, odd);
 }
 
-void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, const void *r, void *y) {
-    k->epilogue(e, acc, n, channel, false, r, y);
+void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    k->epilogue(e, b);
 }
 
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
@@ -226,14 +233,15 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
         k->micro(kq, p->b + (size_t)s * (size_t)kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * v_panel_bytes,
                  v_panel_bytes, panels, rows, p->v_unsigned, acc);
-        int64_t col0 = ct * KN_QGEMM_TILE_COLS;
-        int n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS);
-        for (int i = 0; i < rows; i++) {
-            int64_t r = s * KN_QGEMM_MR + i;
-            char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
-            const char *res = r_size ? (const char *)p->r + (size_t)(r * p->ldy + col0) * r_size : NULL;
-            k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,
-                        !p->channel_per_row, res, y);
-        }
+        int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
+        kn_qepilogue_block block = {
+            .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .rows = rows,
+            .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
+            .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
+            .per_lane = !p->channel_per_row,
+            .r = r_size ? (const char *)p->r + (size_t)(r0 * p->ldy + col0) * r_size : NULL,
+            .y = (char *)p->y + (size_t)(r0 * p->ldy + col0) * y_size, .ld = p->ldy,
+        };
+        k->epilogue(p->epi, &block);
     }
 }

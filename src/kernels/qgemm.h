@@ -107,10 +107,23 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
  * (a stride-2 depthwise layer's frame). */
 void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
 
-/* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
- * output computed outside kn_qgemm_run), with residual r[0..n) when e has one. */
-void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, const void *r, void *y);
+/* A block of rows for the epilogue: row i < rows has n sums at acc + i * acc_ld, and its residual (when
+ * the epilogue has one) at r + i * ld and its outputs at y + i * ld, counted in elements of their types.
+ * Row i's outputs are of channel channel + i * channel_step, plus the element's index in the row when
+ * per_lane (a Gemm's columns). */
+typedef struct kn_qepilogue_block {
+    const int32_t *acc;
+    int64_t acc_ld;
+    int rows, n;
+    int64_t channel, channel_step;
+    bool per_lane;
+    const void *r;
+    void *y;
+    int64_t ld;
+} kn_qepilogue_block;
+
+/* The epilogue of a block of sums computed outside kn_qgemm_run (a depthwise plane's rows). */
+void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b);
 
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */

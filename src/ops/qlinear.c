@@ -377,8 +377,7 @@ static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, co
 /* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
  * scratch of OH * pitch sums, r the residual plane or NULL. */
 static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, uint8_t *framed,
-                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const char *r,
-                     size_t r_size, char *y, size_t y_size) {
+                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const void *r, void *y) {
     const int64_t OH = g->h.out, OW = g->w.out;
     const int taps = (int)(g->h.kernel * g->w.kernel);
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
@@ -388,9 +387,9 @@ static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const d
         src[t] = dw_phase_row(f, framed, fr, fc % f->sw) + fc / f->sw;
     }
     kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
-    for (int64_t oh = 0; oh < OH; oh++)
-        kn_qgemm_epilogue_row(kernel, epi, acc + oh * f->pitch, (int)OW, c, r ? r + (size_t)(oh * OW) * r_size : NULL,
-                              y + (size_t)(oh * OW) * y_size);
+    kn_qepilogue_block rows = {.acc = acc, .acc_ld = f->pitch, .rows = (int)OH, .n = (int)OW, .channel = c,
+                               .channel_step = 0, .per_lane = false, .r = r, .y = y, .ld = OW};
+    kn_qgemm_epilogue_rows(kernel, epi, &rows);
 }
 
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
@@ -431,8 +430,7 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
         int64_t c = p % g->C;
         dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
         dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
-                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, r_size, ys + (size_t)(p * g->out_plane) * y_size,
-                 y_size);
+                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
 }

@@ -82,8 +82,8 @@ static inline __m256 residual8(const kn_qepilogue *e, const void *r, int i) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
 }
 
-void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                            const void *r, void *y) {
+static void epilogue_row(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                         const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     __m256 scale = _mm256_set1_ps(e->y_scale), zp = _mm256_set1_ps((float)e->y_zero_point);
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
@@ -120,9 +120,17 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
     if (i < n) {
         size_t y_size = kn_qout_size(e->y_type);
         const char *rest = r ? (const char *)r + (size_t)i * kn_qres_size(e->r_type) : NULL;
-        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
-                                  (char *)y + (size_t)i * y_size);
+        kn_qgemm_epilogue_row_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
+                                      (char *)y + (size_t)i * y_size);
     }
+}
+
+void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
+    for (int i = 0; i < b->rows; i++)
+        epilogue_row(e, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
+                     b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
+                     (char *)b->y + (size_t)(i * b->ld) * y_size);
 }
 
 void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,

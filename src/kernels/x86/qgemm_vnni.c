@@ -58,10 +58,18 @@ void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
 /* Each step is one IEEE operation of kn_quant_layer_level in the same order, so the bits are the
  * scalar reference's: cvtdq2ps and roundscale round to nearest even as (float) and nearbyintf do,
  * maxps(y, 0) is kn_quant_relu, and maxps(q, qmin) returns qmin for a NaN q as fmaxf does. */
+
+/* The layer's constants as vectors, set once per block. */
+typedef struct epi_consts {
+    __m512 scale, zero_point, qmin, qmax, clip_lo, clip_hi, r_scale;
+    __m512i r_zero_point;
+} epi_consts;
+
 /* The residual elements r[i, i + count) (e->r_type), count <= 16, under mask m as the values added:
  * (float)(level - zero) * scale for levels (a short tail of bytes is copied: AVX-512F has no byte
  * masked load). */
-static inline __m512 residual16(const kn_qepilogue *e, const void *r, int i, int count, __mmask16 m) {
+static inline __m512 residual16(const kn_qepilogue *e, const epi_consts *k, const void *r, int i, int count,
+                                __mmask16 m) {
     if (e->r_type == KN_QRES_F32)
         return _mm512_maskz_loadu_ps(m, (const float *)r + i);
     __m128i bytes;
@@ -73,20 +81,44 @@ static inline __m512 residual16(const kn_qepilogue *e, const void *r, int i, int
         bytes = _mm_loadu_si128((const __m128i *)tail);
     }
     __m512i levels = e->r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
-    levels = _mm512_sub_epi32(levels, _mm512_set1_epi32(e->r_zero_point));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(levels), _mm512_set1_ps(e->r_scale));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(levels, k->r_zero_point)), k->r_scale);
 }
 
-void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
-                              bool per_lane, const void *r, void *y) {
-    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
-    __m512 scale = _mm512_set1_ps(e->y_scale), zp = _mm512_set1_ps((float)e->y_zero_point);
-    __m512 lo = _mm512_set1_ps((float)range.qmin), hi = _mm512_set1_ps((float)range.qmax);
+/* The first count (< 16) bytes of v at y, in pieces of 8, 4, 2 and 1: a masked vpmovdb to memory is
+ * slow on some CPUs, and AVX-512F has no masked byte store. */
+static inline void store_bytes(uint8_t *y, __m128i v, int count) {
+    uint64_t part = (uint64_t)_mm_cvtsi128_si64(v);
+    if (count & 8) {
+        memcpy(y, &part, 8);
+        y += 8;
+        part = (uint64_t)_mm_extract_epi64(v, 1);
+    }
+    if (count & 4) {
+        uint32_t word = (uint32_t)part;
+        memcpy(y, &word, 4);
+        y += 4;
+        part >>= 32;
+    }
+    if (count & 2) {
+        uint16_t half = (uint16_t)part;
+        memcpy(y, &half, 2);
+        y += 2;
+        part >>= 16;
+    }
+    if (count & 1)
+        *y = (uint8_t)part;
+}
+
+/* One row: y[0..n) from acc[0..n), of channel `channel` (plus the element's index when per_lane). When
+ * `spare` > 0, the row's outputs are followed by that many bytes that later rows will write, and a tail
+ * is stored as 16 bytes when they fit. */
+static void epilogue_row(const kn_qepilogue *e, const epi_consts *k, const int32_t *acc, int n, int64_t channel,
+                         bool per_lane, const void *r, void *y, int64_t spare) {
     __m512i corr = _mm512_set1_epi32(e->corr[channel]);
     __m512 mult = _mm512_set1_ps(e->mult[channel]), bias = _mm512_set1_ps(e->bias[channel]);
-    __m512 clip_lo = _mm512_set1_ps(e->clip_lo), clip_hi = _mm512_set1_ps(e->clip_hi);
     for (int i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        int count = n - i < 16 ? n - i : 16;
+        __mmask16 m = (__mmask16)((1u << count) - 1);
         if (per_lane) {
             corr = _mm512_maskz_loadu_epi32(m, e->corr + channel + i);
             mult = _mm512_maskz_loadu_ps(m, e->mult + channel + i);
@@ -99,19 +131,40 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, 
         }
         __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
         if (e->r_type != KN_QRES_NONE)
-            value = _mm512_add_ps(value, residual16(e, r, i, n - i < 16 ? n - i : 16, m));
+            value = _mm512_add_ps(value, residual16(e, k, r, i, count, m));
         if (e->relu)
             value = _mm512_max_ps(value, _mm512_setzero_ps());
         if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
-            value = _mm512_min_ps(clip_hi, _mm512_max_ps(clip_lo, value));
+            value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
         if (e->y_type == KN_QOUT_F32) {
             _mm512_mask_storeu_ps((float *)y + i, m, value);
             continue;
         }
-        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, zp), lo), hi);
-        _mm512_mask_cvtepi32_storeu_epi8((uint8_t *)y + i, m, _mm512_cvtps_epi32(q));
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zero_point), k->qmin), k->qmax);
+        __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
+        if (count == 16 || (int64_t)(16 - count) <= spare)
+            _mm_storeu_si128((__m128i *)((uint8_t *)y + i), bytes);
+        else
+            store_bytes((uint8_t *)y + i, bytes, count);
     }
+}
+
+void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    epi_consts k = {
+        .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
+        .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
+        .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
+        .r_scale = _mm512_set1_ps(e->r_scale), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
+    };
+    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
+    // Rows back to back (a depthwise plane's) make one run of bytes, which the later rows overwrite.
+    bool run = b->ld == b->n && y_size == 1;
+    for (int i = 0; i < b->rows; i++)
+        epilogue_row(e, &k, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
+                     b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
+                     (char *)b->y + (size_t)(i * b->ld) * y_size, run ? (int64_t)(b->rows - 1 - i) * b->n : 0);
 }
 
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
