@@ -338,11 +338,6 @@ static uint8_t *dw_phase_at(const dw_frame *f, uint8_t *framed, int64_t a, int64
     return framed + ((a * f->sw + b) * f->prows + i) * f->pitch;
 }
 
-/* Start of frame row fr, column phase b, in the phased frame. */
-static uint8_t *dw_phase_row(const dw_frame *f, uint8_t *framed, int64_t fr, int64_t b) {
-    return dw_phase_at(f, framed, fr % f->sh, fr / f->sh, b);
-}
-
 /* The framed plane of input plane x (H, W) as stored, in its phases. */
 static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *x,
                           uint8_t flip, uint8_t pad, uint8_t *framed) {
@@ -374,18 +369,27 @@ static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, co
     }
 }
 
-/* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
- * scratch of OH * pitch sums, r the residual plane or NULL. */
-static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, uint8_t *framed,
-                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const void *r, void *y) {
+/* tap_at[t] = where tap t of output (0, 0) reads, as an offset into the phased frame (frame row fr is row
+ * fr / sh of row phase fr % sh, as dw_phase_at counts): the same for every plane. */
+static void dw_tap_offsets(const qconv_geom *g, const dw_frame *f, int64_t *tap_at) {
+    const int64_t taps = g->h.kernel * g->w.kernel;
+    for (int64_t t = 0; t < taps; t++) { /* tap (i, j) reads frame row fr, column fc */
+        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
+        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
+        tap_at[t] = ((fr % f->sh * f->sw + fc % f->sw) * f->prows + fr / f->sh) * f->pitch + fc / f->sw;
+    }
+}
+
+/* Output plane y of channel c from its framed input plane: tap_at the taps' offsets (dw_tap_offsets), w
+ * the channel's weights, acc a scratch of OH * pitch sums, r the residual plane or NULL. */
+static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *framed,
+                     const int64_t *tap_at, const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc,
+                     const void *r, void *y) {
     const int64_t OH = g->h.out, OW = g->w.out;
     const int taps = (int)(g->h.kernel * g->w.kernel);
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
-    for (int t = 0; t < taps; t++) { /* tap (i, j) of output (0, 0) reads frame row fr, column fc */
-        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
-        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
-        src[t] = dw_phase_row(f, framed, fr, fc % f->sw) + fc / f->sw;
-    }
+    for (int t = 0; t < taps; t++)
+        src[t] = framed + tap_at[t];
     kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
     kn_qepilogue_block rows = {.acc = acc, .acc_ld = f->pitch, .rows = (int)OH, .n = (int)OW, .channel = c,
                                .channel_step = 0, .per_lane = false, .r = r, .y = y, .ld = OW};
@@ -421,6 +425,8 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
+    dw_tap_offsets(g, &f, tap_at);
     const uint8_t *xs = x->data; // (N, C, H, W)
     char *ys = call->out[0]->data; // (N, C, OH, OW)
     const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
@@ -429,7 +435,7 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
         dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
-        dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+        dw_plane(kernel, g, &f, framed, tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
                  rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
