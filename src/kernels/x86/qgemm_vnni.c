@@ -59,18 +59,22 @@ void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
  * scalar reference's: cvtdq2ps and roundscale round to nearest even as (float) and nearbyintf do,
  * maxps(y, 0) is kn_quant_relu, and maxps(q, qmin) returns qmin for a NaN q as fmaxf does. */
 
+/* Zero points up to this size take the short quantization (levels16). */
+#define KN_EPI_SMALL_ZERO_POINT (1 << 20)
+
 /* The layer's constants as vectors, set once per block. */
 typedef struct epi_consts {
     __m512 scale, zero_point, qmin, qmax, clip_lo, clip_hi, r_scale;
-    __m512i r_zero_point;
+    __m512 low, high; /* qmin and qmax less the zero point */
+    __m512i zero_point_i, r_zero_point;
 } epi_consts;
 
-/* The residual elements r[i, i + count) (e->r_type), count <= 16, under mask m as the values added:
+/* The residual elements r[i, i + count) (r_type), count <= 16, under mask m as the values added:
  * (float)(level - zero) * scale for levels (a short tail of bytes is copied: AVX-512F has no byte
  * masked load). */
-static inline __m512 residual16(const kn_qepilogue *e, const epi_consts *k, const void *r, int i, int count,
-                                __mmask16 m) {
-    if (e->r_type == KN_QRES_F32)
+static inline __attribute__((always_inline)) __m512 residual16(int r_type, const epi_consts *k, const void *r, int i,
+                                                               int count, __mmask16 m) {
+    if (r_type == KN_QRES_F32)
         return _mm512_maskz_loadu_ps(m, (const float *)r + i);
     __m128i bytes;
     if (count == 16) {
@@ -80,8 +84,23 @@ static inline __m512 residual16(const kn_qepilogue *e, const epi_consts *k, cons
         memcpy(tail, (const uint8_t *)r + i, (size_t)count);
         bytes = _mm_loadu_si128((const __m128i *)tail);
     }
-    __m512i levels = e->r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
+    __m512i levels = r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(levels, k->r_zero_point)), k->r_scale);
+}
+
+/* The levels of 16 values, as int32. kn_quant_level is clamp(nearbyint(v / s) + z, qmin, qmax) with
+ * the sum in f32; for |z| <= KN_EPI_SMALL_ZERO_POINT that is nearbyint(clamp(v / s, qmin - z, qmax - z))
+ * + z: the bounds are whole numbers, so clamping commutes with the rounding, and the f32 sum is exact
+ * wherever it is not clamped away; maxps(q, qmin - z) gives qmin - z for a NaN q, as fmaxf gives qmin.
+ * Larger zero points (never a real layer's) take the steps one by one. */
+static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool small_zero_point) {
+    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    if (small_zero_point) {
+        __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(value, k->scale), k->low), k->high);
+        return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, nearest), k->zero_point_i);
+    }
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), nearest);
+    return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zero_point), k->qmin), k->qmax));
 }
 
 /* The first count (< 16) bytes of v at y, in pieces of 8, 4, 2 and 1: a masked vpmovdb to memory is
@@ -109,62 +128,85 @@ static inline void store_bytes(uint8_t *y, __m128i v, int count) {
         *y = (uint8_t)part;
 }
 
-/* One row: y[0..n) from acc[0..n), of channel `channel` (plus the element's index when per_lane). When
- * `spare` > 0, the row's outputs are followed by that many bytes that later rows will write, and a tail
- * is stored as 16 bytes when they fit. */
-static void epilogue_row(const kn_qepilogue *e, const epi_consts *k, const int32_t *acc, int n, int64_t channel,
-                         bool per_lane, const void *r, void *y, int64_t spare) {
-    __m512i corr = _mm512_set1_epi32(e->corr[channel]);
-    __m512 mult = _mm512_set1_ps(e->mult[channel]), bias = _mm512_set1_ps(e->bias[channel]);
-    for (int i = 0; i < n; i += 16) {
-        int count = n - i < 16 ? n - i : 16;
-        __mmask16 m = (__mmask16)((1u << count) - 1);
-        if (per_lane) {
-            corr = _mm512_maskz_loadu_epi32(m, e->corr + channel + i);
-            mult = _mm512_maskz_loadu_ps(m, e->mult + channel + i);
-            bias = _mm512_maskz_loadu_ps(m, e->bias + channel + i);
+/* The block's rows with the epilogue's choices as arguments, so that each call with constants below
+ * compiles to a loop without them. y_type is KN_QOUT_U8 for levels of either type (qmin and qmax in k
+ * tell them apart). A row whose outputs are followed by bytes that later rows of the block write (rows
+ * back to back, a depthwise plane's) stores a tail as 16 bytes when they fit. */
+static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilogue *e, const epi_consts *k,
+                                                                 const kn_qepilogue_block *b, int y_type, int r_type,
+                                                                 bool relu, bool clip, bool small_zero_point) {
+    const size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
+    const int n = b->n;
+    const bool per_lane = b->per_lane, run = b->ld == n && y_size == 1;
+    const int32_t *corr_of = e->corr;
+    const float *mult_of = e->mult, *bias_of = e->bias;
+    for (int row = 0; row < b->rows; row++) {
+        const int32_t *acc = b->acc + row * b->acc_ld;
+        const int64_t channel = b->channel + row * b->channel_step;
+        const void *r = r_size ? (const char *)b->r + (size_t)(row * b->ld) * r_size : NULL;
+        void *y = (char *)b->y + (size_t)(row * b->ld) * y_size;
+        const int64_t spare = run ? (int64_t)(b->rows - 1 - row) * n : 0;
+        __m512i corr = _mm512_set1_epi32(corr_of[channel]);
+        __m512 mult = _mm512_set1_ps(mult_of[channel]), bias = _mm512_set1_ps(bias_of[channel]);
+        for (int i = 0; i < n; i += 16) {
+            int count = n - i < 16 ? n - i : 16;
+            __mmask16 m = (__mmask16)((1u << count) - 1);
+            if (per_lane) {
+                corr = _mm512_maskz_loadu_epi32(m, corr_of + channel + i);
+                mult = _mm512_maskz_loadu_ps(m, mult_of + channel + i);
+                bias = _mm512_maskz_loadu_ps(m, bias_of + channel + i);
+            }
+            __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + i), corr);
+            if (y_type == KN_QOUT_I32) {
+                _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
+                continue;
+            }
+            __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
+            if (r_type != KN_QRES_NONE)
+                value = _mm512_add_ps(value, residual16(r_type, k, r, i, count, m));
+            if (relu)
+                value = _mm512_max_ps(value, _mm512_setzero_ps());
+            if (clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+                value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
+            if (y_type == KN_QOUT_F32) {
+                _mm512_mask_storeu_ps((float *)y + i, m, value);
+                continue;
+            }
+            __m128i bytes = _mm512_cvtepi32_epi8(levels16(k, value, small_zero_point));
+            if (count == 16 || (int64_t)(16 - count) <= spare)
+                _mm_storeu_si128((__m128i *)((uint8_t *)y + i), bytes);
+            else
+                store_bytes((uint8_t *)y + i, bytes, count);
         }
-        __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + i), corr);
-        if (e->y_type == KN_QOUT_I32) {
-            _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
-            continue;
-        }
-        __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
-        if (e->r_type != KN_QRES_NONE)
-            value = _mm512_add_ps(value, residual16(e, k, r, i, count, m));
-        if (e->relu)
-            value = _mm512_max_ps(value, _mm512_setzero_ps());
-        if (e->clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
-            value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
-        if (e->y_type == KN_QOUT_F32) {
-            _mm512_mask_storeu_ps((float *)y + i, m, value);
-            continue;
-        }
-        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zero_point), k->qmin), k->qmax);
-        __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
-        if (count == 16 || (int64_t)(16 - count) <= spare)
-            _mm_storeu_si128((__m128i *)((uint8_t *)y + i), bytes);
-        else
-            store_bytes((uint8_t *)y + i, bytes, count);
     }
 }
 
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    bool small_zero_point = e->y_zero_point >= -KN_EPI_SMALL_ZERO_POINT && e->y_zero_point <= KN_EPI_SMALL_ZERO_POINT;
     epi_consts k = {
         .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
         .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
         .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
-        .r_scale = _mm512_set1_ps(e->r_scale), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
+        .r_scale = _mm512_set1_ps(e->r_scale),
+        .low = _mm512_set1_ps(small_zero_point ? (float)(range.qmin - e->y_zero_point) : 0.0f),
+        .high = _mm512_set1_ps(small_zero_point ? (float)(range.qmax - e->y_zero_point) : 0.0f),
+        .zero_point_i = _mm512_set1_epi32(e->y_zero_point), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
     };
-    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
-    // Rows back to back (a depthwise plane's) make one run of bytes, which the later rows overwrite.
-    bool run = b->ld == b->n && y_size == 1;
-    for (int i = 0; i < b->rows; i++)
-        epilogue_row(e, &k, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
-                     b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
-                     (char *)b->y + (size_t)(i * b->ld) * y_size, run ? (int64_t)(b->rows - 1 - i) * b->n : 0);
+    // The layers of MobileNets and ResNets get loops of their own; the rest one with every choice.
+    bool levels = (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) && small_zero_point;
+    if (levels && e->r_type == KN_QRES_NONE && !e->relu && e->clip)
+        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, false, true, true);
+    else if (levels && e->r_type == KN_QRES_NONE && !e->relu && !e->clip)
+        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, false, false, true);
+    else if (levels && e->r_type == KN_QRES_U8 && !e->relu && !e->clip)
+        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_U8, false, false, true);
+    else if (levels && e->r_type == KN_QRES_NONE && e->relu && !e->clip)
+        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, true, false, true);
+    else if (levels && e->r_type == KN_QRES_U8 && e->relu && !e->clip)
+        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_U8, true, false, true);
+    else
+        epilogue_block(e, &k, b, levels ? KN_QOUT_U8 : e->y_type, e->r_type, e->relu, e->clip, small_zero_point);
 }
 
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
