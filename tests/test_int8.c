@@ -243,6 +243,108 @@ static void test_kernels(void) {
     printf(" (the layers use %s)\n", kn_qgemm_kernel_name(kn_qgemm_kernel_best()));
 }
 
+/* One output of the epilogue by the definition (core/quant.h): element i of row `row`, channel c. */
+static void epilogue_definition(const kn_qepilogue *e, int32_t acc, int64_t c, const void *r, int64_t at, void *y) {
+    int32_t a = (int32_t)((uint32_t)acc - (uint32_t)e->corr[c]);
+    if (e->y_type == KN_QOUT_I32) {
+        ((int32_t *)y)[at] = a;
+        return;
+    }
+    float v = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+    if (e->r_type == KN_QRES_F32)
+        v = kn_quant_add_residual(v, ((const float *)r)[at]);
+    else if (e->r_type != KN_QRES_NONE)
+        v = kn_quant_add_residual(v, kn_quant_value(e->r_type == KN_QRES_U8 ? ((const uint8_t *)r)[at]
+                                                                          : ((const int8_t *)r)[at],
+                                                    e->r_scale, e->r_zero_point));
+    v = e->relu ? kn_quant_relu(v) : v;
+    v = e->clip ? kn_quant_clip(v, e->clip_lo, e->clip_hi) : v;
+    if (e->y_type == KN_QOUT_F32)
+        ((float *)y)[at] = v;
+    else
+        ((uint8_t *)y)[at] = (uint8_t)(kn_quant_level(v, e->y_scale, e->y_zero_point,
+                                                       kn_quant_range_of(8, e->y_type == KN_QOUT_I8)) & 0xff);
+}
+
+/* Equal outputs, any NaN matching any NaN for f32 (the payload is not part of the contract). */
+static bool same_outputs(int y_type, const uint8_t *a, const uint8_t *b, size_t count) {
+    if (y_type != KN_QOUT_F32)
+        return memcmp(a, b, count * kn_qout_size(y_type)) == 0;
+    for (size_t i = 0; i < count; i++) {
+        float x, y;
+        memcpy(&x, a + 4 * i, 4);
+        memcpy(&y, b + 4 * i, 4);
+        if (!(isnan(x) && isnan(y)) && memcmp(&x, &y, 4) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* kn_qgemm_epilogue_rows on every path against the definition on edge values: sums at the int32 extremes,
+ * multipliers and biases that make values of +-inf and NaN, ties of the rounding (odd sums times 0.25
+ * over the scale 0.5), zero points far outside the levels (2^20 + 1, 2^24 + 1 and -2^30, past the
+ * vector kernels' short quantization), every output type, Relu, Clip and residuals; rows apart (a
+ * convolution tile's, a channel per row; a Gemm tile's, a channel per element) and back to back (a
+ * depthwise plane's, whose tails the AVX-512 epilogue may store whole): outputs equal, and the bytes
+ * between and after the rows untouched. */
+static void test_epilogue_edges(void) {
+    enum { ROWS = 5, MAXN = 40, LD = MAXN + 9, C = 64 };
+    const int32_t zero_points[] = {0, 7, -128, 255, 1 << 20, (1 << 20) + 1, (1 << 24) + 1, -(1 << 30)};
+    const int lengths[] = {1, 7, 16, 17, 40};
+    int32_t acc[ROWS * MAXN], corr[C];
+    float mult[C], bias[C];
+    uint8_t res[ROWS * LD * 4], want[ROWS * LD * 4 + 64], got[ROWS * LD * 4 + 64];
+    const float mults[] = {0.25f, 1e-3f, -0.25f, 3e30f, NAN, 0.0f, 1e-30f, 7.5e-4f};
+    const float biases[] = {0.0f, 0.5f, -INFINITY, 1.0f, -0.75f, NAN, 0.125f, 0.0f};
+    for (int c = 0; c < C; c++) {
+        corr[c] = c % 5 == 0 ? INT32_MIN : (int32_t)rand_below(2001) - 1000;
+        mult[c] = mults[c % 8];
+        bias[c] = biases[(c / 8) % 8];
+    }
+    for (int i = 0; i < ROWS * MAXN; i++)
+        acc[i] = i % 11 == 0 ? INT32_MAX : i % 13 == 0 ? INT32_MIN : (int32_t)rand_below(200001) - 100000;
+    for (size_t i = 0; i < sizeof res; i++)
+        res[i] = (uint8_t)rand_below(256);
+    for (int i = 0; i < ROWS * LD; i += 7) /* some residuals of +-inf and NaN among the f32 ones */
+        memcpy(res + 4 * i, &(float[]){INFINITY, NAN, -INFINITY}[i % 3], 4);
+    int cases = 0;
+    for (size_t z = 0; z < sizeof zero_points / sizeof zero_points[0]; z++)
+        for (int y_type = KN_QOUT_F32; y_type <= KN_QOUT_I32; y_type++)
+            for (int act = 0; act < 4; act++)
+                for (int r_type = KN_QRES_NONE; r_type <= KN_QRES_I8; r_type++)
+                    for (int layout = 0; layout < 3; layout++)
+                        for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+                            int n = lengths[l];
+                            kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.5f, zero_points[z], (act & 2) != 0,
+                                              -0.3f, 90.0f, r_type, 0.75f, r_type == KN_QRES_I8 ? -5 : 120};
+                            // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
+                            // 2: a channel per element, rows LD apart
+                            kn_qepilogue_block b = {acc, MAXN, ROWS, n, layout == 2 ? 3 : 2, layout == 0, layout == 2,
+                                                    r_type ? res : NULL, got, layout == 1 ? n : LD};
+                            size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
+                            memset(want, 0xa5, sizeof want);
+                            for (int row = 0; row < ROWS; row++)
+                                for (int i = 0; i < n; i++)
+                                    epilogue_definition(&e, acc[row * MAXN + i],
+                                                        b.channel + row * b.channel_step + (layout == 2 ? i : 0),
+                                                        r_type ? res + (size_t)(row * b.ld) * r_size : NULL, i,
+                                                        want + (size_t)(row * b.ld) * y_size);
+                            for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                                const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                                if (!k)
+                                    continue;
+                                memset(got, 0xa5, sizeof got);
+                                kn_qgemm_epilogue_rows(k, &e, &b);
+                                CHECK_MSG(same_outputs(y_type, got, want, sizeof got / y_size),
+                                          "%s epilogue: zero point %d, y_type %d, act %d, residual %d, layout %d, "
+                                          "n %d differs from the definition", kn_qgemm_kernel_name(k),
+                                          (int)zero_points[z], y_type, act, r_type, layout, n);
+                                cases++;
+                            }
+                        }
+    printf("epilogue edges: %d blocks equal the definition\n", cases);
+}
+
 /* QuantizeLinear's vectorized levels against kn_quant_level, on ties, NaN, infinities, denormals and
  * values far outside the range, at lengths that end in every tail. */
 static void test_quantize_kernels(void) {
@@ -1059,6 +1161,7 @@ int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
     test_depthwise_kernels();
+    test_epilogue_edges();
     test_quantize_kernels();
     test_layers();
     test_broadcast_add_stays();
