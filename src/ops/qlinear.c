@@ -323,10 +323,30 @@ static size_t dw_phases_bytes(const dw_frame *f) { return (size_t)(f->sh * f->sw
  * row (pitch * sw bytes) that a row's phases are dealt from. */
 static size_t dw_frame_bytes(const dw_frame *f) { return dw_phases_bytes(f) + 16 + (size_t)(f->sw * f->pitch); }
 
+/* dst[0, n) = src[0, n): 16-byte pieces, the last one ending at n over the one before, or two such 8-byte
+ * or 4-byte pieces for a short row; fixed-size copies the compiler inlines, where memcpy of a row of a few
+ * bytes (a late layer's 7 or 14) is a call. */
+static void copy_row(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n) {
+    if (n >= 16) {
+        for (int64_t k = 0; k + 16 < n; k += 16)
+            memcpy(dst + k, src + k, 16);
+        memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+        for (int64_t k = 0; k < n; k++)
+            dst[k] = src[k];
+    }
+}
+
 /* dst[0, n) = src[0, n) ^ flip: a loop of its own, which the compiler vectorizes. */
 static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n, uint8_t flip) {
     if (flip == 0) {
-        memcpy(dst, src, (size_t)n);
+        copy_row(dst, src, n);
         return;
     }
     for (int64_t k = 0; k < n; k++)

@@ -210,16 +210,24 @@ void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int ta
 }
 
 /* 32 bytes: vpshufb gathers each 128-bit lane's even bytes then its odd ones, and a qword permute puts
- * the evens of both lanes first. */
-void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+ * the evens of both lanes first. A tail of fewer than 16 pairs is dealt again from the 16 pairs that end
+ * the row, over outputs already written with the same bytes. */
+static inline void deal16(const uint8_t *row, uint8_t *even, uint8_t *odd) {
     const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
                                             12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(row + 2 * k)), gather);
-        v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
-        _mm_storeu_si128((__m128i *)(even + k), _mm256_castsi256_si128(v));
-        _mm_storeu_si128((__m128i *)(odd + k), _mm256_extracti128_si256(v, 1));
+    __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)row), gather);
+    v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
+    _mm_storeu_si128((__m128i *)even, _mm256_castsi256_si128(v));
+    _mm_storeu_si128((__m128i *)odd, _mm256_extracti128_si256(v, 1));
+}
+
+void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    if (n < 16) {
+        kn_qgemm_deal2_generic(row, n, even, odd);
+        return;
     }
-    kn_qgemm_deal2_generic(row + 2 * k, n - k, even + k, odd + k);
+    for (int64_t k = 0; k + 16 <= n; k += 16)
+        deal16(row + 2 * k, even + k, odd + k);
+    if (n % 16)
+        deal16(row + 2 * (n - 16), even + n - 16, odd + n - 16);
 }
