@@ -316,7 +316,7 @@ static void test_epilogue_edges(void) {
                         for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
                             int n = lengths[l];
                             kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.5f, zero_points[z], (act & 2) != 0,
-                                              -0.3f, 90.0f, r_type, 0.75f, r_type == KN_QRES_I8 ? -5 : 120};
+                                              -0.3f, 90.0f, r_type, 0.0173f, r_type == KN_QRES_I8 ? -5 : 120};
                             // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
                             // 2: a channel per element, rows LD apart
                             kn_qepilogue_block b = {acc, MAXN, ROWS, n, layout == 2 ? 3 : 2, layout == 0, layout == 2,
@@ -343,6 +343,62 @@ static void test_epilogue_edges(void) {
                             }
                         }
     printf("epilogue edges: %d blocks equal the definition\n", cases);
+}
+
+/* kn_qgemm_depthwise_plane on every path against the definition: planes of 3x3 taps at stride 1 (taps a
+ * byte apart) and stride 2 (phases), rows of 1 to 40 outputs with pitches just above them and far above
+ * (the positions between rows are dropped), residuals of each type, Relu and Clip, u8 and i8 outputs:
+ * the levels equal, and nothing is written past the plane. */
+static void test_depthwise_planes(void) {
+    enum { MAXR = 9, MAXC = 40, PITCH = 60, C = 3 };
+    const int64_t shapes[][3] = {{1, 1, 3}, {7, 7, 9}, {7, 7, 60}, {4, 16, 18}, {9, 14, 16}, {3, 40, 42}, {5, 17, 19},
+                                 {2, 33, 33}};
+    int32_t corr[C] = {-300, 17, 5000}, w[9];
+    float mult[C] = {0.01f, 0.003f, -0.02f}, bias[C] = {0.5f, -1.0f, 0.25f};
+    uint8_t frame[2 * MAXR * PITCH + 64], res[MAXR * MAXC * 4], want[MAXR * MAXC * 4 + 32], got[MAXR * MAXC * 4 + 32];
+    int32_t acc[MAXR * PITCH + 64];
+    for (size_t i = 0; i < sizeof frame; i++)
+        frame[i] = (uint8_t)rand_below(256);
+    for (size_t i = 0; i < sizeof res; i++)
+        res[i] = (uint8_t)rand_below(256);
+    int cases = 0;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int stride2 = 0; stride2 < 2; stride2++)
+            for (int r_type = KN_QRES_NONE; r_type <= KN_QRES_I8; r_type++)
+                for (int act = 0; act < 4; act++)
+                    for (int y_type = KN_QOUT_U8; y_type <= KN_QOUT_I8; y_type++) {
+                        int64_t rows = shapes[sh][0], cols = shapes[sh][1], pitch = shapes[sh][2];
+                        const uint8_t *src[9];
+                        for (int t = 0; t < 9; t++) { /* stride 2: taps 0 and 2 of a row share a phase */
+                            int64_t i = t / 3, j = t % 3;
+                            src[t] = frame + i * pitch + (stride2 ? (j % 2) * MAXR * PITCH + j / 2 : j);
+                            w[t] = (int32_t)rand_below(256) - 128;
+                        }
+                        kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.05f, y_type == KN_QOUT_I8 ? -4 : 9,
+                                          (act & 2) != 0, -0.5f, 3.0f, r_type, 0.02f, 11};
+                        kn_qdw_plane p = {src, w, 9, rows, cols, pitch, 1, r_type ? res : NULL, got, acc};
+                        memset(want, 0xa5, sizeof want);
+                        for (int64_t i = 0; i < rows; i++)
+                            for (int64_t j = 0; j < cols; j++) {
+                                int32_t sum = 0;
+                                for (int t = 0; t < 9; t++)
+                                    sum += w[t] * src[t][i * pitch + j];
+                                epilogue_definition(&e, sum, 1, res, i * cols + j, want);
+                            }
+                        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                            if (!k)
+                                continue;
+                            memset(got, 0xa5, sizeof got);
+                            kn_qgemm_depthwise_plane(k, &e, &p);
+                            CHECK_MSG(memcmp(got, want, sizeof got) == 0,
+                                      "%s depthwise plane %lldx%lld pitch %lld, stride2 %d, residual %d, act %d, "
+                                      "y_type %d differs from the definition", kn_qgemm_kernel_name(k),
+                                      (long long)rows, (long long)cols, (long long)pitch, stride2, r_type, act, y_type);
+                            cases++;
+                        }
+                    }
+    printf("depthwise planes: %d equal the definition\n", cases);
 }
 
 /* QuantizeLinear's vectorized levels against kn_quant_level, on ties, NaN, infinities, denormals and
@@ -1162,6 +1218,7 @@ int main(void) {
     test_kernels();
     test_depthwise_kernels();
     test_epilogue_edges();
+    test_depthwise_planes();
     test_quantize_kernels();
     test_layers();
     test_broadcast_add_stays();

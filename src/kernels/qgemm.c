@@ -136,6 +136,16 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
     k->depthwise(src, w, taps, n, acc);
 }
 
+void kn_qgemm_depthwise_plane(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qdw_plane *p) {
+    if (k->depthwise_plane && k->depthwise_plane(e, p))
+        return;
+    k->depthwise(p->src, p->w, p->taps, (p->rows - 1) * p->pitch + p->cols, p->acc);
+    kn_qepilogue_block rows = {.acc = p->acc, .acc_ld = p->pitch, .rows = (int)p->rows, .n = (int)p->cols,
+                               .channel = p->channel, .channel_step = 0, .per_lane = false, .r = p->r, .y = p->y,
+                               .ld = p->cols};
+    k->epilogue(e, &rows);
+}
+
 void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
     for (int64_t k = 0; k < n; k++) {
         even[k] = row[2 * k];
@@ -171,15 +181,16 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
                                                kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
-                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic};
+                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic, NULL};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
                                             kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2, NULL};
 // kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
                                             kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_vnni, kn_qgemm_deal2_avx2};
+                                            kn_qgemm_depthwise_vnni, kn_qgemm_deal2_avx2,
+                                            kn_qgemm_depthwise_plane_vnni};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

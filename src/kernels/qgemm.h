@@ -125,6 +125,22 @@ typedef struct kn_qepilogue_block {
 /* The epilogue of a block of sums computed outside kn_qgemm_run (a depthwise plane's rows). */
 void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b);
 
+/* One output plane of a depthwise layer: the sums of kn_qgemm_depthwise over the taps' runs of
+ * (rows - 1) * pitch + cols positions, output (i, j) being the sum at position i * pitch + j (the others
+ * fall between rows and are dropped), through the epilogue of `channel` into y (rows, cols), with the
+ * residual r of y's layout when the epilogue has one. acc is a scratch of rows * pitch sums. */
+typedef struct kn_qdw_plane {
+    const uint8_t *const *src;
+    const int32_t *w;
+    int taps;
+    int64_t rows, cols, pitch, channel;
+    const void *r;
+    void *y;
+    int32_t *acc;
+} kn_qdw_plane;
+
+void kn_qgemm_depthwise_plane(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qdw_plane *p);
+
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,

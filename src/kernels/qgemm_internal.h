@@ -26,6 +26,8 @@ typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int
 /* kn_qgemm_depthwise, kn_qgemm_deal2. */
 typedef void (*kn_qgemm_depthwise_fn)(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 typedef void (*kn_qgemm_deal2_fn)(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+/* kn_qgemm_depthwise_plane in one pass, for the epilogues it takes; false (nothing written) for the others. */
+typedef bool (*kn_qgemm_depthwise_plane_fn)(const kn_qepilogue *e, const kn_qdw_plane *p);
 
 struct kn_qgemm_kernel {
     const char *name;
@@ -35,6 +37,7 @@ struct kn_qgemm_kernel {
     kn_qgemm_interleave_fn interleave;
     kn_qgemm_depthwise_fn depthwise;
     kn_qgemm_deal2_fn deal2;
+    kn_qgemm_depthwise_plane_fn depthwise_plane; /* or NULL: sums, then the epilogue */
 };
 
 /* The reference epilogue, and that of one row: y[0..n) from acc[0..n), channel `channel` for every
@@ -61,6 +64,7 @@ void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const kn_qepilogue_block *b);
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          int rows, bool v_unsigned, int32_t *acc);
+bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p);
 void kn_qgemm_depthwise_vnni(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b);
 

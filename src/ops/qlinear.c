@@ -410,10 +410,9 @@ static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const d
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
     for (int t = 0; t < taps; t++)
         src[t] = framed + tap_at[t];
-    kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
-    kn_qepilogue_block rows = {.acc = acc, .acc_ld = f->pitch, .rows = (int)OH, .n = (int)OW, .channel = c,
-                               .channel_step = 0, .per_lane = false, .r = r, .y = y, .ld = OW};
-    kn_qgemm_epilogue_rows(kernel, epi, &rows);
+    kn_qdw_plane plane = {.src = src, .w = w, .taps = taps, .rows = OH, .cols = OW, .pitch = f->pitch,
+                          .channel = c, .r = r, .y = y, .acc = acc};
+    kn_qgemm_depthwise_plane(kernel, epi, &plane);
 }
 
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {

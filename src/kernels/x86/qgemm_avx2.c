@@ -79,7 +79,9 @@ static inline __m256 residual8(const kn_qepilogue *e, const void *r, int i) {
     __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)r + i));
     __m256i levels = e->r_type == KN_QRES_U8 ? _mm256_cvtepu8_epi32(bytes) : _mm256_cvtepi8_epi32(bytes);
     levels = _mm256_sub_epi32(levels, _mm256_set1_epi32(e->r_zero_point));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+    __m256 product = _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+    __asm__("" : "+x"(product)); /* rounded on its own, not fused into the addition (see the AVX-512 file) */
+    return product;
 }
 
 static void epilogue_row(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,

@@ -69,6 +69,15 @@ typedef struct epi_consts {
     __m512i zero_point_i, r_zero_point;
 } epi_consts;
 
+/* (float)levels * scale, rounded on its own: the asm barrier keeps the compiler (gnu11 contracts floating
+ * point expressions) from fusing the product into the addition that follows, which would round once
+ * where kn_quant_value and kn_quant_add_residual round twice. */
+static inline __m512 residual_values(__m512i levels, __m512 scale) {
+    __m512 product = _mm512_mul_ps(_mm512_cvtepi32_ps(levels), scale);
+    __asm__("" : "+v"(product));
+    return product;
+}
+
 /* The residual elements r[i, i + count) (r_type), count <= 16, under mask m as the values added:
  * (float)(level - zero) * scale for levels (a short tail of bytes is copied: AVX-512F has no byte
  * masked load). */
@@ -85,7 +94,7 @@ static inline __attribute__((always_inline)) __m512 residual16(int r_type, const
         bytes = _mm_loadu_si128((const __m128i *)tail);
     }
     __m512i levels = r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(levels, k->r_zero_point)), k->r_scale);
+    return residual_values(_mm512_sub_epi32(levels, k->r_zero_point), k->r_scale);
 }
 
 /* The levels of 16 values, as int32. kn_quant_level is clamp(nearbyint(v / s) + z, qmin, qmax) with
@@ -181,10 +190,15 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
     }
 }
 
-void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+/* Whether levels16 may take the short way for this zero point. */
+static bool small_zero_point_of(const kn_qepilogue *e) {
+    return e->y_zero_point >= -KN_EPI_SMALL_ZERO_POINT && e->y_zero_point <= KN_EPI_SMALL_ZERO_POINT;
+}
+
+static epi_consts epi_consts_of(const kn_qepilogue *e) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
-    bool small_zero_point = e->y_zero_point >= -KN_EPI_SMALL_ZERO_POINT && e->y_zero_point <= KN_EPI_SMALL_ZERO_POINT;
-    epi_consts k = {
+    bool small_zero_point = small_zero_point_of(e);
+    return (epi_consts){
         .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
         .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
         .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
@@ -193,6 +207,11 @@ void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b
         .high = _mm512_set1_ps(small_zero_point ? (float)(range.qmax - e->y_zero_point) : 0.0f),
         .zero_point_i = _mm512_set1_epi32(e->y_zero_point), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
     };
+}
+
+void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    bool small_zero_point = small_zero_point_of(e);
+    epi_consts k = epi_consts_of(e);
     // The layers of MobileNets and ResNets get loops of their own; the rest one with every choice.
     bool levels = (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) && small_zero_point;
     if (levels && e->r_type == KN_QRES_NONE && !e->relu && e->clip)
@@ -259,20 +278,20 @@ static int dw_groups_of(const uint8_t *const *src, const int32_t *w, int taps, d
     return n;
 }
 
-/* 64 sums from accumulators a[k] whose lane j holds output 4j + k, stored in order under the masks of
- * their 16-output quarters. Within each 128-bit lane L a 4x4 transpose of dwords leaves u[m] with outputs
- * 16L + 4m .. 16L + 4m + 3; a 4x4 transpose of the 128-bit lanes then gives outputs 16L .. 16L + 15. */
-static inline void dw_store_in_order(const __m512i a[4], int32_t *acc, const __mmask16 quarter[4]) {
+/* The accumulators a[k], whose lane j holds output 4j + k of 64, as v[q] = outputs 16q .. 16q + 15 in
+ * order. Within each 128-bit lane L a 4x4 transpose of dwords leaves u[m] with outputs 16L + 4m ..
+ * 16L + 4m + 3; a 4x4 transpose of the 128-bit lanes then gives outputs 16L .. 16L + 15. */
+static inline void dw_in_order(const __m512i a[4], __m512i v[4]) {
     __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
     __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
     __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
     __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
     __m512i s0 = _mm512_shuffle_i32x4(u0, u1, 0x44), s1 = _mm512_shuffle_i32x4(u2, u3, 0x44);
     __m512i s2 = _mm512_shuffle_i32x4(u0, u1, 0xee), s3 = _mm512_shuffle_i32x4(u2, u3, 0xee);
-    _mm512_mask_storeu_epi32(acc, quarter[0], _mm512_shuffle_i32x4(s0, s1, 0x88));
-    _mm512_mask_storeu_epi32(acc + 16, quarter[1], _mm512_shuffle_i32x4(s0, s1, 0xdd));
-    _mm512_mask_storeu_epi32(acc + 32, quarter[2], _mm512_shuffle_i32x4(s2, s3, 0x88));
-    _mm512_mask_storeu_epi32(acc + 48, quarter[3], _mm512_shuffle_i32x4(s2, s3, 0xdd));
+    v[0] = _mm512_shuffle_i32x4(s0, s1, 0x88);
+    v[1] = _mm512_shuffle_i32x4(s0, s1, 0xdd);
+    v[2] = _mm512_shuffle_i32x4(s2, s3, 0x88);
+    v[3] = _mm512_shuffle_i32x4(s2, s3, 0xdd);
 }
 
 /* Lanes j < 16 with start + 4j < n, as a mask. */
@@ -281,24 +300,101 @@ static inline __mmask16 dw_lanes_below(int64_t start, int64_t n) {
     return count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
 }
 
+/* The sums of positions o .. o + 63 (those below n; the rest are 0) in order, as v[0..4). */
+static inline void dw_sums64(const dw_group *groups, int count, int64_t o, int64_t n, __m512i v[4]) {
+    __mmask16 load[4];
+    for (int k = 0; k < 4; k++)
+        load[k] = dw_lanes_below(o + k, n);
+    __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int g = 0; g < count; g++) {
+        __m512i weights = _mm512_set1_epi32(groups[g].weights);
+        for (int k = 0; k < 4; k++)
+            a[k] = _mm512_dpbusd_epi32(a[k], _mm512_maskz_loadu_epi32(load[k], groups[g].base + o + k), weights);
+    }
+    dw_in_order(a, v);
+}
+
+/* The first count (<= 16) lanes, as a mask. */
+static inline __mmask16 lanes_first(int64_t count) {
+    return count >= 16 ? (__mmask16)0xffff : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
+}
+
 void kn_qgemm_depthwise_vnni(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc) {
     dw_group groups[KN_QGEMM_DW_MAX_TAPS];
     int count = dw_groups_of(src, w, taps, groups);
     for (int64_t o = 0; o < n; o += 64) {
-        __mmask16 load[4], quarter[4];
-        for (int k = 0; k < 4; k++) {
-            load[k] = dw_lanes_below(o + k, n);
-            quarter[k] = n - o - 16 * k >= 16 ? (__mmask16)0xffff
-                         : n - o - 16 * k <= 0 ? (__mmask16)0
-                                                : (__mmask16)((1u << (n - o - 16 * k)) - 1);
-        }
-        __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                        _mm512_setzero_si512()};
-        for (int g = 0; g < count; g++) {
-            __m512i weights = _mm512_set1_epi32(groups[g].weights);
-            for (int k = 0; k < 4; k++)
-                a[k] = _mm512_dpbusd_epi32(a[k], _mm512_maskz_loadu_epi32(load[k], groups[g].base + o + k), weights);
-        }
-        dw_store_in_order(a, acc + o, quarter);
+        __m512i v[4];
+        dw_sums64(groups, count, o, n, v);
+        for (int q = 0; q < 4; q++)
+            _mm512_mask_storeu_epi32(acc + o + 16 * q, lanes_first(n - o - 16 * q), v[q]);
     }
+}
+
+/* The plane in one pass: each vector of 16 positions goes through the epilogue as it comes from the sums,
+ * and its outputs (the positions whose column is below cols) are packed together by vpcompressd and
+ * stored after those before: 16 bytes, or the exact count at the plane's end. col holds each lane's
+ * position modulo pitch. Levels only, with a zero point that levels16 takes short, and no f32 residual. */
+static inline __attribute__((always_inline)) void dw_plane_levels(const kn_qepilogue *e, const epi_consts *k,
+                                                                  const kn_qdw_plane *p, int r_type, bool relu,
+                                                                  bool clip) {
+    dw_group groups[KN_QGEMM_DW_MAX_TAPS];
+    int count = dw_groups_of(p->src, p->w, p->taps, groups);
+    const int64_t n = (p->rows - 1) * p->pitch + p->cols, outputs = p->rows * p->cols;
+    __m512i corr = _mm512_set1_epi32(e->corr[p->channel]);
+    __m512 mult = _mm512_set1_ps(e->mult[p->channel]), bias = _mm512_set1_ps(e->bias[p->channel]);
+    const __m512i pitch = _mm512_set1_epi32((int32_t)p->pitch), cols = _mm512_set1_epi32((int32_t)p->cols);
+    __m512i col = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (__mmask16 over = _mm512_cmpge_epi32_mask(col, pitch); over; over = _mm512_cmpge_epi32_mask(col, pitch))
+        col = _mm512_mask_sub_epi32(col, over, col, pitch);
+    uint8_t *y = p->y;
+    const uint8_t *r = p->r;
+    int64_t done = 0; /* outputs stored */
+    for (int64_t o = 0; o < n; o += 64) {
+        __m512i v[4];
+        dw_sums64(groups, count, o, n, v);
+        for (int q = 0; q < 4 && o + 16 * q < n; q++) {
+            __mmask16 keep = _mm512_mask_cmplt_epi32_mask(lanes_first(n - o - 16 * q), col, cols);
+            int kept = __builtin_popcount(keep);
+            __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v[q], corr)), mult, bias);
+            if (r_type != KN_QRES_NONE) { /* the residuals of the kept outputs, spread to their lanes */
+                __m128i bytes;
+                if (outputs - done >= 16) {
+                    bytes = _mm_loadu_si128((const __m128i *)(r + done));
+                } else {
+                    uint8_t tail[16] = {0};
+                    memcpy(tail, r + done, (size_t)kept);
+                    bytes = _mm_loadu_si128((const __m128i *)tail);
+                }
+                __m512i levels = r_type == KN_QRES_U8 ? _mm512_cvtepu8_epi32(bytes) : _mm512_cvtepi8_epi32(bytes);
+                levels = _mm512_maskz_expand_epi32(keep, _mm512_sub_epi32(levels, k->r_zero_point));
+                value = _mm512_add_ps(value, residual_values(levels, k->r_scale));
+            }
+            if (relu)
+                value = _mm512_max_ps(value, _mm512_setzero_ps());
+            if (clip)
+                value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
+            __m512i levels = _mm512_maskz_compress_epi32(keep, levels16(k, value, true));
+            __m128i bytes = _mm512_cvtepi32_epi8(levels);
+            if (outputs - done >= 16)
+                _mm_storeu_si128((__m128i *)(y + done), bytes);
+            else
+                store_bytes(y + done, bytes, kept);
+            done += kept;
+            col = _mm512_add_epi32(col, _mm512_set1_epi32(16));
+            for (__mmask16 over = _mm512_cmpge_epi32_mask(col, pitch); over; over = _mm512_cmpge_epi32_mask(col, pitch))
+                col = _mm512_mask_sub_epi32(col, over, col, pitch);
+        }
+    }
+}
+
+bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p) {
+    bool levels = e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8;
+    if (!levels || !small_zero_point_of(e) || e->r_type == KN_QRES_F32 || p->pitch > (1 << 30))
+        return false;
+    epi_consts k = epi_consts_of(e);
+    if (e->r_type == KN_QRES_NONE && !e->relu && e->clip) /* MobileNet's ReLU6 */
+        dw_plane_levels(e, &k, p, KN_QRES_NONE, false, true);
+    else
+        dw_plane_levels(e, &k, p, e->r_type, e->relu, e->clip);
+    return true;
 }
