@@ -223,7 +223,20 @@ static inline void deal16(const uint8_t *row, uint8_t *even, uint8_t *odd) {
     _mm_storeu_si128((__m128i *)odd, _mm256_extracti128_si256(v, 1));
 }
 
+/* 8 pairs of 16 bytes, as deal16 does within one 128-bit lane. */
+static inline void deal8(const uint8_t *row, uint8_t *even, uint8_t *odd) {
+    const __m128i gather = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    __m128i v = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)row), gather);
+    _mm_storel_epi64((__m128i *)even, v);
+    _mm_storel_epi64((__m128i *)odd, _mm_unpackhi_epi64(v, v));
+}
+
 void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    if (n >= 8 && n < 16) { /* a short row (a late layer's frame): two overlapping halves */
+        deal8(row, even, odd);
+        deal8(row + 2 * (n - 8), even + n - 8, odd + n - 8);
+        return;
+    }
     if (n < 16) {
         kn_qgemm_deal2_generic(row, n, even, odd);
         return;

@@ -257,11 +257,13 @@ typedef struct dw_group {
     unsigned used;   /* bit d: byte d has a tap */
 } dw_group;
 
-/* The taps in groups of up to 4 within 4 bytes; returns the number of groups. */
+/* The taps in groups of up to 4 within 4 bytes; returns the number of groups. A tap joins one of the
+ * last two groups (a kernel row's taps come one after another, at stride 2 alternating between two
+ * column phases), or starts a group. */
 static int dw_groups_of(const uint8_t *const *src, const int32_t *w, int taps, dw_group *groups) {
     int n = 0;
     for (int t = 0; t < taps; t++) {
-        int g = 0;
+        int g = n > 2 ? n - 2 : 0;
         uintptr_t d = 0;
         for (; g < n; g++) { /* addresses compared as integers: the taps may lie in different buffers */
             d = (uintptr_t)src[t] - (uintptr_t)groups[g].base;
