@@ -346,8 +346,10 @@ static inline __attribute__((always_inline)) void dw_plane_levels(const kn_qepil
     __m512 mult = _mm512_set1_ps(e->mult[p->channel]), bias = _mm512_set1_ps(e->bias[p->channel]);
     const __m512i pitch = _mm512_set1_epi32((int32_t)p->pitch), cols = _mm512_set1_epi32((int32_t)p->cols);
     __m512i col = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (__mmask16 over = _mm512_cmpge_epi32_mask(col, pitch); over; over = _mm512_cmpge_epi32_mask(col, pitch))
-        col = _mm512_mask_sub_epi32(col, over, col, pitch);
+    // Stepping 16 positions on, a lane's column passes pitch at most ceil(16 / pitch) times.
+    const int wraps = (int)((16 + p->pitch - 1) / p->pitch);
+    for (int w = 0; w < wraps; w++)
+        col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, pitch), col, pitch);
     uint8_t *y = p->y;
     const uint8_t *r = p->r;
     int64_t done = 0; /* outputs stored */
@@ -383,8 +385,8 @@ static inline __attribute__((always_inline)) void dw_plane_levels(const kn_qepil
                 store_bytes(y + done, bytes, kept);
             done += kept;
             col = _mm512_add_epi32(col, _mm512_set1_epi32(16));
-            for (__mmask16 over = _mm512_cmpge_epi32_mask(col, pitch); over; over = _mm512_cmpge_epi32_mask(col, pitch))
-                col = _mm512_mask_sub_epi32(col, over, col, pitch);
+            for (int w = 0; w < wraps; w++) /* a fixed count, not a data-dependent loop the CPU mispredicts */
+                col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, pitch), col, pitch);
         }
     }
 }
