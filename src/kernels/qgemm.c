@@ -2,6 +2,7 @@
  * which are the scalar reference every ISA's kernels are tested against bit for bit. */
 #include "kernels/qgemm_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "core/cpu.h"
@@ -105,6 +106,16 @@ void kn_qgemm_epilogue_row_generic(const kn_qepilogue *e, const int32_t *acc, in
             ((uint8_t *)y)[i] = (uint8_t)(level & 0xff); /* i8 levels keep their two's-complement byte */
         }
     }
+}
+
+bool kn_qepilogue_finite(const kn_qepilogue *e, int64_t channels) {
+    const float bound = 0x1p64f;
+    if (e->r_type == KN_QRES_F32 || (e->r_type != KN_QRES_NONE && !(e->r_scale <= bound)))
+        return false;
+    for (int64_t c = 0; c < channels; c++)
+        if (!(fabsf(e->mult[c]) <= bound && fabsf(e->bias[c]) <= bound)) /* false for NaN */
+            return false;
+    return true;
 }
 
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b) {

@@ -55,7 +55,13 @@ typedef struct kn_qepilogue {
     int r_type; /* KN_QRES_* */
     float r_scale;
     int32_t r_zero_point;
+    bool finite; /* kn_qepilogue_finite holds: the kernels may take shortcuts that differ only on NaN */
 } kn_qepilogue;
+
+/* Whether no value of the epilogue can be NaN: every channel's mult and bias finite and at most 2^64 in
+ * size, and the residual (if any) levels with r_scale at most 2^64, so that fmaf(acc, mult, bias) plus
+ * the residual stays finite for every int32 acc. */
+bool kn_qepilogue_finite(const kn_qepilogue *e, int64_t channels);
 
 enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2, KN_QOUT_I32 = 3 };
 

@@ -115,11 +115,12 @@ static const kn_tensor *residual_of(const kn_op_call *call) {
     return call->node->n_in > 5 ? call->in[5] : NULL;
 }
 
-static kn_qepilogue epilogue_of(const kn_op_call *call) {
+/* The layer's epilogue over its `channels` output channels. */
+static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
     const kn_node *node = call->node;
     const kn_tensor *r = residual_of(call);
     const char *act = kn_node_string(node, "kn_activation", "");
-    return (kn_qepilogue){
+    kn_qepilogue e = {
         .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
         .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
@@ -129,6 +130,8 @@ static kn_qepilogue epilogue_of(const kn_op_call *call) {
         .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
         .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
+    e.finite = kn_qepilogue_finite(&e, channels);
+    return e;
 }
 
 /* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
@@ -439,7 +442,7 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, g->C);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
@@ -483,7 +486,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, g.M);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
@@ -570,7 +573,7 @@ static kiln_status qgemm_forward(const kn_op_call *call) {
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, N);
     if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
         int32_t *corr = (int32_t *)(b + b_bytes);
         uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);

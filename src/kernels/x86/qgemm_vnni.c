@@ -195,16 +195,41 @@ static bool small_zero_point_of(const kn_qepilogue *e) {
     return e->y_zero_point >= -KN_EPI_SMALL_ZERO_POINT && e->y_zero_point <= KN_EPI_SMALL_ZERO_POINT;
 }
 
+/* min(max(x, lo), hi), as the vector steps take it. */
+static float clamp_as_vectors(float x, float lo, float hi) {
+    float raised = x < lo ? lo : x;
+    return raised > hi ? hi : raised;
+}
+
+/* Whether the epilogue's Relu and Clip fold into levels16's bounds: when no value is NaN, they clamp the
+ * value to [lo, hi] (Relu: lo = 0; Clip after it narrows that), and v / s is non-decreasing in v, so
+ * they clamp v / s to [lo / s, hi / s]; together with the clamp to the levels, one clamp to the bounds
+ * epi_consts_of computes. */
+static bool activation_folds(const kn_qepilogue *e) {
+    return e->finite && (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) && small_zero_point_of(e);
+}
+
 static epi_consts epi_consts_of(const kn_qepilogue *e) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     bool small_zero_point = small_zero_point_of(e);
+    float low = small_zero_point ? (float)(range.qmin - e->y_zero_point) : 0.0f;
+    float high = small_zero_point ? (float)(range.qmax - e->y_zero_point) : 0.0f;
+    if (activation_folds(e)) {
+        float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY;
+        if (e->clip) {
+            float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
+            lo = clip_lo;
+            hi = clip_hi;
+        }
+        float folded_low = clamp_as_vectors(lo / e->y_scale, low, high);
+        high = clamp_as_vectors(hi / e->y_scale, low, high);
+        low = folded_low;
+    }
     return (epi_consts){
         .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
         .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
         .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
-        .r_scale = _mm512_set1_ps(e->r_scale),
-        .low = _mm512_set1_ps(small_zero_point ? (float)(range.qmin - e->y_zero_point) : 0.0f),
-        .high = _mm512_set1_ps(small_zero_point ? (float)(range.qmax - e->y_zero_point) : 0.0f),
+        .r_scale = _mm512_set1_ps(e->r_scale), .low = _mm512_set1_ps(low), .high = _mm512_set1_ps(high),
         .zero_point_i = _mm512_set1_epi32(e->y_zero_point), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
     };
 }
@@ -212,20 +237,16 @@ static epi_consts epi_consts_of(const kn_qepilogue *e) {
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
     bool small_zero_point = small_zero_point_of(e);
     epi_consts k = epi_consts_of(e);
-    // The layers of MobileNets and ResNets get loops of their own; the rest one with every choice.
-    bool levels = (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) && small_zero_point;
-    if (levels && e->r_type == KN_QRES_NONE && !e->relu && e->clip)
-        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, false, true, true);
-    else if (levels && e->r_type == KN_QRES_NONE && !e->relu && !e->clip)
+    // Activations folded into the bounds: a loop per residual type; the rest one with every choice.
+    if (activation_folds(e) && e->r_type == KN_QRES_NONE)
         epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, false, false, true);
-    else if (levels && e->r_type == KN_QRES_U8 && !e->relu && !e->clip)
+    else if (activation_folds(e) && e->r_type == KN_QRES_U8)
         epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_U8, false, false, true);
-    else if (levels && e->r_type == KN_QRES_NONE && e->relu && !e->clip)
-        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, true, false, true);
-    else if (levels && e->r_type == KN_QRES_U8 && e->relu && !e->clip)
-        epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_U8, true, false, true);
+    else if (activation_folds(e))
+        epilogue_block(e, &k, b, KN_QOUT_U8, e->r_type, false, false, true);
     else
-        epilogue_block(e, &k, b, levels ? KN_QOUT_U8 : e->y_type, e->r_type, e->relu, e->clip, small_zero_point);
+        epilogue_block(e, &k, b, e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8 ? KN_QOUT_U8 : e->y_type,
+                       e->r_type, e->relu, e->clip, small_zero_point);
 }
 
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
@@ -396,8 +417,10 @@ bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p)
     if (!levels || !small_zero_point_of(e) || e->r_type == KN_QRES_F32 || p->pitch > (1 << 30))
         return false;
     epi_consts k = epi_consts_of(e);
-    if (e->r_type == KN_QRES_NONE && !e->relu && e->clip) /* MobileNet's ReLU6 */
-        dw_plane_levels(e, &k, p, KN_QRES_NONE, false, true);
+    if (activation_folds(e) && e->r_type == KN_QRES_NONE) /* MobileNet's */
+        dw_plane_levels(e, &k, p, KN_QRES_NONE, false, false);
+    else if (activation_folds(e))
+        dw_plane_levels(e, &k, p, e->r_type, false, false);
     else
         dw_plane_levels(e, &k, p, e->r_type, e->relu, e->clip);
     return true;
