@@ -103,12 +103,11 @@ static inline __attribute__((always_inline)) __m512 residual16(int r_type, const
  * wherever it is not clamped away; maxps(q, qmin - z) gives qmin - z for a NaN q, as fmaxf gives qmin.
  * Larger zero points (never a real layer's) take the steps one by one. */
 static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool small_zero_point) {
-    const int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     if (small_zero_point) {
         __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(value, k->scale), k->low), k->high);
-        return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, nearest), k->zero_point_i);
+        return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), k->zero_point_i);
     }
-    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), nearest);
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zero_point), k->qmin), k->qmax));
 }
 
