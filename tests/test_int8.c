@@ -292,7 +292,7 @@ static void test_epilogue_edges(void) {
     enum { ROWS = 5, MAXN = 40, LD = MAXN + 9, C = 64 };
     const int32_t zero_points[] = {0, 7, -128, 255, 1 << 20, (1 << 20) + 1, (1 << 24) + 1, -(1 << 30)};
     const int lengths[] = {1, 7, 16, 17, 40};
-    int32_t acc[ROWS * MAXN], corr[C];
+    int32_t acc[ROWS * MAXN + 16], corr[C]; // the last row read in whole vectors too (acc_whole)
     float mult[C], bias[C];
     uint8_t res[ROWS * LD * 4], want[ROWS * LD * 4 + 64], got[ROWS * LD * 4 + 64];
     // mult and bias with +-inf and NaN values, and the same with finite ones only (kn_qepilogue_finite:
@@ -307,7 +307,7 @@ static void test_epilogue_edges(void) {
         finite_mult[c] = isfinite(mult[c]) && fabsf(mult[c]) < 1.0f ? mult[c] : 0.5f;
         finite_bias[c] = isfinite(bias[c]) ? bias[c] : -2.5f;
     }
-    for (int i = 0; i < ROWS * MAXN; i++)
+    for (int i = 0; i < ROWS * MAXN + 16; i++)
         acc[i] = i % 11 == 0 ? INT32_MAX : i % 13 == 0 ? INT32_MIN : (int32_t)rand_below(200001) - 100000;
     for (size_t i = 0; i < sizeof res; i++)
         res[i] = (uint8_t)rand_below(256);
@@ -331,8 +331,8 @@ static void test_epilogue_edges(void) {
                             CHECK(e.finite == (finite && r_type != KN_QRES_F32));
                             // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
                             // 2: a channel per element, rows LD apart
-                            kn_qepilogue_block b = {acc, MAXN, ROWS, n, layout == 2 ? 3 : 2, layout == 0, layout == 2,
-                                                    r_type ? res : NULL, got, layout == 1 ? n : LD};
+                            kn_qepilogue_block b = {acc, MAXN, layout != 1, ROWS, n, layout == 2 ? 3 : 2, layout == 0,
+                                                    layout == 2, r_type ? res : NULL, got, layout == 1 ? n : LD};
                             size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
                             memset(want, 0xa5, sizeof want);
                             for (int row = 0; row < ROWS; row++)

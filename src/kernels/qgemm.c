@@ -257,7 +257,7 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
                  v_panel_bytes, panels, rows, p->v_unsigned, acc);
         int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
         kn_qepilogue_block block = {
-            .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .rows = rows,
+            .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = rows,
             .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
             .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
             .per_lane = !p->channel_per_row,

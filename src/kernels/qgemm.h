@@ -116,10 +116,11 @@ void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uin
 /* A block of rows for the epilogue: row i < rows has n sums at acc + i * acc_ld, and its residual (when
  * the epilogue has one) at r + i * ld and its outputs at y + i * ld, counted in elements of their types.
  * Row i's outputs are of channel channel + i * channel_step, plus the element's index in the row when
- * per_lane (a Gemm's columns). */
+ * per_lane (a Gemm's columns). With acc_whole, the sums of a row may be read up to n rounded up to 16. */
 typedef struct kn_qepilogue_block {
     const int32_t *acc;
     int64_t acc_ld;
+    bool acc_whole; /* each row's sums may be read in whole vectors of 16, past n */
     int rows, n;
     int64_t channel, channel_step;
     bool per_lane;

@@ -164,7 +164,10 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
                 mult = _mm512_maskz_loadu_ps(m, mult_of + channel + i);
                 bias = _mm512_maskz_loadu_ps(m, bias_of + channel + i);
             }
-            __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + i), corr);
+            // A whole vector's load, not a masked one: the sums were just stored, and a masked load
+            // waits for the store to reach the cache rather than taking the data forwarded from it.
+            __m512i sums = count == 16 || b->acc_whole ? _mm512_loadu_si512(acc + i) : _mm512_maskz_loadu_epi32(m, acc + i);
+            __m512i a = _mm512_sub_epi32(sums, corr);
             if (y_type == KN_QOUT_I32) {
                 _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
                 continue;
