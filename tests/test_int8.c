@@ -90,8 +90,9 @@ static void check_kernel_case(const kernel_case *c) {
         bias[ch] = rand_in(-1.0f, 1.0f);
     }
     kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
-                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120, false};
-    epi.finite = kn_qepilogue_finite(&epi, channels);
+                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120,
+                        false, false, false, 0.0f, 0.0f};
+    kn_qepilogue_prepare(&epi, channels);
     size_t r_size = kn_qres_size(c->residual);
     uint8_t *res = malloc((size_t)(c->R * c->L) * (r_size ? r_size : 1)); // (R, L) as y
     for (int64_t i = 0; i < c->R * c->L; i++) {
@@ -295,7 +296,7 @@ static void test_epilogue_edges(void) {
     int32_t acc[ROWS * MAXN + 16], corr[C]; // the last row read in whole vectors too (acc_whole)
     float mult[C], bias[C];
     uint8_t res[ROWS * LD * 4], want[ROWS * LD * 4 + 64], got[ROWS * LD * 4 + 64];
-    // mult and bias with +-inf and NaN values, and the same with finite ones only (kn_qepilogue_finite:
+    // mult and bias with +-inf and NaN values, and the same with finite ones only (kn_qepilogue_prepare:
     // the shortcuts that fold Relu and Clip into the levels' bounds)
     const float mults[] = {0.25f, 1e-3f, -0.25f, 3e30f, NAN, 0.0f, 1e-30f, 7.5e-4f};
     const float biases[] = {0.0f, 0.5f, -INFINITY, 1.0f, -0.75f, NAN, 0.125f, 0.0f};
@@ -326,8 +327,8 @@ static void test_epilogue_edges(void) {
                             kn_qepilogue e = {corr, finite ? finite_mult : mult, finite ? finite_bias : bias, act & 1,
                                               y_type, 0.5f, zero_points[z], (act & 2) != 0, z % 2 ? 5.0f : -0.3f,
                                               z % 2 ? 2.0f : 90.0f, r_type, 0.0173f, r_type == KN_QRES_I8 ? -5 : 120,
-                                              false};
-                            e.finite = kn_qepilogue_finite(&e, C);
+                                              false, false, false, 0.0f, 0.0f};
+                            kn_qepilogue_prepare(&e, C);
                             CHECK(e.finite == (finite && r_type != KN_QRES_F32));
                             // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
                             // 2: a channel per element, rows LD apart
@@ -387,8 +388,9 @@ static void test_depthwise_planes(void) {
                             w[t] = (int32_t)rand_below(256) - 128;
                         }
                         kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.05f, y_type == KN_QOUT_I8 ? -4 : 9,
-                                          (act & 2) != 0, -0.5f, 3.0f, r_type, 0.02f, 11, false};
-                        e.finite = kn_qepilogue_finite(&e, C);
+                                          (act & 2) != 0, -0.5f, 3.0f, r_type, 0.02f, 11, false, false, false, 0.0f,
+                                          0.0f};
+                        kn_qepilogue_prepare(&e, C);
                         kn_qdw_plane p = {src, w, 9, rows, cols, pitch, 1, r_type ? res : NULL, got, acc};
                         memset(want, 0xa5, sizeof want);
                         for (int64_t i = 0; i < rows; i++)

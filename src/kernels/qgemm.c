@@ -108,7 +108,7 @@ void kn_qgemm_epilogue_row_generic(const kn_qepilogue *e, const int32_t *acc, in
     }
 }
 
-bool kn_qepilogue_finite(const kn_qepilogue *e, int64_t channels) {
+static bool epilogue_finite(const kn_qepilogue *e, int64_t channels) {
     const float bound = 0x1p64f;
     if (e->r_type == KN_QRES_F32 || (e->r_type != KN_QRES_NONE && !(e->r_scale <= bound)))
         return false;
@@ -116,6 +116,36 @@ bool kn_qepilogue_finite(const kn_qepilogue *e, int64_t channels) {
         if (!(fabsf(e->mult[c]) <= bound && fabsf(e->bias[c]) <= bound)) /* false for NaN */
             return false;
     return true;
+}
+
+/* min(max(x, lo), hi), as maxps then minps take it (kn_quant_clip for a number). */
+static float clamp_as_vectors(float x, float lo, float hi) {
+    float raised = x < lo ? lo : x;
+    return raised > hi ? hi : raised;
+}
+
+void kn_qepilogue_prepare(kn_qepilogue *e, int64_t channels) {
+    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    e->finite = epilogue_finite(e, channels);
+    e->short_levels = (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) &&
+                      e->y_zero_point >= -KN_QEPI_SHORT_ZERO_POINT && e->y_zero_point <= KN_QEPI_SHORT_ZERO_POINT;
+    e->act_folded = e->finite && e->short_levels;
+    e->q_lo = e->q_hi = 0.0f;
+    if (!e->short_levels)
+        return;
+    e->q_lo = (float)(range.qmin - e->y_zero_point);
+    e->q_hi = (float)(range.qmax - e->y_zero_point);
+    if (!e->act_folded)
+        return;
+    float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY; /* Relu: y > 0 ? y : 0, then Clip narrows it */
+    if (e->clip) {
+        float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
+        lo = clip_lo;
+        hi = clip_hi;
+    }
+    float q_lo = clamp_as_vectors(lo / e->y_scale, e->q_lo, e->q_hi);
+    e->q_hi = clamp_as_vectors(hi / e->y_scale, e->q_lo, e->q_hi);
+    e->q_lo = q_lo;
 }
 
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b) {

@@ -55,13 +55,28 @@ typedef struct kn_qepilogue {
     int r_type; /* KN_QRES_* */
     float r_scale;
     int32_t r_zero_point;
-    bool finite; /* kn_qepilogue_finite holds: the kernels may take shortcuts that differ only on NaN */
+    /* Set by kn_qepilogue_prepare, which every epilogue passes through before it runs: */
+    bool finite;       /* no value can be NaN */
+    bool short_levels; /* levels out, |y_zero_point| <= KN_QEPI_SHORT_ZERO_POINT */
+    bool act_folded;   /* Relu and Clip are in [q_lo, q_hi] */
+    float q_lo, q_hi;  /* with short_levels: the bounds of v / y_scale before the rounding */
 } kn_qepilogue;
 
-/* Whether no value of the epilogue can be NaN: every channel's mult and bias finite and at most 2^64 in
- * size, and the residual (if any) levels with r_scale at most 2^64, so that fmaf(acc, mult, bias) plus
- * the residual stays finite for every int32 acc. */
-bool kn_qepilogue_finite(const kn_qepilogue *e, int64_t channels);
+/* Zero points up to this size let the levels be nearbyint(clamp(v / s, qmin - z, qmax - z)) + z. */
+#define KN_QEPI_SHORT_ZERO_POINT (1 << 20)
+
+/* Sets the derived fields of e, whose channels are [0, channels):
+ *   finite        no value can be NaN: every channel's mult and bias finite and at most 2^64 in size, and
+ *                 the residual (if any) levels with r_scale at most 2^64, so fmaf(acc, mult, bias) plus the
+ *                 residual stays finite for every int32 acc
+ *   short_levels  kn_quant_level is clamp(nearbyint(v / s) + z, qmin, qmax) with the sum in f32; for small
+ *                 z that is nearbyint(clamp(v / s, qmin - z, qmax - z)) + z: the bounds are whole numbers,
+ *                 so clamping commutes with the rounding, and the f32 sum is exact wherever it is not
+ *                 clamped away (a NaN v / s goes to the lower bound, as fmaxf takes q to qmin)
+ *   act_folded    finite and short_levels: Relu and Clip clamp v to [lo, hi] when v is not NaN, and v / s is
+ *                 non-decreasing in v, so they clamp v / s to [lo / s, hi / s]; that clamp and the levels'
+ *                 make one clamp to [q_lo, q_hi] */
+void kn_qepilogue_prepare(kn_qepilogue *e, int64_t channels);
 
 enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2, KN_QOUT_I32 = 3 };
 

@@ -130,7 +130,7 @@ static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
         .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
         .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
-    e.finite = kn_qepilogue_finite(&e, channels);
+    kn_qepilogue_prepare(&e, channels);
     return e;
 }
 

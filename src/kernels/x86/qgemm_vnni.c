@@ -59,9 +59,6 @@ void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t 
  * scalar reference's: cvtdq2ps and roundscale round to nearest even as (float) and nearbyintf do,
  * maxps(y, 0) is kn_quant_relu, and maxps(q, qmin) returns qmin for a NaN q as fmaxf does. */
 
-/* Zero points up to this size take the short quantization (levels16). */
-#define KN_EPI_SMALL_ZERO_POINT (1 << 20)
-
 /* The layer's constants as vectors, set once per block. */
 typedef struct epi_consts {
     __m512 scale, zero_point, qmin, qmax, clip_lo, clip_hi, r_scale;
@@ -97,13 +94,10 @@ static inline __attribute__((always_inline)) __m512 residual16(int r_type, const
     return residual_values(_mm512_sub_epi32(levels, k->r_zero_point), k->r_scale);
 }
 
-/* The levels of 16 values, as int32. kn_quant_level is clamp(nearbyint(v / s) + z, qmin, qmax) with
- * the sum in f32; for |z| <= KN_EPI_SMALL_ZERO_POINT that is nearbyint(clamp(v / s, qmin - z, qmax - z))
- * + z: the bounds are whole numbers, so clamping commutes with the rounding, and the f32 sum is exact
- * wherever it is not clamped away; maxps(q, qmin - z) gives qmin - z for a NaN q, as fmaxf gives qmin.
- * Larger zero points (never a real layer's) take the steps one by one. */
-static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool small_zero_point) {
-    if (small_zero_point) {
+/* The levels of 16 values, as int32: with short_levels (kn_qepilogue_prepare), nearbyint(clamp(v / s,
+ * q_lo, q_hi)) + z; else the steps of kn_quant_level one by one. */
+static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool short_levels) {
+    if (short_levels) {
         __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(value, k->scale), k->low), k->high);
         return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), k->zero_point_i);
     }
@@ -142,7 +136,7 @@ static inline void store_bytes(uint8_t *y, __m128i v, int count) {
  * back to back, a depthwise plane's) stores a tail as 16 bytes when they fit. */
 static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilogue *e, const epi_consts *k,
                                                                  const kn_qepilogue_block *b, int y_type, int r_type,
-                                                                 bool relu, bool clip, bool small_zero_point) {
+                                                                 bool relu, bool clip, bool short_levels) {
     const size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
     const int n = b->n;
     const bool per_lane = b->per_lane, run = b->ld == n && y_size == 1;
@@ -183,7 +177,7 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
                 _mm512_mask_storeu_ps((float *)y + i, m, value);
                 continue;
             }
-            __m128i bytes = _mm512_cvtepi32_epi8(levels16(k, value, small_zero_point));
+            __m128i bytes = _mm512_cvtepi32_epi8(levels16(k, value, short_levels));
             if (count == 16 || (int64_t)(16 - count) <= spare)
                 _mm_storeu_si128((__m128i *)((uint8_t *)y + i), bytes);
             else
@@ -192,63 +186,29 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
     }
 }
 
-/* Whether levels16 may take the short way for this zero point. */
-static bool small_zero_point_of(const kn_qepilogue *e) {
-    return e->y_zero_point >= -KN_EPI_SMALL_ZERO_POINT && e->y_zero_point <= KN_EPI_SMALL_ZERO_POINT;
-}
-
-/* min(max(x, lo), hi), as the vector steps take it. */
-static float clamp_as_vectors(float x, float lo, float hi) {
-    float raised = x < lo ? lo : x;
-    return raised > hi ? hi : raised;
-}
-
-/* Whether the epilogue's Relu and Clip fold into levels16's bounds: when no value is NaN, they clamp the
- * value to [lo, hi] (Relu: lo = 0; Clip after it narrows that), and v / s is non-decreasing in v, so
- * they clamp v / s to [lo / s, hi / s]; together with the clamp to the levels, one clamp to the bounds
- * epi_consts_of computes. */
-static bool activation_folds(const kn_qepilogue *e) {
-    return e->finite && (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) && small_zero_point_of(e);
-}
-
 static epi_consts epi_consts_of(const kn_qepilogue *e) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
-    bool small_zero_point = small_zero_point_of(e);
-    float low = small_zero_point ? (float)(range.qmin - e->y_zero_point) : 0.0f;
-    float high = small_zero_point ? (float)(range.qmax - e->y_zero_point) : 0.0f;
-    if (activation_folds(e)) {
-        float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY;
-        if (e->clip) {
-            float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
-            lo = clip_lo;
-            hi = clip_hi;
-        }
-        float folded_low = clamp_as_vectors(lo / e->y_scale, low, high);
-        high = clamp_as_vectors(hi / e->y_scale, low, high);
-        low = folded_low;
-    }
     return (epi_consts){
         .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
         .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
         .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
-        .r_scale = _mm512_set1_ps(e->r_scale), .low = _mm512_set1_ps(low), .high = _mm512_set1_ps(high),
+        .r_scale = _mm512_set1_ps(e->r_scale), .low = _mm512_set1_ps(e->q_lo), .high = _mm512_set1_ps(e->q_hi),
         .zero_point_i = _mm512_set1_epi32(e->y_zero_point), .r_zero_point = _mm512_set1_epi32(e->r_zero_point),
     };
 }
 
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b) {
-    bool small_zero_point = small_zero_point_of(e);
     epi_consts k = epi_consts_of(e);
     // Activations folded into the bounds: a loop per residual type; the rest one with every choice.
-    if (activation_folds(e) && e->r_type == KN_QRES_NONE)
+    if (e->act_folded && e->r_type == KN_QRES_NONE)
         epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_NONE, false, false, true);
-    else if (activation_folds(e) && e->r_type == KN_QRES_U8)
+    else if (e->act_folded && e->r_type == KN_QRES_U8)
         epilogue_block(e, &k, b, KN_QOUT_U8, KN_QRES_U8, false, false, true);
-    else if (activation_folds(e))
+    else if (e->act_folded)
         epilogue_block(e, &k, b, KN_QOUT_U8, e->r_type, false, false, true);
     else
         epilogue_block(e, &k, b, e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8 ? KN_QOUT_U8 : e->y_type,
-                       e->r_type, e->relu, e->clip, small_zero_point);
+                       e->r_type, e->relu, e->clip, e->short_levels);
 }
 
 void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
@@ -415,13 +375,12 @@ static inline __attribute__((always_inline)) void dw_plane_levels(const kn_qepil
 }
 
 bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p) {
-    bool levels = e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8;
-    if (!levels || !small_zero_point_of(e) || e->r_type == KN_QRES_F32 || p->pitch > (1 << 30))
+    if (!e->short_levels || e->r_type == KN_QRES_F32 || p->pitch > (1 << 30))
         return false;
     epi_consts k = epi_consts_of(e);
-    if (activation_folds(e) && e->r_type == KN_QRES_NONE) /* MobileNet's */
+    if (e->act_folded && e->r_type == KN_QRES_NONE) /* MobileNet's */
         dw_plane_levels(e, &k, p, KN_QRES_NONE, false, false);
-    else if (activation_folds(e))
+    else if (e->act_folded)
         dw_plane_levels(e, &k, p, e->r_type, false, false);
     else
         dw_plane_levels(e, &k, p, e->r_type, e->relu, e->clip);
