@@ -99,7 +99,8 @@ static inline __attribute__((always_inline)) __m512 residual16(int r_type, const
 static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool short_levels) {
     if (short_levels) {
         __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(value, k->scale), k->low), k->high);
-        return _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), k->zero_point_i);
+        __m512i rounded = _mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        return _mm512_add_epi32(rounded, k->zero_point_i);
     }
     __m512 q = _mm512_roundscale_ps(_mm512_div_ps(value, k->scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zero_point), k->qmin), k->qmax));
@@ -160,7 +161,8 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
             }
             // A whole vector's load, not a masked one: the sums were just stored, and a masked load
             // waits for the store to reach the cache rather than taking the data forwarded from it.
-            __m512i sums = count == 16 || b->acc_whole ? _mm512_loadu_si512(acc + i) : _mm512_maskz_loadu_epi32(m, acc + i);
+            __m512i sums = count == 16 || b->acc_whole ? _mm512_loadu_si512(acc + i)
+                                                       : _mm512_maskz_loadu_epi32(m, acc + i);
             __m512i a = _mm512_sub_epi32(sums, corr);
             if (y_type == KN_QOUT_I32) {
                 _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
