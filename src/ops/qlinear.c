@@ -322,8 +322,8 @@ static dw_frame dw_frame_of(const qconv_geom *g) {
 static size_t dw_phases_bytes(const dw_frame *f) { return (size_t)(f->sh * f->sw * f->prows * f->pitch); }
 
 /* Frame bytes: the phases, 16 more so that vector loads past a run's end (and the depthwise kernels'
- * KN_QGEMM_DW_SLACK) stay inside, and one framed
- * row (pitch * sw bytes) that a row's phases are dealt from. */
+ * KN_QGEMM_DW_SLACK) stay inside, and one framed row (pitch * sw bytes) that a row's phases are dealt
+ * from. */
 static size_t dw_frame_bytes(const dw_frame *f) { return dw_phases_bytes(f) + 16 + (size_t)(f->sw * f->pitch); }
 
 /* dst[0, n) = src[0, n): 16-byte pieces, the last one ending at n over the one before, or two such 8-byte
