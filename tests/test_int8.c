@@ -835,17 +835,23 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 }
 
 static void test_maxpool_integer(void) {
-    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0};
+    // 9x9 planes, and 10x1100 ones whose 2x2 pooling takes its rows a few at a time (KN_QMAXPOOL_CHUNK)
+    const layer_case bases[] = {
+        {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"wide pool", "Conv", 1, 2, 10, 1100, 3, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+    };
     const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {3, 3, 1}, {5, 2, 2}};
+    for (size_t shape = 0; shape < sizeof bases / sizeof bases[0]; shape++)
     for (int signed_out = 0; signed_out <= 1; signed_out++)
-        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
-            layer_case c = base;
+        for (size_t w = 0; w < (shape ? 1 : sizeof windows / sizeof windows[0]); w++) {
+            layer_case c = bases[shape];
+            const int64_t sample = c.C * c.H * c.W;
             c.y = signed_out ? 2 : 1;
             c.relu = !signed_out;
             layer_data d;
             make_layer_data(&c, &d);
-            float x[2 * 5 * 9 * 9];
-            for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+            float *x = malloc(sizeof(float) * (size_t)(c.N * sample)); // (N, C, H, W)
+            for (int64_t i = 0; i < c.N * sample; i++)
                 x[i] = rand_in(-2.0f, 2.0f);
             const float *y[2] = {NULL, NULL};
             int64_t n[2] = {0, 0};
@@ -864,7 +870,7 @@ static void test_maxpool_integer(void) {
                               (long long)windows[w][0]);
                 sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
                 if (sessions[pool_first])
-                    y[pool_first] = rt_session_forward(sessions[pool_first], 2, x, 5 * 9 * 9, &n[pool_first]);
+                    y[pool_first] = rt_session_forward(sessions[pool_first], c.N, x, sample, &n[pool_first]);
             }
             CHECK_MSG(y[0] && y[1] && n[0] == n[1] && memcmp(y[0], y[1], sizeof(float) * (size_t)n[0]) == 0,
                       "MaxPool %lld stride %lld pad %lld, %s levels: pooling levels differs from pooling values",
@@ -874,7 +880,7 @@ static void test_maxpool_integer(void) {
                 kiln_session_free(sessions[i]);
                 kiln_model_free(models[i]);
             }
-            free(d.s_w), free(d.b), free(d.w);
+            free(d.s_w), free(d.b), free(d.w), free(x);
         }
     printf("MaxPoolInteger: %zu windows, u8 and i8, equal to pooling the dequantized values\n",
            sizeof windows / sizeof windows[0]);

@@ -625,23 +625,22 @@ static kiln_status qmaxpool_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling. */
+/* Column maxima the 2x2 pooling keeps on the stack at a time. */
+#define KN_QMAXPOOL_CHUNK 4096
+
+/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling; rows of at most
+ * KN_QMAXPOOL_CHUNK / 2 outputs. */
 static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
     return h->kernel == 2 && w->kernel == 2 && h->stride == 2 && w->stride == 2 && h->dilation == 1 &&
-           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
+           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in &&
+           w->out <= KN_QMAXPOOL_CHUNK / 2;
 }
 
-/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels. */
-#define QMAXPOOL_PLANE_2X2(T)                                                                              \
-    for (int64_t oh = 0; oh < h->out; oh++) {                                                              \
-        const T *r0 = (const T *)x + 2 * oh * w->in, *r1 = r0 + w->in;                                     \
-        T *out = (T *)y + oh * w->out;                                                                     \
-        for (int64_t ow = 0; ow < w->out; ow++) {                                                          \
-            T a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];                               \
-            T b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];                               \
-            out[ow] = a > b ? a : b;                                                                       \
-        }                                                                                                  \
-    }
+/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels, in two loops the compiler
+ * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
+ * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
+ * column maxima hold whole pairs). */
+#define QMAXPOOL_PLANE_2X2(T)                                                                                  const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                                   T column[KN_QMAXPOOL_CHUNK];                                                                               for (int64_t oh0 = 0; oh0 < h->out; oh0 += rows_at_once) {                                                     int64_t oh1 = oh0 + rows_at_once < h->out ? oh0 + rows_at_once : h->out;                                   for (int64_t oh = oh0; oh < oh1; oh++) {                                                                       const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;                           T *restrict c = column + (oh - oh0) * 2 * OW;                                                              for (int64_t k = 0; k < 2 * OW; k++)                                                                           c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                              }                                                                                                          T *restrict out = (T *)y + oh0 * OW;                                                                       for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                                 out[i] = column[2 * i] > column[2 * i + 1] ? column[2 * i] : column[2 * i + 1];                    }
 
 static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,
                                uint8_t *y) {
