@@ -640,7 +640,21 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
  * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
  * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
  * column maxima hold whole pairs). */
-#define QMAXPOOL_PLANE_2X2(T)                                                                                  const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                                   T column[KN_QMAXPOOL_CHUNK];                                                                               for (int64_t oh0 = 0; oh0 < h->out; oh0 += rows_at_once) {                                                     int64_t oh1 = oh0 + rows_at_once < h->out ? oh0 + rows_at_once : h->out;                                   for (int64_t oh = oh0; oh < oh1; oh++) {                                                                       const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;                           T *restrict c = column + (oh - oh0) * 2 * OW;                                                              for (int64_t k = 0; k < 2 * OW; k++)                                                                           c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                              }                                                                                                          T *restrict out = (T *)y + oh0 * OW;                                                                       for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                                 out[i] = column[2 * i] > column[2 * i + 1] ? column[2 * i] : column[2 * i + 1];                    }
+#define QMAXPOOL_PLANE_2X2(T)                                                                              \
+    const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                               \
+    T column[KN_QMAXPOOL_CHUNK];                                                                           \
+    for (int64_t oh0 = 0; oh0 < h->out; oh0 += rows_at_once) {                                             \
+        int64_t oh1 = oh0 + rows_at_once < h->out ? oh0 + rows_at_once : h->out;                           \
+        for (int64_t oh = oh0; oh < oh1; oh++) {                                                           \
+            const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;               \
+            T *restrict c = column + (oh - oh0) * 2 * OW;                                                  \
+            for (int64_t k = 0; k < 2 * OW; k++)                                                           \
+                c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                      \
+        }                                                                                                  \
+        T *restrict out = (T *)y + oh0 * OW;                                                               \
+        for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                     \
+            out[i] = column[2 * i] > column[2 * i + 1] ? column[2 * i] : column[2 * i + 1];                \
+    }
 
 static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,
                                uint8_t *y) {
