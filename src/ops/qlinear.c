@@ -211,15 +211,16 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
     kn_window_tap_range(w, j, &ow_lo, &ow_hi);
     oh_lo = oh_lo > oh0 ? oh_lo : oh0;
     oh_hi = oh_hi < oh1 ? oh_hi : oh1;
-    memset(row, pad, (size_t)((oh1 - oh0) * OW)); /* then the taps that read real pixels */
-    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
-        return;
+    const int64_t L = (oh1 - oh0) * OW;
     const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
-    if (h->stride == 1 && w->stride == 1 && OW == W) {
+    if (oh_lo < oh_hi && ow_lo < ow_hi && h->stride == 1 && w->stride == 1 && OW == W) {
         // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
-        // shifted by di * W + dj; the columns that wrapped around into neighbouring rows become padding.
-        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first;
-        memcpy(row + first - oh0 * OW, plane + first + di * W + dj, (size_t)count);
+        // shifted by di * W + dj, padding before and after it; the columns that wrapped around into
+        // neighbouring rows become padding too.
+        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first, at = first - oh0 * OW;
+        memset(row, pad, (size_t)at);
+        memcpy(row + at, plane + first + di * W + dj, (size_t)count);
+        memset(row + at + count, pad, (size_t)(L - at - count));
         for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
             uint8_t *r = row + (oh - oh0) * OW;
             for (int64_t ow = 0; ow < ow_lo; ow++)
@@ -229,6 +230,9 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
         }
         return;
     }
+    memset(row, pad, (size_t)L); /* then the taps that read real pixels */
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
+        return;
     const int64_t sw = w->stride, n = ow_hi - ow_lo;
     for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
         uint8_t *restrict dst = row + (oh - oh0) * OW + ow_lo;
