@@ -90,7 +90,9 @@ static void check_kernel_case(const kernel_case *c) {
         bias[ch] = rand_in(-1.0f, 1.0f);
     }
     kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
-                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120};
+                        c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120,
+                        false, false, false, 0.0f, 0.0f};
+    kn_qepilogue_prepare(&epi, channels);
     size_t r_size = kn_qres_size(c->residual);
     uint8_t *res = malloc((size_t)(c->R * c->L) * (r_size ? r_size : 1)); // (R, L) as y
     for (int64_t i = 0; i < c->R * c->L; i++) {
@@ -159,44 +161,49 @@ static void check_kernel_case(const kernel_case *c) {
 }
 
 /* kn_qgemm_depthwise on every path: odd and even tap counts up to the most, run lengths around the
- * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. */
+ * vector widths, random and extreme bytes (255 by -128 and 127): each sum equals the exact one. The taps
+ * read consecutive runs (apart from one another, as separate rows are) and, in a second pass, overlapping
+ * ones one byte apart (a 3x3 kernel row at stride 1, which the VNNI kernel sums 4 taps at a time). */
 static void test_depthwise_kernels(void) {
-    const int taps_list[] = {1, 2, 9, 25, KN_QGEMM_DW_MAX_TAPS};
-    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 100};
+    const int taps_list[] = {1, 2, 3, 9, 25, KN_QGEMM_DW_MAX_TAPS};
+    const int64_t lengths[] = {1, 7, 8, 15, 16, 17, 40, 61, 64, 65, 100, 130};
     int checked = 0;
     for (size_t a = 0; a < sizeof taps_list / sizeof taps_list[0]; a++)
         for (size_t b = 0; b < sizeof lengths / sizeof lengths[0]; b++)
-            for (int extreme = 0; extreme < 2; extreme++) {
-                int taps = taps_list[a];
-                int64_t n = lengths[b];
-                uint8_t *bytes = malloc((size_t)(taps * n));
-                const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
-                int32_t w[KN_QGEMM_DW_MAX_TAPS], want[100], got[100];
-                for (int t = 0; t < taps; t++) {
-                    src[t] = bytes + t * n;
-                    w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+            for (int layout = 0; layout < 3; layout++)
+                for (int extreme = 0; extreme < 2; extreme++) {
+                    int taps = taps_list[a];
+                    int64_t n = lengths[b];
+                    int64_t apart = layout == 0 ? n : layout; /* runs apart, 1 byte or 2 bytes apart */
+                    size_t size = (size_t)((taps - 1) * apart + n + KN_QGEMM_DW_SLACK); // the last tap's slack too
+                    uint8_t *bytes = malloc(size);
+                    const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
+                    int32_t w[KN_QGEMM_DW_MAX_TAPS], want[130], got[131];
+                    for (int t = 0; t < taps; t++) {
+                        src[t] = bytes + t * apart;
+                        w[t] = extreme ? (t % 3 ? -128 : 127) : (int32_t)rand_below(256) - 128;
+                    }
+                    for (size_t i = 0; i < size; i++)
+                        bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t sum = 0;
+                        for (int t = 0; t < taps; t++)
+                            sum += (int64_t)w[t] * src[t][i];
+                        want[i] = (int32_t)sum;
+                    }
+                    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                        const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                        if (!k)
+                            continue;
+                        memset(got, 0x5a, sizeof got);
+                        kn_qgemm_depthwise(k, src, w, taps, n, got);
+                        CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0 && got[n] == 0x5a5a5a5a,
+                                  "%s depthwise: %d taps %lld bytes apart, %lld outputs, extreme %d differ from the "
+                                  "exact sums", kn_qgemm_kernel_name(k), taps, (long long)apart, (long long)n, extreme);
+                        checked++;
+                    }
+                    free(bytes);
                 }
-                for (int64_t i = 0; i < taps * n; i++)
-                    bytes[i] = extreme ? 255 : (uint8_t)rand_below(256);
-                for (int64_t i = 0; i < n; i++) {
-                    int64_t sum = 0;
-                    for (int t = 0; t < taps; t++)
-                        sum += (int64_t)w[t] * src[t][i];
-                    want[i] = (int32_t)sum;
-                }
-                for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
-                    const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
-                    if (!k)
-                        continue;
-                    memset(got, 0x5a, sizeof got);
-                    kn_qgemm_depthwise(k, src, w, taps, n, got);
-                    CHECK_MSG(memcmp(got, want, sizeof(int32_t) * (size_t)n) == 0,
-                              "%s depthwise: %d taps, %lld outputs, extreme %d differ from the exact sums",
-                              kn_qgemm_kernel_name(k), taps, (long long)n, extreme);
-                    checked++;
-                }
-                free(bytes);
-            }
     for (int64_t n = 0; n < 70; n += 7) { /* kn_qgemm_deal2: the stride-2 frame's column phases */
         uint8_t row[140], even[70], odd[70];
         for (int64_t i = 0; i < 2 * n; i++)
@@ -236,6 +243,177 @@ static void test_kernels(void) {
         if (kn_qgemm_kernel_for((kn_qgemm_path)path))
             printf(" %s", kn_qgemm_kernel_name(kn_qgemm_kernel_for((kn_qgemm_path)path)));
     printf(" (the layers use %s)\n", kn_qgemm_kernel_name(kn_qgemm_kernel_best()));
+}
+
+/* One output of the epilogue by the definition (core/quant.h): element i of row `row`, channel c. */
+static void epilogue_definition(const kn_qepilogue *e, int32_t acc, int64_t c, const void *r, int64_t at, void *y) {
+    int32_t a = (int32_t)((uint32_t)acc - (uint32_t)e->corr[c]);
+    if (e->y_type == KN_QOUT_I32) {
+        ((int32_t *)y)[at] = a;
+        return;
+    }
+    float v = kn_quant_layer_value(a, e->mult[c], e->bias[c]);
+    if (e->r_type == KN_QRES_F32)
+        v = kn_quant_add_residual(v, ((const float *)r)[at]);
+    else if (e->r_type != KN_QRES_NONE)
+        v = kn_quant_add_residual(v, kn_quant_value(e->r_type == KN_QRES_U8 ? ((const uint8_t *)r)[at]
+                                                                          : ((const int8_t *)r)[at],
+                                                    e->r_scale, e->r_zero_point));
+    v = e->relu ? kn_quant_relu(v) : v;
+    v = e->clip ? kn_quant_clip(v, e->clip_lo, e->clip_hi) : v;
+    if (e->y_type == KN_QOUT_F32)
+        ((float *)y)[at] = v;
+    else
+        ((uint8_t *)y)[at] = (uint8_t)(kn_quant_level(v, e->y_scale, e->y_zero_point,
+                                                       kn_quant_range_of(8, e->y_type == KN_QOUT_I8)) & 0xff);
+}
+
+/* Equal outputs, any NaN matching any NaN for f32 (the payload is not part of the contract). */
+static bool same_outputs(int y_type, const uint8_t *a, const uint8_t *b, size_t count) {
+    if (y_type != KN_QOUT_F32)
+        return memcmp(a, b, count * kn_qout_size(y_type)) == 0;
+    for (size_t i = 0; i < count; i++) {
+        float x, y;
+        memcpy(&x, a + 4 * i, 4);
+        memcpy(&y, b + 4 * i, 4);
+        if (!(isnan(x) && isnan(y)) && memcmp(&x, &y, 4) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* kn_qgemm_epilogue_rows on every path against the definition on edge values: sums at the int32 extremes,
+ * multipliers and biases that make values of +-inf and NaN, ties of the rounding (odd sums times 0.25
+ * over the scale 0.5), zero points far outside the levels (2^20 + 1, 2^24 + 1 and -2^30, past the
+ * vector kernels' short quantization), every output type, Relu, Clip and residuals; rows apart (a
+ * convolution tile's, a channel per row; a Gemm tile's, a channel per element) and back to back (a
+ * depthwise plane's, whose tails the AVX-512 epilogue may store whole): outputs equal, and the bytes
+ * between and after the rows untouched. */
+static void test_epilogue_edges(void) {
+    enum { ROWS = 5, MAXN = 40, LD = MAXN + 9, C = 64 };
+    const int32_t zero_points[] = {0, 7, -128, 255, 1 << 20, (1 << 20) + 1, (1 << 24) + 1, -(1 << 30)};
+    const int lengths[] = {1, 7, 16, 17, 40};
+    int32_t acc[ROWS * MAXN + 16], corr[C]; // the last row read in whole vectors too (acc_whole)
+    float mult[C], bias[C];
+    uint8_t res[ROWS * LD * 4], want[ROWS * LD * 4 + 64], got[ROWS * LD * 4 + 64];
+    // mult and bias with +-inf and NaN values, and the same with finite ones only (kn_qepilogue_prepare:
+    // the shortcuts that fold Relu and Clip into the levels' bounds)
+    const float mults[] = {0.25f, 1e-3f, -0.25f, 3e30f, NAN, 0.0f, 1e-30f, 7.5e-4f};
+    const float biases[] = {0.0f, 0.5f, -INFINITY, 1.0f, -0.75f, NAN, 0.125f, 0.0f};
+    float finite_mult[C], finite_bias[C];
+    for (int c = 0; c < C; c++) {
+        corr[c] = c % 5 == 0 ? INT32_MIN : (int32_t)rand_below(2001) - 1000;
+        mult[c] = mults[c % 8];
+        bias[c] = biases[(c / 8) % 8];
+        finite_mult[c] = isfinite(mult[c]) && fabsf(mult[c]) < 1.0f ? mult[c] : 0.5f;
+        finite_bias[c] = isfinite(bias[c]) ? bias[c] : -2.5f;
+    }
+    for (int i = 0; i < ROWS * MAXN + 16; i++)
+        acc[i] = i % 11 == 0 ? INT32_MAX : i % 13 == 0 ? INT32_MIN : (int32_t)rand_below(200001) - 100000;
+    for (size_t i = 0; i < sizeof res; i++)
+        res[i] = (uint8_t)rand_below(256);
+    for (int i = 0; i < ROWS * LD; i += 7) /* some residuals of +-inf and NaN among the f32 ones */
+        memcpy(res + 4 * i, &(float[]){INFINITY, NAN, -INFINITY}[i % 3], 4);
+    int cases = 0;
+    for (int finite = 0; finite < 2; finite++)
+    for (size_t z = 0; z < sizeof zero_points / sizeof zero_points[0]; z++)
+        for (int y_type = KN_QOUT_F32; y_type <= KN_QOUT_I32; y_type++)
+            for (int act = 0; act < 4; act++)
+                for (int r_type = KN_QRES_NONE; r_type <= KN_QRES_I8; r_type++)
+                    for (int layout = 0; layout < 3; layout++)
+                        for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+                            int n = lengths[l];
+                            // Clip to [-0.3, 90], or to [5, 2] (a hostile Clip: always 2) for odd zero points
+                            kn_qepilogue e = {corr, finite ? finite_mult : mult, finite ? finite_bias : bias, act & 1,
+                                              y_type, 0.5f, zero_points[z], (act & 2) != 0, z % 2 ? 5.0f : -0.3f,
+                                              z % 2 ? 2.0f : 90.0f, r_type, 0.0173f, r_type == KN_QRES_I8 ? -5 : 120,
+                                              false, false, false, 0.0f, 0.0f};
+                            kn_qepilogue_prepare(&e, C);
+                            CHECK(e.finite == (finite && r_type != KN_QRES_F32));
+                            // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
+                            // 2: a channel per element, rows LD apart
+                            kn_qepilogue_block b = {acc, MAXN, layout != 1, ROWS, n, layout == 2 ? 3 : 2, layout == 0,
+                                                    layout == 2, r_type ? res : NULL, got, layout == 1 ? n : LD};
+                            size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
+                            memset(want, 0xa5, sizeof want);
+                            for (int row = 0; row < ROWS; row++)
+                                for (int i = 0; i < n; i++)
+                                    epilogue_definition(&e, acc[row * MAXN + i],
+                                                        b.channel + row * b.channel_step + (layout == 2 ? i : 0),
+                                                        r_type ? res + (size_t)(row * b.ld) * r_size : NULL, i,
+                                                        want + (size_t)(row * b.ld) * y_size);
+                            for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                                const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                                if (!k)
+                                    continue;
+                                memset(got, 0xa5, sizeof got);
+                                kn_qgemm_epilogue_rows(k, &e, &b);
+                                CHECK_MSG(same_outputs(y_type, got, want, sizeof got / y_size),
+                                          "%s epilogue: zero point %d, y_type %d, act %d, residual %d, layout %d, "
+                                          "n %d differs from the definition", kn_qgemm_kernel_name(k),
+                                          (int)zero_points[z], y_type, act, r_type, layout, n);
+                                cases++;
+                            }
+                        }
+    printf("epilogue edges: %d blocks equal the definition\n", cases);
+}
+
+/* kn_qgemm_depthwise_plane on every path against the definition: planes of 3x3 taps at stride 1 (taps a
+ * byte apart) and stride 2 (phases), rows of 1 to 40 outputs with pitches just above them and far above
+ * (the positions between rows are dropped), residuals of each type, Relu and Clip, u8 and i8 outputs:
+ * the levels equal, and nothing is written past the plane. */
+static void test_depthwise_planes(void) {
+    enum { MAXR = 9, MAXC = 40, PITCH = 60, C = 3 };
+    const int64_t shapes[][3] = {{1, 1, 3}, {7, 7, 9}, {7, 7, 60}, {4, 16, 18}, {9, 14, 16}, {3, 40, 42}, {5, 17, 19},
+                                 {2, 33, 33}};
+    int32_t corr[C] = {-300, 17, 5000}, w[9];
+    float mult[C] = {0.01f, 0.003f, -0.02f}, bias[C] = {0.5f, -1.0f, 0.25f};
+    uint8_t frame[2 * MAXR * PITCH + 64], res[MAXR * MAXC * 4], want[MAXR * MAXC * 4 + 32], got[MAXR * MAXC * 4 + 32];
+    int32_t acc[MAXR * PITCH + 64];
+    for (size_t i = 0; i < sizeof frame; i++)
+        frame[i] = (uint8_t)rand_below(256);
+    for (size_t i = 0; i < sizeof res; i++)
+        res[i] = (uint8_t)rand_below(256);
+    int cases = 0;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int stride2 = 0; stride2 < 2; stride2++)
+            for (int r_type = KN_QRES_NONE; r_type <= KN_QRES_I8; r_type++)
+                for (int act = 0; act < 4; act++)
+                    for (int y_type = KN_QOUT_U8; y_type <= KN_QOUT_I8; y_type++) {
+                        int64_t rows = shapes[sh][0], cols = shapes[sh][1], pitch = shapes[sh][2];
+                        const uint8_t *src[9];
+                        for (int t = 0; t < 9; t++) { /* stride 2: taps 0 and 2 of a row share a phase */
+                            int64_t i = t / 3, j = t % 3;
+                            src[t] = frame + i * pitch + (stride2 ? (j % 2) * MAXR * PITCH + j / 2 : j);
+                            w[t] = (int32_t)rand_below(256) - 128;
+                        }
+                        kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.05f, y_type == KN_QOUT_I8 ? -4 : 9,
+                                          (act & 2) != 0, -0.5f, 3.0f, r_type, 0.02f, 11, false, false, false, 0.0f,
+                                          0.0f};
+                        kn_qepilogue_prepare(&e, C);
+                        kn_qdw_plane p = {src, w, 9, rows, cols, pitch, 1, r_type ? res : NULL, got, acc};
+                        memset(want, 0xa5, sizeof want);
+                        for (int64_t i = 0; i < rows; i++)
+                            for (int64_t j = 0; j < cols; j++) {
+                                int32_t sum = 0;
+                                for (int t = 0; t < 9; t++)
+                                    sum += w[t] * src[t][i * pitch + j];
+                                epilogue_definition(&e, sum, 1, res, i * cols + j, want);
+                            }
+                        for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                            const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                            if (!k)
+                                continue;
+                            memset(got, 0xa5, sizeof got);
+                            kn_qgemm_depthwise_plane(k, &e, &p);
+                            CHECK_MSG(memcmp(got, want, sizeof got) == 0,
+                                      "%s depthwise plane %lldx%lld pitch %lld, stride2 %d, residual %d, act %d, "
+                                      "y_type %d differs from the definition", kn_qgemm_kernel_name(k),
+                                      (long long)rows, (long long)cols, (long long)pitch, stride2, r_type, act, y_type);
+                            cases++;
+                        }
+                    }
+    printf("depthwise planes: %d equal the definition\n", cases);
 }
 
 /* QuantizeLinear's vectorized levels against kn_quant_level, on ties, NaN, infinities, denormals and
@@ -657,17 +835,23 @@ static int pool_graph(kn_graph *g, const layer_case *c, const layer_data *d, boo
 }
 
 static void test_maxpool_integer(void) {
-    const layer_case base = {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0};
+    // 9x9 planes, and 10x1100 ones whose 2x2 pooling takes its rows a few at a time (KN_QMAXPOOL_CHUNK)
+    const layer_case bases[] = {
+        {"pool", "Conv", 2, 5, 9, 9, 6, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+        {"wide pool", "Conv", 1, 2, 10, 1100, 3, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
+    };
     const int64_t windows[][3] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}, {3, 3, 1}, {5, 2, 2}};
+    for (size_t shape = 0; shape < sizeof bases / sizeof bases[0]; shape++)
     for (int signed_out = 0; signed_out <= 1; signed_out++)
-        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
-            layer_case c = base;
+        for (size_t w = 0; w < (shape ? 1 : sizeof windows / sizeof windows[0]); w++) {
+            layer_case c = bases[shape];
+            const int64_t sample = c.C * c.H * c.W;
             c.y = signed_out ? 2 : 1;
             c.relu = !signed_out;
             layer_data d;
             make_layer_data(&c, &d);
-            float x[2 * 5 * 9 * 9];
-            for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+            float *x = malloc(sizeof(float) * (size_t)(c.N * sample)); // (N, C, H, W)
+            for (int64_t i = 0; i < c.N * sample; i++)
                 x[i] = rand_in(-2.0f, 2.0f);
             const float *y[2] = {NULL, NULL};
             int64_t n[2] = {0, 0};
@@ -686,7 +870,7 @@ static void test_maxpool_integer(void) {
                               (long long)windows[w][0]);
                 sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
                 if (sessions[pool_first])
-                    y[pool_first] = rt_session_forward(sessions[pool_first], 2, x, 5 * 9 * 9, &n[pool_first]);
+                    y[pool_first] = rt_session_forward(sessions[pool_first], c.N, x, sample, &n[pool_first]);
             }
             CHECK_MSG(y[0] && y[1] && n[0] == n[1] && memcmp(y[0], y[1], sizeof(float) * (size_t)n[0]) == 0,
                       "MaxPool %lld stride %lld pad %lld, %s levels: pooling levels differs from pooling values",
@@ -696,7 +880,7 @@ static void test_maxpool_integer(void) {
                 kiln_session_free(sessions[i]);
                 kiln_model_free(models[i]);
             }
-            free(d.s_w), free(d.b), free(d.w);
+            free(d.s_w), free(d.b), free(d.w), free(x);
         }
     printf("MaxPoolInteger: %zu windows, u8 and i8, equal to pooling the dequantized values\n",
            sizeof windows / sizeof windows[0]);
@@ -1054,6 +1238,8 @@ int main(void) {
     rng = kn_rng_seeded(9);
     test_kernels();
     test_depthwise_kernels();
+    test_epilogue_edges();
+    test_depthwise_planes();
     test_quantize_kernels();
     test_layers();
     test_broadcast_add_stays();

@@ -2,6 +2,7 @@
  * which are the scalar reference every ISA's kernels are tested against bit for bit. */
 #include "kernels/qgemm_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "core/cpu.h"
@@ -79,8 +80,8 @@ static float residual_at(const kn_qepilogue *e, const void *r, int i) {
     }
 }
 
-void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                               const void *r, void *y) {
+void kn_qgemm_epilogue_row_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                                   const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     for (int i = 0; i < n; i++) {
         int64_t c = per_lane ? channel + i : channel;
@@ -107,6 +108,54 @@ void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n,
     }
 }
 
+static bool epilogue_finite(const kn_qepilogue *e, int64_t channels) {
+    const float bound = 0x1p64f;
+    if (e->r_type == KN_QRES_F32 || (e->r_type != KN_QRES_NONE && !(e->r_scale <= bound)))
+        return false;
+    for (int64_t c = 0; c < channels; c++)
+        if (!(fabsf(e->mult[c]) <= bound && fabsf(e->bias[c]) <= bound)) /* false for NaN */
+            return false;
+    return true;
+}
+
+/* min(max(x, lo), hi), as maxps then minps take it (kn_quant_clip for a number). */
+static float clamp_as_vectors(float x, float lo, float hi) {
+    float raised = x < lo ? lo : x;
+    return raised > hi ? hi : raised;
+}
+
+void kn_qepilogue_prepare(kn_qepilogue *e, int64_t channels) {
+    kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
+    e->finite = epilogue_finite(e, channels);
+    e->short_levels = (e->y_type == KN_QOUT_U8 || e->y_type == KN_QOUT_I8) &&
+                      e->y_zero_point >= -KN_QEPI_SHORT_ZERO_POINT && e->y_zero_point <= KN_QEPI_SHORT_ZERO_POINT;
+    e->act_folded = e->finite && e->short_levels;
+    e->q_lo = e->q_hi = 0.0f;
+    if (!e->short_levels)
+        return;
+    e->q_lo = (float)(range.qmin - e->y_zero_point);
+    e->q_hi = (float)(range.qmax - e->y_zero_point);
+    if (!e->act_folded)
+        return;
+    float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY; /* Relu: y > 0 ? y : 0, then Clip narrows it */
+    if (e->clip) {
+        float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
+        lo = clip_lo;
+        hi = clip_hi;
+    }
+    float q_lo = clamp_as_vectors(lo / e->y_scale, e->q_lo, e->q_hi);
+    e->q_hi = clamp_as_vectors(hi / e->y_scale, e->q_lo, e->q_hi);
+    e->q_lo = q_lo;
+}
+
+void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
+    for (int i = 0; i < b->rows; i++)
+        kn_qgemm_epilogue_row_generic(e, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
+                                      b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
+                                      (char *)b->y + (size_t)(i * b->ld) * y_size);
+}
+
 void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                                uint8_t *y) {
     kn_quant_range range = kn_quant_range_of(8, is_signed);
@@ -128,6 +177,16 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
     k->depthwise(src, w, taps, n, acc);
 }
 
+void kn_qgemm_depthwise_plane(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qdw_plane *p) {
+    if (k->depthwise_plane && k->depthwise_plane(e, p))
+        return;
+    k->depthwise(p->src, p->w, p->taps, (p->rows - 1) * p->pitch + p->cols, p->acc);
+    kn_qepilogue_block rows = {.acc = p->acc, .acc_ld = p->pitch, .rows = (int)p->rows, .n = (int)p->cols,
+                               .channel = p->channel, .channel_step = 0, .per_lane = false, .r = p->r, .y = p->y,
+                               .ld = p->cols};
+    k->epilogue(e, &rows);
+}
+
 void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
     for (int64_t k = 0; k < n; k++) {
         even[k] = row[2 * k];
@@ -139,9 +198,8 @@ void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uin
     k->deal2(row, n, even, odd);
 }
 
-void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, const void *r, void *y) {
-    k->epilogue(e, acc, n, channel, false, r, y);
+void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    k->epilogue(e, b);
 }
 
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,
@@ -164,16 +222,16 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
                                                kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
-                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic};
+                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic, NULL};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
                                             kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
-// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets, and
-// whose depthwise sums are bound by loads more than by the vector width.
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2, NULL};
+// kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
                                             kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2};
+                                            kn_qgemm_depthwise_vnni, kn_qgemm_deal2_avx2,
+                                            kn_qgemm_depthwise_plane_vnni};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {
@@ -227,14 +285,15 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
         k->micro(kq, p->b + (size_t)s * (size_t)kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * v_panel_bytes,
                  v_panel_bytes, panels, rows, p->v_unsigned, acc);
-        int64_t col0 = ct * KN_QGEMM_TILE_COLS;
-        int n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS);
-        for (int i = 0; i < rows; i++) {
-            int64_t r = s * KN_QGEMM_MR + i;
-            char *y = (char *)p->y + (size_t)(r * p->ldy + col0) * y_size;
-            const char *res = r_size ? (const char *)p->r + (size_t)(r * p->ldy + col0) * r_size : NULL;
-            k->epilogue(p->epi, acc + i * KN_QGEMM_TILE_COLS, n, p->channel_per_row ? r : col0,
-                        !p->channel_per_row, res, y);
-        }
+        int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
+        kn_qepilogue_block block = {
+            .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = rows,
+            .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
+            .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
+            .per_lane = !p->channel_per_row,
+            .r = r_size ? (const char *)p->r + (size_t)(r0 * p->ldy + col0) * r_size : NULL,
+            .y = (char *)p->y + (size_t)(r0 * p->ldy + col0) * y_size, .ld = p->ldy,
+        };
+        k->epilogue(p->epi, &block);
     }
 }

@@ -31,6 +31,8 @@
 #define KN_QGEMM_MR 4
 /* Taps of one depthwise output kn_qgemm_depthwise takes. */
 #define KN_QGEMM_DW_MAX_TAPS 64
+/* Bytes past a depthwise tap's inputs that kn_qgemm_depthwise may read. */
+#define KN_QGEMM_DW_SLACK 3
 #define KN_QGEMM_MAX_K 65536
 
 /* The requantizing epilogue for channel c (core/quant.h kn_quant_layer_level):
@@ -53,7 +55,28 @@ typedef struct kn_qepilogue {
     int r_type; /* KN_QRES_* */
     float r_scale;
     int32_t r_zero_point;
+    /* Set by kn_qepilogue_prepare, which every epilogue passes through before it runs: */
+    bool finite;       /* no value can be NaN */
+    bool short_levels; /* levels out, |y_zero_point| <= KN_QEPI_SHORT_ZERO_POINT */
+    bool act_folded;   /* Relu and Clip are in [q_lo, q_hi] */
+    float q_lo, q_hi;  /* with short_levels: the bounds of v / y_scale before the rounding */
 } kn_qepilogue;
+
+/* Zero points up to this size let the levels be nearbyint(clamp(v / s, qmin - z, qmax - z)) + z. */
+#define KN_QEPI_SHORT_ZERO_POINT (1 << 20)
+
+/* Sets the derived fields of e, whose channels are [0, channels):
+ *   finite        no value can be NaN: every channel's mult and bias finite and at most 2^64 in size, and
+ *                 the residual (if any) levels with r_scale at most 2^64, so fmaf(acc, mult, bias) plus the
+ *                 residual stays finite for every int32 acc
+ *   short_levels  kn_quant_level is clamp(nearbyint(v / s) + z, qmin, qmax) with the sum in f32; for small
+ *                 z that is nearbyint(clamp(v / s, qmin - z, qmax - z)) + z: the bounds are whole numbers,
+ *                 so clamping commutes with the rounding, and the f32 sum is exact wherever it is not
+ *                 clamped away (a NaN v / s goes to the lower bound, as fmaxf takes q to qmin)
+ *   act_folded    finite and short_levels: Relu and Clip clamp v to [lo, hi] when v is not NaN, and v / s is
+ *                 non-decreasing in v, so they clamp v / s to [lo / s, hi / s]; that clamp and the levels'
+ *                 make one clamp to [q_lo, q_hi] */
+void kn_qepilogue_prepare(kn_qepilogue *e, int64_t channels);
 
 enum { KN_QOUT_F32 = 0, KN_QOUT_U8 = 1, KN_QOUT_I8 = 2, KN_QOUT_I32 = 3 };
 
@@ -96,7 +119,8 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k);
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads);
 
 /* acc[0..n) = sum over taps t < taps of w[t] * src[t][i]: n sums of a depthwise layer whose taps' inputs
- * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. */
+ * (u8, the kernels' form) lie contiguous; w in [-128, 127]. Exact int32. The kernels may read up to
+ * KN_QGEMM_DW_SLACK bytes past each tap's run (src[t] + n), and multiply them by 0. */
 void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, const int32_t *w, int taps, int64_t n,
                         int32_t *acc);
 
@@ -104,10 +128,40 @@ void kn_qgemm_depthwise(const kn_qgemm_kernel *k, const uint8_t *const *src, con
  * (a stride-2 depthwise layer's frame). */
 void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
 
-/* y[0..n) = the epilogue of acc[0..n), all of output channel `channel` (a row of a convolution's
- * output computed outside kn_qgemm_run), with residual r[0..n) when e has one. */
-void kn_qgemm_epilogue_row(const kn_qgemm_kernel *k, const kn_qepilogue *e, const int32_t *acc, int n,
-                           int64_t channel, const void *r, void *y);
+/* A block of rows for the epilogue: row i < rows has n sums at acc + i * acc_ld, and its residual (when
+ * the epilogue has one) at r + i * ld and its outputs at y + i * ld, counted in elements of their types.
+ * Row i's outputs are of channel channel + i * channel_step, plus the element's index in the row when
+ * per_lane (a Gemm's columns). With acc_whole, the sums of a row may be read up to n rounded up to 16. */
+typedef struct kn_qepilogue_block {
+    const int32_t *acc;
+    int64_t acc_ld;
+    bool acc_whole; /* each row's sums may be read in whole vectors of 16, past n */
+    int rows, n;
+    int64_t channel, channel_step;
+    bool per_lane;
+    const void *r;
+    void *y;
+    int64_t ld;
+} kn_qepilogue_block;
+
+/* The epilogue of a block of sums computed outside kn_qgemm_run (a depthwise plane's rows). */
+void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b);
+
+/* One output plane of a depthwise layer: the sums of kn_qgemm_depthwise over the taps' runs of
+ * (rows - 1) * pitch + cols positions, output (i, j) being the sum at position i * pitch + j (the others
+ * fall between rows and are dropped), through the epilogue of `channel` into y (rows, cols), with the
+ * residual r of y's layout when the epilogue has one. acc is a scratch of rows * pitch sums. */
+typedef struct kn_qdw_plane {
+    const uint8_t *const *src;
+    const int32_t *w;
+    int taps;
+    int64_t rows, cols, pitch, channel;
+    const void *r;
+    void *y;
+    int32_t *acc;
+} kn_qdw_plane;
+
+void kn_qgemm_depthwise_plane(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qdw_plane *p);
 
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */

@@ -15,10 +15,8 @@
 typedef void (*kn_qgemm_micro_fn)(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes,
                                   int panels, int rows, bool v_unsigned, int32_t *acc);
 
-/* y[0..n) = the epilogue of acc[0..n): channel `channel` for every element, or channel + i for
- * element i when per_lane; r[0..n) the residual when e has one. y is u8, i8 or f32 as e->y_type. */
-typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
-                                     bool per_lane, const void *r, void *y);
+/* The epilogue of a block of rows (kn_qepilogue_block); y is u8, i8, f32 or i32 as e->y_type. */
+typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const kn_qepilogue_block *b);
 
 /* y[0..n) = kn_quant_level(x[i], scale, zero_point, range) as bytes (i8 levels as their
  * two's-complement byte). */
@@ -28,6 +26,8 @@ typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int
 /* kn_qgemm_depthwise, kn_qgemm_deal2. */
 typedef void (*kn_qgemm_depthwise_fn)(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 typedef void (*kn_qgemm_deal2_fn)(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+/* kn_qgemm_depthwise_plane in one pass, for the epilogues it takes; false (nothing written) for the others. */
+typedef bool (*kn_qgemm_depthwise_plane_fn)(const kn_qepilogue *e, const kn_qdw_plane *p);
 
 struct kn_qgemm_kernel {
     const char *name;
@@ -37,11 +37,14 @@ struct kn_qgemm_kernel {
     kn_qgemm_interleave_fn interleave;
     kn_qgemm_depthwise_fn depthwise;
     kn_qgemm_deal2_fn deal2;
+    kn_qgemm_depthwise_plane_fn depthwise_plane; /* or NULL: sums, then the epilogue */
 };
 
-/* The reference epilogue; the ISA epilogues use it for their tails. */
-void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
-                               bool per_lane, const void *r, void *y);
+/* The reference epilogue, and that of one row: y[0..n) from acc[0..n), channel `channel` for every
+ * element, or channel + i for element i when per_lane; the ISA epilogues use it for their tails. */
+void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b);
+void kn_qgemm_epilogue_row_generic(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                                   const void *r, void *y);
 void kn_qgemm_quantize_generic(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
                                uint8_t *y);
 void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
@@ -58,11 +61,11 @@ void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint
                               size_t stride);
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          int rows, bool v_unsigned, int32_t *acc);
-void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane, const void *r,
-                            void *y);
+void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const kn_qepilogue_block *b);
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          int rows, bool v_unsigned, int32_t *acc);
-void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel,
-                              bool per_lane, const void *r, void *y);
+bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p);
+void kn_qgemm_depthwise_vnni(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
+void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b);
 
 #endif

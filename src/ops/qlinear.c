@@ -115,11 +115,12 @@ static const kn_tensor *residual_of(const kn_op_call *call) {
     return call->node->n_in > 5 ? call->in[5] : NULL;
 }
 
-static kn_qepilogue epilogue_of(const kn_op_call *call) {
+/* The layer's epilogue over its `channels` output channels. */
+static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
     const kn_node *node = call->node;
     const kn_tensor *r = residual_of(call);
     const char *act = kn_node_string(node, "kn_activation", "");
-    return (kn_qepilogue){
+    kn_qepilogue e = {
         .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
         .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
@@ -129,6 +130,8 @@ static kn_qepilogue epilogue_of(const kn_op_call *call) {
         .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
         .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
+    kn_qepilogue_prepare(&e, channels);
+    return e;
 }
 
 /* How far windows reach past one side of an axis: before 0 (begin) and past in - 1 (end). */
@@ -208,15 +211,16 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
     kn_window_tap_range(w, j, &ow_lo, &ow_hi);
     oh_lo = oh_lo > oh0 ? oh_lo : oh0;
     oh_hi = oh_hi < oh1 ? oh_hi : oh1;
-    memset(row, pad, (size_t)((oh1 - oh0) * OW)); /* then the taps that read real pixels */
-    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
-        return;
+    const int64_t L = (oh1 - oh0) * OW;
     const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
-    if (h->stride == 1 && w->stride == 1 && OW == W) {
+    if (oh_lo < oh_hi && ow_lo < ow_hi && h->stride == 1 && w->stride == 1 && OW == W) {
         // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
-        // shifted by di * W + dj; the columns that wrapped around into neighbouring rows become padding.
-        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first;
-        memcpy(row + first - oh0 * OW, plane + first + di * W + dj, (size_t)count);
+        // shifted by di * W + dj, padding before and after it; the columns that wrapped around into
+        // neighbouring rows become padding too.
+        int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first, at = first - oh0 * OW;
+        memset(row, pad, (size_t)at);
+        memcpy(row + at, plane + first + di * W + dj, (size_t)count);
+        memset(row + at + count, pad, (size_t)(L - at - count));
         for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
             uint8_t *r = row + (oh - oh0) * OW;
             for (int64_t ow = 0; ow < ow_lo; ow++)
@@ -226,6 +230,9 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
         }
         return;
     }
+    memset(row, pad, (size_t)L); /* then the taps that read real pixels */
+    if (oh_lo >= oh_hi || ow_lo >= ow_hi)
+        return;
     const int64_t sw = w->stride, n = ow_hi - ow_lo;
     for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
         uint8_t *restrict dst = row + (oh - oh0) * OW + ow_lo;
@@ -318,14 +325,35 @@ static dw_frame dw_frame_of(const qconv_geom *g) {
 
 static size_t dw_phases_bytes(const dw_frame *f) { return (size_t)(f->sh * f->sw * f->prows * f->pitch); }
 
-/* Frame bytes: the phases, 16 more so that vector loads past a run's end stay inside, and one framed
- * row (pitch * sw bytes) that a row's phases are dealt from. */
+/* Frame bytes: the phases, 16 more so that vector loads past a run's end (and the depthwise kernels'
+ * KN_QGEMM_DW_SLACK) stay inside, and one framed row (pitch * sw bytes) that a row's phases are dealt
+ * from. */
 static size_t dw_frame_bytes(const dw_frame *f) { return dw_phases_bytes(f) + 16 + (size_t)(f->sw * f->pitch); }
+
+/* dst[0, n) = src[0, n): 16-byte pieces, the last one ending at n over the one before, or two such 8-byte
+ * or 4-byte pieces for a short row; fixed-size copies the compiler inlines, where memcpy of a row of a few
+ * bytes (a late layer's 7 or 14) is a call. */
+static void copy_row(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n) {
+    if (n >= 16) {
+        for (int64_t k = 0; k + 16 < n; k += 16)
+            memcpy(dst + k, src + k, 16);
+        memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+        for (int64_t k = 0; k < n; k++)
+            dst[k] = src[k];
+    }
+}
 
 /* dst[0, n) = src[0, n) ^ flip: a loop of its own, which the compiler vectorizes. */
 static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int64_t n, uint8_t flip) {
     if (flip == 0) {
-        memcpy(dst, src, (size_t)n);
+        copy_row(dst, src, n);
         return;
     }
     for (int64_t k = 0; k < n; k++)
@@ -335,11 +363,6 @@ static void copy_flipped(uint8_t *restrict dst, const uint8_t *restrict src, int
 /* Start of row index i of row phase a, column phase b: frame row a + i * sh. */
 static uint8_t *dw_phase_at(const dw_frame *f, uint8_t *framed, int64_t a, int64_t i, int64_t b) {
     return framed + ((a * f->sw + b) * f->prows + i) * f->pitch;
-}
-
-/* Start of frame row fr, column phase b, in the phased frame. */
-static uint8_t *dw_phase_row(const dw_frame *f, uint8_t *framed, int64_t fr, int64_t b) {
-    return dw_phase_at(f, framed, fr % f->sh, fr / f->sh, b);
 }
 
 /* The framed plane of input plane x (H, W) as stored, in its phases. */
@@ -373,23 +396,30 @@ static void dw_fill_frame(const kn_qgemm_kernel *kernel, const qconv_geom *g, co
     }
 }
 
-/* Output plane y of channel c from its framed input plane: taps (kH * kW) the channel's weights, acc a
- * scratch of OH * pitch sums, r the residual plane or NULL. */
-static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, uint8_t *framed,
-                     const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc, const char *r,
-                     size_t r_size, char *y, size_t y_size) {
+/* tap_at[t] = where tap t of output (0, 0) reads, as an offset into the phased frame (frame row fr is row
+ * fr / sh of row phase fr % sh, as dw_phase_at counts): the same for every plane. */
+static void dw_tap_offsets(const qconv_geom *g, const dw_frame *f, int64_t *tap_at) {
+    const int64_t taps = g->h.kernel * g->w.kernel;
+    for (int64_t t = 0; t < taps; t++) { /* tap (i, j) reads frame row fr, column fc */
+        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
+        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
+        tap_at[t] = ((fr % f->sh * f->sw + fc % f->sw) * f->prows + fr / f->sh) * f->pitch + fc / f->sw;
+    }
+}
+
+/* Output plane y of channel c from its framed input plane: tap_at the taps' offsets (dw_tap_offsets), w
+ * the channel's weights, acc a scratch of OH * pitch sums, r the residual plane or NULL. */
+static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const dw_frame *f, const uint8_t *framed,
+                     const int64_t *tap_at, const int32_t *w, const kn_qepilogue *epi, int64_t c, int32_t *acc,
+                     const void *r, void *y) {
     const int64_t OH = g->h.out, OW = g->w.out;
     const int taps = (int)(g->h.kernel * g->w.kernel);
     const uint8_t *src[KN_QGEMM_DW_MAX_TAPS];
-    for (int t = 0; t < taps; t++) { /* tap (i, j) of output (0, 0) reads frame row fr, column fc */
-        int64_t fr = kn_window_start(&g->h, 0) + (t / g->w.kernel) * g->h.dilation + f->pads[0];
-        int64_t fc = kn_window_start(&g->w, 0) + (t % g->w.kernel) * g->w.dilation + f->pads[1];
-        src[t] = dw_phase_row(f, framed, fr, fc % f->sw) + fc / f->sw;
-    }
-    kn_qgemm_depthwise(kernel, src, w, taps, (OH - 1) * f->pitch + OW, acc);
-    for (int64_t oh = 0; oh < OH; oh++)
-        kn_qgemm_epilogue_row(kernel, epi, acc + oh * f->pitch, (int)OW, c, r ? r + (size_t)(oh * OW) * r_size : NULL,
-                              y + (size_t)(oh * OW) * y_size);
+    for (int t = 0; t < taps; t++)
+        src[t] = framed + tap_at[t];
+    kn_qdw_plane plane = {.src = src, .w = w, .taps = taps, .rows = OH, .cols = OW, .pitch = f->pitch,
+                          .channel = c, .r = r, .y = y, .acc = acc};
+    kn_qgemm_depthwise_plane(kernel, epi, &plane);
 }
 
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
@@ -416,11 +446,13 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, g->C);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
+    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
+    dw_tap_offsets(g, &f, tap_at);
     const uint8_t *xs = x->data; // (N, C, H, W)
     char *ys = call->out[0]->data; // (N, C, OH, OW)
     const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
@@ -429,9 +461,8 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
         dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
-        dw_plane(kernel, g, &f, framed, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
-                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, r_size, ys + (size_t)(p * g->out_plane) * y_size,
-                 y_size);
+        dw_plane(kernel, g, &f, framed, tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
 }
@@ -459,7 +490,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, g.M);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
@@ -546,7 +577,7 @@ static kiln_status qgemm_forward(const kn_op_call *call) {
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
-    kn_qepilogue epi = epilogue_of(call);
+    kn_qepilogue epi = epilogue_of(call, N);
     if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
         int32_t *corr = (int32_t *)(b + b_bytes);
         uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);
@@ -598,22 +629,35 @@ static kiln_status qmaxpool_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling. */
+/* Column maxima the 2x2 pooling keeps on the stack at a time. */
+#define KN_QMAXPOOL_CHUNK 4096
+
+/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling; rows of at most
+ * KN_QMAXPOOL_CHUNK / 2 outputs. */
 static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
     return h->kernel == 2 && w->kernel == 2 && h->stride == 2 && w->stride == 2 && h->dilation == 1 &&
-           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
+           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in &&
+           w->out <= KN_QMAXPOOL_CHUNK / 2;
 }
 
-/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels. */
+/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels, in two loops the compiler
+ * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
+ * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
+ * column maxima hold whole pairs). */
 #define QMAXPOOL_PLANE_2X2(T)                                                                              \
-    for (int64_t oh = 0; oh < h->out; oh++) {                                                              \
-        const T *r0 = (const T *)x + 2 * oh * w->in, *r1 = r0 + w->in;                                     \
-        T *out = (T *)y + oh * w->out;                                                                     \
-        for (int64_t ow = 0; ow < w->out; ow++) {                                                          \
-            T a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];                               \
-            T b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];                               \
-            out[ow] = a > b ? a : b;                                                                       \
+    const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                               \
+    T column[KN_QMAXPOOL_CHUNK];                                                                           \
+    for (int64_t oh0 = 0; oh0 < h->out; oh0 += rows_at_once) {                                             \
+        int64_t oh1 = oh0 + rows_at_once < h->out ? oh0 + rows_at_once : h->out;                           \
+        for (int64_t oh = oh0; oh < oh1; oh++) {                                                           \
+            const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;               \
+            T *restrict c = column + (oh - oh0) * 2 * OW;                                                  \
+            for (int64_t k = 0; k < 2 * OW; k++)                                                           \
+                c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                      \
         }                                                                                                  \
+        T *restrict out = (T *)y + oh0 * OW;                                                               \
+        for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                     \
+            out[i] = column[2 * i] > column[2 * i + 1] ? column[2 * i] : column[2 * i + 1];                \
     }
 
 static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,

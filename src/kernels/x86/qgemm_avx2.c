@@ -79,11 +79,13 @@ static inline __m256 residual8(const kn_qepilogue *e, const void *r, int i) {
     __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)r + i));
     __m256i levels = e->r_type == KN_QRES_U8 ? _mm256_cvtepu8_epi32(bytes) : _mm256_cvtepi8_epi32(bytes);
     levels = _mm256_sub_epi32(levels, _mm256_set1_epi32(e->r_zero_point));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+    __m256 product = _mm256_mul_ps(_mm256_cvtepi32_ps(levels), _mm256_set1_ps(e->r_scale));
+    __asm__("" : "+x"(product)); /* rounded on its own, not fused into the addition (see the AVX-512 file) */
+    return product;
 }
 
-void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
-                            const void *r, void *y) {
+static void epilogue_row(const kn_qepilogue *e, const int32_t *acc, int n, int64_t channel, bool per_lane,
+                         const void *r, void *y) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     __m256 scale = _mm256_set1_ps(e->y_scale), zp = _mm256_set1_ps((float)e->y_zero_point);
     __m256 lo = _mm256_set1_ps((float)range.qmin), hi = _mm256_set1_ps((float)range.qmax);
@@ -120,9 +122,17 @@ void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const int32_t *acc, int n, in
     if (i < n) {
         size_t y_size = kn_qout_size(e->y_type);
         const char *rest = r ? (const char *)r + (size_t)i * kn_qres_size(e->r_type) : NULL;
-        kn_qgemm_epilogue_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
-                                  (char *)y + (size_t)i * y_size);
+        kn_qgemm_epilogue_row_generic(e, acc + i, n - i, per_lane ? channel + i : channel, per_lane, rest,
+                                      (char *)y + (size_t)i * y_size);
     }
+}
+
+void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const kn_qepilogue_block *b) {
+    size_t y_size = kn_qout_size(e->y_type), r_size = kn_qres_size(e->r_type);
+    for (int i = 0; i < b->rows; i++)
+        epilogue_row(e, b->acc + i * b->acc_ld, b->n, b->channel + i * b->channel_step, b->per_lane,
+                     b->r ? (const char *)b->r + (size_t)(i * b->ld) * r_size : NULL,
+                     (char *)b->y + (size_t)(i * b->ld) * y_size);
 }
 
 void kn_qgemm_quantize_avx2(const float *x, int64_t n, float scale, int32_t zero_point, bool is_signed,
@@ -202,16 +212,37 @@ void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int ta
 }
 
 /* 32 bytes: vpshufb gathers each 128-bit lane's even bytes then its odd ones, and a qword permute puts
- * the evens of both lanes first. */
-void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+ * the evens of both lanes first. A tail of fewer than 16 pairs is dealt again from the 16 pairs that end
+ * the row, over outputs already written with the same bytes. */
+static inline void deal16(const uint8_t *row, uint8_t *even, uint8_t *odd) {
     const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10,
                                             12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(row + 2 * k)), gather);
-        v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
-        _mm_storeu_si128((__m128i *)(even + k), _mm256_castsi256_si128(v));
-        _mm_storeu_si128((__m128i *)(odd + k), _mm256_extracti128_si256(v, 1));
+    __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)row), gather);
+    v = _mm256_permute4x64_epi64(v, 0xd8); /* qwords 0, 2, 1, 3 */
+    _mm_storeu_si128((__m128i *)even, _mm256_castsi256_si128(v));
+    _mm_storeu_si128((__m128i *)odd, _mm256_extracti128_si256(v, 1));
+}
+
+/* 8 pairs of 16 bytes, as deal16 does within one 128-bit lane. */
+static inline void deal8(const uint8_t *row, uint8_t *even, uint8_t *odd) {
+    const __m128i gather = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    __m128i v = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)row), gather);
+    _mm_storel_epi64((__m128i *)even, v);
+    _mm_storel_epi64((__m128i *)odd, _mm_unpackhi_epi64(v, v));
+}
+
+void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd) {
+    if (n >= 8 && n < 16) { /* a short row (a late layer's frame): two overlapping halves */
+        deal8(row, even, odd);
+        deal8(row + 2 * (n - 8), even + n - 8, odd + n - 8);
+        return;
     }
-    kn_qgemm_deal2_generic(row + 2 * k, n - k, even + k, odd + k);
+    if (n < 16) {
+        kn_qgemm_deal2_generic(row, n, even, odd);
+        return;
+    }
+    for (int64_t k = 0; k + 16 <= n; k += 16)
+        deal16(row + 2 * k, even + k, odd + k);
+    if (n % 16)
+        deal16(row + 2 * (n - 16), even + n - 16, odd + n - 16);
 }
