@@ -2,8 +2,9 @@
  *
  * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
  * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
- * with its direct loops (3x3: the planes read in place, an unrolled row loop, the edge outputs summed
- * apart; other kernels: padded planes and a loop per tap). The
+ * with its direct loops (one output channel per group: channel-last blocks of 16 channels, strips of
+ * rows, channel tails; more: for 3x3 the planes read in place, an unrolled row loop, the edge outputs
+ * summed apart, other kernels padded planes and a loop per tap). The
  * reference is the general path written out here from its parts: each group's input channel unfolded by
  * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
  * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
@@ -98,6 +99,12 @@ static const dw_case cases[] = {
      {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
     {"mobilenet-sized 24 x 56x56, stride 2", {2, 24, 56, 56}, 1, {3, 3},
      {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"37 x 7x7 (a 5-channel block tail), Relu", {1, 37, 7, 7}, 1, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Relu"},
+    {"18 x 70x66, stride 2, pads (0,1,1,0): 5 strips", {1, 18, 70, 66}, 1, {3, 3},
+     {2, 2}, {0, 1, 1, 0}, {1, 1}, true, "Clip"},
+    {"5x5, 20 x 15x15, stride 2, batch 3", {3, 20, 15, 15}, 1, {5, 5},
+     {2, 2}, {2, 2, 2, 2}, {1, 1}, false, NULL},
     {"multiplier 8: the matrix product's side, Clip", {1, 2, 9, 9}, 8, {3, 3},
      {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
     {"multiplier 8, stride 2, no bias, Relu", {2, 3, 8, 7}, 8, {3, 3},
@@ -226,15 +233,20 @@ static void test_against_im2col(void) {
 }
 
 /* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
- * allocates it before running, and nothing while running. A 3x3 kernel reads its planes in place and
- * takes one zero row; other kernels take a padded plane per thread. */
+ * allocates it before running, and nothing while running. One input channel per output channel runs
+ * channel-last and takes, per thread, a strip of padded input rows (about 1024 pixels' worth of output
+ * rows), the strip's outputs, the taps and the bias, 16 lanes each; with more output channels per group,
+ * a 3x3 kernel reads its planes in place and takes one zero row, other kernels a padded plane per
+ * thread. */
 static void test_workspace(void) {
     static const struct {
         int c;
         size_t floats;
         const char *what;
-    } expect[] = {{14, 56, "one zero row of 56"}, {6, 2 * 14 * 13, "two padded 14x13 planes"}};
-    for (int k = 0; k < 2; k++) {
+    } expect[] = {{14, 2 * 16 * (19 * 58 + 17 * 56 + 9 + 1), "two strips: 19 rows of 58 in, 17 of 56 out"},
+                  {6, 2 * 16 * (14 * 13 + 10 * 9 + 25 + 1), "two strips: the whole 14x13 padded plane"},
+                  {10, 8, "one zero row of 8"}};
+    for (size_t k = 0; k < sizeof expect / sizeof expect[0]; k++) {
         kn_graph g;
         int node = build(&g, &cases[expect[k].c]);
         CHECK_OK(kn_graph_infer_shapes(&g));
