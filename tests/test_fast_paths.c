@@ -28,6 +28,9 @@
  * strides 1, 2 and 3 and lengths around the vector widths: within (9 + 2) * FLT_EPSILON * sum |terms|
  * (the wider builds may fuse multiply-adds).
  *
+ * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
+ * same bits, NaN and -0 included.
+ *
  * 6. The sparse-weight kernels (kernels/sparse.h), both layouts, each build this CPU runs, against the
  * dense product computed in double: within (K + 2) * FLT_EPSILON * sum |terms|, on shapes ending in
  * every tail of their groups, slabs and blocks, and an all-zero weight.
@@ -50,6 +53,7 @@
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "kernels/act_rows.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
 #include "kernels/sparse.h"
@@ -460,6 +464,34 @@ static void test_depthwise_row_builds(void) {
         }
     printf("depthwise row, the build this CPU runs vs generic: worst |diff| = %.3g of the rounding bound\n", worst);
     CHECK(worst <= 1.0);
+}
+
+/* Each kind of kernels/act_rows.h, with a bias per row and without, in the build this CPU runs against the
+ * generic one on values around every kink (0, Clip's bounds, HardSwish's -3 and 3), a NaN and row
+ * lengths that end in every vector tail: the same bits. */
+static void test_act_rows_builds(void) {
+    enum { rows = 3, cols = 37, ld = 40 };
+    kn_rng rng = kn_rng_seeded(79);
+    float x[rows * ld], bias[rows] = {0.5f, -4.0f, 3.0f};
+    for (int i = 0; i < rows * ld; i++)
+        x[i] = 16.0f * kn_rng_uniform(&rng) - 8.0f;
+    x[5] = NAN;
+    x[6] = -0.0f;
+    kn_act_rows_fn build = kn_act_rows_best();
+    bool same = true;
+    for (int kind = KN_ACT_ROWS_IDENTITY; kind <= KN_ACT_ROWS_HARDSWISH; kind++)
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int64_t count = 1; count <= cols; count++) {
+                kn_act_rows act = {(kn_act_rows_kind)kind, -1.5f, 6.0f};
+                float want[rows * ld], got[rows * ld];
+                memcpy(want, x, sizeof x);
+                memcpy(got, x, sizeof x);
+                kn_act_rows_generic(&act, with_bias ? bias : NULL, want, rows, count, ld);
+                build(&act, with_bias ? bias : NULL, got, rows, count, ld);
+                same &= memcmp(want, got, sizeof want) == 0;
+            }
+    printf("activation rows, the build this CPU runs vs generic: %s\n", same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
 }
 
 static void test_depthwise5x5_row_builds(void) {
@@ -1044,6 +1076,7 @@ int main(void) {
     test_maxpool();
     test_depthwise_row_builds();
     test_depthwise5x5_row_builds();
+    test_act_rows_builds();
     test_vmath_builds();
     test_sparse_kernels();
     return check_finish();
