@@ -69,4 +69,21 @@ void kn_depthwise_last_row_avx512(const float *x, int64_t x_row, const float *k,
 /* The fastest build this CPU runs. */
 kn_depthwise_last_row_fn kn_depthwise_last_row(void);
 
+/* The copy into that layout: `rows` image rows of `width` pixels of `channels` (at most L) planes
+ * x (channels, plane), the rows contiguous in each plane, to channel-last pixels whose rows are dst_row
+ * floats apart: dst[r * dst_row + j * L + c] = x[c * plane + r * width + j], the lanes past `channels`
+ * zeroed, nothing else written (the caller's padding stays). An exact copy in every build; AVX-512's
+ * transposes 16 pixels at a time whatever the width (a 7-pixel row alone would waste half of each). */
+typedef void (*kn_depthwise_to_last_fn)(const float *x, int64_t plane, int64_t channels, int64_t width, int64_t rows,
+                                        float *dst, int64_t dst_row);
+
+void kn_depthwise_to_last_generic(const float *x, int64_t plane, int64_t channels, int64_t width, int64_t rows,
+                                  float *dst, int64_t dst_row);
+#ifdef KILN_HAVE_X86_KERNELS
+void kn_depthwise_to_last_avx512(const float *x, int64_t plane, int64_t channels, int64_t width, int64_t rows,
+                                 float *dst, int64_t dst_row);
+#endif
+
+kn_depthwise_to_last_fn kn_depthwise_to_last(void);
+
 #endif

@@ -320,21 +320,15 @@ static bool depthwise_last_scratch_of(const conv_geom *g, depthwise_last_scratch
 }
 
 /* Input rows [first, first + count) of the block's `channels` planes x (channels, H, W) into the padded
- * channel-last strip xt (count, Wp, L): rows outside the image and the side padding are zeros. The
- * image's rows are contiguous, so they are copied in one call, packed W pixels apart, and then moved to
- * their padded places, last row first (a row's place lies at or past where it was copied): the copy
- * transposes whole 16x16 blocks, where row by row a 7-pixel row would waste half of each. */
+ * channel-last strip xt (count, Wp, L): rows outside the image and the side padding are zeros. */
 static void depthwise_last_fill(const conv_geom *g, const padded_plane *pp, const float *x, int64_t channels,
                                 int64_t first, int64_t count, float *xt) {
     const int64_t L = KN_DEPTHWISE_LANES, W = g->w.in, row = pp->width * L;
     int64_t lo = first < 0 ? -first : 0, hi = g->h.in - first < count ? g->h.in - first : count; // rows in the image
     hi = hi < lo ? lo : hi;
     if (hi > lo)
-        kn_winograd_kernels_best()->to_last(x + (first + lo) * W, g->in_plane, channels, (hi - lo) * W,
-                                            xt + lo * row + pp->left * L, L);
-    for (int64_t r = hi - 1; r > lo && pp->width != W; r--)
-        memmove(xt + r * row + pp->left * L, xt + lo * row + (pp->left + (r - lo) * W) * L,
-                sizeof(float) * (size_t)(W * L));
+        kn_depthwise_to_last()(x + (first + lo) * W, g->in_plane, channels, W, hi - lo, xt + lo * row + pp->left * L,
+                               row);
     for (int64_t r = 0; r < count; r++) {
         float *xr = xt + r * row; // (Wp, L)
         if (r < lo || r >= hi) {

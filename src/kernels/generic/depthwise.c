@@ -39,3 +39,22 @@ kn_depthwise_last_row_fn kn_depthwise_last_row(void) {
 #endif
     return kn_depthwise_last_row_generic;
 }
+
+void kn_depthwise_to_last_generic(const float *x, int64_t plane, int64_t channels, int64_t width, int64_t rows,
+                                  float *dst, int64_t dst_row) {
+    const int64_t L = KN_DEPTHWISE_LANES;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < width; j++) {
+            float *pixel = dst + r * dst_row + j * L;
+            for (int64_t c = 0; c < L; c++)
+                pixel[c] = c < channels ? x[c * plane + r * width + j] : 0.0f;
+        }
+}
+
+kn_depthwise_to_last_fn kn_depthwise_to_last(void) {
+#ifdef KILN_HAVE_X86_KERNELS
+    if (kn_cpu()->avx512f)
+        return kn_depthwise_to_last_avx512;
+#endif
+    return kn_depthwise_to_last_generic;
+}
