@@ -59,6 +59,7 @@
 #include "kernels/sparse.h"
 #include "kernels/vmath.h"
 #include "kernels/winograd.h"
+#include "ops/conv_prepack.h"
 #include "ops/conv_winograd.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -945,7 +946,10 @@ static const packed_case packed_cases[] = {
     {"3x3 stride 2 pad 1, odd sizes", {2, 37, 13, 11}, 19, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, true},
     {"7x7 stride 2 pad 3 (a first layer)", {1, 3, 32, 30}, 32, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1, true},
     {"1x1 (the column matrix is X)", {3, 120, 9, 9}, 40, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false},
-    {"1x1 stride 2", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"1x1 stride 2, 5x5 out (small image: transposed)", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1},
+     1, true},
+    {"1x1, 160 -> 96 on 7x7, batch 3 (small image: transposed)", {3, 160, 7, 7}, 96, {1, 1}, {1, 1},
+     {0, 0, 0, 0}, {1, 1}, 1, true},
     {"3x3 dilation 2, two groups of 32 -> 16", {2, 64, 12, 12}, 32, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 2, true},
     {"3x3 stride 1, 8 channels (too few for Winograd)", {2, 8, 9, 9}, 64, {3, 3}, {1, 1}, {1, 1, 1, 1},
      {1, 1}, 1, true},
@@ -985,7 +989,8 @@ static double *packed_magnitudes(const packed_case *c, const kn_graph *g, const 
 
 /* ConvPacked, as the optimizer makes it from a Conv, against that Conv, batches on 1 and 2 threads. The
  * products read the weights packed once instead of packing them: the same bits. In the transposed
- * orientation (deep reductions into multiples of 32 channels, conv.c's conv_packs_transposed) they sum
+ * orientation (multiples of 32 channels from deep reductions or onto images of at most 64 positions,
+ * kn_conv_prepack_transposes, recorded in the node) they sum
  * the same terms in the same order, except that the micro-kernel splits the sums of a tile of fewer
  * than 4 rows (positions, there) in two: within twice the rounding bound, and the same bits on 1 and 2
  * threads. */
@@ -1013,7 +1018,9 @@ static void test_conv_packed(void) {
         CHECK_MSG(stats.convs_packed == 1 && stats.convs_winograd == 0 &&
                       strcmp(opt.nodes[0].op->name, "ConvPacked") == 0,
                   "%s: not rewritten", c->label);
-        bool transposed = strstr(c->label, "transposed") != NULL;
+        bool transposed = kn_node_int(&opt.nodes[0], KN_CONV_PACK_TRANSPOSED, 0) != 0;
+        CHECK_MSG(transposed == (strstr(c->label, "transposed") != NULL), "%s: packed %s", c->label,
+                  transposed ? "transposed" : "plainly");
         kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
         if (ref && one && two) {
             int64_t count = kn_numel(ref), terms = c->x[1] / c->group * c->kernel[0] * c->kernel[1];

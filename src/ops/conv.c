@@ -34,12 +34,14 @@
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
 #define KN_CONV_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
 
+
 typedef struct conv_geom {
     int64_t N, C, M;             /* batch, input channels, output channels */
     int64_t group, Cg, Mg;       /* groups; input and output channels per group */
     kn_window_axis h, w;
     int64_t taps;                /* kH * kW */
     int64_t in_plane, out_plane; /* H * W, OH * OW */
+    bool transposed;             /* ConvPacked: its weights packed for the transposed products */
 } conv_geom;
 
 static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
@@ -77,6 +79,7 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->taps = g->h.kernel * g->w.kernel;
     g->in_plane = g->h.in * g->w.in;
     g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
+    g->transposed = kn_node_int(node, KN_CONV_PACK_TRANSPOSED, 0) != 0;
     return KILN_OK;
 }
 
@@ -452,14 +455,37 @@ static int64_t conv_column_chunk(const conv_geom *g) {
 }
 
 /* ConvPacked's products run transposed, y_g^T (positions, Mg) = cols_g^T @ W_g^T with W_g^T packed as
- * the right operand, when the output channels fill whole micro-kernel tiles and the reduction is deep:
+ * the right operand, when the output channels fill whole micro-kernel tiles and the images are small:
  * the positions then go down the tiles' rows (14 on AVX-512), not across their 32 columns, where a
- * small image wastes most of a tile (resnet18's 7x7 = 49 positions: 64 columns computed). A deep
- * reduction is what layers with small images have; it is all the packing can see, as it runs before
- * the image sizes are known. The channel-last products are then copied into place. Measured on
- * AVX-512 (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed
- * at every run, 2.57 ms packed once and transposed. */
-static bool conv_packs_transposed(const conv_geom *g) { return g->Mg % 32 == 0 && g->Cg * g->taps >= 1024; }
+ * small image wastes most of a tile (7x7 = 49 positions: 64 columns computed). The channel-last
+ * products are then copied into place. The packing decides (kn_conv_prepack_transposes: from the image
+ * size when the graph gives it, or from a deep reduction, which is what layers with small images have)
+ * and records it in the node: the run follows the layout the weights were packed in. Measured on AVX-512
+ * (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed at
+ * every run, 2.57 ms packed once and transposed; mobilenet_v2's 1x1 layers on 7x7 (160 -> 960,
+ * 960 -> 160, 320 -> 1280) a fifth faster transposed, on 14x14 within 5% either way. */
+static bool conv_packs_transposed(const conv_geom *g) { return g->transposed; }
+
+/* Positions at most this many go down the tiles' rows (see conv_packs_transposed). */
+#define CONV_TRANSPOSED_MAX_PLANE 64
+
+/* Whole tiles of output channels, and a reduction of at least 1024 or an image of at most
+ * CONV_TRANSPOSED_MAX_PLANE positions (when X's spatial dims are known). */
+bool kn_conv_prepack_transposes(const kn_graph *graph, const kn_node *n) {
+    const kn_value *x = kn_node_input(graph, n, 0), *w = kn_node_input(graph, n, 1);
+    int64_t group = kn_node_int(n, "group", 1);
+    conv_geom w_only = {.Cg = w->shape.d[1], .Mg = w->shape.d[0] / group, .taps = w->shape.d[2] * w->shape.d[3]};
+    if (w_only.Mg % 32)
+        return false;
+    conv_geom g;
+    kn_shape one = x ? x->shape : (kn_shape){0};
+    if (one.ndim == 4)
+        one.d[0] = 1; // the batch may be open; the image size is what counts
+    bool known = one.ndim == 4 && conv_geom_of(n, &one, &w->shape, NULL, &g) == KILN_OK;
+    if (!known)
+        kn_error_clear();
+    return w_only.Cg * w_only.taps >= 1024 || (known && g.out_plane <= CONV_TRANSPOSED_MAX_PLANE);
+}
 
 /* Floats of the weights packed for the products (kn_sgemm_pack_a, or kn_sgemm_pack_b transposed), per
  * group; 0 on overflow. */
@@ -733,17 +759,19 @@ bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
         return false;
     conv_geom g = {.Cg = w->shape.d[1], .Mg = M / group, .group = group};
     return !conv_is_depthwise(&g) && kn_shape_numel(&w->shape) >= CONV_PREPACK_MIN_WEIGHTS &&
-           kn_conv_prepack_floats(w->shape.d, group) > 0;
+           kn_conv_prepack_floats(w->shape.d, group, false) > 0 && kn_conv_prepack_floats(w->shape.d, group, true) > 0;
 }
 
-size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {
-    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group, bool transposed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3],
+                   .transposed = transposed};
     size_t per_group = conv_packed_group_floats(&g), total;
     return per_group && kn_size_mul(per_group, (size_t)group, &total) ? total : 0;
 }
 
-void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed) {
-    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, bool transposed, float *packed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3],
+                   .transposed = transposed};
     int64_t depth = g.Cg * g.taps;
     for (int64_t grp = 0; grp < group; grp++) {
         float *dst = packed + (size_t)grp * conv_packed_group_floats(&g);
@@ -758,7 +786,8 @@ void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t gr
 static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
     KN_TRY(conv_infer(graph, node));
     const kn_value *w = kn_node_input(graph, node, 1), *p = kn_node_input(graph, node, 3);
-    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1)) : 0;
+    bool transposed = kn_node_int(node, KN_CONV_PACK_TRANSPOSED, 0) != 0;
+    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1), transposed) : 0;
     if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
         return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu packed weights of a 2-D W", floats);
     return KILN_OK;

@@ -1873,11 +1873,14 @@ static kiln_status prepack_convs(kn_graph *g, int *made) {
         const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
         int64_t dims[4] = {w->shape.d[0], w->shape.d[1], w->shape.d[2], w->shape.d[3]};
         int64_t group = kn_node_int(&g->nodes[i], "group", 1);
-        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group)});
+        bool transposed = kn_conv_prepack_transposes(g, &g->nodes[i]);
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group, transposed)});
         int p;
         KN_TRY(add_derived_value(g, g->nodes[i].name, "packed_weight", KN_VALUE_CONST, KN_F32, &shape, &p));
         kn_node *n = &g->nodes[i];
-        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, g->values[p].data);
+        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, transposed, g->values[p].data);
+        if (transposed)
+            KN_TRY(kn_node_set_int(g, i, KN_CONV_PACK_TRANSPOSED, 1));
         KN_TRY(widen_inputs(g, n, 4)); // an absent bias stays absent (-1)
         n->in[3] = p;
         n->op = &kn_op_convpacked;
