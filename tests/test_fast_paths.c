@@ -31,6 +31,8 @@
  * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
  * same bits, NaN and -0 included.
  *
+ * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits.
+ *
  * 6. The sparse-weight kernels (kernels/sparse.h), both layouts, each build this CPU runs, against the
  * dense product computed in double: within (K + 2) * FLT_EPSILON * sum |terms|, on shapes ending in
  * every tail of their groups, slabs and blocks, and an all-zero weight.
@@ -1070,6 +1072,49 @@ static void test_conv_packed(void) {
     printf("ConvPacked: Conv kept for depthwise, 1-D and 72-weight layers\n");
 }
 
+/* GemmPacked, as the optimizer makes it from a Gemm with a constant B, against that Gemm: batches of
+ * A rows on both sides of the dot products' threshold, every transA / transB, with a bias row and a
+ * fused Relu or neither, 1 and 2 threads: the same bits (products that pack op(B) read it packed once;
+ * the others read B as Gemm does). */
+static void test_gemm_packed(void) {
+    static const int64_t rows[] = {1, 5, 13, 32};
+    int checked = 0;
+    for (int t = 0; t < 4; t++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            bool trans_a = t & 1, trans_b = t & 2, bias = r % 2 == 0;
+            int64_t M = rows[r], K = 100, N = 70;
+            kn_graph g, opt;
+            kn_graph_init(&g);
+            int in[3] = {add_param(&g, "A", trans_a ? kn_shape_of(2, (int64_t[]){K, M}) : kn_shape_of(2, (int64_t[]){M, K})),
+                         add_param(&g, "B", trans_b ? kn_shape_of(2, (int64_t[]){N, K}) : kn_shape_of(2, (int64_t[]){K, N})),
+                         bias ? add_param(&g, "C", kn_shape_of(1, (int64_t[]){N})) : -1};
+            kn_shape scalar = {0};
+            int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+            int node = test_add_node(&g, "Gemm", "Gemm", bias ? 3 : 2, in, 1, &y);
+            kn_node_set_int(&g, node, "transA", trans_a);
+            kn_node_set_int(&g, node, "transB", trans_b);
+            if (bias)
+                kn_node_set_string(&g, node, "kn_activation", "Relu");
+            opcheck_fill_uniform(&g, 2300 + (uint64_t)(t * 10 + r), -1.0f, 1.0f);
+            kn_opt_stats stats;
+            CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
+            CHECK_MSG(stats.gemms_packed == 1 && strcmp(opt.nodes[0].op->name, "GemmPacked") == 0,
+                      "Gemm M %lld transA %d transB %d: not rewritten", (long long)M, trans_a, trans_b);
+            kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+            bool same = ref && one && two && kn_numel(one) == M * N &&
+                        memcmp(ref->data, one->data, sizeof(float) * (size_t)(M * N)) == 0 &&
+                        memcmp(ref->data, two->data, sizeof(float) * (size_t)(M * N)) == 0;
+            CHECK_MSG(same, "GemmPacked M %lld transA %d transB %d differs from Gemm", (long long)M, trans_a, trans_b);
+            checked += same;
+            opcheck_free_outputs(ref, 1);
+            opcheck_free_outputs(one, 1);
+            opcheck_free_outputs(two, 1);
+            kn_graph_free(&opt);
+            kn_graph_free(&g);
+        }
+    printf("GemmPacked vs Gemm: %d of 16 cases bit-identical on 1 and 2 threads\n", checked);
+}
+
 int main(void) {
     test_packed_gemm();
     test_conv_packed();
@@ -1084,6 +1129,7 @@ int main(void) {
     test_depthwise_row_builds();
     test_depthwise5x5_row_builds();
     test_act_rows_builds();
+    test_gemm_packed();
     test_vmath_builds();
     test_sparse_kernels();
     return check_finish();
