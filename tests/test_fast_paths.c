@@ -963,6 +963,10 @@ static const packed_case packed_cases[] = {
      {0, 1, 1, 0}, {1, 1}, 2, false},
     {"1x1, 1024 -> 96 on 50x50 (transposed, column chunks)", {1, 1024, 50, 50}, 96, {1, 1}, {1, 1},
      {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"1x1 on 1x1 images, 240 -> 64, batch 2 (transposed packing; dot products)", {2, 240, 1, 1}, 64, {1, 1},
+     {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"3x3 stride 2 pad 1 on 2x2 images, 40 -> 120 (one position; dot products)", {1, 40, 2, 2}, 120, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, false},
 };
 
 /* sum |terms| of each output (N, M, OH, OW) of a packed_case: |bias| + sum |w x| over the taps inside. */

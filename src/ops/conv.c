@@ -498,11 +498,17 @@ static size_t conv_packed_group_floats(const conv_geom *g) {
 
 /* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width) (cols_g's rows
  * out_plane apart), reading W_g packed when the weights come packed (ConvPacked), else packing it; in
- * the transposed orientation through yt (width, Mp), channel-last. */
+ * the transposed orientation through yt (width, Mp), channel-last. An output of one position (a
+ * squeeze-excitation block's 1x1 convolutions on the pooled channels) is Mg dot products of W_g's rows
+ * with the column, y_g^T (1, Mg) = cols_g^T @ W_g^T, which kn_sgemm takes without packing: as a product
+ * of Mg rows and one column each micro-kernel tile computed 32 columns for one. */
 static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
                                int64_t width, float *y, float *yt, void *ws, size_t ws_bytes) {
     int64_t depth = g->Cg * g->taps;
-    if (packed && conv_packs_transposed(g)) {
+    if (g->out_plane == 1) {
+        kn_sgemm_ws(ws, ws_bytes, false, true, 1, g->Mg, depth, 1.0f, cols, depth, w + grp * g->Mg * depth, depth, 0.0f,
+                    y, g->Mg);
+    } else if (packed && conv_packs_transposed(g)) {
         int64_t row = conv_yt_row(g);
         kn_sgemm_ws_packed_b(ws, ws_bytes, true, width, g->Mg, depth, 1.0f, cols, g->out_plane,
                              packed + (size_t)grp * conv_packed_group_floats(g), 0.0f, yt, row);
