@@ -2,8 +2,9 @@
  *
  * 1. Conv's direct depthwise path (src/ops/conv.c) against the im2col path. The cases are convolutions
  * whose groups read one input channel; with fewer than 8 output channels per group Conv computes them
- * with its direct loops (3x3: the planes read in place, an unrolled row loop, the edge outputs summed
- * apart; other kernels: padded planes and a loop per tap). The
+ * with its direct loops (one output channel per group: channel-last blocks of 16 channels, strips of
+ * rows, channel tails; more: for 3x3 the planes read in place, an unrolled row loop, the edge outputs
+ * summed apart, other kernels padded planes and a loop per tap). The
  * reference is the general path written out here from its parts: each group's input channel unfolded by
  * kn_im2col, multiplied by the group's filters with kn_sgemm_ref, bias added, the fused activation
  * applied. The two sum in different orders, so each output may differ by twice the float rounding bound
@@ -27,6 +28,11 @@
  * strides 1, 2 and 3 and lengths around the vector widths: within (9 + 2) * FLT_EPSILON * sum |terms|
  * (the wider builds may fuse multiply-adds).
  *
+ * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
+ * same bits, NaN and -0 included.
+ *
+ * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits.
+ *
  * 6. The sparse-weight kernels (kernels/sparse.h), both layouts, each build this CPU runs, against the
  * dense product computed in double: within (K + 2) * FLT_EPSILON * sum |terms|, on shapes ending in
  * every tail of their groups, slabs and blocks, and an all-zero weight.
@@ -49,11 +55,13 @@
 #include "core/graph.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "kernels/act_rows.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
 #include "kernels/sparse.h"
 #include "kernels/vmath.h"
 #include "kernels/winograd.h"
+#include "ops/conv_prepack.h"
 #include "ops/conv_winograd.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -98,6 +106,12 @@ static const dw_case cases[] = {
      {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
     {"mobilenet-sized 24 x 56x56, stride 2", {2, 24, 56, 56}, 1, {3, 3},
      {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
+    {"37 x 7x7 (a 5-channel block tail), Relu", {1, 37, 7, 7}, 1, {3, 3},
+     {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Relu"},
+    {"18 x 70x66, stride 2, pads (0,1,1,0): 5 strips", {1, 18, 70, 66}, 1, {3, 3},
+     {2, 2}, {0, 1, 1, 0}, {1, 1}, true, "Clip"},
+    {"5x5, 20 x 15x15, stride 2, batch 3", {3, 20, 15, 15}, 1, {5, 5},
+     {2, 2}, {2, 2, 2, 2}, {1, 1}, false, NULL},
     {"multiplier 8: the matrix product's side, Clip", {1, 2, 9, 9}, 8, {3, 3},
      {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "Clip"},
     {"multiplier 8, stride 2, no bias, Relu", {2, 3, 8, 7}, 8, {3, 3},
@@ -226,15 +240,20 @@ static void test_against_im2col(void) {
 }
 
 /* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
- * allocates it before running, and nothing while running. A 3x3 kernel reads its planes in place and
- * takes one zero row; other kernels take a padded plane per thread. */
+ * allocates it before running, and nothing while running. One input channel per output channel runs
+ * channel-last and takes, per thread, a strip of padded input rows (about 1024 pixels' worth of output
+ * rows), the strip's outputs, the taps and the bias, 16 lanes each; with more output channels per group,
+ * a 3x3 kernel reads its planes in place and takes one zero row, other kernels a padded plane per
+ * thread. */
 static void test_workspace(void) {
     static const struct {
         int c;
         size_t floats;
         const char *what;
-    } expect[] = {{14, 56, "one zero row of 56"}, {6, 2 * 14 * 13, "two padded 14x13 planes"}};
-    for (int k = 0; k < 2; k++) {
+    } expect[] = {{14, 2 * 16 * (19 * 58 + 17 * 56 + 9 + 1), "two strips: 19 rows of 58 in, 17 of 56 out"},
+                  {6, 2 * 16 * (14 * 13 + 10 * 9 + 25 + 1), "two strips: the whole 14x13 padded plane"},
+                  {10, 8, "one zero row of 8"}};
+    for (size_t k = 0; k < sizeof expect / sizeof expect[0]; k++) {
         kn_graph g;
         int node = build(&g, &cases[expect[k].c]);
         CHECK_OK(kn_graph_infer_shapes(&g));
@@ -448,6 +467,34 @@ static void test_depthwise_row_builds(void) {
         }
     printf("depthwise row, the build this CPU runs vs generic: worst |diff| = %.3g of the rounding bound\n", worst);
     CHECK(worst <= 1.0);
+}
+
+/* Each kind of kernels/act_rows.h, with a bias per row and without, in the build this CPU runs against the
+ * generic one on values around every kink (0, Clip's bounds, HardSwish's -3 and 3), a NaN and row
+ * lengths that end in every vector tail: the same bits. */
+static void test_act_rows_builds(void) {
+    enum { rows = 3, cols = 37, ld = 40 };
+    kn_rng rng = kn_rng_seeded(79);
+    float x[rows * ld], bias[rows] = {0.5f, -4.0f, 3.0f};
+    for (int i = 0; i < rows * ld; i++)
+        x[i] = 16.0f * kn_rng_uniform(&rng) - 8.0f;
+    x[5] = NAN;
+    x[6] = -0.0f;
+    kn_act_rows_fn build = kn_act_rows_best();
+    bool same = true;
+    for (int kind = KN_ACT_ROWS_IDENTITY; kind <= KN_ACT_ROWS_HARDSWISH; kind++)
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int64_t count = 1; count <= cols; count++) {
+                kn_act_rows act = {(kn_act_rows_kind)kind, -1.5f, 6.0f};
+                float want[rows * ld], got[rows * ld];
+                memcpy(want, x, sizeof x);
+                memcpy(got, x, sizeof x);
+                kn_act_rows_generic(&act, with_bias ? bias : NULL, want, rows, count, ld);
+                build(&act, with_bias ? bias : NULL, got, rows, count, ld);
+                same &= memcmp(want, got, sizeof want) == 0;
+            }
+    printf("activation rows, the build this CPU runs vs generic: %s\n", same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
 }
 
 static void test_depthwise5x5_row_builds(void) {
@@ -901,7 +948,10 @@ static const packed_case packed_cases[] = {
     {"3x3 stride 2 pad 1, odd sizes", {2, 37, 13, 11}, 19, {3, 3}, {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, true},
     {"7x7 stride 2 pad 3 (a first layer)", {1, 3, 32, 30}, 32, {7, 7}, {2, 2}, {3, 3, 3, 3}, {1, 1}, 1, true},
     {"1x1 (the column matrix is X)", {3, 120, 9, 9}, 40, {1, 1}, {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, false},
-    {"1x1 stride 2", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"1x1 stride 2, 5x5 out (small image: transposed)", {1, 72, 10, 10}, 64, {1, 1}, {2, 2}, {0, 0, 0, 0}, {1, 1},
+     1, true},
+    {"1x1, 160 -> 96 on 7x7, batch 3 (small image: transposed)", {3, 160, 7, 7}, 96, {1, 1}, {1, 1},
+     {0, 0, 0, 0}, {1, 1}, 1, true},
     {"3x3 dilation 2, two groups of 32 -> 16", {2, 64, 12, 12}, 32, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 2, true},
     {"3x3 stride 1, 8 channels (too few for Winograd)", {2, 8, 9, 9}, 64, {3, 3}, {1, 1}, {1, 1, 1, 1},
      {1, 1}, 1, true},
@@ -913,6 +963,10 @@ static const packed_case packed_cases[] = {
      {0, 1, 1, 0}, {1, 1}, 2, false},
     {"1x1, 1024 -> 96 on 50x50 (transposed, column chunks)", {1, 1024, 50, 50}, 96, {1, 1}, {1, 1},
      {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"1x1 on 1x1 images, 240 -> 64, batch 2 (transposed packing; dot products)", {2, 240, 1, 1}, 64, {1, 1},
+     {1, 1}, {0, 0, 0, 0}, {1, 1}, 1, true},
+    {"3x3 stride 2 pad 1 on 2x2 images, 40 -> 120 (one position; dot products)", {1, 40, 2, 2}, 120, {3, 3},
+     {2, 2}, {1, 1, 1, 1}, {1, 1}, 1, false},
 };
 
 /* sum |terms| of each output (N, M, OH, OW) of a packed_case: |bias| + sum |w x| over the taps inside. */
@@ -941,7 +995,8 @@ static double *packed_magnitudes(const packed_case *c, const kn_graph *g, const 
 
 /* ConvPacked, as the optimizer makes it from a Conv, against that Conv, batches on 1 and 2 threads. The
  * products read the weights packed once instead of packing them: the same bits. In the transposed
- * orientation (deep reductions into multiples of 32 channels, conv.c's conv_packs_transposed) they sum
+ * orientation (multiples of 32 channels from deep reductions or onto images of at most 64 positions,
+ * kn_conv_prepack_transposes, recorded in the node) they sum
  * the same terms in the same order, except that the micro-kernel splits the sums of a tile of fewer
  * than 4 rows (positions, there) in two: within twice the rounding bound, and the same bits on 1 and 2
  * threads. */
@@ -969,7 +1024,9 @@ static void test_conv_packed(void) {
         CHECK_MSG(stats.convs_packed == 1 && stats.convs_winograd == 0 &&
                       strcmp(opt.nodes[0].op->name, "ConvPacked") == 0,
                   "%s: not rewritten", c->label);
-        bool transposed = strstr(c->label, "transposed") != NULL;
+        bool transposed = kn_node_int(&opt.nodes[0], KN_CONV_PACK_TRANSPOSED, 0) != 0;
+        CHECK_MSG(transposed == (strstr(c->label, "transposed") != NULL), "%s: packed %s", c->label,
+                  transposed ? "transposed" : "plainly");
         kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
         if (ref && one && two) {
             int64_t count = kn_numel(ref), terms = c->x[1] / c->group * c->kernel[0] * c->kernel[1];
@@ -1019,6 +1076,49 @@ static void test_conv_packed(void) {
     printf("ConvPacked: Conv kept for depthwise, 1-D and 72-weight layers\n");
 }
 
+/* GemmPacked, as the optimizer makes it from a Gemm with a constant B, against that Gemm: batches of
+ * A rows on both sides of the dot products' threshold, every transA / transB, with a bias row and a
+ * fused Relu or neither, 1 and 2 threads: the same bits (products that pack op(B) read it packed once;
+ * the others read B as Gemm does). */
+static void test_gemm_packed(void) {
+    static const int64_t rows[] = {1, 5, 13, 32};
+    int checked = 0;
+    for (int t = 0; t < 4; t++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            bool trans_a = t & 1, trans_b = t & 2, bias = r % 2 == 0;
+            int64_t M = rows[r], K = 100, N = 70;
+            kn_graph g, opt;
+            kn_graph_init(&g);
+            int in[3] = {add_param(&g, "A", trans_a ? kn_shape_of(2, (int64_t[]){K, M}) : kn_shape_of(2, (int64_t[]){M, K})),
+                         add_param(&g, "B", trans_b ? kn_shape_of(2, (int64_t[]){N, K}) : kn_shape_of(2, (int64_t[]){K, N})),
+                         bias ? add_param(&g, "C", kn_shape_of(1, (int64_t[]){N})) : -1};
+            kn_shape scalar = {0};
+            int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+            int node = test_add_node(&g, "Gemm", "Gemm", bias ? 3 : 2, in, 1, &y);
+            kn_node_set_int(&g, node, "transA", trans_a);
+            kn_node_set_int(&g, node, "transB", trans_b);
+            if (bias)
+                kn_node_set_string(&g, node, "kn_activation", "Relu");
+            opcheck_fill_uniform(&g, 2300 + (uint64_t)(t * 10 + r), -1.0f, 1.0f);
+            kn_opt_stats stats;
+            CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
+            CHECK_MSG(stats.gemms_packed == 1 && strcmp(opt.nodes[0].op->name, "GemmPacked") == 0,
+                      "Gemm M %lld transA %d transB %d: not rewritten", (long long)M, trans_a, trans_b);
+            kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+            bool same = ref && one && two && kn_numel(one) == M * N &&
+                        memcmp(ref->data, one->data, sizeof(float) * (size_t)(M * N)) == 0 &&
+                        memcmp(ref->data, two->data, sizeof(float) * (size_t)(M * N)) == 0;
+            CHECK_MSG(same, "GemmPacked M %lld transA %d transB %d differs from Gemm", (long long)M, trans_a, trans_b);
+            checked += same;
+            opcheck_free_outputs(ref, 1);
+            opcheck_free_outputs(one, 1);
+            opcheck_free_outputs(two, 1);
+            kn_graph_free(&opt);
+            kn_graph_free(&g);
+        }
+    printf("GemmPacked vs Gemm: %d of 16 cases bit-identical on 1 and 2 threads\n", checked);
+}
+
 int main(void) {
     test_packed_gemm();
     test_conv_packed();
@@ -1032,6 +1132,8 @@ int main(void) {
     test_maxpool();
     test_depthwise_row_builds();
     test_depthwise5x5_row_builds();
+    test_act_rows_builds();
+    test_gemm_packed();
     test_vmath_builds();
     test_sparse_kernels();
     return check_finish();

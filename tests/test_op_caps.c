@@ -1,4 +1,4 @@
-/* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently).
+/* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently, per_image).
  *
  * 0. Each entry kn_op_<id> is the op named <id> (any case), as comparisons by pointer assume.
  * 1. Each flag is set on exactly the ops the name lists it replaced named (in the planner, shape
@@ -6,7 +6,8 @@
  *    loses its flag, or gains one nobody checked, fails here.
  * 2. Each flag holds for what the op does: an in-place op run with its output over its input gives
  *    the same bits as run into a separate buffer; a shapes-only op gives the same output when its
- *    input has no data at all.
+ *    input has no data at all; a per-image op gives each image of a batch the bits it gives that image
+ *    alone.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +34,12 @@ static void test_flags_match_the_old_lists(void) {
     static const char *const in_place[] = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Gelu", "Dropout"};
     static const char *const shapes_only[] = {"Shape", "Size"};
     static const char *const training[] = {"Dropout", "BatchNormalization"};
-    int n_in_place = 0, n_shapes_only = 0, n_training = 0;
+    /* and the list the session's batch split began with (runtime/session.c) */
+    static const char *const per_image[] = {"Conv", "ConvPacked", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh",
+                                            "HardSigmoid", "HardSwish", "Add", "Sub", "Mul", "Div",
+                                            "GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool",
+                                            "BatchNormalization", "Identity"};
+    int n_in_place = 0, n_shapes_only = 0, n_training = 0, n_per_image = 0;
     const kn_op *op;
     for (int i = 0; (op = kn_op_at(i)); i++) {
         CHECK_MSG(op->in_place == named(op, in_place, 7), "%s: in_place %d", op->name, op->in_place);
@@ -43,16 +49,19 @@ static void test_flags_match_the_old_lists(void) {
                   op->trains_differently);
         n_in_place += op->in_place;
         n_shapes_only += op->reads_only_shapes;
+        CHECK_MSG(op->per_image == named(op, per_image, 19), "%s: per_image %d", op->name, op->per_image);
         n_training += op->trains_differently;
+        n_per_image += op->per_image;
     }
     /* Every name in the lists is in the table. */
-    CHECK(n_in_place == 7 && n_shapes_only == 2 && n_training == 2);
+    CHECK(n_in_place == 7 && n_shapes_only == 2 && n_training == 2 && n_per_image == 19);
 }
 
-/* x (2, 3, 5) of `dtype` -> op -> y, shapes inferred; y's id in *y. */
-static kiln_status one_node_graph(kn_graph *g, const kn_op *op, kn_dtype dtype, int *x, int *y) {
+/* x of `shape` and `dtype` -> op -> y, shapes inferred; y's id in *y. */
+static kiln_status one_node_graph_shaped(kn_graph *g, const kn_op *op, kn_shape shape, kn_dtype dtype, int *x,
+                                         int *y) {
     kn_graph_init(g);
-    kn_shape shape = SHAPE(2, 3, 5), unknown = kn_shape_of(0, NULL);
+    kn_shape unknown = kn_shape_of(0, NULL);
     int node;
     KN_TRY(kn_graph_add_value(g, "x", KN_VALUE_INPUT, dtype, &shape, x));
     KN_TRY(kn_graph_add_value(g, "y", KN_VALUE_ACT, KN_F32, &unknown, y));
@@ -60,6 +69,11 @@ static kiln_status one_node_graph(kn_graph *g, const kn_op *op, kn_dtype dtype, 
     KN_TRY(kn_graph_add_input(g, *x));
     KN_TRY(kn_graph_add_output(g, *y));
     return kn_graph_infer_shapes(g);
+}
+
+/* x (2, 3, 5) of `dtype` -> op -> y. */
+static kiln_status one_node_graph(kn_graph *g, const kn_op *op, kn_dtype dtype, int *x, int *y) {
+    return one_node_graph_shaped(g, op, SHAPE(2, 3, 5), dtype, x, y);
 }
 
 static void fill_random(float *x, int64_t n, uint64_t seed) {
@@ -127,6 +141,44 @@ static void test_shapes_only_ops_need_no_data(void) {
     CHECK(checked == 2);
 }
 
+/* Each per-image op that takes one input and needs no attribute, run on a batch of 2 (2, 3, 4, 5) and on
+ * each image alone: the batch's output holds each image's bits. (The others, and the batch split itself,
+ * are held by test_runtime's test_batch_split.) */
+static void test_per_image_ops_compute_images_alone(void) {
+    const kn_op *op;
+    int checked = 0;
+    for (int i = 0; (op = kn_op_at(i)); i++) {
+        kn_graph both, alone;
+        int x, y, xa, ya;
+        if (!op->per_image || op->min_inputs != 1 ||
+            one_node_graph_shaped(&both, op, SHAPE(2, 3, 4, 5), KN_F32, &x, &y) != KILN_OK) {
+            if (op->per_image && op->min_inputs == 1)
+                kn_graph_free(&both);
+            continue;
+        }
+        CHECK_OK(one_node_graph_shaped(&alone, op, SHAPE(1, 3, 4, 5), KN_F32, &xa, &ya));
+        int64_t image_out = kn_shape_numel(&alone.values[ya].shape);
+        CHECK(kn_shape_numel(&both.values[y].shape) == 2 * image_out && image_out <= 60);
+        float input[120], batch_out[120], image_result[60]; /* (2, 3, 4, 5) */
+        fill_random(input, 120, 13 + (uint64_t)i);
+        both.values[x].data = input;
+        void *out_batch[1] = {batch_out}, *out_image[1] = {image_result};
+        CHECK_OK(kn_graph_run_node(&both, &both.nodes[0], out_batch));
+        for (int b = 0; b < 2; b++) {
+            alone.values[xa].data = input + 60 * b;
+            CHECK_OK(kn_graph_run_node(&alone, &alone.nodes[0], out_image));
+            CHECK_MSG(memcmp(image_result, batch_out + image_out * b, sizeof(float) * (size_t)image_out) == 0,
+                      "%s: image %d differs alone", op->name, b);
+        }
+        both.values[x].data = alone.values[xa].data = NULL; /* the caller's buffers, not the graphs' */
+        kn_graph_free(&both);
+        kn_graph_free(&alone);
+        checked++;
+    }
+    printf("%d per-image ops give each image the bits it gets alone\n", checked);
+    CHECK(checked >= 10);
+}
+
 /* Every entry's id (kn_op_<id>, which code compares nodes' ops with) is its name in lower case. */
 static void test_entries_are_named_by_id(void) {
 #define KN_OP_ID(id) {&kn_op_##id, #id},
@@ -148,5 +200,6 @@ int main(void) {
     test_flags_match_the_old_lists();
     test_in_place_ops_give_the_same_bits();
     test_shapes_only_ops_need_no_data();
+    test_per_image_ops_compute_images_alone();
     return check_finish();
 }

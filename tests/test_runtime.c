@@ -871,6 +871,62 @@ static void test_no_allocation(const char *label, const char *spec) {
     kiln_model_free(model);
 }
 
+/* A batch whose first layers hold more than 8 MiB (5 x 32 x 128 x 128 floats) runs them an image (1
+ * thread) or two (2 threads: two groups and a tail of one) at a time, and the flatten and dense layers
+ * on the whole batch: each image's outputs are those of the image run alone at batch 1, bit for bit.
+ * The layers: a convolution, a residual block around a depthwise convolution (Add of two activations),
+ * a 1x1 convolution, a pool. */
+static const char split_spec[] = "input 3 128 128\n"
+                                 "conv 32 3 pad=1\n"
+                                 "batchnorm\n"
+                                 "relu\n"
+                                 "residual\n"
+                                 "conv 32 3 pad=1 groups=32\n"
+                                 "relu\n"
+                                 "end\n"
+                                 "conv 8 1\n"
+                                 "maxpool 4\n"
+                                 "flatten\n"
+                                 "dense 5\n";
+
+static void test_batch_split(void) {
+    enum { batch = 5 };
+    kn_graph g;
+    kiln_model *model = NULL;
+    CHECK_OK(rt_spec_text(split_spec, 6, &g));
+    int64_t sample = rt_sample_numel(&g);
+    CHECK_OK(kn_model_from_graph(&g, &model));
+    float *x = malloc(sizeof(float) * (size_t)(batch * sample));
+    rt_fill(x, batch * sample, 11);
+    for (int threads = 1; threads <= 2 && model && x; threads++) {
+        kiln_session *whole = rt_session_new(model, true, threads, false);
+        kiln_session *alone = rt_session_new(model, true, threads, false);
+        CHECK(whole && alone);
+        if (!whole || !alone) {
+            kiln_session_free(whole);
+            kiln_session_free(alone);
+            continue;
+        }
+        int64_t numel = 0, one = 0;
+        const float *y = rt_session_forward(whole, batch, x, sample, &numel);
+        int split = kn_session_split_nodes(whole);
+        bool same = y && numel == batch * 5;
+        for (int64_t n = 0; same && n < batch; n++) {
+            const float *y1 = rt_session_forward(alone, 1, x + n * sample, sample, &one);
+            same = y1 && one == 5 && memcmp(y1, y + n * 5, sizeof(float) * 5) == 0;
+        }
+        printf("batch %d, %d thread(s): the first %d nodes run split; each image %s alone\n", batch, threads, split,
+               same ? "as" : "NOT AS");
+        CHECK_MSG(split >= 4, "%d nodes split: the convolutions, the Add and the pool expected", split);
+        CHECK_MSG(kn_session_split_nodes(alone) == 0, "batch 1 split");
+        CHECK(same);
+        kiln_session_free(whole);
+        kiln_session_free(alone);
+    }
+    free(x);
+    kiln_model_free(model);
+}
+
 /* Threads of this process (Linux: entries of /proc/self/task); -1 when that cannot be read. */
 static int process_threads(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -1165,5 +1221,6 @@ int main(void) {
     test_plan_cache();
     test_plan_cache_shape_values();
     test_open_dimensions();
+    test_batch_split();
     return check_finish();
 }

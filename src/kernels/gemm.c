@@ -482,6 +482,8 @@ void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *p
         pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);
 }
 
+bool kn_sgemm_packs_b(bool trans_b, int64_t M, int64_t N) { return !uses_dots(kn_gemm_kernel_best(), trans_b, M, N); }
+
 size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     size_t count;

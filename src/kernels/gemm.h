@@ -41,6 +41,10 @@ void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_
  * kn_sgemm_ws with that op(B) (trans_b = false) reading it: the same result, bit for bit, as kn_sgemm_ws
  * with B (K, N) stored plainly. */
 size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N);
+/* Whether kn_sgemm would pack op(B) (or read B in place) on its blocked path, where a B packed once can
+ * stand in, rather than take dot products of A's rows and B^T's (trans_b with few rows of A, or fewer
+ * columns than a tile), which read B^T as it is. */
+bool kn_sgemm_packs_b(bool trans_b, int64_t M, int64_t N);
 void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed);
 void kn_sgemm_ws_packed_b(void *workspace, size_t workspace_bytes, bool trans_a, int64_t M, int64_t N, int64_t K,
                           float alpha, const float *A, int64_t lda, const float *b_packed, float beta, float *C,

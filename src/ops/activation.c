@@ -229,17 +229,17 @@ static int64_t gelu_flops(const kn_graph *g, const kn_node *node) {
     return kn_count_mul(tanh_form ? 9 : 5, output_numel(g, node));
 }
 
-const kn_op kn_op_relu = {.name = "Relu", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
+const kn_op kn_op_relu = {.name = "Relu", .per_image = true, .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
                           .forward = relu_forward, .backward = relu_backward, .flops = relu_flops,
                           .backward_stores = true, .in_place = true};
-const kn_op kn_op_sigmoid = {.name = "Sigmoid", .min_inputs = 1, .max_inputs = 1,
+const kn_op kn_op_sigmoid = {.name = "Sigmoid", .per_image = true, .min_inputs = 1, .max_inputs = 1,
                              .infer = unary_infer, .forward = sigmoid_forward,
                              .backward = sigmoid_backward, .flops = sigmoid_flops,
                           .backward_stores = true, .in_place = true};
-const kn_op kn_op_tanh = {.name = "Tanh", .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
+const kn_op kn_op_tanh = {.name = "Tanh", .per_image = true, .min_inputs = 1, .max_inputs = 1, .infer = unary_infer,
                           .forward = tanh_forward, .backward = tanh_backward, .flops = tanh_flops,
                           .backward_stores = true, .in_place = true};
-const kn_op kn_op_leakyrelu = {.name = "LeakyRelu", .min_inputs = 1, .max_inputs = 1,
+const kn_op kn_op_leakyrelu = {.name = "LeakyRelu", .per_image = true, .min_inputs = 1, .max_inputs = 1,
                                .infer = unary_infer, .forward = leakyrelu_forward,
                                .backward = leakyrelu_backward, .flops = leakyrelu_flops,
                           .backward_stores = true, .in_place = true};

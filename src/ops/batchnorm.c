@@ -377,7 +377,7 @@ static int64_t bn_flops(const kn_graph *g, const kn_node *node) {
 }
 
 const kn_op kn_op_batchnormalization = {
-    .name = "BatchNormalization",
+    .name = "BatchNormalization", .per_image = true,
     .min_inputs = 5,
     .max_inputs = 5,
     .infer = bn_infer,

@@ -1069,16 +1069,16 @@ static int64_t mean_flops(const kn_graph *g, const kn_node *node) {
 
 /* ---- the op table entries ---- */
 
-const kn_op kn_op_add = {.name = "Add", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+const kn_op kn_op_add = {.name = "Add", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
                          .forward = add_forward, .backward = add_backward,
                          .flops = elementwise_flops};
-const kn_op kn_op_sub = {.name = "Sub", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+const kn_op kn_op_sub = {.name = "Sub", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
                          .forward = sub_forward, .backward = sub_backward,
                          .flops = elementwise_flops};
-const kn_op kn_op_mul = {.name = "Mul", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+const kn_op kn_op_mul = {.name = "Mul", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
                          .forward = mul_forward, .backward = mul_backward,
                          .flops = elementwise_flops};
-const kn_op kn_op_div = {.name = "Div", .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
+const kn_op kn_op_div = {.name = "Div", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
                          .forward = div_forward, .backward = div_backward,
                          .flops = elementwise_flops};
 const kn_op kn_op_pow = {.name = "Pow", .min_inputs = 2, .max_inputs = 2, .infer = pow_infer,

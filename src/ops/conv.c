@@ -8,10 +8,12 @@
  *
  * A depthwise convolution (groups of one input channel and a few output channels, as in MobileNet) is
  * computed directly instead: its products would have a row or two each, and im2col would copy the
- * image kH*kW times for a handful of multiply-adds per copied pixel. Each output plane is then
- * a small stencil over one input plane (depthwise_plane_in_place for 3x3 kernels, depthwise_plane over a
- * padded copy for others); every output sums its bias and then its taps in kernel order, whichever loop
- * computes it, so the result does not depend on the loop taken or on the thread count.
+ * image kH*kW times for a handful of multiply-adds per copied pixel. With one output channel per group,
+ * blocks of 16 channels go channel-last, a tap being one vector multiply-add per output pixel
+ * (depthwise_last_forward); with more, each output plane is a small stencil over one input plane
+ * (depthwise_plane_in_place for 3x3 kernels, depthwise_plane over a padded copy for others). Every
+ * output sums its bias and then its taps in kernel order, whichever loop computes it, so the result
+ * does not depend on the loop taken or on the thread count.
  *
  * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
  * each image's output in one pass as soon as its products are done.
@@ -40,6 +42,7 @@ typedef struct conv_geom {
     kn_window_axis h, w;
     int64_t taps;                /* kH * kW */
     int64_t in_plane, out_plane; /* H * W, OH * OW */
+    bool transposed;             /* ConvPacked: its weights packed for the transposed products */
 } conv_geom;
 
 static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *w,
@@ -77,6 +80,7 @@ static kiln_status conv_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->taps = g->h.kernel * g->w.kernel;
     g->in_plane = g->h.in * g->w.in;
     g->out_plane = kn_count_mul(g->h.out, g->w.out); /* pads can take it past 2^62 */
+    g->transposed = kn_node_int(node, KN_CONV_PACK_TRANSPOSED, 0) != 0;
     return KILN_OK;
 }
 
@@ -277,8 +281,130 @@ static void depthwise_plane_in_place(const conv_geom *g, const float *x, const f
     }
 }
 
+/* ---- Channel-last depthwise: blocks of KN_DEPTHWISE_LANES channels ---- */
+
+/* One input channel per output channel (MobileNet's depthwise layers) runs channel-last, a block of
+ * KN_DEPTHWISE_LANES channels at a time: the planes' rows are copied into a padded channel-last strip,
+ * every tap is one vector multiply-add over the block (kn_depthwise_last_row), and the outputs are
+ * copied back into their planes. The row kernels vectorize along a row instead, which small images
+ * waste: 960 channels of 7x7 took 0.115 ms that way, 0.030 ms channel-last (min of 200 runs, 1 thread,
+ * AVX-512); 144 of 56x56, 0.314 and 0.193 ms. */
+static bool depthwise_channel_last(const conv_geom *g) { return g->Mg == 1; }
+
+/* A strip of output rows: enough that its input rows hold about 1024 padded pixels (64 KiB of
+ * channel-last floats, in L2 with the outputs), and at least one. */
+static int64_t depthwise_strip_rows(const conv_geom *g) {
+    padded_plane pp = padded_plane_of(g);
+    int64_t rows = 1024 / pp.width / g->h.stride;
+    rows = rows < 1 ? 1 : rows;
+    return rows < g->h.out ? rows : g->h.out;
+}
+
+/* One thread's scratch for the channel-last path, each part 64-byte aligned: the padded input strip
+ * (in_rows, Wp, L), the output strip (rows, OW, L), the taps (kH*kW, L) and the bias (L). */
+typedef struct depthwise_last_scratch {
+    int64_t rows, in_rows;             /* output rows per strip, input rows they read */
+    size_t x_bytes, y_bytes, k_bytes; /* offsets follow from these */
+    size_t slot_bytes;
+} depthwise_last_scratch;
+
+static bool depthwise_last_scratch_of(const conv_geom *g, depthwise_last_scratch *s) {
+    padded_plane pp = padded_plane_of(g);
+    size_t lane_bytes = sizeof(float) * KN_DEPTHWISE_LANES;
+    s->rows = depthwise_strip_rows(g);
+    s->in_rows = (s->rows - 1) * g->h.stride + (g->h.kernel - 1) * g->h.dilation + 1;
+    if (!kn_size_mul((size_t)s->in_rows, (size_t)pp.width, &s->x_bytes) ||
+        !kn_size_mul(s->x_bytes, lane_bytes, &s->x_bytes) ||
+        !kn_size_mul((size_t)s->rows, (size_t)g->w.out, &s->y_bytes) ||
+        !kn_size_mul(s->y_bytes, lane_bytes, &s->y_bytes) || s->x_bytes > SIZE_MAX / 4 || s->y_bytes > SIZE_MAX / 4)
+        return false;
+    s->x_bytes = kn_round_up_64(s->x_bytes);
+    s->y_bytes = kn_round_up_64(s->y_bytes);
+    s->k_bytes = kn_round_up_64((size_t)g->taps * lane_bytes); /* W's size: no overflow */
+    return kn_size_add(s->x_bytes + s->y_bytes, s->k_bytes + kn_round_up_64(lane_bytes), &s->slot_bytes);
+}
+
+/* Input rows [first, first + count) of the block's `channels` planes x (channels, H, W) into the padded
+ * channel-last strip xt (count, Wp, L): rows outside the image and the side padding are zeros. */
+static void depthwise_last_fill(const conv_geom *g, const padded_plane *pp, const float *x, int64_t channels,
+                                int64_t first, int64_t count, float *xt) {
+    const int64_t L = KN_DEPTHWISE_LANES, W = g->w.in, row = pp->width * L;
+    int64_t lo = first < 0 ? -first : 0, hi = g->h.in - first < count ? g->h.in - first : count; // rows in the image
+    hi = hi < lo ? lo : hi;
+    if (hi > lo)
+        kn_depthwise_to_last()(x + (first + lo) * W, g->in_plane, channels, W, hi - lo, xt + lo * row + pp->left * L,
+                               row);
+    for (int64_t r = 0; r < count; r++) {
+        float *xr = xt + r * row; // (Wp, L)
+        if (r < lo || r >= hi) {
+            memset(xr, 0, sizeof(float) * (size_t)row);
+            continue;
+        }
+        memset(xr, 0, sizeof(float) * (size_t)(pp->left * L));
+        memset(xr + (pp->left + W) * L, 0, sizeof(float) * (size_t)((pp->width - pp->left - W) * L));
+    }
+}
+
+/* Output planes y (channels, OH, OW) of one image's block of `channels` (at most L) input planes x, their
+ * taps w (channels, kH*kW) and bias (channels, or NULL), a strip of output rows at a time. */
+static void depthwise_last_block(const conv_geom *g, const depthwise_last_scratch *s, const kn_fused_act *act,
+                                 const float *x, int64_t channels, const float *w, const float *bias, float *y,
+                                 unsigned char *slot) {
+    const int64_t L = KN_DEPTHWISE_LANES;
+    padded_plane pp = padded_plane_of(g);
+    float *xt = (float *)slot;                                          // (in_rows, Wp, L)
+    float *yt = (float *)(slot + s->x_bytes);                           // (rows, OW, L)
+    float *kt = (float *)(slot + s->x_bytes + s->y_bytes);              // (kH*kW, L)
+    float *bt = (float *)(slot + s->x_bytes + s->y_bytes + s->k_bytes); // (L)
+    for (int64_t c = 0; c < L; c++) {
+        for (int64_t t = 0; t < g->taps; t++)
+            kt[t * L + c] = c < channels ? w[c * g->taps + t] : 0.0f;
+        bt[c] = c < channels && bias ? bias[c] : 0.0f;
+    }
+    kn_depthwise_taps taps = {g->h.kernel, g->w.kernel, g->w.stride, g->h.dilation, g->w.dilation};
+    kn_depthwise_last_row_fn row_fn = kn_depthwise_last_row(); // kernels/depthwise.h
+    const kn_winograd_kernels *copies = kn_winograd_kernels_best();
+    for (int64_t oh0 = 0; oh0 < g->h.out; oh0 += s->rows) {
+        int64_t rows = g->h.out - oh0 < s->rows ? g->h.out - oh0 : s->rows;
+        int64_t in_rows = (rows - 1) * g->h.stride + (g->h.kernel - 1) * g->h.dilation + 1;
+        depthwise_last_fill(g, &pp, x, channels, oh0 * g->h.stride - g->h.pad_begin, in_rows, xt);
+        for (int64_t r = 0; r < rows; r++)
+            row_fn(xt + r * g->h.stride * pp.width * L, pp.width * L, kt, bt, &taps, g->w.out, yt + r * g->w.out * L);
+        kn_fused_act_apply_serial(act, yt, rows * g->w.out * L);
+        copies->from_last(yt, L, channels, rows * g->w.out, y + oh0 * g->w.out, g->out_plane);
+    }
+}
+
+static kiln_status depthwise_last_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
+                                          const float *x, const float *w, const float *bias, float *y) {
+    int threads = kn_threads_get();
+    depthwise_last_scratch s;
+    size_t bytes;
+    unsigned char *scratch = depthwise_last_scratch_of(g, &s) && kn_size_mul(s.slot_bytes, (size_t)threads, &bytes)
+                                 ? kn_op_scratch(call->ctx, bytes)
+                                 : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for %d channel-last strips of %lld x %lld pixels", threads,
+                       (long long)s.in_rows, (long long)padded_plane_of(g).width);
+    const int64_t L = KN_DEPTHWISE_LANES;
+    int64_t blocks = (g->M + L - 1) / L, jobs = g->N * blocks;
+#pragma omp parallel num_threads(threads) if (g->N * g->M * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
+    {
+        unsigned char *slot = scratch + s.slot_bytes * (size_t)omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int64_t job = 0; job < jobs; job++) {
+            int64_t n = job / blocks, c0 = job % blocks * L, channels = g->M - c0 < L ? g->M - c0 : L;
+            depthwise_last_block(g, &s, act, x + (n * g->C + c0) * g->in_plane, channels, w + c0 * g->taps,
+                                 bias ? bias + c0 : NULL, y + (n * g->M + c0) * g->out_plane, slot);
+        }
+    }
+    return KILN_OK;
+}
+
 static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                      const float *x, const float *w, const float *bias, float *y) {
+    if (depthwise_channel_last(g))
+        return depthwise_last_forward(call, g, act, x, w, bias, y);
     padded_plane pp = padded_plane_of(g);
     int threads = kn_threads_get();
     size_t bytes;
@@ -331,14 +457,37 @@ static int64_t conv_column_chunk(const conv_geom *g) {
 }
 
 /* ConvPacked's products run transposed, y_g^T (positions, Mg) = cols_g^T @ W_g^T with W_g^T packed as
- * the right operand, when the output channels fill whole micro-kernel tiles and the reduction is deep:
+ * the right operand, when the output channels fill whole micro-kernel tiles and the images are small:
  * the positions then go down the tiles' rows (14 on AVX-512), not across their 32 columns, where a
- * small image wastes most of a tile (resnet18's 7x7 = 49 positions: 64 columns computed). A deep
- * reduction is what layers with small images have; it is all the packing can see, as it runs before
- * the image sizes are known. The channel-last products are then copied into place. Measured on
- * AVX-512 (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed
- * at every run, 2.57 ms packed once and transposed. */
-static bool conv_packs_transposed(const conv_geom *g) { return g->Mg % 32 == 0 && g->Cg * g->taps >= 1024; }
+ * small image wastes most of a tile (7x7 = 49 positions: 64 columns computed). The channel-last
+ * products are then copied into place. The packing decides (kn_conv_prepack_transposes: from the image
+ * size when the graph gives it, or from a deep reduction, which is what layers with small images have)
+ * and records it in the node: the run follows the layout the weights were packed in. Measured on AVX-512
+ * (CPU time, 1 thread): resnet18's 512 -> 512 3x3 layer on 7x7, 4.29 ms with the weights packed at
+ * every run, 2.57 ms packed once and transposed; mobilenet_v2's 1x1 layers on 7x7 (160 -> 960,
+ * 960 -> 160, 320 -> 1280) a fifth faster transposed, on 14x14 within 5% either way. */
+static bool conv_packs_transposed(const conv_geom *g) { return g->transposed; }
+
+/* Positions at most this many go down the tiles' rows (see conv_packs_transposed). */
+#define CONV_TRANSPOSED_MAX_PLANE 64
+
+/* Whole tiles of output channels, and a reduction of at least 1024 or an image of at most
+ * CONV_TRANSPOSED_MAX_PLANE positions (when X's spatial dims are known). */
+bool kn_conv_prepack_transposes(const kn_graph *graph, const kn_node *n) {
+    const kn_value *x = kn_node_input(graph, n, 0), *w = kn_node_input(graph, n, 1);
+    int64_t group = kn_node_int(n, "group", 1);
+    conv_geom w_only = {.Cg = w->shape.d[1], .Mg = w->shape.d[0] / group, .taps = w->shape.d[2] * w->shape.d[3]};
+    if (w_only.Mg % 32)
+        return false;
+    conv_geom g;
+    kn_shape one = x ? x->shape : (kn_shape){0};
+    if (one.ndim == 4)
+        one.d[0] = 1; // the batch may be open; the image size is what counts
+    bool known = one.ndim == 4 && conv_geom_of(n, &one, &w->shape, NULL, &g) == KILN_OK;
+    if (!known)
+        kn_error_clear();
+    return w_only.Cg * w_only.taps >= 1024 || (known && g.out_plane <= CONV_TRANSPOSED_MAX_PLANE);
+}
 
 /* Floats of the weights packed for the products (kn_sgemm_pack_a, or kn_sgemm_pack_b transposed), per
  * group; 0 on overflow. */
@@ -349,11 +498,17 @@ static size_t conv_packed_group_floats(const conv_geom *g) {
 
 /* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width) (cols_g's rows
  * out_plane apart), reading W_g packed when the weights come packed (ConvPacked), else packing it; in
- * the transposed orientation through yt (width, Mp), channel-last. */
+ * the transposed orientation through yt (width, Mp), channel-last. An output of one position (a
+ * squeeze-excitation block's 1x1 convolutions on the pooled channels) is Mg dot products of W_g's rows
+ * with the column, y_g^T (1, Mg) = cols_g^T @ W_g^T, which kn_sgemm takes without packing: as a product
+ * of Mg rows and one column each micro-kernel tile computed 32 columns for one. */
 static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
                                int64_t width, float *y, float *yt, void *ws, size_t ws_bytes) {
     int64_t depth = g->Cg * g->taps;
-    if (packed && conv_packs_transposed(g)) {
+    if (g->out_plane == 1) {
+        kn_sgemm_ws(ws, ws_bytes, false, true, 1, g->Mg, depth, 1.0f, cols, depth, w + grp * g->Mg * depth, depth, 0.0f,
+                    y, g->Mg);
+    } else if (packed && conv_packs_transposed(g)) {
         int64_t row = conv_yt_row(g);
         kn_sgemm_ws_packed_b(ws, ws_bytes, true, width, g->Mg, depth, 1.0f, cols, g->out_plane,
                              packed + (size_t)grp * conv_packed_group_floats(g), 0.0f, yt, row);
@@ -569,6 +724,11 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
         conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK)
         return 0;
     size_t bytes;
+    depthwise_last_scratch last;
+    if (conv_is_depthwise(&g) && depthwise_channel_last(&g))
+        return depthwise_last_scratch_of(&g, &last) && kn_size_mul(last.slot_bytes, (size_t)kn_threads_get(), &bytes)
+                   ? bytes
+                   : 0;
     if (conv_is_depthwise(&g))
         return depthwise_scratch_bytes(&g, kn_threads_get(), &bytes) ? bytes : 0;
     conv_scratch s;
@@ -577,7 +737,7 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
 }
 
 const kn_op kn_op_conv = {
-    .name = "Conv",
+    .name = "Conv", .per_image = true,
     .min_inputs = 2,
     .max_inputs = 3,
     .infer = conv_infer,
@@ -607,17 +767,19 @@ bool kn_conv_prepack_suits(const kn_graph *graph, const kn_node *n) {
         return false;
     conv_geom g = {.Cg = w->shape.d[1], .Mg = M / group, .group = group};
     return !conv_is_depthwise(&g) && kn_shape_numel(&w->shape) >= CONV_PREPACK_MIN_WEIGHTS &&
-           kn_conv_prepack_floats(w->shape.d, group) > 0;
+           kn_conv_prepack_floats(w->shape.d, group, false) > 0 && kn_conv_prepack_floats(w->shape.d, group, true) > 0;
 }
 
-size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group) {
-    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group, bool transposed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3],
+                   .transposed = transposed};
     size_t per_group = conv_packed_group_floats(&g), total;
     return per_group && kn_size_mul(per_group, (size_t)group, &total) ? total : 0;
 }
 
-void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed) {
-    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3]};
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, bool transposed, float *packed) {
+    conv_geom g = {.Cg = w_dims[1], .Mg = w_dims[0] / group, .group = group, .taps = w_dims[2] * w_dims[3],
+                   .transposed = transposed};
     int64_t depth = g.Cg * g.taps;
     for (int64_t grp = 0; grp < group; grp++) {
         float *dst = packed + (size_t)grp * conv_packed_group_floats(&g);
@@ -632,7 +794,8 @@ void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t gr
 static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
     KN_TRY(conv_infer(graph, node));
     const kn_value *w = kn_node_input(graph, node, 1), *p = kn_node_input(graph, node, 3);
-    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1)) : 0;
+    bool transposed = kn_node_int(node, KN_CONV_PACK_TRANSPOSED, 0) != 0;
+    size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1), transposed) : 0;
     if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
         return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu packed weights of a 2-D W", floats);
     return KILN_OK;
@@ -641,7 +804,7 @@ static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
 static kiln_status conv_packed_forward(const kn_op_call *call) { return conv_run(call, kn_f32(call->in[3])); }
 
 const kn_op kn_op_convpacked = {
-    .name = "ConvPacked",
+    .name = "ConvPacked", .per_image = true,
     .min_inputs = 4,
     .max_inputs = 4,
     .infer = conv_packed_infer,

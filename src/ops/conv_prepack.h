@@ -18,10 +18,16 @@
  * at least 4096 values that is not depthwise (conv.c computes those directly). */
 bool kn_conv_prepack_suits(const kn_graph *g, const kn_node *n);
 
-/* Floats of P for a weight of dims (M, C/group, kH, kW); 0 on overflow. */
-size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group);
+/* Whether a suiting node's weights are packed for the transposed products (positions down the
+ * micro-kernel's rows: small images, see conv.c). The choice is recorded in ConvPacked's attribute
+ * KN_CONV_PACK_TRANSPOSED (1: transposed; absent: not), which its runs follow. */
+bool kn_conv_prepack_transposes(const kn_graph *g, const kn_node *n);
+#define KN_CONV_PACK_TRANSPOSED "kn_pack_transposed"
 
-/* packed = W (M, C/group, kH, kW) packed, one group after another. */
-void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, float *packed);
+/* Floats of P for a weight of dims (M, C/group, kH, kW) in that orientation; 0 on overflow. */
+size_t kn_conv_prepack_floats(const int64_t w_dims[4], int64_t group, bool transposed);
+
+/* packed = W (M, C/group, kH, kW) packed in that orientation, one group after another. */
+void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t group, bool transposed, float *packed);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "kernels/act_rows.h"
 #include "kernels/vmath.h"
 
 /* Below this many elements a loop stays on one thread: waking the team costs more than it saves. */
@@ -65,21 +66,10 @@ kiln_status kn_fused_act_of(const kn_node *node, kn_fused_act *act) {
     return KILN_OK;
 }
 
-/* One activation per function, so that each kind gets its own tight loop below. */
-static inline float relu(const kn_fused_act *a, float x) { (void)a; return x < 0.0f ? 0.0f : x; }
+/* One activation per function, so that each kind gets its own tight loop below (the piecewise-linear
+ * ones are kernels/act_rows.h's). */
 static inline float leakyrelu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * x : x; }
-/* min(max(x, lo), hi) as ONNX orders it; NaN passes through. */
-static inline float clip(const kn_fused_act *a, float x) {
-    float raised = x < a->lo ? a->lo : x;
-    return raised > a->hi ? a->hi : raised;
-}
 static inline float elu(const kn_fused_act *a, float x) { return x < 0.0f ? a->alpha * expm1f(x) : x; }
-
-/* ONNX HardSwish: x * HardSigmoid(x) with alpha 1/6, beta 1/2, as the standalone op computes it. */
-static inline float hardswish(const kn_fused_act *a, float x) {
-    (void)a;
-    return x * kn_hard_sigmoid(x, 1.0f / 6.0f, 0.5f);
-}
 
 /* The kernels/vmath function of the transcendental activations (the standalone ops use the same, so
  * fusing changes no bit), NULL for the others. */
@@ -102,14 +92,30 @@ static kn_vmath_fn vmath_fn_of(kn_act_kind kind) {
             y[i] = f(&a, y[i]);                                                                     \
     } while (0)
 
+/* The piecewise-linear kinds that kernels/act_rows.h computes, vectorized for this CPU: true, with
+ * *rows set, for identity (with a bias), Relu, Clip and HardSwish. */
+static bool act_rows_of(const kn_fused_act *a, kn_act_rows *rows) {
+    static const kn_act_rows_kind kinds[] = {[KN_ACT_NONE] = KN_ACT_ROWS_IDENTITY, [KN_ACT_RELU] = KN_ACT_ROWS_RELU,
+                                             [KN_ACT_CLIP] = KN_ACT_ROWS_CLIP, [KN_ACT_HARDSWISH] = KN_ACT_ROWS_HARDSWISH};
+    bool suits = a->kind == KN_ACT_NONE || a->kind == KN_ACT_RELU || a->kind == KN_ACT_CLIP || a->kind == KN_ACT_HARDSWISH;
+    if (suits)
+        *rows = (kn_act_rows){kinds[a->kind], a->lo, a->hi};
+    return suits;
+}
+
 void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
     const kn_fused_act a = *act; // a local copy: the stores into y cannot alias it
+    kn_act_rows rows;
+    if (a.kind != KN_ACT_NONE && act_rows_of(&a, &rows)) {
+        kn_act_rows_best()(&rows, NULL, y, 1, n, n);
+        return;
+    }
     switch (a.kind) {
-    case KN_ACT_NONE: break;
-    case KN_ACT_RELU: KN_ACT_PASS(relu); break;
+    case KN_ACT_NONE:
+    case KN_ACT_RELU:
+    case KN_ACT_CLIP:
+    case KN_ACT_HARDSWISH: break; /* act_rows_of's */
     case KN_ACT_LEAKYRELU: KN_ACT_PASS(leakyrelu); break;
-    case KN_ACT_CLIP: KN_ACT_PASS(clip); break;
-    case KN_ACT_HARDSWISH: KN_ACT_PASS(hardswish); break;
     case KN_ACT_ELU: KN_ACT_PASS(elu); break;
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
@@ -130,11 +136,6 @@ void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
         kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
 }
 
-static inline float identity(const kn_fused_act *a, float x) {
-    (void)a;
-    return x;
-}
-
 /* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
 #define KN_ACT_ROWS_PASS(f)                                                                         \
     do {                                                                                            \
@@ -149,12 +150,20 @@ static inline float identity(const kn_fused_act *a, float x) {
 void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
                              int64_t ld) {
     const kn_fused_act a = *act;
+    kn_act_rows fast;
+    if (act_rows_of(&a, &fast)) {
+        kn_act_rows_fn fn = kn_act_rows_best();
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            fn(&fast, bias + r, y + r * ld, 1, cols, ld);
+        return;
+    }
     switch (a.kind) {
-    case KN_ACT_NONE: KN_ACT_ROWS_PASS(identity); break;
-    case KN_ACT_RELU: KN_ACT_ROWS_PASS(relu); break;
+    case KN_ACT_NONE:
+    case KN_ACT_RELU:
+    case KN_ACT_CLIP:
+    case KN_ACT_HARDSWISH: break; /* act_rows_of's */
     case KN_ACT_LEAKYRELU: KN_ACT_ROWS_PASS(leakyrelu); break;
-    case KN_ACT_CLIP: KN_ACT_ROWS_PASS(clip); break;
-    case KN_ACT_HARDSWISH: KN_ACT_ROWS_PASS(hardswish); break;
     case KN_ACT_ELU: KN_ACT_ROWS_PASS(elu); break;
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:

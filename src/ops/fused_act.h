@@ -63,7 +63,8 @@ void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *
 kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias);
 
 /* ONNX HardSigmoid, max(0, min(1, alpha x + beta)), written with comparisons so that loops vectorize;
- * the HardSigmoid and HardSwish ops and the fused HardSwish all compute it here. */
+ * the HardSigmoid and HardSwish ops compute it here, and the fused HardSwish the same formula in
+ * kernels/act_rows.inc (vectorized for the CPU, without contracted multiply-adds: the same bits). */
 static inline float kn_hard_sigmoid(float x, float alpha, float beta) {
     float t = alpha * x + beta;
     return t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;

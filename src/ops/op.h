@@ -82,6 +82,12 @@ struct kn_op {
      * executor sizes the buffers for the bound and infers the nodes after from the actual shapes
      * (runtime/session.c, docs/runtime.md). */
     bool sizes_at_run;
+    /* forward computes image b of out[0] (index b of axis 0) from image b of in[0] and, where the op
+     * broadcasts, image b of any other input with the batch axis; inputs without it are constants. So an
+     * executor may run a node on a slice of the batch (runtime/session.c, "Batches split"). Holds for a
+     * node not in training mode (ONNX training_mode = 1), with one output (MaxPool's Indices count the
+     * images before). */
+    bool per_image;
 };
 
 /* Every entry of the table, by id: kn_op_relu, kn_op_conv ... (src/ops/list.h). Code that must know

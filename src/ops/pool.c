@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "ops/lane_sum.h"
 #include "ops/op.h"
 #include "ops/pool_nd.h"
 #include "ops/window.h"
@@ -336,7 +337,7 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
 }
 
 const kn_op kn_op_maxpool = {
-    .name = "MaxPool",
+    .name = "MaxPool", .per_image = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = maxpool_infer,
@@ -422,7 +423,7 @@ static kiln_status avgpool_backward(const kn_op_call *call) {
 }
 
 const kn_op kn_op_averagepool = {
-    .name = "AveragePool",
+    .name = "AveragePool", .per_image = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = avgpool_infer,
@@ -469,12 +470,8 @@ static kiln_status global_avgpool_forward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]); // (N*C, spatial)
     float *y = kn_f32(call->out[0]);      // (N*C)
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++) {
-        double sum = 0.0;
-        for (int64_t i = 0; i < plane; i++)
-            sum += x[p * plane + i];
-        y[p] = (float)(sum / (double)plane);
-    }
+    for (int64_t p = 0; p < planes; p++) // in lanes: one running sum was a chain of dependent adds
+        y[p] = (float)(kn_lane_sum(x + p * plane, plane) / (double)plane);
     return KILN_OK;
 }
 
@@ -496,7 +493,7 @@ static kiln_status global_avgpool_backward(const kn_op_call *call) {
 }
 
 const kn_op kn_op_globalaveragepool = {
-    .name = "GlobalAveragePool",
+    .name = "GlobalAveragePool", .per_image = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = global_pool_infer,
@@ -540,7 +537,7 @@ static kiln_status global_maxpool_backward(const kn_op_call *call) {
 }
 
 const kn_op kn_op_globalmaxpool = {
-    .name = "GlobalMaxPool",
+    .name = "GlobalMaxPool", .per_image = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = global_pool_infer,

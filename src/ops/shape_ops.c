@@ -471,7 +471,7 @@ const kn_op kn_op_reshape = {
 };
 
 const kn_op kn_op_identity = {
-    .name = "Identity",
+    .name = "Identity", .per_image = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .infer = identity_infer,

@@ -451,16 +451,16 @@ const kn_op kn_op_floor = {.name = "Floor", .min_inputs = 1, .max_inputs = 1, .i
                            .forward = floor_forward, .flops = one_flop};
 const kn_op kn_op_ceil = {.name = "Ceil", .min_inputs = 1, .max_inputs = 1, .infer = float_infer,
                           .forward = ceil_forward, .flops = one_flop};
-const kn_op kn_op_hardsigmoid = {.name = "HardSigmoid", .min_inputs = 1, .max_inputs = 1,
+const kn_op kn_op_hardsigmoid = {.name = "HardSigmoid", .per_image = true, .min_inputs = 1, .max_inputs = 1,
                                  .infer = float_infer, .forward = hardsigmoid_forward,
                                  .backward = hardsigmoid_backward, .flops = hardsigmoid_flops};
-const kn_op kn_op_hardswish = {.name = "HardSwish", .min_inputs = 1, .max_inputs = 1,
+const kn_op kn_op_hardswish = {.name = "HardSwish", .per_image = true, .min_inputs = 1, .max_inputs = 1,
                                .infer = float_infer, .forward = hardswish_forward,
                                .backward = hardswish_backward, .flops = hardswish_flops};
 const kn_op kn_op_softplus = {.name = "Softplus", .min_inputs = 1, .max_inputs = 1,
                               .infer = float_infer, .forward = softplus_forward,
                               .backward = softplus_backward, .flops = softplus_flops};
-const kn_op kn_op_clip = {.name = "Clip", .min_inputs = 1, .max_inputs = 3, .infer = clip_infer,
+const kn_op kn_op_clip = {.name = "Clip", .per_image = true, .min_inputs = 1, .max_inputs = 3, .infer = clip_infer,
                           .forward = clip_forward, .backward = clip_backward, .flops = clip_flops};
 const kn_op kn_op_prelu = {.name = "PRelu", .min_inputs = 2, .max_inputs = 2, .infer = prelu_infer,
                            .forward = prelu_forward, .backward = prelu_backward,

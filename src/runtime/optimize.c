@@ -9,6 +9,7 @@
 #include "core/quant.h"
 #include "core/status.h"
 #include "format/storage.h"
+#include "kernels/gemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
 #include "ops/conv_prepack.h"
@@ -1873,14 +1874,49 @@ static kiln_status prepack_convs(kn_graph *g, int *made) {
         const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
         int64_t dims[4] = {w->shape.d[0], w->shape.d[1], w->shape.d[2], w->shape.d[3]};
         int64_t group = kn_node_int(&g->nodes[i], "group", 1);
-        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group)});
+        bool transposed = kn_conv_prepack_transposes(g, &g->nodes[i]);
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)kn_conv_prepack_floats(dims, group, transposed)});
         int p;
         KN_TRY(add_derived_value(g, g->nodes[i].name, "packed_weight", KN_VALUE_CONST, KN_F32, &shape, &p));
         kn_node *n = &g->nodes[i];
-        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, g->values[p].data);
+        kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, transposed, g->values[p].data);
+        if (transposed)
+            KN_TRY(kn_node_set_int(g, i, KN_CONV_PACK_TRANSPOSED, 1));
         KN_TRY(widen_inputs(g, n, 4)); // an absent bias stays absent (-1)
         n->in[3] = p;
         n->op = &kn_op_convpacked;
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
+/* Below this many weights a Gemm packs them at every run for next to nothing, and stays Gemm. */
+#define GEMM_PREPACK_MIN_WEIGHTS 4096
+
+/* Gemm with a constant f32 B (2-D, at least GEMM_PREPACK_MIN_WEIGHTS values) -> GemmPacked (ops/gemm.c):
+ * P, op(B) packed once, appended as input 3. */
+static kiln_status prepack_gemms(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        const kn_value *b = n->op == &kn_op_gemm && n->n_out == 1 ? kn_node_input(g, n, 1) : NULL;
+        if (!b || !b->data || b->kind == KN_VALUE_INPUT || b->kind == KN_VALUE_ACT || b->dtype != KN_F32 ||
+            b->shape.ndim != 2 || b->shape.d[0] < 1 || b->shape.d[1] < 1 ||
+            kn_shape_numel(&b->shape) < GEMM_PREPACK_MIN_WEIGHTS)
+            continue;
+        bool trans_b = kn_node_int(n, "transB", 0) != 0;
+        int64_t K = trans_b ? b->shape.d[1] : b->shape.d[0], N = trans_b ? b->shape.d[0] : b->shape.d[1];
+        size_t floats = kn_sgemm_packed_b_floats(K, N);
+        if (floats == 0)
+            continue;
+        kn_shape shape = kn_shape_of(1, (int64_t[]){(int64_t)floats});
+        int p;
+        KN_TRY(add_derived_value(g, n->name, "packed_weight", KN_VALUE_CONST, KN_F32, &shape, &p));
+        kn_node *m = &g->nodes[i];
+        const kn_value *w = &g->values[m->in[1]];
+        kn_sgemm_pack_b(trans_b, K, N, w->data, w->shape.d[1], g->values[p].data);
+        KN_TRY(widen_inputs(g, m, 4)); // an absent C stays absent (-1)
+        m->in[3] = p;
+        m->op = &kn_op_gemmpacked;
         (*made)++;
     }
     return KILN_OK;
@@ -1962,6 +1998,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = winograd_convs(dst, &s.convs_winograd);
     if (st == KILN_OK && (passes & KN_OPT_PREPACK))
         st = prepack_convs(dst, &s.convs_packed);
+    if (st == KILN_OK && (passes & KN_OPT_PREPACK))
+        st = prepack_gemms(dst, &s.gemms_packed);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st != KILN_OK) {

@@ -39,13 +39,17 @@
  *                      (kn_conv_winograd_suits) becomes ConvWinograd (ops/conv_winograd.c), its weight
  *                      transformed once; runs after ACTIVATION, whose fused activation it keeps
  *   KN_OPT_PREPACK     any other Conv whose products run through kn_sgemm (kn_conv_prepack_suits)
- *                      becomes ConvPacked (ops/conv_prepack.h): its weights packed once for this CPU,
- *                      so that no run packs them again
+ *                      becomes ConvPacked (ops/conv_prepack.h), and a Gemm with a constant B of at
+ *                      least 4096 values GemmPacked (ops/gemm.c): their weights packed once for this
+ *                      CPU, so that no run packs them again
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
  * The passes look only at the shapes of initializers and constants, never at activation shapes: those
- * depend on the input sizes, which a model may leave open (-1) until a session sets them.
+ * depend on the input sizes, which a model may leave open (-1) until a session sets them. One choice
+ * of speed only reads them when the graph has them: PREPACK packs a layer's weights for the transposed
+ * products when its output image is small (kn_conv_prepack_transposes); the runs follow the recorded
+ * choice whatever the input size.
  */
 #ifndef KN_OPTIMIZE_H
 #define KN_OPTIMIZE_H
@@ -75,7 +79,7 @@ typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
         activations_fused, integer_layers, quantizes_fused, residuals_fused, weights_sparsified, ops_composed,
-        convs_winograd, convs_packed;
+        convs_winograd, convs_packed, gemms_packed;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

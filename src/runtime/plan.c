@@ -39,6 +39,7 @@ static void last_reads(const kn_graph *g, int *last) {
 
 typedef struct plan_work {
     const size_t *min_bytes; /* (n_values) or NULL */
+    const bool *whole_run;   /* (n_values) or NULL */
     plan_buffer *buffers;
     int n_buffers;
     int *buffer_of; /* (n_values) buffer index, -1 for none */
@@ -83,7 +84,11 @@ static kiln_status assign_buffers(const kn_graph *g, bool in_place, plan_work *w
             KN_TRY(buffer_size(&g->values[v], w->min_bytes ? w->min_bytes[v] : 0, &size));
             if (!kn_size_add(plan->naive_bytes, size, &plan->naive_bytes))
                 return kn_fail(KILN_ERR_NOMEM, "the graph's buffers overflow the address space");
-            if (in_place && can_write_over_input(g, w, i, v, size)) {
+            bool whole = w->whole_run && w->whole_run[v];
+            if (whole) {
+                new_buffer(w, v, size, 0);
+                w->buffers[w->buffer_of[v]].last = g->n_nodes;
+            } else if (in_place && can_write_over_input(g, w, i, v, size)) {
                 int b = w->buffer_of[n->in[0]];
                 w->buffer_of[v] = b;
                 if (w->last[v] > w->buffers[b].last)
@@ -168,10 +173,16 @@ static kiln_status place_buffers(plan_work *w, kn_plan *plan) {
 }
 
 kiln_status kn_plan_make(const kn_graph *g, bool in_place, const size_t *min_bytes, kn_plan *plan) {
+    return kn_plan_make_keeping(g, in_place, min_bytes, NULL, plan);
+}
+
+kiln_status kn_plan_make_keeping(const kn_graph *g, bool in_place, const size_t *min_bytes, const bool *whole_run,
+                                 kn_plan *plan) {
     memset(plan, 0, sizeof *plan);
     size_t n = (size_t)(g->n_values ? g->n_values : 1);
     plan_work w = {
         .min_bytes = min_bytes,
+        .whole_run = whole_run,
         .buffers = malloc(sizeof(plan_buffer) * n),
         .buffer_of = malloc(sizeof(int) * n),
         .last = malloc(sizeof(int) * n),

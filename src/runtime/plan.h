@@ -32,6 +32,11 @@ typedef struct kn_plan {
  * buffer at least that many bytes: the upper bound of an output sized when its op runs
  * (kn_op.sizes_at_run), whose value holds the smaller shape of the last run. Free with kn_plan_free. */
 kiln_status kn_plan_make(const kn_graph *g, bool in_place, const size_t *min_bytes, kn_plan *plan);
+/* kn_plan_make where each value v with whole_run[v] (n_values, or NULL for none) lives for the whole
+ * run, like an input, so that no other buffer shares its memory: a session that runs the first nodes a
+ * few images at a time keeps there what the later nodes read (runtime/session.c). */
+kiln_status kn_plan_make_keeping(const kn_graph *g, bool in_place, const size_t *min_bytes, const bool *whole_run,
+                                 kn_plan *plan);
 void kn_plan_free(kn_plan *plan);
 
 #endif

@@ -29,6 +29,9 @@ const kn_graph *kn_session_graph(kiln_session *session);
 const void *kn_session_arena(const kiln_session *session);
 const void *kn_session_scratch(const kiln_session *session);
 int kn_session_plan_count(const kiln_session *session);
+/* How many first nodes the current plan runs a few images at a time (session.c, batches split); 0 when
+ * the batch runs whole. */
+int kn_session_split_nodes(const kiln_session *session);
 
 /* Whether the session's shapes follow the values of some inputs (a Reshape target given as an input):
  * known once a plan was tried (kiln_session_memory, an output getter). */
