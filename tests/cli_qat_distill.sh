@@ -91,6 +91,9 @@ bad "--bits 3" "--bits 3" "$work/b3.kiln" train --model "$work/base.kiln" "${com
 bad "--act-bits 4" "--act-bits 4" "$work/a4.kiln" train --model "$work/base.kiln" "${common[@]}" --qat --bits 4 --act-bits 4 --out "$work/a4.kiln"
 bad "--grad-bits 3" "--grad-bits 3" "$work/g3.kiln" train --model "$work/base.kiln" "${common[@]}" --grad-bits 3 --out "$work/g3.kiln"
 bad "teacher/student mismatch" "does not match" "$work/wrong.kiln" distill --teacher "$work/base.kiln" --student "$work/wrong.txt" "${common[@]}" --out "$work/wrong.kiln"
+bad "--match of a value the teacher lacks names the ones it has" "no activation named 'relu99' (its activations of rank 2 or 4: input, .*relu3" \
+    "$work/nomatch.kiln" distill --teacher "$work/base.kiln" --student "$work/tiny.txt" "${common[@]}" --match relu99:relu2 \
+    --out "$work/nomatch.kiln"
 cp "$work/base.kiln" "$work/same.kiln"
 "$kiln" distill --teacher "$work/same.kiln" --student "$work/tiny.txt" "${common[@]}" --out "$work/same.kiln" 2>/dev/null
 check "distill output == teacher: refused, teacher intact" '[ $? -ne 0 ] && cmp -s "$work/base.kiln" "$work/same.kiln"'

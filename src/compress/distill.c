@@ -51,11 +51,31 @@ void kn_distill_soft_loss(const float *zs, const float *zt, int64_t n, int64_t c
 
 /* ---- hidden-feature matching ---- */
 
+/* Whether value v is computed by the graph (an input or a node's output), and so can be matched. */
+static bool is_activation(const kn_value *v) { return v->kind == KN_VALUE_INPUT || v->kind == KN_VALUE_ACT; }
+
+/* "conv1, relu3, ..." : the names of the graph's activations of rank 2 or 4, as many as fit in buf. */
+static void list_activations(const kn_graph *g, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int v = 0; v < g->n_values && used + 1 < size; v++) {
+        const kn_value *val = &g->values[v];
+        if (!is_activation(val) || (val->shape.ndim != 2 && val->shape.ndim != 4))
+            continue;
+        int n = snprintf(buf + used, size - used, "%s%s", used ? ", " : "", val->name);
+        used = n < 0 ? size : used + (size_t)n;
+    }
+    if (used >= size && size > 4)
+        memcpy(buf + size - 4, "...", 4);
+}
+
 static int find_activation(const kn_graph *g, const char *name, const char *which, kiln_status *st) {
     int v = kn_graph_find_value(g, name);
-    if (v < 0 || g->values[v].kind == KN_VALUE_PARAM || g->values[v].kind == KN_VALUE_CONST ||
-        g->values[v].kind == KN_VALUE_STATE) {
-        *st = kn_fail(KILN_ERR_INVALID_ARG, "--match: the %s has no activation named '%s'", which, name);
+    if (v < 0 || !is_activation(&g->values[v])) {
+        char names[512];
+        list_activations(g, names, sizeof names);
+        *st = kn_fail(KILN_ERR_INVALID_ARG, "--match: the %s has no activation named '%s' (its activations of rank "
+                      "2 or 4: %s)", which, name, names);
         return -1;
     }
     if (g->values[v].shape.ndim != 2 && g->values[v].shape.ndim != 4) {
