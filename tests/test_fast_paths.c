@@ -31,7 +31,8 @@
  * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
  * same bits, NaN and -0 included.
  *
- * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits.
+ * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits;
+ *     MatMulPacked against MatMul likewise.
  *
  * 6. The sparse-weight kernels (kernels/sparse.h), both layouts, each build this CPU runs, against the
  * dense product computed in double: within (K + 2) * FLT_EPSILON * sum |terms|, on shapes ending in
@@ -1119,6 +1120,47 @@ static void test_gemm_packed(void) {
     printf("GemmPacked vs Gemm: %d of 16 cases bit-identical on 1 and 2 threads\n", checked);
 }
 
+/* MatMulPacked, as the optimizer makes it from a MatMul with a constant 2-D B, against that MatMul: A of
+ * rank 2 and 3 whose rows fall on both sides of the dot products' threshold, with a bias row and a fused
+ * Relu or neither, 1 and 2 threads: the same bits. */
+static void test_matmul_packed(void) {
+    static const int64_t rows[] = {1, 5, 13, 32};
+    int checked = 0;
+    for (int batch = 1; batch <= 3; batch += 2)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            bool bias = r % 2 == 0;
+            int64_t M = rows[r], K = 100, N = 70;
+            kn_graph g, opt;
+            kn_graph_init(&g);
+            kn_shape a_shape = batch > 1 ? kn_shape_of(3, (int64_t[]){batch, M, K}) : kn_shape_of(2, (int64_t[]){M, K});
+            int in[3] = {add_param(&g, "A", a_shape), add_param(&g, "B", kn_shape_of(2, (int64_t[]){K, N})),
+                         bias ? add_param(&g, "bias", kn_shape_of(1, (int64_t[]){N})) : -1};
+            kn_shape scalar = {0};
+            int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+            int node = test_add_node(&g, "MatMul", "MatMul", bias ? 3 : 2, in, 1, &y);
+            if (bias)
+                kn_node_set_string(&g, node, "kn_activation", "Relu");
+            opcheck_fill_uniform(&g, 2400 + (uint64_t)(batch * 10 + r), -1.0f, 1.0f);
+            kn_opt_stats stats;
+            CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
+            CHECK_MSG(stats.gemms_packed == 1 && opt.nodes[0].op == &kn_op_matmulpacked,
+                      "MatMul batch %d M %lld: not rewritten", batch, (long long)M);
+            int64_t outputs = batch * M * N;
+            kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+            bool same = ref && one && two && kn_numel(one) == outputs &&
+                        memcmp(ref->data, one->data, sizeof(float) * (size_t)outputs) == 0 &&
+                        memcmp(ref->data, two->data, sizeof(float) * (size_t)outputs) == 0;
+            CHECK_MSG(same, "MatMulPacked batch %d M %lld differs from MatMul", batch, (long long)M);
+            checked += same;
+            opcheck_free_outputs(ref, 1);
+            opcheck_free_outputs(one, 1);
+            opcheck_free_outputs(two, 1);
+            kn_graph_free(&opt);
+            kn_graph_free(&g);
+        }
+    printf("MatMulPacked vs MatMul: %d of 8 cases bit-identical on 1 and 2 threads\n", checked);
+}
+
 int main(void) {
     test_packed_gemm();
     test_conv_packed();
@@ -1134,6 +1176,7 @@ int main(void) {
     test_depthwise5x5_row_builds();
     test_act_rows_builds();
     test_gemm_packed();
+    test_matmul_packed();
     test_vmath_builds();
     test_sparse_kernels();
     return check_finish();

@@ -5,6 +5,12 @@
  * Inference-only extensions set by the optimizer (src/runtime/optimize.c), not part of ONNX: an optional
  * third input, a bias (N) (or (1, ..., 1, N)) added to every row of Y, which is what a following
  * `Add` of a constant row did; and a fused activation (ops/fused_act.h) applied to Y last.
+ *
+ * MatMulPacked (inference, written by the optimizer's KN_OPT_PREPACK for a constant 2-D B): MatMul's
+ * inputs, the bias absent or not, and P, B packed once by kn_sgemm_pack_b for this CPU. When A's batch
+ * folds into the rows of one product (B is one matrix), a product that would pack B reads P instead: the
+ * same bits as MatMul. A transformer's MatMul of a (128, 256) activation by a (256, 256) weight packed
+ * the weight at every run. P's layout depends on the CPU, so graphs holding it are never saved.
  */
 #include <stdint.h>
 
@@ -149,7 +155,8 @@ static size_t matmul_gemm_workspace(const matmul_dims *d) {
     return bytes == SIZE_MAX ? 0 : bytes;
 }
 
-static kiln_status matmul_forward(const kn_op_call *call) {
+/* MatMul's forward, or MatMulPacked's with its packed B (NULL for MatMul). */
+static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
     matmul_dims d;
     KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
     const kn_tensor *bias_tensor = matmul_bias(call);
@@ -172,7 +179,9 @@ static kiln_status matmul_forward(const kn_op_call *call) {
     size_t ws_bytes = matmul_gemm_workspace(&d);
     void *ws = ws_bytes ? kn_op_scratch(call->ctx, ws_bytes) : NULL;
     ws_bytes = ws ? ws_bytes : 0;
-    if (matmul_folds(&d)) {
+    if (matmul_folds(&d) && b_packed && kn_sgemm_packs_b(false, rows, d.N)) {
+        kn_sgemm_ws_packed_b(ws, ws_bytes, false, rows, d.N, d.K, 1.0f, a, d.K, b_packed, beta, y, d.N);
+    } else if (matmul_folds(&d)) {
         kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
     } else {
         for (int64_t i = 0; i < d.n_batch; i++) {
@@ -185,6 +194,8 @@ static kiln_status matmul_forward(const kn_op_call *call) {
     kn_fused_act_apply(&act, y, rows * d.N);
     return KILN_OK;
 }
+
+static kiln_status matmul_forward(const kn_op_call *call) { return matmul_run(call, NULL); }
 
 /* dA_i += dY_i @ B_i^T and dB_i += A_i^T @ dY_i for every output matrix i. A broadcast input gets
  * the sum over the batches that shared it: those products add into the same slice, in batch order. */
@@ -244,5 +255,31 @@ const kn_op kn_op_matmul = {
     .forward = matmul_forward,
     .workspace = matmul_workspace,
     .backward = matmul_backward,
+    .flops = matmul_flops,
+};
+
+/* ---- MatMulPacked -------------------------------------------------------------------------------- */
+
+/* MatMul's inference; B must be 2-D and P hold it packed for this CPU. */
+static kiln_status matmul_packed_infer(kn_graph *g, const kn_node *node) {
+    KN_TRY(matmul_infer(g, node));
+    const kn_value *b = kn_node_input(g, node, 1), *p = kn_node_input(g, node, 3);
+    if (b->shape.ndim != 2)
+        return kn_fail(KILN_ERR_SHAPE, "B must be 2-D, got rank %d", b->shape.ndim);
+    size_t floats = kn_sgemm_packed_b_floats(b->shape.d[0], b->shape.d[1]);
+    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
+        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu floats of B packed", floats);
+    return KILN_OK;
+}
+
+static kiln_status matmul_packed_forward(const kn_op_call *call) { return matmul_run(call, kn_f32(call->in[3])); }
+
+const kn_op kn_op_matmulpacked = {
+    .name = "MatMulPacked",
+    .min_inputs = 4,
+    .max_inputs = 4,
+    .infer = matmul_packed_infer,
+    .forward = matmul_packed_forward,
+    .workspace = matmul_workspace,
     .flops = matmul_flops,
 };

@@ -1893,17 +1893,18 @@ static kiln_status prepack_convs(kn_graph *g, int *made) {
 /* Below this many weights a Gemm packs them at every run for next to nothing, and stays Gemm. */
 #define GEMM_PREPACK_MIN_WEIGHTS 4096
 
-/* Gemm with a constant f32 B (2-D, at least GEMM_PREPACK_MIN_WEIGHTS values) -> GemmPacked (ops/gemm.c):
- * P, op(B) packed once, appended as input 3. */
+/* Gemm with a constant f32 B (2-D, at least GEMM_PREPACK_MIN_WEIGHTS values) -> GemmPacked (ops/gemm.c),
+ * and MatMul with such a B -> MatMulPacked (ops/matmul.c): P, op(B) packed once, appended as input 3. */
 static kiln_status prepack_gemms(kn_graph *g, int *made) {
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
-        const kn_value *b = n->op == &kn_op_gemm && n->n_out == 1 ? kn_node_input(g, n, 1) : NULL;
+        bool gemm = n->op == &kn_op_gemm, matmul = n->op == &kn_op_matmul;
+        const kn_value *b = (gemm || matmul) && n->n_out == 1 ? kn_node_input(g, n, 1) : NULL;
         if (!b || !b->data || b->kind == KN_VALUE_INPUT || b->kind == KN_VALUE_ACT || b->dtype != KN_F32 ||
             b->shape.ndim != 2 || b->shape.d[0] < 1 || b->shape.d[1] < 1 ||
             kn_shape_numel(&b->shape) < GEMM_PREPACK_MIN_WEIGHTS)
             continue;
-        bool trans_b = kn_node_int(n, "transB", 0) != 0;
+        bool trans_b = gemm && kn_node_int(n, "transB", 0) != 0;
         int64_t K = trans_b ? b->shape.d[1] : b->shape.d[0], N = trans_b ? b->shape.d[0] : b->shape.d[1];
         size_t floats = kn_sgemm_packed_b_floats(K, N);
         if (floats == 0)
@@ -1914,9 +1915,9 @@ static kiln_status prepack_gemms(kn_graph *g, int *made) {
         kn_node *m = &g->nodes[i];
         const kn_value *w = &g->values[m->in[1]];
         kn_sgemm_pack_b(trans_b, K, N, w->data, w->shape.d[1], g->values[p].data);
-        KN_TRY(widen_inputs(g, m, 4)); // an absent C stays absent (-1)
+        KN_TRY(widen_inputs(g, m, 4)); // an absent C or bias stays absent (-1)
         m->in[3] = p;
-        m->op = &kn_op_gemmpacked;
+        m->op = gemm ? &kn_op_gemmpacked : &kn_op_matmulpacked;
         (*made)++;
     }
     return KILN_OK;

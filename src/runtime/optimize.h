@@ -39,9 +39,10 @@
  *                      (kn_conv_winograd_suits) becomes ConvWinograd (ops/conv_winograd.c), its weight
  *                      transformed once; runs after ACTIVATION, whose fused activation it keeps
  *   KN_OPT_PREPACK     any other Conv whose products run through kn_sgemm (kn_conv_prepack_suits)
- *                      becomes ConvPacked (ops/conv_prepack.h), and a Gemm with a constant B of at
- *                      least 4096 values GemmPacked (ops/gemm.c): their weights packed once for this
- *                      CPU, so that no run packs them again
+ *                      becomes ConvPacked (ops/conv_prepack.h), a Gemm with a constant B of at least
+ *                      4096 values GemmPacked (ops/gemm.c), and a MatMul with such a 2-D B
+ *                      MatMulPacked (ops/matmul.c): their weights packed once for this CPU, so that no
+ *                      run packs them again
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
