@@ -10,11 +10,11 @@
 # "Distillation", has the scan behind the recipe's defaults.
 # Writes the section to build/compress-bench/distill.md, puts it in place of the distillation section of
 # bench/results/compress.md when that file has one (bench/compress.sh writes the file), and prints it.
-# Usage: [EPOCHS=20] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] bench/distill.sh [THREADS]
+# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
-epochs=${EPOCHS:-20}
+epochs=${EPOCHS:-10}
 teacher_epochs=${TEACHER_EPOCHS:-15}
 schedule=${SCHEDULE:-cosine}
 temperature=${TEMPERATURE:-2}
