@@ -18,7 +18,7 @@
 /* kiln's own inference forms, written by the optimizer (src/runtime/optimize.c); not in ONNX files:
  * the integer layers (ops/qlinear.c), sparse weights (ops/sparse_gemm.c), Winograd convolutions
  * (ops/conv_winograd.c) and convolutions with packed weights (ops/conv.c). */
-#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm) X(convwinograd) X(convpacked)
+#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm) X(lowbitgemm) X(convwinograd) X(convpacked)
 
 #define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INFERENCE(X)
 
