@@ -47,15 +47,18 @@ void kn_lowbit_interleave(int bits, const float *x, int64_t n, float *xi) {
 
 /* ---- the generic build: plain C, index order ---- */
 
-static float dot_generic(const uint8_t *codes, int64_t n_units, int bits, int zero_point, const float *xi,
-                         float xi_sum) {
+static void dot_generic(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_units, int bits,
+                        const int zero_point[KN_LOWBIT_DOT_ROWS], const float *xi, float xi_sum,
+                        float out[KN_LOWBIT_DOT_ROWS]) {
     (void)xi_sum; /* the exact terms need no correction */
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n_units * 64 / bits; i++) {
-        int64_t code = i / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK + kn_lowbit_order(bits, (int)(i % KN_LOWBIT_CHUNK));
-        sum += xi[i] * (float)(kn_lowbit_level(codes, code, bits) - zero_point);
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n_units * 64 / bits; i++) {
+            int64_t code = i / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK + kn_lowbit_order(bits, (int)(i % KN_LOWBIT_CHUNK));
+            sum += xi[i] * (float)(kn_lowbit_level(codes[r], code, bits) - zero_point[r]);
+        }
+        out[r] = sum;
     }
-    return sum;
 }
 
 static void sweep_generic(const uint8_t *codes, int64_t stride, int64_t K, int bits, const float *xs,
@@ -164,47 +167,71 @@ static float row_dot_plain(const kn_lowbit_matrix *w, int64_t r, const float *x)
     return sum;
 }
 
-/* Row r of S times x by k's dot, run by run: whole units, then the row's last codes as one more unit
- * (their bytes, the last one's high bits perhaps the next row's, against xi's zeros past K, so whatever
- * follows them adds 0); each run scaled once. sums: (runs, 2), x's sums over each run's units and tail. */
-static float row_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t r, const float *xi,
-                     const float *sums) {
+/* Rows r0 .. r0 + 3 of S (the last one repeated past N) times x by k's dot, run by run: whole units,
+ * then the row's last codes as one more unit (their bytes, the last one's high bits perhaps the next
+ * row's, against xi's zeros past K, so whatever follows them adds 0); each run scaled once into
+ * total. sums: (runs, 2), x's sums over each run's units and tail. */
+static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t r0, const float *xi,
+                     const float *sums, float total[KN_LOWBIT_DOT_ROWS]) {
     int64_t K = w->cols, length = run_length(w), unit = unit_codes(w->bits);
-    const uint8_t *row = w->codes + r * K * w->bits / 8;
-    float total = 0.0f;
-    for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
-        int64_t g = kn_lowbit_group(w, r, c0), n = K - c0 < length ? K - c0 : length;
-        int64_t units = n / unit, tail = n - units * unit;
-        int z = zero_point_of(w, g);
-        float sum = units ? k->dot(row + c0 * w->bits / 8, units, w->bits, z, xi + c0, sums[2 * b]) : 0.0f;
-        if (tail) {
-            uint8_t tail_codes[8] = {0};
-            int64_t at = c0 + units * unit;
-            memcpy(tail_codes, row + at * w->bits / 8, (size_t)((tail * w->bits + 7) / 8));
-            sum += k->dot(tail_codes, 1, w->bits, z, xi + at, sums[2 * b + 1]);
-        }
-        total += sum * w->scale[g];
+    int64_t row[KN_LOWBIT_DOT_ROWS];
+    for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++) {
+        row[i] = r0 + i < w->rows ? r0 + i : w->rows - 1;
+        total[i] = 0.0f;
     }
-    return total;
+    for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
+        int64_t n = K - c0 < length ? K - c0 : length, units = n / unit, tail = n - units * unit, at = c0 + units * unit;
+        const uint8_t *codes[KN_LOWBIT_DOT_ROWS], *tail_at[KN_LOWBIT_DOT_ROWS];
+        uint8_t tail_codes[KN_LOWBIT_DOT_ROWS][8];
+        int z[KN_LOWBIT_DOT_ROWS];
+        int64_t g[KN_LOWBIT_DOT_ROWS];
+        float part[KN_LOWBIT_DOT_ROWS] = {0}, rest[KN_LOWBIT_DOT_ROWS] = {0};
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++) {
+            codes[i] = w->codes + (row[i] * K + c0) * w->bits / 8;
+            g[i] = kn_lowbit_group(w, row[i], c0);
+            z[i] = zero_point_of(w, g[i]);
+            tail_at[i] = tail_codes[i];
+            if (tail) {
+                memset(tail_codes[i], 0, sizeof tail_codes[i]);
+                memcpy(tail_codes[i], w->codes + (row[i] * K + at) * w->bits / 8, (size_t)((tail * w->bits + 7) / 8));
+            }
+        }
+        if (units)
+            k->dot(codes, units, w->bits, z, xi + c0, sums[2 * b], part);
+        if (tail)
+            k->dot(tail_at, 1, w->bits, z, xi + at, sums[2 * b + 1], rest);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += (part[i] + rest[i]) * w->scale[g[i]];
+    }
 }
 
 static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                       float *y, unsigned char *ws) {
     int64_t N = w->rows, K = w->cols, length = run_length(w), unit = unit_codes(w->bits);
-    bool fits = dot_fits(w);
-    float *xi = (float *)ws;                                                            // (K rounded up)
-    float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float)));      // (runs, 2)
-    if (fits) {
-        kn_lowbit_interleave(w->bits, x, K, xi);
-        for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
-            int64_t n = K - c0 < length ? K - c0 : length, whole = n / unit * unit;
-            sums[2 * b] = sum_floats(x + c0, whole);
-            sums[2 * b + 1] = sum_floats(x + c0 + whole, n - whole);
+    float *xi = (float *)ws;                                                       // (K rounded up)
+    float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (runs, 2)
+    if (!dot_fits(w)) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t n = 0; n < N; n++)
+            y[n] = (bias ? bias[n] : 0.0f) + row_dot_plain(w, n, x);
+        return;
+    }
+    kn_lowbit_interleave(w->bits, x, K, xi);
+    for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
+        int64_t n = K - c0 < length ? K - c0 : length, whole = n / unit * unit;
+        sums[2 * b] = sum_floats(x + c0, whole);
+        sums[2 * b + 1] = sum_floats(x + c0 + whole, n - whole);
+    }
+    int64_t groups = (N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t q = 0; q < groups; q++) {
+        float total[KN_LOWBIT_DOT_ROWS];
+        rows_dot(k, w, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
+        for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
+            int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
+            y[n] = (bias ? bias[n] : 0.0f) + total[i];
         }
     }
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
-    for (int64_t n = 0; n < N; n++)
-        y[n] = (bias ? bias[n] : 0.0f) + (fits ? row_dot(k, w, n, xi, sums) : row_dot_plain(w, n, x));
 }
 
 /* ---- one row of A: sweeps down S = (K, N), 32 columns at a time ---- */

@@ -1385,11 +1385,12 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
 /* ---- MatMul + Add of a bias row ---------------------------------------------------------------- */
 
 /* Whether adding the constant c to Y = MatMul(A, B) adds one row to every row of Y without broadcasting
- * Y any further: with B a constant of rank r >= 2 and N columns, Y has rank >= r - 1 and N columns, so
+ * Y any further: with B an initializer of rank r >= 2 and N columns, Y has rank >= r - 1 and N columns, so
  * c must be (N) or (1, ..., 1, N) of rank <= r - 1. (Only initializer shapes are used: activation shapes
  * depend on the input sizes, unknown here.) */
 static bool is_bias_row(const kn_graph *g, const kn_node *matmul, int c) {
-    if (!is_constant(g, matmul->in[1]) || !is_constant(g, c)) /* an omitted B is not constant */
+    /* an omitted B is not constant; a packed one (KN_KILN_LOAD_PACKED) has its shape */
+    if (!(is_constant(g, matmul->in[1]) || is_packed(g, matmul->in[1])) || !is_constant(g, c))
         return false;
     const kn_shape *bs = &kn_node_input(g, matmul, 1)->shape, *cs = &g->values[c].shape;
     if (g->values[c].dtype != KN_F32 ||

@@ -65,50 +65,56 @@ static inline void chunk_fields(const uint8_t *codes, int bits, __m256i u[4]) {
     }
 }
 
-static float hsum(__m256 v) {
-    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    half = _mm_add_ss(half, _mm_movehdup_ps(half));
-    return _mm_cvtss_f32(half);
+/* Accumulates one unit (8 bytes) of 4-bit codes of each row against x0, x1 (its 16 positions). */
+static inline void unit4(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t at, __m256 x0, __m256 x1,
+                         __m256 acc[KN_LOWBIT_DOT_ROWS][2]) {
+    const __m256i flip = _mm256_set1_epi32(0x88), mask = _mm256_set1_epi32(0x0F);
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
+        _mm_prefetch((const char *)(codes[r] + at + 256), _MM_HINT_T0);
+        __m256i b = _mm256_xor_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes[r] + at))), flip);
+        acc[r][0] = _mm256_fmadd_ps(x0, _mm256_cvtepi32_ps(_mm256_and_si256(b, mask)), acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x1, _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), acc[r][1]);
+    }
 }
 
-/* The 2 vectors of 8 fields of one unit of 4-bit codes (8 bytes), or the 4 of 2-bit ones. */
-static inline void unit_fields(const uint8_t *codes, int bits, __m256i u[4]) {
-    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)codes));
+/* The same for one unit of 2-bit codes (32 positions, x[0..3]). */
+static inline void unit2(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t at, const __m256 x[4],
+                         __m256 acc[KN_LOWBIT_DOT_ROWS][2]) {
+    const __m256i flip = _mm256_set1_epi32(0xAA), mask = _mm256_set1_epi32(3);
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
+        __m256i b = _mm256_xor_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes[r] + at))), flip);
+        acc[r][0] = _mm256_fmadd_ps(x[0], _mm256_cvtepi32_ps(_mm256_and_si256(b, mask)), acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x[1], _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 2), mask)),
+                                    acc[r][1]);
+        acc[r][0] = _mm256_fmadd_ps(x[2], _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 4), mask)),
+                                    acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x[3], _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 6)), acc[r][1]);
+    }
+}
+
+static void dot_avx2(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_units, int bits,
+                     const int zero_point[KN_LOWBIT_DOT_ROWS], const float *xi, float xi_sum,
+                     float out[KN_LOWBIT_DOT_ROWS]) {
+    __m256 acc[KN_LOWBIT_DOT_ROWS][2]; /* two per row */
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     if (bits == 4) {
-        b = _mm256_xor_si256(b, _mm256_set1_epi32(0x88));
-        u[0] = _mm256_and_si256(b, _mm256_set1_epi32(0x0F));
-        u[1] = _mm256_srli_epi32(b, 4);
+        for (int64_t u = 0; u < n_units; u++, xi += 16)
+            unit4(codes, 8 * u, _mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), acc);
     } else {
-        __m256i mask = _mm256_set1_epi32(3);
-        b = _mm256_xor_si256(b, _mm256_set1_epi32(0xAA));
-        u[0] = _mm256_and_si256(b, mask);
-        u[1] = _mm256_and_si256(_mm256_srli_epi32(b, 2), mask);
-        u[2] = _mm256_and_si256(_mm256_srli_epi32(b, 4), mask);
-        u[3] = _mm256_srli_epi32(b, 6);
+        for (int64_t u = 0; u < n_units; u++, xi += 32) {
+            __m256 x[4] = {_mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), _mm256_loadu_ps(xi + 16),
+                           _mm256_loadu_ps(xi + 24)};
+            unit2(codes, 8 * u, x, acc);
+        }
     }
-}
-
-static float dot_avx2(const uint8_t *codes, int64_t n_units, int bits, int zero_point, const float *xi,
-                      float xi_sum) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t u = 0;
-    /* Two units of 4-bit codes, or one of 2-bit, fill the 4 accumulators. */
-    int step = bits == 4 ? 2 : 1;
-    for (; u + step <= n_units; u += step, codes += 8 * step, xi += KN_LOWBIT_CHUNK) {
-        __m256i f[4];
-        chunk_fields(codes, bits, f);
-        for (int i = 0; i < 4; i++)
-            acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xi + 8 * i), _mm256_cvtepi32_ps(f[i]), acc[i]);
-    }
-    if (u < n_units) { /* one unit of 4-bit codes left */
-        __m256i f[4];
-        unit_fields(codes, bits, f);
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xi), _mm256_cvtepi32_ps(f[0]), acc[0]);
-        acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(xi + 8), _mm256_cvtepi32_ps(f[1]), acc[1]);
-    }
-    float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-    return sum - (float)((1 << (bits - 1)) + zero_point) * xi_sum;
+    /* the 4 rows' sums side by side: pairs of rows added lane-wise, then the 128-bit halves */
+    __m256 s01 = _mm256_hadd_ps(_mm256_add_ps(acc[0][0], acc[0][1]), _mm256_add_ps(acc[1][0], acc[1][1]));
+    __m256 s23 = _mm256_hadd_ps(_mm256_add_ps(acc[2][0], acc[2][1]), _mm256_add_ps(acc[3][0], acc[3][1]));
+    __m256 s = _mm256_hadd_ps(s01, s23);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++)
+        out[r] -= (float)((1 << (bits - 1)) + zero_point[r]) * xi_sum;
 }
 
 static void sweep_avx2(const uint8_t *codes, int64_t stride, int64_t K, int bits, const float *xs,
