@@ -47,17 +47,22 @@ void kn_lowbit_interleave(int bits, const float *x, int64_t n, float *xi) {
 
 /* ---- the generic build: plain C, index order ---- */
 
-static void dot_generic(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_units, int bits,
-                        const int zero_point[KN_LOWBIT_DOT_ROWS], const float *xi, float xi_sum,
-                        float out[KN_LOWBIT_DOT_ROWS]) {
-    (void)xi_sum; /* the exact terms need no correction */
+static void dot_generic(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_runs, int64_t run_units, int bits,
+                        const int8_t *const zero_point[KN_LOWBIT_DOT_ROWS], const float *const scale[KN_LOWBIT_DOT_ROWS],
+                        const float *xi, const float *xi_sums, float out[KN_LOWBIT_DOT_ROWS]) {
+    (void)xi_sums; /* the exact terms need no correction */
+    int64_t run_codes = run_units * 64 / bits;
     for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
-        float sum = 0.0f;
-        for (int64_t i = 0; i < n_units * 64 / bits; i++) {
-            int64_t code = i / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK + kn_lowbit_order(bits, (int)(i % KN_LOWBIT_CHUNK));
-            sum += xi[i] * (float)(kn_lowbit_level(codes[r], code, bits) - zero_point[r]);
+        out[r] = 0.0f;
+        for (int64_t j = 0; j < n_runs; j++) {
+            int z = zero_point[r] ? zero_point[r][j] : 0;
+            float sum = 0.0f;
+            for (int64_t i = j * run_codes; i < (j + 1) * run_codes; i++) {
+                int64_t code = i / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK + kn_lowbit_order(bits, (int)(i % KN_LOWBIT_CHUNK));
+                sum += xi[i] * (float)(kn_lowbit_level(codes[r], code, bits) - z);
+            }
+            out[r] += sum * scale[r][j];
         }
-        out[r] = sum;
     }
 }
 
@@ -119,12 +124,12 @@ static bool dot_fits(const kn_lowbit_matrix *w) {
            (run_length(w) % unit_codes(w->bits) == 0 || run_length(w) == w->cols);
 }
 
-/* For the dot products: x interleaved (kn_lowbit_interleave), K rounded up to whole chunks, and each
- * run's sums of x over its whole units and over its tail (2 floats per run). */
+/* For the dot products: x interleaved (kn_lowbit_interleave), K rounded up to whole chunks, and x's
+ * sums over each run (row_runs: the full ones, the rest's units, its tail). */
 static size_t interleaved_floats(int64_t K) { return (size_t)((K + KN_LOWBIT_CHUNK - 1) / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK); }
 static size_t interleaved_bytes(const kn_lowbit_matrix *w) {
-    int64_t K = dim_k(w), runs = (K + run_length(w) - 1) / run_length(w);
-    return round_up(interleaved_floats(K) * sizeof(float)) + round_up((size_t)runs * 2 * sizeof(float));
+    int64_t K = dim_k(w), runs = K / run_length(w) + 2;
+    return round_up(interleaved_floats(K) * sizeof(float)) + round_up((size_t)runs * sizeof(float));
 }
 
 /* x[0] + ... + x[n - 1], 8 sums side by side. */
@@ -167,66 +172,89 @@ static float row_dot_plain(const kn_lowbit_matrix *w, int64_t r, const float *x)
     return sum;
 }
 
-/* Rows r0 .. r0 + 3 of S (the last one repeated past N) times x by k's dot, run by run: whole units,
- * then the row's last codes as one more unit (their bytes, the last one's high bits perhaps the next
- * row's, against xi's zeros past K, so whatever follows them adds 0); each run scaled once into
- * total. sums: (runs, 2), x's sums over each run's units and tail. */
-static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t r0, const float *xi,
-                     const float *sums, float total[KN_LOWBIT_DOT_ROWS]) {
-    int64_t K = w->cols, length = run_length(w), unit = unit_codes(w->bits);
-    int64_t row[KN_LOWBIT_DOT_ROWS];
+/* How a row of S = (N, K) splits for the dot products: `full` runs of `length` codes (whole units),
+ * then the codes left (a shorter last block, or the whole row when it is one run): their whole units,
+ * then their tail, fewer than a unit. */
+typedef struct row_runs {
+    int64_t length, full, rest_at, rest_units, tail_at, tail;
+} row_runs;
+
+static row_runs runs_of(const kn_lowbit_matrix *w) {
+    int64_t K = w->cols, unit = unit_codes(w->bits), length = run_length(w);
+    row_runs p = {.length = length, .full = length < K ? K / length : 0};
+    p.rest_at = p.full * length;
+    p.rest_units = (K - p.rest_at) / unit;
+    p.tail_at = p.rest_at + p.rest_units * unit;
+    p.tail = K - p.tail_at;
+    return p;
+}
+
+/* Rows r0 .. r0 + 3 of S (the last one repeated past N) times x by k's dot: the full runs in one call,
+ * the rest's units in another, and its tail as one more unit (its bytes, the last one's high bits
+ * perhaps the next row's, against xi's zeros past K, so whatever follows them adds 0). sums: x's sums
+ * over the full runs, then over the rest's units and its tail. */
+static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const row_runs *p, int64_t r0,
+                     const float *xi, const float *sums, float total[KN_LOWBIT_DOT_ROWS]) {
+    int64_t K = w->cols, unit = unit_codes(w->bits);
+    const uint8_t *codes[KN_LOWBIT_DOT_ROWS], *rest[KN_LOWBIT_DOT_ROWS], *tail_at[KN_LOWBIT_DOT_ROWS];
+    const int8_t *zero_point[KN_LOWBIT_DOT_ROWS], *rest_zero_point[KN_LOWBIT_DOT_ROWS];
+    const float *scale[KN_LOWBIT_DOT_ROWS], *rest_scale[KN_LOWBIT_DOT_ROWS];
+    uint8_t tail_codes[KN_LOWBIT_DOT_ROWS][8];
     for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++) {
-        row[i] = r0 + i < w->rows ? r0 + i : w->rows - 1;
+        int64_t row = r0 + i < w->rows ? r0 + i : w->rows - 1, g = kn_lowbit_group(w, row, 0);
+        codes[i] = w->codes + row * K * w->bits / 8;
+        rest[i] = codes[i] + p->rest_at * w->bits / 8;
+        scale[i] = w->scale + g;
+        zero_point[i] = w->zero_point ? w->zero_point + g : NULL;
+        rest_scale[i] = scale[i] + p->full;
+        rest_zero_point[i] = zero_point[i] ? zero_point[i] + p->full : NULL;
+        tail_at[i] = tail_codes[i];
+        if (p->tail) {
+            memset(tail_codes[i], 0, sizeof tail_codes[i]);
+            memcpy(tail_codes[i], codes[i] + p->tail_at * w->bits / 8, (size_t)((p->tail * w->bits + 7) / 8));
+        }
         total[i] = 0.0f;
     }
-    for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
-        int64_t n = K - c0 < length ? K - c0 : length, units = n / unit, tail = n - units * unit, at = c0 + units * unit;
-        const uint8_t *codes[KN_LOWBIT_DOT_ROWS], *tail_at[KN_LOWBIT_DOT_ROWS];
-        uint8_t tail_codes[KN_LOWBIT_DOT_ROWS][8];
-        int z[KN_LOWBIT_DOT_ROWS];
-        int64_t g[KN_LOWBIT_DOT_ROWS];
-        float part[KN_LOWBIT_DOT_ROWS] = {0}, rest[KN_LOWBIT_DOT_ROWS] = {0};
-        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++) {
-            codes[i] = w->codes + (row[i] * K + c0) * w->bits / 8;
-            g[i] = kn_lowbit_group(w, row[i], c0);
-            z[i] = zero_point_of(w, g[i]);
-            tail_at[i] = tail_codes[i];
-            if (tail) {
-                memset(tail_codes[i], 0, sizeof tail_codes[i]);
-                memcpy(tail_codes[i], w->codes + (row[i] * K + at) * w->bits / 8, (size_t)((tail * w->bits + 7) / 8));
-            }
-        }
-        if (units)
-            k->dot(codes, units, w->bits, z, xi + c0, sums[2 * b], part);
-        if (tail)
-            k->dot(tail_at, 1, w->bits, z, xi + at, sums[2 * b + 1], rest);
+    float part[KN_LOWBIT_DOT_ROWS];
+    if (p->full) {
+        k->dot(codes, p->full, p->length / unit, w->bits, zero_point, scale, xi, sums, part);
         for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
-            total[i] += (part[i] + rest[i]) * w->scale[g[i]];
+            total[i] += part[i];
+    }
+    if (p->rest_units) {
+        k->dot(rest, 1, p->rest_units, w->bits, rest_zero_point, rest_scale, xi + p->rest_at, sums + p->full, part);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += part[i];
+    }
+    if (p->tail) {
+        k->dot(tail_at, 1, 1, w->bits, rest_zero_point, rest_scale, xi + p->tail_at, sums + p->full + 1, part);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += part[i];
     }
 }
 
 static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                       float *y, unsigned char *ws) {
-    int64_t N = w->rows, K = w->cols, length = run_length(w), unit = unit_codes(w->bits);
+    int64_t N = w->rows, K = w->cols;
     float *xi = (float *)ws;                                                       // (K rounded up)
-    float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (runs, 2)
+    float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (full runs + 2)
     if (!dot_fits(w)) {
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
         for (int64_t n = 0; n < N; n++)
             y[n] = (bias ? bias[n] : 0.0f) + row_dot_plain(w, n, x);
         return;
     }
+    row_runs p = runs_of(w);
     kn_lowbit_interleave(w->bits, x, K, xi);
-    for (int64_t b = 0, c0 = 0; c0 < K; b++, c0 += length) {
-        int64_t n = K - c0 < length ? K - c0 : length, whole = n / unit * unit;
-        sums[2 * b] = sum_floats(x + c0, whole);
-        sums[2 * b + 1] = sum_floats(x + c0 + whole, n - whole);
-    }
+    for (int64_t j = 0; j < p.full; j++)
+        sums[j] = sum_floats(x + j * p.length, p.length);
+    sums[p.full] = sum_floats(x + p.rest_at, p.tail_at - p.rest_at);
+    sums[p.full + 1] = sum_floats(x + p.tail_at, p.tail);
     int64_t groups = (N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
     for (int64_t q = 0; q < groups; q++) {
         float total[KN_LOWBIT_DOT_ROWS];
-        rows_dot(k, w, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
+        rows_dot(k, w, &p, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
         for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
             int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
             y[n] = (bias ? bias[n] : 0.0f) + total[i];

@@ -54,9 +54,10 @@ typedef struct kn_lowbit_matrix {
  * putting the codes back in place.
  *
  * One ISA's inner loops over whole chunks of KN_LOWBIT_CHUNK codes, each chunk starting on a byte:
- *  dot:    out[r] = sum over the n_units * 64 / bits codes from codes[r], n_units units of 8 bytes
- *          (half a chunk of 4-bit codes, a whole one of 2-bit), of xi[i] * (level(code at position i) -
- *          zero_point[r]), for 4 rows r at once; xi_sum is the sum of those xi
+ *  dot:    for 4 rows r at once, n_runs runs j of run_units units of 8 bytes (half a chunk of 4-bit
+ *          codes, a whole one of 2-bit) from codes[r], one scale group each:
+ *          out[r] = sum_j scale[r][j] * sum over the run's codes i of xi[i] (level(code at position i)
+ *          - zero_point[r][j]), zero_point[r] NULL for 0; xi_sums[j] is the sum of run j's xi
  *  sweep:  acc[p] (32) += sum over k < K of xs[k] * (level(k, order(p)) - zr[k] - zc[p]), code (k, j) at
  *          bit j * bits of codes + k * stride bytes; zr (K) and zc (32, positions) may be NULL (0)
  *  decode: out[i] (32) = (float)(level_i - z[i]) * s[i] for the chunk at `codes`, in code order
@@ -66,8 +67,9 @@ typedef struct kn_lowbit_matrix {
  * the float rounding of sum |x| (|u| + sign + |zero point|) rather than sum |x| |level - zero point|. */
 typedef struct kn_lowbit_kernels {
     const char *name; /* "generic", "avx2" */
-    void (*dot)(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_units, int bits,
-                const int zero_point[KN_LOWBIT_DOT_ROWS], const float *xi, float xi_sum, float out[KN_LOWBIT_DOT_ROWS]);
+    void (*dot)(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_runs, int64_t run_units, int bits,
+                const int8_t *const zero_point[KN_LOWBIT_DOT_ROWS], const float *const scale[KN_LOWBIT_DOT_ROWS],
+                const float *xi, const float *xi_sums, float out[KN_LOWBIT_DOT_ROWS]);
     void (*sweep)(const uint8_t *codes, int64_t stride, int64_t K, int bits, const float *xs, const int8_t *zr,
                   const int8_t *zc, float *acc);
     void (*decode)(const uint8_t *codes, int bits, const int8_t *z, const float *s, float *out);

@@ -92,29 +92,39 @@ static inline void unit2(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t
     }
 }
 
-static void dot_avx2(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_units, int bits,
-                     const int zero_point[KN_LOWBIT_DOT_ROWS], const float *xi, float xi_sum,
-                     float out[KN_LOWBIT_DOT_ROWS]) {
-    __m256 acc[KN_LOWBIT_DOT_ROWS][2]; /* two per row */
+static void dot_avx2(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_runs, int64_t run_units, int bits,
+                     const int8_t *const zero_point[KN_LOWBIT_DOT_ROWS], const float *const scale[KN_LOWBIT_DOT_ROWS],
+                     const float *xi, const float *xi_sums, float out[KN_LOWBIT_DOT_ROWS]) {
+    __m256 total[KN_LOWBIT_DOT_ROWS];
+    float off[KN_LOWBIT_DOT_ROWS] = {0}; /* sum_j scale (sign + zero point) xi_sums[j], taken off at the end */
+    int64_t at = 0;
     for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++)
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    if (bits == 4) {
-        for (int64_t u = 0; u < n_units; u++, xi += 16)
-            unit4(codes, 8 * u, _mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), acc);
-    } else {
-        for (int64_t u = 0; u < n_units; u++, xi += 32) {
-            __m256 x[4] = {_mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), _mm256_loadu_ps(xi + 16),
-                           _mm256_loadu_ps(xi + 24)};
-            unit2(codes, 8 * u, x, acc);
+        total[r] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n_runs; j++) {
+        __m256 acc[KN_LOWBIT_DOT_ROWS][2]; /* two per row */
+        for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++)
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        if (bits == 4) {
+            for (int64_t u = 0; u < run_units; u++, at += 8, xi += 16)
+                unit4(codes, at, _mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), acc);
+        } else {
+            for (int64_t u = 0; u < run_units; u++, at += 8, xi += 32) {
+                __m256 x[4] = {_mm256_loadu_ps(xi), _mm256_loadu_ps(xi + 8), _mm256_loadu_ps(xi + 16),
+                               _mm256_loadu_ps(xi + 24)};
+                unit2(codes, at, x, acc);
+            }
+        }
+        for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
+            int z = zero_point[r] ? zero_point[r][j] : 0;
+            total[r] = _mm256_fmadd_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_set1_ps(scale[r][j]), total[r]);
+            off[r] += scale[r][j] * (float)((1 << (bits - 1)) + z) * xi_sums[j];
         }
     }
     /* the 4 rows' sums side by side: pairs of rows added lane-wise, then the 128-bit halves */
-    __m256 s01 = _mm256_hadd_ps(_mm256_add_ps(acc[0][0], acc[0][1]), _mm256_add_ps(acc[1][0], acc[1][1]));
-    __m256 s23 = _mm256_hadd_ps(_mm256_add_ps(acc[2][0], acc[2][1]), _mm256_add_ps(acc[3][0], acc[3][1]));
-    __m256 s = _mm256_hadd_ps(s01, s23);
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(total[0], total[1]), _mm256_hadd_ps(total[2], total[3]));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
     for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++)
-        out[r] -= (float)((1 << (bits - 1)) + zero_point[r]) * xi_sum;
+        out[r] -= off[r];
 }
 
 static void sweep_avx2(const uint8_t *codes, int64_t stride, int64_t K, int bits, const float *xs,
