@@ -261,7 +261,46 @@ static void test_model(const char *name, const kn_storage_spec *spec, double max
     kiln_model_free(f32);
 }
 
+/* A file can name LowbitGemm itself: shape inference checks the counts against the attributes (a short
+ * codes tensor, a scale per group, the bits) before forward trusts them. */
+static void test_hostile_node(void) {
+    static const struct {
+        int64_t code_bytes, scales, bits, axis;
+        kiln_status want;
+    } cases[] = {
+        {48, 8, 4, 0, KILN_OK},           /* 8 x 12 codes of 4 bits, a scale per row */
+        {47, 8, 4, 0, KILN_ERR_INVALID_ARG}, /* one byte short */
+        {48, 7, 4, 0, KILN_ERR_INVALID_ARG}, /* a scale short */
+        {48, 8, 3, 0, KILN_ERR_INVALID_ARG}, /* 3 bits */
+        {48, 8, 4, 2, KILN_ERR_INVALID_ARG}, /* axis 2 of a matrix */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        kn_graph g;
+        kn_graph_init(&g);
+        kn_shape none = {0};
+        int x = test_add_value(&g, "x", KN_VALUE_INPUT, KN_F32, &(kn_shape){2, {1, 12}});
+        int codes = test_add_value(&g, "codes", KN_VALUE_CONST, KN_U8, &(kn_shape){1, {cases[c].code_bytes}});
+        int scale = test_add_value(&g, "scale", KN_VALUE_CONST, KN_F32, &(kn_shape){1, {cases[c].scales}});
+        int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &none);
+        int n = test_add_node(&g, "LowbitGemm", "lowbit", 3, (int[]){x, codes, scale}, 1, &y);
+        kn_node_set_int(&g, n, "kn_bits", cases[c].bits);
+        kn_node_set_int(&g, n, "kn_rows", 8);
+        kn_node_set_int(&g, n, "kn_cols", 12);
+        kn_node_set_int(&g, n, "kn_transposed", 1);
+        kn_node_set_int(&g, n, "kn_axis", cases[c].axis);
+        g.inputs[g.n_inputs++] = x;
+        g.outputs[g.n_outputs++] = y;
+        kiln_status st = kn_graph_infer_shapes(&g);
+        CHECK_MSG(st == cases[c].want, "case %zu: status %d, want %d (%s)", c, (int)st, (int)cases[c].want,
+                  kiln_last_error());
+        if (st == KILN_OK)
+            CHECK(g.values[y].shape.ndim == 2 && g.values[y].shape.d[1] == 8);
+        kn_graph_free(&g);
+    }
+}
+
 int main(void) {
+    test_hostile_node();
     test_order();
     test_kernels();
     if (!mkdtemp(test_dir)) {
