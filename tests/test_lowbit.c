@@ -17,6 +17,7 @@
 #include "support/graph_ids.h"
 #include "core/cpu.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "format/kiln_file.h"
 #include "format/storage.h"
 #include "kernels/lowbit.h"
@@ -115,6 +116,14 @@ static void test_kernels(void) {
                         for (size_t m = 0; m < sizeof row_counts / sizeof row_counts[0]; m++)
                             check_product(builds[b], bits, t == 1, shapes[s][0], shapes[s][1], row_counts[m],
                                           &granularities[gi], seed++);
+    /* Large enough for the parallel loops (K N >= KN_PARALLEL_MIN_GEMM), on 2 threads: each thread its
+     * own rows, columns and sweep buffers. */
+    kn_threads_set(2);
+    for (int b = 0; b < n_builds; b++)
+        for (int t = 0; t < 2; t++)
+            for (size_t gi = 0; gi < sizeof granularities / sizeof granularities[0]; gi += 5)
+                check_product(builds[b], 4, t == 1, 1000, 300, 1, &granularities[gi], seed++);
+    kn_threads_set(1);
     printf("kernels: %s%s%s\n", builds[0]->name, n_builds > 1 ? " and " : "", n_builds > 1 ? builds[1]->name : "");
 }
 
