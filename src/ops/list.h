@@ -16,7 +16,8 @@
     X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
 /* kiln's own inference forms, written by the optimizer (src/runtime/optimize.c); not in ONNX files:
- * the integer layers (ops/qlinear.c), sparse weights (ops/sparse_gemm.c), Winograd convolutions
+ * the integer layers (ops/qlinear.c), sparse weights (ops/sparse_gemm.c), packed 4-bit and 2-bit
+ * weights (ops/lowbit_gemm.c), Winograd convolutions
  * (ops/conv_winograd.c) and convolutions with packed weights (ops/conv.c). */
 #define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm) X(lowbitgemm) X(convwinograd) X(convpacked)
 
