@@ -148,11 +148,10 @@ static float sum_floats(const float *x, int64_t n) {
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
-    if (!kn_size_mul(sweep_bytes_per_thread(K), (size_t)kn_threads_get(), &sweep) ||
-        sweep > SIZE_MAX - interleaved_bytes(w))
-        return SIZE_MAX;
+    if (M <= 2 && w->transposed)
+        return interleaved_bytes(w);
     if (M <= 2)
-        return w->transposed ? interleaved_bytes(w) : sweep;
+        return kn_size_mul(sweep_bytes_per_thread(K), (size_t)kn_threads_get(), &sweep) ? sweep : SIZE_MAX;
     gemm = kn_sgemm_workspace(false, w->transposed, M, width, K);
     if (gemm == SIZE_MAX || !kn_size_mul((size_t)width * sizeof(float), (size_t)K, &panel) ||
         panel > SIZE_MAX - 2 * KN_ALIGN - gemm)

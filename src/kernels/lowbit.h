@@ -15,14 +15,16 @@
  *    its rows; S = (K, N) sweeps 32 columns at a time down the rows (an axpy per row of S). The sums
  *    are x * (level - zero point) added up and scaled once per group: the same terms as the f32
  *    product over the decoded weight in another order, so within float rounding of it;
- *  - more rows: a panel of W (a few columns of every row) is decoded into the workspace and given to
+ *  - more rows: a panel of W (about 512 KiB of columns) is decoded into the workspace and given to
  *    kn_sgemm, a panel at a time, so only that panel ever exists in f32. Decoding writes the very floats
  *    kn_storage_decode does.
  *
- * The vector builds need 32 consecutive codes to start on a byte (a stored row of cols * bits bits a
- * multiple of 8; at most the last 31 codes of a row go through the scalar code) and a scale group that
- * does not change inside those 32 (blocks a multiple of 32). Every other layout runs the generic build,
- * the reference, which is plain C and sums in index order.
+ * The inner loops (kn_lowbit_kernels) need whole units of 8 bytes, each row of S starting on a byte
+ * (cols * bits a multiple of 8; a row's last codes are padded to a unit) and one scale group per unit
+ * (per row, per tensor, or blocks of a multiple of 32 along the rows for S = (N, K); per row, per
+ * column, per tensor or such blocks for S = (K, N), whose last columns short of 32 go one by one). Other
+ * layouts (scales per column of S = (N, K), odd blocks, rows that end inside a byte) take plain loops
+ * over the decoded elements. The generic build is the reference: plain C, index order.
  */
 #ifndef KN_KERNELS_LOWBIT_H
 #define KN_KERNELS_LOWBIT_H
