@@ -1,7 +1,8 @@
 /* 4-bit and 2-bit weights used in place (kernels/lowbit.h, ops/lowbit_gemm.c, KN_KILN_LOAD_PACKED):
  *  - kernels: every build this CPU has (generic, AVX2) against the product in double over the weight
  *    kn_storage_decode writes, on shapes with tails, both layouts, every granularity, 1, 2 and 5 rows;
- *  - the user's path: a model saved with 4-bit (and 2-bit) weights, loaded with kiln_model_load_file,
+ *  - the user's path: a model saved with 4-bit (and 2-bit) weights, loaded with kiln_model_load_file
+ *    (or kiln_model_load_memory),
  *    gives the outputs of the same model saved with those weights decoded to f32, holds no f32 copy of
  *    them (the graph as loaded has none, and kiln_session_memory reports the packed bytes), and a
  *    session of the graph as loaded decodes for itself.
@@ -182,12 +183,22 @@ static void build_mlp(kn_graph *g, const kn_storage_spec *spec, bool decoded) {
 
 static char test_dir[] = "/tmp/kiln_lowbit_test.XXXXXX";
 
-static kiln_model *save_and_load(const kn_graph *g, const char *name) {
+/* Saves g and loads it back with kiln_model_load_file, or from memory (kiln_model_load_memory, which
+ * keeps packed weights packed too). */
+static kiln_model *save_and_load(const kn_graph *g, const char *name, bool from_memory) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s.kiln", test_dir, name);
     CHECK_OK(kn_kiln_save(path, g, NULL, 0));
     kiln_model *model = NULL;
-    CHECK_OK(kiln_model_load_file(path, &model));
+    if (!from_memory) {
+        CHECK_OK(kiln_model_load_file(path, &model));
+        return model;
+    }
+    void *buf = NULL;
+    size_t size = 0;
+    CHECK_OK(kn_kiln_save_buffer(g, NULL, 0, &buf, &size));
+    CHECK_OK(kiln_model_load_memory(buf, size, &model));
+    free(buf); /* the model holds copies */
     return model;
 }
 
@@ -226,11 +237,11 @@ static int count_op(const kn_graph *g, const char *op) {
     return n;
 }
 
-static void test_model(const char *name, const kn_storage_spec *spec, double max_ratio) {
+static void test_model(const char *name, const kn_storage_spec *spec, double max_ratio, bool from_memory) {
     kn_graph packed_g, f32_g;
     build_mlp(&packed_g, spec, false);
     build_mlp(&f32_g, spec, true);
-    kiln_model *packed = save_and_load(&packed_g, name), *f32 = save_and_load(&f32_g, "f32");
+    kiln_model *packed = save_and_load(&packed_g, name, from_memory), *f32 = save_and_load(&f32_g, "f32", false);
     kn_graph_free(&packed_g);
     kn_graph_free(&f32_g);
     if (!packed || !f32) {
@@ -318,9 +329,11 @@ int main(void) {
     }
     /* f32: (200 * 96 + 96 * 10) * 4 bytes of weights + 106 * 4 of biases; 4 bits take an eighth, plus
      * scales */
-    test_model("i4 channel", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I4, .symmetric = true, .axis = 0}, 0.16);
-    test_model("i4 block 32", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I4, .axis = -1, .block = 32}, 0.2);
-    test_model("i2 tensor", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I2, .axis = -1}, 0.1);
+    test_model("i4 channel", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I4, .symmetric = true, .axis = 0}, 0.16,
+               false);
+    test_model("i4 block 32", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I4, .axis = -1, .block = 32}, 0.2, false);
+    test_model("i2 tensor", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I2, .axis = -1}, 0.1, false);
+    test_model("i4 channel from memory", &(kn_storage_spec){.encoding = KN_ENC_AFFINE_I4, .axis = 1}, 0.16, true);
     char cmd[sizeof test_dir + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", test_dir);
     if (system(cmd) != 0)

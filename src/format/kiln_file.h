@@ -52,6 +52,9 @@ kiln_status kn_kiln_load(const char *path, kn_kiln_load_flags flags, kn_graph *g
 /* Same, from a memory buffer; everything is copied, the buffer may be freed afterwards. */
 kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
                                 int *n_extras);
+/* The same as KN_KILN_LOAD_PACKED does from a file: affine i4 and i2 weights keep their storage (its
+ * codes copied into the arena) and get no data. For inference only. */
+kiln_status kn_kiln_load_buffer_packed(const void *buf, size_t size, kn_graph *g);
 
 /* Frees n tensors (names, data) and the array itself; NULL is fine. */
 void kn_named_tensors_free(kn_named_tensor *t, int n);

@@ -1059,13 +1059,23 @@ static void reset_outputs(kn_graph *g, kn_named_tensor **extras, int *n_extras) 
         *n_extras = 0;
 }
 
-kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
-                                int *n_extras) {
+/* Both buffer loaders: copies, packed weights kept packed or not. */
+static kiln_status load_buffer(const void *buf, size_t size, bool keep_packed, kn_graph *g, kn_named_tensor **extras,
+                               int *n_extras) {
     reset_outputs(g, extras, n_extras);
-    kiln_status st = parse_file(buf, buf ? size : 0, false, false, g, extras, n_extras);
+    kiln_status st = parse_file(buf, buf ? size : 0, false, keep_packed, g, extras, n_extras);
     if (st != KILN_OK)
         kn_error_prefix("<memory>: ");
     return st;
+}
+
+kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
+                                int *n_extras) {
+    return load_buffer(buf, size, false, g, extras, n_extras);
+}
+
+kiln_status kn_kiln_load_buffer_packed(const void *buf, size_t size, kn_graph *g) {
+    return load_buffer(buf, size, true, g, NULL, NULL);
 }
 
 /* Maps the file privately: with KN_KILN_LOAD_MMAP (or PACKED) the graph keeps the mapping and its
