@@ -2,10 +2,9 @@
  *  - kernels: every build this CPU has (generic, AVX2) against the product in double over the weight
  *    kn_storage_decode writes, on shapes with tails, both layouts, every granularity, 1, 2 and 5 rows;
  *  - the user's path: a model saved with 4-bit (and 2-bit) weights, loaded with kiln_model_load_file
- *    (or kiln_model_load_memory),
- *    gives the outputs of the same model saved with those weights decoded to f32, holds no f32 copy of
- *    them (the graph as loaded has none, and kiln_session_memory reports the packed bytes), and a
- *    session of the graph as loaded decodes for itself.
+ *    (or kiln_model_load_memory), gives the outputs of the same model saved with those weights decoded
+ *    to f32, holds no f32 copy of them (the graph as loaded has none, and kiln_session_memory reports
+ *    the packed bytes), and a session of the graph as loaded decodes for itself.
  */
 #include <float.h>
 #include <math.h>
