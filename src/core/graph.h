@@ -36,7 +36,8 @@ typedef struct kn_value {
     bool data_from_inference;
     /* An f32 initializer may carry the compact form it is stored in (f16, bf16, affine integers,
      * codebook, sparse: format/storage.h), arena-owned. `data` is then exactly what the storage decodes
-     * to, which the .kiln writer checks: whatever changes data must drop the storage first. */
+     * to, which the .kiln writer checks: whatever changes data must drop the storage first. (A graph
+     * loaded with KN_KILN_LOAD_PACKED has affine i4 / i2 weights with storage and no data.) */
     const kn_storage *storage;
 } kn_value;
 

@@ -34,12 +34,16 @@ kiln_status kn_kiln_save(const char *path, const kn_graph *g, const kn_named_ten
 kiln_status kn_kiln_save_buffer(const kn_graph *g, const kn_named_tensor *extras, int n_extras, void **buf,
                                 size_t *size);
 
-typedef enum kn_kiln_load_flags { KN_KILN_LOAD_COPY = 0, KN_KILN_LOAD_MMAP = 1 } kn_kiln_load_flags;
+typedef enum kn_kiln_load_flags { KN_KILN_LOAD_COPY = 0, KN_KILN_LOAD_MMAP = 1, KN_KILN_LOAD_PACKED = 2 } kn_kiln_load_flags;
 
 /* Reads a .kiln file into a fresh graph (kn_graph_init is done here). With KN_KILN_LOAD_MMAP, initializer
  * data points into a private copy-on-write mapping of the file owned by the graph (g->mapping, unmapped by
  * kn_graph_free): pages are shared with the page cache until training writes a weight, and the file
  * itself is never changed. With KN_KILN_LOAD_COPY everything lives in the graph arena.
+ * KN_KILN_LOAD_PACKED maps as MMAP and leaves the initializers stored as affine i4 or i2 undecoded: such
+ * a value has its storage (checked, its codes in the mapping) and no data, against the rule of
+ * format/storage.h. For inference only: kn_graph_optimize runs their products on the codes
+ * (KN_OPT_LOWBIT) and decodes the rest; a session of the graph as loaded decodes them for itself.
  * extras/n_extras may be NULL (extras are then checked but not returned); free them with
  * kn_named_tensors_free. On error the graph is left freed and *extras NULL. */
 kiln_status kn_kiln_load(const char *path, kn_kiln_load_flags flags, kn_graph *g, kn_named_tensor **extras,
@@ -48,6 +52,9 @@ kiln_status kn_kiln_load(const char *path, kn_kiln_load_flags flags, kn_graph *g
 /* Same, from a memory buffer; everything is copied, the buffer may be freed afterwards. */
 kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
                                 int *n_extras);
+/* The same as KN_KILN_LOAD_PACKED does from a file: affine i4 and i2 weights keep their storage (its
+ * codes copied into the arena) and get no data. For inference only. */
+kiln_status kn_kiln_load_buffer_packed(const void *buf, size_t size, kn_graph *g);
 
 /* Frees n tensors (names, data) and the array itself; NULL is fine. */
 void kn_named_tensors_free(kn_named_tensor *t, int n);

@@ -284,6 +284,7 @@ typedef struct kn_load {
     kn_arena scratch; /* strings and id lists on their way into the graph */
     const unsigned char *file;
     bool in_place; /* initializer data points into `file` (a private mapping) */
+    bool keep_packed; /* affine i4 / i2 storages stay packed: storage, no data (KN_KILN_LOAD_PACKED) */
     /* Bytes the compact tensors may still decode to: a file of a few bytes must not make the reader
      * allocate gigabytes (a CSR tensor's columns cost nothing to store). */
     uint64_t decode_budget;
@@ -842,7 +843,7 @@ static kiln_status read_model_tensor(kn_reader *r, kn_load *L, kn_table *t, cons
     snprintf(r->item, sizeof r->item, "tensor for value %u '%.64s'", e->target, v->name);
     if (!kn_kiln_is_initializer(v->kind))
         return r_fail(r, KILN_ERR_FORMAT, "the value is an input or activation, which has no stored data");
-    if (v->data)
+    if (v->data || v->storage)
         return r_fail(r, KILN_ERR_FORMAT, "the value already has a tensor table entry");
     kn_encoding encoding;
     bool compact = v->dtype == KN_F32 && e->encoding != KN_KILN_DT_F32 &&
@@ -863,6 +864,10 @@ static kiln_status read_model_tensor(kn_reader *r, kn_load *L, kn_table *t, cons
     }
     if (!compact)
         return bind_value_data(L, v, L->file + t->data->offset + e->offset, (size_t)e->bytes);
+    if (L->keep_packed && (s->encoding == KN_ENC_AFFINE_I4 || s->encoding == KN_ENC_AFFINE_I2)) {
+        v->storage = s; /* decoded by whoever needs floats (kn_graph_optimize, a session of this graph) */
+        return KILN_OK;
+    }
     size_t bytes;
     kn_shape_bytes(&shape, KN_F32, &bytes); /* checked by read_storage */
     if (bytes > L->decode_budget)
@@ -918,7 +923,7 @@ static kiln_status read_tensor_table(kn_reader *r, kn_load *L, const kn_section_
     KN_TRY(r_end(r));
     const kn_graph *g = L->g;
     for (int i = 0; i < g->n_values; i++)
-        if (kn_kiln_is_initializer(g->values[i].kind) && !g->values[i].data)
+        if (kn_kiln_is_initializer(g->values[i].kind) && !g->values[i].data && !g->values[i].storage)
             return kn_fail(KILN_ERR_FORMAT, "tensor table: initializer %d '%.64s' has no entry", i,
                            g->values[i].name);
     return KILN_OK;
@@ -1027,7 +1032,7 @@ static kiln_status parse_sections(const kn_file_view *f, kn_load *L, kn_named_te
 
 /* Parses a whole file image into g (and the extras). On failure g is freed, and the caller still owns
  * `bytes`; on success with in_place, g's initializers point into `bytes`. */
-static kiln_status parse_file(const unsigned char *bytes, size_t size, bool in_place, kn_graph *g,
+static kiln_status parse_file(const unsigned char *bytes, size_t size, bool in_place, bool keep_packed, kn_graph *g,
                               kn_named_tensor **extras, int *n_extras) {
     bool want_extras = extras && n_extras;
     kn_file_view f;
@@ -1037,7 +1042,7 @@ static kiln_status parse_file(const unsigned char *bytes, size_t size, bool in_p
     KN_TRY(read_header(&f, &directory_crc));
     KN_TRY(read_directory(&f, directory_crc));
 
-    kn_load L = {.g = g, .file = bytes, .in_place = in_place};
+    kn_load L = {.g = g, .file = bytes, .in_place = in_place, .keep_packed = keep_packed};
     kiln_status st = parse_sections(&f, &L, want_extras ? extras : NULL, want_extras ? n_extras : NULL);
     kn_arena_free(&L.scratch);
     if (st != KILN_OK)
@@ -1054,17 +1059,27 @@ static void reset_outputs(kn_graph *g, kn_named_tensor **extras, int *n_extras) 
         *n_extras = 0;
 }
 
-kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
-                                int *n_extras) {
+/* Both buffer loaders: copies, packed weights kept packed or not. */
+static kiln_status load_buffer(const void *buf, size_t size, bool keep_packed, kn_graph *g, kn_named_tensor **extras,
+                               int *n_extras) {
     reset_outputs(g, extras, n_extras);
-    kiln_status st = parse_file(buf, buf ? size : 0, false, g, extras, n_extras);
+    kiln_status st = parse_file(buf, buf ? size : 0, false, keep_packed, g, extras, n_extras);
     if (st != KILN_OK)
         kn_error_prefix("<memory>: ");
     return st;
 }
 
-/* Maps the file privately: with KN_KILN_LOAD_MMAP the graph keeps the mapping and its initializers point
- * into it (copy-on-write, so training can update weights without touching the file); with
+kiln_status kn_kiln_load_buffer(const void *buf, size_t size, kn_graph *g, kn_named_tensor **extras,
+                                int *n_extras) {
+    return load_buffer(buf, size, false, g, extras, n_extras);
+}
+
+kiln_status kn_kiln_load_buffer_packed(const void *buf, size_t size, kn_graph *g) {
+    return load_buffer(buf, size, true, g, NULL, NULL);
+}
+
+/* Maps the file privately: with KN_KILN_LOAD_MMAP (or PACKED) the graph keeps the mapping and its
+ * initializers point into it (copy-on-write, so training can update weights without touching the file); with
  * KN_KILN_LOAD_COPY the mapping is only read from and unmapped again. */
 static kiln_status load_file(const char *path, kn_kiln_load_flags flags, kn_graph *g,
                              kn_named_tensor **extras, int *n_extras) {
@@ -1085,13 +1100,13 @@ static kiln_status load_file(const char *path, kn_kiln_load_flags flags, kn_grap
         return kn_fail(KILN_ERR_NOMEM, "%lld bytes do not fit in the address space", (long long)st.st_size);
     }
     size_t size = (size_t)st.st_size;
-    bool in_place = flags == KN_KILN_LOAD_MMAP;
+    bool in_place = flags == KN_KILN_LOAD_MMAP || flags == KN_KILN_LOAD_PACKED;
     void *map = mmap(NULL, size, in_place ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd);
     if (map == MAP_FAILED)
         return kn_fail(KILN_ERR_IO, "cannot map %zu bytes: %s", size, strerror(map_errno));
-    kiln_status status = parse_file(map, size, in_place, g, extras, n_extras);
+    kiln_status status = parse_file(map, size, in_place, flags == KN_KILN_LOAD_PACKED, g, extras, n_extras);
     if (status == KILN_OK && in_place) {
         g->mapping = map;
         g->mapping_bytes = size;
@@ -1104,8 +1119,8 @@ static kiln_status load_file(const char *path, kn_kiln_load_flags flags, kn_grap
 kiln_status kn_kiln_load(const char *path, kn_kiln_load_flags flags, kn_graph *g, kn_named_tensor **extras,
                          int *n_extras) {
     reset_outputs(g, extras, n_extras);
-    if (flags != KN_KILN_LOAD_COPY && flags != KN_KILN_LOAD_MMAP)
-        return kn_fail(KILN_ERR_INVALID_ARG, "%s: load flags %d are neither COPY nor MMAP", path, (int)flags);
+    if (flags != KN_KILN_LOAD_COPY && flags != KN_KILN_LOAD_MMAP && flags != KN_KILN_LOAD_PACKED)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s: load flags %d are not COPY, MMAP or PACKED", path, (int)flags);
     kiln_status st = load_file(path, flags, g, extras, n_extras);
     if (st != KILN_OK)
         kn_error_prefix("%s: ", path);

@@ -5,7 +5,9 @@
  * encodings"). A value that has one keeps `data` = the f32 tensor the storage decodes to, bit for bit,
  * so ops, the optimizer and the runtime never see the compact form; the writer stores it, and checks
  * that the data still decodes from it. Whatever changes such a value's data must drop the storage
- * (kn_value_drop_storage in core/graph.h).
+ * (kn_value_drop_storage in core/graph.h). One exception: a graph loaded with KN_KILN_LOAD_PACKED
+ * (format/kiln_file.h, for inference) has affine i4 / i2 weights with their storage and no data, which
+ * the runtime reads in place (kernels/lowbit.h) or decodes where an op needs floats.
  *
  * The encoders are scalar reference code, deterministic for a given input (and seed): these are the
  * functions model compression (kiln quantize, kiln prune) builds on. Everything a storage points at is

@@ -16,10 +16,10 @@
     X(flatten) X(reshape) X(transpose) X(concat) X(fakequantize)
 
 /* kiln's own inference forms, written by the optimizer (src/runtime/optimize.c); not in ONNX files:
- * the integer layers (ops/qlinear.c), sparse weights (ops/sparse_gemm.c), Winograd convolutions
- * (ops/conv_winograd.c), convolutions with packed weights (ops/conv.c) and Gemm / MatMul with packed weights
- * (ops/gemm.c, ops/matmul.c). */
-#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm) X(convwinograd) X(convpacked) X(gemmpacked) X(matmulpacked)
+ * the integer layers (ops/qlinear.c), sparse weights (ops/sparse_gemm.c), packed 4-bit and 2-bit
+ * weights (ops/lowbit_gemm.c), Winograd convolutions (ops/conv_winograd.c), convolutions with packed
+ * weights (ops/conv.c) and Gemm / MatMul with packed weights (ops/gemm.c, ops/matmul.c). */
+#define KN_OPS_INFERENCE(X) X(qlinearconvpacked) X(qlineargemmpacked) X(maxpoolinteger) X(addinteger) X(sparsegemm) X(lowbitgemm) X(convwinograd) X(convpacked) X(gemmpacked) X(matmulpacked)
 
 #define KN_OPS(X) KN_OPS_TRAIN(X) KN_OPS_ONNX_MATH(X) KN_OPS_ONNX_SHAPE(X) KN_OPS_INFERENCE(X)
 

@@ -51,7 +51,7 @@ kiln_status kiln_model_load_file(const char *path, kiln_model **model) {
     if (!path)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_model_load_file: path is NULL");
     kn_graph g;
-    KN_TRY(kn_kiln_load(path, KN_KILN_LOAD_MMAP, &g, NULL, NULL));
+    KN_TRY(kn_kiln_load(path, KN_KILN_LOAD_PACKED, &g, NULL, NULL));
     kiln_status st = kn_model_from_graph(&g, model);
     if (st != KILN_OK)
         kn_error_prefix("%s: ", path);
@@ -65,7 +65,7 @@ kiln_status kiln_model_load_memory(const void *data, size_t size, kiln_model **m
     if (!data)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_model_load_memory: data is NULL");
     kn_graph g;
-    KN_TRY(kn_kiln_load_buffer(data, size, &g, NULL, NULL));
+    KN_TRY(kn_kiln_load_buffer_packed(data, size, &g));
     return kn_model_from_graph(&g, model);
 }
 

@@ -115,6 +115,15 @@ static bool is_constant(const kn_graph *g, int v) {
     return (kind == KN_VALUE_PARAM || kind == KN_VALUE_STATE || kind == KN_VALUE_CONST) && g->values[v].data;
 }
 
+/* Whether value v is an initializer left packed at load (KN_KILN_LOAD_PACKED): storage, no data. */
+static bool is_packed(const kn_graph *g, int v) {
+    if (v < 0)
+        return false;
+    kn_value_kind kind = g->values[v].kind;
+    return (kind == KN_VALUE_PARAM || kind == KN_VALUE_STATE || kind == KN_VALUE_CONST) && g->values[v].storage &&
+           !g->values[v].data;
+}
+
 /* Node inputs reading each value, (n_values) malloc'd; NULL when out of memory. */
 static int *count_reads(const kn_graph *g) {
     int *reads = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
@@ -464,7 +473,7 @@ static bool qweights_of(const kn_graph *g, int v, int axis, qweights *w) {
     dq_info d;
     bool from_dq = wv && dq_info_of(g, v, &d) && is_constant(g, d.levels) && d.level_type == KN_I8 &&
                    g->values[d.levels].dtype == KN_I8;
-    const kn_storage *st = wv && is_constant(g, v) ? wv->storage : NULL;
+    const kn_storage *st = wv && (is_constant(g, v) || is_packed(g, v)) ? wv->storage : NULL;
     bool from_storage = st && (st->encoding == KN_ENC_AFFINE_I8 || st->encoding == KN_ENC_AFFINE_I4 ||
                                st->encoding == KN_ENC_AFFINE_I2) && st->block == 0;
     if (!from_dq && !from_storage)
@@ -1377,11 +1386,12 @@ static kiln_status fold_batchnorms(kn_graph *g, int *folded) {
 /* ---- MatMul + Add of a bias row ---------------------------------------------------------------- */
 
 /* Whether adding the constant c to Y = MatMul(A, B) adds one row to every row of Y without broadcasting
- * Y any further: with B a constant of rank r >= 2 and N columns, Y has rank >= r - 1 and N columns, so
+ * Y any further: with B an initializer of rank r >= 2 and N columns, Y has rank >= r - 1 and N columns, so
  * c must be (N) or (1, ..., 1, N) of rank <= r - 1. (Only initializer shapes are used: activation shapes
  * depend on the input sizes, unknown here.) */
 static bool is_bias_row(const kn_graph *g, const kn_node *matmul, int c) {
-    if (!is_constant(g, matmul->in[1]) || !is_constant(g, c)) /* an omitted B is not constant */
+    /* an omitted B is not constant; a packed one (KN_KILN_LOAD_PACKED) has its shape */
+    if (!(is_constant(g, matmul->in[1]) || is_packed(g, matmul->in[1])) || !is_constant(g, c))
         return false;
     const kn_shape *bs = &kn_node_input(g, matmul, 1)->shape, *cs = &g->values[c].shape;
     if (g->values[c].dtype != KN_F32 ||
@@ -1840,6 +1850,92 @@ static kiln_status sparsify_weights(kn_graph *g, int *sparsified) {
     return KILN_OK;
 }
 
+/* ---- packed low-bit weights -------------------------------------------------------------------- */
+
+/* A Gemm (transA 0, alpha 1, beta 1 when C is given, C a row of N) or MatMul (a fused bias or none)
+ * whose B is a packed 2-D affine i4 or i2 weight. */
+static bool lowbit_suits(const kn_graph *g, const kn_node *n) {
+    bool gemm = op_is(n, &kn_op_gemm);
+    if (!(gemm || op_is(n, &kn_op_matmul)) || n->n_in < 2 || !is_packed(g, n->in[1]))
+        return false;
+    const kn_value *b = &g->values[n->in[1]], *bias = kn_node_input(g, n, 2);
+    kn_encoding e = b->storage->encoding;
+    if ((e != KN_ENC_AFFINE_I4 && e != KN_ENC_AFFINE_I2) || b->shape.ndim != 2 || b->dtype != KN_F32)
+        return false;
+    if (gemm && (kn_node_int(n, "transA", 0) != 0 || kn_node_float(n, "alpha", 1.0f) != 1.0f ||
+                 (bias && kn_node_float(n, "beta", 1.0f) != 1.0f)))
+        return false;
+    int64_t N = gemm && kn_node_int(n, "transB", 0) != 0 ? b->shape.d[0] : b->shape.d[1];
+    return !bias || (is_constant(g, n->in[2]) && bias->dtype == KN_F32 && bias->shape.ndim >= 1 &&
+                     kn_shape_numel(&bias->shape) == N && bias->shape.d[bias->shape.ndim - 1] == N);
+}
+
+/* A constant "<node>:<suffix>" over bytes that already exist (the storage's, in the file mapping or the
+ * source graph's arena): nothing is copied. */
+static kiln_status add_view_const(kn_graph *g, const char *node, const char *suffix, kn_dtype dtype, int64_t count,
+                                  const void *data, int *id) {
+    kn_shape shape = kn_shape_of(1, &count);
+    KN_TRY(add_derived_value(g, node, suffix, KN_VALUE_ACT, dtype, &shape, id)); /* an activation gets no data */
+    g->values[*id].kind = KN_VALUE_CONST;
+    g->values[*id].data = (void *)data; /* only read: a model never changes its weights */
+    return KILN_OK;
+}
+
+/* Gemm / MatMul -> LowbitGemm over the storage's codes, scales and zero points. */
+static kiln_status make_lowbit_layer(kn_graph *g, int node) {
+    const kn_node *n = &g->nodes[node];
+    const kn_storage *st = g->values[n->in[1]].storage;
+    kn_shape shape = g->values[n->in[1]].shape;
+    bool transposed = op_is(n, &kn_op_gemm) && kn_node_int(n, "transB", 0) != 0;
+    int bias = n->n_in > 2 ? n->in[2] : -1;
+    int64_t groups = kn_storage_group_count(st);
+    int codes, scale, zero_point = -1;
+    KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
+    KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
+    if (st->zero_point)
+        KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
+    KN_TRY(widen_inputs(g, &g->nodes[node], 5));
+    kn_node *m = &g->nodes[node];
+    int in[5] = {m->in[0], codes, scale, zero_point, bias};
+    memcpy(m->in, in, sizeof in);
+    m->n_in = bias >= 0 ? 5 : zero_point >= 0 ? 4 : 3;
+    m->op = &kn_op_lowbitgemm;
+    KN_TRY(kn_node_set_int(g, node, "kn_bits", st->bits));
+    KN_TRY(kn_node_set_int(g, node, "kn_rows", shape.d[0]));
+    KN_TRY(kn_node_set_int(g, node, "kn_cols", shape.d[1]));
+    KN_TRY(kn_node_set_int(g, node, "kn_transposed", transposed));
+    KN_TRY(kn_node_set_int(g, node, "kn_axis", st->axis));
+    return kn_node_set_int(g, node, "kn_block", st->block);
+}
+
+static kiln_status make_lowbit_layers(kn_graph *g, int *made) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (!lowbit_suits(g, &g->nodes[i]))
+            continue;
+        KN_TRY(make_lowbit_layer(g, i));
+        (*made)++;
+    }
+    return KILN_OK;
+}
+
+/* Decodes the packed weights no pass took into g's arena: every initializer a node reads has data. */
+static kiln_status decode_packed(kn_graph *g) {
+    for (int v = 0; v < g->n_values; v++) {
+        if (!is_packed(g, v))
+            continue;
+        size_t bytes;
+        if (!kn_shape_bytes(&g->values[v].shape, KN_F32, &bytes))
+            return kn_fail(KILN_ERR_NOMEM, "'%s' is too large to decode", g->values[v].name);
+        float *data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
+        if (!data)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for the %zu decoded bytes of '%s'", bytes,
+                           g->values[v].name);
+        kn_storage_decode(g->values[v].storage, data);
+        g->values[v].data = data;
+    }
+    return KILN_OK;
+}
+
 /* ---- Winograd convolutions --------------------------------------------------------------------- */
 
 /* Conv -> ConvWinograd where it suits (ops/conv_winograd.h): the weight replaced by its transform. */
@@ -1995,6 +2091,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_SPARSE))
         st = sparsify_weights(dst, &s.weights_sparsified);
+    if (st == KILN_OK && (passes & KN_OPT_LOWBIT))
+        st = make_lowbit_layers(dst, &s.lowbit_layers);
     if (st == KILN_OK && (passes & KN_OPT_WINOGRAD))
         st = winograd_convs(dst, &s.convs_winograd);
     if (st == KILN_OK && (passes & KN_OPT_PREPACK))
@@ -2003,6 +2101,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
         st = prepack_gemms(dst, &s.gemms_packed);
     if (st == KILN_OK)
         st = drop_unused_values(dst);
+    if (st == KILN_OK)
+        st = decode_packed(dst);
     if (st != KILN_OK) {
         kn_error_prefix("optimizing the graph: ");
         kn_graph_free(dst);

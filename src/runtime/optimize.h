@@ -43,6 +43,11 @@
  *                      4096 values GemmPacked (ops/gemm.c), and a MatMul with such a 2-D B
  *                      MatMulPacked (ops/matmul.c): their weights packed once for this CPU, so that no
  *                      run packs them again
+ *   KN_OPT_LOWBIT      a Gemm or MatMul whose weight is still packed affine i4 or i2 storage (a model
+ *                      loaded with KN_KILN_LOAD_PACKED leaves those undecoded: no data, only storage)
+ *                      becomes LowbitGemm (ops/lowbit_gemm.c), which reads the codes in place
+ * Packed weights that no pass took (read by another op) are then decoded into dst's arena, so every
+ * initializer dst's nodes read has data.
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
@@ -69,7 +74,8 @@ enum {
     KN_OPT_COMPOSE = 1 << 8,
     KN_OPT_WINOGRAD = 1 << 9,
     KN_OPT_PREPACK = 1 << 10,
-    KN_OPT_ALL = (1 << 11) - 1
+    KN_OPT_LOWBIT = 1 << 11,
+    KN_OPT_ALL = (1 << 12) - 1
 };
 
 /* The largest fraction of nonzeros at which KN_OPT_SPARSE rewrites a weight. */
@@ -80,7 +86,7 @@ typedef struct kn_opt_stats {
     int nodes_before, nodes_after;
     int dead_removed, identities_removed, nodes_folded, batchnorms_folded, biases_fused,
         activations_fused, integer_layers, quantizes_fused, residuals_fused, weights_sparsified, ops_composed,
-        convs_winograd, convs_packed, gemms_packed;
+        convs_winograd, convs_packed, gemms_packed, lowbit_layers;
 } kn_opt_stats;
 
 /* Writes the optimized copy of `src` into `dst` (initialized here). Initializer data that no pass

@@ -63,6 +63,7 @@
 #include "core/clock.h"
 #include "core/status.h"
 #include "core/threads.h"
+#include "format/storage.h"
 #include "ops/op.h"
 #include "runtime/plan.h"
 #include "runtime/runtime.h"
@@ -219,6 +220,21 @@ void kiln_session_options_free(kiln_session_options *options) { free(options); }
  * with their open dimensions (kn_graph_input_dim_open: a -1, or the batch of a trained model, which
  * stores its last training batch) at 1 and their fixed ones at the model's values; *open tells whether
  * any dimension but the first of an input of rank 2 or more (a batch) is open. */
+/* Weights a model keeps packed (KN_KILN_LOAD_PACKED) are read in place by the optimized graph's
+ * LowbitGemm; a session of the graph as loaded, whose ops want floats, decodes them into its own arena. */
+static kiln_status decode_packed_weights(kn_graph *g) {
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *x = &g->values[v];
+        size_t bytes;
+        if (!x->storage || x->data || x->kind == KN_VALUE_INPUT || x->kind == KN_VALUE_ACT)
+            continue;
+        if (!kn_shape_bytes(&x->shape, KN_F32, &bytes) || !(x->data = kn_arena_alloc(&g->arena, bytes ? bytes : 1)))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory decoding the weight '%s'", x->name);
+        kn_storage_decode(x->storage, x->data);
+    }
+    return KILN_OK;
+}
+
 static kiln_status make_view(kiln_session *s, bool *open) {
     const kn_graph *src = s->source;
     s->graph = *src;
@@ -227,6 +243,7 @@ static kiln_status make_view(kiln_session *s, bool *open) {
     s->graph.mapping_bytes = 0;
     s->graph.values = NULL; /* each cached plan has its own (add_cache_entry) */
     s->graph.cap_values = src->n_values;
+    KN_TRY(decode_packed_weights(&s->graph));
     *open = false;
     for (int i = 0; i < src->n_inputs; i++) {
         kn_shape shape = src->values[src->inputs[i]].shape;

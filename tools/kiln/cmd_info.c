@@ -99,13 +99,24 @@ static void add_weight(model_facts *f, const char *name, int64_t values, int64_t
     f->kinds[k].bytes += bytes;
 }
 
+/* Exact zeros of an f32 initializer: from its data, or from its levels when the model keeps it packed
+ * (KN_KILN_LOAD_PACKED: storage, no data), where an element is 0 exactly when its level is the zero point. */
+static int64_t zeros_of(const kn_value *v) {
+    int64_t n = kn_shape_numel(&v->shape), zeros = 0;
+    for (int64_t i = 0; i < n; i++)
+        zeros += v->data ? ((const float *)v->data)[i] == 0.0f
+                         : kn_storage_level(v->storage, i) ==
+                               kn_storage_zero_point(v->storage, kn_storage_group_of(v->storage, i));
+    return zeros;
+}
+
 /* Initializers and their bytes by how they are stored; exact zeros among the float trainable parameters. */
 static void count_weights(model_facts *f) {
     const kn_graph *g = f->graph;
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
         size_t bytes;
-        if (!val->data || val->kind == KN_VALUE_INPUT || val->kind == KN_VALUE_ACT ||
+        if ((!val->data && !val->storage) || val->kind == KN_VALUE_INPUT || val->kind == KN_VALUE_ACT ||
             !kn_shape_bytes(&val->shape, val->dtype, &bytes))
             continue;
         int64_t n = kn_shape_numel(&val->shape);
@@ -119,10 +130,8 @@ static void count_weights(model_facts *f) {
         }
         if (val->kind != KN_VALUE_PARAM || val->dtype != KN_F32)
             continue;
-        const float *x = val->data;
         f->float_params += n;
-        for (int64_t i = 0; i < n; i++)
-            f->zero_params += x[i] == 0.0f;
+        f->zero_params += zeros_of(val);
     }
 }
 
@@ -143,12 +152,9 @@ static kiln_status gather(model_facts *f) {
 
 /* Exact zeros of a float parameter of at least two dimensions (a layer's weight), or -1 for others. */
 static int64_t weight_zeros(const kn_value *v) {
-    if (v->kind != KN_VALUE_PARAM || v->dtype != KN_F32 || v->shape.ndim < 2 || !v->data)
+    if (v->kind != KN_VALUE_PARAM || v->dtype != KN_F32 || v->shape.ndim < 2 || (!v->data && !v->storage))
         return -1;
-    int64_t zeros = 0;
-    for (int64_t i = 0; i < kn_shape_numel(&v->shape); i++)
-        zeros += ((const float *)v->data)[i] == 0.0f;
-    return zeros;
+    return zeros_of(v);
 }
 
 /* One line per layer weight with zeros in it (a pruned model), or a JSON object of them. */

@@ -1,0 +1,403 @@
+/* Products with packed 4-bit and 2-bit weights (kernels/lowbit.h): the generic inner loops, which are
+ * the reference, and the driver every build shares (which rows, columns and groups go where). */
+#include "kernels/lowbit.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "core/align.h"
+#include "core/cpu.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+#include "kernels/gemm.h"
+
+int kn_lowbit_level(const uint8_t *codes, int64_t i, int bits) {
+    int64_t bit = i * bits;
+    unsigned code = (unsigned)(codes[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
+    unsigned sign = 1u << (bits - 1); /* two's complement of `bits` bits */
+    return (int)(code ^ sign) - (int)sign;
+}
+
+int64_t kn_lowbit_group(const kn_lowbit_matrix *w, int64_t r, int64_t c) {
+    if (w->axis == 0)
+        return r;
+    if (w->axis == 1)
+        return c;
+    if (w->block > 0)
+        return r * ((w->cols + w->block - 1) / w->block) + c / w->block;
+    return 0;
+}
+
+static int zero_point_of(const kn_lowbit_matrix *w, int64_t g) { return w->zero_point ? w->zero_point[g] : 0; }
+
+int kn_lowbit_order(int bits, int p) {
+    int per_byte = 8 / bits, per_lanes = 8 * per_byte; /* codes in 8 bytes: 16 or 32 */
+    int unit = p / per_lanes, q = p % per_lanes;      /* vector q / 8, lane q % 8 */
+    return unit * per_lanes + q % 8 * per_byte + q / 8;
+}
+
+void kn_lowbit_interleave(int bits, const float *x, int64_t n, float *xi) {
+    int order[KN_LOWBIT_CHUNK];
+    for (int p = 0; p < KN_LOWBIT_CHUNK; p++)
+        order[p] = kn_lowbit_order(bits, p);
+    for (int64_t c = 0; c < n; c += KN_LOWBIT_CHUNK)
+        for (int p = 0; p < KN_LOWBIT_CHUNK; p++)
+            xi[c + p] = c + order[p] < n ? x[c + order[p]] : 0.0f;
+}
+
+/* ---- the generic build: plain C, index order ---- */
+
+static void dot_generic(const uint8_t *const codes[KN_LOWBIT_DOT_ROWS], int64_t n_runs, int64_t run_units, int bits,
+                        const int8_t *const zero_point[KN_LOWBIT_DOT_ROWS], const float *const scale[KN_LOWBIT_DOT_ROWS],
+                        const float *xi, const float *xi_sums, float out[KN_LOWBIT_DOT_ROWS]) {
+    (void)xi_sums; /* the exact terms need no correction */
+    int64_t run_codes = run_units * 64 / bits;
+    for (int r = 0; r < KN_LOWBIT_DOT_ROWS; r++) {
+        out[r] = 0.0f;
+        for (int64_t j = 0; j < n_runs; j++) {
+            int z = zero_point[r] ? zero_point[r][j] : 0;
+            float sum = 0.0f;
+            for (int64_t i = j * run_codes; i < (j + 1) * run_codes; i++) {
+                int64_t code = i / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK + kn_lowbit_order(bits, (int)(i % KN_LOWBIT_CHUNK));
+                sum += xi[i] * (float)(kn_lowbit_level(codes[r], code, bits) - z);
+            }
+            out[r] += sum * scale[r][j];
+        }
+    }
+}
+
+static void sweep_generic(const uint8_t *codes, int64_t stride, int64_t K, int bits, const float *xs,
+                          const int8_t *zr, const int8_t *zc, float *acc) {
+    for (int64_t k = 0; k < K; k++)
+        for (int p = 0; p < KN_LOWBIT_CHUNK; p++) {
+            int level = kn_lowbit_level(codes + k * stride, kn_lowbit_order(bits, p), bits) - (zr ? zr[k] : 0) -
+                        (zc ? zc[p] : 0);
+            acc[p] += xs[k] * (float)level;
+        }
+}
+
+static void decode_generic(const uint8_t *codes, int bits, const int8_t *z, const float *s, float *out) {
+    for (int i = 0; i < KN_LOWBIT_CHUNK; i++)
+        out[i] = (float)(kn_lowbit_level(codes, i, bits) - z[i]) * s[i];
+}
+
+const kn_lowbit_kernels kn_lowbit_generic = {"generic", dot_generic, sweep_generic, decode_generic};
+
+const kn_lowbit_kernels *kn_lowbit_best(void) {
+#ifdef KILN_HAVE_X86_KERNELS
+    if (kn_cpu()->avx2)
+        return &kn_lowbit_avx2;
+#endif
+    return &kn_lowbit_generic;
+}
+
+/* ---- shapes and workspace ---- */
+
+static int64_t dim_k(const kn_lowbit_matrix *w) { return w->transposed ? w->cols : w->rows; }
+static int64_t dim_n(const kn_lowbit_matrix *w) { return w->transposed ? w->rows : w->cols; }
+
+/* Whether code i starts on a byte, so that a chunk from it is whole bytes. */
+static bool on_byte(int64_t i, int bits) { return i * bits % 8 == 0; }
+
+/* Columns of W decoded at once for several rows of A: a panel of about 512 KiB (half of a core's L2
+ * here; 256 KiB measured 3% slower on the MLP at batch 32 and 5% on the transformer), whole chunks. */
+static int64_t panel_width(const kn_lowbit_matrix *w) {
+    int64_t K = dim_k(w), N = dim_n(w), width = (131072 / (K ? K : 1)) / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK;
+    width = width < KN_LOWBIT_CHUNK ? KN_LOWBIT_CHUNK : width;
+    return width < N ? width : N;
+}
+
+static size_t round_up(size_t bytes) { return (bytes + KN_ALIGN - 1) / KN_ALIGN * KN_ALIGN; }
+
+/* Per thread of a sweep: the row factors xs (K floats) and row zero points zr (K bytes). */
+static size_t sweep_bytes_per_thread(int64_t K) { return round_up((size_t)K * sizeof(float)) + round_up((size_t)K); }
+
+/* The codes of 8 bytes, the step of a dot product: 16 or 32. */
+static int64_t unit_codes(int bits) { return 64 / bits; }
+
+/* A dot product's runs along a row of S = (N, K): one scale group each, the same for every row; the
+ * vector dot needs every row on a byte and runs of whole units but for the row's last. */
+static int64_t run_length(const kn_lowbit_matrix *w) {
+    return w->axis < 0 && w->block > 0 && w->block < w->cols ? w->block : w->cols;
+}
+static bool dot_fits(const kn_lowbit_matrix *w) {
+    return on_byte(w->cols, w->bits) && w->axis != 1 &&
+           (run_length(w) % unit_codes(w->bits) == 0 || run_length(w) == w->cols);
+}
+
+/* For the dot products: x interleaved (kn_lowbit_interleave), K rounded up to whole chunks, and x's
+ * sums over each run (row_runs: the full ones, the rest's units, its tail). */
+static size_t interleaved_floats(int64_t K) { return (size_t)((K + KN_LOWBIT_CHUNK - 1) / KN_LOWBIT_CHUNK * KN_LOWBIT_CHUNK); }
+static size_t interleaved_bytes(const kn_lowbit_matrix *w) {
+    int64_t K = dim_k(w), runs = K / run_length(w) + 2;
+    return round_up(interleaved_floats(K) * sizeof(float)) + round_up((size_t)runs * sizeof(float));
+}
+
+/* x[0] + ... + x[n - 1], 8 sums side by side. */
+static float sum_floats(const float *x, int64_t n) {
+    float part[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            part[j] += x[i + j];
+    for (; i < n; i++)
+        part[0] += x[i];
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
+    int64_t K = dim_k(w), width = panel_width(w);
+    size_t sweep = 0, panel = 0, gemm;
+    if (M <= 2 && w->transposed)
+        return interleaved_bytes(w);
+    if (M <= 2)
+        return kn_size_mul(sweep_bytes_per_thread(K), (size_t)kn_threads_get(), &sweep) ? sweep : SIZE_MAX;
+    gemm = kn_sgemm_workspace(false, w->transposed, M, width, K);
+    if (gemm == SIZE_MAX || !kn_size_mul((size_t)width * sizeof(float), (size_t)K, &panel) ||
+        panel > SIZE_MAX - 2 * KN_ALIGN - gemm)
+        return SIZE_MAX;
+    return round_up(panel) + round_up(gemm);
+}
+
+/* ---- one row of A: dot products along the rows of S = (N, K) ---- */
+
+/* Row r of S times x, the plain way: x times the decoded row, in index order. */
+static float row_dot_plain(const kn_lowbit_matrix *w, int64_t r, const float *x) {
+    float sum = 0.0f;
+    for (int64_t c = 0; c < w->cols; c++) {
+        int64_t g = kn_lowbit_group(w, r, c);
+        sum += x[c] * ((float)(kn_lowbit_level(w->codes, r * w->cols + c, w->bits) - zero_point_of(w, g)) *
+                       w->scale[g]);
+    }
+    return sum;
+}
+
+/* How a row of S = (N, K) splits for the dot products: `full` runs of `length` codes (whole units),
+ * then the codes left (a shorter last block, or the whole row when it is one run): their whole units,
+ * then their tail, fewer than a unit. */
+typedef struct row_runs {
+    int64_t length, full, rest_at, rest_units, tail_at, tail;
+} row_runs;
+
+static row_runs runs_of(const kn_lowbit_matrix *w) {
+    int64_t K = w->cols, unit = unit_codes(w->bits), length = run_length(w);
+    row_runs p = {.length = length, .full = length < K ? K / length : 0};
+    p.rest_at = p.full * length;
+    p.rest_units = (K - p.rest_at) / unit;
+    p.tail_at = p.rest_at + p.rest_units * unit;
+    p.tail = K - p.tail_at;
+    return p;
+}
+
+/* Rows r0 .. r0 + 3 of S (the last one repeated past N) times x by k's dot: the full runs in one call,
+ * the rest's units in another, and its tail as one more unit (its bytes, the last one's high bits
+ * perhaps the next row's, against xi's zeros past K, so whatever follows them adds 0). sums: x's sums
+ * over the full runs, then over the rest's units and its tail. */
+static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const row_runs *p, int64_t r0,
+                     const float *xi, const float *sums, float total[KN_LOWBIT_DOT_ROWS]) {
+    int64_t K = w->cols, unit = unit_codes(w->bits);
+    const uint8_t *codes[KN_LOWBIT_DOT_ROWS], *rest[KN_LOWBIT_DOT_ROWS], *tail_at[KN_LOWBIT_DOT_ROWS];
+    const int8_t *zero_point[KN_LOWBIT_DOT_ROWS], *rest_zero_point[KN_LOWBIT_DOT_ROWS];
+    const float *scale[KN_LOWBIT_DOT_ROWS], *rest_scale[KN_LOWBIT_DOT_ROWS];
+    uint8_t tail_codes[KN_LOWBIT_DOT_ROWS][8];
+    for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++) {
+        int64_t row = r0 + i < w->rows ? r0 + i : w->rows - 1, g = kn_lowbit_group(w, row, 0);
+        codes[i] = w->codes + row * K * w->bits / 8;
+        rest[i] = codes[i] + p->rest_at * w->bits / 8;
+        scale[i] = w->scale + g;
+        zero_point[i] = w->zero_point ? w->zero_point + g : NULL;
+        rest_scale[i] = scale[i] + p->full;
+        rest_zero_point[i] = zero_point[i] ? zero_point[i] + p->full : NULL;
+        tail_at[i] = tail_codes[i];
+        if (p->tail) {
+            memset(tail_codes[i], 0, sizeof tail_codes[i]);
+            memcpy(tail_codes[i], codes[i] + p->tail_at * w->bits / 8, (size_t)((p->tail * w->bits + 7) / 8));
+        }
+        total[i] = 0.0f;
+    }
+    float part[KN_LOWBIT_DOT_ROWS];
+    if (p->full) {
+        k->dot(codes, p->full, p->length / unit, w->bits, zero_point, scale, xi, sums, part);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += part[i];
+    }
+    if (p->rest_units) {
+        k->dot(rest, 1, p->rest_units, w->bits, rest_zero_point, rest_scale, xi + p->rest_at, sums + p->full, part);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += part[i];
+    }
+    if (p->tail) {
+        k->dot(tail_at, 1, 1, w->bits, rest_zero_point, rest_scale, xi + p->tail_at, sums + p->full + 1, part);
+        for (int i = 0; i < KN_LOWBIT_DOT_ROWS; i++)
+            total[i] += part[i];
+    }
+}
+
+static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
+                      float *y, unsigned char *ws) {
+    int64_t N = w->rows, K = w->cols;
+    float *xi = (float *)ws;                                                       // (K rounded up)
+    float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (full runs + 2)
+    if (!dot_fits(w)) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t n = 0; n < N; n++)
+            y[n] = (bias ? bias[n] : 0.0f) + row_dot_plain(w, n, x);
+        return;
+    }
+    row_runs p = runs_of(w);
+    kn_lowbit_interleave(w->bits, x, K, xi);
+    for (int64_t j = 0; j < p.full; j++)
+        sums[j] = sum_floats(x + j * p.length, p.length);
+    sums[p.full] = sum_floats(x + p.rest_at, p.tail_at - p.rest_at);
+    sums[p.full + 1] = sum_floats(x + p.tail_at, p.tail);
+    int64_t groups = (N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t q = 0; q < groups; q++) {
+        float total[KN_LOWBIT_DOT_ROWS];
+        rows_dot(k, w, &p, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
+        for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
+            int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
+            y[n] = (bias ? bias[n] : 0.0f) + total[i];
+        }
+    }
+}
+
+/* ---- one row of A: sweeps down S = (K, N), 32 columns at a time ---- */
+
+/* Columns [j0, j0 + 32) of y: acc = sum_k xs[k] (level - zr[k] - zc), then the column scales; acc and
+ * zc by position (kn_lowbit_order). */
+static void sweep_chunk(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t j0, const float *x,
+                        const float *bias, float *y, float *xs, int8_t *zr) {
+    int64_t K = w->rows, stride = w->cols * w->bits / 8;
+    float acc[KN_LOWBIT_CHUNK] = {0};
+    int8_t zc[KN_LOWBIT_CHUNK];
+    const int8_t *zc_used = NULL, *zr_used = NULL;
+    const float *xs_used = x;
+    bool row_groups = w->axis == 0 || (w->axis < 0 && w->block > 0);
+    if (row_groups) {
+        /* one group per (row, chunk): its scale goes onto x, its zero point onto the row */
+        for (int64_t r = 0; r < K; r++) {
+            int64_t g = kn_lowbit_group(w, r, j0);
+            xs[r] = x[r] * w->scale[g];
+            zr[r] = (int8_t)zero_point_of(w, g);
+        }
+        xs_used = xs;
+        zr_used = w->zero_point ? zr : NULL;
+    } else if (w->zero_point) {
+        for (int p = 0; p < KN_LOWBIT_CHUNK; p++)
+            zc[p] = w->zero_point[kn_lowbit_group(w, 0, j0 + kn_lowbit_order(w->bits, p))];
+        zc_used = zc;
+    }
+    k->sweep(w->codes + j0 * w->bits / 8, stride, K, w->bits, xs_used, zr_used, zc_used, acc);
+    for (int p = 0; p < KN_LOWBIT_CHUNK; p++) {
+        int64_t j = j0 + kn_lowbit_order(w->bits, p);
+        y[j] = (bias ? bias[j] : 0.0f) + (row_groups ? acc[p] : acc[p] * w->scale[kn_lowbit_group(w, 0, j)]);
+    }
+}
+
+/* Column j of y the plain way: x times the decoded column, in row order. */
+static void sweep_column(const kn_lowbit_matrix *w, int64_t j, const float *x, const float *bias, float *y) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < w->rows; r++) {
+        int64_t g = kn_lowbit_group(w, r, j);
+        float v = (float)(kn_lowbit_level(w->codes, r * w->cols + j, w->bits) - zero_point_of(w, g)) * w->scale[g];
+        sum += x[r] * v;
+    }
+    y[j] = (bias ? bias[j] : 0.0f) + sum;
+}
+
+static void gemv_columns(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
+                         float *y, unsigned char *ws) {
+    int64_t K = w->rows, N = w->cols;
+    /* Chunks need every row on a byte and groups that stay put inside them. */
+    bool chunks_fit = on_byte(N, w->bits) && (w->axis >= 0 || w->block == 0 || w->block % KN_LOWBIT_CHUNK == 0);
+    int64_t chunks = chunks_fit ? N / KN_LOWBIT_CHUNK : 0;
+#pragma omp parallel num_threads(kn_threads_get()) if (K * N >= KN_PARALLEL_MIN_GEMM)
+    {
+        unsigned char *mine = ws + (size_t)omp_get_thread_num() * sweep_bytes_per_thread(K);
+        float *xs = (float *)mine;                                          // (K)
+        int8_t *zr = (int8_t *)(mine + round_up((size_t)K * sizeof(float))); // (K)
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks; c++)
+            sweep_chunk(k, w, c * KN_LOWBIT_CHUNK, x, bias, y, xs, zr);
+#pragma omp for schedule(static)
+        for (int64_t j = chunks * KN_LOWBIT_CHUNK; j < N; j++)
+            sweep_column(w, j, x, bias, y);
+    }
+}
+
+/* ---- several rows of A: decoded panels through kn_sgemm ---- */
+
+/* out[c - c0] = S[r][c] for c in [c0, c1): whole chunks by k's decode where they start on a byte and
+ * their groups are one, or per column (axis 1); the rest one by one. */
+static void decode_run(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t r, int64_t c0, int64_t c1,
+                       float *out) {
+    static const int8_t no_zero[KN_LOWBIT_CHUNK];
+    int8_t z[KN_LOWBIT_CHUNK];
+    float s[KN_LOWBIT_CHUNK];
+    int64_t filled = -1; /* the group z and s hold */
+    int64_t c = c0;
+    for (; on_byte(r * w->cols + c0, w->bits) && c + KN_LOWBIT_CHUNK <= c1; c += KN_LOWBIT_CHUNK) {
+        const uint8_t *codes = w->codes + (r * w->cols + c) * w->bits / 8;
+        if (w->axis == 1) {
+            k->decode(codes, w->bits, w->zero_point ? w->zero_point + c : no_zero, w->scale + c, out + c - c0);
+            continue;
+        }
+        int64_t g = kn_lowbit_group(w, r, c);
+        if (g != kn_lowbit_group(w, r, c + KN_LOWBIT_CHUNK - 1))
+            break;
+        if (g != filled) {
+            memset(z, zero_point_of(w, g), sizeof z);
+            for (int i = 0; i < KN_LOWBIT_CHUNK; i++)
+                s[i] = w->scale[g];
+            filled = g;
+        }
+        k->decode(codes, w->bits, z, s, out + c - c0);
+    }
+    for (; c < c1; c++) {
+        int64_t g = kn_lowbit_group(w, r, c);
+        out[c - c0] = (float)(kn_lowbit_level(w->codes, r * w->cols + c, w->bits) - zero_point_of(w, g)) *
+                      w->scale[g];
+    }
+}
+
+static void gemm_panels(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                        const float *bias, float *y, unsigned char *ws) {
+    int64_t K = dim_k(w), N = dim_n(w), width = panel_width(w);
+    float *panel = (float *)ws; // (width, K) transposed, else (K, width)
+    void *gemm_ws = ws + round_up((size_t)width * (size_t)K * sizeof(float));
+    size_t gemm_bytes = kn_sgemm_workspace(false, w->transposed, M, width, K);
+    float beta = 0.0f;
+    if (bias) {
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+        beta = 1.0f;
+    }
+    for (int64_t n0 = 0; n0 < N; n0 += width) {
+        int64_t cols = N - n0 < width ? N - n0 : width;
+        if (w->transposed) {
+            for (int64_t n = 0; n < cols; n++)
+                decode_run(k, w, n0 + n, 0, K, panel + n * K);
+            kn_sgemm_ws(gemm_ws, gemm_bytes, false, true, M, cols, K, 1.0f, a, K, panel, K, beta, y + n0, N);
+        } else {
+            for (int64_t r = 0; r < K; r++)
+                decode_run(k, w, r, n0, n0 + cols, panel + r * cols);
+            kn_sgemm_ws(gemm_ws, gemm_bytes, false, false, M, cols, K, 1.0f, a, K, panel, cols, beta, y + n0, N);
+        }
+    }
+}
+
+void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                      const float *bias, float *y, void *workspace) {
+    int64_t K = dim_k(w), N = dim_n(w);
+    if (M > 2) {
+        gemm_panels(k, w, M, a, bias, y, workspace);
+        return;
+    }
+    for (int64_t m = 0; m < M; m++) {
+        if (w->transposed)
+            gemv_rows(k, w, a + m * K, bias, y + m * N, workspace);
+        else
+            gemv_columns(k, w, a + m * K, bias, y + m * N, workspace);
+    }
+}
