@@ -156,6 +156,7 @@ struct kiln_session {
     bool input_set[16];       /* dynamic: input i holds data for its current shape */
     /* Shapes known when an op runs (see the top): */
     bool sized_at_run;        /* some node's op has sizes_at_run */
+    void **decoded;           /* (n_values) or NULL: packed weights decoded into graph.arena (make_view) */
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -221,16 +222,21 @@ void kiln_session_options_free(kiln_session_options *options) { free(options); }
  * stores its last training batch) at 1 and their fixed ones at the model's values; *open tells whether
  * any dimension but the first of an input of rank 2 or more (a batch) is open. */
 /* Weights a model keeps packed (KN_KILN_LOAD_PACKED) are read in place by the optimized graph's
- * LowbitGemm; a session of the graph as loaded, whose ops want floats, decodes them into its own arena. */
-static kiln_status decode_packed_weights(kn_graph *g) {
-    for (int v = 0; v < g->n_values; v++) {
-        kn_value *x = &g->values[v];
+ * LowbitGemm; a session of the graph as loaded, whose ops want floats, decodes them once into its own
+ * arena, and every cached plan's value table points at them (add_cache_entry). */
+static kiln_status decode_packed_weights(kiln_session *s) {
+    const kn_graph *src = s->source;
+    for (int v = 0; v < src->n_values; v++) {
+        const kn_value *x = &src->values[v];
         size_t bytes;
         if (!x->storage || x->data || x->kind == KN_VALUE_INPUT || x->kind == KN_VALUE_ACT)
             continue;
-        if (!kn_shape_bytes(&x->shape, KN_F32, &bytes) || !(x->data = kn_arena_alloc(&g->arena, bytes ? bytes : 1)))
+        if (!s->decoded && !(s->decoded = calloc((size_t)src->n_values, sizeof(void *))))
+            return kn_fail(KILN_ERR_NOMEM, "out of memory decoding the weights");
+        if (!kn_shape_bytes(&x->shape, KN_F32, &bytes) ||
+            !(s->decoded[v] = kn_arena_alloc(&s->graph.arena, bytes ? bytes : 1)))
             return kn_fail(KILN_ERR_NOMEM, "out of memory decoding the weight '%s'", x->name);
-        kn_storage_decode(x->storage, x->data);
+        kn_storage_decode(x->storage, s->decoded[v]);
     }
     return KILN_OK;
 }
@@ -243,7 +249,7 @@ static kiln_status make_view(kiln_session *s, bool *open) {
     s->graph.mapping_bytes = 0;
     s->graph.values = NULL; /* each cached plan has its own (add_cache_entry) */
     s->graph.cap_values = src->n_values;
-    KN_TRY(decode_packed_weights(&s->graph));
+    KN_TRY(decode_packed_weights(s));
     *open = false;
     for (int i = 0; i < src->n_inputs; i++) {
         kn_shape shape = src->values[src->inputs[i]].shape;
@@ -341,6 +347,8 @@ static kiln_status add_cache_entry(kiln_session *s) {
     }
     memcpy(e->values, src->values, sizeof(kn_value) * (size_t)src->n_values);
     for (int v = 0; v < src->n_values; v++) {
+        if (s->decoded && s->decoded[v])
+            e->values[v].data = s->decoded[v];
         if (e->values[v].data_from_inference) {
             e->values[v].data = NULL;
             e->values[v].data_from_inference = false;
@@ -1063,6 +1071,7 @@ void kiln_session_free(kiln_session *session) {
     free(session->group_first);
     for (int i = 0; i < 16; i++)
         free(session->input_buf[i]);
+    free(session->decoded);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
     free(session);
