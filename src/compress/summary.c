@@ -49,7 +49,7 @@ static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) 
     if (st == KILN_OK)
         st = kiln_session_memory(optimized, &memory);
     if (st == KILN_OK)
-        out->peak_memory = (int64_t)(memory.arena_bytes + memory.workspace_bytes);
+        out->peak_memory = (int64_t)(memory.arena_bytes + memory.workspace_bytes + memory.weight_bytes);
     kiln_session_free(saved);
     kiln_session_free(optimized);
     kiln_session_options_free(options);

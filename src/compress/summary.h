@@ -17,7 +17,8 @@ typedef struct kn_model_summary {
     int64_t nonzeros;           /* parameter elements that are not 0 */
     int64_t flops;              /* per sample, from the op table's FLOP counts */
     int64_t file_bytes;         /* the .kiln file the graph saves to */
-    int64_t peak_memory;        /* a batch-1 session's activation arena and scratch, bytes */
+    int64_t peak_memory;        /* a batch-1 session's weights as held (4- and 2-bit ones packed), activation
+                                 * arena and scratch, bytes */
     double latency_ms[2];       /* median latency of one run at batch 1 and batch 32; < 0: not measured */
 } kn_model_summary;
 
