@@ -818,18 +818,39 @@ static const char small_vit_spec[] = "input 1 8 8\n"
                                      "meanpool\n"
                                      "dense 3\n";
 
-static void test_no_allocation(const char *label, const char *spec) {
-    kn_graph g;
-    kiln_model *model = NULL;
-    CHECK_OK(rt_spec_text(spec, 4, &g));
-    int64_t sample = rt_sample_numel(&g);
-    CHECK_OK(kn_model_from_graph(&g, &model));
-    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
+/* A 1-thread session (optimized) of a model made from g, which it takes; NULL, with *model freed and
+ * NULL, when either fails. */
+static kiln_session *session_of_graph(kn_graph *g, kiln_model **model) {
+    *model = NULL;
+    CHECK_OK(kn_model_from_graph(g, model));
+    kiln_session *s = *model ? rt_session_new(*model, true, 1, false) : NULL;
     CHECK(s != NULL);
     if (!s) {
-        kiln_model_free(model);
-        return;
+        kiln_model_free(*model);
+        *model = NULL;
     }
+    return s;
+}
+
+/* The same for the model a spec describes, initialized with `seed`; one sample's size in *sample. */
+static kiln_session *session_of_spec(const char *spec, uint64_t seed, kiln_model **model, int64_t *sample) {
+    kn_graph g;
+    *model = NULL;
+    *sample = 0;
+    kiln_status st = rt_spec_text(spec, seed, &g);
+    CHECK_OK(st);
+    if (st != KILN_OK)
+        return NULL;
+    *sample = rt_sample_numel(&g);
+    return session_of_graph(&g, model);
+}
+
+static void test_no_allocation(const char *label, const char *spec) {
+    kiln_model *model;
+    int64_t sample;
+    kiln_session *s = session_of_spec(spec, 4, &model, &sample);
+    if (!s)
+        return;
     float *x = malloc(sizeof(float) * (size_t)(3 * sample));
     int64_t numel;
     rt_fill(x, 3 * sample, 9);
@@ -981,17 +1002,11 @@ static void test_caller_openmp_untouched(void) {
 }
 
 static void test_replanning(void) {
-    kn_graph g;
-    kiln_model *model = NULL;
-    CHECK_OK(rt_spec_text(small_cnn_spec, 5, &g));
-    int64_t sample = rt_sample_numel(&g);
-    CHECK_OK(kn_model_from_graph(&g, &model));
-    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
-    CHECK(s != NULL);
-    if (!s) {
-        kiln_model_free(model);
+    kiln_model *model;
+    int64_t sample;
+    kiln_session *s = session_of_spec(small_cnn_spec, 5, &model, &sample);
+    if (!s)
         return;
-    }
     float x[8 * 2 * 9 * 9];
     rt_fill(x, 8 * sample, 1);
     int64_t numel;
@@ -1026,17 +1041,11 @@ static void check_against_fresh(const kiln_model *model, kiln_session *s, int64_
  * goes back to one it has seen, gives each batch's right output, and evicts the least recently used
  * plan when a fifth batch comes. */
 static void test_plan_cache(void) {
-    kn_graph g;
-    kiln_model *model = NULL;
-    CHECK_OK(rt_spec_text(small_cnn_spec, 5, &g));
-    int64_t sample = rt_sample_numel(&g);
-    CHECK_OK(kn_model_from_graph(&g, &model));
-    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
-    CHECK(s != NULL);
-    if (!s) {
-        kiln_model_free(model);
+    kiln_model *model;
+    int64_t sample;
+    kiln_session *s = session_of_spec(small_cnn_spec, 5, &model, &sample);
+    if (!s)
         return;
-    }
     float *x = malloc(sizeof(float) * (size_t)(8 * sample));
     rt_fill(x, 8 * sample, 3);
     check_against_fresh(model, s, 1, x, sample);
@@ -1113,14 +1122,10 @@ static void test_plan_cache_shape_values(void) {
     g.inputs[g.n_inputs++] = target;
     int y = add_op(&g, "Reshape", 2, (int[]){x, target});
     set_output(&g, add_op(&g, "Relu", 1, &y));
-    kiln_model *model = NULL;
-    CHECK_OK(kn_model_from_graph(&g, &model));
-    kiln_session *s = model ? rt_session_new(model, true, 1, false) : NULL;
-    CHECK(s != NULL);
-    if (!s) {
-        kiln_model_free(model);
+    kiln_model *model;
+    kiln_session *s = session_of_graph(&g, &model);
+    if (!s)
         return;
-    }
     // A graph built here holds its inputs' first dimensions open (a batch): x is (2, 6), the target (2).
     CHECK_OK(kiln_session_resize_input(s, 0, 2, (int64_t[]){2, 6}));
     CHECK_OK(kiln_session_resize_input(s, 1, 1, (int64_t[]){2}));
