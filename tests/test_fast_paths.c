@@ -1077,6 +1077,19 @@ static void test_conv_packed(void) {
     printf("ConvPacked: Conv kept for depthwise, 1-D and 72-weight layers\n");
 }
 
+/* Whether node 0 of opt (a packed form) gives the bits node `node` of g gives, `outputs` floats, on 1 and
+ * on 2 threads. */
+static bool packed_gives_same_bits(kn_graph *g, int node, kn_graph *opt, int64_t outputs) {
+    kn_tensor *ref = run_node(g, node, 1), *one = run_node(opt, 0, 1), *two = run_node(opt, 0, 2);
+    bool same = ref && one && two && kn_numel(one) == outputs &&
+                memcmp(ref->data, one->data, sizeof(float) * (size_t)outputs) == 0 &&
+                memcmp(ref->data, two->data, sizeof(float) * (size_t)outputs) == 0;
+    opcheck_free_outputs(ref, 1);
+    opcheck_free_outputs(one, 1);
+    opcheck_free_outputs(two, 1);
+    return same;
+}
+
 /* GemmPacked, as the optimizer makes it from a Gemm with a constant B, against that Gemm: batches of
  * A rows on both sides of the dot products' threshold, every transA / transB, with a bias row and a
  * fused Relu or neither, 1 and 2 threads: the same bits (products that pack op(B) read it packed once;
@@ -1105,15 +1118,9 @@ static void test_gemm_packed(void) {
             CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
             CHECK_MSG(stats.gemms_packed == 1 && strcmp(opt.nodes[0].op->name, "GemmPacked") == 0,
                       "Gemm M %lld transA %d transB %d: not rewritten", (long long)M, trans_a, trans_b);
-            kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
-            bool same = ref && one && two && kn_numel(one) == M * N &&
-                        memcmp(ref->data, one->data, sizeof(float) * (size_t)(M * N)) == 0 &&
-                        memcmp(ref->data, two->data, sizeof(float) * (size_t)(M * N)) == 0;
+            bool same = packed_gives_same_bits(&g, node, &opt, M * N);
             CHECK_MSG(same, "GemmPacked M %lld transA %d transB %d differs from Gemm", (long long)M, trans_a, trans_b);
             checked += same;
-            opcheck_free_outputs(ref, 1);
-            opcheck_free_outputs(one, 1);
-            opcheck_free_outputs(two, 1);
             kn_graph_free(&opt);
             kn_graph_free(&g);
         }
@@ -1145,16 +1152,9 @@ static void test_matmul_packed(void) {
             CHECK_OK(kn_graph_optimize(&g, KN_OPT_PREPACK, &opt, &stats));
             CHECK_MSG(stats.gemms_packed == 1 && opt.nodes[0].op == &kn_op_matmulpacked,
                       "MatMul batch %d M %lld: not rewritten", batch, (long long)M);
-            int64_t outputs = batch * M * N;
-            kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
-            bool same = ref && one && two && kn_numel(one) == outputs &&
-                        memcmp(ref->data, one->data, sizeof(float) * (size_t)outputs) == 0 &&
-                        memcmp(ref->data, two->data, sizeof(float) * (size_t)outputs) == 0;
+            bool same = packed_gives_same_bits(&g, node, &opt, batch * M * N);
             CHECK_MSG(same, "MatMulPacked batch %d M %lld differs from MatMul", batch, (long long)M);
             checked += same;
-            opcheck_free_outputs(ref, 1);
-            opcheck_free_outputs(one, 1);
-            opcheck_free_outputs(two, 1);
             kn_graph_free(&opt);
             kn_graph_free(&g);
         }
