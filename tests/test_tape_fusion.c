@@ -3,7 +3,9 @@
  * A Dropout of ratio 0 between the two multiplies by exactly 1 and keeps the pair apart, so the same
  * network with and without that Dropout must give bit-identical logits, parameter gradients and
  * running statistics: the fused path is held to the separate ops. And gradients a backward stores
- * whole (kn_op_call.din_fresh) still accumulate over a second backward. */
+ * whole (kn_op_call.din_fresh) still accumulate over a second backward. BatchNormalization's batch
+ * statistics, kept from forward for backward (kn_op_call.saved), give the gradients that computing them
+ * again gives. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,7 +141,70 @@ static void test_accumulation(void) {
     kn_graph_free(&g);
 }
 
+/* Every parameter gradient of the tape, one after another, in a new buffer of *n floats. */
+static float *param_grads(const kn_graph *g, kn_tape *t, int64_t *n) {
+    *n = 0;
+    for (int v = 0; v < g->n_values; v++)
+        *n += g->values[v].kind == KN_VALUE_PARAM ? kn_shape_numel(&g->values[v].shape) : 0;
+    float *all = malloc(sizeof(float) * (size_t)(*n ? *n : 1)), *at = all;
+    for (int v = 0; all && v < g->n_values; v++) {
+        if (g->values[v].kind != KN_VALUE_PARAM)
+            continue;
+        int64_t count = kn_shape_numel(&g->values[v].shape);
+        memcpy(at, kn_f32(kn_tape_grad(t, v)), sizeof(float) * (size_t)count);
+        at += count;
+    }
+    return all;
+}
+
+static int64_t count_unequal(const float *a, const float *b, int64_t n) {
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n; i++)
+        differ += a[i] != b[i];
+    return differ;
+}
+
+/* Backward with the statistics forward kept, without them (recomputed from X), and with them changed:
+ * the first two give the same bits, the third does not (backward reads what was kept). */
+static void test_saved_statistics(void) {
+    kn_graph g;
+    CHECK_OK(kn_spec_parse(fused_spec, "saved", 5, &g));
+    kn_tape t;
+    run_step(&g, &t, true);
+    int bn = -1;
+    for (int i = 0; i < g.n_nodes; i++)
+        bn = g.nodes[i].op == &kn_op_batchnormalization ? i : bn;
+    CHECK(bn >= 0 && t.saved && t.saved[bn]);
+    if (bn < 0 || !t.saved || !t.saved[bn]) {
+        kn_tape_free(&t);
+        kn_graph_free(&g);
+        return;
+    }
+    int64_t n;
+    float *kept = param_grads(&g, &t, &n);
+    void **saved = t.saved;
+    t.saved = NULL; /* backward as without a buffer: the statistics computed again */
+    kn_tape_zero_param_grads(&t);
+    CHECK_OK(kn_tape_backward(&t));
+    float *recomputed = param_grads(&g, &t, &n);
+    t.saved = saved;
+    ((double *)t.saved[bn])[0] += 0.5; /* channel 0's mean */
+    kn_tape_zero_param_grads(&t);
+    CHECK_OK(kn_tape_backward(&t));
+    float *changed = param_grads(&g, &t, &n);
+    int64_t same_differ = count_unequal(kept, recomputed, n), changed_differ = count_unequal(kept, changed, n);
+    printf("saved statistics: %lld of %lld gradient elements differ from recomputing; %lld with a changed mean\n",
+           (long long)same_differ, (long long)n, (long long)changed_differ);
+    CHECK(n > 0 && same_differ == 0 && changed_differ > 0);
+    free(kept);
+    free(recomputed);
+    free(changed);
+    kn_tape_free(&t);
+    kn_graph_free(&g);
+}
+
 int main(void) {
+    test_saved_statistics();
     compare(true);
     compare(false);
     test_accumulation();

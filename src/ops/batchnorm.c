@@ -9,9 +9,11 @@
  * - ONNX's outputs running_mean and running_var (training_mode = 1 only): the same formula with the
  *   BIASED batch variance ("ReduceVar ... the population variance" in the ONNX spec); the inputs are
  *   left as they are unless kiln trains.
- * Backward recomputes the batch statistics from X instead of saving them, so it holds no state and
- * never touches the running statistics; gradients flowing into the running_mean / running_var
- * outputs reach X and the inputs they blend.
+ * Backward needs the batch statistics again: the training tape gives forward a buffer (kn_op_call.saved,
+ * 2 x C doubles: each channel's mean and biased variance) that backward reads; called without one,
+ * backward recomputes them from X, the same way, so the bits are the same either way. Backward never
+ * touches the running statistics; gradients flowing into the running_mean / running_var outputs reach X
+ * and the inputs they blend.
  *
  * With kn_op_call.fused_relu the training tape runs a following Relu inside this op: the normalised
  * values are cut at 0 as they are written, and backward masks dY with the Relu's output.
@@ -218,6 +220,7 @@ static kiln_status bn_forward(const kn_op_call *call) {
     int64_t count = v.N * v.inner;
     bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
     bool training = call->ctx->training;
+    double *saved = call->saved; // (C, 2): mean and biased variance, for backward
     if (batch_stats && count < 2)
         return kn_fail(KILN_ERR_SHAPE,
                        "BatchNormalization: batch statistics need more than 1 value per channel, "
@@ -228,6 +231,10 @@ static kiln_status bn_forward(const kn_op_call *call) {
         double mean = running_mean[c], var = running_var[c];
         if (batch_stats) {
             bn_channel_moments(xd, v, c, &mean, &var);
+            if (saved) {
+                saved[2 * c] = mean;
+                saved[2 * c + 1] = var;
+            }
             if (mean_out)
                 mean_out[c] = (float)(running_mean[c] * (double)momentum + mean * (1.0 - momentum));
             if (var_out)
@@ -252,6 +259,17 @@ static inline void plane_input_gradient(const float *x, const float *dy, const f
         dx[i] = (store ? 0.0f : dx[i]) + (gain * (bn_dy(dy, relu_y, i, masked) - offset) - slope * (x[i] - m));
 }
 
+/* Channel c's batch mean and biased variance: as forward saved them, or computed again from X. */
+static void bn_batch_moments(const kn_op_call *call, bn_view v, int64_t c, double *mean, double *var) {
+    const double *saved = call->saved;
+    if (saved) {
+        *mean = saved[2 * c];
+        *var = saved[2 * c + 1];
+    } else {
+        bn_channel_moments(kn_f32(call->in[BN_X]), v, c, mean, var);
+    }
+}
+
 /* The gradients of one channel from dY. Batch statistics, with xhat = (x - mean) / std:
  *   dx = scale / std * (dy - mean(dy) - xhat * mean(dy * xhat))
  * Running statistics (a fixed affine map): dx = dy * scale / std, and the running mean and
@@ -267,7 +285,7 @@ static void bn_channel_backward(const kn_op_call *call, bn_view v, int64_t c) {
 
     double mean, var;
     if (batch_stats) {
-        bn_channel_moments(x, v, c, &mean, &var);
+        bn_batch_moments(call, v, c, &mean, &var);
     } else {
         mean = kn_f32(call->in[BN_MEAN])[c];
         var = kn_f32(call->in[BN_VAR])[c];
@@ -340,7 +358,7 @@ static void bn_channel_running_backward(const kn_op_call *call, bn_view v, int64
     const float *x = kn_f32(call->in[BN_X]);
     float *dx = kn_f32(call->din[BN_X]);
     double mean, var;
-    bn_channel_moments(x, v, c, &mean, &var);
+    bn_batch_moments(call, v, c, &mean, &var);
     double count = (double)(v.N * v.inner);
     float shift = (float)((1.0 - momentum) * dmean / count);
     float slope = (float)(2.0 * (1.0 - momentum) * dvar / count);
@@ -371,6 +389,12 @@ static kiln_status bn_backward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* The batch statistics forward keeps for backward: a mean and a variance per channel. */
+static size_t bn_saved_bytes(const kn_graph *g, const kn_node *node) {
+    const kn_value *x = kn_node_input(g, node, BN_X);
+    return x && x->shape.ndim >= 2 && x->shape.d[1] > 0 ? 2 * sizeof(double) * (size_t)x->shape.d[1] : 0;
+}
+
 /* At inference the op folds into one multiply-add per element: y = x * a[c] + b[c]. */
 static int64_t bn_flops(const kn_graph *g, const kn_node *node) {
     return kn_count_mul(2, kn_shape_numel(&kn_node_input(g, node, BN_X)->shape));
@@ -383,6 +407,7 @@ const kn_op kn_op_batchnormalization = {
     .infer = bn_infer,
     .forward = bn_forward,
     .backward = bn_backward,
+    .saved_bytes = bn_saved_bytes,
     .backward_stores = true,
     .trains_fused_relu = true,
     .trains_differently = true,

@@ -41,6 +41,10 @@ typedef struct kn_op_call {
      * gets out[0] = relu(y) and dout[0] = the gradient of relu(y). Saves the training tape a pass
      * over the activation each way. */
     bool fused_relu;
+    /* The training tape's buffer for this node, kn_op.saved_bytes large, kept from forward to the
+     * backward of the same step (ops with saved_bytes only): forward writes what backward would
+     * otherwise recompute (BatchNormalization's batch statistics). NULL elsewhere: backward recomputes. */
+    void *saved;
 } kn_op_call;
 
 static inline bool kn_din_fresh(const kn_op_call *call, int i) { return (call->din_fresh >> i) & 1u; }
@@ -57,6 +61,8 @@ struct kn_op {
     /* Bytes of ctx scratch (kn_op_scratch) forward asks for at the node's current shapes, so that an
      * executor can allocate it before running. NULL: forward needs none, or sizes it on first use. */
     size_t (*workspace)(const kn_graph *g, const kn_node *node);
+    /* Bytes of kn_op_call.saved forward fills for backward at the node's current shapes; NULL: none. */
+    size_t (*saved_bytes)(const kn_graph *g, const kn_node *node);
     /* backward honours kn_op_call.din_fresh, and writes every element of a fresh din[i] whenever
      * every dout is given. */
     bool backward_stores;

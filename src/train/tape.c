@@ -258,6 +258,10 @@ void kn_tape_free(kn_tape *t) {
     free(t->relu_fused_into);
     free(t->act_block);
     free(t->param_grad_block);
+    for (int i = 0; t->saved && t->g && i < t->g->n_nodes; i++)
+        free(t->saved[i]);
+    free(t->saved);
+    free(t->saved_cap);
     kn_op_ctx_release(&t->ctx);
     memset(t, 0, sizeof *t);
 }
@@ -322,6 +326,31 @@ static kiln_status check_run_shapes(const kn_graph *g, const kn_node *n, node_bi
     return st;
 }
 
+/* Node i's saved buffer (kn_op_call.saved), grown to what its op asks at the current shapes; NULL when the
+ * op keeps nothing. Grows only when the shapes do (a larger batch), like the activation block. */
+static kiln_status saved_buffer(kn_tape *t, int i, void **buf) {
+    const kn_node *n = &t->g->nodes[i];
+    *buf = NULL;
+    size_t bytes = n->op->saved_bytes ? n->op->saved_bytes(t->g, n) : 0;
+    if (!bytes)
+        return KILN_OK;
+    if (!t->saved) {
+        t->saved = calloc((size_t)t->g->n_nodes, sizeof(void *));
+        t->saved_cap = calloc((size_t)t->g->n_nodes, sizeof(size_t));
+        if (!t->saved || !t->saved_cap)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for the tape's saved values");
+    }
+    if (t->saved_cap[i] < bytes) {
+        void *grown = realloc(t->saved[i], bytes);
+        if (!grown)
+            return kn_fail(KILN_ERR_NOMEM, "out of memory for %zu bytes node '%s' keeps for backward", bytes, n->name);
+        t->saved[i] = grown;
+        t->saved_cap[i] = bytes;
+    }
+    *buf = t->saved[i];
+    return KILN_OK;
+}
+
 kiln_status kn_tape_forward(kn_tape *t, bool training) {
     kn_graph *g = t->g;
     t->ctx.training = training;
@@ -334,6 +363,7 @@ kiln_status kn_tape_forward(kn_tape *t, bool training) {
         t->ctx.node_index = i;
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .ctx = &t->ctx,
                            .fused_relu = t->relu_fused_into[i] >= 0};
+        KN_TRY(saved_buffer(t, i, &call.saved));
         kiln_status st = n->op->forward(&call);
         if (st == KILN_OK && n->op->sizes_at_run)
             st = check_run_shapes(g, n, &b);
@@ -380,7 +410,8 @@ kiln_status kn_tape_backward(kn_tape *t) {
                            n->name, n->op->name);
         t->ctx.node_index = i;
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx,
-                           .fused_relu = t->relu_fused_into[i] >= 0};
+                           .fused_relu = t->relu_fused_into[i] >= 0,
+                           .saved = t->saved && n->op->saved_bytes ? t->saved[i] : NULL};
         for (int k = 0; k < n->n_in; k++) {
             int v = n->in[k];
             if (v >= 0 && t->grad_storer[v] == i && (g->values[v].kind == KN_VALUE_ACT || params_fresh))

@@ -23,6 +23,8 @@ typedef struct kn_tape {
     float *act_block;
     size_t act_block_bytes;
     float *param_grad_block;
+    void **saved;        /* (n_nodes) what node i's forward keeps for its backward (kn_op.saved_bytes) */
+    size_t *saved_cap;   /* (n_nodes) bytes allocated at saved[i] */
     kn_op_ctx ctx;
 } kn_tape;
 
