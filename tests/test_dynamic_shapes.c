@@ -103,16 +103,27 @@ static void alternate_cases(kiln_session *s, const dyn_model *m, const fixture *
               other, last, kn_session_plan_count(s) - plans);
 }
 
+/* A session of tests/ref/data/<onnx>, through the public API; NULL (and *model NULL) when either fails. */
+static kiln_session *fixture_session(const char *onnx, kiln_model **model) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/ref/data/%s", KILN_SOURCE_DIR, onnx);
+    *model = NULL;
+    CHECK_OK(kiln_model_load_onnx(path, model));
+    kiln_session *s = NULL;
+    if (*model)
+        CHECK_OK(kiln_session_create(*model, NULL, &s));
+    if (!s) {
+        kiln_model_free(*model);
+        *model = NULL;
+    }
+    return s;
+}
+
 static void test_runs_follow_the_values(const dyn_model *m) {
     fixture fx;
     CHECK(fixture_load(m->fixture, &fx));
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/ref/data/%s", KILN_SOURCE_DIR, m->onnx);
-    kiln_model *model = NULL;
-    CHECK_OK(kiln_model_load_onnx(path, &model));
-    kiln_session *s = NULL;
-    if (model)
-        CHECK_OK(kiln_session_create(model, NULL, &s));
+    kiln_model *model;
+    kiln_session *s = fixture_session(m->onnx, &model);
     for (int i = 0; s && i < N_CASES; i++) {
         char name[16];
         snprintf(name, sizeof name, "x%d", i);
@@ -139,15 +150,10 @@ static void test_runs_follow_the_values(const dyn_model *m) {
 
 /* A session made before any run reports the bound of a value-sized output, and the actual shape after. */
 static void test_output_shape_before_and_after(void) {
-    kiln_model *model = NULL;
-    CHECK_OK(kiln_model_load_onnx(KILN_SOURCE_DIR "/tests/ref/data/dynamic_shapes.onnx", &model));
-    kiln_session *s = NULL;
-    if (model)
-        CHECK_OK(kiln_session_create(model, NULL, &s));
-    if (!s) {
-        kiln_model_free(model);
+    kiln_model *model;
+    kiln_session *s = fixture_session("dynamic_shapes.onnx", &model);
+    if (!s)
         return;
-    }
     int64_t dims[2] = {2, 5};
     CHECK_OK(kiln_session_resize_input(s, 0, 2, dims));
     int index = kiln_session_output_index(s, "doubled"), ndim = 0;
@@ -195,15 +201,10 @@ static void test_tape_refuses_run_shapes(void) {
 /* Before a run, an output sized by values the run computes has no shape yet: asking is an error that
  * says so; after the run it is known. */
 static void test_run_values_known_after_run(void) {
-    kiln_model *model = NULL;
-    CHECK_OK(kiln_model_load_onnx(KILN_SOURCE_DIR "/tests/ref/data/run_values.onnx", &model));
-    kiln_session *s = NULL;
-    if (model)
-        CHECK_OK(kiln_session_create(model, NULL, &s));
-    if (!s) {
-        kiln_model_free(model);
+    kiln_model *model;
+    kiln_session *s = fixture_session("run_values.onnx", &model);
+    if (!s)
         return;
-    }
     int64_t dims[2] = {1, 4};
     CHECK_OK(kiln_session_resize_input(s, 0, 2, dims));
     int index = kiln_session_output_index(s, "ramp"), ndim = 0;
