@@ -361,6 +361,16 @@ static void expect_rejected(const unsigned char *bytes, size_t size, kiln_status
     kn_graph_free(&g);
 }
 
+/* Copies the valid file buf (size bytes) into f, applies `edit` to the copy, fixes its checksums so that
+ * only the edit is wrong, and expects the load to fail with `status` and a message holding `needle`. */
+#define HOSTILE(edit, status, needle)                 \
+    do {                                              \
+        memcpy(f, buf, size);                         \
+        edit;                                         \
+        fix_checksums(f, size);                       \
+        expect_rejected(f, size, status, needle);     \
+    } while (0)
+
 static bool file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -847,13 +857,6 @@ static void test_hostile_fields(void) {
     size_t graph = section_offset(buf, "GRPH"), table = section_offset(buf, "TTAB");
     size_t entry = table + 8; /* the first tensor-table entry */
 
-#define HOSTILE(edit, status, needle)                 \
-    do {                                              \
-        memcpy(f, buf, size);                         \
-        edit;                                         \
-        fix_checksums(f, size);                       \
-        expect_rejected(f, size, status, needle);     \
-    } while (0)
 
     HOSTILE(set_u32(f + 12, 0xFFFFFFFFu), KILN_ERR_FORMAT, "more than the 64");
     HOSTILE(set_u32(f + 12, 60), KILN_ERR_FORMAT, "directory");
@@ -916,7 +919,6 @@ static void test_hostile_fields(void) {
     HOSTILE(set_u32(f + meta, 0x40000000u), KILN_ERR_FORMAT, "class name count");
     HOSTILE(set_u64(f + meta + 4, UINT64_MAX), KILN_ERR_FORMAT, "mean/std length");
     HOSTILE(set_u32(f + meta + 12, 1000), KILN_ERR_FORMAT, "metadata entry count");
-#undef HOSTILE
     printf("a hostile field: %s\n", kiln_last_error());
     free(f);
     free(buf);
@@ -1025,13 +1027,6 @@ static void test_hostile_compact_fields(void) {
     uint32_t n_entries = get_u32(buf + section_offset(buf, "TTAB"));
     uint32_t u8_scale_index = get_u32(buf + u8 + 80), i4_scale_index = get_u32(buf + i4 + 80);
 
-#define HOSTILE(edit, status, needle)                 \
-    do {                                              \
-        memcpy(f, buf, size);                         \
-        edit;                                         \
-        fix_checksums(f, size);                       \
-        expect_rejected(f, size, status, needle);     \
-    } while (0)
 
     /* Aux references. */
     HOSTILE(set_u32(f + i4 + 80, 999), KILN_ERR_FORMAT, "the scale is entry 999; the table has");
@@ -1104,7 +1099,6 @@ static void test_hostile_compact_fields(void) {
             "more than the");
     printf("decode budget: %s\n", kiln_last_error());
     CHECK(n_entries > N_COMPACT);
-#undef HOSTILE
     printf("a hostile compact field: %s\n", kiln_last_error());
     free(f);
     free(buf);
@@ -1143,13 +1137,6 @@ static void test_format_1_1_rows(void) {
     }
     check_mutations_in(buf, size, (const size_t(*)[2])ranges, 10, "format 1.1 file's packed tensors");
 
-#define HOSTILE(edit, status, needle)                 \
-    do {                                              \
-        memcpy(f, buf, size);                         \
-        edit;                                         \
-        fix_checksums(f, size);                       \
-        expect_rejected(f, size, status, needle);     \
-    } while (0)
     /* Rows of 7 levels: 4 bytes each (the last half-byte zero) for i4, 1 byte for the bitmask. */
     CHECK(get_u64(buf + i4 + 64) == 12 && get_u64(buf + mask + 64) == 3 && buf[i4 + 7] == 0);
     HOSTILE(set_u64(f + i4 + 64, 11), KILN_ERR_FORMAT,
@@ -1161,7 +1148,6 @@ static void test_format_1_1_rows(void) {
     HOSTILE(set_u32(f + cb + 76, 3), KILN_ERR_FORMAT, "codebook indices of 3 bits");
     /* The same bytes marked contiguous: 12 bytes are not the 11 that 21 levels take. */
     HOSTILE(f[i4 + 7] = 1, KILN_ERR_FORMAT, "12 bytes of affine i4 levels; 21 levels need 11");
-#undef HOSTILE
     printf("format 1.1 rows: %s\n", kiln_last_error());
     kn_graph_free(&g);
     free(buf);
