@@ -11,15 +11,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${KILN_FASHION_MNIST_DIR:
     echo "skipped: dataset-fashion-mnist is not installed"; echo "0 passed, 0 failed, 1 skipped"; exit 0
 fi
 # The first 2000 test images as an npy pair: small enough for seconds of fine-tuning.
-/usr/bin/python3 - "${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$work" <<'PY'
-import gzip, sys
-import numpy as np
-src, work = sys.argv[1], sys.argv[2]
-x = np.frombuffer(gzip.open(src + "/t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)[:2000 * 784]
-y = np.frombuffer(gzip.open(src + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:2000]
-np.save(work + "/x.npy", x.reshape(2000, 1, 28, 28))
-np.save(work + "/y.npy", y.astype(np.int64))
-PY
+cli_fmnist_npy 2000
 data="$work/x.npy,$work/y.npy"
 cat > "$work/small.txt" <<'SPEC'
 input 1 28 28

@@ -31,15 +31,7 @@ check "2 epochs straight == 1 epoch + resume 1 epoch (byte-identical)" 'cmp -s "
 # Gradients at 2 bits with error feedback: the residuals travel in the checkpoint, so the resumed run is
 # the straight one too; a checkpoint holding them does not resume without --error-feedback.
 # (On the first 1000 test images, so that these four runs take seconds.)
-/usr/bin/python3 - "${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$work" <<'PY'
-import gzip, sys
-import numpy as np
-src, work = sys.argv[1], sys.argv[2]
-x = np.frombuffer(gzip.open(src + "/t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)[:1000 * 784]
-y = np.frombuffer(gzip.open(src + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:1000]
-np.save(work + "/x.npy", x.reshape(1000, 1, 28, 28))
-np.save(work + "/y.npy", y.astype(np.int64))
-PY
+cli_fmnist_npy 1000
 ef_common=("${common[@]}" --data "$work/x.npy,$work/y.npy" --grad-bits 2)
 "$kiln" train "${ef_common[@]}" --error-feedback --epochs 2 --out "$work/ef_straight.kiln"
 "$kiln" train "${ef_common[@]}" --error-feedback --epochs 1 --out "$work/ef_half.kiln"
