@@ -1206,6 +1206,28 @@ static void test_open_dimensions(void) {
     kiln_model_free(model);
 }
 
+/* A hostile model: a 3x3 Conv wide enough for Winograd whose strides or dilations hold three ones. The
+ * Winograd check read past its two-slot buffer on such lists (found by fuzz_kiln_file); the model must be
+ * refused with a message naming the list, before any kernel is chosen. */
+static void test_window_lists_too_long(void) {
+    const char *attrs[] = {"strides", "dilations"};
+    for (int i = 0; i < 2; i++) {
+        kn_graph g;
+        kn_graph_init(&g);
+        int x = add_input(&g, SHAPE(1, 16, 8, 8));
+        int y = add_conv(&g, x, 16, 16, 1, true);
+        CHECK_OK(kn_node_set_ints(&g, last_node(&g), attrs[i], 3, (int64_t[]){1, 1, 1}));
+        set_output(&g, y);
+        kiln_model *model = NULL;
+        kiln_session *s = kn_model_from_graph(&g, &model) == KILN_OK ? rt_session_new(model, true, 1, false) : NULL;
+        printf("Conv with %s of three values: %s\n", attrs[i], s ? "accepted" : kiln_last_error());
+        CHECK_MSG(s == NULL && strstr(kiln_last_error(), attrs[i]) != NULL, "%s of three values: %s", attrs[i],
+                  s ? "accepted" : kiln_last_error());
+        kiln_session_free(s);
+        kiln_model_free(model);
+    }
+}
+
 int main(void) {
     build_rng = kn_rng_seeded(42);
     test_caller_openmp_untouched(); /* first: before any parallel region has started threads */
@@ -1227,5 +1249,6 @@ int main(void) {
     test_plan_cache_shape_values();
     test_open_dimensions();
     test_batch_split();
+    test_window_lists_too_long();
     return check_finish();
 }

@@ -73,13 +73,17 @@ typedef struct wino_geom {
     int64_t out_cols;          /* and of its output: (TILE * block_rows, out_cols, Mp) */
 } wino_geom;
 
+/* True when attribute `attr` is absent or a list of at most two ones (a longer list is the shape check's
+ * to refuse; kn_node_ints reports its full length but copies only two). */
 static bool all_ones(const kn_node *n, const char *attr) {
     int64_t v[2];
     int count = kn_node_ints(n, attr, v, 2);
+    if (count > 2)
+        return false;
     for (int i = 0; i < count; i++)
         if (v[i] != 1)
             return false;
-    return count <= 2;
+    return true;
 }
 
 bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
