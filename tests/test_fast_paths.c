@@ -203,56 +203,71 @@ static kn_tensor *run_node(kn_graph *g, int node, int threads) {
     return out;
 }
 
+/* The direct path against im2col on case c filled from `seed`; the worst difference and its ratio to twice
+ * the rounding bound raise *worst_diff and *worst_ratio. */
+static void check_against_im2col(const dw_case *c, uint64_t seed, double *worst_diff, double *worst_ratio) {
+    kn_graph g;
+    int node = build(&g, c);
+    opcheck_fill_uniform(&g, seed, -1.0f, 1.0f);
+    kn_tensor *one = run_node(&g, node, 1), *two = run_node(&g, node, 2);
+    if (one && two) {
+        int64_t count = kn_numel(one), taps = c->kernel[0] * c->kernel[1];
+        float *ref = malloc(sizeof(float) * (size_t)count);
+        double *magnitude = malloc(sizeof(double) * (size_t)count);
+        reference(c, &g, &one->shape, ref, magnitude);
+        double case_ratio = 0, case_diff = 0;
+        for (int64_t i = 0; i < count; i++) {
+            double diff = fabs((double)kn_f32(one)[i] - ref[i]);
+            case_diff = fmax(case_diff, diff);
+            case_ratio = fmax(case_ratio, diff / (2 * rounding_bound(taps, magnitude[i])));
+        }
+        bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+        printf("%-46s C %-3lld max |direct - im2col| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
+               (long long)c->x[1], case_diff, case_ratio, same ? "bit-identical" : "DIFFERENT");
+        CHECK_MSG(case_ratio <= 1, "%s, C %lld: %.3g of the rounding bound", c->label, (long long)c->x[1],
+                  case_ratio);
+        CHECK_MSG(same, "%s, C %lld: 1 and 2 threads differ", c->label, (long long)c->x[1]);
+        *worst_ratio = fmax(*worst_ratio, case_ratio);
+        *worst_diff = fmax(*worst_diff, case_diff);
+        free(ref);
+        free(magnitude);
+    }
+    opcheck_free_outputs(one, 1);
+    opcheck_free_outputs(two, 1);
+    kn_graph_free(&g);
+}
+
+/* Every case as given and, when it has one output channel per group but fewer channels than a
+ * channel-last block (so it runs the row kernels), again with a block more channels (so the same
+ * geometry runs channel-last). */
 static void test_against_im2col(void) {
     double worst_ratio = 0, worst_diff = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        const dw_case *c = &cases[k];
-        kn_graph g;
-        int node = build(&g, c);
-        opcheck_fill_uniform(&g, 900 + k, -1.0f, 1.0f);
-        kn_tensor *one = run_node(&g, node, 1), *two = run_node(&g, node, 2);
-        if (one && two) {
-            int64_t count = kn_numel(one), taps = c->kernel[0] * c->kernel[1];
-            float *ref = malloc(sizeof(float) * (size_t)count);
-            double *magnitude = malloc(sizeof(double) * (size_t)count);
-            reference(c, &g, &one->shape, ref, magnitude);
-            double case_ratio = 0, case_diff = 0;
-            for (int64_t i = 0; i < count; i++) {
-                double diff = fabs((double)kn_f32(one)[i] - ref[i]);
-                case_diff = fmax(case_diff, diff);
-                case_ratio = fmax(case_ratio, diff / (2 * rounding_bound(taps, magnitude[i])));
-            }
-            bool same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
-            printf("%-46s max |direct - im2col| = %.3g (%.3g of the bound); 1 vs 2 threads: %s\n", c->label,
-                   case_diff, case_ratio, same ? "bit-identical" : "DIFFERENT");
-            CHECK_MSG(case_ratio <= 1, "%s: %.3g of the rounding bound", c->label, case_ratio);
-            CHECK_MSG(same, "%s: 1 and 2 threads differ", c->label);
-            worst_ratio = fmax(worst_ratio, case_ratio);
-            worst_diff = fmax(worst_diff, case_diff);
-            free(ref);
-            free(magnitude);
+        check_against_im2col(&cases[k], 900 + k, &worst_diff, &worst_ratio);
+        if (cases[k].multiplier == 1 && cases[k].x[1] < KN_DEPTHWISE_LANES) {
+            dw_case wide = cases[k];
+            wide.x[1] += KN_DEPTHWISE_LANES;
+            check_against_im2col(&wide, 900 + k, &worst_diff, &worst_ratio);
         }
-        opcheck_free_outputs(one, 1);
-        opcheck_free_outputs(two, 1);
-        kn_graph_free(&g);
     }
     printf("direct depthwise vs im2col: max |diff| = %.3g (%.3g of twice the rounding bound)\n", worst_diff,
            worst_ratio);
 }
 
 /* The direct path's scratch, as the runtime sizes it from `workspace`, is what forward takes: a session
- * allocates it before running, and nothing while running. One input channel per output channel runs
- * channel-last and takes, per thread, a strip of padded input rows (about 1024 pixels' worth of output
- * rows), the strip's outputs, the taps and the bias, 16 lanes each; with more output channels per group,
- * a 3x3 kernel reads its planes in place and takes one zero row, other kernels a padded plane per
- * thread. */
+ * allocates it before running, and nothing while running. One input channel per output channel, with at
+ * least a block of 16 channels, runs channel-last and takes, per thread, a strip of padded input rows
+ * (about 1024 pixels' worth of output rows), the strip's outputs, the taps and the bias, 16 lanes each;
+ * otherwise a 3x3 kernel reads its planes in place and takes one zero row, other kernels a padded plane
+ * per thread. */
 static void test_workspace(void) {
     static const struct {
         int c;
         size_t floats;
         const char *what;
     } expect[] = {{14, 2 * 16 * (19 * 58 + 17 * 56 + 9 + 1), "two strips: 19 rows of 58 in, 17 of 56 out"},
-                  {6, 2 * 16 * (14 * 13 + 10 * 9 + 25 + 1), "two strips: the whole 14x13 padded plane"},
+                  {18, 2 * 16 * (19 * 19 + 8 * 8 + 25 + 1), "two strips: the whole 19x19 padded plane"},
+                  {6, 2 * 14 * 13, "4 channels: two padded 14x13 planes"},
                   {10, 8, "one zero row of 8"}};
     for (size_t k = 0; k < sizeof expect / sizeof expect[0]; k++) {
         kn_graph g;

@@ -288,8 +288,9 @@ static void depthwise_plane_in_place(const conv_geom *g, const float *x, const f
  * every tap is one vector multiply-add over the block (kn_depthwise_last_row), and the outputs are
  * copied back into their planes. The row kernels vectorize along a row instead, which small images
  * waste: 960 channels of 7x7 took 0.115 ms that way, 0.030 ms channel-last (min of 200 runs, 1 thread,
- * AVX-512); 144 of 56x56, 0.314 and 0.193 ms. */
-static bool depthwise_channel_last(const conv_geom *g) { return g->Mg == 1; }
+ * AVX-512); 144 of 56x56, 0.314 and 0.193 ms. A layer with fewer channels than one block would compute
+ * mostly padding lanes (one channel: 16 times its work), so it keeps the row kernels. */
+static bool depthwise_channel_last(const conv_geom *g) { return g->Mg == 1 && g->M >= KN_DEPTHWISE_LANES; }
 
 /* A strip of output rows: enough that its input rows hold about 1024 padded pixels (64 KiB of
  * channel-last floats, in L2 with the outputs), and at least one. */
