@@ -200,7 +200,7 @@ static double matmul_compare_direct(const matmul_case *c, kn_graph *g, const kn_
         bd[(c->b.ndim == 1 ? 4 : 6 - c->b.ndim) + i] = c->b.d[i];
     int64_t M = ad[4], K = ad[5], N = bd[5], yd[4], n_batch = 1;
     for (int i = 0; i < 4; i++) {
-        yd[i] = ad[i] > bd[i] ? ad[i] : bd[i];
+        yd[i] = ad[i] == 1 ? bd[i] : ad[i];
         n_batch *= yd[i];
     }
     CHECK_MSG(kn_numel(y) == n_batch * M * N, "%s: output size", c->label);
@@ -247,6 +247,8 @@ static void test_matmul(void) {
         {"MatMul (3,4) @ (2,4,5) shared A", SHAPE(3, 4), SHAPE(2, 4, 5), SHAPE(2, 3, 5)},
         {"MatMul (1,2,1,1,3,2) @ (2,1,2,1,2,3) 6-D", SHAPE(1, 2, 1, 1, 3, 2), SHAPE(2, 1, 2, 1, 2, 3),
          SHAPE(2, 2, 2, 1, 3, 3)},
+        {"MatMul (0,3,4) @ (4,5) empty batch", SHAPE(0, 3, 4), SHAPE(4, 5), SHAPE(0, 3, 5)},
+        {"MatMul (2,0) @ (0,3): K = 0, zeros", SHAPE(2, 0), SHAPE(0, 3), SHAPE(2, 3)},
     };
     double worst_ratio = 0, worst_diff = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {

@@ -16,94 +16,11 @@
 
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
+#include "ops/matmul_dims.h"
 #include "ops/op.h"
 
-typedef struct matmul_dims {
-    int64_t M, N, K;
-    int batch_rank;                      /* batch dimensions of Y */
-    int64_t batch[KN_MAX_DIMS];
-    int64_t n_batch;                     /* product of batch[] */
-    /* Elements between consecutive matrices of A / B along each batch dimension of Y; 0 where that
-     * input is broadcast. */
-    int64_t a_step[KN_MAX_DIMS], b_step[KN_MAX_DIMS];
-    int64_t a_matrices, b_matrices;      /* matrices stored in A / B */
-    kn_shape out;
-} matmul_dims;
-
-/* Steps through the batch dims (right-aligned against Y's) of one input whose matrices hold
- * `matrix` elements; returns how many matrices the input stores. */
-static int64_t batch_steps(const kn_shape *s, int matrix_rank, int batch_rank, int64_t matrix,
-                           int64_t *step) {
-    int own_rank = s->ndim - matrix_rank;
-    int64_t stride = matrix;
-    for (int i = batch_rank - 1; i >= 0; i--) {
-        int k = i - (batch_rank - own_rank);
-        int64_t dim = k >= 0 ? s->d[k] : 1;
-        step[i] = dim == 1 ? 0 : stride;
-        stride *= dim;
-    }
-    return stride / matrix;
-}
-
-static kiln_status matmul_dims_of(const kn_shape *a, const kn_shape *b, matmul_dims *d) {
-    char sa[96], sb[96];
-    if (a->ndim < 1 || b->ndim < 1)
-        return kn_fail(KILN_ERR_SHAPE, "A %s and B %s must have at least one dimension",
-                       kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
-    int a_matrix_rank = a->ndim == 1 ? 1 : 2, b_matrix_rank = b->ndim == 1 ? 1 : 2;
-    d->M = a->ndim == 1 ? 1 : a->d[a->ndim - 2];
-    d->K = a->d[a->ndim - 1];
-    int64_t k_of_b = b->ndim == 1 ? b->d[0] : b->d[b->ndim - 2];
-    d->N = b->ndim == 1 ? 1 : b->d[b->ndim - 1];
-    if (k_of_b != d->K)
-        return kn_fail(KILN_ERR_SHAPE, "A %s has %lld columns but B %s has %lld rows",
-                       kn_shape_str(a, sa, sizeof sa), (long long)d->K,
-                       kn_shape_str(b, sb, sizeof sb), (long long)k_of_b);
-    for (int i = 0; i < a->ndim; i++)
-        if (a->d[i] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "A %s has a zero or negative dimension",
-                           kn_shape_str(a, sa, sizeof sa));
-    for (int i = 0; i < b->ndim; i++)
-        if (b->d[i] < 1)
-            return kn_fail(KILN_ERR_SHAPE, "B %s has a zero or negative dimension",
-                           kn_shape_str(b, sb, sizeof sb));
-
-    int a_batch_rank = a->ndim - a_matrix_rank, b_batch_rank = b->ndim - b_matrix_rank;
-    d->batch_rank = a_batch_rank > b_batch_rank ? a_batch_rank : b_batch_rank;
-    d->n_batch = 1;
-    for (int i = 0; i < d->batch_rank; i++) {
-        int ka = i - (d->batch_rank - a_batch_rank), kb = i - (d->batch_rank - b_batch_rank);
-        int64_t da = ka >= 0 ? a->d[ka] : 1, db = kb >= 0 ? b->d[kb] : 1;
-        if (da != db && da != 1 && db != 1)
-            return kn_fail(KILN_ERR_SHAPE, "batch dimensions of A %s and B %s do not broadcast",
-                           kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
-        d->batch[i] = da == 1 ? db : da;
-        d->n_batch = kn_count_mul(d->n_batch, d->batch[i]); /* A and B broadcast past 2^62 */
-    }
-    d->a_matrices = batch_steps(a, a_matrix_rank, d->batch_rank, d->M * d->K, d->a_step);
-    d->b_matrices = batch_steps(b, b_matrix_rank, d->batch_rank, d->K * d->N, d->b_step);
-
-    d->out = kn_shape_of(d->batch_rank, d->batch);
-    if (a->ndim > 1)
-        d->out.d[d->out.ndim++] = d->M;
-    if (b->ndim > 1)
-        d->out.d[d->out.ndim++] = d->N;
-    return KILN_OK;
-}
-
-/* Element offsets into A and B of the matrices that make output matrix `index`. */
-static void matmul_offsets(const matmul_dims *d, int64_t index, int64_t *a_off, int64_t *b_off) {
-    *a_off = *b_off = 0;
-    for (int i = d->batch_rank - 1; i >= 0; i--) {
-        int64_t coord = index % d->batch[i];
-        index /= d->batch[i];
-        *a_off += coord * d->a_step[i];
-        *b_off += coord * d->b_step[i];
-    }
-}
-
 /* The fused bias must be one row of Y: (N) or (1, ..., 1, N), of rank at most Y's. */
-static kiln_status matmul_check_bias(const kn_shape *bias, const kn_shape *b, const matmul_dims *d) {
+static kiln_status matmul_check_bias(const kn_shape *bias, const kn_shape *b, const kn_matmul_dims *d) {
     char sbias[96], sb[96];
     if (b->ndim < 2)
         return kn_fail(KILN_ERR_SHAPE, "a fused bias needs a B of rank >= 2; B is %s",
@@ -130,8 +47,8 @@ static kiln_status matmul_infer(kn_graph *g, const kn_node *node) {
         return kn_fail(KILN_ERR_INVALID_ARG, "inputs A and B are required");
     if (a->dtype != KN_F32 || b->dtype != KN_F32 || (bias && bias->dtype != KN_F32))
         return kn_fail(KILN_ERR_UNSUPPORTED, "only f32 inputs are supported");
-    matmul_dims d;
-    KN_TRY(matmul_dims_of(&a->shape, &b->shape, &d));
+    kn_matmul_dims d;
+    KN_TRY(kn_matmul_dims_of(&a->shape, &b->shape, &d));
     if (bias)
         KN_TRY(matmul_check_bias(&bias->shape, &b->shape, &d));
     kn_fused_act act;
@@ -144,12 +61,20 @@ static kiln_status matmul_infer(kn_graph *g, const kn_node *node) {
 
 /* When B is one matrix shared by every batch and A holds all of them, the batch folds into the rows
  * of one big product: (N, T, D) @ (D, F) is (N*T, D) @ (D, F). */
-static bool matmul_folds(const matmul_dims *d) {
+static bool matmul_folds(const kn_matmul_dims *d) {
     return d->b_matrices == 1 && d->a_matrices == d->n_batch;
 }
 
+/* Element offsets into A and B of the matrices that make output matrix `index`. */
+static void matmul_offsets(const kn_matmul_dims *d, int64_t index, int64_t *a_off, int64_t *b_off) {
+    int64_t a_matrix, b_matrix;
+    kn_matmul_matrices(d, index, &a_matrix, &b_matrix);
+    *a_off = a_matrix * d->M * d->K;
+    *b_off = b_matrix * d->K * d->N;
+}
+
 /* Packing workspace of forward's products (one batched product, or one per batch matrix). */
-static size_t matmul_gemm_workspace(const matmul_dims *d) {
+static size_t matmul_gemm_workspace(const kn_matmul_dims *d) {
     size_t bytes = matmul_folds(d) ? kn_sgemm_workspace(false, false, d->n_batch * d->M, d->N, d->K)
                                    : kn_sgemm_workspace(false, false, d->M, d->N, d->K);
     return bytes == SIZE_MAX ? 0 : bytes;
@@ -157,8 +82,8 @@ static size_t matmul_gemm_workspace(const matmul_dims *d) {
 
 /* MatMul's forward, or MatMulPacked's with its packed B (NULL for MatMul). */
 static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
-    matmul_dims d;
-    KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
+    kn_matmul_dims d;
+    KN_TRY(kn_matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
     const kn_tensor *bias_tensor = matmul_bias(call);
     if (bias_tensor)
         KN_TRY(matmul_check_bias(&bias_tensor->shape, &call->in[1]->shape, &d));
@@ -204,8 +129,8 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     if (!dout)
         return KILN_OK;
     KN_TRY(kn_fused_refuse_backward(call->node, matmul_bias(call) != NULL));
-    matmul_dims d;
-    KN_TRY(matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
+    kn_matmul_dims d;
+    KN_TRY(kn_matmul_dims_of(&call->in[0]->shape, &call->in[1]->shape, &d));
     const float *a = kn_f32(call->in[0]), *b = kn_f32(call->in[1]);
     const float *dy = kn_f32(dout); // (n_batch, M, N)
     float *da = call->din[0] ? kn_f32(call->din[0]) : NULL;
@@ -231,18 +156,18 @@ static kiln_status matmul_backward(const kn_op_call *call) {
 }
 
 static int64_t matmul_flops(const kn_graph *g, const kn_node *node) {
-    matmul_dims d;
+    kn_matmul_dims d;
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
-    if (matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
+    if (kn_matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
-    int64_t outputs = d.n_batch * d.M * d.N;
-    return kn_count_add(kn_count_mul(2, kn_count_mul(outputs, d.K)), kn_node_input(g, node, 2) ? outputs : 0);
+    int64_t outputs = kn_count_mul(kn_count_mul(d.n_batch, d.M), d.N);
+    return kn_count_add(kn_matmul_flops(&d), kn_node_input(g, node, 2) ? outputs : 0);
 }
 
 static size_t matmul_workspace(const kn_graph *g, const kn_node *node) {
     const kn_value *a = kn_node_input(g, node, 0), *b = kn_node_input(g, node, 1);
-    matmul_dims d;
-    if (!a || !b || matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
+    kn_matmul_dims d;
+    if (!a || !b || kn_matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
     return matmul_gemm_workspace(&d);
 }

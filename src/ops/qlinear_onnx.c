@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "core/quant.h"
-#include "ops/broadcast.h"
 #include "ops/conv_gemm.h"
+#include "ops/matmul_dims.h"
 #include "ops/movement.h"
 #include "ops/op.h"
 #include "ops/window.h"
@@ -288,62 +288,7 @@ static int64_t convinteger_flops(const kn_graph *g, const kn_node *node) { retur
 
 /* ---- matrix products ------------------------------------------------------------------------------- */
 
-/* A (..., M, K) @ B (..., K, N), numpy matmul: a 1-D A is a row and a 1-D B a column, the added dim
- * dropped from Y; batch dims broadcast. */
-typedef struct imm_dims {
-    int64_t M, K, N, n_batch;
-    kn_shape batch;                                   /* Y's batch dims */
-    int64_t a_step[KN_MAX_DIMS], b_step[KN_MAX_DIMS]; /* matrices of A / B per step of each batch dim */
-    kn_shape out;
-} imm_dims;
-
-/* Steps along Y's batch dims through the batch dims `own` (right-aligned) of one operand. */
-static void imm_steps(const kn_shape *own, const kn_shape *batch, int64_t *step) {
-    int64_t stride = 1;
-    for (int i = batch->ndim - 1; i >= 0; i--) {
-        int k = i - (batch->ndim - own->ndim);
-        int64_t dim = k >= 0 ? own->d[k] : 1;
-        step[i] = dim == 1 ? 0 : stride;
-        stride *= dim;
-    }
-}
-
-static kiln_status imm_dims_of(const kn_shape *a, const kn_shape *b, imm_dims *d) {
-    char sa[96], sb[96];
-    if (a->ndim < 1 || b->ndim < 1)
-        return kn_fail(KILN_ERR_SHAPE, "A %s and B %s must have at least one dimension",
-                       kn_shape_str(a, sa, sizeof sa), kn_shape_str(b, sb, sizeof sb));
-    int a_rank = a->ndim == 1 ? 1 : 2, b_rank = b->ndim == 1 ? 1 : 2;
-    d->M = a->ndim == 1 ? 1 : a->d[a->ndim - 2];
-    d->K = a->d[a->ndim - 1];
-    d->N = b->ndim == 1 ? 1 : b->d[b->ndim - 1];
-    if ((b->ndim == 1 ? b->d[0] : b->d[b->ndim - 2]) != d->K)
-        return kn_fail(KILN_ERR_SHAPE, "A %s and B %s do not multiply", kn_shape_str(a, sa, sizeof sa),
-                       kn_shape_str(b, sb, sizeof sb));
-    kn_shape a_batch = kn_shape_of(a->ndim - a_rank, a->d), b_batch = kn_shape_of(b->ndim - b_rank, b->d);
-    KN_TRY(kn_broadcast_shape(&a_batch, &b_batch, &d->batch));
-    imm_steps(&a_batch, &d->batch, d->a_step);
-    imm_steps(&b_batch, &d->batch, d->b_step);
-    d->n_batch = kn_shape_numel(&d->batch);
-    d->out = d->batch;
-    if (a->ndim > 1)
-        d->out.d[d->out.ndim++] = d->M;
-    if (b->ndim > 1)
-        d->out.d[d->out.ndim++] = d->N;
-    return KILN_OK;
-}
-
-/* Matrix indices into A and B of output matrix `index`. */
-static void imm_matrices(const imm_dims *d, int64_t index, int64_t *a, int64_t *b) {
-    *a = *b = 0;
-    for (int i = d->batch.ndim - 1; i >= 0; i--) {
-        int64_t coord = index % d->batch.d[i];
-        index /= d->batch.d[i];
-        *a += coord * d->a_step[i];
-        *b += coord * d->b_step[i];
-    }
-}
-
+/* A (..., M, K) @ B (..., K, N), numpy matmul, as MatMul has it (ops/matmul_dims.h). */
 typedef struct imm_inputs {
     int a, a_zero, b, b_zero;
     int a_scale, b_scale, y_scale, y_zero; /* -1 for MatMulInteger */
@@ -357,8 +302,8 @@ static kiln_status imm_infer(kn_graph *g, const kn_node *node, const imm_inputs 
     const kn_value *a = input_value(g, node, ix->a), *b = input_value(g, node, ix->b);
     KN_TRY(check_levels(a, "A"));
     KN_TRY(check_levels(b, "B"));
-    imm_dims d;
-    KN_TRY(imm_dims_of(&a->shape, &b->shape, &d));
+    kn_matmul_dims d;
+    KN_TRY(kn_matmul_dims_of(&a->shape, &b->shape, &d));
     KN_TRY(check_param(input_value(g, node, ix->a_zero), a, d.M, "a_zero_point"));
     KN_TRY(check_param(input_value(g, node, ix->b_zero), b, d.N, "b_zero_point"));
     kn_dtype y_type = KN_I32;
@@ -382,8 +327,8 @@ static kiln_status imm_infer(kn_graph *g, const kn_node *node, const imm_inputs 
 static kiln_status imm_forward(const kn_op_call *call, const imm_inputs *ix) {
     const kn_node *node = call->node;
     const kn_tensor *a = call->in[ix->a], *b = call->in[ix->b];
-    imm_dims d;
-    KN_TRY(imm_dims_of(&a->shape, &b->shape, &d));
+    kn_matmul_dims d;
+    KN_TRY(kn_matmul_dims_of(&a->shape, &b->shape, &d));
     qout o = {call->out[0], NULL, NULL, NULL, NULL};
     if (ix->y_scale >= 0) {
         o = (qout){call->out[0], call->in[ix->a_scale], call->in[ix->b_scale], call->in[ix->y_scale],
@@ -404,7 +349,7 @@ static kiln_status imm_forward(const kn_op_call *call, const imm_inputs *ix) {
     widen_levels(b, 0, nb, kn_input_at(call->in, node->n_in, ix->b_zero), 1, d.N, bi);
     for (int64_t t = 0; t < d.n_batch; t++) {
         int64_t ma, mb;
-        imm_matrices(&d, t, &ma, &mb);
+        kn_matmul_matrices(&d, t, &ma, &mb);
         const int32_t *am = ai + ma * d.M * d.K, *bm = bi + mb * d.K * d.N;
         for (int64_t m = 0; m < d.M; m++) { /* row m of Y, B's rows added in turn: B read in order */
             memset(row, 0, sizeof(int64_t) * (size_t)d.N);
@@ -423,10 +368,10 @@ static kiln_status imm_forward(const kn_op_call *call, const imm_inputs *ix) {
 
 static int64_t imm_flops(const kn_graph *g, const kn_node *node, int b_input) {
     const kn_value *a = input_value(g, node, 0), *b = input_value(g, node, b_input);
-    imm_dims d;
-    if (!a || !b || imm_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
+    kn_matmul_dims d;
+    if (!a || !b || kn_matmul_dims_of(&a->shape, &b->shape, &d) != KILN_OK)
         return 0;
-    return 2 * d.n_batch * d.M * d.N * d.K;
+    return kn_matmul_flops(&d);
 }
 
 static kiln_status qlinearmatmul_infer(kn_graph *g, const kn_node *node) {
