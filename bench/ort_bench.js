@@ -51,10 +51,11 @@ async function main(argv) {
     await session.run(feeds);
     times.push(Number(process.hrtime.bigint() - start) / 1e6);
   }
+  const mean = times.reduce((a, b) => a + b, 0) / iters;
   times.sort((a, b) => a - b);
   const median = iters % 2 ? times[(iters - 1) / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
   console.log(JSON.stringify({
-    batch, threads, iterations: iters, median_ms: +median.toFixed(4), min_ms: +times[0].toFixed(4),
+    batch, threads, iterations: iters, median_ms: +median.toFixed(4), mean_ms: +mean.toFixed(4), min_ms: +times[0].toFixed(4),
     p90_ms: +times[Math.floor(iters * 9 / 10)].toFixed(4), samples_per_second: +(batch * 1e3 / median).toFixed(1),
   }));
 }

@@ -11,7 +11,7 @@ build_packages=(build-essential cmake pkg-config zlib1g-dev libstb-dev
                 libprotobuf-c-dev protobuf-c-compiler libonnx-dev)
 test_packages=(dataset-fashion-mnist libonnx-testdata python3 python3-numpy python3-onnx nodejs chromium
                clang libclang-rt-14-dev)
-bench_packages=(python3-torch python3-torchvision libopenblas0-openmp)
+bench_packages=(python3-torch python3-torchvision libopenblas0-openmp stress-ng)
 packages=("${build_packages[@]}" "${test_packages[@]}")
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=("${bench_packages[@]}")
