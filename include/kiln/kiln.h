@@ -81,12 +81,22 @@ typedef enum kiln_dtype {
     KILN_DTYPE_U16,
     KILN_DTYPE_U32,
     KILN_DTYPE_U64,
-    KILN_DTYPE_BF16   /* bfloat16: the top 16 bits of an f32 */
+    KILN_DTYPE_BF16,  /* bfloat16: the top 16 bits of an f32 */
+    KILN_DTYPE_STRING /* text: one `const char *` per element (NUL-terminated), see below */
 } kiln_dtype;
+
+/* String tensors (ONNX's STRING) cross the API as arrays of pointers, one NUL-terminated string per
+ * element: kiln_session_set_input takes `const char *const strings[n]` with bytes = n * sizeof(char *)
+ * and COPIES every string (the caller keeps its array and strings); kiln_session_output hands out
+ * `const char *const *` (n pointers) owned by the session, valid until the next kiln_session_run,
+ * kiln_session_set_input of a string input, resize or kiln_session_free. kiln_session_input_data
+ * refuses string inputs (KILN_ERR_UNSUPPORTED). Only Cast / CastLike (to and from every numeric type)
+ * and ops that move data without reading it compute with strings (docs/onnx.md, "Strings"). */
 
 /* "f32"; "?" for a value outside the enum. Static storage. */
 KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
-/* Bytes of one element; 0 for a value outside the enum. */
+/* Bytes of one element as the API passes it (sizeof(const char *) for KILN_DTYPE_STRING); 0 for a value
+ * outside the enum. */
 KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
 
 /* ---- models ------------------------------------------------------------------------------------- */
