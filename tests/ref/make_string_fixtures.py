@@ -19,6 +19,8 @@ int); to bool, "True"/"False" in any case or a number's x != 0. Written with pyt
 python3-onnx of Debian.
 strings_add.onnx: Add of two STRING inputs, which kiln refuses (ONNX's Add takes no strings either; the
   file skips onnx.checker).
+strings_run.onnx: for kiln run (tests/cli_strings.sh): input t (n) STRING -> Cast to FLOAT -> output num ->
+  Cast to STRING -> output text; input w (n) STRING -> Identity -> output words.
 strings_in.npy: a (3,) '<U' array for kiln run (input t_f32 of strings.onnx, ... see cli_strings.sh).
 
 usage: /usr/bin/python3 tests/ref/make_string_fixtures.py [OUT_DIR]   (default tests/ref/data)
@@ -144,10 +146,26 @@ def build_add():
     return model
 
 
+def build_run():
+    S, F = TensorProto.STRING, TensorProto.FLOAT
+    nodes = [helper.make_node("Cast", ["t"], ["num"], to=F), helper.make_node("Cast", ["num"], ["text"], to=S),
+             helper.make_node("Identity", ["w"], ["words"])]
+    graph = helper.make_graph(nodes, "strings_run",
+                              [helper.make_tensor_value_info(n, S, ["n"]) for n in ("t", "w")],
+                              [helper.make_tensor_value_info("num", F, ["n"]),
+                               helper.make_tensor_value_info("text", S, ["n"]),
+                               helper.make_tensor_value_info("words", S, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "data")
     onnx.save(build(), os.path.join(out, "strings.onnx"))
     onnx.save(build_add(), os.path.join(out, "strings_add.onnx"))
+    onnx.save(build_run(), os.path.join(out, "strings_run.onnx"))
     with open(os.path.join(out, "strings_cast.txt"), "w") as f:
         f.write("# tests/ref/make_string_fixtures.py: numpy %s astype (see there)\n" % np.__version__)
         for line in cases():
