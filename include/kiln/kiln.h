@@ -90,7 +90,8 @@ typedef enum kiln_dtype {
  * and COPIES every string (the caller keeps its array and strings); kiln_session_output hands out
  * `const char *const *` (n pointers) owned by the session, valid until the next kiln_session_run,
  * kiln_session_set_input of a string input, resize or kiln_session_free. kiln_session_input_data
- * refuses string inputs (KILN_ERR_UNSUPPORTED). Only Cast / CastLike (to and from every numeric type)
+ * refuses string inputs (KILN_ERR_UNSUPPORTED). An element the last set did not write reads as "" or a
+ * string set before, never as stray bytes. Only Cast / CastLike (to and from every numeric type)
  * and ops that move data without reading it compute with strings (docs/onnx.md, "Strings"). */
 
 /* "f32"; "?" for a value outside the enum. Static storage. */

@@ -328,7 +328,7 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
 /* ONNX ops kiln does not run, and why. */
 #define KN_NO_SUBGRAPHS "control flow: kiln's graphs have no nested subgraphs"
 #define KN_NO_SEQUENCES "sequence and optional values: kiln's values are tensors"
-#define KN_NO_STRINGS "string tensors: kiln has no string dtype"
+#define KN_NO_STRINGS "string ops: kiln's string tensors only cross the boundary (Cast, ops that move data)"
 #define KN_RANDOM "random draws: the expected values are numpy's generator's, which kiln's counter-based stream does not reproduce"
 #define KN_TRAINING_DOMAIN "ai.onnx.preview.training: kiln trains with its own optimizers (kiln train)"
 #define KN_NOT_YET "not implemented yet"
@@ -750,9 +750,9 @@ static const op_rewrite rewrites[] = {
      "kiln's Identity when the op table has it, else an alias of its input; tensors only (kiln has no "
      "sequence or optional values)"},
     {"Cast", import_cast, "Cast",
-     "`to` becomes the kn_dtype code; not to or from STRING (kiln has no string dtype)"},
+     "`to` becomes the kn_dtype code; to and from STRING as numpy's astype (docs/onnx.md, Strings)"},
     {"CastLike", import_castlike, "Cast",
-     "becomes Cast to the dtype of input 1; not to or from STRING (kiln has no string dtype)"},
+     "becomes Cast to the dtype of input 1, STRING included"},
     {"EyeLike", import_eyelike, "EyeLike", "`dtype` becomes the kn_dtype code"},
     {"HannWindow", import_window, "HannWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"HammingWindow", import_window, "HammingWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
