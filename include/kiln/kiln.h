@@ -215,8 +215,9 @@ KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, v
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
  * shapes, which plans the memory; a session keeps the plans of the four sets of input shapes, and
- * shape values below, it used last, so going back to one of them plans and allocates nothing). Uses
- * the session's thread count.
+ * shape values below, it used last, so going back to one of them plans and allocates nothing; a string
+ * output's table of pointers grows on the first run that needs it larger). Uses the session's thread
+ * count.
  *
  * Shapes computed from input VALUES: a model may read a small input (rank 0 or 1, at most 64 elements:
  * a Reshape target, Slice bounds, Resize scales or sizes, Range bounds, Pad pads, axes ...) to size what

@@ -16,7 +16,8 @@
  * allowed, or (any case) "nan", "inf", "+inf", "-inf", "infinity": to floats by one correct rounding
  * into the type (strtof / strtod; f16 and bf16 through f32), to integers exactly when it is an integer
  * and otherwise as its float value converts, to bool "True" / "False" or a number's x != 0. ONNX leaves
- * other strings undefined; here they fail the run, naming the element.
+ * other strings undefined; here they fail the run, naming the element (so does a number written with
+ * 512 characters or more).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -172,38 +173,27 @@ static void format_element(const kn_tensor *x, int64_t i, char *out) {
         snprintf(out, KN_STRING_SMALL, "%lld", (long long)kn_int_load(x->data, x->dtype, i));
 }
 
-/* The number a string holds (see the top), with the characters strtod reads between `*start` and
- * `*end`; false when it holds none. Hex floats and "nan(...)" are no decimal numbers. */
-static bool number_span(const char *s, const char **start, const char **end) {
+/* s without the spaces around it, into buf[size]; false when nothing is left, when it does not fit (no
+ * number needs NUMBER_TEXT_MAX characters), or when it holds what strtod reads but a decimal number is
+ * not: a hex float, "nan(...)". */
+enum { NUMBER_TEXT_MAX = 512 };
+static bool trimmed_number(const char *s, char *buf, size_t size) {
     while (isspace((unsigned char)*s))
         s++;
-    const char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        e--;
-    if (e == s || memchr(s, 'x', (size_t)(e - s)) || memchr(s, 'X', (size_t)(e - s)) ||
-        memchr(s, '(', (size_t)(e - s)))
+    size_t len = strlen(s);
+    while (len > 0 && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (len == 0 || len >= size || memchr(s, 'x', len) || memchr(s, 'X', len) || memchr(s, '(', len))
         return false;
-    *start = s;
-    *end = e;
-    return true;
-}
-
-/* text (a trimmed span, copied to a NUL-terminated buffer) parsed as a double, float or integer by
- * `parse`: it must take every character. */
-static bool parse_all(const char *start, const char *end, char *buf, size_t size) {
-    size_t len = (size_t)(end - start);
-    if (len >= size)
-        return false;
-    memcpy(buf, start, len);
+    memcpy(buf, s, len);
     buf[len] = '\0';
     return true;
 }
 
 /* Converts string element i of x into element i of y (a number type); false when it holds no number. */
 static bool parse_element(const kn_string *x, int64_t i, kn_tensor *y) {
-    const char *start, *end;
-    char buf[512], *stop;
-    if (!number_span(kn_string_get(&x[i]), &start, &end) || !parse_all(start, end, buf, sizeof buf))
+    char buf[NUMBER_TEXT_MAX], *stop;
+    if (!trimmed_number(kn_string_get(&x[i]), buf, sizeof buf))
         return false;
     kn_dtype to = y->dtype;
     if (to == KN_BOOL && (strcasecmp(buf, "true") == 0 || strcasecmp(buf, "false") == 0)) {
