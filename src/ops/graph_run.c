@@ -100,10 +100,11 @@ static bool takes_strings(const kn_op *op) {
     return op == &kn_op_cast || op->forward == kn_copy_forward || op->reads_only_shapes;
 }
 
-static kiln_status check_strings(const kn_graph *g, const kn_node *n) {
+/* Before inference the inputs (the outputs still hold the last inference's dtypes), after it all. */
+static kiln_status check_strings(const kn_graph *g, const kn_node *n, bool outputs) {
     if (takes_strings(n->op))
         return KILN_OK;
-    for (int k = 0; k < n->n_in + n->n_out; k++) {
+    for (int k = 0; k < n->n_in + (outputs ? n->n_out : 0); k++) {
         int v = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
         if (v >= 0 && g->values[v].dtype == KN_STRING)
             return kn_fail(KILN_ERR_UNSUPPORTED, "%s '%s' is a string tensor: %s does not take strings "
@@ -114,9 +115,9 @@ static kiln_status check_strings(const kn_graph *g, const kn_node *n) {
 }
 
 kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n) {
-    KN_TRY(check_strings(g, n));
+    KN_TRY(check_strings(g, n, false));
     KN_TRY(n->op->infer(g, n));
-    KN_TRY(check_strings(g, n)); /* the dtype an attribute chose (ConstantOfShape, EyeLike ...) */
+    KN_TRY(check_strings(g, n, true)); /* and the dtype an attribute chose (ConstantOfShape, EyeLike ...) */
     for (int k = 0; k < n->n_out; k++) {
         kiln_status st = kn_shape_check_size(&g->values[n->out[k]].shape);
         if (st != KILN_OK) {
