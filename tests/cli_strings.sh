@@ -3,7 +3,7 @@
 # tests/ref/data/strings_run.onnx (tests/ref/make_string_fixtures.py: t -> Cast to float -> num -> Cast to
 # string -> text; w -> Identity -> words). Outputs are held to numpy (astype, ONNX's reference Cast).
 # Hostile text files get one clear error each; a .kiln conversion is refused by name, an ONNX one keeps
-# the strings.
+# the strings; kiln info and kiln bench take the model.
 source "$(dirname "$0")/support/cli_common.sh" "$@"
 data=$src/tests/ref/data
 model=$data/strings_run.onnx
@@ -32,6 +32,8 @@ assert text.dtype.kind == "U" and text.tolist() == want.astype(np.str_).tolist()
 assert moved.dtype == words.dtype and moved.tolist() == words.tolist(), moved
 PY'
 check "kiln run prints the string output" 'grep -q "output .text. (4) string" "$work/run.txt"'
+check "kiln info and kiln bench take a string model (bench feeds \"0\" text)" \
+    '"$kiln" info "$model" | grep -q "t (N) string" && "$kiln" bench "$model" --iters 3 --warmup 1 >/dev/null'
 
 check "bytes (|S) input, non-UTF-8 output written as |S" \
     '"$kiln" run "$model" "t=$work/t.npy" "w=$work/w_bytes.npy" --batch-dim --out "$work/bytes" >/dev/null &&

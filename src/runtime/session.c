@@ -1420,10 +1420,11 @@ static void clear_unset_strings(kiln_session *s) {
         if (t->dtype != KN_STRING)
             continue;
         kn_string *str = t->data;
-        const char *text = s->input_text[i];
+        uintptr_t text = (uintptr_t)s->input_text[i]; /* addresses: a stray pointer may point anywhere */
         for (int64_t k = 0, n = kn_numel(t); k < n; k++) {
-            bool set = str[k].ptr ? text && str[k].ptr >= text && str[k].ptr < text + s->input_text_bytes[i]
-                                  : memchr(str[k].small, '\0', KN_STRING_SMALL) != NULL;
+            uintptr_t at = (uintptr_t)str[k].ptr;
+            bool set = at ? text && at >= text && at < text + s->input_text_bytes[i]
+                          : memchr(str[k].small, '\0', KN_STRING_SMALL) != NULL;
             if (!set)
                 memset(&str[k], 0, sizeof str[k]);
         }
