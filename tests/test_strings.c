@@ -297,6 +297,8 @@ static void check_refusals(void) {
 }
 
 int main(void) {
+    CHECK(strcmp(kiln_dtype_name(KILN_DTYPE_STRING), "string") == 0 &&
+          kiln_dtype_size(KILN_DTYPE_STRING) == sizeof(const char *));
     CHECK(read_cases());
     CHECK(to_text[0].n > 20 && from_text[0].n > 10 && to_text[2].n > 5 && from_text[4].n > 5);
     kiln_model *model = NULL;

@@ -204,7 +204,8 @@ KILN_API kiln_status kiln_session_resize_input(kiln_session *session, int index,
 
 /* Copies `bytes` bytes of `dtype` data from the caller's buffer into input `index`. The dtype must be the
  * input's and bytes its exact size at the current shape (resize first to change the batch): otherwise
- * KILN_ERR_INVALID_ARG / KILN_ERR_SHAPE, and nothing is copied. The caller keeps its buffer. */
+ * KILN_ERR_INVALID_ARG / KILN_ERR_SHAPE, and nothing is copied. The caller keeps its buffer. A string
+ * input takes an array of `const char *` (see KILN_DTYPE_STRING). */
 KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
                                    size_t bytes);
 
@@ -231,7 +232,7 @@ KILN_API kiln_status kiln_session_run(kiln_session *session);
 
 /* Output `index` of the last run: *data points into the session (owned by it) and stays valid until the
  * next kiln_session_run, resize or kiln_session_free; *bytes (may be NULL) is its size. Before any run:
- * KILN_ERR_INVALID_ARG. */
+ * KILN_ERR_INVALID_ARG. A string output is an array of `const char *` (see KILN_DTYPE_STRING). */
 KILN_API kiln_status kiln_session_output(const kiln_session *session, int index, const void **data, size_t *bytes);
 
 /* ---- memory and profile ------------------------------------------------------------------------- */
