@@ -1037,8 +1037,10 @@ static void test_constantofshape(void) {
     kn_graph_init(&g);
     int shape = add_i64(&g, "x", 1, (int64_t[]){3}), y = add_output(&g, "y");
     add_node(&g, "ConstantOfShape", 1, &shape, 1, &y);
-    CHECK_OK(kn_node_set_int(&g, 0, "dtype", 13));
-    check_infer_fails(&g, KILN_ERR_INVALID_ARG, "attribute 'dtype' = 13 is not a kiln dtype code");
+    CHECK_OK(kn_node_set_int(&g, 0, "dtype", KN_DTYPE_COUNT));
+    check_infer_fails(&g, KILN_ERR_INVALID_ARG, "attribute 'dtype' = 14 is not a kiln dtype code");
+    CHECK_OK(kn_node_set_int(&g, 0, "dtype", KN_STRING)); /* a kn_string is no number to fill with */
+    check_infer_fails(&g, KILN_ERR_UNSUPPORTED, "output 'y' is a string tensor: ConstantOfShape does not take strings");
     CHECK_OK(kn_node_set_int(&g, 0, "dtype", KN_F32));
     ((int64_t *)g.values[shape].data)[0] = -3;
     check_infer_fails(&g, KILN_ERR_INVALID_ARG, "shape[0] is -3");
@@ -1220,9 +1222,9 @@ static void test_cast_pairs(void) {
     int x = add_param(&g, "input", SHAPE(3), 82), y = add_output(&g, "output");
     add_node(&g, "Cast", 1, &x, 1, &y);
     check_infer_fails(&g, KILN_ERR_INVALID_ARG, "attribute 'to' is missing");
-    CHECK_OK(kn_node_set_int(&g, 0, "to", 13));
+    CHECK_OK(kn_node_set_int(&g, 0, "to", KN_DTYPE_COUNT));
     check_infer_fails(&g, KILN_ERR_INVALID_ARG,
-                      "attribute 'to' = 13 is not a kiln dtype code (0 to 12)");
+                      "attribute 'to' = 14 is not a kiln dtype code (0 to 13)");
     CHECK_OK(kn_node_set_int(&g, 0, "to", -1));
     check_infer_fails(&g, KILN_ERR_INVALID_ARG, "'to' = -1 is not a kiln dtype code");
     kn_graph_free(&g);

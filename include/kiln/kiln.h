@@ -81,12 +81,23 @@ typedef enum kiln_dtype {
     KILN_DTYPE_U16,
     KILN_DTYPE_U32,
     KILN_DTYPE_U64,
-    KILN_DTYPE_BF16   /* bfloat16: the top 16 bits of an f32 */
+    KILN_DTYPE_BF16,  /* bfloat16: the top 16 bits of an f32 */
+    KILN_DTYPE_STRING /* text: one `const char *` per element (NUL-terminated), see below */
 } kiln_dtype;
+
+/* String tensors (ONNX's STRING) cross the API as arrays of pointers, one NUL-terminated string per
+ * element: kiln_session_set_input takes `const char *const strings[n]` with bytes = n * sizeof(char *)
+ * and COPIES every string (the caller keeps its array and strings); kiln_session_output hands out
+ * `const char *const *` (n pointers) owned by the session, valid until the next kiln_session_run,
+ * kiln_session_set_input of a string input, resize or kiln_session_free. kiln_session_input_data
+ * refuses string inputs (KILN_ERR_UNSUPPORTED). An element the last set did not write reads as "" or a
+ * string set before, never as stray bytes. Only Cast / CastLike (to and from every numeric type)
+ * and ops that move data without reading it compute with strings (docs/onnx.md, "Strings"). */
 
 /* "f32"; "?" for a value outside the enum. Static storage. */
 KILN_API const char *kiln_dtype_name(kiln_dtype dtype);
-/* Bytes of one element; 0 for a value outside the enum. */
+/* Bytes of one element as the API passes it (sizeof(const char *) for KILN_DTYPE_STRING); 0 for a value
+ * outside the enum. */
 KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
 
 /* ---- models ------------------------------------------------------------------------------------- */
@@ -193,7 +204,8 @@ KILN_API kiln_status kiln_session_resize_input(kiln_session *session, int index,
 
 /* Copies `bytes` bytes of `dtype` data from the caller's buffer into input `index`. The dtype must be the
  * input's and bytes its exact size at the current shape (resize first to change the batch): otherwise
- * KILN_ERR_INVALID_ARG / KILN_ERR_SHAPE, and nothing is copied. The caller keeps its buffer. */
+ * KILN_ERR_INVALID_ARG / KILN_ERR_SHAPE, and nothing is copied. The caller keeps its buffer. A string
+ * input takes an array of `const char *` (see KILN_DTYPE_STRING). */
 KILN_API kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype dtype, const void *data,
                                    size_t bytes);
 
@@ -204,8 +216,9 @@ KILN_API kiln_status kiln_session_input_data(kiln_session *session, int index, v
 
 /* Runs the model on the current inputs. Allocates nothing (after the first run at a given set of input
  * shapes, which plans the memory; a session keeps the plans of the four sets of input shapes, and
- * shape values below, it used last, so going back to one of them plans and allocates nothing). Uses
- * the session's thread count.
+ * shape values below, it used last, so going back to one of them plans and allocates nothing; a string
+ * output's table of pointers grows on the first run that needs it larger). Uses the session's thread
+ * count.
  *
  * Shapes computed from input VALUES: a model may read a small input (rank 0 or 1, at most 64 elements:
  * a Reshape target, Slice bounds, Resize scales or sizes, Range bounds, Pad pads, axes ...) to size what
@@ -219,7 +232,7 @@ KILN_API kiln_status kiln_session_run(kiln_session *session);
 
 /* Output `index` of the last run: *data points into the session (owned by it) and stays valid until the
  * next kiln_session_run, resize or kiln_session_free; *bytes (may be NULL) is its size. Before any run:
- * KILN_ERR_INVALID_ARG. */
+ * KILN_ERR_INVALID_ARG. A string output is an array of `const char *` (see KILN_DTYPE_STRING). */
 KILN_API kiln_status kiln_session_output(const kiln_session *session, int index, const void **data, size_t *bytes);
 
 /* ---- memory and profile ------------------------------------------------------------------------- */

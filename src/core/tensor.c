@@ -20,6 +20,7 @@ size_t kn_dtype_size(kn_dtype dtype) {
     case KN_U32: return 4;
     case KN_U64: return 8;
     case KN_BF16: return 2;
+    case KN_STRING: return sizeof(kn_string);
     case KN_DTYPE_COUNT: break;
     }
     return 0;
@@ -40,9 +41,18 @@ const char *kn_dtype_name(kn_dtype dtype) {
     case KN_U32: return "u32";
     case KN_U64: return "u64";
     case KN_BF16: return "bf16";
+    case KN_STRING: return "string";
     case KN_DTYPE_COUNT: break;
     }
     return "?";
+}
+
+void kn_string_set(kn_string *s, const char *text, size_t len) {
+    memset(s, 0, sizeof *s);
+    if (len < KN_STRING_SMALL)
+        memcpy(s->small, text, len);
+    else
+        s->ptr = text;
 }
 
 kn_shape kn_shape_of(int ndim, const int64_t *dims) {

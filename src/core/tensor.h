@@ -24,8 +24,26 @@ typedef enum kn_dtype {
     KN_U32,
     KN_U64,
     KN_BF16,   /* bfloat16: the top half of an f32 */
+    KN_STRING, /* a kn_string per element: ONNX's STRING at the boundary (Cast and data movement only) */
     KN_DTYPE_COUNT
 } kn_dtype;
+
+/* One element of a KN_STRING tensor: a NUL-terminated string. One shorter than KN_STRING_SMALL bytes
+ * lives in `small` (ptr NULL), so that copying the element copies the string: data movement ops and
+ * the memory planner treat string tensors as plain bytes. A longer one points at storage that outlives
+ * every tensor holding the element: the graph arena for constants, the session's copy for an input
+ * (runtime/session.c). Zeroed memory is the empty string. */
+#define KN_STRING_SMALL 32
+typedef struct kn_string {
+    const char *ptr;
+    char small[KN_STRING_SMALL];
+} kn_string;
+
+static inline const char *kn_string_get(const kn_string *s) { return s->ptr ? s->ptr : s->small; }
+
+/* Makes *s hold the len bytes at text (no NUL among them): in place when short, else pointing at
+ * `text` itself, which must then outlive *s and end with a NUL at text[len]. */
+void kn_string_set(kn_string *s, const char *text, size_t len);
 
 typedef struct kn_shape {
     int ndim;

@@ -86,6 +86,7 @@ static inline uint32_t kn_kiln_dtype_code(kn_dtype dtype) {
     case KN_U32: return KN_KILN_DT_U32;
     case KN_U64: return KN_KILN_DT_U64;
     case KN_BF16: return KN_KILN_DT_BF16;
+    case KN_STRING: break; /* not stored: kiln_file_write.c refuses it by name */
     case KN_DTYPE_COUNT: break;
     }
     return KN_KILN_NONE;

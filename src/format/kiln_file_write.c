@@ -80,6 +80,9 @@ static kiln_status check_value(const kn_graph *g, int id) {
     KN_TRY(check_string(v->name, "a value name"));
     if (kn_kiln_kind_code(v->kind) == KN_KILN_NONE)
         return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' has kind %d", v->name, (int)v->kind);
+    if (v->dtype == KN_STRING)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "value '%s' is a string tensor: .kiln files do not store "
+                       "strings (keep the model as .onnx)", v->name);
     if (kn_kiln_dtype_code(v->dtype) == KN_KILN_NONE)
         return kn_fail(KILN_ERR_INVALID_ARG, "value '%s' has dtype %d", v->name, (int)v->dtype);
     bool has_data = kn_kiln_is_initializer(v->kind);

@@ -7,9 +7,25 @@
  * float outside the target's range undefined; here it saturates to the i64 range (the u64 range for
  * u64; NaN gives 0) and then wraps like an integer, so the result is at least the same everywhere. f16
  * and bf16 are converted in portable C; f64 to f16 rounds through f32.
+ *
+ * Strings (ONNX's STRING, kn_string elements) convert both ways as ONNX's reference (numpy's astype)
+ * does. A number becomes numpy's str() of it: the shortest decimal that reads back as the same value
+ * of its own type, positional for 1e-4 <= |x| < 1e16 and zero ("0.1", "100.0", "-0.0"), scientific
+ * otherwise ("1e-05", "1.5e+16"); "nan", "inf", "-inf"; integers in decimal; bool "True" / "False". A
+ * string becomes a number when it is a decimal number in plain or scientific form, spaces around
+ * allowed, or (any case) "nan", "inf", "+inf", "-inf", "infinity": to floats by one correct rounding
+ * into the type (strtof / strtod; f16 and bf16 through f32), to integers exactly when it is an integer
+ * and otherwise as its float value converts, to bool "True" / "False" or a number's x != 0. ONNX leaves
+ * other strings undefined; here they fail the run, naming the element (so does a number written with
+ * 512 characters or more).
  */
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/threads.h"
 #include "core/half.h"
@@ -82,6 +98,154 @@ static void store_float(void *dst, kn_dtype t, int64_t i, double v) {
     }
 }
 
+/* ---- strings ---- */
+
+/* Element i of a float tensor read back from the decimal `text`: whether it is the same value. */
+static bool reads_back(const char *text, double v, kn_dtype t) {
+    switch (t) {
+    case KN_F64: return strtod(text, NULL) == v;
+    case KN_F16: return kn_f32_to_f16(strtof(text, NULL)) == kn_f32_to_f16((float)v);
+    case KN_BF16: return kn_f32_to_bf16(strtof(text, NULL)) == kn_f32_to_bf16((float)v);
+    default: return strtof(text, NULL) == (float)v;
+    }
+}
+
+/* A finite nonzero v as the fewest significant digits that read back as v in dtype t: the digits
+ * (no dot, no trailing zeros) into digits[18] and the decimal exponent of the first one. */
+static void shortest_digits(double v, kn_dtype t, char *digits, int *exp10) {
+    char text[40]; /* "-d.dddddddddddddddde-308" */
+    for (int p = 1; p <= 17; p++) {
+        snprintf(text, sizeof text, "%.*e", p - 1, fabs(v));
+        if (reads_back(text, fabs(v), t))
+            break;
+    }
+    char *e = strchr(text, 'e');
+    *exp10 = atoi(e + 1);
+    int n = 0;
+    for (const char *c = text; c < e; c++)
+        if (isdigit((unsigned char)*c))
+            digits[n++] = *c;
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    digits[n] = '\0';
+}
+
+/* numpy's str() of a float element (see the top) into out[KN_STRING_SMALL]. */
+static void format_float(double v, kn_dtype t, char *out) {
+    if (isnan(v) || isinf(v)) {
+        snprintf(out, KN_STRING_SMALL, "%s", isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
+        return;
+    }
+    char digits[20];
+    int e = 0, n = 0;
+    if (v == 0)
+        snprintf(digits, sizeof digits, "0");
+    else
+        shortest_digits(v, t, digits, &e);
+    int len = (int)strlen(digits);
+    if (signbit(v))
+        out[n++] = '-';
+    if (v != 0 && !(fabs(v) >= 1e-4 && fabs(v) < 1e16)) { /* d.ddde+XX */
+        out[n++] = digits[0];
+        if (len > 1)
+            n += snprintf(out + n, (size_t)(KN_STRING_SMALL - n), ".%s", digits + 1);
+        snprintf(out + n, (size_t)(KN_STRING_SMALL - n), "e%c%02d", e < 0 ? '-' : '+', abs(e));
+        return;
+    }
+    if (e < 0) { /* 0.000ddd: at most 3 zeros after the point (|v| >= 1e-4) */
+        snprintf(out + n, (size_t)(KN_STRING_SMALL - n), "0.%.*s%s", -e - 1, "000", digits);
+        return;
+    }
+    for (int k = 0; k <= e; k++) /* the integer part, padded with zeros past the digits */
+        out[n++] = k < len ? digits[k] : '0';
+    snprintf(out + n, (size_t)(KN_STRING_SMALL - n), ".%s", len > e + 1 ? digits + e + 1 : "0");
+}
+
+/* Element i of x as text, into out[KN_STRING_SMALL] (every number fits: at most 24 characters). */
+static void format_element(const kn_tensor *x, int64_t i, char *out) {
+    if (dtype_is_float(x->dtype))
+        format_float(load_float(x->data, x->dtype, i), x->dtype, out);
+    else if (x->dtype == KN_BOOL)
+        snprintf(out, KN_STRING_SMALL, "%s", ((const uint8_t *)x->data)[i] ? "True" : "False");
+    else if (x->dtype == KN_U64)
+        snprintf(out, KN_STRING_SMALL, "%llu", (unsigned long long)((const uint64_t *)x->data)[i]);
+    else
+        snprintf(out, KN_STRING_SMALL, "%lld", (long long)kn_int_load(x->data, x->dtype, i));
+}
+
+/* s without the spaces around it, into buf[size]; false when nothing is left, when it does not fit (no
+ * number needs NUMBER_TEXT_MAX characters), or when it holds what strtod reads but a decimal number is
+ * not: a hex float, "nan(...)". */
+enum { NUMBER_TEXT_MAX = 512 };
+static bool trimmed_number(const char *s, char *buf, size_t size) {
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t len = strlen(s);
+    while (len > 0 && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (len == 0 || len >= size || memchr(s, 'x', len) || memchr(s, 'X', len) || memchr(s, '(', len))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return true;
+}
+
+/* Converts string element i of x into element i of y (a number type); false when it holds no number. */
+static bool parse_element(const kn_string *x, int64_t i, kn_tensor *y) {
+    char buf[NUMBER_TEXT_MAX], *stop;
+    if (!trimmed_number(kn_string_get(&x[i]), buf, sizeof buf))
+        return false;
+    kn_dtype to = y->dtype;
+    if (to == KN_BOOL && (strcasecmp(buf, "true") == 0 || strcasecmp(buf, "false") == 0)) {
+        ((uint8_t *)y->data)[i] = strcasecmp(buf, "true") == 0;
+        return true;
+    }
+    if (kn_dtype_is_integer(to)) { /* an integer exactly, when the string is one and fits 64 bits */
+        errno = 0;
+        bool negative = buf[0] == '-';
+        long long sv = 0;
+        unsigned long long uv = 0;
+        if (to == KN_U64 && !negative)
+            uv = strtoull(buf, &stop, 10);
+        else
+            sv = strtoll(buf, &stop, 10);
+        if (*stop == '\0' && errno == 0) {
+            store_int(y->data, to, i, to == KN_U64 && !negative ? (int64_t)uv : (int64_t)sv, to == KN_U64 && !negative);
+            return true;
+        }
+    }
+    if (to == KN_F64 || kn_dtype_is_integer(to) || to == KN_BOOL) {
+        double v = strtod(buf, &stop);
+        if (*stop != '\0')
+            return false;
+        store_float(y->data, to, i, v);
+    } else { /* f32, f16, bf16: one rounding into f32 (f16 and bf16 then round from it) */
+        float v = strtof(buf, &stop);
+        if (*stop != '\0')
+            return false;
+        store_float(y->data, to, i, v);
+    }
+    return true;
+}
+
+static kiln_status cast_from_string(const kn_tensor *x, kn_tensor *y, int64_t n) {
+    const kn_string *in = x->data;
+    for (int64_t i = 0; i < n; i++)
+        if (!parse_element(in, i, y))
+            return kn_fail(KILN_ERR_INVALID_ARG, "Cast: element %lld, \"%.40s\"%s, is not a number",
+                           (long long)i, kn_string_get(&in[i]), strlen(kn_string_get(&in[i])) > 40 ? "..." : "");
+    return KILN_OK;
+}
+
+static void cast_to_string(const kn_tensor *x, kn_tensor *y, int64_t n) {
+    kn_string *out = y->data;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        format_element(x, i, out[i].small);
+    }
+}
+
 /* A dtype code attribute; `fallback` NULL makes it required. */
 static kiln_status dtype_attr(const kn_node *node, const char *name, const kn_dtype *fallback,
                               kn_dtype *dtype) {
@@ -124,6 +288,12 @@ static kiln_status cast_forward(const kn_op_call *call) {
     if (from == to) {
         if (n > 0 && y->data != x->data)
             memcpy(y->data, x->data, (size_t)n * kn_dtype_size(from));
+        return KILN_OK;
+    }
+    if (from == KN_STRING)
+        return cast_from_string(x, y, n);
+    if (to == KN_STRING) {
+        cast_to_string(x, y, n);
         return KILN_OK;
     }
     if (dtype_is_float(from)) {

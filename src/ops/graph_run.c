@@ -1,6 +1,7 @@
 /* Graphs through the op table (ops/op.h): nodes added by op name, shape inference, and running one
  * node, which the graph IR (core/graph.c) leaves to the layer that knows the ops. */
 #include "core/status.h"
+#include "ops/movement.h"
 #include "ops/op.h"
 
 kiln_status kn_graph_add_node(kn_graph *g, const char *op_name, const char *node_name, int n_in,
@@ -91,8 +92,32 @@ static kiln_status compute_at_inference(kn_graph *g, const kn_node *n, void **bu
     return KILN_OK;
 }
 
+/* String tensors reach only the ops that cope with them: Cast, which converts them, the ops that copy
+ * their input's bytes in order (kn_copy_forward: Identity, Reshape, Flatten, Squeeze, Unsqueeze; a
+ * kn_string element copies whole) and those that read only shapes (Shape, Size). Any other op would
+ * read a kn_string's bytes as numbers, so it refuses them here, for every op at once. */
+static bool takes_strings(const kn_op *op) {
+    return op == &kn_op_cast || op->forward == kn_copy_forward || op->reads_only_shapes;
+}
+
+/* Before inference the inputs (the outputs still hold the last inference's dtypes), after it all. */
+static kiln_status check_strings(const kn_graph *g, const kn_node *n, bool outputs) {
+    if (takes_strings(n->op))
+        return KILN_OK;
+    for (int k = 0; k < n->n_in + (outputs ? n->n_out : 0); k++) {
+        int v = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
+        if (v >= 0 && g->values[v].dtype == KN_STRING)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "%s '%s' is a string tensor: %s does not take strings "
+                           "(only Cast and the ops that move data do)", k < n->n_in ? "input" : "output",
+                           g->values[v].name, n->op->name);
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_node_infer_shapes(kn_graph *g, const kn_node *n) {
+    KN_TRY(check_strings(g, n, false));
     KN_TRY(n->op->infer(g, n));
+    KN_TRY(check_strings(g, n, true)); /* and the dtype an attribute chose (ConstantOfShape, EyeLike ...) */
     for (int k = 0; k < n->n_out; k++) {
         kiln_status st = kn_shape_check_size(&g->values[n->out[k]].shape);
         if (st != KILN_OK) {

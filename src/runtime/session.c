@@ -74,7 +74,8 @@ _Static_assert((int)KILN_DTYPE_F32 == (int)KN_F32 && (int)KILN_DTYPE_I64 == (int
                    (int)KILN_DTYPE_F16 == (int)KN_F16 && (int)KILN_DTYPE_F64 == (int)KN_F64 &&
                    (int)KILN_DTYPE_I16 == (int)KN_I16 && (int)KILN_DTYPE_U16 == (int)KN_U16 &&
                    (int)KILN_DTYPE_U32 == (int)KN_U32 && (int)KILN_DTYPE_U64 == (int)KN_U64 &&
-                   (int)KILN_DTYPE_BF16 == (int)KN_BF16 && (int)KN_DTYPE_COUNT == 13,
+                   (int)KILN_DTYPE_BF16 == (int)KN_BF16 && (int)KILN_DTYPE_STRING == (int)KN_STRING &&
+                   (int)KN_DTYPE_COUNT == 14,
                "kiln_dtype mirrors kn_dtype");
 _Static_assert(KILN_MAX_DIMS == KN_MAX_DIMS, "public and internal ranks agree");
 
@@ -157,6 +158,11 @@ struct kiln_session {
     /* Shapes known when an op runs (see the top): */
     bool sized_at_run;        /* some node's op has sizes_at_run */
     void **decoded;           /* (n_values) or NULL: packed weights decoded into graph.arena (make_view) */
+    /* String tensors (see "Strings" below): */
+    char *input_text[16];     /* a string input's strings too long for a kn_string, input_text_bytes[i] */
+    size_t input_text_bytes[16];
+    const char **output_text[16]; /* a string output as the API hands it out: output_text_cap[i] pointers */
+    size_t output_text_cap[16];
 };
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -167,7 +173,12 @@ const char *kiln_dtype_name(kiln_dtype dtype) {
     return dtype_valid(dtype) ? kn_dtype_name((kn_dtype)dtype) : "?";
 }
 
-size_t kiln_dtype_size(kiln_dtype dtype) { return dtype_valid(dtype) ? kn_dtype_size((kn_dtype)dtype) : 0; }
+/* A string element crosses the API as a pointer; inside, it is a kn_string. */
+size_t kiln_dtype_size(kiln_dtype dtype) {
+    if (dtype == KILN_DTYPE_STRING)
+        return sizeof(const char *);
+    return dtype_valid(dtype) ? kn_dtype_size((kn_dtype)dtype) : 0;
+}
 
 /* ---- options ----------------------------------------------------------------------------------- */
 
@@ -1069,8 +1080,11 @@ void kiln_session_free(kiln_session *session) {
     free(session->labels);
     free(session->group_of);
     free(session->group_first);
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 16; i++) {
         free(session->input_buf[i]);
+        free(session->input_text[i]);
+        free(session->output_text[i]);
+    }
     free(session->decoded);
     // The session's reference; a model is always allocated writable.
     kiln_model_free((kiln_model *)session->model);
@@ -1220,6 +1234,53 @@ kiln_status kiln_session_resize_input(kiln_session *session, int index, int ndim
     return KILN_OK;
 }
 
+/* ---- strings ---------------------------------------------------------------------------------------
+ * A string tensor holds kn_string elements (core/tensor.h); the API passes `const char *` per element.
+ * kiln_session_set_input copies the caller's strings: short ones into the elements, the others into
+ * one block per input (input_text), replaced by the next set. After a run each string output gets a
+ * table of pointers (output_text) into its elements, the inputs' blocks and the model's constants:
+ * valid until the next run, set of a string input, resize or free. */
+
+/* Bytes of a tensor as the API passes it: kiln_dtype_size per element. */
+static size_t api_bytes(const kn_shape *shape, kn_dtype dtype) {
+    size_t bytes = 0;
+    kn_size_mul((size_t)kn_shape_numel(shape), kiln_dtype_size((kiln_dtype)dtype), &bytes);
+    return bytes;
+}
+
+/* Copies the caller's strings (`strings`, one per element of dst) into input `index`'s elements dst. */
+static kiln_status set_strings(kiln_session *s, int index, kn_string *dst, const void *strings) {
+    const char *const *src = strings;
+    const kn_value *v = &s->graph.values[value_of(s, index, true)];
+    int64_t n = kn_shape_numel(&s->input_shapes[index]);
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!src[i])
+            return kn_fail(KILN_ERR_INVALID_ARG, "input '%s': string %lld is NULL", v->name, (long long)i);
+        size_t len = strlen(src[i]);
+        if (len >= KN_STRING_SMALL && !kn_size_add(total, len + 1, &total))
+            return kn_fail(KILN_ERR_NOMEM, "input '%s': its strings' sizes overflow", v->name);
+    }
+    char *text = total ? malloc(total) : NULL;
+    if (total && !text)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu bytes of the strings of input '%s'", total, v->name);
+    char *at = text;
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = strlen(src[i]);
+        if (len >= KN_STRING_SMALL) {
+            memcpy(at, src[i], len + 1);
+            kn_string_set(&dst[i], at, len);
+            at += len + 1;
+        } else {
+            kn_string_set(&dst[i], src[i], len);
+        }
+    }
+    free(s->input_text[index]);
+    s->input_text[index] = text;
+    s->input_text_bytes[index] = total;
+    return KILN_OK;
+}
+
 /* The bound tensor of input `index` at the current shapes (planning first). */
 static kiln_status planned_input(kiln_session *s, int index, const char *fn, kn_tensor **tensor,
                                  size_t *bytes) {
@@ -1249,19 +1310,22 @@ static bool own_input_buffer(kiln_session *s, int index, const char *fn, kiln_st
 static kiln_status set_own_input(kiln_session *s, int index, kiln_dtype dtype, const void *data, size_t bytes) {
     const kn_value *v = &s->graph.values[value_of(s, index, true)];
     size_t need = input_bytes(s, index);
+    size_t given = v->dtype == KN_STRING ? api_bytes(&s->input_shapes[index], v->dtype) : need;
     if (!data)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_set_input: data for input '%s' is NULL", v->name);
     if ((int)dtype != (int)v->dtype)
         return kn_fail(KILN_ERR_INVALID_ARG, "input '%s' is %s, got %s data", v->name, kn_dtype_name(v->dtype),
                        kiln_dtype_name(dtype));
-    if (bytes != need) {
+    if (bytes != given) {
         char shape[96];
         return kn_fail(KILN_ERR_SHAPE, "input '%s' %s %s takes %zu bytes, got %zu (resize it for another shape)",
                        v->name, kn_shape_str(&s->input_shapes[index], shape, sizeof shape),
-                       kn_dtype_name(v->dtype), need, bytes);
+                       kn_dtype_name(v->dtype), given, bytes);
     }
     KN_TRY(grow_input(s, index, need));
-    if (need)
+    if (v->dtype == KN_STRING)
+        KN_TRY(set_strings(s, index, s->input_buf[index], data));
+    else if (need)
         memcpy(s->input_buf[index], data, need);
     s->input_set[index] = true;
     return KILN_OK;
@@ -1277,6 +1341,8 @@ kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype 
     size_t need;
     KN_TRY(planned_input(session, index, "kiln_session_set_input", &t, &need));
     const char *name = session->graph.values[value_of(session, index, true)].name;
+    if (t->dtype == KN_STRING)
+        need = api_bytes(&t->shape, t->dtype);
     if (!data)
         return kn_fail(KILN_ERR_INVALID_ARG, "kiln_session_set_input: data for input '%s' is NULL", name);
     if ((int)dtype != (int)t->dtype)
@@ -1288,11 +1354,18 @@ kiln_status kiln_session_set_input(kiln_session *session, int index, kiln_dtype 
                        "input '%s' %s %s takes %zu bytes, got %zu (resize it for another batch)", name,
                        kn_shape_str(&t->shape, shape, sizeof shape), kn_dtype_name(t->dtype), need, bytes);
     }
+    if (t->dtype == KN_STRING)
+        return set_strings(session, index, t->data, data);
     memcpy(t->data, data, bytes);
     return KILN_OK;
 }
 
 kiln_status kiln_session_input_data(kiln_session *session, int index, void **data, size_t *bytes) {
+    KN_TRY(check_index(session, index, true, "kiln_session_input_data"));
+    const kn_value *v = &session->graph.values[value_of(session, index, true)];
+    if (v->dtype == KN_STRING)
+        return kn_fail(KILN_ERR_UNSUPPORTED, "kiln_session_input_data: input '%s' is a string tensor, which "
+                       "kiln_session_set_input copies in (its buffer holds kiln's own form)", v->name);
     kiln_status own;
     if (own_input_buffer(session, index, "kiln_session_input_data", &own)) {
         if (!data)
@@ -1328,13 +1401,58 @@ kiln_status kiln_session_output(const kiln_session *session, int index, const vo
                        "created or its inputs resized",
                        session->graph.values[value_of(session, index, false)].name);
     const kn_tensor *t = &session->tensors[value_of(session, index, false)];
-    *data = t->data;
-    if (bytes && !kn_shape_bytes(&t->shape, t->dtype, bytes))
+    *data = t->dtype == KN_STRING ? (const void *)session->output_text[index] : t->data;
+    if (t->dtype == KN_STRING && bytes)
+        *bytes = api_bytes(&t->shape, t->dtype);
+    else if (bytes && !kn_shape_bytes(&t->shape, t->dtype, bytes))
         return kn_fail(KILN_ERR_INTERNAL, "kiln_session_output: a planned output has no size");
     return KILN_OK;
 }
 
 /* ---- running ----------------------------------------------------------------------------------- */
+
+/* Makes every element of every string input one kiln_session_set_input wrote, or else the empty
+ * string: an input never set, or set at another shape, may hold any bytes, which must not be read as
+ * pointers. */
+static void clear_unset_strings(kiln_session *s) {
+    for (int i = 0; i < s->graph.n_inputs; i++) {
+        const kn_tensor *t = &s->tensors[value_of(s, i, true)];
+        if (t->dtype != KN_STRING)
+            continue;
+        kn_string *str = t->data;
+        uintptr_t text = (uintptr_t)s->input_text[i]; /* addresses: a stray pointer may point anywhere */
+        for (int64_t k = 0, n = kn_numel(t); k < n; k++) {
+            uintptr_t at = (uintptr_t)str[k].ptr;
+            bool set = at ? text && at >= text && at < text + s->input_text_bytes[i]
+                          : memchr(str[k].small, '\0', KN_STRING_SMALL) != NULL;
+            if (!set)
+                memset(&str[k], 0, sizeof str[k]);
+        }
+    }
+}
+
+/* String outputs as the API hands them out: a pointer per element, into the session's tensors and
+ * strings (see "Strings" above). The tables grow on the first run that needs more. */
+static kiln_status publish_string_outputs(kiln_session *s) {
+    for (int i = 0; i < s->graph.n_outputs; i++) {
+        const kn_tensor *t = &s->tensors[value_of(s, i, false)];
+        if (t->dtype != KN_STRING)
+            continue;
+        size_t n = (size_t)kn_numel(t);
+        if (n > s->output_text_cap[i] || !s->output_text[i]) {
+            const char **grown = realloc(s->output_text[i], (n ? n : 1) * sizeof *grown);
+            if (!grown)
+                return kn_fail(KILN_ERR_NOMEM, "no memory for the %zu strings of output '%s'", n,
+                               s->graph.values[value_of(s, i, false)].name);
+            s->output_text[i] = grown;
+            s->output_text_cap[i] = n ? n : 1;
+        }
+        const kn_string *str = t->data;
+        for (size_t k = 0; k < n; k++)
+            s->output_text[i][k] = kn_string_get(&str[k]);
+    }
+    return KILN_OK;
+}
 
 /* Nodes [first, last) on the tensors as they are bound. */
 static kiln_status run_nodes(kiln_session *s, int first, int last) {
@@ -1381,9 +1499,11 @@ kiln_status kiln_session_run(kiln_session *session) {
     kn_threads_set(s->threads);
     s->has_run = false;
     s->ctx.training = false;
+    clear_unset_strings(s);
     if (s->cur->split_nodes)
         KN_TRY(run_split(s));
     KN_TRY(run_nodes(s, s->cur->split_nodes, s->graph.n_nodes));
+    KN_TRY(publish_string_outputs(s));
     s->profiled_runs += s->profiling;
     s->has_run = true;
     return KILN_OK;

@@ -93,6 +93,9 @@ kiln_status kn_data_load_npy(const char *x_path, const char *y_path, kn_dataset 
     kiln_status st = kn_npy_read(x_path, &x);
     if (st == KILN_OK)
         st = kn_npy_read(y_path, &y);
+    for (int i = 0; st == KILN_OK && i < 2; i++)
+        if ((i ? y : x).dtype == KN_STRING)
+            st = kn_fail(KILN_ERR_INVALID_ARG, "%s holds text; training data are numbers", i ? y_path : x_path);
     if (st == KILN_OK)
         st = kn_npy_check_finite(x_path, &x);
     if (st == KILN_OK)

@@ -34,11 +34,24 @@ static const struct {
 };
 enum { N_NPY_TYPES = sizeof npy_types / sizeof npy_types[0] };
 
+/* Text arrays: numpy's fixed-width '<U<n>' (n UTF-32 code points per element) and '|S<n>' (n bytes),
+ * each element padded with zeros. Read as KN_STRING; a width above this is no real file. */
+enum { NPY_MAX_STRING_WIDTH = 1 << 20 };
+
 /* What the header says. */
 typedef struct npy_array {
-    int type; /* index into npy_types */
+    int type;           /* index into npy_types, or -1 for text */
+    char text_kind;     /* text: 'U' (UTF-32) or 'S' (bytes) */
+    size_t text_width;  /* text: code points or bytes per element */
     kn_shape shape;
 } npy_array;
+
+/* Bytes of one element in the file. */
+static size_t npy_item_size(const npy_array *a) {
+    if (a->type >= 0)
+        return npy_types[a->type].item_size;
+    return a->text_kind == 'U' ? 4 * a->text_width : a->text_width;
+}
 
 /* ---- header parsing: a cursor over the header text ---- */
 
@@ -137,10 +150,30 @@ static kiln_status npy_shape(npy_parser *ps, kn_shape *shape) {
     }
 }
 
+/* "<U12" or "|S7": the kind and width of a text dtype; false for any other descr. */
+static bool npy_text_descr(const char *descr, size_t length, npy_array *a) {
+    if (length < 3 || !((descr[0] == '<' && descr[1] == 'U') || (descr[0] == '|' && descr[1] == 'S')))
+        return false;
+    size_t width = 0;
+    for (size_t i = 2; i < length; i++) {
+        if (descr[i] < '0' || descr[i] > '9' || width > NPY_MAX_STRING_WIDTH)
+            return false;
+        width = width * 10 + (size_t)(descr[i] - '0');
+    }
+    if (width > NPY_MAX_STRING_WIDTH)
+        return false;
+    a->type = -1;
+    a->text_kind = descr[1];
+    a->text_width = width;
+    return true;
+}
+
 static kiln_status npy_descr(npy_parser *ps, npy_array *a) {
     const char *descr;
     size_t length;
     KN_TRY(npy_string(ps, &descr, &length));
+    if (npy_text_descr(descr, length, a))
+        return KILN_OK;
     for (int i = 0; i < N_NPY_TYPES; i++) {
         if (strlen(npy_types[i].descr) == length && memcmp(npy_types[i].descr, descr, length) == 0) {
             a->type = i;
@@ -149,7 +182,8 @@ static kiln_status npy_descr(npy_parser *ps, npy_array *a) {
     }
     char shown[32];
     return kn_fail(KILN_ERR_UNSUPPORTED, "%s: dtype '%s' is not supported; kiln reads <f4, <f8, <f2, <i8, <i4, <i2, "
-                   "|u1, <u2, <u4, <u8, |i1 and |b1", ps->path, kn_data_snippet(descr, length, shown, sizeof shown));
+                   "|u1, <u2, <u4, <u8, |i1, |b1, and text <U<n> and |S<n> (n up to %d)", ps->path,
+                   kn_data_snippet(descr, length, shown, sizeof shown), NPY_MAX_STRING_WIDTH);
 }
 
 static kiln_status npy_parse_header(npy_parser *ps, npy_array *a) {
@@ -257,9 +291,105 @@ kiln_status kn_npy_check_finite(const char *path, const kn_tensor *t) {
     return KILN_OK;
 }
 
+/* ---- text ---- */
+
+/* Appends code point c as UTF-8 at out (room for 4 bytes); returns the bytes written, 0 when c is no
+ * Unicode scalar value (a surrogate or above U+10FFFF). */
+static size_t utf8_put(uint32_t c, char *out) {
+    if (c < 0x80) {
+        out[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        out[0] = (char)(0xc0 | c >> 6);
+        out[1] = (char)(0x80 | (c & 0x3f));
+        return 2;
+    }
+    if ((c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+        return 0;
+    size_t n = c < 0x10000 ? 3 : 4;
+    out[0] = (char)(n == 3 ? 0xe0 | c >> 12 : 0xf0 | c >> 18);
+    for (size_t k = 1; k < n; k++)
+        out[k] = (char)(0x80 | ((c >> (6 * (n - 1 - k))) & 0x3f));
+    return n;
+}
+
+/* The next code point of the UTF-8 string at *s, advancing it; false at invalid UTF-8 (overlong forms,
+ * surrogates, above U+10FFFF, a truncated sequence). */
+static bool utf8_next(const unsigned char **s, uint32_t *c) {
+    const unsigned char *p = *s;
+    int n = p[0] < 0x80 ? 0 : (p[0] & 0xe0) == 0xc0 ? 1 : (p[0] & 0xf0) == 0xe0 ? 2 : (p[0] & 0xf8) == 0xf0 ? 3 : -1;
+    if (n < 0)
+        return false;
+    uint32_t v = n == 0 ? p[0] : p[0] & (0x3f >> n);
+    for (int k = 1; k <= n; k++) {
+        if ((p[k] & 0xc0) != 0x80) /* also stops at the NUL */
+            return false;
+        v = v << 6 | (p[k] & 0x3f);
+    }
+    static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+    if (v < least[n] || (v >= 0xd800 && v <= 0xdfff) || v > 0x10ffff)
+        return false;
+    *c = v;
+    *s = p + n + 1;
+    return true;
+}
+
+/* Element i of a text array: its used length in units (code points or bytes), without the zero padding;
+ * a zero before the last nonzero unit is refused (kiln's strings end at the first). */
+static kiln_status npy_text_length(const char *path, const npy_array *a, const uint8_t *item, size_t i,
+                                   size_t *units) {
+    size_t unit = a->text_kind == 'U' ? 4 : 1, n = a->text_width;
+    while (n > 0 && (unit == 1 ? item[n - 1] == 0 : load_le32(item + 4 * (n - 1)) == 0))
+        n--;
+    for (size_t k = 0; k < n; k++)
+        if (unit == 1 ? item[k] == 0 : load_le32(item + 4 * k) == 0)
+            return kn_fail(KILN_ERR_FORMAT, "%s: text element %zu holds a NUL character", path, i);
+    *units = n;
+    return KILN_OK;
+}
+
+/* A text array's elements (numel, of npy_item_size bytes each, at data) as kiln's API passes strings:
+ * numel `const char *`, then the UTF-8 strings they point at, one malloc'ed block into *block. */
+static kiln_status npy_text_to_strings(const char *path, const npy_array *a, const uint8_t *data, size_t numel,
+                                       void **block) {
+    size_t item = npy_item_size(a), bytes;
+    /* Every unit takes at most 4 bytes of UTF-8 (a byte of '|S' one); sizes are checked as they add up. */
+    if (!kn_size_mul(numel, sizeof(char *), &bytes))
+        return kn_fail(KILN_ERR_FORMAT, "%s: the text array's size overflows", path);
+    for (size_t i = 0; i < numel; i++) {
+        size_t units, utf8;
+        KN_TRY(npy_text_length(path, a, data + i * item, i, &units));
+        if (!kn_size_mul(units, 4, &utf8) || !kn_size_add(bytes, utf8 + 1, &bytes))
+            return kn_fail(KILN_ERR_FORMAT, "%s: the text array's size overflows", path);
+    }
+    char **ptrs = malloc(bytes ? bytes : 1);
+    if (!ptrs)
+        return kn_data_nomem(path, "the text array", bytes, 1);
+    char *text = (char *)(ptrs + numel);
+    for (size_t i = 0; i < numel; i++) {
+        const uint8_t *e = data + i * item;
+        size_t units;
+        npy_text_length(path, a, e, i, &units); /* checked above */
+        ptrs[i] = text;
+        for (size_t k = 0; k < units; k++) {
+            size_t n = a->text_kind == 'S' ? (*text = (char)e[k], 1) : utf8_put(load_le32(e + 4 * k), text);
+            if (!n) {
+                free(ptrs);
+                return kn_fail(KILN_ERR_FORMAT, "%s: text element %zu holds U+%X, which is no Unicode character",
+                               path, i, (unsigned)load_le32(e + 4 * k));
+            }
+            text += n;
+        }
+        *text++ = '\0';
+    }
+    *block = ptrs;
+    return KILN_OK;
+}
+
 kiln_status kn_npy_read(const char *path, kn_tensor *out) {
     memset(out, 0, sizeof *out);
-    npy_array a = {.type = -1};
+    npy_array a = {.type = -1, .text_kind = 0};
     kn_data_file f;
     KN_TRY(kn_data_file_open(&f, path));
     kiln_status st = npy_read_header(&f, &a);
@@ -270,12 +400,21 @@ kiln_status kn_npy_read(const char *path, kn_tensor *out) {
             st = kn_fail(KILN_ERR_FORMAT, "%s: the .npy shape overflows (dimension %d is %lld)", path, i,
                          (long long)a.shape.d[i]);
     uint8_t *data = NULL;
+    size_t data_bytes = 0;
+    if (st == KILN_OK && !kn_size_mul(numel, npy_item_size(&a), &data_bytes))
+        st = kn_fail(KILN_ERR_FORMAT, "%s: the .npy data size overflows", path);
     if (st == KILN_OK)
-        st = kn_data_file_read_alloc(&f, numel * npy_types[a.type].item_size, "the array data", &data);
+        st = kn_data_file_read_alloc(&f, data_bytes, "the array data", &data);
     if (st == KILN_OK)
         st = kn_data_file_expect_end(&f);
     kn_data_file_close(&f);
-    *out = (kn_tensor){.shape = a.shape, .dtype = npy_types[a.type >= 0 ? a.type : 0].dtype, .data = data};
+    if (st == KILN_OK && a.type < 0) { /* text: replaced by the strings */
+        void *strings = NULL;
+        st = npy_text_to_strings(path, &a, data, numel, &strings);
+        free(data);
+        data = strings;
+    }
+    *out = (kn_tensor){.shape = a.shape, .dtype = a.type >= 0 ? npy_types[a.type].dtype : KN_STRING, .data = data};
     if (st != KILN_OK) {
         free(data);
         memset(out, 0, sizeof *out);
@@ -306,6 +445,8 @@ static float element_as_float(const kn_tensor *t, size_t i) {
 kiln_status kn_npy_to_f32(const char *path, kn_tensor *t) {
     if (t->dtype == KN_F32)
         return KILN_OK;
+    if (t->dtype == KN_STRING)
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s holds text, not numbers", path);
     size_t numel = (size_t)kn_shape_numel(&t->shape);
     float *x = kn_data_malloc(numel ? numel : 1, sizeof *x); // (numel)
     if (!x)
@@ -329,13 +470,56 @@ kiln_status kn_npy_to_f32(const char *path, kn_tensor *t) {
 
 /* ---- writing ---- */
 
+/* The descr of a string tensor's array: '<U<n>' with n the most code points of an element when every
+ * string is UTF-8, else '|S<n>' with n the most bytes (numpy reads either); n at least 1, as numpy. */
+static kiln_status npy_text_descr_of(const char *path, const kn_tensor *t, char *descr, size_t size,
+                                     size_t *item_size) {
+    const char *const *s = t->data;
+    size_t numel = (size_t)kn_shape_numel(&t->shape), most_points = 1, most_bytes = 1;
+    bool utf8 = true;
+    for (size_t i = 0; i < numel; i++) {
+        size_t points = 0, len = strlen(s[i]);
+        uint32_t c;
+        for (const unsigned char *p = (const unsigned char *)s[i]; *p && utf8; points++)
+            utf8 = utf8_next(&p, &c);
+        most_points = points > most_points ? points : most_points;
+        most_bytes = len > most_bytes ? len : most_bytes;
+    }
+    size_t unit = utf8 ? 4 : 1, width = utf8 ? most_points : most_bytes, total;
+    if (!kn_size_mul(width, unit, item_size) || !kn_size_mul(*item_size, numel, &total))
+        return kn_fail(KILN_ERR_INVALID_ARG, "%s: the text array's size overflows", path);
+    snprintf(descr, size, "%s%zu", utf8 ? "<U" : "|S", width);
+    return KILN_OK;
+}
+
+/* Element s into item (item_size bytes of '<U' or '|S' as descr says), zero-padded. */
+static void npy_text_item(const char *s, const char *descr, uint8_t *item, size_t item_size) {
+    memset(item, 0, item_size);
+    if (descr[1] == 'S') {
+        memcpy(item, s, strlen(s));
+        return;
+    }
+    uint32_t c;
+    for (const unsigned char *p = (const unsigned char *)s; *p && utf8_next(&p, &c); item += 4) {
+        item[0] = (uint8_t)c;
+        item[1] = (uint8_t)(c >> 8);
+        item[2] = (uint8_t)(c >> 16);
+        item[3] = 0;
+    }
+}
+
 kiln_status kn_npy_write(const char *path, const kn_tensor *t) {
-    const char *descr = t->dtype == KN_BF16 ? "<u2" : NULL; // numpy has no bfloat16: its uint16 bit patterns
+    char text_descr[32];
+    size_t item_size = 0;
+    if (t->dtype == KN_STRING)
+        KN_TRY(npy_text_descr_of(path, t, text_descr, sizeof text_descr, &item_size));
+    // numpy has no bfloat16: its uint16 bit patterns
+    const char *descr = t->dtype == KN_BF16 ? "<u2" : t->dtype == KN_STRING ? text_descr : NULL;
     for (int i = 0; i < N_NPY_TYPES && !descr; i++)
         if (npy_types[i].dtype == t->dtype && npy_types[i].item_size == kn_dtype_size(t->dtype))
             descr = npy_types[i].descr;
     size_t bytes;
-    if (!descr || !kn_shape_bytes(&t->shape, t->dtype, &bytes))
+    if (!descr || (t->dtype != KN_STRING && !kn_shape_bytes(&t->shape, t->dtype, &bytes)))
         return kn_fail(KILN_ERR_INVALID_ARG, "%s: cannot write a %s tensor as .npy", path, kn_dtype_name(t->dtype));
 
     char dict[256];
@@ -352,12 +536,26 @@ kiln_status kn_npy_write(const char *path, const kn_tensor *t) {
     unsigned char preamble[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(padded & 0xff),
                                   (unsigned char)(padded >> 8)};
 
+    uint8_t *item = t->dtype == KN_STRING ? malloc(item_size ? item_size : 1) : NULL;
+    if (t->dtype == KN_STRING && !item)
+        return kn_data_nomem(path, "a text element", item_size, 1);
     FILE *f = fopen(path, "wb");
-    if (!f)
+    if (!f) {
+        free(item);
         return kn_fail(KILN_ERR_IO, "%s: %s", path, strerror(errno));
+    }
     bool ok = fwrite(preamble, 1, sizeof preamble, f) == sizeof preamble &&
-              fprintf(f, "%s%*s\n", dict, padded - len - 1, "") == padded &&
-              fwrite(t->data, 1, bytes, f) == bytes;
+              fprintf(f, "%s%*s\n", dict, padded - len - 1, "") == padded;
+    if (t->dtype == KN_STRING) {
+        const char *const *s = t->data;
+        for (int64_t i = 0, n = kn_shape_numel(&t->shape); ok && i < n; i++) {
+            npy_text_item(s[i], descr, item, item_size);
+            ok = fwrite(item, 1, item_size, f) == item_size;
+        }
+    } else {
+        ok = ok && fwrite(t->data, 1, bytes, f) == bytes;
+    }
+    free(item);
     ok = fclose(f) == 0 && ok;
     if (!ok) {
         remove(path);

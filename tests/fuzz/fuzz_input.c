@@ -30,6 +30,22 @@ const char *fuzz_write_file(const char *name, const uint8_t *data, size_t size) 
     return path;
 }
 
+/* Gives string input i a number's text per element ("1.5e3"), which every Cast from strings reads. */
+static void set_numbers_as_text(kiln_session *session, int i) {
+    int ndim;
+    int64_t dims[KILN_MAX_DIMS], n = 1;
+    if (kiln_session_input_shape(session, i, &ndim, dims) != KILN_OK)
+        return;
+    for (int k = 0; k < ndim; k++)
+        n = dims[k] >= 0 && n <= (1 << 20) ? n * dims[k] : 1 << 21;
+    const char **text = n <= (1 << 20) ? malloc((size_t)(n ? n : 1) * sizeof *text) : NULL;
+    for (int64_t k = 0; text && k < n; k++)
+        text[k] = "1.5e3";
+    if (text)
+        kiln_session_set_input(session, i, KILN_DTYPE_STRING, text, (size_t)n * sizeof *text);
+    free(text);
+}
+
 void fuzz_run_model(const kiln_model *model) {
     /* 256 MiB of activations and scratch: libFuzzer's 1 GiB limit is for kiln's own bookkeeping. */
     kiln_session_options *options = kiln_session_options_create();
@@ -43,8 +59,11 @@ void fuzz_run_model(const kiln_model *model) {
     for (int i = 0; i < kiln_session_input_count(session); i++) {
         void *data;
         size_t bytes;
+        kiln_dtype dtype;
         if (kiln_session_input_data(session, i, &data, &bytes) == KILN_OK && data)
             memset(data, 0, bytes);
+        else if (kiln_session_input_dtype(session, i, &dtype) == KILN_OK && dtype == KILN_DTYPE_STRING)
+            set_numbers_as_text(session, i); /* strings are copied in, not written in place */
     }
     /* A model may legitimately ask for seconds of arithmetic; what is fuzzed is everything up to the
      * run and the run of models of up to 5e6 FLOPs. Under the sanitizers and coverage counters a

@@ -55,6 +55,7 @@ for s in mlp cnn vit residual; do
     "$kiln" convert "corpus/spec/$s.txt" "corpus/kiln_file/$s.kiln" > /dev/null
     "$kiln" convert "corpus/spec/$s.txt" "corpus/onnx_import/$s.onnx" > /dev/null
 done
+cp ../ref/data/strings.onnx corpus/onnx_import/ # STRING inputs, outputs, initializer, Constant and Casts
 
 /usr/bin/python3 - "$work" <<'PY'
 import gzip, os, struct, sys
@@ -80,7 +81,8 @@ def npy(a):
     return b.getvalue()
 for name, x, y in [("f32_i64", rng.random((3, 4)).astype(np.float32), np.array([0, 1, 2])),
                    ("f64_f32", rng.random((2, 2, 2)), rng.random((2, 1)).astype(np.float32)),
-                   ("u8_u8", rng.integers(0, 255, (4, 3), dtype=np.uint8), np.array([1, 0, 1, 0], np.uint8))]:
+                   ("u8_u8", rng.integers(0, 255, (4, 3), dtype=np.uint8), np.array([1, 0, 1, 0], np.uint8)),
+                   ("text", np.array([["1.5", "\u00e9t\u00e9"], ["", "NaN"]]), np.array([b"ab", b"c"]))]:
     xb, yb = npy(x), npy(y)
     split = (len(xb) * 256 + len(xb + yb) - 1) // len(xb + yb)
     open(f"corpus/npy/{name}.bin", "wb").write(bytes([split]) + xb + yb)

@@ -26,6 +26,9 @@ void cli_batch_free(cli_batch *b) {
         free(b->labels[i]);
     free(b->labels);
     free(b->data);
+    for (int i = 0; i < b->n_text_blocks; i++)
+        free(b->text_blocks[i]);
+    free(b->text_blocks);
     memset(b, 0, sizeof *b);
 }
 
@@ -85,7 +88,8 @@ static kiln_status append(cli_batch *b, const char *path, const kn_shape *sample
                        kn_dtype_name(dtype), b->input_name, kn_dtype_name(b->dtype));
     }
     size_t sample_bytes, bytes, total;
-    if (!kn_shape_bytes(sample, dtype, &sample_bytes) || !kn_size_mul(sample_bytes, (size_t)n, &bytes) ||
+    size_t element = dtype == KN_STRING ? sizeof(const char *) : kn_dtype_size(dtype); // strings: a pointer each
+    if (kn_shape_numel(sample) < 0 || !kn_size_mul((size_t)kn_shape_numel(sample), element, &sample_bytes) || !kn_size_mul(sample_bytes, (size_t)n, &bytes) ||
         !kn_size_add(b->bytes, bytes, &total))
         return kn_fail(KILN_ERR_NOMEM, "%s: the batch of input '%s' would overflow", path, b->input_name);
     if (total > b->capacity || !b->data) { // allocated even for no bytes: the session takes no NULL data
@@ -152,10 +156,31 @@ static kiln_status npy_samples(const cli_batch *b, const char *path, const kn_sh
                    cli_input_shape_str(&b->model_shape, want, sizeof want));
 }
 
+/* Keeps a text array's block (its pointers, then the strings) for as long as the batch points into it. */
+static kiln_status keep_text(cli_batch *b, const char *path, void *block) {
+    void **grown = realloc(b->text_blocks, sizeof *grown * (size_t)(b->n_text_blocks + 1));
+    if (!grown)
+        return kn_fail(KILN_ERR_NOMEM, "%s: out of memory keeping its strings", path);
+    b->text_blocks = grown;
+    b->text_blocks[b->n_text_blocks++] = block;
+    return KILN_OK;
+}
+
 static kiln_status add_npy(cli_batch *b, const char *path, const cli_input_options *options) {
     kn_tensor t;
     KN_TRY(kn_npy_read(path, &t));
     kiln_status st = KILN_OK;
+    if (t.dtype == KN_STRING) { // the batch holds pointers to the strings, which stay in the file's block
+        st = keep_text(b, path, t.data);
+        if (st != KILN_OK)
+            free(t.data);
+        kn_shape sample;
+        int64_t n = 0;
+        bool whole = false;
+        if (st == KILN_OK)
+            st = npy_samples(b, path, &t.shape, options->batch_dim, &sample, &n, &whole);
+        return st == KILN_OK ? append(b, path, &sample, t.dtype, n, t.data, NULL, whole) : st;
+    }
     if (t.dtype == KN_U16 && b->model_dtype == KN_BF16)
         t.dtype = KN_BF16; // numpy has no bfloat16: uint16 arrays hold its bit patterns
     // A float input takes any array as kiln's training loader reads it (uint8 pixels scaled by 1/255).

@@ -6,7 +6,9 @@
  *               with batch_dim, an array whose first dimension is the batch. A 0-d array (a scalar) is
  *               the whole input, with no batch dimension, and so is any array for an input of rank 0;
  *               no other file can join it. Used as is, except that
- *               uint8 becomes x / 255 for a float input, like the training loader's arrays.
+ *               uint8 becomes x / 255 for a float input, like the training loader's arrays. A text
+ *               array (<U<n> or |S<n>) feeds a string input: the batch holds a `const char *` per
+ *               element, as kiln_session_set_input takes strings.
  *   .png .jpg   one sample of an image input (N, C, H, W): gray (C = 1) or RGB (C = 3) ..., resized
  *               bilinearly to H x W, scaled to [0, 1], then standardised by the model's mean/std.
  *   .csv        a header row, then one sample per row: the input's features, plus optionally one target
@@ -47,6 +49,8 @@ typedef struct cli_batch {
     size_t bytes, capacity;
     char **labels;             /* (count) where each sample came from: "a.png", "x.npy[3]", "rows.csv:7" */
     const char *first_path;    /* the first file read, for messages */
+    void **text_blocks;        /* text arrays read (KN_STRING data is a `const char *` per element, pointing */
+    int n_text_blocks;         /* into these blocks: kn_npy_read's layout), freed with the batch */
 } cli_batch;
 
 /* An empty batch for model input `name` of `shape` and `dtype`. */

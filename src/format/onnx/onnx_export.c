@@ -63,7 +63,7 @@ static int32_t onnx_dtype_of(kn_dtype dtype) {
         [KN_F16] = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16, [KN_F64] = ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE,
         [KN_I16] = ONNX__TENSOR_PROTO__DATA_TYPE__INT16,   [KN_U16] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT16,
         [KN_U32] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT32,  [KN_U64] = ONNX__TENSOR_PROTO__DATA_TYPE__UINT64,
-        [KN_BF16] = ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16,
+        [KN_BF16] = ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16, [KN_STRING] = ONNX__TENSOR_PROTO__DATA_TYPE__STRING,
     };
     return dtype >= 0 && dtype < KN_DTYPE_COUNT ? types[dtype] : ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED;
 }
@@ -203,6 +203,20 @@ static kiln_status check_graph(exporter *x) {
 
 /* ---- messages ---- */
 
+/* A STRING tensor's elements go in string_data (ONNX has no raw form for them), referencing kiln's
+ * strings, which live as long as the graph. */
+static bool string_elements(exporter *x, Onnx__TensorProto *t, const kn_shape *shape, const kn_string *data) {
+    size_t n = (size_t)kn_shape_numel(shape), bytes;
+    if (!kn_size_mul(n ? n : 1, sizeof *t->string_data, &bytes) || !(t->string_data = kn_arena_alloc(&x->arena, bytes)))
+        return false;
+    t->n_string_data = n;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = kn_string_get(&data[i]);
+        t->string_data[i] = (ProtobufCBinaryData){.len = strlen(s), .data = (uint8_t *)s};
+    }
+    return true;
+}
+
 /* A tensor named `name` holding `data` (little-endian, as kiln stores it: the host is, see
  * onnx_internal.h); data is referenced, not copied. */
 static Onnx__TensorProto *make_tensor(exporter *x, const char *name, kn_dtype dtype, const kn_shape *shape,
@@ -220,6 +234,8 @@ static Onnx__TensorProto *make_tensor(exporter *x, const char *name, kn_dtype dt
     t->n_dims = (size_t)shape->ndim;
     t->dims = dims;
     memcpy(dims, shape->d, sizeof *dims * (size_t)shape->ndim);
+    if (dtype == KN_STRING)
+        return string_elements(x, t, shape, data) ? t : NULL;
     t->has_raw_data = true;
     t->raw_data.len = bytes;
     t->raw_data.data = bytes ? (uint8_t *)data : (uint8_t *)no_bytes;

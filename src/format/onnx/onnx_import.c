@@ -343,7 +343,7 @@ static kiln_status import_initializers(kn_onnx_importer *im, const Onnx__GraphPr
                 st = kn_onnx_set_weight(im, id);
             if (st == KILN_OK)
                 st = kn_onnx_tensor_fill(t, im->base_dir, dtype, kn_shape_numel(&shape),
-                                         im->g->values[id].data);
+                                         im->g->values[id].data, &im->g->arena);
             /* An f16 initializer is computed with as f32; it keeps its f16 form as storage (exact: every
              * f16 is an f32), which a Cast to f32 of it hands on (storage_of_folded). */
             if (st == KILN_OK && t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 && dtype == KN_F32)

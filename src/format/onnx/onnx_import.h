@@ -50,7 +50,9 @@ const char *kn_onnx_missing_op(int i, const char **reason);
 
 /* Reads one serialized TensorProto (the ONNX backend tests' input_K.pb / output_K.pb files) with the
  * same checks as initializers. f16 stays f16; dtypes kiln has no equivalent for give
- * KILN_ERR_UNSUPPORTED. out->data is malloc'ed (free() it); *name, when name is not NULL, gets a
+ * KILN_ERR_UNSUPPORTED. out->data is malloc'ed (free() it); a STRING tensor's is laid out as the C API
+ * takes it, numel `const char *` followed by the strings they point at (kiln_dtype_size bytes per
+ * element, not kn_dtype_size); *name, when name is not NULL, gets a
  * malloc'ed copy of the tensor's name. */
 kiln_status kn_onnx_read_tensor_file(const char *path, kn_tensor *out, char **name);
 

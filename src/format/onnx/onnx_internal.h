@@ -48,9 +48,11 @@ kiln_status kn_onnx_tensor_header(const Onnx__TensorProto *t, bool widen, kn_dty
  * so that a header declaring a huge shape over a few bytes of data costs nothing. */
 kiln_status kn_onnx_tensor_check_data(const Onnx__TensorProto *t, const char *base_dir, int64_t numel);
 /* Decodes the elements (raw_data, the typed field, or external data relative to base_dir) into dst,
- * which holds numel elements of `dtype` as kn_onnx_tensor_header gave. */
+ * which holds numel elements of `dtype` as kn_onnx_tensor_header gave. A STRING tensor (string_data
+ * only, no NUL bytes) becomes kn_string elements whose long strings are copied into `strings` (the
+ * graph's arena; NULL refuses strings). */
 kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir, kn_dtype dtype,
-                                int64_t numel, void *dst);
+                                int64_t numel, void *dst, kn_arena *strings);
 
 /* Reads a whole file into malloc'ed memory (free() it). */
 kiln_status kn_onnx_read_whole_file(const char *path, unsigned char **bytes, size_t *size);

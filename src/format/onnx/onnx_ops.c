@@ -328,7 +328,7 @@ static kiln_status add_node(kn_onnx_importer *im, const kn_onnx_node *n, const c
 /* ONNX ops kiln does not run, and why. */
 #define KN_NO_SUBGRAPHS "control flow: kiln's graphs have no nested subgraphs"
 #define KN_NO_SEQUENCES "sequence and optional values: kiln's values are tensors"
-#define KN_NO_STRINGS "string tensors: kiln has no string dtype"
+#define KN_NO_STRINGS "string ops: kiln's string tensors only cross the boundary (Cast, ops that move data)"
 #define KN_RANDOM "random draws: the expected values are numpy's generator's, which kiln's counter-based stream does not reproduce"
 #define KN_TRAINING_DOMAIN "ai.onnx.preview.training: kiln trains with its own optimizers (kiln train)"
 #define KN_NOT_YET "not implemented yet"
@@ -404,7 +404,7 @@ static kiln_status import_constant(kn_onnx_importer *im, const kn_onnx_node *n) 
         KN_TRY(kn_onnx_tensor_check_data(a->t, im->base_dir, kn_shape_numel(&shape)));
         KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, dtype, &shape, &id));
         KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, kn_shape_numel(&shape),
-                                   im->g->values[id].data));
+                                   im->g->values[id].data, &im->g->arena));
     } else if (strcmp(attr, "value_float") == 0 && a->has_f) {
         KN_TRY(kn_graph_add_value(im->g, out, KN_VALUE_CONST, KN_F32, &scalar, &id));
         *(float *)im->g->values[id].data = a->f;
@@ -561,7 +561,10 @@ static kiln_status import_constant_of_shape(kn_onnx_importer *im, const kn_onnx_
                            (long long)kn_shape_numel(&shape));
         union { float f; double f64; int64_t i64; int32_t i32; uint8_t u8; int8_t i8; uint16_t u16;
                 int16_t i16; uint32_t u32; } element;
-        KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, 1, &element));
+        if (kn_dtype_size(dtype) > sizeof element)
+            return kn_fail(KILN_ERR_UNSUPPORTED, "ConstantOfShape of dtype %s is not supported",
+                           kn_dtype_name(dtype));
+        KN_TRY(kn_onnx_tensor_fill(a->t, im->base_dir, dtype, 1, &element, NULL));
         switch (dtype) {
         case KN_F32: value = element.f; break;
         case KN_F64: value = (float)element.f64; break;
@@ -747,9 +750,9 @@ static const op_rewrite rewrites[] = {
      "kiln's Identity when the op table has it, else an alias of its input; tensors only (kiln has no "
      "sequence or optional values)"},
     {"Cast", import_cast, "Cast",
-     "`to` becomes the kn_dtype code; not to or from STRING (kiln has no string dtype)"},
+     "`to` becomes the kn_dtype code; to and from STRING as numpy's astype (docs/onnx.md, Strings)"},
     {"CastLike", import_castlike, "Cast",
-     "becomes Cast to the dtype of input 1; not to or from STRING (kiln has no string dtype)"},
+     "becomes Cast to the dtype of input 1, STRING included"},
     {"EyeLike", import_eyelike, "EyeLike", "`dtype` becomes the kn_dtype code"},
     {"HannWindow", import_window, "HannWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},
     {"HammingWindow", import_window, "HammingWindow", "`output_datatype` becomes `dtype`, a kn_dtype code"},

@@ -34,6 +34,7 @@ typedef enum onnx_dtype {
     ONNX_UINT32 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT32,
     ONNX_UINT64 = ONNX__TENSOR_PROTO__DATA_TYPE__UINT64,
     ONNX_BFLOAT16 = ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16,
+    ONNX_STRING = ONNX__TENSOR_PROTO__DATA_TYPE__STRING,
 } onnx_dtype;
 
 bool kn_onnx_dtype_to_kiln(int32_t onnx_type, kn_dtype *out) {
@@ -51,6 +52,7 @@ bool kn_onnx_dtype_to_kiln(int32_t onnx_type, kn_dtype *out) {
     case ONNX_UINT32: *out = KN_U32; return true;
     case ONNX_UINT64: *out = KN_U64; return true;
     case ONNX_BFLOAT16: *out = KN_BF16; return true;
+    case ONNX_STRING: *out = KN_STRING; return true;
     default: return false;
     }
 }
@@ -66,7 +68,8 @@ const char *kn_onnx_dtype_name(int32_t onnx_type, char *buf, size_t size) {
     return buf;
 }
 
-/* Bytes of one element as ONNX stores it in raw_data; 0 for types kiln does not read. */
+/* Bytes of one element as ONNX stores it in raw_data; 0 for types kiln does not read and for STRING,
+ * which has no raw form. */
 static size_t onnx_dtype_size(int32_t onnx_type) {
     switch (onnx_type) {
     case ONNX_FLOAT: case ONNX_INT32: case ONNX_UINT32: return 4;
@@ -168,7 +171,7 @@ static kiln_status typed_field(const Onnx__TensorProto *t, size_t *count) {
         {"int64_data", t->n_int64_data, t->data_type == ONNX_INT64},
         {"double_data", t->n_double_data, t->data_type == ONNX_DOUBLE},
         {"uint64_data", t->n_uint64_data, t->data_type == ONNX_UINT32 || t->data_type == ONNX_UINT64},
-        {"string_data", t->n_string_data, false},
+        {"string_data", t->n_string_data, t->data_type == ONNX_STRING},
     };
     *count = 0;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -332,6 +335,9 @@ kiln_status kn_onnx_tensor_check_data(const Onnx__TensorProto *t, const char *ba
     bool external = location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (!external && location != ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT)
         return kn_fail(KILN_ERR_FORMAT, "unknown data_location %d", location);
+    if (t->data_type == ONNX_STRING && (external || t->has_raw_data))
+        return kn_fail(KILN_ERR_FORMAT, "a STRING tensor keeps its elements in string_data, not in %s",
+                       external ? "external data" : "raw_data");
     size_t typed;
     KN_TRY(typed_field(t, &typed));
     int sources = (t->has_raw_data ? 1 : 0) + (typed ? 1 : 0) + (external ? 1 : 0);
@@ -354,9 +360,38 @@ kiln_status kn_onnx_tensor_check_data(const Onnx__TensorProto *t, const char *ba
     return KILN_OK;
 }
 
+/* string_data[i] as a C string: it must hold no NUL byte (kiln's strings end at the first). */
+static kiln_status string_element(const Onnx__TensorProto *t, int64_t i) {
+    const ProtobufCBinaryData *b = &t->string_data[i];
+    if (b->len && memchr(b->data, 0, b->len))
+        return kn_fail(KILN_ERR_FORMAT, "string_data[%lld] holds a NUL byte", (long long)i);
+    return KILN_OK;
+}
+
+/* string_data into kn_string elements; strings too long to sit in place are copied into `arena`. */
+static kiln_status fill_strings(const Onnx__TensorProto *t, int64_t numel, kn_arena *arena, kn_string *dst) {
+    if (!arena)
+        return kn_fail(KILN_ERR_INTERNAL, "a STRING tensor decoded without an arena for its strings");
+    for (int64_t i = 0; i < numel; i++) {
+        KN_TRY(string_element(t, i));
+        const ProtobufCBinaryData *b = &t->string_data[i];
+        char *copy = (char *)b->data;
+        if (b->len >= KN_STRING_SMALL) { /* len + 1 cannot overflow: the bytes are in memory */
+            if (!(copy = kn_arena_alloc(arena, b->len + 1)))
+                return kn_fail(KILN_ERR_NOMEM, "out of memory for a string of %zu bytes", b->len);
+            memcpy(copy, b->data, b->len);
+            copy[b->len] = '\0';
+        }
+        kn_string_set(&dst[i], b->len ? copy : "", b->len);
+    }
+    return KILN_OK;
+}
+
 kiln_status kn_onnx_tensor_fill(const Onnx__TensorProto *t, const char *base_dir, kn_dtype dtype,
-                                int64_t numel, void *dst) {
+                                int64_t numel, void *dst, kn_arena *strings) {
     KN_TRY(kn_onnx_tensor_check_data(t, base_dir, numel));
+    if (dtype == KN_STRING)
+        return fill_strings(t, numel, strings, dst);
     size_t raw_bytes = onnx_dtype_size(t->data_type) * (size_t)numel; /* checked above */
     bool external = t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     if (!external && !t->has_raw_data)
@@ -418,6 +453,33 @@ kiln_status kn_onnx_read_whole_file(const char *path, unsigned char **bytes, siz
     return KILN_OK;
 }
 
+/* A STRING tensor as the C API passes one: numel `const char *` then the strings they point at, in one
+ * malloc'ed block. */
+static kiln_status strings_block(const Onnx__TensorProto *t, int64_t numel, void **data) {
+    size_t bytes;
+    if (!kn_size_mul((size_t)numel, sizeof(char *), &bytes))
+        return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
+    for (int64_t i = 0; i < numel; i++) {
+        KN_TRY(string_element(t, i));
+        if (!kn_size_add(bytes, t->string_data[i].len + 1, &bytes))
+            return kn_fail(KILN_ERR_FORMAT, "the byte size overflows");
+    }
+    char **ptrs = malloc(bytes ? bytes : 1);
+    if (!ptrs)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for %zu bytes", bytes);
+    char *text = (char *)(ptrs + numel);
+    for (int64_t i = 0; i < numel; i++) {
+        const ProtobufCBinaryData *b = &t->string_data[i];
+        ptrs[i] = text;
+        if (b->len)
+            memcpy(text, b->data, b->len);
+        text[b->len] = '\0';
+        text += b->len + 1;
+    }
+    *data = ptrs;
+    return KILN_OK;
+}
+
 kiln_status kn_onnx_read_tensor_file(const char *path, kn_tensor *out, char **name) {
     memset(out, 0, sizeof *out);
     if (name)
@@ -437,15 +499,17 @@ kiln_status kn_onnx_read_tensor_file(const char *path, kn_tensor *out, char **na
     size_t n_bytes = 0;
     if (st == KILN_OK)
         st = kn_onnx_tensor_check_data(t, base_dir, kn_shape_numel(&out->shape));
-    if (st == KILN_OK) {
+    if (st == KILN_OK && out->dtype == KN_STRING) {
+        st = strings_block(t, kn_shape_numel(&out->shape), &out->data);
+    } else if (st == KILN_OK) {
         kn_shape_bytes(&out->shape, out->dtype, &n_bytes);
         out->data = malloc(n_bytes ? n_bytes : 1);
         if (!out->data)
             st = kn_fail(KILN_ERR_NOMEM, "out of memory for %zu bytes", n_bytes);
     }
-    if (st == KILN_OK)
+    if (st == KILN_OK && out->dtype != KN_STRING)
         st = kn_onnx_tensor_fill(t, base_dir, out->dtype, kn_shape_numel(&out->shape),
-                                 out->data);
+                                 out->data, NULL);
     if (st == KILN_OK && name) {
         *name = strdup(t->name ? t->name : "");
         if (!*name)
