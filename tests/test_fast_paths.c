@@ -31,6 +31,10 @@
  * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
  * same bits, NaN and -0 included.
  *
+ * 4d. The 2x2 max-pooling planes (kernels/pool2x2.h) in the build this CPU runs against the generic
+ * ones, forward and backward (added and stored): the same bits, on planes with ties, NaNs and -0
+ * gradients, rows of every window count to 35.
+ *
  * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits;
  *     MatMulPacked against MatMul likewise.
  *
@@ -57,6 +61,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "kernels/act_rows.h"
+#include "kernels/pool2x2.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
 #include "kernels/sparse.h"
@@ -1161,6 +1166,44 @@ static void test_matmul_packed(void) {
     printf("MatMulPacked vs MatMul: %d of 8 cases bit-identical on 1 and 2 threads\n", checked);
 }
 
+/* A 2x2 plane of rows `in_w` long for out_w windows: values drawn from a few levels (so windows hold
+ * ties), a NaN now and then; gradients with -0 among them. */
+static void pool2x2_fill(kn_rng *rng, float *x, float *dy, float *dx, int64_t in_floats, int64_t out_floats) {
+    for (int64_t i = 0; i < in_floats; i++) {
+        x[i] = (float)(int)(4.0f * kn_rng_uniform(rng)) - 2.0f;
+        x[i] = kn_rng_uniform(rng) < 0.03f ? NAN : x[i];
+        dx[i] = kn_rng_uniform(rng) - 0.5f;
+    }
+    for (int64_t i = 0; i < out_floats; i++)
+        dy[i] = kn_rng_uniform(rng) < 0.2f ? -0.0f : kn_rng_uniform(rng) - 0.5f;
+}
+
+static void test_pool2x2_builds(void) {
+    enum { out_h = 3, max_w = 35 };
+    const kn_pool2x2_kernels *build = kn_pool2x2_best();
+    kn_rng rng = kn_rng_seeded(81);
+    bool same = true;
+    for (int64_t out_w = 1; out_w <= max_w; out_w++) {
+        kn_pool2x2 g = {out_h, out_w, 2 * out_w + out_w % 2}; // odd windows counts: a pixel past the last window
+        float x[2 * out_h * (2 * max_w + 1)], dy[out_h * max_w], dx[2 * out_h * (2 * max_w + 1)];
+        pool2x2_fill(&rng, x, dy, dx, 2 * out_h * g.in_w, out_h * out_w);
+        float y_want[out_h * max_w], y_got[out_h * max_w];
+        kn_maxpool2x2_forward_generic(&g, x, y_want);
+        build->forward(&g, x, y_got);
+        same &= memcmp(y_want, y_got, sizeof(float) * (size_t)(out_h * out_w)) == 0;
+        for (int store = 0; store < 2; store++) {
+            float want[sizeof dx / sizeof dx[0]], got[sizeof dx / sizeof dx[0]];
+            memcpy(want, dx, sizeof dx);
+            memcpy(got, dx, sizeof dx);
+            kn_maxpool2x2_backward_generic(&g, x, dy, want, store);
+            build->backward(&g, x, dy, got, store);
+            same &= memcmp(want, got, sizeof want) == 0;
+        }
+    }
+    printf("2x2 max pooling, the build this CPU runs vs generic: %s\n", same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
+}
+
 int main(void) {
     test_packed_gemm();
     test_conv_packed();
@@ -1175,6 +1218,7 @@ int main(void) {
     test_depthwise_row_builds();
     test_depthwise5x5_row_builds();
     test_act_rows_builds();
+    test_pool2x2_builds();
     test_gemm_packed();
     test_matmul_packed();
     test_vmath_builds();
