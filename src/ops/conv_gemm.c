@@ -2,9 +2,8 @@
 
 #include <omp.h>
 
-#include "core/threads.h"
-
 #include "core/tensor.h"
+#include "core/threads.h"
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
 #include "ops/lane_sum.h"
@@ -75,15 +74,34 @@ size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c) {
     return kn_sgemm_workspace(false, true, d.a_rows, d.depth, d.plane);
 }
 
+size_t kn_conv_gemm_fold_packed_floats(const kn_conv_gemm *c) {
+    group_dims d = group_dims_of(c);
+    size_t per_group = kn_sgemm_packed_a_floats(d.depth, d.a_rows), total;
+    return per_group && kn_size_mul(per_group, (size_t)c->group, &total) ? total : 0;
+}
+
+void kn_conv_gemm_pack_fold(const kn_conv_gemm *c, const float *w, float *packed) {
+    group_dims d = group_dims_of(c);
+    size_t per_group = kn_sgemm_packed_a_floats(d.depth, d.a_rows);
+    for (int64_t grp = 0; grp < c->group; grp++) // W_g^T (depth, a_rows) is W_g (a_rows, depth) read transposed
+        kn_sgemm_pack_a(true, d.depth, d.a_rows, w + grp * d.a_rows * d.depth, d.depth, packed + (size_t)grp * per_group);
+}
+
 void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, float *col, float *b) {
     group_dims d = group_dims_of(c);
     bool pointwise = kn_conv_gemm_is_pointwise(c);
     // Pointwise: the column matrix is b itself, so the products add into it directly.
     float *target = pointwise ? b : col;
+    size_t per_group = c->fold_packed ? kn_sgemm_packed_a_floats(d.depth, d.a_rows) : 0;
     for (int64_t grp = 0; grp < c->group; grp++)
-        kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, true, false, d.depth, d.plane, d.a_rows, 1.0f,
-                    w + grp * d.a_rows * d.depth, d.depth, a + grp * d.a_rows * d.plane, d.plane,
-                    pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane);
+        if (c->fold_packed)
+            kn_sgemm_ws_packed(c->gemm_ws, c->gemm_ws_bytes, c->fold_packed + (size_t)grp * per_group, d.depth,
+                               d.plane, d.a_rows, 1.0f, a + grp * d.a_rows * d.plane, d.plane,
+                               pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane);
+        else
+            kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, true, false, d.depth, d.plane, d.a_rows, 1.0f,
+                        w + grp * d.a_rows * d.depth, d.depth, a + grp * d.a_rows * d.plane, d.plane,
+                        pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane);
     if (!pointwise)
         kn_col2im(c->b_channels, &c->h, &c->w, col, b);
 }
