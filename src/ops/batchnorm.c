@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
 #include "ops/op.h"
 
@@ -314,13 +315,33 @@ static void bn_block_batch_moments(const kn_op_call *call, bn_view v, bn_block b
     }
 }
 
+/* Where the gradient of the (fused Relu's) output comes from: dY itself, or with a fused MaxPool
+ * (kn_op_call.fused_pool_dout) that pool's output gradient, made into dY one plane at a time into a
+ * buffer of `inner` floats per thread. */
+typedef struct bn_dy_source {
+    const float *dy;        // (N, C, inner): dY, when there is no fused pool
+    const float *pool_dy;   // (N, C, inner / 4): the pool's output gradient, or NULL
+    const float *relu_y;    // (N, C, inner): the Relu's output, the pool's input
+    kn_pool2x2 pool;        // the planes' geometry
+    kn_maxpool2x2_backward_fn pool_backward;
+} bn_dy_source;
+
+/* Plane (n, c) of dY: in place, or the pool's backward of its output gradient stored into buf (what it
+ * would have stored into dY, every element: its windows tile the plane). */
+static const float *bn_dy_plane(const bn_dy_source *src, bn_view v, int64_t n, int64_t c, float *buf) {
+    if (!src->pool_dy)
+        return src->dy + bn_plane(v, n, c);
+    src->pool_backward(&src->pool, src->relu_y + bn_plane(v, n, c), src->pool_dy + bn_plane(v, n, c) / 4, buf, true);
+    return buf;
+}
+
 /* The gradients of block b's channels from dY. Batch statistics, with xhat = (x - mean) / std:
  *   dx = scale / std * (dy - mean(dy) - xhat * mean(dy * xhat))
  * Running statistics (a fixed affine map): dx = dy * scale / std, and the running mean and
  * variance, being inputs of that map, get their gradients too. */
-static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b) {
+static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b, const bn_dy_source *src,
+                              float *plane_buf) {
     const float *x = kn_f32(call->in[BN_X]);
-    const float *dy = kn_f32(call->dout[BN_Y]);
     const float *relu_y = call->fused_relu ? kn_f32(call->out[BN_Y]) : NULL;
     float *dx = call->din[BN_X] ? kn_f32(call->din[BN_X]) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
@@ -342,10 +363,11 @@ static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b) {
     for (int64_t n = 0; n < v.N; n++)
         for (int64_t c = b.c0; c < b.c1; c++) {
             int64_t k = c - b.c0, at = bn_plane(v, n, c);
+            const float *dy = bn_dy_plane(src, v, n, c, plane_buf);
             if (relu_y)
-                plane_gradient_sums(dy + at, relu_y + at, true, x + at, v.inner, m[k], &sum_dy[k], &sum_dy_dev[k]);
+                plane_gradient_sums(dy, relu_y + at, true, x + at, v.inner, m[k], &sum_dy[k], &sum_dy_dev[k]);
             else
-                plane_gradient_sums(dy + at, NULL, false, x + at, v.inner, m[k], &sum_dy[k], &sum_dy_dev[k]);
+                plane_gradient_sums(dy, NULL, false, x + at, v.inner, m[k], &sum_dy[k], &sum_dy_dev[k]);
         }
 
     /* dx = gain * (dy - mean_dy) - (gain * mean_dy_xhat * inv_std) * (x - mean), in float per element. */
@@ -378,19 +400,20 @@ static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b) {
         for (int64_t c = b.c0; c < b.c1; c++) {
             int64_t k = c - b.c0, at = bn_plane(v, n, c);
             const float *relu_yp = relu_y ? relu_y + at : NULL;
+            const float *dy = bn_dy_plane(src, v, n, c, plane_buf);
             /* calls with constant flags, so that each inlined loop is branch-free */
             if (relu_y && fresh)
-                plane_input_gradient(x + at, dy + at, relu_yp, true, dx + at, v.inner, gain[k], offset[k], slope[k],
-                                     m[k], true);
+                plane_input_gradient(x + at, dy, relu_yp, true, dx + at, v.inner, gain[k], offset[k], slope[k], m[k],
+                                     true);
             else if (relu_y)
-                plane_input_gradient(x + at, dy + at, relu_yp, true, dx + at, v.inner, gain[k], offset[k], slope[k],
-                                     m[k], false);
+                plane_input_gradient(x + at, dy, relu_yp, true, dx + at, v.inner, gain[k], offset[k], slope[k], m[k],
+                                     false);
             else if (fresh)
-                plane_input_gradient(x + at, dy + at, NULL, false, dx + at, v.inner, gain[k], offset[k], slope[k],
-                                     m[k], true);
+                plane_input_gradient(x + at, dy, NULL, false, dx + at, v.inner, gain[k], offset[k], slope[k], m[k],
+                                     true);
             else
-                plane_input_gradient(x + at, dy + at, NULL, false, dx + at, v.inner, gain[k], offset[k], slope[k],
-                                     m[k], false);
+                plane_input_gradient(x + at, dy, NULL, false, dx + at, v.inner, gain[k], offset[k], slope[k], m[k],
+                                     false);
         }
 }
 
@@ -429,6 +452,22 @@ static void bn_block_running_backward(const kn_op_call *call, bn_view v, bn_bloc
     }
 }
 
+/* The fused pool's side of src, after checking what the tape promised (kn_maxpool_tiles_2x2): a fused
+ * Relu, X (N, C, H, W) of even H and W, and the pool's gradient (N, C, H/2, W/2). */
+static kiln_status bn_pool_source_of(const kn_op_call *call, bn_dy_source *src) {
+    const kn_shape *x = &call->in[BN_X]->shape, *p = &call->fused_pool_dout->shape;
+    char sx[96], sp[96];
+    if (!call->fused_relu || x->ndim != 4 || x->d[2] % 2 || x->d[3] % 2 || p->ndim != 4 || p->d[0] != x->d[0] ||
+        p->d[1] != x->d[1] || p->d[2] * 2 != x->d[2] || p->d[3] * 2 != x->d[3])
+        return kn_fail(KILN_ERR_INTERNAL, "a fused 2x2 MaxPool's gradient %s does not pool X %s through a fused Relu",
+                       kn_shape_str(p, sp, sizeof sp), kn_shape_str(x, sx, sizeof sx));
+    src->pool_dy = kn_f32(call->fused_pool_dout);
+    src->relu_y = kn_f32(call->out[BN_Y]);
+    src->pool = (kn_pool2x2){x->d[2] / 2, x->d[3] / 2, x->d[3]};
+    src->pool_backward = kn_pool2x2_best()->backward;
+    return KILN_OK;
+}
+
 static kiln_status bn_backward(const kn_op_call *call) {
     int n_out = call->node->n_out;
     bool from_y = call->dout[BN_Y] != NULL;
@@ -437,13 +476,23 @@ static kiln_status bn_backward(const kn_op_call *call) {
     if (!from_y && !from_running)
         return KILN_OK;
     bn_view v = bn_view_of(&call->in[BN_X]->shape);
-#pragma omp parallel num_threads(kn_threads_get()) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
+    bn_dy_source src = {.dy = from_y ? kn_f32(call->dout[BN_Y]) : NULL};
+    float *plane_bufs = NULL; // (threads, inner): dY's plane made from the fused pool's gradient
+    int threads = kn_threads_get();
+    if (from_y && call->fused_pool_dout) {
+        KN_TRY(bn_pool_source_of(call, &src));
+        plane_bufs = kn_op_scratch(call->ctx, sizeof(float) * (size_t)v.inner * (size_t)threads);
+        if (!plane_bufs)
+            return kn_fail(KILN_ERR_NOMEM, "no memory for %d planes of %lld floats", threads, (long long)v.inner);
+    }
+#pragma omp parallel num_threads(threads) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
     {
         int64_t first, last;
         bn_thread_channels(v, &first, &last);
+        float *plane_buf = plane_bufs ? plane_bufs + v.inner * omp_get_thread_num() : NULL;
         for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK) {
             if (from_y)
-                bn_block_backward(call, v, bn_block_at(c0, last));
+                bn_block_backward(call, v, bn_block_at(c0, last), &src, plane_buf);
             if (from_running)
                 bn_block_running_backward(call, v, bn_block_at(c0, last));
         }
@@ -472,6 +521,7 @@ const kn_op kn_op_batchnormalization = {
     .saved_bytes = bn_saved_bytes,
     .backward_stores = true,
     .trains_fused_relu = true,
+    .trains_fused_pool = true,
     .trains_differently = true,
     .flops = bn_flops,
 };

@@ -11,6 +11,7 @@
 #include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
 #include "ops/op.h"
+#include "ops/pool_2x2.h"
 #include "ops/pool_nd.h"
 #include "ops/window.h"
 
@@ -233,6 +234,22 @@ static void maxpool_forward_plane(const pool_plan *p, const float *xp /* (H, W) 
             }
         }
     }
+}
+
+bool kn_maxpool_tiles_2x2(const kn_graph *g, const kn_node *n) {
+    if (n->op != &kn_op_maxpool || n->n_in != 1 || n->n_out != 1)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0);
+    if (!x || x->dtype != KN_F32 || x->shape.ndim != 4)
+        return false;
+    kn_shape one = x->shape; // the batch and channels may be open; the image size is what counts
+    one.d[0] = one.d[1] = 1;
+    pool_geom geom;
+    if (pool_geom_of(n, &one, &geom) != KILN_OK) {
+        kn_error_clear();
+        return false;
+    }
+    return maxpool_is_plain_2x2(&geom) && 2 * geom.h.out == geom.h.in && 2 * geom.w.out == geom.w.in;
 }
 
 /* The plain 2x2 window's plane geometry for kernels/pool2x2.h. */
