@@ -33,7 +33,7 @@
  *
  * 4d. The 2x2 max-pooling planes (kernels/pool2x2.h) in the build this CPU runs against the generic
  * ones, forward and backward (added and stored): the same bits, on planes with ties, NaNs and -0
- * gradients, rows of every window count to 35.
+ * gradients, rows of every window count to 35 (tiling the row or not), 2 and 3 rows of windows.
  *
  * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits;
  *     MatMulPacked against MatMul likewise.
@@ -1247,14 +1247,16 @@ static void test_pool2x2_builds(void) {
     const kn_pool2x2_kernels *build = kn_pool2x2_best();
     kn_rng rng = kn_rng_seeded(81);
     bool same = true;
-    for (int64_t out_w = 1; out_w <= max_w; out_w++) {
-        kn_pool2x2 g = {out_h, out_w, 2 * out_w + out_w % 2}; // odd windows counts: a pixel past the last window
+    for (int64_t k = 0; k < 2 * max_w; k++) {
+        // every width tiled by its windows (rows of up to 8 go two at a time), then with a pixel past the last
+        int64_t out_w = k % max_w + 1;
+        kn_pool2x2 g = {out_h - k % 2, out_w, 2 * out_w + k / max_w};
         float x[2 * out_h * (2 * max_w + 1)], dy[out_h * max_w], dx[2 * out_h * (2 * max_w + 1)];
         pool2x2_fill(&rng, x, dy, dx, 2 * out_h * g.in_w, out_h * out_w);
         float y_want[out_h * max_w], y_got[out_h * max_w];
         kn_maxpool2x2_forward_generic(&g, x, y_want);
         build->forward(&g, x, y_got);
-        same &= memcmp(y_want, y_got, sizeof(float) * (size_t)(out_h * out_w)) == 0;
+        same &= memcmp(y_want, y_got, sizeof(float) * (size_t)(g.out_h * out_w)) == 0;
         for (int store = 0; store < 2; store++) {
             float want[sizeof dx / sizeof dx[0]], got[sizeof dx / sizeof dx[0]];
             memcpy(want, dx, sizeof dx);
