@@ -31,6 +31,10 @@
  * 4b. Each build of the activation rows (kernels/act_rows.h) this CPU runs against the generic one: the
  * same bits, NaN and -0 included.
  *
+ * 4d. The 2x2 max-pooling planes (kernels/pool2x2.h) in the build this CPU runs against the generic
+ * ones, forward and backward (added and stored): the same bits, on planes with ties, NaNs and -0
+ * gradients, rows of every window count to 35 (tiling the row or not), 2 and 3 rows of windows.
+ *
  * 4c. GemmPacked (a Gemm whose constant B the optimizer packed once) against that Gemm: the same bits;
  *     MatMulPacked against MatMul likewise.
  *
@@ -59,6 +63,7 @@
 #include "kernels/act_rows.h"
 #include "kernels/depthwise.h"
 #include "kernels/gemm.h"
+#include "kernels/pool2x2.h"
 #include "kernels/sparse.h"
 #include "kernels/vmath.h"
 #include "kernels/winograd.h"
@@ -305,6 +310,70 @@ static void test_conv_threads(void) {
         opcheck_free_outputs(two, 1);
         kn_graph_free(&g);
     }
+}
+
+/* Conv's forward (y) and backward (dx, dw, db added to zeros) on batch images of x through `node`, in
+ * buffers the caller frees. */
+typedef struct conv_run_result {
+    float *y, *dx, *dw, *db;
+} conv_run_result;
+
+static conv_run_result conv_run_direct(const kn_node *node, int64_t batch, const float *x, const float *w,
+                                       const float *b, const float *dy) {
+    int64_t x_dims[4] = {batch, 4, 7, 7}, y_dims[4] = {batch, 6, 7, 7}, w_dims[4] = {6, 2, 3, 3}, b_dims[1] = {6};
+    kn_tensor tx = {kn_shape_of(4, x_dims), KN_F32, (void *)x}, tw = {kn_shape_of(4, w_dims), KN_F32, (void *)w};
+    kn_tensor tb = {kn_shape_of(1, b_dims), KN_F32, (void *)b};
+    conv_run_result r = {calloc((size_t)(batch * 6 * 49), sizeof(float)), calloc((size_t)(batch * 4 * 49), sizeof(float)),
+                         calloc(6 * 2 * 9, sizeof(float)), calloc(6, sizeof(float))};
+    kn_tensor ty = {kn_shape_of(4, y_dims), KN_F32, r.y}, tdy = {kn_shape_of(4, y_dims), KN_F32, (void *)dy};
+    kn_tensor tdx = {tx.shape, KN_F32, r.dx}, tdw = {tw.shape, KN_F32, r.dw}, tdb = {tb.shape, KN_F32, r.db};
+    kn_tensor *in[3] = {&tx, &tw, &tb}, *out[1] = {&ty}, *din[3] = {&tdx, &tdw, &tdb};
+    const kn_tensor *dout[1] = {&tdy};
+    kn_op_ctx ctx = {0};
+    kn_op_call call = {.node = node, .in = in, .out = out, .dout = dout, .din = din, .ctx = &ctx};
+    CHECK_OK(kn_op_conv.forward(&call));
+    CHECK_OK(kn_op_conv.backward(&call));
+    kn_op_ctx_release(&ctx);
+    return r;
+}
+
+/* A batch's Conv packs W once for all its images' forward products and W^T once for their dX products,
+ * where one image packs them in its products: each image of a batch of 3 (two groups, 3x3, pad 1)
+ * against that image alone, y and dx the same bits, on 1 and 2 threads. */
+static void test_conv_packs_once(void) {
+    kn_graph g;
+    kn_graph_init(&g);
+    int in[3] = {add_param(&g, "X", kn_shape_of(4, (int64_t[]){3, 4, 7, 7})),
+                 add_param(&g, "W", kn_shape_of(4, (int64_t[]){6, 2, 3, 3})),
+                 add_param(&g, "B", kn_shape_of(1, (int64_t[]){6}))};
+    kn_shape scalar = {0};
+    int y = test_add_value(&g, "y", KN_VALUE_ACT, KN_F32, &scalar);
+    int node = test_add_node(&g, "Conv", "Conv", 3, in, 1, &y);
+    kn_node_set_ints(&g, node, "pads", 4, (int64_t[]){1, 1, 1, 1});
+    kn_node_set_int(&g, node, "group", 2);
+    opcheck_fill_uniform(&g, 977, -1.0f, 1.0f);
+    const float *x = g.values[in[0]].data, *w = g.values[in[1]].data, *b = g.values[in[2]].data;
+    float dy[3 * 6 * 49];
+    kn_rng rng = kn_rng_seeded(978);
+    for (int i = 0; i < 3 * 6 * 49; i++)
+        dy[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+    bool same = true;
+    for (int threads = 1; threads <= 2; threads++) {
+        kn_threads_set(threads);
+        conv_run_result batch = conv_run_direct(&g.nodes[node], 3, x, w, b, dy);
+        for (int64_t n = 0; n < 3; n++) {
+            conv_run_result one = conv_run_direct(&g.nodes[node], 1, x + n * 4 * 49, w, b, dy + n * 6 * 49);
+            same &= memcmp(one.y, batch.y + n * 6 * 49, sizeof(float) * 6 * 49) == 0;
+            same &= memcmp(one.dx, batch.dx + n * 4 * 49, sizeof(float) * 4 * 49) == 0;
+            free(one.y), free(one.dx), free(one.dw), free(one.db);
+        }
+        free(batch.y), free(batch.dx), free(batch.dw), free(batch.db);
+    }
+    kn_threads_set(0);
+    printf("Conv, each image of a batch (weights packed once) vs alone, forward and dX: %s\n",
+           same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
+    kn_graph_free(&g);
 }
 
 /* ---- im2col ---- */
@@ -931,7 +1000,7 @@ static void test_packed_gemm(void) {
             A[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
         for (int64_t i = 0; i < K * N; i++)
             B[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
-        kn_sgemm_pack_a(M, K, A, K, packed);
+        kn_sgemm_pack_a(false, M, K, A, K, packed);
         bool same = true;
         for (int threads = 1; threads <= 2; threads++) {
             kn_threads_set(threads);
@@ -1176,6 +1245,46 @@ static void test_matmul_packed(void) {
     printf("MatMulPacked vs MatMul: %d of 8 cases bit-identical on 1 and 2 threads\n", checked);
 }
 
+/* A 2x2 plane of rows `in_w` long for out_w windows: values drawn from a few levels (so windows hold
+ * ties), a NaN now and then; gradients with -0 among them. */
+static void pool2x2_fill(kn_rng *rng, float *x, float *dy, float *dx, int64_t in_floats, int64_t out_floats) {
+    for (int64_t i = 0; i < in_floats; i++) {
+        x[i] = (float)(int)(4.0f * kn_rng_uniform(rng)) - 2.0f;
+        x[i] = kn_rng_uniform(rng) < 0.03f ? NAN : x[i];
+        dx[i] = kn_rng_uniform(rng) - 0.5f;
+    }
+    for (int64_t i = 0; i < out_floats; i++)
+        dy[i] = kn_rng_uniform(rng) < 0.2f ? -0.0f : kn_rng_uniform(rng) - 0.5f;
+}
+
+static void test_pool2x2_builds(void) {
+    enum { out_h = 3, max_w = 35 };
+    const kn_pool2x2_kernels *build = kn_pool2x2_best();
+    kn_rng rng = kn_rng_seeded(81);
+    bool same = true;
+    for (int64_t k = 0; k < 2 * max_w; k++) {
+        // every width tiled by its windows (rows of up to 8 go two at a time), then with a pixel past the last
+        int64_t out_w = k % max_w + 1;
+        kn_pool2x2 g = {out_h - k % 2, out_w, 2 * out_w + k / max_w};
+        float x[2 * out_h * (2 * max_w + 1)], dy[out_h * max_w], dx[2 * out_h * (2 * max_w + 1)];
+        pool2x2_fill(&rng, x, dy, dx, 2 * out_h * g.in_w, out_h * out_w);
+        float y_want[out_h * max_w], y_got[out_h * max_w];
+        kn_maxpool2x2_forward_generic(&g, x, y_want);
+        build->forward(&g, x, y_got);
+        same &= memcmp(y_want, y_got, sizeof(float) * (size_t)(g.out_h * out_w)) == 0;
+        for (int store = 0; store < 2; store++) {
+            float want[sizeof dx / sizeof dx[0]], got[sizeof dx / sizeof dx[0]];
+            memcpy(want, dx, sizeof dx);
+            memcpy(got, dx, sizeof dx);
+            kn_maxpool2x2_backward_generic(&g, x, dy, want, store);
+            build->backward(&g, x, dy, got, store);
+            same &= memcmp(want, got, sizeof want) == 0;
+        }
+    }
+    printf("2x2 max pooling, the build this CPU runs vs generic: %s\n", same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
+}
+
 int main(void) {
     test_packed_gemm();
     test_conv_packed();
@@ -1185,11 +1294,13 @@ int main(void) {
     test_against_im2col();
     test_workspace();
     test_conv_threads();
+    test_conv_packs_once();
     test_im2col();
     test_maxpool();
     test_depthwise_row_builds();
     test_depthwise5x5_row_builds();
     test_act_rows_builds();
+    test_pool2x2_builds();
     test_gemm_packed();
     test_matmul_packed();
     test_vmath_builds();

@@ -1,6 +1,7 @@
 /* The training tape's shortcuts against the plain graph. It runs a Relu that follows a
- * BatchNormalization inside it (kn_op_call.fused_relu).
- * A Dropout of ratio 0 between the two multiplies by exactly 1 and keeps the pair apart, so the same
+ * BatchNormalization inside it (kn_op_call.fused_relu), and the backward of a 2x2 MaxPool that follows
+ * that Relu inside the BatchNormalization's (kn_op_call.fused_pool_dout).
+ * A Dropout of ratio 0 between two of them multiplies by exactly 1 and keeps the pair apart, so the same
  * network with and without that Dropout must give bit-identical logits, parameter gradients and
  * running statistics: the fused path is held to the separate ops. And gradients a backward stores
  * whole (kn_op_call.din_fresh) still accumulate over a second backward. BatchNormalization's batch
@@ -17,6 +18,13 @@
 
 static const char *fused_spec = "input 3 6 6\nconv 4 3 pad=1\nbatchnorm\nrelu\nflatten\ndense 5\n";
 static const char *apart_spec = "input 3 6 6\nconv 4 3 pad=1\nbatchnorm\ndropout 0\nrelu\nflatten\ndense 5\n";
+/* The pool fused, the pool apart (the Relu still fused), both apart; 70 channels: more than one block
+ * of BatchNormalization's channels */
+static const char *pool_fused_spec = "input 3 6 6\nconv 70 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nflatten\ndense 5\n";
+static const char *pool_apart_spec =
+    "input 3 6 6\nconv 70 3 pad=1\nbatchnorm\nrelu\ndropout 0\nmaxpool 2\nflatten\ndense 5\n";
+static const char *all_apart_spec =
+    "input 3 6 6\nconv 70 3 pad=1\nbatchnorm\ndropout 0\nrelu\nmaxpool 2\nflatten\ndense 5\n";
 
 enum { BATCH = 4, CLASSES = 5 };
 
@@ -76,22 +84,27 @@ static void copy_initializers(const kn_graph *a, kn_graph *b) {
     }
 }
 
-static void compare(bool training) {
+static void compare(const char *fused_text, const char *apart_text, bool training) {
     kn_graph fused, apart;
-    CHECK_OK(kn_spec_parse(fused_spec, "fused", 5, &fused));
-    CHECK_OK(kn_spec_parse(apart_spec, "apart", 5, &apart));
+    CHECK_OK(kn_spec_parse(fused_text, "fused", 5, &fused));
+    CHECK_OK(kn_spec_parse(apart_text, "apart", 5, &apart));
     copy_initializers(&fused, &apart);
     kn_tape tf, ta;
     run_step(&fused, &tf, training);
     run_step(&apart, &ta, training);
+    int pools_fused = 0;
+    for (int i = 0; i < fused.n_nodes; i++)
+        pools_fused += tf.pool_fused_into[i] == -2;
+    CHECK(pools_fused == (strstr(fused_text, "maxpool") ? 1 : 0)); /* the shortcut under test is taken */
     const float *lf = kn_f32(kn_tape_output(&tf, 0)), *la = kn_f32(kn_tape_output(&ta, 0));
     int64_t logits_differ = 0;
     for (int64_t i = 0; i < BATCH * CLASSES; i++)
         logits_differ += lf[i] != la[i];
     int64_t grads_differ = count_differences(&fused, &apart, KN_VALUE_PARAM, &tf, &ta, true);
     int64_t states_differ = count_differences(&fused, &apart, KN_VALUE_STATE, &tf, &ta, false);
-    printf("%s: elements differing, fused vs apart: logits %lld, parameter gradients %lld, states %lld\n",
-           training ? "training" : "eval", (long long)logits_differ, (long long)grads_differ,
+    printf("%s, %s: elements differing, fused vs apart: logits %lld, parameter gradients %lld, states %lld\n",
+           strstr(fused_text, "maxpool") ? "with a pool" : "Relu", training ? "training" : "eval",
+           (long long)logits_differ, (long long)grads_differ,
            (long long)states_differ);
     CHECK(logits_differ == 0);
     CHECK(grads_differ == 0);
@@ -205,8 +218,11 @@ static void test_saved_statistics(void) {
 
 int main(void) {
     test_saved_statistics();
-    compare(true);
-    compare(false);
+    compare(fused_spec, apart_spec, true);
+    compare(fused_spec, apart_spec, false);
+    compare(pool_fused_spec, pool_apart_spec, true);
+    compare(pool_fused_spec, all_apart_spec, true);
+    compare(pool_fused_spec, pool_apart_spec, false);
     test_accumulation();
     return check_finish();
 }

@@ -474,9 +474,9 @@ size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K) {
     return count;
 }
 
-void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
+void kn_sgemm_pack_a(bool trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
-    gemm_args g = {false, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
     int64_t kc = even_block(K, kernel->kc, 1), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);

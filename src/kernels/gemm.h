@@ -26,13 +26,14 @@ void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool tra
                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);
 
-/* A matrix multiplied many times (a layer's weights) can be packed once: kn_sgemm_pack_a writes op(A) =
- * A (M, K) into kn_sgemm_packed_a_floats(M, K) floats (0 when M or K is not positive, or on overflow)
- * in the layout the kernels this CPU runs read, and kn_sgemm_ws_packed is kn_sgemm_ws(trans_a = false,
- * trans_b = false) reading that instead of packing A: the same result, bit for bit. The layout depends
- * on the CPU (and KILN_ISA), so packed data lives in memory only, never in files. */
+/* A matrix multiplied many times (a layer's weights) can be packed once: kn_sgemm_pack_a writes op(A) (M, K)
+ * — A (M, K), or A^T when trans_a (A stored (K, M)) — into kn_sgemm_packed_a_floats(M, K) floats (0 when
+ * M or K is not positive, or on overflow) in the layout the kernels this CPU runs read, and
+ * kn_sgemm_ws_packed is kn_sgemm_ws(trans_a, trans_b = false) reading that instead of packing A: the
+ * same result, bit for bit. The layout depends on the CPU (and KILN_ISA), so packed data lives in memory
+ * only, never in files. */
 size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K);
-void kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
+void kn_sgemm_pack_a(bool trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
 void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
                         int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 

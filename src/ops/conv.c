@@ -126,10 +126,12 @@ static bool conv_col_bytes(const conv_geom *g, size_t count, size_t *bytes) {
 static int conv_image_threads(const conv_geom *g, int threads) { return g->N >= threads ? threads : 1; }
 
 /* Forward's scratch, one slot per image thread: the im2col buffer (none for a pointwise convolution),
- * then the matrix product's packing workspace, each 64-byte aligned. */
+ * then the matrix product's packing workspace, each 64-byte aligned; after the slots, Conv's weights
+ * packed once for the batch (conv_packs_once). */
 typedef struct conv_scratch {
     size_t col_bytes, gemm_bytes, slot_bytes, total;
-    size_t yt_bytes; /* channel-last products (chunk, Mp) of the transposed orientation, else 0 */
+    size_t yt_bytes;     /* channel-last products (chunk, Mp) of the transposed orientation, else 0 */
+    size_t packed_bytes; /* the weights packed once, else 0 */
 } conv_scratch;
 
 static int64_t conv_column_chunk(const conv_geom *g);
@@ -137,8 +139,24 @@ static int64_t conv_column_chunk(const conv_geom *g);
 /* The channel-last products' row length: Mg rounded up to a whole number of the copies' 16 lanes. */
 static int64_t conv_yt_row(const conv_geom *g) { return (g->Mg + KN_WINOGRAD_LANES - 1) / KN_WINOGRAD_LANES * KN_WINOGRAD_LANES; }
 
-/* `transposed`: ConvPacked's products in the transposed orientation (conv_packs_transposed). */
-static bool conv_forward_scratch(const conv_geom *g, int image_threads, bool transposed, conv_scratch *s) {
+static size_t conv_packed_group_floats(const conv_geom *g);
+
+/* Whether Conv's forward packs its weights once for the batch, as ConvPacked's come, instead of once
+ * per image in every product: with more than one image (each image's products read the same packing,
+ * so the bits are the same). Products of one position do not pack (conv_group_product). */
+static bool conv_packs_once(const conv_geom *g) { return g->N > 1 && g->out_plane > 1 && !g->transposed; }
+
+/* `transposed`: ConvPacked's products in the transposed orientation (conv_packs_transposed);
+ * `pack_once`: room for the weights packed once (conv_packs_once). */
+static bool conv_forward_scratch(const conv_geom *g, int image_threads, bool transposed, bool pack_once,
+                                 conv_scratch *s) {
+    s->packed_bytes = 0;
+    if (pack_once) {
+        size_t floats = conv_packed_group_floats(g);
+        if (floats == 0 || !kn_size_mul(floats, (size_t)g->group * sizeof(float), &s->packed_bytes) ||
+            s->packed_bytes > SIZE_MAX / 4)
+            return false;
+    }
     s->col_bytes = 0;
     if (!conv_is_pointwise(g) && !conv_col_bytes(g, 1, &s->col_bytes))
         return false;
@@ -162,7 +180,8 @@ static bool conv_forward_scratch(const conv_geom *g, int image_threads, bool tra
     s->slot_bytes &= ~(size_t)63;
     if (!kn_size_add(s->slot_bytes, s->yt_bytes, &s->slot_bytes))
         return false;
-    return kn_size_mul(s->slot_bytes, (size_t)image_threads, &s->total);
+    return kn_size_mul(s->slot_bytes, (size_t)image_threads, &s->total) &&
+           kn_size_add(s->total, s->packed_bytes, &s->total);
 }
 
 /* Each group reads one input channel, output channel m being input channel m / Mg convolved with W[m],
@@ -565,14 +584,20 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     if (conv_is_depthwise(&g))
         return depthwise_forward(call, &g, &act, x, w, bias, y);
     int team = conv_image_threads(&g, kn_threads_get());
+    bool pack_once = !packed && conv_packs_once(&g);
     conv_scratch s;
-    if (!conv_forward_scratch(&g, team, packed && conv_packs_transposed(&g), &s))
+    if (!conv_forward_scratch(&g, team, packed && conv_packs_transposed(&g), pack_once, &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
     unsigned char *scratch = s.total ? kn_op_scratch(call->ctx, s.total) : NULL;
     if (s.total && !scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d im2col buffers of %lld x %lld floats", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
+    if (pack_once) {
+        float *own = (float *)(scratch + s.total - s.packed_bytes);
+        kn_conv_prepack_weights(w, (const int64_t[]){g.M, g.Cg, g.h.kernel, g.w.kernel}, g.group, false, own);
+        packed = own;
+    }
     if (team == 1) {
         // No enclosing region, not even an inactive one: libgomp starts new threads for every region
         // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
@@ -599,13 +624,21 @@ static kiln_status conv_forward(const kn_op_call *call) {
 }
 
 /* Backward's scratch, one slot per image thread: the column matrix, the thread's own weight gradient
- * and the products' packing workspace, each 64-byte aligned. */
+ * and the products' packing workspace, each 64-byte aligned; after the slots, W^T packed once for the
+ * batch's dX products when there is more than one image (each image's products read the same packing,
+ * so the bits are the same as packing it in each). */
 typedef struct conv_backward_scratch {
-    size_t col_bytes, dw_bytes, gemm_bytes, slot_bytes, total;
+    size_t col_bytes, dw_bytes, gemm_bytes, slot_bytes, packed_bytes, total;
 } conv_backward_scratch;
 
-static bool conv_backward_scratch_of(const conv_geom *g, const kn_conv_gemm *products, bool with_dw, int team,
-                                     conv_backward_scratch *s) {
+static bool conv_backward_scratch_of(const conv_geom *g, const kn_conv_gemm *products, bool with_dw, bool pack_fold,
+                                     int team, conv_backward_scratch *s) {
+    s->packed_bytes = 0;
+    if (pack_fold) {
+        size_t floats = kn_conv_gemm_fold_packed_floats(products);
+        if (floats == 0 || !kn_size_mul(floats, sizeof(float), &s->packed_bytes) || s->packed_bytes > SIZE_MAX / 4)
+            return false;
+    }
     if (!kn_conv_gemm_col_bytes(products, &s->col_bytes))
         return false;
     s->dw_bytes = with_dw ? sizeof(float) * (size_t)(g->M * g->Cg * g->taps) : 0; /* W's size: no overflow */
@@ -614,7 +647,7 @@ static bool conv_backward_scratch_of(const conv_geom *g, const kn_conv_gemm *pro
     if (s->col_bytes > SIZE_MAX / 2 || s->gemm_bytes > SIZE_MAX / 4)
         return false;
     s->slot_bytes = kn_round_up_64(s->col_bytes) + kn_round_up_64(s->dw_bytes) + kn_round_up_64(s->gemm_bytes);
-    return kn_size_mul(s->slot_bytes, (size_t)team, &s->total);
+    return kn_size_mul(s->slot_bytes, (size_t)team, &s->total) && kn_size_add(s->total, s->packed_bytes, &s->total);
 }
 
 typedef struct conv_backward_job {
@@ -675,14 +708,20 @@ static kiln_status conv_backward(const kn_op_call *call) {
         return KILN_OK;
     kn_conv_gemm products = {.group = g.group, .a_channels = g.M, .b_channels = g.C, .h = g.h, .w = g.w};
     int team = conv_image_threads(&g, kn_threads_get());
+    bool pack_fold = dx && g.N > 1;
     conv_backward_scratch s;
-    if (!conv_backward_scratch_of(&g, &products, dw != NULL, team, &s))
+    if (!conv_backward_scratch_of(&g, &products, dw != NULL, pack_fold, team, &s))
         return kn_fail(KILN_ERR_NOMEM, "the im2col buffers of %d x %lld x %lld floats overflow", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
     unsigned char *scratch = kn_op_scratch(call->ctx, s.total ? s.total : 1);
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d im2col buffers of %lld x %lld floats", team,
                        (long long)(g.C * g.taps), (long long)g.out_plane);
+    if (pack_fold) {
+        float *packed = (float *)(scratch + s.total - s.packed_bytes);
+        kn_conv_gemm_pack_fold(&products, w, packed);
+        products.fold_packed = packed;
+    }
     conv_backward_job job = {&g, &products, &s, scratch, x, w, dy, dx, dw};
     if (team == 1) {
         conv_backward_images(&job, 0, 1); /* no region around it: see conv_forward */
@@ -734,7 +773,9 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
         return depthwise_scratch_bytes(&g, kn_threads_get(), &bytes) ? bytes : 0;
     conv_scratch s;
     bool transposed = node->op == &kn_op_convpacked && conv_packs_transposed(&g);
-    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, &s) ? s.total : 0;
+    bool pack_once = node->op == &kn_op_conv && conv_packs_once(&g);
+    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, pack_once, &s) ? s.total
+                                                                                                        : 0;
 }
 
 const kn_op kn_op_conv = {
@@ -787,7 +828,7 @@ void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t gr
         if (conv_packs_transposed(&g)) // W_g^T (depth, Mg) is W_g (Mg, depth) read transposed
             kn_sgemm_pack_b(true, depth, g.Mg, w + grp * g.Mg * depth, depth, dst);
         else
-            kn_sgemm_pack_a(g.Mg, depth, w + grp * g.Mg * depth, depth, dst);
+            kn_sgemm_pack_a(false, g.Mg, depth, w + grp * g.Mg * depth, depth, dst);
     }
 }
 

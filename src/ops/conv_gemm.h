@@ -27,6 +27,8 @@ typedef struct kn_conv_gemm {
     /* Packing workspace for the products (kn_sgemm_ws), or NULL to let them allocate. */
     void *gemm_ws;
     size_t gemm_ws_bytes;
+    /* fold's W_g^T packed once for all images (kn_conv_gemm_pack_fold), or NULL: each product packs it. */
+    const float *fold_packed;
 } kn_conv_gemm;
 
 bool kn_conv_gemm_is_pointwise(const kn_conv_gemm *c);
@@ -49,6 +51,11 @@ void kn_conv_gemm_weight_grad(const kn_conv_gemm *c, const float *a, const float
 /* Bytes of kn_sgemm_ws workspace that kn_conv_gemm_weight_grad's products take (SIZE_MAX on
  * overflow). */
 size_t kn_conv_gemm_weight_grad_workspace(const kn_conv_gemm *c);
+
+/* Floats of fold's W^T packed once (0 on overflow), and the packing: w (Ca, Cb/group, kH, kW) into
+ * packed, that many floats, for kn_conv_gemm.fold_packed. */
+size_t kn_conv_gemm_fold_packed_floats(const kn_conv_gemm *c);
+void kn_conv_gemm_pack_fold(const kn_conv_gemm *c, const float *w, float *packed);
 
 /* b (Cb, H, W) += col2im(w^T @ a), per group; col is scratch for the column matrix (unused when
  * pointwise, where the products add into b directly). */

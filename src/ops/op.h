@@ -41,6 +41,12 @@ typedef struct kn_op_call {
      * gets out[0] = relu(y) and dout[0] = the gradient of relu(y). Saves the training tape a pass
      * over the activation each way. */
     bool fused_relu;
+    /* With fused_relu, the caller also folds a MaxPool that is the only reader of the Relu's output
+     * and pools 2x2 windows at stride 2 tiling it (ops with trains_fused_pool only; kn_maxpool_tiles_2x2):
+     * backward gets that pool's output gradient here, (N, C, H/2, W/2), and makes the Relu output's
+     * gradient from it plane by plane, as the pool's backward would store it, instead of reading
+     * dout[0] (which then holds nothing). The pool's forward runs as usual. NULL otherwise. */
+    const kn_tensor *fused_pool_dout;
     /* The training tape's buffer for this node, kn_op.saved_bytes large, kept from forward to the
      * backward of the same step (ops with saved_bytes only): forward writes what backward would
      * otherwise recompute (BatchNormalization's batch statistics). NULL elsewhere: backward recomputes. */
@@ -68,6 +74,8 @@ struct kn_op {
     bool backward_stores;
     /* forward and backward honour kn_op_call.fused_relu. */
     bool trains_fused_relu;
+    /* backward honours kn_op_call.fused_pool_dout. */
+    bool trains_fused_pool;
 
     /* Capabilities: what the planner, shape inference and the importers may assume of forward. Each
      * is false unless the op sets it, and an op sets it only when forward guarantees it

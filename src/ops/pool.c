@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
 #include "ops/op.h"
+#include "ops/pool_2x2.h"
 #include "ops/pool_nd.h"
 #include "ops/window.h"
 
@@ -189,34 +191,6 @@ static bool maxpool_is_plain_2x2(const pool_geom *g) {
            2 * g->h.out <= g->h.in && 2 * g->w.out <= g->w.in;
 }
 
-/* Each window's gradient goes where maxpool_argmax would send it: to the first NaN if there is one,
- * else to the first maximum. The choice is made as four flags from comparisons only, and all four
- * gradients are added (three of them zero), so that the loop vectorizes: a scattered single add per
- * window ran at 10 ns per output. */
-static inline void maxpool_2x2_backward_plane(const pool_geom *g, const float *xp, const float *dyp,
-                                              float *dxp, bool store) {
-    for (int64_t oh = 0; oh < g->h.out; oh++) {
-        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
-        float *d0 = dxp + 2 * oh * g->w.in, *d1 = d0 + g->w.in;
-        const float *dy_row = dyp + oh * g->w.out;
-        for (int64_t ow = 0; ow < g->w.out; ow++) {
-            float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
-            int nan0 = v0 != v0, nan1 = v1 != v1, nan2 = v2 != v2, nan3 = v3 != v3;
-            float max01 = v1 > v0 ? v1 : v0, max012 = v2 > max01 ? v2 : max01;
-            float max = v3 > max012 ? v3 : max012; /* the maximum when there is no NaN */
-            int pick0 = nan0 | (!(nan1 | nan2 | nan3) & (v0 == max));
-            int pick1 = (!pick0) & (nan1 | (!(nan2 | nan3) & (v1 == max)));
-            int pick2 = (!pick0) & (!pick1) & (nan2 | (!nan3 & (v2 == max)));
-            int pick3 = (!pick0) & (!pick1) & (!pick2);
-            float grad = dy_row[ow];
-            d0[2 * ow] = (store ? 0.0f : d0[2 * ow]) + (pick0 ? grad : 0.0f);
-            d0[2 * ow + 1] = (store ? 0.0f : d0[2 * ow + 1]) + (pick1 ? grad : 0.0f);
-            d1[2 * ow] = (store ? 0.0f : d1[2 * ow]) + (pick2 ? grad : 0.0f);
-            d1[2 * ow + 1] = (store ? 0.0f : d1[2 * ow + 1]) + (pick3 ? grad : 0.0f);
-        }
-    }
-}
-
 static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
     if (x && kn_pool_is_nd(x->shape.ndim, x->dtype, node->n_out))
@@ -262,22 +236,24 @@ static void maxpool_forward_plane(const pool_plan *p, const float *xp /* (H, W) 
     }
 }
 
-/* The plain 2x2 window in one pass per output row: small planes (7 outputs a row) spend their time in
- * the loop overheads of the four passes above. */
-static void maxpool_2x2_forward_plane(const pool_geom *g, const float *xp, float *yp) {
-#define KN_MAX_PICK(a, v) ((v) > (a) || (v) != (v) ? (v) : (a))
-    for (int64_t oh = 0; oh < g->h.out; oh++) {
-        const float *r0 = xp + 2 * oh * g->w.in, *r1 = r0 + g->w.in;
-        float *y = yp + oh * g->w.out;
-        for (int64_t t = 0; t < g->w.out; t++) {
-            float a = r0[2 * t];
-            a = KN_MAX_PICK(a, r0[2 * t + 1]);
-            a = KN_MAX_PICK(a, r1[2 * t]);
-            y[t] = KN_MAX_PICK(a, r1[2 * t + 1]);
-        }
+bool kn_maxpool_tiles_2x2(const kn_graph *g, const kn_node *n) {
+    if (n->op != &kn_op_maxpool || n->n_in != 1 || n->n_out != 1)
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0);
+    if (!x || x->dtype != KN_F32 || x->shape.ndim != 4)
+        return false;
+    kn_shape one = x->shape; // the batch and channels may be open; the image size is what counts
+    one.d[0] = one.d[1] = 1;
+    pool_geom geom;
+    if (pool_geom_of(n, &one, &geom) != KILN_OK) {
+        kn_error_clear();
+        return false;
     }
-#undef KN_MAX_PICK
+    return maxpool_is_plain_2x2(&geom) && 2 * geom.h.out == geom.h.in && 2 * geom.w.out == geom.w.in;
 }
+
+/* The plain 2x2 window's plane geometry for kernels/pool2x2.h. */
+static kn_pool2x2 maxpool_2x2_of(const pool_geom *g) { return (kn_pool2x2){g->h.out, g->w.out, g->w.in}; }
 
 static kiln_status maxpool_forward(const kn_op_call *call) {
     if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
@@ -287,10 +263,12 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
     float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
     bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
+    kn_pool2x2 two = maxpool_2x2_of(&p.g);
+    kn_maxpool2x2_forward_fn forward_2x2 = kn_pool2x2_best()->forward;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         if (plain_2x2)
-            maxpool_2x2_forward_plane(&p.g, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
+            forward_2x2(&two, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
         else
             maxpool_forward_plane(&p, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
     }
@@ -315,6 +293,8 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
     bool fresh = kn_din_fresh(call, 0);
     bool tiled = plain_2x2 && 2 * p.g.h.out == p.g.h.in && 2 * p.g.w.out == p.g.w.in;
+    kn_pool2x2 two = maxpool_2x2_of(&p.g);
+    kn_maxpool2x2_backward_fn backward_2x2 = kn_pool2x2_best()->backward;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
     for (int64_t plane = 0; plane < p.g.planes; plane++) {
         const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
@@ -322,11 +302,7 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
         if (fresh && !tiled)
             memset(dxp, 0, sizeof(float) * (size_t)p.g.in_plane);
         if (plain_2x2) {
-            /* two calls with constant `store`, so that each inlined loop is branch-free and vectorizes */
-            if (fresh && tiled)
-                maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp, true);
-            else
-                maxpool_2x2_backward_plane(&p.g, xp, dyp, dxp, false);
+            backward_2x2(&two, xp, dyp, dxp, fresh && tiled);
             continue;
         }
         for (int64_t oh = 0; oh < p.g.h.out; oh++)

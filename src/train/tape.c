@@ -5,6 +5,7 @@
 
 #include "core/align.h"
 #include "core/status.h"
+#include "ops/pool_2x2.h"
 
 enum { TAPE_ALIGN_FLOATS = KN_ALIGN / sizeof(float) }; /* every buffer starts KN_ALIGN-aligned */
 
@@ -90,6 +91,27 @@ static void find_fused_relus(kn_tape *t, const int *only_reader) {
             t->needs_grad[y] == t->needs_grad[g->nodes[reader].out[0]]) {
             t->relu_fused_into[i] = reader;
             t->relu_fused_into[reader] = -2;
+        }
+    }
+}
+
+/* pool_fused_into[i]: for a node that runs a fused Relu and whose op trains with a fused pool, the
+ * MaxPool node that is the only reader of the Relu's output and whose 2x2 windows tile it
+ * (kn_maxpool_tiles_2x2); -1 otherwise. pool_fused_into[j] = -2 marks that MaxPool, whose backward then
+ * never runs on its own (the producer makes the Relu output's gradient from the pool's). */
+static void find_fused_pools(kn_tape *t, const int *only_reader) {
+    kn_graph *g = t->g;
+    for (int i = 0; i < g->n_nodes; i++)
+        t->pool_fused_into[i] = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        int relu = t->relu_fused_into[i];
+        if (relu < 0 || !g->nodes[i].op->trains_fused_pool)
+            continue;
+        int y = g->nodes[relu].out[0], reader = only_reader[y];
+        if (reader >= 0 && !is_output(g, y) && kn_maxpool_tiles_2x2(g, &g->nodes[reader]) &&
+            t->needs_grad[y] == t->needs_grad[g->nodes[reader].out[0]]) {
+            t->pool_fused_into[i] = reader;
+            t->pool_fused_into[reader] = -2;
         }
     }
 }
@@ -214,7 +236,8 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     t->needs_grad = calloc(n, sizeof(bool));
     t->grad_storer = calloc(n, sizeof(int));
     t->relu_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
-    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->relu_fused_into) {
+    t->pool_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
+    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->relu_fused_into || !t->pool_fused_into) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
@@ -227,6 +250,7 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     find_only_readers(g, only_reader, only_reader + n);
     find_grad_storers(t, only_reader);
     find_fused_relus(t, only_reader);
+    find_fused_pools(t, only_reader);
     free(only_reader);
     kiln_status st = alloc_param_grads(t);
     if (st != KILN_OK)
@@ -256,6 +280,7 @@ void kn_tape_free(kn_tape *t) {
     free(t->needs_grad);
     free(t->grad_storer);
     free(t->relu_fused_into);
+    free(t->pool_fused_into);
     free(t->act_block);
     free(t->param_grad_block);
     for (int i = 0; t->saved && t->g && i < t->g->n_nodes; i++)
@@ -394,7 +419,7 @@ kiln_status kn_tape_backward(kn_tape *t) {
             memset(t->grads[v].data, 0, sizeof(float) * (size_t)kn_numel(&t->grads[v]));
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const kn_node *n = &g->nodes[i];
-        if (t->relu_fused_into[i] == -2)
+        if (t->relu_fused_into[i] == -2 || t->pool_fused_into[i] == -2)
             continue;
         node_binding b;
         KN_TRY(bind_node(t, n, &b, true));
@@ -412,6 +437,9 @@ kiln_status kn_tape_backward(kn_tape *t) {
         kn_op_call call = {.node = n, .in = b.in, .out = b.out, .dout = b.dout, .din = b.din, .ctx = &t->ctx,
                            .fused_relu = t->relu_fused_into[i] >= 0,
                            .saved = t->saved && n->op->saved_bytes ? t->saved[i] : NULL};
+        int pool = t->pool_fused_into[i];
+        if (pool >= 0) /* a gradient flows into the pool's output: it flows into the Relu's (find_fused_pools) */
+            call.fused_pool_dout = &t->grads[g->nodes[pool].out[0]];
         for (int k = 0; k < n->n_in; k++) {
             int v = n->in[k];
             if (v >= 0 && t->grad_storer[v] == i && (g->values[v].kind == KN_VALUE_ACT || params_fresh))

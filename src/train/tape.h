@@ -19,6 +19,8 @@ typedef struct kn_tape {
     bool *needs_grad;    /* (n_values) a parameter, or computed from one */
     int *grad_storer;    /* (n_values) node whose backward stores the value's whole gradient, or -1 */
     int *relu_fused_into;/* (n_nodes) the Relu node run inside this node, -1 none, -2 for that Relu */
+    int *pool_fused_into;/* (n_nodes) the MaxPool whose backward runs inside this node's, -1 none, -2 for
+                            that MaxPool (its forward runs on its own) */
     bool param_grads_zero; /* parameter gradients are zero (some only logically: see grad_storer) */
     float *act_block;
     size_t act_block_bytes;
