@@ -1918,10 +1918,29 @@ static kiln_status make_lowbit_layers(kn_graph *g, int *made) {
     return KILN_OK;
 }
 
-/* Decodes the packed weights no pass took into g's arena: every initializer a node reads has data. */
-static kiln_status decode_packed(kn_graph *g) {
+/* Whether packed value v may become a LowbitGemm's weight: 2-D affine i4 or i2, and read only as the B
+ * of Gemms and MatMuls (lowbit_suits decides for each of them later, once biases are fused). */
+static bool lowbit_candidate(const kn_graph *g, int v) {
+    const kn_value *x = &g->values[v];
+    kn_encoding e = x->storage->encoding;
+    if ((e != KN_ENC_AFFINE_I4 && e != KN_ENC_AFFINE_I2) || x->shape.ndim != 2 || is_graph_output(g, v))
+        return false;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int j = 0; j < n->n_in; j++)
+            if (n->in[j] == v && (j != 1 || !(op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul))))
+                return false;
+    }
+    return true;
+}
+
+/* Decodes packed weights into g's arena, so that every initializer a node reads has data: with
+ * keep_lowbit, only those that cannot become a LowbitGemm's weight. Run first, that gives the folding,
+ * Winograd and prepacking passes the very f32 weights of a model loaded decoded (a 4-bit conv's
+ * BatchNormalization folds into it, as in the f32 model); run last, it decodes what no pass took. */
+static kiln_status decode_packed(kn_graph *g, bool keep_lowbit) {
     for (int v = 0; v < g->n_values; v++) {
-        if (!is_packed(g, v))
+        if (!is_packed(g, v) || (keep_lowbit && lowbit_candidate(g, v)))
             continue;
         size_t bytes;
         if (!kn_shape_bytes(&g->values[v].shape, KN_F32, &bytes))
@@ -2061,6 +2080,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
     kn_graph_init(dst);
     KN_TRY(check_arity(src));
     kiln_status st = copy_graph(dst, src);
+    if (st == KILN_OK)
+        st = decode_packed(dst, (passes & KN_OPT_LOWBIT) != 0);
     if (st == KILN_OK && (passes & KN_OPT_DEAD))
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_IDENTITY))
@@ -2102,7 +2123,7 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st == KILN_OK)
-        st = decode_packed(dst);
+        st = decode_packed(dst, false);
     if (st != KILN_OK) {
         kn_error_prefix("optimizing the graph: ");
         kn_graph_free(dst);
