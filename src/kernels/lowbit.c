@@ -10,6 +10,7 @@
 #include "core/tensor.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_internal.h"
 
 int kn_lowbit_level(const uint8_t *codes, int64_t i, int bits) {
     int64_t bit = i * bits;
@@ -145,7 +146,21 @@ static float sum_floats(const float *x, int64_t n) {
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
+/* For several rows of A in the sliver layout: A packed for the GEMM micro-kernel, then per thread a
+ * (kc, 32) sliver of W. */
+static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
+    size_t packed_a, per_thread = round_up((size_t)kn_gemm_depth_block(gk, w->rows) * 32 * sizeof(float)), slivers;
+    size_t a_floats = kn_sgemm_packed_a_floats(M, w->rows);
+    if (a_floats == 0 || !kn_size_mul(a_floats, sizeof(float), &packed_a) ||
+        !kn_size_mul(per_thread, (size_t)kn_threads_get(), &slivers) || packed_a > SIZE_MAX - KN_ALIGN - slivers)
+        return SIZE_MAX;
+    return round_up(packed_a) + slivers;
+}
+
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
+    if (w->slivers)
+        return M <= 2 ? 0 : sliver_gemm_bytes(w, M);
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
     if (M <= 2 && w->transposed)
@@ -390,6 +405,10 @@ static void gemm_panels(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, i
 void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                       const float *bias, float *y, void *workspace) {
     int64_t K = dim_k(w), N = dim_n(w);
+    if (w->slivers) {
+        kn_lowbit_matmul_slivers(kn_lowbit_slivers_best(), w, M, a, bias, y, workspace);
+        return;
+    }
     if (M > 2) {
         gemm_panels(k, w, M, a, bias, y, workspace);
         return;
@@ -400,4 +419,145 @@ void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int
         else
             gemv_columns(k, w, a + m * K, bias, y + m * N, workspace);
     }
+}
+
+/* ---- the sliver layout ---- */
+
+enum { SLIVER = 32, SLIVER_BYTES = 16 }; /* columns of W in a sliver; bytes of one of its rows */
+
+static void sweep_slivers_generic(const uint8_t *codes, int64_t K, const float *x, float acc[SLIVER]) {
+    for (int c = 0; c < SLIVER; c++)
+        acc[c] = 0.0f;
+    for (int64_t k = 0; k < K; k++)
+        for (int c = 0; c < SLIVER; c++)
+            acc[c] += x[k] * (float)(codes[k * SLIVER_BYTES + c % SLIVER_BYTES] >> (c / SLIVER_BYTES * 4) & 15);
+}
+
+static void decode_slivers_generic(const uint8_t *codes, int64_t depth, const int32_t zu[SLIVER],
+                                   const float s[SLIVER], float *out) {
+    for (int64_t k = 0; k < depth; k++)
+        for (int c = 0; c < SLIVER; c++) {
+            int u = codes[k * SLIVER_BYTES + c % SLIVER_BYTES] >> (c / SLIVER_BYTES * 4) & 15;
+            out[k * SLIVER + c] = (float)(u - zu[c]) * s[c];
+        }
+}
+
+const kn_lowbit_sliver_kernels kn_lowbit_slivers_generic = {"generic", sweep_slivers_generic,
+                                                            decode_slivers_generic};
+
+const kn_lowbit_sliver_kernels *kn_lowbit_slivers_best(void) {
+#ifdef KILN_HAVE_X86_KERNELS
+    if (kn_cpu()->avx512f)
+        return &kn_lowbit_slivers_avx512;
+#endif
+    return &kn_lowbit_slivers_generic;
+}
+
+bool kn_lowbit_slivers_suit(const kn_lowbit_matrix *w) {
+    bool per_column = w->transposed ? w->axis == 0 : w->axis == 1;
+    return !w->slivers && w->bits == 4 && w->block == 0 && (w->axis == -1 || per_column) &&
+           kn_gemm_kernel_best()->nr == SLIVER && kn_lowbit_slivers_best() != &kn_lowbit_slivers_generic;
+}
+
+size_t kn_lowbit_sliver_bytes(int64_t K, int64_t N) {
+    size_t bytes;
+    return kn_size_mul((size_t)((N + SLIVER - 1) / SLIVER), (size_t)K * SLIVER_BYTES, &bytes) ? bytes : SIZE_MAX;
+}
+
+/* u = level + 8 of W[k][c], 8 (level 0) past N. */
+static unsigned field_of(const kn_lowbit_matrix *w, int64_t k, int64_t c) {
+    if (c >= dim_n(w))
+        return 8;
+    int64_t i = w->transposed ? c * w->cols + k : k * w->cols + c;
+    return (unsigned)(kn_lowbit_level(w->codes, i, w->bits) + 8);
+}
+
+void kn_lowbit_slivers_write(const kn_lowbit_matrix *w, uint8_t *out) {
+    int64_t K = dim_k(w), N = dim_n(w);
+    for (int64_t s = 0; s < (N + SLIVER - 1) / SLIVER; s++)
+        for (int64_t k = 0; k < K; k++)
+            for (int b = 0; b < SLIVER_BYTES; b++) {
+                int64_t c = s * SLIVER + b;
+                *out++ = (uint8_t)(field_of(w, k, c) | field_of(w, k, c + SLIVER_BYTES) << 4);
+            }
+}
+
+/* The scale and 8 + zero point of the columns [j, j + 32) (0 and 8 past N). */
+static void sliver_groups(const kn_lowbit_matrix *w, int64_t j, int32_t zu[SLIVER], float s[SLIVER]) {
+    for (int c = 0; c < SLIVER; c++) {
+        int64_t g = w->axis == 1 ? j + c : 0;
+        bool inside = j + c < w->cols;
+        zu[c] = 8 + (inside ? zero_point_of(w, g) : 0);
+        s[c] = inside ? w->scale[g] : 0.0f;
+    }
+}
+
+/* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x). */
+static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
+                         const float *bias, float *y) {
+    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    float sum = sum_floats(x, K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t s = 0; s < slivers; s++) {
+        float acc[SLIVER], scale[SLIVER];
+        int32_t zu[SLIVER];
+        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
+        sliver_groups(w, s * SLIVER, zu, scale);
+        for (int64_t c = 0; c < SLIVER && s * SLIVER + c < N; c++) {
+            int64_t j = s * SLIVER + c;
+            y[j] = (bias ? bias[j] : 0.0f) + (acc[c] - (float)zu[c] * sum) * scale[c];
+        }
+    }
+}
+
+/* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls
+ * on the same packed operands and depth blocks, so the same bits), but each (kc, 32) sliver of W is
+ * decoded from the codes into a thread's buffer, which stays in L1/L2 while every row of A passes over
+ * it: no f32 copy of W, nor of a panel of it, exists, and nothing is packed twice. */
+static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                         const float *bias, float *y, unsigned char *ws) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_slivers_suit */
+    const int mr = gk->mr;
+    int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K);
+    int64_t m_pad = (M + mr - 1) / mr * mr, slivers = (N + SLIVER - 1) / SLIVER;
+    float *a_packed = (float *)ws; // per depth block k0, at k0 * m_pad: (depth, mr) slivers of A's rows
+    unsigned char *per_thread = ws + round_up(kn_sgemm_packed_a_floats(M, K) * sizeof(float));
+    size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
+    kn_sgemm_pack_a(M, K, a, K, a_packed);
+    float beta = 0.0f; /* of the first depth block; the later ones add to it */
+    if (bias) {
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+        beta = 1.0f;
+    }
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *sliver = (float *)(per_thread + (size_t)omp_get_thread_num() * thread_bytes); // (kc, 32)
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < slivers; s++) {
+            int64_t j = s * SLIVER;
+            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
+            int32_t zu[SLIVER];
+            float scale[SLIVER];
+            sliver_groups(w, j, zu, scale);
+            for (int64_t k0 = 0; k0 < K; k0 += kc) {
+                int64_t depth = K - k0 < kc ? K - k0 : kc;
+                k->decode(w->codes + (s * K + k0) * SLIVER_BYTES, depth, zu, scale, sliver);
+                for (int64_t i = 0; i < M; i += mr)
+                    gk->micro(depth, (int)(M - i < mr ? M - i : mr), n, a_packed + k0 * m_pad + i * depth, sliver,
+                              SLIVER, 1.0f, k0 == 0 ? beta : 1.0f, y + i * N + j, N);
+            }
+        }
+    }
+}
+
+void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
+                              const float *a, const float *bias, float *y, void *workspace) {
+    if (M > 2) {
+        gemm_slivers(k, w, M, a, bias, y, workspace);
+        return;
+    }
+    for (int64_t m = 0; m < M; m++)
+        gemv_slivers(k, w, a + m * w->rows, bias, y + m * w->cols);
 }

@@ -9,6 +9,7 @@
 #include "core/quant.h"
 #include "core/status.h"
 #include "format/storage.h"
+#include "kernels/lowbit.h"
 #include "kernels/gemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
@@ -1890,7 +1891,23 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     int bias = n->n_in > 2 ? n->in[2] : -1;
     int64_t groups = kn_storage_group_count(st);
     int codes, scale, zero_point = -1;
-    KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
+    kn_lowbit_matrix w = {.codes = st->payload, .scale = st->scale, .zero_point = st->zero_point, .bits = st->bits,
+                          .rows = shape.d[0], .cols = shape.d[1], .transposed = transposed, .axis = st->axis,
+                          .block = st->block};
+    bool slivers = kn_lowbit_slivers_suit(&w);
+    if (slivers) { /* written once here, in the layout the kernels read fastest (kernels/lowbit.h) */
+        int64_t K = transposed ? shape.d[1] : shape.d[0], N = transposed ? shape.d[0] : shape.d[1];
+        size_t bytes = kn_lowbit_sliver_bytes(K, N);
+        if (bytes == SIZE_MAX || bytes > INT64_MAX)
+            return kn_fail(KILN_ERR_NOMEM, "'%s': the weight is too large", n->name);
+        kn_shape code_shape = kn_shape_of(1, (int64_t[]){(int64_t)bytes});
+        KN_TRY(add_derived_value(g, n->name, "slivers", KN_VALUE_CONST, KN_U8, &code_shape, &codes));
+        kn_lowbit_slivers_write(&w, g->values[codes].data);
+        shape = kn_shape_of(2, (int64_t[]){K, N});
+        transposed = false;
+    } else {
+        KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
+    }
     KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
     if (st->zero_point)
         KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
@@ -1904,7 +1921,8 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     KN_TRY(kn_node_set_int(g, node, "kn_rows", shape.d[0]));
     KN_TRY(kn_node_set_int(g, node, "kn_cols", shape.d[1]));
     KN_TRY(kn_node_set_int(g, node, "kn_transposed", transposed));
-    KN_TRY(kn_node_set_int(g, node, "kn_axis", st->axis));
+    KN_TRY(kn_node_set_int(g, node, "kn_axis", slivers && st->axis >= 0 ? 1 : st->axis));
+    KN_TRY(kn_node_set_int(g, node, "kn_slivers", slivers));
     return kn_node_set_int(g, node, "kn_block", st->block);
 }
 
