@@ -499,13 +499,16 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
     float sum = sum_floats(x, K);
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
     for (int64_t s = 0; s < slivers; s++) {
-        float acc[SLIVER], scale[SLIVER];
-        int32_t zu[SLIVER];
-        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
-        sliver_groups(w, s * SLIVER, zu, scale);
-        for (int64_t c = 0; c < SLIVER && s * SLIVER + c < N; c++) {
-            int64_t j = s * SLIVER + c;
-            y[j] = (bias ? bias[j] : 0.0f) + (acc[c] - (float)zu[c] * sum) * scale[c];
+        float acc[SLIVER];
+        int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+        k->sweep(w->codes + j * K * SLIVER_BYTES / SLIVER, K, x, acc);
+        /* per column or per tensor; a loop without branches, which the compiler vectorizes */
+        int64_t step = w->axis == 1;
+        const float *scale = w->scale + j * step;
+        const int8_t *zero_point = w->zero_point ? w->zero_point + j * step : NULL;
+        for (int64_t c = 0; c < n; c++) {
+            float zu = 8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f);
+            y[j + c] = (bias ? bias[j + c] : 0.0f) + (acc[c] - zu * sum) * scale[c * step];
         }
     }
 }
