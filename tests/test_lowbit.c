@@ -1,8 +1,9 @@
 /* 4-bit and 2-bit weights used in place (kernels/lowbit.h, ops/lowbit_gemm.c, KN_KILN_LOAD_PACKED):
  *  - kernels: every build this CPU has (generic, AVX2) against the product in double over the weight
  *    kn_storage_decode writes, on shapes with tails, both layouts, every granularity, 1, 2 and 5 rows;
- *  - the sliver layout (4-bit, a scale per column of W): bit for bit kn_sgemm over the decoded weight
- *    for more than two rows of A, within the bound for one or two;
+ *  - the sliver layout (4-bit, a scale per column of W, per tensor or per block down the columns): bit
+ *    for bit kn_sgemm over the decoded weight for more than two rows of A, within the bound for one or
+ *    two;
  *  - the user's path: a model saved with 4-bit (and 2-bit) weights, loaded with kiln_model_load_file
  *    (or kiln_model_load_memory), gives the outputs of the same model saved with those weights decoded
  *    to f32, holds no f32 copy of them (the graph as loaded has none, and kiln_session_memory reports
@@ -140,7 +141,7 @@ static void test_kernels(void) {
  *  - one or two rows: within the bound of check_product (fields of 0..15 against x, the zero points
  *    taken off once per column). */
 static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, int64_t K, int64_t N, int64_t M,
-                          bool symmetric, bool per_tensor, uint64_t seed) {
+                          bool symmetric, bool per_tensor, int64_t block, uint64_t seed) {
     kn_rng rng = kn_rng_seeded(seed);
     int64_t rows = transposed ? N : K, cols = transposed ? K : N;
     float *w = malloc(sizeof(float) * (size_t)(K * N)), *wd = malloc(sizeof(float) * (size_t)(K * N));
@@ -154,7 +155,7 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
     kn_storage *st = NULL;
     kn_shape shape = kn_shape_of(2, (int64_t[]){rows, cols});
     kn_storage_spec spec = {.encoding = KN_ENC_AFFINE_I4, .symmetric = symmetric,
-                            .axis = per_tensor ? -1 : transposed ? 0 : 1};
+                            .axis = per_tensor || block ? -1 : transposed ? 0 : 1, .block = block};
     CHECK_OK(kn_storage_encode(&arena, w, &shape, &spec, &st));
     uint8_t *codes = malloc(kn_lowbit_sliver_bytes(K, N));
     if (!st || !codes)
@@ -164,10 +165,19 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
         for (int64_t n = 0; n < N; n++)
             wkn[kk * N + n] = transposed ? wd[n * K + kk] : wd[kk * N + n];
     kn_lowbit_matrix in_place = {.codes = st->payload, .scale = st->scale, .zero_point = st->zero_point, .bits = 4,
-                                 .rows = rows, .cols = cols, .transposed = transposed, .axis = st->axis};
+                                 .rows = rows, .cols = cols, .transposed = transposed, .axis = st->axis,
+                                 .block = st->block};
     kn_lowbit_slivers_write(&in_place, codes);
     kn_lowbit_matrix m = {.codes = codes, .scale = st->scale, .zero_point = st->zero_point, .bits = 4, .rows = K,
-                          .cols = N, .axis = per_tensor ? -1 : 1, .slivers = true};
+                          .cols = N, .axis = per_tensor || block ? -1 : 1, .block = st->block, .slivers = true};
+    int64_t groups = kn_storage_group_count(st);
+    float *block_scale = malloc(sizeof(float) * (size_t)groups);
+    int8_t *block_zero_point = malloc((size_t)groups);
+    if (block) { /* (blocks, N) from the storage's (N, blocks) */
+        kn_lowbit_slivers_write_groups(&in_place, block_scale, st->zero_point ? block_zero_point : NULL);
+        m.scale = block_scale;
+        m.zero_point = st->zero_point ? block_zero_point : NULL;
+    }
     void *ws = aligned_alloc(64, (kn_lowbit_workspace(&m, M) + 63) / 64 * 64 + 64);
     const float *bias_used = seed % 2 ? bias : NULL;
     kn_lowbit_matmul_slivers(k, &m, M, a, bias_used, y, ws);
@@ -178,8 +188,8 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
     if (M > 2) {
         kn_sgemm(false, false, M, N, K, 1.0f, a, K, wkn, N, bias_used ? 1.0f : 0.0f, want, N);
         CHECK_MSG(memcmp(y, want, sizeof(float) * (size_t)(M * N)) == 0,
-                  "slivers %s W = %s K %lld N %lld M %lld: not kn_sgemm's bits over the decoded weight", k->name, what,
-                  (long long)K, (long long)N, (long long)M);
+                  "slivers %s W = %s K %lld N %lld M %lld block %lld: not kn_sgemm's bits over the decoded weight",
+                  k->name, what, (long long)K, (long long)N, (long long)M, (long long)block);
     } else {
         float s_max = 0.0f;
         for (int64_t g = 0; g < kn_storage_group_count(st); g++)
@@ -197,10 +207,12 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
                 bad += !(fabs(y[r * N + n] - sum) <= tol);
             }
         }
-        CHECK_MSG(bad == 0, "slivers %s W = %s K %lld N %lld M %lld: %d outputs off", k->name, what, (long long)K,
-                  (long long)N, (long long)M, bad);
+        CHECK_MSG(bad == 0, "slivers %s W = %s K %lld N %lld M %lld block %lld: %d outputs off", k->name, what,
+                  (long long)K, (long long)N, (long long)M, (long long)block, bad);
     }
     free(ws);
+    free(block_scale);
+    free(block_zero_point);
 done:
     free(codes);
     kn_arena_free(&arena);
@@ -227,16 +239,16 @@ static void test_slivers(void) {
         for (int t = 0; t < 2; t++)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (size_t r = 0; r < sizeof row_counts / sizeof row_counts[0]; r++)
-                    for (int g = 0; g < 3; g++)
-                        if (row_counts[r] <= 2 || gemm_fits)
+                    for (int g = 0; g < 5; g++) /* per column, symmetric, per tensor, blocks of 32 and 5 */
+                        if ((row_counts[r] <= 2 || gemm_fits) && (g < 3 || t == 1))
                             check_slivers(builds[b], t == 1, shapes[s][0], shapes[s][1], row_counts[r], g == 1, g == 2,
-                                          seed++);
+                                          g == 3 ? 32 : g == 4 ? 5 : 0, seed++);
     /* on 2 threads, each its own slivers and buffers */
     kn_threads_set(2);
     for (int b = 0; b < n_builds; b++)
         for (int64_t M = 1; M <= 40; M += 39)
             if (M <= 2 || gemm_fits)
-                check_slivers(builds[b], true, 784, 256, M, false, false, seed++);
+                check_slivers(builds[b], true, 784, 256, M, false, false, M == 1 ? 0 : 32, seed++);
     kn_threads_set(1);
     printf("slivers: %s%s%s\n", builds[0]->name, n_builds > 1 ? " and " : "", n_builds > 1 ? builds[1]->name : "");
 }
@@ -368,10 +380,11 @@ static void test_model(const char *name, const kn_storage_spec *spec, double max
         undecoded += source->values[v].storage && !source->values[v].data;
     CHECK_MSG(undecoded == 2, "%s: %d weights kept packed by the model, want 2", name, undecoded);
     CHECK_MSG(count_op(opt, "LowbitGemm") == 2, "%s: %d LowbitGemm nodes, want 2", name, count_op(opt, "LowbitGemm"));
-    /* one of the two layers has a scale per column of W (fc1's per row of S with axis 0, fc2's with axis 1):
-     * where the sliver kernels are fast, the optimizer writes that one in their layout */
+    /* one of the two layers has a scale per column of W (fc1's per row of S with axis 0, fc2's with axis 1)
+     * or per block down its columns (fc1's, S = (N, K)): where the sliver kernels are fast, the optimizer
+     * writes that one in their layout */
     int sliver_layers = 0, want_slivers = kn_lowbit_slivers_best() != &kn_lowbit_slivers_generic &&
-                                          spec->encoding == KN_ENC_AFFINE_I4 && spec->axis >= 0;
+                                          spec->encoding == KN_ENC_AFFINE_I4 && (spec->axis >= 0 || spec->block > 0);
     for (int i = 0; i < opt->n_nodes; i++)
         sliver_layers += kn_node_int(&opt->nodes[i], "kn_slivers", 0) != 0;
     CHECK_MSG(sliver_layers == want_slivers, "%s: %d layers in the sliver layout, want %d", name, sliver_layers,

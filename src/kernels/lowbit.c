@@ -12,6 +12,8 @@
 #include "kernels/gemm.h"
 #include "kernels/gemm_internal.h"
 
+enum { SLIVER = 32, SLIVER_BYTES = 16 }; /* columns of W in a sliver; bytes of one of its rows */
+
 int kn_lowbit_level(const uint8_t *codes, int64_t i, int bits) {
     int64_t bit = i * bits;
     unsigned code = (unsigned)(codes[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
@@ -150,7 +152,7 @@ static float sum_floats(const float *x, int64_t n) {
  * (kc, 32) sliver of W. */
 static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
     const kn_gemm_kernel *gk = kn_gemm_kernel_best();
-    size_t packed_a, per_thread = round_up((size_t)kn_gemm_depth_block(gk, w->rows) * 32 * sizeof(float)), slivers;
+    size_t packed_a, per_thread = round_up((size_t)kn_gemm_depth_block(gk, w->rows) * SLIVER * sizeof(float)), slivers;
     size_t a_floats = kn_sgemm_packed_a_floats(M, w->rows);
     if (a_floats == 0 || !kn_size_mul(a_floats, sizeof(float), &packed_a) ||
         !kn_size_mul(per_thread, (size_t)kn_threads_get(), &slivers) || packed_a > SIZE_MAX - KN_ALIGN - slivers)
@@ -160,7 +162,7 @@ static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
 
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
     if (w->slivers)
-        return M <= 2 ? 0 : sliver_gemm_bytes(w, M);
+        return M <= 2 || kn_gemm_kernel_best()->nr != SLIVER ? 0 : sliver_gemm_bytes(w, M);
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
     if (M <= 2 && w->transposed)
@@ -423,8 +425,6 @@ void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int
 
 /* ---- the sliver layout ---- */
 
-enum { SLIVER = 32, SLIVER_BYTES = 16 }; /* columns of W in a sliver; bytes of one of its rows */
-
 static void sweep_slivers_generic(const uint8_t *codes, int64_t K, const float *x, float acc[SLIVER]) {
     for (int c = 0; c < SLIVER; c++)
         acc[c] = 0.0f;
@@ -455,7 +455,9 @@ const kn_lowbit_sliver_kernels *kn_lowbit_slivers_best(void) {
 
 bool kn_lowbit_slivers_suit(const kn_lowbit_matrix *w) {
     bool per_column = w->transposed ? w->axis == 0 : w->axis == 1;
-    return !w->slivers && w->bits == 4 && w->block == 0 && (w->axis == -1 || per_column) &&
+    /* S = (N, K)'s blocks run down the columns of W: a scale per (column, run of rows) */
+    bool column_blocks = w->transposed && w->axis == -1 && w->block > 0;
+    return !w->slivers && w->bits == 4 && ((w->axis == -1 && w->block == 0) || per_column || column_blocks) &&
            kn_gemm_kernel_best()->nr == SLIVER && kn_lowbit_slivers_best() != &kn_lowbit_slivers_generic;
 }
 
@@ -482,20 +484,55 @@ void kn_lowbit_slivers_write(const kn_lowbit_matrix *w, uint8_t *out) {
             }
 }
 
-/* The scale and 8 + zero point of the columns [j, j + 32) (0 and 8 past N). */
-static void sliver_groups(const kn_lowbit_matrix *w, int64_t j, int32_t zu[SLIVER], float s[SLIVER]) {
+void kn_lowbit_slivers_write_groups(const kn_lowbit_matrix *w, float *scale, int8_t *zero_point) {
+    int64_t N = w->rows, blocks = (w->cols + w->block - 1) / w->block; /* S = (N, K) */
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            scale[b * N + n] = w->scale[n * blocks + b];
+            if (zero_point)
+                zero_point[b * N + n] = w->zero_point[n * blocks + b];
+        }
+}
+
+/* The scale and 8 + zero point of the columns [j, j + 32) at row k of W (0 and 8 past N). */
+static void sliver_groups(const kn_lowbit_matrix *w, int64_t j, int64_t k, int32_t zu[SLIVER], float s[SLIVER]) {
     for (int c = 0; c < SLIVER; c++) {
-        int64_t g = w->axis == 1 ? j + c : 0;
+        int64_t g = w->axis == 1 ? j + c : w->block > 0 ? k / w->block * w->cols + j + c : 0;
         bool inside = j + c < w->cols;
         zu[c] = 8 + (inside ? zero_point_of(w, g) : 0);
         s[c] = inside ? w->scale[g] : 0.0f;
     }
 }
 
-/* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x). */
+/* Where the run of rows of W with the groups of row k ends: the next block, or K. */
+static int64_t run_end(const kn_lowbit_matrix *w, int64_t k) {
+    return w->block > 0 && (k / w->block + 1) * w->block < w->rows ? (k / w->block + 1) * w->block : w->rows;
+}
+
+/* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x), per
+ * run of rows that share their groups (all of K but with blocks). */
 static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
                          const float *bias, float *y) {
     int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    if (w->block > 0) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t s = 0; s < slivers; s++) {
+            float acc[SLIVER], total[SLIVER] = {0};
+            int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                k->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, x + r0, acc);
+                float sum = sum_floats(x + r0, r1 - r0);
+                const float *scale = w->scale + r0 / w->block * N + j; /* the block's row of (blocks, N) */
+                const int8_t *zero_point = w->zero_point ? w->zero_point + r0 / w->block * N + j : NULL;
+                for (int64_t c = 0; c < n; c++)
+                    total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c] : 0.0f)) * sum) * scale[c];
+            }
+            for (int64_t c = 0; c < n; c++)
+                y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
+        }
+        return;
+    }
     float sum = sum_floats(x, K);
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
     for (int64_t s = 0; s < slivers; s++) {
@@ -519,7 +556,7 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
  * it: no f32 copy of W, nor of a panel of it, exists, and nothing is packed twice. */
 static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
-    const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_slivers_suit */
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_matmul_slivers */
     const int mr = gk->mr;
     int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K);
     int64_t m_pad = (M + mr - 1) / mr * mr, slivers = (N + SLIVER - 1) / SLIVER;
@@ -543,10 +580,14 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
             int n = (int)(N - j < SLIVER ? N - j : SLIVER);
             int32_t zu[SLIVER];
             float scale[SLIVER];
-            sliver_groups(w, j, zu, scale);
             for (int64_t k0 = 0; k0 < K; k0 += kc) {
                 int64_t depth = K - k0 < kc ? K - k0 : kc;
-                k->decode(w->codes + (s * K + k0) * SLIVER_BYTES, depth, zu, scale, sliver);
+                for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
+                    r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
+                    if (r0 == k0 || w->block > 0)
+                        sliver_groups(w, j, r0, zu, scale);
+                    k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, sliver + (r0 - k0) * SLIVER);
+                }
                 for (int64_t i = 0; i < M; i += mr)
                     gk->micro(depth, (int)(M - i < mr ? M - i : mr), n, a_packed + k0 * m_pad + i * depth, sliver,
                               SLIVER, 1.0f, k0 == 0 ? beta : 1.0f, y + i * N + j, N);
@@ -557,7 +598,9 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
 
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
                               const float *a, const float *bias, float *y, void *workspace) {
-    if (M > 2) {
+    /* A file may name the layout where the optimizer would not write it: without 32-column GEMM tiles,
+     * every row by itself. */
+    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER) {
         gemm_slivers(k, w, M, a, bias, y, workspace);
         return;
     }

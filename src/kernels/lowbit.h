@@ -18,6 +18,8 @@
  *  - more rows: a panel of W (about 512 KiB of columns) is decoded into the workspace and given to
  *    kn_sgemm, a panel at a time, so only that panel ever exists in f32. Decoding writes the very floats
  *    kn_storage_decode does.
+ * A matrix in the sliver layout (below), which the optimizer writes where it is faster, goes to
+ * kn_lowbit_matmul_slivers instead.
  *
  * The inner loops (kn_lowbit_kernels) need whole units of 8 bytes, each row of S starting on a byte
  * (cols * bits a multiple of 8; a row's last codes are padded to a unit) and one scale group per unit
@@ -47,7 +49,8 @@ typedef struct kn_lowbit_matrix {
     bool transposed;          /* W = S^T: S is (N, K) */
     int axis;                 /* -1 (per tensor or per block), 0 or 1 */
     int64_t block;            /* > 0 with axis -1: groups of `block` along each row */
-    bool slivers;             /* codes in the sliver layout below (then S = W, 4 bits, axis -1 or 1) */
+    bool slivers;             /* codes in the sliver layout below (then S = W, 4 bits, axis -1 or 1; a
+                                 block runs down the columns of W) */
 } kn_lowbit_matrix;
 
 /* Inside a chunk the vector builds take the codes in the order they fall out of the bytes: 8 bytes
@@ -90,8 +93,11 @@ const kn_lowbit_kernels *kn_lowbit_best(void);
  * of row k holds u = level + 8 of W[k][32 s + b] in its low 4 bits and of W[k][32 s + 16 + b] in its
  * high ones (u = 8 past N). Unpacking a row is then a mask and a shift, with the columns in order: the
  * row of a GEMM micro-kernel's (kc, 32) sliver of B, or 32 accumulators of a matrix-vector product. The
- * optimizer writes it once (kn_lowbit_slivers_write) for 4-bit weights with a scale per column of W
- * or per tensor, when the GEMM's tile is 32 columns wide (kn_lowbit_slivers_suit).
+ * optimizer writes it once (kn_lowbit_slivers_write) for 4-bit weights with a scale per column of W,
+ * per tensor, or (S = (N, K) with blocks) per block of `block` rows of W in each column, then group
+ * (k / block) * N + c: the storage's scales (and zero points) transposed to (blocks, N), so that a
+ * sliver's 32 are adjacent (kn_lowbit_slivers_write_groups), when the GEMM's tile is 32 columns wide
+ * (kn_lowbit_slivers_suit).
  *  sweep:  acc[c] (32) = sum over k < K of x[k] * u(k, c), the K rows of a sliver at `codes`
  *  decode: out[k * 32 + c] = (float)(u(k, c) - zu[c]) * s[c] for k < depth, zu = 8 + zero point:
  *          exactly kn_storage_decode's floats */
@@ -116,6 +122,9 @@ size_t kn_lowbit_sliver_bytes(int64_t K, int64_t N);
 /* Writes w's codes in the sliver layout: out holds kn_lowbit_sliver_bytes(K, N); w's scales and zero
  * points serve as they are (a scale per column of W, or one). */
 void kn_lowbit_slivers_write(const kn_lowbit_matrix *w, uint8_t *out);
+/* For S = (N, K) with blocks: w's scales and zero points (zero_point NULL when w has none) as the sliver
+ * layout reads them, (blocks, N) from the storage's (N, blocks). */
+void kn_lowbit_slivers_write_groups(const kn_lowbit_matrix *w, float *scale, int8_t *zero_point);
 
 /* kn_lowbit_matmul for a matrix in the sliver layout, with the sliver kernels k: one or two rows of A by
  * sweeps (x times the fields, the zero points and scales applied once per column), more by decoding each

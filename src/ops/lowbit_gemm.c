@@ -9,8 +9,9 @@
  * kn_rows and kn_cols (S's shape), kn_transposed (1: W = S^T, S = (N, K); 0: W = S), kn_axis (-1, 0 or 1:
  * a scale per row or per column of S), kn_block (> 0 with axis -1: a scale per block of that many
  * along each row of S) and kn_slivers (1: the codes are in kernels/lowbit.h's sliver layout, which the
- * optimizer writes where it is faster; then S = W, 4 bits, axis -1 or 1). A model file can name this op too, so shape inference checks every count
- * against the attributes before forward trusts them.
+ * optimizer writes where it is faster; then S = W, 4 bits, axis -1 or 1, and kn_block > 0 means a scale
+ * per block of that many rows of W in each column). A model file can name this op too, so shape
+ * inference checks every count against the attributes before forward trusts them.
  */
 #include "kernels/lowbit.h"
 #include "ops/fused_act.h"
@@ -35,12 +36,13 @@ static kiln_status lowbit_matrix_of(const kn_node *node, kn_lowbit_matrix *w, in
     if (w->axis < -1 || w->axis > 1 || w->block < 0 || (w->block > 0 && w->axis != -1))
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_axis %d with kn_block %lld: per-block scales need axis -1",
                        w->axis, (long long)w->block);
-    if (w->slivers && (w->bits != 4 || w->transposed || w->axis == 0 || w->block != 0))
-        return kn_fail(KILN_ERR_INVALID_ARG, "the sliver layout holds 4-bit codes of W = S with a scale per column "
-                       "or per tensor");
-    *groups = w->axis == 0 ? w->rows
+    if (w->slivers && (w->bits != 4 || w->transposed || w->axis == 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the sliver layout holds 4-bit codes of W = S with a scale per column, "
+                       "per block down the columns or per tensor");
+    int64_t along = w->slivers ? w->rows : w->cols, across = w->slivers ? w->cols : w->rows; /* blocks' */
+    *groups = w->axis == 0   ? w->rows
               : w->axis == 1 ? w->cols
-              : w->block > 0 ? w->rows * ((w->cols + w->block - 1) / w->block)
+              : w->block > 0 ? across * ((along + w->block - 1) / w->block)
                              : 1;
     return KILN_OK;
 }

@@ -1908,9 +1908,19 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     } else {
         KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
     }
-    KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
-    if (st->zero_point)
-        KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
+    if (slivers && st->block > 0) { /* the groups in the order the sliver layout reads them */
+        kn_shape group_shape = kn_shape_of(1, &groups);
+        KN_TRY(add_derived_value(g, g->nodes[node].name, "slivers_scale", KN_VALUE_CONST, KN_F32, &group_shape,
+                                 &scale));
+        if (st->zero_point)
+            KN_TRY(add_derived_value(g, g->nodes[node].name, "slivers_zero_point", KN_VALUE_CONST, KN_I8,
+                                     &group_shape, &zero_point));
+        kn_lowbit_slivers_write_groups(&w, g->values[scale].data, zero_point >= 0 ? g->values[zero_point].data : NULL);
+    } else {
+        KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
+        if (st->zero_point)
+            KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
+    }
     KN_TRY(widen_inputs(g, &g->nodes[node], 5));
     kn_node *m = &g->nodes[node];
     int in[5] = {m->in[0], codes, scale, zero_point, bias};
