@@ -538,7 +538,7 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
     for (int64_t s = 0; s < slivers; s++) {
         float acc[SLIVER];
         int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
-        k->sweep(w->codes + j * K * SLIVER_BYTES / SLIVER, K, x, acc);
+        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
         /* per column or per tensor; a loop without branches, which the compiler vectorizes */
         int64_t step = w->axis == 1;
         const float *scale = w->scale + j * step;
@@ -584,7 +584,7 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
                 int64_t depth = K - k0 < kc ? K - k0 : kc;
                 for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
                     r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
-                    if (r0 == k0 || w->block > 0)
+                    if (r0 == 0 || w->block > 0) /* once, or per block */
                         sliver_groups(w, j, r0, zu, scale);
                     k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, sliver + (r0 - k0) * SLIVER);
                 }
