@@ -136,8 +136,9 @@ static void test_kernels(void) {
 /* The sliver layout (kn_lowbit_slivers_write, kn_lowbit_matmul_slivers), for W = S (K, N) with a scale
  * per column or per tensor, and W = S^T with a scale per row of S:
  *  - more than two rows of A: the product is bit for bit kn_sgemm's over the weight kn_storage_decode
- *    writes (the decoded slivers are its floats, and the micro-kernel sees the same operands), with
- *    every sliver build, ragged edges and threads included;
+ *    writes, with S^T for a Gemm's S = (N, K) (the decoded slivers are its floats, and the micro-kernel
+ *    or, for few rows or columns, the dot kernel sees the same operands), with every sliver build,
+ *    ragged edges and threads included;
  *  - one or two rows: within the bound of check_product (fields of 0..15 against x, the zero points
  *    taken off once per column). */
 static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, int64_t K, int64_t N, int64_t M,
@@ -169,7 +170,8 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
                                  .block = st->block};
     kn_lowbit_slivers_write(&in_place, codes);
     kn_lowbit_matrix m = {.codes = codes, .scale = st->scale, .zero_point = st->zero_point, .bits = 4, .rows = K,
-                          .cols = N, .axis = per_tensor || block ? -1 : 1, .block = st->block, .slivers = true};
+                          .cols = N, .axis = per_tensor || block ? -1 : 1, .block = st->block, .slivers = true,
+                          .from_rows = transposed};
     int64_t groups = kn_storage_group_count(st);
     float *block_scale = malloc(sizeof(float) * (size_t)groups);
     int8_t *block_zero_point = malloc((size_t)groups);
@@ -185,8 +187,11 @@ static void check_slivers(const kn_lowbit_sliver_kernels *k, bool transposed, in
         for (int64_t n = 0; n < N; n++)
             want[r * N + n] = bias_used ? bias[n] : 0.0f;
     const char *what = transposed ? "S^T" : "S";
-    if (M > 2) {
-        kn_sgemm(false, false, M, N, K, 1.0f, a, K, wkn, N, bias_used ? 1.0f : 0.0f, want, N);
+    if (M > 2) { /* the f32 Gemm (transB) or MatMul over the decoded weight, dot products or tiles alike */
+        if (transposed)
+            kn_sgemm(false, true, M, N, K, 1.0f, a, K, wd, K, bias_used ? 1.0f : 0.0f, want, N);
+        else
+            kn_sgemm(false, false, M, N, K, 1.0f, a, K, wkn, N, bias_used ? 1.0f : 0.0f, want, N);
         CHECK_MSG(memcmp(y, want, sizeof(float) * (size_t)(M * N)) == 0,
                   "slivers %s W = %s K %lld N %lld M %lld block %lld: not kn_sgemm's bits over the decoded weight",
                   k->name, what, (long long)K, (long long)N, (long long)M, (long long)block);
@@ -246,9 +251,11 @@ static void test_slivers(void) {
     /* on 2 threads, each its own slivers and buffers */
     kn_threads_set(2);
     for (int b = 0; b < n_builds; b++)
-        for (int64_t M = 1; M <= 40; M += 39)
+        for (int i = 0; i < 3; i++) { /* GEMV, dot products, tiles */
+            int64_t M = (int64_t[]){1, 8, 40}[i];
             if (M <= 2 || gemm_fits)
                 check_slivers(builds[b], true, 784, 256, M, false, false, M == 1 ? 0 : 32, seed++);
+        }
     kn_threads_set(1);
     printf("slivers: %s%s%s\n", builds[0]->name, n_builds > 1 ? " and " : "", n_builds > 1 ? builds[1]->name : "");
 }

@@ -160,9 +160,25 @@ static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
     return round_up(packed_a) + slivers;
 }
 
+/* Whether more than two rows of A take dot products over S's rows, as kn_sgemm would. */
+static bool sliver_dots(const kn_lowbit_matrix *w, int64_t M) {
+    return w->from_rows && !kn_sgemm_packs_b(true, M, w->cols) && w->rows <= INT32_MAX;
+}
+
+/* Per thread of sliver_dots: a sliver decoded whole (K, 32), and its transpose, 32 rows of S. */
+static size_t sliver_dots_bytes(const kn_lowbit_matrix *w) {
+    size_t half, all;
+    if (!kn_size_mul((size_t)w->rows * SLIVER, sizeof(float), &half) || half > SIZE_MAX / 2 - KN_ALIGN ||
+        !kn_size_mul(2 * round_up(half), (size_t)kn_threads_get(), &all))
+        return SIZE_MAX;
+    return all;
+}
+
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
     if (w->slivers)
-        return M <= 2 || kn_gemm_kernel_best()->nr != SLIVER ? 0 : sliver_gemm_bytes(w, M);
+        return M <= 2 || kn_gemm_kernel_best()->nr != SLIVER ? 0
+               : sliver_dots(w, M)                           ? sliver_dots_bytes(w)
+                                                             : sliver_gemm_bytes(w, M);
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
     if (M <= 2 && w->transposed)
@@ -596,8 +612,51 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
     }
 }
 
+/* Y = A W + bias as kn_sgemm's dot products compute it over the decoded S = W^T: each sliver decoded
+ * whole, transposed into 32 rows of S (the GEMM's transposing pack), and their dot products with A's
+ * rows taken by kn_sgemm's dot kernel, whose sums depend on K only. */
+static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                         const float *bias, float *y, unsigned char *ws) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
+    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    size_t half = round_up((size_t)(K * SLIVER) * sizeof(float));
+    float beta = 0.0f;
+    if (bias) {
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+        beta = 1.0f;
+    }
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *decoded = (float *)(ws + (size_t)omp_get_thread_num() * 2 * half); // (K, 32)
+        float *rows = (float *)((unsigned char *)decoded + half);                 // (32, K): rows of S
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < slivers; s++) {
+            int64_t j = s * SLIVER;
+            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
+            int32_t zu[SLIVER];
+            float scale[SLIVER];
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                sliver_groups(w, j, r0, zu, scale);
+                k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
+            }
+            gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
+            for (int c = 0; c < n; c += gk->dot_nr)
+                for (int64_t i = 0; i < M; i += gk->dot_mr)
+                    gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
+                            a + i * K, K, rows + c * K, K, 1.0f, beta, y + i * N + j + c, N);
+        }
+    }
+}
+
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
                               const float *a, const float *bias, float *y, void *workspace) {
+    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER && sliver_dots(w, M)) {
+        dots_slivers(k, w, M, a, bias, y, workspace);
+        return;
+    }
     /* A file may name the layout where the optimizer would not write it: without 32-column GEMM tiles,
      * every row by itself. */
     if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER) {

@@ -51,6 +51,9 @@ typedef struct kn_lowbit_matrix {
     int64_t block;            /* > 0 with axis -1: groups of `block` along each row */
     bool slivers;             /* codes in the sliver layout below (then S = W, 4 bits, axis -1 or 1; a
                                  block runs down the columns of W) */
+    bool from_rows;           /* slivers of a Gemm's S = (N, K): where kn_sgemm would take dot products
+                                 of A's rows and S's (kn_sgemm_packs_b), so does the product, for the
+                                 bits of the f32 model */
 } kn_lowbit_matrix;
 
 /* Inside a chunk the vector builds take the codes in the order they fall out of the bytes: 8 bytes
@@ -129,7 +132,8 @@ void kn_lowbit_slivers_write_groups(const kn_lowbit_matrix *w, float *scale, int
 /* kn_lowbit_matmul for a matrix in the sliver layout, with the sliver kernels k: one or two rows of A by
  * sweeps (x times the fields, the zero points and scales applied once per column), more by decoding each
  * (kc, 32) sliver of W into a thread's buffer for kn_sgemm's micro-kernel, so the same bits as kn_sgemm
- * over the decoded W. */
+ * over the decoded W; or, from_rows where kn_sgemm takes dot products over S = W^T, by decoding all of
+ * a sliver and transposing it into 32 rows of S for kn_sgemm's dot kernel: the same bits again. */
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
                               const float *a, const float *bias, float *y, void *workspace);
 

@@ -10,8 +10,9 @@
  * a scale per row or per column of S), kn_block (> 0 with axis -1: a scale per block of that many
  * along each row of S) and kn_slivers (1: the codes are in kernels/lowbit.h's sliver layout, which the
  * optimizer writes where it is faster; then S = W, 4 bits, axis -1 or 1, and kn_block > 0 means a scale
- * per block of that many rows of W in each column). A model file can name this op too, so shape
- * inference checks every count against the attributes before forward trusts them.
+ * per block of that many rows of W in each column; kn_from_rows 1: W was a Gemm's S^T, whose f32
+ * product takes dot products for few rows, and so does this one). A model file can name this op too,
+ * so shape inference checks every count against the attributes before forward trusts them.
  */
 #include "kernels/lowbit.h"
 #include "ops/fused_act.h"
@@ -27,7 +28,8 @@ static kiln_status lowbit_matrix_of(const kn_node *node, kn_lowbit_matrix *w, in
                             .transposed = kn_node_int(node, "kn_transposed", 0) != 0,
                             .axis = (int)kn_node_int(node, "kn_axis", -1),
                             .block = kn_node_int(node, "kn_block", 0),
-                            .slivers = kn_node_int(node, "kn_slivers", 0) != 0};
+                            .slivers = kn_node_int(node, "kn_slivers", 0) != 0,
+                            .from_rows = kn_node_int(node, "kn_from_rows", 0) != 0};
     if (w->bits != 4 && w->bits != 2)
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_bits is %d; 4 or 2 are supported", w->bits);
     if (w->rows < 1 || w->cols < 1 || w->rows > INT64_MAX / 8 / w->cols)

@@ -1933,6 +1933,7 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     KN_TRY(kn_node_set_int(g, node, "kn_transposed", transposed));
     KN_TRY(kn_node_set_int(g, node, "kn_axis", slivers && st->axis >= 0 ? 1 : st->axis));
     KN_TRY(kn_node_set_int(g, node, "kn_slivers", slivers));
+    KN_TRY(kn_node_set_int(g, node, "kn_from_rows", slivers && w.transposed));
     return kn_node_set_int(g, node, "kn_block", st->block);
 }
 
