@@ -251,8 +251,8 @@ static void test_slivers(void) {
     /* on 2 threads, each its own slivers and buffers */
     kn_threads_set(2);
     for (int b = 0; b < n_builds; b++)
-        for (int i = 0; i < 3; i++) { /* GEMV, dot products, tiles */
-            int64_t M = (int64_t[]){1, 8, 40}[i];
+        for (int i = 0; i < 4; i++) { /* GEMV, dot products, tiles, two blocks of rows (mc = 168) */
+            int64_t M = (int64_t[]){1, 8, 40, 200}[i];
             if (M <= 2 || gemm_fits)
                 check_slivers(builds[b], true, 784, 256, M, false, false, M == 1 ? 0 : 32, seed++);
         }

@@ -148,16 +148,21 @@ static float sum_floats(const float *x, int64_t n) {
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* For several rows of A in the sliver layout: A packed for the GEMM micro-kernel, then per thread a
- * (kc, 32) sliver of W. */
+/* Rows of A packed at once for the sliver GEMM: kn_sgemm's mc, a multiple of mr. */
+static int64_t sliver_row_block(const kn_gemm_kernel *gk, int64_t M) {
+    int64_t mc = M < gk->mc ? M : gk->mc;
+    return (mc + gk->mr - 1) / gk->mr * gk->mr;
+}
+
+/* For several rows of A in the sliver layout: a block of A packed for the GEMM micro-kernel (mc, kc),
+ * then per thread a (kc, 32) sliver of W; both bounded by the GEMM's blocking. */
 static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
     const kn_gemm_kernel *gk = kn_gemm_kernel_best();
-    size_t packed_a, per_thread = round_up((size_t)kn_gemm_depth_block(gk, w->rows) * SLIVER * sizeof(float)), slivers;
-    size_t a_floats = kn_sgemm_packed_a_floats(M, w->rows);
-    if (a_floats == 0 || !kn_size_mul(a_floats, sizeof(float), &packed_a) ||
-        !kn_size_mul(per_thread, (size_t)kn_threads_get(), &slivers) || packed_a > SIZE_MAX - KN_ALIGN - slivers)
+    int64_t kc = kn_gemm_depth_block(gk, w->rows);
+    size_t per_thread = round_up((size_t)kc * SLIVER * sizeof(float)), slivers;
+    if (!kn_size_mul(per_thread, (size_t)kn_threads_get(), &slivers))
         return SIZE_MAX;
-    return round_up(packed_a) + slivers;
+    return round_up((size_t)(sliver_row_block(gk, M) * kc) * sizeof(float)) + slivers;
 }
 
 /* Whether more than two rows of A take dot products over S's rows, as kn_sgemm would. */
@@ -567,19 +572,20 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
 }
 
 /* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls
- * on the same packed operands and depth blocks, so the same bits), but each (kc, 32) sliver of W is
- * decoded from the codes into a thread's buffer, which stays in L1/L2 while every row of A passes over
- * it: no f32 copy of W, nor of a panel of it, exists, and nothing is packed twice. */
+ * on the same packed operands, tiles and depth blocks, so the same bits), in its loop order: for each
+ * depth block, each block of mc rows of A is packed once (it stays in L2), then each (kc, 32) sliver of
+ * W is decoded from the codes into a thread's buffer (in L1) and every row tile of the block passes over
+ * it. No f32 copy of W, nor of a panel of it, exists, and nothing is packed twice; a sliver is decoded
+ * once per block of mc rows (once for up to 168 rows). */
 static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
     const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_matmul_slivers */
     const int mr = gk->mr;
-    int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K);
-    int64_t m_pad = (M + mr - 1) / mr * mr, slivers = (N + SLIVER - 1) / SLIVER;
-    float *a_packed = (float *)ws; // per depth block k0, at k0 * m_pad: (depth, mr) slivers of A's rows
-    unsigned char *per_thread = ws + round_up(kn_sgemm_packed_a_floats(M, K) * sizeof(float));
+    int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K), mc = sliver_row_block(gk, M);
+    int64_t slivers = (N + SLIVER - 1) / SLIVER;
+    float *a_block = (float *)ws; // (depth, mr) slivers of the block's rows of A
+    unsigned char *per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float));
     size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
-    kn_sgemm_pack_a(M, K, a, K, a_packed);
     float beta = 0.0f; /* of the first depth block; the later ones add to it */
     if (bias) {
         for (int64_t m = 0; m < M; m++)
@@ -590,23 +596,28 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
 #pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
     {
         float *sliver = (float *)(per_thread + (size_t)omp_get_thread_num() * thread_bytes); // (kc, 32)
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+            int64_t depth = K - k0 < kc ? K - k0 : kc;
+            for (int64_t i0 = 0; i0 < M; i0 += mc) {
+                int64_t rows = M - i0 < mc ? M - i0 : mc;
+#pragma omp single
+                kn_sgemm_pack_a(rows, depth, a + i0 * K + k0, K, a_block);
 #pragma omp for schedule(static)
-        for (int64_t s = 0; s < slivers; s++) {
-            int64_t j = s * SLIVER;
-            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
-            int32_t zu[SLIVER];
-            float scale[SLIVER];
-            for (int64_t k0 = 0; k0 < K; k0 += kc) {
-                int64_t depth = K - k0 < kc ? K - k0 : kc;
-                for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
-                    r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
-                    if (r0 == 0 || w->block > 0) /* once, or per block */
+                for (int64_t s = 0; s < slivers; s++) {
+                    int64_t j = s * SLIVER;
+                    int32_t zu[SLIVER];
+                    float scale[SLIVER];
+                    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
+                        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
                         sliver_groups(w, j, r0, zu, scale);
-                    k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, sliver + (r0 - k0) * SLIVER);
+                        k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale,
+                                  sliver + (r0 - k0) * SLIVER);
+                    }
+                    for (int64_t i = i0; i < i0 + rows; i += mr)
+                        gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
+                                  a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? beta : 1.0f,
+                                  y + i * N + j, N);
                 }
-                for (int64_t i = 0; i < M; i += mr)
-                    gk->micro(depth, (int)(M - i < mr ? M - i : mr), n, a_packed + k0 * m_pad + i * depth, sliver,
-                              SLIVER, 1.0f, k0 == 0 ? beta : 1.0f, y + i * N + j, N);
             }
         }
     }
