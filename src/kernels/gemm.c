@@ -116,6 +116,8 @@ static int64_t even_block(int64_t total, int64_t max_block, int64_t multiple) {
     return ceil_div(block, multiple) * multiple;
 }
 
+int64_t kn_gemm_depth_block(const kn_gemm_kernel *kernel, int64_t K) { return even_block(K, kernel->kc, 1); }
+
 static float *alloc_floats(size_t count) {
     size_t bytes;
     return kn_size_mul(count, sizeof(float), &bytes) ? kn_aligned_alloc(bytes) : NULL;

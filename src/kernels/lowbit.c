@@ -10,6 +10,9 @@
 #include "core/tensor.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_internal.h"
+
+enum { SLIVER = 32, SLIVER_BYTES = 16 }; /* columns of W in a sliver; bytes of one of its rows */
 
 int kn_lowbit_level(const uint8_t *codes, int64_t i, int bits) {
     int64_t bit = i * bits;
@@ -145,7 +148,42 @@ static float sum_floats(const float *x, int64_t n) {
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
+/* Rows of A packed at once for the sliver GEMM: kn_sgemm's mc, a multiple of mr. */
+static int64_t sliver_row_block(const kn_gemm_kernel *gk, int64_t M) {
+    int64_t mc = M < gk->mc ? M : gk->mc;
+    return (mc + gk->mr - 1) / gk->mr * gk->mr;
+}
+
+/* For several rows of A in the sliver layout: a block of A packed for the GEMM micro-kernel (mc, kc),
+ * then per thread a (kc, 32) sliver of W; both bounded by the GEMM's blocking. */
+static size_t sliver_gemm_bytes(const kn_lowbit_matrix *w, int64_t M) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
+    int64_t kc = kn_gemm_depth_block(gk, w->rows);
+    size_t per_thread = round_up((size_t)kc * SLIVER * sizeof(float)), slivers;
+    if (!kn_size_mul(per_thread, (size_t)kn_threads_get(), &slivers))
+        return SIZE_MAX;
+    return round_up((size_t)(sliver_row_block(gk, M) * kc) * sizeof(float)) + slivers;
+}
+
+/* Whether more than two rows of A take dot products over S's rows, as kn_sgemm would. */
+static bool sliver_dots(const kn_lowbit_matrix *w, int64_t M) {
+    return w->from_rows && !kn_sgemm_packs_b(true, M, w->cols) && w->rows <= INT32_MAX;
+}
+
+/* Per thread of sliver_dots: a sliver decoded whole (K, 32), and its transpose, 32 rows of S. */
+static size_t sliver_dots_bytes(const kn_lowbit_matrix *w) {
+    size_t half, all;
+    if (!kn_size_mul((size_t)w->rows * SLIVER, sizeof(float), &half) || half > SIZE_MAX / 2 - KN_ALIGN ||
+        !kn_size_mul(2 * round_up(half), (size_t)kn_threads_get(), &all))
+        return SIZE_MAX;
+    return all;
+}
+
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
+    if (w->slivers)
+        return M <= 2 || kn_gemm_kernel_best()->nr != SLIVER ? 0
+               : sliver_dots(w, M)                           ? sliver_dots_bytes(w)
+                                                             : sliver_gemm_bytes(w, M);
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
     if (M <= 2 && w->transposed)
@@ -390,6 +428,10 @@ static void gemm_panels(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, i
 void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                       const float *bias, float *y, void *workspace) {
     int64_t K = dim_k(w), N = dim_n(w);
+    if (w->slivers) {
+        kn_lowbit_matmul_slivers(kn_lowbit_slivers_best(), w, M, a, bias, y, workspace);
+        return;
+    }
     if (M > 2) {
         gemm_panels(k, w, M, a, bias, y, workspace);
         return;
@@ -400,4 +442,238 @@ void kn_lowbit_matmul(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int
         else
             gemv_columns(k, w, a + m * K, bias, y + m * N, workspace);
     }
+}
+
+/* ---- the sliver layout ---- */
+
+static void sweep_slivers_generic(const uint8_t *codes, int64_t K, const float *x, float acc[SLIVER]) {
+    for (int c = 0; c < SLIVER; c++)
+        acc[c] = 0.0f;
+    for (int64_t k = 0; k < K; k++)
+        for (int c = 0; c < SLIVER; c++)
+            acc[c] += x[k] * (float)(codes[k * SLIVER_BYTES + c % SLIVER_BYTES] >> (c / SLIVER_BYTES * 4) & 15);
+}
+
+static void decode_slivers_generic(const uint8_t *codes, int64_t depth, const int32_t zu[SLIVER],
+                                   const float s[SLIVER], float *out) {
+    for (int64_t k = 0; k < depth; k++)
+        for (int c = 0; c < SLIVER; c++) {
+            int u = codes[k * SLIVER_BYTES + c % SLIVER_BYTES] >> (c / SLIVER_BYTES * 4) & 15;
+            out[k * SLIVER + c] = (float)(u - zu[c]) * s[c];
+        }
+}
+
+const kn_lowbit_sliver_kernels kn_lowbit_slivers_generic = {"generic", sweep_slivers_generic,
+                                                            decode_slivers_generic};
+
+const kn_lowbit_sliver_kernels *kn_lowbit_slivers_best(void) {
+#ifdef KILN_HAVE_X86_KERNELS
+    if (kn_cpu()->avx512f)
+        return &kn_lowbit_slivers_avx512;
+#endif
+    return &kn_lowbit_slivers_generic;
+}
+
+bool kn_lowbit_slivers_suit(const kn_lowbit_matrix *w) {
+    bool per_column = w->transposed ? w->axis == 0 : w->axis == 1;
+    /* S = (N, K)'s blocks run down the columns of W: a scale per (column, run of rows) */
+    bool column_blocks = w->transposed && w->axis == -1 && w->block > 0;
+    return !w->slivers && w->bits == 4 && ((w->axis == -1 && w->block == 0) || per_column || column_blocks) &&
+           kn_gemm_kernel_best()->nr == SLIVER && kn_lowbit_slivers_best() != &kn_lowbit_slivers_generic;
+}
+
+size_t kn_lowbit_sliver_bytes(int64_t K, int64_t N) {
+    size_t bytes;
+    return kn_size_mul((size_t)((N + SLIVER - 1) / SLIVER), (size_t)K * SLIVER_BYTES, &bytes) ? bytes : SIZE_MAX;
+}
+
+/* u = level + 8 of W[k][c], 8 (level 0) past N. */
+static unsigned field_of(const kn_lowbit_matrix *w, int64_t k, int64_t c) {
+    if (c >= dim_n(w))
+        return 8;
+    int64_t i = w->transposed ? c * w->cols + k : k * w->cols + c;
+    return (unsigned)(kn_lowbit_level(w->codes, i, w->bits) + 8);
+}
+
+void kn_lowbit_slivers_write(const kn_lowbit_matrix *w, uint8_t *out) {
+    int64_t K = dim_k(w), N = dim_n(w);
+    for (int64_t s = 0; s < (N + SLIVER - 1) / SLIVER; s++)
+        for (int64_t k = 0; k < K; k++)
+            for (int b = 0; b < SLIVER_BYTES; b++) {
+                int64_t c = s * SLIVER + b;
+                *out++ = (uint8_t)(field_of(w, k, c) | field_of(w, k, c + SLIVER_BYTES) << 4);
+            }
+}
+
+void kn_lowbit_slivers_write_groups(const kn_lowbit_matrix *w, float *scale, int8_t *zero_point) {
+    int64_t N = w->rows, blocks = (w->cols + w->block - 1) / w->block; /* S = (N, K) */
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t b = 0; b < blocks; b++) {
+            scale[b * N + n] = w->scale[n * blocks + b];
+            if (zero_point)
+                zero_point[b * N + n] = w->zero_point[n * blocks + b];
+        }
+}
+
+/* The scale and 8 + zero point of the columns [j, j + 32) at row k of W (0 and 8 past N). */
+static void sliver_groups(const kn_lowbit_matrix *w, int64_t j, int64_t k, int32_t zu[SLIVER], float s[SLIVER]) {
+    for (int c = 0; c < SLIVER; c++) {
+        int64_t g = w->axis == 1 ? j + c : w->block > 0 ? k / w->block * w->cols + j + c : 0;
+        bool inside = j + c < w->cols;
+        zu[c] = 8 + (inside ? zero_point_of(w, g) : 0);
+        s[c] = inside ? w->scale[g] : 0.0f;
+    }
+}
+
+/* Where the run of rows of W with the groups of row k ends: the next block, or K. */
+static int64_t run_end(const kn_lowbit_matrix *w, int64_t k) {
+    return w->block > 0 && (k / w->block + 1) * w->block < w->rows ? (k / w->block + 1) * w->block : w->rows;
+}
+
+/* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x), per
+ * run of rows that share their groups (all of K but with blocks). */
+static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
+                         const float *bias, float *y) {
+    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    if (w->block > 0) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t s = 0; s < slivers; s++) {
+            float acc[SLIVER], total[SLIVER] = {0};
+            int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                k->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, x + r0, acc);
+                float sum = sum_floats(x + r0, r1 - r0);
+                const float *scale = w->scale + r0 / w->block * N + j; /* the block's row of (blocks, N) */
+                const int8_t *zero_point = w->zero_point ? w->zero_point + r0 / w->block * N + j : NULL;
+                for (int64_t c = 0; c < n; c++)
+                    total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c] : 0.0f)) * sum) * scale[c];
+            }
+            for (int64_t c = 0; c < n; c++)
+                y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
+        }
+        return;
+    }
+    float sum = sum_floats(x, K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t s = 0; s < slivers; s++) {
+        float acc[SLIVER];
+        int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
+        /* per column or per tensor; a loop without branches, which the compiler vectorizes */
+        int64_t step = w->axis == 1;
+        const float *scale = w->scale + j * step;
+        const int8_t *zero_point = w->zero_point ? w->zero_point + j * step : NULL;
+        for (int64_t c = 0; c < n; c++) {
+            float zu = 8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f);
+            y[j + c] = (bias ? bias[j + c] : 0.0f) + (acc[c] - zu * sum) * scale[c * step];
+        }
+    }
+}
+
+/* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls
+ * on the same packed operands, tiles and depth blocks, so the same bits), in its loop order: for each
+ * depth block, each block of mc rows of A is packed once (it stays in L2), then each (kc, 32) sliver of
+ * W is decoded from the codes into a thread's buffer (in L1) and every row tile of the block passes over
+ * it. No f32 copy of W, nor of a panel of it, exists, and nothing is packed twice; a sliver is decoded
+ * once per block of mc rows (once for up to 168 rows). */
+static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                         const float *bias, float *y, unsigned char *ws) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_matmul_slivers */
+    const int mr = gk->mr;
+    int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K), mc = sliver_row_block(gk, M);
+    int64_t slivers = (N + SLIVER - 1) / SLIVER;
+    float *a_block = (float *)ws; // (depth, mr) slivers of the block's rows of A
+    unsigned char *per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float));
+    size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
+    float beta = 0.0f; /* of the first depth block; the later ones add to it */
+    if (bias) {
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+        beta = 1.0f;
+    }
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *sliver = (float *)(per_thread + (size_t)omp_get_thread_num() * thread_bytes); // (kc, 32)
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+            int64_t depth = K - k0 < kc ? K - k0 : kc;
+            for (int64_t i0 = 0; i0 < M; i0 += mc) {
+                int64_t rows = M - i0 < mc ? M - i0 : mc;
+#pragma omp single
+                kn_sgemm_pack_a(rows, depth, a + i0 * K + k0, K, a_block);
+#pragma omp for schedule(static)
+                for (int64_t s = 0; s < slivers; s++) {
+                    int64_t j = s * SLIVER;
+                    int32_t zu[SLIVER];
+                    float scale[SLIVER];
+                    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
+                        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
+                        sliver_groups(w, j, r0, zu, scale);
+                        k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale,
+                                  sliver + (r0 - k0) * SLIVER);
+                    }
+                    for (int64_t i = i0; i < i0 + rows; i += mr)
+                        gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
+                                  a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? beta : 1.0f,
+                                  y + i * N + j, N);
+                }
+            }
+        }
+    }
+}
+
+/* Y = A W + bias as kn_sgemm's dot products compute it over the decoded S = W^T: each sliver decoded
+ * whole, transposed into 32 rows of S (the GEMM's transposing pack), and their dot products with A's
+ * rows taken by kn_sgemm's dot kernel, whose sums depend on K only. */
+static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
+                         const float *bias, float *y, unsigned char *ws) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
+    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    size_t half = round_up((size_t)(K * SLIVER) * sizeof(float));
+    float beta = 0.0f;
+    if (bias) {
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+        beta = 1.0f;
+    }
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *decoded = (float *)(ws + (size_t)omp_get_thread_num() * 2 * half); // (K, 32)
+        float *rows = (float *)((unsigned char *)decoded + half);                 // (32, K): rows of S
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < slivers; s++) {
+            int64_t j = s * SLIVER;
+            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
+            int32_t zu[SLIVER];
+            float scale[SLIVER];
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                sliver_groups(w, j, r0, zu, scale);
+                k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
+            }
+            gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
+            for (int c = 0; c < n; c += gk->dot_nr)
+                for (int64_t i = 0; i < M; i += gk->dot_mr)
+                    gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
+                            a + i * K, K, rows + c * K, K, 1.0f, beta, y + i * N + j + c, N);
+        }
+    }
+}
+
+void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
+                              const float *a, const float *bias, float *y, void *workspace) {
+    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER && sliver_dots(w, M)) {
+        dots_slivers(k, w, M, a, bias, y, workspace);
+        return;
+    }
+    /* A file may name the layout where the optimizer would not write it: without 32-column GEMM tiles,
+     * every row by itself. */
+    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER) {
+        gemm_slivers(k, w, M, a, bias, y, workspace);
+        return;
+    }
+    for (int64_t m = 0; m < M; m++)
+        gemv_slivers(k, w, a + m * w->rows, bias, y + m * w->cols);
 }

@@ -18,6 +18,8 @@
  *  - more rows: a panel of W (about 512 KiB of columns) is decoded into the workspace and given to
  *    kn_sgemm, a panel at a time, so only that panel ever exists in f32. Decoding writes the very floats
  *    kn_storage_decode does.
+ * A matrix in the sliver layout (below), which the optimizer writes where it is faster, goes to
+ * kn_lowbit_matmul_slivers instead.
  *
  * The inner loops (kn_lowbit_kernels) need whole units of 8 bytes, each row of S starting on a byte
  * (cols * bits a multiple of 8; a row's last codes are padded to a unit) and one scale group per unit
@@ -47,6 +49,11 @@ typedef struct kn_lowbit_matrix {
     bool transposed;          /* W = S^T: S is (N, K) */
     int axis;                 /* -1 (per tensor or per block), 0 or 1 */
     int64_t block;            /* > 0 with axis -1: groups of `block` along each row */
+    bool slivers;             /* codes in the sliver layout below (then S = W, 4 bits, axis -1 or 1; a
+                                 block runs down the columns of W) */
+    bool from_rows;           /* slivers of a Gemm's S = (N, K): where kn_sgemm would take dot products
+                                 of A's rows and S's (kn_sgemm_packs_b), so does the product, for the
+                                 bits of the f32 model */
 } kn_lowbit_matrix;
 
 /* Inside a chunk the vector builds take the codes in the order they fall out of the bytes: 8 bytes
@@ -84,6 +91,51 @@ extern const kn_lowbit_kernels kn_lowbit_avx2;
 #endif
 /* The fastest build this CPU (and KILN_ISA) allows. */
 const kn_lowbit_kernels *kn_lowbit_best(void);
+
+/* The sliver layout: W (K, N) as ceil(N / 32) slivers of 32 columns, each K rows of 16 bytes; byte b
+ * of row k holds u = level + 8 of W[k][32 s + b] in its low 4 bits and of W[k][32 s + 16 + b] in its
+ * high ones (u = 8 past N). Unpacking a row is then a mask and a shift, with the columns in order: the
+ * row of a GEMM micro-kernel's (kc, 32) sliver of B, or 32 accumulators of a matrix-vector product. The
+ * optimizer writes it once (kn_lowbit_slivers_write) for 4-bit weights with a scale per column of W,
+ * per tensor, or (S = (N, K) with blocks) per block of `block` rows of W in each column, then group
+ * (k / block) * N + c: the storage's scales (and zero points) transposed to (blocks, N), so that a
+ * sliver's 32 are adjacent (kn_lowbit_slivers_write_groups), when the GEMM's tile is 32 columns wide
+ * (kn_lowbit_slivers_suit).
+ *  sweep:  acc[c] (32) = sum over k < K of x[k] * u(k, c), the K rows of a sliver at `codes`
+ *  decode: out[k * 32 + c] = (float)(u(k, c) - zu[c]) * s[c] for k < depth, zu = 8 + zero point:
+ *          exactly kn_storage_decode's floats */
+typedef struct kn_lowbit_sliver_kernels {
+    const char *name; /* "generic", "avx512" */
+    void (*sweep)(const uint8_t *codes, int64_t K, const float *x, float acc[32]);
+    void (*decode)(const uint8_t *codes, int64_t depth, const int32_t zu[32], const float s[32], float *out);
+} kn_lowbit_sliver_kernels;
+
+extern const kn_lowbit_sliver_kernels kn_lowbit_slivers_generic;
+#ifdef KILN_HAVE_X86_KERNELS
+/* Only after kn_cpu() reports avx512f. */
+extern const kn_lowbit_sliver_kernels kn_lowbit_slivers_avx512;
+#endif
+const kn_lowbit_sliver_kernels *kn_lowbit_slivers_best(void);
+
+/* Whether w (read in place: slivers false) may be rewritten in the sliver layout, and that is the
+ * faster layout on this CPU. */
+bool kn_lowbit_slivers_suit(const kn_lowbit_matrix *w);
+/* Bytes of the sliver layout of a (K, N) weight (SIZE_MAX on overflow). */
+size_t kn_lowbit_sliver_bytes(int64_t K, int64_t N);
+/* Writes w's codes in the sliver layout: out holds kn_lowbit_sliver_bytes(K, N); w's scales and zero
+ * points serve as they are (a scale per column of W, or one). */
+void kn_lowbit_slivers_write(const kn_lowbit_matrix *w, uint8_t *out);
+/* For S = (N, K) with blocks: w's scales and zero points (zero_point NULL when w has none) as the sliver
+ * layout reads them, (blocks, N) from the storage's (N, blocks). */
+void kn_lowbit_slivers_write_groups(const kn_lowbit_matrix *w, float *scale, int8_t *zero_point);
+
+/* kn_lowbit_matmul for a matrix in the sliver layout, with the sliver kernels k: one or two rows of A by
+ * sweeps (x times the fields, the zero points and scales applied once per column), more by decoding each
+ * (kc, 32) sliver of W into a thread's buffer for kn_sgemm's micro-kernel, so the same bits as kn_sgemm
+ * over the decoded W; or, from_rows where kn_sgemm takes dot products over S = W^T, by decoding all of
+ * a sliver and transposing it into 32 rows of S for kn_sgemm's dot kernel: the same bits again. */
+void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
+                              const float *a, const float *bias, float *y, void *workspace);
 
 /* The code at position p (< 32) of a chunk; xi = x with each chunk of 32 in that order, zeros past n
  * (ceil(n / 32) chunks). */

@@ -7,9 +7,12 @@
  * Inputs: A f32 (..., K); codes u8 (bytes): rows * cols codes of the stored matrix S, packed; scale f32
  * (groups); zero_point i8 (groups), optional; bias f32 (N), optional. Attributes: kn_bits (4 or 2),
  * kn_rows and kn_cols (S's shape), kn_transposed (1: W = S^T, S = (N, K); 0: W = S), kn_axis (-1, 0 or 1:
- * a scale per row or per column of S) and kn_block (> 0 with axis -1: a scale per block of that many
- * along each row of S). A model file can name this op too, so shape inference checks every count
- * against the attributes before forward trusts them.
+ * a scale per row or per column of S), kn_block (> 0 with axis -1: a scale per block of that many
+ * along each row of S) and kn_slivers (1: the codes are in kernels/lowbit.h's sliver layout, which the
+ * optimizer writes where it is faster; then S = W, 4 bits, axis -1 or 1, and kn_block > 0 means a scale
+ * per block of that many rows of W in each column; kn_from_rows 1: W was a Gemm's S^T, whose f32
+ * product takes dot products for few rows, and so does this one). A model file can name this op too,
+ * so shape inference checks every count against the attributes before forward trusts them.
  */
 #include "kernels/lowbit.h"
 #include "ops/fused_act.h"
@@ -24,7 +27,9 @@ static kiln_status lowbit_matrix_of(const kn_node *node, kn_lowbit_matrix *w, in
                             .cols = kn_node_int(node, "kn_cols", 0),
                             .transposed = kn_node_int(node, "kn_transposed", 0) != 0,
                             .axis = (int)kn_node_int(node, "kn_axis", -1),
-                            .block = kn_node_int(node, "kn_block", 0)};
+                            .block = kn_node_int(node, "kn_block", 0),
+                            .slivers = kn_node_int(node, "kn_slivers", 0) != 0,
+                            .from_rows = kn_node_int(node, "kn_from_rows", 0) != 0};
     if (w->bits != 4 && w->bits != 2)
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_bits is %d; 4 or 2 are supported", w->bits);
     if (w->rows < 1 || w->cols < 1 || w->rows > INT64_MAX / 8 / w->cols)
@@ -33,9 +38,13 @@ static kiln_status lowbit_matrix_of(const kn_node *node, kn_lowbit_matrix *w, in
     if (w->axis < -1 || w->axis > 1 || w->block < 0 || (w->block > 0 && w->axis != -1))
         return kn_fail(KILN_ERR_INVALID_ARG, "kn_axis %d with kn_block %lld: per-block scales need axis -1",
                        w->axis, (long long)w->block);
-    *groups = w->axis == 0 ? w->rows
+    if (w->slivers && (w->bits != 4 || w->transposed || w->axis == 0))
+        return kn_fail(KILN_ERR_INVALID_ARG, "the sliver layout holds 4-bit codes of W = S with a scale per column, "
+                       "per block down the columns or per tensor");
+    int64_t along = w->slivers ? w->rows : w->cols, across = w->slivers ? w->cols : w->rows; /* blocks' */
+    *groups = w->axis == 0   ? w->rows
               : w->axis == 1 ? w->cols
-              : w->block > 0 ? w->rows * ((w->cols + w->block - 1) / w->block)
+              : w->block > 0 ? across * ((along + w->block - 1) / w->block)
                              : 1;
     return KILN_OK;
 }
@@ -51,7 +60,7 @@ static kiln_status lowbit_infer(kn_graph *g, const kn_node *node) {
     int64_t groups;
     KN_TRY(lowbit_matrix_of(node, &w, &groups));
     int64_t K = w.transposed ? w.cols : w.rows, N = w.transposed ? w.rows : w.cols;
-    int64_t code_bytes = (w.rows * w.cols * w.bits + 7) / 8;
+    int64_t code_bytes = w.slivers ? (int64_t)kn_lowbit_sliver_bytes(w.rows, w.cols) : (w.rows * w.cols * w.bits + 7) / 8;
     const kn_value *a = kn_node_input(g, node, LOWBIT_A), *codes = kn_node_input(g, node, LOWBIT_CODES);
     const kn_value *scale = kn_node_input(g, node, LOWBIT_SCALE), *zp = kn_node_input(g, node, LOWBIT_ZERO_POINT);
     const kn_value *bias = kn_node_input(g, node, LOWBIT_BIAS);

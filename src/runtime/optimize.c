@@ -9,6 +9,7 @@
 #include "core/quant.h"
 #include "core/status.h"
 #include "format/storage.h"
+#include "kernels/lowbit.h"
 #include "kernels/gemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/sparse.h"
@@ -1890,10 +1891,36 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     int bias = n->n_in > 2 ? n->in[2] : -1;
     int64_t groups = kn_storage_group_count(st);
     int codes, scale, zero_point = -1;
-    KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
-    KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
-    if (st->zero_point)
-        KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
+    kn_lowbit_matrix w = {.codes = st->payload, .scale = st->scale, .zero_point = st->zero_point, .bits = st->bits,
+                          .rows = shape.d[0], .cols = shape.d[1], .transposed = transposed, .axis = st->axis,
+                          .block = st->block};
+    bool slivers = kn_lowbit_slivers_suit(&w);
+    if (slivers) { /* written once here, in the layout the kernels read fastest (kernels/lowbit.h) */
+        int64_t K = transposed ? shape.d[1] : shape.d[0], N = transposed ? shape.d[0] : shape.d[1];
+        size_t bytes = kn_lowbit_sliver_bytes(K, N);
+        if (bytes == SIZE_MAX || bytes > INT64_MAX)
+            return kn_fail(KILN_ERR_NOMEM, "'%s': the weight is too large", n->name);
+        kn_shape code_shape = kn_shape_of(1, (int64_t[]){(int64_t)bytes});
+        KN_TRY(add_derived_value(g, n->name, "slivers", KN_VALUE_CONST, KN_U8, &code_shape, &codes));
+        kn_lowbit_slivers_write(&w, g->values[codes].data);
+        shape = kn_shape_of(2, (int64_t[]){K, N});
+        transposed = false;
+    } else {
+        KN_TRY(add_view_const(g, n->name, "codes", KN_U8, (int64_t)st->payload_bytes, st->payload, &codes));
+    }
+    if (slivers && st->block > 0) { /* the groups in the order the sliver layout reads them */
+        kn_shape group_shape = kn_shape_of(1, &groups);
+        KN_TRY(add_derived_value(g, g->nodes[node].name, "slivers_scale", KN_VALUE_CONST, KN_F32, &group_shape,
+                                 &scale));
+        if (st->zero_point)
+            KN_TRY(add_derived_value(g, g->nodes[node].name, "slivers_zero_point", KN_VALUE_CONST, KN_I8,
+                                     &group_shape, &zero_point));
+        kn_lowbit_slivers_write_groups(&w, g->values[scale].data, zero_point >= 0 ? g->values[zero_point].data : NULL);
+    } else {
+        KN_TRY(add_view_const(g, g->nodes[node].name, "scale", KN_F32, groups, st->scale, &scale));
+        if (st->zero_point)
+            KN_TRY(add_view_const(g, g->nodes[node].name, "zero_point", KN_I8, groups, st->zero_point, &zero_point));
+    }
     KN_TRY(widen_inputs(g, &g->nodes[node], 5));
     kn_node *m = &g->nodes[node];
     int in[5] = {m->in[0], codes, scale, zero_point, bias};
@@ -1904,7 +1931,9 @@ static kiln_status make_lowbit_layer(kn_graph *g, int node) {
     KN_TRY(kn_node_set_int(g, node, "kn_rows", shape.d[0]));
     KN_TRY(kn_node_set_int(g, node, "kn_cols", shape.d[1]));
     KN_TRY(kn_node_set_int(g, node, "kn_transposed", transposed));
-    KN_TRY(kn_node_set_int(g, node, "kn_axis", st->axis));
+    KN_TRY(kn_node_set_int(g, node, "kn_axis", slivers && st->axis >= 0 ? 1 : st->axis));
+    KN_TRY(kn_node_set_int(g, node, "kn_slivers", slivers));
+    KN_TRY(kn_node_set_int(g, node, "kn_from_rows", slivers && w.transposed));
     return kn_node_set_int(g, node, "kn_block", st->block);
 }
 
@@ -1918,10 +1947,29 @@ static kiln_status make_lowbit_layers(kn_graph *g, int *made) {
     return KILN_OK;
 }
 
-/* Decodes the packed weights no pass took into g's arena: every initializer a node reads has data. */
-static kiln_status decode_packed(kn_graph *g) {
+/* Whether packed value v may become a LowbitGemm's weight: 2-D affine i4 or i2, and read only as the B
+ * of Gemms and MatMuls (lowbit_suits decides for each of them later, once biases are fused). */
+static bool lowbit_candidate(const kn_graph *g, int v) {
+    const kn_value *x = &g->values[v];
+    kn_encoding e = x->storage->encoding;
+    if ((e != KN_ENC_AFFINE_I4 && e != KN_ENC_AFFINE_I2) || x->shape.ndim != 2 || is_graph_output(g, v))
+        return false;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (int j = 0; j < n->n_in; j++)
+            if (n->in[j] == v && (j != 1 || !(op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul))))
+                return false;
+    }
+    return true;
+}
+
+/* Decodes packed weights into g's arena, so that every initializer a node reads has data: with
+ * keep_lowbit, only those that cannot become a LowbitGemm's weight. Run first, that gives the folding,
+ * Winograd and prepacking passes the very f32 weights of a model loaded decoded (a 4-bit conv's
+ * BatchNormalization folds into it, as in the f32 model); run last, it decodes what no pass took. */
+static kiln_status decode_packed(kn_graph *g, bool keep_lowbit) {
     for (int v = 0; v < g->n_values; v++) {
-        if (!is_packed(g, v))
+        if (!is_packed(g, v) || (keep_lowbit && lowbit_candidate(g, v)))
             continue;
         size_t bytes;
         if (!kn_shape_bytes(&g->values[v].shape, KN_F32, &bytes))
@@ -2061,6 +2109,8 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
     kn_graph_init(dst);
     KN_TRY(check_arity(src));
     kiln_status st = copy_graph(dst, src);
+    if (st == KILN_OK)
+        st = decode_packed(dst, (passes & KN_OPT_LOWBIT) != 0);
     if (st == KILN_OK && (passes & KN_OPT_DEAD))
         st = remove_dead_nodes(dst, &s.dead_removed);
     if (st == KILN_OK && (passes & KN_OPT_IDENTITY))
@@ -2102,7 +2152,7 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
     if (st == KILN_OK)
         st = drop_unused_values(dst);
     if (st == KILN_OK)
-        st = decode_packed(dst);
+        st = decode_packed(dst, false);
     if (st != KILN_OK) {
         kn_error_prefix("optimizing the graph: ");
         kn_graph_free(dst);

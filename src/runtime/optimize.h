@@ -45,9 +45,13 @@
  *                      run packs them again
  *   KN_OPT_LOWBIT      a Gemm or MatMul whose weight is still packed affine i4 or i2 storage (a model
  *                      loaded with KN_KILN_LOAD_PACKED leaves those undecoded: no data, only storage)
- *                      becomes LowbitGemm (ops/lowbit_gemm.c), which reads the codes in place
- * Packed weights that no pass took (read by another op) are then decoded into dst's arena, so every
- * initializer dst's nodes read has data.
+ *                      becomes LowbitGemm (ops/lowbit_gemm.c), which reads the codes in place, or
+ *                      (4-bit, per output column, per tensor or per block of a Gemm's S; AVX-512) from
+ *                      a copy in the sliver layout of kernels/lowbit.h, written here, of the same size
+ * Packed weights that LOWBIT cannot take (a Conv's, one read by another op) are decoded into dst's
+ * arena before any pass, so that the passes treat them as the f32 weights they decode to (a 4-bit
+ * conv's BatchNormalization folds, it goes Winograd); those LOWBIT then did not take are decoded last,
+ * so every initializer dst's nodes read has data.
  * A fusion needs the first node's output to have no other consumer and not to be a graph output.
  * Afterwards values nothing refers to are dropped.
  *
