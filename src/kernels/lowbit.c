@@ -601,7 +601,7 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
             for (int64_t i0 = 0; i0 < M; i0 += mc) {
                 int64_t rows = M - i0 < mc ? M - i0 : mc;
 #pragma omp single
-                kn_sgemm_pack_a(rows, depth, a + i0 * K + k0, K, a_block);
+                kn_sgemm_pack_a(false, rows, depth, a + i0 * K + k0, K, a_block);
 #pragma omp for schedule(static)
                 for (int64_t s = 0; s < slivers; s++) {
                     int64_t j = s * SLIVER;
