@@ -10,7 +10,11 @@
 # "Distillation", has the scan behind the recipe's defaults.
 # Writes the section to build/compress-bench/distill.md, puts it in place of the distillation section of
 # bench/results/compress.md when that file has one (bench/compress.sh writes the file), and prints it.
-# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] bench/distill.sh [THREADS]
+# AUGMENT (kiln's --augment: shift:N, flip, shift:N,flip; default none) gives both students, alone and
+# distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher label each
+# augmented view (Beyer et al. 2022's "function matching"). The teacher is trained without it either way.
+# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none]
+#        bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -19,6 +23,7 @@ teacher_epochs=${TEACHER_EPOCHS:-15}
 schedule=${SCHEDULE:-cosine}
 temperature=${TEMPERATURE:-2}
 alpha=${ALPHA:-0.5}
+augment=${AUGMENT:-none}
 kiln=build/kiln
 work=build/compress-bench
 mkdir -p "$work"
@@ -27,6 +32,7 @@ log() { echo "== $*" >&2; }
 accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
 data=(--data fashion-mnist --threads "$threads" --quiet)
 recipe=(--batch 64 --optimizer adam --schedule "$schedule")
+students=("${recipe[@]}" --augment "$augment")
 
 teacher=$work/teacher_$teacher_epochs.kiln
 [ -f "$teacher" ] || { log "teacher: the CNN, $teacher_epochs epochs"
@@ -51,9 +57,9 @@ SPEC
 alone=() kd=()
 for seed in 1 2 3; do
     log "student seed $seed: alone and distilled, $epochs epochs"
-    "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" --seed "$seed" \
+    "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" --seed "$seed" \
         --out "$work/student_alone_$seed.kiln" > /dev/null
-    "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" \
+    "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
         --seed "$seed" --temperature "$temperature" --alpha "$alpha" --out "$work/student_kd_$seed.kiln" > /dev/null
     alone+=("$(accuracy "$work/student_alone_$seed.kiln")")
     kd+=("$(accuracy "$work/student_kd_$seed.kiln")")
@@ -62,7 +68,7 @@ done
 log "PyTorch: the student alone and distilled, 3 seeds"
 "$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
 torch_kd=$(/usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
-    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads")
+    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" --augment "$augment")
 mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
 mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
 
@@ -86,7 +92,8 @@ gain_verdict() { # ALONE... -- DISTILLED...
 }
 {
     echo "Distillation (\`bench/distill.sh $threads\`, $(date -u +%Y-%m-%d)): a student with a quarter of the channels"
-    echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64;"
+    echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64,"
+    echo "augmentation: $augment (both students; the distilled one's teacher labels each augmented view);"
     echo "distilled at T = $temperature, α = $alpha from the CNN trained $teacher_epochs epochs with the same schedule"
     echo "(test accuracy $(accuracy "$teacher")). Test accuracy, seeds 1–3; spread = max − min."
     echo
