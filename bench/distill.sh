@@ -54,15 +54,21 @@ dense 32
 relu
 dense 10
 SPEC
+# A student is trained unless its file, named by every setting that makes it, exists (as the teacher):
+# seeds can be trained apart (in parallel, by the commands below) and gathered by a last run.
+tag="e${epochs}_${schedule}_${augment//[:,]/-}"
 alone=() kd=()
 for seed in 1 2 3; do
-    log "student seed $seed: alone and distilled, $epochs epochs"
-    "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" --seed "$seed" \
-        --out "$work/student_alone_$seed.kiln" > /dev/null
-    "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
-        --seed "$seed" --temperature "$temperature" --alpha "$alpha" --out "$work/student_kd_$seed.kiln" > /dev/null
-    alone+=("$(accuracy "$work/student_alone_$seed.kiln")")
-    kd+=("$(accuracy "$work/student_kd_$seed.kiln")")
+    log "student seed $seed: alone and distilled, $epochs epochs, augmentation $augment"
+    solo=$work/student_alone_${tag}_$seed.kiln
+    distilled=$work/student_kd_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}_$seed.kiln
+    [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
+        --seed "$seed" --out "$solo" > /dev/null
+    [ -f "$distilled" ] || "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" \
+        "${students[@]}" --epochs "$epochs" --seed "$seed" --temperature "$temperature" --alpha "$alpha" \
+        --out "$distilled" > /dev/null
+    alone+=("$(accuracy "$solo")")
+    kd+=("$(accuracy "$distilled")")
 done
 
 log "PyTorch: the student alone and distilled, 3 seeds"
