@@ -73,8 +73,11 @@ done
 
 log "PyTorch: the student alone and distilled, 3 seeds"
 "$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
-torch_kd=$(/usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
-    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" --augment "$augment")
+torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
+[ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
+    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
+    --augment "$augment" > "$torch_runs.part" && mv "$torch_runs.part" "$torch_runs"
+torch_kd=$(cat "$torch_runs")
 mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
 mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
 
