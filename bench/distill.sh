@@ -13,7 +13,9 @@
 # AUGMENT (kiln's --augment: shift:N, flip, shift:N,flip; default none) gives both students, alone and
 # distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher label each
 # augmented view (Beyer et al. 2022's "function matching"). The teacher is trained without it either way.
-# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none]
+# TORCH=0 leaves PyTorch's rows out (with augmentation its distilled runs label every batch with the teacher
+# and take hours of CPU on a busy machine).
+# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none] [TORCH=1]
 #        bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ schedule=${SCHEDULE:-cosine}
 temperature=${TEMPERATURE:-2}
 alpha=${ALPHA:-0.5}
 augment=${AUGMENT:-none}
+torch=${TORCH:-1}
 kiln=build/kiln
 work=build/compress-bench
 mkdir -p "$work"
@@ -71,15 +74,18 @@ for seed in 1 2 3; do
     kd+=("$(accuracy "$distilled")")
 done
 
-log "PyTorch: the student alone and distilled, 3 seeds"
-"$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
-torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
-[ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
-    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
-    --augment "$augment" > "$torch_runs.part" && mv "$torch_runs.part" "$torch_runs"
-torch_kd=$(cat "$torch_runs")
-mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
-mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
+torch_alone=() torch_distilled=()
+[ "$torch" = 0 ] || {
+    log "PyTorch: the student alone and distilled, 3 seeds"
+    "$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
+    torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
+    [ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
+        --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
+        --augment "$augment" > "$torch_runs.part" && mv "$torch_runs.part" "$torch_runs"
+    torch_kd=$(cat "$torch_runs")
+    mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
+    mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
+}
 
 # Mean and spread (max - min) over the seeds; the gain must exceed the larger of the two spreads.
 stats() { tr ' ' '\n' | grep . | awk '{ s += $1; v[NR] = $1 } END { m = s / NR; lo = hi = v[1]; for (i in v) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] } printf "%.4f %.4f", m, hi - lo }'; }
@@ -110,11 +116,16 @@ gain_verdict() { # ALONE... -- DISTILLED...
     echo "|---|---|---|---|---|---|"
     kd_row "kiln, alone" "${alone[@]}"
     kd_row "kiln, distilled" "${kd[@]}"
-    kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
-    kd_row "PyTorch, distilled" "${torch_distilled[@]}"
-    echo
-    echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
-    echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+    if [ "$torch" != 0 ]; then
+        kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
+        kd_row "PyTorch, distilled" "${torch_distilled[@]}"
+        echo
+        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
+        echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+    else
+        echo
+        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"). PyTorch not run (TORCH=0)."
+    fi
 } > "$work/distill.md"
 results=bench/results/compress.md
 if [ -f "$results" ] && grep -q '^Distillation' "$results"; then
