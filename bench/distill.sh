@@ -10,7 +10,13 @@
 # "Distillation", has the scan behind the recipe's defaults.
 # Writes the section to build/compress-bench/distill.md, puts it in place of the distillation section of
 # bench/results/compress.md when that file has one (bench/compress.sh writes the file), and prints it.
-# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] bench/distill.sh [THREADS]
+# AUGMENT (kiln's --augment: shift:N, flip, shift:N,flip; default none) gives both students, alone and
+# distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher label each
+# augmented view (Beyer et al. 2022's "function matching"). The teacher is trained without it either way.
+# TORCH=0 leaves PyTorch's rows out (with augmentation its distilled runs label every batch with the teacher
+# and take hours of CPU on a busy machine).
+# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none] [TORCH=1]
+#        bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -19,6 +25,8 @@ teacher_epochs=${TEACHER_EPOCHS:-15}
 schedule=${SCHEDULE:-cosine}
 temperature=${TEMPERATURE:-2}
 alpha=${ALPHA:-0.5}
+augment=${AUGMENT:-none}
+torch=${TORCH:-1}
 kiln=build/kiln
 work=build/compress-bench
 mkdir -p "$work"
@@ -27,6 +35,7 @@ log() { echo "== $*" >&2; }
 accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
 data=(--data fashion-mnist --threads "$threads" --quiet)
 recipe=(--batch 64 --optimizer adam --schedule "$schedule")
+students=("${recipe[@]}" --augment "$augment")
 
 teacher=$work/teacher_$teacher_epochs.kiln
 [ -f "$teacher" ] || { log "teacher: the CNN, $teacher_epochs epochs"
@@ -48,23 +57,35 @@ dense 32
 relu
 dense 10
 SPEC
+# A student is trained unless its file, named by every setting that makes it, exists (as the teacher):
+# seeds can be trained apart (in parallel, by the commands below) and gathered by a last run.
+tag="e${epochs}_${schedule}_${augment//[:,]/-}"
 alone=() kd=()
 for seed in 1 2 3; do
-    log "student seed $seed: alone and distilled, $epochs epochs"
-    "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" --seed "$seed" \
-        --out "$work/student_alone_$seed.kiln" > /dev/null
-    "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" "${recipe[@]}" --epochs "$epochs" \
-        --seed "$seed" --temperature "$temperature" --alpha "$alpha" --out "$work/student_kd_$seed.kiln" > /dev/null
-    alone+=("$(accuracy "$work/student_alone_$seed.kiln")")
-    kd+=("$(accuracy "$work/student_kd_$seed.kiln")")
+    log "student seed $seed: alone and distilled, $epochs epochs, augmentation $augment"
+    solo=$work/student_alone_${tag}_$seed.kiln
+    distilled=$work/student_kd_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}_$seed.kiln
+    [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
+        --seed "$seed" --out "$solo" > /dev/null
+    [ -f "$distilled" ] || "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" \
+        "${students[@]}" --epochs "$epochs" --seed "$seed" --temperature "$temperature" --alpha "$alpha" \
+        --out "$distilled" > /dev/null
+    alone+=("$(accuracy "$solo")")
+    kd+=("$(accuracy "$distilled")")
 done
 
-log "PyTorch: the student alone and distilled, 3 seeds"
-"$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
-torch_kd=$(/usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
-    --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads")
-mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
-mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
+torch_alone=() torch_distilled=()
+[ "$torch" = 0 ] || {
+    log "PyTorch: the student alone and distilled, 3 seeds"
+    "$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
+    torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
+    [ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
+        --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
+        --augment "$augment" > "$torch_runs.part" && mv "$torch_runs.part" "$torch_runs"
+    torch_kd=$(cat "$torch_runs")
+    mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
+    mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
+}
 
 # Mean and spread (max - min) over the seeds; the gain must exceed the larger of the two spreads.
 stats() { tr ' ' '\n' | grep . | awk '{ s += $1; v[NR] = $1 } END { m = s / NR; lo = hi = v[1]; for (i in v) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] } printf "%.4f %.4f", m, hi - lo }'; }
@@ -86,7 +107,8 @@ gain_verdict() { # ALONE... -- DISTILLED...
 }
 {
     echo "Distillation (\`bench/distill.sh $threads\`, $(date -u +%Y-%m-%d)): a student with a quarter of the channels"
-    echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64;"
+    echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64,"
+    echo "augmentation: $augment (both students; the distilled one's teacher labels each augmented view);"
     echo "distilled at T = $temperature, α = $alpha from the CNN trained $teacher_epochs epochs with the same schedule"
     echo "(test accuracy $(accuracy "$teacher")). Test accuracy, seeds 1–3; spread = max − min."
     echo
@@ -94,11 +116,16 @@ gain_verdict() { # ALONE... -- DISTILLED...
     echo "|---|---|---|---|---|---|"
     kd_row "kiln, alone" "${alone[@]}"
     kd_row "kiln, distilled" "${kd[@]}"
-    kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
-    kd_row "PyTorch, distilled" "${torch_distilled[@]}"
-    echo
-    echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
-    echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+    if [ "$torch" != 0 ]; then
+        kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
+        kd_row "PyTorch, distilled" "${torch_distilled[@]}"
+        echo
+        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
+        echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
+    else
+        echo
+        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"). PyTorch not run (TORCH=0)."
+    fi
 } > "$work/distill.md"
 results=bench/results/compress.md
 if [ -f "$results" ] && grep -q '^Distillation' "$results"; then

@@ -100,7 +100,8 @@ kiln_status kiln_qat_finalize(kiln_graph *graph);
 
 /* Knowledge distillation (Hinton et al. 2015; docs/compress.md): trains `student` like kiln_train on
  * (1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)), the teacher run in
- * inference mode on every batch (its logits kept per sample: it runs once per sample). Teacher and
+ * inference mode on every batch (its logits kept per sample: it runs once per sample; with
+ * config->augment it labels each augmented view the student trains on, every step). Teacher and
  * student take the same input and give the same number of outputs per sample (else KILN_ERR_SHAPE); a
  * teacher with its own input standardisation gets it. `final` as in kiln_train (may be NULL). */
 typedef struct kiln_distill_config {

@@ -64,6 +64,10 @@ typedef struct kiln_train_config {
     int threads;             /* <= 0: all cores */
     const char *checkpoint;  /* written after every epoch; NULL: none */
     const char *log;         /* per-epoch metrics CSV; NULL: none */
+    /* Image samples (C, H, W) only: each sample seen as a random view, new each epoch, drawn from `seed`:
+     * "shift:N" (moved by up to N pixels along each axis, 0 filling in), "flip" (mirrored left to right
+     * half of the time), "shift:N,flip"; NULL or "none": the samples as they are. */
+    const char *augment;
 } kiln_train_config;
 
 KILN_API kiln_train_config kiln_train_config_default(void);

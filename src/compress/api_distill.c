@@ -16,7 +16,7 @@ kiln_status kiln_distill(kiln_graph *student, kiln_graph *teacher, const kiln_da
     kn_distill d;
     kn_distill_config c = {.temperature = distill->temperature, .alpha = distill->alpha,
                            .match_teacher = distill->match_teacher, .match_student = distill->match_student,
-                           .match_weight = distill->match_weight};
+                           .match_weight = distill->match_weight, .views_change = kn_augment_on(&o.augment)};
     KN_TRY(kn_distill_init(&d, &teacher->g, &student->g, &c, o.batch));
     kiln_status st = kn_distill_bind_data(&d, &train->d);
     if (st != KILN_OK) {

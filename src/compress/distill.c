@@ -346,16 +346,20 @@ static void cache_free(kn_distill_cache *k) {
     memset(k, 0, sizeof *k);
 }
 
+/* Whether a sample's teacher logits can be served again later: not with matching (it needs the teacher's
+ * hidden value each step), nor with augmentation (a view is not seen twice). */
+static bool keeps_logits(const kn_distill *d) { return d->proj_node < 0 && !d->c.views_change; }
+
 /* The teacher's logits of the batch on the student's tape into zt (n, c): from the cache when it holds every
- * sample, else by running the teacher (and keeping what it gives). Matching always runs it. */
+ * sample, else by running the teacher (and keeping what it gives, when it may). */
 static kiln_status teacher_logits(kn_distill *d, const kn_tensor *x, int64_t n, int64_t c, float *zt) {
     int64_t size = kn_numel(x) / (n ? n : 1);
     const float *xs = kn_f32(x);
     uint64_t *keys = malloc(sizeof(uint64_t) * 2 * (size_t)(n ? n : 1)); // (n, 2)
     if (!keys)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for the distillation cache keys");
-    bool all_kept = d->proj_node < 0;
-    for (int64_t i = 0; i < n; i++) {
+    bool all_kept = keeps_logits(d);
+    for (int64_t i = 0; i < n && keeps_logits(d); i++) {
         sample_key(xs + i * size, size, keys + 2 * i);
         const float *kept = all_kept ? cache_find(&d->cache, keys + 2 * i) : NULL;
         if (kept && d->cache.c == c)
@@ -379,7 +383,7 @@ static kiln_status teacher_logits(kn_distill *d, const kn_tensor *x, int64_t n, 
                          (long long)kn_numel(out), (long long)(n * c));
         if (st == KILN_OK) {
             memcpy(zt, kn_f32(out), sizeof(float) * (size_t)(n * c));
-            for (int64_t i = 0; i < n && d->proj_node < 0; i++)
+            for (int64_t i = 0; i < n && keeps_logits(d); i++)
                 cache_insert(&d->cache, keys + 2 * i, zt + i * c, c);
             d->cache.misses += n;
         }

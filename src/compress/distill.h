@@ -17,7 +17,10 @@
  * augmentation), so they are kept, keyed by two 64-bit hashes of the sample's input: from the second
  * epoch on the teacher does not run, and distilling for E epochs costs one teacher pass, not E. The cache
  * holds up to KN_DISTILL_CACHE_BYTES of logits; samples beyond it run the teacher each time. Matching
- * needs the teacher's hidden value every step and runs it every step.
+ * needs the teacher's hidden value every step and runs it every step. With augmentation
+ * (kn_distill_config.views_change) every epoch brings new views whose logits would never be asked for
+ * again: the teacher runs every step on the augmented batch (Beyer et al. 2022's "function matching":
+ * teacher and student see the same view) and the cache stays empty.
  *
  * Hidden-feature matching (FitNets, Romero et al. 2015), optional: a student activation S (N, Cs, ...)
  * goes through a learned 1x1 projection P (a Conv of W (Ct, Cs, 1, 1), or a MatMul by (Cs, Ct) for
@@ -38,6 +41,9 @@ typedef struct kn_distill_config {
     /* Hidden-feature matching: value names in the teacher and the student graphs; NULL: none. */
     const char *match_teacher, *match_student;
     float match_weight; /* >= 0 */
+    /* The student sees each sample in a new view every epoch (kn_train_options.augment): the teacher labels
+     * the very view the student trains on, each batch, and no logits are kept. */
+    bool views_change;
 } kn_distill_config;
 
 /* The teacher's logits of the samples seen, in an open-addressing table of (hash a, hash b) keys. */

@@ -172,7 +172,7 @@ kiln_status kn_train_options_from_config(const kiln_train_config *c, kn_train_op
     o->seed = c->seed;
     o->checkpoint_path = c->checkpoint;
     o->log_path = c->log;
-    return KILN_OK;
+    return kn_augment_parse(c->augment, &o->augment);
 }
 
 kiln_status kiln_train(kiln_graph *graph, const kiln_dataset *train, const kiln_dataset *val,

@@ -11,7 +11,7 @@
 #include "core/status.h"
 
 typedef enum field_type { FIELD_I64, FIELD_U64, FIELD_F32, FIELD_BOOL, FIELD_OPTIM, FIELD_LOSS, FIELD_REDUCTION,
-                          FIELD_SCHEDULE } field_type;
+                          FIELD_SCHEDULE, FIELD_AUGMENT } field_type;
 
 typedef struct option_field {
     const char *key;
@@ -57,12 +57,17 @@ static const option_field fields[] = {
     FIELD("train.schedule.step_size", FIELD_I64, schedule.step_size),
     FIELD("train.schedule.gamma", FIELD_F32, schedule.gamma),
     FIELD("train.schedule.min_lr", FIELD_F32, schedule.min_lr),
+    FIELD("train.augment", FIELD_AUGMENT, augment),
 };
 
 enum { N_FIELDS = (int)(sizeof fields / sizeof fields[0]) };
 
 /* The key whose presence says the options were recorded (older checkpoints lack it). */
 #define MARKER_KEY "train.optim.lr"
+
+/* An option added after checkpoints recorded options: absent means its default (off), and it is written only
+ * when on or already noted, so a run without it writes the same model file as before it existed. */
+static bool optional_field(const option_field *f) { return f->type == FIELD_AUGMENT; }
 
 static void format_field(const option_field *f, const kn_train_options *o, char *text, size_t size) {
     const char *p = (const char *)o + f->offset;
@@ -77,6 +82,7 @@ static void format_field(const option_field *f, const kn_train_options *o, char 
         snprintf(text, size, "%s", *(const kn_reduction *)p == KN_REDUCTION_SUM ? "sum" : "mean");
         break;
     case FIELD_SCHEDULE: snprintf(text, size, "%s", kn_schedule_name(*(const kn_schedule_kind *)p)); break;
+    case FIELD_AUGMENT: kn_augment_format((const kn_augment *)p, text, size); break;
     }
 }
 
@@ -99,6 +105,7 @@ static size_t field_size(field_type type) {
     case FIELD_LOSS: return sizeof(kn_loss_kind);
     case FIELD_REDUCTION: return sizeof(kn_reduction);
     case FIELD_SCHEDULE: return sizeof(kn_schedule_kind);
+    case FIELD_AUGMENT: return sizeof(kn_augment);
     }
     return 0;
 }
@@ -123,6 +130,8 @@ kiln_status kn_checkpoint_options_save(kn_graph *g, const kn_train_options *o) {
     for (int i = 0; i < N_FIELDS; i++) {
         char text[64];
         format_field(&fields[i], o, text, sizeof text);
+        if (optional_field(&fields[i]) && strcmp(text, "none") == 0 && !kn_graph_meta(g, fields[i].key))
+            continue;
         KN_TRY(kn_graph_set_meta(g, fields[i].key, text));
     }
     return KILN_OK;
@@ -157,6 +166,7 @@ static bool parse_field(const option_field *f, const char *text, void *dest) {
         *(kn_reduction *)dest = strcmp(text, "sum") == 0 ? KN_REDUCTION_SUM : KN_REDUCTION_MEAN;
         return strcmp(text, "sum") == 0 || strcmp(text, "mean") == 0;
     case FIELD_SCHEDULE: return kn_schedule_parse(text, dest) == KILN_OK;
+    case FIELD_AUGMENT: return kn_augment_parse(text, dest) == KILN_OK;
     }
     return false;
 }
@@ -168,6 +178,10 @@ kiln_status kn_checkpoint_options_load(const kn_graph *g, kn_train_options *o, b
     kn_train_options read = *o;
     for (int i = 0; i < N_FIELDS; i++) {
         const char *text = kn_graph_meta(g, fields[i].key);
+        if (!text && optional_field(&fields[i])) {
+            memset((char *)&read + fields[i].offset, 0, field_size(fields[i].type));
+            continue;
+        }
         if (!text || !parse_field(&fields[i], text, (char *)&read + fields[i].offset))
             return kn_fail(KILN_ERR_FORMAT, "the checkpoint's option '%s' is %s", fields[i].key,
                            text ? "not valid" : "missing");

@@ -1,6 +1,7 @@
 /* What a checkpoint remembers of its run besides the weights and the optimizer state: every training
  * option that decides the numbers (epochs, batch, seed, optimizer and all its parameters, schedule,
- * loss, clipping, early stopping and keeping the best epoch), as "train.*" metadata notes of the graph,
+ * loss, clipping, early stopping, keeping the best epoch, and augmentation, whose note "train.augment" is
+ * written only when it is on, or was already there), as "train.*" metadata notes of the graph,
  * so a resumed run continues the same run without the user repeating them, and the final model records
  * the options that made it.
  *

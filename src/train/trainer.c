@@ -280,6 +280,10 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
             st = kn_fail(KILN_ERR_INTERNAL, "batcher gave %lld samples, expected %lld", (long long)n, (long long)want);
             goto done;
         }
+        if (kn_augment_on(&opt->augment) &&
+            (st = kn_augment_batch(&opt->augment, kn_tape_input(&t->tape, 0)->data, n, &train->sample_shape, opt->seed,
+                                   epoch, batcher.order + batcher.next - n)) != KILN_OK)
+            goto done;
         t->tape.ctx.seed = opt->seed;
         t->tape.ctx.step = (uint64_t)t->step;
         if ((st = kn_tape_forward(&t->tape, true)) != KILN_OK)
@@ -435,6 +439,10 @@ kiln_status kn_train(kn_graph *g, const kn_dataset *train, const kn_dataset *val
         KN_TRY(kn_check_input_fits(g, val));
     if (train->count < 1)
         return kn_fail(KILN_ERR_INVALID_ARG, "%s has no samples", train->source);
+    if (kn_augment_check(&options->augment, &train->sample_shape) != KILN_OK) {
+        kn_error_prefix("%s: ", train->source);
+        return KILN_ERR_INVALID_ARG;
+    }
 
     /* Training updates parameters (the optimizer) and running statistics (BatchNormalization) in place:
      * their compact storage, if any, would no longer decode to them, so they go back to plain f32. */

@@ -69,7 +69,7 @@ static int run(const distill_args *a) {
     cli_train_data data = {0};
     kn_distill d = {0};
     kn_distill_config c = {.temperature = (float)a->temperature, .alpha = (float)a->alpha,
-                           .match_weight = (float)a->match_weight};
+                           .match_weight = (float)a->match_weight, .views_change = kn_augment_on(&o.augment)};
     char match[512];
     if (a->match) {
         /* TEACHER_VALUE:STUDENT_VALUE, split at the first colon */

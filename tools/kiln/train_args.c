@@ -38,6 +38,7 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
         {"--gamma", CLI_FLOAT, &a->gamma, "step schedule: decay factor (default 0.1)"},
         {"--min-lr", CLI_FLOAT, &a->min_lr, "cosine schedule: final learning rate"},
         {"--clip-norm", CLI_FLOAT, &a->clip_norm, "clip gradients to this global L2 norm"},
+        {"--augment", CLI_STRING, &a->augment, "images: shift:N (move by up to N pixels), flip, or both: shift:N,flip"},
         {"--label", CLI_STRING, &a->label, "CSV: the target column (default: last)"},
         {"--seed", CLI_INT, &a->seed, "random seed (default 1)"},
         {"--threads", CLI_INT, &a->threads, "threads (default: all cores)"},
@@ -117,6 +118,8 @@ int cli_train_build_options(const char *command, const cli_train_args *a, kn_tra
     if (a->clip_norm < 0)
         return cli_fail_msg(command, "--clip-norm must be positive (0: no clipping), got %g", a->clip_norm);
     o->clip_norm = (float)a->clip_norm;
+    if (kn_augment_parse(a->augment, &o->augment) != KILN_OK)
+        return cli_fail(command, KILN_ERR_INVALID_ARG);
     o->seed = (uint64_t)a->seed;
     if (cli_was_given("--early-stop") && a->early_stop < 1)
         return cli_fail_msg(command, "--early-stop must be at least 1 epoch, got %lld", (long long)a->early_stop);
@@ -152,6 +155,7 @@ static const struct {
     {"--gamma", {"train.schedule.gamma"}},
     {"--min-lr", {"train.schedule.min_lr"}},
     {"--clip-norm", {"train.clip_norm"}},
+    {"--augment", {"train.augment"}},
     {"--early-stop", {"train.early_stop"}},
     {"--save-best", {"train.keep_best"}},
 };

@@ -7,10 +7,10 @@
 #include "cli.h"
 #include "train/trainer.h"
 
-#define CLI_TRAIN_OPTION_COUNT 27
+#define CLI_TRAIN_OPTION_COUNT 28
 
 typedef struct cli_train_args {
-    const char *data, *val, *log, *optimizer, *loss, *schedule, *label;
+    const char *data, *val, *log, *optimizer, *loss, *schedule, *label, *augment;
     int64_t epochs, batch, seed, threads, warmup, step_size, early_stop;
     double lr, momentum, dampening, weight_decay, val_split, clip_norm, label_smoothing, gamma, min_lr;
     bool nesterov, save_best, json, quiet;
@@ -28,7 +28,7 @@ int cli_train_option_table(cli_train_args *a, cli_option *options);
 int cli_train_build_options(const char *command, const cli_train_args *a, kn_train_options *o);
 
 /* Resuming: o (built from `a`) takes the options the checkpoint g recorded for its run — seed, batch,
- * epochs, optimizer and its parameters, schedule, loss, clipping — so the run goes on as it began. An
+ * epochs, optimizer and its parameters, schedule, loss, clipping, augmentation — so the run goes on as it began. An
  * option the command line sets to another value is refused, naming it, unless `override` (--epochs may
  * always change: it is how a finished run is trained further). A checkpoint that recorded none leaves o
  * as built. The values o ends with are written back into a (seed, batch, epochs, optimizer) for the
