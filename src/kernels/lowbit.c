@@ -399,18 +399,23 @@ static void decode_run(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, in
     }
 }
 
+/* With a bias, Y (M, N) starts as the bias in every row and the products add to it: returns the beta
+ * they take (1), else 0. */
+static float start_with_bias(const float *bias, int64_t M, int64_t N, float *y) {
+    if (!bias)
+        return 0.0f;
+    for (int64_t m = 0; m < M; m++)
+        memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
+    return 1.0f;
+}
+
 static void gemm_panels(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                         const float *bias, float *y, unsigned char *ws) {
     int64_t K = dim_k(w), N = dim_n(w), width = panel_width(w);
     float *panel = (float *)ws; // (width, K) transposed, else (K, width)
     void *gemm_ws = ws + round_up((size_t)width * (size_t)K * sizeof(float));
     size_t gemm_bytes = kn_sgemm_workspace(false, w->transposed, M, width, K);
-    float beta = 0.0f;
-    if (bias) {
-        for (int64_t m = 0; m < M; m++)
-            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
-        beta = 1.0f;
-    }
+    float beta = start_with_bias(bias, M, N, y);
     for (int64_t n0 = 0; n0 < N; n0 += width) {
         int64_t cols = N - n0 < width ? N - n0 : width;
         if (w->transposed) {
@@ -586,12 +591,7 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
     float *a_block = (float *)ws; // (depth, mr) slivers of the block's rows of A
     unsigned char *per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float));
     size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
-    float beta = 0.0f; /* of the first depth block; the later ones add to it */
-    if (bias) {
-        for (int64_t m = 0; m < M; m++)
-            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
-        beta = 1.0f;
-    }
+    float beta = start_with_bias(bias, M, N, y); /* of the first depth block; the later ones add to it */
     double flops = 2.0 * (double)M * (double)N * (double)K;
 #pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
     {
@@ -631,12 +631,7 @@ static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
     const kn_gemm_kernel *gk = kn_gemm_kernel_best();
     int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
     size_t half = round_up((size_t)(K * SLIVER) * sizeof(float));
-    float beta = 0.0f;
-    if (bias) {
-        for (int64_t m = 0; m < M; m++)
-            memcpy(y + m * N, bias, sizeof(float) * (size_t)N);
-        beta = 1.0f;
-    }
+    float beta = start_with_bias(bias, M, N, y);
     double flops = 2.0 * (double)M * (double)N * (double)K;
 #pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
     {
