@@ -18,7 +18,11 @@ enum {
     KN_PARALLEL_MIN_MEMORY = 1 << 15,  /* elements of a memory-bound pass: copies, broadcasts,
                                           reductions, normalizations, dropout, optimizer updates */
     KN_PARALLEL_MIN_SPARSE = 1 << 16,  /* multiply-adds of a sparse layer, pixels of an integer one */
-    KN_PARALLEL_MIN_GEMM = 1 << 18,    /* flops (or multiply-adds) of a dense or integer GEMM */
+    KN_PARALLEL_MIN_GEMM = 1 << 18,    /* flops (or multiply-adds) of a dense GEMM */
+    /* multiply-adds of an integer GEMM or convolution: the VNNI kernels do about 4 times a float
+     * GEMM's per second, and below this a second thread's region cost more than it shared (the
+     * Fashion-MNIST CNN int8 at batch 1: 0.080 ms on 1 thread, 0.114-0.139 on 2) */
+    KN_PARALLEL_MIN_INTEGER = 1 << 22,
 };
 
 #endif

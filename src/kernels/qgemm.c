@@ -264,7 +264,7 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
 /* ---- the driver -------------------------------------------------------------------------------- */
 
 /* Below this many multiply-adds a product runs on the calling thread alone. */
-#define KN_QGEMM_PARALLEL_MIN KN_PARALLEL_MIN_GEMM
+#define KN_QGEMM_PARALLEL_MIN KN_PARALLEL_MIN_INTEGER
 
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads) {
     int64_t kq = depth_groups(p->K);

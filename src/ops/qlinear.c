@@ -482,8 +482,9 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     int64_t L16 = (block_rows * OW + 15) / 16 * 16;
     size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
     size_t per_thread = (v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
-    int threads = kn_threads_get();
-    // Threads take whole blocks when there are enough of them, else share each block's product.
+    // Threads take whole blocks when there are enough of them, else share each block's product; a
+    // small layer runs on the calling thread.
+    int threads = kn_count_mul(g.N * g.M * g.out_plane, g.K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
     int outer = items >= threads ? threads : 1, inner = outer == 1 ? threads : 1;
     uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
     if (!scratch)
