@@ -14,6 +14,7 @@
 
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
+#include "ops/matmul_dims.h"
 #include "ops/op.h"
 
 typedef struct gemm_dims {
@@ -198,10 +199,7 @@ static kiln_status gemm_packed_infer(kn_graph *g, const kn_node *node) {
     const kn_value *p = kn_node_input(g, node, 3);
     gemm_dims d;
     KN_TRY(gemm_dims_of(node, &a->shape, &b->shape, c ? &c->shape : NULL, &d));
-    size_t floats = kn_sgemm_packed_b_floats(d.K, d.N);
-    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
-        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu floats of op(B) packed", floats);
-    return KILN_OK;
+    return kn_matmul_check_packed_b(p, d.K, d.N);
 }
 
 static kiln_status gemm_packed_forward(const kn_op_call *call) { return gemm_run(call, kn_f32(call->in[3])); }

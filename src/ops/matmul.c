@@ -191,10 +191,7 @@ static kiln_status matmul_packed_infer(kn_graph *g, const kn_node *node) {
     const kn_value *b = kn_node_input(g, node, 1), *p = kn_node_input(g, node, 3);
     if (b->shape.ndim != 2)
         return kn_fail(KILN_ERR_SHAPE, "B must be 2-D, got rank %d", b->shape.ndim);
-    size_t floats = kn_sgemm_packed_b_floats(b->shape.d[0], b->shape.d[1]);
-    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
-        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu floats of B packed", floats);
-    return KILN_OK;
+    return kn_matmul_check_packed_b(p, b->shape.d[0], b->shape.d[1]);
 }
 
 static kiln_status matmul_packed_forward(const kn_op_call *call) { return matmul_run(call, kn_f32(call->in[3])); }

@@ -1,5 +1,6 @@
 #include "ops/matmul_dims.h"
 
+#include "kernels/gemm.h"
 #include "ops/broadcast.h"
 #include "ops/op.h"
 
@@ -64,4 +65,11 @@ void kn_matmul_matrices(const kn_matmul_dims *d, int64_t index, int64_t *a, int6
 
 int64_t kn_matmul_flops(const kn_matmul_dims *d) {
     return kn_count_mul(2, kn_count_mul(kn_count_mul(d->n_batch, d->M), kn_count_mul(d->N, d->K)));
+}
+
+kiln_status kn_matmul_check_packed_b(const kn_value *p, int64_t K, int64_t N) {
+    size_t floats = kn_sgemm_packed_b_floats(K, N);
+    if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
+        return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu floats of op(B) packed", floats);
+    return KILN_OK;
 }

@@ -7,6 +7,7 @@
 #define KN_OPS_MATMUL_DIMS_H
 
 #include "core/status.h"
+#include "core/graph.h"
 #include "core/tensor.h"
 
 typedef struct kn_matmul_dims {
@@ -28,5 +29,9 @@ void kn_matmul_matrices(const kn_matmul_dims *d, int64_t index, int64_t *a, int6
 
 /* Multiply-adds of the product, 2 M N K per matrix of Y (saturating: kn_count_mul). */
 int64_t kn_matmul_flops(const kn_matmul_dims *d);
+
+/* OK when P, the packed-B input of GemmPacked / MatMulPacked, is the 1-D f32 tensor kn_sgemm_pack_b writes
+ * for a (K, N) op(B); KILN_ERR_SHAPE otherwise. */
+kiln_status kn_matmul_check_packed_b(const kn_value *p, int64_t K, int64_t N);
 
 #endif
