@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/pool.h"
 #include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
@@ -46,49 +47,62 @@ static bool gradient_wanted(const kn_op_call *call) {
     return call->dout && call->dout[0] && call->din && call->din[0];
 }
 
+/* One activation loop's operands, for a range function on kiln's pool (core/pool.h). */
+typedef struct act_loop {
+    const float *x, *y, *dy; /* input, saved output, incoming gradient (those the loop reads) */
+    float *out;              /* y for forward, dx for backward */
+    float alpha;
+} act_loop;
+
+static int act_threads(int64_t n) { return n >= KN_ACTIVATION_PARALLEL_MIN ? kn_threads_get() : 1; }
+
 /* Writes name_forward, y[i] = FORWARD for every element, and name_backward, dx[i] += BACKWARD (or
- * dx[i] = BACKWARD into a fresh gradient, see kn_op_call). The expressions read x[i], y[i] (the
- * saved output), g (= dy[i], loaded unconditionally so that selects need no branch) and alpha, the
- * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, on
- * the team when the tensor is large; the expressions inline into the loops, which vectorise. The
- * backward loop is instantiated twice, with `store` constant, so that neither has a branch.
- * ACTIVATION_BACKWARD writes only the backward, for the activations whose forward is a
- * kernels/vmath function (vmath_forward). */
-#define ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)                                          \
-    static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
-                                            float *dx, int64_t n, float alpha, bool store) { \
+ * dx[i] = 0 + BACKWARD into a fresh gradient, see kn_op_call: the same bits as adding to zeros). The
+ * expressions read x[i], y[i] (the saved output), g (= dy[i], loaded unconditionally so that selects
+ * need no branch) and alpha, the node's "alpha" attribute (default ALPHA; unused by the activations
+ * without one). One loop each, over ranges on the pool when the tensor is large; the expressions
+ * inline into the loops, which vectorise. The backward loop is written twice, storing and adding, so
+ * that neither has a branch. ACTIVATION_BACKWARD writes only the backward, for the activations whose
+ * forward is a kernels/vmath function (vmath_forward). */
+#define ACTIVATION_BACKWARD_LOOP(fn, name, BACKWARD, DX_BEFORE)                             \
+    static void name##_backward_##fn(void *ctx, int64_t begin, int64_t end) {               \
+        const act_loop *l = ctx;                                                            \
+        const float *x = l->x, *y = l->y, *dy = l->dy;                                      \
+        float *dx = l->out, alpha = l->alpha;                                               \
         (void)alpha, (void)x, (void)y;                                                      \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
-        for (int64_t i = 0; i < n; i++) {                                                   \
+        for (int64_t i = begin; i < end; i++) {                                             \
             float g = dy[i];                                                                \
-            dx[i] = (store ? 0.0f : dx[i]) + (BACKWARD);                                    \
+            dx[i] = (DX_BEFORE) + (BACKWARD);                                               \
         }                                                                                   \
-    }                                                                                       \
+    }
+
+#define ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)                                          \
+    ACTIVATION_BACKWARD_LOOP(store, name, BACKWARD, 0.0f)                                   \
+    ACTIVATION_BACKWARD_LOOP(add, name, BACKWARD, dx[i])                                    \
     static kiln_status name##_backward(const kn_op_call *call) {                            \
         if (!gradient_wanted(call))                                                         \
             return KILN_OK;                                                                 \
-        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
-        const float *x = kn_f32(call->in[0]), *y = kn_f32(call->out[0]);                    \
-        const float *dy = kn_f32(call->dout[0]);                                            \
-        float *dx = kn_f32(call->din[0]);                                                   \
+        act_loop l = {kn_f32(call->in[0]), kn_f32(call->out[0]), kn_f32(call->dout[0]),     \
+                      kn_f32(call->din[0]), kn_node_float(call->node, "alpha", ALPHA)};     \
         int64_t n = kn_numel(call->in[0]);                                                  \
-        if (kn_din_fresh(call, 0))                                                          \
-            name##_backward_loop(x, y, dy, dx, n, alpha, true);                             \
-        else                                                                                \
-            name##_backward_loop(x, y, dy, dx, n, alpha, false);                            \
+        kn_pool_for(act_threads(n), n, kn_din_fresh(call, 0) ? name##_backward_store : name##_backward_add, &l); \
         return KILN_OK;                                                                     \
     }
 
 #define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
-    static kiln_status name##_forward(const kn_op_call *call) {                             \
-        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
-        const float *x = kn_f32(call->in[0]);                                               \
-        float *y = kn_f32(call->out[0]);                                                    \
-        int64_t n = kn_numel(call->in[0]);                                                  \
+    static void name##_forward_range(void *ctx, int64_t begin, int64_t end) {               \
+        const act_loop *l = ctx;                                                            \
+        const float *x = l->x;                                                              \
+        float *y = l->out, alpha = l->alpha;                                                \
         (void)alpha;                                                                        \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
-        for (int64_t i = 0; i < n; i++)                                                     \
+        for (int64_t i = begin; i < end; i++)                                               \
             y[i] = (FORWARD);                                                               \
+    }                                                                                       \
+    static kiln_status name##_forward(const kn_op_call *call) {                             \
+        act_loop l = {kn_f32(call->in[0]), NULL, NULL, kn_f32(call->out[0]),                \
+                      kn_node_float(call->node, "alpha", ALPHA)};                           \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        kn_pool_for(act_threads(n), n, name##_forward_range, &l);                           \
         return KILN_OK;                                                                     \
     }                                                                                       \
     ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)
