@@ -189,6 +189,8 @@ enum { GELU_CHUNK = 512 };
 
 static void gelu_grad_chunk(const kn_vmath *vm, gelu_form form, const float *x, float *grad, int64_t n) {
     float a[GELU_CHUNK], b[GELU_CHUNK];
+    if (n <= 0)
+        return;
     if (form == GELU_EXACT) {
         for (int64_t i = 0; i < n; i++) {
             a[i] = x[i] * KN_SQRT1_2;
@@ -216,24 +218,37 @@ static kiln_status gelu_forward(const kn_op_call *call) {
     return vmath_forward(call, form == GELU_EXACT ? vm->gelu : vm->gelu_tanh);
 }
 
+/* Gelu's backward in chunks of GELU_CHUNK elements (each the unit it always was), on kiln's pool. */
+typedef struct gelu_loop {
+    const kn_vmath *vm;
+    gelu_form form;
+    const float *x, *dy;
+    float *dx;
+    int64_t n;
+    bool store;
+} gelu_loop;
+
+static void gelu_backward_chunk(void *ctx, int64_t chunk, int slot) {
+    (void)slot;
+    const gelu_loop *l = ctx;
+    int64_t start = chunk * GELU_CHUNK, len = l->n - start < GELU_CHUNK ? l->n - start : GELU_CHUNK;
+    float grad[GELU_CHUNK];
+    gelu_grad_chunk(l->vm, l->form, l->x + start, grad, len);
+    float *dx = l->dx + start;
+    const float *dy = l->dy + start;
+    for (int64_t i = 0; i < len; i++)
+        dx[i] = (l->store ? 0.0f : dx[i]) + dy[i] * grad[i];
+}
+
 static kiln_status gelu_backward(const kn_op_call *call) {
     if (!gradient_wanted(call))
         return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const kn_vmath *vm = kn_vmath_best();
-    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
-    bool store = kn_din_fresh(call, 0);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t start = 0; start < n; start += GELU_CHUNK) {
-        int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
-        float grad[GELU_CHUNK];
-        gelu_grad_chunk(vm, form, x + start, grad, len);
-        for (int64_t i = 0; i < len; i++)
-            dx[start + i] = (store ? 0.0f : dx[start + i]) + dy[start + i] * grad[i];
-    }
+    gelu_loop l = {kn_vmath_best(), form, kn_f32(call->in[0]), kn_f32(call->dout[0]), kn_f32(call->din[0]), n,
+                   kn_din_fresh(call, 0)};
+    kn_pool_run(act_threads(n), (n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_backward_chunk, &l);
     return KILN_OK;
 }
 
