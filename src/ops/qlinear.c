@@ -115,13 +115,13 @@ static const kn_tensor *residual_of(const kn_op_call *call) {
     return call->node->n_in > 5 ? call->in[5] : NULL;
 }
 
-/* The layer's epilogue over its `channels` output channels. */
-static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
+/* The part of the layer's epilogue its attributes and the residual's dtype decide: what a node's
+ * per-plan state keeps; epilogue_bind completes it at each run. */
+static kn_qepilogue epilogue_attrs(const kn_op_call *call) {
     const kn_node *node = call->node;
     const kn_tensor *r = residual_of(call);
     const char *act = kn_node_string(node, "kn_activation", "");
-    kn_qepilogue e = {
-        .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
+    return (kn_qepilogue){
         .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
         .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
@@ -130,6 +130,15 @@ static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
         .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
         .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
+}
+
+/* The layer's epilogue over its `channels` output channels: the prepared attributes' part, this call's
+ * per-channel constants, and what kn_qepilogue_prepare derives from their values. */
+static kn_qepilogue epilogue_bind(const kn_qepilogue *attrs, const kn_op_call *call, int64_t channels) {
+    kn_qepilogue e = *attrs;
+    e.corr = call->in[4]->data;
+    e.mult = kn_f32(call->in[2]);
+    e.bias = kn_f32(call->in[3]);
     kn_qepilogue_prepare(&e, channels);
     return e;
 }
@@ -199,18 +208,31 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
  * column matrix stays in cache while every filter passes over it. */
 #define KN_QCONV_BLOCK_COLS 512
 
+/* dst[0, n) = v: for the few bytes of padding around a tap's copy (n < 16 but for wide kernels),
+ * fixed-size stores the compiler inlines, where memset of a few bytes is a call. */
+static void fill_row(uint8_t *dst, uint8_t v, int64_t n) {
+    if (n >= 16) {
+        memset(dst, v, (size_t)n);
+    } else if (n >= 8) {
+        memset(dst, v, 8);
+        memset(dst + n - 8, v, 8);
+    } else {
+        for (int64_t k = 0; k < n; k++)
+            dst[k] = v;
+    }
+}
+
 /* row ((oh1 - oh0) * OW) = output rows [oh0, oh1) of row (c, i, j) of image x's column matrix, as
  * stored: row[(oh - oh0, ow)] = x[c][ih][iw] with ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or
- * pad where the tap reads padding. */
-static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, int64_t oh0,
-                             int64_t oh1, uint8_t pad, uint8_t *row) {
+ * pad where the tap reads padding. oh_range and ow_range: the outputs whose tap i, j reads real pixels
+ * (kn_window_tap_range, from the prepared state). */
+static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j,
+                             const int64_t oh_range[2], const int64_t ow_range[2], int64_t oh0, int64_t oh1,
+                             uint8_t pad, uint8_t *row) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     const int64_t OW = w->out, W = w->in;
-    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
-    kn_window_tap_range(h, i, &oh_lo, &oh_hi);
-    kn_window_tap_range(w, j, &ow_lo, &ow_hi);
-    oh_lo = oh_lo > oh0 ? oh_lo : oh0;
-    oh_hi = oh_hi < oh1 ? oh_hi : oh1;
+    const int64_t ow_lo = ow_range[0], ow_hi = ow_range[1];
+    const int64_t oh_lo = oh_range[0] > oh0 ? oh_range[0] : oh0, oh_hi = oh_range[1] < oh1 ? oh_range[1] : oh1;
     const int64_t L = (oh1 - oh0) * OW;
     const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
     if (oh_lo < oh_hi && ow_lo < ow_hi && h->stride == 1 && w->stride == 1 && OW == W) {
@@ -218,9 +240,9 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
         // shifted by di * W + dj, padding before and after it; the columns that wrapped around into
         // neighbouring rows become padding too.
         int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first, at = first - oh0 * OW;
-        memset(row, pad, (size_t)at);
+        fill_row(row, pad, at);
         memcpy(row + at, plane + first + di * W + dj, (size_t)count);
-        memset(row + at + count, pad, (size_t)(L - at - count));
+        fill_row(row + at + count, pad, L - at - count);
         for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
             uint8_t *r = row + (oh - oh0) * OW;
             for (int64_t ow = 0; ow < ow_lo; ow++)
@@ -254,34 +276,43 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
  * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. A
  * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
  * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
- * dropped with their outputs). */
+ * dropped with their outputs). range: the tap ranges of the prepared state (qconv_state). */
 static bool qconv_is_pointwise(const qconv_geom *g) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
            w->pad_begin == 0 && h->out == h->in && w->out == w->in;
 }
 
-static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, const uint8_t *x_end,
-                         int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
-    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
-    int64_t kq = (g->K + 3) / 4;
-    bool pointwise = qconv_is_pointwise(g);
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, bool pointwise, const int64_t *range,
+                         const uint8_t *x, const uint8_t *x_end, int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip,
+                         uint8_t pad, uint8_t *rows, uint8_t *v) {
+    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16;
+    int64_t kq = (g->K + 3) / 4, plane = g->h.in * g->w.in;
+    const int64_t *h_range = range, *w_range = range + 2 * g->h.kernel;
     const uint8_t *row_at[4];
+    // Row k of the column matrix is channel c0 + c, kernel row i, column j: stepped along with k (no
+    // division per row).
+    int64_t c = 0, i = 0, j = 0;
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
             uint8_t *row = rows + r * L16;
-            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * g->h.in * g->w.in + oh0 * g->w.in : NULL;
+            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * plane + oh0 * g->w.in : NULL;
             row_at[r] = row;
             if (own && x_end - own >= L16) {
                 row_at[r] = own;
             } else if (k < g->K) {
-                int64_t c = c0 + k / taps, tap = k % taps;
-                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
-                                 pad, row);
-                memset(row + L, pad, (size_t)(L16 - L));
+                qconv_unfold_row(g, x + (c0 + c) * plane, i, j, h_range + 2 * i, w_range + 2 * j, oh0, oh1, pad, row);
+                fill_row(row + L, pad, L16 - L);
             } else {
                 memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
+            }
+            if (++j == g->w.kernel) {
+                j = 0;
+                if (++i == g->h.kernel) {
+                    i = 0;
+                    c++;
+                }
             }
         }
         kn_qgemm_interleave(kernel, row_at, L16 / 16, flip, v + grp4 * 64, (size_t)kq * 64);
@@ -422,16 +453,67 @@ static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const d
     kn_qgemm_depthwise_plane(kernel, epi, &plane);
 }
 
-static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
+/* QLinearConvPacked's per-plan state (kn_op.prepare): what its attributes and input shapes decide. The
+ * tap ranges follow it: tap i of the kernel's rows reads real pixels for the output rows
+ * [range[2i], range[2i + 1]), tap j of its columns for the output columns [range[2(kH + j)], ... + 1). */
+typedef struct qconv_state {
+    kn_dtype x_dtype;
+    qconv_geom g;      /* g.N is the batch prepared for; forward takes its own from x */
+    kn_qepilogue epi;  /* the attributes' part (epilogue_attrs) */
+    uint8_t pad;       /* x's zero point as stored: the level of a tap that reads padding */
+    bool pointwise, depthwise;
+    dw_frame frame;    /* depthwise: the framed plane, and where each tap reads in it (dw_tap_offsets) */
+    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
+    int64_t range[];   /* (kH + kW, 2) */
+} qconv_state;
+
+/* kH + kW of the weights the attributes declare, 0 when they declare none that qconv_geom_of takes. */
+static int64_t qconv_kernel_taps(const kn_node *node) {
+    int64_t ws[4];
+    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4 || ws[2] < 1 || ws[3] < 1 || ws[2] > KN_QGEMM_MAX_K ||
+        ws[3] > KN_QGEMM_MAX_K)
+        return 0;
+    return ws[2] + ws[3];
+}
+
+static size_t qconv_prepared_bytes(const kn_op_call *call) {
+    return sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)qconv_kernel_taps(call->node);
+}
+
+static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
+    const kn_node *node = call->node;
+    const kn_tensor *x = call->in[0];
+    qconv_state *st = state;
+    KN_TRY(check_x(node, x, 4));
+    KN_TRY(check_output_attrs(node));
+    KN_TRY(qconv_geom_of(node, &x->shape, &st->g));
+    const qconv_geom *g = &st->g;
+    st->x_dtype = x->dtype;
+    st->epi = epilogue_attrs(call);
+    st->pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff);
+    st->pointwise = qconv_is_pointwise(g);
+    st->depthwise = qconv_is_depthwise(g);
+    if (st->depthwise) {
+        st->frame = dw_frame_of(g);
+        dw_tap_offsets(g, &st->frame, st->tap_at);
+    }
+    for (int64_t i = 0; i < g->h.kernel; i++)
+        kn_window_tap_range(&g->h, i, &st->range[2 * i], &st->range[2 * i + 1]);
+    for (int64_t j = 0; j < g->w.kernel; j++)
+        kn_window_tap_range(&g->w, j, &st->range[2 * (g->h.kernel + j)], &st->range[2 * (g->h.kernel + j) + 1]);
+    return KILN_OK;
+}
+
+static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_state *st, const qconv_geom *g) {
     const kn_tensor *x = call->in[0];
     const int64_t taps = g->h.kernel * g->w.kernel, planes = g->N * g->C;
-    dw_frame f = dw_frame_of(g);
+    const dw_frame *f = &st->frame;
     int threads = kn_threads_get();
     // Scratch: the weights as int32 (C, taps), then per thread a frame and, 64-byte aligned after it,
     // the plane's sums (OH * pitch). The geometry's checks bound the sizes far below SIZE_MAX / threads.
-    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(&f);
+    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(f);
     size_t acc_at = (frame + 63) / 64 * 64, per_thread = 0, total = 0;
-    int64_t sums = g->h.out * f.pitch;
+    int64_t sums = g->h.out * f->pitch;
     bool sized = kn_size_mul(sizeof(int32_t), (size_t)sums, &per_thread) &&
                  kn_size_add(per_thread + 63, acc_at, &per_thread) &&
                  kn_size_mul(per_thread / 64 * 64, (size_t)threads, &total) &&
@@ -446,13 +528,10 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
-    kn_qepilogue epi = epilogue_of(call, g->C);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, g->C);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
-    dw_tap_offsets(g, &f, tap_at);
     const uint8_t *xs = x->data; // (N, C, H, W)
     char *ys = call->out[0]->data; // (N, C, OH, OW)
     const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
@@ -460,21 +539,34 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t p = 0; p < planes; p++) {
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
-        dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
-        dw_plane(kernel, g, &f, framed, tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+        dw_fill_frame(kernel, g, f, xs + p * g->h.in * g->w.in, flip, st->pad, framed);
+        dw_plane(kernel, g, f, framed, st->tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
                  rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
 }
 
-static kiln_status qconv_forward(const kn_op_call *call) {
-    const kn_node *node = call->node;
+/* The prepared state for this call, which must have been made for x's dtype and per-image shape. */
+static kiln_status qconv_state_of(const kn_op_call *call, const qconv_state **st) {
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    *st = state;
     const kn_tensor *x = call->in[0];
-    qconv_geom g;
-    KN_TRY(check_x(node, x, 4));
-    KN_TRY(qconv_geom_of(node, &x->shape, &g));
-    if (qconv_is_depthwise(&g))
-        return qconv_depthwise(call, &g);
+    const qconv_geom *g = &(*st)->g;
+    if (x->dtype != (*st)->x_dtype || x->shape.ndim != 4 || x->shape.d[1] != g->C || x->shape.d[2] != g->h.in ||
+        x->shape.d[3] != g->w.in)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the layer was prepared for");
+    return KILN_OK;
+}
+
+static kiln_status qconv_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    const qconv_state *st = NULL;
+    KN_TRY(qconv_state_of(call, &st));
+    qconv_geom g = st->g;
+    g.N = x->shape.d[0];
+    if (st->depthwise)
+        return qconv_depthwise(call, st, &g);
     const int64_t OW = g.w.out, OH = g.h.out;
     int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
     block_rows = block_rows < OH ? block_rows : OH;
@@ -490,8 +582,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
-    kn_qepilogue epi = epilogue_of(call, g.M);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, g.M);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     const uint8_t *xs = x->data; // (N, C, H, W)
@@ -503,8 +594,8 @@ static kiln_status qconv_forward(const kn_op_call *call) {
         int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
         int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
         uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0,
-                     oh1, flip, pad, v + v_bytes, v);
+        qconv_unfold(kernel, &g, st->pointwise, st->range, xs + n * g.C * g.h.in * g.w.in,
+                     xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, st->pad, v + v_bytes, v);
         kn_qepilogue group_epi = epi;
         group_epi.corr += grp * g.Mg;
         group_epi.mult += grp * g.Mg;
@@ -846,6 +937,7 @@ const kn_op kn_op_maxpoolinteger = {
 const kn_op kn_op_qlinearconvpacked = {
     .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 6,
     .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
+    .prepared_bytes = qconv_prepared_bytes, .prepare = qconv_prepare,
 };
 
 const kn_op kn_op_qlineargemmpacked = {
