@@ -205,20 +205,26 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
 }
 
 /* Output rows per block: whole output rows making about this many columns, so that a block's packed
- * column matrix stays in cache while every filter passes over it. */
+ * column matrix stays in cache while every filter passes over it (qconv_block_rows). */
 #define KN_QCONV_BLOCK_COLS 512
 
-/* dst[0, n) = v: for the few bytes of padding around a tap's copy (n < 16 but for wide kernels),
- * fixed-size stores the compiler inlines, where memset of a few bytes is a call. */
+/* dst[0, n) = v: for the few bytes of padding around a tap's copy (n < 16 but for wide kernels), two
+ * fixed-size stores that overlap, which the compiler inlines, where memset of a few bytes (or a loop,
+ * which the compiler makes one) is a call. */
 static void fill_row(uint8_t *dst, uint8_t v, int64_t n) {
     if (n >= 16) {
         memset(dst, v, (size_t)n);
     } else if (n >= 8) {
         memset(dst, v, 8);
         memset(dst + n - 8, v, 8);
-    } else {
-        for (int64_t k = 0; k < n; k++)
-            dst[k] = v;
+    } else if (n >= 4) {
+        memset(dst, v, 4);
+        memset(dst + n - 4, v, 4);
+    } else if (n >= 2) {
+        memset(dst, v, 2);
+        memset(dst + n - 2, v, 2);
+    } else if (n == 1) {
+        dst[0] = v;
     }
 }
 
@@ -227,8 +233,8 @@ static void fill_row(uint8_t *dst, uint8_t v, int64_t n) {
  * pad where the tap reads padding. oh_range and ow_range: the outputs whose tap i, j reads real pixels
  * (kn_window_tap_range, from the prepared state). */
 static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j,
-                             const int64_t oh_range[2], const int64_t ow_range[2], int64_t oh0, int64_t oh1,
-                             uint8_t pad, uint8_t *row) {
+                             const int64_t oh_range[2], const int64_t ow_range[2], const uint8_t *mask, int64_t oh0,
+                             int64_t oh1, uint8_t pad, uint8_t *row) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     const int64_t OW = w->out, W = w->in;
     const int64_t ow_lo = ow_range[0], ow_hi = ow_range[1];
@@ -239,17 +245,22 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
         // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
         // shifted by di * W + dj, padding before and after it; the columns that wrapped around into
         // neighbouring rows become padding too.
+        // Between the copy's rows, the columns past ow_hi of one and before ow_lo of the next are one gap:
+        // with the tap column's mask (0xff at those columns), one pass that selects, else a fill per gap.
         int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first, at = first - oh0 * OW;
+        const uint8_t *restrict src = plane + first + di * W + dj;
         fill_row(row, pad, at);
-        memcpy(row + at, plane + first + di * W + dj, (size_t)count);
-        fill_row(row + at + count, pad, L - at - count);
-        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-            uint8_t *r = row + (oh - oh0) * OW;
-            for (int64_t ow = 0; ow < ow_lo; ow++)
-                r[ow] = pad;
-            for (int64_t ow = ow_hi; ow < OW; ow++)
-                r[ow] = pad;
+        if (mask && (ow_lo > 0 || ow_hi < OW)) {
+            uint8_t *restrict dst = row + at;
+            const uint8_t *restrict m = mask + at;
+            for (int64_t k = 0; k < count; k++)
+                dst[k] = (uint8_t)((src[k] & ~m[k]) | (pad & m[k]));
+        } else {
+            memcpy(row + at, src, (size_t)count);
+            for (int64_t oh = oh_lo; oh + 1 < oh_hi; oh++)
+                fill_row(row + (oh - oh0) * OW + ow_hi, pad, OW - ow_hi + ow_lo);
         }
+        fill_row(row + at + count, pad, L - at - count);
         return;
     }
     memset(row, pad, (size_t)L); /* then the taps that read real pixels */
@@ -276,7 +287,8 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
  * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. A
  * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
  * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
- * dropped with their outputs). range: the tap ranges of the prepared state (qconv_state). */
+ * dropped with their outputs). range, masks (or NULL), mask_len: the tap ranges and column masks of the
+ * prepared state (qconv_state). */
 static bool qconv_is_pointwise(const qconv_geom *g) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
@@ -284,8 +296,8 @@ static bool qconv_is_pointwise(const qconv_geom *g) {
 }
 
 static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, bool pointwise, const int64_t *range,
-                         const uint8_t *x, const uint8_t *x_end, int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip,
-                         uint8_t pad, uint8_t *rows, uint8_t *v) {
+                         const uint8_t *masks, int64_t mask_len, const uint8_t *x, const uint8_t *x_end, int64_t c0,
+                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
     int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16;
     int64_t kq = (g->K + 3) / 4, plane = g->h.in * g->w.in;
     const int64_t *h_range = range, *w_range = range + 2 * g->h.kernel;
@@ -302,7 +314,8 @@ static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, boo
             if (own && x_end - own >= L16) {
                 row_at[r] = own;
             } else if (k < g->K) {
-                qconv_unfold_row(g, x + (c0 + c) * plane, i, j, h_range + 2 * i, w_range + 2 * j, oh0, oh1, pad, row);
+                qconv_unfold_row(g, x + (c0 + c) * plane, i, j, h_range + 2 * i, w_range + 2 * j,
+                                 masks ? masks + j * mask_len : NULL, oh0, oh1, pad, row);
                 fill_row(row + L, pad, L16 - L);
             } else {
                 memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
@@ -464,8 +477,32 @@ typedef struct qconv_state {
     bool pointwise, depthwise;
     dw_frame frame;    /* depthwise: the framed plane, and where each tap reads in it (dw_tap_offsets) */
     int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
+    int64_t block_rows; /* output rows per block (qconv_block_rows) */
+    /* Stride 1 and OW == W (qconv_unfold_row's one copy per row): mask_len bytes per kernel column j at
+     * masks_at bytes from the state's start, 0xff at each position (oh, ow) of a block whose column ow
+     * tap j reads as padding; masks_at 0: none (other geometries, or more than KN_QCONV_MAX_MASKS). */
+    size_t masks_at;
+    int64_t mask_len;
     int64_t range[];   /* (kH + kW, 2) */
 } qconv_state;
+
+/* Bytes of column masks a layer may keep (far above real layers': 7 columns of 512). */
+#define KN_QCONV_MAX_MASKS ((int64_t)1 << 20)
+
+/* Output rows per block: whole output rows making about KN_QCONV_BLOCK_COLS columns. */
+static int64_t qconv_block_rows(const qconv_geom *g) {
+    int64_t rows = g->w.out >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / g->w.out;
+    return rows < g->h.out ? rows : g->h.out;
+}
+
+/* Bytes per column mask of the geometry, 0 when it keeps none (see qconv_state). */
+static int64_t qconv_mask_len(const qconv_geom *g) {
+    int64_t len = qconv_block_rows(g) * g->w.out;
+    bool one_copy = g->h.stride == 1 && g->w.stride == 1 && g->w.out == g->w.in;
+    return one_copy && !qconv_is_depthwise(g) && !qconv_is_pointwise(g) && g->w.kernel * len <= KN_QCONV_MAX_MASKS
+               ? len
+               : 0;
+}
 
 /* kH + kW of the weights the attributes declare, 0 when they declare none that qconv_geom_of takes. */
 static int64_t qconv_kernel_taps(const kn_node *node) {
@@ -477,7 +514,13 @@ static int64_t qconv_kernel_taps(const kn_node *node) {
 }
 
 static size_t qconv_prepared_bytes(const kn_op_call *call) {
-    return sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)qconv_kernel_taps(call->node);
+    size_t bytes = sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)qconv_kernel_taps(call->node);
+    qconv_geom g;
+    if (call->in[0]->shape.ndim == 4 && qconv_geom_of(call->node, &call->in[0]->shape, &g) == KILN_OK)
+        bytes += (size_t)(g.w.kernel * qconv_mask_len(&g));
+    else
+        kn_error_clear(); /* prepare meets the same failure and reports it */
+    return bytes;
 }
 
 static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
@@ -501,6 +544,15 @@ static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
         kn_window_tap_range(&g->h, i, &st->range[2 * i], &st->range[2 * i + 1]);
     for (int64_t j = 0; j < g->w.kernel; j++)
         kn_window_tap_range(&g->w, j, &st->range[2 * (g->h.kernel + j)], &st->range[2 * (g->h.kernel + j) + 1]);
+    st->block_rows = qconv_block_rows(g);
+    st->mask_len = qconv_mask_len(g);
+    st->masks_at = st->mask_len ? sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)(g->h.kernel + g->w.kernel) : 0;
+    uint8_t *masks = (uint8_t *)state + st->masks_at;
+    for (int64_t j = 0; st->mask_len && j < g->w.kernel; j++) {
+        const int64_t lo = st->range[2 * (g->h.kernel + j)], hi = st->range[2 * (g->h.kernel + j) + 1];
+        for (int64_t p = 0; p < st->mask_len; p++)
+            masks[j * st->mask_len + p] = p % g->w.out < lo || p % g->w.out >= hi ? 0xff : 0;
+    }
     return KILN_OK;
 }
 
@@ -567,9 +619,8 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     g.N = x->shape.d[0];
     if (st->depthwise)
         return qconv_depthwise(call, st, &g);
-    const int64_t OW = g.w.out, OH = g.h.out;
-    int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
-    block_rows = block_rows < OH ? block_rows : OH;
+    const int64_t OW = g.w.out, OH = g.h.out, block_rows = st->block_rows;
+    const uint8_t *masks = st->masks_at ? (const uint8_t *)st + st->masks_at : NULL;
     int64_t blocks = (OH + block_rows - 1) / block_rows, items = g.N * g.group * blocks;
     int64_t L16 = (block_rows * OW + 15) / 16 * 16;
     size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
@@ -594,7 +645,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
         int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
         int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
         uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, st->pointwise, st->range, xs + n * g.C * g.h.in * g.w.in,
+        qconv_unfold(kernel, &g, st->pointwise, st->range, masks, st->mask_len, xs + n * g.C * g.h.in * g.w.in,
                      xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, st->pad, v + v_bytes, v);
         kn_qepilogue group_epi = epi;
         group_epi.corr += grp * g.Mg;
@@ -655,12 +706,37 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* QLinearGemmPacked's per-plan state (kn_op.prepare). */
+typedef struct qgemm_state {
+    kn_dtype x_dtype;
+    int64_t K, N;
+    kn_qepilogue epi; /* the attributes' part (epilogue_attrs) */
+} qgemm_state;
+
+static size_t qgemm_prepared_bytes(const kn_op_call *call) {
+    (void)call;
+    return sizeof(qgemm_state);
+}
+
+static kiln_status qgemm_prepare(const kn_op_call *call, void *state) {
+    qgemm_state *st = state;
+    KN_TRY(check_x(call->node, call->in[0], 0));
+    KN_TRY(check_output_attrs(call->node));
+    KN_TRY(qgemm_dims(call->node, &st->K, &st->N));
+    st->x_dtype = call->in[0]->dtype;
+    st->epi = epilogue_attrs(call);
+    return KILN_OK;
+}
+
 static kiln_status qgemm_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
     const kn_tensor *z = call->node->n_in > 6 ? call->in[6] : NULL;
-    int64_t K, N;
-    KN_TRY(check_x(call->node, x, 0));
-    KN_TRY(qgemm_dims(call->node, &K, &N));
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    const qgemm_state *st = state;
+    const int64_t K = st->K, N = st->N;
+    if (x->dtype != st->x_dtype || x->shape.ndim < 2 || x->shape.d[x->shape.ndim - 1] != K)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the layer was prepared for");
     if (z && (z->dtype != x->dtype || kn_numel(z) != 1))
         return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
@@ -669,7 +745,7 @@ static kiln_status qgemm_forward(const kn_op_call *call) {
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
-    kn_qepilogue epi = epilogue_of(call, N);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, N);
     if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
         int32_t *corr = (int32_t *)(b + b_bytes);
         uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);
@@ -817,24 +893,47 @@ static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *
     }
 }
 
+/* MaxPoolInteger's per-plan state (kn_op.prepare): the window, and how far it reaches past the plane. */
+typedef struct qmaxpool_state {
+    kn_window_axis axes[2];
+    bool is_2x2;     /* qmaxpool_is_2x2 */
+    int64_t pads[4]; /* window_reach: top, left, bottom, right */
+} qmaxpool_state;
+
+static size_t qmaxpool_prepared_bytes(const kn_op_call *call) {
+    (void)call;
+    return sizeof(qmaxpool_state);
+}
+
+static kiln_status qmaxpool_prepare(const kn_op_call *call, void *state) {
+    qmaxpool_state *st = state;
+    KN_TRY(qmaxpool_geom(call->node, &call->in[0]->shape, st->axes));
+    st->is_2x2 = qmaxpool_is_2x2(&st->axes[0], &st->axes[1]);
+    window_reach(&st->axes[0], &st->pads[0], &st->pads[2]);
+    window_reach(&st->axes[1], &st->pads[1], &st->pads[3]);
+    return KILN_OK;
+}
+
 static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
-    kn_window_axis axes[2];
-    KN_TRY(qmaxpool_geom(call->node, &x->shape, axes));
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    const qmaxpool_state *st = state;
+    const kn_window_axis *axes = st->axes;
+    const int64_t *pads = st->pads;
+    if (x->shape.ndim != 4 || x->shape.d[2] != axes[0].in || x->shape.d[3] != axes[1].in)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the pooling was prepared for");
     int64_t planes = x->shape.d[0] * x->shape.d[1];
     int64_t in_plane = axes[0].in * axes[1].in, out_plane = axes[0].out * axes[1].out;
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
-    if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
+    if (st->is_2x2) {
 #pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
         for (int64_t p = 0; p < planes; p++)
             qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
         return KILN_OK;
     }
-    int64_t pads[4];
-    window_reach(&axes[0], &pads[0], &pads[2]);
-    window_reach(&axes[1], &pads[1], &pads[3]);
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();
@@ -932,6 +1031,7 @@ const kn_op kn_op_addinteger = {
 const kn_op kn_op_maxpoolinteger = {
     .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,
     .infer = qmaxpool_infer, .forward = qmaxpool_forward,
+    .prepared_bytes = qmaxpool_prepared_bytes, .prepare = qmaxpool_prepare,
 };
 
 const kn_op kn_op_qlinearconvpacked = {
@@ -943,4 +1043,5 @@ const kn_op kn_op_qlinearconvpacked = {
 const kn_op kn_op_qlineargemmpacked = {
     .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 7,
     .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
+    .prepared_bytes = qgemm_prepared_bytes, .prepare = qgemm_prepare,
 };
