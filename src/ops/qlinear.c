@@ -611,53 +611,85 @@ static kiln_status qconv_state_of(const kn_op_call *call, const qconv_state **st
     return KILN_OK;
 }
 
+/* What every block of a packed convolution's run reads (qconv_forward). */
+typedef struct qconv_run {
+    const kn_qgemm_kernel *kernel;
+    const qconv_state *st;
+    qconv_geom g;              /* the state's, at this call's batch */
+    const uint8_t *masks;      /* the state's column masks, or NULL */
+    int64_t blocks, block_rows;
+    const uint8_t *xs, *w;     /* (N, C, H, W) levels; the packed weights */
+    char *ys;                  /* (N, M, OH, OW) */
+    const char *rs;            /* as ys, or NULL */
+    size_t y_size, r_size, v_bytes, b_bytes;
+    const kn_qepilogue *epi;
+    uint8_t flip;
+    int inner;                 /* threads of each block's product */
+} qconv_run;
+
+/* Block `item` (image n, group grp, output rows [oh0, oh1)): its column matrix unfolded into v (then
+ * 4 unfolded rows), and its product through the epilogue. */
+static void qconv_block(const qconv_run *run, int64_t item, uint8_t *v) {
+    const qconv_geom *g = &run->g;
+    const int64_t OW = g->w.out, OH = g->h.out;
+    int64_t n = item / (g->group * run->blocks), grp = item / run->blocks % g->group, blk = item % run->blocks;
+    int64_t oh0 = blk * run->block_rows, oh1 = oh0 + run->block_rows < OH ? oh0 + run->block_rows : OH;
+    qconv_unfold(run->kernel, g, run->st->pointwise, run->st->range, run->masks, run->st->mask_len,
+                 run->xs + n * g->C * g->h.in * g->w.in, run->xs + g->N * g->C * g->h.in * g->w.in, grp * g->Cg, oh0,
+                 oh1, run->flip, run->st->pad, v + run->v_bytes, v);
+    kn_qepilogue group_epi = *run->epi;
+    group_epi.corr += grp * g->Mg;
+    group_epi.mult += grp * g->Mg;
+    group_epi.bias += grp * g->Mg;
+    size_t at = (size_t)((n * g->M + grp * g->Mg) * g->out_plane + oh0 * OW);
+    kn_qgemm_problem p = {
+        .R = g->Mg, .L = (oh1 - oh0) * OW, .K = g->K, .b = run->w + (size_t)grp * run->b_bytes, .v = v,
+        .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
+        .y = run->ys + at * run->y_size, .ldy = g->out_plane, .r = run->rs ? run->rs + at * run->r_size : NULL,
+    };
+    kn_qgemm_run(run->kernel, &p, run->inner);
+}
+
 static kiln_status qconv_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
     const qconv_state *st = NULL;
     KN_TRY(qconv_state_of(call, &st));
-    qconv_geom g = st->g;
-    g.N = x->shape.d[0];
+    qconv_run run = {.st = st, .g = st->g, .block_rows = st->block_rows};
+    qconv_geom *g = &run.g;
+    g->N = x->shape.d[0];
     if (st->depthwise)
-        return qconv_depthwise(call, st, &g);
-    const int64_t OW = g.w.out, OH = g.h.out, block_rows = st->block_rows;
-    const uint8_t *masks = st->masks_at ? (const uint8_t *)st + st->masks_at : NULL;
-    int64_t blocks = (OH + block_rows - 1) / block_rows, items = g.N * g.group * blocks;
-    int64_t L16 = (block_rows * OW + 15) / 16 * 16;
-    size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
-    size_t per_thread = (v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
+        return qconv_depthwise(call, st, g);
+    run.blocks = (g->h.out + run.block_rows - 1) / run.block_rows;
+    int64_t items = g->N * g->group * run.blocks, L16 = (run.block_rows * g->w.out + 15) / 16 * 16;
+    run.v_bytes = kn_qgemm_v_bytes(run.block_rows * g->w.out, g->K);
+    run.b_bytes = kn_qgemm_b_bytes(g->Mg, g->K);
+    size_t per_thread = (run.v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
     // Threads take whole blocks when there are enough of them, else share each block's product; a
     // small layer runs on the calling thread.
-    int threads = kn_count_mul(g.N * g.M * g.out_plane, g.K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
-    int outer = items >= threads ? threads : 1, inner = outer == 1 ? threads : 1;
+    int threads = kn_count_mul(g->N * g->M * g->out_plane, g->K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
+    int outer = items >= threads ? threads : 1;
+    run.inner = outer == 1 ? threads : 1;
     uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
-    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    kn_qepilogue epi = epilogue_bind(&st->epi, call, g.M);
-    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
-    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    const uint8_t *xs = x->data; // (N, C, H, W)
-    const uint8_t *w = call->in[1]->data;
-    char *ys = call->out[0]->data; // (N, M, OH, OW)
-    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
-#pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
-    for (int64_t item = 0; item < items; item++) {
-        int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
-        int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
-        uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, st->pointwise, st->range, masks, st->mask_len, xs + n * g.C * g.h.in * g.w.in,
-                     xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0, oh1, flip, st->pad, v + v_bytes, v);
-        kn_qepilogue group_epi = epi;
-        group_epi.corr += grp * g.Mg;
-        group_epi.mult += grp * g.Mg;
-        group_epi.bias += grp * g.Mg;
-        kn_qgemm_problem p = {
-            .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
-            .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
-            .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
-            .r = rs ? rs + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * r_size : NULL,
-        };
-        kn_qgemm_run(kernel, &p, inner);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, g->M);
+    run.epi = &epi;
+    run.y_size = kn_qout_size(epi.y_type);
+    run.r_size = kn_qres_size(epi.r_type);
+    run.kernel = kn_qgemm_kernel_best();
+    run.masks = st->masks_at ? (const uint8_t *)st + st->masks_at : NULL;
+    run.flip = x->dtype == KN_I8 ? 0x80 : 0;
+    run.xs = x->data;
+    run.w = call->in[1]->data;
+    run.ys = call->out[0]->data;
+    run.rs = run.r_size ? residual_of(call)->data : NULL;
+    if (outer > 1) {
+#pragma omp parallel for schedule(static) num_threads(outer)
+        for (int64_t item = 0; item < items; item++)
+            qconv_block(&run, item, scratch + per_thread * (size_t)omp_get_thread_num());
+    } else { /* no parallel region: libgomp would still start a team of one */
+        for (int64_t item = 0; item < items; item++)
+            qconv_block(&run, item, scratch);
     }
     return KILN_OK;
 }
