@@ -960,10 +960,23 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
-    if (st->is_2x2) {
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
+    bool parallel = kn_threads_get() > 1 && planes * in_plane >= KN_PARALLEL_MIN_SPARSE;
+    if (st->is_2x2 && parallel) {
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get())
         for (int64_t p = 0; p < planes; p++)
             qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+        return KILN_OK;
+    }
+    if (st->is_2x2) { /* on one thread, no parallel region (libgomp would still start a team of one) */
+        if (2 * axes[0].out == axes[0].in) { /* the planes' rows pair up: all planes pool as one tall plane */
+            kn_window_axis tall = axes[0];
+            tall.in *= planes;
+            tall.out *= planes;
+            qmaxpool_plane_2x2(&tall, &axes[1], xs, flip != 0, ys);
+        } else {
+            for (int64_t p = 0; p < planes; p++)
+                qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+        }
         return KILN_OK;
     }
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
@@ -976,10 +989,15 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
-    for (int64_t p = 0; p < planes; p++)
-        qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
-                       padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
+    if (parallel) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
+                           padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
+    } else {
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip, padded, ys + p * out_plane);
+    }
     return KILN_OK;
 }
 
