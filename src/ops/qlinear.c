@@ -840,10 +840,21 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
            w->out <= KN_QMAXPOOL_CHUNK / 2;
 }
 
+/* c[k] = max(a[k], b[k]) for k in [0, n) over pieces of `piece` bytes (16 or 8), the last one ending at n
+ * over the one before: each piece one vector operation, where a loop over a short row (a late layer's 14
+ * or 28 bytes) spends more on its tail than on its vectors. Taking a maximum twice changes nothing. */
+#define QMAXPOOL_PIECES(T, piece, a, b, c, n)                                                              \
+    for (int64_t at = 0; at < (n); at += (piece)) {                                                       \
+        int64_t from = at + (piece) <= (n) ? at : (n) - (piece);                                           \
+        for (int k = 0; k < (piece); k++)                                                                  \
+            (c)[from + k] = (a)[from + k] > (b)[from + k] ? (a)[from + k] : (b)[from + k];                 \
+    }
+
 /* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels, in two loops the compiler
  * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
  * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
- * column maxima hold whole pairs). */
+ * column maxima hold whole pairs). The first goes by pieces (QMAXPOOL_PIECES) where a row has 8 bytes
+ * or more. */
 #define QMAXPOOL_PLANE_2X2(T)                                                                              \
     const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                               \
     T column[KN_QMAXPOOL_CHUNK];                                                                           \
@@ -852,8 +863,14 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
         for (int64_t oh = oh0; oh < oh1; oh++) {                                                           \
             const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;               \
             T *restrict c = column + (oh - oh0) * 2 * OW;                                                  \
-            for (int64_t k = 0; k < 2 * OW; k++)                                                           \
-                c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                      \
+            if (2 * OW >= 16) {                                                                            \
+                QMAXPOOL_PIECES(T, 16, r0, r1, c, 2 * OW)                                                  \
+            } else if (2 * OW >= 8) {                                                                      \
+                QMAXPOOL_PIECES(T, 8, r0, r1, c, 2 * OW)                                                   \
+            } else {                                                                                       \
+                for (int64_t k = 0; k < 2 * OW; k++)                                                       \
+                    c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                  \
+            }                                                                                              \
         }                                                                                                  \
         T *restrict out = (T *)y + oh0 * OW;                                                               \
         for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                     \
