@@ -359,28 +359,28 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
         return;
     }
     // Each thread computes its own block of C with its own packing buffers: no shared state, so no
-    // barriers. Blocks start on the tile grid, so each tile is the same work whoever does it. The
-    // region is opened even for one thread so that omp_get_thread_num is ours when kn_sgemm is called
-    // from inside someone else's parallel region.
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
+    // barriers. Blocks start on the tile grid, so each tile is the same work whoever does it. One
+    // thread is block 0 of 1, without a parallel region: libgomp starts a team even for a region whose
+    // `if` is false (an allocation and a futex call per product, a tenth of a small CNN's run).
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
+    } else {
+        gemm_thread_block(kernel, g, &plan, 0, 1, workspace);
+    }
     free(owned);
 }
 
 /* ---- Dot-product path ---- */
 
-/* C as a grid of dot kernel tiles, shared among the team; a_rows holds op(A) as rows contiguous in k,
- * lda_rows apart. */
-static void gemm_dots(const kn_gemm_kernel *kernel, const gemm_args *g, const float *a_rows,
-                      int64_t lda_rows) {
-    int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), col_tiles = ceil_div(g->N, kernel->dot_nr);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < row_tiles * col_tiles; t++) {
-        int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
-        int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
-        kernel->dot(g->K, m, n, a_rows + i * lda_rows, lda_rows, g->B + j * g->ldb, g->ldb, g->alpha,
-                    g->beta, g->C + i * g->ldc + j, g->ldc);
-    }
+/* Tile t of C as a grid of dot kernel tiles (row_tiles of them down); a_rows holds op(A) as rows
+ * contiguous in k, lda_rows apart. */
+static void gemm_dot_tile(const kn_gemm_kernel *kernel, const gemm_args *g, const float *a_rows, int64_t lda_rows,
+                          int64_t row_tiles, int64_t t) {
+    int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
+    int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
+    kernel->dot(g->K, m, n, a_rows + i * lda_rows, lda_rows, g->B + j * g->ldb, g->ldb, g->alpha, g->beta,
+                g->C + i * g->ldc + j, g->ldc);
 }
 
 static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, float *given,
@@ -402,9 +402,17 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
         a_rows = a_copy;
         lda_rows = g->K;
     }
-    // As in run_blocked, a region even for one thread, so that the work-sharing loop binds to it.
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    gemm_dots(kernel, g, a_rows, lda_rows);
+    // The tiles shared among a team of our own (a work-sharing loop binds to the innermost region, which
+    // may be a caller's), or on one thread without a region (as in run_blocked).
+    int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), tiles = row_tiles * ceil_div(g->N, kernel->dot_nr);
+    if (threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t t = 0; t < tiles; t++)
+            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
+    } else {
+        for (int64_t t = 0; t < tiles; t++)
+            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
+    }
     free(owned);
 }
 
