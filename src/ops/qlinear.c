@@ -257,7 +257,7 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
                 dst[k] = (uint8_t)((src[k] & ~m[k]) | (pad & m[k]));
         } else {
             memcpy(row + at, src, (size_t)count);
-            for (int64_t oh = oh_lo; oh + 1 < oh_hi; oh++)
+            for (int64_t oh = oh_lo; oh + 1 < oh_hi && OW - ow_hi + ow_lo > 0; oh++)
                 fill_row(row + (oh - oh0) * OW + ow_hi, pad, OW - ow_hi + ow_lo);
         }
         fill_row(row + at + count, pad, L - at - count);
