@@ -880,6 +880,8 @@ static void test_layers(void) {
         {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
         {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
         {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false, 0},
+        {"conv 3x3 dilation 2 pad 2, 40x21, blocks", "Conv", 2, 5, 40, 21, 7, 3, 3, 1, 2, 2, 1, false, false, true, true, 1, false, 0},
+        {"conv 5x5 pad 2 groups 2, 33x33, blocks", "Conv", 1, 4, 33, 33, 6, 5, 5, 1, 2, 1, 2, false, true, true, false, 2, false, 0},
         {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false, 0},
         {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false, 0},
         {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false, 0},

@@ -288,19 +288,39 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
  * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
  * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
  * dropped with their outputs). range, masks (or NULL), mask_len: the tap ranges and column masks of the
- * prepared state (qconv_state). */
+ * prepared state (qconv_state); shifted, where the state asks for it (shifted_bytes), room for
+ * qconv_shift_planes, whose planes then hold every row. */
 static bool qconv_is_pointwise(const qconv_geom *g) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
            w->pad_begin == 0 && h->out == h->in && w->out == w->in;
 }
 
+/* shifted (Cg, kW, R, W) = the rows [oh0 - ph, oh0 - ph + R) of each input channel [c0, c0 + Cg), framed by
+ * pad rows, each shifted by kernel column j's offset with the columns it reads as padding at pad, for the
+ * geometries with column masks (stride 1, OW == W): with R = oh1 - oh0 + (kH - 1) * dh, row (c, i, j) of
+ * the column matrix for output rows [oh0, oh1) is then the L bytes from row i * dh of plane (c, j). Each
+ * plane is the one copy-and-select pass of qconv_unfold_row over R rows ("output" row oh standing for
+ * input row oh - ph), so kH rows of the column matrix cost one. */
+static void qconv_shift_planes(const qconv_geom *g, const int64_t *w_range, const uint8_t *masks, int64_t mask_len,
+                               const uint8_t *x, int64_t c0, int64_t oh0, int64_t R, uint8_t pad, uint8_t *shifted) {
+    const int64_t real_rows[2] = {g->h.pad_begin, g->h.pad_begin + g->h.in}, plane = g->h.in * g->w.in;
+    for (int64_t c = 0; c < g->Cg; c++)
+        for (int64_t j = 0; j < g->w.kernel; j++)
+            qconv_unfold_row(g, x + (c0 + c) * plane, 0, j, real_rows, w_range + 2 * j, masks + j * mask_len, oh0,
+                             oh0 + R, pad, shifted + (c * g->w.kernel + j) * R * g->w.in);
+}
+
 static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, bool pointwise, const int64_t *range,
                          const uint8_t *masks, int64_t mask_len, const uint8_t *x, const uint8_t *x_end, int64_t c0,
-                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
+                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *shifted,
+                         uint8_t *v) {
     int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16;
     int64_t kq = (g->K + 3) / 4, plane = g->h.in * g->w.in;
     const int64_t *h_range = range, *w_range = range + 2 * g->h.kernel;
+    const int64_t R = oh1 - oh0 + (g->h.kernel - 1) * g->h.dilation;
+    if (shifted)
+        qconv_shift_planes(g, w_range, masks, mask_len, x, c0, oh0, R, pad, shifted);
     const uint8_t *row_at[4];
     // Row k of the column matrix is channel c0 + c, kernel row i, column j: stepped along with k (no
     // division per row).
@@ -313,6 +333,8 @@ static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, boo
             row_at[r] = row;
             if (own && x_end - own >= L16) {
                 row_at[r] = own;
+            } else if (k < g->K && shifted) { /* the columns past L are read from what follows, and dropped */
+                row_at[r] = shifted + ((c * g->w.kernel + j) * R + i * g->h.dilation) * g->w.in;
             } else if (k < g->K) {
                 qconv_unfold_row(g, x + (c0 + c) * plane, i, j, h_range + 2 * i, w_range + 2 * j,
                                  masks ? masks + j * mask_len : NULL, oh0, oh1, pad, row);
@@ -483,8 +505,12 @@ typedef struct qconv_state {
      * tap j reads as padding; masks_at 0: none (other geometries, or more than KN_QCONV_MAX_MASKS). */
     size_t masks_at;
     int64_t mask_len;
+    size_t shifted_bytes; /* with masks: scratch of qconv_shift_planes (and 16 bytes read past), 0: none */
     int64_t range[];   /* (kH + kW, 2) */
 } qconv_state;
+
+/* Bytes of shifted planes a block may take (qconv_shift_planes; far above real layers'). */
+#define KN_QCONV_MAX_SHIFTED ((int64_t)1 << 22)
 
 /* Bytes of column masks a layer may keep (far above real layers': 7 columns of 512). */
 #define KN_QCONV_MAX_MASKS ((int64_t)1 << 20)
@@ -495,11 +521,14 @@ static int64_t qconv_block_rows(const qconv_geom *g) {
     return rows < g->h.out ? rows : g->h.out;
 }
 
-/* Bytes per column mask of the geometry, 0 when it keeps none (see qconv_state). */
+/* Bytes per column mask of the geometry, 0 when it keeps none (see qconv_state): a block's rows and the
+ * (kH - 1) * dh more its shifted planes hold (qconv_shift_planes). */
 static int64_t qconv_mask_len(const qconv_geom *g) {
-    int64_t len = qconv_block_rows(g) * g->w.out;
+    int64_t rows = kn_count_add(qconv_block_rows(g), kn_count_mul(g->h.kernel - 1, g->h.dilation));
+    int64_t len = kn_count_mul(rows, g->w.out);
     bool one_copy = g->h.stride == 1 && g->w.stride == 1 && g->w.out == g->w.in;
-    return one_copy && !qconv_is_depthwise(g) && !qconv_is_pointwise(g) && g->w.kernel * len <= KN_QCONV_MAX_MASKS
+    return one_copy && !qconv_is_depthwise(g) && !qconv_is_pointwise(g) &&
+                   kn_count_mul(g->w.kernel, len) <= KN_QCONV_MAX_MASKS
                ? len
                : 0;
 }
@@ -547,6 +576,8 @@ static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
     st->block_rows = qconv_block_rows(g);
     st->mask_len = qconv_mask_len(g);
     st->masks_at = st->mask_len ? sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)(g->h.kernel + g->w.kernel) : 0;
+    int64_t shifted = kn_count_mul(kn_count_mul(g->Cg, g->w.kernel), st->mask_len);
+    st->shifted_bytes = st->mask_len && shifted <= KN_QCONV_MAX_SHIFTED ? (size_t)shifted + 16 : 0;
     uint8_t *masks = (uint8_t *)state + st->masks_at;
     for (int64_t j = 0; st->mask_len && j < g->w.kernel; j++) {
         const int64_t lo = st->range[2 * (g->h.kernel + j)], hi = st->range[2 * (g->h.kernel + j) + 1];
@@ -621,22 +652,24 @@ typedef struct qconv_run {
     const uint8_t *xs, *w;     /* (N, C, H, W) levels; the packed weights */
     char *ys;                  /* (N, M, OH, OW) */
     const char *rs;            /* as ys, or NULL */
-    size_t y_size, r_size, v_bytes, b_bytes;
+    size_t y_size, r_size, v_bytes, b_bytes, rows_bytes;
     const kn_qepilogue *epi;
     uint8_t flip;
     int inner;                 /* threads of each block's product */
 } qconv_run;
 
 /* Block `item` (image n, group grp, output rows [oh0, oh1)): its column matrix unfolded into v (then
- * 4 unfolded rows), and its product through the epilogue. */
+ * 4 unfolded rows, then the shifted planes where the state has them), and its product through the
+ * epilogue. */
 static void qconv_block(const qconv_run *run, int64_t item, uint8_t *v) {
     const qconv_geom *g = &run->g;
     const int64_t OW = g->w.out, OH = g->h.out;
     int64_t n = item / (g->group * run->blocks), grp = item / run->blocks % g->group, blk = item % run->blocks;
     int64_t oh0 = blk * run->block_rows, oh1 = oh0 + run->block_rows < OH ? oh0 + run->block_rows : OH;
+    uint8_t *rows = v + run->v_bytes, *shifted = run->st->shifted_bytes ? rows + run->rows_bytes : NULL;
     qconv_unfold(run->kernel, g, run->st->pointwise, run->st->range, run->masks, run->st->mask_len,
                  run->xs + n * g->C * g->h.in * g->w.in, run->xs + g->N * g->C * g->h.in * g->w.in, grp * g->Cg, oh0,
-                 oh1, run->flip, run->st->pad, v + run->v_bytes, v);
+                 oh1, run->flip, run->st->pad, rows, shifted, v);
     kn_qepilogue group_epi = *run->epi;
     group_epi.corr += grp * g->Mg;
     group_epi.mult += grp * g->Mg;
@@ -663,7 +696,9 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     int64_t items = g->N * g->group * run.blocks, L16 = (run.block_rows * g->w.out + 15) / 16 * 16;
     run.v_bytes = kn_qgemm_v_bytes(run.block_rows * g->w.out, g->K);
     run.b_bytes = kn_qgemm_b_bytes(g->Mg, g->K);
-    size_t per_thread = (run.v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
+    run.rows_bytes = (size_t)(4 * L16);
+    // V of a block, then 4 unfolded rows, then the shifted planes (at most KN_QCONV_MAX_SHIFTED bytes)
+    size_t per_thread = (run.v_bytes + run.rows_bytes + st->shifted_bytes + 63) / 64 * 64;
     // Threads take whole blocks when there are enough of them, else share each block's product; a
     // small layer runs on the calling thread.
     int threads = kn_count_mul(g->N * g->M * g->out_plane, g->K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
