@@ -15,6 +15,10 @@
  *    are at most 1 away.
  *    MaxPool between a layer and its QuantizeLinear: pooling the levels (MaxPoolInteger) equals pooling
  *    the dequantized values, bit for bit, for 2x2 and padded 3x3 windows, u8 and i8.
+ *    Per-plan state (kn_op.prepare): for each of those graphs the session, which prepares its integer
+ *    layers when it plans, gives the bytes that forward called without a state (preparing on the fly,
+ *    as the tape and the reference path call it) gives; and a batch of one after the batch (a new plan),
+ *    then the batch again (its cached plan), give the same bytes per sample.
  * 3. a CNN of the Fashion-MNIST spec quantized as `kiln quantize --bits 8` does it (calibrated u8
  *    activations, i8 weights per channel, BatchNormalization kept): the session's integer path and the
  *    f32 QDQ reference path predict the same classes for every sample; and the same with 4-bit weights
@@ -38,6 +42,7 @@
 #include "check.h"
 #include "support/graph_ids.h"
 #include "compress/quantize.h"
+#include "core/align.h"
 #include "core/quant.h"
 #include "core/rng.h"
 #include "format/kiln_file.h"
@@ -642,6 +647,89 @@ static int count_op(const kn_graph *g, const char *name) {
     return n;
 }
 
+/* Output 0 of the optimized graph `model` (input 0 f32 x, at the input shape the graph declares) computed
+ * node by node through forward with no prepared state, as every executor but the session calls it: the
+ * integer layers then prepare their state on the fly (kn_op_call_prepared). The shapes are inferred on
+ * a view with a value table of its own, as a session's; each activation gets a buffer of its own,
+ * 64-byte aligned and rounded up as the planner places them. A malloc'd copy of *numel floats, or NULL. */
+static float *unprepared_forward(const kn_graph *model, const float *x, int64_t *numel) {
+    kn_graph view = *model, *g = &view;
+    memset(&view.arena, 0, sizeof view.arena);
+    view.values = malloc(sizeof(kn_value) * (size_t)model->n_values);
+    kn_tensor *t = calloc((size_t)g->n_values, sizeof *t);
+    void **owned = calloc((size_t)g->n_values, sizeof *owned);
+    float *y = NULL;
+    kn_op_ctx ctx = {0};
+    bool ok = view.values && t && owned;
+    if (ok) {
+        memcpy(view.values, model->values, sizeof(kn_value) * (size_t)model->n_values);
+        for (int v = 0; v < g->n_values; v++)
+            if (view.values[v].data_from_inference) {
+                view.values[v].data = NULL;
+                view.values[v].data_from_inference = false;
+            }
+        ok = kn_graph_infer_shapes(g) == KILN_OK;
+    }
+    for (int v = 0; ok && v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        size_t bytes = 0;
+        t[v] = (kn_tensor){val->shape, val->dtype, val->data};
+        if (val->kind == KN_VALUE_INPUT)
+            t[v].data = (void *)x;
+        else if (val->kind == KN_VALUE_ACT)
+            ok = kn_shape_bytes(&val->shape, val->dtype, &bytes) && kn_align_up(bytes ? bytes : 1, &bytes) &&
+                 (t[v].data = owned[v] = kn_aligned_alloc(bytes)); /* whole vectors, as the session's arena */
+    }
+    for (int i = 0; ok && i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        kn_tensor *args[32];
+        for (int k = 0; k < n->n_in + n->n_out && k < 32; k++) {
+            int v = k < n->n_in ? n->in[k] : n->out[k - n->n_in];
+            args[k] = v >= 0 ? &t[v] : NULL;
+        }
+        kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &ctx};
+        ok = n->n_in + n->n_out <= 32 && n->op->forward(&call) == KILN_OK;
+    }
+    const kn_tensor *out = ok ? &t[g->outputs[0]] : NULL;
+    if (out && out->dtype == KN_F32 && (y = malloc(sizeof(float) * (size_t)kn_numel(out))) != NULL) {
+        memcpy(y, out->data, sizeof(float) * (size_t)kn_numel(out));
+        *numel = kn_numel(out);
+    }
+    for (int v = 0; owned && v < g->n_values; v++)
+        free(owned[v]);
+    free(owned);
+    free(t);
+    kn_op_ctx_release(&ctx);
+    kn_arena_free(&view.arena);
+    free(view.values);
+    return y;
+}
+
+/* The session (which prepares every integer layer when it plans) against unprepared_forward, byte for
+ * byte, on `batch` samples of x; then the session again on the first sample alone (a new plan) and on
+ * the whole batch (its cached plan), which must give the same bytes per sample. */
+static void check_prepared(const char *label, const kiln_model *model, const float *x, int64_t batch, int64_t sample) {
+    const kn_graph *opt = kn_model_graph(model, true);
+    int64_t n_direct = 0, n_batch = 0, n_one = 0;
+    float *direct = unprepared_forward(opt, x, &n_direct);
+    kiln_session *s = rt_session_new(model, true, 1, false);
+    const float *y = s ? rt_session_forward(s, batch, x, sample, &n_batch) : NULL;
+    float *whole = y ? malloc(sizeof(float) * (size_t)n_batch) : NULL;
+    if (whole)
+        memcpy(whole, y, sizeof(float) * (size_t)n_batch);
+    const float *one = whole ? rt_session_forward(s, 1, x, sample, &n_one) : NULL;
+    bool same_one = one && n_one * batch == n_batch && memcmp(one, whole, sizeof(float) * (size_t)n_one) == 0;
+    y = one ? rt_session_forward(s, batch, x, sample, &n_batch) : NULL;
+    CHECK_MSG(direct && whole && n_direct == n_batch && memcmp(direct, whole, sizeof(float) * (size_t)n_batch) == 0,
+              "%s: the session's prepared layers differ from forward preparing on the fly", label);
+    CHECK_MSG(same_one, "%s: one sample after the batch differs from its row of the batch", label);
+    CHECK_MSG(y && memcmp(y, whole, sizeof(float) * (size_t)n_batch) == 0,
+              "%s: the batch again (the cached plan) differs from its first run", label);
+    kiln_session_free(s);
+    free(direct);
+    free(whole);
+}
+
 static void check_layer_case(const layer_case *c) {
     layer_data d;
     make_layer_data(c, &d);
@@ -694,6 +782,7 @@ static void check_layer_case(const layer_case *c) {
                   (long long)bits_differ);
         CHECK_MSG(over_bound == 0, "%s: the f32 QDQ graph is outside the bound at %lld outputs", c->label,
                   (long long)over_bound);
+        check_prepared(c->label, model, x, c->N, sample);
         free(want), free(exact), free(mag);
     } else {
         CHECK_MSG(false, "%s: no comparable outputs", c->label);
@@ -791,6 +880,8 @@ static void test_layers(void) {
         {"conv 3x3 20x20, 64 -> 19",               "Conv", 1, 64, 20, 20, 19, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
         {"conv 3x3 30x30: blocks of output rows",  "Conv", 2, 3, 30, 30, 10, 3, 3, 1, 1, 1, 1, false, false, true, true, 1, false, 0},
         {"conv 7x7 stride 2 pad 3, 64x70, blocks",  "Conv", 1, 3, 64, 70, 8, 7, 7, 2, 3, 1, 1, false, true, true, true, 2, false, 0},
+        {"conv 3x3 dilation 2 pad 2, 40x21, blocks", "Conv", 2, 5, 40, 21, 7, 3, 3, 1, 2, 2, 1, false, false, true, true, 1, false, 0},
+        {"conv 5x5 pad 2 groups 2, 33x33, blocks", "Conv", 1, 4, 33, 33, 6, 5, 5, 1, 2, 1, 2, false, true, true, false, 2, false, 0},
         {"gemm transB, relu, u8 out",              "Gemm", 3, 37, 0, 0, 70, 0, 0, 0, 0, 0, 1, true, false, true, true, 1, false, 0},
         {"gemm (K, N) weights, f32 out",           "Gemm", 5, 130, 0, 0, 10, 0, 0, 0, 0, 0, 1, false, false, true, false, 0, false, 0},
         {"gemm i8 in, i8 out, no bias",            "Gemm", 1, 19, 0, 0, 33, 0, 0, 0, 0, 0, 1, true, true, false, false, 2, false, 0},
@@ -868,6 +959,8 @@ static void test_maxpool_integer(void) {
                                   count_op(kn_model_graph(models[1], true), "QuantizeLinear") == 1,
                               "MaxPool %lld: the QuantizeLinear was not moved onto the layer",
                               (long long)windows[w][0]);
+                if (pool_first)
+                    check_prepared("MaxPoolInteger", models[1], x, c.N, sample);
                 sessions[pool_first] = rt_session_new(models[pool_first], true, 1, false);
                 if (sessions[pool_first])
                     y[pool_first] = rt_session_forward(sessions[pool_first], c.N, x, sample, &n[pool_first]);

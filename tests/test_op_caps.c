@@ -1,4 +1,5 @@
-/* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently, per_image).
+/* The op table's capability flags (kn_op.in_place, reads_only_shapes, trains_differently, per_image), and
+ * which ops have the per-plan state hook (kn_op.prepare).
  *
  * 0. Each entry kn_op_<id> is the op named <id> (any case), as comparisons by pointer assume.
  * 1. Each flag is set on exactly the ops the name lists it replaced named (in the planner, shape
@@ -179,6 +180,31 @@ static void test_per_image_ops_compute_images_alone(void) {
     CHECK(checked >= 10);
 }
 
+/* The per-plan state hook (kn_op.prepared_bytes, prepare): both or neither, on exactly the ops listed
+ * here (a new one is added deliberately, with a check of its prepared forward against the unprepared
+ * one, as tests/test_int8.c has for these); and kn_op_call_prepared hands forward the executor's state
+ * itself when the call carries one. */
+static void test_prepare_hooks(void) {
+    static const char *const prepared[] = {"QLinearConvPacked", "QLinearGemmPacked", "MaxPoolInteger"};
+    int n_prepared = 0;
+    const kn_op *op;
+    for (int i = 0; (op = kn_op_at(i)); i++) {
+        CHECK_MSG((op->prepare == NULL) == (op->prepared_bytes == NULL), "%s: prepare and prepared_bytes differ",
+                  op->name);
+        CHECK_MSG((op->prepare != NULL) == named(op, prepared, 3), "%s: prepare %d", op->name, op->prepare != NULL);
+        n_prepared += op->prepare != NULL;
+    }
+    CHECK(n_prepared == 3);
+    kn_node node = {.op = &kn_op_maxpoolinteger, .name = "pool"};
+    kn_op_ctx ctx = {0};
+    _Alignas(64) unsigned char state[64] = {0};
+    kn_op_call call = {.node = &node, .ctx = &ctx, .prepared = state};
+    const void *got = NULL;
+    CHECK_OK(kn_op_call_prepared(&call, &got));
+    CHECK_MSG(got == state && ctx.prepared == NULL, "kn_op_call_prepared must hand over the call's own state");
+    kn_op_ctx_release(&ctx);
+}
+
 /* Every entry's id (kn_op_<id>, which code compares nodes' ops with) is its name in lower case. */
 static void test_entries_are_named_by_id(void) {
 #define KN_OP_ID(id) {&kn_op_##id, #id},
@@ -198,6 +224,7 @@ static void test_entries_are_named_by_id(void) {
 int main(void) {
     test_entries_are_named_by_id();
     test_flags_match_the_old_lists();
+    test_prepare_hooks();
     test_in_place_ops_give_the_same_bits();
     test_shapes_only_ops_need_no_data();
     test_per_image_ops_compute_images_alone();

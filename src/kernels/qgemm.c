@@ -266,34 +266,50 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
 /* Below this many multiply-adds a product runs on the calling thread alone. */
 #define KN_QGEMM_PARALLEL_MIN KN_PARALLEL_MIN_INTEGER
 
+/* The shape of a product in tiles: depth groups, slivers of B, and the 16-column panels of V. */
+typedef struct qgemm_tiling {
+    int64_t kq, slivers, panels_total;
+    size_t v_panel_bytes, y_size, r_size;
+} qgemm_tiling;
+
+/* Tile t of the product: a sliver of B over a tile of V's columns, through the epilogue. Column tiles
+ * outer: one tile of V (the larger operand, a convolution's image) stays in cache while every sliver
+ * of B passes over it. */
+static void qgemm_tile(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, const qgemm_tiling *q, int64_t t) {
+    int64_t ct = t / q->slivers, s = t % q->slivers;
+    int64_t panel0 = ct * KN_QGEMM_NV;
+    int panels = (int)(q->panels_total - panel0 < KN_QGEMM_NV ? q->panels_total - panel0 : KN_QGEMM_NV);
+    int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
+    _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
+    k->micro(q->kq, p->b + (size_t)s * (size_t)q->kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * q->v_panel_bytes,
+             q->v_panel_bytes, panels, rows, p->v_unsigned, acc);
+    int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
+    kn_qepilogue_block block = {
+        .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = rows,
+        .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
+        .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
+        .per_lane = !p->channel_per_row,
+        .r = q->r_size ? (const char *)p->r + (size_t)(r0 * p->ldy + col0) * q->r_size : NULL,
+        .y = (char *)p->y + (size_t)(r0 * p->ldy + col0) * q->y_size, .ld = p->ldy,
+    };
+    k->epilogue(p->epi, &block);
+}
+
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads) {
-    int64_t kq = depth_groups(p->K);
-    int64_t slivers = (p->R + KN_QGEMM_MR - 1) / KN_QGEMM_MR;
-    int64_t col_tiles = (p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS;
-    int64_t panels_total = (p->L + 15) / 16;
-    size_t v_panel_bytes = (size_t)kq * 64;
-    size_t y_size = kn_qout_size(p->epi->y_type), r_size = kn_qres_size(p->epi->r_type);
-    int64_t work = p->R * p->L * p->K;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && work >= KN_QGEMM_PARALLEL_MIN)
-    for (int64_t t = 0; t < slivers * col_tiles; t++) {
-        // Column tiles outer: one tile of V (the larger operand, a convolution's image) stays in cache
-        // while every sliver of B passes over it.
-        int64_t ct = t / slivers, s = t % slivers;
-        int64_t panel0 = ct * KN_QGEMM_NV;
-        int panels = (int)(panels_total - panel0 < KN_QGEMM_NV ? panels_total - panel0 : KN_QGEMM_NV);
-        int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
-        _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
-        k->micro(kq, p->b + (size_t)s * (size_t)kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * v_panel_bytes,
-                 v_panel_bytes, panels, rows, p->v_unsigned, acc);
-        int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
-        kn_qepilogue_block block = {
-            .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = rows,
-            .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
-            .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
-            .per_lane = !p->channel_per_row,
-            .r = r_size ? (const char *)p->r + (size_t)(r0 * p->ldy + col0) * r_size : NULL,
-            .y = (char *)p->y + (size_t)(r0 * p->ldy + col0) * y_size, .ld = p->ldy,
-        };
-        k->epilogue(p->epi, &block);
+    qgemm_tiling q = {
+        .kq = depth_groups(p->K), .slivers = (p->R + KN_QGEMM_MR - 1) / KN_QGEMM_MR,
+        .panels_total = (p->L + 15) / 16, .y_size = kn_qout_size(p->epi->y_type), .r_size = kn_qres_size(p->epi->r_type),
+    };
+    q.v_panel_bytes = (size_t)q.kq * 64;
+    int64_t tiles = q.slivers * ((p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS);
+    // On one thread, no parallel region at all: libgomp starts a team of one for a region whose `if` is
+    // false, and inside another region (a convolution's blocks) allocates it anew at every call.
+    if (threads > 1 && p->R * p->L * p->K >= KN_QGEMM_PARALLEL_MIN) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t t = 0; t < tiles; t++)
+            qgemm_tile(k, p, &q, t);
+    } else {
+        for (int64_t t = 0; t < tiles; t++)
+            qgemm_tile(k, p, &q, t);
     }
 }

@@ -17,6 +17,8 @@ typedef struct kn_op_ctx {
     int node_index;        /* index of the node being run, for per-node random streams */
     void *scratch;         /* reusable workspace, grown by kn_op_scratch */
     size_t scratch_bytes;
+    void *prepared;        /* the state kn_op_call_prepared makes for a call without one */
+    size_t prepared_bytes;
 } kn_op_ctx;
 
 /* One call of an op. Tensors are views onto buffers owned by the caller.
@@ -51,6 +53,10 @@ typedef struct kn_op_call {
      * backward of the same step (ops with saved_bytes only): forward writes what backward would
      * otherwise recompute (BatchNormalization's batch statistics). NULL elsewhere: backward recomputes. */
     void *saved;
+    /* The node's state from kn_op.prepare, made by the executor when it planned the current shapes (ops
+     * with prepare, in a session); NULL otherwise. forward reads it through kn_op_call_prepared, never
+     * directly. */
+    const void *prepared;
 } kn_op_call;
 
 static inline bool kn_din_fresh(const kn_op_call *call, int i) { return (call->din_fresh >> i) & 1u; }
@@ -67,6 +73,16 @@ struct kn_op {
     /* Bytes of ctx scratch (kn_op_scratch) forward asks for at the node's current shapes, so that an
      * executor can allocate it before running. NULL: forward needs none, or sizes it on first use. */
     size_t (*workspace)(const kn_graph *g, const kn_node *node);
+    /* Per-plan state: what forward would otherwise work out at every call from the node's attributes
+     * and its inputs' shapes and dtypes (parsed attributes, window geometry, tap ranges, epilogue
+     * constants). prepared_bytes(call) says how many bytes, then prepare(call, state) writes them
+     * (64-byte aligned, never NULL); call is as forward will get it, but only the tensors' shapes and
+     * dtypes count: prepare reads no tensor data, so the state holds while the shapes do. The one thing
+     * that may change under it is axis 0 of a per_image op's tensors (a session runs such a node on a
+     * slice of the batch): forward takes the batch from its tensors. Both or neither are set; an op with
+     * them reads the state through kn_op_call_prepared (docs/architecture.md, "Per-plan state"). */
+    size_t (*prepared_bytes)(const kn_op_call *call);
+    kiln_status (*prepare)(const kn_op_call *call, void *state);
     /* Bytes of kn_op_call.saved forward fills for backward at the node's current shapes; NULL: none. */
     size_t (*saved_bytes)(const kn_graph *g, const kn_node *node);
     /* backward honours kn_op_call.din_fresh, and writes every element of a fresh din[i] whenever
@@ -119,6 +135,13 @@ const kn_op *kn_op_at(int i);
  * Valid until the next kn_op_scratch call on the same context. */
 void *kn_op_scratch(kn_op_ctx *ctx, size_t bytes);
 void kn_op_ctx_release(kn_op_ctx *ctx);
+
+/* The state forward of an op with `prepare` reads, to *state: call->prepared when the executor
+ * prepared the node (a session does whenever it plans), else the op's prepare run now into the
+ * context's own buffer (ctx->prepared, apart from the scratch, valid until the next call here on that
+ * context). The one place that stands in for an executor that does not prepare: the training tape,
+ * the reference path, shape inference's runs and every caller of forward outside the session. */
+kiln_status kn_op_call_prepared(const kn_op_call *call, const void **state);
 
 /* ---- graphs through the op table ----------------------------------------------------------------
  * The graph IR (core/graph.h) stores a node's op and knows nothing of what it does; adding nodes by

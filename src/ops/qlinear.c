@@ -115,13 +115,13 @@ static const kn_tensor *residual_of(const kn_op_call *call) {
     return call->node->n_in > 5 ? call->in[5] : NULL;
 }
 
-/* The layer's epilogue over its `channels` output channels. */
-static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
+/* The part of the layer's epilogue its attributes and the residual's dtype decide: what a node's
+ * per-plan state keeps; epilogue_bind completes it at each run. */
+static kn_qepilogue epilogue_attrs(const kn_op_call *call) {
     const kn_node *node = call->node;
     const kn_tensor *r = residual_of(call);
     const char *act = kn_node_string(node, "kn_activation", "");
-    kn_qepilogue e = {
-        .corr = call->in[4]->data, .mult = kn_f32(call->in[2]), .bias = kn_f32(call->in[3]),
+    return (kn_qepilogue){
         .relu = strcmp(act, "Relu") == 0, .y_type = (int)kn_node_int(node, "kn_y_type", KN_QOUT_F32),
         .y_scale = kn_node_float(node, "kn_y_scale", 1.0f),
         .y_zero_point = (int32_t)kn_node_int(node, "kn_y_zero_point", 0),
@@ -130,6 +130,15 @@ static kn_qepilogue epilogue_of(const kn_op_call *call, int64_t channels) {
         .r_type = r ? residual_type_of(r->dtype) : KN_QRES_NONE, .r_scale = kn_node_float(node, "kn_r_scale", 1.0f),
         .r_zero_point = (int32_t)kn_node_int(node, "kn_r_zero_point", 0),
     };
+}
+
+/* The layer's epilogue over its `channels` output channels: the prepared attributes' part, this call's
+ * per-channel constants, and what kn_qepilogue_prepare derives from their values. */
+static kn_qepilogue epilogue_bind(const kn_qepilogue *attrs, const kn_op_call *call, int64_t channels) {
+    kn_qepilogue e = *attrs;
+    e.corr = call->in[4]->data;
+    e.mult = kn_f32(call->in[2]);
+    e.bias = kn_f32(call->in[3]);
     kn_qepilogue_prepare(&e, channels);
     return e;
 }
@@ -196,38 +205,62 @@ static kiln_status qconv_infer(kn_graph *g, const kn_node *node) {
 }
 
 /* Output rows per block: whole output rows making about this many columns, so that a block's packed
- * column matrix stays in cache while every filter passes over it. */
+ * column matrix stays in cache while every filter passes over it (qconv_block_rows). */
 #define KN_QCONV_BLOCK_COLS 512
+
+/* dst[0, n) = v: for the few bytes of padding around a tap's copy (n < 16 but for wide kernels), two
+ * fixed-size stores that overlap, which the compiler inlines, where memset of a few bytes (or a loop,
+ * which the compiler makes one) is a call. */
+static void fill_row(uint8_t *dst, uint8_t v, int64_t n) {
+    if (n >= 16) {
+        memset(dst, v, (size_t)n);
+    } else if (n >= 8) {
+        memset(dst, v, 8);
+        memset(dst + n - 8, v, 8);
+    } else if (n >= 4) {
+        memset(dst, v, 4);
+        memset(dst + n - 4, v, 4);
+    } else if (n >= 2) {
+        memset(dst, v, 2);
+        memset(dst + n - 2, v, 2);
+    } else if (n == 1) {
+        dst[0] = v;
+    }
+}
 
 /* row ((oh1 - oh0) * OW) = output rows [oh0, oh1) of row (c, i, j) of image x's column matrix, as
  * stored: row[(oh - oh0, ow)] = x[c][ih][iw] with ih = oh*sh - ph + i*dh and iw = ow*sw - pw + j*dw, or
- * pad where the tap reads padding. */
-static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j, int64_t oh0,
+ * pad where the tap reads padding. oh_range and ow_range: the outputs whose tap i, j reads real pixels
+ * (kn_window_tap_range, from the prepared state). */
+static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t i, int64_t j,
+                             const int64_t oh_range[2], const int64_t ow_range[2], const uint8_t *mask, int64_t oh0,
                              int64_t oh1, uint8_t pad, uint8_t *row) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     const int64_t OW = w->out, W = w->in;
-    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
-    kn_window_tap_range(h, i, &oh_lo, &oh_hi);
-    kn_window_tap_range(w, j, &ow_lo, &ow_hi);
-    oh_lo = oh_lo > oh0 ? oh_lo : oh0;
-    oh_hi = oh_hi < oh1 ? oh_hi : oh1;
+    const int64_t ow_lo = ow_range[0], ow_hi = ow_range[1];
+    const int64_t oh_lo = oh_range[0] > oh0 ? oh_range[0] : oh0, oh_hi = oh_range[1] < oh1 ? oh_range[1] : oh1;
     const int64_t L = (oh1 - oh0) * OW;
     const int64_t di = i * h->dilation - h->pad_begin, dj = j * w->dilation - w->pad_begin;
     if (oh_lo < oh_hi && ow_lo < ow_hi && h->stride == 1 && w->stride == 1 && OW == W) {
         // Output (oh, ow) reads input (oh + di, ow + dj): one copy from the first real tap to the last,
         // shifted by di * W + dj, padding before and after it; the columns that wrapped around into
         // neighbouring rows become padding too.
+        // Between the copy's rows, the columns past ow_hi of one and before ow_lo of the next are one gap:
+        // with the tap column's mask (0xff at those columns), one pass that selects, else a fill per gap.
         int64_t first = oh_lo * OW + ow_lo, count = (oh_hi - 1) * OW + ow_hi - first, at = first - oh0 * OW;
-        memset(row, pad, (size_t)at);
-        memcpy(row + at, plane + first + di * W + dj, (size_t)count);
-        memset(row + at + count, pad, (size_t)(L - at - count));
-        for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-            uint8_t *r = row + (oh - oh0) * OW;
-            for (int64_t ow = 0; ow < ow_lo; ow++)
-                r[ow] = pad;
-            for (int64_t ow = ow_hi; ow < OW; ow++)
-                r[ow] = pad;
+        const uint8_t *restrict src = plane + first + di * W + dj;
+        fill_row(row, pad, at);
+        if (mask && (ow_lo > 0 || ow_hi < OW)) {
+            uint8_t *restrict dst = row + at;
+            const uint8_t *restrict m = mask + at;
+            for (int64_t k = 0; k < count; k++)
+                dst[k] = (uint8_t)((src[k] & ~m[k]) | (pad & m[k]));
+        } else {
+            memcpy(row + at, src, (size_t)count);
+            for (int64_t oh = oh_lo; oh + 1 < oh_hi && OW - ow_hi + ow_lo > 0; oh++)
+                fill_row(row + (oh - oh0) * OW + ow_hi, pad, OW - ow_hi + ow_lo);
         }
+        fill_row(row + at + count, pad, L - at - count);
         return;
     }
     memset(row, pad, (size_t)L); /* then the taps that read real pixels */
@@ -254,34 +287,67 @@ static void qconv_unfold_row(const qconv_geom *g, const uint8_t *plane, int64_t 
  * unfolded into rows (4, L rounded up to 16), then interleaved into one depth group of every panel. A
  * pointwise convolution (1x1, stride 1, no padding) needs no unfolding: its rows are the image's own,
  * read in place wherever the L16 bytes read stay before x_end, the input's end (the columns past L are
- * dropped with their outputs). */
+ * dropped with their outputs). range, masks (or NULL), mask_len: the tap ranges and column masks of the
+ * prepared state (qconv_state); shifted, where the state asks for it (shifted_bytes), room for
+ * qconv_shift_planes, whose planes then hold every row. */
 static bool qconv_is_pointwise(const qconv_geom *g) {
     const kn_window_axis *h = &g->h, *w = &g->w;
     return h->kernel == 1 && w->kernel == 1 && h->stride == 1 && w->stride == 1 && h->pad_begin == 0 &&
            w->pad_begin == 0 && h->out == h->in && w->out == w->in;
 }
 
-static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, const uint8_t *x, const uint8_t *x_end,
-                         int64_t c0, int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *v) {
-    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16, taps = g->h.kernel * g->w.kernel;
-    int64_t kq = (g->K + 3) / 4;
-    bool pointwise = qconv_is_pointwise(g);
+/* shifted (Cg, kW, R, W) = the rows [oh0 - ph, oh0 - ph + R) of each input channel [c0, c0 + Cg), framed by
+ * pad rows, each shifted by kernel column j's offset with the columns it reads as padding at pad, for the
+ * geometries with column masks (stride 1, OW == W): with R = oh1 - oh0 + (kH - 1) * dh, row (c, i, j) of
+ * the column matrix for output rows [oh0, oh1) is then the L bytes from row i * dh of plane (c, j). Each
+ * plane is the one copy-and-select pass of qconv_unfold_row over R rows ("output" row oh standing for
+ * input row oh - ph), so kH rows of the column matrix cost one. */
+static void qconv_shift_planes(const qconv_geom *g, const int64_t *w_range, const uint8_t *masks, int64_t mask_len,
+                               const uint8_t *x, int64_t c0, int64_t oh0, int64_t R, uint8_t pad, uint8_t *shifted) {
+    const int64_t real_rows[2] = {g->h.pad_begin, g->h.pad_begin + g->h.in}, plane = g->h.in * g->w.in;
+    for (int64_t c = 0; c < g->Cg; c++)
+        for (int64_t j = 0; j < g->w.kernel; j++)
+            qconv_unfold_row(g, x + (c0 + c) * plane, 0, j, real_rows, w_range + 2 * j, masks + j * mask_len, oh0,
+                             oh0 + R, pad, shifted + (c * g->w.kernel + j) * R * g->w.in);
+}
+
+static void qconv_unfold(const kn_qgemm_kernel *kernel, const qconv_geom *g, bool pointwise, const int64_t *range,
+                         const uint8_t *masks, int64_t mask_len, const uint8_t *x, const uint8_t *x_end, int64_t c0,
+                         int64_t oh0, int64_t oh1, uint8_t flip, uint8_t pad, uint8_t *rows, uint8_t *shifted,
+                         uint8_t *v) {
+    int64_t L = (oh1 - oh0) * g->w.out, L16 = (L + 15) / 16 * 16;
+    int64_t kq = (g->K + 3) / 4, plane = g->h.in * g->w.in;
+    const int64_t *h_range = range, *w_range = range + 2 * g->h.kernel;
+    const int64_t R = oh1 - oh0 + (g->h.kernel - 1) * g->h.dilation;
+    if (shifted)
+        qconv_shift_planes(g, w_range, masks, mask_len, x, c0, oh0, R, pad, shifted);
     const uint8_t *row_at[4];
+    // Row k of the column matrix is channel c0 + c, kernel row i, column j: stepped along with k (no
+    // division per row).
+    int64_t c = 0, i = 0, j = 0;
     for (int64_t grp4 = 0; grp4 < kq; grp4++) {
         for (int r = 0; r < 4; r++) {
             int64_t k = grp4 * 4 + r;
             uint8_t *row = rows + r * L16;
-            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * g->h.in * g->w.in + oh0 * g->w.in : NULL;
+            const uint8_t *own = k < g->K && pointwise ? x + (c0 + k) * plane + oh0 * g->w.in : NULL;
             row_at[r] = row;
             if (own && x_end - own >= L16) {
                 row_at[r] = own;
+            } else if (k < g->K && shifted) { /* the columns past L are read from what follows, and dropped */
+                row_at[r] = shifted + ((c * g->w.kernel + j) * R + i * g->h.dilation) * g->w.in;
             } else if (k < g->K) {
-                int64_t c = c0 + k / taps, tap = k % taps;
-                qconv_unfold_row(g, x + c * g->h.in * g->w.in, tap / g->w.kernel, tap % g->w.kernel, oh0, oh1,
-                                 pad, row);
-                memset(row + L, pad, (size_t)(L16 - L));
+                qconv_unfold_row(g, x + (c0 + c) * plane, i, j, h_range + 2 * i, w_range + 2 * j,
+                                 masks ? masks + j * mask_len : NULL, oh0, oh1, pad, row);
+                fill_row(row + L, pad, L16 - L);
             } else {
                 memset(row, 0, (size_t)L16); /* past K: the weights are 0 */
+            }
+            if (++j == g->w.kernel) {
+                j = 0;
+                if (++i == g->h.kernel) {
+                    i = 0;
+                    c++;
+                }
             }
         }
         kn_qgemm_interleave(kernel, row_at, L16 / 16, flip, v + grp4 * 64, (size_t)kq * 64);
@@ -422,16 +488,115 @@ static void dw_plane(const kn_qgemm_kernel *kernel, const qconv_geom *g, const d
     kn_qgemm_depthwise_plane(kernel, epi, &plane);
 }
 
-static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) {
+/* QLinearConvPacked's per-plan state (kn_op.prepare): what its attributes and input shapes decide. The
+ * tap ranges follow it: tap i of the kernel's rows reads real pixels for the output rows
+ * [range[2i], range[2i + 1]), tap j of its columns for the output columns [range[2(kH + j)], ... + 1). */
+typedef struct qconv_state {
+    kn_dtype x_dtype;
+    qconv_geom g;      /* g.N is the batch prepared for; forward takes its own from x */
+    kn_qepilogue epi;  /* the attributes' part (epilogue_attrs) */
+    uint8_t pad;       /* x's zero point as stored: the level of a tap that reads padding */
+    bool pointwise, depthwise;
+    dw_frame frame;    /* depthwise: the framed plane, and where each tap reads in it (dw_tap_offsets) */
+    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
+    int64_t block_rows; /* output rows per block (qconv_block_rows) */
+    /* Stride 1 and OW == W (qconv_unfold_row's one copy per row): mask_len bytes per kernel column j at
+     * masks_at bytes from the state's start, 0xff at each position (oh, ow) of a block whose column ow
+     * tap j reads as padding; masks_at 0: none (other geometries, or more than KN_QCONV_MAX_MASKS). */
+    size_t masks_at;
+    int64_t mask_len;
+    size_t shifted_bytes; /* with masks: scratch of qconv_shift_planes (and 16 bytes read past), 0: none */
+    int64_t range[];   /* (kH + kW, 2) */
+} qconv_state;
+
+/* Bytes of shifted planes a block may take (qconv_shift_planes; far above real layers'). */
+#define KN_QCONV_MAX_SHIFTED ((int64_t)1 << 22)
+
+/* Bytes of column masks a layer may keep (far above real layers': 7 columns of 512). */
+#define KN_QCONV_MAX_MASKS ((int64_t)1 << 20)
+
+/* Output rows per block: whole output rows making about KN_QCONV_BLOCK_COLS columns. */
+static int64_t qconv_block_rows(const qconv_geom *g) {
+    int64_t rows = g->w.out >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / g->w.out;
+    return rows < g->h.out ? rows : g->h.out;
+}
+
+/* Bytes per column mask of the geometry, 0 when it keeps none (see qconv_state): a block's rows and the
+ * (kH - 1) * dh more its shifted planes hold (qconv_shift_planes). */
+static int64_t qconv_mask_len(const qconv_geom *g) {
+    int64_t rows = kn_count_add(qconv_block_rows(g), kn_count_mul(g->h.kernel - 1, g->h.dilation));
+    int64_t len = kn_count_mul(rows, g->w.out);
+    bool one_copy = g->h.stride == 1 && g->w.stride == 1 && g->w.out == g->w.in;
+    return one_copy && !qconv_is_depthwise(g) && !qconv_is_pointwise(g) &&
+                   kn_count_mul(g->w.kernel, len) <= KN_QCONV_MAX_MASKS
+               ? len
+               : 0;
+}
+
+/* kH + kW of the weights the attributes declare, 0 when they declare none that qconv_geom_of takes. */
+static int64_t qconv_kernel_taps(const kn_node *node) {
+    int64_t ws[4];
+    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4 || ws[2] < 1 || ws[3] < 1 || ws[2] > KN_QGEMM_MAX_K ||
+        ws[3] > KN_QGEMM_MAX_K)
+        return 0;
+    return ws[2] + ws[3];
+}
+
+static size_t qconv_prepared_bytes(const kn_op_call *call) {
+    size_t bytes = sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)qconv_kernel_taps(call->node);
+    qconv_geom g;
+    if (call->in[0]->shape.ndim == 4 && qconv_geom_of(call->node, &call->in[0]->shape, &g) == KILN_OK)
+        bytes += (size_t)(g.w.kernel * qconv_mask_len(&g));
+    else
+        kn_error_clear(); /* prepare meets the same failure and reports it */
+    return bytes;
+}
+
+static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
+    const kn_node *node = call->node;
+    const kn_tensor *x = call->in[0];
+    qconv_state *st = state;
+    KN_TRY(check_x(node, x, 4));
+    KN_TRY(check_output_attrs(node));
+    KN_TRY(qconv_geom_of(node, &x->shape, &st->g));
+    const qconv_geom *g = &st->g;
+    st->x_dtype = x->dtype;
+    st->epi = epilogue_attrs(call);
+    st->pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff);
+    st->pointwise = qconv_is_pointwise(g);
+    st->depthwise = qconv_is_depthwise(g);
+    if (st->depthwise) {
+        st->frame = dw_frame_of(g);
+        dw_tap_offsets(g, &st->frame, st->tap_at);
+    }
+    for (int64_t i = 0; i < g->h.kernel; i++)
+        kn_window_tap_range(&g->h, i, &st->range[2 * i], &st->range[2 * i + 1]);
+    for (int64_t j = 0; j < g->w.kernel; j++)
+        kn_window_tap_range(&g->w, j, &st->range[2 * (g->h.kernel + j)], &st->range[2 * (g->h.kernel + j) + 1]);
+    st->block_rows = qconv_block_rows(g);
+    st->mask_len = qconv_mask_len(g);
+    st->masks_at = st->mask_len ? sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)(g->h.kernel + g->w.kernel) : 0;
+    int64_t shifted = kn_count_mul(kn_count_mul(g->Cg, g->w.kernel), st->mask_len);
+    st->shifted_bytes = st->mask_len && shifted <= KN_QCONV_MAX_SHIFTED ? (size_t)shifted + 16 : 0;
+    uint8_t *masks = (uint8_t *)state + st->masks_at;
+    for (int64_t j = 0; st->mask_len && j < g->w.kernel; j++) {
+        const int64_t lo = st->range[2 * (g->h.kernel + j)], hi = st->range[2 * (g->h.kernel + j) + 1];
+        for (int64_t p = 0; p < st->mask_len; p++)
+            masks[j * st->mask_len + p] = p % g->w.out < lo || p % g->w.out >= hi ? 0xff : 0;
+    }
+    return KILN_OK;
+}
+
+static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_state *st, const qconv_geom *g) {
     const kn_tensor *x = call->in[0];
     const int64_t taps = g->h.kernel * g->w.kernel, planes = g->N * g->C;
-    dw_frame f = dw_frame_of(g);
+    const dw_frame *f = &st->frame;
     int threads = kn_threads_get();
     // Scratch: the weights as int32 (C, taps), then per thread a frame and, 64-byte aligned after it,
     // the plane's sums (OH * pitch). The geometry's checks bound the sizes far below SIZE_MAX / threads.
-    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(&f);
+    size_t weights = sizeof(int32_t) * (size_t)(g->C * taps), frame = dw_frame_bytes(f);
     size_t acc_at = (frame + 63) / 64 * 64, per_thread = 0, total = 0;
-    int64_t sums = g->h.out * f.pitch;
+    int64_t sums = g->h.out * f->pitch;
     bool sized = kn_size_mul(sizeof(int32_t), (size_t)sums, &per_thread) &&
                  kn_size_add(per_thread + 63, acc_at, &per_thread) &&
                  kn_size_mul(per_thread / 64 * 64, (size_t)threads, &total) &&
@@ -446,13 +611,10 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
-    kn_qepilogue epi = epilogue_of(call, g->C);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, g->C);
     size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    uint8_t pad = (uint8_t)(kn_node_int(call->node, "kn_x_zero_point", 0) & 0xff); /* as stored */
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    int64_t tap_at[KN_QGEMM_DW_MAX_TAPS];
-    dw_tap_offsets(g, &f, tap_at);
     const uint8_t *xs = x->data; // (N, C, H, W)
     char *ys = call->out[0]->data; // (N, C, OH, OW)
     const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
@@ -460,62 +622,109 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_geom *g) 
     for (int64_t p = 0; p < planes; p++) {
         uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
         int64_t c = p % g->C;
-        dw_fill_frame(kernel, g, &f, xs + p * g->h.in * g->w.in, flip, pad, framed);
-        dw_plane(kernel, g, &f, framed, tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
+        dw_fill_frame(kernel, g, f, xs + p * g->h.in * g->w.in, flip, st->pad, framed);
+        dw_plane(kernel, g, f, framed, st->tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
                  rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
     }
     return KILN_OK;
 }
 
-static kiln_status qconv_forward(const kn_op_call *call) {
-    const kn_node *node = call->node;
+/* The prepared state for this call, which must have been made for x's dtype and per-image shape. */
+static kiln_status qconv_state_of(const kn_op_call *call, const qconv_state **st) {
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    *st = state;
     const kn_tensor *x = call->in[0];
-    qconv_geom g;
-    KN_TRY(check_x(node, x, 4));
-    KN_TRY(qconv_geom_of(node, &x->shape, &g));
-    if (qconv_is_depthwise(&g))
-        return qconv_depthwise(call, &g);
-    const int64_t OW = g.w.out, OH = g.h.out;
-    int64_t block_rows = OW >= KN_QCONV_BLOCK_COLS ? 1 : KN_QCONV_BLOCK_COLS / OW;
-    block_rows = block_rows < OH ? block_rows : OH;
-    int64_t blocks = (OH + block_rows - 1) / block_rows, items = g.N * g.group * blocks;
-    int64_t L16 = (block_rows * OW + 15) / 16 * 16;
-    size_t v_bytes = kn_qgemm_v_bytes(block_rows * OW, g.K), b_bytes = kn_qgemm_b_bytes(g.Mg, g.K);
-    size_t per_thread = (v_bytes + (size_t)(4 * L16) + 63) / 64 * 64; /* V of a block, then 4 unfolded rows */
+    const qconv_geom *g = &(*st)->g;
+    if (x->dtype != (*st)->x_dtype || x->shape.ndim != 4 || x->shape.d[1] != g->C || x->shape.d[2] != g->h.in ||
+        x->shape.d[3] != g->w.in)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the layer was prepared for");
+    return KILN_OK;
+}
+
+/* What every block of a packed convolution's run reads (qconv_forward). */
+typedef struct qconv_run {
+    const kn_qgemm_kernel *kernel;
+    const qconv_state *st;
+    qconv_geom g;              /* the state's, at this call's batch */
+    const uint8_t *masks;      /* the state's column masks, or NULL */
+    int64_t blocks, block_rows;
+    const uint8_t *xs, *w;     /* (N, C, H, W) levels; the packed weights */
+    char *ys;                  /* (N, M, OH, OW) */
+    const char *rs;            /* as ys, or NULL */
+    size_t y_size, r_size, v_bytes, b_bytes, rows_bytes;
+    const kn_qepilogue *epi;
+    uint8_t flip;
+    int inner;                 /* threads of each block's product */
+} qconv_run;
+
+/* Block `item` (image n, group grp, output rows [oh0, oh1)): its column matrix unfolded into v (then
+ * 4 unfolded rows, then the shifted planes where the state has them), and its product through the
+ * epilogue. */
+static void qconv_block(const qconv_run *run, int64_t item, uint8_t *v) {
+    const qconv_geom *g = &run->g;
+    const int64_t OW = g->w.out, OH = g->h.out;
+    int64_t n = item / (g->group * run->blocks), grp = item / run->blocks % g->group, blk = item % run->blocks;
+    int64_t oh0 = blk * run->block_rows, oh1 = oh0 + run->block_rows < OH ? oh0 + run->block_rows : OH;
+    uint8_t *rows = v + run->v_bytes, *shifted = run->st->shifted_bytes ? rows + run->rows_bytes : NULL;
+    qconv_unfold(run->kernel, g, run->st->pointwise, run->st->range, run->masks, run->st->mask_len,
+                 run->xs + n * g->C * g->h.in * g->w.in, run->xs + g->N * g->C * g->h.in * g->w.in, grp * g->Cg, oh0,
+                 oh1, run->flip, run->st->pad, rows, shifted, v);
+    kn_qepilogue group_epi = *run->epi;
+    group_epi.corr += grp * g->Mg;
+    group_epi.mult += grp * g->Mg;
+    group_epi.bias += grp * g->Mg;
+    size_t at = (size_t)((n * g->M + grp * g->Mg) * g->out_plane + oh0 * OW);
+    kn_qgemm_problem p = {
+        .R = g->Mg, .L = (oh1 - oh0) * OW, .K = g->K, .b = run->w + (size_t)grp * run->b_bytes, .v = v,
+        .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
+        .y = run->ys + at * run->y_size, .ldy = g->out_plane, .r = run->rs ? run->rs + at * run->r_size : NULL,
+    };
+    kn_qgemm_run(run->kernel, &p, run->inner);
+}
+
+static kiln_status qconv_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    const qconv_state *st = NULL;
+    KN_TRY(qconv_state_of(call, &st));
+    qconv_run run = {.st = st, .g = st->g, .block_rows = st->block_rows};
+    qconv_geom *g = &run.g;
+    g->N = x->shape.d[0];
+    if (st->depthwise)
+        return qconv_depthwise(call, st, g);
+    run.blocks = (g->h.out + run.block_rows - 1) / run.block_rows;
+    int64_t items = g->N * g->group * run.blocks, L16 = (run.block_rows * g->w.out + 15) / 16 * 16;
+    run.v_bytes = kn_qgemm_v_bytes(run.block_rows * g->w.out, g->K);
+    run.b_bytes = kn_qgemm_b_bytes(g->Mg, g->K);
+    run.rows_bytes = (size_t)(4 * L16);
+    // V of a block, then 4 unfolded rows, then the shifted planes (at most KN_QCONV_MAX_SHIFTED bytes)
+    size_t per_thread = (run.v_bytes + run.rows_bytes + st->shifted_bytes + 63) / 64 * 64;
     // Threads take whole blocks when there are enough of them, else share each block's product; a
     // small layer runs on the calling thread.
-    int threads = kn_count_mul(g.N * g.M * g.out_plane, g.K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
-    int outer = items >= threads ? threads : 1, inner = outer == 1 ? threads : 1;
+    int threads = kn_count_mul(g->N * g->M * g->out_plane, g->K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
+    int outer = items >= threads ? threads : 1;
+    run.inner = outer == 1 ? threads : 1;
     uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d %zu-byte column matrices", outer, per_thread);
-    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    uint8_t pad = (uint8_t)(kn_node_int(node, "kn_x_zero_point", 0) & 0xff); /* as stored */
-    kn_qepilogue epi = epilogue_of(call, g.M);
-    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
-    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    const uint8_t *xs = x->data; // (N, C, H, W)
-    const uint8_t *w = call->in[1]->data;
-    char *ys = call->out[0]->data; // (N, M, OH, OW)
-    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
-#pragma omp parallel for schedule(static) num_threads(outer) if (outer > 1)
-    for (int64_t item = 0; item < items; item++) {
-        int64_t n = item / (g.group * blocks), grp = item / blocks % g.group, blk = item % blocks;
-        int64_t oh0 = blk * block_rows, oh1 = oh0 + block_rows < OH ? oh0 + block_rows : OH;
-        uint8_t *v = scratch + per_thread * (size_t)(outer > 1 ? omp_get_thread_num() : 0);
-        qconv_unfold(kernel, &g, xs + n * g.C * g.h.in * g.w.in, xs + g.N * g.C * g.h.in * g.w.in, grp * g.Cg, oh0,
-                     oh1, flip, pad, v + v_bytes, v);
-        kn_qepilogue group_epi = epi;
-        group_epi.corr += grp * g.Mg;
-        group_epi.mult += grp * g.Mg;
-        group_epi.bias += grp * g.Mg;
-        kn_qgemm_problem p = {
-            .R = g.Mg, .L = (oh1 - oh0) * OW, .K = g.K, .b = w + (size_t)grp * b_bytes, .v = v,
-            .v_unsigned = true, .channel_per_row = true, .epi = &group_epi,
-            .y = ys + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * y_size, .ldy = g.out_plane,
-            .r = rs ? rs + (size_t)((n * g.M + grp * g.Mg) * g.out_plane + oh0 * OW) * r_size : NULL,
-        };
-        kn_qgemm_run(kernel, &p, inner);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, g->M);
+    run.epi = &epi;
+    run.y_size = kn_qout_size(epi.y_type);
+    run.r_size = kn_qres_size(epi.r_type);
+    run.kernel = kn_qgemm_kernel_best();
+    run.masks = st->masks_at ? (const uint8_t *)st + st->masks_at : NULL;
+    run.flip = x->dtype == KN_I8 ? 0x80 : 0;
+    run.xs = x->data;
+    run.w = call->in[1]->data;
+    run.ys = call->out[0]->data;
+    run.rs = run.r_size ? residual_of(call)->data : NULL;
+    if (outer > 1) {
+#pragma omp parallel for schedule(static) num_threads(outer)
+        for (int64_t item = 0; item < items; item++)
+            qconv_block(&run, item, scratch + per_thread * (size_t)omp_get_thread_num());
+    } else { /* no parallel region: libgomp would still start a team of one */
+        for (int64_t item = 0; item < items; item++)
+            qconv_block(&run, item, scratch);
     }
     return KILN_OK;
 }
@@ -564,12 +773,37 @@ static kiln_status qgemm_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* QLinearGemmPacked's per-plan state (kn_op.prepare). */
+typedef struct qgemm_state {
+    kn_dtype x_dtype;
+    int64_t K, N;
+    kn_qepilogue epi; /* the attributes' part (epilogue_attrs) */
+} qgemm_state;
+
+static size_t qgemm_prepared_bytes(const kn_op_call *call) {
+    (void)call;
+    return sizeof(qgemm_state);
+}
+
+static kiln_status qgemm_prepare(const kn_op_call *call, void *state) {
+    qgemm_state *st = state;
+    KN_TRY(check_x(call->node, call->in[0], 0));
+    KN_TRY(check_output_attrs(call->node));
+    KN_TRY(qgemm_dims(call->node, &st->K, &st->N));
+    st->x_dtype = call->in[0]->dtype;
+    st->epi = epilogue_attrs(call);
+    return KILN_OK;
+}
+
 static kiln_status qgemm_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
     const kn_tensor *z = call->node->n_in > 6 ? call->in[6] : NULL;
-    int64_t K, N;
-    KN_TRY(check_x(call->node, x, 0));
-    KN_TRY(qgemm_dims(call->node, &K, &N));
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    const qgemm_state *st = state;
+    const int64_t K = st->K, N = st->N;
+    if (x->dtype != st->x_dtype || x->shape.ndim < 2 || x->shape.d[x->shape.ndim - 1] != K)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the layer was prepared for");
     if (z && (z->dtype != x->dtype || kn_numel(z) != 1))
         return kn_fail(KILN_ERR_SHAPE, "z_x must be one level of x's dtype");
     int64_t R = kn_numel(x) / K; // x (R, K): a MatMul's leading dims are rows
@@ -578,7 +812,7 @@ static kiln_status qgemm_forward(const kn_op_call *call) {
     if (!b)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of packed rows", b_bytes);
     kn_qgemm_pack_rows_b(x->data, R, K, K, x->dtype == KN_I8, b);
-    kn_qepilogue epi = epilogue_of(call, N);
+    kn_qepilogue epi = epilogue_bind(&st->epi, call, N);
     if (z) { /* this run's correction: z_x' * the weights' row sums, wrapping as the kernels do */
         int32_t *corr = (int32_t *)(b + b_bytes);
         uint32_t z_u8 = (uint32_t)(x->dtype == KN_I8 ? *(const int8_t *)z->data + 128 : *(const uint8_t *)z->data);
@@ -641,10 +875,21 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
            w->out <= KN_QMAXPOOL_CHUNK / 2;
 }
 
+/* c[k] = max(a[k], b[k]) for k in [0, n) over pieces of `piece` bytes (16 or 8), the last one ending at n
+ * over the one before: each piece one vector operation, where a loop over a short row (a late layer's 14
+ * or 28 bytes) spends more on its tail than on its vectors. Taking a maximum twice changes nothing. */
+#define QMAXPOOL_PIECES(T, piece, a, b, c, n)                                                              \
+    for (int64_t at = 0; at < (n); at += (piece)) {                                                       \
+        int64_t from = at + (piece) <= (n) ? at : (n) - (piece);                                           \
+        for (int k = 0; k < (piece); k++)                                                                  \
+            (c)[from + k] = (a)[from + k] > (b)[from + k] ? (a)[from + k] : (b)[from + k];                 \
+    }
+
 /* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels, in two loops the compiler
  * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
  * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
- * column maxima hold whole pairs). */
+ * column maxima hold whole pairs). The first goes by pieces (QMAXPOOL_PIECES) where a row has 8 bytes
+ * or more. */
 #define QMAXPOOL_PLANE_2X2(T)                                                                              \
     const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                               \
     T column[KN_QMAXPOOL_CHUNK];                                                                           \
@@ -653,8 +898,14 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
         for (int64_t oh = oh0; oh < oh1; oh++) {                                                           \
             const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;               \
             T *restrict c = column + (oh - oh0) * 2 * OW;                                                  \
-            for (int64_t k = 0; k < 2 * OW; k++)                                                           \
-                c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                      \
+            if (2 * OW >= 16) {                                                                            \
+                QMAXPOOL_PIECES(T, 16, r0, r1, c, 2 * OW)                                                  \
+            } else if (2 * OW >= 8) {                                                                      \
+                QMAXPOOL_PIECES(T, 8, r0, r1, c, 2 * OW)                                                   \
+            } else {                                                                                       \
+                for (int64_t k = 0; k < 2 * OW; k++)                                                       \
+                    c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                  \
+            }                                                                                              \
         }                                                                                                  \
         T *restrict out = (T *)y + oh0 * OW;                                                               \
         for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                     \
@@ -726,24 +977,60 @@ static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *
     }
 }
 
+/* MaxPoolInteger's per-plan state (kn_op.prepare): the window, and how far it reaches past the plane. */
+typedef struct qmaxpool_state {
+    kn_window_axis axes[2];
+    bool is_2x2;     /* qmaxpool_is_2x2 */
+    int64_t pads[4]; /* window_reach: top, left, bottom, right */
+} qmaxpool_state;
+
+static size_t qmaxpool_prepared_bytes(const kn_op_call *call) {
+    (void)call;
+    return sizeof(qmaxpool_state);
+}
+
+static kiln_status qmaxpool_prepare(const kn_op_call *call, void *state) {
+    qmaxpool_state *st = state;
+    KN_TRY(qmaxpool_geom(call->node, &call->in[0]->shape, st->axes));
+    st->is_2x2 = qmaxpool_is_2x2(&st->axes[0], &st->axes[1]);
+    window_reach(&st->axes[0], &st->pads[0], &st->pads[2]);
+    window_reach(&st->axes[1], &st->pads[1], &st->pads[3]);
+    return KILN_OK;
+}
+
 static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
-    kn_window_axis axes[2];
-    KN_TRY(qmaxpool_geom(call->node, &x->shape, axes));
+    const void *state = NULL;
+    KN_TRY(kn_op_call_prepared(call, &state));
+    const qmaxpool_state *st = state;
+    const kn_window_axis *axes = st->axes;
+    const int64_t *pads = st->pads;
+    if (x->shape.ndim != 4 || x->shape.d[2] != axes[0].in || x->shape.d[3] != axes[1].in)
+        return kn_fail(KILN_ERR_INTERNAL, "x is not the input the pooling was prepared for");
     int64_t planes = x->shape.d[0] * x->shape.d[1];
     int64_t in_plane = axes[0].in * axes[1].in, out_plane = axes[0].out * axes[1].out;
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
-    if (qmaxpool_is_2x2(&axes[0], &axes[1])) {
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
+    bool parallel = kn_threads_get() > 1 && planes * in_plane >= KN_PARALLEL_MIN_SPARSE;
+    if (st->is_2x2 && parallel) {
+#pragma omp parallel for schedule(static) num_threads(kn_threads_get())
         for (int64_t p = 0; p < planes; p++)
             qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
         return KILN_OK;
     }
-    int64_t pads[4];
-    window_reach(&axes[0], &pads[0], &pads[2]);
-    window_reach(&axes[1], &pads[1], &pads[3]);
+    if (st->is_2x2) { /* on one thread, no parallel region (libgomp would still start a team of one) */
+        if (2 * axes[0].out == axes[0].in) { /* the planes' rows pair up: all planes pool as one tall plane */
+            kn_window_axis tall = axes[0];
+            tall.in *= planes;
+            tall.out *= planes;
+            qmaxpool_plane_2x2(&tall, &axes[1], xs, flip != 0, ys);
+        } else {
+            for (int64_t p = 0; p < planes; p++)
+                qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+        }
+        return KILN_OK;
+    }
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
     int threads = kn_threads_get();
@@ -754,10 +1041,15 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * in_plane >= KN_PARALLEL_MIN_SPARSE)
-    for (int64_t p = 0; p < planes; p++)
-        qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
-                       padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
+    if (parallel) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
+                           padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
+    } else {
+        for (int64_t p = 0; p < planes; p++)
+            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip, padded, ys + p * out_plane);
+    }
     return KILN_OK;
 }
 
@@ -841,14 +1133,17 @@ const kn_op kn_op_addinteger = {
 const kn_op kn_op_maxpoolinteger = {
     .name = "MaxPoolInteger", .min_inputs = 1, .max_inputs = 1,
     .infer = qmaxpool_infer, .forward = qmaxpool_forward,
+    .prepared_bytes = qmaxpool_prepared_bytes, .prepare = qmaxpool_prepare,
 };
 
 const kn_op kn_op_qlinearconvpacked = {
     .name = "QLinearConvPacked", .min_inputs = 5, .max_inputs = 6,
     .infer = qconv_infer, .forward = qconv_forward, .flops = qconv_flops,
+    .prepared_bytes = qconv_prepared_bytes, .prepare = qconv_prepare,
 };
 
 const kn_op kn_op_qlineargemmpacked = {
     .name = "QLinearGemmPacked", .min_inputs = 5, .max_inputs = 7,
     .infer = qgemm_infer, .forward = qgemm_forward, .flops = qgemm_flops,
+    .prepared_bytes = qgemm_prepared_bytes, .prepare = qgemm_prepare,
 };

@@ -100,11 +100,15 @@ static kiln_status quantize_forward(const kn_op_call *call) {
     const float *xs = kn_f32(x), *scales = kn_f32(scale); // x: (outer, channels, inner)
     uint8_t *y = call->out[0]->data;
     int64_t rows = q.outer * q.channels;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t c = r % q.channels;
-        kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[c], (int32_t)zero_point_at(zero_point, c),
-                          is_signed, y + r * q.inner);
+    if (kn_threads_get() > 1 && rows * q.inner >= KN_MOVE_PARALLEL_MIN) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[r % q.channels],
+                              (int32_t)zero_point_at(zero_point, r % q.channels), is_signed, y + r * q.inner);
+    } else { /* no parallel region: libgomp would still start a team of one */
+        for (int64_t r = 0; r < rows; r++)
+            kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[r % q.channels],
+                              (int32_t)zero_point_at(zero_point, r % q.channels), is_signed, y + r * q.inner);
     }
     return KILN_OK;
 }

@@ -120,6 +120,10 @@ typedef struct kn_planned {
     int *split_values;        /* (n_values) the values those nodes read or write batched, n_split_values */
     int n_split_values;
     bool *whole_run;          /* (n_values) values the plan keeps for the whole run */
+    /* Per-plan op state (kn_op.prepare): node i's at state_of[i], NULL for ops without it, in `prepared`. */
+    const void **state_of;    /* (n_nodes) */
+    unsigned char *prepared;  /* 64-byte aligned, prepared_cap bytes, grown only */
+    size_t prepared_cap;
 } kn_planned;
 
 struct kiln_session {
@@ -658,6 +662,68 @@ static kiln_status bind_tensors(kiln_session *s) {
     return KILN_OK;
 }
 
+/* Whether node i's shapes wait for a stage no run has reached yet (see the top). */
+static bool node_pending(const kiln_session *s, int i) {
+    for (int t = 0; t < s->cur->n_stages; t++)
+        if (!s->cur->stage[t].bound && i >= s->cur->stage[t].node)
+            return true;
+    return false;
+}
+
+/* Node i's call as a run makes it, without the per-plan state. */
+static kn_op_call node_call(kiln_session *s, int i) {
+    const kn_node *n = &s->graph.nodes[i];
+    kn_tensor **args = s->args + s->first_arg[i];
+    return (kn_op_call){.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
+}
+
+/* Bytes node i's per-plan state takes in the plan's block, rounded up to the alignment; 0 without one. */
+static size_t node_state_bytes(kiln_session *s, int i) {
+    const kn_op *op = s->graph.nodes[i].op;
+    if (!op->prepare || node_pending(s, i))
+        return 0;
+    kn_op_call call = node_call(s, i);
+    size_t bytes = op->prepared_bytes(&call), rounded = 0;
+    return kn_align_up(bytes ? bytes : 1, &rounded) ? rounded : SIZE_MAX;
+}
+
+/* Every node's per-plan state (kn_op.prepare) at the shapes the tensors are bound for, into the plan's
+ * block: asked for its size first, then prepared in place. Nodes whose shapes wait for a stage get
+ * theirs when a run reaches it (it plans again). */
+static kiln_status prepare_nodes(kiln_session *s) {
+    const kn_graph *g = &s->graph;
+    kn_planned *e = s->cur;
+    if (!e->state_of && !(e->state_of = malloc(sizeof(void *) * (size_t)(g->n_nodes ? g->n_nodes : 1))))
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the nodes' prepared states");
+    size_t total = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!kn_size_add(total, node_state_bytes(s, i), &total))
+            return kn_fail(KILN_ERR_NOMEM, "the nodes' prepared states overflow the address space");
+    if (total > e->prepared_cap) {
+        free(e->prepared);
+        e->prepared = kn_aligned_alloc(total);
+        e->prepared_cap = e->prepared ? total : 0;
+        if (!e->prepared)
+            return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of the nodes' prepared states", total);
+    }
+    size_t at = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        size_t bytes = node_state_bytes(s, i);
+        e->state_of[i] = NULL;
+        if (!bytes)
+            continue;
+        kn_op_call call = node_call(s, i);
+        kiln_status st = g->nodes[i].op->prepare(&call, e->prepared + at);
+        if (st != KILN_OK) {
+            kn_error_prefix("node '%s' (%s): ", g->nodes[i].name, g->nodes[i].op->name);
+            return st;
+        }
+        e->state_of[i] = e->prepared + at;
+        at += bytes;
+    }
+    return KILN_OK;
+}
+
 /* ---- batches split ------------------------------------------------------------------------------- */
 
 /* The first nodes' largest value must hold more than this for a split to pay: below, the whole
@@ -816,6 +882,7 @@ static kiln_status lay_out(kiln_session *s, int ran) {
     kn_plan_free(&old_plan);
     KN_TRY(st);
     KN_TRY(bind_tensors(s));
+    KN_TRY(prepare_nodes(s));
     if (s->dynamic && ran < 0)
         KN_TRY(make_key(s));
     s->cur->valid = true;
@@ -1006,6 +1073,8 @@ static void free_cache_entry(kiln_session *s, kn_planned *e) {
     free(e->key);
     free(e->split_values);
     free(e->whole_run);
+    free(e->state_of);
+    free(e->prepared);
     *e = (kn_planned){0};
 }
 
@@ -1463,7 +1532,8 @@ static kiln_status run_nodes(kiln_session *s, int first, int last) {
         int stage = stage_at(s, i);
         if (stage >= 0)
             KN_TRY(enter_stage(s, stage));
-        kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx};
+        kn_op_call call = {.node = n, .in = args, .out = args + n->n_in, .ctx = &s->ctx,
+                           .prepared = s->cur->state_of[i]};
         s->ctx.node_index = i;
         int64_t start = s->profiling ? kn_nanoseconds_now() : 0;
         kiln_status st = n->op->forward(&call);
