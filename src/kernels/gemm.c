@@ -13,17 +13,17 @@
  * Dot products, when op(B) = B^T and op(A) has only a few rows (inference with small batches): both
  * operands are then rows contiguous in k, and the dot kernel reads them without packing anything.
  *
- * Threads (kiln's pool, core/pool.h) each take blocks of C's tiles (or, for dot products, shares of
- * the dot tiles) and never split K. The blocking does not depend on the thread count, so every element of C is computed by the
+ * Threads each take a block of C's tiles (or, for dot products, a share of the dot tiles) and never
+ * split K. The blocking does not depend on the thread count, so every element of C is computed by the
  * same arithmetic in the same order whatever the thread count: results are bit-identical across
  * counts. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/cpu.h"
 #include "core/tensor.h"
 #include "core/align.h"
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_internal.h"
@@ -297,31 +297,20 @@ static void split_range(int64_t slivers, int width, int64_t total, int part, int
     *size = min64(last * width, total) - *start;
 }
 
-/* What a chunk of a blocked product needs: C is split into `parts` blocks of tiles, one chunk each. */
-typedef struct blocked_run {
-    const kn_gemm_kernel *kernel;
-    const gemm_args *g;
-    const gemm_plan *plan;
-    int parts;
-    float *workspace; /* per slot: a_pack_count + b_pack_count floats */
-} blocked_run;
-
-/* Block `chunk` of C, with slot's packing buffers. */
-static void gemm_block_chunk(void *ctx, int64_t chunk, int slot) {
-    const blocked_run *run = ctx;
-    const gemm_args *g = run->g;
-    int64_t row_slivers = ceil_div(g->M, run->kernel->mr), col_slivers = ceil_div(g->N, run->kernel->nr);
+/* This thread's block of C, out of a team of `team`. */
+static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, const gemm_plan *plan,
+                              int thread, int team, float *workspace) {
+    int64_t row_slivers = ceil_div(g->M, kernel->mr), col_slivers = ceil_div(g->N, kernel->nr);
     int row_parts, col_parts;
-    split_tiles(row_slivers, col_slivers, run->parts, &row_parts, &col_parts);
-    int part = (int)chunk;
-    if (part >= row_parts * col_parts)
+    split_tiles(row_slivers, col_slivers, team, &row_parts, &col_parts);
+    if (thread >= row_parts * col_parts)
         return;
     int64_t i0, rows, j0, cols;
-    split_range(row_slivers, run->kernel->mr, g->M, part / col_parts, row_parts, &i0, &rows);
-    split_range(col_slivers, run->kernel->nr, g->N, part % col_parts, col_parts, &j0, &cols);
-    float *a_pack = run->workspace + (size_t)slot * (size_t)(run->plan->a_pack_count + run->plan->b_pack_count);
+    split_range(row_slivers, kernel->mr, g->M, thread / col_parts, row_parts, &i0, &rows);
+    split_range(col_slivers, kernel->nr, g->N, thread % col_parts, col_parts, &j0, &cols);
+    float *a_pack = workspace + (size_t)thread * (size_t)(plan->a_pack_count + plan->b_pack_count);
     if (rows > 0 && cols > 0)
-        gemm_blocked(run->kernel, g, run->plan, i0, rows, j0, cols, a_pack, a_pack + run->plan->a_pack_count);
+        gemm_blocked(kernel, g, plan, i0, rows, j0, cols, a_pack, a_pack + plan->a_pack_count);
 }
 
 /* Threads the blocked path uses: no more than there are tiles. */
@@ -369,39 +358,29 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
             gemm_ref(g);
         return;
     }
-    // Each block of C is one chunk of kiln's pool, computed with the packing buffers of the slot that
-    // runs it: no shared state. Blocks start on the tile grid, so each tile is the same work whoever
-    // does it, and a thread that has not started (its core taken by another process) leaves its block
-    // to the others instead of holding them at a barrier.
-    blocked_run run = {kernel, g, &plan, threads, workspace};
-    kn_pool_run(threads, threads, gemm_block_chunk, &run);
+    // Each thread computes its own block of C with its own packing buffers: no shared state, so no
+    // barriers. Blocks start on the tile grid, so each tile is the same work whoever does it. One
+    // thread is block 0 of 1, without a parallel region: libgomp starts a team even for a region whose
+    // `if` is false (an allocation and a futex call per product, a tenth of a small CNN's run).
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
+    } else {
+        gemm_thread_block(kernel, g, &plan, 0, 1, workspace);
+    }
     free(owned);
 }
 
 /* ---- Dot-product path ---- */
 
-/* A dot-path product: C as a grid of dot kernel tiles, dealt in `parts` runs of tiles; a_rows holds
- * op(A) as rows contiguous in k, lda_rows apart. */
-typedef struct dots_run {
-    const kn_gemm_kernel *kernel;
-    const gemm_args *g;
-    const float *a_rows;
-    int64_t lda_rows;
-    int parts;
-} dots_run;
-
-static void gemm_dots_chunk(void *ctx, int64_t chunk, int slot) {
-    (void)slot;
-    const dots_run *run = ctx;
-    const kn_gemm_kernel *kernel = run->kernel;
-    const gemm_args *g = run->g;
-    int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), tiles = row_tiles * ceil_div(g->N, kernel->dot_nr);
-    for (int64_t t = tiles * chunk / run->parts; t < tiles * (chunk + 1) / run->parts; t++) {
-        int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
-        int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
-        kernel->dot(g->K, m, n, run->a_rows + i * run->lda_rows, run->lda_rows, g->B + j * g->ldb, g->ldb,
-                    g->alpha, g->beta, g->C + i * g->ldc + j, g->ldc);
-    }
+/* Tile t of C as a grid of dot kernel tiles (row_tiles of them down); a_rows holds op(A) as rows
+ * contiguous in k, lda_rows apart. */
+static void gemm_dot_tile(const kn_gemm_kernel *kernel, const gemm_args *g, const float *a_rows, int64_t lda_rows,
+                          int64_t row_tiles, int64_t t) {
+    int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
+    int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
+    kernel->dot(g->K, m, n, a_rows + i * lda_rows, lda_rows, g->B + j * g->ldb, g->ldb, g->alpha, g->beta,
+                g->C + i * g->ldc + j, g->ldc);
 }
 
 static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, float *given,
@@ -423,8 +402,17 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
         a_rows = a_copy;
         lda_rows = g->K;
     }
-    dots_run run = {kernel, g, a_rows, lda_rows, threads};
-    kn_pool_run(threads, threads, gemm_dots_chunk, &run);
+    // The tiles shared among a team of our own (a work-sharing loop binds to the innermost region, which
+    // may be a caller's), or on one thread without a region (as in run_blocked).
+    int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), tiles = row_tiles * ceil_div(g->N, kernel->dot_nr);
+    if (threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t t = 0; t < tiles; t++)
+            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
+    } else {
+        for (int64_t t = 0; t < tiles; t++)
+            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
+    }
     free(owned);
 }
 

@@ -2,12 +2,12 @@
  * the reference, and the driver every build shares (which rows, columns and groups go where). */
 #include "kernels/lowbit.h"
 
+#include <omp.h>
 #include <string.h>
 
 #include "core/align.h"
 #include "core/cpu.h"
 #include "core/tensor.h"
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_internal.h"
@@ -271,52 +271,15 @@ static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, cons
     }
 }
 
-/* The operands of one low-bit product, for its loops on kiln's pool (core/pool.h). */
-typedef struct lowbit_loop {
-    const kn_lowbit_kernels *k;
-    const kn_lowbit_sliver_kernels *sk;
-    const kn_lowbit_matrix *w;
-    const float *x, *bias, *xi, *sums;
-    float *y;
-    const row_runs *runs;
-    unsigned char *ws;   /* per-slot scratch, slot_bytes apart */
-    size_t slot_bytes;
-    int64_t M, chunks;   /* gemv_columns: whole 32-column chunks before the single columns */
-    int64_t k0, depth, i0, rows; /* gemm_slivers: the depth block and row block */
-    const float *a_block;
-    float beta;
-} lowbit_loop;
-
-static int lowbit_threads(double work) { return work >= KN_PARALLEL_MIN_GEMM ? kn_threads_get() : 1; }
-
-static void plain_rows_range(void *ctx, int64_t begin, int64_t end) {
-    const lowbit_loop *l = ctx;
-    for (int64_t n = begin; n < end; n++)
-        l->y[n] = (l->bias ? l->bias[n] : 0.0f) + row_dot_plain(l->w, n, l->x);
-}
-
-/* Groups [begin, end) of KN_LOWBIT_DOT_ROWS rows. */
-static void dot_groups_range(void *ctx, int64_t begin, int64_t end) {
-    const lowbit_loop *l = ctx;
-    int64_t N = l->w->rows;
-    for (int64_t q = begin; q < end; q++) {
-        float total[KN_LOWBIT_DOT_ROWS];
-        rows_dot(l->k, l->w, l->runs, q * KN_LOWBIT_DOT_ROWS, l->xi, l->sums, total);
-        for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
-            int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
-            l->y[n] = (l->bias ? l->bias[n] : 0.0f) + total[i];
-        }
-    }
-}
-
 static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                       float *y, unsigned char *ws) {
     int64_t N = w->rows, K = w->cols;
     float *xi = (float *)ws;                                                       // (K rounded up)
     float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (full runs + 2)
-    lowbit_loop l = {.k = k, .w = w, .x = x, .bias = bias, .y = y, .xi = xi, .sums = sums};
     if (!dot_fits(w)) {
-        kn_pool_for(lowbit_threads((double)N * (double)K), N, plain_rows_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t n = 0; n < N; n++)
+            y[n] = (bias ? bias[n] : 0.0f) + row_dot_plain(w, n, x);
         return;
     }
     row_runs p = runs_of(w);
@@ -326,8 +289,15 @@ static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, con
     sums[p.full] = sum_floats(x + p.rest_at, p.tail_at - p.rest_at);
     sums[p.full + 1] = sum_floats(x + p.tail_at, p.tail);
     int64_t groups = (N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS;
-    l.runs = &p;
-    kn_pool_for(lowbit_threads((double)N * (double)K), groups, dot_groups_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t q = 0; q < groups; q++) {
+        float total[KN_LOWBIT_DOT_ROWS];
+        rows_dot(k, w, &p, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
+        for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
+            int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
+            y[n] = (bias ? bias[n] : 0.0f) + total[i];
+        }
+    }
 }
 
 /* ---- one row of A: sweeps down S = (K, N), 32 columns at a time ---- */
@@ -374,28 +344,24 @@ static void sweep_column(const kn_lowbit_matrix *w, int64_t j, const float *x, c
     y[j] = (bias ? bias[j] : 0.0f) + sum;
 }
 
-/* Piece `piece` of gemv_columns: a whole 32-column chunk, or one of the columns after the last. */
-static void sweep_piece(void *ctx, int64_t piece, int slot) {
-    const lowbit_loop *l = ctx;
-    if (piece >= l->chunks) {
-        sweep_column(l->w, l->chunks * KN_LOWBIT_CHUNK + piece - l->chunks, l->x, l->bias, l->y);
-        return;
-    }
-    unsigned char *mine = l->ws + (size_t)slot * l->slot_bytes;
-    float *xs = (float *)mine;                                                   // (K)
-    int8_t *zr = (int8_t *)(mine + round_up((size_t)l->w->rows * sizeof(float))); // (K)
-    sweep_chunk(l->k, l->w, piece * KN_LOWBIT_CHUNK, l->x, l->bias, l->y, xs, zr);
-}
-
 static void gemv_columns(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                          float *y, unsigned char *ws) {
     int64_t K = w->rows, N = w->cols;
     /* Chunks need every row on a byte and groups that stay put inside them. */
     bool chunks_fit = on_byte(N, w->bits) && (w->axis >= 0 || w->block == 0 || w->block % KN_LOWBIT_CHUNK == 0);
     int64_t chunks = chunks_fit ? N / KN_LOWBIT_CHUNK : 0;
-    lowbit_loop l = {.k = k, .w = w, .x = x, .bias = bias, .y = y, .ws = ws, .slot_bytes = sweep_bytes_per_thread(K),
-                     .chunks = chunks};
-    kn_pool_run(lowbit_threads((double)K * (double)N), chunks + (N - chunks * KN_LOWBIT_CHUNK), sweep_piece, &l);
+#pragma omp parallel num_threads(kn_threads_get()) if (K * N >= KN_PARALLEL_MIN_GEMM)
+    {
+        unsigned char *mine = ws + (size_t)omp_get_thread_num() * sweep_bytes_per_thread(K);
+        float *xs = (float *)mine;                                          // (K)
+        int8_t *zr = (int8_t *)(mine + round_up((size_t)K * sizeof(float))); // (K)
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks; c++)
+            sweep_chunk(k, w, c * KN_LOWBIT_CHUNK, x, bias, y, xs, zr);
+#pragma omp for schedule(static)
+        for (int64_t j = chunks * KN_LOWBIT_CHUNK; j < N; j++)
+            sweep_column(w, j, x, bias, y);
+    }
 }
 
 /* ---- several rows of A: decoded panels through kn_sgemm ---- */
@@ -569,76 +535,45 @@ static int64_t run_end(const kn_lowbit_matrix *w, int64_t k) {
     return w->block > 0 && (k / w->block + 1) * w->block < w->rows ? (k / w->block + 1) * w->block : w->rows;
 }
 
-/* Sliver s of gemv_slivers with groups in blocks of rows: each run of rows' sums, then the scales. */
-static void gemv_block_sliver(void *ctx, int64_t s, int slot) {
-    (void)slot;
-    const lowbit_loop *l = ctx;
-    const kn_lowbit_matrix *w = l->w;
-    int64_t K = w->rows, N = w->cols;
-    float acc[SLIVER], total[SLIVER] = {0};
-    int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
-    for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
-        r1 = run_end(w, r0);
-        l->sk->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, l->x + r0, acc);
-        float sum = sum_floats(l->x + r0, r1 - r0);
-        const float *scale = w->scale + r0 / w->block * N + j; /* the block's row of (blocks, N) */
-        const int8_t *zero_point = w->zero_point ? w->zero_point + r0 / w->block * N + j : NULL;
-        for (int64_t c = 0; c < n; c++)
-            total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c] : 0.0f)) * sum) * scale[c];
-    }
-    for (int64_t c = 0; c < n; c++)
-        l->y[j + c] = (l->bias ? l->bias[j + c] : 0.0f) + total[c];
-}
-
-/* Sliver s of gemv_slivers with groups per column or per tensor; l->sums[0] is the sum of x. */
-static void gemv_sliver(void *ctx, int64_t s, int slot) {
-    (void)slot;
-    const lowbit_loop *l = ctx;
-    const kn_lowbit_matrix *w = l->w;
-    int64_t K = w->rows, N = w->cols;
-    float acc[SLIVER], sum = l->sums[0];
-    int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
-    l->sk->sweep(w->codes + s * K * SLIVER_BYTES, K, l->x, acc);
-    /* a loop without branches, which the compiler vectorizes */
-    int64_t step = w->axis == 1;
-    const float *scale = w->scale + j * step;
-    const int8_t *zero_point = w->zero_point ? w->zero_point + j * step : NULL;
-    for (int64_t c = 0; c < n; c++) {
-        float zu = 8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f);
-        l->y[j + c] = (l->bias ? l->bias[j + c] : 0.0f) + (acc[c] - zu * sum) * scale[c * step];
-    }
-}
-
 /* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x), per
  * run of rows that share their groups (all of K but with blocks). */
 static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
                          const float *bias, float *y) {
     int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
-    float sum = w->block > 0 ? 0.0f : sum_floats(x, K);
-    lowbit_loop l = {.sk = k, .w = w, .x = x, .bias = bias, .y = y, .sums = &sum};
-    kn_pool_run(lowbit_threads((double)N * (double)K), slivers, w->block > 0 ? gemv_block_sliver : gemv_sliver, &l);
-}
-
-/* Sliver s of gemm_slivers' current depth block and row block: decoded into the slot's buffer, then every
- * row tile of the block passes over it. */
-static void gemm_sliver(void *ctx, int64_t s, int slot) {
-    const lowbit_loop *l = ctx;
-    const kn_lowbit_matrix *w = l->w;
-    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
-    const int mr = gk->mr;
-    int64_t K = w->rows, N = w->cols, M = l->M, k0 = l->k0, depth = l->depth, i0 = l->i0;
-    float *sliver = (float *)(l->ws + (size_t)slot * l->slot_bytes); // (kc, 32)
-    int64_t j = s * SLIVER;
-    int32_t zu[SLIVER];
-    float scale[SLIVER];
-    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
-        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
-        sliver_groups(w, j, r0, zu, scale);
-        l->sk->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, sliver + (r0 - k0) * SLIVER);
+    if (w->block > 0) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+        for (int64_t s = 0; s < slivers; s++) {
+            float acc[SLIVER], total[SLIVER] = {0};
+            int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                k->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, x + r0, acc);
+                float sum = sum_floats(x + r0, r1 - r0);
+                const float *scale = w->scale + r0 / w->block * N + j; /* the block's row of (blocks, N) */
+                const int8_t *zero_point = w->zero_point ? w->zero_point + r0 / w->block * N + j : NULL;
+                for (int64_t c = 0; c < n; c++)
+                    total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c] : 0.0f)) * sum) * scale[c];
+            }
+            for (int64_t c = 0; c < n; c++)
+                y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
+        }
+        return;
     }
-    for (int64_t i = i0; i < i0 + l->rows; i += mr)
-        gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
-                  l->a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? l->beta : 1.0f, l->y + i * N + j, N);
+    float sum = sum_floats(x, K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
+    for (int64_t s = 0; s < slivers; s++) {
+        float acc[SLIVER];
+        int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
+        /* per column or per tensor; a loop without branches, which the compiler vectorizes */
+        int64_t step = w->axis == 1;
+        const float *scale = w->scale + j * step;
+        const int8_t *zero_point = w->zero_point ? w->zero_point + j * step : NULL;
+        for (int64_t c = 0; c < n; c++) {
+            float zu = 8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f);
+            y[j + c] = (bias ? bias[j + c] : 0.0f) + (acc[c] - zu * sum) * scale[c * step];
+        }
+    }
 }
 
 /* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls
@@ -650,48 +585,42 @@ static void gemm_sliver(void *ctx, int64_t s, int slot) {
 static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
     const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_matmul_slivers */
+    const int mr = gk->mr;
     int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K), mc = sliver_row_block(gk, M);
     int64_t slivers = (N + SLIVER - 1) / SLIVER;
     float *a_block = (float *)ws; // (depth, mr) slivers of the block's rows of A
     unsigned char *per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float));
     size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
-    lowbit_loop l = {.sk = k, .w = w, .y = y, .M = M, .ws = per_thread, .slot_bytes = thread_bytes, .a_block = a_block,
-                     .beta = start_with_bias(bias, M, N, y) /* of the first depth block; the later ones add to it */};
-    int threads = lowbit_threads(2.0 * (double)M * (double)N * (double)K);
-    for (l.k0 = 0; l.k0 < K; l.k0 += kc) {
-        l.depth = K - l.k0 < kc ? K - l.k0 : kc;
-        for (l.i0 = 0; l.i0 < M; l.i0 += mc) {
-            l.rows = M - l.i0 < mc ? M - l.i0 : mc;
-            kn_sgemm_pack_a(false, l.rows, l.depth, a + l.i0 * K + l.k0, K, a_block);
-            kn_pool_run(threads, slivers, gemm_sliver, &l);
+    float beta = start_with_bias(bias, M, N, y); /* of the first depth block; the later ones add to it */
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *sliver = (float *)(per_thread + (size_t)omp_get_thread_num() * thread_bytes); // (kc, 32)
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+            int64_t depth = K - k0 < kc ? K - k0 : kc;
+            for (int64_t i0 = 0; i0 < M; i0 += mc) {
+                int64_t rows = M - i0 < mc ? M - i0 : mc;
+#pragma omp single
+                kn_sgemm_pack_a(false, rows, depth, a + i0 * K + k0, K, a_block);
+#pragma omp for schedule(static)
+                for (int64_t s = 0; s < slivers; s++) {
+                    int64_t j = s * SLIVER;
+                    int32_t zu[SLIVER];
+                    float scale[SLIVER];
+                    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
+                        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
+                        sliver_groups(w, j, r0, zu, scale);
+                        k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale,
+                                  sliver + (r0 - k0) * SLIVER);
+                    }
+                    for (int64_t i = i0; i < i0 + rows; i += mr)
+                        gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
+                                  a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? beta : 1.0f,
+                                  y + i * N + j, N);
+                }
+            }
         }
     }
-}
-
-/* Sliver s of dots_slivers: decoded whole into the slot's buffer, transposed into 32 rows of S, and
- * dotted with every row of A (l->x, (M, K)). */
-static void dots_sliver(void *ctx, int64_t s, int slot) {
-    const lowbit_loop *l = ctx;
-    const kn_lowbit_matrix *w = l->w;
-    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
-    int64_t K = w->rows, N = w->cols, M = l->M;
-    size_t half = l->slot_bytes / 2;
-    float *decoded = (float *)(l->ws + (size_t)slot * l->slot_bytes); // (K, 32)
-    float *rows = (float *)((unsigned char *)decoded + half);         // (32, K): rows of S
-    int64_t j = s * SLIVER;
-    int n = (int)(N - j < SLIVER ? N - j : SLIVER);
-    int32_t zu[SLIVER];
-    float scale[SLIVER];
-    for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
-        r1 = run_end(w, r0);
-        sliver_groups(w, j, r0, zu, scale);
-        l->sk->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
-    }
-    gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
-    for (int c = 0; c < n; c += gk->dot_nr)
-        for (int64_t i = 0; i < M; i += gk->dot_mr)
-            gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
-                    l->x + i * K, K, rows + c * K, K, 1.0f, l->beta, l->y + i * N + j + c, N);
 }
 
 /* Y = A W + bias as kn_sgemm's dot products compute it over the decoded S = W^T: each sliver decoded
@@ -699,11 +628,33 @@ static void dots_sliver(void *ctx, int64_t s, int slot) {
  * rows taken by kn_sgemm's dot kernel, whose sums depend on K only. */
 static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
+    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
     int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
     size_t half = round_up((size_t)(K * SLIVER) * sizeof(float));
-    lowbit_loop l = {.sk = k, .w = w, .x = a, .y = y, .M = M, .ws = ws, .slot_bytes = 2 * half,
-                     .beta = start_with_bias(bias, M, N, y)};
-    kn_pool_run(lowbit_threads(2.0 * (double)M * (double)N * (double)K), slivers, dots_sliver, &l);
+    float beta = start_with_bias(bias, M, N, y);
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
+    {
+        float *decoded = (float *)(ws + (size_t)omp_get_thread_num() * 2 * half); // (K, 32)
+        float *rows = (float *)((unsigned char *)decoded + half);                 // (32, K): rows of S
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < slivers; s++) {
+            int64_t j = s * SLIVER;
+            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
+            int32_t zu[SLIVER];
+            float scale[SLIVER];
+            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+                r1 = run_end(w, r0);
+                sliver_groups(w, j, r0, zu, scale);
+                k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
+            }
+            gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
+            for (int c = 0; c < n; c += gk->dot_nr)
+                for (int64_t i = 0; i < M; i += gk->dot_mr)
+                    gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
+                            a + i * K, K, rows + c * K, K, 1.0f, beta, y + i * N + j + c, N);
+        }
+    }
 }
 
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,

@@ -1,5 +1,4 @@
 /* The choice of kernels/vmath.h build for this CPU, and the threaded driver. */
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/vmath.h"
 
@@ -32,22 +31,13 @@ const kn_vmath *kn_vmath_best(void) {
     return v ? v : &kn_vmath_generic;
 }
 
-/* Below this many elements a call stays on one thread: waking the pool costs more than it saves. */
+/* Below this many elements a call stays on one thread: waking the team costs more than it saves. */
 #define KN_VMATH_PARALLEL_MIN KN_PARALLEL_MIN_COMPUTE
-
-typedef struct vmath_loop {
-    kn_vmath_fn fn;
-    float *y;
-    const float *x;
-} vmath_loop;
-
-/* Ranges start on multiples of 16 elements, so every vector build sees the same tail as one call. */
-static void vmath_range(void *ctx, int64_t begin, int64_t end) {
-    const vmath_loop *loop = ctx;
-    loop->fn(loop->y + begin, loop->x + begin, end - begin);
-}
+/* Spans of this many elements go to the threads whole. */
+#define KN_VMATH_SPAN 4096
 
 void kn_vmath_run(kn_vmath_fn fn, float *y, const float *x, int64_t n) {
-    vmath_loop loop = {fn, y, x};
-    kn_pool_for(n >= KN_VMATH_PARALLEL_MIN ? kn_threads_get() : 1, n, vmath_range, &loop);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_VMATH_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += KN_VMATH_SPAN)
+        fn(y + start, x + start, n - start < KN_VMATH_SPAN ? n - start : KN_VMATH_SPAN);
 }

@@ -11,7 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
@@ -47,62 +46,49 @@ static bool gradient_wanted(const kn_op_call *call) {
     return call->dout && call->dout[0] && call->din && call->din[0];
 }
 
-/* One activation loop's operands, for a range function on kiln's pool (core/pool.h). */
-typedef struct act_loop {
-    const float *x, *y, *dy; /* input, saved output, incoming gradient (those the loop reads) */
-    float *out;              /* y for forward, dx for backward */
-    float alpha;
-} act_loop;
-
-static int act_threads(int64_t n) { return n >= KN_ACTIVATION_PARALLEL_MIN ? kn_threads_get() : 1; }
-
 /* Writes name_forward, y[i] = FORWARD for every element, and name_backward, dx[i] += BACKWARD (or
- * dx[i] = 0 + BACKWARD into a fresh gradient, see kn_op_call: the same bits as adding to zeros). The
- * expressions read x[i], y[i] (the saved output), g (= dy[i], loaded unconditionally so that selects
- * need no branch) and alpha, the node's "alpha" attribute (default ALPHA; unused by the activations
- * without one). One loop each, over ranges on the pool when the tensor is large; the expressions
- * inline into the loops, which vectorise. The backward loop is written twice, storing and adding, so
- * that neither has a branch. ACTIVATION_BACKWARD writes only the backward, for the activations whose
- * forward is a kernels/vmath function (vmath_forward). */
-#define ACTIVATION_BACKWARD_LOOP(fn, name, BACKWARD, DX_BEFORE)                             \
-    static void name##_backward_##fn(void *ctx, int64_t begin, int64_t end) {               \
-        const act_loop *l = ctx;                                                            \
-        const float *x = l->x, *y = l->y, *dy = l->dy;                                      \
-        float *dx = l->out, alpha = l->alpha;                                               \
-        (void)alpha, (void)x, (void)y;                                                      \
-        for (int64_t i = begin; i < end; i++) {                                             \
-            float g = dy[i];                                                                \
-            dx[i] = (DX_BEFORE) + (BACKWARD);                                               \
-        }                                                                                   \
-    }
-
+ * dx[i] = BACKWARD into a fresh gradient, see kn_op_call). The expressions read x[i], y[i] (the
+ * saved output), g (= dy[i], loaded unconditionally so that selects need no branch) and alpha, the
+ * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, on
+ * the team when the tensor is large; the expressions inline into the loops, which vectorise. The
+ * backward loop is instantiated twice, with `store` constant, so that neither has a branch.
+ * ACTIVATION_BACKWARD writes only the backward, for the activations whose forward is a
+ * kernels/vmath function (vmath_forward). */
 #define ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)                                          \
-    ACTIVATION_BACKWARD_LOOP(store, name, BACKWARD, 0.0f)                                   \
-    ACTIVATION_BACKWARD_LOOP(add, name, BACKWARD, dx[i])                                    \
+    static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
+                                            float *dx, int64_t n, float alpha, bool store) { \
+        (void)alpha, (void)x, (void)y;                                                      \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++) {                                                   \
+            float g = dy[i];                                                                \
+            dx[i] = (store ? 0.0f : dx[i]) + (BACKWARD);                                    \
+        }                                                                                   \
+    }                                                                                       \
     static kiln_status name##_backward(const kn_op_call *call) {                            \
         if (!gradient_wanted(call))                                                         \
             return KILN_OK;                                                                 \
-        act_loop l = {kn_f32(call->in[0]), kn_f32(call->out[0]), kn_f32(call->dout[0]),     \
-                      kn_f32(call->din[0]), kn_node_float(call->node, "alpha", ALPHA)};     \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]), *y = kn_f32(call->out[0]);                    \
+        const float *dy = kn_f32(call->dout[0]);                                            \
+        float *dx = kn_f32(call->din[0]);                                                   \
         int64_t n = kn_numel(call->in[0]);                                                  \
-        kn_pool_for(act_threads(n), n, kn_din_fresh(call, 0) ? name##_backward_store : name##_backward_add, &l); \
+        if (kn_din_fresh(call, 0))                                                          \
+            name##_backward_loop(x, y, dy, dx, n, alpha, true);                             \
+        else                                                                                \
+            name##_backward_loop(x, y, dy, dx, n, alpha, false);                            \
         return KILN_OK;                                                                     \
     }
 
 #define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
-    static void name##_forward_range(void *ctx, int64_t begin, int64_t end) {               \
-        const act_loop *l = ctx;                                                            \
-        const float *x = l->x;                                                              \
-        float *y = l->out, alpha = l->alpha;                                                \
-        (void)alpha;                                                                        \
-        for (int64_t i = begin; i < end; i++)                                               \
-            y[i] = (FORWARD);                                                               \
-    }                                                                                       \
     static kiln_status name##_forward(const kn_op_call *call) {                             \
-        act_loop l = {kn_f32(call->in[0]), NULL, NULL, kn_f32(call->out[0]),                \
-                      kn_node_float(call->node, "alpha", ALPHA)};                           \
+        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
+        const float *x = kn_f32(call->in[0]);                                               \
+        float *y = kn_f32(call->out[0]);                                                    \
         int64_t n = kn_numel(call->in[0]);                                                  \
-        kn_pool_for(act_threads(n), n, name##_forward_range, &l);                           \
+        (void)alpha;                                                                        \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
+        for (int64_t i = 0; i < n; i++)                                                     \
+            y[i] = (FORWARD);                                                               \
         return KILN_OK;                                                                     \
     }                                                                                       \
     ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)
@@ -189,8 +175,6 @@ enum { GELU_CHUNK = 512 };
 
 static void gelu_grad_chunk(const kn_vmath *vm, gelu_form form, const float *x, float *grad, int64_t n) {
     float a[GELU_CHUNK], b[GELU_CHUNK];
-    if (n <= 0)
-        return;
     if (form == GELU_EXACT) {
         for (int64_t i = 0; i < n; i++) {
             a[i] = x[i] * KN_SQRT1_2;
@@ -218,37 +202,24 @@ static kiln_status gelu_forward(const kn_op_call *call) {
     return vmath_forward(call, form == GELU_EXACT ? vm->gelu : vm->gelu_tanh);
 }
 
-/* Gelu's backward in chunks of GELU_CHUNK elements (each the unit it always was), on kiln's pool. */
-typedef struct gelu_loop {
-    const kn_vmath *vm;
-    gelu_form form;
-    const float *x, *dy;
-    float *dx;
-    int64_t n;
-    bool store;
-} gelu_loop;
-
-static void gelu_backward_chunk(void *ctx, int64_t chunk, int slot) {
-    (void)slot;
-    const gelu_loop *l = ctx;
-    int64_t start = chunk * GELU_CHUNK, len = l->n - start < GELU_CHUNK ? l->n - start : GELU_CHUNK;
-    float grad[GELU_CHUNK];
-    gelu_grad_chunk(l->vm, l->form, l->x + start, grad, len);
-    float *dx = l->dx + start;
-    const float *dy = l->dy + start;
-    for (int64_t i = 0; i < len; i++)
-        dx[i] = (l->store ? 0.0f : dx[i]) + dy[i] * grad[i];
-}
-
 static kiln_status gelu_backward(const kn_op_call *call) {
     if (!gradient_wanted(call))
         return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
+    const kn_vmath *vm = kn_vmath_best();
+    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
-    gelu_loop l = {kn_vmath_best(), form, kn_f32(call->in[0]), kn_f32(call->dout[0]), kn_f32(call->din[0]), n,
-                   kn_din_fresh(call, 0)};
-    kn_pool_run(act_threads(n), (n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_backward_chunk, &l);
+    bool store = kn_din_fresh(call, 0);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += GELU_CHUNK) {
+        int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
+        float grad[GELU_CHUNK];
+        gelu_grad_chunk(vm, form, x + start, grad, len);
+        for (int64_t i = 0; i < len; i++)
+            dx[start + i] = (store ? 0.0f : dx[start + i]) + dy[start + i] * grad[i];
+    }
     return KILN_OK;
 }
 

@@ -23,9 +23,9 @@
  * count.
  */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
@@ -202,30 +202,11 @@ static void bn_block_moments(const float *x, bn_view v, bn_block b, double *mean
 }
 
 /* This thread's share of the channels, [*first, *last): a contiguous run, taken BN_BLOCK at a time. */
-/* The channels go to kiln's pool in shares of at most BN_BLOCK, at least one per thread; each channel's
- * sums are the same whichever share holds it. */
-static int64_t bn_shares(bn_view v, int threads) {
-    int64_t blocks = (v.C + BN_BLOCK - 1) / BN_BLOCK;
-    return blocks > threads ? blocks : threads;
+static void bn_thread_channels(bn_view v, int64_t *first, int64_t *last) {
+    int t = omp_get_thread_num(), team = omp_get_num_threads();
+    *first = v.C * t / team;
+    *last = v.C * (t + 1) / team;
 }
-
-/* Share `share` of `shares`: channels [*first, *last). */
-static void bn_share_channels(bn_view v, int64_t share, int64_t shares, int64_t *first, int64_t *last) {
-    *first = v.C * share / shares;
-    *last = v.C * (share + 1) / shares;
-}
-
-static int bn_threads(bn_view v) { return v.N * v.C * v.inner >= BN_PARALLEL_MIN ? kn_threads_get() : 1; }
-
-/* A forward or backward over shares of the channels. */
-typedef struct bn_loop {
-    const kn_op_call *call;
-    bn_view v;
-    int64_t shares;
-    bool from_y, from_running;
-    const struct bn_dy_source *src;
-    float *plane_bufs; /* per slot: (inner) */
-} bn_loop;
 
 /* The block that starts at channel c0 of a share ending at `last`. */
 static bn_block bn_block_at(int64_t c0, int64_t last) {
@@ -297,24 +278,19 @@ static void bn_block_forward(const kn_op_call *call, bn_view v, bn_block b) {
         }
 }
 
-static void bn_forward_share(void *ctx, int64_t share, int slot) {
-    (void)slot;
-    const bn_loop *l = ctx;
-    int64_t first, last;
-    bn_share_channels(l->v, share, l->shares, &first, &last);
-    for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK)
-        bn_block_forward(l->call, l->v, bn_block_at(c0, last));
-}
-
 static kiln_status bn_forward(const kn_op_call *call) {
     bn_view v = bn_view_of(&call->in[BN_X]->shape);
     if (bn_uses_batch_stats(call->node, call->ctx) && v.N * v.inner < 2)
         return kn_fail(KILN_ERR_SHAPE,
                        "BatchNormalization: batch statistics need more than 1 value per channel, "
                        "got %lld", (long long)(v.N * v.inner));
-    int threads = bn_threads(v);
-    bn_loop l = {.call = call, .v = v, .shares = bn_shares(v, threads)};
-    kn_pool_run(threads, l.shares, bn_forward_share, &l);
+#pragma omp parallel num_threads(kn_threads_get()) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
+    {
+        int64_t first, last;
+        bn_thread_channels(v, &first, &last);
+        for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK)
+            bn_block_forward(call, v, bn_block_at(c0, last));
+    }
     return KILN_OK;
 }
 
@@ -492,19 +468,6 @@ static kiln_status bn_pool_source_of(const kn_op_call *call, bn_dy_source *src) 
     return KILN_OK;
 }
 
-static void bn_backward_share(void *ctx, int64_t share, int slot) {
-    const bn_loop *l = ctx;
-    int64_t first, last;
-    bn_share_channels(l->v, share, l->shares, &first, &last);
-    float *plane_buf = l->plane_bufs ? l->plane_bufs + l->v.inner * slot : NULL;
-    for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK) {
-        if (l->from_y)
-            bn_block_backward(l->call, l->v, bn_block_at(c0, last), l->src, plane_buf);
-        if (l->from_running)
-            bn_block_running_backward(l->call, l->v, bn_block_at(c0, last));
-    }
-}
-
 static kiln_status bn_backward(const kn_op_call *call) {
     int n_out = call->node->n_out;
     bool from_y = call->dout[BN_Y] != NULL;
@@ -522,10 +485,18 @@ static kiln_status bn_backward(const kn_op_call *call) {
         if (!plane_bufs)
             return kn_fail(KILN_ERR_NOMEM, "no memory for %d planes of %lld floats", threads, (long long)v.inner);
     }
-    int run_threads = bn_threads(v);
-    bn_loop l = {.call = call, .v = v, .shares = bn_shares(v, run_threads), .from_y = from_y,
-                 .from_running = from_running, .src = &src, .plane_bufs = plane_bufs};
-    kn_pool_run(run_threads, l.shares, bn_backward_share, &l);
+#pragma omp parallel num_threads(threads) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
+    {
+        int64_t first, last;
+        bn_thread_channels(v, &first, &last);
+        float *plane_buf = plane_bufs ? plane_bufs + v.inner * omp_get_thread_num() : NULL;
+        for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK) {
+            if (from_y)
+                bn_block_backward(call, v, bn_block_at(c0, last), &src, plane_buf);
+            if (from_running)
+                bn_block_running_backward(call, v, bn_block_at(c0, last));
+        }
+    }
     return KILN_OK;
 }
 

@@ -1,4 +1,3 @@
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/broadcast.h"
 
@@ -84,22 +83,17 @@ void kn_broadcast_plan_make(kn_broadcast_plan *p, int n, const kn_shape *const *
     }
 }
 
-/* The rows of a broadcast, cut into tasks of at most KN_BROADCAST_CHUNK elements, on kiln's pool. */
-typedef struct broadcast_loop {
-    const kn_broadcast_plan *p;
-    kn_broadcast_row_fn fn;
-    void *ctx;
-    int64_t chunks_per_row;
-} broadcast_loop;
-
-static void broadcast_range(void *ctx, int64_t first_task, int64_t end_task) {
-    const broadcast_loop *loop = ctx;
-    const kn_broadcast_plan *p = loop->p;
+void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *ctx) {
+    if (p->numel == 0)
+        return;
     int last = p->ndim - 1;
-    int64_t row_len = p->d[last];
-    for (int64_t task = first_task; task < end_task; task++) {
-        int64_t row_index = task / loop->chunks_per_row;
-        int64_t begin = (task % loop->chunks_per_row) * KN_BROADCAST_CHUNK;
+    int64_t row_len = p->d[last], n_rows = p->numel / row_len;
+    int64_t chunks_per_row = (row_len + KN_BROADCAST_CHUNK - 1) / KN_BROADCAST_CHUNK;
+    int64_t n_tasks = n_rows * chunks_per_row;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->numel >= KN_BROADCAST_PARALLEL_MIN)
+    for (int64_t task = 0; task < n_tasks; task++) {
+        int64_t row_index = task / chunks_per_row;
+        int64_t begin = (task % chunks_per_row) * KN_BROADCAST_CHUNK;
         kn_broadcast_row row = {.at = row_index * row_len + begin};
         row.n = row_len - begin < KN_BROADCAST_CHUNK ? row_len - begin : KN_BROADCAST_CHUNK;
         for (int i = 0; i < p->n_operands; i++) {
@@ -113,16 +107,6 @@ static void broadcast_range(void *ctx, int64_t first_task, int64_t end_task) {
             for (int i = 0; i < p->n_operands; i++)
                 row.offset[i] += index * p->step[i][k];
         }
-        loop->fn(&row, loop->ctx);
+        fn(&row, ctx);
     }
-}
-
-void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *ctx) {
-    if (p->numel == 0)
-        return;
-    int64_t row_len = p->d[p->ndim - 1], n_rows = p->numel / row_len;
-    int64_t chunks_per_row = (row_len + KN_BROADCAST_CHUNK - 1) / KN_BROADCAST_CHUNK;
-    broadcast_loop loop = {p, fn, ctx, chunks_per_row};
-    kn_pool_for(p->numel >= KN_BROADCAST_PARALLEL_MIN ? kn_threads_get() : 1, n_rows * chunks_per_row,
-                broadcast_range, &loop);
 }

@@ -27,7 +27,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "core/half.h"
 #include "ops/elements.h"
@@ -238,40 +237,13 @@ static kiln_status cast_from_string(const kn_tensor *x, kn_tensor *y, int64_t n)
     return KILN_OK;
 }
 
-/* A Cast's (or a fill's) elements on kiln's pool. */
-typedef struct cast_loop {
-    const kn_tensor *x;
-    kn_tensor *y;
-    const unsigned char *element; /* ConstantOfShape's value, in y's dtype */
-} cast_loop;
-
-static int cast_threads(int64_t n) { return n >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1; }
-
-static void to_string_range(void *ctx, int64_t begin, int64_t end) {
-    const cast_loop *l = ctx;
-    kn_string *out = l->y->data;
-    for (int64_t i = begin; i < end; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        format_element(l->x, i, out[i].small);
-    }
-}
-
 static void cast_to_string(const kn_tensor *x, kn_tensor *y, int64_t n) {
-    cast_loop l = {x, y, NULL};
-    kn_pool_for(cast_threads(n), n, to_string_range, &l);
-}
-
-static void from_float_range(void *ctx, int64_t begin, int64_t end) {
-    const cast_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        store_float(l->y->data, l->y->dtype, i, load_float(l->x->data, l->x->dtype, i));
-}
-
-static void from_int_range(void *ctx, int64_t begin, int64_t end) {
-    const cast_loop *l = ctx;
-    kn_dtype from = l->x->dtype;
-    for (int64_t i = begin; i < end; i++)
-        store_int(l->y->data, l->y->dtype, i, load_int(l->x->data, from, i), from == KN_U64);
+    kn_string *out = y->data;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        format_element(x, i, out[i].small);
+    }
 }
 
 /* A dtype code attribute; `fallback` NULL makes it required. */
@@ -324,8 +296,15 @@ static kiln_status cast_forward(const kn_op_call *call) {
         cast_to_string(x, y, n);
         return KILN_OK;
     }
-    cast_loop l = {x, y, NULL};
-    kn_pool_for(cast_threads(n), n, dtype_is_float(from) ? from_float_range : from_int_range, &l);
+    if (dtype_is_float(from)) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            store_float(y->data, to, i, load_float(x->data, from, i));
+    } else {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            store_int(y->data, to, i, load_int(x->data, from, i), from == KN_U64);
+    }
     return KILN_OK;
 }
 
@@ -359,14 +338,6 @@ static kiln_status constantofshape_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-static void fill_range(void *ctx, int64_t begin, int64_t end) {
-    const cast_loop *l = ctx;
-    size_t esize = kn_dtype_size(l->y->dtype);
-    char *dst = l->y->data;
-    for (int64_t i = begin; i < end; i++)
-        memcpy(dst + (size_t)i * esize, l->element, esize);
-}
-
 /* "value" is a float attribute, or an int one when the importer keeps an integer fill exact. */
 static kiln_status constantofshape_forward(const kn_op_call *call) {
     kn_tensor *y = call->out[0];
@@ -374,6 +345,7 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
     KN_TRY(constant_shape(call->in[0], &shape));
     if (!kn_shape_equal(&shape, &y->shape))
         return kn_fail(KILN_ERR_SHAPE, "ConstantOfShape: the output's shape is not the shape input");
+    size_t esize = kn_dtype_size(y->dtype);
     unsigned char element[8];
     const kn_attr *value = kn_node_attr(call->node, "value");
     if (value && value->type == KN_ATTR_INT)
@@ -381,8 +353,10 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
     else
         store_float(element, y->dtype, 0, value ? value->f : 0.0f);
     int64_t n = kn_numel(y);
-    cast_loop l = {NULL, y, element};
-    kn_pool_for(cast_threads(n), n, fill_range, &l);
+    char *dst = y->data;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * esize, element, esize);
     return KILN_OK;
 }
 

@@ -1,7 +1,8 @@
 #include "ops/conv_gemm.h"
 
+#include <omp.h>
+
 #include "core/tensor.h"
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
@@ -122,28 +123,14 @@ static void bias_grad_block(int64_t N, int64_t M, int64_t plane, const float *dy
         db[m] += (float)sum[m - m0];
 }
 
-typedef struct bias_grad_loop {
-    int64_t N, M, plane, shares;
-    const float *dy;
-    float *db;
-} bias_grad_loop;
-
-/* Share `share` of the channels, in blocks of BIAS_GRAD_BLOCK. */
-static void bias_grad_share(void *ctx, int64_t share, int slot) {
-    (void)slot;
-    const bias_grad_loop *l = ctx;
-    int64_t first = l->M * share / l->shares, last = l->M * (share + 1) / l->shares;
-    for (int64_t m0 = first; m0 < last; m0 += BIAS_GRAD_BLOCK)
-        bias_grad_block(l->N, l->M, l->plane, l->dy, l->db, m0, last - m0 < BIAS_GRAD_BLOCK ? last : m0 + BIAS_GRAD_BLOCK);
-}
-
-/* The channels go to kiln's pool in shares of at most BIAS_GRAD_BLOCK, at least one per thread; each
- * channel's sum is the same whichever share holds it. */
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db) {
-    int threads = N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN ? kn_threads_get() : 1;
-    int64_t blocks = (M + BIAS_GRAD_BLOCK - 1) / BIAS_GRAD_BLOCK;
-    bias_grad_loop l = {N, M, plane, blocks > threads ? blocks : threads, dy, db};
-    kn_pool_run(threads, l.shares, bias_grad_share, &l);
+#pragma omp parallel num_threads(kn_threads_get()) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
+    {
+        int t = omp_get_thread_num(), team = omp_get_num_threads();
+        int64_t first = M * t / team, last = M * (t + 1) / team; // this thread's channels
+        for (int64_t m0 = first; m0 < last; m0 += BIAS_GRAD_BLOCK)
+            bias_grad_block(N, M, plane, dy, db, m0, last - m0 < BIAS_GRAD_BLOCK ? last : m0 + BIAS_GRAD_BLOCK);
+    }
 }
 
 kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,

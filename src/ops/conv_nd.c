@@ -11,7 +11,6 @@
  * Each runs in parallel over what it writes (A's planes, B's planes, W's rows), and every sum adds
  * its terms in a fixed order, so results do not depend on the thread count.
  */
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/conv_nd.h"
 
@@ -112,62 +111,26 @@ static kiln_status conv_nd_infer_output(kn_graph *g, const kn_node *node, bool t
     return KILN_OK;
 }
 
-/* The loops of an N-D convolution on kiln's pool, one plane (or one weight row) per iteration. */
-typedef struct conv_nd_loop {
-    const conv_nd *c;
-    const float *w, *a_in, *b_in, *bias;
-    float *a_out, *b_out, *dw;
-    bool accumulate;
-} conv_nd_loop;
-
-static int conv_nd_threads(int64_t work) { return work >= KN_CONV_ND_PARALLEL_MIN ? kn_threads_get() : 1; }
-
-static void gather_planes(void *ctx, int64_t begin, int64_t end) {
-    const conv_nd_loop *l = ctx;
-    const conv_nd *c = l->c;
+/* a (N, Ca, out...) = w * b, plus a's old value when `accumulate`, else plus bias (when not NULL). */
+static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, const float *bias,
+                           bool accumulate, float *a) {
     const kn_window_nd *win = &c->win;
-    for (int64_t plane = begin; plane < end; plane++) {
+    int64_t planes = c->N * c->a_channels;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
+    if (planes * win->out_size * c->b_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < planes; plane++) {
         int64_t n = plane / c->a_channels, ai = plane % c->a_channels;
         int64_t first_b = ai / c->a_group * c->b_group;
-        const float *bg = l->b_in + (n * c->b_channels + first_b) * win->in_size; // (Cb/group, in...)
-        const float *wa = l->w + ai * c->b_group * win->taps;                   // (Cb/group, taps)
-        float *ap = l->a_out + plane * win->out_size;                            // (out...)
+        const float *bg = b + (n * c->b_channels + first_b) * win->in_size; // (Cb/group, in...)
+        const float *wa = w + ai * c->b_group * win->taps; // (Cb/group, taps)
+        float *ap = a + plane * win->out_size;             // (out...)
         for (int64_t o = 0; o < win->out_size; o++) {
             float sum = 0.0f;
             kn_window_walk walk;
             for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
                 for (int64_t j = 0; j < c->b_group; j++)
                     sum += wa[j * win->taps + walk.tap] * bg[j * win->in_size + walk.at];
-            ap[o] = (l->accumulate ? ap[o] : l->bias ? l->bias[ai] : 0.0f) + sum;
-        }
-    }
-}
-
-/* a (N, Ca, out...) = w * b, plus a's old value when `accumulate`, else plus bias (when not NULL). */
-static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, const float *bias,
-                           bool accumulate, float *a) {
-    const kn_window_nd *win = &c->win;
-    int64_t planes = c->N * c->a_channels;
-    conv_nd_loop l = {.c = c, .w = w, .b_in = b, .bias = bias, .a_out = a, .accumulate = accumulate};
-    kn_pool_for(conv_nd_threads(planes * win->out_size * c->b_group * win->taps), planes, gather_planes, &l);
-}
-
-static void scatter_planes(void *ctx, int64_t begin, int64_t end) {
-    const conv_nd_loop *l = ctx;
-    const conv_nd *c = l->c;
-    const kn_window_nd *win = &c->win;
-    for (int64_t plane = begin; plane < end; plane++) {
-        int64_t n = plane / c->b_channels, bi = plane % c->b_channels;
-        int64_t first_a = bi / c->b_group * c->a_group, j = bi % c->b_group;
-        float *bp = l->b_out + plane * win->in_size; // (in...)
-        for (int64_t ai = first_a; ai < first_a + c->a_group; ai++) {
-            const float *ap = l->a_in + (n * c->a_channels + ai) * win->out_size; // (out...)
-            const float *wk = l->w + (ai * c->b_group + j) * win->taps;          // (taps)
-            for (int64_t o = 0; o < win->out_size; o++) {
-                kn_window_walk walk;
-                for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                    bp[walk.at] += wk[walk.tap] * ap[o];
-            }
+            ap[o] = (accumulate ? ap[o] : bias ? bias[ai] : 0.0f) + sum;
         }
     }
 }
@@ -176,24 +139,19 @@ static void scatter_planes(void *ctx, int64_t begin, int64_t end) {
 static void conv_nd_scatter(const conv_nd *c, const float *w, const float *a, float *b) {
     const kn_window_nd *win = &c->win;
     int64_t planes = c->N * c->b_channels;
-    conv_nd_loop l = {.c = c, .w = w, .a_in = a, .b_out = b};
-    kn_pool_for(conv_nd_threads(planes * win->out_size * c->a_group * win->taps), planes, scatter_planes, &l);
-}
-
-static void weight_grad_rows(void *ctx, int64_t begin, int64_t end) {
-    const conv_nd_loop *l = ctx;
-    const conv_nd *c = l->c;
-    const kn_window_nd *win = &c->win;
-    for (int64_t row = begin; row < end; row++) {
-        int64_t ai = row / c->b_group, bi = ai / c->a_group * c->b_group + row % c->b_group;
-        float *dwr = l->dw + row * win->taps; // (taps)
-        for (int64_t n = 0; n < c->N; n++) {
-            const float *ap = l->a_in + (n * c->a_channels + ai) * win->out_size; // (out...)
-            const float *bp = l->b_in + (n * c->b_channels + bi) * win->in_size;  // (in...)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
+    if (planes * win->out_size * c->a_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < planes; plane++) {
+        int64_t n = plane / c->b_channels, bi = plane % c->b_channels;
+        int64_t first_a = bi / c->b_group * c->a_group, j = bi % c->b_group;
+        float *bp = b + plane * win->in_size; // (in...)
+        for (int64_t ai = first_a; ai < first_a + c->a_group; ai++) {
+            const float *ap = a + (n * c->a_channels + ai) * win->out_size; // (out...)
+            const float *wk = w + (ai * c->b_group + j) * win->taps;         // (taps)
             for (int64_t o = 0; o < win->out_size; o++) {
                 kn_window_walk walk;
                 for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                    dwr[walk.tap] += ap[o] * bp[walk.at];
+                    bp[walk.at] += wk[walk.tap] * ap[o];
             }
         }
     }
@@ -204,8 +162,21 @@ static void weight_grad_rows(void *ctx, int64_t begin, int64_t end) {
 static void conv_nd_weight_grad(const conv_nd *c, const float *a, const float *b, float *dw) {
     const kn_window_nd *win = &c->win;
     int64_t rows = c->a_channels * c->b_group;
-    conv_nd_loop l = {.c = c, .a_in = a, .b_in = b, .dw = dw};
-    kn_pool_for(conv_nd_threads(c->N * rows * win->out_size * win->taps), rows, weight_grad_rows, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
+    if (c->N * rows * win->out_size * win->taps >= KN_CONV_ND_PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t ai = row / c->b_group, bi = ai / c->a_group * c->b_group + row % c->b_group;
+        float *dwr = dw + row * win->taps; // (taps)
+        for (int64_t n = 0; n < c->N; n++) {
+            const float *ap = a + (n * c->a_channels + ai) * win->out_size; // (out...)
+            const float *bp = b + (n * c->b_channels + bi) * win->in_size;  // (in...)
+            for (int64_t o = 0; o < win->out_size; o++) {
+                kn_window_walk walk;
+                for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+                    dwr[walk.tap] += ap[o] * bp[walk.at];
+            }
+        }
+    }
 }
 
 /* ---- Conv: A = Y, B = X ---- */

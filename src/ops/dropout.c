@@ -10,7 +10,6 @@
  */
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "core/rng.h"
 #include "ops/op.h"
@@ -88,60 +87,29 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
  * kept(src), or = into a fresh gradient): element i is kept, scaled by 1 / (1 - ratio), where the
  * node's stream is >= ratio. The loops load src[i] whatever the draw, so that they have no branch
  * and vectorize. */
-/* The operands of dropout_map's loops (and the identity backward's), on kiln's pool. */
-typedef struct dropout_loop {
-    const float *src;
-    float *dst;
-    uint8_t *mask;
-    uint64_t key;
-    float ratio, gain;
-} dropout_loop;
-
-static void dropout_add_range(void *ctx, int64_t begin, int64_t end) {
-    const dropout_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++) {
-        float x = l->src[i];
-        l->dst[i] += kn_hash32_uniform(l->key, (uint32_t)i) >= l->ratio ? x * l->gain : 0.0f;
-    }
-}
-
-static void dropout_store_range(void *ctx, int64_t begin, int64_t end) {
-    const dropout_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++) {
-        float x = l->src[i];
-        l->dst[i] = kn_hash32_uniform(l->key, (uint32_t)i) >= l->ratio ? x * l->gain : 0.0f;
-    }
-}
-
-static void dropout_mask_range(void *ctx, int64_t begin, int64_t end) {
-    const dropout_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->mask[i] = kn_hash32_uniform(l->key, (uint32_t)i) >= l->ratio;
-}
-
-static int dropout_threads(int64_t n) { return n >= DROPOUT_PARALLEL_MIN ? kn_threads_get() : 1; }
-
 static void dropout_map(const kn_op_call *call, float ratio, const float *src, float *dst,
                         bool accumulate, uint8_t *mask) {
     int64_t n = kn_numel(call->in[DROPOUT_DATA]);
-    dropout_loop l = {src, dst, mask, dropout_key(call->ctx), ratio, 1.0f / (1.0f - ratio)};
-    kn_pool_for(dropout_threads(n), n, accumulate ? dropout_add_range : dropout_store_range, &l);
-    if (mask)
-        kn_pool_for(dropout_threads(n), n, dropout_mask_range, &l);
-}
-
-/* The gradient through an identity Dropout: dx = 0 + dy into a fresh gradient (the same bits as adding
- * to zeros), else dx += dy. */
-static void identity_store_range(void *ctx, int64_t begin, int64_t end) {
-    const dropout_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->dst[i] = 0.0f + l->src[i];
-}
-
-static void identity_add_range(void *ctx, int64_t begin, int64_t end) {
-    const dropout_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->dst[i] += l->src[i];
+    float gain = 1.0f / (1.0f - ratio);
+    uint64_t key = dropout_key(call->ctx);
+    if (accumulate) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float x = src[i];
+            dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        }
+    } else {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float x = src[i];
+            dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        }
+    }
+    if (mask) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            mask[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio;
+    }
 }
 
 static kiln_status dropout_forward(const kn_op_call *call) {
@@ -178,8 +146,9 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     const bool fresh = kn_din_fresh(call, DROPOUT_DATA);
     if (!dropout_training(call)) {
         int64_t n = kn_numel(dout);
-        dropout_loop l = {.src = dy, .dst = dx};
-        kn_pool_for(dropout_threads(n), n, fresh ? identity_store_range : identity_add_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
         return KILN_OK;
     }
     float ratio;

@@ -1,6 +1,5 @@
 /* FakeQuantize: quantization in the forward pass, the straight-through estimator and LSQ's scale
  * gradient in the backward pass (the formulas are in ops/fake_quantize.h). */
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/fake_quantize.h"
 
@@ -139,42 +138,21 @@ static kiln_status call_params(const kn_op_call *call, kn_fake_quant_layout *l, 
     return KILN_OK;
 }
 
-/* FakeQuantize's loops on kiln's pool. */
-typedef struct fake_quant_loop {
-    const kn_fake_quant_layout *l;
-    const float *scales;
-    const int32_t *zps;
-    kn_quant_range r;
-    bool binary;
-    const float *x, *dy; /* (outer, channels, inner) */
-    float *y, *dx;
-    int64_t n, chunk;
-    double *ds;          /* one scale: the scale gradient's sum per chunk */
-    float *dscale;       /* per channel: the scale gradients, added to */
-    double grad_scale;
-} fake_quant_loop;
-
-static void fake_quant_range(void *ctx, int64_t begin, int64_t end) {
-    const fake_quant_loop *f = ctx;
-    const kn_fake_quant_layout *l = f->l;
-    for (int64_t i = begin; i < end; i++) {
-        int64_t c = l->channels == 1 ? 0 : i / l->inner % l->channels;
-        f->y[i] = f->binary ? (f->x[i] >= 0.0f ? f->scales[c] : -f->scales[c])
-                            : kn_quant_fake(f->x[i], f->scales[c], f->zps[c], f->r);
-    }
-}
-
 static kiln_status fake_quant_forward(const kn_op_call *call) {
     kn_fake_quant_layout l;
-    float *scales = NULL;
-    int32_t *zps = NULL;
+    float *scales;
+    int32_t *zps;
     KN_TRY(call_params(call, &l, &scales, &zps));
     kn_quant_range r = kn_fake_quant_range(call->node);
     bool binary = kn_node_int(call->node, "bits", 8) == 1;
+    const float *x = kn_f32(call->in[0]); // (outer, channels, inner)
+    float *y = kn_f32(call->out[0]);
     int64_t n = kn_numel(call->in[0]);
-    fake_quant_loop f = {.l = &l, .scales = scales, .zps = zps, .r = r, .binary = binary,
-                         .x = kn_f32(call->in[0]), .y = kn_f32(call->out[0])};
-    kn_pool_for(n >= KN_FAKE_QUANT_PARALLEL_MIN ? kn_threads_get() : 1, n, fake_quant_range, &f);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = l.channels == 1 ? 0 : i / l.inner % l.channels;
+        y[i] = binary ? (x[i] >= 0.0f ? scales[c] : -scales[c]) : kn_quant_fake(x[i], scales[c], zps[c], r);
+    }
     free(scales);
     return KILN_OK;
 }
@@ -199,40 +177,6 @@ static inline void element_grads(float x, float s, int32_t zp, kn_quant_range r,
     }
 }
 
-/* Chunk k of KN_FAKE_QUANT_CHUNKS fixed chunks of a one-scale tensor: dx, and ds[k]. */
-static void fake_quant_backward_chunk(void *ctx, int64_t k, int slot) {
-    (void)slot;
-    const fake_quant_loop *f = ctx;
-    double ds = 0;
-    for (int64_t i = k * f->chunk; i < f->n && i < (k + 1) * f->chunk; i++) {
-        float dydx, dyds;
-        element_grads(f->x[i], f->scales[0], f->zps[0], f->r, f->binary, &dydx, &dyds);
-        if (f->dx)
-            f->dx[i] += dydx * f->dy[i];
-        ds += (double)dyds * (double)f->dy[i];
-    }
-    f->ds[k] = ds;
-}
-
-/* Channels [begin, end): dx, and each channel's own scale gradient sum. */
-static void fake_quant_backward_channels(void *ctx, int64_t begin, int64_t end) {
-    const fake_quant_loop *f = ctx;
-    const kn_fake_quant_layout *l = f->l;
-    for (int64_t c = begin; c < end; c++) {
-        double ds = 0;
-        for (int64_t o = 0; o < l->outer; o++)
-            for (int64_t i = (o * l->channels + c) * l->inner; i < (o * l->channels + c + 1) * l->inner; i++) {
-                float dydx, dyds;
-                element_grads(f->x[i], f->scales[c], f->zps[c], f->r, f->binary, &dydx, &dyds);
-                if (f->dx)
-                    f->dx[i] += dydx * f->dy[i];
-                ds += (double)dyds * (double)f->dy[i];
-            }
-        if (f->dscale)
-            f->dscale[c] += (float)(f->grad_scale * ds);
-    }
-}
-
 static kiln_status fake_quant_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout ? call->dout[0] : NULL;
     float *dx = call->din && call->din[0] ? kn_f32(call->din[0]) : NULL;
@@ -241,24 +185,28 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
     if (!dout || (!dx && !dscale))
         return KILN_OK;
     kn_fake_quant_layout l;
-    float *scales = NULL;
-    int32_t *zps = NULL;
+    float *scales;
+    int32_t *zps;
     KN_TRY(call_params(call, &l, &scales, &zps));
     kn_quant_range r = kn_fake_quant_range(call->node);
     bool binary = kn_node_int(call->node, "bits", 8) == 1;
     double grad_scale = kn_node_float(call->node, "grad_scale", 1.0f);
+    const float *x = kn_f32(call->in[0]), *dy = kn_f32(dout); // (outer, channels, inner)
     int64_t n = kn_numel(call->in[0]);
-    int threads = n >= KN_FAKE_QUANT_PARALLEL_MIN ? kn_threads_get() : 1;
-    fake_quant_loop f = {.l = &l, .scales = scales, .zps = zps, .r = r, .binary = binary,
-                         .x = kn_f32(call->in[0]), .dy = kn_f32(dout) /* (outer, channels, inner) */, .dx = dx, .n = n,
-                         .dscale = dscale, .grad_scale = grad_scale};
     if (l.channels == 1) {
-        /* One scale: the elements go in KN_FAKE_QUANT_CHUNKS fixed chunks, and the chunks' scale
-         * gradients add up in order, so the sum is the same at any thread count. */
+        /* One scale: the elements go in KN_FAKE_QUANT_CHUNKS fixed chunks over the threads, and the chunks'
+         * scale gradients add up in order, so the sum is the same at any thread count. */
         double ds[KN_FAKE_QUANT_CHUNKS] = {0};
-        f.chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
-        f.ds = ds;
-        kn_pool_run(threads, KN_FAKE_QUANT_CHUNKS, fake_quant_backward_chunk, &f);
+        int64_t chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+        for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
+            for (int64_t i = k * chunk; i < n && i < (k + 1) * chunk; i++) {
+                float dydx, dyds;
+                element_grads(x[i], scales[0], zps[0], r, binary, &dydx, &dyds);
+                if (dx)
+                    dx[i] += dydx * dy[i];
+                ds[k] += (double)dyds * (double)dy[i];
+            }
         double sum = 0;
         for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
             sum += ds[k];
@@ -266,7 +214,20 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
             dscale[0] += (float)(grad_scale * sum);
     } else {
         /* One channel per iteration: each sums its own scale gradient, so the threads share nothing. */
-        kn_pool_for(threads, l.channels, fake_quant_backward_channels, &f);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
+        for (int64_t c = 0; c < l.channels; c++) {
+            double ds = 0;
+            for (int64_t o = 0; o < l.outer; o++)
+                for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+                    float dydx, dyds;
+                    element_grads(x[i], scales[c], zps[c], r, binary, &dydx, &dyds);
+                    if (dx)
+                        dx[i] += dydx * dy[i];
+                    ds += (double)dyds * (double)dy[i];
+                }
+            if (dscale)
+                dscale[c] += (float)(grad_scale * ds);
+        }
     }
     free(scales);
     return KILN_OK;

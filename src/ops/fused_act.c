@@ -1,4 +1,3 @@
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/fused_act.h"
 
@@ -126,30 +125,37 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
     }
 }
 
-typedef struct fused_act_loop {
-    const kn_fused_act *act;
-    float *y;
-} fused_act_loop;
-
-/* Ranges start on multiples of 16 outputs, so every vector build sees the same tail as one call. */
-static void fused_act_range(void *ctx, int64_t begin, int64_t end) {
-    const fused_act_loop *loop = ctx;
-    kn_fused_act_apply_serial(loop->act, loop->y + begin, end - begin);
-}
+/* Spans of this many outputs go to the threads whole. */
+#define KN_FUSED_ACT_SPAN 4096
 
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     if (act->kind == KN_ACT_NONE)
         return;
-    fused_act_loop loop = {act, y};
-    kn_pool_for(n >= KN_FUSED_ACT_PARALLEL_MIN ? kn_threads_get() : 1, n, fused_act_range, &loop);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += KN_FUSED_ACT_SPAN)
+        kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
 }
 
-/* One row of kn_fused_act_apply_rows: row[c] = f(act, row[c] + b). */
-static void act_row(const kn_fused_act *act, float b, float *row, int64_t cols) {
-    const kn_fused_act a = *act; // a local copy: the stores into row cannot alias it
+/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
+#define KN_ACT_ROWS_PASS(f)                                                                         \
+    do {                                                                                            \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
+        for (int64_t r = 0; r < rows; r++) {                                                        \
+            float *row = y + r * ld, b = bias[r];                                                   \
+            for (int64_t c = 0; c < cols; c++)                                                      \
+                row[c] = f(&a, row[c] + b);                                                         \
+        }                                                                                           \
+    } while (0)
+
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
+                             int64_t ld) {
+    const kn_fused_act a = *act;
     kn_act_rows fast;
     if (act_rows_of(&a, &fast)) {
-        kn_act_rows_best()(&fast, &b, row, 1, cols, cols);
+        kn_act_rows_fn fn = kn_act_rows_best();
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            fn(&fast, bias + r, y + r * ld, 1, cols, ld);
         return;
     }
     switch (a.kind) {
@@ -157,43 +163,24 @@ static void act_row(const kn_fused_act *act, float b, float *row, int64_t cols) 
     case KN_ACT_RELU:
     case KN_ACT_CLIP:
     case KN_ACT_HARDSWISH: break; /* act_rows_of's */
-    case KN_ACT_LEAKYRELU:
-        for (int64_t c = 0; c < cols; c++)
-            row[c] = leakyrelu(&a, row[c] + b);
-        break;
-    case KN_ACT_ELU:
-        for (int64_t c = 0; c < cols; c++)
-            row[c] = elu(&a, row[c] + b);
-        break;
+    case KN_ACT_LEAKYRELU: KN_ACT_ROWS_PASS(leakyrelu); break;
+    case KN_ACT_ELU: KN_ACT_ROWS_PASS(elu); break;
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
     case KN_ACT_GELU:
     case KN_ACT_GELU_TANH:
-    case KN_ACT_SILU:
-        for (int64_t c = 0; c < cols; c++)
-            row[c] += b;
-        vmath_fn_of(a.kind)(row, row, cols);
+    case KN_ACT_SILU: {
+        kn_vmath_fn fn = vmath_fn_of(a.kind);
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = y + r * ld, b = bias[r];
+            for (int64_t c = 0; c < cols; c++)
+                row[c] += b;
+            fn(row, row, cols);
+        }
         break;
     }
-}
-
-typedef struct act_rows_loop {
-    const kn_fused_act *act;
-    const float *bias;
-    float *y;
-    int64_t cols, ld;
-} act_rows_loop;
-
-static void act_rows_range(void *ctx, int64_t begin, int64_t end) {
-    const act_rows_loop *loop = ctx;
-    for (int64_t r = begin; r < end; r++)
-        act_row(loop->act, loop->bias[r], loop->y + r * loop->ld, loop->cols);
-}
-
-void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
-                             int64_t ld) {
-    act_rows_loop loop = {act, bias, y, cols, ld};
-    kn_pool_for(rows * cols >= KN_FUSED_ACT_PARALLEL_MIN ? kn_threads_get() : 1, rows, act_rows_range, &loop);
+    }
 }
 
 kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias) {

@@ -1,4 +1,3 @@
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/im2col.h"
 
@@ -67,82 +66,59 @@ static void im2col_row_by_rows(const col_tap *t, int64_t OW, int64_t row_step, i
     }
 }
 
-/* The operands of kn_im2col and kn_col2im, for their loops on kiln's pool. */
-typedef struct col_loop {
-    int64_t channels;
-    const kn_window_axis *h, *w;
-    const float *in;
-    float *out;
-} col_loop;
-
-/* Rows q of col, (channels * taps) of them, taken tap by tap, so that a range works out a tap's
- * geometry once for all channels. */
-static void im2col_range(void *ctx, int64_t begin, int64_t end) {
-    const col_loop *l = ctx;
-    const kn_window_axis *h = l->h, *w = l->w;
-    int64_t channels = l->channels, taps = h->kernel * w->kernel, in_plane = h->in * w->in;
-    int64_t out_plane = h->out * w->out, OW = w->out, W = w->in;
-    int64_t row_step = h->stride * W, col_step = w->stride;
-    bool block = col_step == 1 && row_step == W && OW == W;
-    int64_t geometry_of = -1;
-    col_tap t = {0};
-    for (int64_t q = begin; q < end; q++) {
-        int64_t tap = q / channels, c = q % channels;
-        if (tap != geometry_of) {
-            t = col_tap_of(h, w, tap);
-            geometry_of = tap;
-        }
-        float *dst = l->out + (c * taps + tap) * out_plane; // (OH, OW)
-        if (col_tap_empty(&t)) {
-            memset(dst, 0, sizeof(float) * (size_t)out_plane);
-            continue;
-        }
-        const float *xc = l->in + c * in_plane; // (H, W)
-        memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
-        if (block)
-            im2col_row_block(&t, OW, xc, dst);
-        else
-            im2col_row_by_rows(&t, OW, row_step, col_step, xc, dst);
-        memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
-    }
-}
-
-static int col_threads(int64_t channels, const kn_window_axis *h, const kn_window_axis *w) {
-    int64_t work = channels * h->kernel * w->kernel * h->out * w->out;
-    return work >= KN_IM2COL_PARALLEL_MIN ? kn_threads_get() : 1;
-}
-
 void kn_im2col(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *x,
                float *col) {
-    col_loop l = {channels, h, w, x, col};
-    kn_pool_for(col_threads(channels, h, w), channels * h->kernel * w->kernel, im2col_range, &l);
-}
-
-/* Channels [begin, end) of kn_col2im: each channel's taps add into its own plane of x. */
-static void col2im_range(void *ctx, int64_t begin, int64_t end) {
-    const col_loop *l = ctx;
-    const kn_window_axis *h = l->h, *w = l->w;
     int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
-    int64_t OW = w->out, row_step = h->stride * w->in, col_step = w->stride;
-    for (int64_t c = begin; c < end; c++) {
-        for (int64_t r = c * taps; r < (c + 1) * taps; r++) {
-            col_tap t = col_tap_of(h, w, r);
-            if (col_tap_empty(&t))
-                continue;
-            float *xc = l->out + c * in_plane; // (H, W)
-            int64_t width = t.ow_hi - t.ow_lo;
-            for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
-                float *d = xc + t.first + (oh - t.oh_lo) * row_step;
-                const float *s = l->in + r * out_plane + oh * OW + t.ow_lo;
-                for (int64_t k = 0; k < width; k++)
-                    d[k * col_step] += s[k];
+    int64_t OW = w->out, W = w->in;
+    int64_t row_step = h->stride * W, col_step = w->stride;
+    bool block = col_step == 1 && row_step == W && OW == W;
+#pragma omp parallel num_threads(kn_threads_get()) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
+    {
+        // Rows are taken tap by tap, so that each thread works out a tap's geometry once for all channels.
+        int64_t geometry_of = -1;
+        col_tap t = {0};
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < channels * taps; q++) {
+            int64_t tap = q / channels, c = q % channels;
+            if (tap != geometry_of) {
+                t = col_tap_of(h, w, tap);
+                geometry_of = tap;
             }
+            float *dst = col + (c * taps + tap) * out_plane; // (OH, OW)
+            if (col_tap_empty(&t)) {
+                memset(dst, 0, sizeof(float) * (size_t)out_plane);
+                continue;
+            }
+            const float *xc = x + c * in_plane; // (H, W)
+            memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
+            if (block)
+                im2col_row_block(&t, OW, xc, dst);
+            else
+                im2col_row_by_rows(&t, OW, row_step, col_step, xc, dst);
+            memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
         }
     }
 }
 
 void kn_col2im(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *col,
                float *x) {
-    col_loop l = {channels, h, w, col, x};
-    kn_pool_for(col_threads(channels, h, w), channels, col2im_range, &l);
+    int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
+    int64_t OW = w->out, W = w->in;
+    int64_t row_step = h->stride * W, col_step = w->stride;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
+    for (int64_t c = 0; c < channels; c++) {
+        for (int64_t r = c * taps; r < (c + 1) * taps; r++) {
+            col_tap t = col_tap_of(h, w, r);
+            if (col_tap_empty(&t))
+                continue;
+            float *xc = x + c * in_plane; // (H, W)
+            int64_t width = t.ow_hi - t.ow_lo;
+            for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
+                float *d = xc + t.first + (oh - t.oh_lo) * row_step;
+                const float *s = col + r * out_plane + oh * OW + t.ow_lo;
+                for (int64_t k = 0; k < width; k++)
+                    d[k * col_step] += s[k];
+            }
+        }
+    }
 }

@@ -12,7 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/movement.h"
 
@@ -172,39 +171,6 @@ static kiln_status gather_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* Gather's loops on kiln's pool: rows of the output forward, outer rows backward. */
-typedef struct gather_loop {
-    const gather_plan *p;
-    const kn_tensor *indices;
-    const char *x; /* (outer, dim, inner) */
-    char *y;       /* (outer, count, inner) */
-    size_t row;    /* bytes of an inner row */
-    const float *dy;
-    float *dx;
-} gather_loop;
-
-static void gather_rows_range(void *ctx, int64_t begin, int64_t end) {
-    const gather_loop *l = ctx;
-    const gather_plan *p = l->p;
-    for (int64_t r = begin; r < end; r++) {
-        int64_t o = r / p->count, index = gather_index(l->indices, r % p->count, p->dim);
-        memcpy(l->y + (size_t)r * l->row, l->x + (size_t)(o * p->dim + index) * l->row, l->row);
-    }
-}
-
-static void gather_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const gather_loop *l = ctx;
-    const gather_plan *p = l->p;
-    for (int64_t o = begin; o < end; o++) {
-        for (int64_t k = 0; k < p->count; k++) {
-            float *dst = l->dx + (o * p->dim + gather_index(l->indices, k, p->dim)) * p->inner;
-            const float *src = l->dy + (o * p->count + k) * p->inner;
-            for (int64_t j = 0; j < p->inner; j++)
-                dst[j] += src[j];
-        }
-    }
-}
-
 static kiln_status gather_forward(const kn_op_call *call) {
     const kn_tensor *data = call->in[0], *indices = call->in[1];
     gather_plan p;
@@ -218,8 +184,11 @@ static kiln_status gather_forward(const kn_op_call *call) {
     int64_t rows = p.outer * p.count;
     if (row == 0)
         return KILN_OK;
-    gather_loop l = {&p, indices, x, y, row, NULL, NULL};
-    kn_pool_for(rows * p.inner >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, rows, gather_rows_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * p.inner >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t o = r / p.count, index = gather_index(indices, r % p.count, p.dim);
+        memcpy(y + (size_t)r * row, x + (size_t)(o * p.dim + index) * row, row);
+    }
     return KILN_OK;
 }
 
@@ -233,10 +202,17 @@ static kiln_status gather_backward(const kn_op_call *call) {
     gather_plan p;
     KN_TRY(gather_plan_make(call->node, call->in[0], indices, &p));
     KN_TRY(gather_check_indices(indices, p.dim));
-    gather_loop l = {&p, indices, NULL, NULL, 0, kn_f32(call->dout[0]) /* (outer, count, inner) */,
-                     kn_f32(call->din[0]) /* (outer, dim, inner) */};
-    kn_pool_for(p.outer * p.count * p.inner >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, p.outer,
-                gather_backward_range, &l);
+    const float *dy = kn_f32(call->dout[0]); // (outer, count, inner)
+    float *dx = kn_f32(call->din[0]);        // (outer, dim, inner)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.outer * p.count * p.inner >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t o = 0; o < p.outer; o++) {
+        for (int64_t k = 0; k < p.count; k++) {
+            float *dst = dx + (o * p.dim + gather_index(indices, k, p.dim)) * p.inner;
+            const float *src = dy + (o * p.count + k) * p.inner;
+            for (int64_t j = 0; j < p.inner; j++)
+                dst[j] += src[j];
+        }
+    }
     return KILN_OK;
 }
 

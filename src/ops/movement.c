@@ -1,4 +1,3 @@
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/movement.h"
 
@@ -171,52 +170,26 @@ static void view_walk_next(view_walk *w, const kn_view *v, int ndim) {
     }
 }
 
-/* A view's rows (its last dimension) for kn_view_copy and kn_view_add, on kiln's pool: a range of
- * rows walks the view from its first row. */
-typedef struct view_loop {
-    const kn_view *v; /* simplified */
-    void *dst;
-    const void *src;
-    size_t esize;
-} view_loop;
-
-static void view_copy_range(void *ctx, int64_t begin, int64_t end) {
-    const view_loop *l = ctx;
-    int last = l->v->ndim - 1;
-    int64_t length = l->v->dims[last], step = l->v->stride[last];
-    char *out = l->dst;
-    const char *in = l->src;
-    view_walk w = view_walk_at(l->v, last, begin);
-    for (int64_t r = begin; r < end; r++) {
-        kn_copy_strided(out + (size_t)(r * length) * l->esize, in + w.offset * (int64_t)l->esize, length, step,
-                        l->esize);
-        view_walk_next(&w, l->v, last);
-    }
-}
-
 void kn_view_copy(void *dst, const void *src, size_t esize, const kn_view *view) {
     kn_view v = view_simplify(view);
     int64_t count = view_count(&v);
     if (count == 0)
         return;
-    view_loop l = {&v, dst, src, esize};
-    kn_pool_for(count >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, count / v.dims[v.ndim - 1],
-                view_copy_range, &l);
-}
-
-static void view_add_range(void *ctx, int64_t begin, int64_t end) {
-    const view_loop *l = ctx;
-    int last = l->v->ndim - 1;
-    int64_t length = l->v->dims[last], step = l->v->stride[last];
-    float *dst = l->dst;
-    const float *src = l->src;
-    view_walk w = view_walk_at(l->v, last, begin);
-    for (int64_t r = begin; r < end; r++) {
-        float *d = dst + w.offset;
-        const float *s = src + r * length;
-        for (int64_t j = 0; j < length; j++)
-            d[j * step] += s[j];
-        view_walk_next(&w, l->v, last);
+    int last = v.ndim - 1;
+    int64_t length = v.dims[last], step = v.stride[last];
+    int64_t rows = count / length;
+    char *out = dst;
+    const char *in = src;
+#pragma omp parallel num_threads(kn_threads_get()) if (count >= KN_MOVE_PARALLEL_MIN)
+    {
+        int64_t begin, end;
+        kn_thread_share(rows, &begin, &end);
+        view_walk w = view_walk_at(&v, last, begin);
+        for (int64_t r = begin; r < end; r++) {
+            kn_copy_strided(out + (size_t)(r * length) * esize, in + w.offset * (int64_t)esize,
+                            length, step, esize);
+            view_walk_next(&w, &v, last);
+        }
     }
 }
 
@@ -228,9 +201,22 @@ void kn_view_add(float *dst, const float *src, const kn_view *view) {
     bool shared = false; /* positions that share an element must add in one fixed order */
     for (int k = 0; k < v.ndim; k++)
         shared = shared || v.stride[k] == 0;
-    view_loop l = {&v, dst, src, sizeof(float)};
-    kn_pool_for(!shared && count >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, count / v.dims[v.ndim - 1],
-                view_add_range, &l);
+    int last = v.ndim - 1;
+    int64_t length = v.dims[last], step = v.stride[last];
+    int64_t rows = count / length;
+#pragma omp parallel num_threads(kn_threads_get()) if (!shared && count >= KN_MOVE_PARALLEL_MIN)
+    {
+        int64_t begin, end;
+        kn_thread_share(rows, &begin, &end);
+        view_walk w = view_walk_at(&v, last, begin);
+        for (int64_t r = begin; r < end; r++) {
+            float *d = dst + w.offset;
+            const float *s = src + r * length;
+            for (int64_t j = 0; j < length; j++)
+                d[j * step] += s[j];
+            view_walk_next(&w, &v, last);
+        }
+    }
 }
 
 /* ---- ops that keep the elements in order ---- */
@@ -255,15 +241,6 @@ kiln_status kn_check_f32_gradient(const kn_op_call *call, int i) {
     return KILN_OK;
 }
 
-/* dst[i] += src[i] (floats). */
-static void add_range(void *ctx, int64_t begin, int64_t end) {
-    const view_loop *l = ctx;
-    float *dst = l->dst;
-    const float *src = l->src;
-    for (int64_t i = begin; i < end; i++)
-        dst[i] += src[i];
-}
-
 kiln_status kn_copy_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
@@ -275,7 +252,8 @@ kiln_status kn_copy_backward(const kn_op_call *call) {
         memcpy(dx, dy, sizeof(float) * (size_t)n);
         return KILN_OK;
     }
-    view_loop l = {.dst = dx, .src = dy};
-    kn_pool_for(n >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, n, add_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += dy[i];
     return KILN_OK;
 }

@@ -17,7 +17,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/movement.h"
 
@@ -161,45 +160,6 @@ static void pad_scalar_as_vector(pad_plan *p, kn_shape *in) {
     }
 }
 
-/* Pad's rows (of the output's last dimension) on kiln's pool. */
-typedef struct pad_loop {
-    const pad_plan *p;
-    const kn_shape *in;
-    const int64_t *in_stride;
-    int64_t n; /* elements in an output row */
-    const char *x, *fill;
-    char *y;
-    size_t esize;
-    const float *dy;
-    float *dx;
-} pad_loop;
-
-static void pad_rows_range(void *ctx, int64_t begin, int64_t end) {
-    const pad_loop *l = ctx;
-    int last = l->in->ndim - 1;
-    for (int64_t r = begin; r < end; r++) {
-        int64_t source = pad_row_source(l->p, l->in, l->in_stride, r);
-        pad_row(l->y + (size_t)(r * l->n) * l->esize, source < 0 ? NULL : l->x + (size_t)source * l->esize, l->p,
-                l->n, l->in->d[last], l->p->begin[last], l->fill, l->esize);
-    }
-}
-
-static void pad_backward_rows_range(void *ctx, int64_t begin_row, int64_t end_row) {
-    const pad_loop *l = ctx;
-    int last = l->in->ndim - 1;
-    int64_t n = l->n, dim = l->in->d[last], begin = l->p->begin[last];
-    for (int64_t r = begin_row; r < end_row; r++) {
-        int64_t source = pad_row_source(l->p, l->in, l->in_stride, r);
-        if (source < 0)
-            continue;
-        for (int64_t o = 0; o < n; o++) {
-            int64_t i = pad_source(o, begin, dim, l->p->mode);
-            if (i >= 0)
-                l->dx[source + i] += l->dy[r * n + o];
-        }
-    }
-}
-
 static kiln_status pad_forward(const kn_op_call *call) {
     pad_plan p;
     KN_TRY(pad_plan_make(call->node, call->in, call->node->n_in, &p));
@@ -213,10 +173,16 @@ static kiln_status pad_forward(const kn_op_call *call) {
     const char *fill = constant ? constant->data : zero;
     int64_t in_stride[KN_MAX_DIMS];
     kn_shape_strides(&in, in_stride);
-    int64_t n = p.out.d[in.ndim - 1], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
-    pad_loop l = {.p = &p, .in = &in, .in_stride = in_stride, .n = n, .x = data->data, .fill = fill,
-                  .y = call->out[0]->data, .esize = esize};
-    kn_pool_for(rows * n >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, rows, pad_rows_range, &l);
+    int last = in.ndim - 1;
+    int64_t n = p.out.d[last], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
+    const char *x = data->data;
+    char *y = call->out[0]->data;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t source = pad_row_source(&p, &in, in_stride, r);
+        pad_row(y + (size_t)(r * n) * esize, source < 0 ? NULL : x + (size_t)source * esize, &p, n,
+                in.d[last], p.begin[last], fill, esize);
+    }
     return KILN_OK;
 }
 
@@ -232,12 +198,23 @@ static kiln_status pad_backward(const kn_op_call *call) {
     pad_scalar_as_vector(&p, &in);
     int64_t in_stride[KN_MAX_DIMS];
     kn_shape_strides(&in, in_stride);
-    int64_t n = p.out.d[in.ndim - 1], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
+    int last = in.ndim - 1;
+    int64_t n = p.out.d[last], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
+    int64_t dim = in.d[last], begin = p.begin[last];
+    const float *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
     bool rows_disjoint = p.mode == PAD_CONSTANT;
-    pad_loop l = {.p = &p, .in = &in, .in_stride = in_stride, .n = n, .dy = kn_f32(call->dout[0]),
-                  .dx = kn_f32(call->din[0])};
-    kn_pool_for(rows_disjoint && rows * n >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, rows,
-                pad_backward_rows_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows_disjoint && rows * n >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t source = pad_row_source(&p, &in, in_stride, r);
+        if (source < 0)
+            continue;
+        for (int64_t o = 0; o < n; o++) {
+            int64_t i = pad_source(o, begin, dim, p.mode);
+            if (i >= 0)
+                dx[source + i] += dy[r * n + o];
+        }
+    }
     return KILN_OK;
 }
 
@@ -643,48 +620,31 @@ static void copy_taps(char *dst, const char *src, const resize_tap *taps, int64_
     }
 }
 
-/* Resize's loops on kiln's pool: output rows (planes * out_h) forward, planes backward. */
-typedef struct resize_loop {
-    const resize_plan *p;
-    const resize_tap *rows, *cols;
-    const void *x; /* (planes, in_h, in_w) */
-    void *y;       /* (planes, out_h, out_w) */
-    size_t esize;
-    const float *dy;
-    float *dx;
-    int n_taps;
-} resize_loop;
-
-static int resize_threads(const resize_plan *p) {
-    return p->planes * p->h.out * p->w.out >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1;
-}
-
-static void resize_nearest_range(void *ctx, int64_t begin, int64_t end) {
-    const resize_loop *l = ctx;
-    const resize_plan *p = l->p;
+static void resize_nearest(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                           const kn_tensor *x, kn_tensor *y) {
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-    const char *xd = l->x;
-    char *yd = l->y;
-    for (int64_t r = begin; r < end; r++) {
+    size_t esize = kn_dtype_size(x->dtype);
+    const char *xd = x->data; // (planes, in_h, in_w)
+    char *yd = y->data;       // (planes, out_h, out_w)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h, oy = r % out_h;
-        const char *src = xd + (size_t)((plane * in_h + l->rows[oy].i[0]) * in_w) * l->esize;
-        copy_taps(yd + (size_t)(r * out_w) * l->esize, src, l->cols, out_w, l->esize);
+        const char *src = xd + (size_t)((plane * in_h + rows[oy].i[0]) * in_w) * esize;
+        copy_taps(yd + (size_t)(r * out_w) * esize, src, cols, out_w, esize);
     }
 }
 
-static void resize_linear_range(void *ctx, int64_t begin, int64_t end) {
-    const resize_loop *l = ctx;
-    const resize_plan *p = l->p;
+static void resize_linear(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                          const float *x, float *y) {
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-    const float *x = l->x;
-    float *y = l->y;
-    for (int64_t r = begin; r < end; r++) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h;
-        resize_tap ty = l->rows[r % out_h];
+        resize_tap ty = rows[r % out_h];
         const float *top = x + (plane * in_h + ty.i[0]) * in_w;    // (in_w)
         const float *bottom = x + (plane * in_h + ty.i[1]) * in_w; // (in_w)
         for (int64_t ox = 0; ox < out_w; ox++) {
-            const resize_tap *tx = &l->cols[ox];
+            const resize_tap *tx = &cols[ox];
             float upper = tx->w[0] * top[tx->i[0]] + tx->w[1] * top[tx->i[1]];
             float lower = tx->w[0] * bottom[tx->i[0]] + tx->w[1] * bottom[tx->i[1]];
             y[r * out_w + ox] = ty.w[0] * upper + ty.w[1] * lower;
@@ -693,16 +653,13 @@ static void resize_linear_range(void *ctx, int64_t begin, int64_t end) {
 }
 
 /* Each output mixes 4 x 4 inputs: the 4 input rows' column mixes, weighted by the row taps. */
-static void resize_cubic_range(void *ctx, int64_t begin, int64_t end) {
-    const resize_loop *l = ctx;
-    const resize_plan *p = l->p;
+static void resize_cubic(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
+                         const float *x, float *y) {
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-    const float *x = l->x;
-    const resize_tap *cols = l->cols;
-    float *y = l->y;
-    for (int64_t r = begin; r < end; r++) {
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t r = 0; r < p->planes * out_h; r++) {
         int64_t plane = r / out_h;
-        const resize_tap *ty = &l->rows[r % out_h];
+        const resize_tap *ty = &rows[r % out_h];
         for (int64_t ox = 0; ox < out_w; ox++) {
             const resize_tap *tx = &cols[ox];
             float sum = 0;
@@ -737,27 +694,35 @@ static kiln_status resize_forward(const kn_op_call *call) {
         KN_TRY(kn_require_data(call->in[1], "roi"));
     resize_tap *rows, *cols;
     KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
+    const kn_tensor *x = call->in[0];
     kn_tensor *y = call->out[0];
-    resize_loop l = {.p = &p, .rows = rows, .cols = cols, .x = call->in[0]->data, .y = y->data,
-                     .esize = kn_dtype_size(call->in[0]->dtype)};
-    kn_pool_range_fn fn = p.mode == RESIZE_NEAREST  ? resize_nearest_range
-                          : p.mode == RESIZE_LINEAR ? resize_linear_range
-                                                    : resize_cubic_range;
-    kn_pool_for(resize_threads(&p), p.planes * p.h.out, fn, &l);
+    switch (p.mode) {
+    case RESIZE_NEAREST: resize_nearest(&p, rows, cols, x, y); break;
+    case RESIZE_LINEAR: resize_linear(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
+    case RESIZE_CUBIC: resize_cubic(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
+    }
     if (p.coord == COORD_TF_CROP_AND_RESIZE)
         resize_extrapolate(&p, rows, cols, kn_f32(y));
     return KILN_OK;
 }
 
-static void resize_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const resize_loop *l = ctx;
-    const resize_plan *p = l->p;
-    int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-    const float *dy = l->dy; // (planes, out_h, out_w)
-    float *dx = l->dx;       // (planes, in_h, in_w)
-    const resize_tap *rows = l->rows, *cols = l->cols;
-    int n_taps = l->n_taps;
-    for (int64_t plane = begin; plane < end; plane++) {
+/* dX gathers each dY element back onto the taps that made it (none for extrapolated outputs).
+ * Output rows of one plane may share input rows, so a plane runs in order and threads split the
+ * planes. */
+static kiln_status resize_backward(const kn_op_call *call) {
+    if (!call->dout[0] || !call->din[0])
+        return KILN_OK;
+    KN_TRY(kn_check_f32_gradient(call, 0));
+    resize_plan p;
+    KN_TRY(resize_plan_make(call->node, call->in, call->node->n_in, &p));
+    resize_tap *rows, *cols;
+    KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
+    int64_t in_h = p.h.in, in_w = p.w.in, out_h = p.h.out, out_w = p.w.out;
+    const float *dy = kn_f32(call->dout[0]); // (planes, out_h, out_w)
+    float *dx = kn_f32(call->din[0]);        // (planes, in_h, in_w)
+    int n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.planes; plane++) {
         for (int64_t oy = 0; oy < out_h; oy++) {
             const resize_tap *ty = &rows[oy];
             const float *g = dy + (plane * out_h + oy) * out_w;
@@ -780,22 +745,6 @@ static void resize_backward_range(void *ctx, int64_t begin, int64_t end) {
             }
         }
     }
-}
-
-/* dX gathers each dY element back onto the taps that made it (none for extrapolated outputs).
- * Output rows of one plane may share input rows, so a plane runs in order and threads split the
- * planes. */
-static kiln_status resize_backward(const kn_op_call *call) {
-    if (!call->dout[0] || !call->din[0])
-        return KILN_OK;
-    KN_TRY(kn_check_f32_gradient(call, 0));
-    resize_plan p;
-    KN_TRY(resize_plan_make(call->node, call->in, call->node->n_in, &p));
-    resize_tap *rows, *cols;
-    KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
-    resize_loop l = {.p = &p, .rows = rows, .cols = cols, .dy = kn_f32(call->dout[0]), .dx = kn_f32(call->din[0]),
-                     .n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS};
-    kn_pool_for(resize_threads(&p), p.planes, resize_backward_range, &l);
     return KILN_OK;
 }
 

@@ -7,7 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
@@ -256,41 +255,6 @@ bool kn_maxpool_tiles_2x2(const kn_graph *g, const kn_node *n) {
 /* The plain 2x2 window's plane geometry for kernels/pool2x2.h. */
 static kn_pool2x2 maxpool_2x2_of(const pool_geom *g) { return (kn_pool2x2){g->h.out, g->w.out, g->w.in}; }
 
-/* A pooling op's planes (one image channel each) on kiln's pool: plane_fn computes one, reading what it
- * needs of the rest. */
-typedef struct plane_loop plane_loop;
-struct plane_loop {
-    void (*plane_fn)(const plane_loop *l, int64_t plane);
-    const pool_plan *p;        /* windowed pools */
-    int64_t plane_size;        /* global pools: elements per plane */
-    const float *x, *dy;
-    float *y, *dx;
-    bool plain_2x2, fresh, tiled;
-    kn_pool2x2 two;
-    kn_maxpool2x2_forward_fn forward_2x2;
-    kn_maxpool2x2_backward_fn backward_2x2;
-    float scale;
-};
-
-static void planes_range(void *ctx, int64_t begin, int64_t end) {
-    const plane_loop *l = ctx;
-    for (int64_t plane = begin; plane < end; plane++)
-        l->plane_fn(l, plane);
-}
-
-/* Runs l over `planes` planes, on the pool's threads when there are `elements` (input elements) enough. */
-static void run_planes(const plane_loop *l, int64_t planes, int64_t elements) {
-    kn_pool_for(elements >= KN_POOL_PARALLEL_MIN ? kn_threads_get() : 1, planes, planes_range, (void *)l);
-}
-
-static void maxpool_forward_one(const plane_loop *l, int64_t plane) {
-    const pool_geom *g = &l->p->g;
-    if (l->plain_2x2)
-        l->forward_2x2(&l->two, l->x + plane * g->in_plane, l->y + plane * g->out_plane);
-    else
-        maxpool_forward_plane(l->p, l->x + plane * g->in_plane, l->y + plane * g->out_plane);
-}
-
 static kiln_status maxpool_forward(const kn_op_call *call) {
     if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
         return kn_maxpool_nd_forward(call);
@@ -298,26 +262,17 @@ static kiln_status maxpool_forward(const kn_op_call *call) {
     KN_TRY(pool_plan_make(call, false, &p));
     const float *x = kn_f32(call->in[0]); // (N*C, H, W)
     float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
-    plane_loop l = {.plane_fn = maxpool_forward_one, .p = &p, .x = x, .y = y,
-                    .plain_2x2 = maxpool_is_plain_2x2(&p.g), .two = maxpool_2x2_of(&p.g),
-                    .forward_2x2 = kn_pool2x2_best()->forward};
-    run_planes(&l, p.g.planes, p.g.planes * p.g.in_plane);
-    return KILN_OK;
-}
-
-static void maxpool_backward_one(const plane_loop *l, int64_t plane) {
-    const pool_plan *p = l->p;
-    const float *xp = l->x + plane * p->g.in_plane, *dyp = l->dy + plane * p->g.out_plane;
-    float *dxp = l->dx + plane * p->g.in_plane;
-    if (l->fresh && !l->tiled)
-        memset(dxp, 0, sizeof(float) * (size_t)p->g.in_plane);
-    if (l->plain_2x2) {
-        l->backward_2x2(&l->two, xp, dyp, dxp, l->fresh && l->tiled);
-        return;
+    bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
+    kn_pool2x2 two = maxpool_2x2_of(&p.g);
+    kn_maxpool2x2_forward_fn forward_2x2 = kn_pool2x2_best()->forward;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        if (plain_2x2)
+            forward_2x2(&two, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
+        else
+            maxpool_forward_plane(&p, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
     }
-    for (int64_t oh = 0; oh < p->g.h.out; oh++)
-        for (int64_t ow = 0; ow < p->g.w.out; ow++)
-            dxp[maxpool_argmax(p, xp, oh, ow)] += dyp[oh * p->g.w.out + ow];
+    return KILN_OK;
 }
 
 /* The gradient of each output goes to the input pixel it copied, found again from X. */
@@ -338,10 +293,22 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
     bool fresh = kn_din_fresh(call, 0);
     bool tiled = plain_2x2 && 2 * p.g.h.out == p.g.h.in && 2 * p.g.w.out == p.g.w.in;
-    plane_loop l = {.plane_fn = maxpool_backward_one, .p = &p, .x = x, .dy = dy, .dx = dx,
-                    .plain_2x2 = plain_2x2, .fresh = fresh, .tiled = tiled, .two = maxpool_2x2_of(&p.g),
-                    .backward_2x2 = kn_pool2x2_best()->backward};
-    run_planes(&l, p.g.planes, p.g.planes * p.g.in_plane);
+    kn_pool2x2 two = maxpool_2x2_of(&p.g);
+    kn_maxpool2x2_backward_fn backward_2x2 = kn_pool2x2_best()->backward;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
+        float *dxp = dx + plane * p.g.in_plane;
+        if (fresh && !tiled)
+            memset(dxp, 0, sizeof(float) * (size_t)p.g.in_plane);
+        if (plain_2x2) {
+            backward_2x2(&two, xp, dyp, dxp, fresh && tiled);
+            continue;
+        }
+        for (int64_t oh = 0; oh < p.g.h.out; oh++)
+            for (int64_t ow = 0; ow < p.g.w.out; ow++)
+                dxp[maxpool_argmax(&p, xp, oh, ow)] += dyp[oh * p.g.w.out + ow];
+    }
     return KILN_OK;
 }
 
@@ -374,52 +341,32 @@ static float avgpool_scale(const pool_plan *p, int64_t oh, int64_t ow) {
     return 1.0f / (float)(p->rows[oh].count * p->cols[ow].count);
 }
 
-static void avgpool_forward_one(const plane_loop *l, int64_t plane) {
-    const pool_plan *p = l->p;
-    int64_t row_step = p->g.h.dilation * p->g.w.in, col_step = p->g.w.dilation;
-    const float *xp = l->x + plane * p->g.in_plane;
-    float *yp = l->y + plane * p->g.out_plane;
-    for (int64_t oh = 0; oh < p->g.h.out; oh++) {
-        const pool_taps *r = &p->rows[oh];
-        for (int64_t ow = 0; ow < p->g.w.out; ow++) {
-            const pool_taps *c = &p->cols[ow];
-            int64_t corner = pool_corner(&p->g, oh, ow);
-            float sum = 0.0f;
-            for (int64_t i = r->lo; i < r->hi; i++)
-                for (int64_t j = c->lo; j < c->hi; j++)
-                    sum += xp[corner + i * row_step + j * col_step];
-            yp[oh * p->g.w.out + ow] = sum * avgpool_scale(p, oh, ow);
-        }
-    }
-}
-
 static kiln_status avgpool_forward(const kn_op_call *call) {
     if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
         return kn_avgpool_nd_forward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
-    plane_loop l = {.plane_fn = avgpool_forward_one, .p = &p, .x = kn_f32(call->in[0]) /* (N*C, H, W) */,
-                    .y = kn_f32(call->out[0]) /* (N*C, OH, OW) */};
-    run_planes(&l, p.g.planes, p.g.planes * p.g.in_plane);
-    return KILN_OK;
-}
-
-static void avgpool_backward_one(const plane_loop *l, int64_t plane) {
-    const pool_plan *p = l->p;
-    int64_t row_step = p->g.h.dilation * p->g.w.in, col_step = p->g.w.dilation;
-    const float *dyp = l->dy + plane * p->g.out_plane;
-    float *dxp = l->dx + plane * p->g.in_plane;
-    for (int64_t oh = 0; oh < p->g.h.out; oh++) {
-        const pool_taps *r = &p->rows[oh];
-        for (int64_t ow = 0; ow < p->g.w.out; ow++) {
-            const pool_taps *c = &p->cols[ow];
-            int64_t corner = pool_corner(&p->g, oh, ow);
-            float share = dyp[oh * p->g.w.out + ow] * avgpool_scale(p, oh, ow);
-            for (int64_t i = r->lo; i < r->hi; i++)
-                for (int64_t j = c->lo; j < c->hi; j++)
-                    dxp[corner + i * row_step + j * col_step] += share;
+    const float *x = kn_f32(call->in[0]); // (N*C, H, W)
+    float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
+    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *xp = x + plane * p.g.in_plane;
+        float *yp = y + plane * p.g.out_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
+            const pool_taps *r = &p.rows[oh];
+            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
+                const pool_taps *c = &p.cols[ow];
+                int64_t corner = pool_corner(&p.g, oh, ow);
+                float sum = 0.0f;
+                for (int64_t i = r->lo; i < r->hi; i++)
+                    for (int64_t j = c->lo; j < c->hi; j++)
+                        sum += xp[corner + i * row_step + j * col_step];
+                yp[oh * p.g.w.out + ow] = sum * avgpool_scale(&p, oh, ow);
+            }
         }
     }
+    return KILN_OK;
 }
 
 static kiln_status avgpool_backward(const kn_op_call *call) {
@@ -429,9 +376,25 @@ static kiln_status avgpool_backward(const kn_op_call *call) {
         return kn_avgpool_nd_backward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
-    plane_loop l = {.plane_fn = avgpool_backward_one, .p = &p, .dy = kn_f32(call->dout[0]) /* (N*C, OH, OW) */,
-                    .dx = kn_f32(call->din[0]) /* (N*C, H, W) */};
-    run_planes(&l, p.g.planes, p.g.planes * p.g.in_plane);
+    const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
+    float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
+    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.g.planes; plane++) {
+        const float *dyp = dy + plane * p.g.out_plane;
+        float *dxp = dx + plane * p.g.in_plane;
+        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
+            const pool_taps *r = &p.rows[oh];
+            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
+                const pool_taps *c = &p.cols[ow];
+                int64_t corner = pool_corner(&p.g, oh, ow);
+                float share = dyp[oh * p.g.w.out + ow] * avgpool_scale(&p, oh, ow);
+                for (int64_t i = r->lo; i < r->hi; i++)
+                    for (int64_t j = c->lo; j < c->hi; j++)
+                        dxp[corner + i * row_step + j * col_step] += share;
+            }
+        }
+    }
     return KILN_OK;
 }
 
@@ -477,39 +440,31 @@ static int64_t global_pool_flops(const kn_graph *g, const kn_node *node) {
     return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
 }
 
-/* A global pool's planes: (N*C) of them, each plane_size elements. */
-static void run_global_planes(plane_loop *l, const kn_shape *s) {
-    int64_t planes = s->d[0] * s->d[1];
-    l->plane_size = kn_shape_span(s, 2, s->ndim);
-    run_planes(l, planes, planes * l->plane_size);
-}
-
-static void global_avgpool_forward_one(const plane_loop *l, int64_t p) {
-    // in lanes: one running sum was a chain of dependent adds
-    l->y[p] = (float)(kn_lane_sum(l->x + p * l->plane_size, l->plane_size) / (double)l->plane_size);
-}
-
 static kiln_status global_avgpool_forward(const kn_op_call *call) {
-    plane_loop l = {.plane_fn = global_avgpool_forward_one, .x = kn_f32(call->in[0]) /* (N*C, spatial) */,
-                    .y = kn_f32(call->out[0]) /* (N*C) */};
-    run_global_planes(&l, &call->in[0]->shape);
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
+    float *y = kn_f32(call->out[0]);      // (N*C)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) // in lanes: one running sum was a chain of dependent adds
+        y[p] = (float)(kn_lane_sum(x + p * plane, plane) / (double)plane);
     return KILN_OK;
-}
-
-static void global_avgpool_backward_one(const plane_loop *l, int64_t p) {
-    float share = l->dy[p] * l->scale;
-    for (int64_t i = 0; i < l->plane_size; i++)
-        l->dx[p * l->plane_size + i] += share;
 }
 
 static kiln_status global_avgpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
     const kn_shape *s = &call->in[0]->shape;
-    plane_loop l = {.plane_fn = global_avgpool_backward_one, .dy = kn_f32(call->dout[0]) /* (N*C) */,
-                    .dx = kn_f32(call->din[0]) /* (N*C, spatial) */,
-                    .scale = 1.0f / (float)kn_shape_span(s, 2, s->ndim)};
-    run_global_planes(&l, s);
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *dy = kn_f32(call->dout[0]); // (N*C)
+    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
+    float scale = 1.0f / (float)plane;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float share = dy[p] * scale;
+        for (int64_t i = 0; i < plane; i++)
+            dx[p * plane + i] += share;
+    }
     return KILN_OK;
 }
 
@@ -532,28 +487,28 @@ static int64_t first_argmax(const float *x, int64_t n) {
     return best;
 }
 
-static void global_maxpool_forward_one(const plane_loop *l, int64_t p) {
-    const float *xp = l->x + p * l->plane_size;
-    l->y[p] = xp[first_argmax(xp, l->plane_size)];
-}
-
 static kiln_status global_maxpool_forward(const kn_op_call *call) {
-    plane_loop l = {.plane_fn = global_maxpool_forward_one, .x = kn_f32(call->in[0]) /* (N*C, spatial) */,
-                    .y = kn_f32(call->out[0]) /* (N*C) */};
-    run_global_planes(&l, &call->in[0]->shape);
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
+    float *y = kn_f32(call->out[0]);      // (N*C)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        y[p] = x[p * plane + first_argmax(x + p * plane, plane)];
     return KILN_OK;
-}
-
-static void global_maxpool_backward_one(const plane_loop *l, int64_t p) {
-    l->dx[p * l->plane_size + first_argmax(l->x + p * l->plane_size, l->plane_size)] += l->dy[p];
 }
 
 static kiln_status global_maxpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
-    plane_loop l = {.plane_fn = global_maxpool_backward_one, .x = kn_f32(call->in[0]) /* (N*C, spatial) */,
-                    .dy = kn_f32(call->dout[0]) /* (N*C) */, .dx = kn_f32(call->din[0]) /* (N*C, spatial) */};
-    run_global_planes(&l, &call->in[0]->shape);
+    const kn_shape *s = &call->in[0]->shape;
+    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
+    const float *x = kn_f32(call->in[0]);    // (N*C, spatial)
+    const float *dy = kn_f32(call->dout[0]); // (N*C)
+    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        dx[p * plane + first_argmax(x + p * plane, plane)] += dy[p];
     return KILN_OK;
 }
 

@@ -3,7 +3,6 @@
  * 2-D code does not run (kn_pool_is_nd). Every (n, c) plane is independent, so loops run in parallel
  * over planes; each window is scanned in kernel order, so ties and sums come out as in pool.c.
  */
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/pool_nd.h"
 
@@ -127,51 +126,6 @@ static int64_t column_major(const kn_window_nd *win, int64_t at) {
     return index;
 }
 
-/* An N-D pool's planes (one image channel each) on kiln's pool. */
-typedef struct nd_planes {
-    const kn_window_nd *win;
-    kn_dtype dtype;
-    size_t size; /* bytes of an element */
-    int64_t order;
-    bool count_include_pad;
-    const void *x; /* (N*C, in...) */
-    void *y;       /* (N*C, out...) */
-    int64_t *indices;
-    const float *dy;
-    float *dx;
-} nd_planes;
-
-static int nd_threads(const pool_nd *p) {
-    return p->planes * p->win.in_size >= KN_POOL_ND_PARALLEL_MIN ? kn_threads_get() : 1;
-}
-
-static void maxpool_nd_range(void *ctx, int64_t begin, int64_t end) {
-    const nd_planes *l = ctx;
-    const kn_window_nd *win = l->win;
-    const char *x = l->x;
-    char *y = l->y;
-    for (int64_t plane = begin; plane < end; plane++) {
-        const char *xp = x + (size_t)(plane * win->in_size) * l->size;
-        for (int64_t o = 0; o < win->out_size; o++) {
-            int64_t at = window_argmax(win, xp, l->dtype, o), out = plane * win->out_size + o;
-            memcpy(y + (size_t)out * l->size, xp + (size_t)at * l->size, l->size);
-            if (l->indices)
-                l->indices[out] = plane * win->in_size + (l->order ? column_major(win, at) : at);
-        }
-    }
-}
-
-static void maxpool_nd_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const nd_planes *l = ctx;
-    const kn_window_nd *win = l->win;
-    const float *x = l->x;
-    for (int64_t plane = begin; plane < end; plane++) {
-        const float *xp = x + plane * win->in_size;
-        for (int64_t o = 0; o < win->out_size; o++)
-            l->dx[plane * win->in_size + window_argmax(win, xp, KN_F32, o)] += l->dy[plane * win->out_size + o];
-    }
-}
-
 kiln_status kn_maxpool_nd_forward(const kn_op_call *call) {
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
@@ -179,10 +133,20 @@ kiln_status kn_maxpool_nd_forward(const kn_op_call *call) {
     KN_TRY(storage_order_of(call->node, &order));
     kn_dtype dtype = call->in[0]->dtype;
     size_t size = kn_dtype_size(dtype);
-    nd_planes l = {.win = &p.win, .dtype = dtype, .size = size, .order = order, .x = call->in[0]->data,
-                   .y = call->out[0]->data,
-                   .indices = call->node->n_out == 2 && call->out[1] ? call->out[1]->data : NULL}; // (N*C, out...)
-    kn_pool_for(nd_threads(&p), p.planes, maxpool_nd_range, &l);
+    const char *x = call->in[0]->data; // (N*C, in...)
+    char *y = call->out[0]->data;      // (N*C, out...)
+    int64_t *indices = call->node->n_out == 2 && call->out[1] ? call->out[1]->data : NULL; // (N*C, out...)
+    const kn_window_nd *win = &p.win;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.planes; plane++) {
+        const char *xp = x + (size_t)(plane * win->in_size) * size;
+        for (int64_t o = 0; o < win->out_size; o++) {
+            int64_t at = window_argmax(win, xp, dtype, o), out = plane * win->out_size + o;
+            memcpy(y + (size_t)out * size, xp + (size_t)at * size, size);
+            if (indices)
+                indices[out] = plane * win->in_size + (order ? column_major(win, at) : at);
+        }
+    }
     return KILN_OK;
 }
 
@@ -195,8 +159,16 @@ kiln_status kn_maxpool_nd_backward(const kn_op_call *call) {
                        kn_dtype_name(call->in[0]->dtype));
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
-    nd_planes l = {.win = &p.win, .x = kn_f32(call->in[0]), .dy = kn_f32(call->dout[0]), .dx = kn_f32(call->din[0])};
-    kn_pool_for(nd_threads(&p), p.planes, maxpool_nd_backward_range, &l);
+    const kn_window_nd *win = &p.win;
+    const float *x = kn_f32(call->in[0]);    // (N*C, in...)
+    const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
+    float *dx = kn_f32(call->din[0]);        // (N*C, in...)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.planes; plane++) {
+        const float *xp = x + plane * win->in_size;
+        for (int64_t o = 0; o < win->out_size; o++)
+            dx[plane * win->in_size + window_argmax(win, xp, KN_F32, o)] += dy[plane * win->out_size + o];
+    }
     return KILN_OK;
 }
 
@@ -236,44 +208,24 @@ static float avgpool_scale(const kn_window_nd *win, bool count_include_pad, int6
     return 1.0f / (float)count;
 }
 
-static void avgpool_nd_range(void *ctx, int64_t begin, int64_t end) {
-    const nd_planes *l = ctx;
-    const kn_window_nd *win = l->win;
-    const float *x = l->x;
-    float *y = l->y;
-    for (int64_t plane = begin; plane < end; plane++) {
+kiln_status kn_avgpool_nd_forward(const kn_op_call *call) {
+    pool_nd p;
+    KN_TRY(pool_nd_of_call(call, &p));
+    bool count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0;
+    const kn_window_nd *win = &p.win;
+    const float *x = kn_f32(call->in[0]); // (N*C, in...)
+    float *y = kn_f32(call->out[0]);      // (N*C, out...)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.planes; plane++) {
         const float *xp = x + plane * win->in_size;
         for (int64_t o = 0; o < win->out_size; o++) {
             float sum = 0.0f;
             kn_window_walk walk;
             for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
                 sum += xp[walk.at];
-            y[plane * win->out_size + o] = sum * avgpool_scale(win, l->count_include_pad, o);
+            y[plane * win->out_size + o] = sum * avgpool_scale(win, count_include_pad, o);
         }
     }
-}
-
-static void avgpool_nd_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const nd_planes *l = ctx;
-    const kn_window_nd *win = l->win;
-    for (int64_t plane = begin; plane < end; plane++) {
-        float *dxp = l->dx + plane * win->in_size;
-        for (int64_t o = 0; o < win->out_size; o++) {
-            float share = l->dy[plane * win->out_size + o] * avgpool_scale(win, l->count_include_pad, o);
-            kn_window_walk walk;
-            for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                dxp[walk.at] += share;
-        }
-    }
-}
-
-kiln_status kn_avgpool_nd_forward(const kn_op_call *call) {
-    pool_nd p;
-    KN_TRY(pool_nd_of_call(call, &p));
-    bool count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0;
-    nd_planes l = {.win = &p.win, .count_include_pad = count_include_pad, .x = kn_f32(call->in[0]),
-                   .y = kn_f32(call->out[0])};
-    kn_pool_for(nd_threads(&p), p.planes, avgpool_nd_range, &l);
     return KILN_OK;
 }
 
@@ -283,8 +235,18 @@ kiln_status kn_avgpool_nd_backward(const kn_op_call *call) {
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
     bool count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0;
-    nd_planes l = {.win = &p.win, .count_include_pad = count_include_pad, .dy = kn_f32(call->dout[0]),
-                   .dx = kn_f32(call->din[0])};
-    kn_pool_for(nd_threads(&p), p.planes, avgpool_nd_backward_range, &l);
+    const kn_window_nd *win = &p.win;
+    const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
+    float *dx = kn_f32(call->din[0]);        // (N*C, in...)
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
+    for (int64_t plane = 0; plane < p.planes; plane++) {
+        float *dxp = dx + plane * win->in_size;
+        for (int64_t o = 0; o < win->out_size; o++) {
+            float share = dy[plane * win->out_size + o] * avgpool_scale(win, count_include_pad, o);
+            kn_window_walk walk;
+            for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+                dxp[walk.at] += share;
+        }
+    }
     return KILN_OK;
 }

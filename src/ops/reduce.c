@@ -20,7 +20,6 @@
  * send each output's dY whole to the first element (in memory order) equal to the output, where
  * PyTorch's amax splits it evenly between ties. ReduceProd and ReduceL2 are forward only.
  */
-#include "core/pool.h"
 #include "core/threads.h"
 #include "ops/reduce.h"
 
@@ -136,60 +135,37 @@ static void sum_runs(const reduce_plan *p, int k, const float *x, float *acc, in
         sum_runs(p, k + 1, x + i * p->x_step[k], acc + i * p->y_step[k], 0, p->d[k + 1]);
 }
 
-/* The loops of a sum and its backward, on kiln's pool: x and y (dy and dx for the backward), the
- * partial sums, the plan. */
-typedef struct sum_loop {
-    const reduce_plan *p;
-    const float *in;
-    float *out, *partials;
-    float scale;
-} sum_loop;
-
-/* out[i] += scale * in[i], for a "sum" that reduces nothing. */
-static void scaled_add_range(void *ctx, int64_t begin, int64_t end) {
-    const sum_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->out[i] += l->scale * l->in[i];
-}
-
-/* Slice s of the outermost run into its own partial buffer (or its own part of the one buffer). */
-static void sum_slice(void *ctx, int64_t s, int slot) {
-    (void)slot;
-    const sum_loop *l = ctx;
-    const reduce_plan *p = l->p;
-    int64_t begin = p->d[0] * s / p->n_slices, end = p->d[0] * (s + 1) / p->n_slices;
-    sum_runs(p, 0, l->in, l->partials + (p->summed[0] ? s * p->y_numel : 0), begin, end);
-}
-
-/* out[j] += scale * (the partials of j added in slice order). */
-static void add_partials_range(void *ctx, int64_t begin, int64_t end) {
-    const sum_loop *l = ctx;
-    int64_t n_y = l->p->y_numel, n_partials = l->p->n_partials;
-    for (int64_t j = begin; j < end; j++) {
-        float s = 0.0f;
-        for (int64_t q = 0; q < n_partials; q++)
-            s += l->partials[q * n_y + j];
-        l->out[j] += l->scale * s;
-    }
-}
-
 void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
                        float *workspace) {
     reduce_plan p;
     reduce_plan_make(&p, x_shape, axes);
     if (p.x_numel == 0)
         return;
-    sum_loop l = {&p, x, y, workspace, scale}; /* workspace: the partials, (n_partials, y_numel) */
-    int threads = kn_threads_get();
     if (reduce_plan_is_copy(&p)) {
-        kn_pool_for(p.x_numel >= KN_REDUCE_PARALLEL_MIN ? threads : 1, p.x_numel, scaled_add_range, &l);
+        int64_t n = p.x_numel;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            y[i] += scale * x[i];
         return;
     }
-    /* Each slice sums into its own partials, then the partials are added in slice order: a fixed
-     * order whatever the thread count. */
-    memset(l.partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
-    kn_pool_run(threads, p.n_slices, sum_slice, &l);
-    kn_pool_for(p.y_numel * p.n_partials >= KN_REDUCE_PARALLEL_MIN ? threads : 1, p.y_numel, add_partials_range, &l);
+    /* Each slice sums into its own partial buffer (or its own part of the one buffer), then the
+     * partials are added in slice order: a fixed order whatever the thread count. */
+    float *partials = workspace; /* (n_partials, y_numel) */
+    memset(partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
+    for (int64_t s = 0; s < p.n_slices; s++) {
+        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
+        float *acc = partials + (p.summed[0] ? s * p.y_numel : 0);
+        sum_runs(&p, 0, x, acc, begin, end);
+    }
+    int64_t n_y = p.y_numel, n_partials = p.n_partials;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_y * n_partials >= KN_REDUCE_PARALLEL_MIN)
+    for (int64_t j = 0; j < n_y; j++) {
+        float s = 0.0f;
+        for (int64_t q = 0; q < n_partials; q++)
+            s += partials[q * n_y + j];
+        y[j] += scale * s;
+    }
 }
 
 /* dx += scale * dy spread back over the summed runs, for indices [begin, end) of run k: the
@@ -211,15 +187,6 @@ static void spread_runs(const reduce_plan *p, int k, const float *dy, float *dx,
         spread_runs(p, k + 1, dy + i * p->y_step[k], dx + i * p->x_step[k], scale, 0, p->d[k + 1]);
 }
 
-/* Slice s of the outermost run of spread_add. */
-static void spread_slice(void *ctx, int64_t s, int slot) {
-    (void)slot;
-    const sum_loop *l = ctx;
-    const reduce_plan *p = l->p;
-    int64_t begin = p->d[0] * s / p->n_slices, end = p->d[0] * (s + 1) / p->n_slices;
-    spread_runs(p, 0, l->in, l->out, l->scale, begin, end);
-}
-
 /* dx += scale * dy spread back over the summed axes: the backward of a sum. Slices of the outermost
  * run write disjoint parts of dx. */
 static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, float scale,
@@ -228,8 +195,11 @@ static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, 
     reduce_plan_make(&p, x_shape, axes);
     if (p.x_numel == 0)
         return;
-    sum_loop l = {&p, dy, dx, NULL, scale};
-    kn_pool_run(kn_threads_get(), p.n_slices, spread_slice, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
+    for (int64_t s = 0; s < p.n_slices; s++) {
+        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
+        spread_runs(&p, 0, dy, dx, scale, begin, end);
+    }
 }
 
 /* ---- walking each output's elements: ReduceMax, ReduceMin, ReduceProd, ReduceL2 ---- */
@@ -381,66 +351,41 @@ static int64_t reduce_int_one(const reduce_walk *w, reduce_kind kind, const void
     return acc;
 }
 
-/* The loops that walk each output's elements, on kiln's pool. */
-typedef struct walk_loop {
-    const reduce_walk *w;
-    reduce_kind kind;
-    const kn_tensor *x;
-    kn_tensor *y;                   /* forward */
-    const float *y_values, *dy;     /* backward */
-    float *dx;
-} walk_loop;
-
-/* Whether a walk over n_y outputs is worth the pool's threads. */
-static int walk_threads(const reduce_walk *w) {
-    return w->y_numel * w->count >= KN_REDUCE_PARALLEL_MIN && w->y_numel > 1 ? kn_threads_get() : 1;
-}
-
-static void walk_forward_range(void *ctx, int64_t begin, int64_t end) {
-    const walk_loop *l = ctx;
-    const kn_tensor *x = l->x;
-    kn_tensor *y = l->y;
-    for (int64_t j = begin; j < end; j++) {
-        int64_t base = reduce_walk_base(l->w, j);
-        if (x->dtype == KN_F32)
-            kn_f32(y)[j] = (float)reduce_float_one(l->w, l->kind, kn_f32(x) + base, false);
-        else if (x->dtype == KN_F64)
-            ((double *)y->data)[j] = reduce_float_one(l->w, l->kind, (const double *)x->data + base, true);
-        else
-            kn_int_store(y->data, y->dtype, j, reduce_int_one(l->w, l->kind, x->data, x->dtype, base));
-    }
-}
-
 static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind kind, kn_tensor *y) {
     reduce_walk w;
     reduce_walk_make(&w, &x->shape, axes);
-    walk_loop l = {.w = &w, .kind = kind, .x = x, .y = y};
-    kn_pool_for(walk_threads(&w), w.y_numel, walk_forward_range, &l);
+    int64_t n_y = w.y_numel, work = n_y * w.count;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+    for (int64_t j = 0; j < n_y; j++) {
+        int64_t base = reduce_walk_base(&w, j);
+        if (x->dtype == KN_F32)
+            kn_f32(y)[j] = (float)reduce_float_one(&w, kind, kn_f32(x) + base, false);
+        else if (x->dtype == KN_F64)
+            ((double *)y->data)[j] = reduce_float_one(&w, kind, (const double *)x->data + base, true);
+        else
+            kn_int_store(y->data, y->dtype, j, reduce_int_one(&w, kind, x->data, x->dtype, base));
+    }
 }
 
 /* ReduceMax / ReduceMin backward: each output's gradient goes whole to the first element (in x's
  * memory order) equal to the output; a NaN output passes none. */
-static void extremum_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const walk_loop *l = ctx;
-    const float *xs = kn_f32(l->x);
-    for (int64_t j = begin; j < end; j++) {
-        int64_t base = reduce_walk_base(l->w, j);
-        reduce_cursor c = {{0}, 0};
-        for (int64_t r = 0; r < l->w->count; r++, reduce_cursor_next(l->w, &c)) {
-            if (xs[base + c.offset] == l->y_values[j]) {
-                l->dx[base + c.offset] += l->dy[j];
-                break;
-            }
-        }
-    }
-}
-
 static void reduce_extremum_backward(const kn_tensor *x, unsigned axes, const float *y,
                                      const float *dy, float *dx) {
     reduce_walk w;
     reduce_walk_make(&w, &x->shape, axes);
-    walk_loop l = {.w = &w, .x = x, .y_values = y, .dy = dy, .dx = dx};
-    kn_pool_for(walk_threads(&w), w.y_numel, extremum_backward_range, &l);
+    int64_t n_y = w.y_numel, work = n_y * w.count;
+    const float *xs = kn_f32(x);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
+    for (int64_t j = 0; j < n_y; j++) {
+        int64_t base = reduce_walk_base(&w, j);
+        reduce_cursor c = {{0}, 0};
+        for (int64_t r = 0; r < w.count; r++, reduce_cursor_next(&w, &c)) {
+            if (xs[base + c.offset] == y[j]) {
+                dx[base + c.offset] += dy[j];
+                break;
+            }
+        }
+    }
 }
 
 /* ---- the Reduce ops ---- */

@@ -15,9 +15,9 @@
  * transposed a block of KN_SPARSE_ROW_BLOCK at a time so that one weight multiplies a contiguous run of
  * rows. Not bit-identical to the dense GEMM, whose sums run in another order: within float rounding.
  */
+#include <omp.h>
 #include <string.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "kernels/sparse.h"
 #include "ops/fused_act.h"
@@ -121,31 +121,6 @@ static kiln_status sparse_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* The blocks of KN_SPARSE_ROW_BLOCK rows of A, one chunk of kiln's pool each. */
-typedef struct sparse_blocks {
-    const float *a; /* (M, K) */
-    int64_t M, K, N;
-    const float *values;
-    const int32_t *col;
-    const int64_t *start;
-    const float *bias;
-    float *y; /* (M, N) */
-    const kn_fused_act *act;
-    float *at_all; /* per slot: (K, KN_SPARSE_ROW_BLOCK) */
-} sparse_blocks;
-
-static void sparse_block(void *ctx, int64_t b, int slot) {
-    const sparse_blocks *s = ctx;
-    int64_t K = s->K, N = s->N;
-    float *at = s->at_all + (int64_t)slot * K * KN_SPARSE_ROW_BLOCK; // (K, block)
-    int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = s->M - r0 < KN_SPARSE_ROW_BLOCK ? s->M - r0 : KN_SPARSE_ROW_BLOCK;
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t r = 0; r < KN_SPARSE_ROW_BLOCK; r++)
-            at[k * KN_SPARSE_ROW_BLOCK + r] = r < rows ? s->a[(r0 + r) * K + k] : 0.0f;
-    kn_sparse_best()->rows(at, rows, s->values, s->col, s->start, s->bias, s->y + r0 * N, N);
-    kn_fused_act_apply_serial(s->act, s->y + r0 * N, rows * N);
-}
-
 static kiln_status sparse_forward(const kn_op_call *call) {
     const kn_tensor *a_t = call->in[SPARSE_A];
     const kn_tensor *bias_t = call->node->n_in > SPARSE_BIAS ? call->in[SPARSE_BIAS] : NULL;
@@ -173,8 +148,16 @@ static kiln_status sparse_forward(const kn_op_call *call) {
     float *at_all = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (threads, K, KN_SPARSE_ROW_BLOCK)
     if (!at_all)
         return kn_fail(KILN_ERR_NOMEM, "SparseGemm: out of memory for %zu bytes of workspace", bytes);
-    sparse_blocks run = {a, M, K, N, values, col, start, bias, y, &act, at_all};
-    kn_pool_run(M * nnz >= SPARSE_PARALLEL_MIN ? kn_threads_get() : 1, blocks, sparse_block, &run);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (M * nnz >= SPARSE_PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        float *at = at_all + (int64_t)omp_get_thread_num() * K * KN_SPARSE_ROW_BLOCK; // (K, block)
+        int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = M - r0 < KN_SPARSE_ROW_BLOCK ? M - r0 : KN_SPARSE_ROW_BLOCK;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t r = 0; r < KN_SPARSE_ROW_BLOCK; r++)
+                at[k * KN_SPARSE_ROW_BLOCK + r] = r < rows ? a[(r0 + r) * K + k] : 0.0f;
+        kn_sparse_best()->rows(at, rows, values, col, start, bias, y + r0 * N, N);
+        kn_fused_act_apply_serial(&act, y + r0 * N, rows * N);
+    }
     return KILN_OK;
 }
 

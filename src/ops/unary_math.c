@@ -22,7 +22,6 @@
  */
 #include <math.h>
 
-#include "core/pool.h"
 #include "core/threads.h"
 #include "core/status.h"
 #include "kernels/vmath.h"
@@ -96,38 +95,22 @@ static inline float softplus(float x) {
     return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
 }
 
-/* A unary op's loop on kiln's pool: forward y = f(x), or backward dx += f'(x, y) dy. */
-typedef struct unary_loop {
-    unary_kind kind;
-    const float *x, *y, *dy;
-    float *out; /* y, or dx */
-    float alpha, beta;
-} unary_loop;
-
-static int unary_threads(int64_t n) { return n >= KN_UNARY_PARALLEL_MIN ? kn_threads_get() : 1; }
-
 /* y[i] = EXPR(v = x[i]) for i < n. */
 #define KN_UNARY_LOOP(EXPR)                                                      \
     do {                                                                         \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++) {                                        \
             float v = x[i];                                                      \
             y[i] = (EXPR);                                                       \
         }                                                                        \
     } while (0)
 
-/* Elements [begin, end) of the forward; ranges start on multiples of 16, so the vmath kernels see the
- * tails they see in one call. */
-static void unary_f32_range(void *ctx, int64_t begin, int64_t end) {
-    const unary_loop *l = ctx;
-    const float *x = l->x + begin;
-    float *y = l->out + begin;
-    int64_t n = end - begin;
-    float alpha = l->alpha, beta = l->beta;
-    (void)alpha, (void)beta;
-    switch (l->kind) {
-    case UNARY_ERF: kn_vmath_best()->erf(y, x, n); break;
+static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, float alpha,
+                      float beta) {
+    switch (kind) {
+    case UNARY_ERF: kn_vmath_run(kn_vmath_best()->erf, y, x, n); break;
     case UNARY_SQRT: KN_UNARY_LOOP(sqrtf(v)); break;
-    case UNARY_EXP: kn_vmath_best()->exp(y, x, n); break;
+    case UNARY_EXP: kn_vmath_run(kn_vmath_best()->exp, y, x, n); break;
     case UNARY_LOG: KN_UNARY_LOOP(logf(v)); break;
     case UNARY_NEG: KN_UNARY_LOOP(-v); break;
     case UNARY_ABS: KN_UNARY_LOOP(fabsf(v)); break;
@@ -140,26 +123,17 @@ static void unary_f32_range(void *ctx, int64_t begin, int64_t end) {
     }
 }
 
-static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, float alpha,
-                      float beta) {
-    unary_loop l = {kind, x, NULL, NULL, y, alpha, beta};
-    kn_pool_for(unary_threads(n), n, unary_f32_range, &l);
-}
-
 /* dx[i] += EXPR for i < n, EXPR in terms of x[i], y[i] and dy[i]. */
 #define KN_UNARY_GRAD_LOOP(EXPR)                                                 \
     do {                                                                         \
+        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
         for (int64_t i = 0; i < n; i++)                                          \
             dx[i] += (EXPR);                                                     \
     } while (0)
 
-static void unary_f32_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const unary_loop *l = ctx;
-    const float *x = l->x + begin, *y = l->y + begin, *dy = l->dy + begin;
-    float *dx = l->out + begin;
-    int64_t n = end - begin;
-    float alpha = l->alpha, beta = l->beta;
-    switch (l->kind) {
+static void unary_f32_backward(unary_kind kind, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t n, float alpha, float beta) {
+    switch (kind) {
     case UNARY_ERF: KN_UNARY_GRAD_LOOP(dy[i] * KN_TWO_OVER_SQRT_PI * expf(-x[i] * x[i])); break;
     case UNARY_SQRT: KN_UNARY_GRAD_LOOP(dy[i] * 0.5f / y[i]); break;
     case UNARY_EXP: KN_UNARY_GRAD_LOOP(dy[i] * y[i]); break;
@@ -182,12 +156,6 @@ static void unary_f32_backward_range(void *ctx, int64_t begin, int64_t end) {
     case UNARY_FLOOR:
     case UNARY_CEIL: break; /* no backward */
     }
-}
-
-static void unary_f32_backward(unary_kind kind, const float *x, const float *y, const float *dy,
-                               float *dx, int64_t n, float alpha, float beta) {
-    unary_loop l = {kind, x, y, dy, dx, alpha, beta};
-    kn_pool_for(unary_threads(n), n, unary_f32_backward_range, &l);
 }
 
 /* Neg and Abs of integers, in uint64 so that the lowest value wraps instead of overflowing. */
@@ -307,21 +275,6 @@ static const kn_tensor *clip_bound(const kn_op_call *call, int i) {
     return call->node->n_in > i ? call->in[i] : NULL;
 }
 
-/* Clip's loops: alpha and beta of a unary_loop hold the bounds lo and hi. */
-static void clip_range(void *ctx, int64_t begin, int64_t end) {
-    const unary_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++) {
-        float v = l->x[i] < l->alpha ? l->alpha : l->x[i];
-        l->out[i] = v > l->beta ? l->beta : v;
-    }
-}
-
-static void clip_backward_range(void *ctx, int64_t begin, int64_t end) {
-    const unary_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->out[i] += l->x[i] >= l->alpha && l->x[i] <= l->beta ? l->dy[i] : 0.0f;
-}
-
 /* min(max(x, lo), hi) as two compares, so that a NaN x stays NaN. */
 static kiln_status clip_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0], *min = clip_bound(call, 1), *max = clip_bound(call, 2);
@@ -329,8 +282,13 @@ static kiln_status clip_forward(const kn_op_call *call) {
     int64_t n = kn_numel(x);
     if (x->dtype == KN_F32) {
         float lo = min ? kn_f32(min)[0] : -INFINITY, hi = max ? kn_f32(max)[0] : INFINITY;
-        unary_loop l = {.x = kn_f32(x), .out = kn_f32(y), .alpha = lo, .beta = hi};
-        kn_pool_for(unary_threads(n), n, clip_range, &l);
+        const float *xs = kn_f32(x);
+        float *ys = kn_f32(y);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float v = xs[i] < lo ? lo : xs[i];
+            ys[i] = v > hi ? hi : v;
+        }
         return KILN_OK;
     }
     int64_t lo = min ? kn_int_load(min->data, min->dtype, 0) : kn_int_lowest(x->dtype);
@@ -348,10 +306,12 @@ static kiln_status clip_backward(const kn_op_call *call) {
         return KILN_OK;
     const kn_tensor *min = clip_bound(call, 1), *max = clip_bound(call, 2);
     float lo = min ? kn_f32(min)[0] : -INFINITY, hi = max ? kn_f32(max)[0] : INFINITY;
-    unary_loop l = {.x = kn_f32(call->in[0]), .dy = kn_f32(call->dout[0]), .out = kn_f32(call->din[0]),
-                    .alpha = lo, .beta = hi};
+    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
+    float *dx = kn_f32(call->din[0]);
     int64_t n = kn_numel(call->in[0]);
-    kn_pool_for(unary_threads(n), n, clip_backward_range, &l);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
     return KILN_OK;
 }
 
@@ -419,13 +379,6 @@ static kiln_status prelu_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* term = dy x where x < 0, else 0: what PRelu's slope gradient sums. */
-static void prelu_slope_term_range(void *ctx, int64_t begin, int64_t end) {
-    const unary_loop *l = ctx;
-    for (int64_t i = begin; i < end; i++)
-        l->out[i] = l->x[i] < 0.0f ? l->dy[i] * l->x[i] : 0.0f;
-}
-
 /* dx += dy where x >= 0, slope dy below; dslope += (dy x where x < 0) summed over the slope's
  * broadcast dims. */
 static kiln_status prelu_backward(const kn_op_call *call) {
@@ -449,8 +402,10 @@ static kiln_status prelu_backward(const kn_op_call *call) {
             return kn_fail(KILN_ERR_NOMEM, "out of memory for a %zu-byte gradient workspace",
                            bytes);
         float *term = (float *)work; /* X's shape */
-        unary_loop l = {.x = kn_f32(x), .dy = kn_f32(dy), .out = term};
-        kn_pool_for(unary_threads(n), n, prelu_slope_term_range, &l);
+        const float *xs = kn_f32(x), *g = kn_f32(dy);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++)
+            term[i] = xs[i] < 0.0f ? g[i] * xs[i] : 0.0f;
         float *reduce_work = (float *)(work + term_bytes);
         kn_reduce_sum_add(term, &x->shape, axes, 1.0f, kn_f32(dslope), reduce_work);
     }

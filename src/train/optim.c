@@ -1,4 +1,3 @@
-#include "core/pool.h"
 #include "core/threads.h"
 #include "train/optim.h"
 
@@ -321,59 +320,42 @@ void kn_optim_free(kn_optim *opt) {
     free(opt);
 }
 
-/* An elementwise update's loop runs on kiln's pool (core/pool.h) over ranges of the parameter. */
-static void run_update(const kn_optim_slot *s, kn_pool_range_fn fn, void *ctx) {
-    kn_pool_for(s->numel >= KN_OPTIM_PARALLEL_MIN ? kn_threads_get() : 1, s->numel, fn, ctx);
-}
-
 /* PyTorch's SGD, with d = 1 - dampening:
  *   g += wd p;   b = g at t = 1, else momentum b + d g;   g = nesterov ? g + momentum b : b;   p -= lr g
  * Scalars are rounded to float once, where PyTorch rounds them. */
-typedef struct sgd_step {
-    float *p, *buf; /* buf: the momentum buffer, NULL without momentum */
-    const float *grad;
-    float wd, momentum, keep, lr;
-    bool first, nesterov;
-} sgd_step;
-
-static void sgd_range(void *ctx, int64_t begin, int64_t end) {
-    const sgd_step *u = ctx;
-    float *p = u->p, *buf = u->buf;
-    for (int64_t i = begin; i < end; i++) {
-        float g = u->grad[i];
-        if (u->wd != 0.0f)
-            g += u->wd * p[i];
-        if (buf) {
-            buf[i] = u->first ? g : u->momentum * buf[i] + u->keep * g;
-            g = u->nesterov ? g + u->momentum * buf[i] : buf[i];
-        }
-        p[i] += -u->lr * g;
-    }
-}
-
 static void kn_sgd_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
-    sgd_step u = {s->param.data, s->moment1, s->param.grad, c->weight_decay, c->momentum,
-                  (float)(1.0 - (double)c->dampening), lr, t == 1, c->nesterov};
-    run_update(s, sgd_range, &u);
+    float *p = s->param.data, *buf = s->moment1;
+    const float *grad = s->param.grad;
+    const float wd = c->weight_decay, momentum = c->momentum, keep = (float)(1.0 - (double)c->dampening);
+    const bool first = t == 1, nesterov = c->nesterov;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+    for (int64_t i = 0; i < s->numel; i++) {
+        float g = grad[i];
+        if (wd != 0.0f)
+            g += wd * p[i];
+        if (buf) {
+            buf[i] = first ? g : momentum * buf[i] + keep * g;
+            g = nesterov ? g + momentum * buf[i] : buf[i];
+        }
+        p[i] += -lr * g;
+    }
 }
 
 /* PyTorch's Adam (L2: g += wd p) and AdamW (decoupled: p *= 1 - lr wd first):
  *   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
  *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)     (eps after the corrected sqrt) */
-typedef struct adam_step {
-    float *p, *m, *v;
-    const float *grad;
-    float l2, shrink, b1, b2, eps, one_minus_b1, one_minus_b2, neg_step, correction2_sqrt;
-} adam_step;
-
-static void adam_range(void *ctx, int64_t begin, int64_t end) {
-    const adam_step *u = ctx;
-    float *restrict p = u->p, *restrict m = u->m, *restrict v = u->v;
-    const float *restrict grad = u->grad;
-    const float l2 = u->l2, shrink = u->shrink, b1 = u->b1, b2 = u->b2, eps = u->eps;
-    const float one_minus_b1 = u->one_minus_b1, one_minus_b2 = u->one_minus_b2;
-    const float neg_step = u->neg_step, correction2_sqrt = u->correction2_sqrt;
-    for (int64_t i = begin; i < end; i++) {
+static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
+    float *p = s->param.data, *m = s->moment1, *v = s->moment2;
+    const float *grad = s->param.grad;
+    const bool decoupled = c->kind == KN_OPTIM_ADAMW;
+    const float l2 = decoupled ? 0.0f : c->weight_decay;
+    const float shrink = decoupled ? (float)(1.0 - (double)lr * c->weight_decay) : 1.0f;
+    const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    const float one_minus_b1 = (float)(1.0 - (double)b1), one_minus_b2 = (float)(1.0 - (double)b2);
+    const double correction1 = 1.0 - pow(b1, (double)t), correction2 = 1.0 - pow(b2, (double)t);
+    const float neg_step = (float)(-(double)lr / correction1), correction2_sqrt = (float)sqrt(correction2);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+    for (int64_t i = 0; i < s->numel; i++) {
         float g = grad[i];
         if (l2 != 0.0f)
             g += l2 * p[i];
@@ -384,44 +366,20 @@ static void adam_range(void *ctx, int64_t begin, int64_t end) {
     }
 }
 
-static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
-    const bool decoupled = c->kind == KN_OPTIM_ADAMW;
-    const float b1 = c->beta1, b2 = c->beta2;
-    const double correction1 = 1.0 - pow(b1, (double)t), correction2 = 1.0 - pow(b2, (double)t);
-    adam_step u = {
-        .p = s->param.data, .m = s->moment1, .v = s->moment2, .grad = s->param.grad,
-        .l2 = decoupled ? 0.0f : c->weight_decay,
-        .shrink = decoupled ? (float)(1.0 - (double)lr * c->weight_decay) : 1.0f,
-        .b1 = b1, .b2 = b2, .eps = c->eps,
-        .one_minus_b1 = (float)(1.0 - (double)b1), .one_minus_b2 = (float)(1.0 - (double)b2),
-        .neg_step = (float)(-(double)lr / correction1), .correction2_sqrt = (float)sqrt(correction2),
-    };
-    run_update(s, adam_range, &u);
-}
-
 /* PyTorch's Adagrad:  g += wd p;   sum += g^2;   p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps) */
-typedef struct adagrad_step {
-    float *p, *sum;
-    const float *grad;
-    float wd, eps, neg_clr;
-} adagrad_step;
-
-static void adagrad_range(void *ctx, int64_t begin, int64_t end) {
-    const adagrad_step *u = ctx;
-    float *p = u->p, *sum = u->sum;
-    for (int64_t i = begin; i < end; i++) {
-        float g = u->grad[i];
-        if (u->wd != 0.0f)
-            g += u->wd * p[i];
-        sum[i] += g * g;
-        p[i] += u->neg_clr * g / (sqrtf(sum[i]) + u->eps);
-    }
-}
-
 static void kn_adagrad_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
-    adagrad_step u = {s->param.data, s->moment2, s->param.grad, c->weight_decay, c->eps,
-                      (float)(-(double)lr / (1.0 + (double)(t - 1) * c->lr_decay))};
-    run_update(s, adagrad_range, &u);
+    float *p = s->param.data, *sum = s->moment2;
+    const float *grad = s->param.grad;
+    const float wd = c->weight_decay, eps = c->eps;
+    const float neg_clr = (float)(-(double)lr / (1.0 + (double)(t - 1) * c->lr_decay));
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
+    for (int64_t i = 0; i < s->numel; i++) {
+        float g = grad[i];
+        if (wd != 0.0f)
+            g += wd * p[i];
+        sum[i] += g * g;
+        p[i] += neg_clr * g / (sqrtf(sum[i]) + eps);
+    }
 }
 
 /* Adafactor: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018,
