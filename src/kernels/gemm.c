@@ -61,6 +61,7 @@ static const kn_gemm_kernel avx512_kernel = {
     .pack_columns = kn_gemm_pack_columns_avx512,
     .dot_mr = KN_GEMM_AVX512_DOT_MR, .dot_nr = KN_GEMM_AVX512_DOT_NR, .dot_max_rows = 12,
     .dot = kn_gemm_dotkernel_avx512,
+    .direct = kn_gemm_directkernel_avx512,
 };
 #endif
 
@@ -428,6 +429,46 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
     free(owned);
 }
 
+/* ---- Direct path ---- */
+
+/* Largest product the direct kernel takes: op(A) and op(B) together in this many floats (half of a
+ * 64 KiB L1, so both stay there while C's tiles sweep them), and op(B) = B^T copied out whole. */
+#define GEMM_DIRECT_MAX_FLOATS 8192
+#define GEMM_DIRECT_MAX_B_FLOATS 4096
+
+/* Whether the product goes to the direct kernel: one thread, one depth block (so each tile sums its
+ * terms as the blocked path does), and small enough that packing would cost more than it saves. */
+static bool uses_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    double floats = (double)g->K * (double)(g->M + g->N);
+    return kernel->direct && threads == 1 && g->K <= kernel->kc && floats <= GEMM_DIRECT_MAX_FLOATS &&
+           (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS);
+}
+
+/* C by the blocked path's tiles, reading op(A) in place; op(B) = B^T is first copied out as (K, N)
+ * rows. Every tile is the one gemm_blocked computes, with the same terms in the same order. */
+static void run_direct(const kn_gemm_kernel *kernel, const gemm_args *g) {
+    const int mr = kernel->mr, nr = kernel->nr;
+    const float *b = g->B;
+    int64_t ldb = g->ldb;
+    float b_rows[GEMM_DIRECT_MAX_B_FLOATS]; // op(B) (K, N) when trans_b
+    if (g->trans_b) {
+        for (int64_t k = 0; k < g->K; k++)
+            for (int64_t j = 0; j < g->N; j++)
+                b_rows[k * g->N + j] = g->B[j * g->ldb + k];
+        b = b_rows;
+        ldb = g->N;
+    }
+    int64_t a_rs = g->trans_a ? 1 : g->lda, a_cs = g->trans_a ? g->lda : 1;
+    for (int64_t j = 0; j < g->N; j += nr) {
+        int n = (int)min64(nr, g->N - j);
+        for (int64_t i = 0; i < g->M; i += mr) {
+            int m = (int)min64(mr, g->M - i);
+            kernel->direct(g->K, m, n, g->A + i * a_rs, a_rs, a_cs, b + j, ldb, g->alpha, g->beta,
+                           g->C + i * g->ldc + j, g->ldc);
+        }
+    }
+}
+
 /* ---- Entry points ---- */
 
 /* K == 0: op(A) @ op(B) is empty, C = beta * C. */
@@ -456,6 +497,8 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
     size_t given_floats = workspace_bytes / sizeof(float);
     if (uses_dots(kernel, trans_b, M, N))
         run_dots(kernel, &g, threads, workspace, given_floats);
+    else if (uses_direct(kernel, &g, threads))
+        run_direct(kernel, &g);
     else
         run_blocked(kernel, &g, threads, workspace, given_floats);
 }
@@ -466,6 +509,8 @@ size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
     gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
     size_t count, bytes;
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    if (uses_direct(kernel, &g, threads_for(&g)))
+        return 0;
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
         return SIZE_MAX;
     return bytes;
