@@ -13,6 +13,7 @@
  * the weight at every run. P's layout depends on the CPU, so graphs holding it are never saved.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
@@ -123,7 +124,9 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
 static kiln_status matmul_forward(const kn_op_call *call) { return matmul_run(call, NULL); }
 
 /* dA_i += dY_i @ B_i^T and dB_i += A_i^T @ dY_i for every output matrix i. A broadcast input gets
- * the sum over the batches that shared it: those products add into the same slice, in batch order. */
+ * the sum over the batches that shared it: those products add into the same slice, in batch order.
+ * A fresh gradient (din_fresh) is stored: by its products (beta 0) where each of its matrices has
+ * one, else zeroed first. */
 static kiln_status matmul_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
@@ -135,12 +138,21 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     const float *dy = kn_f32(dout); // (n_batch, M, N)
     float *da = call->din[0] ? kn_f32(call->din[0]) : NULL;
     float *db = call->din[1] ? kn_f32(call->din[1]) : NULL;
-    if (matmul_folds(&d)) {
+    bool folds = matmul_folds(&d);
+    // Whether each matrix of dA / dB comes from exactly one product (no broadcast sums it).
+    bool a_once = d.a_matrices == d.n_batch, b_once = folds || d.b_matrices == d.n_batch;
+    float a_beta = kn_din_fresh(call, 0) && a_once ? 0.0f : 1.0f;
+    float b_beta = kn_din_fresh(call, 1) && b_once ? 0.0f : 1.0f;
+    if (da && kn_din_fresh(call, 0) && !a_once)
+        memset(da, 0, sizeof(float) * (size_t)kn_numel(call->din[0]));
+    if (db && kn_din_fresh(call, 1) && !b_once)
+        memset(db, 0, sizeof(float) * (size_t)kn_numel(call->din[1]));
+    if (folds) {
         int64_t rows = d.n_batch * d.M;
         if (da)
-            kn_sgemm(false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, 1.0f, da, d.K);
+            kn_sgemm(false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, a_beta, da, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, 1.0f, db, d.N);
+            kn_sgemm(true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, b_beta, db, d.N);
         return KILN_OK;
     }
     for (int64_t i = 0; i < d.n_batch; i++) {
@@ -148,9 +160,9 @@ static kiln_status matmul_backward(const kn_op_call *call) {
         matmul_offsets(&d, i, &a_off, &b_off);
         const float *dy_i = dy + i * d.M * d.N;
         if (da)
-            kn_sgemm(false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, 1.0f, da + a_off, d.K);
+            kn_sgemm(false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, a_beta, da + a_off, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, 1.0f, db + b_off, d.N);
+            kn_sgemm(true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, b_beta, db + b_off, d.N);
     }
     return KILN_OK;
 }
@@ -180,6 +192,7 @@ const kn_op kn_op_matmul = {
     .forward = matmul_forward,
     .workspace = matmul_workspace,
     .backward = matmul_backward,
+    .backward_stores = true,
     .flops = matmul_flops,
 };
 
