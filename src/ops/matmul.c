@@ -147,12 +147,19 @@ static kiln_status matmul_backward(const kn_op_call *call) {
         memset(da, 0, sizeof(float) * (size_t)kn_numel(call->din[0]));
     if (db && kn_din_fresh(call, 1) && !b_once)
         memset(db, 0, sizeof(float) * (size_t)kn_numel(call->din[1]));
+    // Packing buffers from the op scratch, not allocated per product: a large one each step was fresh
+    // pages for the kernel to clear.
+    int64_t rows = folds ? d.n_batch * d.M : d.M;
+    size_t a_ws = da ? kn_sgemm_workspace(false, true, rows, d.K, d.N) : 0;
+    size_t b_ws = db ? kn_sgemm_workspace(true, false, d.K, d.N, rows) : 0;
+    size_t ws_bytes = a_ws > b_ws ? a_ws : b_ws;
+    void *ws = ws_bytes && ws_bytes != SIZE_MAX ? kn_op_scratch(call->ctx, ws_bytes) : NULL;
+    ws_bytes = ws ? ws_bytes : 0; // kn_sgemm_ws allocates for itself without one
     if (folds) {
-        int64_t rows = d.n_batch * d.M;
         if (da)
-            kn_sgemm(false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, a_beta, da, d.K);
+            kn_sgemm_ws(ws, ws_bytes, false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, a_beta, da, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, b_beta, db, d.N);
+            kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, b_beta, db, d.N);
         return KILN_OK;
     }
     for (int64_t i = 0; i < d.n_batch; i++) {
@@ -160,9 +167,11 @@ static kiln_status matmul_backward(const kn_op_call *call) {
         matmul_offsets(&d, i, &a_off, &b_off);
         const float *dy_i = dy + i * d.M * d.N;
         if (da)
-            kn_sgemm(false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, a_beta, da + a_off, d.K);
+            kn_sgemm_ws(ws, ws_bytes, false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, a_beta,
+                        da + a_off, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, b_beta, db + b_off, d.N);
+            kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, b_beta,
+                        db + b_off, d.N);
     }
     return KILN_OK;
 }
