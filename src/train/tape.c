@@ -5,6 +5,7 @@
 
 #include "core/align.h"
 #include "core/status.h"
+#include "ops/movement.h"
 #include "ops/pool_2x2.h"
 
 enum { TAPE_ALIGN_FLOATS = KN_ALIGN / sizeof(float) }; /* every buffer starts KN_ALIGN-aligned */
@@ -75,6 +76,38 @@ static void find_grad_storers(kn_tape *t, const int *only_reader) {
     }
 }
 
+/* Whether value v lives in the activation block: inputs and activations, except those whose data
+ * shape inference computed or the caller bound before binding the tape (they keep it in the graph). */
+static bool in_act_block(const kn_value *val) {
+    return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
+}
+
+/* The output of an op that only copies its input's elements in order (Reshape, Flatten, Squeeze,
+ * Unsqueeze, Identity: kn_copy_forward) shares the input's buffer, so forward copies nothing; its
+ * gradient shares the input's when this node stores the input's whole gradient (grad_storer), so
+ * backward copies nothing either. Nothing writes a value once computed, so the shared buffer always
+ * holds both. Graph outputs keep their own buffers. */
+static void find_copy_aliases(kn_tape *t) {
+    kn_graph *g = t->g;
+    for (int v = 0; v < g->n_values; v++)
+        t->value_alias[v] = t->grad_alias[v] = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (n->op->forward != kn_copy_forward || n->n_in < 1 || n->n_out != 1 || n->in[0] < 0)
+            continue;
+        int x = n->in[0], y = n->out[0];
+        const kn_value *xv = &g->values[x], *yv = &g->values[y];
+        size_t x_bytes, y_bytes;
+        if (!in_act_block(xv) || !in_act_block(yv) || yv->kind != KN_VALUE_ACT || is_output(g, y) ||
+            xv->dtype != yv->dtype || !kn_shape_bytes(&xv->shape, xv->dtype, &x_bytes) ||
+            !kn_shape_bytes(&yv->shape, yv->dtype, &y_bytes) || x_bytes != y_bytes)
+            continue;
+        t->value_alias[y] = x;
+        if (t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i && xv->kind == KN_VALUE_ACT)
+            t->grad_alias[y] = x;
+    }
+}
+
 /* relu_fused_into[i]: for a node whose op trains with a fused Relu, the Relu node that is the only
  * reader of its only output; -1 otherwise. relu_fused_into[j] = -2 marks that Relu node, which then
  * never runs on its own (the producer writes its output and takes its gradient). */
@@ -137,15 +170,10 @@ static kiln_status alloc_param_grads(kn_tape *t) {
     return KILN_OK;
 }
 
-/* Whether value v lives in the activation block: inputs and activations, except those whose data
- * shape inference computed or the caller bound before binding the tape (they keep it in the graph). */
-static bool in_act_block(const kn_value *val) {
-    return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
-}
-
 /* Lays out activation (and activation-gradient) buffers for the current shapes in one block. */
 static kiln_status bind_activations(kn_tape *t) {
     kn_graph *g = t->g;
+    find_copy_aliases(t);
     size_t total = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
@@ -155,7 +183,8 @@ static kiln_status bind_activations(kn_tape *t) {
         if (!kn_shape_bytes(&val->shape, val->dtype, &bytes))
             return kn_fail(KILN_ERR_NOMEM, "value '%s' is too large", val->name);
         size_t floats = align_floats((bytes + sizeof(float) - 1) / sizeof(float));
-        size_t copies = (t->needs_grad[v] && val->kind == KN_VALUE_ACT) ? 2 : 1;
+        size_t copies = (t->value_alias[v] < 0) +
+                        (t->needs_grad[v] && val->kind == KN_VALUE_ACT && t->grad_alias[v] < 0);
         if (!kn_size_add(total, floats * copies, &total))
             return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
     }
@@ -179,12 +208,29 @@ static kiln_status bind_activations(kn_tape *t) {
         size_t bytes_v;
         kn_shape_bytes(&val->shape, val->dtype, &bytes_v);
         size_t floats = align_floats((bytes_v + sizeof(float) - 1) / sizeof(float));
-        t->values[v] = (kn_tensor){val->shape, val->dtype, t->act_block + offset};
-        offset += floats;
-        if (t->needs_grad[v] && val->kind == KN_VALUE_ACT) {
-            t->grads[v] = (kn_tensor){val->shape, KN_F32, t->act_block + offset};
+        t->values[v] = (kn_tensor){val->shape, val->dtype, NULL};
+        if (t->value_alias[v] < 0) {
+            t->values[v].data = t->act_block + offset;
             offset += floats;
         }
+        if (t->needs_grad[v] && val->kind == KN_VALUE_ACT) {
+            t->grads[v] = (kn_tensor){val->shape, KN_F32, NULL};
+            if (t->grad_alias[v] < 0) {
+                t->grads[v].data = t->act_block + offset;
+                offset += floats;
+            }
+        }
+    }
+    /* A copy op's input comes before its output in node order, so an alias's source is bound by now
+     * (a chain of copies resolves in the same order). */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        int y = n->n_out == 1 ? n->out[0] : -1;
+        if (y < 0 || t->value_alias[y] < 0)
+            continue;
+        t->values[y].data = t->values[t->value_alias[y]].data;
+        if (t->grad_alias[y] >= 0)
+            t->grads[y].data = t->grads[t->grad_alias[y]].data;
     }
     return KILN_OK;
 }
@@ -235,9 +281,12 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     t->grads = calloc(n, sizeof(kn_tensor));
     t->needs_grad = calloc(n, sizeof(bool));
     t->grad_storer = calloc(n, sizeof(int));
+    t->value_alias = calloc(n, sizeof(int));
+    t->grad_alias = calloc(n, sizeof(int));
     t->relu_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
     t->pool_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
-    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->relu_fused_into || !t->pool_fused_into) {
+    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->value_alias || !t->grad_alias ||
+        !t->relu_fused_into || !t->pool_fused_into) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
@@ -279,6 +328,8 @@ void kn_tape_free(kn_tape *t) {
     free(t->grads);
     free(t->needs_grad);
     free(t->grad_storer);
+    free(t->value_alias);
+    free(t->grad_alias);
     free(t->relu_fused_into);
     free(t->pool_fused_into);
     free(t->act_block);
