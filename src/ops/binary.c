@@ -252,6 +252,8 @@ static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float sca
     if (kn_din_fresh(call, i) && axes == 0) {
         const float *g = kn_f32(dy);
         int64_t n = kn_numel(dy);
+        if (din == g) // the caller aliased din to dy (scale 1): the gradient is in place
+            return;
         for (int64_t j = 0; j < n; j++)
             din[j] = scale * g[j];
         return;

@@ -71,14 +71,32 @@ static kiln_status softmax_infer(kn_graph *g, const kn_node *node) {
 enum { SOFTMAX_ROW_BLOCK = 2048 }; /* values per block of whole rows */
 enum { SOFTMAX_CHUNK = 256 };      /* lanes side by side in the inner-axis case */
 
+/* The largest of x[0..n) that is not NaN (-inf when none), in KN_SUM_LANES lanes that vectorize: one
+ * running maximum is a chain of dependent compares (a row of 49 scores took longer than its exp). The
+ * maximum does not depend on the order; only which of +0 and -0 wins a tie may, and x - max is the
+ * same either way but for the sign of a zero, which exp maps to 1. */
+static float lane_max(const float *x, int64_t n) {
+    float lane[KN_SUM_LANES];
+    for (int k = 0; k < KN_SUM_LANES; k++)
+        lane[k] = -INFINITY;
+    int64_t i = 0;
+    for (; i + KN_SUM_LANES <= n; i += KN_SUM_LANES)
+        for (int k = 0; k < KN_SUM_LANES; k++)
+            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    float m = -INFINITY;
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    for (int k = 0; k < KN_SUM_LANES; k++)
+        m = lane[k] > m ? lane[k] : m;
+    return m;
+}
+
 /* A block of `rows` rows of n values (rows of x and y contiguous). */
 static void softmax_rows(const float *x, float *y, int64_t rows, int64_t n, bool log_form) {
     float max[SOFTMAX_ROW_BLOCK]; // (rows): the block holds at most SOFTMAX_ROW_BLOCK rows
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        float m = -INFINITY;
-        for (int64_t k = 0; k < n; k++)
-            m = xr[k] > m ? xr[k] : m;
+        float m = lane_max(xr, n);
         max[r] = m;
         for (int64_t k = 0; k < n; k++)
             y[r * n + k] = xr[k] - m;

@@ -82,12 +82,26 @@ static bool in_act_block(const kn_value *val) {
     return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
 }
 
-/* The output of an op that only copies its input's elements in order (Reshape, Flatten, Squeeze,
- * Unsqueeze, Identity: kn_copy_forward) shares the input's buffer, so forward copies nothing; its
- * gradient shares the input's when this node stores the input's whole gradient (grad_storer), so
- * backward copies nothing either. Nothing writes a value once computed, so the shared buffer always
- * holds both. Graph outputs keep their own buffers. */
-static void find_copy_aliases(kn_tape *t) {
+/* Whether y can share x's buffer: both activations of the same size bound in the block, y no graph
+ * output. */
+static bool can_share(const kn_graph *g, int x, int y) {
+    const kn_value *xv = &g->values[x], *yv = &g->values[y];
+    size_t x_bytes, y_bytes;
+    return in_act_block(xv) && in_act_block(yv) && yv->kind == KN_VALUE_ACT && !is_output(g, y) &&
+           xv->dtype == yv->dtype && kn_shape_bytes(&xv->shape, xv->dtype, &x_bytes) &&
+           kn_shape_bytes(&yv->shape, yv->dtype, &y_bytes) && x_bytes == y_bytes;
+}
+
+/* Buffers shared instead of copied (value_alias, grad_alias):
+ *  - the output of an op that only copies its input's elements in order (Reshape, Flatten, Squeeze,
+ *    Unsqueeze, Identity: kn_copy_forward) shares the input's buffer, so forward copies nothing; its
+ *    gradient shares the input's when this node stores the input's whole gradient (grad_storer);
+ *  - an input of Add (or the first of Sub) of the output's shape, whose gradient the node stores
+ *    whole, shares the output's gradient: that gradient is the output's, so backward copies nothing.
+ * Nothing writes a value once computed, nor a gradient once its last reader's backward ran, so a
+ * shared buffer always holds both. Graph outputs keep their own buffers. The ops' backwards skip a
+ * copy onto itself. An alias points at an earlier value (copy) or a later one (Add), never round. */
+static void find_buffer_aliases(kn_tape *t) {
     kn_graph *g = t->g;
     for (int v = 0; v < g->n_values; v++)
         t->value_alias[v] = t->grad_alias[v] = -1;
@@ -96,15 +110,24 @@ static void find_copy_aliases(kn_tape *t) {
         if (n->op->forward != kn_copy_forward || n->n_in < 1 || n->n_out != 1 || n->in[0] < 0)
             continue;
         int x = n->in[0], y = n->out[0];
-        const kn_value *xv = &g->values[x], *yv = &g->values[y];
-        size_t x_bytes, y_bytes;
-        if (!in_act_block(xv) || !in_act_block(yv) || yv->kind != KN_VALUE_ACT || is_output(g, y) ||
-            xv->dtype != yv->dtype || !kn_shape_bytes(&xv->shape, xv->dtype, &x_bytes) ||
-            !kn_shape_bytes(&yv->shape, yv->dtype, &y_bytes) || x_bytes != y_bytes)
+        if (!can_share(g, x, y))
             continue;
         t->value_alias[y] = x;
-        if (t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i && xv->kind == KN_VALUE_ACT)
+        if (t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i && g->values[x].kind == KN_VALUE_ACT)
             t->grad_alias[y] = x;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if ((n->op != &kn_op_add && n->op != &kn_op_sub) || n->n_in != 2 || n->n_out != 1)
+            continue;
+        int y = n->out[0];
+        for (int k = 0; k < (n->op == &kn_op_add ? 2 : 1); k++) {
+            int x = n->in[k];
+            if (x >= 0 && t->grad_alias[x] < 0 && t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i &&
+                g->values[x].kind == KN_VALUE_ACT && can_share(g, y, x) &&
+                kn_shape_equal(&g->values[x].shape, &g->values[y].shape))
+                t->grad_alias[x] = y;
+        }
     }
 }
 
@@ -173,7 +196,7 @@ static kiln_status alloc_param_grads(kn_tape *t) {
 /* Lays out activation (and activation-gradient) buffers for the current shapes in one block. */
 static kiln_status bind_activations(kn_tape *t) {
     kn_graph *g = t->g;
-    find_copy_aliases(t);
+    find_buffer_aliases(t);
     size_t total = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
@@ -221,16 +244,15 @@ static kiln_status bind_activations(kn_tape *t) {
             }
         }
     }
-    /* A copy op's input comes before its output in node order, so an alias's source is bound by now
-     * (a chain of copies resolves in the same order). */
-    for (int i = 0; i < g->n_nodes; i++) {
-        const kn_node *n = &g->nodes[i];
-        int y = n->n_out == 1 ? n->out[0] : -1;
-        if (y < 0 || t->value_alias[y] < 0)
-            continue;
-        t->values[y].data = t->values[t->value_alias[y]].data;
-        if (t->grad_alias[y] >= 0)
-            t->grads[y].data = t->grads[t->grad_alias[y]].data;
+    // Each alias takes the buffer at the end of its chain, which has one of its own.
+    for (int v = 0; v < g->n_values; v++) {
+        int root = v;
+        while (t->value_alias[root] >= 0)
+            root = t->value_alias[root];
+        t->values[v].data = t->values[root].data;
+        for (root = v; t->grad_alias[root] >= 0;)
+            root = t->grad_alias[root];
+        t->grads[v].data = t->grads[root].data;
     }
     return KILN_OK;
 }
