@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
 #include "ops/matmul_dims.h"
@@ -74,6 +75,14 @@ static void matmul_offsets(const kn_matmul_dims *d, int64_t index, int64_t *a_of
     *b_off = b_matrix * d->K * d->N;
 }
 
+/* Whether a batch of products, each of flops_each and needing no packing buffer (the direct and dot
+ * kernels'), is shared among the threads: each product then runs whole on one thread, as it would
+ * alone (kn_sgemm keeps products this small on one thread), so the bits do not change. */
+static bool matmul_shares_batch(int64_t n_batch, size_t workspace_bytes, double flops_each) {
+    return n_batch > 1 && workspace_bytes == 0 && kn_threads_get() > 1 && flops_each < KN_PARALLEL_MIN_GEMM &&
+           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM;
+}
+
 /* Packing workspace of forward's products (one batched product, or one per batch matrix). */
 static size_t matmul_gemm_workspace(const kn_matmul_dims *d) {
     size_t bytes = matmul_folds(d) ? kn_sgemm_workspace(false, false, d->n_batch * d->M, d->N, d->K)
@@ -110,6 +119,8 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
     } else if (matmul_folds(&d)) {
         kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
     } else {
+        bool share = matmul_shares_batch(d.n_batch, ws_bytes, 2.0 * (double)d.M * (double)d.N * (double)d.K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
         for (int64_t i = 0; i < d.n_batch; i++) {
             int64_t a_off, b_off;
             matmul_offsets(&d, i, &a_off, &b_off);
@@ -162,6 +173,10 @@ static kiln_status matmul_backward(const kn_op_call *call) {
             kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, b_beta, db, d.N);
         return KILN_OK;
     }
+    // Threads may share the batch when no two products add into the same matrix.
+    bool share = (!da || a_once) && (!db || b_once) &&
+                 matmul_shares_batch(d.n_batch, ws_bytes, 2.0 * (double)d.M * (double)d.N * (double)d.K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
     for (int64_t i = 0; i < d.n_batch; i++) {
         int64_t a_off, b_off;
         matmul_offsets(&d, i, &a_off, &b_off);
