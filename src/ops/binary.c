@@ -44,6 +44,7 @@
 
 #include "core/half.h"
 #include "core/status.h"
+#include "core/threads.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
 #include "ops/op.h"
@@ -254,6 +255,7 @@ static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float sca
         int64_t n = kn_numel(dy);
         if (din == g) // the caller aliased din to dy (scale 1): the gradient is in place
             return;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_PARALLEL_MIN_MEMORY)
         for (int64_t j = 0; j < n; j++)
             din[j] = scale * g[j];
         return;
