@@ -326,10 +326,10 @@ static void test_caller_workspace(void) {
     CHECK(identical == cases);
 }
 
-/* Products small enough for the direct kernel (A read in place, nothing packed; it needs no workspace)
- * give the blocked path's bits: the same products with op(B) packed first go through the blocked path
- * whatever their size. Attention's per-head shapes, tails of fewer than 4 rows, 16-wide and wider
- * tiles, every transpose, beta 0 and not. Products the dot kernel takes are not the blocked path's. */
+/* Products the direct kernel takes (A read in place, nothing packed) give the blocked path's bits: the
+ * same products with op(B) packed first go through the blocked path whatever their size. Attention's
+ * per-head shapes, tails of fewer than 4 rows, 16-wide and wider tiles, every transpose, beta 0 and
+ * not. Products it leaves to the dot kernel (few rows of A) are not the blocked path's. */
 static void test_direct_bit_identical(void) {
     const int64_t shapes[][3] = {{49, 49, 16}, {49, 16, 49}, {16, 49, 49}, {49, 49, 49}, {3, 5, 7},
                                  {15, 16, 9},  {29, 33, 64}, {2, 17, 40}, {64, 64, 64}};
@@ -339,7 +339,8 @@ static void test_direct_bit_identical(void) {
             bool ta = t & 1, tb = t & 2;
             float beta = t & 4 ? 0.5f : 0.0f;
             int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-            if (!kn_sgemm_packs_b(tb, M, N))
+            bool takes_direct = kn_sgemm_takes_direct(ta, tb, M, N, K);
+            if (!takes_direct && !kn_sgemm_packs_b(tb, M, N))
                 continue; // the dot kernel's product
             gemm_case c = {ta, tb, M, N, K, 1.25f, beta, 3, false};
             gemm_data d = gemm_data_make(&c, 7000 + (uint64_t)(s * 8 + (size_t)t));
@@ -350,7 +351,7 @@ static void test_direct_bit_identical(void) {
             kn_sgemm_ws_packed_b(NULL, 0, ta, M, N, K, c.alpha, d.A, d.lda, packed_b, beta, blocked, d.ldc);
             memcpy(d.C_fast, d.C_init, c_bytes);
             kn_sgemm(ta, tb, M, N, K, c.alpha, d.A, d.lda, d.B, d.ldb, beta, d.C_fast, d.ldc);
-            direct += kn_sgemm_workspace(ta, tb, M, N, K) == 0;
+            direct += takes_direct;
             identical += memcmp(blocked, d.C_fast, c_bytes) == 0;
             cases++;
             free(blocked);

@@ -444,6 +444,20 @@ static bool uses_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int th
            (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS);
 }
 
+/* Whether kn_sgemm_with runs the product on the direct kernel: besides what the blocked path would take,
+ * op(B) = B^T narrower than a tile with more than a few rows of A, which the dot kernel would take
+ * (attention's dQ = dS K, 16 columns): a transposed copy of B and half-width tiles beat dot products
+ * reduced across lanes there. Products of a few rows stay with the dot kernel, which reads B^T as it
+ * lies. */
+static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    return uses_direct(kernel, g, threads) && (!uses_dots(kernel, g->trans_b, g->M, g->N) || g->M > kernel->dot_max_rows);
+}
+
+bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    return M > 0 && N > 0 && K > 0 && takes_direct(kn_gemm_kernel_best(), &g, 1);
+}
+
 /* C by the blocked path's tiles, reading op(A) in place; op(B) = B^T is first copied out as (K, N)
  * rows. Every tile is the one gemm_blocked computes, with the same terms in the same order. */
 static void run_direct(const kn_gemm_kernel *kernel, const gemm_args *g) {
@@ -495,10 +509,10 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
     gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc};
     int threads = threads_for(&g);
     size_t given_floats = workspace_bytes / sizeof(float);
-    if (uses_dots(kernel, trans_b, M, N))
-        run_dots(kernel, &g, threads, workspace, given_floats);
-    else if (uses_direct(kernel, &g, threads))
+    if (takes_direct(kernel, &g, threads))
         run_direct(kernel, &g);
+    else if (uses_dots(kernel, trans_b, M, N))
+        run_dots(kernel, &g, threads, workspace, given_floats);
     else
         run_blocked(kernel, &g, threads, workspace, given_floats);
 }
@@ -509,11 +523,17 @@ size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
     gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
     size_t count, bytes;
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
-    if (uses_direct(kernel, &g, threads_for(&g)))
-        return 0;
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
         return SIZE_MAX;
     return bytes;
+}
+
+bool kn_sgemm_uses_no_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    int threads = threads_for(&g);
+    return M <= 0 || N <= 0 || K <= 0 || takes_direct(kernel, &g, threads) ||
+           (uses_dots(kernel, trans_b, M, N) && !trans_a);
 }
 
 void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool trans_b, int64_t M, int64_t N,

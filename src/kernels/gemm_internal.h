@@ -104,6 +104,9 @@ const kn_gemm_kernel *kn_gemm_kernel_best(void);
  * blocking of kn_sgemm_pack_a's layout, and the order in which every element of C sums its terms. */
 int64_t kn_gemm_depth_block(const kn_gemm_kernel *kernel, int64_t K);
 
+/* Whether kn_sgemm runs this product (on one thread) on the direct kernel; for tests. */
+bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
+
 /* kn_sgemm with the given kernels (from kn_gemm_kernel_for, so the CPU supports them). */
 void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspace_bytes, bool trans_a,
                    bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

@@ -75,12 +75,13 @@ static void matmul_offsets(const kn_matmul_dims *d, int64_t index, int64_t *a_of
     *b_off = b_matrix * d->K * d->N;
 }
 
-/* Whether a batch of products, each of flops_each and needing no packing buffer (the direct and dot
- * kernels'), is shared among the threads: each product then runs whole on one thread, as it would
- * alone (kn_sgemm keeps products this small on one thread), so the bits do not change. */
-static bool matmul_shares_batch(int64_t n_batch, size_t workspace_bytes, double flops_each) {
-    return n_batch > 1 && workspace_bytes == 0 && kn_threads_get() > 1 && flops_each < KN_PARALLEL_MIN_GEMM &&
-           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM;
+/* Whether a batch of products op(A) (M, K) @ op(B) (K, N) that touch no packing buffer (the direct
+ * and dot kernels') is shared among the threads: each product then runs whole on one thread, as it
+ * would alone (kn_sgemm keeps products this small on one thread), so the bits do not change. */
+static bool matmul_shares_batch(int64_t n_batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    double flops_each = 2.0 * (double)M * (double)N * (double)K;
+    return n_batch > 1 && kn_threads_get() > 1 && flops_each < KN_PARALLEL_MIN_GEMM &&
+           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM && kn_sgemm_uses_no_workspace(trans_a, trans_b, M, N, K);
 }
 
 /* Packing workspace of forward's products (one batched product, or one per batch matrix). */
@@ -119,7 +120,7 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
     } else if (matmul_folds(&d)) {
         kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
     } else {
-        bool share = matmul_shares_batch(d.n_batch, ws_bytes, 2.0 * (double)d.M * (double)d.N * (double)d.K);
+        bool share = matmul_shares_batch(d.n_batch, false, false, d.M, d.N, d.K);
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
         for (int64_t i = 0; i < d.n_batch; i++) {
             int64_t a_off, b_off;
@@ -175,7 +176,8 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     }
     // Threads may share the batch when no two products add into the same matrix.
     bool share = (!da || a_once) && (!db || b_once) &&
-                 matmul_shares_batch(d.n_batch, ws_bytes, 2.0 * (double)d.M * (double)d.N * (double)d.K);
+                 (!da || matmul_shares_batch(d.n_batch, false, true, d.M, d.K, d.N)) &&
+                 (!db || matmul_shares_batch(d.n_batch, true, false, d.K, d.N, d.M));
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
     for (int64_t i = 0; i < d.n_batch; i++) {
         int64_t a_off, b_off;
