@@ -444,13 +444,10 @@ static bool uses_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int th
            (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS);
 }
 
-/* Whether kn_sgemm_with runs the product on the direct kernel: besides what the blocked path would take,
- * op(B) = B^T narrower than a tile with more than a few rows of A, which the dot kernel would take
- * (attention's dQ = dS K, 16 columns): a transposed copy of B and half-width tiles beat dot products
- * reduced across lanes there. Products of a few rows stay with the dot kernel, which reads B^T as it
- * lies. */
+/* Whether kn_sgemm_with runs the product on the direct kernel: what the blocked path would take. Products
+ * the dot kernel takes stay there, whose bits LowbitGemm reproduces (docs/runtime.md, "Low-bit"). */
 static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
-    return uses_direct(kernel, g, threads) && (!uses_dots(kernel, g->trans_b, g->M, g->N) || g->M > kernel->dot_max_rows);
+    return uses_direct(kernel, g, threads) && !uses_dots(kernel, g->trans_b, g->M, g->N);
 }
 
 bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
