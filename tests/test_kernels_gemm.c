@@ -329,7 +329,7 @@ static void test_caller_workspace(void) {
 /* Products the direct kernel takes (A read in place, nothing packed) give the blocked path's bits: the
  * same products with op(B) packed first go through the blocked path whatever their size. Attention's
  * per-head shapes, tails of fewer than 4 rows, 16-wide and wider tiles, every transpose, beta 0 and
- * not. Products it leaves to the dot kernel (few rows of A) are not the blocked path's. */
+ * not. Products the dot kernel takes are not the blocked path's. */
 static void test_direct_bit_identical(void) {
     const int64_t shapes[][3] = {{49, 49, 16}, {49, 16, 49}, {16, 49, 49}, {49, 49, 49}, {3, 5, 7},
                                  {15, 16, 9},  {29, 33, 64}, {2, 17, 40}, {64, 64, 64}};

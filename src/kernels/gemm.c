@@ -13,6 +13,11 @@
  * Dot products, when op(B) = B^T and op(A) has only a few rows (inference with small batches): both
  * operands are then rows contiguous in k, and the dot kernel reads them without packing anything.
  *
+ * Direct (kernels that have one: AVX-512), for products on one thread small enough to sit in L1 with
+ * one depth block (attention's per-head products): the blocked path's tiles, computed the same way,
+ * but reading op(A) where it lies instead of packing it into an allocated buffer; op(B) = B^T is
+ * copied out whole first. The same bits as the blocked path, so nothing depends on which one ran.
+ *
  * Threads each take a block of C's tiles (or, for dot products, a share of the dot tiles) and never
  * split K. The blocking does not depend on the thread count, so every element of C is computed by the
  * same arithmetic in the same order whatever the thread count: results are bit-identical across
