@@ -296,9 +296,11 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
 }
 
 /* Splits a grid of row_slivers x col_slivers tiles into row_parts x col_parts blocks, one per thread,
- * so that the biggest block has as few tiles as possible; on ties it splits columns, so that each
- * thread packs all rows of A (usually the smaller operand) rather than all columns of B. */
-static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, int *row_parts,
+ * so that the biggest block has as few tiles as possible. On ties it splits columns, so that each
+ * thread packs all rows of A rather than all columns of B, unless rows_first: A is the bigger operand
+ * to pack (a tall product whose B is a few slivers, or read in place: a transformer's projections,
+ * (3136, 64) @ (64, 64), had both threads pack all of A). */
+static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, bool rows_first, int *row_parts,
                         int *col_parts) {
     *row_parts = 1;
     *col_parts = threads;
@@ -306,7 +308,7 @@ static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, i
     for (int rp = 2; rp <= threads; rp++) {
         int cp = threads / rp;
         int64_t biggest = ceil_div(row_slivers, rp) * ceil_div(col_slivers, cp);
-        if (biggest < best) {
+        if (biggest < best || (biggest == best && rows_first)) {
             best = biggest;
             *row_parts = rp;
             *col_parts = cp;
@@ -328,7 +330,10 @@ static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, 
                               int thread, int team, float *workspace) {
     int64_t row_slivers = ceil_div(g->M, kernel->mr), col_slivers = ceil_div(g->N, kernel->nr);
     int row_parts, col_parts;
-    split_tiles(row_slivers, col_slivers, team, &row_parts, &col_parts);
+    // Floats each thread would pack of A (all its rows) and of B (all its columns) if it had them all.
+    double a_floats = g->a_packed ? 0.0 : (double)g->M * (double)g->K;
+    double b_floats = g->b_packed || plan->b_in_place ? 0.0 : (double)g->K * (double)g->N;
+    split_tiles(row_slivers, col_slivers, team, a_floats > b_floats, &row_parts, &col_parts);
     if (thread >= row_parts * col_parts)
         return;
     int64_t i0, rows, j0, cols;
