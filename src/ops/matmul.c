@@ -81,7 +81,8 @@ static void matmul_offsets(const kn_matmul_dims *d, int64_t index, int64_t *a_of
 static bool matmul_shares_batch(int64_t n_batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
     double flops_each = 2.0 * (double)M * (double)N * (double)K;
     return n_batch > 1 && kn_threads_get() > 1 && flops_each < KN_PARALLEL_MIN_GEMM &&
-           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM && kn_sgemm_uses_no_workspace(trans_a, trans_b, M, N, K);
+           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM &&
+           kn_sgemm_uses_no_workspace(trans_a, trans_b, M, N, K);
 }
 
 /* Packing workspace of forward's products (one batched product, or one per batch matrix). */
