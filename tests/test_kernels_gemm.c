@@ -1,7 +1,8 @@
 /* The SGEMM driver with each ISA's kernels (generic, AVX2, AVX-512; the ones this build or CPU lacks
  * are skipped, and said so) against kn_sgemm_ref: all transpose combinations, odd sizes, padded leading
  * dimensions, alpha/beta variants, beta = 0 over NaN-filled C, K = 0, shapes reaching every branch of
- * the driver, bit-identical results on 1 and 2 threads, and calls from inside a parallel region.
+ * the driver, bit-identical results on 1 and 2 threads, calls from inside a parallel region, and the
+ * direct kernel's small products bit-identical to the blocked path's.
  *
  * Tolerance: the fast paths sum K products in float, adding each depth block's partial sum into C
  * (two roundings per block), so |fast - exact| <= (K + 2 * blocks + 1) u * scale, with u = 2^-24 and
@@ -325,8 +326,49 @@ static void test_caller_workspace(void) {
     CHECK(identical == cases);
 }
 
+/* Products the direct kernel takes (A read in place, nothing packed) give the blocked path's bits: the
+ * same products with op(B) packed first go through the blocked path whatever their size. Attention's
+ * per-head shapes, tails of fewer than 4 rows, 16-wide and wider tiles, every transpose, beta 0 and
+ * not. Products the dot kernel takes are not the blocked path's. */
+static void test_direct_bit_identical(void) {
+    const int64_t shapes[][3] = {{49, 49, 16}, {49, 16, 49}, {16, 49, 49}, {49, 49, 49}, {3, 5, 7},
+                                 {15, 16, 9},  {29, 33, 64}, {2, 17, 40}, {64, 64, 64}};
+    int direct = 0, identical = 0, cases = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int t = 0; t < 8; t++) {
+            bool ta = t & 1, tb = t & 2;
+            float beta = t & 4 ? 0.5f : 0.0f;
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            bool takes_direct = kn_sgemm_takes_direct(ta, tb, M, N, K);
+            if (!takes_direct && !kn_sgemm_packs_b(tb, M, N))
+                continue; // the dot kernel's product
+            gemm_case c = {ta, tb, M, N, K, 1.25f, beta, 3, false};
+            gemm_data d = gemm_data_make(&c, 7000 + (uint64_t)(s * 8 + (size_t)t));
+            size_t c_bytes = (size_t)(M * d.ldc) * sizeof(float);
+            float *blocked = malloc(c_bytes), *packed_b = malloc(sizeof(float) * kn_sgemm_packed_b_floats(K, N));
+            memcpy(blocked, d.C_init, c_bytes);
+            kn_sgemm_pack_b(tb, K, N, d.B, d.ldb, packed_b);
+            kn_sgemm_ws_packed_b(NULL, 0, ta, M, N, K, c.alpha, d.A, d.lda, packed_b, beta, blocked, d.ldc);
+            memcpy(d.C_fast, d.C_init, c_bytes);
+            kn_sgemm(ta, tb, M, N, K, c.alpha, d.A, d.lda, d.B, d.ldb, beta, d.C_fast, d.ldc);
+            direct += takes_direct;
+            identical += memcmp(blocked, d.C_fast, c_bytes) == 0;
+            cases++;
+            free(blocked);
+            free(packed_b);
+            gemm_data_free(&d);
+        }
+    }
+    printf("direct kernel: %d of %d small products taken by it, %d bit-identical to the blocked path\n", direct,
+           cases, identical);
+    CHECK(identical == cases);
+    if (kn_gemm_kernel_best()->direct)
+        CHECK(direct > cases / 2);
+}
+
 int main(void) {
     test_caller_workspace();
+    test_direct_bit_identical();
     const struct {
         kn_gemm_path path;
         const char *name;

@@ -6,7 +6,8 @@
  * running statistics: the fused path is held to the separate ops. And gradients a backward stores
  * whole (kn_op_call.din_fresh) still accumulate over a second backward. BatchNormalization's batch
  * statistics, kept from forward for backward (kn_op_call.saved), give the gradients that computing them
- * again gives. */
+ * again gives. The buffers the tape shares between a copy op's input and output, and between an Add's
+ * output gradient and its inputs', leave a transformer's gradients those of central differences. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,10 @@ static const char *pool_apart_spec =
     "input 3 6 6\nconv 70 3 pad=1\nbatchnorm\nrelu\ndropout 0\nmaxpool 2\nflatten\ndense 5\n";
 static const char *all_apart_spec =
     "input 3 6 6\nconv 70 3 pad=1\nbatchnorm\ndropout 0\nrelu\nmaxpool 2\nflatten\ndense 5\n";
+
+/* A small vision transformer: head reshapes (copy ops), bias and residual Adds, attention. */
+static const char *vit_spec = "input 1 8 8\npatchify 4\ndense 16\nposembed\ntransformer 16 2 32\nlayernorm\n"
+                              "meanpool\ndense 5\n";
 
 enum { BATCH = 4, CLASSES = 5 };
 
@@ -117,10 +122,11 @@ static void compare(const char *fused_text, const char *apart_text, bool trainin
 
 /* A second backward without kn_tape_zero_param_grads adds to the gradients, so they double (up to
  * the rounding of Conv's sums over images), even where the first one stored them whole (Gemm's and
- * BatchNormalization's). A second backward that stored would leave them as they were. */
-static void test_accumulation(void) {
+ * BatchNormalization's, MatMul's in a transformer). A second backward that stored would leave them as
+ * they were. */
+static void test_accumulation(const char *spec) {
     kn_graph g;
-    CHECK_OK(kn_spec_parse(fused_spec, "accumulate", 5, &g));
+    CHECK_OK(kn_spec_parse(spec, "accumulate", 5, &g));
     kn_tape t;
     run_step(&g, &t, true);
     int64_t total = 0, not_doubled = 0;
@@ -216,13 +222,74 @@ static void test_saved_statistics(void) {
     kn_graph_free(&g);
 }
 
+
+/* The loss of the fixed batch run_step trains on, at the graph's current parameters. */
+static double vit_loss(kn_tape *t) {
+    CHECK_OK(kn_tape_forward(t, true));
+    int64_t labels[BATCH] = {0, 3, 1, 4}, batch = BATCH;
+    kn_tensor target = {kn_shape_of(1, &batch), KN_I64, labels};
+    kn_loss loss = {KN_LOSS_CE, KN_REDUCTION_MEAN, 0.0f};
+    double value = 0.0;
+    CHECK_OK(kn_loss_compute(&loss, kn_tape_output(t, 0), &target, &value, kn_tape_output_grad(t, 0)));
+    return value;
+}
+
+/* Buffers the tape shares instead of copying (kn_tape.value_alias, grad_alias: copy ops' outputs, Add
+ * inputs' gradients) are taken in a transformer, and its parameter gradients still match central
+ * differences of the loss, and still double over a second backward without zeroing. */
+static void test_shared_buffers(void) {
+    kn_graph g;
+    CHECK_OK(kn_spec_parse(vit_spec, "shared", 5, &g));
+    kn_tape t;
+    run_step(&g, &t, true);
+    int values_shared = 0, grads_shared = 0;
+    for (int v = 0; v < g.n_values; v++) {
+        values_shared += t.value_alias[v] >= 0 && t.values[v].data == t.values[t.value_alias[v]].data;
+        grads_shared += t.grad_alias[v] >= 0 && t.grads[v].data && t.grads[v].data == t.grads[t.grad_alias[v]].data;
+    }
+    printf("transformer: %d activations and %d gradients share another's buffer\n", values_shared, grads_shared);
+    CHECK(values_shared >= 6 && grads_shared >= 10); /* the head reshapes; the bias, residual Adds and reshapes */
+
+    int64_t n;
+    float *grads = param_grads(&g, &t, &n);
+    const float eps = 1e-2f;
+    double worst = 0.0, largest = 0.0;
+    int64_t at = 0, checked = 0;
+    for (int v = 0; v < g.n_values; v++) {
+        if (g.values[v].kind != KN_VALUE_PARAM)
+            continue;
+        int64_t count = kn_shape_numel(&g.values[v].shape);
+        float *p = g.values[v].data;
+        for (int64_t i = 0; i < count; i += count / 3 + 1, checked++) { /* three elements of each */
+            float kept = p[i];
+            p[i] = kept + eps;
+            double up = vit_loss(&t);
+            p[i] = kept - eps;
+            double down = vit_loss(&t);
+            p[i] = kept;
+            double numeric = (up - down) / (2.0 * eps);
+            worst = fmax(worst, fabs(numeric - grads[at + i]));
+            largest = fmax(largest, fabs(numeric));
+        }
+        at += count;
+    }
+    printf("transformer: %lld parameter gradient elements against central differences: max |diff| %.3g "
+           "(largest %.3g)\n", (long long)checked, worst, largest);
+    CHECK(checked > 30 && largest > 1e-2 && worst <= 2e-4);
+    free(grads);
+    kn_tape_free(&t);
+    kn_graph_free(&g);
+}
+
 int main(void) {
+    test_shared_buffers();
     test_saved_statistics();
     compare(fused_spec, apart_spec, true);
     compare(fused_spec, apart_spec, false);
     compare(pool_fused_spec, pool_apart_spec, true);
     compare(pool_fused_spec, all_apart_spec, true);
     compare(pool_fused_spec, pool_apart_spec, false);
-    test_accumulation();
+    test_accumulation(fused_spec);
+    test_accumulation(vit_spec);
     return check_finish();
 }

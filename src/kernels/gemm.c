@@ -13,6 +13,11 @@
  * Dot products, when op(B) = B^T and op(A) has only a few rows (inference with small batches): both
  * operands are then rows contiguous in k, and the dot kernel reads them without packing anything.
  *
+ * Direct (kernels that have one: AVX-512), for products on one thread small enough to sit in L1 with
+ * one depth block (attention's per-head products): the blocked path's tiles, computed the same way,
+ * but reading op(A) where it lies instead of packing it into an allocated buffer; op(B) = B^T is
+ * copied out whole first. The same bits as the blocked path, so nothing depends on which one ran.
+ *
  * Threads each take a block of C's tiles (or, for dot products, a share of the dot tiles) and never
  * split K. The blocking does not depend on the thread count, so every element of C is computed by the
  * same arithmetic in the same order whatever the thread count: results are bit-identical across
@@ -61,6 +66,7 @@ static const kn_gemm_kernel avx512_kernel = {
     .pack_columns = kn_gemm_pack_columns_avx512,
     .dot_mr = KN_GEMM_AVX512_DOT_MR, .dot_nr = KN_GEMM_AVX512_DOT_NR, .dot_max_rows = 12,
     .dot = kn_gemm_dotkernel_avx512,
+    .direct = kn_gemm_directkernel_avx512,
 };
 #endif
 
@@ -155,10 +161,30 @@ static void gemm_ref_packed(const kn_gemm_kernel *kernel, const gemm_args *g) {
 
 /* ---- Blocked path ---- */
 
+/* kc rows of exactly `width` floats; `width` is a constant in every caller, so the row copy compiles to
+ * a few vector moves (a run-time width made gcc call memmove for every row of 14 or 32 floats: 10% of
+ * a ViT training step). */
+static inline __attribute__((always_inline)) void copy_rows(const float *restrict src, int64_t ld, int64_t kc,
+                                                            const int width, float *restrict dst) {
+    for (int64_t k = 0; k < kc; k++)
+        memcpy(dst + k * width, src + k * ld, (size_t)width * sizeof(float));
+}
+
 /* A (kc, width) sliver whose row k is src row k (rows ld apart), zero past `count` columns: a plain
  * copy. Its transposing counterpart is kernel->pack_columns. */
 static void pack_rows(const float *restrict src, int64_t ld, int64_t kc, int count, int width,
                       float *restrict dst) {
+    if (count == width) { // whole slivers: the widths are the kernels' mr and nr
+        switch (width) {
+        case 4: copy_rows(src, ld, kc, 4, dst); return;
+        case 6: copy_rows(src, ld, kc, 6, dst); return;
+        case 8: copy_rows(src, ld, kc, 8, dst); return;
+        case 14: copy_rows(src, ld, kc, 14, dst); return;
+        case 16: copy_rows(src, ld, kc, 16, dst); return;
+        case 32: copy_rows(src, ld, kc, 32, dst); return;
+        default: break;
+        }
+    }
     if (count < width)
         memset(dst, 0, (size_t)(kc * width) * sizeof(float));
     for (int64_t k = 0; k < kc; k++)
@@ -270,9 +296,11 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
 }
 
 /* Splits a grid of row_slivers x col_slivers tiles into row_parts x col_parts blocks, one per thread,
- * so that the biggest block has as few tiles as possible; on ties it splits columns, so that each
- * thread packs all rows of A (usually the smaller operand) rather than all columns of B. */
-static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, int *row_parts,
+ * so that the biggest block has as few tiles as possible. On ties it splits columns, so that each
+ * thread packs all rows of A rather than all columns of B, unless rows_first: A is the bigger operand
+ * to pack (a tall product whose B is a few slivers, or read in place: a transformer's projections,
+ * (3136, 64) @ (64, 64), had both threads pack all of A). */
+static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, bool rows_first, int *row_parts,
                         int *col_parts) {
     *row_parts = 1;
     *col_parts = threads;
@@ -280,7 +308,7 @@ static void split_tiles(int64_t row_slivers, int64_t col_slivers, int threads, i
     for (int rp = 2; rp <= threads; rp++) {
         int cp = threads / rp;
         int64_t biggest = ceil_div(row_slivers, rp) * ceil_div(col_slivers, cp);
-        if (biggest < best) {
+        if (biggest < best || (biggest == best && rows_first)) {
             best = biggest;
             *row_parts = rp;
             *col_parts = cp;
@@ -302,7 +330,10 @@ static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, 
                               int thread, int team, float *workspace) {
     int64_t row_slivers = ceil_div(g->M, kernel->mr), col_slivers = ceil_div(g->N, kernel->nr);
     int row_parts, col_parts;
-    split_tiles(row_slivers, col_slivers, team, &row_parts, &col_parts);
+    // Floats each thread would pack of A (all its rows) and of B (all its columns) if it had them all.
+    double a_floats = g->a_packed ? 0.0 : (double)g->M * (double)g->K;
+    double b_floats = g->b_packed || plan->b_in_place ? 0.0 : (double)g->K * (double)g->N;
+    split_tiles(row_slivers, col_slivers, team, a_floats > b_floats, &row_parts, &col_parts);
     if (thread >= row_parts * col_parts)
         return;
     int64_t i0, rows, j0, cols;
@@ -416,6 +447,57 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
     free(owned);
 }
 
+/* ---- Direct path ---- */
+
+/* Largest product the direct kernel takes: op(A) and op(B) together in this many floats (half of a
+ * 64 KiB L1, so both stay there while C's tiles sweep them), and op(B) = B^T copied out whole. */
+#define GEMM_DIRECT_MAX_FLOATS 8192
+#define GEMM_DIRECT_MAX_B_FLOATS 4096
+
+/* Whether the product goes to the direct kernel: one thread, one depth block (so each tile sums its
+ * terms as the blocked path does), and small enough that packing would cost more than it saves. */
+static bool uses_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    double floats = (double)g->K * (double)(g->M + g->N);
+    return kernel->direct && threads == 1 && g->K <= kernel->kc && floats <= GEMM_DIRECT_MAX_FLOATS &&
+           (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS);
+}
+
+/* Whether kn_sgemm_with runs the product on the direct kernel: what the blocked path would take. Products
+ * the dot kernel takes stay there, whose bits LowbitGemm reproduces (docs/runtime.md, "Low-bit"). */
+static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+    return uses_direct(kernel, g, threads) && !uses_dots(kernel, g->trans_b, g->M, g->N);
+}
+
+bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    return M > 0 && N > 0 && K > 0 && takes_direct(kn_gemm_kernel_best(), &g, 1);
+}
+
+/* C by the blocked path's tiles, reading op(A) in place; op(B) = B^T is first copied out as (K, N)
+ * rows. Every tile is the one gemm_blocked computes, with the same terms in the same order. */
+static void run_direct(const kn_gemm_kernel *kernel, const gemm_args *g) {
+    const int mr = kernel->mr, nr = kernel->nr;
+    const float *b = g->B;
+    int64_t ldb = g->ldb;
+    float b_rows[GEMM_DIRECT_MAX_B_FLOATS]; // op(B) (K, N) when trans_b
+    if (g->trans_b) {
+        for (int64_t k = 0; k < g->K; k++)
+            for (int64_t j = 0; j < g->N; j++)
+                b_rows[k * g->N + j] = g->B[j * g->ldb + k];
+        b = b_rows;
+        ldb = g->N;
+    }
+    int64_t a_rs = g->trans_a ? 1 : g->lda, a_cs = g->trans_a ? g->lda : 1;
+    for (int64_t j = 0; j < g->N; j += nr) {
+        int n = (int)min64(nr, g->N - j);
+        for (int64_t i = 0; i < g->M; i += mr) {
+            int m = (int)min64(mr, g->M - i);
+            kernel->direct(g->K, m, n, g->A + i * a_rs, a_rs, a_cs, b + j, ldb, g->alpha, g->beta,
+                           g->C + i * g->ldc + j, g->ldc);
+        }
+    }
+}
+
 /* ---- Entry points ---- */
 
 /* K == 0: op(A) @ op(B) is empty, C = beta * C. */
@@ -442,7 +524,9 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
     gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc};
     int threads = threads_for(&g);
     size_t given_floats = workspace_bytes / sizeof(float);
-    if (uses_dots(kernel, trans_b, M, N))
+    if (takes_direct(kernel, &g, threads))
+        run_direct(kernel, &g);
+    else if (uses_dots(kernel, trans_b, M, N))
         run_dots(kernel, &g, threads, workspace, given_floats);
     else
         run_blocked(kernel, &g, threads, workspace, given_floats);
@@ -457,6 +541,14 @@ size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
         return SIZE_MAX;
     return bytes;
+}
+
+bool kn_sgemm_uses_no_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
+    int threads = threads_for(&g);
+    return M <= 0 || N <= 0 || K <= 0 || takes_direct(kernel, &g, threads) ||
+           (uses_dots(kernel, trans_b, M, N) && !trans_a);
 }
 
 void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool trans_b, int64_t M, int64_t N,

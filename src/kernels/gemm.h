@@ -19,6 +19,12 @@ void kn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
  * SIZE_MAX on overflow). */
 size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
 
+/* Whether kn_sgemm_ws computes this product, at kiln's current thread count, without touching any
+ * workspace (the kernels that read A and B where they lie), so that such products can run side by
+ * side on one shared (or no) workspace. kn_sgemm_workspace still sizes what the blocked path would
+ * need, which the packed entry points below always take. */
+bool kn_sgemm_uses_no_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
+
 /* kn_sgemm with packing buffers taken from `workspace` (64-byte aligned, workspace_bytes long) instead
  * of allocated, so an inference run allocates nothing; a NULL or too small workspace falls back to
  * allocating. */

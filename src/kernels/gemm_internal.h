@@ -17,6 +17,14 @@
 typedef void (*kn_gemm_microkernel_fn)(int64_t kc, int m, int n, const float *a, const float *b,
                                        int64_t ldb, float alpha, float beta, float *c, int64_t ldc);
 
+/* Direct kernel (optional): the micro-kernel's contract, the same bits, with op(A) read where it lies,
+ * op(A)[i][k] = a[i * a_rs + k * a_cs], instead of from a packed sliver, and only the n columns of
+ * each row of b read (b is never a packed sliver). For products small enough to sit in L1, where
+ * packing A and allocating its buffer cost more than the product (attention's per-head matrices). */
+typedef void (*kn_gemm_directkernel_fn)(int64_t kc, int m, int n, const float *a, int64_t a_rs, int64_t a_cs,
+                                        const float *b, int64_t ldb, float alpha, float beta, float *c,
+                                        int64_t ldc);
+
 /* Dot kernel, for op(B) = B^T with few rows of op(A): both operands are then rows contiguous in k,
  * and C is a grid of dot products. Updates the m x n corner (m <= dot_mr, n <= dot_nr) at c:
  *     c[i * ldc + j] = alpha * sum_k a[i * lda + k] * b[j * ldb + k] + beta * c[i * ldc + j]
@@ -64,6 +72,8 @@ void kn_gemm_pack_columns_avx512(const float *src, int64_t ld, int64_t kc, int c
                                  float *dst);
 void kn_gemm_dotkernel_avx512(int64_t K, int m, int n, const float *a, int64_t lda, const float *b,
                               int64_t ldb, float alpha, float beta, float *c, int64_t ldc);
+void kn_gemm_directkernel_avx512(int64_t kc, int m, int n, const float *a, int64_t a_rs, int64_t a_cs,
+                                 const float *b, int64_t ldb, float alpha, float beta, float *c, int64_t ldc);
 #endif
 
 /* One ISA's kernels and the sizes the driver uses with them. Micro-kernel tile mr x nr; cache blocks:
@@ -80,6 +90,7 @@ typedef struct kn_gemm_kernel {
     int dot_mr, dot_nr;
     int64_t dot_max_rows;
     kn_gemm_dotkernel_fn dot;
+    kn_gemm_directkernel_fn direct; /* NULL: small products are packed like the rest */
 } kn_gemm_kernel;
 
 typedef enum kn_gemm_path { KN_GEMM_PATH_GENERIC, KN_GEMM_PATH_AVX2, KN_GEMM_PATH_AVX512 } kn_gemm_path;
@@ -92,6 +103,9 @@ const kn_gemm_kernel *kn_gemm_kernel_best(void);
 /* The depth blocks (kc deep, the last perhaps shallower) a product over K uses with `kernel`: the
  * blocking of kn_sgemm_pack_a's layout, and the order in which every element of C sums its terms. */
 int64_t kn_gemm_depth_block(const kn_gemm_kernel *kernel, int64_t K);
+
+/* Whether kn_sgemm runs this product (on one thread) on the direct kernel; for tests. */
+bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K);
 
 /* kn_sgemm with the given kernels (from kn_gemm_kernel_for, so the CPU supports them). */
 void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspace_bytes, bool trans_a,

@@ -44,6 +44,7 @@
 
 #include "core/half.h"
 #include "core/status.h"
+#include "core/threads.h"
 #include "ops/broadcast.h"
 #include "ops/elements.h"
 #include "ops/op.h"
@@ -239,16 +240,44 @@ static kiln_status binary_forward(const kn_op_call *call, binary_kind kind) {
     return KILN_OK;
 }
 
+/* A fresh gradient (din_fresh) that is about to be summed into: zeroed first. */
+static void zero_fresh(const kn_op_call *call, int i) {
+    if (call->din[i] && kn_din_fresh(call, i))
+        memset(call->din[i]->data, 0, sizeof(float) * (size_t)kn_numel(call->din[i]));
+}
+
+/* din += scale * dy summed over `axes`, or, fresh and not broadcast (no axes), din = scale * dy. */
+static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float scale, float *reduce_work) {
+    const kn_tensor *dy = call->dout[0];
+    float *din = kn_f32(call->din[i]);
+    if (kn_din_fresh(call, i) && axes == 0) {
+        const float *g = kn_f32(dy);
+        int64_t n = kn_numel(dy);
+        if (din == g) // the caller aliased din to dy (scale 1): the gradient is in place
+            return;
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_PARALLEL_MIN_MEMORY)
+        for (int64_t j = 0; j < n; j++)
+            din[j] = scale * g[j];
+        return;
+    }
+    zero_fresh(call, i);
+    kn_reduce_sum_add(kn_f32(dy), &dy->shape, axes, scale, din, reduce_work);
+}
+
 /* din += (dy OP other) summed over `axes`, OP a multiply or divide. An input that was not broadcast
- * (no axes) takes the product straight into din in one pass; otherwise it is formed in `term` (the
- * output's shape) and reduced. */
-static void add_scaled_gradient(binary_kind kind, const kn_tensor *dy, const kn_tensor *other,
-                                kn_tensor *din, unsigned axes, float *term, float *reduce_work) {
+ * (no axes) takes the product straight into din in one pass (stored when fresh); otherwise it is
+ * formed in `term` (the output's shape) and reduced. */
+static void add_scaled_gradient(const kn_op_call *call, int i, binary_kind kind, const kn_tensor *other,
+                                unsigned axes, float *term, float *reduce_work) {
+    const kn_tensor *dy = call->dout[0];
+    kn_tensor *din = call->din[i];
     const kn_shape *y_shape = &dy->shape;
     if (axes == 0) {
         binary_kind add_kind = kind == BINARY_MUL ? BINARY_ADD_MUL : BINARY_ADD_DIV;
-        binary_run(add_kind, kn_f32(dy), y_shape, kn_f32(other), &other->shape, kn_f32(din), y_shape);
+        binary_run(kn_din_fresh(call, i) ? kind : add_kind, kn_f32(dy), y_shape, kn_f32(other), &other->shape,
+                   kn_f32(din), y_shape);
     } else {
+        zero_fresh(call, i);
         binary_run(kind, kn_f32(dy), y_shape, kn_f32(other), &other->shape, term, y_shape);
         kn_reduce_sum_add(term, y_shape, axes, 1.0f, kn_f32(din), reduce_work);
     }
@@ -280,19 +309,19 @@ static kiln_status binary_backward(const kn_op_call *call, binary_kind kind) {
 
     if (kind == BINARY_ADD || kind == BINARY_SUB) {
         if (da)
-            kn_reduce_sum_add(kn_f32(dy), y_shape, a_axes, 1.0f, kn_f32(da), reduce_work);
+            sum_gradient(call, 0, a_axes, 1.0f, reduce_work);
         if (db)
-            kn_reduce_sum_add(kn_f32(dy), y_shape, b_axes, kind == BINARY_SUB ? -1.0f : 1.0f,
-                              kn_f32(db), reduce_work);
+            sum_gradient(call, 1, b_axes, kind == BINARY_SUB ? -1.0f : 1.0f, reduce_work);
     } else if (kind == BINARY_MUL) {
         if (da)
-            add_scaled_gradient(BINARY_MUL, dy, b, da, a_axes, term, reduce_work);
+            add_scaled_gradient(call, 0, BINARY_MUL, b, a_axes, term, reduce_work);
         if (db)
-            add_scaled_gradient(BINARY_MUL, dy, a, db, b_axes, term, reduce_work);
+            add_scaled_gradient(call, 1, BINARY_MUL, a, b_axes, term, reduce_work);
     } else { /* BINARY_DIV */
         if (da)
-            add_scaled_gradient(BINARY_DIV, dy, b, da, a_axes, term, reduce_work);
+            add_scaled_gradient(call, 0, BINARY_DIV, b, a_axes, term, reduce_work);
         if (db) { /* -(dy / b) y */
+            zero_fresh(call, 1);
             binary_run(BINARY_DIV, kn_f32(dy), y_shape, kn_f32(b), &b->shape, term, y_shape);
             binary_run(BINARY_MUL, term, y_shape, kn_f32(y), y_shape, term, y_shape);
             kn_reduce_sum_add(term, y_shape, b_axes, -1.0f, kn_f32(db), reduce_work);
@@ -1070,16 +1099,16 @@ static int64_t mean_flops(const kn_graph *g, const kn_node *node) {
 /* ---- the op table entries ---- */
 
 const kn_op kn_op_add = {.name = "Add", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
-                         .forward = add_forward, .backward = add_backward,
+                         .forward = add_forward, .backward = add_backward, .backward_stores = true,
                          .flops = elementwise_flops};
 const kn_op kn_op_sub = {.name = "Sub", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
-                         .forward = sub_forward, .backward = sub_backward,
+                         .forward = sub_forward, .backward = sub_backward, .backward_stores = true,
                          .flops = elementwise_flops};
 const kn_op kn_op_mul = {.name = "Mul", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
-                         .forward = mul_forward, .backward = mul_backward,
+                         .forward = mul_forward, .backward = mul_backward, .backward_stores = true,
                          .flops = elementwise_flops};
 const kn_op kn_op_div = {.name = "Div", .per_image = true, .min_inputs = 2, .max_inputs = 2, .infer = arith_infer,
-                         .forward = div_forward, .backward = div_backward,
+                         .forward = div_forward, .backward = div_backward, .backward_stores = true,
                          .flops = elementwise_flops};
 const kn_op kn_op_pow = {.name = "Pow", .min_inputs = 2, .max_inputs = 2, .infer = pow_infer,
                          .forward = pow_forward, .backward = pow_backward,

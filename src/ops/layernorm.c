@@ -4,7 +4,8 @@
  * stash_type (1) kiln has.
  *
  * X is viewed as (rows, D) with D the product of the normalised dims. Row statistics run in double;
- * backward recomputes them from X rather than reading the outputs, which are optional. Gradients
+ * backward reads them as forward saved them (kn_op_call.saved, on the training tape), or else
+ * recomputes them from X rather than reading the outputs, which are optional and rounded to float. Gradients
  * flowing into Mean and InvStdDev reach X too. dScale and dB sum over rows in row order inside one
  * thread per column block, so results do not depend on the thread count.
  */
@@ -113,6 +114,7 @@ static kiln_status ln_forward(const kn_op_call *call) {
     float *inv_std_out =
         n_out > LN_INV_STD_DEV ? kn_f32(call->out[LN_INV_STD_DEV]) : NULL; // (rows) or none
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
+    double *saved = call->saved; // (rows, 2): mean, inv_std for backward, or none
 
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
     for (int64_t r = 0; r < v.rows; r++) {
@@ -120,6 +122,10 @@ static kiln_status ln_forward(const kn_op_call *call) {
         float *yr = y + r * v.D;
         double mean, inv_std;
         ln_row_moments(xr, v.D, epsilon, &mean, &inv_std);
+        if (saved) {
+            saved[2 * r] = mean;
+            saved[2 * r + 1] = inv_std;
+        }
         float m = (float)mean, s = (float)inv_std;
         for (int64_t j = 0; j < v.D; j++)
             yr[j] = (xr[j] - m) * s * scale[j] + (bias ? bias[j] : 0.0f);
@@ -171,18 +177,23 @@ static kiln_status ln_backward(const kn_op_call *call) {
     float *dbias = dbias_t ? kn_f32(dbias_t) : NULL;
     float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
 
-    size_t bytes;
-    if (!kn_size_mul((size_t)v.rows, 2 * sizeof(double), &bytes))
-        return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: %lld rows overflow the workspace size",
-                       (long long)v.rows);
-    double *stats = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (rows, 2): mean, inv_std
-    if (!stats)
-        return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: out of memory for %zu bytes of workspace",
-                       bytes);
+    double *stats = call->saved; // (rows, 2): mean, inv_std as forward saved them
+    if (!stats) {
+        size_t bytes;
+        if (!kn_size_mul((size_t)v.rows, 2 * sizeof(double), &bytes))
+            return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: %lld rows overflow the workspace size",
+                           (long long)v.rows);
+        stats = kn_op_scratch(call->ctx, bytes ? bytes : 1);
+        if (!stats)
+            return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: out of memory for %zu bytes of workspace",
+                           bytes);
+    }
+    const bool recompute = stats != call->saved;
 
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
     for (int64_t r = 0; r < v.rows; r++) {
-        ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
+        if (recompute)
+            ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
         if (dx)
             ln_row_backward(x + r * v.D, dy ? dy + r * v.D : NULL, scale, dmean ? dmean[r] : 0.0,
                             dinv_std ? dinv_std[r] : 0.0, dx + r * v.D, v.D, stats[2 * r],
@@ -216,6 +227,13 @@ static kiln_status ln_backward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* Forward's row statistics for backward: (rows, 2) doubles. */
+static size_t ln_saved_bytes(const kn_graph *g, const kn_node *node) {
+    ln_view v = ln_view_of(node, &kn_node_input(g, node, 0)->shape);
+    size_t bytes;
+    return kn_size_mul((size_t)v.rows, 2 * sizeof(double), &bytes) ? bytes : 0;
+}
+
 /* Per element: statistics (add; subtract, multiply, add) and normalise + affine (subtract, two
  * multiplies, add). */
 static int64_t ln_flops(const kn_graph *g, const kn_node *node) {
@@ -229,5 +247,6 @@ const kn_op kn_op_layernormalization = {
     .infer = ln_infer,
     .forward = ln_forward,
     .backward = ln_backward,
+    .saved_bytes = ln_saved_bytes,
     .flops = ln_flops,
 };

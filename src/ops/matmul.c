@@ -13,7 +13,9 @@
  * the weight at every run. P's layout depends on the CPU, so graphs holding it are never saved.
  */
 #include <stdint.h>
+#include <string.h>
 
+#include "core/threads.h"
 #include "kernels/gemm.h"
 #include "ops/fused_act.h"
 #include "ops/matmul_dims.h"
@@ -73,6 +75,16 @@ static void matmul_offsets(const kn_matmul_dims *d, int64_t index, int64_t *a_of
     *b_off = b_matrix * d->K * d->N;
 }
 
+/* Whether a batch of products op(A) (M, K) @ op(B) (K, N) that touch no packing buffer (the direct
+ * and dot kernels') is shared among the threads: each product then runs whole on one thread, as it
+ * would alone (kn_sgemm keeps products this small on one thread), so the bits do not change. */
+static bool matmul_shares_batch(int64_t n_batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
+    double flops_each = 2.0 * (double)M * (double)N * (double)K;
+    return n_batch > 1 && kn_threads_get() > 1 && flops_each < KN_PARALLEL_MIN_GEMM &&
+           flops_each * (double)n_batch >= KN_PARALLEL_MIN_GEMM &&
+           kn_sgemm_uses_no_workspace(trans_a, trans_b, M, N, K);
+}
+
 /* Packing workspace of forward's products (one batched product, or one per batch matrix). */
 static size_t matmul_gemm_workspace(const kn_matmul_dims *d) {
     size_t bytes = matmul_folds(d) ? kn_sgemm_workspace(false, false, d->n_batch * d->M, d->N, d->K)
@@ -109,6 +121,8 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
     } else if (matmul_folds(&d)) {
         kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
     } else {
+        bool share = matmul_shares_batch(d.n_batch, false, false, d.M, d.N, d.K);
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
         for (int64_t i = 0; i < d.n_batch; i++) {
             int64_t a_off, b_off;
             matmul_offsets(&d, i, &a_off, &b_off);
@@ -123,7 +137,9 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
 static kiln_status matmul_forward(const kn_op_call *call) { return matmul_run(call, NULL); }
 
 /* dA_i += dY_i @ B_i^T and dB_i += A_i^T @ dY_i for every output matrix i. A broadcast input gets
- * the sum over the batches that shared it: those products add into the same slice, in batch order. */
+ * the sum over the batches that shared it: those products add into the same slice, in batch order.
+ * A fresh gradient (din_fresh) is stored: by its products (beta 0) where each of its matrices has
+ * one, else zeroed first. */
 static kiln_status matmul_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
     if (!dout)
@@ -135,22 +151,45 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     const float *dy = kn_f32(dout); // (n_batch, M, N)
     float *da = call->din[0] ? kn_f32(call->din[0]) : NULL;
     float *db = call->din[1] ? kn_f32(call->din[1]) : NULL;
-    if (matmul_folds(&d)) {
-        int64_t rows = d.n_batch * d.M;
+    bool folds = matmul_folds(&d);
+    // Whether each matrix of dA / dB comes from exactly one product (no broadcast sums it).
+    bool a_once = d.a_matrices == d.n_batch, b_once = folds || d.b_matrices == d.n_batch;
+    float a_beta = kn_din_fresh(call, 0) && a_once ? 0.0f : 1.0f;
+    float b_beta = kn_din_fresh(call, 1) && b_once ? 0.0f : 1.0f;
+    if (da && kn_din_fresh(call, 0) && !a_once)
+        memset(da, 0, sizeof(float) * (size_t)kn_numel(call->din[0]));
+    if (db && kn_din_fresh(call, 1) && !b_once)
+        memset(db, 0, sizeof(float) * (size_t)kn_numel(call->din[1]));
+    // Packing buffers from the op scratch, not allocated per product: a large one each step was fresh
+    // pages for the kernel to clear.
+    int64_t rows = folds ? d.n_batch * d.M : d.M;
+    size_t a_ws = da ? kn_sgemm_workspace(false, true, rows, d.K, d.N) : 0;
+    size_t b_ws = db ? kn_sgemm_workspace(true, false, d.K, d.N, rows) : 0;
+    size_t ws_bytes = a_ws > b_ws ? a_ws : b_ws;
+    void *ws = ws_bytes && ws_bytes != SIZE_MAX ? kn_op_scratch(call->ctx, ws_bytes) : NULL;
+    ws_bytes = ws ? ws_bytes : 0; // kn_sgemm_ws allocates for itself without one
+    if (folds) {
         if (da)
-            kn_sgemm(false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, 1.0f, da, d.K);
+            kn_sgemm_ws(ws, ws_bytes, false, true, rows, d.K, d.N, 1.0f, dy, d.N, b, d.N, a_beta, da, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, 1.0f, db, d.N);
+            kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, rows, 1.0f, a, d.K, dy, d.N, b_beta, db, d.N);
         return KILN_OK;
     }
+    // Threads may share the batch when no two products add into the same matrix.
+    bool share = (!da || a_once) && (!db || b_once) &&
+                 (!da || matmul_shares_batch(d.n_batch, false, true, d.M, d.K, d.N)) &&
+                 (!db || matmul_shares_batch(d.n_batch, true, false, d.K, d.N, d.M));
+#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
     for (int64_t i = 0; i < d.n_batch; i++) {
         int64_t a_off, b_off;
         matmul_offsets(&d, i, &a_off, &b_off);
         const float *dy_i = dy + i * d.M * d.N;
         if (da)
-            kn_sgemm(false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, 1.0f, da + a_off, d.K);
+            kn_sgemm_ws(ws, ws_bytes, false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, a_beta,
+                        da + a_off, d.K);
         if (db)
-            kn_sgemm(true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, 1.0f, db + b_off, d.N);
+            kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, b_beta,
+                        db + b_off, d.N);
     }
     return KILN_OK;
 }
@@ -180,6 +219,7 @@ const kn_op kn_op_matmul = {
     .forward = matmul_forward,
     .workspace = matmul_workspace,
     .backward = matmul_backward,
+    .backward_stores = true,
     .flops = matmul_flops,
 };
 

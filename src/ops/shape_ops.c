@@ -344,7 +344,7 @@ static kiln_status transpose_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* dX = transpose(dY, inverse perm). */
+/* dX = transpose(dY, inverse perm), stored when fresh. */
 static kiln_status transpose_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
@@ -354,7 +354,7 @@ static kiln_status transpose_backward(const kn_op_call *call) {
     KN_TRY(transpose_perm(call->node, rank, perm));
     for (int k = 0; k < rank; k++)
         inverse[perm[k]] = k;
-    transpose_run(call->dout[0], kn_f32(call->din[0]), inverse, true);
+    transpose_run(call->dout[0], kn_f32(call->din[0]), inverse, !kn_din_fresh(call, 0));
     return KILN_OK;
 }
 
@@ -487,6 +487,7 @@ const kn_op kn_op_transpose = {
     .infer = transpose_infer,
     .forward = transpose_forward,
     .backward = transpose_backward,
+    .backward_stores = true,
 };
 
 const kn_op kn_op_concat = {

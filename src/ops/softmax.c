@@ -12,6 +12,7 @@
  *     logsoftmax: dx_k += dy_k - exp(y_k) sum_j dy_j
  */
 #include <math.h>
+#include <string.h>
 
 #include "core/threads.h"
 #include "core/status.h"
@@ -70,14 +71,32 @@ static kiln_status softmax_infer(kn_graph *g, const kn_node *node) {
 enum { SOFTMAX_ROW_BLOCK = 2048 }; /* values per block of whole rows */
 enum { SOFTMAX_CHUNK = 256 };      /* lanes side by side in the inner-axis case */
 
+/* The largest of x[0..n) that is not NaN (-inf when none), in KN_SUM_LANES lanes that vectorize: one
+ * running maximum is a chain of dependent compares (a row of 49 scores took longer than its exp). The
+ * maximum does not depend on the order; only which of +0 and -0 wins a tie may, and x - max is the
+ * same either way but for the sign of a zero, which exp maps to 1. */
+static float lane_max(const float *x, int64_t n) {
+    float lane[KN_SUM_LANES];
+    for (int k = 0; k < KN_SUM_LANES; k++)
+        lane[k] = -INFINITY;
+    int64_t i = 0;
+    for (; i + KN_SUM_LANES <= n; i += KN_SUM_LANES)
+        for (int k = 0; k < KN_SUM_LANES; k++)
+            lane[k] = x[i + k] > lane[k] ? x[i + k] : lane[k];
+    float m = -INFINITY;
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    for (int k = 0; k < KN_SUM_LANES; k++)
+        m = lane[k] > m ? lane[k] : m;
+    return m;
+}
+
 /* A block of `rows` rows of n values (rows of x and y contiguous). */
 static void softmax_rows(const float *x, float *y, int64_t rows, int64_t n, bool log_form) {
     float max[SOFTMAX_ROW_BLOCK]; // (rows): the block holds at most SOFTMAX_ROW_BLOCK rows
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
-        float m = -INFINITY;
-        for (int64_t k = 0; k < n; k++)
-            m = xr[k] > m ? xr[k] : m;
+        float m = lane_max(xr, n);
         max[r] = m;
         for (int64_t k = 0; k < n; k++)
             y[r * n + k] = xr[k] - m;
@@ -135,7 +154,7 @@ static void softmax_columns(const float *x, float *y, int64_t n, int64_t inner, 
  *   softmax:    dx += y (dy - sum_k dy y)
  *   logsoftmax: dx += dy - exp(y) sum_k dy */
 static void softmax_columns_backward(const float *y, const float *dy, float *dx, int64_t n, int64_t inner,
-                                     int64_t width, bool log_form) {
+                                     int64_t width, bool log_form, bool store) {
     double sums[SOFTMAX_CHUNK];                  // (width)
     float total[SOFTMAX_CHUNK], e[SOFTMAX_CHUNK]; // (width)
     for (int64_t i = 0; i < width; i++)
@@ -148,6 +167,8 @@ static void softmax_columns_backward(const float *y, const float *dy, float *dx,
     for (int64_t k = 0; k < n; k++) {
         const float *yk = y + k * inner, *dyk = dy + k * inner;
         float *dxk = dx + k * inner;
+        if (store)
+            memset(dxk, 0, sizeof(float) * (size_t)width);
         if (log_form) {
             kn_vmath_best()->exp(e, yk, width);
             for (int64_t i = 0; i < width; i++)
@@ -159,15 +180,24 @@ static void softmax_columns_backward(const float *y, const float *dy, float *dx,
     }
 }
 
-/* One contiguous lane's backward, in chunks of SOFTMAX_CHUNK for exp's buffer. */
-static void softmax_lane_backward(const float *y, const float *dy, float *dx, int64_t n, bool log_form) {
+/* One contiguous lane's backward, in chunks of SOFTMAX_CHUNK for exp's buffer; dx stored (store) or
+ * added to. */
+static void softmax_lane_backward(const float *y, const float *dy, float *dx, int64_t n, bool log_form,
+                                  bool store) {
     float total = (float)(log_form ? kn_lane_sum(dy, n) : kn_lane_dot(dy, y, n)), e[SOFTMAX_CHUNK];
     for (int64_t k0 = 0; k0 < n; k0 += SOFTMAX_CHUNK) {
         int64_t width = n - k0 < SOFTMAX_CHUNK ? n - k0 : SOFTMAX_CHUNK;
         if (log_form) {
             kn_vmath_best()->exp(e, y + k0, width);
-            for (int64_t k = 0; k < width; k++)
-                dx[k0 + k] += dy[k0 + k] - e[k] * total;
+            if (store)
+                for (int64_t k = 0; k < width; k++)
+                    dx[k0 + k] = dy[k0 + k] - e[k] * total;
+            else
+                for (int64_t k = 0; k < width; k++)
+                    dx[k0 + k] += dy[k0 + k] - e[k] * total;
+        } else if (store) {
+            for (int64_t k = k0; k < k0 + width; k++)
+                dx[k] = y[k] * (dy[k] - total);
         } else {
             for (int64_t k = k0; k < k0 + width; k++)
                 dx[k] += y[k] * (dy[k] - total);
@@ -226,6 +256,7 @@ static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form
     const float *y = kn_f32(call->out[0]);   // (outer, axis_len, inner)
     const float *dy = kn_f32(call->dout[0]); // (outer, axis_len, inner)
     float *dx = kn_f32(call->din[0]);        // (outer, axis_len, inner)
+    const bool store = kn_din_fresh(call, 0);
     int64_t n_elements = kn_numel(call->out[0]);
     if (n_elements == 0)
         return KILN_OK;
@@ -237,12 +268,13 @@ static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form
             int64_t r1 = l.outer - r0 < u.rows_per_unit ? l.outer : r0 + u.rows_per_unit;
             for (int64_t r = r0; r < r1; r++)
                 softmax_lane_backward(y + r * l.axis_len, dy + r * l.axis_len, dx + r * l.axis_len, l.axis_len,
-                                      log_form);
+                                      log_form, store);
         } else {
             int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
             int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
             int64_t start = o * l.axis_len * l.inner + i0;
-            softmax_columns_backward(y + start, dy + start, dx + start, l.axis_len, l.inner, width, log_form);
+            softmax_columns_backward(y + start, dy + start, dx + start, l.axis_len, l.inner, width, log_form,
+                                     store);
         }
     }
     return KILN_OK;
@@ -271,7 +303,8 @@ static int64_t softmax_flops(const kn_graph *g, const kn_node *node) {
 
 const kn_op kn_op_softmax = {.name = "Softmax", .min_inputs = 1, .max_inputs = 1,
                              .infer = softmax_infer, .forward = softmax_forward,
-                             .backward = softmax_backward, .flops = softmax_flops};
+                             .backward = softmax_backward, .backward_stores = true, .flops = softmax_flops};
 const kn_op kn_op_logsoftmax = {.name = "LogSoftmax", .min_inputs = 1, .max_inputs = 1,
                                 .infer = softmax_infer, .forward = logsoftmax_forward,
-                                .backward = logsoftmax_backward, .flops = softmax_flops};
+                                .backward = logsoftmax_backward, .backward_stores = true,
+                                .flops = softmax_flops};

@@ -5,6 +5,7 @@
 
 #include "core/align.h"
 #include "core/status.h"
+#include "ops/movement.h"
 #include "ops/pool_2x2.h"
 
 enum { TAPE_ALIGN_FLOATS = KN_ALIGN / sizeof(float) }; /* every buffer starts KN_ALIGN-aligned */
@@ -75,6 +76,61 @@ static void find_grad_storers(kn_tape *t, const int *only_reader) {
     }
 }
 
+/* Whether value v lives in the activation block: inputs and activations, except those whose data
+ * shape inference computed or the caller bound before binding the tape (they keep it in the graph). */
+static bool in_act_block(const kn_value *val) {
+    return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
+}
+
+/* Whether y can share x's buffer: both activations of the same size bound in the block, y no graph
+ * output. */
+static bool can_share(const kn_graph *g, int x, int y) {
+    const kn_value *xv = &g->values[x], *yv = &g->values[y];
+    size_t x_bytes, y_bytes;
+    return in_act_block(xv) && in_act_block(yv) && yv->kind == KN_VALUE_ACT && !is_output(g, y) &&
+           xv->dtype == yv->dtype && kn_shape_bytes(&xv->shape, xv->dtype, &x_bytes) &&
+           kn_shape_bytes(&yv->shape, yv->dtype, &y_bytes) && x_bytes == y_bytes;
+}
+
+/* Buffers shared instead of copied (value_alias, grad_alias):
+ *  - the output of an op that only copies its input's elements in order (Reshape, Flatten, Squeeze,
+ *    Unsqueeze, Identity: kn_copy_forward) shares the input's buffer, so forward copies nothing; its
+ *    gradient shares the input's when this node stores the input's whole gradient (grad_storer);
+ *  - an input of Add (or the first of Sub) of the output's shape, whose gradient the node stores
+ *    whole, shares the output's gradient: that gradient is the output's, so backward copies nothing.
+ * Nothing writes a value once computed, nor a gradient once its last reader's backward ran, so a
+ * shared buffer always holds both. Graph outputs keep their own buffers. The ops' backwards skip a
+ * copy onto itself. An alias points at an earlier value (copy) or a later one (Add), never round. */
+static void find_buffer_aliases(kn_tape *t) {
+    kn_graph *g = t->g;
+    for (int v = 0; v < g->n_values; v++)
+        t->value_alias[v] = t->grad_alias[v] = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (n->op->forward != kn_copy_forward || n->n_in < 1 || n->n_out != 1 || n->in[0] < 0)
+            continue;
+        int x = n->in[0], y = n->out[0];
+        if (!can_share(g, x, y))
+            continue;
+        t->value_alias[y] = x;
+        if (t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i && g->values[x].kind == KN_VALUE_ACT)
+            t->grad_alias[y] = x;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if ((n->op != &kn_op_add && n->op != &kn_op_sub) || n->n_in != 2 || n->n_out != 1)
+            continue;
+        int y = n->out[0];
+        for (int k = 0; k < (n->op == &kn_op_add ? 2 : 1); k++) {
+            int x = n->in[k];
+            if (x >= 0 && t->grad_alias[x] < 0 && t->needs_grad[x] && t->needs_grad[y] && t->grad_storer[x] == i &&
+                g->values[x].kind == KN_VALUE_ACT && can_share(g, y, x) &&
+                kn_shape_equal(&g->values[x].shape, &g->values[y].shape))
+                t->grad_alias[x] = y;
+        }
+    }
+}
+
 /* relu_fused_into[i]: for a node whose op trains with a fused Relu, the Relu node that is the only
  * reader of its only output; -1 otherwise. relu_fused_into[j] = -2 marks that Relu node, which then
  * never runs on its own (the producer writes its output and takes its gradient). */
@@ -137,15 +193,10 @@ static kiln_status alloc_param_grads(kn_tape *t) {
     return KILN_OK;
 }
 
-/* Whether value v lives in the activation block: inputs and activations, except those whose data
- * shape inference computed or the caller bound before binding the tape (they keep it in the graph). */
-static bool in_act_block(const kn_value *val) {
-    return (val->kind == KN_VALUE_ACT || val->kind == KN_VALUE_INPUT) && !val->data_from_inference;
-}
-
 /* Lays out activation (and activation-gradient) buffers for the current shapes in one block. */
 static kiln_status bind_activations(kn_tape *t) {
     kn_graph *g = t->g;
+    find_buffer_aliases(t);
     size_t total = 0;
     for (int v = 0; v < g->n_values; v++) {
         kn_value *val = &g->values[v];
@@ -155,7 +206,8 @@ static kiln_status bind_activations(kn_tape *t) {
         if (!kn_shape_bytes(&val->shape, val->dtype, &bytes))
             return kn_fail(KILN_ERR_NOMEM, "value '%s' is too large", val->name);
         size_t floats = align_floats((bytes + sizeof(float) - 1) / sizeof(float));
-        size_t copies = (t->needs_grad[v] && val->kind == KN_VALUE_ACT) ? 2 : 1;
+        size_t copies = (t->value_alias[v] < 0) +
+                        (t->needs_grad[v] && val->kind == KN_VALUE_ACT && t->grad_alias[v] < 0);
         if (!kn_size_add(total, floats * copies, &total))
             return kn_fail(KILN_ERR_NOMEM, "activations overflow the address space");
     }
@@ -179,12 +231,28 @@ static kiln_status bind_activations(kn_tape *t) {
         size_t bytes_v;
         kn_shape_bytes(&val->shape, val->dtype, &bytes_v);
         size_t floats = align_floats((bytes_v + sizeof(float) - 1) / sizeof(float));
-        t->values[v] = (kn_tensor){val->shape, val->dtype, t->act_block + offset};
-        offset += floats;
-        if (t->needs_grad[v] && val->kind == KN_VALUE_ACT) {
-            t->grads[v] = (kn_tensor){val->shape, KN_F32, t->act_block + offset};
+        t->values[v] = (kn_tensor){val->shape, val->dtype, NULL};
+        if (t->value_alias[v] < 0) {
+            t->values[v].data = t->act_block + offset;
             offset += floats;
         }
+        if (t->needs_grad[v] && val->kind == KN_VALUE_ACT) {
+            t->grads[v] = (kn_tensor){val->shape, KN_F32, NULL};
+            if (t->grad_alias[v] < 0) {
+                t->grads[v].data = t->act_block + offset;
+                offset += floats;
+            }
+        }
+    }
+    // Each alias takes the buffer at the end of its chain, which has one of its own.
+    for (int v = 0; v < g->n_values; v++) {
+        int root = v;
+        while (t->value_alias[root] >= 0)
+            root = t->value_alias[root];
+        t->values[v].data = t->values[root].data;
+        for (root = v; t->grad_alias[root] >= 0;)
+            root = t->grad_alias[root];
+        t->grads[v].data = t->grads[root].data;
     }
     return KILN_OK;
 }
@@ -235,9 +303,12 @@ static kiln_status tape_prepare(kn_tape *t, kn_graph *g, bool with_grads) {
     t->grads = calloc(n, sizeof(kn_tensor));
     t->needs_grad = calloc(n, sizeof(bool));
     t->grad_storer = calloc(n, sizeof(int));
+    t->value_alias = calloc(n, sizeof(int));
+    t->grad_alias = calloc(n, sizeof(int));
     t->relu_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
     t->pool_fused_into = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof(int));
-    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->relu_fused_into || !t->pool_fused_into) {
+    if (!t->values || !t->grads || !t->needs_grad || !t->grad_storer || !t->value_alias || !t->grad_alias ||
+        !t->relu_fused_into || !t->pool_fused_into) {
         kn_tape_free(t);
         return kn_fail(KILN_ERR_NOMEM, "out of memory binding the graph");
     }
@@ -279,6 +350,8 @@ void kn_tape_free(kn_tape *t) {
     free(t->grads);
     free(t->needs_grad);
     free(t->grad_storer);
+    free(t->value_alias);
+    free(t->grad_alias);
     free(t->relu_fused_into);
     free(t->pool_fused_into);
     free(t->act_block);

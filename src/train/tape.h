@@ -18,6 +18,8 @@ typedef struct kn_tape {
     kn_tensor *grads;    /* (n_values) gradient views; data NULL where no gradient flows */
     bool *needs_grad;    /* (n_values) a parameter, or computed from one */
     int *grad_storer;    /* (n_values) node whose backward stores the value's whole gradient, or -1 */
+    int *value_alias;    /* (n_values) the value whose buffer this one shares (a copy op's input), or -1 */
+    int *grad_alias;     /* (n_values) likewise for the gradient buffer, or -1 */
     int *relu_fused_into;/* (n_nodes) the Relu node run inside this node, -1 none, -2 for that Relu */
     int *pool_fused_into;/* (n_nodes) the MaxPool whose backward runs inside this node's, -1 none, -2 for
                             that MaxPool (its forward runs on its own) */

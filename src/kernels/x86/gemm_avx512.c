@@ -121,6 +121,99 @@ void kn_gemm_microkernel_avx512(int64_t kc, int m, int n, const float *a, const 
     tile_for_rows[m](kc, a, b, ldb, alpha, beta, c, ldc, lane_mask(n), lane_mask(n - 16));
 }
 
+/* The direct kernel: tile() with A read where it lies, op(A)[i][k] = a[i * a_rs + k * a_cs], and B's
+ * rows loaded through the lane masks, so nothing past column n is read. Its steps, ways and final
+ * scaling are tile()'s, so a tile gets the same bits either way. A tile at most 16 columns wide
+ * (`wide` false) keeps only the low accumulators: half the FMAs of a 16-column head. */
+ALWAYS_INLINE void direct_step(const int rows, const bool wide, const float *a_k, int64_t a_rs, const float *b_k,
+                               __mmask16 mask_lo, __mmask16 mask_hi, __m512 *acc_lo, __m512 *acc_hi) {
+    __m512 b_lo = _mm512_maskz_loadu_ps(mask_lo, b_k);
+    __m512 b_hi = wide ? _mm512_maskz_loadu_ps(mask_hi, b_k + 16) : b_lo;
+    UNROLL
+    for (int i = 0; i < rows; i++) {
+        __m512 a_ik = _mm512_set1_ps(a_k[i * a_rs]);
+        acc_lo[i] = _mm512_fmadd_ps(a_ik, b_lo, acc_lo[i]);
+        if (wide)
+            acc_hi[i] = _mm512_fmadd_ps(a_ik, b_hi, acc_hi[i]);
+    }
+}
+
+ALWAYS_INLINE void direct_tile(const int rows, const bool wide, int64_t kc, const float *a, int64_t a_rs,
+                               int64_t a_cs, const float *b, int64_t ldb, float alpha, float beta, float *c,
+                               int64_t ldc, __mmask16 mask_lo, __mmask16 mask_hi) {
+    const int ways = rows >= 4 ? 1 : rows == 1 ? 4 : 2; // as in tile()
+    __m512 acc_lo[4][MR], acc_hi[4][MR];
+    UNROLL
+    for (int w = 0; w < ways; w++) {
+        UNROLL
+        for (int i = 0; i < rows; i++) {
+            acc_lo[w][i] = _mm512_setzero_ps();
+            acc_hi[w][i] = _mm512_setzero_ps();
+        }
+    }
+    int64_t k = 0;
+    for (; k + ways <= kc; k += ways) {
+        UNROLL
+        for (int w = 0; w < ways; w++)
+            direct_step(rows, wide, a + (k + w) * a_cs, a_rs, b + (k + w) * ldb, mask_lo, mask_hi, acc_lo[w],
+                        acc_hi[w]);
+    }
+    for (; k < kc; k++)
+        direct_step(rows, wide, a + k * a_cs, a_rs, b + k * ldb, mask_lo, mask_hi, acc_lo[0], acc_hi[0]);
+    UNROLL
+    for (int w = 1; w < ways; w++) {
+        UNROLL
+        for (int i = 0; i < rows; i++) {
+            acc_lo[0][i] = _mm512_add_ps(acc_lo[0][i], acc_lo[w][i]);
+            acc_hi[0][i] = _mm512_add_ps(acc_hi[0][i], acc_hi[w][i]);
+        }
+    }
+    __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+    UNROLL
+    for (int i = 0; i < rows; i++) {
+        __m512 lo = _mm512_mul_ps(alpha_v, acc_lo[0][i]), hi = _mm512_mul_ps(alpha_v, acc_hi[0][i]);
+        if (beta != 0.0f) {
+            lo = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_lo, c + i * ldc), lo);
+            if (wide)
+                hi = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_hi, c + i * ldc + 16), hi);
+        }
+        _mm512_mask_storeu_ps(c + i * ldc, mask_lo, lo);
+        if (wide)
+            _mm512_mask_storeu_ps(c + i * ldc + 16, mask_hi, hi);
+    }
+}
+
+#define DIRECT_ROWS(r)                                                                                  \
+    static void direct_##r(int64_t kc, const float *a, int64_t a_rs, int64_t a_cs, const float *b,      \
+                           int64_t ldb, float alpha, float beta, float *c, int64_t ldc, __mmask16 mask_lo,\
+                           __mmask16 mask_hi) {                                                         \
+        direct_tile(r, true, kc, a, a_rs, a_cs, b, ldb, alpha, beta, c, ldc, mask_lo, mask_hi);         \
+    }                                                                                                   \
+    static void direct_narrow_##r(int64_t kc, const float *a, int64_t a_rs, int64_t a_cs, const float *b,\
+                                  int64_t ldb, float alpha, float beta, float *c, int64_t ldc,          \
+                                  __mmask16 mask_lo, __mmask16 mask_hi) {                               \
+        direct_tile(r, false, kc, a, a_rs, a_cs, b, ldb, alpha, beta, c, ldc, mask_lo, mask_hi);        \
+    }
+DIRECT_ROWS(1) DIRECT_ROWS(2) DIRECT_ROWS(3) DIRECT_ROWS(4) DIRECT_ROWS(5) DIRECT_ROWS(6) DIRECT_ROWS(7)
+DIRECT_ROWS(8) DIRECT_ROWS(9) DIRECT_ROWS(10) DIRECT_ROWS(11) DIRECT_ROWS(12) DIRECT_ROWS(13) DIRECT_ROWS(14)
+#undef DIRECT_ROWS
+
+typedef void (*direct_fn)(int64_t kc, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
+                          float alpha, float beta, float *c, int64_t ldc, __mmask16 mask_lo, __mmask16 mask_hi);
+static const direct_fn direct_for_rows[MR + 1] = {NULL,      direct_1,  direct_2,  direct_3,  direct_4,
+                                                  direct_5,  direct_6,  direct_7,  direct_8,  direct_9,
+                                                  direct_10, direct_11, direct_12, direct_13, direct_14};
+static const direct_fn direct_narrow_for_rows[MR + 1] = {
+    NULL,               direct_narrow_1,  direct_narrow_2,  direct_narrow_3,  direct_narrow_4,
+    direct_narrow_5,    direct_narrow_6,  direct_narrow_7,  direct_narrow_8,  direct_narrow_9,
+    direct_narrow_10,   direct_narrow_11, direct_narrow_12, direct_narrow_13, direct_narrow_14};
+
+void kn_gemm_directkernel_avx512(int64_t kc, int m, int n, const float *a, int64_t a_rs, int64_t a_cs,
+                                 const float *b, int64_t ldb, float alpha, float beta, float *c, int64_t ldc) {
+    const direct_fn *table = n <= 16 ? direct_narrow_for_rows : direct_for_rows;
+    table[m](kc, a, a_rs, a_cs, b, ldb, alpha, beta, c, ldc, lane_mask(n), lane_mask(n - 16));
+}
+
 ALWAYS_INLINE void dot_tile(const int rows, int64_t K, int n, const float *a, int64_t lda, const float *b,
                             int64_t ldb, float alpha, float beta, float *c, int64_t ldc) {
     // Columns past n re-read row 0 of b, so every step does DOT_NR columns; their sums are dropped.
