@@ -99,53 +99,43 @@ bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
            (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
 }
 
-void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
+/* u[xi * u_step] = (G g G^T)[xi] for the 3x3 filter g, whose tap (i, j) is at g + i * row + j * col
+ * (a flipped filter reads backwards), computed in double and rounded once. */
+static void winograd_filter(const float *g, int64_t row, int64_t col, float *u, int64_t u_step) {
     static const double G[PATCH][3] = {{1.0 / 4, 0, 0},
                                        {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                        {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                        {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                        {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                        {0, 0, 1}};
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t c = 0; c < C; c++) {
-            const float *g = w + (m * C + c) * 9; // (3, 3)
-            double gt[PATCH][3];                  // G g
-            for (int a = 0; a < PATCH; a++)
-                for (int s = 0; s < 3; s++)
-                    gt[a][s] = G[a][0] * g[s] + G[a][1] * g[3 + s] + G[a][2] * g[6 + s];
-            for (int a = 0; a < PATCH; a++)
-                for (int b = 0; b < PATCH; b++)
-                    u[((a * PATCH + b) * C + c) * M + m] =
-                        (float)(gt[a][0] * G[b][0] + gt[a][1] * G[b][1] + gt[a][2] * G[b][2]);
-        }
-    }
+    double gt[PATCH][3]; // G g
+    for (int a = 0; a < PATCH; a++)
+        for (int s = 0; s < 3; s++)
+            gt[a][s] = G[a][0] * g[s * col] + G[a][1] * g[row + s * col] + G[a][2] * g[2 * row + s * col];
+    for (int a = 0; a < PATCH; a++)
+        for (int b = 0; b < PATCH; b++)
+            u[(a * PATCH + b) * u_step] = (float)(gt[a][0] * G[b][0] + gt[a][1] * G[b][1] + gt[a][2] * G[b][2]);
+}
+
+void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t c = 0; c < C; c++)
+            winograd_filter(w + (m * C + c) * 9, 3, 1, u + c * M + m, C * M);
+}
+
+void kn_conv_winograd_weights_flipped(const float *w, int64_t M, int64_t C, float *u) {
+    for (int64_t m = 0; m < M; m++) // dX's input channel m, output channel c: w[m][c] read from its last tap
+        for (int64_t c = 0; c < C; c++)
+            winograd_filter(w + (m * C + c) * 9 + 8, -3, -1, u + m * C + c, M * C);
 }
 
 /* ---- the op ---------------------------------------------------------------------------------------- */
 
-static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
-                                wino_geom *g) {
-    char sx[96], su[96];
-    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
-                       kn_shape_str(u, su, sizeof su));
-    for (int i = 0; i < 4; i++)
-        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
-            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
-                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
-    g->N = x->d[0];
-    g->C = x->d[1];
-    g->M = u->d[2];
-    if (b && (b->ndim != 1 || b->d[0] != g->M))
-        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
-    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
-    kn_window_axis axes[2];
-    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
-    g->h = axes[0];
-    g->w = axes[1];
-    if (g->h.out < 1 || g->w.out < 1)
-        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+/* The rest of g from its N, C and M and the window axes h and w (3x3, stride 1, outputs >= 1): the
+ * channel padding, the tile grid and the blocks. */
+static void wino_geom_fill(wino_geom *g, const kn_window_axis *h, const kn_window_axis *w) {
+    g->h = *h;
+    g->w = *w;
     g->Cp = round_up(g->C, LANES);
     g->Mp = round_up(g->M, LANES);
     g->tiles_h = ceil_div(g->h.out, TILE);
@@ -168,6 +158,30 @@ static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->in_rows = TILE * g->block_rows + 2;
     g->in_cols = TILE * g->tiles_w + 2;
     g->out_cols = TILE * g->tiles_w;
+}
+
+static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
+                                wino_geom *g) {
+    char sx[96], su[96];
+    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
+                       kn_shape_str(u, su, sizeof su));
+    for (int i = 0; i < 4; i++)
+        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
+            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
+                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = u->d[2];
+    if (b && (b->ndim != 1 || b->d[0] != g->M))
+        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
+    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
+    if (axes[0].out < 1 || axes[1].out < 1)
+        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+    wino_geom_fill(g, &axes[0], &axes[1]);
     return KILN_OK;
 }
 
@@ -271,14 +285,31 @@ static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const
     }
 }
 
+/* Output row r (OW) of the output block, (OW, Mp) channel-last, added to the M planes of y_row (the
+ * row's first pixel in channel 0, planes `plane` apart). */
+static void row_add_from_last(const float *src, int64_t Mp, int64_t M, int64_t OW, float *y_row, int64_t plane) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < OW; j++)
+            y_row[m * plane + j] += src[j * Mp + m];
+}
+
 /* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
  * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
- * thread's rows, then its channels. */
+ * thread's rows, then its channels. With `add` (no bias, no activation), y += that part instead. */
 static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, const wino_span *sp, float *y, const wino_share *sh) {
+                          const float *out, const float *bias, bool add, const wino_span *sp, float *y,
+                          const wino_share *sh) {
     int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
     int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
     share_range(sh, sp->images * rows, &first, &last);
+    if (add) {
+        for (int64_t qr = first; qr < last; qr++) {
+            int64_t q = qr / rows, r = qr % rows;
+            row_add_from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
+                              y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
+        }
+        return;
+    }
     for (int64_t qr = first; qr < last; qr++) {
         int64_t q = qr / rows, r = qr % rows;
         k->from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
@@ -301,6 +332,7 @@ typedef struct wino_job {
     const kn_fused_act *act;
     const kn_winograd_kernels *kernels;
     const float *x, *u, *bias;
+    bool add; /* y += the convolution (no bias, no activation) */
     float *y;
 } wino_job;
 
@@ -347,7 +379,7 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
             j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
     }
     share_sync(sh);
-    block_scatter(g, j->kernels, j->act, io, j->bias, &sp, j->y, sh);
+    block_scatter(g, j->kernels, j->act, io, j->bias, j->add, &sp, j->y, sh);
     share_sync(sh); // the next block overwrites the buffers
 }
 
@@ -365,6 +397,33 @@ static wino_mode wino_mode_of(const wino_geom *g, int threads) {
  * products' workspace); false on overflow. */
 static bool wino_total_bytes(const wino_scratch *s, int threads, size_t *total) {
     return kn_size_mul(s->slot_bytes, (size_t)threads, total);
+}
+
+/* Runs every block of job->g with `threads` threads, their slots in scratch (wino_total_bytes). */
+static void wino_run(const wino_job *job, const wino_scratch *s, unsigned char *scratch, int threads) {
+    int64_t jobs = job->g->blocks;
+    wino_mode mode = wino_mode_of(job->g, threads);
+    if (mode == WINO_ONE) {
+        wino_share one = {0, 1};
+        for (int64_t b = 0; b < jobs; b++)
+            wino_block(job, b, scratch, scratch, s, &one);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num();
+        unsigned char *own = scratch + s->slot_bytes * (size_t)t;
+        if (mode == WINO_BLOCKS) {
+            wino_share one = {0, 1};
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(job, b, own, own, s, &one);
+        } else {
+            wino_share shared = {t, omp_get_num_threads()};
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(job, b, scratch, own, s, &shared);
+        }
+    }
 }
 
 static kiln_status winograd_forward(const kn_op_call *call) {
@@ -385,29 +444,7 @@ static kiln_status winograd_forward(const kn_op_call *call) {
                     .u = kn_f32(call->in[1]),
                     .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
                     .y = kn_f32(call->out[0])};
-    int64_t jobs = g.blocks;
-    wino_mode mode = wino_mode_of(&g, threads);
-    if (mode == WINO_ONE) {
-        wino_share one = {0, 1};
-        for (int64_t b = 0; b < jobs; b++)
-            wino_block(&job, b, scratch, scratch, &s, &one);
-        return KILN_OK;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num();
-        unsigned char *own = scratch + s.slot_bytes * (size_t)t;
-        if (mode == WINO_BLOCKS) {
-            wino_share one = {0, 1};
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b, own, own, &s, &one);
-        } else {
-            wino_share shared = {t, omp_get_num_threads()};
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b, scratch, own, &s, &shared);
-        }
-    }
+    wino_run(&job, &s, scratch, threads);
     return KILN_OK;
 }
 
@@ -456,3 +493,43 @@ const kn_op kn_op_convwinograd = {
     .flops = winograd_flops,
     .workspace = winograd_workspace,
 };
+
+/* ---- Training --------------------------------------------------------------------------------------- */
+
+static bool axis_trains(const kn_window_axis *a) {
+    return a->kernel == 3 && a->stride == 1 && a->dilation == 1 && a->pad_begin >= 0 && a->pad_begin <= 2 &&
+           a->pad_end >= 0 && a->pad_end <= 2 && a->out >= 1;
+}
+
+bool kn_conv_winograd_trains(const kn_window_axis *h, const kn_window_axis *w, int64_t C, int64_t M) {
+    return axis_trains(h) && axis_trains(w) && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
+           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+}
+
+kn_window_axis kn_conv_winograd_grad_axis(const kn_window_axis *a) {
+    return (kn_window_axis){.in = a->out, .kernel = 3, .stride = 1, .dilation = 1, .pad_begin = 2 - a->pad_begin,
+                            .pad_end = 2 - a->pad_end, .out = a->in};
+}
+
+static wino_geom wino_geom_of_conv(const kn_winograd_conv *c) {
+    wino_geom g = {.N = c->N, .C = c->C, .M = c->M};
+    wino_geom_fill(&g, &c->h, &c->w);
+    return g;
+}
+
+size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads) {
+    wino_geom g = wino_geom_of_conv(c);
+    wino_scratch s;
+    size_t total;
+    return wino_scratch_of(&g, &s) && wino_total_bytes(&s, threads, &total) ? total : 0;
+}
+
+void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
+                            const kn_fused_act *act, bool add, float *y, void *scratch, int threads) {
+    wino_geom g = wino_geom_of_conv(c);
+    wino_scratch s;
+    wino_scratch_of(&g, &s); /* kn_conv_winograd_bytes checked it */
+    wino_job job = {.g = &g, .act = act, .kernels = kn_winograd_kernels_best(), .x = x, .u = u, .bias = bias,
+                    .add = add, .y = y};
+    wino_run(&job, &s, scratch, threads);
+}

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include "core/graph.h"
+#include "ops/fused_act.h"
+#include "ops/window.h"
 
 /* Products per tile: the transformed tile is 6x6. */
 #define KN_WINOGRAD_POINTS 36
@@ -21,5 +23,35 @@ bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n);
 
 /* u (36, C, M) = G w G^T per filter: w (M, C, 3, 3), computed in double and rounded once. */
 void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u);
+
+/* ---- Training (ops/conv.c): Conv's forward and its gradient dX by the same transforms ------------- */
+
+/* Whether a Conv of one group with window axes h and w, C input and M output channels trains by
+ * Winograd: a 3x3 kernel at stride 1 and dilation 1, pads of at most 2 (so that dX is the 3x3,
+ * stride-1 convolution of dY with pads 2 - pad, kn_conv_winograd_grad_axes), and channels and
+ * transformed weights within kn_conv_winograd_suits's limits, both ways. */
+bool kn_conv_winograd_trains(const kn_window_axis *h, const kn_window_axis *w, int64_t C, int64_t M);
+
+/* The window axis of dX's convolution for the forward axis a (kn_conv_winograd_trains): dY's a.out
+ * pixels in, a.in out, pads 2 - a's. */
+kn_window_axis kn_conv_winograd_grad_axis(const kn_window_axis *a);
+
+/* u (36, M, C): the transform of the filters of dX's convolution, w^T flipped, w'[c][m][i][j] =
+ * w[m][c][2 - i][2 - j] for w (M, C, 3, 3); as kn_conv_winograd_weights of w'. */
+void kn_conv_winograd_weights_flipped(const float *w, int64_t M, int64_t C, float *u);
+
+/* One convolution by the transforms: y (N, M, OH, OW) = x (N, C, H, W) * the filters transformed into
+ * u (36, C, M), + bias (M, or NULL), then act; or with `add`, y += x * those filters (bias NULL,
+ * act none). h and w as kn_conv_winograd_trains takes them. */
+typedef struct kn_winograd_conv {
+    int64_t N, C, M;
+    kn_window_axis h, w;
+} kn_winograd_conv;
+
+/* Bytes of scratch kn_conv_winograd_apply takes with `threads` threads; 0 on overflow. */
+size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads);
+
+void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
+                            const kn_fused_act *act, bool add, float *y, void *scratch, int threads);
 
 #endif
