@@ -118,8 +118,8 @@ static void winograd_filter(const float *g, int64_t row, int64_t col, float *u, 
 }
 
 void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t c = 0; c < C; c++)
+    for (int64_t c = 0; c < C; c++) // m innermost: each of the 36 points' rows of u written in order
+        for (int64_t m = 0; m < M; m++)
             winograd_filter(w + (m * C + c) * 9, 3, 1, u + c * M + m, C * M);
 }
 
@@ -207,9 +207,10 @@ static bool count_of(int64_t a, int64_t b, int64_t c, int64_t d, size_t *out) {
            kn_size_mul(*out, (size_t)d, out) && *out <= SIZE_MAX / 8;
 }
 
-/* Sizes of the slot; false on overflow. The factors themselves are bounded by X's and Y's dims (a
- * block holds at most the batch's tiles), which shape inference keeps within tensor limits. */
-static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
+/* Sizes of the slot, V's buffer at least add_floats long (add_row_floats, or 0); false on overflow.
+ * The factors themselves are bounded by X's and Y's dims (a block holds at most the batch's tiles),
+ * which shape inference keeps within tensor limits. */
+static bool wino_scratch_of(const wino_geom *g, size_t add_floats, wino_scratch *s) {
     size_t in_floats, out_floats, v_floats, z_floats;
     if (!count_of(g->block_images, g->in_rows, g->in_cols, g->Cp, &in_floats) ||
         !count_of(g->block_images, TILE * g->block_rows, g->out_cols, g->Mp, &out_floats) ||
@@ -217,7 +218,7 @@ static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
         !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Mp, &z_floats))
         return false;
     s->io_bytes = kn_round_up_64(sizeof(float) * (in_floats > out_floats ? in_floats : out_floats));
-    s->v_bytes = kn_round_up_64(sizeof(float) * v_floats);
+    s->v_bytes = kn_round_up_64(sizeof(float) * (v_floats > add_floats ? v_floats : add_floats));
     s->z_bytes = kn_round_up_64(sizeof(float) * z_floats);
     size_t gemm = kn_sgemm_workspace(false, false, block_tiles(g), g->M, g->C);
     if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
@@ -285,19 +286,23 @@ static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const
     }
 }
 
-/* Output row r (OW) of the output block, (OW, Mp) channel-last, added to the M planes of y_row (the
- * row's first pixel in channel 0, planes `plane` apart). */
-static void row_add_from_last(const float *src, int64_t Mp, int64_t M, int64_t OW, float *y_row, int64_t plane) {
+/* One output row (OW pixels) of the output block, src (OW, Mp) channel-last, added to the M planes of
+ * y_row (the row's first pixel in channel 0, planes `plane` apart): made channel-first in row
+ * (M, OW) by the exact transpose first, so that the sums read and write runs of memory. */
+static void row_add_from_last(const kn_winograd_kernels *k, const float *src, int64_t Mp, int64_t M, int64_t OW,
+                              float *row, float *y_row, int64_t plane) {
+    k->from_last(src, Mp, M, OW, row, OW);
     for (int64_t m = 0; m < M; m++)
         for (int64_t j = 0; j < OW; j++)
-            y_row[m * plane + j] += src[j * Mp + m];
+            y_row[m * plane + j] += row[m * OW + j];
 }
 
 /* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
  * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
- * thread's rows, then its channels. With `add` (no bias, no activation), y += that part instead. */
+ * thread's rows, then its channels. With `add` (no bias, no activation), y += that part instead,
+ * each row through `row` (M * OW floats of this thread's). */
 static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, bool add, const wino_span *sp, float *y,
+                          const float *out, const float *bias, bool add, float *row, const wino_span *sp, float *y,
                           const wino_share *sh) {
     int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
     int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
@@ -305,7 +310,7 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
     if (add) {
         for (int64_t qr = first; qr < last; qr++) {
             int64_t q = qr / rows, r = qr % rows;
-            row_add_from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
+            row_add_from_last(k, out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out, row,
                               y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
         }
         return;
@@ -324,6 +329,20 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
             for (int64_t i = 0; i < span; i++)
                 y_m[i] += bias[m];
         kn_fused_act_apply_serial(act, y_m, span); /* while the rows are in cache */
+    }
+}
+
+/* Step 2: V (36, T, Cp) = the input transform of the span's T tiles from the channel-last input block
+ * in (block_gather); this thread's tiles. */
+static void block_input_transform(const wino_geom *g, const kn_winograd_kernels *k, const float *in,
+                                  const wino_span *sp, float *v, const wino_share *sh) {
+    int64_t image_tiles = sp->rows * g->tiles_w, T = sp->images * image_tiles, first, last;
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = in + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
+        for (int64_t c = 0; c < g->Cp; c += LANES)
+            k->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
     }
 }
 
@@ -351,13 +370,7 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
 
     block_gather(g, j->kernels, j->x, &sp, io, sh);
     share_sync(sh);
-    share_range(sh, T, &first, &last);
-    for (int64_t t = first; t < last; t++) {
-        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
-        const float *patch = io + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
-        for (int64_t c = 0; c < g->Cp; c += LANES)
-            j->kernels->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
-    }
+    block_input_transform(g, j->kernels, io, &sp, v, sh);
     share_sync(sh);
 
     share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
@@ -379,7 +392,9 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
             j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
     }
     share_sync(sh);
-    block_scatter(g, j->kernels, j->act, io, j->bias, j->add, &sp, j->y, sh);
+    // V is free by now: each thread's row for the added outputs (room for parts rows: wino_scratch_of)
+    float *row = v + (size_t)sh->part * (size_t)(g->M * g->w.out);
+    block_scatter(g, j->kernels, j->act, io, j->bias, j->add, row, &sp, j->y, sh);
     share_sync(sh); // the next block overwrites the buffers
 }
 
@@ -434,7 +449,7 @@ static kiln_status winograd_forward(const kn_op_call *call) {
     wino_scratch s;
     int threads = kn_threads_get();
     size_t total;
-    if (!wino_scratch_of(&g, &s) || !wino_total_bytes(&s, threads, &total))
+    if (!wino_scratch_of(&g, 0, &s) || !wino_total_bytes(&s, threads, &total))
         return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of X (%lld, %lld, %lld, %lld) overflow", (long long)g.N,
                        (long long)g.C, (long long)g.h.in, (long long)g.w.in);
     unsigned char *scratch = kn_op_scratch(call->ctx, total);
@@ -478,7 +493,7 @@ static size_t winograd_workspace(const kn_graph *graph, const kn_node *node) {
     wino_geom g = {0};
     wino_scratch s;
     size_t total;
-    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, &s) ||
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, 0, &s) ||
         !wino_total_bytes(&s, kn_threads_get(), &total))
         return 0;
     return total;
@@ -517,19 +532,171 @@ static wino_geom wino_geom_of_conv(const kn_winograd_conv *c) {
     return g;
 }
 
+/* The rows block_scatter adds through, one per thread (in V's place): M * OW floats each. */
+static size_t add_row_floats(const wino_geom *g, int threads) {
+    return (size_t)threads * (size_t)g->M * (size_t)g->w.out; /* within Y's size */
+}
+
 size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads) {
     wino_geom g = wino_geom_of_conv(c);
     wino_scratch s;
     size_t total;
-    return wino_scratch_of(&g, &s) && wino_total_bytes(&s, threads, &total) ? total : 0;
+    return wino_scratch_of(&g, add_row_floats(&g, threads), &s) && wino_total_bytes(&s, threads, &total) ? total : 0;
 }
 
 void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
                             const kn_fused_act *act, bool add, float *y, void *scratch, int threads) {
     wino_geom g = wino_geom_of_conv(c);
     wino_scratch s;
-    wino_scratch_of(&g, &s); /* kn_conv_winograd_bytes checked it */
+    wino_scratch_of(&g, add ? add_row_floats(&g, threads) : 0, &s); /* kn_conv_winograd_bytes checked it */
     wino_job job = {.g = &g, .act = act, .kernels = kn_winograd_kernels_best(), .x = x, .u = u, .bias = bias,
                     .add = add, .y = y};
     wino_run(&job, &s, scratch, threads);
+}
+
+/* ---- Training: the weight gradient ------------------------------------------------------------------
+ * With V_xi (T, C) the input transform of a block's tiles (as forward's) and D_xi (T, M) = A dY A^T of
+ * their output gradients (zero past the output's edge), the transformed filters' gradient is
+ *     dU_xi (C, M) = sum over the batch's tiles of V_xi^T @ D_xi
+ * and each filter's dW[m][c] = G^T dU[., c, m] G (6x6 -> 3x3, in double). A thread takes a run of whole
+ * blocks and sums their products into its own dU; the threads' sums are added in thread order, so dW
+ * depends on the thread count only, as on Conv's im2col path. */
+
+/* Slot of one thread: the block's channel-last input, later its output gradient (io), V, D, the
+ * products' workspace and the thread's dU (36, C, M), each 64-byte aligned. */
+typedef struct wgrad_scratch {
+    wino_scratch block; /* io, V and D (as Z) of forward's slot; its products' workspace unused */
+    size_t gemm_bytes, du_bytes, slot_bytes;
+} wgrad_scratch;
+
+static bool wgrad_scratch_of(const wino_geom *g, wgrad_scratch *s) {
+    if (!wino_scratch_of(g, 0, &s->block))
+        return false;
+    size_t gemm = kn_sgemm_workspace(true, false, g->C, g->M, block_tiles(g));
+    if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
+        return false;
+    s->gemm_bytes = kn_round_up_64(gemm);
+    s->du_bytes = kn_round_up_64(sizeof(float) * KN_WINOGRAD_POINTS * (size_t)(g->C * g->M)); /* W's size x 36 */
+    s->slot_bytes = s->block.io_bytes + s->block.v_bytes + s->block.z_bytes + s->gemm_bytes + s->du_bytes;
+    return s->slot_bytes <= SIZE_MAX / 4;
+}
+
+static float *wgrad_du(const wgrad_scratch *s, unsigned char *slot) {
+    return (float *)(slot + s->slot_bytes - s->du_bytes);
+}
+
+/* Rows [4 i0, 4 i0 + 4 rows) of each image's output gradient dy (N, M, OH, OW) into out, channel-last
+ * ((TILE * block_rows, out_cols, Mp) per image), zero past the output's edge and past M. */
+static void block_gather_grad(const wino_geom *g, const kn_winograd_kernels *k, const float *dy, const wino_span *sp,
+                              float *out) {
+    int64_t plane = g->h.out * g->w.out, row_floats = g->out_cols * g->Mp;
+    for (int64_t q = 0; q < sp->images; q++)
+        for (int64_t r = 0; r < TILE * sp->rows; r++) {
+            float *row = out + (q * TILE * g->block_rows + r) * row_floats; // (out_cols, Mp)
+            int64_t oh = TILE * sp->i0 + r;
+            if (oh >= g->h.out) {
+                memset(row, 0, sizeof(float) * (size_t)row_floats);
+                continue;
+            }
+            k->to_last(dy + (sp->n0 + q) * g->M * plane + oh * g->w.out, plane, g->M, g->w.out, row, g->Mp);
+            memset(row + g->w.out * g->Mp, 0, sizeof(float) * (size_t)((g->out_cols - g->w.out) * g->Mp));
+        }
+}
+
+typedef struct wgrad_job {
+    const wino_geom *g;
+    const wgrad_scratch *s;
+    const kn_winograd_kernels *kernels;
+    const float *x, *dy;
+} wgrad_job;
+
+/* Block `block`'s products added into the thread's dU (stored, for its first block). */
+static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, bool first) {
+    const wino_geom *g = j->g;
+    const wino_scratch *bs = &j->s->block;
+    float *io = (float *)slot;
+    float *v = (float *)(slot + bs->io_bytes);                 // (36, T, Cp)
+    float *d = (float *)(slot + bs->io_bytes + bs->v_bytes);   // (36, T, Mp)
+    void *gemm_ws = slot + bs->io_bytes + bs->v_bytes + bs->z_bytes;
+    float *du = wgrad_du(j->s, slot);                          // (36, C, M)
+    wino_span sp = wino_span_of(g, block);
+    wino_share one = {0, 1};
+    int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles;
+
+    block_gather(g, j->kernels, j->x, &sp, io, &one);
+    block_input_transform(g, j->kernels, io, &sp, v, &one);
+    block_gather_grad(g, j->kernels, j->dy, &sp, io);
+    for (int64_t t = 0; t < T; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
+        for (int64_t m = 0; m < g->Mp; m += LANES)
+            j->kernels->output_grad(patch + m, g->out_cols * g->Mp, g->Mp, d + t * g->Mp + m, T * g->Mp);
+    }
+    for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
+        kn_sgemm_ws(gemm_ws, j->s->gemm_bytes, true, false, g->C, g->M, T, 1.0f, v + xi * T * g->Cp, g->Cp,
+                    d + xi * T * g->Mp, g->Mp, first ? 0.0f : 1.0f, du + xi * g->C * g->M, g->M);
+}
+
+/* Thread t of team's run of blocks, into its slot's dU. */
+static void wgrad_blocks(const wgrad_job *j, unsigned char *slots, int t, int team) {
+    int64_t first = j->g->blocks * t / team, last = j->g->blocks * (t + 1) / team;
+    for (int64_t b = first; b < last; b++)
+        wgrad_block(j, b, slots + j->s->slot_bytes * (size_t)t, b == first);
+}
+
+/* dw (M, C, 3, 3) += G^T du G per filter, du (36, C, M), in double. */
+static void wgrad_filters(const float *du, int64_t M, int64_t C, float *dw) {
+    static const double G[PATCH][3] = {{1.0 / 4, 0, 0},
+                                       {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                       {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                       {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                       {0, 0, 1}};
+    for (int64_t c = 0; c < C; c++) // m innermost: du's 36 rows read in order
+        for (int64_t m = 0; m < M; m++) {
+            double gt[3][PATCH] = {{0}}; // G^T dU
+            for (int i = 0; i < 3; i++)
+                for (int a = 0; a < PATCH; a++)
+                    for (int b = 0; b < PATCH; b++)
+                        gt[i][b] += G[a][i] * du[((a * PATCH + b) * C + c) * M + m];
+            float *w = dw + (m * C + c) * 9;
+            for (int i = 0; i < 3; i++)
+                for (int jj = 0; jj < 3; jj++) {
+                    double sum = 0.0;
+                    for (int b = 0; b < PATCH; b++)
+                        sum += gt[i][b] * G[b][jj];
+                    w[i * 3 + jj] += (float)sum;
+                }
+        }
+}
+
+size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads) {
+    wino_geom g = wino_geom_of_conv(c);
+    wgrad_scratch s;
+    size_t total;
+    return wgrad_scratch_of(&g, &s) && kn_size_mul(s.slot_bytes, (size_t)threads, &total) ? total : 0;
+}
+
+void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *dy, float *dw, void *scratch,
+                             int threads) {
+    wino_geom g = wino_geom_of_conv(c);
+    wgrad_scratch s;
+    wgrad_scratch_of(&g, &s); /* kn_conv_winograd_grad_w_bytes checked it */
+    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy};
+    unsigned char *slots = scratch;
+    int team = g.blocks < threads ? (int)g.blocks : threads;
+    if (team == 1) { /* no region around it: libgomp would start new threads for the products' regions */
+        wgrad_blocks(&job, slots, 0, 1);
+    } else {
+#pragma omp parallel num_threads(team)
+        wgrad_blocks(&job, slots, omp_get_thread_num(), team);
+    }
+    float *du = wgrad_du(&s, slots); // thread 0's, then the others' added in order
+    size_t count = (size_t)(KN_WINOGRAD_POINTS * g.C * g.M);
+    for (int t = 1; t < team; t++) {
+        const float *own = wgrad_du(&s, slots + s.slot_bytes * (size_t)t);
+        for (size_t i = 0; i < count; i++)
+            du[i] += own[i];
+    }
+    wgrad_filters(du, g.M, g.C, dw);
 }

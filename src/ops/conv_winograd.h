@@ -54,4 +54,11 @@ size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads);
 void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
                             const kn_fused_act *act, bool add, float *y, void *scratch, int threads);
 
+/* dw (M, C, 3, 3) += the gradient of that convolution's filters, given x and the output gradient dy
+ * (N, M, OH, OW), by the same transforms; the sum's order depends on the thread count only.
+ * kn_conv_winograd_grad_w_bytes: its scratch with `threads` threads, 0 on overflow. */
+size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads);
+void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *dy, float *dw, void *scratch,
+                             int threads);
+
 #endif
