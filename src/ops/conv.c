@@ -17,6 +17,9 @@
  *
  * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
  * each image's output in one pass as soon as its products are done.
+ *
+ * In training, a 3x3 stride-1 layer of one group with 16 or more channels each way runs forward, dX
+ * and dW by Winograd's F(4x4, 3x3) instead (ops/conv_winograd.h, conv_trains_winograd below).
  */
 #include <omp.h>
 #include <string.h>

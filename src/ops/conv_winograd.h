@@ -1,5 +1,6 @@
-/* Winograd F(4x4, 3x3) convolution for inference: the ConvWinograd op (src/ops/conv_winograd.c) that
- * the inference optimizer (src/runtime/optimize.c, KN_OPT_WINOGRAD) puts in place of a Conv it suits.
+/* Winograd F(4x4, 3x3) convolution: for inference the ConvWinograd op (src/ops/conv_winograd.c) that
+ * the inference optimizer (src/runtime/optimize.c, KN_OPT_WINOGRAD) puts in place of a Conv it suits;
+ * for training, Conv's own forward, dX and dW (ops/conv.c, below).
  *
  * ConvWinograd reads X (N, C, H, W), U (36, C, M) — the filters W (M, C, 3, 3) transformed once by
  * kn_conv_winograd_weights — and an optional bias B (M), and keeps the Conv's attributes (pads,
