@@ -590,7 +590,9 @@ static bool conv_winograd_scratch(const kn_winograd_conv *wc, size_t *u_bytes, s
     return run && kn_size_add(*u_bytes, run, total);
 }
 
-/* Training's forward by Winograd (conv_trains_winograd): the filters transformed anew each step. */
+/* Training's forward by Winograd (conv_trains_winograd): the filters transformed anew each step. The
+ * input transform V stays in the tape's buffer for the node (kn_op_call.saved, conv_saved_bytes) when
+ * there is one, so that dW need not transform X again. */
 static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act) {
     kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
     size_t u_bytes, total;
@@ -601,8 +603,8 @@ static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom
     float *u = (float *)scratch; // (36, C, M)
     kn_conv_winograd_weights(kn_f32(call->in[1]), g->M, g->C, u);
     const float *bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL;
-    kn_conv_winograd_apply(&wc, kn_f32(call->in[0]), u, bias, act, false, kn_f32(call->out[0]), scratch + u_bytes,
-                           kn_threads_get());
+    kn_conv_winograd_apply(&wc, kn_f32(call->in[0]), u, bias, act, false, kn_f32(call->out[0]), call->saved,
+                           scratch + u_bytes, kn_threads_get());
     return KILN_OK;
 }
 
@@ -618,11 +620,12 @@ static kiln_status conv_winograd_grad_x(const kn_op_call *call, const conv_geom 
     float *u = (float *)scratch; // (36, M, C)
     kn_conv_winograd_weights_flipped(kn_f32(call->in[1]), g->M, g->C, u);
     kn_fused_act none = {.kind = KN_ACT_NONE};
-    kn_conv_winograd_apply(&wc, dy, u, NULL, &none, true, dx, scratch + u_bytes, kn_threads_get());
+    kn_conv_winograd_apply(&wc, dy, u, NULL, &none, true, dx, NULL, scratch + u_bytes, kn_threads_get());
     return KILN_OK;
 }
 
-/* Training's dW by Winograd (kn_conv_winograd_grad_w). */
+/* Training's dW by Winograd (kn_conv_winograd_grad_w), from the V forward kept when the tape gave it a
+ * buffer. */
 static kiln_status conv_winograd_grad_w(const kn_op_call *call, const conv_geom *g, const float *x, const float *dy,
                                         float *dw) {
     kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
@@ -631,7 +634,7 @@ static kiln_status conv_winograd_grad_w(const kn_op_call *call, const conv_geom 
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv's dW",
                        (long long)g->M, (long long)g->C);
-    kn_conv_winograd_grad_w(&wc, x, dy, dw, scratch, kn_threads_get());
+    kn_conv_winograd_grad_w(&wc, x, call->saved, dy, dw, scratch, kn_threads_get());
     return KILN_OK;
 }
 
@@ -815,6 +818,20 @@ static kiln_status conv_backward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* What a training forward keeps for backward: the input transform of a layer that trains by Winograd
+ * (kn_conv_winograd_kept_floats), else nothing. */
+static size_t conv_saved_bytes(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    conv_geom g;
+    if (!x || !w || x->shape.ndim != 4 || conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK ||
+        g.group != 1 || !kn_conv_winograd_trains(&g.h, &g.w, g.C, g.M))
+        return 0;
+    kn_winograd_conv wc = {.N = g.N, .C = g.C, .M = g.M, .h = g.h, .w = g.w};
+    size_t floats = kn_conv_winograd_kept_floats(&wc);
+    return floats <= SIZE_MAX / sizeof(float) ? floats * sizeof(float) : 0;
+}
+
 static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
@@ -860,6 +877,7 @@ const kn_op kn_op_conv = {
     .backward = conv_backward,
     .flops = conv_flops,
     .workspace = conv_workspace,
+    .saved_bytes = conv_saved_bytes,
 };
 
 /* ---- ConvPacked ---------------------------------------------------------------------------------- */

@@ -356,17 +356,17 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
     }
 }
 
-/* Step 2: V (36, T, Cp) = the input transform of the span's T tiles from the channel-last input block
- * in (block_gather); this thread's tiles. */
+/* Step 2: V = the input transform of the span's T tiles from the channel-last input block in
+ * (block_gather), point xi of tile t at v + xi * v_step + t * Cp; this thread's tiles. */
 static void block_input_transform(const wino_geom *g, const kn_winograd_kernels *k, const float *in,
-                                  const wino_span *sp, float *v, const wino_share *sh) {
+                                  const wino_span *sp, float *v, int64_t v_step, const wino_share *sh) {
     int64_t image_tiles = sp->rows * g->tiles_w, T = sp->images * image_tiles, first, last;
     share_range(sh, T, &first, &last);
     for (int64_t t = first; t < last; t++) {
         int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
         const float *patch = in + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
         for (int64_t c = 0; c < g->Cp; c += LANES)
-            k->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
+            k->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, v_step);
     }
 }
 
@@ -377,7 +377,16 @@ typedef struct wino_job {
     const float *x, *u, *bias;
     bool add; /* y += the convolution (no bias, no activation) */
     float *y;
+    float *v_keep; /* every block's V kept here (kept_v_of), or NULL: V in the slot */
 } wino_job;
+
+/* The batch's tiles, and the first of span sp's: a kept V is (36, all tiles, Cp), so that a block's
+ * part of each point is T rows Cp apart at the same place whatever the blocks are. */
+static int64_t batch_tiles(const wino_geom *g) { return g->N * g->tiles_h * g->tiles_w; }
+
+static int64_t span_first_tile(const wino_geom *g, const wino_span *sp) {
+    return (sp->n0 * g->tiles_h + sp->i0) * g->tiles_w;
+}
 
 /* Block `block` (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace in `own`
  * (this thread's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
@@ -386,15 +395,17 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
                        const wino_scratch *s, const wino_share *sh) {
     const wino_geom *g = j->g;
     float *io = (float *)slot;
-    float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
+    wino_span sp = wino_span_of(g, block);
+    // V (36, T, Cp), point xi at v + xi * v_step: in the slot, or in its place in the kept V
+    float *v = j->v_keep ? j->v_keep + span_first_tile(g, &sp) * g->Cp : (float *)(slot + s->io_bytes);
     float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
     void *gemm_ws = own + s->io_bytes + s->v_bytes + s->z_bytes;
-    wino_span sp = wino_span_of(g, block);
     int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles, first, last;
+    int64_t v_step = (j->v_keep ? batch_tiles(g) : T) * g->Cp;
 
     block_gather(g, j->kernels, j->x, &sp, io, sh);
     share_sync(sh);
-    block_input_transform(g, j->kernels, io, &sp, v, sh);
+    block_input_transform(g, j->kernels, io, &sp, v, v_step, sh);
     share_sync(sh);
 
     share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
@@ -403,7 +414,7 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
         if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
             for (int64_t r = 0; r < T; r++)
                 memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
-        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * T * g->Cp, g->Cp,
+        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * v_step, g->Cp,
                     j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
     }
     share_sync(sh);
@@ -416,8 +427,9 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
             j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
     }
     share_sync(sh);
-    // V is free by now: each thread's row for the added outputs (room for parts rows: wino_scratch_of)
-    float *row = v + (size_t)sh->part * (size_t)(g->M * g->w.out);
+    // V's slot is free by now: each thread's row for the added outputs (room for parts rows:
+    // wino_scratch_of; an added convolution keeps no V)
+    float *row = (float *)(slot + s->io_bytes) + (size_t)sh->part * (size_t)(g->M * g->w.out);
     block_scatter(g, j->kernels, j->act, io, j->bias, j->add, row, &sp, j->y, sh);
     share_sync(sh); // the next block overwrites the buffers
 }
@@ -578,13 +590,19 @@ size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads) {
     return wino_scratch_of(&g, add_row_floats(&g, threads), &s) && wino_total_bytes(&s, threads, &total) ? total : 0;
 }
 
+size_t kn_conv_winograd_kept_floats(const kn_winograd_conv *c) {
+    wino_geom g = wino_geom_of_conv(c, 1); /* the tiles do not depend on the blocks */
+    size_t floats;
+    return kn_size_mul((size_t)batch_tiles(&g), (size_t)g.Cp * KN_WINOGRAD_POINTS, &floats) ? floats : 0;
+}
+
 void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
-                            const kn_fused_act *act, bool add, float *y, void *scratch, int threads) {
+                            const kn_fused_act *act, bool add, float *y, float *v_keep, void *scratch, int threads) {
     wino_geom g = wino_geom_of_conv(c, threads);
     wino_scratch s;
     wino_scratch_of(&g, add ? add_row_floats(&g, threads) : 0, &s); /* kn_conv_winograd_bytes checked it */
     wino_job job = {.g = &g, .act = act, .kernels = kn_winograd_kernels_best(), .x = x, .u = u, .bias = bias,
-                    .add = add, .y = y};
+                    .add = add, .y = y, .v_keep = add ? NULL : v_keep};
     wino_run(&job, &s, scratch, threads);
 }
 
@@ -642,6 +660,7 @@ typedef struct wgrad_job {
     const wgrad_scratch *s;
     const kn_winograd_kernels *kernels;
     const float *x, *dy;
+    const float *v_kept; /* forward's V of every block (kn_conv_winograd_apply's v_keep), or NULL */
 } wgrad_job;
 
 /* Block `block`'s products added into the thread's dU (stored, for its first block). */
@@ -649,7 +668,6 @@ static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, 
     const wino_geom *g = j->g;
     const wino_scratch *bs = &j->s->block;
     float *io = (float *)slot;
-    float *v = (float *)(slot + bs->io_bytes);                 // (36, T, Cp)
     float *d = (float *)(slot + bs->io_bytes + bs->v_bytes);   // (36, T, Mp)
     void *gemm_ws = slot + bs->io_bytes + bs->v_bytes + bs->z_bytes;
     float *du = wgrad_du(j->s, slot);                          // (36, C, M)
@@ -657,8 +675,13 @@ static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, 
     wino_share one = {0, 1};
     int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles;
 
-    block_gather(g, j->kernels, j->x, &sp, io, &one);
-    block_input_transform(g, j->kernels, io, &sp, v, &one);
+    // V (36, T, Cp), point xi at v + xi * v_step: forward's, or transformed again into the slot
+    const float *v = j->v_kept ? j->v_kept + span_first_tile(g, &sp) * g->Cp : (float *)(slot + bs->io_bytes);
+    int64_t v_step = (j->v_kept ? batch_tiles(g) : T) * g->Cp;
+    if (!j->v_kept) {
+        block_gather(g, j->kernels, j->x, &sp, io, &one);
+        block_input_transform(g, j->kernels, io, &sp, (float *)(slot + bs->io_bytes), v_step, &one);
+    }
     block_gather_grad(g, j->kernels, j->dy, &sp, io);
     for (int64_t t = 0; t < T; t++) {
         int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
@@ -667,7 +690,7 @@ static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, 
             j->kernels->output_grad(patch + m, g->out_cols * g->Mp, g->Mp, d + t * g->Mp + m, T * g->Mp);
     }
     for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
-        kn_sgemm_ws(gemm_ws, j->s->gemm_bytes, true, false, g->C, g->M, T, 1.0f, v + xi * T * g->Cp, g->Cp,
+        kn_sgemm_ws(gemm_ws, j->s->gemm_bytes, true, false, g->C, g->M, T, 1.0f, v + xi * v_step, g->Cp,
                     d + xi * T * g->Mp, g->Mp, first ? 0.0f : 1.0f, du + xi * g->C * g->M, g->M);
 }
 
@@ -712,12 +735,12 @@ size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads) {
     return wgrad_scratch_of(&g, &s) && kn_size_mul(s.slot_bytes, (size_t)threads, &total) ? total : 0;
 }
 
-void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *dy, float *dw, void *scratch,
-                             int threads) {
+void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *v_kept, const float *dy,
+                             float *dw, void *scratch, int threads) {
     wino_geom g = wino_geom_of_conv(c, threads);
     wgrad_scratch s;
     wgrad_scratch_of(&g, &s); /* kn_conv_winograd_grad_w_bytes checked it */
-    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy};
+    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept};
     unsigned char *slots = scratch;
     int team = g.blocks < threads ? (int)g.blocks : threads;
     if (team == 1) { /* no region around it: libgomp would start new threads for the products' regions */

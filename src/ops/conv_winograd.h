@@ -52,14 +52,21 @@ typedef struct kn_winograd_conv {
 /* Bytes of scratch kn_conv_winograd_apply takes with `threads` threads; 0 on overflow. */
 size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads);
 
-void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
-                            const kn_fused_act *act, bool add, float *y, void *scratch, int threads);
+/* Floats of the input transform V of all the batch's tiles, which forward can keep for dW (0 on
+ * overflow). */
+size_t kn_conv_winograd_kept_floats(const kn_winograd_conv *c);
 
-/* dw (M, C, 3, 3) += the gradient of that convolution's filters, given x and the output gradient dy
- * (N, M, OH, OW), by the same transforms; the sum's order depends on the thread count only.
+/* v_keep: NULL, or kn_conv_winograd_kept_floats floats where forward (not `add`) leaves V for
+ * kn_conv_winograd_grad_w. */
+void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
+                            const kn_fused_act *act, bool add, float *y, float *v_keep, void *scratch, int threads);
+
+/* dw (M, C, 3, 3) += the gradient of that convolution's filters, given x (or the V forward kept of it,
+ * v_kept; NULL to transform x again) and the output gradient dy (N, M, OH, OW),
+ * by the same transforms; the sum's order depends on the thread count only.
  * kn_conv_winograd_grad_w_bytes: its scratch with `threads` threads, 0 on overflow. */
 size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads);
-void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *dy, float *dw, void *scratch,
-                             int threads);
+void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *v_kept, const float *dy,
+                             float *dw, void *scratch, int threads);
 
 #endif
