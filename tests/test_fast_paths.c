@@ -938,23 +938,27 @@ static void test_winograd_refused(void) {
 /* Each build of the tile transforms this CPU runs against the generic one, on random patches in
  * [-1, 1]: within 16 float roundings of the largest sum |terms| a transformed value can have (the
  * builds may fuse multiply-adds). Rows of B^T sum to at most 10 in absolute value, so a value of
- * B^T d B sums terms of at most 10 * 10 in all; rows of A^T to 19, so A^T M A's to 19 * 19. */
+ * B^T d B sums terms of at most 10 * 10 in all; rows of A^T to 19, so A^T M A's to 19 * 19; rows of A
+ * to 15, so the output gradient A dY A^T's to 15 * 15. */
 static void test_winograd_builds(void) {
     const kn_winograd_kernels *builds[] = {kn_winograd_kernels_generic(), kn_winograd_kernels_best()};
     enum { L = KN_WINOGRAD_LANES };
-    float d[36 * L], v[2][36 * L], y[2][16 * L];
+    float d[36 * L], v[2][36 * L], y[2][16 * L], dm[2][36 * L];
     kn_rng rng = kn_rng_seeded(1900);
     for (int i = 0; i < 36 * L; i++)
         d[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
     for (int b = 0; b < 2; b++) {
         builds[b]->input(d, 6 * L, L, v[b], L);
         builds[b]->output(d, L, y[b], 4 * L, L);
+        builds[b]->output_grad(d, 4 * L, L, dm[b], L);
     }
     double worst = 0;
     for (int i = 0; i < 36 * L; i++)
         worst = fmax(worst, fabs((double)v[0][i] - v[1][i]) / (16 * FLT_EPSILON * 10.0 * 10.0));
     for (int i = 0; i < 16 * L; i++)
         worst = fmax(worst, fabs((double)y[0][i] - y[1][i]) / (16 * FLT_EPSILON * 19.0 * 19.0));
+    for (int i = 0; i < 36 * L; i++)
+        worst = fmax(worst, fabs((double)dm[0][i] - dm[1][i]) / (16 * FLT_EPSILON * 15.0 * 15.0));
     printf("winograd transforms, %s build vs generic: %.3g of the bound\n", builds[1]->name, worst);
     CHECK_MSG(worst <= 1, "%s build: %.3g of the bound", builds[1]->name, worst);
 

@@ -1,5 +1,5 @@
 /* Forward and backward of whole models (an MLP, a CNN with BatchNorm and a residual block, a small
- * vision transformer) against PyTorch, from fixtures made by tests/ref/make_model_fixtures.py: the
+ * vision transformer, a CNN with a 16 -> 24 channel 3x3 layer that trains by Winograd) against PyTorch, from fixtures made by tests/ref/make_model_fixtures.py: the
  * spec is parsed by kiln, its parameters replaced by PyTorch's, and logits, loss, every parameter
  * gradient and the BatchNorm running statistics compared. */
 #include <stdlib.h>
@@ -112,5 +112,6 @@ int main(void) {
     run_model("mlp");
     run_model("cnn");
     run_model("vit");
+    run_model("cnn_wide"); /* its second convolution trains by Winograd */
     return check_finish();
 }

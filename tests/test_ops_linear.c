@@ -4,7 +4,10 @@
  * 2. Conv, Gemm and MatMul forward against direct loops written here (no im2col, no kn_sgemm), with
  *    the float rounding bound (K + 2) * FLT_EPSILON * sum |a_k b_k| of each output as tolerance;
  * 3. backward adds into the gradient buffers instead of overwriting them, and is repeatable;
- * 4. bad shapes and attributes give an error with a message, not a crash.
+ * 4. bad shapes and attributes give an error with a message, not a crash;
+ * 5. Conv in training, where 3x3 stride-1 layers of 16+ channels run by Winograd's transforms:
+ *    forward, dX, dW and dB against direct double loops, within the float rounding bound of the
+ *    largest output's magnitude; finite differences; repeated backwards add.
  */
 #include <float.h>
 #include <math.h>
@@ -640,6 +643,178 @@ static void test_accumulation(void) {
     kn_graph_free(&g);
 }
 
+/* ---- Conv in training: Winograd ---- */
+
+/* Layers that train by Winograd (ops/conv_winograd.h): 16+ channels, M = 24 padded to 32 lanes,
+ * asymmetric pads, outputs that are not a multiple of the 4x4 tiles, and an image of more tiles than
+ * one block takes (two blocks, the second shorter). */
+static const conv_case winograd_cases[] = {
+    {"Conv training Winograd, 16 -> 24, pad 1, bias", {2, 16, 13, 11}, {24, 16, 3, 3}, true, {1, 1},
+     {1, 1, 1, 1}, {1, 1}, 1, NULL},
+    {"Conv training Winograd, 16 -> 16, pads (0,2,2,0)", {3, 16, 6, 9}, {16, 16, 3, 3}, false, {1, 1},
+     {0, 2, 2, 0}, {1, 1}, 1, NULL},
+    {"Conv training Winograd, 16 -> 32 on 66x61, two blocks", {1, 16, 66, 61}, {32, 16, 3, 3}, true, {1, 1},
+     {1, 1, 1, 1}, {1, 1}, 1, NULL},
+};
+
+/* The gradients of a training step's Conv: forward's y, then backward's dX, dW, dB (NULL without
+ * bias), all malloc'd. */
+typedef struct conv_train_result {
+    float *y, *dx, *dw, *db;
+} conv_train_result;
+
+/* Runs node forward and then backward `backwards` times on the same gradient buffers (zeroed first),
+ * in training, with output gradient dy. */
+static conv_train_result conv_train_run(kn_graph *g, int node, const float *dy, int backwards) {
+    const kn_node *n = &g->nodes[node];
+    kn_tensor in[3], din[3], out, dout;
+    memset(din, 0, sizeof din);
+    kn_tensor *in_p[3] = {NULL, NULL, NULL}, *din_p[3] = {NULL, NULL, NULL}, *out_p = &out;
+    const kn_tensor *dout_p = &dout;
+    for (int i = 0; i < n->n_in; i++) {
+        kn_value *v = &g->values[n->in[i]];
+        in[i] = (kn_tensor){v->shape, KN_F32, v->data};
+        din[i] = (kn_tensor){v->shape, KN_F32, calloc((size_t)kn_numel(&in[i]), sizeof(float))};
+        in_p[i] = &in[i];
+        din_p[i] = &din[i];
+    }
+    kn_value *yv = &g->values[n->out[0]];
+    out = (kn_tensor){yv->shape, KN_F32, malloc(sizeof(float) * (size_t)kn_shape_numel(&yv->shape))};
+    dout = (kn_tensor){yv->shape, KN_F32, (void *)dy};
+    kn_op_ctx ctx = {.training = true};
+    kn_op_call call = {.node = n, .in = in_p, .out = &out_p, .dout = &dout_p, .din = din_p, .ctx = &ctx};
+    CHECK_OK(n->op->forward(&call));
+    for (int b = 0; b < backwards; b++)
+        CHECK_OK(n->op->backward(&call));
+    kn_op_ctx_release(&ctx);
+    return (conv_train_result){out.data, din[0].data, din[1].data, din[2].data};
+}
+
+static void conv_train_free(conv_train_result *r) {
+    free(r->y);
+    free(r->dx);
+    free(r->dw);
+    free(r->db);
+}
+
+/* Direct double sums of one training step of a stride-1, dilation-1 Conv of one group: y, dX, dW, dB
+ * and, per tensor, the largest sum of |terms| of any of its elements (mag[0..3]). */
+typedef struct conv_train_ref {
+    double *y, *dx, *dw, *db;
+    double mag[4];
+} conv_train_ref;
+
+static conv_train_ref conv_train_reference(const conv_case *c, kn_graph *g, const float *dy) {
+    const float *X = value_data(g, "X"), *W = value_data(g, "W");
+    const float *B = c->bias ? value_data(g, "B") : NULL;
+    int64_t N = c->x[0], C = c->x[1], H = c->x[2], Wd = c->x[3], M = c->w[0], ph, pw, OH, OW;
+    conv_axis(c, 0, &ph, &OH);
+    conv_axis(c, 1, &pw, &OW);
+    conv_train_ref r = {calloc((size_t)(N * M * OH * OW), sizeof(double)), calloc((size_t)(N * C * H * Wd), sizeof(double)),
+                        calloc((size_t)(M * C * 9), sizeof(double)), calloc((size_t)M, sizeof(double)), {0}};
+    double *mag_dx = calloc((size_t)(N * C * H * Wd), sizeof(double)), *mag_dw = calloc((size_t)(M * C * 9), sizeof(double));
+    double *mag_db = calloc((size_t)M, sizeof(double));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    int64_t yi = ((n * M + m) * OH + oh) * OW + ow;
+                    double sum = B ? B[m] : 0, magnitude = B ? fabs(B[m]) : 0, d = dy[yi];
+                    r.db[m] += d;
+                    mag_db[m] += fabs(d);
+                    for (int64_t ch = 0; ch < C; ch++)
+                        for (int64_t i = 0; i < 3; i++)
+                            for (int64_t j = 0; j < 3; j++) {
+                                int64_t ih = oh - ph + i, iw = ow - pw + j;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= Wd)
+                                    continue;
+                                int64_t xi = ((n * C + ch) * H + ih) * Wd + iw, wi = ((m * C + ch) * 3 + i) * 3 + j;
+                                double t = (double)X[xi] * W[wi];
+                                sum += t;
+                                magnitude += fabs(t);
+                                r.dx[xi] += d * W[wi];
+                                mag_dx[xi] += fabs(d * W[wi]);
+                                r.dw[wi] += d * X[xi];
+                                mag_dw[wi] += fabs(d * X[xi]);
+                            }
+                    r.y[yi] = sum;
+                    r.mag[0] = fmax(r.mag[0], magnitude);
+                }
+    for (int64_t i = 0; i < N * C * H * Wd; i++)
+        r.mag[1] = fmax(r.mag[1], mag_dx[i]);
+    for (int64_t i = 0; i < M * C * 9; i++)
+        r.mag[2] = fmax(r.mag[2], mag_dw[i]);
+    for (int64_t i = 0; i < M; i++)
+        r.mag[3] = fmax(r.mag[3], mag_db[i]);
+    free(mag_dx);
+    free(mag_dw);
+    free(mag_db);
+    return r;
+}
+
+/* The worst |got - want| over count elements, as a fraction of the rounding bound of `terms` terms of
+ * magnitude `magnitude` (the tensor's largest); with `twice`, got holds two backwards' sums. */
+static double worst_ratio_of(const float *got, const double *want, int64_t count, int64_t terms, double magnitude,
+                             bool twice) {
+    double worst = 0;
+    for (int64_t i = 0; i < count; i++)
+        worst = fmax(worst, rounding_ratio(fabs(got[i] - (twice ? 2.0 : 1.0) * want[i]), terms,
+                                           (twice ? 2.0 : 1.0) * magnitude));
+    return worst;
+}
+
+/* Winograd's rounding follows the magnitudes of a whole tile, not of one output's terms (the
+ * transforms scale by up to 5 and 8 and mix a 6x6 patch), so each element is held to the float
+ * bound of its tensor's largest magnitude: a wrong transform or a missed tile is off by the order of
+ * the values themselves, a thousand times that bound here. Each tensor is compared after one
+ * backward and after two, which must add up to exactly twice the first (the sums are repeatable). */
+static void test_conv_train_winograd(void) {
+    for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++) {
+        const conv_case *c = &winograd_cases[k];
+        kn_graph g;
+        int node = build_conv(&g, c);
+        opcheck_fill_uniform(&g, 700 + k, -1.0f, 1.0f);
+        CHECK_OK(kn_graph_infer_shapes(&g));
+        int64_t N = c->x[0], C = c->x[1], M = c->w[0], ph, pw, OH, OW;
+        conv_axis(c, 0, &ph, &OH);
+        conv_axis(c, 1, &pw, &OW);
+        int64_t outputs = N * M * OH * OW, inputs = N * C * c->x[2] * c->x[3];
+        float *dy = malloc(sizeof(float) * (size_t)outputs);
+        kn_rng rng = kn_rng_seeded(710 + k);
+        for (int64_t i = 0; i < outputs; i++)
+            dy[i] = 2.0f * kn_rng_uniform(&rng) - 1.0f;
+        conv_train_ref want = conv_train_reference(c, &g, dy);
+        for (int backwards = 1; backwards <= 2; backwards++) {
+            conv_train_result got = conv_train_run(&g, node, dy, backwards);
+            bool twice = backwards == 2;
+            double ratios[4] = {worst_ratio_of(got.y, want.y, outputs, C * 9, want.mag[0], false),
+                                worst_ratio_of(got.dx, want.dx, inputs, M * 9, want.mag[1], twice),
+                                worst_ratio_of(got.dw, want.dw, M * C * 9, N * OH * OW, want.mag[2], twice),
+                                got.db ? worst_ratio_of(got.db, want.db, M, N * OH * OW, want.mag[3], twice) : 0};
+            printf("%s, %d backward(s): y %.3g, dX %.3g, dW %.3g, dB %.3g of the rounding bound\n", c->label,
+                   backwards, ratios[0], ratios[1], ratios[2], ratios[3]);
+            for (int i = 0; i < 4; i++)
+                CHECK_MSG(ratios[i] <= 1, "%s: tensor %d off by %.3g of the bound", c->label, i, ratios[i]);
+            conv_train_free(&got);
+        }
+        free(want.y);
+        free(want.dx);
+        free(want.dw);
+        free(want.db);
+        free(dy);
+        if (k < 2) { // the 66x61 image's finite differences would take long; its sums are checked above
+            // Conv is linear in each input, so central differences have no truncation error at any
+            // step; a step of 0.1 rather than 1e-3 divides the rounding of the outputs around the
+            // nudged element (Winograd's larger, above) by 0.2 instead of 0.002.
+            printf("%s\n", c->label);
+            opcheck_options options = {.training = true, .eps = 0.1};
+            double worst = opcheck_gradients(&g, node, &options);
+            CHECK_MSG(worst >= 0 && worst <= 1, "%s: worst finite-difference ratio %.3g", c->label, worst);
+        }
+        kn_graph_free(&g);
+    }
+}
+
 /* ---- Repeatability on a training-sized layer ---- */
 
 /* Conv forward and backward on (8, 16, 14, 14) twice: the results are bit-identical (no atomics, no
@@ -893,6 +1068,7 @@ int main(void) {
     test_maxpool_ties_and_nan();
     test_accumulation();
     test_repeatable();
+    test_conv_train_winograd();
     test_shapes_and_flops();
     test_errors();
     return check_finish();

@@ -17,6 +17,9 @@
  *
  * The bias, and an activation fused in by the inference optimizer (ops/fused_act.h), are applied to
  * each image's output in one pass as soon as its products are done.
+ *
+ * In training, a 3x3 stride-1 layer of one group with 16 or more channels each way runs forward, dX
+ * and dW by Winograd's F(4x4, 3x3) instead (ops/conv_winograd.h, conv_trains_winograd below).
  */
 #include <omp.h>
 #include <string.h>
@@ -28,6 +31,7 @@
 #include "ops/conv_gemm.h"
 #include "ops/conv_nd.h"
 #include "ops/conv_prepack.h"
+#include "ops/conv_winograd.h"
 #include "ops/fused_act.h"
 #include "ops/im2col.h"
 #include "ops/op.h"
@@ -571,6 +575,69 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     }
 }
 
+/* Whether Conv trains by Winograd's transforms (ops/conv_winograd.h): forward, dX and dW of a 3x3,
+ * stride-1 layer of one group with channels enough, in training only, so that inference's Conv stays
+ * the im2col reference. */
+static bool conv_trains_winograd(const kn_op_call *call, const conv_geom *g) {
+    return call->ctx->training && g->group == 1 && kn_conv_winograd_trains(&g->h, &g->w, g->C, g->M);
+}
+
+/* Scratch of a training Winograd convolution: its transformed filters (36 x the filters), 64-byte
+ * aligned, then the transforms' own; false on overflow. */
+static bool conv_winograd_scratch(const kn_winograd_conv *wc, size_t *u_bytes, size_t *total) {
+    size_t run = kn_conv_winograd_bytes(wc, kn_threads_get());
+    *u_bytes = kn_round_up_64(sizeof(float) * KN_WINOGRAD_POINTS * (size_t)(wc->C * wc->M)); /* W's size x 36 */
+    return run && kn_size_add(*u_bytes, run, total);
+}
+
+/* Training's forward by Winograd (conv_trains_winograd): the filters transformed anew each step. The
+ * input transform V stays in the tape's buffer for the node (kn_op_call.saved, conv_saved_bytes) when
+ * there is one, so that dW need not transform X again. */
+static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act) {
+    kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
+    size_t u_bytes, total;
+    unsigned char *scratch = conv_winograd_scratch(&wc, &u_bytes, &total) ? kn_op_scratch(call->ctx, total) : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv", (long long)g->M,
+                       (long long)g->C);
+    float *u = (float *)scratch; // (36, C, M)
+    kn_conv_winograd_weights(kn_f32(call->in[1]), g->M, g->C, u);
+    const float *bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL;
+    kn_conv_winograd_apply(&wc, kn_f32(call->in[0]), u, bias, act, false, kn_f32(call->out[0]), call->saved,
+                           scratch + u_bytes, kn_threads_get());
+    return KILN_OK;
+}
+
+/* Training's dX by Winograd: dX += dY convolved with W^T flipped, pads 2 - forward's. */
+static kiln_status conv_winograd_grad_x(const kn_op_call *call, const conv_geom *g, const float *dy, float *dx) {
+    kn_winograd_conv wc = {.N = g->N, .C = g->M, .M = g->C, .h = kn_conv_winograd_grad_axis(&g->h),
+                           .w = kn_conv_winograd_grad_axis(&g->w)};
+    size_t u_bytes, total;
+    unsigned char *scratch = conv_winograd_scratch(&wc, &u_bytes, &total) ? kn_op_scratch(call->ctx, total) : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv's dX",
+                       (long long)g->M, (long long)g->C);
+    float *u = (float *)scratch; // (36, M, C)
+    kn_conv_winograd_weights_flipped(kn_f32(call->in[1]), g->M, g->C, u);
+    kn_fused_act none = {.kind = KN_ACT_NONE};
+    kn_conv_winograd_apply(&wc, dy, u, NULL, &none, true, dx, NULL, scratch + u_bytes, kn_threads_get());
+    return KILN_OK;
+}
+
+/* Training's dW by Winograd (kn_conv_winograd_grad_w), from the V forward kept when the tape gave it a
+ * buffer. */
+static kiln_status conv_winograd_grad_w(const kn_op_call *call, const conv_geom *g, const float *x, const float *dy,
+                                        float *dw) {
+    kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
+    size_t bytes = kn_conv_winograd_grad_w_bytes(&wc, kn_threads_get());
+    void *scratch = bytes ? kn_op_scratch(call->ctx, bytes) : NULL;
+    if (!scratch)
+        return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv's dW",
+                       (long long)g->M, (long long)g->C);
+    kn_conv_winograd_grad_w(&wc, x, call->saved, dy, dw, scratch, kn_threads_get());
+    return KILN_OK;
+}
+
 /* Conv's forward, or ConvPacked's with its packed weights (NULL for Conv). */
 static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     conv_geom g;
@@ -583,6 +650,8 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     KN_TRY(kn_fused_act_of(call->node, &act));
     if (conv_is_depthwise(&g))
         return depthwise_forward(call, &g, &act, x, w, bias, y);
+    if (!packed && conv_trains_winograd(call, &g))
+        return conv_winograd_forward(call, &g, &act);
     int team = conv_image_threads(&g, kn_threads_get());
     bool pack_once = !packed && conv_packs_once(&g);
     conv_scratch s;
@@ -704,6 +773,13 @@ static kiln_status conv_backward(const kn_op_call *call) {
     float *db = call->node->n_in > 2 && call->in[2] && call->din[2] ? kn_f32(call->din[2]) : NULL;
     if (db)
         kn_conv_bias_grad(g.N, g.M, g.out_plane, dy, db);
+    if (conv_trains_winograd(call, &g)) {
+        if (dx)
+            KN_TRY(conv_winograd_grad_x(call, &g, dy, dx));
+        if (dw)
+            KN_TRY(conv_winograd_grad_w(call, &g, x, dy, dw));
+        return KILN_OK;
+    }
     if (!dx && !dw)
         return KILN_OK;
     kn_conv_gemm products = {.group = g.group, .a_channels = g.M, .b_channels = g.C, .h = g.h, .w = g.w};
@@ -740,6 +816,20 @@ static kiln_status conv_backward(const kn_op_call *call) {
         }
     }
     return KILN_OK;
+}
+
+/* What a training forward keeps for backward: the input transform of a layer that trains by Winograd
+ * (kn_conv_winograd_kept_floats), else nothing. */
+static size_t conv_saved_bytes(const kn_graph *graph, const kn_node *node) {
+    const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
+    const kn_value *b = kn_node_input(graph, node, 2);
+    conv_geom g;
+    if (!x || !w || x->shape.ndim != 4 || conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK ||
+        g.group != 1 || !kn_conv_winograd_trains(&g.h, &g.w, g.C, g.M))
+        return 0;
+    kn_winograd_conv wc = {.N = g.N, .C = g.C, .M = g.M, .h = g.h, .w = g.w};
+    size_t floats = kn_conv_winograd_kept_floats(&wc);
+    return floats <= SIZE_MAX / sizeof(float) ? floats * sizeof(float) : 0;
 }
 
 static int64_t conv_flops(const kn_graph *graph, const kn_node *node) {
@@ -787,6 +877,7 @@ const kn_op kn_op_conv = {
     .backward = conv_backward,
     .flops = conv_flops,
     .workspace = conv_workspace,
+    .saved_bytes = conv_saved_bytes,
 };
 
 /* ---- ConvPacked ---------------------------------------------------------------------------------- */

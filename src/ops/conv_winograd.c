@@ -99,53 +99,67 @@ bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
            (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
 }
 
-void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
-    static const double G[PATCH][3] = {{1.0 / 4, 0, 0},
-                                       {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                       {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                       {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                       {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                       {0, 0, 1}};
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t c = 0; c < C; c++) {
-            const float *g = w + (m * C + c) * 9; // (3, 3)
-            double gt[PATCH][3];                  // G g
-            for (int a = 0; a < PATCH; a++)
-                for (int s = 0; s < 3; s++)
-                    gt[a][s] = G[a][0] * g[s] + G[a][1] * g[3 + s] + G[a][2] * g[6 + s];
-            for (int a = 0; a < PATCH; a++)
-                for (int b = 0; b < PATCH; b++)
-                    u[((a * PATCH + b) * C + c) * M + m] =
-                        (float)(gt[a][0] * G[b][0] + gt[a][1] * G[b][1] + gt[a][2] * G[b][2]);
+/* The filter transform's G (6x3): U = G g G^T. */
+static const double winograd_G[PATCH][3] = {{1.0 / 4, 0, 0},
+                                            {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                            {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                            {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                            {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                            {0, 0, 1}};
+
+/* Filters transformed (or their gradients summed) this many at a time, one vector lane each: a
+ * point's values of neighbouring filters are neighbours in U, and the 36 points lie C * M floats
+ * apart, a multiple of 4 KiB for the CNN's layers, so that one filter at a time reread the same L1
+ * set 36 times (2-4% of a training step). */
+enum { FILTER_BLOCK = 16 };
+
+/* u[xi * u_step + l] = (G g_l G^T)[xi] for `count` (<= FILTER_BLOCK) 3x3 filters g_l, tap (i, j) of
+ * filter l at g + l * filter_step + i * row + j * col (a flipped filter reads backwards); computed in
+ * double and rounded once. */
+static void winograd_filters(const float *g, int64_t filter_step, int64_t row, int64_t col, int64_t count, float *u,
+                             int64_t u_step) {
+    const double(*G)[3] = winograd_G;
+    double taps[3][3][FILTER_BLOCK];
+    for (int64_t l = 0; l < count; l++)
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                taps[i][j][l] = g[l * filter_step + i * row + j * col];
+    double gt[PATCH][3][FILTER_BLOCK]; // G g
+    for (int a = 0; a < PATCH; a++)
+        for (int s = 0; s < 3; s++)
+            for (int64_t l = 0; l < count; l++)
+                gt[a][s][l] = G[a][0] * taps[0][s][l] + G[a][1] * taps[1][s][l] + G[a][2] * taps[2][s][l];
+    for (int a = 0; a < PATCH; a++)
+        for (int b = 0; b < PATCH; b++) {
+            float *dst = u + (a * PATCH + b) * u_step;
+            for (int64_t l = 0; l < count; l++)
+                dst[l] = (float)(gt[a][0][l] * G[b][0] + gt[a][1][l] * G[b][1] + gt[a][2][l] * G[b][2]);
         }
-    }
+}
+
+static int64_t block_count(int64_t from, int64_t total) {
+    return total - from < FILTER_BLOCK ? total - from : FILTER_BLOCK;
+}
+
+void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u) {
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t m = 0; m < M; m += FILTER_BLOCK)
+            winograd_filters(w + (m * C + c) * 9, C * 9, 3, 1, block_count(m, M), u + c * M + m, C * M);
+}
+
+void kn_conv_winograd_weights_flipped(const float *w, int64_t M, int64_t C, float *u) {
+    for (int64_t m = 0; m < M; m++) // dX's input channel m, output channel c: w[m][c] read from its last tap
+        for (int64_t c = 0; c < C; c += FILTER_BLOCK)
+            winograd_filters(w + (m * C + c) * 9 + 8, 9, -3, -1, block_count(c, C), u + m * C + c, M * C);
 }
 
 /* ---- the op ---------------------------------------------------------------------------------------- */
 
-static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
-                                wino_geom *g) {
-    char sx[96], su[96];
-    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
-        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
-                       kn_shape_str(u, su, sizeof su));
-    for (int i = 0; i < 4; i++)
-        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
-            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
-                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
-    g->N = x->d[0];
-    g->C = x->d[1];
-    g->M = u->d[2];
-    if (b && (b->ndim != 1 || b->d[0] != g->M))
-        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
-    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
-        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
-    kn_window_axis axes[2];
-    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
-    g->h = axes[0];
-    g->w = axes[1];
-    if (g->h.out < 1 || g->w.out < 1)
-        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+/* The rest of g from its N, C and M and the window axes h and w (3x3, stride 1, outputs >= 1): the
+ * channel padding, the tile grid and the blocks. */
+static void wino_geom_fill(wino_geom *g, const kn_window_axis *h, const kn_window_axis *w) {
+    g->h = *h;
+    g->w = *w;
     g->Cp = round_up(g->C, LANES);
     g->Mp = round_up(g->M, LANES);
     g->tiles_h = ceil_div(g->h.out, TILE);
@@ -168,6 +182,30 @@ static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn
     g->in_rows = TILE * g->block_rows + 2;
     g->in_cols = TILE * g->tiles_w + 2;
     g->out_cols = TILE * g->tiles_w;
+}
+
+static kiln_status wino_geom_of(const kn_node *node, const kn_shape *x, const kn_shape *u, const kn_shape *b,
+                                wino_geom *g) {
+    char sx[96], su[96];
+    if (x->ndim != 4 || u->ndim != 3 || u->d[0] != KN_WINOGRAD_POINTS || x->d[1] != u->d[1])
+        return kn_fail(KILN_ERR_SHAPE, "X %s must be (N, C, H, W) and U %s (36, C, M)", kn_shape_str(x, sx, sizeof sx),
+                       kn_shape_str(u, su, sizeof su));
+    for (int i = 0; i < 4; i++)
+        if (x->d[i] < 1 || (i < 3 && u->d[i] < 1))
+            return kn_fail(KILN_ERR_SHAPE, "X %s and U %s must have positive dimensions",
+                           kn_shape_str(x, sx, sizeof sx), kn_shape_str(u, su, sizeof su));
+    g->N = x->d[0];
+    g->C = x->d[1];
+    g->M = u->d[2];
+    if (b && (b->ndim != 1 || b->d[0] != g->M))
+        return kn_fail(KILN_ERR_SHAPE, "B must be (%lld), one bias per output channel", (long long)g->M);
+    if (!all_ones(node, "strides") || !all_ones(node, "dilations") || kn_node_int(node, "group", 1) != 1)
+        return kn_fail(KILN_ERR_INVALID_ARG, "ConvWinograd takes strides 1, dilations 1 and one group");
+    kn_window_axis axes[2];
+    KN_TRY(kn_window_resolve(node, &x->d[2], (const int64_t[]){3, 3}, false, axes));
+    if (axes[0].out < 1 || axes[1].out < 1)
+        return kn_fail(KILN_ERR_SHAPE, "X %s is smaller than the 3x3 kernel", kn_shape_str(x, sx, sizeof sx));
+    wino_geom_fill(g, &axes[0], &axes[1]);
     return KILN_OK;
 }
 
@@ -193,9 +231,10 @@ static bool count_of(int64_t a, int64_t b, int64_t c, int64_t d, size_t *out) {
            kn_size_mul(*out, (size_t)d, out) && *out <= SIZE_MAX / 8;
 }
 
-/* Sizes of the slot; false on overflow. The factors themselves are bounded by X's and Y's dims (a
- * block holds at most the batch's tiles), which shape inference keeps within tensor limits. */
-static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
+/* Sizes of the slot, V's buffer at least add_floats long (add_row_floats, or 0); false on overflow.
+ * The factors themselves are bounded by X's and Y's dims (a block holds at most the batch's tiles),
+ * which shape inference keeps within tensor limits. */
+static bool wino_scratch_of(const wino_geom *g, size_t add_floats, wino_scratch *s) {
     size_t in_floats, out_floats, v_floats, z_floats;
     if (!count_of(g->block_images, g->in_rows, g->in_cols, g->Cp, &in_floats) ||
         !count_of(g->block_images, TILE * g->block_rows, g->out_cols, g->Mp, &out_floats) ||
@@ -203,7 +242,7 @@ static bool wino_scratch_of(const wino_geom *g, wino_scratch *s) {
         !count_of(KN_WINOGRAD_POINTS, g->block_images * g->block_rows, g->tiles_w, g->Mp, &z_floats))
         return false;
     s->io_bytes = kn_round_up_64(sizeof(float) * (in_floats > out_floats ? in_floats : out_floats));
-    s->v_bytes = kn_round_up_64(sizeof(float) * v_floats);
+    s->v_bytes = kn_round_up_64(sizeof(float) * (v_floats > add_floats ? v_floats : add_floats));
     s->z_bytes = kn_round_up_64(sizeof(float) * z_floats);
     size_t gemm = kn_sgemm_workspace(false, false, block_tiles(g), g->M, g->C);
     if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
@@ -271,14 +310,35 @@ static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const
     }
 }
 
+/* One output row (OW pixels) of the output block, src (OW, Mp) channel-last, added to the M planes of
+ * y_row (the row's first pixel in channel 0, planes `plane` apart): made channel-first in row
+ * (M, OW) by the exact transpose first, so that the sums read and write runs of memory. */
+static void row_add_from_last(const kn_winograd_kernels *k, const float *src, int64_t Mp, int64_t M, int64_t OW,
+                              float *row, float *y_row, int64_t plane) {
+    k->from_last(src, Mp, M, OW, row, OW);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < OW; j++)
+            y_row[m * plane + j] += row[m * OW + j];
+}
+
 /* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
  * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
- * thread's rows, then its channels. */
+ * thread's rows, then its channels. With `add` (no bias, no activation), y += that part instead,
+ * each row through `row` (M * OW floats of this thread's). */
 static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, const wino_span *sp, float *y, const wino_share *sh) {
+                          const float *out, const float *bias, bool add, float *row, const wino_span *sp, float *y,
+                          const wino_share *sh) {
     int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
     int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
     share_range(sh, sp->images * rows, &first, &last);
+    if (add) {
+        for (int64_t qr = first; qr < last; qr++) {
+            int64_t q = qr / rows, r = qr % rows;
+            row_add_from_last(k, out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out, row,
+                              y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
+        }
+        return;
+    }
     for (int64_t qr = first; qr < last; qr++) {
         int64_t q = qr / rows, r = qr % rows;
         k->from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
@@ -296,13 +356,37 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
     }
 }
 
+/* Step 2: V = the input transform of the span's T tiles from the channel-last input block in
+ * (block_gather), point xi of tile t at v + xi * v_step + t * Cp; this thread's tiles. */
+static void block_input_transform(const wino_geom *g, const kn_winograd_kernels *k, const float *in,
+                                  const wino_span *sp, float *v, int64_t v_step, const wino_share *sh) {
+    int64_t image_tiles = sp->rows * g->tiles_w, T = sp->images * image_tiles, first, last;
+    share_range(sh, T, &first, &last);
+    for (int64_t t = first; t < last; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = in + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
+        for (int64_t c = 0; c < g->Cp; c += LANES)
+            k->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, v_step);
+    }
+}
+
 typedef struct wino_job {
     const wino_geom *g;
     const kn_fused_act *act;
     const kn_winograd_kernels *kernels;
     const float *x, *u, *bias;
+    bool add; /* y += the convolution (no bias, no activation) */
     float *y;
+    float *v_keep; /* every block's V kept here (kept_v_of), or NULL: V in the slot */
 } wino_job;
+
+/* The batch's tiles, and the first of span sp's: a kept V is (36, all tiles, Cp), so that a block's
+ * part of each point is T rows Cp apart at the same place whatever the blocks are. */
+static int64_t batch_tiles(const wino_geom *g) { return g->N * g->tiles_h * g->tiles_w; }
+
+static int64_t span_first_tile(const wino_geom *g, const wino_span *sp) {
+    return (sp->n0 * g->tiles_h + sp->i0) * g->tiles_w;
+}
 
 /* Block `block` (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace in `own`
  * (this thread's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
@@ -311,21 +395,17 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
                        const wino_scratch *s, const wino_share *sh) {
     const wino_geom *g = j->g;
     float *io = (float *)slot;
-    float *v = (float *)(slot + s->io_bytes);                           // (36, T, Cp)
+    wino_span sp = wino_span_of(g, block);
+    // V (36, T, Cp), point xi at v + xi * v_step: in the slot, or in its place in the kept V
+    float *v = j->v_keep ? j->v_keep + span_first_tile(g, &sp) * g->Cp : (float *)(slot + s->io_bytes);
     float *z = (float *)(slot + s->io_bytes + s->v_bytes);              // (36, T, Mp)
     void *gemm_ws = own + s->io_bytes + s->v_bytes + s->z_bytes;
-    wino_span sp = wino_span_of(g, block);
     int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles, first, last;
+    int64_t v_step = (j->v_keep ? batch_tiles(g) : T) * g->Cp;
 
     block_gather(g, j->kernels, j->x, &sp, io, sh);
     share_sync(sh);
-    share_range(sh, T, &first, &last);
-    for (int64_t t = first; t < last; t++) {
-        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
-        const float *patch = io + ((q * g->in_rows + TILE * i) * g->in_cols + TILE * col) * g->Cp;
-        for (int64_t c = 0; c < g->Cp; c += LANES)
-            j->kernels->input(patch + c, g->in_cols * g->Cp, g->Cp, v + t * g->Cp + c, T * g->Cp);
-    }
+    block_input_transform(g, j->kernels, io, &sp, v, v_step, sh);
     share_sync(sh);
 
     share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
@@ -334,7 +414,7 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
         if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
             for (int64_t r = 0; r < T; r++)
                 memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
-        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * T * g->Cp, g->Cp,
+        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * v_step, g->Cp,
                     j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
     }
     share_sync(sh);
@@ -347,7 +427,10 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
             j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
     }
     share_sync(sh);
-    block_scatter(g, j->kernels, j->act, io, j->bias, &sp, j->y, sh);
+    // V's slot is free by now: each thread's row for the added outputs (room for parts rows:
+    // wino_scratch_of; an added convolution keeps no V)
+    float *row = (float *)(slot + s->io_bytes) + (size_t)sh->part * (size_t)(g->M * g->w.out);
+    block_scatter(g, j->kernels, j->act, io, j->bias, j->add, row, &sp, j->y, sh);
     share_sync(sh); // the next block overwrites the buffers
 }
 
@@ -367,6 +450,33 @@ static bool wino_total_bytes(const wino_scratch *s, int threads, size_t *total) 
     return kn_size_mul(s->slot_bytes, (size_t)threads, total);
 }
 
+/* Runs every block of job->g with `threads` threads, their slots in scratch (wino_total_bytes). */
+static void wino_run(const wino_job *job, const wino_scratch *s, unsigned char *scratch, int threads) {
+    int64_t jobs = job->g->blocks;
+    wino_mode mode = wino_mode_of(job->g, threads);
+    if (mode == WINO_ONE) {
+        wino_share one = {0, 1};
+        for (int64_t b = 0; b < jobs; b++)
+            wino_block(job, b, scratch, scratch, s, &one);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num();
+        unsigned char *own = scratch + s->slot_bytes * (size_t)t;
+        if (mode == WINO_BLOCKS) {
+            wino_share one = {0, 1};
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(job, b, own, own, s, &one);
+        } else {
+            wino_share shared = {t, omp_get_num_threads()};
+            for (int64_t b = 0; b < jobs; b++)
+                wino_block(job, b, scratch, own, s, &shared);
+        }
+    }
+}
+
 static kiln_status winograd_forward(const kn_op_call *call) {
     wino_geom g = {0};
     KN_TRY(wino_geom_of_call(call, &g));
@@ -375,7 +485,7 @@ static kiln_status winograd_forward(const kn_op_call *call) {
     wino_scratch s;
     int threads = kn_threads_get();
     size_t total;
-    if (!wino_scratch_of(&g, &s) || !wino_total_bytes(&s, threads, &total))
+    if (!wino_scratch_of(&g, 0, &s) || !wino_total_bytes(&s, threads, &total))
         return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of X (%lld, %lld, %lld, %lld) overflow", (long long)g.N,
                        (long long)g.C, (long long)g.h.in, (long long)g.w.in);
     unsigned char *scratch = kn_op_scratch(call->ctx, total);
@@ -385,29 +495,7 @@ static kiln_status winograd_forward(const kn_op_call *call) {
                     .u = kn_f32(call->in[1]),
                     .bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL,
                     .y = kn_f32(call->out[0])};
-    int64_t jobs = g.blocks;
-    wino_mode mode = wino_mode_of(&g, threads);
-    if (mode == WINO_ONE) {
-        wino_share one = {0, 1};
-        for (int64_t b = 0; b < jobs; b++)
-            wino_block(&job, b, scratch, scratch, &s, &one);
-        return KILN_OK;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num();
-        unsigned char *own = scratch + s.slot_bytes * (size_t)t;
-        if (mode == WINO_BLOCKS) {
-            wino_share one = {0, 1};
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b, own, own, &s, &one);
-        } else {
-            wino_share shared = {t, omp_get_num_threads()};
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(&job, b, scratch, own, &s, &shared);
-        }
-    }
+    wino_run(&job, &s, scratch, threads);
     return KILN_OK;
 }
 
@@ -441,7 +529,7 @@ static size_t winograd_workspace(const kn_graph *graph, const kn_node *node) {
     wino_geom g = {0};
     wino_scratch s;
     size_t total;
-    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, &s) ||
+    if (wino_geom_of(node, &x->shape, &u->shape, b ? &b->shape : NULL, &g) != KILN_OK || !wino_scratch_of(&g, 0, &s) ||
         !wino_total_bytes(&s, kn_threads_get(), &total))
         return 0;
     return total;
@@ -456,3 +544,217 @@ const kn_op kn_op_convwinograd = {
     .flops = winograd_flops,
     .workspace = winograd_workspace,
 };
+
+/* ---- Training --------------------------------------------------------------------------------------- */
+
+static bool axis_trains(const kn_window_axis *a) {
+    return a->kernel == 3 && a->stride == 1 && a->dilation == 1 && a->pad_begin >= 0 && a->pad_begin <= 2 &&
+           a->pad_end >= 0 && a->pad_end <= 2 && a->out >= 1;
+}
+
+bool kn_conv_winograd_trains(const kn_window_axis *h, const kn_window_axis *w, int64_t C, int64_t M) {
+    return axis_trains(h) && axis_trains(w) && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
+           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+}
+
+kn_window_axis kn_conv_winograd_grad_axis(const kn_window_axis *a) {
+    return (kn_window_axis){.in = a->out, .kernel = 3, .stride = 1, .dilation = 1, .pad_begin = 2 - a->pad_begin,
+                            .pad_end = 2 - a->pad_end, .out = a->in};
+}
+
+/* The blocks of a training convolution on `threads` threads. Threads take runs of whole blocks, so
+ * blocks of several images are made equal and their count a multiple of the threads when a block of
+ * at least half the images wino_geom_fill chose allows it: the CNN's 64 images in blocks of 6 made 11,
+ * 36 images for one thread and 28 for the other; in blocks of 4, 16. */
+static wino_geom wino_geom_of_conv(const kn_winograd_conv *c, int threads) {
+    wino_geom g = {.N = c->N, .C = c->C, .M = c->M};
+    wino_geom_fill(&g, &c->h, &c->w);
+    for (int64_t images = g.block_images; threads > 1 && g.block_images > 1 && images * 2 >= g.block_images; images--)
+        if (g.N % images == 0 && g.N / images % threads == 0) {
+            g.block_images = images;
+            g.blocks = g.N / images;
+            break;
+        }
+    return g;
+}
+
+/* The rows block_scatter adds through, one per thread (in V's place): M * OW floats each. */
+static size_t add_row_floats(const wino_geom *g, int threads) {
+    return (size_t)threads * (size_t)g->M * (size_t)g->w.out; /* within Y's size */
+}
+
+size_t kn_conv_winograd_bytes(const kn_winograd_conv *c, int threads) {
+    wino_geom g = wino_geom_of_conv(c, threads);
+    wino_scratch s;
+    size_t total;
+    return wino_scratch_of(&g, add_row_floats(&g, threads), &s) && wino_total_bytes(&s, threads, &total) ? total : 0;
+}
+
+size_t kn_conv_winograd_kept_floats(const kn_winograd_conv *c) {
+    wino_geom g = wino_geom_of_conv(c, 1); /* the tiles do not depend on the blocks */
+    size_t floats;
+    return kn_size_mul((size_t)batch_tiles(&g), (size_t)g.Cp * KN_WINOGRAD_POINTS, &floats) ? floats : 0;
+}
+
+void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const float *u, const float *bias,
+                            const kn_fused_act *act, bool add, float *y, float *v_keep, void *scratch, int threads) {
+    wino_geom g = wino_geom_of_conv(c, threads);
+    wino_scratch s;
+    wino_scratch_of(&g, add ? add_row_floats(&g, threads) : 0, &s); /* kn_conv_winograd_bytes checked it */
+    wino_job job = {.g = &g, .act = act, .kernels = kn_winograd_kernels_best(), .x = x, .u = u, .bias = bias,
+                    .add = add, .y = y, .v_keep = add ? NULL : v_keep};
+    wino_run(&job, &s, scratch, threads);
+}
+
+/* ---- Training: the weight gradient ------------------------------------------------------------------
+ * With V_xi (T, C) the input transform of a block's tiles (as forward's) and D_xi (T, M) = A dY A^T of
+ * their output gradients (zero past the output's edge), the transformed filters' gradient is
+ *     dU_xi (C, M) = sum over the batch's tiles of V_xi^T @ D_xi
+ * and each filter's dW[m][c] = G^T dU[., c, m] G (6x6 -> 3x3, in double). A thread takes a run of whole
+ * blocks and sums their products into its own dU; the threads' sums are added in thread order, so dW
+ * depends on the thread count only, as on Conv's im2col path. */
+
+/* Slot of one thread: the block's channel-last input, later its output gradient (io), V, D, the
+ * products' workspace and the thread's dU (36, C, M), each 64-byte aligned. */
+typedef struct wgrad_scratch {
+    wino_scratch block; /* io, V and D (as Z) of forward's slot; its products' workspace unused */
+    size_t gemm_bytes, du_bytes, slot_bytes;
+} wgrad_scratch;
+
+static bool wgrad_scratch_of(const wino_geom *g, wgrad_scratch *s) {
+    if (!wino_scratch_of(g, 0, &s->block))
+        return false;
+    size_t gemm = kn_sgemm_workspace(true, false, g->C, g->M, block_tiles(g));
+    if (gemm == SIZE_MAX || gemm > SIZE_MAX / 8)
+        return false;
+    s->gemm_bytes = kn_round_up_64(gemm);
+    s->du_bytes = kn_round_up_64(sizeof(float) * KN_WINOGRAD_POINTS * (size_t)(g->C * g->M)); /* W's size x 36 */
+    s->slot_bytes = s->block.io_bytes + s->block.v_bytes + s->block.z_bytes + s->gemm_bytes + s->du_bytes;
+    return s->slot_bytes <= SIZE_MAX / 4;
+}
+
+static float *wgrad_du(const wgrad_scratch *s, unsigned char *slot) {
+    return (float *)(slot + s->slot_bytes - s->du_bytes);
+}
+
+/* Rows [4 i0, 4 i0 + 4 rows) of each image's output gradient dy (N, M, OH, OW) into out, channel-last
+ * ((TILE * block_rows, out_cols, Mp) per image), zero past the output's edge and past M. */
+static void block_gather_grad(const wino_geom *g, const kn_winograd_kernels *k, const float *dy, const wino_span *sp,
+                              float *out) {
+    int64_t plane = g->h.out * g->w.out, row_floats = g->out_cols * g->Mp;
+    for (int64_t q = 0; q < sp->images; q++)
+        for (int64_t r = 0; r < TILE * sp->rows; r++) {
+            float *row = out + (q * TILE * g->block_rows + r) * row_floats; // (out_cols, Mp)
+            int64_t oh = TILE * sp->i0 + r;
+            if (oh >= g->h.out) {
+                memset(row, 0, sizeof(float) * (size_t)row_floats);
+                continue;
+            }
+            k->to_last(dy + (sp->n0 + q) * g->M * plane + oh * g->w.out, plane, g->M, g->w.out, row, g->Mp);
+            memset(row + g->w.out * g->Mp, 0, sizeof(float) * (size_t)((g->out_cols - g->w.out) * g->Mp));
+        }
+}
+
+typedef struct wgrad_job {
+    const wino_geom *g;
+    const wgrad_scratch *s;
+    const kn_winograd_kernels *kernels;
+    const float *x, *dy;
+    const float *v_kept; /* forward's V of every block (kn_conv_winograd_apply's v_keep), or NULL */
+} wgrad_job;
+
+/* Block `block`'s products added into the thread's dU (stored, for its first block). */
+static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, bool first) {
+    const wino_geom *g = j->g;
+    const wino_scratch *bs = &j->s->block;
+    float *io = (float *)slot;
+    float *d = (float *)(slot + bs->io_bytes + bs->v_bytes);   // (36, T, Mp)
+    void *gemm_ws = slot + bs->io_bytes + bs->v_bytes + bs->z_bytes;
+    float *du = wgrad_du(j->s, slot);                          // (36, C, M)
+    wino_span sp = wino_span_of(g, block);
+    wino_share one = {0, 1};
+    int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles;
+
+    // V (36, T, Cp), point xi at v + xi * v_step: forward's, or transformed again into the slot
+    const float *v = j->v_kept ? j->v_kept + span_first_tile(g, &sp) * g->Cp : (float *)(slot + bs->io_bytes);
+    int64_t v_step = (j->v_kept ? batch_tiles(g) : T) * g->Cp;
+    if (!j->v_kept) {
+        block_gather(g, j->kernels, j->x, &sp, io, &one);
+        block_input_transform(g, j->kernels, io, &sp, (float *)(slot + bs->io_bytes), v_step, &one);
+    }
+    block_gather_grad(g, j->kernels, j->dy, &sp, io);
+    for (int64_t t = 0; t < T; t++) {
+        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+        const float *patch = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
+        for (int64_t m = 0; m < g->Mp; m += LANES)
+            j->kernels->output_grad(patch + m, g->out_cols * g->Mp, g->Mp, d + t * g->Mp + m, T * g->Mp);
+    }
+    for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
+        kn_sgemm_ws(gemm_ws, j->s->gemm_bytes, true, false, g->C, g->M, T, 1.0f, v + xi * v_step, g->Cp,
+                    d + xi * T * g->Mp, g->Mp, first ? 0.0f : 1.0f, du + xi * g->C * g->M, g->M);
+}
+
+/* Thread t of team's run of blocks, into its slot's dU. */
+static void wgrad_blocks(const wgrad_job *j, unsigned char *slots, int t, int team) {
+    int64_t first = j->g->blocks * t / team, last = j->g->blocks * (t + 1) / team;
+    for (int64_t b = first; b < last; b++)
+        wgrad_block(j, b, slots + j->s->slot_bytes * (size_t)t, b == first);
+}
+
+/* dw (M, C, 3, 3) += G^T du G per filter, du (36, C, M), in double; FILTER_BLOCK filters at a time. */
+static void wgrad_filters(const float *du, int64_t M, int64_t C, float *dw) {
+    const double(*G)[3] = winograd_G;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t m0 = 0; m0 < M; m0 += FILTER_BLOCK) {
+            int64_t count = block_count(m0, M);
+            double gt[3][PATCH][FILTER_BLOCK] = {{{0}}}; // G^T dU
+            for (int i = 0; i < 3; i++)
+                for (int a = 0; a < PATCH; a++)
+                    for (int b = 0; b < PATCH; b++) {
+                        const float *src = du + ((a * PATCH + b) * C + c) * M + m0;
+                        for (int64_t l = 0; l < count; l++)
+                            gt[i][b][l] += G[a][i] * src[l];
+                    }
+            for (int64_t l = 0; l < count; l++) {
+                float *w = dw + ((m0 + l) * C + c) * 9;
+                for (int i = 0; i < 3; i++)
+                    for (int jj = 0; jj < 3; jj++) {
+                        double sum = 0.0;
+                        for (int b = 0; b < PATCH; b++)
+                            sum += gt[i][b][l] * G[b][jj];
+                        w[i * 3 + jj] += (float)sum;
+                    }
+            }
+        }
+}
+
+size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads) {
+    wino_geom g = wino_geom_of_conv(c, threads);
+    wgrad_scratch s;
+    size_t total;
+    return wgrad_scratch_of(&g, &s) && kn_size_mul(s.slot_bytes, (size_t)threads, &total) ? total : 0;
+}
+
+void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const float *v_kept, const float *dy,
+                             float *dw, void *scratch, int threads) {
+    wino_geom g = wino_geom_of_conv(c, threads);
+    wgrad_scratch s;
+    wgrad_scratch_of(&g, &s); /* kn_conv_winograd_grad_w_bytes checked it */
+    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept};
+    unsigned char *slots = scratch;
+    int team = g.blocks < threads ? (int)g.blocks : threads;
+    if (team == 1) { /* no region around it: libgomp would start new threads for the products' regions */
+        wgrad_blocks(&job, slots, 0, 1);
+    } else {
+#pragma omp parallel num_threads(team)
+        wgrad_blocks(&job, slots, omp_get_thread_num(), team);
+    }
+    float *du = wgrad_du(&s, slots); // thread 0's, then the others' added in order
+    size_t count = (size_t)(KN_WINOGRAD_POINTS * g.C * g.M);
+    for (int t = 1; t < team; t++) {
+        const float *own = wgrad_du(&s, slots + s.slot_bytes * (size_t)t);
+        for (size_t i = 0; i < count; i++)
+            du[i] += own[i];
+    }
+    wgrad_filters(du, g.M, g.C, dw);
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch reference fixtures for kiln's model tests (tests/test_models_torch.c).
 
-For an MLP, a CNN (with BatchNorm in training mode and a residual block) and a small vision
-transformer, written here in PyTorch functional form with the exact parameter names and layouts that
+For an MLP, a CNN (with BatchNorm in training mode and a residual block), a CNN whose second
+convolution is wide enough that kiln trains it by Winograd's transforms (src/ops/conv_winograd.c) and a
+small vision transformer, written here in PyTorch functional form with the exact parameter names and layouts that
 kiln's spec parser gives (src/train/spec.c), this script stores the parameters, an input batch, the
 labels, the logits, the cross-entropy loss and the gradient of every parameter, all computed in float64.
 
@@ -46,6 +47,17 @@ end
 conv 6 3 stride=2 pad=1 groups=2
 gelu=tanh
 avgpool 2
+flatten
+dense 5
+""",
+    "cnn_wide": """
+input 3 10 10
+conv 16 3 pad=1
+relu
+conv 24 3 pad=1
+batchnorm
+relu
+maxpool 2
 flatten
 dense 5
 """,
@@ -123,6 +135,22 @@ def cnn(params, x, states):
     return dense2d(params, "dense13", h, 5)
 
 
+def cnn_wide(params, x, states):
+    h = torch.relu(conv(params, "conv1", x, 16, 3, pad=1))
+    h = conv(params, "conv3", h, 24, 3, pad=1)  # 16 -> 24 channels, 3x3, stride 1: Winograd in kiln
+    w = param(params, "batchnorm4.weight", 24)
+    with torch.no_grad():
+        w.add_(1.0)
+    b = param(params, "batchnorm4.bias", 24, scale=0.1)
+    mean = torch.zeros(24, dtype=torch.float64)
+    var = torch.ones(24, dtype=torch.float64)
+    h = F.batch_norm(h, mean, var, w, b, training=True, momentum=0.1, eps=1e-5)
+    states["batchnorm4.running_mean"] = mean
+    states["batchnorm4.running_var"] = var
+    h = F.max_pool2d(torch.relu(h), 2, 2).flatten(1)
+    return dense2d(params, "dense8", h, 5)
+
+
 def vit(params, x):
     n, c, hh, ww = x.shape
     p = 4
@@ -158,11 +186,11 @@ def write(path, records):
 
 
 def make(name, build, input_shape, batch=4, classes=5):
-    torch.manual_seed({"mlp": 1, "cnn": 2, "vit": 3}[name])
+    torch.manual_seed({"mlp": 1, "cnn": 2, "vit": 3, "cnn_wide": 4}[name])
     params, states = {}, {}
     x = torch.rand(batch, *input_shape, dtype=torch.float64) * 2 - 1
     y = torch.randint(0, classes, (batch,))
-    logits = build(params, x, states) if name == "cnn" else build(params, x)
+    logits = build(params, x, states) if name.startswith("cnn") else build(params, x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
     records = [("spec", torch.tensor([ord(ch) for ch in SPECS[name]], dtype=torch.float64)),
@@ -183,3 +211,4 @@ if __name__ == "__main__":
     make("mlp", mlp, (20,))
     make("cnn", cnn, (2, 8, 8))
     make("vit", vit, (1, 8, 8))
+    make("cnn_wide", cnn_wide, (3, 10, 10))

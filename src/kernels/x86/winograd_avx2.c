@@ -4,4 +4,5 @@
 
 #define KN_WINOGRAD_INPUT kn_winograd_input_avx2
 #define KN_WINOGRAD_OUTPUT kn_winograd_output_avx2
+#define KN_WINOGRAD_OUTPUT_GRAD kn_winograd_output_grad_avx2
 #include "kernels/winograd_tile.inc"

@@ -8,6 +8,7 @@
 
 #define KN_WINOGRAD_INPUT kn_winograd_input_avx512
 #define KN_WINOGRAD_OUTPUT kn_winograd_output_avx512
+#define KN_WINOGRAD_OUTPUT_GRAD kn_winograd_output_grad_avx512
 #include "kernels/winograd_tile.inc"
 
 
