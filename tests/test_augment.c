@@ -80,7 +80,7 @@ static void test_views(void) {
     int64_t index[N];
     for (int i = 0; i < N; i++)
         index[i] = 1000 + 7 * i;
-    CHECK_OK(kn_augment_batch(&a, x, N, &shape, 9, 4, index));
+    CHECK_OK(kn_augment_batch(&a, x, N, &shape, 9, 4, index, NULL));
     int seen_dy[5] = {0}, seen_dx[5] = {0}, flips = 0, mismatches = 0;
     for (int i = 0; i < N; i++) {
         kn_augment_view v = kn_augment_view_of(&a, 9, 4, index[i]);
@@ -111,7 +111,7 @@ static void test_views(void) {
         kn_augment_view v = kn_augment_view_of(&a, 9, 4, at);
         float one[H * W] = {0};
         one[2 * W + 2] = 5.0f;
-        CHECK_OK(kn_augment_batch(&a, one, 1, &single, 9, 4, &at));
+        CHECK_OK(kn_augment_batch(&a, one, 1, &single, 9, 4, &at, NULL));
         int64_t y = 2 + v.dy, x0 = (v.flip ? W - 1 - 2 : 2) + v.dx;
         float sum = 0;
         for (int k = 0; k < H * W; k++)
