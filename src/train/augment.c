@@ -80,8 +80,13 @@ void kn_augment_format(const kn_augment *a, char *text, size_t size) {
     char shift[32] = "", mixup[48] = "";
     if (a->shift)
         snprintf(shift, sizeof shift, "shift:%lld", (long long)a->shift);
-    if (a->mixup > 0) /* %.9g: a float reads back to itself */
-        snprintf(mixup, sizeof mixup, "mixup:%.9g", (double)a->mixup);
+    /* The fewest digits, without an exponent, that read back to the same float (0.2, not 0.200000003; 100,
+     * not 1e+02). */
+    for (int digits = 1; a->mixup > 0 && digits <= 9; digits++) {
+        snprintf(mixup, sizeof mixup, "mixup:%.*g", digits, (double)a->mixup);
+        if ((float)strtod(mixup + 6, NULL) == a->mixup && !strchr(mixup, 'e'))
+            break;
+    }
     if (!kn_augment_on(a)) {
         snprintf(text, size, "none");
         return;
