@@ -13,13 +13,14 @@
 # AUGMENT (kiln's --augment: shift:N, flip, mixup:A, joined by commas; default none) gives both students,
 # alone and distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher
 # label each augmented view or mix (Beyer et al. 2022's "function matching"). With AUGMENT the student alone is
-# also trained without it, and the distilled student is judged against the better of the two alone.
+# also trained without it, and with each of ALONE_AUGMENT (space-separated, e.g. "shift:1"), and the distilled
+# student is judged against the best of them.
 # TEACHER_AUGMENT (default none) is the teacher's own augmentation (a teacher that labels shifted views well
 # is one trained on them). LIMIT=N trains the students on the first N training images (default: all 60,000);
 # the teacher is trained on all of them either way (it then knows more than the data the students see). TORCH=0 leaves PyTorch's rows out (with augmentation its distilled runs label every batch with the
 # teacher and take hours of CPU on a busy machine; bench/torch_distill.py has no mixup, so mixup needs TORCH=0).
 # Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none]
-#        [TEACHER_AUGMENT=none] [LIMIT=0] [TORCH=1] bench/distill.sh [THREADS]
+#        [TEACHER_AUGMENT=none] [ALONE_AUGMENT=] [LIMIT=0] [TORCH=1] bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -82,31 +83,35 @@ SPEC
 # A student is trained unless its file, named by every setting that makes it, exists (as the teacher):
 # seeds can be trained apart (in parallel, by the commands below) and gathered by a last run.
 tag="e${epochs}_${schedule}_${augment//[:,]/-}$slice"
-plain_tag="e${epochs}_${schedule}_none$slice"
-alone=() alone_plain=() kd=()
+# The augmentations the student alone trains with: the distilled one's, none, and ALONE_AUGMENT's.
+alone_augments=("$augment")
+for a in none ${ALONE_AUGMENT:-}; do
+    [[ " ${alone_augments[*]} " == *" $a "* ]] || alone_augments+=("$a")
+done
+declare -A alone_of # augmentation -> "accuracy accuracy accuracy"
+kd=()
 for seed in 1 2 3; do
-    log "student seed $seed: alone and distilled, $epochs epochs, augmentation $augment"
-    solo=$work/student_alone_${tag}_$seed.kiln
+    log "student seed $seed: alone (${alone_augments[*]}) and distilled ($augment), $epochs epochs"
+    for a in "${alone_augments[@]}"; do
+        solo=$work/student_alone_e${epochs}_${schedule}_${a//[:,]/-}${slice}_$seed.kiln
+        [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --augment "$a" \
+            --epochs "$epochs" --seed "$seed" --out "$solo" > /dev/null
+        alone_of[$a]+="$(accuracy "$solo") "
+    done
     distilled=$work/student_kd_t${teacher_epochs}${teacher_tag}_T${temperature}_a${alpha}_${tag}_$seed.kiln
-    [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
-        --seed "$seed" --out "$solo" > /dev/null
     [ -f "$distilled" ] || "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" \
         "${students[@]}" --epochs "$epochs" --seed "$seed" --temperature "$temperature" --alpha "$alpha" \
         --out "$distilled" > /dev/null
-    alone+=("$(accuracy "$solo")")
     kd+=("$(accuracy "$distilled")")
-    if [ "$augment" != none ]; then # the student alone without the augmentation, for the better of the two
-        plain=$work/student_alone_${plain_tag}_$seed.kiln
-        [ -f "$plain" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --augment none \
-            --epochs "$epochs" --seed "$seed" --out "$plain" > /dev/null
-        alone_plain+=("$(accuracy "$plain")")
-    fi
 done
-mean_of() { echo "$*" | tr ' ' '\n' | awk '{ s += $1 } END { printf "%.6f", s / NR }'; }
-best_alone=("${alone[@]}") best_alone_label="kiln, alone, $augment"
-if [ "$augment" != none ] && awk -v p="$(mean_of "${alone_plain[@]}")" -v a="$(mean_of "${alone[@]}")" 'BEGIN { exit !(p > a) }'; then
-    best_alone=("${alone_plain[@]}") best_alone_label="kiln, alone, none"
-fi
+mean_of() { echo "$*" | tr ' ' '\n' | grep . | awk '{ s += $1 } END { printf "%.6f", s / NR }'; }
+best_augment=$augment
+for a in "${alone_augments[@]}"; do
+    awk -v m="$(mean_of ${alone_of[$a]})" -v b="$(mean_of ${alone_of[$best_augment]})" 'BEGIN { exit !(m > b) }' &&
+        best_augment=$a
+done
+read -r -a best_alone <<< "${alone_of[$best_augment]}"
+best_alone_label="kiln, alone, $best_augment"
 
 torch_alone=() torch_distilled=()
 [ "$torch" = 0 ] || {
@@ -151,8 +156,9 @@ gain_verdict() { # ALONE... -- DISTILLED...
     echo
     echo "| student | seed 1 | seed 2 | seed 3 | mean | spread |"
     echo "|---|---|---|---|---|---|"
-    kd_row "kiln, alone, $augment" "${alone[@]}"
-    [ "$augment" = none ] || kd_row "kiln, alone, none" "${alone_plain[@]}"
+    for a in "${alone_augments[@]}"; do
+        kd_row "kiln, alone, $a" ${alone_of[$a]}
+    done
     kd_row "kiln, distilled, $augment" "${kd[@]}"
     if [ "$torch" != 0 ]; then
         kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
@@ -162,7 +168,7 @@ gain_verdict() { # ALONE... -- DISTILLED...
         echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
     else
         echo
-        echo "Beats the seed-to-seed spread — kiln (against $best_alone_label, the better student alone):"
+        echo "Beats the seed-to-seed spread — kiln (against $best_alone_label, the best student alone):"
         echo "$(gain_verdict "${best_alone[@]}" -- "${kd[@]}"). PyTorch not run (TORCH=0)."
     fi
 } > "$work/distill.md"
