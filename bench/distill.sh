@@ -10,13 +10,17 @@
 # "Distillation", has the scan behind the recipe's defaults.
 # Writes the section to build/compress-bench/distill.md, puts it in place of the distillation section of
 # bench/results/compress.md when that file has one (bench/compress.sh writes the file), and prints it.
-# AUGMENT (kiln's --augment: shift:N, flip, shift:N,flip; default none) gives both students, alone and
-# distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher label each
-# augmented view (Beyer et al. 2022's "function matching"). The teacher is trained without it either way.
-# TORCH=0 leaves PyTorch's rows out (with augmentation its distilled runs label every batch with the teacher
-# and take hours of CPU on a busy machine).
-# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none] [TORCH=1]
-#        bench/distill.sh [THREADS]
+# AUGMENT (kiln's --augment: shift:N, flip, mixup:A, joined by commas; default none) gives both students,
+# alone and distilled, in kiln and in PyTorch, the same augmentation; the distilled ones then have the teacher
+# label each augmented view or mix (Beyer et al. 2022's "function matching"). With AUGMENT the student alone is
+# also trained without it, and with each of ALONE_AUGMENT (space-separated, e.g. "shift:1"), and the distilled
+# student is judged against the best of them.
+# TEACHER_AUGMENT (default none) is the teacher's own augmentation (a teacher that labels shifted views well
+# is one trained on them). LIMIT=N trains the students on the first N training images (default: all 60,000);
+# the teacher is trained on all of them either way (it then knows more than the data the students see). TORCH=0 leaves PyTorch's rows out (with augmentation its distilled runs label every batch with the
+# teacher and take hours of CPU on a busy machine; bench/torch_distill.py has no mixup, so mixup needs TORCH=0).
+# Usage: [EPOCHS=10] [TEACHER_EPOCHS=15] [SCHEDULE=cosine] [TEMPERATURE=2] [ALPHA=0.5] [AUGMENT=none]
+#        [TEACHER_AUGMENT=none] [ALONE_AUGMENT=] [LIMIT=0] [TORCH=1] bench/distill.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -26,6 +30,8 @@ schedule=${SCHEDULE:-cosine}
 temperature=${TEMPERATURE:-2}
 alpha=${ALPHA:-0.5}
 augment=${AUGMENT:-none}
+teacher_augment=${TEACHER_AUGMENT:-none}
+limit=${LIMIT:-0}
 torch=${TORCH:-1}
 kiln=build/kiln
 work=build/compress-bench
@@ -33,14 +39,31 @@ mkdir -p "$work"
 cmake --build build -j"$(nproc)" > /dev/null
 log() { echo "== $*" >&2; }
 accuracy() { "$kiln" eval "$1" --data fashion-mnist:test --threads "$threads" --json | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p'; }
-data=(--data fashion-mnist --threads "$threads" --quiet)
+train_data=fashion-mnist
+if [ "$limit" != 0 ]; then # the first LIMIT training images as an .npy pair
+    train_data=$work/train_first$limit.x.npy,$work/train_first$limit.y.npy
+    [ -f "$work/train_first$limit.y.npy" ] || /usr/bin/python3 - "$limit" "$work" <<'PY'
+import gzip, sys
+import numpy as np
+n, work = int(sys.argv[1]), sys.argv[2]
+src = "/usr/share/datasets/fashion-mnist"
+x = np.frombuffer(gzip.open(src + "/train-images-idx3-ubyte.gz").read(), np.uint8, offset=16)[:n * 784]
+y = np.frombuffer(gzip.open(src + "/train-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:n]
+np.save(f"{work}/train_first{n}.x.npy", x.reshape(-1, 1, 28, 28))
+np.save(f"{work}/train_first{n}.y.npy", y.astype(np.int64))
+PY
+fi
+data=(--data "$train_data" --threads "$threads" --quiet)
 recipe=(--batch 64 --optimizer adam --schedule "$schedule")
 students=("${recipe[@]}" --augment "$augment")
+slice=$([ "$limit" = 0 ] || echo "_n$limit")
 
-teacher=$work/teacher_$teacher_epochs.kiln
-[ -f "$teacher" ] || { log "teacher: the CNN, $teacher_epochs epochs"
-    "$kiln" train --model examples/specs/fmnist_cnn.txt "${data[@]}" "${recipe[@]}" --epochs "$teacher_epochs" --seed 1 \
-        --out "$teacher" > /dev/null; }
+teacher_tag=$([ "$teacher_augment" = none ] || echo "_${teacher_augment//[:,]/-}")
+teacher=$work/teacher_$teacher_epochs$teacher_tag.kiln
+[ -f "$teacher" ] || { log "teacher: the CNN, $teacher_epochs epochs, augmentation $teacher_augment"
+    "$kiln" train --model examples/specs/fmnist_cnn.txt --data fashion-mnist --threads "$threads" --quiet \
+        "${recipe[@]}" --epochs "$teacher_epochs" --seed 1 \
+        --augment "$teacher_augment" --out "$teacher" > /dev/null; }
 cat > "$work/student.txt" <<'SPEC'
 input 1 28 28
 conv 8 3 pad=1
@@ -59,20 +82,36 @@ dense 10
 SPEC
 # A student is trained unless its file, named by every setting that makes it, exists (as the teacher):
 # seeds can be trained apart (in parallel, by the commands below) and gathered by a last run.
-tag="e${epochs}_${schedule}_${augment//[:,]/-}"
-alone=() kd=()
+tag="e${epochs}_${schedule}_${augment//[:,]/-}$slice"
+# The augmentations the student alone trains with: the distilled one's, none, and ALONE_AUGMENT's.
+alone_augments=("$augment")
+for a in none ${ALONE_AUGMENT:-}; do
+    [[ " ${alone_augments[*]} " == *" $a "* ]] || alone_augments+=("$a")
+done
+declare -A alone_of # augmentation -> "accuracy accuracy accuracy"
+kd=()
 for seed in 1 2 3; do
-    log "student seed $seed: alone and distilled, $epochs epochs, augmentation $augment"
-    solo=$work/student_alone_${tag}_$seed.kiln
-    distilled=$work/student_kd_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}_$seed.kiln
-    [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${students[@]}" --epochs "$epochs" \
-        --seed "$seed" --out "$solo" > /dev/null
+    log "student seed $seed: alone (${alone_augments[*]}) and distilled ($augment), $epochs epochs"
+    for a in "${alone_augments[@]}"; do
+        solo=$work/student_alone_e${epochs}_${schedule}_${a//[:,]/-}${slice}_$seed.kiln
+        [ -f "$solo" ] || "$kiln" train --model "$work/student.txt" "${data[@]}" "${recipe[@]}" --augment "$a" \
+            --epochs "$epochs" --seed "$seed" --out "$solo" > /dev/null
+        alone_of[$a]+="$(accuracy "$solo") "
+    done
+    distilled=$work/student_kd_t${teacher_epochs}${teacher_tag}_T${temperature}_a${alpha}_${tag}_$seed.kiln
     [ -f "$distilled" ] || "$kiln" distill --teacher "$teacher" --student "$work/student.txt" "${data[@]}" \
         "${students[@]}" --epochs "$epochs" --seed "$seed" --temperature "$temperature" --alpha "$alpha" \
         --out "$distilled" > /dev/null
-    alone+=("$(accuracy "$solo")")
     kd+=("$(accuracy "$distilled")")
 done
+mean_of() { echo "$*" | tr ' ' '\n' | grep . | awk '{ s += $1 } END { printf "%.6f", s / NR }'; }
+best_augment=$augment
+for a in "${alone_augments[@]}"; do
+    awk -v m="$(mean_of ${alone_of[$a]})" -v b="$(mean_of ${alone_of[$best_augment]})" 'BEGIN { exit !(m > b) }' &&
+        best_augment=$a
+done
+read -r -a best_alone <<< "${alone_of[$best_augment]}"
+best_alone_label="kiln, alone, $best_augment"
 
 torch_alone=() torch_distilled=()
 [ "$torch" = 0 ] || {
@@ -81,7 +120,8 @@ torch_alone=() torch_distilled=()
     torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
     [ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
         --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
-        --augment "$augment" > "$torch_runs.part" && mv "$torch_runs.part" "$torch_runs"
+        --augment "$augment" $([ "$limit" = 0 ] || echo --train-count "$limit") > "$torch_runs.part" &&
+        mv "$torch_runs.part" "$torch_runs"
     torch_kd=$(cat "$torch_runs")
     mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
     mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')
@@ -108,23 +148,28 @@ gain_verdict() { # ALONE... -- DISTILLED...
 {
     echo "Distillation (\`bench/distill.sh $threads\`, $(date -u +%Y-%m-%d)): a student with a quarter of the channels"
     echo "(conv 8, conv 16, dense 32; 26,746 parameters), $epochs epochs, Adam 1e-3 with a $schedule schedule, batch 64,"
-    echo "augmentation: $augment (both students; the distilled one's teacher labels each augmented view);"
-    echo "distilled at T = $temperature, α = $alpha from the CNN trained $teacher_epochs epochs with the same schedule"
-    echo "(test accuracy $(accuracy "$teacher")). Test accuracy, seeds 1–3; spread = max − min."
+    echo "training images: $([ "$limit" = 0 ] && echo "all 60,000" || echo "the first $limit"); augmentation: $augment"
+    echo "(both students; the distilled one's teacher labels each augmented view);"
+    echo "distilled at T = $temperature, α = $alpha from the CNN trained $teacher_epochs epochs on all 60,000 images with the"
+    echo "same schedule and augmentation $teacher_augment (test accuracy $(accuracy "$teacher")). Test accuracy, seeds 1–3;"
+    echo "spread = max − min."
     echo
     echo "| student | seed 1 | seed 2 | seed 3 | mean | spread |"
     echo "|---|---|---|---|---|---|"
-    kd_row "kiln, alone" "${alone[@]}"
-    kd_row "kiln, distilled" "${kd[@]}"
+    for a in "${alone_augments[@]}"; do
+        kd_row "kiln, alone, $a" ${alone_of[$a]}
+    done
+    kd_row "kiln, distilled, $augment" "${kd[@]}"
     if [ "$torch" != 0 ]; then
         kd_row "PyTorch, alone (\`bench/torch_distill.py\`)" "${torch_alone[@]}"
         kd_row "PyTorch, distilled" "${torch_distilled[@]}"
         echo
-        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"); PyTorch:"
+        echo "Beats the seed-to-seed spread — kiln (against $best_alone_label): $(gain_verdict "${best_alone[@]}" -- "${kd[@]}"); PyTorch:"
         echo "$(gain_verdict "${torch_alone[@]}" -- "${torch_distilled[@]}")."
     else
         echo
-        echo "Beats the seed-to-seed spread — kiln: $(gain_verdict "${alone[@]}" -- "${kd[@]}"). PyTorch not run (TORCH=0)."
+        echo "Beats the seed-to-seed spread — kiln (against $best_alone_label, the best student alone):"
+        echo "$(gain_verdict "${best_alone[@]}" -- "${kd[@]}"). PyTorch not run (TORCH=0)."
     fi
 } > "$work/distill.md"
 results=bench/results/compress.md

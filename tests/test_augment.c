@@ -11,7 +11,12 @@
  * 4. Only images (C, H, W) with room for the shift are taken, with a clear error otherwise.
  * 5. Distillation with augmentation: the teacher labels every augmented batch (runs every step) and keeps
  *    no logits.
+ * 6. mixup:A: the weights have the moments of Beta(A, A); a mixed batch equals the reference (views, then
+ *    lambda_i v_i + (1 - lambda_i) v_{n-1-i}); through the trainer every batch is that mix and the loss is
+ *    lambda CE(z, y_i) + (1 - lambda) CE(z, y_partner) computed here; same seed same weights; mixup leaves
+ *    the views as they were; any samples (tabular too) can be mixed; the teacher labels every mixed batch.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +33,9 @@
 
 static void test_parse(void) {
     const char *good[][2] = {{"none", "none"},   {"", "none"},           {"flip", "flip"},
-                             {"shift:2", "shift:2"}, {"shift:3,flip", "shift:3,flip"}, {"flip,shift:1", "shift:1,flip"}};
+                             {"shift:2", "shift:2"}, {"shift:3,flip", "shift:3,flip"}, {"flip,shift:1", "shift:1,flip"},
+                             {"mixup:1", "mixup:1"}, {"mixup:0.2,shift:1", "shift:1,mixup:0.2"},
+                             {"flip,mixup:2.5,shift:4096", "shift:4096,flip,mixup:2.5"}, {"mixup:1e2", "mixup:100"}};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         kn_augment a;
         char text[KN_AUGMENT_TEXT_MAX];
@@ -40,7 +47,9 @@ static void test_parse(void) {
     CHECK_OK(kn_augment_parse(NULL, &a));
     CHECK(!kn_augment_on(&a));
     const char *bad[] = {"shift:0", "shift:", "shift:x", "shift:-1", "shift:99999", "shift:2,shift:1",
-                         "flip,flip", "rotate", "flip,", "shift:2;flip"};
+                         "flip,flip", "rotate", "flip,", "shift:2;flip", "mixup:0",
+                         "mixup:", "mixup", "mixup:-1", "mixup:nan", "mixup:inf", "mixup:101", "mixup:1x",
+                         "mixup:1,mixup:2", "mixup:0x10"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kiln_status st = kn_augment_parse(bad[i], &a);
         CHECK_MSG(st == KILN_ERR_INVALID_ARG && strstr(kiln_last_error(), "--augment") &&
@@ -80,7 +89,7 @@ static void test_views(void) {
     int64_t index[N];
     for (int i = 0; i < N; i++)
         index[i] = 1000 + 7 * i;
-    CHECK_OK(kn_augment_batch(&a, x, N, &shape, 9, 4, index));
+    CHECK_OK(kn_augment_batch(&a, x, N, &shape, 9, 4, index, NULL));
     int seen_dy[5] = {0}, seen_dx[5] = {0}, flips = 0, mismatches = 0;
     for (int i = 0; i < N; i++) {
         kn_augment_view v = kn_augment_view_of(&a, 9, 4, index[i]);
@@ -111,7 +120,7 @@ static void test_views(void) {
         kn_augment_view v = kn_augment_view_of(&a, 9, 4, at);
         float one[H * W] = {0};
         one[2 * W + 2] = 5.0f;
-        CHECK_OK(kn_augment_batch(&a, one, 1, &single, 9, 4, &at));
+        CHECK_OK(kn_augment_batch(&a, one, 1, &single, 9, 4, &at, NULL));
         int64_t y = 2 + v.dy, x0 = (v.flip ? W - 1 - 2 : 2) + v.dx;
         float sum = 0;
         for (int k = 0; k < H * W; k++)
@@ -146,6 +155,92 @@ static void test_views(void) {
     free(x);
     free(want);
     free(orig);
+}
+
+/* Mixing weights against Beta(A, A): mean 1/2, variance 1 / (4 (2A + 1)), all in [0, 1]; a function of
+ * (seed, epoch, index). */
+static void test_mix_weights(void) {
+    const float shapes[] = {0.2f, 1.0f, 4.0f};
+    enum { DRAWS = 20000 };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        kn_augment a = {.mixup = shapes[s]};
+        double sum = 0, sum2 = 0;
+        int outside = 0;
+        for (int64_t i = 0; i < DRAWS; i++) {
+            double l = kn_augment_mix_weight(&a, 3, i % 7, i);
+            outside += !(l >= 0 && l <= 1);
+            sum += l;
+            sum2 += l * l;
+        }
+        double mean = sum / DRAWS, var = sum2 / DRAWS - mean * mean, want_var = 1.0 / (4.0 * (2.0 * shapes[s] + 1.0));
+        /* Standard errors at 20,000 draws: the mean's sqrt(var / n) <= 0.0032; the variance's a few percent. */
+        CHECK_MSG(outside == 0 && fabs(mean - 0.5) < 0.015 && fabs(var - want_var) < 0.05 * want_var,
+                  "Beta(%g): mean %.4f, variance %.4f (want %.4f), %d outside [0, 1]", (double)shapes[s], mean, var,
+                  want_var, outside);
+    }
+    kn_augment a = {.mixup = 1.0f}, off = {0};
+    CHECK(kn_augment_mix_weight(&off, 3, 0, 5) == 1.0f);
+    int differ_seed = 0, differ_epoch = 0;
+    for (int64_t i = 0; i < 50; i++) {
+        float l = kn_augment_mix_weight(&a, 9, 4, i);
+        CHECK(l == kn_augment_mix_weight(&a, 9, 4, i));
+        differ_seed += l != kn_augment_mix_weight(&a, 10, 4, i);
+        differ_epoch += l != kn_augment_mix_weight(&a, 9, 5, i);
+    }
+    CHECK(differ_seed > 45 && differ_epoch > 45);
+    /* Adding mixup leaves the views as they were. */
+    kn_augment views = {.shift = 2, .flip = true}, mixed = {.shift = 2, .flip = true, .mixup = 1.0f};
+    int same = 0;
+    for (int64_t i = 0; i < 50; i++) {
+        kn_augment_view v = kn_augment_view_of(&views, 9, 4, i), w = kn_augment_view_of(&mixed, 9, 4, i);
+        same += v.dy == w.dy && v.dx == w.dx && v.flip == w.flip;
+    }
+    CHECK(same == 50);
+}
+
+/* The reference mix of a batch of views v (n, size): lambda_i v_i + (1 - lambda_i) v_{n-1-i}. */
+static void reference_mix(const float *v, float *out, int64_t n, int64_t size, const float *lambda) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < size; j++)
+            out[i * size + j] = lambda[i] * v[i * size + j] + (1.0f - lambda[i]) * v[(n - 1 - i) * size + j];
+}
+
+static void test_mixed_batch(void) {
+    enum { C = 2, H = 5, W = 7, N = 9, S = C * H * W };
+    kn_augment a = {.shift = 1, .flip = true, .mixup = 0.5f};
+    kn_shape shape = kn_shape_of(3, (int64_t[]){C, H, W});
+    static float orig[N * S], x[N * S], views[N * S], want[N * S];
+    float lambda[N], got_lambda[N];
+    kn_rng r = kn_rng_seeded(5);
+    for (int i = 0; i < N * S; i++)
+        orig[i] = kn_rng_uniform(&r);
+    memcpy(x, orig, sizeof x);
+    int64_t index[N];
+    for (int i = 0; i < N; i++) {
+        index[i] = 300 + 11 * i;
+        kn_augment_view v = kn_augment_view_of(&a, 2, 1, index[i]);
+        reference_view(orig + i * S, views + i * S, C, H, W, 1, &v);
+        lambda[i] = kn_augment_mix_weight(&a, 2, 1, index[i]);
+    }
+    reference_mix(views, want, N, S, lambda);
+    CHECK_OK(kn_augment_batch(&a, x, N, &shape, 2, 1, index, got_lambda));
+    double worst = 0;
+    for (int i = 0; i < N * S; i++)
+        worst = fmax(worst, fabs(x[i] - want[i]));
+    CHECK_MSG(worst <= 1e-6, "the mixed batch differs from the reference by %.3g", worst);
+    CHECK(memcmp(lambda, got_lambda, sizeof lambda) == 0);
+    /* The middle sample of an odd batch is its own partner: it stays its view. */
+    for (int j = 0; j < S; j++)
+        CHECK_NEAR(x[(N / 2) * S + j], views[(N / 2) * S + j], 1e-6);
+    /* Mixing works on any samples: a (4) feature vector needs no image shape. */
+    kn_augment mix_only = {.mixup = 1.0f};
+    kn_shape features = kn_shape_of(1, (int64_t[]){4});
+    CHECK_OK(kn_augment_check(&mix_only, &features));
+    float rows[2 * 4] = {1, 2, 3, 4, 5, 6, 7, 8}, w[2];
+    int64_t at[2] = {0, 1};
+    CHECK_OK(kn_augment_batch(&mix_only, rows, 2, &features, 1, 0, at, w));
+    for (int j = 0; j < 4; j++)
+        CHECK_NEAR(rows[j], w[0] * (float)(1 + j) + (1 - w[0]) * (float)(5 + j), 1e-6);
 }
 
 static void test_refusals(void) {
@@ -200,6 +295,29 @@ static kiln_status log_batch(void *user, kn_tape *tape, const int64_t *labels, d
     if (b->rows + n <= EPOCHS * COUNT)
         memcpy(b->x + b->rows * IMG, in->data, sizeof(float) * (size_t)(n * IMG));
     b->rows += n;
+    return KILN_OK;
+}
+
+/* Every batch and its loss as the trainer gives them to the loss hook (before any hook changes them). */
+typedef struct mix_log {
+    float *x;       /* (EPOCHS * COUNT, IMG) in step order */
+    float *logits;  /* (EPOCHS * COUNT, 3) */
+    double *loss;   /* (steps) */
+    int64_t rows, steps;
+} mix_log;
+
+static kiln_status log_mixed(void *user, kn_tape *tape, const int64_t *labels, double *loss) {
+    (void)labels;
+    mix_log *b = user;
+    const kn_tensor *in = kn_tape_input(tape, 0), *z = kn_tape_output(tape, 0);
+    int64_t n = in->shape.d[0];
+    if (b->rows + n <= EPOCHS * COUNT) {
+        memcpy(b->x + b->rows * IMG, in->data, sizeof(float) * (size_t)(n * IMG));
+        memcpy(b->logits + b->rows * 3, z->data, sizeof(float) * (size_t)(n * 3));
+        b->loss[b->steps] = *loss;
+    }
+    b->rows += n;
+    b->steps++;
     return KILN_OK;
 }
 
@@ -281,6 +399,67 @@ static void test_trainer_batches(void) {
     CHECK(differ == 0);
 }
 
+/* -log softmax(z)_y in double. */
+static double ce_of(const float *z, int64_t k, int64_t y) {
+    double mx = z[0], sum = 0;
+    for (int64_t j = 1; j < k; j++)
+        mx = fmax(mx, z[j]);
+    for (int64_t j = 0; j < k; j++)
+        sum += exp(z[j] - mx);
+    return mx + log(sum) - z[y];
+}
+
+static void test_trainer_mixup(void) {
+    static float x[COUNT * IMG], logged[EPOCHS * COUNT * IMG], logits[EPOCHS * COUNT * 3];
+    static float views[BATCH * IMG], want[BATCH * IMG];
+    static double losses[EPOCHS * COUNT];
+    int64_t labels[COUNT];
+    kn_dataset ds;
+    make_images(&ds, x, labels);
+    kn_augment a = {.shift = 1, .mixup = 1.0f};
+    mix_log log = {.x = logged, .logits = logits, .loss = losses};
+    kn_train_hooks hooks = {.user = &log, .on_loss = log_mixed};
+    kiln_graph *net = spec_graph(image_spec, 1);
+    kn_train_options o = image_options(&a, 5, &hooks);
+    kn_train_result r;
+    CHECK_OK(kn_train(&net->g, &ds, NULL, &o, NULL, 0, &r));
+    kiln_graph_free(net);
+    CHECK(log.rows == EPOCHS * COUNT);
+    int mismatches = 0, loss_off = 0;
+    double worst_loss = 0;
+    int64_t row = 0, step = 0;
+    for (int64_t e = 0; e < EPOCHS; e++) {
+        kn_batcher order;
+        CHECK_OK(kn_batcher_init(&order, &ds, BATCH, true, 5, e));
+        for (int64_t start = 0; start < COUNT; start += BATCH, step++) {
+            int64_t n = COUNT - start < BATCH ? COUNT - start : BATCH;
+            float lambda[BATCH];
+            for (int64_t i = 0; i < n; i++) {
+                int64_t index = order.order[start + i];
+                kn_augment_view v = kn_augment_view_of(&a, 5, e, index);
+                reference_view(x + index * IMG, views + i * IMG, IMG_C, IMG_H, IMG_W, 1, &v);
+                lambda[i] = kn_augment_mix_weight(&a, 5, e, index);
+            }
+            reference_mix(views, want, n, IMG, lambda);
+            double loss = 0;
+            for (int64_t i = 0; i < n; i++, row++) {
+                for (int k = 0; k < IMG; k++)
+                    mismatches += fabsf(logged[row * IMG + k] - want[i * IMG + k]) > 1e-6f;
+                int64_t y = labels[order.order[start + i]], yp = labels[order.order[start + n - 1 - i]];
+                loss += lambda[i] * ce_of(logits + row * 3, 3, y) + (1.0 - lambda[i]) * ce_of(logits + row * 3, 3, yp);
+            }
+            loss /= (double)n;
+            double rel = fabs(loss - losses[step]) / loss;
+            worst_loss = fmax(worst_loss, rel);
+            loss_off += rel > 1e-6;
+        }
+        kn_batcher_free(&order);
+    }
+    CHECK_MSG(mismatches == 0, "%d pixels of the trained batches differ from the reference mix", mismatches);
+    CHECK_MSG(loss_off == 0, "%d steps' losses differ from the mixed-target cross-entropy (worst %.3g relative)",
+              loss_off, worst_loss);
+}
+
 static void test_trainer_repeats(void) {
     static float x[COUNT * IMG];
     int64_t labels[COUNT];
@@ -294,10 +473,18 @@ static void test_trainer_repeats(void) {
     CHECK_MSG(memcmp(p1, p2, sizeof(float) * (size_t)n1) == 0, "the same seed trained other weights");
     CHECK(memcmp(p1, p3, sizeof(float) * (size_t)n1) != 0);
     CHECK(memcmp(p1, p4, sizeof(float) * (size_t)n1) != 0);
+    kn_augment mix = {.mixup = 1.0f};
+    int64_t n5, n6;
+    float *p5 = train_params(&ds, &mix, 7, &n5), *p6 = train_params(&ds, &mix, 7, &n6);
+    CHECK(n5 == n1 && n6 == n1);
+    CHECK_MSG(memcmp(p5, p6, sizeof(float) * (size_t)n1) == 0, "mixup: the same seed trained other weights");
+    CHECK(memcmp(p5, p4, sizeof(float) * (size_t)n1) != 0);
     free(p1);
     free(p2);
     free(p3);
     free(p4);
+    free(p5);
+    free(p6);
 }
 
 /* The public API: config.augment NULL and "none" train the same weights; a bad text and tabular data are
@@ -342,6 +529,10 @@ static void test_public_api(void) {
     c.augment = "flip";
     CHECK(kiln_train(a, &tabular, NULL, &c, NULL) == KILN_ERR_INVALID_ARG &&
           strstr(kiln_last_error(), "table.csv") && strstr(kiln_last_error(), "(C, H, W)"));
+    c.augment = "mixup:1";
+    CHECK_OK(kiln_train(a, &tabular, NULL, &c, NULL));
+    noted = kn_graph_meta(&a->g, "train.augment");
+    CHECK(noted && strcmp(noted, "mixup:1") == 0);
     kiln_graph_free(a);
 }
 
@@ -366,6 +557,16 @@ static void test_distill_views(void) {
               "teacher ran on %lld samples, cache served %lld and holds %lld", (long long)d.cache.misses,
               (long long)d.cache.hits, (long long)d.cache.count);
     kn_distill_free(&d);
+
+    /* mixup alone changes every sample too: the teacher labels each mixed batch. */
+    kn_augment mix = {.mixup = 1.0f};
+    c.views_change = kn_augment_on(&mix);
+    CHECK(c.views_change);
+    CHECK_OK(kn_distill_init(&d, &teacher->g, &student->g, &c, BATCH));
+    o = image_options(&mix, 5, &hooks);
+    CHECK_OK(kn_train(&student->g, &ds, NULL, &o, NULL, 0, &r));
+    CHECK(d.cache.misses == EPOCHS * COUNT && d.cache.hits == 0 && d.cache.count == 0);
+    kn_distill_free(&d);
     kiln_graph_free(teacher);
     kiln_graph_free(student);
 }
@@ -373,8 +574,11 @@ static void test_distill_views(void) {
 int main(void) {
     test_parse();
     test_views();
+    test_mix_weights();
+    test_mixed_batch();
     test_refusals();
     test_trainer_batches();
+    test_trainer_mixup();
     test_trainer_repeats();
     test_public_api();
     test_distill_views();

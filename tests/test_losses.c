@@ -117,6 +117,38 @@ static void test_cross_entropy(void) {
     }
 }
 
+/* Class-probability targets (mixup's mixed one-hot rows) against PyTorch's cross_entropy with a probability
+ * target, and a one-hot row against the class-index form. */
+static void test_cross_entropy_probabilities(void) {
+    const float *logits = ref_fixture_get(&fx, "ce_prob/logits", N * K);
+    const float *probs = ref_fixture_get(&fx, "ce_prob/target", N * K);
+    CHECK(logits && probs);
+    if (!logits || !probs)
+        return;
+    kn_tensor pred = f32_tensor(logits, N, K), target = f32_tensor(probs, N, K);
+    char name[128];
+    for (int r = 0; r < 2; r++)
+        for (int s = 0; s < 2; s++) {
+            kn_loss loss = {KN_LOSS_CE, r ? KN_REDUCTION_SUM : KN_REDUCTION_MEAN, s ? 0.1f : 0.0f};
+            snprintf(name, sizeof name, "ce_prob/%s/ls%s", r ? "sum" : "mean", s ? "0.1" : "0");
+            check_against_torch(name, &loss, &pred, &target);
+            check_finite_differences(name, &loss, logits, &target);
+        }
+    int64_t labels[N] = {2, 0, 4, 1};
+    float one_hot[N * K] = {0}, grad_hot[N * K], grad_index[N * K];
+    for (int i = 0; i < N; i++)
+        one_hot[i * K + labels[i]] = 1.0f;
+    kn_tensor hot = f32_tensor(one_hot, N, K), index = label_tensor(labels, N);
+    kn_tensor d_hot = f32_tensor(grad_hot, N, K), d_index = f32_tensor(grad_index, N, K);
+    kn_loss ce = {KN_LOSS_CE, KN_REDUCTION_MEAN, 0.1f};
+    double v_hot = NAN, v_index = NAN;
+    CHECK_OK(kn_loss_compute(&ce, &pred, &hot, &v_hot, &d_hot));
+    CHECK_OK(kn_loss_compute(&ce, &pred, &index, &v_index, &d_index));
+    CHECK_NEAR(v_hot, v_index, 1e-12 * fabs(v_index));
+    for (int i = 0; i < N * K; i++)
+        CHECK_NEAR(grad_hot[i], grad_index[i], 1e-7);
+}
+
 static void test_bce(void) {
     static const char *cases[] = {"normal", "large"};
     for (int c = 0; c < 2; c++) {
@@ -212,6 +244,14 @@ static void test_errors(void) {
     CHECK_OK(kn_loss_compute(&bce, &pred, &prob_target, &value, &dpred));
     CHECK(kn_loss_compute(&bce, &pred, &target, &value, NULL) == KILN_ERR_SHAPE); /* i64 labels for bce */
 
+    /* ce's class probabilities must lie in [0, 1]. */
+    probs[13] = -0.25f;
+    CHECK(kn_loss_compute(&ce, &pred, &prob_target, &value, &dpred) == KILN_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(kiln_last_error(), "sample 2") && strstr(kiln_last_error(), "class 3"), "%s", kiln_last_error());
+    probs[13] = 1.0f;
+    kn_tensor wrong_shape = f32_tensor(probs, N, K - 1);
+    CHECK(kn_loss_compute(&ce, &pred, &wrong_shape, &value, NULL) == KILN_ERR_SHAPE);
+
     kn_loss mse = {KN_LOSS_MSE, KN_REDUCTION_MEAN, 0.1f};
     CHECK(kn_loss_compute(&mse, &pred, &prob_target, &value, NULL) == KILN_ERR_INVALID_ARG);
 
@@ -227,6 +267,7 @@ int main(void) {
     CHECK(ref_fixture_load(&fx, "losses"));
     if (fx.data) {
         test_cross_entropy();
+        test_cross_entropy_probabilities();
         test_bce();
         test_regression();
     }

@@ -64,9 +64,10 @@ typedef struct kiln_train_config {
     int threads;             /* <= 0: all cores */
     const char *checkpoint;  /* written after every epoch; NULL: none */
     const char *log;         /* per-epoch metrics CSV; NULL: none */
-    /* Image samples (C, H, W) only: each sample seen as a random view, new each epoch, drawn from `seed`:
-     * "shift:N" (moved by up to N pixels along each axis, 0 filling in), "flip" (mirrored left to right
-     * half of the time), "shift:N,flip"; NULL or "none": the samples as they are. */
+    /* Each sample seen as a random view, new each epoch, drawn from `seed`, parts joined by commas: for
+     * image samples (C, H, W) "shift:N" (moved by up to N pixels along each axis, 0 filling in) and "flip"
+     * (mirrored left to right half of the time); for any samples "mixup:A" (then mixed with the batch's
+     * reversed partner by a Beta(A, A) weight, targets alike); NULL or "none": the samples as they are. */
     const char *augment;
 } kiln_train_config;
 

@@ -58,6 +58,36 @@ static double kn_ce(const float *logits, const int64_t *labels, int64_t n, int64
     return total * scale;
 }
 
+/* Cross-entropy against class probabilities t (n, K) (PyTorch's CrossEntropyLoss with a probability target),
+ * smoothed as PyTorch does, t' = (1 - s) t + s/K, per row:
+ *   loss = sum_j t'_j (lse - x_j),  dloss/dx_j = softmax_j sum_i t'_i - t'_j
+ * (sum_i t'_i is 1 for rows that sum to 1, as mixed one-hot targets do). */
+static double kn_ce_soft(const float *logits, const float *probs, int64_t n, int64_t k, double smoothing,
+                         double scale, float *dlogits) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = logits + i * k, *t = probs + i * k; // (K) each
+        double max = x[0];
+        for (int64_t j = 1; j < k; j++)
+            max = fmax(max, x[j]);
+        double sum_exp = 0.0;
+        for (int64_t j = 0; j < k; j++)
+            sum_exp += exp(x[j] - max);
+        double lse = max + log(sum_exp), mass = 0.0;
+        for (int64_t j = 0; j < k; j++) {
+            double target = (1.0 - smoothing) * t[j] + smoothing / (double)k;
+            total += target * (lse - x[j]);
+            mass += target;
+        }
+        if (dlogits) {
+            float *dx = dlogits + i * k; // (K)
+            for (int64_t j = 0; j < k; j++)
+                dx[j] = (float)(scale * (exp(x[j] - lse) * mass - ((1.0 - smoothing) * t[j] + smoothing / (double)k)));
+        }
+    }
+    return total * scale;
+}
+
 /* Logistic loss on logits x against probabilities y in the overflow-free form PyTorch uses:
  *   loss = max(x, 0) - x y + log(1 + exp(-|x|)),  dloss/dx = sigmoid(x) - y */
 static double kn_bce(const float *logits, const float *target, int64_t count, double scale, float *dlogits) {
@@ -117,8 +147,11 @@ static kiln_status kn_loss_check_shapes(const kn_loss *loss, const kn_tensor *pr
     if (loss->kind == KN_LOSS_CE) {
         if (pred->shape.ndim != 2)
             return kn_fail(KILN_ERR_SHAPE, "ce loss: logits must be (N, K), got %s", pred_shape);
+        if (target->dtype == KN_F32 && kn_shape_equal(&target->shape, &pred->shape))
+            return KILN_OK; /* class probabilities */
         if (target->dtype != KN_I64 || target->shape.ndim != 1 || target->shape.d[0] != pred->shape.d[0])
-            return kn_fail(KILN_ERR_SHAPE, "ce loss: target must be i64 class indices (%lld) for logits %s, got %s %s",
+            return kn_fail(KILN_ERR_SHAPE, "ce loss: target must be i64 class indices (%lld) or f32 class "
+                           "probabilities shaped like the logits %s, got %s %s",
                            (long long)pred->shape.d[0], pred_shape, kn_dtype_name(target->dtype), other_shape);
         return KILN_OK;
     }
@@ -130,7 +163,14 @@ static kiln_status kn_loss_check_shapes(const kn_loss *loss, const kn_tensor *pr
 
 /* Bad labels are the caller's data, so they get an error naming the sample rather than an assert. */
 static kiln_status kn_loss_check_targets(const kn_loss *loss, const kn_tensor *pred, const kn_tensor *target) {
-    if (loss->kind == KN_LOSS_CE) {
+    if (loss->kind == KN_LOSS_CE && target->dtype == KN_F32) {
+        const float *t = kn_f32(target);
+        int64_t k = pred->shape.d[1];
+        for (int64_t i = 0; i < kn_numel(target); i++)
+            if (!(t[i] >= 0.0f && t[i] <= 1.0f))
+                return kn_fail(KILN_ERR_INVALID_ARG, "ce loss: sample %lld has class probability %g (class %lld), "
+                               "outside [0, 1]", (long long)(i / k), (double)t[i], (long long)(i % k));
+    } else if (loss->kind == KN_LOSS_CE) {
         const int64_t *labels = target->data;
         int64_t k = pred->shape.d[1];
         for (int64_t i = 0; i < target->shape.d[0]; i++)
@@ -174,7 +214,8 @@ kiln_status kn_loss_compute(const kn_loss *loss, const kn_tensor *pred, const kn
     if (loss->kind == KN_LOSS_CE) {
         int64_t n = pred->shape.d[0], k = pred->shape.d[1];
         double scale = loss->reduction == KN_REDUCTION_MEAN ? 1.0 / (double)n : 1.0;
-        result = kn_ce(kn_f32(pred), target->data, n, k, smoothing, scale, grad);
+        result = target->dtype == KN_F32 ? kn_ce_soft(kn_f32(pred), kn_f32(target), n, k, smoothing, scale, grad)
+                                         : kn_ce(kn_f32(pred), target->data, n, k, smoothing, scale, grad);
     } else {
         double scale = loss->reduction == KN_REDUCTION_MEAN ? 1.0 / (double)count : 1.0;
         if (loss->kind == KN_LOSS_BCE)

@@ -25,7 +25,8 @@ kiln_status kn_loss_parse(const char *name, kn_loss_kind *out);
 const char *kn_loss_name(kn_loss_kind kind);
 
 /* pred (N, K): logits for ce and bce, predictions for mse/mae (the elementwise losses also take any
- * other shape). target: for ce a KN_I64 tensor (N) of class indices; for bce/mse/mae a KN_F32 tensor
+ * other shape). target: for ce a KN_I64 tensor (N) of class indices, or a KN_F32 tensor (N, K) of class
+ * probabilities in [0, 1] (PyTorch's probability targets; mixup's mixed one-hot rows); for bce/mse/mae a KN_F32 tensor
  * of the same shape as pred (bce targets in [0, 1]).
  * Sets *value to the loss. If dpred is not NULL (a KN_F32 tensor shaped like pred) it is overwritten
  * with dLoss/dpred. Mean reduction divides by N for ce and by the element count otherwise, as PyTorch.

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "train/augment.h"
 
 kiln_status kn_objective_init(kn_objective *o, const kn_loss *loss, const kn_dataset *ds,
                               const kn_shape *output_shape, int64_t max_batch) {
@@ -104,19 +105,56 @@ static void build_target(kn_objective *o, int64_t n, const int64_t *labels, cons
     *target = (kn_tensor){kn_shape_of(2, (int64_t[]){n, k}), KN_F32, o->target_buf};
 }
 
+/* Mixes each row of the target (n, K) with its partner's: t_i <- lambda_i t_i + (1 - lambda_i) t_partner(i).
+ * Class indices are first written as one-hot rows (f32), which the ce loss takes as probabilities. */
+static kiln_status mix_target(kn_objective *o, int64_t n, const float *mix_weight, kn_tensor *target) {
+    int64_t k = target->dtype == KN_I64 ? o->width : kn_shape_numel(&target->shape) / n;
+    if (target->dtype == KN_I64) {
+        for (int64_t i = 0; i < n; i++) {
+            if (o->label_buf[i] < 0 || o->label_buf[i] >= k)
+                return kn_fail(KILN_ERR_INVALID_ARG, "ce loss: sample %lld has label %lld, outside the %lld classes "
+                               "[0, %lld)", (long long)i, (long long)o->label_buf[i], (long long)k, (long long)k);
+        }
+        memset(o->target_buf, 0, sizeof(float) * (size_t)(n * k));
+        for (int64_t i = 0; i < n; i++)
+            o->target_buf[i * k + o->label_buf[i]] = 1.0f;
+        *target = (kn_tensor){kn_shape_of(2, (int64_t[]){n, k}), KN_F32, o->target_buf};
+    }
+    float *t = o->target_buf, *pair = malloc(sizeof(float) * (size_t)(n * k)); // (n, K): the rows before mixing
+    if (!pair)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for mixed targets");
+    memcpy(pair, t, sizeof(float) * (size_t)(n * k));
+    for (int64_t i = 0; i < n; i++) {
+        const float *own = pair + i * k, *other = pair + kn_augment_mix_partner(i, n) * k;
+        for (int64_t j = 0; j < k; j++)
+            t[i * k + j] = mix_weight[i] * own[j] + (1.0f - mix_weight[i]) * other[j];
+    }
+    free(pair);
+    return KILN_OK;
+}
+
 kiln_status kn_objective_eval(kn_objective *o, const kn_tensor *pred, const int64_t *labels,
                               const float *targets, double *loss, int64_t *correct, kn_tensor *dpred) {
+    return kn_objective_eval_mixed(o, pred, labels, targets, NULL, loss, correct, dpred);
+}
+
+kiln_status kn_objective_eval_mixed(kn_objective *o, const kn_tensor *pred, const int64_t *labels,
+                                    const float *targets, const float *mix_weight, double *loss, int64_t *correct,
+                                    kn_tensor *dpred) {
     int64_t n = pred->shape.d[0];
     if (n > o->capacity)
         return kn_fail(KILN_ERR_INTERNAL, "batch of %lld exceeds the objective's %lld", (long long)n,
                        (long long)o->capacity);
     kn_tensor target;
     build_target(o, n, labels, targets, &target);
+    if (mix_weight)
+        KN_TRY(mix_target(o, n, mix_weight, &target));
     KN_TRY(kn_loss_compute(&o->loss, pred, &target, loss, dpred));
     if (correct && o->classification) {
+        /* A mixed sample counts as right when the prediction is its larger part's class. */
         int64_t hits = 0;
         for (int64_t i = 0; i < n; i++)
-            hits += kn_objective_predict(o, pred, i) == labels[i];
+            hits += kn_objective_predict(o, pred, i) == labels[mix_weight && mix_weight[i] < 0.5f ? kn_augment_mix_partner(i, n) : i];
         *correct = hits;
     }
     return KILN_OK;

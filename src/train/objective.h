@@ -36,6 +36,13 @@ void kn_objective_free(kn_objective *o);
 kiln_status kn_objective_eval(kn_objective *o, const kn_tensor *pred, const int64_t *labels,
                               const float *targets, double *loss, int64_t *correct, kn_tensor *dpred);
 
+/* kn_objective_eval on a batch mixed by mixup (train/augment.h): sample i is lambda_i = mix_weight[i] of
+ * itself and 1 - lambda_i of sample n-1-i, and so is its target (one-hot rows for class labels, the values
+ * for numeric targets). mix_weight NULL: kn_objective_eval. */
+kiln_status kn_objective_eval_mixed(kn_objective *o, const kn_tensor *pred, const int64_t *labels,
+                                    const float *targets, const float *mix_weight, double *loss, int64_t *correct,
+                                    kn_tensor *dpred);
+
 /* The class predicted for row `i` of pred (n, K). */
 int64_t kn_objective_predict(const kn_objective *o, const kn_tensor *pred, int64_t i);
 

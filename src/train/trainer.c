@@ -265,7 +265,9 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
     kiln_status st = KILN_OK;
     int64_t *batch_labels = malloc(sizeof(int64_t) * (size_t)opt->batch);
     float *batch_targets = train->targets ? malloc(sizeof(float) * (size_t)(opt->batch * train->target_width)) : NULL;
-    if (!batch_labels || (train->targets && !batch_targets)) {
+    bool mixing = opt->augment.mixup > 0;
+    float *mix_weight = mixing ? malloc(sizeof(float) * (size_t)opt->batch) : NULL; // (batch): mixup's lambdas
+    if (!batch_labels || (train->targets && !batch_targets) || (mixing && !mix_weight)) {
         st = kn_fail(KILN_ERR_NOMEM, "out of memory for a batch");
         goto done;
     }
@@ -282,7 +284,7 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         }
         if (kn_augment_on(&opt->augment) &&
             (st = kn_augment_batch(&opt->augment, kn_tape_input(&t->tape, 0)->data, n, &train->sample_shape, opt->seed,
-                                   epoch, batcher.order + batcher.next - n)) != KILN_OK)
+                                   epoch, batcher.order + batcher.next - n, mix_weight)) != KILN_OK)
             goto done;
         t->tape.ctx.seed = opt->seed;
         t->tape.ctx.step = (uint64_t)t->step;
@@ -291,8 +293,8 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
         double loss;
         int64_t correct = 0;
         kn_tensor *dpred = kn_tape_output_grad(&t->tape, 0);
-        st = kn_objective_eval(&t->objective, kn_tape_output(&t->tape, 0), train->labels ? batch_labels : NULL,
-                               batch_targets, &loss, &correct, dpred);
+        st = kn_objective_eval_mixed(&t->objective, kn_tape_output(&t->tape, 0), train->labels ? batch_labels : NULL,
+                                     batch_targets, mix_weight, &loss, &correct, dpred);
         if (st != KILN_OK) {
             kn_error_prefix("epoch %lld, step %lld: ", (long long)epoch + 1, (long long)t->step + 1);
             if (st == KILN_ERR_NUMERIC)
@@ -341,6 +343,7 @@ static kiln_status run_epoch(trainer *t, const kn_dataset *train, int64_t epoch,
 done:
     free(batch_labels);
     free(batch_targets);
+    free(mix_weight);
     kn_batcher_free(&batcher);
     return st;
 }

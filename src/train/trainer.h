@@ -69,7 +69,7 @@ typedef struct kn_train_options {
     uint64_t seed;
     int64_t early_stop;          /* > 0: stop once the validation loss has not improved for this many epochs */
     bool keep_best;              /* end with the parameters and state of the epoch of lowest validation loss */
-    kn_augment augment;          /* random views of image samples, per sample per epoch (train/augment.h) */
+    kn_augment augment;          /* random views of image samples and mixup, per sample per epoch (train/augment.h) */
     const char *out_path;        /* final model (.kiln); NULL: the caller writes g */
     const char *checkpoint_path; /* written after every epoch; NULL: none */
     const char *log_path;        /* CSV metrics; NULL: none */

@@ -78,4 +78,23 @@ for name, fn_of in (("mse", F.mse_loss), ("mae", F.l1_loss)):
         out.add(f"{name}/{reduction}/value", [value])
         out.add(f"{name}/{reduction}/grad", grad)
 
+# Cross-entropy against class probabilities (PyTorch's probability targets): mixup's mixed one-hot rows,
+# lambda e_y + (1 - lambda) e_y', one row a pure one-hot, one row mixing a class with itself.
+ce_prob_logits = f32_array(rng.normal(0.0, 2.0, (N, K)))
+ce_prob_target = np.zeros((N, K))
+for i, (a, b, lam) in enumerate([(3, 1, 0.7), (0, 4, 0.15), (2, 2, 0.4), (1, 3, 1.0)]):
+    ce_prob_target[i, a] += lam
+    ce_prob_target[i, b] += 1.0 - lam
+ce_prob_target = f32_array(ce_prob_target)
+out.add("ce_prob/logits", ce_prob_logits)
+out.add("ce_prob/target", ce_prob_target)
+for reduction in ("mean", "sum"):
+    for smoothing in ("0", "0.1"):
+        fn = lambda x: F.cross_entropy(x, torch.tensor(ce_prob_target, dtype=torch.float64), reduction=reduction,
+                                       label_smoothing=float(np.float32(smoothing)))
+        value, grad = value_and_grad(fn, ce_prob_logits)
+        out.add(f"ce_prob/{reduction}/ls{smoothing}/value", [value])
+        out.add(f"ce_prob/{reduction}/ls{smoothing}/grad", grad)
+
 out.write()
+

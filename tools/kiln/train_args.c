@@ -38,7 +38,7 @@ int cli_train_option_table(cli_train_args *a, cli_option *options) {
         {"--gamma", CLI_FLOAT, &a->gamma, "step schedule: decay factor (default 0.1)"},
         {"--min-lr", CLI_FLOAT, &a->min_lr, "cosine schedule: final learning rate"},
         {"--clip-norm", CLI_FLOAT, &a->clip_norm, "clip gradients to this global L2 norm"},
-        {"--augment", CLI_STRING, &a->augment, "images: shift:N (move by up to N pixels), flip, or both: shift:N,flip"},
+        {"--augment", CLI_STRING, &a->augment, "shift:N (move images up to N px), flip, mixup:A (mix pairs, Beta(A,A)); comma-joined"},
         {"--label", CLI_STRING, &a->label, "CSV: the target column (default: last)"},
         {"--seed", CLI_INT, &a->seed, "random seed (default 1)"},
         {"--threads", CLI_INT, &a->threads, "threads (default: all cores)"},
