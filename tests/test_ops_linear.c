@@ -569,38 +569,56 @@ static void fill_dyadic(kn_graph *g, uint64_t seed) {
     }
 }
 
+/* A call of a graph's node over its inputs' data, with zeroed input gradients and a malloc'd output;
+ * dout reads dy, or a malloc'd buffer for the caller to fill when dy is NULL. Used in place: the call
+ * points into the struct. */
+typedef struct node_call {
+    kn_tensor in[3], din[3], out, dout;
+    kn_tensor *in_p[3], *din_p[3], *out_p;
+    const kn_tensor *dout_p;
+    kn_op_call call;
+} node_call;
+
+static void node_call_make(node_call *c, kn_graph *g, int node, const float *dy, kn_op_ctx *ctx) {
+    const kn_node *n = &g->nodes[node];
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < n->n_in; i++) {
+        kn_value *v = &g->values[n->in[i]];
+        c->in[i] = (kn_tensor){v->shape, KN_F32, v->data};
+        c->din[i] = (kn_tensor){v->shape, KN_F32, calloc((size_t)kn_numel(&c->in[i]), sizeof(float))};
+        c->in_p[i] = &c->in[i];
+        c->din_p[i] = &c->din[i];
+    }
+    kn_value *y = &g->values[n->out[0]];
+    size_t y_bytes = sizeof(float) * (size_t)kn_shape_numel(&y->shape);
+    c->out = (kn_tensor){y->shape, KN_F32, malloc(y_bytes)};
+    c->dout = (kn_tensor){y->shape, KN_F32, dy ? (void *)dy : malloc(y_bytes)};
+    c->out_p = &c->out;
+    c->dout_p = &c->dout;
+    c->call = (kn_op_call){.node = n, .in = c->in_p, .out = &c->out_p, .dout = &c->dout_p, .din = c->din_p, .ctx = ctx};
+}
+
 /* Runs forward and backward of a graph's only node, then backward again into the buffers holding
  * the first result: with exact (dyadic) numbers the second result must be exactly twice the first. */
 static void check_accumulates(const char *label, kn_graph *g, int node) {
     CHECK_OK(kn_graph_infer_shapes(g));
     const kn_node *n = &g->nodes[node];
-    kn_tensor in[3], din[3], out, dout;
-    kn_tensor *in_p[3] = {0}, *din_p[3] = {0}, *out_p = &out;
-    const kn_tensor *dout_p = &dout;
-    kn_rng rng = kn_rng_seeded(7);
-    for (int i = 0; i < n->n_in; i++) {
-        kn_value *v = &g->values[n->in[i]];
-        in[i] = (kn_tensor){v->shape, KN_F32, v->data};
-        din[i] = (kn_tensor){v->shape, KN_F32, calloc((size_t)kn_numel(&in[i]), sizeof(float))};
-        in_p[i] = &in[i];
-        din_p[i] = &din[i];
-    }
-    kn_value *y = &g->values[n->out[0]];
-    out = (kn_tensor){y->shape, KN_F32, malloc(sizeof(float) * (size_t)kn_shape_numel(&y->shape))};
-    dout = (kn_tensor){y->shape, KN_F32, malloc(sizeof(float) * (size_t)kn_shape_numel(&y->shape))};
-    for (int64_t i = 0; i < kn_numel(&dout); i++)
-        kn_f32(&dout)[i] = 0.5f * ((float)kn_rng_below(&rng, 5) - 2.0f);
     kn_op_ctx ctx = {0};
-    kn_op_call call = {.node = n, .in = in_p, .out = &out_p, .dout = &dout_p, .din = din_p, .ctx = &ctx};
-    CHECK_OK(n->op->forward(&call));
-    CHECK_OK(n->op->backward(&call));
+    node_call c;
+    node_call_make(&c, g, node, NULL, &ctx);
+    kn_tensor *din = c.din;
+    kn_rng rng = kn_rng_seeded(7);
+    for (int64_t i = 0; i < kn_numel(&c.dout); i++)
+        kn_f32(&c.dout)[i] = 0.5f * ((float)kn_rng_below(&rng, 5) - 2.0f);
+    CHECK_OK(n->op->forward(&c.call));
+    CHECK_OK(n->op->backward(&c.call));
     float *first[3];
     for (int i = 0; i < n->n_in; i++) {
         size_t bytes = sizeof(float) * (size_t)kn_numel(&din[i]);
         first[i] = malloc(bytes);
         memcpy(first[i], din[i].data, bytes);
     }
-    CHECK_OK(n->op->backward(&call));
+    CHECK_OK(n->op->backward(&c.call));
     double worst = 0, largest = 0;
     for (int i = 0; i < n->n_in; i++) {
         for (int64_t e = 0; e < kn_numel(&din[i]); e++) {
@@ -613,8 +631,8 @@ static void check_accumulates(const char *label, kn_graph *g, int node) {
     printf("%s: backward twice - 2 x backward once: max |diff| = %.3g (largest gradient %.3g)\n",
            label, worst, largest);
     CHECK(worst == 0 && largest > 0);
-    free(out.data);
-    free(dout.data);
+    free(c.out.data);
+    free(c.dout.data);
     kn_op_ctx_release(&ctx);
 }
 
@@ -667,27 +685,14 @@ typedef struct conv_train_result {
  * in training, with output gradient dy. */
 static conv_train_result conv_train_run(kn_graph *g, int node, const float *dy, int backwards) {
     const kn_node *n = &g->nodes[node];
-    kn_tensor in[3], din[3], out, dout;
-    memset(din, 0, sizeof din);
-    kn_tensor *in_p[3] = {NULL, NULL, NULL}, *din_p[3] = {NULL, NULL, NULL}, *out_p = &out;
-    const kn_tensor *dout_p = &dout;
-    for (int i = 0; i < n->n_in; i++) {
-        kn_value *v = &g->values[n->in[i]];
-        in[i] = (kn_tensor){v->shape, KN_F32, v->data};
-        din[i] = (kn_tensor){v->shape, KN_F32, calloc((size_t)kn_numel(&in[i]), sizeof(float))};
-        in_p[i] = &in[i];
-        din_p[i] = &din[i];
-    }
-    kn_value *yv = &g->values[n->out[0]];
-    out = (kn_tensor){yv->shape, KN_F32, malloc(sizeof(float) * (size_t)kn_shape_numel(&yv->shape))};
-    dout = (kn_tensor){yv->shape, KN_F32, (void *)dy};
     kn_op_ctx ctx = {.training = true};
-    kn_op_call call = {.node = n, .in = in_p, .out = &out_p, .dout = &dout_p, .din = din_p, .ctx = &ctx};
-    CHECK_OK(n->op->forward(&call));
+    node_call c;
+    node_call_make(&c, g, node, dy, &ctx);
+    CHECK_OK(n->op->forward(&c.call));
     for (int b = 0; b < backwards; b++)
-        CHECK_OK(n->op->backward(&call));
+        CHECK_OK(n->op->backward(&c.call));
     kn_op_ctx_release(&ctx);
-    return (conv_train_result){out.data, din[0].data, din[1].data, din[2].data};
+    return (conv_train_result){c.out.data, c.din[0].data, c.din[1].data, c.din[2].data};
 }
 
 static void conv_train_free(conv_train_result *r) {
