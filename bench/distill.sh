@@ -116,12 +116,13 @@ best_alone_label="kiln, alone, $best_augment"
 torch_alone=() torch_distilled=()
 [ "$torch" = 0 ] || {
     log "PyTorch: the student alone and distilled, 3 seeds"
-    "$kiln" convert "$teacher" "$work/teacher_$teacher_epochs.onnx" > /dev/null
-    torch_runs=$work/torch_distill_t${teacher_epochs}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
-    [ -s "$torch_runs" ] || /usr/bin/python3 bench/torch_distill.py "$work/teacher_$teacher_epochs.onnx" --epochs "$epochs" \
+    teacher_onnx=$work/teacher_$teacher_epochs$teacher_tag.onnx
+    torch_runs=$work/torch_distill_t${teacher_epochs}${teacher_tag}_T${temperature}_a${alpha}_${tag}.jsonl # kept, as the students
+    [ -s "$torch_runs" ] || { "$kiln" convert "$teacher" "$teacher_onnx" > /dev/null &&
+        /usr/bin/python3 bench/torch_distill.py "$teacher_onnx" --epochs "$epochs" \
         --schedule "$schedule" --temperature "$temperature" --alpha "$alpha" --seeds 1,2,3 --threads "$threads" \
         --augment "$augment" $([ "$limit" = 0 ] || echo --train-count "$limit") > "$torch_runs.part" &&
-        mv "$torch_runs.part" "$torch_runs"
+        mv "$torch_runs.part" "$torch_runs"; }
     torch_kd=$(cat "$torch_runs")
     mapfile -t torch_alone < <(echo "$torch_kd" | sed -n 's/.*"mode": "alone", "accuracy": \([0-9.]*\).*/\1/p')
     mapfile -t torch_distilled < <(echo "$torch_kd" | sed -n 's/.*"mode": "distilled", "accuracy": \([0-9.]*\).*/\1/p')

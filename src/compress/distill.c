@@ -355,11 +355,12 @@ static bool keeps_logits(const kn_distill *d) { return d->proj_node < 0 && !d->c
 static kiln_status teacher_logits(kn_distill *d, const kn_tensor *x, int64_t n, int64_t c, float *zt) {
     int64_t size = kn_numel(x) / (n ? n : 1);
     const float *xs = kn_f32(x);
-    uint64_t *keys = malloc(sizeof(uint64_t) * 2 * (size_t)(n ? n : 1)); // (n, 2)
-    if (!keys)
+    const bool keep = keeps_logits(d);
+    uint64_t *keys = keep ? malloc(sizeof(uint64_t) * 2 * (size_t)(n ? n : 1)) : NULL; // (n, 2)
+    if (keep && !keys)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for the distillation cache keys");
-    bool all_kept = keeps_logits(d);
-    for (int64_t i = 0; i < n && keeps_logits(d); i++) {
+    bool all_kept = keep;
+    for (int64_t i = 0; i < n && keep; i++) {
         sample_key(xs + i * size, size, keys + 2 * i);
         const float *kept = all_kept ? cache_find(&d->cache, keys + 2 * i) : NULL;
         if (kept && d->cache.c == c)
@@ -383,7 +384,7 @@ static kiln_status teacher_logits(kn_distill *d, const kn_tensor *x, int64_t n, 
                          (long long)kn_numel(out), (long long)(n * c));
         if (st == KILN_OK) {
             memcpy(zt, kn_f32(out), sizeof(float) * (size_t)(n * c));
-            for (int64_t i = 0; i < n && keeps_logits(d); i++)
+            for (int64_t i = 0; i < n && keep; i++)
                 cache_insert(&d->cache, keys + 2 * i, zt + i * c, c);
             d->cache.misses += n;
         }

@@ -13,9 +13,9 @@
  * the data the student trains on is standardised with the student's own (or its own); kn_distill_bind_data
  * then maps each batch back to raw features and through the teacher's standardisation.
  *
- * The teacher's logits are a function of the sample alone (inference mode, and kiln's training has no
- * augmentation), so they are kept, keyed by two 64-bit hashes of the sample's input: from the second
- * epoch on the teacher does not run, and distilling for E epochs costs one teacher pass, not E. The cache
+ * Without augmentation the teacher's logits are a function of the sample alone (inference mode), so
+ * they are kept, keyed by two 64-bit hashes of the sample's input: from the second epoch on the teacher
+ * does not run, and distilling for E epochs costs one teacher pass, not E. The cache
  * holds up to KN_DISTILL_CACHE_BYTES of logits; samples beyond it run the teacher each time. Matching
  * needs the teacher's hidden value every step and runs it every step. With augmentation
  * (kn_distill_config.views_change) every epoch brings new views whose logits would never be asked for

@@ -454,18 +454,14 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
 #define GEMM_DIRECT_MAX_FLOATS 8192
 #define GEMM_DIRECT_MAX_B_FLOATS 4096
 
-/* Whether the product goes to the direct kernel: one thread, one depth block (so each tile sums its
- * terms as the blocked path does), and small enough that packing would cost more than it saves. */
-static bool uses_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
+/* Whether kn_sgemm_with runs the product on the direct kernel: one thread, one depth block (so each tile
+ * sums its terms as the blocked path does), small enough that packing would cost more than it saves, and
+ * a product the blocked path would take. Products the dot kernel takes stay there, whose bits LowbitGemm
+ * reproduces (docs/runtime.md, "Low-bit"). */
+static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
     double floats = (double)g->K * (double)(g->M + g->N);
     return kernel->direct && threads == 1 && g->K <= kernel->kc && floats <= GEMM_DIRECT_MAX_FLOATS &&
-           (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS);
-}
-
-/* Whether kn_sgemm_with runs the product on the direct kernel: what the blocked path would take. Products
- * the dot kernel takes stay there, whose bits LowbitGemm reproduces (docs/runtime.md, "Low-bit"). */
-static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int threads) {
-    return uses_direct(kernel, g, threads) && !uses_dots(kernel, g->trans_b, g->M, g->N);
+           (!g->trans_b || g->K * g->N <= GEMM_DIRECT_MAX_B_FLOATS) && !uses_dots(kernel, g->trans_b, g->M, g->N);
 }
 
 bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
@@ -579,7 +575,7 @@ size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K) {
 void kn_sgemm_pack_a(bool trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     gemm_args g = {trans_a, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
-    int64_t kc = even_block(K, kernel->kc, 1), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
+    int64_t kc = kn_gemm_depth_block(kernel, K), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);
 }
@@ -600,7 +596,7 @@ size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N) {
 void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     gemm_args g = {false, trans_b, 0, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, B, ldb, NULL, 0};
-    int64_t kc = even_block(K, kernel->kc, 1), n_pad = ceil_div(N, kernel->nr) * kernel->nr;
+    int64_t kc = kn_gemm_depth_block(kernel, K), n_pad = ceil_div(N, kernel->nr) * kernel->nr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_b(kernel, &g, k0, min64(kc, K - k0), 0, N, packed + k0 * n_pad);
 }

@@ -29,6 +29,7 @@
 #include "core/threads.h"
 #include "kernels/pool2x2.h"
 #include "ops/lane_sum.h"
+#include "ops/movement.h"
 #include "ops/op.h"
 
 enum { BN_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY }; /* elements below which threads cost more than they save */
@@ -202,11 +203,7 @@ static void bn_block_moments(const float *x, bn_view v, bn_block b, double *mean
 }
 
 /* This thread's share of the channels, [*first, *last): a contiguous run, taken BN_BLOCK at a time. */
-static void bn_thread_channels(bn_view v, int64_t *first, int64_t *last) {
-    int t = omp_get_thread_num(), team = omp_get_num_threads();
-    *first = v.C * t / team;
-    *last = v.C * (t + 1) / team;
-}
+static void bn_thread_channels(bn_view v, int64_t *first, int64_t *last) { kn_thread_share(v.C, first, last); }
 
 /* The block that starts at channel c0 of a share ending at `last`. */
 static bn_block bn_block_at(int64_t c0, int64_t last) {

@@ -250,11 +250,11 @@ static void zero_fresh(const kn_op_call *call, int i) {
 static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float scale, float *reduce_work) {
     const kn_tensor *dy = call->dout[0];
     float *din = kn_f32(call->din[i]);
+    if (din == kn_f32(dy)) // the tape aliased din to dy (scale 1, not broadcast): the gradient is in place
+        return;
     if (kn_din_fresh(call, i) && axes == 0) {
         const float *g = kn_f32(dy);
         int64_t n = kn_numel(dy);
-        if (din == g) // the caller aliased din to dy (scale 1): the gradient is in place
-            return;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_PARALLEL_MIN_MEMORY)
         for (int64_t j = 0; j < n; j++)
             din[j] = scale * g[j];

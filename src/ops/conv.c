@@ -578,8 +578,12 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
 /* Whether Conv trains by Winograd's transforms (ops/conv_winograd.h): forward, dX and dW of a 3x3,
  * stride-1 layer of one group with channels enough, in training only, so that inference's Conv stays
  * the im2col reference. */
+static bool conv_fits_winograd(const conv_geom *g) {
+    return g->group == 1 && kn_conv_winograd_trains(&g->h, &g->w, g->C, g->M);
+}
+
 static bool conv_trains_winograd(const kn_op_call *call, const conv_geom *g) {
-    return call->ctx->training && g->group == 1 && kn_conv_winograd_trains(&g->h, &g->w, g->C, g->M);
+    return call->ctx->training && conv_fits_winograd(g);
 }
 
 /* Scratch of a training Winograd convolution: its transformed filters (36 x the filters), 64-byte
@@ -824,8 +828,13 @@ static size_t conv_saved_bytes(const kn_graph *graph, const kn_node *node) {
     const kn_value *x = kn_node_input(graph, node, 0), *w = kn_node_input(graph, node, 1);
     const kn_value *b = kn_node_input(graph, node, 2);
     conv_geom g;
-    if (!x || !w || x->shape.ndim != 4 || conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK ||
-        g.group != 1 || !kn_conv_winograd_trains(&g.h, &g.w, g.C, g.M))
+    if (!x || !w || x->shape.ndim != 4)
+        return 0;
+    if (conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g) != KILN_OK) {
+        kn_error_clear(); /* a size query: forward reports the shape error */
+        return 0;
+    }
+    if (!conv_fits_winograd(&g))
         return 0;
     kn_winograd_conv wc = {.N = g.N, .C = g.C, .M = g.M, .h = g.h, .w = g.w};
     size_t floats = kn_conv_winograd_kept_floats(&wc);

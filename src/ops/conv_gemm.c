@@ -1,12 +1,12 @@
 #include "ops/conv_gemm.h"
 
-#include <omp.h>
 
 #include "core/tensor.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
 #include "ops/lane_sum.h"
+#include "ops/movement.h"
 #include "ops/op.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
@@ -126,8 +126,8 @@ static void bias_grad_block(int64_t N, int64_t M, int64_t plane, const float *dy
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db) {
 #pragma omp parallel num_threads(kn_threads_get()) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
     {
-        int t = omp_get_thread_num(), team = omp_get_num_threads();
-        int64_t first = M * t / team, last = M * (t + 1) / team; // this thread's channels
+        int64_t first, last; // this thread's channels
+        kn_thread_share(M, &first, &last);
         for (int64_t m0 = first; m0 < last; m0 += BIAS_GRAD_BLOCK)
             bias_grad_block(N, M, plane, dy, db, m0, last - m0 < BIAS_GRAD_BLOCK ? last : m0 + BIAS_GRAD_BLOCK);
     }

@@ -73,6 +73,12 @@ typedef struct wino_geom {
     int64_t out_cols;          /* and of its output: (TILE * block_rows, out_cols, Mp) */
 } wino_geom;
 
+/* Enough channels both ways for the transforms to pay, and transformed filters within the budget. */
+static bool channels_suit(int64_t C, int64_t M) {
+    return M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
+           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+}
+
 /* True when attribute `attr` is absent or a list of at most two ones (a longer list is the shape check's
  * to refuse; kn_node_ints reports its full length but copies only two). */
 static bool all_ones(const kn_node *n, const char *attr) {
@@ -93,10 +99,8 @@ bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
     if (!x || !w || !w->data || w->kind == KN_VALUE_INPUT || w->dtype != KN_F32 || w->shape.ndim != 4 ||
         (b && (b->dtype != KN_F32 || b->shape.ndim != 1 || b->shape.d[0] != w->shape.d[0])))
         return false;
-    int64_t M = w->shape.d[0], C = w->shape.d[1];
     return w->shape.d[2] == 3 && w->shape.d[3] == 3 && kn_node_int(n, "group", 1) == 1 && all_ones(n, "strides") &&
-           all_ones(n, "dilations") && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
-           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+           all_ones(n, "dilations") && channels_suit(w->shape.d[1], w->shape.d[0]);
 }
 
 /* The filter transform's G (6x3): U = G g G^T. */
@@ -553,8 +557,7 @@ static bool axis_trains(const kn_window_axis *a) {
 }
 
 bool kn_conv_winograd_trains(const kn_window_axis *h, const kn_window_axis *w, int64_t C, int64_t M) {
-    return axis_trains(h) && axis_trains(w) && M >= WINOGRAD_MIN_CHANNELS && C >= WINOGRAD_MIN_CHANNELS &&
-           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) <= WINOGRAD_MAX_WEIGHT_BYTES;
+    return axis_trains(h) && axis_trains(w) && channels_suit(C, M);
 }
 
 kn_window_axis kn_conv_winograd_grad_axis(const kn_window_axis *a) {

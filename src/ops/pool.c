@@ -191,6 +191,11 @@ static bool maxpool_is_plain_2x2(const pool_geom *g) {
            2 * g->h.out <= g->h.in && 2 * g->w.out <= g->w.in;
 }
 
+/* A plain 2x2 window whose windows tile the plane exactly (no rows or columns left over). */
+static bool maxpool_tiles_2x2(const pool_geom *g) {
+    return maxpool_is_plain_2x2(g) && 2 * g->h.out == g->h.in && 2 * g->w.out == g->w.in;
+}
+
 static kiln_status maxpool_infer(kn_graph *g, const kn_node *node) {
     const kn_value *x = kn_node_input(g, node, 0);
     if (x && kn_pool_is_nd(x->shape.ndim, x->dtype, node->n_out))
@@ -249,7 +254,7 @@ bool kn_maxpool_tiles_2x2(const kn_graph *g, const kn_node *n) {
         kn_error_clear();
         return false;
     }
-    return maxpool_is_plain_2x2(&geom) && 2 * geom.h.out == geom.h.in && 2 * geom.w.out == geom.w.in;
+    return maxpool_tiles_2x2(&geom);
 }
 
 /* The plain 2x2 window's plane geometry for kernels/pool2x2.h. */
@@ -292,7 +297,7 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
     /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
     bool fresh = kn_din_fresh(call, 0);
-    bool tiled = plain_2x2 && 2 * p.g.h.out == p.g.h.in && 2 * p.g.w.out == p.g.w.in;
+    bool tiled = maxpool_tiles_2x2(&p.g);
     kn_pool2x2 two = maxpool_2x2_of(&p.g);
     kn_maxpool2x2_backward_fn backward_2x2 = kn_pool2x2_best()->backward;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)

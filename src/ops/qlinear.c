@@ -533,20 +533,13 @@ static int64_t qconv_mask_len(const qconv_geom *g) {
                : 0;
 }
 
-/* kH + kW of the weights the attributes declare, 0 when they declare none that qconv_geom_of takes. */
-static int64_t qconv_kernel_taps(const kn_node *node) {
-    int64_t ws[4];
-    if (kn_node_ints(node, "kn_w_shape", ws, 4) != 4 || ws[2] < 1 || ws[3] < 1 || ws[2] > KN_QGEMM_MAX_K ||
-        ws[3] > KN_QGEMM_MAX_K)
-        return 0;
-    return ws[2] + ws[3];
-}
-
+/* The state and, when the geometry holds (else prepare reports why), its tap ranges (kH + kW pairs)
+ * and padding masks. */
 static size_t qconv_prepared_bytes(const kn_op_call *call) {
-    size_t bytes = sizeof(qconv_state) + sizeof(int64_t) * 2 * (size_t)qconv_kernel_taps(call->node);
+    size_t bytes = sizeof(qconv_state);
     qconv_geom g;
     if (call->in[0]->shape.ndim == 4 && qconv_geom_of(call->node, &call->in[0]->shape, &g) == KILN_OK)
-        bytes += (size_t)(g.w.kernel * qconv_mask_len(&g));
+        bytes += sizeof(int64_t) * 2 * (size_t)(g.h.kernel + g.w.kernel) + (size_t)(g.w.kernel * qconv_mask_len(&g));
     else
         kn_error_clear(); /* prepare meets the same failure and reports it */
     return bytes;
