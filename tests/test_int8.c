@@ -363,6 +363,49 @@ static void test_epilogue_edges(void) {
     printf("epilogue edges: %d blocks equal the definition\n", cases);
 }
 
+/* The levels' quotient v / s near its rounding boundaries, where a vector epilogue that multiplies by
+ * 1 / s instead must fall back to the division: scales whose reciprocals round (0.0173, 1/3, 3.7e-3, 7,
+ * 0.1), mult = s * 2^-10 so that sums 512 * (2j + 1) + d, d in [-3, 3], give v / s within a few units
+ * of the last place of a half (j + 0.5), and some exactly on it, under u8 and i8 zero points, with
+ * Relu, Clip and the bounds of the levels in play: every path's levels equal the definition's. */
+static void test_epilogue_quotients(void) {
+    enum { N = 48, ROWS = 4 };
+    const float scales[] = {0.0173f, 1.0f / 3.0f, 3.7e-3f, 7.0f, 0.1f};
+    int32_t acc[ROWS * N], corr[1] = {0};
+    uint8_t want[ROWS * N], got[ROWS * N + 16];
+    int cases = 0, mismatches = 0;
+    for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++)
+        for (int y_type = KN_QOUT_U8; y_type <= KN_QOUT_I8; y_type++)
+            for (int act = 0; act < 4; act++)
+                for (int round = 0; round < 8; round++) {
+                    float s = scales[si], mult[1] = {s * 0x1p-10f}, bias[1] = {round % 2 ? 0.0f : s * 0.25f};
+                    for (int i = 0; i < ROWS * N; i++) {
+                        int64_t j = rand_below(600) - 300, d = rand_below(7) - 3;
+                        acc[i] = (int32_t)(512 * (2 * j + 1) + d);
+                    }
+                    kn_qepilogue e = {corr, mult, bias, act & 1, y_type, s, y_type == KN_QOUT_I8 ? -7 : 121,
+                                      (act & 2) != 0, -40.0f * s, 200.0f * s, KN_QRES_NONE, 0.0f, 0,
+                                      false, false, false, 0.0f, 0.0f};
+                    kn_qepilogue_prepare(&e, 1);
+                    kn_qepilogue_block b = {acc, N, true, ROWS, N, 0, 0, false, NULL, got, N};
+                    for (int i = 0; i < ROWS * N; i++)
+                        epilogue_definition(&e, acc[i], 0, NULL, i, want);
+                    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                        const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                        if (!k)
+                            continue;
+                        memset(got, 0xa5, sizeof got);
+                        kn_qgemm_epilogue_rows(k, &e, &b);
+                        bool same = memcmp(got, want, sizeof want) == 0;
+                        mismatches += !same;
+                        CHECK_MSG(same, "%s epilogue: scale %g, y_type %d, act %d: levels near halves differ from "
+                                  "the definition", kn_qgemm_kernel_name(k), (double)s, y_type, act);
+                        cases++;
+                    }
+                }
+    printf("epilogue quotients near halves: %d blocks, %d differ from the definition\n", cases, mismatches);
+}
+
 /* kn_qgemm_depthwise_plane on every path against the definition: planes of 3x3 taps at stride 1 (taps a
  * byte apart) and stride 2 (phases), rows of 1 to 40 outputs with pitches just above them and far above
  * (the positions between rows are dropped), residuals of each type, Relu and Clip, u8 and i8 outputs:
@@ -1332,6 +1375,7 @@ int main(void) {
     test_kernels();
     test_depthwise_kernels();
     test_epilogue_edges();
+    test_epilogue_quotients();
     test_depthwise_planes();
     test_quantize_kernels();
     test_layers();
