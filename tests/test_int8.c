@@ -363,6 +363,50 @@ static void test_epilogue_edges(void) {
     printf("epilogue edges: %d blocks equal the definition\n", cases);
 }
 
+/* kn_qgemm_maxpool2x2 on every path against the 2x2 maxima computed here: 1 to 70 outputs a row (every
+ * chunking: pieces of 8, 16 and 32 input bytes and their overlapping last pieces, and the scalar rows
+ * below 4 outputs), 1 to 3 row pairs, rows exactly 2 * cols bytes apart or wider, u8 and i8 compared as
+ * such; x is allocated to the last byte the windows cover (ASan sees a read past it) and nothing is
+ * written past y's outputs. */
+static void test_maxpool2x2_kernels(void) {
+    int cases = 0;
+    for (int64_t cols = 1; cols <= 70; cols++)
+        for (int64_t rows = 1; rows <= 3; rows++)
+            for (int64_t extra = 0; extra <= 5; extra += 5)
+                for (int is_signed = 0; is_signed <= 1; is_signed++) {
+                    const int64_t in_w = 2 * cols + extra, bytes = (2 * rows - 1) * in_w + 2 * cols;
+                    uint8_t *x = malloc((size_t)bytes), want[3 * 70 + 16], got[3 * 70 + 16];
+                    for (int64_t i = 0; i < bytes; i++)
+                        x[i] = (uint8_t)rand_below(256);
+                    memset(want, 0x5a, sizeof want);
+                    for (int64_t i = 0; i < rows; i++)
+                        for (int64_t j = 0; j < cols; j++) {
+                            const uint8_t *p = x + 2 * i * in_w + 2 * j;
+                            int best = is_signed ? (int8_t)p[0] : p[0];
+                            const uint8_t others[3] = {p[1], p[in_w], p[in_w + 1]};
+                            for (int t = 0; t < 3; t++) {
+                                int v = is_signed ? (int8_t)others[t] : others[t];
+                                best = v > best ? v : best;
+                            }
+                            want[i * cols + j] = (uint8_t)best;
+                        }
+                    for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                        const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                        if (!k)
+                            continue;
+                        memset(got, 0x5a, sizeof got);
+                        kn_qgemm_maxpool2x2(k, x, rows, in_w, cols, is_signed, got);
+                        CHECK_MSG(memcmp(got, want, sizeof got) == 0,
+                                  "%s maxpool2x2 %lld rows of %lld outputs, rows %lld bytes apart, %s differs",
+                                  kn_qgemm_kernel_name(k), (long long)rows, (long long)cols, (long long)in_w,
+                                  is_signed ? "i8" : "u8");
+                        cases++;
+                    }
+                    free(x);
+                }
+    printf("maxpool2x2 kernels: %d cases equal the 2x2 maxima\n", cases);
+}
+
 /* The levels' quotient v / s near its rounding boundaries, where a vector epilogue that multiplies by
  * 1 / s instead must fall back to the division: scales whose reciprocals round (0.0173, 1/3, 3.7e-3, 7,
  * 0.1), mult = s * 2^-10 so that sums 512 * (2j + 1) + d, d in [-3, 3], give v / s within a few units
@@ -1376,6 +1420,7 @@ int main(void) {
     test_depthwise_kernels();
     test_epilogue_edges();
     test_epilogue_quotients();
+    test_maxpool2x2_kernels();
     test_depthwise_planes();
     test_quantize_kernels();
     test_layers();

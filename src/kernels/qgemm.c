@@ -198,6 +198,26 @@ void kn_qgemm_deal2(const kn_qgemm_kernel *k, const uint8_t *row, int64_t n, uin
     k->deal2(row, n, even, odd);
 }
 
+void kn_qgemm_maxpool2x2_generic(const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols, bool is_signed,
+                                 uint8_t *y) {
+    const uint8_t flip = is_signed ? 0x80 : 0; /* i8 order is u8 order with the top bit flipped */
+    for (int64_t i = 0; i < rows; i++) {
+        const uint8_t *r0 = x + 2 * i * in_w, *r1 = r0 + in_w;
+        for (int64_t j = 0; j < cols; j++) {
+            uint8_t best = r0[2 * j] ^ flip;
+            best = (r0[2 * j + 1] ^ flip) > best ? r0[2 * j + 1] ^ flip : best;
+            best = (r1[2 * j] ^ flip) > best ? r1[2 * j] ^ flip : best;
+            best = (r1[2 * j + 1] ^ flip) > best ? r1[2 * j + 1] ^ flip : best;
+            y[i * cols + j] = best ^ flip;
+        }
+    }
+}
+
+void kn_qgemm_maxpool2x2(const kn_qgemm_kernel *k, const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols,
+                         bool is_signed, uint8_t *y) {
+    k->maxpool2x2(x, rows, in_w, cols, is_signed, y);
+}
+
 void kn_qgemm_epilogue_rows(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b) {
     k->epilogue(e, b);
 }
@@ -222,16 +242,18 @@ void kn_qgemm_interleave(const kn_qgemm_kernel *k, const uint8_t *const rows[4],
 
 static const kn_qgemm_kernel generic_kernel = {"generic", micro_generic, kn_qgemm_epilogue_generic,
                                                kn_qgemm_quantize_generic, kn_qgemm_interleave_generic,
-                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic, NULL};
+                                               kn_qgemm_depthwise_generic, kn_qgemm_deal2_generic,
+                                               kn_qgemm_maxpool2x2_generic, NULL};
 #ifdef KILN_HAVE_X86_KERNELS
 static const kn_qgemm_kernel avx2_kernel = {"avx2", kn_qgemm_micro_avx2, kn_qgemm_epilogue_avx2,
                                             kn_qgemm_quantize_avx2, kn_qgemm_interleave_avx2,
-                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2, NULL};
+                                            kn_qgemm_depthwise_avx2, kn_qgemm_deal2_avx2,
+                                            kn_qgemm_maxpool2x2_avx2, NULL};
 // kn_cpu reports AVX-512 only along with AVX2, whose interleave (SSE2 unpacks) is as fast as it gets.
 static const kn_qgemm_kernel vnni_kernel = {"avx512vnni", kn_qgemm_micro_vnni, kn_qgemm_epilogue_avx512,
                                             kn_qgemm_quantize_avx512, kn_qgemm_interleave_avx2,
                                             kn_qgemm_depthwise_vnni, kn_qgemm_deal2_avx2,
-                                            kn_qgemm_depthwise_plane_vnni};
+                                            kn_qgemm_maxpool2x2_avx2, kn_qgemm_depthwise_plane_vnni};
 #endif
 
 const kn_qgemm_kernel *kn_qgemm_kernel_for(kn_qgemm_path path) {

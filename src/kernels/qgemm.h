@@ -163,6 +163,13 @@ typedef struct kn_qdw_plane {
 
 void kn_qgemm_depthwise_plane(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qdw_plane *p);
 
+/* The 2x2 maximum at stride 2 of `rows` pairs of rows `in_w` bytes apart: y[i * cols + j] = the largest
+ * of x[2i][2j], x[2i][2j + 1], x[2i + 1][2j] and x[2i + 1][2j + 1] (rows of x at x + r * in_w), for
+ * i < rows, j < cols (2 * cols <= in_w), compared as i8 when is_signed, else as u8. Reads only those
+ * bytes of x and writes only y[0, rows * cols). */
+void kn_qgemm_maxpool2x2(const kn_qgemm_kernel *k, const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols,
+                         bool is_signed, uint8_t *y);
+
 /* y[0..n) = QuantizeLinear of x[0..n) (kn_quant_level) with the given kernels' vector units: u8 levels,
  * or i8 levels as their two's-complement bytes. */
 void kn_qgemm_quantize(const kn_qgemm_kernel *k, const float *x, int64_t n, float scale, int32_t zero_point,

@@ -26,6 +26,8 @@ typedef void (*kn_qgemm_quantize_fn)(const float *x, int64_t n, float scale, int
 /* kn_qgemm_depthwise, kn_qgemm_deal2. */
 typedef void (*kn_qgemm_depthwise_fn)(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 typedef void (*kn_qgemm_deal2_fn)(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+typedef void (*kn_qgemm_maxpool2x2_fn)(const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols, bool is_signed,
+                                       uint8_t *y);
 /* kn_qgemm_depthwise_plane in one pass, for the epilogues it takes; false (nothing written) for the others. */
 typedef bool (*kn_qgemm_depthwise_plane_fn)(const kn_qepilogue *e, const kn_qdw_plane *p);
 
@@ -37,6 +39,7 @@ struct kn_qgemm_kernel {
     kn_qgemm_interleave_fn interleave;
     kn_qgemm_depthwise_fn depthwise;
     kn_qgemm_deal2_fn deal2;
+    kn_qgemm_maxpool2x2_fn maxpool2x2;
     kn_qgemm_depthwise_plane_fn depthwise_plane; /* or NULL: sums, then the epilogue */
 };
 
@@ -54,6 +57,10 @@ void kn_qgemm_quantize_avx512(const float *x, int64_t n, float scale, int32_t ze
 void kn_qgemm_depthwise_generic(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 void kn_qgemm_deal2_generic(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
 void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *odd);
+void kn_qgemm_maxpool2x2_generic(const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols, bool is_signed,
+                                 uint8_t *y);
+void kn_qgemm_maxpool2x2_avx2(const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols, bool is_signed,
+                              uint8_t *y);
 void kn_qgemm_depthwise_avx2(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
                                  size_t stride);

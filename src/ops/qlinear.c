@@ -857,61 +857,11 @@ static kiln_status qmaxpool_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* Column maxima the 2x2 pooling keeps on the stack at a time. */
-#define KN_QMAXPOOL_CHUNK 4096
-
-/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling; rows of at most
- * KN_QMAXPOOL_CHUNK / 2 outputs. */
+/* 2x2 windows at stride 2 inside the plane (no padding, no dilation): the usual pooling, which
+ * kn_qgemm_maxpool2x2 runs. */
 static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
     return h->kernel == 2 && w->kernel == 2 && h->stride == 2 && w->stride == 2 && h->dilation == 1 &&
-           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in &&
-           w->out <= KN_QMAXPOOL_CHUNK / 2;
-}
-
-/* c[k] = max(a[k], b[k]) for k in [0, n) over pieces of `piece` bytes (16 or 8), the last one ending at n
- * over the one before: each piece one vector operation, where a loop over a short row (a late layer's 14
- * or 28 bytes) spends more on its tail than on its vectors. Taking a maximum twice changes nothing. */
-#define QMAXPOOL_PIECES(T, piece, a, b, c, n)                                                              \
-    for (int64_t at = 0; at < (n); at += (piece)) {                                                       \
-        int64_t from = at + (piece) <= (n) ? at : (n) - (piece);                                           \
-        for (int k = 0; k < (piece); k++)                                                                  \
-            (c)[from + k] = (a)[from + k] > (b)[from + k] ? (a)[from + k] : (b)[from + k];                 \
-    }
-
-/* The 2x2 maximum of one plane of u8 (T uint8_t) or i8 (T int8_t) levels, in two loops the compiler
- * vectorizes: the maxima of the columns (the first 2 * OW) over each pair of rows, for as many output rows
- * as fill `column`, then those of each pair of columns, one run over all those rows (each row's 2 * OW
- * column maxima hold whole pairs). The first goes by pieces (QMAXPOOL_PIECES) where a row has 8 bytes
- * or more. */
-#define QMAXPOOL_PLANE_2X2(T)                                                                              \
-    const int64_t OW = w->out, rows_at_once = KN_QMAXPOOL_CHUNK / (2 * OW);                               \
-    T column[KN_QMAXPOOL_CHUNK];                                                                           \
-    for (int64_t oh0 = 0; oh0 < h->out; oh0 += rows_at_once) {                                             \
-        int64_t oh1 = oh0 + rows_at_once < h->out ? oh0 + rows_at_once : h->out;                           \
-        for (int64_t oh = oh0; oh < oh1; oh++) {                                                           \
-            const T *restrict r0 = (const T *)x + 2 * oh * w->in, *restrict r1 = r0 + w->in;               \
-            T *restrict c = column + (oh - oh0) * 2 * OW;                                                  \
-            if (2 * OW >= 16) {                                                                            \
-                QMAXPOOL_PIECES(T, 16, r0, r1, c, 2 * OW)                                                  \
-            } else if (2 * OW >= 8) {                                                                      \
-                QMAXPOOL_PIECES(T, 8, r0, r1, c, 2 * OW)                                                   \
-            } else {                                                                                       \
-                for (int64_t k = 0; k < 2 * OW; k++)                                                       \
-                    c[k] = r0[k] > r1[k] ? r0[k] : r1[k];                                                  \
-            }                                                                                              \
-        }                                                                                                  \
-        T *restrict out = (T *)y + oh0 * OW;                                                               \
-        for (int64_t i = 0; i < (oh1 - oh0) * OW; i++)                                                     \
-            out[i] = column[2 * i] > column[2 * i + 1] ? column[2 * i] : column[2 * i + 1];                \
-    }
-
-static void qmaxpool_plane_2x2(const kn_window_axis *h, const kn_window_axis *w, const uint8_t *x, bool is_signed,
-                               uint8_t *y) {
-    if (is_signed) {
-        QMAXPOOL_PLANE_2X2(int8_t)
-    } else {
-        QMAXPOOL_PLANE_2X2(uint8_t)
-    }
+           w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
 }
 
 /* best[0, OW) = the maximum across each window of one row of column maxima (pw bytes, framed): with
@@ -1005,22 +955,22 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
+    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     bool parallel = kn_threads_get() > 1 && planes * in_plane >= KN_PARALLEL_MIN_SPARSE;
     if (st->is_2x2 && parallel) {
 #pragma omp parallel for schedule(static) num_threads(kn_threads_get())
         for (int64_t p = 0; p < planes; p++)
-            qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+            kn_qgemm_maxpool2x2(kernel, xs + p * in_plane, axes[0].out, axes[1].in, axes[1].out, flip != 0,
+                                ys + p * out_plane);
         return KILN_OK;
     }
     if (st->is_2x2) { /* on one thread, no parallel region (libgomp would still start a team of one) */
         if (2 * axes[0].out == axes[0].in) { /* the planes' rows pair up: all planes pool as one tall plane */
-            kn_window_axis tall = axes[0];
-            tall.in *= planes;
-            tall.out *= planes;
-            qmaxpool_plane_2x2(&tall, &axes[1], xs, flip != 0, ys);
+            kn_qgemm_maxpool2x2(kernel, xs, planes * axes[0].out, axes[1].in, axes[1].out, flip != 0, ys);
         } else {
             for (int64_t p = 0; p < planes; p++)
-                qmaxpool_plane_2x2(&axes[0], &axes[1], xs + p * in_plane, flip != 0, ys + p * out_plane);
+                kn_qgemm_maxpool2x2(kernel, xs + p * in_plane, axes[0].out, axes[1].in, axes[1].out, flip != 0,
+                                    ys + p * out_plane);
         }
         return KILN_OK;
     }
@@ -1031,7 +981,6 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
                  kn_size_mul(padded_bytes, (size_t)threads, &total);
     uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
-    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
     if (parallel) {

@@ -246,3 +246,76 @@ void kn_qgemm_deal2_avx2(const uint8_t *row, int64_t n, uint8_t *even, uint8_t *
     if (n % 16)
         deal16(row + 2 * (n - 16), even + n - 16, odd + n - 16);
 }
+
+/* ---- 2x2 max pooling ----
+ * The maxima of a pair of rows byte by byte, then of each pair of neighbours: shifted right by a byte
+ * within each 16-bit word, the odd byte meets the even one in the word's low byte, and those low bytes,
+ * packed, are the outputs. A row goes in chunks of 32 input bytes (16 outputs), the last chunk ending at
+ * the row's end over the one before (a maximum taken twice is the same); shorter rows in chunks of 16
+ * or 8 the same way. Only bytes of the row pairs are read. */
+static inline __attribute__((always_inline)) __m128i max128(__m128i a, __m128i b, bool is_signed) {
+    return is_signed ? _mm_max_epi8(a, b) : _mm_max_epu8(a, b);
+}
+
+static inline __attribute__((always_inline)) __m256i max256(__m256i a, __m256i b, bool is_signed) {
+    return is_signed ? _mm256_max_epi8(a, b) : _mm256_max_epu8(a, b);
+}
+
+/* The outputs of the column pairs of two 16-byte pieces (8 outputs; 4 when only the low 8 bytes were
+ * loaded), in the low bytes. */
+static inline __attribute__((always_inline)) __m128i pool_pairs128(__m128i a, __m128i b, bool is_signed) {
+    __m128i m = max128(a, b, is_signed);
+    m = _mm_and_si128(max128(m, _mm_srli_epi16(m, 8), is_signed), _mm_set1_epi16(0xff));
+    return _mm_packus_epi16(m, m);
+}
+
+/* 16 outputs from 32 bytes of each row. */
+static inline __attribute__((always_inline)) __m128i pool32(const uint8_t *r0, const uint8_t *r1, bool is_signed) {
+    __m256i m = max256(_mm256_loadu_si256((const __m256i *)r0), _mm256_loadu_si256((const __m256i *)r1), is_signed);
+    m = _mm256_and_si256(max256(m, _mm256_srli_epi16(m, 8), is_signed), _mm256_set1_epi16(0xff));
+    m = _mm256_packus_epi16(m, m);                           /* outputs 0-7 in qword 0, 8-15 in qword 2 */
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(m, 0x08));
+}
+
+static inline __attribute__((always_inline)) void pool16(const uint8_t *r0, const uint8_t *r1, bool is_signed,
+                                                         uint8_t *y) {
+    __m128i a = _mm_loadu_si128((const __m128i *)r0), b = _mm_loadu_si128((const __m128i *)r1);
+    _mm_storel_epi64((__m128i *)y, pool_pairs128(a, b, is_signed));
+}
+
+static inline __attribute__((always_inline)) void pool8(const uint8_t *r0, const uint8_t *r1, bool is_signed,
+                                                        uint8_t *y) {
+    __m128i a = _mm_loadl_epi64((const __m128i *)r0), b = _mm_loadl_epi64((const __m128i *)r1);
+    int32_t four = _mm_cvtsi128_si32(pool_pairs128(a, b, is_signed));
+    memcpy(y, &four, 4);
+}
+
+static inline __attribute__((always_inline)) void maxpool2x2_rows(const uint8_t *x, int64_t rows, int64_t in_w,
+                                                                  int64_t cols, bool is_signed, uint8_t *y) {
+    const int64_t n = 2 * cols; /* bytes of a row the windows cover */
+    for (int64_t i = 0; i < rows; i++, y += cols) {
+        const uint8_t *r0 = x + 2 * i * in_w, *r1 = r0 + in_w;
+        if (n >= 32) {
+            for (int64_t k = 0; k < n; k += 32) {
+                int64_t at = k + 32 <= n ? k : n - 32;
+                _mm_storeu_si128((__m128i *)(y + at / 2), pool32(r0 + at, r1 + at, is_signed));
+            }
+        } else if (n >= 16) {
+            pool16(r0, r1, is_signed, y);
+            pool16(r0 + n - 16, r1 + n - 16, is_signed, y + (n - 16) / 2);
+        } else if (n >= 8) {
+            pool8(r0, r1, is_signed, y);
+            pool8(r0 + n - 8, r1 + n - 8, is_signed, y + (n - 8) / 2);
+        } else {
+            kn_qgemm_maxpool2x2_generic(r0, 1, in_w, cols, is_signed, y);
+        }
+    }
+}
+
+void kn_qgemm_maxpool2x2_avx2(const uint8_t *x, int64_t rows, int64_t in_w, int64_t cols, bool is_signed,
+                              uint8_t *y) {
+    if (is_signed)
+        maxpool2x2_rows(x, rows, in_w, cols, true, y);
+    else
+        maxpool2x2_rows(x, rows, in_w, cols, false, y);
+}
