@@ -11,9 +11,9 @@
 # of f32 then int8 (then onnxruntime), and the table gives the median of the rounds and their range.
 # A round's figure is
 #   default  the median wall time of its runs (kiln_driver `time`, ort_bench.js)
-#   CPU=1    CPU time per run: the process's user + system time for RUNS runs less that for 2 runs,
-#            divided by RUNS - 2 (kiln bench, ort_bench.js): what waiting for the shared cores adds to
-#            wall time does not count, and the load and warm-up cancel out.
+#   CPU=1    CPU time per run: the process's CPU time over the timed runs, divided by their number
+#            (`kiln bench --json` and ort_bench.js report it as cpu_ms_per_run): what waiting for the
+#            shared cores adds to wall time does not count.
 # Appends the table, with the date and the CPU, to bench/results/int8.md.
 # Usage: [ROUNDS=N] [REUSE=1] [CPU=1] [BATCHES="1 32"] bench/int8_speed.sh [MODEL...]
 #        (fmnist_cnn resnet18 mobilenet_v2; default fmnist_cnn resnet18)
@@ -67,22 +67,14 @@ np.save('bench/models/calib_y.npy', r.integers(0, 1000, $calib).astype(np.int64)
     build/kiln convert "bench/models/${m}_int8.kiln" "bench/models/${m}_int8.onnx" >/dev/null
 }
 
-# CPU seconds (user + system) of a command.
-cpu_of() { /usr/bin/time -f "%U %S" "$@" 2>&1 >/dev/null | tail -1 | awk '{ print $1 + $2 }'; }
-
 # One round's ms per run of ENGINE (kiln, ort) on MODEL at BATCH, ITERS runs after WARMUP.
 measure() {
     local engine=$1 model=$2 batch=$3 warmup=$4 iters=$5
-    if [ "${CPU:-0}" = 1 ]; then
-        local short long
-        if [ "$engine" = kiln ]; then
-            short=$(cpu_of env OMP_WAIT_POLICY=passive build/kiln bench "$model" --batch "$batch" --threads 1 --warmup 1 --iters 2)
-            long=$(cpu_of env OMP_WAIT_POLICY=passive build/kiln bench "$model" --batch "$batch" --threads 1 --warmup 1 --iters "$iters")
-        else
-            short=$(cpu_of node bench/ort_bench.js "$model" "$batch" 1 1 2)
-            long=$(cpu_of node bench/ort_bench.js "$model" "$batch" 1 1 "$iters")
-        fi
-        awk -v a="$short" -v b="$long" -v n="$iters" 'BEGIN { printf "%.4f\n", (b - a) * 1000 / (n - 2) }'
+    if [ "${CPU:-0}" = 1 ] && [ "$engine" = kiln ]; then
+        OMP_WAIT_POLICY=passive build/kiln bench "$model" --batch "$batch" --threads 1 --warmup "$warmup" \
+            --iters "$iters" --json | sed -n 's/.*"cpu_ms_per_run":\([0-9.e+-]*\).*/\1/p'
+    elif [ "${CPU:-0}" = 1 ]; then
+        node bench/ort_bench.js "$model" "$batch" 1 "$warmup" "$iters" | field cpu_ms_per_run
     elif [ "$engine" = kiln ]; then
         "$driver" time "$model" "$batch" 1 "$warmup" "$iters" | field median_ms
     else
@@ -97,7 +89,6 @@ for m in "${models[@]}"; do
     for batch in $batches; do
         probe=$("$driver" time "bench/models/${m}_f32.kiln" "$batch" 1 1 3 | field median_ms)
         iters=$(awk -v t="$probe" 'BEGIN { n = int(1000 / t); print (n < 5 ? 5 : (n > 300 ? 300 : n)) }')
-        [ "${CPU:-0}" = 1 ] && iters=$(( iters < 20 ? 20 : iters )) # CPU time counts in 10 ms ticks
         warmup=$(( iters / 10 > 3 ? iters / 10 : 3 ))
         : > /tmp/int8_f32.$$ && : > /tmp/int8_int8.$$ && : > /tmp/int8_ort.$$
         for ((r = 0; r < rounds; r++)); do
@@ -128,7 +119,7 @@ rm -f /tmp/int8_f32.$$ /tmp/int8_int8.$$ /tmp/int8_ort.$$
     echo "## $(date -u +%Y-%m-%d) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
     echo
     if [ "${CPU:-0}" = 1 ]; then
-        per_run="CPU ms per run (user + system time of the process, a long run less a short one)"
+        per_run="CPU ms per run (the process's CPU time over the timed runs: kiln bench's and ort_bench.js's cpu_ms_per_run)"
     else
         per_run="ms per run: median of the rounds' medians"
     fi

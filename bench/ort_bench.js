@@ -1,7 +1,8 @@
 // onnxruntime's latency on one model, measured as bench/kiln_driver.c `time` measures kiln's: seeded
 // random inputs in [-1, 1) at batch BATCH, WARMUP untimed runs, then ITERS timed ones, timing only
 // session.run. The session runs sequentially with THREADS intra-op threads, one inter-op thread and
-// every graph optimization. Prints one JSON line like kiln_driver's.
+// every graph optimization. Prints one JSON line like kiln_driver's, with the process's CPU time per
+// timed run (all threads) beside the wall times.
 //
 // Usage: node bench/ort_bench.js MODEL.onnx BATCH THREADS WARMUP ITERS
 'use strict';
@@ -46,17 +47,20 @@ async function main(argv) {
   const feeds = feedsFor(session, batch);
   for (let i = 0; i < warmup; i++) await session.run(feeds);
   const times = [];
+  const cpuStart = process.cpuUsage();
   for (let i = 0; i < iters; i++) {
     const start = process.hrtime.bigint();
     await session.run(feeds);
     times.push(Number(process.hrtime.bigint() - start) / 1e6);
   }
+  const cpu = process.cpuUsage(cpuStart); // microseconds, all threads of the process
   const mean = times.reduce((a, b) => a + b, 0) / iters;
   times.sort((a, b) => a - b);
   const median = iters % 2 ? times[(iters - 1) / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
   console.log(JSON.stringify({
     batch, threads, iterations: iters, median_ms: +median.toFixed(4), mean_ms: +mean.toFixed(4), min_ms: +times[0].toFixed(4),
     p90_ms: +times[Math.floor(iters * 9 / 10)].toFixed(4), samples_per_second: +(batch * 1e3 / median).toFixed(1),
+    cpu_ms_per_run: +((cpu.user + cpu.system) / 1e3 / iters).toFixed(4),
   }));
 }
 

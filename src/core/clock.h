@@ -18,4 +18,12 @@ static inline int64_t kn_nanoseconds_now(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* CPU seconds this process has used, all threads together: what a run costs on a shared machine, where
+ * waiting for a core adds to the wall time but not to this. */
+static inline double kn_process_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 #endif

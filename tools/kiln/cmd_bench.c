@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "core/clock.h"
 #include "core/status.h"
 #include "core/threads.h"
 #include "runtime/runtime.h"
@@ -23,19 +24,21 @@ typedef struct bench_args {
 typedef struct bench_result {
     int64_t runs;
     double min, median, p99, mean, total; /* seconds */
+    double cpu;                           /* process CPU seconds over the timed runs (all threads) */
     int64_t peak_rss;                     /* bytes */
     kiln_memory_info memory;
     int threads;
 } bench_result;
 
 /* Runs until --iters runs or --seconds have passed; latencies go into a growing array. */
-static kiln_status time_runs(const bench_args *a, kiln_session *s, double **latencies, int64_t *runs) {
+static kiln_status time_runs(const bench_args *a, kiln_session *s, double **latencies, int64_t *runs,
+                             double *cpu) {
     int64_t capacity = a->iters > 0 ? a->iters : 1024;
     *runs = 0;
     *latencies = malloc(sizeof(double) * (size_t)capacity);
     if (!*latencies)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for %lld latencies", (long long)capacity);
-    double start = cli_now();
+    double start = cli_now(), cpu_start = kn_process_cpu_seconds();
     while (a->iters > 0 ? *runs < a->iters : (*runs == 0 || cli_now() - start < a->seconds)) {
         if (*runs == capacity) {
             double *grown = realloc(*latencies, sizeof(double) * (size_t)(2 * capacity));
@@ -48,6 +51,7 @@ static kiln_status time_runs(const bench_args *a, kiln_session *s, double **late
         KN_TRY(kiln_session_run(s));
         (*latencies)[(*runs)++] = cli_now() - t0;
     }
+    *cpu = kn_process_cpu_seconds() - cpu_start;
     return KILN_OK;
 }
 
@@ -57,7 +61,7 @@ static kiln_status bench(const bench_args *a, kiln_session *s, bench_result *r) 
         KN_TRY(kiln_session_run(s));
     kiln_session_profile_reset(s);
     double *latencies;
-    kiln_status st = time_runs(a, s, &latencies, &r->runs);
+    kiln_status st = time_runs(a, s, &latencies, &r->runs, &r->cpu);
     if (st == KILN_OK) {
         int64_t n = r->runs;
         r->median = kn_sort_median(latencies, n); /* sorts them: min and p99 below read the order */
@@ -105,6 +109,7 @@ static void print_text(const bench_args *a, const bench_result *r, const kiln_pr
     printf("  latency     min %.4g ms   median %.4g ms   p99 %.4g ms   mean %.4g ms\n", r->min * 1e3,
            r->median * 1e3, r->p99 * 1e3, r->mean * 1e3);
     printf("  throughput  %.1f samples/s\n", (double)a->batch / r->mean);
+    printf("  CPU time    %.4g ms per run (all threads)\n", r->cpu / (double)r->runs * 1e3);
     printf("  memory      peak RSS %s; activations %s, op scratch %s, weights %s\n", rss, arena, scratch, weights);
     if (!a->profile)
         return;
@@ -125,9 +130,11 @@ static void print_json(const bench_args *a, const bench_result *r, const kiln_pr
     cli_json_string(stdout, a->model);
     printf(",\"batch\":%lld,\"threads\":%d,\"warmup\":%lld,\"runs\":%lld,\"seconds\":%.6f,"
            "\"latency_ms\":{\"min\":%.6f,\"median\":%.6f,\"p99\":%.6f,\"mean\":%.6f},\"samples_per_second\":%.3f,"
-           "\"peak_rss_bytes\":%lld,\"activation_bytes\":%zu,\"workspace_bytes\":%zu,\"weight_bytes\":%zu",
+           "\"cpu_ms_per_run\":%.6f,\"peak_rss_bytes\":%lld,\"activation_bytes\":%zu,\"workspace_bytes\":%zu,"
+           "\"weight_bytes\":%zu",
            (long long)a->batch, r->threads, (long long)a->warmup, (long long)r->runs, r->total, r->min * 1e3,
-           r->median * 1e3, r->p99 * 1e3, r->mean * 1e3, (double)a->batch / r->mean, (long long)r->peak_rss,
+           r->median * 1e3, r->p99 * 1e3, r->mean * 1e3, (double)a->batch / r->mean,
+           r->cpu / (double)r->runs * 1e3, (long long)r->peak_rss,
            r->memory.arena_bytes, r->memory.workspace_bytes, r->memory.weight_bytes);
     if (a->profile) {
         printf(",\"profile\":[");
