@@ -96,7 +96,7 @@ static void check_kernel_case(const kernel_case *c) {
     }
     kn_qepilogue epi = {corr, mult, bias, c->relu, c->y_type, 0.02f, c->y_type == KN_QOUT_I8 ? -3 : 7,
                         c->clip, -0.3f, 0.4f, c->residual, 0.013f, c->residual == KN_QRES_I8 ? -5 : 120,
-                        false, false, false, 0.0f, 0.0f};
+                        false, false, false, 0.0f, 0.0f, false, 0.0f, 0.0f};
     kn_qepilogue_prepare(&epi, channels);
     size_t r_size = kn_qres_size(c->residual);
     uint8_t *res = malloc((size_t)(c->R * c->L) * (r_size ? r_size : 1)); // (R, L) as y
@@ -332,7 +332,7 @@ static void test_epilogue_edges(void) {
                             kn_qepilogue e = {corr, finite ? finite_mult : mult, finite ? finite_bias : bias, act & 1,
                                               y_type, 0.5f, zero_points[z], (act & 2) != 0, z % 2 ? 5.0f : -0.3f,
                                               z % 2 ? 2.0f : 90.0f, r_type, 0.0173f, r_type == KN_QRES_I8 ? -5 : 120,
-                                              false, false, false, 0.0f, 0.0f};
+                                              false, false, false, 0.0f, 0.0f, false, 0.0f, 0.0f};
                             kn_qepilogue_prepare(&e, C);
                             CHECK(e.finite == (finite && r_type != KN_QRES_F32));
                             // layout 0: a channel per row, rows LD apart; 1: one channel, rows back to back;
@@ -429,7 +429,7 @@ static void test_epilogue_quotients(void) {
                     }
                     kn_qepilogue e = {corr, mult, bias, act & 1, y_type, s, y_type == KN_QOUT_I8 ? -7 : 121,
                                       (act & 2) != 0, -40.0f * s, 200.0f * s, KN_QRES_NONE, 0.0f, 0,
-                                      false, false, false, 0.0f, 0.0f};
+                                      false, false, false, 0.0f, 0.0f, false, 0.0f, 0.0f};
                     kn_qepilogue_prepare(&e, 1);
                     kn_qepilogue_block b = {acc, N, true, ROWS, N, 0, 0, false, NULL, got, N};
                     for (int i = 0; i < ROWS * N; i++)
@@ -481,7 +481,7 @@ static void test_depthwise_planes(void) {
                         }
                         kn_qepilogue e = {corr, mult, bias, act & 1, y_type, 0.05f, y_type == KN_QOUT_I8 ? -4 : 9,
                                           (act & 2) != 0, -0.5f, 3.0f, r_type, 0.02f, 11, false, false, false, 0.0f,
-                                          0.0f};
+                                          0.0f, false, 0.0f, 0.0f};
                         kn_qepilogue_prepare(&e, C);
                         kn_qdw_plane p = {src, w, 9, rows, cols, pitch, 1, r_type ? res : NULL, got, acc};
                         memset(want, 0xa5, sizeof want);

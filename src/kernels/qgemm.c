@@ -131,21 +131,29 @@ void kn_qepilogue_prepare(kn_qepilogue *e, int64_t channels) {
                       e->y_zero_point >= -KN_QEPI_SHORT_ZERO_POINT && e->y_zero_point <= KN_QEPI_SHORT_ZERO_POINT;
     e->act_folded = e->finite && e->short_levels;
     e->q_lo = e->q_hi = 0.0f;
+    e->by_reciprocal = false;
+    e->reciprocal = e->reciprocal_margin = 0.0f;
     if (!e->short_levels)
         return;
     e->q_lo = (float)(range.qmin - e->y_zero_point);
     e->q_hi = (float)(range.qmax - e->y_zero_point);
-    if (!e->act_folded)
-        return;
-    float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY; /* Relu: y > 0 ? y : 0, then Clip narrows it */
-    if (e->clip) {
-        float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
-        lo = clip_lo;
-        hi = clip_hi;
+    if (e->act_folded) {
+        float lo = e->relu ? 0.0f : -INFINITY, hi = INFINITY; /* Relu: y > 0 ? y : 0, then Clip narrows it */
+        if (e->clip) {
+            float clip_lo = clamp_as_vectors(e->clip_lo, lo, hi), clip_hi = clamp_as_vectors(e->clip_hi, lo, hi);
+            lo = clip_lo;
+            hi = clip_hi;
+        }
+        float q_lo = clamp_as_vectors(lo / e->y_scale, e->q_lo, e->q_hi);
+        e->q_hi = clamp_as_vectors(hi / e->y_scale, e->q_lo, e->q_hi);
+        e->q_lo = q_lo;
     }
-    float q_lo = clamp_as_vectors(lo / e->y_scale, e->q_lo, e->q_hi);
-    e->q_hi = clamp_as_vectors(hi / e->y_scale, e->q_lo, e->q_hi);
-    e->q_lo = q_lo;
+    // |v r - v / s| <= 3 * 2^-24 * |v / s| + (subnormal steps), |v / s| <= largest where clamping leaves a
+    // gap, and adding or taking the margin rounds by 2^-24 * (largest + margin): 8 units cover all of it.
+    float largest = fmaxf(fabsf(e->q_lo), fabsf(e->q_hi));
+    e->reciprocal = 1.0f / e->y_scale;
+    e->by_reciprocal = isnormal(e->y_scale) && isnormal(e->reciprocal) && largest <= 0x1p16f;
+    e->reciprocal_margin = 8.0f * 0x1p-24f * (largest + 1.0f);
 }
 
 void kn_qgemm_epilogue_generic(const kn_qepilogue *e, const kn_qepilogue_block *b) {
@@ -288,26 +296,35 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
 /* Below this many multiply-adds a product runs on the calling thread alone. */
 #define KN_QGEMM_PARALLEL_MIN KN_PARALLEL_MIN_INTEGER
 
-/* The shape of a product in tiles: depth groups, slivers of B, and the 16-column panels of V. */
+/* Slivers of B whose tiles pass through the epilogue in one call: the epilogue's set-up (its constants
+ * as vectors, the loop's entry) then serves 32 rows instead of 4. */
+#define KN_QGEMM_EPILOGUE_SLIVERS 8
+
+/* The shape of a product in tiles: depth groups, slivers of B (in groups of KN_QGEMM_EPILOGUE_SLIVERS),
+ * and the 16-column panels of V. */
 typedef struct qgemm_tiling {
-    int64_t kq, slivers, panels_total;
+    int64_t kq, slivers, groups, panels_total;
     size_t v_panel_bytes, y_size, r_size;
 } qgemm_tiling;
 
-/* Tile t of the product: a sliver of B over a tile of V's columns, through the epilogue. Column tiles
- * outer: one tile of V (the larger operand, a convolution's image) stays in cache while every sliver
- * of B passes over it. */
+/* Tile t of the product: a group of slivers of B over a tile of V's columns, through the epilogue.
+ * Column tiles outer: one tile of V (the larger operand, a convolution's image) stays in cache while
+ * every sliver of B passes over it. */
 static void qgemm_tile(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, const qgemm_tiling *q, int64_t t) {
-    int64_t ct = t / q->slivers, s = t % q->slivers;
+    int64_t ct = t / q->groups, s0 = t % q->groups * KN_QGEMM_EPILOGUE_SLIVERS;
+    int64_t s1 = s0 + KN_QGEMM_EPILOGUE_SLIVERS < q->slivers ? s0 + KN_QGEMM_EPILOGUE_SLIVERS : q->slivers;
     int64_t panel0 = ct * KN_QGEMM_NV;
     int panels = (int)(q->panels_total - panel0 < KN_QGEMM_NV ? q->panels_total - panel0 : KN_QGEMM_NV);
-    int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
-    _Alignas(64) int32_t acc[KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
-    k->micro(q->kq, p->b + (size_t)s * (size_t)q->kq * 4 * KN_QGEMM_MR, p->v + (size_t)panel0 * q->v_panel_bytes,
-             q->v_panel_bytes, panels, rows, p->v_unsigned, acc);
-    int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s * KN_QGEMM_MR;
+    _Alignas(64) int32_t acc[KN_QGEMM_EPILOGUE_SLIVERS * KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
+    for (int64_t s = s0; s < s1; s++) {
+        int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
+        k->micro(q->kq, p->b + (size_t)s * (size_t)q->kq * 4 * KN_QGEMM_MR,
+                 p->v + (size_t)panel0 * q->v_panel_bytes, q->v_panel_bytes, panels, rows, p->v_unsigned,
+                 acc + (s - s0) * KN_QGEMM_MR * KN_QGEMM_TILE_COLS);
+    }
+    int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s0 * KN_QGEMM_MR, r1 = s1 * KN_QGEMM_MR < p->R ? s1 * KN_QGEMM_MR : p->R;
     kn_qepilogue_block block = {
-        .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = rows,
+        .acc = acc, .acc_ld = KN_QGEMM_TILE_COLS, .acc_whole = true, .rows = (int)(r1 - r0),
         .n = (int)(p->L - col0 < KN_QGEMM_TILE_COLS ? p->L - col0 : KN_QGEMM_TILE_COLS),
         .channel = p->channel_per_row ? r0 : col0, .channel_step = p->channel_per_row,
         .per_lane = !p->channel_per_row,
@@ -322,8 +339,9 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
         .kq = depth_groups(p->K), .slivers = (p->R + KN_QGEMM_MR - 1) / KN_QGEMM_MR,
         .panels_total = (p->L + 15) / 16, .y_size = kn_qout_size(p->epi->y_type), .r_size = kn_qres_size(p->epi->r_type),
     };
+    q.groups = (q.slivers + KN_QGEMM_EPILOGUE_SLIVERS - 1) / KN_QGEMM_EPILOGUE_SLIVERS;
     q.v_panel_bytes = (size_t)q.kq * 64;
-    int64_t tiles = q.slivers * ((p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS);
+    int64_t tiles = q.groups * ((p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS);
     // On one thread, no parallel region at all: libgomp starts a team of one for a region whose `if` is
     // false, and inside another region (a convolution's blocks) allocates it anew at every call.
     if (threads > 1 && p->R * p->L * p->K >= KN_QGEMM_PARALLEL_MIN) {

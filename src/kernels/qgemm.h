@@ -60,6 +60,13 @@ typedef struct kn_qepilogue {
     bool short_levels; /* levels out, |y_zero_point| <= KN_QEPI_SHORT_ZERO_POINT */
     bool act_folded;   /* Relu and Clip are in [q_lo, q_hi] */
     float q_lo, q_hi;  /* with short_levels: the bounds of v / y_scale before the rounding */
+    /* by_reciprocal: short_levels, y_scale and reciprocal = 1 / y_scale normal, q_lo and q_hi at most 2^16
+     * in size. Then v * reciprocal and v / y_scale, each clamped to [q_lo, q_hi], lie within
+     * reciprocal_margin of each other (three roundings of 2^-24 relative; clamping does not widen a gap),
+     * so where the product less the margin and the product plus it round to the same whole number, so
+     * does the quotient: a vector kernel may skip the division there. */
+    bool by_reciprocal;
+    float reciprocal, reciprocal_margin;
 } kn_qepilogue;
 
 /* Zero points up to this size let the levels be nearbyint(clamp(v / s, qmin - z, qmax - z)) + z. */

@@ -104,6 +104,8 @@ typedef struct epi_consts {
     __m512 scale, zero_point, qmin, qmax, clip_lo, clip_hi, r_scale;
     __m512 low, high; /* qmin and qmax less the zero point */
     __m512i zero_point_i, r_zero_point;
+    bool by_reciprocal; /* kn_qepilogue's */
+    __m512 reciprocal, margin;
 } epi_consts;
 
 /* (float)levels * scale, rounded on its own: the asm barrier keeps the compiler (gnu11 contracts floating
@@ -135,8 +137,18 @@ static inline __attribute__((always_inline)) __m512 residual16(int r_type, const
 }
 
 /* The levels of 16 values, as int32: with short_levels (kn_qepilogue_prepare), nearbyint(clamp(v / s,
- * q_lo, q_hi)) + z; else the steps of kn_quant_level one by one. */
+ * q_lo, q_hi)) + z; else the steps of kn_quant_level one by one. A division keeps the divider busy for
+ * about 10 cycles a vector, more than the rest of the epilogue: with by_reciprocal the product by 1 / s,
+ * less and plus the margin, is rounded instead, and where both agree in every lane (all but about one
+ * vector in a hundred) that is the level (kn_qepilogue.by_reciprocal); else the division decides. */
 static inline __attribute__((always_inline)) __m512i levels16(const epi_consts *k, __m512 value, bool short_levels) {
+    if (short_levels && k->by_reciprocal) {
+        __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, k->reciprocal), k->low), k->high);
+        __m512i down = _mm512_cvt_roundps_epi32(_mm512_sub_ps(q, k->margin), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i up = _mm512_cvt_roundps_epi32(_mm512_add_ps(q, k->margin), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        if (!_mm512_cmpneq_epi32_mask(down, up))
+            return _mm512_add_epi32(down, k->zero_point_i);
+    }
     if (short_levels) {
         __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(value, k->scale), k->low), k->high);
         __m512i rounded = _mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -171,6 +183,56 @@ static inline void store_bytes(uint8_t *y, __m128i v, int count) {
         *y = (uint8_t)part;
 }
 
+/* One row's outputs [i, i + count) (count <= 16, mask m): corr, mult and bias hold the row's channel, or
+ * are loaded here when per_lane. The row's main loop calls it with count 16, so that whole vectors run
+ * without the tail's tests. */
+typedef struct epi_row {
+    const int32_t *acc;
+    const void *r;
+    void *y;
+    int64_t channel, spare; /* spare: bytes after the row that later rows write (a tail may store 16) */
+    __m512i corr;
+    __m512 mult, bias;
+} epi_row;
+
+static inline __attribute__((always_inline)) void epilogue_vector(const kn_qepilogue *e, const epi_consts *k,
+                                                                  const kn_qepilogue_block *b, const epi_row *w,
+                                                                  int i, int count, __mmask16 m, int y_type,
+                                                                  int r_type, bool relu, bool clip,
+                                                                  bool short_levels) {
+    __m512i corr = w->corr;
+    __m512 mult = w->mult, bias = w->bias;
+    if (b->per_lane) {
+        corr = _mm512_maskz_loadu_epi32(m, e->corr + w->channel + i);
+        mult = _mm512_maskz_loadu_ps(m, e->mult + w->channel + i);
+        bias = _mm512_maskz_loadu_ps(m, e->bias + w->channel + i);
+    }
+    // A whole vector's load, not a masked one: the sums were just stored, and a masked load
+    // waits for the store to reach the cache rather than taking the data forwarded from it.
+    __m512i sums = count == 16 || b->acc_whole ? _mm512_loadu_si512(w->acc + i) : _mm512_maskz_loadu_epi32(m, w->acc + i);
+    __m512i a = _mm512_sub_epi32(sums, corr);
+    if (y_type == KN_QOUT_I32) {
+        _mm512_mask_storeu_epi32((int32_t *)w->y + i, m, a);
+        return;
+    }
+    __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
+    if (r_type != KN_QRES_NONE)
+        value = _mm512_add_ps(value, residual16(r_type, k, w->r, i, count, m));
+    if (relu)
+        value = _mm512_max_ps(value, _mm512_setzero_ps());
+    if (clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
+        value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
+    if (y_type == KN_QOUT_F32) {
+        _mm512_mask_storeu_ps((float *)w->y + i, m, value);
+        return;
+    }
+    __m128i bytes = _mm512_cvtepi32_epi8(levels16(k, value, short_levels));
+    if (count == 16 || (int64_t)(16 - count) <= w->spare)
+        _mm_storeu_si128((__m128i *)((uint8_t *)w->y + i), bytes);
+    else
+        store_bytes((uint8_t *)w->y + i, bytes, count);
+}
+
 /* The block's rows with the epilogue's choices as arguments, so that each call with constants below
  * compiles to a loop without them. y_type is KN_QOUT_U8 for levels of either type (qmin and qmax in k
  * tell them apart). A row whose outputs are followed by bytes that later rows of the block write (rows
@@ -179,59 +241,29 @@ static inline __attribute__((always_inline)) void epilogue_block(const kn_qepilo
                                                                  const kn_qepilogue_block *b, int y_type, int r_type,
                                                                  bool relu, bool clip, bool short_levels) {
     const size_t y_size = kn_qout_size(y_type), r_size = kn_qres_size(r_type);
-    const int n = b->n;
-    const bool per_lane = b->per_lane, run = b->ld == n && y_size == 1;
-    const int32_t *corr_of = e->corr;
-    const float *mult_of = e->mult, *bias_of = e->bias;
+    const int n = b->n, whole = n / 16 * 16;
+    const bool run = b->ld == n && y_size == 1;
     for (int row = 0; row < b->rows; row++) {
-        const int32_t *acc = b->acc + row * b->acc_ld;
         const int64_t channel = b->channel + row * b->channel_step;
-        const void *r = r_size ? (const char *)b->r + (size_t)(row * b->ld) * r_size : NULL;
-        void *y = (char *)b->y + (size_t)(row * b->ld) * y_size;
-        const int64_t spare = run ? (int64_t)(b->rows - 1 - row) * n : 0;
-        __m512i corr = _mm512_set1_epi32(corr_of[channel]);
-        __m512 mult = _mm512_set1_ps(mult_of[channel]), bias = _mm512_set1_ps(bias_of[channel]);
-        for (int i = 0; i < n; i += 16) {
-            int count = n - i < 16 ? n - i : 16;
-            __mmask16 m = (__mmask16)((1u << count) - 1);
-            if (per_lane) {
-                corr = _mm512_maskz_loadu_epi32(m, corr_of + channel + i);
-                mult = _mm512_maskz_loadu_ps(m, mult_of + channel + i);
-                bias = _mm512_maskz_loadu_ps(m, bias_of + channel + i);
-            }
-            // A whole vector's load, not a masked one: the sums were just stored, and a masked load
-            // waits for the store to reach the cache rather than taking the data forwarded from it.
-            __m512i sums = count == 16 || b->acc_whole ? _mm512_loadu_si512(acc + i)
-                                                       : _mm512_maskz_loadu_epi32(m, acc + i);
-            __m512i a = _mm512_sub_epi32(sums, corr);
-            if (y_type == KN_QOUT_I32) {
-                _mm512_mask_storeu_epi32((int32_t *)y + i, m, a);
-                continue;
-            }
-            __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), mult, bias);
-            if (r_type != KN_QRES_NONE)
-                value = _mm512_add_ps(value, residual16(r_type, k, r, i, count, m));
-            if (relu)
-                value = _mm512_max_ps(value, _mm512_setzero_ps());
-            if (clip) /* lo > y ? lo : y, then hi < y ? hi : y: kn_quant_clip */
-                value = _mm512_min_ps(k->clip_hi, _mm512_max_ps(k->clip_lo, value));
-            if (y_type == KN_QOUT_F32) {
-                _mm512_mask_storeu_ps((float *)y + i, m, value);
-                continue;
-            }
-            __m128i bytes = _mm512_cvtepi32_epi8(levels16(k, value, short_levels));
-            if (count == 16 || (int64_t)(16 - count) <= spare)
-                _mm_storeu_si128((__m128i *)((uint8_t *)y + i), bytes);
-            else
-                store_bytes((uint8_t *)y + i, bytes, count);
-        }
+        epi_row w = {
+            .acc = b->acc + row * b->acc_ld, .r = r_size ? (const char *)b->r + (size_t)(row * b->ld) * r_size : NULL,
+            .y = (char *)b->y + (size_t)(row * b->ld) * y_size, .channel = channel,
+            .spare = run ? (int64_t)(b->rows - 1 - row) * n : 0, .corr = _mm512_set1_epi32(e->corr[channel]),
+            .mult = _mm512_set1_ps(e->mult[channel]), .bias = _mm512_set1_ps(e->bias[channel]),
+        };
+        for (int i = 0; i < whole; i += 16)
+            epilogue_vector(e, k, b, &w, i, 16, 0xffff, y_type, r_type, relu, clip, short_levels);
+        if (whole < n)
+            epilogue_vector(e, k, b, &w, whole, n - whole, (__mmask16)((1u << (n - whole)) - 1), y_type, r_type,
+                            relu, clip, short_levels);
     }
 }
 
 static epi_consts epi_consts_of(const kn_qepilogue *e) {
     kn_quant_range range = kn_quant_range_of(8, e->y_type == KN_QOUT_I8);
     return (epi_consts){
-        .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
+        .by_reciprocal = e->by_reciprocal, .reciprocal = _mm512_set1_ps(e->reciprocal),
+        .margin = _mm512_set1_ps(e->reciprocal_margin), .scale = _mm512_set1_ps(e->y_scale), .zero_point = _mm512_set1_ps((float)e->y_zero_point),
         .qmin = _mm512_set1_ps((float)range.qmin), .qmax = _mm512_set1_ps((float)range.qmax),
         .clip_lo = _mm512_set1_ps(e->clip_lo), .clip_hi = _mm512_set1_ps(e->clip_hi),
         .r_scale = _mm512_set1_ps(e->r_scale), .low = _mm512_set1_ps(e->q_lo), .high = _mm512_set1_ps(e->q_hi),
