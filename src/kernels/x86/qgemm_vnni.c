@@ -12,63 +12,48 @@
 #include "core/quant.h"
 #include "kernels/qgemm_internal.h"
 
+/* `nv` and `mr` are constants in every caller, so the loops over them unroll fully and the accumulator
+ * array lives in registers; GCC needs the pragma for it (without it, GCC 12 copied every accumulator to
+ * another register, some to the stack, at each step: a third of vpdpbusd's rate). */
+#ifdef __clang__
+#define UNROLL
+#else
+#define UNROLL _Pragma("GCC unroll 16")
+#endif
+
 static inline __attribute__((always_inline)) void micro_tile(int64_t kq, const uint8_t *b, const uint8_t *v,
                                                              size_t v_panel_bytes, int nv, int mr,
                                                              bool v_unsigned, int32_t *acc) {
     __m512i c[KN_QGEMM_MR][KN_QGEMM_NV];
-    for (int i = 0; i < mr; i++)
+    UNROLL
+    for (int i = 0; i < mr; i++) {
+        UNROLL
         for (int p = 0; p < nv; p++)
             c[i][p] = _mm512_setzero_si512();
+    }
     for (int64_t g = 0; g < kq; g++) {
         __m512i vv[KN_QGEMM_NV];
+        UNROLL
         for (int p = 0; p < nv; p++)
             vv[p] = _mm512_loadu_si512(v + (size_t)p * v_panel_bytes + g * 64);
+        UNROLL
         for (int i = 0; i < mr; i++) {
             int32_t word;
             memcpy(&word, b + g * 4 * KN_QGEMM_MR + i * 4, 4);
             __m512i bb = _mm512_set1_epi32(word);
+            UNROLL
             for (int p = 0; p < nv; p++)
                 c[i][p] = v_unsigned ? _mm512_dpbusd_epi32(c[i][p], vv[p], bb)
                                      : _mm512_dpbusd_epi32(c[i][p], bb, vv[p]);
         }
     }
-    for (int i = 0; i < mr; i++)
+    UNROLL
+    for (int i = 0; i < mr; i++) {
+        UNROLL
         for (int p = 0; p < nv; p++)
             _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + p * 16, c[i][p]);
-}
-
-/* The whole tile, MR = 4 rows by 4 panels, with its 16 accumulators named one by one: written as the
- * array above, GCC 12 copies every accumulator to another register (and some to the stack) at each
- * step, which held the loop to about a third of vpdpbusd's rate. */
-#define DP(c, vv, bb) (c = v_unsigned ? _mm512_dpbusd_epi32(c, vv, bb) : _mm512_dpbusd_epi32(c, bb, vv))
-#define DP_ROW(i, bb) (DP(c##i##0, v0, bb), DP(c##i##1, v1, bb), DP(c##i##2, v2, bb), DP(c##i##3, v3, bb))
-#define STORE_ROW(i)                                                                                      \
-    (_mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS, c##i##0),                                         \
-     _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + 16, c##i##1),                                    \
-     _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + 32, c##i##2),                                    \
-     _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + 48, c##i##3))
-static inline __attribute__((always_inline)) void micro_full(int64_t kq, const uint8_t *b, const uint8_t *v,
-                                                             size_t v_panel_bytes, bool v_unsigned, int32_t *acc) {
-    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
-            c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-    const uint8_t *v1p = v + v_panel_bytes, *v2p = v + 2 * v_panel_bytes, *v3p = v + 3 * v_panel_bytes;
-    for (int64_t g = 0; g < kq; g++) {
-        __m512i v0 = _mm512_loadu_si512(v + g * 64), v1 = _mm512_loadu_si512(v1p + g * 64);
-        __m512i v2 = _mm512_loadu_si512(v2p + g * 64), v3 = _mm512_loadu_si512(v3p + g * 64);
-        const int32_t *words = (const int32_t *)(const void *)(b + g * 4 * KN_QGEMM_MR);
-        DP_ROW(0, _mm512_set1_epi32(words[0]));
-        DP_ROW(1, _mm512_set1_epi32(words[1]));
-        DP_ROW(2, _mm512_set1_epi32(words[2]));
-        DP_ROW(3, _mm512_set1_epi32(words[3]));
     }
-    STORE_ROW(0);
-    STORE_ROW(1);
-    STORE_ROW(2);
-    STORE_ROW(3);
 }
-#undef DP
-#undef DP_ROW
-#undef STORE_ROW
 
 /* One loop per (panels, rows: 1, 2 or all, operand order), each keeping its accumulators in registers:
  * a Gemm at batch 1 has one row. */
@@ -80,13 +65,6 @@ static inline __attribute__((always_inline)) void micro_full(int64_t kq, const u
 
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
                          int rows, bool v_unsigned, int32_t *acc) {
-    if (panels == 4 && rows == KN_QGEMM_MR) {
-        if (v_unsigned)
-            micro_full(kq, b, v, v_panel_bytes, true, acc);
-        else
-            micro_full(kq, b, v, v_panel_bytes, false, acc);
-        return;
-    }
     switch (panels) {
     case 4: MICRO_PANELS(4); break;
     case 3: MICRO_PANELS(3); break;
