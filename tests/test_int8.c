@@ -240,6 +240,7 @@ static void test_kernels(void) {
         {3, 40, 30, false, KN_QOUT_I8, true, false, true, KN_QRES_I8}, {2, 19, 64, false, KN_QOUT_U8, false, false, false, KN_QRES_F32},
         {5, 70, 27, false, KN_QOUT_I32, false, false, false, 0}, {3, 37, 300, true, KN_QOUT_I32, false, false, false, 0},
         {2, 21, KN_QGEMM_MAX_K, false, KN_QOUT_I32, false, true, false, 0},
+        {70, 150, 1000, true, KN_QOUT_U8, true, false, false, 0}, /* slivers in 3 groups, depth in 3 blocks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_kernel_case(&cases[i]);

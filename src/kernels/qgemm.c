@@ -57,11 +57,11 @@ void kn_qgemm_pack_rows_b(const uint8_t *x, int64_t R, int64_t K, int64_t ld, bo
 /* ---- the generic kernels: the reference ---------------------------------------------------------- */
 
 static void micro_generic(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                          int rows, bool v_unsigned, int32_t *acc) {
+                          int rows, bool v_unsigned, bool accumulate, int32_t *acc) {
     for (int i = 0; i < rows; i++)
         for (int l = 0; l < 16 * panels; l++) {
             const uint8_t *vp = v + (size_t)(l / 16) * v_panel_bytes + (l % 16) * 4;
-            int32_t sum = 0;
+            int32_t sum = accumulate ? acc[i * KN_QGEMM_TILE_COLS + l] : 0;
             for (int64_t g = 0; g < kq; g++)
                 for (int j = 0; j < 4; j++) {
                     uint8_t bb = b[g * 4 * KN_QGEMM_MR + i * 4 + j], vb = vp[g * 64 + j];
@@ -300,6 +300,11 @@ const char *kn_qgemm_kernel_name(const kn_qgemm_kernel *k) { return k->name; }
  * as vectors, the loop's entry) then serves 32 rows instead of 4. */
 #define KN_QGEMM_EPILOGUE_SLIVERS 8
 
+/* Depth groups (of 4) per block: a block of a V tile, 4 panels x 96 x 64 bytes = 24 KiB, stays in the L1
+ * cache while the group's slivers pass over it; a deeper tile (K > 384: ResNet's 3x3 layers past the
+ * first stage) would be read from L2 by every sliver. */
+#define KN_QGEMM_DEPTH_GROUPS 96
+
 /* The shape of a product in tiles: depth groups, slivers of B (in groups of KN_QGEMM_EPILOGUE_SLIVERS),
  * and the 16-column panels of V. */
 typedef struct qgemm_tiling {
@@ -316,11 +321,15 @@ static void qgemm_tile(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, cons
     int64_t panel0 = ct * KN_QGEMM_NV;
     int panels = (int)(q->panels_total - panel0 < KN_QGEMM_NV ? q->panels_total - panel0 : KN_QGEMM_NV);
     _Alignas(64) int32_t acc[KN_QGEMM_EPILOGUE_SLIVERS * KN_QGEMM_MR * KN_QGEMM_TILE_COLS];
-    for (int64_t s = s0; s < s1; s++) {
-        int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
-        k->micro(q->kq, p->b + (size_t)s * (size_t)q->kq * 4 * KN_QGEMM_MR,
-                 p->v + (size_t)panel0 * q->v_panel_bytes, q->v_panel_bytes, panels, rows, p->v_unsigned,
-                 acc + (s - s0) * KN_QGEMM_MR * KN_QGEMM_TILE_COLS);
+    const uint8_t *v_tile = p->v + (size_t)panel0 * q->v_panel_bytes;
+    for (int64_t g0 = 0; g0 < q->kq; g0 += KN_QGEMM_DEPTH_GROUPS) {
+        int64_t groups = q->kq - g0 < KN_QGEMM_DEPTH_GROUPS ? q->kq - g0 : KN_QGEMM_DEPTH_GROUPS;
+        for (int64_t s = s0; s < s1; s++) {
+            int rows = (int)(p->R - s * KN_QGEMM_MR < KN_QGEMM_MR ? p->R - s * KN_QGEMM_MR : KN_QGEMM_MR);
+            const uint8_t *sliver = p->b + ((size_t)s * (size_t)q->kq + (size_t)g0) * 4 * KN_QGEMM_MR;
+            k->micro(groups, sliver, v_tile + (size_t)g0 * 64, q->v_panel_bytes, panels, rows, p->v_unsigned,
+                     g0 > 0, acc + (s - s0) * KN_QGEMM_MR * KN_QGEMM_TILE_COLS);
+        }
     }
     int64_t col0 = ct * KN_QGEMM_TILE_COLS, r0 = s0 * KN_QGEMM_MR, r1 = s1 * KN_QGEMM_MR < p->R ? s1 * KN_QGEMM_MR : p->R;
     kn_qepilogue_block block = {

@@ -9,11 +9,12 @@
 #define KN_QGEMM_NV 4
 #define KN_QGEMM_TILE_COLS (16 * KN_QGEMM_NV)
 
-/* acc (MR, KN_QGEMM_TILE_COLS) = the tile of one B sliver (kq = Kp/4 groups of MR x 4 bytes) by
- * `panels` V panels (each kq x 64 bytes, v_panel_bytes apart); only the first `rows` rows (1 to MR)
- * are needed, and columns past the panels are not written. Exact int32 sums. */
+/* acc (MR, KN_QGEMM_TILE_COLS) = the tile of one B sliver (kq groups of MR x 4 bytes) by `panels` V
+ * panels (kq groups of 64 bytes each, v_panel_bytes apart), or acc += it when `accumulate` (a product
+ * whose depth runs in blocks: each block's b and v start at its first group); only the first `rows` rows
+ * (1 to MR) are needed, and columns past the panels are not written. Exact int32 sums. */
 typedef void (*kn_qgemm_micro_fn)(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes,
-                                  int panels, int rows, bool v_unsigned, int32_t *acc);
+                                  int panels, int rows, bool v_unsigned, bool accumulate, int32_t *acc);
 
 /* The epilogue of a block of rows (kn_qepilogue_block); y is u8, i8, f32 or i32 as e->y_type. */
 typedef void (*kn_qgemm_epilogue_fn)(const kn_qepilogue *e, const kn_qepilogue_block *b);
@@ -67,10 +68,10 @@ void kn_qgemm_interleave_generic(const uint8_t *const rows[4], int64_t panels, u
 void kn_qgemm_interleave_avx2(const uint8_t *const rows[4], int64_t panels, uint8_t flip, uint8_t *dst,
                               size_t stride);
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         int rows, bool v_unsigned, int32_t *acc);
+                         int rows, bool v_unsigned, bool accumulate, int32_t *acc);
 void kn_qgemm_epilogue_avx2(const kn_qepilogue *e, const kn_qepilogue_block *b);
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         int rows, bool v_unsigned, int32_t *acc);
+                         int rows, bool v_unsigned, bool accumulate, int32_t *acc);
 bool kn_qgemm_depthwise_plane_vnni(const kn_qepilogue *e, const kn_qdw_plane *p);
 void kn_qgemm_depthwise_vnni(const uint8_t *const *src, const int32_t *w, int taps, int64_t n, int32_t *acc);
 void kn_qgemm_epilogue_avx512(const kn_qepilogue *e, const kn_qepilogue_block *b);

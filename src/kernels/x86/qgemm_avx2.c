@@ -33,9 +33,16 @@ static inline __m256i columns_of(__m256i lo, __m256i hi) {
     return _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+/* 8 sums to acc, or added to it. */
+static inline void store_sums(int32_t *acc, __m256i sums, bool accumulate) {
+    if (accumulate)
+        sums = _mm256_add_epi32(sums, _mm256_loadu_si256((const __m256i *)acc));
+    _mm256_storeu_si256((__m256i *)acc, sums);
+}
+
 /* Rows i0 and i0 + 1 of the tile against one panel. */
 static inline void rows_panel(int64_t kq, const uint8_t *b, const uint8_t *v, int i0, bool v_unsigned,
-                              int32_t *acc) {
+                              bool accumulate, int32_t *acc) {
     __m256i c0[4], c1[4];
     for (int q = 0; q < 4; q++)
         c0[q] = c1[q] = _mm256_setzero_si256();
@@ -49,17 +56,17 @@ static inline void rows_panel(int64_t kq, const uint8_t *b, const uint8_t *v, in
         }
     }
     int32_t *a0 = acc + i0 * KN_QGEMM_TILE_COLS, *a1 = a0 + KN_QGEMM_TILE_COLS;
-    _mm256_storeu_si256((__m256i *)a0, columns_of(c0[0], c0[1]));
-    _mm256_storeu_si256((__m256i *)(a0 + 8), columns_of(c0[2], c0[3]));
-    _mm256_storeu_si256((__m256i *)a1, columns_of(c1[0], c1[1]));
-    _mm256_storeu_si256((__m256i *)(a1 + 8), columns_of(c1[2], c1[3]));
+    store_sums(a0, columns_of(c0[0], c0[1]), accumulate);
+    store_sums(a0 + 8, columns_of(c0[2], c0[3]), accumulate);
+    store_sums(a1, columns_of(c1[0], c1[1]), accumulate);
+    store_sums(a1 + 8, columns_of(c1[2], c1[3]), accumulate);
 }
 
 void kn_qgemm_micro_avx2(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         int rows, bool v_unsigned, int32_t *acc) {
+                         int rows, bool v_unsigned, bool accumulate, int32_t *acc) {
     for (int p = 0; p < panels; p++)
         for (int i0 = 0; i0 < rows; i0 += 2) /* an odd last row computes its padded neighbour too */
-            rows_panel(kq, b, v + (size_t)p * v_panel_bytes, i0, v_unsigned, acc + p * 16);
+            rows_panel(kq, b, v + (size_t)p * v_panel_bytes, i0, v_unsigned, accumulate, acc + p * 16);
 }
 
 /* Stores 8 levels (whole floats in [-128, 255]) as their low bytes. */

@@ -23,7 +23,7 @@
 
 static inline __attribute__((always_inline)) void micro_tile(int64_t kq, const uint8_t *b, const uint8_t *v,
                                                              size_t v_panel_bytes, int nv, int mr,
-                                                             bool v_unsigned, int32_t *acc) {
+                                                             bool v_unsigned, bool accumulate, int32_t *acc) {
     __m512i c[KN_QGEMM_MR][KN_QGEMM_NV];
     UNROLL
     for (int i = 0; i < mr; i++) {
@@ -50,21 +50,23 @@ static inline __attribute__((always_inline)) void micro_tile(int64_t kq, const u
     UNROLL
     for (int i = 0; i < mr; i++) {
         UNROLL
-        for (int p = 0; p < nv; p++)
-            _mm512_store_si512(acc + i * KN_QGEMM_TILE_COLS + p * 16, c[i][p]);
+        for (int p = 0; p < nv; p++) {
+            int32_t *to = acc + i * KN_QGEMM_TILE_COLS + p * 16;
+            _mm512_store_si512(to, accumulate ? _mm512_add_epi32(c[i][p], _mm512_load_si512(to)) : c[i][p]);
+        }
     }
 }
 
 /* One loop per (panels, rows: 1, 2 or all, operand order), each keeping its accumulators in registers:
  * a Gemm at batch 1 has one row. */
 #define MICRO_ROWS(nv, mr)                                                                                \
-    (v_unsigned ? micro_tile(kq, b, v, v_panel_bytes, nv, mr, true, acc)                                 \
-                : micro_tile(kq, b, v, v_panel_bytes, nv, mr, false, acc))
+    (v_unsigned ? micro_tile(kq, b, v, v_panel_bytes, nv, mr, true, accumulate, acc)                     \
+                : micro_tile(kq, b, v, v_panel_bytes, nv, mr, false, accumulate, acc))
 #define MICRO_PANELS(nv)                                                                                  \
     (rows == 1 ? MICRO_ROWS(nv, 1) : rows == 2 ? MICRO_ROWS(nv, 2) : MICRO_ROWS(nv, KN_QGEMM_MR))
 
 void kn_qgemm_micro_vnni(int64_t kq, const uint8_t *b, const uint8_t *v, size_t v_panel_bytes, int panels,
-                         int rows, bool v_unsigned, int32_t *acc) {
+                         int rows, bool v_unsigned, bool accumulate, int32_t *acc) {
     switch (panels) {
     case 4: MICRO_PANELS(4); break;
     case 3: MICRO_PANELS(3); break;
