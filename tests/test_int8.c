@@ -288,6 +288,15 @@ static bool same_outputs(int y_type, const uint8_t *a, const uint8_t *b, size_t 
     return true;
 }
 
+/* Whether kn_qgemm_epilogue_rows on kernel k writes `want` into `got` (size bytes, set to 0xa5 first, so
+ * that bytes it should leave alone are checked too). */
+static bool epilogue_gives(const kn_qgemm_kernel *k, const kn_qepilogue *e, const kn_qepilogue_block *b, uint8_t *got,
+                           size_t size, const uint8_t *want) {
+    memset(got, 0xa5, size);
+    kn_qgemm_epilogue_rows(k, e, b);
+    return same_outputs(e->y_type, got, want, size / kn_qout_size(e->y_type));
+}
+
 /* kn_qgemm_epilogue_rows on every path against the definition on edge values: sums at the int32 extremes,
  * multipliers and biases that make values of +-inf and NaN, ties of the rounding (odd sums times 0.25
  * over the scale 0.5), zero points far outside the levels (2^20 + 1, 2^24 + 1 and -2^30, past the
@@ -352,9 +361,7 @@ static void test_epilogue_edges(void) {
                                 const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
                                 if (!k)
                                     continue;
-                                memset(got, 0xa5, sizeof got);
-                                kn_qgemm_epilogue_rows(k, &e, &b);
-                                CHECK_MSG(same_outputs(y_type, got, want, sizeof got / y_size),
+                                CHECK_MSG(epilogue_gives(k, &e, &b, got, sizeof got, want),
                                           "%s epilogue: zero point %d, y_type %d, act %d, residual %d, layout %d, "
                                           "n %d differs from the definition", kn_qgemm_kernel_name(k),
                                           (int)zero_points[z], y_type, act, r_type, layout, n);
@@ -417,7 +424,7 @@ static void test_epilogue_quotients(void) {
     enum { N = 48, ROWS = 4 };
     const float scales[] = {0.0173f, 1.0f / 3.0f, 3.7e-3f, 7.0f, 0.1f};
     int32_t acc[ROWS * N], corr[1] = {0};
-    uint8_t want[ROWS * N], got[ROWS * N + 16];
+    uint8_t want[ROWS * N + 16], got[ROWS * N + 16];
     int cases = 0, mismatches = 0;
     for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++)
         for (int y_type = KN_QOUT_U8; y_type <= KN_QOUT_I8; y_type++)
@@ -433,15 +440,14 @@ static void test_epilogue_quotients(void) {
                                       false, false, false, 0.0f, 0.0f, false, 0.0f, 0.0f};
                     kn_qepilogue_prepare(&e, 1);
                     kn_qepilogue_block b = {acc, N, true, ROWS, N, 0, 0, false, NULL, got, N};
+                    memset(want, 0xa5, sizeof want);
                     for (int i = 0; i < ROWS * N; i++)
                         epilogue_definition(&e, acc[i], 0, NULL, i, want);
                     for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
                         const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
                         if (!k)
                             continue;
-                        memset(got, 0xa5, sizeof got);
-                        kn_qgemm_epilogue_rows(k, &e, &b);
-                        bool same = memcmp(got, want, sizeof want) == 0;
+                        bool same = epilogue_gives(k, &e, &b, got, sizeof got, want);
                         mismatches += !same;
                         CHECK_MSG(same, "%s epilogue: scale %g, y_type %d, act %d: levels near halves differ from "
                                   "the definition", kn_qgemm_kernel_name(k), (double)s, y_type, act);
