@@ -179,11 +179,29 @@ static size_t sliver_dots_bytes(const kn_lowbit_matrix *w) {
     return all;
 }
 
+/* How the sliver layout runs M rows of A: each row by itself (batch 1, or a file that names the layout
+ * where the GEMM's tiles are not 32 columns wide), dot products over S's rows, or the blocked GEMM. */
+typedef enum { SLIVERS_BY_ROW, SLIVERS_DOTS, SLIVERS_GEMM } sliver_path;
+
+static sliver_path sliver_path_of(const kn_lowbit_matrix *w, int64_t M) {
+    if (M <= 2 || kn_gemm_kernel_best()->nr != SLIVER)
+        return SLIVERS_BY_ROW;
+    return sliver_dots(w, M) ? SLIVERS_DOTS : SLIVERS_GEMM;
+}
+
+/* The row path's sums of x over each run of rows that share their groups: one per block, or one. */
+static int64_t sliver_runs(const kn_lowbit_matrix *w) {
+    return w->block > 0 ? (w->rows + w->block - 1) / w->block : 1;
+}
+
 size_t kn_lowbit_workspace(const kn_lowbit_matrix *w, int64_t M) {
-    if (w->slivers)
-        return M <= 2 || kn_gemm_kernel_best()->nr != SLIVER ? 0
-               : sliver_dots(w, M)                           ? sliver_dots_bytes(w)
-                                                             : sliver_gemm_bytes(w, M);
+    if (w->slivers) {
+        switch (sliver_path_of(w, M)) {
+        case SLIVERS_BY_ROW: return round_up((size_t)sliver_runs(w) * sizeof(float));
+        case SLIVERS_DOTS: return sliver_dots_bytes(w);
+        case SLIVERS_GEMM: return sliver_gemm_bytes(w, M);
+        }
+    }
     int64_t K = dim_k(w), width = panel_width(w);
     size_t sweep = 0, panel = 0, gemm;
     if (M <= 2 && w->transposed)
@@ -535,44 +553,44 @@ static int64_t run_end(const kn_lowbit_matrix *w, int64_t k) {
     return w->block > 0 && (k / w->block + 1) * w->block < w->rows ? (k / w->block + 1) * w->block : w->rows;
 }
 
-/* y = x W + bias: each sliver's fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x), per
- * run of rows that share their groups (all of K but with blocks). */
-static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
-                         const float *bias, float *y) {
-    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
-    if (w->block > 0) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
-        for (int64_t s = 0; s < slivers; s++) {
-            float acc[SLIVER], total[SLIVER] = {0};
-            int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
-            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
-                r1 = run_end(w, r0);
-                k->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, x + r0, acc);
-                float sum = sum_floats(x + r0, r1 - r0);
-                const float *scale = w->scale + r0 / w->block * N + j; /* the block's row of (blocks, N) */
-                const int8_t *zero_point = w->zero_point ? w->zero_point + r0 / w->block * N + j : NULL;
-                for (int64_t c = 0; c < n; c++)
-                    total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c] : 0.0f)) * sum) * scale[c];
-            }
-            for (int64_t c = 0; c < n; c++)
-                y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
-        }
-        return;
+/* Sliver s of y = x W + bias: its fields summed against x, then y[c] = s[c] (acc[c] - zu[c] sum x), per
+ * run of rows that share their groups (all of K but with blocks; sums[b] is x's sum over run b). */
+static void gemv_sliver(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
+                        const float *sums, const float *bias, float *y, int64_t s) {
+    const int64_t K = w->rows, N = w->cols, j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
+    const int64_t step = w->block > 0 || w->axis == 1; /* per column (or per block's column), or per tensor */
+    float acc[SLIVER], total[SLIVER] = {0};
+    for (int64_t r0 = 0, r1, run = 0; r0 < K; r0 = r1, run++) {
+        r1 = run_end(w, r0);
+        k->sweep(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, x + r0, acc);
+        int64_t at = (w->block > 0 ? run * N : 0) + j * step; /* the groups of (blocks, N), or of N, or one */
+        const float *scale = w->scale + at;
+        const int8_t *zero_point = w->zero_point ? w->zero_point + at : NULL;
+        /* a loop without branches, which the compiler vectorizes */
+        for (int64_t c = 0; c < n; c++)
+            total[c] += (acc[c] - (8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f)) * sums[run]) *
+                        scale[c * step];
     }
-    float sum = sum_floats(x, K);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
-    for (int64_t s = 0; s < slivers; s++) {
-        float acc[SLIVER];
-        int64_t j = s * SLIVER, n = N - j < SLIVER ? N - j : SLIVER;
-        k->sweep(w->codes + s * K * SLIVER_BYTES, K, x, acc);
-        /* per column or per tensor; a loop without branches, which the compiler vectorizes */
-        int64_t step = w->axis == 1;
-        const float *scale = w->scale + j * step;
-        const int8_t *zero_point = w->zero_point ? w->zero_point + j * step : NULL;
-        for (int64_t c = 0; c < n; c++) {
-            float zu = 8.0f + (zero_point ? (float)zero_point[c * step] : 0.0f);
-            y[j + c] = (bias ? bias[j + c] : 0.0f) + (acc[c] - zu * sum) * scale[c * step];
-        }
+    for (int64_t c = 0; c < n; c++)
+        y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
+}
+
+/* y = x W + bias, the slivers shared among the threads; sums: sliver_runs floats of workspace. */
+static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
+                         const float *bias, float *y, float *sums) {
+    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
+    for (int64_t r0 = 0, r1, run = 0; r0 < K; r0 = r1, run++) {
+        r1 = run_end(w, r0);
+        sums[run] = sum_floats(x + r0, r1 - r0);
+    }
+    int threads = N * K >= KN_PARALLEL_MIN_GEMM ? kn_threads_get() : 1;
+    if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t s = 0; s < slivers; s++)
+            gemv_sliver(k, w, x, sums, bias, y, s);
+    } else { /* no parallel region: libgomp would still start a team of one, a microsecond per call */
+        for (int64_t s = 0; s < slivers; s++)
+            gemv_sliver(k, w, x, sums, bias, y, s);
     }
 }
 
@@ -659,16 +677,16 @@ static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
 
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,
                               const float *a, const float *bias, float *y, void *workspace) {
-    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER && sliver_dots(w, M)) {
+    switch (sliver_path_of(w, M)) {
+    case SLIVERS_DOTS:
         dots_slivers(k, w, M, a, bias, y, workspace);
         return;
-    }
-    /* A file may name the layout where the optimizer would not write it: without 32-column GEMM tiles,
-     * every row by itself. */
-    if (M > 2 && kn_gemm_kernel_best()->nr == SLIVER) {
+    case SLIVERS_GEMM:
         gemm_slivers(k, w, M, a, bias, y, workspace);
         return;
+    case SLIVERS_BY_ROW:
+        for (int64_t m = 0; m < M; m++)
+            gemv_slivers(k, w, a + m * w->rows, bias, y + m * w->cols, workspace);
+        return;
     }
-    for (int64_t m = 0; m < M; m++)
-        gemv_slivers(k, w, a + m * w->rows, bias, y + m * w->cols);
 }
