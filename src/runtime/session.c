@@ -577,14 +577,17 @@ static kiln_status infer_from(kiln_session *s, int first, bool defer) {
     return KILN_OK;
 }
 
-/* Whether value v's shape waits for a stage no run has reached yet. */
-static bool shape_pending(const kiln_session *s, int v) {
-    int producer = s->graph.values[v].producer;
+/* Whether node i's shapes wait for a stage no run has reached yet (see the top). */
+static bool node_pending(const kiln_session *s, int i) {
     for (int t = 0; t < s->cur->n_stages; t++)
-        if (!s->cur->stage[t].bound && producer >= s->cur->stage[t].node)
+        if (!s->cur->stage[t].bound && i >= s->cur->stage[t].node)
             return true;
     return false;
 }
+
+/* Whether value v's shape waits for a stage no run has reached yet (a graph input's or a constant's,
+ * producer -1, never does). */
+static bool shape_pending(const kiln_session *s, int v) { return node_pending(s, s->graph.values[v].producer); }
 
 /* ---- planning ---------------------------------------------------------------------------------- */
 
@@ -662,14 +665,6 @@ static kiln_status bind_tensors(kiln_session *s) {
     return KILN_OK;
 }
 
-/* Whether node i's shapes wait for a stage no run has reached yet (see the top). */
-static bool node_pending(const kiln_session *s, int i) {
-    for (int t = 0; t < s->cur->n_stages; t++)
-        if (!s->cur->stage[t].bound && i >= s->cur->stage[t].node)
-            return true;
-    return false;
-}
-
 /* Node i's call as a run makes it, without the per-plan state. */
 static kn_op_call node_call(kiln_session *s, int i) {
     const kn_node *n = &s->graph.nodes[i];
@@ -688,40 +683,47 @@ static size_t node_state_bytes(kiln_session *s, int i) {
 }
 
 /* Every node's per-plan state (kn_op.prepare) at the shapes the tensors are bound for, into the plan's
- * block: asked for its size first, then prepared in place. Nodes whose shapes wait for a stage get
- * theirs when a run reaches it (it plans again). */
+ * block: every size asked for once, first, then each state prepared in place. Nodes whose shapes wait
+ * for a stage get theirs when a run reaches it (it plans again). */
 static kiln_status prepare_nodes(kiln_session *s) {
     const kn_graph *g = &s->graph;
     kn_planned *e = s->cur;
     if (!e->state_of && !(e->state_of = malloc(sizeof(void *) * (size_t)(g->n_nodes ? g->n_nodes : 1))))
         return kn_fail(KILN_ERR_NOMEM, "out of memory for the nodes' prepared states");
-    size_t total = 0;
+    size_t total = 0, *bytes_of = malloc(sizeof(size_t) * (size_t)(g->n_nodes ? g->n_nodes : 1));
+    if (!bytes_of)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the nodes' prepared states");
     for (int i = 0; i < g->n_nodes; i++)
-        if (!kn_size_add(total, node_state_bytes(s, i), &total))
+        if (!kn_size_add(total, bytes_of[i] = node_state_bytes(s, i), &total)) {
+            free(bytes_of);
             return kn_fail(KILN_ERR_NOMEM, "the nodes' prepared states overflow the address space");
+        }
     if (total > e->prepared_cap) {
         free(e->prepared);
         e->prepared = kn_aligned_alloc(total);
         e->prepared_cap = e->prepared ? total : 0;
-        if (!e->prepared)
+        if (!e->prepared) {
+            free(bytes_of);
             return kn_fail(KILN_ERR_NOMEM, "no memory for %zu bytes of the nodes' prepared states", total);
+        }
     }
+    kiln_status st = KILN_OK;
     size_t at = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-        size_t bytes = node_state_bytes(s, i);
+    for (int i = 0; i < g->n_nodes && st == KILN_OK; i++) {
         e->state_of[i] = NULL;
-        if (!bytes)
+        if (!bytes_of[i])
             continue;
         kn_op_call call = node_call(s, i);
-        kiln_status st = g->nodes[i].op->prepare(&call, e->prepared + at);
+        st = g->nodes[i].op->prepare(&call, e->prepared + at);
         if (st != KILN_OK) {
             kn_error_prefix("node '%s' (%s): ", g->nodes[i].name, g->nodes[i].op->name);
-            return st;
+            break;
         }
         e->state_of[i] = e->prepared + at;
-        at += bytes;
+        at += bytes_of[i];
     }
-    return KILN_OK;
+    free(bytes_of);
+    return st;
 }
 
 /* ---- batches split ------------------------------------------------------------------------------- */
