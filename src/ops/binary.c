@@ -240,10 +240,13 @@ static kiln_status binary_forward(const kn_op_call *call, binary_kind kind) {
     return KILN_OK;
 }
 
-/* A fresh gradient (din_fresh) that is about to be summed into: zeroed first. */
-static void zero_fresh(const kn_op_call *call, int i) {
-    if (call->din[i] && kn_din_fresh(call, i))
-        memset(call->din[i]->data, 0, sizeof(float) * (size_t)kn_numel(call->din[i]));
+/* din i = scale * (x summed over axes) when fresh (din_fresh), else din i += it. */
+static void reduce_into_gradient(const kn_op_call *call, int i, const float *x, const kn_shape *x_shape, unsigned axes,
+                                 float scale, float *reduce_work) {
+    if (kn_din_fresh(call, i))
+        kn_reduce_sum_store(x, x_shape, axes, scale, kn_f32(call->din[i]), reduce_work);
+    else
+        kn_reduce_sum_add(x, x_shape, axes, scale, kn_f32(call->din[i]), reduce_work);
 }
 
 /* din += scale * dy summed over `axes`, or, fresh and not broadcast (no axes), din = scale * dy. */
@@ -260,8 +263,7 @@ static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float sca
             din[j] = scale * g[j];
         return;
     }
-    zero_fresh(call, i);
-    kn_reduce_sum_add(kn_f32(dy), &dy->shape, axes, scale, din, reduce_work);
+    reduce_into_gradient(call, i, kn_f32(dy), &dy->shape, axes, scale, reduce_work);
 }
 
 /* din += (dy OP other) summed over `axes`, OP a multiply or divide. An input that was not broadcast
@@ -277,9 +279,8 @@ static void add_scaled_gradient(const kn_op_call *call, int i, binary_kind kind,
         binary_run(kn_din_fresh(call, i) ? kind : add_kind, kn_f32(dy), y_shape, kn_f32(other), &other->shape,
                    kn_f32(din), y_shape);
     } else {
-        zero_fresh(call, i);
         binary_run(kind, kn_f32(dy), y_shape, kn_f32(other), &other->shape, term, y_shape);
-        kn_reduce_sum_add(term, y_shape, axes, 1.0f, kn_f32(din), reduce_work);
+        reduce_into_gradient(call, i, term, y_shape, axes, 1.0f, reduce_work);
     }
 }
 
@@ -321,10 +322,9 @@ static kiln_status binary_backward(const kn_op_call *call, binary_kind kind) {
         if (da)
             add_scaled_gradient(call, 0, BINARY_DIV, b, a_axes, term, reduce_work);
         if (db) { /* -(dy / b) y */
-            zero_fresh(call, 1);
             binary_run(BINARY_DIV, kn_f32(dy), y_shape, kn_f32(b), &b->shape, term, y_shape);
             binary_run(BINARY_MUL, term, y_shape, kn_f32(y), y_shape, term, y_shape);
-            kn_reduce_sum_add(term, y_shape, b_axes, -1.0f, kn_f32(db), reduce_work);
+            reduce_into_gradient(call, 1, term, y_shape, b_axes, -1.0f, reduce_work);
         }
     }
     return KILN_OK;

@@ -135,17 +135,21 @@ static void sum_runs(const reduce_plan *p, int k, const float *x, float *acc, in
         sum_runs(p, k + 1, x + i * p->x_step[k], acc + i * p->y_step[k], 0, p->d[k + 1]);
 }
 
-void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
-                       float *workspace) {
+/* kn_reduce_sum_add, or kn_reduce_sum_store when `store`. */
+static void reduce_sum(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y, float *workspace,
+                       bool store) {
     reduce_plan p;
     reduce_plan_make(&p, x_shape, axes);
-    if (p.x_numel == 0)
+    if (p.x_numel == 0) {
+        if (store) /* sums of nothing */
+            memset(y, 0, sizeof(float) * (size_t)p.y_numel);
         return;
+    }
     if (reduce_plan_is_copy(&p)) {
         int64_t n = p.x_numel;
 #pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
-            y[i] += scale * x[i];
+            y[i] = (store ? 0.0f : y[i]) + scale * x[i];
         return;
     }
     /* Each slice sums into its own partial buffer (or its own part of the one buffer), then the
@@ -164,8 +168,18 @@ void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, f
         float s = 0.0f;
         for (int64_t q = 0; q < n_partials; q++)
             s += partials[q * n_y + j];
-        y[j] += scale * s;
+        y[j] = (store ? 0.0f : y[j]) + scale * s;
     }
+}
+
+void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
+                       float *workspace) {
+    reduce_sum(x, x_shape, axes, scale, y, workspace, false);
+}
+
+void kn_reduce_sum_store(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
+                         float *workspace) {
+    reduce_sum(x, x_shape, axes, scale, y, workspace, true);
 }
 
 /* dx += scale * dy spread back over the summed runs, for indices [begin, end) of run k: the

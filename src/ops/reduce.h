@@ -15,5 +15,8 @@ size_t kn_reduce_sum_workspace(const kn_shape *x_shape, unsigned axes);
  * The summation order depends only on the shape, so the result is the same for every thread count. */
 void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
                        float *workspace);
+/* The same sums stored: y = scale * (x summed over `axes`), whatever y held (a fresh gradient). */
+void kn_reduce_sum_store(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
+                         float *workspace);
 
 #endif
