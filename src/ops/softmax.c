@@ -12,7 +12,6 @@
  *     logsoftmax: dx_k += dy_k - exp(y_k) sum_j dy_j
  */
 #include <math.h>
-#include <string.h>
 
 #include "core/threads.h"
 #include "core/status.h"
@@ -167,16 +166,10 @@ static void softmax_columns_backward(const float *y, const float *dy, float *dx,
     for (int64_t k = 0; k < n; k++) {
         const float *yk = y + k * inner, *dyk = dy + k * inner;
         float *dxk = dx + k * inner;
-        if (store)
-            memset(dxk, 0, sizeof(float) * (size_t)width);
-        if (log_form) {
+        if (log_form)
             kn_vmath_best()->exp(e, yk, width);
-            for (int64_t i = 0; i < width; i++)
-                dxk[i] += dyk[i] - e[i] * total[i];
-        } else {
-            for (int64_t i = 0; i < width; i++)
-                dxk[i] += yk[i] * (dyk[i] - total[i]);
-        }
+        for (int64_t i = 0; i < width; i++) /* stored as 0 + g, the sum the first gradient has */
+            dxk[i] = (store ? 0.0f : dxk[i]) + (log_form ? dyk[i] - e[i] * total[i] : yk[i] * (dyk[i] - total[i]));
     }
 }
 
@@ -187,20 +180,11 @@ static void softmax_lane_backward(const float *y, const float *dy, float *dx, in
     float total = (float)(log_form ? kn_lane_sum(dy, n) : kn_lane_dot(dy, y, n)), e[SOFTMAX_CHUNK];
     for (int64_t k0 = 0; k0 < n; k0 += SOFTMAX_CHUNK) {
         int64_t width = n - k0 < SOFTMAX_CHUNK ? n - k0 : SOFTMAX_CHUNK;
-        if (log_form) {
+        if (log_form)
             kn_vmath_best()->exp(e, y + k0, width);
-            if (store)
-                for (int64_t k = 0; k < width; k++)
-                    dx[k0 + k] = dy[k0 + k] - e[k] * total;
-            else
-                for (int64_t k = 0; k < width; k++)
-                    dx[k0 + k] += dy[k0 + k] - e[k] * total;
-        } else if (store) {
-            for (int64_t k = k0; k < k0 + width; k++)
-                dx[k] = y[k] * (dy[k] - total);
-        } else {
-            for (int64_t k = k0; k < k0 + width; k++)
-                dx[k] += y[k] * (dy[k] - total);
+        for (int64_t k = 0; k < width; k++) {
+            float g = log_form ? dy[k0 + k] - e[k] * total : y[k0 + k] * (dy[k0 + k] - total);
+            dx[k0 + k] = store ? g : dx[k0 + k] + g;
         }
     }
 }
