@@ -195,31 +195,36 @@ static kiln_status views_apply(const kn_augment *a, float *x, int64_t n, const k
     return KILN_OK;
 }
 
-/* x_i <- lambda_i x_i + (1 - lambda_i) x_partner(i), from a copy of the batch. */
-static kiln_status mix_apply(const kn_augment *a, float *x, int64_t n, int64_t size, uint64_t seed, int64_t epoch,
-                             const int64_t *index, float *mix_weight) {
-    float *unmixed = malloc(sizeof(float) * (size_t)(n * size)); // (n, size): the batch before mixing
-    if (!unmixed)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory for a mixed batch");
-    memcpy(unmixed, x, sizeof(float) * (size_t)(n * size));
-    for (int64_t i = 0; i < n; i++) {
-        float lambda = kn_augment_mix_weight(a, seed, epoch, index[i]);
-        const float *own = unmixed + i * size, *other = unmixed + kn_augment_mix_partner(i, n) * size;
-        for (int64_t j = 0; j < size; j++)
-            x[i * size + j] = lambda * own[j] + (1.0f - lambda) * other[j];
-        if (mix_weight)
-            mix_weight[i] = lambda;
+void kn_augment_mix_pair(float *a, float *b, int64_t width, float wa, float wb) {
+    for (int64_t j = 0; j < width; j++) {
+        float own = a[j], other = b[j];
+        a[j] = wa * own + (1.0f - wa) * other;
+        b[j] = wb * other + (1.0f - wb) * own;
     }
-    free(unmixed);
-    return KILN_OK;
+}
+
+/* x_i <- lambda_i x_i + (1 - lambda_i) x_partner(i), pair by pair. */
+static void mix_apply(const kn_augment *a, float *x, int64_t n, int64_t size, uint64_t seed, int64_t epoch,
+                      const int64_t *index, float *mix_weight) {
+    for (int64_t i = 0; i <= kn_augment_mix_partner(i, n); i++) {
+        int64_t p = kn_augment_mix_partner(i, n);
+        float li = kn_augment_mix_weight(a, seed, epoch, index[i]), lp = kn_augment_mix_weight(a, seed, epoch, index[p]);
+        kn_augment_mix_pair(x + i * size, x + p * size, size, li, lp);
+        if (mix_weight) {
+            mix_weight[i] = li;
+            mix_weight[p] = lp;
+        }
+    }
 }
 
 kiln_status kn_augment_batch(const kn_augment *a, float *x, int64_t n, const kn_shape *sample_shape, uint64_t seed,
                              int64_t epoch, const int64_t *index, float *mix_weight) {
     if (kn_augment_views_on(a))
         KN_TRY(views_apply(a, x, n, sample_shape, seed, epoch, index));
-    if (a->mixup > 0)
-        return mix_apply(a, x, n, kn_shape_numel(sample_shape), seed, epoch, index, mix_weight);
+    if (a->mixup > 0) {
+        mix_apply(a, x, n, kn_shape_numel(sample_shape), seed, epoch, index, mix_weight);
+        return KILN_OK;
+    }
     for (int64_t i = 0; mix_weight && i < n; i++)
         mix_weight[i] = 1.0f;
     return KILN_OK;

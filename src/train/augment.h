@@ -60,6 +60,11 @@ float kn_augment_mix_weight(const kn_augment *a, uint64_t seed, int64_t epoch, i
 /* The sample that sample i of a batch of n is mixed with: the batch reversed. */
 static inline int64_t kn_augment_mix_partner(int64_t i, int64_t n) { return n - 1 - i; }
 
+/* Mixup's mix of a pair of partners' rows (width floats each), in place: a <- wa a + (1 - wa) b and
+ * b <- wb b + (1 - wb) a, both from the rows as they were; a == b for the middle row of an odd batch, its
+ * own partner. Partners pair up, so a batch (or its targets) mixes pair by pair with no copy. */
+void kn_augment_mix_pair(float *a, float *b, int64_t width, float wa, float wb);
+
 /* Replaces each of the n samples in x (n, sample_shape) by its view, then, with mixup, by its mix with its
  * partner's view; index[i] is sample i's index in the dataset. sample_shape is checked by kn_augment_check.
  * mix_weight (n), when not NULL, receives each sample's lambda (1 without mixup). */

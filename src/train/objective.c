@@ -120,16 +120,10 @@ static kiln_status mix_target(kn_objective *o, int64_t n, const float *mix_weigh
             o->target_buf[i * k + o->label_buf[i]] = 1.0f;
         *target = (kn_tensor){kn_shape_of(2, (int64_t[]){n, k}), KN_F32, o->target_buf};
     }
-    float *t = o->target_buf, *pair = malloc(sizeof(float) * (size_t)(n * k)); // (n, K): the rows before mixing
-    if (!pair)
-        return kn_fail(KILN_ERR_NOMEM, "out of memory for mixed targets");
-    memcpy(pair, t, sizeof(float) * (size_t)(n * k));
-    for (int64_t i = 0; i < n; i++) {
-        const float *own = pair + i * k, *other = pair + kn_augment_mix_partner(i, n) * k;
-        for (int64_t j = 0; j < k; j++)
-            t[i * k + j] = mix_weight[i] * own[j] + (1.0f - mix_weight[i]) * other[j];
+    for (int64_t i = 0; i <= kn_augment_mix_partner(i, n); i++) {
+        int64_t p = kn_augment_mix_partner(i, n);
+        kn_augment_mix_pair(o->target_buf + i * k, o->target_buf + p * k, k, mix_weight[i], mix_weight[p]);
     }
-    free(pair);
     return KILN_OK;
 }
 
