@@ -27,8 +27,19 @@ const char *kn_loss_name(kn_loss_kind kind) {
     return kn_loss_names[kind];
 }
 
+/* log sum_j exp(x_j) over a row of k logits, shifted by the row's max so that +-100 logits stay finite. */
+static double row_log_sum_exp(const float *x, int64_t k) {
+    double max = x[0];
+    for (int64_t j = 1; j < k; j++)
+        max = fmax(max, x[j]);
+    double sum_exp = 0.0;
+    for (int64_t j = 0; j < k; j++)
+        sum_exp += exp(x[j] - max);
+    return max + log(sum_exp);
+}
+
 /* Cross-entropy of softmax(logits) against the smoothed one-hot target, per row:
- *   lse = log sum_j exp(x_j)   (shifted by the row max so that +-100 logits stay finite)
+ *   lse = log sum_j exp(x_j)   (row_log_sum_exp)
  *   loss = (1 - s) (lse - x_y) + s/K sum_j (lse - x_j)
  *   dloss/dx_j = softmax_j - (1 - s) [j == y] - s/K */
 static double kn_ce(const float *logits, const int64_t *labels, int64_t n, int64_t k, double smoothing,
@@ -36,15 +47,9 @@ static double kn_ce(const float *logits, const int64_t *labels, int64_t n, int64
     double total = 0.0;
     for (int64_t i = 0; i < n; i++) {
         const float *x = logits + i * k; // (K)
-        double max = x[0];
-        for (int64_t j = 1; j < k; j++)
-            max = fmax(max, x[j]);
-        double sum_exp = 0.0, sum_x = 0.0;
-        for (int64_t j = 0; j < k; j++) {
-            sum_exp += exp(x[j] - max);
+        double lse = row_log_sum_exp(x, k), sum_x = 0.0;
+        for (int64_t j = 0; j < k; j++)
             sum_x += x[j];
-        }
-        double lse = max + log(sum_exp);
         int64_t y = labels[i];
         total += (1.0 - smoothing) * (lse - x[y]) + smoothing * (lse - sum_x / (double)k);
         if (dlogits) {
@@ -67,13 +72,7 @@ static double kn_ce_soft(const float *logits, const float *probs, int64_t n, int
     double total = 0.0;
     for (int64_t i = 0; i < n; i++) {
         const float *x = logits + i * k, *t = probs + i * k; // (K) each
-        double max = x[0];
-        for (int64_t j = 1; j < k; j++)
-            max = fmax(max, x[j]);
-        double sum_exp = 0.0;
-        for (int64_t j = 0; j < k; j++)
-            sum_exp += exp(x[j] - max);
-        double lse = max + log(sum_exp), mass = 0.0;
+        double lse = row_log_sum_exp(x, k), mass = 0.0;
         for (int64_t j = 0; j < k; j++) {
             double target = (1.0 - smoothing) * t[j] + smoothing / (double)k;
             total += target * (lse - x[j]);
