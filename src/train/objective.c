@@ -79,6 +79,14 @@ int64_t kn_objective_predict(const kn_objective *o, const kn_tensor *pred, int64
     return best;
 }
 
+/* t (n, k) = the one-hot rows of the labels (a row of zeros for a label outside [0, k)). */
+static void one_hot_rows(float *t, const int64_t *labels, int64_t n, int64_t k) {
+    memset(t, 0, sizeof(float) * (size_t)(n * k));
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] >= 0 && labels[i] < k)
+            t[i * k + labels[i]] = 1.0f;
+}
+
 /* Fills the loss's target tensor for n rows. */
 static void build_target(kn_objective *o, int64_t n, const int64_t *labels, const float *targets,
                          kn_tensor *target) {
@@ -89,10 +97,7 @@ static void build_target(kn_objective *o, int64_t n, const int64_t *labels, cons
         *target = (kn_tensor){kn_shape_of(1, &n), KN_I64, o->label_buf};
         return;
     case KN_TARGET_LABEL_ONE_HOT:
-        memset(o->target_buf, 0, sizeof(float) * (size_t)(n * k));
-        for (int64_t i = 0; i < n; i++)
-            if (labels[i] >= 0 && labels[i] < k)
-                o->target_buf[i * k + labels[i]] = 1.0f;
+        one_hot_rows(o->target_buf, labels, n, k);
         break;
     case KN_TARGET_LABEL_VALUE:
         for (int64_t i = 0; i < n; i++)
@@ -115,9 +120,7 @@ static kiln_status mix_target(kn_objective *o, int64_t n, const float *mix_weigh
                 return kn_fail(KILN_ERR_INVALID_ARG, "ce loss: sample %lld has label %lld, outside the %lld classes "
                                "[0, %lld)", (long long)i, (long long)o->label_buf[i], (long long)k, (long long)k);
         }
-        memset(o->target_buf, 0, sizeof(float) * (size_t)(n * k));
-        for (int64_t i = 0; i < n; i++)
-            o->target_buf[i * k + o->label_buf[i]] = 1.0f;
+        one_hot_rows(o->target_buf, o->label_buf, n, k);
         *target = (kn_tensor){kn_shape_of(2, (int64_t[]){n, k}), KN_F32, o->target_buf};
     }
     for (int64_t i = 0; i <= kn_augment_mix_partner(i, n); i++) {
