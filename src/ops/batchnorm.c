@@ -42,13 +42,18 @@ static bool bn_uses_batch_stats(const kn_node *node, const kn_op_ctx *ctx) {
     return ctx->training || kn_node_int(node, "training_mode", 0) != 0;
 }
 
-/* X viewed as (N, C, inner): inner is the product of the spatial dims, 1 for a 2-D (N, C) input. */
+/* A run's view of the node: X as (N, C, inner), inner the product of the spatial dims (1 for a 2-D (N, C)
+ * input), and the attributes, looked up once per run rather than once per block of channels. */
 typedef struct bn_view {
     int64_t N, C, inner;
+    float epsilon, momentum;
+    bool batch_stats; /* bn_uses_batch_stats */
 } bn_view;
 
-static bn_view bn_view_of(const kn_shape *x) {
-    return (bn_view){x->d[0], x->d[1], kn_shape_span(x, 2, x->ndim)};
+static bn_view bn_view_of(const kn_op_call *call) {
+    const kn_shape *x = &call->in[BN_X]->shape;
+    return (bn_view){x->d[0], x->d[1], kn_shape_span(x, 2, x->ndim), kn_node_float(call->node, "epsilon", 1e-5f),
+                     kn_node_float(call->node, "momentum", 0.9f), bn_uses_batch_stats(call->node, call->ctx)};
 }
 
 static kiln_status bn_infer(kn_graph *g, const kn_node *node) {
@@ -232,19 +237,18 @@ static void bn_block_forward(const kn_op_call *call, bn_view v, bn_block b) {
     int n_out = call->node->n_out;
     float *mean_out = n_out > BN_RUNNING_MEAN ? kn_f32(call->out[BN_RUNNING_MEAN]) : NULL; // (C)
     float *var_out = n_out > BN_RUNNING_VAR ? kn_f32(call->out[BN_RUNNING_VAR]) : NULL;    // (C)
-    float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
-    float momentum = kn_node_float(call->node, "momentum", 0.9f);
+    const float epsilon = v.epsilon, momentum = v.momentum;
     int64_t count = v.N * v.inner;
     bool training = call->ctx->training;
     double *saved = call->saved; // (C, 2): mean and biased variance, for backward
 
     double mean[BN_BLOCK], var[BN_BLOCK];
-    if (bn_uses_batch_stats(call->node, call->ctx))
+    if (v.batch_stats)
         bn_block_moments(x, v, b, mean, var);
     float shift[BN_BLOCK], gain[BN_BLOCK];
     for (int64_t c = b.c0; c < b.c1; c++) {
         int64_t k = c - b.c0;
-        if (bn_uses_batch_stats(call->node, call->ctx)) {
+        if (v.batch_stats) {
             if (saved) {
                 saved[2 * c] = mean[k];
                 saved[2 * c + 1] = var[k];
@@ -276,8 +280,8 @@ static void bn_block_forward(const kn_op_call *call, bn_view v, bn_block b) {
 }
 
 static kiln_status bn_forward(const kn_op_call *call) {
-    bn_view v = bn_view_of(&call->in[BN_X]->shape);
-    if (bn_uses_batch_stats(call->node, call->ctx) && v.N * v.inner < 2)
+    bn_view v = bn_view_of(call);
+    if (v.batch_stats && v.N * v.inner < 2)
         return kn_fail(KILN_ERR_SHAPE,
                        "BatchNormalization: batch statistics need more than 1 value per channel, "
                        "got %lld", (long long)(v.N * v.inner));
@@ -341,8 +345,8 @@ static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b, con
     const float *x = kn_f32(call->in[BN_X]);
     const float *relu_y = call->fused_relu ? kn_f32(call->out[BN_Y]) : NULL;
     float *dx = call->din[BN_X] ? kn_f32(call->din[BN_X]) : NULL;
-    float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
-    bool batch_stats = bn_uses_batch_stats(call->node, call->ctx);
+    const float epsilon = v.epsilon;
+    const bool batch_stats = v.batch_stats;
 
     double mean[BN_BLOCK], var[BN_BLOCK];
     if (batch_stats) {
@@ -422,7 +426,7 @@ static void bn_block_backward(const kn_op_call *call, bn_view v, bn_block b, con
 static void bn_block_running_backward(const kn_op_call *call, bn_view v, bn_block b) {
     const kn_tensor *dmean_t = call->dout[BN_RUNNING_MEAN];
     const kn_tensor *dvar_t = call->node->n_out > BN_RUNNING_VAR ? call->dout[BN_RUNNING_VAR] : NULL;
-    double momentum = kn_node_float(call->node, "momentum", 0.9f);
+    double momentum = v.momentum;
     double mean[BN_BLOCK], var[BN_BLOCK];
     if (call->din[BN_X])
         bn_block_batch_moments(call, v, b, mean, var);
@@ -472,7 +476,7 @@ static kiln_status bn_backward(const kn_op_call *call) {
                         (n_out > BN_RUNNING_VAR && call->dout[BN_RUNNING_VAR]);
     if (!from_y && !from_running)
         return KILN_OK;
-    bn_view v = bn_view_of(&call->in[BN_X]->shape);
+    bn_view v = bn_view_of(call);
     bn_dy_source src = {.dy = from_y ? kn_f32(call->dout[BN_Y]) : NULL};
     float *plane_bufs = NULL; // (threads, inner): dY's plane made from the fused pool's gradient
     int threads = kn_threads_get();
