@@ -1948,19 +1948,26 @@ static kiln_status make_lowbit_layers(kn_graph *g, int *made) {
 }
 
 /* Whether packed value v may become a LowbitGemm's weight: 2-D affine i4 or i2, and read only as the B
- * of Gemms and MatMuls (lowbit_suits decides for each of them later, once biases are fused). */
-static bool lowbit_candidate(const kn_graph *g, int v) {
+ * of Gemms and MatMuls (read_elsewhere[v] false; lowbit_suits decides for each of them later, once biases
+ * are fused). */
+static bool lowbit_candidate(const kn_graph *g, int v, const bool *read_elsewhere) {
     const kn_value *x = &g->values[v];
     kn_encoding e = x->storage->encoding;
-    if ((e != KN_ENC_AFFINE_I4 && e != KN_ENC_AFFINE_I2) || x->shape.ndim != 2 || is_graph_output(g, v))
-        return false;
-    for (int i = 0; i < g->n_nodes; i++) {
-        const kn_node *n = &g->nodes[i];
-        for (int j = 0; j < n->n_in; j++)
-            if (n->in[j] == v && (j != 1 || !(op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul))))
-                return false;
-    }
-    return true;
+    return (e == KN_ENC_AFFINE_I4 || e == KN_ENC_AFFINE_I2) && x->shape.ndim == 2 && !is_graph_output(g, v) &&
+           !read_elsewhere[v];
+}
+
+/* Decodes packed value v into g's arena. */
+static kiln_status decode_value(kn_graph *g, int v) {
+    size_t bytes;
+    if (!kn_shape_bytes(&g->values[v].shape, KN_F32, &bytes))
+        return kn_fail(KILN_ERR_NOMEM, "'%s' is too large to decode", g->values[v].name);
+    float *data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
+    if (!data)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the %zu decoded bytes of '%s'", bytes, g->values[v].name);
+    kn_storage_decode(g->values[v].storage, data);
+    g->values[v].data = data;
+    return KILN_OK;
 }
 
 /* Decodes packed weights into g's arena, so that every initializer a node reads has data: with
@@ -1968,20 +1975,24 @@ static bool lowbit_candidate(const kn_graph *g, int v) {
  * Winograd and prepacking passes the very f32 weights of a model loaded decoded (a 4-bit conv's
  * BatchNormalization folds into it, as in the f32 model); run last, it decodes what no pass took. */
 static kiln_status decode_packed(kn_graph *g, bool keep_lowbit) {
-    for (int v = 0; v < g->n_values; v++) {
-        if (!is_packed(g, v) || (keep_lowbit && lowbit_candidate(g, v)))
-            continue;
-        size_t bytes;
-        if (!kn_shape_bytes(&g->values[v].shape, KN_F32, &bytes))
-            return kn_fail(KILN_ERR_NOMEM, "'%s' is too large to decode", g->values[v].name);
-        float *data = kn_arena_alloc(&g->arena, bytes ? bytes : 1);
-        if (!data)
-            return kn_fail(KILN_ERR_NOMEM, "out of memory for the %zu decoded bytes of '%s'", bytes,
-                           g->values[v].name);
-        kn_storage_decode(g->values[v].storage, data);
-        g->values[v].data = data;
+    // read_elsewhere[v]: some node reads value v other than as a Gemm's or MatMul's B (one pass over the
+    // nodes for all values)
+    bool *read_elsewhere = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(bool));
+    if (!read_elsewhere)
+        return kn_fail(KILN_ERR_NOMEM, "out of memory for the packed weights' readers");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool takes_b = op_is(n, &kn_op_gemm) || op_is(n, &kn_op_matmul);
+        for (int j = 0; j < n->n_in; j++)
+            if (n->in[j] >= 0 && (j != 1 || !takes_b))
+                read_elsewhere[n->in[j]] = true;
     }
-    return KILN_OK;
+    kiln_status st = KILN_OK;
+    for (int v = 0; v < g->n_values && st == KILN_OK; v++)
+        if (is_packed(g, v) && !(keep_lowbit && lowbit_candidate(g, v, read_elsewhere)))
+            st = decode_value(g, v);
+    free(read_elsewhere);
+    return st;
 }
 
 /* ---- Winograd convolutions --------------------------------------------------------------------- */
