@@ -415,6 +415,38 @@ static void test_maxpool2x2_kernels(void) {
     printf("maxpool2x2 kernels: %d cases equal the 2x2 maxima\n", cases);
 }
 
+/* kn_qgemm_interleave on every path against the packed layout written out here (V[k][l] at
+ * kn_qgemm_v_index): 1 to 9 panels (the AVX-512 build's groups of 4 and the rest), u8 and flipped i8
+ * bytes, panels apart by more than 64 bytes; nothing else written. */
+static void test_interleave_kernels(void) {
+    enum { MAXP = 9, STRIDE = 80 };
+    uint8_t rows[4][MAXP * 16], want[MAXP * STRIDE], got[MAXP * STRIDE];
+    int cases = 0;
+    for (int panels = 1; panels <= MAXP; panels++)
+        for (int flip = 0; flip <= 0x80; flip += 0x80) {
+            for (int r = 0; r < 4; r++)
+                for (int i = 0; i < MAXP * 16; i++)
+                    rows[r][i] = (uint8_t)rand_below(256);
+            memset(want, 0x5a, sizeof want);
+            for (int p = 0; p < panels; p++)
+                for (int l = 0; l < 16; l++)
+                    for (int r = 0; r < 4; r++)
+                        want[p * STRIDE + l * 4 + r] = (uint8_t)(rows[r][p * 16 + l] ^ flip);
+            const uint8_t *const from[4] = {rows[0], rows[1], rows[2], rows[3]};
+            for (int path = KN_QGEMM_GENERIC; path <= KN_QGEMM_AVX512_VNNI; path++) {
+                const kn_qgemm_kernel *k = kn_qgemm_kernel_for((kn_qgemm_path)path);
+                if (!k)
+                    continue;
+                memset(got, 0x5a, sizeof got);
+                kn_qgemm_interleave(k, from, panels, (uint8_t)flip, got, STRIDE);
+                CHECK_MSG(memcmp(got, want, sizeof got) == 0, "%s interleave of %d panels, flip %d differs",
+                          kn_qgemm_kernel_name(k), panels, flip);
+                cases++;
+            }
+        }
+    printf("interleave kernels: %d cases equal the packed layout\n", cases);
+}
+
 /* The levels' quotient v / s near its rounding boundaries, where a vector epilogue that multiplies by
  * 1 / s instead must fall back to the division: scales whose reciprocals round (0.0173, 1/3, 3.7e-3, 7,
  * 0.1), mult = s * 2^-10 so that sums 512 * (2j + 1) + d, d in [-3, 3], give v / s within a few units
@@ -1428,6 +1460,7 @@ int main(void) {
     test_epilogue_edges();
     test_epilogue_quotients();
     test_maxpool2x2_kernels();
+    test_interleave_kernels();
     test_depthwise_planes();
     test_quantize_kernels();
     test_layers();
