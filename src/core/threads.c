@@ -15,3 +15,14 @@ int kn_threads_get(void) {
         kn_threads_set(0);
     return thread_count;
 }
+
+void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int thread), void *ctx) {
+    if (threads <= 1) {
+        for (int64_t i = 0; i < n; i++)
+            body(ctx, i, 0);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        body(ctx, i, omp_get_thread_num());
+}

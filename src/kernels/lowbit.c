@@ -575,6 +575,19 @@ static void gemv_sliver(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matri
         y[j + c] = (bias ? bias[j + c] : 0.0f) + total[c];
 }
 
+typedef struct gemv_run {
+    const kn_lowbit_sliver_kernels *k;
+    const kn_lowbit_matrix *w;
+    const float *x, *sums, *bias;
+    float *y;
+} gemv_run;
+
+static void gemv_sliver_of(void *ctx, int64_t s, int thread) {
+    (void)thread;
+    const gemv_run *r = ctx;
+    gemv_sliver(r->k, r->w, r->x, r->sums, r->bias, r->y, s);
+}
+
 /* y = x W + bias, the slivers shared among the threads; sums: sliver_runs floats of workspace. */
 static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, const float *x,
                          const float *bias, float *y, float *sums) {
@@ -583,15 +596,8 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
         r1 = run_end(w, r0);
         sums[run] = sum_floats(x + r0, r1 - r0);
     }
-    int threads = N * K >= KN_PARALLEL_MIN_GEMM ? kn_threads_get() : 1;
-    if (threads > 1) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t s = 0; s < slivers; s++)
-            gemv_sliver(k, w, x, sums, bias, y, s);
-    } else { /* no parallel region: libgomp would still start a team of one, a microsecond per call */
-        for (int64_t s = 0; s < slivers; s++)
-            gemv_sliver(k, w, x, sums, bias, y, s);
-    }
+    gemv_run run = {k, w, x, sums, bias, y};
+    kn_parallel_for(slivers, N * K >= KN_PARALLEL_MIN_GEMM ? kn_threads_get() : 1, gemv_sliver_of, &run);
 }
 
 /* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls

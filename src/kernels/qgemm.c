@@ -343,6 +343,18 @@ static void qgemm_tile(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, cons
     k->epilogue(p->epi, &block);
 }
 
+typedef struct qgemm_run {
+    const kn_qgemm_kernel *k;
+    const kn_qgemm_problem *p;
+    const qgemm_tiling *q;
+} qgemm_run;
+
+static void qgemm_tile_of(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    const qgemm_run *run = ctx;
+    qgemm_tile(run->k, run->p, run->q, t);
+}
+
 void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threads) {
     qgemm_tiling q = {
         .kq = depth_groups(p->K), .slivers = (p->R + KN_QGEMM_MR - 1) / KN_QGEMM_MR,
@@ -351,14 +363,6 @@ void kn_qgemm_run(const kn_qgemm_kernel *k, const kn_qgemm_problem *p, int threa
     q.groups = (q.slivers + KN_QGEMM_EPILOGUE_SLIVERS - 1) / KN_QGEMM_EPILOGUE_SLIVERS;
     q.v_panel_bytes = (size_t)q.kq * 64;
     int64_t tiles = q.groups * ((p->L + KN_QGEMM_TILE_COLS - 1) / KN_QGEMM_TILE_COLS);
-    // On one thread, no parallel region at all: libgomp starts a team of one for a region whose `if` is
-    // false, and inside another region (a convolution's blocks) allocates it anew at every call.
-    if (threads > 1 && p->R * p->L * p->K >= KN_QGEMM_PARALLEL_MIN) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t t = 0; t < tiles; t++)
-            qgemm_tile(k, p, &q, t);
-    } else {
-        for (int64_t t = 0; t < tiles; t++)
-            qgemm_tile(k, p, &q, t);
-    }
+    qgemm_run run = {k, p, &q};
+    kn_parallel_for(tiles, p->R * p->L * p->K >= KN_QGEMM_PARALLEL_MIN ? threads : 1, qgemm_tile_of, &run);
 }

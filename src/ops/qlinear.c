@@ -649,6 +649,8 @@ typedef struct qconv_run {
     const kn_qepilogue *epi;
     uint8_t flip;
     int inner;                 /* threads of each block's product */
+    uint8_t *scratch;          /* per_thread bytes for each thread that takes blocks */
+    size_t per_thread;
 } qconv_run;
 
 /* Block `item` (image n, group grp, output rows [oh0, oh1)): its column matrix unfolded into v (then
@@ -674,6 +676,12 @@ static void qconv_block(const qconv_run *run, int64_t item, uint8_t *v) {
         .y = run->ys + at * run->y_size, .ldy = g->out_plane, .r = run->rs ? run->rs + at * run->r_size : NULL,
     };
     kn_qgemm_run(run->kernel, &p, run->inner);
+}
+
+/* Block `item` on thread `thread`, in that thread's part of the scratch. */
+static void qconv_block_of(void *ctx, int64_t item, int thread) {
+    const qconv_run *run = ctx;
+    qconv_block(run, item, run->scratch + run->per_thread * (size_t)thread);
 }
 
 static kiln_status qconv_forward(const kn_op_call *call) {
@@ -711,14 +719,9 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     run.w = call->in[1]->data;
     run.ys = call->out[0]->data;
     run.rs = run.r_size ? residual_of(call)->data : NULL;
-    if (outer > 1) {
-#pragma omp parallel for schedule(static) num_threads(outer)
-        for (int64_t item = 0; item < items; item++)
-            qconv_block(&run, item, scratch + per_thread * (size_t)omp_get_thread_num());
-    } else { /* no parallel region: libgomp would still start a team of one */
-        for (int64_t item = 0; item < items; item++)
-            qconv_block(&run, item, scratch);
-    }
+    run.scratch = scratch;
+    run.per_thread = per_thread;
+    kn_parallel_for(items, outer, qconv_block_of, &run);
     return KILN_OK;
 }
 

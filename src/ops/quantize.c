@@ -90,26 +90,36 @@ static kiln_status quantize_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* Rows of QuantizeLinear's input, each of one channel. */
+typedef struct quantize_rows {
+    const kn_qgemm_kernel *kernel;
+    const float *x, *scales; /* x: (outer, channels, inner) */
+    const kn_tensor *zero_point;
+    int64_t channels, inner;
+    bool is_signed;
+    uint8_t *y;
+} quantize_rows;
+
+static void quantize_row(void *ctx, int64_t r, int thread) {
+    (void)thread;
+    const quantize_rows *q = ctx;
+    int64_t c = r % q->channels;
+    kn_qgemm_quantize(q->kernel, q->x + r * q->inner, q->inner, q->scales[c], (int32_t)zero_point_at(q->zero_point, c),
+                      q->is_signed, q->y + r * q->inner);
+}
+
 static kiln_status quantize_forward(const kn_op_call *call) {
     const kn_tensor *x, *scale, *zero_point;
     KN_TRY(quant_inputs(call->in, call->node->n_in, &x, &scale, &zero_point));
     quant_layout q;
     KN_TRY(quant_layout_make(call->node, &x->shape, scale, zero_point, &q));
-    bool is_signed = call->out[0]->dtype == KN_I8;
-    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best(); /* kn_quant_level's numbers, vectorized */
-    const float *xs = kn_f32(x), *scales = kn_f32(scale); // x: (outer, channels, inner)
-    uint8_t *y = call->out[0]->data;
-    int64_t rows = q.outer * q.channels;
-    if (kn_threads_get() > 1 && rows * q.inner >= KN_MOVE_PARALLEL_MIN) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[r % q.channels],
-                              (int32_t)zero_point_at(zero_point, r % q.channels), is_signed, y + r * q.inner);
-    } else { /* no parallel region: libgomp would still start a team of one */
-        for (int64_t r = 0; r < rows; r++)
-            kn_qgemm_quantize(kernel, xs + r * q.inner, q.inner, scales[r % q.channels],
-                              (int32_t)zero_point_at(zero_point, r % q.channels), is_signed, y + r * q.inner);
-    }
+    quantize_rows rows = {
+        .kernel = kn_qgemm_kernel_best(), /* kn_quant_level's numbers, vectorized */
+        .x = kn_f32(x), .scales = kn_f32(scale), .zero_point = zero_point, .channels = q.channels, .inner = q.inner,
+        .is_signed = call->out[0]->dtype == KN_I8, .y = call->out[0]->data,
+    };
+    int64_t n = q.outer * q.channels;
+    kn_parallel_for(n, n * q.inner >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, quantize_row, &rows);
     return KILN_OK;
 }
 
