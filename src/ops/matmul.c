@@ -92,6 +92,43 @@ static size_t matmul_gemm_workspace(const kn_matmul_dims *d) {
     return bytes == SIZE_MAX ? 0 : bytes;
 }
 
+/* One batch matrix's products, forward (y) or backward (da, db), for kn_parallel_for: the batch goes to
+ * the threads when matmul_shares_batch allows, else one matrix after another, each product then using
+ * the threads itself. */
+typedef struct matmul_batch {
+    const kn_matmul_dims *d;
+    void *ws;
+    size_t ws_bytes;
+    const float *a, *b, *dy;
+    float *y, *da, *db;
+    float beta, a_beta, b_beta;
+} matmul_batch;
+
+static void matmul_forward_matrix(void *ctx, int64_t i, int thread) {
+    (void)thread;
+    const matmul_batch *m = ctx;
+    const kn_matmul_dims *d = m->d;
+    int64_t a_off, b_off;
+    matmul_offsets(d, i, &a_off, &b_off);
+    kn_sgemm_ws(m->ws, m->ws_bytes, false, false, d->M, d->N, d->K, 1.0f, m->a + a_off, d->K, m->b + b_off, d->N,
+                m->beta, m->y + i * d->M * d->N, d->N);
+}
+
+static void matmul_backward_matrix(void *ctx, int64_t i, int thread) {
+    (void)thread;
+    const matmul_batch *m = ctx;
+    const kn_matmul_dims *d = m->d;
+    int64_t a_off, b_off;
+    matmul_offsets(d, i, &a_off, &b_off);
+    const float *dy_i = m->dy + i * d->M * d->N;
+    if (m->da)
+        kn_sgemm_ws(m->ws, m->ws_bytes, false, true, d->M, d->K, d->N, 1.0f, dy_i, d->N, m->b + b_off, d->N, m->a_beta,
+                    m->da + a_off, d->K);
+    if (m->db)
+        kn_sgemm_ws(m->ws, m->ws_bytes, true, false, d->K, d->N, d->M, 1.0f, m->a + a_off, d->K, dy_i, d->N, m->b_beta,
+                    m->db + b_off, d->N);
+}
+
 /* MatMul's forward, or MatMulPacked's with its packed B (NULL for MatMul). */
 static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
     kn_matmul_dims d;
@@ -122,13 +159,8 @@ static kiln_status matmul_run(const kn_op_call *call, const float *b_packed) {
         kn_sgemm_ws(ws, ws_bytes, false, false, rows, d.N, d.K, 1.0f, a, d.K, b, d.N, beta, y, d.N);
     } else {
         bool share = matmul_shares_batch(d.n_batch, false, false, d.M, d.N, d.K);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
-        for (int64_t i = 0; i < d.n_batch; i++) {
-            int64_t a_off, b_off;
-            matmul_offsets(&d, i, &a_off, &b_off);
-            kn_sgemm_ws(ws, ws_bytes, false, false, d.M, d.N, d.K, 1.0f, a + a_off, d.K, b + b_off, d.N, beta,
-                        y + i * d.M * d.N, d.N);
-        }
+        matmul_batch m = {.d = &d, .ws = ws, .ws_bytes = ws_bytes, .a = a, .b = b, .y = y, .beta = beta};
+        kn_parallel_for(d.n_batch, share ? kn_threads_get() : 1, matmul_forward_matrix, &m);
     }
     kn_fused_act_apply(&act, y, rows * d.N);
     return KILN_OK;
@@ -179,18 +211,9 @@ static kiln_status matmul_backward(const kn_op_call *call) {
     bool share = (!da || a_once) && (!db || b_once) &&
                  (!da || matmul_shares_batch(d.n_batch, false, true, d.M, d.K, d.N)) &&
                  (!db || matmul_shares_batch(d.n_batch, true, false, d.K, d.N, d.M));
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (share)
-    for (int64_t i = 0; i < d.n_batch; i++) {
-        int64_t a_off, b_off;
-        matmul_offsets(&d, i, &a_off, &b_off);
-        const float *dy_i = dy + i * d.M * d.N;
-        if (da)
-            kn_sgemm_ws(ws, ws_bytes, false, true, d.M, d.K, d.N, 1.0f, dy_i, d.N, b + b_off, d.N, a_beta,
-                        da + a_off, d.K);
-        if (db)
-            kn_sgemm_ws(ws, ws_bytes, true, false, d.K, d.N, d.M, 1.0f, a + a_off, d.K, dy_i, d.N, b_beta,
-                        db + b_off, d.N);
-    }
+    matmul_batch m = {.d = &d, .ws = ws, .ws_bytes = ws_bytes, .a = a, .b = b, .dy = dy, .da = da, .db = db,
+                      .a_beta = a_beta, .b_beta = b_beta};
+    kn_parallel_for(d.n_batch, share ? kn_threads_get() : 1, matmul_backward_matrix, &m);
     return KILN_OK;
 }
 
