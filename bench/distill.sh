@@ -175,12 +175,17 @@ gain_verdict() { # ALONE... -- DISTILLED...
 } > "$work/distill.md"
 results=bench/results/compress.md
 if [ -f "$results" ] && grep -q '^Distillation' "$results"; then
+    # The distillation sections stand between the first "Distillation (" line and PyTorch's table: this
+    # run's goes first, in place of an earlier one of the same settings (its lines 2-3), the others kept.
     /usr/bin/python3 - "$results" "$work/distill.md" <<'PY'
 import sys
 results, section = open(sys.argv[1]).read().split("\n"), open(sys.argv[2]).read().rstrip("\n").split("\n")
-start = next(i for i, line in enumerate(results) if line.startswith("Distillation"))
+start = next(i for i, line in enumerate(results) if line.startswith("Distillation ("))
 end = next(i for i, line in enumerate(results) if line.startswith("PyTorch 1.13 on the same trained weights"))
-open(sys.argv[1], "w").write("\n".join(results[:start] + section + [""] + results[end:]))
+starts = [i for i in range(start, end) if results[i].startswith("Distillation (")] + [end]
+kept = [results[a:b] for a, b in zip(starts, starts[1:]) if results[a + 1:a + 3] != section[1:3]]
+body = [line for part in [section + [""]] + kept for line in part]
+open(sys.argv[1], "w").write("\n".join(results[:start] + body + results[end:]))
 PY
 fi
 cat "$work/distill.md"
