@@ -171,11 +171,17 @@ static void view_apply(const kn_augment_view *v, const float *in, float *out, in
                 memset(row, 0, sizeof(float) * (size_t)w);
                 continue;
             }
+            // columns x with sx = x - dx inside [0, w) read the source; those left and right of them are 0
             const float *src = in + (c * h + sy) * w;
-            for (int64_t x = 0; x < w; x++) {
-                int64_t sx = x - v->dx;
-                row[x] = sx < 0 || sx >= w ? 0.0f : src[v->flip ? w - 1 - sx : sx];
-            }
+            int64_t x0 = v->dx <= 0 ? 0 : v->dx < w ? v->dx : w, x1 = v->dx < 0 ? w + v->dx : w;
+            x1 = x1 > x0 ? x1 : x0;
+            memset(row, 0, sizeof(float) * (size_t)x0);
+            if (v->flip)
+                for (int64_t x = x0; x < x1; x++)
+                    row[x] = src[w - 1 - (x - v->dx)];
+            else
+                memcpy(row + x0, src + x0 - v->dx, sizeof(float) * (size_t)(x1 - x0));
+            memset(row + x1, 0, sizeof(float) * (size_t)(w - x1));
         }
     }
 }
