@@ -121,6 +121,27 @@ static kiln_status sparse_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* One row of A against the lanes layout, its groups of KN_SPARSE_LANES weight rows shared among the
+ * threads in chunks: a chunk is the same kernel on a range of groups (its offsets, y and bias from the
+ * range's first group; the steps' indices are absolute), so each output is summed as one call would. */
+enum { SPARSE_LANE_CHUNK = 4 * KN_SPARSE_LANES }; /* weight rows per chunk: the AVX-512 kernel's 4 groups */
+
+typedef struct sparse_lanes_run {
+    const float *a, *lane_val, *bias;
+    const int64_t *offsets;
+    const uint8_t *lane_col;
+    int64_t K, N, slabs;
+    float *y;
+} sparse_lanes_run;
+
+static void sparse_lanes_chunk(void *ctx, int64_t chunk, int thread) {
+    (void)thread;
+    const sparse_lanes_run *r = ctx;
+    int64_t row0 = chunk * SPARSE_LANE_CHUNK, rows = r->N - row0 < SPARSE_LANE_CHUNK ? r->N - row0 : SPARSE_LANE_CHUNK;
+    kn_sparse_best()->lanes(r->a, r->K, r->offsets + row0 / KN_SPARSE_LANES * r->slabs, r->lane_col, r->lane_val,
+                            r->bias ? r->bias + row0 : NULL, r->y + row0, rows);
+}
+
 static kiln_status sparse_forward(const kn_op_call *call) {
     const kn_tensor *a_t = call->in[SPARSE_A];
     const kn_tensor *bias_t = call->node->n_in > SPARSE_BIAS ? call->in[SPARSE_BIAS] : NULL;
@@ -137,8 +158,13 @@ static kiln_status sparse_forward(const kn_op_call *call) {
     KN_TRY(kn_fused_act_of(call->node, &act));
     int64_t nnz = start[N], blocks = (M + KN_SPARSE_ROW_BLOCK - 1) / KN_SPARSE_ROW_BLOCK;
     if (M == 1) {
-        kn_sparse_best()->lanes(a, K, call->in[SPARSE_LANE_OFFSETS]->data, call->in[SPARSE_LANE_COLUMNS]->data,
-                                kn_f32(call->in[SPARSE_LANE_VALUES]), bias, y, N);
+        sparse_lanes_run r = {.a = a, .lane_val = kn_f32(call->in[SPARSE_LANE_VALUES]), .bias = bias,
+                              .offsets = call->in[SPARSE_LANE_OFFSETS]->data,
+                              .lane_col = call->in[SPARSE_LANE_COLUMNS]->data, .K = K, .N = N,
+                              .slabs = (K + KN_SPARSE_SLAB - 1) / KN_SPARSE_SLAB, .y = y};
+        int64_t slots = kn_numel(call->in[SPARSE_LANE_VALUES]); /* multiply-adds, padding included */
+        kn_parallel_for((N + SPARSE_LANE_CHUNK - 1) / SPARSE_LANE_CHUNK,
+                        slots >= SPARSE_PARALLEL_MIN ? kn_threads_get() : 1, sparse_lanes_chunk, &r);
         kn_fused_act_apply(&act, y, N);
         return KILN_OK;
     }
