@@ -3,6 +3,8 @@
 #ifndef KN_THREADS_H
 #define KN_THREADS_H
 
+#include <stdint.h>
+
 /* Sets the calling thread's count for the parallel loops it starts; n <= 0 means "all cores". Every
  * parallel region of kiln passes kn_threads_get() as its num_threads: the caller's OpenMP settings
  * (omp_set_num_threads) are left alone. */
@@ -24,8 +26,6 @@ enum {
      * Fashion-MNIST CNN int8 at batch 1: 0.080 ms on 1 thread, 0.114-0.139 on 2) */
     KN_PARALLEL_MIN_INTEGER = 1 << 22,
 };
-
-#include <stdint.h>
 
 /* Calls body(ctx, i, thread) for every i in [0, n): on `threads` threads with a static schedule (thread
  * is the OpenMP thread number, for per-thread scratch), or on the calling thread alone (thread 0) when

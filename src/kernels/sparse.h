@@ -13,6 +13,9 @@
  * that row has fewer nonzeros in the slab. A SIMD build keeps the slab of `a` in registers and permutes
  * it by lane_col: one multiply-add serves 16 rows.
  *   lanes: y[16 g + i] = bias + sum over slabs s, their steps t: lane_val[t][i] a[32 s + lane_col[t][i]]
+ *   Each group is summed on its own, so a call on groups g0.. (offsets + g0 * slabs, bias and y from row
+ *   16 g0, N the rows from there; the steps' indices stay absolute) gives those rows' very outputs: the
+ *   threads share a layer that way.
  *
  * bias may be NULL (0). The generic builds are the reference; the AVX-512 builds sum in the same order
  * (fused multiply-adds aside), so they agree within float rounding (test_fast_paths).

@@ -867,6 +867,26 @@ static bool qmaxpool_is_2x2(const kn_window_axis *h, const kn_window_axis *w) {
            w->dilation == 1 && h->pad_begin == 0 && w->pad_begin == 0 && 2 * h->out <= h->in && 2 * w->out <= w->in;
 }
 
+/* Output rows of the 2x2 pooling per unit of work when all planes make one tall plane. */
+#define QMAXPOOL_RUN_ROWS 256
+
+/* The 2x2 pooling in units of unit_rows output rows, unit i's input and output in_step and out_step bytes
+ * after unit i - 1's (the last unit ends at total_rows). */
+typedef struct qmaxpool_2x2_run {
+    const kn_qgemm_kernel *kernel;
+    const uint8_t *x;
+    uint8_t *y;
+    int64_t total_rows, unit_rows, in_step, out_step, in_w, cols;
+    bool is_signed;
+} qmaxpool_2x2_run;
+
+static void qmaxpool_2x2_unit(void *ctx, int64_t i, int thread) {
+    (void)thread;
+    const qmaxpool_2x2_run *r = ctx;
+    int64_t rows = r->total_rows - i * r->unit_rows < r->unit_rows ? r->total_rows - i * r->unit_rows : r->unit_rows;
+    kn_qgemm_maxpool2x2(r->kernel, r->x + i * r->in_step, rows, r->in_w, r->cols, r->is_signed, r->y + i * r->out_step);
+}
+
 /* best[0, OW) = the maximum across each window of one row of column maxima (pw bytes, framed): with
  * stride 1 or 2 (the row dealt into its two column phases, in `phases`: pw + 1 bytes) each tap reads
  * contiguous bytes, so the maxima run as vector loops; other strides take the windows one by one. */
@@ -960,21 +980,17 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     uint8_t *ys = call->out[0]->data;
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
     bool parallel = kn_threads_get() > 1 && planes * in_plane >= KN_PARALLEL_MIN_SPARSE;
-    if (st->is_2x2 && parallel) {
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get())
-        for (int64_t p = 0; p < planes; p++)
-            kn_qgemm_maxpool2x2(kernel, xs + p * in_plane, axes[0].out, axes[1].in, axes[1].out, flip != 0,
-                                ys + p * out_plane);
-        return KILN_OK;
-    }
-    if (st->is_2x2) { /* on one thread, no parallel region (libgomp would still start a team of one) */
-        if (2 * axes[0].out == axes[0].in) { /* the planes' rows pair up: all planes pool as one tall plane */
-            kn_qgemm_maxpool2x2(kernel, xs, planes * axes[0].out, axes[1].in, axes[1].out, flip != 0, ys);
-        } else {
-            for (int64_t p = 0; p < planes; p++)
-                kn_qgemm_maxpool2x2(kernel, xs + p * in_plane, axes[0].out, axes[1].in, axes[1].out, flip != 0,
-                                    ys + p * out_plane);
-        }
+    if (st->is_2x2) {
+        // Units of output rows: where the planes' rows pair up (2 OH == H) all planes are one tall plane, cut
+        // into runs of QMAXPOOL_RUN_ROWS rows; else a plane each.
+        bool tall = 2 * axes[0].out == axes[0].in;
+        qmaxpool_2x2_run r = {.kernel = kernel, .x = xs, .y = ys, .total_rows = planes * axes[0].out,
+                              .unit_rows = tall ? QMAXPOOL_RUN_ROWS : axes[0].out, .in_w = axes[1].in,
+                              .cols = axes[1].out, .is_signed = flip != 0};
+        r.in_step = tall ? 2 * r.unit_rows * r.in_w : in_plane;
+        r.out_step = tall ? r.unit_rows * r.cols : out_plane;
+        kn_parallel_for((r.total_rows + r.unit_rows - 1) / r.unit_rows, parallel ? kn_threads_get() : 1,
+                        qmaxpool_2x2_unit, &r);
         return KILN_OK;
     }
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
