@@ -16,8 +16,10 @@ int kn_threads_get(void) {
     return thread_count;
 }
 
-void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int thread), void *ctx) {
-    if (threads <= 1) {
+int kn_threads_for(int64_t work, int64_t min) { return work >= min ? kn_threads_get() : 1; }
+
+void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int slot), void *ctx) {
+    if (threads <= 1 || n <= 1) {
         for (int64_t i = 0; i < n; i++)
             body(ctx, i, 0);
         return;
@@ -25,4 +27,21 @@ void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, 
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++)
         body(ctx, i, omp_get_thread_num());
+}
+
+void kn_parallel_range(int64_t n, int threads, void (*body)(void *ctx, int64_t begin, int64_t end, int slot),
+                       void *ctx) {
+    if (threads <= 1 || n <= 1) {
+        if (n > 0)
+            body(ctx, 0, n, 0);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+        int64_t share = n / team, extra = n % team; /* the first `extra` pieces one longer */
+        int64_t begin = t * share + (t < extra ? t : extra), end = begin + share + (t < extra);
+        if (begin < end)
+            body(ctx, begin, end, (int)t);
+    }
 }

@@ -1,13 +1,13 @@
-/* Thread count for kiln's parallel loops (OpenMP). Results depend on the thread count only through
- * float summation order; for one count they are bit-identical run to run. */
+/* Thread count and parallel loops for kiln. Results depend on the thread count only through float
+ * summation order; for one count they are bit-identical run to run. Every parallel loop of kiln goes
+ * through kn_parallel_for or kn_parallel_range: the one place that decides how work meets threads. */
 #ifndef KN_THREADS_H
 #define KN_THREADS_H
 
 #include <stdint.h>
 
-/* Sets the calling thread's count for the parallel loops it starts; n <= 0 means "all cores". Every
- * parallel region of kiln passes kn_threads_get() as its num_threads: the caller's OpenMP settings
- * (omp_set_num_threads) are left alone. */
+/* Sets the calling thread's count for the parallel loops it starts; n <= 0 means "all cores". The
+ * caller's OpenMP settings (omp_set_num_threads) are left alone. */
 void kn_threads_set(int n);
 int kn_threads_get(void);
 
@@ -27,10 +27,20 @@ enum {
     KN_PARALLEL_MIN_INTEGER = 1 << 22,
 };
 
-/* Calls body(ctx, i, thread) for every i in [0, n): on `threads` threads with a static schedule (thread
- * is the OpenMP thread number, for per-thread scratch), or on the calling thread alone (thread 0) when
- * threads <= 1, with no parallel region at all: libgomp starts a team even for a region whose `if` is
- * false, about a microsecond a call, which a layer of a few microseconds feels. */
-void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int thread), void *ctx);
+/* The threads for a loop of `work` units: kn_threads_get() when work >= min, else 1. */
+int kn_threads_for(int64_t work, int64_t min);
+
+/* Calls body(ctx, i, slot) once for every i in [0, n), on up to `threads` threads (the calling thread
+ * among them), or on the calling thread alone when threads <= 1 or n <= 1, with no parallel region.
+ * `slot`, in [0, threads), is unique among the calls running at one time: an index of per-thread
+ * scratch, never of results (which i runs on which slot is not fixed). Returns when every call has
+ * returned. A loop started from inside a body runs on its caller alone (slot 0). */
+void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int slot), void *ctx);
+
+/* The same for loops of many small steps: body(ctx, begin, end, slot) on pieces [begin, end) that
+ * together cover [0, n) once. Where the pieces are cut is not fixed either: body's results must not
+ * depend on it (a piece is any run of whole iterations). */
+void kn_parallel_range(int64_t n, int threads, void (*body)(void *ctx, int64_t begin, int64_t end, int slot),
+                       void *ctx);
 
 #endif
