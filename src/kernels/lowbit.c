@@ -2,7 +2,6 @@
  * the reference, and the driver every build shares (which rows, columns and groups go where). */
 #include "kernels/lowbit.h"
 
-#include <omp.h>
 #include <string.h>
 
 #include "core/align.h"
@@ -289,33 +288,54 @@ static void rows_dot(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, cons
     }
 }
 
+/* What the loops of the row path read: W and x (with x interleaved and its sums, for the dot products),
+ * the bias and y. */
+typedef struct gemv_rows_run {
+    const kn_lowbit_kernels *k;
+    const kn_lowbit_matrix *w;
+    const row_runs *p;
+    const float *x, *xi, *sums, *bias;
+    float *y;
+} gemv_rows_run;
+
+static void gemv_rows_plain_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gemv_rows_run *r = ctx;
+    for (int64_t n = begin; n < end; n++)
+        r->y[n] = (r->bias ? r->bias[n] : 0.0f) + row_dot_plain(r->w, n, r->x);
+}
+
+/* Group q of KN_LOWBIT_DOT_ROWS rows of y. */
+static void gemv_rows_group_of(void *ctx, int64_t q, int slot) {
+    (void)slot;
+    const gemv_rows_run *r = ctx;
+    float total[KN_LOWBIT_DOT_ROWS];
+    rows_dot(r->k, r->w, r->p, q * KN_LOWBIT_DOT_ROWS, r->xi, r->sums, total);
+    for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < r->w->rows; i++) {
+        int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
+        r->y[n] = (r->bias ? r->bias[n] : 0.0f) + total[i];
+    }
+}
+
 static void gemv_rows(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                       float *y, unsigned char *ws) {
     int64_t N = w->rows, K = w->cols;
     float *xi = (float *)ws;                                                       // (K rounded up)
     float *sums = (float *)(ws + round_up(interleaved_floats(K) * sizeof(float))); // (full runs + 2)
+    int threads = kn_threads_for(N * K, KN_PARALLEL_MIN_GEMM);
+    gemv_rows_run run = {.k = k, .w = w, .x = x, .xi = xi, .sums = sums, .bias = bias, .y = y};
     if (!dot_fits(w)) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
-        for (int64_t n = 0; n < N; n++)
-            y[n] = (bias ? bias[n] : 0.0f) + row_dot_plain(w, n, x);
+        kn_parallel_range(N, threads, gemv_rows_plain_range, &run);
         return;
     }
     row_runs p = runs_of(w);
+    run.p = &p;
     kn_lowbit_interleave(w->bits, x, K, xi);
     for (int64_t j = 0; j < p.full; j++)
         sums[j] = sum_floats(x + j * p.length, p.length);
     sums[p.full] = sum_floats(x + p.rest_at, p.tail_at - p.rest_at);
     sums[p.full + 1] = sum_floats(x + p.tail_at, p.tail);
-    int64_t groups = (N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (N * K >= KN_PARALLEL_MIN_GEMM)
-    for (int64_t q = 0; q < groups; q++) {
-        float total[KN_LOWBIT_DOT_ROWS];
-        rows_dot(k, w, &p, q * KN_LOWBIT_DOT_ROWS, xi, sums, total);
-        for (int64_t i = 0; i < KN_LOWBIT_DOT_ROWS && q * KN_LOWBIT_DOT_ROWS + i < N; i++) {
-            int64_t n = q * KN_LOWBIT_DOT_ROWS + i;
-            y[n] = (bias ? bias[n] : 0.0f) + total[i];
-        }
-    }
+    kn_parallel_for((N + KN_LOWBIT_DOT_ROWS - 1) / KN_LOWBIT_DOT_ROWS, threads, gemv_rows_group_of, &run);
 }
 
 /* ---- one row of A: sweeps down S = (K, N), 32 columns at a time ---- */
@@ -362,24 +382,41 @@ static void sweep_column(const kn_lowbit_matrix *w, int64_t j, const float *x, c
     y[j] = (bias ? bias[j] : 0.0f) + sum;
 }
 
+/* What a sweep's pieces read: W, x, the bias, y, the chunks, and sweep_bytes_per_thread(K) of ws per
+ * slot. */
+typedef struct sweep_run {
+    const kn_lowbit_kernels *k;
+    const kn_lowbit_matrix *w;
+    const float *x, *bias;
+    float *y;
+    unsigned char *ws;
+    int64_t chunks;
+} sweep_run;
+
+/* Piece i of a sweep: chunk i, in the slot's xs and zr, or past the chunks one column of those after
+ * them. */
+static void sweep_piece_of(void *ctx, int64_t i, int slot) {
+    const sweep_run *r = ctx;
+    int64_t K = r->w->rows;
+    if (i >= r->chunks) {
+        sweep_column(r->w, r->chunks * KN_LOWBIT_CHUNK + i - r->chunks, r->x, r->bias, r->y);
+        return;
+    }
+    unsigned char *mine = r->ws + (size_t)slot * sweep_bytes_per_thread(K);
+    float *xs = (float *)mine;                                          // (K)
+    int8_t *zr = (int8_t *)(mine + round_up((size_t)K * sizeof(float))); // (K)
+    sweep_chunk(r->k, r->w, i * KN_LOWBIT_CHUNK, r->x, r->bias, r->y, xs, zr);
+}
+
 static void gemv_columns(const kn_lowbit_kernels *k, const kn_lowbit_matrix *w, const float *x, const float *bias,
                          float *y, unsigned char *ws) {
     int64_t K = w->rows, N = w->cols;
     /* Chunks need every row on a byte and groups that stay put inside them. */
     bool chunks_fit = on_byte(N, w->bits) && (w->axis >= 0 || w->block == 0 || w->block % KN_LOWBIT_CHUNK == 0);
     int64_t chunks = chunks_fit ? N / KN_LOWBIT_CHUNK : 0;
-#pragma omp parallel num_threads(kn_threads_get()) if (K * N >= KN_PARALLEL_MIN_GEMM)
-    {
-        unsigned char *mine = ws + (size_t)omp_get_thread_num() * sweep_bytes_per_thread(K);
-        float *xs = (float *)mine;                                          // (K)
-        int8_t *zr = (int8_t *)(mine + round_up((size_t)K * sizeof(float))); // (K)
-#pragma omp for schedule(static)
-        for (int64_t c = 0; c < chunks; c++)
-            sweep_chunk(k, w, c * KN_LOWBIT_CHUNK, x, bias, y, xs, zr);
-#pragma omp for schedule(static)
-        for (int64_t j = chunks * KN_LOWBIT_CHUNK; j < N; j++)
-            sweep_column(w, j, x, bias, y);
-    }
+    sweep_run run = {.k = k, .w = w, .x = x, .bias = bias, .y = y, .ws = ws, .chunks = chunks};
+    kn_parallel_for(chunks + N - chunks * KN_LOWBIT_CHUNK, kn_threads_for(K * N, KN_PARALLEL_MIN_GEMM), sweep_piece_of,
+                    &run);
 }
 
 /* ---- several rows of A: decoded panels through kn_sgemm ---- */
@@ -582,8 +619,8 @@ typedef struct gemv_run {
     float *y;
 } gemv_run;
 
-static void gemv_sliver_of(void *ctx, int64_t s, int thread) {
-    (void)thread;
+static void gemv_sliver_of(void *ctx, int64_t s, int slot) {
+    (void)slot;
     const gemv_run *r = ctx;
     gemv_sliver(r->k, r->w, r->x, r->sums, r->bias, r->y, s);
 }
@@ -597,7 +634,41 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
         sums[run] = sum_floats(x + r0, r1 - r0);
     }
     gemv_run run = {k, w, x, sums, bias, y};
-    kn_parallel_for(slivers, N * K >= KN_PARALLEL_MIN_GEMM ? kn_threads_get() : 1, gemv_sliver_of, &run);
+    kn_parallel_for(slivers, kn_threads_for(N * K, KN_PARALLEL_MIN_GEMM), gemv_sliver_of, &run);
+}
+
+/* What the sliver GEMM's slivers read: the rows [i0, i0 + rows) of A packed in a_block, for the depth
+ * block [k0, k0 + depth), and thread_bytes of per_thread for each slot's decoded sliver. */
+typedef struct sliver_gemm_run {
+    const kn_lowbit_sliver_kernels *k;
+    const kn_gemm_kernel *gk;
+    const kn_lowbit_matrix *w;
+    const float *a_block;
+    unsigned char *per_thread;
+    size_t thread_bytes;
+    float *y;
+    float beta;
+    int64_t M, k0, depth, i0, rows;
+} sliver_gemm_run;
+
+/* Sliver s decoded over the depth block into the slot's buffer, and every row tile of the block over it. */
+static void gemm_sliver_of(void *ctx, int64_t s, int slot) {
+    const sliver_gemm_run *r = ctx;
+    const kn_lowbit_matrix *w = r->w;
+    const int mr = r->gk->mr;
+    const int64_t K = w->rows, N = w->cols, M = r->M, k0 = r->k0, depth = r->depth, i0 = r->i0, j = s * SLIVER;
+    float *sliver = (float *)(r->per_thread + (size_t)slot * r->thread_bytes); // (kc, 32)
+    int32_t zu[SLIVER];
+    float scale[SLIVER];
+    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
+        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
+        sliver_groups(w, j, r0, zu, scale);
+        r->k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, sliver + (r0 - k0) * SLIVER);
+    }
+    for (int64_t i = i0; i < i0 + r->rows; i += mr)
+        r->gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
+                     r->a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? r->beta : 1.0f, r->y + i * N + j,
+                     N);
 }
 
 /* Y = A W + bias as kn_sgemm's blocked path computes it over the decoded W (the same micro-kernel calls
@@ -609,42 +680,61 @@ static void gemv_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
 static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
     const kn_gemm_kernel *gk = kn_gemm_kernel_best(); /* nr is 32: kn_lowbit_matmul_slivers */
-    const int mr = gk->mr;
     int64_t K = w->rows, N = w->cols, kc = kn_gemm_depth_block(gk, K), mc = sliver_row_block(gk, M);
     int64_t slivers = (N + SLIVER - 1) / SLIVER;
     float *a_block = (float *)ws; // (depth, mr) slivers of the block's rows of A
-    unsigned char *per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float));
-    size_t thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float));
-    float beta = start_with_bias(bias, M, N, y); /* of the first depth block; the later ones add to it */
-    double flops = 2.0 * (double)M * (double)N * (double)K;
-#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
-    {
-        float *sliver = (float *)(per_thread + (size_t)omp_get_thread_num() * thread_bytes); // (kc, 32)
-        for (int64_t k0 = 0; k0 < K; k0 += kc) {
-            int64_t depth = K - k0 < kc ? K - k0 : kc;
-            for (int64_t i0 = 0; i0 < M; i0 += mc) {
-                int64_t rows = M - i0 < mc ? M - i0 : mc;
-#pragma omp single
-                kn_sgemm_pack_a(false, rows, depth, a + i0 * K + k0, K, a_block);
-#pragma omp for schedule(static)
-                for (int64_t s = 0; s < slivers; s++) {
-                    int64_t j = s * SLIVER;
-                    int32_t zu[SLIVER];
-                    float scale[SLIVER];
-                    for (int64_t r0 = k0, r1; r0 < k0 + depth; r0 = r1) { /* runs of rows sharing their groups */
-                        r1 = run_end(w, r0) < k0 + depth ? run_end(w, r0) : k0 + depth;
-                        sliver_groups(w, j, r0, zu, scale);
-                        k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale,
-                                  sliver + (r0 - k0) * SLIVER);
-                    }
-                    for (int64_t i = i0; i < i0 + rows; i += mr)
-                        gk->micro(depth, (int)(M - i < mr ? M - i : mr), (int)(N - j < SLIVER ? N - j : SLIVER),
-                                  a_block + (i - i0) * depth, sliver, SLIVER, 1.0f, k0 == 0 ? beta : 1.0f,
-                                  y + i * N + j, N);
-                }
-            }
+    sliver_gemm_run run = {
+        .k = k, .gk = gk, .w = w, .a_block = a_block, .per_thread = ws + round_up((size_t)(mc * kc) * sizeof(float)),
+        .thread_bytes = round_up((size_t)(kc * SLIVER) * sizeof(float)), .y = y, .M = M,
+        .beta = start_with_bias(bias, M, N, y), /* of the first depth block; the later ones add to it */
+    };
+    int threads = kn_threads_for(2 * M * N * K, KN_PARALLEL_MIN_GEMM);
+    for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        run.k0 = k0;
+        run.depth = K - k0 < kc ? K - k0 : kc;
+        for (int64_t i0 = 0; i0 < M; i0 += mc) {
+            run.i0 = i0;
+            run.rows = M - i0 < mc ? M - i0 : mc;
+            kn_sgemm_pack_a(false, run.rows, run.depth, a + i0 * K + k0, K, a_block);
+            kn_parallel_for(slivers, threads, gemm_sliver_of, &run);
         }
     }
+}
+
+/* What the dot products' slivers read: A (M, K), y, and 2 * half bytes of ws per slot. */
+typedef struct sliver_dots_run {
+    const kn_lowbit_sliver_kernels *k;
+    const kn_gemm_kernel *gk;
+    const kn_lowbit_matrix *w;
+    const float *a;
+    float *y;
+    float beta;
+    int64_t M;
+    unsigned char *ws;
+    size_t half;
+} sliver_dots_run;
+
+/* Sliver s decoded whole into the slot's buffer, transposed, and its dot products with every row of A. */
+static void dots_sliver_of(void *ctx, int64_t s, int slot) {
+    const sliver_dots_run *r = ctx;
+    const kn_lowbit_matrix *w = r->w;
+    const kn_gemm_kernel *gk = r->gk;
+    const int64_t K = w->rows, N = w->cols, M = r->M, j = s * SLIVER;
+    float *decoded = (float *)(r->ws + (size_t)slot * 2 * r->half); // (K, 32)
+    float *rows = (float *)((unsigned char *)decoded + r->half);     // (32, K): rows of S
+    int n = (int)(N - j < SLIVER ? N - j : SLIVER);
+    int32_t zu[SLIVER];
+    float scale[SLIVER];
+    for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
+        r1 = run_end(w, r0);
+        sliver_groups(w, j, r0, zu, scale);
+        r->k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
+    }
+    gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
+    for (int c = 0; c < n; c += gk->dot_nr)
+        for (int64_t i = 0; i < M; i += gk->dot_mr)
+            gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
+                    r->a + i * K, K, rows + c * K, K, 1.0f, r->beta, r->y + i * N + j + c, N);
 }
 
 /* Y = A W + bias as kn_sgemm's dot products compute it over the decoded S = W^T: each sliver decoded
@@ -652,33 +742,13 @@ static void gemm_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matr
  * rows taken by kn_sgemm's dot kernel, whose sums depend on K only. */
 static void dots_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M, const float *a,
                          const float *bias, float *y, unsigned char *ws) {
-    const kn_gemm_kernel *gk = kn_gemm_kernel_best();
-    int64_t K = w->rows, N = w->cols, slivers = (N + SLIVER - 1) / SLIVER;
-    size_t half = round_up((size_t)(K * SLIVER) * sizeof(float));
-    float beta = start_with_bias(bias, M, N, y);
-    double flops = 2.0 * (double)M * (double)N * (double)K;
-#pragma omp parallel num_threads(kn_threads_get()) if (flops >= KN_PARALLEL_MIN_GEMM)
-    {
-        float *decoded = (float *)(ws + (size_t)omp_get_thread_num() * 2 * half); // (K, 32)
-        float *rows = (float *)((unsigned char *)decoded + half);                 // (32, K): rows of S
-#pragma omp for schedule(static)
-        for (int64_t s = 0; s < slivers; s++) {
-            int64_t j = s * SLIVER;
-            int n = (int)(N - j < SLIVER ? N - j : SLIVER);
-            int32_t zu[SLIVER];
-            float scale[SLIVER];
-            for (int64_t r0 = 0, r1; r0 < K; r0 = r1) {
-                r1 = run_end(w, r0);
-                sliver_groups(w, j, r0, zu, scale);
-                k->decode(w->codes + (s * K + r0) * SLIVER_BYTES, r1 - r0, zu, scale, decoded + r0 * SLIVER);
-            }
-            gk->pack_columns(decoded, SLIVER, SLIVER, (int)K, (int)K, rows);
-            for (int c = 0; c < n; c += gk->dot_nr)
-                for (int64_t i = 0; i < M; i += gk->dot_mr)
-                    gk->dot(K, (int)(M - i < gk->dot_mr ? M - i : gk->dot_mr), n - c < gk->dot_nr ? n - c : gk->dot_nr,
-                            a + i * K, K, rows + c * K, K, 1.0f, beta, y + i * N + j + c, N);
-        }
-    }
+    int64_t K = w->rows, N = w->cols;
+    sliver_dots_run run = {
+        .k = k, .gk = kn_gemm_kernel_best(), .w = w, .a = a, .y = y, .beta = start_with_bias(bias, M, N, y), .M = M,
+        .ws = ws, .half = round_up((size_t)(K * SLIVER) * sizeof(float)),
+    };
+    kn_parallel_for((N + SLIVER - 1) / SLIVER, kn_threads_for(2 * M * N * K, KN_PARALLEL_MIN_GEMM), dots_sliver_of,
+                    &run);
 }
 
 void kn_lowbit_matmul_slivers(const kn_lowbit_sliver_kernels *k, const kn_lowbit_matrix *w, int64_t M,

@@ -23,7 +23,6 @@
  * count.
  */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -207,10 +206,8 @@ static void bn_block_moments(const float *x, bn_view v, bn_block b, double *mean
         var[c - b.c0] = squares[c - b.c0] / count;
 }
 
-/* This thread's share of the channels, [*first, *last): a contiguous run, taken BN_BLOCK at a time. */
-static void bn_thread_channels(bn_view v, int64_t *first, int64_t *last) { kn_thread_share(v.C, first, last); }
-
-/* The block that starts at channel c0 of a share ending at `last`. */
+/* The block that starts at channel c0 of a piece of the channels ending at `last` (a contiguous run,
+ * taken BN_BLOCK at a time). */
 static bn_block bn_block_at(int64_t c0, int64_t last) {
     return (bn_block){c0, last - c0 < BN_BLOCK ? last : c0 + BN_BLOCK};
 }
@@ -279,19 +276,27 @@ static void bn_block_forward(const kn_op_call *call, bn_view v, bn_block b) {
         }
 }
 
+/* What forward's pieces of the channels read. */
+typedef struct bn_run {
+    const kn_op_call *call;
+    bn_view v;
+} bn_run;
+
+static void bn_channels_forward(void *ctx, int64_t first, int64_t last, int slot) {
+    (void)slot;
+    const bn_run *r = ctx;
+    for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK)
+        bn_block_forward(r->call, r->v, bn_block_at(c0, last));
+}
+
 static kiln_status bn_forward(const kn_op_call *call) {
     bn_view v = bn_view_of(call);
     if (v.batch_stats && v.N * v.inner < 2)
         return kn_fail(KILN_ERR_SHAPE,
                        "BatchNormalization: batch statistics need more than 1 value per channel, "
                        "got %lld", (long long)(v.N * v.inner));
-#pragma omp parallel num_threads(kn_threads_get()) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
-    {
-        int64_t first, last;
-        bn_thread_channels(v, &first, &last);
-        for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK)
-            bn_block_forward(call, v, bn_block_at(c0, last));
-    }
+    bn_run run = {.call = call, .v = v};
+    kn_parallel_range(v.C, kn_threads_for(v.N * v.C * v.inner, BN_PARALLEL_MIN), bn_channels_forward, &run);
     return KILN_OK;
 }
 
@@ -469,6 +474,26 @@ static kiln_status bn_pool_source_of(const kn_op_call *call, bn_dy_source *src) 
     return KILN_OK;
 }
 
+/* What backward's pieces of the channels read. */
+typedef struct bn_backward_run {
+    const kn_op_call *call;
+    bn_view v;
+    bool from_y, from_running; /* the gradients that flow in */
+    const bn_dy_source *src;
+    float *plane_bufs;         /* `inner` floats per slot, or NULL */
+} bn_backward_run;
+
+static void bn_channels_backward(void *ctx, int64_t first, int64_t last, int slot) {
+    const bn_backward_run *r = ctx;
+    float *plane_buf = r->plane_bufs ? r->plane_bufs + r->v.inner * slot : NULL;
+    for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK) {
+        if (r->from_y)
+            bn_block_backward(r->call, r->v, bn_block_at(c0, last), r->src, plane_buf);
+        if (r->from_running)
+            bn_block_running_backward(r->call, r->v, bn_block_at(c0, last));
+    }
+}
+
 static kiln_status bn_backward(const kn_op_call *call) {
     int n_out = call->node->n_out;
     bool from_y = call->dout[BN_Y] != NULL;
@@ -486,18 +511,9 @@ static kiln_status bn_backward(const kn_op_call *call) {
         if (!plane_bufs)
             return kn_fail(KILN_ERR_NOMEM, "no memory for %d planes of %lld floats", threads, (long long)v.inner);
     }
-#pragma omp parallel num_threads(threads) if (v.N * v.C * v.inner >= BN_PARALLEL_MIN)
-    {
-        int64_t first, last;
-        bn_thread_channels(v, &first, &last);
-        float *plane_buf = plane_bufs ? plane_bufs + v.inner * omp_get_thread_num() : NULL;
-        for (int64_t c0 = first; c0 < last; c0 += BN_BLOCK) {
-            if (from_y)
-                bn_block_backward(call, v, bn_block_at(c0, last), &src, plane_buf);
-            if (from_running)
-                bn_block_running_backward(call, v, bn_block_at(c0, last));
-        }
-    }
+    bn_backward_run run = {.call = call, .v = v, .from_y = from_y, .from_running = from_running, .src = &src,
+                           .plane_bufs = plane_bufs};
+    kn_parallel_range(v.C, kn_threads_for(v.N * v.C * v.inner, BN_PARALLEL_MIN), bn_channels_backward, &run);
     return KILN_OK;
 }
 

@@ -138,21 +138,38 @@ static kiln_status call_params(const kn_op_call *call, kn_fake_quant_layout *l, 
     return KILN_OK;
 }
 
-static kiln_status fake_quant_forward(const kn_op_call *call) {
+/* What forward's elements read: the layout, the channels' scales and zero points, the level range. */
+typedef struct fake_quant_run {
     kn_fake_quant_layout l;
+    const float *scales;
+    const int32_t *zps;
+    kn_quant_range r;
+    bool binary;
+    const float *x; /* (outer, channels, inner) */
+    float *y;
+    int64_t n;
+} fake_quant_run;
+
+static void fake_quant_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const fake_quant_run *q = ctx;
+    const float *x = q->x;
+    for (int64_t i = begin; i < end; i++) {
+        int64_t c = q->l.channels == 1 ? 0 : i / q->l.inner % q->l.channels;
+        q->y[i] = q->binary ? (x[i] >= 0.0f ? q->scales[c] : -q->scales[c])
+                            : kn_quant_fake(x[i], q->scales[c], q->zps[c], q->r);
+    }
+}
+
+static kiln_status fake_quant_forward(const kn_op_call *call) {
+    fake_quant_run q = {.r = kn_fake_quant_range(call->node), .binary = kn_node_int(call->node, "bits", 8) == 1,
+                        .x = kn_f32(call->in[0]), .y = kn_f32(call->out[0]), .n = kn_numel(call->in[0])};
     float *scales;
     int32_t *zps;
-    KN_TRY(call_params(call, &l, &scales, &zps));
-    kn_quant_range r = kn_fake_quant_range(call->node);
-    bool binary = kn_node_int(call->node, "bits", 8) == 1;
-    const float *x = kn_f32(call->in[0]); // (outer, channels, inner)
-    float *y = kn_f32(call->out[0]);
-    int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        int64_t c = l.channels == 1 ? 0 : i / l.inner % l.channels;
-        y[i] = binary ? (x[i] >= 0.0f ? scales[c] : -scales[c]) : kn_quant_fake(x[i], scales[c], zps[c], r);
-    }
+    KN_TRY(call_params(call, &q.l, &scales, &zps));
+    q.scales = scales;
+    q.zps = zps;
+    kn_parallel_range(q.n, kn_threads_for(q.n, KN_FAKE_QUANT_PARALLEL_MIN), fake_quant_range, &q);
     free(scales);
     return KILN_OK;
 }
@@ -177,6 +194,50 @@ static inline void element_grads(float x, float s, int32_t zp, kn_quant_range r,
     }
 }
 
+/* What backward's chunks or channels read: forward's run (y unused), dY, and where the gradients go. */
+typedef struct fake_quant_grads {
+    fake_quant_run q;
+    const float *dy; /* (outer, channels, inner) */
+    float *dx;       /* or NULL */
+    int64_t chunk;   /* elements of a chunk (one scale) */
+    double *ds;      /* each chunk's scale gradient (one scale) */
+    float *dscale;   /* (channels), or NULL */
+    double grad_scale;
+} fake_quant_grads;
+
+/* Chunk k of a per-tensor scale's elements: their dx, and their scale gradient into ds[k]. */
+static void fake_quant_chunk_grads(void *ctx, int64_t k, int slot) {
+    (void)slot;
+    const fake_quant_grads *g = ctx;
+    const fake_quant_run *q = &g->q;
+    for (int64_t i = k * g->chunk; i < q->n && i < (k + 1) * g->chunk; i++) {
+        float dydx, dyds;
+        element_grads(q->x[i], q->scales[0], q->zps[0], q->r, q->binary, &dydx, &dyds);
+        if (g->dx)
+            g->dx[i] += dydx * g->dy[i];
+        g->ds[k] += (double)dyds * (double)g->dy[i];
+    }
+}
+
+/* Channel c's dx, and its scale gradient into dscale[c]. */
+static void fake_quant_channel_grads(void *ctx, int64_t c, int slot) {
+    (void)slot;
+    const fake_quant_grads *g = ctx;
+    const fake_quant_run *q = &g->q;
+    kn_fake_quant_layout l = q->l;
+    double ds = 0;
+    for (int64_t o = 0; o < l.outer; o++)
+        for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
+            float dydx, dyds;
+            element_grads(q->x[i], q->scales[c], q->zps[c], q->r, q->binary, &dydx, &dyds);
+            if (g->dx)
+                g->dx[i] += dydx * g->dy[i];
+            ds += (double)dyds * (double)g->dy[i];
+        }
+    if (g->dscale)
+        g->dscale[c] += (float)(g->grad_scale * ds);
+}
+
 static kiln_status fake_quant_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout ? call->dout[0] : NULL;
     float *dx = call->din && call->din[0] ? kn_f32(call->din[0]) : NULL;
@@ -184,50 +245,33 @@ static kiln_status fake_quant_backward(const kn_op_call *call) {
     float *dscale = scale && call->din && call->din[1] ? kn_f32(call->din[1]) : NULL;
     if (!dout || (!dx && !dscale))
         return KILN_OK;
-    kn_fake_quant_layout l;
+    fake_quant_grads g = {
+        .q = {.r = kn_fake_quant_range(call->node), .binary = kn_node_int(call->node, "bits", 8) == 1,
+              .x = kn_f32(call->in[0]), .n = kn_numel(call->in[0])},
+        .dy = kn_f32(dout), .dx = dx, .dscale = dscale, .grad_scale = kn_node_float(call->node, "grad_scale", 1.0f),
+    };
     float *scales;
     int32_t *zps;
-    KN_TRY(call_params(call, &l, &scales, &zps));
-    kn_quant_range r = kn_fake_quant_range(call->node);
-    bool binary = kn_node_int(call->node, "bits", 8) == 1;
-    double grad_scale = kn_node_float(call->node, "grad_scale", 1.0f);
-    const float *x = kn_f32(call->in[0]), *dy = kn_f32(dout); // (outer, channels, inner)
-    int64_t n = kn_numel(call->in[0]);
-    if (l.channels == 1) {
+    KN_TRY(call_params(call, &g.q.l, &scales, &zps));
+    g.q.scales = scales;
+    g.q.zps = zps;
+    int64_t n = g.q.n;
+    int threads = kn_threads_for(n, KN_FAKE_QUANT_PARALLEL_MIN);
+    if (g.q.l.channels == 1) {
         /* One scale: the elements go in KN_FAKE_QUANT_CHUNKS fixed chunks over the threads, and the chunks'
          * scale gradients add up in order, so the sum is the same at any thread count. */
         double ds[KN_FAKE_QUANT_CHUNKS] = {0};
-        int64_t chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
-        for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
-            for (int64_t i = k * chunk; i < n && i < (k + 1) * chunk; i++) {
-                float dydx, dyds;
-                element_grads(x[i], scales[0], zps[0], r, binary, &dydx, &dyds);
-                if (dx)
-                    dx[i] += dydx * dy[i];
-                ds[k] += (double)dyds * (double)dy[i];
-            }
+        g.ds = ds;
+        g.chunk = (n + KN_FAKE_QUANT_CHUNKS - 1) / KN_FAKE_QUANT_CHUNKS;
+        kn_parallel_for(KN_FAKE_QUANT_CHUNKS, threads, fake_quant_chunk_grads, &g);
         double sum = 0;
         for (int k = 0; k < KN_FAKE_QUANT_CHUNKS; k++)
             sum += ds[k];
         if (dscale)
-            dscale[0] += (float)(grad_scale * sum);
+            dscale[0] += (float)(g.grad_scale * sum);
     } else {
         /* One channel per iteration: each sums its own scale gradient, so the threads share nothing. */
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FAKE_QUANT_PARALLEL_MIN)
-        for (int64_t c = 0; c < l.channels; c++) {
-            double ds = 0;
-            for (int64_t o = 0; o < l.outer; o++)
-                for (int64_t i = (o * l.channels + c) * l.inner; i < (o * l.channels + c + 1) * l.inner; i++) {
-                    float dydx, dyds;
-                    element_grads(x[i], scales[c], zps[c], r, binary, &dydx, &dyds);
-                    if (dx)
-                        dx[i] += dydx * dy[i];
-                    ds += (double)dyds * (double)dy[i];
-                }
-            if (dscale)
-                dscale[c] += (float)(grad_scale * ds);
-        }
+        kn_parallel_for(g.q.l.channels, threads, fake_quant_channel_grads, &g);
     }
     free(scales);
     return KILN_OK;

@@ -101,39 +101,52 @@ static void ln_row_moments(const float *x, int64_t D, float epsilon, double *mea
     *inv_std = 1.0 / sqrt((variance > 0 ? variance : 0) + epsilon);
 }
 
-static kiln_status ln_forward(const kn_op_call *call) {
-    const kn_tensor *x = call->in[0];
-    ln_view v = ln_view_of(call->node, &x->shape);
-    const float *xd = kn_f32(x);                          // (rows, D)
-    const float *scale = kn_f32(call->in[1]);             // (D)
-    const kn_tensor *bias_t = call->node->n_in > 2 ? call->in[2] : NULL;
-    const float *bias = bias_t ? kn_f32(bias_t) : NULL;   // (D) or none
-    float *y = kn_f32(call->out[LN_Y]);                   // (rows, D)
-    int n_out = call->node->n_out;
-    float *mean_out = n_out > LN_MEAN ? kn_f32(call->out[LN_MEAN]) : NULL; // (rows) or none
-    float *inv_std_out =
-        n_out > LN_INV_STD_DEV ? kn_f32(call->out[LN_INV_STD_DEV]) : NULL; // (rows) or none
-    float epsilon = kn_node_float(call->node, "epsilon", 1e-5f);
-    double *saved = call->saved; // (rows, 2): mean, inv_std for backward, or none
+/* What forward's rows read. */
+typedef struct ln_forward_run {
+    ln_view v;
+    const float *x, *scale, *bias; // (rows, D), (D), (D) or none
+    float *y;                      // (rows, D)
+    float *mean_out, *inv_std_out; // (rows) or none
+    float epsilon;
+    double *saved;                 // (rows, 2): mean, inv_std for backward, or none
+} ln_forward_run;
 
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
-    for (int64_t r = 0; r < v.rows; r++) {
-        const float *xr = xd + r * v.D;
-        float *yr = y + r * v.D;
+static void ln_rows_forward(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const ln_forward_run *f = ctx;
+    const ln_view v = f->v;
+    const float *scale = f->scale, *bias = f->bias;
+    for (int64_t r = begin; r < end; r++) {
+        const float *xr = f->x + r * v.D;
+        float *yr = f->y + r * v.D;
         double mean, inv_std;
-        ln_row_moments(xr, v.D, epsilon, &mean, &inv_std);
-        if (saved) {
-            saved[2 * r] = mean;
-            saved[2 * r + 1] = inv_std;
+        ln_row_moments(xr, v.D, f->epsilon, &mean, &inv_std);
+        if (f->saved) {
+            f->saved[2 * r] = mean;
+            f->saved[2 * r + 1] = inv_std;
         }
         float m = (float)mean, s = (float)inv_std;
         for (int64_t j = 0; j < v.D; j++)
             yr[j] = (xr[j] - m) * s * scale[j] + (bias ? bias[j] : 0.0f);
-        if (mean_out)
-            mean_out[r] = m;
-        if (inv_std_out)
-            inv_std_out[r] = s;
+        if (f->mean_out)
+            f->mean_out[r] = m;
+        if (f->inv_std_out)
+            f->inv_std_out[r] = s;
     }
+}
+
+static kiln_status ln_forward(const kn_op_call *call) {
+    const kn_tensor *x = call->in[0];
+    ln_view v = ln_view_of(call->node, &x->shape);
+    const kn_tensor *bias_t = call->node->n_in > 2 ? call->in[2] : NULL;
+    int n_out = call->node->n_out;
+    ln_forward_run f = {
+        .v = v, .x = kn_f32(x), .scale = kn_f32(call->in[1]), .bias = bias_t ? kn_f32(bias_t) : NULL,
+        .y = kn_f32(call->out[LN_Y]), .mean_out = n_out > LN_MEAN ? kn_f32(call->out[LN_MEAN]) : NULL,
+        .inv_std_out = n_out > LN_INV_STD_DEV ? kn_f32(call->out[LN_INV_STD_DEV]) : NULL,
+        .epsilon = kn_node_float(call->node, "epsilon", 1e-5f), .saved = call->saved,
+    };
+    kn_parallel_range(v.rows, kn_threads_for(v.rows * v.D, LN_PARALLEL_MIN), ln_rows_forward, &f);
     return KILN_OK;
 }
 
@@ -155,6 +168,57 @@ static void ln_row_backward(const float *x, const float *dy, const float *scale,
         double xhat = (x[j] - mean) * inv_std;
         double g = dy ? (double)dy[j] * scale[j] : 0.0;
         dx[j] += (float)(inv_std * (g - mean_g - xhat * mean_g_xhat) + shift - slope * xhat);
+    }
+}
+
+/* What backward's rows and column blocks read. */
+typedef struct ln_backward_run {
+    ln_view v;
+    const float *x, *dy;           // (rows, D); dy or none
+    const float *dmean, *dinv_std; // (rows) or none
+    const float *scale;            // (D)
+    float *dx, *dscale, *dbias;    // (rows, D), (D), (D), each or none
+    float epsilon;
+    double *stats;                 // (rows, 2): mean, inv_std
+    bool recompute;                // stats are scratch, to fill from X
+} ln_backward_run;
+
+static void ln_rows_backward(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const ln_backward_run *b = ctx;
+    const int64_t D = b->v.D;
+    double *stats = b->stats;
+    for (int64_t r = begin; r < end; r++) {
+        if (b->recompute)
+            ln_row_moments(b->x + r * D, D, b->epsilon, &stats[2 * r], &stats[2 * r + 1]);
+        if (b->dx)
+            ln_row_backward(b->x + r * D, b->dy ? b->dy + r * D : NULL, b->scale, b->dmean ? b->dmean[r] : 0.0,
+                            b->dinv_std ? b->dinv_std[r] : 0.0, b->dx + r * D, D, stats[2 * r], stats[2 * r + 1]);
+    }
+}
+
+/* Block `block` of LN_COLUMN_BLOCK columns of dScale and dB, summed over the rows in row order. */
+static void ln_columns_backward(void *ctx, int64_t block, int slot) {
+    (void)slot;
+    const ln_backward_run *b = ctx;
+    const ln_view v = b->v;
+    int64_t j0 = block * LN_COLUMN_BLOCK;
+    int64_t width = v.D - j0 < LN_COLUMN_BLOCK ? v.D - j0 : LN_COLUMN_BLOCK;
+    double sum_dy_xhat[LN_COLUMN_BLOCK] = {0}, sum_dy[LN_COLUMN_BLOCK] = {0};
+    for (int64_t r = 0; r < v.rows; r++) {
+        const float *xr = b->x + r * v.D + j0;
+        const float *dyr = b->dy + r * v.D + j0;
+        double mean = b->stats[2 * r], inv_std = b->stats[2 * r + 1];
+        for (int64_t j = 0; j < width; j++) {
+            sum_dy_xhat[j] += dyr[j] * ((xr[j] - mean) * inv_std);
+            sum_dy[j] += dyr[j];
+        }
+    }
+    for (int64_t j = 0; j < width; j++) {
+        if (b->dscale)
+            b->dscale[j0 + j] += (float)sum_dy_xhat[j];
+        if (b->dbias)
+            b->dbias[j0 + j] += (float)sum_dy[j];
     }
 }
 
@@ -188,42 +252,15 @@ static kiln_status ln_backward(const kn_op_call *call) {
             return kn_fail(KILN_ERR_NOMEM, "LayerNormalization: out of memory for %zu bytes of workspace",
                            bytes);
     }
-    const bool recompute = stats != call->saved;
-
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
-    for (int64_t r = 0; r < v.rows; r++) {
-        if (recompute)
-            ln_row_moments(x + r * v.D, v.D, epsilon, &stats[2 * r], &stats[2 * r + 1]);
-        if (dx)
-            ln_row_backward(x + r * v.D, dy ? dy + r * v.D : NULL, scale, dmean ? dmean[r] : 0.0,
-                            dinv_std ? dinv_std[r] : 0.0, dx + r * v.D, v.D, stats[2 * r],
-                            stats[2 * r + 1]);
-    }
+    ln_backward_run b = {
+        .v = v, .x = x, .dy = dy, .dmean = dmean, .dinv_std = dinv_std, .scale = scale, .dx = dx, .dscale = dscale,
+        .dbias = dbias, .epsilon = epsilon, .stats = stats, .recompute = stats != call->saved,
+    };
+    int threads = kn_threads_for(v.rows * v.D, LN_PARALLEL_MIN);
+    kn_parallel_range(v.rows, threads, ln_rows_backward, &b);
     if (!dscale && !dbias)
         return KILN_OK;
-
-    int64_t n_blocks = (v.D + LN_COLUMN_BLOCK - 1) / LN_COLUMN_BLOCK;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (v.rows * v.D >= LN_PARALLEL_MIN)
-    for (int64_t b = 0; b < n_blocks; b++) {
-        int64_t j0 = b * LN_COLUMN_BLOCK;
-        int64_t width = v.D - j0 < LN_COLUMN_BLOCK ? v.D - j0 : LN_COLUMN_BLOCK;
-        double sum_dy_xhat[LN_COLUMN_BLOCK] = {0}, sum_dy[LN_COLUMN_BLOCK] = {0};
-        for (int64_t r = 0; r < v.rows; r++) {
-            const float *xr = x + r * v.D + j0;
-            const float *dyr = dy + r * v.D + j0;
-            double mean = stats[2 * r], inv_std = stats[2 * r + 1];
-            for (int64_t j = 0; j < width; j++) {
-                sum_dy_xhat[j] += dyr[j] * ((xr[j] - mean) * inv_std);
-                sum_dy[j] += dyr[j];
-            }
-        }
-        for (int64_t j = 0; j < width; j++) {
-            if (dscale)
-                dscale[j0 + j] += (float)sum_dy_xhat[j];
-            if (dbias)
-                dbias[j0 + j] += (float)sum_dy[j];
-        }
-    }
+    kn_parallel_for((v.D + LN_COLUMN_BLOCK - 1) / LN_COLUMN_BLOCK, threads, ln_columns_backward, &b);
     return KILN_OK;
 }
 

@@ -28,7 +28,6 @@
  * Inference only: no backward.
  */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "core/quant.h"
@@ -580,6 +579,34 @@ static kiln_status qconv_prepare(const kn_op_call *call, void *state) {
     return KILN_OK;
 }
 
+/* What every plane of a depthwise convolution reads (qconv_depthwise). */
+typedef struct dw_run {
+    const kn_qgemm_kernel *kernel;
+    const qconv_state *st;
+    const qconv_geom *g;
+    const int32_t *w;          /* the weights as int32 (C, taps) */
+    const kn_qepilogue *epi;
+    const uint8_t *xs;         /* (N, C, H, W) */
+    char *ys;                  /* (N, C, OH, OW) */
+    const char *rs;            /* as ys, or NULL */
+    size_t y_size, r_size;
+    uint8_t flip;
+    uint8_t *frames;           /* per_thread bytes for each slot: a frame, then at acc_at the plane's sums */
+    size_t per_thread, acc_at;
+} dw_run;
+
+/* Plane p (image and channel), framed in the slot's part of the scratch. */
+static void dw_plane_of(void *ctx, int64_t p, int slot) {
+    const dw_run *run = ctx;
+    const qconv_geom *g = run->g;
+    const int64_t taps = g->h.kernel * g->w.kernel, c = p % g->C;
+    uint8_t *framed = run->frames + run->per_thread * (size_t)slot;
+    dw_fill_frame(run->kernel, g, &run->st->frame, run->xs + p * g->h.in * g->w.in, run->flip, run->st->pad, framed);
+    dw_plane(run->kernel, g, &run->st->frame, framed, run->st->tap_at, run->w + c * taps, run->epi, c,
+             (int32_t *)(framed + run->acc_at), run->rs ? run->rs + (size_t)(p * g->out_plane) * run->r_size : NULL,
+             run->ys + (size_t)(p * g->out_plane) * run->y_size);
+}
+
 static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_state *st, const qconv_geom *g) {
     const kn_tensor *x = call->in[0];
     const int64_t taps = g->h.kernel * g->w.kernel, planes = g->N * g->C;
@@ -605,20 +632,14 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_state *st
         for (int64_t k = 0; k < taps; k++)
             w[c * taps + k] = packed[(size_t)c * b_bytes + (size_t)(k / 4 * 4 * KN_QGEMM_MR + k % 4)];
     kn_qepilogue epi = epilogue_bind(&st->epi, call, g->C);
-    size_t y_size = kn_qout_size(epi.y_type), r_size = kn_qres_size(epi.r_type);
-    uint8_t flip = x->dtype == KN_I8 ? 0x80 : 0;
-    const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    const uint8_t *xs = x->data; // (N, C, H, W)
-    char *ys = call->out[0]->data; // (N, C, OH, OW)
-    const char *rs = r_size ? residual_of(call)->data : NULL; // as ys
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g->out_plane * taps >= (1 << 16))
-    for (int64_t p = 0; p < planes; p++) {
-        uint8_t *framed = scratch + weights + per_thread * (size_t)omp_get_thread_num();
-        int64_t c = p % g->C;
-        dw_fill_frame(kernel, g, f, xs + p * g->h.in * g->w.in, flip, st->pad, framed);
-        dw_plane(kernel, g, f, framed, st->tap_at, w + c * taps, &epi, c, (int32_t *)(framed + acc_at),
-                 rs ? rs + (size_t)(p * g->out_plane) * r_size : NULL, ys + (size_t)(p * g->out_plane) * y_size);
-    }
+    dw_run run = {
+        .kernel = kn_qgemm_kernel_best(), .st = st, .g = g, .w = w, .epi = &epi, .xs = x->data,
+        .ys = call->out[0]->data,
+        .y_size = kn_qout_size(epi.y_type), .r_size = kn_qres_size(epi.r_type), .flip = x->dtype == KN_I8 ? 0x80 : 0,
+        .frames = scratch + weights, .per_thread = per_thread, .acc_at = acc_at,
+    };
+    run.rs = run.r_size ? residual_of(call)->data : NULL;
+    kn_parallel_for(planes, kn_threads_for(planes * g->out_plane * taps, 1 << 16), dw_plane_of, &run);
     return KILN_OK;
 }
 
@@ -678,10 +699,10 @@ static void qconv_block(const qconv_run *run, int64_t item, uint8_t *v) {
     kn_qgemm_run(run->kernel, &p, run->inner);
 }
 
-/* Block `item` on thread `thread`, in that thread's part of the scratch. */
-static void qconv_block_of(void *ctx, int64_t item, int thread) {
+/* Block `item`, in the slot's part of the scratch. */
+static void qconv_block_of(void *ctx, int64_t item, int slot) {
     const qconv_run *run = ctx;
-    qconv_block(run, item, run->scratch + run->per_thread * (size_t)thread);
+    qconv_block(run, item, run->scratch + run->per_thread * (size_t)slot);
 }
 
 static kiln_status qconv_forward(const kn_op_call *call) {
@@ -702,7 +723,7 @@ static kiln_status qconv_forward(const kn_op_call *call) {
     size_t per_thread = (run.v_bytes + run.rows_bytes + st->shifted_bytes + 63) / 64 * 64;
     // Threads take whole blocks when there are enough of them, else share each block's product; a
     // small layer runs on the calling thread.
-    int threads = kn_count_mul(g->N * g->M * g->out_plane, g->K) >= KN_PARALLEL_MIN_INTEGER ? kn_threads_get() : 1;
+    int threads = kn_threads_for(kn_count_mul(g->N * g->M * g->out_plane, g->K), KN_PARALLEL_MIN_INTEGER);
     int outer = items >= threads ? threads : 1;
     run.inner = outer == 1 ? threads : 1;
     uint8_t *scratch = kn_op_scratch(call->ctx, per_thread * (size_t)outer);
@@ -880,8 +901,8 @@ typedef struct qmaxpool_2x2_run {
     bool is_signed;
 } qmaxpool_2x2_run;
 
-static void qmaxpool_2x2_unit(void *ctx, int64_t i, int thread) {
-    (void)thread;
+static void qmaxpool_2x2_unit(void *ctx, int64_t i, int slot) {
+    (void)slot;
     const qmaxpool_2x2_run *r = ctx;
     int64_t rows = r->total_rows - i * r->unit_rows < r->unit_rows ? r->total_rows - i * r->unit_rows : r->unit_rows;
     kn_qgemm_maxpool2x2(r->kernel, r->x + i * r->in_step, rows, r->in_w, r->cols, r->is_signed, r->y + i * r->out_step);
@@ -943,6 +964,25 @@ static void qmaxpool_plane(const kn_qgemm_kernel *kernel, const kn_window_axis *
     }
 }
 
+/* What every plane of a pooling reads (qmaxpool_forward's general path). */
+typedef struct qmaxpool_run {
+    const kn_qgemm_kernel *kernel;
+    const kn_window_axis *axes; /* height, width */
+    const int64_t *pads;
+    const uint8_t *xs;          /* (N*C, H, W) */
+    uint8_t *ys;
+    int64_t in_plane, out_plane;
+    uint8_t flip;
+    uint8_t *padded;            /* padded_bytes for each slot: a framed plane */
+    size_t padded_bytes;
+} qmaxpool_run;
+
+static void qmaxpool_plane_of(void *ctx, int64_t p, int slot) {
+    const qmaxpool_run *r = ctx;
+    qmaxpool_plane(r->kernel, &r->axes[0], &r->axes[1], r->pads, r->xs + p * r->in_plane, r->flip,
+                   r->padded + r->padded_bytes * (size_t)slot, r->ys + p * r->out_plane);
+}
+
 /* MaxPoolInteger's per-plan state (kn_op.prepare): the window, and how far it reaches past the plane. */
 typedef struct qmaxpool_state {
     kn_window_axis axes[2];
@@ -979,7 +1019,7 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
     const uint8_t *xs = x->data; // (N*C, H, W)
     uint8_t *ys = call->out[0]->data;
     const kn_qgemm_kernel *kernel = kn_qgemm_kernel_best();
-    bool parallel = kn_threads_get() > 1 && planes * in_plane >= KN_PARALLEL_MIN_SPARSE;
+    int threads = kn_threads_for(planes * in_plane, KN_PARALLEL_MIN_SPARSE);
     if (st->is_2x2) {
         // Units of output rows: where the planes' rows pair up (2 OH == H) all planes are one tall plane, cut
         // into runs of QMAXPOOL_RUN_ROWS rows; else a plane each.
@@ -989,28 +1029,20 @@ static kiln_status qmaxpool_forward(const kn_op_call *call) {
                               .cols = axes[1].out, .is_signed = flip != 0};
         r.in_step = tall ? 2 * r.unit_rows * r.in_w : in_plane;
         r.out_step = tall ? r.unit_rows * r.cols : out_plane;
-        kn_parallel_for((r.total_rows + r.unit_rows - 1) / r.unit_rows, parallel ? kn_threads_get() : 1,
-                        qmaxpool_2x2_unit, &r);
+        kn_parallel_for((r.total_rows + r.unit_rows - 1) / r.unit_rows, threads, qmaxpool_2x2_unit, &r);
         return KILN_OK;
     }
     int64_t framed_rows = kn_count_add(kn_count_add(pads[0], axes[0].in), kn_count_add(pads[2], 4));
     int64_t framed_cols = kn_count_add(kn_count_add(pads[1], axes[1].in), pads[3]);
-    int threads = kn_threads_get();
     size_t padded_bytes = 0, total = 0;
     bool sized = kn_size_mul((size_t)framed_rows, (size_t)framed_cols, &padded_bytes) &&
                  kn_size_mul(padded_bytes, (size_t)threads, &total);
     uint8_t *padded = sized ? kn_op_scratch(call->ctx, total) : NULL; // a framed plane per thread
     if (!padded)
         return kn_fail(KILN_ERR_NOMEM, "out of memory pooling");
-    if (parallel) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t p = 0; p < planes; p++)
-            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip,
-                           padded + padded_bytes * (size_t)omp_get_thread_num(), ys + p * out_plane);
-    } else {
-        for (int64_t p = 0; p < planes; p++)
-            qmaxpool_plane(kernel, &axes[0], &axes[1], pads, xs + p * in_plane, flip, padded, ys + p * out_plane);
-    }
+    qmaxpool_run run = {.kernel = kernel, .axes = axes, .pads = pads, .xs = xs, .ys = ys, .in_plane = in_plane,
+                        .out_plane = out_plane, .flip = flip, .padded = padded, .padded_bytes = padded_bytes};
+    kn_parallel_for(planes, threads, qmaxpool_plane_of, &run);
     return KILN_OK;
 }
 
@@ -1070,19 +1102,31 @@ static int32_t qadd_level(const kn_tensor *t, int64_t i) {
     return t->dtype == KN_I8 ? ((const int8_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
 }
 
-static kiln_status qadd_forward(const kn_op_call *call) {
-    const kn_tensor *a = call->in[0], *b = call->in[1];
+/* What AddInteger's elements read. */
+typedef struct qadd_run {
+    const kn_tensor *a, *b;
     qadd_params p;
-    KN_TRY(qadd_params_of(call->node, &p));
-    int64_t n = kn_numel(a);
-    uint8_t *y = call->out[0]->data;
-#pragma omp parallel for schedule(static) num_threads(kn_threads_get()) if (n >= (1 << 16))
-    for (int64_t i = 0; i < n; i++) {
-        float v = kn_quant_value(qadd_level(a, i), p.s_a, p.z_a) + kn_quant_value(qadd_level(b, i), p.s_b, p.z_b);
-        if (p.relu)
+    uint8_t *y;
+} qadd_run;
+
+static void qadd_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const qadd_run *r = ctx;
+    const qadd_params *p = &r->p;
+    for (int64_t i = begin; i < end; i++) {
+        float v =
+            kn_quant_value(qadd_level(r->a, i), p->s_a, p->z_a) + kn_quant_value(qadd_level(r->b, i), p->s_b, p->z_b);
+        if (p->relu)
             v = kn_quant_relu_op(v);
-        y[i] = (uint8_t)(kn_quant_level(v, p.s_y, p.z_y, p.range) & 0xff);
+        r->y[i] = (uint8_t)(kn_quant_level(v, p->s_y, p->z_y, p->range) & 0xff);
     }
+}
+
+static kiln_status qadd_forward(const kn_op_call *call) {
+    qadd_run run = {.a = call->in[0], .b = call->in[1], .y = call->out[0]->data};
+    KN_TRY(qadd_params_of(call->node, &run.p));
+    int64_t n = kn_numel(run.a);
+    kn_parallel_range(n, kn_threads_for(n, 1 << 16), qadd_range, &run);
     return KILN_OK;
 }
 

@@ -100,8 +100,8 @@ typedef struct quantize_rows {
     uint8_t *y;
 } quantize_rows;
 
-static void quantize_row(void *ctx, int64_t r, int thread) {
-    (void)thread;
+static void quantize_row(void *ctx, int64_t r, int slot) {
+    (void)slot;
     const quantize_rows *q = ctx;
     int64_t c = r % q->channels;
     kn_qgemm_quantize(q->kernel, q->x + r * q->inner, q->inner, q->scales[c], (int32_t)zero_point_at(q->zero_point, c),
@@ -119,7 +119,7 @@ static kiln_status quantize_forward(const kn_op_call *call) {
         .is_signed = call->out[0]->dtype == KN_I8, .y = call->out[0]->data,
     };
     int64_t n = q.outer * q.channels;
-    kn_parallel_for(n, n * q.inner >= KN_MOVE_PARALLEL_MIN ? kn_threads_get() : 1, quantize_row, &rows);
+    kn_parallel_for(n, kn_threads_for(n * q.inner, KN_MOVE_PARALLEL_MIN), quantize_row, &rows);
     return KILN_OK;
 }
 
@@ -151,20 +151,33 @@ static int64_t level_at(const kn_tensor *x, int64_t i) {
     }
 }
 
+/* Rows of DequantizeLinear's input, each of one channel. */
+typedef struct dequantize_rows {
+    const kn_tensor *x, *zero_point;
+    const float *scales;
+    int64_t channels, inner;
+    float *y; /* (outer, channels, inner) */
+} dequantize_rows;
+
+static void dequantize_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const dequantize_rows *q = ctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t c = r % q->channels, zp = zero_point_at(q->zero_point, c);
+        for (int64_t i = r * q->inner; i < (r + 1) * q->inner; i++)
+            q->y[i] = (float)(level_at(q->x, i) - zp) * q->scales[c];
+    }
+}
+
 static kiln_status dequantize_forward(const kn_op_call *call) {
     const kn_tensor *x, *scale, *zero_point;
     KN_TRY(quant_inputs(call->in, call->node->n_in, &x, &scale, &zero_point));
     quant_layout q;
     KN_TRY(quant_layout_make(call->node, &x->shape, scale, zero_point, &q));
-    const float *scales = kn_f32(scale);
-    float *y = kn_f32(call->out[0]); // (outer, channels, inner)
-    int64_t rows = q.outer * q.channels;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * q.inner >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t c = r % q.channels, zp = zero_point_at(zero_point, c);
-        for (int64_t i = r * q.inner; i < (r + 1) * q.inner; i++)
-            y[i] = (float)(level_at(x, i) - zp) * scales[c];
-    }
+    dequantize_rows rows = {.x = x, .zero_point = zero_point, .scales = kn_f32(scale), .channels = q.channels,
+                            .inner = q.inner, .y = kn_f32(call->out[0])};
+    int64_t n = q.outer * q.channels;
+    kn_parallel_range(n, kn_threads_for(n * q.inner, KN_MOVE_PARALLEL_MIN), dequantize_range, &rows);
     return KILN_OK;
 }
 

@@ -207,60 +207,74 @@ static softmax_units softmax_units_of(const softmax_lanes *l) {
     return u;
 }
 
-static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form) {
+/* What the units read, forward or backward. */
+typedef struct softmax_run {
     softmax_lanes l;
-    KN_TRY(softmax_lanes_of(call->node, &call->in[0]->shape, &l));
-    const float *x = kn_f32(call->in[0]); // (outer, axis_len, inner)
-    float *y = kn_f32(call->out[0]);       // (outer, axis_len, inner)
+    softmax_units u;
+    bool log_form, store;      /* store: backward stores dx rather than adding to it */
+    const float *x, *y, *dy;   /* (outer, axis_len, inner): forward reads x, backward y and dy */
+    float *out;                /* forward's y, or backward's dx */
+} softmax_run;
+
+static void softmax_unit_forward(void *ctx, int64_t unit, int slot) {
+    (void)slot;
+    const softmax_run *s = ctx;
+    const softmax_lanes l = s->l;
+    const softmax_units u = s->u;
+    if (l.inner == 1) {
+        int64_t r0 = unit * u.rows_per_unit;
+        int64_t rows = l.outer - r0 < u.rows_per_unit ? l.outer - r0 : u.rows_per_unit;
+        softmax_rows(s->x + r0 * l.axis_len, s->out + r0 * l.axis_len, rows, l.axis_len, s->log_form);
+    } else {
+        int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
+        int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
+        int64_t start = o * l.axis_len * l.inner + i0;
+        softmax_columns(s->x + start, s->out + start, l.axis_len, l.inner, width, s->log_form);
+    }
+}
+
+static kiln_status softmax_forward_either(const kn_op_call *call, bool log_form) {
+    softmax_run s = {.log_form = log_form, .x = kn_f32(call->in[0]), .out = kn_f32(call->out[0])};
+    KN_TRY(softmax_lanes_of(call->node, &call->in[0]->shape, &s.l));
     int64_t n_elements = kn_numel(call->in[0]);
     if (n_elements == 0)
         return KILN_OK;
-    softmax_units u = softmax_units_of(&l);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
-    for (int64_t unit = 0; unit < u.count; unit++) {
-        if (l.inner == 1) {
-            int64_t r0 = unit * u.rows_per_unit;
-            int64_t rows = l.outer - r0 < u.rows_per_unit ? l.outer - r0 : u.rows_per_unit;
-            softmax_rows(x + r0 * l.axis_len, y + r0 * l.axis_len, rows, l.axis_len, log_form);
-        } else {
-            int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
-            int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
-            int64_t start = o * l.axis_len * l.inner + i0;
-            softmax_columns(x + start, y + start, l.axis_len, l.inner, width, log_form);
-        }
-    }
+    s.u = softmax_units_of(&s.l);
+    kn_parallel_for(s.u.count, kn_threads_for(n_elements, KN_SOFTMAX_PARALLEL_MIN), softmax_unit_forward, &s);
     return KILN_OK;
+}
+
+static void softmax_unit_backward(void *ctx, int64_t unit, int slot) {
+    (void)slot;
+    const softmax_run *s = ctx;
+    const softmax_lanes l = s->l;
+    const softmax_units u = s->u;
+    if (l.inner == 1) {
+        int64_t r0 = unit * u.rows_per_unit;
+        int64_t r1 = l.outer - r0 < u.rows_per_unit ? l.outer : r0 + u.rows_per_unit;
+        for (int64_t r = r0; r < r1; r++)
+            softmax_lane_backward(s->y + r * l.axis_len, s->dy + r * l.axis_len, s->out + r * l.axis_len, l.axis_len,
+                                  s->log_form, s->store);
+    } else {
+        int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
+        int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
+        int64_t start = o * l.axis_len * l.inner + i0;
+        softmax_columns_backward(s->y + start, s->dy + start, s->out + start, l.axis_len, l.inner, width, s->log_form,
+                                 s->store);
+    }
 }
 
 static kiln_status softmax_backward_either(const kn_op_call *call, bool log_form) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
-    softmax_lanes l;
-    KN_TRY(softmax_lanes_of(call->node, &call->out[0]->shape, &l));
-    const float *y = kn_f32(call->out[0]);   // (outer, axis_len, inner)
-    const float *dy = kn_f32(call->dout[0]); // (outer, axis_len, inner)
-    float *dx = kn_f32(call->din[0]);        // (outer, axis_len, inner)
-    const bool store = kn_din_fresh(call, 0);
+    softmax_run s = {.log_form = log_form, .store = kn_din_fresh(call, 0), .y = kn_f32(call->out[0]),
+                     .dy = kn_f32(call->dout[0]), .out = kn_f32(call->din[0])};
+    KN_TRY(softmax_lanes_of(call->node, &call->out[0]->shape, &s.l));
     int64_t n_elements = kn_numel(call->out[0]);
     if (n_elements == 0)
         return KILN_OK;
-    softmax_units u = softmax_units_of(&l);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_elements >= KN_SOFTMAX_PARALLEL_MIN)
-    for (int64_t unit = 0; unit < u.count; unit++) {
-        if (l.inner == 1) {
-            int64_t r0 = unit * u.rows_per_unit;
-            int64_t r1 = l.outer - r0 < u.rows_per_unit ? l.outer : r0 + u.rows_per_unit;
-            for (int64_t r = r0; r < r1; r++)
-                softmax_lane_backward(y + r * l.axis_len, dy + r * l.axis_len, dx + r * l.axis_len, l.axis_len,
-                                      log_form, store);
-        } else {
-            int64_t o = unit / u.chunks_per_outer, i0 = (unit % u.chunks_per_outer) * SOFTMAX_CHUNK;
-            int64_t width = l.inner - i0 < SOFTMAX_CHUNK ? l.inner - i0 : SOFTMAX_CHUNK;
-            int64_t start = o * l.axis_len * l.inner + i0;
-            softmax_columns_backward(y + start, dy + start, dx + start, l.axis_len, l.inner, width, log_form,
-                                     store);
-        }
-    }
+    s.u = softmax_units_of(&s.l);
+    kn_parallel_for(s.u.count, kn_threads_for(n_elements, KN_SOFTMAX_PARALLEL_MIN), softmax_unit_backward, &s);
     return KILN_OK;
 }
 
