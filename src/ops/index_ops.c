@@ -171,25 +171,58 @@ static kiln_status gather_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* Gather's rows, forward (x to y, row bytes each) or backward (dy to dx), for kn_parallel_range. */
+typedef struct gather_rows {
+    const gather_plan *p;
+    const kn_tensor *indices;
+    size_t row;
+    const char *x; // (outer, dim, inner)
+    char *y;       // (outer, count, inner)
+    const float *dy;
+    float *dx;
+} gather_rows;
+
+/* Output rows [begin, end) of the outer * count. */
+static void gather_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gather_rows *g = ctx;
+    const gather_plan *p = g->p;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t o = r / p->count, index = gather_index(g->indices, r % p->count, p->dim);
+        memcpy(g->y + (size_t)r * g->row, g->x + (size_t)(o * p->dim + index) * g->row, g->row);
+    }
+}
+
 static kiln_status gather_forward(const kn_op_call *call) {
     const kn_tensor *data = call->in[0], *indices = call->in[1];
     gather_plan p;
     KN_TRY(gather_plan_make(call->node, data, indices, &p));
     KN_TRY(check_output_shape(call, 0, &p.out));
     KN_TRY(gather_check_indices(indices, p.dim));
-    size_t esize = kn_dtype_size(data->dtype);
-    size_t row = (size_t)p.inner * esize;
-    const char *x = data->data;   // (outer, dim, inner)
-    char *y = call->out[0]->data; // (outer, count, inner)
+    gather_rows g = {
+        .p = &p, .indices = indices, .row = (size_t)p.inner * kn_dtype_size(data->dtype),
+        .x = data->data, .y = call->out[0]->data,
+    };
     int64_t rows = p.outer * p.count;
-    if (row == 0)
+    if (g.row == 0)
         return KILN_OK;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * p.inner >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r / p.count, index = gather_index(indices, r % p.count, p.dim);
-        memcpy(y + (size_t)r * row, x + (size_t)(o * p.dim + index) * row, row);
-    }
+    kn_parallel_range(rows, kn_threads_for(rows * p.inner, KN_MOVE_PARALLEL_MIN), gather_range, &g);
     return KILN_OK;
+}
+
+/* Outer rows [begin, end), each adding its count rows of dY in index order. */
+static void gather_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gather_rows *g = ctx;
+    const gather_plan *p = g->p;
+    for (int64_t o = begin; o < end; o++) {
+        for (int64_t k = 0; k < p->count; k++) {
+            float *dst = g->dx + (o * p->dim + gather_index(g->indices, k, p->dim)) * p->inner;
+            const float *src = g->dy + (o * p->count + k) * p->inner;
+            for (int64_t j = 0; j < p->inner; j++)
+                dst[j] += src[j];
+        }
+    }
 }
 
 /* dData[outer, indices[k], :] += dY[outer, k, :]; a repeated index adds once per occurrence, in
@@ -202,17 +235,13 @@ static kiln_status gather_backward(const kn_op_call *call) {
     gather_plan p;
     KN_TRY(gather_plan_make(call->node, call->in[0], indices, &p));
     KN_TRY(gather_check_indices(indices, p.dim));
-    const float *dy = kn_f32(call->dout[0]); // (outer, count, inner)
-    float *dx = kn_f32(call->din[0]);        // (outer, dim, inner)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.outer * p.count * p.inner >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t o = 0; o < p.outer; o++) {
-        for (int64_t k = 0; k < p.count; k++) {
-            float *dst = dx + (o * p.dim + gather_index(indices, k, p.dim)) * p.inner;
-            const float *src = dy + (o * p.count + k) * p.inner;
-            for (int64_t j = 0; j < p.inner; j++)
-                dst[j] += src[j];
-        }
-    }
+    gather_rows g = {
+        .p = &p, .indices = indices,
+        .dy = kn_f32(call->dout[0]), // (outer, count, inner)
+        .dx = kn_f32(call->din[0]),  // (outer, dim, inner)
+    };
+    int threads = kn_threads_for(p.outer * p.count * p.inner, KN_MOVE_PARALLEL_MIN);
+    kn_parallel_range(p.outer, threads, gather_grad_range, &g);
     return KILN_OK;
 }
 

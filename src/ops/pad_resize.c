@@ -160,6 +160,30 @@ static void pad_scalar_as_vector(pad_plan *p, kn_shape *in) {
     }
 }
 
+/* Pad's output rows of n elements, forward (x to y) or backward (dy to dx), for kn_parallel_range. */
+typedef struct pad_rows {
+    const pad_plan *p;
+    const kn_shape *in;
+    const int64_t *in_stride;
+    int64_t n, dim, begin; /* the last dim's output and input sizes, and its pad_plan begin */
+    size_t esize;
+    const char *fill; /* forward's constant */
+    const char *x;
+    char *y;
+    const float *dy;
+    float *dx;
+} pad_rows;
+
+static void pad_forward_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const pad_rows *c = ctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t source = pad_row_source(c->p, c->in, c->in_stride, r);
+        pad_row(c->y + (size_t)(r * c->n) * c->esize, source < 0 ? NULL : c->x + (size_t)source * c->esize, c->p,
+                c->n, c->dim, c->begin, c->fill, c->esize);
+    }
+}
+
 static kiln_status pad_forward(const kn_op_call *call) {
     pad_plan p;
     KN_TRY(pad_plan_make(call->node, call->in, call->node->n_in, &p));
@@ -168,22 +192,33 @@ static kiln_status pad_forward(const kn_op_call *call) {
     const kn_tensor *data = call->in[0], *constant = kn_input_at(call->in, call->node->n_in, 2);
     kn_shape in = data->shape;
     pad_scalar_as_vector(&p, &in);
-    size_t esize = kn_dtype_size(data->dtype);
     static const char zero[8];
-    const char *fill = constant ? constant->data : zero;
     int64_t in_stride[KN_MAX_DIMS];
     kn_shape_strides(&in, in_stride);
     int last = in.ndim - 1;
     int64_t n = p.out.d[last], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
-    const char *x = data->data;
-    char *y = call->out[0]->data;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * n >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t source = pad_row_source(&p, &in, in_stride, r);
-        pad_row(y + (size_t)(r * n) * esize, source < 0 ? NULL : x + (size_t)source * esize, &p, n,
-                in.d[last], p.begin[last], fill, esize);
-    }
+    pad_rows c = {
+        .p = &p, .in = &in, .in_stride = in_stride, .n = n, .dim = in.d[last], .begin = p.begin[last],
+        .esize = kn_dtype_size(data->dtype), .fill = constant ? constant->data : zero,
+        .x = data->data, .y = call->out[0]->data,
+    };
+    kn_parallel_range(rows, kn_threads_for(rows * n, KN_MOVE_PARALLEL_MIN), pad_forward_range, &c);
     return KILN_OK;
+}
+
+static void pad_backward_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const pad_rows *c = ctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t source = pad_row_source(c->p, c->in, c->in_stride, r);
+        if (source < 0)
+            continue;
+        for (int64_t o = 0; o < c->n; o++) {
+            int64_t i = pad_source(o, c->begin, c->dim, c->p->mode);
+            if (i >= 0)
+                c->dx[source + i] += c->dy[r * c->n + o];
+        }
+    }
 }
 
 /* dX[source(o)] += dY[o]. In constant mode distinct output rows read distinct input rows, so rows
@@ -200,21 +235,13 @@ static kiln_status pad_backward(const kn_op_call *call) {
     kn_shape_strides(&in, in_stride);
     int last = in.ndim - 1;
     int64_t n = p.out.d[last], rows = n > 0 ? kn_shape_numel(&p.out) / n : 0;
-    int64_t dim = in.d[last], begin = p.begin[last];
-    const float *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
+    pad_rows c = {
+        .p = &p, .in = &in, .in_stride = in_stride, .n = n, .dim = in.d[last], .begin = p.begin[last],
+        .dy = kn_f32(call->dout[0]), .dx = kn_f32(call->din[0]),
+    };
     bool rows_disjoint = p.mode == PAD_CONSTANT;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows_disjoint && rows * n >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t source = pad_row_source(&p, &in, in_stride, r);
-        if (source < 0)
-            continue;
-        for (int64_t o = 0; o < n; o++) {
-            int64_t i = pad_source(o, begin, dim, p.mode);
-            if (i >= 0)
-                dx[source + i] += dy[r * n + o];
-        }
-    }
+    int threads = rows_disjoint ? kn_threads_for(rows * n, KN_MOVE_PARALLEL_MIN) : 1;
+    kn_parallel_range(rows, threads, pad_backward_range, &c);
     return KILN_OK;
 }
 
@@ -620,25 +647,43 @@ static void copy_taps(char *dst, const char *src, const resize_tap *taps, int64_
     }
 }
 
-static void resize_nearest(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
-                           const kn_tensor *x, kn_tensor *y) {
+/* Resize's output rows (planes * out_h of them) for kn_parallel_range, forward (x to y); backward's
+ * planes (dy to dx) for kn_parallel_for. */
+typedef struct resize_run {
+    const resize_plan *p;
+    const resize_tap *rows, *cols;
+    size_t esize;
+    const void *x; // (planes, in_h, in_w)
+    void *y;       // (planes, out_h, out_w)
+    int n_taps;    // backward's taps per axis
+    const float *dy;
+    float *dx;
+} resize_run;
+
+static void resize_nearest_rows(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const resize_run *z = ctx;
+    const resize_plan *p = z->p;
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-    size_t esize = kn_dtype_size(x->dtype);
-    const char *xd = x->data; // (planes, in_h, in_w)
-    char *yd = y->data;       // (planes, out_h, out_w)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < p->planes * out_h; r++) {
+    size_t esize = z->esize;
+    const char *xd = z->x;
+    char *yd = z->y;
+    for (int64_t r = begin; r < end; r++) {
         int64_t plane = r / out_h, oy = r % out_h;
-        const char *src = xd + (size_t)((plane * in_h + rows[oy].i[0]) * in_w) * esize;
-        copy_taps(yd + (size_t)(r * out_w) * esize, src, cols, out_w, esize);
+        const char *src = xd + (size_t)((plane * in_h + z->rows[oy].i[0]) * in_w) * esize;
+        copy_taps(yd + (size_t)(r * out_w) * esize, src, z->cols, out_w, esize);
     }
 }
 
-static void resize_linear(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
-                          const float *x, float *y) {
+static void resize_linear_rows(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const resize_run *z = ctx;
+    const resize_plan *p = z->p;
+    const resize_tap *rows = z->rows, *cols = z->cols;
+    const float *x = z->x;
+    float *y = z->y;
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < p->planes * out_h; r++) {
+    for (int64_t r = begin; r < end; r++) {
         int64_t plane = r / out_h;
         resize_tap ty = rows[r % out_h];
         const float *top = x + (plane * in_h + ty.i[0]) * in_w;    // (in_w)
@@ -653,11 +698,15 @@ static void resize_linear(const resize_plan *p, const resize_tap *rows, const re
 }
 
 /* Each output mixes 4 x 4 inputs: the 4 input rows' column mixes, weighted by the row taps. */
-static void resize_cubic(const resize_plan *p, const resize_tap *rows, const resize_tap *cols,
-                         const float *x, float *y) {
+static void resize_cubic_rows(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const resize_run *z = ctx;
+    const resize_plan *p = z->p;
+    const resize_tap *rows = z->rows, *cols = z->cols;
+    const float *x = z->x;
+    float *y = z->y;
     int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t r = 0; r < p->planes * out_h; r++) {
+    for (int64_t r = begin; r < end; r++) {
         int64_t plane = r / out_h;
         const resize_tap *ty = &rows[r % out_h];
         for (int64_t ox = 0; ox < out_w; ox++) {
@@ -673,6 +722,11 @@ static void resize_cubic(const resize_plan *p, const resize_tap *rows, const res
             y[r * out_w + ox] = sum;
         }
     }
+}
+
+/* Whether Resize's outputs are worth the threads. */
+static int resize_threads(const resize_plan *p) {
+    return kn_threads_for(p->planes * p->h.out * p->w.out, KN_MOVE_PARALLEL_MIN);
 }
 
 /* tf_crop_and_resize: outputs whose row or column lies beyond the input take extrapolation_value. */
@@ -696,14 +750,47 @@ static kiln_status resize_forward(const kn_op_call *call) {
     KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
     const kn_tensor *x = call->in[0];
     kn_tensor *y = call->out[0];
+    resize_run z = {.p = &p, .rows = rows, .cols = cols, .esize = kn_dtype_size(x->dtype),
+                    .x = x->data, .y = y->data};
+    int64_t n = p.planes * p.h.out;
+    int threads = resize_threads(&p);
     switch (p.mode) {
-    case RESIZE_NEAREST: resize_nearest(&p, rows, cols, x, y); break;
-    case RESIZE_LINEAR: resize_linear(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
-    case RESIZE_CUBIC: resize_cubic(&p, rows, cols, kn_f32(x), kn_f32(y)); break;
+    case RESIZE_NEAREST: kn_parallel_range(n, threads, resize_nearest_rows, &z); break;
+    case RESIZE_LINEAR: kn_parallel_range(n, threads, resize_linear_rows, &z); break;
+    case RESIZE_CUBIC: kn_parallel_range(n, threads, resize_cubic_rows, &z); break;
     }
     if (p.coord == COORD_TF_CROP_AND_RESIZE)
         resize_extrapolate(&p, rows, cols, kn_f32(y));
     return KILN_OK;
+}
+
+static void resize_grad_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const resize_run *z = ctx;
+    const resize_plan *p = z->p;
+    int64_t in_h = p->h.in, in_w = p->w.in, out_h = p->h.out, out_w = p->w.out;
+    int n_taps = z->n_taps;
+    for (int64_t oy = 0; oy < out_h; oy++) {
+        const resize_tap *ty = &z->rows[oy];
+        const float *g = z->dy + (plane * out_h + oy) * out_w;
+        if (ty->outside)
+            continue;
+        for (int64_t ox = 0; ox < out_w; ox++) {
+            const resize_tap *tx = &z->cols[ox];
+            if (tx->outside)
+                continue;
+            if (n_taps == 1) {
+                z->dx[(plane * in_h + ty->i[0]) * in_w + tx->i[0]] += g[ox];
+                continue;
+            }
+            for (int a = 0; a < n_taps; a++) {
+                float *dst = z->dx + (plane * in_h + ty->i[a]) * in_w; // (in_w)
+                float share = ty->w[a] * g[ox];
+                for (int b = 0; b < n_taps; b++)
+                    dst[tx->i[b]] += tx->w[b] * share;
+            }
+        }
+    }
 }
 
 /* dX gathers each dY element back onto the taps that made it (none for extrapolated outputs).
@@ -717,34 +804,13 @@ static kiln_status resize_backward(const kn_op_call *call) {
     KN_TRY(resize_plan_make(call->node, call->in, call->node->n_in, &p));
     resize_tap *rows, *cols;
     KN_TRY(resize_taps(&p, call->ctx, &rows, &cols));
-    int64_t in_h = p.h.in, in_w = p.w.in, out_h = p.h.out, out_w = p.w.out;
-    const float *dy = kn_f32(call->dout[0]); // (planes, out_h, out_w)
-    float *dx = kn_f32(call->din[0]);        // (planes, in_h, in_w)
-    int n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * out_h * out_w >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.planes; plane++) {
-        for (int64_t oy = 0; oy < out_h; oy++) {
-            const resize_tap *ty = &rows[oy];
-            const float *g = dy + (plane * out_h + oy) * out_w;
-            if (ty->outside)
-                continue;
-            for (int64_t ox = 0; ox < out_w; ox++) {
-                const resize_tap *tx = &cols[ox];
-                if (tx->outside)
-                    continue;
-                if (n_taps == 1) {
-                    dx[(plane * in_h + ty->i[0]) * in_w + tx->i[0]] += g[ox];
-                    continue;
-                }
-                for (int a = 0; a < n_taps; a++) {
-                    float *dst = dx + (plane * in_h + ty->i[a]) * in_w; // (in_w)
-                    float share = ty->w[a] * g[ox];
-                    for (int b = 0; b < n_taps; b++)
-                        dst[tx->i[b]] += tx->w[b] * share;
-                }
-            }
-        }
-    }
+    resize_run z = {
+        .p = &p, .rows = rows, .cols = cols,
+        .n_taps = p.mode == RESIZE_NEAREST ? 1 : p.mode == RESIZE_LINEAR ? 2 : RESIZE_MAX_TAPS,
+        .dy = kn_f32(call->dout[0]), // (planes, out_h, out_w)
+        .dx = kn_f32(call->din[0]),  // (planes, in_h, in_w)
+    };
+    kn_parallel_for(p.planes, resize_threads(&p), resize_grad_plane_of, &z);
     return KILN_OK;
 }
 

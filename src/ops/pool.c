@@ -51,6 +51,11 @@ static kiln_status pool_geom_of(const kn_node *node, const kn_shape *x, pool_geo
     return KILN_OK;
 }
 
+/* Whether a pool's planes are worth the threads. */
+static int pool_threads(const pool_geom *g) {
+    return kn_threads_for(g->planes * g->in_plane, KN_POOL_PARALLEL_MIN);
+}
+
 /* One output row or column: its window's taps [lo, hi) that read real pixels, and the number of
  * positions AveragePool divides by along this axis. */
 typedef struct pool_taps {
@@ -260,24 +265,58 @@ bool kn_maxpool_tiles_2x2(const kn_graph *g, const kn_node *n) {
 /* The plain 2x2 window's plane geometry for kernels/pool2x2.h. */
 static kn_pool2x2 maxpool_2x2_of(const pool_geom *g) { return (kn_pool2x2){g->h.out, g->w.out, g->w.in}; }
 
+/* MaxPool's planes, forward (x to y) or backward (x and dy to dx), for kn_parallel_for. */
+typedef struct maxpool_planes {
+    const pool_plan *p;
+    bool plain_2x2;
+    kn_pool2x2 two;
+    kn_maxpool2x2_forward_fn forward_2x2;
+    kn_maxpool2x2_backward_fn backward_2x2;
+    bool fresh, tiled;
+    const float *x, *dy;
+    float *y, *dx;
+} maxpool_planes;
+
+static void maxpool_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const maxpool_planes *m = ctx;
+    const pool_geom *g = &m->p->g;
+    if (m->plain_2x2)
+        m->forward_2x2(&m->two, m->x + plane * g->in_plane, m->y + plane * g->out_plane);
+    else
+        maxpool_forward_plane(m->p, m->x + plane * g->in_plane, m->y + plane * g->out_plane);
+}
+
 static kiln_status maxpool_forward(const kn_op_call *call) {
     if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
         return kn_maxpool_nd_forward(call);
     pool_plan p;
     KN_TRY(pool_plan_make(call, false, &p));
-    const float *x = kn_f32(call->in[0]); // (N*C, H, W)
-    float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
-    bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
-    kn_pool2x2 two = maxpool_2x2_of(&p.g);
-    kn_maxpool2x2_forward_fn forward_2x2 = kn_pool2x2_best()->forward;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.g.planes; plane++) {
-        if (plain_2x2)
-            forward_2x2(&two, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
-        else
-            maxpool_forward_plane(&p, x + plane * p.g.in_plane, y + plane * p.g.out_plane);
-    }
+    maxpool_planes m = {
+        .p = &p, .plain_2x2 = maxpool_is_plain_2x2(&p.g), .two = maxpool_2x2_of(&p.g),
+        .forward_2x2 = kn_pool2x2_best()->forward,
+        .x = kn_f32(call->in[0]),  // (N*C, H, W)
+        .y = kn_f32(call->out[0]), // (N*C, OH, OW)
+    };
+    kn_parallel_for(p.g.planes, pool_threads(&p.g), maxpool_plane_of, &m);
     return KILN_OK;
+}
+
+static void maxpool_grad_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const maxpool_planes *m = ctx;
+    const pool_plan *p = m->p;
+    const float *xp = m->x + plane * p->g.in_plane, *dyp = m->dy + plane * p->g.out_plane;
+    float *dxp = m->dx + plane * p->g.in_plane;
+    if (m->fresh && !m->tiled)
+        memset(dxp, 0, sizeof(float) * (size_t)p->g.in_plane);
+    if (m->plain_2x2) {
+        m->backward_2x2(&m->two, xp, dyp, dxp, m->fresh && m->tiled);
+        return;
+    }
+    for (int64_t oh = 0; oh < p->g.h.out; oh++)
+        for (int64_t ow = 0; ow < p->g.w.out; ow++)
+            dxp[maxpool_argmax(p, xp, oh, ow)] += dyp[oh * p->g.w.out + ow];
 }
 
 /* The gradient of each output goes to the input pixel it copied, found again from X. */
@@ -291,29 +330,16 @@ static kiln_status maxpool_backward(const kn_op_call *call) {
     }
     pool_plan p;
     KN_TRY(pool_plan_make(call, false, &p));
-    const float *x = kn_f32(call->in[0]);    // (N*C, H, W)
-    const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
-    float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
-    bool plain_2x2 = maxpool_is_plain_2x2(&p.g);
     /* A fresh gradient is stored by the 2x2 loop where its windows tile the plane, else zeroed first. */
-    bool fresh = kn_din_fresh(call, 0);
-    bool tiled = maxpool_tiles_2x2(&p.g);
-    kn_pool2x2 two = maxpool_2x2_of(&p.g);
-    kn_maxpool2x2_backward_fn backward_2x2 = kn_pool2x2_best()->backward;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.g.planes; plane++) {
-        const float *xp = x + plane * p.g.in_plane, *dyp = dy + plane * p.g.out_plane;
-        float *dxp = dx + plane * p.g.in_plane;
-        if (fresh && !tiled)
-            memset(dxp, 0, sizeof(float) * (size_t)p.g.in_plane);
-        if (plain_2x2) {
-            backward_2x2(&two, xp, dyp, dxp, fresh && tiled);
-            continue;
-        }
-        for (int64_t oh = 0; oh < p.g.h.out; oh++)
-            for (int64_t ow = 0; ow < p.g.w.out; ow++)
-                dxp[maxpool_argmax(&p, xp, oh, ow)] += dyp[oh * p.g.w.out + ow];
-    }
+    maxpool_planes m = {
+        .p = &p, .plain_2x2 = maxpool_is_plain_2x2(&p.g), .two = maxpool_2x2_of(&p.g),
+        .backward_2x2 = kn_pool2x2_best()->backward,
+        .fresh = kn_din_fresh(call, 0), .tiled = maxpool_tiles_2x2(&p.g),
+        .x = kn_f32(call->in[0]),    // (N*C, H, W)
+        .dy = kn_f32(call->dout[0]), // (N*C, OH, OW)
+        .dx = kn_f32(call->din[0]),  // (N*C, H, W)
+    };
+    kn_parallel_for(p.g.planes, pool_threads(&p.g), maxpool_grad_plane_of, &m);
     return KILN_OK;
 }
 
@@ -346,32 +372,67 @@ static float avgpool_scale(const pool_plan *p, int64_t oh, int64_t ow) {
     return 1.0f / (float)(p->rows[oh].count * p->cols[ow].count);
 }
 
+/* AveragePool's planes, forward (x to y) or backward (dy to dx), for kn_parallel_for. */
+typedef struct avgpool_planes {
+    const pool_plan *p;
+    int64_t row_step, col_step;
+    const float *x, *dy;
+    float *y, *dx;
+} avgpool_planes;
+
+static avgpool_planes avgpool_planes_of(const pool_plan *p) {
+    return (avgpool_planes){.p = p, .row_step = p->g.h.dilation * p->g.w.in, .col_step = p->g.w.dilation};
+}
+
+static void avgpool_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const avgpool_planes *a = ctx;
+    const pool_plan *p = a->p;
+    const float *xp = a->x + plane * p->g.in_plane;
+    float *yp = a->y + plane * p->g.out_plane;
+    for (int64_t oh = 0; oh < p->g.h.out; oh++) {
+        const pool_taps *r = &p->rows[oh];
+        for (int64_t ow = 0; ow < p->g.w.out; ow++) {
+            const pool_taps *c = &p->cols[ow];
+            int64_t corner = pool_corner(&p->g, oh, ow);
+            float sum = 0.0f;
+            for (int64_t i = r->lo; i < r->hi; i++)
+                for (int64_t j = c->lo; j < c->hi; j++)
+                    sum += xp[corner + i * a->row_step + j * a->col_step];
+            yp[oh * p->g.w.out + ow] = sum * avgpool_scale(p, oh, ow);
+        }
+    }
+}
+
 static kiln_status avgpool_forward(const kn_op_call *call) {
     if (kn_pool_is_nd(call->in[0]->shape.ndim, call->in[0]->dtype, call->node->n_out))
         return kn_avgpool_nd_forward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
-    const float *x = kn_f32(call->in[0]); // (N*C, H, W)
-    float *y = kn_f32(call->out[0]);      // (N*C, OH, OW)
-    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.g.planes; plane++) {
-        const float *xp = x + plane * p.g.in_plane;
-        float *yp = y + plane * p.g.out_plane;
-        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
-            const pool_taps *r = &p.rows[oh];
-            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
-                const pool_taps *c = &p.cols[ow];
-                int64_t corner = pool_corner(&p.g, oh, ow);
-                float sum = 0.0f;
-                for (int64_t i = r->lo; i < r->hi; i++)
-                    for (int64_t j = c->lo; j < c->hi; j++)
-                        sum += xp[corner + i * row_step + j * col_step];
-                yp[oh * p.g.w.out + ow] = sum * avgpool_scale(&p, oh, ow);
-            }
+    avgpool_planes a = avgpool_planes_of(&p);
+    a.x = kn_f32(call->in[0]);  // (N*C, H, W)
+    a.y = kn_f32(call->out[0]); // (N*C, OH, OW)
+    kn_parallel_for(p.g.planes, pool_threads(&p.g), avgpool_plane_of, &a);
+    return KILN_OK;
+}
+
+static void avgpool_grad_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const avgpool_planes *a = ctx;
+    const pool_plan *p = a->p;
+    const float *dyp = a->dy + plane * p->g.out_plane;
+    float *dxp = a->dx + plane * p->g.in_plane;
+    for (int64_t oh = 0; oh < p->g.h.out; oh++) {
+        const pool_taps *r = &p->rows[oh];
+        for (int64_t ow = 0; ow < p->g.w.out; ow++) {
+            const pool_taps *c = &p->cols[ow];
+            int64_t corner = pool_corner(&p->g, oh, ow);
+            float share = dyp[oh * p->g.w.out + ow] * avgpool_scale(p, oh, ow);
+            for (int64_t i = r->lo; i < r->hi; i++)
+                for (int64_t j = c->lo; j < c->hi; j++)
+                    dxp[corner + i * a->row_step + j * a->col_step] += share;
         }
     }
-    return KILN_OK;
 }
 
 static kiln_status avgpool_backward(const kn_op_call *call) {
@@ -381,25 +442,10 @@ static kiln_status avgpool_backward(const kn_op_call *call) {
         return kn_avgpool_nd_backward(call);
     pool_plan p;
     KN_TRY(avgpool_plan_make(call, &p));
-    const float *dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
-    float *dx = kn_f32(call->din[0]);        // (N*C, H, W)
-    int64_t row_step = p.g.h.dilation * p.g.w.in, col_step = p.g.w.dilation;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.g.planes * p.g.in_plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.g.planes; plane++) {
-        const float *dyp = dy + plane * p.g.out_plane;
-        float *dxp = dx + plane * p.g.in_plane;
-        for (int64_t oh = 0; oh < p.g.h.out; oh++) {
-            const pool_taps *r = &p.rows[oh];
-            for (int64_t ow = 0; ow < p.g.w.out; ow++) {
-                const pool_taps *c = &p.cols[ow];
-                int64_t corner = pool_corner(&p.g, oh, ow);
-                float share = dyp[oh * p.g.w.out + ow] * avgpool_scale(&p, oh, ow);
-                for (int64_t i = r->lo; i < r->hi; i++)
-                    for (int64_t j = c->lo; j < c->hi; j++)
-                        dxp[corner + i * row_step + j * col_step] += share;
-            }
-        }
-    }
+    avgpool_planes a = avgpool_planes_of(&p);
+    a.dy = kn_f32(call->dout[0]); // (N*C, OH, OW)
+    a.dx = kn_f32(call->din[0]);  // (N*C, H, W)
+    kn_parallel_for(p.g.planes, pool_threads(&p.g), avgpool_grad_plane_of, &a);
     return KILN_OK;
 }
 
@@ -445,31 +491,57 @@ static int64_t global_pool_flops(const kn_graph *g, const kn_node *node) {
     return kn_shape_numel(&kn_node_input(g, node, 0)->shape);
 }
 
-static kiln_status global_avgpool_forward(const kn_op_call *call) {
+/* A global pool's planes, (N*C, spatial) to (N*C): forward x to y, backward dy (and x) to dx, for
+ * kn_parallel_range. */
+typedef struct global_planes {
+    int64_t planes, plane; /* N*C, and the spatial elements of each */
+    const float *x, *dy;
+    float *y, *dx;
+} global_planes;
+
+static global_planes global_planes_of(const kn_op_call *call) {
     const kn_shape *s = &call->in[0]->shape;
-    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
-    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
-    float *y = kn_f32(call->out[0]);      // (N*C)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++) // in lanes: one running sum was a chain of dependent adds
-        y[p] = (float)(kn_lane_sum(x + p * plane, plane) / (double)plane);
+    return (global_planes){.planes = s->d[0] * s->d[1], .plane = kn_shape_span(s, 2, s->ndim)};
+}
+
+/* Whether a global pool's planes are worth the threads. */
+static int global_pool_threads(const global_planes *g) {
+    return kn_threads_for(g->planes * g->plane, KN_POOL_PARALLEL_MIN);
+}
+
+static void global_avgpool_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const global_planes *g = ctx;
+    for (int64_t p = begin; p < end; p++) // in lanes: one running sum was a chain of dependent adds
+        g->y[p] = (float)(kn_lane_sum(g->x + p * g->plane, g->plane) / (double)g->plane);
+}
+
+static kiln_status global_avgpool_forward(const kn_op_call *call) {
+    global_planes g = global_planes_of(call);
+    g.x = kn_f32(call->in[0]);  // (N*C, spatial)
+    g.y = kn_f32(call->out[0]); // (N*C)
+    kn_parallel_range(g.planes, global_pool_threads(&g), global_avgpool_range, &g);
     return KILN_OK;
+}
+
+static void global_avgpool_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const global_planes *g = ctx;
+    float scale = 1.0f / (float)g->plane;
+    for (int64_t p = begin; p < end; p++) {
+        float share = g->dy[p] * scale;
+        for (int64_t i = 0; i < g->plane; i++)
+            g->dx[p * g->plane + i] += share;
+    }
 }
 
 static kiln_status global_avgpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
-    const kn_shape *s = &call->in[0]->shape;
-    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
-    const float *dy = kn_f32(call->dout[0]); // (N*C)
-    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
-    float scale = 1.0f / (float)plane;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++) {
-        float share = dy[p] * scale;
-        for (int64_t i = 0; i < plane; i++)
-            dx[p * plane + i] += share;
-    }
+    global_planes g = global_planes_of(call);
+    g.dy = kn_f32(call->dout[0]); // (N*C)
+    g.dx = kn_f32(call->din[0]);  // (N*C, spatial)
+    kn_parallel_range(g.planes, global_pool_threads(&g), global_avgpool_grad_range, &g);
     return KILN_OK;
 }
 
@@ -492,28 +564,36 @@ static int64_t first_argmax(const float *x, int64_t n) {
     return best;
 }
 
+static void global_maxpool_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const global_planes *g = ctx;
+    for (int64_t p = begin; p < end; p++)
+        g->y[p] = g->x[p * g->plane + first_argmax(g->x + p * g->plane, g->plane)];
+}
+
 static kiln_status global_maxpool_forward(const kn_op_call *call) {
-    const kn_shape *s = &call->in[0]->shape;
-    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
-    const float *x = kn_f32(call->in[0]); // (N*C, spatial)
-    float *y = kn_f32(call->out[0]);      // (N*C)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++)
-        y[p] = x[p * plane + first_argmax(x + p * plane, plane)];
+    global_planes g = global_planes_of(call);
+    g.x = kn_f32(call->in[0]);  // (N*C, spatial)
+    g.y = kn_f32(call->out[0]); // (N*C)
+    kn_parallel_range(g.planes, global_pool_threads(&g), global_maxpool_range, &g);
     return KILN_OK;
+}
+
+static void global_maxpool_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const global_planes *g = ctx;
+    for (int64_t p = begin; p < end; p++)
+        g->dx[p * g->plane + first_argmax(g->x + p * g->plane, g->plane)] += g->dy[p];
 }
 
 static kiln_status global_maxpool_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
-    const kn_shape *s = &call->in[0]->shape;
-    int64_t planes = s->d[0] * s->d[1], plane = kn_shape_span(s, 2, s->ndim);
-    const float *x = kn_f32(call->in[0]);    // (N*C, spatial)
-    const float *dy = kn_f32(call->dout[0]); // (N*C)
-    float *dx = kn_f32(call->din[0]);        // (N*C, spatial)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * plane >= KN_POOL_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++)
-        dx[p * plane + first_argmax(x + p * plane, plane)] += dy[p];
+    global_planes g = global_planes_of(call);
+    g.x = kn_f32(call->in[0]);    // (N*C, spatial)
+    g.dy = kn_f32(call->dout[0]); // (N*C)
+    g.dx = kn_f32(call->din[0]);  // (N*C, spatial)
+    kn_parallel_range(g.planes, global_pool_threads(&g), global_maxpool_grad_range, &g);
     return KILN_OK;
 }
 

@@ -126,28 +126,61 @@ static int64_t column_major(const kn_window_nd *win, int64_t at) {
     return index;
 }
 
+/* A pool's planes for kn_parallel_for: MaxPool forward (x to y and indices), backward (x and dy to dx),
+ * AveragePool forward (x to y), backward (dy to dx). */
+typedef struct pool_nd_planes {
+    const kn_window_nd *win;
+    kn_dtype dtype;
+    int64_t order;          /* MaxPool's storage_order */
+    bool count_include_pad; /* AveragePool's */
+    const void *x;
+    const float *dy;
+    void *y;
+    int64_t *indices; /* NULL when MaxPool has no Indices output */
+    float *dx;
+} pool_nd_planes;
+
+/* Whether a pool's planes are worth the threads. */
+static int pool_nd_threads(const pool_nd *p) {
+    return kn_threads_for(p->planes * p->win.in_size, KN_POOL_ND_PARALLEL_MIN);
+}
+
+static void maxpool_nd_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const pool_nd_planes *m = ctx;
+    const kn_window_nd *win = m->win;
+    size_t size = kn_dtype_size(m->dtype);
+    const char *xp = (const char *)m->x + (size_t)(plane * win->in_size) * size;
+    for (int64_t o = 0; o < win->out_size; o++) {
+        int64_t at = window_argmax(win, xp, m->dtype, o), out = plane * win->out_size + o;
+        memcpy((char *)m->y + (size_t)out * size, xp + (size_t)at * size, size);
+        if (m->indices)
+            m->indices[out] = plane * win->in_size + (m->order ? column_major(win, at) : at);
+    }
+}
+
 kiln_status kn_maxpool_nd_forward(const kn_op_call *call) {
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
     int64_t order;
     KN_TRY(storage_order_of(call->node, &order));
-    kn_dtype dtype = call->in[0]->dtype;
-    size_t size = kn_dtype_size(dtype);
-    const char *x = call->in[0]->data; // (N*C, in...)
-    char *y = call->out[0]->data;      // (N*C, out...)
-    int64_t *indices = call->node->n_out == 2 && call->out[1] ? call->out[1]->data : NULL; // (N*C, out...)
-    const kn_window_nd *win = &p.win;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.planes; plane++) {
-        const char *xp = x + (size_t)(plane * win->in_size) * size;
-        for (int64_t o = 0; o < win->out_size; o++) {
-            int64_t at = window_argmax(win, xp, dtype, o), out = plane * win->out_size + o;
-            memcpy(y + (size_t)out * size, xp + (size_t)at * size, size);
-            if (indices)
-                indices[out] = plane * win->in_size + (order ? column_major(win, at) : at);
-        }
-    }
+    pool_nd_planes m = {
+        .win = &p.win, .dtype = call->in[0]->dtype, .order = order,
+        .x = call->in[0]->data,  // (N*C, in...)
+        .y = call->out[0]->data, // (N*C, out...)
+        .indices = call->node->n_out == 2 && call->out[1] ? call->out[1]->data : NULL, // (N*C, out...)
+    };
+    kn_parallel_for(p.planes, pool_nd_threads(&p), maxpool_nd_plane_of, &m);
     return KILN_OK;
+}
+
+static void maxpool_nd_grad_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const pool_nd_planes *m = ctx;
+    const kn_window_nd *win = m->win;
+    const float *xp = (const float *)m->x + plane * win->in_size;
+    for (int64_t o = 0; o < win->out_size; o++)
+        m->dx[plane * win->in_size + window_argmax(win, xp, KN_F32, o)] += m->dy[plane * win->out_size + o];
 }
 
 /* The gradient of each output goes to the input position it copied, found again from X. */
@@ -159,16 +192,13 @@ kiln_status kn_maxpool_nd_backward(const kn_op_call *call) {
                        kn_dtype_name(call->in[0]->dtype));
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
-    const kn_window_nd *win = &p.win;
-    const float *x = kn_f32(call->in[0]);    // (N*C, in...)
-    const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
-    float *dx = kn_f32(call->din[0]);        // (N*C, in...)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.planes; plane++) {
-        const float *xp = x + plane * win->in_size;
-        for (int64_t o = 0; o < win->out_size; o++)
-            dx[plane * win->in_size + window_argmax(win, xp, KN_F32, o)] += dy[plane * win->out_size + o];
-    }
+    pool_nd_planes m = {
+        .win = &p.win,
+        .x = call->in[0]->data,      // (N*C, in...)
+        .dy = kn_f32(call->dout[0]), // (N*C, out...)
+        .dx = kn_f32(call->din[0]),  // (N*C, in...)
+    };
+    kn_parallel_for(p.planes, pool_nd_threads(&p), maxpool_nd_grad_plane_of, &m);
     return KILN_OK;
 }
 
@@ -208,25 +238,44 @@ static float avgpool_scale(const kn_window_nd *win, bool count_include_pad, int6
     return 1.0f / (float)count;
 }
 
+static void avgpool_nd_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const pool_nd_planes *a = ctx;
+    const kn_window_nd *win = a->win;
+    const float *xp = (const float *)a->x + plane * win->in_size;
+    float *y = a->y;
+    for (int64_t o = 0; o < win->out_size; o++) {
+        float sum = 0.0f;
+        kn_window_walk walk;
+        for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+            sum += xp[walk.at];
+        y[plane * win->out_size + o] = sum * avgpool_scale(win, a->count_include_pad, o);
+    }
+}
+
 kiln_status kn_avgpool_nd_forward(const kn_op_call *call) {
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
-    bool count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0;
-    const kn_window_nd *win = &p.win;
-    const float *x = kn_f32(call->in[0]); // (N*C, in...)
-    float *y = kn_f32(call->out[0]);      // (N*C, out...)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.planes; plane++) {
-        const float *xp = x + plane * win->in_size;
-        for (int64_t o = 0; o < win->out_size; o++) {
-            float sum = 0.0f;
-            kn_window_walk walk;
-            for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                sum += xp[walk.at];
-            y[plane * win->out_size + o] = sum * avgpool_scale(win, count_include_pad, o);
-        }
-    }
+    pool_nd_planes a = {
+        .win = &p.win, .count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0,
+        .x = call->in[0]->data,  // (N*C, in...)
+        .y = call->out[0]->data, // (N*C, out...)
+    };
+    kn_parallel_for(p.planes, pool_nd_threads(&p), avgpool_nd_plane_of, &a);
     return KILN_OK;
+}
+
+static void avgpool_nd_grad_plane_of(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const pool_nd_planes *a = ctx;
+    const kn_window_nd *win = a->win;
+    float *dxp = a->dx + plane * win->in_size;
+    for (int64_t o = 0; o < win->out_size; o++) {
+        float share = a->dy[plane * win->out_size + o] * avgpool_scale(win, a->count_include_pad, o);
+        kn_window_walk walk;
+        for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+            dxp[walk.at] += share;
+    }
 }
 
 kiln_status kn_avgpool_nd_backward(const kn_op_call *call) {
@@ -234,19 +283,11 @@ kiln_status kn_avgpool_nd_backward(const kn_op_call *call) {
         return KILN_OK;
     pool_nd p;
     KN_TRY(pool_nd_of_call(call, &p));
-    bool count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0;
-    const kn_window_nd *win = &p.win;
-    const float *dy = kn_f32(call->dout[0]); // (N*C, out...)
-    float *dx = kn_f32(call->din[0]);        // (N*C, in...)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.planes * win->in_size >= KN_POOL_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < p.planes; plane++) {
-        float *dxp = dx + plane * win->in_size;
-        for (int64_t o = 0; o < win->out_size; o++) {
-            float share = dy[plane * win->out_size + o] * avgpool_scale(win, count_include_pad, o);
-            kn_window_walk walk;
-            for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                dxp[walk.at] += share;
-        }
-    }
+    pool_nd_planes a = {
+        .win = &p.win, .count_include_pad = kn_node_int(call->node, "count_include_pad", 0) != 0,
+        .dy = kn_f32(call->dout[0]), // (N*C, out...)
+        .dx = kn_f32(call->din[0]),  // (N*C, in...)
+    };
+    kn_parallel_for(p.planes, pool_nd_threads(&p), avgpool_nd_grad_plane_of, &a);
     return KILN_OK;
 }

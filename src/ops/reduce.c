@@ -135,6 +135,46 @@ static void sum_runs(const reduce_plan *p, int k, const float *x, float *acc, in
         sum_runs(p, k + 1, x + i * p->x_step[k], acc + i * p->y_step[k], 0, p->d[k + 1]);
 }
 
+/* One sum's loops: y = (store ? 0 : y) + scale * the sums of x, through the partial buffers. */
+typedef struct reduce_sum_run {
+    const reduce_plan *p;
+    const float *x;
+    float *y, *partials; /* partials: (n_partials, y_numel) */
+    float scale;
+    bool store;
+} reduce_sum_run;
+
+/* Nothing summed: elements [begin, end) of y from x. */
+static void reduce_copy_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const reduce_sum_run *r = ctx;
+    for (int64_t i = begin; i < end; i++)
+        r->y[i] = (r->store ? 0.0f : r->y[i]) + r->scale * r->x[i];
+}
+
+/* Slice s of the outermost run, into its partial buffer (or its part of the one buffer). */
+static void reduce_slice_of(void *ctx, int64_t s, int slot) {
+    (void)slot;
+    const reduce_sum_run *r = ctx;
+    const reduce_plan *p = r->p;
+    int64_t begin = p->d[0] * s / p->n_slices, end = p->d[0] * (s + 1) / p->n_slices;
+    float *acc = r->partials + (p->summed[0] ? s * p->y_numel : 0);
+    sum_runs(p, 0, r->x, acc, begin, end);
+}
+
+/* Outputs [begin, end): their partials added in slice order. */
+static void reduce_partials_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const reduce_sum_run *r = ctx;
+    int64_t n_y = r->p->y_numel, n_partials = r->p->n_partials;
+    for (int64_t j = begin; j < end; j++) {
+        float s = 0.0f;
+        for (int64_t q = 0; q < n_partials; q++)
+            s += r->partials[q * n_y + j];
+        r->y[j] = (r->store ? 0.0f : r->y[j]) + r->scale * s;
+    }
+}
+
 /* kn_reduce_sum_add, or kn_reduce_sum_store when `store`. */
 static void reduce_sum(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y, float *workspace,
                        bool store) {
@@ -145,31 +185,18 @@ static void reduce_sum(const float *x, const kn_shape *x_shape, unsigned axes, f
             memset(y, 0, sizeof(float) * (size_t)p.y_numel);
         return;
     }
+    reduce_sum_run r = {.p = &p, .x = x, .y = y, .partials = workspace, .scale = scale, .store = store};
     if (reduce_plan_is_copy(&p)) {
         int64_t n = p.x_numel;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_REDUCE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            y[i] = (store ? 0.0f : y[i]) + scale * x[i];
+        kn_parallel_range(n, kn_threads_for(n, KN_REDUCE_PARALLEL_MIN), reduce_copy_range, &r);
         return;
     }
     /* Each slice sums into its own partial buffer (or its own part of the one buffer), then the
      * partials are added in slice order: a fixed order whatever the thread count. */
-    float *partials = workspace; /* (n_partials, y_numel) */
-    memset(partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
-    for (int64_t s = 0; s < p.n_slices; s++) {
-        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
-        float *acc = partials + (p.summed[0] ? s * p.y_numel : 0);
-        sum_runs(&p, 0, x, acc, begin, end);
-    }
+    memset(r.partials, 0, sizeof(float) * (size_t)(p.n_partials * p.y_numel));
+    kn_parallel_for(p.n_slices, kn_threads_get(), reduce_slice_of, &r);
     int64_t n_y = p.y_numel, n_partials = p.n_partials;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n_y * n_partials >= KN_REDUCE_PARALLEL_MIN)
-    for (int64_t j = 0; j < n_y; j++) {
-        float s = 0.0f;
-        for (int64_t q = 0; q < n_partials; q++)
-            s += partials[q * n_y + j];
-        y[j] = (store ? 0.0f : y[j]) + scale * s;
-    }
+    kn_parallel_range(n_y, kn_threads_for(n_y * n_partials, KN_REDUCE_PARALLEL_MIN), reduce_partials_range, &r);
 }
 
 void kn_reduce_sum_add(const float *x, const kn_shape *x_shape, unsigned axes, float scale, float *y,
@@ -201,6 +228,22 @@ static void spread_runs(const reduce_plan *p, int k, const float *dy, float *dx,
         spread_runs(p, k + 1, dy + i * p->y_step[k], dx + i * p->x_step[k], scale, 0, p->d[k + 1]);
 }
 
+/* A spread's operands, for its slices. */
+typedef struct spread_run {
+    const reduce_plan *p;
+    const float *dy;
+    float *dx;
+    float scale;
+} spread_run;
+
+static void spread_slice_of(void *ctx, int64_t s, int slot) {
+    (void)slot;
+    const spread_run *r = ctx;
+    const reduce_plan *p = r->p;
+    int64_t begin = p->d[0] * s / p->n_slices, end = p->d[0] * (s + 1) / p->n_slices;
+    spread_runs(p, 0, r->dy, r->dx, r->scale, begin, end);
+}
+
 /* dx += scale * dy spread back over the summed axes: the backward of a sum. Slices of the outermost
  * run write disjoint parts of dx. */
 static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, float scale,
@@ -209,11 +252,8 @@ static void spread_add(const float *dy, const kn_shape *x_shape, unsigned axes, 
     reduce_plan_make(&p, x_shape, axes);
     if (p.x_numel == 0)
         return;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p.n_slices > 1)
-    for (int64_t s = 0; s < p.n_slices; s++) {
-        int64_t begin = p.d[0] * s / p.n_slices, end = p.d[0] * (s + 1) / p.n_slices;
-        spread_runs(&p, 0, dy, dx, scale, begin, end);
-    }
+    spread_run r = {.p = &p, .dy = dy, .dx = dx, .scale = scale};
+    kn_parallel_for(p.n_slices, kn_threads_get(), spread_slice_of, &r);
 }
 
 /* ---- walking each output's elements: ReduceMax, ReduceMin, ReduceProd, ReduceL2 ---- */
@@ -365,19 +405,59 @@ static int64_t reduce_int_one(const reduce_walk *w, reduce_kind kind, const void
     return acc;
 }
 
+/* A walk's outputs, forward (x to y) or ReduceMax / ReduceMin backward (x, y and dy to dx), for
+ * kn_parallel_range. */
+typedef struct reduce_walk_run {
+    const reduce_walk *w;
+    reduce_kind kind;
+    const kn_tensor *x;
+    kn_tensor *y;
+    const float *ys, *dy; /* backward's */
+    float *dx;
+} reduce_walk_run;
+
+/* Whether a walk's outputs are worth the threads. */
+static int reduce_walk_threads(const reduce_walk *w) {
+    return kn_threads_for(w->y_numel * w->count, KN_REDUCE_PARALLEL_MIN);
+}
+
+static void reduce_walk_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const reduce_walk_run *r = ctx;
+    const kn_tensor *x = r->x;
+    kn_tensor *y = r->y;
+    for (int64_t j = begin; j < end; j++) {
+        int64_t base = reduce_walk_base(r->w, j);
+        if (x->dtype == KN_F32)
+            kn_f32(y)[j] = (float)reduce_float_one(r->w, r->kind, kn_f32(x) + base, false);
+        else if (x->dtype == KN_F64)
+            ((double *)y->data)[j] = reduce_float_one(r->w, r->kind, (const double *)x->data + base, true);
+        else
+            kn_int_store(y->data, y->dtype, j, reduce_int_one(r->w, r->kind, x->data, x->dtype, base));
+    }
+}
+
 static void reduce_walk_forward(const kn_tensor *x, unsigned axes, reduce_kind kind, kn_tensor *y) {
     reduce_walk w;
     reduce_walk_make(&w, &x->shape, axes);
-    int64_t n_y = w.y_numel, work = n_y * w.count;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
-    for (int64_t j = 0; j < n_y; j++) {
-        int64_t base = reduce_walk_base(&w, j);
-        if (x->dtype == KN_F32)
-            kn_f32(y)[j] = (float)reduce_float_one(&w, kind, kn_f32(x) + base, false);
-        else if (x->dtype == KN_F64)
-            ((double *)y->data)[j] = reduce_float_one(&w, kind, (const double *)x->data + base, true);
-        else
-            kn_int_store(y->data, y->dtype, j, reduce_int_one(&w, kind, x->data, x->dtype, base));
+    reduce_walk_run r = {.w = &w, .kind = kind, .x = x, .y = y};
+    kn_parallel_range(w.y_numel, reduce_walk_threads(&w), reduce_walk_range, &r);
+}
+
+static void reduce_extremum_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const reduce_walk_run *r = ctx;
+    const reduce_walk *w = r->w;
+    const float *xs = kn_f32(r->x);
+    for (int64_t j = begin; j < end; j++) {
+        int64_t base = reduce_walk_base(w, j);
+        reduce_cursor c = {{0}, 0};
+        for (int64_t k = 0; k < w->count; k++, reduce_cursor_next(w, &c)) {
+            if (xs[base + c.offset] == r->ys[j]) {
+                r->dx[base + c.offset] += r->dy[j];
+                break;
+            }
+        }
     }
 }
 
@@ -387,19 +467,8 @@ static void reduce_extremum_backward(const kn_tensor *x, unsigned axes, const fl
                                      const float *dy, float *dx) {
     reduce_walk w;
     reduce_walk_make(&w, &x->shape, axes);
-    int64_t n_y = w.y_numel, work = n_y * w.count;
-    const float *xs = kn_f32(x);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (work >= KN_REDUCE_PARALLEL_MIN && n_y > 1)
-    for (int64_t j = 0; j < n_y; j++) {
-        int64_t base = reduce_walk_base(&w, j);
-        reduce_cursor c = {{0}, 0};
-        for (int64_t r = 0; r < w.count; r++, reduce_cursor_next(&w, &c)) {
-            if (xs[base + c.offset] == y[j]) {
-                dx[base + c.offset] += dy[j];
-                break;
-            }
-        }
-    }
+    reduce_walk_run r = {.w = &w, .x = x, .ys = y, .dy = dy, .dx = dx};
+    kn_parallel_range(w.y_numel, reduce_walk_threads(&w), reduce_extremum_grad_range, &r);
 }
 
 /* ---- the Reduce ops ---- */

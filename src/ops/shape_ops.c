@@ -265,22 +265,59 @@ static void transpose_move(char *dst, const char *src, int64_t n, int64_t src_st
         d[j] += s[j * src_stride];
 }
 
+/* A transpose's loop for kn_parallel_range: the walk of the outer dims around its inner kernel, which
+ * moves rows of `length` elements (transpose_rows) or the tiles of one tile row of q (transpose_tiles). */
+typedef struct transpose_loop {
+    const char *x;
+    char *y;
+    size_t esize;
+    bool accumulate;
+    transpose_plan outer;
+    int64_t length;                                     /* rows */
+    int64_t nq, nj, q_out_stride, j_in_stride, q_tiles; /* tiles */
+} transpose_loop;
+
+static void transpose_rows_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const transpose_loop *t = ctx;
+    int64_t e = (int64_t)t->esize;
+    transpose_walk w = transpose_walk_at(&t->outer, begin);
+    for (int64_t r = begin; r < end; r++) {
+        transpose_move(t->y + w.out * e, t->x + w.in * e, t->length, 1, t->esize, t->accumulate);
+        transpose_walk_next(&w, &t->outer);
+    }
+}
+
 /* The last dim is contiguous on both sides: copy (or add) rows of dims[last] elements. */
 static void transpose_rows(const char *x, char *y, size_t esize, const transpose_plan *p,
                            bool accumulate) {
     int last = p->ndim - 1;
-    transpose_plan outer = transpose_plan_outer(p, last, -1);
-    int64_t length = p->dims[last];
-    int64_t rows = transpose_plan_count(&outer);
-#pragma omp parallel num_threads(kn_threads_get()) if (rows * length >= KN_MOVE_PARALLEL_MIN)
-    {
-        int64_t begin, end;
-        kn_thread_share(rows, &begin, &end);
-        transpose_walk w = transpose_walk_at(&outer, begin);
-        for (int64_t r = begin; r < end; r++) {
-            transpose_move(y + w.out * (int64_t)esize, x + w.in * (int64_t)esize, length, 1, esize,
-                           accumulate);
-            transpose_walk_next(&w, &outer);
+    transpose_loop t = {.x = x, .y = y, .esize = esize, .accumulate = accumulate,
+                        .outer = transpose_plan_outer(p, last, -1), .length = p->dims[last]};
+    int64_t rows = transpose_plan_count(&t.outer);
+    kn_parallel_range(rows, kn_threads_for(rows * t.length, KN_MOVE_PARALLEL_MIN), transpose_rows_range, &t);
+}
+
+static void transpose_tiles_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const transpose_loop *t = ctx;
+    int64_t e = (int64_t)t->esize;
+    transpose_walk w = transpose_walk_at(&t->outer, begin / t->q_tiles);
+    int64_t tile = begin % t->q_tiles;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t q0 = tile * TRANSPOSE_TILE;
+        int64_t q1 = q0 + TRANSPOSE_TILE < t->nq ? q0 + TRANSPOSE_TILE : t->nq;
+        for (int64_t j0 = 0; j0 < t->nj; j0 += TRANSPOSE_TILE) {
+            int64_t j1 = j0 + TRANSPOSE_TILE < t->nj ? j0 + TRANSPOSE_TILE : t->nj;
+            for (int64_t i = q0; i < q1; i++) {
+                const char *src = t->x + (w.in + i + j0 * t->j_in_stride) * e;
+                char *dst = t->y + (w.out + i * t->q_out_stride + j0) * e;
+                transpose_move(dst, src, j1 - j0, t->j_in_stride, t->esize, t->accumulate);
+            }
+        }
+        if (++tile == t->q_tiles) {
+            tile = 0;
+            transpose_walk_next(&w, &t->outer);
         }
     }
 }
@@ -291,35 +328,13 @@ static void transpose_rows(const char *x, char *y, size_t esize, const transpose
 static void transpose_tiles(const char *x, char *y, size_t esize, const transpose_plan *p, int q,
                             bool accumulate) {
     int last = p->ndim - 1;
-    transpose_plan outer = transpose_plan_outer(p, q, last);
-    int64_t nq = p->dims[q], nj = p->dims[last];
-    int64_t q_out_stride = p->out_stride[q], j_in_stride = p->in_stride[last];
-    int64_t q_tiles = (nq + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
-    int64_t items = transpose_plan_count(&outer) * q_tiles;
-    int64_t e = (int64_t)esize;
-#pragma omp parallel num_threads(kn_threads_get()) if (transpose_plan_count(p) >= KN_MOVE_PARALLEL_MIN)
-    {
-        int64_t begin, end;
-        kn_thread_share(items, &begin, &end);
-        transpose_walk w = transpose_walk_at(&outer, begin / q_tiles);
-        int64_t tile = begin % q_tiles;
-        for (int64_t item = begin; item < end; item++) {
-            int64_t q0 = tile * TRANSPOSE_TILE;
-            int64_t q1 = q0 + TRANSPOSE_TILE < nq ? q0 + TRANSPOSE_TILE : nq;
-            for (int64_t j0 = 0; j0 < nj; j0 += TRANSPOSE_TILE) {
-                int64_t j1 = j0 + TRANSPOSE_TILE < nj ? j0 + TRANSPOSE_TILE : nj;
-                for (int64_t i = q0; i < q1; i++) {
-                    const char *src = x + (w.in + i + j0 * j_in_stride) * e;
-                    char *dst = y + (w.out + i * q_out_stride + j0) * e;
-                    transpose_move(dst, src, j1 - j0, j_in_stride, esize, accumulate);
-                }
-            }
-            if (++tile == q_tiles) {
-                tile = 0;
-                transpose_walk_next(&w, &outer);
-            }
-        }
-    }
+    transpose_loop t = {.x = x, .y = y, .esize = esize, .accumulate = accumulate,
+                        .outer = transpose_plan_outer(p, q, last), .nq = p->dims[q], .nj = p->dims[last],
+                        .q_out_stride = p->out_stride[q], .j_in_stride = p->in_stride[last]};
+    t.q_tiles = (t.nq + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
+    int64_t items = transpose_plan_count(&t.outer) * t.q_tiles;
+    kn_parallel_range(items, kn_threads_for(transpose_plan_count(p), KN_MOVE_PARALLEL_MIN), transpose_tiles_range,
+                      &t);
 }
 
 /* y = transpose(x, perm), or y += it when accumulating (f32 only). */
@@ -404,41 +419,49 @@ static void concat_layout(const kn_op_call *call, int *axis, int64_t *outer, int
     *inner = kn_shape_span(y, *axis + 1, y->ndim);
 }
 
-static kiln_status concat_forward(const kn_op_call *call) {
+/* Concat's outer rows [begin, end) of `row` output elements, forward (the inputs to y) or backward (dy to
+ * the inputs' gradients), for kn_parallel_range. */
+typedef struct concat_rows {
+    const kn_op_call *call;
     int axis;
-    int64_t outer, inner;
-    concat_layout(call, &axis, &outer, &inner);
+    int64_t inner, row;
+} concat_rows;
+
+static void concat_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const concat_rows *c = ctx;
+    const kn_op_call *call = c->call;
     size_t esize = kn_dtype_size(call->out[0]->dtype);
-    int64_t row = call->out[0]->shape.d[axis] * inner;
     char *y = call->out[0]->data; // (outer, row)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t o = 0; o < outer; o++) {
-        char *dst = y + (size_t)(o * row) * esize;
+    for (int64_t o = begin; o < end; o++) {
+        char *dst = y + (size_t)(o * c->row) * esize;
         for (int i = 0; i < call->node->n_in; i++) {
-            size_t block = (size_t)(call->in[i]->shape.d[axis] * inner) * esize;
+            size_t block = (size_t)(call->in[i]->shape.d[c->axis] * c->inner) * esize;
             if (block > 0)
                 memcpy(dst, (const char *)call->in[i]->data + (size_t)o * block, block);
             dst += block;
         }
     }
+}
+
+static kiln_status concat_forward(const kn_op_call *call) {
+    concat_rows c = {.call = call};
+    int64_t outer;
+    concat_layout(call, &c.axis, &outer, &c.inner);
+    c.row = call->out[0]->shape.d[c.axis] * c.inner;
+    kn_parallel_range(outer, kn_threads_for(outer * c.row, KN_MOVE_PARALLEL_MIN), concat_range, &c);
     return KILN_OK;
 }
 
-static kiln_status concat_backward(const kn_op_call *call) {
-    if (!call->dout[0])
-        return KILN_OK;
-    for (int i = 0; i < call->node->n_in; i++)
-        KN_TRY(kn_check_f32_gradient(call, i));
-    int axis;
-    int64_t outer, inner;
-    concat_layout(call, &axis, &outer, &inner);
-    int64_t row = call->out[0]->shape.d[axis] * inner;
+static void concat_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const concat_rows *c = ctx;
+    const kn_op_call *call = c->call;
     const float *dy = kn_f32(call->dout[0]); // (outer, row)
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (outer * row >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t o = 0; o < outer; o++) {
-        const float *src = dy + o * row;
+    for (int64_t o = begin; o < end; o++) {
+        const float *src = dy + o * c->row;
         for (int i = 0; i < call->node->n_in; i++) {
-            int64_t block = call->in[i]->shape.d[axis] * inner;
+            int64_t block = call->in[i]->shape.d[c->axis] * c->inner;
             if (call->din[i]) {
                 float *dx = kn_f32(call->din[i]) + o * block;
                 for (int64_t j = 0; j < block; j++)
@@ -447,6 +470,18 @@ static kiln_status concat_backward(const kn_op_call *call) {
             src += block;
         }
     }
+}
+
+static kiln_status concat_backward(const kn_op_call *call) {
+    if (!call->dout[0])
+        return KILN_OK;
+    for (int i = 0; i < call->node->n_in; i++)
+        KN_TRY(kn_check_f32_gradient(call, i));
+    concat_rows c = {.call = call};
+    int64_t outer;
+    concat_layout(call, &c.axis, &outer, &c.inner);
+    c.row = call->out[0]->shape.d[c.axis] * c.inner;
+    kn_parallel_range(outer, kn_threads_for(outer * c.row, KN_MOVE_PARALLEL_MIN), concat_grad_range, &c);
     return KILN_OK;
 }
 
