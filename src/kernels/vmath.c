@@ -36,8 +36,24 @@ const kn_vmath *kn_vmath_best(void) {
 /* Spans of this many elements go to the threads whole. */
 #define KN_VMATH_SPAN 4096
 
+typedef struct vmath_spans {
+    kn_vmath_fn fn;
+    float *y;
+    const float *x;
+    int64_t n;
+} vmath_spans;
+
+static void vmath_span_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const vmath_spans *v = ctx;
+    for (int64_t span = begin; span < end; span++) {
+        int64_t start = span * KN_VMATH_SPAN;
+        v->fn(v->y + start, v->x + start, v->n - start < KN_VMATH_SPAN ? v->n - start : KN_VMATH_SPAN);
+    }
+}
+
 void kn_vmath_run(kn_vmath_fn fn, float *y, const float *x, int64_t n) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_VMATH_PARALLEL_MIN)
-    for (int64_t start = 0; start < n; start += KN_VMATH_SPAN)
-        fn(y + start, x + start, n - start < KN_VMATH_SPAN ? n - start : KN_VMATH_SPAN);
+    vmath_spans v = {fn, y, x, n};
+    kn_parallel_range((n + KN_VMATH_SPAN - 1) / KN_VMATH_SPAN, kn_threads_for(n, KN_VMATH_PARALLEL_MIN),
+                      vmath_span_range, &v);
 }

@@ -46,49 +46,69 @@ static bool gradient_wanted(const kn_op_call *call) {
     return call->dout && call->dout[0] && call->din && call->din[0];
 }
 
+/* One activation loop's operands: forward y from x, or backward dx from x, y (the saved output) and dy. */
+typedef struct activation_pass {
+    const float *x, *y, *dy;
+    float *out;  /* forward: y; backward: dx */
+    float alpha;
+    bool store;  /* backward: dx is fresh (stored, not added to) */
+} activation_pass;
+
 /* Writes name_forward, y[i] = FORWARD for every element, and name_backward, dx[i] += BACKWARD (or
  * dx[i] = BACKWARD into a fresh gradient, see kn_op_call). The expressions read x[i], y[i] (the
  * saved output), g (= dy[i], loaded unconditionally so that selects need no branch) and alpha, the
- * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, on
- * the team when the tensor is large; the expressions inline into the loops, which vectorise. The
- * backward loop is instantiated twice, with `store` constant, so that neither has a branch.
- * ACTIVATION_BACKWARD writes only the backward, for the activations whose forward is a
+ * node's "alpha" attribute (default ALPHA; unused by the activations without one). One loop each, its
+ * range shared among the threads when the tensor is large; the expressions inline into the loops,
+ * which vectorise. The backward loop is instantiated twice, with `store` constant, so that neither
+ * has a branch. ACTIVATION_BACKWARD writes only the backward, for the activations whose forward is a
  * kernels/vmath function (vmath_forward). */
 #define ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)                                          \
-    static inline void name##_backward_loop(const float *x, const float *y, const float *dy, \
-                                            float *dx, int64_t n, float alpha, bool store) { \
+    static inline void name##_backward_loop(const activation_pass *p, int64_t begin,        \
+                                            int64_t end, bool store) {                      \
+        const float *x = p->x, *y = p->y, *dy = p->dy;                                      \
+        float *dx = p->out;                                                                 \
+        const float alpha = p->alpha;                                                       \
         (void)alpha, (void)x, (void)y;                                                      \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
-        for (int64_t i = 0; i < n; i++) {                                                   \
+        for (int64_t i = begin; i < end; i++) {                                             \
             float g = dy[i];                                                                \
             dx[i] = (store ? 0.0f : dx[i]) + (BACKWARD);                                    \
         }                                                                                   \
     }                                                                                       \
+    static void name##_backward_range(void *ctx, int64_t begin, int64_t end, int slot) {    \
+        (void)slot;                                                                         \
+        const activation_pass *p = ctx;                                                     \
+        if (p->store)                                                                       \
+            name##_backward_loop(p, begin, end, true);                                      \
+        else                                                                                \
+            name##_backward_loop(p, begin, end, false);                                     \
+    }                                                                                       \
     static kiln_status name##_backward(const kn_op_call *call) {                            \
         if (!gradient_wanted(call))                                                         \
             return KILN_OK;                                                                 \
-        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
-        const float *x = kn_f32(call->in[0]), *y = kn_f32(call->out[0]);                    \
-        const float *dy = kn_f32(call->dout[0]);                                            \
-        float *dx = kn_f32(call->din[0]);                                                   \
+        activation_pass p = {kn_f32(call->in[0]), kn_f32(call->out[0]), kn_f32(call->dout[0]), \
+                             kn_f32(call->din[0]), kn_node_float(call->node, "alpha", ALPHA), \
+                             kn_din_fresh(call, 0)};                                        \
         int64_t n = kn_numel(call->in[0]);                                                  \
-        if (kn_din_fresh(call, 0))                                                          \
-            name##_backward_loop(x, y, dy, dx, n, alpha, true);                             \
-        else                                                                                \
-            name##_backward_loop(x, y, dy, dx, n, alpha, false);                            \
+        kn_parallel_range(n, kn_threads_for(n, KN_ACTIVATION_PARALLEL_MIN), name##_backward_range, &p); \
         return KILN_OK;                                                                     \
     }
 
 #define ACTIVATION(name, ALPHA, FORWARD, BACKWARD)                                          \
-    static kiln_status name##_forward(const kn_op_call *call) {                             \
-        float alpha = kn_node_float(call->node, "alpha", ALPHA);                            \
-        const float *x = kn_f32(call->in[0]);                                               \
-        float *y = kn_f32(call->out[0]);                                                    \
-        int64_t n = kn_numel(call->in[0]);                                                  \
+    static void name##_forward_range(void *ctx, int64_t begin, int64_t end, int slot) {     \
+        (void)slot;                                                                         \
+        const activation_pass *p = ctx;                                                     \
+        const float *x = p->x;                                                              \
+        float *y = p->out;                                                                  \
+        const float alpha = p->alpha;                                                       \
         (void)alpha;                                                                        \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)")   \
-        for (int64_t i = 0; i < n; i++)                                                     \
+        for (int64_t i = begin; i < end; i++)                                               \
             y[i] = (FORWARD);                                                               \
+    }                                                                                       \
+    static kiln_status name##_forward(const kn_op_call *call) {                             \
+        activation_pass p = {.x = kn_f32(call->in[0]), .out = kn_f32(call->out[0]),         \
+                             .alpha = kn_node_float(call->node, "alpha", ALPHA)};           \
+        int64_t n = kn_numel(call->in[0]);                                                  \
+        kn_parallel_range(n, kn_threads_for(n, KN_ACTIVATION_PARALLEL_MIN), name##_forward_range, &p); \
         return KILN_OK;                                                                     \
     }                                                                                       \
     ACTIVATION_BACKWARD(name, ALPHA, BACKWARD)
@@ -202,24 +222,39 @@ static kiln_status gelu_forward(const kn_op_call *call) {
     return vmath_forward(call, form == GELU_EXACT ? vm->gelu : vm->gelu_tanh);
 }
 
+typedef struct gelu_backward_chunks {
+    const kn_vmath *vm;
+    gelu_form form;
+    const float *x, *dy;
+    float *dx;
+    int64_t n;
+    bool store;
+} gelu_backward_chunks;
+
+static void gelu_backward_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gelu_backward_chunks *g = ctx;
+    const float *x = g->x, *dy = g->dy;
+    float *dx = g->dx;
+    const bool store = g->store;
+    for (int64_t chunk = begin; chunk < end; chunk++) {
+        int64_t start = chunk * GELU_CHUNK, len = g->n - start < GELU_CHUNK ? g->n - start : GELU_CHUNK;
+        float grad[GELU_CHUNK];
+        gelu_grad_chunk(g->vm, g->form, x + start, grad, len);
+        for (int64_t i = 0; i < len; i++)
+            dx[start + i] = (store ? 0.0f : dx[start + i]) + dy[start + i] * grad[i];
+    }
+}
+
 static kiln_status gelu_backward(const kn_op_call *call) {
     if (!gradient_wanted(call))
         return KILN_OK;
     gelu_form form = GELU_EXACT;
     KN_TRY(gelu_form_of(call->node, &form));
-    const kn_vmath *vm = kn_vmath_best();
-    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
-    int64_t n = kn_numel(call->in[0]);
-    bool store = kn_din_fresh(call, 0);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_ACTIVATION_PARALLEL_MIN)
-    for (int64_t start = 0; start < n; start += GELU_CHUNK) {
-        int64_t len = n - start < GELU_CHUNK ? n - start : GELU_CHUNK;
-        float grad[GELU_CHUNK];
-        gelu_grad_chunk(vm, form, x + start, grad, len);
-        for (int64_t i = 0; i < len; i++)
-            dx[start + i] = (store ? 0.0f : dx[start + i]) + dy[start + i] * grad[i];
-    }
+    gelu_backward_chunks g = {kn_vmath_best(), form, kn_f32(call->in[0]), kn_f32(call->dout[0]), kn_f32(call->din[0]),
+                              kn_numel(call->in[0]), kn_din_fresh(call, 0)};
+    kn_parallel_range((g.n + GELU_CHUNK - 1) / GELU_CHUNK, kn_threads_for(g.n, KN_ACTIVATION_PARALLEL_MIN),
+                      gelu_backward_range, &g);
     return KILN_OK;
 }
 

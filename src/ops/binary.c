@@ -249,6 +249,23 @@ static void reduce_into_gradient(const kn_op_call *call, int i, const float *x, 
         kn_reduce_sum_add(x, x_shape, axes, scale, kn_f32(call->din[i]), reduce_work);
 }
 
+/* din = scale * dy over a range of elements. */
+typedef struct gradient_scale {
+    float *din;
+    const float *dy;
+    float scale;
+} gradient_scale;
+
+static void gradient_scale_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gradient_scale *gs = ctx;
+    float *din = gs->din;
+    const float *g = gs->dy;
+    const float scale = gs->scale;
+    for (int64_t j = begin; j < end; j++)
+        din[j] = scale * g[j];
+}
+
 /* din += scale * dy summed over `axes`, or, fresh and not broadcast (no axes), din = scale * dy. */
 static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float scale, float *reduce_work) {
     const kn_tensor *dy = call->dout[0];
@@ -256,11 +273,9 @@ static void sum_gradient(const kn_op_call *call, int i, unsigned axes, float sca
     if (din == kn_f32(dy)) // the tape aliased din to dy (scale 1, not broadcast): the gradient is in place
         return;
     if (kn_din_fresh(call, i) && axes == 0) {
-        const float *g = kn_f32(dy);
+        gradient_scale gs = {din, kn_f32(dy), scale};
         int64_t n = kn_numel(dy);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_PARALLEL_MIN_MEMORY)
-        for (int64_t j = 0; j < n; j++)
-            din[j] = scale * g[j];
+        kn_parallel_range(n, kn_threads_for(n, KN_PARALLEL_MIN_MEMORY), gradient_scale_range, &gs);
         return;
     }
     reduce_into_gradient(call, i, kn_f32(dy), &dy->shape, axes, scale, reduce_work);

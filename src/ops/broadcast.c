@@ -83,15 +83,21 @@ void kn_broadcast_plan_make(kn_broadcast_plan *p, int n, const kn_shape *const *
     }
 }
 
-void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *ctx) {
-    if (p->numel == 0)
-        return;
+/* kn_broadcast_run's tasks: task t is stretch t % chunks_per_row of row t / chunks_per_row. */
+typedef struct broadcast_tasks {
+    const kn_broadcast_plan *p;
+    kn_broadcast_row_fn fn;
+    void *ctx;
+    int64_t row_len, chunks_per_row;
+} broadcast_tasks;
+
+static void broadcast_task_range(void *ctx, int64_t first, int64_t end, int slot) {
+    (void)slot;
+    const broadcast_tasks *b = ctx;
+    const kn_broadcast_plan *p = b->p;
     int last = p->ndim - 1;
-    int64_t row_len = p->d[last], n_rows = p->numel / row_len;
-    int64_t chunks_per_row = (row_len + KN_BROADCAST_CHUNK - 1) / KN_BROADCAST_CHUNK;
-    int64_t n_tasks = n_rows * chunks_per_row;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (p->numel >= KN_BROADCAST_PARALLEL_MIN)
-    for (int64_t task = 0; task < n_tasks; task++) {
+    int64_t row_len = b->row_len, chunks_per_row = b->chunks_per_row;
+    for (int64_t task = first; task < end; task++) {
         int64_t row_index = task / chunks_per_row;
         int64_t begin = (task % chunks_per_row) * KN_BROADCAST_CHUNK;
         kn_broadcast_row row = {.at = row_index * row_len + begin};
@@ -107,6 +113,15 @@ void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *
             for (int i = 0; i < p->n_operands; i++)
                 row.offset[i] += index * p->step[i][k];
         }
-        fn(&row, ctx);
+        b->fn(&row, b->ctx);
     }
+}
+
+void kn_broadcast_run(const kn_broadcast_plan *p, kn_broadcast_row_fn fn, void *ctx) {
+    if (p->numel == 0)
+        return;
+    int64_t row_len = p->d[p->ndim - 1], n_rows = p->numel / row_len;
+    broadcast_tasks b = {p, fn, ctx, row_len, (row_len + KN_BROADCAST_CHUNK - 1) / KN_BROADCAST_CHUNK};
+    kn_parallel_range(n_rows * b.chunks_per_row, kn_threads_for(p->numel, KN_BROADCAST_PARALLEL_MIN),
+                      broadcast_task_range, &b);
 }

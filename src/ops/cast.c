@@ -237,13 +237,25 @@ static kiln_status cast_from_string(const kn_tensor *x, kn_tensor *y, int64_t n)
     return KILN_OK;
 }
 
-static void cast_to_string(const kn_tensor *x, kn_tensor *y, int64_t n) {
-    kn_string *out = y->data;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
+/* Cast's elementwise conversions: x's elements into y's. */
+typedef struct cast_pass {
+    const kn_tensor *x;
+    kn_tensor *y;
+} cast_pass;
+
+static void cast_string_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const cast_pass *c = ctx;
+    kn_string *out = c->y->data;
+    for (int64_t i = begin; i < end; i++) {
         memset(&out[i], 0, sizeof out[i]);
-        format_element(x, i, out[i].small);
+        format_element(c->x, i, out[i].small);
     }
+}
+
+static void cast_to_string(const kn_tensor *x, kn_tensor *y, int64_t n) {
+    cast_pass c = {x, y};
+    kn_parallel_range(n, kn_threads_for(n, KN_MOVE_PARALLEL_MIN), cast_string_range, &c);
 }
 
 /* A dtype code attribute; `fallback` NULL makes it required. */
@@ -277,6 +289,26 @@ static kiln_status cast_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+static void cast_float_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const cast_pass *c = ctx;
+    const void *src = c->x->data;
+    void *dst = c->y->data;
+    kn_dtype from = c->x->dtype, to = c->y->dtype;
+    for (int64_t i = begin; i < end; i++)
+        store_float(dst, to, i, load_float(src, from, i));
+}
+
+static void cast_int_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const cast_pass *c = ctx;
+    const void *src = c->x->data;
+    void *dst = c->y->data;
+    kn_dtype from = c->x->dtype, to = c->y->dtype;
+    for (int64_t i = begin; i < end; i++)
+        store_int(dst, to, i, load_int(src, from, i), from == KN_U64);
+}
+
 static kiln_status cast_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0];
     kn_tensor *y = call->out[0];
@@ -296,15 +328,9 @@ static kiln_status cast_forward(const kn_op_call *call) {
         cast_to_string(x, y, n);
         return KILN_OK;
     }
-    if (dtype_is_float(from)) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            store_float(y->data, to, i, load_float(x->data, from, i));
-    } else {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            store_int(y->data, to, i, load_int(x->data, from, i), from == KN_U64);
-    }
+    cast_pass c = {x, y};
+    kn_parallel_range(n, kn_threads_for(n, KN_MOVE_PARALLEL_MIN), dtype_is_float(from) ? cast_float_range : cast_int_range,
+                      &c);
     return KILN_OK;
 }
 
@@ -338,6 +364,22 @@ static kiln_status constantofshape_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* Copies of one element over a range of the output. */
+typedef struct constant_fill {
+    char *dst;
+    const unsigned char *element;
+    size_t esize;
+} constant_fill;
+
+static void constant_fill_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const constant_fill *f = ctx;
+    char *dst = f->dst;
+    size_t esize = f->esize;
+    for (int64_t i = begin; i < end; i++)
+        memcpy(dst + (size_t)i * esize, f->element, esize);
+}
+
 /* "value" is a float attribute, or an int one when the importer keeps an integer fill exact. */
 static kiln_status constantofshape_forward(const kn_op_call *call) {
     kn_tensor *y = call->out[0];
@@ -353,10 +395,8 @@ static kiln_status constantofshape_forward(const kn_op_call *call) {
     else
         store_float(element, y->dtype, 0, value ? value->f : 0.0f);
     int64_t n = kn_numel(y);
-    char *dst = y->data;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + (size_t)i * esize, element, esize);
+    constant_fill f = {y->data, element, esize};
+    kn_parallel_range(n, kn_threads_for(n, KN_MOVE_PARALLEL_MIN), constant_fill_range, &f);
     return KILN_OK;
 }
 

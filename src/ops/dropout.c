@@ -83,6 +83,52 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
+/* One pass of dropout_map (or of the eval gradient) over a range of elements. */
+typedef struct dropout_pass {
+    const float *src;
+    float *dst;
+    uint8_t *mask;
+    uint64_t key;
+    float ratio, gain;
+    bool fresh; /* the eval gradient: dst is a fresh gradient, stored instead of added to */
+} dropout_pass;
+
+static void dropout_add_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const dropout_pass *d = ctx;
+    const float *src = d->src;
+    float *dst = d->dst;
+    const uint64_t key = d->key;
+    const float ratio = d->ratio, gain = d->gain;
+    for (int64_t i = begin; i < end; i++) {
+        float x = src[i];
+        dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+    }
+}
+
+static void dropout_store_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const dropout_pass *d = ctx;
+    const float *src = d->src;
+    float *dst = d->dst;
+    const uint64_t key = d->key;
+    const float ratio = d->ratio, gain = d->gain;
+    for (int64_t i = begin; i < end; i++) {
+        float x = src[i];
+        dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+    }
+}
+
+static void dropout_mask_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const dropout_pass *d = ctx;
+    uint8_t *mask = d->mask;
+    const uint64_t key = d->key;
+    const float ratio = d->ratio;
+    for (int64_t i = begin; i < end; i++)
+        mask[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio;
+}
+
 /* The training map of forward (dst = kept(src), and the mask when wanted) and backward (dst +=
  * kept(src), or = into a fresh gradient): element i is kept, scaled by 1 / (1 - ratio), where the
  * node's stream is >= ratio. The loops load src[i] whatever the draw, so that they have no branch
@@ -90,26 +136,12 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
 static void dropout_map(const kn_op_call *call, float ratio, const float *src, float *dst,
                         bool accumulate, uint8_t *mask) {
     int64_t n = kn_numel(call->in[DROPOUT_DATA]);
-    float gain = 1.0f / (1.0f - ratio);
-    uint64_t key = dropout_key(call->ctx);
-    if (accumulate) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x = src[i];
-            dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
-        }
-    } else {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x = src[i];
-            dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
-        }
-    }
-    if (mask) {
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            mask[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio;
-    }
+    dropout_pass d = {.src = src, .dst = dst, .mask = mask, .key = dropout_key(call->ctx), .ratio = ratio,
+                      .gain = 1.0f / (1.0f - ratio)};
+    int threads = kn_threads_for(n, DROPOUT_PARALLEL_MIN);
+    kn_parallel_range(n, threads, accumulate ? dropout_add_range : dropout_store_range, &d);
+    if (mask)
+        kn_parallel_range(n, threads, dropout_mask_range, &d);
 }
 
 static kiln_status dropout_forward(const kn_op_call *call) {
@@ -133,6 +165,17 @@ static kiln_status dropout_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+/* The eval gradient: dy passes through unchanged. */
+static void dropout_gradient_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const dropout_pass *d = ctx;
+    const float *dy = d->src;
+    float *dx = d->dst;
+    const bool fresh = d->fresh;
+    for (int64_t i = begin; i < end; i++)
+        dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
+}
+
 /* The mask output is not differentiable: only output 0's gradient flows. */
 static kiln_status dropout_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
@@ -146,9 +189,8 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     const bool fresh = kn_din_fresh(call, DROPOUT_DATA);
     if (!dropout_training(call)) {
         int64_t n = kn_numel(dout);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
+        dropout_pass d = {.src = dy, .dst = dx, .fresh = fresh};
+        kn_parallel_range(n, kn_threads_for(n, DROPOUT_PARALLEL_MIN), dropout_gradient_range, &d);
         return KILN_OK;
     }
     float ratio;

@@ -128,58 +128,109 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n) {
 /* Spans of this many outputs go to the threads whole. */
 #define KN_FUSED_ACT_SPAN 4096
 
+typedef struct act_spans {
+    const kn_fused_act *act;
+    float *y;
+    int64_t n;
+} act_spans;
+
+static void act_span_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const act_spans *a = ctx;
+    for (int64_t span = begin; span < end; span++) {
+        int64_t start = span * KN_FUSED_ACT_SPAN;
+        kn_fused_act_apply_serial(a->act, a->y + start, a->n - start < KN_FUSED_ACT_SPAN ? a->n - start : KN_FUSED_ACT_SPAN);
+    }
+}
+
 void kn_fused_act_apply(const kn_fused_act *act, float *y, int64_t n) {
     if (act->kind == KN_ACT_NONE)
         return;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_FUSED_ACT_PARALLEL_MIN)
-    for (int64_t start = 0; start < n; start += KN_FUSED_ACT_SPAN)
-        kn_fused_act_apply_serial(act, y + start, n - start < KN_FUSED_ACT_SPAN ? n - start : KN_FUSED_ACT_SPAN);
+    act_spans a = {act, y, n};
+    kn_parallel_range((n + KN_FUSED_ACT_SPAN - 1) / KN_FUSED_ACT_SPAN, kn_threads_for(n, KN_FUSED_ACT_PARALLEL_MIN),
+                      act_span_range, &a);
 }
 
-/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows x cols outputs, rows ld apart. */
+/* kn_fused_act_apply_rows' pass over a range of rows. */
+typedef struct act_rows_pass {
+    kn_fused_act act;
+    kn_act_rows fast;       /* the kinds act_rows_of takes */
+    kn_act_rows_fn fast_fn; /* and their kernel */
+    kn_vmath_fn vmath_fn;   /* the transcendental kinds' function */
+    const float *bias;
+    float *y;
+    int64_t cols, ld;
+} act_rows_pass;
+
+static void act_rows_fast_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const act_rows_pass *p = ctx;
+    for (int64_t r = begin; r < end; r++)
+        p->fast_fn(&p->fast, p->bias + r, p->y + r * p->ld, 1, p->cols, p->ld);
+}
+
+/* y[r, c] = f(act, y[r, c] + bias[r]) over the rows [begin, end) x cols outputs, rows ld apart. */
 #define KN_ACT_ROWS_PASS(f)                                                                         \
     do {                                                                                            \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")  \
-        for (int64_t r = 0; r < rows; r++) {                                                        \
+        for (int64_t r = begin; r < end; r++) {                                                     \
             float *row = y + r * ld, b = bias[r];                                                   \
             for (int64_t c = 0; c < cols; c++)                                                      \
                 row[c] = f(&a, row[c] + b);                                                         \
         }                                                                                           \
     } while (0)
 
+/* LeakyRelu and Elu, each in its own loop. */
+static void act_rows_pass_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const act_rows_pass *p = ctx;
+    const kn_fused_act a = p->act; // a local copy: the stores into y cannot alias it
+    const float *bias = p->bias;
+    float *y = p->y;
+    const int64_t cols = p->cols, ld = p->ld;
+    if (a.kind == KN_ACT_LEAKYRELU)
+        KN_ACT_ROWS_PASS(leakyrelu);
+    else
+        KN_ACT_ROWS_PASS(elu);
+}
+
+static void act_rows_vmath_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const act_rows_pass *p = ctx;
+    const float *bias = p->bias;
+    float *y = p->y;
+    const int64_t cols = p->cols, ld = p->ld;
+    for (int64_t r = begin; r < end; r++) {
+        float *row = y + r * ld, b = bias[r];
+        for (int64_t c = 0; c < cols; c++)
+            row[c] += b;
+        p->vmath_fn(row, row, cols);
+    }
+}
+
 void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
                              int64_t ld) {
-    const kn_fused_act a = *act;
-    kn_act_rows fast;
-    if (act_rows_of(&a, &fast)) {
-        kn_act_rows_fn fn = kn_act_rows_best();
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)
-        for (int64_t r = 0; r < rows; r++)
-            fn(&fast, bias + r, y + r * ld, 1, cols, ld);
+    act_rows_pass p = {.act = *act, .bias = bias, .y = y, .cols = cols, .ld = ld};
+    int threads = kn_threads_for(rows * cols, KN_FUSED_ACT_PARALLEL_MIN);
+    if (act_rows_of(&p.act, &p.fast)) {
+        p.fast_fn = kn_act_rows_best();
+        kn_parallel_range(rows, threads, act_rows_fast_range, &p);
         return;
     }
-    switch (a.kind) {
+    switch (p.act.kind) {
     case KN_ACT_NONE:
     case KN_ACT_RELU:
     case KN_ACT_CLIP:
     case KN_ACT_HARDSWISH: break; /* act_rows_of's */
-    case KN_ACT_LEAKYRELU: KN_ACT_ROWS_PASS(leakyrelu); break;
-    case KN_ACT_ELU: KN_ACT_ROWS_PASS(elu); break;
+    case KN_ACT_LEAKYRELU:
+    case KN_ACT_ELU: kn_parallel_range(rows, threads, act_rows_pass_range, &p); break;
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
     case KN_ACT_GELU:
     case KN_ACT_GELU_TANH:
-    case KN_ACT_SILU: {
-        kn_vmath_fn fn = vmath_fn_of(a.kind);
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (rows * cols >= KN_FUSED_ACT_PARALLEL_MIN)")
-        for (int64_t r = 0; r < rows; r++) {
-            float *row = y + r * ld, b = bias[r];
-            for (int64_t c = 0; c < cols; c++)
-                row[c] += b;
-            fn(row, row, cols);
-        }
+    case KN_ACT_SILU:
+        p.vmath_fn = vmath_fn_of(p.act.kind);
+        kn_parallel_range(rows, threads, act_rows_vmath_range, &p);
         break;
-    }
     }
 }
 

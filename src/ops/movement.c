@@ -170,26 +170,53 @@ static void view_walk_next(view_walk *w, const kn_view *v, int ndim) {
     }
 }
 
+/* A walk of kn_view_copy or kn_view_add over rows of the simplified view (its last dim a row). */
+typedef struct view_rows {
+    kn_view v;
+    int last;
+    int64_t length, step;
+    size_t esize;
+    void *dst;
+    const void *src;
+} view_rows;
+
+static void view_copy_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const view_rows *w = ctx;
+    char *out = w->dst;
+    const char *in = w->src;
+    size_t esize = w->esize;
+    int64_t length = w->length, step = w->step;
+    view_walk at = view_walk_at(&w->v, w->last, begin);
+    for (int64_t r = begin; r < end; r++) {
+        kn_copy_strided(out + (size_t)(r * length) * esize, in + at.offset * (int64_t)esize, length, step, esize);
+        view_walk_next(&at, &w->v, w->last);
+    }
+}
+
 void kn_view_copy(void *dst, const void *src, size_t esize, const kn_view *view) {
     kn_view v = view_simplify(view);
     int64_t count = view_count(&v);
     if (count == 0)
         return;
     int last = v.ndim - 1;
-    int64_t length = v.dims[last], step = v.stride[last];
-    int64_t rows = count / length;
-    char *out = dst;
-    const char *in = src;
-#pragma omp parallel num_threads(kn_threads_get()) if (count >= KN_MOVE_PARALLEL_MIN)
-    {
-        int64_t begin, end;
-        kn_thread_share(rows, &begin, &end);
-        view_walk w = view_walk_at(&v, last, begin);
-        for (int64_t r = begin; r < end; r++) {
-            kn_copy_strided(out + (size_t)(r * length) * esize, in + w.offset * (int64_t)esize,
-                            length, step, esize);
-            view_walk_next(&w, &v, last);
-        }
+    view_rows w = {v, last, v.dims[last], v.stride[last], esize, dst, src};
+    kn_parallel_range(count / w.length, kn_threads_for(count, KN_MOVE_PARALLEL_MIN), view_copy_range, &w);
+}
+
+static void view_add_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const view_rows *w = ctx;
+    float *dst = w->dst;
+    const float *src = w->src;
+    int64_t length = w->length, step = w->step;
+    view_walk at = view_walk_at(&w->v, w->last, begin);
+    for (int64_t r = begin; r < end; r++) {
+        float *d = dst + at.offset;
+        const float *s = src + r * length;
+        for (int64_t j = 0; j < length; j++)
+            d[j * step] += s[j];
+        view_walk_next(&at, &w->v, w->last);
     }
 }
 
@@ -202,21 +229,8 @@ void kn_view_add(float *dst, const float *src, const kn_view *view) {
     for (int k = 0; k < v.ndim; k++)
         shared = shared || v.stride[k] == 0;
     int last = v.ndim - 1;
-    int64_t length = v.dims[last], step = v.stride[last];
-    int64_t rows = count / length;
-#pragma omp parallel num_threads(kn_threads_get()) if (!shared && count >= KN_MOVE_PARALLEL_MIN)
-    {
-        int64_t begin, end;
-        kn_thread_share(rows, &begin, &end);
-        view_walk w = view_walk_at(&v, last, begin);
-        for (int64_t r = begin; r < end; r++) {
-            float *d = dst + w.offset;
-            const float *s = src + r * length;
-            for (int64_t j = 0; j < length; j++)
-                d[j * step] += s[j];
-            view_walk_next(&w, &v, last);
-        }
-    }
+    view_rows w = {v, last, v.dims[last], v.stride[last], sizeof(float), dst, src};
+    kn_parallel_range(count / w.length, shared ? 1 : kn_threads_for(count, KN_MOVE_PARALLEL_MIN), view_add_range, &w);
 }
 
 /* ---- ops that keep the elements in order ---- */
@@ -241,6 +255,21 @@ kiln_status kn_check_f32_gradient(const kn_op_call *call, int i) {
     return KILN_OK;
 }
 
+/* dx += dy over a range of elements. */
+typedef struct gradient_add {
+    float *dx;
+    const float *dy;
+} gradient_add;
+
+static void gradient_add_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gradient_add *a = ctx;
+    float *dx = a->dx;
+    const float *dy = a->dy;
+    for (int64_t i = begin; i < end; i++)
+        dx[i] += dy[i];
+}
+
 kiln_status kn_copy_backward(const kn_op_call *call) {
     if (!call->dout[0] || !call->din[0])
         return KILN_OK;
@@ -254,8 +283,7 @@ kiln_status kn_copy_backward(const kn_op_call *call) {
         memcpy(dx, dy, sizeof(float) * (size_t)n);
         return KILN_OK;
     }
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_MOVE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i];
+    gradient_add a = {dx, dy};
+    kn_parallel_range(n, kn_threads_for(n, KN_MOVE_PARALLEL_MIN), gradient_add_range, &a);
     return KILN_OK;
 }

@@ -95,22 +95,33 @@ static inline float softplus(float x) {
     return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
 }
 
-/* y[i] = EXPR(v = x[i]) for i < n. */
+/* One elementwise f32 pass of a unary op: forward (y from x) or backward (dx from x, y and dy). */
+typedef struct unary_pass {
+    unary_kind kind;
+    const float *x, *y, *dy;
+    float *out; /* forward: y; backward: dx */
+    float alpha, beta;
+} unary_pass;
+
+/* y[i] = EXPR(v = x[i]) for i in [begin, end). */
 #define KN_UNARY_LOOP(EXPR)                                                      \
     do {                                                                         \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
-        for (int64_t i = 0; i < n; i++) {                                        \
+        for (int64_t i = begin; i < end; i++) {                                  \
             float v = x[i];                                                      \
             y[i] = (EXPR);                                                       \
         }                                                                        \
     } while (0)
 
-static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, float alpha,
-                      float beta) {
-    switch (kind) {
-    case UNARY_ERF: kn_vmath_run(kn_vmath_best()->erf, y, x, n); break;
+static void unary_f32_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const unary_pass *u = ctx;
+    const float *x = u->x;
+    float *y = u->out;
+    const float alpha = u->alpha, beta = u->beta;
+    switch (u->kind) {
+    case UNARY_ERF:
+    case UNARY_EXP: break; /* kn_vmath_run's, in unary_f32 */
     case UNARY_SQRT: KN_UNARY_LOOP(sqrtf(v)); break;
-    case UNARY_EXP: kn_vmath_run(kn_vmath_best()->exp, y, x, n); break;
     case UNARY_LOG: KN_UNARY_LOOP(logf(v)); break;
     case UNARY_NEG: KN_UNARY_LOOP(-v); break;
     case UNARY_ABS: KN_UNARY_LOOP(fabsf(v)); break;
@@ -123,17 +134,31 @@ static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, floa
     }
 }
 
-/* dx[i] += EXPR for i < n, EXPR in terms of x[i], y[i] and dy[i]. */
+static void unary_f32(unary_kind kind, const float *x, float *y, int64_t n, float alpha,
+                      float beta) {
+    switch (kind) {
+    case UNARY_ERF: kn_vmath_run(kn_vmath_best()->erf, y, x, n); return;
+    case UNARY_EXP: kn_vmath_run(kn_vmath_best()->exp, y, x, n); return;
+    default: break;
+    }
+    unary_pass u = {.kind = kind, .x = x, .out = y, .alpha = alpha, .beta = beta};
+    kn_parallel_range(n, kn_threads_for(n, KN_UNARY_PARALLEL_MIN), unary_f32_range, &u);
+}
+
+/* dx[i] += EXPR for i in [begin, end), EXPR in terms of x[i], y[i] and dy[i]. */
 #define KN_UNARY_GRAD_LOOP(EXPR)                                                 \
     do {                                                                         \
-        _Pragma("omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)") \
-        for (int64_t i = 0; i < n; i++)                                          \
+        for (int64_t i = begin; i < end; i++)                                    \
             dx[i] += (EXPR);                                                     \
     } while (0)
 
-static void unary_f32_backward(unary_kind kind, const float *x, const float *y, const float *dy,
-                               float *dx, int64_t n, float alpha, float beta) {
-    switch (kind) {
+static void unary_f32_backward_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const unary_pass *u = ctx;
+    const float *x = u->x, *y = u->y, *dy = u->dy;
+    float *dx = u->out;
+    const float alpha = u->alpha, beta = u->beta;
+    switch (u->kind) {
     case UNARY_ERF: KN_UNARY_GRAD_LOOP(dy[i] * KN_TWO_OVER_SQRT_PI * expf(-x[i] * x[i])); break;
     case UNARY_SQRT: KN_UNARY_GRAD_LOOP(dy[i] * 0.5f / y[i]); break;
     case UNARY_EXP: KN_UNARY_GRAD_LOOP(dy[i] * y[i]); break;
@@ -156,6 +181,12 @@ static void unary_f32_backward(unary_kind kind, const float *x, const float *y, 
     case UNARY_FLOOR:
     case UNARY_CEIL: break; /* no backward */
     }
+}
+
+static void unary_f32_backward(unary_kind kind, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t n, float alpha, float beta) {
+    unary_pass u = {kind, x, y, dy, dx, alpha, beta};
+    kn_parallel_range(n, kn_threads_for(n, KN_UNARY_PARALLEL_MIN), unary_f32_backward_range, &u);
 }
 
 /* Neg and Abs of integers, in uint64 so that the lowest value wraps instead of overflowing. */
@@ -275,20 +306,34 @@ static const kn_tensor *clip_bound(const kn_op_call *call, int i) {
     return call->node->n_in > i ? call->in[i] : NULL;
 }
 
+/* Clip's f32 pass, forward (out = y) or backward (out = dx), over a range of elements. */
+typedef struct clip_pass {
+    const float *x, *dy;
+    float *out;
+    float lo, hi;
+} clip_pass;
+
 /* min(max(x, lo), hi) as two compares, so that a NaN x stays NaN. */
+static void clip_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const clip_pass *c = ctx;
+    const float *xs = c->x;
+    float *ys = c->out;
+    const float lo = c->lo, hi = c->hi;
+    for (int64_t i = begin; i < end; i++) {
+        float v = xs[i] < lo ? lo : xs[i];
+        ys[i] = v > hi ? hi : v;
+    }
+}
+
 static kiln_status clip_forward(const kn_op_call *call) {
     const kn_tensor *x = call->in[0], *min = clip_bound(call, 1), *max = clip_bound(call, 2);
     kn_tensor *y = call->out[0];
     int64_t n = kn_numel(x);
     if (x->dtype == KN_F32) {
-        float lo = min ? kn_f32(min)[0] : -INFINITY, hi = max ? kn_f32(max)[0] : INFINITY;
-        const float *xs = kn_f32(x);
-        float *ys = kn_f32(y);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float v = xs[i] < lo ? lo : xs[i];
-            ys[i] = v > hi ? hi : v;
-        }
+        clip_pass c = {.x = kn_f32(x), .out = kn_f32(y), .lo = min ? kn_f32(min)[0] : -INFINITY,
+                       .hi = max ? kn_f32(max)[0] : INFINITY};
+        kn_parallel_range(n, kn_threads_for(n, KN_UNARY_PARALLEL_MIN), clip_range, &c);
         return KILN_OK;
     }
     int64_t lo = min ? kn_int_load(min->data, min->dtype, 0) : kn_int_lowest(x->dtype);
@@ -301,17 +346,24 @@ static kiln_status clip_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
+static void clip_grad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const clip_pass *c = ctx;
+    const float *x = c->x, *dy = c->dy;
+    float *dx = c->out;
+    const float lo = c->lo, hi = c->hi;
+    for (int64_t i = begin; i < end; i++)
+        dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
+}
+
 static kiln_status clip_backward(const kn_op_call *call) {
     if (!gradient_wanted(call))
         return KILN_OK;
     const kn_tensor *min = clip_bound(call, 1), *max = clip_bound(call, 2);
-    float lo = min ? kn_f32(min)[0] : -INFINITY, hi = max ? kn_f32(max)[0] : INFINITY;
-    const float *x = kn_f32(call->in[0]), *dy = kn_f32(call->dout[0]);
-    float *dx = kn_f32(call->din[0]);
+    clip_pass c = {.x = kn_f32(call->in[0]), .dy = kn_f32(call->dout[0]), .out = kn_f32(call->din[0]),
+                   .lo = min ? kn_f32(min)[0] : -INFINITY, .hi = max ? kn_f32(max)[0] : INFINITY};
     int64_t n = kn_numel(call->in[0]);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
+    kn_parallel_range(n, kn_threads_for(n, KN_UNARY_PARALLEL_MIN), clip_grad_range, &c);
     return KILN_OK;
 }
 
@@ -344,7 +396,7 @@ static kiln_status prelu_infer(kn_graph *g, const kn_node *node) {
 typedef struct prelu_args {
     const float *slope; /* operand 0 */
     const float *x, *dy;
-    float *out;         /* forward: y; backward: dx */
+    float *out;         /* forward: y; backward: dx, or the slope gradient's terms */
 } prelu_args;
 
 static void prelu_row(const kn_broadcast_row *row, void *ctx) {
@@ -362,6 +414,16 @@ static void prelu_dx_row(const kn_broadcast_row *row, void *ctx) {
     float *dx = args->out + row->at;
     for (int64_t i = 0; i < row->n; i++)
         dx[i] += x[i] < 0.0f ? slope[i * row->step[0]] * dy[i] : dy[i];
+}
+
+/* The slope gradient's terms before the reduction: dy x where x < 0. */
+static void prelu_slope_term_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const prelu_args *args = ctx;
+    const float *xs = args->x, *g = args->dy;
+    float *term = args->out;
+    for (int64_t i = begin; i < end; i++)
+        term[i] = xs[i] < 0.0f ? g[i] * xs[i] : 0.0f;
 }
 
 /* Plans the walk over X's shape with the slope as the one broadcast operand. */
@@ -402,10 +464,8 @@ static kiln_status prelu_backward(const kn_op_call *call) {
             return kn_fail(KILN_ERR_NOMEM, "out of memory for a %zu-byte gradient workspace",
                            bytes);
         float *term = (float *)work; /* X's shape */
-        const float *xs = kn_f32(x), *g = kn_f32(dy);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (n >= KN_UNARY_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++)
-            term[i] = xs[i] < 0.0f ? g[i] * xs[i] : 0.0f;
+        prelu_args args = {NULL, kn_f32(x), kn_f32(dy), term};
+        kn_parallel_range(n, kn_threads_for(n, KN_UNARY_PARALLEL_MIN), prelu_slope_term_range, &args);
         float *reduce_work = (float *)(work + term_bytes);
         kn_reduce_sum_add(term, &x->shape, axes, 1.0f, kn_f32(dslope), reduce_work);
     }

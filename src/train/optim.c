@@ -320,16 +320,29 @@ void kn_optim_free(kn_optim *opt) {
     free(opt);
 }
 
+/* One step of SGD, Adam(W) or Adagrad on one parameter, for kn_parallel_range over its elements (each
+ * piece derives the step's scalars itself: the same floats in every piece). */
+typedef struct optim_update {
+    const kn_optim_config *config;
+    int64_t t;
+    float lr;
+    const kn_optim_slot *slot;
+} optim_update;
+
 /* PyTorch's SGD, with d = 1 - dampening:
  *   g += wd p;   b = g at t = 1, else momentum b + d g;   g = nesterov ? g + momentum b : b;   p -= lr g
  * Scalars are rounded to float once, where PyTorch rounds them. */
-static void kn_sgd_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
+static void sgd_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const optim_update *u = ctx;
+    const kn_optim_config *c = u->config;
+    const kn_optim_slot *s = u->slot;
+    const float lr = u->lr;
     float *p = s->param.data, *buf = s->moment1;
     const float *grad = s->param.grad;
     const float wd = c->weight_decay, momentum = c->momentum, keep = (float)(1.0 - (double)c->dampening);
-    const bool first = t == 1, nesterov = c->nesterov;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
-    for (int64_t i = 0; i < s->numel; i++) {
+    const bool first = u->t == 1, nesterov = c->nesterov;
+    for (int64_t i = begin; i < end; i++) {
         float g = grad[i];
         if (wd != 0.0f)
             g += wd * p[i];
@@ -344,7 +357,13 @@ static void kn_sgd_update(const kn_optim_config *c, int64_t t, float lr, const k
 /* PyTorch's Adam (L2: g += wd p) and AdamW (decoupled: p *= 1 - lr wd first):
  *   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
  *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)     (eps after the corrected sqrt) */
-static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
+static void adam_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const optim_update *u = ctx;
+    const kn_optim_config *c = u->config;
+    const kn_optim_slot *s = u->slot;
+    const float lr = u->lr;
+    const int64_t t = u->t;
     float *p = s->param.data, *m = s->moment1, *v = s->moment2;
     const float *grad = s->param.grad;
     const bool decoupled = c->kind == KN_OPTIM_ADAMW;
@@ -354,8 +373,7 @@ static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const 
     const float one_minus_b1 = (float)(1.0 - (double)b1), one_minus_b2 = (float)(1.0 - (double)b2);
     const double correction1 = 1.0 - pow(b1, (double)t), correction2 = 1.0 - pow(b2, (double)t);
     const float neg_step = (float)(-(double)lr / correction1), correction2_sqrt = (float)sqrt(correction2);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
-    for (int64_t i = 0; i < s->numel; i++) {
+    for (int64_t i = begin; i < end; i++) {
         float g = grad[i];
         if (l2 != 0.0f)
             g += l2 * p[i];
@@ -367,13 +385,18 @@ static void kn_adam_update(const kn_optim_config *c, int64_t t, float lr, const 
 }
 
 /* PyTorch's Adagrad:  g += wd p;   sum += g^2;   p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps) */
-static void kn_adagrad_update(const kn_optim_config *c, int64_t t, float lr, const kn_optim_slot *s) {
+static void adagrad_range(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const optim_update *u = ctx;
+    const kn_optim_config *c = u->config;
+    const kn_optim_slot *s = u->slot;
+    const float lr = u->lr;
+    const int64_t t = u->t;
     float *p = s->param.data, *sum = s->moment2;
     const float *grad = s->param.grad;
     const float wd = c->weight_decay, eps = c->eps;
     const float neg_clr = (float)(-(double)lr / (1.0 + (double)(t - 1) * c->lr_decay));
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (s->numel >= KN_OPTIM_PARALLEL_MIN)
-    for (int64_t i = 0; i < s->numel; i++) {
+    for (int64_t i = begin; i < end; i++) {
         float g = grad[i];
         if (wd != 0.0f)
             g += wd * p[i];
@@ -509,11 +532,13 @@ kiln_status kn_optim_step(kn_optim *opt, float lr) {
     opt->t++;
     for (int i = 0; i < opt->n_params; i++) {
         const kn_optim_slot *s = &opt->slots[i];
+        optim_update u = {c, opt->t, lr, s};
+        int threads = kn_threads_for(s->numel, KN_OPTIM_PARALLEL_MIN);
         switch (c->kind) {
-        case KN_OPTIM_SGD: kn_sgd_update(c, opt->t, lr, s); break;
+        case KN_OPTIM_SGD: kn_parallel_range(s->numel, threads, sgd_range, &u); break;
         case KN_OPTIM_ADAM:
-        case KN_OPTIM_ADAMW: kn_adam_update(c, opt->t, lr, s); break;
-        case KN_OPTIM_ADAGRAD: kn_adagrad_update(c, opt->t, lr, s); break;
+        case KN_OPTIM_ADAMW: kn_parallel_range(s->numel, threads, adam_range, &u); break;
+        case KN_OPTIM_ADAGRAD: kn_parallel_range(s->numel, threads, adagrad_range, &u); break;
         case KN_OPTIM_ADAFACTOR: kn_adafactor_update(opt, lr, s); break;
         }
     }
