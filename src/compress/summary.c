@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/threads.h"
 #include "format/kiln_file.h"
 #include "runtime/runtime.h"
 #include "train/evaluate.h"
@@ -26,17 +27,27 @@ static void count_params(const kn_graph *g, kn_model_summary *out) {
     }
 }
 
-/* FLOPs per sample from the unoptimized graph at batch 1 (the model as designed), memory from the
- * optimized one (what a session allocates). */
-static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) {
+/* A session of `model` on the calling thread's count (kn_threads_get: the command's --threads). A session
+ * left at the default count would set all cores for this thread when it plans (runtime.md, Threads). */
+static kiln_status session_create_here(const kiln_model *model, bool optimize, kiln_session **out) {
     kiln_session_options *options = kiln_session_options_create();
     if (!options)
         return kn_fail(KILN_ERR_NOMEM, "out of memory for session options");
+    kiln_status st = kiln_session_options_set_threads(options, kn_threads_get());
+    if (st == KILN_OK)
+        st = kiln_session_options_set_optimize(options, optimize);
+    if (st == KILN_OK)
+        st = kiln_session_create(model, options, out);
+    kiln_session_options_free(options);
+    return st;
+}
+
+/* FLOPs per sample from the unoptimized graph at batch 1 (the model as designed), memory from the
+ * optimized one (what a session allocates). */
+static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) {
     kiln_session *saved = NULL, *optimized = NULL;
     kiln_memory_info memory;
-    kiln_status st = kiln_session_options_set_optimize(options, 0);
-    if (st == KILN_OK)
-        st = kiln_session_create(model, options, &saved);
+    kiln_status st = session_create_here(model, false, &saved);
     if (st == KILN_OK)
         st = kiln_session_memory(saved, &memory);
     for (int i = 0; st == KILN_OK && i < kiln_session_profile_count(saved, KILN_PROFILE_BY_NODE); i++) {
@@ -45,14 +56,13 @@ static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) 
         out->flops += e.flops;
     }
     if (st == KILN_OK)
-        st = kiln_session_create(model, NULL, &optimized);
+        st = session_create_here(model, true, &optimized);
     if (st == KILN_OK)
         st = kiln_session_memory(optimized, &memory);
     if (st == KILN_OK)
         out->peak_memory = (int64_t)(memory.arena_bytes + memory.workspace_bytes + memory.weight_bytes);
     kiln_session_free(saved);
     kiln_session_free(optimized);
-    kiln_session_options_free(options);
     return st;
 }
 
@@ -60,7 +70,7 @@ static kiln_status measure_plan(const kiln_model *model, kn_model_summary *out) 
  * (at least 5, at most 200). */
 static kiln_status time_batch(const kiln_model *model, int64_t batch, int runs, double *median_ms) {
     kiln_session *s = NULL;
-    KN_TRY(kiln_session_create(model, NULL, &s));
+    KN_TRY(session_create_here(model, true, &s));
     double times[200];
     int n = 0;
     kiln_status st = kn_session_fill_uniform(s, batch);
