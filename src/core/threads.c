@@ -94,7 +94,11 @@ static int cores_available(void) {
 
 void kn_threads_set(int n) { thread_count = n > 0 ? n : cores_available(); }
 
+/* Inside a body a loop runs inline, so it is planned for one thread (one GEMM block, not two packed
+ * one after the other). */
 int kn_threads_get(void) {
+    if (inside_loop)
+        return 1;
     if (thread_count <= 0)
         kn_threads_set(0);
     return thread_count;

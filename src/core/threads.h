@@ -9,6 +9,7 @@
 /* Sets the calling thread's count for the parallel loops it starts; n <= 0 means "all cores". The
  * caller's OpenMP settings (omp_set_num_threads) are left alone. */
 void kn_threads_set(int n);
+/* The count set for this thread; 1 inside a loop's body, where loops run inline. */
 int kn_threads_get(void);
 
 /* When a parallel loop is worth its threads: below these amounts of work a loop stays on the calling
