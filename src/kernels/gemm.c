@@ -22,7 +22,6 @@
  * split K. The blocking does not depend on the thread count, so every element of C is computed by the
  * same arithmetic in the same order whatever the thread count: results are bit-identical across
  * counts. */
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -325,23 +324,38 @@ static void split_range(int64_t slivers, int width, int64_t total, int part, int
     *size = min64(last * width, total) - *start;
 }
 
-/* This thread's block of C, out of a team of `team`. */
-static void gemm_thread_block(const kn_gemm_kernel *kernel, const gemm_args *g, const gemm_plan *plan,
-                              int thread, int team, float *workspace) {
+/* Block `part` of C, out of `parts`, with the part's own packing buffers in workspace. */
+static void gemm_part_block(const kn_gemm_kernel *kernel, const gemm_args *g, const gemm_plan *plan, int part,
+                            int parts, float *workspace) {
     int64_t row_slivers = ceil_div(g->M, kernel->mr), col_slivers = ceil_div(g->N, kernel->nr);
     int row_parts, col_parts;
     // Floats each thread would pack of A (all its rows) and of B (all its columns) if it had them all.
     double a_floats = g->a_packed ? 0.0 : (double)g->M * (double)g->K;
     double b_floats = g->b_packed || plan->b_in_place ? 0.0 : (double)g->K * (double)g->N;
-    split_tiles(row_slivers, col_slivers, team, a_floats > b_floats, &row_parts, &col_parts);
-    if (thread >= row_parts * col_parts)
+    split_tiles(row_slivers, col_slivers, parts, a_floats > b_floats, &row_parts, &col_parts);
+    if (part >= row_parts * col_parts)
         return;
     int64_t i0, rows, j0, cols;
-    split_range(row_slivers, kernel->mr, g->M, thread / col_parts, row_parts, &i0, &rows);
-    split_range(col_slivers, kernel->nr, g->N, thread % col_parts, col_parts, &j0, &cols);
-    float *a_pack = workspace + (size_t)thread * (size_t)(plan->a_pack_count + plan->b_pack_count);
+    split_range(row_slivers, kernel->mr, g->M, part / col_parts, row_parts, &i0, &rows);
+    split_range(col_slivers, kernel->nr, g->N, part % col_parts, col_parts, &j0, &cols);
+    float *a_pack = workspace + (size_t)part * (size_t)(plan->a_pack_count + plan->b_pack_count);
     if (rows > 0 && cols > 0)
         gemm_blocked(kernel, g, plan, i0, rows, j0, cols, a_pack, a_pack + plan->a_pack_count);
+}
+
+/* A blocked product's blocks for kn_parallel_for: C cut into `parts` blocks (as many as its threads). */
+typedef struct gemm_blocks {
+    const kn_gemm_kernel *kernel;
+    const gemm_args *g;
+    const gemm_plan *plan;
+    int parts;
+    float *workspace;
+} gemm_blocks;
+
+static void gemm_block_of(void *ctx, int64_t part, int slot) {
+    (void)slot;
+    const gemm_blocks *b = ctx;
+    gemm_part_block(b->kernel, b->g, b->plan, (int)part, b->parts, b->workspace);
 }
 
 /* Threads the blocked path uses: no more than there are tiles. */
@@ -389,29 +403,37 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
             gemm_ref(g);
         return;
     }
-    // Each thread computes its own block of C with its own packing buffers: no shared state, so no
-    // barriers. Blocks start on the tile grid, so each tile is the same work whoever does it. One
-    // thread is block 0 of 1, without a parallel region: libgomp starts a team even for a region whose
-    // `if` is false (an allocation and a futex call per product, a tenth of a small CNN's run).
-    if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-        gemm_thread_block(kernel, g, &plan, omp_get_thread_num(), omp_get_num_threads(), workspace);
-    } else {
-        gemm_thread_block(kernel, g, &plan, 0, 1, workspace);
-    }
+    // Each part computes its own block of C with its own packing buffers (a part runs once, so they are
+    // indexed by part): no shared state, so no barriers. Blocks start on the tile grid, so each tile is
+    // the same work whoever does it. One thread is block 0 of 1, on the calling thread.
+    gemm_blocks blocks = {kernel, g, &plan, threads, workspace};
+    kn_parallel_for(threads, threads, gemm_block_of, &blocks);
     free(owned);
 }
 
 /* ---- Dot-product path ---- */
 
-/* Tile t of C as a grid of dot kernel tiles (row_tiles of them down); a_rows holds op(A) as rows
- * contiguous in k, lda_rows apart. */
-static void gemm_dot_tile(const kn_gemm_kernel *kernel, const gemm_args *g, const float *a_rows, int64_t lda_rows,
-                          int64_t row_tiles, int64_t t) {
-    int64_t i = (t % row_tiles) * kernel->dot_mr, j = (t / row_tiles) * kernel->dot_nr;
-    int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
-    kernel->dot(g->K, m, n, a_rows + i * lda_rows, lda_rows, g->B + j * g->ldb, g->ldb, g->alpha, g->beta,
-                g->C + i * g->ldc + j, g->ldc);
+/* C as a grid of dot kernel tiles (row_tiles of them down), for kn_parallel_range; a_rows holds op(A)
+ * as rows contiguous in k, lda_rows apart. */
+typedef struct gemm_dots {
+    const kn_gemm_kernel *kernel;
+    const gemm_args *g;
+    const float *a_rows;
+    int64_t lda_rows, row_tiles;
+} gemm_dots;
+
+/* Tiles [begin, end) of C. */
+static void gemm_dot_tiles(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const gemm_dots *d = ctx;
+    const kn_gemm_kernel *kernel = d->kernel;
+    const gemm_args *g = d->g;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t i = (t % d->row_tiles) * kernel->dot_mr, j = (t / d->row_tiles) * kernel->dot_nr;
+        int m = (int)min64(kernel->dot_mr, g->M - i), n = (int)min64(kernel->dot_nr, g->N - j);
+        kernel->dot(g->K, m, n, d->a_rows + i * d->lda_rows, d->lda_rows, g->B + j * g->ldb, g->ldb, g->alpha,
+                    g->beta, g->C + i * g->ldc + j, g->ldc);
+    }
 }
 
 static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threads, float *given,
@@ -433,17 +455,9 @@ static void run_dots(const kn_gemm_kernel *kernel, const gemm_args *g, int threa
         a_rows = a_copy;
         lda_rows = g->K;
     }
-    // The tiles shared among a team of our own (a work-sharing loop binds to the innermost region, which
-    // may be a caller's), or on one thread without a region (as in run_blocked).
     int64_t row_tiles = ceil_div(g->M, kernel->dot_mr), tiles = row_tiles * ceil_div(g->N, kernel->dot_nr);
-    if (threads > 1) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t t = 0; t < tiles; t++)
-            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
-    } else {
-        for (int64_t t = 0; t < tiles; t++)
-            gemm_dot_tile(kernel, g, a_rows, lda_rows, row_tiles, t);
-    }
+    gemm_dots dots = {kernel, g, a_rows, lda_rows, row_tiles};
+    kn_parallel_range(tiles, threads, gemm_dot_tiles, &dots);
     free(owned);
 }
 

@@ -21,7 +21,6 @@
  * In training, a 3x3 stride-1 layer of one group with 16 or more channels each way runs forward, dX
  * and dW by Winograd's F(4x4, 3x3) instead (ops/conv_winograd.h, conv_trains_winograd below).
  */
-#include <omp.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -399,6 +398,28 @@ static void depthwise_last_block(const conv_geom *g, const depthwise_last_scratc
     }
 }
 
+/* The channel-last path's jobs (an image's block of channels each) for kn_parallel_for, each slot's
+ * strips in scratch. */
+typedef struct depthwise_last_run {
+    const conv_geom *g;
+    const depthwise_last_scratch *s;
+    const kn_fused_act *act;
+    const float *x, *w, *bias;
+    float *y;
+    unsigned char *scratch;
+    int64_t blocks; /* of channels per image */
+} depthwise_last_run;
+
+static void depthwise_last_job(void *ctx, int64_t job, int slot) {
+    const depthwise_last_run *r = ctx;
+    const conv_geom *g = r->g;
+    const int64_t L = KN_DEPTHWISE_LANES;
+    int64_t n = job / r->blocks, c0 = job % r->blocks * L, channels = g->M - c0 < L ? g->M - c0 : L;
+    depthwise_last_block(g, r->s, r->act, r->x + (n * g->C + c0) * g->in_plane, channels, r->w + c0 * g->taps,
+                         r->bias ? r->bias + c0 : NULL, r->y + (n * g->M + c0) * g->out_plane,
+                         r->scratch + r->s->slot_bytes * (size_t)slot);
+}
+
 static kiln_status depthwise_last_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                           const float *x, const float *w, const float *bias, float *y) {
     int threads = kn_threads_get();
@@ -410,19 +431,52 @@ static kiln_status depthwise_last_forward(const kn_op_call *call, const conv_geo
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d channel-last strips of %lld x %lld pixels", threads,
                        (long long)s.in_rows, (long long)padded_plane_of(g).width);
-    const int64_t L = KN_DEPTHWISE_LANES;
-    int64_t blocks = (g->M + L - 1) / L, jobs = g->N * blocks;
-#pragma omp parallel num_threads(threads) if (g->N * g->M * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
-    {
-        unsigned char *slot = scratch + s.slot_bytes * (size_t)omp_get_thread_num();
-#pragma omp for schedule(static)
-        for (int64_t job = 0; job < jobs; job++) {
-            int64_t n = job / blocks, c0 = job % blocks * L, channels = g->M - c0 < L ? g->M - c0 : L;
-            depthwise_last_block(g, &s, act, x + (n * g->C + c0) * g->in_plane, channels, w + c0 * g->taps,
-                                 bias ? bias + c0 : NULL, y + (n * g->M + c0) * g->out_plane, slot);
-        }
-    }
+    depthwise_last_run r = {g, &s, act, x, w, bias, y, scratch, (g->M + KN_DEPTHWISE_LANES - 1) / KN_DEPTHWISE_LANES};
+    kn_parallel_for(g->N * r.blocks, kn_threads_for(g->N * g->M * g->out_plane * g->taps, KN_CONV_PARALLEL_MIN),
+                    depthwise_last_job, &r);
     return KILN_OK;
+}
+
+/* The depthwise planes (N * M output planes) for kn_parallel_range: scratch is the zero row (in place)
+ * or each slot's padded plane. */
+typedef struct depthwise_run {
+    const conv_geom *g;
+    const kn_fused_act *act;
+    const float *x, *w, *bias;
+    float *y, *scratch;
+} depthwise_run;
+
+/* Output planes [begin, end), reading their input planes in place. */
+static void depthwise_planes_in_place(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const depthwise_run *r = ctx;
+    const conv_geom *g = r->g;
+    for (int64_t plane = begin; plane < end; plane++) {
+        int64_t n = plane / g->M, m = plane % g->M;
+        float *y_plane = r->y + plane * g->out_plane;
+        depthwise_plane_in_place(g, r->x + (n * g->C + m / g->Mg) * g->in_plane, r->scratch, r->w + m * g->taps,
+                                 r->bias ? r->bias[m] : 0.0f, y_plane);
+        kn_fused_act_apply_serial(r->act, y_plane, g->out_plane); /* while the plane is in cache */
+    }
+}
+
+/* Output planes [begin, end), through the slot's padded plane. */
+static void depthwise_planes_padded(void *ctx, int64_t begin, int64_t end, int slot) {
+    const depthwise_run *r = ctx;
+    const conv_geom *g = r->g;
+    padded_plane pp = padded_plane_of(g);
+    float *xp = r->scratch + (size_t)slot * (size_t)(pp.height * pp.width); // (Hp, Wp)
+    const float *copied = NULL; // the input plane xp holds: Mg output planes in a row read the same
+    for (int64_t plane = begin; plane < end; plane++) {
+        int64_t n = plane / g->M, m = plane % g->M;
+        const float *xc = r->x + (n * g->C + m / g->Mg) * g->in_plane; // (H, W)
+        for (int64_t row = 0; xc != copied && row < g->h.in; row++)
+            memcpy(xp + (pp.top + row) * pp.width + pp.left, xc + row * g->w.in, sizeof(float) * (size_t)g->w.in);
+        copied = xc;
+        float *y_plane = r->y + plane * g->out_plane;
+        depthwise_plane(g, &pp, xp, r->w + m * g->taps, r->bias ? r->bias[m] : 0.0f, y_plane);
+        kn_fused_act_apply_serial(r->act, y_plane, g->out_plane); /* while the plane is in cache */
+    }
 }
 
 static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
@@ -437,36 +491,15 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
         return kn_fail(KILN_ERR_NOMEM, "no memory for %d padded planes of %lld x %lld floats", threads,
                        (long long)pp.height, (long long)pp.width);
     int64_t planes = g->N * g->M;
+    depthwise_run r = {g, act, x, w, bias, y, scratch};
+    int team = kn_threads_for(planes * g->out_plane * g->taps, KN_CONV_PARALLEL_MIN);
     if (depthwise_in_place(g)) {
         memset(scratch, 0, sizeof(float) * (size_t)g->w.in); // the zero row
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
-        for (int64_t plane = 0; plane < planes; plane++) {
-            int64_t n = plane / g->M, m = plane % g->M;
-            float *y_plane = y + plane * g->out_plane;
-            depthwise_plane_in_place(g, x + (n * g->C + m / g->Mg) * g->in_plane, scratch, w + m * g->taps,
-                                     bias ? bias[m] : 0.0f, y_plane);
-            kn_fused_act_apply_serial(act, y_plane, g->out_plane); /* while the plane is in cache */
-        }
+        kn_parallel_range(planes, team, depthwise_planes_in_place, &r);
         return KILN_OK;
     }
-#pragma omp parallel num_threads(kn_threads_get()) if (planes * g->out_plane * g->taps >= KN_CONV_PARALLEL_MIN)
-    {
-        float *xp = scratch + (size_t)omp_get_thread_num() * (size_t)(pp.height * pp.width); // (Hp, Wp)
-        memset(xp, 0, sizeof(float) * (size_t)(pp.height * pp.width)); // the padding stays zero
-        const float *copied = NULL; // the input plane xp holds: Mg output planes in a row read the same
-#pragma omp for schedule(static)
-        for (int64_t plane = 0; plane < planes; plane++) {
-            int64_t n = plane / g->M, m = plane % g->M;
-            const float *xc = x + (n * g->C + m / g->Mg) * g->in_plane; // (H, W)
-            for (int64_t row = 0; xc != copied && row < g->h.in; row++)
-                memcpy(xp + (pp.top + row) * pp.width + pp.left, xc + row * g->w.in,
-                       sizeof(float) * (size_t)g->w.in);
-            copied = xc;
-            float *y_plane = y + plane * g->out_plane;
-            depthwise_plane(g, &pp, xp, w + m * g->taps, bias ? bias[m] : 0.0f, y_plane);
-            kn_fused_act_apply_serial(act, y_plane, g->out_plane); /* while the plane is in cache */
-        }
-    }
+    memset(scratch, 0, bytes); // every slot's padded plane: the padding stays zero
+    kn_parallel_range(planes, team, depthwise_planes_padded, &r);
     return KILN_OK;
 }
 
@@ -575,6 +608,25 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
     }
 }
 
+/* The images of a batch for kn_parallel_for, each slot's column matrix and workspace in scratch. */
+typedef struct conv_images {
+    const conv_geom *g;
+    const kn_fused_act *act;
+    const float *x, *w, *packed, *bias;
+    float *y;
+    unsigned char *scratch;
+    const conv_scratch *s;
+    bool one_thread; /* conv_image's */
+} conv_images;
+
+static void conv_image_of(void *ctx, int64_t n, int slot) {
+    const conv_images *c = ctx;
+    const conv_geom *g = c->g;
+    unsigned char *own = c->scratch ? c->scratch + c->s->slot_bytes * (size_t)slot : NULL;
+    conv_image(g, c->act, c->x + n * g->C * g->in_plane, c->w, c->packed, c->bias, c->y + n * g->M * g->out_plane,
+               own, c->s, c->one_thread);
+}
+
 /* Whether Conv trains by Winograd's transforms (ops/conv_winograd.h): forward, dX and dW of a 3x3,
  * stride-1 layer of one group with channels enough, in training only, so that inference's Conv stays
  * the im2col reference. */
@@ -671,22 +723,10 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
         kn_conv_prepack_weights(w, (const int64_t[]){g.M, g.Cg, g.h.kernel, g.w.kernel}, g.group, false, own);
         packed = own;
     }
-    if (team == 1) {
-        // No enclosing region, not even an inactive one: libgomp starts new threads for every region
-        // opened inside an inactive one (im2col's, the products') instead of reusing its pool.
-        for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, scratch, &s,
-                       kn_threads_get() == 1);
-        return KILN_OK;
-    }
-#pragma omp parallel num_threads(team)
-    {
-        unsigned char *slot = scratch ? scratch + s.slot_bytes * (size_t)omp_get_thread_num() : NULL;
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < g.N; n++)
-            conv_image(&g, &act, x + n * g.C * g.in_plane, w, packed, bias, y + n * g.M * g.out_plane, slot, &s,
-                       true);
-    }
+    // With a team, each image runs on one thread (the products started inside run on it alone); with
+    // one, the images go one after another, each product using the threads itself.
+    conv_images images = {&g, &act, x, w, packed, bias, y, scratch, &s, team > 1 || kn_threads_get() == 1};
+    kn_parallel_for(g.N, team, conv_image_of, &images);
     return KILN_OK;
 }
 
@@ -730,17 +770,21 @@ typedef struct conv_backward_job {
     unsigned char *scratch;
     const float *x, *w, *dy;
     float *dx, *dw;
+    int team; /* parts of the batch */
 } conv_backward_job;
 
-/* Thread t of team's share of the images: its products on one thread, its weight gradient summed in
- * its own buffer. */
-static void conv_backward_images(const conv_backward_job *j, int t, int team) {
+/* Part t of team's share of the images, for kn_parallel_for: its products on one thread, its weight
+ * gradient summed in its own buffer (part t's slot: a part runs once). */
+static void conv_backward_images(void *ctx, int64_t t, int slot) {
+    (void)slot;
+    const conv_backward_job *j = ctx;
     const conv_geom *g = j->g;
-    unsigned char *slot = j->scratch + j->s->slot_bytes * (size_t)t;
-    float *col = (float *)slot;                               // (C*kH*kW, OH*OW)
-    float *dw_own = (float *)(slot + kn_round_up_64(j->s->col_bytes)); // (M, C/group*kH*kW)
+    int team = j->team;
+    unsigned char *buffers = j->scratch + j->s->slot_bytes * (size_t)t;
+    float *col = (float *)buffers;                            // (C*kH*kW, OH*OW)
+    float *dw_own = (float *)(buffers + kn_round_up_64(j->s->col_bytes)); // (M, C/group*kH*kW)
     kn_conv_gemm own = *j->products;
-    own.gemm_ws = slot + kn_round_up_64(j->s->col_bytes) + kn_round_up_64(j->s->dw_bytes);
+    own.gemm_ws = buffers + kn_round_up_64(j->s->col_bytes) + kn_round_up_64(j->s->dw_bytes);
     own.gemm_ws_bytes = j->s->gemm_bytes;
     int64_t first = g->N * t / team, last = g->N * (t + 1) / team;
     for (int64_t n = first; n < last; n++) {
@@ -757,8 +801,8 @@ static void conv_backward_images(const conv_backward_job *j, int t, int team) {
 /* Per image n, with the products of ops/conv_gemm.h (A = dY, B = X): dW += dY_n @ im2col(X_n)^T,
  * and dX_n += col2im(W^T @ dY_n); one column buffer serves both, one after the other. Like forward,
  * each thread takes whole images, its products on one thread: per-image products split over the
- * team ran at three quarters of the speed. Each thread sums its images' weight gradients in its own
- * buffer; the buffers are added to dW in thread order, so the result depends on the thread count
+ * team ran at three quarters of the speed. Each part of the batch sums its images' weight gradients in
+ * its own buffer; the buffers are added to dW in part order, so the result depends on the thread count
  * only. */
 static kiln_status conv_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
@@ -802,19 +846,14 @@ static kiln_status conv_backward(const kn_op_call *call) {
         kn_conv_gemm_pack_fold(&products, w, packed);
         products.fold_packed = packed;
     }
-    conv_backward_job job = {&g, &products, &s, scratch, x, w, dy, dx, dw};
-    if (team == 1) {
-        conv_backward_images(&job, 0, 1); /* no region around it: see conv_forward */
-    } else {
-#pragma omp parallel num_threads(team)
-        conv_backward_images(&job, omp_get_thread_num(), team);
-    }
+    conv_backward_job job = {&g, &products, &s, scratch, x, w, dy, dx, dw, team};
+    kn_parallel_for(team, team, conv_backward_images, &job);
     if (dw) {
         int64_t count = g.M * g.Cg * g.taps;
         for (int t = 0; t < team; t++) {
             const float *dw_own = (const float *)(scratch + s.slot_bytes * (size_t)t + kn_round_up_64(s.col_bytes));
             if (g.N * t / team == g.N * (t + 1) / team)
-                continue; /* a thread without images left its buffer as it was */
+                continue; /* a part without images left its buffer as it was */
             for (int64_t i = 0; i < count; i++)
                 dw[i] += dw_own[i];
         }

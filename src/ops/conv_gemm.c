@@ -6,7 +6,6 @@
 #include "kernels/gemm.h"
 #include "ops/im2col.h"
 #include "ops/lane_sum.h"
-#include "ops/movement.h"
 #include "ops/op.h"
 
 /* Below this many elements a loop runs on one thread: waking the team costs more than it saves. */
@@ -123,14 +122,25 @@ static void bias_grad_block(int64_t N, int64_t M, int64_t plane, const float *dy
         db[m] += (float)sum[m - m0];
 }
 
+/* The bias gradient's channels for kn_parallel_range. */
+typedef struct bias_grad_run {
+    int64_t N, M, plane;
+    const float *dy;
+    float *db;
+} bias_grad_run;
+
+/* Channels [first, last), a block at a time. */
+static void bias_grad_channels(void *ctx, int64_t first, int64_t last, int slot) {
+    (void)slot;
+    const bias_grad_run *r = ctx;
+    for (int64_t m0 = first; m0 < last; m0 += BIAS_GRAD_BLOCK)
+        bias_grad_block(r->N, r->M, r->plane, r->dy, r->db, m0,
+                        last - m0 < BIAS_GRAD_BLOCK ? last : m0 + BIAS_GRAD_BLOCK);
+}
+
 void kn_conv_bias_grad(int64_t N, int64_t M, int64_t plane, const float *dy, float *db) {
-#pragma omp parallel num_threads(kn_threads_get()) if (N * M * plane >= KN_CONV_GEMM_PARALLEL_MIN)
-    {
-        int64_t first, last; // this thread's channels
-        kn_thread_share(M, &first, &last);
-        for (int64_t m0 = first; m0 < last; m0 += BIAS_GRAD_BLOCK)
-            bias_grad_block(N, M, plane, dy, db, m0, last - m0 < BIAS_GRAD_BLOCK ? last : m0 + BIAS_GRAD_BLOCK);
-    }
+    bias_grad_run r = {N, M, plane, dy, db};
+    kn_parallel_range(M, kn_threads_for(N * M * plane, KN_CONV_GEMM_PARALLEL_MIN), bias_grad_channels, &r);
 }
 
 kiln_status kn_conv_check_operands(const kn_node *node, const kn_shape *x, const kn_shape *w, const char *w_lead,

@@ -111,48 +111,92 @@ static kiln_status conv_nd_infer_output(kn_graph *g, const kn_node *node, bool t
     return KILN_OK;
 }
 
+/* One of the loop nests below for kn_parallel_for: a, b and w as they name them. */
+typedef struct conv_nd_run {
+    const conv_nd *c;
+    const float *w, *bias;
+    const float *a_in, *b_in; /* what the nest reads */
+    float *out;               /* what it writes */
+    bool accumulate;
+} conv_nd_run;
+
+/* Plane `plane` of a (N, Ca, out...) = w * b, plus a's old value when `accumulate`, else plus bias
+ * (when not NULL). */
+static void conv_nd_gather_plane(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const conv_nd_run *r = ctx;
+    const conv_nd *c = r->c;
+    const kn_window_nd *win = &c->win;
+    int64_t n = plane / c->a_channels, ai = plane % c->a_channels;
+    int64_t first_b = ai / c->a_group * c->b_group;
+    const float *bg = r->b_in + (n * c->b_channels + first_b) * win->in_size; // (Cb/group, in...)
+    const float *wa = r->w + ai * c->b_group * win->taps; // (Cb/group, taps)
+    float *ap = r->out + plane * win->out_size;           // (out...)
+    for (int64_t o = 0; o < win->out_size; o++) {
+        float sum = 0.0f;
+        kn_window_walk walk;
+        for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+            for (int64_t j = 0; j < c->b_group; j++)
+                sum += wa[j * win->taps + walk.tap] * bg[j * win->in_size + walk.at];
+        ap[o] = (r->accumulate ? ap[o] : r->bias ? r->bias[ai] : 0.0f) + sum;
+    }
+}
+
 /* a (N, Ca, out...) = w * b, plus a's old value when `accumulate`, else plus bias (when not NULL). */
 static void conv_nd_gather(const conv_nd *c, const float *w, const float *b, const float *bias,
                            bool accumulate, float *a) {
     const kn_window_nd *win = &c->win;
     int64_t planes = c->N * c->a_channels;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
-    if (planes * win->out_size * c->b_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < planes; plane++) {
-        int64_t n = plane / c->a_channels, ai = plane % c->a_channels;
-        int64_t first_b = ai / c->a_group * c->b_group;
-        const float *bg = b + (n * c->b_channels + first_b) * win->in_size; // (Cb/group, in...)
-        const float *wa = w + ai * c->b_group * win->taps; // (Cb/group, taps)
-        float *ap = a + plane * win->out_size;             // (out...)
+    conv_nd_run r = {.c = c, .w = w, .bias = bias, .b_in = b, .out = a, .accumulate = accumulate};
+    kn_parallel_for(planes, kn_threads_for(planes * win->out_size * c->b_group * win->taps, KN_CONV_ND_PARALLEL_MIN),
+                    conv_nd_gather_plane, &r);
+}
+
+/* Plane `plane` of b (N, Cb, in...) += w^T * a. */
+static void conv_nd_scatter_plane(void *ctx, int64_t plane, int slot) {
+    (void)slot;
+    const conv_nd_run *r = ctx;
+    const conv_nd *c = r->c;
+    const kn_window_nd *win = &c->win;
+    int64_t n = plane / c->b_channels, bi = plane % c->b_channels;
+    int64_t first_a = bi / c->b_group * c->a_group, j = bi % c->b_group;
+    float *bp = r->out + plane * win->in_size; // (in...)
+    for (int64_t ai = first_a; ai < first_a + c->a_group; ai++) {
+        const float *ap = r->a_in + (n * c->a_channels + ai) * win->out_size; // (out...)
+        const float *wk = r->w + (ai * c->b_group + j) * win->taps;            // (taps)
         for (int64_t o = 0; o < win->out_size; o++) {
-            float sum = 0.0f;
             kn_window_walk walk;
             for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                for (int64_t j = 0; j < c->b_group; j++)
-                    sum += wa[j * win->taps + walk.tap] * bg[j * win->in_size + walk.at];
-            ap[o] = (accumulate ? ap[o] : bias ? bias[ai] : 0.0f) + sum;
+                bp[walk.at] += wk[walk.tap] * ap[o];
         }
     }
 }
 
-/* b (N, Cb, in...) += w^T * a. One thread owns each plane of b, so the order of the adds is fixed. */
+/* b (N, Cb, in...) += w^T * a. One call owns each plane of b, so the order of the adds is fixed. */
 static void conv_nd_scatter(const conv_nd *c, const float *w, const float *a, float *b) {
     const kn_window_nd *win = &c->win;
     int64_t planes = c->N * c->b_channels;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
-    if (planes * win->out_size * c->a_group * win->taps >= KN_CONV_ND_PARALLEL_MIN)
-    for (int64_t plane = 0; plane < planes; plane++) {
-        int64_t n = plane / c->b_channels, bi = plane % c->b_channels;
-        int64_t first_a = bi / c->b_group * c->a_group, j = bi % c->b_group;
-        float *bp = b + plane * win->in_size; // (in...)
-        for (int64_t ai = first_a; ai < first_a + c->a_group; ai++) {
-            const float *ap = a + (n * c->a_channels + ai) * win->out_size; // (out...)
-            const float *wk = w + (ai * c->b_group + j) * win->taps;         // (taps)
-            for (int64_t o = 0; o < win->out_size; o++) {
-                kn_window_walk walk;
-                for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                    bp[walk.at] += wk[walk.tap] * ap[o];
-            }
+    conv_nd_run r = {.c = c, .w = w, .a_in = a, .out = b};
+    kn_parallel_for(planes, kn_threads_for(planes * win->out_size * c->a_group * win->taps, KN_CONV_ND_PARALLEL_MIN),
+                    conv_nd_scatter_plane, &r);
+}
+
+/* Row `row` (taps) of dw (Ca, Cb/group, taps) += the products of a's outputs with the pixels of b
+ * their windows read, summed over the batch and the windows. */
+static void conv_nd_weight_grad_row(void *ctx, int64_t row, int slot) {
+    (void)slot;
+    const conv_nd_run *r = ctx;
+    const conv_nd *c = r->c;
+    const kn_window_nd *win = &c->win;
+    int64_t ai = row / c->b_group, bi = ai / c->a_group * c->b_group + row % c->b_group;
+    float *dwr = r->out + row * win->taps; // (taps)
+    for (int64_t n = 0; n < c->N; n++) {
+        const float *ap = r->a_in + (n * c->a_channels + ai) * win->out_size; // (out...)
+        const float *bp = r->b_in + (n * c->b_channels + bi) * win->in_size;  // (in...)
+        for (int64_t o = 0; o < win->out_size; o++) {
+            kn_window_walk walk;
+            for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
+                dwr[walk.tap] += ap[o] * bp[walk.at];
         }
     }
 }
@@ -162,21 +206,9 @@ static void conv_nd_scatter(const conv_nd *c, const float *w, const float *a, fl
 static void conv_nd_weight_grad(const conv_nd *c, const float *a, const float *b, float *dw) {
     const kn_window_nd *win = &c->win;
     int64_t rows = c->a_channels * c->b_group;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) \
-    if (c->N * rows * win->out_size * win->taps >= KN_CONV_ND_PARALLEL_MIN)
-    for (int64_t row = 0; row < rows; row++) {
-        int64_t ai = row / c->b_group, bi = ai / c->a_group * c->b_group + row % c->b_group;
-        float *dwr = dw + row * win->taps; // (taps)
-        for (int64_t n = 0; n < c->N; n++) {
-            const float *ap = a + (n * c->a_channels + ai) * win->out_size; // (out...)
-            const float *bp = b + (n * c->b_channels + bi) * win->in_size;  // (in...)
-            for (int64_t o = 0; o < win->out_size; o++) {
-                kn_window_walk walk;
-                for (kn_window_walk_begin(&walk, win, o); !walk.done; kn_window_walk_next(&walk))
-                    dwr[walk.tap] += ap[o] * bp[walk.at];
-            }
-        }
-    }
+    conv_nd_run r = {.c = c, .a_in = a, .b_in = b, .out = dw};
+    kn_parallel_for(rows, kn_threads_for(c->N * rows * win->out_size * win->taps, KN_CONV_ND_PARALLEL_MIN),
+                    conv_nd_weight_grad_row, &r);
 }
 
 /* ---- Conv: A = Y, B = X ---- */

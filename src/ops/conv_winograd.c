@@ -29,7 +29,6 @@
  * the two stay within a twentieth of that. */
 #include "ops/conv_winograd.h"
 
-#include <omp.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -256,24 +255,17 @@ static bool wino_scratch_of(const wino_geom *g, size_t add_floats, wino_scratch 
     return s->slot_bytes <= SIZE_MAX / 4;
 }
 
-/* A block is shared by `parts` threads, thread `part` taking its share of each step, or run by one
+/* A block is shared by `parts` threads, part `part` taking its share of each step, or run by one
  * (part 0 of 1). Each step's items (rows, tiles, points, channels) are computed the same way whoever
  * computes them. */
 typedef struct wino_share {
     int part, parts;
 } wino_share;
 
-/* This thread's items [*first, *last) of `count`. */
+/* This part's items [*first, *last) of `count`. */
 static void share_range(const wino_share *sh, int64_t count, int64_t *first, int64_t *last) {
     *first = count * sh->part / sh->parts;
     *last = count * (sh->part + 1) / sh->parts;
-}
-
-/* Between steps of a shared block: the next step reads what every thread wrote in this one. */
-static void share_sync(const wino_share *sh) {
-    if (sh->parts > 1) {
-#pragma omp barrier
-    }
 }
 
 /* Which tiles a block holds: tile rows [i0, i0 + rows) of images [n0, n0 + images). */
@@ -292,7 +284,7 @@ static wino_span wino_span_of(const wino_geom *g, int64_t block) {
 
 /* Step 1: for each image q of the span, input rows 4 i0 - pad_top ... of x (N, C, H, W) into
  * in + q * in_rows rows (in_rows, in_cols, Cp), channel-last, zero where the rows and columns fall in
- * the padding and past C; this thread's rows. */
+ * the padding and past C; this part's rows. */
 static void block_gather(const wino_geom *g, const kn_winograd_kernels *k, const float *x, const wino_span *sp,
                          float *in, const wino_share *sh) {
     int64_t plane = g->h.in * g->w.in, row_floats = g->in_cols * g->Cp;
@@ -325,15 +317,20 @@ static void row_add_from_last(const kn_winograd_kernels *k, const float *src, in
             y_row[m * plane + j] += row[m * OW + j];
 }
 
+/* Output rows [4 i0, 4 i0 + *rows) of the span's images: the block's, within the output. */
+static int64_t span_out_rows(const wino_geom *g, const wino_span *sp) {
+    int64_t oh0 = TILE * sp->i0;
+    return g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
+}
+
 /* Step 5: for each image q of the span, rows [4 i0, 4 i0 + 4 rows) of y (N, M, OH, OW) = its part of the
- * output block out (TILE * block_rows rows of (out_cols, Mp) each) + bias, then the activation; this
- * thread's rows, then its channels. With `add` (no bias, no activation), y += that part instead,
- * each row through `row` (M * OW floats of this thread's). */
-static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const kn_fused_act *act,
-                          const float *out, const float *bias, bool add, float *row, const wino_span *sp, float *y,
-                          const wino_share *sh) {
-    int64_t oh0 = TILE * sp->i0, rows = g->h.out - oh0 < TILE * sp->rows ? g->h.out - oh0 : TILE * sp->rows;
-    int64_t plane = g->h.out * g->w.out, span = rows * g->w.out, out_rows = TILE * g->block_rows, first, last;
+ * output block out (TILE * block_rows rows of (out_cols, Mp) each); this part's rows (block_finish
+ * then adds the bias and applies the activation). With `add` (no bias, no activation), y += that part
+ * instead, each row through `row` (M * OW floats of this part's). */
+static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, const float *out, bool add, float *row,
+                          const wino_span *sp, float *y, const wino_share *sh) {
+    int64_t oh0 = TILE * sp->i0, rows = span_out_rows(g, sp);
+    int64_t plane = g->h.out * g->w.out, out_rows = TILE * g->block_rows, first, last;
     share_range(sh, sp->images * rows, &first, &last);
     if (add) {
         for (int64_t qr = first; qr < last; qr++) {
@@ -348,7 +345,13 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
         k->from_last(out + (q * out_rows + r) * g->out_cols * g->Mp, g->Mp, g->M, g->w.out,
                      y + (sp->n0 + q) * g->M * plane + (oh0 + r) * g->w.out, plane);
     }
-    share_sync(sh);
+}
+
+/* Step 6, once every part of step 5 is done (none when y is added to): the bias, then the activation,
+ * on the rows block_scatter wrote; this part's channels. */
+static void block_finish(const wino_geom *g, const kn_fused_act *act, const float *bias, const wino_span *sp,
+                         float *y, const wino_share *sh) {
+    int64_t oh0 = TILE * sp->i0, plane = g->h.out * g->w.out, span = span_out_rows(g, sp) * g->w.out, first, last;
     share_range(sh, sp->images * g->M, &first, &last);
     for (int64_t qm = first; qm < last; qm++) {
         int64_t m = qm % g->M;
@@ -361,7 +364,7 @@ static void block_scatter(const wino_geom *g, const kn_winograd_kernels *k, cons
 }
 
 /* Step 2: V = the input transform of the span's T tiles from the channel-last input block in
- * (block_gather), point xi of tile t at v + xi * v_step + t * Cp; this thread's tiles. */
+ * (block_gather), point xi of tile t at v + xi * v_step + t * Cp; this part's tiles. */
 static void block_input_transform(const wino_geom *g, const kn_winograd_kernels *k, const float *in,
                                   const wino_span *sp, float *v, int64_t v_step, const wino_share *sh) {
     int64_t image_tiles = sp->rows * g->tiles_w, T = sp->images * image_tiles, first, last;
@@ -392,11 +395,15 @@ static int64_t span_first_tile(const wino_geom *g, const wino_span *sp) {
     return (sp->n0 * g->tiles_h + sp->i0) * g->tiles_w;
 }
 
-/* Block `block` (steps 1 to 5 at the top): its buffers in `slot`, the products' workspace in `own`
- * (this thread's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
+/* The steps of a block (at the top), the bias and activation of step 5 one of their own (block_finish):
+ * a block shared among parts runs each step on all parts before the next, which reads what they wrote. */
+enum { WINO_STEPS = 6 };
+
+/* Step `step` of block `block`, this part's share: its buffers in `slot`, the products' workspace in
+ * `own` (this part's). Tile t of the block is tile (i, col) of image q of its span, t = (q rows + i)
  * tiles_w + col. */
-static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, unsigned char *own,
-                       const wino_scratch *s, const wino_share *sh) {
+static void wino_block_step(const wino_job *j, int64_t block, int step, unsigned char *slot, unsigned char *own,
+                            const wino_scratch *s, const wino_share *sh) {
     const wino_geom *g = j->g;
     float *io = (float *)slot;
     wino_span sp = wino_span_of(g, block);
@@ -407,35 +414,72 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
     int64_t image_tiles = sp.rows * g->tiles_w, T = sp.images * image_tiles, first, last;
     int64_t v_step = (j->v_keep ? batch_tiles(g) : T) * g->Cp;
 
-    block_gather(g, j->kernels, j->x, &sp, io, sh);
-    share_sync(sh);
-    block_input_transform(g, j->kernels, io, &sp, v, v_step, sh);
-    share_sync(sh);
-
-    share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
-    for (int64_t xi = first; xi < last; xi++) {
-        float *z_xi = z + xi * T * g->Mp;
-        if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
-            for (int64_t r = 0; r < T; r++)
-                memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
-        kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * v_step, g->Cp,
-                    j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
+    switch (step) {
+    case 0:
+        block_gather(g, j->kernels, j->x, &sp, io, sh);
+        return;
+    case 1:
+        block_input_transform(g, j->kernels, io, &sp, v, v_step, sh);
+        return;
+    case 2:
+        share_range(sh, KN_WINOGRAD_POINTS, &first, &last);
+        for (int64_t xi = first; xi < last; xi++) {
+            float *z_xi = z + xi * T * g->Mp;
+            if (g->Mp > g->M) // the lanes past M that the output transform reads and drops
+                for (int64_t r = 0; r < T; r++)
+                    memset(z_xi + r * g->Mp + g->M, 0, sizeof(float) * (size_t)(g->Mp - g->M));
+            kn_sgemm_ws(gemm_ws, s->gemm_bytes, false, false, T, g->M, g->C, 1.0f, v + xi * v_step, g->Cp,
+                        j->u + xi * g->C * g->M, g->M, 0.0f, z_xi, g->Mp);
+        }
+        return;
+    case 3:
+        share_range(sh, T, &first, &last);
+        for (int64_t t = first; t < last; t++) {
+            int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
+            float *dst = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
+            for (int64_t m = 0; m < g->Mp; m += LANES)
+                j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
+        }
+        return;
+    case 4: {
+        // V's slot is free by now: each part's row for the added outputs (room for parts rows:
+        // wino_scratch_of; an added convolution keeps no V)
+        float *row = (float *)(slot + s->io_bytes) + (size_t)sh->part * (size_t)(g->M * g->w.out);
+        block_scatter(g, j->kernels, io, j->add, row, &sp, j->y, sh);
+        return;
     }
-    share_sync(sh);
-
-    share_range(sh, T, &first, &last);
-    for (int64_t t = first; t < last; t++) {
-        int64_t q = t / image_tiles, i = t % image_tiles / g->tiles_w, col = t % g->tiles_w;
-        float *dst = io + ((q * TILE * g->block_rows + TILE * i) * g->out_cols + TILE * col) * g->Mp;
-        for (int64_t m = 0; m < g->Mp; m += LANES)
-            j->kernels->output(z + t * g->Mp + m, T * g->Mp, dst + m, g->out_cols * g->Mp, g->Mp);
+    default:
+        block_finish(g, j->act, j->bias, &sp, j->y, sh);
     }
-    share_sync(sh);
-    // V's slot is free by now: each thread's row for the added outputs (room for parts rows:
-    // wino_scratch_of; an added convolution keeps no V)
-    float *row = (float *)(slot + s->io_bytes) + (size_t)sh->part * (size_t)(g->M * g->w.out);
-    block_scatter(g, j->kernels, j->act, io, j->bias, j->add, row, &sp, j->y, sh);
-    share_sync(sh); // the next block overwrites the buffers
+}
+
+/* One step of a block for kn_parallel_for over its parts: part p's products' workspace in the slot at
+ * own + p slot_bytes (a part runs once). */
+typedef struct wino_step_run {
+    const wino_job *j;
+    const wino_scratch *s;
+    unsigned char *slot, *own;
+    int64_t block;
+    int step, parts;
+} wino_step_run;
+
+static void wino_step_part(void *ctx, int64_t part, int slot) {
+    (void)slot;
+    const wino_step_run *r = ctx;
+    wino_share sh = {(int)part, r->parts};
+    wino_block_step(r->j, r->block, r->step, r->slot, r->own + r->s->slot_bytes * (size_t)part, r->s, &sh);
+}
+
+/* Block `block` in `parts` parts, its buffers in `slot`: each step one kn_parallel_for over the parts,
+ * so that the next starts once every part of it has returned, and the next block overwrites the buffers
+ * only after the last. One part runs the steps on the calling thread. */
+static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, unsigned char *own,
+                       const wino_scratch *s, int parts) {
+    int steps = j->add ? WINO_STEPS - 1 : WINO_STEPS; // an added convolution has no bias or activation
+    for (int step = 0; step < steps; step++) {
+        wino_step_run r = {j, s, slot, own, block, step, parts};
+        kn_parallel_for(parts, parts, wino_step_part, &r);
+    }
 }
 
 /* How the threads split the work. With at least 4 blocks per thread, each thread takes whole blocks,
@@ -448,37 +492,35 @@ static wino_mode wino_mode_of(const wino_geom *g, int threads) {
     return threads == 1 ? WINO_ONE : g->blocks >= 4 * (int64_t)threads ? WINO_BLOCKS : WINO_SHARED;
 }
 
-/* Bytes of scratch: a slot per thread (a shared block uses slot 0's buffers and each thread's own
+/* Bytes of scratch: a slot per thread (a shared block uses slot 0's buffers and each part's own
  * products' workspace); false on overflow. */
 static bool wino_total_bytes(const wino_scratch *s, int threads, size_t *total) {
     return kn_size_mul(s->slot_bytes, (size_t)threads, total);
 }
 
+/* Whole blocks for kn_parallel_for, each in its slot of scratch. */
+typedef struct wino_blocks {
+    const wino_job *job;
+    const wino_scratch *s;
+    unsigned char *scratch;
+} wino_blocks;
+
+static void wino_block_of(void *ctx, int64_t block, int slot) {
+    const wino_blocks *r = ctx;
+    unsigned char *own = r->scratch + r->s->slot_bytes * (size_t)slot;
+    wino_block(r->job, block, own, own, r->s, 1);
+}
+
 /* Runs every block of job->g with `threads` threads, their slots in scratch (wino_total_bytes). */
 static void wino_run(const wino_job *job, const wino_scratch *s, unsigned char *scratch, int threads) {
-    int64_t jobs = job->g->blocks;
     wino_mode mode = wino_mode_of(job->g, threads);
-    if (mode == WINO_ONE) {
-        wino_share one = {0, 1};
-        for (int64_t b = 0; b < jobs; b++)
-            wino_block(job, b, scratch, scratch, s, &one);
+    if (mode == WINO_SHARED) {
+        for (int64_t b = 0; b < job->g->blocks; b++)
+            wino_block(job, b, scratch, scratch, s, threads);
         return;
     }
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num();
-        unsigned char *own = scratch + s->slot_bytes * (size_t)t;
-        if (mode == WINO_BLOCKS) {
-            wino_share one = {0, 1};
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(job, b, own, own, s, &one);
-        } else {
-            wino_share shared = {t, omp_get_num_threads()};
-            for (int64_t b = 0; b < jobs; b++)
-                wino_block(job, b, scratch, own, s, &shared);
-        }
-    }
+    wino_blocks blocks = {job, s, scratch};
+    kn_parallel_for(job->g->blocks, mode == WINO_BLOCKS ? threads : 1, wino_block_of, &blocks);
 }
 
 static kiln_status winograd_forward(const kn_op_call *call) {
@@ -614,7 +656,7 @@ void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const flo
  * their output gradients (zero past the output's edge), the transformed filters' gradient is
  *     dU_xi (C, M) = sum over the batch's tiles of V_xi^T @ D_xi
  * and each filter's dW[m][c] = G^T dU[., c, m] G (6x6 -> 3x3, in double). A thread takes a run of whole
- * blocks and sums their products into its own dU; the threads' sums are added in thread order, so dW
+ * blocks and sums their products into its own dU; the parts' sums are added in part order, so dW
  * depends on the thread count only, as on Conv's im2col path. */
 
 /* Slot of one thread: the block's channel-last input, later its output gradient (io), V, D, the
@@ -664,6 +706,8 @@ typedef struct wgrad_job {
     const kn_winograd_kernels *kernels;
     const float *x, *dy;
     const float *v_kept; /* forward's V of every block (kn_conv_winograd_apply's v_keep), or NULL */
+    unsigned char *slots;
+    int team; /* parts of the blocks */
 } wgrad_job;
 
 /* Block `block`'s products added into the thread's dU (stored, for its first block). */
@@ -697,11 +741,13 @@ static void wgrad_block(const wgrad_job *j, int64_t block, unsigned char *slot, 
                     d + xi * T * g->Mp, g->Mp, first ? 0.0f : 1.0f, du + xi * g->C * g->M, g->M);
 }
 
-/* Thread t of team's run of blocks, into its slot's dU. */
-static void wgrad_blocks(const wgrad_job *j, unsigned char *slots, int t, int team) {
-    int64_t first = j->g->blocks * t / team, last = j->g->blocks * (t + 1) / team;
+/* Part t of team's run of blocks, for kn_parallel_for, into part t's slot's dU (a part runs once). */
+static void wgrad_blocks(void *ctx, int64_t t, int slot) {
+    (void)slot;
+    const wgrad_job *j = ctx;
+    int64_t first = j->g->blocks * t / j->team, last = j->g->blocks * (t + 1) / j->team;
     for (int64_t b = first; b < last; b++)
-        wgrad_block(j, b, slots + j->s->slot_bytes * (size_t)t, b == first);
+        wgrad_block(j, b, j->slots + j->s->slot_bytes * (size_t)t, b == first);
 }
 
 /* dw (M, C, 3, 3) += G^T du G per filter, du (36, C, M), in double; FILTER_BLOCK filters at a time. */
@@ -743,16 +789,11 @@ void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const fl
     wino_geom g = wino_geom_of_conv(c, threads);
     wgrad_scratch s;
     wgrad_scratch_of(&g, &s); /* kn_conv_winograd_grad_w_bytes checked it */
-    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept};
     unsigned char *slots = scratch;
     int team = g.blocks < threads ? (int)g.blocks : threads;
-    if (team == 1) { /* no region around it: libgomp would start new threads for the products' regions */
-        wgrad_blocks(&job, slots, 0, 1);
-    } else {
-#pragma omp parallel num_threads(team)
-        wgrad_blocks(&job, slots, omp_get_thread_num(), team);
-    }
-    float *du = wgrad_du(&s, slots); // thread 0's, then the others' added in order
+    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept, slots, team};
+    kn_parallel_for(team, team, wgrad_blocks, &job);
+    float *du = wgrad_du(&s, slots); // part 0's, then the others' added in order
     size_t count = (size_t)(KN_WINOGRAD_POINTS * g.C * g.M);
     for (int t = 1; t < team; t++) {
         const float *own = wgrad_du(&s, slots + s.slot_bytes * (size_t)t);

@@ -66,59 +66,84 @@ static void im2col_row_by_rows(const col_tap *t, int64_t OW, int64_t row_step, i
     }
 }
 
-void kn_im2col(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *x,
-               float *col) {
-    int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
+/* An unfolding or folding for kn_parallel_range. */
+typedef struct im2col_run {
+    int64_t channels;
+    const kn_window_axis *h, *w;
+    const float *src;
+    float *dst;
+} im2col_run;
+
+/* Column rows q in [begin, end), q = tap * channels + c: row (c, tap) of the column matrix. */
+static void im2col_rows(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const im2col_run *r = ctx;
+    const kn_window_axis *h = r->h, *w = r->w;
+    int64_t channels = r->channels, taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
     int64_t OW = w->out, W = w->in;
     int64_t row_step = h->stride * W, col_step = w->stride;
     bool block = col_step == 1 && row_step == W && OW == W;
-#pragma omp parallel num_threads(kn_threads_get()) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
-    {
-        // Rows are taken tap by tap, so that each thread works out a tap's geometry once for all channels.
-        int64_t geometry_of = -1;
-        col_tap t = {0};
-#pragma omp for schedule(static)
-        for (int64_t q = 0; q < channels * taps; q++) {
-            int64_t tap = q / channels, c = q % channels;
-            if (tap != geometry_of) {
-                t = col_tap_of(h, w, tap);
-                geometry_of = tap;
-            }
-            float *dst = col + (c * taps + tap) * out_plane; // (OH, OW)
-            if (col_tap_empty(&t)) {
-                memset(dst, 0, sizeof(float) * (size_t)out_plane);
+    // Rows are taken tap by tap, so that each piece works out a tap's geometry once for all channels.
+    int64_t geometry_of = -1;
+    col_tap t = {0};
+    for (int64_t q = begin; q < end; q++) {
+        int64_t tap = q / channels, c = q % channels;
+        if (tap != geometry_of) {
+            t = col_tap_of(h, w, tap);
+            geometry_of = tap;
+        }
+        float *dst = r->dst + (c * taps + tap) * out_plane; // (OH, OW)
+        if (col_tap_empty(&t)) {
+            memset(dst, 0, sizeof(float) * (size_t)out_plane);
+            continue;
+        }
+        const float *xc = r->src + c * in_plane; // (H, W)
+        memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
+        if (block)
+            im2col_row_block(&t, OW, xc, dst);
+        else
+            im2col_row_by_rows(&t, OW, row_step, col_step, xc, dst);
+        memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
+    }
+}
+
+void kn_im2col(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *x,
+               float *col) {
+    int64_t taps = h->kernel * w->kernel, out_plane = h->out * w->out;
+    im2col_run r = {channels, h, w, x, col};
+    kn_parallel_range(channels * taps, kn_threads_for(channels * taps * out_plane, KN_IM2COL_PARALLEL_MIN), im2col_rows,
+                      &r);
+}
+
+/* Channels [begin, end) of the image: each adds its column rows in tap order. */
+static void col2im_channels(void *ctx, int64_t begin, int64_t end, int slot) {
+    (void)slot;
+    const im2col_run *run = ctx;
+    const kn_window_axis *h = run->h, *w = run->w;
+    int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
+    int64_t OW = w->out, W = w->in;
+    int64_t row_step = h->stride * W, col_step = w->stride;
+    for (int64_t c = begin; c < end; c++) {
+        for (int64_t r = c * taps; r < (c + 1) * taps; r++) {
+            col_tap t = col_tap_of(h, w, r);
+            if (col_tap_empty(&t))
                 continue;
+            float *xc = run->dst + c * in_plane; // (H, W)
+            int64_t width = t.ow_hi - t.ow_lo;
+            for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
+                float *d = xc + t.first + (oh - t.oh_lo) * row_step;
+                const float *s = run->src + r * out_plane + oh * OW + t.ow_lo;
+                for (int64_t k = 0; k < width; k++)
+                    d[k * col_step] += s[k];
             }
-            const float *xc = x + c * in_plane; // (H, W)
-            memset(dst, 0, sizeof(float) * (size_t)(t.oh_lo * OW));
-            if (block)
-                im2col_row_block(&t, OW, xc, dst);
-            else
-                im2col_row_by_rows(&t, OW, row_step, col_step, xc, dst);
-            memset(dst + t.oh_hi * OW, 0, sizeof(float) * (size_t)((h->out - t.oh_hi) * OW));
         }
     }
 }
 
 void kn_col2im(int64_t channels, const kn_window_axis *h, const kn_window_axis *w, const float *col,
                float *x) {
-    int64_t taps = h->kernel * w->kernel, in_plane = h->in * w->in, out_plane = h->out * w->out;
-    int64_t OW = w->out, W = w->in;
-    int64_t row_step = h->stride * W, col_step = w->stride;
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (channels * taps * out_plane >= KN_IM2COL_PARALLEL_MIN)
-    for (int64_t c = 0; c < channels; c++) {
-        for (int64_t r = c * taps; r < (c + 1) * taps; r++) {
-            col_tap t = col_tap_of(h, w, r);
-            if (col_tap_empty(&t))
-                continue;
-            float *xc = x + c * in_plane; // (H, W)
-            int64_t width = t.ow_hi - t.ow_lo;
-            for (int64_t oh = t.oh_lo; oh < t.oh_hi; oh++) {
-                float *d = xc + t.first + (oh - t.oh_lo) * row_step;
-                const float *s = col + r * out_plane + oh * OW + t.ow_lo;
-                for (int64_t k = 0; k < width; k++)
-                    d[k * col_step] += s[k];
-            }
-        }
-    }
+    int64_t taps = h->kernel * w->kernel, out_plane = h->out * w->out;
+    im2col_run r = {channels, h, w, col, x};
+    kn_parallel_range(channels, kn_threads_for(channels * taps * out_plane, KN_IM2COL_PARALLEL_MIN), col2im_channels,
+                      &r);
 }

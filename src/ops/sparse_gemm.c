@@ -15,7 +15,6 @@
  * transposed a block of KN_SPARSE_ROW_BLOCK at a time so that one weight multiplies a contiguous run of
  * rows. Not bit-identical to the dense GEMM, whose sums run in another order: within float rounding.
  */
-#include <omp.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -142,6 +141,29 @@ static void sparse_lanes_chunk(void *ctx, int64_t chunk, int thread) {
                             r->bias ? r->bias + row0 : NULL, r->y + row0, rows);
 }
 
+/* More rows of A, for kn_parallel_for: blocks of KN_SPARSE_ROW_BLOCK rows, each transposed into its
+ * slot's (K, block) buffer of at_all. */
+typedef struct sparse_rows_run {
+    const float *a, *values, *bias;
+    const int32_t *col;
+    const int64_t *start;
+    const kn_fused_act *act;
+    int64_t M, K, N;
+    float *at_all, *y;
+} sparse_rows_run;
+
+static void sparse_row_block(void *ctx, int64_t b, int slot) {
+    const sparse_rows_run *r = ctx;
+    int64_t K = r->K, N = r->N;
+    float *at = r->at_all + (int64_t)slot * K * KN_SPARSE_ROW_BLOCK; // (K, block)
+    int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = r->M - r0 < KN_SPARSE_ROW_BLOCK ? r->M - r0 : KN_SPARSE_ROW_BLOCK;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t i = 0; i < KN_SPARSE_ROW_BLOCK; i++)
+            at[k * KN_SPARSE_ROW_BLOCK + i] = i < rows ? r->a[(r0 + i) * K + k] : 0.0f;
+    kn_sparse_best()->rows(at, rows, r->values, r->col, r->start, r->bias, r->y + r0 * N, N);
+    kn_fused_act_apply_serial(r->act, r->y + r0 * N, rows * N);
+}
+
 static kiln_status sparse_forward(const kn_op_call *call) {
     const kn_tensor *a_t = call->in[SPARSE_A];
     const kn_tensor *bias_t = call->node->n_in > SPARSE_BIAS ? call->in[SPARSE_BIAS] : NULL;
@@ -174,16 +196,8 @@ static kiln_status sparse_forward(const kn_op_call *call) {
     float *at_all = kn_op_scratch(call->ctx, bytes ? bytes : 1); // (threads, K, KN_SPARSE_ROW_BLOCK)
     if (!at_all)
         return kn_fail(KILN_ERR_NOMEM, "SparseGemm: out of memory for %zu bytes of workspace", bytes);
-#pragma omp parallel for num_threads(kn_threads_get()) schedule(static) if (M * nnz >= SPARSE_PARALLEL_MIN)
-    for (int64_t b = 0; b < blocks; b++) {
-        float *at = at_all + (int64_t)omp_get_thread_num() * K * KN_SPARSE_ROW_BLOCK; // (K, block)
-        int64_t r0 = b * KN_SPARSE_ROW_BLOCK, rows = M - r0 < KN_SPARSE_ROW_BLOCK ? M - r0 : KN_SPARSE_ROW_BLOCK;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t r = 0; r < KN_SPARSE_ROW_BLOCK; r++)
-                at[k * KN_SPARSE_ROW_BLOCK + r] = r < rows ? a[(r0 + r) * K + k] : 0.0f;
-        kn_sparse_best()->rows(at, rows, values, col, start, bias, y + r0 * N, N);
-        kn_fused_act_apply_serial(&act, y + r0 * N, rows * N);
-    }
+    sparse_rows_run r = {a, values, bias, col, start, &act, M, K, N, at_all, y};
+    kn_parallel_for(blocks, kn_threads_for(M * nnz, SPARSE_PARALLEL_MIN), sparse_row_block, &r);
     return KILN_OK;
 }
 
