@@ -4,9 +4,8 @@
 # not the whole usage; options that do nothing for the chosen optimizer or schedule, --threads outside
 # 1..1024, a negative --clip-norm, bench --iters 0 and a spec attribute given twice are errors; counts
 # take the singular for 1 ("1 thread", "1 sample"); the first progress line shows no rate (none is
-# measured yet); the command runs with GOMP_SPINCOUNT=1000 unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set.
+# measured yet).
 source "$(dirname "$0")/support/cli_common.sh" "$@"
-export OMP_NUM_THREADS=1
 
 printf 'a,b,label\n1,2,0\n2,1,1\n3,3,0\n4,1,1\n' > "$work/d.csv"
 printf 'a,b,label\n1,2,0\n' > "$work/one.csv"
@@ -66,23 +65,6 @@ check "eval says 1 sample" '"$kiln" eval "$work/o.kiln" --data "$work/one.csv" 2
 first=$(grep "^epoch 1/1" "$work/err.txt" | head -1)
 check "the first progress line shows no rate: $first" '[[ "$first" == *" 1/4 loss "* ]] && [[ "$first" != *"samples/s"* ]]'
 check "the last one does" 'grep "^epoch 1/1" "$work/err.txt" | tail -1 | grep -q "4/4 .*samples/s ETA"'
-
-# ---- libgomp's spin count: the command sets 1,000 for itself (restarting itself) unless the user chose ----
-# SPIN_OF ENV...: the GOMP_SPINCOUNT a running `kiln bench` has, started with `env ENV...`.
-spin_of() {
-    env "$@" "$kiln" bench "$work/spec.txt" --seconds 1 --threads 1 > "$work/bench.txt" 2>&1 &
-    local pid=$!
-    sleep 0.5
-    tr '\0' '\n' < "/proc/$pid/environ" | grep '^GOMP_SPINCOUNT=' || echo none
-    wait "$pid"
-}
-spin=$(spin_of -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT)
-check "with neither variable set kiln runs with GOMP_SPINCOUNT=1000 ($spin)" '[ "$spin" = GOMP_SPINCOUNT=1000 ]'
-check "and runs its command once" '[ "$(grep -c "latency" "$work/bench.txt")" -eq 1 ]'
-spin=$(spin_of -u OMP_WAIT_POLICY GOMP_SPINCOUNT=5)
-check "the user's GOMP_SPINCOUNT stays ($spin)" '[ "$spin" = GOMP_SPINCOUNT=5 ]'
-spin=$(spin_of -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive)
-check "OMP_WAIT_POLICY set: no spin count added ($spin)" '[ "$spin" = none ]'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

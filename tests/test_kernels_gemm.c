@@ -256,7 +256,19 @@ static void test_threads_bit_identical(const kn_gemm_kernel *kernel) {
     kn_threads_set(1);
 }
 
-/* Called from inside a parallel region (an op splitting a batch across threads), each call must still
+typedef struct {
+    const kn_gemm_kernel *kernel;
+    const gemm_case *c;
+    gemm_data *d; /* (2) */
+} products_inside;
+
+static void product_inside_of(void *ctx, int64_t i, int slot) {
+    (void)slot;
+    const products_inside *p = ctx;
+    run_fast(p->kernel, p->c, &p->d[i]);
+}
+
+/* Called from inside a parallel loop (an op splitting a batch across threads), each call must still
  * do its whole product and get what a lone call gets. */
 static void test_inside_parallel_region(const kn_gemm_kernel *kernel) {
     gemm_case c = {false, false, 70, 90, 110, 1.0f, 0.0f, 0, false};
@@ -269,9 +281,7 @@ static void test_inside_parallel_region(const kn_gemm_kernel *kernel) {
         alone[i] = malloc(c_bytes);
         memcpy(alone[i], d[i].C_fast, c_bytes);
     }
-#pragma omp parallel for num_threads(2) schedule(static)
-    for (int i = 0; i < 2; i++)
-        run_fast(kernel, &c, &d[i]);
+    kn_parallel_for(2, 2, product_inside_of, &(products_inside){kernel, &c, d});
     for (int i = 0; i < 2; i++) {
         CHECK_MSG(memcmp(alone[i], d[i].C_fast, c_bytes) == 0,
                   "%s: product %d differs inside a parallel region", kernel->name, i);

@@ -1,7 +1,6 @@
 #include "core/threads.h"
 #include "ops/movement.h"
 
-#include <omp.h>
 #include <string.h>
 
 kiln_status kn_infer_inputs_get(const kn_graph *g, const kn_node *node, kn_infer_inputs *inputs) {
@@ -71,12 +70,6 @@ void kn_shape_strides(const kn_shape *shape, int64_t *strides) {
         strides[d] = stride;
         stride *= shape->d[d];
     }
-}
-
-void kn_thread_share(int64_t count, int64_t *begin, int64_t *end) {
-    int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
-    *begin = count * t / threads;
-    *end = count * (t + 1) / threads;
 }
 
 void kn_copy_strided(void *dst, const void *src, int64_t n, int64_t stride, size_t esize) {

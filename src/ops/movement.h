@@ -50,10 +50,6 @@ void kn_set_output(kn_graph *g, const kn_node *node, int i, const kn_shape *shap
 /* Row-major element strides of a shape. */
 void kn_shape_strides(const kn_shape *shape, int64_t *strides);
 
-/* This thread's share [begin, end) of `count` items, in a fixed static split (inside a parallel
- * region; the whole range outside one). */
-void kn_thread_share(int64_t count, int64_t *begin, int64_t *end);
-
 /* A strided walk over a buffer: position (i_0, ..., i_{n-1}) is element
  * offset + sum_k i_k * stride[k]. Strides are in elements and may be 0 (a broadcast dim) or negative
  * (a reversed slice). */

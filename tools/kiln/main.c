@@ -1,10 +1,8 @@
 /* kiln: train, evaluate, convert, compress and run neural networks. */
-#define _GNU_SOURCE /* setenv */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "kiln/kiln.h"
@@ -66,24 +64,7 @@ static int unknown_command(const char *name) {
     return 2;
 }
 
-/* libgomp's threads spin this many times at a barrier before they sleep, unless the user set
- * GOMP_SPINCOUNT or OMP_WAIT_POLICY (libgomp's default is 300,000). When another process holds a core,
- * a thread spins while the partner it waits for waits for that core: resnet18 at 2 threads beside
- * other jobs took a mean 1065 ms per run with the default, 140 with 1,000 spins, 108 passive (never
- * spinning; the 1-thread run took 64). docs/runtime.md, Threads, has the idle-machine figures. */
-#define KILN_SPINCOUNT "1000"
-
-/* libgomp reads its settings once, as it loads, before main runs: the CLI sets the spin count and
- * starts itself again. When that fails it runs on with libgomp's defaults. */
-static void restart_with_short_spins(char **argv) {
-    if (getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY"))
-        return;
-    if (setenv("GOMP_SPINCOUNT", KILN_SPINCOUNT, 1) == 0)
-        execv("/proc/self/exe", argv);
-}
-
 int main(int argc, char **argv) {
-    restart_with_short_spins(argv);
     if (argc < 2) {
         print_usage(stderr);
         return 2;
