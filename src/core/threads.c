@@ -1,7 +1,9 @@
 /* kiln's parallel loops run on its own small pool of worker threads.
  *
- * A loop is cut into pieces; the calling thread and the workers claim pieces from one atomic word until
- * none is left, and the loop ends when every claimed piece is done. The caller never waits for a worker
+ * A loop is cut into pieces, and each taking part thread (the caller and the workers) has a home run of
+ * consecutive pieces, as a static schedule would give it: a thread works through its own run first, so
+ * consecutive loops over the same data keep it in the same core's cache, then takes pieces from the end
+ * of other threads' runs. The loop ends when every piece is done. The caller never waits for a worker
  * that has not started: on a machine where another process holds a core, the caller takes the pieces a
  * descheduled worker would have had, so a lost core costs its share of the work and not the whole
  * loop (an OpenMP region's barrier waits for every thread of the team). Between loops the workers spin
@@ -44,13 +46,18 @@ enum {
     POOL_SPIN_NS = 50 * 1000,     /* how long an idle worker (or a waiting caller) spins before sleeping */
 };
 
-/* The claim word: generation (32 bits) | pieces (16) | next piece (16). A worker claims a piece of the
- * loop it saw published only while the word still names that loop's generation, so a late worker
- * never takes a piece of the next loop with the previous loop's body. */
-#define CLAIM_WORD(gen, pieces, next) (((uint64_t)(gen) << 32) | ((uint64_t)(pieces) << 16) | (uint64_t)(next))
-#define CLAIM_GEN(w) ((uint32_t)((w) >> 32))
-#define CLAIM_PIECES(w) ((uint32_t)((w) >> 16) & 0xffffu)
-#define CLAIM_NEXT(w) ((uint32_t)(w) & 0xffffu)
+/* A slot's run of pieces, one word: generation (32 bits) | end (16) | next (16), pieces [next, end) not
+ * yet claimed. The owner claims `next`, others `end - 1`. A thread claims a piece of the loop it saw
+ * published only while the word still names that loop's generation, so a late worker never takes a
+ * piece of the next loop with the previous loop's body. */
+#define RUN_WORD(gen, end, next) (((uint64_t)(gen) << 32) | ((uint64_t)(end) << 16) | (uint64_t)(next))
+#define RUN_GEN(w) ((uint32_t)((w) >> 32))
+#define RUN_END(w) ((uint32_t)((w) >> 16) & 0xffffu)
+#define RUN_NEXT(w) ((uint32_t)(w) & 0xffffu)
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t word;
+} slot_run;
 
 typedef struct {
     /* the loop being run: written by its caller before the generation is published, read by a worker
@@ -59,22 +66,25 @@ typedef struct {
     void (*body_range)(void *ctx, int64_t begin, int64_t end, int slot);
     void *ctx;
     int64_t n;
+    uint32_t pieces;
     /* slots 0..threads-1 take part: the caller is 0, worker k is k+1 (read by workers before they
-     * claim: a stale value only makes a worker skip a loop, or try one whose claim word refuses it) */
+     * claim: a stale value only makes a worker skip a loop, or try one whose runs refuse it) */
     _Atomic int threads;
-
-    _Atomic uint64_t claim;
-    _Atomic uint32_t generation;   /* the loop last published; workers watch it */
-    _Atomic int64_t pieces_done;
     _Atomic int sleeping_workers;
-    _Atomic bool caller_sleeping;
-    _Atomic bool stopping;
 
-    pthread_mutex_t run_lock; /* held by the thread whose loop is on the pool */
+    /* Each word the threads write in a loop on a cache line of its own, so that claiming a piece or
+     * counting one done does not take the line the idle workers spin on away from them. */
+    _Alignas(64) _Atomic uint32_t generation; /* the loop last published; workers watch it */
+    _Atomic bool stopping;
+    _Alignas(64) _Atomic int64_t pieces_done;
+    _Atomic bool caller_sleeping;
+
+    _Alignas(64) pthread_mutex_t run_lock; /* held by the thread whose loop is on the pool */
     pthread_mutex_t sleep_lock;
     pthread_cond_t workers_wake, caller_wake;
     int workers;
     pthread_t worker[POOL_MAX_WORKERS];
+    slot_run runs[POOL_MAX_WORKERS + 1];
 } pool_state;
 
 static pool_state pool = {
@@ -128,25 +138,42 @@ static void piece_run(int64_t begin, int64_t end, int slot) {
         pool.body_for(pool.ctx, i, slot);
 }
 
-/* Claims and runs pieces of loop `gen` until none is left (or another loop has replaced it). */
-static void pieces_work(uint32_t gen, int slot) {
-    uint64_t w = atomic_load_explicit(&pool.claim, memory_order_acquire);
+/* Claims a piece of loop `gen` from `run`: its next one for the owner, its last for another slot.
+ * Returns the piece, or -1 when the run is empty or belongs to another loop. */
+static int64_t piece_claim(slot_run *run, uint32_t gen, bool owner) {
+    uint64_t w = atomic_load_explicit(&run->word, memory_order_acquire);
     for (;;) {
-        if (CLAIM_GEN(w) != gen || CLAIM_NEXT(w) >= CLAIM_PIECES(w))
-            return;
-        if (!atomic_compare_exchange_weak_explicit(&pool.claim, &w, w + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        int64_t begin, end;
-        piece_bounds(pool.n, CLAIM_PIECES(w), CLAIM_NEXT(w), &begin, &end);
-        piece_run(begin, end, slot);
-        int64_t done = atomic_fetch_add(&pool.pieces_done, 1) + 1;
-        if (done == CLAIM_PIECES(w) && atomic_load(&pool.caller_sleeping)) {
-            pthread_mutex_lock(&pool.sleep_lock);
-            pthread_cond_signal(&pool.caller_wake);
-            pthread_mutex_unlock(&pool.sleep_lock);
+        if (RUN_GEN(w) != gen || RUN_NEXT(w) >= RUN_END(w))
+            return -1;
+        uint64_t taken = owner ? w + 1 : w - ((uint64_t)1 << 16);
+        if (atomic_compare_exchange_weak_explicit(&run->word, &w, taken, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return owner ? RUN_NEXT(w) : RUN_END(w) - 1;
+    }
+}
+
+static void piece_done(void) {
+    int64_t pieces = pool.pieces; /* read first: after the last piece is counted the next loop may start */
+    int64_t done = atomic_fetch_add(&pool.pieces_done, 1) + 1;
+    if (done == pieces && atomic_load(&pool.caller_sleeping)) {
+        pthread_mutex_lock(&pool.sleep_lock);
+        pthread_cond_signal(&pool.caller_wake);
+        pthread_mutex_unlock(&pool.sleep_lock);
+    }
+}
+
+/* Runs pieces of loop `gen` on `slot` until none is left: its own run first, then the other slots'
+ * (`threads` as this thread last read it: a stale count only skips runs that others will empty). */
+static void pieces_work(uint32_t gen, int slot, int threads) {
+    for (int k = 0; k < threads; k++) {
+        int victim = slot + k < threads ? slot + k : slot + k - threads;
+        int64_t p;
+        while ((p = piece_claim(&pool.runs[victim], gen, k == 0)) >= 0) {
+            int64_t begin, end;
+            piece_bounds(pool.n, pool.pieces, (uint32_t)p, &begin, &end);
+            piece_run(begin, end, slot);
+            piece_done();
         }
-        w = atomic_load_explicit(&pool.claim, memory_order_acquire);
     }
 }
 
@@ -182,8 +209,9 @@ static void *worker_main(void *arg) {
         seen = generation_wait(seen);
         if (atomic_load(&pool.stopping))
             return NULL;
-        if (slot < atomic_load_explicit(&pool.threads, memory_order_relaxed))
-            pieces_work(seen, slot);
+        int threads = atomic_load_explicit(&pool.threads, memory_order_relaxed);
+        if (slot < threads)
+            pieces_work(seen, slot, threads);
     }
 }
 
@@ -229,10 +257,14 @@ static bool pool_run(int64_t n, int threads, uint32_t pieces, void (*body_for)(v
     pool.body_range = body_range;
     pool.ctx = ctx;
     pool.n = n;
+    pool.pieces = pieces;
     atomic_store_explicit(&pool.threads, threads, memory_order_relaxed);
     atomic_store_explicit(&pool.pieces_done, 0, memory_order_relaxed);
     uint32_t gen = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool.claim, CLAIM_WORD(gen, pieces, 0), memory_order_release);
+    for (int s = 0; s < threads; s++) /* slot s's home: pieces [s * pieces / threads, (s + 1) * ...) */
+        atomic_store_explicit(&pool.runs[s].word,
+                              RUN_WORD(gen, (uint64_t)(s + 1) * pieces / threads, (uint64_t)s * pieces / threads),
+                              memory_order_release);
     atomic_store(&pool.generation, gen);
     if (atomic_load(&pool.sleeping_workers) > 0) {
         pthread_mutex_lock(&pool.sleep_lock);
@@ -240,7 +272,7 @@ static bool pool_run(int64_t n, int threads, uint32_t pieces, void (*body_for)(v
         pthread_mutex_unlock(&pool.sleep_lock);
     }
     inside_loop = true;
-    pieces_work(gen, 0);
+    pieces_work(gen, 0, threads);
     caller_wait(pieces);
     inside_loop = false;
     pthread_mutex_unlock(&pool.run_lock);
@@ -255,9 +287,8 @@ static uint32_t pieces_for(int64_t n, int threads, int64_t per_thread) {
 }
 
 void kn_parallel_for(int64_t n, int threads, void (*body)(void *ctx, int64_t i, int slot), void *ctx) {
-    /* each index its own piece while there are few (they are coarse: tiles, blocks, matrices) */
     if (threads > 1 && n > 1 && !inside_loop &&
-        pool_run(n, threads, pieces_for(n, threads, 16), body, NULL, ctx))
+        pool_run(n, threads, pieces_for(n, threads, POOL_PIECES_PER_THREAD), body, NULL, ctx))
         return;
     for (int64_t i = 0; i < n; i++)
         body(ctx, i, 0);
