@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 jobs=$(nproc)
-# ctest runs tests side by side; OpenMP threads that spin while their partner is descheduled make that
-# many times slower, so they sleep instead.
+# ctest runs tests side by side; the OpenMP threads of the PyTorch that some tests call spin while their
+# partner is descheduled, which makes that many times slower, so they sleep instead.
 export OMP_WAIT_POLICY=passive
 
 echo "== Release build and tests"
