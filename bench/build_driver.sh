@@ -12,7 +12,7 @@ for lib in libkiln_train.a libkiln.a libkiln_onnx.a; do
         exit 1
     fi
 done
-flags=(-std=gnu11 -O2 -g -Wall -Wextra -Werror -fopenmp)
+flags=(-std=gnu11 -O2 -g -Wall -Wextra -Werror -pthread)
 if grep -q '^KILN_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
     flags+=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 fi

@@ -5,7 +5,7 @@
  * kernel's fraction of the higher peak. One-thread figures are timed in CPU time, two-thread ones in
  * wall time. Build the library first, then from the repository root:
  *
- *   gcc -O2 -Iinclude -Isrc bench/gemm_bench.c build/libkiln.a -fopenmp -lz -lm -o build/gemm_bench
+ *   gcc -O2 -Iinclude -Isrc bench/gemm_bench.c build/libkiln.a -pthread -lz -lm -o build/gemm_bench
  *   ./build/gemm_bench [seconds per measurement, default 0.3]
  */
 #include <stdio.h>

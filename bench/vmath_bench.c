@@ -4,7 +4,7 @@
  * second (best of 5 timed runs) and the speedup over libm. Build the library first, then from the
  * repository root:
  *
- *   gcc -O2 -Iinclude -Isrc bench/vmath_bench.c build/libkiln.a -fopenmp -lz -lm -o build/vmath_bench
+ *   gcc -O2 -Iinclude -Isrc bench/vmath_bench.c build/libkiln.a -pthread -lz -lm -o build/vmath_bench
  *   ./build/vmath_bench [seconds per measurement, default 0.2]
  */
 #include <math.h>
