@@ -708,6 +708,7 @@ typedef struct wgrad_job {
     const float *v_kept; /* forward's V of every block (kn_conv_winograd_apply's v_keep), or NULL */
     unsigned char *slots;
     int team; /* parts of the blocks */
+    float *dw;
 } wgrad_job;
 
 /* Block `block`'s products added into the thread's dU (stored, for its first block). */
@@ -750,10 +751,11 @@ static void wgrad_blocks(void *ctx, int64_t t, int slot) {
         wgrad_block(j, b, j->slots + j->s->slot_bytes * (size_t)t, b == first);
 }
 
-/* dw (M, C, 3, 3) += G^T du G per filter, du (36, C, M), in double; FILTER_BLOCK filters at a time. */
-static void wgrad_filters(const float *du, int64_t M, int64_t C, float *dw) {
+/* dw (M, C, 3, 3) += G^T du G per filter for channels [c0, c1), du (36, C, M), in double; FILTER_BLOCK
+ * filters at a time. */
+static void wgrad_filters(const float *du, int64_t M, int64_t C, int64_t c0, int64_t c1, float *dw) {
     const double(*G)[3] = winograd_G;
-    for (int64_t c = 0; c < C; c++)
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t m0 = 0; m0 < M; m0 += FILTER_BLOCK) {
             int64_t count = block_count(m0, M);
             double gt[3][PATCH][FILTER_BLOCK] = {{{0}}}; // G^T dU
@@ -777,6 +779,21 @@ static void wgrad_filters(const float *du, int64_t M, int64_t C, float *dw) {
         }
 }
 
+/* Channels [c0, c1) of dW: the other parts' dU added to part 0's in part order, then the filters. */
+static void wgrad_channels(void *ctx, int64_t c0, int64_t c1, int slot) {
+    (void)slot;
+    const wgrad_job *j = ctx;
+    int64_t C = j->g->C, M = j->g->M;
+    float *du = wgrad_du(j->s, j->slots); // (36, C, M), part 0's
+    for (int t = 1; t < j->team; t++) {
+        const float *own = wgrad_du(j->s, j->slots + j->s->slot_bytes * (size_t)t);
+        for (int64_t xi = 0; xi < KN_WINOGRAD_POINTS; xi++)
+            for (int64_t i = (xi * C + c0) * M; i < (xi * C + c1) * M; i++)
+                du[i] += own[i];
+    }
+    wgrad_filters(du, M, C, c0, c1, j->dw);
+}
+
 size_t kn_conv_winograd_grad_w_bytes(const kn_winograd_conv *c, int threads) {
     wino_geom g = wino_geom_of_conv(c, threads);
     wgrad_scratch s;
@@ -791,14 +808,7 @@ void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const fl
     wgrad_scratch_of(&g, &s); /* kn_conv_winograd_grad_w_bytes checked it */
     unsigned char *slots = scratch;
     int team = g.blocks < threads ? (int)g.blocks : threads;
-    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept, slots, team};
+    wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept, slots, team, dw};
     kn_parallel_for(team, team, wgrad_blocks, &job);
-    float *du = wgrad_du(&s, slots); // part 0's, then the others' added in order
-    size_t count = (size_t)(KN_WINOGRAD_POINTS * g.C * g.M);
-    for (int t = 1; t < team; t++) {
-        const float *own = wgrad_du(&s, slots + s.slot_bytes * (size_t)t);
-        for (size_t i = 0; i < count; i++)
-            du[i] += own[i];
-    }
-    wgrad_filters(du, g.M, g.C, dw);
+    kn_parallel_range(g.C, threads, wgrad_channels, &job);
 }
