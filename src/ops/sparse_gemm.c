@@ -121,8 +121,9 @@ static kiln_status sparse_infer(kn_graph *g, const kn_node *node) {
 }
 
 /* One row of A against the lanes layout, its groups of KN_SPARSE_LANES weight rows shared among the
- * threads in chunks: a chunk is the same kernel on a range of groups (its offsets, y and bias from the
- * range's first group; the steps' indices are absolute), so each output is summed as one call would. */
+ * threads in pieces of whole chunks: a piece is the same kernel on a range of groups (its offsets, y and
+ * bias from the range's first group; the steps' indices are absolute), so each output is summed as one
+ * call would, and one thread makes one call. */
 enum { SPARSE_LANE_CHUNK = 4 * KN_SPARSE_LANES }; /* weight rows per chunk: the AVX-512 kernel's 4 groups */
 
 typedef struct sparse_lanes_run {
@@ -133,12 +134,12 @@ typedef struct sparse_lanes_run {
     float *y;
 } sparse_lanes_run;
 
-static void sparse_lanes_chunk(void *ctx, int64_t chunk, int thread) {
-    (void)thread;
+static void sparse_lanes_chunks(void *ctx, int64_t first, int64_t end, int slot) {
+    (void)slot;
     const sparse_lanes_run *r = ctx;
-    int64_t row0 = chunk * SPARSE_LANE_CHUNK, rows = r->N - row0 < SPARSE_LANE_CHUNK ? r->N - row0 : SPARSE_LANE_CHUNK;
+    int64_t row0 = first * SPARSE_LANE_CHUNK, row_end = end * SPARSE_LANE_CHUNK < r->N ? end * SPARSE_LANE_CHUNK : r->N;
     kn_sparse_best()->lanes(r->a, r->K, r->offsets + row0 / KN_SPARSE_LANES * r->slabs, r->lane_col, r->lane_val,
-                            r->bias ? r->bias + row0 : NULL, r->y + row0, rows);
+                            r->bias ? r->bias + row0 : NULL, r->y + row0, row_end - row0);
 }
 
 /* More rows of A, for kn_parallel_for: blocks of KN_SPARSE_ROW_BLOCK rows, each transposed into its
@@ -185,8 +186,8 @@ static kiln_status sparse_forward(const kn_op_call *call) {
                               .lane_col = call->in[SPARSE_LANE_COLUMNS]->data, .K = K, .N = N,
                               .slabs = (K + KN_SPARSE_SLAB - 1) / KN_SPARSE_SLAB, .y = y};
         int64_t slots = kn_numel(call->in[SPARSE_LANE_VALUES]); /* multiply-adds, padding included */
-        kn_parallel_for((N + SPARSE_LANE_CHUNK - 1) / SPARSE_LANE_CHUNK,
-                        slots >= SPARSE_PARALLEL_MIN ? kn_threads_get() : 1, sparse_lanes_chunk, &r);
+        kn_parallel_range((N + SPARSE_LANE_CHUNK - 1) / SPARSE_LANE_CHUNK, kn_threads_for(slots, SPARSE_PARALLEL_MIN),
+                          sparse_lanes_chunks, &r);
         kn_fused_act_apply(&act, y, N);
         return KILN_OK;
     }
