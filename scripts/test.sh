@@ -20,5 +20,10 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j"$jobs" -LE slow)
 
+echo "== ThreadSanitizer build: the thread pool and the parallel loops' bodies at 2 threads"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE_THREAD=ON >/dev/null
+cmake --build build-tsan -j"$jobs" --target test_threads kiln_cli
+bash tests/tsan_loops.sh build-tsan
+
 echo "== libFuzzer targets, 30 s each (clang, ASan + UBSan)"
 bash scripts/fuzz.sh 30

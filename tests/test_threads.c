@@ -145,6 +145,10 @@ static void test_two_callers(void) {
 }
 
 static void test_forked_child(void) {
+#if defined(__SANITIZE_THREAD__)
+    printf("forked child: not run under ThreadSanitizer (it cannot start threads after a fork)\n");
+    return;
+#endif
     int clashes = 0;
     CHECK(loop_check(1000, 4, false, &clashes) == 0); /* the parent's pool has workers */
     fflush(stdout);
