@@ -27,13 +27,13 @@ for t in "${targets[@]}"; do
     log=build-fuzz/findings/$t.log
     echo "== fuzz_$t: ${seconds}s"
     regressions=(tests/fuzz/regressions/"$t"/*)
-    if [[ -e "${regressions[0]}" ]] && ! ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 \
+    if [[ -e "${regressions[0]}" ]] && ! ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         build-fuzz/tests/fuzz/fuzz_"$t" -timeout=2 -rss_limit_mb=1024 "${regressions[@]}" > "$log" 2>&1; then
         failed+=("$t")
         grep -E "ERROR|SUMMARY|Running" "$log" | tail -3
         continue
     fi
-    if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 \
+    if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         build-fuzz/tests/fuzz/fuzz_"$t" "$corpus" "${dict[@]}" -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -timeout=2 \
         -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/"$t"- \
         > "$log" 2>&1; then
