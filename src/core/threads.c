@@ -177,19 +177,29 @@ static void pieces_work(uint32_t gen, int slot, int threads) {
     }
 }
 
+/* One round of a wait's spinning: a pause, and every 64 rounds a look at the clock. Returns true once
+ * the wait has spun POOL_SPIN_NS (from its first look: a wait that ends within 64 rounds reads no
+ * clock) and should sleep instead. */
+static bool spin_over(int *spins, int64_t *give_up) {
+    cpu_relax();
+    if ((++*spins & 63) != 0)
+        return false;
+    if (!*give_up) {
+        *give_up = now_ns() + POOL_SPIN_NS;
+        return false;
+    }
+    return now_ns() > *give_up;
+}
+
 /* Returns the next generation after `seen`: spins for POOL_SPIN_NS, then sleeps until one is published. */
 static uint32_t generation_wait(uint32_t seen) {
+    int spins = 0;
     int64_t give_up = 0;
-    for (int spins = 0;; spins++) {
+    for (;;) {
         uint32_t g = atomic_load_explicit(&pool.generation, memory_order_acquire);
         if (g != seen || atomic_load_explicit(&pool.stopping, memory_order_relaxed))
             return g;
-        cpu_relax();
-        if ((spins & 63) != 63)
-            continue;
-        if (!give_up)
-            give_up = now_ns() + POOL_SPIN_NS;
-        else if (now_ns() > give_up)
+        if (spin_over(&spins, &give_up))
             break;
     }
     pthread_mutex_lock(&pool.sleep_lock);
@@ -228,20 +238,21 @@ static void workers_grow(int wanted) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+/* Waits until all `pieces` of the caller's loop are done: spins for POOL_SPIN_NS, then sleeps. */
 static void caller_wait(int64_t pieces) {
-    int64_t give_up = now_ns() + POOL_SPIN_NS;
-    for (int spins = 0; atomic_load_explicit(&pool.pieces_done, memory_order_acquire) < pieces; spins++) {
-        cpu_relax();
-        if ((spins & 63) == 63 && now_ns() > give_up) {
-            pthread_mutex_lock(&pool.sleep_lock);
-            atomic_store(&pool.caller_sleeping, true);
-            while (atomic_load(&pool.pieces_done) < pieces)
-                pthread_cond_wait(&pool.caller_wake, &pool.sleep_lock);
-            atomic_store(&pool.caller_sleeping, false);
-            pthread_mutex_unlock(&pool.sleep_lock);
-            return;
-        }
-    }
+    int spins = 0;
+    int64_t give_up = 0;
+    while (atomic_load_explicit(&pool.pieces_done, memory_order_acquire) < pieces)
+        if (spin_over(&spins, &give_up))
+            break;
+    if (atomic_load_explicit(&pool.pieces_done, memory_order_acquire) == pieces)
+        return;
+    pthread_mutex_lock(&pool.sleep_lock);
+    atomic_store(&pool.caller_sleeping, true);
+    while (atomic_load(&pool.pieces_done) < pieces)
+        pthread_cond_wait(&pool.caller_wake, &pool.sleep_lock);
+    atomic_store(&pool.caller_sleeping, false);
+    pthread_mutex_unlock(&pool.sleep_lock);
 }
 
 /* Runs the loop on the pool, or returns false when the pool is busy with another thread's loop. */
