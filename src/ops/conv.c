@@ -498,7 +498,8 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
         kn_parallel_range(planes, team, depthwise_planes_in_place, &r);
         return KILN_OK;
     }
-    memset(scratch, 0, bytes); // every slot's padded plane: the padding stays zero
+    // the padded planes of the slots this loop uses (the workspace holds kn_threads_get()): the padding stays zero
+    memset(scratch, 0, sizeof(float) * (size_t)(team * pp.height * pp.width));
     kn_parallel_range(planes, team, depthwise_planes_padded, &r);
     return KILN_OK;
 }

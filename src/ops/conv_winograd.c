@@ -482,10 +482,10 @@ static void wino_block(const wino_job *j, int64_t block, unsigned char *slot, un
     }
 }
 
-/* How the threads split the work. With at least 4 blocks per thread, each thread takes whole blocks,
- * without a barrier (and at most a quarter of a thread's share idle at the end). With fewer, each
- * block is shared: each step's rows, tiles or points split among them, a barrier between steps. One
- * thread runs everything itself. */
+/* How the threads split the work. With at least 4 blocks per thread, one loop over the blocks, each
+ * whole on one thread (and at most a quarter of a thread's share idle at the end). With fewer, each
+ * block is shared: each step one loop over the parts of its rows, tiles or points, the next step
+ * starting when it returns. One thread runs everything itself. */
 typedef enum wino_mode { WINO_ONE, WINO_BLOCKS, WINO_SHARED } wino_mode;
 
 static wino_mode wino_mode_of(const wino_geom *g, int threads) {
@@ -655,9 +655,9 @@ void kn_conv_winograd_apply(const kn_winograd_conv *c, const float *x, const flo
  * With V_xi (T, C) the input transform of a block's tiles (as forward's) and D_xi (T, M) = A dY A^T of
  * their output gradients (zero past the output's edge), the transformed filters' gradient is
  *     dU_xi (C, M) = sum over the batch's tiles of V_xi^T @ D_xi
- * and each filter's dW[m][c] = G^T dU[., c, m] G (6x6 -> 3x3, in double). A thread takes a run of whole
- * blocks and sums their products into its own dU; the parts' sums are added in part order, so dW
- * depends on the thread count only, as on Conv's im2col path. */
+ * and each filter's dW[m][c] = G^T dU[., c, m] G (6x6 -> 3x3, in double). Each part (one per thread)
+ * takes a run of whole blocks and sums their products into its own dU; the parts' dU are added in part
+ * order, channel by channel, so dW depends on the thread count only, as on Conv's im2col path. */
 
 /* Slot of one thread: the block's channel-last input, later its output gradient (io), V, D, the
  * products' workspace and the thread's dU (36, C, M), each 64-byte aligned. */
@@ -810,5 +810,6 @@ void kn_conv_winograd_grad_w(const kn_winograd_conv *c, const float *x, const fl
     int team = g.blocks < threads ? (int)g.blocks : threads;
     wgrad_job job = {&g, &s, kn_winograd_kernels_best(), x, dy, v_kept, slots, team, dw};
     kn_parallel_for(team, team, wgrad_blocks, &job);
-    kn_parallel_range(g.C, threads, wgrad_channels, &job);
+    bool worth_threads = KN_WINOGRAD_POINTS * g.C * g.M * team >= KN_PARALLEL_MIN_MEMORY; /* floats summed */
+    kn_parallel_range(g.C, worth_threads ? threads : 1, wgrad_channels, &job);
 }

@@ -12,6 +12,7 @@
 
 #include "core/threads.h"
 #include "core/rng.h"
+#include "ops/movement.h"
 #include "ops/op.h"
 
 enum { DROPOUT_PARALLEL_MIN = KN_PARALLEL_MIN_MEMORY }; /* elements below which threads cost more than they save */
@@ -83,40 +84,36 @@ static kiln_status dropout_infer(kn_graph *g, const kn_node *node) {
     return KILN_OK;
 }
 
-/* One pass of dropout_map (or of the eval gradient) over a range of elements. */
+/* One pass of dropout_map over a range of elements. */
 typedef struct dropout_pass {
     const float *src;
     float *dst;
     uint8_t *mask;
     uint64_t key;
     float ratio, gain;
-    bool fresh; /* the eval gradient: dst is a fresh gradient, stored instead of added to */
+    bool accumulate; /* dst += kept(src), else dst = kept(src) */
 } dropout_pass;
 
-static void dropout_add_range(void *ctx, int64_t begin, int64_t end, int slot) {
-    (void)slot;
-    const dropout_pass *d = ctx;
+/* Called with `accumulate` constant, so that each inlined loop is branch-free. */
+static inline void dropout_kept_loop(const dropout_pass *d, int64_t begin, int64_t end, bool accumulate) {
     const float *src = d->src;
     float *dst = d->dst;
     const uint64_t key = d->key;
     const float ratio = d->ratio, gain = d->gain;
     for (int64_t i = begin; i < end; i++) {
         float x = src[i];
-        dst[i] += kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        float kept = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
+        dst[i] = accumulate ? dst[i] + kept : kept;
     }
 }
 
-static void dropout_store_range(void *ctx, int64_t begin, int64_t end, int slot) {
+static void dropout_kept_range(void *ctx, int64_t begin, int64_t end, int slot) {
     (void)slot;
     const dropout_pass *d = ctx;
-    const float *src = d->src;
-    float *dst = d->dst;
-    const uint64_t key = d->key;
-    const float ratio = d->ratio, gain = d->gain;
-    for (int64_t i = begin; i < end; i++) {
-        float x = src[i];
-        dst[i] = kn_hash32_uniform(key, (uint32_t)i) >= ratio ? x * gain : 0.0f;
-    }
+    if (d->accumulate)
+        dropout_kept_loop(d, begin, end, true);
+    else
+        dropout_kept_loop(d, begin, end, false);
 }
 
 static void dropout_mask_range(void *ctx, int64_t begin, int64_t end, int slot) {
@@ -137,9 +134,9 @@ static void dropout_map(const kn_op_call *call, float ratio, const float *src, f
                         bool accumulate, uint8_t *mask) {
     int64_t n = kn_numel(call->in[DROPOUT_DATA]);
     dropout_pass d = {.src = src, .dst = dst, .mask = mask, .key = dropout_key(call->ctx), .ratio = ratio,
-                      .gain = 1.0f / (1.0f - ratio)};
+                      .gain = 1.0f / (1.0f - ratio), .accumulate = accumulate};
     int threads = kn_threads_for(n, DROPOUT_PARALLEL_MIN);
-    kn_parallel_range(n, threads, accumulate ? dropout_add_range : dropout_store_range, &d);
+    kn_parallel_range(n, threads, dropout_kept_range, &d);
     if (mask)
         kn_parallel_range(n, threads, dropout_mask_range, &d);
 }
@@ -165,17 +162,6 @@ static kiln_status dropout_forward(const kn_op_call *call) {
     return KILN_OK;
 }
 
-/* The eval gradient: dy passes through unchanged. */
-static void dropout_gradient_range(void *ctx, int64_t begin, int64_t end, int slot) {
-    (void)slot;
-    const dropout_pass *d = ctx;
-    const float *dy = d->src;
-    float *dx = d->dst;
-    const bool fresh = d->fresh;
-    for (int64_t i = begin; i < end; i++)
-        dx[i] = (fresh ? 0.0f : dx[i]) + dy[i];
-}
-
 /* The mask output is not differentiable: only output 0's gradient flows. */
 static kiln_status dropout_backward(const kn_op_call *call) {
     const kn_tensor *dout = call->dout[0];
@@ -184,18 +170,11 @@ static kiln_status dropout_backward(const kn_op_call *call) {
     if (call->in[DROPOUT_DATA]->dtype != KN_F32)
         return kn_fail(KILN_ERR_UNSUPPORTED, "no Dropout gradient for %s data (only f32)",
                        kn_dtype_name(call->in[DROPOUT_DATA]->dtype));
-    const float *dy = kn_f32(dout);
-    float *dx = kn_f32(call->din[DROPOUT_DATA]);
-    const bool fresh = kn_din_fresh(call, DROPOUT_DATA);
-    if (!dropout_training(call)) {
-        int64_t n = kn_numel(dout);
-        dropout_pass d = {.src = dy, .dst = dx, .fresh = fresh};
-        kn_parallel_range(n, kn_threads_for(n, DROPOUT_PARALLEL_MIN), dropout_gradient_range, &d);
-        return KILN_OK;
-    }
+    if (!dropout_training(call)) /* the eval gradient: dy passes through unchanged */
+        return kn_copy_backward(call);
     float ratio;
     KN_TRY(dropout_ratio(call->node, dropout_input(call, DROPOUT_RATIO), &ratio));
-    dropout_map(call, ratio, dy, dx, !fresh, NULL);
+    dropout_map(call, ratio, kn_f32(dout), kn_f32(call->din[DROPOUT_DATA]), !kn_din_fresh(call, DROPOUT_DATA), NULL);
     return KILN_OK;
 }
 

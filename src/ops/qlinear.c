@@ -639,7 +639,7 @@ static kiln_status qconv_depthwise(const kn_op_call *call, const qconv_state *st
         .frames = scratch + weights, .per_thread = per_thread, .acc_at = acc_at,
     };
     run.rs = run.r_size ? residual_of(call)->data : NULL;
-    kn_parallel_for(planes, kn_threads_for(planes * g->out_plane * taps, 1 << 16), dw_plane_of, &run);
+    kn_parallel_for(planes, kn_threads_for(planes * g->out_plane * taps, KN_PARALLEL_MIN_SPARSE), dw_plane_of, &run);
     return KILN_OK;
 }
 
@@ -1126,7 +1126,7 @@ static kiln_status qadd_forward(const kn_op_call *call) {
     qadd_run run = {.a = call->in[0], .b = call->in[1], .y = call->out[0]->data};
     KN_TRY(qadd_params_of(call->node, &run.p));
     int64_t n = kn_numel(run.a);
-    kn_parallel_range(n, kn_threads_for(n, 1 << 16), qadd_range, &run);
+    kn_parallel_range(n, kn_threads_for(n, KN_PARALLEL_MIN_SPARSE), qadd_range, &run);
     return KILN_OK;
 }
 

@@ -148,8 +148,12 @@ typedef struct reduce_sum_run {
 static void reduce_copy_range(void *ctx, int64_t begin, int64_t end, int slot) {
     (void)slot;
     const reduce_sum_run *r = ctx;
+    const float *x = r->x;
+    float *y = r->y;
+    const float scale = r->scale; /* locals: a store to y could otherwise alias them */
+    const bool store = r->store;
     for (int64_t i = begin; i < end; i++)
-        r->y[i] = (r->store ? 0.0f : r->y[i]) + r->scale * r->x[i];
+        y[i] = (store ? 0.0f : y[i]) + scale * x[i];
 }
 
 /* Slice s of the outermost run, into its partial buffer (or its part of the one buffer). */
