@@ -988,12 +988,26 @@ static void test_winograd_builds(void) {
 
 /* ---- weights packed once ---- */
 
+/* A test epilogue that depends on where each element is and on its value, so that an element missed,
+ * finished twice or finished at the wrong place shows: c = 3 c + row / 1000 + column / 100000. */
+static float epilogue_value(float c, int64_t row, int64_t col) {
+    return 3.0f * c + (float)row / 1000.0f + (float)col / 100000.0f;
+}
+
+static void epilogue_test_apply(const void *ctx, int64_t i, int64_t j, int m, int n, float *c, int64_t ldc) {
+    (void)ctx;
+    for (int r = 0; r < m; r++)
+        for (int x = 0; x < n; x++)
+            c[r * ldc + x] = epilogue_value(c[r * ldc + x], i + r, j + x);
+}
+
 /* kn_sgemm_ws_packed reading A packed by kn_sgemm_pack_a against kn_sgemm_ws packing it each call: the
  * same bits, on 1 and 2 threads, with rows past every multiple of the micro-kernel's, several depth
- * blocks (K past the blocking's 256), beta 0 and 1. */
+ * blocks (K past the blocking's 256), beta 0 and 1, one product large and shallow enough to be written
+ * a row of tiles at a time; and with an epilogue, the same as applying it to C afterwards. */
 static void test_packed_gemm(void) {
     static const int64_t shapes[][3] = {{1, 7, 5}, {13, 33, 27}, {16, 100, 64}, {29, 49, 600}, {64, 3136, 147},
-                                        {97, 250, 300}};
+                                        {97, 250, 300}, {150, 900, 24}};
     kn_rng rng = kn_rng_seeded(2000);
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         int64_t M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
@@ -1012,12 +1026,19 @@ static void test_packed_gemm(void) {
                 for (int64_t i = 0; i < M * N; i++)
                     want[i] = got[i] = (float)i / (float)(M * N);
                 kn_sgemm_ws(NULL, 0, false, false, M, N, K, 0.5f, A, K, B, N, (float)b, want, N);
-                kn_sgemm_ws_packed(NULL, 0, packed, M, N, K, 0.5f, B, N, (float)b, got, N);
+                kn_sgemm_ws_packed(NULL, 0, packed, M, N, K, 0.5f, B, N, (float)b, got, N, NULL);
+                same = same && memcmp(want, got, sizeof(float) * (size_t)(M * N)) == 0;
+                for (int64_t i = 0; i < M * N; i++) {
+                    want[i] = epilogue_value(want[i], i / N, i % N);
+                    got[i] = (float)i / (float)(M * N);
+                }
+                kn_sgemm_epilogue epilogue = {epilogue_test_apply, NULL};
+                kn_sgemm_ws_packed(NULL, 0, packed, M, N, K, 0.5f, B, N, (float)b, got, N, &epilogue);
                 same = same && memcmp(want, got, sizeof(float) * (size_t)(M * N)) == 0;
             }
         }
-        printf("packed A, (%lld x %lld) @ (%lld x %lld): %s\n", (long long)M, (long long)K, (long long)K,
-               (long long)N, same ? "bit-identical" : "DIFFERENT");
+        printf("packed A, (%lld x %lld) @ (%lld x %lld), and with an epilogue: %s\n", (long long)M, (long long)K,
+               (long long)K, (long long)N, same ? "bit-identical" : "DIFFERENT");
         CHECK_MSG(same, "packed A, M %lld N %lld K %lld", (long long)M, (long long)N, (long long)K);
         free(A);
         free(B);

@@ -114,6 +114,7 @@ typedef struct gemm_args {
     int64_t ldb;
     float *C;
     int64_t ldc;
+    const kn_sgemm_epilogue *epilogue; /* or NULL; only the blocked path takes one */
 } gemm_args;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -162,6 +163,17 @@ static void gemm_ref_packed(const kn_gemm_kernel *kernel, const gemm_args *g) {
             *c = g->beta == 0.0f ? g->alpha * sum : g->alpha * sum + g->beta * *c;
         }
     }
+}
+
+/* The epilogue (if any) on all of C, a kernel tile at a time: for the paths that compute C without
+ * tiles (the reference fallbacks, K == 0). */
+static void epilogue_by_tiles(const kn_gemm_kernel *kernel, const gemm_args *g) {
+    if (!g->epilogue)
+        return;
+    for (int64_t i = 0; i < g->M; i += kernel->mr)
+        for (int64_t j = 0; j < g->N; j += kernel->nr)
+            g->epilogue->fn(g->epilogue->ctx, i, j, (int)min64(kernel->mr, g->M - i), (int)min64(kernel->nr, g->N - j),
+                            g->C + i * g->ldc + j, g->ldc);
 }
 
 /* ---- Blocked path ---- */
@@ -291,8 +303,10 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
         int64_t ragged = (ceil_div(panel_cols, nr) - 1) * nr; // offset of the panel's last sliver
         for (int64_t k0 = 0; k0 < g->K; k0 += plan->kc) {
             int64_t depth = min64(plan->kc, g->K - k0);
-            // The first depth block applies beta; later ones add to what it left in C.
+            // The first depth block applies beta; later ones add to what it left in C; after the last,
+            // each tile is final and gets the epilogue.
             float beta = k0 == 0 ? g->beta : 1.0f;
+            bool finishes = g->epilogue && k0 + depth == g->K;
             if (g->b_packed) // nothing to pack
                 ;
             else if (!plan->b_in_place)
@@ -314,6 +328,8 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
                             const float *b = b_sliver(g, plan, nr, b_pack, jc, k0, depth, j, n, &ldb);
                             kernel->micro(depth, m, n, a_block + (i - ic) * depth, b, ldb, g->alpha, beta,
                                           g->C + i * g->ldc + j, g->ldc);
+                            if (finishes)
+                                g->epilogue->fn(g->epilogue->ctx, i, j, m, n, g->C + i * g->ldc + j, g->ldc);
                         }
                     continue;
                 }
@@ -326,6 +342,8 @@ static void gemm_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, const
                         int m = (int)min64(mr, g->M - i);
                         kernel->micro(depth, m, n, a_block + (i - ic) * depth, b, ldb, g->alpha, beta,
                                       g->C + i * g->ldc + j, g->ldc);
+                        if (finishes)
+                            g->epilogue->fn(g->epilogue->ctx, i, j, m, n, g->C + i * g->ldc + j, g->ldc);
                     }
                 }
             }
@@ -440,6 +458,7 @@ static void run_blocked(const kn_gemm_kernel *kernel, const gemm_args *g, int th
             gemm_ref_packed(kernel, g);
         else
             gemm_ref(g);
+        epilogue_by_tiles(kernel, g);
         return;
     }
     // Each part computes its own block of C with its own packing buffers (a part runs once, so they are
@@ -518,7 +537,7 @@ static bool takes_direct(const kn_gemm_kernel *kernel, const gemm_args *g, int t
 }
 
 bool kn_sgemm_takes_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
-    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0, NULL};
     return M > 0 && N > 0 && K > 0 && takes_direct(kn_gemm_kernel_best(), &g, 1);
 }
 
@@ -570,7 +589,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc};
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, NULL, B, ldb, C, ldc, NULL};
     int threads = threads_for(&g);
     size_t given_floats = workspace_bytes / sizeof(float);
     if (takes_direct(kernel, &g, threads))
@@ -584,7 +603,7 @@ void kn_sgemm_with(const kn_gemm_kernel *kernel, void *workspace, size_t workspa
 size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0)
         return 0;
-    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0, NULL};
     size_t count, bytes;
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     if (!workspace_floats(kernel, &g, threads_for(&g), &count) || !kn_size_mul(count, sizeof(float), &bytes))
@@ -593,7 +612,7 @@ size_t kn_sgemm_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
 }
 
 bool kn_sgemm_uses_no_workspace(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K) {
-    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, NULL, 0, NULL, 0, NULL};
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
     int threads = threads_for(&g);
     return M <= 0 || N <= 0 || K <= 0 || takes_direct(kernel, &g, threads) ||
@@ -627,7 +646,7 @@ size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K) {
 
 void kn_sgemm_pack_a(bool trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
-    gemm_args g = {trans_a, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0};
+    gemm_args g = {trans_a, false, M, 0, K, 1.0f, 0.0f, A, lda, NULL, NULL, NULL, 0, NULL, 0, NULL};
     int64_t kc = kn_gemm_depth_block(kernel, K), m_pad = ceil_div(M, kernel->mr) * kernel->mr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_a(kernel, &g, 0, M, k0, min64(kc, K - k0), packed + k0 * m_pad);
@@ -648,7 +667,7 @@ size_t kn_sgemm_packed_b_floats(int64_t K, int64_t N) {
  * within it. */
 void kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, float *packed) {
     const kn_gemm_kernel *kernel = kn_gemm_kernel_best();
-    gemm_args g = {false, trans_b, 0, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, B, ldb, NULL, 0};
+    gemm_args g = {false, trans_b, 0, N, K, 1.0f, 0.0f, NULL, 0, NULL, NULL, B, ldb, NULL, 0, NULL};
     int64_t kc = kn_gemm_depth_block(kernel, K), n_pad = ceil_div(N, kernel->nr) * kernel->nr;
     for (int64_t k0 = 0; k0 < K; k0 += kc)
         pack_b(kernel, &g, k0, min64(kc, K - k0), 0, N, packed + k0 * n_pad);
@@ -663,18 +682,20 @@ void kn_sgemm_ws_packed_b(void *workspace, size_t workspace_bytes, bool trans_a,
         scale_c(M, N, beta, C, ldc);
         return;
     }
-    gemm_args g = {trans_a, false, M, N, K, alpha, beta, A, lda, NULL, b_packed, NULL, 0, C, ldc};
+    gemm_args g = {trans_a, false, M, N, K, alpha, beta, A, lda, NULL, b_packed, NULL, 0, C, ldc, NULL};
     run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
 }
 
 void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
-                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const kn_sgemm_epilogue *epilogue) {
     if (M <= 0 || N <= 0)
         return;
+    gemm_args g = {false, false, M, N, K, alpha, beta, NULL, 0, a_packed, NULL, B, ldb, C, ldc, epilogue};
     if (K <= 0) {
         scale_c(M, N, beta, C, ldc);
+        epilogue_by_tiles(kn_gemm_kernel_best(), &g);
         return;
     }
-    gemm_args g = {false, false, M, N, K, alpha, beta, NULL, 0, a_packed, NULL, B, ldb, C, ldc};
     run_blocked(kn_gemm_kernel_best(), &g, threads_for(&g), workspace, workspace_bytes / sizeof(float));
 }

@@ -40,8 +40,17 @@ void kn_sgemm_ws(void *workspace, size_t workspace_bytes, bool trans_a, bool tra
  * only, never in files. */
 size_t kn_sgemm_packed_a_floats(int64_t M, int64_t K);
 void kn_sgemm_pack_a(bool trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
+/* kn_sgemm_ws_packed takes an epilogue (or NULL): work done on each tile of C as soon as the tile is
+ * final, while it is in L1, instead of in a second pass over C (a convolution's bias and activation).
+ * fn(ctx, i, j, m, n, c, ldc) gets the m x n tile at C[i][j] (c points at it, rows ldc apart); the tiles
+ * cover C once each, in any order and on any thread, so fn must only touch its own tile. */
+typedef struct kn_sgemm_epilogue {
+    void (*fn)(const void *ctx, int64_t i, int64_t j, int m, int n, float *c, int64_t ldc);
+    const void *ctx;
+} kn_sgemm_epilogue;
 void kn_sgemm_ws_packed(void *workspace, size_t workspace_bytes, const float *a_packed, int64_t M, int64_t N,
-                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+                        int64_t K, float alpha, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const kn_sgemm_epilogue *epilogue);
 
 /* Likewise a B multiplied many times: kn_sgemm_pack_b writes op(B) (K, N) — B (K, N), or B^T when
  * trans_b (B stored (N, K)) — into kn_sgemm_packed_b_floats(K, N) floats, and kn_sgemm_ws_packed_b is

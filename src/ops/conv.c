@@ -145,9 +145,10 @@ static int64_t conv_yt_row(const conv_geom *g) { return (g->Mg + KN_WINOGRAD_LAN
 static size_t conv_packed_group_floats(const conv_geom *g);
 
 /* Whether Conv's forward packs its weights once for the batch, as ConvPacked's come, instead of once
- * per image in every product: with more than one image (each image's products read the same packing,
- * so the bits are the same). Products of one position do not pack (conv_group_product). */
-static bool conv_packs_once(const conv_geom *g) { return g->N > 1 && g->out_plane > 1 && !g->transposed; }
+ * per image (or per column chunk) in every product: each product then reads the same packing, so the
+ * bits are the same, and takes the bias and activation as its epilogue (conv_image). Products of one
+ * position do not pack (conv_group_product). */
+static bool conv_packs_once(const conv_geom *g) { return g->out_plane > 1 && !g->transposed; }
 
 /* `transposed`: ConvPacked's products in the transposed orientation (conv_packs_transposed);
  * `pack_once`: room for the weights packed once (conv_packs_once). */
@@ -505,9 +506,10 @@ static kiln_status depthwise_forward(const kn_op_call *call, const conv_geom *g,
 }
 
 /* Output columns (positions) per product when an image runs on one thread: the product and then the
- * bias and activation pass take this many at a time, so that the pass reads what the product wrote
- * while it is still in L2 instead of coming back for the whole image (a 1x1 convolution's output is
- * megabytes). A multiple of every micro-kernel tile's width. */
+ * passes after it (the transposed products' copy into place, the bias and activation of products
+ * that do not finish their tiles) take this many at a time, so that a pass reads what the product
+ * wrote while it is still in L2 instead of coming back for the whole image (a 1x1 convolution's output
+ * is megabytes). A multiple of every micro-kernel tile's width. */
 static int64_t conv_column_chunk(const conv_geom *g) {
     int64_t chunk = (512 * 1024 / (int64_t)sizeof(float)) / (g->M > 0 ? g->M : 1);
     chunk = chunk / 64 * 64;
@@ -554,14 +556,35 @@ static size_t conv_packed_group_floats(const conv_geom *g) {
     return conv_packs_transposed(g) ? kn_sgemm_packed_b_floats(depth, g->Mg) : kn_sgemm_packed_a_floats(g->Mg, depth);
 }
 
+/* The bias and activation of a group's output tiles, as its product's epilogue: a tile's rows are
+ * output channels counted from the group's first. */
+typedef struct conv_tile_finish {
+    const kn_fused_act_tiles *act;
+    const float *bias; /* the group's, or NULL */
+} conv_tile_finish;
+
+static void conv_tile_finish_apply(const void *ctx, int64_t i, int64_t j, int m, int n, float *c, int64_t ldc) {
+    (void)j;
+    const conv_tile_finish *f = ctx;
+    kn_fused_act_tiles_apply(f->act, f->bias ? f->bias + i : NULL, c, m, n, ldc);
+}
+
+/* Whether a product's epilogue applies the bias and activation (conv_group_product): products of packed
+ * weights in the plain orientation, which every Conv of more than one position has (conv_packs_once). */
+static bool conv_products_finish(const conv_geom *g, const float *packed) {
+    return packed && g->out_plane > 1 && !conv_packs_transposed(g);
+}
+
 /* One group's product: y_g (Mg, width) = W_g (Mg, depth) @ cols_g (depth, width) (cols_g's rows
- * out_plane apart), reading W_g packed when the weights come packed (ConvPacked), else packing it; in
- * the transposed orientation through yt (width, Mp), channel-last. An output of one position (a
- * squeeze-excitation block's 1x1 convolutions on the pooled channels) is Mg dot products of W_g's rows
- * with the column, y_g^T (1, Mg) = cols_g^T @ W_g^T, which kn_sgemm takes without packing: as a product
- * of Mg rows and one column each micro-kernel tile computed 32 columns for one. */
+ * out_plane apart), reading W_g packed when the weights come packed (ConvPacked, or packed once by
+ * Conv), with `finish` (the group's bias and activation) as its epilogue; in the transposed orientation
+ * through yt (width, Mp), channel-last. An output of one position (a squeeze-excitation block's 1x1
+ * convolutions on the pooled channels) is Mg dot products of W_g's rows with the column,
+ * y_g^T (1, Mg) = cols_g^T @ W_g^T, which kn_sgemm takes without packing: as a product of Mg rows and
+ * one column each micro-kernel tile computed 32 columns for one. */
 static void conv_group_product(const conv_geom *g, const float *w, const float *packed, int64_t grp, const float *cols,
-                               int64_t width, float *y, float *yt, void *ws, size_t ws_bytes) {
+                               int64_t width, float *y, float *yt, void *ws, size_t ws_bytes,
+                               const conv_tile_finish *finish) {
     int64_t depth = g->Cg * g->taps;
     if (g->out_plane == 1) {
         kn_sgemm_ws(ws, ws_bytes, false, true, 1, g->Mg, depth, 1.0f, cols, depth, w + grp * g->Mg * depth, depth, 0.0f,
@@ -572,16 +595,19 @@ static void conv_group_product(const conv_geom *g, const float *w, const float *
                              packed + (size_t)grp * conv_packed_group_floats(g), 0.0f, yt, row);
         kn_winograd_kernels_best()->from_last(yt, row, g->Mg, width, y, g->out_plane);
     } else if (packed) {
+        kn_sgemm_epilogue epilogue = {conv_tile_finish_apply, finish};
         kn_sgemm_ws_packed(ws, ws_bytes, packed + (size_t)grp * conv_packed_group_floats(g), g->Mg, width, depth,
-                           1.0f, cols, g->out_plane, 0.0f, y, g->out_plane);
+                           1.0f, cols, g->out_plane, 0.0f, y, g->out_plane,
+                           finish->act->act.kind != KN_ACT_NONE || finish->bias ? &epilogue : NULL);
     } else {
         kn_sgemm_ws(ws, ws_bytes, false, false, g->Mg, width, depth, 1.0f, w + grp * g->Mg * depth, depth, cols,
                     g->out_plane, 0.0f, y, g->out_plane);
     }
 }
 
-/* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated; slot holds its column matrix and the
- * products' workspace. `one_thread`: the image's products run on one thread, so they go a column
+/* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated: by the products' epilogue, each tile while
+ * it is in L1 (conv_products_finish), else by a pass over each column chunk; slot holds its column
+ * matrix and the products' workspace. `one_thread`: the image's products run on one thread, so they go a column
  * chunk at a time; with a team inside each product, chunks would only add barriers. */
 static void conv_image(const conv_geom *g, const kn_fused_act *act, const float *x, const float *w,
                        const float *packed, const float *bias, float *y, unsigned char *slot, const conv_scratch *s,
@@ -593,12 +619,18 @@ static void conv_image(const conv_geom *g, const kn_fused_act *act, const float 
         cols = (const float *)slot;
     }
     int64_t chunk = one_thread ? conv_column_chunk(g) : g->out_plane;
+    kn_fused_act_tiles act_tiles;
+    kn_fused_act_tiles_init(act, &act_tiles);
     for (int64_t j0 = 0; j0 < g->out_plane; j0 += chunk) {
         int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
-        for (int64_t grp = 0; grp < g->group; grp++)
+        for (int64_t grp = 0; grp < g->group; grp++) {
+            conv_tile_finish finish = {&act_tiles, bias ? bias + grp * g->Mg : NULL};
             conv_group_product(g, w, packed, grp, cols + grp * depth * g->out_plane + j0, width,
                                y + grp * g->Mg * g->out_plane + j0, (float *)(slot + s->slot_bytes - s->yt_bytes),
-                               slot + s->col_bytes, s->gemm_bytes);
+                               slot + s->col_bytes, s->gemm_bytes, &finish);
+        }
+        if (conv_products_finish(g, packed))
+            continue;
         if (bias)
             kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
         else if (width == g->out_plane)

@@ -96,7 +96,7 @@ void kn_conv_gemm_fold(const kn_conv_gemm *c, const float *w, const float *a, fl
         if (c->fold_packed)
             kn_sgemm_ws_packed(c->gemm_ws, c->gemm_ws_bytes, c->fold_packed + (size_t)grp * per_group, d.depth,
                                d.plane, d.a_rows, 1.0f, a + grp * d.a_rows * d.plane, d.plane,
-                               pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane);
+                               pointwise ? 1.0f : 0.0f, target + grp * d.depth * d.plane, d.plane, NULL);
         else
             kn_sgemm_ws(c->gemm_ws, c->gemm_ws_bytes, true, false, d.depth, d.plane, d.a_rows, 1.0f,
                         w + grp * d.a_rows * d.depth, d.depth, a + grp * d.a_rows * d.plane, d.plane,

@@ -207,31 +207,59 @@ static void act_rows_vmath_range(void *ctx, int64_t begin, int64_t end, int slot
     }
 }
 
-void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
-                             int64_t ld) {
-    act_rows_pass p = {.act = *act, .bias = bias, .y = y, .cols = cols, .ld = ld};
-    int threads = kn_threads_for(rows * cols, KN_FUSED_ACT_PARALLEL_MIN);
-    if (act_rows_of(&p.act, &p.fast)) {
-        p.fast_fn = kn_act_rows_best();
-        kn_parallel_range(rows, threads, act_rows_fast_range, &p);
-        return;
+typedef void (*act_rows_range_fn)(void *ctx, int64_t begin, int64_t end, int slot);
+
+/* Sets up p (its act, bias, y, cols and ld filled in) for act's kind and gives the function that
+ * applies it to a range of rows, or NULL when there is nothing to do. */
+static act_rows_range_fn act_rows_setup(act_rows_pass *p) {
+    if (act_rows_of(&p->act, &p->fast)) {
+        p->fast_fn = kn_act_rows_best();
+        return act_rows_fast_range;
     }
-    switch (p.act.kind) {
+    switch (p->act.kind) {
     case KN_ACT_NONE:
     case KN_ACT_RELU:
     case KN_ACT_CLIP:
     case KN_ACT_HARDSWISH: break; /* act_rows_of's */
     case KN_ACT_LEAKYRELU:
-    case KN_ACT_ELU: kn_parallel_range(rows, threads, act_rows_pass_range, &p); break;
+    case KN_ACT_ELU: return act_rows_pass_range;
     case KN_ACT_SIGMOID:
     case KN_ACT_TANH:
     case KN_ACT_GELU:
     case KN_ACT_GELU_TANH:
-    case KN_ACT_SILU:
-        p.vmath_fn = vmath_fn_of(p.act.kind);
-        kn_parallel_range(rows, threads, act_rows_vmath_range, &p);
-        break;
+    case KN_ACT_SILU: p->vmath_fn = vmath_fn_of(p->act.kind); return act_rows_vmath_range;
     }
+    return NULL;
+}
+
+void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
+                             int64_t ld) {
+    act_rows_pass p = {.act = *act, .bias = bias, .y = y, .cols = cols, .ld = ld};
+    act_rows_range_fn range = act_rows_setup(&p);
+    if (range)
+        kn_parallel_range(rows, kn_threads_for(rows * cols, KN_FUSED_ACT_PARALLEL_MIN), range, &p);
+}
+
+void kn_fused_act_tiles_init(const kn_fused_act *act, kn_fused_act_tiles *tiles) {
+    tiles->act = *act;
+    tiles->rows_fn = act_rows_of(act, &tiles->rows) ? kn_act_rows_best() : NULL;
+}
+
+void kn_fused_act_tiles_apply(const kn_fused_act_tiles *tiles, const float *bias, float *y, int64_t rows,
+                              int64_t cols, int64_t ld) {
+    if (tiles->rows_fn) {
+        tiles->rows_fn(&tiles->rows, bias, y, rows, cols, ld);
+        return;
+    }
+    if (!bias) {
+        for (int64_t r = 0; r < rows; r++)
+            kn_fused_act_apply_serial(&tiles->act, y + r * ld, cols);
+        return;
+    }
+    act_rows_pass p = {.act = tiles->act, .bias = bias, .y = y, .cols = cols, .ld = ld};
+    act_rows_range_fn range = act_rows_setup(&p);
+    if (range)
+        range(&p, 0, rows, 0);
 }
 
 kiln_status kn_fused_refuse_backward(const kn_node *node, bool has_fused_bias) {

@@ -19,6 +19,7 @@
 #define KN_FUSED_ACT_H
 
 #include "core/graph.h"
+#include "kernels/act_rows.h"
 
 typedef enum kn_act_kind {
     KN_ACT_NONE,
@@ -57,6 +58,20 @@ void kn_fused_act_apply_serial(const kn_fused_act *act, float *y, int64_t n);
  * channel) and the activation in one pass over y. */
 void kn_fused_act_apply_rows(const kn_fused_act *act, const float *bias, float *y, int64_t rows, int64_t cols,
                              int64_t ld);
+
+/* An activation prepared for many small calls on the calling thread alone: the tiles of a product's
+ * output, each finished while it is in L1 (the GEMM epilogue of Conv's products). */
+typedef struct kn_fused_act_tiles {
+    kn_fused_act act;
+    kn_act_rows rows;       /* Relu, Clip, HardSwish or none, in the act_rows kernels' terms */
+    kn_act_rows_fn rows_fn; /* their kernel; NULL for the other kinds */
+} kn_fused_act_tiles;
+
+void kn_fused_act_tiles_init(const kn_fused_act *act, kn_fused_act_tiles *tiles);
+
+/* kn_fused_act_apply_rows on the calling thread, bias NULL for none: the same bits. */
+void kn_fused_act_tiles_apply(const kn_fused_act_tiles *tiles, const float *bias, float *y, int64_t rows,
+                              int64_t cols, int64_t ld);
 
 /* KILN_ERR_UNSUPPORTED, naming the node, when `node` carries anything the optimizer fused into it
  * (an activation, or for MatMul a bias); called first by backward. */
