@@ -606,11 +606,13 @@ static void conv_group_product(const conv_geom *g, const float *w, const float *
 }
 
 /* Output positions per chunk of an image that runs on one thread (see conv_column_chunk): when the
- * column matrix is unfolded, it is unfolded a chunk at a time (kn_im2col over whole output rows), at
- * most 512 KiB of it, so that the product reads it from L2 in place instead of from memory after a
- * copy into packed panels (resnet18's first layer unfolds 7.4 MB per image). Measured on a 2 MiB-L2
- * Xeon, 1 thread: that layer at batch 1 went from 3.45 ms (whole image) to 2.64 with chunks of
- * conv_column_chunk's positions (1.2 MB of columns) and to 2.0 with 512 KiB; resnet18's 64 -> 128
+ * column matrix is unfolded, it is unfolded a chunk at a time (kn_im2col over whole output rows); with
+ * weights of at most 512 KiB, at most 512 KiB of columns, so that the product reads them from L2 in
+ * place instead of from memory after a copy into packed panels (resnet18's first layer unfolds 7.4 MB
+ * per image). Every chunk reads all the weights, so larger weights keep the larger chunks: resnet18's
+ * 512 -> 512 layers on 7x7 (9.4 MB of weights) ran 30% slower in two chunks than in one. Measured on a
+ * 2 MiB-L2 Xeon, 1 thread: the first layer at batch 1 went from 3.45 ms (whole image) to 2.64 with
+ * chunks of conv_column_chunk's positions (1.2 MB of columns) and to 2.0 with 512 KiB; the 64 -> 128
  * stride-2 3x3 layer at batch 32 from 36 to 31.5 ms (256 KiB to 1 MiB were within 10% of each other). */
 #define CONV_UNFOLD_CHUNK_BYTES (512 << 10)
 
@@ -618,8 +620,9 @@ static int64_t conv_chunk_positions(const conv_geom *g) {
     int64_t chunk = conv_column_chunk(g);
     if (conv_is_pointwise(g))
         return chunk;
-    int64_t fits = CONV_UNFOLD_CHUNK_BYTES / (int64_t)sizeof(float) / (g->C * g->taps);
-    chunk = chunk < fits ? chunk : fits;
+    int64_t depth = g->C * g->taps, floats = CONV_UNFOLD_CHUNK_BYTES / (int64_t)sizeof(float);
+    if (g->M * g->Cg * g->taps <= floats)
+        chunk = chunk < floats / depth ? chunk : floats / depth;
     int64_t rows = chunk / g->w.out;
     return (rows > 1 ? rows : 1) * g->w.out;
 }
