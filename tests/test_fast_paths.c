@@ -935,6 +935,48 @@ static void test_winograd_refused(void) {
     printf("winograd: Conv kept for stride 2, dilation 2, groups, 5x5, 1x1, fewer than 16 channels\n");
 }
 
+/* A layer whose transformed weights are large (36 x 176 x 176 floats, 4.5 MB) on a small image (9 tiles)
+ * becomes ConvPacked carrying U (kn_conv_winograd_by_batch): a batch of 1 runs the direct products, the
+ * Conv's bits; a batch of 4 (36 tiles) runs Winograd, ConvWinograd's bits, within its bound of the Conv. */
+static void test_winograd_by_batch(void) {
+    for (int64_t batch = 1; batch <= 4; batch += 3) {
+        wino_case c = {"176 -> 176 on 10x9", {batch, 176, 10, 9}, 176, {1, 1, 1, 1}, true, "Relu"};
+        kn_graph g, opt, wino;
+        int node = build_wino(&g, &c);
+        opcheck_fill_uniform(&g, 1800, -1.0f, 1.0f);
+        kn_opt_stats stats, wino_stats;
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD | KN_OPT_PREPACK, &opt, &stats));
+        CHECK_OK(kn_graph_optimize(&g, KN_OPT_WINOGRAD, &wino, &wino_stats));
+        CHECK_MSG(stats.convs_winograd == 0 && stats.convs_packed == 1 && opt.nodes[0].n_in == 5 &&
+                      opt.nodes[0].in[4] >= 0 && wino_stats.convs_winograd == 1,
+                  "batch %lld: not a ConvPacked with U", (long long)batch);
+        kn_tensor *ref = run_node(&g, node, 1), *one = run_node(&opt, 0, 1), *two = run_node(&opt, 0, 2);
+        kn_tensor *by_wino = run_node(&wino, 0, 1);
+        if (ref && one && two && by_wino) {
+            int64_t count = kn_numel(ref);
+            double *mag = wino_magnitudes(&c, &g, &ref->shape), ratio = 0;
+            for (int64_t i = 0; i < count; i++)
+                ratio = fmax(ratio, fabs((double)kn_f32(one)[i] - kn_f32(ref)[i]) /
+                                        (WINOGRAD_ROUNDINGS * rounding_bound(9 * c.x[1], mag[i])));
+            const kn_tensor *same_as = batch == 1 ? ref : by_wino;
+            bool same = memcmp(one->data, same_as->data, sizeof(float) * (size_t)count) == 0;
+            bool threads_same = memcmp(one->data, two->data, sizeof(float) * (size_t)count) == 0;
+            printf("winograd by batch, batch %lld: %s %s (%.3g of the bound from Conv); 1 vs 2 threads: %s\n",
+                   (long long)batch, same ? "bit-identical to" : "DIFFERENT from",
+                   batch == 1 ? "Conv" : "ConvWinograd", ratio, threads_same ? "bit-identical" : "DIFFERENT");
+            CHECK_MSG(same && ratio <= 1 && threads_same, "winograd by batch, batch %lld", (long long)batch);
+            free(mag);
+        }
+        opcheck_free_outputs(ref, 1);
+        opcheck_free_outputs(one, 1);
+        opcheck_free_outputs(two, 1);
+        opcheck_free_outputs(by_wino, 1);
+        kn_graph_free(&opt);
+        kn_graph_free(&wino);
+        kn_graph_free(&g);
+    }
+}
+
 /* Each build of the tile transforms this CPU runs against the generic one, on random patches in
  * [-1, 1]: within 16 float roundings of the largest sum |terms| a transformed value can have (the
  * builds may fuse multiply-adds). Rows of B^T sum to at most 10 in absolute value, so a value of
@@ -1334,6 +1376,7 @@ int main(void) {
     test_conv_packed();
     test_winograd();
     test_winograd_refused();
+    test_winograd_by_batch();
     test_winograd_builds();
     test_against_im2col();
     test_workspace();

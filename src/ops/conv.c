@@ -712,22 +712,39 @@ static bool conv_winograd_scratch(const kn_winograd_conv *wc, size_t *u_bytes, s
     return run && kn_size_add(*u_bytes, run, total);
 }
 
-/* Training's forward by Winograd (conv_trains_winograd): the filters transformed anew each step. The
- * input transform V stays in the tape's buffer for the node (kn_op_call.saved, conv_saved_bytes) when
- * there is one, so that dW need not transform X again. */
-static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act) {
+/* Training's forward by Winograd (conv_trains_winograd): the filters transformed anew each step, or,
+ * given `u` (a ConvPacked's transformed weights, conv_given_winograd_weights), an inference run by those.
+ * The input transform V stays in the tape's buffer for the node (kn_op_call.saved, conv_saved_bytes)
+ * when there is one, so that dW need not transform X again. */
+static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
+                                         const float *u) {
     kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
-    size_t u_bytes, total;
-    unsigned char *scratch = conv_winograd_scratch(&wc, &u_bytes, &total) ? kn_op_scratch(call->ctx, total) : NULL;
+    size_t u_bytes = 0, total = 0; // with u given, no room for the transform
+    if (u ? (total = kn_conv_winograd_bytes(&wc, kn_threads_get())) == 0 : !conv_winograd_scratch(&wc, &u_bytes, &total))
+        return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of a (%lld, %lld) Conv overflow", (long long)g->M,
+                       (long long)g->C);
+    unsigned char *scratch = kn_op_scratch(call->ctx, total);
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv", (long long)g->M,
                        (long long)g->C);
-    float *u = (float *)scratch; // (36, C, M)
-    kn_conv_winograd_weights(kn_f32(call->in[1]), g->M, g->C, u);
+    if (!u) {
+        kn_conv_winograd_weights(kn_f32(call->in[1]), g->M, g->C, (float *)scratch); // (36, C, M)
+        u = (const float *)scratch;
+    }
     const float *bias = call->node->n_in > 2 && call->in[2] ? kn_f32(call->in[2]) : NULL;
     kn_conv_winograd_apply(&wc, kn_f32(call->in[0]), u, bias, act, false, kn_f32(call->out[0]), call->saved,
                            scratch + u_bytes, kn_threads_get());
     return KILN_OK;
+}
+
+/* ConvPacked's transformed weights U (36, C, M), its optional input 4 (conv_prepack.h), or NULL. */
+static const float *conv_given_winograd_weights(const kn_op_call *call) {
+    return call->node->op == &kn_op_convpacked && call->node->n_in > 4 && call->in[4] ? kn_f32(call->in[4]) : NULL;
+}
+
+/* Whether a ConvPacked with U runs this batch by Winograd: tiles enough (kn_conv_winograd_by_batch). */
+static bool conv_batch_takes_winograd(const conv_geom *g) {
+    return g->N * kn_conv_winograd_tiles(&g->h, &g->w) >= KN_WINOGRAD_BATCH_MIN_TILES;
 }
 
 /* Training's dX by Winograd: dX += dY convolved with W^T flipped, pads 2 - forward's. */
@@ -773,7 +790,10 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     if (conv_is_depthwise(&g))
         return depthwise_forward(call, &g, &act, x, w, bias, y);
     if (!packed && conv_trains_winograd(call, &g))
-        return conv_winograd_forward(call, &g, &act);
+        return conv_winograd_forward(call, &g, &act, NULL);
+    const float *u = conv_given_winograd_weights(call);
+    if (u && conv_batch_takes_winograd(&g))
+        return conv_winograd_forward(call, &g, &act, u);
     int team = conv_image_threads(&g, kn_threads_get());
     bool pack_once = !packed && conv_packs_once(&g);
     conv_scratch s;
@@ -978,8 +998,14 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     conv_scratch s;
     bool transposed = node->op == &kn_op_convpacked && conv_packs_transposed(&g);
     bool pack_once = node->op == &kn_op_conv && conv_packs_once(&g);
-    return conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, pack_once, &s) ? s.total
-                                                                                                        : 0;
+    if (!conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, pack_once, &s))
+        return 0;
+    if (node->op != &kn_op_convpacked || !kn_node_input(graph, node, 4))
+        return s.total;
+    // with U, a run may take Winograd instead (conv_batch_takes_winograd), U given
+    kn_winograd_conv wc = {.N = g.N, .C = g.C, .M = g.M, .h = g.h, .w = g.w};
+    size_t winograd = kn_conv_winograd_bytes(&wc, kn_threads_get());
+    return winograd == 0 ? 0 : winograd > s.total ? winograd : s.total;
 }
 
 const kn_op kn_op_conv = {
@@ -1037,7 +1063,8 @@ void kn_conv_prepack_weights(const float *w, const int64_t w_dims[4], int64_t gr
     }
 }
 
-/* Conv's inference, and P must be the packed weights of this CPU for W. */
+/* Conv's inference, and P must be the packed weights of this CPU for W; U, when given, W's Winograd
+ * transform, for a layer Winograd trains (one group, 3x3, stride 1, pads at most 2). */
 static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
     KN_TRY(conv_infer(graph, node));
     const kn_value *w = kn_node_input(graph, node, 1), *p = kn_node_input(graph, node, 3);
@@ -1045,6 +1072,16 @@ static kiln_status conv_packed_infer(kn_graph *graph, const kn_node *node) {
     size_t floats = w->shape.ndim == 4 ? kn_conv_prepack_floats(w->shape.d, kn_node_int(node, "group", 1), transposed) : 0;
     if (!p || p->dtype != KN_F32 || p->shape.ndim != 1 || floats == 0 || (size_t)p->shape.d[0] != floats)
         return kn_fail(KILN_ERR_SHAPE, "P must hold the %zu packed weights of a 2-D W", floats);
+    const kn_value *u = kn_node_input(graph, node, 4);
+    if (!u)
+        return KILN_OK;
+    conv_geom g;
+    const kn_value *x = kn_node_input(graph, node, 0), *b = kn_node_input(graph, node, 2);
+    KN_TRY(conv_geom_of(node, &x->shape, &w->shape, b ? &b->shape : NULL, &g));
+    if (g.group != 1 || !kn_conv_winograd_trains(&g.h, &g.w, g.C, g.M) || u->dtype != KN_F32 ||
+        u->shape.ndim != 3 || u->shape.d[0] != KN_WINOGRAD_POINTS || u->shape.d[1] != g.C || u->shape.d[2] != g.M)
+        return kn_fail(KILN_ERR_SHAPE, "U must be the (36, %lld, %lld) Winograd transform of a 3x3, stride-1 W",
+                       (long long)g.C, (long long)g.M);
     return KILN_OK;
 }
 
@@ -1053,7 +1090,7 @@ static kiln_status conv_packed_forward(const kn_op_call *call) { return conv_run
 const kn_op kn_op_convpacked = {
     .name = "ConvPacked", .per_image = true,
     .min_inputs = 4,
-    .max_inputs = 4,
+    .max_inputs = 5,
     .infer = conv_packed_infer,
     .forward = conv_packed_forward,
     .flops = conv_flops,

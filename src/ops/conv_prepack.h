@@ -4,7 +4,10 @@
  *
  * ConvPacked reads X, W, an optional B (input 2 absent when there is none) and P, W packed per group
  * for this CPU, and keeps the Conv's attributes; it computes what Conv computes, bit for bit. P's layout
- * depends on the CPU, so optimized graphs holding it are never saved. */
+ * depends on the CPU, so optimized graphs holding it are never saved. An optional input 4, U, is W's
+ * Winograd transform, for a layer that runs faster directly at small batches and by Winograd at large
+ * ones (kn_conv_winograd_by_batch): a run with enough tiles takes Winograd, computing what ConvWinograd
+ * computes. */
 #ifndef KN_OPS_CONV_PREPACK_H
 #define KN_OPS_CONV_PREPACK_H
 

@@ -102,6 +102,27 @@ bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n) {
            all_ones(n, "dilations") && channels_suit(w->shape.d[1], w->shape.d[0]);
 }
 
+int64_t kn_conv_winograd_tiles(const kn_window_axis *h, const kn_window_axis *w) {
+    return (h->out + TILE - 1) / TILE * ((w->out + TILE - 1) / TILE);
+}
+
+bool kn_conv_winograd_by_batch(const kn_graph *g, const kn_node *n) {
+    if (!kn_conv_winograd_suits(g, n))
+        return false;
+    const kn_value *x = kn_node_input(g, n, 0), *w = kn_node_input(g, n, 1);
+    if (x->shape.ndim != 4 || x->shape.d[2] < 1 || x->shape.d[3] < 1) // the image size is not known
+        return false;
+    kn_window_axis axes[2];
+    if (kn_window_resolve(n, (int64_t[]){x->shape.d[2], x->shape.d[3]}, (int64_t[]){3, 3}, false, axes) != KILN_OK) {
+        kn_error_clear(); // shape inference reports it
+        return false;
+    }
+    int64_t M = w->shape.d[0], C = w->shape.d[1];
+    return kn_conv_winograd_trains(&axes[0], &axes[1], C, M) &&
+           kn_conv_winograd_tiles(&axes[0], &axes[1]) < KN_WINOGRAD_BATCH_MIN_TILES &&
+           (double)KN_WINOGRAD_POINTS * (double)C * (double)M * sizeof(float) > KN_WINOGRAD_CACHED_BYTES;
+}
+
 /* The filter transform's G (6x3): U = G g G^T. */
 static const double winograd_G[PATCH][3] = {{1.0 / 4, 0, 0},
                                             {-1.0 / 6, -1.0 / 6, -1.0 / 6},

@@ -22,6 +22,21 @@
  * f32 weight (M, C, 3, 3) with enough channels that the matrix products dominate the transforms. */
 bool kn_conv_winograd_suits(const kn_graph *g, const kn_node *n);
 
+/* Whether a Conv that suits Winograd (and trains by it, kn_conv_winograd_trains) runs faster directly
+ * at small batches: its image, as the graph gives it, has fewer than KN_WINOGRAD_BATCH_MIN_TILES
+ * output tiles and its transformed weights more than KN_WINOGRAD_CACHED_BYTES. Such weights come
+ * from memory at every run, four times the bytes the direct products read, while a few tiles save
+ * little arithmetic: resnet18's 256 -> 256 layers on 14x14 (9.4 MB transformed, 16 tiles) took 2.6 ms
+ * by Winograd at batch 1 and 1.66 directly, but 27 and 56 ms at batch 32 (1 thread, 2 MiB-L2 Xeon).
+ * The optimizer makes such a Conv a ConvPacked that also carries U (ops/conv_prepack.h), whose runs
+ * take Winograd when the batch has at least KN_WINOGRAD_BATCH_MIN_TILES tiles (kn_conv_winograd_tiles). */
+bool kn_conv_winograd_by_batch(const kn_graph *g, const kn_node *n);
+#define KN_WINOGRAD_BATCH_MIN_TILES 32
+#define KN_WINOGRAD_CACHED_BYTES (4 << 20)
+
+/* Output tiles of one image: the 4x4 tiles that cover OH x OW. */
+int64_t kn_conv_winograd_tiles(const kn_window_axis *h, const kn_window_axis *w);
+
 /* u (36, C, M) = G w G^T per filter: w (M, C, 3, 3), computed in double and rounded once. */
 void kn_conv_winograd_weights(const float *w, int64_t M, int64_t C, float *u);
 

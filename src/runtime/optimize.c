@@ -1997,18 +1997,26 @@ static kiln_status decode_packed(kn_graph *g, bool keep_lowbit) {
 
 /* ---- Winograd convolutions --------------------------------------------------------------------- */
 
-/* Conv -> ConvWinograd where it suits (ops/conv_winograd.h): the weight replaced by its transform. */
-static kiln_status winograd_convs(kn_graph *g, int *made) {
+/* Adds U (36, C, M), the Winograd transform of Conv node i's weight; its id in *u. */
+static kiln_status add_winograd_weights(kn_graph *g, int i, int *u) {
+    const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
+    int64_t M = w->shape.d[0], C = w->shape.d[1];
+    kn_shape shape = kn_shape_of(3, (int64_t[]){KN_WINOGRAD_POINTS, C, M});
+    KN_TRY(add_derived_value(g, g->nodes[i].name, "winograd_weight", KN_VALUE_CONST, KN_F32, &shape, u));
+    kn_conv_winograd_weights(g->values[g->nodes[i].in[1]].data, M, C, g->values[*u].data);
+    return KILN_OK;
+}
+
+/* Conv -> ConvWinograd where it suits (ops/conv_winograd.h): the weight replaced by its transform.
+ * With `prepack`, a Conv that runs faster directly at small batches (kn_conv_winograd_by_batch) is
+ * left for prepack_convs, which makes it a ConvPacked carrying U too. */
+static kiln_status winograd_convs(kn_graph *g, bool prepack, int *made) {
     for (int i = 0; i < g->n_nodes; i++) {
-        if (!kn_conv_winograd_suits(g, &g->nodes[i]))
+        if (!kn_conv_winograd_suits(g, &g->nodes[i]) || (prepack && kn_conv_winograd_by_batch(g, &g->nodes[i])))
             continue;
-        const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
-        int64_t M = w->shape.d[0], C = w->shape.d[1];
-        kn_shape shape = kn_shape_of(3, (int64_t[]){KN_WINOGRAD_POINTS, C, M});
         int u;
-        KN_TRY(add_derived_value(g, g->nodes[i].name, "winograd_weight", KN_VALUE_CONST, KN_F32, &shape, &u));
+        KN_TRY(add_winograd_weights(g, i, &u));
         kn_node *n = &g->nodes[i];
-        kn_conv_winograd_weights(g->values[n->in[1]].data, M, C, g->values[u].data);
         int *in = kn_arena_alloc(&g->arena, sizeof(int) * (size_t)n->n_in);
         if (!in)
             return kn_fail(KILN_ERR_NOMEM, "out of memory rewriting node '%s'", n->name);
@@ -2021,11 +2029,15 @@ static kiln_status winograd_convs(kn_graph *g, int *made) {
     return KILN_OK;
 }
 
-/* Conv -> ConvPacked where it suits (ops/conv_prepack.h): P, the packed weights, appended as input 3. */
-static kiln_status prepack_convs(kn_graph *g, int *made) {
+/* Conv -> ConvPacked where it suits (ops/conv_prepack.h): P, the packed weights, appended as input 3,
+ * and with `winograd`, U for the batches Winograd runs faster (kn_conv_winograd_by_batch) as input 4. */
+static kiln_status prepack_convs(kn_graph *g, bool winograd, int *made) {
     for (int i = 0; i < g->n_nodes; i++) {
         if (!kn_conv_prepack_suits(g, &g->nodes[i]))
             continue;
+        int u = -1;
+        if (winograd && kn_conv_winograd_by_batch(g, &g->nodes[i]))
+            KN_TRY(add_winograd_weights(g, i, &u));
         const kn_value *w = kn_node_input(g, &g->nodes[i], 1);
         int64_t dims[4] = {w->shape.d[0], w->shape.d[1], w->shape.d[2], w->shape.d[3]};
         int64_t group = kn_node_int(&g->nodes[i], "group", 1);
@@ -2037,8 +2049,10 @@ static kiln_status prepack_convs(kn_graph *g, int *made) {
         kn_conv_prepack_weights(g->values[n->in[1]].data, dims, group, transposed, g->values[p].data);
         if (transposed)
             KN_TRY(kn_node_set_int(g, i, KN_CONV_PACK_TRANSPOSED, 1));
-        KN_TRY(widen_inputs(g, n, 4)); // an absent bias stays absent (-1)
+        KN_TRY(widen_inputs(g, n, u >= 0 ? 5 : 4)); // an absent bias stays absent (-1)
         n->in[3] = p;
+        if (u >= 0)
+            n->in[4] = u;
         n->op = &kn_op_convpacked;
         (*made)++;
     }
@@ -2155,9 +2169,9 @@ kiln_status kn_graph_optimize(const kn_graph *src, unsigned passes, kn_graph *ds
     if (st == KILN_OK && (passes & KN_OPT_LOWBIT))
         st = make_lowbit_layers(dst, &s.lowbit_layers);
     if (st == KILN_OK && (passes & KN_OPT_WINOGRAD))
-        st = winograd_convs(dst, &s.convs_winograd);
+        st = winograd_convs(dst, (passes & KN_OPT_PREPACK) != 0, &s.convs_winograd);
     if (st == KILN_OK && (passes & KN_OPT_PREPACK))
-        st = prepack_convs(dst, &s.convs_packed);
+        st = prepack_convs(dst, (passes & KN_OPT_WINOGRAD) != 0, &s.convs_packed);
     if (st == KILN_OK && (passes & KN_OPT_PREPACK))
         st = prepack_gemms(dst, &s.gemms_packed);
     if (st == KILN_OK)
