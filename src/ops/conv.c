@@ -636,61 +636,76 @@ static void conv_unfold_positions(const conv_geom *g, const float *x, int64_t fi
     kn_im2col(g->C, &rows, &g->w, x, cols);
 }
 
-/* One image: y (M, OH, OW) = W * x (C, H, W) + B, activated: by the products' epilogue, each tile while
- * it is in L1 (conv_products_finish), else by a pass over each column chunk; slot holds its column
- * matrix and the products' workspace. `one_thread`: the image's products run on one thread, so they go a column
- * chunk at a time; with a team inside each product, chunks would only add barriers. */
-static void conv_image(const conv_geom *g, const kn_fused_act *act, const float *x, const float *w,
-                       const float *packed, const float *bias, float *y, unsigned char *slot, const conv_scratch *s,
-                       bool one_thread) {
+/* Output positions [j0, j0 + width) of one image: y (M, OH, OW) = W * x (C, H, W) + B, activated: by
+ * the products' epilogue, each tile while it is in L1 (conv_products_finish), else by a pass over the
+ * chunk; slot holds its column matrix and the products' workspace. */
+static void conv_chunk(const conv_geom *g, const kn_fused_act *act, const kn_fused_act_tiles *act_tiles,
+                       const float *x, const float *w, const float *packed, const float *bias, float *y, int64_t j0,
+                       int64_t width, unsigned char *slot, const conv_scratch *s) {
     int64_t depth = g->Cg * g->taps; // reduction length of each group's product
-    int64_t chunk = one_thread ? conv_chunk_positions(g) : g->out_plane;
-    kn_fused_act_tiles act_tiles;
-    kn_fused_act_tiles_init(act, &act_tiles);
-    for (int64_t j0 = 0; j0 < g->out_plane; j0 += chunk) {
-        int64_t width = g->out_plane - j0 < chunk ? g->out_plane - j0 : chunk;
-        const float *cols = x + j0; // (C*kH*kW, width), rows ld apart
-        int64_t ld = g->out_plane;
-        if (!conv_is_pointwise(g)) {
-            conv_unfold_positions(g, x, j0, width, (float *)slot);
-            cols = (const float *)slot;
-            ld = width;
-        }
-        for (int64_t grp = 0; grp < g->group; grp++) {
-            conv_tile_finish finish = {&act_tiles, bias ? bias + grp * g->Mg : NULL};
-            conv_group_product(g, w, packed, grp, cols + grp * depth * ld, ld, width,
-                               y + grp * g->Mg * g->out_plane + j0, (float *)(slot + s->slot_bytes - s->yt_bytes),
-                               slot + s->col_bytes, s->gemm_bytes, &finish);
-        }
-        if (conv_products_finish(g))
-            continue;
-        if (bias)
-            kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
-        else if (width == g->out_plane)
-            kn_fused_act_apply(act, y, g->M * g->out_plane);
-        else
-            for (int64_t m = 0; m < g->M; m++)
-                kn_fused_act_apply_serial(act, y + m * g->out_plane + j0, width);
+    const float *cols = x + j0;      // (C*kH*kW, width), rows ld apart
+    int64_t ld = g->out_plane;
+    if (!conv_is_pointwise(g)) {
+        conv_unfold_positions(g, x, j0, width, (float *)slot);
+        cols = (const float *)slot;
+        ld = width;
     }
+    for (int64_t grp = 0; grp < g->group; grp++) {
+        conv_tile_finish finish = {act_tiles, bias ? bias + grp * g->Mg : NULL};
+        conv_group_product(g, w, packed, grp, cols + grp * depth * ld, ld, width, y + grp * g->Mg * g->out_plane + j0,
+                           (float *)(slot + s->slot_bytes - s->yt_bytes), slot + s->col_bytes, s->gemm_bytes,
+                           &finish);
+    }
+    if (conv_products_finish(g))
+        return;
+    if (bias)
+        kn_fused_act_apply_rows(act, bias, y + j0, g->M, width, g->out_plane);
+    else if (width == g->out_plane)
+        kn_fused_act_apply(act, y, g->M * g->out_plane);
+    else
+        for (int64_t m = 0; m < g->M; m++)
+            kn_fused_act_apply_serial(act, y + m * g->out_plane + j0, width);
 }
 
-/* The images of a batch for kn_parallel_for, each slot's column matrix and workspace in scratch. */
-typedef struct conv_images {
+/* Forward's jobs, each a chunk of one image's output positions (conv_chunk_positions) on one thread:
+ * for one thread, and for a team when there is an image per thread or at least two chunks per thread
+ * (resnet18's first layer at batch 1: 16 chunks, each unfolded and multiplied from L2; the whole image
+ * with the team inside its product ran no faster on 2 threads than in chunks on 1). Otherwise (a
+ * small image at batch 1) the images go one after another, whole, and each product uses the team.
+ * Either way each output gets the same arithmetic: kn_sgemm's results depend on neither its thread
+ * count nor the width of the chunk. */
+static int64_t conv_chunks_per_image(const conv_geom *g) {
+    int64_t chunk = conv_chunk_positions(g);
+    return (g->out_plane + chunk - 1) / chunk;
+}
+
+static bool conv_runs_chunks(const conv_geom *g, int threads) {
+    return threads == 1 || g->N >= threads || g->N * conv_chunks_per_image(g) >= 2 * (int64_t)threads;
+}
+
+/* Slots of forward's scratch: one per thread that runs chunks, else one. */
+static int conv_forward_slots(const conv_geom *g, int threads) { return conv_runs_chunks(g, threads) ? threads : 1; }
+
+/* The chunks of a batch for kn_parallel_for, each slot's column matrix and workspace in scratch. */
+typedef struct conv_chunks {
     const conv_geom *g;
     const kn_fused_act *act;
+    const kn_fused_act_tiles *act_tiles;
     const float *x, *w, *packed, *bias;
     float *y;
     unsigned char *scratch;
     const conv_scratch *s;
-    bool one_thread; /* conv_image's */
-} conv_images;
+    int64_t chunk, per_image; /* positions per chunk, chunks per image */
+} conv_chunks;
 
-static void conv_image_of(void *ctx, int64_t n, int slot) {
-    const conv_images *c = ctx;
+static void conv_chunk_of(void *ctx, int64_t job, int slot) {
+    const conv_chunks *c = ctx;
     const conv_geom *g = c->g;
+    int64_t n = job / c->per_image, j0 = job % c->per_image * c->chunk;
     unsigned char *own = c->scratch ? c->scratch + c->s->slot_bytes * (size_t)slot : NULL;
-    conv_image(g, c->act, c->x + n * g->C * g->in_plane, c->w, c->packed, c->bias, c->y + n * g->M * g->out_plane,
-               own, c->s, c->one_thread);
+    conv_chunk(g, c->act, c->act_tiles, c->x + n * g->C * g->in_plane, c->w, c->packed, c->bias,
+               c->y + n * g->M * g->out_plane, j0, g->out_plane - j0 < c->chunk ? g->out_plane - j0 : c->chunk, own,
+               c->s);
 }
 
 /* Whether Conv trains by Winograd's transforms (ops/conv_winograd.h): forward, dX and dW of a 3x3,
@@ -794,7 +809,7 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
     const float *u = conv_given_winograd_weights(call);
     if (u && conv_batch_takes_winograd(&g))
         return conv_winograd_forward(call, &g, &act, u);
-    int team = conv_image_threads(&g, kn_threads_get());
+    int threads = kn_threads_get(), team = conv_forward_slots(&g, threads);
     bool pack_once = !packed && conv_packs_once(&g);
     conv_scratch s;
     if (!conv_forward_scratch(&g, team, packed && conv_packs_transposed(&g), pack_once, &s))
@@ -809,10 +824,18 @@ static kiln_status conv_run(const kn_op_call *call, const float *packed) {
         kn_conv_prepack_weights(w, (const int64_t[]){g.M, g.Cg, g.h.kernel, g.w.kernel}, g.group, false, own);
         packed = own;
     }
-    // With a team, each image runs on one thread (the products started inside run on it alone); with
-    // one, the images go one after another, each product using the threads itself.
-    conv_images images = {&g, &act, x, w, packed, bias, y, scratch, &s, team > 1 || kn_threads_get() == 1};
-    kn_parallel_for(g.N, team, conv_image_of, &images);
+    kn_fused_act_tiles act_tiles;
+    kn_fused_act_tiles_init(&act, &act_tiles);
+    conv_chunks jobs = {&g, &act, &act_tiles, x, w, packed, bias, y, scratch, &s, conv_chunk_positions(&g),
+                        conv_chunks_per_image(&g)};
+    if (conv_runs_chunks(&g, threads)) {
+        kn_parallel_for(g.N * jobs.per_image, threads, conv_chunk_of, &jobs);
+        return KILN_OK;
+    }
+    jobs.chunk = g.out_plane; // whole images, one after another, the team inside each product
+    jobs.per_image = 1;
+    for (int64_t n = 0; n < g.N; n++)
+        conv_chunk_of(&jobs, n, 0);
     return KILN_OK;
 }
 
@@ -998,7 +1021,7 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
     conv_scratch s;
     bool transposed = node->op == &kn_op_convpacked && conv_packs_transposed(&g);
     bool pack_once = node->op == &kn_op_conv && conv_packs_once(&g);
-    if (!conv_forward_scratch(&g, conv_image_threads(&g, kn_threads_get()), transposed, pack_once, &s))
+    if (!conv_forward_scratch(&g, conv_forward_slots(&g, kn_threads_get()), transposed, pack_once, &s))
         return 0;
     if (node->op != &kn_op_convpacked || !kn_node_input(graph, node, 4))
         return s.total;
