@@ -146,7 +146,7 @@ static size_t conv_packed_group_floats(const conv_geom *g);
 
 /* Whether Conv's forward packs its weights once for the batch, as ConvPacked's come, instead of once
  * per image (or per column chunk) in every product: each product then reads the same packing, so the
- * bits are the same, and takes the bias and activation as its epilogue (conv_image). Products of one
+ * bits are the same, and takes the bias and activation as its epilogue (conv_chunk). Products of one
  * position do not pack (conv_group_product). */
 static bool conv_packs_once(const conv_geom *g) { return g->out_plane > 1 && !g->transposed; }
 
@@ -605,7 +605,7 @@ static void conv_group_product(const conv_geom *g, const float *w, const float *
     }
 }
 
-/* Output positions per chunk of an image that runs on one thread (see conv_column_chunk): when the
+/* Output positions per chunk, the job of one thread (conv_runs_chunks; see conv_column_chunk): when the
  * column matrix is unfolded, it is unfolded a chunk at a time (kn_im2col over whole output rows); with
  * weights of at most 512 KiB, at most 512 KiB of columns, so that the product reads them from L2 in
  * place instead of from memory after a copy into packed panels (resnet18's first layer unfolds 7.4 MB
