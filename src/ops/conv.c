@@ -719,11 +719,13 @@ static bool conv_trains_winograd(const kn_op_call *call, const conv_geom *g) {
     return call->ctx->training && conv_fits_winograd(g);
 }
 
-/* Scratch of a training Winograd convolution: its transformed filters (36 x the filters), 64-byte
- * aligned, then the transforms' own; false on overflow. */
-static bool conv_winograd_scratch(const kn_winograd_conv *wc, size_t *u_bytes, size_t *total) {
+/* Scratch of a Winograd convolution: with `transforms` (training's, which transforms its filters
+ * each step) room for them first (36 x the filters, 64-byte aligned), then the transforms' own; false
+ * on overflow. */
+static bool conv_winograd_scratch(const kn_winograd_conv *wc, bool transforms, size_t *u_bytes, size_t *total) {
     size_t run = kn_conv_winograd_bytes(wc, kn_threads_get());
-    *u_bytes = kn_round_up_64(sizeof(float) * KN_WINOGRAD_POINTS * (size_t)(wc->C * wc->M)); /* W's size x 36 */
+    /* W's size x 36 */
+    *u_bytes = transforms ? kn_round_up_64(sizeof(float) * KN_WINOGRAD_POINTS * (size_t)(wc->C * wc->M)) : 0;
     return run && kn_size_add(*u_bytes, run, total);
 }
 
@@ -734,8 +736,8 @@ static bool conv_winograd_scratch(const kn_winograd_conv *wc, size_t *u_bytes, s
 static kiln_status conv_winograd_forward(const kn_op_call *call, const conv_geom *g, const kn_fused_act *act,
                                          const float *u) {
     kn_winograd_conv wc = {.N = g->N, .C = g->C, .M = g->M, .h = g->h, .w = g->w};
-    size_t u_bytes = 0, total = 0; // with u given, no room for the transform
-    if (u ? (total = kn_conv_winograd_bytes(&wc, kn_threads_get())) == 0 : !conv_winograd_scratch(&wc, &u_bytes, &total))
+    size_t u_bytes, total;
+    if (!conv_winograd_scratch(&wc, !u, &u_bytes, &total))
         return kn_fail(KILN_ERR_NOMEM, "the Winograd buffers of a (%lld, %lld) Conv overflow", (long long)g->M,
                        (long long)g->C);
     unsigned char *scratch = kn_op_scratch(call->ctx, total);
@@ -767,7 +769,7 @@ static kiln_status conv_winograd_grad_x(const kn_op_call *call, const conv_geom 
     kn_winograd_conv wc = {.N = g->N, .C = g->M, .M = g->C, .h = kn_conv_winograd_grad_axis(&g->h),
                            .w = kn_conv_winograd_grad_axis(&g->w)};
     size_t u_bytes, total;
-    unsigned char *scratch = conv_winograd_scratch(&wc, &u_bytes, &total) ? kn_op_scratch(call->ctx, total) : NULL;
+    unsigned char *scratch = conv_winograd_scratch(&wc, true, &u_bytes, &total) ? kn_op_scratch(call->ctx, total) : NULL;
     if (!scratch)
         return kn_fail(KILN_ERR_NOMEM, "no memory for the Winograd buffers of a (%lld, %lld) Conv's dX",
                        (long long)g->M, (long long)g->C);
@@ -1027,8 +1029,10 @@ static size_t conv_workspace(const kn_graph *graph, const kn_node *node) {
         return s.total;
     // with U, a run may take Winograd instead (conv_batch_takes_winograd), U given
     kn_winograd_conv wc = {.N = g.N, .C = g.C, .M = g.M, .h = g.h, .w = g.w};
-    size_t winograd = kn_conv_winograd_bytes(&wc, kn_threads_get());
-    return winograd == 0 ? 0 : winograd > s.total ? winograd : s.total;
+    size_t u_bytes, winograd;
+    if (!conv_winograd_scratch(&wc, false, &u_bytes, &winograd))
+        return 0;
+    return winograd > s.total ? winograd : s.total;
 }
 
 const kn_op kn_op_conv = {
